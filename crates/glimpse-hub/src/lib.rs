@@ -1,0 +1,35 @@
+//! Where models come from and how their files become ready-to-use models.
+//!
+//! [`ModelFiles`] holds the bytes of a Hugging Face layout checkpoint (`config.json`,
+//! `model.safetensors`, `tokenizer.json`, optional `preprocessor_config.json`), read from a local
+//! directory. [`ClipBundle`] and [`Gpt2Bundle`] turn those bytes into a model with its tokenizer and
+//! preprocessing; they only need bytes, so the browser build uses them too.
+
+mod bundle;
+mod files;
+
+pub use bundle::{ClipBundle, Gpt2Bundle};
+pub use files::ModelFiles;
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("{}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Layout(String),
+    #[error("{source_name}: {source}")]
+    Model {
+        source_name: String,
+        source: glimpse_models::ModelError,
+    },
+    #[error("{source_name}: {source}")]
+    Media {
+        source_name: String,
+        source: glimpse_media::MediaError,
+    },
+}

@@ -1,0 +1,272 @@
+//! CLIP image preprocessing, as transformers' `CLIPImageProcessor` (PIL backend) does it:
+//! convert to RGB, resize the shorter side (bicubic), centre-crop, rescale to [0, 1], normalise.
+
+use image::{ImageReader, RgbImage};
+use serde::Deserialize;
+
+use crate::MediaError;
+use crate::resample::{Filter, resize};
+
+/// OpenAI CLIP's channel means and standard deviations.
+pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_1];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resize {
+    /// Shorter side to this length, aspect ratio kept (the longer side rounds down).
+    ShortestEdge(u32),
+    /// Exactly `height x width`.
+    Exact { height: u32, width: u32 },
+}
+
+/// The settings of a `preprocessor_config.json`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImagePreprocess {
+    pub resize: Option<(Resize, Filter)>,
+    /// `(height, width)`.
+    pub center_crop: Option<(u32, u32)>,
+    pub rescale_factor: Option<f64>,
+    /// `(mean, std)` per channel.
+    pub normalize: Option<([f32; 3], [f32; 3])>,
+}
+
+/// A size as preprocessor configs write it: a bare number (legacy) or a map.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum SizeSpec {
+    Number(u32),
+    Map {
+        shortest_edge: Option<u32>,
+        height: Option<u32>,
+        width: Option<u32>,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+struct PreprocessorJson {
+    #[serde(default = "yes")]
+    do_resize: bool,
+    size: Option<SizeSpec>,
+    #[serde(default = "bicubic")]
+    resample: u8,
+    #[serde(default = "yes")]
+    do_center_crop: bool,
+    crop_size: Option<SizeSpec>,
+    #[serde(default = "yes")]
+    do_rescale: bool,
+    #[serde(default = "rescale")]
+    rescale_factor: f64,
+    #[serde(default = "yes")]
+    do_normalize: bool,
+    image_mean: Option<Vec<f32>>,
+    image_std: Option<Vec<f32>>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn bicubic() -> u8 {
+    3
+}
+fn rescale() -> f64 {
+    1.0 / 255.0
+}
+
+impl ImagePreprocess {
+    /// CLIP's settings for a model whose image tower takes `image_size` pixels square; used when a
+    /// checkpoint has no `preprocessor_config.json`.
+    pub fn clip_default(image_size: u32) -> Self {
+        Self {
+            resize: Some((Resize::ShortestEdge(image_size), Filter::Bicubic)),
+            center_crop: Some((image_size, image_size)),
+            rescale_factor: Some(rescale()),
+            normalize: Some((CLIP_MEAN, CLIP_STD)),
+        }
+    }
+
+    /// Reads `preprocessor_config.json`; missing fields take CLIP's defaults for `image_size`.
+    pub fn from_json(json: &[u8], image_size: u32) -> Result<Self, MediaError> {
+        let bad = |m: String| MediaError::Preprocessor(m);
+        let raw: PreprocessorJson = serde_json::from_slice(json).map_err(|e| bad(e.to_string()))?;
+        let filter = match raw.resample {
+            2 => Filter::Bilinear,
+            3 => Filter::Bicubic,
+            other => {
+                return Err(bad(format!(
+                    "resample = {other} is not supported (2 = bilinear, 3 = bicubic)"
+                )));
+            }
+        };
+        let resize = match raw.size {
+            None => Resize::ShortestEdge(image_size),
+            Some(SizeSpec::Number(n))
+            | Some(SizeSpec::Map {
+                shortest_edge: Some(n),
+                ..
+            }) => Resize::ShortestEdge(n),
+            Some(SizeSpec::Map {
+                height: Some(height),
+                width: Some(width),
+                ..
+            }) => Resize::Exact { height, width },
+            Some(_) => {
+                return Err(bad(
+                    "`size` needs `shortest_edge` or `height` and `width`".into()
+                ));
+            }
+        };
+        let crop = match raw.crop_size {
+            None => (image_size, image_size),
+            Some(SizeSpec::Number(n)) => (n, n),
+            Some(SizeSpec::Map {
+                height: Some(h),
+                width: Some(w),
+                ..
+            }) => (h, w),
+            Some(_) => return Err(bad("`crop_size` needs `height` and `width`".into())),
+        };
+        let channels =
+            |v: Option<Vec<f32>>, default: [f32; 3], name: &str| -> Result<[f32; 3], MediaError> {
+                match v {
+                    None => Ok(default),
+                    Some(v) => v.try_into().map_err(|v: Vec<f32>| {
+                        bad(format!("{name} has {} values, expected 3", v.len()))
+                    }),
+                }
+            };
+        let mean = channels(raw.image_mean, CLIP_MEAN, "image_mean")?;
+        let std = channels(raw.image_std, CLIP_STD, "image_std")?;
+        if std.iter().any(|&s| s <= 0.0 || !s.is_finite()) {
+            return Err(bad(format!("image_std {std:?} must be positive")));
+        }
+        let sizes = [
+            crop.0,
+            crop.1,
+            match resize {
+                Resize::ShortestEdge(n) => n,
+                Resize::Exact { height, width } => height.min(width),
+            },
+        ];
+        if sizes.iter().any(|&s| s == 0 || s > 16384) {
+            return Err(bad(format!("image sizes {sizes:?} must be in 1..=16384")));
+        }
+        Ok(Self {
+            resize: raw.do_resize.then_some((resize, filter)),
+            center_crop: raw.do_center_crop.then_some(crop),
+            rescale_factor: raw.do_rescale.then_some(raw.rescale_factor),
+            normalize: raw.do_normalize.then_some((mean, std)),
+        })
+    }
+
+    /// Pixel values in channel-first order, `3 x height x width`, with the output `(height, width)`.
+    pub fn apply(&self, image: &RgbImage) -> (Vec<f32>, (u32, u32)) {
+        let mut image = match self.resize {
+            Some((size, filter)) => {
+                let (w, h) = resized_size(image.width(), image.height(), size);
+                resize(image, w, h, filter)
+            }
+            None => image.clone(),
+        };
+        if let Some((h, w)) = self.center_crop {
+            image = center_crop(&image, h, w);
+        }
+        let (w, h) = image.dimensions();
+        let plane = (w * h) as usize;
+        let mut out = vec![0.0f32; 3 * plane];
+        for (i, px) in image.pixels().enumerate() {
+            for c in 0..3 {
+                // As numpy does it in transformers: rescale in f64, store f32, normalise in f32.
+                let mut v = match self.rescale_factor {
+                    Some(factor) => (f64::from(px[c]) * factor) as f32,
+                    None => f32::from(px[c]),
+                };
+                if let Some((mean, std)) = self.normalize {
+                    v = (v - mean[c]) / std[c];
+                }
+                out[c * plane + i] = v;
+            }
+        }
+        (out, (h, w))
+    }
+}
+
+/// `(width, height)` after resizing, as transformers computes it (the longer side rounds down).
+fn resized_size(width: u32, height: u32, size: Resize) -> (u32, u32) {
+    match size {
+        Resize::Exact { height, width } => (width, height),
+        Resize::ShortestEdge(short) => {
+            let long =
+                |l: u32, s: u32| ((u64::from(short) * u64::from(l)) / u64::from(s)).max(1) as u32;
+            if width <= height {
+                (short, long(height, width))
+            } else {
+                (long(width, height), short)
+            }
+        }
+    }
+}
+
+/// Centre crop to `h x w`; a smaller image is padded with zeros around it first (as transformers).
+fn center_crop(image: &RgbImage, h: u32, w: u32) -> RgbImage {
+    let (iw, ih) = (i64::from(image.width()), i64::from(image.height()));
+    // Offsets of the crop window in the image (negative when the image is smaller).
+    let top = if ih >= i64::from(h) {
+        (ih - i64::from(h)) / 2
+    } else {
+        -((i64::from(h) - ih + 1) / 2)
+    };
+    let left = if iw >= i64::from(w) {
+        (iw - i64::from(w)) / 2
+    } else {
+        -((i64::from(w) - iw + 1) / 2)
+    };
+    RgbImage::from_fn(w, h, |x, y| {
+        let (sx, sy) = (i64::from(x) + left, i64::from(y) + top);
+        if (0..iw).contains(&sx) && (0..ih).contains(&sy) {
+            *image.get_pixel(sx as u32, sy as u32)
+        } else {
+            image::Rgb([0, 0, 0])
+        }
+    })
+}
+
+/// Decodes PNG, JPEG, WebP or GIF (first frame) bytes and converts to 8-bit RGB as transformers'
+/// `convert_rgb` does: grey is replicated and transparency is composited over white.
+pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, MediaError> {
+    let reader = ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| MediaError::Image(e.to_string()))?;
+    if reader.format().is_none() {
+        return Err(MediaError::Image(
+            "unrecognised format; glimpse reads PNG, JPEG, WebP and GIF".into(),
+        ));
+    }
+    let image = reader
+        .decode()
+        .map_err(|e| MediaError::Image(e.to_string()))?;
+    if image.width() == 0 || image.height() == 0 {
+        return Err(MediaError::Image("the image has no pixels".into()));
+    }
+    if !image.color().has_alpha() {
+        return Ok(image.to_rgb8());
+    }
+    let rgba = image.to_rgba8();
+    Ok(RgbImage::from_fn(rgba.width(), rgba.height(), |x, y| {
+        let p = rgba.get_pixel(x, y);
+        image::Rgb([0, 1, 2].map(|c| over_white(p[c], p[3])))
+    }))
+}
+
+/// One channel of Pillow's `alpha_composite` of a pixel over opaque white, in its integer
+/// arithmetic (7 extra bits of precision, division by 255 as two shifts).
+fn over_white(value: u8, alpha: u8) -> u8 {
+    if alpha == 0 {
+        return 255;
+    }
+    let shift_div_255 = |a: u32| ((a >> 8) + a) >> 8;
+    let (v, a) = (u32::from(value), u32::from(alpha));
+    let coef_src = a << 7;
+    let coef_white = (255 - a) << 7;
+    let blended = v * coef_src + 255 * coef_white;
+    (shift_div_255(blended + (0x80 << 7)) >> 7) as u8
+}

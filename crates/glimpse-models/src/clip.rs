@@ -1,0 +1,592 @@
+//! CLIP (Radford et al. 2021, "Learning Transferable Visual Models From Natural Language
+//! Supervision", <https://arxiv.org/abs/2103.00020>): a ViT image tower and a causal text tower
+//! projected into one embedding space.
+//!
+//! Loads Hugging Face `CLIPModel` checkpoints unchanged (`vision_model.*`, `text_model.*`,
+//! `visual_projection`, `text_projection`, `logit_scale`). PyTorch `nn.Linear` weights are stored
+//! `[out, in]` and transposed on load. The patch embedding is a stride-`p` convolution without
+//! bias, computed here as one matmul over unfolded patches.
+
+use burn::module::{Initializer, Param};
+use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, Linear, LinearConfig};
+use burn::prelude::*;
+use serde::Deserialize;
+
+use crate::error::ModelError;
+use crate::nn::{Activation, attention, layer_norm, merge_heads, split_heads};
+use crate::weights::{Layout, Loader, WeightFile};
+
+/// `text_config` of a Hugging Face CLIP `config.json`. Defaults are transformers' defaults.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClipTextConfig {
+    #[serde(default = "d_vocab")]
+    pub vocab_size: usize,
+    #[serde(default = "d_text_hidden")]
+    pub hidden_size: usize,
+    #[serde(default = "d_text_inner")]
+    pub intermediate_size: usize,
+    #[serde(default = "d_layers")]
+    pub num_hidden_layers: usize,
+    #[serde(default = "d_text_heads")]
+    pub num_attention_heads: usize,
+    /// The context length (77 for OpenAI CLIP).
+    #[serde(default = "d_context")]
+    pub max_position_embeddings: usize,
+    #[serde(default = "d_act")]
+    pub hidden_act: Activation,
+    #[serde(default = "d_eps")]
+    pub layer_norm_eps: f64,
+    /// `2` is the legacy value of the original checkpoints: pooling then takes the position of the
+    /// largest id (the end token has the largest id in OpenAI's vocabulary), as transformers does.
+    #[serde(default = "d_eos")]
+    pub eos_token_id: u32,
+}
+
+/// `vision_config` of a Hugging Face CLIP `config.json`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClipVisionConfig {
+    #[serde(default = "d_vision_hidden")]
+    pub hidden_size: usize,
+    #[serde(default = "d_vision_inner")]
+    pub intermediate_size: usize,
+    #[serde(default = "d_layers")]
+    pub num_hidden_layers: usize,
+    #[serde(default = "d_vision_heads")]
+    pub num_attention_heads: usize,
+    #[serde(default = "d_channels")]
+    pub num_channels: usize,
+    #[serde(default = "d_image")]
+    pub image_size: usize,
+    #[serde(default = "d_patch")]
+    pub patch_size: usize,
+    #[serde(default = "d_act")]
+    pub hidden_act: Activation,
+    #[serde(default = "d_eps")]
+    pub layer_norm_eps: f64,
+}
+
+/// A Hugging Face CLIP `config.json`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClipConfig {
+    pub text_config: ClipTextConfig,
+    pub vision_config: ClipVisionConfig,
+    #[serde(default = "d_projection")]
+    pub projection_dim: usize,
+}
+
+fn d_vocab() -> usize {
+    49408
+}
+fn d_text_hidden() -> usize {
+    512
+}
+fn d_text_inner() -> usize {
+    2048
+}
+fn d_layers() -> usize {
+    12
+}
+fn d_text_heads() -> usize {
+    8
+}
+fn d_context() -> usize {
+    77
+}
+fn d_act() -> Activation {
+    Activation::QuickGelu
+}
+fn d_eps() -> f64 {
+    1e-5
+}
+fn d_eos() -> u32 {
+    49407
+}
+fn d_vision_hidden() -> usize {
+    768
+}
+fn d_vision_inner() -> usize {
+    3072
+}
+fn d_vision_heads() -> usize {
+    12
+}
+fn d_channels() -> usize {
+    3
+}
+fn d_image() -> usize {
+    224
+}
+fn d_patch() -> usize {
+    32
+}
+fn d_projection() -> usize {
+    512
+}
+
+/// The legacy `eos_token_id` of the original CLIP configs (see [`ClipTextConfig::eos_token_id`]).
+const LEGACY_EOS: u32 = 2;
+
+impl ClipConfig {
+    /// `openai/clip-vit-base-patch32`.
+    pub fn vit_b_32() -> Self {
+        serde_json::from_str(r#"{"text_config": {"eos_token_id": 2}, "vision_config": {}}"#)
+            .expect("defaults parse")
+    }
+
+    /// Parses `config.json` and checks that it describes a model glimpse can build.
+    pub fn from_json(json: &[u8]) -> Result<Self, ModelError> {
+        let config: Self =
+            serde_json::from_slice(json).map_err(|e| ModelError::config("config.json", e))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let t = &self.text_config;
+        let v = &self.vision_config;
+        let bad = |m: String| Err(ModelError::InvalidConfig(m));
+        for (name, value, max) in [
+            ("text_config.vocab_size", t.vocab_size, 1 << 24),
+            ("text_config.hidden_size", t.hidden_size, 1 << 16),
+            (
+                "text_config.intermediate_size",
+                t.intermediate_size,
+                1 << 18,
+            ),
+            ("text_config.num_hidden_layers", t.num_hidden_layers, 1024),
+            (
+                "text_config.num_attention_heads",
+                t.num_attention_heads,
+                1024,
+            ),
+            (
+                "text_config.max_position_embeddings",
+                t.max_position_embeddings,
+                1 << 16,
+            ),
+            ("vision_config.hidden_size", v.hidden_size, 1 << 16),
+            (
+                "vision_config.intermediate_size",
+                v.intermediate_size,
+                1 << 18,
+            ),
+            ("vision_config.num_hidden_layers", v.num_hidden_layers, 1024),
+            (
+                "vision_config.num_attention_heads",
+                v.num_attention_heads,
+                1024,
+            ),
+            ("vision_config.num_channels", v.num_channels, 16),
+            ("vision_config.image_size", v.image_size, 8192),
+            ("vision_config.patch_size", v.patch_size, 8192),
+            ("projection_dim", self.projection_dim, 1 << 16),
+        ] {
+            if value == 0 || value > max {
+                return bad(format!("{name} = {value} is outside 1..={max}"));
+            }
+        }
+        if t.hidden_size % t.num_attention_heads != 0 {
+            return bad(format!(
+                "text hidden_size {} is not divisible by {} heads",
+                t.hidden_size, t.num_attention_heads
+            ));
+        }
+        if v.hidden_size % v.num_attention_heads != 0 {
+            return bad(format!(
+                "vision hidden_size {} is not divisible by {} heads",
+                v.hidden_size, v.num_attention_heads
+            ));
+        }
+        if v.image_size % v.patch_size != 0 {
+            return bad(format!(
+                "image_size {} is not a multiple of patch_size {}",
+                v.image_size, v.patch_size
+            ));
+        }
+        Ok(())
+    }
+
+    /// A model with lazily initialised random weights.
+    pub fn init(&self, device: &Device) -> Clip {
+        let t = &self.text_config;
+        let v = &self.vision_config;
+        let grid = v.image_size / v.patch_size;
+        let linear_no_bias = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
+        Clip {
+            vision: ClipVision {
+                patch_embedding: Initializer::KaimingUniform {
+                    gain: 1.0,
+                    fan_out_only: false,
+                }
+                .init_with(
+                    [v.hidden_size, v.num_channels, v.patch_size, v.patch_size],
+                    Some(v.num_channels * v.patch_size * v.patch_size),
+                    None,
+                    device,
+                ),
+                class_embedding: Initializer::Normal {
+                    mean: 0.0,
+                    std: 0.02,
+                }
+                .init([v.hidden_size], device),
+                position_embedding: EmbeddingConfig::new(grid * grid + 1, v.hidden_size)
+                    .init(device),
+                pre_layrnorm: layer_norm(v.hidden_size, v.layer_norm_eps, device),
+                layers: (0..v.num_hidden_layers)
+                    .map(|_| {
+                        EncoderLayer::init(
+                            v.hidden_size,
+                            v.intermediate_size,
+                            v.layer_norm_eps,
+                            device,
+                        )
+                    })
+                    .collect(),
+                post_layernorm: layer_norm(v.hidden_size, v.layer_norm_eps, device),
+                n_head: v.num_attention_heads,
+                patch_size: v.patch_size,
+                image_size: v.image_size,
+                activation: v.hidden_act,
+            },
+            text: ClipText {
+                token_embedding: EmbeddingConfig::new(t.vocab_size, t.hidden_size).init(device),
+                position_embedding: EmbeddingConfig::new(t.max_position_embeddings, t.hidden_size)
+                    .init(device),
+                layers: (0..t.num_hidden_layers)
+                    .map(|_| {
+                        EncoderLayer::init(
+                            t.hidden_size,
+                            t.intermediate_size,
+                            t.layer_norm_eps,
+                            device,
+                        )
+                    })
+                    .collect(),
+                final_layer_norm: layer_norm(t.hidden_size, t.layer_norm_eps, device),
+                n_head: t.num_attention_heads,
+                eos_token_id: t.eos_token_id,
+                activation: t.hidden_act,
+            },
+            visual_projection: linear_no_bias(v.hidden_size, self.projection_dim),
+            text_projection: linear_no_bias(t.hidden_size, self.projection_dim),
+            logit_scale: Initializer::Constant {
+                value: (1.0f64 / 0.07).ln(),
+            }
+            .init([1], device),
+        }
+    }
+}
+
+/// One pre-LayerNorm transformer layer, shared by both towers.
+#[derive(Module, Debug)]
+struct EncoderLayer {
+    layer_norm1: LayerNorm,
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    out_proj: Linear,
+    layer_norm2: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+}
+
+impl EncoderLayer {
+    fn init(d: usize, inner: usize, eps: f64, device: &Device) -> Self {
+        let linear = |i, o| LinearConfig::new(i, o).init(device);
+        Self {
+            layer_norm1: layer_norm(d, eps, device),
+            q_proj: linear(d, d),
+            k_proj: linear(d, d),
+            v_proj: linear(d, d),
+            out_proj: linear(d, d),
+            layer_norm2: layer_norm(d, eps, device),
+            fc1: linear(d, inner),
+            fc2: linear(inner, d),
+        }
+    }
+
+    fn load(&mut self, loader: &Loader, prefix: &str) {
+        let t = Layout::Transposed;
+        loader.layer_norm(&format!("{prefix}layer_norm1"), &mut self.layer_norm1);
+        loader.linear(&format!("{prefix}self_attn.q_proj"), &mut self.q_proj, t);
+        loader.linear(&format!("{prefix}self_attn.k_proj"), &mut self.k_proj, t);
+        loader.linear(&format!("{prefix}self_attn.v_proj"), &mut self.v_proj, t);
+        loader.linear(
+            &format!("{prefix}self_attn.out_proj"),
+            &mut self.out_proj,
+            t,
+        );
+        loader.layer_norm(&format!("{prefix}layer_norm2"), &mut self.layer_norm2);
+        loader.linear(&format!("{prefix}mlp.fc1"), &mut self.fc1, t);
+        loader.linear(&format!("{prefix}mlp.fc2"), &mut self.fc2, t);
+    }
+
+    /// `[batch, seq, d]` -> `[batch, seq, d]`; `causal` masks future positions (text tower).
+    fn forward(&self, x: Tensor<3>, n_head: usize, act: Activation, causal: bool) -> Tensor<3> {
+        let h = self.layer_norm1.forward(x.clone());
+        let q = split_heads(self.q_proj.forward(h.clone()), n_head);
+        let k = split_heads(self.k_proj.forward(h.clone()), n_head);
+        let v = split_heads(self.v_proj.forward(h), n_head);
+        let attended = merge_heads(attention(q, k, v, causal.then_some(0)));
+        let x = x + self.out_proj.forward(attended);
+        let h = act.apply(self.fc1.forward(self.layer_norm2.forward(x.clone())));
+        x + self.fc2.forward(h)
+    }
+}
+
+#[derive(Module, Debug)]
+struct ClipVision {
+    /// `[hidden, channels, patch, patch]`, as stored.
+    patch_embedding: Param<Tensor<4>>,
+    class_embedding: Param<Tensor<1>>,
+    position_embedding: Embedding,
+    pre_layrnorm: LayerNorm,
+    layers: Vec<EncoderLayer>,
+    post_layernorm: LayerNorm,
+    #[module(skip)]
+    n_head: usize,
+    #[module(skip)]
+    patch_size: usize,
+    #[module(skip)]
+    image_size: usize,
+    #[module(skip)]
+    activation: Activation,
+}
+
+impl ClipVision {
+    fn load(&mut self, loader: &Loader) {
+        let p = "vision_model.";
+        loader.param(
+            &format!("{p}embeddings.patch_embedding.weight"),
+            &mut self.patch_embedding,
+            Layout::AsStored,
+        );
+        loader.param(
+            &format!("{p}embeddings.class_embedding"),
+            &mut self.class_embedding,
+            Layout::AsStored,
+        );
+        loader.embedding(
+            &format!("{p}embeddings.position_embedding"),
+            &mut self.position_embedding,
+        );
+        loader.layer_norm(&format!("{p}pre_layrnorm"), &mut self.pre_layrnorm);
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            layer.load(loader, &format!("{p}encoder.layers.{i}."));
+        }
+        loader.layer_norm(&format!("{p}post_layernorm"), &mut self.post_layernorm);
+    }
+
+    /// `[batch, channels, size, size]` -> pooled `[batch, hidden]` (class token after `post_layernorm`).
+    fn forward(&self, pixels: Tensor<4>) -> Tensor<2> {
+        let [b, c, h, w] = pixels.dims();
+        let p = self.patch_size;
+        let (gh, gw) = (h / p, w / p);
+        let patches = pixels
+            .reshape([b, c, gh, p, gw, p])
+            .permute([0, 2, 4, 1, 3, 5])
+            .reshape([b, gh * gw, c * p * p]);
+        let weight = self.patch_embedding.val();
+        let d = weight.dims()[0];
+        let weight = weight.reshape([d, c * p * p]).transpose().unsqueeze::<3>();
+        let patches = patches.matmul(weight);
+        let class = self
+            .class_embedding
+            .val()
+            .reshape([1, 1, d])
+            .expand([b, 1, d]);
+        let x = Tensor::cat(vec![class, patches], 1);
+        let x = x + self.position_embedding.weight.val().unsqueeze::<3>();
+        let mut x = self.pre_layrnorm.forward(x);
+        for layer in &self.layers {
+            x = layer.forward(x, self.n_head, self.activation, false);
+        }
+        let pooled = x.narrow(1, 0, 1).reshape([b, d]);
+        self.post_layernorm.forward(pooled)
+    }
+}
+
+#[derive(Module, Debug)]
+struct ClipText {
+    token_embedding: Embedding,
+    position_embedding: Embedding,
+    layers: Vec<EncoderLayer>,
+    final_layer_norm: LayerNorm,
+    #[module(skip)]
+    n_head: usize,
+    #[module(skip)]
+    eos_token_id: u32,
+    #[module(skip)]
+    activation: Activation,
+}
+
+impl ClipText {
+    fn load(&mut self, loader: &Loader) {
+        let p = "text_model.";
+        loader.embedding(
+            &format!("{p}embeddings.token_embedding"),
+            &mut self.token_embedding,
+        );
+        loader.embedding(
+            &format!("{p}embeddings.position_embedding"),
+            &mut self.position_embedding,
+        );
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            layer.load(loader, &format!("{p}encoder.layers.{i}."));
+        }
+        loader.layer_norm(&format!("{p}final_layer_norm"), &mut self.final_layer_norm);
+    }
+
+    /// The position whose hidden state represents the text, as transformers chooses it.
+    fn pooling_position(&self, ids: &[u32]) -> usize {
+        if self.eos_token_id == LEGACY_EOS {
+            let max = ids.iter().copied().max().unwrap_or(0);
+            ids.iter().position(|&id| id == max).unwrap_or(0)
+        } else {
+            ids.iter()
+                .position(|&id| id == self.eos_token_id)
+                .unwrap_or(ids.len() - 1)
+        }
+    }
+
+    /// Token ids (already with start/end tokens) -> pooled `[batch, hidden]`.
+    fn forward(&self, ids: &[Vec<u32>], device: &Device) -> Tensor<2> {
+        let b = ids.len();
+        let t = ids.iter().map(Vec::len).max().unwrap_or(0);
+        // Padding sits after every real token; the causal mask keeps it out of the pooled state.
+        let pad = ids[0][ids[0].len() - 1];
+        let flat: Vec<i64> = ids
+            .iter()
+            .flat_map(|row| {
+                row.iter()
+                    .copied()
+                    .chain(std::iter::repeat(pad))
+                    .take(t)
+                    .map(i64::from)
+            })
+            .collect();
+        let tokens = Tensor::<2, Int>::from_data(TensorData::new(flat, [b, t]), device);
+        let positions = self
+            .position_embedding
+            .weight
+            .val()
+            .narrow(0, 0, t)
+            .unsqueeze::<3>();
+        let mut x = self.token_embedding.forward(tokens) + positions;
+        for layer in &self.layers {
+            x = layer.forward(x, self.n_head, self.activation, true);
+        }
+        let x = self.final_layer_norm.forward(x);
+        let d = x.dims()[2];
+        let rows: Vec<i64> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, row)| (i * t + self.pooling_position(row)) as i64)
+            .collect();
+        let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [b]), device);
+        x.reshape([b * t, d]).select(0, rows)
+    }
+}
+
+/// CLIP: both towers, their projections and the learned temperature.
+#[derive(Module, Debug)]
+pub struct Clip {
+    vision: ClipVision,
+    text: ClipText,
+    visual_projection: Linear,
+    text_projection: Linear,
+    /// Stored as a log; `[1]`.
+    logit_scale: Param<Tensor<1>>,
+}
+
+impl Clip {
+    /// Builds the model from `model.safetensors` bytes of a Hugging Face `CLIPModel`.
+    pub fn load(
+        config: &ClipConfig,
+        safetensors: &[u8],
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        config.validate()?;
+        let file = WeightFile::parse(safetensors)?;
+        let loader = Loader::new(&file, device);
+        let mut model = config.init(device);
+        model.vision.load(&loader);
+        model.text.load(&loader);
+        loader.linear(
+            "visual_projection",
+            &mut model.visual_projection,
+            Layout::Transposed,
+        );
+        loader.linear(
+            "text_projection",
+            &mut model.text_projection,
+            Layout::Transposed,
+        );
+        loader.param("logit_scale", &mut model.logit_scale, Layout::AsStored);
+        loader.finish(|name| name.ends_with("embeddings.position_ids"))?;
+        Ok(model)
+    }
+
+    pub fn image_size(&self) -> usize {
+        self.vision.image_size
+    }
+
+    pub fn context_length(&self) -> usize {
+        self.text.position_embedding.weight.lazy_shape().dims::<2>()[0]
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.text.token_embedding.weight.lazy_shape().dims::<2>()[0]
+    }
+
+    /// Projected image embeddings (not normalised): `[batch, channels, size, size]` -> `[batch, projection_dim]`.
+    pub fn encode_image(&self, pixels: Tensor<4>) -> Result<Tensor<2>, ModelError> {
+        let [_, c, h, w] = pixels.dims();
+        let s = self.image_size();
+        let channels = self.vision.patch_embedding.lazy_shape().dims::<4>()[1];
+        if (c, h, w) != (channels, s, s) {
+            return Err(ModelError::Input(format!(
+                "pixels are {c}x{h}x{w}, the model takes {channels}x{s}x{s}"
+            )));
+        }
+        Ok(self.visual_projection.forward(self.vision.forward(pixels)))
+    }
+
+    /// Projected text embeddings (not normalised) for token ids that already carry the start and
+    /// end tokens (see `glimpse-media`'s CLIP tokenizer): `batch` rows -> `[batch, projection_dim]`.
+    pub fn encode_text(&self, ids: &[Vec<u32>], device: &Device) -> Result<Tensor<2>, ModelError> {
+        let (context, vocab) = (self.context_length(), self.vocab_size());
+        if ids.is_empty() || ids.iter().any(Vec::is_empty) {
+            return Err(ModelError::Input("no text to encode".into()));
+        }
+        if let Some(row) = ids.iter().find(|row| row.len() > context) {
+            return Err(ModelError::Input(format!(
+                "{} tokens exceed the context length {context}",
+                row.len()
+            )));
+        }
+        if let Some(&id) = ids.iter().flatten().find(|&&id| id as usize >= vocab) {
+            return Err(ModelError::Input(format!(
+                "token id {id} is outside the vocabulary of {vocab}"
+            )));
+        }
+        Ok(self.text_projection.forward(self.text.forward(ids, device)))
+    }
+
+    /// The learned temperature `exp(logit_scale)`, `[1]`.
+    pub fn logit_scale(&self) -> Tensor<1> {
+        self.logit_scale.val().exp()
+    }
+
+    /// `logits_per_image[i][j] = exp(logit_scale) * cos(image_i, text_j)`, from unnormalised embeddings.
+    pub fn logits_per_image(&self, image_embeds: Tensor<2>, text_embeds: Tensor<2>) -> Tensor<2> {
+        let sim = l2_normalize(image_embeds).matmul(l2_normalize(text_embeds).transpose());
+        sim * self.logit_scale().unsqueeze::<2>()
+    }
+}
+
+/// Rows scaled to unit L2 norm: `[n, d]` -> `[n, d]`.
+pub fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
+    let norm = x.clone().square().sum_dim(1).sqrt();
+    x / norm
+}

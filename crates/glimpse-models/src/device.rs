@@ -1,0 +1,118 @@
+//! Choosing where tensors live: Burn's CPU backend (`flex`) or wgpu (Vulkan, Metal, DX12; WebGPU in
+//! the browser, set up by `glimpse-wasm`).
+//!
+//! wgpu silently falls back to OpenGL when no Vulkan driver is installed, and a machine without a
+//! GPU may still offer a software adapter (lavapipe, SwiftShader) that is slower than the CPU
+//! backend. [`DeviceInfo`] says which API and adapter were really obtained so callers can report it.
+
+use std::fmt;
+#[cfg(not(target_family = "wasm"))]
+use std::sync::OnceLock;
+
+use burn::prelude::*;
+
+/// What the user asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceChoice {
+    /// wgpu on a hardware adapter when there is one, otherwise the CPU backend.
+    #[default]
+    Auto,
+    Cpu,
+    Wgpu,
+}
+
+/// What was obtained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceInfo {
+    Cpu,
+    Wgpu {
+        /// `Vulkan`, `Metal`, `Dx12`, `Gl` or `BrowserWebGpu`.
+        api: String,
+        adapter: String,
+        /// A CPU rasteriser such as lavapipe or SwiftShader.
+        software: bool,
+    },
+}
+
+impl fmt::Display for DeviceInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Cpu => write!(f, "cpu (Burn flex backend)"),
+            Self::Wgpu {
+                api,
+                adapter,
+                software,
+            } => {
+                let kind = if *software { ", software adapter" } else { "" };
+                write!(f, "wgpu ({api}, {adapter}{kind})")
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SelectedDevice {
+    pub device: Device,
+    pub info: DeviceInfo,
+    /// Why `Auto` chose what it chose, for the user.
+    pub reason: Option<String>,
+}
+
+pub fn cpu() -> SelectedDevice {
+    SelectedDevice {
+        device: Device::flex(),
+        info: DeviceInfo::Cpu,
+        reason: None,
+    }
+}
+
+/// The default wgpu adapter, set up once per process (wgpu's runtime cannot be set up twice).
+#[cfg(not(target_family = "wasm"))]
+pub fn wgpu() -> Result<SelectedDevice, String> {
+    static WGPU: OnceLock<Result<(Device, DeviceInfo), String>> = OnceLock::new();
+    let (device, info) = WGPU
+        .get_or_init(|| {
+            let (device, setup) = Device::wgpu_options()
+                .init_with_setup()
+                .map_err(|e| e.to_string())?;
+            let adapter = setup.adapter.get_info();
+            let info = DeviceInfo::Wgpu {
+                api: format!("{:?}", setup.backend),
+                adapter: adapter.name.clone(),
+                software: adapter.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu,
+            };
+            Ok((device, info))
+        })
+        .clone()?;
+    Ok(SelectedDevice {
+        device,
+        info,
+        reason: None,
+    })
+}
+
+/// Resolves the user's choice. `Auto` prefers a hardware wgpu adapter and otherwise falls back
+/// to the CPU backend, which is faster than any software rasteriser.
+#[cfg(not(target_family = "wasm"))]
+pub fn select(choice: DeviceChoice) -> Result<SelectedDevice, String> {
+    match choice {
+        DeviceChoice::Cpu => Ok(cpu()),
+        DeviceChoice::Wgpu => wgpu().map_err(|e| format!("no wgpu adapter: {e}; try --device cpu")),
+        DeviceChoice::Auto => Ok(match wgpu() {
+            Ok(selected) if !matches!(selected.info, DeviceInfo::Wgpu { software: true, .. }) => {
+                selected
+            }
+            Ok(selected) => SelectedDevice {
+                reason: Some(format!(
+                    "{} is a software adapter; the CPU backend is faster",
+                    selected.info
+                )),
+                ..cpu()
+            },
+            Err(e) => SelectedDevice {
+                reason: Some(format!("no wgpu adapter ({e})")),
+                ..cpu()
+            },
+        }),
+    }
+}

@@ -1,0 +1,442 @@
+//! GPT-2 (Radford et al. 2019, "Language Models are Unsupervised Multitask Learners",
+//! <https://cdn.openai.com/better-language-models/language_models_are_unsupervised_multitask_learners.pdf>).
+//!
+//! Pre-LayerNorm decoder blocks, learned absolute positions, tanh-approximate GELU and an LM head
+//! tied to the token embedding. Weights load unchanged from Hugging Face checkpoints saved from
+//! `GPT2Model` (`h.0.attn...`) or `GPT2LMHeadModel` (`transformer.h.0.attn...`, with or without
+//! `lm_head.weight`). GPT-2's `Conv1D` stores weights `[in, out]`, which is Burn's layout already.
+
+use burn::module::{Initializer, Param};
+use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, Linear, LinearConfig};
+use burn::prelude::*;
+use serde::Deserialize;
+
+use crate::error::ModelError;
+use crate::nn::{Activation, attention, layer_norm, merge_heads, split_heads};
+use crate::weights::{Layout, Loader, WeightFile};
+
+/// The fields of a Hugging Face GPT-2 `config.json` that shape the model. Other fields are ignored;
+/// fields that would change the computation in ways glimpse does not implement are refused.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Gpt2Config {
+    pub vocab_size: usize,
+    pub n_positions: usize,
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    /// MLP width; `None` means `4 * n_embd`.
+    #[serde(default)]
+    pub n_inner: Option<usize>,
+    #[serde(default = "default_eps")]
+    pub layer_norm_epsilon: f64,
+    #[serde(default = "default_activation")]
+    pub activation_function: Activation,
+    #[serde(default = "default_true")]
+    pub tie_word_embeddings: bool,
+    #[serde(default)]
+    pub eos_token_id: Option<u32>,
+    #[serde(default = "default_true")]
+    scale_attn_weights: bool,
+    #[serde(default)]
+    scale_attn_by_inverse_layer_idx: bool,
+    #[serde(default)]
+    reorder_and_upcast_attn: bool,
+    #[serde(default)]
+    add_cross_attention: bool,
+}
+
+fn default_eps() -> f64 {
+    1e-5
+}
+fn default_activation() -> Activation {
+    Activation::GeluTanh
+}
+fn default_true() -> bool {
+    true
+}
+
+impl Gpt2Config {
+    /// GPT-2 small (124M): the `gpt2` checkpoint's shape.
+    pub fn gpt2_small() -> Self {
+        Self::sized(50257, 1024, 768, 12, 12)
+    }
+
+    /// GPT-2 medium (355M).
+    pub fn gpt2_medium() -> Self {
+        Self::sized(50257, 1024, 1024, 24, 16)
+    }
+
+    pub fn sized(
+        vocab_size: usize,
+        n_positions: usize,
+        n_embd: usize,
+        n_layer: usize,
+        n_head: usize,
+    ) -> Self {
+        Self {
+            vocab_size,
+            n_positions,
+            n_embd,
+            n_layer,
+            n_head,
+            n_inner: None,
+            layer_norm_epsilon: default_eps(),
+            activation_function: default_activation(),
+            tie_word_embeddings: true,
+            eos_token_id: Some(vocab_size as u32 - 1),
+            scale_attn_weights: true,
+            scale_attn_by_inverse_layer_idx: false,
+            reorder_and_upcast_attn: false,
+            add_cross_attention: false,
+        }
+    }
+
+    /// Parses `config.json` and checks that it describes a model glimpse can build.
+    pub fn from_json(json: &[u8]) -> Result<Self, ModelError> {
+        let config: Self =
+            serde_json::from_slice(json).map_err(|e| ModelError::config("config.json", e))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn inner_dim(&self) -> usize {
+        self.n_inner.unwrap_or(4 * self.n_embd)
+    }
+
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let bad = |m: String| Err(ModelError::InvalidConfig(m));
+        for (name, value, max) in [
+            ("vocab_size", self.vocab_size, 1 << 24),
+            ("n_positions", self.n_positions, 1 << 20),
+            ("n_embd", self.n_embd, 1 << 16),
+            ("n_layer", self.n_layer, 1024),
+            ("n_head", self.n_head, 1024),
+            ("n_inner", self.inner_dim(), 1 << 18),
+        ] {
+            if value == 0 || value > max {
+                return bad(format!("{name} = {value} is outside 1..={max}"));
+            }
+        }
+        if self.n_embd % self.n_head != 0 {
+            return bad(format!(
+                "n_embd = {} is not divisible by n_head = {}",
+                self.n_embd, self.n_head
+            ));
+        }
+        for (name, set) in [
+            ("scale_attn_weights = false", !self.scale_attn_weights),
+            (
+                "scale_attn_by_inverse_layer_idx",
+                self.scale_attn_by_inverse_layer_idx,
+            ),
+            ("reorder_and_upcast_attn", self.reorder_and_upcast_attn),
+            ("add_cross_attention", self.add_cross_attention),
+        ] {
+            if set {
+                return bad(format!("{name} is not supported by glimpse's GPT-2"));
+            }
+        }
+        Ok(())
+    }
+
+    /// A model with lazily initialised random weights (nothing is allocated until used).
+    pub fn init(&self, device: &Device) -> Gpt2 {
+        let d = self.n_embd;
+        Gpt2 {
+            wte: EmbeddingConfig::new(self.vocab_size, d).init(device),
+            wpe: EmbeddingConfig::new(self.n_positions, d).init(device),
+            blocks: (0..self.n_layer)
+                .map(|_| Block::init(self, device))
+                .collect(),
+            ln_f: layer_norm(d, self.layer_norm_epsilon, device),
+            lm_head: (!self.tie_word_embeddings).then(|| {
+                Initializer::Normal {
+                    mean: 0.0,
+                    std: 0.02,
+                }
+                .init([self.vocab_size, d], device)
+            }),
+            n_head: self.n_head,
+            activation: self.activation_function,
+        }
+    }
+}
+
+#[derive(Module, Debug)]
+struct Block {
+    ln_1: LayerNorm,
+    /// q | k | v projections fused, `[n_embd, 3 n_embd]`.
+    c_attn: Linear,
+    c_proj: Linear,
+    ln_2: LayerNorm,
+    c_fc: Linear,
+    mlp_proj: Linear,
+}
+
+impl Block {
+    fn init(config: &Gpt2Config, device: &Device) -> Self {
+        let d = config.n_embd;
+        Self {
+            ln_1: layer_norm(d, config.layer_norm_epsilon, device),
+            c_attn: LinearConfig::new(d, 3 * d).init(device),
+            c_proj: LinearConfig::new(d, d).init(device),
+            ln_2: layer_norm(d, config.layer_norm_epsilon, device),
+            c_fc: LinearConfig::new(d, config.inner_dim()).init(device),
+            mlp_proj: LinearConfig::new(config.inner_dim(), d).init(device),
+        }
+    }
+
+    fn load(&mut self, loader: &Loader, prefix: &str) {
+        loader.layer_norm(&format!("{prefix}ln_1"), &mut self.ln_1);
+        loader.linear(
+            &format!("{prefix}attn.c_attn"),
+            &mut self.c_attn,
+            Layout::AsStored,
+        );
+        loader.linear(
+            &format!("{prefix}attn.c_proj"),
+            &mut self.c_proj,
+            Layout::AsStored,
+        );
+        loader.layer_norm(&format!("{prefix}ln_2"), &mut self.ln_2);
+        loader.linear(
+            &format!("{prefix}mlp.c_fc"),
+            &mut self.c_fc,
+            Layout::AsStored,
+        );
+        loader.linear(
+            &format!("{prefix}mlp.c_proj"),
+            &mut self.mlp_proj,
+            Layout::AsStored,
+        );
+    }
+
+    /// `x`: `[batch, t, d]`; `past`: this layer's cached keys/values.
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        past: Option<LayerKv>,
+        n_head: usize,
+        act: Activation,
+    ) -> (Tensor<3>, LayerKv) {
+        let [_, _, d] = x.dims();
+        let qkv = self.c_attn.forward(self.ln_1.forward(x.clone()));
+        let q = split_heads(qkv.clone().narrow(2, 0, d), n_head);
+        let k = split_heads(qkv.clone().narrow(2, d, d), n_head);
+        let v = split_heads(qkv.narrow(2, 2 * d, d), n_head);
+        let (past_len, k, v) = match past {
+            Some(past) => (
+                past.len(),
+                Tensor::cat(vec![past.k, k], 2),
+                Tensor::cat(vec![past.v, v], 2),
+            ),
+            None => (0, k, v),
+        };
+        let attended = attention(q, k.clone(), v.clone(), Some(past_len));
+        let x = x + self.c_proj.forward(merge_heads(attended));
+        let h = act.apply(self.c_fc.forward(self.ln_2.forward(x.clone())));
+        let x = x + self.mlp_proj.forward(h);
+        (x, LayerKv { k, v })
+    }
+}
+
+/// Keys and values of one layer: `[batch, heads, seq, head_dim]` each.
+#[derive(Debug, Clone)]
+pub struct LayerKv {
+    pub k: Tensor<4>,
+    pub v: Tensor<4>,
+}
+
+impl LayerKv {
+    pub fn len(&self) -> usize {
+        self.k.dims()[2]
+    }
+}
+
+/// Keys and values of everything the model has seen, for incremental decoding.
+///
+/// The cache is a plain value: cloning it is cheap (tensors are reference counted), so a search can
+/// keep one per hypothesis.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    layers: Vec<LayerKv>,
+}
+
+impl KvCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of positions already in the cache.
+    pub fn len(&self) -> usize {
+        self.layers.first().map_or(0, LayerKv::len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Keeps the batch rows `rows` (e.g. the chosen candidate of a search step).
+    pub fn select(&self, rows: Tensor<1, Int>) -> Self {
+        let pick = |t: &Tensor<4>| t.clone().select(0, rows.clone());
+        Self {
+            layers: self
+                .layers
+                .iter()
+                .map(|kv| LayerKv {
+                    k: pick(&kv.k),
+                    v: pick(&kv.v),
+                })
+                .collect(),
+        }
+    }
+
+    /// Repeats every batch row `times` times (row-major: row 0 `times` times, then row 1, ...).
+    pub fn repeat_rows(&self, times: usize) -> Self {
+        let rep = |t: &Tensor<4>| {
+            let [b, h, s, d] = t.dims();
+            t.clone()
+                .unsqueeze_dim::<5>(1)
+                .expand([b, times, h, s, d])
+                .reshape([b * times, h, s, d])
+        };
+        Self {
+            layers: self
+                .layers
+                .iter()
+                .map(|kv| LayerKv {
+                    k: rep(&kv.k),
+                    v: rep(&kv.v),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// GPT-2 language model. Build it with [`Gpt2Config::init`] (random) or [`Gpt2::load`].
+#[derive(Module, Debug)]
+pub struct Gpt2 {
+    wte: Embedding,
+    wpe: Embedding,
+    blocks: Vec<Block>,
+    ln_f: LayerNorm,
+    /// Only for checkpoints with `tie_word_embeddings = false`: `[vocab, n_embd]`.
+    lm_head: Option<Param<Tensor<2>>>,
+    #[module(skip)]
+    n_head: usize,
+    #[module(skip)]
+    activation: Activation,
+}
+
+impl Gpt2 {
+    /// Builds the model from `model.safetensors` bytes. Accepts both key forms of the hub
+    /// (`h.0...` and `transformer.h.0...`), ignores the causal-mask buffers and, for tied
+    /// checkpoints, a stored `lm_head.weight` (transformers ties it to `wte` as well).
+    pub fn load(
+        config: &Gpt2Config,
+        safetensors: &[u8],
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        config.validate()?;
+        let file = WeightFile::parse(safetensors)?;
+        let loader = Loader::new(&file, device);
+        let prefix = if loader.contains("transformer.wte.weight") {
+            "transformer."
+        } else {
+            ""
+        };
+        let mut model = config.init(device);
+        loader.embedding(&format!("{prefix}wte"), &mut model.wte);
+        loader.embedding(&format!("{prefix}wpe"), &mut model.wpe);
+        for (i, block) in model.blocks.iter_mut().enumerate() {
+            block.load(&loader, &format!("{prefix}h.{i}."));
+        }
+        loader.layer_norm(&format!("{prefix}ln_f"), &mut model.ln_f);
+        if let Some(head) = model.lm_head.as_mut() {
+            loader.param("lm_head.weight", head, Layout::AsStored);
+        }
+        let tied = config.tie_word_embeddings;
+        loader.finish(|name| {
+            name.ends_with(".attn.bias")
+                || name.ends_with(".attn.masked_bias")
+                || (tied && name == "lm_head.weight")
+        })?;
+        Ok(model)
+    }
+
+    pub fn n_positions(&self) -> usize {
+        self.wpe.weight.lazy_shape().dims::<2>()[0]
+    }
+
+    pub fn n_embd(&self) -> usize {
+        self.wte.weight.lazy_shape().dims::<2>()[1]
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.wte.weight.lazy_shape().dims::<2>()[0]
+    }
+
+    /// Token embeddings without positions: `[batch, t]` -> `[batch, t, n_embd]`.
+    pub fn embed_tokens(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        self.wte.forward(ids)
+    }
+
+    /// Runs the decoder over input embeddings that follow the cached positions, and extends the
+    /// cache. `embeds`: `[batch, t, n_embd]` -> last hidden state after `ln_f`, `[batch, t, n_embd]`.
+    ///
+    /// # Panics
+    /// If the cache plus `t` exceeds `n_positions`; callers check lengths up front
+    /// (see [`Gpt2::check_length`]).
+    pub fn forward_embeds(&self, embeds: Tensor<3>, cache: &mut KvCache) -> Tensor<3> {
+        let [b, t, _] = embeds.dims();
+        let past = cache.len();
+        assert!(
+            past + t <= self.n_positions(),
+            "sequence longer than n_positions"
+        );
+        let device = embeds.device();
+        let positions = Tensor::<1, Int>::arange(past as i64..(past + t) as i64, &device);
+        let positions = positions.unsqueeze::<2>().expand([b, t]);
+        let mut x = embeds + self.wpe.forward(positions);
+        let mut layers = Vec::with_capacity(self.blocks.len());
+        let mut pasts = std::mem::take(&mut cache.layers).into_iter();
+        for block in &self.blocks {
+            let (next, kv) = block.forward(x, pasts.next(), self.n_head, self.activation);
+            x = next;
+            layers.push(kv);
+        }
+        cache.layers = layers;
+        self.ln_f.forward(x)
+    }
+
+    /// `ids`: `[batch, t]` -> last hidden state `[batch, t, n_embd]`, extending `cache`.
+    pub fn forward_ids(&self, ids: Tensor<2, Int>, cache: &mut KvCache) -> Tensor<3> {
+        self.forward_embeds(self.embed_tokens(ids), cache)
+    }
+
+    /// Next-token logits from hidden states: `[batch, t, n_embd]` -> `[batch, t, vocab]`.
+    pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+        let head = match &self.lm_head {
+            Some(head) => head.val(),
+            None => self.wte.weight.val(),
+        };
+        hidden.matmul(head.transpose().unsqueeze::<3>())
+    }
+
+    /// Logits for a whole sequence without a cache: `[batch, t]` -> `[batch, t, vocab]`.
+    pub fn forward(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        self.logits(self.forward_ids(ids, &mut KvCache::new()))
+    }
+
+    /// Checks that `total` positions fit the position table, with an error a user can act on.
+    pub fn check_length(&self, total: usize) -> Result<(), ModelError> {
+        let max = self.n_positions();
+        if total > max {
+            return Err(ModelError::Input(format!(
+                "prompt plus new tokens need {total} positions but the model has only {max} (n_positions); \
+                 shorten the prompt or ask for fewer new tokens"
+            )));
+        }
+        Ok(())
+    }
+}

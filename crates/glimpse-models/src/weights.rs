@@ -1,0 +1,223 @@
+//! Reading Hugging Face `model.safetensors` files into Burn modules.
+//!
+//! A model is first built from its config with lazily initialised parameters (nothing is
+//! allocated), then each parameter is replaced by the tensor of the same HF name. The loader checks
+//! every shape against the module, collects every problem instead of stopping at the first, and
+//! at the end reports the tensors nobody asked for. A file that does not fit its config is refused
+//! as a whole with a list of what is missing, mis-shaped or unexpected.
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+
+use burn::module::Param;
+use burn::nn::{Embedding, LayerNorm, Linear};
+use burn::prelude::*;
+use safetensors::{Dtype, SafeTensors};
+
+use crate::error::{ModelError, TensorProblem};
+
+/// How a stored matrix maps onto Burn's `[d_input, d_output]` linear weight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// Stored as Burn wants it: GPT-2's `Conv1D` (`[in, out]`), embeddings, biases.
+    AsStored,
+    /// Stored as PyTorch `nn.Linear` (`[out, in]`): transposed on load.
+    Transposed,
+}
+
+/// A parsed safetensors file. Borrowing the bytes keeps peak memory at one copy of the file plus
+/// the tensor being converted.
+pub struct WeightFile<'a> {
+    tensors: SafeTensors<'a>,
+}
+
+impl<'a> WeightFile<'a> {
+    /// Parses the header and checks that every tensor lies inside the buffer.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, ModelError> {
+        let tensors = SafeTensors::deserialize(bytes)
+            .map_err(|e| ModelError::CorruptWeights(e.to_string()))?;
+        Ok(Self { tensors })
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.tensor(name).is_ok()
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.tensors.names()
+    }
+
+    /// Reads one tensor as f32 values in row-major order, with its stored shape.
+    pub fn read_f32(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>, TensorProblem> {
+        let Ok(view) = self.tensors.tensor(name) else {
+            return Ok(None);
+        };
+        let bytes = view.data();
+        let values = match view.dtype() {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::F64 => bytes
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32)
+                .collect(),
+            other => {
+                return Err(TensorProblem::DType {
+                    name: name.into(),
+                    dtype: format!("{other:?}"),
+                });
+            }
+        };
+        Ok(Some((view.shape().to_vec(), values)))
+    }
+}
+
+/// Fills a module's parameters from a [`WeightFile`], recording problems as it goes.
+pub struct Loader<'f, 'a> {
+    file: &'f WeightFile<'a>,
+    device: Device,
+    used: RefCell<BTreeSet<String>>,
+    problems: RefCell<Vec<TensorProblem>>,
+}
+
+impl<'f, 'a> Loader<'f, 'a> {
+    pub fn new(file: &'f WeightFile<'a>, device: &Device) -> Self {
+        Self {
+            file,
+            device: device.clone(),
+            used: RefCell::default(),
+            problems: RefCell::default(),
+        }
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.file.contains(name)
+    }
+
+    /// Reads `name` as a tensor of `expected` shape (Burn's shape, after `layout`), or records why not.
+    /// A rank-0 tensor in the file fits an expected `[1]`.
+    fn read<const D: usize>(
+        &self,
+        name: &str,
+        expected: [usize; D],
+        layout: Layout,
+    ) -> Option<Tensor<D>> {
+        self.used.borrow_mut().insert(name.to_string());
+        let (stored, values) = match self.file.read_f32(name) {
+            Ok(Some(found)) => found,
+            Ok(None) => {
+                let expected = stored_shape(&expected, layout);
+                self.problems.borrow_mut().push(TensorProblem::Missing {
+                    name: name.into(),
+                    expected,
+                });
+                return None;
+            }
+            Err(problem) => {
+                self.problems.borrow_mut().push(problem);
+                return None;
+            }
+        };
+        let want = stored_shape(&expected, layout);
+        let fits = stored == want || (stored.is_empty() && want == [1]);
+        if !fits {
+            self.problems.borrow_mut().push(TensorProblem::Shape {
+                name: name.into(),
+                expected: want,
+                found: stored,
+            });
+            return None;
+        }
+        let values = match layout {
+            Layout::AsStored => values,
+            Layout::Transposed => transpose(&values, want[0], want[1]),
+        };
+        Some(Tensor::from_data(
+            TensorData::new(values, expected),
+            &self.device,
+        ))
+    }
+
+    /// Replaces `param` with the stored tensor `name`; the parameter's own shape is the expectation.
+    pub fn param<const D: usize>(&self, name: &str, param: &mut Param<Tensor<D>>, layout: Layout) {
+        let expected: [usize; D] = param.lazy_shape().dims();
+        if let Some(tensor) = self.read(name, expected, layout) {
+            *param = Param::from_tensor(tensor);
+        }
+    }
+
+    /// `{name}.weight` and, when the module has one, `{name}.bias`.
+    pub fn linear(&self, name: &str, linear: &mut Linear, layout: Layout) {
+        self.param(&format!("{name}.weight"), &mut linear.weight, layout);
+        if let Some(bias) = linear.bias.as_mut() {
+            self.param(&format!("{name}.bias"), bias, Layout::AsStored);
+        }
+    }
+
+    /// PyTorch's `weight`/`bias` are Burn's `gamma`/`beta`.
+    pub fn layer_norm(&self, name: &str, norm: &mut LayerNorm) {
+        self.param(&format!("{name}.weight"), &mut norm.gamma, Layout::AsStored);
+        if let Some(beta) = norm.beta.as_mut() {
+            self.param(&format!("{name}.bias"), beta, Layout::AsStored);
+        }
+    }
+
+    pub fn embedding(&self, name: &str, embedding: &mut Embedding) {
+        self.param(
+            &format!("{name}.weight"),
+            &mut embedding.weight,
+            Layout::AsStored,
+        );
+    }
+
+    /// Ends loading: every recorded problem and every tensor that was neither read nor `ignored`
+    /// (buffers such as GPT-2's `attn.bias`) make the whole load fail.
+    pub fn finish(self, ignored: impl Fn(&str) -> bool) -> Result<(), ModelError> {
+        let used = self.used.into_inner();
+        let problems = self.problems.into_inner();
+        let unexpected: Vec<String> = self
+            .file
+            .names()
+            .into_iter()
+            .filter(|name| !used.contains(*name) && !ignored(name))
+            .map(str::to_string)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if problems.is_empty() && unexpected.is_empty() {
+            Ok(())
+        } else {
+            Err(ModelError::WeightMismatch {
+                problems,
+                unexpected,
+            })
+        }
+    }
+}
+
+fn stored_shape(burn_shape: &[usize], layout: Layout) -> Vec<usize> {
+    match layout {
+        Layout::AsStored => burn_shape.to_vec(),
+        Layout::Transposed => burn_shape.iter().rev().copied().collect(),
+    }
+}
+
+/// Transposes a row-major `[rows, cols]` matrix.
+fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; values.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = values[r * cols + c];
+        }
+    }
+    out
+}

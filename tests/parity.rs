@@ -1,0 +1,294 @@
+//! Parity with transformers on the committed fixtures, on the CPU backend and on wgpu (Vulkan).
+//! Tolerance: max abs error 1e-4 on logits and embeddings; identical token ids.
+
+use burn::prelude::*;
+use glimpse_hub::{ClipBundle, Gpt2Bundle, ModelFiles};
+use glimpse_media::decode_image;
+use glimpse_models::generation::{Decoding, GenerationConfig, generate, ids_tensor};
+use glimpse_models::{Gpt2, KvCache, l2_normalize};
+use glimpse_tests::{
+    Reference, block_on, devices, fixture, max_abs_diff, read_tensor, rewrite_safetensors, values,
+};
+
+const TOL: f32 = 1e-4;
+const GPT2_FIXTURES: [&str; 2] = ["gpt2-lmhead", "gpt2-base"];
+const CLIP_FIXTURES: [&str; 2] = ["clip-a", "clip-b"];
+
+fn gpt2(name: &str, device: &Device) -> Gpt2Bundle {
+    Gpt2Bundle::load(&ModelFiles::from_dir(fixture(name)).unwrap(), device).unwrap()
+}
+
+#[test]
+fn gpt2_tokenizer_matches_transformers() {
+    for name in GPT2_FIXTURES {
+        let lm = gpt2(name, &glimpse_models::device::cpu().device);
+        let reference = Reference::load(name);
+        for (prompt, ids) in reference
+            .strings("prompts")
+            .iter()
+            .zip(reference.ids("ids"))
+        {
+            assert_eq!(
+                lm.tokenizer.encode(prompt).unwrap(),
+                ids,
+                "{name}: {prompt:?}"
+            );
+            assert_eq!(
+                &lm.tokenizer.decode(&ids).unwrap(),
+                prompt,
+                "{name}: decode"
+            );
+        }
+    }
+}
+
+#[test]
+fn gpt2_logits_and_hidden_states_match_transformers() {
+    for selected in devices() {
+        for name in GPT2_FIXTURES {
+            let lm = gpt2(name, &selected.device);
+            let reference = Reference::load(name);
+            for (i, ids) in reference.ids("ids").iter().enumerate() {
+                let hidden = lm
+                    .model
+                    .forward_ids(ids_tensor(ids, &selected.device), &mut KvCache::new());
+                let logits = lm.model.logits(hidden.clone());
+                let (shape, expected) = reference.tensor(&format!("logits.{i}"));
+                assert_eq!(logits.dims()[1..], shape[..]);
+                let err = max_abs_diff(&values(logits), &expected);
+                assert!(
+                    err <= TOL,
+                    "{name} prompt {i} on {}: logits differ by {err}",
+                    selected.info
+                );
+                let err =
+                    max_abs_diff(&values(hidden), &reference.tensor(&format!("hidden.{i}")).1);
+                assert!(
+                    err <= TOL,
+                    "{name} prompt {i} on {}: hidden states differ by {err}",
+                    selected.info
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn gpt2_greedy_continuation_matches_transformers() {
+    for selected in devices() {
+        for name in GPT2_FIXTURES {
+            let lm = gpt2(name, &selected.device);
+            let reference = Reference::load(name);
+            for (ids, expected) in reference.ids("ids").iter().zip(reference.ids("greedy_ids")) {
+                let config = GenerationConfig {
+                    max_new_tokens: expected.len(),
+                    decoding: Decoding::Greedy,
+                    stop_at: None,
+                };
+                let got =
+                    block_on(generate(&lm.model, ids, &config, |_| {}, &selected.device)).unwrap();
+                assert_eq!(got, expected, "{name} on {}", selected.info);
+            }
+        }
+    }
+}
+
+/// Logits of every position from one full forward pass, and from a prompt followed by one token at
+/// a time through the cache, agree.
+#[test]
+fn cached_decoding_equals_full_forward() {
+    for selected in devices() {
+        let lm = gpt2("gpt2-base", &selected.device);
+        let ids: Vec<u32> = Reference::load("gpt2-base").ids("ids")[2].clone();
+        let full = values(lm.model.forward(ids_tensor(&ids, &selected.device)));
+        let mut cache = KvCache::new();
+        let split = 5;
+        let mut stepwise = values(
+            lm.model.logits(
+                lm.model
+                    .forward_ids(ids_tensor(&ids[..split], &selected.device), &mut cache),
+            ),
+        );
+        for &id in &ids[split..] {
+            let hidden = lm
+                .model
+                .forward_ids(ids_tensor(&[id], &selected.device), &mut cache);
+            stepwise.extend(values(lm.model.logits(hidden)));
+        }
+        assert_eq!(cache.len(), ids.len());
+        let err = max_abs_diff(&full, &stepwise);
+        assert!(
+            err <= TOL,
+            "on {}: cached decoding differs by {err}",
+            selected.info
+        );
+    }
+}
+
+/// Contrastive search with alpha = 0 (no degeneration penalty) or k = 1 is greedy search.
+#[test]
+fn contrastive_search_reduces_to_greedy() {
+    let device = glimpse_models::device::cpu().device;
+    let lm = gpt2("gpt2-lmhead", &device);
+    let reference = Reference::load("gpt2-lmhead");
+    let ids = &reference.ids("ids")[1];
+    let expected = &reference.ids("greedy_ids")[1];
+    for (top_k, alpha) in [(4, 0.0), (1, 0.6)] {
+        let config = GenerationConfig {
+            max_new_tokens: expected.len(),
+            decoding: Decoding::Contrastive { top_k, alpha },
+            stop_at: None,
+        };
+        let got = block_on(generate(&lm.model, ids, &config, |_| {}, &device)).unwrap();
+        assert_eq!(&got, expected, "k={top_k} alpha={alpha}");
+    }
+}
+
+/// With a strong penalty, contrastive search avoids the repetition greedy search falls into.
+#[test]
+fn contrastive_search_penalises_repetition() {
+    let device = glimpse_models::device::cpu().device;
+    let lm = gpt2("gpt2-lmhead", &device);
+    let ids = &Reference::load("gpt2-lmhead").ids("ids")[0];
+    let run = |decoding| {
+        let config = GenerationConfig {
+            max_new_tokens: 30,
+            decoding,
+            stop_at: None,
+        };
+        block_on(generate(&lm.model, ids, &config, |_| {}, &device)).unwrap()
+    };
+    let distinct = |ids: &[u32]| ids.iter().collect::<std::collections::BTreeSet<_>>().len();
+    let greedy = run(Decoding::Greedy);
+    let contrastive = run(Decoding::Contrastive {
+        top_k: 8,
+        alpha: 0.9,
+    });
+    assert!(
+        distinct(&contrastive) > distinct(&greedy),
+        "contrastive {} distinct tokens, greedy {}",
+        distinct(&contrastive),
+        distinct(&greedy)
+    );
+}
+
+fn clip(name: &str, device: &Device) -> ClipBundle {
+    ClipBundle::load(&ModelFiles::from_dir(fixture(name)).unwrap(), device).unwrap()
+}
+
+fn fixture_images(reference: &Reference) -> Vec<image::RgbImage> {
+    reference
+        .strings("images")
+        .iter()
+        .map(|f| decode_image(&std::fs::read(fixture("images").join(f)).unwrap()).unwrap())
+        .collect()
+}
+
+#[test]
+fn clip_tokenizer_matches_transformers_with_truncation() {
+    for name in CLIP_FIXTURES {
+        let bundle = clip(name, &glimpse_models::device::cpu().device);
+        let reference = Reference::load(name);
+        let texts = reference.strings("texts");
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let ids = bundle.tokenize(&texts).unwrap();
+        assert_eq!(ids, reference.ids("ids"), "{name}");
+        // The long text is cut to the context length and still ends with the end token.
+        let last = ids.last().unwrap();
+        assert_eq!(
+            last.len(),
+            bundle.config.text_config.max_position_embeddings
+        );
+        assert_eq!(last.last(), ids[0].last());
+    }
+}
+
+/// Decoding, RGB conversion, Pillow-exact bicubic resize, centre crop and normalisation together
+/// reproduce transformers' pixel values.
+#[test]
+fn clip_pixels_match_transformers() {
+    for name in CLIP_FIXTURES {
+        let bundle = clip(name, &glimpse_models::device::cpu().device);
+        let reference = Reference::load(name);
+        let pixels = bundle.pixels(&fixture_images(&reference)).unwrap();
+        let (shape, expected) = reference.tensor("pixel_values");
+        assert_eq!(pixels.dims()[..], shape[..]);
+        let err = max_abs_diff(&values(pixels), &expected);
+        assert!(err <= 1e-6, "{name}: pixel values differ by {err}");
+    }
+}
+
+#[test]
+fn clip_embeddings_and_logits_match_transformers() {
+    for selected in devices() {
+        for name in CLIP_FIXTURES {
+            let bundle = clip(name, &selected.device);
+            let reference = Reference::load(name);
+            let texts = reference.strings("texts");
+            let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+            let text = bundle.encode_texts(&texts).unwrap();
+            let image = bundle.encode_images(&fixture_images(&reference)).unwrap();
+            let logits = bundle.model.logits_per_image(image.clone(), text.clone());
+            for (what, got) in [
+                ("text_embeds", values(l2_normalize(text))),
+                ("image_embeds", values(l2_normalize(image))),
+                ("logits_per_image", values(logits)),
+            ] {
+                let err = max_abs_diff(&got, &reference.tensor(what).1);
+                assert!(
+                    err <= TOL,
+                    "{name} on {}: {what} differ by {err}",
+                    selected.info
+                );
+            }
+        }
+    }
+}
+
+/// The three key forms of GPT-2 files give the same model: bare `h.0` (fixture gpt2-base),
+/// `transformer.h.0` (gpt2-lmhead), and `transformer.h.0` plus an explicit `lm_head.weight`.
+/// An untied checkpoint (`tie_word_embeddings: false`) uses its own head.
+#[test]
+fn gpt2_lm_head_forms() {
+    let device = glimpse_models::device::cpu().device;
+    let dir = fixture("gpt2-lmhead");
+    let files = ModelFiles::from_dir(&dir).unwrap();
+    let config = glimpse_models::Gpt2Config::from_json(&files.config).unwrap();
+    let ids = ids_tensor(&Reference::load("gpt2-lmhead").ids("ids")[0], &device);
+    let tied = values(
+        Gpt2::load(&config, &files.weights, &device)
+            .unwrap()
+            .forward(ids.clone()),
+    );
+
+    let wte = read_tensor(&files.weights, "transformer.wte.weight");
+    let doubled: Vec<f32> = wte.1.iter().map(|v| v * 2.0).collect();
+    let with_head = add_tensor(&files.weights, "lm_head.weight", &wte.0, &wte.1);
+    let explicit = values(
+        Gpt2::load(&config, &with_head, &device)
+            .unwrap()
+            .forward(ids.clone()),
+    );
+    assert!(
+        max_abs_diff(&tied, &explicit) == 0.0,
+        "explicit tied head changed the logits"
+    );
+
+    let untied_head = add_tensor(&files.weights, "lm_head.weight", &wte.0, &doubled);
+    let mut untied_config = config.clone();
+    untied_config.tie_word_embeddings = false;
+    let untied = values(
+        Gpt2::load(&untied_config, &untied_head, &device)
+            .unwrap()
+            .forward(ids),
+    );
+    let twice: Vec<f32> = tied.iter().map(|v| v * 2.0).collect();
+    assert!(max_abs_diff(&untied, &twice) <= TOL, "untied head not used");
+}
+
+/// A copy of a safetensors file with one more f32 tensor.
+fn add_tensor(bytes: &[u8], name: &str, shape: &[usize], values: &[f32]) -> Vec<u8> {
+    rewrite_safetensors(bytes, |tensors| {
+        tensors.push((name.to_string(), shape.to_vec(), values.to_vec()))
+    })
+}

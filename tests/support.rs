@@ -1,0 +1,130 @@
+//! Helpers for the workspace tests: fixture paths, reference outputs, the devices to test on.
+
+use std::path::PathBuf;
+
+use burn::prelude::*;
+use glimpse_models::device::{self, DeviceInfo, SelectedDevice};
+use glimpse_models::weights::WeightFile;
+
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+/// The CPU backend and wgpu. wgpu must be a real Vulkan adapter (lavapipe in CI): wgpu falls back
+/// to OpenGL silently, and a parity test that ran on GL would prove nothing about Vulkan.
+/// `GLIMPSE_TEST_WGPU=skip` leaves wgpu out on a machine without a Vulkan driver.
+pub fn devices() -> Vec<SelectedDevice> {
+    let mut devices = vec![device::cpu()];
+    if std::env::var("GLIMPSE_TEST_WGPU").as_deref() == Ok("skip") {
+        eprintln!("GLIMPSE_TEST_WGPU=skip: testing the CPU backend only");
+        return devices;
+    }
+    let wgpu = device::wgpu()
+        .expect("no wgpu adapter: install mesa-vulkan-drivers (or set GLIMPSE_TEST_WGPU=skip)");
+    match &wgpu.info {
+        DeviceInfo::Wgpu { api, .. } => {
+            assert_eq!(api, "Vulkan", "wgpu chose {} instead of Vulkan", wgpu.info)
+        }
+        other => panic!("expected a wgpu device, got {other}"),
+    }
+    devices.push(wgpu);
+    devices
+}
+
+/// Reference outputs written by `fixtures/make_fixtures.py`.
+pub struct Reference {
+    pub json: serde_json::Value,
+    tensors: Vec<u8>,
+}
+
+impl Reference {
+    pub fn load(model: &str) -> Self {
+        let dir = fixture(model);
+        let json = std::fs::read(dir.join("reference.json")).unwrap();
+        Self {
+            json: serde_json::from_slice(&json).unwrap(),
+            tensors: std::fs::read(dir.join("reference.safetensors")).unwrap(),
+        }
+    }
+
+    /// `(shape, values)` of a reference tensor.
+    pub fn tensor(&self, name: &str) -> (Vec<usize>, Vec<f32>) {
+        let file = WeightFile::parse(&self.tensors).unwrap();
+        file.read_f32(name)
+            .unwrap()
+            .unwrap_or_else(|| panic!("no reference tensor {name}"))
+    }
+
+    pub fn ids(&self, key: &str) -> Vec<Vec<u32>> {
+        serde_json::from_value(self.json[key].clone()).unwrap()
+    }
+
+    pub fn strings(&self, key: &str) -> Vec<String> {
+        serde_json::from_value(self.json[key].clone()).unwrap()
+    }
+}
+
+pub fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
+    tensor.into_data().try_into_vec_as::<f32>().unwrap()
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length differs");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    futures_lite::future::block_on(f)
+}
+
+/// `(name, shape, values)`.
+pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
+
+/// Reads one tensor of safetensors bytes as f32.
+pub fn read_tensor(bytes: &[u8], name: &str) -> (Vec<usize>, Vec<f32>) {
+    WeightFile::parse(bytes)
+        .unwrap()
+        .read_f32(name)
+        .unwrap()
+        .unwrap_or_else(|| panic!("no tensor {name}"))
+}
+
+/// Rewrites safetensors bytes (as f32) after `edit` has changed the list of tensors.
+pub fn rewrite_safetensors(bytes: &[u8], edit: impl FnOnce(&mut Vec<NamedTensor>)) -> Vec<u8> {
+    let file = WeightFile::parse(bytes).unwrap();
+    let mut tensors: Vec<NamedTensor> = file
+        .names()
+        .into_iter()
+        .map(|name| {
+            let (shape, values) = file.read_f32(name).unwrap().unwrap();
+            (name.to_string(), shape, values)
+        })
+        .collect();
+    edit(&mut tensors);
+    let raw: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .into_iter()
+        .map(|(name, shape, values)| {
+            (
+                name,
+                shape,
+                values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            )
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = raw
+        .iter()
+        .map(|(name, shape, data)| {
+            (
+                name.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
+                    .unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize(views, None).unwrap()
+}
