@@ -1,1 +1,304 @@
-fn main() {}
+//! `glimpse`: CLIP and GPT-2 on your own device, from Hugging Face checkpoints.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use glimpse_hub::{ClipBundle, Gpt2Bundle, ModelFiles};
+use glimpse_media::decode_image;
+use glimpse_models::device::{self, DeviceChoice, SelectedDevice};
+use glimpse_models::generation::{Decoding, GenerationConfig, generate};
+use glimpse_models::l2_normalize;
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(
+    name = "glimpse",
+    version,
+    about = "CLIP and GPT-2 on your own device (CPU or GPU through wgpu), from Hugging Face checkpoints",
+    after_help = "A model DIR is a folder in the Hugging Face layout: config.json, model.safetensors, \
+                  tokenizer.json (and preprocessor_config.json for CLIP), e.g. a `git clone` of \
+                  https://huggingface.co/openai/clip-vit-base-patch32 or https://huggingface.co/gpt2.\n\n\
+                  Examples:\n  \
+                  glimpse embed --model clip-vit-base-patch32 --image cat.png --text 'a cat' --text 'a dog'\n  \
+                  glimpse generate --model gpt2 --prompt 'The quick brown fox' --max-new-tokens 20"
+)]
+struct Cli {
+    /// Where to run: `wgpu` (Vulkan / Metal / DX12), `cpu`, or `auto` (a hardware GPU if there is
+    /// one, else the CPU; software GPU adapters are slower than the CPU backend).
+    #[arg(long, global = true, value_enum, default_value_t = DeviceArg::Auto)]
+    device: DeviceArg,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DeviceArg {
+    Auto,
+    Cpu,
+    Wgpu,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DecodingArg {
+    Greedy,
+    Contrastive,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// L2-normalised CLIP embeddings of texts and images, and their similarity logits: the
+    /// building block of retrieval and zero-shot classification.
+    #[command(
+        after_help = "JSON output: {\"text_embeds\": [[..]], \"image_embeds\": [[..]], \
+                            \"logits_per_image\": [[..]]}, each present when its inputs are given."
+    )]
+    Embed {
+        /// CLIP model directory (Hugging Face layout).
+        #[arg(long, value_name = "DIR")]
+        model: PathBuf,
+        /// A text to embed; repeat for several.
+        #[arg(long = "text", value_name = "T")]
+        texts: Vec<String>,
+        /// An image to embed (PNG, JPEG, WebP, GIF); repeat for several.
+        #[arg(long = "image", value_name = "PATH")]
+        images: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Continue a prompt with GPT-2 (greedy or contrastive search, KV-cached).
+    #[command(
+        after_help = "JSON output: {\"ids\": [..new token ids..], \"text\": \"..new text..\"}."
+    )]
+    Generate {
+        /// GPT-2 model directory (Hugging Face layout).
+        #[arg(long, value_name = "DIR")]
+        model: PathBuf,
+        /// The prompt, tokenised exactly as tokenizer.json says (no extra start token).
+        #[arg(long)]
+        prompt: String,
+        #[arg(long, default_value_t = 20, value_name = "N")]
+        max_new_tokens: usize,
+        #[arg(long, value_enum, default_value_t = DecodingArg::Greedy)]
+        decoding: DecodingArg,
+        /// Contrastive search: number of candidates.
+        #[arg(long, default_value_t = 4)]
+        k: usize,
+        /// Contrastive search: weight of the degeneration penalty, in [0, 1].
+        #[arg(long, default_value_t = 0.6)]
+        alpha: f32,
+        /// Stop after the end-of-text token instead of always generating N tokens.
+        #[arg(long)]
+        stop_at_eos: bool,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(err) = run(cli) {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let choice = match cli.device {
+        DeviceArg::Auto => DeviceChoice::Auto,
+        DeviceArg::Cpu => DeviceChoice::Cpu,
+        DeviceArg::Wgpu => DeviceChoice::Wgpu,
+    };
+    let selected = device::select(choice).map_err(anyhow::Error::msg)?;
+    match &selected.reason {
+        Some(reason) => eprintln!("device: {} ({reason})", selected.info),
+        None => eprintln!("device: {}", selected.info),
+    }
+    match cli.command {
+        Command::Embed {
+            model,
+            texts,
+            images,
+            format,
+        } => embed(&selected, &model, &texts, &images, format),
+        Command::Generate {
+            model,
+            prompt,
+            max_new_tokens,
+            decoding,
+            k,
+            alpha,
+            stop_at_eos,
+            format,
+        } => {
+            let decoding = match decoding {
+                DecodingArg::Greedy => Decoding::Greedy,
+                DecodingArg::Contrastive => {
+                    if !(0.0..=1.0).contains(&alpha) {
+                        bail!("--alpha {alpha} must be between 0 and 1");
+                    }
+                    Decoding::Contrastive { top_k: k, alpha }
+                }
+            };
+            generate_text(
+                &selected,
+                &model,
+                &prompt,
+                max_new_tokens,
+                decoding,
+                stop_at_eos,
+                format,
+            )
+        }
+    }
+}
+
+fn rows(tensor: burn::Tensor<2>) -> Result<Vec<Vec<f32>>> {
+    let [_, d] = tensor.dims();
+    let values = futures_lite::future::block_on(glimpse_models::generation::read_f32(tensor))?;
+    Ok(values.chunks(d).map(<[f32]>::to_vec).collect())
+}
+
+fn embed(
+    selected: &SelectedDevice,
+    dir: &Path,
+    texts: &[String],
+    images: &[PathBuf],
+    format: Format,
+) -> Result<()> {
+    if texts.is_empty() && images.is_empty() {
+        bail!("nothing to embed: give at least one --text or --image");
+    }
+    let decoded = images
+        .iter()
+        .map(|path| {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            decode_image(&bytes).with_context(|| path.display().to_string())
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let clip = ClipBundle::load(&ModelFiles::from_dir(dir)?, &selected.device)?;
+    let text_refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let text_embeds = (!texts.is_empty())
+        .then(|| clip.encode_texts(&text_refs))
+        .transpose()?;
+    let image_embeds = (!images.is_empty())
+        .then(|| clip.encode_images(&decoded))
+        .transpose()?;
+    let logits = match (&image_embeds, &text_embeds) {
+        (Some(i), Some(t)) => Some(rows(clip.model.logits_per_image(i.clone(), t.clone()))?),
+        _ => None,
+    };
+    let text_embeds = text_embeds.map(|t| rows(l2_normalize(t))).transpose()?;
+    let image_embeds = image_embeds.map(|i| rows(l2_normalize(i))).transpose()?;
+
+    if format == Format::Json {
+        let mut out = serde_json::Map::new();
+        if let Some(t) = text_embeds {
+            out.insert("text_embeds".into(), json!(t));
+        }
+        if let Some(i) = image_embeds {
+            out.insert("image_embeds".into(), json!(i));
+        }
+        if let Some(l) = logits {
+            out.insert("logits_per_image".into(), json!(l));
+        }
+        println!("{}", serde_json::Value::Object(out));
+        return Ok(());
+    }
+    let preview = |v: &[f32]| {
+        let head: Vec<String> = v.iter().take(4).map(|x| format!("{x:+.4}")).collect();
+        format!("{}-d [{}, ...]", v.len(), head.join(", "))
+    };
+    for (text, e) in texts.iter().zip(text_embeds.iter().flatten()) {
+        println!("text  {text:?}: {}", preview(e));
+    }
+    for (path, e) in images.iter().zip(image_embeds.iter().flatten()) {
+        println!("image {}: {}", path.display(), preview(e));
+    }
+    if let Some(logits) = logits {
+        println!("\nzero-shot probabilities (softmax over the texts):");
+        for (path, row) in images.iter().zip(&logits) {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let exp: Vec<f32> = row.iter().map(|l| (l - max).exp()).collect();
+            let sum: f32 = exp.iter().sum();
+            println!("  {}", path.display());
+            for (text, e) in texts.iter().zip(&exp) {
+                println!("    {:6.2}%  {text}", 100.0 * e / sum);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn generate_text(
+    selected: &SelectedDevice,
+    dir: &Path,
+    prompt: &str,
+    max_new_tokens: usize,
+    decoding: Decoding,
+    stop_at_eos: bool,
+    format: Format,
+) -> Result<()> {
+    let lm = Gpt2Bundle::load(&ModelFiles::from_dir(dir)?, &selected.device)?;
+    let ids = lm.tokenizer.encode(prompt)?;
+    let stop_at = if stop_at_eos {
+        Some(
+            lm.config
+                .eos_token_id
+                .context("--stop-at-eos: config.json has no eos_token_id")?,
+        )
+    } else {
+        None
+    };
+    let config = GenerationConfig {
+        max_new_tokens,
+        decoding,
+        stop_at,
+    };
+    // In text mode the continuation streams: print what each new token adds to the decoded text.
+    let mut new_ids = Vec::new();
+    let mut printed = String::new();
+    let mut stdout = std::io::stdout();
+    if format == Format::Text {
+        print!("{prompt}");
+    }
+    let on_token = |id: u32| {
+        if format != Format::Text {
+            return;
+        }
+        new_ids.push(id);
+        if let Ok(text) = lm.tokenizer.decode(&new_ids) {
+            // A token may end inside a UTF-8 character; wait until the text is whole again.
+            if let Some(delta) = text
+                .strip_prefix(printed.as_str())
+                .filter(|_| !text.ends_with('\u{FFFD}'))
+            {
+                print!("{delta}");
+                let _ = stdout.flush();
+                printed = text;
+            }
+        }
+    };
+    let ids = futures_lite::future::block_on(generate(
+        &lm.model,
+        &ids,
+        &config,
+        on_token,
+        &selected.device,
+    ))?;
+    let text = lm.tokenizer.decode(&ids)?;
+    match format {
+        Format::Json => println!("{}", json!({ "ids": ids, "text": text })),
+        Format::Text => println!("{}", text.strip_prefix(printed.as_str()).unwrap_or("")),
+    }
+    Ok(())
+}

@@ -13,21 +13,22 @@ pub use files::ModelFiles;
 
 use std::path::PathBuf;
 
+/// Errors carry their cause as `source()`; print the chain (`{:#}` with anyhow) to see both.
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
-    #[error("{}: {source}", .path.display())]
+    #[error("{}", .path.display())]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
     #[error("{0}")]
     Layout(String),
-    #[error("{source_name}: {source}")]
+    #[error("{source_name}")]
     Model {
         source_name: String,
         source: glimpse_models::ModelError,
     },
-    #[error("{source_name}: {source}")]
+    #[error("{source_name}")]
     Media {
         source_name: String,
         source: glimpse_media::MediaError,

@@ -73,6 +73,7 @@ pub fn wgpu() -> Result<SelectedDevice, String> {
     let (device, info) = WGPU
         .get_or_init(|| {
             let (device, setup) = Device::wgpu_options()
+                .graphics_api(native_api())
                 .init_with_setup()
                 .map_err(|e| e.to_string())?;
             let adapter = setup.adapter.get_info();
@@ -89,6 +90,20 @@ pub fn wgpu() -> Result<SelectedDevice, String> {
         info,
         reason: None,
     })
+}
+
+/// The platform's own GPU API. Pinned rather than automatic: wgpu's automatic choice falls back to
+/// OpenGL without a word (and probes EGL noisily on Linux), where glimpse would rather use the CPU.
+#[cfg(not(target_family = "wasm"))]
+fn native_api() -> burn::tensor::wgpu::WgpuBackend {
+    use burn::tensor::wgpu::WgpuBackend;
+    if cfg!(target_vendor = "apple") {
+        WgpuBackend::Metal
+    } else if cfg!(windows) {
+        WgpuBackend::Dx12
+    } else {
+        WgpuBackend::Vulkan
+    }
 }
 
 /// Resolves the user's choice. `Auto` prefers a hardware wgpu adapter and otherwise falls back

@@ -118,3 +118,19 @@ impl ModelError {
         }
     }
 }
+
+/// Refuses a `config.json` written for another architecture, before serde reports a missing field.
+pub(crate) fn check_model_type(json: &[u8], expected: &str, what: &str) -> Result<(), ModelError> {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        model_type: Option<String>,
+    }
+    let probe: Probe =
+        serde_json::from_slice(json).map_err(|e| ModelError::config("config.json", e))?;
+    match probe.model_type {
+        Some(found) if found != expected => Err(ModelError::InvalidConfig(format!(
+            "model_type is \"{found}\", but {what} checkpoint (model_type \"{expected}\") is needed here"
+        ))),
+        _ => Ok(()),
+    }
+}

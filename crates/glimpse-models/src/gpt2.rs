@@ -93,6 +93,7 @@ impl Gpt2Config {
 
     /// Parses `config.json` and checks that it describes a model glimpse can build.
     pub fn from_json(json: &[u8]) -> Result<Self, ModelError> {
+        crate::error::check_model_type(json, "gpt2", "a GPT-2")?;
         let config: Self =
             serde_json::from_slice(json).map_err(|e| ModelError::config("config.json", e))?;
         config.validate()?;
