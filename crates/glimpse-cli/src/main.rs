@@ -268,12 +268,13 @@ fn generate_text(
     let mut new_ids = Vec::new();
     let mut printed = String::new();
     let mut stdout = std::io::stdout();
-    if format == Format::Text {
-        print!("{prompt}");
-    }
+    // The prompt is echoed with the first token, so a request that fails prints nothing.
     let on_token = |id: u32| {
         if format != Format::Text {
             return;
+        }
+        if new_ids.is_empty() {
+            print!("{prompt}");
         }
         new_ids.push(id);
         if let Ok(text) = lm.tokenizer.decode(&new_ids) {
