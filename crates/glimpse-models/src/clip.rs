@@ -13,7 +13,7 @@ use burn::prelude::*;
 use serde::Deserialize;
 
 use crate::error::ModelError;
-use crate::nn::{Activation, attention, layer_norm, merge_heads, split_heads};
+use crate::nn::{Activation, ShardedTable, attention, layer_norm, merge_heads, split_heads};
 use crate::weights::{Layout, Loader, WeightFile};
 
 /// `text_config` of a Hugging Face CLIP `config.json`. Defaults are transformers' defaults.
@@ -250,7 +250,15 @@ impl ClipConfig {
                 activation: v.hidden_act,
             },
             text: ClipText {
-                token_embedding: EmbeddingConfig::new(t.vocab_size, t.hidden_size).init(device),
+                token_embedding: ShardedTable::init(
+                    t.vocab_size,
+                    t.hidden_size,
+                    &Initializer::Normal {
+                        mean: 0.0,
+                        std: 0.02,
+                    },
+                    device,
+                ),
                 position_embedding: EmbeddingConfig::new(t.max_position_embeddings, t.hidden_size)
                     .init(device),
                 layers: (0..t.num_hidden_layers)
@@ -409,7 +417,7 @@ impl ClipVision {
 
 #[derive(Module, Debug)]
 struct ClipText {
-    token_embedding: Embedding,
+    token_embedding: ShardedTable,
     position_embedding: Embedding,
     layers: Vec<EncoderLayer>,
     final_layer_norm: LayerNorm,
@@ -424,8 +432,8 @@ struct ClipText {
 impl ClipText {
     fn load(&mut self, loader: &Loader) {
         let p = "text_model.";
-        loader.embedding(
-            &format!("{p}embeddings.token_embedding"),
+        loader.sharded(
+            &format!("{p}embeddings.token_embedding.weight"),
             &mut self.token_embedding,
         );
         loader.embedding(
@@ -473,7 +481,7 @@ impl ClipText {
             .val()
             .narrow(0, 0, t)
             .unsqueeze::<3>();
-        let mut x = self.token_embedding.forward(tokens) + positions;
+        let mut x = self.token_embedding.lookup(tokens) + positions;
         for layer in &self.layers {
             x = layer.forward(x, self.n_head, self.activation, true);
         }
@@ -537,7 +545,7 @@ impl Clip {
     }
 
     pub fn vocab_size(&self) -> usize {
-        self.text.token_embedding.weight.lazy_shape().dims::<2>()[0]
+        self.text.token_embedding.rows()
     }
 
     /// Projected image embeddings (not normalised): `[batch, channels, size, size]` -> `[batch, projection_dim]`.

@@ -6,13 +6,13 @@
 //! `GPT2Model` (`h.0.attn...`) or `GPT2LMHeadModel` (`transformer.h.0.attn...`, with or without
 //! `lm_head.weight`). GPT-2's `Conv1D` stores weights `[in, out]`, which is Burn's layout already.
 
-use burn::module::{Initializer, Param};
+use burn::module::Initializer;
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, Linear, LinearConfig};
 use burn::prelude::*;
 use serde::Deserialize;
 
 use crate::error::ModelError;
-use crate::nn::{Activation, attention, layer_norm, merge_heads, split_heads};
+use crate::nn::{Activation, ShardedTable, attention, layer_norm, merge_heads, split_heads};
 use crate::weights::{Layout, Loader, WeightFile};
 
 /// The fields of a Hugging Face GPT-2 `config.json` that shape the model. Other fields are ignored;
@@ -143,20 +143,19 @@ impl Gpt2Config {
     /// A model with lazily initialised random weights (nothing is allocated until used).
     pub fn init(&self, device: &Device) -> Gpt2 {
         let d = self.n_embd;
+        let init = Initializer::Normal {
+            mean: 0.0,
+            std: 0.02,
+        };
         Gpt2 {
-            wte: EmbeddingConfig::new(self.vocab_size, d).init(device),
+            wte: ShardedTable::init(self.vocab_size, d, &init, device),
             wpe: EmbeddingConfig::new(self.n_positions, d).init(device),
             blocks: (0..self.n_layer)
                 .map(|_| Block::init(self, device))
                 .collect(),
             ln_f: layer_norm(d, self.layer_norm_epsilon, device),
-            lm_head: (!self.tie_word_embeddings).then(|| {
-                Initializer::Normal {
-                    mean: 0.0,
-                    std: 0.02,
-                }
-                .init([self.vocab_size, d], device)
-            }),
+            lm_head: (!self.tie_word_embeddings)
+                .then(|| ShardedTable::init(self.vocab_size, d, &init, device)),
             n_head: self.n_head,
             activation: self.activation_function,
         }
@@ -317,12 +316,12 @@ impl KvCache {
 /// GPT-2 language model. Build it with [`Gpt2Config::init`] (random) or [`Gpt2::load`].
 #[derive(Module, Debug)]
 pub struct Gpt2 {
-    wte: Embedding,
+    wte: ShardedTable,
     wpe: Embedding,
     blocks: Vec<Block>,
     ln_f: LayerNorm,
     /// Only for checkpoints with `tie_word_embeddings = false`: `[vocab, n_embd]`.
-    lm_head: Option<Param<Tensor<2>>>,
+    lm_head: Option<ShardedTable>,
     #[module(skip)]
     n_head: usize,
     #[module(skip)]
@@ -347,14 +346,14 @@ impl Gpt2 {
             ""
         };
         let mut model = config.init(device);
-        loader.embedding(&format!("{prefix}wte"), &mut model.wte);
+        loader.sharded(&format!("{prefix}wte.weight"), &mut model.wte);
         loader.embedding(&format!("{prefix}wpe"), &mut model.wpe);
         for (i, block) in model.blocks.iter_mut().enumerate() {
             block.load(&loader, &format!("{prefix}h.{i}."));
         }
         loader.layer_norm(&format!("{prefix}ln_f"), &mut model.ln_f);
         if let Some(head) = model.lm_head.as_mut() {
-            loader.param("lm_head.weight", head, Layout::AsStored);
+            loader.sharded("lm_head.weight", head);
         }
         let tied = config.tie_word_embeddings;
         loader.finish(|name| {
@@ -370,16 +369,16 @@ impl Gpt2 {
     }
 
     pub fn n_embd(&self) -> usize {
-        self.wte.weight.lazy_shape().dims::<2>()[1]
+        self.wte.dim()
     }
 
     pub fn vocab_size(&self) -> usize {
-        self.wte.weight.lazy_shape().dims::<2>()[0]
+        self.wte.rows()
     }
 
     /// Token embeddings without positions: `[batch, t]` -> `[batch, t, n_embd]`.
     pub fn embed_tokens(&self, ids: Tensor<2, Int>) -> Tensor<3> {
-        self.wte.forward(ids)
+        self.wte.lookup(ids)
     }
 
     /// Runs the decoder over input embeddings that follow the cached positions, and extends the
@@ -417,11 +416,7 @@ impl Gpt2 {
 
     /// Next-token logits from hidden states: `[batch, t, n_embd]` -> `[batch, t, vocab]`.
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
-        let head = match &self.lm_head {
-            Some(head) => head.val(),
-            None => self.wte.weight.val(),
-        };
-        hidden.matmul(head.transpose().unsqueeze::<3>())
+        self.lm_head.as_ref().unwrap_or(&self.wte).project(hidden)
     }
 
     /// Logits for a whole sequence without a cache: `[batch, t]` -> `[batch, t, vocab]`.

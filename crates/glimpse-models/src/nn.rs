@@ -1,8 +1,10 @@
 //! Building blocks shared by CLIP and GPT-2: activations, multi-head attention, LayerNorm setup.
 
+use burn::module::{Initializer, Param};
 use burn::nn::{LayerNorm, LayerNormConfig};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, gelu_approximate, sigmoid, softmax};
+use burn::tensor::module::embedding;
 use serde::Deserialize;
 
 /// Activation functions by their Hugging Face names.
@@ -69,4 +71,156 @@ pub(crate) fn attention(
         None => scores,
     };
     softmax(scores, 3).matmul(v)
+}
+
+/// The largest storage buffer every WebGPU adapter must bind (128 MiB, the spec's default
+/// `maxStorageBufferBindingSize`; lavapipe's Vulkan limit is the same).
+pub const MAX_BINDING_BYTES: usize = 128 << 20;
+
+/// A `[rows, dim]` table (token embeddings, LM head) kept as row blocks of at most
+/// [`MAX_BINDING_BYTES`]: GPT-2's 50257 x 768 embedding is 154 MB and could not be bound as one
+/// buffer on such adapters. Lookups and the transposed product go block by block.
+#[derive(Module, Debug)]
+pub struct ShardedTable {
+    shards: Vec<Param<Tensor<2>>>,
+    #[module(skip)]
+    rows: usize,
+    #[module(skip)]
+    dim: usize,
+    #[module(skip)]
+    rows_per_shard: usize,
+}
+
+impl ShardedTable {
+    pub fn init(rows: usize, dim: usize, init: &Initializer, device: &Device) -> Self {
+        Self::with_shard_bytes(rows, dim, MAX_BINDING_BYTES, init, device)
+    }
+
+    fn with_shard_bytes(
+        rows: usize,
+        dim: usize,
+        max_bytes: usize,
+        init: &Initializer,
+        device: &Device,
+    ) -> Self {
+        let mut table = Self {
+            shards: Vec::new(),
+            rows,
+            dim,
+            rows_per_shard: (max_bytes / (4 * dim)).max(1),
+        };
+        table.shards = table
+            .blocks()
+            .map(|(_, n)| init.init_with([n, dim], Some(dim), Some(dim), device))
+            .collect();
+        table
+    }
+
+    /// `(first row, row count)` of each block.
+    fn blocks(&self) -> impl Iterator<Item = (usize, usize)> + use<> {
+        let (rows, per_shard) = (self.rows, self.rows_per_shard);
+        (0..rows)
+            .step_by(per_shard)
+            .map(move |start| (start, per_shard.min(rows - start)))
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Replaces the table with row-major host values of `[rows, dim]`.
+    pub(crate) fn set_rows(&mut self, values: &[f32], device: &Device) {
+        let dim = self.dim;
+        self.shards = self
+            .blocks()
+            .map(|(start, n)| {
+                let block = values[start * dim..(start + n) * dim].to_vec();
+                Param::from_tensor(Tensor::from_data(TensorData::new(block, [n, dim]), device))
+            })
+            .collect();
+    }
+
+    /// Row lookup: `[batch, t]` ids -> `[batch, t, dim]`.
+    pub fn lookup(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        if let [only] = self.shards.as_slice() {
+            return embedding(only.val(), ids);
+        }
+        let mut out: Option<Tensor<3>> = None;
+        for ((start, n), shard) in self.blocks().zip(&self.shards) {
+            let (lo, hi) = (start as i64, (start + n) as i64);
+            let inside = ids
+                .clone()
+                .greater_equal_elem(lo)
+                .bool_and(ids.clone().lower_elem(hi));
+            let local = (ids.clone() - lo).clamp(0, n as i64 - 1);
+            let rows = embedding(shard.val(), local) * inside.float().unsqueeze_dim::<3>(2);
+            out = Some(match out {
+                Some(acc) => acc + rows,
+                None => rows,
+            });
+        }
+        out.expect("a table has at least one row")
+    }
+
+    /// `x @ table^T`: `[batch, t, dim]` -> `[batch, t, rows]` (the tied LM head).
+    pub fn project(&self, x: Tensor<3>) -> Tensor<3> {
+        let parts: Vec<Tensor<3>> = self
+            .shards
+            .iter()
+            .map(|shard| x.clone().matmul(shard.val().transpose().unsqueeze::<3>()))
+            .collect();
+        if parts.len() == 1 {
+            parts.into_iter().next().unwrap()
+        } else {
+            Tensor::cat(parts, 2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 10 x 3 table in blocks of 4, 4 and 2 rows behaves as one matrix.
+    #[test]
+    fn sharded_table_equals_the_whole_matrix() {
+        let device = Device::flex();
+        let (rows, dim) = (10, 3);
+        let values: Vec<f32> = (0..rows * dim).map(|i| i as f32 * 0.5 - 3.0).collect();
+        let mut table =
+            ShardedTable::with_shard_bytes(rows, dim, 4 * dim * 4, &Initializer::Zeros, &device);
+        table.set_rows(&values, &device);
+        assert_eq!(table.shards.len(), 3);
+
+        let ids = [0i64, 3, 4, 7, 8, 9, 5];
+        let looked_up = table.lookup(Tensor::from_data(
+            TensorData::new(ids.to_vec(), [1, ids.len()]),
+            &device,
+        ));
+        let expected: Vec<f32> = ids
+            .iter()
+            .flat_map(|&i| values[i as usize * dim..][..dim].to_vec())
+            .collect();
+        assert_eq!(
+            looked_up.into_data().try_into_vec_as::<f32>().unwrap(),
+            expected
+        );
+
+        let x = [1.0f32, -2.0, 0.5];
+        let projected = table.project(Tensor::from_data(
+            TensorData::new(x.to_vec(), [1, 1, dim]),
+            &device,
+        ));
+        let expected: Vec<f32> = (0..rows)
+            .map(|r| (0..dim).map(|c| values[r * dim + c] * x[c]).sum())
+            .collect();
+        assert_eq!(
+            projected.into_data().try_into_vec_as::<f32>().unwrap(),
+            expected
+        );
+    }
 }

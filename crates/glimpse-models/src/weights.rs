@@ -15,6 +15,7 @@ use burn::prelude::*;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{ModelError, TensorProblem};
+use crate::nn::ShardedTable;
 
 /// How a stored matrix maps onto Burn's `[d_input, d_output]` linear weight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,22 +104,17 @@ impl<'f, 'a> Loader<'f, 'a> {
         self.file.contains(name)
     }
 
-    /// Reads `name` as a tensor of `expected` shape (Burn's shape, after `layout`), or records why not.
-    /// A rank-0 tensor in the file fits an expected `[1]`.
-    fn read<const D: usize>(
-        &self,
-        name: &str,
-        expected: [usize; D],
-        layout: Layout,
-    ) -> Option<Tensor<D>> {
+    /// Reads `name` as host values of `expected` shape (Burn's shape, after `layout`), or records
+    /// why not. A rank-0 tensor in the file fits an expected `[1]`.
+    pub fn read_values(&self, name: &str, expected: &[usize], layout: Layout) -> Option<Vec<f32>> {
         self.used.borrow_mut().insert(name.to_string());
+        let want = stored_shape(expected, layout);
         let (stored, values) = match self.file.read_f32(name) {
             Ok(Some(found)) => found,
             Ok(None) => {
-                let expected = stored_shape(&expected, layout);
                 self.problems.borrow_mut().push(TensorProblem::Missing {
                     name: name.into(),
-                    expected,
+                    expected: want,
                 });
                 return None;
             }
@@ -127,7 +123,6 @@ impl<'f, 'a> Loader<'f, 'a> {
                 return None;
             }
         };
-        let want = stored_shape(&expected, layout);
         let fits = stored == want || (stored.is_empty() && want == [1]);
         if !fits {
             self.problems.borrow_mut().push(TensorProblem::Shape {
@@ -137,21 +132,24 @@ impl<'f, 'a> Loader<'f, 'a> {
             });
             return None;
         }
-        let values = match layout {
+        Some(match layout {
             Layout::AsStored => values,
             Layout::Transposed => transpose(&values, want[0], want[1]),
-        };
-        Some(Tensor::from_data(
-            TensorData::new(values, expected),
-            &self.device,
-        ))
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
     }
 
     /// Replaces `param` with the stored tensor `name`; the parameter's own shape is the expectation.
     pub fn param<const D: usize>(&self, name: &str, param: &mut Param<Tensor<D>>, layout: Layout) {
         let expected: [usize; D] = param.lazy_shape().dims();
-        if let Some(tensor) = self.read(name, expected, layout) {
-            *param = Param::from_tensor(tensor);
+        if let Some(values) = self.read_values(name, &expected, layout) {
+            *param = Param::from_tensor(Tensor::from_data(
+                TensorData::new(values, expected),
+                &self.device,
+            ));
         }
     }
 
@@ -177,6 +175,15 @@ impl<'f, 'a> Loader<'f, 'a> {
             &mut embedding.weight,
             Layout::AsStored,
         );
+    }
+
+    /// Fills a row-sharded table from the `[rows, dim]` tensor `name`, split on the host so no
+    /// device buffer ever holds the whole table.
+    pub fn sharded(&self, name: &str, table: &mut ShardedTable) {
+        let shape = [table.rows(), table.dim()];
+        if let Some(values) = self.read_values(name, &shape, Layout::AsStored) {
+            table.set_rows(&values, &self.device);
+        }
     }
 
     /// Ends loading: every recorded problem and every tensor that was neither read nor `ignored`
