@@ -56,29 +56,15 @@ fn main() {
     });
     assert_eq!(hidden.shape().dims::<3>(), [1, 8, 50257]);
     timed("GPT-2 small: 1 cached decode step", device, || {
-        model
-            .logits(model.forward_ids(ids_tensor(&[1000], device), &mut cache))
-            .into_data()
+        model.logits(model.forward_ids(ids_tensor(&[1000], device), &mut cache)).into_data()
     });
 
     let clip = ClipConfig::vit_b_32();
-    let model = timed("CLIP ViT-B/32: init random weights", device, || {
-        clip.init(device)
-    });
-    let pixels = Tensor::<4>::random(
-        [1, 3, 224, 224],
-        burn::tensor::Distribution::Default,
-        device,
-    );
-    timed(
-        "CLIP ViT-B/32: image tower, 1 image 224x224",
-        device,
-        || model.encode_image(pixels).unwrap().into_data(),
-    );
+    let model = timed("CLIP ViT-B/32: init random weights", device, || clip.init(device));
+    let pixels = Tensor::<4>::random([1, 3, 224, 224], burn::tensor::Distribution::Default, device);
+    timed("CLIP ViT-B/32: image tower, 1 image 224x224", device, || model.encode_image(pixels).unwrap().into_data());
     let text: Vec<u32> = [49406, 320, 1125, 539, 320, 2368, 49407].to_vec();
-    timed(
-        "CLIP ViT-B/32: text tower, 1 text of 7 tokens",
-        device,
-        || model.encode_text(&[text], device).unwrap().into_data(),
-    );
+    timed("CLIP ViT-B/32: text tower, 1 text of 7 tokens", device, || {
+        model.encode_text(&[text], device).unwrap().into_data()
+    });
 }

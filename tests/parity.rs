@@ -7,7 +7,8 @@ use glimpse_media::decode_image;
 use glimpse_models::generation::{Decoding, GenerationConfig, generate, ids_tensor};
 use glimpse_models::{Gpt2, KvCache, l2_normalize};
 use glimpse_tests::{
-    Reference, block_on, devices, fixture, max_abs_diff, read_tensor, rewrite_safetensors, values,
+    Reference, block_on, devices, fixture, max_abs_diff, read_tensor, rewrite_safetensors, rewrite_safetensors_as,
+    values,
 };
 
 const TOL: f32 = 1e-4;
@@ -23,21 +24,9 @@ fn gpt2_tokenizer_matches_transformers() {
     for name in GPT2_FIXTURES {
         let lm = gpt2(name, &glimpse_models::device::cpu().device);
         let reference = Reference::load(name);
-        for (prompt, ids) in reference
-            .strings("prompts")
-            .iter()
-            .zip(reference.ids("ids"))
-        {
-            assert_eq!(
-                lm.tokenizer.encode(prompt).unwrap(),
-                ids,
-                "{name}: {prompt:?}"
-            );
-            assert_eq!(
-                &lm.tokenizer.decode(&ids).unwrap(),
-                prompt,
-                "{name}: decode"
-            );
+        for (prompt, ids) in reference.strings("prompts").iter().zip(reference.ids("ids")) {
+            assert_eq!(lm.tokenizer.encode(prompt).unwrap(), ids, "{name}: {prompt:?}");
+            assert_eq!(&lm.tokenizer.decode(&ids).unwrap(), prompt, "{name}: decode");
         }
     }
 }
@@ -49,25 +38,14 @@ fn gpt2_logits_and_hidden_states_match_transformers() {
             let lm = gpt2(name, &selected.device);
             let reference = Reference::load(name);
             for (i, ids) in reference.ids("ids").iter().enumerate() {
-                let hidden = lm
-                    .model
-                    .forward_ids(ids_tensor(ids, &selected.device), &mut KvCache::new());
+                let hidden = lm.model.forward_ids(ids_tensor(ids, &selected.device), &mut KvCache::new());
                 let logits = lm.model.logits(hidden.clone());
                 let (shape, expected) = reference.tensor(&format!("logits.{i}"));
                 assert_eq!(logits.dims()[1..], shape[..]);
                 let err = max_abs_diff(&values(logits), &expected);
-                assert!(
-                    err <= TOL,
-                    "{name} prompt {i} on {}: logits differ by {err}",
-                    selected.info
-                );
-                let err =
-                    max_abs_diff(&values(hidden), &reference.tensor(&format!("hidden.{i}")).1);
-                assert!(
-                    err <= TOL,
-                    "{name} prompt {i} on {}: hidden states differ by {err}",
-                    selected.info
-                );
+                assert!(err <= TOL, "{name} prompt {i} on {}: logits differ by {err}", selected.info);
+                let err = max_abs_diff(&values(hidden), &reference.tensor(&format!("hidden.{i}")).1);
+                assert!(err <= TOL, "{name} prompt {i} on {}: hidden states differ by {err}", selected.info);
             }
         }
     }
@@ -80,13 +58,9 @@ fn gpt2_greedy_continuation_matches_transformers() {
             let lm = gpt2(name, &selected.device);
             let reference = Reference::load(name);
             for (ids, expected) in reference.ids("ids").iter().zip(reference.ids("greedy_ids")) {
-                let config = GenerationConfig {
-                    max_new_tokens: expected.len(),
-                    decoding: Decoding::Greedy,
-                    stop_at: None,
-                };
-                let got =
-                    block_on(generate(&lm.model, ids, &config, |_| {}, &selected.device)).unwrap();
+                let config =
+                    GenerationConfig { max_new_tokens: expected.len(), decoding: Decoding::Greedy, stop_at: None };
+                let got = block_on(generate(&lm.model, ids, &config, |_| {}, &selected.device)).unwrap();
                 assert_eq!(got, expected, "{name} on {}", selected.info);
             }
         }
@@ -103,25 +77,15 @@ fn cached_decoding_equals_full_forward() {
         let full = values(lm.model.forward(ids_tensor(&ids, &selected.device)));
         let mut cache = KvCache::new();
         let split = 5;
-        let mut stepwise = values(
-            lm.model.logits(
-                lm.model
-                    .forward_ids(ids_tensor(&ids[..split], &selected.device), &mut cache),
-            ),
-        );
+        let mut stepwise =
+            values(lm.model.logits(lm.model.forward_ids(ids_tensor(&ids[..split], &selected.device), &mut cache)));
         for &id in &ids[split..] {
-            let hidden = lm
-                .model
-                .forward_ids(ids_tensor(&[id], &selected.device), &mut cache);
+            let hidden = lm.model.forward_ids(ids_tensor(&[id], &selected.device), &mut cache);
             stepwise.extend(values(lm.model.logits(hidden)));
         }
         assert_eq!(cache.len(), ids.len());
         let err = max_abs_diff(&full, &stepwise);
-        assert!(
-            err <= TOL,
-            "on {}: cached decoding differs by {err}",
-            selected.info
-        );
+        assert!(err <= TOL, "on {}: cached decoding differs by {err}", selected.info);
     }
 }
 
@@ -151,19 +115,12 @@ fn contrastive_search_penalises_repetition() {
     let lm = gpt2("gpt2-lmhead", &device);
     let ids = &Reference::load("gpt2-lmhead").ids("ids")[0];
     let run = |decoding| {
-        let config = GenerationConfig {
-            max_new_tokens: 30,
-            decoding,
-            stop_at: None,
-        };
+        let config = GenerationConfig { max_new_tokens: 30, decoding, stop_at: None };
         block_on(generate(&lm.model, ids, &config, |_| {}, &device)).unwrap()
     };
     let distinct = |ids: &[u32]| ids.iter().collect::<std::collections::BTreeSet<_>>().len();
     let greedy = run(Decoding::Greedy);
-    let contrastive = run(Decoding::Contrastive {
-        top_k: 8,
-        alpha: 0.9,
-    });
+    let contrastive = run(Decoding::Contrastive { top_k: 8, alpha: 0.9 });
     assert!(
         distinct(&contrastive) > distinct(&greedy),
         "contrastive {} distinct tokens, greedy {}",
@@ -195,10 +152,7 @@ fn clip_tokenizer_matches_transformers_with_truncation() {
         assert_eq!(ids, reference.ids("ids"), "{name}");
         // The long text is cut to the context length and still ends with the end token.
         let last = ids.last().unwrap();
-        assert_eq!(
-            last.len(),
-            bundle.config.text_config.max_position_embeddings
-        );
+        assert_eq!(last.len(), bundle.config.text_config.max_position_embeddings);
         assert_eq!(last.last(), ids[0].last());
     }
 }
@@ -235,11 +189,7 @@ fn clip_embeddings_and_logits_match_transformers() {
                 ("logits_per_image", values(logits)),
             ] {
                 let err = max_abs_diff(&got, &reference.tensor(what).1);
-                assert!(
-                    err <= TOL,
-                    "{name} on {}: {what} differ by {err}",
-                    selected.info
-                );
+                assert!(err <= TOL, "{name} on {}: {what} differ by {err}", selected.info);
             }
         }
     }
@@ -255,40 +205,39 @@ fn gpt2_lm_head_forms() {
     let files = ModelFiles::from_dir(&dir).unwrap();
     let config = glimpse_models::Gpt2Config::from_json(&files.config).unwrap();
     let ids = ids_tensor(&Reference::load("gpt2-lmhead").ids("ids")[0], &device);
-    let tied = values(
-        Gpt2::load(&config, &files.weights, &device)
-            .unwrap()
-            .forward(ids.clone()),
-    );
+    let tied = values(Gpt2::load(&config, &files.weights, &device).unwrap().forward(ids.clone()));
 
     let wte = read_tensor(&files.weights, "transformer.wte.weight");
     let doubled: Vec<f32> = wte.1.iter().map(|v| v * 2.0).collect();
     let with_head = add_tensor(&files.weights, "lm_head.weight", &wte.0, &wte.1);
-    let explicit = values(
-        Gpt2::load(&config, &with_head, &device)
-            .unwrap()
-            .forward(ids.clone()),
-    );
-    assert!(
-        max_abs_diff(&tied, &explicit) == 0.0,
-        "explicit tied head changed the logits"
-    );
+    let explicit = values(Gpt2::load(&config, &with_head, &device).unwrap().forward(ids.clone()));
+    assert!(max_abs_diff(&tied, &explicit) == 0.0, "explicit tied head changed the logits");
 
     let untied_head = add_tensor(&files.weights, "lm_head.weight", &wte.0, &doubled);
     let mut untied_config = config.clone();
     untied_config.tie_word_embeddings = false;
-    let untied = values(
-        Gpt2::load(&untied_config, &untied_head, &device)
-            .unwrap()
-            .forward(ids),
-    );
+    let untied = values(Gpt2::load(&untied_config, &untied_head, &device).unwrap().forward(ids));
     let twice: Vec<f32> = tied.iter().map(|v| v * 2.0).collect();
     assert!(max_abs_diff(&untied, &twice) <= TOL, "untied head not used");
 }
 
 /// A copy of a safetensors file with one more f32 tensor.
 fn add_tensor(bytes: &[u8], name: &str, shape: &[usize], values: &[f32]) -> Vec<u8> {
-    rewrite_safetensors(bytes, |tensors| {
-        tensors.push((name.to_string(), shape.to_vec(), values.to_vec()))
-    })
+    rewrite_safetensors(bytes, |tensors| tensors.push((name.to_string(), shape.to_vec(), values.to_vec())))
+}
+
+/// Half-precision checkpoints (F16, BF16) load as f32 and stay close to the f32 model.
+#[test]
+fn half_precision_weights_load() {
+    let device = glimpse_models::device::cpu().device;
+    let files = ModelFiles::from_dir(fixture("gpt2-lmhead")).unwrap();
+    let config = glimpse_models::Gpt2Config::from_json(&files.config).unwrap();
+    let ids = ids_tensor(&Reference::load("gpt2-lmhead").ids("ids")[1], &device);
+    let full = values(Gpt2::load(&config, &files.weights, &device).unwrap().forward(ids.clone()));
+    for (dtype, tol) in [(safetensors::Dtype::F16, 0.05), (safetensors::Dtype::BF16, 0.3)] {
+        let half = rewrite_safetensors_as(&files.weights, dtype, |_| {});
+        let logits = values(Gpt2::load(&config, &half, &device).unwrap().forward(ids.clone()));
+        let err = max_abs_diff(&full, &logits);
+        assert!(err > 0.0 && err <= tol, "{dtype:?}: logits differ by {err}");
+    }
 }

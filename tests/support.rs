@@ -7,9 +7,7 @@ use glimpse_models::device::{self, DeviceInfo, SelectedDevice};
 use glimpse_models::weights::WeightFile;
 
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
 }
 
 /// The CPU backend and wgpu. wgpu must be a real Vulkan adapter (lavapipe in CI): wgpu falls back
@@ -21,8 +19,7 @@ pub fn devices() -> Vec<SelectedDevice> {
         eprintln!("GLIMPSE_TEST_WGPU=skip: testing the CPU backend only");
         return devices;
     }
-    let wgpu = device::wgpu()
-        .expect("no wgpu adapter: install mesa-vulkan-drivers (or set GLIMPSE_TEST_WGPU=skip)");
+    let wgpu = device::wgpu().expect("no wgpu adapter: install mesa-vulkan-drivers (or set GLIMPSE_TEST_WGPU=skip)");
     match &wgpu.info {
         DeviceInfo::Wgpu { api, .. } => {
             assert_eq!(api, "Vulkan", "wgpu chose {} instead of Vulkan", wgpu.info)
@@ -52,9 +49,7 @@ impl Reference {
     /// `(shape, values)` of a reference tensor.
     pub fn tensor(&self, name: &str) -> (Vec<usize>, Vec<f32>) {
         let file = WeightFile::parse(&self.tensors).unwrap();
-        file.read_f32(name)
-            .unwrap()
-            .unwrap_or_else(|| panic!("no reference tensor {name}"))
+        file.read_f32(name).unwrap().unwrap_or_else(|| panic!("no reference tensor {name}"))
     }
 
     pub fn ids(&self, key: &str) -> Vec<Vec<u32>> {
@@ -72,10 +67,7 @@ pub fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length differs");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -87,15 +79,20 @@ pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
 
 /// Reads one tensor of safetensors bytes as f32.
 pub fn read_tensor(bytes: &[u8], name: &str) -> (Vec<usize>, Vec<f32>) {
-    WeightFile::parse(bytes)
-        .unwrap()
-        .read_f32(name)
-        .unwrap()
-        .unwrap_or_else(|| panic!("no tensor {name}"))
+    WeightFile::parse(bytes).unwrap().read_f32(name).unwrap().unwrap_or_else(|| panic!("no tensor {name}"))
 }
 
 /// Rewrites safetensors bytes (as f32) after `edit` has changed the list of tensors.
 pub fn rewrite_safetensors(bytes: &[u8], edit: impl FnOnce(&mut Vec<NamedTensor>)) -> Vec<u8> {
+    rewrite_safetensors_as(bytes, safetensors::Dtype::F32, edit)
+}
+
+/// Rewrites safetensors bytes storing every tensor as `dtype` (F32, F16 or BF16).
+pub fn rewrite_safetensors_as(
+    bytes: &[u8],
+    dtype: safetensors::Dtype,
+    edit: impl FnOnce(&mut Vec<NamedTensor>),
+) -> Vec<u8> {
     let file = WeightFile::parse(bytes).unwrap();
     let mut tensors: Vec<NamedTensor> = file
         .names()
@@ -106,24 +103,22 @@ pub fn rewrite_safetensors(bytes: &[u8], edit: impl FnOnce(&mut Vec<NamedTensor>
         })
         .collect();
     edit(&mut tensors);
+    let encode = |v: &f32| -> Vec<u8> {
+        match dtype {
+            safetensors::Dtype::F32 => v.to_le_bytes().to_vec(),
+            safetensors::Dtype::F16 => half::f16::from_f32(*v).to_le_bytes().to_vec(),
+            safetensors::Dtype::BF16 => half::bf16::from_f32(*v).to_le_bytes().to_vec(),
+            other => panic!("{other:?} not supported here"),
+        }
+    };
     let raw: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .into_iter()
-        .map(|(name, shape, values)| {
-            (
-                name,
-                shape,
-                values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            )
-        })
+        .map(|(name, shape, values)| (name, shape, values.iter().flat_map(encode).collect()))
         .collect();
     let views: Vec<(String, safetensors::tensor::TensorView)> = raw
         .iter()
         .map(|(name, shape, data)| {
-            (
-                name.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
-                    .unwrap(),
-            )
+            (name.clone(), safetensors::tensor::TensorView::new(dtype, shape.clone(), data).unwrap())
         })
         .collect();
     safetensors::serialize(views, None).unwrap()

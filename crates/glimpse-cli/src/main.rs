@@ -4,11 +4,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use burn::tensor::Float;
 use clap::{Parser, Subcommand, ValueEnum};
 use glimpse_hub::{ClipBundle, Gpt2Bundle, ModelFiles};
 use glimpse_media::decode_image;
 use glimpse_models::device::{self, DeviceChoice, SelectedDevice};
-use glimpse_models::generation::{Decoding, GenerationConfig, generate};
+use glimpse_models::generation::{Decoding, GenerationConfig, generate, read};
 use glimpse_models::l2_normalize;
 use serde_json::json;
 
@@ -57,10 +58,8 @@ enum DecodingArg {
 enum Command {
     /// L2-normalised CLIP embeddings of texts and images, and their similarity logits: the
     /// building block of retrieval and zero-shot classification.
-    #[command(
-        after_help = "JSON output: {\"text_embeds\": [[..]], \"image_embeds\": [[..]], \
-                            \"logits_per_image\": [[..]]}, each present when its inputs are given."
-    )]
+    #[command(after_help = "JSON output: {\"text_embeds\": [[..]], \"image_embeds\": [[..]], \
+                            \"logits_per_image\": [[..]]}, each present when its inputs are given.")]
     Embed {
         /// CLIP model directory (Hugging Face layout).
         #[arg(long, value_name = "DIR")]
@@ -75,9 +74,7 @@ enum Command {
         format: Format,
     },
     /// Continue a prompt with GPT-2 (greedy or contrastive search, KV-cached).
-    #[command(
-        after_help = "JSON output: {\"ids\": [..new token ids..], \"text\": \"..new text..\"}."
-    )]
+    #[command(after_help = "JSON output: {\"ids\": [..new token ids..], \"text\": \"..new text..\"}.")]
     Generate {
         /// GPT-2 model directory (Hugging Face layout).
         #[arg(long, value_name = "DIR")]
@@ -112,7 +109,30 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let choice = match cli.device {
+    match cli.command {
+        Command::Embed { model, texts, images, format } => {
+            if texts.is_empty() && images.is_empty() {
+                bail!("nothing to embed: give at least one --text or --image");
+            }
+            embed(&select_device(cli.device)?, &model, &texts, &images, format)
+        }
+        Command::Generate { model, prompt, max_new_tokens, decoding, k, alpha, stop_at_eos, format } => {
+            let decoding = match decoding {
+                DecodingArg::Greedy => Decoding::Greedy,
+                DecodingArg::Contrastive if !(0.0..=1.0).contains(&alpha) => {
+                    bail!("--alpha {alpha} must be between 0 and 1")
+                }
+                DecodingArg::Contrastive => Decoding::Contrastive { top_k: k, alpha },
+            };
+            let selected = select_device(cli.device)?;
+            generate_text(&selected, &model, &prompt, max_new_tokens, decoding, stop_at_eos, format)
+        }
+    }
+}
+
+/// Sets up the device and says on stderr which one was chosen and why.
+fn select_device(arg: DeviceArg) -> Result<SelectedDevice> {
+    let choice = match arg {
         DeviceArg::Auto => DeviceChoice::Auto,
         DeviceArg::Cpu => DeviceChoice::Cpu,
         DeviceArg::Wgpu => DeviceChoice::Wgpu,
@@ -122,77 +142,27 @@ fn run(cli: Cli) -> Result<()> {
         Some(reason) => eprintln!("device: {} ({reason})", selected.info),
         None => eprintln!("device: {}", selected.info),
     }
-    match cli.command {
-        Command::Embed {
-            model,
-            texts,
-            images,
-            format,
-        } => embed(&selected, &model, &texts, &images, format),
-        Command::Generate {
-            model,
-            prompt,
-            max_new_tokens,
-            decoding,
-            k,
-            alpha,
-            stop_at_eos,
-            format,
-        } => {
-            let decoding = match decoding {
-                DecodingArg::Greedy => Decoding::Greedy,
-                DecodingArg::Contrastive => {
-                    if !(0.0..=1.0).contains(&alpha) {
-                        bail!("--alpha {alpha} must be between 0 and 1");
-                    }
-                    Decoding::Contrastive { top_k: k, alpha }
-                }
-            };
-            generate_text(
-                &selected,
-                &model,
-                &prompt,
-                max_new_tokens,
-                decoding,
-                stop_at_eos,
-                format,
-            )
-        }
-    }
+    Ok(selected)
 }
 
 fn rows(tensor: burn::Tensor<2>) -> Result<Vec<Vec<f32>>> {
     let [_, d] = tensor.dims();
-    let values = futures_lite::future::block_on(glimpse_models::generation::read_f32(tensor))?;
+    let values = futures_lite::future::block_on(read::<2, Float, f32>(tensor))?;
     Ok(values.chunks(d).map(<[f32]>::to_vec).collect())
 }
 
-fn embed(
-    selected: &SelectedDevice,
-    dir: &Path,
-    texts: &[String],
-    images: &[PathBuf],
-    format: Format,
-) -> Result<()> {
-    if texts.is_empty() && images.is_empty() {
-        bail!("nothing to embed: give at least one --text or --image");
-    }
+fn embed(selected: &SelectedDevice, dir: &Path, texts: &[String], images: &[PathBuf], format: Format) -> Result<()> {
     let decoded = images
         .iter()
         .map(|path| {
-            let bytes =
-                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
             decode_image(&bytes).with_context(|| path.display().to_string())
         })
         .collect::<Result<Vec<_>>>()?;
     let clip = ClipBundle::load(&ModelFiles::from_dir(dir)?, &selected.device)?;
     let text_refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let text_embeds = (!texts.is_empty())
-        .then(|| clip.encode_texts(&text_refs))
-        .transpose()?;
-    let image_embeds = (!images.is_empty())
-        .then(|| clip.encode_images(&decoded))
-        .transpose()?;
+    let text_embeds = (!texts.is_empty()).then(|| clip.encode_texts(&text_refs)).transpose()?;
+    let image_embeds = (!images.is_empty()).then(|| clip.encode_images(&decoded)).transpose()?;
     let logits = match (&image_embeds, &text_embeds) {
         (Some(i), Some(t)) => Some(rows(clip.model.logits_per_image(i.clone(), t.clone()))?),
         _ => None,
@@ -251,19 +221,11 @@ fn generate_text(
     let lm = Gpt2Bundle::load(&ModelFiles::from_dir(dir)?, &selected.device)?;
     let ids = lm.tokenizer.encode(prompt)?;
     let stop_at = if stop_at_eos {
-        Some(
-            lm.config
-                .eos_token_id
-                .context("--stop-at-eos: config.json has no eos_token_id")?,
-        )
+        Some(lm.config.eos_token_id.context("--stop-at-eos: config.json has no eos_token_id")?)
     } else {
         None
     };
-    let config = GenerationConfig {
-        max_new_tokens,
-        decoding,
-        stop_at,
-    };
+    let config = GenerationConfig { max_new_tokens, decoding, stop_at };
     // In text mode the continuation streams: print what each new token adds to the decoded text.
     let mut new_ids = Vec::new();
     let mut printed = String::new();
@@ -279,26 +241,18 @@ fn generate_text(
         new_ids.push(id);
         if let Ok(text) = lm.tokenizer.decode(&new_ids) {
             // A token may end inside a UTF-8 character; wait until the text is whole again.
-            if let Some(delta) = text
-                .strip_prefix(printed.as_str())
-                .filter(|_| !text.ends_with('\u{FFFD}'))
-            {
+            if let Some(delta) = text.strip_prefix(printed.as_str()).filter(|_| !text.ends_with('\u{FFFD}')) {
                 print!("{delta}");
                 let _ = stdout.flush();
                 printed = text;
             }
         }
     };
-    let ids = futures_lite::future::block_on(generate(
-        &lm.model,
-        &ids,
-        &config,
-        on_token,
-        &selected.device,
-    ))?;
+    let ids = futures_lite::future::block_on(generate(&lm.model, &ids, &config, on_token, &selected.device))?;
     let text = lm.tokenizer.decode(&ids)?;
     match format {
         Format::Json => println!("{}", json!({ "ids": ids, "text": text })),
+        Format::Text if ids.is_empty() => println!("{prompt}"),
         Format::Text => println!("{}", text.strip_prefix(printed.as_str()).unwrap_or("")),
     }
     Ok(())

@@ -38,10 +38,7 @@ impl ModelFiles {
             } else {
                 ""
             };
-            Err(HubError::Layout(format!(
-                "{} has no {name}{hint}",
-                dir.display()
-            )))
+            Err(HubError::Layout(format!("{} has no {name}{hint}", dir.display())))
         };
         for name in ["config.json", "model.safetensors", "tokenizer.json"] {
             require(name)?;
@@ -52,11 +49,7 @@ impl ModelFiles {
             config: read("config.json")?,
             weights: read("model.safetensors")?,
             tokenizer: read("tokenizer.json")?,
-            preprocessor: if preprocessor.is_file() {
-                Some(read("preprocessor_config.json")?)
-            } else {
-                None
-            },
+            preprocessor: if preprocessor.is_file() { Some(read("preprocessor_config.json")?) } else { None },
         })
     }
 }

@@ -17,20 +17,11 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
     #[error("{}", .path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{0}")]
     Layout(String),
     #[error("{source_name}")]
-    Model {
-        source_name: String,
-        source: glimpse_models::ModelError,
-    },
+    Model { source_name: String, source: glimpse_models::ModelError },
     #[error("{source_name}")]
-    Media {
-        source_name: String,
-        source: glimpse_media::MediaError,
-    },
+    Media { source_name: String, source: glimpse_media::MediaError },
 }

@@ -19,6 +19,9 @@ pub enum Resize {
     Exact { height: u32, width: u32 },
 }
 
+/// The longest side any preprocessing step may produce.
+pub const MAX_SIDE: u32 = 16384;
+
 /// The settings of a `preprocessor_config.json`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImagePreprocess {
@@ -35,11 +38,7 @@ pub struct ImagePreprocess {
 #[serde(untagged)]
 enum SizeSpec {
     Number(u32),
-    Map {
-        shortest_edge: Option<u32>,
-        height: Option<u32>,
-        width: Option<u32>,
-    },
+    Map { shortest_edge: Option<u32>, height: Option<u32>, width: Option<u32> },
 }
 
 #[derive(Debug, Deserialize)]
@@ -92,63 +91,43 @@ impl ImagePreprocess {
             2 => Filter::Bilinear,
             3 => Filter::Bicubic,
             other => {
-                return Err(bad(format!(
-                    "resample = {other} is not supported (2 = bilinear, 3 = bicubic)"
-                )));
+                return Err(bad(format!("resample = {other} is not supported (2 = bilinear, 3 = bicubic)")));
             }
         };
         let resize = match raw.size {
             None => Resize::ShortestEdge(image_size),
-            Some(SizeSpec::Number(n))
-            | Some(SizeSpec::Map {
-                shortest_edge: Some(n),
-                ..
-            }) => Resize::ShortestEdge(n),
-            Some(SizeSpec::Map {
-                height: Some(height),
-                width: Some(width),
-                ..
-            }) => Resize::Exact { height, width },
+            Some(SizeSpec::Number(n)) | Some(SizeSpec::Map { shortest_edge: Some(n), .. }) => Resize::ShortestEdge(n),
+            Some(SizeSpec::Map { height: Some(height), width: Some(width), .. }) => Resize::Exact { height, width },
             Some(_) => {
-                return Err(bad(
-                    "`size` needs `shortest_edge` or `height` and `width`".into()
-                ));
+                return Err(bad("`size` needs `shortest_edge` or `height` and `width`".into()));
             }
         };
         let crop = match raw.crop_size {
             None => (image_size, image_size),
             Some(SizeSpec::Number(n)) => (n, n),
-            Some(SizeSpec::Map {
-                height: Some(h),
-                width: Some(w),
-                ..
-            }) => (h, w),
+            Some(SizeSpec::Map { height: Some(h), width: Some(w), .. }) => (h, w),
             Some(_) => return Err(bad("`crop_size` needs `height` and `width`".into())),
         };
-        let channels =
-            |v: Option<Vec<f32>>, default: [f32; 3], name: &str| -> Result<[f32; 3], MediaError> {
-                match v {
-                    None => Ok(default),
-                    Some(v) => v.try_into().map_err(|v: Vec<f32>| {
-                        bad(format!("{name} has {} values, expected 3", v.len()))
-                    }),
+        let channels = |v: Option<Vec<f32>>, default: [f32; 3], name: &str| -> Result<[f32; 3], MediaError> {
+            match v {
+                None => Ok(default),
+                Some(v) => {
+                    v.try_into().map_err(|v: Vec<f32>| bad(format!("{name} has {} values, expected 3", v.len())))
                 }
-            };
+            }
+        };
         let mean = channels(raw.image_mean, CLIP_MEAN, "image_mean")?;
         let std = channels(raw.image_std, CLIP_STD, "image_std")?;
         if std.iter().any(|&s| s <= 0.0 || !s.is_finite()) {
             return Err(bad(format!("image_std {std:?} must be positive")));
         }
-        let sizes = [
-            crop.0,
-            crop.1,
-            match resize {
-                Resize::ShortestEdge(n) => n,
-                Resize::Exact { height, width } => height.min(width),
-            },
-        ];
-        if sizes.iter().any(|&s| s == 0 || s > 16384) {
-            return Err(bad(format!("image sizes {sizes:?} must be in 1..=16384")));
+        let mut sizes = vec![crop.0, crop.1];
+        match resize {
+            Resize::ShortestEdge(n) => sizes.push(n),
+            Resize::Exact { height, width } => sizes.extend([height, width]),
+        }
+        if sizes.iter().any(|&s| s == 0 || s > MAX_SIDE) {
+            return Err(bad(format!("image sizes {sizes:?} must be in 1..={MAX_SIDE}")));
         }
         Ok(Self {
             resize: raw.do_resize.then_some((resize, filter)),
@@ -159,11 +138,20 @@ impl ImagePreprocess {
     }
 
     /// Pixel values in channel-first order, `3 x height x width`, with the output `(height, width)`.
-    pub fn apply(&self, image: &RgbImage) -> (Vec<f32>, (u32, u32)) {
+    /// Refuses images whose resized form would exceed [`MAX_SIDE`] (a 1 x 60000 strip resized to a
+    /// 224 shorter side would be 13 million pixels long).
+    pub fn apply(&self, image: &RgbImage) -> Result<(Vec<f32>, (u32, u32)), MediaError> {
         let mut image = match self.resize {
             Some((size, filter)) => {
                 let (w, h) = resized_size(image.width(), image.height(), size);
-                resize(image, w, h, filter)
+                if w > u64::from(MAX_SIDE) || h > u64::from(MAX_SIDE) {
+                    return Err(MediaError::Image(format!(
+                        "a {}x{} image would be resized to {w}x{h}; sides above {MAX_SIDE} are refused",
+                        image.width(),
+                        image.height()
+                    )));
+                }
+                resize(image, w as u32, h as u32, filter)
             }
             None => image.clone(),
         };
@@ -171,7 +159,7 @@ impl ImagePreprocess {
             image = center_crop(&image, h, w);
         }
         let (w, h) = image.dimensions();
-        let plane = (w * h) as usize;
+        let plane = w as usize * h as usize;
         let mut out = vec![0.0f32; 3 * plane];
         for (i, px) in image.pixels().enumerate() {
             for c in 0..3 {
@@ -186,22 +174,18 @@ impl ImagePreprocess {
                 out[c * plane + i] = v;
             }
         }
-        (out, (h, w))
+        Ok((out, (h, w)))
     }
 }
 
 /// `(width, height)` after resizing, as transformers computes it (the longer side rounds down).
-fn resized_size(width: u32, height: u32, size: Resize) -> (u32, u32) {
+fn resized_size(width: u32, height: u32, size: Resize) -> (u64, u64) {
     match size {
-        Resize::Exact { height, width } => (width, height),
+        Resize::Exact { height, width } => (width.into(), height.into()),
         Resize::ShortestEdge(short) => {
-            let long =
-                |l: u32, s: u32| ((u64::from(short) * u64::from(l)) / u64::from(s)).max(1) as u32;
-            if width <= height {
-                (short, long(height, width))
-            } else {
-                (long(width, height), short)
-            }
+            let short = u64::from(short);
+            let long = |l: u32, s: u32| (short * u64::from(l) / u64::from(s)).max(1);
+            if width <= height { (short, long(height, width)) } else { (long(width, height), short) }
         }
     }
 }
@@ -210,16 +194,8 @@ fn resized_size(width: u32, height: u32, size: Resize) -> (u32, u32) {
 fn center_crop(image: &RgbImage, h: u32, w: u32) -> RgbImage {
     let (iw, ih) = (i64::from(image.width()), i64::from(image.height()));
     // Offsets of the crop window in the image (negative when the image is smaller).
-    let top = if ih >= i64::from(h) {
-        (ih - i64::from(h)) / 2
-    } else {
-        -((i64::from(h) - ih + 1) / 2)
-    };
-    let left = if iw >= i64::from(w) {
-        (iw - i64::from(w)) / 2
-    } else {
-        -((i64::from(w) - iw + 1) / 2)
-    };
+    let top = if ih >= i64::from(h) { (ih - i64::from(h)) / 2 } else { -((i64::from(h) - ih + 1) / 2) };
+    let left = if iw >= i64::from(w) { (iw - i64::from(w)) / 2 } else { -((i64::from(w) - iw + 1) / 2) };
     RgbImage::from_fn(w, h, |x, y| {
         let (sx, sy) = (i64::from(x) + left, i64::from(y) + top);
         if (0..iw).contains(&sx) && (0..ih).contains(&sy) {
@@ -237,13 +213,9 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, MediaError> {
         .with_guessed_format()
         .map_err(|e| MediaError::Image(e.to_string()))?;
     if reader.format().is_none() {
-        return Err(MediaError::Image(
-            "unrecognised format; glimpse reads PNG, JPEG, WebP and GIF".into(),
-        ));
+        return Err(MediaError::Image("unrecognised format; glimpse reads PNG, JPEG, WebP and GIF".into()));
     }
-    let image = reader
-        .decode()
-        .map_err(|e| MediaError::Image(e.to_string()))?;
+    let image = reader.decode().map_err(|e| MediaError::Image(e.to_string()))?;
     if image.width() == 0 || image.height() == 0 {
         return Err(MediaError::Image("the image has no pixels".into()));
     }

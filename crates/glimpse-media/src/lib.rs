@@ -1,5 +1,5 @@
-//! Everything between the outside world and the models' tensors: tokenizers (`tokenizer.json`),
-//! CLIP image preprocessing, and (later) frame sources and output formats.
+//! Everything between the outside world and the models' tensors: tokenizers (`tokenizer.json`)
+//! and CLIP image preprocessing.
 
 pub mod image;
 pub mod resample;

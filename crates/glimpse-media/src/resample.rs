@@ -62,20 +62,13 @@ fn taps(in_size: usize, out_size: usize, filter: Filter) -> Taps {
         // `as i64` truncates toward zero, as the C cast it mirrors.
         let start = ((center - support + 0.5) as i64).max(0) as usize;
         let end = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
-        let raw: Vec<f64> = (start..end)
-            .map(|x| filter.weight((x as f64 - center + 0.5) / filter_scale))
-            .collect();
+        let raw: Vec<f64> = (start..end).map(|x| filter.weight((x as f64 - center + 0.5) / filter_scale)).collect();
         let total: f64 = raw.iter().sum();
         let fixed = raw
             .iter()
             .map(|&w| {
-                let w =
-                    if total != 0.0 { w / total } else { w } * f64::from(1u32 << PRECISION_BITS);
-                if w < 0.0 {
-                    (w - 0.5) as i32
-                } else {
-                    (w + 0.5) as i32
-                }
+                let w = if total != 0.0 { w / total } else { w } * f64::from(1u32 << PRECISION_BITS);
+                if w < 0.0 { (w - 0.5) as i32 } else { (w + 0.5) as i32 }
             })
             .collect();
         first.push(start);
@@ -88,33 +81,23 @@ fn to_u8(acc: i32) -> u8 {
     (acc >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
-fn resample_rows(src: &RgbImage, out_w: u32, filter: Filter) -> RgbImage {
-    let taps = taps(src.width() as usize, out_w as usize, filter);
-    RgbImage::from_fn(out_w, src.height(), |x, y| {
-        let (start, w) = (taps.first[x as usize], &taps.weights[x as usize]);
+/// One separable pass along x (`horizontal`) or y, to `out_len` pixels on that axis.
+fn resample_axis(src: &RgbImage, out_len: u32, horizontal: bool, filter: Filter) -> RgbImage {
+    let in_len = if horizontal { src.width() } else { src.height() };
+    let taps = taps(in_len as usize, out_len as usize, filter);
+    let (w, h) = if horizontal { (out_len, src.height()) } else { (src.width(), out_len) };
+    RgbImage::from_fn(w, h, |x, y| {
+        let out = if horizontal { x } else { y } as usize;
+        let (start, weights) = (taps.first[out], &taps.weights[out]);
         let mut px = [0u8; 3];
-        for (c, out) in px.iter_mut().enumerate() {
+        for (c, value) in px.iter_mut().enumerate() {
             let mut acc: i32 = 1 << (PRECISION_BITS - 1);
-            for (i, &k) in w.iter().enumerate() {
-                acc += i32::from(src.get_pixel((start + i) as u32, y)[c]) * k;
+            for (i, &k) in weights.iter().enumerate() {
+                let at = (start + i) as u32;
+                let (sx, sy) = if horizontal { (at, y) } else { (x, at) };
+                acc += i32::from(src.get_pixel(sx, sy)[c]) * k;
             }
-            *out = to_u8(acc);
-        }
-        image::Rgb(px)
-    })
-}
-
-fn resample_columns(src: &RgbImage, out_h: u32, filter: Filter) -> RgbImage {
-    let taps = taps(src.height() as usize, out_h as usize, filter);
-    RgbImage::from_fn(src.width(), out_h, |x, y| {
-        let (start, w) = (taps.first[y as usize], &taps.weights[y as usize]);
-        let mut px = [0u8; 3];
-        for (c, out) in px.iter_mut().enumerate() {
-            let mut acc: i32 = 1 << (PRECISION_BITS - 1);
-            for (i, &k) in w.iter().enumerate() {
-                acc += i32::from(src.get_pixel(x, (start + i) as u32)[c]) * k;
-            }
-            *out = to_u8(acc);
+            *value = to_u8(acc);
         }
         image::Rgb(px)
     })
@@ -122,14 +105,6 @@ fn resample_columns(src: &RgbImage, out_h: u32, filter: Filter) -> RgbImage {
 
 /// Resizes to `width x height` as Pillow does. Sizes must be non-zero.
 pub fn resize(src: &RgbImage, width: u32, height: u32, filter: Filter) -> RgbImage {
-    let horizontal = if width != src.width() {
-        resample_rows(src, width, filter)
-    } else {
-        src.clone()
-    };
-    if height != src.height() {
-        resample_columns(&horizontal, height, filter)
-    } else {
-        horizontal
-    }
+    let horizontal = if width != src.width() { resample_axis(src, width, true, filter) } else { src.clone() };
+    if height != src.height() { resample_axis(&horizontal, height, false, filter) } else { horizontal }
 }

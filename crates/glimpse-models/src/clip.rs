@@ -129,15 +129,13 @@ const LEGACY_EOS: u32 = 2;
 impl ClipConfig {
     /// `openai/clip-vit-base-patch32`.
     pub fn vit_b_32() -> Self {
-        serde_json::from_str(r#"{"text_config": {"eos_token_id": 2}, "vision_config": {}}"#)
-            .expect("defaults parse")
+        serde_json::from_str(r#"{"text_config": {"eos_token_id": 2}, "vision_config": {}}"#).expect("defaults parse")
     }
 
     /// Parses `config.json` and checks that it describes a model glimpse can build.
     pub fn from_json(json: &[u8]) -> Result<Self, ModelError> {
         crate::error::check_model_type(json, "clip", "a CLIP")?;
-        let config: Self =
-            serde_json::from_slice(json).map_err(|e| ModelError::config("config.json", e))?;
+        let config: Self = serde_json::from_slice(json).map_err(|e| ModelError::config("config.json", e))?;
         config.validate()?;
         Ok(config)
     }
@@ -149,34 +147,14 @@ impl ClipConfig {
         for (name, value, max) in [
             ("text_config.vocab_size", t.vocab_size, 1 << 24),
             ("text_config.hidden_size", t.hidden_size, 1 << 16),
-            (
-                "text_config.intermediate_size",
-                t.intermediate_size,
-                1 << 18,
-            ),
+            ("text_config.intermediate_size", t.intermediate_size, 1 << 18),
             ("text_config.num_hidden_layers", t.num_hidden_layers, 1024),
-            (
-                "text_config.num_attention_heads",
-                t.num_attention_heads,
-                1024,
-            ),
-            (
-                "text_config.max_position_embeddings",
-                t.max_position_embeddings,
-                1 << 16,
-            ),
+            ("text_config.num_attention_heads", t.num_attention_heads, 1024),
+            ("text_config.max_position_embeddings", t.max_position_embeddings, 1 << 16),
             ("vision_config.hidden_size", v.hidden_size, 1 << 16),
-            (
-                "vision_config.intermediate_size",
-                v.intermediate_size,
-                1 << 18,
-            ),
+            ("vision_config.intermediate_size", v.intermediate_size, 1 << 18),
             ("vision_config.num_hidden_layers", v.num_hidden_layers, 1024),
-            (
-                "vision_config.num_attention_heads",
-                v.num_attention_heads,
-                1024,
-            ),
+            ("vision_config.num_attention_heads", v.num_attention_heads, 1024),
             ("vision_config.num_channels", v.num_channels, 16),
             ("vision_config.image_size", v.image_size, 8192),
             ("vision_config.patch_size", v.patch_size, 8192),
@@ -199,15 +177,13 @@ impl ClipConfig {
             ));
         }
         if v.image_size % v.patch_size != 0 {
-            return bad(format!(
-                "image_size {} is not a multiple of patch_size {}",
-                v.image_size, v.patch_size
-            ));
+            return bad(format!("image_size {} is not a multiple of patch_size {}", v.image_size, v.patch_size));
         }
         Ok(())
     }
 
-    /// A model with lazily initialised random weights.
+    /// A model with lazily initialised random weights. The config must be valid
+    /// ([`ClipConfig::validate`]; `from_json` checks it).
     pub fn init(&self, device: &Device) -> Clip {
         let t = &self.text_config;
         let v = &self.vision_config;
@@ -215,33 +191,17 @@ impl ClipConfig {
         let linear_no_bias = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
         Clip {
             vision: ClipVision {
-                patch_embedding: Initializer::KaimingUniform {
-                    gain: 1.0,
-                    fan_out_only: false,
-                }
-                .init_with(
+                patch_embedding: Initializer::KaimingUniform { gain: 1.0, fan_out_only: false }.init_with(
                     [v.hidden_size, v.num_channels, v.patch_size, v.patch_size],
                     Some(v.num_channels * v.patch_size * v.patch_size),
                     None,
                     device,
                 ),
-                class_embedding: Initializer::Normal {
-                    mean: 0.0,
-                    std: 0.02,
-                }
-                .init([v.hidden_size], device),
-                position_embedding: EmbeddingConfig::new(grid * grid + 1, v.hidden_size)
-                    .init(device),
+                class_embedding: Initializer::Normal { mean: 0.0, std: 0.02 }.init([v.hidden_size], device),
+                position_embedding: EmbeddingConfig::new(grid * grid + 1, v.hidden_size).init(device),
                 pre_layrnorm: layer_norm(v.hidden_size, v.layer_norm_eps, device),
                 layers: (0..v.num_hidden_layers)
-                    .map(|_| {
-                        EncoderLayer::init(
-                            v.hidden_size,
-                            v.intermediate_size,
-                            v.layer_norm_eps,
-                            device,
-                        )
-                    })
+                    .map(|_| EncoderLayer::init(v.hidden_size, v.intermediate_size, v.layer_norm_eps, device))
                     .collect(),
                 post_layernorm: layer_norm(v.hidden_size, v.layer_norm_eps, device),
                 n_head: v.num_attention_heads,
@@ -253,23 +213,12 @@ impl ClipConfig {
                 token_embedding: ShardedTable::init(
                     t.vocab_size,
                     t.hidden_size,
-                    &Initializer::Normal {
-                        mean: 0.0,
-                        std: 0.02,
-                    },
+                    &Initializer::Normal { mean: 0.0, std: 0.02 },
                     device,
                 ),
-                position_embedding: EmbeddingConfig::new(t.max_position_embeddings, t.hidden_size)
-                    .init(device),
+                position_embedding: EmbeddingConfig::new(t.max_position_embeddings, t.hidden_size).init(device),
                 layers: (0..t.num_hidden_layers)
-                    .map(|_| {
-                        EncoderLayer::init(
-                            t.hidden_size,
-                            t.intermediate_size,
-                            t.layer_norm_eps,
-                            device,
-                        )
-                    })
+                    .map(|_| EncoderLayer::init(t.hidden_size, t.intermediate_size, t.layer_norm_eps, device))
                     .collect(),
                 final_layer_norm: layer_norm(t.hidden_size, t.layer_norm_eps, device),
                 n_head: t.num_attention_heads,
@@ -278,10 +227,7 @@ impl ClipConfig {
             },
             visual_projection: linear_no_bias(v.hidden_size, self.projection_dim),
             text_projection: linear_no_bias(t.hidden_size, self.projection_dim),
-            logit_scale: Initializer::Constant {
-                value: (1.0f64 / 0.07).ln(),
-            }
-            .init([1], device),
+            logit_scale: Initializer::Constant { value: (1.0f64 / 0.07).ln() }.init([1], device),
         }
     }
 }
@@ -320,11 +266,7 @@ impl EncoderLayer {
         loader.linear(&format!("{prefix}self_attn.q_proj"), &mut self.q_proj, t);
         loader.linear(&format!("{prefix}self_attn.k_proj"), &mut self.k_proj, t);
         loader.linear(&format!("{prefix}self_attn.v_proj"), &mut self.v_proj, t);
-        loader.linear(
-            &format!("{prefix}self_attn.out_proj"),
-            &mut self.out_proj,
-            t,
-        );
+        loader.linear(&format!("{prefix}self_attn.out_proj"), &mut self.out_proj, t);
         loader.layer_norm(&format!("{prefix}layer_norm2"), &mut self.layer_norm2);
         loader.linear(&format!("{prefix}mlp.fc1"), &mut self.fc1, t);
         loader.linear(&format!("{prefix}mlp.fc2"), &mut self.fc2, t);
@@ -365,20 +307,9 @@ struct ClipVision {
 impl ClipVision {
     fn load(&mut self, loader: &Loader) {
         let p = "vision_model.";
-        loader.param(
-            &format!("{p}embeddings.patch_embedding.weight"),
-            &mut self.patch_embedding,
-            Layout::AsStored,
-        );
-        loader.param(
-            &format!("{p}embeddings.class_embedding"),
-            &mut self.class_embedding,
-            Layout::AsStored,
-        );
-        loader.embedding(
-            &format!("{p}embeddings.position_embedding"),
-            &mut self.position_embedding,
-        );
+        loader.param(&format!("{p}embeddings.patch_embedding.weight"), &mut self.patch_embedding, Layout::AsStored);
+        loader.param(&format!("{p}embeddings.class_embedding"), &mut self.class_embedding, Layout::AsStored);
+        loader.embedding(&format!("{p}embeddings.position_embedding"), &mut self.position_embedding);
         loader.layer_norm(&format!("{p}pre_layrnorm"), &mut self.pre_layrnorm);
         for (i, layer) in self.layers.iter_mut().enumerate() {
             layer.load(loader, &format!("{p}encoder.layers.{i}."));
@@ -391,19 +322,12 @@ impl ClipVision {
         let [b, c, h, w] = pixels.dims();
         let p = self.patch_size;
         let (gh, gw) = (h / p, w / p);
-        let patches = pixels
-            .reshape([b, c, gh, p, gw, p])
-            .permute([0, 2, 4, 1, 3, 5])
-            .reshape([b, gh * gw, c * p * p]);
+        let patches = pixels.reshape([b, c, gh, p, gw, p]).permute([0, 2, 4, 1, 3, 5]).reshape([b, gh * gw, c * p * p]);
         let weight = self.patch_embedding.val();
         let d = weight.dims()[0];
         let weight = weight.reshape([d, c * p * p]).transpose().unsqueeze::<3>();
         let patches = patches.matmul(weight);
-        let class = self
-            .class_embedding
-            .val()
-            .reshape([1, 1, d])
-            .expand([b, 1, d]);
+        let class = self.class_embedding.val().reshape([1, 1, d]).expand([b, 1, d]);
         let x = Tensor::cat(vec![class, patches], 1);
         let x = x + self.position_embedding.weight.val().unsqueeze::<3>();
         let mut x = self.pre_layrnorm.forward(x);
@@ -432,14 +356,8 @@ struct ClipText {
 impl ClipText {
     fn load(&mut self, loader: &Loader) {
         let p = "text_model.";
-        loader.sharded(
-            &format!("{p}embeddings.token_embedding.weight"),
-            &mut self.token_embedding,
-        );
-        loader.embedding(
-            &format!("{p}embeddings.position_embedding"),
-            &mut self.position_embedding,
-        );
+        loader.sharded(&format!("{p}embeddings.token_embedding.weight"), &mut self.token_embedding);
+        loader.embedding(&format!("{p}embeddings.position_embedding"), &mut self.position_embedding);
         for (i, layer) in self.layers.iter_mut().enumerate() {
             layer.load(loader, &format!("{p}encoder.layers.{i}."));
         }
@@ -452,9 +370,8 @@ impl ClipText {
             let max = ids.iter().copied().max().unwrap_or(0);
             ids.iter().position(|&id| id == max).unwrap_or(0)
         } else {
-            ids.iter()
-                .position(|&id| id == self.eos_token_id)
-                .unwrap_or(ids.len() - 1)
+            // transformers takes `argmax(ids == eos)`, which is 0 when no end token is present.
+            ids.iter().position(|&id| id == self.eos_token_id).unwrap_or(0)
         }
     }
 
@@ -466,32 +383,18 @@ impl ClipText {
         let pad = ids[0][ids[0].len() - 1];
         let flat: Vec<i64> = ids
             .iter()
-            .flat_map(|row| {
-                row.iter()
-                    .copied()
-                    .chain(std::iter::repeat(pad))
-                    .take(t)
-                    .map(i64::from)
-            })
+            .flat_map(|row| row.iter().copied().chain(std::iter::repeat(pad)).take(t).map(i64::from))
             .collect();
         let tokens = Tensor::<2, Int>::from_data(TensorData::new(flat, [b, t]), device);
-        let positions = self
-            .position_embedding
-            .weight
-            .val()
-            .narrow(0, 0, t)
-            .unsqueeze::<3>();
+        let positions = self.position_embedding.weight.val().narrow(0, 0, t).unsqueeze::<3>();
         let mut x = self.token_embedding.lookup(tokens) + positions;
         for layer in &self.layers {
             x = layer.forward(x, self.n_head, self.activation, true);
         }
         let x = self.final_layer_norm.forward(x);
         let d = x.dims()[2];
-        let rows: Vec<i64> = ids
-            .iter()
-            .enumerate()
-            .map(|(i, row)| (i * t + self.pooling_position(row)) as i64)
-            .collect();
+        let rows: Vec<i64> =
+            ids.iter().enumerate().map(|(i, row)| (i * t + self.pooling_position(row)) as i64).collect();
         let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [b]), device);
         x.reshape([b * t, d]).select(0, rows)
     }
@@ -510,27 +413,15 @@ pub struct Clip {
 
 impl Clip {
     /// Builds the model from `model.safetensors` bytes of a Hugging Face `CLIPModel`.
-    pub fn load(
-        config: &ClipConfig,
-        safetensors: &[u8],
-        device: &Device,
-    ) -> Result<Self, ModelError> {
+    pub fn load(config: &ClipConfig, safetensors: &[u8], device: &Device) -> Result<Self, ModelError> {
         config.validate()?;
         let file = WeightFile::parse(safetensors)?;
         let loader = Loader::new(&file, device);
         let mut model = config.init(device);
         model.vision.load(&loader);
         model.text.load(&loader);
-        loader.linear(
-            "visual_projection",
-            &mut model.visual_projection,
-            Layout::Transposed,
-        );
-        loader.linear(
-            "text_projection",
-            &mut model.text_projection,
-            Layout::Transposed,
-        );
+        loader.linear("visual_projection", &mut model.visual_projection, Layout::Transposed);
+        loader.linear("text_projection", &mut model.text_projection, Layout::Transposed);
         loader.param("logit_scale", &mut model.logit_scale, Layout::AsStored);
         loader.finish(|name| name.ends_with("embeddings.position_ids"))?;
         Ok(model)
@@ -554,9 +445,7 @@ impl Clip {
         let s = self.image_size();
         let channels = self.vision.patch_embedding.lazy_shape().dims::<4>()[1];
         if (c, h, w) != (channels, s, s) {
-            return Err(ModelError::Input(format!(
-                "pixels are {c}x{h}x{w}, the model takes {channels}x{s}x{s}"
-            )));
+            return Err(ModelError::Input(format!("pixels are {c}x{h}x{w}, the model takes {channels}x{s}x{s}")));
         }
         Ok(self.visual_projection.forward(self.vision.forward(pixels)))
     }
@@ -569,15 +458,10 @@ impl Clip {
             return Err(ModelError::Input("no text to encode".into()));
         }
         if let Some(row) = ids.iter().find(|row| row.len() > context) {
-            return Err(ModelError::Input(format!(
-                "{} tokens exceed the context length {context}",
-                row.len()
-            )));
+            return Err(ModelError::Input(format!("{} tokens exceed the context length {context}", row.len())));
         }
         if let Some(&id) = ids.iter().flatten().find(|&&id| id as usize >= vocab) {
-            return Err(ModelError::Input(format!(
-                "token id {id} is outside the vocabulary of {vocab}"
-            )));
+            return Err(ModelError::Input(format!("token id {id} is outside the vocabulary of {vocab}")));
         }
         Ok(self.text_projection.forward(self.text.forward(ids, device)))
     }

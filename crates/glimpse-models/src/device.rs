@@ -38,11 +38,7 @@ impl fmt::Display for DeviceInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Cpu => write!(f, "cpu (Burn flex backend)"),
-            Self::Wgpu {
-                api,
-                adapter,
-                software,
-            } => {
+            Self::Wgpu { api, adapter, software } => {
                 let kind = if *software { ", software adapter" } else { "" };
                 write!(f, "wgpu ({api}, {adapter}{kind})")
             }
@@ -59,11 +55,7 @@ pub struct SelectedDevice {
 }
 
 pub fn cpu() -> SelectedDevice {
-    SelectedDevice {
-        device: Device::flex(),
-        info: DeviceInfo::Cpu,
-        reason: None,
-    }
+    SelectedDevice { device: Device::flex(), info: DeviceInfo::Cpu, reason: None }
 }
 
 /// The default wgpu adapter, set up once per process (wgpu's runtime cannot be set up twice).
@@ -72,10 +64,8 @@ pub fn wgpu() -> Result<SelectedDevice, String> {
     static WGPU: OnceLock<Result<(Device, DeviceInfo), String>> = OnceLock::new();
     let (device, info) = WGPU
         .get_or_init(|| {
-            let (device, setup) = Device::wgpu_options()
-                .graphics_api(native_api())
-                .init_with_setup()
-                .map_err(|e| e.to_string())?;
+            let (device, setup) =
+                Device::wgpu_options().graphics_api(native_api()).init_with_setup().map_err(|e| e.to_string())?;
             let adapter = setup.adapter.get_info();
             let info = DeviceInfo::Wgpu {
                 api: format!("{:?}", setup.backend),
@@ -85,11 +75,7 @@ pub fn wgpu() -> Result<SelectedDevice, String> {
             Ok((device, info))
         })
         .clone()?;
-    Ok(SelectedDevice {
-        device,
-        info,
-        reason: None,
-    })
+    Ok(SelectedDevice { device, info, reason: None })
 }
 
 /// The platform's own GPU API. Pinned rather than automatic: wgpu's automatic choice falls back to
@@ -114,20 +100,12 @@ pub fn select(choice: DeviceChoice) -> Result<SelectedDevice, String> {
         DeviceChoice::Cpu => Ok(cpu()),
         DeviceChoice::Wgpu => wgpu().map_err(|e| format!("no wgpu adapter: {e}; try --device cpu")),
         DeviceChoice::Auto => Ok(match wgpu() {
-            Ok(selected) if !matches!(selected.info, DeviceInfo::Wgpu { software: true, .. }) => {
-                selected
-            }
+            Ok(selected) if !matches!(selected.info, DeviceInfo::Wgpu { software: true, .. }) => selected,
             Ok(selected) => SelectedDevice {
-                reason: Some(format!(
-                    "{} is a software adapter; the CPU backend is faster",
-                    selected.info
-                )),
+                reason: Some(format!("{} is a software adapter; the CPU backend is faster", selected.info)),
                 ..cpu()
             },
-            Err(e) => SelectedDevice {
-                reason: Some(format!("no wgpu adapter ({e})")),
-                ..cpu()
-            },
+            Err(e) => SelectedDevice { reason: Some(format!("no wgpu adapter ({e})")), ..cpu() },
         }),
     }
 }

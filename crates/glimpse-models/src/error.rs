@@ -7,19 +7,9 @@ use std::fmt;
 /// cannot read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TensorProblem {
-    Missing {
-        name: String,
-        expected: Vec<usize>,
-    },
-    Shape {
-        name: String,
-        expected: Vec<usize>,
-        found: Vec<usize>,
-    },
-    DType {
-        name: String,
-        dtype: String,
-    },
+    Missing { name: String, expected: Vec<usize> },
+    Shape { name: String, expected: Vec<usize>, found: Vec<usize> },
+    DType { name: String, dtype: String },
 }
 
 impl fmt::Display for TensorProblem {
@@ -28,21 +18,11 @@ impl fmt::Display for TensorProblem {
             Self::Missing { name, expected } => {
                 write!(f, "missing tensor `{name}` (expected shape {expected:?})")
             }
-            Self::Shape {
-                name,
-                expected,
-                found,
-            } => {
-                write!(
-                    f,
-                    "tensor `{name}` has shape {found:?}, the config implies {expected:?}"
-                )
+            Self::Shape { name, expected, found } => {
+                write!(f, "tensor `{name}` has shape {found:?}, the config implies {expected:?}")
             }
             Self::DType { name, dtype } => {
-                write!(
-                    f,
-                    "tensor `{name}` is stored as {dtype}; glimpse reads F32, F16, BF16 and F64"
-                )
+                write!(f, "tensor `{name}` is stored as {dtype}; glimpse reads F32, F16, BF16 and F64")
             }
         }
     }
@@ -59,17 +39,12 @@ pub enum ModelError {
     InvalidConfig(String),
 
     /// The safetensors file itself is unreadable: truncated, corrupt header, bad offsets.
-    #[error(
-        "model.safetensors is not a readable safetensors file ({0}); re-download or re-export it"
-    )]
+    #[error("model.safetensors is not a readable safetensors file ({0}); re-download or re-export it")]
     CorruptWeights(String),
 
     /// The file is readable but does not fit the config.
     #[error("model.safetensors does not fit config.json:\n{}", format_mismatch(.problems, .unexpected))]
-    WeightMismatch {
-        problems: Vec<TensorProblem>,
-        unexpected: Vec<String>,
-    },
+    WeightMismatch { problems: Vec<TensorProblem>, unexpected: Vec<String> },
 
     /// A request the model cannot serve, e.g. a sequence longer than its position table.
     #[error("{0}")]
@@ -82,29 +57,15 @@ pub enum ModelError {
 
 fn format_mismatch(problems: &[TensorProblem], unexpected: &[String]) -> String {
     const SHOWN: usize = 12;
-    let mut lines: Vec<String> = problems
-        .iter()
-        .take(SHOWN)
-        .map(|p| format!("  - {p}"))
-        .collect();
+    let mut lines: Vec<String> = problems.iter().take(SHOWN).map(|p| format!("  - {p}")).collect();
     if problems.len() > SHOWN {
-        lines.push(format!(
-            "  - ... and {} more problems",
-            problems.len() - SHOWN
-        ));
+        lines.push(format!("  - ... and {} more problems", problems.len() - SHOWN));
     }
     if !unexpected.is_empty() {
         let shown: Vec<&str> = unexpected.iter().take(SHOWN).map(String::as_str).collect();
         let more = unexpected.len().saturating_sub(SHOWN);
-        let tail = if more > 0 {
-            format!(" and {more} more")
-        } else {
-            String::new()
-        };
-        lines.push(format!(
-            "  - unexpected tensors (not used by this config): {}{tail}",
-            shown.join(", ")
-        ));
+        let tail = if more > 0 { format!(" and {more} more") } else { String::new() };
+        lines.push(format!("  - unexpected tensors (not used by this config): {}{tail}", shown.join(", ")));
     }
     lines.push("  Check that config.json belongs to this model.safetensors.".into());
     lines.join("\n")
@@ -112,10 +73,7 @@ fn format_mismatch(problems: &[TensorProblem], unexpected: &[String]) -> String 
 
 impl ModelError {
     pub(crate) fn config(file: &'static str, err: impl fmt::Display) -> Self {
-        Self::Config {
-            file,
-            message: err.to_string(),
-        }
+        Self::Config { file, message: err.to_string() }
     }
 }
 
@@ -125,8 +83,7 @@ pub(crate) fn check_model_type(json: &[u8], expected: &str, what: &str) -> Resul
     struct Probe {
         model_type: Option<String>,
     }
-    let probe: Probe =
-        serde_json::from_slice(json).map_err(|e| ModelError::config("config.json", e))?;
+    let probe: Probe = serde_json::from_slice(json).map_err(|e| ModelError::config("config.json", e))?;
     match probe.model_type {
         Some(found) if found != expected => Err(ModelError::InvalidConfig(format!(
             "model_type is \"{found}\", but {what} checkpoint (model_type \"{expected}\") is needed here"

@@ -9,7 +9,9 @@
 //! executor (`futures_lite::future::block_on`).
 
 use burn::prelude::*;
+use burn::tensor::Element;
 use burn::tensor::activation::softmax;
+use burn::tensor::kind::Basic;
 
 use crate::clip::l2_normalize;
 use crate::error::ModelError;
@@ -43,61 +45,48 @@ pub async fn generate(
     device: &Device,
 ) -> Result<Vec<u32>, ModelError> {
     if prompt.is_empty() {
-        return Err(ModelError::Input(
-            "the prompt is empty; give at least one token".into(),
-        ));
+        return Err(ModelError::Input("the prompt is empty; give at least one token".into()));
     }
-    if let Some(&id) = prompt.iter().find(|&&id| id as usize >= model.vocab_size()) {
-        return Err(ModelError::Input(format!(
-            "token id {id} is outside the vocabulary of {}",
-            model.vocab_size()
-        )));
+    let vocab = model.vocab_size();
+    if let Some(&id) = prompt.iter().find(|&&id| id as usize >= vocab) {
+        return Err(ModelError::Input(format!("token id {id} is outside the vocabulary of {vocab}")));
     }
-    model.check_length(prompt.len() + config.max_new_tokens.saturating_sub(1))?;
+    // Greedy search never runs the last chosen token; contrastive search runs every candidate.
+    let fed_new_tokens = match config.decoding {
+        Decoding::Greedy => config.max_new_tokens.saturating_sub(1),
+        Decoding::Contrastive { .. } => config.max_new_tokens,
+    };
+    model.check_length(prompt.len().saturating_add(fed_new_tokens))?;
     if let Decoding::Contrastive { top_k, .. } = config.decoding {
-        if top_k == 0 || top_k > model.vocab_size() {
-            return Err(ModelError::Input(format!(
-                "top-k must be in 1..={}",
-                model.vocab_size()
-            )));
+        let max = MAX_TOP_K.min(vocab);
+        if top_k == 0 || top_k > max {
+            return Err(ModelError::Input(format!("top-k = {top_k} must be in 1..={max}")));
         }
+    }
+    if config.max_new_tokens == 0 {
+        return Ok(Vec::new());
     }
 
     let mut cache = KvCache::new();
     let hidden = model.forward_ids(ids_tensor(prompt, device), &mut cache);
-    let t = prompt.len();
-    let mut last_hidden = hidden.clone().narrow(1, t - 1, 1);
+    let mut last_hidden = hidden.clone().narrow(1, prompt.len() - 1, 1);
     // Unit-norm hidden states of the whole context, `[t, d]` (contrastive search only).
     let mut context = l2_normalize(hidden.squeeze_dim::<2>(0));
     let mut out = Vec::with_capacity(config.max_new_tokens);
-    while out.len() < config.max_new_tokens {
-        let logits = model
-            .logits(last_hidden.clone())
-            .reshape([model.vocab_size()]);
+    loop {
+        let logits = model.logits(last_hidden.clone()).reshape([vocab]);
         let next = match config.decoding {
-            Decoding::Greedy => {
-                let id = read_i64(logits.argmax(0)).await?[0] as u32;
-                if out.len() + 1 < config.max_new_tokens {
-                    last_hidden = model.forward_ids(ids_tensor(&[id], device), &mut cache);
-                }
-                id
-            }
+            Decoding::Greedy => read::<1, Int, i64>(logits.argmax(0)).await?[0] as u32,
             Decoding::Contrastive { top_k, alpha } => {
                 let (probs, candidates) = softmax(logits, 0).topk_with_indices(top_k, 0);
                 let mut candidate_cache = cache.repeat_rows(top_k);
-                let hidden =
-                    model.forward_ids(candidates.clone().reshape([top_k, 1]), &mut candidate_cache);
+                let hidden = model.forward_ids(candidates.clone().reshape([top_k, 1]), &mut candidate_cache);
                 let h = l2_normalize(hidden.clone().reshape([top_k, model.n_embd()]));
-                let penalty = h
-                    .clone()
-                    .matmul(context.clone().transpose())
-                    .max_dim(1)
-                    .reshape([top_k]);
+                let penalty = h.clone().matmul(context.clone().transpose()).max_dim(1).reshape([top_k]);
                 let scores = probs * (1.0 - alpha) - penalty * alpha;
-                let best = argmax_first(&read_f32(scores).await?);
-                let id = read_i64(candidates).await?[best] as u32;
-                let row =
-                    Tensor::<1, Int>::from_data(TensorData::new(vec![best as i64], [1]), device);
+                let best = argmax_first(&read::<1, Float, f32>(scores).await?);
+                let id = read::<1, Int, i64>(candidates).await?[best] as u32;
+                let row = Tensor::<1, Int>::from_data(TensorData::new(vec![best as i64], [1]), device);
                 cache = candidate_cache.select(row.clone());
                 last_hidden = hidden.select(0, row.clone());
                 context = Tensor::cat(vec![context, h.select(0, row)], 0);
@@ -106,12 +95,17 @@ pub async fn generate(
         };
         out.push(next);
         on_token(next);
-        if config.stop_at == Some(next) {
-            break;
+        if config.stop_at == Some(next) || out.len() == config.max_new_tokens {
+            return Ok(out);
+        }
+        if config.decoding == Decoding::Greedy {
+            last_hidden = model.forward_ids(ids_tensor(&[next], device), &mut cache);
         }
     }
-    Ok(out)
 }
+
+/// The largest candidate set of contrastive search: each candidate carries a copy of the cache.
+pub const MAX_TOP_K: usize = 256;
 
 /// `[1, n]` token tensor.
 pub fn ids_tensor(ids: &[u32], device: &Device) -> Tensor<2, Int> {
@@ -121,28 +115,11 @@ pub fn ids_tensor(ids: &[u32], device: &Device) -> Tensor<2, Int> {
 
 /// Index of the first maximum (ties go to the lower index, as `torch.argmax`).
 pub fn argmax_first(values: &[f32]) -> usize {
-    values
-        .iter()
-        .enumerate()
-        .fold(0, |best, (i, &v)| if v > values[best] { i } else { best })
+    values.iter().enumerate().fold(0, |best, (i, &v)| if v > values[best] { i } else { best })
 }
 
-/// Reads a float tensor back to the host, awaiting the device (required in the browser).
-pub async fn read_f32<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>, ModelError> {
-    let data = tensor
-        .into_data_async()
-        .await
-        .map_err(|e| ModelError::Readback(e.to_string()))?;
-    data.try_into_vec_as::<f32>()
-        .map_err(|e| ModelError::Readback(format!("{e:?}")))
-}
-
-/// Reads an integer tensor back to the host.
-pub async fn read_i64<const D: usize>(tensor: Tensor<D, Int>) -> Result<Vec<i64>, ModelError> {
-    let data = tensor
-        .into_data_async()
-        .await
-        .map_err(|e| ModelError::Readback(e.to_string()))?;
-    data.try_into_vec_as::<i64>()
-        .map_err(|e| ModelError::Readback(format!("{e:?}")))
+/// Reads a tensor back to the host as `E`, awaiting the device (required in the browser).
+pub async fn read<const D: usize, K: Basic, E: Element>(tensor: Tensor<D, K>) -> Result<Vec<E>, ModelError> {
+    let data = tensor.into_data_async().await.map_err(|e| ModelError::Readback(e.to_string()))?;
+    data.try_into_vec_as::<E>().map_err(|e| ModelError::Readback(format!("{e:?}")))
 }

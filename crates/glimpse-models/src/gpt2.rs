@@ -66,13 +66,7 @@ impl Gpt2Config {
         Self::sized(50257, 1024, 1024, 24, 16)
     }
 
-    pub fn sized(
-        vocab_size: usize,
-        n_positions: usize,
-        n_embd: usize,
-        n_layer: usize,
-        n_head: usize,
-    ) -> Self {
+    pub fn sized(vocab_size: usize, n_positions: usize, n_embd: usize, n_layer: usize, n_head: usize) -> Self {
         Self {
             vocab_size,
             n_positions,
@@ -83,7 +77,7 @@ impl Gpt2Config {
             layer_norm_epsilon: default_eps(),
             activation_function: default_activation(),
             tie_word_embeddings: true,
-            eos_token_id: Some(vocab_size as u32 - 1),
+            eos_token_id: (vocab_size as u32).checked_sub(1),
             scale_attn_weights: true,
             scale_attn_by_inverse_layer_idx: false,
             reorder_and_upcast_attn: false,
@@ -94,8 +88,7 @@ impl Gpt2Config {
     /// Parses `config.json` and checks that it describes a model glimpse can build.
     pub fn from_json(json: &[u8]) -> Result<Self, ModelError> {
         crate::error::check_model_type(json, "gpt2", "a GPT-2")?;
-        let config: Self =
-            serde_json::from_slice(json).map_err(|e| ModelError::config("config.json", e))?;
+        let config: Self = serde_json::from_slice(json).map_err(|e| ModelError::config("config.json", e))?;
         config.validate()?;
         Ok(config)
     }
@@ -119,17 +112,11 @@ impl Gpt2Config {
             }
         }
         if self.n_embd % self.n_head != 0 {
-            return bad(format!(
-                "n_embd = {} is not divisible by n_head = {}",
-                self.n_embd, self.n_head
-            ));
+            return bad(format!("n_embd = {} is not divisible by n_head = {}", self.n_embd, self.n_head));
         }
         for (name, set) in [
             ("scale_attn_weights = false", !self.scale_attn_weights),
-            (
-                "scale_attn_by_inverse_layer_idx",
-                self.scale_attn_by_inverse_layer_idx,
-            ),
+            ("scale_attn_by_inverse_layer_idx", self.scale_attn_by_inverse_layer_idx),
             ("reorder_and_upcast_attn", self.reorder_and_upcast_attn),
             ("add_cross_attention", self.add_cross_attention),
         ] {
@@ -141,21 +128,16 @@ impl Gpt2Config {
     }
 
     /// A model with lazily initialised random weights (nothing is allocated until used).
+    /// The config must be valid ([`Gpt2Config::validate`]; `from_json` checks it).
     pub fn init(&self, device: &Device) -> Gpt2 {
         let d = self.n_embd;
-        let init = Initializer::Normal {
-            mean: 0.0,
-            std: 0.02,
-        };
+        let init = Initializer::Normal { mean: 0.0, std: 0.02 };
         Gpt2 {
             wte: ShardedTable::init(self.vocab_size, d, &init, device),
             wpe: EmbeddingConfig::new(self.n_positions, d).init(device),
-            blocks: (0..self.n_layer)
-                .map(|_| Block::init(self, device))
-                .collect(),
+            blocks: (0..self.n_layer).map(|_| Block::init(self, device)).collect(),
             ln_f: layer_norm(d, self.layer_norm_epsilon, device),
-            lm_head: (!self.tie_word_embeddings)
-                .then(|| ShardedTable::init(self.vocab_size, d, &init, device)),
+            lm_head: (!self.tie_word_embeddings).then(|| ShardedTable::init(self.vocab_size, d, &init, device)),
             n_head: self.n_head,
             activation: self.activation_function,
         }
@@ -188,48 +170,22 @@ impl Block {
 
     fn load(&mut self, loader: &Loader, prefix: &str) {
         loader.layer_norm(&format!("{prefix}ln_1"), &mut self.ln_1);
-        loader.linear(
-            &format!("{prefix}attn.c_attn"),
-            &mut self.c_attn,
-            Layout::AsStored,
-        );
-        loader.linear(
-            &format!("{prefix}attn.c_proj"),
-            &mut self.c_proj,
-            Layout::AsStored,
-        );
+        loader.linear(&format!("{prefix}attn.c_attn"), &mut self.c_attn, Layout::AsStored);
+        loader.linear(&format!("{prefix}attn.c_proj"), &mut self.c_proj, Layout::AsStored);
         loader.layer_norm(&format!("{prefix}ln_2"), &mut self.ln_2);
-        loader.linear(
-            &format!("{prefix}mlp.c_fc"),
-            &mut self.c_fc,
-            Layout::AsStored,
-        );
-        loader.linear(
-            &format!("{prefix}mlp.c_proj"),
-            &mut self.mlp_proj,
-            Layout::AsStored,
-        );
+        loader.linear(&format!("{prefix}mlp.c_fc"), &mut self.c_fc, Layout::AsStored);
+        loader.linear(&format!("{prefix}mlp.c_proj"), &mut self.mlp_proj, Layout::AsStored);
     }
 
     /// `x`: `[batch, t, d]`; `past`: this layer's cached keys/values.
-    fn forward(
-        &self,
-        x: Tensor<3>,
-        past: Option<LayerKv>,
-        n_head: usize,
-        act: Activation,
-    ) -> (Tensor<3>, LayerKv) {
+    fn forward(&self, x: Tensor<3>, past: Option<LayerKv>, n_head: usize, act: Activation) -> (Tensor<3>, LayerKv) {
         let [_, _, d] = x.dims();
         let qkv = self.c_attn.forward(self.ln_1.forward(x.clone()));
         let q = split_heads(qkv.clone().narrow(2, 0, d), n_head);
         let k = split_heads(qkv.clone().narrow(2, d, d), n_head);
         let v = split_heads(qkv.narrow(2, 2 * d, d), n_head);
         let (past_len, k, v) = match past {
-            Some(past) => (
-                past.len(),
-                Tensor::cat(vec![past.k, k], 2),
-                Tensor::cat(vec![past.v, v], 2),
-            ),
+            Some(past) => (past.len(), Tensor::cat(vec![past.k, k], 2), Tensor::cat(vec![past.v, v], 2)),
             None => (0, k, v),
         };
         let attended = attention(q, k.clone(), v.clone(), Some(past_len));
@@ -279,37 +235,16 @@ impl KvCache {
     /// Keeps the batch rows `rows` (e.g. the chosen candidate of a search step).
     pub fn select(&self, rows: Tensor<1, Int>) -> Self {
         let pick = |t: &Tensor<4>| t.clone().select(0, rows.clone());
-        Self {
-            layers: self
-                .layers
-                .iter()
-                .map(|kv| LayerKv {
-                    k: pick(&kv.k),
-                    v: pick(&kv.v),
-                })
-                .collect(),
-        }
+        Self { layers: self.layers.iter().map(|kv| LayerKv { k: pick(&kv.k), v: pick(&kv.v) }).collect() }
     }
 
     /// Repeats every batch row `times` times (row-major: row 0 `times` times, then row 1, ...).
     pub fn repeat_rows(&self, times: usize) -> Self {
         let rep = |t: &Tensor<4>| {
             let [b, h, s, d] = t.dims();
-            t.clone()
-                .unsqueeze_dim::<5>(1)
-                .expand([b, times, h, s, d])
-                .reshape([b * times, h, s, d])
+            t.clone().unsqueeze_dim::<5>(1).expand([b, times, h, s, d]).reshape([b * times, h, s, d])
         };
-        Self {
-            layers: self
-                .layers
-                .iter()
-                .map(|kv| LayerKv {
-                    k: rep(&kv.k),
-                    v: rep(&kv.v),
-                })
-                .collect(),
-        }
+        Self { layers: self.layers.iter().map(|kv| LayerKv { k: rep(&kv.k), v: rep(&kv.v) }).collect() }
     }
 }
 
@@ -332,19 +267,11 @@ impl Gpt2 {
     /// Builds the model from `model.safetensors` bytes. Accepts both key forms of the hub
     /// (`h.0...` and `transformer.h.0...`), ignores the causal-mask buffers and, for tied
     /// checkpoints, a stored `lm_head.weight` (transformers ties it to `wte` as well).
-    pub fn load(
-        config: &Gpt2Config,
-        safetensors: &[u8],
-        device: &Device,
-    ) -> Result<Self, ModelError> {
+    pub fn load(config: &Gpt2Config, safetensors: &[u8], device: &Device) -> Result<Self, ModelError> {
         config.validate()?;
         let file = WeightFile::parse(safetensors)?;
         let loader = Loader::new(&file, device);
-        let prefix = if loader.contains("transformer.wte.weight") {
-            "transformer."
-        } else {
-            ""
-        };
+        let prefix = if loader.contains("transformer.wte.weight") { "transformer." } else { "" };
         let mut model = config.init(device);
         loader.sharded(&format!("{prefix}wte.weight"), &mut model.wte);
         loader.embedding(&format!("{prefix}wpe"), &mut model.wpe);
@@ -357,9 +284,7 @@ impl Gpt2 {
         }
         let tied = config.tie_word_embeddings;
         loader.finish(|name| {
-            name.ends_with(".attn.bias")
-                || name.ends_with(".attn.masked_bias")
-                || (tied && name == "lm_head.weight")
+            name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias") || (tied && name == "lm_head.weight")
         })?;
         Ok(model)
     }
@@ -390,10 +315,7 @@ impl Gpt2 {
     pub fn forward_embeds(&self, embeds: Tensor<3>, cache: &mut KvCache) -> Tensor<3> {
         let [b, t, _] = embeds.dims();
         let past = cache.len();
-        assert!(
-            past + t <= self.n_positions(),
-            "sequence longer than n_positions"
-        );
+        assert!(past + t <= self.n_positions(), "sequence longer than n_positions");
         let device = embeds.device();
         let positions = Tensor::<1, Int>::arange(past as i64..(past + t) as i64, &device);
         let positions = positions.unsqueeze::<2>().expand([b, t]);

@@ -32,9 +32,7 @@ impl Activation {
 }
 
 pub(crate) fn layer_norm(d_model: usize, epsilon: f64, device: &Device) -> LayerNorm {
-    LayerNormConfig::new(d_model)
-        .with_epsilon(epsilon)
-        .init(device)
+    LayerNormConfig::new(d_model).with_epsilon(epsilon).init(device)
 }
 
 /// `[batch, seq, heads * head_dim]` -> `[batch, heads, seq, head_dim]`.
@@ -53,12 +51,7 @@ pub(crate) fn merge_heads(x: Tensor<4>) -> Tensor<3> {
 ///
 /// `q`: `[batch, heads, t, head_dim]`, `k`/`v`: `[batch, heads, s, head_dim]` -> `[batch, heads, t, head_dim]`.
 /// With `causal_past = Some(p)`, query `i` sees keys `0..=p + i` (the first `p` keys are a cache).
-pub(crate) fn attention(
-    q: Tensor<4>,
-    k: Tensor<4>,
-    v: Tensor<4>,
-    causal_past: Option<usize>,
-) -> Tensor<4> {
+pub(crate) fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, causal_past: Option<usize>) -> Tensor<4> {
     let [_, _, t, dh] = q.dims();
     let s = k.dims()[2];
     let scores = q.matmul(k.swap_dims(2, 3)) / (dh as f64).sqrt();
@@ -96,32 +89,16 @@ impl ShardedTable {
         Self::with_shard_bytes(rows, dim, MAX_BINDING_BYTES, init, device)
     }
 
-    fn with_shard_bytes(
-        rows: usize,
-        dim: usize,
-        max_bytes: usize,
-        init: &Initializer,
-        device: &Device,
-    ) -> Self {
-        let mut table = Self {
-            shards: Vec::new(),
-            rows,
-            dim,
-            rows_per_shard: (max_bytes / (4 * dim)).max(1),
-        };
-        table.shards = table
-            .blocks()
-            .map(|(_, n)| init.init_with([n, dim], Some(dim), Some(dim), device))
-            .collect();
+    fn with_shard_bytes(rows: usize, dim: usize, max_bytes: usize, init: &Initializer, device: &Device) -> Self {
+        let mut table = Self { shards: Vec::new(), rows, dim, rows_per_shard: (max_bytes / (4 * dim)).max(1) };
+        table.shards = table.blocks().map(|(_, n)| init.init_with([n, dim], Some(dim), Some(dim), device)).collect();
         table
     }
 
     /// `(first row, row count)` of each block.
     fn blocks(&self) -> impl Iterator<Item = (usize, usize)> + use<> {
         let (rows, per_shard) = (self.rows, self.rows_per_shard);
-        (0..rows)
-            .step_by(per_shard)
-            .map(move |start| (start, per_shard.min(rows - start)))
+        (0..rows).step_by(per_shard).map(move |start| (start, per_shard.min(rows - start)))
     }
 
     pub fn rows(&self) -> usize {
@@ -152,10 +129,7 @@ impl ShardedTable {
         let mut out: Option<Tensor<3>> = None;
         for ((start, n), shard) in self.blocks().zip(&self.shards) {
             let (lo, hi) = (start as i64, (start + n) as i64);
-            let inside = ids
-                .clone()
-                .greater_equal_elem(lo)
-                .bool_and(ids.clone().lower_elem(hi));
+            let inside = ids.clone().greater_equal_elem(lo).bool_and(ids.clone().lower_elem(hi));
             let local = (ids.clone() - lo).clamp(0, n as i64 - 1);
             let rows = embedding(shard.val(), local) * inside.float().unsqueeze_dim::<3>(2);
             out = Some(match out {
@@ -168,16 +142,9 @@ impl ShardedTable {
 
     /// `x @ table^T`: `[batch, t, dim]` -> `[batch, t, rows]` (the tied LM head).
     pub fn project(&self, x: Tensor<3>) -> Tensor<3> {
-        let parts: Vec<Tensor<3>> = self
-            .shards
-            .iter()
-            .map(|shard| x.clone().matmul(shard.val().transpose().unsqueeze::<3>()))
-            .collect();
-        if parts.len() == 1 {
-            parts.into_iter().next().unwrap()
-        } else {
-            Tensor::cat(parts, 2)
-        }
+        let parts: Vec<Tensor<3>> =
+            self.shards.iter().map(|shard| x.clone().matmul(shard.val().transpose().unsqueeze::<3>())).collect();
+        if parts.len() == 1 { parts.into_iter().next().unwrap() } else { Tensor::cat(parts, 2) }
     }
 }
 
@@ -191,36 +158,18 @@ mod tests {
         let device = Device::flex();
         let (rows, dim) = (10, 3);
         let values: Vec<f32> = (0..rows * dim).map(|i| i as f32 * 0.5 - 3.0).collect();
-        let mut table =
-            ShardedTable::with_shard_bytes(rows, dim, 4 * dim * 4, &Initializer::Zeros, &device);
+        let mut table = ShardedTable::with_shard_bytes(rows, dim, 4 * dim * 4, &Initializer::Zeros, &device);
         table.set_rows(&values, &device);
         assert_eq!(table.shards.len(), 3);
 
         let ids = [0i64, 3, 4, 7, 8, 9, 5];
-        let looked_up = table.lookup(Tensor::from_data(
-            TensorData::new(ids.to_vec(), [1, ids.len()]),
-            &device,
-        ));
-        let expected: Vec<f32> = ids
-            .iter()
-            .flat_map(|&i| values[i as usize * dim..][..dim].to_vec())
-            .collect();
-        assert_eq!(
-            looked_up.into_data().try_into_vec_as::<f32>().unwrap(),
-            expected
-        );
+        let looked_up = table.lookup(Tensor::from_data(TensorData::new(ids.to_vec(), [1, ids.len()]), &device));
+        let expected: Vec<f32> = ids.iter().flat_map(|&i| values[i as usize * dim..][..dim].to_vec()).collect();
+        assert_eq!(looked_up.into_data().try_into_vec_as::<f32>().unwrap(), expected);
 
         let x = [1.0f32, -2.0, 0.5];
-        let projected = table.project(Tensor::from_data(
-            TensorData::new(x.to_vec(), [1, 1, dim]),
-            &device,
-        ));
-        let expected: Vec<f32> = (0..rows)
-            .map(|r| (0..dim).map(|c| values[r * dim + c] * x[c]).sum())
-            .collect();
-        assert_eq!(
-            projected.into_data().try_into_vec_as::<f32>().unwrap(),
-            expected
-        );
+        let projected = table.project(Tensor::from_data(TensorData::new(x.to_vec(), [1, 1, dim]), &device));
+        let expected: Vec<f32> = (0..rows).map(|r| (0..dim).map(|c| values[r * dim + c] * x[c]).sum()).collect();
+        assert_eq!(projected.into_data().try_into_vec_as::<f32>().unwrap(), expected);
     }
 }

@@ -26,8 +26,7 @@ pub enum Layout {
     Transposed,
 }
 
-/// A parsed safetensors file. Borrowing the bytes keeps peak memory at one copy of the file plus
-/// the tensor being converted.
+/// A parsed safetensors file, borrowing the file's bytes (no copy of the whole file is made).
 pub struct WeightFile<'a> {
     tensors: SafeTensors<'a>,
 }
@@ -35,8 +34,7 @@ pub struct WeightFile<'a> {
 impl<'a> WeightFile<'a> {
     /// Parses the header and checks that every tensor lies inside the buffer.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, ModelError> {
-        let tensors = SafeTensors::deserialize(bytes)
-            .map_err(|e| ModelError::CorruptWeights(e.to_string()))?;
+        let tensors = SafeTensors::deserialize(bytes).map_err(|e| ModelError::CorruptWeights(e.to_string()))?;
         Ok(Self { tensors })
     }
 
@@ -55,27 +53,12 @@ impl<'a> WeightFile<'a> {
         };
         let bytes = view.data();
         let values = match view.dtype() {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::F64 => bytes
-                .chunks_exact(8)
-                .map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32)
-                .collect(),
+            Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            Dtype::F16 => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            Dtype::BF16 => bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            Dtype::F64 => bytes.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
             other => {
-                return Err(TensorProblem::DType {
-                    name: name.into(),
-                    dtype: format!("{other:?}"),
-                });
+                return Err(TensorProblem::DType { name: name.into(), dtype: format!("{other:?}") });
             }
         };
         Ok(Some((view.shape().to_vec(), values)))
@@ -92,12 +75,7 @@ pub struct Loader<'f, 'a> {
 
 impl<'f, 'a> Loader<'f, 'a> {
     pub fn new(file: &'f WeightFile<'a>, device: &Device) -> Self {
-        Self {
-            file,
-            device: device.clone(),
-            used: RefCell::default(),
-            problems: RefCell::default(),
-        }
+        Self { file, device: device.clone(), used: RefCell::default(), problems: RefCell::default() }
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -112,10 +90,7 @@ impl<'f, 'a> Loader<'f, 'a> {
         let (stored, values) = match self.file.read_f32(name) {
             Ok(Some(found)) => found,
             Ok(None) => {
-                self.problems.borrow_mut().push(TensorProblem::Missing {
-                    name: name.into(),
-                    expected: want,
-                });
+                self.problems.borrow_mut().push(TensorProblem::Missing { name: name.into(), expected: want });
                 return None;
             }
             Err(problem) => {
@@ -125,11 +100,7 @@ impl<'f, 'a> Loader<'f, 'a> {
         };
         let fits = stored == want || (stored.is_empty() && want == [1]);
         if !fits {
-            self.problems.borrow_mut().push(TensorProblem::Shape {
-                name: name.into(),
-                expected: want,
-                found: stored,
-            });
+            self.problems.borrow_mut().push(TensorProblem::Shape { name: name.into(), expected: want, found: stored });
             return None;
         }
         Some(match layout {
@@ -138,18 +109,11 @@ impl<'f, 'a> Loader<'f, 'a> {
         })
     }
 
-    pub fn device(&self) -> &Device {
-        &self.device
-    }
-
     /// Replaces `param` with the stored tensor `name`; the parameter's own shape is the expectation.
     pub fn param<const D: usize>(&self, name: &str, param: &mut Param<Tensor<D>>, layout: Layout) {
         let expected: [usize; D] = param.lazy_shape().dims();
         if let Some(values) = self.read_values(name, &expected, layout) {
-            *param = Param::from_tensor(Tensor::from_data(
-                TensorData::new(values, expected),
-                &self.device,
-            ));
+            *param = Param::from_tensor(Tensor::from_data(TensorData::new(values, expected), &self.device));
         }
     }
 
@@ -170,11 +134,7 @@ impl<'f, 'a> Loader<'f, 'a> {
     }
 
     pub fn embedding(&self, name: &str, embedding: &mut Embedding) {
-        self.param(
-            &format!("{name}.weight"),
-            &mut embedding.weight,
-            Layout::AsStored,
-        );
+        self.param(&format!("{name}.weight"), &mut embedding.weight, Layout::AsStored);
     }
 
     /// Fills a row-sharded table from the `[rows, dim]` tensor `name`, split on the host so no
@@ -203,10 +163,7 @@ impl<'f, 'a> Loader<'f, 'a> {
         if problems.is_empty() && unexpected.is_empty() {
             Ok(())
         } else {
-            Err(ModelError::WeightMismatch {
-                problems,
-                unexpected,
-            })
+            Err(ModelError::WeightMismatch { problems, unexpected })
         }
     }
 }
