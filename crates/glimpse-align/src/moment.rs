@@ -44,6 +44,20 @@ impl MomentMasks {
         }
     }
 
+    /// Masks from raw (unconstrained) parameters, `[k]` each; see [`MomentMasks::raw`].
+    pub fn from_raw(centre_raw: Tensor<1>, width_raw: Tensor<1>, min_width: f64) -> Self {
+        Self {
+            centre_raw: Param::from_tensor(centre_raw.require_grad()),
+            width_raw: Param::from_tensor(width_raw.require_grad()),
+            min_width,
+        }
+    }
+
+    /// The raw parameters `(centre_raw, width_raw)` the optimiser moves.
+    pub fn raw(&self) -> (Tensor<1>, Tensor<1>) {
+        (self.centre_raw.val(), self.width_raw.val())
+    }
+
     /// `k` masks of width `width` with centres spread evenly: `(i + 0.5) / k`.
     pub fn spread(k: usize, width: f64, min_width: f64, device: &Device) -> Self {
         let spans: Vec<(f64, f64)> = (0..k).map(|i| ((i as f64 + 0.5) / k as f64, width)).collect();
@@ -83,6 +97,16 @@ impl MomentMasks {
 pub fn pool(masks: Tensor<2>, frames: Tensor<2>) -> Tensor<2> {
     let weights = masks.clone() / masks.sum_dim(1).clamp_min(1e-6);
     glimpse_models::l2_normalize(weights.matmul(frames))
+}
+
+/// Mean cosine similarity between each moment and the rest of the video (frames pooled with
+/// `1 - m`): masks `[k, n]`, frames `[n, d]` -> `[1]`. Minimising it makes a mask take in the whole
+/// of a homogeneous segment: frames of the segment left outside would make the rest look like the
+/// moment.
+pub fn inside_outside_similarity(masks: Tensor<2>, frames: Tensor<2>) -> Tensor<1> {
+    let inside = pool(masks.clone(), frames.clone());
+    let outside = pool(masks.neg() + 1.0, frames);
+    (inside * outside).sum_dim(1).mean()
 }
 
 /// Mean soft temporal IoU over all pairs of masks, `sum_t min(m_i, m_j) / sum_t max(m_i, m_j)`:

@@ -41,7 +41,7 @@ pub async fn generate(
     model: &Gpt2,
     prompt: &[u32],
     config: &GenerationConfig,
-    mut on_token: impl FnMut(u32),
+    on_token: impl FnMut(u32),
     device: &Device,
 ) -> Result<Vec<u32>, ModelError> {
     if prompt.is_empty() {
@@ -51,12 +51,29 @@ pub async fn generate(
     if let Some(&id) = prompt.iter().find(|&&id| id as usize >= vocab) {
         return Err(ModelError::Input(format!("token id {id} is outside the vocabulary of {vocab}")));
     }
+    generate_from_embeds(model, model.embed_tokens(ids_tensor(prompt, device)), config, on_token, device).await
+}
+
+/// Continues a prompt given as input embeddings `[1, t, n_embd]` (e.g. a projected image followed
+/// by embedded prompt tokens) and returns the new ids.
+pub async fn generate_from_embeds(
+    model: &Gpt2,
+    prompt: Tensor<3>,
+    config: &GenerationConfig,
+    mut on_token: impl FnMut(u32),
+    device: &Device,
+) -> Result<Vec<u32>, ModelError> {
+    let [batch, prompt_len, _] = prompt.dims();
+    if batch != 1 || prompt_len == 0 {
+        return Err(ModelError::Input(format!("generation takes one non-empty prompt, got {batch} x {prompt_len}")));
+    }
+    let vocab = model.vocab_size();
     // Greedy search never runs the last chosen token; contrastive search runs every candidate.
     let fed_new_tokens = match config.decoding {
         Decoding::Greedy => config.max_new_tokens.saturating_sub(1),
         Decoding::Contrastive { .. } => config.max_new_tokens,
     };
-    model.check_length(prompt.len().saturating_add(fed_new_tokens))?;
+    model.check_length(prompt_len.saturating_add(fed_new_tokens))?;
     if let Decoding::Contrastive { top_k, .. } = config.decoding {
         let max = MAX_TOP_K.min(vocab);
         if top_k == 0 || top_k > max {
@@ -68,8 +85,8 @@ pub async fn generate(
     }
 
     let mut cache = KvCache::new();
-    let hidden = model.forward_ids(ids_tensor(prompt, device), &mut cache);
-    let mut last_hidden = hidden.clone().narrow(1, prompt.len() - 1, 1);
+    let hidden = model.forward_embeds(prompt, &mut cache);
+    let mut last_hidden = hidden.clone().narrow(1, prompt_len - 1, 1);
     // Unit-norm hidden states of the whole context, `[t, d]` (contrastive search only).
     let mut context = l2_normalize(hidden.squeeze_dim::<2>(0));
     let mut out = Vec::with_capacity(config.max_new_tokens);

@@ -223,6 +223,15 @@ impl KvCache {
         Self::default()
     }
 
+    /// A cache made of given keys and values, one entry per layer (e.g. learnable prefixes).
+    pub fn from_layers(layers: Vec<LayerKv>) -> Self {
+        Self { layers }
+    }
+
+    pub fn layers(&self) -> &[LayerKv] {
+        &self.layers
+    }
+
     /// Number of positions already in the cache.
     pub fn len(&self) -> usize {
         self.layers.first().map_or(0, LayerKv::len)

@@ -1,0 +1,361 @@
+//! CLIP-guided captioning by test-time optimisation, token by token (ZeroCap, Tewel et al. 2022,
+//! <https://arxiv.org/abs/2111.14447>; with moment masks, ZeroTA).
+//!
+//! For each new token of every caption in the batch:
+//! 1. the prefixed LM proposes its top-k next tokens (after the guards: repetition penalty,
+//!    no-repeat n-grams);
+//! 2. CLIP scores each candidate sentence against the caption's target embedding; a softmax over
+//!    the scores (temperature `clip_temperature`) is the target distribution `q`;
+//! 3. a few AdamW steps on the prefix (and on the moment masks, when the targets are pooled through
+//!    them) minimise `-sum q log p + fluency_weight * KL(p_frozen || p) [+ tiou_weight * tIoU]`;
+//! 4. the token with the best `log p + clip_weight * log q` is appended.
+//!
+//! Every readback is awaited, so the loop runs in the browser too.
+
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::prelude::*;
+use burn::tensor::activation::{log_softmax, softmax};
+use glimpse_hub::{ClipBundle, Gpt2Bundle};
+use glimpse_models::generation::{argmax_first, ids_tensor, read};
+use glimpse_models::{KvCache, ModelError, l2_normalize};
+
+use crate::AlignError;
+use crate::moment::{MomentMasks, TemperatureSchedule, pairwise_tiou, pool};
+use crate::prefix::Prefix;
+
+/// Every constant of the loop, with ZeroCap-like defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuidanceConfig {
+    /// Hard prompt the caption continues (not part of the returned caption).
+    pub prompt: String,
+    /// Most tokens per caption.
+    pub max_tokens: usize,
+    /// Candidates scored by CLIP per token.
+    pub top_k: usize,
+    /// Optimiser steps per token.
+    pub steps_per_token: usize,
+    /// AdamW learning rate of the prefix.
+    pub prefix_lr: f64,
+    /// Soft-prompt vectors (0: key/value offsets only).
+    pub soft_prompt_len: usize,
+    /// Temperature of the softmax over CLIP similarities.
+    pub clip_temperature: f64,
+    /// Weight of `KL(p_frozen || p_prefixed)`, which keeps the text fluent.
+    pub fluency_weight: f64,
+    /// Weight of CLIP's `log q` when the token is chosen.
+    pub clip_weight: f64,
+    /// CTRL-style penalty on tokens already in the caption (1 = off).
+    pub repetition_penalty: f32,
+    /// Never repeat an n-gram of this length (0 = off).
+    pub no_repeat_ngram: usize,
+    /// Stop a caption after a token that ends a sentence (`.`, `!`, `?`).
+    pub stop_at_sentence_end: bool,
+}
+
+impl Default for GuidanceConfig {
+    fn default() -> Self {
+        Self {
+            prompt: "Image of".into(),
+            max_tokens: 12,
+            top_k: 16,
+            steps_per_token: 3,
+            prefix_lr: 0.02,
+            soft_prompt_len: 0,
+            clip_temperature: 0.01,
+            fluency_weight: 0.2,
+            clip_weight: 1.0,
+            repetition_penalty: 1.5,
+            no_repeat_ngram: 3,
+            stop_at_sentence_end: true,
+        }
+    }
+}
+
+/// What the captions describe.
+pub enum Targets {
+    /// Unit-norm CLIP embeddings, `[batch, dim]` (images).
+    Fixed(Tensor<2>),
+    /// Moments of a video: unit-norm frame embeddings `[frames, dim]` pooled through learnable
+    /// masks (one caption per mask), kept apart by the pairwise tIoU loss.
+    Moments { frames: Tensor<2>, masks: MomentMasks, schedule: TemperatureSchedule, mask_lr: f64, tiou_weight: f64 },
+}
+
+impl Targets {
+    fn len(&self) -> usize {
+        match self {
+            Self::Fixed(t) => t.dims()[0],
+            Self::Moments { masks, .. } => masks.len(),
+        }
+    }
+
+    /// Targets `[batch, dim]` and the tIoU term (zero without masks) at temperature step `f`.
+    fn embeddings(&self, step: usize, steps: usize) -> (Tensor<2>, Option<Tensor<1>>) {
+        match self {
+            Self::Fixed(t) => (t.clone(), None),
+            Self::Moments { frames, masks, schedule, tiou_weight, .. } => {
+                let m = masks.masks(frames.dims()[0], schedule.at(step, steps));
+                (pool(m.clone(), frames.clone()), Some(pairwise_tiou(m) * *tiou_weight))
+            }
+        }
+    }
+}
+
+/// One optimiser step, for progress displays.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// Token index and step within the token.
+    pub token: usize,
+    pub step: usize,
+    pub total_steps: usize,
+    pub clip_loss: f32,
+    pub fluency_loss: f32,
+    pub tiou_loss: f32,
+    /// Current moment segments as fractions of the video, when optimising masks.
+    pub spans: Option<Vec<(f64, f64)>>,
+    /// Captions so far.
+    pub captions: Vec<String>,
+}
+
+/// A finished caption.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Caption {
+    pub text: String,
+    /// Cosine similarity between the caption's CLIP embedding and its target.
+    pub score: f32,
+}
+
+/// The result of [`caption`]: captions and, for moments, the final masks.
+pub struct Outcome {
+    pub captions: Vec<Caption>,
+    pub masks: Option<MomentMasks>,
+    pub final_targets: Tensor<2>,
+}
+
+/// Runs the loop for every target at once (they form one batch).
+pub async fn caption(
+    clip: &ClipBundle,
+    lm: &Gpt2Bundle,
+    mut targets: Targets,
+    config: &GuidanceConfig,
+    mut on_step: impl FnMut(&Step),
+) -> Result<Outcome, AlignError> {
+    let batch = targets.len();
+    let device = lm.device.clone();
+    let grad_device = device.clone().autodiff();
+    let model = &lm.model;
+    let vocab = model.vocab_size();
+    check(config, vocab)?;
+    let eos = lm.config.eos_token_id.unwrap_or(vocab as u32 - 1);
+
+    // The dummy prefix is the end-of-text token followed by the prompt without its last token;
+    // the last prompt token starts the context the prefix is optimised for.
+    let mut prompt = vec![eos];
+    prompt.extend(lm.tokenizer.encode(&config.prompt)?);
+    let first = prompt.pop().expect("the prompt holds the end-of-text token");
+    model.check_length(prompt.len() + config.soft_prompt_len + 1 + config.max_tokens)?;
+    let mut base = KvCache::new();
+    model.forward_ids(ids_tensor(&prompt, &device), &mut base);
+    let base = base.repeat_rows(batch);
+    let soft_init = (config.soft_prompt_len > 0).then(|| {
+        let ids: Vec<u32> = prompt.iter().copied().cycle().take(config.soft_prompt_len).collect();
+        model.embed_tokens(ids_tensor(&ids, &device)).expand([batch, config.soft_prompt_len, model.n_embd()])
+    });
+    let mut prefix = Prefix::new(&base, soft_init, &grad_device);
+    if let Targets::Moments { masks, .. } = &mut targets {
+        *masks = MomentMasks::clone(masks).to_device(&grad_device);
+    }
+    let mut prefix_optim = AdamWConfig::new().with_weight_decay(0.0).init();
+    let mut mask_optim = AdamWConfig::new().with_weight_decay(0.0).init();
+
+    let mut tokens: Vec<Vec<u32>> = vec![Vec::new(); batch];
+    let mut finished = vec![false; batch];
+    let total_steps = config.max_tokens * config.steps_per_token;
+    for token in 0..config.max_tokens {
+        let context: Vec<Vec<u32>> = tokens.iter().map(|t| [&[first][..], t].concat()).collect();
+        let context_ids = batch_ids(&context, &device);
+        let embeds = model.embed_tokens(context_ids.clone());
+        // The frozen LM's own next-token distribution (no prefix offsets, no soft prompt).
+        let frozen = {
+            let mut cache = base.clone();
+            let t = context[0].len();
+            let hidden = model.forward_embeds(embeds.clone(), &mut cache).narrow(1, t - 1, 1);
+            log_softmax(model.logits(hidden).reshape([batch, vocab]), 1)
+        };
+        // Candidates from the prefixed LM, after the guards.
+        let logits = prefix.next_logits(model, &base, embeds.clone());
+        let host_logits = read::<2, Float, f32>(logits.detach()).await?;
+        let candidates: Vec<Vec<u32>> =
+            (0..batch).map(|b| guarded_top_k(&host_logits[b * vocab..(b + 1) * vocab], &tokens[b], config)).collect();
+        let candidate_embeds = candidate_embeddings(clip, lm, config, &tokens, &candidates).await?;
+        let candidate_ids = batch_ids(&candidates, &device);
+
+        let mut q_log = Vec::new();
+        for step in 0..config.steps_per_token {
+            let global = token * config.steps_per_token + step;
+            let (target, tiou) = targets.embeddings(global, total_steps);
+            let q = clip_distribution(&candidate_embeds, target, config.clip_temperature);
+            let logp = log_softmax(prefix.next_logits(model, &base, embeds.clone()), 1);
+            let logp_candidates = logp.clone().gather(1, candidate_ids.clone());
+            let clip_loss = (q.clone() * logp_candidates).sum_dim(1).mean().neg();
+            let fluency = (frozen.clone().exp() * (frozen.clone() - logp)).sum_dim(1).mean();
+            let mut loss = clip_loss.clone() + fluency.clone() * config.fluency_weight;
+            let tiou_value = match tiou {
+                Some(t) => {
+                    loss = loss + t.clone();
+                    read::<1, Float, f32>(t.detach()).await?[0]
+                }
+                None => 0.0,
+            };
+            let mut grads = loss.backward();
+            let prefix_grads = GradientsParams::from_module(&mut grads, &prefix);
+            prefix = prefix_optim.step(config.prefix_lr, prefix, prefix_grads);
+            if let Targets::Moments { masks, mask_lr, .. } = &mut targets {
+                let mask_grads = GradientsParams::from_module(&mut grads, masks);
+                *masks = mask_optim.step(*mask_lr, MomentMasks::clone(masks), mask_grads);
+            }
+            let spans = match &targets {
+                Targets::Moments { masks, .. } => Some(spans(masks).await?),
+                Targets::Fixed(_) => None,
+            };
+            on_step(&Step {
+                token,
+                step: global,
+                total_steps,
+                clip_loss: read::<1, Float, f32>(clip_loss.detach()).await?[0],
+                fluency_loss: read::<1, Float, f32>(fluency.detach()).await?[0],
+                tiou_loss: tiou_value,
+                spans,
+                captions: decode_all(lm, &tokens)?,
+            });
+            if step + 1 == config.steps_per_token {
+                q_log = read::<2, Float, f32>(q.detach().clamp_min(1e-12).log()).await?;
+            }
+        }
+
+        // Choose each caption's token with the optimised prefix and the final CLIP target.
+        let logp = log_softmax(prefix.next_logits(model, &base, embeds).detach(), 1).gather(1, candidate_ids);
+        let logp = read::<2, Float, f32>(logp).await?;
+        let k = config.top_k;
+        for b in 0..batch {
+            if finished[b] {
+                continue;
+            }
+            let scores: Vec<f32> =
+                (0..k).map(|i| logp[b * k + i] + config.clip_weight as f32 * q_log[b * k + i]).collect();
+            let next = candidates[b][argmax_first(&scores)];
+            tokens[b].push(next);
+            let piece = lm.tokenizer.decode(&[next])?;
+            finished[b] = next == eos || (config.stop_at_sentence_end && ends_sentence(&piece));
+        }
+        if finished.iter().all(|&f| f) {
+            break;
+        }
+    }
+
+    let (final_targets, _) = targets.embeddings(total_steps, total_steps);
+    let final_targets = final_targets.detach();
+    let texts = decode_all(lm, &tokens)?;
+    let scores = score_texts(clip, &texts, final_targets.clone().without_autodiff()).await?;
+    let captions = texts.into_iter().zip(scores).map(|(text, score)| Caption { text, score }).collect();
+    let masks = match targets {
+        Targets::Moments { masks, .. } => Some(masks),
+        Targets::Fixed(_) => None,
+    };
+    Ok(Outcome { captions, masks, final_targets })
+}
+
+fn check(config: &GuidanceConfig, vocab: usize) -> Result<(), AlignError> {
+    let bad = |m: String| Err(AlignError::Config(m));
+    if config.top_k == 0 || config.top_k > vocab.min(256) {
+        return bad(format!("top_k = {} must be in 1..={}", config.top_k, vocab.min(256)));
+    }
+    if config.max_tokens == 0 || config.steps_per_token == 0 {
+        return bad("max_tokens and steps_per_token must be at least 1".into());
+    }
+    if !(config.clip_temperature > 0.0) || !(config.repetition_penalty >= 1.0) {
+        return bad("clip_temperature must be positive and repetition_penalty at least 1".into());
+    }
+    Ok(())
+}
+
+/// `[batch, len]` ids; all rows have the same length.
+fn batch_ids(rows: &[Vec<u32>], device: &Device) -> Tensor<2, Int> {
+    let len = rows[0].len();
+    let flat: Vec<i64> = rows.iter().flatten().map(|&id| i64::from(id)).collect();
+    Tensor::from_data(TensorData::new(flat, [rows.len(), len]), device)
+}
+
+/// The `top_k` best next tokens after the repetition penalty and the no-repeat n-gram ban.
+fn guarded_top_k(logits: &[f32], generated: &[u32], config: &GuidanceConfig) -> Vec<u32> {
+    let mut scored: Vec<(f32, u32)> = logits.iter().enumerate().map(|(id, &l)| (l, id as u32)).collect();
+    for (logit, id) in scored.iter_mut() {
+        if generated.contains(id) {
+            // CTRL (Keskar et al. 2019): shrink positive logits, grow negative ones.
+            *logit = if *logit > 0.0 { *logit / config.repetition_penalty } else { *logit * config.repetition_penalty };
+        }
+    }
+    let n = config.no_repeat_ngram;
+    if n > 0 && generated.len() >= n {
+        let tail = &generated[generated.len() - (n - 1)..];
+        for window in generated.windows(n) {
+            if window[..n - 1] == *tail {
+                scored[window[n - 1] as usize].0 = f32::NEG_INFINITY;
+            }
+        }
+    }
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    scored.into_iter().take(config.top_k).map(|(_, id)| id).collect()
+}
+
+/// Unit-norm CLIP embeddings of every candidate sentence (prompt + caption + candidate):
+/// `[batch, top_k, dim]`.
+async fn candidate_embeddings(
+    clip: &ClipBundle,
+    lm: &Gpt2Bundle,
+    config: &GuidanceConfig,
+    tokens: &[Vec<u32>],
+    candidates: &[Vec<u32>],
+) -> Result<Tensor<3>, AlignError> {
+    let mut texts = Vec::with_capacity(candidates.len() * config.top_k);
+    for (generated, cands) in tokens.iter().zip(candidates) {
+        for &c in cands {
+            let ids = [generated.as_slice(), &[c]].concat();
+            texts.push(format!("{}{}", config.prompt, lm.tokenizer.decode(&ids)?));
+        }
+    }
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let embeds = l2_normalize(clip.encode_texts(&refs)?);
+    let dim = embeds.dims()[1];
+    Ok(embeds.reshape([candidates.len(), config.top_k, dim]))
+}
+
+/// `q = softmax(cos(candidate, target) / temperature)`: `[batch, k, dim]`, `[batch, dim]` -> `[batch, k]`.
+fn clip_distribution(candidates: &Tensor<3>, target: Tensor<2>, temperature: f64) -> Tensor<2> {
+    let [b, k, _] = candidates.dims();
+    let sims = candidates.clone().matmul(target.unsqueeze_dim::<3>(2)).reshape([b, k]);
+    softmax(sims / temperature, 1)
+}
+
+/// Cosine similarity of each text's CLIP embedding with its target, `[batch, dim]`.
+pub async fn score_texts(clip: &ClipBundle, texts: &[String], targets: Tensor<2>) -> Result<Vec<f32>, AlignError> {
+    let refs: Vec<&str> = texts.iter().map(|t| if t.trim().is_empty() { " " } else { t.as_str() }).collect();
+    let embeds = l2_normalize(clip.encode_texts(&refs)?);
+    Ok(read::<2, Float, f32>((embeds * targets).sum_dim(1)).await?)
+}
+
+fn decode_all(lm: &Gpt2Bundle, tokens: &[Vec<u32>]) -> Result<Vec<String>, AlignError> {
+    tokens.iter().map(|t| Ok(lm.tokenizer.decode(t)?.trim().to_string())).collect()
+}
+
+fn ends_sentence(piece: &str) -> bool {
+    let piece = piece.trim_end();
+    piece.ends_with('.') || piece.ends_with('!') || piece.ends_with('?')
+}
+
+/// Current segments of the masks as fractions of the video.
+pub async fn spans(masks: &MomentMasks) -> Result<Vec<(f64, f64)>, ModelError> {
+    let (centre, width) = masks.spans();
+    let c = read::<1, Float, f32>(centre.detach()).await?;
+    let w = read::<1, Float, f32>(width.detach()).await?;
+    Ok(c.iter().zip(&w).map(|(&c, &w)| (f64::from(c - w / 2.0).max(0.0), f64::from(c + w / 2.0).min(1.0))).collect())
+}
