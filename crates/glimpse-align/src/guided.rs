@@ -20,7 +20,7 @@ use glimpse_models::generation::{argmax_first, ids_tensor, read};
 use glimpse_models::{KvCache, ModelError, l2_normalize};
 
 use crate::AlignError;
-use crate::moment::{MomentMasks, TemperatureSchedule, pairwise_tiou, pool};
+use crate::moment::{MomentMasks, TemperatureSchedule, inside_outside_similarity, pairwise_tiou, pool};
 use crate::prefix::Prefix;
 
 /// Every constant of the loop, with ZeroCap-like defaults.
@@ -71,30 +71,54 @@ impl Default for GuidanceConfig {
     }
 }
 
+/// Moment masks over a video's frames, with the weights of their own loss terms.
+pub struct MomentTargets {
+    /// Unit-norm frame embeddings, `[frames, dim]`.
+    pub frames: Tensor<2>,
+    pub masks: MomentMasks,
+    pub schedule: TemperatureSchedule,
+    pub mask_lr: f64,
+    /// Weight of the pairwise tIoU loss that keeps events apart.
+    pub tiou_weight: f64,
+    /// Weight of the inside/outside similarity that makes a mask take in a whole segment.
+    pub contrast_weight: f64,
+}
+
+impl MomentTargets {
+    /// Pooled moment embeddings `[k, dim]` and the masks' own loss at temperature step `step`.
+    pub fn evaluate(&self, step: usize, steps: usize) -> (Tensor<2>, Tensor<1>) {
+        let m = self.masks.masks(self.frames.dims()[0], self.schedule.at(step, steps));
+        let own = pairwise_tiou(m.clone()) * self.tiou_weight
+            + inside_outside_similarity(m.clone(), self.frames.clone()) * self.contrast_weight;
+        (pool(m, self.frames.clone()), own)
+    }
+}
+
 /// What the captions describe.
 pub enum Targets {
     /// Unit-norm CLIP embeddings, `[batch, dim]` (images).
     Fixed(Tensor<2>),
     /// Moments of a video: unit-norm frame embeddings `[frames, dim]` pooled through learnable
-    /// masks (one caption per mask), kept apart by the pairwise tIoU loss.
-    Moments { frames: Tensor<2>, masks: MomentMasks, schedule: TemperatureSchedule, mask_lr: f64, tiou_weight: f64 },
+    /// masks (one caption per mask, created on the LM's autodiff device), kept apart by the
+    /// pairwise tIoU loss.
+    Moments(MomentTargets),
 }
 
 impl Targets {
     fn len(&self) -> usize {
         match self {
             Self::Fixed(t) => t.dims()[0],
-            Self::Moments { masks, .. } => masks.len(),
+            Self::Moments(moments) => moments.masks.len(),
         }
     }
 
-    /// Targets `[batch, dim]` and the tIoU term (zero without masks) at temperature step `f`.
+    /// Targets `[batch, dim]` and the masks' own loss (none for fixed targets).
     fn embeddings(&self, step: usize, steps: usize) -> (Tensor<2>, Option<Tensor<1>>) {
         match self {
             Self::Fixed(t) => (t.clone(), None),
-            Self::Moments { frames, masks, schedule, tiou_weight, .. } => {
-                let m = masks.masks(frames.dims()[0], schedule.at(step, steps));
-                (pool(m.clone(), frames.clone()), Some(pairwise_tiou(m) * *tiou_weight))
+            Self::Moments(moments) => {
+                let (targets, own) = moments.evaluate(step, steps);
+                (targets, Some(own))
             }
         }
     }
@@ -109,7 +133,8 @@ pub struct Step {
     pub total_steps: usize,
     pub clip_loss: f32,
     pub fluency_loss: f32,
-    pub tiou_loss: f32,
+    /// The masks' own loss (pairwise tIoU and inside/outside contrast), 0 for images.
+    pub mask_loss: f32,
     /// Current moment segments as fractions of the video, when optimising masks.
     pub spans: Option<Vec<(f64, f64)>>,
     /// Captions so far.
@@ -161,9 +186,7 @@ pub async fn caption(
         model.embed_tokens(ids_tensor(&ids, &device)).expand([batch, config.soft_prompt_len, model.n_embd()])
     });
     let mut prefix = Prefix::new(&base, soft_init, &grad_device);
-    if let Targets::Moments { masks, .. } = &mut targets {
-        *masks = MomentMasks::clone(masks).to_device(&grad_device);
-    }
+
     let mut prefix_optim = AdamWConfig::new().with_weight_decay(0.0).init();
     let mut mask_optim = AdamWConfig::new().with_weight_decay(0.0).init();
 
@@ -209,12 +232,12 @@ pub async fn caption(
             let mut grads = loss.backward();
             let prefix_grads = GradientsParams::from_module(&mut grads, &prefix);
             prefix = prefix_optim.step(config.prefix_lr, prefix, prefix_grads);
-            if let Targets::Moments { masks, mask_lr, .. } = &mut targets {
-                let mask_grads = GradientsParams::from_module(&mut grads, masks);
-                *masks = mask_optim.step(*mask_lr, MomentMasks::clone(masks), mask_grads);
+            if let Targets::Moments(moments) = &mut targets {
+                let mask_grads = GradientsParams::from_module(&mut grads, &moments.masks);
+                moments.masks = mask_optim.step(moments.mask_lr, moments.masks.clone(), mask_grads);
             }
             let spans = match &targets {
-                Targets::Moments { masks, .. } => Some(spans(masks).await?),
+                Targets::Moments(moments) => Some(spans(&moments.masks).await?),
                 Targets::Fixed(_) => None,
             };
             on_step(&Step {
@@ -223,7 +246,7 @@ pub async fn caption(
                 total_steps,
                 clip_loss: read::<1, Float, f32>(clip_loss.detach()).await?[0],
                 fluency_loss: read::<1, Float, f32>(fluency.detach()).await?[0],
-                tiou_loss: tiou_value,
+                mask_loss: tiou_value,
                 spans,
                 captions: decode_all(lm, &tokens)?,
             });
@@ -258,7 +281,7 @@ pub async fn caption(
     let scores = score_texts(clip, &texts, final_targets.clone().without_autodiff()).await?;
     let captions = texts.into_iter().zip(scores).map(|(text, score)| Caption { text, score }).collect();
     let masks = match targets {
-        Targets::Moments { masks, .. } => Some(masks),
+        Targets::Moments(moments) => Some(moments.masks),
         Targets::Fixed(_) => None,
     };
     Ok(Outcome { captions, masks, final_targets })
@@ -307,8 +330,8 @@ fn guarded_top_k(logits: &[f32], generated: &[u32], config: &GuidanceConfig) -> 
     scored.into_iter().take(config.top_k).map(|(_, id)| id).collect()
 }
 
-/// Unit-norm CLIP embeddings of every candidate sentence (prompt + caption + candidate):
-/// `[batch, top_k, dim]`.
+/// Unit-norm CLIP embeddings of every candidate caption (caption so far + candidate, without the
+/// prompt, exactly as the caption will be returned and scored): `[batch, top_k, dim]`.
 async fn candidate_embeddings(
     clip: &ClipBundle,
     lm: &Gpt2Bundle,
@@ -320,11 +343,10 @@ async fn candidate_embeddings(
     for (generated, cands) in tokens.iter().zip(candidates) {
         for &c in cands {
             let ids = [generated.as_slice(), &[c]].concat();
-            texts.push(format!("{}{}", config.prompt, lm.tokenizer.decode(&ids)?));
+            texts.push(lm.tokenizer.decode(&ids)?.trim().to_string());
         }
     }
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let embeds = l2_normalize(clip.encode_texts(&refs)?);
+    let embeds = encode_captions(clip, &texts)?;
     let dim = embeds.dims()[1];
     Ok(embeds.reshape([candidates.len(), config.top_k, dim]))
 }
@@ -338,9 +360,14 @@ fn clip_distribution(candidates: &Tensor<3>, target: Tensor<2>, temperature: f64
 
 /// Cosine similarity of each text's CLIP embedding with its target, `[batch, dim]`.
 pub async fn score_texts(clip: &ClipBundle, texts: &[String], targets: Tensor<2>) -> Result<Vec<f32>, AlignError> {
-    let refs: Vec<&str> = texts.iter().map(|t| if t.trim().is_empty() { " " } else { t.as_str() }).collect();
-    let embeds = l2_normalize(clip.encode_texts(&refs)?);
+    let embeds = encode_captions(clip, texts)?;
     Ok(read::<2, Float, f32>((embeds * targets).sum_dim(1)).await?)
+}
+
+/// Unit-norm CLIP embeddings of captions, `[texts, dim]`.
+fn encode_captions(clip: &ClipBundle, texts: &[String]) -> Result<Tensor<2>, AlignError> {
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    Ok(l2_normalize(clip.encode_texts(&refs)?))
 }
 
 fn decode_all(lm: &Gpt2Bundle, tokens: &[Vec<u32>]) -> Result<Vec<String>, AlignError> {

@@ -1,0 +1,185 @@
+//! Zero-shot dense video captioning (ZeroTA, Jo et al. 2023, <https://arxiv.org/abs/2307.02682>):
+//! frames are CLIP-encoded once, then K events (a moment mask and a prefix each) are optimised
+//! jointly, token by token, and read off as `{start, end, caption, score}`.
+//!
+//! Before any text is generated, a short warm-up moves the masks alone (pairwise tIoU plus the
+//! inside/outside contrast) so that each settles on a homogeneous stretch of the video; the
+//! captioning loop then refines masks and prefixes together.
+
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::prelude::*;
+use glimpse_hub::{ClipBundle, Gpt2Bundle};
+use glimpse_models::l2_normalize;
+use image::RgbImage;
+
+use crate::AlignError;
+use crate::guided::{self, Caption, GuidanceConfig, MomentTargets, Step, Targets};
+use crate::moment::{MomentMasks, TemperatureSchedule, interval_iou};
+
+/// Every constant of the pipeline; the defaults are documented starting points, not the paper's
+/// (it does not give them all).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ZeroTaConfig {
+    /// Number of events K.
+    pub events: usize,
+    pub guidance: GuidanceConfig,
+    /// AdamW learning rate of the masks' raw centre and width.
+    pub mask_lr: f64,
+    pub tiou_weight: f64,
+    pub contrast_weight: f64,
+    /// Narrowest mask, as a fraction of the video.
+    pub min_width: f64,
+    pub schedule: TemperatureSchedule,
+    /// Mask-only steps before captioning.
+    pub warmup_steps: usize,
+    /// Seeds the jitter of the masks' starting centres.
+    pub seed: u64,
+    /// Of two events overlapping by more than this tIoU, only the better-scored is kept.
+    pub duplicate_iou: f64,
+    /// Keep overlapping events as they are instead of cutting them at the middle of the overlap.
+    pub allow_overlap: bool,
+}
+
+impl Default for ZeroTaConfig {
+    fn default() -> Self {
+        Self {
+            events: 3,
+            guidance: GuidanceConfig { prompt: "Video showing".into(), ..GuidanceConfig::default() },
+            mask_lr: 0.05,
+            tiou_weight: 1.0,
+            contrast_weight: 0.5,
+            min_width: 0.05,
+            schedule: TemperatureSchedule::default(),
+            warmup_steps: 150,
+            seed: 0,
+            duplicate_iou: 0.7,
+            allow_overlap: false,
+        }
+    }
+}
+
+/// One captioned event, times in seconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub start: f64,
+    pub end: f64,
+    pub caption: String,
+    /// Cosine similarity between the caption's and the moment's CLIP embeddings.
+    pub score: f32,
+}
+
+/// Unit-norm CLIP embeddings of video frames, `[frames, dim]`, computed in batches of 16.
+pub fn embed_frames(clip: &ClipBundle, frames: &[RgbImage]) -> Result<Tensor<2>, AlignError> {
+    if frames.is_empty() {
+        return Err(AlignError::Config("the video has no frames".into()));
+    }
+    let chunks = frames.chunks(16).map(|chunk| clip.encode_images(chunk)).collect::<Result<Vec<_>, _>>()?;
+    Ok(l2_normalize(Tensor::cat(chunks, 0)))
+}
+
+/// Captions `frames` (unit-norm embeddings `[frames, dim]` of a video lasting `duration` seconds)
+/// with up to `config.events` events, sorted by start.
+pub async fn dense_caption(
+    clip: &ClipBundle,
+    lm: &Gpt2Bundle,
+    frames: Tensor<2>,
+    duration: f64,
+    config: &ZeroTaConfig,
+    mut on_step: impl FnMut(&Step),
+) -> Result<Vec<Event>, AlignError> {
+    if config.events == 0 || config.events > 32 {
+        return Err(AlignError::Config(format!("events = {} must be in 1..=32", config.events)));
+    }
+    if !(duration > 0.0 && duration.is_finite()) {
+        return Err(AlignError::Config(format!("the video's duration {duration} s must be positive")));
+    }
+    if !(0.0..0.5).contains(&config.min_width) {
+        return Err(AlignError::Config(format!("min_width = {} must be in [0, 0.5)", config.min_width)));
+    }
+    let grad_device = lm.device.clone().autodiff();
+    let frames = frames.without_autodiff();
+    let mut moments = MomentTargets {
+        frames: frames.clone(),
+        masks: initial_masks(config, &grad_device),
+        schedule: config.schedule,
+        mask_lr: config.mask_lr,
+        tiou_weight: config.tiou_weight,
+        contrast_weight: config.contrast_weight,
+    };
+    // Warm-up at the schedule's starting temperature: masks only.
+    let mut optim = AdamWConfig::new().with_weight_decay(0.0).init();
+    for _ in 0..config.warmup_steps {
+        let (_, own) = moments.evaluate(0, 1);
+        let grads = GradientsParams::from_grads(own.backward(), &moments.masks);
+        moments.masks = optim.step(config.mask_lr, moments.masks, grads);
+    }
+
+    let outcome = guided::caption(clip, lm, Targets::Moments(moments), &config.guidance, &mut on_step).await?;
+    let masks = outcome.masks.expect("moment targets return their masks");
+    let spans = guided::spans(&masks).await?;
+    let events = spans
+        .into_iter()
+        .zip(outcome.captions)
+        .map(|((s, e), Caption { text, score })| Event { start: s * duration, end: e * duration, caption: text, score })
+        .collect();
+    Ok(tidy(events, config))
+}
+
+/// Evenly spread masks, one per event, with seeded jitter on their centres.
+fn initial_masks(config: &ZeroTaConfig, device: &Device) -> MomentMasks {
+    let k = config.events as f64;
+    let mut state = config.seed ^ 0x9E37_79B9_7F4A_7C15;
+    let mut jitter = || {
+        // SplitMix64: a tiny, well-mixed, reproducible generator.
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+    };
+    let spans: Vec<(f64, f64)> =
+        (0..config.events).map(|i| ((i as f64 + 0.5 + 0.2 * jitter()) / k, (0.8 / k).max(config.min_width))).collect();
+    MomentMasks::new(&spans, config.min_width, device)
+}
+
+/// Sorts by start, drops the weaker of near-duplicates and, unless overlaps are allowed, cuts
+/// overlapping neighbours at the middle of their overlap.
+fn tidy(mut events: Vec<Event>, config: &ZeroTaConfig) -> Vec<Event> {
+    events.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let mut kept: Vec<Event> = Vec::new();
+    for event in events {
+        if kept.iter().all(|k| interval_iou((k.start, k.end), (event.start, event.end)) <= config.duplicate_iou) {
+            kept.push(event);
+        }
+    }
+    kept.sort_by(|a, b| a.start.total_cmp(&b.start));
+    if !config.allow_overlap {
+        for i in 1..kept.len() {
+            if kept[i].start < kept[i - 1].end {
+                let cut = (kept[i].start + kept[i - 1].end) / 2.0;
+                kept[i - 1].end = cut.max(kept[i - 1].start);
+                kept[i].start = cut.min(kept[i].end);
+            }
+        }
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(start: f64, end: f64, score: f32) -> Event {
+        Event { start, end, caption: format!("{start}"), score }
+    }
+
+    #[test]
+    fn tidy_drops_duplicates_and_cuts_overlaps() {
+        let config = ZeroTaConfig::default();
+        let events = vec![event(5.0, 9.0, 0.1), event(0.0, 4.0, 0.3), event(3.0, 6.0, 0.2), event(0.2, 4.0, 0.1)];
+        let tidy = tidy(events, &config);
+        // (0.2, 4) duplicates the better (0, 4); the rest are sorted and no longer overlap.
+        let spans: Vec<(f64, f64)> = tidy.iter().map(|e| (e.start, e.end)).collect();
+        assert_eq!(spans, [(0.0, 3.5), (3.5, 5.5), (5.5, 9.0)]);
+    }
+}
