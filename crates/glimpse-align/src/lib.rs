@@ -5,6 +5,7 @@
 pub mod guided;
 pub mod moment;
 pub mod prefix;
+pub mod projector;
 pub mod zerota;
 
 #[derive(Debug, thiserror::Error)]

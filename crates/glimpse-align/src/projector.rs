@@ -1,0 +1,215 @@
+//! A projector from CLIP embeddings into the input space of a frozen LM: LiMBeR (Merullo et al.
+//! 2022, <https://arxiv.org/abs/2209.15162>) uses a linear map, ClipCap (Mokady et al. 2021,
+//! <https://arxiv.org/abs/2111.09734>) an MLP. One CLIP embedding becomes `prefix_len` LM input
+//! embeddings; captions then follow from ordinary decoding.
+//!
+//! Saved as one safetensors file: the weights in Burn's `[in, out]` layout and the config as JSON
+//! under the metadata key `glimpse.projector`.
+
+use std::collections::HashMap;
+
+use burn::nn::{Linear, LinearConfig};
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
+use glimpse_models::generation::read;
+use glimpse_models::weights::{Layout, Loader, WeightFile};
+use glimpse_models::{Gpt2, KvCache, ModelError};
+use serde::{Deserialize, Serialize};
+
+use crate::AlignError;
+
+const METADATA_KEY: &str = "glimpse.projector";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectorConfig {
+    /// Width of the CLIP embedding (its `projection_dim`).
+    pub clip_dim: usize,
+    /// Width of the LM's input embeddings (`n_embd`).
+    pub lm_dim: usize,
+    /// LM input embeddings made from one CLIP embedding.
+    pub prefix_len: usize,
+    /// Hidden width of a two-layer MLP with tanh; `None` for a linear map.
+    pub hidden: Option<usize>,
+}
+
+impl ProjectorConfig {
+    pub fn validate(&self) -> Result<(), AlignError> {
+        let sizes = [self.clip_dim, self.lm_dim, self.prefix_len, self.hidden.unwrap_or(1)];
+        if sizes.iter().any(|&s| s == 0 || s > 1 << 16) || self.prefix_len > 64 {
+            return Err(AlignError::Config(format!("projector sizes {self:?} are out of range")));
+        }
+        Ok(())
+    }
+
+    pub fn init(&self, device: &Device) -> Projector {
+        let out = self.prefix_len * self.lm_dim;
+        let (input, output) = match self.hidden {
+            None => (LinearConfig::new(self.clip_dim, out).init(device), None),
+            Some(h) => (LinearConfig::new(self.clip_dim, h).init(device), Some(LinearConfig::new(h, out).init(device))),
+        };
+        Projector { input, output, config: self.clone() }
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Projector {
+    input: Linear,
+    output: Option<Linear>,
+    #[module(skip)]
+    config: ProjectorConfig,
+}
+
+impl Projector {
+    pub fn config(&self) -> &ProjectorConfig {
+        &self.config
+    }
+
+    /// `[batch, clip_dim]` -> `[batch, prefix_len, lm_dim]`.
+    pub fn forward(&self, clip: Tensor<2>) -> Tensor<3> {
+        let b = clip.dims()[0];
+        let x = self.input.forward(clip);
+        let x = match &self.output {
+            Some(output) => output.forward(x.tanh()),
+            None => x,
+        };
+        x.reshape([b, self.config.prefix_len, self.config.lm_dim])
+    }
+
+    /// The safetensors bytes of this projector.
+    pub async fn to_safetensors(&self) -> Result<Vec<u8>, AlignError> {
+        let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        let layers = [("input", Some(&self.input)), ("output", self.output.as_ref())];
+        for (name, linear) in layers.into_iter().filter_map(|(n, l)| l.map(|l| (n, l))) {
+            tensors.push(entry(format!("{name}.weight"), linear.weight.val()).await?);
+            if let Some(bias) = &linear.bias {
+                tensors.push(entry(format!("{name}.bias"), bias.val()).await?);
+            }
+        }
+        let views = tensors
+            .iter()
+            .map(|(name, shape, data)| {
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
+                    .map(|v| (name.clone(), v))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| AlignError::Config(e.to_string()))?;
+        let config = serde_json::to_string(&self.config).expect("config serialises");
+        let metadata = HashMap::from([(METADATA_KEY.to_string(), config)]);
+        safetensors::serialize(views, Some(metadata)).map_err(|e| AlignError::Config(e.to_string()))
+    }
+
+    /// Reads a projector written by [`Projector::to_safetensors`].
+    pub fn from_safetensors(bytes: &[u8], device: &Device) -> Result<Self, AlignError> {
+        let (_, metadata) =
+            safetensors::SafeTensors::read_metadata(bytes).map_err(|e| ModelError::CorruptWeights(e.to_string()))?;
+        let json = metadata.metadata().as_ref().and_then(|m| m.get(METADATA_KEY)).ok_or_else(|| {
+            AlignError::Config(format!("not a glimpse projector: the file has no `{METADATA_KEY}` metadata"))
+        })?;
+        let config: ProjectorConfig =
+            serde_json::from_str(json).map_err(|e| AlignError::Config(format!("projector config: {e}")))?;
+        config.validate()?;
+        let file = WeightFile::parse(bytes)?;
+        let loader = Loader::new(&file, device);
+        let mut projector = config.init(device);
+        loader.linear("input", &mut projector.input, Layout::AsStored);
+        if let Some(output) = projector.output.as_mut() {
+            loader.linear("output", output, Layout::AsStored);
+        }
+        loader.finish(|_| false)?;
+        Ok(projector)
+    }
+}
+
+/// A named tensor as little-endian f32 bytes, for safetensors.
+async fn entry<const D: usize>(name: String, t: Tensor<D>) -> Result<(String, Vec<usize>, Vec<u8>), ModelError> {
+    let shape = t.dims().to_vec();
+    let values = read::<D, Float, f32>(t.without_autodiff()).await?;
+    Ok((name, shape, values.iter().flat_map(|v| v.to_le_bytes()).collect()))
+}
+
+/// One training pair: a CLIP embedding and the caption's token ids.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    pub embedding: Vec<f32>,
+    pub caption: Vec<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub lr: f64,
+    pub batch_size: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self { epochs: 10, lr: 1e-3, batch_size: 32 }
+    }
+}
+
+/// Trains `projector` (on an autodiff device) against the frozen `lm` with caption
+/// cross-entropy on the caption tokens only. Returns the projector and the mean loss of each
+/// epoch; `on_epoch(epoch, loss)` reports progress.
+pub async fn train(
+    mut projector: Projector,
+    lm: &Gpt2,
+    examples: &[Example],
+    config: &TrainConfig,
+    mut on_epoch: impl FnMut(usize, f32),
+) -> Result<(Projector, Vec<f32>), AlignError> {
+    let dims = projector.config().clone();
+    if examples.is_empty() || examples.iter().any(|e| e.caption.is_empty() || e.embedding.len() != dims.clip_dim) {
+        return Err(AlignError::Config(format!(
+            "training needs examples with a non-empty caption and a {}-d embedding",
+            dims.clip_dim
+        )));
+    }
+    let longest = examples.iter().map(|e| e.caption.len()).max().unwrap_or(0);
+    lm.check_length(dims.prefix_len + longest)?;
+    let device = projector.input.weight.val().device();
+    let mut optim = AdamWConfig::new().with_weight_decay(0.0).init();
+    let mut losses = Vec::with_capacity(config.epochs);
+    for epoch in 0..config.epochs {
+        let mut total = 0.0;
+        for batch in examples.chunks(config.batch_size.max(1)) {
+            let loss = caption_loss(&projector, lm, batch, &device);
+            total += read::<1, Float, f32>(loss.clone().detach()).await?[0] * batch.len() as f32;
+            let grads = GradientsParams::from_grads(loss.backward(), &projector);
+            projector = optim.step(config.lr, projector, grads);
+        }
+        let mean = total / examples.len() as f32;
+        losses.push(mean);
+        on_epoch(epoch, mean);
+    }
+    Ok((projector, losses))
+}
+
+/// Mean negative log-likelihood of the caption tokens after the projected prefix.
+fn caption_loss(projector: &Projector, lm: &Gpt2, batch: &[Example], device: &Device) -> Tensor<1> {
+    let b = batch.len();
+    let n = projector.config().prefix_len;
+    let len = batch.iter().map(|e| e.caption.len()).max().unwrap_or(1);
+    let embeds: Vec<f32> = batch.iter().flat_map(|e| e.embedding.iter().copied()).collect();
+    let prefix =
+        projector.forward(Tensor::from_data(TensorData::new(embeds, [b, projector.config().clip_dim]), device));
+    // Captions padded with their last token; padding is masked out of the loss.
+    let padded: Vec<i64> = batch
+        .iter()
+        .flat_map(|e| (0..len).map(move |i| i64::from(*e.caption.get(i).unwrap_or(e.caption.last().unwrap()))))
+        .collect();
+    let mask: Vec<f32> =
+        batch.iter().flat_map(|e| (0..len).map(move |i| if i < e.caption.len() { 1.0 } else { 0.0 })).collect();
+    let targets = Tensor::<2, Int>::from_data(TensorData::new(padded, [b, len]), device);
+    let mask = Tensor::<2>::from_data(TensorData::new(mask, [b, len]), device);
+    // The last caption token is only predicted, never fed.
+    let inputs = match len {
+        1 => prefix,
+        _ => Tensor::cat(vec![prefix, lm.embed_tokens(targets.clone().narrow(1, 0, len - 1))], 1),
+    };
+    let hidden = lm.forward_embeds(inputs, &mut KvCache::new()).narrow(1, n - 1, len);
+    let logp = log_softmax(lm.logits(hidden), 2);
+    let nll = logp.gather(2, targets.unsqueeze_dim(2)).reshape([b, len]).neg();
+    (nll * mask.clone()).sum() / mask.sum()
+}
