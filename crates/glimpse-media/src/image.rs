@@ -219,14 +219,20 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, MediaError> {
     if image.width() == 0 || image.height() == 0 {
         return Err(MediaError::Image("the image has no pixels".into()));
     }
+    Ok(to_rgb(image))
+}
+
+/// 8-bit RGB as transformers' `convert_rgb` makes it: grey replicated, transparency composited
+/// over white.
+pub(crate) fn to_rgb(image: image::DynamicImage) -> RgbImage {
     if !image.color().has_alpha() {
-        return Ok(image.to_rgb8());
+        return image.to_rgb8();
     }
     let rgba = image.to_rgba8();
-    Ok(RgbImage::from_fn(rgba.width(), rgba.height(), |x, y| {
+    RgbImage::from_fn(rgba.width(), rgba.height(), |x, y| {
         let p = rgba.get_pixel(x, y);
         image::Rgb([0, 1, 2].map(|c| over_white(p[c], p[3])))
-    }))
+    })
 }
 
 /// One channel of Pillow's `alpha_composite` of a pixel over opaque white, in its integer

@@ -1,9 +1,11 @@
-//! Everything between the outside world and the models' tensors: tokenizers (`tokenizer.json`)
-//! and CLIP image preprocessing.
+//! Everything between the outside world and the models' tensors: tokenizers (`tokenizer.json`),
+//! CLIP image preprocessing, video frame sources and subtitle formats.
 
 pub mod image;
 pub mod resample;
+pub mod subtitles;
 pub mod tokenizer;
+pub mod video;
 
 pub use image::{ImagePreprocess, decode_image};
 pub use tokenizer::{ClipTokenizer, Gpt2Tokenizer};
@@ -16,4 +18,6 @@ pub enum MediaError {
     Preprocessor(String),
     #[error("cannot read the image: {0}")]
     Image(String),
+    #[error("{0}")]
+    Video(String),
 }
