@@ -32,12 +32,23 @@ pub struct ZeroTaConfig {
     pub schedule: TemperatureSchedule,
     /// Mask-only steps before captioning.
     pub warmup_steps: usize,
-    /// Seeds the jitter of the masks' starting centres.
+    /// Starting width of each mask as a fraction of its equal share `1 / events`.
+    pub initial_width: f64,
+    /// Random shift of the starting centres, as a fraction of the equal share.
+    pub jitter: f64,
+    /// Seeds the jitter.
     pub seed: u64,
     /// Of two events overlapping by more than this tIoU, only the better-scored is kept.
     pub duplicate_iou: f64,
     /// Keep overlapping events as they are instead of cutting them at the middle of the overlap.
     pub allow_overlap: bool,
+}
+
+impl ZeroTaConfig {
+    /// The baseline without moment optimisation: `events` equal segments, captioned as they are.
+    pub fn uniform(self) -> Self {
+        Self { warmup_steps: 0, mask_lr: 0.0, initial_width: 1.0, jitter: 0.0, min_width: 0.0, ..self }
+    }
 }
 
 impl Default for ZeroTaConfig {
@@ -51,6 +62,8 @@ impl Default for ZeroTaConfig {
             min_width: 0.05,
             schedule: TemperatureSchedule::default(),
             warmup_steps: 150,
+            initial_width: 0.8,
+            jitter: 0.2,
             seed: 0,
             duplicate_iou: 0.7,
             allow_overlap: false,
@@ -137,8 +150,9 @@ fn initial_masks(config: &ZeroTaConfig, device: &Device) -> MomentMasks {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64 - 0.5
     };
+    let width = (config.initial_width / k).clamp(config.min_width, 1.0);
     let spans: Vec<(f64, f64)> =
-        (0..config.events).map(|i| ((i as f64 + 0.5 + 0.2 * jitter()) / k, (0.8 / k).max(config.min_width))).collect();
+        (0..config.events).map(|i| ((i as f64 + 0.5 + config.jitter * jitter()) / k, width)).collect();
     MomentMasks::new(&spans, config.min_width, device)
 }
 

@@ -6,11 +6,17 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use burn::tensor::Float;
 use clap::{Parser, Subcommand, ValueEnum};
+use futures_lite::future::block_on;
+use glimpse_align::guided::{self, GuidanceConfig, Step, Targets};
+use glimpse_align::zerota::{ZeroTaConfig, dense_caption, embed_frames};
 use glimpse_hub::{ClipBundle, Gpt2Bundle, ModelFiles};
 use glimpse_media::decode_image;
+use glimpse_media::subtitles::{Cue, to_srt, to_vtt};
+use glimpse_media::video::Video;
 use glimpse_models::device::{self, DeviceChoice, SelectedDevice};
 use glimpse_models::generation::{Decoding, GenerationConfig, generate, read};
 use glimpse_models::l2_normalize;
+use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -54,6 +60,55 @@ enum DecodingArg {
     Contrastive,
 }
 
+/// The constants of CLIP-guided decoding (defaults as in `glimpse_align::guided::GuidanceConfig`).
+#[derive(clap::Args)]
+struct GuidanceArgs {
+    /// Hard prompt the caption continues [default: "Image of" for images, "Video showing" for videos].
+    #[arg(long)]
+    prompt: Option<String>,
+    /// Most tokens per caption.
+    #[arg(long, default_value_t = 12)]
+    max_tokens: usize,
+    /// Candidate tokens CLIP scores at each step.
+    #[arg(long, default_value_t = 16)]
+    top_k: usize,
+    /// Optimiser steps per token.
+    #[arg(long, default_value_t = 3)]
+    steps_per_token: usize,
+    /// Learnable soft-prompt vectors (0: key/value offsets only).
+    #[arg(long, default_value_t = 0)]
+    soft_prompt: usize,
+}
+
+impl GuidanceArgs {
+    fn config(&self, default_prompt: &str) -> GuidanceConfig {
+        GuidanceConfig {
+            prompt: self.prompt.clone().unwrap_or_else(|| default_prompt.to_string()),
+            max_tokens: self.max_tokens,
+            top_k: self.top_k,
+            steps_per_token: self.steps_per_token,
+            soft_prompt_len: self.soft_prompt,
+            ..GuidanceConfig::default()
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum VideoFormat {
+    Text,
+    Json,
+    Srt,
+    Vtt,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Method {
+    /// Moment masks and prefixes optimised jointly (ZeroTA).
+    Zerota,
+    /// Equal segments, each captioned as it is (a baseline without moment optimisation).
+    Uniform,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// L2-normalised CLIP embeddings of texts and images, and their similarity logits: the
@@ -72,6 +127,61 @@ enum Command {
         images: Vec<PathBuf>,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+    },
+    /// Caption images zero-shot: GPT-2 is steered towards each image's CLIP embedding by
+    /// optimising a prefix at every token (ZeroCap-style; no training data).
+    #[command(after_help = "JSON output: {\"captions\": [{\"image\": .., \"caption\": .., \"score\": ..}]}; \
+                            score is the cosine similarity of caption and image in CLIP space.")]
+    CaptionImage {
+        /// Images to caption (PNG, JPEG, WebP, GIF).
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<PathBuf>,
+        /// CLIP model directory.
+        #[arg(long, value_name = "DIR")]
+        clip: PathBuf,
+        /// GPT-2 model directory.
+        #[arg(long, value_name = "DIR")]
+        lm: PathBuf,
+        #[command(flatten)]
+        guidance: GuidanceArgs,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Write the result to FILE (atomically) instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Dense video captioning zero-shot (ZeroTA): find K events and caption each.
+    #[command(after_help = "VIDEO is an animated GIF or WebP, a folder of frames (file-name order), or any \
+                            video file ffmpeg reads (needs ffmpeg installed).\n\n\
+                            JSON output: {\"video\": .., \"duration\": s, \"events\": [{\"start\": s, \"end\": s, \
+                            \"caption\": .., \"score\": ..}]}, events sorted by start.")]
+    CaptionVideo {
+        #[arg(value_name = "VIDEO")]
+        video: PathBuf,
+        /// CLIP model directory.
+        #[arg(long, value_name = "DIR")]
+        clip: PathBuf,
+        /// GPT-2 model directory.
+        #[arg(long, value_name = "DIR")]
+        lm: PathBuf,
+        /// Number of events K.
+        #[arg(long, default_value_t = 3)]
+        events: usize,
+        /// Frames sampled per second.
+        #[arg(long, default_value_t = 2.0)]
+        fps: f64,
+        /// Seed of the masks' starting positions (same seed, same device: same result).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, value_enum, default_value_t = Method::Zerota)]
+        method: Method,
+        #[command(flatten)]
+        guidance: GuidanceArgs,
+        #[arg(long, value_enum, default_value_t = VideoFormat::Text)]
+        format: VideoFormat,
+        /// Write the result to FILE (atomically) instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
     /// Continue a prompt with GPT-2 (greedy or contrastive search, KV-cached).
     #[command(after_help = "JSON output: {\"ids\": [..new token ids..], \"text\": \"..new text..\"}.")]
@@ -116,6 +226,30 @@ fn run(cli: Cli) -> Result<()> {
             }
             embed(&select_device(cli.device)?, &model, &texts, &images, format)
         }
+        Command::CaptionImage { images, clip, lm, guidance, format, out } => {
+            let decoded = read_images(&images)?;
+            let selected = select_device(cli.device)?;
+            caption_images(
+                &selected,
+                &clip,
+                &lm,
+                &images,
+                &decoded,
+                &guidance.config("Image of"),
+                format,
+                out.as_deref(),
+            )
+        }
+        Command::CaptionVideo { video, clip, lm, events, fps, seed, method, guidance, format, out } => {
+            let frames = glimpse_media::video::read_video(&video, fps)?;
+            let mut config =
+                ZeroTaConfig { events, seed, guidance: guidance.config("Video showing"), ..ZeroTaConfig::default() };
+            if method == Method::Uniform {
+                config = config.uniform();
+            }
+            let selected = select_device(cli.device)?;
+            caption_video(&selected, &clip, &lm, &video, &frames, &config, format, out.as_deref())
+        }
         Command::Generate { model, prompt, max_new_tokens, decoding, k, alpha, stop_at_eos, format } => {
             let decoding = match decoding {
                 DecodingArg::Greedy => Decoding::Greedy,
@@ -147,18 +281,12 @@ fn select_device(arg: DeviceArg) -> Result<SelectedDevice> {
 
 fn rows(tensor: burn::Tensor<2>) -> Result<Vec<Vec<f32>>> {
     let [_, d] = tensor.dims();
-    let values = futures_lite::future::block_on(read::<2, Float, f32>(tensor))?;
+    let values = block_on(read::<2, Float, f32>(tensor))?;
     Ok(values.chunks(d).map(<[f32]>::to_vec).collect())
 }
 
 fn embed(selected: &SelectedDevice, dir: &Path, texts: &[String], images: &[PathBuf], format: Format) -> Result<()> {
-    let decoded = images
-        .iter()
-        .map(|path| {
-            let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-            decode_image(&bytes).with_context(|| path.display().to_string())
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let decoded = read_images(images)?;
     let clip = ClipBundle::load(&ModelFiles::from_dir(dir)?, &selected.device)?;
     let text_refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let text_embeds = (!texts.is_empty()).then(|| clip.encode_texts(&text_refs)).transpose()?;
@@ -248,7 +376,7 @@ fn generate_text(
             }
         }
     };
-    let ids = futures_lite::future::block_on(generate(&lm.model, &ids, &config, on_token, &selected.device))?;
+    let ids = block_on(generate(&lm.model, &ids, &config, on_token, &selected.device))?;
     let text = lm.tokenizer.decode(&ids)?;
     match format {
         Format::Json => println!("{}", json!({ "ids": ids, "text": text })),
@@ -256,4 +384,129 @@ fn generate_text(
         Format::Text => println!("{}", text.strip_prefix(printed.as_str()).unwrap_or("")),
     }
     Ok(())
+}
+
+fn read_images(paths: &[PathBuf]) -> Result<Vec<image::RgbImage>> {
+    paths
+        .iter()
+        .map(|path| {
+            let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            decode_image(&bytes).with_context(|| path.display().to_string())
+        })
+        .collect()
+}
+
+fn load_pair(selected: &SelectedDevice, clip: &Path, lm: &Path) -> Result<(ClipBundle, Gpt2Bundle)> {
+    let clip = ClipBundle::load(&ModelFiles::from_dir(clip)?, &selected.device)?;
+    let lm = Gpt2Bundle::load(&ModelFiles::from_dir(lm)?, &selected.device)?;
+    Ok((clip, lm))
+}
+
+/// A progress bar on stderr (drawn only on a terminal) that follows the optimisation steps.
+fn step_bar(total: usize, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} steps {elapsed_precise} {wide_msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(what.to_string());
+    bar
+}
+
+fn on_step(bar: &ProgressBar) -> impl FnMut(&Step) + '_ {
+    |step: &Step| {
+        bar.set_position(step.step as u64 + 1);
+        bar.set_message(format!(
+            "loss {:.3} | {}",
+            step.clip_loss + step.fluency_loss + step.mask_loss,
+            step.captions.join(" | ")
+        ));
+    }
+}
+
+/// Writes `text` to `out` through a temporary file renamed into place (a failed run never leaves
+/// a half-written file), or prints it.
+fn emit(text: &str, out: Option<&Path>) -> Result<()> {
+    let Some(out) = out else {
+        print!("{text}");
+        return Ok(());
+    };
+    let name = out.file_name().context("--out needs a file name")?.to_string_lossy();
+    let tmp = out.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, out).with_context(|| format!("cannot move the result to {}", out.display()))?;
+    eprintln!("wrote {}", out.display());
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn caption_images(
+    selected: &SelectedDevice,
+    clip_dir: &Path,
+    lm_dir: &Path,
+    paths: &[PathBuf],
+    images: &[image::RgbImage],
+    config: &GuidanceConfig,
+    format: Format,
+    out: Option<&Path>,
+) -> Result<()> {
+    let (clip, lm) = load_pair(selected, clip_dir, lm_dir)?;
+    let targets = l2_normalize(clip.encode_images(images)?);
+    let bar = step_bar(config.max_tokens * config.steps_per_token, "captioning");
+    let outcome = block_on(guided::caption(&clip, &lm, Targets::Fixed(targets), config, on_step(&bar)))?;
+    bar.finish_and_clear();
+    let text = match format {
+        Format::Json => {
+            let captions: Vec<_> = paths
+                .iter()
+                .zip(&outcome.captions)
+                .map(|(p, c)| json!({ "image": p.display().to_string(), "caption": c.text, "score": c.score }))
+                .collect();
+            format!("{}\n", json!({ "captions": captions }))
+        }
+        Format::Text => paths
+            .iter()
+            .zip(&outcome.captions)
+            .map(|(p, c)| format!("{}: {} (score {:.3})\n", p.display(), c.text, c.score))
+            .collect(),
+    };
+    emit(&text, out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn caption_video(
+    selected: &SelectedDevice,
+    clip_dir: &Path,
+    lm_dir: &Path,
+    path: &Path,
+    video: &Video,
+    config: &ZeroTaConfig,
+    format: VideoFormat,
+    out: Option<&Path>,
+) -> Result<()> {
+    let (clip, lm) = load_pair(selected, clip_dir, lm_dir)?;
+    eprintln!("{}: {} frames at {} fps ({:.1} s)", path.display(), video.frames.len(), video.fps, video.duration());
+    let frames = embed_frames(&clip, &video.frames)?;
+    let bar = step_bar(config.guidance.max_tokens * config.guidance.steps_per_token, "events");
+    let events = block_on(dense_caption(&clip, &lm, frames, video.duration(), config, on_step(&bar)))?;
+    bar.finish_and_clear();
+    let cues: Vec<Cue> = events.iter().map(|e| Cue { start: e.start, end: e.end, text: e.caption.clone() }).collect();
+    let text = match format {
+        VideoFormat::Srt => to_srt(&cues),
+        VideoFormat::Vtt => to_vtt(&cues),
+        VideoFormat::Json => {
+            let events: Vec<_> = events
+                .iter()
+                .map(|e| json!({ "start": e.start, "end": e.end, "caption": e.caption, "score": e.score }))
+                .collect();
+            let video = json!({ "video": path.display().to_string(), "duration": video.duration(), "events": events });
+            format!("{video}\n")
+        }
+        VideoFormat::Text => events
+            .iter()
+            .map(|e| format!("{:7.2}s - {:7.2}s  {}  (score {:.3})\n", e.start, e.end, e.caption, e.score))
+            .collect(),
+    };
+    emit(&text, out)
 }

@@ -104,3 +104,116 @@ fn errors_go_to_stderr_with_a_non_zero_exit() {
         assert!(stderr.contains(message), "{args:?}: {stderr}");
     }
 }
+
+/// A two-scene animated GIF (1.5 s of each fixture image) in a fresh temporary folder.
+fn two_scene_gif(name: &str) -> std::path::PathBuf {
+    use image::codecs::gif::GifEncoder;
+    use image::{Delay, Frame};
+    let dir = std::env::temp_dir().join(format!("glimpse-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("clip.gif");
+    let mut encoder = GifEncoder::new(std::fs::File::create(&path).unwrap());
+    for image in ["rgb_45x38.png", "gray_64x64.png"] {
+        let rgba = image::open(fixture("images").join(image)).unwrap().to_rgba8();
+        encoder.encode_frame(Frame::from_parts(rgba, 0, 0, Delay::from_numer_denom_ms(1500, 1))).unwrap();
+    }
+    path
+}
+
+fn caption_video_args<'a>(video: &'a str, clip: &'a str, lm: &'a str, format: &'a str) -> Vec<&'a str> {
+    vec![
+        "--device",
+        "cpu",
+        "caption-video",
+        video,
+        "--clip",
+        clip,
+        "--lm",
+        lm,
+        "--events",
+        "2",
+        "--max-tokens",
+        "3",
+        "--steps-per-token",
+        "2",
+        "--top-k",
+        "6",
+        "--seed",
+        "5",
+        "--format",
+        format,
+    ]
+}
+
+#[test]
+fn caption_video_json_is_well_formed_and_deterministic() {
+    let gif = two_scene_gif("json");
+    let (clip, lm) = (fixture("clip-a").display().to_string(), fixture("gpt2-lmhead").display().to_string());
+    let args = caption_video_args(gif.to_str().unwrap(), &clip, &lm, "json");
+    let first = json_stdout(&glimpse(&args));
+    assert_eq!(first["duration"], 3.0);
+    let events = first["events"].as_array().unwrap();
+    assert!(!events.is_empty() && events.len() <= 2);
+    let mut last_end = 0.0;
+    for e in events {
+        let (start, end) = (e["start"].as_f64().unwrap(), e["end"].as_f64().unwrap());
+        assert!(last_end <= start && start < end && end <= 3.0, "{first}");
+        assert!(e["caption"].is_string() && e["score"].is_number());
+        last_end = end;
+    }
+    assert_eq!(json_stdout(&glimpse(&args)), first, "same seed, different result");
+}
+
+#[test]
+fn caption_video_writes_subtitles_atomically() {
+    let gif = two_scene_gif("srt");
+    let out = gif.with_file_name("events.vtt");
+    let (clip, lm) = (fixture("clip-a").display().to_string(), fixture("gpt2-lmhead").display().to_string());
+    let mut args = caption_video_args(gif.to_str().unwrap(), &clip, &lm, "vtt");
+    args.extend(["--out", out.to_str().unwrap()]);
+    let run = glimpse(&args);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(run.stdout.is_empty());
+    let vtt = std::fs::read_to_string(&out).unwrap();
+    assert!(vtt.starts_with("WEBVTT\n\n00:00:"), "{vtt}");
+
+    // A failing run (a still image is not a video) leaves no file behind.
+    let missing = gif.with_file_name("never.srt");
+    let still = fixture("images").join("rgb_45x38.png");
+    let mut args = caption_video_args(still.to_str().unwrap(), &clip, &lm, "srt");
+    args.extend(["--out", missing.to_str().unwrap()]);
+    let run = glimpse(&args);
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("is a still image"));
+    assert!(!missing.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(gif.parent().unwrap()).unwrap().filter_map(Result::ok).collect();
+    assert_eq!(leftovers.len(), 2, "only the GIF and the VTT: {leftovers:?}");
+}
+
+#[test]
+fn caption_image_json_has_one_caption_per_image() {
+    let (clip, lm) = (fixture("clip-b").display().to_string(), fixture("gpt2-base").display().to_string());
+    let images: Vec<String> =
+        ["rgb_45x38.png", "rgba_30x61.png"].iter().map(|f| fixture("images").join(f).display().to_string()).collect();
+    let out = json_stdout(&glimpse(&[
+        "--device",
+        "cpu",
+        "caption-image",
+        &images[0],
+        &images[1],
+        "--clip",
+        &clip,
+        "--lm",
+        &lm,
+        "--max-tokens",
+        "3",
+        "--top-k",
+        "5",
+        "--format",
+        "json",
+    ]));
+    let captions = out["captions"].as_array().unwrap();
+    assert_eq!(captions.len(), 2);
+    assert_eq!(captions[1]["image"], images[1].as_str());
+    assert!(captions.iter().all(|c| c["caption"].is_string() && c["score"].as_f64().unwrap().abs() <= 1.0));
+}
