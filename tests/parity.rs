@@ -67,6 +67,25 @@ fn gpt2_greedy_continuation_matches_transformers() {
     }
 }
 
+#[test]
+fn gpt2_beam_search_matches_transformers() {
+    for selected in devices() {
+        for name in GPT2_FIXTURES {
+            let lm = gpt2(name, &selected.device);
+            let reference = Reference::load(name);
+            for (ids, expected) in reference.ids("ids").iter().zip(reference.ids("beam3_ids")) {
+                let config = GenerationConfig {
+                    max_new_tokens: expected.len(),
+                    decoding: Decoding::Beam { beams: 3 },
+                    stop_at: lm.config.eos_token_id,
+                };
+                let got = block_on(generate(&lm.model, ids, &config, |_| {}, &selected.device)).unwrap();
+                assert_eq!(got, expected, "{name} on {}", selected.info);
+            }
+        }
+    }
+}
+
 /// Logits of every position from one full forward pass, and from a prompt followed by one token at
 /// a time through the cache, agree.
 #[test]

@@ -3,6 +3,7 @@
 //! browser as well.
 
 pub mod guided;
+pub mod magic;
 pub mod moment;
 pub mod prefix;
 pub mod projector;

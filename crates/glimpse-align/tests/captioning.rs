@@ -43,7 +43,13 @@ fn snapshot<M: Module>(module: &M) -> Vec<Vec<u32>> {
 /// their images than greedy decoding of the same prompt, and no frozen weight moves.
 #[test]
 fn prefix_optimisation_raises_the_clip_score_and_keeps_weights_frozen() {
-    let device = Device::flex();
+    for selected in glimpse_tests::devices() {
+        guided_beats_greedy(&selected.device);
+    }
+}
+
+fn guided_beats_greedy(device: &Device) {
+    let device = device.clone();
     let (clip, lm) = models(&device);
     let (lm_before, clip_before) = (snapshot(&lm.model), snapshot(&clip.model));
     let targets = l2_normalize(clip.encode_images(&images()).unwrap());
@@ -114,4 +120,31 @@ fn dense_captioning_is_well_formed_and_deterministic() {
         }
     }
     assert_eq!(run(&mut steps), first, "same seed, different events");
+}
+
+/// MAGIC with beta = 0 is contrastive search; with CLIP's term on, its captions score higher.
+#[test]
+fn magic_adds_clip_to_contrastive_search() {
+    use glimpse_align::magic::{MagicConfig, magic_captions};
+    let device = Device::flex();
+    let (clip, lm) = models(&device);
+    let targets = l2_normalize(clip.encode_images(&images()).unwrap());
+    let config = MagicConfig { max_tokens: 6, top_k: 8, alpha: 0.1, ..MagicConfig::default() };
+    let plain =
+        block_on(magic_captions(&clip, &lm, targets.clone(), &MagicConfig { beta: 0.0, ..config.clone() })).unwrap();
+
+    let eos = lm.config.eos_token_id.unwrap();
+    let prompt = [vec![eos], lm.tokenizer.encode(&config.prompt).unwrap()].concat();
+    let contrastive = GenerationConfig {
+        max_new_tokens: config.max_tokens,
+        decoding: Decoding::Contrastive { top_k: config.top_k, alpha: config.alpha },
+        stop_at: Some(eos),
+    };
+    let ids = block_on(generate(&lm.model, &prompt, &contrastive, |_| {}, &device)).unwrap();
+    let expected = lm.tokenizer.decode(&ids).unwrap().trim().to_string();
+    assert!(plain.iter().all(|c| c.text == expected), "{plain:?} vs {expected:?}");
+
+    let guided = block_on(magic_captions(&clip, &lm, targets, &MagicConfig { beta: 5.0, ..config })).unwrap();
+    let mean = |c: &[glimpse_align::guided::Caption]| c.iter().map(|c| c.score).sum::<f32>() / c.len() as f32;
+    assert!(mean(&guided) > mean(&plain) + 0.05, "MAGIC {guided:?} vs contrastive {plain:?}");
 }

@@ -8,6 +8,7 @@ use burn::tensor::Float;
 use clap::{Parser, Subcommand, ValueEnum};
 use futures_lite::future::block_on;
 use glimpse_align::guided::{self, GuidanceConfig, Step, Targets};
+use glimpse_align::magic::{MagicConfig, magic_captions};
 use glimpse_align::zerota::{ZeroTaConfig, dense_caption, embed_frames};
 use glimpse_hub::{ClipBundle, Gpt2Bundle, ModelFiles};
 use glimpse_media::decode_image;
@@ -58,6 +59,7 @@ enum Format {
 enum DecodingArg {
     Greedy,
     Contrastive,
+    Beam,
 }
 
 /// The constants of CLIP-guided decoding (defaults as in `glimpse_align::guided::GuidanceConfig`).
@@ -102,6 +104,14 @@ enum VideoFormat {
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum ImageMethod {
+    /// A prefix optimised against CLIP at every token (ZeroCap-style).
+    Guided,
+    /// Contrastive search with a CLIP term, no gradients (MAGIC; faster).
+    Magic,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 enum Method {
     /// Moment masks and prefixes optimised jointly (ZeroTA).
     Zerota,
@@ -142,6 +152,8 @@ enum Command {
         /// GPT-2 model directory.
         #[arg(long, value_name = "DIR")]
         lm: PathBuf,
+        #[arg(long, value_enum, default_value_t = ImageMethod::Guided)]
+        method: ImageMethod,
         #[command(flatten)]
         guidance: GuidanceArgs,
         #[arg(long, value_enum, default_value_t = Format::Text)]
@@ -183,7 +195,7 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
-    /// Continue a prompt with GPT-2 (greedy or contrastive search, KV-cached).
+    /// Continue a prompt with GPT-2 (greedy, contrastive or beam search, KV-cached).
     #[command(after_help = "JSON output: {\"ids\": [..new token ids..], \"text\": \"..new text..\"}.")]
     Generate {
         /// GPT-2 model directory (Hugging Face layout).
@@ -202,6 +214,9 @@ enum Command {
         /// Contrastive search: weight of the degeneration penalty, in [0, 1].
         #[arg(long, default_value_t = 0.6)]
         alpha: f32,
+        /// Beam search: number of hypotheses kept.
+        #[arg(long, default_value_t = 4)]
+        beams: usize,
         /// Stop after the end-of-text token instead of always generating N tokens.
         #[arg(long)]
         stop_at_eos: bool,
@@ -226,19 +241,11 @@ fn run(cli: Cli) -> Result<()> {
             }
             embed(&select_device(cli.device)?, &model, &texts, &images, format)
         }
-        Command::CaptionImage { images, clip, lm, guidance, format, out } => {
+        Command::CaptionImage { images, clip, lm, method, guidance, format, out } => {
             let decoded = read_images(&images)?;
             let selected = select_device(cli.device)?;
-            caption_images(
-                &selected,
-                &clip,
-                &lm,
-                &images,
-                &decoded,
-                &guidance.config("Image of"),
-                format,
-                out.as_deref(),
-            )
+            let config = guidance.config("Image of");
+            caption_images(&selected, &clip, &lm, &images, &decoded, method, &config, format, out.as_deref())
         }
         Command::CaptionVideo { video, clip, lm, events, fps, seed, method, guidance, format, out } => {
             let frames = glimpse_media::video::read_video(&video, fps)?;
@@ -250,13 +257,14 @@ fn run(cli: Cli) -> Result<()> {
             let selected = select_device(cli.device)?;
             caption_video(&selected, &clip, &lm, &video, &frames, &config, format, out.as_deref())
         }
-        Command::Generate { model, prompt, max_new_tokens, decoding, k, alpha, stop_at_eos, format } => {
+        Command::Generate { model, prompt, max_new_tokens, decoding, k, alpha, beams, stop_at_eos, format } => {
             let decoding = match decoding {
                 DecodingArg::Greedy => Decoding::Greedy,
                 DecodingArg::Contrastive if !(0.0..=1.0).contains(&alpha) => {
                     bail!("--alpha {alpha} must be between 0 and 1")
                 }
                 DecodingArg::Contrastive => Decoding::Contrastive { top_k: k, alpha },
+                DecodingArg::Beam => Decoding::Beam { beams },
             };
             let selected = select_device(cli.device)?;
             generate_text(&selected, &model, &prompt, max_new_tokens, decoding, stop_at_eos, format)
@@ -447,27 +455,38 @@ fn caption_images(
     lm_dir: &Path,
     paths: &[PathBuf],
     images: &[image::RgbImage],
+    method: ImageMethod,
     config: &GuidanceConfig,
     format: Format,
     out: Option<&Path>,
 ) -> Result<()> {
     let (clip, lm) = load_pair(selected, clip_dir, lm_dir)?;
     let targets = l2_normalize(clip.encode_images(images)?);
-    let bar = step_bar(config.max_tokens * config.steps_per_token, "captioning");
-    let outcome = block_on(guided::caption(&clip, &lm, Targets::Fixed(targets), config, on_step(&bar)))?;
-    bar.finish_and_clear();
+    let captions = match method {
+        ImageMethod::Guided => {
+            let bar = step_bar(config.max_tokens * config.steps_per_token, "captioning");
+            let outcome = block_on(guided::caption(&clip, &lm, Targets::Fixed(targets), config, on_step(&bar)))?;
+            bar.finish_and_clear();
+            outcome.captions
+        }
+        ImageMethod::Magic => {
+            let magic =
+                MagicConfig { prompt: config.prompt.clone(), max_tokens: config.max_tokens, ..MagicConfig::default() };
+            block_on(magic_captions(&clip, &lm, targets, &magic))?
+        }
+    };
     let text = match format {
         Format::Json => {
             let captions: Vec<_> = paths
                 .iter()
-                .zip(&outcome.captions)
+                .zip(&captions)
                 .map(|(p, c)| json!({ "image": p.display().to_string(), "caption": c.text, "score": c.score }))
                 .collect();
             format!("{}\n", json!({ "captions": captions }))
         }
         Format::Text => paths
             .iter()
-            .zip(&outcome.captions)
+            .zip(&captions)
             .map(|(p, c)| format!("{}: {} (score {:.3})\n", p.display(), c.text, c.score))
             .collect(),
     };

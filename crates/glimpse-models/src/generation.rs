@@ -10,7 +10,7 @@
 
 use burn::prelude::*;
 use burn::tensor::Element;
-use burn::tensor::activation::softmax;
+use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::kind::Basic;
 
 use crate::clip::l2_normalize;
@@ -25,6 +25,27 @@ pub enum Decoding {
         top_k: usize,
         alpha: f32,
     },
+    /// Beam search keeping `beams` hypotheses, ranked by summed log-probability over length
+    /// (transformers' default length penalty of 1).
+    Beam {
+        beams: usize,
+    },
+}
+
+/// Extra scores for the candidates of contrastive search, added to
+/// `(1 - alpha) p(v) - alpha max cos(h_v, h_j)`. MAGIC adds CLIP's opinion here.
+pub trait CandidateBonus {
+    /// One score per candidate continuing `generated` (the new ids so far).
+    fn bonus(&mut self, generated: &[u32], candidates: &[u32]) -> impl Future<Output = Result<Vec<f32>, ModelError>>;
+}
+
+/// Plain contrastive search.
+pub struct NoBonus;
+
+impl CandidateBonus for NoBonus {
+    async fn bonus(&mut self, _: &[u32], candidates: &[u32]) -> Result<Vec<f32>, ModelError> {
+        Ok(vec![0.0; candidates.len()])
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -60,7 +81,19 @@ pub async fn generate_from_embeds(
     model: &Gpt2,
     prompt: Tensor<3>,
     config: &GenerationConfig,
+    on_token: impl FnMut(u32),
+    device: &Device,
+) -> Result<Vec<u32>, ModelError> {
+    generate_with_bonus(model, prompt, config, on_token, &mut NoBonus, device).await
+}
+
+/// [`generate_from_embeds`] with extra candidate scores in contrastive search.
+pub async fn generate_with_bonus(
+    model: &Gpt2,
+    prompt: Tensor<3>,
+    config: &GenerationConfig,
     mut on_token: impl FnMut(u32),
+    bonus: &mut impl CandidateBonus,
     device: &Device,
 ) -> Result<Vec<u32>, ModelError> {
     let [batch, prompt_len, _] = prompt.dims();
@@ -70,7 +103,7 @@ pub async fn generate_from_embeds(
     let vocab = model.vocab_size();
     // Greedy search never runs the last chosen token; contrastive search runs every candidate.
     let fed_new_tokens = match config.decoding {
-        Decoding::Greedy => config.max_new_tokens.saturating_sub(1),
+        Decoding::Greedy | Decoding::Beam { .. } => config.max_new_tokens.saturating_sub(1),
         Decoding::Contrastive { .. } => config.max_new_tokens,
     };
     model.check_length(prompt_len.saturating_add(fed_new_tokens))?;
@@ -83,6 +116,14 @@ pub async fn generate_from_embeds(
     if config.max_new_tokens == 0 {
         return Ok(Vec::new());
     }
+    if let Decoding::Beam { beams } = config.decoding {
+        if beams == 0 || beams > MAX_TOP_K {
+            return Err(ModelError::Input(format!("beams = {beams} must be in 1..={MAX_TOP_K}")));
+        }
+        let best = beam_search(model, prompt, config, beams, device).await?;
+        best.iter().for_each(|&id| on_token(id));
+        return Ok(best);
+    }
 
     let mut cache = KvCache::new();
     let hidden = model.forward_embeds(prompt, &mut cache);
@@ -94,15 +135,19 @@ pub async fn generate_from_embeds(
         let logits = model.logits(last_hidden.clone()).reshape([vocab]);
         let next = match config.decoding {
             Decoding::Greedy => read::<1, Int, i64>(logits.argmax(0)).await?[0] as u32,
+            Decoding::Beam { .. } => unreachable!("beam search returned above"),
             Decoding::Contrastive { top_k, alpha } => {
                 let (probs, candidates) = softmax(logits, 0).topk_with_indices(top_k, 0);
                 let mut candidate_cache = cache.repeat_rows(top_k);
                 let hidden = model.forward_ids(candidates.clone().reshape([top_k, 1]), &mut candidate_cache);
                 let h = l2_normalize(hidden.clone().reshape([top_k, model.n_embd()]));
                 let penalty = h.clone().matmul(context.clone().transpose()).max_dim(1).reshape([top_k]);
-                let scores = probs * (1.0 - alpha) - penalty * alpha;
-                let best = argmax_first(&read::<1, Float, f32>(scores).await?);
-                let id = read::<1, Int, i64>(candidates).await?[best] as u32;
+                let scores = read::<1, Float, f32>(probs * (1.0 - alpha) - penalty * alpha).await?;
+                let ids: Vec<u32> = read::<1, Int, i64>(candidates).await?.iter().map(|&id| id as u32).collect();
+                let extra = bonus.bonus(&out, &ids).await?;
+                let scores: Vec<f32> = scores.iter().zip(&extra).map(|(s, b)| s + b).collect();
+                let best = argmax_first(&scores);
+                let id = ids[best];
                 let row = Tensor::<1, Int>::from_data(TensorData::new(vec![best as i64], [1]), device);
                 cache = candidate_cache.select(row.clone());
                 last_hidden = hidden.select(0, row.clone());
@@ -119,6 +164,61 @@ pub async fn generate_from_embeds(
             last_hidden = model.forward_ids(ids_tensor(&[next], device), &mut cache);
         }
     }
+}
+
+/// Beam search: every hypothesis extended by its best `beams` tokens, the best `beams` of all
+/// kept; a hypothesis ending in `stop_at` is set aside as finished. Returns the best new ids.
+async fn beam_search(
+    model: &Gpt2,
+    prompt: Tensor<3>,
+    config: &GenerationConfig,
+    beams: usize,
+    device: &Device,
+) -> Result<Vec<u32>, ModelError> {
+    let vocab = model.vocab_size();
+    let prompt_len = prompt.dims()[1];
+    let mut cache = KvCache::new();
+    let hidden = model.forward_embeds(prompt, &mut cache);
+    let mut logits = model.logits(hidden.narrow(1, prompt_len - 1, 1)).reshape([1, vocab]);
+    // Live hypotheses (ids, summed log-probability), one cache row each.
+    let mut live: Vec<(Vec<u32>, f32)> = vec![(Vec::new(), 0.0)];
+    let mut finished: Vec<(Vec<u32>, f32)> = Vec::new();
+    let normalised = |(ids, logp): &(Vec<u32>, f32)| logp / ids.len().max(1) as f32;
+    for step in 0..config.max_new_tokens {
+        let logp = read::<2, Float, f32>(log_softmax(logits, 1)).await?;
+        let mut expansions: Vec<(usize, u32, f32)> = Vec::with_capacity(live.len() * beams);
+        for (row, (_, total)) in live.iter().enumerate() {
+            let row_logp = &logp[row * vocab..(row + 1) * vocab];
+            let mut best: Vec<usize> = (0..vocab).collect();
+            best.select_nth_unstable_by(beams - 1, |&a, &b| row_logp[b].total_cmp(&row_logp[a]));
+            expansions.extend(best[..beams].iter().map(|&id| (row, id as u32, total + row_logp[id])));
+        }
+        expansions.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)).then(a.1.cmp(&b.1)));
+        let mut next: Vec<(usize, Vec<u32>, f32)> = Vec::with_capacity(beams);
+        for (row, id, total) in expansions {
+            let ids = [live[row].0.as_slice(), &[id]].concat();
+            if config.stop_at == Some(id) {
+                finished.push((ids, total));
+            } else if next.len() < beams {
+                next.push((row, ids, total));
+            }
+            if next.len() == beams && finished.len() >= beams {
+                break;
+            }
+        }
+        if next.is_empty() || step + 1 == config.max_new_tokens {
+            finished.extend(next.into_iter().map(|(_, ids, total)| (ids, total)));
+            break;
+        }
+        let rows: Vec<i64> = next.iter().map(|(row, _, _)| *row as i64).collect();
+        let fed: Vec<i64> = next.iter().map(|(_, ids, _)| i64::from(*ids.last().unwrap())).collect();
+        cache = cache.select(Tensor::from_data(TensorData::new(rows, [next.len()]), device));
+        let tokens = Tensor::<2, Int>::from_data(TensorData::new(fed, [next.len(), 1]), device);
+        logits = model.logits(model.forward_ids(tokens, &mut cache)).reshape([next.len(), vocab]);
+        live = next.into_iter().map(|(_, ids, total)| (ids, total)).collect();
+    }
+    let best = finished.iter().max_by(|a, b| normalised(a).total_cmp(&normalised(b))).expect("a beam always finishes");
+    Ok(best.0.clone())
 }
 
 /// The largest candidate set of contrastive search: each candidate carries a copy of the cache.
