@@ -44,7 +44,8 @@ pub struct GuidanceConfig {
     pub fluency_weight: f64,
     /// Weight of CLIP's `log q` when the token is chosen.
     pub clip_weight: f64,
-    /// CTRL-style penalty on tokens already in the caption (1 = off).
+    /// CTRL-style penalty on tokens already in the caption (1 = off); applies to the candidate set
+    /// and to the final choice.
     pub repetition_penalty: f32,
     /// Never repeat an n-gram of this length (0 = off).
     pub no_repeat_ngram: usize,
@@ -101,7 +102,7 @@ pub enum Targets {
     /// Moments of a video: unit-norm frame embeddings `[frames, dim]` pooled through learnable
     /// masks (one caption per mask, created on the LM's autodiff device), kept apart by the
     /// pairwise tIoU loss.
-    Moments(MomentTargets),
+    Moments(Box<MomentTargets>),
 }
 
 impl Targets {
@@ -153,7 +154,6 @@ pub struct Caption {
 pub struct Outcome {
     pub captions: Vec<Caption>,
     pub masks: Option<MomentMasks>,
-    pub final_targets: Tensor<2>,
 }
 
 /// Runs the loop for every target at once (they form one batch).
@@ -165,24 +165,21 @@ pub async fn caption(
     mut on_step: impl FnMut(&Step),
 ) -> Result<Outcome, AlignError> {
     let batch = targets.len();
+    if batch == 0 {
+        return Err(AlignError::Config("nothing to caption".into()));
+    }
     let device = lm.device.clone();
     let grad_device = device.clone().autodiff();
     let model = &lm.model;
     let vocab = model.vocab_size();
     check(config, vocab)?;
-    let eos = lm.config.eos_token_id.unwrap_or(vocab as u32 - 1);
-
-    // The dummy prefix is the end-of-text token followed by the prompt without its last token;
-    // the last prompt token starts the context the prefix is optimised for.
-    let mut prompt = vec![eos];
-    prompt.extend(lm.tokenizer.encode(&config.prompt)?);
-    let first = prompt.pop().expect("the prompt holds the end-of-text token");
-    model.check_length(prompt.len() + config.soft_prompt_len + 1 + config.max_tokens)?;
+    let Prompt { eos, dummy, first } = Prompt::new(lm, &config.prompt)?;
+    model.check_length(dummy.len() + config.soft_prompt_len + 1 + config.max_tokens)?;
     let mut base = KvCache::new();
-    model.forward_ids(ids_tensor(&prompt, &device), &mut base);
+    model.forward_ids(ids_tensor(&dummy, &device), &mut base);
     let base = base.repeat_rows(batch);
     let soft_init = (config.soft_prompt_len > 0).then(|| {
-        let ids: Vec<u32> = prompt.iter().copied().cycle().take(config.soft_prompt_len).collect();
+        let ids: Vec<u32> = dummy.iter().copied().cycle().take(config.soft_prompt_len).collect();
         model.embed_tokens(ids_tensor(&ids, &device)).expand([batch, config.soft_prompt_len, model.n_embd()])
     });
     let mut prefix = Prefix::new(&base, soft_init, &grad_device);
@@ -190,13 +187,17 @@ pub async fn caption(
     let mut prefix_optim = AdamWConfig::new().with_weight_decay(0.0).init();
     let mut mask_optim = AdamWConfig::new().with_weight_decay(0.0).init();
 
-    let mut tokens: Vec<Vec<u32>> = vec![Vec::new(); batch];
-    let mut finished = vec![false; batch];
+    // Every row is fed the same number of tokens (the batch stays rectangular); a finished caption
+    // is fed end-of-text tokens that are not part of it.
+    let mut fed: Vec<Vec<u32>> = vec![Vec::new(); batch];
+    let mut caption_len: Vec<Option<usize>> = vec![None; batch];
+    let captions_of = |fed: &[Vec<u32>], lens: &[Option<usize>]| -> Vec<Vec<u32>> {
+        fed.iter().zip(lens).map(|(f, len)| f[..len.unwrap_or(f.len())].to_vec()).collect()
+    };
     let total_steps = config.max_tokens * config.steps_per_token;
     for token in 0..config.max_tokens {
-        let context: Vec<Vec<u32>> = tokens.iter().map(|t| [&[first][..], t].concat()).collect();
-        let context_ids = batch_ids(&context, &device);
-        let embeds = model.embed_tokens(context_ids.clone());
+        let context: Vec<Vec<u32>> = fed.iter().map(|t| [&[first][..], t].concat()).collect();
+        let embeds = model.embed_tokens(batch_ids(&context, &device));
         // The frozen LM's own next-token distribution (no prefix offsets, no soft prompt).
         let frozen = {
             let mut cache = base.clone();
@@ -205,27 +206,25 @@ pub async fn caption(
             log_softmax(model.logits(hidden).reshape([batch, vocab]), 1)
         };
         // Candidates from the prefixed LM, after the guards.
-        let logits = prefix.next_logits(model, &base, embeds.clone());
-        let host_logits = read::<2, Float, f32>(logits.detach()).await?;
+        let logits = read::<2, Float, f32>(prefix.next_logits(model, &base, embeds.clone()).detach()).await?;
         let candidates: Vec<Vec<u32>> =
-            (0..batch).map(|b| guarded_top_k(&host_logits[b * vocab..(b + 1) * vocab], &tokens[b], config)).collect();
-        let candidate_embeds = candidate_embeddings(clip, lm, config, &tokens, &candidates).await?;
+            (0..batch).map(|b| guarded_top_k(&logits[b * vocab..(b + 1) * vocab], &fed[b], config)).collect();
+        let candidate_embeds = candidate_embeddings(clip, lm, config, &fed, &candidates).await?;
         let candidate_ids = batch_ids(&candidates, &device);
 
-        let mut q_log = Vec::new();
         for step in 0..config.steps_per_token {
             let global = token * config.steps_per_token + step;
-            let (target, tiou) = targets.embeddings(global, total_steps);
+            let (target, own_loss) = targets.embeddings(global, total_steps);
             let q = clip_distribution(&candidate_embeds, target, config.clip_temperature);
             let logp = log_softmax(prefix.next_logits(model, &base, embeds.clone()), 1);
             let logp_candidates = logp.clone().gather(1, candidate_ids.clone());
-            let clip_loss = (q.clone() * logp_candidates).sum_dim(1).mean().neg();
+            let clip_loss = (q * logp_candidates).sum_dim(1).mean().neg();
             let fluency = (frozen.clone().exp() * (frozen.clone() - logp)).sum_dim(1).mean();
             let mut loss = clip_loss.clone() + fluency.clone() * config.fluency_weight;
-            let tiou_value = match tiou {
-                Some(t) => {
-                    loss = loss + t.clone();
-                    read::<1, Float, f32>(t.detach()).await?[0]
+            let mask_loss = match own_loss {
+                Some(own) => {
+                    loss = loss + own.clone();
+                    read::<1, Float, f32>(own.detach()).await?[0]
                 }
                 None => 0.0,
             };
@@ -246,48 +245,84 @@ pub async fn caption(
                 total_steps,
                 clip_loss: read::<1, Float, f32>(clip_loss.detach()).await?[0],
                 fluency_loss: read::<1, Float, f32>(fluency.detach()).await?[0],
-                mask_loss: tiou_value,
+                mask_loss,
                 spans,
-                captions: decode_all(lm, &tokens)?,
+                captions: decode_all(lm, &captions_of(&fed, &caption_len))?,
             });
-            if step + 1 == config.steps_per_token {
-                q_log = read::<2, Float, f32>(q.detach().clamp_min(1e-12).log()).await?;
-            }
         }
 
-        // Choose each caption's token with the optimised prefix and the final CLIP target.
-        let logp = log_softmax(prefix.next_logits(model, &base, embeds).detach(), 1).gather(1, candidate_ids);
-        let logp = read::<2, Float, f32>(logp).await?;
+        // Choose each caption's token with the optimised prefix (guards applied again) and the
+        // updated CLIP target.
+        let (target, _) = targets.embeddings((token + 1) * config.steps_per_token, total_steps);
+        let q_log = read::<2, Float, f32>(
+            clip_distribution(&candidate_embeds, target.detach(), config.clip_temperature).clamp_min(1e-12).log(),
+        )
+        .await?;
+        let logits = read::<2, Float, f32>(prefix.next_logits(model, &base, embeds).detach()).await?;
         let k = config.top_k;
         for b in 0..batch {
-            if finished[b] {
+            if caption_len[b].is_some() {
+                fed[b].push(eos);
                 continue;
             }
-            let scores: Vec<f32> =
-                (0..k).map(|i| logp[b * k + i] + config.clip_weight as f32 * q_log[b * k + i]).collect();
+            let logp = guarded_log_probs(&logits[b * vocab..(b + 1) * vocab], &fed[b], config);
+            let scores: Vec<f32> = (0..k)
+                .map(|i| logp[candidates[b][i] as usize] + config.clip_weight as f32 * q_log[b * k + i])
+                .collect();
             let next = candidates[b][argmax_first(&scores)];
-            tokens[b].push(next);
-            let piece = lm.tokenizer.decode(&[next])?;
-            finished[b] = next == eos || (config.stop_at_sentence_end && ends_sentence(&piece));
+            if next == eos {
+                caption_len[b] = Some(fed[b].len());
+            }
+            fed[b].push(next);
+            if next != eos && config.stop_at_sentence_end && ends_sentence(&lm.tokenizer.decode(&[next])?) {
+                caption_len[b] = Some(fed[b].len());
+            }
         }
-        if finished.iter().all(|&f| f) {
+        if caption_len.iter().all(Option::is_some) {
             break;
         }
     }
 
     let (final_targets, _) = targets.embeddings(total_steps, total_steps);
-    let final_targets = final_targets.detach();
-    let texts = decode_all(lm, &tokens)?;
-    let scores = score_texts(clip, &texts, final_targets.clone().without_autodiff()).await?;
+    let texts = decode_all(lm, &captions_of(&fed, &caption_len))?;
+    let scores = score_texts(clip, &texts, final_targets.detach().without_autodiff()).await?;
     let captions = texts.into_iter().zip(scores).map(|(text, score)| Caption { text, score }).collect();
     let masks = match targets {
         Targets::Moments(moments) => Some(moments.masks),
         Targets::Fixed(_) => None,
     };
-    Ok(Outcome { captions, masks, final_targets })
+    Ok(Outcome { captions, masks })
 }
 
-fn check(config: &GuidanceConfig, vocab: usize) -> Result<(), AlignError> {
+/// The token ids around a hard prompt: the dummy prefix whose keys and values are optimised is
+/// the end-of-text token plus the prompt without its last token; the last prompt token (or the
+/// end-of-text token for an empty prompt) starts the context.
+pub(crate) struct Prompt {
+    pub eos: u32,
+    pub dummy: Vec<u32>,
+    pub first: u32,
+}
+
+impl Prompt {
+    pub fn new(lm: &Gpt2Bundle, prompt: &str) -> Result<Self, AlignError> {
+        let eos = lm.config.eos_token_id.unwrap_or(lm.model.vocab_size() as u32 - 1);
+        let mut dummy = vec![eos];
+        dummy.extend(lm.tokenizer.encode(prompt)?);
+        let first = if dummy.len() > 1 { dummy.pop().expect("non-empty") } else { eos };
+        Ok(Self { eos, dummy, first })
+    }
+
+    /// The whole prompt as fed to plain decoding: end-of-text token, then the prompt.
+    pub fn ids(&self) -> Vec<u32> {
+        let mut ids = self.dummy.clone();
+        if self.dummy.len() > 1 || self.first != self.eos {
+            ids.push(self.first);
+        }
+        ids
+    }
+}
+
+pub(crate) fn check(config: &GuidanceConfig, vocab: usize) -> Result<(), AlignError> {
     let bad = |m: String| Err(AlignError::Config(m));
     if config.top_k == 0 || config.top_k > vocab.min(256) {
         return bad(format!("top_k = {} must be in 1..={}", config.top_k, vocab.min(256)));
@@ -295,7 +330,11 @@ fn check(config: &GuidanceConfig, vocab: usize) -> Result<(), AlignError> {
     if config.max_tokens == 0 || config.steps_per_token == 0 {
         return bad("max_tokens and steps_per_token must be at least 1".into());
     }
-    if !(config.clip_temperature > 0.0) || !(config.repetition_penalty >= 1.0) {
+    if config.clip_temperature.is_nan()
+        || config.clip_temperature <= 0.0
+        || config.repetition_penalty.is_nan()
+        || config.repetition_penalty < 1.0
+    {
         return bad("clip_temperature must be positive and repetition_penalty at least 1".into());
     }
     Ok(())
@@ -308,12 +347,14 @@ fn batch_ids(rows: &[Vec<u32>], device: &Device) -> Tensor<2, Int> {
     Tensor::from_data(TensorData::new(flat, [rows.len(), len]), device)
 }
 
-/// The `top_k` best next tokens after the repetition penalty and the no-repeat n-gram ban.
-fn guarded_top_k(logits: &[f32], generated: &[u32], config: &GuidanceConfig) -> Vec<u32> {
-    let mut scored: Vec<(f32, u32)> = logits.iter().enumerate().map(|(id, &l)| (l, id as u32)).collect();
-    for (logit, id) in scored.iter_mut() {
-        if generated.contains(id) {
-            // CTRL (Keskar et al. 2019): shrink positive logits, grow negative ones.
+/// Next-token logits after the guards: the CTRL repetition penalty (Keskar et al. 2019: positive
+/// logits of tokens already in the caption are divided by the penalty, negative ones multiplied)
+/// and the ban of tokens that would repeat an n-gram.
+fn guarded_logits(logits: &[f32], generated: &[u32], config: &GuidanceConfig) -> Vec<f32> {
+    let mut guarded = logits.to_vec();
+    for &id in generated {
+        let logit = &mut guarded[id as usize];
+        if logit.is_finite() {
             *logit = if *logit > 0.0 { *logit / config.repetition_penalty } else { *logit * config.repetition_penalty };
         }
     }
@@ -322,12 +363,28 @@ fn guarded_top_k(logits: &[f32], generated: &[u32], config: &GuidanceConfig) -> 
         let tail = &generated[generated.len() - (n - 1)..];
         for window in generated.windows(n) {
             if window[..n - 1] == *tail {
-                scored[window[n - 1] as usize].0 = f32::NEG_INFINITY;
+                guarded[window[n - 1] as usize] = f32::NEG_INFINITY;
             }
         }
     }
-    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-    scored.into_iter().take(config.top_k).map(|(_, id)| id).collect()
+    guarded
+}
+
+/// The `top_k` best next tokens after the guards (ties go to the lower id).
+fn guarded_top_k(logits: &[f32], generated: &[u32], config: &GuidanceConfig) -> Vec<u32> {
+    let guarded = guarded_logits(logits, generated, config);
+    let mut ids: Vec<u32> = (0..guarded.len() as u32).collect();
+    ids.sort_by(|&a, &b| guarded[b as usize].total_cmp(&guarded[a as usize]).then(a.cmp(&b)));
+    ids.truncate(config.top_k);
+    ids
+}
+
+/// Log-probabilities over the vocabulary after the guards.
+fn guarded_log_probs(logits: &[f32], generated: &[u32], config: &GuidanceConfig) -> Vec<f32> {
+    let guarded = guarded_logits(logits, generated, config);
+    let max = guarded.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let log_sum = guarded.iter().map(|l| (l - max).exp()).sum::<f32>().ln() + max;
+    guarded.iter().map(|l| l - log_sum).collect()
 }
 
 /// Unit-norm CLIP embeddings of every candidate caption (caption so far + candidate, without the
@@ -342,8 +399,7 @@ async fn candidate_embeddings(
     let mut texts = Vec::with_capacity(candidates.len() * config.top_k);
     for (generated, cands) in tokens.iter().zip(candidates) {
         for &c in cands {
-            let ids = [generated.as_slice(), &[c]].concat();
-            texts.push(lm.tokenizer.decode(&ids)?.trim().to_string());
+            texts.push(caption_text(lm, &[generated.as_slice(), &[c]].concat())?);
         }
     }
     let embeds = encode_captions(clip, &texts)?;
@@ -370,8 +426,15 @@ fn encode_captions(clip: &ClipBundle, texts: &[String]) -> Result<Tensor<2>, Ali
     Ok(l2_normalize(clip.encode_texts(&refs)?))
 }
 
+/// The caption text of `ids`: end-of-text tokens dropped, whitespace trimmed.
+pub(crate) fn caption_text(lm: &Gpt2Bundle, ids: &[u32]) -> Result<String, AlignError> {
+    let eos = lm.config.eos_token_id;
+    let ids: Vec<u32> = ids.iter().copied().filter(|&id| Some(id) != eos).collect();
+    Ok(lm.tokenizer.decode(&ids)?.trim().to_string())
+}
+
 fn decode_all(lm: &Gpt2Bundle, tokens: &[Vec<u32>]) -> Result<Vec<String>, AlignError> {
-    tokens.iter().map(|t| Ok(lm.tokenizer.decode(t)?.trim().to_string())).collect()
+    tokens.iter().map(|t| caption_text(lm, t)).collect()
 }
 
 fn ends_sentence(piece: &str) -> bool {

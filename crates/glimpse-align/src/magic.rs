@@ -10,7 +10,7 @@ use glimpse_models::generation::{CandidateBonus, Decoding, GenerationConfig, gen
 use glimpse_models::l2_normalize;
 
 use crate::AlignError;
-use crate::guided::{Caption, score_texts};
+use crate::guided::{Caption, Prompt, caption_text, score_texts};
 
 /// MAGIC's constants; the defaults are the paper's for MS-COCO.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,10 +46,7 @@ impl CandidateBonus for ClipBonus<'_> {
         }
         let texts = candidates
             .iter()
-            .map(|&c| {
-                let ids = [generated, &[c]].concat();
-                self.lm.tokenizer.decode(&ids).map(|t| t.trim().to_string())
-            })
+            .map(|&c| caption_text(self.lm, &[generated, &[c]].concat()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ModelError::Input(e.to_string()))?;
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
@@ -68,20 +65,20 @@ pub async fn magic_captions(
     targets: Tensor<2>,
     config: &MagicConfig,
 ) -> Result<Vec<Caption>, AlignError> {
-    let eos = lm.config.eos_token_id.unwrap_or(lm.model.vocab_size() as u32 - 1);
-    let prompt = [vec![eos], lm.tokenizer.encode(&config.prompt)?].concat();
+    let prompt = Prompt::new(lm, &config.prompt)?;
     let generation = GenerationConfig {
         max_new_tokens: config.max_tokens,
         decoding: Decoding::Contrastive { top_k: config.top_k, alpha: config.alpha },
-        stop_at: Some(eos),
+        stop_at: Some(prompt.eos),
     };
+    let prompt = prompt.ids();
     let n = targets.dims()[0];
     let mut texts = Vec::with_capacity(n);
     for i in 0..n {
         let mut bonus = ClipBonus { clip, lm, target: targets.clone().narrow(0, i, 1), beta: config.beta };
         let embeds = lm.model.embed_tokens(ids_tensor(&prompt, &lm.device));
         let ids = generate_with_bonus(&lm.model, embeds, &generation, |_| {}, &mut bonus, &lm.device).await?;
-        texts.push(lm.tokenizer.decode(&ids)?.trim().to_string());
+        texts.push(caption_text(lm, &ids)?);
     }
     let scores = score_texts(clip, &texts, targets).await?;
     Ok(texts.into_iter().zip(scores).map(|(text, score)| Caption { text, score }).collect())

@@ -58,12 +58,6 @@ impl MomentMasks {
         (self.centre_raw.val(), self.width_raw.val())
     }
 
-    /// `k` masks of width `width` with centres spread evenly: `(i + 0.5) / k`.
-    pub fn spread(k: usize, width: f64, min_width: f64, device: &Device) -> Self {
-        let spans: Vec<(f64, f64)> = (0..k).map(|i| ((i as f64 + 0.5) / k as f64, width)).collect();
-        Self::new(&spans, min_width, device)
-    }
-
     pub fn len(&self) -> usize {
         self.centre_raw.lazy_shape().dims::<1>()[0]
     }
@@ -136,9 +130,9 @@ pub struct TemperatureSchedule {
 }
 
 impl TemperatureSchedule {
-    /// Temperature at `step` of `steps`.
+    /// Temperature at `step` of `steps` (`start` at step 0, `end` from step `steps - 1` on).
     pub fn at(&self, step: usize, steps: usize) -> f64 {
-        let f = if steps <= 1 { 1.0 } else { step as f64 / (steps - 1) as f64 };
+        let f = if steps <= 1 { 0.0 } else { (step as f64 / (steps - 1) as f64).min(1.0) };
         self.start * (self.end / self.start).powf(f)
     }
 }

@@ -37,7 +37,8 @@ pub struct ProjectorConfig {
 impl ProjectorConfig {
     pub fn validate(&self) -> Result<(), AlignError> {
         let sizes = [self.clip_dim, self.lm_dim, self.prefix_len, self.hidden.unwrap_or(1)];
-        if sizes.iter().any(|&s| s == 0 || s > 1 << 16) || self.prefix_len > 64 {
+        let widest = self.prefix_len * self.lm_dim;
+        if sizes.iter().any(|&s| s == 0 || s > 1 << 14) || self.prefix_len > 64 || widest > 1 << 17 {
             return Err(AlignError::Config(format!("projector sizes {self:?} are out of range")));
         }
         Ok(())
@@ -129,7 +130,8 @@ async fn entry<const D: usize>(name: String, t: Tensor<D>) -> Result<(String, Ve
     Ok((name, shape, values.iter().flat_map(|v| v.to_le_bytes()).collect()))
 }
 
-/// One training pair: a CLIP embedding and the caption's token ids.
+/// One training pair: a CLIP embedding and the caption's token ids (end them with the
+/// end-of-text id for the projector to learn where captions stop).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Example {
     pub embedding: Vec<f32>,

@@ -34,7 +34,8 @@ pub struct ZeroTaConfig {
     pub warmup_steps: usize,
     /// Starting width of each mask as a fraction of its equal share `1 / events`.
     pub initial_width: f64,
-    /// Random shift of the starting centres, as a fraction of the equal share.
+    /// Largest random shift of the starting centres either way, as a fraction of half the equal
+    /// share (`0.2`: up to 10% of the share each way).
     pub jitter: f64,
     /// Seeds the jitter.
     pub seed: u64,
@@ -106,6 +107,7 @@ pub async fn dense_caption(
     if !(duration > 0.0 && duration.is_finite()) {
         return Err(AlignError::Config(format!("the video's duration {duration} s must be positive")));
     }
+    guided::check(&config.guidance, lm.model.vocab_size())?;
     if !(0.0..0.5).contains(&config.min_width) {
         return Err(AlignError::Config(format!("min_width = {} must be in [0, 0.5)", config.min_width)));
     }
@@ -119,15 +121,16 @@ pub async fn dense_caption(
         tiou_weight: config.tiou_weight,
         contrast_weight: config.contrast_weight,
     };
-    // Warm-up at the schedule's starting temperature: masks only.
+    // Warm-up at the schedule's starting (warmest) temperature: masks only.
     let mut optim = AdamWConfig::new().with_weight_decay(0.0).init();
     for _ in 0..config.warmup_steps {
-        let (_, own) = moments.evaluate(0, 1);
+        let (_, own) = moments.evaluate(0, 2);
         let grads = GradientsParams::from_grads(own.backward(), &moments.masks);
         moments.masks = optim.step(config.mask_lr, moments.masks, grads);
     }
 
-    let outcome = guided::caption(clip, lm, Targets::Moments(moments), &config.guidance, &mut on_step).await?;
+    let outcome =
+        guided::caption(clip, lm, Targets::Moments(Box::new(moments)), &config.guidance, &mut on_step).await?;
     let masks = outcome.masks.expect("moment targets return their masks");
     let spans = guided::spans(&masks).await?;
     let events = spans
@@ -156,8 +159,9 @@ fn initial_masks(config: &ZeroTaConfig, device: &Device) -> MomentMasks {
     MomentMasks::new(&spans, config.min_width, device)
 }
 
-/// Sorts by start, drops the weaker of near-duplicates and, unless overlaps are allowed, cuts
-/// overlapping neighbours at the middle of their overlap.
+/// Sorts by start, drops the weaker of near-duplicates and, unless overlaps are allowed, resolves
+/// overlaps: of an event inside another only the better-scored stays, and neighbours that overlap
+/// are cut at the middle of their overlap.
 fn tidy(mut events: Vec<Event>, config: &ZeroTaConfig) -> Vec<Event> {
     events.sort_by(|a, b| b.score.total_cmp(&a.score));
     let mut kept: Vec<Event> = Vec::new();
@@ -167,16 +171,26 @@ fn tidy(mut events: Vec<Event>, config: &ZeroTaConfig) -> Vec<Event> {
         }
     }
     kept.sort_by(|a, b| a.start.total_cmp(&b.start));
-    if !config.allow_overlap {
-        for i in 1..kept.len() {
-            if kept[i].start < kept[i - 1].end {
-                let cut = (kept[i].start + kept[i - 1].end) / 2.0;
-                kept[i - 1].end = cut.max(kept[i - 1].start);
-                kept[i].start = cut.min(kept[i].end);
+    if config.allow_overlap {
+        return kept;
+    }
+    let mut tidy: Vec<Event> = Vec::with_capacity(kept.len());
+    for event in kept {
+        match tidy.last_mut() {
+            Some(prev) if event.end <= prev.end => {
+                if event.score > prev.score {
+                    *prev = event;
+                }
             }
+            Some(prev) if event.start < prev.end => {
+                let cut = (event.start + prev.end) / 2.0;
+                prev.end = cut;
+                tidy.push(Event { start: cut, ..event });
+            }
+            _ => tidy.push(event),
         }
     }
-    kept
+    tidy
 }
 
 #[cfg(test)]
@@ -191,9 +205,14 @@ mod tests {
     fn tidy_drops_duplicates_and_cuts_overlaps() {
         let config = ZeroTaConfig::default();
         let events = vec![event(5.0, 9.0, 0.1), event(0.0, 4.0, 0.3), event(3.0, 6.0, 0.2), event(0.2, 4.0, 0.1)];
-        let tidy = tidy(events, &config);
+        let tidy_events = tidy(events, &config);
         // (0.2, 4) duplicates the better (0, 4); the rest are sorted and no longer overlap.
-        let spans: Vec<(f64, f64)> = tidy.iter().map(|e| (e.start, e.end)).collect();
+        let spans: Vec<(f64, f64)> = tidy_events.iter().map(|e| (e.start, e.end)).collect();
         assert_eq!(spans, [(0.0, 3.5), (3.5, 5.5), (5.5, 9.0)]);
+
+        // An event inside a wider one (tIoU 0.3, not a duplicate) leaves only the better of the two.
+        let events = vec![event(0.0, 10.0, 0.2), event(4.0, 7.0, 0.1), event(9.0, 12.0, 0.3)];
+        let spans: Vec<(f64, f64)> = tidy(events, &config).iter().map(|e| (e.start, e.end)).collect();
+        assert_eq!(spans, [(0.0, 9.5), (9.5, 12.0)]);
     }
 }

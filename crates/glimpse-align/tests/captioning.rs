@@ -148,3 +148,26 @@ fn magic_adds_clip_to_contrastive_search() {
     let mean = |c: &[glimpse_align::guided::Caption]| c.iter().map(|c| c.score).sum::<f32>() / c.len() as f32;
     assert!(mean(&guided) > mean(&plain) + 0.05, "MAGIC {guided:?} vs contrastive {plain:?}");
 }
+
+/// Captions of one batch may end at different tokens: here the first target is CLIP's embedding
+/// of "." itself, so its caption ends with the first token while the image's goes on.
+#[test]
+fn captions_that_finish_early_leave_the_others_running() {
+    let device = Device::flex();
+    let (clip, lm) = models(&device);
+    let period = l2_normalize(clip.encode_texts(&["."]).unwrap());
+    let image = l2_normalize(clip.encode_images(&images()[..1]).unwrap());
+    let targets = Tensor::cat(vec![period, image], 0);
+    let config = GuidanceConfig {
+        max_tokens: 5,
+        top_k: 256,
+        steps_per_token: 1,
+        clip_weight: 20.0,
+        stop_at_sentence_end: true,
+        ..GuidanceConfig::default()
+    };
+    let outcome = block_on(guided::caption(&clip, &lm, Targets::Fixed(targets), &config, |_| {})).unwrap();
+    assert_eq!(outcome.captions[0].text, ".", "{:?}", outcome.captions);
+    assert!(outcome.captions[1].text.len() > 1, "{:?}", outcome.captions);
+    assert!(outcome.captions.iter().all(|c| !c.text.contains("<|endoftext|>")));
+}

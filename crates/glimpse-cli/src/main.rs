@@ -107,7 +107,8 @@ enum VideoFormat {
 enum ImageMethod {
     /// A prefix optimised against CLIP at every token (ZeroCap-style).
     Guided,
-    /// Contrastive search with a CLIP term, no gradients (MAGIC; faster).
+    /// Contrastive search with a CLIP term, no gradients (MAGIC; faster). Uses --prompt,
+    /// --max-tokens and --top-k; no optimiser steps.
     Magic,
 }
 
@@ -179,7 +180,7 @@ enum Command {
         /// Number of events K.
         #[arg(long, default_value_t = 3)]
         events: usize,
-        /// Frames sampled per second.
+        /// Frames per second: the sampling rate of GIF / WebP / video files, the frame rate of a folder.
         #[arg(long, default_value_t = 2.0)]
         fps: f64,
         /// Seed of the masks' starting positions (same seed, same device: same result).

@@ -116,10 +116,12 @@ pub fn read_frame_dir(dir: &Path, fps: f64) -> Result<Video, MediaError> {
     Ok(Video { frames, fps })
 }
 
-/// Any video `ffmpeg` reads, sampled at `fps` into PNG frames in a temporary folder.
+/// Any video `ffmpeg` reads, sampled at `fps` into PNG frames in a temporary folder (at most
+/// [`MAX_FRAMES`]; a longer video is cut there).
 pub fn read_with_ffmpeg(path: &Path, fps: f64) -> Result<Video, MediaError> {
     check_fps(fps)?;
     let dir = std::env::temp_dir().join(format!("glimpse-frames-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| MediaError::Video(format!("{}: {e}", dir.display())))?;
     let result = Command::new("ffmpeg")
         .args(["-nostdin", "-loglevel", "error", "-i"])
@@ -182,5 +184,16 @@ mod tests {
         assert!(decode_animation(&gif(&[[1, 2, 3]], 100), 0.0).unwrap_err().to_string().contains("fps"));
         let err = read_video(Path::new("/no/such/video.mp4"), 2.0).unwrap_err().to_string();
         assert!(err.contains("/no/such/video.mp4"), "{err}");
+    }
+
+    /// A file that is neither GIF nor WebP goes to ffmpeg: without ffmpeg the error says to
+    /// install it; with ffmpeg, that it cannot read this file. Either way, no panic and no frames.
+    #[test]
+    fn other_files_go_through_ffmpeg() {
+        let path = std::env::temp_dir().join(format!("glimpse-not-a-video-{}.mp4", std::process::id()));
+        std::fs::write(&path, b"definitely not a video").unwrap();
+        let err = read_video(&path, 2.0).unwrap_err().to_string();
+        std::fs::remove_file(&path).unwrap();
+        assert!(err.contains("ffmpeg"), "{err}");
     }
 }

@@ -164,19 +164,19 @@ impl ClipConfig {
                 return bad(format!("{name} = {value} is outside 1..={max}"));
             }
         }
-        if t.hidden_size % t.num_attention_heads != 0 {
+        if !t.hidden_size.is_multiple_of(t.num_attention_heads) {
             return bad(format!(
                 "text hidden_size {} is not divisible by {} heads",
                 t.hidden_size, t.num_attention_heads
             ));
         }
-        if v.hidden_size % v.num_attention_heads != 0 {
+        if !v.hidden_size.is_multiple_of(v.num_attention_heads) {
             return bad(format!(
                 "vision hidden_size {} is not divisible by {} heads",
                 v.hidden_size, v.num_attention_heads
             ));
         }
-        if v.image_size % v.patch_size != 0 {
+        if !v.image_size.is_multiple_of(v.patch_size) {
             return bad(format!("image_size {} is not a multiple of patch_size {}", v.image_size, v.patch_size));
         }
         Ok(())
@@ -478,8 +478,8 @@ impl Clip {
     }
 }
 
-/// Rows scaled to unit L2 norm: `[n, d]` -> `[n, d]`.
+/// Rows scaled to unit L2 norm: `[n, d]` -> `[n, d]`; an all-zero row stays zero.
 pub fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
-    let norm = x.clone().square().sum_dim(1).sqrt();
+    let norm = x.clone().square().sum_dim(1).sqrt().clamp_min(1e-12);
     x / norm
 }

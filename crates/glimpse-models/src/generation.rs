@@ -1,4 +1,4 @@
-//! Plain decoding with the KV cache: greedy and contrastive search.
+//! Plain decoding with the KV cache: greedy, contrastive and beam search.
 //!
 //! Contrastive search is Su et al. 2022, "A Contrastive Framework for Neural Text Generation"
 //! (<https://arxiv.org/abs/2202.06417>): among the top-k next tokens pick
@@ -117,8 +117,9 @@ pub async fn generate_with_bonus(
         return Ok(Vec::new());
     }
     if let Decoding::Beam { beams } = config.decoding {
-        if beams == 0 || beams > MAX_TOP_K {
-            return Err(ModelError::Input(format!("beams = {beams} must be in 1..={MAX_TOP_K}")));
+        let max = MAX_TOP_K.min(vocab);
+        if beams == 0 || beams > max {
+            return Err(ModelError::Input(format!("beams = {beams} must be in 1..={max}")));
         }
         let best = beam_search(model, prompt, config, beams, device).await?;
         best.iter().for_each(|&id| on_token(id));

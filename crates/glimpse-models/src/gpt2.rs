@@ -111,7 +111,7 @@ impl Gpt2Config {
                 return bad(format!("{name} = {value} is outside 1..={max}"));
             }
         }
-        if self.n_embd % self.n_head != 0 {
+        if !self.n_embd.is_multiple_of(self.n_head) {
             return bad(format!("n_embd = {} is not divisible by n_head = {}", self.n_embd, self.n_head));
         }
         for (name, set) in [
@@ -185,7 +185,7 @@ impl Block {
         let k = split_heads(qkv.clone().narrow(2, d, d), n_head);
         let v = split_heads(qkv.narrow(2, 2 * d, d), n_head);
         let (past_len, k, v) = match past {
-            Some(past) => (past.len(), Tensor::cat(vec![past.k, k], 2), Tensor::cat(vec![past.v, v], 2)),
+            Some(past) => (past.seq_len(), Tensor::cat(vec![past.k, k], 2), Tensor::cat(vec![past.v, v], 2)),
             None => (0, k, v),
         };
         let attended = attention(q, k.clone(), v.clone(), Some(past_len));
@@ -204,7 +204,8 @@ pub struct LayerKv {
 }
 
 impl LayerKv {
-    pub fn len(&self) -> usize {
+    /// Positions held.
+    pub fn seq_len(&self) -> usize {
         self.k.dims()[2]
     }
 }
@@ -234,7 +235,7 @@ impl KvCache {
 
     /// Number of positions already in the cache.
     pub fn len(&self) -> usize {
-        self.layers.first().map_or(0, LayerKv::len)
+        self.layers.first().map_or(0, LayerKv::seq_len)
     }
 
     pub fn is_empty(&self) -> bool {

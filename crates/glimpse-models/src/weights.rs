@@ -26,6 +26,9 @@ pub enum Layout {
     Transposed,
 }
 
+/// A tensor on the host: its shape and row-major f32 values.
+pub type HostTensor = (Vec<usize>, Vec<f32>);
+
 /// A parsed safetensors file, borrowing the file's bytes (no copy of the whole file is made).
 pub struct WeightFile<'a> {
     tensors: SafeTensors<'a>,
@@ -47,7 +50,7 @@ impl<'a> WeightFile<'a> {
     }
 
     /// Reads one tensor as f32 values in row-major order, with its stored shape.
-    pub fn read_f32(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>, TensorProblem> {
+    pub fn read_f32(&self, name: &str) -> Result<Option<HostTensor>, TensorProblem> {
         let Ok(view) = self.tensors.tensor(name) else {
             return Ok(None);
         };
