@@ -129,8 +129,7 @@ pub async fn dense_caption(
         moments.masks = optim.step(config.mask_lr, moments.masks, grads);
     }
 
-    let outcome =
-        guided::caption(clip, lm, Targets::Moments(Box::new(moments)), &config.guidance, &mut on_step).await?;
+    let outcome = guided::caption(clip, lm, Targets::Moments(moments), &config.guidance, &mut on_step).await?;
     let masks = outcome.masks.expect("moment targets return their masks");
     let spans = guided::spans(&masks).await?;
     let events = spans
