@@ -248,3 +248,35 @@ fn over_white(value: u8, alpha: u8) -> u8 {
     let blended = v * coef_src + 255 * coef_white;
     (shift_div_255(blended + (0x80 << 7)) >> 7) as u8
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::ImageFormat;
+
+    /// PNG, JPEG, WebP and GIF bytes all decode to RGB of the right size and roughly the right
+    /// colour (JPEG is lossy, GIF palettised).
+    #[test]
+    fn common_formats_decode_to_rgb() {
+        let original = RgbImage::from_fn(37, 21, |x, y| image::Rgb([(x * 6) as u8, (y * 11) as u8, 128]));
+        for format in [ImageFormat::Png, ImageFormat::Jpeg, ImageFormat::WebP, ImageFormat::Gif] {
+            let mut bytes = std::io::Cursor::new(Vec::new());
+            image::DynamicImage::ImageRgb8(original.clone()).write_to(&mut bytes, format).unwrap();
+            let decoded = decode_image(bytes.get_ref()).unwrap();
+            assert_eq!(decoded.dimensions(), (37, 21), "{format:?}");
+            let err = decoded
+                .pixels()
+                .zip(original.pixels())
+                .flat_map(|(a, b)| (0..3).map(move |c| a[c].abs_diff(b[c])))
+                .max();
+            assert!(err.unwrap() <= 40, "{format:?}: a channel differs by {err:?}");
+        }
+    }
+
+    #[test]
+    fn transparency_is_composited_over_white() {
+        assert_eq!(over_white(0, 0), 255);
+        assert_eq!(over_white(10, 255), 10);
+        assert_eq!(over_white(0, 128), 127);
+    }
+}
