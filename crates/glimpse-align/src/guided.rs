@@ -206,8 +206,10 @@ pub async fn caption(
             let hidden = model.forward_embeds(embeds.clone(), &mut cache).narrow(1, t - 1, 1);
             log_softmax(model.logits(hidden).reshape([batch, vocab]), 1)
         };
-        // Candidates from the prefixed LM, after the guards.
-        let logits = read::<2, Float, f32>(prefix.next_logits(model, &base, embeds.clone()).detach()).await?;
+        // Candidates from the prefixed LM, after the guards. This forward pass (with its graph) also
+        // serves the first optimiser step: the prefix has not changed in between.
+        let mut first_pass = Some(prefix.next_logits(model, &base, embeds.clone()));
+        let logits = read::<2, Float, f32>(first_pass.as_ref().expect("just set").clone().detach()).await?;
         let candidates: Vec<Vec<u32>> =
             (0..batch).map(|b| guarded_top_k(&logits[b * vocab..(b + 1) * vocab], &fed[b], config)).collect();
         let candidate_embeds = candidate_embeddings(clip, lm, config, &fed, &candidates).await?;
@@ -217,7 +219,8 @@ pub async fn caption(
             let global = token * config.steps_per_token + step;
             let (target, own_loss) = targets.embeddings(global, total_steps);
             let q = clip_distribution(&candidate_embeds, target, config.clip_temperature);
-            let logp = log_softmax(prefix.next_logits(model, &base, embeds.clone()), 1);
+            let logits = first_pass.take().unwrap_or_else(|| prefix.next_logits(model, &base, embeds.clone()));
+            let logp = log_softmax(logits, 1);
             let logp_candidates = logp.clone().gather(1, candidate_ids.clone());
             let clip_loss = (q * logp_candidates).sum_dim(1).mean().neg();
             let fluency = (frozen.clone().exp() * (frozen.clone() - logp)).sum_dim(1).mean();
