@@ -51,39 +51,30 @@ fn gpt2_logits_and_hidden_states_match_transformers() {
     }
 }
 
-#[test]
-fn gpt2_greedy_continuation_matches_transformers() {
+/// Continuations of every reference prompt equal transformers' ids stored under `key`.
+fn assert_continuations_match(key: &str, decoding: Decoding, stop_at_eos: bool) {
     for selected in devices() {
         for name in GPT2_FIXTURES {
             let lm = gpt2(name, &selected.device);
             let reference = Reference::load(name);
-            for (ids, expected) in reference.ids("ids").iter().zip(reference.ids("greedy_ids")) {
-                let config =
-                    GenerationConfig { max_new_tokens: expected.len(), decoding: Decoding::Greedy, stop_at: None };
+            for (ids, expected) in reference.ids("ids").iter().zip(reference.ids(key)) {
+                let stop_at = if stop_at_eos { lm.config.eos_token_id } else { None };
+                let config = GenerationConfig { max_new_tokens: expected.len(), decoding, stop_at };
                 let got = block_on(generate(&lm.model, ids, &config, |_| {}, &selected.device)).unwrap();
-                assert_eq!(got, expected, "{name} on {}", selected.info);
+                assert_eq!(got, expected, "{name} {key} on {}", selected.info);
             }
         }
     }
 }
 
 #[test]
+fn gpt2_greedy_continuation_matches_transformers() {
+    assert_continuations_match("greedy_ids", Decoding::Greedy, false);
+}
+
+#[test]
 fn gpt2_beam_search_matches_transformers() {
-    for selected in devices() {
-        for name in GPT2_FIXTURES {
-            let lm = gpt2(name, &selected.device);
-            let reference = Reference::load(name);
-            for (ids, expected) in reference.ids("ids").iter().zip(reference.ids("beam3_ids")) {
-                let config = GenerationConfig {
-                    max_new_tokens: expected.len(),
-                    decoding: Decoding::Beam { beams: 3 },
-                    stop_at: lm.config.eos_token_id,
-                };
-                let got = block_on(generate(&lm.model, ids, &config, |_| {}, &selected.device)).unwrap();
-                assert_eq!(got, expected, "{name} on {}", selected.info);
-            }
-        }
-    }
+    assert_continuations_match("beam3_ids", Decoding::Beam { beams: 3 }, true);
 }
 
 /// Logits of every position from one full forward pass, and from a prompt followed by one token at

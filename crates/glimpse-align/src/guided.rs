@@ -16,7 +16,7 @@ use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, softmax};
 use glimpse_hub::{ClipBundle, Gpt2Bundle};
-use glimpse_models::generation::{argmax_first, ids_tensor, read};
+use glimpse_models::generation::{MAX_TOP_K, argmax_first, ids_tensor, read, top_k_indices};
 use glimpse_models::{KvCache, ModelError, l2_normalize};
 
 use crate::AlignError;
@@ -174,10 +174,11 @@ pub async fn caption(
     let model = &lm.model;
     let vocab = model.vocab_size();
     check(config, vocab)?;
-    let Prompt { eos, dummy, first } = Prompt::new(lm, &config.prompt)?;
+    let prompt = Prompt::new(lm, &config.prompt)?;
+    let (eos, (dummy, first)) = (prompt.eos, prompt.split());
     model.check_length(dummy.len() + config.soft_prompt_len + 1 + config.max_tokens)?;
     let mut base = KvCache::new();
-    model.forward_ids(ids_tensor(&dummy, &device), &mut base);
+    model.forward_ids(ids_tensor(dummy, &device), &mut base);
     let base = base.repeat_rows(batch);
     let soft_init = (config.soft_prompt_len > 0).then(|| {
         let ids: Vec<u32> = dummy.iter().copied().cycle().take(config.soft_prompt_len).collect();
@@ -298,38 +299,36 @@ pub async fn caption(
     Ok(Outcome { captions, masks })
 }
 
-/// The token ids around a hard prompt: the dummy prefix whose keys and values are optimised is
-/// the end-of-text token plus the prompt without its last token; the last prompt token (or the
-/// end-of-text token for an empty prompt) starts the context.
+/// A hard prompt as token ids: the end-of-text token, then the prompt.
 pub(crate) struct Prompt {
     pub eos: u32,
-    pub dummy: Vec<u32>,
-    pub first: u32,
+    /// `[eos, prompt...]`.
+    pub ids: Vec<u32>,
 }
 
 impl Prompt {
     pub fn new(lm: &Gpt2Bundle, prompt: &str) -> Result<Self, AlignError> {
         let eos = lm.config.eos_token_id.unwrap_or(lm.model.vocab_size() as u32 - 1);
-        let mut dummy = vec![eos];
-        dummy.extend(lm.tokenizer.encode(prompt)?);
-        let first = if dummy.len() > 1 { dummy.pop().expect("non-empty") } else { eos };
-        Ok(Self { eos, dummy, first })
+        let ids = [vec![eos], lm.tokenizer.encode(prompt)?].concat();
+        Ok(Self { eos, ids })
     }
 
-    /// The whole prompt as fed to plain decoding: end-of-text token, then the prompt.
-    pub fn ids(&self) -> Vec<u32> {
-        let mut ids = self.dummy.clone();
-        if self.dummy.len() > 1 || self.first != self.eos {
-            ids.push(self.first);
+    /// The dummy prefix whose keys and values are optimised (everything but the last prompt
+    /// token, never empty) and the token that starts the context (the last prompt token, or the
+    /// end-of-text token again for an empty prompt).
+    pub fn split(&self) -> (&[u32], u32) {
+        match self.ids.split_last() {
+            Some((&last, rest)) if !rest.is_empty() => (rest, last),
+            _ => (&self.ids, self.eos),
         }
-        ids
     }
 }
 
 pub(crate) fn check(config: &GuidanceConfig, vocab: usize) -> Result<(), AlignError> {
     let bad = |m: String| Err(AlignError::Config(m));
-    if config.top_k == 0 || config.top_k > vocab.min(256) {
-        return bad(format!("top_k = {} must be in 1..={}", config.top_k, vocab.min(256)));
+    let max_k = MAX_TOP_K.min(vocab);
+    if config.top_k == 0 || config.top_k > max_k {
+        return bad(format!("top_k = {} must be in 1..={max_k}", config.top_k));
     }
     if config.max_tokens == 0 || config.steps_per_token == 0 {
         return bad("max_tokens and steps_per_token must be at least 1".into());
@@ -377,10 +376,7 @@ fn guarded_logits(logits: &[f32], generated: &[u32], config: &GuidanceConfig) ->
 /// The `top_k` best next tokens after the guards (ties go to the lower id).
 fn guarded_top_k(logits: &[f32], generated: &[u32], config: &GuidanceConfig) -> Vec<u32> {
     let guarded = guarded_logits(logits, generated, config);
-    let mut ids: Vec<u32> = (0..guarded.len() as u32).collect();
-    ids.sort_by(|&a, &b| guarded[b as usize].total_cmp(&guarded[a as usize]).then(a.cmp(&b)));
-    ids.truncate(config.top_k);
-    ids
+    top_k_indices(&guarded, config.top_k).into_iter().map(|id| id as u32).collect()
 }
 
 /// Log-probabilities over the vocabulary after the guards.

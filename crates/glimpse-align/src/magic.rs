@@ -71,7 +71,7 @@ pub async fn magic_captions(
         decoding: Decoding::Contrastive { top_k: config.top_k, alpha: config.alpha },
         stop_at: Some(prompt.eos),
     };
-    let prompt = prompt.ids();
+    let prompt = prompt.ids;
     let n = targets.dims()[0];
     let mut texts = Vec::with_capacity(n);
     for i in 0..n {

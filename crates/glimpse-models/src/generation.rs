@@ -190,9 +190,8 @@ async fn beam_search(
         let mut expansions: Vec<(usize, u32, f32)> = Vec::with_capacity(live.len() * beams);
         for (row, (_, total)) in live.iter().enumerate() {
             let row_logp = &logp[row * vocab..(row + 1) * vocab];
-            let mut best: Vec<usize> = (0..vocab).collect();
-            best.select_nth_unstable_by(beams - 1, |&a, &b| row_logp[b].total_cmp(&row_logp[a]));
-            expansions.extend(best[..beams].iter().map(|&id| (row, id as u32, total + row_logp[id])));
+            let best = top_k_indices(row_logp, beams);
+            expansions.extend(best.into_iter().map(|id| (row, id as u32, total + row_logp[id])));
         }
         expansions.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)).then(a.1.cmp(&b.1)));
         let mut next: Vec<(usize, Vec<u32>, f32)> = Vec::with_capacity(beams);
@@ -231,6 +230,21 @@ pub fn ids_tensor(ids: &[u32], device: &Device) -> Tensor<2, Int> {
     Tensor::from_data(TensorData::new(data, [1, ids.len()]), device)
 }
 
+/// Indices of the `k` largest values, best first, ties to the lower index. A partial selection:
+/// only the `k` winners are sorted, not the whole vocabulary.
+pub fn top_k_indices(values: &[f32], k: usize) -> Vec<usize> {
+    let order = |&a: &usize, &b: &usize| values[b].total_cmp(&values[a]).then(a.cmp(&b));
+    let mut ids: Vec<usize> = (0..values.len()).collect();
+    let k = k.min(ids.len());
+    if k == 0 {
+        return Vec::new();
+    }
+    ids.select_nth_unstable_by(k - 1, order);
+    ids.truncate(k);
+    ids.sort_by(order);
+    ids
+}
+
 /// Index of the first maximum (ties go to the lower index, as `torch.argmax`).
 pub fn argmax_first(values: &[f32]) -> usize {
     values.iter().enumerate().fold(0, |best, (i, &v)| if v > values[best] { i } else { best })
@@ -240,4 +254,17 @@ pub fn argmax_first(values: &[f32]) -> usize {
 pub async fn read<const D: usize, K: Basic, E: Element>(tensor: Tensor<D, K>) -> Result<Vec<E>, ModelError> {
     let data = tensor.into_data_async().await.map_err(|e| ModelError::Readback(e.to_string()))?;
     data.try_into_vec_as::<E>().map_err(|e| ModelError::Readback(format!("{e:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_indices_are_best_first_with_ties_to_the_lower_index() {
+        let values = [0.5, 2.0, -1.0, 2.0, 0.5, f32::NEG_INFINITY];
+        assert_eq!(top_k_indices(&values, 3), [1, 3, 0]);
+        assert_eq!(top_k_indices(&values, 10), [1, 3, 0, 4, 2, 5]);
+        assert!(top_k_indices(&values, 0).is_empty());
+    }
 }
