@@ -13,7 +13,7 @@ use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use glimpse_models::generation::read;
-use glimpse_models::weights::{Layout, Loader, WeightFile};
+use glimpse_models::weights::{Layout, Loader, Saver, Tensors, WeightFile};
 use glimpse_models::{Gpt2, KvCache, ModelError};
 use serde::{Deserialize, Serialize};
 
@@ -80,25 +80,17 @@ impl Projector {
 
     /// The safetensors bytes of this projector.
     pub async fn to_safetensors(&self) -> Result<Vec<u8>, AlignError> {
-        let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-        let layers = [("input", Some(&self.input)), ("output", self.output.as_ref())];
-        for (name, linear) in layers.into_iter().filter_map(|(n, l)| l.map(|l| (n, l))) {
-            tensors.push(entry(format!("{name}.weight"), linear.weight.val()).await?);
-            if let Some(bias) = &linear.bias {
-                tensors.push(entry(format!("{name}.bias"), bias.val()).await?);
-            }
-        }
-        let views = tensors
-            .iter()
-            .map(|(name, shape, data)| {
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
-                    .map(|v| (name.clone(), v))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| AlignError::Config(e.to_string()))?;
+        let saver = Saver::default();
+        self.clone().walk(&saver);
         let config = serde_json::to_string(&self.config).expect("config serialises");
-        let metadata = HashMap::from([(METADATA_KEY.to_string(), config)]);
-        safetensors::serialize(views, Some(metadata)).map_err(|e| AlignError::Config(e.to_string()))
+        Ok(saver.to_safetensors(HashMap::from([(METADATA_KEY.to_string(), config)])).await?)
+    }
+
+    fn walk(&mut self, tensors: &impl Tensors) {
+        tensors.linear("input", &mut self.input, Layout::AsStored);
+        if let Some(output) = self.output.as_mut() {
+            tensors.linear("output", output, Layout::AsStored);
+        }
     }
 
     /// Reads a projector written by [`Projector::to_safetensors`].
@@ -114,21 +106,12 @@ impl Projector {
         let file = WeightFile::parse(bytes)?;
         let loader = Loader::new(&file, device);
         let mut projector = config.init(device);
-        loader.linear("input", &mut projector.input, Layout::AsStored);
-        if let Some(output) = projector.output.as_mut() {
-            loader.linear("output", output, Layout::AsStored);
-        }
+        projector.walk(&loader);
         loader.finish(|_| false)?;
         Ok(projector)
     }
 }
 
-/// A named tensor as little-endian f32 bytes, for safetensors.
-async fn entry<const D: usize>(name: String, t: Tensor<D>) -> Result<(String, Vec<usize>, Vec<u8>), ModelError> {
-    let shape = t.dims().to_vec();
-    let values = read::<D, Float, f32>(t.without_autodiff()).await?;
-    Ok((name, shape, values.iter().flat_map(|v| v.to_le_bytes()).collect()))
-}
 
 /// One training pair: a CLIP embedding and the caption's token ids (end them with the
 /// end-of-text id for the projector to learn where captions stop).

@@ -1,5 +1,9 @@
 //! `glimpse`: CLIP and GPT-2 on your own device, from Hugging Face checkpoints.
 
+mod eval;
+mod train;
+mod world;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -122,14 +126,24 @@ enum Method {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train the embedded default's models on the procedural world (CPU: minutes).
+    #[command(subcommand)]
+    Train(train::TrainCommand),
+    /// Render scenes and videos of the procedural world with their ground truth.
+    #[command(subcommand)]
+    World(world::WorldCommand),
+    /// Score models on held-out seeds of the world: retrieval, image and dense video captioning.
+    #[command(after_help = "JSON output (--format json): {\"retrieval\": {..}, \"image_captioning\": {..}, \
+                            \"dense_captioning\": {\"scores\": {..}, \"videos\": [..]}}")]
+    Eval(eval::EvalArgs),
     /// L2-normalised CLIP embeddings of texts and images, and their similarity logits: the
     /// building block of retrieval and zero-shot classification.
     #[command(after_help = "JSON output: {\"text_embeds\": [[..]], \"image_embeds\": [[..]], \
                             \"logits_per_image\": [[..]]}, each present when its inputs are given.")]
     Embed {
-        /// CLIP model directory (Hugging Face layout).
+        /// CLIP model directory (Hugging Face layout) [default: the embedded world CLIP].
         #[arg(long, value_name = "DIR")]
-        model: PathBuf,
+        model: Option<PathBuf>,
         /// A text to embed; repeat for several.
         #[arg(long = "text", value_name = "T")]
         texts: Vec<String>,
@@ -147,12 +161,8 @@ enum Command {
         /// Images to caption (PNG, JPEG, WebP, GIF).
         #[arg(required = true, value_name = "IMAGE")]
         images: Vec<PathBuf>,
-        /// CLIP model directory.
-        #[arg(long, value_name = "DIR")]
-        clip: PathBuf,
-        /// GPT-2 model directory.
-        #[arg(long, value_name = "DIR")]
-        lm: PathBuf,
+        #[command(flatten)]
+        models: ModelArgs,
         #[arg(long, value_enum, default_value_t = ImageMethod::Guided)]
         method: ImageMethod,
         #[command(flatten)]
@@ -171,12 +181,8 @@ enum Command {
     CaptionVideo {
         #[arg(value_name = "VIDEO")]
         video: PathBuf,
-        /// CLIP model directory.
-        #[arg(long, value_name = "DIR")]
-        clip: PathBuf,
-        /// GPT-2 model directory.
-        #[arg(long, value_name = "DIR")]
-        lm: PathBuf,
+        #[command(flatten)]
+        models: ModelArgs,
         /// Number of events K.
         #[arg(long, default_value_t = 3)]
         events: usize,
@@ -199,9 +205,9 @@ enum Command {
     /// Continue a prompt with GPT-2 (greedy, contrastive or beam search, KV-cached).
     #[command(after_help = "JSON output: {\"ids\": [..new token ids..], \"text\": \"..new text..\"}.")]
     Generate {
-        /// GPT-2 model directory (Hugging Face layout).
+        /// GPT-2 model directory (Hugging Face layout) [default: the embedded world GPT-2].
         #[arg(long, value_name = "DIR")]
-        model: PathBuf,
+        model: Option<PathBuf>,
         /// The prompt, tokenised exactly as tokenizer.json says (no extra start token).
         #[arg(long)]
         prompt: String,
@@ -236,19 +242,22 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Train(command) => train::run(command, &select_device(cli.device)?),
+        Command::World(command) => world::run(command),
+        Command::Eval(args) => eval::run(args, &select_device(cli.device)?),
         Command::Embed { model, texts, images, format } => {
             if texts.is_empty() && images.is_empty() {
                 bail!("nothing to embed: give at least one --text or --image");
             }
-            embed(&select_device(cli.device)?, &model, &texts, &images, format)
+            embed(&select_device(cli.device)?, model.as_deref(), &texts, &images, format)
         }
-        Command::CaptionImage { images, clip, lm, method, guidance, format, out } => {
+        Command::CaptionImage { images, models, method, guidance, format, out } => {
             let decoded = read_images(&images)?;
             let selected = select_device(cli.device)?;
             let config = guidance.config("Image of");
-            caption_images(&selected, &clip, &lm, &images, &decoded, method, &config, format, out.as_deref())
+            caption_images(&selected, &models, &images, &decoded, method, &config, format, out.as_deref())
         }
-        Command::CaptionVideo { video, clip, lm, events, fps, seed, method, guidance, format, out } => {
+        Command::CaptionVideo { video, models, events, fps, seed, method, guidance, format, out } => {
             let frames = glimpse_media::video::read_video(&video, fps)?;
             let mut config =
                 ZeroTaConfig { events, seed, guidance: guidance.config("Video showing"), ..ZeroTaConfig::default() };
@@ -256,7 +265,7 @@ fn run(cli: Cli) -> Result<()> {
                 config = config.uniform();
             }
             let selected = select_device(cli.device)?;
-            caption_video(&selected, &clip, &lm, &video, &frames, &config, format, out.as_deref())
+            caption_video(&selected, &models, &video, &frames, &config, format, out.as_deref())
         }
         Command::Generate { model, prompt, max_new_tokens, decoding, k, alpha, beams, stop_at_eos, format } => {
             let decoding = match decoding {
@@ -268,7 +277,7 @@ fn run(cli: Cli) -> Result<()> {
                 DecodingArg::Beam => Decoding::Beam { beams },
             };
             let selected = select_device(cli.device)?;
-            generate_text(&selected, &model, &prompt, max_new_tokens, decoding, stop_at_eos, format)
+            generate_text(&selected, model.as_deref(), &prompt, max_new_tokens, decoding, stop_at_eos, format)
         }
     }
 }
@@ -294,9 +303,9 @@ fn rows(tensor: burn::Tensor<2>) -> Result<Vec<Vec<f32>>> {
     Ok(values.chunks(d).map(<[f32]>::to_vec).collect())
 }
 
-fn embed(selected: &SelectedDevice, dir: &Path, texts: &[String], images: &[PathBuf], format: Format) -> Result<()> {
+fn embed(selected: &SelectedDevice, dir: Option<&Path>, texts: &[String], images: &[PathBuf], format: Format) -> Result<()> {
     let decoded = read_images(images)?;
-    let clip = ClipBundle::load(&ModelFiles::from_dir(dir)?, &selected.device)?;
+    let clip = ClipBundle::load(&clip_files(dir)?, &selected.device)?;
     let text_refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let text_embeds = (!texts.is_empty()).then(|| clip.encode_texts(&text_refs)).transpose()?;
     let image_embeds = (!images.is_empty()).then(|| clip.encode_images(&decoded)).transpose()?;
@@ -348,14 +357,14 @@ fn embed(selected: &SelectedDevice, dir: &Path, texts: &[String], images: &[Path
 
 fn generate_text(
     selected: &SelectedDevice,
-    dir: &Path,
+    dir: Option<&Path>,
     prompt: &str,
     max_new_tokens: usize,
     decoding: Decoding,
     stop_at_eos: bool,
     format: Format,
 ) -> Result<()> {
-    let lm = Gpt2Bundle::load(&ModelFiles::from_dir(dir)?, &selected.device)?;
+    let lm = Gpt2Bundle::load(&lm_files(dir)?, &selected.device)?;
     let ids = lm.tokenizer.encode(prompt)?;
     let stop_at = if stop_at_eos {
         Some(lm.config.eos_token_id.context("--stop-at-eos: config.json has no eos_token_id")?)
@@ -405,17 +414,44 @@ fn read_images(paths: &[PathBuf]) -> Result<Vec<image::RgbImage>> {
         .collect()
 }
 
-fn load_pair(selected: &SelectedDevice, clip: &Path, lm: &Path) -> Result<(ClipBundle, Gpt2Bundle)> {
-    let clip = ClipBundle::load(&ModelFiles::from_dir(clip)?, &selected.device)?;
-    let lm = Gpt2Bundle::load(&ModelFiles::from_dir(lm)?, &selected.device)?;
-    Ok((clip, lm))
+/// The CLIP and GPT-2 a command uses.
+#[derive(clap::Args)]
+struct ModelArgs {
+    /// CLIP model directory (Hugging Face layout) [default: the embedded world CLIP].
+    #[arg(long, value_name = "DIR")]
+    clip: Option<PathBuf>,
+    /// GPT-2 model directory (Hugging Face layout) [default: the embedded world GPT-2].
+    #[arg(long, value_name = "DIR")]
+    lm: Option<PathBuf>,
 }
 
-/// A progress bar on stderr (drawn only on a terminal) that follows the optimisation steps.
-fn step_bar(total: usize, what: &str) -> ProgressBar {
+impl ModelArgs {
+    fn load(&self, selected: &SelectedDevice) -> Result<(ClipBundle, Gpt2Bundle)> {
+        let clip = ClipBundle::load(&clip_files(self.clip.as_deref())?, &selected.device)?;
+        let lm = Gpt2Bundle::load(&lm_files(self.lm.as_deref())?, &selected.device)?;
+        Ok((clip, lm))
+    }
+}
+
+/// A CLIP checkpoint directory, or the embedded world CLIP.
+fn clip_files(dir: Option<&Path>) -> Result<ModelFiles> {
+    Ok(dir.map_or_else(|| Ok(glimpse_hub::embedded::world_clip()), ModelFiles::from_dir)?)
+}
+
+/// A GPT-2 checkpoint directory, or the embedded world GPT-2.
+fn lm_files(dir: Option<&Path>) -> Result<ModelFiles> {
+    Ok(dir.map_or_else(|| Ok(glimpse_hub::embedded::world_lm()), ModelFiles::from_dir)?)
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// A progress bar on stderr (drawn only on a terminal) over `total` units of work.
+fn progress_bar(total: usize, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(total as u64);
     bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} steps {elapsed_precise} {wide_msg}")
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta} {wide_msg}")
             .expect("valid template")
             .progress_chars("=> "),
     );
@@ -441,10 +477,8 @@ fn emit(text: &str, out: Option<&Path>) -> Result<()> {
         print!("{text}");
         return Ok(());
     };
-    let name = out.file_name().context("--out needs a file name")?.to_string_lossy();
-    let tmp = out.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, out).with_context(|| format!("cannot move the result to {}", out.display()))?;
+    glimpse_world::video::write_atomically(out, text.as_bytes())
+        .with_context(|| format!("cannot write {}", out.display()))?;
     eprintln!("wrote {}", out.display());
     Ok(())
 }
@@ -452,8 +486,7 @@ fn emit(text: &str, out: Option<&Path>) -> Result<()> {
 #[allow(clippy::too_many_arguments)]
 fn caption_images(
     selected: &SelectedDevice,
-    clip_dir: &Path,
-    lm_dir: &Path,
+    models: &ModelArgs,
     paths: &[PathBuf],
     images: &[image::RgbImage],
     method: ImageMethod,
@@ -461,11 +494,11 @@ fn caption_images(
     format: Format,
     out: Option<&Path>,
 ) -> Result<()> {
-    let (clip, lm) = load_pair(selected, clip_dir, lm_dir)?;
+    let (clip, lm) = models.load(selected)?;
     let targets = l2_normalize(clip.encode_images(images)?);
     let captions = match method {
         ImageMethod::Guided => {
-            let bar = step_bar(config.max_tokens * config.steps_per_token, "captioning");
+            let bar = progress_bar(config.max_tokens * config.steps_per_token, "captioning");
             let outcome = block_on(guided::caption(&clip, &lm, Targets::Fixed(targets), config, on_step(&bar)))?;
             bar.finish_and_clear();
             outcome.captions
@@ -497,18 +530,17 @@ fn caption_images(
 #[allow(clippy::too_many_arguments)]
 fn caption_video(
     selected: &SelectedDevice,
-    clip_dir: &Path,
-    lm_dir: &Path,
+    models: &ModelArgs,
     path: &Path,
     video: &Video,
     config: &ZeroTaConfig,
     format: VideoFormat,
     out: Option<&Path>,
 ) -> Result<()> {
-    let (clip, lm) = load_pair(selected, clip_dir, lm_dir)?;
+    let (clip, lm) = models.load(selected)?;
     eprintln!("{}: {} frames at {} fps ({:.1} s)", path.display(), video.frames.len(), video.fps, video.duration());
     let frames = embed_frames(&clip, &video.frames)?;
-    let bar = step_bar(config.guidance.max_tokens * config.guidance.steps_per_token, "events");
+    let bar = progress_bar(config.guidance.max_tokens * config.guidance.steps_per_token, "events");
     let events = block_on(dense_caption(&clip, &lm, frames, video.duration(), config, on_step(&bar)))?;
     bar.finish_and_clear();
     let cues: Vec<Cue> = events.iter().map(|e| Cue { start: e.start, end: e.end, text: e.caption.clone() }).collect();

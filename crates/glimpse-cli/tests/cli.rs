@@ -217,3 +217,56 @@ fn caption_image_json_has_one_caption_per_image() {
     assert_eq!(captions[1]["image"], images[1].as_str());
     assert!(captions.iter().all(|c| c["caption"].is_string() && c["score"].as_f64().unwrap().abs() <= 1.0));
 }
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("glimpse-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// README's main job: a world video captioned by the embedded default, with no model arguments.
+#[test]
+fn world_video_is_captioned_by_the_embedded_default() {
+    let dir = temp_dir("world");
+    let gif = dir.join("scenes.gif");
+    let made = glimpse(&["world", "video", "--seed", "4", "--out", gif.to_str().unwrap()]);
+    let truth = json_stdout(&made);
+    let on_disk: Value = serde_json::from_slice(&std::fs::read(gif.with_extension("json")).unwrap()).unwrap();
+    assert_eq!(on_disk, truth);
+    let events = truth["events"].as_array().unwrap().len();
+    assert!((2..=5).contains(&events), "{truth}");
+
+    let k = events.to_string();
+    let out = json_stdout(&glimpse(&["--device", "cpu", "caption-video", gif.to_str().unwrap(), "--events", &k, "--format", "json"]));
+    let predicted = out["events"].as_array().unwrap();
+    assert!(!predicted.is_empty() && predicted.len() <= events, "{out}");
+    for e in predicted {
+        assert!(!e["caption"].as_str().unwrap().is_empty(), "{out}");
+    }
+}
+
+/// `glimpse train` writes a loadable checkpoint, and a second run continues where the first stopped.
+#[test]
+fn training_checkpoints_resume() {
+    let dir = temp_dir("train");
+    let out = dir.join("lm");
+    let out_arg = out.to_str().unwrap();
+    let first = glimpse(&["--device", "cpu", "train", "lm", "--out", out_arg, "--steps", "4", "--checkpoint-every", "2", "--batch-size", "8"]);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let state = |path: &std::path::Path| -> Value { serde_json::from_slice(&std::fs::read(path.join("train_state.json")).unwrap()).unwrap() };
+    assert_eq!(state(&out)["step"], 4);
+    assert_eq!(state(&out)["losses"].as_array().unwrap().len(), 2);
+
+    let second = glimpse(&["--device", "cpu", "train", "lm", "--out", out_arg, "--steps", "6", "--checkpoint-every", "2", "--batch-size", "8"]);
+    assert!(String::from_utf8_lossy(&second.stderr).contains("from step 4"), "{}", String::from_utf8_lossy(&second.stderr));
+    assert_eq!(state(&out)["step"], 6);
+    assert_eq!(state(&out)["losses"].as_array().unwrap().len(), 3);
+    let generated = json_stdout(&glimpse(&["--device", "cpu", "generate", "--model", out_arg, "--prompt", "video showing", "--max-new-tokens", "3", "--format", "json"]));
+    assert_eq!(generated["ids"].as_array().unwrap().len(), 3);
+
+    // A CLIP run refuses to resume an LM's folder.
+    let clash = glimpse(&["--device", "cpu", "train", "clip", "--out", out_arg, "--steps", "1"]);
+    assert!(!clash.status.success());
+    assert!(String::from_utf8_lossy(&clash.stderr).contains("holds a `lm` run"));
+}

@@ -6,6 +6,7 @@
 //! preprocessing; they only need bytes, so the browser build uses them too.
 
 mod bundle;
+pub mod embedded;
 mod files;
 
 pub use bundle::{ClipBundle, Gpt2Bundle};

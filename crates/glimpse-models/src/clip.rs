@@ -10,14 +10,14 @@
 use burn::module::{Initializer, Param};
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, Linear, LinearConfig};
 use burn::prelude::*;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
 use crate::nn::{Activation, ShardedTable, attention, layer_norm, merge_heads, split_heads};
-use crate::weights::{Layout, Loader, WeightFile};
+use crate::weights::{Layout, Loader, Saver, Tensors, WeightFile};
 
 /// `text_config` of a Hugging Face CLIP `config.json`. Defaults are transformers' defaults.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ClipTextConfig {
     #[serde(default = "d_vocab")]
     pub vocab_size: usize,
@@ -43,7 +43,7 @@ pub struct ClipTextConfig {
 }
 
 /// `vision_config` of a Hugging Face CLIP `config.json`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ClipVisionConfig {
     #[serde(default = "d_vision_hidden")]
     pub hidden_size: usize,
@@ -66,7 +66,7 @@ pub struct ClipVisionConfig {
 }
 
 /// A Hugging Face CLIP `config.json`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ClipConfig {
     pub text_config: ClipTextConfig,
     pub vision_config: ClipVisionConfig,
@@ -123,6 +123,11 @@ fn d_projection() -> usize {
     512
 }
 
+/// transformers' initialisation of CLIP's embeddings (`initializer_range` 0.02). Burn's default
+/// N(0, 1) would let the position embeddings drown the token and patch embeddings at the start
+/// of training, and every text of one length would begin with the same embedding.
+const SMALL_NORMAL: Initializer = Initializer::Normal { mean: 0.0, std: 0.02 };
+
 /// The legacy `eos_token_id` of the original CLIP configs (see [`ClipTextConfig::eos_token_id`]).
 const LEGACY_EOS: u32 = 2;
 
@@ -138,6 +143,11 @@ impl ClipConfig {
         let config: Self = serde_json::from_slice(json).map_err(|e| ModelError::config("config.json", e))?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// `config.json` as transformers writes it for a `CLIPModel`.
+    pub fn to_json(&self) -> String {
+        crate::error::hf_config_json(self, "clip", "CLIPModel")
     }
 
     pub fn validate(&self) -> Result<(), ModelError> {
@@ -197,8 +207,8 @@ impl ClipConfig {
                     None,
                     device,
                 ),
-                class_embedding: Initializer::Normal { mean: 0.0, std: 0.02 }.init([v.hidden_size], device),
-                position_embedding: EmbeddingConfig::new(grid * grid + 1, v.hidden_size).init(device),
+                class_embedding: SMALL_NORMAL.init([v.hidden_size], device),
+                position_embedding: EmbeddingConfig::new(grid * grid + 1, v.hidden_size).with_initializer(SMALL_NORMAL).init(device),
                 pre_layrnorm: layer_norm(v.hidden_size, v.layer_norm_eps, device),
                 layers: (0..v.num_hidden_layers)
                     .map(|_| EncoderLayer::init(v.hidden_size, v.intermediate_size, v.layer_norm_eps, device))
@@ -213,10 +223,10 @@ impl ClipConfig {
                 token_embedding: ShardedTable::init(
                     t.vocab_size,
                     t.hidden_size,
-                    &Initializer::Normal { mean: 0.0, std: 0.02 },
+                    &SMALL_NORMAL,
                     device,
                 ),
-                position_embedding: EmbeddingConfig::new(t.max_position_embeddings, t.hidden_size).init(device),
+                position_embedding: EmbeddingConfig::new(t.max_position_embeddings, t.hidden_size).with_initializer(SMALL_NORMAL).init(device),
                 layers: (0..t.num_hidden_layers)
                     .map(|_| EncoderLayer::init(t.hidden_size, t.intermediate_size, t.layer_norm_eps, device))
                     .collect(),
@@ -260,16 +270,16 @@ impl EncoderLayer {
         }
     }
 
-    fn load(&mut self, loader: &Loader, prefix: &str) {
+    fn walk(&mut self, tensors: &impl Tensors, prefix: &str) {
         let t = Layout::Transposed;
-        loader.layer_norm(&format!("{prefix}layer_norm1"), &mut self.layer_norm1);
-        loader.linear(&format!("{prefix}self_attn.q_proj"), &mut self.q_proj, t);
-        loader.linear(&format!("{prefix}self_attn.k_proj"), &mut self.k_proj, t);
-        loader.linear(&format!("{prefix}self_attn.v_proj"), &mut self.v_proj, t);
-        loader.linear(&format!("{prefix}self_attn.out_proj"), &mut self.out_proj, t);
-        loader.layer_norm(&format!("{prefix}layer_norm2"), &mut self.layer_norm2);
-        loader.linear(&format!("{prefix}mlp.fc1"), &mut self.fc1, t);
-        loader.linear(&format!("{prefix}mlp.fc2"), &mut self.fc2, t);
+        tensors.layer_norm(&format!("{prefix}layer_norm1"), &mut self.layer_norm1);
+        tensors.linear(&format!("{prefix}self_attn.q_proj"), &mut self.q_proj, t);
+        tensors.linear(&format!("{prefix}self_attn.k_proj"), &mut self.k_proj, t);
+        tensors.linear(&format!("{prefix}self_attn.v_proj"), &mut self.v_proj, t);
+        tensors.linear(&format!("{prefix}self_attn.out_proj"), &mut self.out_proj, t);
+        tensors.layer_norm(&format!("{prefix}layer_norm2"), &mut self.layer_norm2);
+        tensors.linear(&format!("{prefix}mlp.fc1"), &mut self.fc1, t);
+        tensors.linear(&format!("{prefix}mlp.fc2"), &mut self.fc2, t);
     }
 
     /// `[batch, seq, d]` -> `[batch, seq, d]`; `causal` masks future positions (text tower).
@@ -305,16 +315,16 @@ struct ClipVision {
 }
 
 impl ClipVision {
-    fn load(&mut self, loader: &Loader) {
+    fn walk(&mut self, tensors: &impl Tensors) {
         let p = "vision_model.";
-        loader.param(&format!("{p}embeddings.patch_embedding.weight"), &mut self.patch_embedding, Layout::AsStored);
-        loader.param(&format!("{p}embeddings.class_embedding"), &mut self.class_embedding, Layout::AsStored);
-        loader.embedding(&format!("{p}embeddings.position_embedding"), &mut self.position_embedding);
-        loader.layer_norm(&format!("{p}pre_layrnorm"), &mut self.pre_layrnorm);
+        tensors.param(&format!("{p}embeddings.patch_embedding.weight"), &mut self.patch_embedding, Layout::AsStored);
+        tensors.param(&format!("{p}embeddings.class_embedding"), &mut self.class_embedding, Layout::AsStored);
+        tensors.embedding(&format!("{p}embeddings.position_embedding"), &mut self.position_embedding);
+        tensors.layer_norm(&format!("{p}pre_layrnorm"), &mut self.pre_layrnorm);
         for (i, layer) in self.layers.iter_mut().enumerate() {
-            layer.load(loader, &format!("{p}encoder.layers.{i}."));
+            layer.walk(tensors, &format!("{p}encoder.layers.{i}."));
         }
-        loader.layer_norm(&format!("{p}post_layernorm"), &mut self.post_layernorm);
+        tensors.layer_norm(&format!("{p}post_layernorm"), &mut self.post_layernorm);
     }
 
     /// `[batch, channels, size, size]` -> pooled `[batch, hidden]` (class token after `post_layernorm`).
@@ -354,14 +364,14 @@ struct ClipText {
 }
 
 impl ClipText {
-    fn load(&mut self, loader: &Loader) {
+    fn walk(&mut self, tensors: &impl Tensors) {
         let p = "text_model.";
-        loader.sharded(&format!("{p}embeddings.token_embedding.weight"), &mut self.token_embedding);
-        loader.embedding(&format!("{p}embeddings.position_embedding"), &mut self.position_embedding);
+        tensors.sharded(&format!("{p}embeddings.token_embedding.weight"), &mut self.token_embedding);
+        tensors.embedding(&format!("{p}embeddings.position_embedding"), &mut self.position_embedding);
         for (i, layer) in self.layers.iter_mut().enumerate() {
-            layer.load(loader, &format!("{p}encoder.layers.{i}."));
+            layer.walk(tensors, &format!("{p}encoder.layers.{i}."));
         }
-        loader.layer_norm(&format!("{p}final_layer_norm"), &mut self.final_layer_norm);
+        tensors.layer_norm(&format!("{p}final_layer_norm"), &mut self.final_layer_norm);
     }
 
     /// The position whose hidden state represents the text, as transformers chooses it.
@@ -418,13 +428,24 @@ impl Clip {
         let file = WeightFile::parse(safetensors)?;
         let loader = Loader::new(&file, device);
         let mut model = config.init(device);
-        model.vision.load(&loader);
-        model.text.load(&loader);
-        loader.linear("visual_projection", &mut model.visual_projection, Layout::Transposed);
-        loader.linear("text_projection", &mut model.text_projection, Layout::Transposed);
-        loader.param("logit_scale", &mut model.logit_scale, Layout::AsStored);
+        model.walk(&loader);
         loader.finish(|name| name.ends_with("embeddings.position_ids"))?;
         Ok(model)
+    }
+
+    /// The model as `model.safetensors` bytes with Hugging Face names (the inverse of [`Clip::load`]).
+    pub async fn to_safetensors(&self) -> Result<Vec<u8>, ModelError> {
+        let saver = Saver::default();
+        self.clone().walk(&saver);
+        saver.to_safetensors(crate::weights::pytorch_metadata()).await
+    }
+
+    fn walk(&mut self, tensors: &impl Tensors) {
+        self.vision.walk(tensors);
+        self.text.walk(tensors);
+        tensors.linear("visual_projection", &mut self.visual_projection, Layout::Transposed);
+        tensors.linear("text_projection", &mut self.text_projection, Layout::Transposed);
+        tensors.param("logit_scale", &mut self.logit_scale, Layout::AsStored);
     }
 
     pub fn image_size(&self) -> usize {

@@ -91,3 +91,11 @@ pub(crate) fn check_model_type(json: &[u8], expected: &str, what: &str) -> Resul
         _ => Ok(()),
     }
 }
+
+/// A config serialised with the `model_type` and `architectures` fields transformers expects.
+pub(crate) fn hf_config_json(config: &impl serde::Serialize, model_type: &str, architecture: &str) -> String {
+    let mut value = serde_json::to_value(config).expect("configs serialise");
+    value["model_type"] = model_type.into();
+    value["architectures"] = serde_json::json!([architecture]);
+    serde_json::to_string_pretty(&value).expect("values serialise")
+}

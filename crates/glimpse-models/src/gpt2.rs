@@ -9,15 +9,15 @@
 use burn::module::Initializer;
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, Linear, LinearConfig};
 use burn::prelude::*;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
 use crate::nn::{Activation, ShardedTable, attention, layer_norm, merge_heads, split_heads};
-use crate::weights::{Layout, Loader, WeightFile};
+use crate::weights::{Layout, Loader, Saver, Tensors, WeightFile};
 
 /// The fields of a Hugging Face GPT-2 `config.json` that shape the model. Other fields are ignored;
 /// fields that would change the computation in ways glimpse does not implement are refused.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Gpt2Config {
     pub vocab_size: usize,
     pub n_positions: usize,
@@ -93,6 +93,11 @@ impl Gpt2Config {
         Ok(config)
     }
 
+    /// `config.json` as transformers writes it for a `GPT2LMHeadModel`.
+    pub fn to_json(&self) -> String {
+        crate::error::hf_config_json(self, "gpt2", "GPT2LMHeadModel")
+    }
+
     pub fn inner_dim(&self) -> usize {
         self.n_inner.unwrap_or(4 * self.n_embd)
     }
@@ -134,7 +139,7 @@ impl Gpt2Config {
         let init = Initializer::Normal { mean: 0.0, std: 0.02 };
         Gpt2 {
             wte: ShardedTable::init(self.vocab_size, d, &init, device),
-            wpe: EmbeddingConfig::new(self.n_positions, d).init(device),
+            wpe: EmbeddingConfig::new(self.n_positions, d).with_initializer(init.clone()).init(device),
             blocks: (0..self.n_layer).map(|_| Block::init(self, device)).collect(),
             ln_f: layer_norm(d, self.layer_norm_epsilon, device),
             lm_head: (!self.tie_word_embeddings).then(|| ShardedTable::init(self.vocab_size, d, &init, device)),
@@ -168,13 +173,13 @@ impl Block {
         }
     }
 
-    fn load(&mut self, loader: &Loader, prefix: &str) {
-        loader.layer_norm(&format!("{prefix}ln_1"), &mut self.ln_1);
-        loader.linear(&format!("{prefix}attn.c_attn"), &mut self.c_attn, Layout::AsStored);
-        loader.linear(&format!("{prefix}attn.c_proj"), &mut self.c_proj, Layout::AsStored);
-        loader.layer_norm(&format!("{prefix}ln_2"), &mut self.ln_2);
-        loader.linear(&format!("{prefix}mlp.c_fc"), &mut self.c_fc, Layout::AsStored);
-        loader.linear(&format!("{prefix}mlp.c_proj"), &mut self.mlp_proj, Layout::AsStored);
+    fn walk(&mut self, tensors: &impl Tensors, prefix: &str) {
+        tensors.layer_norm(&format!("{prefix}ln_1"), &mut self.ln_1);
+        tensors.linear(&format!("{prefix}attn.c_attn"), &mut self.c_attn, Layout::AsStored);
+        tensors.linear(&format!("{prefix}attn.c_proj"), &mut self.c_proj, Layout::AsStored);
+        tensors.layer_norm(&format!("{prefix}ln_2"), &mut self.ln_2);
+        tensors.linear(&format!("{prefix}mlp.c_fc"), &mut self.c_fc, Layout::AsStored);
+        tensors.linear(&format!("{prefix}mlp.c_proj"), &mut self.mlp_proj, Layout::AsStored);
     }
 
     /// `x`: `[batch, t, d]`; `past`: this layer's cached keys/values.
@@ -283,20 +288,32 @@ impl Gpt2 {
         let loader = Loader::new(&file, device);
         let prefix = if loader.contains("transformer.wte.weight") { "transformer." } else { "" };
         let mut model = config.init(device);
-        loader.sharded(&format!("{prefix}wte.weight"), &mut model.wte);
-        loader.embedding(&format!("{prefix}wpe"), &mut model.wpe);
-        for (i, block) in model.blocks.iter_mut().enumerate() {
-            block.load(&loader, &format!("{prefix}h.{i}."));
-        }
-        loader.layer_norm(&format!("{prefix}ln_f"), &mut model.ln_f);
-        if let Some(head) = model.lm_head.as_mut() {
-            loader.sharded("lm_head.weight", head);
-        }
+        model.walk(&loader, prefix);
         let tied = config.tie_word_embeddings;
         loader.finish(|name| {
             name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias") || (tied && name == "lm_head.weight")
         })?;
         Ok(model)
+    }
+
+    /// The model as `model.safetensors` bytes in `GPT2LMHeadModel`'s naming (`transformer.*`, and
+    /// `lm_head.weight` only when untied): the inverse of [`Gpt2::load`].
+    pub async fn to_safetensors(&self) -> Result<Vec<u8>, ModelError> {
+        let saver = Saver::default();
+        self.clone().walk(&saver, "transformer.");
+        saver.to_safetensors(crate::weights::pytorch_metadata()).await
+    }
+
+    fn walk(&mut self, tensors: &impl Tensors, prefix: &str) {
+        tensors.sharded(&format!("{prefix}wte.weight"), &mut self.wte);
+        tensors.embedding(&format!("{prefix}wpe"), &mut self.wpe);
+        for (i, block) in self.blocks.iter_mut().enumerate() {
+            block.walk(tensors, &format!("{prefix}h.{i}."));
+        }
+        tensors.layer_norm(&format!("{prefix}ln_f"), &mut self.ln_f);
+        if let Some(head) = self.lm_head.as_mut() {
+            tensors.sharded("lm_head.weight", head);
+        }
     }
 
     pub fn n_positions(&self) -> usize {

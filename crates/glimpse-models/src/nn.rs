@@ -5,10 +5,10 @@ use burn::nn::{LayerNorm, LayerNormConfig};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, gelu_approximate, sigmoid, softmax};
 use burn::tensor::module::embedding;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Activation functions by their Hugging Face names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 pub enum Activation {
     /// `x * sigmoid(1.702 x)`, OpenAI CLIP.
     #[serde(rename = "quick_gelu")]
@@ -119,6 +119,11 @@ impl ShardedTable {
                 Param::from_tensor(Tensor::from_data(TensorData::new(block, [n, dim]), device))
             })
             .collect();
+    }
+
+    /// The whole `[rows, dim]` table in one tensor (for saving small tables).
+    pub(crate) fn whole(&self) -> Tensor<2> {
+        Tensor::cat(self.shards.iter().map(Param::val).collect(), 0)
     }
 
     /// Row lookup: `[batch, t]` ids -> `[batch, t, dim]`.

@@ -5,9 +5,12 @@
 //! every shape against the module, collects every problem instead of stopping at the first, and
 //! at the end reports the tensors nobody asked for. A file that does not fit its config is refused
 //! as a whole with a list of what is missing, mis-shaped or unexpected.
+//!
+//! Models name their tensors once, in a walk over a [`Tensors`] visitor: the [`Loader`] fills the
+//! parameters, the [`Saver`] writes them back out under the same names (for models glimpse trains).
 
 use std::cell::RefCell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use burn::module::Param;
 use burn::nn::{Embedding, LayerNorm, Linear};
@@ -15,6 +18,7 @@ use burn::prelude::*;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{ModelError, TensorProblem};
+use crate::generation::read;
 use crate::nn::ShardedTable;
 
 /// How a stored matrix maps onto Burn's `[d_input, d_output]` linear weight.
@@ -68,6 +72,35 @@ impl<'a> WeightFile<'a> {
     }
 }
 
+/// A walk over a model's parameters by their Hugging Face names.
+pub trait Tensors {
+    /// One parameter stored under `name` in `layout`.
+    fn param<const D: usize>(&self, name: &str, param: &mut Param<Tensor<D>>, layout: Layout);
+
+    /// A row-sharded `[rows, dim]` table stored as one tensor `name`.
+    fn sharded(&self, name: &str, table: &mut ShardedTable);
+
+    /// `{name}.weight` and, when the module has one, `{name}.bias`.
+    fn linear(&self, name: &str, linear: &mut Linear, layout: Layout) {
+        self.param(&format!("{name}.weight"), &mut linear.weight, layout);
+        if let Some(bias) = linear.bias.as_mut() {
+            self.param(&format!("{name}.bias"), bias, Layout::AsStored);
+        }
+    }
+
+    /// PyTorch's `weight`/`bias` are Burn's `gamma`/`beta`.
+    fn layer_norm(&self, name: &str, norm: &mut LayerNorm) {
+        self.param(&format!("{name}.weight"), &mut norm.gamma, Layout::AsStored);
+        if let Some(beta) = norm.beta.as_mut() {
+            self.param(&format!("{name}.bias"), beta, Layout::AsStored);
+        }
+    }
+
+    fn embedding(&self, name: &str, embedding: &mut Embedding) {
+        self.param(&format!("{name}.weight"), &mut embedding.weight, Layout::AsStored);
+    }
+}
+
 /// Fills a module's parameters from a [`WeightFile`], recording problems as it goes.
 pub struct Loader<'f, 'a> {
     file: &'f WeightFile<'a>,
@@ -112,42 +145,6 @@ impl<'f, 'a> Loader<'f, 'a> {
         })
     }
 
-    /// Replaces `param` with the stored tensor `name`; the parameter's own shape is the expectation.
-    pub fn param<const D: usize>(&self, name: &str, param: &mut Param<Tensor<D>>, layout: Layout) {
-        let expected: [usize; D] = param.lazy_shape().dims();
-        if let Some(values) = self.read_values(name, &expected, layout) {
-            *param = Param::from_tensor(Tensor::from_data(TensorData::new(values, expected), &self.device));
-        }
-    }
-
-    /// `{name}.weight` and, when the module has one, `{name}.bias`.
-    pub fn linear(&self, name: &str, linear: &mut Linear, layout: Layout) {
-        self.param(&format!("{name}.weight"), &mut linear.weight, layout);
-        if let Some(bias) = linear.bias.as_mut() {
-            self.param(&format!("{name}.bias"), bias, Layout::AsStored);
-        }
-    }
-
-    /// PyTorch's `weight`/`bias` are Burn's `gamma`/`beta`.
-    pub fn layer_norm(&self, name: &str, norm: &mut LayerNorm) {
-        self.param(&format!("{name}.weight"), &mut norm.gamma, Layout::AsStored);
-        if let Some(beta) = norm.beta.as_mut() {
-            self.param(&format!("{name}.bias"), beta, Layout::AsStored);
-        }
-    }
-
-    pub fn embedding(&self, name: &str, embedding: &mut Embedding) {
-        self.param(&format!("{name}.weight"), &mut embedding.weight, Layout::AsStored);
-    }
-
-    /// Fills a row-sharded table from the `[rows, dim]` tensor `name`, split on the host so no
-    /// device buffer ever holds the whole table.
-    pub fn sharded(&self, name: &str, table: &mut ShardedTable) {
-        let shape = [table.rows(), table.dim()];
-        if let Some(values) = self.read_values(name, &shape, Layout::AsStored) {
-            table.set_rows(&values, &self.device);
-        }
-    }
 
     /// Ends loading: every recorded problem and every tensor that was neither read nor `ignored`
     /// (buffers such as GPT-2's `attn.bias`) make the whole load fail.
@@ -169,6 +166,75 @@ impl<'f, 'a> Loader<'f, 'a> {
             Err(ModelError::WeightMismatch { problems, unexpected })
         }
     }
+}
+
+impl Tensors for Loader<'_, '_> {
+    /// Replaces `param` with the stored tensor `name`; the parameter's own shape is the expectation.
+    fn param<const D: usize>(&self, name: &str, param: &mut Param<Tensor<D>>, layout: Layout) {
+        let expected: [usize; D] = param.lazy_shape().dims();
+        if let Some(values) = self.read_values(name, &expected, layout) {
+            *param = Param::from_tensor(Tensor::from_data(TensorData::new(values, expected), &self.device));
+        }
+    }
+
+    /// Fills a row-sharded table from the `[rows, dim]` tensor `name`, split on the host so no
+    /// device buffer ever holds the whole table.
+    fn sharded(&self, name: &str, table: &mut ShardedTable) {
+        let shape = [table.rows(), table.dim()];
+        if let Some(values) = self.read_values(name, &shape, Layout::AsStored) {
+            table.set_rows(&values, &self.device);
+        }
+    }
+}
+
+/// Collects a module's parameters under their names and writes them as one f32 safetensors file.
+#[derive(Default)]
+pub struct Saver {
+    /// Name, stored shape and the values flattened in stored order.
+    entries: RefCell<Vec<(String, Vec<usize>, Tensor<1>)>>,
+}
+
+impl Saver {
+    /// The safetensors bytes of everything visited, with `metadata` in the header.
+    pub async fn to_safetensors(self, metadata: HashMap<String, String>) -> Result<Vec<u8>, ModelError> {
+        let mut tensors = Vec::new();
+        for (name, shape, values) in self.entries.into_inner() {
+            let values = read::<1, Float, f32>(values.detach()).await?;
+            tensors.push((name, shape, values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()));
+        }
+        let views = tensors
+            .iter()
+            .map(|(name, shape, bytes)| {
+                safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes).map(|v| (name.clone(), v))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ModelError::CorruptWeights(e.to_string()))?;
+        safetensors::serialize(views, Some(metadata)).map_err(|e| ModelError::CorruptWeights(e.to_string()))
+    }
+
+    fn push<const D: usize>(&self, name: &str, tensor: Tensor<D>) {
+        let shape = tensor.dims().to_vec();
+        let flat = tensor.reshape([shape.iter().product::<usize>()]);
+        self.entries.borrow_mut().push((name.to_string(), shape, flat));
+    }
+}
+
+impl Tensors for Saver {
+    fn param<const D: usize>(&self, name: &str, param: &mut Param<Tensor<D>>, layout: Layout) {
+        match layout {
+            Layout::AsStored => self.push(name, param.val()),
+            Layout::Transposed => self.push(name, param.val().swap_dims(0, D - 1)),
+        }
+    }
+
+    fn sharded(&self, name: &str, table: &mut ShardedTable) {
+        self.push(name, table.whole());
+    }
+}
+
+/// The header metadata transformers writes (`{"format": "pt"}`), which it expects when loading.
+pub fn pytorch_metadata() -> HashMap<String, String> {
+    HashMap::from([("format".to_string(), "pt".to_string())])
 }
 
 fn stored_shape(burn_shape: &[usize], layout: Layout) -> Vec<usize> {

@@ -1,0 +1,247 @@
+//! `glimpse train`: the embedded default's tokenizers and models, trained from scratch on the
+//! procedural world, checkpointed in the Hugging Face layout and resumable.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use futures_lite::future::block_on;
+use glimpse_media::image::ImagePreprocess;
+use glimpse_media::tokenizer::{ClipTokenizer, Gpt2Tokenizer};
+use glimpse_models::device::SelectedDevice;
+use glimpse_models::{Clip, Gpt2};
+use glimpse_train::checkpoint::{self, TrainState};
+use glimpse_train::clip::{ClipTrainConfig, ClipTraining, world_clip_config, world_preprocessor_json};
+use glimpse_train::lm::{LmTrainConfig, LmTraining, world_gpt2_config};
+use glimpse_train::tokenizer::{clip_tokenizer_json, gpt2_tokenizer_json};
+use glimpse_align::projector::{ProjectorConfig, TrainConfig};
+
+#[derive(Subcommand)]
+pub enum TrainCommand {
+    /// Contrastive training of the world CLIP on rendered scenes and their captions.
+    Clip {
+        #[command(flatten)]
+        run: RunArgs,
+        #[arg(long, default_value_t = 96)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 2e-4)]
+        lr: f64,
+    },
+    /// Language-model training of the world GPT-2 on the world's captions.
+    Lm {
+        #[command(flatten)]
+        run: RunArgs,
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 2e-3)]
+        lr: f64,
+    },
+    /// Train a projector from CLIP image embeddings into GPT-2's input space (LiMBeR / ClipCap)
+    /// on rendered scenes and their captions, with both models frozen.
+    Projector {
+        #[command(flatten)]
+        models: crate::ModelArgs,
+        /// Projector file to write (safetensors).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Training pairs rendered from the world.
+        #[arg(long, default_value_t = 4096)]
+        examples: usize,
+        #[arg(long, default_value_t = 6)]
+        epochs: usize,
+        /// GPT-2 input embeddings made from one image.
+        #[arg(long, default_value_t = 4)]
+        prefix_len: usize,
+        /// Hidden width of a two-layer MLP (ClipCap); 0 for a linear map (LiMBeR).
+        #[arg(long, default_value_t = 0)]
+        hidden: usize,
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f64,
+        #[arg(long, default_value_t = 2)]
+        seed: u64,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Model directory to write (Hugging Face layout); a run left there is resumed.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Total optimiser steps.
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Seed of the training data stream.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Save a checkpoint every N steps.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    checkpoint_every: usize,
+    /// Ignore a run left in --out and start from random weights.
+    #[arg(long)]
+    fresh: bool,
+}
+
+impl RunArgs {
+    /// The state to resume from, if any (checked against the kind of model).
+    fn resume(&self, kind: &str) -> Result<Option<TrainState>> {
+        if self.fresh {
+            return Ok(None);
+        }
+        let Some(state) = checkpoint::load_state(&self.out)? else { return Ok(None) };
+        if state.kind != kind {
+            bail!("{} holds a `{}` run, not `{kind}`; pick another --out or pass --fresh", self.out.display(), state.kind);
+        }
+        eprintln!("resuming {} from step {}", self.out.display(), state.step);
+        Ok(Some(state))
+    }
+}
+
+/// Runs `chunk(until, on_step)` between checkpoints, saving after each.
+fn checkpointed(
+    args: &RunArgs,
+    mut state: TrainState,
+    what: &str,
+    mut chunk: impl FnMut(usize, &mut dyn FnMut(usize, f32)) -> Result<()>,
+    mut save: impl FnMut(&TrainState) -> Result<()>,
+) -> Result<()> {
+    let bar = crate::progress_bar(state.steps, what);
+    bar.set_position(state.step as u64);
+    while state.step < state.steps {
+        let until = (state.step + args.checkpoint_every.max(1)).min(state.steps);
+        let (mut sum, mut n) = (0.0, 0);
+        chunk(until, &mut |step, loss| {
+            sum += loss;
+            n += 1;
+            bar.set_position(step as u64);
+            bar.set_message(format!("loss {loss:.4}"));
+        })?;
+        state.step = until;
+        state.losses.push((until, sum / n.max(1) as f32));
+        save(&state)?;
+    }
+    bar.finish_with_message(format!("loss {:.4}, saved to {}", state.losses.last().map_or(0.0, |l| l.1), args.out.display()));
+    Ok(())
+}
+
+pub fn run(command: TrainCommand, selected: &SelectedDevice) -> Result<()> {
+    let device = selected.device.clone().autodiff();
+    match command {
+        TrainCommand::Clip { run, batch_size, lr } => {
+            let resume = run.resume("clip")?;
+            let defaults = ClipTrainConfig::default();
+            let config = ClipTrainConfig {
+                steps: run.steps.or(resume.as_ref().map(|s| s.steps)).unwrap_or(defaults.steps),
+                seed: run.seed.or(resume.as_ref().map(|s| s.seed)).unwrap_or(defaults.seed),
+                batch_size,
+                lr,
+                ..defaults
+            };
+            let model_config = world_clip_config();
+            let tokenizer_json = clip_tokenizer_json()?;
+            let preprocessor_json = world_preprocessor_json();
+            let context = model_config.text_config.max_position_embeddings;
+            let tokenizer = ClipTokenizer::from_json(tokenizer_json.as_bytes(), context)?;
+            let preprocess =
+                ImagePreprocess::from_json(preprocessor_json.as_bytes(), model_config.vision_config.image_size as u32)?;
+            let (model, state) = match resume {
+                Some(state) => (Clip::load(&model_config, &read(&run.out, "model.safetensors")?, &device)?, state),
+                None => (model_config.init(&device), new_state("clip", &config.steps, config.seed)),
+            };
+            let state = TrainState { steps: config.steps, ..state };
+            let mut training = ClipTraining::new(model, state.step, config);
+            let config_json = model_config.to_json();
+            let out = run.out.clone();
+            let training = std::cell::RefCell::new(&mut training);
+            checkpointed(
+                &run,
+                state,
+                "clip",
+                |until, on_step| Ok(block_on(training.borrow_mut().run(until, &tokenizer, &preprocess, &device, on_step))?),
+                |state| {
+                    let weights = block_on(training.borrow().model.to_safetensors())?;
+                    let files: [(&str, &[u8]); 4] = [
+                        ("config.json", config_json.as_bytes()),
+                        ("model.safetensors", &weights),
+                        ("tokenizer.json", tokenizer_json.as_bytes()),
+                        ("preprocessor_config.json", preprocessor_json.as_bytes()),
+                    ];
+                    Ok(checkpoint::save(&out, &files, state)?)
+                },
+            )
+        }
+        TrainCommand::Projector { models, out, examples, epochs, prefix_len, hidden, lr, seed } => {
+            let (clip, lm) = models.load(selected)?;
+            let bar = crate::progress_bar(examples, "rendering and encoding");
+            let pairs = block_on(glimpse_train::projector::world_examples(&clip, &lm, examples, seed))?;
+            bar.finish_and_clear();
+            let config = ProjectorConfig {
+                clip_dim: clip.config.projection_dim,
+                lm_dim: lm.model.n_embd(),
+                prefix_len,
+                hidden: (hidden > 0).then_some(hidden),
+            };
+            config.validate()?;
+            let projector = config.init(&device);
+            let bar = crate::progress_bar(epochs, "projector epochs");
+            let train = TrainConfig { epochs, lr, ..TrainConfig::default() };
+            let (projector, losses) = block_on(glimpse_align::projector::train(projector, &lm.model, &pairs, &train, |e, loss| {
+                bar.set_position(e as u64 + 1);
+                bar.set_message(format!("loss {loss:.4}"));
+            }))?;
+            bar.finish_and_clear();
+            let bytes = block_on(projector.to_safetensors())?;
+            glimpse_world::video::write_atomically(&out, &bytes).with_context(|| format!("cannot write {}", out.display()))?;
+            let losses: Vec<String> = losses.iter().map(|l| format!("{l:.3}")).collect();
+            eprintln!("caption loss per epoch: {}\nwrote {}", losses.join(" "), out.display());
+            Ok(())
+        }
+        TrainCommand::Lm { run, batch_size, lr } => {
+            let resume = run.resume("lm")?;
+            let defaults = LmTrainConfig::default();
+            let config = LmTrainConfig {
+                steps: run.steps.or(resume.as_ref().map(|s| s.steps)).unwrap_or(defaults.steps),
+                seed: run.seed.or(resume.as_ref().map(|s| s.seed)).unwrap_or(defaults.seed),
+                batch_size,
+                lr,
+                ..defaults
+            };
+            let model_config = world_gpt2_config();
+            let eos = model_config.eos_token_id.expect("the world GPT-2 has an end-of-text token");
+            let tokenizer_json = gpt2_tokenizer_json()?;
+            let tokenizer = Gpt2Tokenizer::from_json(tokenizer_json.as_bytes())?;
+            let (model, state) = match resume {
+                Some(state) => (Gpt2::load(&model_config, &read(&run.out, "model.safetensors")?, &device)?, state),
+                None => (model_config.init(&device), new_state("lm", &config.steps, config.seed)),
+            };
+            let state = TrainState { steps: config.steps, ..state };
+            let mut training = LmTraining::new(model, state.step, config);
+            let config_json = model_config.to_json();
+            let out = run.out.clone();
+            let training = std::cell::RefCell::new(&mut training);
+            checkpointed(
+                &run,
+                state,
+                "lm",
+                |until, on_step| Ok(block_on(training.borrow_mut().run(until, &tokenizer, eos, &device, on_step))?),
+                |state| {
+                    let weights = block_on(training.borrow().model.to_safetensors())?;
+                    let files: [(&str, &[u8]); 3] = [
+                        ("config.json", config_json.as_bytes()),
+                        ("model.safetensors", &weights),
+                        ("tokenizer.json", tokenizer_json.as_bytes()),
+                    ];
+                    Ok(checkpoint::save(&out, &files, state)?)
+                },
+            )
+        }
+    }
+}
+
+fn new_state(kind: &str, steps: &usize, seed: u64) -> TrainState {
+    TrainState { kind: kind.into(), step: 0, steps: *steps, seed, losses: Vec::new() }
+}
+
+fn read(dir: &Path, name: &str) -> Result<Vec<u8>> {
+    let path = dir.join(name);
+    std::fs::read(&path).with_context(|| format!("cannot read {} to resume; pass --fresh to start over", path.display()))
+}

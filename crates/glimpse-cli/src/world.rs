@@ -1,0 +1,72 @@
+//! `glimpse world`: scenes and videos of the procedural world, with their ground truth.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use glimpse_world::render::{RenderConfig, Scene};
+use glimpse_world::rng::Rng;
+use glimpse_world::scene::{Attributes, canonical_caption};
+use glimpse_world::video::{VideoConfig, sample_video, write_atomically, write_gif, write_image};
+use serde_json::json;
+
+#[derive(Subcommand)]
+pub enum WorldCommand {
+    /// Render one scene (PNG, or the format OUT's extension names); prints its caption and
+    /// attributes as JSON.
+    Image {
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, value_name = "OUT")]
+        out: PathBuf,
+        /// Side of the square image in pixels.
+        #[arg(long, default_value_t = 96)]
+        size: u32,
+    },
+    /// Render a video of 2-5 scenes (with background-only gaps) as an animated GIF; writes its
+    /// ground-truth events next to it (OUT with `.json`) and prints them.
+    #[command(after_help = "JSON: {\"duration\": s, \"fps\": .., \"events\": [{\"start\": s, \"end\": s, \
+                            \"caption\": .., \"attributes\": {..}}]}")]
+    Video {
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, value_name = "OUT.gif")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 4.0)]
+        fps: f64,
+        #[arg(long, default_value_t = 96)]
+        size: u32,
+    },
+}
+
+pub fn run(command: WorldCommand) -> Result<()> {
+    let render = |size: u32| -> Result<RenderConfig> {
+        if !(16..=2048).contains(&size) {
+            bail!("--size {size} must be between 16 and 2048 pixels");
+        }
+        Ok(RenderConfig { size, ..RenderConfig::default() })
+    };
+    match command {
+        WorldCommand::Image { seed, out, size } => {
+            let mut rng = Rng::new(seed);
+            let attributes = Attributes::sample(&mut rng);
+            let image = Scene::sample(Some(attributes), &mut rng).render(&render(size)?, &mut rng);
+            write_image(&image, &out).with_context(|| format!("cannot write {}", out.display()))?;
+            let caption = canonical_caption(&attributes);
+            println!("{}", json!({ "image": out, "caption": caption, "attributes": attributes }));
+        }
+        WorldCommand::Video { seed, out, fps, size } => {
+            if !(fps > 0.0 && fps <= 50.0) {
+                bail!("--fps {fps} must be in (0, 50]");
+            }
+            let video = sample_video(seed, &VideoConfig { fps, render: render(size)?, ..VideoConfig::default() });
+            write_gif(&video, &out).with_context(|| format!("cannot write {}", out.display()))?;
+            let annotations = serde_json::to_string_pretty(&video.annotation_json())?;
+            let path = out.with_extension("json");
+            write_atomically(&path, annotations.as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            println!("{annotations}");
+        }
+    }
+    Ok(())
+}

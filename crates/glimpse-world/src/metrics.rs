@@ -1,0 +1,511 @@
+//! Evaluation metrics for dense video captioning.
+//!
+//! The segment metrics follow the ActivityNet Captions `densevid_eval` protocol, and the caption
+//! metrics follow the definitions of `pycocoevalcap`'s `Bleu(4)` and `CiderD`, so that numbers
+//! reported by glimpse can be read next to the published ones. They are written from those
+//! definitions rather than ported, and every place where the reference behaviour is surprising
+//! (strict versus inclusive thresholds, smoothing constants, what CIDEr-D calls "length") is
+//! reproduced on purpose and says so where it happens.
+//!
+//! `densevid_eval` scores captions per video: for each video it pairs every predicted caption with
+//! every ground-truth caption whose segment overlaps it enough ([`matched_pairs`]), scores those
+//! pairs as one corpus ([`bleu4`], [`cider_d`]), and averages the per-video results. The functions
+//! here take one such corpus at a time so that callers can reproduce that averaging.
+//!
+//! N-gram tables are `BTreeMap`s rather than `HashMap`s: floating-point sums over them then run in
+//! a fixed order, so a score is bit-for-bit reproducible across runs, as everything else in this
+//! crate is.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+/// The temporal-IoU thresholds `densevid_eval` averages over by default.
+pub const TIOU_THRESHOLDS: [f64; 4] = [0.3, 0.5, 0.7, 0.9];
+
+/// A `(start, end)` time span, in any unit as long as all segments compared share it.
+pub type Segment = (f64, f64);
+
+/// Longest n-gram both BLEU-4 and CIDEr-D count.
+const MAX_N: usize = 4;
+
+/// Width of CIDEr-D's Gaussian length penalty, pycocoevalcap's default.
+const CIDER_SIGMA: f64 = 6.0;
+
+/// Temporal intersection over union of two segments.
+///
+/// A segment that is not a finite interval of positive length has no extent to overlap with, so
+/// its IoU with anything is 0 rather than NaN; disjoint or merely touching segments also give 0.
+/// Unlike `densevid_eval` no `1e-8` is added to the union: that guard only exists to avoid a
+/// division by zero (excluded here up front), and it would make an IoU of exactly 0.5 miss a 0.5
+/// threshold.
+pub fn tiou(a: Segment, b: Segment) -> f64 {
+    let proper = |(start, end): Segment| start.is_finite() && end.is_finite() && start < end;
+    if !proper(a) || !proper(b) {
+        return 0.0;
+    }
+    let intersection = (a.1.min(b.1) - a.0.max(b.0)).max(0.0);
+    let union = (a.1 - a.0) + (b.1 - b.0) - intersection;
+    intersection / union
+}
+
+/// Segment precision and recall of one video at one tIoU threshold, as `(precision, recall)`.
+///
+/// Precision is the fraction of predicted segments that overlap some ground-truth segment, and
+/// recall the fraction of ground-truth segments that some prediction overlaps; several predictions
+/// may claim the same truth segment, as in `densevid_eval` (no one-to-one assignment).
+///
+/// "Overlap" means a tIoU strictly greater than `threshold`: `densevid_eval`'s detection scores
+/// use `>` while its caption pairing ([`matched_pairs`]) uses `>=`, and both are kept so results
+/// stay comparable with published numbers.
+///
+/// With no predictions the precision is 0 (`densevid_eval` gives 0 to a video it has no
+/// predictions for), and with no ground truth the recall is 0 (the reference would divide by
+/// zero; 0 keeps the per-video average finite and does not reward an empty ground truth).
+pub fn precision_recall(predicted: &[Segment], truth: &[Segment], threshold: f64) -> (f64, f64) {
+    let hit = |p: Segment, t: Segment| tiou(p, t) > threshold;
+    let covered_predictions = predicted.iter().filter(|&&p| truth.iter().any(|&t| hit(p, t))).count();
+    let covered_truth = truth.iter().filter(|&&t| predicted.iter().any(|&p| hit(p, t))).count();
+    (fraction(covered_predictions, predicted.len()), fraction(covered_truth, truth.len()))
+}
+
+/// `part / whole`, or 0 for an empty whole (see [`precision_recall`] for why 0).
+fn fraction(part: usize, whole: usize) -> f64 {
+    if whole == 0 { 0.0 } else { part as f64 / whole as f64 }
+}
+
+/// Every `(predicted index, truth index)` pair whose segments have a tIoU of at least `threshold`.
+///
+/// `densevid_eval` scores captions over all such pairs (a prediction overlapping two truth
+/// segments is scored against both), with an inclusive `>=` unlike its detection scores. It also
+/// scores each prediction that matches nothing against a random string, which adds a near-zero
+/// item to the corpus; callers that want that penalty must add those items themselves, since the
+/// captions are not known here. Pairs come out ordered by prediction, then by truth index.
+pub fn matched_pairs(predicted: &[Segment], truth: &[Segment], threshold: f64) -> Vec<(usize, usize)> {
+    predicted
+        .iter()
+        .enumerate()
+        .flat_map(|(p, &pred)| {
+            truth.iter().enumerate().filter(move |&(_, &t)| tiou(pred, t) >= threshold).map(move |(t, _)| (p, t))
+        })
+        .collect()
+}
+
+/// Splits a caption into lowercase word tokens, a lightweight stand-in for pycocoevalcap's
+/// `PTBTokenizer`.
+///
+/// The PTB tokenizer lowercases and then drops punctuation tokens; here every character that is
+/// neither a letter nor a digit separates tokens, which gives the same words for the plain
+/// captions glimpse produces without needing a Java tokenizer. It differs only on clitics and
+/// hyphenated words (`"man's"` gives `man`, `s` instead of `man`, `'s`).
+pub fn tokenize(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric()).filter(|word| !word.is_empty()).map(str::to_lowercase).collect()
+}
+
+/// Every n-gram of `tokens` for n = 1..=[`MAX_N`], each occurrence once, as token slices (the
+/// slice length is the order, so n-grams of different orders never collide).
+fn ngrams(tokens: &[String]) -> impl Iterator<Item = &[String]> {
+    (1..=MAX_N).flat_map(move |n| tokens.windows(n))
+}
+
+/// Occurrence count of every n-gram of `tokens` (see [`ngrams`]).
+fn ngram_counts(tokens: &[String]) -> BTreeMap<&[String], usize> {
+    let mut counts = BTreeMap::new();
+    for gram in ngrams(tokens) {
+        *counts.entry(gram).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Corpus-level BLEU-4 of `(candidate, references)` items, as pycocoevalcap's `Bleu(4)` computes
+/// it; captions are raw text and go through [`tokenize`] first.
+///
+/// Clipped n-gram matches (each candidate n-gram counted at most as often as it occurs in the
+/// reference that contains it most) and candidate n-gram totals are summed over the whole corpus
+/// before dividing, and so are the lengths behind the brevity penalty, where each item contributes
+/// the length of its reference closest in length to the candidate (the shorter one on ties). Each
+/// modified precision is `(matches + 1e-15) / (total + 1e-9)` as in pycocoevalcap, which keeps
+/// the score defined (and near 0) when some order has no match, instead of smoothing it upwards.
+///
+/// An item without references contributes a reference length of 0 (pycocoevalcap rejects such
+/// input); an empty corpus scores 0.
+pub fn bleu4(pairs: &[(String, Vec<String>)]) -> f64 {
+    const TINY: f64 = 1e-15;
+    const SMALL: f64 = 1e-9;
+    let mut matches = [0usize; MAX_N];
+    let mut totals = [0usize; MAX_N];
+    let (mut candidate_len, mut reference_len) = (0usize, 0usize);
+    for (candidate, references) in pairs {
+        let candidate = tokenize(candidate);
+        let references: Vec<Vec<String>> = references.iter().map(|r| tokenize(r)).collect();
+        let mut max_reference_counts: BTreeMap<&[String], usize> = BTreeMap::new();
+        for reference in &references {
+            for (gram, count) in ngram_counts(reference) {
+                let max = max_reference_counts.entry(gram).or_insert(0);
+                *max = (*max).max(count);
+            }
+        }
+        for (gram, count) in ngram_counts(&candidate) {
+            matches[gram.len() - 1] += count.min(max_reference_counts.get(gram).copied().unwrap_or(0));
+        }
+        for (n, total) in (1..=MAX_N).zip(&mut totals) {
+            *total += (candidate.len() + 1).saturating_sub(n);
+        }
+        candidate_len += candidate.len();
+        reference_len +=
+            references.iter().map(Vec::len).min_by_key(|&len| (len.abs_diff(candidate.len()), len)).unwrap_or(0);
+    }
+    let precision_product: f64 =
+        matches.iter().zip(&totals).map(|(&m, &t)| (m as f64 + TINY) / (t as f64 + SMALL)).product();
+    let length_ratio = (candidate_len as f64 + TINY) / (reference_len as f64 + SMALL);
+    let brevity_penalty = if length_ratio < 1.0 { (1.0 - 1.0 / length_ratio).exp() } else { 1.0 };
+    precision_product.powf(1.0 / MAX_N as f64) * brevity_penalty
+}
+
+/// Corpus CIDEr-D of `(candidate, references)` items: the mean of [`cider_d_scores`], 0 for an
+/// empty corpus.
+pub fn cider_d(pairs: &[(String, Vec<String>)]) -> f64 {
+    let scores = cider_d_scores(pairs);
+    if scores.is_empty() { 0.0 } else { scores.iter().sum::<f64>() / scores.len() as f64 }
+}
+
+/// Per-item CIDEr-D of `(candidate, references)` items, as pycocoevalcap's `CiderD` computes it;
+/// captions are raw text and go through [`tokenize`] first.
+///
+/// Each caption becomes one tf-idf vector per n-gram order 1..=4, weighting an n-gram's raw count
+/// by `ln(items) - ln(max(1, df))`, where `df` is the number of items whose references contain it.
+/// The idf therefore comes from this corpus alone: an n-gram every item's references share weighs
+/// nothing, and a corpus of a single item scores 0 throughout, exactly as in pycocoevalcap. A
+/// candidate is compared with each reference per order by a cosine whose numerator clips the
+/// candidate's weights to the reference's (the "-D" that stops repetition from paying off),
+/// damped by `exp(-delta^2 / (2 * 6^2))` where `delta` is the difference in length; the result is
+/// averaged over orders and references and multiplied by 10.
+///
+/// pycocoevalcap measures that length as the number of bigrams, one less than the number of words,
+/// and so does this; the two only differ when comparing an empty caption with a one-word one. An
+/// item without references scores 0 (pycocoevalcap would divide by zero).
+pub fn cider_d_scores(pairs: &[(String, Vec<String>)]) -> Vec<f64> {
+    let tokenized: Vec<(Vec<String>, Vec<Vec<String>>)> =
+        pairs.iter().map(|(c, refs)| (tokenize(c), refs.iter().map(|r| tokenize(r)).collect())).collect();
+    let mut document_frequency: BTreeMap<&[String], usize> = BTreeMap::new();
+    for (_, references) in &tokenized {
+        let grams: BTreeSet<&[String]> = references.iter().flat_map(|r| ngrams(r)).collect();
+        for gram in grams {
+            *document_frequency.entry(gram).or_insert(0) += 1;
+        }
+    }
+    let log_items = (tokenized.len().max(1) as f64).ln();
+    let vector = |tokens| TfIdf::new(tokens, &document_frequency, log_items);
+    tokenized
+        .iter()
+        .map(|(candidate, references)| {
+            if references.is_empty() {
+                return 0.0;
+            }
+            let candidate = vector(candidate);
+            let total: f64 = references.iter().map(|r| candidate.similarity(&vector(r))).sum();
+            10.0 * total / references.len() as f64
+        })
+        .collect()
+}
+
+/// A caption's CIDEr-D representation: tf-idf weight per n-gram, the Euclidean norm of the
+/// weights of each order, and the length the penalty compares.
+struct TfIdf<'a> {
+    weights: BTreeMap<&'a [String], f64>,
+    norms: [f64; MAX_N],
+    length: usize,
+}
+
+impl<'a> TfIdf<'a> {
+    fn new(tokens: &'a [String], document_frequency: &BTreeMap<&[String], usize>, log_items: f64) -> Self {
+        let mut weights: BTreeMap<&[String], f64> =
+            ngram_counts(tokens).into_iter().map(|(gram, count)| (gram, count as f64)).collect();
+        let mut norms = [0.0; MAX_N];
+        for (gram, weight) in &mut weights {
+            let df = document_frequency.get(gram).copied().unwrap_or(0).max(1);
+            *weight *= log_items - (df as f64).ln();
+            norms[gram.len() - 1] += *weight * *weight;
+        }
+        Self { weights, norms: norms.map(f64::sqrt), length: tokens.len().saturating_sub(1) }
+    }
+
+    /// Clipped, length-penalised cosine of `self` (the candidate) against `reference`, averaged
+    /// over the n-gram orders. An order where either side has no weight keeps its raw (zero)
+    /// numerator, as pycocoevalcap skips the division there.
+    fn similarity(&self, reference: &TfIdf) -> f64 {
+        let mut dots = [0.0; MAX_N];
+        for (gram, &weight) in &self.weights {
+            if let Some(&reference_weight) = reference.weights.get(gram) {
+                dots[gram.len() - 1] += weight.min(reference_weight) * reference_weight;
+            }
+        }
+        let mut cosines = 0.0;
+        for ((dot, norm), reference_norm) in dots.into_iter().zip(self.norms).zip(reference.norms) {
+            cosines += if norm != 0.0 && reference_norm != 0.0 { dot / (norm * reference_norm) } else { dot };
+        }
+        let delta = self.length as f64 - reference.length as f64;
+        let penalty = (-(delta * delta) / (2.0 * CIDER_SIGMA * CIDER_SIGMA)).exp();
+        cosines * penalty / MAX_N as f64
+    }
+}
+
+/// Segment precision and recall at one tIoU threshold, averaged over videos.
+#[derive(Debug, Clone, Serialize)]
+pub struct SegmentScores {
+    pub threshold: f64,
+    pub precision: f64,
+    pub recall: f64,
+}
+
+/// [`precision_recall`] at each of [`TIOU_THRESHOLDS`] for `(predicted, truth)` segments of each
+/// video, averaged over videos.
+///
+/// Averaging per video, as `densevid_eval` does, weighs every video equally however many events it
+/// has. With no videos every average is 0.
+pub fn segment_scores(videos: &[(Vec<Segment>, Vec<Segment>)]) -> Vec<SegmentScores> {
+    TIOU_THRESHOLDS
+        .iter()
+        .map(|&threshold| {
+            let (precision, recall) = videos
+                .iter()
+                .map(|(predicted, truth)| precision_recall(predicted, truth, threshold))
+                .fold((0.0, 0.0), |(p, r), (vp, vr)| (p + vp, r + vr));
+            let videos = videos.len().max(1) as f64;
+            SegmentScores { threshold, precision: precision / videos, recall: recall / videos }
+        })
+        .collect()
+}
+
+/// Mean `(precision, recall)` over the thresholds of `scores`, the single pair `densevid_eval`
+/// reports as "average across all tIoUs"; `(0, 0)` for no scores.
+pub fn mean_over_thresholds(scores: &[SegmentScores]) -> (f64, f64) {
+    let count = scores.len().max(1) as f64;
+    let (precision, recall) = scores.iter().fold((0.0, 0.0), |(p, r), s| (p + s.precision, r + s.recall));
+    (precision / count, recall / count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(actual: f64, expected: f64, tolerance: f64) {
+        assert!((actual - expected).abs() <= tolerance, "got {actual}, expected {expected}");
+    }
+
+    fn item(candidate: &str, references: &[&str]) -> (String, Vec<String>) {
+        (candidate.to_owned(), references.iter().map(|r| (*r).to_owned()).collect())
+    }
+
+    #[test]
+    fn tiou_of_known_intervals() {
+        close(tiou((0.0, 10.0), (0.0, 10.0)), 1.0, 0.0);
+        // Overlap [5, 10] of length 5 over union [0, 15] of length 15.
+        close(tiou((0.0, 10.0), (5.0, 15.0)), 1.0 / 3.0, 1e-12);
+        // Containment: 2 over 8.
+        close(tiou((2.0, 4.0), (0.0, 8.0)), 0.25, 1e-12);
+        assert_eq!(tiou((0.0, 1.0), (1.0, 2.0)), 0.0);
+        assert_eq!(tiou((0.0, 1.0), (3.0, 4.0)), 0.0);
+        assert_eq!(tiou((2.0, 2.0), (0.0, 4.0)), 0.0);
+        assert_eq!(tiou((3.0, 1.0), (0.0, 4.0)), 0.0);
+        assert_eq!(tiou((0.0, f64::NAN), (0.0, 4.0)), 0.0);
+        assert_eq!(tiou((0.0, 10.0), (5.0, 15.0)), tiou((5.0, 15.0), (0.0, 10.0)));
+    }
+
+    #[test]
+    fn precision_recall_on_a_hand_made_video() {
+        let truth = [(0.0, 10.0), (10.0, 20.0), (20.0, 30.0)];
+        // tIoUs with their best truth segment: 9/10, 8/10, and nothing.
+        let predicted = [(0.0, 9.0), (12.0, 20.0), (40.0, 50.0)];
+        assert_eq!(precision_recall(&predicted, &truth, 0.5), (2.0 / 3.0, 2.0 / 3.0));
+        assert_eq!(precision_recall(&predicted, &truth, 0.85), (1.0 / 3.0, 1.0 / 3.0));
+        // The detection threshold is strict: a tIoU of exactly 0.9 does not count at 0.9 ...
+        assert_eq!(precision_recall(&predicted, &truth, 0.9), (0.0, 0.0));
+        // ... while caption pairing is inclusive.
+        assert_eq!(matched_pairs(&predicted, &truth, 0.9), vec![(0, 0)]);
+        assert_eq!(precision_recall(&[], &truth, 0.5), (0.0, 0.0));
+        assert_eq!(precision_recall(&predicted, &[], 0.5), (0.0, 0.0));
+    }
+
+    #[test]
+    fn several_predictions_may_cover_one_truth_segment() {
+        let truth = [(0.0, 10.0), (50.0, 60.0)];
+        let predicted = [(0.0, 10.0), (1.0, 10.0)];
+        assert_eq!(precision_recall(&predicted, &truth, 0.5), (1.0, 0.5));
+        assert_eq!(matched_pairs(&predicted, &truth, 0.5), vec![(0, 0), (1, 0)]);
+    }
+
+    #[test]
+    fn matched_pairs_lists_every_overlap() {
+        let truth = [(0.0, 10.0), (5.0, 15.0)];
+        let predicted = [(2.0, 12.0), (100.0, 110.0)];
+        // (2, 12) has tIoU 8/12 with both truth segments.
+        assert_eq!(matched_pairs(&predicted, &truth, 0.5), vec![(0, 0), (0, 1)]);
+        assert!(matched_pairs(&predicted, &truth, 0.7).is_empty());
+    }
+
+    #[test]
+    fn segment_scores_average_per_video() {
+        let videos = vec![
+            (vec![(0.0, 10.0)], vec![(0.0, 10.0)]),
+            (vec![(0.0, 10.0), (40.0, 50.0)], vec![(0.0, 10.0), (20.0, 30.0), (60.0, 70.0), (80.0, 90.0)]),
+        ];
+        let scores = segment_scores(&videos);
+        assert_eq!(scores.len(), TIOU_THRESHOLDS.len());
+        for (score, threshold) in scores.iter().zip(TIOU_THRESHOLDS) {
+            assert_eq!(score.threshold, threshold);
+            // Video 1: (1, 1); video 2: (1/2, 1/4). Pooling the events instead would give 2/3, 2/5.
+            close(score.precision, 0.75, 1e-12);
+            close(score.recall, 0.625, 1e-12);
+        }
+        assert_eq!(mean_over_thresholds(&scores), (scores[0].precision, scores[0].recall));
+        assert_eq!(mean_over_thresholds(&[]), (0.0, 0.0));
+        assert!(segment_scores(&[]).iter().all(|s| s.precision == 0.0 && s.recall == 0.0));
+    }
+
+    #[test]
+    fn mean_over_thresholds_averages() {
+        let scores = [
+            SegmentScores { threshold: 0.3, precision: 1.0, recall: 0.5 },
+            SegmentScores { threshold: 0.5, precision: 0.5, recall: 0.0 },
+        ];
+        assert_eq!(mean_over_thresholds(&scores), (0.75, 0.25));
+    }
+
+    #[test]
+    fn tokenize_lowercases_and_drops_punctuation() {
+        assert_eq!(
+            tokenize("  A red Circle, moving LEFT!\tthen-stops. "),
+            ["a", "red", "circle", "moving", "left", "then", "stops"]
+        );
+        assert_eq!(tokenize("3 blue squares."), ["3", "blue", "squares"]);
+        assert!(tokenize(" ... ").is_empty());
+    }
+
+    #[test]
+    fn bleu4_of_identical_captions_is_one() {
+        let pairs = [item("A red circle moves left.", &["a red circle moves left"])];
+        close(bleu4(&pairs), 1.0, 1e-8);
+    }
+
+    #[test]
+    fn bleu4_of_a_hand_computed_example() {
+        // Candidate and reference share everything but the last word, 7 tokens each. Matches /
+        // totals per order: 6/7 unigrams, 5/6 bigrams ("the left" misses), 4/5 trigrams, 3/4
+        // 4-grams. Equal lengths mean no brevity penalty, so BLEU-4 is the geometric mean
+        // (6/7 * 5/6 * 4/5 * 3/4)^(1/4) = (3/7)^(1/4) ~ 0.8091.
+        let pairs = [item("a red circle moves to the left", &["a red circle moves to the right"])];
+        close(bleu4(&pairs), (3.0_f64 / 7.0).powf(0.25), 1e-8);
+    }
+
+    #[test]
+    fn bleu4_clips_repeated_words() {
+        // "the" counts at most twice (its count in the reference), so unigram precision is 2/4;
+        // bigrams "the the" x3 match once (1/3); no 3- or 4-gram matches, so the score is ~0.
+        let pairs = [item("the the the the", &["the the cat"])];
+        let expected = (0.5_f64 * (1.0 / 3.0) * (1e-15 / 2.0) * (1e-15 / 1.0)).powf(0.25);
+        close(bleu4(&pairs), expected, 1e-12);
+    }
+
+    #[test]
+    fn bleu4_brevity_penalty() {
+        // Every candidate n-gram is in the reference (precision 1), but 4 tokens against 7 give a
+        // brevity penalty exp(1 - 7/4) = exp(-0.75).
+        let pairs = [item("a red circle moves", &["a red circle moves to the left"])];
+        close(bleu4(&pairs), (-0.75_f64).exp(), 1e-8);
+    }
+
+    #[test]
+    fn bleu4_uses_the_closest_reference_length() {
+        // 7 tokens; references of 3 and 8 tokens: 8 is closer, so the penalty is exp(1 - 8/7).
+        let pairs = [item("a red circle moves to the left", &["a red circle", "a red circle moves to the left side"])];
+        close(bleu4(&pairs), (-1.0_f64 / 7.0).exp(), 1e-8);
+        // 5 tokens; references of 4 and 6 are equally close and the shorter wins: no penalty.
+        let pairs = [item("a red circle moves left", &["a red circle moves", "a red circle moves left now"])];
+        close(bleu4(&pairs), 1.0, 1e-8);
+    }
+
+    #[test]
+    fn bleu4_pools_counts_over_the_corpus() {
+        // Item 1 matches fully (4 tokens); item 2 is a 2-token candidate without any match. Pooled
+        // precisions are 4/6, 3/4, 2/2, 1/1 with product 1/2, and lengths 6 vs 6 give no penalty,
+        // so BLEU-4 = (1/2)^(1/4) ~ 0.841, not the ~0.5 mean of the per-item scores.
+        let pairs = [item("a red circle moves", &["a red circle moves"]), item("w x", &["blue square"])];
+        close(bleu4(&pairs), 0.5_f64.powf(0.25), 1e-8);
+        assert_eq!(bleu4(&[]), 0.0);
+    }
+
+    #[test]
+    fn cider_d_is_ten_for_identical_captions() {
+        // No n-gram occurs in every item ("a" is in two of three), so every vector has weight and
+        // each clipped cosine is 1 with no length penalty.
+        let pairs = [
+            item("a red circle moves left", &["a red circle moves left"]),
+            item("a blue square jumps up", &["a blue square jumps up"]),
+            item("the green triangle spins", &["the green triangle spins"]),
+        ];
+        for score in cider_d_scores(&pairs) {
+            close(score, 10.0, 1e-9);
+        }
+        close(cider_d(&pairs), 10.0, 1e-9);
+    }
+
+    #[test]
+    fn cider_d_is_zero_without_overlap() {
+        let pairs = [item("a red circle", &["the blue square"]), item("green triangle spins", &["yellow star"])];
+        assert_eq!(cider_d_scores(&pairs), [0.0, 0.0]);
+        assert_eq!(cider_d(&pairs), 0.0);
+        assert_eq!(cider_d(&[]), 0.0);
+    }
+
+    #[test]
+    fn cider_d_of_a_single_item_corpus_is_zero() {
+        // ln(1) = 0: every idf vanishes, as in pycocoevalcap.
+        assert_eq!(cider_d(&[item("a red circle", &["a red circle"])]), 0.0);
+    }
+
+    #[test]
+    fn cider_d_is_symmetric_when_captions_swap_roles() {
+        // Item 2 is item 1 with candidate and reference exchanged, so both see the same document
+        // frequencies; with equal lengths and no repeated words the clipped cosine is symmetric.
+        // The third item keeps the shared words ("a red", "moves") out of some item, so that their
+        // idf, and the score, is not 0.
+        let x = "a red circle moves left";
+        let y = "a red square moves right";
+        let pairs = [item(x, &[y]), item(y, &[x]), item("the green triangle", &["the green star"])];
+        let scores = cider_d_scores(&pairs);
+        close(scores[0], scores[1], 1e-12);
+        assert!(scores[0] > 0.0 && scores[0] < 10.0, "{scores:?}");
+        // The corpus score does not depend on the order of its items.
+        let reordered = [pairs[2].clone(), pairs[0].clone(), pairs[1].clone()];
+        close(cider_d(&pairs), cider_d(&reordered), 1e-12);
+    }
+
+    #[test]
+    fn cider_d_length_penalty() {
+        // Two items, so idf = ln 2 - ln 1 = ln 2 for every reference n-gram (none is shared).
+        // Item 1: "dog" vs "dog": unigram cosine 1, higher orders empty (0), lengths equal:
+        //   10 * (1 + 0 + 0 + 0) / 4 = 2.5.
+        // Item 2: "cat" vs seven "cat"s: unigram weights ln 2 and 7 ln 2, clipped dot
+        //   ln 2 * 7 ln 2 over norms ln 2 * 7 ln 2 = 1; no higher orders in the candidate; lengths
+        //   (bigram counts) 0 and 6 give the penalty exp(-36 / 72):  2.5 * exp(-0.5) ~ 1.516.
+        let pairs = [item("dog", &["dog"]), item("cat", &["cat cat cat cat cat cat cat"])];
+        let scores = cider_d_scores(&pairs);
+        close(scores[0], 2.5, 1e-12);
+        close(scores[1], 2.5 * (-0.5_f64).exp(), 1e-12);
+        close(cider_d(&pairs), (2.5 + 2.5 * (-0.5_f64).exp()) / 2.0, 1e-12);
+    }
+
+    #[test]
+    fn cider_d_clips_repetition_and_averages_references() {
+        // Same corpus shape as above, but item 2's candidate repeats "cat" 7 times against a single
+        // "cat": the clipped unigram dot is min(7, 1) ln 2 * ln 2 over norms 7 ln 2 * ln 2 = 1/7,
+        // the other orders have no reference weight, and lengths 6 vs 0 give exp(-0.5).
+        let pairs = [item("dog", &["dog"]), item("cat cat cat cat cat cat cat", &["cat"])];
+        close(cider_d_scores(&pairs)[1], 10.0 / 7.0 / 4.0 * (-0.5_f64).exp(), 1e-12);
+        // A second reference identical to the first leaves the average over references unchanged.
+        let doubled = [item("dog", &["dog"]), item("cat cat cat cat cat cat cat", &["cat", "cat"])];
+        close(cider_d_scores(&doubled)[1], cider_d_scores(&pairs)[1], 1e-12);
+        assert_eq!(cider_d_scores(&[item("dog", &[]), item("cat", &["cat"])])[0], 0.0);
+    }
+}

@@ -1,0 +1,45 @@
+//! The embedded default, end to end: the shipped world models load through the same path as any
+//! Hugging Face checkpoint, and a short evaluation on fixed held-out seeds stays above floors set
+//! below the full evaluation's measured figures (models/README.md has those figures and the
+//! commands; `glimpse eval` reproduces them).
+
+use glimpse_align::guided::GuidanceConfig;
+use glimpse_align::projector::Projector;
+use glimpse_align::zerota::ZeroTaConfig;
+use glimpse_eval::{AttributeScores, DenseScores, dense_captioning, guided_captions, projector_captions, retrieval_r_at_1};
+use glimpse_hub::{ClipBundle, Gpt2Bundle, embedded};
+use glimpse_tests::block_on;
+
+fn models() -> (ClipBundle, Gpt2Bundle) {
+    let device = glimpse_models::device::cpu().device;
+    let clip = ClipBundle::load(&embedded::world_clip(), &device).unwrap();
+    let lm = Gpt2Bundle::load(&embedded::world_lm(), &device).unwrap();
+    (clip, lm)
+}
+
+#[test]
+fn shipped_clip_retrieves_held_out_frames() {
+    let (clip, _) = models();
+    let r1 = block_on(retrieval_r_at_1(&clip, 60, 7)).unwrap();
+    assert!(r1 >= FLOOR_R1, "R@1 {r1} on 60 held-out frames");
+}
+
+#[test]
+fn shipped_models_caption_held_out_images() {
+    let (clip, lm) = models();
+    let projector = Projector::from_safetensors(embedded::WORLD_PROJECTOR, &clip.device).unwrap();
+    let projected = AttributeScores::of(&block_on(projector_captions(&clip, &lm, &projector, 20, 3)).unwrap());
+    assert!(projected.mean >= FLOOR_PROJECTOR, "{projected:?}");
+    let guided = block_on(guided_captions(&clip, &lm, &GuidanceConfig::default(), 6, 3, |_, _| {})).unwrap();
+    let guided = AttributeScores::of(&guided);
+    assert!(guided.mean >= FLOOR_GUIDED, "{guided:?}");
+}
+
+#[test]
+fn shipped_models_find_and_caption_events() {
+    let (clip, lm) = models();
+    let results = block_on(dense_captioning(&clip, &lm, &ZeroTaConfig::default(), 2.0, 0..3, |_| {}, |_| {})).unwrap();
+    let scores = DenseScores::of(&results);
+    assert!(scores.mean_recall >= FLOOR_MEAN_RECALL, "{scores:?}");
+    assert!(scores.attributes.mean >= FLOOR_DENSE_ATTRIBUTES, "{scores:?}");
+}
