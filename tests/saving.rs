@@ -10,7 +10,11 @@ use glimpse_models::{Clip, ClipConfig, Gpt2, Gpt2Config};
 use glimpse_tests::{block_on, fixture};
 
 /// Every tensor as `(shape, values)` by name, with `rename` applied and `skip`ped names left out.
-fn tensors(bytes: &[u8], rename: impl Fn(&str) -> String, skip: impl Fn(&str) -> bool) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+fn tensors(
+    bytes: &[u8],
+    rename: impl Fn(&str) -> String,
+    skip: impl Fn(&str) -> bool,
+) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
     let file = WeightFile::parse(bytes).unwrap();
     file.names().into_iter().filter(|n| !skip(n)).map(|n| (rename(n), file.read_f32(n).unwrap().unwrap())).collect()
 }
@@ -23,7 +27,8 @@ fn gpt2_saves_what_it_loaded() {
         let config = Gpt2Config::from_json(&files.config).unwrap();
         let saved = block_on(Gpt2::load(&config, &files.weights, &device).unwrap().to_safetensors()).unwrap();
         // GPT2Model files have bare names; glimpse writes GPT2LMHeadModel's `transformer.` names.
-        let canonical = |n: &str| if n.starts_with("transformer.") { n.to_string() } else { format!("transformer.{n}") };
+        let canonical =
+            |n: &str| if n.starts_with("transformer.") { n.to_string() } else { format!("transformer.{n}") };
         let buffer = |n: &str| n.ends_with(".attn.bias") || n.ends_with(".attn.masked_bias") || n == "lm_head.weight";
         let original = tensors(&files.weights, canonical, buffer);
         assert_eq!(tensors(&saved, str::to_string, |_| false), original, "{name}");

@@ -112,7 +112,6 @@ impl Projector {
     }
 }
 
-
 /// One training pair: a CLIP embedding and the caption's token ids (end them with the
 /// end-of-text id for the projector to learn where captions stop).
 #[derive(Debug, Clone, PartialEq)]

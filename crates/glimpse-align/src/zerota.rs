@@ -9,6 +9,7 @@
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use glimpse_hub::{ClipBundle, Gpt2Bundle};
+use glimpse_models::generation::read;
 use glimpse_models::l2_normalize;
 use image::RgbImage;
 
@@ -30,8 +31,14 @@ pub struct ZeroTaConfig {
     /// Narrowest mask, as a fraction of the video.
     pub min_width: f64,
     pub schedule: TemperatureSchedule,
-    /// Mask-only steps before captioning.
+    /// Mask-only steps before captioning (useful from the even start, e.g. 150 with
+    /// `mask_lr` 0.05; from scene cuts they only blur the boundaries).
     pub warmup_steps: usize,
+    /// Start the masks on the K longest runs of frames between scene cuts, a cut being where
+    /// consecutive frames' cosine similarity drops below this value; `None` spreads them evenly
+    /// (the paper's start). Gradient descent on the masks finds segment boundaries well but moves
+    /// a mask across a whole scene poorly, so a start near the scenes matters more than any weight.
+    pub scene_cut: Option<f32>,
     /// Starting width of each mask as a fraction of its equal share `1 / events`.
     pub initial_width: f64,
     /// Largest random shift of the starting centres either way, as a fraction of half the equal
@@ -48,7 +55,7 @@ pub struct ZeroTaConfig {
 impl ZeroTaConfig {
     /// The baseline without moment optimisation: `events` equal segments, captioned as they are.
     pub fn uniform(self) -> Self {
-        Self { warmup_steps: 0, mask_lr: 0.0, initial_width: 1.0, jitter: 0.0, min_width: 0.0, ..self }
+        Self { warmup_steps: 0, mask_lr: 0.0, initial_width: 1.0, jitter: 0.0, min_width: 0.0, scene_cut: None, ..self }
     }
 }
 
@@ -57,12 +64,13 @@ impl Default for ZeroTaConfig {
         Self {
             events: 3,
             guidance: GuidanceConfig { prompt: "Video showing".into(), ..GuidanceConfig::default() },
-            mask_lr: 0.05,
+            mask_lr: 0.003,
             tiou_weight: 1.0,
             contrast_weight: 0.5,
             min_width: 0.05,
             schedule: TemperatureSchedule::default(),
-            warmup_steps: 150,
+            warmup_steps: 0,
+            scene_cut: Some(0.85),
             initial_width: 0.8,
             jitter: 0.2,
             seed: 0,
@@ -113,9 +121,29 @@ pub async fn dense_caption(
     }
     let grad_device = lm.device.clone().autodiff();
     let frames = frames.without_autodiff();
+    let starts = match config.scene_cut {
+        Some(cut) => {
+            let n = frames.dims()[0];
+            let adjacent = match n {
+                0 | 1 => Vec::new(),
+                _ => {
+                    read::<2, Float, f32>(
+                        (frames.clone().narrow(0, 0, n - 1) * frames.clone().narrow(0, 1, n - 1)).sum_dim(1),
+                    )
+                    .await?
+                }
+            };
+            scene_runs(&adjacent, n, config.events, cut)
+        }
+        None => None,
+    };
+    let masks = match starts {
+        Some(spans) => MomentMasks::new(&spans, config.min_width, &grad_device),
+        None => initial_masks(config, &grad_device),
+    };
     let mut moments = MomentTargets {
         frames: frames.clone(),
-        masks: initial_masks(config, &grad_device),
+        masks,
         schedule: config.schedule,
         mask_lr: config.mask_lr,
         tiou_weight: config.tiou_weight,
@@ -138,6 +166,39 @@ pub async fn dense_caption(
         .map(|((s, e), Caption { text, score })| Event { start: s * duration, end: e * duration, caption: text, score })
         .collect();
     Ok(tidy(events, config))
+}
+
+/// `(centre, width)` of the `k` longest runs of `frames` between cuts (where `adjacent[i]`, the
+/// similarity of frames `i` and `i + 1`, is below `cut`), in time order, as fractions of the video.
+/// While there are fewer runs than `k`, the longest is halved; `None` if the video is too short.
+fn scene_runs(adjacent: &[f32], frames: usize, k: usize, cut: f32) -> Option<Vec<(f64, f64)>> {
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    let mut start = 0;
+    for (i, &similarity) in adjacent.iter().enumerate() {
+        if similarity < cut {
+            runs.push((start, i + 1));
+            start = i + 1;
+        }
+    }
+    runs.push((start, frames));
+    while runs.len() < k {
+        let (i, &(a, b)) = runs.iter().enumerate().max_by_key(|&(i, &(a, b))| (b - a, std::cmp::Reverse(i)))?;
+        if b - a < 2 {
+            return None;
+        }
+        runs.splice(i..=i, [(a, (a + b) / 2), ((a + b) / 2, b)]);
+    }
+    let mut longest: Vec<usize> = (0..runs.len()).collect();
+    longest.sort_by_key(|&i| (std::cmp::Reverse(runs[i].1 - runs[i].0), i));
+    longest.truncate(k);
+    longest.sort_unstable();
+    let n = frames as f64;
+    Some(
+        longest
+            .into_iter()
+            .map(|i| ((runs[i].0 + runs[i].1) as f64 / 2.0 / n, (runs[i].1 - runs[i].0) as f64 / n))
+            .collect(),
+    )
 }
 
 /// Evenly spread masks, one per event, with seeded jitter on their centres.
@@ -198,6 +259,18 @@ mod tests {
 
     fn event(start: f64, end: f64, score: f32) -> Event {
         Event { start, end, caption: format!("{start}"), score }
+    }
+
+    #[test]
+    fn masks_start_on_the_longest_scenes() {
+        // Frames 0-3 | 4-5 | 6-9 (cuts after frames 3 and 5): the two longest runs, in time order.
+        let adjacent = [0.99, 0.98, 0.99, 0.3, 0.97, 0.2, 0.99, 0.99, 0.98];
+        assert_eq!(scene_runs(&adjacent, 10, 2, 0.85), Some(vec![(0.2, 0.4), (0.8, 0.4)]));
+        // Four events asked of three scenes: the longest (earliest of equals) is halved.
+        assert_eq!(scene_runs(&adjacent, 10, 4, 0.85), Some(vec![(0.1, 0.2), (0.3, 0.2), (0.5, 0.2), (0.8, 0.4)]));
+        // No cut at all: halves of the whole video; too few frames: no start.
+        assert_eq!(scene_runs(&[0.9; 3], 4, 2, 0.85), Some(vec![(0.25, 0.5), (0.75, 0.5)]));
+        assert_eq!(scene_runs(&[], 1, 2, 0.85), None);
     }
 
     #[test]

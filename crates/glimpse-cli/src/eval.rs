@@ -6,12 +6,13 @@ use std::path::PathBuf;
 use anyhow::Result;
 use futures_lite::future::block_on;
 use glimpse_align::projector::Projector;
-use glimpse_align::zerota::ZeroTaConfig;
-use glimpse_eval::{AttributeScores, DenseScores, dense_captioning, guided_captions, projector_captions, retrieval_r_at_1};
+use glimpse_eval::{
+    AttributeScores, DenseScores, dense_captioning, guided_captions, projector_captions, retrieval_r_at_1,
+};
 use glimpse_models::device::SelectedDevice;
 use serde_json::json;
 
-use crate::{Format, GuidanceArgs, ModelArgs, emit, progress_bar};
+use crate::{Format, GuidanceArgs, ModelArgs, MomentArgs, emit, progress_bar};
 
 #[derive(clap::Args)]
 pub struct EvalArgs {
@@ -37,6 +38,8 @@ pub struct EvalArgs {
     fps: f64,
     #[command(flatten)]
     guidance: GuidanceArgs,
+    #[command(flatten)]
+    moments: MomentArgs,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
     /// Write the report to FILE (atomically) instead of stdout.
@@ -45,6 +48,12 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs, selected: &SelectedDevice) -> Result<()> {
+    if !(args.fps > 0.0 && args.fps <= 50.0) {
+        anyhow::bail!("--fps {} must be in (0, 50]", args.fps);
+    }
+    if args.videos > 10_000 || args.images > 10_000 {
+        anyhow::bail!("--videos and --images take at most 10000");
+    }
     let (clip, lm) = args.models.load(selected)?;
     let mut report = serde_json::Map::new();
     let mut table = Vec::new();
@@ -80,7 +89,7 @@ pub fn run(args: EvalArgs, selected: &SelectedDevice) -> Result<()> {
         let results = block_on(dense_captioning(
             &clip,
             &lm,
-            &ZeroTaConfig { guidance: args.guidance.config("Video showing"), ..ZeroTaConfig::default() },
+            &args.moments.config(args.guidance.config("Video showing")),
             args.fps,
             seeds,
             |_| bar.inc(1),

@@ -99,6 +99,49 @@ impl GuidanceArgs {
     }
 }
 
+/// The constants of the moment masks (defaults as in `glimpse_align::zerota::ZeroTaConfig`).
+#[derive(clap::Args)]
+struct MomentArgs {
+    /// Optimiser steps on the masks alone before captioning starts.
+    #[arg(long, default_value_t = 0)]
+    warmup_steps: usize,
+    /// Learning rate of the masks.
+    #[arg(long, default_value_t = 0.003)]
+    mask_lr: f64,
+    /// Masks start on the longest scenes, a scene cut being where consecutive frames' CLIP
+    /// similarity drops below this value.
+    #[arg(long, default_value_t = 0.85, value_name = "SIMILARITY")]
+    scene_cut: f32,
+    /// Start the masks evenly spread instead (ZeroTA's start; pair it with e.g.
+    /// --warmup-steps 150 --mask-lr 0.05).
+    #[arg(long)]
+    even_start: bool,
+    /// Weight of the pairwise tIoU loss that keeps events apart.
+    #[arg(long, default_value_t = 1.0)]
+    tiou_weight: f64,
+    /// Weight of the inside/outside similarity that makes a mask take in a whole scene.
+    #[arg(long, default_value_t = 0.5)]
+    contrast_weight: f64,
+    /// Narrowest mask, as a fraction of the video.
+    #[arg(long, default_value_t = 0.05)]
+    min_width: f64,
+}
+
+impl MomentArgs {
+    fn config(&self, guidance: GuidanceConfig) -> ZeroTaConfig {
+        ZeroTaConfig {
+            guidance,
+            warmup_steps: self.warmup_steps,
+            mask_lr: self.mask_lr,
+            tiou_weight: self.tiou_weight,
+            contrast_weight: self.contrast_weight,
+            min_width: self.min_width,
+            scene_cut: (!self.even_start).then_some(self.scene_cut),
+            ..ZeroTaConfig::default()
+        }
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 enum VideoFormat {
     Text,
@@ -196,6 +239,8 @@ enum Command {
         method: Method,
         #[command(flatten)]
         guidance: GuidanceArgs,
+        #[command(flatten)]
+        moments: MomentArgs,
         #[arg(long, value_enum, default_value_t = VideoFormat::Text)]
         format: VideoFormat,
         /// Write the result to FILE (atomically) instead of stdout.
@@ -257,10 +302,9 @@ fn run(cli: Cli) -> Result<()> {
             let config = guidance.config("Image of");
             caption_images(&selected, &models, &images, &decoded, method, &config, format, out.as_deref())
         }
-        Command::CaptionVideo { video, models, events, fps, seed, method, guidance, format, out } => {
+        Command::CaptionVideo { video, models, events, fps, seed, method, guidance, moments, format, out } => {
             let frames = glimpse_media::video::read_video(&video, fps)?;
-            let mut config =
-                ZeroTaConfig { events, seed, guidance: guidance.config("Video showing"), ..ZeroTaConfig::default() };
+            let mut config = ZeroTaConfig { events, seed, ..moments.config(guidance.config("Video showing")) };
             if method == Method::Uniform {
                 config = config.uniform();
             }
@@ -303,7 +347,13 @@ fn rows(tensor: burn::Tensor<2>) -> Result<Vec<Vec<f32>>> {
     Ok(values.chunks(d).map(<[f32]>::to_vec).collect())
 }
 
-fn embed(selected: &SelectedDevice, dir: Option<&Path>, texts: &[String], images: &[PathBuf], format: Format) -> Result<()> {
+fn embed(
+    selected: &SelectedDevice,
+    dir: Option<&Path>,
+    texts: &[String],
+    images: &[PathBuf],
+    format: Format,
+) -> Result<()> {
     let decoded = read_images(images)?;
     let clip = ClipBundle::load(&clip_files(dir)?, &selected.device)?;
     let text_refs: Vec<&str> = texts.iter().map(String::as_str).collect();

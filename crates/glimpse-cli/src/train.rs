@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use futures_lite::future::block_on;
+use glimpse_align::projector::{ProjectorConfig, TrainConfig};
 use glimpse_media::image::ImagePreprocess;
 use glimpse_media::tokenizer::{ClipTokenizer, Gpt2Tokenizer};
 use glimpse_models::device::SelectedDevice;
@@ -14,7 +15,6 @@ use glimpse_train::checkpoint::{self, TrainState};
 use glimpse_train::clip::{ClipTrainConfig, ClipTraining, world_clip_config, world_preprocessor_json};
 use glimpse_train::lm::{LmTrainConfig, LmTraining, world_gpt2_config};
 use glimpse_train::tokenizer::{clip_tokenizer_json, gpt2_tokenizer_json};
-use glimpse_align::projector::{ProjectorConfig, TrainConfig};
 
 #[derive(Subcommand)]
 pub enum TrainCommand {
@@ -89,7 +89,11 @@ impl RunArgs {
         }
         let Some(state) = checkpoint::load_state(&self.out)? else { return Ok(None) };
         if state.kind != kind {
-            bail!("{} holds a `{}` run, not `{kind}`; pick another --out or pass --fresh", self.out.display(), state.kind);
+            bail!(
+                "{} holds a `{}` run, not `{kind}`; pick another --out or pass --fresh",
+                self.out.display(),
+                state.kind
+            );
         }
         eprintln!("resuming {} from step {}", self.out.display(), state.step);
         Ok(Some(state))
@@ -119,7 +123,25 @@ fn checkpointed(
         state.losses.push((until, sum / n.max(1) as f32));
         save(&state)?;
     }
-    bar.finish_with_message(format!("loss {:.4}, saved to {}", state.losses.last().map_or(0.0, |l| l.1), args.out.display()));
+    bar.finish_with_message(format!(
+        "loss {:.4}, saved to {}",
+        state.losses.last().map_or(0.0, |l| l.1),
+        args.out.display()
+    ));
+    Ok(())
+}
+
+/// Refuses sizes that would loop forever, divide by zero or exhaust memory.
+fn check(batch_size: usize, max_batch: usize, lr: f64, steps: Option<usize>) -> Result<()> {
+    if !(2..=max_batch).contains(&batch_size) {
+        bail!("--batch-size {batch_size} must be between 2 and {max_batch}");
+    }
+    if !(lr > 0.0 && lr < 1.0) {
+        bail!("--lr {lr} must be in (0, 1)");
+    }
+    if let Some(steps) = steps.filter(|&s| s == 0 || s > 1_000_000) {
+        bail!("--steps {steps} must be between 1 and 1000000");
+    }
     Ok(())
 }
 
@@ -127,6 +149,8 @@ pub fn run(command: TrainCommand, selected: &SelectedDevice) -> Result<()> {
     let device = selected.device.clone().autodiff();
     match command {
         TrainCommand::Clip { run, batch_size, lr } => {
+            // A batch holds distinct scenes, and the world has 540.
+            check(batch_size, 512, lr, run.steps)?;
             let resume = run.resume("clip")?;
             let defaults = ClipTrainConfig::default();
             let config = ClipTrainConfig {
@@ -156,7 +180,9 @@ pub fn run(command: TrainCommand, selected: &SelectedDevice) -> Result<()> {
                 &run,
                 state,
                 "clip",
-                |until, on_step| Ok(block_on(training.borrow_mut().run(until, &tokenizer, &preprocess, &device, on_step))?),
+                |until, on_step| {
+                    Ok(block_on(training.borrow_mut().run(until, &tokenizer, &preprocess, &device, on_step))?)
+                },
                 |state| {
                     let weights = block_on(training.borrow().model.to_safetensors())?;
                     let files: [(&str, &[u8]); 4] = [
@@ -170,6 +196,9 @@ pub fn run(command: TrainCommand, selected: &SelectedDevice) -> Result<()> {
             )
         }
         TrainCommand::Projector { models, out, examples, epochs, prefix_len, hidden, lr, seed } => {
+            if !((1..=1_000_000).contains(&examples) && (1..=10_000).contains(&epochs) && lr > 0.0 && lr < 1.0) {
+                bail!("--examples {examples}, --epochs {epochs}, --lr {lr}: need 1..=1000000, 1..=10000 and (0, 1)");
+            }
             let (clip, lm) = models.load(selected)?;
             let bar = crate::progress_bar(examples, "rendering and encoding");
             let pairs = block_on(glimpse_train::projector::world_examples(&clip, &lm, examples, seed))?;
@@ -184,18 +213,21 @@ pub fn run(command: TrainCommand, selected: &SelectedDevice) -> Result<()> {
             let projector = config.init(&device);
             let bar = crate::progress_bar(epochs, "projector epochs");
             let train = TrainConfig { epochs, lr, ..TrainConfig::default() };
-            let (projector, losses) = block_on(glimpse_align::projector::train(projector, &lm.model, &pairs, &train, |e, loss| {
-                bar.set_position(e as u64 + 1);
-                bar.set_message(format!("loss {loss:.4}"));
-            }))?;
+            let (projector, losses) =
+                block_on(glimpse_align::projector::train(projector, &lm.model, &pairs, &train, |e, loss| {
+                    bar.set_position(e as u64 + 1);
+                    bar.set_message(format!("loss {loss:.4}"));
+                }))?;
             bar.finish_and_clear();
             let bytes = block_on(projector.to_safetensors())?;
-            glimpse_world::video::write_atomically(&out, &bytes).with_context(|| format!("cannot write {}", out.display()))?;
+            glimpse_world::video::write_atomically(&out, &bytes)
+                .with_context(|| format!("cannot write {}", out.display()))?;
             let losses: Vec<String> = losses.iter().map(|l| format!("{l:.3}")).collect();
             eprintln!("caption loss per epoch: {}\nwrote {}", losses.join(" "), out.display());
             Ok(())
         }
         TrainCommand::Lm { run, batch_size, lr } => {
+            check(batch_size, 4096, lr, run.steps)?;
             let resume = run.resume("lm")?;
             let defaults = LmTrainConfig::default();
             let config = LmTrainConfig {
@@ -243,5 +275,6 @@ fn new_state(kind: &str, steps: &usize, seed: u64) -> TrainState {
 
 fn read(dir: &Path, name: &str) -> Result<Vec<u8>> {
     let path = dir.join(name);
-    std::fs::read(&path).with_context(|| format!("cannot read {} to resume; pass --fresh to start over", path.display()))
+    std::fs::read(&path)
+        .with_context(|| format!("cannot read {} to resume; pass --fresh to start over", path.display()))
 }

@@ -90,7 +90,10 @@ fn generate_json_matches_transformers_greedy() {
 #[test]
 fn errors_go_to_stderr_with_a_non_zero_exit() {
     let model = fixture("gpt2-lmhead").display().to_string();
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 7] = [
+        (&["train", "clip", "--out", "/tmp/never", "--batch-size", "1000"], "must be between 2 and 512"),
+        (&["eval", "--fps", "0"], "--fps 0 must be in (0, 50]"),
+        (&["world", "video", "--out", "/tmp/never.gif", "--size", "5"], "--size 5 must be between 16 and 2048"),
         (&["generate", "--model", "/no/such/dir", "--prompt", "x"], "is not a directory"),
         (&["generate", "--model", &model, "--prompt", "x", "--max-new-tokens", "500"], "only 48 (n_positions)"),
         (&["embed", "--model", &model, "--text", "x"], "a CLIP checkpoint"),
@@ -238,7 +241,16 @@ fn world_video_is_captioned_by_the_embedded_default() {
     assert!((2..=5).contains(&events), "{truth}");
 
     let k = events.to_string();
-    let out = json_stdout(&glimpse(&["--device", "cpu", "caption-video", gif.to_str().unwrap(), "--events", &k, "--format", "json"]));
+    let out = json_stdout(&glimpse(&[
+        "--device",
+        "cpu",
+        "caption-video",
+        gif.to_str().unwrap(),
+        "--events",
+        &k,
+        "--format",
+        "json",
+    ]));
     let predicted = out["events"].as_array().unwrap();
     assert!(!predicted.is_empty() && predicted.len() <= events, "{out}");
     for e in predicted {
@@ -252,17 +264,61 @@ fn training_checkpoints_resume() {
     let dir = temp_dir("train");
     let out = dir.join("lm");
     let out_arg = out.to_str().unwrap();
-    let first = glimpse(&["--device", "cpu", "train", "lm", "--out", out_arg, "--steps", "4", "--checkpoint-every", "2", "--batch-size", "8"]);
+    let first = glimpse(&[
+        "--device",
+        "cpu",
+        "train",
+        "lm",
+        "--out",
+        out_arg,
+        "--steps",
+        "4",
+        "--checkpoint-every",
+        "2",
+        "--batch-size",
+        "8",
+    ]);
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
-    let state = |path: &std::path::Path| -> Value { serde_json::from_slice(&std::fs::read(path.join("train_state.json")).unwrap()).unwrap() };
+    let state = |path: &std::path::Path| -> Value {
+        serde_json::from_slice(&std::fs::read(path.join("train_state.json")).unwrap()).unwrap()
+    };
     assert_eq!(state(&out)["step"], 4);
     assert_eq!(state(&out)["losses"].as_array().unwrap().len(), 2);
 
-    let second = glimpse(&["--device", "cpu", "train", "lm", "--out", out_arg, "--steps", "6", "--checkpoint-every", "2", "--batch-size", "8"]);
-    assert!(String::from_utf8_lossy(&second.stderr).contains("from step 4"), "{}", String::from_utf8_lossy(&second.stderr));
+    let second = glimpse(&[
+        "--device",
+        "cpu",
+        "train",
+        "lm",
+        "--out",
+        out_arg,
+        "--steps",
+        "6",
+        "--checkpoint-every",
+        "2",
+        "--batch-size",
+        "8",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("from step 4"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
     assert_eq!(state(&out)["step"], 6);
     assert_eq!(state(&out)["losses"].as_array().unwrap().len(), 3);
-    let generated = json_stdout(&glimpse(&["--device", "cpu", "generate", "--model", out_arg, "--prompt", "video showing", "--max-new-tokens", "3", "--format", "json"]));
+    let generated = json_stdout(&glimpse(&[
+        "--device",
+        "cpu",
+        "generate",
+        "--model",
+        out_arg,
+        "--prompt",
+        "video showing",
+        "--max-new-tokens",
+        "3",
+        "--format",
+        "json",
+    ]));
     assert_eq!(generated["ids"].as_array().unwrap().len(), 3);
 
     // A CLIP run refuses to resume an LM's folder.

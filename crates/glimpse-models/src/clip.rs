@@ -208,7 +208,9 @@ impl ClipConfig {
                     device,
                 ),
                 class_embedding: SMALL_NORMAL.init([v.hidden_size], device),
-                position_embedding: EmbeddingConfig::new(grid * grid + 1, v.hidden_size).with_initializer(SMALL_NORMAL).init(device),
+                position_embedding: EmbeddingConfig::new(grid * grid + 1, v.hidden_size)
+                    .with_initializer(SMALL_NORMAL)
+                    .init(device),
                 pre_layrnorm: layer_norm(v.hidden_size, v.layer_norm_eps, device),
                 layers: (0..v.num_hidden_layers)
                     .map(|_| EncoderLayer::init(v.hidden_size, v.intermediate_size, v.layer_norm_eps, device))
@@ -220,13 +222,10 @@ impl ClipConfig {
                 activation: v.hidden_act,
             },
             text: ClipText {
-                token_embedding: ShardedTable::init(
-                    t.vocab_size,
-                    t.hidden_size,
-                    &SMALL_NORMAL,
-                    device,
-                ),
-                position_embedding: EmbeddingConfig::new(t.max_position_embeddings, t.hidden_size).with_initializer(SMALL_NORMAL).init(device),
+                token_embedding: ShardedTable::init(t.vocab_size, t.hidden_size, &SMALL_NORMAL, device),
+                position_embedding: EmbeddingConfig::new(t.max_position_embeddings, t.hidden_size)
+                    .with_initializer(SMALL_NORMAL)
+                    .init(device),
                 layers: (0..t.num_hidden_layers)
                     .map(|_| EncoderLayer::init(t.hidden_size, t.intermediate_size, t.layer_norm_eps, device))
                     .collect(),
@@ -445,7 +444,7 @@ impl Clip {
         self.text.walk(tensors);
         tensors.linear("visual_projection", &mut self.visual_projection, Layout::Transposed);
         tensors.linear("text_projection", &mut self.text_projection, Layout::Transposed);
-        tensors.param("logit_scale", &mut self.logit_scale, Layout::AsStored);
+        tensors.param("logit_scale", &mut self.logit_scale, Layout::Scalar);
     }
 
     pub fn image_size(&self) -> usize {

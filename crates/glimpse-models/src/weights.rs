@@ -28,6 +28,8 @@ pub enum Layout {
     AsStored,
     /// Stored as PyTorch `nn.Linear` (`[out, in]`): transposed on load.
     Transposed,
+    /// A `[1]` parameter stored as a rank-0 tensor (CLIP's `logit_scale`); `[1]` is read too.
+    Scalar,
 }
 
 /// A tensor on the host: its shape and row-major f32 values.
@@ -119,7 +121,7 @@ impl<'f, 'a> Loader<'f, 'a> {
     }
 
     /// Reads `name` as host values of `expected` shape (Burn's shape, after `layout`), or records
-    /// why not. A rank-0 tensor in the file fits an expected `[1]`.
+    /// why not. See [`Layout`] for how stored shapes map to Burn shapes.
     pub fn read_values(&self, name: &str, expected: &[usize], layout: Layout) -> Option<Vec<f32>> {
         self.used.borrow_mut().insert(name.to_string());
         let want = stored_shape(expected, layout);
@@ -134,17 +136,16 @@ impl<'f, 'a> Loader<'f, 'a> {
                 return None;
             }
         };
-        let fits = stored == want || (stored.is_empty() && want == [1]);
+        let fits = stored == want || (layout == Layout::Scalar && stored == [1]);
         if !fits {
             self.problems.borrow_mut().push(TensorProblem::Shape { name: name.into(), expected: want, found: stored });
             return None;
         }
         Some(match layout {
-            Layout::AsStored => values,
+            Layout::AsStored | Layout::Scalar => values,
             Layout::Transposed => transpose(&values, want[0], want[1]),
         })
     }
-
 
     /// Ends loading: every recorded problem and every tensor that was neither read nor `ignored`
     /// (buffers such as GPT-2's `attn.bias`) make the whole load fail.
@@ -224,6 +225,10 @@ impl Tensors for Saver {
         match layout {
             Layout::AsStored => self.push(name, param.val()),
             Layout::Transposed => self.push(name, param.val().swap_dims(0, D - 1)),
+            Layout::Scalar => {
+                let value = param.val().reshape([1]);
+                self.entries.borrow_mut().push((name.to_string(), Vec::new(), value));
+            }
         }
     }
 
@@ -241,6 +246,7 @@ fn stored_shape(burn_shape: &[usize], layout: Layout) -> Vec<usize> {
     match layout {
         Layout::AsStored => burn_shape.to_vec(),
         Layout::Transposed => burn_shape.iter().rev().copied().collect(),
+        Layout::Scalar => Vec::new(),
     }
 }
 

@@ -152,7 +152,12 @@ impl ClipTraining {
 
 /// Mean of the image->text and text->image cross-entropies over the batch's similarity matrix,
 /// with CLIP's temperature capped at 100.
-fn contrastive_loss(model: &Clip, pixels: Tensor<4>, ids: &[Vec<u32>], device: &Device) -> Result<Tensor<1>, TrainError> {
+fn contrastive_loss(
+    model: &Clip,
+    pixels: Tensor<4>,
+    ids: &[Vec<u32>],
+    device: &Device,
+) -> Result<Tensor<1>, TrainError> {
     let n = ids.len();
     let images = l2_normalize(model.encode_image(pixels)?);
     let texts = l2_normalize(model.encode_text(ids, device)?);

@@ -53,7 +53,9 @@ pub fn clip_tokenizer_json() -> Result<String, TrainError> {
         .build()
         .map_err(|e| TrainError::Tokenizer(e.to_string()))?;
     tokenizer.with_post_processor(Some(template));
-    tokenizer.add_special_tokens(CLIP_SPECIALS.map(|s| AddedToken::from(s, true))).map_err(|e| TrainError::Tokenizer(e.to_string()))?;
+    tokenizer
+        .add_special_tokens(CLIP_SPECIALS.map(|s| AddedToken::from(s, true)))
+        .map_err(|e| TrainError::Tokenizer(e.to_string()))?;
     save(&tokenizer)
 }
 
@@ -67,15 +69,17 @@ pub fn gpt2_tokenizer_json() -> Result<String, TrainError> {
     tokenizer.with_normalizer(Some(Lowercase)).map_err(|e| TrainError::Tokenizer(e.to_string()))?;
     tokenizer.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
     tokenizer.with_decoder(Some(ByteLevel::default()));
-    tokenizer.add_special_tokens(GPT2_SPECIALS.map(|s| AddedToken::from(s, true))).map_err(|e| TrainError::Tokenizer(e.to_string()))?;
+    tokenizer
+        .add_special_tokens(GPT2_SPECIALS.map(|s| AddedToken::from(s, true)))
+        .map_err(|e| TrainError::Tokenizer(e.to_string()))?;
     save(&tokenizer)
 }
 
 #[cfg(test)]
 mod tests {
     use glimpse_media::tokenizer::{ClipTokenizer, Gpt2Tokenizer};
-    use glimpse_world::scene::{Attributes, TEMPLATE_COUNT, caption};
     use glimpse_world::rng::Rng;
+    use glimpse_world::scene::{Attributes, TEMPLATE_COUNT, caption};
 
     use super::*;
 
