@@ -28,11 +28,16 @@ use serde_json::json;
 #[command(
     name = "glimpse",
     version,
-    about = "CLIP and GPT-2 on your own device (CPU or GPU through wgpu), from Hugging Face checkpoints",
+    about = "CLIP and GPT-2 on your own device (CPU or GPU through wgpu): zero-shot dense video captioning, \
+             image captioning and more, with the embedded default or Hugging Face checkpoints",
     after_help = "A model DIR is a folder in the Hugging Face layout: config.json, model.safetensors, \
                   tokenizer.json (and preprocessor_config.json for CLIP), e.g. a `git clone` of \
                   https://huggingface.co/openai/clip-vit-base-patch32 or https://huggingface.co/gpt2.\n\n\
+                  Without --clip / --lm / --model, the embedded default is used: a tiny CLIP and GPT-2 \
+                  trained by glimpse on its procedural world of coloured shapes (see models/README.md).\n\n\
                   Examples:\n  \
+                  glimpse caption-video examples/shapes.gif --format srt\n  \
+                  glimpse caption-video talk.mp4 --clip clip-vit-base-patch32 --lm gpt2 --events 5\n  \
                   glimpse embed --model clip-vit-base-patch32 --image cat.png --text 'a cat' --text 'a dog'\n  \
                   glimpse generate --model gpt2 --prompt 'The quick brown fox' --max-new-tokens 20"
 )]
@@ -169,16 +174,6 @@ enum Method {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train the embedded default's models on the procedural world (CPU: minutes).
-    #[command(subcommand)]
-    Train(train::TrainCommand),
-    /// Render scenes and videos of the procedural world with their ground truth.
-    #[command(subcommand)]
-    World(world::WorldCommand),
-    /// Score models on held-out seeds of the world: retrieval, image and dense video captioning.
-    #[command(after_help = "JSON output (--format json): {\"retrieval\": {..}, \"image_captioning\": {..}, \
-                            \"dense_captioning\": {\"scores\": {..}, \"videos\": [..]}}")]
-    Eval(eval::EvalArgs),
     /// L2-normalised CLIP embeddings of texts and images, and their similarity logits: the
     /// building block of retrieval and zero-shot classification.
     #[command(after_help = "JSON output: {\"text_embeds\": [[..]], \"image_embeds\": [[..]], \
@@ -275,6 +270,16 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Train the embedded default's models on the procedural world (CPU: minutes).
+    #[command(subcommand)]
+    Train(train::TrainCommand),
+    /// Render scenes and videos of the procedural world with their ground truth.
+    #[command(subcommand)]
+    World(world::WorldCommand),
+    /// Score models on held-out seeds of the world: retrieval, image and dense video captioning.
+    #[command(after_help = "JSON output (--format json): {\"retrieval\": {..}, \"image_captioning\": {..}, \
+                            \"dense_captioning\": {\"scores\": {..}, \"videos\": [..]}}")]
+    Eval(eval::EvalArgs),
 }
 
 fn main() {
