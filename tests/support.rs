@@ -1,5 +1,8 @@
 //! Helpers for the workspace tests: fixture paths, reference outputs, the devices to test on.
 
+#[path = "hub_server.rs"]
+pub mod hub_server;
+
 use std::path::PathBuf;
 
 use burn::prelude::*;

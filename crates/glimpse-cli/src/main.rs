@@ -1,6 +1,7 @@
 //! `glimpse`: CLIP and GPT-2 on your own device, from Hugging Face checkpoints.
 
 mod eval;
+mod models;
 mod train;
 mod world;
 
@@ -179,8 +180,8 @@ enum Command {
     #[command(after_help = "JSON output: {\"text_embeds\": [[..]], \"image_embeds\": [[..]], \
                             \"logits_per_image\": [[..]]}, each present when its inputs are given.")]
     Embed {
-        /// CLIP model directory (Hugging Face layout) [default: the embedded world CLIP].
-        #[arg(long, value_name = "DIR")]
+        /// CLIP model directory (Hugging Face layout) or hub repository id (owner/name[@revision]) [default: the embedded world CLIP].
+        #[arg(long, value_name = "DIR|ID")]
         model: Option<PathBuf>,
         /// A text to embed; repeat for several.
         #[arg(long = "text", value_name = "T")]
@@ -245,8 +246,8 @@ enum Command {
     /// Continue a prompt with GPT-2 (greedy, contrastive or beam search, KV-cached).
     #[command(after_help = "JSON output: {\"ids\": [..new token ids..], \"text\": \"..new text..\"}.")]
     Generate {
-        /// GPT-2 model directory (Hugging Face layout) [default: the embedded world GPT-2].
-        #[arg(long, value_name = "DIR")]
+        /// GPT-2 model directory (Hugging Face layout) or hub repository id (owner/name[@revision]) [default: the embedded world GPT-2].
+        #[arg(long, value_name = "DIR|ID")]
         model: Option<PathBuf>,
         /// The prompt, tokenised exactly as tokenizer.json says (no extra start token).
         #[arg(long)]
@@ -273,6 +274,9 @@ enum Command {
     /// Train the embedded default's models on the procedural world (CPU: minutes).
     #[command(subcommand)]
     Train(train::TrainCommand),
+    /// The download cache of hub models: list, fetch ahead of time, remove.
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
     /// Render scenes and videos of the procedural world with their ground truth.
     #[command(subcommand)]
     World(world::WorldCommand),
@@ -294,6 +298,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(command) => train::run(command, &select_device(cli.device)?),
         Command::World(command) => world::run(command),
+        Command::Models(command) => models::run(command),
         Command::Eval(args) => eval::run(args, &select_device(cli.device)?),
         Command::Embed { model, texts, images, format } => {
             if texts.is_empty() && images.is_empty() {
@@ -472,11 +477,11 @@ fn read_images(paths: &[PathBuf]) -> Result<Vec<image::RgbImage>> {
 /// The CLIP and GPT-2 a command uses.
 #[derive(clap::Args)]
 struct ModelArgs {
-    /// CLIP model directory (Hugging Face layout) [default: the embedded world CLIP].
-    #[arg(long, value_name = "DIR")]
+    /// CLIP model directory (Hugging Face layout) or hub repository id (owner/name[@revision]) [default: the embedded world CLIP].
+    #[arg(long, value_name = "DIR|ID")]
     clip: Option<PathBuf>,
-    /// GPT-2 model directory (Hugging Face layout) [default: the embedded world GPT-2].
-    #[arg(long, value_name = "DIR")]
+    /// GPT-2 model directory (Hugging Face layout) or hub repository id (owner/name[@revision]) [default: the embedded world GPT-2].
+    #[arg(long, value_name = "DIR|ID")]
     lm: Option<PathBuf>,
 }
 
@@ -488,14 +493,14 @@ impl ModelArgs {
     }
 }
 
-/// A CLIP checkpoint directory, or the embedded world CLIP.
-fn clip_files(dir: Option<&Path>) -> Result<ModelFiles> {
-    Ok(dir.map_or_else(|| Ok(glimpse_hub::embedded::world_clip()), ModelFiles::from_dir)?)
+/// A CLIP from a folder or the hub, or the embedded world CLIP.
+fn clip_files(arg: Option<&Path>) -> Result<ModelFiles> {
+    models::files(arg, glimpse_hub::embedded::world_clip)
 }
 
-/// A GPT-2 checkpoint directory, or the embedded world GPT-2.
-fn lm_files(dir: Option<&Path>) -> Result<ModelFiles> {
-    Ok(dir.map_or_else(|| Ok(glimpse_hub::embedded::world_lm()), ModelFiles::from_dir)?)
+/// A GPT-2 from a folder or the hub, or the embedded world GPT-2.
+fn lm_files(arg: Option<&Path>) -> Result<ModelFiles> {
+    models::files(arg, glimpse_hub::embedded::world_lm)
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>> {

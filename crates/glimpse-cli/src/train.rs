@@ -160,6 +160,7 @@ pub fn run(command: TrainCommand, selected: &SelectedDevice) -> Result<()> {
                 lr,
                 ..defaults
             };
+            device.seed(config.seed);
             let model_config = world_clip_config();
             let tokenizer_json = clip_tokenizer_json()?;
             let preprocessor_json = world_preprocessor_json();
@@ -237,6 +238,7 @@ pub fn run(command: TrainCommand, selected: &SelectedDevice) -> Result<()> {
                 lr,
                 ..defaults
             };
+            device.seed(config.seed);
             let model_config = world_gpt2_config();
             let eos = model_config.eos_token_id.expect("the world GPT-2 has an end-of-text token");
             let tokenizer_json = gpt2_tokenizer_json()?;

@@ -326,3 +326,51 @@ fn training_checkpoints_resume() {
     assert!(!clash.status.success());
     assert!(String::from_utf8_lossy(&clash.stderr).contains("holds a `lm` run"));
 }
+
+/// Hub ids: fetched once into the cache (`glimpse models`), then used offline.
+#[test]
+fn hub_models_are_fetched_listed_used_offline_and_removed() {
+    use glimpse_tests::hub_server::{Fault, HubServer};
+    let server = HubServer::start();
+    server.add("test/gpt2", &fixture("gpt2-lmhead"), Fault::None);
+    let cache = temp_dir("hub-cache");
+    let run = |offline: bool, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_glimpse"))
+            .args(args)
+            .env("HF_ENDPOINT", &server.endpoint)
+            .env("HF_HUB_CACHE", &cache)
+            .env("HF_HUB_OFFLINE", if offline { "1" } else { "0" })
+            .env_remove("HF_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let fetched = run(false, &["models", "fetch", "test/gpt2"]);
+    assert!(fetched.status.success(), "{}", String::from_utf8_lossy(&fetched.stderr));
+    let generate = [
+        "--device",
+        "cpu",
+        "generate",
+        "--model",
+        "test/gpt2",
+        "--prompt",
+        "hello",
+        "--max-new-tokens",
+        "3",
+        "--format",
+        "json",
+    ];
+    let online = json_stdout(&run(false, &generate));
+    server.take_log();
+    let offline = json_stdout(&run(true, &generate));
+    assert_eq!(offline, online);
+    assert!(server.take_log().is_empty(), "offline mode made requests");
+
+    let listed = json_stdout(&run(false, &["models", "list", "--format", "json"]));
+    assert_eq!(listed["models"][0]["repo"], "test/gpt2");
+    assert!(run(false, &["models", "rm", "test/gpt2"]).status.success());
+    let gone = run(true, &generate);
+    assert!(!gone.status.success());
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("glimpse models fetch test/gpt2"));
+    let bad = run(false, &["generate", "--model", "not a repo", "--prompt", "x"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("nor a hub repository id"));
+}

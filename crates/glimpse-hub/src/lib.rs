@@ -2,12 +2,15 @@
 //!
 //! [`ModelFiles`] holds the bytes of a Hugging Face layout checkpoint (`config.json`,
 //! `model.safetensors`, `tokenizer.json`, optional `preprocessor_config.json`), read from a local
-//! directory. [`ClipBundle`] and [`Gpt2Bundle`] turn those bytes into a model with its tokenizer and
-//! preprocessing; they only need bytes, so the browser build uses them too.
+//! directory, from the Hugging Face hub through its cache ([`remote`], native only) or from the
+//! binary itself ([`embedded`]). [`ClipBundle`] and [`Gpt2Bundle`] turn those bytes into a model
+//! with its tokenizer and preprocessing; they only need bytes, so the browser build uses them too.
 
 mod bundle;
 pub mod embedded;
 mod files;
+#[cfg(not(target_family = "wasm"))]
+pub mod remote;
 
 pub use bundle::{ClipBundle, Gpt2Bundle};
 pub use files::ModelFiles;
@@ -21,6 +24,9 @@ pub enum HubError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{0}")]
     Layout(String),
+    /// Hub downloads and the cache.
+    #[error("{0}")]
+    Remote(String),
     #[error("{source_name}")]
     Model { source_name: String, source: glimpse_models::ModelError },
     #[error("{source_name}")]

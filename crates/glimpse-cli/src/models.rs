@@ -1,0 +1,122 @@
+//! Where a command's models come from (a folder, a hub repository, or the embedded default), and
+//! `glimpse models`: the download cache.
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use clap::Subcommand;
+use glimpse_hub::ModelFiles;
+use glimpse_hub::remote::{Hub, Progress, RepoId};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use crate::Format;
+
+/// A model argument: an existing folder in the Hugging Face layout, else a hub repository id
+/// (`owner/name[@revision]`, downloaded into the cache once); `embedded` when absent.
+pub fn files(arg: Option<&Path>, embedded: fn() -> ModelFiles) -> Result<ModelFiles> {
+    let Some(arg) = arg else { return Ok(embedded()) };
+    if arg.is_dir() {
+        return Ok(ModelFiles::from_dir(arg)?);
+    }
+    let Some(id) = arg.to_str().and_then(RepoId::parse) else {
+        bail!(
+            "{} is not a directory, nor a hub repository id (owner/name or owner/name@revision); pass a folder in \
+             the Hugging Face layout (config.json, model.safetensors, tokenizer.json) or a repository id",
+            arg.display()
+        );
+    };
+    Ok(Hub::from_env().model_files(&id, download_progress())?)
+}
+
+/// One progress bar per file transferred, on stderr (drawn only on a terminal).
+fn download_progress() -> impl FnMut(Progress) {
+    let mut bar: Option<ProgressBar> = None;
+    move |event| match event {
+        Progress::Start { file, size, resumed_from } => {
+            let b = ProgressBar::new(size).with_position(resumed_from).with_prefix(file.to_string());
+            b.set_style(
+                ProgressStyle::with_template("{prefix:>24} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            if resumed_from > 0 {
+                b.println(format!("{file}: resuming at {resumed_from} bytes"));
+            }
+            bar = Some(b);
+        }
+        Progress::Bytes { done, .. } => {
+            if let Some(b) = &bar {
+                b.set_position(done);
+            }
+        }
+        Progress::Done { .. } => {
+            if let Some(b) = bar.take() {
+                b.finish_and_clear();
+            }
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum ModelsCommand {
+    /// What the hub cache holds (shared with transformers), with sizes.
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Download a repository's model files ahead of time (then HF_HUB_OFFLINE=1 works without a
+    /// network).
+    Fetch {
+        /// `owner/name` or `owner/name@revision`.
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+    /// Delete a repository from the cache.
+    Rm {
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+}
+
+pub fn run(command: ModelsCommand) -> Result<()> {
+    let hub = Hub::from_env();
+    match command {
+        ModelsCommand::List { format } => {
+            let repos = hub.list()?;
+            if format == Format::Json {
+                println!("{}", json!({ "cache": hub.cache, "models": repos }));
+                return Ok(());
+            }
+            println!("cache: {}", hub.cache.display());
+            if repos.is_empty() {
+                println!("(empty)");
+            }
+            for repo in repos {
+                let revisions: Vec<String> =
+                    repo.revisions.iter().map(|(r, c)| format!("{r} {}", &c[..c.len().min(8)])).collect();
+                println!("{:>10}  {}  [{}]", human(repo.size), repo.repo, revisions.join(", "));
+            }
+        }
+        ModelsCommand::Fetch { id } => {
+            let Some(repo) = RepoId::parse(&id) else {
+                bail!("{id:?} is not a hub repository id (owner/name[@revision])")
+            };
+            let dir = hub.fetch(&repo, &mut download_progress())?;
+            println!("{}", dir.display());
+        }
+        ModelsCommand::Rm { id } => {
+            let freed = hub.remove(&id)?;
+            eprintln!("removed {id} ({})", human(freed));
+        }
+    }
+    Ok(())
+}
+
+fn human(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b => format!("{:.1} KiB", b as f64 / 1024.0),
+    }
+}
