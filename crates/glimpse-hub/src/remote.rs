@@ -139,7 +139,7 @@ impl Hub {
                      files can run code); pick a revision with model.safetensors or convert it with transformers \
                      (`save_pretrained(dir, safe_serialization=True)`) and pass the folder"
                 } else {
-                    ""
+                    " (or the repository does not exist: check the id and the revision)"
                 };
                 return Err(HubError::Remote(format!("{id} has no {file}{hint}")));
             };
@@ -231,7 +231,9 @@ impl Hub {
                     )));
                 }
                 Err(e) => {
-                    return Err(HubError::Remote(format!("{url}: {e}; set HF_HUB_OFFLINE=1 to use the cache only")));
+                    return Err(HubError::Remote(format!(
+                        "{e}; check the network or HF_ENDPOINT, or set HF_HUB_OFFLINE=1 to use the cache only"
+                    )));
                 }
             };
             match response.header("Location") {
