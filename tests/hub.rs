@@ -61,6 +61,10 @@ fn downloads_verifies_caches_and_works_offline() {
     offline.model_files(&id("test/gpt2"), |_| {}).unwrap();
     assert!(server.take_log().is_empty());
 
+    // With the hub unreachable, the complete cached snapshot is used.
+    let unreachable = Hub { endpoint: "http://127.0.0.1:9".into(), ..online.clone() };
+    unreachable.model_files(&id("test/gpt2"), |_| {}).unwrap();
+
     // A corrupted cache entry is detected offline, and re-fetched online.
     let weights =
         cache.join("models--test--gpt2/snapshots").join(glimpse_tests::hub_server::COMMIT).join("model.safetensors");

@@ -27,6 +27,9 @@ pub enum HubError {
     /// Hub downloads and the cache.
     #[error("{0}")]
     Remote(String),
+    /// The hub could not be reached (no network, wrong `HF_ENDPOINT`).
+    #[error("{0}")]
+    Unreachable(String),
     #[error("{source_name}")]
     Model { source_name: String, source: glimpse_models::ModelError },
     #[error("{source_name}")]

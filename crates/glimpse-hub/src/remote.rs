@@ -121,12 +121,27 @@ impl Hub {
         Ok(files)
     }
 
-    /// Makes the snapshot folder of `id` complete and verified; returns its path.
+    /// Makes the snapshot folder of `id` complete and verified; returns its path. When the hub
+    /// cannot be reached, a complete cached snapshot is used instead (as `huggingface_hub` does).
     pub fn fetch(&self, id: &RepoId, progress: &mut dyn FnMut(Progress)) -> Result<PathBuf, HubError> {
         let repo_dir = self.cache.join(id.folder());
         if self.offline {
             return self.offline_snapshot(id, &repo_dir, progress);
         }
+        match self.fetch_online(id, &repo_dir, progress) {
+            Err(HubError::Unreachable(message)) => {
+                self.offline_snapshot(id, &repo_dir, progress).map_err(|_| HubError::Unreachable(message))
+            }
+            result => result,
+        }
+    }
+
+    fn fetch_online(
+        &self,
+        id: &RepoId,
+        repo_dir: &Path,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<PathBuf, HubError> {
         let agent = agent(false);
         let mut snapshot = None;
         for (file, required) in REQUIRED.iter().map(|f| (*f, true)).chain(OPTIONAL.iter().map(|f| (*f, false))) {
@@ -231,7 +246,7 @@ impl Hub {
                     )));
                 }
                 Err(e) => {
-                    return Err(HubError::Remote(format!(
+                    return Err(HubError::Unreachable(format!(
                         "{e}; check the network or HF_ENDPOINT, or set HF_HUB_OFFLINE=1 to use the cache only"
                     )));
                 }
