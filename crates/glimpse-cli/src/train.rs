@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use burn::tensor::Device;
 use clap::Subcommand;
 use futures_lite::future::block_on;
 use glimpse_align::projector::{ProjectorConfig, TrainConfig};
@@ -82,21 +83,27 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    /// The state to resume from, if any (checked against the kind of model).
-    fn resume(&self, kind: &str) -> Result<Option<TrainState>> {
-        if self.fresh {
-            return Ok(None);
+    /// Where the run starts: the state left in --out (unless --fresh; checked against the kind of
+    /// model) or a new one, with --steps and --seed over the left run's over the defaults. Seeds
+    /// the device, so initial weights follow the seed too. `true` when resuming.
+    fn start(&self, kind: &str, steps: usize, seed: u64, device: &Device) -> Result<(TrainState, bool)> {
+        let left = if self.fresh { None } else { checkpoint::load_state(&self.out)? };
+        if let Some(state) = &left {
+            if state.kind != kind {
+                bail!(
+                    "{} holds a `{}` run, not `{kind}`; pick another --out or pass --fresh",
+                    self.out.display(),
+                    state.kind
+                );
+            }
+            eprintln!("resuming {} from step {}", self.out.display(), state.step);
         }
-        let Some(state) = checkpoint::load_state(&self.out)? else { return Ok(None) };
-        if state.kind != kind {
-            bail!(
-                "{} holds a `{}` run, not `{kind}`; pick another --out or pass --fresh",
-                self.out.display(),
-                state.kind
-            );
-        }
-        eprintln!("resuming {} from step {}", self.out.display(), state.step);
-        Ok(Some(state))
+        let resumed = left.is_some();
+        let mut state = left.unwrap_or(TrainState { kind: kind.into(), step: 0, steps, seed, losses: Vec::new() });
+        state.steps = self.steps.unwrap_or(state.steps);
+        state.seed = self.seed.unwrap_or(state.seed);
+        device.seed(state.seed);
+        Ok((state, resumed))
     }
 }
 
@@ -151,16 +158,9 @@ pub fn run(command: TrainCommand, selected: &SelectedDevice) -> Result<()> {
         TrainCommand::Clip { run, batch_size, lr } => {
             // A batch holds distinct scenes, and the world has 540.
             check(batch_size, 512, lr, run.steps)?;
-            let resume = run.resume("clip")?;
             let defaults = ClipTrainConfig::default();
-            let config = ClipTrainConfig {
-                steps: run.steps.or(resume.as_ref().map(|s| s.steps)).unwrap_or(defaults.steps),
-                seed: run.seed.or(resume.as_ref().map(|s| s.seed)).unwrap_or(defaults.seed),
-                batch_size,
-                lr,
-                ..defaults
-            };
-            device.seed(config.seed);
+            let (state, resumed) = run.start("clip", defaults.steps, defaults.seed, &device)?;
+            let config = ClipTrainConfig { steps: state.steps, seed: state.seed, batch_size, lr, ..defaults };
             let model_config = world_clip_config();
             let tokenizer_json = clip_tokenizer_json()?;
             let preprocessor_json = world_preprocessor_json();
@@ -168,11 +168,10 @@ pub fn run(command: TrainCommand, selected: &SelectedDevice) -> Result<()> {
             let tokenizer = ClipTokenizer::from_json(tokenizer_json.as_bytes(), context)?;
             let preprocess =
                 ImagePreprocess::from_json(preprocessor_json.as_bytes(), model_config.vision_config.image_size as u32)?;
-            let (model, state) = match resume {
-                Some(state) => (Clip::load(&model_config, &read(&run.out, "model.safetensors")?, &device)?, state),
-                None => (model_config.init(&device), new_state("clip", &config.steps, config.seed)),
+            let model = match resumed {
+                true => Clip::load(&model_config, &read(&run.out, "model.safetensors")?, &device)?,
+                false => model_config.init(&device),
             };
-            let state = TrainState { steps: config.steps, ..state };
             let mut training = ClipTraining::new(model, state.step, config);
             let config_json = model_config.to_json();
             let out = run.out.clone();
@@ -185,7 +184,7 @@ pub fn run(command: TrainCommand, selected: &SelectedDevice) -> Result<()> {
                     Ok(block_on(training.borrow_mut().run(until, &tokenizer, &preprocess, &device, on_step))?)
                 },
                 |state| {
-                    let weights = block_on(training.borrow().model.to_safetensors())?;
+                    let weights = block_on(training.borrow().trainer.model.to_safetensors())?;
                     let files: [(&str, &[u8]); 4] = [
                         ("config.json", config_json.as_bytes()),
                         ("model.safetensors", &weights),
@@ -229,25 +228,17 @@ pub fn run(command: TrainCommand, selected: &SelectedDevice) -> Result<()> {
         }
         TrainCommand::Lm { run, batch_size, lr } => {
             check(batch_size, 4096, lr, run.steps)?;
-            let resume = run.resume("lm")?;
             let defaults = LmTrainConfig::default();
-            let config = LmTrainConfig {
-                steps: run.steps.or(resume.as_ref().map(|s| s.steps)).unwrap_or(defaults.steps),
-                seed: run.seed.or(resume.as_ref().map(|s| s.seed)).unwrap_or(defaults.seed),
-                batch_size,
-                lr,
-                ..defaults
-            };
-            device.seed(config.seed);
+            let (state, resumed) = run.start("lm", defaults.steps, defaults.seed, &device)?;
+            let config = LmTrainConfig { steps: state.steps, seed: state.seed, batch_size, lr, ..defaults };
             let model_config = world_gpt2_config();
             let eos = model_config.eos_token_id.expect("the world GPT-2 has an end-of-text token");
             let tokenizer_json = gpt2_tokenizer_json()?;
             let tokenizer = Gpt2Tokenizer::from_json(tokenizer_json.as_bytes())?;
-            let (model, state) = match resume {
-                Some(state) => (Gpt2::load(&model_config, &read(&run.out, "model.safetensors")?, &device)?, state),
-                None => (model_config.init(&device), new_state("lm", &config.steps, config.seed)),
+            let model = match resumed {
+                true => Gpt2::load(&model_config, &read(&run.out, "model.safetensors")?, &device)?,
+                false => model_config.init(&device),
             };
-            let state = TrainState { steps: config.steps, ..state };
             let mut training = LmTraining::new(model, state.step, config);
             let config_json = model_config.to_json();
             let out = run.out.clone();
@@ -258,7 +249,7 @@ pub fn run(command: TrainCommand, selected: &SelectedDevice) -> Result<()> {
                 "lm",
                 |until, on_step| Ok(block_on(training.borrow_mut().run(until, &tokenizer, eos, &device, on_step))?),
                 |state| {
-                    let weights = block_on(training.borrow().model.to_safetensors())?;
+                    let weights = block_on(training.borrow().trainer.model.to_safetensors())?;
                     let files: [(&str, &[u8]); 3] = [
                         ("config.json", config_json.as_bytes()),
                         ("model.safetensors", &weights),
@@ -269,10 +260,6 @@ pub fn run(command: TrainCommand, selected: &SelectedDevice) -> Result<()> {
             )
         }
     }
-}
-
-fn new_state(kind: &str, steps: &usize, seed: u64) -> TrainState {
-    TrainState { kind: kind.into(), step: 0, steps: *steps, seed, losses: Vec::new() }
 }
 
 fn read(dir: &Path, name: &str) -> Result<Vec<u8>> {

@@ -1,12 +1,10 @@
 //! Contrastive training of the world's tiny CLIP (the symmetric InfoNCE loss of Radford et al.
 //! 2021) on rendered scenes and their captions.
 
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use glimpse_media::image::ImagePreprocess;
 use glimpse_media::tokenizer::ClipTokenizer;
-use glimpse_models::generation::read;
 use glimpse_models::{Clip, ClipConfig, l2_normalize};
 use glimpse_world::render::{RenderConfig, Scene};
 use glimpse_world::rng::{Rng, derive_seed};
@@ -15,6 +13,7 @@ use image::RgbImage;
 
 use crate::TrainError;
 use crate::tokenizer::{CLIP_SPECIALS, LEAD_INS, words};
+use crate::trainer::{Schedule, Trainer};
 
 /// Side of the world CLIP's input images, in pixels.
 pub const IMAGE_SIZE: usize = 64;
@@ -109,19 +108,17 @@ pub fn pixels(preprocess: &ImagePreprocess, images: &[RgbImage], device: &Device
     Ok(Tensor::from_data(TensorData::new(values, shape), device))
 }
 
-/// A CLIP under training with its optimiser state.
+/// A CLIP under training.
 pub struct ClipTraining {
-    pub model: Clip,
-    pub step: usize,
-    optim: ModuleOptimizer,
+    pub trainer: Trainer<Clip>,
     config: ClipTrainConfig,
 }
 
 impl ClipTraining {
-    /// Continues from `step` with `model` on an autodiff device (AdamW's moments start afresh).
+    /// Continues from `step` with `model` on an autodiff device.
     pub fn new(model: Clip, step: usize, config: ClipTrainConfig) -> Self {
-        let optim = AdamWConfig::new().with_weight_decay(0.05).init();
-        Self { model, step, optim, config }
+        let schedule = Schedule { lr: config.lr, warmup: config.warmup, steps: config.steps };
+        Self { trainer: Trainer::new(model, step, 0.05, schedule), config }
     }
 
     /// Trains until step `until` (at most the configured total); `on_step(step, loss)` after each.
@@ -133,18 +130,14 @@ impl ClipTraining {
         device: &Device,
         mut on_step: impl FnMut(usize, f32),
     ) -> Result<(), TrainError> {
-        let c = self.config.clone();
-        while self.step < until.min(c.steps) {
-            let (images, texts) = batch(c.seed, self.step, c.batch_size, &c.render);
+        let c = &self.config;
+        while self.trainer.before(until) {
+            let (images, texts) = batch(c.seed, self.trainer.step, c.batch_size, &c.render);
             let ids = texts.iter().map(|t| tokenizer.encode(t)).collect::<Result<Vec<_>, _>>()?;
             let pixels = pixels(preprocess, &images, device)?;
-            let loss = contrastive_loss(&self.model, pixels, &ids, device)?;
-            let value = read::<1, Float, f32>(loss.clone().detach()).await?[0];
-            let grads = GradientsParams::from_grads(loss.backward(), &self.model);
-            let lr = crate::learning_rate(c.lr, self.step, c.warmup, c.steps);
-            self.model = self.optim.step(lr, self.model.clone(), grads);
-            self.step += 1;
-            on_step(self.step, value);
+            let loss = contrastive_loss(&self.trainer.model, pixels, &ids, device)?;
+            let value = self.trainer.step(loss).await?;
+            on_step(self.trainer.step, value);
         }
         Ok(())
     }
@@ -170,7 +163,9 @@ fn contrastive_loss(
 
 #[cfg(test)]
 mod tests {
+    use burn::optim::{AdamWConfig, GradientsParams};
     use futures_lite::future::block_on;
+    use glimpse_models::generation::read;
 
     use super::*;
     use crate::tokenizer::clip_tokenizer_json;

@@ -10,6 +10,7 @@ pub mod clip;
 pub mod lm;
 pub mod projector;
 pub mod tokenizer;
+pub mod trainer;
 
 use glimpse_models::ModelError;
 
@@ -27,13 +28,4 @@ pub enum TrainError {
     Config(String),
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
-}
-
-/// Learning rate at `step`: linear warm-up over `warmup` steps, then cosine decay to 10 %.
-pub fn learning_rate(peak: f64, step: usize, warmup: usize, total: usize) -> f64 {
-    if step < warmup {
-        return peak * (step + 1) as f64 / warmup as f64;
-    }
-    let progress = (step - warmup) as f64 / (total.saturating_sub(warmup)).max(1) as f64;
-    peak * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos()))
 }

@@ -1,16 +1,15 @@
 //! Language-model training of the world's tiny GPT-2 on the world's captions.
 
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use glimpse_media::tokenizer::Gpt2Tokenizer;
-use glimpse_models::generation::read;
 use glimpse_models::{Gpt2, Gpt2Config};
 use glimpse_world::rng::{Rng, derive_seed};
 use glimpse_world::scene::{Attributes, TEMPLATE_COUNT, caption};
 
 use crate::TrainError;
 use crate::tokenizer::{GPT2_SPECIALS, LEAD_INS, words};
+use crate::trainer::{Schedule, Trainer};
 
 /// The world GPT-2: 3 layers of width 128, 32 positions, end-of-text token 0.
 pub fn world_gpt2_config() -> Gpt2Config {
@@ -59,19 +58,17 @@ pub fn texts(seed: u64, step: usize, size: usize) -> Vec<String> {
         .collect()
 }
 
-/// A GPT-2 under training with its optimiser state.
+/// A GPT-2 under training.
 pub struct LmTraining {
-    pub model: Gpt2,
-    pub step: usize,
-    optim: ModuleOptimizer,
+    pub trainer: Trainer<Gpt2>,
     config: LmTrainConfig,
 }
 
 impl LmTraining {
-    /// Continues from `step` with `model` on an autodiff device (AdamW's moments start afresh).
+    /// Continues from `step` with `model` on an autodiff device.
     pub fn new(model: Gpt2, step: usize, config: LmTrainConfig) -> Self {
-        let optim = AdamWConfig::new().with_weight_decay(0.01).init();
-        Self { model, step, optim, config }
+        let schedule = Schedule { lr: config.lr, warmup: config.warmup, steps: config.steps };
+        Self { trainer: Trainer::new(model, step, 0.01, schedule), config }
     }
 
     /// Trains until step `until` (at most the configured total); `on_step(step, loss)` after each.
@@ -83,19 +80,15 @@ impl LmTraining {
         device: &Device,
         mut on_step: impl FnMut(usize, f32),
     ) -> Result<(), TrainError> {
-        let c = self.config.clone();
-        while self.step < until.min(c.steps) {
-            let rows = texts(c.seed, self.step, c.batch_size)
+        let c = &self.config;
+        while self.trainer.before(until) {
+            let rows = texts(c.seed, self.trainer.step, c.batch_size)
                 .iter()
                 .map(|t| Ok([vec![eos], tokenizer.encode(t)?, vec![eos]].concat()))
                 .collect::<Result<Vec<_>, TrainError>>()?;
-            let loss = lm_loss(&self.model, &rows, eos, device);
-            let value = read::<1, Float, f32>(loss.clone().detach()).await?[0];
-            let grads = GradientsParams::from_grads(loss.backward(), &self.model);
-            let lr = crate::learning_rate(c.lr, self.step, c.warmup, c.steps);
-            self.model = self.optim.step(lr, self.model.clone(), grads);
-            self.step += 1;
-            on_step(self.step, value);
+            let loss = lm_loss(&self.trainer.model, &rows, eos, device);
+            let value = self.trainer.step(loss).await?;
+            on_step(self.trainer.step, value);
         }
         Ok(())
     }
