@@ -7,7 +7,8 @@ use glimpse_align::guided::GuidanceConfig;
 use glimpse_align::projector::Projector;
 use glimpse_align::zerota::ZeroTaConfig;
 use glimpse_eval::{
-    AttributeScores, DenseScores, dense_captioning, guided_captions, projector_captions, retrieval_r_at_1,
+    AttributeScores, DenseScores, dense_captioning, guided_captions, held_out_images, projector_captions,
+    retrieval_r_at_1,
 };
 use glimpse_hub::{ClipBundle, Gpt2Bundle, embedded};
 use glimpse_tests::block_on;
@@ -39,9 +40,10 @@ fn shipped_clip_retrieves_held_out_frames() {
 fn shipped_models_caption_held_out_images() {
     let (clip, lm) = models();
     let projector = Projector::from_safetensors(embedded::WORLD_PROJECTOR, &clip.device).unwrap();
-    let projected = AttributeScores::of(&block_on(projector_captions(&clip, &lm, &projector, 20, 3)).unwrap());
+    let scenes = held_out_images(&clip, 20, 3).unwrap();
+    let projected = AttributeScores::of(&block_on(projector_captions(&lm, &projector, &scenes)).unwrap());
     assert!(projected.mean >= FLOOR_PROJECTOR, "{projected:?}");
-    let guided = block_on(guided_captions(&clip, &lm, &GuidanceConfig::default(), 6, 3, |_, _| {})).unwrap();
+    let guided = block_on(guided_captions(&clip, &lm, &GuidanceConfig::default(), &scenes[..6], |_, _| {})).unwrap();
     let guided = AttributeScores::of(&guided);
     assert!(guided.mean >= FLOOR_GUIDED, "{guided:?}");
 }

@@ -7,7 +7,8 @@ use anyhow::Result;
 use futures_lite::future::block_on;
 use glimpse_align::projector::Projector;
 use glimpse_eval::{
-    AttributeScores, DenseScores, dense_captioning, guided_captions, projector_captions, retrieval_r_at_1,
+    AttributeScores, DenseScores, dense_captioning, guided_captions, held_out_images, projector_captions,
+    retrieval_r_at_1,
 };
 use glimpse_models::device::SelectedDevice;
 use serde_json::json;
@@ -67,14 +68,13 @@ pub fn run(args: EvalArgs, selected: &SelectedDevice) -> Result<()> {
             Some(path) => Projector::from_safetensors(&crate::read_file(path)?, &selected.device)?,
             None => Projector::from_safetensors(glimpse_hub::embedded::WORLD_PROJECTOR, &selected.device)?,
         };
-        let pairs = block_on(projector_captions(&clip, &lm, &projector, args.images, args.seed))?;
+        let scenes = held_out_images(&clip, args.images, args.seed)?;
+        let pairs = block_on(projector_captions(&lm, &projector, &scenes))?;
         let projected = AttributeScores::of(&pairs);
         table.push(attribute_row("image captioning, projector", &projected));
         let bar = progress_bar(args.images, "images");
         let guidance = args.guidance.config("Image of");
-        let pairs = block_on(guided_captions(&clip, &lm, &guidance, args.images, args.seed, |i, _| {
-            bar.set_position(i as u64 + 1)
-        }))?;
+        let pairs = block_on(guided_captions(&clip, &lm, &guidance, &scenes, |i, _| bar.set_position(i as u64 + 1)))?;
         bar.finish_and_clear();
         let guided = AttributeScores::of(&pairs);
         table.push(attribute_row("image captioning, CLIP-guided (zero-shot)", &guided));

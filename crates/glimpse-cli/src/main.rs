@@ -537,8 +537,7 @@ fn emit(text: &str, out: Option<&Path>) -> Result<()> {
         print!("{text}");
         return Ok(());
     };
-    glimpse_world::video::write_atomically(out, text.as_bytes())
-        .with_context(|| format!("cannot write {}", out.display()))?;
+    glimpse_media::write_atomically(out, text.as_bytes()).with_context(|| format!("cannot write {}", out.display()))?;
     eprintln!("wrote {}", out.display());
     Ok(())
 }

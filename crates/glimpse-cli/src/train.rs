@@ -107,20 +107,23 @@ impl RunArgs {
     }
 }
 
-/// Runs `chunk(until, on_step)` between checkpoints, saving after each.
-fn checkpointed(
+/// Runs `chunk(training, until, on_step)` between checkpoints; after each, writes `files` and the
+/// model's weights (`weights(training)`) as `model.safetensors`, then the state.
+fn checkpointed<T>(
     args: &RunArgs,
     mut state: TrainState,
     what: &str,
-    mut chunk: impl FnMut(usize, &mut dyn FnMut(usize, f32)) -> Result<()>,
-    mut save: impl FnMut(&TrainState) -> Result<()>,
+    training: &mut T,
+    files: &[(&str, &[u8])],
+    mut chunk: impl FnMut(&mut T, usize, &mut dyn FnMut(usize, f32)) -> Result<()>,
+    weights: impl Fn(&T) -> Result<Vec<u8>>,
 ) -> Result<()> {
     let bar = crate::progress_bar(state.steps, what);
     bar.set_position(state.step as u64);
     while state.step < state.steps {
         let until = (state.step + args.checkpoint_every.max(1)).min(state.steps);
         let (mut sum, mut n) = (0.0, 0);
-        chunk(until, &mut |step, loss| {
+        chunk(training, until, &mut |step, loss| {
             sum += loss;
             n += 1;
             bar.set_position(step as u64);
@@ -128,7 +131,10 @@ fn checkpointed(
         })?;
         state.step = until;
         state.losses.push((until, sum / n.max(1) as f32));
-        save(&state)?;
+        let weights = weights(training)?;
+        let all: Vec<(&str, &[u8])> =
+            files.iter().copied().chain([("model.safetensors", weights.as_slice())]).collect();
+        checkpoint::save(&args.out, &all, &state)?;
     }
     bar.finish_with_message(format!(
         "loss {:.4}, saved to {}",
@@ -172,27 +178,22 @@ pub fn run(command: TrainCommand, selected: &SelectedDevice) -> Result<()> {
                 true => Clip::load(&model_config, &read(&run.out, "model.safetensors")?, &device)?,
                 false => model_config.init(&device),
             };
-            let mut training = ClipTraining::new(model, state.step, config);
             let config_json = model_config.to_json();
-            let out = run.out.clone();
-            let training = std::cell::RefCell::new(&mut training);
+            let mut training = ClipTraining::new(model, state.step, config);
             checkpointed(
                 &run,
                 state,
                 "clip",
-                |until, on_step| {
-                    Ok(block_on(training.borrow_mut().run(until, &tokenizer, &preprocess, &device, on_step))?)
+                &mut training,
+                &[
+                    ("config.json", config_json.as_bytes()),
+                    ("tokenizer.json", tokenizer_json.as_bytes()),
+                    ("preprocessor_config.json", preprocessor_json.as_bytes()),
+                ],
+                |training, until, on_step| {
+                    Ok(block_on(training.run(until, &tokenizer, &preprocess, &device, on_step))?)
                 },
-                |state| {
-                    let weights = block_on(training.borrow().trainer.model.to_safetensors())?;
-                    let files: [(&str, &[u8]); 4] = [
-                        ("config.json", config_json.as_bytes()),
-                        ("model.safetensors", &weights),
-                        ("tokenizer.json", tokenizer_json.as_bytes()),
-                        ("preprocessor_config.json", preprocessor_json.as_bytes()),
-                    ];
-                    Ok(checkpoint::save(&out, &files, state)?)
-                },
+                |training| Ok(block_on(training.trainer.model.to_safetensors())?),
             )
         }
         TrainCommand::Projector { models, out, examples, epochs, prefix_len, hidden, lr, seed } => {
@@ -220,8 +221,7 @@ pub fn run(command: TrainCommand, selected: &SelectedDevice) -> Result<()> {
                 }))?;
             bar.finish_and_clear();
             let bytes = block_on(projector.to_safetensors())?;
-            glimpse_world::video::write_atomically(&out, &bytes)
-                .with_context(|| format!("cannot write {}", out.display()))?;
+            glimpse_media::write_atomically(&out, &bytes).with_context(|| format!("cannot write {}", out.display()))?;
             let losses: Vec<String> = losses.iter().map(|l| format!("{l:.3}")).collect();
             eprintln!("caption loss per epoch: {}\nwrote {}", losses.join(" "), out.display());
             Ok(())
@@ -239,24 +239,16 @@ pub fn run(command: TrainCommand, selected: &SelectedDevice) -> Result<()> {
                 true => Gpt2::load(&model_config, &read(&run.out, "model.safetensors")?, &device)?,
                 false => model_config.init(&device),
             };
-            let mut training = LmTraining::new(model, state.step, config);
             let config_json = model_config.to_json();
-            let out = run.out.clone();
-            let training = std::cell::RefCell::new(&mut training);
+            let mut training = LmTraining::new(model, state.step, config);
             checkpointed(
                 &run,
                 state,
                 "lm",
-                |until, on_step| Ok(block_on(training.borrow_mut().run(until, &tokenizer, eos, &device, on_step))?),
-                |state| {
-                    let weights = block_on(training.borrow().trainer.model.to_safetensors())?;
-                    let files: [(&str, &[u8]); 3] = [
-                        ("config.json", config_json.as_bytes()),
-                        ("model.safetensors", &weights),
-                        ("tokenizer.json", tokenizer_json.as_bytes()),
-                    ];
-                    Ok(checkpoint::save(&out, &files, state)?)
-                },
+                &mut training,
+                &[("config.json", config_json.as_bytes()), ("tokenizer.json", tokenizer_json.as_bytes())],
+                |training, until, on_step| Ok(block_on(training.run(until, &tokenizer, eos, &device, on_step))?),
+                |training| Ok(block_on(training.trainer.model.to_safetensors())?),
             )
         }
     }

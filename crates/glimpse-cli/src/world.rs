@@ -4,10 +4,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
+use glimpse_media::write_atomically;
 use glimpse_world::render::{RenderConfig, Scene};
 use glimpse_world::rng::Rng;
 use glimpse_world::scene::{Attributes, canonical_caption};
-use glimpse_world::video::{VideoConfig, sample_video, write_atomically, write_gif, write_image};
+use glimpse_world::video::{VideoConfig, sample_video, write_gif, write_image};
 use serde_json::json;
 
 #[derive(Subcommand)]

@@ -24,8 +24,9 @@ pub const HELD_OUT_SEED: u64 = 1 << 40;
 /// Held-out scenes with pairwise distinct attributes, so every caption has exactly one right image.
 pub fn held_out_scenes(n: usize, seed: u64) -> Vec<(Attributes, image::RgbImage)> {
     let mut rng = Rng::new(derive_seed(HELD_OUT_SEED, seed));
-    let mut scenes: Vec<(Attributes, image::RgbImage)> = Vec::with_capacity(n);
-    while scenes.len() < n.min(Attributes::all().len()) {
+    let wanted = n.min(Attributes::all().len());
+    let mut scenes: Vec<(Attributes, image::RgbImage)> = Vec::with_capacity(wanted);
+    while scenes.len() < wanted {
         let attributes = Attributes::sample(&mut rng);
         if scenes.iter().any(|(a, _)| *a == attributes) {
             continue;
@@ -39,16 +40,15 @@ pub fn held_out_scenes(n: usize, seed: u64) -> Vec<(Attributes, image::RgbImage)
 /// Text -> image retrieval among `n` held-out scenes: the share of canonical captions whose most
 /// similar image is their own.
 pub async fn retrieval_r_at_1(clip: &ClipBundle, n: usize, seed: u64) -> Result<f64, AlignError> {
-    let scenes = held_out_scenes(n, seed);
-    let images: Vec<_> = scenes.iter().map(|(_, image)| image.clone()).collect();
-    let texts: Vec<String> = scenes.iter().map(|(a, _)| canonical_caption(a)).collect();
+    let (truths, images): (Vec<Attributes>, Vec<_>) = held_out_scenes(n, seed).into_iter().unzip();
+    let texts: Vec<String> = truths.iter().map(canonical_caption).collect();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let image_embeds = l2_normalize(clip.encode_images(&images)?);
     let text_embeds = l2_normalize(clip.encode_texts(&refs)?);
-    let best = text_embeds.matmul(image_embeds.transpose()).argmax(1).reshape([scenes.len()]);
+    let best = text_embeds.matmul(image_embeds.transpose()).argmax(1).reshape([images.len()]);
     let best = read::<1, Int, i64>(best).await?;
     let hits = best.iter().enumerate().filter(|&(i, &b)| b as usize == i).count();
-    Ok(hits as f64 / scenes.len() as f64)
+    Ok(hits as f64 / images.len() as f64)
 }
 
 /// Attribute accuracy of captions against their scenes.
@@ -82,43 +82,50 @@ impl AttributeScores {
     }
 }
 
+/// A held-out scene's attributes and its unit-norm CLIP image embedding, `[1, dim]`.
+pub type HeldOutImage = (Attributes, Tensor<2>);
+
+/// [`held_out_scenes`] encoded by `clip` once, for every captioning method to share.
+pub fn held_out_images(clip: &ClipBundle, n: usize, seed: u64) -> Result<Vec<HeldOutImage>, AlignError> {
+    held_out_scenes(n, seed)
+        .into_iter()
+        .map(|(truth, image)| Ok((truth, l2_normalize(clip.encode_images(&[image])?))))
+        .collect()
+}
+
 /// Zero-shot CLIP-guided captions of held-out scenes (no projector, no training on captions
 /// paired with images): `(caption, truth)`.
 pub async fn guided_captions(
     clip: &ClipBundle,
     lm: &Gpt2Bundle,
     config: &GuidanceConfig,
-    n: usize,
-    seed: u64,
+    scenes: &[HeldOutImage],
     mut on_caption: impl FnMut(usize, &str),
 ) -> Result<Vec<(String, Attributes)>, AlignError> {
-    let mut out = Vec::with_capacity(n);
-    for (i, (truth, image)) in held_out_scenes(n, seed).into_iter().enumerate() {
-        let target = l2_normalize(clip.encode_images(&[image])?);
-        let outcome = guided::caption(clip, lm, Targets::Fixed(target), config, |_: &Step| {}).await?;
+    let mut out = Vec::with_capacity(scenes.len());
+    for (i, (truth, target)) in scenes.iter().enumerate() {
+        let outcome = guided::caption(clip, lm, Targets::Fixed(target.clone()), config, |_: &Step| {}).await?;
         let text = outcome.captions.into_iter().next().map(|c| c.text).unwrap_or_default();
         on_caption(i, &text);
-        out.push((text, truth));
+        out.push((text, *truth));
     }
     Ok(out)
 }
 
 /// Captions of held-out scenes through a trained projector and greedy decoding: `(caption, truth)`.
 pub async fn projector_captions(
-    clip: &ClipBundle,
     lm: &Gpt2Bundle,
     projector: &Projector,
-    n: usize,
-    seed: u64,
+    scenes: &[HeldOutImage],
 ) -> Result<Vec<(String, Attributes)>, AlignError> {
     let eos = lm.config.eos_token_id;
     let generation = GenerationConfig { max_new_tokens: 16, decoding: Decoding::Greedy, stop_at: eos };
-    let mut out = Vec::with_capacity(n);
-    for (truth, image) in held_out_scenes(n, seed) {
-        let prefix = projector.forward(l2_normalize(clip.encode_images(&[image])?));
+    let mut out = Vec::with_capacity(scenes.len());
+    for (truth, target) in scenes {
+        let prefix = projector.forward(target.clone());
         let ids = generate_from_embeds(&lm.model, prefix, &generation, |_| {}, &lm.device).await?;
         let ids: Vec<u32> = ids.into_iter().filter(|&id| Some(id) != eos).collect();
-        out.push((lm.tokenizer.decode(&ids)?.trim().to_string(), truth));
+        out.push((lm.tokenizer.decode(&ids)?.trim().to_string(), *truth));
     }
     Ok(out)
 }

@@ -162,7 +162,7 @@ impl Hub {
             let blob = repo_dir.join("blobs").join(&meta.etag);
             let cached = verify(&blob, &meta.etag, meta.size)?;
             if !cached {
-                progress(Progress::Start { file, size: meta.size, resumed_from: partial_len(&blob) });
+                progress(Progress::Start { file, size: meta.size, resumed_from: file_len(&partial_path(&blob)) });
                 self.download(id, file, &meta, &blob, progress)?;
             }
             link(&blob, &dir.join(file))?;
@@ -283,7 +283,7 @@ impl Hub {
         blob: &Path,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<(), HubError> {
-        let partial = blob.with_extension("incomplete");
+        let partial = partial_path(blob);
         fs::create_dir_all(blob.parent().expect("blobs have a folder")).map_err(|e| io_err(blob, e))?;
         const ATTEMPTS: usize = 3;
         let mut last_error = String::new();
@@ -319,7 +319,7 @@ impl Hub {
         partial: &Path,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<(), String> {
-        let mut have = partial_len_of(partial);
+        let mut have = file_len(partial);
         if have > meta.size {
             have = 0;
         }
@@ -385,12 +385,14 @@ fn is_hash(s: &str) -> bool {
     is_hex(s, 40) || is_hex(s, 64)
 }
 
-fn partial_len(blob: &Path) -> u64 {
-    partial_len_of(&blob.with_extension("incomplete"))
+/// Where a blob's download in progress is kept.
+fn partial_path(blob: &Path) -> PathBuf {
+    blob.with_extension("incomplete")
 }
 
-fn partial_len_of(partial: &Path) -> u64 {
-    fs::metadata(partial).map(|m| m.len()).unwrap_or(0)
+/// The length of `path`, 0 if it does not exist.
+fn file_len(path: &Path) -> u64 {
+    fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
 /// Whether `path` holds exactly the file the hub describes: `size` bytes whose sha256 (LFS) or
@@ -406,27 +408,25 @@ fn verify(path: &Path, etag: &str, size: u64) -> Result<bool, HubError> {
 
 fn digest(path: &Path, lfs: bool, size: u64) -> io::Result<String> {
     let mut file = File::open(path)?;
-    let mut buffer = vec![0u8; 1 << 20];
-    let mut feed = |update: &mut dyn FnMut(&[u8])| -> io::Result<()> {
-        loop {
-            let n = file.read(&mut buffer)?;
-            if n == 0 {
-                return Ok(());
-            }
-            update(&buffer[..n]);
-        }
-    };
     let bytes = if lfs {
-        let mut hasher = Sha256::new();
-        feed(&mut |b| hasher.update(b))?;
-        hasher.finalize().to_vec()
+        hash_reader(Sha256::new(), &mut file)?
     } else {
-        let mut hasher = Sha1::new();
-        hasher.update(format!("blob {size}\0").as_bytes());
-        feed(&mut |b| hasher.update(b))?;
-        hasher.finalize().to_vec()
+        let mut git = Sha1::new();
+        git.update(format!("blob {size}\0").as_bytes());
+        hash_reader(git, &mut file)?
     };
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Feeds everything `reader` holds into `hasher`; returns the digest.
+fn hash_reader<D: Digest>(mut hasher: D, reader: &mut impl Read) -> io::Result<Vec<u8>> {
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        match reader.read(&mut buffer)? {
+            0 => return Ok(hasher.finalize().to_vec()),
+            n => hasher.update(&buffer[..n]),
+        }
+    }
 }
 
 /// Points `link` at `blob` (a relative symlink, as the hub's cache does; a copy where symlinks
@@ -449,8 +449,7 @@ fn link(blob: &Path, link: &Path) -> Result<(), HubError> {
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), HubError> {
     let dir = path.parent().expect("cache files have a folder");
     fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
-    let temp = path.with_extension("tmp");
-    fs::write(&temp, bytes).and_then(|()| fs::rename(&temp, path)).map_err(|e| io_err(path, e))
+    glimpse_media::write_atomically(path, bytes).map_err(|e| io_err(path, e))
 }
 
 fn io_err(path: &Path, source: io::Error) -> HubError {

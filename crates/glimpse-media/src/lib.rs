@@ -1,12 +1,14 @@
 //! Everything between the outside world and the models' tensors: tokenizers (`tokenizer.json`),
-//! CLIP image preprocessing, video frame sources and subtitle formats.
+//! CLIP image preprocessing, video frame sources, subtitle formats and atomic file writes.
 
+pub mod files;
 pub mod image;
 pub mod resample;
 pub mod subtitles;
 pub mod tokenizer;
 pub mod video;
 
+pub use files::write_atomically;
 pub use image::{ImagePreprocess, decode_image};
 pub use tokenizer::{ClipTokenizer, Gpt2Tokenizer};
 

@@ -32,7 +32,7 @@ pub fn save(dir: &Path, files: &[(&str, &[u8])], state: &TrainState) -> Result<(
     let state_json = serde_json::to_string_pretty(state).expect("state serialises");
     for (name, bytes) in files.iter().copied().chain([(STATE_FILE, state_json.as_bytes())]) {
         let path = dir.join(name);
-        glimpse_world::video::write_atomically(&path, bytes).map_err(|e| io(&path, e))?;
+        glimpse_media::write_atomically(&path, bytes).map_err(|e| io(&path, e))?;
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! (shape, colour, size, position, count) a caption can state and a small CLIP can see in one
 //! frame; videos made of consecutive scenes with ground-truth events; and the metrics
 //! (temporal-IoU precision/recall, BLEU-4, CIDEr-D, attribute accuracy) that score predictions
-//! against them. Everything is deterministic by seed and free of any ML dependency.
+//! against them. Everything is deterministic by seed and independent of Burn and the models.
 
 pub mod metrics;
 pub mod render;

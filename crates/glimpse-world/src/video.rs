@@ -3,16 +3,15 @@
 //! captioning. Also atomic GIF and image writers, so an interrupted run never leaves a truncated
 //! file where a later run would take it for a finished one.
 
-use std::ffi::OsString;
-use std::fs::{self, File};
-use std::io::{self, Cursor, Write};
+use std::io::{self, Cursor};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use image::buffer::ConvertBuffer;
 use image::codecs::gif::{GifEncoder, Repeat};
 use image::{Delay, Frame, ImageError, ImageFormat, RgbImage, RgbaImage};
 use serde::{Deserialize, Serialize};
+
+use glimpse_media::write_atomically;
 
 use crate::render::{BACKGROUNDS, RenderConfig, Scene};
 use crate::rng::{Rng, derive_seed};
@@ -109,11 +108,8 @@ pub fn sample_video(seed: u64, config: &VideoConfig) -> WorldVideo {
     let (lo, hi) = (config.events.0.min(config.events.1).max(1), config.events.0.max(config.events.1).max(1));
     let count = lo + builder.timeline.below(hi - lo + 1);
     let mut events: Vec<GtEvent> = Vec::new();
-    builder.maybe_gap();
-    for i in 0..count {
-        if i > 0 {
-            builder.maybe_gap();
-        }
+    for _ in 0..count {
+        builder.maybe_gap();
         let attributes = loop {
             let a = Attributes::sample(&mut builder.timeline);
             if events.last().is_none_or(|e| a.differs_in(&e.attributes) >= 2) {
@@ -207,34 +203,9 @@ fn io_error(error: ImageError) -> io::Error {
     }
 }
 
-/// Distinguishes temporary files of concurrent writes from one process.
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Write `bytes` to a hidden temporary file next to `path`, flush it to disk, and rename it over
-/// `path`: readers see either the old file or the complete new one.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{} names no file", path.display())))?;
-    let mut temp_name = OsString::from(".");
-    temp_name.push(name);
-    temp_name.push(format!(".{}.{}.tmp", std::process::id(), TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)));
-    let temp = path.with_file_name(temp_name);
-    let result = File::create(&temp)
-        .and_then(|mut file| {
-            file.write_all(bytes)?;
-            file.sync_all()
-        })
-        .and_then(|()| fs::rename(&temp, path));
-    if result.is_err() {
-        // Best effort: the write already failed, and a leftover hidden file is harmless.
-        let _ = fs::remove_file(&temp);
-    }
-    result
-}
-
 #[cfg(test)]
 mod tests {
+    use std::fs::{self, File};
     use std::io::BufReader;
     use std::path::PathBuf;
 

@@ -1,0 +1,34 @@
+//! Writing files so that readers see either the old file or the complete new one: an
+//! interrupted run never leaves a half-written output, checkpoint or cache entry behind.
+
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Distinguishes temporary files of concurrent writes from one process.
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Write `bytes` to a hidden temporary file next to `path`, flush it to disk, and rename it over
+/// `path`: readers see either the old file or the complete new one.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{} names no file", path.display())))?;
+    let mut temp_name = OsString::from(".");
+    temp_name.push(name);
+    temp_name.push(format!(".{}.{}.tmp", std::process::id(), TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)));
+    let temp = path.with_file_name(temp_name);
+    let result = File::create(&temp)
+        .and_then(|mut file| {
+            file.write_all(bytes)?;
+            file.sync_all()
+        })
+        .and_then(|()| fs::rename(&temp, path));
+    if result.is_err() {
+        // Best effort: the write already failed, and a leftover hidden file is harmless.
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
