@@ -83,7 +83,11 @@ impl MomentMasks {
         let start = (centre.clone() - width.clone() / 2.0).unsqueeze_dim::<2>(1).expand([k, frames]);
         let end = (centre + width / 2.0).unsqueeze_dim::<2>(1).expand([k, frames]);
         let t = t.expand([k, frames]);
-        sigmoid((t.clone() - start) / tau) * sigmoid((end - t) / tau)
+        // WGSL lets implementations assume finite arithmetic, and SwiftShader's WebGPU does: a
+        // sigmoid whose exp overflows gave NaN masks there once the temperature fell. Beyond +-30
+        // a sigmoid is 0 or 1 in f32 anyway.
+        let edge = |x: Tensor<2>| sigmoid((x / tau).clamp(-30.0, 30.0));
+        edge(t.clone() - start) * edge(end - t)
     }
 }
 

@@ -27,13 +27,14 @@ pub struct Prefix {
 impl Prefix {
     /// Zero offsets over `base` (the frozen cache of the dummy prefix) and a soft prompt of
     /// `soft_init` (`[batch, soft_len, n_embd]`, e.g. embeddings of real tokens), all on `device`
-    /// (an autodiff device).
+    /// (an autodiff device); the soft prompt starts as a new leaf on `soft_init`'s own device, so
+    /// no value is read back.
     pub fn new(base: &KvCache, soft_init: Option<Tensor<3>>, device: &Device) -> Self {
         let zeros = |t: &Tensor<4>| Param::from_tensor(Tensor::zeros(t.dims(), device).require_grad());
         Self {
             key_offsets: base.layers().iter().map(|kv| zeros(&kv.k)).collect(),
             value_offsets: base.layers().iter().map(|kv| zeros(&kv.v)).collect(),
-            soft_prompt: soft_init.map(|t| Param::from_tensor(Tensor::from_data(t.into_data(), device).require_grad())),
+            soft_prompt: soft_init.map(|t| Param::from_tensor(t.without_autodiff().autodiff().require_grad())),
         }
     }
 

@@ -224,7 +224,7 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, MediaError> {
 
 /// 8-bit RGB as transformers' `convert_rgb` makes it: grey replicated, transparency composited
 /// over white.
-pub(crate) fn to_rgb(image: image::DynamicImage) -> RgbImage {
+pub fn to_rgb(image: image::DynamicImage) -> RgbImage {
     if !image.color().has_alpha() {
         return image.to_rgb8();
     }

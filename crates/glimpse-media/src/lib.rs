@@ -9,7 +9,7 @@ pub mod tokenizer;
 pub mod video;
 
 pub use files::write_atomically;
-pub use image::{ImagePreprocess, decode_image};
+pub use image::{ImagePreprocess, decode_image, to_rgb};
 pub use tokenizer::{ClipTokenizer, Gpt2Tokenizer};
 
 #[derive(Debug, thiserror::Error)]

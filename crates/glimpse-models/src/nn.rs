@@ -3,7 +3,7 @@
 use burn::module::{Initializer, Param};
 use burn::nn::{LayerNorm, LayerNormConfig};
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, gelu_approximate, sigmoid, softmax};
+use burn::tensor::activation::{gelu, sigmoid, softmax};
 use burn::tensor::module::embedding;
 use serde::{Deserialize, Serialize};
 
@@ -24,11 +24,24 @@ pub enum Activation {
 impl Activation {
     pub fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
         match self {
-            Self::QuickGelu => x.clone() * sigmoid(x * 1.702),
-            Self::GeluTanh => gelu_approximate(x),
+            Self::QuickGelu => x.clone() * sigmoid((x * 1.702).clamp(-SIGMOID_SATURATES, SIGMOID_SATURATES)),
+            Self::GeluTanh => gelu_tanh(x),
             Self::Gelu => gelu(x),
         }
     }
+}
+
+// WGSL lets implementations assume finite arithmetic, and SwiftShader's WebGPU does: a sigmoid or
+// tanh whose inner exp overflows comes out NaN there. Their arguments are clamped where the result
+// is already exactly saturated in f32 (sigmoid(-30) ~ 1e-13 next to values of order 1; tanh(10)
+// rounds to 1), so the clamps change nothing elsewhere.
+const SIGMOID_SATURATES: f32 = 30.0;
+const TANH_SATURATES: f32 = 10.0;
+
+/// GELU's tanh approximation (GPT-2's `gelu_new`): `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`.
+fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    let inner = (x.clone() + x.clone().powf_scalar(3.0) * 0.044715) * (2.0 / std::f64::consts::PI).sqrt();
+    x * (inner.clamp(-TANH_SATURATES, TANH_SATURATES).tanh() + 1.0) * 0.5
 }
 
 pub(crate) fn layer_norm(d_model: usize, epsilon: f64, device: &Device) -> LayerNorm {

@@ -1,0 +1,26 @@
+//! Browser bindings of glimpse (wasm-bindgen), the engine behind the npm package in `web/package`.
+//!
+//! No algorithm lives here. [`Session`] holds a CLIP and a GPT-2 that `glimpse-hub` loads from
+//! their Hugging Face files (bytes handed over by JavaScript) and forwards every call to
+//! `glimpse-align`, as the desktop binary does. Everything that touches tensors is async and reads
+//! values back with `into_data_async` only: a browser cannot block on the GPU.
+//!
+//! The JavaScript side (`web/package/src/worker.js`) runs this module in a dedicated Web Worker,
+//! checks `navigator.gpu` and the adapter before asking for WebGPU (wgpu aborts the module when
+//! there is none) and turns errors into typed classes by their `name` (see [`errors`]).
+#![cfg(target_family = "wasm")]
+
+mod device;
+mod errors;
+mod session;
+
+pub use session::Session;
+
+use wasm_bindgen::prelude::*;
+
+/// Runs when the module is instantiated: a Rust panic aborts the module with a bare
+/// `RuntimeError: unreachable`, so its message is kept where the worker can report it.
+#[wasm_bindgen(start)]
+fn start() {
+    std::panic::set_hook(Box::new(|info| errors::record_panic(&info.to_string())));
+}

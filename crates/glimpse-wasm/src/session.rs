@@ -1,0 +1,255 @@
+//! [`Session`]: one CLIP and one GPT-2 on one device, and the calls the npm package makes.
+
+use std::rc::Rc;
+
+use burn::prelude::*;
+use glimpse_align::guided::{self, GuidanceConfig, Step, Targets};
+use glimpse_align::zerota::{ZeroTaConfig, dense_caption, embed_frames};
+use glimpse_hub::{ClipBundle, Gpt2Bundle, ModelFiles};
+use glimpse_media::subtitles::{Cue, to_srt, to_vtt};
+use glimpse_media::to_rgb;
+use glimpse_media::video::MAX_FRAMES;
+use glimpse_models::generation::read;
+use glimpse_models::l2_normalize;
+use image::{DynamicImage, RgbImage, RgbaImage};
+use js_sys::{Function, Promise, Uint8Array};
+use serde::Deserialize;
+use serde_json::json;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
+
+use crate::device::{self, DeviceReport};
+use crate::errors::{self, MODEL_LOAD, js_error, with_causes};
+
+/// The largest frame side accepted; the page scales frames down to a few times CLIP's input first.
+const MAX_SIDE: u32 = 4096;
+
+/// A CLIP and a GPT-2 loaded on one device.
+#[wasm_bindgen]
+pub struct Session {
+    models: Rc<Models>,
+}
+
+struct Models {
+    clip: ClipBundle,
+    lm: Gpt2Bundle,
+    device: DeviceReport,
+}
+
+#[wasm_bindgen]
+impl Session {
+    /// Loads a CLIP and a GPT-2 on `device` (`"webgpu"` or `"cpu"`). `clip` and `lm` are objects
+    /// of `Uint8Array`s named after their Hugging Face files: `config`, `weights`
+    /// (`model.safetensors`), `tokenizer`, and for CLIP optionally `preprocessor`.
+    pub async fn load(device: String, clip: JsValue, lm: JsValue) -> Result<Session, JsValue> {
+        let clip = model_files("CLIP", &clip)?;
+        let lm = model_files("GPT-2", &lm)?;
+        let (selected, report) = device::select(&device).await?;
+        let load_error = |e: glimpse_hub::HubError| js_error(MODEL_LOAD, with_causes(&e));
+        let clip = ClipBundle::load(&clip, &selected.device).map_err(load_error)?;
+        let lm = Gpt2Bundle::load(&lm, &selected.device).map_err(load_error)?;
+        Ok(Session { models: Rc::new(Models { clip, lm, device: report }) })
+    }
+
+    /// The device in use, as JSON: `{kind, description, maxStorageBinding?}`.
+    pub fn device(&self) -> String {
+        serde_json::to_string(&self.models.device).unwrap_or_default()
+    }
+
+    /// CLIP's input side in pixels; frames larger than a few times this can be scaled down
+    /// before they are sent.
+    #[wasm_bindgen(js_name = imageSize)]
+    pub fn image_size(&self) -> u32 {
+        self.models.clip.config.vision_config.image_size as u32
+    }
+
+    /// Unit-norm CLIP embedding of an RGBA image: a `Promise<Float32Array>`.
+    #[wasm_bindgen(js_name = embedImage)]
+    pub fn embed_image(&self, rgba: Vec<u8>, width: u32, height: u32) -> Promise {
+        let models = self.models.clone();
+        future_to_promise(async move {
+            let image = rgb_frames(&rgba, width, height)?.remove(0);
+            let embedding = models.clip.encode_images(&[image]).map_err(errors::engine)?;
+            vector(l2_normalize(embedding)).await
+        })
+    }
+
+    /// Unit-norm CLIP embedding of a text: a `Promise<Float32Array>`.
+    #[wasm_bindgen(js_name = embedText)]
+    pub fn embed_text(&self, text: String) -> Promise {
+        let models = self.models.clone();
+        future_to_promise(async move {
+            let embedding = models.clip.encode_texts(&[text.as_str()]).map_err(errors::engine)?;
+            vector(l2_normalize(embedding)).await
+        })
+    }
+
+    /// CLIP-guided zero-shot caption of an RGBA image (`options`: JSON of [`GuidanceOptions`]);
+    /// `on_step` receives every optimiser step as JSON. A `Promise<string>` of
+    /// `{"caption", "score"}`.
+    #[wasm_bindgen(js_name = captionImage)]
+    pub fn caption_image(&self, rgba: Vec<u8>, width: u32, height: u32, options: String, on_step: Function) -> Promise {
+        let models = self.models.clone();
+        future_to_promise(async move {
+            let config = GuidanceOptions::parse(&options)?.config("Image of");
+            let image = rgb_frames(&rgba, width, height)?.remove(0);
+            let targets = l2_normalize(models.clip.encode_images(&[image]).map_err(errors::engine)?);
+            let outcome =
+                guided::caption(&models.clip, &models.lm, Targets::Fixed(targets), &config, report_step(&on_step, 1.0))
+                    .await
+                    .map_err(errors::engine)?;
+            let caption = &outcome.captions[0];
+            Ok(json!({ "caption": caption.text, "score": caption.score }).to_string().into())
+        })
+    }
+
+    /// Zero-shot dense captioning (ZeroTA) of `frames`: RGBA frames of `width` x `height`, one
+    /// after another, sampled at `fps`. `options` is JSON of [`GuidanceOptions`]; every step
+    /// goes to `on_step` as JSON with the masks' current spans in seconds. A `Promise<string>` of
+    /// `{"duration", "events": [{"start", "end", "caption", "score"}], "srt", "vtt"}`.
+    #[allow(clippy::too_many_arguments)]
+    #[wasm_bindgen(js_name = denseCaption)]
+    pub fn dense_caption(
+        &self,
+        frames: Vec<u8>,
+        width: u32,
+        height: u32,
+        fps: f64,
+        events: usize,
+        seed: u64,
+        options: String,
+        on_step: Function,
+    ) -> Promise {
+        let models = self.models.clone();
+        future_to_promise(async move {
+            if !(fps > 0.0 && fps <= 60.0) {
+                return Err(errors::input(format!("fps = {fps} must be in (0, 60]")));
+            }
+            let guidance = GuidanceOptions::parse(&options)?.config(&ZeroTaConfig::default().guidance.prompt);
+            let config = ZeroTaConfig { events, seed, guidance, ..ZeroTaConfig::default() };
+            let frames = rgb_frames(&frames, width, height)?;
+            let duration = frames.len() as f64 / fps;
+            let embeddings = embed_frames(&models.clip, &frames).map_err(errors::engine)?;
+            let found =
+                dense_caption(&models.clip, &models.lm, embeddings, duration, &config, report_step(&on_step, duration))
+                    .await
+                    .map_err(errors::engine)?;
+            let events: Vec<_> = found
+                .iter()
+                .map(|e| json!({ "start": e.start, "end": e.end, "caption": e.caption, "score": e.score }))
+                .collect();
+            let cues: Vec<Cue> =
+                found.iter().map(|e| Cue { start: e.start, end: e.end, text: e.caption.clone() }).collect();
+            let result = json!({ "duration": duration, "events": events, "srt": to_srt(&cues), "vtt": to_vtt(&cues) });
+            Ok(result.to_string().into())
+        })
+    }
+}
+
+/// The caption loop's settings a page may change; the rest keep `GuidanceConfig`'s defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+struct GuidanceOptions {
+    prompt: Option<String>,
+    max_tokens: Option<usize>,
+    top_k: Option<usize>,
+    steps_per_token: Option<usize>,
+}
+
+impl GuidanceOptions {
+    fn parse(json: &str) -> Result<Self, JsValue> {
+        serde_json::from_str(json).map_err(|e| errors::input(format!("options: {e}")))
+    }
+
+    fn config(self, default_prompt: &str) -> GuidanceConfig {
+        let defaults = GuidanceConfig::default();
+        GuidanceConfig {
+            prompt: self.prompt.unwrap_or_else(|| default_prompt.to_string()),
+            max_tokens: self.max_tokens.unwrap_or(defaults.max_tokens),
+            top_k: self.top_k.unwrap_or(defaults.top_k),
+            steps_per_token: self.steps_per_token.unwrap_or(defaults.steps_per_token),
+            ..defaults
+        }
+    }
+}
+
+/// A model's files from a JavaScript object of `Uint8Array`s.
+fn model_files(what: &str, files: &JsValue) -> Result<ModelFiles, JsValue> {
+    let field = |name: &str| -> Result<Option<Vec<u8>>, JsValue> {
+        let value = js_sys::Reflect::get(files, &name.into())
+            .map_err(|_| js_error(MODEL_LOAD, format!("{what}: the files are not an object")))?;
+        if value.is_undefined() || value.is_null() {
+            return Ok(None);
+        }
+        let bytes = value
+            .dyn_into::<Uint8Array>()
+            .map_err(|_| js_error(MODEL_LOAD, format!("{what}: `{name}` is not a Uint8Array")))?;
+        Ok(Some(bytes.to_vec()))
+    };
+    let required = |name: &str, file: &str| {
+        field(name)?.ok_or_else(|| js_error(MODEL_LOAD, format!("{what}: `{name}` ({file}) is missing")))
+    };
+    Ok(ModelFiles {
+        source: what.to_string(),
+        config: required("config", "config.json")?,
+        weights: required("weights", "model.safetensors")?,
+        tokenizer: required("tokenizer", "tokenizer.json")?,
+        preprocessor: field("preprocessor")?,
+    })
+}
+
+/// Splits consecutive RGBA frames into RGB images, transparency composited over white as for
+/// image files.
+fn rgb_frames(rgba: &[u8], width: u32, height: u32) -> Result<Vec<RgbImage>, JsValue> {
+    if width == 0 || height == 0 || width > MAX_SIDE || height > MAX_SIDE {
+        return Err(errors::input(format!("a {width} x {height} frame: each side must be in 1..={MAX_SIDE}")));
+    }
+    let frame_bytes = width as usize * height as usize * 4;
+    if rgba.is_empty() || !rgba.len().is_multiple_of(frame_bytes) {
+        return Err(errors::input(format!(
+            "{} bytes are not a whole number of {width} x {height} RGBA frames",
+            rgba.len()
+        )));
+    }
+    let count = rgba.len() / frame_bytes;
+    if count > MAX_FRAMES {
+        return Err(errors::input(format!("{count} frames; the limit is {MAX_FRAMES}")));
+    }
+    let frames = rgba
+        .chunks_exact(frame_bytes)
+        .map(|frame| {
+            let rgba = RgbaImage::from_raw(width, height, frame.to_vec()).expect("the size was checked");
+            to_rgb(DynamicImage::ImageRgba8(rgba))
+        })
+        .collect();
+    Ok(frames)
+}
+
+/// A `[1, dim]` tensor read back as a `Float32Array`.
+async fn vector(tensor: Tensor<2>) -> Result<JsValue, JsValue> {
+    let values: Vec<f32> = read::<2, Float, f32>(tensor).await.map_err(errors::engine)?;
+    Ok(js_sys::Float32Array::from(values.as_slice()).into())
+}
+
+/// Sends each step to `on_step` as JSON, spans scaled to seconds by `duration`.
+fn report_step(on_step: &Function, duration: f64) -> impl FnMut(&Step) + use<> {
+    let on_step = on_step.clone();
+    move |step: &Step| {
+        let spans = step
+            .spans
+            .as_ref()
+            .map(|spans| spans.iter().map(|(s, e)| [s * duration, e * duration]).collect::<Vec<_>>());
+        let report = json!({
+            "token": step.token,
+            "step": step.step,
+            "totalSteps": step.total_steps,
+            "clipLoss": step.clip_loss,
+            "fluencyLoss": step.fluency_loss,
+            "maskLoss": step.mask_loss,
+            "spans": spans,
+            "captions": step.captions,
+        });
+        // A callback that throws must not stop the captioning; the page sees its own exception.
+        let _ = on_step.call1(&JsValue::NULL, &report.to_string().into());
+    }
+}

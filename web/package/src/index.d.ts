@@ -1,0 +1,107 @@
+// Types of glimpse's browser API (hand-written; the engine's own bindings are in engine/).
+
+/** A model file: a URL (resolved against the page), bytes, or a `Blob` / `File`. */
+export type FileSource = string | ArrayBuffer | Uint8Array | Blob;
+
+/** A model in the Hugging Face layout: a folder URL, or its files one by one. */
+export type ModelSource =
+  | string
+  | { config: FileSource; weights: FileSource; tokenizer: FileSource; preprocessor?: FileSource };
+
+export interface LoadProgress {
+  /** The file that advanced. */
+  file: string;
+  /** Bytes received over all files so far, and the total announced by the server (0 when unknown). */
+  loaded: number;
+  total: number;
+}
+
+export interface LoadOptions {
+  clip: ModelSource;
+  lm: ModelSource;
+  /** `auto` (default): WebGPU on a hardware adapter, otherwise the CPU backend. */
+  device?: 'auto' | 'webgpu' | 'cpu';
+  onProgress?: (progress: LoadProgress) => void;
+}
+
+export interface DeviceInfo {
+  kind: 'webgpu' | 'cpu';
+  description: string;
+  /** Why `auto` chose the CPU. */
+  fallbackReason?: string;
+  /** WebGPU's largest storage binding, in bytes. */
+  maxStorageBinding?: number;
+}
+
+/** Settings of the caption loop (defaults as in the desktop binary). */
+export interface GuidanceOptions {
+  /** Hard prompt the caption continues: "Image of" for images, "Video showing" for videos. */
+  prompt?: string;
+  maxTokens?: number;
+  /** Candidates scored by CLIP per token. */
+  topK?: number;
+  stepsPerToken?: number;
+}
+
+export interface Step {
+  token: number;
+  step: number;
+  totalSteps: number;
+  clipLoss: number;
+  fluencyLoss: number;
+  maskLoss: number;
+  /** Current moment spans `[start, end]` in seconds (videos only). */
+  spans: [number, number][] | null;
+  /** Captions so far, one per image or event. */
+  captions: string[];
+}
+
+export interface CallOptions {
+  signal?: AbortSignal;
+  onStep?: (step: Step) => void;
+}
+
+export interface DenseCaptionOptions extends GuidanceOptions, CallOptions {
+  /** Number of events K (default 3). */
+  events?: number;
+  /** Sampling rate of a video, or the rate of the given frames (default 2). */
+  fps?: number;
+  /** Seed of the masks' starting positions (default 0). */
+  seed?: number;
+}
+
+export interface Event {
+  start: number;
+  end: number;
+  caption: string;
+  /** Cosine similarity between the caption's and the moment's CLIP embeddings. */
+  score: number;
+}
+
+export type ImageSource = ImageData | ImageBitmap | HTMLImageElement | HTMLCanvasElement | OffscreenCanvas | HTMLVideoElement | VideoFrame;
+
+export declare class DenseCaptions {
+  readonly duration: number;
+  readonly events: Event[];
+  toSRT(): string;
+  toVTT(): string;
+  toJSON(): { duration: number; events: Event[] };
+}
+
+export declare class Glimpse {
+  static load(options: LoadOptions): Promise<Glimpse>;
+  readonly device: DeviceInfo;
+  /** CLIP's input side in pixels. */
+  readonly imageSize: number;
+  embedImage(image: ImageSource): Promise<Float32Array>;
+  embedText(text: string): Promise<Float32Array>;
+  captionImage(image: ImageSource, options?: GuidanceOptions & CallOptions): Promise<{ caption: string; score: number }>;
+  denseCaption(source: HTMLVideoElement | ImageSource[], options?: DenseCaptionOptions): Promise<DenseCaptions>;
+  dispose(): void;
+}
+
+export declare class GlimpseError extends Error {}
+export declare class NoAdapterError extends GlimpseError {}
+export declare class ModelLoadError extends GlimpseError {}
+export declare class DeviceLostError extends GlimpseError {}
+export declare class InputError extends GlimpseError {}

@@ -1,0 +1,153 @@
+// The engine's thread: loads the wasm module, fetches model files (Cache API, byte progress) and
+// runs every call of the facade in `index.js`. One job at a time; replies carry the job's id.
+import init, { Session } from '../engine/glimpse_wasm.js';
+
+const CACHE = 'glimpse-models-v1';
+const CLIP_FILES = { config: 'config.json', weights: 'model.safetensors', tokenizer: 'tokenizer.json', preprocessor: 'preprocessor_config.json' };
+const LM_FILES = { config: 'config.json', weights: 'model.safetensors', tokenizer: 'tokenizer.json' };
+const OPTIONAL = new Set(['preprocessor']);
+
+let session = null;
+let deviceKind = null;
+
+self.onmessage = async ({ data: { id, type, args } }) => {
+  const post = (message, transfer) => self.postMessage({ id, ...message }, transfer ?? []);
+  try {
+    const value = await run(type, args, (step) => post({ type: 'step', step }), (progress) => post({ type: 'progress', progress }));
+    post({ type: 'result', value }, value instanceof Float32Array ? [value.buffer] : []);
+  } catch (error) {
+    post({ type: 'error', error: describe(error) });
+  }
+};
+
+async function run(type, args, onStep, onProgress) {
+  switch (type) {
+    case 'load': return load(args, onProgress);
+    case 'embedImage': return session.embedImage(new Uint8Array(args.image.data.buffer), args.image.width, args.image.height);
+    case 'embedText': return session.embedText(args.text);
+    case 'captionImage': {
+      const { image, options } = args;
+      return JSON.parse(await session.captionImage(new Uint8Array(image.data.buffer), image.width, image.height, JSON.stringify(options), stepHandler(onStep)));
+    }
+    case 'denseCaption': {
+      const { frames, width, height, fps, events, seed, options } = args;
+      return JSON.parse(await session.denseCaption(frames, width, height, fps, events, BigInt(seed), JSON.stringify(options), stepHandler(onStep)));
+    }
+    default: throw new Error(`unknown request ${type}`);
+  }
+}
+
+const stepHandler = (onStep) => (json) => onStep(JSON.parse(json));
+
+async function load({ device, clip, lm }, onProgress) {
+  await init();
+  const kind = await resolveDevice(device);
+  const progress = new Progress(onProgress);
+  const [clipFiles, lmFiles] = await Promise.all([
+    gather('CLIP', clip, CLIP_FILES, progress),
+    gather('GPT-2', lm, LM_FILES, progress),
+  ]);
+  session?.free();
+  session = await Session.load(kind.kind, clipFiles, lmFiles);
+  deviceKind = kind.kind;
+  return { ...JSON.parse(session.device()), fallbackReason: kind.fallbackReason, imageSize: session.imageSize() };
+}
+
+// wgpu aborts the module when the browser has no WebGPU, so ask the browser first.
+async function resolveDevice(requested) {
+  if (requested === 'cpu') return { kind: 'cpu' };
+  const adapter = self.navigator.gpu ? await self.navigator.gpu.requestAdapter().catch(() => null) : null;
+  if (requested === 'webgpu') {
+    if (!self.navigator.gpu) throw named('NoAdapterError', 'this browser has no WebGPU (navigator.gpu is missing); use device: "cpu"');
+    if (!adapter) throw named('NoAdapterError', 'WebGPU is present but the browser gave no adapter; use device: "cpu"');
+    return { kind: 'webgpu' };
+  }
+  if (!self.navigator.gpu) return { kind: 'cpu', fallbackReason: 'this browser has no WebGPU' };
+  if (!adapter) return { kind: 'cpu', fallbackReason: 'WebGPU gave no adapter' };
+  const isFallback = adapter.isFallbackAdapter ?? adapter.info?.isFallbackAdapter;
+  if (isFallback) return { kind: 'cpu', fallbackReason: 'the only WebGPU adapter is a software one; the CPU backend is faster' };
+  return { kind: 'webgpu' };
+}
+
+// One model's files: a folder URL (Hugging Face layout) or an object of URLs / bytes per file.
+async function gather(what, source, names, progress) {
+  if (source == null) throw named('ModelLoadError', `${what}: no model given`);
+  const entries = Object.entries(names).map(([field, file]) => {
+    const given = typeof source === 'string' ? new URL(file, source.endsWith('/') ? source : `${source}/`).href : source[field];
+    return [field, file, given];
+  });
+  const files = {};
+  await Promise.all(entries.map(async ([field, file, given]) => {
+    if (given == null) {
+      if (!OPTIONAL.has(field)) throw named('ModelLoadError', `${what}: ${file} is missing`);
+      return;
+    }
+    const bytes = typeof given === 'string' ? await download(what, field, given, progress) : await asBytes(given);
+    if (bytes) files[field] = bytes;
+  }));
+  return files;
+}
+
+async function asBytes(value) {
+  if (value instanceof Uint8Array) return value;
+  if (value instanceof ArrayBuffer) return new Uint8Array(value);
+  if (typeof Blob !== 'undefined' && value instanceof Blob) return new Uint8Array(await value.arrayBuffer());
+  throw named('ModelLoadError', 'a model file must be a URL, an ArrayBuffer, a Uint8Array or a Blob / File');
+}
+
+// Fetches with byte progress, through the Cache API when the page may use it.
+async function download(what, field, url, progress) {
+  const cache = self.caches ? await self.caches.open(CACHE).catch(() => null) : null;
+  const cached = await cache?.match(url);
+  const response = cached ?? await fetch(url).catch((e) => { throw named('ModelLoadError', `${what}: cannot fetch ${url}: ${e.message}`); });
+  if (!response.ok) {
+    if (OPTIONAL.has(field) && response.status === 404) return null;
+    throw named('ModelLoadError', `${what}: ${url} answered ${response.status} ${response.statusText}`);
+  }
+  const total = Number(response.headers.get('content-length')) || 0;
+  progress.expect(url, total);
+  const reader = response.body.getReader();
+  const chunks = [];
+  let loaded = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    loaded += value.length;
+    progress.update(url, loaded);
+  }
+  const bytes = new Uint8Array(loaded);
+  let offset = 0;
+  for (const chunk of chunks) { bytes.set(chunk, offset); offset += chunk.length; }
+  if (total && loaded !== total) throw named('ModelLoadError', `${what}: ${url} ended after ${loaded} of ${total} bytes`);
+  if (!cached && cache) await cache.put(url, new Response(bytes, { headers: { 'content-length': String(loaded) } })).catch(() => {});
+  return bytes;
+}
+
+class Progress {
+  constructor(report) { this.report = report; this.files = new Map(); }
+  expect(url, total) { this.files.set(url, { loaded: 0, total }); this.send(url); }
+  update(url, loaded) { this.files.get(url).loaded = loaded; this.send(url); }
+  send(file) {
+    let loaded = 0, total = 0;
+    for (const f of this.files.values()) { loaded += f.loaded; total += f.total; }
+    this.report({ file, loaded, total });
+  }
+}
+
+function named(name, message) {
+  const error = new Error(message);
+  error.name = name;
+  return error;
+}
+
+// A trap (a Rust panic, a lost GPU) leaves the module unusable: say so, with the panic's message.
+function describe(error) {
+  if (error instanceof WebAssembly.RuntimeError) {
+    const panic = self.__glimpsePanic ?? error.message;
+    session = null;
+    const name = deviceKind === 'webgpu' ? 'DeviceLostError' : 'GlimpseError';
+    return { name, message: `the engine stopped: ${panic}`, fatal: true };
+  }
+  return { name: error?.name ?? 'GlimpseError', message: error?.message ?? String(error) };
+}

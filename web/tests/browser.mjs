@@ -1,0 +1,177 @@
+// Browser tests: the demo page in headless Chromium on the CPU path and on WebGPU, compared with
+// the native CLI on the same video; the automatic fallback without WebGPU; and the packed npm
+// package imported by a separate consumer page. Needs `bash web/build.sh` first and a built
+// `glimpse` binary (GLIMPSE_BIN, default target/release/glimpse, else target/debug/glimpse).
+//
+//   node web/tests/browser.mjs        screenshots and timings land in web/tests/out/
+import { execFileSync } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+import { serve } from '../serve.mjs';
+
+const web = fileURLToPath(new URL('..', import.meta.url));
+const repo = join(web, '..');
+const out = join(web, 'tests', 'out');
+const chromiumPath = process.env.CHROMIUM ?? '/usr/bin/chromium';
+// One sampled frame at the default 2 fps: a segment may move by one frame between the WebM the
+// page decodes and the GIF the CLI decodes, and between two float implementations.
+const TOLERANCE_S = 0.5;
+const PAGE_TIMEOUT_MS = 10 * 60 * 1000;
+// GLIMPSE_BROWSER_DEVICES=webgpu runs the demo on one device only (the WebGPU run is the slow one).
+const DEVICES = (process.env.GLIMPSE_BROWSER_DEVICES ?? 'cpu,webgpu').split(',');
+
+const failures = [];
+const check = (ok, message) => {
+  console.log(`${ok ? 'ok  ' : 'FAIL'} ${message}`);
+  if (!ok) failures.push(message);
+};
+
+function glimpseBinary() {
+  const candidates = [process.env.GLIMPSE_BIN, join(repo, 'target/release/glimpse'), join(repo, 'target/debug/glimpse')];
+  const found = candidates.find((path) => path && existsSync(path));
+  if (!found) throw new Error('no glimpse binary: run `cargo build -p glimpse-cli` (or set GLIMPSE_BIN)');
+  return found;
+}
+
+function native(device) {
+  const started = performance.now();
+  const stdout = execFileSync(glimpseBinary(), ['--device', device, 'caption-video', join(repo, 'examples/shapes.gif'), '--format', 'json'], {
+    encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'],
+  });
+  return { seconds: (performance.now() - started) / 1000, result: JSON.parse(stdout) };
+}
+
+// Runs `use(context)` in a fresh headless Chromium with its own throwaway profile.
+async function withBrowser(webgpu, use) {
+  const profile = mkdtempSync(join(tmpdir(), 'glimpse-chromium-'));
+  const args = ['--no-sandbox', '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    '--no-first-run', '--disable-quic'];
+  if (webgpu) args.push('--enable-unsafe-webgpu');
+  // playwright passes the profile to Chromium as --user-data-dir.
+  const context = await chromium.launchPersistentContext(profile, { executablePath: chromiumPath, headless: true, args, viewport: { width: 1280, height: 900 } });
+  try {
+    return await use(context);
+  } finally {
+    await context.close();
+    rmSync(profile, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
+  }
+}
+
+async function openPage(browser, url, name) {
+  const page = await browser.newPage();
+  page.on('console', (message) => { if (message.type() === 'error') console.log(`  [${name} console] ${message.text()}`); });
+  page.on('pageerror', (error) => console.log(`  [${name} page error] ${error.message}`));
+  await page.goto(url);
+  return page;
+}
+
+async function waitForState(page, states) {
+  await page.waitForFunction((wanted) => wanted.includes(document.body.dataset.state), states, { timeout: PAGE_TIMEOUT_MS, polling: 200 });
+  return page.evaluate(() => ({ state: document.body.dataset.state, status: document.getElementById('status').textContent, run: window.glimpseRun }));
+}
+
+function compareEvents(label, browserEvents, nativeEvents) {
+  check(browserEvents.length > 0 && browserEvents.every((e) => e.caption.trim().length > 0), `${label}: ${browserEvents.length} events, all with a caption`);
+  check(browserEvents.length === nativeEvents.length, `${label}: as many events as the native CLI (${browserEvents.length} vs ${nativeEvents.length})`);
+  browserEvents.forEach((event, i) => {
+    const reference = nativeEvents[i];
+    if (!reference) return;
+    const gap = Math.max(Math.abs(event.start - reference.start), Math.abs(event.end - reference.end));
+    check(gap <= TOLERANCE_S, `${label}: event ${i} ${event.start.toFixed(2)}-${event.end.toFixed(2)} s within ${TOLERANCE_S} s of native ${reference.start.toFixed(2)}-${reference.end.toFixed(2)} s`);
+    console.log(`       browser "${event.caption}" / native "${reference.caption}"`);
+  });
+}
+
+async function demoRuns(origin) {
+  const timings = [];
+  for (const [device, nativeDevice] of [['cpu', 'cpu'], ['webgpu', 'wgpu']].filter(([d]) => DEVICES.includes(d))) {
+    const reference = native(nativeDevice);
+    await withBrowser(device === 'webgpu', async (browser) => {
+      const page = await openPage(browser, `${origin}/demo/?device=${device}&sample=1&autorun=1`, device);
+      const { state, status, run } = await waitForState(page, ['done', 'error']);
+      await page.screenshot({ path: join(out, `demo-${device}.png`), fullPage: true });
+      check(state === 'done', `demo on ${device}: finished (${status})`);
+      if (state !== 'done') return;
+      writeFileSync(join(out, `demo-${device}.json`), `${JSON.stringify(run, null, 1)}\n`);
+      check(run.device.kind === device, `demo on ${device}: ran on ${run.device.description}`);
+      compareEvents(`demo on ${device}`, run.result.events, reference.result.events);
+      const shown = await page.locator('#events-list li .caption').allTextContents();
+      check(JSON.stringify(shown) === JSON.stringify(run.result.events.map((e) => e.caption)), `demo on ${device}: the page lists the events`);
+      check(run.srt.includes('-->') && run.vtt.startsWith('WEBVTT'), `demo on ${device}: SRT and WebVTT are offered`);
+      timings.push({ device, adapter: run.device.description, loadSeconds: run.loadMs / 1000, captionSeconds: run.captionMs / 1000,
+        nativeDevice, nativeSeconds: reference.seconds });
+    });
+  }
+  return timings;
+}
+
+// Without --enable-unsafe-webgpu this Chromium has no WebGPU adapter: `auto` must fall back to
+// the CPU and say so on the page.
+async function fallbackRun(origin) {
+  await withBrowser(false, async (browser) => {
+    const page = await openPage(browser, `${origin}/demo/?device=auto`, 'fallback');
+    const { state, run } = await waitForState(page, ['ready', 'error']);
+    await page.screenshot({ path: join(out, 'demo-fallback.png') });
+    check(state === 'ready' && run.device.kind === 'cpu', `auto without WebGPU: fell back to the CPU (${run.device?.fallbackReason})`);
+    check(await page.locator('#notice').isVisible(), 'auto without WebGPU: the page says why it runs on the CPU');
+    await page.selectOption('#device', 'webgpu');
+    const refused = await waitForState(page, ['error', 'ready']);
+    check(refused.state === 'error' && refused.status.startsWith('NoAdapterError'), `webgpu without WebGPU: ${refused.status}`);
+  });
+}
+
+// The packed tarball installed into a separate page, as a web app would use it.
+async function consumerRun() {
+  const site = mkdtempSync(join(tmpdir(), 'glimpse-consumer-'));
+  try {
+    const packed = execFileSync('npm', ['pack', '--silent', '--pack-destination', site], { cwd: join(web, 'package'), encoding: 'utf8' }).trim().split('\n').pop();
+    cpSync(join(web, 'tests', 'consumer'), site, { recursive: true });
+    execFileSync('npm', ['install', '--silent', '--no-audit', '--no-fund', `./${packed}`], { cwd: site, stdio: 'inherit' });
+    cpSync(join(repo, 'models/world-clip'), join(site, 'models/world-clip'), { recursive: true });
+    cpSync(join(repo, 'models/world-gpt2'), join(site, 'models/world-gpt2'), { recursive: true });
+    check(readdirSync(join(site, 'node_modules/@glimpse-rs/glimpse/engine')).includes('glimpse_wasm_bg.wasm'), `consumer: ${packed} installs with its engine`);
+    const server = await serve(site);
+    try {
+      await withBrowser(false, async (browser) => {
+        const page = await openPage(browser, `http://127.0.0.1:${server.address().port}/`, 'consumer');
+        await page.waitForFunction(() => window.consumer, null, { timeout: PAGE_TIMEOUT_MS });
+        const result = await page.evaluate(() => window.consumer);
+        check(!result.error, `consumer: ran without error ${result.error ?? ''}`);
+        if (result.error) return;
+        check(result.bestText === 0, `consumer: embedText + embedImage rank the right description first (similarities ${result.similarities.map((s) => s.toFixed(3)).join(', ')})`);
+        check(result.caption.length > 0 && result.caption.includes('red'), `consumer: captionImage says "${result.caption}"`);
+        check(result.badModel === 'ModelLoadError' && result.badModelIsTyped, `consumer: a missing model gives a typed ModelLoadError ("${result.badModelMessage}")`);
+        check(result.aborted === 'AbortError', `consumer: an aborted call rejects with AbortError, and the next call still works ("${result.afterAbort}")`);
+      });
+    } finally {
+      server.close();
+    }
+  } finally {
+    rmSync(site, { recursive: true, force: true });
+  }
+}
+
+mkdirSync(out, { recursive: true });
+for (const file of ['package/engine/glimpse_wasm_bg.wasm', 'demo/assets/shapes.webm']) {
+  if (!existsSync(join(web, file))) throw new Error(`web/${file} is missing: run \`bash web/build.sh\` first`);
+}
+const server = await serve(web);
+const origin = `http://127.0.0.1:${server.address().port}`;
+try {
+  const timings = await demoRuns(origin);
+  await fallbackRun(origin);
+  await consumerRun();
+  console.log('\ntimings (seconds; the browser load includes fetching the models and compiling the module):');
+  console.table(timings);
+  writeFileSync(join(out, 'timings.json'), `${JSON.stringify(timings, null, 2)}\n`);
+} finally {
+  server.close();
+}
+if (failures.length) {
+  console.error(`\n${failures.length} browser check(s) failed`);
+  process.exit(1);
+}
+console.log('\nall browser checks passed');

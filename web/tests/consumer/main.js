@@ -1,0 +1,42 @@
+// Uses the package the way a web app would; the test reads `window.consumer`.
+import { Glimpse, ModelLoadError } from '@glimpse-rs/glimpse';
+
+const TEXTS = ['two large red squares in the middle', 'one small blue circle on the left', 'three large green triangles on the right'];
+const dot = (a, b) => a.reduce((sum, x, i) => sum + x * b[i], 0);
+
+async function main() {
+  const image = document.getElementById('scene');
+  await image.decode();
+  const glimpse = await Glimpse.load({ clip: 'models/world-clip', lm: 'models/world-gpt2', device: 'cpu' });
+
+  const imageEmbedding = await glimpse.embedImage(image);
+  const similarities = [];
+  for (const text of TEXTS) similarities.push(dot(imageEmbedding, await glimpse.embedText(text)));
+  const bestText = similarities.indexOf(Math.max(...similarities));
+  const { caption } = await glimpse.captionImage(image);
+
+  let badModel = null, badModelIsTyped = false, badModelMessage = '';
+  try {
+    await Glimpse.load({ clip: 'models/missing', lm: 'models/world-gpt2', device: 'cpu' });
+  } catch (error) {
+    badModel = error.name;
+    badModelIsTyped = error instanceof ModelLoadError;
+    badModelMessage = error.message;
+  }
+
+  const controller = new AbortController();
+  let aborted = null;
+  try {
+    await glimpse.captionImage(image, { signal: controller.signal, onStep: () => controller.abort() });
+  } catch (error) {
+    aborted = error.name;
+  }
+  const afterAbort = (await glimpse.captionImage(image, { maxTokens: 4 })).caption;
+  glimpse.dispose();
+  return { similarities, bestText, caption, badModel, badModelIsTyped, badModelMessage, aborted, afterAbort };
+}
+
+main().then(
+  (result) => { window.consumer = result; },
+  (error) => { window.consumer = { error: `${error.name}: ${error.message}` }; },
+);
