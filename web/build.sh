@@ -19,13 +19,14 @@ staging=$(mktemp -d)
 trap 'rm -rf "$staging"' EXIT
 wasm-bindgen --target web --remove-name-section --remove-producers-section --out-dir "$staging" "$module"
 if [ "${WASM_OPT:-0}" = 1 ]; then
+    [ -x web/node_modules/.bin/wasm-opt ] || { echo "WASM_OPT=1 needs binaryen: run \`npm ci\` in web/ first" >&2; exit 1; }
     (cd web && npx --no-install wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int \
         "$staging/glimpse_wasm_bg.wasm" -o "$staging/glimpse_wasm_bg.opt.wasm")
     mv "$staging/glimpse_wasm_bg.opt.wasm" "$staging/glimpse_wasm_bg.wasm"
 fi
 rm -rf web/package/engine
 mkdir -p web/package/engine
-cp "$staging"/glimpse_wasm.js "$staging"/glimpse_wasm.d.ts "$staging"/glimpse_wasm_bg.wasm web/package/engine/
+cp -r "$staging"/. web/package/engine/
 
 # The demo loads the built-in models and the sample from its own origin.
 rm -rf web/demo/assets
@@ -34,6 +35,6 @@ cp -r models/world-clip models/world-gpt2 web/demo/assets/models/
 cp examples/shapes.webm web/demo/assets/
 
 wasm=web/package/engine/glimpse_wasm_bg.wasm
-raw=$(stat -c %s "$wasm")
+raw=$(wc -c < "$wasm")
 gzipped=$(gzip -9 -c "$wasm" | wc -c)
 awk -v f="$wasm" -v r="$raw" -v g="$gzipped" 'BEGIN { printf "engine: %s, %.1f MB raw, %.1f MB gzipped\n", f, r / 1e6, g / 1e6 }'

@@ -14,13 +14,19 @@ const TYPES = {
 export function serve(root, port = 0) {
   root = resolve(root);
   const server = createServer(async (request, response) => {
-    const path = normalize(join(root, decodeURIComponent(new URL(request.url, 'http://x').pathname)));
+    let pathname;
+    try {
+      pathname = decodeURIComponent(new URL(`http://x${request.url}`).pathname);
+    } catch {
+      return end(response, 400);
+    }
+    const path = normalize(join(root, pathname));
     if (path !== root && !path.startsWith(root + sep)) return end(response, 403);
     let file = path;
     let stat = await fs.stat(file).catch(() => null);
     if (stat?.isDirectory()) {
-      if (!request.url.split('?')[0].endsWith('/')) {
-        response.writeHead(301, { location: request.url.replace(/(\?|$)/, '/$1') });
+      if (!pathname.endsWith('/')) {
+        response.writeHead(301, { location: `${encodeURI(pathname)}/` });
         return response.end();
       }
       file = join(file, 'index.html');
@@ -34,13 +40,18 @@ export function serve(root, port = 0) {
       const last = range[1] && range[2] ? Math.min(Number(range[2]), stat.size - 1) : stat.size - 1;
       if (start > last) return end(response, 416, { 'content-range': `bytes */${stat.size}` });
       response.writeHead(206, { ...headers, 'content-range': `bytes ${start}-${last}/${stat.size}`, 'content-length': last - start + 1 });
-      return createReadStream(file, { start, end: last }).pipe(response);
+      return send(createReadStream(file, { start, end: last }), response);
     }
     response.writeHead(200, { ...headers, 'content-length': stat.size });
     if (request.method === 'HEAD') return response.end();
-    createReadStream(file).pipe(response);
+    send(createReadStream(file), response);
   });
   return new Promise((done) => server.listen(port, '127.0.0.1', () => done(server)));
+}
+
+function send(stream, response) {
+  stream.on('error', () => response.destroy());
+  stream.pipe(response);
 }
 
 function end(response, status, headers = {}) {

@@ -5,7 +5,7 @@ import { Glimpse } from '../package/src/index.js';
 
 const MODELS = { clip: 'assets/models/world-clip/', lm: 'assets/models/world-gpt2/' };
 const SAMPLE = 'assets/shapes.webm';
-// Longest caption in words, also the scale of the progress bar.
+// Longest caption in tokens.
 const MAX_TOKENS = 12;
 const COLOURS = ['#2f6fed', '#e5484d', '#30a46c', '#f5a524', '#8e4ec6', '#0d9488', '#d6409f', '#6e56cf'];
 
@@ -24,6 +24,8 @@ function setState(value, message, isError = false) {
   $('status').classList.toggle('error', isError);
   $('run').disabled = !(state.glimpse && state.videoName) || value === 'running' || value === 'loading';
   $('stop').hidden = value !== 'running';
+  // The video cannot change under a running caption.
+  for (const id of ['file', 'sample', 'device']) $(id).disabled = value === 'running';
 }
 
 function showProgress(fraction) {
@@ -31,7 +33,10 @@ function showProgress(fraction) {
   $('progress').firstElementChild.style.width = `${Math.round((fraction ?? 0) * 100)}%`;
 }
 
+let loads = 0;
+
 async function loadModels() {
+  const generation = ++loads;
   state.glimpse?.dispose();
   state.glimpse = null;
   setState('loading', 'Loading the models…');
@@ -39,18 +44,23 @@ async function loadModels() {
   $('device-badge').className = 'badge';
   $('notice').hidden = true;
   const started = performance.now();
+  let glimpse;
   try {
-    state.glimpse = await Glimpse.load({
+    glimpse = await Glimpse.load({
       ...MODELS,
       device: $('device').value,
       onProgress: ({ loaded, total }) => showProgress(total ? loaded / total : null),
     });
   } catch (error) {
+    if (generation !== loads) return;
     showProgress(null);
     $('device-badge').textContent = 'no engine';
     setState('error', `${error.name}: ${error.message}`, true);
     return;
   }
+  // The device was changed again while this one loaded.
+  if (generation !== loads) return glimpse.dispose();
+  state.glimpse = glimpse;
   const loadMs = performance.now() - started;
   const device = state.glimpse.device;
   window.glimpseRun = { device, loadMs };
@@ -146,8 +156,8 @@ async function caption() {
       onStep: (step) => {
         steps.push({ spans: step.spans, captions: step.captions });
         if (step.spans) drawSpans(step.spans, step.captions);
-        showProgress((step.token * step.totalSteps + step.step + 1) / (MAX_TOKENS * step.totalSteps));
-        $('status').textContent = `Optimising: word ${step.token + 1}, step ${step.step + 1} of ${step.totalSteps}`;
+        showProgress((step.step + 1) / step.totalSteps);
+        $('status').textContent = `Optimising: word ${step.token + 1}, step ${step.step + 1} of at most ${step.totalSteps}`;
       },
     });
     const captionMs = performance.now() - started;
@@ -186,6 +196,7 @@ drop.addEventListener('dragleave', () => drop.classList.remove('over'));
 drop.addEventListener('drop', (event) => {
   event.preventDefault();
   drop.classList.remove('over');
+  if (document.body.dataset.state === 'running') return;
   const file = [...event.dataTransfer.files].find((f) => f.type.startsWith('video/')) ?? event.dataTransfer.files[0];
   if (file) openVideo(URL.createObjectURL(file), file.name);
 });

@@ -129,7 +129,7 @@ impl Targets {
 /// One optimiser step, for progress displays.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
-    /// Token index and step within the token.
+    /// Token index, and the index of this step over the whole run (`0..total_steps`).
     pub token: usize,
     pub step: usize,
     pub total_steps: usize,

@@ -40,6 +40,14 @@ pub fn engine(error: impl std::error::Error) -> JsValue {
     js_error(ENGINE, with_causes(&error))
 }
 
+/// Settings the pipeline refuses are the caller's to fix; anything else is the engine's.
+pub fn align(error: glimpse_align::AlignError) -> JsValue {
+    match error {
+        glimpse_align::AlignError::Config(message) => input(message),
+        other => engine(other),
+    }
+}
+
 pub fn input(message: impl Display) -> JsValue {
     js_error(INPUT, message)
 }

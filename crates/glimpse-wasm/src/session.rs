@@ -68,7 +68,7 @@ impl Session {
     pub fn embed_image(&self, rgba: Vec<u8>, width: u32, height: u32) -> Promise {
         let models = self.models.clone();
         future_to_promise(async move {
-            let image = rgb_frames(&rgba, width, height)?.remove(0);
+            let image = one_image(&rgba, width, height)?;
             let embedding = models.clip.encode_images(&[image]).map_err(errors::engine)?;
             vector(l2_normalize(embedding)).await
         })
@@ -92,12 +92,12 @@ impl Session {
         let models = self.models.clone();
         future_to_promise(async move {
             let config = GuidanceOptions::parse(&options)?.config("Image of");
-            let image = rgb_frames(&rgba, width, height)?.remove(0);
+            let image = one_image(&rgba, width, height)?;
             let targets = l2_normalize(models.clip.encode_images(&[image]).map_err(errors::engine)?);
             let outcome =
                 guided::caption(&models.clip, &models.lm, Targets::Fixed(targets), &config, report_step(&on_step, 1.0))
                     .await
-                    .map_err(errors::engine)?;
+                    .map_err(errors::align)?;
             let caption = &outcome.captions[0];
             Ok(json!({ "caption": caption.text, "score": caption.score }).to_string().into())
         })
@@ -129,11 +129,11 @@ impl Session {
             let config = ZeroTaConfig { events, seed, guidance, ..ZeroTaConfig::default() };
             let frames = rgb_frames(&frames, width, height)?;
             let duration = frames.len() as f64 / fps;
-            let embeddings = embed_frames(&models.clip, &frames).map_err(errors::engine)?;
+            let embeddings = embed_frames(&models.clip, &frames).map_err(errors::align)?;
             let found =
                 dense_caption(&models.clip, &models.lm, embeddings, duration, &config, report_step(&on_step, duration))
                     .await
-                    .map_err(errors::engine)?;
+                    .map_err(errors::align)?;
             let events: Vec<_> = found
                 .iter()
                 .map(|e| json!({ "start": e.start, "end": e.end, "caption": e.caption, "score": e.score }))
@@ -223,6 +223,14 @@ fn rgb_frames(rgba: &[u8], width: u32, height: u32) -> Result<Vec<RgbImage>, JsV
         })
         .collect();
     Ok(frames)
+}
+
+fn one_image(rgba: &[u8], width: u32, height: u32) -> Result<RgbImage, JsValue> {
+    let mut images = rgb_frames(rgba, width, height)?;
+    match images.len() {
+        1 => Ok(images.remove(0)),
+        n => Err(errors::input(format!("{n} images where one was expected"))),
+    }
 }
 
 /// A `[1, dim]` tensor read back as a `Float32Array`.

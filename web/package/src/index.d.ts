@@ -1,11 +1,12 @@
 // Types of glimpse's browser API (hand-written; the engine's own bindings are in engine/).
 
 /** A model file: a URL (resolved against the page), bytes, or a `Blob` / `File`. */
-export type FileSource = string | ArrayBuffer | Uint8Array | Blob;
+export type FileSource = string | URL | ArrayBuffer | Uint8Array | Blob;
 
 /** A model in the Hugging Face layout: a folder URL, or its files one by one. */
 export type ModelSource =
   | string
+  | URL
   | { config: FileSource; weights: FileSource; tokenizer: FileSource; preprocessor?: FileSource };
 
 export interface LoadProgress {
@@ -44,7 +45,9 @@ export interface GuidanceOptions {
 }
 
 export interface Step {
+  /** The token being chosen (0-based). */
   token: number;
+  /** This step's index over the whole run, `0 .. totalSteps` (captions may finish early). */
   step: number;
   totalSteps: number;
   clipLoss: number;
@@ -70,7 +73,7 @@ export interface DenseCaptionOptions extends GuidanceOptions, CallOptions {
   seed?: number;
 }
 
-export interface Event {
+export interface CaptionEvent {
   start: number;
   end: number;
   caption: string;
@@ -82,13 +85,14 @@ export type ImageSource = ImageData | ImageBitmap | HTMLImageElement | HTMLCanva
 
 export declare class DenseCaptions {
   readonly duration: number;
-  readonly events: Event[];
+  readonly events: CaptionEvent[];
   toSRT(): string;
   toVTT(): string;
-  toJSON(): { duration: number; events: Event[] };
+  toJSON(): { duration: number; events: CaptionEvent[] };
 }
 
 export declare class Glimpse {
+  private constructor();
   static load(options: LoadOptions): Promise<Glimpse>;
   readonly device: DeviceInfo;
   /** CLIP's input side in pixels. */

@@ -9,16 +9,31 @@ const OPTIONAL = new Set(['preprocessor']);
 
 let session = null;
 let deviceKind = null;
+// The job in progress: a panic inside the engine's async code surfaces as an uncaught error of
+// the worker, not as a rejection, so it is reported against this id.
+let currentJob = null;
 
 self.onmessage = async ({ data: { id, type, args } }) => {
   const post = (message, transfer) => self.postMessage({ id, ...message }, transfer ?? []);
+  currentJob = id;
   try {
     const value = await run(type, args, (step) => post({ type: 'step', step }), (progress) => post({ type: 'progress', progress }));
     post({ type: 'result', value }, value instanceof Float32Array ? [value.buffer] : []);
   } catch (error) {
     post({ type: 'error', error: describe(error) });
+  } finally {
+    currentJob = null;
   }
 };
+
+const reportCrash = (error) => {
+  if (currentJob === null) return false;
+  self.postMessage({ id: currentJob, type: 'error', error: describe(error) });
+  currentJob = null;
+  return true;
+};
+self.addEventListener('error', (event) => { if (reportCrash(event.error ?? new WebAssembly.RuntimeError(event.message))) event.preventDefault(); });
+self.addEventListener('unhandledrejection', (event) => { if (reportCrash(event.reason)) event.preventDefault(); });
 
 async function run(type, args, onStep, onProgress) {
   switch (type) {
@@ -41,15 +56,24 @@ const stepHandler = (onStep) => (json) => onStep(JSON.parse(json));
 
 async function load({ device, clip, lm }, onProgress) {
   await init();
-  const kind = await resolveDevice(device);
+  let kind = await resolveDevice(device);
   const progress = new Progress(onProgress);
   const [clipFiles, lmFiles] = await Promise.all([
     gather('CLIP', clip, CLIP_FILES, progress),
     gather('GPT-2', lm, LM_FILES, progress),
   ]);
   session?.free();
-  session = await Session.load(kind.kind, clipFiles, lmFiles);
-  deviceKind = kind.kind;
+  session = null;
+  try {
+    deviceKind = kind.kind;
+    session = await Session.load(kind.kind, clipFiles, lmFiles);
+  } catch (error) {
+    // `auto` promised a working device: if WebGPU cannot be set up after all, use the CPU.
+    if (!(kind.automatic && error?.name === 'NoAdapterError')) throw error;
+    kind = { kind: 'cpu', fallbackReason: `WebGPU could not be set up (${error.message})` };
+    deviceKind = 'cpu';
+    session = await Session.load('cpu', clipFiles, lmFiles);
+  }
   return { ...JSON.parse(session.device()), fallbackReason: kind.fallbackReason, imageSize: session.imageSize() };
 }
 
@@ -66,7 +90,7 @@ async function resolveDevice(requested) {
   if (!adapter) return { kind: 'cpu', fallbackReason: 'WebGPU gave no adapter' };
   const isFallback = adapter.isFallbackAdapter ?? adapter.info?.isFallbackAdapter;
   if (isFallback) return { kind: 'cpu', fallbackReason: 'the only WebGPU adapter is a software one; the CPU backend is faster' };
-  return { kind: 'webgpu' };
+  return { kind: 'webgpu', automatic: true };
 }
 
 // One model's files: a folder URL (Hugging Face layout) or an object of URLs / bytes per file.
@@ -104,22 +128,27 @@ async function download(what, field, url, progress) {
     if (OPTIONAL.has(field) && response.status === 404) return null;
     throw named('ModelLoadError', `${what}: ${url} answered ${response.status} ${response.statusText}`);
   }
-  const total = Number(response.headers.get('content-length')) || 0;
+  // A compressed response announces its compressed length: no total then.
+  const total = response.headers.get('content-encoding') ? 0 : Number(response.headers.get('content-length')) || 0;
   progress.expect(url, total);
   const reader = response.body.getReader();
   const chunks = [];
   let loaded = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    chunks.push(value);
-    loaded += value.length;
-    progress.update(url, loaded);
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      loaded += value.length;
+      progress.update(url, loaded);
+    }
+  } catch (error) {
+    throw named('ModelLoadError', `${what}: the download of ${url} broke off after ${loaded} bytes: ${error.message}`);
   }
   const bytes = new Uint8Array(loaded);
   let offset = 0;
   for (const chunk of chunks) { bytes.set(chunk, offset); offset += chunk.length; }
-  if (total && loaded !== total) throw named('ModelLoadError', `${what}: ${url} ended after ${loaded} of ${total} bytes`);
+  if (total && loaded < total) throw named('ModelLoadError', `${what}: ${url} ended after ${loaded} of ${total} bytes`);
   if (!cached && cache) await cache.put(url, new Response(bytes, { headers: { 'content-length': String(loaded) } })).catch(() => {});
   return bytes;
 }

@@ -1,5 +1,5 @@
 // Uses the package the way a web app would; the test reads `window.consumer`.
-import { Glimpse, ModelLoadError } from '@glimpse-rs/glimpse';
+import { Glimpse, InputError, ModelLoadError } from '@glimpse-rs/glimpse';
 
 const TEXTS = ['two large red squares in the middle', 'one small blue circle on the left', 'three large green triangles on the right'];
 const dot = (a, b) => a.reduce((sum, x, i) => sum + x * b[i], 0);
@@ -24,6 +24,22 @@ async function main() {
     badModelMessage = error.message;
   }
 
+  // Bad input is refused with InputError, and the engine stays usable.
+  const inputErrors = [];
+  for (const attempt of [
+    () => glimpse.denseCaption([]),
+    () => glimpse.captionImage(image, { notAnOption: 1 }),
+    () => glimpse.captionImage(image, { maxTokens: 0 }),
+    () => glimpse.embedImage(new ImageData(1, 1)).then(() => glimpse.embedImage(Object.assign(document.createElement('canvas'), { width: 0, height: 0 }))),
+  ]) {
+    try {
+      await attempt();
+      inputErrors.push('accepted');
+    } catch (error) {
+      inputErrors.push(error instanceof InputError ? 'InputError' : `${error.name}: ${error.message}`);
+    }
+  }
+
   const controller = new AbortController();
   let aborted = null;
   try {
@@ -33,7 +49,7 @@ async function main() {
   }
   const afterAbort = (await glimpse.captionImage(image, { maxTokens: 4 })).caption;
   glimpse.dispose();
-  return { similarities, bestText, caption, badModel, badModelIsTyped, badModelMessage, aborted, afterAbort };
+  return { similarities, bestText, caption, badModel, badModelIsTyped, badModelMessage, inputErrors, aborted, afterAbort };
 }
 
 main().then(
