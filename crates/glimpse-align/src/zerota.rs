@@ -9,9 +9,11 @@
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use glimpse_hub::{ClipBundle, Gpt2Bundle};
+use glimpse_media::subtitles::Cue;
 use glimpse_models::generation::read;
 use glimpse_models::l2_normalize;
 use image::RgbImage;
+use serde::Serialize;
 
 use crate::AlignError;
 use crate::guided::{self, Caption, GuidanceConfig, MomentTargets, Step, Targets};
@@ -80,14 +82,21 @@ impl Default for ZeroTaConfig {
     }
 }
 
-/// One captioned event, times in seconds.
-#[derive(Debug, Clone, PartialEq)]
+/// One captioned event, times in seconds; serialises as `{start, end, caption, score}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Event {
     pub start: f64,
     pub end: f64,
     pub caption: String,
     /// Cosine similarity between the caption's and the moment's CLIP embeddings.
     pub score: f32,
+}
+
+impl Event {
+    /// The event as a subtitle cue.
+    pub fn cue(&self) -> Cue {
+        Cue { start: self.start, end: self.end, text: self.caption.clone() }
+    }
 }
 
 /// Unit-norm CLIP embeddings of video frames, `[frames, dim]`, computed in batches of 16.

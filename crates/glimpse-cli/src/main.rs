@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use futures_lite::future::block_on;
 use glimpse_align::guided::{self, GuidanceConfig, Step, Targets};
 use glimpse_align::magic::{MagicConfig, magic_captions};
-use glimpse_align::zerota::{ZeroTaConfig, dense_caption, embed_frames};
+use glimpse_align::zerota::{Event, ZeroTaConfig, dense_caption, embed_frames};
 use glimpse_hub::{ClipBundle, Gpt2Bundle, ModelFiles};
 use glimpse_media::decode_image;
 use glimpse_media::subtitles::{Cue, to_srt, to_vtt};
@@ -602,15 +602,11 @@ fn caption_video(
     let bar = progress_bar(config.guidance.max_tokens * config.guidance.steps_per_token, "events");
     let events = block_on(dense_caption(&clip, &lm, frames, video.duration(), config, on_step(&bar)))?;
     bar.finish_and_clear();
-    let cues: Vec<Cue> = events.iter().map(|e| Cue { start: e.start, end: e.end, text: e.caption.clone() }).collect();
+    let cues: Vec<Cue> = events.iter().map(Event::cue).collect();
     let text = match format {
         VideoFormat::Srt => to_srt(&cues),
         VideoFormat::Vtt => to_vtt(&cues),
         VideoFormat::Json => {
-            let events: Vec<_> = events
-                .iter()
-                .map(|e| json!({ "start": e.start, "end": e.end, "caption": e.caption, "score": e.score }))
-                .collect();
             let video = json!({ "video": path.display().to_string(), "duration": video.duration(), "events": events });
             format!("{video}\n")
         }

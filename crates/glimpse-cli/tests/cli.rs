@@ -264,20 +264,23 @@ fn training_checkpoints_resume() {
     let dir = temp_dir("train");
     let out = dir.join("lm");
     let out_arg = out.to_str().unwrap();
-    let first = glimpse(&[
-        "--device",
-        "cpu",
-        "train",
-        "lm",
-        "--out",
-        out_arg,
-        "--steps",
-        "4",
-        "--checkpoint-every",
-        "2",
-        "--batch-size",
-        "8",
-    ]);
+    let train = |steps: &str| {
+        glimpse(&[
+            "--device",
+            "cpu",
+            "train",
+            "lm",
+            "--out",
+            out_arg,
+            "--steps",
+            steps,
+            "--checkpoint-every",
+            "2",
+            "--batch-size",
+            "8",
+        ])
+    };
+    let first = train("4");
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
     let state = |path: &std::path::Path| -> Value {
         serde_json::from_slice(&std::fs::read(path.join("train_state.json")).unwrap()).unwrap()
@@ -285,20 +288,7 @@ fn training_checkpoints_resume() {
     assert_eq!(state(&out)["step"], 4);
     assert_eq!(state(&out)["losses"].as_array().unwrap().len(), 2);
 
-    let second = glimpse(&[
-        "--device",
-        "cpu",
-        "train",
-        "lm",
-        "--out",
-        out_arg,
-        "--steps",
-        "6",
-        "--checkpoint-every",
-        "2",
-        "--batch-size",
-        "8",
-    ]);
+    let second = train("6");
     assert!(
         String::from_utf8_lossy(&second.stderr).contains("from step 4"),
         "{}",

@@ -28,7 +28,8 @@ impl Video {
     }
 }
 
-fn check_fps(fps: f64) -> Result<(), MediaError> {
+/// Refuses sampling rates outside `(0, 60]` frames per second.
+pub fn check_fps(fps: f64) -> Result<(), MediaError> {
     if fps > 0.0 && fps <= 60.0 { Ok(()) } else { Err(MediaError::Video(format!("fps = {fps} must be in (0, 60]"))) }
 }
 

@@ -4,7 +4,7 @@ use std::cell::RefCell;
 
 use burn::prelude::*;
 use burn::tensor::wgpu::WgpuBackend;
-use glimpse_models::device::{DeviceInfo, SelectedDevice, cpu};
+use glimpse_models::device::cpu;
 use serde::Serialize;
 use wasm_bindgen::JsValue;
 
@@ -30,13 +30,13 @@ thread_local! {
 }
 
 /// `webgpu` or `cpu`; the JavaScript side resolves `auto` and checks `navigator.gpu` first.
-pub async fn select(kind: &str) -> Result<(SelectedDevice, DeviceReport), JsValue> {
+pub async fn select(kind: &str) -> Result<(Device, DeviceReport), JsValue> {
     match kind {
         "cpu" => {
             let selected = cpu();
             let report =
                 DeviceReport { kind: "cpu", description: selected.info.to_string(), max_storage_binding: None };
-            Ok((selected, report))
+            Ok((selected.device, report))
         }
         "webgpu" => {
             let (device, report) = match WEBGPU.with_borrow(Clone::clone) {
@@ -47,9 +47,7 @@ pub async fn select(kind: &str) -> Result<(SelectedDevice, DeviceReport), JsValu
                     cached
                 }
             };
-            let info =
-                DeviceInfo::Wgpu { api: "BrowserWebGpu".into(), adapter: report.description.clone(), software: false };
-            Ok((SelectedDevice { device, info, reason: None }, report))
+            Ok((device, report))
         }
         other => Err(js_error(crate::errors::INPUT, format!("unknown device `{other}`: use `webgpu` or `cpu`"))),
     }

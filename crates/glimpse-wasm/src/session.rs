@@ -4,11 +4,11 @@ use std::rc::Rc;
 
 use burn::prelude::*;
 use glimpse_align::guided::{self, GuidanceConfig, Step, Targets};
-use glimpse_align::zerota::{ZeroTaConfig, dense_caption, embed_frames};
+use glimpse_align::zerota::{Event, ZeroTaConfig, dense_caption, embed_frames};
 use glimpse_hub::{ClipBundle, Gpt2Bundle, ModelFiles};
 use glimpse_media::subtitles::{Cue, to_srt, to_vtt};
 use glimpse_media::to_rgb;
-use glimpse_media::video::MAX_FRAMES;
+use glimpse_media::video::{MAX_FRAMES, check_fps};
 use glimpse_models::generation::read;
 use glimpse_models::l2_normalize;
 use image::{DynamicImage, RgbImage, RgbaImage};
@@ -44,10 +44,10 @@ impl Session {
     pub async fn load(device: String, clip: JsValue, lm: JsValue) -> Result<Session, JsValue> {
         let clip = model_files("CLIP", &clip)?;
         let lm = model_files("GPT-2", &lm)?;
-        let (selected, report) = device::select(&device).await?;
+        let (device, report) = device::select(&device).await?;
         let load_error = |e: glimpse_hub::HubError| js_error(MODEL_LOAD, with_causes(&e));
-        let clip = ClipBundle::load(&clip, &selected.device).map_err(load_error)?;
-        let lm = Gpt2Bundle::load(&lm, &selected.device).map_err(load_error)?;
+        let clip = ClipBundle::load(&clip, &device).map_err(load_error)?;
+        let lm = Gpt2Bundle::load(&lm, &device).map_err(load_error)?;
         Ok(Session { models: Rc::new(Models { clip, lm, device: report }) })
     }
 
@@ -122,9 +122,7 @@ impl Session {
     ) -> Promise {
         let models = self.models.clone();
         future_to_promise(async move {
-            if !(fps > 0.0 && fps <= 60.0) {
-                return Err(errors::input(format!("fps = {fps} must be in (0, 60]")));
-            }
+            check_fps(fps).map_err(errors::input)?;
             let guidance = GuidanceOptions::parse(&options)?.config(&ZeroTaConfig::default().guidance.prompt);
             let config = ZeroTaConfig { events, seed, guidance, ..ZeroTaConfig::default() };
             let frames = rgb_frames(&frames, width, height)?;
@@ -134,13 +132,8 @@ impl Session {
                 dense_caption(&models.clip, &models.lm, embeddings, duration, &config, report_step(&on_step, duration))
                     .await
                     .map_err(errors::align)?;
-            let events: Vec<_> = found
-                .iter()
-                .map(|e| json!({ "start": e.start, "end": e.end, "caption": e.caption, "score": e.score }))
-                .collect();
-            let cues: Vec<Cue> =
-                found.iter().map(|e| Cue { start: e.start, end: e.end, text: e.caption.clone() }).collect();
-            let result = json!({ "duration": duration, "events": events, "srt": to_srt(&cues), "vtt": to_vtt(&cues) });
+            let cues: Vec<Cue> = found.iter().map(Event::cue).collect();
+            let result = json!({ "duration": duration, "events": found, "srt": to_srt(&cues), "vtt": to_vtt(&cues) });
             Ok(result.to_string().into())
         })
     }
