@@ -16,11 +16,12 @@ use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, softmax};
 use glimpse_hub::{ClipBundle, Gpt2Bundle};
+use glimpse_kernels::masked_pool;
 use glimpse_models::generation::{MAX_TOP_K, argmax_first, ids_tensor, read, top_k_indices};
 use glimpse_models::{KvCache, ModelError, l2_normalize};
 
 use crate::AlignError;
-use crate::moment::{MomentMasks, TemperatureSchedule, inside_outside_similarity, pairwise_tiou, pool};
+use crate::moment::{MomentMasks, TemperatureSchedule, inside_outside_similarity, pairwise_tiou};
 use crate::prefix::Prefix;
 
 /// Every constant of the loop, with ZeroCap-like defaults.
@@ -91,7 +92,7 @@ impl MomentTargets {
         let m = self.masks.masks(self.frames.dims()[0], self.schedule.at(step, steps));
         let own = pairwise_tiou(m.clone()) * self.tiou_weight
             + inside_outside_similarity(m.clone(), self.frames.clone()) * self.contrast_weight;
-        (pool(m, self.frames.clone()), own)
+        (masked_pool(m, self.frames.clone()), own)
     }
 }
 
@@ -197,14 +198,16 @@ pub async fn caption(
         fed.iter().zip(lens).map(|(f, len)| f[..len.unwrap_or(f.len())].to_vec()).collect()
     };
     let total_steps = config.max_tokens * config.steps_per_token;
+    // The frozen LM (no prefix offsets, no soft prompt) reads the context once, one token per
+    // round, from its own cache.
+    let mut frozen_cache = base.clone();
     for token in 0..config.max_tokens {
         let context: Vec<Vec<u32>> = fed.iter().map(|t| [&[first][..], t].concat()).collect();
         let embeds = model.embed_tokens(batch_ids(&context, &device));
-        // The frozen LM's own next-token distribution (no prefix offsets, no soft prompt).
+        // The frozen LM's own next-token distribution.
         let frozen = {
-            let mut cache = base.clone();
-            let t = context[0].len();
-            let hidden = model.forward_embeds(embeds.clone(), &mut cache).narrow(1, t - 1, 1);
+            let newest = embeds.clone().narrow(1, context[0].len() - 1, 1);
+            let hidden = model.forward_embeds(newest, &mut frozen_cache);
             log_softmax(model.logits(hidden).reshape([batch, vocab]), 1)
         };
         // Candidates from the prefixed LM, after the guards. This forward pass (with its graph) also
@@ -226,13 +229,9 @@ pub async fn caption(
             let clip_loss = (q * logp_candidates).sum_dim(1).mean().neg();
             let fluency = (frozen.clone().exp() * (frozen.clone() - logp)).sum_dim(1).mean();
             let mut loss = clip_loss.clone() + fluency.clone() * config.fluency_weight;
-            let mask_loss = match own_loss {
-                Some(own) => {
-                    loss = loss + own.clone();
-                    read::<1, Float, f32>(own.detach()).await?[0]
-                }
-                None => 0.0,
-            };
+            if let Some(own) = &own_loss {
+                loss = loss + own.clone();
+            }
             let mut grads = loss.backward();
             let prefix_grads = GradientsParams::from_module(&mut grads, &prefix);
             prefix = prefix_optim.step(config.prefix_lr, prefix, prefix_grads);
@@ -240,18 +239,26 @@ pub async fn caption(
                 let mask_grads = GradientsParams::from_module(&mut grads, &moments.masks);
                 moments.masks = mask_optim.step(moments.mask_lr, moments.masks.clone(), mask_grads);
             }
-            let spans = match &targets {
-                Targets::Moments(moments) => Some(spans(&moments.masks).await?),
-                Targets::Fixed(_) => None,
-            };
+            // One readback per step for the progress report: the losses, then the masks' spans.
+            let mut report = vec![
+                clip_loss.detach(),
+                fluency.detach(),
+                own_loss.unwrap_or_else(|| Tensor::zeros([1], &grad_device)).detach(),
+            ];
+            if let Targets::Moments(moments) = &targets {
+                let (centre, width) = moments.masks.spans();
+                report.extend([centre.detach(), width.detach()]);
+            }
+            let values = read::<1, Float, f32>(Tensor::cat(report, 0)).await?;
+            let (losses, masks) = values.split_at(3);
             on_step(&Step {
                 token,
                 step: global,
                 total_steps,
-                clip_loss: read::<1, Float, f32>(clip_loss.detach()).await?[0],
-                fluency_loss: read::<1, Float, f32>(fluency.detach()).await?[0],
-                mask_loss,
-                spans,
+                clip_loss: losses[0],
+                fluency_loss: losses[1],
+                mask_loss: losses[2],
+                spans: matches!(targets, Targets::Moments(_)).then(|| spans_of(masks)),
                 captions: decode_all(lm, &captions_of(&fed, &caption_len))?,
             });
         }
@@ -445,7 +452,11 @@ fn ends_sentence(piece: &str) -> bool {
 /// Current segments of the masks as fractions of the video.
 pub async fn spans(masks: &MomentMasks) -> Result<Vec<(f64, f64)>, ModelError> {
     let (centre, width) = masks.spans();
-    let c = read::<1, Float, f32>(centre.detach()).await?;
-    let w = read::<1, Float, f32>(width.detach()).await?;
-    Ok(c.iter().zip(&w).map(|(&c, &w)| (f64::from(c - w / 2.0).max(0.0), f64::from(c + w / 2.0).min(1.0))).collect())
+    Ok(spans_of(&read::<1, Float, f32>(Tensor::cat(vec![centre.detach(), width.detach()], 0)).await?))
+}
+
+/// Segments from the masks' centres followed by their widths, clipped to the video.
+fn spans_of(centres_then_widths: &[f32]) -> Vec<(f64, f64)> {
+    let (c, w) = centres_then_widths.split_at(centres_then_widths.len() / 2);
+    c.iter().zip(w).map(|(&c, &w)| (f64::from(c - w / 2.0).max(0.0), f64::from(c + w / 2.0).min(1.0))).collect()
 }

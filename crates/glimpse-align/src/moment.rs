@@ -10,6 +10,7 @@
 use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
+use glimpse_kernels::masked_pool;
 
 /// K learnable soft masks.
 #[derive(Module, Debug)]
@@ -91,19 +92,13 @@ impl MomentMasks {
     }
 }
 
-/// Masked mean of frame embeddings, L2-normalised: masks `[k, n]`, frames `[n, d]` -> `[k, d]`.
-pub fn pool(masks: Tensor<2>, frames: Tensor<2>) -> Tensor<2> {
-    let weights = masks.clone() / masks.sum_dim(1).clamp_min(1e-6);
-    glimpse_models::l2_normalize(weights.matmul(frames))
-}
-
 /// Mean cosine similarity between each moment and the rest of the video (frames pooled with
 /// `1 - m`): masks `[k, n]`, frames `[n, d]` -> `[1]`. Minimising it makes a mask take in the whole
 /// of a homogeneous segment: frames of the segment left outside would make the rest look like the
 /// moment.
 pub fn inside_outside_similarity(masks: Tensor<2>, frames: Tensor<2>) -> Tensor<1> {
-    let inside = pool(masks.clone(), frames.clone());
-    let outside = pool(masks.neg() + 1.0, frames);
+    let inside = masked_pool(masks.clone(), frames.clone());
+    let outside = masked_pool(masks.neg() + 1.0, frames);
     (inside * outside).sum_dim(1).mean()
 }
 

@@ -1,5 +1,6 @@
 //! `glimpse`: CLIP and GPT-2 on your own device, from Hugging Face checkpoints.
 
+mod bench;
 mod eval;
 mod models;
 mod train;
@@ -284,6 +285,19 @@ enum Command {
     #[command(after_help = "JSON output (--format json): {\"retrieval\": {..}, \"image_captioning\": {..}, \
                             \"dense_captioning\": {\"scores\": {..}, \"videos\": [..]}}")]
     Eval(eval::EvalArgs),
+    /// Speed and memory at real model sizes (GPT-2 small, CLIP ViT-B/32, random weights) on each
+    /// backend, side by side with PyTorch when `bench/reference.py` can run (torch + transformers).
+    #[command(after_help = "Figures: gpt2_decode_tok_s (greedy, KV cache, batch 1, 64 new tokens after 8), \
+                            clip_image_img_s (batch 8, 224x224), clip_text_txt_s (64 texts x 16 tokens), \
+                            prefix_step_ms (one CLIP-guided prefix step: GPT-2 forward + backward over a \
+                            5-token prefix and the caption so far, 64 candidates scored by CLIP, AdamW; mean \
+                            over a 12-token caption), zerota_video_s (60 s at 2 fps, 3 events, 12 tokens x 3 \
+                            steps), each with the measuring process's peak memory.\n\n\
+                            Examples:\n  \
+                            glimpse bench                                   # every backend, every figure\n  \
+                            glimpse bench --backend cpu --metric clip_text_txt_s --runs 10\n  \
+                            glimpse bench --record bench/RESULTS.md --json bench.json")]
+    Bench(bench::BenchArgs),
 }
 
 fn main() {
@@ -300,6 +314,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::World(command) => world::run(command),
         Command::Models(command) => models::run(command),
         Command::Eval(args) => eval::run(args, &select_device(cli.device)?),
+        Command::Bench(args) => bench::run(args),
         Command::Embed { model, texts, images, format } => {
             if texts.is_empty() && images.is_empty() {
                 bail!("nothing to embed: give at least one --text or --image");

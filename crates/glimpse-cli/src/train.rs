@@ -15,7 +15,7 @@ use glimpse_models::{Clip, Gpt2};
 use glimpse_train::checkpoint::{self, TrainState};
 use glimpse_train::clip::{ClipTrainConfig, ClipTraining, world_clip_config, world_preprocessor_json};
 use glimpse_train::lm::{LmTrainConfig, LmTraining, world_gpt2_config};
-use glimpse_train::tokenizer::{clip_tokenizer_json, gpt2_tokenizer_json};
+use glimpse_train::tokenizer::{clip_tokenizer_json, gpt2_tokenizer_json, words};
 
 #[derive(Subcommand)]
 pub enum TrainCommand {
@@ -168,7 +168,7 @@ pub fn run(command: TrainCommand, selected: &SelectedDevice) -> Result<()> {
             let (state, resumed) = run.start("clip", defaults.steps, defaults.seed, &device)?;
             let config = ClipTrainConfig { steps: state.steps, seed: state.seed, batch_size, lr, ..defaults };
             let model_config = world_clip_config();
-            let tokenizer_json = clip_tokenizer_json()?;
+            let tokenizer_json = clip_tokenizer_json(&words())?;
             let preprocessor_json = world_preprocessor_json();
             let context = model_config.text_config.max_position_embeddings;
             let tokenizer = ClipTokenizer::from_json(tokenizer_json.as_bytes(), context)?;
@@ -233,7 +233,7 @@ pub fn run(command: TrainCommand, selected: &SelectedDevice) -> Result<()> {
             let config = LmTrainConfig { steps: state.steps, seed: state.seed, batch_size, lr, ..defaults };
             let model_config = world_gpt2_config();
             let eos = model_config.eos_token_id.expect("the world GPT-2 has an end-of-text token");
-            let tokenizer_json = gpt2_tokenizer_json()?;
+            let tokenizer_json = gpt2_tokenizer_json(&words())?;
             let tokenizer = Gpt2Tokenizer::from_json(tokenizer_json.as_bytes())?;
             let model = match resumed {
                 true => Gpt2::load(&model_config, &read(&run.out, "model.safetensors")?, &device)?,

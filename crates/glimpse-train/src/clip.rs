@@ -168,7 +168,7 @@ mod tests {
     use glimpse_models::generation::read;
 
     use super::*;
-    use crate::tokenizer::clip_tokenizer_json;
+    use crate::tokenizer::{clip_tokenizer_json, words};
 
     /// Sixty optimiser steps at the default peak learning rate drive the loss on one fixed batch
     /// well below chance (with Burn's N(0, 1) position embeddings, or at a learning rate of 1e-3,
@@ -179,7 +179,7 @@ mod tests {
         let device = Device::flex().autodiff();
         device.seed(5);
         let config = world_clip_config();
-        let tokenizer = ClipTokenizer::from_json(clip_tokenizer_json().unwrap().as_bytes(), 24).unwrap();
+        let tokenizer = ClipTokenizer::from_json(clip_tokenizer_json(&words()).unwrap().as_bytes(), 24).unwrap();
         let preprocess = ImagePreprocess::from_json(world_preprocessor_json().as_bytes(), 64).unwrap();
         let (images, texts) = batch(3, 0, 8, &RenderConfig::default());
         let ids: Vec<_> = texts.iter().map(|t| tokenizer.encode(t).unwrap()).collect();

@@ -40,9 +40,10 @@ fn save(tokenizer: &Tokenizer) -> Result<String, TrainError> {
     tokenizer.to_string(true).map_err(|e| TrainError::Tokenizer(e.to_string()))
 }
 
-/// CLIP's tokenizer: lowercase, split on whitespace and punctuation, wrapped in start/end tokens.
-pub fn clip_tokenizer_json() -> Result<String, TrainError> {
-    let tokens = CLIP_SPECIALS.iter().map(|s| s.to_string()).chain(words());
+/// CLIP's tokenizer over `words` (e.g. [`words`]): lowercase, split on whitespace and
+/// punctuation, wrapped in start/end tokens.
+pub fn clip_tokenizer_json(words: &[String]) -> Result<String, TrainError> {
+    let tokens = CLIP_SPECIALS.iter().map(|s| s.to_string()).chain(words.iter().cloned());
     let mut tokenizer = Tokenizer::new(wordlevel(tokens, CLIP_SPECIALS[2])?);
     tokenizer.with_normalizer(Some(Lowercase)).map_err(|e| TrainError::Tokenizer(e.to_string()))?;
     tokenizer.with_pre_tokenizer(Some(Whitespace));
@@ -59,10 +60,9 @@ pub fn clip_tokenizer_json() -> Result<String, TrainError> {
     save(&tokenizer)
 }
 
-/// GPT-2's tokenizer: byte-level pre-tokenisation and decoding as GPT-2's own (a word after a
-/// space is `Ġword`), but one token per word of the world.
-pub fn gpt2_tokenizer_json() -> Result<String, TrainError> {
-    let words = words();
+/// GPT-2's tokenizer over `words` (e.g. [`words`]): byte-level pre-tokenisation and decoding as
+/// GPT-2's own (a word after a space is `Ġword`), but one token per word: `2 + 2 words.len()` ids.
+pub fn gpt2_tokenizer_json(words: &[String]) -> Result<String, TrainError> {
     let spaced = words.iter().map(|w| format!("\u{120}{w}"));
     let tokens = GPT2_SPECIALS.iter().map(|s| s.to_string()).chain(words.iter().cloned()).chain(spaced);
     let mut tokenizer = Tokenizer::new(wordlevel(tokens, GPT2_SPECIALS[1])?);
@@ -86,8 +86,8 @@ mod tests {
     /// Every caption of the world is known word by word, and GPT-2's tokenizer gives the text back.
     #[test]
     fn world_captions_round_trip_without_unknown_words() {
-        let clip = ClipTokenizer::from_json(clip_tokenizer_json().unwrap().as_bytes(), 32).unwrap();
-        let gpt2 = Gpt2Tokenizer::from_json(gpt2_tokenizer_json().unwrap().as_bytes()).unwrap();
+        let clip = ClipTokenizer::from_json(clip_tokenizer_json(&words()).unwrap().as_bytes(), 32).unwrap();
+        let gpt2 = Gpt2Tokenizer::from_json(gpt2_tokenizer_json(&words()).unwrap().as_bytes()).unwrap();
         let mut rng = Rng::new(7);
         for template in 0..TEMPLATE_COUNT {
             let text = format!("video showing {}.", caption(&Attributes::sample(&mut rng), template));

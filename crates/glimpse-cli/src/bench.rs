@@ -1,0 +1,761 @@
+//! `glimpse bench`: speed and memory at real model sizes (GPT-2 small, CLIP ViT-B/32, random
+//! weights), side by side with the PyTorch reference (`bench/reference.py`) when it can run.
+//!
+//! Every figure is measured in its own child process (`glimpse bench --measure BACKEND:METRIC`),
+//! so each has its own peak memory and a crash loses one figure, not the run.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use futures_lite::future::block_on;
+use glimpse_align::guided::{self, GuidanceConfig, Targets};
+use glimpse_align::zerota::{ZeroTaConfig, dense_caption, embed_frames};
+use glimpse_hub::{ClipBundle, Gpt2Bundle};
+use glimpse_media::{ClipTokenizer, Gpt2Tokenizer, ImagePreprocess, write_atomically};
+use glimpse_models::device::{self, DeviceChoice};
+use glimpse_models::generation::{Decoding, GenerationConfig, generate, read};
+use glimpse_models::{ClipConfig, Gpt2Config, l2_normalize};
+use glimpse_train::tokenizer::{clip_tokenizer_json, gpt2_tokenizer_json};
+use glimpse_world::rng::Rng;
+use image::RgbImage;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Backend to measure; repeat for several [default: cpu, and wgpu when it finds an adapter].
+    #[arg(long = "backend", value_enum, value_name = "BACKEND")]
+    backends: Vec<Backend>,
+    /// Figure to measure; repeat for several [default: all five].
+    #[arg(long = "metric", value_enum, value_name = "METRIC")]
+    metrics: Vec<Metric>,
+    /// Most timed runs per figure, after one warm-up run; the median is reported. Runs stop early
+    /// once a figure has spent --budget seconds (at least one run).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Seconds of timed runs per figure before stopping early.
+    #[arg(long, default_value_t = 60.0)]
+    budget: f64,
+    /// The PyTorch reference script, run with --python; `none` to skip it.
+    #[arg(long, default_value = "bench/reference.py", value_name = "SCRIPT|none")]
+    reference: String,
+    /// Python interpreter with torch and transformers installed.
+    #[arg(long, default_value = "python3")]
+    python: String,
+    /// Also write the figures as JSON to FILE (atomically).
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Prepend this run, with the machine's description, to a Markdown results file.
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
+    /// Print JSON instead of a table on stdout.
+    #[arg(long, value_enum, default_value_t = crate::Format::Text)]
+    format: crate::Format,
+    /// Measure one figure in this process and print it as one JSON line (used by the runner).
+    #[arg(long, hide = true, value_name = "BACKEND:METRIC")]
+    measure: Option<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Backend {
+    Cpu,
+    Wgpu,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum, Serialize, Deserialize)]
+#[clap(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+enum Metric {
+    /// Greedy decoding with the KV cache, batch 1: 64 new tokens after an 8-token prompt.
+    Gpt2DecodeTokS,
+    /// Image tower, batch 8 at 224x224.
+    ClipImageImgS,
+    /// Text tower, batch 64 x 16 tokens (the candidate-scoring shape).
+    ClipTextTxtS,
+    /// One CLIP-guided prefix step (mean over a 12-token caption, one step per token).
+    PrefixStepMs,
+    /// Dense captioning of a 60-second clip at 2 fps, K = 3 events.
+    ZerotaVideoS,
+    /// wgpu only: the WGSL decode-attention kernel against its fallback (the 12 attention calls of
+    /// one GPT-2 small decoding step, batch 1, 72 cached positions).
+    DecodeAttentionMs,
+    /// wgpu only: the WGSL masked-pooling kernels against their fallback (ZeroTA's inside/outside
+    /// contrast forward and backward: 3 masks over 120 frames of 512-d embeddings).
+    MaskedPoolMs,
+}
+
+const ALL_METRICS: [Metric; 7] = [
+    Metric::Gpt2DecodeTokS,
+    Metric::ClipImageImgS,
+    Metric::ClipTextTxtS,
+    Metric::PrefixStepMs,
+    Metric::ZerotaVideoS,
+    Metric::DecodeAttentionMs,
+    Metric::MaskedPoolMs,
+];
+
+impl Metric {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Gpt2DecodeTokS => "gpt2_decode_tok_s",
+            Self::ClipImageImgS => "clip_image_img_s",
+            Self::ClipTextTxtS => "clip_text_txt_s",
+            Self::PrefixStepMs => "prefix_step_ms",
+            Self::ZerotaVideoS => "zerota_video_s",
+            Self::DecodeAttentionMs => "decode_attention_ms",
+            Self::MaskedPoolMs => "masked_pool_ms",
+        }
+    }
+
+    fn unit(self) -> &'static str {
+        match self {
+            Self::Gpt2DecodeTokS => "tok/s",
+            Self::ClipImageImgS => "img/s",
+            Self::ClipTextTxtS => "txt/s",
+            Self::PrefixStepMs => "ms",
+            Self::ZerotaVideoS => "s",
+            Self::DecodeAttentionMs | Self::MaskedPoolMs => "ms",
+        }
+    }
+
+    /// Kernel figures compare glimpse's WGSL kernels with their portable fallback, measured in the
+    /// same process; they exist on wgpu only (elsewhere both are the fallback) and have no
+    /// PyTorch counterpart.
+    fn is_kernel(self) -> bool {
+        matches!(self, Self::DecodeAttentionMs | Self::MaskedPoolMs)
+    }
+
+    /// Throughputs are better high, times low.
+    fn higher_is_better(self) -> bool {
+        matches!(self, Self::Gpt2DecodeTokS | Self::ClipImageImgS | Self::ClipTextTxtS)
+    }
+}
+
+/// One figure as the child processes (glimpse's and the reference's) print it.
+#[derive(Serialize, Deserialize, Clone)]
+struct Figure {
+    metric: Metric,
+    /// `cpu` or `wgpu` for glimpse, `pytorch-cpu` for the reference.
+    backend: String,
+    /// The adapter or library that ran it.
+    device: String,
+    value: f64,
+    unit: String,
+    /// Seconds of each timed run.
+    runs: Vec<f64>,
+    /// Peak resident memory of the measuring process (host memory; a discrete GPU's own memory
+    /// is not included).
+    peak_rss_mib: f64,
+    #[serde(default)]
+    detail: serde_json::Value,
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    if let Some(spec) = &args.measure {
+        let figure = measure_spec(spec, &args)?;
+        println!("{}", serde_json::to_string(&figure)?);
+        return Ok(());
+    }
+    if args.runs == 0 || !(args.budget > 0.0) {
+        bail!("--runs must be at least 1 and --budget positive");
+    }
+    let metrics = if args.metrics.is_empty() { ALL_METRICS.to_vec() } else { args.metrics.clone() };
+    let backends = match args.backends.is_empty() {
+        true => {
+            let mut found = vec![Backend::Cpu];
+            match device::wgpu() {
+                Ok(_) => found.push(Backend::Wgpu),
+                Err(e) => eprintln!("wgpu skipped: no adapter ({e})"),
+            }
+            found
+        }
+        false => args.backends.clone(),
+    };
+    let reference = Reference::find(&args)?;
+    let applies = |metric: Metric, backend: Backend| !metric.is_kernel() || backend == Backend::Wgpu;
+    let model_metrics = metrics.iter().filter(|m| !m.is_kernel()).count();
+    let jobs = metrics.iter().map(|&m| backends.iter().filter(|&&b| applies(m, b)).count()).sum::<usize>()
+        + if reference.is_some() { model_metrics } else { 0 };
+    let progress = ProgressBar::new(jobs as u64).with_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}").expect("valid template"),
+    );
+    let exe = std::env::current_exe().context("cannot find the glimpse executable to run measurements")?;
+    let mut figures = Vec::new();
+    let mut failures = Vec::new();
+    for &metric in &metrics {
+        for &backend in backends.iter().filter(|&&b| applies(metric, b)) {
+            let label = format!("{} {}", backend_name(backend), metric.name());
+            progress.set_message(label.clone());
+            let mut child = Command::new(&exe);
+            child.args(["bench", "--measure", &format!("{}:{}", backend_name(backend), metric.name())]);
+            child.args(["--runs", &args.runs.to_string(), "--budget", &args.budget.to_string()]);
+            collect(child, &label, &progress, &mut figures, &mut failures);
+        }
+        if let Some(reference) = reference.as_ref().filter(|_| !metric.is_kernel()) {
+            let label = format!("pytorch-cpu {}", metric.name());
+            progress.set_message(label.clone());
+            collect(reference.command(metric, &args), &label, &progress, &mut figures, &mut failures);
+        }
+    }
+    progress.finish_and_clear();
+
+    let machine = machine_description(reference.as_ref().map(|r| r.versions.as_str()));
+    let tables = [model_table(&figures, &metrics, &backends), kernel_table(&figures)];
+    let table = tables.into_iter().filter(|t| !t.is_empty()).collect::<Vec<_>>().join("\n\n");
+    let report = json!({ "machine": machine, "figures": figures, "failures": failures });
+    match args.format {
+        crate::Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        crate::Format::Text => {
+            println!("{machine}\n\n{table}");
+            if reference.is_none() {
+                println!("\n(no PyTorch reference: see the message above)");
+            }
+        }
+    }
+    for failure in &failures {
+        eprintln!("failed: {failure}");
+    }
+    if let Some(path) = &args.json {
+        write_atomically(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    }
+    if let Some(path) = &args.record {
+        record(path, &machine, &table)?;
+        eprintln!("recorded in {}", path.display());
+    }
+    if figures.is_empty() {
+        bail!("no figure could be measured");
+    }
+    Ok(())
+}
+
+fn backend_name(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Cpu => "cpu",
+        Backend::Wgpu => "wgpu",
+    }
+}
+
+/// Runs one measuring process and keeps its figure, or the reason it has none.
+fn collect(
+    mut child: Command,
+    label: &str,
+    progress: &ProgressBar,
+    figures: &mut Vec<Figure>,
+    failures: &mut Vec<String>,
+) {
+    let started = Instant::now();
+    let outcome = child.output().map_err(|e| e.to_string()).and_then(|out| {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        match stdout.lines().rev().find_map(|line| serde_json::from_str::<Figure>(line).ok()) {
+            Some(figure) if out.status.success() => Ok(figure),
+            _ => {
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
+                Err(format!("{} ({})", out.status, tail.into_iter().rev().collect::<Vec<_>>().join(" / ")))
+            }
+        }
+    });
+    match outcome {
+        Ok(figure) => {
+            // Printed even where the bar is hidden (output not a terminal): long runs show progress.
+            progress.suspend(|| {
+                eprintln!(
+                    "{label:<32} {:>10.2} {:<6} peak {:>6.0} MiB  ({:.0} s)",
+                    figure.value,
+                    figure.unit,
+                    figure.peak_rss_mib,
+                    started.elapsed().as_secs_f64()
+                )
+            });
+            figures.push(figure);
+        }
+        Err(why) => {
+            progress.suspend(|| eprintln!("{label:<32} failed: {why}"));
+            failures.push(format!("{label}: {why}"));
+        }
+    }
+    progress.inc(1);
+}
+
+/// The PyTorch reference, when its script exists and its interpreter has torch and transformers.
+struct Reference {
+    python: String,
+    script: PathBuf,
+    /// `torch X, transformers Y, N threads`.
+    versions: String,
+}
+
+impl Reference {
+    fn find(args: &BenchArgs) -> Result<Option<Self>> {
+        if args.reference == "none" {
+            return Ok(None);
+        }
+        let script = PathBuf::from(&args.reference);
+        if !script.is_file() {
+            eprintln!(
+                "PyTorch reference skipped: {} not found (run from the repository root, or pass --reference)",
+                script.display()
+            );
+            return Ok(None);
+        }
+        let check = Command::new(&args.python).arg(&script).arg("--check").output();
+        match check {
+            Ok(out) if out.status.success() => {
+                let versions = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                Ok(Some(Self { python: args.python.clone(), script, versions }))
+            }
+            Ok(out) => {
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                eprintln!(
+                    "PyTorch reference skipped: {} (install with `pip install torch transformers`)",
+                    stderr.lines().last().unwrap_or("the check failed")
+                );
+                Ok(None)
+            }
+            Err(e) => {
+                eprintln!("PyTorch reference skipped: cannot run {}: {e}", args.python);
+                Ok(None)
+            }
+        }
+    }
+
+    fn command(&self, metric: Metric, args: &BenchArgs) -> Command {
+        let mut command = Command::new(&self.python);
+        command.arg(&self.script).args(["--metric", metric.name()]);
+        command.args(["--runs", &args.runs.to_string(), "--budget", &args.budget.to_string()]);
+        command
+    }
+}
+
+/// The side-by-side table, in Markdown (readable as it is in a terminal); empty without figures.
+fn model_table(figures: &[Figure], metrics: &[Metric], backends: &[Backend]) -> String {
+    let find = |metric: Metric, backend: &str| figures.iter().find(|f| f.metric == metric && f.backend == backend);
+    let mut lines = vec![
+        "| metric | backend | glimpse | PyTorch CPU | glimpse / PyTorch | peak MiB glimpse | peak MiB PyTorch |"
+            .to_string(),
+        "|---|---|---:|---:|---:|---:|---:|".to_string(),
+    ];
+    for &metric in metrics.iter().filter(|m| !m.is_kernel()) {
+        let reference = find(metric, "pytorch-cpu");
+        for &backend in backends {
+            let Some(ours) = find(metric, backend_name(backend)) else { continue };
+            let better = if metric.higher_is_better() { "higher is better" } else { "lower is better" };
+            let (theirs, ratio, their_mib) = match reference {
+                Some(r) => (
+                    format!("{:.2} {}", r.value, r.unit),
+                    format!("{:.2}x ({better})", ours.value / r.value),
+                    format!("{:.0}", r.peak_rss_mib),
+                ),
+                None => ("-".into(), "-".into(), "-".into()),
+            };
+            lines.push(format!(
+                "| {} | {} | {:.2} {} | {theirs} | {ratio} | {:.0} | {their_mib} |",
+                metric.name(),
+                backend_name(backend),
+                ours.value,
+                ours.unit,
+                ours.peak_rss_mib,
+            ));
+        }
+    }
+    if lines.len() == 2 { String::new() } else { lines.join("\n") }
+}
+
+/// Kernel against fallback, both measured on wgpu in the same process; empty without figures.
+fn kernel_table(figures: &[Figure]) -> String {
+    let mut lines = vec![
+        "| kernel (wgpu) | shape | WGSL kernel | portable fallback | speed-up |".to_string(),
+        "|---|---|---:|---:|---:|".to_string(),
+    ];
+    for figure in figures.iter().filter(|f| f.metric.is_kernel()) {
+        let fallback = figure.detail["fallback_ms"].as_f64().unwrap_or(f64::NAN);
+        lines.push(format!(
+            "| {} | {} | {:.3} ms | {fallback:.3} ms | {:.2}x |",
+            figure.metric.name(),
+            figure.detail["shape"].as_str().unwrap_or("?"),
+            figure.value,
+            fallback / figure.value
+        ));
+    }
+    if lines.len() == 2 { String::new() } else { lines.join("\n") }
+}
+
+/// CPU, cores, memory, OS, GPU adapter, reference library versions, glimpse version.
+fn machine_description(reference: Option<&str>) -> String {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let field = |text: &str, key: &str| {
+        text.lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_once([':', '=']))
+            .map(|(_, v)| v.trim().trim_matches('"').to_string())
+    };
+    let cpu = field(&read("/proc/cpuinfo"), "model name").unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let memory = field(&read("/proc/meminfo"), "MemTotal")
+        .and_then(|v| v.trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or_else(|| "?".to_string(), |kib| format!("{:.0} GiB", kib / 1024.0 / 1024.0));
+    let os = field(&read("/etc/os-release"), "PRETTY_NAME").unwrap_or_else(|| std::env::consts::OS.to_string());
+    let gpu = device::wgpu().map_or_else(|e| format!("none ({e})"), |s| s.info.to_string());
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| format!(" ({})", String::from_utf8_lossy(&o.stdout).trim()))
+        .unwrap_or_default();
+    format!(
+        "Machine: {cpu}, {cores} logical cores, {memory} RAM, {os}\nGPU: {gpu}\nglimpse {}{commit}, release build: {}\nReference: {}",
+        env!("CARGO_PKG_VERSION"),
+        !cfg!(debug_assertions),
+        reference.unwrap_or("not run"),
+    )
+}
+
+/// Prepends a section to the results file, keeping its first line (the title) first.
+fn record(path: &Path, machine: &str, table: &str) -> Result<()> {
+    let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmark results\n".into());
+    let (title, rest) = old.split_once('\n').unwrap_or((old.as_str(), ""));
+    let section = format!("## {}\n\n{}\n\n{table}\n", utc_now(), machine.replace('\n', "  \n"));
+    let new = format!("{title}\n\n{section}\n{}", rest.trim_start_matches('\n'));
+    write_atomically(path, new.as_bytes()).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// `YYYY-MM-DD HH:MM UTC` from the system clock (days to civil date: Howard Hinnant's algorithm).
+fn utc_now() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02} UTC", rem / 3600, rem % 3600 / 60)
+}
+
+// ---- measuring (child process) ----
+
+fn measure_spec(spec: &str, args: &BenchArgs) -> Result<Figure> {
+    let (backend, metric) = spec.split_once(':').context("--measure takes BACKEND:METRIC")?;
+    let choice = match backend {
+        "cpu" => DeviceChoice::Cpu,
+        "wgpu" => DeviceChoice::Wgpu,
+        other => bail!("unknown backend {other}"),
+    };
+    let metric =
+        *ALL_METRICS.iter().find(|m| m.name() == metric).with_context(|| format!("unknown metric {metric}"))?;
+    let selected = device::select(choice).map_err(anyhow::Error::msg)?;
+    let timer = Timer { runs: args.runs, budget: args.budget };
+    let device = &selected.device;
+    let (value, runs, detail) = match metric {
+        Metric::Gpt2DecodeTokS => gpt2_decode(device, &timer)?,
+        Metric::ClipImageImgS => clip_image(device, &timer)?,
+        Metric::ClipTextTxtS => clip_text(device, &timer)?,
+        Metric::PrefixStepMs => prefix_step(device, &timer)?,
+        Metric::ZerotaVideoS => zerota_video(device, &timer)?,
+        Metric::DecodeAttentionMs => decode_attention_kernel(device)?,
+        Metric::MaskedPoolMs => masked_pool_kernel(device)?,
+    };
+    Ok(Figure {
+        metric,
+        backend: backend.to_string(),
+        device: selected.info.to_string(),
+        value,
+        unit: metric.unit().to_string(),
+        runs,
+        peak_rss_mib: peak_rss_mib(),
+        detail,
+    })
+}
+
+/// Peak resident memory of this process (Linux; NaN elsewhere).
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1));
+    kib.and_then(|k| k.parse::<f64>().ok()).map_or(f64::NAN, |k| k / 1024.0)
+}
+
+struct Timer {
+    runs: usize,
+    budget: f64,
+}
+
+impl Timer {
+    /// Runs `work(0)` once to warm up, then `work(1..)` up to `runs` times or until the budget is
+    /// spent, each with its own inputs (identical repeated work can be cached by drivers); `work`
+    /// returns the seconds it timed (see [`stopwatch`]), and so do these.
+    fn time(&self, mut work: impl FnMut(u64) -> Result<f64>) -> Result<Vec<f64>> {
+        work(0)?;
+        let mut runs = Vec::new();
+        let started = Instant::now();
+        for run in 1..=self.runs as u64 {
+            runs.push(work(run)?);
+            if started.elapsed().as_secs_f64() > self.budget {
+                break;
+            }
+        }
+        Ok(runs)
+    }
+}
+
+/// Seconds taken by `work`, with its result.
+fn stopwatch<T>(work: impl FnOnce() -> Result<T>) -> Result<(f64, T)> {
+    let start = Instant::now();
+    let out = work()?;
+    Ok((start.elapsed().as_secs_f64(), out))
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    if sorted.len() % 2 == 1 { sorted[mid] } else { (sorted[mid - 1] + sorted[mid]) / 2.0 }
+}
+
+type Measured = (f64, Vec<f64>, serde_json::Value);
+
+fn random_ids(rng: &mut Rng, n: usize, low: usize, high: usize) -> Vec<u32> {
+    (0..n).map(|_| (low + rng.below(high - low)) as u32).collect()
+}
+
+fn gpt2_decode(device: &Device, timer: &Timer) -> Result<Measured> {
+    const NEW: usize = 64;
+    let config = Gpt2Config::gpt2_small();
+    let model = config.init(device);
+    let generation = GenerationConfig { max_new_tokens: NEW, decoding: Decoding::Greedy, stop_at: None };
+    let runs = timer.time(|run| {
+        let prompt = random_ids(&mut Rng::new(run), 8, 0, config.vocab_size);
+        let (seconds, new) = stopwatch(|| Ok(block_on(generate(&model, &prompt, &generation, |_| {}, device))?))?;
+        anyhow::ensure!(new.len() == NEW, "generated {} tokens, expected {NEW}", new.len());
+        Ok(seconds)
+    })?;
+    Ok((NEW as f64 / median(&runs), runs, json!({"prompt_tokens": 8, "new_tokens": NEW})))
+}
+
+fn clip_image(device: &Device, timer: &Timer) -> Result<Measured> {
+    const BATCH: usize = 8;
+    let model = ClipConfig::vit_b_32().init(device);
+    let runs = timer.time(|run| {
+        let pixels = Tensor::<4>::random([BATCH, 3, 224, 224], Distribution::Normal(0.0, 1.0), device);
+        let pixels = pixels * (1.0 + run as f64 * 1e-3);
+        device.sync()?;
+        let (seconds, embeds) = stopwatch(|| Ok(block_on(read::<2, Float, f32>(model.encode_image(pixels)?))?))?;
+        anyhow::ensure!(embeds.len() == BATCH * 512, "unexpected embedding size {}", embeds.len());
+        Ok(seconds)
+    })?;
+    Ok((BATCH as f64 / median(&runs), runs, json!({"batch": BATCH, "size": 224})))
+}
+
+fn clip_text(device: &Device, timer: &Timer) -> Result<Measured> {
+    const BATCH: usize = 64;
+    const LEN: usize = 16;
+    let config = ClipConfig::vit_b_32();
+    let model = config.init(device);
+    let vocab = config.text_config.vocab_size;
+    let runs = timer.time(|run| {
+        let mut rng = Rng::new(run);
+        // Start token, 14 ordinary tokens, end token (the largest id, as in CLIP's vocabulary).
+        let ids: Vec<Vec<u32>> = (0..BATCH)
+            .map(|_| {
+                [vec![vocab as u32 - 2], random_ids(&mut rng, LEN - 2, 0, vocab - 2), vec![vocab as u32 - 1]].concat()
+            })
+            .collect();
+        let (seconds, embeds) = stopwatch(|| Ok(block_on(read::<2, Float, f32>(model.encode_text(&ids, device)?))?))?;
+        anyhow::ensure!(embeds.len() == BATCH * 512, "unexpected embedding size {}", embeds.len());
+        Ok(seconds)
+    })?;
+    Ok((BATCH as f64 / median(&runs), runs, json!({"batch": BATCH, "tokens": LEN})))
+}
+
+/// CLIP ViT-B/32 and GPT-2 small with random weights and word-level tokenizers of their real
+/// vocabulary sizes over made-up words (`w0`, `w1`, ...): text costs what it costs with the real
+/// checkpoints, one token per word.
+fn random_bundles(device: &Device) -> Result<(ClipBundle, Gpt2Bundle)> {
+    let gpt2 = Gpt2Config::gpt2_small();
+    // GPT-2's tokenizer holds each word with and without a leading space, plus two specials.
+    let words: Vec<String> = (0..(gpt2.vocab_size - 2) / 2).map(|i| format!("w{i}")).collect();
+    let lm_tokenizer = Gpt2Tokenizer::from_json(gpt2_tokenizer_json(&words)?.as_bytes())?;
+    let clip = ClipConfig::vit_b_32();
+    let clip_words = &words[..words.len().min(clip.text_config.vocab_size - 3)];
+    let clip_tokenizer = ClipTokenizer::from_json(
+        clip_tokenizer_json(clip_words)?.as_bytes(),
+        clip.text_config.max_position_embeddings,
+    )?;
+    let lm = Gpt2Bundle { model: gpt2.init(device), config: gpt2, tokenizer: lm_tokenizer, device: device.clone() };
+    let clip = ClipBundle {
+        source: "random CLIP ViT-B/32".into(),
+        model: clip.init(device),
+        preprocess: ImagePreprocess::clip_default(clip.vision_config.image_size as u32),
+        config: clip,
+        tokenizer: clip_tokenizer,
+        device: device.clone(),
+    };
+    Ok((clip, lm))
+}
+
+/// The guidance settings of the prefix-step figure: a 5-token learnable prefix (end-of-text and
+/// four prompt words; the fifth word starts the context), 64 candidates, one step per token, a
+/// fixed 12 tokens.
+fn bench_guidance(max_tokens: usize) -> GuidanceConfig {
+    GuidanceConfig {
+        prompt: "w1 w2 w3 w4 w5".into(),
+        max_tokens,
+        top_k: 64,
+        steps_per_token: 1,
+        stop_at_sentence_end: false,
+        ..GuidanceConfig::default()
+    }
+}
+
+fn prefix_step(device: &Device, timer: &Timer) -> Result<Measured> {
+    const TOKENS: usize = 12;
+    let (clip, lm) = random_bundles(device)?;
+    let mut steps = 0;
+    let runs = timer.time(|run| {
+        let tokens = if run == 0 { 2 } else { TOKENS };
+        let target = l2_normalize(Tensor::<2>::random([1, 512], Distribution::Normal(0.0, 1.0), device));
+        let mut taken = 0;
+        let (seconds, _) = stopwatch(|| {
+            Ok(block_on(guided::caption(&clip, &lm, Targets::Fixed(target), &bench_guidance(tokens), |_| taken += 1))?)
+        })?;
+        if run > 0 {
+            anyhow::ensure!(taken == TOKENS, "the caption ended after {taken} of {TOKENS} steps");
+            steps += taken;
+        }
+        Ok(seconds)
+    })?;
+    let per_step: Vec<f64> = runs.iter().map(|s| s * 1000.0 / TOKENS as f64).collect();
+    let detail =
+        json!({"prefix_tokens": 5, "context_tokens": format!("1..{TOKENS}"), "candidates": 64, "steps": steps});
+    Ok((median(&per_step), runs, detail))
+}
+
+/// 60 seconds at 2 fps of three scenes (colour gradients, a little noise per frame), 320x240.
+fn synthetic_video() -> Vec<RgbImage> {
+    const FRAMES: u32 = 120;
+    (0..FRAMES)
+        .map(|i| {
+            let scene = i * 3 / FRAMES;
+            RgbImage::from_fn(320, 240, |x, y| {
+                let noise = (x * 7 + y * 13 + i * 31) % 9;
+                let base = [(scene * 90 + x / 4) % 256, (y + scene * 60) % 256, (200 - scene * 70 + noise) % 256];
+                image::Rgb(base.map(|c| c as u8))
+            })
+        })
+        .collect()
+}
+
+fn zerota_video(device: &Device, timer: &Timer) -> Result<Measured> {
+    let (clip, lm) = random_bundles(device)?;
+    let video = synthetic_video();
+    let duration = video.len() as f64 / 2.0;
+    let zerota = |frames: &[RgbImage], max_tokens: usize| -> Result<usize> {
+        let guidance = GuidanceConfig {
+            prompt: "w1 w2".into(),
+            max_tokens,
+            stop_at_sentence_end: false,
+            ..ZeroTaConfig::default().guidance
+        };
+        let config = ZeroTaConfig { events: 3, guidance, ..ZeroTaConfig::default() };
+        let embeds = embed_frames(&clip, frames)?;
+        let mut steps = 0;
+        block_on(dense_caption(&clip, &lm, embeds, duration, &config, |_| steps += 1))?;
+        Ok(steps)
+    };
+    let mut steps = 0;
+    // One timed run: it is 36 optimiser steps by itself.
+    let single = Timer { runs: 1, budget: timer.budget };
+    let runs = single.time(|run| match run {
+        0 => stopwatch(|| zerota(&video[..24], 1)).map(|(seconds, _)| seconds),
+        _ => stopwatch(|| zerota(&video, 12)).map(|(seconds, taken)| {
+            steps = taken;
+            seconds
+        }),
+    })?;
+    let detail =
+        json!({"frames": video.len(), "fps": 2, "events": 3, "tokens": 12, "steps_per_token": 3, "steps": steps});
+    Ok((median(&runs), runs, detail))
+}
+
+/// Timed repetitions of a kernel figure, after as many untimed ones.
+const KERNEL_RUNS: u64 = 20;
+
+/// Median milliseconds of `KERNEL_RUNS` runs of `op` on fresh inputs from `inputs`, each ending
+/// with a readback; the clock starts once the inputs are on the device.
+fn kernel_ms<I>(device: &Device, mut inputs: impl FnMut() -> I, mut op: impl FnMut(I) -> Tensor<2>) -> Result<f64> {
+    let mut runs = Vec::new();
+    for run in 0..2 * KERNEL_RUNS {
+        let input = inputs();
+        device.sync()?;
+        let (seconds, _) = stopwatch(|| Ok(block_on(read::<2, Float, f32>(op(input)))?))?;
+        if run >= KERNEL_RUNS {
+            runs.push(seconds * 1000.0);
+        }
+    }
+    Ok(median(&runs))
+}
+
+/// Kernel against fallback, measured alternately in this process: the figure is the kernel's time.
+fn kernel_figure(kernel_ms: f64, fallback_ms: f64, shape: &str) -> Measured {
+    (kernel_ms, vec![kernel_ms / 1000.0], json!({"fallback_ms": fallback_ms, "shape": shape}))
+}
+
+fn decode_attention_kernel(device: &Device) -> Result<Measured> {
+    const LAYERS: usize = 12;
+    const HEADS: usize = 12;
+    const HEAD_DIM: usize = 64;
+    const SEQ: usize = 72;
+    let d = HEADS * HEAD_DIM;
+    // As GPT-2 makes them: q, k, v sliced from the fused projection, k and v appended to the cache.
+    let layer = || {
+        let random = Distribution::Normal(0.0, 1.0);
+        let qkv = Tensor::<3>::random([1, 1, 3 * d], random, device);
+        let split = |part: usize| qkv.clone().narrow(2, part * d, d).reshape([1, 1, HEADS, HEAD_DIM]).swap_dims(1, 2);
+        let past = || Tensor::<4>::random([1, HEADS, SEQ - 1, HEAD_DIM], random, device);
+        (split(0), Tensor::cat(vec![past(), split(1)], 2), Tensor::cat(vec![past(), split(2)], 2))
+    };
+    let token = || (0..LAYERS).map(|_| layer()).collect::<Vec<_>>();
+    let time = |attention: fn(Tensor<4>, Tensor<4>, Tensor<4>) -> Tensor<4>| {
+        kernel_ms(device, token, |layers| {
+            let outputs: Vec<Tensor<2>> =
+                layers.into_iter().map(|(q, k, v)| attention(q, k, v).reshape([1, d])).collect();
+            Tensor::cat(outputs, 0)
+        })
+    };
+    let (q, k, v) = layer();
+    anyhow::ensure!(glimpse_kernels::decode_attention_uses_kernel(&q, &k, &v), "the kernel does not run here");
+    let kernel = time(glimpse_kernels::decode_attention)?;
+    let fallback = time(glimpse_kernels::decode_attention_fallback)?;
+    Ok(kernel_figure(kernel, fallback, "12 layers x [1, 12, 1, 64] against [1, 12, 72, 64]"))
+}
+
+fn masked_pool_kernel(device: &Device) -> Result<Measured> {
+    const MASKS: usize = 3;
+    const FRAMES: usize = 120;
+    const DIM: usize = 512;
+    let grad_device = device.clone().autodiff();
+    let frames = l2_normalize(Tensor::<2>::random([FRAMES, DIM], Distribution::Normal(0.0, 1.0), device));
+    let masks = || Tensor::<2>::random([MASKS, FRAMES], Distribution::Default, &grad_device).require_grad();
+    anyhow::ensure!(glimpse_kernels::masked_pool_uses_kernel(&masks(), &frames), "the kernel does not run here");
+    // ZeroTA's inside/outside contrast: forward, backward, and the masks' gradient read back.
+    let time = |pool: fn(Tensor<2>, Tensor<2>) -> Tensor<2>| {
+        kernel_ms(device, masks, |masks| {
+            let inside = pool(masks.clone(), frames.clone());
+            let outside = pool(masks.clone().neg() + 1.0, frames.clone());
+            let gradients = (inside * outside).sum_dim(1).mean().backward();
+            masks.grad(&gradients).expect("the masks are tracked")
+        })
+    };
+    let kernel = time(glimpse_kernels::masked_pool)?;
+    let fallback = time(glimpse_kernels::masked_pool_fallback)?;
+    Ok(kernel_figure(kernel, fallback, "3 masks x 120 frames x 512, forward + backward"))
+}

@@ -1,0 +1,20 @@
+//! Hand-written WGSL kernels for glimpse's hot operations.
+//!
+//! Each operation is one backend-agnostic function over `Tensor<D>`: for f32 tensors on a wgpu
+//! device (Vulkan, Metal, DX12, or WebGPU in the browser) it launches a kernel from the
+//! workspace's `shaders/` folder; everywhere else (the CPU backend, shapes or autodiff uses a
+//! kernel does not cover) it runs its portable fallback, written in plain Burn operations and
+//! public so callers can compare the two. A `*_uses_kernel` function tells which path a call
+//! takes. [`masked_pool`] has a hand-written backward, so its kernels also run under autodiff.
+//!
+//! The kernels reach the wgpu tensor primitive (CubeCL's `CubeTensor`) through Burn backend
+//! extensions; that primitive is raw because Burn's `fusion` feature is off in this workspace.
+//! They are WGSL text: burn's `wgpu` and `webgpu` features compile WGSL, whereas the SPIR-V and
+//! MSL compilers of its `vulkan` and `metal` features would refuse them at launch.
+
+mod decode_attention;
+mod masked_pool;
+mod wgsl;
+
+pub use decode_attention::{decode_attention, decode_attention_fallback, decode_attention_uses_kernel};
+pub use masked_pool::{masked_pool, masked_pool_fallback, masked_pool_uses_kernel};

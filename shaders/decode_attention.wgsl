@@ -1,0 +1,160 @@
+// Single-token attention against the KV cache: out = softmax(q k^T * scale) v.
+//
+// q: [batch, heads, 1, head_dim], read through its strides (it is a view of the fused projection).
+// k, v: [batch, heads, seq, head_dim] with a contiguous last dim, read as vec4 (head_dim % 4 == 0,
+// other strides multiples of 4). out: [batch, heads, 1, head_dim], contiguous.
+// One workgroup per (head, batch): workgroup_id.x is the head, workgroup_id.y the batch row.
+//
+// Scores: lane i takes keys i, i + WORKGROUP_SIZE, ... Weighted sum of values: the lanes form
+// `groups` groups of `columns` = head_dim / 4 lanes; lane (group, column) sums the vec4 column of
+// the keys i = group (mod groups), and the groups are added up at the end.
+//
+// Keys are walked in tiles of TILE positions with an online softmax: a tile's scores sit in
+// workgroup memory, the running maximum is subtracted before exp, and what was accumulated under
+// an older maximum is rescaled by exp(old - new) <= 1. Every intermediate stays finite (WGSL lets
+// implementations assume finite arithmetic).
+
+struct Params {
+    heads: u32,
+    seq: u32,
+    head_dim: u32,
+    scale: f32,
+    // Element strides of dims [batch, heads, seq, head_dim].
+    q_strides: vec4<u32>,
+    k_strides: vec4<u32>,
+    v_strides: vec4<u32>,
+}
+
+// Read-only inputs are declared read_write too: CubeCL sub-allocates tensors from shared wgpu
+// buffers, so an input and the output may be one buffer, and wgpu refuses a buffer bound both
+// read-only and writable in one dispatch.
+@group(0) @binding(0) var<storage, read_write> q: array<f32>;
+@group(0) @binding(1) var<storage, read_write> k: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> v: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> output: array<vec4<f32>>;
+// CubeCL's launch metadata, bound after the buffers from its own uniform pool.
+@group(0) @binding(4) var<uniform> params: Params;
+
+const WORKGROUP_SIZE: u32 = {{workgroup_size}}u;
+const TILE: u32 = 1024u;
+const MAX_COLUMNS: u32 = 64u;
+
+var<workgroup> query: array<vec4<f32>, MAX_COLUMNS>;
+// Scores of the current tile, then their exponentials.
+var<workgroup> weights: array<f32, TILE>;
+var<workgroup> partials: array<f32, WORKGROUP_SIZE>;
+var<workgroup> column_partials: array<vec4<f32>, WORKGROUP_SIZE>;
+
+fn workgroup_max(value: f32, lane: u32) -> f32 {
+    partials[lane] = value;
+    workgroupBarrier();
+    for (var stride = WORKGROUP_SIZE / 2u; stride > 0u; stride /= 2u) {
+        if lane < stride {
+            partials[lane] = max(partials[lane], partials[lane + stride]);
+        }
+        workgroupBarrier();
+    }
+    let result = partials[0];
+    // Nobody may overwrite `partials` before every lane has read the result.
+    workgroupBarrier();
+    return result;
+}
+
+fn workgroup_sum(value: f32, lane: u32) -> f32 {
+    partials[lane] = value;
+    workgroupBarrier();
+    for (var stride = WORKGROUP_SIZE / 2u; stride > 0u; stride /= 2u) {
+        if lane < stride {
+            partials[lane] += partials[lane + stride];
+        }
+        workgroupBarrier();
+    }
+    let result = partials[0];
+    workgroupBarrier();
+    return result;
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn main(
+    @builtin(workgroup_id) group_id: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let head = group_id.x;
+    let batch = group_id.y;
+    let seq = params.seq;
+    let columns = params.head_dim / 4u;
+    let groups = WORKGROUP_SIZE / columns;
+    let column = lane % columns;
+    let group = lane / columns;
+    let q_base = batch * params.q_strides.x + head * params.q_strides.y;
+    let k_base = (batch * params.k_strides.x + head * params.k_strides.y) / 4u;
+    let v_base = (batch * params.v_strides.x + head * params.v_strides.y) / 4u;
+    let k_row = params.k_strides.z / 4u;
+    let v_row = params.v_strides.z / 4u;
+
+    if lane < columns {
+        let d = q_base + 4u * lane * params.q_strides.w;
+        let step = params.q_strides.w;
+        query[lane] = vec4(q[d], q[d + step], q[d + 2u * step], q[d + 3u * step]) * params.scale;
+    }
+    workgroupBarrier();
+
+    var running_max = 0.0;
+    // This lane's vec4 share of the output and of the softmax denominator, both relative to
+    // exp(running_max).
+    var numerator = vec4(0.0);
+    var lane_denominator = 0.0;
+    for (var tile_start = 0u; tile_start < seq; tile_start += TILE) {
+        let tile_len = min(TILE, seq - tile_start);
+
+        var lane_max = -3.0e38;
+        for (var i = lane; i < tile_len; i += WORKGROUP_SIZE) {
+            let row = k_base + (tile_start + i) * k_row;
+            var score = 0.0;
+            for (var c = 0u; c < columns; c++) {
+                score += dot(query[c], k[row + c]);
+            }
+            weights[i] = score;
+            lane_max = max(lane_max, score);
+        }
+        // The reduction's barriers also publish `weights`.
+        let tile_max = workgroup_max(lane_max, lane);
+
+        var new_max = tile_max;
+        var correction = 0.0;
+        if tile_start > 0u {
+            new_max = max(running_max, tile_max);
+            correction = exp(running_max - new_max);
+        }
+        running_max = new_max;
+
+        var tile_denominator = 0.0;
+        for (var i = lane; i < tile_len; i += WORKGROUP_SIZE) {
+            let weight = exp(weights[i] - new_max);
+            weights[i] = weight;
+            tile_denominator += weight;
+        }
+        lane_denominator = lane_denominator * correction + tile_denominator;
+        workgroupBarrier();
+
+        if group < groups {
+            var tile_numerator = vec4(0.0);
+            for (var i = group; i < tile_len; i += groups) {
+                tile_numerator += weights[i] * v[v_base + (tile_start + i) * v_row + column];
+            }
+            numerator = numerator * correction + tile_numerator;
+        }
+        // The next tile overwrites `weights`.
+        workgroupBarrier();
+    }
+
+    column_partials[lane] = numerator;
+    let denominator = workgroup_sum(lane_denominator, lane);
+    if lane < columns {
+        var total = vec4(0.0);
+        for (var g = 0u; g < groups; g++) {
+            total += column_partials[g * columns + lane];
+        }
+        output[(batch * params.heads + head) * columns + lane] = total / denominator;
+    }
+}
