@@ -162,7 +162,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&figure)?);
         return Ok(());
     }
-    if args.runs == 0 || !(args.budget > 0.0) {
+    if args.runs == 0 || args.budget.is_nan() || args.budget <= 0.0 {
         bail!("--runs must be at least 1 and --budget positive");
     }
     let metrics = if args.metrics.is_empty() { ALL_METRICS.to_vec() } else { args.metrics.clone() };
@@ -205,7 +205,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     progress.finish_and_clear();
 
-    let machine = machine_description(reference.as_ref().map(|r| r.versions.as_str()));
+    let gpu = match backends.contains(&Backend::Wgpu) {
+        true => device::wgpu().map_or_else(|e| format!("none ({e})"), |s| s.info.to_string()),
+        false => "not measured".to_string(),
+    };
+    let machine = machine_description(&gpu, reference.as_ref().map(|r| r.versions.as_str()));
     let tables = [model_table(&figures, &metrics, &backends), kernel_table(&figures)];
     let table = tables.into_iter().filter(|t| !t.is_empty()).collect::<Vec<_>>().join("\n\n");
     let report = json!({ "machine": machine, "figures": figures, "failures": failures });
@@ -387,7 +391,7 @@ fn kernel_table(figures: &[Figure]) -> String {
 }
 
 /// CPU, cores, memory, OS, GPU adapter, reference library versions, glimpse version.
-fn machine_description(reference: Option<&str>) -> String {
+fn machine_description(gpu: &str, reference: Option<&str>) -> String {
     let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
     let field = |text: &str, key: &str| {
         text.lines()
@@ -401,7 +405,6 @@ fn machine_description(reference: Option<&str>) -> String {
         .and_then(|v| v.trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or_else(|| "?".to_string(), |kib| format!("{:.0} GiB", kib / 1024.0 / 1024.0));
     let os = field(&read("/etc/os-release"), "PRETTY_NAME").unwrap_or_else(|| std::env::consts::OS.to_string());
-    let gpu = device::wgpu().map_or_else(|e| format!("none ({e})"), |s| s.info.to_string());
     let commit = Command::new("git")
         .args(["rev-parse", "--short", "HEAD"])
         .output()

@@ -26,6 +26,9 @@ use glimpse_models::l2_normalize;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "glimpse",
