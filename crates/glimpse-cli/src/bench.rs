@@ -420,12 +420,13 @@ fn machine_description(gpu: &str, reference: Option<&str>) -> String {
     )
 }
 
-/// Prepends a section to the results file, keeping its first line (the title) first.
+/// Adds a section to the results file above its newest one (the first `## ` heading), below
+/// whatever introduces the file.
 fn record(path: &Path, machine: &str, table: &str) -> Result<()> {
-    let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmark results\n".into());
-    let (title, rest) = old.split_once('\n').unwrap_or((old.as_str(), ""));
-    let section = format!("## {}\n\n{}\n\n{table}\n", utc_now(), machine.replace('\n', "  \n"));
-    let new = format!("{title}\n\n{section}\n{}", rest.trim_start_matches('\n'));
+    let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmark results\n\n".into());
+    let (intro, sections) = old.find("\n## ").map_or((old.as_str(), ""), |i| old.split_at(i + 1));
+    let section = format!("## {}\n\n{}\n\n{table}\n\n", utc_now(), machine.replace('\n', "  \n"));
+    let new = format!("{}\n\n{section}{sections}", intro.trim_end());
     write_atomically(path, new.as_bytes()).with_context(|| format!("cannot write {}", path.display()))
 }
 
@@ -761,4 +762,62 @@ fn masked_pool_kernel(device: &Device) -> Result<Measured> {
     let kernel = time(glimpse_kernels::masked_pool)?;
     let fallback = time(glimpse_kernels::masked_pool_fallback)?;
     Ok(kernel_figure(kernel, fallback, "3 masks x 120 frames x 512, forward + backward"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figure(metric: Metric, backend: &str, value: f64) -> Figure {
+        Figure {
+            metric,
+            backend: backend.into(),
+            device: String::new(),
+            value,
+            unit: metric.unit().into(),
+            runs: vec![1.0],
+            peak_rss_mib: 100.0,
+            detail: json!({}),
+        }
+    }
+
+    #[test]
+    fn ratios_are_glimpse_over_pytorch_and_kernels_stay_out_of_the_model_table() {
+        let figures = [
+            figure(Metric::ClipTextTxtS, "cpu", 50.0),
+            figure(Metric::ClipTextTxtS, "pytorch-cpu", 200.0),
+            figure(Metric::PrefixStepMs, "cpu", 300.0),
+            figure(Metric::DecodeAttentionMs, "wgpu", 2.0),
+        ];
+        let table = model_table(&figures, &ALL_METRICS, &[Backend::Cpu, Backend::Wgpu]);
+        assert!(
+            table.contains("| clip_text_txt_s | cpu | 50.00 txt/s | 200.00 txt/s | 0.25x (higher is better) |"),
+            "{table}"
+        );
+        assert!(table.contains("| prefix_step_ms | cpu | 300.00 ms | - | - |"), "{table}");
+        assert!(!table.contains("decode_attention"), "{table}");
+        assert_eq!(model_table(&figures[3..], &ALL_METRICS, &[Backend::Wgpu]), "");
+    }
+
+    #[test]
+    fn records_go_newest_first_below_the_introduction() {
+        let dir = std::env::temp_dir().join(format!("glimpse-bench-record-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("RESULTS.md");
+        std::fs::write(&path, "# Results\n\nIntroduction.\n").unwrap();
+        record(&path, "Machine: first", "| first |").unwrap();
+        record(&path, "Machine: second", "| second |").unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let at = |needle: &str| text.find(needle).unwrap_or_else(|| panic!("{needle} missing from {text}"));
+        assert!(at("Introduction.") < at("Machine: second"), "{text}");
+        assert!(at("Machine: second") < at("Machine: first"), "{text}");
+        assert_eq!(text.matches("\n## ").count(), 2, "{text}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_median_of_an_even_count_is_the_mean_of_the_middle_two() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+    }
 }
