@@ -14,6 +14,9 @@
 // an older maximum is rescaled by exp(old - new) <= 1. Every intermediate stays finite (WGSL lets
 // implementations assume finite arithmetic).
 
+// WORKGROUP_SIZE, `partials` and workgroup_sum() come from workgroup.wgsl, put in front of this
+// file by glimpse-kernels.
+
 struct Params {
     heads: u32,
     seq: u32,
@@ -35,14 +38,12 @@ struct Params {
 // CubeCL's launch metadata, bound after the buffers from its own uniform pool.
 @group(0) @binding(4) var<uniform> params: Params;
 
-const WORKGROUP_SIZE: u32 = {{workgroup_size}}u;
 const TILE: u32 = 1024u;
 const MAX_COLUMNS: u32 = 64u;
 
 var<workgroup> query: array<vec4<f32>, MAX_COLUMNS>;
 // Scores of the current tile, then their exponentials.
 var<workgroup> weights: array<f32, TILE>;
-var<workgroup> partials: array<f32, WORKGROUP_SIZE>;
 var<workgroup> column_partials: array<vec4<f32>, WORKGROUP_SIZE>;
 
 fn workgroup_max(value: f32, lane: u32) -> f32 {
@@ -56,20 +57,6 @@ fn workgroup_max(value: f32, lane: u32) -> f32 {
     }
     let result = partials[0];
     // Nobody may overwrite `partials` before every lane has read the result.
-    workgroupBarrier();
-    return result;
-}
-
-fn workgroup_sum(value: f32, lane: u32) -> f32 {
-    partials[lane] = value;
-    workgroupBarrier();
-    for (var stride = WORKGROUP_SIZE / 2u; stride > 0u; stride /= 2u) {
-        if lane < stride {
-            partials[lane] += partials[lane + stride];
-        }
-        workgroupBarrier();
-    }
-    let result = partials[0];
     workgroupBarrier();
     return result;
 }

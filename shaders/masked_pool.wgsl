@@ -6,6 +6,9 @@
 // the backward kernel needs. One workgroup per mask row (workgroup_id.x); lanes take frames for
 // the mass, output columns for the pooled vector.
 
+// WORKGROUP_SIZE, `partials` and workgroup_sum() come from workgroup.wgsl, put in front of this
+// file by glimpse-kernels.
+
 struct Params {
     frames: u32,
     dim: u32,
@@ -22,25 +25,6 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> stats: array<f32>;
 // CubeCL's launch metadata, bound after the buffers from its own uniform pool.
 @group(0) @binding(4) var<uniform> params: Params;
-
-const WORKGROUP_SIZE: u32 = {{workgroup_size}}u;
-
-var<workgroup> partials: array<f32, WORKGROUP_SIZE>;
-
-fn workgroup_sum(value: f32, lane: u32) -> f32 {
-    partials[lane] = value;
-    workgroupBarrier();
-    for (var stride = WORKGROUP_SIZE / 2u; stride > 0u; stride /= 2u) {
-        if lane < stride {
-            partials[lane] += partials[lane + stride];
-        }
-        workgroupBarrier();
-    }
-    let result = partials[0];
-    // Nobody may overwrite `partials` before every lane has read the result.
-    workgroupBarrier();
-    return result;
-}
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(

@@ -12,6 +12,9 @@
 // [k, 2] (mass and |p|), contiguous, as the forward kernel wrote them; out: [k, n] contiguous.
 // One workgroup per mask row (workgroup_id.x). d <= MAX_DIM.
 
+// WORKGROUP_SIZE, `partials` and workgroup_sum() come from workgroup.wgsl, put in front of this
+// file by glimpse-kernels.
+
 struct Params {
     frames: u32,
     dim: u32,
@@ -30,27 +33,10 @@ struct Params {
 // CubeCL's launch metadata, bound after the buffers from its own uniform pool.
 @group(0) @binding(5) var<uniform> params: Params;
 
-const WORKGROUP_SIZE: u32 = {{workgroup_size}}u;
 const MAX_DIM: u32 = 2048u;
 
-var<workgroup> partials: array<f32, WORKGROUP_SIZE>;
 // dL/dp of this row.
 var<workgroup> pooled_grad: array<f32, MAX_DIM>;
-
-fn workgroup_sum(value: f32, lane: u32) -> f32 {
-    partials[lane] = value;
-    workgroupBarrier();
-    for (var stride = WORKGROUP_SIZE / 2u; stride > 0u; stride /= 2u) {
-        if lane < stride {
-            partials[lane] += partials[lane + stride];
-        }
-        workgroupBarrier();
-    }
-    let result = partials[0];
-    // Nobody may overwrite `partials` before every lane has read the result.
-    workgroupBarrier();
-    return result;
-}
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(

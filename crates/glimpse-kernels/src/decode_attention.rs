@@ -7,9 +7,9 @@ use burn::tensor::activation::softmax;
 use cubecl::CubeCount;
 use cubecl::ir::attributes::BufferIOAttr;
 
-use crate::wgsl::{WgslKernel, WgslSource, empty_like, launch, size, strides, untiled, wgpu_f32};
+use crate::wgsl::{WgslKernel, WgslSource, empty_like, kernel_source, launch, size, strides, untiled, wgpu_f32};
 
-const SOURCE: WgslSource = WgslSource::new(include_str!("../../../shaders/decode_attention.wgsl"));
+const SOURCE: WgslSource = kernel_source!("decode_attention.wgsl");
 
 /// Largest head dimension the kernel takes (its workgroup memory holds q as 64 `vec4`s).
 const MAX_HEAD_DIM: usize = 256;

@@ -11,10 +11,10 @@ use burn::prelude::*;
 use cubecl::CubeCount;
 use cubecl::ir::attributes::BufferIOAttr;
 
-use crate::wgsl::{WgslKernel, WgslSource, empty_like, launch, size, strides, untiled, wgpu_f32};
+use crate::wgsl::{WgslKernel, WgslSource, empty_like, kernel_source, launch, size, strides, untiled, wgpu_f32};
 
-const FORWARD: WgslSource = WgslSource::new(include_str!("../../../shaders/masked_pool.wgsl"));
-const BACKWARD: WgslSource = WgslSource::new(include_str!("../../../shaders/masked_pool_backward.wgsl"));
+const FORWARD: WgslSource = kernel_source!("masked_pool.wgsl");
+const BACKWARD: WgslSource = kernel_source!("masked_pool_backward.wgsl");
 
 /// Largest frame dimension the backward kernel holds in workgroup memory (8 KiB).
 const MAX_DIM: usize = 2048;

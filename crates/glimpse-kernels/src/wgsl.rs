@@ -16,6 +16,18 @@ pub(crate) fn wgpu_f32<const D: usize>(tensor: &Tensor<D>) -> bool {
         && tensor.dtype() == DType::F32
 }
 
+/// The [`WgslSource`] of `shaders/<file>` with `shaders/workgroup.wgsl` (the workgroup size and
+/// reductions every kernel uses) in front of it: WGSL has no includes.
+macro_rules! kernel_source {
+    ($file:literal) => {
+        $crate::wgsl::WgslSource::new(concat!(
+            include_str!("../../../shaders/workgroup.wgsl"),
+            include_str!(concat!("../../../shaders/", $file))
+        ))
+    };
+}
+pub(crate) use kernel_source;
+
 /// A kernel's WGSL text, named by a hash of it: every compiled-pipeline cache is keyed by the
 /// kernel id and never sees the text.
 #[derive(Clone, Copy)]
