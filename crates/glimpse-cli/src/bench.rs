@@ -29,9 +29,10 @@ use serde_json::json;
 #[derive(clap::Args)]
 pub struct BenchArgs {
     /// Backend to measure; repeat for several [default: cpu, and wgpu when it finds an adapter].
+    /// (The global --device does not apply here.)
     #[arg(long = "backend", value_enum, value_name = "BACKEND")]
     backends: Vec<Backend>,
-    /// Figure to measure; repeat for several [default: all five].
+    /// Figure to measure; repeat for several [default: all].
     #[arg(long = "metric", value_enum, value_name = "METRIC")]
     metrics: Vec<Metric>,
     /// Most timed runs per figure, after one warm-up run; the median is reported. Runs stop early
