@@ -16,12 +16,11 @@ use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, softmax};
 use glimpse_hub::{ClipBundle, Gpt2Bundle};
-use glimpse_kernels::masked_pool;
 use glimpse_models::generation::{MAX_TOP_K, argmax_first, ids_tensor, read, top_k_indices};
 use glimpse_models::{KvCache, ModelError, l2_normalize};
 
 use crate::AlignError;
-use crate::moment::{MomentMasks, TemperatureSchedule, inside_outside_similarity, pairwise_tiou};
+use crate::moment::{MomentMasks, TemperatureSchedule, pairwise_tiou, pool_with_contrast};
 use crate::prefix::Prefix;
 
 /// Every constant of the loop, with ZeroCap-like defaults.
@@ -90,9 +89,8 @@ impl MomentTargets {
     /// Pooled moment embeddings `[k, dim]` and the masks' own loss at temperature step `step`.
     pub fn evaluate(&self, step: usize, steps: usize) -> (Tensor<2>, Tensor<1>) {
         let m = self.masks.masks(self.frames.dims()[0], self.schedule.at(step, steps));
-        let own = pairwise_tiou(m.clone()) * self.tiou_weight
-            + inside_outside_similarity(m.clone(), self.frames.clone()) * self.contrast_weight;
-        (masked_pool(m, self.frames.clone()), own)
+        let (moments, contrast) = pool_with_contrast(m.clone(), self.frames.clone());
+        (moments, pairwise_tiou(m) * self.tiou_weight + contrast * self.contrast_weight)
     }
 }
 

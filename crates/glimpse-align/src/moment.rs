@@ -92,14 +92,16 @@ impl MomentMasks {
     }
 }
 
-/// Mean cosine similarity between each moment and the rest of the video (frames pooled with
-/// `1 - m`): masks `[k, n]`, frames `[n, d]` -> `[1]`. Minimising it makes a mask take in the whole
-/// of a homogeneous segment: frames of the segment left outside would make the rest look like the
-/// moment.
-pub fn inside_outside_similarity(masks: Tensor<2>, frames: Tensor<2>) -> Tensor<1> {
+/// The moments, frames pooled through the masks (`[k, d]`, see [`masked_pool`]), and the mean
+/// cosine similarity between each moment and the rest of the video (frames pooled with `1 - m`,
+/// `[1]`): masks `[k, n]`, frames `[n, d]`. Minimising the similarity makes a mask take in the
+/// whole of a homogeneous segment: frames of the segment left outside would make the rest look
+/// like the moment. Both come from one call because the loss needs the moments anyway.
+pub fn pool_with_contrast(masks: Tensor<2>, frames: Tensor<2>) -> (Tensor<2>, Tensor<1>) {
     let inside = masked_pool(masks.clone(), frames.clone());
     let outside = masked_pool(masks.neg() + 1.0, frames);
-    (inside * outside).sum_dim(1).mean()
+    let similarity = (inside.clone() * outside).sum_dim(1).mean();
+    (inside, similarity)
 }
 
 /// Mean soft temporal IoU over all pairs of masks, `sum_t min(m_i, m_j) / sum_t max(m_i, m_j)`:

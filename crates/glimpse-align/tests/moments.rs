@@ -3,8 +3,7 @@
 
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
-use glimpse_align::moment::{MomentMasks, TemperatureSchedule, inside_outside_similarity, interval_iou, pairwise_tiou};
-use glimpse_kernels::masked_pool;
+use glimpse_align::moment::{MomentMasks, TemperatureSchedule, interval_iou, pairwise_tiou, pool_with_contrast};
 
 fn device() -> Device {
     Device::flex().autodiff()
@@ -34,8 +33,9 @@ fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 /// A scalar loss that uses every piece: pooling, the tIoU term and the contrast term.
 fn loss(masks: &MomentMasks, frames: &Tensor<2>, target: &Tensor<2>) -> Tensor<1> {
     let m = masks.masks(frames.dims()[0], 0.05);
-    let sim = (masked_pool(m.clone(), frames.clone()) * target.clone()).sum_dim(1).mean();
-    sim.neg() + pairwise_tiou(m.clone()) * 0.7 + inside_outside_similarity(m, frames.clone()) * 0.3
+    let (moments, contrast) = pool_with_contrast(m.clone(), frames.clone());
+    let sim = (moments * target.clone()).sum_dim(1).mean();
+    sim.neg() + pairwise_tiou(m) * 0.7 + contrast * 0.3
 }
 
 #[test]
@@ -123,11 +123,10 @@ fn optimise(tiou_weight: f64) -> Vec<(f64, f64)> {
     let steps = 300;
     for step in 0..steps {
         let m = masks.masks(FRAMES, schedule.at(step, steps));
-        let sims = masked_pool(m.clone(), frames.clone()).matmul(targets.clone().transpose());
+        let (moments, contrast) = pool_with_contrast(m.clone(), frames.clone());
+        let sims = moments.matmul(targets.clone().transpose());
         let best_match = (sims / 0.05).exp().sum_dim(1).log().mean() * 0.05;
-        let loss = best_match.neg()
-            + inside_outside_similarity(m.clone(), frames.clone()) * 0.5
-            + pairwise_tiou(m) * tiou_weight;
+        let loss = best_match.neg() + contrast * 0.5 + pairwise_tiou(m) * tiou_weight;
         let grads = GradientsParams::from_grads(loss.backward(), &masks);
         masks = optim.step(0.05, masks, grads);
     }

@@ -11,6 +11,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use burn::tensor::Distribution;
+use clap::ValueEnum;
 use futures_lite::future::block_on;
 use glimpse_align::guided::{self, GuidanceConfig, Targets};
 use glimpse_align::zerota::{ZeroTaConfig, dense_caption, embed_frames};
@@ -91,29 +92,7 @@ enum Metric {
     MaskedPoolMs,
 }
 
-const ALL_METRICS: [Metric; 7] = [
-    Metric::Gpt2DecodeTokS,
-    Metric::ClipImageImgS,
-    Metric::ClipTextTxtS,
-    Metric::PrefixStepMs,
-    Metric::ZerotaVideoS,
-    Metric::DecodeAttentionMs,
-    Metric::MaskedPoolMs,
-];
-
 impl Metric {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Gpt2DecodeTokS => "gpt2_decode_tok_s",
-            Self::ClipImageImgS => "clip_image_img_s",
-            Self::ClipTextTxtS => "clip_text_txt_s",
-            Self::PrefixStepMs => "prefix_step_ms",
-            Self::ZerotaVideoS => "zerota_video_s",
-            Self::DecodeAttentionMs => "decode_attention_ms",
-            Self::MaskedPoolMs => "masked_pool_ms",
-        }
-    }
-
     fn unit(self) -> &'static str {
         match self {
             Self::Gpt2DecodeTokS => "tok/s",
@@ -137,6 +116,19 @@ impl Metric {
         matches!(self, Self::Gpt2DecodeTokS | Self::ClipImageImgS | Self::ClipTextTxtS)
     }
 }
+
+/// Names as on the command line (`cpu`, `clip_text_txt_s`, ...).
+macro_rules! display_as_value {
+    ($($kind:ty),*) => {$(
+        impl std::fmt::Display for $kind {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let value = self.to_possible_value().expect("no variant is skipped");
+                f.write_str(value.get_name())
+            }
+        }
+    )*};
+}
+display_as_value!(Backend, Metric);
 
 /// One figure as the child processes (glimpse's and the reference's) print it.
 #[derive(Serialize, Deserialize, Clone)]
@@ -166,7 +158,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.runs == 0 || args.budget.is_nan() || args.budget <= 0.0 {
         bail!("--runs must be at least 1 and --budget positive");
     }
-    let metrics = if args.metrics.is_empty() { ALL_METRICS.to_vec() } else { args.metrics.clone() };
+    let metrics = if args.metrics.is_empty() { Metric::value_variants().to_vec() } else { args.metrics.clone() };
     let backends = match args.backends.is_empty() {
         true => {
             let mut found = vec![Backend::Cpu];
@@ -178,7 +170,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
         false => args.backends.clone(),
     };
-    let reference = Reference::find(&args)?;
+    let reference = Reference::find(&args);
     let applies = |metric: Metric, backend: Backend| !metric.is_kernel() || backend == Backend::Wgpu;
     let model_metrics = metrics.iter().filter(|m| !m.is_kernel()).count();
     let jobs = metrics.iter().map(|&m| backends.iter().filter(|&&b| applies(m, b)).count()).sum::<usize>()
@@ -191,15 +183,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut failures = Vec::new();
     for &metric in &metrics {
         for &backend in backends.iter().filter(|&&b| applies(metric, b)) {
-            let label = format!("{} {}", backend_name(backend), metric.name());
+            let label = format!("{backend} {metric}");
             progress.set_message(label.clone());
             let mut child = Command::new(&exe);
-            child.args(["bench", "--measure", &format!("{}:{}", backend_name(backend), metric.name())]);
+            child.args(["bench", "--measure", &format!("{backend}:{metric}")]);
             child.args(["--runs", &args.runs.to_string(), "--budget", &args.budget.to_string()]);
             collect(child, &label, &progress, &mut figures, &mut failures);
         }
         if let Some(reference) = reference.as_ref().filter(|_| !metric.is_kernel()) {
-            let label = format!("pytorch-cpu {}", metric.name());
+            let label = format!("pytorch-cpu {metric}");
             progress.set_message(label.clone());
             collect(reference.command(metric, &args), &label, &progress, &mut figures, &mut failures);
         }
@@ -218,7 +210,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         crate::Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         crate::Format::Text => {
             println!("{machine}\n\n{table}");
-            if reference.is_none() {
+            if reference.is_none() && args.reference != "none" {
                 println!("\n(no PyTorch reference: see the message above)");
             }
         }
@@ -237,13 +229,6 @@ pub fn run(args: BenchArgs) -> Result<()> {
         bail!("no figure could be measured");
     }
     Ok(())
-}
-
-fn backend_name(backend: Backend) -> &'static str {
-    match backend {
-        Backend::Cpu => "cpu",
-        Backend::Wgpu => "wgpu",
-    }
 }
 
 /// Runs one measuring process and keeps its figure, or the reason it has none.
@@ -297,9 +282,9 @@ struct Reference {
 }
 
 impl Reference {
-    fn find(args: &BenchArgs) -> Result<Option<Self>> {
+    fn find(args: &BenchArgs) -> Option<Self> {
         if args.reference == "none" {
-            return Ok(None);
+            return None;
         }
         let script = PathBuf::from(&args.reference);
         if !script.is_file() {
@@ -307,13 +292,13 @@ impl Reference {
                 "PyTorch reference skipped: {} not found (run from the repository root, or pass --reference)",
                 script.display()
             );
-            return Ok(None);
+            return None;
         }
         let check = Command::new(&args.python).arg(&script).arg("--check").output();
         match check {
             Ok(out) if out.status.success() => {
                 let versions = String::from_utf8_lossy(&out.stdout).trim().to_string();
-                Ok(Some(Self { python: args.python.clone(), script, versions }))
+                Some(Self { python: args.python.clone(), script, versions })
             }
             Ok(out) => {
                 let stderr = String::from_utf8_lossy(&out.stderr);
@@ -321,18 +306,18 @@ impl Reference {
                     "PyTorch reference skipped: {} (install with `pip install torch transformers`)",
                     stderr.lines().last().unwrap_or("the check failed")
                 );
-                Ok(None)
+                None
             }
             Err(e) => {
                 eprintln!("PyTorch reference skipped: cannot run {}: {e}", args.python);
-                Ok(None)
+                None
             }
         }
     }
 
     fn command(&self, metric: Metric, args: &BenchArgs) -> Command {
         let mut command = Command::new(&self.python);
-        command.arg(&self.script).args(["--metric", metric.name()]);
+        command.arg(&self.script).args(["--metric", &metric.to_string()]);
         command.args(["--runs", &args.runs.to_string(), "--budget", &args.budget.to_string()]);
         command
     }
@@ -348,9 +333,9 @@ fn model_table(figures: &[Figure], metrics: &[Metric], backends: &[Backend]) -> 
     ];
     for &metric in metrics.iter().filter(|m| !m.is_kernel()) {
         let reference = find(metric, "pytorch-cpu");
+        let better = if metric.higher_is_better() { "higher is better" } else { "lower is better" };
         for &backend in backends {
-            let Some(ours) = find(metric, backend_name(backend)) else { continue };
-            let better = if metric.higher_is_better() { "higher is better" } else { "lower is better" };
+            let Some(ours) = find(metric, &backend.to_string()) else { continue };
             let (theirs, ratio, their_mib) = match reference {
                 Some(r) => (
                     format!("{:.2} {}", r.value, r.unit),
@@ -360,12 +345,8 @@ fn model_table(figures: &[Figure], metrics: &[Metric], backends: &[Backend]) -> 
                 None => ("-".into(), "-".into(), "-".into()),
             };
             lines.push(format!(
-                "| {} | {} | {:.2} {} | {theirs} | {ratio} | {:.0} | {their_mib} |",
-                metric.name(),
-                backend_name(backend),
-                ours.value,
-                ours.unit,
-                ours.peak_rss_mib,
+                "| {metric} | {backend} | {:.2} {} | {theirs} | {ratio} | {:.0} | {their_mib} |",
+                ours.value, ours.unit, ours.peak_rss_mib,
             ));
         }
     }
@@ -382,7 +363,7 @@ fn kernel_table(figures: &[Figure]) -> String {
         let fallback = figure.detail["fallback_ms"].as_f64().unwrap_or(f64::NAN);
         lines.push(format!(
             "| {} | {} | {:.3} ms | {fallback:.3} ms | {:.2}x |",
-            figure.metric.name(),
+            figure.metric,
             figure.detail["shape"].as_str().unwrap_or("?"),
             figure.value,
             fallback / figure.value
@@ -451,13 +432,12 @@ fn utc_now() -> String {
 
 fn measure_spec(spec: &str, args: &BenchArgs) -> Result<Figure> {
     let (backend, metric) = spec.split_once(':').context("--measure takes BACKEND:METRIC")?;
+    let backend = Backend::from_str(backend, false).map_err(anyhow::Error::msg)?;
+    let metric = Metric::from_str(metric, false).map_err(anyhow::Error::msg)?;
     let choice = match backend {
-        "cpu" => DeviceChoice::Cpu,
-        "wgpu" => DeviceChoice::Wgpu,
-        other => bail!("unknown backend {other}"),
+        Backend::Cpu => DeviceChoice::Cpu,
+        Backend::Wgpu => DeviceChoice::Wgpu,
     };
-    let metric =
-        *ALL_METRICS.iter().find(|m| m.name() == metric).with_context(|| format!("unknown metric {metric}"))?;
     let selected = device::select(choice).map_err(anyhow::Error::msg)?;
     let timer = Timer { runs: args.runs, budget: args.budget };
     let device = &selected.device;
@@ -549,9 +529,8 @@ fn gpt2_decode(device: &Device, timer: &Timer) -> Result<Measured> {
 fn clip_image(device: &Device, timer: &Timer) -> Result<Measured> {
     const BATCH: usize = 8;
     let model = ClipConfig::vit_b_32().init(device);
-    let runs = timer.time(|run| {
+    let runs = timer.time(|_| {
         let pixels = Tensor::<4>::random([BATCH, 3, 224, 224], Distribution::Normal(0.0, 1.0), device);
-        let pixels = pixels * (1.0 + run as f64 * 1e-3);
         device.sync()?;
         let (seconds, embeds) = stopwatch(|| Ok(block_on(read::<2, Float, f32>(model.encode_image(pixels)?))?))?;
         anyhow::ensure!(embeds.len() == BATCH * 512, "unexpected embedding size {}", embeds.len());
@@ -694,24 +673,30 @@ fn zerota_video(device: &Device, timer: &Timer) -> Result<Measured> {
 /// Timed repetitions of a kernel figure, after as many untimed ones.
 const KERNEL_RUNS: u64 = 20;
 
-/// Median milliseconds of `KERNEL_RUNS` runs of `op` on fresh inputs from `inputs`, each ending
-/// with a readback; the clock starts once the inputs are on the device.
-fn kernel_ms<I>(device: &Device, mut inputs: impl FnMut() -> I, mut op: impl FnMut(I) -> Tensor<2>) -> Result<f64> {
+/// Seconds of `KERNEL_RUNS` timed runs of `op` on fresh inputs from `inputs`, each ending with a
+/// readback; the clock starts once the inputs are on the device.
+fn kernel_runs<I>(
+    device: &Device,
+    mut inputs: impl FnMut() -> I,
+    mut op: impl FnMut(I) -> Tensor<2>,
+) -> Result<Vec<f64>> {
     let mut runs = Vec::new();
     for run in 0..2 * KERNEL_RUNS {
         let input = inputs();
         device.sync()?;
         let (seconds, _) = stopwatch(|| Ok(block_on(read::<2, Float, f32>(op(input)))?))?;
         if run >= KERNEL_RUNS {
-            runs.push(seconds * 1000.0);
+            runs.push(seconds);
         }
     }
-    Ok(median(&runs))
+    Ok(runs)
 }
 
-/// Kernel against fallback, measured alternately in this process: the figure is the kernel's time.
-fn kernel_figure(kernel_ms: f64, fallback_ms: f64, shape: &str) -> Measured {
-    (kernel_ms, vec![kernel_ms / 1000.0], json!({"fallback_ms": fallback_ms, "shape": shape}))
+/// Kernel against fallback, one after the other in this process: the figure is the kernel's
+/// median in milliseconds, its runs the kernel's.
+fn kernel_figure(kernel: Vec<f64>, fallback: &[f64], shape: &str) -> Measured {
+    let detail = json!({"fallback_ms": median(fallback) * 1000.0, "shape": shape});
+    (median(&kernel) * 1000.0, kernel, detail)
 }
 
 fn decode_attention_kernel(device: &Device) -> Result<Measured> {
@@ -730,7 +715,7 @@ fn decode_attention_kernel(device: &Device) -> Result<Measured> {
     };
     let token = || (0..LAYERS).map(|_| layer()).collect::<Vec<_>>();
     let time = |attention: fn(Tensor<4>, Tensor<4>, Tensor<4>) -> Tensor<4>| {
-        kernel_ms(device, token, |layers| {
+        kernel_runs(device, token, |layers| {
             let outputs: Vec<Tensor<2>> =
                 layers.into_iter().map(|(q, k, v)| attention(q, k, v).reshape([1, d])).collect();
             Tensor::cat(outputs, 0)
@@ -740,7 +725,7 @@ fn decode_attention_kernel(device: &Device) -> Result<Measured> {
     anyhow::ensure!(glimpse_kernels::decode_attention_uses_kernel(&q, &k, &v), "the kernel does not run here");
     let kernel = time(glimpse_kernels::decode_attention)?;
     let fallback = time(glimpse_kernels::decode_attention_fallback)?;
-    Ok(kernel_figure(kernel, fallback, "12 layers x [1, 12, 1, 64] against [1, 12, 72, 64]"))
+    Ok(kernel_figure(kernel, &fallback, "12 layers x [1, 12, 1, 64] against [1, 12, 72, 64]"))
 }
 
 fn masked_pool_kernel(device: &Device) -> Result<Measured> {
@@ -751,9 +736,10 @@ fn masked_pool_kernel(device: &Device) -> Result<Measured> {
     let frames = l2_normalize(Tensor::<2>::random([FRAMES, DIM], Distribution::Normal(0.0, 1.0), device));
     let masks = || Tensor::<2>::random([MASKS, FRAMES], Distribution::Default, &grad_device).require_grad();
     anyhow::ensure!(glimpse_kernels::masked_pool_uses_kernel(&masks(), &frames), "the kernel does not run here");
-    // ZeroTA's inside/outside contrast: forward, backward, and the masks' gradient read back.
+    // ZeroTA's inside/outside contrast (`glimpse_align::moment::pool_with_contrast`, written out
+    // here so that the fallback can be timed too): forward, backward, the masks' gradient read back.
     let time = |pool: fn(Tensor<2>, Tensor<2>) -> Tensor<2>| {
-        kernel_ms(device, masks, |masks| {
+        kernel_runs(device, masks, |masks| {
             let inside = pool(masks.clone(), frames.clone());
             let outside = pool(masks.clone().neg() + 1.0, frames.clone());
             let gradients = (inside * outside).sum_dim(1).mean().backward();
@@ -762,7 +748,7 @@ fn masked_pool_kernel(device: &Device) -> Result<Measured> {
     };
     let kernel = time(glimpse_kernels::masked_pool)?;
     let fallback = time(glimpse_kernels::masked_pool_fallback)?;
-    Ok(kernel_figure(kernel, fallback, "3 masks x 120 frames x 512, forward + backward"))
+    Ok(kernel_figure(kernel, &fallback, "3 masks x 120 frames x 512, forward + backward"))
 }
 
 #[cfg(test)]
@@ -790,14 +776,14 @@ mod tests {
             figure(Metric::PrefixStepMs, "cpu", 300.0),
             figure(Metric::DecodeAttentionMs, "wgpu", 2.0),
         ];
-        let table = model_table(&figures, &ALL_METRICS, &[Backend::Cpu, Backend::Wgpu]);
+        let table = model_table(&figures, Metric::value_variants(), &[Backend::Cpu, Backend::Wgpu]);
         assert!(
             table.contains("| clip_text_txt_s | cpu | 50.00 txt/s | 200.00 txt/s | 0.25x (higher is better) |"),
             "{table}"
         );
         assert!(table.contains("| prefix_step_ms | cpu | 300.00 ms | - | - |"), "{table}");
         assert!(!table.contains("decode_attention"), "{table}");
-        assert_eq!(model_table(&figures[3..], &ALL_METRICS, &[Backend::Wgpu]), "");
+        assert_eq!(model_table(&figures[3..], Metric::value_variants(), &[Backend::Wgpu]), "");
     }
 
     #[test]

@@ -62,7 +62,7 @@ fn forward_matches_fallback_for_an_empty_mask() {
 }
 
 /// `(loss, dloss/dmasks)` for `pool`: the inside/outside contrast of the alignment loop
-/// (`glimpse-align`'s `inside_outside_similarity`), which pools `masks` and `1 - masks`, plus a
+/// (`glimpse-align`'s `pool_with_contrast`), which pools `masks` and `1 - masks`, plus a
 /// random projection `target` `[d, k]` of the pooled moments so no gradient entry is trivial.
 /// The pooled moments are used transposed only, so their gradient reaches `pool` as a
 /// transposed view.
