@@ -3,7 +3,7 @@
 use glimpse_hub::{HubError, ModelFiles};
 use glimpse_media::{ImagePreprocess, MediaError, decode_image};
 use glimpse_models::{Clip, ClipConfig, Gpt2, Gpt2Config, ModelError, TensorProblem};
-use glimpse_tests::{fixture, rewrite_safetensors};
+use glimpse_tests::{fixture, rewrite_safetensors, weight_bytes};
 
 fn cpu() -> burn::tensor::Device {
     glimpse_models::device::cpu().device
@@ -23,7 +23,7 @@ fn load_gpt2(config: &Gpt2Config, weights: &[u8]) -> ModelError {
 
 #[test]
 fn truncated_empty_or_garbage_weights_are_corrupt() {
-    let weights = gpt2_files().weights;
+    let weights = weight_bytes(&gpt2_files());
     for bytes in [&weights[..weights.len() / 2], &weights[..7], &[][..], &b"not a safetensors file at all"[..]] {
         let err = load_gpt2(&gpt2_config(), bytes);
         assert!(matches!(err, ModelError::CorruptWeights(_)), "{err}");
@@ -33,8 +33,9 @@ fn truncated_empty_or_garbage_weights_are_corrupt() {
 
 #[test]
 fn missing_tensor_is_named() {
-    let weights =
-        rewrite_safetensors(&gpt2_files().weights, |t| t.retain(|(n, _, _)| n != "transformer.h.1.mlp.c_fc.weight"));
+    let weights = rewrite_safetensors(&weight_bytes(&gpt2_files()), |t| {
+        t.retain(|(n, _, _)| n != "transformer.h.1.mlp.c_fc.weight")
+    });
     let err = load_gpt2(&gpt2_config(), &weights);
     let ModelError::WeightMismatch { problems, unexpected } = &err else { panic!("{err}") };
     assert_eq!(
@@ -47,7 +48,7 @@ fn missing_tensor_is_named() {
 
 #[test]
 fn unexpected_tensor_is_named() {
-    let weights = rewrite_safetensors(&gpt2_files().weights, |t| {
+    let weights = rewrite_safetensors(&weight_bytes(&gpt2_files()), |t| {
         t.push(("transformer.h.7.attn.c_attn.weight".into(), vec![2, 2], vec![0.0; 4]))
     });
     let err = load_gpt2(&gpt2_config(), &weights);
@@ -59,7 +60,7 @@ fn unexpected_tensor_is_named() {
 /// A config that contradicts the file: more layers than stored, a different MLP width.
 #[test]
 fn config_contradicting_the_file_is_refused() {
-    let weights = gpt2_files().weights;
+    let weights = weight_bytes(&gpt2_files());
     let mut deeper = gpt2_config();
     deeper.n_layer = 3;
     let err = load_gpt2(&deeper, &weights).to_string();
@@ -81,7 +82,7 @@ fn clip_with_wrong_patch_size_names_the_tensors() {
     let files = ModelFiles::from_dir(fixture("clip-a")).unwrap();
     let mut config = ClipConfig::from_json(&files.config).unwrap();
     config.vision_config.image_size = 36; // 6x6 patches instead of 5x5
-    let err = Clip::load(&config, &files.weights, &cpu()).expect_err("must fail").to_string();
+    let err = Clip::load(&config, &weight_bytes(&files), &cpu()).expect_err("must fail").to_string();
     assert!(err.contains("vision_model.embeddings.position_embedding.weight` has shape [26, 40]"), "{err}");
 }
 

@@ -1,12 +1,16 @@
 //! Hub downloads against a local hub-shaped server (`hub_server`): download, verification, cache
-//! hits, resume after a dropped connection, offline mode, and every error a user can meet.
+//! hits, resume after a dropped connection, offline mode, and every error a user can meet,
+//! including a hostile server or cache: nothing may panic, hang or write outside the cache.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{RecvTimeoutError, channel};
+use std::time::{Duration, SystemTime};
 
-use glimpse_hub::remote::{Hub, Progress, RepoId};
+use glimpse_hub::remote::{Hub, Progress, RepoId, may_send_token};
 use glimpse_hub::{Gpt2Bundle, ModelFiles};
-use glimpse_tests::fixture;
-use glimpse_tests::hub_server::{Fault, HubServer};
+use glimpse_tests::hub_server::{COMMIT, ESCAPING_COMMIT, Fault, HubServer};
+use glimpse_tests::{fixture, weight_bytes};
+use sha2::{Digest, Sha256};
 
 fn cache(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("glimpse-hub-{name}-{}", std::process::id()));
@@ -37,8 +41,8 @@ fn downloads_verifies_caches_and_works_offline() {
     let files = online.model_files(&id("test/gpt2"), |p| events.push(format!("{p:?}"))).unwrap();
     let local = ModelFiles::from_dir(fixture("gpt2-lmhead")).unwrap();
     assert_eq!(
-        (files.config.clone(), files.weights.clone(), files.tokenizer.clone()),
-        (local.config, local.weights, local.tokenizer)
+        (files.config.clone(), glimpse_tests::weight_bytes(&files), files.tokenizer.clone()),
+        (local.config.clone(), glimpse_tests::weight_bytes(&local), local.tokenizer)
     );
     let device = glimpse_models::device::cpu().device;
     Gpt2Bundle::load(&files, &device).unwrap();
@@ -74,7 +78,10 @@ fn downloads_verifies_caches_and_works_offline() {
     std::fs::write(&blob, bytes).unwrap();
     assert!(error(&offline, "test/gpt2").contains("is corrupt"));
     let files = online.model_files(&id("test/gpt2"), |_| {}).unwrap();
-    assert_eq!(files.weights, std::fs::read(fixture("gpt2-lmhead").join("model.safetensors")).unwrap());
+    assert_eq!(
+        glimpse_tests::weight_bytes(&files),
+        std::fs::read(fixture("gpt2-lmhead").join("model.safetensors")).unwrap()
+    );
     assert!(server.take_log().iter().any(|l| l.starts_with("GET") && l.contains("model.safetensors")));
 
     // Listing and removal.
@@ -82,7 +89,7 @@ fn downloads_verifies_caches_and_works_offline() {
     let listed = online.list().unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].repo, "test/gpt2");
-    assert_eq!(listed[0].revisions, vec![("main".to_string(), glimpse_tests::hub_server::COMMIT.to_string())]);
+    assert_eq!(listed[0].revisions, vec![("main".to_string(), Some(COMMIT.to_string()))]);
     assert!(listed[0].size > 0);
     assert_eq!(online.remove("test/gpt2").unwrap(), listed[0].size);
     assert!(online.list().unwrap().is_empty());
@@ -95,9 +102,12 @@ fn a_dropped_connection_resumes_where_it_stopped() {
     server.add("test/flaky", &fixture("clip-a"), Fault::DropOnce);
     let hub = hub(&server, &cache("resume"));
     let files = hub.model_files(&id("test/flaky"), |_| {}).unwrap();
-    assert_eq!(files.weights, std::fs::read(fixture("clip-a").join("model.safetensors")).unwrap());
+    assert_eq!(
+        glimpse_tests::weight_bytes(&files),
+        std::fs::read(fixture("clip-a").join("model.safetensors")).unwrap()
+    );
     assert!(files.preprocessor.is_some(), "the optional preprocessor config comes along");
-    let size = files.weights.len();
+    let size = glimpse_tests::weight_bytes(&files).len();
     let gets: Vec<String> =
         server.take_log().into_iter().filter(|l| l.starts_with("GET") && l.contains("safetensors")).collect();
     assert_eq!(gets.len(), 2, "{gets:?}");
@@ -137,4 +147,242 @@ fn bad_downloads_are_refused_and_never_loaded() {
     }
     let unreachable = Hub { endpoint: "http://127.0.0.1:9".into(), ..hub.clone() };
     assert!(error(&unreachable, "test/other").contains("HF_HUB_OFFLINE"));
+}
+
+/// Runs `f` on a thread of its own and fails if it has not returned after `seconds`: a hang
+/// becomes a failure instead of a test run that never ends.
+fn within<T: Send + 'static>(seconds: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (send, receive) = channel();
+    std::thread::spawn(move || send.send(f()));
+    match receive.recv_timeout(Duration::from_secs(seconds)) {
+        Ok(value) => value,
+        Err(RecvTimeoutError::Timeout) => panic!("still running after {seconds} s"),
+        Err(RecvTimeoutError::Disconnected) => panic!("the thread panicked"),
+    }
+}
+
+fn weights_of(fixture_name: &str) -> (Vec<u8>, String) {
+    let bytes = std::fs::read(fixture(fixture_name).join("model.safetensors")).unwrap();
+    let sha: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    (bytes, sha)
+}
+
+/// Files of a repository's `blobs/` folder that are not finished blobs (partial downloads, locks).
+fn leftovers(cache: &Path, repo: &str) -> Vec<String> {
+    let blobs = cache.join(format!("models--{}/blobs", repo.replace('/', "--")));
+    let names = std::fs::read_dir(blobs).into_iter().flatten().flatten();
+    names.map(|e| e.file_name().to_string_lossy().to_string()).filter(|n| n.contains('.')).collect()
+}
+
+#[test]
+fn a_body_longer_than_announced_is_refused() {
+    let server = HubServer::start();
+    for (repo, fault) in
+        [("test/endless", Fault::Endless), ("test/overlong", Fault::Overlong), ("test/huge", Fault::HugeConfig)]
+    {
+        server.add(repo, &fixture("gpt2-lmhead"), fault);
+    }
+    let cache = cache("overlong");
+    let hub = hub(&server, &cache);
+    for (repo, says) in [("test/endless", "sent more than the"), ("test/overlong", "announces a body of")] {
+        let online = hub.clone();
+        let message = within(60, move || error(&online, repo));
+        let url = format!("{}/{repo}/resolve/{COMMIT}/model.safetensors", server.endpoint);
+        assert!(message.contains("model.safetensors") && message.contains(&url), "{message}");
+        assert!(message.contains(says) && message.contains("discarded"), "{message}");
+        assert_eq!(leftovers(&cache, repo), Vec::<String>::new(), "nothing of {repo} is kept");
+    }
+    server.take_log();
+
+    // A JSON file announced larger than any configuration is refused before it is requested.
+    let message = error(&hub, "test/huge");
+    assert!(message.contains("config.json") && message.contains("announces 1099511627776 bytes"), "{message}");
+    assert!(server.take_log().iter().all(|l| l.starts_with("HEAD")));
+}
+
+#[test]
+fn revisions_and_commits_that_escape_the_cache_are_refused() {
+    let server = HubServer::start();
+    server.add("test/gpt2", &fixture("gpt2-lmhead"), Fault::None);
+    server.add("test/escape", &fixture("gpt2-lmhead"), Fault::EscapingCommit);
+    let cache = cache("escape");
+    let online = hub(&server, &cache);
+    for bad in
+        ["test/gpt2@/tmp/x", "test/gpt2@../../x", "test/gpt2@a//b", "test/gpt2@a\\b", "test/gpt2@a\0b", "../x@main"]
+    {
+        assert_eq!(RepoId::parse(bad), None, "{bad:?}");
+    }
+
+    // Ids built without `parse` are checked too, online and offline, before any request.
+    let outside = std::env::temp_dir().join(format!("glimpse-escaped-ref-{}", std::process::id()));
+    let _ = std::fs::remove_file(&outside);
+    let absolute = RepoId { repo: "test/gpt2".into(), revision: outside.to_str().unwrap().into() };
+    let offline = Hub { offline: true, ..online.clone() };
+    for hub in [&online, &offline] {
+        let message = hub.fetch(&absolute, &mut |_| {}).unwrap_err().to_string();
+        assert!(message.contains("is not a revision") && message.contains(outside.to_str().unwrap()), "{message}");
+    }
+    let climbing = RepoId { repo: "test/gpt2".into(), revision: "../../../glimpse-escaped".into() };
+    assert!(online.fetch(&climbing, &mut |_| {}).unwrap_err().to_string().contains("is not a revision"));
+    let repo = RepoId { repo: "../../etc".into(), revision: "main".into() };
+    assert!(online.fetch(&repo, &mut |_| {}).unwrap_err().to_string().contains("is not a repository"));
+    assert!(!outside.exists(), "{} was written", outside.display());
+    assert!(server.take_log().is_empty());
+
+    // A commit from the server that names a path is refused.
+    let escaped = std::env::temp_dir().join("glimpse-escaped-commit");
+    let _ = std::fs::remove_dir_all(&escaped);
+    let message = error(&online, "test/escape");
+    assert!(message.contains("did not send the commit"), "{message}");
+    assert!(!escaped.exists(), "{ESCAPING_COMMIT} was created");
+}
+
+#[test]
+fn a_complete_partial_file_left_by_a_crash_is_used() {
+    let server = HubServer::start();
+    let (weights, sha) = weights_of("gpt2-lmhead");
+    let cache = cache("crash");
+    let hub = hub(&server, &cache);
+    let partial = |repo: &str, bytes: &[u8]| {
+        let blobs = cache.join(format!("models--{}/blobs", repo.replace('/', "--")));
+        std::fs::create_dir_all(&blobs).unwrap();
+        std::fs::write(blobs.join(format!("{sha}.incomplete")), bytes).unwrap();
+    };
+    let weight_gets = |server: &HubServer| -> Vec<String> {
+        server.take_log().into_iter().filter(|l| l.starts_with("GET") && l.contains("model.safetensors")).collect()
+    };
+
+    // Every byte arrived but the rename did not happen: the file is checked and used as it is.
+    server.add("test/crashed", &fixture("gpt2-lmhead"), Fault::None);
+    partial("test/crashed", &weights);
+    let files = hub.model_files(&id("test/crashed"), |_| {}).unwrap();
+    assert_eq!(weight_bytes(&files), weights);
+    assert_eq!(weight_gets(&server), Vec::<String>::new());
+    assert_eq!(leftovers(&cache, "test/crashed"), Vec::<String>::new());
+
+    // A complete partial file with wrong bytes is downloaded again from the start.
+    server.add("test/garbled", &fixture("gpt2-lmhead"), Fault::None);
+    let mut garbled = weights.clone();
+    garbled[10] ^= 1;
+    partial("test/garbled", &garbled);
+    let files = hub.model_files(&id("test/garbled"), |_| {}).unwrap();
+    assert_eq!(weight_bytes(&files), weights);
+    let gets = weight_gets(&server);
+    assert!(gets.len() == 1 && !gets[0].contains("bytes="), "{gets:?}");
+
+    // When the server refuses to resume (HTTP 416), the download starts again from the first byte.
+    server.add("test/changed", &fixture("gpt2-lmhead"), Fault::RangeRefused);
+    partial("test/changed", &weights[..1000]);
+    let files = hub.model_files(&id("test/changed"), |_| {}).unwrap();
+    assert_eq!(weight_bytes(&files), weights);
+    let gets = weight_gets(&server);
+    assert!(gets.len() == 2 && gets[0].ends_with("bytes=1000-") && !gets[1].contains("bytes="), "{gets:?}");
+    assert_eq!(leftovers(&cache, "test/changed"), Vec::<String>::new());
+}
+
+#[test]
+fn two_fetchers_of_one_file_download_it_once() {
+    let server = HubServer::start();
+    server.add("test/shared", &fixture("gpt2-lmhead"), Fault::Slow);
+    let cache = cache("shared");
+    let hub = hub(&server, &cache);
+    let fetchers: Vec<_> = (0..2)
+        .map(|_| {
+            let hub = hub.clone();
+            std::thread::spawn(move || hub.fetch(&id("test/shared"), &mut |_| {}).map_err(|e| e.to_string()))
+        })
+        .collect();
+    let snapshots: Vec<PathBuf> =
+        within(120, move || fetchers.into_iter().map(|f| f.join().unwrap().unwrap()).collect());
+    assert_eq!(snapshots[0], snapshots[1]);
+    let gets: Vec<String> = server.take_log().into_iter().filter(|l| l.starts_with("GET")).collect();
+    for file in ["config.json", "model.safetensors", "tokenizer.json"] {
+        assert_eq!(gets.iter().filter(|l| l.ends_with(&format!("/{file}"))).count(), 1, "{file}: {gets:?}");
+    }
+    let files = ModelFiles::from_dir(&snapshots[0]).unwrap();
+    assert_eq!(weight_bytes(&files), weights_of("gpt2-lmhead").0);
+    assert_eq!(leftovers(&cache, "test/shared"), Vec::<String>::new());
+}
+
+#[test]
+fn a_stale_lock_is_broken() {
+    let server = HubServer::start();
+    server.add("test/stale", &fixture("gpt2-lmhead"), Fault::None);
+    let (weights, sha) = weights_of("gpt2-lmhead");
+    let cache = cache("stale");
+    let blobs = cache.join("models--test--stale/blobs");
+    std::fs::create_dir_all(&blobs).unwrap();
+    // Left by a process on another machine an hour ago: its pid cannot be checked, its age can.
+    let lock = blobs.join(format!("{sha}.lock"));
+    std::fs::write(&lock, "12345 pid:[1]@elsewhere 1\n").unwrap();
+    let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::options().write(true).open(&lock).unwrap().set_modified(an_hour_ago).unwrap();
+    let online = hub(&server, &cache);
+    let files = within(60, move || online.model_files(&id("test/stale"), |_| {}).map_err(|e| e.to_string()));
+    assert_eq!(weight_bytes(&files.unwrap()), weights);
+    assert!(!lock.exists());
+}
+
+#[test]
+fn refs_that_are_not_commits_are_errors() {
+    let server = HubServer::start();
+    server.add("test/gpt2", &fixture("gpt2-lmhead"), Fault::None);
+    let cache = cache("refs");
+    let online = hub(&server, &cache);
+    online.fetch(&id("test/gpt2"), &mut |_| {}).unwrap();
+    let refs = cache.join("models--test--gpt2/refs");
+    std::fs::write(refs.join("main"), "not a commit, ünïcödé\n").unwrap();
+    std::fs::create_dir_all(refs.join("pr")).unwrap();
+    std::fs::write(refs.join("pr/1"), COMMIT).unwrap();
+
+    let offline = Hub { offline: true, ..online.clone() };
+    let message = error(&offline, "test/gpt2");
+    assert!(message.contains(refs.join("main").to_str().unwrap()) && message.contains("delete it"), "{message}");
+    let listed = online.list().unwrap();
+    let expected = [("main".to_string(), None), ("pr/1".to_string(), Some(COMMIT.to_string()))];
+    assert_eq!(listed[0].revisions, expected);
+    // Online, the ref is written again from the hub's answer.
+    online.fetch(&id("test/gpt2"), &mut |_| {}).unwrap();
+    offline.fetch(&id("test/gpt2"), &mut |_| {}).unwrap();
+}
+
+#[test]
+fn the_token_goes_to_https_and_this_machine_only() {
+    for url in [
+        "https://huggingface.co/gpt2/resolve/main/config.json",
+        "http://127.0.0.1:8080/x",
+        "http://127.8.9.10/x",
+        "http://localhost:1234/x",
+        "http://LOCALHOST/x",
+        "http://[::1]:80/x",
+    ] {
+        assert!(may_send_token(url), "{url}");
+    }
+    for url in [
+        "http://huggingface.co/gpt2/resolve/main/config.json",
+        "http://10.0.0.1/x",
+        "http://127.0.0.1.example.com/x",
+        "http://localhost.example.com/x",
+        "http://127.0.0.1@example.com/x",
+        "http://example.com\\@127.0.0.1/x",
+        "http://[::ffff:8.8.8.8]/x",
+        "ftp://127.0.0.1/x",
+        "not a url",
+        "",
+    ] {
+        assert!(!may_send_token(url), "{url}");
+    }
+}
+
+#[test]
+fn debug_never_shows_the_token() {
+    let hub = Hub {
+        endpoint: "https://huggingface.co".into(),
+        cache: PathBuf::from("/tmp/cache"),
+        token: Some("hf_TopSecret123".into()),
+        offline: false,
+    };
+    let text = format!("{hub:?} {hub:#?}");
+    assert!(!text.contains("hf_TopSecret123") && text.contains("redacted"), "{text}");
+    assert!(format!("{:?}", Hub { token: None, ..hub }).contains("token: None"));
 }

@@ -1,17 +1,18 @@
 //! A hub-shaped file server on 127.0.0.1 for download tests: `HEAD`/`GET
 //! /{repo}/resolve/{revision}/{file}` with the headers the Hugging Face hub sends (`X-Repo-Commit`,
 //! `ETag` = git blob sha1, `X-Linked-Etag` / `X-Linked-Size` = sha256 and size of LFS files),
-//! `Range` requests, and faults on demand.
+//! `Range` requests (416 at or past the end, as the hub answers), and faults on demand.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
-/// What goes wrong with a repository's `model.safetensors`.
+/// What goes wrong with a repository's `model.safetensors` (or, where said, its `config.json`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     None,
@@ -25,9 +26,26 @@ pub enum Fault {
     BinOnly,
     /// Every request needs `Authorization: Bearer secret`.
     Private,
+    /// A GET sends the file and then zeros without end, with no `Content-Length`, until the client
+    /// hangs up.
+    Endless,
+    /// A GET announces and sends twice the size the HEAD announced.
+    Overlong,
+    /// `X-Repo-Commit` is [`ESCAPING_COMMIT`], a path that climbs out of the cache.
+    EscapingCommit,
+    /// Every `Range` request is answered 416, as when the file changed since a partial download.
+    RangeRefused,
+    /// A GET trickles the body out over about a second, so that two fetchers overlap.
+    Slow,
+    /// The HEAD of `config.json` announces a terabyte.
+    HugeConfig,
 }
 
 pub const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
+
+/// The commit [`Fault::EscapingCommit`] announces: from a cache in the temporary folder, it names
+/// `{temp}/glimpse-escaped-commit`.
+pub const ESCAPING_COMMIT: &str = "../../../glimpse-escaped-commit";
 
 struct Repo {
     files: BTreeMap<String, Vec<u8>>,
@@ -88,6 +106,18 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// How the body of an answer goes out.
+#[derive(PartialEq)]
+enum Delivery {
+    Whole,
+    /// Half of it, then the connection closes.
+    Half,
+    /// After it, zeros until the client hangs up.
+    Endless,
+    /// In small pieces with pauses.
+    Slow,
+}
+
 fn serve(stream: TcpStream, state: &Mutex<State>) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut line = String::new();
@@ -112,66 +142,121 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
         }
     }
     let mut out = stream;
-    let mut state = state.lock().unwrap();
-    state.log.push(format!("{method} {path}{}", range.map(|r| format!(" bytes={r}-")).unwrap_or_default()));
-    // A renamed repository answers with a relative redirect, as the hub does for `gpt2`.
-    if let Some(rest) = path.strip_prefix("/renamed/") {
-        let head = format!(
-            "HTTP/1.1 307 Temporary Redirect\r\nLocation: /test/{rest}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        );
-        let _ = out.write_all(head.as_bytes());
+    // The state is locked only to decide the answer: bodies go out concurrently.
+    let (head, body, delivery) = {
+        let mut state = state.lock().unwrap();
+        state.log.push(format!("{method} {path}{}", range.map(|r| format!(" bytes={r}-")).unwrap_or_default()));
+        answer(&mut state, &method, &path, range, auth.as_deref())
+    };
+    let _ = out.write_all(head.as_bytes());
+    if method != "GET" {
         return;
     }
+    match delivery {
+        Delivery::Whole => {
+            let _ = out.write_all(&body);
+        }
+        Delivery::Half => {
+            let _ = out.write_all(&body[..body.len() / 2]);
+            let _ = out.shutdown(std::net::Shutdown::Both);
+        }
+        Delivery::Endless => {
+            let _ = out.write_all(&body);
+            let zeros = vec![0u8; 1 << 16];
+            // A gigabyte is far beyond any fixture; a client still reading by then reads forever.
+            for _ in 0..(1 << 14) {
+                if out.write_all(&zeros).is_err() {
+                    break;
+                }
+            }
+        }
+        Delivery::Slow => {
+            for piece in body.chunks(body.len().div_ceil(20).max(1)) {
+                std::thread::sleep(Duration::from_millis(50));
+                if out.write_all(piece).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// The status line and headers, the body and how to send it.
+fn answer(
+    state: &mut State,
+    method: &str,
+    path: &str,
+    range: Option<usize>,
+    auth: Option<&str>,
+) -> (String, Vec<u8>, Delivery) {
+    let empty = |status: &str| {
+        (format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"), Vec::new(), Delivery::Whole)
+    };
+    // A renamed repository answers with a relative redirect, as the hub does for `gpt2`.
+    if let Some(rest) = path.strip_prefix("/renamed/") {
+        return empty(&format!("307 Temporary Redirect\r\nLocation: /test/{rest}"));
+    }
+    // The file is the last segment whatever the revision looks like, so that a client sending a
+    // revision it should have refused gets an answer.
     let found = path.strip_prefix('/').and_then(|p| p.split_once("/resolve/")).and_then(|(repo, rest)| {
-        let (_, file) = rest.split_once('/')?;
+        let (_, file) = rest.rsplit_once('/')?;
         let r = state.repos.get(repo)?;
         Some((r.fault, file.to_string(), r.files.get(file)?.clone()))
     });
-    let Some((fault, file, bytes)) = found else {
-        let _ = out.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-        return;
-    };
-    if fault == Fault::Private && auth.as_deref() != Some("Bearer secret") {
-        let _ = out.write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-        return;
+    let Some((fault, file, bytes)) = found else { return empty("404 Not Found") };
+    if fault == Fault::Private && auth != Some("Bearer secret") {
+        return empty("401 Unauthorized");
     }
     let lfs = file.ends_with(".safetensors") || file.ends_with(".bin");
+    let size = if fault == Fault::HugeConfig && file == "config.json" { 1 << 40 } else { bytes.len() };
     let etag = if lfs {
-        format!(
-            "X-Linked-Etag: \"{}\"\r\nX-Linked-Size: {}\r\nETag: \"{}\"\r\n",
-            hex(&Sha256::digest(&bytes)),
-            bytes.len(),
-            hex(&Sha256::digest(&bytes))
-        )
+        let sha = hex(&Sha256::digest(&bytes));
+        format!("X-Linked-Etag: \"{sha}\"\r\nX-Linked-Size: {size}\r\nETag: \"{sha}\"\r\n")
     } else {
         let mut sha = Sha1::new();
         sha.update(format!("blob {}\0", bytes.len()).as_bytes());
         sha.update(&bytes);
         format!("ETag: \"{}\"\r\n", hex(&sha.finalize()))
     };
-    let mut body = bytes.clone();
-    let faulty = lfs && matches!(fault, Fault::Truncated | Fault::WrongHash | Fault::DropOnce);
-    if faulty && fault == Fault::WrongHash {
-        let last = body.len() - 1;
-        body[last] ^= 0xff;
+    let commit = if fault == Fault::EscapingCommit { ESCAPING_COMMIT } else { COMMIT };
+    let commit = format!("X-Repo-Commit: {commit}\r\n");
+    if method == "HEAD" {
+        let head = format!("HTTP/1.1 200 OK\r\n{commit}{etag}Content-Length: {size}\r\nConnection: close\r\n\r\n");
+        return (head, Vec::new(), Delivery::Whole);
     }
-    let start = range.filter(|&r| r < body.len()).unwrap_or(0);
-    let status = if start > 0 { "206 Partial Content" } else { "200 OK" };
-    let head = format!(
-        "HTTP/1.1 {status}\r\nX-Repo-Commit: {COMMIT}\r\n{etag}Content-Length: {}\r\nConnection: close\r\n\r\n",
-        if method == "HEAD" { bytes.len() } else { body.len() - start }
-    );
-    let _ = out.write_all(head.as_bytes());
-    if method != "GET" {
-        return;
+    let mut body = bytes;
+    let len = body.len();
+    match range {
+        Some(start) if start >= len || (lfs && fault == Fault::RangeRefused) => {
+            return empty(&format!("416 Range Not Satisfiable\r\nContent-Range: bytes */{len}"));
+        }
+        _ => {}
     }
-    let body = &body[start..];
-    let cut = faulty && (fault == Fault::Truncated || (fault == Fault::DropOnce && !state.dropped));
-    if cut {
-        state.dropped = true;
-        let _ = out.write_all(&body[..body.len() / 2]);
-        let _ = out.shutdown(std::net::Shutdown::Both);
-        return;
+    if lfs && fault == Fault::WrongHash {
+        body[len - 1] ^= 0xff;
     }
-    let _ = out.write_all(body);
+    if lfs && fault == Fault::Overlong {
+        body.extend_from_slice(&body.clone());
+    }
+    let start = range.unwrap_or(0);
+    body.drain(..start);
+    let delivery = match fault {
+        _ if !lfs => Delivery::Whole,
+        Fault::Truncated => Delivery::Half,
+        Fault::DropOnce if !state.dropped => {
+            state.dropped = true;
+            Delivery::Half
+        }
+        Fault::Endless => Delivery::Endless,
+        Fault::Slow => Delivery::Slow,
+        _ => Delivery::Whole,
+    };
+    let status = match range {
+        Some(start) => format!("206 Partial Content\r\nContent-Range: bytes {start}-{}/{len}", len - 1),
+        None => "200 OK".to_string(),
+    };
+    let length =
+        if delivery == Delivery::Endless { String::new() } else { format!("Content-Length: {}\r\n", body.len()) };
+    let head = format!("HTTP/1.1 {status}\r\n{commit}{etag}{length}Connection: close\r\n\r\n");
+    (head, body, delivery)
 }

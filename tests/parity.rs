@@ -8,7 +8,7 @@ use glimpse_models::generation::{Decoding, GenerationConfig, generate, ids_tenso
 use glimpse_models::{Gpt2, KvCache, l2_normalize};
 use glimpse_tests::{
     Reference, block_on, devices, fixture, max_abs_diff, read_tensor, rewrite_safetensors, rewrite_safetensors_as,
-    values,
+    values, weight_bytes,
 };
 
 const TOL: f32 = 1e-4;
@@ -215,15 +215,15 @@ fn gpt2_lm_head_forms() {
     let files = ModelFiles::from_dir(&dir).unwrap();
     let config = glimpse_models::Gpt2Config::from_json(&files.config).unwrap();
     let ids = ids_tensor(&Reference::load("gpt2-lmhead").ids("ids")[0], &device);
-    let tied = values(Gpt2::load(&config, &files.weights, &device).unwrap().forward(ids.clone()));
+    let tied = values(Gpt2::load(&config, &weight_bytes(&files), &device).unwrap().forward(ids.clone()));
 
-    let wte = read_tensor(&files.weights, "transformer.wte.weight");
+    let wte = read_tensor(&weight_bytes(&files), "transformer.wte.weight");
     let doubled: Vec<f32> = wte.1.iter().map(|v| v * 2.0).collect();
-    let with_head = add_tensor(&files.weights, "lm_head.weight", &wte.0, &wte.1);
+    let with_head = add_tensor(&weight_bytes(&files), "lm_head.weight", &wte.0, &wte.1);
     let explicit = values(Gpt2::load(&config, &with_head, &device).unwrap().forward(ids.clone()));
     assert!(max_abs_diff(&tied, &explicit) == 0.0, "explicit tied head changed the logits");
 
-    let untied_head = add_tensor(&files.weights, "lm_head.weight", &wte.0, &doubled);
+    let untied_head = add_tensor(&weight_bytes(&files), "lm_head.weight", &wte.0, &doubled);
     let mut untied_config = config.clone();
     untied_config.tie_word_embeddings = false;
     let untied = values(Gpt2::load(&untied_config, &untied_head, &device).unwrap().forward(ids));
@@ -243,9 +243,9 @@ fn half_precision_weights_load() {
     let files = ModelFiles::from_dir(fixture("gpt2-lmhead")).unwrap();
     let config = glimpse_models::Gpt2Config::from_json(&files.config).unwrap();
     let ids = ids_tensor(&Reference::load("gpt2-lmhead").ids("ids")[1], &device);
-    let full = values(Gpt2::load(&config, &files.weights, &device).unwrap().forward(ids.clone()));
+    let full = values(Gpt2::load(&config, &weight_bytes(&files), &device).unwrap().forward(ids.clone()));
     for (dtype, tol) in [(safetensors::Dtype::F16, 0.05), (safetensors::Dtype::BF16, 0.3)] {
-        let half = rewrite_safetensors_as(&files.weights, dtype, |_| {});
+        let half = rewrite_safetensors_as(&weight_bytes(&files), dtype, |_| {});
         let logits = values(Gpt2::load(&config, &half, &device).unwrap().forward(ids.clone()));
         let err = max_abs_diff(&full, &logits);
         assert!(err > 0.0 && err <= tol, "{dtype:?}: logits differ by {err}");

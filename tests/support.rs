@@ -9,6 +9,14 @@ use burn::prelude::*;
 use glimpse_models::device::{self, DeviceInfo, SelectedDevice};
 use glimpse_models::weights::WeightFile;
 
+/// The whole `model.safetensors` of a checkpoint, for tests that rewrite or compare it.
+pub fn weight_bytes(files: &glimpse_hub::ModelFiles) -> Vec<u8> {
+    match &files.weights {
+        glimpse_hub::Weights::Bytes(bytes) => bytes.to_vec(),
+        glimpse_hub::Weights::File(path) => std::fs::read(path).unwrap(),
+    }
+}
+
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
 }
@@ -101,7 +109,7 @@ pub fn rewrite_safetensors_as(
         .names()
         .into_iter()
         .map(|name| {
-            let (shape, values) = file.read_f32(name).unwrap().unwrap();
+            let (shape, values) = file.read_f32(&name).unwrap().unwrap();
             (name.to_string(), shape, values)
         })
         .collect();

@@ -17,6 +17,7 @@ use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, softmax};
 use glimpse_hub::{ClipBundle, Gpt2Bundle};
 use glimpse_models::generation::{MAX_TOP_K, argmax_first, ids_tensor, read, top_k_indices};
+use glimpse_models::gpt2::MAX_POSITIONS;
 use glimpse_models::{KvCache, ModelError, l2_normalize};
 
 use crate::AlignError;
@@ -175,7 +176,18 @@ pub async fn caption(
     check(config, vocab)?;
     let prompt = Prompt::new(lm, &config.prompt)?;
     let (eos, (dummy, first)) = (prompt.eos, prompt.split());
-    model.check_length(dummy.len() + config.soft_prompt_len + 1 + config.max_tokens)?;
+    let positions =
+        [dummy.len(), config.soft_prompt_len, 1, config.max_tokens].into_iter().try_fold(0, usize::checked_add);
+    if positions.is_none_or(|n| n > model.n_positions()) {
+        return Err(AlignError::Config(format!(
+            "the prompt ({} tokens with the start token), soft_prompt_len = {} and max_tokens = {} need more positions \
+             than the model's {} (n_positions); shorten the prompt or ask for fewer tokens",
+            prompt.ids.len(),
+            config.soft_prompt_len,
+            config.max_tokens,
+            model.n_positions()
+        )));
+    }
     let mut base = KvCache::new();
     model.forward_ids(ids_tensor(dummy, &device), &mut base);
     let base = base.repeat_rows(batch);
@@ -315,6 +327,7 @@ impl Prompt {
     pub fn new(lm: &Gpt2Bundle, prompt: &str) -> Result<Self, AlignError> {
         let eos = lm.config.eos_token_id.unwrap_or(lm.model.vocab_size() as u32 - 1);
         let ids = [vec![eos], lm.tokenizer.encode(prompt)?].concat();
+        lm.model.check_ids(&ids)?;
         Ok(Self { eos, ids })
     }
 
@@ -329,23 +342,53 @@ impl Prompt {
     }
 }
 
+/// The most optimiser steps per token: each is a forward and backward pass through both models.
+pub const MAX_STEPS_PER_TOKEN: usize = 1000;
+
+impl GuidanceConfig {
+    /// Checks every setting as far as it can be without a model (the prompt's length and the
+    /// vocabulary are checked by [`caption`]). `name` gives the caller's name of each field (e.g.
+    /// its command-line flag) for messages.
+    pub fn validate(&self, name: &dyn Fn(&str) -> String) -> Result<(), AlignError> {
+        check_count(name("top_k"), self.top_k, 1, MAX_TOP_K)?;
+        check_count(name("max_tokens"), self.max_tokens, 1, MAX_POSITIONS)?;
+        check_count(name("soft_prompt_len"), self.soft_prompt_len, 0, MAX_POSITIONS)?;
+        check_count(name("steps_per_token"), self.steps_per_token, 1, MAX_STEPS_PER_TOKEN)?;
+        for (field, value, least, inclusive) in [
+            ("prefix_lr", self.prefix_lr, 0.0, false),
+            ("clip_temperature", self.clip_temperature, 0.0, false),
+            ("fluency_weight", self.fluency_weight, 0.0, true),
+            ("clip_weight", self.clip_weight, 0.0, true),
+            ("repetition_penalty", f64::from(self.repetition_penalty), 1.0, true),
+        ] {
+            check_at_least(name(field), value, least, inclusive)?;
+        }
+        Ok(())
+    }
+}
+
+/// [`GuidanceConfig::validate`] under the fields' own names, and `top_k` against the vocabulary.
 pub(crate) fn check(config: &GuidanceConfig, vocab: usize) -> Result<(), AlignError> {
-    let bad = |m: String| Err(AlignError::Config(m));
-    let max_k = MAX_TOP_K.min(vocab);
-    if config.top_k == 0 || config.top_k > max_k {
-        return bad(format!("top_k = {} must be in 1..={max_k}", config.top_k));
+    config.validate(&str::to_string)?;
+    check_count("top_k".into(), config.top_k, 1, vocab)
+}
+
+/// Refuses a count outside `least..=most`.
+pub(crate) fn check_count(name: String, value: usize, least: usize, most: usize) -> Result<(), AlignError> {
+    if (least..=most).contains(&value) {
+        return Ok(());
     }
-    if config.max_tokens == 0 || config.steps_per_token == 0 {
-        return bad("max_tokens and steps_per_token must be at least 1".into());
+    Err(AlignError::Config(format!("{name} = {value} must be in {least}..={most}")))
+}
+
+/// Refuses a setting that is not finite or lies below `least` (or at it, unless `inclusive`).
+pub(crate) fn check_at_least(name: String, value: f64, least: f64, inclusive: bool) -> Result<(), AlignError> {
+    let above = if inclusive { value >= least } else { value > least };
+    if value.is_finite() && above {
+        return Ok(());
     }
-    if config.clip_temperature.is_nan()
-        || config.clip_temperature <= 0.0
-        || config.repetition_penalty.is_nan()
-        || config.repetition_penalty < 1.0
-    {
-        return bad("clip_temperature must be positive and repetition_penalty at least 1".into());
-    }
-    Ok(())
+    let bound = if inclusive { "at least" } else { "above" };
+    Err(AlignError::Config(format!("{name} = {value} must be finite and {bound} {least}")))
 }
 
 /// `[batch, len]` ids; all rows have the same length.
@@ -457,4 +500,29 @@ pub async fn spans(masks: &MomentMasks) -> Result<Vec<(f64, f64)>, ModelError> {
 fn spans_of(centres_then_widths: &[f32]) -> Vec<(f64, f64)> {
     let (c, w) = centres_then_widths.split_at(centres_then_widths.len() / 2);
     c.iter().zip(w).map(|(&c, &w)| (f64::from(c - w / 2.0).max(0.0), f64::from(c + w / 2.0).min(1.0))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_out_of_range_are_refused_under_the_callers_names() {
+        assert!(check(&GuidanceConfig::default(), 50257).is_ok());
+        let flag = |field: &str| format!("--{}", field.replace('_', "-"));
+        let bad = [
+            (GuidanceConfig { top_k: 0, ..GuidanceConfig::default() }, "--top-k = 0"),
+            (GuidanceConfig { soft_prompt_len: usize::MAX, ..GuidanceConfig::default() }, "--soft-prompt-len"),
+            (GuidanceConfig { steps_per_token: 1 << 40, ..GuidanceConfig::default() }, "--steps-per-token"),
+            (GuidanceConfig { prefix_lr: f64::NAN, ..GuidanceConfig::default() }, "--prefix-lr = NaN must be finite"),
+            (GuidanceConfig { repetition_penalty: 0.5, ..GuidanceConfig::default() }, "at least 1"),
+        ];
+        for (config, message) in bad {
+            let err = config.validate(&flag).unwrap_err().to_string();
+            assert!(err.contains(message), "{err}");
+        }
+        // Within the bounds, but beyond a small vocabulary.
+        let err = check(&GuidanceConfig { top_k: 40, ..GuidanceConfig::default() }, 30).unwrap_err().to_string();
+        assert!(err.contains("top_k = 40 must be in 1..=30"), "{err}");
+    }
 }

@@ -34,14 +34,37 @@ pub struct ProjectorConfig {
     pub hidden: Option<usize>,
 }
 
+/// The most LM input embeddings one CLIP embedding may become.
+pub const MAX_PREFIX_LEN: usize = 64;
+
+/// The widest layer input or output of a projector.
+pub const MAX_WIDTH: usize = 1 << 14;
+
 impl ProjectorConfig {
     pub fn validate(&self) -> Result<(), AlignError> {
         let sizes = [self.clip_dim, self.lm_dim, self.prefix_len, self.hidden.unwrap_or(1)];
-        let widest = self.prefix_len * self.lm_dim;
-        if sizes.iter().any(|&s| s == 0 || s > 1 << 14) || self.prefix_len > 64 || widest > 1 << 17 {
+        // The sizes are bounded before they are multiplied.
+        if sizes.iter().any(|&s| s == 0 || s > MAX_WIDTH)
+            || self.prefix_len > MAX_PREFIX_LEN
+            || self.prefix_len * self.lm_dim > 1 << 17
+        {
             return Err(AlignError::Config(format!("projector sizes {self:?} are out of range")));
         }
         Ok(())
+    }
+
+    /// Checks that the projector maps embeddings of `clip_dim` (CLIP's `projection_dim`) into
+    /// inputs of `lm_dim` (GPT-2's `n_embd`).
+    pub fn check_fits(&self, clip_dim: usize, lm_dim: usize) -> Result<(), AlignError> {
+        if (self.clip_dim, self.lm_dim) == (clip_dim, lm_dim) {
+            return Ok(());
+        }
+        Err(AlignError::Config(format!(
+            "the projector maps {}-d CLIP embeddings to {}-d GPT-2 inputs, but the CLIP's projection_dim is \
+             {clip_dim} and the GPT-2's n_embd {lm_dim}; use a projector trained for these models \
+             (glimpse train projector)",
+            self.clip_dim, self.lm_dim
+        )))
     }
 
     pub fn init(&self, device: &Device) -> Projector {
@@ -196,4 +219,21 @@ fn caption_loss(projector: &Projector, lm: &Gpt2, batch: &[Example], device: &De
     let logp = log_softmax(lm.logits(hidden), 2);
     let nll = logp.gather(2, targets.unsqueeze_dim(2)).reshape([b, len]).neg();
     (nll * mask.clone()).sum() / mask.sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn projectors_must_fit_both_models() {
+        let config = ProjectorConfig { clip_dim: 12, lm_dim: 36, prefix_len: 4, hidden: None };
+        assert!(config.check_fits(12, 36).is_ok());
+        let err = config.check_fits(512, 36).unwrap_err().to_string();
+        assert!(err.contains("projection_dim is 512"), "{err}");
+        assert!(config.check_fits(12, 768).is_err());
+        // Sizes that would overflow when multiplied are refused before.
+        assert!(ProjectorConfig { prefix_len: usize::MAX, ..config.clone() }.validate().is_err());
+        assert!(ProjectorConfig { lm_dim: usize::MAX, ..config }.validate().is_err());
+    }
 }

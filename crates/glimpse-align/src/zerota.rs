@@ -54,7 +54,45 @@ pub struct ZeroTaConfig {
     pub allow_overlap: bool,
 }
 
+/// The most events one video may have.
+pub const MAX_EVENTS: usize = 32;
+
+/// The most mask-only warm-up steps.
+pub const MAX_WARMUP_STEPS: usize = 100_000;
+
 impl ZeroTaConfig {
+    /// Checks every setting as far as it can be without a model, the guidance's included
+    /// ([`GuidanceConfig::validate`]; `name` gives the caller's name of each field).
+    pub fn validate(&self, name: &dyn Fn(&str) -> String) -> Result<(), AlignError> {
+        guided::check_count(name("events"), self.events, 1, MAX_EVENTS)?;
+        guided::check_count(name("warmup_steps"), self.warmup_steps, 0, MAX_WARMUP_STEPS)?;
+        for (field, value) in [
+            ("mask_lr", self.mask_lr),
+            ("tiou_weight", self.tiou_weight),
+            ("contrast_weight", self.contrast_weight),
+            ("jitter", self.jitter),
+            ("duplicate_iou", self.duplicate_iou),
+        ] {
+            guided::check_at_least(name(field), value, 0.0, true)?;
+        }
+        for (field, value) in [
+            ("initial_width", self.initial_width),
+            ("schedule.start", self.schedule.start),
+            ("schedule.end", self.schedule.end),
+        ] {
+            guided::check_at_least(name(field), value, 0.0, false)?;
+        }
+        let bad = |m: String| Err(AlignError::Config(m));
+        if !(0.0..0.5).contains(&self.min_width) {
+            return bad(format!("{} = {} must be in [0, 0.5)", name("min_width"), self.min_width));
+        }
+        // A cosine similarity: beyond [-1, 1] every frame, or none, would start a scene.
+        if let Some(cut) = self.scene_cut.filter(|cut| !(-1.0..=1.0).contains(cut)) {
+            return bad(format!("{} = {cut} must be in [-1, 1]", name("scene_cut")));
+        }
+        self.guidance.validate(name)
+    }
+
     /// The baseline without moment optimisation: `events` equal segments, captioned as they are.
     pub fn uniform(self) -> Self {
         Self { warmup_steps: 0, mask_lr: 0.0, initial_width: 1.0, jitter: 0.0, min_width: 0.0, scene_cut: None, ..self }
@@ -99,13 +137,74 @@ impl Event {
     }
 }
 
-/// Unit-norm CLIP embeddings of video frames, `[frames, dim]`, computed in batches of 16.
-pub fn embed_frames(clip: &ClipBundle, frames: &[RgbImage]) -> Result<Tensor<2>, AlignError> {
-    if frames.is_empty() {
-        return Err(AlignError::Config("the video has no frames".into()));
+/// Frames turned into CLIP embeddings as they arrive, so a video is never held at full
+/// resolution: each frame is preprocessed at once (only CLIP-sized pixels wait for a batch) and
+/// the frames are encoded [`FrameEmbedder::BATCH`] at a time.
+pub struct FrameEmbedder<'a> {
+    clip: &'a ClipBundle,
+    pending: Vec<Tensor<4>>,
+    embedded: Vec<Tensor<2>>,
+    frames: usize,
+    /// `[1, 3, height, width]` of the first frame; every frame must match it.
+    first_dims: Option<[usize; 4]>,
+}
+
+impl<'a> FrameEmbedder<'a> {
+    pub const BATCH: usize = 16;
+
+    pub fn new(clip: &'a ClipBundle) -> Self {
+        Self { clip, pending: Vec::with_capacity(Self::BATCH), embedded: Vec::new(), frames: 0, first_dims: None }
     }
-    let chunks = frames.chunks(16).map(|chunk| clip.encode_images(chunk)).collect::<Result<Vec<_>, _>>()?;
-    Ok(l2_normalize(Tensor::cat(chunks, 0)))
+
+    pub fn push(&mut self, frame: &RgbImage) -> Result<(), AlignError> {
+        let pixels = self.clip.pixels(std::slice::from_ref(frame))?;
+        let first = *self.first_dims.get_or_insert(pixels.dims());
+        if first != pixels.dims() {
+            return Err(AlignError::Config(format!(
+                "frame {} preprocesses to {:?} pixels, the frames before it to {:?}; enable the centre crop",
+                self.frames,
+                &pixels.dims()[2..],
+                &first[2..]
+            )));
+        }
+        self.pending.push(pixels);
+        self.frames += 1;
+        if self.pending.len() == Self::BATCH {
+            self.encode_pending()?;
+        }
+        Ok(())
+    }
+
+    /// Frames pushed so far.
+    pub fn frames(&self) -> usize {
+        self.frames
+    }
+
+    fn encode_pending(&mut self) -> Result<(), AlignError> {
+        if !self.pending.is_empty() {
+            let pixels = Tensor::cat(std::mem::take(&mut self.pending), 0);
+            self.embedded.push(self.clip.model.encode_image(pixels)?);
+        }
+        Ok(())
+    }
+
+    /// Unit-norm embeddings of every frame pushed, `[frames, dim]`.
+    pub fn finish(mut self) -> Result<Tensor<2>, AlignError> {
+        self.encode_pending()?;
+        if self.embedded.is_empty() {
+            return Err(AlignError::Config("the video has no frames".into()));
+        }
+        Ok(l2_normalize(Tensor::cat(self.embedded, 0)))
+    }
+}
+
+/// Unit-norm CLIP embeddings of video frames held in memory, `[frames, dim]`.
+pub fn embed_frames(clip: &ClipBundle, frames: &[RgbImage]) -> Result<Tensor<2>, AlignError> {
+    let mut embedder = FrameEmbedder::new(clip);
+    for frame in frames {
+        embedder.push(frame)?;
+    }
+    embedder.finish()
 }
 
 /// Captions `frames` (unit-norm embeddings `[frames, dim]` of a video lasting `duration` seconds)
@@ -118,16 +217,11 @@ pub async fn dense_caption(
     config: &ZeroTaConfig,
     mut on_step: impl FnMut(&Step),
 ) -> Result<Vec<Event>, AlignError> {
-    if config.events == 0 || config.events > 32 {
-        return Err(AlignError::Config(format!("events = {} must be in 1..=32", config.events)));
-    }
     if !(duration > 0.0 && duration.is_finite()) {
         return Err(AlignError::Config(format!("the video's duration {duration} s must be positive")));
     }
+    config.validate(&str::to_string)?;
     guided::check(&config.guidance, lm.model.vocab_size())?;
-    if !(0.0..0.5).contains(&config.min_width) {
-        return Err(AlignError::Config(format!("min_width = {} must be in [0, 0.5)", config.min_width)));
-    }
     let grad_device = lm.device.clone().autodiff();
     let frames = frames.without_autodiff();
     let starts = match config.scene_cut {
@@ -280,6 +374,29 @@ mod tests {
         // No cut at all: halves of the whole video; too few frames: no start.
         assert_eq!(scene_runs(&[0.9; 3], 4, 2, 0.85), Some(vec![(0.25, 0.5), (0.75, 0.5)]));
         assert_eq!(scene_runs(&[], 1, 2, 0.85), None);
+    }
+
+    #[test]
+    fn mask_settings_out_of_range_are_refused() {
+        let config = ZeroTaConfig::default();
+        assert!(config.validate(&str::to_string).is_ok());
+        assert!(config.clone().uniform().validate(&str::to_string).is_ok());
+        let bad = [
+            (ZeroTaConfig { events: 0, ..config.clone() }, "events = 0"),
+            (ZeroTaConfig { mask_lr: f64::NAN, ..config.clone() }, "mask_lr = NaN"),
+            (ZeroTaConfig { tiou_weight: f64::INFINITY, ..config.clone() }, "tiou_weight = inf"),
+            (ZeroTaConfig { min_width: 0.7, ..config.clone() }, "min_width = 0.7"),
+            (ZeroTaConfig { scene_cut: Some(f32::NAN), ..config.clone() }, "scene_cut = NaN"),
+            (ZeroTaConfig { warmup_steps: usize::MAX, ..config.clone() }, "warmup_steps"),
+            (
+                ZeroTaConfig { guidance: GuidanceConfig { max_tokens: 0, ..config.guidance.clone() }, ..config },
+                "max_tokens",
+            ),
+        ];
+        for (config, message) in bad {
+            let err = config.validate(&str::to_string).unwrap_err().to_string();
+            assert!(err.contains(message), "{err}");
+        }
     }
 
     #[test]

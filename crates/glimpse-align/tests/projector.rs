@@ -2,8 +2,8 @@
 
 use burn::prelude::*;
 use glimpse_align::projector::{Example, Projector, ProjectorConfig, TrainConfig, train};
-use glimpse_hub::{Gpt2Bundle, ModelFiles};
-use glimpse_tests::{block_on, fixture, rewrite_safetensors};
+use glimpse_hub::{Gpt2Bundle, ModelFiles, Weights};
+use glimpse_tests::{block_on, fixture, rewrite_safetensors, weight_bytes};
 
 /// Four one-hot embeddings, each with a one-token caption. A random (untrained) LM copies its
 /// previous token into the next prediction and a prefix reaches later positions only through
@@ -25,12 +25,15 @@ fn examples(clip_dim: usize) -> Vec<Example> {
 /// 1 nat against 6.8 at the start); sharper logits leave room to show a 90% fall.
 fn sharpened_lm(device: &Device) -> Gpt2Bundle {
     let mut files = ModelFiles::from_dir(fixture("gpt2-lmhead")).unwrap();
-    files.weights = rewrite_safetensors(&files.weights, |tensors| {
-        for (name, _, values) in tensors.iter_mut().filter(|(n, _, _)| n.starts_with("transformer.ln_f.")) {
-            values.iter_mut().for_each(|v| *v *= 4.0);
-            assert!(name.ends_with("weight") || name.ends_with("bias"));
-        }
-    });
+    files.weights = Weights::Bytes(
+        rewrite_safetensors(&weight_bytes(&files), |tensors| {
+            for (name, _, values) in tensors.iter_mut().filter(|(n, _, _)| n.starts_with("transformer.ln_f.")) {
+                values.iter_mut().for_each(|v| *v *= 4.0);
+                assert!(name.ends_with("weight") || name.ends_with("bias"));
+            }
+        })
+        .into(),
+    );
     Gpt2Bundle::load(&files, device).unwrap()
 }
 

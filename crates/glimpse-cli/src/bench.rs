@@ -20,7 +20,7 @@ use glimpse_media::{ClipTokenizer, Gpt2Tokenizer, ImagePreprocess, write_atomica
 use glimpse_models::device::{self, DeviceChoice};
 use glimpse_models::generation::{Decoding, GenerationConfig, generate, read};
 use glimpse_models::{ClipConfig, Gpt2Config, l2_normalize};
-use glimpse_train::tokenizer::{clip_tokenizer_json, gpt2_tokenizer_json};
+use glimpse_train::random::{clip_tokenizer_for, gpt2_tokenizer_for};
 use glimpse_world::rng::Rng;
 use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -152,11 +152,10 @@ struct Figure {
 pub fn run(args: BenchArgs) -> Result<()> {
     if let Some(spec) = &args.measure {
         let figure = measure_spec(spec, &args)?;
-        println!("{}", serde_json::to_string(&figure)?);
-        return Ok(());
+        return crate::print_out(&format!("{}\n", serde_json::to_string(&figure)?));
     }
-    if args.runs == 0 || args.budget.is_nan() || args.budget <= 0.0 {
-        bail!("--runs must be at least 1 and --budget positive");
+    if args.runs == 0 || !(args.budget.is_finite() && args.budget > 0.0) {
+        bail!("--runs must be at least 1 and --budget finite and positive");
     }
     let metrics = if args.metrics.is_empty() { Metric::value_variants().to_vec() } else { args.metrics.clone() };
     let backends = match args.backends.is_empty() {
@@ -207,11 +206,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let table = tables.into_iter().filter(|t| !t.is_empty()).collect::<Vec<_>>().join("\n\n");
     let report = json!({ "machine": machine, "figures": figures, "failures": failures });
     match args.format {
-        crate::Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        crate::Format::Json => crate::print_out(&format!("{}\n", serde_json::to_string_pretty(&report)?))?,
         crate::Format::Text => {
-            println!("{machine}\n\n{table}");
+            crate::print_out(&format!("{machine}\n\n{table}\n"))?;
             if reference.is_none() && args.reference != "none" {
-                println!("\n(no PyTorch reference: see the message above)");
+                crate::print_out("\n(no PyTorch reference: see the message above)\n")?;
             }
         }
     }
@@ -565,15 +564,10 @@ fn clip_text(device: &Device, timer: &Timer) -> Result<Measured> {
 /// checkpoints, one token per word.
 fn random_bundles(device: &Device) -> Result<(ClipBundle, Gpt2Bundle)> {
     let gpt2 = Gpt2Config::gpt2_small();
-    // GPT-2's tokenizer holds each word with and without a leading space, plus two specials.
-    let words: Vec<String> = (0..(gpt2.vocab_size - 2) / 2).map(|i| format!("w{i}")).collect();
-    let lm_tokenizer = Gpt2Tokenizer::from_json(gpt2_tokenizer_json(&words)?.as_bytes())?;
+    let lm_tokenizer = Gpt2Tokenizer::from_json(gpt2_tokenizer_for(&gpt2)?.as_bytes())?;
     let clip = ClipConfig::vit_b_32();
-    let clip_words = &words[..words.len().min(clip.text_config.vocab_size - 3)];
-    let clip_tokenizer = ClipTokenizer::from_json(
-        clip_tokenizer_json(clip_words)?.as_bytes(),
-        clip.text_config.max_position_embeddings,
-    )?;
+    let clip_tokenizer =
+        ClipTokenizer::from_json(clip_tokenizer_for(&clip)?.as_bytes(), clip.text_config.max_position_embeddings)?;
     let lm = Gpt2Bundle { model: gpt2.init(device), config: gpt2, tokenizer: lm_tokenizer, device: device.clone() };
     let clip = ClipBundle {
         source: "random CLIP ViT-B/32".into(),

@@ -1,15 +1,17 @@
 //! `glimpse eval`: the embedded default (or any world-trained models) judged on held-out seeds
 //! of the procedural world.
 
-use std::path::PathBuf;
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use futures_lite::future::block_on;
 use glimpse_align::projector::Projector;
 use glimpse_eval::{
     AttributeScores, DenseScores, dense_captioning, guided_captions, held_out_images, projector_captions,
     retrieval_r_at_1,
 };
+use glimpse_hub::{ClipBundle, Gpt2Bundle};
 use glimpse_models::device::SelectedDevice;
 use serde_json::json;
 
@@ -55,7 +57,16 @@ pub fn run(args: EvalArgs, selected: &SelectedDevice) -> Result<()> {
     if args.videos > 10_000 || args.images > 10_000 {
         anyhow::bail!("--videos and --images take at most 10000");
     }
+    let Some(seeds_end) = args.seed.checked_add(args.videos as u64) else {
+        anyhow::bail!("--seed {} leaves no room for {} videos (--videos) below 2^64", args.seed, args.videos);
+    };
+    let guidance = args.guidance.config("Image of");
+    guidance.validate(&crate::flag)?;
+    let moments = args.moments.config(args.guidance.config("Video showing"));
+    moments.validate(&crate::flag)?;
     let (clip, lm) = args.models.load(selected)?;
+    let projector =
+        (args.images > 0).then(|| load_projector(args.projector.as_deref(), &clip, &lm, selected)).transpose()?;
     let mut report = serde_json::Map::new();
     let mut table = Vec::new();
     if args.frames > 0 {
@@ -63,17 +74,12 @@ pub fn run(args: EvalArgs, selected: &SelectedDevice) -> Result<()> {
         table.push(format!("tiny CLIP text->image R@1 ({} held-out frames): {r1:.3}", args.frames));
         report.insert("retrieval".into(), json!({ "frames": args.frames, "r_at_1": r1 }));
     }
-    if args.images > 0 {
-        let projector = match &args.projector {
-            Some(path) => Projector::from_safetensors(&crate::read_file(path)?, &selected.device)?,
-            None => Projector::from_safetensors(glimpse_hub::embedded::WORLD_PROJECTOR, &selected.device)?,
-        };
+    if let Some(projector) = &projector {
         let scenes = held_out_images(&clip, args.images, args.seed)?;
-        let pairs = block_on(projector_captions(&lm, &projector, &scenes))?;
+        let pairs = block_on(projector_captions(&lm, projector, &scenes))?;
         let projected = AttributeScores::of(&pairs);
         table.push(attribute_row("image captioning, projector", &projected));
         let bar = progress_bar(args.images, "images");
-        let guidance = args.guidance.config("Image of");
         let pairs = block_on(guided_captions(&clip, &lm, &guidance, &scenes, |i, _| bar.set_position(i as u64 + 1)))?;
         bar.finish_and_clear();
         let guided = AttributeScores::of(&pairs);
@@ -85,16 +91,8 @@ pub fn run(args: EvalArgs, selected: &SelectedDevice) -> Result<()> {
     }
     if args.videos > 0 {
         let bar = progress_bar(args.videos, "videos");
-        let seeds = args.seed..args.seed + args.videos as u64;
-        let results = block_on(dense_captioning(
-            &clip,
-            &lm,
-            &args.moments.config(args.guidance.config("Video showing")),
-            args.fps,
-            seeds,
-            |_| bar.inc(1),
-            |_| {},
-        ))?;
+        let seeds = args.seed..seeds_end;
+        let results = block_on(dense_captioning(&clip, &lm, &moments, args.fps, seeds, |_| bar.inc(1), |_| {}))?;
         bar.finish_and_clear();
         let scores = DenseScores::of(&results);
         table.extend(dense_rows(&scores));
@@ -105,6 +103,22 @@ pub fn run(args: EvalArgs, selected: &SelectedDevice) -> Result<()> {
         Format::Text => table.join("\n") + "\n",
     };
     emit(&text, args.out.as_deref())
+}
+
+/// The projector at `path` (or the embedded default's), checked against the models it joins.
+fn load_projector(
+    path: Option<&Path>,
+    clip: &ClipBundle,
+    lm: &Gpt2Bundle,
+    selected: &SelectedDevice,
+) -> Result<Projector> {
+    let (bytes, name): (Cow<[u8]>, String) = match path {
+        Some(path) => (crate::read_file(path)?.into(), path.display().to_string()),
+        None => (glimpse_hub::embedded::WORLD_PROJECTOR.into(), "the embedded projector".into()),
+    };
+    let projector = Projector::from_safetensors(&bytes, &selected.device).with_context(|| name.clone())?;
+    projector.config().check_fits(clip.config.projection_dim, lm.model.n_embd()).with_context(|| name)?;
+    Ok(projector)
 }
 
 fn attribute_row(what: &str, scores: &AttributeScores) -> String {

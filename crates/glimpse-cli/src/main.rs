@@ -1,25 +1,29 @@
 //! `glimpse`: CLIP and GPT-2 on your own device, from Hugging Face checkpoints.
 
 mod bench;
+mod driver_output;
 mod eval;
 mod models;
 mod train;
 mod world;
 
 use std::io::Write;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::Float;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use futures_lite::future::block_on;
 use glimpse_align::guided::{self, GuidanceConfig, Step, Targets};
 use glimpse_align::magic::{MagicConfig, magic_captions};
-use glimpse_align::zerota::{Event, ZeroTaConfig, dense_caption, embed_frames};
+use glimpse_align::zerota::{Event, FrameEmbedder, ZeroTaConfig, dense_caption};
 use glimpse_hub::{ClipBundle, Gpt2Bundle, ModelFiles};
 use glimpse_media::decode_image;
+use glimpse_media::image::MAX_IMAGE_FILE_BYTES;
 use glimpse_media::subtitles::{Cue, to_srt, to_vtt};
-use glimpse_media::video::Video;
+use glimpse_media::untrusted::read_regular_file;
+use glimpse_media::video::VideoSource;
 use glimpse_models::device::{self, DeviceChoice, SelectedDevice};
 use glimpse_models::generation::{Decoding, GenerationConfig, generate, read};
 use glimpse_models::l2_normalize;
@@ -149,6 +153,14 @@ impl MomentArgs {
             scene_cut: (!self.even_start).then_some(self.scene_cut),
             ..ZeroTaConfig::default()
         }
+    }
+}
+
+/// The flag of a field of `glimpse_align`'s configs, for the messages of their checks.
+fn flag(field: &str) -> String {
+    match field {
+        "soft_prompt_len" => "--soft-prompt".into(),
+        field => format!("--{}", field.replace('_', "-")),
     }
 }
 
@@ -303,11 +315,77 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
+/// The exit status of a run stopped by a bug (sysexits' EX_SOFTWARE), apart from refused input (1).
+const EXIT_INTERNAL_ERROR: i32 = 70;
+
 fn main() {
-    let cli = Cli::parse();
-    if let Err(err) = run(cli) {
-        eprintln!("error: {err:#}");
-        std::process::exit(1);
+    let matches = Cli::command().get_matches();
+    install_panic_hook(command_name(&matches));
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // The hook has reported a panic; unwinding up to here runs the destructors that remove
+    // half-written files.
+    let Ok(outcome) = std::panic::catch_unwind(AssertUnwindSafe(|| run(cli))) else {
+        std::process::exit(EXIT_INTERNAL_ERROR);
+    };
+    let Err(err) = outcome else { return };
+    // A reader that stops early (`glimpse ... | head`) is no failure: the run ends quietly with 0,
+    // as tools that ignore SIGPIPE (ripgrep) do, instead of reporting an error nobody asked about.
+    if err.chain().any(|e| e.is::<StdoutClosed>()) {
+        return;
+    }
+    let _ = writeln!(std::io::stderr(), "error: {err:#}");
+    std::process::exit(1);
+}
+
+/// The subcommands of a run, e.g. `train lm`, for the panic message.
+fn command_name(matches: &clap::ArgMatches) -> String {
+    let mut names = Vec::new();
+    let mut current = matches;
+    while let Some((name, sub)) = current.subcommand() {
+        names.push(name);
+        current = sub;
+    }
+    names.join(" ")
+}
+
+/// Replaces Rust's panic message by one line saying what failed and where to report it. Panics
+/// that `glimpse_media::untrusted::decoding` turns into ordinary errors pass silently.
+fn install_panic_hook(command: String) {
+    std::panic::set_hook(Box::new(move |info| {
+        if glimpse_media::untrusted::panic_becomes_error() {
+            return;
+        }
+        let message = info.payload_as_str().unwrap_or("no message");
+        let place = info.location().map_or_else(|| "an unknown place".to_string(), ToString::to_string);
+        // Written, not `eprintln!`ed: a closed stderr must not panic inside the hook.
+        let _ = writeln!(
+            std::io::stderr(),
+            "error: glimpse {command} failed unexpectedly (internal error: {message} at {place}); please report it \
+             at {}/issues",
+            env!("CARGO_PKG_REPOSITORY")
+        );
+    }));
+}
+
+/// Stdout's reader has gone (a closed pipe).
+#[derive(Debug)]
+struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stdout was closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// Writes `text` to stdout. `print!` panics once the reader has gone (`glimpse ... | head -c1`);
+/// this returns [`StdoutClosed`], which ends the run quietly.
+fn print_out(text: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
+        result => result.context("cannot write to stdout"),
     }
 }
 
@@ -325,19 +403,21 @@ fn run(cli: Cli) -> Result<()> {
             embed(&select_device(cli.device)?, model.as_deref(), &texts, &images, format)
         }
         Command::CaptionImage { images, models, method, guidance, format, out } => {
+            let config = guidance.config("Image of");
+            config.validate(&flag)?;
             let decoded = read_images(&images)?;
             let selected = select_device(cli.device)?;
-            let config = guidance.config("Image of");
             caption_images(&selected, &models, &images, &decoded, method, &config, format, out.as_deref())
         }
         Command::CaptionVideo { video, models, events, fps, seed, method, guidance, moments, format, out } => {
-            let frames = glimpse_media::video::read_video(&video, fps)?;
+            let source = VideoSource::open(&video, fps)?;
             let mut config = ZeroTaConfig { events, seed, ..moments.config(guidance.config("Video showing")) };
             if method == Method::Uniform {
                 config = config.uniform();
             }
+            config.validate(&flag)?;
             let selected = select_device(cli.device)?;
-            caption_video(&selected, &models, &video, &frames, &config, format, out.as_deref())
+            caption_video(&selected, &models, &video, &source, &config, format, out.as_deref())
         }
         Command::Generate { model, prompt, max_new_tokens, decoding, k, alpha, beams, stop_at_eos, format } => {
             let decoding = match decoding {
@@ -361,7 +441,12 @@ fn select_device(arg: DeviceArg) -> Result<SelectedDevice> {
         DeviceArg::Cpu => DeviceChoice::Cpu,
         DeviceArg::Wgpu => DeviceChoice::Wgpu,
     };
-    let selected = device::select(choice).map_err(anyhow::Error::msg)?;
+    let (selected, driver_output) = driver_output::captured(|| device::select(choice));
+    let selected = selected.map_err(|e| {
+        let said =
+            if driver_output.is_empty() { String::new() } else { format!("\nthe driver said:\n{driver_output}") };
+        anyhow::anyhow!("{e}{said}")
+    })?;
     match &selected.reason {
         Some(reason) => eprintln!("device: {} ({reason})", selected.info),
         None => eprintln!("device: {}", selected.info),
@@ -405,32 +490,32 @@ fn embed(
         if let Some(l) = logits {
             out.insert("logits_per_image".into(), json!(l));
         }
-        println!("{}", serde_json::Value::Object(out));
-        return Ok(());
+        return print_out(&format!("{}\n", serde_json::Value::Object(out)));
     }
     let preview = |v: &[f32]| {
         let head: Vec<String> = v.iter().take(4).map(|x| format!("{x:+.4}")).collect();
         format!("{}-d [{}, ...]", v.len(), head.join(", "))
     };
+    let mut lines = Vec::new();
     for (text, e) in texts.iter().zip(text_embeds.iter().flatten()) {
-        println!("text  {text:?}: {}", preview(e));
+        lines.push(format!("text  {text:?}: {}", preview(e)));
     }
     for (path, e) in images.iter().zip(image_embeds.iter().flatten()) {
-        println!("image {}: {}", path.display(), preview(e));
+        lines.push(format!("image {}: {}", path.display(), preview(e)));
     }
     if let Some(logits) = logits {
-        println!("\nzero-shot probabilities (softmax over the texts):");
+        lines.push("\nzero-shot probabilities (softmax over the texts):".into());
         for (path, row) in images.iter().zip(&logits) {
             let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let exp: Vec<f32> = row.iter().map(|l| (l - max).exp()).collect();
             let sum: f32 = exp.iter().sum();
-            println!("  {}", path.display());
+            lines.push(format!("  {}", path.display()));
             for (text, e) in texts.iter().zip(&exp) {
-                println!("    {:6.2}%  {text}", 100.0 * e / sum);
+                lines.push(format!("    {:6.2}%  {text}", 100.0 * e / sum));
             }
         }
     }
-    Ok(())
+    print_out(&(lines.join("\n") + "\n"))
 }
 
 fn generate_text(
@@ -453,31 +538,33 @@ fn generate_text(
     // In text mode the continuation streams: print what each new token adds to the decoded text.
     let mut new_ids = Vec::new();
     let mut printed = String::new();
-    let mut stdout = std::io::stdout();
+    // Generation cannot be stopped from here: a failed write is kept and reported after it.
+    let mut write_error = None;
     // The prompt is echoed with the first token, so a request that fails prints nothing.
     let on_token = |id: u32| {
-        if format != Format::Text {
+        if format != Format::Text || write_error.is_some() {
             return;
         }
-        if new_ids.is_empty() {
-            print!("{prompt}");
-        }
+        let mut piece = if new_ids.is_empty() { prompt.to_string() } else { String::new() };
         new_ids.push(id);
         if let Ok(text) = lm.tokenizer.decode(&new_ids) {
             // A token may end inside a UTF-8 character; wait until the text is whole again.
             if let Some(delta) = text.strip_prefix(printed.as_str()).filter(|_| !text.ends_with('\u{FFFD}')) {
-                print!("{delta}");
-                let _ = stdout.flush();
+                piece.push_str(delta);
                 printed = text;
             }
         }
+        write_error = print_out(&piece).err();
     };
     let ids = block_on(generate(&lm.model, &ids, &config, on_token, &selected.device))?;
+    if let Some(err) = write_error {
+        return Err(err);
+    }
     let text = lm.tokenizer.decode(&ids)?;
     match format {
-        Format::Json => println!("{}", json!({ "ids": ids, "text": text })),
-        Format::Text if ids.is_empty() => println!("{prompt}"),
-        Format::Text => println!("{}", text.strip_prefix(printed.as_str()).unwrap_or("")),
+        Format::Json => print_out(&format!("{}\n", json!({ "ids": ids, "text": text })))?,
+        Format::Text if ids.is_empty() => print_out(&format!("{prompt}\n"))?,
+        Format::Text => print_out(&format!("{}\n", text.strip_prefix(printed.as_str()).unwrap_or("")))?,
     }
     Ok(())
 }
@@ -486,7 +573,7 @@ fn read_images(paths: &[PathBuf]) -> Result<Vec<image::RgbImage>> {
     paths
         .iter()
         .map(|path| {
-            let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let bytes = read_regular_file(path, MAX_IMAGE_FILE_BYTES)?;
             decode_image(&bytes).with_context(|| path.display().to_string())
         })
         .collect()
@@ -521,8 +608,9 @@ fn lm_files(arg: Option<&Path>) -> Result<ModelFiles> {
     models::files(arg, glimpse_hub::embedded::world_lm)
 }
 
+/// A small input file (a projector, a state file): a regular file of at most 1 GiB.
 fn read_file(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    Ok(read_regular_file(path, 1 << 30)?)
 }
 
 /// A progress bar on stderr (drawn only on a terminal) over `total` units of work.
@@ -552,8 +640,7 @@ fn on_step(bar: &ProgressBar) -> impl FnMut(&Step) + '_ {
 /// a half-written file), or prints it.
 fn emit(text: &str, out: Option<&Path>) -> Result<()> {
     let Some(out) = out else {
-        print!("{text}");
-        return Ok(());
+        return print_out(text);
     };
     glimpse_media::write_atomically(out, text.as_bytes()).with_context(|| format!("cannot write {}", out.display()))?;
     eprintln!("wrote {}", out.display());
@@ -609,23 +696,33 @@ fn caption_video(
     selected: &SelectedDevice,
     models: &ModelArgs,
     path: &Path,
-    video: &Video,
+    source: &VideoSource,
     config: &ZeroTaConfig,
     format: VideoFormat,
     out: Option<&Path>,
 ) -> Result<()> {
     let (clip, lm) = models.load(selected)?;
-    eprintln!("{}: {} frames at {} fps ({:.1} s)", path.display(), video.frames.len(), video.fps, video.duration());
-    let frames = embed_frames(&clip, &video.frames)?;
+    // Frames are embedded as they are decoded; only their embeddings are kept.
+    let reading = ProgressBar::new_spinner().with_prefix("reading frames");
+    reading.set_style(ProgressStyle::with_template("{prefix} {pos} {elapsed_precise}").expect("valid template"));
+    let mut embedder = FrameEmbedder::new(&clip);
+    source.for_each_frame(|frame| {
+        reading.inc(1);
+        embedder.push(&frame)
+    })?;
+    reading.finish_and_clear();
+    let duration = embedder.frames() as f64 / source.fps();
+    eprintln!("{}: {} frames at {} fps ({duration:.1} s)", path.display(), embedder.frames(), source.fps());
+    let frames = embedder.finish()?;
     let bar = progress_bar(config.guidance.max_tokens * config.guidance.steps_per_token, "events");
-    let events = block_on(dense_caption(&clip, &lm, frames, video.duration(), config, on_step(&bar)))?;
+    let events = block_on(dense_caption(&clip, &lm, frames, duration, config, on_step(&bar)))?;
     bar.finish_and_clear();
     let cues: Vec<Cue> = events.iter().map(Event::cue).collect();
     let text = match format {
         VideoFormat::Srt => to_srt(&cues),
         VideoFormat::Vtt => to_vtt(&cues),
         VideoFormat::Json => {
-            let video = json!({ "video": path.display().to_string(), "duration": video.duration(), "events": events });
+            let video = json!({ "video": path.display().to_string(), "duration": duration, "events": events });
             format!("{video}\n")
         }
         VideoFormat::Text => events

@@ -1,16 +1,19 @@
 //! Where a command's models come from (a folder, a hub repository, or the embedded default), and
 //! `glimpse models`: the download cache.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
-use clap::Subcommand;
+use clap::{Subcommand, ValueEnum};
+use futures_lite::future::block_on;
 use glimpse_hub::ModelFiles;
 use glimpse_hub::remote::{Hub, Progress, RepoId};
+use glimpse_models::{ClipConfig, Gpt2Config};
+use glimpse_train::random::{write_random_clip, write_random_gpt2};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-use crate::Format;
+use crate::{Format, print_out};
 
 /// A model argument: an existing folder in the Hugging Face layout, else a hub repository id
 /// (`owner/name[@revision]`, downloaded into the cache once); `embedded` when absent.
@@ -33,6 +36,12 @@ pub fn files(arg: Option<&Path>, embedded: fn() -> ModelFiles) -> Result<ModelFi
 fn download_progress() -> impl FnMut(Progress) {
     let mut bar: Option<ProgressBar> = None;
     move |event| match event {
+        Progress::Waiting { file, lock } => {
+            eprintln!(
+                "{file}: another download of it is running; waiting for it (if none is, delete {})",
+                lock.display()
+            );
+        }
         Progress::Start { file, size, resumed_from } => {
             let b = ProgressBar::new(size).with_position(resumed_from).with_prefix(file.to_string());
             b.set_style(
@@ -77,6 +86,16 @@ pub enum ModelsCommand {
         #[arg(value_name = "ID")]
         id: String,
     },
+    /// Write a checkpoint with a real model's shapes and random weights, with a word-level
+    /// tokenizer of its vocabulary size over made-up words: for measuring speed and memory at
+    /// real size where real weights cannot be downloaded.
+    Random {
+        #[arg(value_enum)]
+        shape: RandomShape,
+        /// Folder to write (Hugging Face layout).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 pub fn run(command: ModelsCommand) -> Result<()> {
@@ -85,32 +104,62 @@ pub fn run(command: ModelsCommand) -> Result<()> {
         ModelsCommand::List { format } => {
             let repos = hub.list()?;
             if format == Format::Json {
-                println!("{}", json!({ "cache": hub.cache, "models": repos }));
-                return Ok(());
+                return print_out(&format!("{}\n", json!({ "cache": hub.cache, "models": repos })));
             }
-            println!("cache: {}", hub.cache.display());
+            let mut lines = vec![format!("cache: {}", hub.cache.display())];
             if repos.is_empty() {
-                println!("(empty)");
+                lines.push("(empty)".into());
             }
             for repo in repos {
-                let revisions: Vec<String> =
-                    repo.revisions.iter().map(|(r, c)| format!("{r} {}", &c[..c.len().min(8)])).collect();
-                println!("{:>10}  {}  [{}]", human(repo.size), repo.repo, revisions.join(", "));
+                let revisions: Vec<String> = repo
+                    .revisions
+                    .iter()
+                    .map(|(name, commit)| describe_ref(&repo.path, name, commit.as_deref()))
+                    .collect();
+                lines.push(format!("{:>10}  {}  [{}]", human(repo.size), repo.repo, revisions.join(", ")));
             }
+            print_out(&(lines.join("\n") + "\n"))
         }
         ModelsCommand::Fetch { id } => {
             let Some(repo) = RepoId::parse(&id) else {
                 bail!("{id:?} is not a hub repository id (owner/name[@revision])")
             };
             let dir = hub.fetch(&repo, &mut download_progress())?;
-            println!("{}", dir.display());
+            print_out(&format!("{}\n", dir.display()))
         }
         ModelsCommand::Rm { id } => {
             let freed = hub.remove(&id)?;
             eprintln!("removed {id} ({})", human(freed));
+            Ok(())
+        }
+        ModelsCommand::Random { shape, out } => {
+            let device = glimpse_models::device::cpu().device;
+            match shape {
+                RandomShape::Gpt2Small => block_on(write_random_gpt2(&Gpt2Config::gpt2_small(), &out, &device))?,
+                RandomShape::ClipVitB32 => block_on(write_random_clip(&ClipConfig::vit_b_32(), &out, &device))?,
+            }
+            eprintln!("wrote {}", out.display());
+            Ok(())
         }
     }
-    Ok(())
+}
+
+/// The real models whose shapes `glimpse models random` writes.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum RandomShape {
+    /// GPT-2 small (124M parameters, 498 MB of f32).
+    Gpt2Small,
+    /// CLIP ViT-B/32 (151M parameters, 605 MB of f32).
+    ClipVitB32,
+}
+
+/// `main 0123abcd`, or what to do about a refs file that names no commit.
+fn describe_ref(repo: &Path, name: &str, commit: Option<&str>) -> String {
+    match commit {
+        // Commits are hex digits, but a shorter one must not panic either.
+        Some(commit) => format!("{name} {}", commit.get(..8).unwrap_or(commit)),
+        None => format!("{name} invalid (not a commit hash: delete {})", repo.join("refs").join(name).display()),
+    }
 }
 
 fn human(bytes: u64) -> String {

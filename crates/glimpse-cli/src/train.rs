@@ -1,19 +1,19 @@
 //! `glimpse train`: the embedded default's tokenizers and models, trained from scratch on the
 //! procedural world, checkpointed in the Hugging Face layout and resumable.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use clap::Subcommand;
 use futures_lite::future::block_on;
-use glimpse_align::projector::{ProjectorConfig, TrainConfig};
+use glimpse_align::projector::{MAX_PREFIX_LEN, MAX_WIDTH, ProjectorConfig, TrainConfig};
 use glimpse_media::image::ImagePreprocess;
 use glimpse_media::tokenizer::{ClipTokenizer, Gpt2Tokenizer};
 use glimpse_models::device::SelectedDevice;
 use glimpse_models::{Clip, Gpt2};
-use glimpse_train::checkpoint::{self, TrainState};
-use glimpse_train::clip::{ClipTrainConfig, ClipTraining, world_clip_config, world_preprocessor_json};
+use glimpse_train::checkpoint::{self, MAX_STEPS, TrainState};
+use glimpse_train::clip::{ClipTrainConfig, ClipTraining, IMAGE_SIZE, preprocessor_json, world_clip_config};
 use glimpse_train::lm::{LmTrainConfig, LmTraining, world_gpt2_config};
 use glimpse_train::tokenizer::{clip_tokenizer_json, gpt2_tokenizer_json, words};
 
@@ -99,7 +99,7 @@ impl RunArgs {
             eprintln!("resuming {} from step {}", self.out.display(), state.step);
         }
         let resumed = left.is_some();
-        let mut state = left.unwrap_or(TrainState { kind: kind.into(), step: 0, steps, seed, losses: Vec::new() });
+        let mut state = left.unwrap_or_else(|| TrainState::new(kind, steps, seed));
         state.steps = self.steps.unwrap_or(state.steps);
         state.seed = self.seed.unwrap_or(state.seed);
         device.seed(state.seed);
@@ -121,7 +121,7 @@ fn checkpointed<T>(
     let bar = crate::progress_bar(state.steps, what);
     bar.set_position(state.step as u64);
     while state.step < state.steps {
-        let until = (state.step + args.checkpoint_every.max(1)).min(state.steps);
+        let until = state.step.saturating_add(args.checkpoint_every.max(1)).min(state.steps);
         let (mut sum, mut n) = (0.0, 0);
         chunk(training, until, &mut |step, loss| {
             sum += loss;
@@ -131,10 +131,7 @@ fn checkpointed<T>(
         })?;
         state.step = until;
         state.losses.push((until, sum / n.max(1) as f32));
-        let weights = weights(training)?;
-        let all: Vec<(&str, &[u8])> =
-            files.iter().copied().chain([("model.safetensors", weights.as_slice())]).collect();
-        checkpoint::save(&args.out, &all, &state)?;
+        checkpoint::save(&args.out, files, &weights(training)?, &mut state)?;
     }
     bar.finish_with_message(format!(
         "loss {:.4}, saved to {}",
@@ -152,8 +149,8 @@ fn check(batch_size: usize, max_batch: usize, lr: f64, steps: Option<usize>) -> 
     if !(lr > 0.0 && lr < 1.0) {
         bail!("--lr {lr} must be in (0, 1)");
     }
-    if let Some(steps) = steps.filter(|&s| s == 0 || s > 1_000_000) {
-        bail!("--steps {steps} must be between 1 and 1000000");
+    if let Some(steps) = steps.filter(|&s| s == 0 || s > MAX_STEPS) {
+        bail!("--steps {steps} must be between 1 and {MAX_STEPS}");
     }
     Ok(())
 }
@@ -169,13 +166,13 @@ pub fn run(command: TrainCommand, selected: &SelectedDevice) -> Result<()> {
             let config = ClipTrainConfig { steps: state.steps, seed: state.seed, batch_size, lr, ..defaults };
             let model_config = world_clip_config();
             let tokenizer_json = clip_tokenizer_json(&words())?;
-            let preprocessor_json = world_preprocessor_json();
+            let preprocessor = preprocessor_json(IMAGE_SIZE);
             let context = model_config.text_config.max_position_embeddings;
             let tokenizer = ClipTokenizer::from_json(tokenizer_json.as_bytes(), context)?;
             let preprocess =
-                ImagePreprocess::from_json(preprocessor_json.as_bytes(), model_config.vision_config.image_size as u32)?;
+                ImagePreprocess::from_json(preprocessor.as_bytes(), model_config.vision_config.image_size as u32)?;
             let model = match resumed {
-                true => Clip::load(&model_config, &read(&run.out, "model.safetensors")?, &device)?,
+                true => Clip::load(&model_config, &checkpoint::load_weights(&run.out, &state)?, &device)?,
                 false => model_config.init(&device),
             };
             let config_json = model_config.to_json();
@@ -188,7 +185,7 @@ pub fn run(command: TrainCommand, selected: &SelectedDevice) -> Result<()> {
                 &[
                     ("config.json", config_json.as_bytes()),
                     ("tokenizer.json", tokenizer_json.as_bytes()),
-                    ("preprocessor_config.json", preprocessor_json.as_bytes()),
+                    ("preprocessor_config.json", preprocessor.as_bytes()),
                 ],
                 |training, until, on_step| {
                     Ok(block_on(training.run(until, &tokenizer, &preprocess, &device, on_step))?)
@@ -199,6 +196,11 @@ pub fn run(command: TrainCommand, selected: &SelectedDevice) -> Result<()> {
         TrainCommand::Projector { models, out, examples, epochs, prefix_len, hidden, lr, seed } => {
             if !((1..=1_000_000).contains(&examples) && (1..=10_000).contains(&epochs) && lr > 0.0 && lr < 1.0) {
                 bail!("--examples {examples}, --epochs {epochs}, --lr {lr}: need 1..=1000000, 1..=10000 and (0, 1)");
+            }
+            if !(1..=MAX_PREFIX_LEN).contains(&prefix_len) || hidden > MAX_WIDTH {
+                bail!(
+                    "--prefix-len {prefix_len} must be in 1..={MAX_PREFIX_LEN} and --hidden {hidden} at most {MAX_WIDTH}"
+                );
             }
             let (clip, lm) = models.load(selected)?;
             let bar = crate::progress_bar(examples, "rendering and encoding");
@@ -236,7 +238,7 @@ pub fn run(command: TrainCommand, selected: &SelectedDevice) -> Result<()> {
             let tokenizer_json = gpt2_tokenizer_json(&words())?;
             let tokenizer = Gpt2Tokenizer::from_json(tokenizer_json.as_bytes())?;
             let model = match resumed {
-                true => Gpt2::load(&model_config, &read(&run.out, "model.safetensors")?, &device)?,
+                true => Gpt2::load(&model_config, &checkpoint::load_weights(&run.out, &state)?, &device)?,
                 false => model_config.init(&device),
             };
             let config_json = model_config.to_json();
@@ -252,10 +254,4 @@ pub fn run(command: TrainCommand, selected: &SelectedDevice) -> Result<()> {
             )
         }
     }
-}
-
-fn read(dir: &Path, name: &str) -> Result<Vec<u8>> {
-    let path = dir.join(name);
-    std::fs::read(&path)
-        .with_context(|| format!("cannot read {} to resume; pass --fresh to start over", path.display()))
 }

@@ -54,7 +54,7 @@ pub fn run(command: WorldCommand) -> Result<()> {
             let image = Scene::sample(Some(attributes), &mut rng).render(&render(size)?, &mut rng);
             write_image(&image, &out).with_context(|| format!("cannot write {}", out.display()))?;
             let caption = canonical_caption(&attributes);
-            println!("{}", json!({ "image": out, "caption": caption, "attributes": attributes }));
+            crate::print_out(&format!("{}\n", json!({ "image": out, "caption": caption, "attributes": attributes })))?;
         }
         WorldCommand::Video { seed, out, fps, size } => {
             if !(fps > 0.0 && fps <= 50.0) {
@@ -66,7 +66,7 @@ pub fn run(command: WorldCommand) -> Result<()> {
             let path = out.with_extension("json");
             write_atomically(&path, annotations.as_bytes())
                 .with_context(|| format!("cannot write {}", path.display()))?;
-            println!("{annotations}");
+            crate::print_out(&format!("{annotations}\n"))?;
         }
     }
     Ok(())

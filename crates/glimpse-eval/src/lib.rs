@@ -122,6 +122,7 @@ pub async fn projector_captions(
     let generation = GenerationConfig { max_new_tokens: 16, decoding: Decoding::Greedy, stop_at: eos };
     let mut out = Vec::with_capacity(scenes.len());
     for (truth, target) in scenes {
+        projector.config().check_fits(target.dims()[1], lm.model.n_embd())?;
         let prefix = projector.forward(target.clone());
         let ids = generate_from_embeds(&lm.model, prefix, &generation, |_| {}, &lm.device).await?;
         let ids: Vec<u32> = ids.into_iter().filter(|&id| Some(id) != eos).collect();

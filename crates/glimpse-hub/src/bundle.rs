@@ -34,7 +34,9 @@ impl ClipBundle {
         };
         let context = config.text_config.max_position_embeddings;
         let tokenizer = ClipTokenizer::from_json(&files.tokenizer, context).map_err(|e| media_err(&files.source, e))?;
-        let model = Clip::load(&config, &files.weights, device).map_err(|e| model_err(&files.source, e))?;
+        tokenizer.check_vocab(config.text_config.vocab_size).map_err(|e| media_err(&files.source, e))?;
+        let weights = files.weights.open().map_err(|e| model_err(&files.source, e))?;
+        let model = Clip::load_weights(&config, &weights, device).map_err(|e| model_err(&files.source, e))?;
         Ok(Self { source: files.source.clone(), model, config, tokenizer, preprocess, device: device.clone() })
     }
 
@@ -87,7 +89,9 @@ impl Gpt2Bundle {
     pub fn load(files: &ModelFiles, device: &Device) -> Result<Self, HubError> {
         let config = Gpt2Config::from_json(&files.config).map_err(|e| model_err(&files.source, e))?;
         let tokenizer = Gpt2Tokenizer::from_json(&files.tokenizer).map_err(|e| media_err(&files.source, e))?;
-        let model = Gpt2::load(&config, &files.weights, device).map_err(|e| model_err(&files.source, e))?;
+        tokenizer.check_vocab(config.vocab_size).map_err(|e| media_err(&files.source, e))?;
+        let weights = files.weights.open().map_err(|e| model_err(&files.source, e))?;
+        let model = Gpt2::load_weights(&config, &weights, device).map_err(|e| model_err(&files.source, e))?;
         Ok(Self { model, config, tokenizer, device: device.clone() })
     }
 }

@@ -3,7 +3,9 @@
 //! into the binary, so glimpse runs its main job with no download, through the same loading path
 //! as any Hugging Face checkpoint.
 
-use crate::ModelFiles;
+use std::borrow::Cow;
+
+use crate::{ModelFiles, Weights};
 
 macro_rules! shipped {
     ($path:literal) => {
@@ -16,7 +18,7 @@ pub fn world_clip() -> ModelFiles {
     ModelFiles {
         source: "embedded world CLIP".into(),
         config: shipped!("world-clip/config.json").to_vec(),
-        weights: shipped!("world-clip/model.safetensors").to_vec(),
+        weights: Weights::Bytes(Cow::Borrowed(shipped!("world-clip/model.safetensors"))),
         tokenizer: shipped!("world-clip/tokenizer.json").to_vec(),
         preprocessor: Some(shipped!("world-clip/preprocessor_config.json").to_vec()),
     }
@@ -27,7 +29,7 @@ pub fn world_lm() -> ModelFiles {
     ModelFiles {
         source: "embedded world GPT-2".into(),
         config: shipped!("world-gpt2/config.json").to_vec(),
-        weights: shipped!("world-gpt2/model.safetensors").to_vec(),
+        weights: Weights::Bytes(Cow::Borrowed(shipped!("world-gpt2/model.safetensors"))),
         tokenizer: shipped!("world-gpt2/tokenizer.json").to_vec(),
         preprocessor: None,
     }

@@ -1,7 +1,60 @@
-use std::fs;
+use std::borrow::Cow;
+use std::fmt;
 use std::path::{Path, PathBuf};
+#[cfg(target_family = "wasm")]
+use std::rc::Rc;
+
+use glimpse_media::untrusted::read_regular_file;
+use glimpse_models::ModelError;
+#[cfg(target_family = "wasm")]
+use glimpse_models::weights::ReadAt;
+use glimpse_models::weights::WeightFile;
 
 use crate::HubError;
+
+/// The most bytes a JSON file of a checkpoint may have (large tokenizers are tens of MiB), from a
+/// folder or announced by the hub.
+pub(crate) const MAX_JSON_BYTES: u64 = 256 << 20;
+
+/// Where a checkpoint's `model.safetensors` is: bytes already in memory (the embedded default),
+/// a file on disk, or bytes outside this program's memory (the browser's buffer). The last two are
+/// read tensor by tensor while the model is built, so the file's bytes and the tensors made from
+/// them are never alive at once.
+#[derive(Clone)]
+pub enum Weights {
+    Bytes(Cow<'static, [u8]>),
+    File(PathBuf),
+    /// Only in the browser, where a JavaScript buffer cannot cross threads anyway (elsewhere,
+    /// `ModelFiles` stays `Send`).
+    #[cfg(target_family = "wasm")]
+    Outside {
+        source: Rc<dyn ReadAt>,
+        what: String,
+    },
+}
+
+impl Weights {
+    /// The parsed header, ready for a model's loader.
+    pub fn open(&self) -> Result<WeightFile<'_>, ModelError> {
+        match self {
+            Weights::Bytes(bytes) => WeightFile::parse(bytes),
+            Weights::File(path) => WeightFile::open(path),
+            #[cfg(target_family = "wasm")]
+            Weights::Outside { source, what } => WeightFile::read_header(Box::new(source.clone()), what.clone()),
+        }
+    }
+}
+
+impl fmt::Debug for Weights {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Weights::Bytes(bytes) => write!(f, "Weights::Bytes({} bytes)", bytes.len()),
+            Weights::File(path) => write!(f, "Weights::File({})", path.display()),
+            #[cfg(target_family = "wasm")]
+            Weights::Outside { source, what } => write!(f, "Weights::Outside({what}, {} bytes)", source.len()),
+        }
+    }
+}
 
 /// The files of one checkpoint in the Hugging Face layout.
 #[derive(Debug, Clone)]
@@ -9,7 +62,7 @@ pub struct ModelFiles {
     /// Where the files came from, for messages.
     pub source: String,
     pub config: Vec<u8>,
-    pub weights: Vec<u8>,
+    pub weights: Weights,
     pub tokenizer: Vec<u8>,
     pub preprocessor: Option<Vec<u8>>,
 }
@@ -25,8 +78,7 @@ impl ModelFiles {
             )));
         }
         let read = |name: &str| -> Result<Vec<u8>, HubError> {
-            let path: PathBuf = dir.join(name);
-            fs::read(&path).map_err(|source| HubError::Io { path, source })
+            read_regular_file(&dir.join(name), MAX_JSON_BYTES).map_err(|e| HubError::Layout(e.to_string()))
         };
         let require = |name: &str| -> Result<(), HubError> {
             if dir.join(name).is_file() {
@@ -47,7 +99,7 @@ impl ModelFiles {
         Ok(Self {
             source: dir.display().to_string(),
             config: read("config.json")?,
-            weights: read("model.safetensors")?,
+            weights: Weights::File(dir.join("model.safetensors")),
             tokenizer: read("tokenizer.json")?,
             preprocessor: if preprocessor.is_file() { Some(read("preprocessor_config.json")?) } else { None },
         })

@@ -13,7 +13,7 @@ mod files;
 pub mod remote;
 
 pub use bundle::{ClipBundle, Gpt2Bundle};
-pub use files::ModelFiles;
+pub use files::{ModelFiles, Weights};
 
 use std::path::PathBuf;
 

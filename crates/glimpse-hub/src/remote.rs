@@ -7,15 +7,22 @@
 //! each file's bytes under its hub hash (sha256 for LFS files, the git blob sha1 otherwise),
 //! `snapshots/{commit}/{file}` links to the blob, `refs/{revision}` names the commit. A blob is
 //! checked against its name every time it is used, so a corrupt cache entry is never loaded.
+//!
+//! Nothing the hub or the cache says is trusted to name a path or a size: revisions, commits and
+//! hashes are checked before they become file names, downloads stop at the size the hub
+//! announced, and one process at a time writes a blob (`blobs/{etag}.lock`).
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
+use crate::files::MAX_JSON_BYTES;
 use crate::{HubError, ModelFiles};
 
 /// A hub repository at a revision (a branch, a tag or a commit).
@@ -29,29 +36,56 @@ impl RepoId {
     /// `owner/name`, `name` (legacy repositories such as `gpt2`), each with an optional
     /// `@revision`; `None` if `text` cannot be a repository id.
     pub fn parse(text: &str) -> Option<Self> {
-        let (repo, revision) = match text.split_once('@') {
-            Some((repo, revision)) => (repo, revision),
-            None => (text, "main"),
-        };
-        let part_ok = |p: &str| {
-            !p.is_empty()
-                && p.len() <= 96
-                && !p.starts_with(['.', '-'])
-                && !p.contains("..")
-                && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        };
-        let parts: Vec<&str> = repo.split('/').collect();
-        let revision_ok = !revision.is_empty()
-            && !revision.contains("..")
-            && revision.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
-        (parts.len() <= 2 && parts.iter().all(|p| part_ok(p)) && revision_ok)
-            .then(|| Self { repo: repo.to_string(), revision: revision.to_string() })
+        let (repo, revision) = text.split_once('@').unwrap_or((text, "main"));
+        let id = Self { repo: repo.to_string(), revision: revision.to_string() };
+        id.check().is_ok().then_some(id)
+    }
+
+    /// Why this id cannot be used, if it cannot. The repository and the revision become folder and
+    /// file names in the cache, so neither may name anything outside it.
+    fn check(&self) -> Result<(), String> {
+        let parts: Vec<&str> = self.repo.split('/').collect();
+        if parts.len() > 2 || !parts.iter().all(|p| is_repo_part(p)) {
+            return Err(format!(
+                "{:?} is not a repository: owner/name (or name) of letters, digits, '-', '_' and '.', neither \
+                 starting nor ending with '-' or '.', without '--' or '..'",
+                self.repo
+            ));
+        }
+        if !is_revision(&self.revision) {
+            return Err(format!(
+                "{:?} is not a revision: a branch, tag or commit of letters, digits, '-', '_', '.' and '/', whose \
+                 '/'-separated parts are not empty and do not start with '.'",
+                self.revision
+            ));
+        }
+        Ok(())
     }
 
     /// The repository's folder in the cache.
     fn folder(&self) -> String {
         format!("models--{}", self.repo.replace('/', "--"))
     }
+}
+
+fn is_repo_part(part: &str) -> bool {
+    (1..=96).contains(&part.len())
+        && !part.starts_with(['.', '-'])
+        && !part.ends_with(['.', '-'])
+        && !part.contains("..")
+        && !part.contains("--")
+        && part.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+/// A revision is a relative path under `refs/`: no absolute path, no `.` or `..` part, no empty
+/// part, no backslash or NUL (only the characters git allows in ordinary ref names).
+fn is_revision(revision: &str) -> bool {
+    (1..=256).contains(&revision.len())
+        && revision.split('/').all(|part| {
+            !part.is_empty()
+                && !part.starts_with('.')
+                && part.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        })
 }
 
 impl std::fmt::Display for RepoId {
@@ -63,6 +97,9 @@ impl std::fmt::Display for RepoId {
 /// What a download reports, for progress bars.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Progress<'a> {
+    /// Another process (or thread) is downloading the file; this one waits for it to finish and
+    /// then uses its blob. `lock` is the lock file it holds.
+    Waiting { file: &'a str, lock: &'a Path },
     /// A file is about to be transferred: its name, total size and bytes already present.
     Start { file: &'a str, size: u64, resumed_from: u64 },
     /// `done` of the file's bytes are on disk.
@@ -71,13 +108,24 @@ pub enum Progress<'a> {
     Done { file: &'a str, cached: bool },
 }
 
-/// Settings from the environment, as `huggingface_hub` reads them.
-#[derive(Debug, Clone)]
+/// Settings from the environment, as `huggingface_hub` reads them. `Debug` never shows the token.
+#[derive(Clone)]
 pub struct Hub {
     pub endpoint: String,
     pub cache: PathBuf,
     pub token: Option<String>,
     pub offline: bool,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("endpoint", &self.endpoint)
+            .field("cache", &self.cache)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("offline", &self.offline)
+            .finish()
+    }
 }
 
 /// The files glimpse reads; the rest of a repository (PyTorch, TF, Flax, ONNX copies) is never
@@ -124,6 +172,8 @@ impl Hub {
     /// Makes the snapshot folder of `id` complete and verified; returns its path. When the hub
     /// cannot be reached, a complete cached snapshot is used instead (as `huggingface_hub` does).
     pub fn fetch(&self, id: &RepoId, progress: &mut dyn FnMut(Progress)) -> Result<PathBuf, HubError> {
+        // The fields are public, so an id may not have come through `parse`.
+        id.check().map_err(|why| HubError::Remote(format!("{why}; pass owner/name or owner/name@revision")))?;
         let repo_dir = self.cache.join(id.folder());
         if self.offline {
             return self.offline_snapshot(id, &repo_dir, progress);
@@ -143,13 +193,18 @@ impl Hub {
         progress: &mut dyn FnMut(Progress),
     ) -> Result<PathBuf, HubError> {
         let agent = agent(false);
-        let mut snapshot = None;
+        // The first answer names the commit, and the other files are asked for at that commit: a
+        // push between two requests cannot mix two snapshots.
+        let mut snapshot: Option<(PathBuf, String)> = None;
         for (file, required) in REQUIRED.iter().map(|f| (*f, true)).chain(OPTIONAL.iter().map(|f| (*f, false))) {
-            let Some(meta) = self.head(&agent, id, file)? else {
+            let revision = snapshot.as_ref().map_or(id.revision.as_str(), |(_, commit)| commit.as_str());
+            let url = self.url(&id.repo, revision, file);
+            let Some(meta) = self.head(&agent, &url)? else {
                 if !required {
                     continue;
                 }
-                let hint = if file == "model.safetensors" && self.head(&agent, id, "pytorch_model.bin")?.is_some() {
+                let bin = self.url(&id.repo, revision, "pytorch_model.bin");
+                let hint = if file == "model.safetensors" && self.head(&agent, &bin)?.is_some() {
                     ": the repository has only pytorch_model.bin, and glimpse reads safetensors only (pickle \
                      files can run code); pick a revision with model.safetensors or convert it with transformers \
                      (`save_pretrained(dir, safe_serialization=True)`) and pass the folder"
@@ -158,13 +213,24 @@ impl Hub {
                 };
                 return Err(HubError::Remote(format!("{id} has no {file}{hint}")));
             };
+            if let Some((_, commit)) = &snapshot
+                && *commit != meta.commit
+            {
+                return Err(HubError::Remote(format!(
+                    "{url}: the hub answered with commit {} after {commit}; run again",
+                    meta.commit
+                )));
+            }
+            if file != "model.safetensors" && meta.size > MAX_JSON_BYTES {
+                return Err(HubError::Remote(format!(
+                    "{file} of {id}: {url} announces {} bytes, more than the {MAX_JSON_BYTES} a {file} may have; is \
+                     HF_ENDPOINT ({}) a Hugging Face hub?",
+                    meta.size, self.endpoint
+                )));
+            }
             let dir = repo_dir.join("snapshots").join(&meta.commit);
             let blob = repo_dir.join("blobs").join(&meta.etag);
-            let cached = verify(&blob, &meta.etag, meta.size)?;
-            if !cached {
-                progress(Progress::Start { file, size: meta.size, resumed_from: file_len(&partial_path(&blob)) });
-                self.download(id, file, &meta, &blob, progress)?;
-            }
+            let cached = self.ensure_blob(id, file, &meta, &blob, progress)?;
             link(&blob, &dir.join(file))?;
             progress(Progress::Done { file, cached });
             snapshot = Some((dir, meta.commit));
@@ -189,10 +255,24 @@ impl Hub {
                 id.repo
             ))
         };
-        let commit = match fs::read_to_string(repo_dir.join("refs").join(&id.revision)) {
-            Ok(commit) => commit.trim().to_string(),
-            Err(_) if is_commit(&id.revision) => id.revision.clone(),
-            Err(_) => return Err(not_cached(format!("no {} under {}", id.revision, repo_dir.display()))),
+        let ref_file = repo_dir.join("refs").join(&id.revision);
+        let commit = match read_ref(&ref_file) {
+            Ok(Some(commit)) => commit,
+            Ok(None) => {
+                return Err(HubError::Remote(format!(
+                    "{} does not hold a commit hash (40 or 64 hex digits); delete it (or remove the repository \
+                     with `glimpse models rm {}`) and fetch again while online",
+                    ref_file.display(),
+                    id.repo
+                )));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if !is_hash(&id.revision) {
+                    return Err(not_cached(format!("no {} under {}", id.revision, repo_dir.display())));
+                }
+                id.revision.clone()
+            }
+            Err(e) => return Err(io_err(&ref_file, e)),
         };
         let dir = repo_dir.join("snapshots").join(&commit);
         for file in REQUIRED.iter().chain(&OPTIONAL) {
@@ -217,32 +297,43 @@ impl Hub {
         Ok(dir)
     }
 
-    fn url(&self, id: &RepoId, file: &str) -> String {
-        format!("{}/{}/resolve/{}/{file}", self.endpoint, id.repo, id.revision)
+    /// The hub's address of `file`; the revision is one path segment (`refs/pr/1` as
+    /// `refs%2Fpr%2F1`), as `huggingface_hub` sends it.
+    fn url(&self, repo: &str, revision: &str, file: &str) -> String {
+        format!("{}/{repo}/resolve/{}/{file}", self.endpoint, revision.replace('/', "%2F"))
     }
 
     fn request(&self, agent: &ureq::Agent, method: &str, url: &str) -> ureq::Request {
         let request = agent.request(method, url).set("User-Agent", concat!("glimpse/", env!("CARGO_PKG_VERSION")));
         match &self.token {
-            Some(token) => request.set("Authorization", &format!("Bearer {token}")),
-            None => request,
+            Some(token) if may_send_token(url) => request.set("Authorization", &format!("Bearer {token}")),
+            _ => request,
         }
     }
 
     /// The file's commit, hash and size as the hub reports them; `None` if it does not exist.
     /// Relative redirects (a renamed repository, e.g. `gpt2` -> `openai-community/gpt2`) are
     /// followed; redirects to a CDN are not, because the hub's own response carries the metadata.
-    fn head(&self, agent: &ureq::Agent, id: &RepoId, file: &str) -> Result<Option<FileMeta>, HubError> {
-        let mut url = self.url(id, file);
+    fn head(&self, agent: &ureq::Agent, url: &str) -> Result<Option<FileMeta>, HubError> {
+        const MAX_HOPS: usize = 5;
+        let mut url = url.to_string();
         let mut hops = 0;
         let response = loop {
-            let response = match self.request(agent, "HEAD", &url).call() {
+            // A whole-request bound: a server that trickles its headers cannot hold us forever.
+            let request = self.request(agent, "HEAD", &url).timeout(Duration::from_secs(60));
+            let response = match request.call() {
                 Ok(response) => response,
                 Err(ureq::Error::Status(404, _)) => return Ok(None),
                 Err(ureq::Error::Status(code @ (401 | 403), _)) => {
+                    let withheld = if self.token.is_some() && !may_send_token(&url) {
+                        " (HF_TOKEN was not sent: the address is plain http to another machine, where anyone on the \
+                         way could read it; use https)"
+                    } else {
+                        ""
+                    };
                     return Err(HubError::Remote(format!(
-                        "{url}: HTTP {code}; the repository is private, gated or misspelt. Accept its terms on \
-                         the hub and set HF_TOKEN (or run `huggingface-cli login`)"
+                        "{url}: HTTP {code}{withheld}; the repository is private, gated or misspelt. Accept its \
+                         terms on the hub and set HF_TOKEN (or run `huggingface-cli login`)"
                     )));
                 }
                 Err(e) => {
@@ -252,25 +343,70 @@ impl Hub {
                 }
             };
             match response.header("Location") {
-                Some(location) if (300..400).contains(&response.status()) && location.starts_with('/') && hops < 5 => {
+                Some(location) if (300..400).contains(&response.status()) && location.starts_with('/') => {
+                    if hops == MAX_HOPS {
+                        return Err(HubError::Remote(format!(
+                            "{url}: more than {MAX_HOPS} redirects; is HF_ENDPOINT ({}) a Hugging Face hub?",
+                            self.endpoint
+                        )));
+                    }
+                    // Appended to the endpoint, a relative location can only name a path on it.
                     url = format!("{}{location}", self.endpoint);
                     hops += 1;
                 }
                 _ => break response,
             }
         };
-        let header =
-            |name: &str| response.header(name).map(|v| v.trim_start_matches("W/").trim_matches('"').to_string());
+        let header = |name: &str| {
+            response.header(name).map(|v| v.trim_start_matches("W/").trim_matches('"').to_ascii_lowercase())
+        };
         let etag = header("X-Linked-Etag").or_else(|| header("ETag")).filter(|e| is_hash(e));
         let size = header("X-Linked-Size").or_else(|| header("Content-Length")).and_then(|s| s.parse().ok());
         match (header("X-Repo-Commit"), etag, size) {
-            (Some(commit), Some(etag), Some(size)) if is_commit(&commit) => Ok(Some(FileMeta { commit, etag, size })),
+            (Some(commit), Some(etag), Some(size)) if is_hash(&commit) => {
+                Ok(Some(FileMeta { url, commit, etag, size }))
+            }
             _ => Err(HubError::Remote(format!(
                 "{url}: the server did not send the commit, hash and size of the file; is HF_ENDPOINT ({}) a \
                  Hugging Face hub?",
                 self.endpoint
             ))),
         }
+    }
+
+    /// Makes `blob` hold the file the hub describes; `true` if no transfer was needed. One process
+    /// at a time writes a blob: the others wait for it and use what it wrote.
+    fn ensure_blob(
+        &self,
+        id: &RepoId,
+        file: &str,
+        meta: &FileMeta,
+        blob: &Path,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<bool, HubError> {
+        if verify(blob, &meta.etag, meta.size)? {
+            return Ok(true);
+        }
+        let blobs = blob.parent().expect("blobs have a folder");
+        fs::create_dir_all(blobs).map_err(|e| io_err(blobs, e))?;
+        let mut lock = BlobLock::acquire(blob, file, progress)?;
+        // The previous holder of the lock may have just finished this blob.
+        if verify(blob, &meta.etag, meta.size)? {
+            return Ok(true);
+        }
+        // A crash between the last byte and the rename leaves a complete partial file; asking for
+        // the bytes after its end would only get HTTP 416.
+        let partial = partial_path(blob);
+        if file_len(&partial) == meta.size {
+            if verify(&partial, &meta.etag, meta.size)? {
+                fs::rename(&partial, blob).map_err(|e| io_err(blob, e))?;
+                return Ok(false);
+            }
+            remove_if_present(&partial)?;
+        }
+        progress(Progress::Start { file, size: meta.size, resumed_from: file_len(&partial) });
+        self.download(id, file, meta, blob, &mut lock, progress)?;
+        Ok(false)
     }
 
     /// Downloads into `blob.incomplete` (resuming what is there), checks size and hash, then moves
@@ -281,27 +417,37 @@ impl Hub {
         file: &str,
         meta: &FileMeta,
         blob: &Path,
+        lock: &mut BlobLock,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<(), HubError> {
         let partial = partial_path(blob);
-        fs::create_dir_all(blob.parent().expect("blobs have a folder")).map_err(|e| io_err(blob, e))?;
         const ATTEMPTS: usize = 3;
         let mut last_error = String::new();
         for _ in 0..ATTEMPTS {
-            match self.transfer(id, file, meta, &partial, progress) {
-                Ok(()) => {
-                    if verify(&partial, &meta.etag, meta.size)? {
-                        return fs::rename(&partial, blob).map_err(|e| io_err(blob, e));
-                    }
-                    let _ = fs::remove_file(&partial);
+            match self.transfer(file, meta, &partial, lock, progress) {
+                Ok(()) => {}
+                Err(Stop::Retry(message)) => {
+                    last_error = message;
+                    continue;
+                }
+                Err(Stop::Refuse(message)) => {
+                    remove_if_present(&partial)?;
                     return Err(HubError::Remote(format!(
-                        "{file} of {id} does not match the hash the hub reports ({}); the download was discarded. \
-                         Run again; if it persists, the server or a proxy is altering the file",
-                        meta.etag
+                        "{file} of {id}: {message}; the download was discarded. Check HF_ENDPOINT ({}) and any \
+                         proxy between here and the hub",
+                        self.endpoint
                     )));
                 }
-                Err(e) => last_error = e,
             }
+            if verify(&partial, &meta.etag, meta.size)? {
+                return fs::rename(&partial, blob).map_err(|e| io_err(blob, e));
+            }
+            remove_if_present(&partial)?;
+            return Err(HubError::Remote(format!(
+                "{file} of {id} ({}) does not match the hash the hub reports ({}); the download was discarded. \
+                 Run again; if it persists, the server or a proxy is altering the file",
+                meta.url, meta.etag
+            )));
         }
         Err(HubError::Remote(format!(
             "{file} of {id}: {last_error} (after {ATTEMPTS} attempts; what arrived is kept in {} and the next run \
@@ -310,52 +456,109 @@ impl Hub {
         )))
     }
 
-    /// One GET from the partial file's length on; `Err` with a message if the transfer stops.
+    /// One GET from the partial file's length on, never reading more than the hub announced.
     fn transfer(
         &self,
-        id: &RepoId,
         file: &str,
         meta: &FileMeta,
         partial: &Path,
+        lock: &mut BlobLock,
         progress: &mut dyn FnMut(Progress),
-    ) -> Result<(), String> {
+    ) -> Result<(), Stop> {
+        lock.touch();
+        let url = &meta.url;
         let mut have = file_len(partial);
-        if have > meta.size {
+        if have >= meta.size {
             have = 0;
         }
         // LFS files redirect to a CDN: this request follows redirects (the HEAD does not, to see
-        // the hub's own headers).
+        // the hub's own headers). ureq drops the Authorization header on a redirect.
         let follow = agent(true);
-        let mut request = self.request(&follow, "GET", &self.url(id, file));
+        let mut request = self.request(&follow, "GET", url);
         if have > 0 {
             request = request.set("Range", &format!("bytes={have}-"));
         }
-        let response = request.call().map_err(|e| e.to_string())?;
-        let append = have > 0 && response.status() == 206;
-        let mut out = fs::OpenOptions::new()
+        let response = match request.call() {
+            Ok(response) => response,
+            // What is kept does not fit the file any more (the server's copy changed, or the kept
+            // bytes are wrong): start again from the first byte.
+            Err(ureq::Error::Status(416, _)) => {
+                remove_if_present(partial).map_err(|e| Stop::Retry(e.to_string()))?;
+                return Err(Stop::Retry(format!("{url} refused to resume at byte {have} (HTTP 416)")));
+            }
+            Err(e) => return Err(Stop::Retry(e.to_string())),
+        };
+        let resumed = have > 0 && response.status() == 206;
+        if resumed
+            && let Some(range) = response.header("Content-Range")
+            && !range.starts_with(&format!("bytes {have}-"))
+        {
+            return Err(Stop::Refuse(format!("{url} answered a request for bytes {have}- with {range}")));
+        }
+        let start = if resumed { have } else { 0 };
+        let remaining = meta.size - start;
+        if let Some(length) = response.header("Content-Length").and_then(|l| l.parse::<u64>().ok())
+            && length > remaining
+        {
+            return Err(Stop::Refuse(format!(
+                "{url} announces a body of {length} bytes where {remaining} of the {} the hub reported are missing",
+                meta.size
+            )));
+        }
+        let mut out = OpenOptions::new()
             .create(true)
             .write(true)
-            .append(append)
-            .truncate(!append)
+            .append(resumed)
+            .truncate(!resumed)
             .open(partial)
-            .map_err(|e| format!("{}: {e}", partial.display()))?;
-        let mut done = if append { have } else { 0 };
-        let mut reader = response.into_reader();
+            .map_err(|e| Stop::Retry(format!("{}: {e}", partial.display())))?;
+        let mut done = start;
+        // One byte past the announced size is enough to know that the server sends too much.
+        let mut reader = response.into_reader().take(remaining + 1);
         let mut buffer = vec![0u8; 1 << 16];
         loop {
-            let n = reader.read(&mut buffer).map_err(|e| format!("the connection dropped: {e}"))?;
+            let n = reader.read(&mut buffer).map_err(|e| Stop::Retry(format!("the connection dropped: {e}")))?;
             if n == 0 {
                 break;
             }
-            out.write_all(&buffer[..n]).map_err(|e| format!("{}: {e}", partial.display()))?;
+            if done + n as u64 > meta.size {
+                return Err(Stop::Refuse(format!("{url} sent more than the {} bytes the hub announced", meta.size)));
+            }
+            out.write_all(&buffer[..n]).map_err(|e| Stop::Retry(format!("{}: {e}", partial.display())))?;
             done += n as u64;
+            lock.touch();
             progress(Progress::Bytes { file, done });
         }
-        out.sync_all().map_err(|e| format!("{}: {e}", partial.display()))?;
+        out.sync_all().map_err(|e| Stop::Retry(format!("{}: {e}", partial.display())))?;
         if done < meta.size {
-            return Err(format!("the connection closed after {done} of {} bytes", meta.size));
+            return Err(Stop::Retry(format!("the connection closed after {done} of {} bytes", meta.size)));
         }
         Ok(())
+    }
+}
+
+/// Why a transfer stopped.
+enum Stop {
+    /// The network failed; what arrived is kept and the next attempt resumes from it.
+    Retry(String),
+    /// The server misbehaved (more bytes than announced, a range not asked for); nothing it sent is
+    /// kept.
+    Refuse(String),
+}
+
+/// Whether a request to `url` may carry the token: over https, or over plain http to this machine
+/// only. Anywhere else, a token sent in clear can be read on the way. The address is parsed as the
+/// request will parse it, so that no spelling of it (user info, backslashes) can disagree.
+pub fn may_send_token(url: &str) -> bool {
+    let Ok(parsed) = ureq::get(url).request_url() else { return false };
+    match parsed.scheme() {
+        "https" => true,
+        "http" => {
+            let host = parsed.host();
+            let ip = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+            host.eq_ignore_ascii_case("localhost") || ip.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        }
+        _ => false,
     }
 }
 
@@ -367,22 +570,32 @@ fn agent(follow_redirects: bool) -> ureq::Agent {
 
 #[derive(Debug, Clone)]
 struct FileMeta {
+    /// Where the hub answered (after relative redirects).
+    url: String,
     commit: String,
     etag: String,
     size: u64,
 }
 
+/// Lowercase hex of `len` digits, as the hub writes hashes (digests here are lowercase too).
 fn is_hex(s: &str, len: usize) -> bool {
-    s.len() == len && s.chars().all(|c| c.is_ascii_hexdigit())
+    s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-fn is_commit(s: &str) -> bool {
-    is_hex(s, 40)
-}
-
-/// A git blob sha1 (40 hex digits) or an LFS sha256 (64).
+/// A sha1 (40 hex digits) or a sha256 (64): git blob and commit ids (sha256 on hubs whose
+/// repositories use it) and LFS hashes.
 fn is_hash(s: &str) -> bool {
     is_hex(s, 40) || is_hex(s, 64)
+}
+
+/// The commit a `refs/` file names: `Ok(None)` if it holds anything but a commit hash.
+fn read_ref(path: &Path) -> io::Result<Option<String>> {
+    // A hash and a newline; reading a little more tells a longer file from it.
+    const LIMIT: u64 = 80;
+    let mut bytes = Vec::new();
+    File::open(path)?.take(LIMIT + 1).read_to_end(&mut bytes)?;
+    let commit = std::str::from_utf8(&bytes).ok().map(str::trim).filter(|c| is_hash(c));
+    Ok(commit.filter(|_| bytes.len() as u64 <= LIMIT).map(str::to_string))
 }
 
 /// Where a blob's download in progress is kept.
@@ -395,15 +608,19 @@ fn file_len(path: &Path) -> u64 {
     fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
+fn remove_if_present(path: &Path) -> Result<(), HubError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(path, e)),
+        _ => Ok(()),
+    }
+}
+
 /// Whether `path` holds exactly the file the hub describes: `size` bytes whose sha256 (LFS) or
-/// git blob sha1 is `etag`. A missing file is `false`; a wrong one is deleted and `false`.
+/// git blob sha1 is `etag`. A missing file is `false`. A wrong file is left for the caller, who
+/// replaces it only while holding the blob's lock.
 fn verify(path: &Path, etag: &str, size: u64) -> Result<bool, HubError> {
     let Ok(meta) = fs::metadata(path) else { return Ok(false) };
-    let ok = meta.len() == size && digest(path, etag.len() == 64, size).map_err(|e| io_err(path, e))? == etag;
-    if !ok {
-        let _ = fs::remove_file(path);
-    }
-    Ok(ok)
+    Ok(meta.len() == size && digest(path, etag.len() == 64, size).map_err(|e| io_err(path, e))? == etag)
 }
 
 fn digest(path: &Path, lfs: bool, size: u64) -> io::Result<String> {
@@ -429,21 +646,144 @@ fn hash_reader<D: Digest>(mut hasher: D, reader: &mut impl Read) -> io::Result<V
     }
 }
 
+/// One writer per blob across processes: `blobs/{etag}.lock`, created exclusively, holds the
+/// writer's pid and is touched while its download makes progress. Dropping it removes the file.
+struct BlobLock {
+    path: PathBuf,
+    file: File,
+    touched: Instant,
+}
+
+/// A lock untouched for this long is abandoned (its holder hangs, or died where its pid cannot be
+/// checked). A live holder touches it at least once per read timeout of 60 s.
+const LOCK_STALE: Duration = Duration::from_secs(300);
+const LOCK_POLL: Duration = Duration::from_millis(100);
+const LOCK_TOUCH: Duration = Duration::from_secs(5);
+
+enum LockState {
+    Held,
+    Stale,
+    Gone,
+}
+
+impl BlobLock {
+    /// Takes the lock of `blob`, waiting while a live process holds it and breaking it when its
+    /// holder is dead or silent.
+    fn acquire(blob: &Path, file: &str, progress: &mut dyn FnMut(Progress)) -> Result<Self, HubError> {
+        let path = blob.with_extension("lock");
+        let mut waiting = false;
+        loop {
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut lock) => {
+                    if let Err(e) = lock.write_all(lock_owner().as_bytes()) {
+                        let _ = fs::remove_file(&path);
+                        return Err(io_err(&path, e));
+                    }
+                    return Ok(Self { path, file: lock, touched: Instant::now() });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_err(&path, e)),
+            }
+            let owner = read_lock(&path);
+            match lock_state(&path, &owner) {
+                LockState::Gone => {}
+                // Only the lock that was judged is removed: if another waiter broke it first and
+                // took a fresh one, its content differs.
+                LockState::Stale => {
+                    if read_lock(&path) == owner {
+                        remove_if_present(&path)?;
+                    }
+                }
+                LockState::Held => {
+                    if !waiting {
+                        progress(Progress::Waiting { file, lock: &path });
+                        waiting = true;
+                    }
+                    std::thread::sleep(LOCK_POLL);
+                }
+            }
+        }
+    }
+
+    /// Tells waiters the holder is alive (at most every few seconds).
+    fn touch(&mut self) {
+        if self.touched.elapsed() >= LOCK_TOUCH {
+            let _ = self.file.set_modified(SystemTime::now());
+            self.touched = Instant::now();
+        }
+    }
+}
+
+impl Drop for BlobLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// What a lock file says about its holder: `{pid} {pid namespace} {nonce}`. The nonce tells two
+/// locks of one process apart.
+fn lock_owner() -> String {
+    static NONCE: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{} {} {nanos}-{}\n", std::process::id(), pid_namespace(), NONCE.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The start of a lock file; empty if it is gone (or just created and not yet written).
+fn read_lock(path: &Path) -> String {
+    let mut bytes = Vec::new();
+    let _ = File::open(path).and_then(|f| f.take(256).read_to_end(&mut bytes));
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+fn lock_state(path: &Path, owner: &str) -> LockState {
+    let Ok(meta) = fs::metadata(path) else { return LockState::Gone };
+    // A time in the future is as suspect as one long past.
+    let age = meta.modified().map(|m| SystemTime::now().duration_since(m).unwrap_or_else(|e| e.duration()));
+    if !age.is_ok_and(|age| age <= LOCK_STALE) {
+        return LockState::Stale;
+    }
+    let mut fields = owner.split_whitespace();
+    let pid = fields.next().and_then(|p| p.parse::<u32>().ok());
+    match (pid, fields.next()) {
+        (Some(pid), Some(namespace)) if namespace == pid_namespace() && !process_alive(pid) => LockState::Stale,
+        _ => LockState::Held,
+    }
+}
+
+/// Where a pid means the same process as here: the machine and the pid namespace. A lock written
+/// on another machine sharing the cache, or in another container, is judged by its age alone.
+fn pid_namespace() -> String {
+    let namespace = fs::read_link("/proc/self/ns/pid").map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{namespace}@{}", host.trim()).split_whitespace().collect()
+}
+
+/// Whether `pid` runs, where `/proc` can tell; `true` where it cannot.
+fn process_alive(pid: u32) -> bool {
+    !Path::new("/proc/self").exists() || Path::new("/proc").join(pid.to_string()).exists()
+}
+
 /// Points `link` at `blob` (a relative symlink, as the hub's cache does; a copy where symlinks
-/// are unavailable).
+/// are unavailable). The link is made under a temporary name and renamed over the old one, so a
+/// reader sees the old link or the new one, never none.
 fn link(blob: &Path, link: &Path) -> Result<(), HubError> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = link.parent().expect("snapshot files have a folder");
     fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
-    let _ = fs::remove_file(link);
+    let name = link.file_name().expect("snapshot files are named").to_string_lossy();
+    let temp = dir.join(format!(".{name}.{}.{}.link", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
     #[cfg(unix)]
-    {
+    let made = {
         let target = Path::new("../..").join("blobs").join(blob.file_name().expect("blobs are named"));
-        std::os::unix::fs::symlink(target, link).map_err(|e| io_err(link, e))
-    }
+        std::os::unix::fs::symlink(target, &temp)
+    };
     #[cfg(not(unix))]
-    {
-        fs::copy(blob, link).map(|_| ()).map_err(|e| io_err(link, e))
+    let made = fs::copy(blob, &temp).map(|_| ());
+    let result = made.and_then(|()| fs::rename(&temp, link));
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
     }
+    result.map_err(|e| io_err(link, e))
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), HubError> {
@@ -460,8 +800,9 @@ fn io_err(path: &Path, source: io::Error) -> HubError {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct CachedRepo {
     pub repo: String,
-    /// `(revision, commit)` pairs from `refs/`.
-    pub revisions: Vec<(String, String)>,
+    /// `(revision, commit)` pairs from `refs/`; the commit is `None` where the file holds anything
+    /// but a commit hash.
+    pub revisions: Vec<(String, Option<String>)>,
     /// Bytes of all its blobs.
     pub size: u64,
     pub path: PathBuf,
@@ -483,16 +824,8 @@ impl Hub {
             let size = fs::read_dir(path.join("blobs"))
                 .map(|blobs| blobs.flatten().filter_map(|b| b.metadata().ok()).map(|m| m.len()).sum())
                 .unwrap_or(0);
-            let mut revisions: Vec<(String, String)> = fs::read_dir(path.join("refs"))
-                .map(|refs| {
-                    refs.flatten()
-                        .filter_map(|r| {
-                            let commit = fs::read_to_string(r.path()).ok()?;
-                            Some((r.file_name().to_string_lossy().to_string(), commit.trim().to_string()))
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+            let mut revisions = Vec::new();
+            collect_refs(&path.join("refs"), "", &mut revisions);
             revisions.sort();
             repos.push(CachedRepo { repo: repo.replacen("--", "/", 1), revisions, size, path });
         }
@@ -502,7 +835,11 @@ impl Hub {
 
     /// Deletes a repository from the cache; returns the bytes freed.
     pub fn remove(&self, repo: &str) -> Result<u64, HubError> {
-        let id = RepoId::parse(repo).ok_or_else(|| HubError::Remote(format!("{repo:?} is not a repository id")))?;
+        let id = RepoId::parse(repo).ok_or_else(|| {
+            HubError::Remote(format!(
+                "{repo:?} is not a repository id; pass owner/name as `glimpse models list` shows it"
+            ))
+        })?;
         let found = self.list()?.into_iter().find(|r| r.repo == id.repo);
         let Some(found) = found else {
             return Err(HubError::Remote(format!("{} is not in the cache ({})", id.repo, self.cache.display())));
@@ -512,9 +849,30 @@ impl Hub {
     }
 }
 
+/// The refs under `dir` (nested ones such as `refs/pr/1` by their path), with their commits.
+/// Links are not followed, so the walk stays inside the cache and ends.
+fn collect_refs(dir: &Path, prefix: &str, out: &mut Vec<(String, Option<String>)>) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = format!("{prefix}{}", entry.file_name().to_string_lossy());
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            collect_refs(&entry.path(), &format!("{name}/"), out);
+        } else {
+            out.push((name, read_ref(&entry.path()).ok().flatten()));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("glimpse-remote-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
 
     #[test]
     fn repository_ids() {
@@ -524,15 +882,37 @@ mod tests {
             id("openai/clip-vit-base-patch32@v1.0"),
             Some(("openai/clip-vit-base-patch32".into(), "v1.0".into()))
         );
-        for bad in ["", "a/b/c", "../x", "a/..", "a b", "a/b@", "a/b@x y", "/abs"] {
-            assert_eq!(id(bad), None, "{bad}");
+        assert_eq!(id("a/b@refs/pr/1"), Some(("a/b".into(), "refs/pr/1".into())));
+        for bad in [
+            "",
+            "a/b/c",
+            "../x",
+            "a/..",
+            "a b",
+            "a/b@",
+            "a/b@x y",
+            "/abs",
+            "a--b/c",
+            "a/b-",
+            "a/b@/tmp/x",
+            "a/b@../../x",
+            "a/b@x/../../y",
+            "a/b@x//y",
+            "a/b@x/",
+            "a/b@./x",
+            "a/b@x\\y",
+            "a/b@x\0y",
+            "a/b@.hidden",
+            "a/b@main@x",
+            "é/b",
+        ] {
+            assert_eq!(id(bad), None, "{bad:?}");
         }
     }
 
     #[test]
     fn git_and_lfs_hashes() {
-        let dir = std::env::temp_dir().join(format!("glimpse-hash-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
+        let dir = temp_dir("hash");
         let path = dir.join("f");
         fs::write(&path, b"hello\n").unwrap();
         // `git hash-object` of "hello\n", and its sha256.
@@ -540,6 +920,64 @@ mod tests {
         assert_eq!(digest(&path, true, 6).unwrap(), "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03");
         assert!(verify(&path, "ce013625030ba8dba906f756967f9e9ca394464a", 6).unwrap());
         assert!(!verify(&path, "ce013625030ba8dba906f756967f9e9ca394464b", 6).unwrap());
-        assert!(!path.exists(), "a file that fails verification is deleted");
+        assert!(!verify(&path, "ce013625030ba8dba906f756967f9e9ca394464a", 7).unwrap());
+        assert!(path.exists(), "only the lock holder replaces a wrong file");
+    }
+
+    #[test]
+    fn refs_hold_commits_only() {
+        let dir = temp_dir("refs");
+        let commit = "0123456789abcdef0123456789abcdef01234567";
+        let long = format!("{commit}{}", &commit[..24]);
+        for (content, expected) in [
+            (format!("{commit}\n"), Some(commit)),
+            (long.clone(), Some(long.as_str())),
+            (commit.to_uppercase(), None),
+            ("../../etc/passwd".to_string(), None),
+            ("héllo wörld".to_string(), None),
+            (format!("{commit}{}", " ".repeat(100)), None),
+        ] {
+            fs::write(dir.join("main"), &content).unwrap();
+            assert_eq!(read_ref(&dir.join("main")).unwrap().as_deref(), expected, "{content:?}");
+        }
+        fs::write(dir.join("main"), [0xff, 0xfe, 0x00]).unwrap();
+        assert_eq!(read_ref(&dir.join("main")).unwrap(), None);
+    }
+
+    #[test]
+    fn a_lock_of_a_dead_process_is_stale() {
+        let dir = temp_dir("lock");
+        let path = dir.join("blob.lock");
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        fs::write(&path, format!("{dead} {} 1\n", pid_namespace())).unwrap();
+        assert!(matches!(lock_state(&path, &read_lock(&path)), LockState::Stale));
+        // The same pid written from another namespace is judged by age only.
+        fs::write(&path, format!("{dead} pid:[1]@elsewhere 1\n")).unwrap();
+        assert!(matches!(lock_state(&path, &read_lock(&path)), LockState::Held));
+        fs::write(&path, lock_owner()).unwrap();
+        assert!(matches!(lock_state(&path, &read_lock(&path)), LockState::Held));
+        let old = SystemTime::now() - LOCK_STALE - Duration::from_secs(1);
+        File::options().write(true).open(&path).unwrap().set_modified(old).unwrap();
+        assert!(matches!(lock_state(&path, &read_lock(&path)), LockState::Stale));
+        fs::remove_file(&path).unwrap();
+        assert!(matches!(lock_state(&path, ""), LockState::Gone));
+    }
+
+    #[test]
+    fn links_are_replaced_in_place() {
+        let dir = temp_dir("link");
+        let blobs = dir.join("blobs");
+        fs::create_dir_all(&blobs).unwrap();
+        fs::write(blobs.join("a"), b"first").unwrap();
+        fs::write(blobs.join("b"), b"second").unwrap();
+        let file = dir.join("snapshots/c/config.json");
+        link(&blobs.join("a"), &file).unwrap();
+        assert_eq!(fs::read(&file).unwrap(), b"first");
+        link(&blobs.join("b"), &file).unwrap();
+        assert_eq!(fs::read(&file).unwrap(), b"second");
+        let names: Vec<_> = fs::read_dir(file.parent().unwrap()).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(names, ["config.json"], "no temporary link is left behind");
     }
 }

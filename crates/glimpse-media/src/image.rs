@@ -1,11 +1,12 @@
 //! CLIP image preprocessing, as transformers' `CLIPImageProcessor` (PIL backend) does it:
 //! convert to RGB, resize the shorter side (bicubic), centre-crop, rescale to [0, 1], normalise.
 
-use image::{ImageReader, RgbImage};
+use image::{ImageReader, Limits, RgbImage};
 use serde::Deserialize;
 
 use crate::MediaError;
 use crate::resample::{Filter, resize};
+use crate::untrusted::decoding;
 
 /// OpenAI CLIP's channel means and standard deviations.
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
@@ -18,6 +19,9 @@ pub enum Resize {
     /// Exactly `height x width`.
     Exact { height: u32, width: u32 },
 }
+
+/// The most bytes an image file may have.
+pub const MAX_IMAGE_FILE_BYTES: u64 = 1 << 30;
 
 /// The longest side any preprocessing step may produce.
 pub const MAX_SIDE: u32 = 16384;
@@ -129,6 +133,29 @@ impl ImagePreprocess {
         if sizes.iter().any(|&s| s == 0 || s > MAX_SIDE) {
             return Err(bad(format!("image sizes {sizes:?} must be in 1..={MAX_SIDE}")));
         }
+        // The model takes `image_size` pixels square; any other output would be refused only after
+        // every image had been preprocessed to it. Without a crop, a shortest-edge resize fits
+        // square images only (others are refused per image).
+        let mismatch = match (raw.do_center_crop, raw.do_resize, resize) {
+            (true, _, _) => (crop != (image_size, image_size)).then(|| format!("crop_size {}x{}", crop.0, crop.1)),
+            (false, true, Resize::Exact { height, width }) => {
+                (height != image_size || width != image_size).then(|| format!("size {height}x{width}"))
+            }
+            (false, true, Resize::ShortestEdge(n)) => (n != image_size).then(|| format!("size.shortest_edge {n}")),
+            (false, false, _) => None,
+        };
+        if let Some(setting) = mismatch {
+            return Err(bad(format!(
+                "{setting} does not give the {image_size}x{image_size} pixels the model takes (vision_config.image_size \
+                 in config.json); the file belongs to another model"
+            )));
+        }
+        if raw.do_rescale && !(raw.rescale_factor.is_finite() && raw.rescale_factor > 0.0) {
+            return Err(bad(format!("rescale_factor = {} must be a finite number above 0", raw.rescale_factor)));
+        }
+        if raw.do_normalize && mean.iter().any(|m| !m.is_finite()) {
+            return Err(bad(format!("image_mean {mean:?} must be finite")));
+        }
         Ok(Self {
             resize: raw.do_resize.then_some((resize, filter)),
             center_crop: raw.do_center_crop.then_some(crop),
@@ -209,17 +236,28 @@ fn center_crop(image: &RgbImage, h: u32, w: u32) -> RgbImage {
 /// Decodes PNG, JPEG, WebP or GIF (first frame) bytes and converts to 8-bit RGB as transformers'
 /// `convert_rgb` does: grey is replicated and transparency is composited over white.
 pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, MediaError> {
-    let reader = ImageReader::new(std::io::Cursor::new(bytes))
+    let mut reader = ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| MediaError::Image(e.to_string()))?;
     if reader.format().is_none() {
         return Err(MediaError::Image("unrecognised format; glimpse reads PNG, JPEG, WebP and GIF".into()));
     }
-    let image = reader.decode().map_err(|e| MediaError::Image(e.to_string()))?;
+    reader.limits(decoder_limits());
+    let image = decoding("the image decoder", || reader.decode().map_err(|e| MediaError::Image(e.to_string())))?;
     if image.width() == 0 || image.height() == 0 {
         return Err(MediaError::Image("the image has no pixels".into()));
     }
     Ok(to_rgb(image))
+}
+
+/// What a decoder may allocate for one image or animation frame: sides up to [`MAX_SIDE`] and a
+/// gigabyte in all, checked against the header before the pixels are allocated.
+pub fn decoder_limits() -> Limits {
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(1 << 30);
+    limits
 }
 
 /// 8-bit RGB as transformers' `convert_rgb` makes it: grey replicated, transparency composited
@@ -278,5 +316,20 @@ mod tests {
         assert_eq!(over_white(0, 0), 255);
         assert_eq!(over_white(10, 255), 10);
         assert_eq!(over_white(0, 128), 127);
+    }
+
+    #[test]
+    fn preprocessing_must_give_the_models_image_size() {
+        let error = |json: &str| ImagePreprocess::from_json(json.as_bytes(), 224).unwrap_err().to_string();
+        assert!(error(r#"{"crop_size": 16000}"#).contains("crop_size 16000x16000 does not give the 224x224 pixels"));
+        let exact = r#"{"do_center_crop": false, "size": {"height": 224, "width": 300}}"#;
+        assert!(error(exact).contains("size 224x300"));
+        let shortest = r#"{"do_center_crop": false, "size": {"shortest_edge": 256}}"#;
+        assert!(error(shortest).contains("size.shortest_edge 256"));
+        assert!(error(r#"{"rescale_factor": 0}"#).contains("rescale_factor = 0 must be"));
+        // What does give 224x224 is accepted: a crop after a larger resize, an exact resize alone.
+        assert!(ImagePreprocess::from_json(br#"{"size": 256, "crop_size": 224}"#, 224).is_ok());
+        let exact = br#"{"do_center_crop": false, "size": {"height": 224, "width": 224}}"#;
+        assert!(ImagePreprocess::from_json(exact, 224).is_ok());
     }
 }

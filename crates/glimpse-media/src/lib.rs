@@ -6,6 +6,7 @@ pub mod image;
 pub mod resample;
 pub mod subtitles;
 pub mod tokenizer;
+pub mod untrusted;
 pub mod video;
 
 pub use files::write_atomically;
@@ -22,4 +23,10 @@ pub enum MediaError {
     Image(String),
     #[error("{0}")]
     Video(String),
+    /// A file that cannot be read as given (missing, not a regular file, too large).
+    #[error("{0}")]
+    File(String),
+    /// A third-party decoder gave up on the data (see [`untrusted::decoding`]).
+    #[error("{0}")]
+    Malformed(String),
 }

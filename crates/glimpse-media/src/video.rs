@@ -1,158 +1,446 @@
-//! Video frames, sampled at a fixed rate: animated GIF or WebP (decoded by the `image` crate), a
-//! folder of numbered frames, or any other video file through a system `ffmpeg`.
+//! Video frames, sampled at a fixed rate and streamed: each sampled frame is handed over as soon
+//! as it is decoded, so a video is never held in memory at full resolution. Sources: an animated
+//! GIF or WebP (decoded frame by frame), a folder of numbered frames (read one at a time), or any
+//! other video file through a system `ffmpeg` (raw frames piped on its stdout).
+//!
+//! Frame `i` is the picture shown at `(i + 0.5) / fps` and stands for `[i / fps, (i + 1) / fps)`.
 
-use std::io::Cursor;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 
 use image::codecs::gif::GifDecoder;
-use image::codecs::webp::WebPDecoder;
-use image::{AnimationDecoder, DynamicImage, Frame, ImageFormat, RgbImage};
+use image::{AnimationDecoder, DynamicImage, ImageDecoder, ImageFormat, RgbImage, RgbaImage};
 
 use crate::MediaError;
-use crate::image::{decode_image, to_rgb};
+use crate::image::{MAX_IMAGE_FILE_BYTES, decode_image, decoder_limits, to_rgb};
+use crate::untrusted::{decoding, open_regular_file, read_regular_file};
 
 /// The most frames a video may yield after sampling (one hour at 2.8 fps).
 pub const MAX_FRAMES: usize = 10_000;
 
-/// Frames sampled every `1 / fps` seconds; frame `i` stands for `[i / fps, (i + 1) / fps)`.
-#[derive(Debug, Clone)]
-pub struct Video {
-    pub frames: Vec<RgbImage>,
-    pub fps: f64,
-}
+/// The most pixels one decoded frame may have (8K is 33 million); larger frames are refused
+/// before anything is allocated for them.
+pub const MAX_FRAME_PIXELS: u64 = 1 << 26;
 
-impl Video {
-    pub fn duration(&self) -> f64 {
-        self.frames.len() as f64 / self.fps
-    }
-}
+/// The highest sampling rate, in frames per second.
+pub const MAX_FPS: f64 = 60.0;
 
-/// Refuses sampling rates outside `(0, 60]` frames per second.
+/// Refuses sampling rates outside `(0, MAX_FPS]` frames per second.
 pub fn check_fps(fps: f64) -> Result<(), MediaError> {
-    if fps > 0.0 && fps <= 60.0 { Ok(()) } else { Err(MediaError::Video(format!("fps = {fps} must be in (0, 60]"))) }
-}
-
-/// Reads a video from a path: a folder of frames, an animated GIF / WebP, or (through `ffmpeg`)
-/// anything else.
-pub fn read_video(path: &Path, fps: f64) -> Result<Video, MediaError> {
-    check_fps(fps)?;
-    if path.is_dir() {
-        return read_frame_dir(path, fps);
-    }
-    let bytes = std::fs::read(path).map_err(|e| MediaError::Video(format!("{}: {e}", path.display())))?;
-    match image::guess_format(&bytes) {
-        Ok(ImageFormat::Gif) | Ok(ImageFormat::WebP) => decode_animation(&bytes, fps),
-        Ok(_) => Err(MediaError::Video(format!(
-            "{} is a still image; give an animated GIF / WebP, a folder of frames or a video file",
-            path.display()
-        ))),
-        Err(_) => read_with_ffmpeg(path, fps),
+    if fps > 0.0 && fps <= MAX_FPS {
+        Ok(())
+    } else {
+        Err(MediaError::Video(format!("fps = {fps} must be in (0, {MAX_FPS}]")))
     }
 }
 
-/// Samples an animated GIF or WebP at `fps`, using each frame's own delay.
-pub fn decode_animation(bytes: &[u8], fps: f64) -> Result<Video, MediaError> {
-    check_fps(fps)?;
-    let bad = |e: image::ImageError| MediaError::Video(format!("cannot decode the animation: {e}"));
-    let frames: Vec<Frame> = match image::guess_format(bytes) {
-        Ok(ImageFormat::Gif) => GifDecoder::new(Cursor::new(bytes)).map_err(bad)?.into_frames().collect_frames(),
-        Ok(ImageFormat::WebP) => WebPDecoder::new(Cursor::new(bytes)).map_err(bad)?.into_frames().collect_frames(),
-        _ => return Err(MediaError::Video("not an animated GIF or WebP".into())),
-    }
-    .map_err(bad)?;
-    if frames.is_empty() {
-        return Err(MediaError::Video("the animation has no frames".into()));
-    }
-    // Frame i is shown from starts[i] for its delay; browsers show zero-delay frames for 100 ms.
-    let mut starts = Vec::with_capacity(frames.len());
-    let mut total = 0.0;
-    for frame in &frames {
-        starts.push(total);
-        let (numer, denom) = frame.delay().numer_denom_ms();
-        let ms = if numer == 0 || denom == 0 { 100.0 } else { f64::from(numer) / f64::from(denom) };
-        total += ms / 1000.0;
-    }
-    let samples = ((total * fps).round() as usize).max(1);
-    if samples > MAX_FRAMES {
-        return Err(MediaError::Video(format!("{samples} frames at {fps} fps; the limit is {MAX_FRAMES}")));
-    }
-    let frames: Vec<RgbImage> = frames.into_iter().map(|f| to_rgb(DynamicImage::ImageRgba8(f.into_buffer()))).collect();
-    let sampled = (0..samples)
-        .map(|i| {
-            let t = (i as f64 + 0.5) / fps;
-            let shown = starts.partition_point(|&s| s <= t).saturating_sub(1);
-            frames[shown].clone()
-        })
-        .collect();
-    Ok(Video { frames: sampled, fps })
+/// A video that has been found readable, before any frame is decoded: opening checks the path
+/// (a regular file or a folder, a known format, ffmpeg present when needed) so that a bad input
+/// is refused before models are loaded.
+#[derive(Debug, Clone)]
+pub struct VideoSource {
+    kind: SourceKind,
+    fps: f64,
 }
 
-/// Every image in a folder, in file-name order, as consecutive frames `1 / fps` apart.
-pub fn read_frame_dir(dir: &Path, fps: f64) -> Result<Video, MediaError> {
+#[derive(Debug, Clone)]
+enum SourceKind {
+    Animation { path: PathBuf, format: ImageFormat },
+    Frames { paths: Vec<PathBuf> },
+    Ffmpeg { path: PathBuf },
+}
+
+impl VideoSource {
+    /// A folder of frames (file-name order), an animated GIF / WebP, or (through `ffmpeg`)
+    /// anything else, to be sampled at `fps`.
+    pub fn open(path: &Path, fps: f64) -> Result<Self, MediaError> {
+        check_fps(fps)?;
+        let named = |message: String| MediaError::Video(format!("{}: {message}", path.display()));
+        let metadata = std::fs::metadata(path).map_err(|e| named(e.to_string()))?;
+        let kind = if metadata.is_dir() {
+            SourceKind::Frames { paths: frame_paths(path)? }
+        } else {
+            let file = open_regular_file(path)?;
+            let mut head = Vec::with_capacity(32);
+            file.take(32).read_to_end(&mut head).map_err(|e| named(e.to_string()))?;
+            match image::guess_format(&head) {
+                Ok(format @ (ImageFormat::Gif | ImageFormat::WebP)) => {
+                    SourceKind::Animation { path: path.to_path_buf(), format }
+                }
+                Ok(_) => {
+                    return Err(MediaError::Video(format!(
+                        "{} is a still image; give an animated GIF / WebP, a folder of frames or a video file",
+                        path.display()
+                    )));
+                }
+                Err(_) if head.is_empty() => return Err(named("the file is empty".into())),
+                Err(_) => {
+                    check_ffmpeg(path)?;
+                    SourceKind::Ffmpeg { path: path.to_path_buf() }
+                }
+            }
+        };
+        Ok(Self { kind, fps })
+    }
+
+    pub fn fps(&self) -> f64 {
+        self.fps
+    }
+
+    /// Decodes the frames one by one and hands each sampled frame to `on_frame`, in order; returns
+    /// how many there were. Nothing decoded is kept here: what `on_frame` keeps is all that stays.
+    pub fn for_each_frame<E: From<MediaError>>(
+        &self,
+        mut on_frame: impl FnMut(RgbImage) -> Result<(), E>,
+    ) -> Result<usize, E> {
+        match &self.kind {
+            SourceKind::Animation { path, format } => {
+                let named = |e: std::io::Error| MediaError::Video(format!("{}: {e}", path.display()));
+                let file = BufReader::new(File::open(path).map_err(named)?);
+                sample_animation(file, *format, self.fps, &mut on_frame).map_err(|e| prefix_path(path, e))
+            }
+            SourceKind::Frames { paths } => {
+                for path in paths {
+                    on_frame(read_frame(path)?)?;
+                }
+                Ok(paths.len())
+            }
+            SourceKind::Ffmpeg { path } => read_with_ffmpeg(path, self.fps, &mut on_frame),
+        }
+    }
+}
+
+/// An error of a decoder, with the file it came from in front.
+fn prefix_path<E: From<MediaError>>(path: &Path, error: Decoded<E>) -> E {
+    match error {
+        Decoded::Media(e) => MediaError::Video(format!("{}: {e}", path.display())).into(),
+        Decoded::Consumer(e) => e,
+    }
+}
+
+/// Either the decoder's own error or one returned by the frame consumer (passed through as is).
+pub enum Decoded<E> {
+    Media(MediaError),
+    Consumer(E),
+}
+
+impl<E> From<MediaError> for Decoded<E> {
+    fn from(e: MediaError) -> Self {
+        Decoded::Media(e)
+    }
+}
+
+/// Samples an animated GIF or WebP at `fps` on its own clock (each frame's delay), handing each
+/// sampled frame to `on_frame` as soon as the frame that follows it is known.
+pub fn sample_animation<R: BufRead + Seek, E>(
+    reader: R,
+    format: ImageFormat,
+    fps: f64,
+    on_frame: &mut impl FnMut(RgbImage) -> Result<(), E>,
+) -> Result<usize, Decoded<E>> {
     check_fps(fps)?;
+    let mut sampler = Sampler { fps, emitted: 0, shown: None };
+    let mut start = 0.0;
+    let mut push = |frame: RgbImage, ms: f64| -> Result<(), Decoded<E>> {
+        sampler.next_frame(start, frame, on_frame)?;
+        start += ms / 1000.0;
+        Ok(())
+    };
+    match format {
+        ImageFormat::Gif => {
+            let bad = |e: image::ImageError| MediaError::Video(format!("cannot decode the GIF: {e}"));
+            let mut decoder = decoding("the GIF decoder", || GifDecoder::new(reader).map_err(bad))?;
+            check_canvas(decoder.dimensions())?;
+            decoder.set_limits(decoder_limits()).map_err(bad)?;
+            let mut frames = decoder.into_frames();
+            while let Some(frame) = decoding("the GIF decoder", || frames.next().transpose().map_err(bad))? {
+                let ms = delay_ms(frame.delay().numer_denom_ms());
+                push(to_rgb(DynamicImage::ImageRgba8(frame.into_buffer())), ms)?;
+            }
+        }
+        ImageFormat::WebP => {
+            let bad = |e: image_webp::DecodingError| MediaError::Video(format!("cannot decode the WebP: {e}"));
+            let mut decoder = decoding("the WebP decoder", || image_webp::WebPDecoder::new(reader).map_err(bad))?;
+            if !decoder.is_animated() {
+                return Err(MediaError::Video("a still WebP image, not an animation".into()).into());
+            }
+            let (width, height) = decoder.dimensions();
+            check_canvas((width, height))?;
+            let channels = if decoder.has_alpha() { 4 } else { 3 };
+            // One buffer for every frame: the decoder composites each frame onto the canvas.
+            let mut canvas = vec![0u8; width as usize * height as usize * channels];
+            loop {
+                let delay = decoding("the WebP decoder", || match decoder.read_frame(&mut canvas) {
+                    Ok(ms) => Ok(Some(ms)),
+                    Err(image_webp::DecodingError::NoMoreFrames) => Ok(None),
+                    Err(e) => Err(bad(e)),
+                })?;
+                let Some(ms) = delay else { break };
+                let image = if channels == 4 {
+                    to_rgb(DynamicImage::ImageRgba8(RgbaImage::from_raw(width, height, canvas.clone()).unwrap()))
+                } else {
+                    RgbImage::from_raw(width, height, canvas.clone()).unwrap()
+                };
+                push(image, delay_ms((ms, 1)))?;
+            }
+        }
+        other => return Err(MediaError::Video(format!("{other:?} is not an animated GIF or WebP")).into()),
+    }
+    let total = start;
+    sampler.finish(total, on_frame)
+}
+
+/// Milliseconds a frame is shown; browsers show zero-delay frames for 100 ms.
+fn delay_ms((numer, denom): (u32, u32)) -> f64 {
+    if numer == 0 || denom == 0 { 100.0 } else { f64::from(numer) / f64::from(denom) }
+}
+
+fn check_canvas((width, height): (u32, u32)) -> Result<(), MediaError> {
+    let pixels = u64::from(width) * u64::from(height);
+    if width == 0 || height == 0 || pixels > MAX_FRAME_PIXELS {
+        return Err(MediaError::Video(format!(
+            "the animation declares a {width}x{height} canvas; glimpse reads up to {MAX_FRAME_PIXELS} pixels per frame"
+        )));
+    }
+    Ok(())
+}
+
+/// Turns frames shown from their start times into samples at `(i + 0.5) / fps`: sample `i` shows
+/// the last frame that started at or before its time.
+struct Sampler {
+    fps: f64,
+    emitted: usize,
+    /// The frame on screen, waiting for the start of the next one to know which samples it covers.
+    shown: Option<RgbImage>,
+}
+
+impl Sampler {
+    fn time(&self, sample: usize) -> f64 {
+        (sample as f64 + 0.5) / self.fps
+    }
+
+    /// A new frame starts at `start`: the samples before it show the previous frame.
+    fn next_frame<E>(
+        &mut self,
+        start: f64,
+        frame: RgbImage,
+        on_frame: &mut impl FnMut(RgbImage) -> Result<(), E>,
+    ) -> Result<(), Decoded<E>> {
+        if let Some(previous) = self.shown.take() {
+            while self.time(self.emitted) < start {
+                self.emit(previous.clone(), on_frame)?;
+            }
+        }
+        self.shown = Some(frame);
+        Ok(())
+    }
+
+    /// The animation ends at `total` seconds: `round(total * fps)` samples in all (at least one).
+    fn finish<E>(
+        mut self,
+        total: f64,
+        on_frame: &mut impl FnMut(RgbImage) -> Result<(), E>,
+    ) -> Result<usize, Decoded<E>> {
+        let Some(last) = self.shown.take() else {
+            return Err(MediaError::Video("the animation has no frames".into()).into());
+        };
+        let samples = ((total * self.fps).round() as usize).max(1);
+        while self.emitted < samples {
+            self.emit(last.clone(), on_frame)?;
+        }
+        Ok(self.emitted)
+    }
+
+    fn emit<E>(
+        &mut self,
+        frame: RgbImage,
+        on_frame: &mut impl FnMut(RgbImage) -> Result<(), E>,
+    ) -> Result<(), Decoded<E>> {
+        if self.emitted == MAX_FRAMES {
+            return Err(MediaError::Video(format!(
+                "more than {MAX_FRAMES} frames at {} fps; sample at a lower --fps",
+                self.fps
+            ))
+            .into());
+        }
+        self.emitted += 1;
+        on_frame(frame).map_err(Decoded::Consumer)
+    }
+}
+
+/// The image files of a frame folder in file-name order (their contents are read later, one at a
+/// time).
+fn frame_paths(dir: &Path) -> Result<Vec<PathBuf>, MediaError> {
     let bad = |e: std::io::Error| MediaError::Video(format!("{}: {e}", dir.display()));
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(bad)?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|p| {
-            let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-            matches!(ext.as_str(), "png" | "jpg" | "jpeg" | "webp" | "gif")
-        })
-        .collect();
+    let mut paths = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(bad)? {
+        let path = entry.map_err(bad)?.path();
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+        if matches!(ext.as_str(), "png" | "jpg" | "jpeg" | "webp" | "gif") {
+            if paths.len() == MAX_FRAMES {
+                return Err(MediaError::Video(format!(
+                    "{} holds more than {MAX_FRAMES} frames; the limit is {MAX_FRAMES}",
+                    dir.display()
+                )));
+            }
+            paths.push(path);
+        }
+    }
     paths.sort();
     if paths.is_empty() {
         return Err(MediaError::Video(format!("{} holds no PNG, JPEG, WebP or GIF frames", dir.display())));
     }
-    if paths.len() > MAX_FRAMES {
-        return Err(MediaError::Video(format!("{} frames; the limit is {MAX_FRAMES}", paths.len())));
-    }
-    let frames = paths
-        .iter()
-        .map(|p| {
-            let bytes = std::fs::read(p).map_err(|e| MediaError::Video(format!("{}: {e}", p.display())))?;
-            decode_image(&bytes).map_err(|e| MediaError::Video(format!("{}: {e}", p.display())))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Video { frames, fps })
+    Ok(paths)
 }
 
-/// Any video `ffmpeg` reads, sampled at `fps` into PNG frames in a temporary folder (at most
-/// [`MAX_FRAMES`]; a longer video is cut there).
-pub fn read_with_ffmpeg(path: &Path, fps: f64) -> Result<Video, MediaError> {
-    check_fps(fps)?;
-    let dir = std::env::temp_dir().join(format!("glimpse-frames-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(|e| MediaError::Video(format!("{}: {e}", dir.display())))?;
-    let result = Command::new("ffmpeg")
+fn read_frame(path: &Path) -> Result<RgbImage, MediaError> {
+    let bytes = read_regular_file(path, MAX_IMAGE_FILE_BYTES)?;
+    decode_image(&bytes).map_err(|e| MediaError::Video(format!("{}: {e}", path.display())))
+}
+
+fn ffmpeg_missing(path: &Path) -> MediaError {
+    MediaError::Video(format!(
+        "{} is not a GIF or WebP, and reading other video files needs ffmpeg, which is not installed \
+         (e.g. `apt install ffmpeg`); or pass a folder of frames",
+        path.display()
+    ))
+}
+
+fn check_ffmpeg(path: &Path) -> Result<(), MediaError> {
+    match Command::new("ffmpeg").arg("-version").stdout(Stdio::null()).stderr(Stdio::null()).status() {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ffmpeg_missing(path)),
+        Err(e) => Err(MediaError::Video(format!("cannot run ffmpeg: {e}"))),
+    }
+}
+
+/// An ffmpeg process that is killed (and reaped) if reading stops early.
+struct Ffmpeg {
+    child: Child,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Drop for Ffmpeg {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The most of ffmpeg's stderr kept for an error message.
+const STDERR_KEPT: usize = 4096;
+
+/// Any video `ffmpeg` reads, sampled at `fps` by its `fps` filter and piped as PPM frames (each
+/// with its own size, so no probe is needed); at most [`MAX_FRAMES`].
+fn read_with_ffmpeg<E: From<MediaError>>(
+    path: &Path,
+    fps: f64,
+    on_frame: &mut impl FnMut(RgbImage) -> Result<(), E>,
+) -> Result<usize, E> {
+    let spawned = Command::new("ffmpeg")
         .args(["-nostdin", "-loglevel", "error", "-i"])
         .arg(path)
-        .args(["-vf", &format!("fps={fps}"), "-frames:v", &MAX_FRAMES.to_string()])
-        .arg(dir.join("%06d.png"))
-        .output();
-    let video = match result {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(MediaError::Video(format!(
-            "{} is not a GIF or WebP, and reading other video files needs ffmpeg, which is not installed \
-             (e.g. `apt install ffmpeg`); or pass a folder of frames",
-            path.display()
-        ))),
-        Err(e) => Err(MediaError::Video(format!("cannot run ffmpeg: {e}"))),
-        Ok(out) if !out.status.success() => Err(MediaError::Video(format!(
-            "ffmpeg cannot read {}: {}",
-            path.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))),
-        Ok(_) => read_frame_dir(&dir, fps),
+        .args(["-vf", &format!("fps={fps}"), "-frames:v", &(MAX_FRAMES + 1).to_string()])
+        .args(["-f", "image2pipe", "-c:v", "ppm", "-pix_fmt", "rgb24", "-"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match spawned {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ffmpeg_missing(path).into()),
+        Err(e) => return Err(MediaError::Video(format!("cannot run ffmpeg: {e}")).into()),
+        Ok(child) => child,
     };
-    let _ = std::fs::remove_dir_all(&dir);
-    video
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+    let mut stderr_pipe = child.stderr.take().expect("piped");
+    // Drained on its own thread so that a chatty ffmpeg never blocks on a full pipe.
+    let stderr = std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while let Ok(n @ 1..) = stderr_pipe.read(&mut chunk) {
+            kept.extend_from_slice(&chunk[..n]);
+            if kept.len() > STDERR_KEPT {
+                kept.drain(..kept.len() - STDERR_KEPT);
+            }
+        }
+        String::from_utf8_lossy(&kept).trim().to_string()
+    });
+    let mut process = Ffmpeg { child, stderr: Some(stderr) };
+    let mut frames = 0;
+    loop {
+        let frame = match read_ppm(&mut stdout) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(e) => return Err(MediaError::Video(format!("{}: reading ffmpeg's frames: {e}", path.display())).into()),
+        };
+        if frames == MAX_FRAMES {
+            return Err(MediaError::Video(format!(
+                "{}: more than {MAX_FRAMES} frames at {fps} fps; sample at a lower --fps",
+                path.display()
+            ))
+            .into());
+        }
+        frames += 1;
+        on_frame(frame)?;
+    }
+    let status = process.child.wait().map_err(|e| MediaError::Video(format!("ffmpeg: {e}")))?;
+    let stderr = process.stderr.take().and_then(|h| h.join().ok()).unwrap_or_default();
+    if !status.success() || frames == 0 {
+        let why = if stderr.is_empty() { "it produced no frames".to_string() } else { stderr };
+        return Err(MediaError::Video(format!("ffmpeg cannot read {}: {why}", path.display())).into());
+    }
+    Ok(frames)
+}
+
+/// One binary PPM (`P6`, 8-bit) frame, or `None` at the end of the stream.
+fn read_ppm(reader: &mut impl BufRead) -> Result<Option<RgbImage>, String> {
+    if reader.fill_buf().map_err(|e| e.to_string())?.is_empty() {
+        return Ok(None);
+    }
+    let mut fields = Vec::with_capacity(4);
+    while fields.len() < 4 {
+        fields.push(ppm_token(reader)?);
+    }
+    if fields[0] != "P6" {
+        return Err(format!("expected a P6 frame, found {:?}", fields[0]));
+    }
+    let number = |s: &str| s.parse::<u32>().map_err(|_| format!("bad PPM header field {s:?}"));
+    let (width, height, max) = (number(&fields[1])?, number(&fields[2])?, number(&fields[3])?);
+    if max != 255 {
+        return Err(format!("expected 8-bit frames, found maximum value {max}"));
+    }
+    let pixels = u64::from(width) * u64::from(height);
+    if width == 0 || height == 0 || pixels > MAX_FRAME_PIXELS {
+        return Err(format!("a {width}x{height} frame; glimpse reads up to {MAX_FRAME_PIXELS} pixels per frame"));
+    }
+    let mut data = vec![0u8; 3 * pixels as usize];
+    reader.read_exact(&mut data).map_err(|e| format!("a frame ends early: {e}"))?;
+    Ok(Some(RgbImage::from_raw(width, height, data).expect("the buffer has the frame's size")))
+}
+
+/// One whitespace-separated header token, and the single whitespace byte after it.
+fn ppm_token(reader: &mut impl BufRead) -> Result<String, String> {
+    let mut token = String::new();
+    let mut byte = [0u8; 1];
+    loop {
+        reader.read_exact(&mut byte).map_err(|e| format!("a frame header ends early: {e}"))?;
+        match byte[0] {
+            b if b.is_ascii_whitespace() && token.is_empty() => continue,
+            b if b.is_ascii_whitespace() => return Ok(token),
+            b if token.len() < 16 => token.push(b as char),
+            _ => return Err("a frame header field is too long".into()),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use image::codecs::gif::GifEncoder;
-    use image::{Delay, Rgba, RgbaImage};
+    use image::{Delay, Frame, Rgba};
+    use std::io::Cursor;
 
     /// A GIF of `colours.len()` frames of `ms` milliseconds each.
     fn gif(colours: &[[u8; 3]], ms: u32) -> Vec<u8> {
@@ -167,24 +455,55 @@ mod tests {
         out
     }
 
+    fn collect(bytes: &[u8], fps: f64) -> Result<Vec<RgbImage>, MediaError> {
+        let mut frames = Vec::new();
+        let format = image::guess_format(bytes).map_err(|e| MediaError::Video(e.to_string()))?;
+        sample_animation(Cursor::new(bytes), format, fps, &mut |f| {
+            frames.push(f);
+            Ok::<(), MediaError>(())
+        })
+        .map_err(|e| match e {
+            Decoded::Media(e) | Decoded::Consumer(e) => e,
+        })?;
+        Ok(frames)
+    }
+
     #[test]
     fn animations_are_sampled_on_their_own_clock() {
         // Three frames of 1 s each, sampled at 2 fps: six samples, two per frame.
-        let video = decode_animation(&gif(&[[255, 0, 0], [0, 255, 0], [0, 0, 255]], 1000), 2.0).unwrap();
-        assert_eq!(video.frames.len(), 6);
-        assert_eq!(video.duration(), 3.0);
-        let reds: Vec<u8> = video.frames.iter().map(|f| f.get_pixel(0, 0)[0]).collect();
-        let greens: Vec<u8> = video.frames.iter().map(|f| f.get_pixel(0, 0)[1]).collect();
+        let frames = collect(&gif(&[[255, 0, 0], [0, 255, 0], [0, 0, 255]], 1000), 2.0).unwrap();
+        assert_eq!(frames.len(), 6);
+        let reds: Vec<u8> = frames.iter().map(|f| f.get_pixel(0, 0)[0]).collect();
+        let greens: Vec<u8> = frames.iter().map(|f| f.get_pixel(0, 0)[1]).collect();
         assert_eq!(reds.iter().filter(|&&r| r > 200).count(), 2);
         assert!(greens[2] > 200 && greens[3] > 200 && greens[4] < 50);
+        // Frames shorter than the sampling step are skipped; the last one is held to the end.
+        let frames = collect(&gif(&[[255, 0, 0], [0, 255, 0], [0, 0, 255]], 300), 2.0).unwrap();
+        let shown: Vec<[u8; 3]> = frames.iter().map(|f| f.get_pixel(0, 0).0).collect();
+        // 0.9 s at 2 fps: round(1.8) = 2 samples, at 0.25 s (red) and 0.75 s (blue).
+        assert_eq!(shown.len(), 2);
+        assert!(shown[0][0] > 200 && shown[1][2] > 200, "{shown:?}");
     }
 
     #[test]
     fn bad_videos_are_errors() {
-        assert!(decode_animation(b"GIF89a broken", 2.0).is_err());
-        assert!(decode_animation(&gif(&[[1, 2, 3]], 100), 0.0).unwrap_err().to_string().contains("fps"));
-        let err = read_video(Path::new("/no/such/video.mp4"), 2.0).unwrap_err().to_string();
+        assert!(collect(b"GIF89a broken", 2.0).is_err());
+        assert!(collect(&gif(&[[1, 2, 3]], 100), 0.0).unwrap_err().to_string().contains("fps"));
+        let err = VideoSource::open(Path::new("/no/such/video.mp4"), 2.0).unwrap_err().to_string();
         assert!(err.contains("/no/such/video.mp4"), "{err}");
+    }
+
+    #[test]
+    fn ppm_streams_are_parsed_frame_by_frame() {
+        let mut stream = b"P6\n2 1\n255\n\x01\x02\x03\x04\x05\x06".to_vec();
+        stream.extend(b"P6 1 1 255\n\x07\x08\x09");
+        let mut reader = Cursor::new(stream);
+        assert_eq!(read_ppm(&mut reader).unwrap().unwrap().into_raw(), [1, 2, 3, 4, 5, 6]);
+        assert_eq!(read_ppm(&mut reader).unwrap().unwrap().into_raw(), [7, 8, 9]);
+        assert!(read_ppm(&mut reader).unwrap().is_none());
+        for bad in [&b"P5\n1 1\n255\n\x00"[..], b"P6\n70000 70000\n255\n", b"P6\n2 2\n255\n\x00", b"P6\n1"] {
+            assert!(read_ppm(&mut Cursor::new(bad)).is_err(), "{bad:?}");
+        }
     }
 
     /// A file that is neither GIF nor WebP goes to ffmpeg: without ffmpeg the error says to
@@ -193,8 +512,10 @@ mod tests {
     fn other_files_go_through_ffmpeg() {
         let path = std::env::temp_dir().join(format!("glimpse-not-a-video-{}.mp4", std::process::id()));
         std::fs::write(&path, b"definitely not a video").unwrap();
-        let err = read_video(&path, 2.0).unwrap_err().to_string();
+        let result =
+            VideoSource::open(&path, 2.0).and_then(|source| source.for_each_frame(|_| Ok::<(), MediaError>(())));
         std::fs::remove_file(&path).unwrap();
+        let err = result.unwrap_err().to_string();
         assert!(err.contains("ffmpeg"), "{err}");
     }
 }

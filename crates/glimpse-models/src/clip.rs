@@ -423,9 +423,13 @@ pub struct Clip {
 impl Clip {
     /// Builds the model from `model.safetensors` bytes of a Hugging Face `CLIPModel`.
     pub fn load(config: &ClipConfig, safetensors: &[u8], device: &Device) -> Result<Self, ModelError> {
+        Self::load_weights(config, &WeightFile::parse(safetensors)?, device)
+    }
+
+    /// As [`Clip::load`], from a parsed (or opened) weight file; tensors are read one at a time.
+    pub fn load_weights(config: &ClipConfig, file: &WeightFile, device: &Device) -> Result<Self, ModelError> {
         config.validate()?;
-        let file = WeightFile::parse(safetensors)?;
-        let loader = Loader::new(&file, device);
+        let loader = Loader::new(file, device);
         let mut model = config.init(device);
         model.walk(&loader);
         loader.finish(|name| name.ends_with("embeddings.position_ids"))?;

@@ -7,9 +7,24 @@ use std::fmt;
 /// cannot read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TensorProblem {
-    Missing { name: String, expected: Vec<usize> },
-    Shape { name: String, expected: Vec<usize>, found: Vec<usize> },
-    DType { name: String, dtype: String },
+    Missing {
+        name: String,
+        expected: Vec<usize>,
+    },
+    Shape {
+        name: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+    DType {
+        name: String,
+        dtype: String,
+    },
+    /// The file could not be read where the header says the tensor is (e.g. cut short since).
+    Unreadable {
+        name: String,
+        why: String,
+    },
 }
 
 impl fmt::Display for TensorProblem {
@@ -24,6 +39,7 @@ impl fmt::Display for TensorProblem {
             Self::DType { name, dtype } => {
                 write!(f, "tensor `{name}` is stored as {dtype}; glimpse reads F32, F16, BF16 and F64")
             }
+            Self::Unreadable { name, why } => write!(f, "tensor `{name}` cannot be read: {why}"),
         }
     }
 }

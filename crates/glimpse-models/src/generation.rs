@@ -68,10 +68,7 @@ pub async fn generate(
     if prompt.is_empty() {
         return Err(ModelError::Input("the prompt is empty; give at least one token".into()));
     }
-    let vocab = model.vocab_size();
-    if let Some(&id) = prompt.iter().find(|&&id| id as usize >= vocab) {
-        return Err(ModelError::Input(format!("token id {id} is outside the vocabulary of {vocab}")));
-    }
+    model.check_ids(prompt)?;
     generate_from_embeds(model, model.embed_tokens(ids_tensor(prompt, device)), config, on_token, device).await
 }
 

@@ -35,6 +35,12 @@ pub struct Gpt2Config {
     pub tie_word_embeddings: bool,
     #[serde(default)]
     pub eos_token_id: Option<u32>,
+    /// Read only to be checked: an id outside the vocabulary means config.json does not belong to
+    /// the weights (Burn's gather would panic on it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bos_token_id: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pad_token_id: Option<u32>,
     #[serde(default = "default_true")]
     scale_attn_weights: bool,
     #[serde(default)]
@@ -44,6 +50,9 @@ pub struct Gpt2Config {
     #[serde(default)]
     add_cross_attention: bool,
 }
+
+/// The longest position table a config may declare; also bounds every length a caller asks for.
+pub const MAX_POSITIONS: usize = 1 << 20;
 
 fn default_eps() -> f64 {
     1e-5
@@ -78,6 +87,8 @@ impl Gpt2Config {
             activation_function: default_activation(),
             tie_word_embeddings: true,
             eos_token_id: (vocab_size as u32).checked_sub(1),
+            bos_token_id: None,
+            pad_token_id: None,
             scale_attn_weights: true,
             scale_attn_by_inverse_layer_idx: false,
             reorder_and_upcast_attn: false,
@@ -106,7 +117,7 @@ impl Gpt2Config {
         let bad = |m: String| Err(ModelError::InvalidConfig(m));
         for (name, value, max) in [
             ("vocab_size", self.vocab_size, 1 << 24),
-            ("n_positions", self.n_positions, 1 << 20),
+            ("n_positions", self.n_positions, MAX_POSITIONS),
             ("n_embd", self.n_embd, 1 << 16),
             ("n_layer", self.n_layer, 1024),
             ("n_head", self.n_head, 1024),
@@ -114,6 +125,19 @@ impl Gpt2Config {
         ] {
             if value == 0 || value > max {
                 return bad(format!("{name} = {value} is outside 1..={max}"));
+            }
+        }
+        for (name, id) in [
+            ("eos_token_id", self.eos_token_id),
+            ("bos_token_id", self.bos_token_id),
+            ("pad_token_id", self.pad_token_id),
+        ] {
+            if let Some(id) = id.filter(|&id| id as usize >= self.vocab_size) {
+                return bad(format!(
+                    "{name} = {id} is outside the vocabulary (vocab_size = {}); config.json does not belong to \
+                     this model",
+                    self.vocab_size
+                ));
             }
         }
         if !self.n_embd.is_multiple_of(self.n_head) {
@@ -283,9 +307,13 @@ impl Gpt2 {
     /// (`h.0...` and `transformer.h.0...`), ignores the causal-mask buffers and, for tied
     /// checkpoints, a stored `lm_head.weight` (transformers ties it to `wte` as well).
     pub fn load(config: &Gpt2Config, safetensors: &[u8], device: &Device) -> Result<Self, ModelError> {
+        Self::load_weights(config, &WeightFile::parse(safetensors)?, device)
+    }
+
+    /// As [`Gpt2::load`], from a parsed (or opened) weight file; tensors are read one at a time.
+    pub fn load_weights(config: &Gpt2Config, file: &WeightFile, device: &Device) -> Result<Self, ModelError> {
         config.validate()?;
-        let file = WeightFile::parse(safetensors)?;
-        let loader = Loader::new(&file, device);
+        let loader = Loader::new(file, device);
         let prefix = if loader.contains("transformer.wte.weight") { "transformer." } else { "" };
         let mut model = config.init(device);
         model.walk(&loader, prefix);
@@ -373,6 +401,15 @@ impl Gpt2 {
         self.logits(self.forward_ids(ids, &mut KvCache::new()))
     }
 
+    /// Checks that every id has a row in the token table (a gather beyond it panics in Burn).
+    pub fn check_ids(&self, ids: &[u32]) -> Result<(), ModelError> {
+        let vocab = self.vocab_size();
+        match ids.iter().find(|&&id| id as usize >= vocab) {
+            Some(id) => Err(ModelError::Input(format!("token id {id} is outside the vocabulary of {vocab}"))),
+            None => Ok(()),
+        }
+    }
+
     /// Checks that `total` positions fit the position table, with an error a user can act on.
     pub fn check_length(&self, total: usize) -> Result<(), ModelError> {
         let max = self.n_positions();
@@ -383,5 +420,26 @@ impl Gpt2 {
             )));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn special_token_ids_must_lie_in_the_vocabulary() {
+        let json = |extra: &str| {
+            format!(r#"{{"vocab_size": 10, "n_positions": 8, "n_embd": 4, "n_layer": 1, "n_head": 1{extra}}}"#)
+        };
+        let ok =
+            Gpt2Config::from_json(json(r#", "eos_token_id": 9, "bos_token_id": 9, "pad_token_id": null"#).as_bytes());
+        assert!(ok.is_ok());
+        for field in ["eos_token_id", "bos_token_id", "pad_token_id"] {
+            let err = Gpt2Config::from_json(json(&format!(r#", "{field}": 10"#)).as_bytes()).unwrap_err().to_string();
+            assert!(err.contains(&format!("{field} = 10 is outside the vocabulary")), "{err}");
+        }
+        // Ids read only to be checked are written back only when present.
+        assert!(!Gpt2Config::gpt2_small().to_json().contains("bos_token_id"));
     }
 }

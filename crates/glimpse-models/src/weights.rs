@@ -15,6 +15,10 @@ use std::collections::{BTreeSet, HashMap};
 use burn::module::Param;
 use burn::nn::{Embedding, LayerNorm, Linear};
 use burn::prelude::*;
+use std::io::{Read, Seek, SeekFrom};
+use std::sync::Mutex;
+
+use safetensors::tensor::Metadata;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{ModelError, TensorProblem};
@@ -35,42 +39,153 @@ pub enum Layout {
 /// A tensor on the host: its shape and row-major f32 values.
 pub type HostTensor = (Vec<usize>, Vec<f32>);
 
-/// A parsed safetensors file, borrowing the file's bytes (no copy of the whole file is made).
+/// A parsed safetensors file whose tensors are read one at a time: from bytes in memory (the
+/// embedded default) or through [`ReadAt`] from a file on disk or a buffer outside wasm memory, so
+/// that loading a model never holds the whole file beside the tensors built from it.
 pub struct WeightFile<'a> {
-    tensors: SafeTensors<'a>,
+    metadata: Metadata,
+    data: Stored<'a>,
 }
 
+/// Random access to the bytes of a weight file that is not in memory as a whole.
+pub trait ReadAt {
+    /// Total length in bytes.
+    fn len(&self) -> u64;
+    /// Fills `buf` with the bytes starting at `offset`.
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()>;
+}
+
+impl<T: ReadAt + ?Sized> ReadAt for std::rc::Rc<T> {
+    fn len(&self) -> u64 {
+        (**self).len()
+    }
+
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        (**self).read_exact_at(offset, buf)
+    }
+}
+
+/// A file on disk, read where asked.
+struct FileAt(Mutex<std::fs::File>, u64);
+
+impl ReadAt for FileAt {
+    fn len(&self) -> u64 {
+        self.1
+    }
+
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let mut file = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        file.seek(SeekFrom::Start(offset))?;
+        file.read_exact(buf)
+    }
+}
+
+/// Where the tensors' bytes (everything after the header) are.
+enum Stored<'a> {
+    Bytes(&'a [u8]),
+    /// A source, the offset of its data section, and its name for messages.
+    At {
+        source: Box<dyn ReadAt + 'a>,
+        start: u64,
+        what: String,
+    },
+}
+
+/// The largest header accepted (safetensors' own limit).
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
 impl<'a> WeightFile<'a> {
-    /// Parses the header and checks that every tensor lies inside the buffer.
+    /// Parses the header of safetensors bytes and checks that every tensor lies inside them.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, ModelError> {
-        let tensors = SafeTensors::deserialize(bytes).map_err(|e| ModelError::CorruptWeights(e.to_string()))?;
-        Ok(Self { tensors })
+        let (header_len, metadata) =
+            SafeTensors::read_metadata(bytes).map_err(|e| ModelError::CorruptWeights(e.to_string()))?;
+        Ok(Self { metadata, data: Stored::Bytes(&bytes[8 + header_len..]) })
+    }
+
+    /// Opens a safetensors file, reading only its header now.
+    pub fn open(path: &std::path::Path) -> Result<WeightFile<'static>, ModelError> {
+        let corrupt = |why: String| ModelError::CorruptWeights(format!("{}: {why}", path.display()));
+        // Checked before opening: opening a FIFO for reading would wait for a writer.
+        let kind = std::fs::metadata(path).map_err(|e| corrupt(e.to_string()))?;
+        if !kind.is_file() {
+            return Err(corrupt("not a regular file; give the path of a safetensors file".into()));
+        }
+        let file = std::fs::File::open(path).map_err(|e| corrupt(e.to_string()))?;
+        let length = file.metadata().map_err(|e| corrupt(e.to_string()))?.len();
+        WeightFile::read_header(Box::new(FileAt(Mutex::new(file), length)), path.display().to_string())
+    }
+
+    /// Reads the header from `source` (named `what` in messages); the header must account for the
+    /// source's exact length, as [`WeightFile::parse`] checks for bytes.
+    pub fn read_header(source: Box<dyn ReadAt + 'a>, what: String) -> Result<Self, ModelError> {
+        let corrupt = |why: String| ModelError::CorruptWeights(format!("{what}: {why}"));
+        let length = source.len();
+        let mut prefix = [0u8; 8];
+        source.read_exact_at(0, &mut prefix).map_err(|_| corrupt("shorter than a safetensors header".into()))?;
+        let header_len = u64::from_le_bytes(prefix);
+        if header_len > MAX_HEADER_BYTES || header_len > length.saturating_sub(8) {
+            return Err(corrupt(format!("its header claims {header_len} bytes of a {length}-byte file")));
+        }
+        let mut header = vec![0u8; header_len as usize];
+        source.read_exact_at(8, &mut header).map_err(|e| corrupt(e.to_string()))?;
+        let metadata: Metadata = serde_json::from_slice(&header).map_err(|e| corrupt(e.to_string()))?;
+        let start = 8 + header_len;
+        if metadata.data_len() as u64 != length - start {
+            return Err(corrupt(format!(
+                "its header accounts for {} bytes of tensors, the file holds {}",
+                metadata.data_len(),
+                length - start
+            )));
+        }
+        Ok(Self { metadata, data: Stored::At { source, start, what } })
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.tensors.tensor(name).is_ok()
+        self.metadata.info(name).is_some()
     }
 
-    pub fn names(&self) -> Vec<&str> {
-        self.tensors.names()
+    /// Every tensor's name, in file order.
+    pub fn names(&self) -> Vec<String> {
+        self.metadata.offset_keys()
     }
 
     /// Reads one tensor as f32 values in row-major order, with its stored shape.
     pub fn read_f32(&self, name: &str) -> Result<Option<HostTensor>, TensorProblem> {
-        let Ok(view) = self.tensors.tensor(name) else {
+        let Some(info) = self.metadata.info(name) else {
             return Ok(None);
         };
-        let bytes = view.data();
-        let values = match view.dtype() {
-            Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-            Dtype::F16 => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            Dtype::BF16 => bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            Dtype::F64 => bytes.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
+        let (begin, end) = info.data_offsets;
+        let convert: fn(&[u8]) -> f32 = match info.dtype {
+            Dtype::F32 => |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            Dtype::F16 => |b| half::f16::from_le_bytes([b[0], b[1]]).to_f32(),
+            Dtype::BF16 => |b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32(),
+            Dtype::F64 => |b| f64::from_le_bytes(b.try_into().unwrap()) as f32,
             other => {
                 return Err(TensorProblem::DType { name: name.into(), dtype: format!("{other:?}") });
             }
         };
-        Ok(Some((view.shape().to_vec(), values)))
+        let width = info.dtype.bitsize() / 8;
+        let mut values = Vec::with_capacity((end - begin) / width);
+        match &self.data {
+            Stored::Bytes(bytes) => values.extend(bytes[begin..end].chunks_exact(width).map(convert)),
+            Stored::At { source, start, what } => {
+                // In slices of a few MiB, converted as they come: the stored bytes are never held
+                // beside the f32 values.
+                let unreadable =
+                    |e: std::io::Error| TensorProblem::Unreadable { name: name.into(), why: format!("{what}: {e}") };
+                let mut chunk = vec![0u8; ((4 << 20) / width * width).min(end - begin)];
+                let mut offset = start + begin as u64;
+                let mut left = end - begin;
+                while left > 0 {
+                    let n = left.min(chunk.len());
+                    source.read_exact_at(offset, &mut chunk[..n]).map_err(unreadable)?;
+                    values.extend(chunk[..n].chunks_exact(width).map(convert));
+                    offset += n as u64;
+                    left -= n;
+                }
+            }
+        }
+        Ok(Some((info.shape.clone(), values)))
     }
 }
 
@@ -156,8 +271,7 @@ impl<'f, 'a> Loader<'f, 'a> {
             .file
             .names()
             .into_iter()
-            .filter(|name| !used.contains(*name) && !ignored(name))
-            .map(str::to_string)
+            .filter(|name| !used.contains(name) && !ignored(name))
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();

@@ -36,11 +36,11 @@ pub fn world_clip_config() -> ClipConfig {
     serde_json::from_value(json).expect("the world CLIP config parses")
 }
 
-/// `preprocessor_config.json` of the world CLIP: CLIP's pipeline at 64 pixels.
-pub fn world_preprocessor_json() -> String {
+/// `preprocessor_config.json` of CLIP's pipeline at `image_size` pixels (64 for the world CLIP).
+pub fn preprocessor_json(image_size: usize) -> String {
     let json = serde_json::json!({
-        "do_resize": true, "size": {"shortest_edge": IMAGE_SIZE}, "resample": 3,
-        "do_center_crop": true, "crop_size": {"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        "do_resize": true, "size": {"shortest_edge": image_size}, "resample": 3,
+        "do_center_crop": true, "crop_size": {"height": image_size, "width": image_size},
         "do_rescale": true, "rescale_factor": 1.0 / 255.0, "do_normalize": true,
         "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
         "image_processor_type": "CLIPImageProcessor"
@@ -180,7 +180,7 @@ mod tests {
         device.seed(5);
         let config = world_clip_config();
         let tokenizer = ClipTokenizer::from_json(clip_tokenizer_json(&words()).unwrap().as_bytes(), 24).unwrap();
-        let preprocess = ImagePreprocess::from_json(world_preprocessor_json().as_bytes(), 64).unwrap();
+        let preprocess = ImagePreprocess::from_json(preprocessor_json(IMAGE_SIZE).as_bytes(), 64).unwrap();
         let (images, texts) = batch(3, 0, 8, &RenderConfig::default());
         let ids: Vec<_> = texts.iter().map(|t| tokenizer.encode(t).unwrap()).collect();
         let mut model = config.init(&device);

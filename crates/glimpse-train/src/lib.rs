@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod clip;
 pub mod lm;
 pub mod projector;
+pub mod random;
 pub mod tokenizer;
 pub mod trainer;
 

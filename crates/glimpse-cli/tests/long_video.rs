@@ -1,0 +1,92 @@
+//! Long videos in bounded memory: frames are streamed from ffmpeg and only their embeddings are
+//! kept, so peak memory does not grow with the video's length.
+//!
+//! The videos are made at test time by ffmpeg (`testsrc2`, 1080p, encoded at the sampling rate so
+//! that making them takes seconds). Without ffmpeg the test says so and stops;
+//! `GLIMPSE_TEST_FFMPEG=require` (set in CI) makes a missing ffmpeg a failure.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// Peak resident memory that `caption-video` may reach on a 1080p video of any length, with the
+/// embedded default on the CPU backend.
+const PEAK_BOUND_MIB: u64 = 600;
+
+/// What the longer video may add to the shorter one's peak: its frame embeddings and masks (a few
+/// MiB), with room for the allocator's rounding.
+const GROWTH_BOUND_MIB: u64 = 48;
+
+fn ffmpeg_available() -> bool {
+    let found = Command::new("ffmpeg").arg("-version").stdout(Stdio::null()).status().is_ok();
+    if !found {
+        assert_ne!(
+            std::env::var("GLIMPSE_TEST_FFMPEG").as_deref(),
+            Ok("require"),
+            "GLIMPSE_TEST_FFMPEG=require but ffmpeg is not installed"
+        );
+        eprintln!("SKIPPED long-video test: ffmpeg is not installed (apt install ffmpeg)");
+    }
+    found
+}
+
+/// A 1080p test pattern of `seconds` at 2 frames per second.
+fn make_video(path: &Path, seconds: u32) {
+    let status = Command::new("ffmpeg")
+        .args(["-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=2"])
+        .args(["-t", &seconds.to_string(), "-c:v", "mpeg4", "-q:v", "20", "-g", "240"])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "ffmpeg could not make {}", path.display());
+}
+
+/// Runs `glimpse caption-video` on `video`; returns its JSON output and its peak resident memory
+/// in MiB (the kernel's own account of the child, from `wait4`).
+fn caption_with_peak(video: &Path) -> (serde_json::Value, u64) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_glimpse"))
+        .args(["--device", "cpu", "caption-video"])
+        .arg(video)
+        .args(["--events", "3", "--max-tokens", "2", "--steps-per-token", "1", "--format", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap());
+    let err = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap());
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid, and wait4 reaps only this child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as libc::pid_t);
+    let (out, err) = (out.join().unwrap(), err.join().unwrap());
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "caption-video failed:\n{err}");
+    // ru_maxrss is in KiB on Linux.
+    (serde_json::from_str(&out).expect("JSON output"), usage.ru_maxrss as u64 / 1024)
+}
+
+#[test]
+fn twenty_minutes_of_1080p_in_bounded_memory() {
+    if !ffmpeg_available() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("glimpse-long-video-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (short, long) = (dir.join("one-minute.mp4"), dir.join("twenty-minutes.mp4"));
+    make_video(&short, 60);
+    make_video(&long, 1200);
+    let (short_out, short_peak) = caption_with_peak(&short);
+    let (long_out, long_peak) = caption_with_peak(&long);
+    std::fs::remove_dir_all(&dir).unwrap();
+    eprintln!("peak resident memory: {short_peak} MiB for 1 min, {long_peak} MiB for 20 min of 1080p at 2 fps");
+
+    assert_eq!(short_out["duration"].as_f64(), Some(60.0));
+    assert_eq!(long_out["duration"].as_f64(), Some(1200.0));
+    assert!(!long_out["events"].as_array().unwrap().is_empty());
+    assert!(long_peak <= PEAK_BOUND_MIB, "20 min of 1080p peaked at {long_peak} MiB (bound {PEAK_BOUND_MIB})");
+    assert!(
+        long_peak <= short_peak + GROWTH_BOUND_MIB,
+        "memory grows with length: {short_peak} MiB for 1 min, {long_peak} MiB for 20 min"
+    );
+}

@@ -1,0 +1,55 @@
+//! What users hand glimpse is untrusted: files are read only when they are regular files of a
+//! bounded size (a FIFO or `/dev/zero` would block or never end), and third-party decoders run
+//! behind [`decoding`], which turns a panic on malformed data into an ordinary error.
+
+use std::cell::Cell;
+use std::fs::File;
+use std::io::Read;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+
+use crate::MediaError;
+
+thread_local! {
+    static DECODING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether this thread is inside [`decoding`], where a panic becomes an error: a process-wide
+/// panic hook stays quiet then.
+pub fn panic_becomes_error() -> bool {
+    DECODING.get()
+}
+
+/// Runs a third-party decoder on untrusted data; a panic inside it (an assertion on input it did
+/// not expect) is reported as malformed input of `what`.
+pub fn decoding<T>(what: &str, decode: impl FnOnce() -> Result<T, MediaError>) -> Result<T, MediaError> {
+    let outer = DECODING.replace(true);
+    let result = catch_unwind(AssertUnwindSafe(decode));
+    DECODING.set(outer);
+    result.unwrap_or_else(|_| Err(MediaError::Malformed(format!("{what} failed on malformed data"))))
+}
+
+/// Opens `path` for reading if it is a regular file (following links).
+pub fn open_regular_file(path: &Path) -> Result<File, MediaError> {
+    let named = |message: String| MediaError::File(format!("{}: {message}", path.display()));
+    let metadata = std::fs::metadata(path).map_err(|e| named(e.to_string()))?;
+    if !metadata.is_file() {
+        let what = if metadata.is_dir() { "a folder" } else { "not a regular file (a pipe, device or socket)" };
+        return Err(named(format!("{what}; give the path of a file")));
+    }
+    File::open(path).map_err(|e| named(e.to_string()))
+}
+
+/// The whole of a regular file of at most `max_bytes`.
+pub fn read_regular_file(path: &Path, max_bytes: u64) -> Result<Vec<u8>, MediaError> {
+    let named = |message: String| MediaError::File(format!("{}: {message}", path.display()));
+    let file = open_regular_file(path)?;
+    let mut bytes = Vec::new();
+    // One byte past the limit tells a file that is too long from one that is exactly the limit,
+    // even if it grows while being read.
+    file.take(max_bytes + 1).read_to_end(&mut bytes).map_err(|e| named(e.to_string()))?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(named(format!("larger than {} MiB, the most glimpse reads for such a file", max_bytes >> 20)));
+    }
+    Ok(bytes)
+}

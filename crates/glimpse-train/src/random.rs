@@ -1,0 +1,70 @@
+//! Checkpoints with the shapes of real models (GPT-2 small, CLIP ViT-B/32, or any config) and
+//! random weights, in the Hugging Face layout, with word-level tokenizers of the real vocabulary
+//! sizes over made-up words (`w0`, `w1`, ...): what benchmarks and memory tests load where real
+//! weights cannot be downloaded. Text costs what it costs with the real checkpoints, one token
+//! per word.
+
+use std::path::Path;
+
+use glimpse_models::{ClipConfig, Gpt2Config};
+
+use crate::TrainError;
+use crate::tokenizer::{CLIP_SPECIALS, GPT2_SPECIALS, clip_tokenizer_json, gpt2_tokenizer_json};
+
+/// `count` made-up words: `w0`, `w1`, ...
+pub fn made_up_words(count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("w{i}")).collect()
+}
+
+/// A GPT-2 tokenizer with exactly `config.vocab_size` ids (each word with and without a leading
+/// space, plus the specials; one id short when the count is odd).
+pub fn gpt2_tokenizer_for(config: &Gpt2Config) -> Result<String, TrainError> {
+    gpt2_tokenizer_json(&made_up_words(config.vocab_size.saturating_sub(GPT2_SPECIALS.len()) / 2))
+}
+
+/// A CLIP tokenizer with `config.text_config.vocab_size` ids.
+pub fn clip_tokenizer_for(config: &ClipConfig) -> Result<String, TrainError> {
+    clip_tokenizer_json(&made_up_words(config.text_config.vocab_size.saturating_sub(CLIP_SPECIALS.len())))
+}
+
+/// Writes a GPT-2 of `config` with random weights into `dir` (created if needed).
+pub async fn write_random_gpt2(
+    config: &Gpt2Config,
+    dir: &Path,
+    device: &burn::tensor::Device,
+) -> Result<(), TrainError> {
+    config.validate()?;
+    let tokenizer = gpt2_tokenizer_for(config)?;
+    let weights = config.init(device).to_safetensors().await?;
+    write(dir, &[("config.json", config.to_json().as_bytes()), ("tokenizer.json", tokenizer.as_bytes())], &weights)
+}
+
+/// Writes a CLIP of `config` with random weights into `dir`, with CLIP's preprocessing.
+pub async fn write_random_clip(
+    config: &ClipConfig,
+    dir: &Path,
+    device: &burn::tensor::Device,
+) -> Result<(), TrainError> {
+    config.validate()?;
+    let tokenizer = clip_tokenizer_for(config)?;
+    let preprocessor = crate::clip::preprocessor_json(config.vision_config.image_size);
+    let weights = config.init(device).to_safetensors().await?;
+    let config = config.to_json();
+    let files = [
+        ("config.json", config.as_bytes()),
+        ("tokenizer.json", tokenizer.as_bytes()),
+        ("preprocessor_config.json", preprocessor.as_bytes()),
+    ];
+    write(dir, &files, &weights)
+}
+
+/// The files, then the weights last: a folder with weights is complete.
+fn write(dir: &Path, files: &[(&str, &[u8])], weights: &[u8]) -> Result<(), TrainError> {
+    let io = |path: &Path, source| TrainError::Io { path: path.display().to_string(), source };
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    for (name, bytes) in files.iter().copied().chain([("model.safetensors", weights)]) {
+        let path = dir.join(name);
+        glimpse_media::write_atomically(&path, bytes).map_err(|e| io(&path, e))?;
+    }
+    Ok(())
+}
