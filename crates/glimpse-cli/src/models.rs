@@ -150,6 +150,7 @@ pub enum RandomShape {
     /// GPT-2 small (124M parameters, 498 MB of f32).
     Gpt2Small,
     /// CLIP ViT-B/32 (151M parameters, 605 MB of f32).
+    #[value(name = "clip-vit-b-32")]
     ClipVitB32,
 }
 

@@ -127,16 +127,15 @@ impl ShardedTable {
         self.dim
     }
 
-    /// Replaces the table with row-major host values of `[rows, dim]`.
-    pub(crate) fn set_rows(&mut self, values: &[f32], device: &Device) {
+    /// Replaces the table block by block with the row-major host values `read(first row, rows)`
+    /// gives; a block it cannot give (`None`) stays as it was.
+    pub(crate) fn fill(&mut self, mut read: impl FnMut(usize, usize) -> Option<Vec<f32>>, device: &Device) {
         let dim = self.dim;
-        self.shards = self
-            .blocks()
-            .map(|(start, n)| {
-                let block = values[start * dim..(start + n) * dim].to_vec();
-                Param::from_tensor(Tensor::from_data(TensorData::new(block, [n, dim]), device))
-            })
-            .collect();
+        for ((start, n), shard) in self.blocks().zip(self.shards.iter_mut()) {
+            if let Some(block) = read(start, n) {
+                *shard = Param::from_tensor(Tensor::from_data(TensorData::new(block, [n, dim]), device));
+            }
+        }
     }
 
     /// The whole `[rows, dim]` table in one tensor (for saving small tables).
@@ -188,7 +187,7 @@ mod tests {
         let (rows, dim) = (10, 3);
         let values: Vec<f32> = (0..rows * dim).map(|i| i as f32 * 0.5 - 3.0).collect();
         let mut table = ShardedTable::with_shard_bytes(rows, dim, 4 * dim * 4, &Initializer::Zeros, &device);
-        table.set_rows(&values, &device);
+        table.fill(|start, n| Some(values[start * dim..(start + n) * dim].to_vec()), &device);
         assert_eq!(table.shards.len(), 3);
 
         let ids = [0i64, 3, 4, 7, 8, 9, 5];

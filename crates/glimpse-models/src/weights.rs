@@ -16,6 +16,7 @@ use burn::module::Param;
 use burn::nn::{Embedding, LayerNorm, Linear};
 use burn::prelude::*;
 use std::io::{Read, Seek, SeekFrom};
+use std::ops::Range;
 use std::sync::Mutex;
 
 use safetensors::tensor::Metadata;
@@ -149,12 +150,23 @@ impl<'a> WeightFile<'a> {
         self.metadata.offset_keys()
     }
 
+    /// The stored shape of tensor `name`.
+    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.metadata.info(name).map(|info| info.shape.as_slice())
+    }
+
     /// Reads one tensor as f32 values in row-major order, with its stored shape.
     pub fn read_f32(&self, name: &str) -> Result<Option<HostTensor>, TensorProblem> {
         let Some(info) = self.metadata.info(name) else {
             return Ok(None);
         };
-        let (begin, end) = info.data_offsets;
+        let count = info.shape.iter().product();
+        Ok(Some((info.shape.clone(), self.read_f32_range(name, 0..count)?)))
+    }
+
+    /// Reads elements `range` (row-major) of tensor `name` as f32; the range must lie inside it.
+    pub fn read_f32_range(&self, name: &str, range: Range<usize>) -> Result<Vec<f32>, TensorProblem> {
+        let info = self.metadata.info(name).expect("a tensor the caller found");
         let convert: fn(&[u8]) -> f32 = match info.dtype {
             Dtype::F32 => |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
             Dtype::F16 => |b| half::f16::from_le_bytes([b[0], b[1]]).to_f32(),
@@ -165,7 +177,9 @@ impl<'a> WeightFile<'a> {
             }
         };
         let width = info.dtype.bitsize() / 8;
-        let mut values = Vec::with_capacity((end - begin) / width);
+        let (begin, end) = (info.data_offsets.0 + range.start * width, info.data_offsets.0 + range.end * width);
+        assert!(end <= info.data_offsets.1, "elements {range:?} lie outside `{name}`");
+        let mut values = Vec::with_capacity(range.len());
         match &self.data {
             Stored::Bytes(bytes) => values.extend(bytes[begin..end].chunks_exact(width).map(convert)),
             Stored::At { source, start, what } => {
@@ -185,7 +199,7 @@ impl<'a> WeightFile<'a> {
                 }
             }
         }
-        Ok(Some((info.shape.clone(), values)))
+        Ok(values)
     }
 }
 
@@ -238,28 +252,35 @@ impl<'f, 'a> Loader<'f, 'a> {
     /// Reads `name` as host values of `expected` shape (Burn's shape, after `layout`), or records
     /// why not. See [`Layout`] for how stored shapes map to Burn shapes.
     pub fn read_values(&self, name: &str, expected: &[usize], layout: Layout) -> Option<Vec<f32>> {
-        self.used.borrow_mut().insert(name.to_string());
         let want = stored_shape(expected, layout);
-        let (stored, values) = match self.file.read_f32(name) {
-            Ok(Some(found)) => found,
-            Ok(None) => {
-                self.problems.borrow_mut().push(TensorProblem::Missing { name: name.into(), expected: want });
-                return None;
-            }
-            Err(problem) => {
-                self.problems.borrow_mut().push(problem);
-                return None;
-            }
-        };
-        let fits = stored == want || (layout == Layout::Scalar && stored == [1]);
-        if !fits {
-            self.problems.borrow_mut().push(TensorProblem::Shape { name: name.into(), expected: want, found: stored });
-            return None;
-        }
+        let count = self.check(name, &want, layout)?;
+        let values = self.record(self.file.read_f32_range(name, 0..count))?;
         Some(match layout {
             Layout::AsStored | Layout::Scalar => values,
             Layout::Transposed => transpose(&values, want[0], want[1]),
         })
+    }
+
+    /// Marks `name` as used and checks its stored shape against `want` before anything is read;
+    /// returns its element count, or records why it cannot be used.
+    fn check(&self, name: &str, want: &[usize], layout: Layout) -> Option<usize> {
+        self.used.borrow_mut().insert(name.to_string());
+        let Some(stored) = self.file.shape(name) else {
+            self.problems.borrow_mut().push(TensorProblem::Missing { name: name.into(), expected: want.to_vec() });
+            return None;
+        };
+        let fits = stored == want || (layout == Layout::Scalar && stored == [1]);
+        if !fits {
+            let found = stored.to_vec();
+            self.problems.borrow_mut().push(TensorProblem::Shape { name: name.into(), expected: want.to_vec(), found });
+            return None;
+        }
+        Some(stored.iter().product())
+    }
+
+    /// The values of a read, or `None` with the problem recorded.
+    fn record(&self, read: Result<Vec<f32>, TensorProblem>) -> Option<Vec<f32>> {
+        read.map_err(|problem| self.problems.borrow_mut().push(problem)).ok()
     }
 
     /// Ends loading: every recorded problem and every tensor that was neither read nor `ignored`
@@ -295,9 +316,18 @@ impl Tensors for Loader<'_, '_> {
     /// Fills a row-sharded table from the `[rows, dim]` tensor `name`, split on the host so no
     /// device buffer ever holds the whole table.
     fn sharded(&self, name: &str, table: &mut ShardedTable) {
-        let shape = [table.rows(), table.dim()];
-        if let Some(values) = self.read_values(name, &shape, Layout::AsStored) {
-            table.set_rows(&values, &self.device);
+        let dim = table.dim();
+        if self.check(name, &[table.rows(), dim], Layout::AsStored).is_some() {
+            // Block by block from the file: the whole table is never on the host at once. The
+            // first block that cannot be read is the one problem recorded.
+            let mut failed = false;
+            let read_block = |start: usize, rows: usize| {
+                let block =
+                    (!failed).then(|| self.record(self.file.read_f32_range(name, start * dim..(start + rows) * dim)));
+                failed = block.as_ref().is_some_and(Option::is_none);
+                block.flatten()
+            };
+            table.fill(read_block, &self.device);
         }
     }
 }
