@@ -1,5 +1,6 @@
 //! Helpers for the workspace tests: fixture paths, reference outputs, the devices to test on.
 
+pub mod fuzz_targets;
 #[path = "hub_server.rs"]
 pub mod hub_server;
 

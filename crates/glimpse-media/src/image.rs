@@ -26,6 +26,9 @@ pub const MAX_IMAGE_FILE_BYTES: u64 = 1 << 30;
 /// The longest side any preprocessing step may produce.
 pub const MAX_SIDE: u32 = 16384;
 
+/// How many times the model's image size a `preprocessor_config.json` may resize to before cropping.
+pub const MAX_RESIZE_FACTOR: u32 = 4;
+
 /// The settings of a `preprocessor_config.json`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImagePreprocess {
@@ -125,11 +128,12 @@ impl ImagePreprocess {
         if std.iter().any(|&s| s <= 0.0 || !s.is_finite()) {
             return Err(bad(format!("image_std {std:?} must be positive")));
         }
+        let resized = match resize {
+            Resize::ShortestEdge(n) => vec![n],
+            Resize::Exact { height, width } => vec![height, width],
+        };
         let mut sizes = vec![crop.0, crop.1];
-        match resize {
-            Resize::ShortestEdge(n) => sizes.push(n),
-            Resize::Exact { height, width } => sizes.extend([height, width]),
-        }
+        sizes.extend(&resized);
         if sizes.iter().any(|&s| s == 0 || s > MAX_SIDE) {
             return Err(bad(format!("image sizes {sizes:?} must be in 1..={MAX_SIDE}")));
         }
@@ -148,6 +152,15 @@ impl ImagePreprocess {
             return Err(bad(format!(
                 "{setting} does not give the {image_size}x{image_size} pixels the model takes (vision_config.image_size \
                  in config.json); the file belongs to another model"
+            )));
+        }
+        // A resize far beyond what the model takes only costs: 16384 x 16384 before a 224 crop is
+        // 1.4 GB and seconds for every image, asked for by one line of JSON.
+        let most = image_size.saturating_mul(MAX_RESIZE_FACTOR);
+        if raw.do_resize && resized.iter().any(|&s| s > most) {
+            return Err(bad(format!(
+                "size {resized:?} resizes images beyond {most} pixels, {MAX_RESIZE_FACTOR} times the model's \
+                 {image_size}; the file belongs to another model"
             )));
         }
         if raw.do_rescale && !(raw.rescale_factor.is_finite() && raw.rescale_factor > 0.0) {
@@ -327,6 +340,8 @@ mod tests {
         let shortest = r#"{"do_center_crop": false, "size": {"shortest_edge": 256}}"#;
         assert!(error(shortest).contains("size.shortest_edge 256"));
         assert!(error(r#"{"rescale_factor": 0}"#).contains("rescale_factor = 0 must be"));
+        let huge = r#"{"size": {"height": 16384, "width": 16384}}"#;
+        assert!(error(huge).contains("resizes images beyond 896 pixels"));
         // What does give 224x224 is accepted: a crop after a larger resize, an exact resize alone.
         assert!(ImagePreprocess::from_json(br#"{"size": 256, "crop_size": 224}"#, 224).is_ok());
         let exact = br#"{"do_center_crop": false, "size": {"height": 224, "width": 224}}"#;
