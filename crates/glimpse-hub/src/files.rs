@@ -1,13 +1,9 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::path::{Path, PathBuf};
-#[cfg(target_family = "wasm")]
-use std::rc::Rc;
 
 use glimpse_media::untrusted::read_regular_file;
 use glimpse_models::ModelError;
-#[cfg(target_family = "wasm")]
-use glimpse_models::weights::ReadAt;
 use glimpse_models::weights::WeightFile;
 
 use crate::HubError;
@@ -16,21 +12,13 @@ use crate::HubError;
 /// folder or announced by the hub.
 pub(crate) const MAX_JSON_BYTES: u64 = 256 << 20;
 
-/// Where a checkpoint's `model.safetensors` is: bytes already in memory (the embedded default),
-/// a file on disk, or bytes outside this program's memory (the browser's buffer). The last two are
-/// read tensor by tensor while the model is built, so the file's bytes and the tensors made from
-/// them are never alive at once.
+/// Where a checkpoint's `model.safetensors` is: bytes already in memory (the embedded default, the
+/// browser) or a file on disk, read tensor by tensor while the model is built so that the file's
+/// bytes and the tensors made from them are never alive at once.
 #[derive(Clone)]
 pub enum Weights {
     Bytes(Cow<'static, [u8]>),
     File(PathBuf),
-    /// Only in the browser, where a JavaScript buffer cannot cross threads anyway (elsewhere,
-    /// `ModelFiles` stays `Send`).
-    #[cfg(target_family = "wasm")]
-    Outside {
-        source: Rc<dyn ReadAt>,
-        what: String,
-    },
 }
 
 impl Weights {
@@ -39,8 +27,6 @@ impl Weights {
         match self {
             Weights::Bytes(bytes) => WeightFile::parse(bytes),
             Weights::File(path) => WeightFile::open(path),
-            #[cfg(target_family = "wasm")]
-            Weights::Outside { source, what } => WeightFile::read_header(Box::new(source.clone()), what.clone()),
         }
     }
 }
@@ -50,8 +36,6 @@ impl fmt::Debug for Weights {
         match self {
             Weights::Bytes(bytes) => write!(f, "Weights::Bytes({} bytes)", bytes.len()),
             Weights::File(path) => write!(f, "Weights::File({})", path.display()),
-            #[cfg(target_family = "wasm")]
-            Weights::Outside { source, what } => write!(f, "Weights::Outside({what}, {} bytes)", source.len()),
         }
     }
 }

@@ -41,29 +41,19 @@ pub enum Layout {
 pub type HostTensor = (Vec<usize>, Vec<f32>);
 
 /// A parsed safetensors file whose tensors are read one at a time: from bytes in memory (the
-/// embedded default) or through [`ReadAt`] from a file on disk or a buffer outside wasm memory, so
-/// that loading a model never holds the whole file beside the tensors built from it.
+/// embedded default, the browser) or through `ReadAt` (a file on disk), so that loading a model
+/// from a file never holds the whole file beside the tensors built from it.
 pub struct WeightFile<'a> {
     metadata: Metadata,
     data: Stored<'a>,
 }
 
 /// Random access to the bytes of a weight file that is not in memory as a whole.
-pub trait ReadAt {
+trait ReadAt {
     /// Total length in bytes.
     fn len(&self) -> u64;
     /// Fills `buf` with the bytes starting at `offset`.
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()>;
-}
-
-impl<T: ReadAt + ?Sized> ReadAt for std::rc::Rc<T> {
-    fn len(&self) -> u64 {
-        (**self).len()
-    }
-
-    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-        (**self).read_exact_at(offset, buf)
-    }
 }
 
 /// A file on disk, read where asked.
@@ -118,7 +108,7 @@ impl<'a> WeightFile<'a> {
 
     /// Reads the header from `source` (named `what` in messages); the header must account for the
     /// source's exact length, as [`WeightFile::parse`] checks for bytes.
-    pub fn read_header(source: Box<dyn ReadAt + 'a>, what: String) -> Result<Self, ModelError> {
+    fn read_header(source: Box<dyn ReadAt + 'a>, what: String) -> Result<Self, ModelError> {
         let corrupt = |why: String| ModelError::CorruptWeights(format!("{what}: {why}"));
         let length = source.len();
         let mut prefix = [0u8; 8];

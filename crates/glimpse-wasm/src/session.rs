@@ -11,7 +11,6 @@ use glimpse_media::to_rgb;
 use glimpse_media::video::{MAX_FRAMES, check_fps};
 use glimpse_models::generation::read;
 use glimpse_models::l2_normalize;
-use glimpse_models::weights::ReadAt;
 use image::{DynamicImage, RgbImage, RgbaImage};
 use js_sys::{Function, Promise, Uint8Array};
 use serde::Deserialize;
@@ -167,11 +166,9 @@ impl GuidanceOptions {
     }
 }
 
-/// A model's files from a JavaScript object of `Uint8Array`s. The weights stay in JavaScript's
-/// buffer and are read tensor by tensor while the model is built: wasm memory never holds the
-/// file beside the tensors made from it.
+/// A model's files from a JavaScript object of `Uint8Array`s.
 fn model_files(what: &str, files: &JsValue) -> Result<ModelFiles, JsValue> {
-    let field = |name: &str| -> Result<Option<Uint8Array>, JsValue> {
+    let field = |name: &str| -> Result<Option<Vec<u8>>, JsValue> {
         let value = js_sys::Reflect::get(files, &name.into())
             .map_err(|_| js_error(MODEL_LOAD, format!("{what}: the files are not an object")))?;
         if value.is_undefined() || value.is_null() {
@@ -180,37 +177,18 @@ fn model_files(what: &str, files: &JsValue) -> Result<ModelFiles, JsValue> {
         let bytes = value
             .dyn_into::<Uint8Array>()
             .map_err(|_| js_error(MODEL_LOAD, format!("{what}: `{name}` is not a Uint8Array")))?;
-        Ok(Some(bytes))
+        Ok(Some(bytes.to_vec()))
     };
     let required = |name: &str, file: &str| {
         field(name)?.ok_or_else(|| js_error(MODEL_LOAD, format!("{what}: `{name}` ({file}) is missing")))
     };
-    let weights = JsBytes(required("weights", "model.safetensors")?);
     Ok(ModelFiles {
         source: what.to_string(),
-        config: required("config", "config.json")?.to_vec(),
-        weights: Weights::Outside { source: Rc::new(weights), what: format!("{what}: model.safetensors") },
-        tokenizer: required("tokenizer", "tokenizer.json")?.to_vec(),
-        preprocessor: field("preprocessor")?.map(|bytes| bytes.to_vec()),
+        config: required("config", "config.json")?,
+        weights: Weights::Bytes(required("weights", "model.safetensors")?.into()),
+        tokenizer: required("tokenizer", "tokenizer.json")?,
+        preprocessor: field("preprocessor")?,
     })
-}
-
-/// A `Uint8Array` read where asked, a copy of just that range into wasm memory.
-struct JsBytes(Uint8Array);
-
-impl ReadAt for JsBytes {
-    fn len(&self) -> u64 {
-        u64::from(self.0.length())
-    }
-
-    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-        let end = offset.checked_add(buf.len() as u64).filter(|&end| end <= self.len());
-        let Some(end) = end else {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "read past the end of the weights"));
-        };
-        self.0.subarray(offset as u32, end as u32).copy_to(buf);
-        Ok(())
-    }
 }
 
 /// Splits consecutive RGBA frames into RGB images, transparency composited over white as for
