@@ -42,6 +42,7 @@ fn make_video(path: &Path, seconds: u32) {
 
 /// Runs `glimpse caption-video` on `video`; returns its JSON output and its peak resident memory
 /// in MiB (the kernel's own account of the child, from `wait4`).
+#[expect(clippy::zombie_processes, reason = "reaped by wait4 below, which also reports its peak memory")]
 fn caption_with_peak(video: &Path) -> (serde_json::Value, u64) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_glimpse"))
         .args(["--device", "cpu", "caption-video"])
