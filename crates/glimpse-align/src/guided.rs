@@ -176,18 +176,10 @@ pub async fn caption(
     check(config, vocab)?;
     let prompt = Prompt::new(lm, &config.prompt)?;
     let (eos, (dummy, first)) = (prompt.eos, prompt.split());
+    // Summed with overflow checked: an absurd soft-prompt length must be refused, not wrap around.
     let positions =
         [dummy.len(), config.soft_prompt_len, 1, config.max_tokens].into_iter().try_fold(0, usize::checked_add);
-    if positions.is_none_or(|n| n > model.n_positions()) {
-        return Err(AlignError::Config(format!(
-            "the prompt ({} tokens with the start token), soft_prompt_len = {} and max_tokens = {} need more positions \
-             than the model's {} (n_positions); shorten the prompt or ask for fewer tokens",
-            prompt.ids.len(),
-            config.soft_prompt_len,
-            config.max_tokens,
-            model.n_positions()
-        )));
-    }
+    model.check_length(positions.unwrap_or(usize::MAX))?;
     let mut base = KvCache::new();
     model.forward_ids(ids_tensor(dummy, &device), &mut base);
     let base = base.repeat_rows(batch);
