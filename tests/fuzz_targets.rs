@@ -60,7 +60,9 @@ pub fn image(data: &[u8]) {
     }
     let preprocess = ImagePreprocess::clip_default(32);
     for format in [ImageFormat::Gif, ImageFormat::WebP] {
-        let _ = sample_animation(Cursor::new(data), format, 2.0, &mut |frame| preprocess.apply(&frame).map(drop));
+        let _ = sample_animation(Cursor::new(data), format, 2.0, "fuzz input", &mut |frame| {
+            preprocess.apply(&frame).map(drop)
+        });
     }
 }
 

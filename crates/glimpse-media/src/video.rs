@@ -99,7 +99,7 @@ impl VideoSource {
             SourceKind::Animation { path, format } => {
                 let named = |e: std::io::Error| MediaError::Video(format!("{}: {e}", path.display()));
                 let file = BufReader::new(File::open(path).map_err(named)?);
-                sample_animation(file, *format, self.fps, &mut on_frame).map_err(|e| prefix_path(path, e))
+                sample_animation(file, *format, self.fps, &path.display().to_string(), &mut on_frame)
             }
             SourceKind::Frames { paths } => {
                 for path in paths {
@@ -112,38 +112,21 @@ impl VideoSource {
     }
 }
 
-/// An error of a decoder, with the file it came from in front.
-fn prefix_path<E: From<MediaError>>(path: &Path, error: Decoded<E>) -> E {
-    match error {
-        Decoded::Media(e) => MediaError::Video(format!("{}: {e}", path.display())).into(),
-        Decoded::Consumer(e) => e,
-    }
-}
-
-/// Either the decoder's own error or one returned by the frame consumer (passed through as is).
-pub enum Decoded<E> {
-    Media(MediaError),
-    Consumer(E),
-}
-
-impl<E> From<MediaError> for Decoded<E> {
-    fn from(e: MediaError) -> Self {
-        Decoded::Media(e)
-    }
-}
-
 /// Samples an animated GIF or WebP at `fps` on its own clock (each frame's delay), handing each
-/// sampled frame to `on_frame` as soon as the frame that follows it is known.
-pub fn sample_animation<R: BufRead + Seek, E>(
+/// sampled frame to `on_frame` as soon as the frame that follows it is known. The decoder's errors
+/// name the animation as `name`; those of `on_frame` pass through as they are.
+pub fn sample_animation<R: BufRead + Seek, E: From<MediaError>>(
     reader: R,
     format: ImageFormat,
     fps: f64,
+    name: &str,
     on_frame: &mut impl FnMut(RgbImage) -> Result<(), E>,
-) -> Result<usize, Decoded<E>> {
-    check_fps(fps)?;
-    let mut sampler = Sampler { fps, emitted: 0, shown: None };
+) -> Result<usize, E> {
+    let ours = |e: MediaError| E::from(MediaError::Video(format!("{name}: {e}")));
+    check_fps(fps).map_err(ours)?;
+    let mut sampler = Sampler { fps, emitted: 0, shown: None, name };
     let mut start = 0.0;
-    let mut push = |frame: RgbImage, ms: f64| -> Result<(), Decoded<E>> {
+    let mut push = |frame: RgbImage, ms: f64| -> Result<(), E> {
         sampler.next_frame(start, frame, on_frame)?;
         start += ms / 1000.0;
         Ok(())
@@ -151,23 +134,26 @@ pub fn sample_animation<R: BufRead + Seek, E>(
     match format {
         ImageFormat::Gif => {
             let bad = |e: image::ImageError| MediaError::Video(format!("cannot decode the GIF: {e}"));
-            let mut decoder = decoding("the GIF decoder", || GifDecoder::new(reader).map_err(bad))?;
-            check_canvas(decoder.dimensions())?;
-            decoder.set_limits(decoder_limits()).map_err(bad)?;
+            let mut decoder = decoding("the GIF decoder", || GifDecoder::new(reader).map_err(bad)).map_err(ours)?;
+            check_canvas(decoder.dimensions()).map_err(ours)?;
+            decoder.set_limits(decoder_limits()).map_err(|e| ours(bad(e)))?;
             let mut frames = decoder.into_frames();
-            while let Some(frame) = decoding("the GIF decoder", || frames.next().transpose().map_err(bad))? {
+            while let Some(frame) =
+                decoding("the GIF decoder", || frames.next().transpose().map_err(bad)).map_err(ours)?
+            {
                 let ms = delay_ms(frame.delay().numer_denom_ms());
                 push(to_rgb(DynamicImage::ImageRgba8(frame.into_buffer())), ms)?;
             }
         }
         ImageFormat::WebP => {
             let bad = |e: image_webp::DecodingError| MediaError::Video(format!("cannot decode the WebP: {e}"));
-            let mut decoder = decoding("the WebP decoder", || image_webp::WebPDecoder::new(reader).map_err(bad))?;
+            let mut decoder =
+                decoding("the WebP decoder", || image_webp::WebPDecoder::new(reader).map_err(bad)).map_err(ours)?;
             if !decoder.is_animated() {
-                return Err(MediaError::Video("a still WebP image, not an animation".into()).into());
+                return Err(ours(MediaError::Video("a still WebP image, not an animation".into())));
             }
             let (width, height) = decoder.dimensions();
-            check_canvas((width, height))?;
+            check_canvas((width, height)).map_err(ours)?;
             let channels = if decoder.has_alpha() { 4 } else { 3 };
             // One buffer for every frame: the decoder composites each frame onto the canvas.
             let mut canvas = vec![0u8; width as usize * height as usize * channels];
@@ -176,7 +162,8 @@ pub fn sample_animation<R: BufRead + Seek, E>(
                     Ok(ms) => Ok(Some(ms)),
                     Err(image_webp::DecodingError::NoMoreFrames) => Ok(None),
                     Err(e) => Err(bad(e)),
-                })?;
+                })
+                .map_err(ours)?;
                 let Some(ms) = delay else { break };
                 let image = if channels == 4 {
                     to_rgb(DynamicImage::ImageRgba8(RgbaImage::from_raw(width, height, canvas.clone()).unwrap()))
@@ -186,7 +173,7 @@ pub fn sample_animation<R: BufRead + Seek, E>(
                 push(image, delay_ms((ms, 1)))?;
             }
         }
-        other => return Err(MediaError::Video(format!("{other:?} is not an animated GIF or WebP")).into()),
+        other => return Err(ours(MediaError::Video(format!("{other:?} is not an animated GIF or WebP")))),
     }
     let total = start;
     sampler.finish(total, on_frame)
@@ -197,37 +184,43 @@ fn delay_ms((numer, denom): (u32, u32)) -> f64 {
     if numer == 0 || denom == 0 { 100.0 } else { f64::from(numer) / f64::from(denom) }
 }
 
-fn check_canvas((width, height): (u32, u32)) -> Result<(), MediaError> {
+fn check_canvas(size: (u32, u32)) -> Result<(), MediaError> {
+    check_frame_size(size).map_err(|size| MediaError::Video(format!("the animation declares a {size} canvas")))
+}
+
+/// Refuses an empty frame or one above [`MAX_FRAME_PIXELS`], before anything is allocated for it;
+/// the error is what to say of the size.
+fn check_frame_size((width, height): (u32, u32)) -> Result<(), String> {
     let pixels = u64::from(width) * u64::from(height);
     if width == 0 || height == 0 || pixels > MAX_FRAME_PIXELS {
-        return Err(MediaError::Video(format!(
-            "the animation declares a {width}x{height} canvas; glimpse reads up to {MAX_FRAME_PIXELS} pixels per frame"
-        )));
+        return Err(format!("{width}x{height}; glimpse reads up to {MAX_FRAME_PIXELS} pixels per frame"));
     }
     Ok(())
 }
 
 /// Turns frames shown from their start times into samples at `(i + 0.5) / fps`: sample `i` shows
 /// the last frame that started at or before its time.
-struct Sampler {
+struct Sampler<'a> {
     fps: f64,
+    /// The animation, for messages.
+    name: &'a str,
     emitted: usize,
     /// The frame on screen, waiting for the start of the next one to know which samples it covers.
     shown: Option<RgbImage>,
 }
 
-impl Sampler {
+impl Sampler<'_> {
     fn time(&self, sample: usize) -> f64 {
         (sample as f64 + 0.5) / self.fps
     }
 
     /// A new frame starts at `start`: the samples before it show the previous frame.
-    fn next_frame<E>(
+    fn next_frame<E: From<MediaError>>(
         &mut self,
         start: f64,
         frame: RgbImage,
         on_frame: &mut impl FnMut(RgbImage) -> Result<(), E>,
-    ) -> Result<(), Decoded<E>> {
+    ) -> Result<(), E> {
         if let Some(previous) = self.shown.take() {
             while self.time(self.emitted) < start {
                 self.emit(previous.clone(), on_frame)?;
@@ -238,13 +231,13 @@ impl Sampler {
     }
 
     /// The animation ends at `total` seconds: `round(total * fps)` samples in all (at least one).
-    fn finish<E>(
+    fn finish<E: From<MediaError>>(
         mut self,
         total: f64,
         on_frame: &mut impl FnMut(RgbImage) -> Result<(), E>,
-    ) -> Result<usize, Decoded<E>> {
+    ) -> Result<usize, E> {
         let Some(last) = self.shown.take() else {
-            return Err(MediaError::Video("the animation has no frames".into()).into());
+            return Err(self.refused("the animation has no frames".into()));
         };
         let samples = ((total * self.fps).round() as usize).max(1);
         while self.emitted < samples {
@@ -253,20 +246,22 @@ impl Sampler {
         Ok(self.emitted)
     }
 
-    fn emit<E>(
+    fn emit<E: From<MediaError>>(
         &mut self,
         frame: RgbImage,
         on_frame: &mut impl FnMut(RgbImage) -> Result<(), E>,
-    ) -> Result<(), Decoded<E>> {
+    ) -> Result<(), E> {
         if self.emitted == MAX_FRAMES {
-            return Err(MediaError::Video(format!(
-                "more than {MAX_FRAMES} frames at {} fps; sample at a lower --fps",
-                self.fps
-            ))
-            .into());
+            return Err(
+                self.refused(format!("more than {MAX_FRAMES} frames at {} fps; sample at a lower --fps", self.fps))
+            );
         }
         self.emitted += 1;
-        on_frame(frame).map_err(Decoded::Consumer)
+        on_frame(frame)
+    }
+
+    fn refused<E: From<MediaError>>(&self, message: String) -> E {
+        MediaError::Video(format!("{}: {message}", self.name)).into()
     }
 }
 
@@ -411,11 +406,8 @@ fn read_ppm(reader: &mut impl BufRead) -> Result<Option<RgbImage>, String> {
     if max != 255 {
         return Err(format!("expected 8-bit frames, found maximum value {max}"));
     }
-    let pixels = u64::from(width) * u64::from(height);
-    if width == 0 || height == 0 || pixels > MAX_FRAME_PIXELS {
-        return Err(format!("a {width}x{height} frame; glimpse reads up to {MAX_FRAME_PIXELS} pixels per frame"));
-    }
-    let mut data = vec![0u8; 3 * pixels as usize];
+    check_frame_size((width, height)).map_err(|size| format!("a frame of {size}"))?;
+    let mut data = vec![0u8; 3 * width as usize * height as usize];
     reader.read_exact(&mut data).map_err(|e| format!("a frame ends early: {e}"))?;
     Ok(Some(RgbImage::from_raw(width, height, data).expect("the buffer has the frame's size")))
 }
@@ -458,12 +450,9 @@ mod tests {
     fn collect(bytes: &[u8], fps: f64) -> Result<Vec<RgbImage>, MediaError> {
         let mut frames = Vec::new();
         let format = image::guess_format(bytes).map_err(|e| MediaError::Video(e.to_string()))?;
-        sample_animation(Cursor::new(bytes), format, fps, &mut |f| {
+        sample_animation(Cursor::new(bytes), format, fps, "test", &mut |f| {
             frames.push(f);
             Ok::<(), MediaError>(())
-        })
-        .map_err(|e| match e {
-            Decoded::Media(e) | Decoded::Consumer(e) => e,
         })?;
         Ok(frames)
     }
