@@ -4,7 +4,8 @@
 use burn::prelude::*;
 use glimpse_hub::{ClipBundle, Gpt2Bundle, ModelFiles};
 use glimpse_media::decode_image;
-use glimpse_models::generation::{Decoding, GenerationConfig, generate, ids_tensor};
+use glimpse_models::generation::{Decoding, GenerationConfig, generate};
+use glimpse_models::tensor::ids_tensor;
 use glimpse_models::{Gpt2, KvCache, l2_normalize};
 use glimpse_tests::{
     Reference, block_on, devices, fixture, max_abs_diff, read_tensor, rewrite_safetensors, rewrite_safetensors_as,

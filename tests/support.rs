@@ -15,6 +15,11 @@ pub fn weight_bytes(files: &glimpse_hub::ModelFiles) -> Vec<u8> {
     match &files.weights {
         glimpse_hub::Weights::Bytes(bytes) => bytes.to_vec(),
         glimpse_hub::Weights::File(path) => std::fs::read(path).unwrap(),
+        glimpse_hub::Weights::Reader(source, _) => {
+            let mut bytes = vec![0; source.len() as usize];
+            source.read_exact_at(0, &mut bytes).unwrap();
+            bytes
+        }
     }
 }
 
@@ -22,23 +27,21 @@ pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
 }
 
-/// The CPU backend and wgpu. wgpu must be a real Vulkan adapter (lavapipe in CI): wgpu falls back
-/// to OpenGL silently, and a parity test that ran on GL would prove nothing about Vulkan.
-/// `GLIMPSE_TEST_WGPU=skip` leaves wgpu out on a machine without a Vulkan driver.
+/// The CPU backend, and wgpu where this run covers it (`glimpse_test_device`: where there is an
+/// adapter, or always under `GLIMPSE_TEST_WGPU=require`). wgpu must be a real Vulkan adapter
+/// (lavapipe in CI): wgpu falls back to OpenGL silently, and a parity test that ran on GL would
+/// prove nothing about Vulkan.
 pub fn devices() -> Vec<SelectedDevice> {
     let mut devices = vec![device::cpu()];
-    if std::env::var("GLIMPSE_TEST_WGPU").as_deref() == Ok("skip") {
-        eprintln!("GLIMPSE_TEST_WGPU=skip: testing the CPU backend only");
-        return devices;
-    }
-    let wgpu = device::wgpu().expect("no wgpu adapter: install mesa-vulkan-drivers (or set GLIMPSE_TEST_WGPU=skip)");
-    match &wgpu.info {
-        DeviceInfo::Wgpu { api, .. } => {
-            assert_eq!(api, "Vulkan", "wgpu chose {} instead of Vulkan", wgpu.info)
+    if let Some(wgpu) = glimpse_test_device::wgpu(device::wgpu) {
+        match &wgpu.info {
+            DeviceInfo::Wgpu { api, .. } => {
+                assert_eq!(api, "Vulkan", "wgpu chose {} instead of Vulkan", wgpu.info)
+            }
+            other => panic!("expected a wgpu device, got {other}"),
         }
-        other => panic!("expected a wgpu device, got {other}"),
+        devices.push(wgpu);
     }
-    devices.push(wgpu);
     devices
 }
 

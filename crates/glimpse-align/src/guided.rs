@@ -16,8 +16,9 @@ use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, softmax};
 use glimpse_hub::{ClipBundle, Gpt2Bundle};
-use glimpse_models::generation::{MAX_TOP_K, argmax_first, ids_tensor, read, top_k_indices};
+use glimpse_models::generation::MAX_TOP_K;
 use glimpse_models::gpt2::MAX_POSITIONS;
+use glimpse_models::tensor::{argmax_first, ids_tensor, read, top_k_indices};
 use glimpse_models::{KvCache, ModelError, l2_normalize};
 
 use crate::AlignError;
@@ -54,10 +55,13 @@ pub struct GuidanceConfig {
     pub stop_at_sentence_end: bool,
 }
 
+/// The hard prompt an image caption continues by default.
+pub const IMAGE_PROMPT: &str = "Image of";
+
 impl Default for GuidanceConfig {
     fn default() -> Self {
         Self {
-            prompt: "Image of".into(),
+            prompt: IMAGE_PROMPT.into(),
             max_tokens: 12,
             top_k: 16,
             steps_per_token: 3,

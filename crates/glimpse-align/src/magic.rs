@@ -6,8 +6,9 @@ use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use glimpse_hub::{ClipBundle, Gpt2Bundle};
 use glimpse_models::ModelError;
-use glimpse_models::generation::{CandidateBonus, Decoding, GenerationConfig, generate_with_bonus, ids_tensor, read};
+use glimpse_models::generation::{CandidateBonus, Decoding, GenerationConfig, generate_with_bonus};
 use glimpse_models::l2_normalize;
+use glimpse_models::tensor::{ids_tensor, read};
 
 use crate::AlignError;
 use crate::guided::{Caption, Prompt, caption_text, score_texts};
@@ -26,7 +27,7 @@ pub struct MagicConfig {
 
 impl Default for MagicConfig {
     fn default() -> Self {
-        Self { prompt: "Image of".into(), max_tokens: 16, top_k: 45, alpha: 0.1, beta: 2.0 }
+        Self { prompt: crate::guided::IMAGE_PROMPT.into(), max_tokens: 16, top_k: 45, alpha: 0.1, beta: 2.0 }
     }
 }
 

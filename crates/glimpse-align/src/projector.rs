@@ -12,7 +12,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
-use glimpse_models::generation::read;
+use glimpse_models::tensor::read;
 use glimpse_models::weights::{Layout, Loader, Saver, Tensors, WeightFile};
 use glimpse_models::{Gpt2, KvCache, ModelError};
 use serde::{Deserialize, Serialize};

@@ -10,8 +10,8 @@ use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use glimpse_hub::{ClipBundle, Gpt2Bundle};
 use glimpse_media::subtitles::Cue;
-use glimpse_models::generation::read;
 use glimpse_models::l2_normalize;
+use glimpse_models::tensor::read;
 use image::RgbImage;
 use serde::Serialize;
 
@@ -99,11 +99,14 @@ impl ZeroTaConfig {
     }
 }
 
+/// The hard prompt an event's caption continues by default.
+pub const VIDEO_PROMPT: &str = "Video showing";
+
 impl Default for ZeroTaConfig {
     fn default() -> Self {
         Self {
             events: 3,
-            guidance: GuidanceConfig { prompt: "Video showing".into(), ..GuidanceConfig::default() },
+            guidance: GuidanceConfig { prompt: VIDEO_PROMPT.into(), ..GuidanceConfig::default() },
             mask_lr: 0.003,
             tiou_weight: 1.0,
             contrast_weight: 0.5,

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use futures_lite::future::block_on;
+use glimpse_align::guided::IMAGE_PROMPT;
 use glimpse_align::projector::Projector;
+use glimpse_align::zerota::VIDEO_PROMPT;
 use glimpse_eval::{
     AttributeScores, DenseScores, dense_captioning, guided_captions, held_out_images, projector_captions,
     retrieval_r_at_1,
@@ -60,9 +62,9 @@ pub fn run(args: EvalArgs, selected: &SelectedDevice) -> Result<()> {
     let Some(seeds_end) = args.seed.checked_add(args.videos as u64) else {
         anyhow::bail!("--seed {} leaves no room for {} videos (--videos) below 2^64", args.seed, args.videos);
     };
-    let guidance = args.guidance.config("Image of");
+    let guidance = args.guidance.config(IMAGE_PROMPT);
     guidance.validate(&crate::flag)?;
-    let moments = args.moments.config(args.guidance.config("Video showing"));
+    let moments = args.moments.config(args.guidance.config(VIDEO_PROMPT));
     moments.validate(&crate::flag)?;
     let (clip, lm) = args.models.load(selected)?;
     let projector =

@@ -1,10 +1,11 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use glimpse_media::untrusted::read_regular_file;
 use glimpse_models::ModelError;
-use glimpse_models::weights::WeightFile;
+use glimpse_models::weights::{ReadAt, WeightFile};
 
 use crate::HubError;
 
@@ -12,13 +13,16 @@ use crate::HubError;
 /// folder or announced by the hub.
 pub(crate) const MAX_JSON_BYTES: u64 = 256 << 20;
 
-/// Where a checkpoint's `model.safetensors` is: bytes already in memory (the embedded default, the
-/// browser) or a file on disk, read tensor by tensor while the model is built so that the file's
-/// bytes and the tensors made from them are never alive at once.
+/// Where a checkpoint's `model.safetensors` is: bytes already in memory (the embedded default), a
+/// file on disk, or any other random-access source (the browser's buffer outside the module's
+/// memory). Files and sources are read tensor by tensor while the model is built, so that the
+/// file's bytes and the tensors made from them are never alive at once.
 #[derive(Clone)]
 pub enum Weights {
     Bytes(Cow<'static, [u8]>),
     File(PathBuf),
+    /// A source and its name for messages.
+    Reader(Arc<dyn ReadAt + Send + Sync>, String),
 }
 
 impl Weights {
@@ -27,6 +31,7 @@ impl Weights {
         match self {
             Weights::Bytes(bytes) => WeightFile::parse(bytes),
             Weights::File(path) => WeightFile::open(path),
+            Weights::Reader(source, what) => WeightFile::read_header(Box::new(&**source), what.clone()),
         }
     }
 }
@@ -36,6 +41,7 @@ impl fmt::Debug for Weights {
         match self {
             Weights::Bytes(bytes) => write!(f, "Weights::Bytes({} bytes)", bytes.len()),
             Weights::File(path) => write!(f, "Weights::File({})", path.display()),
+            Weights::Reader(source, what) => write!(f, "Weights::Reader({what}, {} bytes)", source.len()),
         }
     }
 }

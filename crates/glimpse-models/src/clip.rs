@@ -13,7 +13,9 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
+use crate::hf_config::{check_model_type, hf_config_json};
 use crate::nn::{Activation, ShardedTable, attention, layer_norm, merge_heads, split_heads};
+use crate::tensor::l2_normalize;
 use crate::weights::{Layout, Loader, Saver, Tensors, WeightFile};
 
 /// `text_config` of a Hugging Face CLIP `config.json`. Defaults are transformers' defaults.
@@ -139,7 +141,7 @@ impl ClipConfig {
 
     /// Parses `config.json` and checks that it describes a model glimpse can build.
     pub fn from_json(json: &[u8]) -> Result<Self, ModelError> {
-        crate::error::check_model_type(json, "clip", "a CLIP")?;
+        check_model_type(json, "clip", "a CLIP")?;
         let config: Self = serde_json::from_slice(json).map_err(|e| ModelError::config("config.json", e))?;
         config.validate()?;
         Ok(config)
@@ -147,7 +149,7 @@ impl ClipConfig {
 
     /// `config.json` as transformers writes it for a `CLIPModel`.
     pub fn to_json(&self) -> String {
-        crate::error::hf_config_json(self, "clip", "CLIPModel")
+        hf_config_json(self, "clip", "CLIPModel")
     }
 
     pub fn validate(&self) -> Result<(), ModelError> {
@@ -500,10 +502,4 @@ impl Clip {
         let sim = l2_normalize(image_embeds).matmul(l2_normalize(text_embeds).transpose());
         sim * self.logit_scale().unsqueeze::<2>()
     }
-}
-
-/// Rows scaled to unit L2 norm: `[n, d]` -> `[n, d]`; an all-zero row stays zero.
-pub fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
-    let norm = x.clone().square().sum_dim(1).sqrt().clamp_min(1e-12);
-    x / norm
 }

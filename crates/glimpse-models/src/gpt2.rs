@@ -12,6 +12,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
+use crate::hf_config::{check_model_type, hf_config_json};
 use crate::nn::{Activation, ShardedTable, attention, layer_norm, merge_heads, split_heads};
 use crate::weights::{Layout, Loader, Saver, Tensors, WeightFile};
 
@@ -98,7 +99,7 @@ impl Gpt2Config {
 
     /// Parses `config.json` and checks that it describes a model glimpse can build.
     pub fn from_json(json: &[u8]) -> Result<Self, ModelError> {
-        crate::error::check_model_type(json, "gpt2", "a GPT-2")?;
+        check_model_type(json, "gpt2", "a GPT-2")?;
         let config: Self = serde_json::from_slice(json).map_err(|e| ModelError::config("config.json", e))?;
         config.validate()?;
         Ok(config)
@@ -106,7 +107,7 @@ impl Gpt2Config {
 
     /// `config.json` as transformers writes it for a `GPT2LMHeadModel`.
     pub fn to_json(&self) -> String {
-        crate::error::hf_config_json(self, "gpt2", "GPT2LMHeadModel")
+        hf_config_json(self, "gpt2", "GPT2LMHeadModel")
     }
 
     pub fn inner_dim(&self) -> usize {

@@ -7,9 +7,12 @@ pub mod device;
 pub mod error;
 pub mod generation;
 pub mod gpt2;
+mod hf_config;
 pub mod nn;
+pub mod tensor;
 pub mod weights;
 
-pub use clip::{Clip, ClipConfig, l2_normalize};
+pub use clip::{Clip, ClipConfig};
 pub use error::{ModelError, TensorProblem};
 pub use gpt2::{Gpt2, Gpt2Config, KvCache};
+pub use tensor::l2_normalize;

@@ -23,8 +23,8 @@ use safetensors::tensor::Metadata;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{ModelError, TensorProblem};
-use crate::generation::read;
 use crate::nn::ShardedTable;
+use crate::tensor::read;
 
 /// How a stored matrix maps onto Burn's `[d_input, d_output]` linear weight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,19 +41,30 @@ pub enum Layout {
 pub type HostTensor = (Vec<usize>, Vec<f32>);
 
 /// A parsed safetensors file whose tensors are read one at a time: from bytes in memory (the
-/// embedded default, the browser) or through `ReadAt` (a file on disk), so that loading a model
-/// from a file never holds the whole file beside the tensors built from it.
+/// embedded default) or through [`ReadAt`] (a file on disk, the browser's buffer), so that loading
+/// a model never holds the whole file beside the tensors built from it.
 pub struct WeightFile<'a> {
     metadata: Metadata,
     data: Stored<'a>,
 }
 
-/// Random access to the bytes of a weight file that is not in memory as a whole.
-trait ReadAt {
+/// Random access to the bytes of a weight file that is not in memory as a whole: a file on disk,
+/// or (in the browser) a buffer outside the module's memory.
+pub trait ReadAt {
     /// Total length in bytes.
     fn len(&self) -> u64;
     /// Fills `buf` with the bytes starting at `offset`.
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()>;
+}
+
+impl<T: ReadAt + ?Sized> ReadAt for &T {
+    fn len(&self) -> u64 {
+        (**self).len()
+    }
+
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        (**self).read_exact_at(offset, buf)
+    }
 }
 
 /// A file on disk, read where asked.
@@ -106,9 +117,10 @@ impl<'a> WeightFile<'a> {
         WeightFile::read_header(Box::new(FileAt(Mutex::new(file), length)), path.display().to_string())
     }
 
-    /// Reads the header from `source` (named `what` in messages); the header must account for the
-    /// source's exact length, as [`WeightFile::parse`] checks for bytes.
-    fn read_header(source: Box<dyn ReadAt + 'a>, what: String) -> Result<Self, ModelError> {
+    /// Reads the header from `source` (named `what` in messages); the tensors are read from it
+    /// when asked. The header must account for the source's exact length, as [`WeightFile::parse`]
+    /// checks for bytes.
+    pub fn read_header(source: Box<dyn ReadAt + 'a>, what: String) -> Result<Self, ModelError> {
         let corrupt = |why: String| ModelError::CorruptWeights(format!("{what}: {why}"));
         let length = source.len();
         let mut prefix = [0u8; 8];
@@ -156,6 +168,28 @@ impl<'a> WeightFile<'a> {
 
     /// Reads elements `range` (row-major) of tensor `name` as f32; the range must lie inside it.
     pub fn read_f32_range(&self, name: &str, range: Range<usize>) -> Result<Vec<f32>, TensorProblem> {
+        let mut values = Vec::with_capacity(range.len());
+        self.read_each(name, range, |value| values.push(value))?;
+        Ok(values)
+    }
+
+    /// Reads the `[rows, cols]` tensor `name` as its `[cols, rows]` transpose, placed as it is read
+    /// (no second copy of the matrix).
+    pub fn read_f32_transposed(&self, name: &str, rows: usize, cols: usize) -> Result<Vec<f32>, TensorProblem> {
+        let mut out = vec![0.0; rows * cols];
+        let (mut row, mut col) = (0, 0);
+        self.read_each(name, 0..rows * cols, |value| {
+            out[col * rows + row] = value;
+            col += 1;
+            if col == cols {
+                (row, col) = (row + 1, 0);
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Hands elements `range` (row-major) of tensor `name` to `put` as f32, in order.
+    fn read_each(&self, name: &str, range: Range<usize>, mut put: impl FnMut(f32)) -> Result<(), TensorProblem> {
         let info = self.metadata.info(name).expect("a tensor the caller found");
         let convert: fn(&[u8]) -> f32 = match info.dtype {
             Dtype::F32 => |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
@@ -169,9 +203,8 @@ impl<'a> WeightFile<'a> {
         let width = info.dtype.bitsize() / 8;
         let (begin, end) = (info.data_offsets.0 + range.start * width, info.data_offsets.0 + range.end * width);
         assert!(end <= info.data_offsets.1, "elements {range:?} lie outside `{name}`");
-        let mut values = Vec::with_capacity(range.len());
         match &self.data {
-            Stored::Bytes(bytes) => values.extend(bytes[begin..end].chunks_exact(width).map(convert)),
+            Stored::Bytes(bytes) => bytes[begin..end].chunks_exact(width).map(convert).for_each(put),
             Stored::At { source, start, what } => {
                 // In slices of a few MiB, converted as they come: the stored bytes are never held
                 // beside the f32 values.
@@ -183,13 +216,13 @@ impl<'a> WeightFile<'a> {
                 while left > 0 {
                     let n = left.min(chunk.len());
                     source.read_exact_at(offset, &mut chunk[..n]).map_err(unreadable)?;
-                    values.extend(chunk[..n].chunks_exact(width).map(convert));
+                    chunk[..n].chunks_exact(width).map(convert).for_each(&mut put);
                     offset += n as u64;
                     left -= n;
                 }
             }
         }
-        Ok(values)
+        Ok(())
     }
 }
 
@@ -244,10 +277,9 @@ impl<'f, 'a> Loader<'f, 'a> {
     pub fn read_values(&self, name: &str, expected: &[usize], layout: Layout) -> Option<Vec<f32>> {
         let want = stored_shape(expected, layout);
         let count = self.check(name, &want, layout)?;
-        let values = self.record(self.file.read_f32_range(name, 0..count))?;
-        Some(match layout {
-            Layout::AsStored | Layout::Scalar => values,
-            Layout::Transposed => transpose(&values, want[0], want[1]),
+        self.record(match layout {
+            Layout::AsStored | Layout::Scalar => self.file.read_f32_range(name, 0..count),
+            Layout::Transposed => self.file.read_f32_transposed(name, want[0], want[1]),
         })
     }
 
@@ -382,15 +414,4 @@ fn stored_shape(burn_shape: &[usize], layout: Layout) -> Vec<usize> {
         Layout::Transposed => burn_shape.iter().rev().copied().collect(),
         Layout::Scalar => Vec::new(),
     }
-}
-
-/// Transposes a row-major `[rows, cols]` matrix.
-fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0; values.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = values[r * cols + c];
-        }
-    }
-    out
 }

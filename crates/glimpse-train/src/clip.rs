@@ -165,7 +165,7 @@ fn contrastive_loss(
 mod tests {
     use burn::optim::{AdamWConfig, GradientsParams};
     use futures_lite::future::block_on;
-    use glimpse_models::generation::read;
+    use glimpse_models::tensor::read;
 
     use super::*;
     use crate::tokenizer::{clip_tokenizer_json, words};

@@ -3,8 +3,8 @@
 
 use glimpse_align::projector::Example;
 use glimpse_hub::{ClipBundle, Gpt2Bundle};
-use glimpse_models::generation::read;
 use glimpse_models::l2_normalize;
+use glimpse_models::tensor::read;
 use glimpse_world::render::{RenderConfig, Scene};
 use glimpse_world::rng::{Rng, derive_seed};
 use glimpse_world::scene::{Attributes, canonical_caption};

@@ -4,7 +4,7 @@
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
-use glimpse_models::generation::read;
+use glimpse_models::tensor::read;
 
 use crate::TrainError;
 

@@ -1,7 +1,7 @@
 //! Browser bindings of glimpse (wasm-bindgen), the engine behind the npm package in `web/package`.
 //!
 //! No algorithm lives here. [`Session`] holds a CLIP and a GPT-2 that `glimpse-hub` loads from
-//! their Hugging Face files (bytes handed over by JavaScript) and forwards every call to
+//! their Hugging Face files (JavaScript's buffers, weights read tensor by tensor) and forwards every call to
 //! `glimpse-align`, as the desktop binary does. Everything that touches tensors is async and reads
 //! values back with `into_data_async` only: a browser cannot block on the GPU.
 //!
@@ -14,7 +14,7 @@ mod device;
 mod errors;
 mod session;
 
-pub use session::Session;
+pub use session::{Session, Video};
 
 use wasm_bindgen::prelude::*;
 

@@ -1,16 +1,18 @@
 //! [`Session`]: one CLIP and one GPT-2 on one device, and the calls the npm package makes.
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use burn::prelude::*;
-use glimpse_align::guided::{self, GuidanceConfig, Step, Targets};
-use glimpse_align::zerota::{Event, ZeroTaConfig, dense_caption, embed_frames};
+use glimpse_align::guided::{self, GuidanceConfig, IMAGE_PROMPT, Step, Targets};
+use glimpse_align::zerota::{Event, VIDEO_PROMPT, ZeroTaConfig, dense_caption, embed_frames};
 use glimpse_hub::{ClipBundle, Gpt2Bundle, ModelFiles, Weights};
 use glimpse_media::subtitles::{Cue, to_srt, to_vtt};
 use glimpse_media::to_rgb;
 use glimpse_media::video::{MAX_FRAMES, check_fps};
-use glimpse_models::generation::read;
 use glimpse_models::l2_normalize;
+use glimpse_models::tensor::read;
+use glimpse_models::weights::ReadAt;
 use image::{DynamicImage, RgbImage, RgbaImage};
 use js_sys::{Function, Promise, Uint8Array};
 use serde::Deserialize;
@@ -91,7 +93,7 @@ impl Session {
     pub fn caption_image(&self, rgba: Vec<u8>, width: u32, height: u32, options: String, on_step: Function) -> Promise {
         let models = self.models.clone();
         future_to_promise(async move {
-            let config = GuidanceOptions::parse(&options)?.config("Image of");
+            let config = GuidanceOptions::parse(&options)?.config(IMAGE_PROMPT);
             let image = one_image(&rgba, width, height)?;
             let targets = l2_normalize(models.clip.encode_images(&[image]).map_err(errors::engine)?);
             let outcome =
@@ -103,31 +105,29 @@ impl Session {
         })
     }
 
-    /// Zero-shot dense captioning (ZeroTA) of `frames`: RGBA frames of `width` x `height`, one
-    /// after another, sampled at `fps`. `options` is JSON of [`GuidanceOptions`]; every step
-    /// goes to `on_step` as JSON with the masks' current spans in seconds. A `Promise<string>` of
+    /// An empty video sampled at `fps`: its frames arrive in chunks ([`Video::push`]) and are
+    /// embedded as they come, so a long video never sits in memory as pixels.
+    #[wasm_bindgen(js_name = startVideo)]
+    pub fn start_video(&self, fps: f64) -> Result<Video, JsValue> {
+        check_fps(fps).map_err(errors::input)?;
+        Ok(Video { models: self.models.clone(), fps, frame_size: None, embedded: Vec::new(), frames: 0 })
+    }
+
+    /// Zero-shot dense captioning (ZeroTA) of `video` (consumed) with `events` events. `options`
+    /// is JSON of [`GuidanceOptions`]; every step goes to `on_step` as JSON with the masks' current
+    /// spans in seconds. A `Promise<string>` of
     /// `{"duration", "events": [{"start", "end", "caption", "score"}], "srt", "vtt"}`.
-    #[allow(clippy::too_many_arguments)]
     #[wasm_bindgen(js_name = denseCaption)]
-    pub fn dense_caption(
-        &self,
-        frames: Vec<u8>,
-        width: u32,
-        height: u32,
-        fps: f64,
-        events: usize,
-        seed: u64,
-        options: String,
-        on_step: Function,
-    ) -> Promise {
+    pub fn dense_caption(&self, video: Video, events: usize, seed: u64, options: String, on_step: Function) -> Promise {
         let models = self.models.clone();
         future_to_promise(async move {
-            check_fps(fps).map_err(errors::input)?;
-            let guidance = GuidanceOptions::parse(&options)?.config(&ZeroTaConfig::default().guidance.prompt);
+            let guidance = GuidanceOptions::parse(&options)?.config(VIDEO_PROMPT);
             let config = ZeroTaConfig { events, seed, guidance, ..ZeroTaConfig::default() };
-            let frames = rgb_frames(&frames, width, height)?;
-            let duration = frames.len() as f64 / fps;
-            let embeddings = embed_frames(&models.clip, &frames).map_err(errors::align)?;
+            if video.frames == 0 {
+                return Err(errors::input("no frames to caption"));
+            }
+            let duration = video.frames as f64 / video.fps;
+            let embeddings = Tensor::cat(video.embedded, 0);
             let found =
                 dense_caption(&models.clip, &models.lm, embeddings, duration, &config, report_step(&on_step, duration))
                     .await
@@ -136,6 +136,39 @@ impl Session {
             let result = json!({ "duration": duration, "events": found, "srt": to_srt(&cues), "vtt": to_vtt(&cues) });
             Ok(result.to_string().into())
         })
+    }
+}
+
+/// A video being received: the unit-norm CLIP embeddings of the frames so far.
+#[wasm_bindgen]
+pub struct Video {
+    models: Rc<Models>,
+    fps: f64,
+    /// `(width, height)` of the first chunk; every chunk must match it.
+    frame_size: Option<(u32, u32)>,
+    embedded: Vec<Tensor<2>>,
+    frames: usize,
+}
+
+#[wasm_bindgen]
+impl Video {
+    /// Appends RGBA frames of `width` x `height`, one after another; returns the frame count so
+    /// far. Up to `MAX_FRAMES` frames in all.
+    pub fn push(&mut self, rgba: Vec<u8>, width: u32, height: u32) -> Result<usize, JsValue> {
+        let (first_width, first_height) = *self.frame_size.get_or_insert((width, height));
+        if (first_width, first_height) != (width, height) {
+            return Err(errors::input(format!(
+                "a {width} x {height} frame after frames of {first_width} x {first_height}"
+            )));
+        }
+        let frames = rgb_frames(&rgba, width, height)?;
+        drop(rgba);
+        if self.frames + frames.len() > MAX_FRAMES {
+            return Err(errors::input(format!("more than {MAX_FRAMES} frames; lower fps or caption a shorter part")));
+        }
+        self.embedded.push(embed_frames(&self.models.clip, &frames).map_err(errors::align)?);
+        self.frames += frames.len();
+        Ok(self.frames)
     }
 }
 
@@ -166,29 +199,59 @@ impl GuidanceOptions {
     }
 }
 
-/// A model's files from a JavaScript object of `Uint8Array`s.
+/// A model's files from a JavaScript object of `Uint8Array`s. The weights stay in JavaScript's
+/// buffer and are copied in tensor by tensor as the model is built, so the module's memory never
+/// holds the file beside the tensors.
 fn model_files(what: &str, files: &JsValue) -> Result<ModelFiles, JsValue> {
-    let field = |name: &str| -> Result<Option<Vec<u8>>, JsValue> {
+    let field = |name: &str| -> Result<Option<Uint8Array>, JsValue> {
         let value = js_sys::Reflect::get(files, &name.into())
             .map_err(|_| js_error(MODEL_LOAD, format!("{what}: the files are not an object")))?;
         if value.is_undefined() || value.is_null() {
             return Ok(None);
         }
-        let bytes = value
+        value
             .dyn_into::<Uint8Array>()
-            .map_err(|_| js_error(MODEL_LOAD, format!("{what}: `{name}` is not a Uint8Array")))?;
-        Ok(Some(bytes.to_vec()))
+            .map(Some)
+            .map_err(|_| js_error(MODEL_LOAD, format!("{what}: `{name}` is not a Uint8Array")))
     };
     let required = |name: &str, file: &str| {
         field(name)?.ok_or_else(|| js_error(MODEL_LOAD, format!("{what}: `{name}` ({file}) is missing")))
     };
     Ok(ModelFiles {
         source: what.to_string(),
-        config: required("config", "config.json")?,
-        weights: Weights::Bytes(required("weights", "model.safetensors")?.into()),
-        tokenizer: required("tokenizer", "tokenizer.json")?,
-        preprocessor: field("preprocessor")?,
+        config: required("config", "config.json")?.to_vec(),
+        weights: Weights::Reader(
+            Arc::new(JsBuffer(required("weights", "model.safetensors")?)),
+            format!("{what} model.safetensors"),
+        ),
+        tokenizer: required("tokenizer", "tokenizer.json")?.to_vec(),
+        preprocessor: field("preprocessor")?.map(|bytes| bytes.to_vec()),
     })
+}
+
+/// A file's bytes in a JavaScript buffer, outside the module's memory.
+struct JsBuffer(Uint8Array);
+
+// SAFETY: the module is built without wasm threads (no `atomics` target feature, checked here), so
+// the buffer is only ever touched from the one thread there is.
+#[cfg(not(target_feature = "atomics"))]
+unsafe impl Send for JsBuffer {}
+#[cfg(not(target_feature = "atomics"))]
+unsafe impl Sync for JsBuffer {}
+
+impl ReadAt for JsBuffer {
+    fn len(&self) -> u64 {
+        self.0.length().into()
+    }
+
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let end = offset.checked_add(buf.len() as u64).filter(|&end| end <= self.len());
+        let (Ok(start), Some(Ok(end))) = (u32::try_from(offset), end.map(u32::try_from)) else {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        };
+        self.0.subarray(start, end).copy_to(buf);
+        Ok(())
+    }
 }
 
 /// Splits consecutive RGBA frames into RGB images, transparency composited over white as for
@@ -203,10 +266,6 @@ fn rgb_frames(rgba: &[u8], width: u32, height: u32) -> Result<Vec<RgbImage>, JsV
             "{} bytes are not a whole number of {width} x {height} RGBA frames",
             rgba.len()
         )));
-    }
-    let count = rgba.len() / frame_bytes;
-    if count > MAX_FRAMES {
-        return Err(errors::input(format!("{count} frames; the limit is {MAX_FRAMES}")));
     }
     let frames = rgba
         .chunks_exact(frame_bytes)

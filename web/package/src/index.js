@@ -1,31 +1,12 @@
 // glimpse in the browser: CLIP and GPT-2 with test-time optimisation, on WebGPU or the CPU, in a
 // Web Worker so the page never freezes. See ../README.md for the API.
+import { ERRORS, GlimpseError, InputError } from './errors.js';
+import { frameChunks, toImageData } from './frames.js';
+import { MAX_EVENTS, MAX_FPS, Reply, Request } from './protocol.js';
 
-/** Base class of every error glimpse raises. */
-export class GlimpseError extends Error {
-  constructor(message) { super(message); this.name = 'GlimpseError'; }
-}
-/** WebGPU was required (`device: 'webgpu'`) but the browser has none or gave no adapter. */
-export class NoAdapterError extends GlimpseError {
-  constructor(message) { super(message); this.name = 'NoAdapterError'; }
-}
-/** A model file is missing, unreachable or malformed; the message names the file or tensor. */
-export class ModelLoadError extends GlimpseError {
-  constructor(message) { super(message); this.name = 'ModelLoadError'; }
-}
-/** The GPU device was lost or the engine stopped on it; the next call starts a fresh engine. */
-export class DeviceLostError extends GlimpseError {
-  constructor(message) { super(message); this.name = 'DeviceLostError'; }
-}
-/** Frames, images or options the engine cannot use. */
-export class InputError extends GlimpseError {
-  constructor(message) { super(message); this.name = 'InputError'; }
-}
+export { DeviceLostError, GlimpseError, InputError, ModelLoadError, NoAdapterError } from './errors.js';
 
-const ERRORS = { NoAdapterError, ModelLoadError, DeviceLostError, InputError, GlimpseError };
 const DEVICES = ['auto', 'webgpu', 'cpu'];
-// The engine's limit (glimpse_media::video::MAX_FRAMES).
-const MAX_FRAMES = 10000;
 
 /** A dense-captioning result: events in seconds plus subtitles. */
 export class DenseCaptions {
@@ -66,19 +47,19 @@ export class Glimpse {
 
   /** Unit-norm CLIP embedding of an image (`ImageData`, `ImageBitmap`, `<img>`, `<canvas>`, `<video>`). */
   async embedImage(image) {
-    return this._call('embedImage', imageRequest(image, this.imageSize));
+    return this._call(Request.embedImage, imageRequest(image, this.imageSize));
   }
 
   /** Unit-norm CLIP embedding of a text. */
   async embedText(text) {
     if (typeof text !== 'string' || text.length === 0) throw new InputError('embedText needs a non-empty string');
-    return this._call('embedText', async () => ({ args: { text } }));
+    return this._call(Request.embedText, async () => ({ args: { text } }));
   }
 
   /** CLIP-guided zero-shot caption of an image: `{caption, score}`. */
   async captionImage(image, options = {}) {
     const { signal, onStep, ...guidance } = options;
-    return this._call('captionImage', imageRequest(image, this.imageSize, { options: guidance }), { signal, onStep });
+    return this._call(Request.captionImage, imageRequest(image, this.imageSize, { options: guidance }), { signal, onStep });
   }
 
   /**
@@ -88,15 +69,24 @@ export class Glimpse {
    */
   async denseCaption(source, options = {}) {
     const { events = 3, fps = 2, seed = 0, signal, onStep, ...guidance } = options;
-    if (!(fps > 0 && fps <= 60)) throw new InputError(`fps = ${fps} must be in (0, 60]`);
-    if (!Number.isInteger(events) || events < 1 || events > 32) throw new InputError(`events = ${events} must be an integer in 1..32`);
+    if (!(fps > 0 && fps <= MAX_FPS)) throw new InputError(`fps = ${fps} must be in (0, ${MAX_FPS}]`);
+    if (!Number.isInteger(events) || events < 1 || events > MAX_EVENTS) throw new InputError(`events = ${events} must be an integer in 1..${MAX_EVENTS}`);
     if (!Number.isInteger(seed) || seed < 0) throw new InputError(`seed = ${seed} must be a non-negative integer`);
-    // Frames are read inside the queue, so two calls never seek the same <video> at once.
-    const request = async () => {
-      const frames = Array.isArray(source) ? framesFromImages(source, this.imageSize) : await framesFromVideo(source, fps, this.imageSize, signal);
-      return { args: { ...frames, fps, events, seed, options: guidance }, transfer: [frames.frames.buffer] };
+    // Frames are read inside the queue, so two calls never seek the same <video> at once. They
+    // go to the engine in chunks, embedded there as they arrive: the next chunk is read while the
+    // engine embeds the one before, and no call ever holds a whole video's pixels.
+    const work = async () => {
+      await this._send(Request.startVideo, { fps }, { signal });
+      let embedding = null;
+      for await (const chunk of frameChunks(source, fps, this.imageSize, signal)) {
+        await embedding;
+        embedding = this._send(Request.videoFrames, chunk, { signal }, [chunk.frames.buffer]);
+        embedding.catch(() => {});
+      }
+      await embedding;
+      return this._send(Request.denseCaption, { events, seed, options: guidance }, { signal, onStep });
     };
-    return new DenseCaptions(await this._call('denseCaption', request, { signal, onStep }));
+    return new DenseCaptions(await this._enqueue(work, signal));
   }
 
   /** Stops the engine; the object cannot be used afterwards. */
@@ -117,7 +107,7 @@ export class Glimpse {
     };
     let info;
     try {
-      info = await this._send('load', this._loadArgs, { onProgress });
+      info = await this._send(Request.load, this._loadArgs, { onProgress });
     } catch (error) {
       this._restart(null);
       throw error;
@@ -131,13 +121,19 @@ export class Glimpse {
   // next call starts a fresh one (model files come from the Cache API the second time).
   // `request` builds the message inside the queue: `{args, transfer}`.
   _call(type, request, handlers = {}) {
-    const { signal } = handlers;
+    return this._enqueue(async () => {
+      const { args, transfer } = await request();
+      handlers.signal?.throwIfAborted();
+      return this._send(type, args, handlers, transfer);
+    }, handlers.signal);
+  }
+
+  // Runs `work` (which sends its own messages) when the jobs before it are done.
+  _enqueue(work, signal) {
     const job = this._queue.then(async () => {
       signal?.throwIfAborted();
       if (!this._worker) await this._start();
-      const { args, transfer } = await request();
-      signal?.throwIfAborted();
-      return this._send(type, args, handlers, transfer);
+      return work();
     });
     this._queue = job.catch(() => {});
     // A call still waiting its turn rejects as soon as its signal aborts.
@@ -163,10 +159,10 @@ export class Glimpse {
   _receive({ id, type, value, step, progress, error }) {
     const job = this._jobs.get(id);
     if (!job) return;
-    if (type === 'step') return callSafely(job.onStep, step);
-    if (type === 'progress') return callSafely(job.onProgress, progress);
+    if (type === Reply.step) return callSafely(job.onStep, step);
+    if (type === Reply.progress) return callSafely(job.onProgress, progress);
     this._jobs.delete(id);
-    if (type === 'result') return job.resolve(value);
+    if (type === Reply.result) return job.resolve(value);
     job.reject(new (ERRORS[error.name] ?? GlimpseError)(error.message));
     if (error.fatal) this._restart(null);
   }
@@ -209,123 +205,4 @@ function absolute(source) {
     return Object.fromEntries(Object.entries(source).map(([field, value]) => [field, resolve(value)]));
   }
   return resolve(source);
-}
-
-// Frames are scaled down on the page until their shorter side is CLIP's input (but not below
-// 128 px); the engine then applies CLIP's own preprocessing. This keeps a long video's frames in
-// memory: 1,000 frames of 16:9 at 224 px take 360 MB.
-const MIN_SENT_SIDE = 128;
-// RGBA bytes one call may send to the engine (the engine holds about twice that while it works).
-const MAX_FRAME_BYTES = 1 << 30;
-
-function targetSize(width, height, imageSize) {
-  if (!width || !height) throw new InputError(`an image of ${width} x ${height} pixels cannot be captioned`);
-  const cap = Math.max(imageSize, MIN_SENT_SIDE);
-  const scale = Math.min(1, cap / Math.min(width, height));
-  return [Math.max(1, Math.round(width * scale)), Math.max(1, Math.round(height * scale))];
-}
-
-function naturalSize(image) {
-  return [image.naturalWidth ?? image.videoWidth ?? image.displayWidth ?? image.width,
-          image.naturalHeight ?? image.videoHeight ?? image.displayHeight ?? image.height];
-}
-
-function toImageData(image, imageSize, size) {
-  if (typeof ImageData !== 'undefined' && image instanceof ImageData && !size) {
-    const [w, h] = targetSize(image.width, image.height, imageSize);
-    if (w === image.width && h === image.height) return new ImageData(new Uint8ClampedArray(image.data), w, h);
-  }
-  const [w, h] = size ?? targetSize(...naturalSize(image), imageSize);
-  const canvas = new OffscreenCanvas(w, h);
-  const context = canvas.getContext('2d', { willReadFrequently: true });
-  context.imageSmoothingQuality = 'high';
-  context.drawImage(image instanceof ImageData ? imageDataBitmapSource(image) : image, 0, 0, w, h);
-  try {
-    return context.getImageData(0, 0, w, h);
-  } catch (error) {
-    if (error.name !== 'SecurityError') throw error;
-    throw new InputError('the image or video comes from another origin without CORS: serve it with CORS headers and set crossOrigin = "anonymous" on the element');
-  }
-}
-
-function imageDataBitmapSource(data) {
-  const canvas = new OffscreenCanvas(data.width, data.height);
-  canvas.getContext('2d').putImageData(data, 0, 0);
-  return canvas;
-}
-
-function framesFromImages(images, imageSize) {
-  if (images.length === 0) throw new InputError('no frames to caption');
-  const size = targetSize(...naturalSize(images[0]), imageSize);
-  const packed = frameBuffer(images.length, size);
-  images.forEach((image, i) => packed.put(i, toImageData(image, imageSize, size)));
-  return packed.frames;
-}
-
-// One buffer for all frames, filled in place.
-function frameBuffer(count, [width, height]) {
-  const frameBytes = width * height * 4;
-  if (count * frameBytes > MAX_FRAME_BYTES) {
-    throw new InputError(`${count} frames of ${width} x ${height} need ${Math.round((count * frameBytes) / 2 ** 20)} MiB; the limit is ${MAX_FRAME_BYTES / 2 ** 20} MiB: lower fps or caption a shorter part`);
-  }
-  const bytes = new Uint8Array(count * frameBytes);
-  return { put: (i, frame) => bytes.set(frame.data, i * frameBytes), frames: { frames: bytes, width, height } };
-}
-
-/** Samples a `<video>` at `fps`: frame `i` is the picture shown at `(i + 0.5) / fps` seconds. */
-async function framesFromVideo(video, fps, imageSize, signal) {
-  if (!(video instanceof HTMLVideoElement)) throw new InputError('denseCaption takes an HTMLVideoElement or an array of frames');
-  if (video.networkState === HTMLMediaElement.NETWORK_EMPTY && !video.currentSrc && !video.src) throw new InputError('the <video> has no source');
-  if (video.readyState < HTMLMediaElement.HAVE_METADATA) await once(video, 'loadedmetadata');
-  if (!Number.isFinite(video.duration) || video.duration <= 0) throw new InputError('the video has no finite duration');
-  const count = Math.max(1, Math.round(video.duration * fps));
-  if (count > MAX_FRAMES) throw new InputError(`${count} frames at ${fps} fps; the limit is ${MAX_FRAMES}`);
-  const size = targetSize(video.videoWidth, video.videoHeight, imageSize);
-  const packed = frameBuffer(count, size);
-  const wasPaused = video.paused, time = video.currentTime;
-  video.pause();
-  try {
-    for (let i = 0; i < count; i++) {
-      signal?.throwIfAborted();
-      await seek(video, Math.min((i + 0.5) / fps, video.duration));
-      packed.put(i, toImageData(video, imageSize, size));
-    }
-  } finally {
-    await seek(video, time).catch(() => {});
-    if (!wasPaused) video.play().catch(() => {});
-  }
-  return packed.frames;
-}
-
-// `seeked` can fire before the new picture reaches the element (Chromium with GPU video paths drew
-// the previous seek's frame): wait for the frame to be presented too, where the browser says so,
-// but not for long (no new frame is presented when two samples fall on the same video frame).
-async function seek(video, time) {
-  const seeked = once(video, 'seeked');
-  let presented = null;
-  if (video.requestVideoFrameCallback) {
-    presented = new Promise((resolve) => {
-      const handle = video.requestVideoFrameCallback(() => { clearTimeout(timer); resolve(); });
-      const timer = setTimeout(() => { video.cancelVideoFrameCallback(handle); resolve(); }, 500);
-    });
-  }
-  video.currentTime = time;
-  await seeked;
-  await presented;
-}
-
-// Resolves on `event`, rejects when the media fails; the listeners go away either way.
-function once(target, event) {
-  const failure = () => new InputError(`the video cannot be read (${target.error?.message || 'unsupported or corrupt'})`);
-  return new Promise((resolve, reject) => {
-    if (target.error) return reject(failure());
-    const settle = (ok) => (value) => {
-      target.removeEventListener(event, onEvent);
-      target.removeEventListener('error', onError);
-      if (ok) resolve(value); else reject(failure());
-    };
-    const onEvent = settle(true), onError = settle(false);
-    target.addEventListener(event, onEvent);
-    target.addEventListener('error', onError);
-  });
 }

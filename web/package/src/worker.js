@@ -1,6 +1,7 @@
 // The engine's thread: loads the wasm module, fetches model files (Cache API, byte progress) and
 // runs every call of the facade in `index.js`. One job at a time; replies carry the job's id.
 import init, { Session } from '../engine/glimpse_wasm.js';
+import { ErrorName, Reply, Request } from './protocol.js';
 
 const CACHE = 'glimpse-models-v1';
 const CLIP_FILES = { config: 'config.json', weights: 'model.safetensors', tokenizer: 'tokenizer.json', preprocessor: 'preprocessor_config.json' };
@@ -9,6 +10,8 @@ const OPTIONAL = new Set(['preprocessor']);
 
 let session = null;
 let deviceKind = null;
+// The video being received, from `startVideo` through its `videoFrames` chunks to `denseCaption`.
+let video = null;
 // The job in progress: a panic inside the engine's async code surfaces as an uncaught error of
 // the worker, not as a rejection, so it is reported against this id.
 let currentJob = null;
@@ -17,10 +20,10 @@ self.onmessage = async ({ data: { id, type, args } }) => {
   const post = (message, transfer) => self.postMessage({ id, ...message }, transfer ?? []);
   currentJob = id;
   try {
-    const value = await run(type, args, (step) => post({ type: 'step', step }), (progress) => post({ type: 'progress', progress }));
-    post({ type: 'result', value }, value instanceof Float32Array ? [value.buffer] : []);
+    const value = await run(type, args, (step) => post({ type: Reply.step, step }), (progress) => post({ type: Reply.progress, progress }));
+    post({ type: Reply.result, value }, value instanceof Float32Array ? [value.buffer] : []);
   } catch (error) {
-    post({ type: 'error', error: describe(error) });
+    post({ type: Reply.error, error: describe(error) });
   } finally {
     currentJob = null;
   }
@@ -28,7 +31,7 @@ self.onmessage = async ({ data: { id, type, args } }) => {
 
 const reportCrash = (error) => {
   if (currentJob === null) return false;
-  self.postMessage({ id: currentJob, type: 'error', error: describe(error) });
+  self.postMessage({ id: currentJob, type: Reply.error, error: describe(error) });
   currentJob = null;
   return true;
 };
@@ -37,22 +40,34 @@ self.addEventListener('unhandledrejection', (event) => { if (reportCrash(event.r
 
 async function run(type, args, onStep, onProgress) {
   switch (type) {
-    case 'load': return load(args, onProgress);
-    case 'embedImage': return session.embedImage(new Uint8Array(args.image.data.buffer), args.image.width, args.image.height);
-    case 'embedText': return session.embedText(args.text);
-    case 'captionImage': {
+    case Request.load: return load(args, onProgress);
+    case Request.embedImage: return session.embedImage(new Uint8Array(args.image.data.buffer), args.image.width, args.image.height);
+    case Request.embedText: return session.embedText(args.text);
+    case Request.captionImage: {
       const { image, options } = args;
       return JSON.parse(await session.captionImage(new Uint8Array(image.data.buffer), image.width, image.height, JSON.stringify(options), stepHandler(onStep)));
     }
-    case 'denseCaption': {
-      const { frames, width, height, fps, events, seed, options } = args;
-      return JSON.parse(await session.denseCaption(frames, width, height, fps, events, BigInt(seed), JSON.stringify(options), stepHandler(onStep)));
+    case Request.startVideo:
+      video?.free();
+      video = session.startVideo(args.fps);
+      return null;
+    case Request.videoFrames: return receivingVideo().push(args.frames, args.width, args.height);
+    case Request.denseCaption: {
+      const { events, seed, options } = args;
+      const frames = receivingVideo();
+      video = null;
+      return JSON.parse(await session.denseCaption(frames, events, BigInt(seed), JSON.stringify(options), stepHandler(onStep)));
     }
     default: throw new Error(`unknown request ${type}`);
   }
 }
 
 const stepHandler = (onStep) => (json) => onStep(JSON.parse(json));
+
+function receivingVideo() {
+  if (!video) throw new Error('no video started: startVideo comes first');
+  return video;
+}
 
 async function load({ device, clip, lm }, onProgress) {
   await init();
@@ -62,6 +77,8 @@ async function load({ device, clip, lm }, onProgress) {
     gather('CLIP', clip, CLIP_FILES, progress),
     gather('GPT-2', lm, LM_FILES, progress),
   ]);
+  video?.free();
+  video = null;
   session?.free();
   session = null;
   try {
@@ -69,7 +86,7 @@ async function load({ device, clip, lm }, onProgress) {
     session = await Session.load(kind.kind, clipFiles, lmFiles);
   } catch (error) {
     // `auto` promised a working device: if WebGPU cannot be set up after all, use the CPU.
-    if (!(kind.automatic && error?.name === 'NoAdapterError')) throw error;
+    if (!(kind.automatic && error?.name === ErrorName.noAdapter)) throw error;
     kind = { kind: 'cpu', fallbackReason: `WebGPU could not be set up (${error.message})` };
     deviceKind = 'cpu';
     session = await Session.load('cpu', clipFiles, lmFiles);
@@ -82,8 +99,8 @@ async function resolveDevice(requested) {
   if (requested === 'cpu') return { kind: 'cpu' };
   const adapter = self.navigator.gpu ? await self.navigator.gpu.requestAdapter().catch(() => null) : null;
   if (requested === 'webgpu') {
-    if (!self.navigator.gpu) throw named('NoAdapterError', 'this browser has no WebGPU (navigator.gpu is missing); use device: "cpu"');
-    if (!adapter) throw named('NoAdapterError', 'WebGPU is present but the browser gave no adapter; use device: "cpu"');
+    if (!self.navigator.gpu) throw named(ErrorName.noAdapter, 'this browser has no WebGPU (navigator.gpu is missing); use device: "cpu"');
+    if (!adapter) throw named(ErrorName.noAdapter, 'WebGPU is present but the browser gave no adapter; use device: "cpu"');
     return { kind: 'webgpu' };
   }
   if (!self.navigator.gpu) return { kind: 'cpu', fallbackReason: 'this browser has no WebGPU' };
@@ -95,7 +112,7 @@ async function resolveDevice(requested) {
 
 // One model's files: a folder URL (Hugging Face layout) or an object of URLs / bytes per file.
 async function gather(what, source, names, progress) {
-  if (source == null) throw named('ModelLoadError', `${what}: no model given`);
+  if (source == null) throw named(ErrorName.modelLoad, `${what}: no model given`);
   const entries = Object.entries(names).map(([field, file]) => {
     const given = typeof source === 'string' ? new URL(file, source.endsWith('/') ? source : `${source}/`).href : source[field];
     return [field, file, given];
@@ -103,7 +120,7 @@ async function gather(what, source, names, progress) {
   const files = {};
   await Promise.all(entries.map(async ([field, file, given]) => {
     if (given == null) {
-      if (!OPTIONAL.has(field)) throw named('ModelLoadError', `${what}: ${file} is missing`);
+      if (!OPTIONAL.has(field)) throw named(ErrorName.modelLoad, `${what}: ${file} is missing`);
       return;
     }
     const bytes = typeof given === 'string' ? await download(what, field, given, progress) : await asBytes(given);
@@ -116,17 +133,17 @@ async function asBytes(value) {
   if (value instanceof Uint8Array) return value;
   if (value instanceof ArrayBuffer) return new Uint8Array(value);
   if (typeof Blob !== 'undefined' && value instanceof Blob) return new Uint8Array(await value.arrayBuffer());
-  throw named('ModelLoadError', 'a model file must be a URL, an ArrayBuffer, a Uint8Array or a Blob / File');
+  throw named(ErrorName.modelLoad, 'a model file must be a URL, an ArrayBuffer, a Uint8Array or a Blob / File');
 }
 
 // Fetches with byte progress, through the Cache API when the page may use it.
 async function download(what, field, url, progress) {
   const cache = self.caches ? await self.caches.open(CACHE).catch(() => null) : null;
   const cached = await cache?.match(url);
-  const response = cached ?? await fetch(url).catch((e) => { throw named('ModelLoadError', `${what}: cannot fetch ${url}: ${e.message}`); });
+  const response = cached ?? await fetch(url).catch((e) => { throw named(ErrorName.modelLoad, `${what}: cannot fetch ${url}: ${e.message}`); });
   if (!response.ok) {
     if (OPTIONAL.has(field) && response.status === 404) return null;
-    throw named('ModelLoadError', `${what}: ${url} answered ${response.status} ${response.statusText}`);
+    throw named(ErrorName.modelLoad, `${what}: ${url} answered ${response.status} ${response.statusText}`);
   }
   // A compressed response announces its compressed length: no total then.
   const total = response.headers.get('content-encoding') ? 0 : Number(response.headers.get('content-length')) || 0;
@@ -143,12 +160,12 @@ async function download(what, field, url, progress) {
       progress.update(url, loaded);
     }
   } catch (error) {
-    throw named('ModelLoadError', `${what}: the download of ${url} broke off after ${loaded} bytes: ${error.message}`);
+    throw named(ErrorName.modelLoad, `${what}: the download of ${url} broke off after ${loaded} bytes: ${error.message}`);
   }
   const bytes = new Uint8Array(loaded);
   let offset = 0;
   for (const chunk of chunks) { bytes.set(chunk, offset); offset += chunk.length; }
-  if (total && loaded < total) throw named('ModelLoadError', `${what}: ${url} ended after ${loaded} of ${total} bytes`);
+  if (total && loaded < total) throw named(ErrorName.modelLoad, `${what}: ${url} ended after ${loaded} of ${total} bytes`);
   if (!cached && cache) await cache.put(url, new Response(bytes, { headers: { 'content-length': String(loaded) } })).catch(() => {});
   return bytes;
 }
@@ -175,8 +192,8 @@ function describe(error) {
   if (error instanceof WebAssembly.RuntimeError) {
     const panic = self.__glimpsePanic ?? error.message;
     session = null;
-    const name = deviceKind === 'webgpu' ? 'DeviceLostError' : 'GlimpseError';
+    const name = deviceKind === 'webgpu' ? ErrorName.deviceLost : ErrorName.engine;
     return { name, message: `the engine stopped: ${panic}`, fatal: true };
   }
-  return { name: error?.name ?? 'GlimpseError', message: error?.message ?? String(error) };
+  return { name: error?.name ?? ErrorName.engine, message: error?.message ?? String(error) };
 }

@@ -14,6 +14,8 @@ async function main() {
   for (const text of TEXTS) similarities.push(dot(imageEmbedding, await glimpse.embedText(text)));
   const bestText = similarities.indexOf(Math.max(...similarities));
   const { caption } = await glimpse.captionImage(image);
+  // 40 frames reach the engine in three chunks; all of them must count.
+  const chunked = await glimpse.denseCaption(Array(40).fill(image), { fps: 2, events: 2, maxTokens: 2 });
 
   let badModel = null, badModelIsTyped = false, badModelMessage = '';
   try {
@@ -49,7 +51,7 @@ async function main() {
   }
   const afterAbort = (await glimpse.captionImage(image, { maxTokens: 4 })).caption;
   glimpse.dispose();
-  return { similarities, bestText, caption, badModel, badModelIsTyped, badModelMessage, inputErrors, aborted, afterAbort };
+  return { similarities, bestText, caption, chunked: chunked.toJSON(), badModel, badModelIsTyped, badModelMessage, inputErrors, aborted, afterAbort };
 }
 
 main().then(

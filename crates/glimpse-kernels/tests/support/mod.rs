@@ -5,20 +5,17 @@ use std::sync::OnceLock;
 use burn::prelude::*;
 use burn::tensor::wgpu::WgpuBackend;
 
-/// wgpu on Vulkan (lavapipe in CI), set up once per process; `None` under
-/// `GLIMPSE_TEST_WGPU=skip` (the workspace's switch for machines without a Vulkan driver), where
-/// the kernel tests have nothing to test. Pinned to Vulkan: wgpu's automatic choice may fall back
-/// to OpenGL, and a parity test on GL would say nothing about Vulkan.
+/// wgpu on Vulkan (lavapipe in CI), set up once per process, where this run covers it
+/// (`glimpse_test_device`); `None` otherwise, and a kernel test then has nothing to test. Pinned
+/// to Vulkan: wgpu's automatic choice may fall back to OpenGL, and a parity test on GL would say
+/// nothing about Vulkan.
 pub fn wgpu() -> Option<Device> {
     static DEVICE: OnceLock<Option<Device>> = OnceLock::new();
     DEVICE
         .get_or_init(|| {
-            if std::env::var("GLIMPSE_TEST_WGPU").as_deref() == Ok("skip") {
-                eprintln!("GLIMPSE_TEST_WGPU=skip: no kernel to test");
-                return None;
-            }
-            let device = Device::wgpu_options().graphics_api(WgpuBackend::Vulkan).init();
-            Some(device.expect("no Vulkan adapter: install mesa-vulkan-drivers (or set GLIMPSE_TEST_WGPU=skip)"))
+            glimpse_test_device::wgpu(|| {
+                Device::wgpu_options().graphics_api(WgpuBackend::Vulkan).init().map_err(|e| e.to_string())
+            })
         })
         .clone()
 }

@@ -1,0 +1,59 @@
+//! Tensor helpers every crate uses: readback to the host, token-id tensors, row normalisation,
+//! and top-k / argmax over host values.
+
+use burn::prelude::*;
+use burn::tensor::Element;
+use burn::tensor::kind::Basic;
+
+use crate::error::ModelError;
+
+/// Reads a tensor back to the host as `E`, awaiting the device (required in the browser).
+pub async fn read<const D: usize, K: Basic, E: Element>(tensor: Tensor<D, K>) -> Result<Vec<E>, ModelError> {
+    let data = tensor.into_data_async().await.map_err(|e| ModelError::Readback(e.to_string()))?;
+    data.try_into_vec_as::<E>().map_err(|e| ModelError::Readback(format!("{e:?}")))
+}
+
+/// `[1, n]` token tensor.
+pub fn ids_tensor(ids: &[u32], device: &Device) -> Tensor<2, Int> {
+    let data: Vec<i64> = ids.iter().map(|&id| i64::from(id)).collect();
+    Tensor::from_data(TensorData::new(data, [1, ids.len()]), device)
+}
+
+/// Rows scaled to unit L2 norm: `[n, d]` -> `[n, d]`; an all-zero row stays zero.
+pub fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
+    let norm = x.clone().square().sum_dim(1).sqrt().clamp_min(1e-12);
+    x / norm
+}
+
+/// Indices of the `k` largest values, best first, ties to the lower index. A partial selection:
+/// only the `k` winners are sorted, not the whole vocabulary.
+pub fn top_k_indices(values: &[f32], k: usize) -> Vec<usize> {
+    let order = |&a: &usize, &b: &usize| values[b].total_cmp(&values[a]).then(a.cmp(&b));
+    let mut ids: Vec<usize> = (0..values.len()).collect();
+    let k = k.min(ids.len());
+    if k == 0 {
+        return Vec::new();
+    }
+    ids.select_nth_unstable_by(k - 1, order);
+    ids.truncate(k);
+    ids.sort_by(order);
+    ids
+}
+
+/// Index of the first maximum (ties go to the lower index, as `torch.argmax`).
+pub fn argmax_first(values: &[f32]) -> usize {
+    values.iter().enumerate().fold(0, |best, (i, &v)| if v > values[best] { i } else { best })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_indices_are_best_first_with_ties_to_the_lower_index() {
+        let values = [0.5, 2.0, -1.0, 2.0, 0.5, f32::NEG_INFINITY];
+        assert_eq!(top_k_indices(&values, 3), [1, 3, 0]);
+        assert_eq!(top_k_indices(&values, 10), [1, 3, 0, 4, 2, 5]);
+        assert!(top_k_indices(&values, 0).is_empty());
+    }
+}

@@ -1,0 +1,40 @@
+//! The JavaScript side's one copy of the engine's facts (`web/package/src/protocol.js`) agrees
+//! with the Rust side: the limits the facade checks before sending, and the error names the
+//! engine raises.
+
+use std::path::Path;
+
+fn repo_file(path: &str) -> String {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path);
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
+}
+
+/// The number in `export const NAME = 123;`.
+fn js_number(js: &str, name: &str) -> f64 {
+    let prefix = format!("export const {name} = ");
+    let line = js.lines().find_map(|l| l.strip_prefix(&prefix)).unwrap_or_else(|| panic!("protocol.js has no {name}"));
+    line.trim_end_matches(';').parse().unwrap_or_else(|e| panic!("{name} = {line}: {e}"))
+}
+
+#[test]
+fn limits_match_the_engine() {
+    let js = repo_file("web/package/src/protocol.js");
+    assert_eq!(js_number(&js, "MAX_FRAMES"), glimpse_media::video::MAX_FRAMES as f64);
+    assert_eq!(js_number(&js, "MAX_FPS"), glimpse_media::video::MAX_FPS);
+    assert_eq!(js_number(&js, "MAX_EVENTS"), glimpse_align::zerota::MAX_EVENTS as f64);
+}
+
+#[test]
+fn every_engine_error_name_is_known_to_the_facade() {
+    let js = repo_file("web/package/src/protocol.js");
+    let rust = repo_file("crates/glimpse-wasm/src/errors.rs");
+    // `pub const MODEL_LOAD: &str = "ModelLoadError";`
+    let names: Vec<&str> = rust
+        .lines()
+        .filter_map(|l| l.strip_prefix("pub const ")?.split_once(": &str = \"")?.1.strip_suffix("\";"))
+        .collect();
+    assert!(names.len() >= 4, "error names found in errors.rs: {names:?}");
+    for name in names {
+        assert!(js.contains(&format!(": '{name}'")), "protocol.js's ErrorName lacks {name}");
+    }
+}
