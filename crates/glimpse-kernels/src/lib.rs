@@ -2,7 +2,7 @@
 //!
 //! Each operation is one backend-agnostic function over `Tensor<D>`: for f32 tensors on a wgpu
 //! device (Vulkan, Metal, DX12, or WebGPU in the browser) it launches a kernel from the
-//! workspace's `shaders/` folder; everywhere else (the CPU backend, shapes or autodiff uses a
+//! crate's `shaders/` folder; everywhere else (the CPU backend, shapes or autodiff uses a
 //! kernel does not cover) it runs its portable fallback, written in plain Burn operations and
 //! public so callers can compare the two. A `*_uses_kernel` function tells which path a call
 //! takes. [`masked_pool`] has a hand-written backward, so its kernels also run under autodiff.

@@ -21,8 +21,8 @@ pub(crate) fn wgpu_f32<const D: usize>(tensor: &Tensor<D>) -> bool {
 macro_rules! kernel_source {
     ($file:literal) => {
         $crate::wgsl::WgslSource::new(concat!(
-            include_str!("../../../shaders/workgroup.wgsl"),
-            include_str!(concat!("../../../shaders/", $file))
+            include_str!("../shaders/workgroup.wgsl"),
+            include_str!(concat!("../shaders/", $file))
         ))
     };
 }
