@@ -6,6 +6,8 @@
 //! inside/outside contrast) so that each settles on a homogeneous stretch of the video; the
 //! captioning loop then refines masks and prefixes together.
 
+use std::borrow::Borrow;
+
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use glimpse_hub::{ClipBundle, Gpt2Bundle};
@@ -142,9 +144,10 @@ impl Event {
 
 /// Frames turned into CLIP embeddings as they arrive, so a video is never held at full
 /// resolution: each frame is preprocessed at once (only CLIP-sized pixels wait for a batch) and
-/// the frames are encoded [`FrameEmbedder::BATCH`] at a time.
-pub struct FrameEmbedder<'a> {
-    clip: &'a ClipBundle,
+/// the frames are encoded [`BATCH`](FrameEmbedder::BATCH) at a time. `C` is any owner of the CLIP:
+/// a borrow for one call, an `Rc` where frames arrive across calls (the browser's chunks).
+pub struct FrameEmbedder<C> {
+    clip: C,
     pending: Vec<Tensor<4>>,
     embedded: Vec<Tensor<2>>,
     frames: usize,
@@ -152,15 +155,15 @@ pub struct FrameEmbedder<'a> {
     first_dims: Option<[usize; 4]>,
 }
 
-impl<'a> FrameEmbedder<'a> {
+impl<C: Borrow<ClipBundle>> FrameEmbedder<C> {
     pub const BATCH: usize = 16;
 
-    pub fn new(clip: &'a ClipBundle) -> Self {
+    pub fn new(clip: C) -> Self {
         Self { clip, pending: Vec::with_capacity(Self::BATCH), embedded: Vec::new(), frames: 0, first_dims: None }
     }
 
     pub fn push(&mut self, frame: &RgbImage) -> Result<(), AlignError> {
-        let pixels = self.clip.pixels(std::slice::from_ref(frame))?;
+        let pixels = self.clip.borrow().pixels(std::slice::from_ref(frame))?;
         let first = *self.first_dims.get_or_insert(pixels.dims());
         if first != pixels.dims() {
             return Err(AlignError::Config(format!(
@@ -186,7 +189,7 @@ impl<'a> FrameEmbedder<'a> {
     fn encode_pending(&mut self) -> Result<(), AlignError> {
         if !self.pending.is_empty() {
             let pixels = Tensor::cat(std::mem::take(&mut self.pending), 0);
-            self.embedded.push(self.clip.model.encode_image(pixels)?);
+            self.embedded.push(self.clip.borrow().model.encode_image(pixels)?);
         }
         Ok(())
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use burn::prelude::*;
 use glimpse_align::guided::{self, GuidanceConfig, IMAGE_PROMPT, Step, Targets};
-use glimpse_align::zerota::{Event, VIDEO_PROMPT, ZeroTaConfig, dense_caption, embed_frames};
+use glimpse_align::zerota::{Event, FrameEmbedder, VIDEO_PROMPT, ZeroTaConfig, dense_caption};
 use glimpse_hub::{ClipBundle, Gpt2Bundle, ModelFiles, Weights};
 use glimpse_media::subtitles::{Cue, to_srt, to_vtt};
 use glimpse_media::to_rgb;
@@ -33,7 +33,8 @@ pub struct Session {
 }
 
 struct Models {
-    clip: ClipBundle,
+    /// Shared with the videos being received.
+    clip: Rc<ClipBundle>,
     lm: Gpt2Bundle,
     device: DeviceReport,
 }
@@ -48,7 +49,7 @@ impl Session {
         let lm = model_files("GPT-2", &lm)?;
         let (device, report) = device::select(&device).await?;
         let load_error = |e: glimpse_hub::HubError| js_error(MODEL_LOAD, with_causes(&e));
-        let clip = ClipBundle::load(&clip, &device).map_err(load_error)?;
+        let clip = Rc::new(ClipBundle::load(&clip, &device).map_err(load_error)?);
         let lm = Gpt2Bundle::load(&lm, &device).map_err(load_error)?;
         Ok(Session { models: Rc::new(Models { clip, lm, device: report }) })
     }
@@ -110,7 +111,7 @@ impl Session {
     #[wasm_bindgen(js_name = startVideo)]
     pub fn start_video(&self, fps: f64) -> Result<Video, JsValue> {
         check_fps(fps).map_err(errors::input)?;
-        Ok(Video { models: self.models.clone(), fps, frame_size: None, embedded: Vec::new(), frames: 0 })
+        Ok(Video { fps, embedder: FrameEmbedder::new(self.models.clip.clone()) })
     }
 
     /// Zero-shot dense captioning (ZeroTA) of `video` (consumed) with `events` events. `options`
@@ -123,11 +124,8 @@ impl Session {
         future_to_promise(async move {
             let guidance = GuidanceOptions::parse(&options)?.config(VIDEO_PROMPT);
             let config = ZeroTaConfig { events, seed, guidance, ..ZeroTaConfig::default() };
-            if video.frames == 0 {
-                return Err(errors::input("no frames to caption"));
-            }
-            let duration = video.frames as f64 / video.fps;
-            let embeddings = Tensor::cat(video.embedded, 0);
+            let duration = video.embedder.frames() as f64 / video.fps;
+            let embeddings = video.embedder.finish().map_err(errors::align)?;
             let found =
                 dense_caption(&models.clip, &models.lm, embeddings, duration, &config, report_step(&on_step, duration))
                     .await
@@ -139,36 +137,27 @@ impl Session {
     }
 }
 
-/// A video being received: the unit-norm CLIP embeddings of the frames so far.
+/// A video being received: its frames so far, embedded.
 #[wasm_bindgen]
 pub struct Video {
-    models: Rc<Models>,
     fps: f64,
-    /// `(width, height)` of the first chunk; every chunk must match it.
-    frame_size: Option<(u32, u32)>,
-    embedded: Vec<Tensor<2>>,
-    frames: usize,
+    embedder: FrameEmbedder<Rc<ClipBundle>>,
 }
 
 #[wasm_bindgen]
 impl Video {
     /// Appends RGBA frames of `width` x `height`, one after another; returns the frame count so
-    /// far. Up to `MAX_FRAMES` frames in all.
+    /// far. Up to `MAX_FRAMES` frames in all, each preprocessing to the same size as the first.
     pub fn push(&mut self, rgba: Vec<u8>, width: u32, height: u32) -> Result<usize, JsValue> {
-        let (first_width, first_height) = *self.frame_size.get_or_insert((width, height));
-        if (first_width, first_height) != (width, height) {
-            return Err(errors::input(format!(
-                "a {width} x {height} frame after frames of {first_width} x {first_height}"
-            )));
-        }
         let frames = rgb_frames(&rgba, width, height)?;
         drop(rgba);
-        if self.frames + frames.len() > MAX_FRAMES {
+        if self.embedder.frames() + frames.len() > MAX_FRAMES {
             return Err(errors::input(format!("more than {MAX_FRAMES} frames; lower fps or caption a shorter part")));
         }
-        self.embedded.push(embed_frames(&self.models.clip, &frames).map_err(errors::align)?);
-        self.frames += frames.len();
-        Ok(self.frames)
+        for frame in &frames {
+            self.embedder.push(frame).map_err(errors::align)?;
+        }
+        Ok(self.embedder.frames())
     }
 }
 

@@ -43,11 +43,16 @@ function imageDataBitmapSource(data) {
   return canvas;
 }
 
-// One chunk's frames in one buffer, filled in place.
-function frameBuffer(count, [width, height]) {
+// `count` frames of `width` x `height`, FRAMES_PER_MESSAGE to a buffer: `frameAt(i)` gives frame
+// `i` as `ImageData`.
+async function* chunked(count, [width, height], frameAt) {
   const frameBytes = width * height * 4;
-  const bytes = new Uint8Array(count * frameBytes);
-  return { put: (i, frame) => bytes.set(frame.data, i * frameBytes), frames: { frames: bytes, width, height } };
+  for (let start = 0; start < count; start += FRAMES_PER_MESSAGE) {
+    const n = Math.min(FRAMES_PER_MESSAGE, count - start);
+    const frames = new Uint8Array(n * frameBytes);
+    for (let i = 0; i < n; i++) frames.set((await frameAt(start + i)).data, i * frameBytes);
+    yield { frames, width, height };
+  }
 }
 
 // The frames of `source` (an array of images, or a `<video>` sampled at `fps`: frame `i` is the
@@ -57,12 +62,7 @@ export async function* frameChunks(source, fps, imageSize, signal) {
     if (source.length === 0) throw new InputError('no frames to caption');
     if (source.length > MAX_FRAMES) throw new InputError(`${source.length} frames; the limit is ${MAX_FRAMES}`);
     const size = targetSize(...naturalSize(source[0]), imageSize);
-    for (let start = 0; start < source.length; start += FRAMES_PER_MESSAGE) {
-      const images = source.slice(start, start + FRAMES_PER_MESSAGE);
-      const chunk = frameBuffer(images.length, size);
-      images.forEach((image, i) => chunk.put(i, toImageData(image, imageSize, size)));
-      yield chunk.frames;
-    }
+    yield* chunked(source.length, size, (i) => toImageData(source[i], imageSize, size));
     return;
   }
   const video = source;
@@ -76,15 +76,11 @@ export async function* frameChunks(source, fps, imageSize, signal) {
   const wasPaused = video.paused, time = video.currentTime;
   video.pause();
   try {
-    for (let start = 0; start < count; start += FRAMES_PER_MESSAGE) {
-      const chunk = frameBuffer(Math.min(FRAMES_PER_MESSAGE, count - start), size);
-      for (let i = 0; start + i < count && i < FRAMES_PER_MESSAGE; i++) {
-        signal?.throwIfAborted();
-        await seek(video, Math.min((start + i + 0.5) / fps, video.duration));
-        chunk.put(i, toImageData(video, imageSize, size));
-      }
-      yield chunk.frames;
-    }
+    yield* chunked(count, size, async (i) => {
+      signal?.throwIfAborted();
+      await seek(video, Math.min((i + 0.5) / fps, video.duration));
+      return toImageData(video, imageSize, size);
+    });
   } finally {
     await seek(video, time).catch(() => {});
     if (!wasPaused) video.play().catch(() => {});
