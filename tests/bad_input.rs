@@ -1,8 +1,7 @@
 //! Bad input gets a clear error that names the problem, never a panic.
 
-use glimpse_hub::{HubError, ModelFiles};
 use glimpse_media::{ImagePreprocess, MediaError, decode_image};
-use glimpse_models::{Clip, ClipConfig, Gpt2, Gpt2Config, ModelError, TensorProblem};
+use glimpse_models::{Clip, ClipConfig, Gpt2, Gpt2Config, ModelError, ModelFiles, TensorProblem};
 use glimpse_tests::{fixture, rewrite_safetensors, weight_bytes};
 
 fn cpu() -> burn::tensor::Device {
@@ -136,7 +135,7 @@ fn model_directories_say_what_is_missing() {
     }
     let err = ModelFiles::from_dir(&dir).unwrap_err();
     std::fs::remove_dir_all(&dir).unwrap();
-    assert!(matches!(err, HubError::Layout(_)));
+    assert!(matches!(err, ModelError::Layout(_)));
     assert!(err.to_string().contains("glimpse reads safetensors only"), "{err}");
 }
 
@@ -146,7 +145,7 @@ fn model_directories_say_what_is_missing() {
 fn generation_limits_are_errors_not_panics() {
     use glimpse_models::generation::{Decoding, GenerationConfig, generate};
     let device = cpu();
-    let lm = glimpse_hub::Gpt2Bundle::load(&gpt2_files(), &device).unwrap();
+    let lm = glimpse_models::Gpt2Bundle::load(&gpt2_files(), &device).unwrap();
     assert_eq!(lm.model.n_positions(), 48);
     let contrastive = Decoding::Contrastive { top_k: 4, alpha: 0.6 };
     let run = |decoding, max_new_tokens| {
@@ -172,7 +171,7 @@ fn images_that_would_resize_to_absurd_sizes_are_refused() {
 
 #[test]
 fn images_of_different_sizes_without_a_crop_are_an_error() {
-    let mut clip = glimpse_hub::ClipBundle::load(&ModelFiles::from_dir(fixture("clip-b")).unwrap(), &cpu()).unwrap();
+    let mut clip = glimpse_models::ClipBundle::load(&ModelFiles::from_dir(fixture("clip-b")).unwrap(), &cpu()).unwrap();
     clip.preprocess.center_crop = None;
     let images = [image::RgbImage::new(40, 32), image::RgbImage::new(32, 50)];
     let err = clip.encode_images(&images).unwrap_err().to_string();

@@ -7,7 +7,7 @@ use std::sync::mpsc::{RecvTimeoutError, channel};
 use std::time::{Duration, SystemTime};
 
 use glimpse_hub::remote::{Hub, Progress, RepoId, may_send_token};
-use glimpse_hub::{Gpt2Bundle, ModelFiles};
+use glimpse_models::{Gpt2Bundle, ModelFiles};
 use glimpse_tests::hub_server::{COMMIT, ESCAPING_COMMIT, Fault, HubServer};
 use glimpse_tests::{fixture, weight_bytes};
 use sha2::{Digest, Sha256};

@@ -2,11 +2,10 @@
 //! Tolerance: max abs error 1e-4 on logits and embeddings; identical token ids.
 
 use burn::prelude::*;
-use glimpse_hub::{ClipBundle, Gpt2Bundle, ModelFiles};
 use glimpse_media::decode_image;
 use glimpse_models::generation::{Decoding, GenerationConfig, generate};
 use glimpse_models::tensor::ids_tensor;
-use glimpse_models::{Gpt2, KvCache, l2_normalize};
+use glimpse_models::{ClipBundle, Gpt2, Gpt2Bundle, KvCache, ModelFiles, l2_normalize};
 use glimpse_tests::{
     Reference, block_on, devices, fixture, max_abs_diff, read_tensor, rewrite_safetensors, rewrite_safetensors_as,
     values, weight_bytes,
@@ -30,6 +29,25 @@ fn gpt2_tokenizer_matches_transformers() {
             assert_eq!(&lm.tokenizer.decode(&ids).unwrap(), prompt, "{name}: decode");
         }
     }
+}
+
+/// Streamed text: the pieces add up to the whole decode, and a character split across byte-level
+/// tokens is held back until it is whole (never given out as U+FFFD).
+#[test]
+fn streamed_text_adds_up_and_waits_for_whole_characters() {
+    let lm = gpt2("gpt2-base", &glimpse_models::device::cpu().device);
+    let text = "naïve café, 東京 ✓ done";
+    let ids = lm.tokenizer.encode(text).unwrap();
+    let mut stream = lm.tokenizer.stream();
+    let mut pieces = Vec::new();
+    for &id in &ids {
+        pieces.push(stream.push(id).unwrap());
+    }
+    assert_eq!(stream.ids(), ids.as_slice());
+    assert!(pieces.iter().all(|p| !p.contains('\u{FFFD}')), "{pieces:?}");
+    assert!(pieces.iter().any(String::is_empty), "some character spans several tokens: {pieces:?}");
+    assert_eq!(pieces.concat() + &stream.rest().unwrap(), text);
+    assert_eq!(stream.rest().unwrap(), "");
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! The JavaScript side's one copy of the engine's facts (`web/package/src/protocol.js`) agrees
-//! with the Rust side: the limits the facade checks before sending, and the error names the
-//! engine raises.
+//! with the Rust side: the limits the facade checks before sending, the defaults it fills in, and
+//! the error names the engine raises.
 
 use std::path::Path;
 
@@ -22,6 +22,13 @@ fn limits_match_the_engine() {
     assert_eq!(js_number(&js, "MAX_FRAMES"), glimpse_media::video::MAX_FRAMES as f64);
     assert_eq!(js_number(&js, "MAX_FPS"), glimpse_media::video::MAX_FPS);
     assert_eq!(js_number(&js, "MAX_EVENTS"), glimpse_align::zerota::MAX_EVENTS as f64);
+}
+
+#[test]
+fn defaults_match_the_engine() {
+    let js = repo_file("web/package/src/protocol.js");
+    assert_eq!(js_number(&js, "DEFAULT_FPS"), glimpse_media::video::DEFAULT_FPS);
+    assert_eq!(js_number(&js, "DEFAULT_EVENTS"), glimpse_align::zerota::ZeroTaConfig::default().events as f64);
 }
 
 #[test]

@@ -5,9 +5,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use glimpse_hub::{ClipBundle, ModelFiles, Weights};
 use glimpse_models::weights::{ReadAt, WeightFile};
-use glimpse_models::{Clip, ClipConfig, Gpt2, Gpt2Config};
+use glimpse_models::{Clip, ClipBundle, ClipConfig, Gpt2, Gpt2Config, ModelFiles, Weights};
 use glimpse_tests::{block_on, fixture, weight_bytes};
 
 /// Every tensor as `(shape, values)` by name, with `rename` applied and `skip`ped names left out.

@@ -11,11 +11,11 @@ use glimpse_models::device::{self, DeviceInfo, SelectedDevice};
 use glimpse_models::weights::WeightFile;
 
 /// The whole `model.safetensors` of a checkpoint, for tests that rewrite or compare it.
-pub fn weight_bytes(files: &glimpse_hub::ModelFiles) -> Vec<u8> {
+pub fn weight_bytes(files: &glimpse_models::ModelFiles) -> Vec<u8> {
     match &files.weights {
-        glimpse_hub::Weights::Bytes(bytes) => bytes.to_vec(),
-        glimpse_hub::Weights::File(path) => std::fs::read(path).unwrap(),
-        glimpse_hub::Weights::Reader(source, _) => {
+        glimpse_models::Weights::Bytes(bytes) => bytes.to_vec(),
+        glimpse_models::Weights::File(path) => std::fs::read(path).unwrap(),
+        glimpse_models::Weights::Reader(source, _) => {
             let mut bytes = vec![0; source.len() as usize];
             source.read_exact_at(0, &mut bytes).unwrap();
             bytes

@@ -10,7 +10,8 @@ use glimpse_eval::{
     AttributeScores, DenseScores, dense_captioning, guided_captions, held_out_images, projector_captions,
     retrieval_r_at_1,
 };
-use glimpse_hub::{ClipBundle, Gpt2Bundle, embedded};
+use glimpse_hub::embedded;
+use glimpse_models::{ClipBundle, Gpt2Bundle};
 use glimpse_tests::block_on;
 
 /// Floors for the short runs below, under what the shipped models score on exactly these samples

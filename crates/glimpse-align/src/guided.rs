@@ -15,11 +15,11 @@
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, softmax};
-use glimpse_hub::{ClipBundle, Gpt2Bundle};
 use glimpse_models::generation::MAX_TOP_K;
 use glimpse_models::gpt2::MAX_POSITIONS;
 use glimpse_models::tensor::{argmax_first, ids_tensor, read, top_k_indices};
-use glimpse_models::{KvCache, ModelError, l2_normalize};
+use glimpse_models::{ClipBundle, Gpt2Bundle, KvCache, ModelError, l2_normalize};
+use serde::Deserialize;
 
 use crate::AlignError;
 use crate::moment::{MomentMasks, TemperatureSchedule, pairwise_tiou, pool_with_contrast};
@@ -73,6 +73,34 @@ impl Default for GuidanceConfig {
             repetition_penalty: 1.5,
             no_repeat_ngram: 3,
             stop_at_sentence_end: true,
+        }
+    }
+}
+
+/// The settings of [`GuidanceConfig`] a user may change: the CLI's flags and the npm package's
+/// options (camelCase in JSON) both come through here. Each one left out keeps its default.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct GuidanceOptions {
+    pub prompt: Option<String>,
+    pub max_tokens: Option<usize>,
+    pub top_k: Option<usize>,
+    pub steps_per_token: Option<usize>,
+    pub soft_prompt_len: Option<usize>,
+}
+
+impl GuidanceOptions {
+    /// The whole configuration; without a prompt the caption continues `default_prompt`
+    /// ([`IMAGE_PROMPT`] or `zerota::VIDEO_PROMPT`).
+    pub fn config(&self, default_prompt: &str) -> GuidanceConfig {
+        let defaults = GuidanceConfig::default();
+        GuidanceConfig {
+            prompt: self.prompt.clone().unwrap_or_else(|| default_prompt.to_string()),
+            max_tokens: self.max_tokens.unwrap_or(defaults.max_tokens),
+            top_k: self.top_k.unwrap_or(defaults.top_k),
+            steps_per_token: self.steps_per_token.unwrap_or(defaults.steps_per_token),
+            soft_prompt_len: self.soft_prompt_len.unwrap_or(defaults.soft_prompt_len),
+            ..defaults
         }
     }
 }
@@ -171,7 +199,7 @@ pub async fn caption(
 ) -> Result<Outcome, AlignError> {
     let batch = targets.len();
     if batch == 0 {
-        return Err(AlignError::Config("nothing to caption".into()));
+        return Err(AlignError::Input("nothing to caption".into()));
     }
     let device = lm.device.clone();
     let grad_device = device.clone().autodiff();
@@ -374,7 +402,7 @@ pub(crate) fn check_count(name: String, value: usize, least: usize, most: usize)
     if (least..=most).contains(&value) {
         return Ok(());
     }
-    Err(AlignError::Config(format!("{name} = {value} must be in {least}..={most}")))
+    Err(AlignError::Settings(format!("{name} = {value} must be in {least}..={most}")))
 }
 
 /// Refuses a setting that is not finite or lies below `least` (or at it, unless `inclusive`).
@@ -384,7 +412,7 @@ pub(crate) fn check_at_least(name: String, value: f64, least: f64, inclusive: bo
         return Ok(());
     }
     let bound = if inclusive { "at least" } else { "above" };
-    Err(AlignError::Config(format!("{name} = {value} must be finite and {bound} {least}")))
+    Err(AlignError::Settings(format!("{name} = {value} must be finite and {bound} {least}")))
 }
 
 /// `[batch, len]` ids; all rows have the same length.

@@ -11,12 +11,27 @@ pub mod zerota;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AlignError {
+    /// A setting outside its range: the caller's configuration, named by its field.
     #[error("{0}")]
-    Config(String),
+    Settings(String),
+    /// Inputs the pipeline cannot use: no frames, frames of different sizes, a projector that does
+    /// not fit the models.
+    #[error("{0}")]
+    Input(String),
     #[error(transparent)]
     Model(#[from] glimpse_models::ModelError),
     #[error(transparent)]
     Media(#[from] glimpse_media::MediaError),
-    #[error(transparent)]
-    Hub(#[from] glimpse_hub::HubError),
+}
+
+impl AlignError {
+    /// Whether the caller can fix this by changing what it passed (settings, frames, texts), as
+    /// opposed to a failure of the models or the device.
+    pub fn is_callers(&self) -> bool {
+        use glimpse_models::ModelError;
+        match self {
+            Self::Settings(_) | Self::Input(_) | Self::Media(_) => true,
+            Self::Model(error) => matches!(error, ModelError::Input(_) | ModelError::Media(_)),
+        }
+    }
 }

@@ -4,11 +4,9 @@
 
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
-use glimpse_hub::{ClipBundle, Gpt2Bundle};
-use glimpse_models::ModelError;
 use glimpse_models::generation::{CandidateBonus, Decoding, GenerationConfig, generate_with_bonus};
-use glimpse_models::l2_normalize;
 use glimpse_models::tensor::{ids_tensor, read};
+use glimpse_models::{ClipBundle, Gpt2Bundle, l2_normalize};
 
 use crate::AlignError;
 use crate::guided::{Caption, Prompt, caption_text, score_texts};
@@ -41,17 +39,18 @@ struct ClipBonus<'a> {
 }
 
 impl CandidateBonus for ClipBonus<'_> {
-    async fn bonus(&mut self, generated: &[u32], candidates: &[u32]) -> Result<Vec<f32>, ModelError> {
+    type Error = AlignError;
+
+    async fn bonus(&mut self, generated: &[u32], candidates: &[u32]) -> Result<Vec<f32>, AlignError> {
         if self.beta == 0.0 {
             return Ok(vec![0.0; candidates.len()]);
         }
         let texts = candidates
             .iter()
             .map(|&c| caption_text(self.lm, &[generated, &[c]].concat()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ModelError::Input(e.to_string()))?;
+            .collect::<Result<Vec<_>, _>>()?;
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let embeds = self.clip.encode_texts(&refs).map_err(|e| ModelError::Input(format!("{e:#}")))?;
+        let embeds = self.clip.encode_texts(&refs)?;
         let logits = l2_normalize(embeds).matmul(self.target.clone().transpose()).reshape([candidates.len()])
             * self.clip.model.logit_scale();
         let probs = read::<1, Float, f32>(softmax(logits, 0)).await?;

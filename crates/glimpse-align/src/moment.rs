@@ -98,8 +98,18 @@ impl MomentMasks {
 /// whole of a homogeneous segment: frames of the segment left outside would make the rest look
 /// like the moment. Both come from one call because the loss needs the moments anyway.
 pub fn pool_with_contrast(masks: Tensor<2>, frames: Tensor<2>) -> (Tensor<2>, Tensor<1>) {
-    let inside = masked_pool(masks.clone(), frames.clone());
-    let outside = masked_pool(masks.neg() + 1.0, frames);
+    pool_with_contrast_by(masked_pool, masks, frames)
+}
+
+/// [`pool_with_contrast`] through a given pooling: `glimpse_kernels::masked_pool` or its fallback
+/// (the benchmark times both).
+pub fn pool_with_contrast_by(
+    pool: fn(Tensor<2>, Tensor<2>) -> Tensor<2>,
+    masks: Tensor<2>,
+    frames: Tensor<2>,
+) -> (Tensor<2>, Tensor<1>) {
+    let inside = pool(masks.clone(), frames.clone());
+    let outside = pool(masks.neg() + 1.0, frames);
     let similarity = (inside.clone() * outside).sum_dim(1).mean();
     (inside, similarity)
 }
@@ -142,11 +152,4 @@ impl Default for TemperatureSchedule {
     fn default() -> Self {
         Self { start: 0.05, end: 0.01 }
     }
-}
-
-/// Hard temporal IoU of two `[start, end]` intervals.
-pub fn interval_iou(a: (f64, f64), b: (f64, f64)) -> f64 {
-    let inter = (a.1.min(b.1) - a.0.max(b.0)).max(0.0);
-    let union = (a.1 - a.0) + (b.1 - b.0) - inter;
-    if union > 0.0 { inter / union } else { 0.0 }
 }

@@ -9,12 +9,9 @@
 use std::collections::HashMap;
 
 use burn::nn::{Linear, LinearConfig};
-use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
-use burn::tensor::activation::log_softmax;
-use glimpse_models::tensor::read;
+use glimpse_models::ModelError;
 use glimpse_models::weights::{Layout, Loader, Saver, Tensors, WeightFile};
-use glimpse_models::{Gpt2, KvCache, ModelError};
 use serde::{Deserialize, Serialize};
 
 use crate::AlignError;
@@ -48,7 +45,7 @@ impl ProjectorConfig {
             || self.prefix_len > MAX_PREFIX_LEN
             || self.prefix_len * self.lm_dim > 1 << 17
         {
-            return Err(AlignError::Config(format!("projector sizes {self:?} are out of range")));
+            return Err(AlignError::Settings(format!("projector sizes {self:?} are out of range")));
         }
         Ok(())
     }
@@ -59,7 +56,7 @@ impl ProjectorConfig {
         if (self.clip_dim, self.lm_dim) == (clip_dim, lm_dim) {
             return Ok(());
         }
-        Err(AlignError::Config(format!(
+        Err(AlignError::Input(format!(
             "the projector maps {}-d CLIP embeddings to {}-d GPT-2 inputs, but the CLIP's projection_dim is \
              {clip_dim} and the GPT-2's n_embd {lm_dim}; use a projector trained for these models \
              (glimpse train projector)",
@@ -86,6 +83,11 @@ pub struct Projector {
 }
 
 impl Projector {
+    /// The device the weights are on.
+    pub fn device(&self) -> Device {
+        self.input.weight.val().device()
+    }
+
     pub fn config(&self) -> &ProjectorConfig {
         &self.config
     }
@@ -121,10 +123,10 @@ impl Projector {
         let (_, metadata) =
             safetensors::SafeTensors::read_metadata(bytes).map_err(|e| ModelError::CorruptWeights(e.to_string()))?;
         let json = metadata.metadata().as_ref().and_then(|m| m.get(METADATA_KEY)).ok_or_else(|| {
-            AlignError::Config(format!("not a glimpse projector: the file has no `{METADATA_KEY}` metadata"))
+            AlignError::Input(format!("not a glimpse projector: the file has no `{METADATA_KEY}` metadata"))
         })?;
         let config: ProjectorConfig =
-            serde_json::from_str(json).map_err(|e| AlignError::Config(format!("projector config: {e}")))?;
+            serde_json::from_str(json).map_err(|e| AlignError::Input(format!("projector config: {e}")))?;
         config.validate()?;
         let file = WeightFile::parse(bytes)?;
         let loader = Loader::new(&file, device);
@@ -133,92 +135,6 @@ impl Projector {
         loader.finish(|_| false)?;
         Ok(projector)
     }
-}
-
-/// One training pair: a CLIP embedding and the caption's token ids (end them with the
-/// end-of-text id for the projector to learn where captions stop).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Example {
-    pub embedding: Vec<f32>,
-    pub caption: Vec<u32>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct TrainConfig {
-    pub epochs: usize,
-    pub lr: f64,
-    pub batch_size: usize,
-}
-
-impl Default for TrainConfig {
-    fn default() -> Self {
-        Self { epochs: 10, lr: 1e-3, batch_size: 32 }
-    }
-}
-
-/// Trains `projector` (on an autodiff device) against the frozen `lm` with caption
-/// cross-entropy on the caption tokens only. Returns the projector and the mean loss of each
-/// epoch; `on_epoch(epoch, loss)` reports progress.
-pub async fn train(
-    mut projector: Projector,
-    lm: &Gpt2,
-    examples: &[Example],
-    config: &TrainConfig,
-    mut on_epoch: impl FnMut(usize, f32),
-) -> Result<(Projector, Vec<f32>), AlignError> {
-    let dims = projector.config().clone();
-    if examples.is_empty() || examples.iter().any(|e| e.caption.is_empty() || e.embedding.len() != dims.clip_dim) {
-        return Err(AlignError::Config(format!(
-            "training needs examples with a non-empty caption and a {}-d embedding",
-            dims.clip_dim
-        )));
-    }
-    let longest = examples.iter().map(|e| e.caption.len()).max().unwrap_or(0);
-    lm.check_length(dims.prefix_len + longest)?;
-    let device = projector.input.weight.val().device();
-    let mut optim = AdamWConfig::new().with_weight_decay(0.0).init();
-    let mut losses = Vec::with_capacity(config.epochs);
-    for epoch in 0..config.epochs {
-        let mut total = 0.0;
-        for batch in examples.chunks(config.batch_size.max(1)) {
-            let loss = caption_loss(&projector, lm, batch, &device);
-            total += read::<1, Float, f32>(loss.clone().detach()).await?[0] * batch.len() as f32;
-            let grads = GradientsParams::from_grads(loss.backward(), &projector);
-            projector = optim.step(config.lr, projector, grads);
-        }
-        let mean = total / examples.len() as f32;
-        losses.push(mean);
-        on_epoch(epoch, mean);
-    }
-    Ok((projector, losses))
-}
-
-/// Mean negative log-likelihood of the caption tokens after the projected prefix.
-fn caption_loss(projector: &Projector, lm: &Gpt2, batch: &[Example], device: &Device) -> Tensor<1> {
-    let b = batch.len();
-    let n = projector.config().prefix_len;
-    let len = batch.iter().map(|e| e.caption.len()).max().unwrap_or(1);
-    let embeds: Vec<f32> = batch.iter().flat_map(|e| e.embedding.iter().copied()).collect();
-    let prefix =
-        projector.forward(Tensor::from_data(TensorData::new(embeds, [b, projector.config().clip_dim]), device));
-    // Captions padded with their last token; padding is masked out of the loss.
-    let padded: Vec<i64> = batch
-        .iter()
-        .flat_map(|e| (0..len).map(move |i| i64::from(*e.caption.get(i).unwrap_or(e.caption.last().unwrap()))))
-        .collect();
-    let mask: Vec<f32> =
-        batch.iter().flat_map(|e| (0..len).map(move |i| if i < e.caption.len() { 1.0 } else { 0.0 })).collect();
-    let targets = Tensor::<2, Int>::from_data(TensorData::new(padded, [b, len]), device);
-    let mask = Tensor::<2>::from_data(TensorData::new(mask, [b, len]), device);
-    // The last caption token is only predicted, never fed.
-    let inputs = match len {
-        1 => prefix,
-        _ => Tensor::cat(vec![prefix, lm.embed_tokens(targets.clone().narrow(1, 0, len - 1))], 1),
-    };
-    let hidden = lm.forward_embeds(inputs, &mut KvCache::new()).narrow(1, n - 1, len);
-    let logp = log_softmax(lm.logits(hidden), 2);
-    let nll = logp.gather(2, targets.unsqueeze_dim(2)).reshape([b, len]).neg();
-    (nll * mask.clone()).sum() / mask.sum()
 }
 
 #[cfg(test)]

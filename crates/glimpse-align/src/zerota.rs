@@ -10,16 +10,17 @@ use std::borrow::Borrow;
 
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
-use glimpse_hub::{ClipBundle, Gpt2Bundle};
+use glimpse_media::rng::Rng;
+use glimpse_media::span::tiou;
 use glimpse_media::subtitles::Cue;
-use glimpse_models::l2_normalize;
 use glimpse_models::tensor::read;
+use glimpse_models::{ClipBundle, Gpt2Bundle, l2_normalize};
 use image::RgbImage;
 use serde::Serialize;
 
 use crate::AlignError;
 use crate::guided::{self, Caption, GuidanceConfig, MomentTargets, Step, Targets};
-use crate::moment::{MomentMasks, TemperatureSchedule, interval_iou};
+use crate::moment::{MomentMasks, TemperatureSchedule};
 
 /// Every constant of the pipeline; the defaults are documented starting points, not the paper's
 /// (it does not give them all).
@@ -84,7 +85,7 @@ impl ZeroTaConfig {
         ] {
             guided::check_at_least(name(field), value, 0.0, false)?;
         }
-        let bad = |m: String| Err(AlignError::Config(m));
+        let bad = |m: String| Err(AlignError::Settings(m));
         if !(0.0..0.5).contains(&self.min_width) {
             return bad(format!("{} = {} must be in [0, 0.5)", name("min_width"), self.min_width));
         }
@@ -104,6 +105,10 @@ impl ZeroTaConfig {
 /// The hard prompt an event's caption continues by default.
 pub const VIDEO_PROMPT: &str = "Video showing";
 
+/// The default scene cut: consecutive frames less similar than this (cosine of their CLIP
+/// embeddings) start a new scene.
+pub const SCENE_CUT: f32 = 0.85;
+
 impl Default for ZeroTaConfig {
     fn default() -> Self {
         Self {
@@ -115,7 +120,7 @@ impl Default for ZeroTaConfig {
             min_width: 0.05,
             schedule: TemperatureSchedule::default(),
             warmup_steps: 0,
-            scene_cut: Some(0.85),
+            scene_cut: Some(SCENE_CUT),
             initial_width: 0.8,
             jitter: 0.2,
             seed: 0,
@@ -166,7 +171,7 @@ impl<C: Borrow<ClipBundle>> FrameEmbedder<C> {
         let pixels = self.clip.borrow().pixels(std::slice::from_ref(frame))?;
         let first = *self.first_dims.get_or_insert(pixels.dims());
         if first != pixels.dims() {
-            return Err(AlignError::Config(format!(
+            return Err(AlignError::Input(format!(
                 "frame {} preprocesses to {:?} pixels, the frames before it to {:?}; enable the centre crop",
                 self.frames,
                 &pixels.dims()[2..],
@@ -198,7 +203,7 @@ impl<C: Borrow<ClipBundle>> FrameEmbedder<C> {
     pub fn finish(mut self) -> Result<Tensor<2>, AlignError> {
         self.encode_pending()?;
         if self.embedded.is_empty() {
-            return Err(AlignError::Config("the video has no frames".into()));
+            return Err(AlignError::Input("the video has no frames".into()));
         }
         Ok(l2_normalize(Tensor::cat(self.embedded, 0)))
     }
@@ -224,7 +229,7 @@ pub async fn dense_caption(
     mut on_step: impl FnMut(&Step),
 ) -> Result<Vec<Event>, AlignError> {
     if !(duration > 0.0 && duration.is_finite()) {
-        return Err(AlignError::Config(format!("the video's duration {duration} s must be positive")));
+        return Err(AlignError::Input(format!("the video's duration {duration} s must be positive")));
     }
     config.validate(&str::to_string)?;
     guided::check(&config.guidance, lm.model.vocab_size())?;
@@ -313,15 +318,9 @@ fn scene_runs(adjacent: &[f32], frames: usize, k: usize, cut: f32) -> Option<Vec
 /// Evenly spread masks, one per event, with seeded jitter on their centres.
 fn initial_masks(config: &ZeroTaConfig, device: &Device) -> MomentMasks {
     let k = config.events as f64;
-    let mut state = config.seed ^ 0x9E37_79B9_7F4A_7C15;
-    let mut jitter = || {
-        // SplitMix64: a tiny, well-mixed, reproducible generator.
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64 - 0.5
-    };
+    // The seed is offset so that seed 0 does not start SplitMix64 at state 0.
+    let mut rng = Rng::new(config.seed ^ 0x9E37_79B9_7F4A_7C15);
+    let mut jitter = || rng.uniform() - 0.5;
     let width = (config.initial_width / k).clamp(config.min_width, 1.0);
     let spans: Vec<(f64, f64)> =
         (0..config.events).map(|i| ((i as f64 + 0.5 + config.jitter * jitter()) / k, width)).collect();
@@ -335,7 +334,7 @@ fn tidy(mut events: Vec<Event>, config: &ZeroTaConfig) -> Vec<Event> {
     events.sort_by(|a, b| b.score.total_cmp(&a.score));
     let mut kept: Vec<Event> = Vec::new();
     for event in events {
-        if kept.iter().all(|k| interval_iou((k.start, k.end), (event.start, event.end)) <= config.duplicate_iou) {
+        if kept.iter().all(|k| tiou((k.start, k.end), (event.start, event.end)) <= config.duplicate_iou) {
             kept.push(event);
         }
     }

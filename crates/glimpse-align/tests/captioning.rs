@@ -5,10 +5,9 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::prelude::*;
 use glimpse_align::guided::{self, GuidanceConfig, Targets};
 use glimpse_align::zerota::{ZeroTaConfig, dense_caption, embed_frames};
-use glimpse_hub::{ClipBundle, Gpt2Bundle, ModelFiles};
 use glimpse_media::decode_image;
 use glimpse_models::generation::{Decoding, GenerationConfig, generate};
-use glimpse_models::l2_normalize;
+use glimpse_models::{ClipBundle, Gpt2Bundle, ModelFiles, l2_normalize};
 use glimpse_tests::{block_on, fixture};
 
 fn models(device: &Device) -> (ClipBundle, Gpt2Bundle) {

@@ -3,27 +3,24 @@
 
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
-use glimpse_align::moment::{MomentMasks, TemperatureSchedule, interval_iou, pairwise_tiou, pool_with_contrast};
+use glimpse_align::moment::{MomentMasks, TemperatureSchedule, pairwise_tiou, pool_with_contrast};
+use glimpse_media::rng::Rng;
+use glimpse_media::span::tiou;
 
 fn device() -> Device {
     Device::flex().autodiff()
 }
 
-/// A small deterministic generator (SplitMix64) so the test needs no RNG crate.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    }
-    fn vector(&mut self, d: usize) -> Vec<f32> {
-        let v: Vec<f32> = (0..d).map(|_| self.next()).collect();
-        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        v.into_iter().map(|x| x / n).collect()
-    }
+/// A uniform value in `[-1, 1)` with the 24 bits an `f32` holds exactly.
+fn signed(rng: &mut Rng) -> f32 {
+    (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+}
+
+/// A random unit vector of `d` dimensions.
+fn unit_vector(rng: &mut Rng, d: usize) -> Vec<f32> {
+    let v: Vec<f32> = (0..d).map(|_| signed(rng)).collect();
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.into_iter().map(|x| x / n).collect()
 }
 
 fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
@@ -41,14 +38,14 @@ fn loss(masks: &MomentMasks, frames: &Tensor<2>, target: &Tensor<2>) -> Tensor<1
 #[test]
 fn gradients_match_finite_differences() {
     let device = device();
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     let (n, d, k) = (30, 8, 3);
     let frames = Tensor::<2>::from_data(
-        TensorData::new((0..n).flat_map(|_| rng.vector(d)).collect::<Vec<_>>(), [n, d]),
+        TensorData::new((0..n).flat_map(|_| unit_vector(&mut rng, d)).collect::<Vec<_>>(), [n, d]),
         &device,
     );
     let target = Tensor::<2>::from_data(
-        TensorData::new((0..k).flat_map(|_| rng.vector(d)).collect::<Vec<_>>(), [k, d]),
+        TensorData::new((0..k).flat_map(|_| unit_vector(&mut rng, d)).collect::<Vec<_>>(), [k, d]),
         &device,
     );
     let centre = vec![-0.8f32, 0.1, 0.9];
@@ -95,15 +92,15 @@ const SEGMENTS: [(usize, usize); 3] = [(5, 20), (25, 40), (43, 58)];
 /// Frames of three planted events on a background, and one target embedding per event; the
 /// middle event is the most distinct, so masks that start near the middle all like it best.
 fn planted(device: &Device) -> (Tensor<2>, Tensor<2>) {
-    let mut rng = Rng(11);
+    let mut rng = Rng::new(11);
     let d = 16;
-    let events: Vec<Vec<f32>> = (0..3).map(|_| rng.vector(d)).collect();
-    let background = rng.vector(d);
+    let events: Vec<Vec<f32>> = (0..3).map(|_| unit_vector(&mut rng, d)).collect();
+    let background = unit_vector(&mut rng, d);
     let mut frames = Vec::new();
     for t in 0..FRAMES {
         let base = SEGMENTS.iter().position(|&(s, e)| (s..e).contains(&t)).map_or(&background, |k| &events[k]);
         let noise = if base == &events[1] { 0.1 } else { 0.3 };
-        let v: Vec<f32> = base.iter().map(|x| x + noise * rng.next() / (d as f32).sqrt()).collect();
+        let v: Vec<f32> = base.iter().map(|x| x + noise * signed(&mut rng) / (d as f32).sqrt()).collect();
         let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
         frames.extend(v.into_iter().map(|x| x / n));
     }
@@ -142,7 +139,7 @@ fn optimise(tiou_weight: f64) -> Vec<(f64, f64)> {
 fn planted_events_are_recovered_with_the_pairwise_loss() {
     let found = optimise(1.0);
     for &(s, e) in &SEGMENTS {
-        let best = found.iter().map(|&f| interval_iou(f, (s as f64, e as f64))).fold(0.0, f64::max);
+        let best = found.iter().map(|&f| tiou(f, (s as f64, e as f64))).fold(0.0, f64::max);
         assert!(best >= 0.8, "event {s}..{e}: best tIoU {best:.3}; masks {found:?}");
     }
 }
@@ -150,7 +147,6 @@ fn planted_events_are_recovered_with_the_pairwise_loss() {
 #[test]
 fn without_the_pairwise_loss_masks_collapse() {
     let found = optimise(0.0);
-    let overlapping =
-        (0..3).flat_map(|i| (i + 1..3).map(move |j| (i, j))).any(|(i, j)| interval_iou(found[i], found[j]) > 0.5);
+    let overlapping = (0..3).flat_map(|i| (i + 1..3).map(move |j| (i, j))).any(|(i, j)| tiou(found[i], found[j]) > 0.5);
     assert!(overlapping, "expected two masks on one event; masks {found:?}");
 }

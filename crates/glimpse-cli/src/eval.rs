@@ -13,8 +13,9 @@ use glimpse_eval::{
     AttributeScores, DenseScores, dense_captioning, guided_captions, held_out_images, projector_captions,
     retrieval_r_at_1,
 };
-use glimpse_hub::{ClipBundle, Gpt2Bundle};
+use glimpse_media::video::DEFAULT_FPS;
 use glimpse_models::device::SelectedDevice;
+use glimpse_models::{ClipBundle, Gpt2Bundle};
 use serde_json::json;
 
 use crate::{Format, GuidanceArgs, ModelArgs, MomentArgs, emit, progress_bar};
@@ -39,7 +40,7 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Frames per second sampled from each video.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = DEFAULT_FPS)]
     fps: f64,
     #[command(flatten)]
     guidance: GuidanceArgs,
@@ -53,9 +54,7 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs, selected: &SelectedDevice) -> Result<()> {
-    if !(args.fps > 0.0 && args.fps <= 50.0) {
-        anyhow::bail!("--fps {} must be in (0, 50]", args.fps);
-    }
+    crate::world::check_fps(args.fps)?;
     if args.videos > 10_000 || args.images > 10_000 {
         anyhow::bail!("--videos and --images take at most 10000");
     }

@@ -1,6 +1,5 @@
 //! `glimpse`: CLIP and GPT-2 on your own device, from Hugging Face checkpoints.
 
-mod bench;
 mod driver_output;
 mod eval;
 mod models;
@@ -13,21 +12,21 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::Float;
+use clap::builder::TypedValueParser;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use futures_lite::future::block_on;
-use glimpse_align::guided::{self, GuidanceConfig, IMAGE_PROMPT, Step, Targets};
+use glimpse_align::guided::{self, GuidanceConfig, GuidanceOptions, IMAGE_PROMPT, Step, Targets};
 use glimpse_align::magic::{MagicConfig, magic_captions};
-use glimpse_align::zerota::{Event, FrameEmbedder, VIDEO_PROMPT, ZeroTaConfig, dense_caption};
-use glimpse_hub::{ClipBundle, Gpt2Bundle, ModelFiles};
+use glimpse_align::zerota::{Event, FrameEmbedder, SCENE_CUT, VIDEO_PROMPT, ZeroTaConfig, dense_caption};
 use glimpse_media::decode_image;
 use glimpse_media::image::MAX_IMAGE_FILE_BYTES;
 use glimpse_media::subtitles::{Cue, to_srt, to_vtt};
 use glimpse_media::untrusted::read_regular_file;
-use glimpse_media::video::VideoSource;
+use glimpse_media::video::{DEFAULT_FPS, VideoSource};
 use glimpse_models::device::{self, DeviceChoice, SelectedDevice};
 use glimpse_models::generation::{Decoding, GenerationConfig, generate};
-use glimpse_models::l2_normalize;
 use glimpse_models::tensor::read;
+use glimpse_models::{Clip, ClipBundle, Gpt2Bundle, ModelFiles, l2_normalize};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -67,18 +66,17 @@ fn disable_huge_pages() {
 struct Cli {
     /// Where to run: `wgpu` (Vulkan / Metal / DX12), `cpu`, or `auto` (a hardware GPU if there is
     /// one, else the CPU; software GPU adapters are slower than the CPU backend).
-    #[arg(long, global = true, value_enum, default_value_t = DeviceArg::Auto)]
-    device: DeviceArg,
+    #[arg(long, global = true, default_value = "auto", value_parser = device_choice())]
+    device: DeviceChoice,
 
     #[command(subcommand)]
     command: Command,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum DeviceArg {
-    Auto,
-    Cpu,
-    Wgpu,
+/// `--device`: the library's names, listed in `--help`.
+fn device_choice() -> impl TypedValueParser<Value = DeviceChoice> {
+    clap::builder::PossibleValuesParser::new(DeviceChoice::ALL.map(DeviceChoice::name))
+        .try_map(|name| name.parse::<DeviceChoice>())
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -94,64 +92,64 @@ enum DecodingArg {
     Beam,
 }
 
-/// The constants of CLIP-guided decoding (defaults as in `glimpse_align::guided::GuidanceConfig`).
+/// The settings of CLIP-guided decoding a user may change ([`GuidanceOptions`]).
 #[derive(clap::Args)]
 struct GuidanceArgs {
     /// Hard prompt the caption continues [default: "Image of" for images, "Video showing" for videos].
     #[arg(long)]
     prompt: Option<String>,
     /// Most tokens per caption.
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, default_value_t = GuidanceConfig::default().max_tokens)]
     max_tokens: usize,
     /// Candidate tokens CLIP scores at each step.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = GuidanceConfig::default().top_k)]
     top_k: usize,
     /// Optimiser steps per token.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = GuidanceConfig::default().steps_per_token)]
     steps_per_token: usize,
     /// Learnable soft-prompt vectors (0: key/value offsets only).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = GuidanceConfig::default().soft_prompt_len)]
     soft_prompt: usize,
 }
 
 impl GuidanceArgs {
     fn config(&self, default_prompt: &str) -> GuidanceConfig {
-        GuidanceConfig {
-            prompt: self.prompt.clone().unwrap_or_else(|| default_prompt.to_string()),
-            max_tokens: self.max_tokens,
-            top_k: self.top_k,
-            steps_per_token: self.steps_per_token,
-            soft_prompt_len: self.soft_prompt,
-            ..GuidanceConfig::default()
-        }
+        let options = GuidanceOptions {
+            prompt: self.prompt.clone(),
+            max_tokens: Some(self.max_tokens),
+            top_k: Some(self.top_k),
+            steps_per_token: Some(self.steps_per_token),
+            soft_prompt_len: Some(self.soft_prompt),
+        };
+        options.config(default_prompt)
     }
 }
 
-/// The constants of the moment masks (defaults as in `glimpse_align::zerota::ZeroTaConfig`).
+/// The settings of the moment masks a user may change (defaults: `ZeroTaConfig::default()`).
 #[derive(clap::Args)]
 struct MomentArgs {
     /// Optimiser steps on the masks alone before captioning starts.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = ZeroTaConfig::default().warmup_steps)]
     warmup_steps: usize,
     /// Learning rate of the masks.
-    #[arg(long, default_value_t = 0.003)]
+    #[arg(long, default_value_t = ZeroTaConfig::default().mask_lr)]
     mask_lr: f64,
     /// Masks start on the longest scenes, a scene cut being where consecutive frames' CLIP
     /// similarity drops below this value.
-    #[arg(long, default_value_t = 0.85, value_name = "SIMILARITY")]
+    #[arg(long, default_value_t = SCENE_CUT, value_name = "SIMILARITY")]
     scene_cut: f32,
     /// Start the masks evenly spread instead (ZeroTA's start; pair it with e.g.
     /// --warmup-steps 150 --mask-lr 0.05).
     #[arg(long)]
     even_start: bool,
     /// Weight of the pairwise tIoU loss that keeps events apart.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = ZeroTaConfig::default().tiou_weight)]
     tiou_weight: f64,
     /// Weight of the inside/outside similarity that makes a mask take in a whole scene.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = ZeroTaConfig::default().contrast_weight)]
     contrast_weight: f64,
     /// Narrowest mask, as a fraction of the video.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = ZeroTaConfig::default().min_width)]
     min_width: f64,
 }
 
@@ -253,13 +251,13 @@ enum Command {
         #[command(flatten)]
         models: ModelArgs,
         /// Number of events K.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = ZeroTaConfig::default().events)]
         events: usize,
         /// Frames per second: the sampling rate of GIF / WebP / video files, the frame rate of a folder.
-        #[arg(long, default_value_t = 2.0)]
+        #[arg(long, default_value_t = DEFAULT_FPS)]
         fps: f64,
         /// Seed of the masks' starting positions (same seed, same device: same result).
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = ZeroTaConfig::default().seed)]
         seed: u64,
         #[arg(long, value_enum, default_value_t = Method::Zerota)]
         method: Method,
@@ -326,7 +324,13 @@ enum Command {
                             glimpse bench                                   # every backend, every figure\n  \
                             glimpse bench --backend cpu --metric clip_text_txt_s --runs 10\n  \
                             glimpse bench --record bench/RESULTS.md --json bench.json")]
-    Bench(bench::BenchArgs),
+    Bench {
+        #[command(flatten)]
+        args: glimpse_bench::BenchArgs,
+        /// Print JSON instead of a table on stdout.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
 }
 
 /// The exit status of a run stopped by a bug (sysexits' EX_SOFTWARE), apart from refused input (1).
@@ -410,7 +414,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::World(command) => world::run(command),
         Command::Models(command) => models::run(command),
         Command::Eval(args) => eval::run(args, &select_device(cli.device)?),
-        Command::Bench(args) => bench::run(args),
+        Command::Bench { args, format } => bench(&args, format),
         Command::Embed { model, texts, images, format } => {
             if texts.is_empty() && images.is_empty() {
                 bail!("nothing to embed: give at least one --text or --image");
@@ -449,18 +453,30 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// `glimpse bench`: each figure measured by this executable in a process of its own.
+fn bench(args: &glimpse_bench::BenchArgs, format: Format) -> Result<()> {
+    if let Some(spec) = &args.measure {
+        return print_out(&format!("{}\n", glimpse_bench::measure(spec, args)?));
+    }
+    let exe = std::env::current_exe().context("cannot find the glimpse executable to run measurements")?;
+    let report = glimpse_bench::run(args, |spec| {
+        let mut command = std::process::Command::new(&exe);
+        command.args(["bench", "--measure", spec]);
+        command
+    })?;
+    match format {
+        Format::Json => print_out(&format!("{}\n", report.json())),
+        Format::Text => print_out(&report.text()),
+    }
+}
+
 /// Sets up the device and says on stderr which one was chosen and why.
-fn select_device(arg: DeviceArg) -> Result<SelectedDevice> {
-    let choice = match arg {
-        DeviceArg::Auto => DeviceChoice::Auto,
-        DeviceArg::Cpu => DeviceChoice::Cpu,
-        DeviceArg::Wgpu => DeviceChoice::Wgpu,
-    };
+fn select_device(choice: DeviceChoice) -> Result<SelectedDevice> {
     let (selected, driver_output) = driver_output::captured(|| device::select(choice));
     let selected = selected.map_err(|e| {
         let said =
             if driver_output.is_empty() { String::new() } else { format!("\nthe driver said:\n{driver_output}") };
-        anyhow::anyhow!("{e}{said}")
+        anyhow::anyhow!("{e}; try --device cpu{said}")
     })?;
     match &selected.reason {
         Some(reason) => eprintln!("device: {} ({reason})", selected.info),
@@ -487,9 +503,12 @@ fn embed(
     let text_refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let text_embeds = (!texts.is_empty()).then(|| clip.encode_texts(&text_refs)).transpose()?;
     let image_embeds = (!images.is_empty()).then(|| clip.encode_images(&decoded)).transpose()?;
-    let logits = match (&image_embeds, &text_embeds) {
-        (Some(i), Some(t)) => Some(rows(clip.model.logits_per_image(i.clone(), t.clone()))?),
-        _ => None,
+    let (logits, probabilities) = match (&image_embeds, &text_embeds) {
+        (Some(i), Some(t)) => {
+            let logits = clip.model.logits_per_image(i.clone(), t.clone());
+            (Some(rows(logits.clone())?), Some(rows(Clip::zero_shot(logits))?))
+        }
+        _ => (None, None),
     };
     let text_embeds = text_embeds.map(|t| rows(l2_normalize(t))).transpose()?;
     let image_embeds = image_embeds.map(|i| rows(l2_normalize(i))).transpose()?;
@@ -518,15 +537,12 @@ fn embed(
     for (path, e) in images.iter().zip(image_embeds.iter().flatten()) {
         lines.push(format!("image {}: {}", path.display(), preview(e)));
     }
-    if let Some(logits) = logits {
+    if let Some(probabilities) = probabilities {
         lines.push("\nzero-shot probabilities (softmax over the texts):".into());
-        for (path, row) in images.iter().zip(&logits) {
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let exp: Vec<f32> = row.iter().map(|l| (l - max).exp()).collect();
-            let sum: f32 = exp.iter().sum();
+        for (path, row) in images.iter().zip(&probabilities) {
             lines.push(format!("  {}", path.display()));
-            for (text, e) in texts.iter().zip(&exp) {
-                lines.push(format!("    {:6.2}%  {text}", 100.0 * e / sum));
+            for (text, p) in texts.iter().zip(row) {
+                lines.push(format!("    {:6.2}%  {text}", 100.0 * p));
             }
         }
     }
@@ -551,8 +567,7 @@ fn generate_text(
     };
     let config = GenerationConfig { max_new_tokens, decoding, stop_at };
     // In text mode the continuation streams: print what each new token adds to the decoded text.
-    let mut new_ids = Vec::new();
-    let mut printed = String::new();
+    let mut stream = lm.tokenizer.stream();
     // Generation cannot be stopped from here: a failed write is kept and reported after it.
     let mut write_error = None;
     // The prompt is echoed with the first token, so a request that fails prints nothing.
@@ -560,26 +575,18 @@ fn generate_text(
         if format != Format::Text || write_error.is_some() {
             return;
         }
-        let mut piece = if new_ids.is_empty() { prompt.to_string() } else { String::new() };
-        new_ids.push(id);
-        if let Ok(text) = lm.tokenizer.decode(&new_ids) {
-            // A token may end inside a UTF-8 character; wait until the text is whole again.
-            if let Some(delta) = text.strip_prefix(printed.as_str()).filter(|_| !text.ends_with('\u{FFFD}')) {
-                piece.push_str(delta);
-                printed = text;
-            }
-        }
+        let mut piece = if stream.ids().is_empty() { prompt.to_string() } else { String::new() };
+        piece.push_str(&stream.push(id).unwrap_or_default());
         write_error = print_out(&piece).err();
     };
     let ids = block_on(generate(&lm.model, &ids, &config, on_token, &selected.device))?;
     if let Some(err) = write_error {
         return Err(err);
     }
-    let text = lm.tokenizer.decode(&ids)?;
     match format {
-        Format::Json => print_out(&format!("{}\n", json!({ "ids": ids, "text": text })))?,
+        Format::Json => print_out(&format!("{}\n", json!({ "ids": ids, "text": lm.tokenizer.decode(&ids)? })))?,
         Format::Text if ids.is_empty() => print_out(&format!("{prompt}\n"))?,
-        Format::Text => print_out(&format!("{}\n", text.strip_prefix(printed.as_str()).unwrap_or("")))?,
+        Format::Text => print_out(&format!("{}\n", stream.rest()?))?,
     }
     Ok(())
 }

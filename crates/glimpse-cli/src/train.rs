@@ -1,21 +1,19 @@
 //! `glimpse train`: the embedded default's tokenizers and models, trained from scratch on the
 //! procedural world, checkpointed in the Hugging Face layout and resumable.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use burn::tensor::Device;
 use clap::Subcommand;
 use futures_lite::future::block_on;
-use glimpse_align::projector::{MAX_PREFIX_LEN, MAX_WIDTH, ProjectorConfig, TrainConfig};
-use glimpse_media::image::ImagePreprocess;
-use glimpse_media::tokenizer::{ClipTokenizer, Gpt2Tokenizer};
+use glimpse_align::projector::{MAX_PREFIX_LEN, MAX_WIDTH};
 use glimpse_models::device::SelectedDevice;
-use glimpse_models::{Clip, Gpt2};
-use glimpse_train::checkpoint::{self, MAX_STEPS, TrainState};
-use glimpse_train::clip::{ClipTrainConfig, ClipTraining, IMAGE_SIZE, preprocessor_json, world_clip_config};
-use glimpse_train::lm::{LmTrainConfig, LmTraining, world_gpt2_config};
-use glimpse_train::tokenizer::{clip_tokenizer_json, gpt2_tokenizer_json, words};
+use glimpse_train::checkpoint::MAX_STEPS;
+use glimpse_train::clip::ClipTrainConfig;
+use glimpse_train::lm::LmTrainConfig;
+use glimpse_train::projector::{ProjectorProgress, TrainConfig, WorldProjectorConfig, train_world_projector};
+use glimpse_train::run::{Progress, RunOptions, train_clip, train_lm};
+use indicatif::ProgressBar;
 
 #[derive(Subcommand)]
 pub enum TrainCommand {
@@ -23,18 +21,18 @@ pub enum TrainCommand {
     Clip {
         #[command(flatten)]
         run: RunArgs,
-        #[arg(long, default_value_t = 96)]
+        #[arg(long, default_value_t = ClipTrainConfig::default().batch_size)]
         batch_size: usize,
-        #[arg(long, default_value_t = 2e-4)]
+        #[arg(long, default_value_t = ClipTrainConfig::default().lr)]
         lr: f64,
     },
     /// Language-model training of the world GPT-2 on the world's captions.
     Lm {
         #[command(flatten)]
         run: RunArgs,
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, default_value_t = LmTrainConfig::default().batch_size)]
         batch_size: usize,
-        #[arg(long, default_value_t = 2e-3)]
+        #[arg(long, default_value_t = LmTrainConfig::default().lr)]
         lr: f64,
     },
     /// Train a projector from CLIP image embeddings into GPT-2's input space (LiMBeR / ClipCap)
@@ -46,19 +44,20 @@ pub enum TrainCommand {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
         /// Training pairs rendered from the world.
-        #[arg(long, default_value_t = 4096)]
+        #[arg(long, default_value_t = WorldProjectorConfig::default().examples)]
         examples: usize,
-        #[arg(long, default_value_t = 6)]
+        #[arg(long, default_value_t = TrainConfig::default().epochs)]
         epochs: usize,
         /// GPT-2 input embeddings made from one image.
-        #[arg(long, default_value_t = 4)]
+        #[arg(long, default_value_t = WorldProjectorConfig::default().prefix_len)]
         prefix_len: usize,
         /// Hidden width of a two-layer MLP (ClipCap); 0 for a linear map (LiMBeR).
         #[arg(long, default_value_t = 0)]
         hidden: usize,
-        #[arg(long, default_value_t = 1e-3)]
+        #[arg(long, default_value_t = TrainConfig::default().lr)]
         lr: f64,
-        #[arg(long, default_value_t = 2)]
+        /// Seed of the examples and of the initial weights.
+        #[arg(long, default_value_t = WorldProjectorConfig::default().seed)]
         seed: u64,
     },
 }
@@ -83,62 +82,42 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    /// Where the run starts: the state left in --out (unless --fresh; checked against the kind of
-    /// model) or a new one, with --steps and --seed over the left run's over the defaults. Seeds
-    /// the device, so initial weights follow the seed too. `true` when resuming.
-    fn start(&self, kind: &str, steps: usize, seed: u64, device: &Device) -> Result<(TrainState, bool)> {
-        let left = if self.fresh { None } else { checkpoint::load_state(&self.out)? };
-        if let Some(state) = &left {
-            if state.kind != kind {
-                bail!(
-                    "{} holds a `{}` run, not `{kind}`; pick another --out or pass --fresh",
-                    self.out.display(),
-                    state.kind
-                );
-            }
-            eprintln!("resuming {} from step {}", self.out.display(), state.step);
+    fn options(&self) -> RunOptions {
+        RunOptions {
+            out: self.out.clone(),
+            steps: self.steps,
+            seed: self.seed,
+            checkpoint_every: self.checkpoint_every,
+            fresh: self.fresh,
         }
-        let resumed = left.is_some();
-        let mut state = left.unwrap_or_else(|| TrainState::new(kind, steps, seed));
-        state.steps = self.steps.unwrap_or(state.steps);
-        state.seed = self.seed.unwrap_or(state.seed);
-        device.seed(state.seed);
-        Ok((state, resumed))
     }
 }
 
-/// Runs `chunk(training, until, on_step)` between checkpoints; after each, writes `files` and the
-/// model's weights (`weights(training)`) as `model.safetensors`, then the state.
-fn checkpointed<T>(
-    args: &RunArgs,
-    mut state: TrainState,
-    what: &str,
-    training: &mut T,
-    files: &[(&str, &[u8])],
-    mut chunk: impl FnMut(&mut T, usize, &mut dyn FnMut(usize, f32)) -> Result<()>,
-    weights: impl Fn(&T) -> Result<Vec<u8>>,
-) -> Result<()> {
-    let bar = crate::progress_bar(state.steps, what);
-    bar.set_position(state.step as u64);
-    while state.step < state.steps {
-        let until = state.step.saturating_add(args.checkpoint_every.max(1)).min(state.steps);
-        let (mut sum, mut n) = (0.0, 0);
-        chunk(training, until, &mut |step, loss| {
-            sum += loss;
-            n += 1;
-            bar.set_position(step as u64);
-            bar.set_message(format!("loss {loss:.4}"));
-        })?;
-        state.step = until;
-        state.losses.push((until, sum / n.max(1) as f32));
-        checkpoint::save(&args.out, files, &weights(training)?, &mut state)?;
+/// Shows a run's progress as a bar, with the loss; says where the run was saved.
+fn show(out: &Path, what: &str) -> impl FnMut(Progress) {
+    let mut bar: Option<ProgressBar> = None;
+    let (out, what) = (out.to_path_buf(), what.to_string());
+    move |progress| match progress {
+        Progress::Started { step, steps, resumed } => {
+            if resumed {
+                eprintln!("resuming {} from step {step}", out.display());
+            }
+            let new = crate::progress_bar(steps, &what);
+            new.set_position(step as u64);
+            bar = Some(new);
+        }
+        Progress::Step { step, loss } => {
+            if let Some(bar) = &bar {
+                bar.set_position(step as u64);
+                bar.set_message(format!("loss {loss:.4}"));
+            }
+        }
+        Progress::Saved { step, mean_loss } => {
+            if let Some(bar) = bar.as_ref().filter(|bar| bar.length() == Some(step as u64)) {
+                bar.finish_with_message(format!("loss {mean_loss:.4}, saved to {}", out.display()));
+            }
+        }
     }
-    bar.finish_with_message(format!(
-        "loss {:.4}, saved to {}",
-        state.losses.last().map_or(0.0, |l| l.1),
-        args.out.display()
-    ));
-    Ok(())
 }
 
 /// Refuses sizes that would loop forever, divide by zero or exhaust memory.
@@ -161,37 +140,9 @@ pub fn run(command: TrainCommand, selected: &SelectedDevice) -> Result<()> {
         TrainCommand::Clip { run, batch_size, lr } => {
             // A batch holds distinct scenes, and the world has 540.
             check(batch_size, 512, lr, run.steps)?;
-            let defaults = ClipTrainConfig::default();
-            let (state, resumed) = run.start("clip", defaults.steps, defaults.seed, &device)?;
-            let config = ClipTrainConfig { steps: state.steps, seed: state.seed, batch_size, lr, ..defaults };
-            let model_config = world_clip_config();
-            let tokenizer_json = clip_tokenizer_json(&words())?;
-            let preprocessor = preprocessor_json(IMAGE_SIZE);
-            let context = model_config.text_config.max_position_embeddings;
-            let tokenizer = ClipTokenizer::from_json(tokenizer_json.as_bytes(), context)?;
-            let preprocess =
-                ImagePreprocess::from_json(preprocessor.as_bytes(), model_config.vision_config.image_size as u32)?;
-            let model = match resumed {
-                true => Clip::load(&model_config, &checkpoint::load_weights(&run.out, &state)?, &device)?,
-                false => model_config.init(&device),
-            };
-            let config_json = model_config.to_json();
-            let mut training = ClipTraining::new(model, state.step, config);
-            checkpointed(
-                &run,
-                state,
-                "clip",
-                &mut training,
-                &[
-                    ("config.json", config_json.as_bytes()),
-                    ("tokenizer.json", tokenizer_json.as_bytes()),
-                    ("preprocessor_config.json", preprocessor.as_bytes()),
-                ],
-                |training, until, on_step| {
-                    Ok(block_on(training.run(until, &tokenizer, &preprocess, &device, on_step))?)
-                },
-                |training| Ok(block_on(training.trainer.model.to_safetensors())?),
-            )
+            let config = ClipTrainConfig { batch_size, lr, ..ClipTrainConfig::default() };
+            block_on(train_clip(&run.options(), config, &device, show(&run.out, "clip")))?;
+            Ok(())
         }
         TrainCommand::Projector { models, out, examples, epochs, prefix_len, hidden, lr, seed } => {
             if !((1..=1_000_000).contains(&examples) && (1..=10_000).contains(&epochs) && lr > 0.0 && lr < 1.0) {
@@ -203,23 +154,24 @@ pub fn run(command: TrainCommand, selected: &SelectedDevice) -> Result<()> {
                 );
             }
             let (clip, lm) = models.load(selected)?;
-            let bar = crate::progress_bar(examples, "rendering and encoding");
-            let pairs = block_on(glimpse_train::projector::world_examples(&clip, &lm, examples, seed))?;
-            bar.finish_and_clear();
-            let config = ProjectorConfig {
-                clip_dim: clip.config.projection_dim,
-                lm_dim: lm.model.n_embd(),
+            let config = WorldProjectorConfig {
+                examples,
                 prefix_len,
                 hidden: (hidden > 0).then_some(hidden),
+                train: TrainConfig { epochs, lr, ..TrainConfig::default() },
+                seed,
             };
-            config.validate()?;
-            let projector = config.init(&device);
-            let bar = crate::progress_bar(epochs, "projector epochs");
-            let train = TrainConfig { epochs, lr, ..TrainConfig::default() };
+            let mut bar = crate::progress_bar(examples, "rendering and encoding");
             let (projector, losses) =
-                block_on(glimpse_align::projector::train(projector, &lm.model, &pairs, &train, |e, loss| {
-                    bar.set_position(e as u64 + 1);
-                    bar.set_message(format!("loss {loss:.4}"));
+                block_on(train_world_projector(&clip, &lm, &config, &device, |progress| match progress {
+                    ProjectorProgress::Examples(_) => {
+                        bar.finish_and_clear();
+                        bar = crate::progress_bar(epochs, "projector epochs");
+                    }
+                    ProjectorProgress::Epoch { epoch, loss } => {
+                        bar.set_position(epoch as u64 + 1);
+                        bar.set_message(format!("loss {loss:.4}"));
+                    }
                 }))?;
             bar.finish_and_clear();
             let bytes = block_on(projector.to_safetensors())?;
@@ -230,28 +182,9 @@ pub fn run(command: TrainCommand, selected: &SelectedDevice) -> Result<()> {
         }
         TrainCommand::Lm { run, batch_size, lr } => {
             check(batch_size, 4096, lr, run.steps)?;
-            let defaults = LmTrainConfig::default();
-            let (state, resumed) = run.start("lm", defaults.steps, defaults.seed, &device)?;
-            let config = LmTrainConfig { steps: state.steps, seed: state.seed, batch_size, lr, ..defaults };
-            let model_config = world_gpt2_config();
-            let eos = model_config.eos_token_id.expect("the world GPT-2 has an end-of-text token");
-            let tokenizer_json = gpt2_tokenizer_json(&words())?;
-            let tokenizer = Gpt2Tokenizer::from_json(tokenizer_json.as_bytes())?;
-            let model = match resumed {
-                true => Gpt2::load(&model_config, &checkpoint::load_weights(&run.out, &state)?, &device)?,
-                false => model_config.init(&device),
-            };
-            let config_json = model_config.to_json();
-            let mut training = LmTraining::new(model, state.step, config);
-            checkpointed(
-                &run,
-                state,
-                "lm",
-                &mut training,
-                &[("config.json", config_json.as_bytes()), ("tokenizer.json", tokenizer_json.as_bytes())],
-                |training, until, on_step| Ok(block_on(training.run(until, &tokenizer, eos, &device, on_step))?),
-                |training| Ok(block_on(training.trainer.model.to_safetensors())?),
-            )
+            let config = LmTrainConfig { batch_size, lr, ..LmTrainConfig::default() };
+            block_on(train_lm(&run.options(), config, &device, show(&run.out, "lm")))?;
+            Ok(())
         }
     }
 }

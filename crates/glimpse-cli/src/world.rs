@@ -4,11 +4,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
+use glimpse_media::rng::Rng;
 use glimpse_media::write_atomically;
 use glimpse_world::render::{RenderConfig, Scene};
-use glimpse_world::rng::Rng;
 use glimpse_world::scene::{Attributes, canonical_caption};
-use glimpse_world::video::{VideoConfig, sample_video, write_gif, write_image};
+use glimpse_world::video::{MAX_FPS, VideoConfig, sample_video, write_gif, write_image};
 use serde_json::json;
 
 #[derive(Subcommand)]
@@ -57,9 +57,7 @@ pub fn run(command: WorldCommand) -> Result<()> {
             crate::print_out(&format!("{}\n", json!({ "image": out, "caption": caption, "attributes": attributes })))?;
         }
         WorldCommand::Video { seed, out, fps, size } => {
-            if !(fps > 0.0 && fps <= 50.0) {
-                bail!("--fps {fps} must be in (0, 50]");
-            }
+            check_fps(fps)?;
             let video = sample_video(seed, &VideoConfig { fps, render: render(size)?, ..VideoConfig::default() });
             write_gif(&video, &out).with_context(|| format!("cannot write {}", out.display()))?;
             let annotations = serde_json::to_string_pretty(&video.annotation_json())?;
@@ -68,6 +66,14 @@ pub fn run(command: WorldCommand) -> Result<()> {
                 .with_context(|| format!("cannot write {}", path.display()))?;
             crate::print_out(&format!("{annotations}\n"))?;
         }
+    }
+    Ok(())
+}
+
+/// Refuses a frame rate a world video cannot have (`--fps` of `world video` and `eval`).
+pub fn check_fps(fps: f64) -> Result<()> {
+    if !(fps > 0.0 && fps <= MAX_FPS) {
+        bail!("--fps {fps} must be in (0, {MAX_FPS}]");
     }
     Ok(())
 }

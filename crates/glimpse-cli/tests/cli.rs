@@ -317,6 +317,24 @@ fn training_checkpoints_resume() {
     assert!(String::from_utf8_lossy(&clash.stderr).contains("holds a `lm` run"));
 }
 
+/// A projector trained twice with one seed is the same file (initial weights follow the seed as
+/// the examples do); another seed gives another.
+#[test]
+fn projector_training_is_reproducible_by_seed() {
+    let dir = temp_dir("projector-seed");
+    let train = |name: &str, seed: &str| {
+        let out = dir.join(name);
+        let args = ["--device", "cpu", "train", "projector", "--examples", "16", "--epochs", "1", "--seed", seed];
+        let run = glimpse(&[&args[..], &["--out", out.to_str().unwrap()]].concat());
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        std::fs::read(out).unwrap()
+    };
+    let first = train("a.safetensors", "5");
+    assert_eq!(first, train("b.safetensors", "5"));
+    assert_ne!(first, train("c.safetensors", "6"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Hub ids: fetched once into the cache (`glimpse models`), then used offline.
 #[test]
 fn hub_models_are_fetched_listed_used_offline_and_removed() {

@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use crate::{ModelFiles, Weights};
+use glimpse_models::{ModelFiles, Weights};
 
 macro_rules! shipped {
     ($path:literal) => {

@@ -19,11 +19,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use glimpse_models::{MAX_JSON_BYTES, ModelFiles};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
-use crate::files::MAX_JSON_BYTES;
-use crate::{HubError, ModelFiles};
+use crate::HubError;
 
 /// A hub repository at a revision (a branch, a tag or a commit).
 #[derive(Debug, Clone, PartialEq, Eq)]

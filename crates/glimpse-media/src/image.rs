@@ -8,9 +8,15 @@ use crate::MediaError;
 use crate::resample::{Filter, resize};
 use crate::untrusted::decoding;
 
-/// OpenAI CLIP's channel means and standard deviations.
-pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
-pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
+/// OpenAI CLIP's channel means and standard deviations, as published (and as written into
+/// `preprocessor_config.json`: an `f64` prints back as this text, an `f32` would not).
+pub const CLIP_MEAN: [f64; 3] = [0.48145466, 0.4578275, 0.40821073];
+pub const CLIP_STD: [f64; 3] = [0.26862954, 0.26130258, 0.27577711];
+
+/// [`CLIP_MEAN`] and [`CLIP_STD`] as the preprocessing applies them.
+fn clip_normalize() -> ([f32; 3], [f32; 3]) {
+    (CLIP_MEAN.map(|m| m as f32), CLIP_STD.map(|s| s as f32))
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resize {
@@ -86,7 +92,7 @@ impl ImagePreprocess {
             resize: Some((Resize::ShortestEdge(image_size), Filter::Bicubic)),
             center_crop: Some((image_size, image_size)),
             rescale_factor: Some(rescale()),
-            normalize: Some((CLIP_MEAN, CLIP_STD)),
+            normalize: Some(clip_normalize()),
         }
     }
 
@@ -123,8 +129,9 @@ impl ImagePreprocess {
                 }
             }
         };
-        let mean = channels(raw.image_mean, CLIP_MEAN, "image_mean")?;
-        let std = channels(raw.image_std, CLIP_STD, "image_std")?;
+        let (clip_mean, clip_std) = clip_normalize();
+        let mean = channels(raw.image_mean, clip_mean, "image_mean")?;
+        let std = channels(raw.image_std, clip_std, "image_std")?;
         if std.iter().any(|&s| s <= 0.0 || !s.is_finite()) {
             return Err(bad(format!("image_std {std:?} must be positive")));
         }

@@ -1,9 +1,12 @@
 //! Everything between the outside world and the models' tensors: tokenizers (`tokenizer.json`),
-//! CLIP image preprocessing, video frame sources, subtitle formats and atomic file writes.
+//! CLIP image preprocessing, video frame sources, time spans, subtitle formats and atomic file
+//! writes; and the seeded generator every crate above draws from.
 
 pub mod files;
 pub mod image;
 pub mod resample;
+pub mod rng;
+pub mod span;
 pub mod subtitles;
 pub mod tokenizer;
 pub mod untrusted;

@@ -147,6 +147,46 @@ impl Gpt2Tokenizer {
     pub fn check_vocab(&self, vocab_size: usize) -> Result<(), MediaError> {
         check_vocab(self.largest_id, vocab_size)
     }
+
+    /// A decoder for ids that arrive one at a time (streamed generation).
+    pub fn stream(&self) -> TextStream<'_> {
+        TextStream { tokenizer: self, ids: Vec::new(), given: String::new() }
+    }
+}
+
+/// The text of ids that arrive one at a time, given out piece by piece: each id yields what it
+/// adds to the decoded text. A byte-level token may end inside a UTF-8 character; its piece waits
+/// until the character is whole.
+pub struct TextStream<'a> {
+    tokenizer: &'a Gpt2Tokenizer,
+    ids: Vec<u32>,
+    /// The text given out so far.
+    given: String,
+}
+
+impl TextStream<'_> {
+    /// The ids so far.
+    pub fn ids(&self) -> &[u32] {
+        &self.ids
+    }
+
+    /// What `id` adds to the text; empty while a character is incomplete.
+    pub fn push(&mut self, id: u32) -> Result<String, MediaError> {
+        self.ids.push(id);
+        let text = self.tokenizer.decode(&self.ids)?;
+        let Some(piece) = text.strip_prefix(self.given.as_str()).filter(|_| !text.ends_with('\u{FFFD}')) else {
+            return Ok(String::new());
+        };
+        let piece = piece.to_string();
+        self.given = text;
+        Ok(piece)
+    }
+
+    /// What of the whole text has not been given out yet.
+    pub fn rest(&self) -> Result<String, MediaError> {
+        let text = self.tokenizer.decode(&self.ids)?;
+        Ok(text.strip_prefix(self.given.as_str()).unwrap_or("").to_string())
+    }
 }
 
 #[cfg(test)]

@@ -27,6 +27,10 @@ pub const MAX_FRAME_PIXELS: u64 = 1 << 26;
 /// The highest sampling rate, in frames per second.
 pub const MAX_FPS: f64 = 60.0;
 
+/// The sampling rate when none is given: events of a few seconds get several frames each, and an
+/// hour stays under [`MAX_FRAMES`].
+pub const DEFAULT_FPS: f64 = 2.0;
+
 /// Refuses sampling rates outside `(0, MAX_FPS]` frames per second.
 pub fn check_fps(fps: f64) -> Result<(), MediaError> {
     if fps > 0.0 && fps <= MAX_FPS {

@@ -10,6 +10,7 @@
 use burn::module::{Initializer, Param};
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, Linear, LinearConfig};
 use burn::prelude::*;
+use burn::tensor::activation::softmax;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
@@ -501,5 +502,11 @@ impl Clip {
     pub fn logits_per_image(&self, image_embeds: Tensor<2>, text_embeds: Tensor<2>) -> Tensor<2> {
         let sim = l2_normalize(image_embeds).matmul(l2_normalize(text_embeds).transpose());
         sim * self.logit_scale().unsqueeze::<2>()
+    }
+
+    /// Zero-shot classification: each image's probability over the texts, `[images, texts]`,
+    /// from [`Self::logits_per_image`].
+    pub fn zero_shot(logits_per_image: Tensor<2>) -> Tensor<2> {
+        softmax(logits_per_image, 1)
     }
 }

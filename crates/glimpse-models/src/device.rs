@@ -6,6 +6,7 @@
 //! backend. [`DeviceInfo`] says which API and adapter were really obtained so callers can report it.
 
 use std::fmt;
+use std::str::FromStr;
 #[cfg(not(target_family = "wasm"))]
 use std::sync::OnceLock;
 
@@ -20,6 +21,42 @@ pub enum DeviceChoice {
     Cpu,
     Wgpu,
 }
+
+impl DeviceChoice {
+    /// Every choice.
+    pub const ALL: [Self; 3] = [Self::Auto, Self::Cpu, Self::Wgpu];
+
+    /// The name a user types (`--device NAME`), as [`FromStr`] reads it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Cpu => "cpu",
+            Self::Wgpu => "wgpu",
+        }
+    }
+}
+
+impl FromStr for DeviceChoice {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|choice| choice.name() == name)
+            .ok_or_else(|| format!("unknown device `{name}`: use {}", Self::ALL.map(Self::name).join(", ")))
+    }
+}
+
+impl fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// No wgpu adapter could be set up; says what wgpu reported.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("no wgpu adapter: {0}")]
+pub struct NoAdapter(pub String);
 
 /// What was obtained.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,12 +97,14 @@ pub fn cpu() -> SelectedDevice {
 
 /// The default wgpu adapter, set up once per process (wgpu's runtime cannot be set up twice).
 #[cfg(not(target_family = "wasm"))]
-pub fn wgpu() -> Result<SelectedDevice, String> {
-    static WGPU: OnceLock<Result<(Device, DeviceInfo), String>> = OnceLock::new();
+pub fn wgpu() -> Result<SelectedDevice, NoAdapter> {
+    static WGPU: OnceLock<Result<(Device, DeviceInfo), NoAdapter>> = OnceLock::new();
     let (device, info) = WGPU
         .get_or_init(|| {
-            let (device, setup) =
-                Device::wgpu_options().graphics_api(native_api()).init_with_setup().map_err(|e| e.to_string())?;
+            let (device, setup) = Device::wgpu_options()
+                .graphics_api(native_api())
+                .init_with_setup()
+                .map_err(|e| NoAdapter(e.to_string()))?;
             let adapter = setup.adapter.get_info();
             let info = DeviceInfo::Wgpu {
                 api: format!("{:?}", setup.backend),
@@ -95,17 +134,31 @@ fn native_api() -> burn::tensor::wgpu::WgpuBackend {
 /// Resolves the user's choice. `Auto` prefers a hardware wgpu adapter and otherwise falls back
 /// to the CPU backend, which is faster than any software rasteriser.
 #[cfg(not(target_family = "wasm"))]
-pub fn select(choice: DeviceChoice) -> Result<SelectedDevice, String> {
+pub fn select(choice: DeviceChoice) -> Result<SelectedDevice, NoAdapter> {
     match choice {
         DeviceChoice::Cpu => Ok(cpu()),
-        DeviceChoice::Wgpu => wgpu().map_err(|e| format!("no wgpu adapter: {e}; try --device cpu")),
+        DeviceChoice::Wgpu => wgpu(),
         DeviceChoice::Auto => Ok(match wgpu() {
             Ok(selected) if !matches!(selected.info, DeviceInfo::Wgpu { software: true, .. }) => selected,
             Ok(selected) => SelectedDevice {
                 reason: Some(format!("{} is a software adapter; the CPU backend is faster", selected.info)),
                 ..cpu()
             },
-            Err(e) => SelectedDevice { reason: Some(format!("no wgpu adapter ({e})")), ..cpu() },
+            Err(e) => SelectedDevice { reason: Some(e.to_string()), ..cpu() },
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_choice_parses_back_from_its_name_and_others_are_refused() {
+        for choice in DeviceChoice::ALL {
+            assert_eq!(choice.to_string().parse::<DeviceChoice>(), Ok(choice));
+        }
+        let err = "gpu".parse::<DeviceChoice>().unwrap_err();
+        assert_eq!(err, "unknown device `gpu`: use auto, cpu, wgpu");
     }
 }

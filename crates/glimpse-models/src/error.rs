@@ -66,6 +66,18 @@ pub enum ModelError {
     #[error("{0}")]
     Input(String),
 
+    /// Tokenizer or preprocessing files, or a text or image they cannot take.
+    #[error(transparent)]
+    Media(#[from] glimpse_media::MediaError),
+
+    /// A checkpoint's folder lacks a file or holds one that cannot be read as given.
+    #[error("{0}")]
+    Layout(String),
+
+    /// An error of one checkpoint's files, naming the checkpoint.
+    #[error("{checkpoint}")]
+    Checkpoint { checkpoint: String, source: Box<ModelError> },
+
     /// A tensor could not be read back from the device.
     #[error("reading a result back from the device failed: {0}")]
     Readback(String),

@@ -33,14 +33,19 @@ pub enum Decoding {
 /// Extra scores for the candidates of contrastive search, added to
 /// `(1 - alpha) p(v) - alpha max cos(h_v, h_j)`. MAGIC adds CLIP's opinion here.
 pub trait CandidateBonus {
+    /// What scoring may fail with; generation's own errors convert into it.
+    type Error: From<ModelError>;
+
     /// One score per candidate continuing `generated` (the new ids so far).
-    fn bonus(&mut self, generated: &[u32], candidates: &[u32]) -> impl Future<Output = Result<Vec<f32>, ModelError>>;
+    fn bonus(&mut self, generated: &[u32], candidates: &[u32]) -> impl Future<Output = Result<Vec<f32>, Self::Error>>;
 }
 
 /// Plain contrastive search.
 pub struct NoBonus;
 
 impl CandidateBonus for NoBonus {
+    type Error = ModelError;
+
     async fn bonus(&mut self, _: &[u32], candidates: &[u32]) -> Result<Vec<f32>, ModelError> {
         Ok(vec![0.0; candidates.len()])
     }
@@ -83,17 +88,19 @@ pub async fn generate_from_embeds(
 }
 
 /// [`generate_from_embeds`] with extra candidate scores in contrastive search.
-pub async fn generate_with_bonus(
+pub async fn generate_with_bonus<B: CandidateBonus>(
     model: &Gpt2,
     prompt: Tensor<3>,
     config: &GenerationConfig,
     mut on_token: impl FnMut(u32),
-    bonus: &mut impl CandidateBonus,
+    bonus: &mut B,
     device: &Device,
-) -> Result<Vec<u32>, ModelError> {
+) -> Result<Vec<u32>, B::Error> {
     let [batch, prompt_len, _] = prompt.dims();
     if batch != 1 || prompt_len == 0 {
-        return Err(ModelError::Input(format!("generation takes one non-empty prompt, got {batch} x {prompt_len}")));
+        return Err(
+            ModelError::Input(format!("generation takes one non-empty prompt, got {batch} x {prompt_len}")).into()
+        );
     }
     let vocab = model.vocab_size();
     // Greedy search never runs the last chosen token; contrastive search runs every candidate.
@@ -105,7 +112,7 @@ pub async fn generate_with_bonus(
     if let Decoding::Contrastive { top_k, .. } = config.decoding {
         let max = MAX_TOP_K.min(vocab);
         if top_k == 0 || top_k > max {
-            return Err(ModelError::Input(format!("top-k = {top_k} must be in 1..={max}")));
+            return Err(ModelError::Input(format!("top-k = {top_k} must be in 1..={max}")).into());
         }
     }
     if config.max_new_tokens == 0 {
@@ -114,7 +121,7 @@ pub async fn generate_with_bonus(
     if let Decoding::Beam { beams } = config.decoding {
         let max = MAX_TOP_K.min(vocab);
         if beams == 0 || beams > max {
-            return Err(ModelError::Input(format!("beams = {beams} must be in 1..={max}")));
+            return Err(ModelError::Input(format!("beams = {beams} must be in 1..={max}")).into());
         }
         let best = beam_search(model, prompt, config, beams, device).await?;
         best.iter().for_each(|&id| on_token(id));

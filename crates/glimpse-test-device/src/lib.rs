@@ -9,11 +9,12 @@
 //! It knows no device type: each crate passes its own probe (Burn's `Device` for the kernels,
 //! `glimpse_models::device::wgpu` for the workspace tests).
 
+use std::fmt::Display;
 use std::io::Write;
 use std::sync::Once;
 
 /// The device `probe` finds, when this run covers wgpu.
-pub fn wgpu<T>(probe: impl FnOnce() -> Result<T, String>) -> Option<T> {
+pub fn wgpu<T, E: Display>(probe: impl FnOnce() -> Result<T, E>) -> Option<T> {
     match decide(std::env::var("GLIMPSE_TEST_WGPU").ok().as_deref(), probe) {
         Ok(device) => Some(device),
         Err(why) => {
@@ -25,7 +26,7 @@ pub fn wgpu<T>(probe: impl FnOnce() -> Result<T, String>) -> Option<T> {
 
 /// The device, or why the wgpu half is skipped; panics where the setting requires an adapter and
 /// there is none, or the setting is unknown.
-fn decide<T>(setting: Option<&str>, probe: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+fn decide<T, E: Display>(setting: Option<&str>, probe: impl FnOnce() -> Result<T, E>) -> Result<T, String> {
     match setting {
         None | Some("") => probe().map_err(|e| format!("no Vulkan adapter ({e})")),
         Some("skip") => Err("GLIMPSE_TEST_WGPU=skip".into()),

@@ -3,11 +3,11 @@
 
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
-use glimpse_media::image::ImagePreprocess;
+use glimpse_media::image::{CLIP_MEAN, CLIP_STD, ImagePreprocess};
+use glimpse_media::rng::{Rng, derive_seed};
 use glimpse_media::tokenizer::ClipTokenizer;
 use glimpse_models::{Clip, ClipConfig, l2_normalize};
 use glimpse_world::render::{RenderConfig, Scene};
-use glimpse_world::rng::{Rng, derive_seed};
 use glimpse_world::scene::{Attributes, TEMPLATE_COUNT, caption};
 use image::RgbImage;
 
@@ -42,7 +42,7 @@ pub fn preprocessor_json(image_size: usize) -> String {
         "do_resize": true, "size": {"shortest_edge": image_size}, "resample": 3,
         "do_center_crop": true, "crop_size": {"height": image_size, "width": image_size},
         "do_rescale": true, "rescale_factor": 1.0 / 255.0, "do_normalize": true,
-        "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
+        "image_mean": CLIP_MEAN, "image_std": CLIP_STD,
         "image_processor_type": "CLIPImageProcessor"
     });
     serde_json::to_string_pretty(&json).expect("json serialises")
@@ -117,7 +117,7 @@ pub struct ClipTraining {
 impl ClipTraining {
     /// Continues from `step` with `model` on an autodiff device.
     pub fn new(model: Clip, step: usize, config: ClipTrainConfig) -> Self {
-        let schedule = Schedule { lr: config.lr, warmup: config.warmup, steps: config.steps };
+        let schedule = Schedule::cosine(config.lr, config.warmup, config.steps);
         Self { trainer: Trainer::new(model, step, 0.05, schedule), config }
     }
 

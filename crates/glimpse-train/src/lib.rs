@@ -2,14 +2,17 @@
 //! procedural world of `glimpse-world`, built from the same module code as the real checkpoints
 //! and written in the Hugging Face layout, so they load through exactly the same path.
 //!
-//! The training loops are plain Burn autodiff with AdamW; data is rendered on the fly from
-//! seeds, so a step's batch depends only on `(seed, step)` and a resumed run sees the same data.
+//! One loop ([`trainer::Trainer`]: Burn autodiff with AdamW) trains all of them and projectors
+//! too; [`run`] starts or resumes a run in a folder and checkpoints it. Data is rendered on the fly
+//! from seeds, so a step's batch depends only on `(seed, step)` and a resumed run sees the same
+//! data.
 
 pub mod checkpoint;
 pub mod clip;
 pub mod lm;
 pub mod projector;
 pub mod random;
+pub mod run;
 pub mod tokenizer;
 pub mod trainer;
 
@@ -22,7 +25,7 @@ pub enum TrainError {
     #[error(transparent)]
     Media(#[from] glimpse_media::MediaError),
     #[error(transparent)]
-    Hub(#[from] glimpse_hub::HubError),
+    Align(#[from] glimpse_align::AlignError),
     #[error("tokenizer: {0}")]
     Tokenizer(String),
     #[error("{0}")]

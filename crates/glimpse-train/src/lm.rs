@@ -1,10 +1,10 @@
 //! Language-model training of the world's tiny GPT-2 on the world's captions.
 
 use burn::prelude::*;
-use burn::tensor::activation::log_softmax;
+use glimpse_media::rng::{Rng, derive_seed};
 use glimpse_media::tokenizer::Gpt2Tokenizer;
+use glimpse_models::tensor::masked_nll;
 use glimpse_models::{Gpt2, Gpt2Config};
-use glimpse_world::rng::{Rng, derive_seed};
 use glimpse_world::scene::{Attributes, TEMPLATE_COUNT, caption};
 
 use crate::TrainError;
@@ -67,7 +67,7 @@ pub struct LmTraining {
 impl LmTraining {
     /// Continues from `step` with `model` on an autodiff device.
     pub fn new(model: Gpt2, step: usize, config: LmTrainConfig) -> Self {
-        let schedule = Schedule { lr: config.lr, warmup: config.warmup, steps: config.steps };
+        let schedule = Schedule::cosine(config.lr, config.warmup, config.steps);
         Self { trainer: Trainer::new(model, step, 0.01, schedule), config }
     }
 
@@ -104,7 +104,5 @@ pub fn lm_loss(model: &Gpt2, rows: &[Vec<u32>], pad: u32, device: &Device) -> Te
     let mask: Vec<f32> = rows.iter().flat_map(|r| (1..t).map(move |i| if i < r.len() { 1.0 } else { 0.0 })).collect();
     let ids = Tensor::<2, Int>::from_data(TensorData::new(flat, [b, t]), device);
     let mask = Tensor::<2>::from_data(TensorData::new(mask, [b, t - 1]), device);
-    let logp = log_softmax(model.forward(ids.clone().narrow(1, 0, t - 1)), 2);
-    let nll = logp.gather(2, ids.narrow(1, 1, t - 1).unsqueeze_dim(2)).reshape([b, t - 1]).neg();
-    (nll * mask.clone()).sum() / mask.sum()
+    masked_nll(model.forward(ids.clone().narrow(1, 0, t - 1)), ids.narrow(1, 1, t - 1), mask)
 }

@@ -77,8 +77,8 @@ pub fn gpt2_tokenizer_json(words: &[String]) -> Result<String, TrainError> {
 
 #[cfg(test)]
 mod tests {
+    use glimpse_media::rng::Rng;
     use glimpse_media::tokenizer::{ClipTokenizer, Gpt2Tokenizer};
-    use glimpse_world::rng::Rng;
     use glimpse_world::scene::{Attributes, TEMPLATE_COUNT, caption};
 
     use super::*;

@@ -16,16 +16,29 @@ pub struct Schedule {
     pub warmup: usize,
     /// Total steps of the run.
     pub steps: usize,
+    /// The fraction of `lr` the cosine decays to (1: no decay).
+    pub floor: f64,
 }
 
 impl Schedule {
-    /// Learning rate at `step`: linear warm-up over `warmup` steps, then cosine decay to 10 %.
+    /// Linear warm-up over `warmup` steps, then cosine decay to 10 % at `steps`.
+    pub fn cosine(lr: f64, warmup: usize, steps: usize) -> Self {
+        Self { lr, warmup, steps, floor: 0.1 }
+    }
+
+    /// `lr` throughout `steps`.
+    pub fn constant(lr: f64, steps: usize) -> Self {
+        Self { lr, warmup: 0, steps, floor: 1.0 }
+    }
+
+    /// Learning rate at `step`.
     pub fn at(&self, step: usize) -> f64 {
         if step < self.warmup {
             return self.lr * (step + 1) as f64 / self.warmup as f64;
         }
         let progress = (step - self.warmup) as f64 / (self.steps.saturating_sub(self.warmup)).max(1) as f64;
-        self.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos()))
+        let cosine = 0.5 * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos());
+        self.lr * (self.floor + (1.0 - self.floor) * cosine)
     }
 }
 
@@ -66,12 +79,14 @@ mod tests {
 
     #[test]
     fn warm_up_then_cosine_decay_to_a_tenth() {
-        let schedule = Schedule { lr: 1.0, warmup: 10, steps: 110 };
+        let schedule = Schedule::cosine(1.0, 10, 110);
         assert_eq!(schedule.at(0), 0.1);
         assert_eq!(schedule.at(9), 1.0);
         assert_eq!(schedule.at(10), 1.0);
         assert!((schedule.at(60) - 0.55).abs() < 1e-12);
         assert!((schedule.at(110) - 0.1).abs() < 1e-12);
         assert!((schedule.at(500) - 0.1).abs() < 1e-12, "stays at the floor after the run");
+        let constant = Schedule::constant(0.5, 10);
+        assert!((0..20).all(|step| constant.at(step) == 0.5));
     }
 }

@@ -40,12 +40,15 @@ pub fn engine(error: impl std::error::Error) -> JsValue {
     js_error(ENGINE, with_causes(&error))
 }
 
-/// Settings the pipeline refuses are the caller's to fix; anything else is the engine's.
+/// Settings and inputs the pipeline refuses are the caller's to fix; anything else is the engine's.
 pub fn align(error: glimpse_align::AlignError) -> JsValue {
-    match error {
-        glimpse_align::AlignError::Config(message) => input(message),
-        other => engine(other),
-    }
+    let name = if error.is_callers() { INPUT } else { ENGINE };
+    js_error(name, with_causes(&error))
+}
+
+/// A model call after loading: texts and images it refuses are the caller's to fix.
+pub fn model(error: glimpse_models::ModelError) -> JsValue {
+    align(error.into())
 }
 
 pub fn input(message: impl Display) -> JsValue {

@@ -4,18 +4,16 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use burn::prelude::*;
-use glimpse_align::guided::{self, GuidanceConfig, IMAGE_PROMPT, Step, Targets};
+use glimpse_align::guided::{self, GuidanceOptions, IMAGE_PROMPT, Step, Targets};
 use glimpse_align::zerota::{Event, FrameEmbedder, VIDEO_PROMPT, ZeroTaConfig, dense_caption};
-use glimpse_hub::{ClipBundle, Gpt2Bundle, ModelFiles, Weights};
 use glimpse_media::subtitles::{Cue, to_srt, to_vtt};
 use glimpse_media::to_rgb;
 use glimpse_media::video::{MAX_FRAMES, check_fps};
-use glimpse_models::l2_normalize;
 use glimpse_models::tensor::read;
 use glimpse_models::weights::ReadAt;
+use glimpse_models::{ClipBundle, Gpt2Bundle, ModelFiles, Weights, l2_normalize};
 use image::{DynamicImage, RgbImage, RgbaImage};
 use js_sys::{Function, Promise, Uint8Array};
-use serde::Deserialize;
 use serde_json::json;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
@@ -48,7 +46,7 @@ impl Session {
         let clip = model_files("CLIP", &clip)?;
         let lm = model_files("GPT-2", &lm)?;
         let (device, report) = device::select(&device).await?;
-        let load_error = |e: glimpse_hub::HubError| js_error(MODEL_LOAD, with_causes(&e));
+        let load_error = |e: glimpse_models::ModelError| js_error(MODEL_LOAD, with_causes(&e));
         let clip = Rc::new(ClipBundle::load(&clip, &device).map_err(load_error)?);
         let lm = Gpt2Bundle::load(&lm, &device).map_err(load_error)?;
         Ok(Session { models: Rc::new(Models { clip, lm, device: report }) })
@@ -72,7 +70,7 @@ impl Session {
         let models = self.models.clone();
         future_to_promise(async move {
             let image = one_image(&rgba, width, height)?;
-            let embedding = models.clip.encode_images(&[image]).map_err(errors::engine)?;
+            let embedding = models.clip.encode_images(&[image]).map_err(errors::model)?;
             vector(l2_normalize(embedding)).await
         })
     }
@@ -82,7 +80,7 @@ impl Session {
     pub fn embed_text(&self, text: String) -> Promise {
         let models = self.models.clone();
         future_to_promise(async move {
-            let embedding = models.clip.encode_texts(&[text.as_str()]).map_err(errors::engine)?;
+            let embedding = models.clip.encode_texts(&[text.as_str()]).map_err(errors::model)?;
             vector(l2_normalize(embedding)).await
         })
     }
@@ -94,9 +92,9 @@ impl Session {
     pub fn caption_image(&self, rgba: Vec<u8>, width: u32, height: u32, options: String, on_step: Function) -> Promise {
         let models = self.models.clone();
         future_to_promise(async move {
-            let config = GuidanceOptions::parse(&options)?.config(IMAGE_PROMPT);
+            let config = guidance_options(&options)?.config(IMAGE_PROMPT);
             let image = one_image(&rgba, width, height)?;
-            let targets = l2_normalize(models.clip.encode_images(&[image]).map_err(errors::engine)?);
+            let targets = l2_normalize(models.clip.encode_images(&[image]).map_err(errors::model)?);
             let outcome =
                 guided::caption(&models.clip, &models.lm, Targets::Fixed(targets), &config, report_step(&on_step, 1.0))
                     .await
@@ -122,7 +120,7 @@ impl Session {
     pub fn dense_caption(&self, video: Video, events: usize, seed: u64, options: String, on_step: Function) -> Promise {
         let models = self.models.clone();
         future_to_promise(async move {
-            let guidance = GuidanceOptions::parse(&options)?.config(VIDEO_PROMPT);
+            let guidance = guidance_options(&options)?.config(VIDEO_PROMPT);
             let config = ZeroTaConfig { events, seed, guidance, ..ZeroTaConfig::default() };
             let duration = video.embedder.frames() as f64 / video.fps;
             let embeddings = video.embedder.finish().map_err(errors::align)?;
@@ -161,31 +159,9 @@ impl Video {
     }
 }
 
-/// The caption loop's settings a page may change; the rest keep `GuidanceConfig`'s defaults.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
-struct GuidanceOptions {
-    prompt: Option<String>,
-    max_tokens: Option<usize>,
-    top_k: Option<usize>,
-    steps_per_token: Option<usize>,
-}
-
-impl GuidanceOptions {
-    fn parse(json: &str) -> Result<Self, JsValue> {
-        serde_json::from_str(json).map_err(|e| errors::input(format!("options: {e}")))
-    }
-
-    fn config(self, default_prompt: &str) -> GuidanceConfig {
-        let defaults = GuidanceConfig::default();
-        GuidanceConfig {
-            prompt: self.prompt.unwrap_or_else(|| default_prompt.to_string()),
-            max_tokens: self.max_tokens.unwrap_or(defaults.max_tokens),
-            top_k: self.top_k.unwrap_or(defaults.top_k),
-            steps_per_token: self.steps_per_token.unwrap_or(defaults.steps_per_token),
-            ..defaults
-        }
-    }
+/// The page's guidance options, JSON of [`GuidanceOptions`].
+fn guidance_options(json: &str) -> Result<GuidanceOptions, JsValue> {
+    serde_json::from_str(json).map_err(|e| errors::input(format!("options: {e}")))
 }
 
 /// A model's files from a JavaScript object of `Uint8Array`s. The weights stay in JavaScript's

@@ -6,6 +6,5 @@
 
 pub mod metrics;
 pub mod render;
-pub mod rng;
 pub mod scene;
 pub mod video;

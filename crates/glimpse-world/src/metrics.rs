@@ -18,36 +18,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use glimpse_media::span::{Segment, tiou};
 use serde::Serialize;
 
 /// The temporal-IoU thresholds `densevid_eval` averages over by default.
 pub const TIOU_THRESHOLDS: [f64; 4] = [0.3, 0.5, 0.7, 0.9];
-
-/// A `(start, end)` time span, in any unit as long as all segments compared share it.
-pub type Segment = (f64, f64);
 
 /// Longest n-gram both BLEU-4 and CIDEr-D count.
 const MAX_N: usize = 4;
 
 /// Width of CIDEr-D's Gaussian length penalty, pycocoevalcap's default.
 const CIDER_SIGMA: f64 = 6.0;
-
-/// Temporal intersection over union of two segments.
-///
-/// A segment that is not a finite interval of positive length has no extent to overlap with, so
-/// its IoU with anything is 0 rather than NaN; disjoint or merely touching segments also give 0.
-/// Unlike `densevid_eval` no `1e-8` is added to the union: that guard only exists to avoid a
-/// division by zero (excluded here up front), and it would make an IoU of exactly 0.5 miss a 0.5
-/// threshold.
-pub fn tiou(a: Segment, b: Segment) -> f64 {
-    let proper = |(start, end): Segment| start.is_finite() && end.is_finite() && start < end;
-    if !proper(a) || !proper(b) {
-        return 0.0;
-    }
-    let intersection = (a.1.min(b.1) - a.0.max(b.0)).max(0.0);
-    let union = (a.1 - a.0) + (b.1 - b.0) - intersection;
-    intersection / union
-}
 
 /// Segment precision and recall of one video at one tIoU threshold, as `(precision, recall)`.
 ///
@@ -295,21 +276,6 @@ mod tests {
 
     fn item(candidate: &str, references: &[&str]) -> (String, Vec<String>) {
         (candidate.to_owned(), references.iter().map(|r| (*r).to_owned()).collect())
-    }
-
-    #[test]
-    fn tiou_of_known_intervals() {
-        close(tiou((0.0, 10.0), (0.0, 10.0)), 1.0, 0.0);
-        // Overlap [5, 10] of length 5 over union [0, 15] of length 15.
-        close(tiou((0.0, 10.0), (5.0, 15.0)), 1.0 / 3.0, 1e-12);
-        // Containment: 2 over 8.
-        close(tiou((2.0, 4.0), (0.0, 8.0)), 0.25, 1e-12);
-        assert_eq!(tiou((0.0, 1.0), (1.0, 2.0)), 0.0);
-        assert_eq!(tiou((0.0, 1.0), (3.0, 4.0)), 0.0);
-        assert_eq!(tiou((2.0, 2.0), (0.0, 4.0)), 0.0);
-        assert_eq!(tiou((3.0, 1.0), (0.0, 4.0)), 0.0);
-        assert_eq!(tiou((0.0, f64::NAN), (0.0, 4.0)), 0.0);
-        assert_eq!(tiou((0.0, 10.0), (5.0, 15.0)), tiou((5.0, 15.0), (0.0, 10.0)));
     }
 
     #[test]

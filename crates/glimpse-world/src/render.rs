@@ -7,8 +7,8 @@
 use image::{Rgb, RgbImage};
 use serde::{Deserialize, Serialize};
 
-use crate::rng::Rng;
 use crate::scene::{Attributes, Shape, Size};
+use glimpse_media::rng::Rng;
 
 /// How scenes are turned into pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

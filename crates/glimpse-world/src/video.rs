@@ -11,16 +11,20 @@ use image::codecs::gif::{GifEncoder, Repeat};
 use image::{Delay, Frame, ImageError, ImageFormat, RgbImage, RgbaImage};
 use serde::{Deserialize, Serialize};
 
+use glimpse_media::rng::{Rng, derive_seed};
 use glimpse_media::write_atomically;
 
 use crate::render::{BACKGROUNDS, RenderConfig, Scene};
-use crate::rng::{Rng, derive_seed};
 use crate::scene::{Attributes, canonical_caption};
+
+/// Highest frame rate of a world video: GIF delays are whole centiseconds, and players and
+/// decoders take a delay under 2 cs (above 50 fps) as unset and slow such frames down.
+pub const MAX_FPS: f64 = 50.0;
 
 /// How videos are sampled. Ranges are inclusive and may be given in either order.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct VideoConfig {
-    /// Frames per second; must be finite and positive.
+    /// Frames per second; must be finite and positive (at most [`MAX_FPS`] to write a GIF).
     pub fps: f64,
     /// Smallest and largest number of events (at least one event is always made).
     pub events: (usize, usize),

@@ -42,6 +42,8 @@ export interface GuidanceOptions {
   /** Candidates scored by CLIP per token. */
   topK?: number;
   stepsPerToken?: number;
+  /** Learnable soft-prompt vectors (0: key/value offsets only). */
+  softPromptLen?: number;
 }
 
 export interface Step {

@@ -2,7 +2,7 @@
 // Web Worker so the page never freezes. See ../README.md for the API.
 import { ERRORS, GlimpseError, InputError } from './errors.js';
 import { frameChunks, toImageData } from './frames.js';
-import { MAX_EVENTS, MAX_FPS, Reply, Request } from './protocol.js';
+import { DEFAULT_EVENTS, DEFAULT_FPS, MAX_EVENTS, MAX_FPS, Reply, Request } from './protocol.js';
 
 export { DeviceLostError, GlimpseError, InputError, ModelLoadError, NoAdapterError } from './errors.js';
 
@@ -68,7 +68,7 @@ export class Glimpse {
    * Resolves to a {@link DenseCaptions}; `onStep` sees every step's spans (seconds) and captions.
    */
   async denseCaption(source, options = {}) {
-    const { events = 3, fps = 2, seed = 0, signal, onStep, ...guidance } = options;
+    const { events = DEFAULT_EVENTS, fps = DEFAULT_FPS, seed = 0, signal, onStep, ...guidance } = options;
     if (!(fps > 0 && fps <= MAX_FPS)) throw new InputError(`fps = ${fps} must be in (0, ${MAX_FPS}]`);
     if (!Number.isInteger(events) || events < 1 || events > MAX_EVENTS) throw new InputError(`events = ${events} must be an integer in 1..${MAX_EVENTS}`);
     if (!Number.isInteger(seed) || seed < 0) throw new InputError(`seed = ${seed} must be a non-negative integer`);

@@ -17,7 +17,8 @@
  * )} Request
  * @typedef {string | Record<string, string | ArrayBuffer | Uint8Array | Blob>} ModelSource
  *   a folder URL in the Hugging Face layout, or a URL or bytes per file
- * @typedef {{ prompt?: string, maxTokens?: number, topK?: number, stepsPerToken?: number }} GuidanceOptions
+ * @typedef {{ prompt?: string, maxTokens?: number, topK?: number, stepsPerToken?: number, softPromptLen?: number }} GuidanceOptions
+ *   glimpse_align::guided::GuidanceOptions; each one left out keeps the engine's default
  * @typedef {{ frames: Uint8Array, width: number, height: number }} FrameChunk
  *   up to FRAMES_PER_MESSAGE RGBA frames of `width` x `height`, one after another
  */
@@ -56,6 +57,10 @@ export const ErrorName = Object.freeze({
 export const MAX_FRAMES = 10000;
 /** Highest sampling rate, frames per second (glimpse_media::video::MAX_FPS). */
 export const MAX_FPS = 60;
+/** Default sampling rate, frames per second (glimpse_media::video::DEFAULT_FPS). */
+export const DEFAULT_FPS = 2;
+/** Default events per dense caption (glimpse_align::zerota::ZeroTaConfig::default().events). */
+export const DEFAULT_EVENTS = 3;
 /** Most events per dense caption (glimpse_align::zerota::MAX_EVENTS). */
 export const MAX_EVENTS = 32;
 /** Frames per `videoFrames` message: one chunk's pixels are all a video ever has in flight. */

@@ -32,6 +32,8 @@ async function main() {
     () => glimpse.denseCaption([]),
     () => glimpse.captionImage(image, { notAnOption: 1 }),
     () => glimpse.captionImage(image, { maxTokens: 0 }),
+    // Longer than the world GPT-2's 32 positions: refused by the model, still the caller's to fix.
+    () => glimpse.captionImage(image, { prompt: 'a red circle '.repeat(12) }),
     () => glimpse.embedImage(new ImageData(1, 1)).then(() => glimpse.embedImage(Object.assign(document.createElement('canvas'), { width: 0, height: 0 }))),
   ]) {
     try {

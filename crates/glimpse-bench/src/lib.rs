@@ -1,8 +1,10 @@
-//! `glimpse bench`: speed and memory at real model sizes (GPT-2 small, CLIP ViT-B/32, random
-//! weights), side by side with the PyTorch reference (`bench/reference.py`) when it can run.
+//! glimpse's benchmark (`glimpse bench`): speed and memory at real model sizes (GPT-2 small, CLIP
+//! ViT-B/32, random weights), side by side with the PyTorch reference (`bench/reference.py`) when
+//! it can run. Every workload calls the library code it measures.
 //!
-//! Every figure is measured in its own child process (`glimpse bench --measure BACKEND:METRIC`),
-//! so each has its own peak memory and a crash loses one figure, not the run.
+//! Every figure is measured in its own child process ([`measure`], run by [`run`] through the
+//! command its caller gives), so each has its own peak memory and a crash loses one figure, not
+//! the run.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,17 +14,18 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use clap::ValueEnum;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use futures_lite::future::block_on;
 use glimpse_align::guided::{self, GuidanceConfig, Targets};
+use glimpse_align::moment::pool_with_contrast_by;
 use glimpse_align::zerota::{ZeroTaConfig, dense_caption, embed_frames};
-use glimpse_hub::{ClipBundle, Gpt2Bundle};
+use glimpse_media::rng::Rng;
 use glimpse_media::{ClipTokenizer, Gpt2Tokenizer, ImagePreprocess, write_atomically};
 use glimpse_models::device::{self, DeviceChoice};
 use glimpse_models::generation::{Decoding, GenerationConfig, generate};
 use glimpse_models::tensor::read;
-use glimpse_models::{ClipConfig, Gpt2Config, l2_normalize};
+use glimpse_models::{ClipBundle, ClipConfig, Gpt2Bundle, Gpt2Config, l2_normalize};
 use glimpse_train::random::{clip_tokenizer_for, gpt2_tokenizer_for};
-use glimpse_world::rng::Rng;
 use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -32,8 +35,8 @@ use serde_json::json;
 pub struct BenchArgs {
     /// Backend to measure; repeat for several [default: cpu, and wgpu when it finds an adapter].
     /// (The global --device does not apply here.)
-    #[arg(long = "backend", value_enum, value_name = "BACKEND")]
-    backends: Vec<Backend>,
+    #[arg(long = "backend", value_name = "BACKEND", value_parser = backend())]
+    backends: Vec<DeviceChoice>,
     /// Figure to measure; repeat for several [default: all].
     #[arg(long = "metric", value_enum, value_name = "METRIC")]
     metrics: Vec<Metric>,
@@ -56,19 +59,16 @@ pub struct BenchArgs {
     /// Prepend this run, with the machine's description, to a Markdown results file.
     #[arg(long, value_name = "FILE")]
     record: Option<PathBuf>,
-    /// Print JSON instead of a table on stdout.
-    #[arg(long, value_enum, default_value_t = crate::Format::Text)]
-    format: crate::Format,
     /// Measure one figure in this process and print it as one JSON line (used by the runner).
     #[arg(long, hide = true, value_name = "BACKEND:METRIC")]
-    measure: Option<String>,
+    pub measure: Option<String>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum Backend {
-    Cpu,
-    Wgpu,
+/// The backends a figure can be measured on: `cpu` and `wgpu` (`auto` is not a backend).
+const BACKENDS: [DeviceChoice; 2] = [DeviceChoice::Cpu, DeviceChoice::Wgpu];
+
+fn backend() -> impl TypedValueParser<Value = DeviceChoice> {
+    PossibleValuesParser::new(BACKENDS.map(DeviceChoice::name)).try_map(|name| name.parse::<DeviceChoice>())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum, Serialize, Deserialize)]
@@ -129,7 +129,7 @@ macro_rules! display_as_value {
         }
     )*};
 }
-display_as_value!(Backend, Metric);
+display_as_value!(Metric);
 
 /// One figure as the child processes (glimpse's and the reference's) print it.
 #[derive(Serialize, Deserialize, Clone)]
@@ -150,85 +150,102 @@ struct Figure {
     detail: serde_json::Value,
 }
 
-pub fn run(args: BenchArgs) -> Result<()> {
-    if let Some(spec) = &args.measure {
-        let figure = measure_spec(spec, &args)?;
-        return crate::print_out(&format!("{}\n", serde_json::to_string(&figure)?));
+/// A finished run: the machine, the figures and what failed.
+pub struct Report {
+    machine: String,
+    /// The Markdown tables.
+    table: String,
+    /// The PyTorch reference was asked for and could not run (the reason is on stderr).
+    reference_missing: bool,
+    json: serde_json::Value,
+}
+
+impl Report {
+    /// The machine and the tables, as printed in a terminal.
+    pub fn text(&self) -> String {
+        let missing = if self.reference_missing { "\n(no PyTorch reference: see the message above)\n" } else { "" };
+        format!("{}\n\n{}\n{missing}", self.machine, self.table)
     }
+
+    /// `{"machine", "figures", "failures"}`.
+    pub fn json(&self) -> String {
+        serde_json::to_string_pretty(&self.json).expect("figures serialise")
+    }
+}
+
+/// Measures every figure asked for, each in a process of its own that `measuring(spec)` makes
+/// (a command that runs [`measure`] with `spec` and prints its line); writes `--json` and
+/// `--record` when given.
+pub fn run(args: &BenchArgs, measuring: impl Fn(&str) -> Command) -> Result<Report> {
     if args.runs == 0 || !(args.budget.is_finite() && args.budget > 0.0) {
         bail!("--runs must be at least 1 and --budget finite and positive");
     }
     let metrics = if args.metrics.is_empty() { Metric::value_variants().to_vec() } else { args.metrics.clone() };
     let backends = match args.backends.is_empty() {
         true => {
-            let mut found = vec![Backend::Cpu];
+            let mut found = vec![DeviceChoice::Cpu];
             match device::wgpu() {
-                Ok(_) => found.push(Backend::Wgpu),
+                Ok(_) => found.push(DeviceChoice::Wgpu),
                 Err(e) => eprintln!("wgpu skipped: no adapter ({e})"),
             }
             found
         }
         false => args.backends.clone(),
     };
-    let reference = Reference::find(&args);
-    let applies = |metric: Metric, backend: Backend| !metric.is_kernel() || backend == Backend::Wgpu;
+    let reference = Reference::find(args);
+    let applies = |metric: Metric, backend: DeviceChoice| !metric.is_kernel() || backend == DeviceChoice::Wgpu;
     let model_metrics = metrics.iter().filter(|m| !m.is_kernel()).count();
     let jobs = metrics.iter().map(|&m| backends.iter().filter(|&&b| applies(m, b)).count()).sum::<usize>()
         + if reference.is_some() { model_metrics } else { 0 };
     let progress = ProgressBar::new(jobs as u64).with_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}").expect("valid template"),
     );
-    let exe = std::env::current_exe().context("cannot find the glimpse executable to run measurements")?;
     let mut figures = Vec::new();
     let mut failures = Vec::new();
     for &metric in &metrics {
         for &backend in backends.iter().filter(|&&b| applies(metric, b)) {
             let label = format!("{backend} {metric}");
             progress.set_message(label.clone());
-            let mut child = Command::new(&exe);
-            child.args(["bench", "--measure", &format!("{backend}:{metric}")]);
+            let mut child = measuring(&format!("{backend}:{metric}"));
             child.args(["--runs", &args.runs.to_string(), "--budget", &args.budget.to_string()]);
             collect(child, &label, &progress, &mut figures, &mut failures);
         }
         if let Some(reference) = reference.as_ref().filter(|_| !metric.is_kernel()) {
             let label = format!("pytorch-cpu {metric}");
             progress.set_message(label.clone());
-            collect(reference.command(metric, &args), &label, &progress, &mut figures, &mut failures);
+            collect(reference.command(metric, args), &label, &progress, &mut figures, &mut failures);
         }
     }
     progress.finish_and_clear();
 
-    let gpu = match backends.contains(&Backend::Wgpu) {
+    let gpu = match backends.contains(&DeviceChoice::Wgpu) {
         true => device::wgpu().map_or_else(|e| format!("none ({e})"), |s| s.info.to_string()),
         false => "not measured".to_string(),
     };
     let machine = machine_description(&gpu, reference.as_ref().map(|r| r.versions.as_str()));
     let tables = [model_table(&figures, &metrics, &backends), kernel_table(&figures)];
     let table = tables.into_iter().filter(|t| !t.is_empty()).collect::<Vec<_>>().join("\n\n");
-    let report = json!({ "machine": machine, "figures": figures, "failures": failures });
-    match args.format {
-        crate::Format::Json => crate::print_out(&format!("{}\n", serde_json::to_string_pretty(&report)?))?,
-        crate::Format::Text => {
-            crate::print_out(&format!("{machine}\n\n{table}\n"))?;
-            if reference.is_none() && args.reference != "none" {
-                crate::print_out("\n(no PyTorch reference: see the message above)\n")?;
-            }
-        }
-    }
     for failure in &failures {
         eprintln!("failed: {failure}");
-    }
-    if let Some(path) = &args.json {
-        write_atomically(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
-    }
-    if let Some(path) = &args.record {
-        record(path, &machine, &table)?;
-        eprintln!("recorded in {}", path.display());
     }
     if figures.is_empty() {
         bail!("no figure could be measured");
     }
-    Ok(())
+    let reference_missing = reference.is_none() && args.reference != "none";
+    let report = Report {
+        json: json!({ "machine": machine, "figures": figures, "failures": failures }),
+        machine,
+        table,
+        reference_missing,
+    };
+    if let Some(path) = &args.json {
+        write_atomically(path, report.json().as_bytes())?;
+    }
+    if let Some(path) = &args.record {
+        record(path, &report.machine, &report.table)?;
+        eprintln!("recorded in {}", path.display());
+    }
+    Ok(report)
 }
 
 /// Runs one measuring process and keeps its figure, or the reason it has none.
@@ -324,7 +341,7 @@ impl Reference {
 }
 
 /// The side-by-side table, in Markdown (readable as it is in a terminal); empty without figures.
-fn model_table(figures: &[Figure], metrics: &[Metric], backends: &[Backend]) -> String {
+fn model_table(figures: &[Figure], metrics: &[Metric], backends: &[DeviceChoice]) -> String {
     let find = |metric: Metric, backend: &str| figures.iter().find(|f| f.metric == metric && f.backend == backend);
     let mut lines = vec![
         "| metric | backend | glimpse | PyTorch CPU | glimpse / PyTorch | peak MiB glimpse | peak MiB PyTorch |"
@@ -430,15 +447,17 @@ fn utc_now() -> String {
 
 // ---- measuring (child process) ----
 
-fn measure_spec(spec: &str, args: &BenchArgs) -> Result<Figure> {
+/// Measures one figure, `BACKEND:METRIC`, in this process: one line of JSON.
+pub fn measure(spec: &str, args: &BenchArgs) -> Result<String> {
+    Ok(serde_json::to_string(&measure_figure(spec, args)?)?)
+}
+
+fn measure_figure(spec: &str, args: &BenchArgs) -> Result<Figure> {
     let (backend, metric) = spec.split_once(':').context("--measure takes BACKEND:METRIC")?;
-    let backend = Backend::from_str(backend, false).map_err(anyhow::Error::msg)?;
+    let backend = backend.parse::<DeviceChoice>().map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(BACKENDS.contains(&backend), "--measure: `{backend}` is not a backend; use cpu or wgpu");
     let metric = Metric::from_str(metric, false).map_err(anyhow::Error::msg)?;
-    let choice = match backend {
-        Backend::Cpu => DeviceChoice::Cpu,
-        Backend::Wgpu => DeviceChoice::Wgpu,
-    };
-    let selected = device::select(choice).map_err(anyhow::Error::msg)?;
+    let selected = device::select(backend)?;
     let timer = Timer { runs: args.runs, budget: args.budget };
     let device = &selected.device;
     let (value, runs, detail) = match metric {
@@ -731,14 +750,12 @@ fn masked_pool_kernel(device: &Device) -> Result<Measured> {
     let frames = l2_normalize(Tensor::<2>::random([FRAMES, DIM], Distribution::Normal(0.0, 1.0), device));
     let masks = || Tensor::<2>::random([MASKS, FRAMES], Distribution::Default, &grad_device).require_grad();
     anyhow::ensure!(glimpse_kernels::masked_pool_uses_kernel(&masks(), &frames), "the kernel does not run here");
-    // ZeroTA's inside/outside contrast (`glimpse_align::moment::pool_with_contrast`, written out
-    // here so that the fallback can be timed too): forward, backward, the masks' gradient read back.
+    // ZeroTA's inside/outside contrast through each pooling: forward, backward, the masks'
+    // gradient read back.
     let time = |pool: fn(Tensor<2>, Tensor<2>) -> Tensor<2>| {
         kernel_runs(device, masks, |masks| {
-            let inside = pool(masks.clone(), frames.clone());
-            let outside = pool(masks.clone().neg() + 1.0, frames.clone());
-            let gradients = (inside * outside).sum_dim(1).mean().backward();
-            masks.grad(&gradients).expect("the masks are tracked")
+            let (_, similarity) = pool_with_contrast_by(pool, masks.clone(), frames.clone());
+            masks.grad(&similarity.backward()).expect("the masks are tracked")
         })
     };
     let kernel = time(glimpse_kernels::masked_pool)?;
@@ -771,14 +788,14 @@ mod tests {
             figure(Metric::PrefixStepMs, "cpu", 300.0),
             figure(Metric::DecodeAttentionMs, "wgpu", 2.0),
         ];
-        let table = model_table(&figures, Metric::value_variants(), &[Backend::Cpu, Backend::Wgpu]);
+        let table = model_table(&figures, Metric::value_variants(), &BACKENDS);
         assert!(
             table.contains("| clip_text_txt_s | cpu | 50.00 txt/s | 200.00 txt/s | 0.25x (higher is better) |"),
             "{table}"
         );
         assert!(table.contains("| prefix_step_ms | cpu | 300.00 ms | - | - |"), "{table}");
         assert!(!table.contains("decode_attention"), "{table}");
-        assert_eq!(model_table(&figures[3..], Metric::value_variants(), &[Backend::Wgpu]), "");
+        assert_eq!(model_table(&figures[3..], Metric::value_variants(), &[DeviceChoice::Wgpu]), "");
     }
 
     #[test]

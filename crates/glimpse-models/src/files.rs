@@ -4,14 +4,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use glimpse_media::untrusted::read_regular_file;
-use glimpse_models::ModelError;
-use glimpse_models::weights::{ReadAt, WeightFile};
 
-use crate::HubError;
+use crate::ModelError;
+use crate::weights::{ReadAt, WeightFile};
 
 /// The most bytes a JSON file of a checkpoint may have (large tokenizers are tens of MiB), from a
 /// folder or announced by the hub.
-pub(crate) const MAX_JSON_BYTES: u64 = 256 << 20;
+pub const MAX_JSON_BYTES: u64 = 256 << 20;
 
 /// Where a checkpoint's `model.safetensors` is: bytes already in memory (the embedded default), a
 /// file on disk, or any other random-access source (the browser's buffer outside the module's
@@ -59,18 +58,18 @@ pub struct ModelFiles {
 
 impl ModelFiles {
     /// Reads a local directory (e.g. a `git clone` of a hub repository).
-    pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self, HubError> {
+    pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self, ModelError> {
         let dir = dir.as_ref();
         if !dir.is_dir() {
-            return Err(HubError::Layout(format!(
+            return Err(ModelError::Layout(format!(
                 "{} is not a directory; pass a folder in the Hugging Face layout (config.json, model.safetensors, tokenizer.json)",
                 dir.display()
             )));
         }
-        let read = |name: &str| -> Result<Vec<u8>, HubError> {
-            read_regular_file(&dir.join(name), MAX_JSON_BYTES).map_err(|e| HubError::Layout(e.to_string()))
+        let read = |name: &str| -> Result<Vec<u8>, ModelError> {
+            read_regular_file(&dir.join(name), MAX_JSON_BYTES).map_err(|e| ModelError::Layout(e.to_string()))
         };
-        let require = |name: &str| -> Result<(), HubError> {
+        let require = |name: &str| -> Result<(), ModelError> {
             if dir.join(name).is_file() {
                 return Ok(());
             }
@@ -80,7 +79,7 @@ impl ModelFiles {
             } else {
                 ""
             };
-            Err(HubError::Layout(format!("{} has no {name}{hint}", dir.display())))
+            Err(ModelError::Layout(format!("{} has no {name}{hint}", dir.display())))
         };
         for name in ["config.json", "model.safetensors", "tokenizer.json"] {
             require(name)?;

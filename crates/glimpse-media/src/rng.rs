@@ -1,8 +1,9 @@
-//! A tiny deterministic random number generator.
+//! A tiny deterministic random number generator, glimpse's only one.
 //!
-//! The world must produce identical bytes for a seed on every platform and with every version of
-//! every dependency, so it carries its own generator (SplitMix64) instead of relying on `rand`,
-//! whose algorithms and stream layouts may change between releases.
+//! The procedural world must produce identical bytes for a seed on every platform and with every
+//! version of every dependency, and ZeroTA's seeded mask placement must too, so glimpse carries
+//! its own generator (SplitMix64) instead of relying on `rand`, whose algorithms and stream
+//! layouts may change between releases.
 
 /// SplitMix64: one `u64` of state, a fixed increment and a strong output mix. Statistically good
 /// enough for sampling scenes, trivially portable, and cheap to create many of.

@@ -1,0 +1,98 @@
+//! A model with what it needs to take text and images: its tokenizer and preprocessing.
+
+use burn::prelude::*;
+use glimpse_media::{ClipTokenizer, Gpt2Tokenizer, ImagePreprocess};
+use image::RgbImage;
+
+use crate::{Clip, ClipConfig, Gpt2, Gpt2Config, ModelError, ModelFiles};
+
+/// A checkpoint's error, naming the checkpoint.
+fn in_checkpoint(checkpoint: &str) -> impl FnOnce(ModelError) -> ModelError + '_ {
+    move |error| ModelError::Checkpoint { checkpoint: checkpoint.to_string(), source: Box::new(error) }
+}
+
+/// CLIP with its tokenizer and image preprocessing.
+pub struct ClipBundle {
+    /// Where the model came from, for messages.
+    pub source: String,
+    pub model: Clip,
+    pub config: ClipConfig,
+    pub tokenizer: ClipTokenizer,
+    pub preprocess: ImagePreprocess,
+    pub device: Device,
+}
+
+impl ClipBundle {
+    /// Errors name the checkpoint (`files.source`).
+    pub fn load(files: &ModelFiles, device: &Device) -> Result<Self, ModelError> {
+        let load = || -> Result<Self, ModelError> {
+            let config = ClipConfig::from_json(&files.config)?;
+            let image_size = config.vision_config.image_size as u32;
+            let preprocess = match &files.preprocessor {
+                Some(json) => ImagePreprocess::from_json(json, image_size)?,
+                None => ImagePreprocess::clip_default(image_size),
+            };
+            let tokenizer = ClipTokenizer::from_json(&files.tokenizer, config.text_config.max_position_embeddings)?;
+            tokenizer.check_vocab(config.text_config.vocab_size)?;
+            let model = Clip::load_weights(&config, &files.weights.open()?, device)?;
+            Ok(Self { source: files.source.clone(), model, config, tokenizer, preprocess, device: device.clone() })
+        };
+        load().map_err(in_checkpoint(&files.source))
+    }
+
+    pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>, ModelError> {
+        Ok(texts.iter().map(|t| self.tokenizer.encode(t)).collect::<Result<_, _>>()?)
+    }
+
+    /// Projected text embeddings, not normalised: `[texts, projection_dim]`.
+    pub fn encode_texts(&self, texts: &[&str]) -> Result<Tensor<2>, ModelError> {
+        self.model.encode_text(&self.tokenize(texts)?, &self.device)
+    }
+
+    /// Preprocessed pixels, `[images, 3, height, width]`; every image must come out the same size
+    /// (always true with a centre crop).
+    pub fn pixels(&self, images: &[RgbImage]) -> Result<Tensor<4>, ModelError> {
+        let mut values = Vec::new();
+        let mut size = None;
+        for image in images {
+            let (pixels, hw) = self.preprocess.apply(image)?;
+            if let Some(first) = size.filter(|&first| first != hw) {
+                return Err(ModelError::Input(format!(
+                    "images preprocess to different sizes ({first:?} and {hw:?}); enable the centre crop"
+                )));
+            }
+            size = Some(hw);
+            values.extend(pixels);
+        }
+        let (h, w) = size.ok_or_else(|| ModelError::Input("no image to encode".into()))?;
+        let shape = [images.len(), 3, h as usize, w as usize];
+        Ok(Tensor::from_data(TensorData::new(values, shape), &self.device))
+    }
+
+    /// Projected image embeddings, not normalised: `[images, projection_dim]`.
+    pub fn encode_images(&self, images: &[RgbImage]) -> Result<Tensor<2>, ModelError> {
+        self.model.encode_image(self.pixels(images)?)
+    }
+}
+
+/// GPT-2 with its tokenizer.
+pub struct Gpt2Bundle {
+    pub model: Gpt2,
+    pub config: Gpt2Config,
+    pub tokenizer: Gpt2Tokenizer,
+    pub device: Device,
+}
+
+impl Gpt2Bundle {
+    /// Errors name the checkpoint (`files.source`).
+    pub fn load(files: &ModelFiles, device: &Device) -> Result<Self, ModelError> {
+        let load = || -> Result<Self, ModelError> {
+            let config = Gpt2Config::from_json(&files.config)?;
+            let tokenizer = Gpt2Tokenizer::from_json(&files.tokenizer)?;
+            tokenizer.check_vocab(config.vocab_size)?;
+            let model = Gpt2::load_weights(&config, &files.weights.open()?, device)?;
+            Ok(Self { model, config, tokenizer, device: device.clone() })
+        };
+        load().map_err(in_checkpoint(&files.source))
+    }
+}
