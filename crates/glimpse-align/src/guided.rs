@@ -19,14 +19,14 @@ use glimpse_models::generation::MAX_TOP_K;
 use glimpse_models::gpt2::MAX_POSITIONS;
 use glimpse_models::tensor::{argmax_first, ids_tensor, read, top_k_indices};
 use glimpse_models::{ClipBundle, Gpt2Bundle, KvCache, ModelError, l2_normalize};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::AlignError;
 use crate::moment::{MomentMasks, TemperatureSchedule, pairwise_tiou, pool_with_contrast};
 use crate::prefix::Prefix;
 
 /// Every constant of the loop, with ZeroCap-like defaults.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct GuidanceConfig {
     /// Hard prompt the caption continues (not part of the returned caption).
     pub prompt: String,

@@ -11,6 +11,7 @@ use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
 use glimpse_kernels::masked_pool;
+use serde::Serialize;
 
 /// K learnable soft masks.
 #[derive(Module, Debug)]
@@ -134,7 +135,7 @@ pub fn pairwise_tiou(masks: Tensor<2>) -> Tensor<1> {
 
 /// The mask temperature over an optimisation run: geometric from `start` to `end`. A warm start
 /// lets gradients reach frames far from a mask; a cold end makes segments crisp.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct TemperatureSchedule {
     pub start: f64,
     pub end: f64,

@@ -13,6 +13,7 @@ use burn::prelude::*;
 use glimpse_media::rng::Rng;
 use glimpse_media::span::tiou;
 use glimpse_media::subtitles::Cue;
+use glimpse_media::video::VideoSource;
 use glimpse_models::tensor::read;
 use glimpse_models::{ClipBundle, Gpt2Bundle, l2_normalize};
 use image::RgbImage;
@@ -24,7 +25,7 @@ use crate::moment::{MomentMasks, TemperatureSchedule};
 
 /// Every constant of the pipeline; the defaults are documented starting points, not the paper's
 /// (it does not give them all).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ZeroTaConfig {
     /// Number of events K.
     pub events: usize,
@@ -216,6 +217,28 @@ pub fn embed_frames(clip: &ClipBundle, frames: &[RgbImage]) -> Result<Tensor<2>,
         embedder.push(frame)?;
     }
     embedder.finish()
+}
+
+/// Unit-norm CLIP embeddings of every frame `source` yields, `[frames, dim]`, each frame decoded
+/// and embedded as it comes (`on_frame` after each); and the video's duration in seconds.
+pub fn embed_source(
+    clip: &ClipBundle,
+    source: &VideoSource,
+    mut on_frame: impl FnMut(),
+) -> Result<(Tensor<2>, f64), AlignError> {
+    let mut embedder = FrameEmbedder::new(clip);
+    source.for_each_frame(|frame| {
+        on_frame();
+        embedder.push(&frame)
+    })?;
+    let duration = embedder.frames() as f64 / source.fps();
+    Ok((embedder.finish()?, duration))
+}
+
+/// A video's dense captions as glimpse writes them (`caption-video --format json`, a batch's
+/// `<id>.json`): `{"duration", "events", "video"}` on one line.
+pub fn captions_json(video: &str, duration: f64, events: &[Event]) -> String {
+    format!("{}\n", serde_json::json!({ "video": video, "duration": duration, "events": events }))
 }
 
 /// Captions `frames` (unit-norm embeddings `[frames, dim]` of a video lasting `duration` seconds)

@@ -1,5 +1,6 @@
 //! `glimpse`: CLIP and GPT-2 on your own device, from Hugging Face checkpoints.
 
+mod batch;
 mod driver_output;
 mod eval;
 mod models;
@@ -17,7 +18,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use futures_lite::future::block_on;
 use glimpse_align::guided::{self, GuidanceConfig, GuidanceOptions, IMAGE_PROMPT, Step, Targets};
 use glimpse_align::magic::{MagicConfig, magic_captions};
-use glimpse_align::zerota::{Event, FrameEmbedder, SCENE_CUT, VIDEO_PROMPT, ZeroTaConfig, dense_caption};
+use glimpse_align::zerota::{Event, SCENE_CUT, VIDEO_PROMPT, ZeroTaConfig, captions_json, dense_caption, embed_source};
 use glimpse_media::decode_image;
 use glimpse_media::image::MAX_IMAGE_FILE_BYTES;
 use glimpse_media::subtitles::{Cue, to_srt, to_vtt};
@@ -168,6 +169,42 @@ impl MomentArgs {
     }
 }
 
+/// The options of dense captioning (`caption-video`, `batch caption-video`).
+#[derive(clap::Args)]
+struct DenseArgs {
+    /// Number of events K.
+    #[arg(long, default_value_t = ZeroTaConfig::default().events)]
+    events: usize,
+    /// Frames per second: the sampling rate of GIF / WebP / video files, the frame rate of a folder.
+    #[arg(long, default_value_t = DEFAULT_FPS)]
+    fps: f64,
+    /// Seed of the masks' starting positions (same seed, same device: same result).
+    #[arg(long, default_value_t = ZeroTaConfig::default().seed)]
+    seed: u64,
+    #[arg(long, value_enum, default_value_t = Method::Zerota)]
+    method: Method,
+    #[command(flatten)]
+    guidance: GuidanceArgs,
+    #[command(flatten)]
+    moments: MomentArgs,
+}
+
+impl DenseArgs {
+    /// The pipeline's configuration, checked, its errors naming the flags.
+    fn config(&self) -> Result<ZeroTaConfig> {
+        let mut config = ZeroTaConfig {
+            events: self.events,
+            seed: self.seed,
+            ..self.moments.config(self.guidance.config(VIDEO_PROMPT))
+        };
+        if self.method == Method::Uniform {
+            config = config.uniform();
+        }
+        config.validate(&flag)?;
+        Ok(config)
+    }
+}
+
 /// The flag of a field of `glimpse_align`'s configs, for the messages of their checks.
 fn flag(field: &str) -> String {
     match field {
@@ -188,8 +225,8 @@ enum VideoFormat {
 enum ImageMethod {
     /// A prefix optimised against CLIP at every token (ZeroCap-style).
     Guided,
-    /// Contrastive search with a CLIP term, no gradients (MAGIC; faster). Uses --prompt,
-    /// --max-tokens and --top-k; no optimiser steps.
+    /// Contrastive search with a CLIP term, no gradients (MAGIC; faster). Uses --prompt and
+    /// --max-tokens; its candidates are the paper's 45, not --top-k; no optimiser steps.
     Magic,
 }
 
@@ -250,21 +287,8 @@ enum Command {
         video: PathBuf,
         #[command(flatten)]
         models: ModelArgs,
-        /// Number of events K.
-        #[arg(long, default_value_t = ZeroTaConfig::default().events)]
-        events: usize,
-        /// Frames per second: the sampling rate of GIF / WebP / video files, the frame rate of a folder.
-        #[arg(long, default_value_t = DEFAULT_FPS)]
-        fps: f64,
-        /// Seed of the masks' starting positions (same seed, same device: same result).
-        #[arg(long, default_value_t = ZeroTaConfig::default().seed)]
-        seed: u64,
-        #[arg(long, value_enum, default_value_t = Method::Zerota)]
-        method: Method,
         #[command(flatten)]
-        guidance: GuidanceArgs,
-        #[command(flatten)]
-        moments: MomentArgs,
+        dense: DenseArgs,
         #[arg(long, value_enum, default_value_t = VideoFormat::Text)]
         format: VideoFormat,
         /// Write the result to FILE (atomically) instead of stdout.
@@ -305,6 +329,10 @@ enum Command {
     /// The download cache of hub models: list, fetch ahead of time, remove.
     #[command(subcommand)]
     Models(models::ModelsCommand),
+    /// Caption an archive: every video of a manifest, sharded over workers (Kubernetes Indexed
+    /// Jobs, Slurm arrays), each result written once; then merge the results.
+    #[command(subcommand)]
+    Batch(batch::BatchCommand),
     /// Render scenes and videos of the procedural world with their ground truth.
     #[command(subcommand)]
     World(world::WorldCommand),
@@ -412,6 +440,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(command) => train::run(command, &select_device(cli.device)?),
         Command::World(command) => world::run(command),
+        Command::Batch(command) => batch::run(command, cli.device),
         Command::Models(command) => models::run(command),
         Command::Eval(args) => eval::run(args, &select_device(cli.device)?),
         Command::Bench { args, format } => bench(&args, format),
@@ -428,13 +457,9 @@ fn run(cli: Cli) -> Result<()> {
             let selected = select_device(cli.device)?;
             caption_images(&selected, &models, &images, &decoded, method, &config, format, out.as_deref())
         }
-        Command::CaptionVideo { video, models, events, fps, seed, method, guidance, moments, format, out } => {
-            let source = VideoSource::open(&video, fps)?;
-            let mut config = ZeroTaConfig { events, seed, ..moments.config(guidance.config(VIDEO_PROMPT)) };
-            if method == Method::Uniform {
-                config = config.uniform();
-            }
-            config.validate(&flag)?;
+        Command::CaptionVideo { video, models, dense, format, out } => {
+            let source = VideoSource::open(&video, dense.fps)?;
+            let config = dense.config()?;
             let selected = select_device(cli.device)?;
             caption_video(&selected, &models, &video, &source, &config, format, out.as_deref())
         }
@@ -727,15 +752,9 @@ fn caption_video(
     // Frames are embedded as they are decoded; only their embeddings are kept.
     let reading = ProgressBar::new_spinner().with_prefix("reading frames");
     reading.set_style(ProgressStyle::with_template("{prefix} {pos} {elapsed_precise}").expect("valid template"));
-    let mut embedder = FrameEmbedder::new(&clip);
-    source.for_each_frame(|frame| {
-        reading.inc(1);
-        embedder.push(&frame)
-    })?;
+    let (frames, duration) = embed_source(&clip, source, || reading.inc(1))?;
     reading.finish_and_clear();
-    let duration = embedder.frames() as f64 / source.fps();
-    eprintln!("{}: {} frames at {} fps ({duration:.1} s)", path.display(), embedder.frames(), source.fps());
-    let frames = embedder.finish()?;
+    eprintln!("{}: {} frames at {} fps ({duration:.1} s)", path.display(), frames.dims()[0], source.fps());
     let bar = progress_bar(config.guidance.max_tokens * config.guidance.steps_per_token, "events");
     let events = block_on(dense_caption(&clip, &lm, frames, duration, config, on_step(&bar)))?;
     bar.finish_and_clear();
@@ -743,10 +762,7 @@ fn caption_video(
     let text = match format {
         VideoFormat::Srt => to_srt(&cues),
         VideoFormat::Vtt => to_vtt(&cues),
-        VideoFormat::Json => {
-            let video = json!({ "video": path.display().to_string(), "duration": duration, "events": events });
-            format!("{video}\n")
-        }
+        VideoFormat::Json => captions_json(&path.display().to_string(), duration, &events),
         VideoFormat::Text => events
             .iter()
             .map(|e| format!("{:7.2}s - {:7.2}s  {}  (score {:.3})\n", e.start, e.end, e.caption, e.score))

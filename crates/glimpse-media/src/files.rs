@@ -1,5 +1,6 @@
 //! Writing files so that readers see either the old file or the complete new one: an
-//! interrupted run never leaves a half-written output, checkpoint or cache entry behind.
+//! interrupted run never leaves a half-written output, checkpoint or cache entry behind; and a
+//! stable hash for naming and assigning them.
 
 use std::ffi::OsString;
 use std::fs::{self, File};
@@ -31,4 +32,10 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(&temp);
     }
     result
+}
+
+/// 64-bit FNV-1a of `bytes`: stable across platforms, versions and runs (unlike `std`'s hasher),
+/// for checksums of checkpoints and for assigning videos to shards.
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }

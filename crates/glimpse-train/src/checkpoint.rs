@@ -69,8 +69,7 @@ impl TrainState {
 /// A 64-bit FNV-1a hash of `bytes` with their length: enough to tell the weights a state was
 /// saved with from those of another checkpoint of the same run.
 pub fn digest(bytes: &[u8]) -> String {
-    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-    format!("fnv1a64:{hash:016x}:{}", bytes.len())
+    format!("fnv1a64:{:016x}:{}", glimpse_media::files::fnv1a64(bytes), bytes.len())
 }
 
 fn io(path: &Path, source: std::io::Error) -> TrainError {

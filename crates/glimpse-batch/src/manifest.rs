@@ -1,0 +1,163 @@
+//! Manifests: which videos a batch covers and the id each one's results go under.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use glimpse_media::untrusted::read_regular_file;
+
+use crate::BatchError;
+
+/// The largest manifest read (a million videos of long paths).
+const MAX_MANIFEST_BYTES: u64 = 1 << 30;
+
+/// One video of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Names its result files (`<id>.json`) and its key in the merged results.
+    pub id: String,
+    pub path: PathBuf,
+}
+
+/// The videos a manifest names: a text file of paths, one per line (`#` starts a comment, blank
+/// lines are skipped, `id<TAB>path` names the id, otherwise it is the file name without its
+/// extension; relative paths are relative to the manifest's folder), or a folder, whose regular
+/// files (hidden ones aside) are the videos, in name order. Paths come out absolute, so every
+/// worker records the same ones. Ids must be unique and usable as file names.
+pub fn read_manifest(path: &Path) -> Result<Vec<Entry>, BatchError> {
+    let entries = if path.is_dir() { folder_entries(path)? } else { file_entries(path)? };
+    let mut seen: HashMap<&str, &Path> = HashMap::new();
+    for entry in &entries {
+        check_id(&entry.id).map_err(|why| {
+            BatchError::Manifest(format!("{}: the id of {} {why}", path.display(), entry.path.display()))
+        })?;
+        if let Some(first) = seen.insert(&entry.id, &entry.path) {
+            return Err(BatchError::Manifest(format!(
+                "{}: {} and {} have the same id `{}`; give one of them its own (`id<TAB>path`)",
+                path.display(),
+                first.display(),
+                entry.path.display(),
+                entry.id
+            )));
+        }
+    }
+    Ok(entries)
+}
+
+fn file_entries(path: &Path) -> Result<Vec<Entry>, BatchError> {
+    let bytes = read_regular_file(path, MAX_MANIFEST_BYTES)?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        BatchError::Manifest(format!("{} is not UTF-8 text; a manifest lists one video per line", path.display()))
+    })?;
+    // Absolute, so that every worker records the same path whatever its working directory.
+    let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let base = std::path::absolute(folder).map_err(|source| BatchError::Io { path: path.to_path_buf(), source })?;
+    let mut entries = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        let (id, video) = match line.split_once('\t') {
+            Some((id, video)) => (Some(id.trim().to_string()), video.trim()),
+            None => (None, line.trim()),
+        };
+        if video.is_empty() {
+            return Err(BatchError::Manifest(format!("{} line {}: no video path", path.display(), number + 1)));
+        }
+        let video = base.join(video);
+        let id = id.unwrap_or_else(|| stem(&video));
+        entries.push(Entry { id, path: video });
+    }
+    Ok(entries)
+}
+
+fn folder_entries(dir: &Path) -> Result<Vec<Entry>, BatchError> {
+    let io = |source| BatchError::Io { path: dir.to_path_buf(), source };
+    let mut paths = Vec::new();
+    for item in std::fs::read_dir(std::path::absolute(dir).map_err(io)?).map_err(io)? {
+        let item = item.map_err(io)?;
+        let hidden = item.file_name().to_string_lossy().starts_with('.');
+        if !hidden && item.file_type().map_err(io)?.is_file() {
+            paths.push(item.path());
+        }
+    }
+    paths.sort();
+    Ok(paths.into_iter().map(|path| Entry { id: stem(&path), path }).collect())
+}
+
+/// The file name without its last extension.
+fn stem(path: &Path) -> String {
+    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// Ids name files in the output folder: no separators, nothing hidden, nothing a shell or a
+/// filesystem would treat specially.
+fn check_id(id: &str) -> Result<(), String> {
+    let usable = |c: char| c.is_alphanumeric() || "-_.+=@,".contains(c);
+    if id.is_empty() || id.len() > 200 {
+        return Err(format!("`{id}` must have 1 to 200 characters"));
+    }
+    if id.starts_with('.') || !id.chars().all(usable) {
+        return Err(format!("`{id}` may use letters, digits and - _ . + = @ , and must not start with a dot"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("glimpse-batch-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn lines_give_ids_and_paths_relative_to_the_manifest() {
+        let dir = temp_dir("manifest");
+        let manifest = dir.join("list.txt");
+        std::fs::write(&manifest, "# archive\nclips/a.mp4\n\n  # indented comment\nv_X1\t/data/b.gif\r\nc.webm\n")
+            .unwrap();
+        let entries = read_manifest(&manifest).unwrap();
+        let expected =
+            [("a", dir.join("clips/a.mp4")), ("v_X1", PathBuf::from("/data/b.gif")), ("c", dir.join("c.webm"))];
+        assert_eq!(entries.len(), 3);
+        for (entry, (id, path)) in entries.iter().zip(expected) {
+            assert_eq!((entry.id.as_str(), &entry.path), (id, &path));
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn duplicate_and_unusable_ids_are_refused_with_the_videos_named() {
+        let dir = temp_dir("bad-ids");
+        let manifest = dir.join("list.txt");
+        for (text, needle) in [
+            ("x/a.mp4\ny/a.gif\n", "same id `a`"),
+            ("../up\t/v.mp4\n", "must not start with a dot"),
+            ("a b\t/v.mp4\n", "may use letters"),
+            ("id\t\n", "line 1: no video path"),
+        ] {
+            std::fs::write(&manifest, text).unwrap();
+            let err = read_manifest(&manifest).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text:?}: {err}");
+        }
+        std::fs::write(&manifest, [0xff, 0xfe]).unwrap();
+        assert!(read_manifest(&manifest).unwrap_err().to_string().contains("not UTF-8"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_folder_lists_its_visible_files_in_name_order() {
+        let dir = temp_dir("folder");
+        for name in ["b.gif", "a.mp4", ".hidden.mp4"] {
+            std::fs::write(dir.join(name), b"").unwrap();
+        }
+        std::fs::create_dir(dir.join("sub")).unwrap();
+        let ids: Vec<String> = read_manifest(&dir).unwrap().into_iter().map(|e| e.id).collect();
+        assert_eq!(ids, ["a", "b"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,136 @@
+//! Which videos a worker takes: shard `index` of `count`, by a stable hash of the video id.
+
+use std::fmt;
+
+use glimpse_media::files::fnv1a64;
+
+use crate::BatchError;
+
+/// Shard `index` of `count` (0-based).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+/// More shards than this is a typo, not a cluster.
+const MAX_SHARDS: usize = 1_000_000;
+
+impl Shard {
+    /// The whole manifest in one worker.
+    pub const ALL: Self = Self { index: 0, count: 1 };
+
+    pub fn new(index: usize, count: usize) -> Result<Self, BatchError> {
+        if !(1..=MAX_SHARDS).contains(&count) || index >= count {
+            return Err(BatchError::Shard(format!(
+                "shard {index}/{count}: the index must be below the count, which must be in 1..={MAX_SHARDS}"
+            )));
+        }
+        Ok(Self { index, count })
+    }
+
+    /// `I/N`, as `--shard` takes it.
+    pub fn parse(text: &str) -> Result<Self, BatchError> {
+        let bad = || BatchError::Shard(format!("--shard {text}: expected I/N, e.g. 0/4 for the first of four shards"));
+        let (index, count) = text.split_once('/').ok_or_else(bad)?;
+        Self::new(index.trim().parse().map_err(|_| bad())?, count.trim().parse().map_err(|_| bad())?)
+    }
+
+    /// The shard the environment gives: a Kubernetes Indexed Job's `JOB_COMPLETION_INDEX` (the
+    /// count is not in its environment: `shards`, from `--shards`), or a Slurm array's
+    /// `SLURM_ARRAY_TASK_ID` and `SLURM_ARRAY_TASK_COUNT` (ids counted from
+    /// `SLURM_ARRAY_TASK_MIN`, so `--array=1-4` works); `None` when neither is set.
+    pub fn from_env(shards: Option<usize>, var: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, BatchError> {
+        let number = |name: &str| -> Result<Option<usize>, BatchError> {
+            var(name)
+                .map(|value| {
+                    value
+                        .trim()
+                        .parse::<usize>()
+                        .map_err(|_| BatchError::Shard(format!("{name}={value} is not a count")))
+                })
+                .transpose()
+        };
+        if let Some(index) = number("JOB_COMPLETION_INDEX")? {
+            let count = shards.ok_or_else(|| {
+                BatchError::Shard(format!(
+                    "JOB_COMPLETION_INDEX={index} is set but not the number of shards: pass --shards N (the Job's \
+                     completions)"
+                ))
+            })?;
+            return Self::new(index, count).map(Some);
+        }
+        if let Some(id) = number("SLURM_ARRAY_TASK_ID")? {
+            let count = number("SLURM_ARRAY_TASK_COUNT")?
+                .or(shards)
+                .ok_or_else(|| BatchError::Shard("SLURM_ARRAY_TASK_ID is set without SLURM_ARRAY_TASK_COUNT".into()))?;
+            if let Some(step) = number("SLURM_ARRAY_TASK_STEP")?.filter(|&step| step != 1) {
+                return Err(BatchError::Shard(format!(
+                    "SLURM_ARRAY_TASK_STEP={step}: shards need a contiguous array (e.g. --array=0-7), or pass --shard I/N"
+                )));
+            }
+            let min = number("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
+            let index = id.checked_sub(min).ok_or_else(|| {
+                BatchError::Shard(format!("SLURM_ARRAY_TASK_ID={id} is below SLURM_ARRAY_TASK_MIN={min}"))
+            })?;
+            return Self::new(index, count).map(Some);
+        }
+        Ok(None)
+    }
+
+    /// Whether this shard captions the video `id`: a hash of the id alone, so a video's shard
+    /// does not depend on the manifest's order or the other videos.
+    pub fn owns(&self, id: &str) -> bool {
+        fnv1a64(id.as_bytes()) % self.count as u64 == self.index as u64
+    }
+}
+
+impl fmt::Display for Shard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| pairs.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_string())
+    }
+
+    #[test]
+    fn every_id_has_exactly_one_shard_and_shards_share_the_work() {
+        let ids: Vec<String> = (0..2000).map(|i| format!("v_{i:05}")).collect();
+        for count in [1, 2, 3, 7] {
+            let shards: Vec<Shard> = (0..count).map(|i| Shard::new(i, count).unwrap()).collect();
+            let mut sizes = vec![0; count];
+            for id in &ids {
+                let owners: Vec<usize> = shards.iter().filter(|s| s.owns(id)).map(|s| s.index).collect();
+                assert_eq!(owners.len(), 1, "{id} in {count} shards: {owners:?}");
+                sizes[owners[0]] += 1;
+            }
+            let fair = ids.len() / count;
+            assert!(sizes.iter().all(|&n| n > fair * 8 / 10 && n < fair * 12 / 10), "{count} shards: {sizes:?}");
+        }
+    }
+
+    #[test]
+    fn shards_come_from_the_flag_or_the_cluster_environment() {
+        assert_eq!(Shard::parse("2/4").unwrap(), Shard { index: 2, count: 4 });
+        for bad in ["4/4", "1", "a/2", "0/0", "-1/3"] {
+            assert!(Shard::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Shard::from_env(None, env(&[])).unwrap(), None);
+        let k8s = [("JOB_COMPLETION_INDEX", "3")];
+        assert_eq!(Shard::from_env(Some(5), env(&k8s)).unwrap(), Some(Shard { index: 3, count: 5 }));
+        assert!(Shard::from_env(None, env(&k8s)).unwrap_err().to_string().contains("--shards"));
+        let slurm = [("SLURM_ARRAY_TASK_ID", "4"), ("SLURM_ARRAY_TASK_COUNT", "4"), ("SLURM_ARRAY_TASK_MIN", "1")];
+        assert_eq!(Shard::from_env(None, env(&slurm)).unwrap(), Some(Shard { index: 3, count: 4 }));
+        let zero_based = [("SLURM_ARRAY_TASK_ID", "0"), ("SLURM_ARRAY_TASK_COUNT", "2")];
+        assert_eq!(Shard::from_env(None, env(&zero_based)).unwrap(), Some(Shard { index: 0, count: 2 }));
+        assert!(Shard::from_env(None, env(&[("SLURM_ARRAY_TASK_ID", "x")])).is_err());
+        let stepped = [("SLURM_ARRAY_TASK_ID", "2"), ("SLURM_ARRAY_TASK_COUNT", "4"), ("SLURM_ARRAY_TASK_STEP", "2")];
+        assert!(Shard::from_env(None, env(&stepped)).unwrap_err().to_string().contains("contiguous"));
+    }
+}

@@ -1,0 +1,234 @@
+//! `glimpse batch`: shards run as Kubernetes and Slurm start them, each video captioned exactly
+//! once whatever the shard count, a killed worker finished by rerunning it, the merge in the
+//! ActivityNet layout.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+const VIDEOS: usize = 5;
+
+fn glimpse() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_glimpse"));
+    command.args(["--device", "cpu"]);
+    command
+}
+
+fn check(output: Output) -> Output {
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    output
+}
+
+/// A folder with `VIDEOS` world videos, one file that is no video, and a manifest of them all
+/// (one id given by tab, the rest from file names).
+fn archive(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("glimpse-batch-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("videos")).unwrap();
+    let mut manifest = String::from("# world videos and one broken file\n");
+    for seed in 0..VIDEOS {
+        let video = dir.join(format!("videos/w{seed}.gif"));
+        check(glimpse().args(["world", "video", "--seed", &seed.to_string(), "--out"]).arg(&video).output().unwrap());
+        manifest += &if seed == 2 { format!("two\tvideos/w{seed}.gif\n") } else { format!("videos/w{seed}.gif\n") };
+    }
+    std::fs::write(dir.join("videos/broken.gif"), b"GIF89a, or so it says").unwrap();
+    manifest += "videos/broken.gif\n";
+    std::fs::write(dir.join("manifest.txt"), manifest).unwrap();
+    dir
+}
+
+/// A batch over the archive's manifest, run from the archive's folder with relative paths, as a
+/// user would type it.
+fn batch(dir: &Path, out: &str) -> Command {
+    let mut command = glimpse();
+    command.current_dir(dir).args(["batch", "caption-video", "manifest.txt", "--out-dir", out, "--format", "json"]);
+    command
+}
+
+/// The JSON events a run printed.
+fn events(output: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&output.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn finish(output: &Output) -> Value {
+    events(output).into_iter().find(|e| e["event"] == "finish").expect("a finish event")
+}
+
+/// Every file of `dir`, name and contents, in name order.
+fn contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap()))
+        .collect();
+    files.sort();
+    files
+}
+
+fn names(files: &[(String, Vec<u8>)]) -> Vec<&str> {
+    files.iter().map(|(name, _)| name.as_str()).collect()
+}
+
+#[test]
+fn shards_from_kubernetes_and_slurm_caption_every_video_exactly_once() {
+    let dir = archive("shards");
+    let one = check(batch(&dir, "one").output().unwrap());
+    assert_eq!(finish(&one)["captioned"], VIDEOS);
+    assert_eq!(finish(&one)["failed"], 1);
+    let reference = contents(&dir.join("one"));
+    assert_eq!(
+        names(&reference),
+        ["broken.error.json", "two.json", "w0.json", "w1.json", "w3.json", "w4.json"],
+        "one result per video, one error record, nothing temporary"
+    );
+
+    // Three workers at once, as an Indexed Job with completions: 3 starts them.
+    let workers: Vec<_> = (0..3)
+        .map(|index| {
+            let mut command = batch(&dir, "k8s");
+            command.arg("--shards").arg("3").env("JOB_COMPLETION_INDEX", index.to_string());
+            command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+        })
+        .collect();
+    let outputs: Vec<Output> = workers.into_iter().map(|w| check(w.wait_with_output().unwrap())).collect();
+    let captioned: u64 = outputs.iter().map(|o| finish(o)["captioned"].as_u64().unwrap()).sum();
+    assert_eq!(captioned, VIDEOS as u64, "each video in exactly one shard");
+    assert_eq!(contents(&dir.join("k8s")), reference, "the same results as one worker, byte for byte");
+
+    // The same folder as a Slurm array of two (`--array=1-2`): another count, nothing captioned twice.
+    for task in 1..=2 {
+        let mut command = batch(&dir, "k8s");
+        command.env("SLURM_ARRAY_TASK_ID", task.to_string());
+        command.env("SLURM_ARRAY_TASK_COUNT", "2").env("SLURM_ARRAY_TASK_MIN", "1");
+        let run = check(command.output().unwrap());
+        assert_eq!(finish(&run)["captioned"], 0);
+        assert_eq!(finish(&run)["failed"], 0, "failures are not retried unless asked");
+    }
+    assert_eq!(contents(&dir.join("k8s")), reference);
+
+    // The merge: the ActivityNet Captions layout, with the failure named.
+    let merged = dir.join("results.json");
+    let merge = check(
+        glimpse()
+            .args(["batch", "merge"])
+            .arg(dir.join("k8s"))
+            .arg("--out")
+            .arg(&merged)
+            .arg("--manifest")
+            .arg(dir.join("manifest.txt"))
+            .output()
+            .unwrap(),
+    );
+    assert!(String::from_utf8_lossy(&merge.stderr).contains("failed: 1 (broken)"));
+    let results: Value = serde_json::from_slice(&std::fs::read(&merged).unwrap()).unwrap();
+    assert_eq!(results["version"], "VERSION 1.0");
+    assert!(results["external_data"]["used"].is_boolean());
+    let videos = results["results"].as_object().unwrap();
+    assert_eq!(videos.len(), VIDEOS);
+    for events in videos.values() {
+        for event in events.as_array().unwrap() {
+            let [start, end] = [0, 1].map(|i| event["timestamp"][i].as_f64().unwrap());
+            assert!(start < end && event["sentence"].as_str().is_some_and(|s| !s.is_empty()), "{event}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_killed_worker_loses_at_most_the_video_in_flight() {
+    let dir = archive("killed");
+    let reference = {
+        check(batch(&dir, "reference").output().unwrap());
+        contents(&dir.join("reference"))
+    };
+    // Killed (SIGKILL) as soon as its first video is done, while the second is in flight.
+    let mut worker = batch(&dir, "out").stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut lines = BufReader::new(worker.stdout.take().unwrap()).lines();
+    let first = lines.find(|line| line.as_ref().unwrap().contains("\"event\":\"video\"")).unwrap().unwrap();
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    let first: Value = serde_json::from_str(&first).unwrap();
+    let left = contents(&dir.join("out"));
+    assert!(left.iter().any(|(name, _)| *name == format!("{}.json", first["id"].as_str().unwrap())));
+
+    // The same command again finishes the shard, passing over what was done.
+    let rerun = check(batch(&dir, "out").output().unwrap());
+    let start = events(&rerun).into_iter().find(|e| e["event"] == "start").unwrap();
+    assert!(start["done"].as_u64().unwrap() >= 1, "{start}");
+    assert_eq!(finish(&rerun)["captioned"].as_u64().unwrap() + start["done"].as_u64().unwrap(), VIDEOS as u64);
+    assert_eq!(contents(&dir.join("out")), reference, "identical results, nothing temporary left");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The repository's file at `path`.
+fn repo_file(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
+}
+
+/// The deployment files run as their schedulers would start them (there is no cluster here): the
+/// Kubernetes Job's container arguments once per index with `JOB_COMPLETION_INDEX`, the Slurm
+/// script once per array task with the variables Slurm sets. Both caption the archive once.
+#[test]
+fn deployment_files_run_as_their_schedulers_start_them() {
+    let dir = archive("deploy");
+    let captions = dir.join("captions");
+    let bin = Path::new(env!("CARGO_BIN_EXE_glimpse")).parent().unwrap().to_path_buf();
+    let path =
+        std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())));
+    let path = path.unwrap();
+
+    let script = repo_file("deploy/slurm/caption-archive.sh");
+    let text = std::fs::read_to_string(&script).unwrap();
+    let array = text.lines().find_map(|l| l.strip_prefix("#SBATCH --array=")).expect("an array range");
+    let (first, last) = array.split_once('-').unwrap();
+    let (first, last): (usize, usize) = (first.parse().unwrap(), last.parse().unwrap());
+    for task in first..=last {
+        let mut command = Command::new("bash");
+        command.arg(&script).env("ARCHIVE", &dir).env("PATH", &path);
+        command.env("SLURM_ARRAY_TASK_ID", task.to_string()).env("SLURM_ARRAY_TASK_MIN", first.to_string());
+        command.env("SLURM_ARRAY_TASK_COUNT", (last - first + 1).to_string());
+        check(command.output().unwrap());
+    }
+    let by_slurm = contents(&captions);
+    assert_eq!(by_slurm.len(), 3 * VIDEOS + 1, "json, srt and vtt per video, one error record: {:?}", names(&by_slurm));
+    std::fs::remove_dir_all(&captions).unwrap();
+
+    let job = std::fs::read_to_string(repo_file("deploy/kubernetes/caption-archive.yaml")).unwrap();
+    let field =
+        |name: &str| job.lines().find_map(|l| l.trim().strip_prefix(name)).unwrap_or_else(|| panic!("no {name}"));
+    let completions: usize = field("completions:").trim().parse().unwrap();
+    let args: Vec<String> = serde_json::from_str(field("args:")).unwrap();
+    let archive = dir.to_str().unwrap();
+    let args: Vec<String> = args.iter().map(|a| a.replace("/archive", archive)).collect();
+    assert!(args.windows(2).any(|w| w[0] == "--shards" && w[1] == completions.to_string()), "--shards = completions");
+    for index in 0..completions {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_glimpse"));
+        check(command.args(&args).env("JOB_COMPLETION_INDEX", index.to_string()).output().unwrap());
+    }
+    assert_eq!(contents(&captions), by_slurm, "the same results from either scheduler");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_manifests_and_shards_are_refused_before_any_model_loads() {
+    let dir = std::env::temp_dir().join(format!("glimpse-batch-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let manifest = dir.join("manifest.txt");
+    std::fs::write(&manifest, "a/v.gif\nb/v.gif\n").unwrap();
+    let run = |extra: &[&str], envs: &[(&str, &str)]| {
+        let mut command = glimpse();
+        command.args(["batch", "caption-video"]).arg(&manifest).arg("--out-dir").arg(dir.join("out")).args(extra);
+        command.env_remove("JOB_COMPLETION_INDEX").env_remove("SLURM_ARRAY_TASK_ID");
+        let output = command.envs(envs.iter().copied()).output().unwrap();
+        assert!(!output.status.success());
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    assert!(run(&[], &[]).contains("the same id `v`"));
+    std::fs::write(&manifest, "v.gif\n").unwrap();
+    assert!(run(&["--shard", "3/3"], &[]).contains("shard 3/3"));
+    assert!(run(&[], &[("JOB_COMPLETION_INDEX", "1")]).contains("--shards N"));
+    assert!(!dir.join("out").exists(), "nothing written");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
