@@ -144,6 +144,9 @@ fn dense_rows(scores: &DenseScores) -> Vec<String> {
         "  matched pairs (tIoU >= 0.5): attribute accuracy {:.3}, all five right {:.3}",
         scores.attributes.mean, scores.attributes.all_correct
     ));
-    rows.push(format!("  BLEU-4 {:.3}, CIDEr-D {:.3} (mean over thresholds)", scores.bleu4, scores.cider_d));
+    rows.push(format!(
+        "  BLEU-4 {:.3}, CIDEr-D {:.3} (densevid_eval's protocol, as `glimpse score`; mean over thresholds)",
+        scores.bleu4, scores.cider_d
+    ));
     rows
 }

@@ -28,6 +28,7 @@ use glimpse_models::device::{self, DeviceChoice, SelectedDevice};
 use glimpse_models::generation::{Decoding, GenerationConfig, generate};
 use glimpse_models::tensor::read;
 use glimpse_models::{Clip, ClipBundle, Gpt2Bundle, ModelFiles, l2_normalize};
+use glimpse_world::densevid;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -336,6 +337,21 @@ enum Command {
     /// Render scenes and videos of the procedural world with their ground truth.
     #[command(subcommand)]
     World(world::WorldCommand),
+    /// Dense-captioning scores of a submission (`batch merge`'s output, or any file in the
+    /// ActivityNet Captions layout) against a truth file in that layout, by `densevid_eval`'s
+    /// protocol: BLEU-1..4, CIDEr-D (what densevid_eval prints as CIDEr), precision and recall at tIoU 0.3 / 0.5 / 0.7 /
+    /// 0.9 and their mean.
+    #[command(after_help = "TRUTH: {id: {\"timestamps\": [[start, end], ..], \"sentences\": [..]}} (ActivityNet \
+                            Captions' val_1.json layout).\n\n\
+                            JSON output: [{\"threshold\": t, \"bleu_1\": .., .., \"recall\": ..}, .., {the mean, no threshold}]")]
+    Score {
+        #[arg(value_name = "RESULTS")]
+        results: PathBuf,
+        #[arg(value_name = "TRUTH")]
+        truth: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
     /// Score models on held-out seeds of the world: retrieval, image and dense video captioning.
     #[command(after_help = "JSON output (--format json): {\"retrieval\": {..}, \"image_captioning\": {..}, \
                             \"dense_captioning\": {\"scores\": {..}, \"videos\": [..]}}")]
@@ -442,6 +458,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::World(command) => world::run(command),
         Command::Batch(command) => batch::run(command, cli.device),
         Command::Models(command) => models::run(command),
+        Command::Score { results, truth, format } => score(&results, &truth, format),
         Command::Eval(args) => eval::run(args, &select_device(cli.device)?),
         Command::Bench { args, format } => bench(&args, format),
         Command::Embed { model, texts, images, format } => {
@@ -476,6 +493,30 @@ fn run(cli: Cli) -> Result<()> {
             generate_text(&selected, model.as_deref(), &prompt, max_new_tokens, decoding, stop_at_eos, format)
         }
     }
+}
+
+/// `glimpse score`: `densevid_eval`'s protocol on a submission and a truth file.
+fn score(results: &Path, truth: &Path, format: Format) -> Result<()> {
+    let predictions =
+        densevid::read_predictions(&read_file(results)?).map_err(|e| anyhow::anyhow!("{}: {e}", results.display()))?;
+    let videos = densevid::read_truth(&read_file(truth)?).map_err(|e| anyhow::anyhow!("{}: {e}", truth.display()))?;
+    let scores = densevid::evaluate(&predictions, &videos);
+    if format == Format::Json {
+        return print_out(&format!("{}\n", serde_json::to_string_pretty(&scores)?));
+    }
+    let mut lines = vec![format!(
+        "{} videos in the truth, {} of them predicted\n\ntIoU  BLEU-1  BLEU-2  BLEU-3  BLEU-4  CIDEr-D  precision  recall",
+        videos.len(),
+        videos.keys().filter(|id| predictions.contains_key(*id)).count()
+    )];
+    for s in &scores {
+        let threshold = s.threshold.map_or_else(|| "mean".to_string(), |t| format!("{t:.1} "));
+        lines.push(format!(
+            "{threshold:<5} {:.4}  {:.4}  {:.4}  {:.4}  {:.4}   {:.4}     {:.4}",
+            s.bleu_1, s.bleu_2, s.bleu_3, s.bleu_4, s.cider_d, s.precision, s.recall
+        ));
+    }
+    print_out(&(lines.join("\n") + "\n"))
 }
 
 /// `glimpse bench`: each figure measured by this executable in a process of its own.

@@ -133,6 +133,35 @@ fn shards_from_kubernetes_and_slurm_caption_every_video_exactly_once() {
             assert!(start < end && event["sentence"].as_str().is_some_and(|s| !s.is_empty()), "{event}");
         }
     }
+
+    // Scored against the world's own truth, written in the ActivityNet layout.
+    let mut truth = serde_json::Map::new();
+    for seed in 0..VIDEOS {
+        let id = if seed == 2 { "two".to_string() } else { format!("w{seed}") };
+        let annotation: Value =
+            serde_json::from_slice(&std::fs::read(dir.join(format!("videos/w{seed}.json"))).unwrap()).unwrap();
+        let events = annotation["events"].as_array().unwrap();
+        let timestamps: Vec<Value> = events.iter().map(|e| serde_json::json!([e["start"], e["end"]])).collect();
+        let sentences: Vec<Value> = events.iter().map(|e| e["caption"].clone()).collect();
+        truth.insert(
+            id,
+            serde_json::json!({ "duration": annotation["duration"], "timestamps": timestamps, "sentences": sentences }),
+        );
+    }
+    let truth_path = dir.join("truth.json");
+    std::fs::write(&truth_path, Value::Object(truth).to_string()).unwrap();
+    let score =
+        check(glimpse().arg("score").arg(&merged).arg(&truth_path).args(["--format", "json"]).output().unwrap());
+    let scores: Value = serde_json::from_slice(&score.stdout).unwrap();
+    let mean = scores.as_array().unwrap().last().unwrap();
+    assert!(mean["recall"].as_f64().unwrap() > 0.5, "the embedded default finds the world's events: {mean}");
+    assert!(
+        (0.0..=1.0).contains(&mean["bleu_4"].as_f64().unwrap()) && mean["cider_d"].as_f64().unwrap() > 0.0,
+        "{mean}"
+    );
+    let refused = glimpse().arg("score").arg(&truth_path).arg(&truth_path).output().unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not a submission in the ActivityNet Captions layout"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -12,6 +12,7 @@ use glimpse_media::rng::{Rng, derive_seed};
 use glimpse_models::generation::{Decoding, GenerationConfig, generate_from_embeds};
 use glimpse_models::tensor::read;
 use glimpse_models::{ClipBundle, Gpt2Bundle, l2_normalize};
+use glimpse_world::densevid::{self, Prediction, Truth};
 use glimpse_world::metrics::{self, SegmentScores};
 use glimpse_world::render::{RenderConfig, Scene};
 use glimpse_world::scene::{ATTRIBUTE_NAMES, Attributes, canonical_caption, parse_caption};
@@ -179,7 +180,8 @@ pub struct DenseScores {
     pub mean_recall: f64,
     /// On pairs matched at tIoU >= 0.5; attributes judged against the matched truth event.
     pub attributes: AttributeScores,
-    /// Over the pairs matched at each threshold, averaged over thresholds.
+    /// By `densevid_eval`'s protocol (`glimpse_world::densevid`, what `glimpse score` prints),
+    /// mean over thresholds.
     pub bleu4: f64,
     pub cider_d: f64,
 }
@@ -196,28 +198,38 @@ impl DenseScores {
         let segments = metrics::segment_scores(&pairs);
         let (mean_precision, mean_recall) = metrics::mean_over_thresholds(&segments);
         let mut attribute_pairs = Vec::new();
-        let (mut bleu, mut cider) = (0.0, 0.0);
-        for &threshold in &metrics::TIOU_THRESHOLDS {
-            let mut captions = Vec::new();
-            for (r, (pred, truth)) in results.iter().zip(&pairs) {
-                for (p, t) in metrics::matched_pairs(pred, truth, threshold) {
-                    captions.push((r.predicted[p].2.clone(), vec![r.truth[t].caption.clone()]));
-                    if threshold == 0.5 {
-                        attribute_pairs.push((r.predicted[p].2.clone(), r.truth[t].attributes));
-                    }
-                }
+        for (r, (pred, truth)) in results.iter().zip(&pairs) {
+            for (p, t) in metrics::matched_pairs(pred, truth, 0.5) {
+                attribute_pairs.push((r.predicted[p].2.clone(), r.truth[t].attributes));
             }
-            bleu += metrics::bleu4(&captions) / metrics::TIOU_THRESHOLDS.len() as f64;
-            cider += metrics::cider_d(&captions) / metrics::TIOU_THRESHOLDS.len() as f64;
         }
+        let predictions = results
+            .iter()
+            .map(|r| {
+                let events =
+                    r.predicted.iter().map(|(s, e, c)| Prediction { sentence: c.clone(), timestamp: [*s, *e] });
+                (r.seed.to_string(), events.collect())
+            })
+            .collect();
+        let truth = results
+            .iter()
+            .map(|r| {
+                let timestamps = r.truth.iter().map(|e| [e.start, e.end]).collect();
+                (
+                    r.seed.to_string(),
+                    Truth { timestamps, sentences: r.truth.iter().map(|e| e.caption.clone()).collect() },
+                )
+            })
+            .collect();
+        let captions = densevid::evaluate(&predictions, &truth).pop().unwrap_or_default();
         Self {
             videos: results.len(),
             segments,
             mean_precision,
             mean_recall,
             attributes: AttributeScores::of(&attribute_pairs),
-            bleu4: bleu,
-            cider_d: cider,
+            bleu4: captions.bleu_4,
+            cider_d: captions.cider_d,
         }
     }
 }

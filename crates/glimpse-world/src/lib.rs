@@ -4,6 +4,7 @@
 //! (temporal-IoU precision/recall, BLEU-4, CIDEr-D, attribute accuracy) that score predictions
 //! against them. Everything is deterministic by seed and independent of Burn and the models.
 
+pub mod densevid;
 pub mod metrics;
 pub mod render;
 pub mod scene;

@@ -72,15 +72,79 @@ pub fn matched_pairs(predicted: &[Segment], truth: &[Segment], threshold: f64) -
         .collect()
 }
 
-/// Splits a caption into lowercase word tokens, a lightweight stand-in for pycocoevalcap's
-/// `PTBTokenizer`.
+/// Splits a caption into tokens as pycocoevalcap's `PTBTokenizer` does before scoring: Stanford's
+/// PTB tokenizer with `-lowerCase`, then the punctuation tokens pycocoevalcap drops.
 ///
-/// The PTB tokenizer lowercases and then drops punctuation tokens; here every character that is
-/// neither a letter nor a digit separates tokens, which gives the same words for the plain
-/// captions glimpse produces without needing a Java tokenizer. It differs only on clitics and
-/// hyphenated words (`"man's"` gives `man`, `s` instead of `man`, `'s`).
+/// Reproduced here (no Java): words are lowercased; punctuation at either end of a word is split
+/// off (quotes become PTB's quote tokens, brackets `-lrb-` `-rrb-` and so on); clitics become
+/// tokens of their own (`man's` gives `man`, `'s`; `doesn't` gives `does`, `n't`); hyphens,
+/// periods and commas inside a word or number stay (`well-known`, `3.50`). Then
+/// `'' ' `` ` . ? ! , : - -- ... ;` are dropped. pycocoevalcap's list also names `-LRB-` and
+/// the like in capitals, which never match the lowercased tokens, so brackets stay: as there.
+/// `tests/densevid.rs` checks this against the Java tokenizer's output.
 pub fn tokenize(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric()).filter(|word| !word.is_empty()).map(str::to_lowercase).collect()
+    const DROPPED: [&str; 13] = ["''", "'", "``", "`", ".", "?", "!", ",", ":", "-", "--", "...", ";"];
+    let mut tokens = Vec::new();
+    for chunk in text.to_lowercase().split_whitespace() {
+        ptb_chunk(chunk, &mut tokens);
+    }
+    tokens.retain(|t| !DROPPED.contains(&t.as_str()));
+    tokens
+}
+
+/// The tokens of one whitespace-separated chunk, in order.
+fn ptb_chunk(chunk: &str, tokens: &mut Vec<String>) {
+    let chars: Vec<char> = chunk.chars().collect();
+    let inner = |c: char| c.is_alphanumeric();
+    let (Some(first), Some(last)) = (chars.iter().position(|&c| inner(c)), chars.iter().rposition(|&c| inner(c)))
+    else {
+        punctuation(&chars, true, tokens);
+        return;
+    };
+    punctuation(&chars[..first], true, tokens);
+    let mut core: String = chars[first..=last].iter().collect();
+    let mut rest = &chars[last + 1..];
+    // An abbreviation (`u.s.`, `e.g.`) keeps its final period.
+    let abbreviation = core.split('.').all(|part| part.chars().count() == 1) && core.contains('.');
+    if abbreviation && rest.first() == Some(&'.') && rest.get(1) != Some(&'.') {
+        core.push('.');
+        rest = &rest[1..];
+    }
+    let mut trailing: Vec<String> = Vec::new();
+    punctuation(rest, false, &mut trailing);
+    // A clitic on the core, or a plural possessive's apostrophe left in the trailing part.
+    let clitics = ["n't", "'s", "'re", "'ve", "'ll", "'d", "'m"];
+    match clitics.iter().find(|c| core.len() > c.len() && core.ends_with(*c)) {
+        Some(clitic) => {
+            tokens.push(core[..core.len() - clitic.len()].to_string());
+            tokens.push(clitic.to_string());
+        }
+        None => tokens.push(core),
+    }
+    tokens.extend(trailing);
+}
+
+/// Punctuation characters as PTB tokens: runs of `.` or `-` stay together, a double quote opens
+/// (`` ` ` ``) at the start of a word and closes (`''`) elsewhere, brackets get PTB's names.
+fn punctuation(chars: &[char], leading: bool, tokens: &mut Vec<String>) {
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let run = chars[i..].iter().take_while(|&&d| d == c).count();
+        let (token, used) = match c {
+            '.' | '-' => (c.to_string().repeat(run), run),
+            '"' => ((if leading { "``" } else { "''" }).to_string(), 1),
+            '(' => ("-lrb-".to_string(), 1),
+            ')' => ("-rrb-".to_string(), 1),
+            '[' => ("-lsb-".to_string(), 1),
+            ']' => ("-rsb-".to_string(), 1),
+            '{' => ("-lcb-".to_string(), 1),
+            '}' => ("-rcb-".to_string(), 1),
+            _ => (c.to_string(), 1),
+        };
+        tokens.push(token);
+        i += used;
+    }
 }
 
 /// Every n-gram of `tokens` for n = 1..=[`MAX_N`], each occurrence once, as token slices (the
@@ -98,8 +162,14 @@ fn ngram_counts(tokens: &[String]) -> BTreeMap<&[String], usize> {
     counts
 }
 
-/// Corpus-level BLEU-4 of `(candidate, references)` items, as pycocoevalcap's `Bleu(4)` computes
-/// it; captions are raw text and go through [`tokenize`] first.
+/// Corpus-level BLEU-4 of `(candidate, references)` items: the last of [`bleu`].
+pub fn bleu4(pairs: &[(String, Vec<String>)]) -> f64 {
+    bleu(pairs)[MAX_N - 1]
+}
+
+/// Corpus-level BLEU-1 to BLEU-4 of `(candidate, references)` items, as pycocoevalcap's `Bleu(4)`
+/// computes them; captions are raw text and go through [`tokenize`] first. BLEU-n is the
+/// geometric mean of the first n modified precisions times the brevity penalty.
 ///
 /// Clipped n-gram matches (each candidate n-gram counted at most as often as it occurs in the
 /// reference that contains it most) and candidate n-gram totals are summed over the whole corpus
@@ -109,8 +179,8 @@ fn ngram_counts(tokens: &[String]) -> BTreeMap<&[String], usize> {
 /// the score defined (and near 0) when some order has no match, instead of smoothing it upwards.
 ///
 /// An item without references contributes a reference length of 0 (pycocoevalcap rejects such
-/// input); an empty corpus scores 0.
-pub fn bleu4(pairs: &[(String, Vec<String>)]) -> f64 {
+/// input).
+pub fn bleu(pairs: &[(String, Vec<String>)]) -> [f64; MAX_N] {
     const TINY: f64 = 1e-15;
     const SMALL: f64 = 1e-9;
     let mut matches = [0usize; MAX_N];
@@ -136,11 +206,13 @@ pub fn bleu4(pairs: &[(String, Vec<String>)]) -> f64 {
         reference_len +=
             references.iter().map(Vec::len).min_by_key(|&len| (len.abs_diff(candidate.len()), len)).unwrap_or(0);
     }
-    let precision_product: f64 =
-        matches.iter().zip(&totals).map(|(&m, &t)| (m as f64 + TINY) / (t as f64 + SMALL)).product();
     let length_ratio = (candidate_len as f64 + TINY) / (reference_len as f64 + SMALL);
     let brevity_penalty = if length_ratio < 1.0 { (1.0 - 1.0 / length_ratio).exp() } else { 1.0 };
-    precision_product.powf(1.0 / MAX_N as f64) * brevity_penalty
+    let mut product = 1.0;
+    std::array::from_fn(|k| {
+        product *= (matches[k] as f64 + TINY) / (totals[k] as f64 + SMALL);
+        product.powf(1.0 / (k + 1) as f64) * brevity_penalty
+    })
 }
 
 /// Corpus CIDEr-D of `(candidate, references)` items: the mean of [`cider_d_scores`], 0 for an
@@ -150,8 +222,10 @@ pub fn cider_d(pairs: &[(String, Vec<String>)]) -> f64 {
     if scores.is_empty() { 0.0 } else { scores.iter().sum::<f64>() / scores.len() as f64 }
 }
 
-/// Per-item CIDEr-D of `(candidate, references)` items, as pycocoevalcap's `CiderD` computes it;
-/// captions are raw text and go through [`tokenize`] first.
+/// Per-item CIDEr-D of `(candidate, references)` items, as pycocoevalcap's `Cider` computes it
+/// (pycocoevalcap 1.2's `Cider` is CIDEr-D: clipped and length-penalised; it is the scorer
+/// `densevid_eval` runs and reports as "CIDEr"); captions are raw text and go through
+/// [`tokenize`] first.
 ///
 /// Each caption becomes one tf-idf vector per n-gram order 1..=4, weighting an n-gram's raw count
 /// by `ln(items) - ln(max(1, df))`, where `df` is the number of items whose references contain it.
@@ -287,8 +361,9 @@ mod tests {
         assert_eq!(precision_recall(&predicted, &truth, 0.85), (1.0 / 3.0, 1.0 / 3.0));
         // The detection threshold is strict: a tIoU of exactly 0.9 does not count at 0.9 ...
         assert_eq!(precision_recall(&predicted, &truth, 0.9), (0.0, 0.0));
-        // ... while caption pairing is inclusive.
-        assert_eq!(matched_pairs(&predicted, &truth, 0.9), vec![(0, 0)]);
+        // ... and caption pairing, inclusive, still misses it: densevid_eval adds 1e-8 to the union.
+        assert!(matched_pairs(&predicted, &truth, 0.9).is_empty());
+        assert_eq!(matched_pairs(&predicted, &truth, 0.85), vec![(0, 0)]);
         assert_eq!(precision_recall(&[], &truth, 0.5), (0.0, 0.0));
         assert_eq!(precision_recall(&predicted, &[], 0.5), (0.0, 0.0));
     }
@@ -342,10 +417,34 @@ mod tests {
     fn tokenize_lowercases_and_drops_punctuation() {
         assert_eq!(
             tokenize("  A red Circle, moving LEFT!\tthen-stops. "),
-            ["a", "red", "circle", "moving", "left", "then", "stops"]
+            ["a", "red", "circle", "moving", "left", "then-stops"]
         );
         assert_eq!(tokenize("3 blue squares."), ["3", "blue", "squares"]);
         assert!(tokenize(" ... ").is_empty());
+        // As the Java tokenizer gives them (pycocoevalcap 1.2, stanford-corenlp 3.4.1).
+        assert_eq!(
+            tokenize("A man's well-known guitar (red) costs $3.50, doesn't it?"),
+            [
+                "a",
+                "man",
+                "'s",
+                "well-known",
+                "guitar",
+                "-lrb-",
+                "red",
+                "-rrb-",
+                "costs",
+                "$",
+                "3.50",
+                "does",
+                "n't",
+                "it"
+            ]
+        );
+        assert_eq!(
+            tokenize("He said \"hi\" & left... 100% / 2"),
+            ["he", "said", "hi", "&", "left", "100", "%", "/", "2"]
+        );
     }
 
     #[test]
