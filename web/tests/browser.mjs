@@ -146,6 +146,8 @@ async function consumerRun() {
         const { duration, events } = result.chunked;
         check(duration === 20 && events.length === 2 && events.every((e) => e.start >= 0 && e.end <= 20 && e.caption.length > 0),
           `consumer: 40 frames sent in chunks give a 20 s video with 2 events (${duration} s, ${events.map((e) => `${e.start}-${e.end}`).join(', ')})`);
+        check(result.chapters.startsWith('InputError') && result.chapters.includes('at least 3 chapters'),
+          `consumer: toChapters() refuses two events with the reason (${result.chapters})`);
         check(result.badModel === 'ModelLoadError' && result.badModelIsTyped, `consumer: a missing model gives a typed ModelLoadError ("${result.badModelMessage}")`);
         check(result.inputErrors.every((e) => e === 'InputError'), `consumer: empty frames, an unknown option, maxTokens 0, a prompt longer than the LM's positions and a 0 x 0 canvas are InputErrors (${result.inputErrors.join(', ')})`);
         check(result.aborted === 'AbortError', `consumer: an aborted call rejects with AbortError, and the next call still works ("${result.afterAbort}")`);

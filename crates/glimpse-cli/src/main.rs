@@ -21,7 +21,7 @@ use glimpse_align::magic::{MagicConfig, magic_captions};
 use glimpse_align::zerota::{Event, SCENE_CUT, VIDEO_PROMPT, ZeroTaConfig, captions_json, dense_caption, embed_source};
 use glimpse_media::decode_image;
 use glimpse_media::image::MAX_IMAGE_FILE_BYTES;
-use glimpse_media::subtitles::{Cue, to_srt, to_vtt};
+use glimpse_media::subtitles::{Cue, to_chapters, to_srt, to_vtt};
 use glimpse_media::untrusted::read_regular_file;
 use glimpse_media::video::{DEFAULT_FPS, VideoSource};
 use glimpse_models::device::{self, DeviceChoice, SelectedDevice};
@@ -216,10 +216,16 @@ fn flag(field: &str) -> String {
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 enum VideoFormat {
+    /// Times, caption and score per event.
     Text,
     Json,
     Srt,
     Vtt,
+    /// YouTube chapters (`MM:SS Title`, from 00:00, at least three of 10 s or more; short events
+    /// are merged into their neighbours).
+    Chapters,
+    /// The captions alone, one per line: a plain transcript.
+    Txt,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -803,6 +809,10 @@ fn caption_video(
     let text = match format {
         VideoFormat::Srt => to_srt(&cues),
         VideoFormat::Vtt => to_vtt(&cues),
+        VideoFormat::Chapters => {
+            to_chapters(&cues, duration).map_err(|why| anyhow::anyhow!("--format chapters: {why}"))?
+        }
+        VideoFormat::Txt => events.iter().map(|e| format!("{}\n", e.caption)).collect(),
         VideoFormat::Json => captions_json(&path.display().to_string(), duration, &events),
         VideoFormat::Text => events
             .iter()

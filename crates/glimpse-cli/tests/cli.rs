@@ -1,6 +1,7 @@
 //! The `glimpse` binary end to end on the parity fixtures: output formats as documented, results
 //! equal to transformers', errors on stderr with a non-zero exit code.
 
+use std::path::Path;
 use std::process::{Command, Output};
 
 use glimpse_tests::{Reference, fixture, max_abs_diff};
@@ -381,4 +382,41 @@ fn hub_models_are_fetched_listed_used_offline_and_removed() {
     assert!(String::from_utf8_lossy(&gone.stderr).contains("glimpse models fetch test/gpt2"));
     let bad = run(false, &["generate", "--model", "not a repo", "--prompt", "x"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("nor a hub repository id"));
+}
+
+/// Chapters of a 45 s video of three 15 s scenes (a folder of frames): YouTube's rules hold,
+/// one chapter per scene; the 14 s sample video makes none and says why.
+#[test]
+fn chapters_follow_youtubes_rules_or_say_why_not() {
+    let dir = temp_dir("chapters");
+    let frames = dir.join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    for (scene, seed) in [3, 8, 13].iter().enumerate() {
+        let image = dir.join(format!("scene{scene}.png"));
+        let out = glimpse(&["world", "image", "--seed", &seed.to_string(), "--out", image.to_str().unwrap()]);
+        assert!(out.status.success());
+        for i in 0..30 {
+            std::fs::copy(&image, frames.join(format!("{:03}.png", scene * 30 + i))).unwrap();
+        }
+    }
+    let out = glimpse(&["--device", "cpu", "caption-video", frames.to_str().unwrap(), "--format", "chapters"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let starts: Vec<u64> = text
+        .lines()
+        .map(|line| {
+            let (clock, title) = line.split_once(' ').unwrap();
+            assert!(!title.is_empty() && !title.ends_with('.'), "{line}");
+            let (m, s) = clock.split_once(':').unwrap();
+            m.parse::<u64>().unwrap() * 60 + s.parse::<u64>().unwrap()
+        })
+        .collect();
+    assert!(starts.len() >= 3 && starts[0] == 0, "{text}");
+    assert!(starts.windows(2).all(|w| w[1] >= w[0] + 10) && *starts.last().unwrap() + 10 <= 45, "{text}");
+
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/shapes.gif");
+    let short = glimpse(&["--device", "cpu", "caption-video", sample.to_str().unwrap(), "--format", "chapters"]);
+    assert!(!short.status.success());
+    assert!(String::from_utf8_lossy(&short.stderr).contains("at least 3 chapters of 10 s"));
+    std::fs::remove_dir_all(&dir).unwrap();
 }

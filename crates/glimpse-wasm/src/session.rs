@@ -6,7 +6,7 @@ use std::sync::Arc;
 use burn::prelude::*;
 use glimpse_align::guided::{self, GuidanceOptions, IMAGE_PROMPT, Step, Targets};
 use glimpse_align::zerota::{Event, FrameEmbedder, VIDEO_PROMPT, ZeroTaConfig, dense_caption};
-use glimpse_media::subtitles::{Cue, to_srt, to_vtt};
+use glimpse_media::subtitles::{Cue, to_chapters, to_srt, to_vtt};
 use glimpse_media::to_rgb;
 use glimpse_media::video::{MAX_FRAMES, check_fps};
 use glimpse_models::tensor::read;
@@ -115,7 +115,8 @@ impl Session {
     /// Zero-shot dense captioning (ZeroTA) of `video` (consumed) with `events` events. `options`
     /// is JSON of [`GuidanceOptions`]; every step goes to `on_step` as JSON with the masks' current
     /// spans in seconds. A `Promise<string>` of
-    /// `{"duration", "events": [{"start", "end", "caption", "score"}], "srt", "vtt"}`.
+    /// `{"duration", "events": [{"start", "end", "caption", "score"}], "srt", "vtt", "chapters"}`
+    /// (`chapters` null, and `chaptersError` saying why, where the events make no valid chapters).
     #[wasm_bindgen(js_name = denseCaption)]
     pub fn dense_caption(&self, video: Video, events: usize, seed: u64, options: String, on_step: Function) -> Promise {
         let models = self.models.clone();
@@ -129,7 +130,18 @@ impl Session {
                     .await
                     .map_err(errors::align)?;
             let cues: Vec<Cue> = found.iter().map(Event::cue).collect();
-            let result = json!({ "duration": duration, "events": found, "srt": to_srt(&cues), "vtt": to_vtt(&cues) });
+            let (chapters, chapters_error) = match to_chapters(&cues, duration) {
+                Ok(text) => (Some(text), None),
+                Err(why) => (None, Some(why)),
+            };
+            let result = json!({
+                "duration": duration,
+                "events": found,
+                "srt": to_srt(&cues),
+                "vtt": to_vtt(&cues),
+                "chapters": chapters,
+                "chaptersError": chapters_error,
+            });
             Ok(result.to_string().into())
         })
     }

@@ -90,6 +90,11 @@ export declare class DenseCaptions {
   readonly events: CaptionEvent[];
   toSRT(): string;
   toVTT(): string;
+  /**
+   * YouTube chapters: `MM:SS Title` lines from 00:00, at least three of 10 s or more (short
+   * events merged into their neighbours). Throws InputError where the events make none.
+   */
+  toChapters(): string;
   toJSON(): { duration: number; events: CaptionEvent[] };
 }
 

@@ -10,14 +10,21 @@ const DEVICES = ['auto', 'webgpu', 'cpu'];
 
 /** A dense-captioning result: events in seconds plus subtitles. */
 export class DenseCaptions {
-  constructor({ duration, events, srt, vtt }) {
+  constructor({ duration, events, srt, vtt, chapters, chaptersError }) {
     this.duration = duration;
     this.events = events;
     this._srt = srt;
     this._vtt = vtt;
+    this._chapters = chapters;
+    this._chaptersError = chaptersError;
   }
   toSRT() { return this._srt; }
   toVTT() { return this._vtt; }
+  /** YouTube chapters (`MM:SS Title` lines); throws InputError where the events make none. */
+  toChapters() {
+    if (this._chapters == null) throw new InputError(this._chaptersError);
+    return this._chapters;
+  }
   toJSON() { return { duration: this.duration, events: this.events }; }
 }
 

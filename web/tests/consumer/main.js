@@ -16,6 +16,13 @@ async function main() {
   const { caption } = await glimpse.captionImage(image);
   // 40 frames reach the engine in three chunks; all of them must count.
   const chunked = await glimpse.denseCaption(Array(40).fill(image), { fps: 2, events: 2, maxTokens: 2 });
+  // Two events of 20 s make no YouTube chapters (three are needed): refused with the reason.
+  let chapters;
+  try {
+    chapters = `accepted: ${chunked.toChapters()}`;
+  } catch (error) {
+    chapters = `${error instanceof InputError ? 'InputError' : error.name}: ${error.message}`;
+  }
 
   let badModel = null, badModelIsTyped = false, badModelMessage = '';
   try {
@@ -53,7 +60,7 @@ async function main() {
   }
   const afterAbort = (await glimpse.captionImage(image, { maxTokens: 4 })).caption;
   glimpse.dispose();
-  return { similarities, bestText, caption, chunked: chunked.toJSON(), badModel, badModelIsTyped, badModelMessage, inputErrors, aborted, afterAbort };
+  return { similarities, bestText, caption, chunked: chunked.toJSON(), chapters, badModel, badModelIsTyped, badModelMessage, inputErrors, aborted, afterAbort };
 }
 
 main().then(
