@@ -46,6 +46,15 @@ pub fn argmax_first(values: &[f32]) -> usize {
     values.iter().enumerate().fold(0, |best, (i, &v)| if v > values[best] { i } else { best })
 }
 
+/// Mean negative log-likelihood of `targets` (`[batch, len]`) under `logits`
+/// (`[batch, len, vocab]`), over the positions where `mask` (`[batch, len]`) is 1: the loss of
+/// every language model glimpse trains, padding masked out.
+pub fn masked_nll(logits: Tensor<3>, targets: Tensor<2, Int>, mask: Tensor<2>) -> Tensor<1> {
+    let [batch, len, _] = logits.dims();
+    let nll = log_softmax(logits, 2).gather(2, targets.unsqueeze_dim(2)).reshape([batch, len]).neg();
+    (nll * mask.clone()).sum() / mask.sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,13 +66,4 @@ mod tests {
         assert_eq!(top_k_indices(&values, 10), [1, 3, 0, 4, 2, 5]);
         assert!(top_k_indices(&values, 0).is_empty());
     }
-}
-
-/// Mean negative log-likelihood of `targets` (`[batch, len]`) under `logits`
-/// (`[batch, len, vocab]`), over the positions where `mask` (`[batch, len]`) is 1: the loss of
-/// every language model glimpse trains, padding masked out.
-pub fn masked_nll(logits: Tensor<3>, targets: Tensor<2, Int>, mask: Tensor<2>) -> Tensor<1> {
-    let [batch, len, _] = logits.dims();
-    let nll = log_softmax(logits, 2).gather(2, targets.unsqueeze_dim(2)).reshape([batch, len]).neg();
-    (nll * mask.clone()).sum() / mask.sum()
 }
