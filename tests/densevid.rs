@@ -28,10 +28,10 @@ fn scores_are_densevid_evals_with_pycocoevalcaps_scorers() {
     let reference: Value = serde_json::from_slice(&read("reference.json")).unwrap();
     let expected = reference["scores"].as_array().unwrap();
     assert_eq!(scores.as_array().unwrap().len(), expected.len());
-    for (ours, theirs) in scores.as_array().unwrap().iter().zip(expected) {
-        for (metric, value) in theirs.as_object().unwrap() {
+    for (ours, row) in scores.as_array().unwrap().iter().zip(expected) {
+        for (metric, value) in row.as_object().unwrap() {
             let (ours, theirs) = (ours[metric].as_f64().unwrap(), value.as_f64().unwrap());
-            assert!((ours - theirs).abs() <= 1e-9, "{metric} at {}: {ours} against {theirs}", theirs);
+            assert!((ours - theirs).abs() <= 1e-9, "{metric} at {}: {ours} against {theirs}", row["threshold"]);
         }
     }
 }

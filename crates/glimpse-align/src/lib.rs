@@ -28,10 +28,9 @@ impl AlignError {
     /// Whether the caller can fix this by changing what it passed (settings, frames, texts), as
     /// opposed to a failure of the models or the device.
     pub fn is_callers(&self) -> bool {
-        use glimpse_models::ModelError;
         match self {
             Self::Settings(_) | Self::Input(_) | Self::Media(_) => true,
-            Self::Model(error) => matches!(error, ModelError::Input(_) | ModelError::Media(_)),
+            Self::Model(error) => error.is_callers(),
         }
     }
 }

@@ -36,3 +36,12 @@ pub enum BatchError {
     #[error(transparent)]
     Media(#[from] glimpse_media::MediaError),
 }
+
+/// An empty folder of its own for a unit test.
+#[cfg(test)]
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("glimpse-batch-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

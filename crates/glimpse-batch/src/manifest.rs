@@ -53,7 +53,6 @@ fn file_entries(path: &Path) -> Result<Vec<Entry>, BatchError> {
     let base = std::path::absolute(folder).map_err(|source| BatchError::Io { path: path.to_path_buf(), source })?;
     let mut entries = Vec::new();
     for (number, line) in text.lines().enumerate() {
-        let line = line.trim_end_matches('\r');
         if line.trim().is_empty() || line.trim_start().starts_with('#') {
             continue;
         }
@@ -100,19 +99,17 @@ fn check_id(id: &str) -> Result<(), String> {
     if id.starts_with('.') || !id.chars().all(usable) {
         return Err(format!("`{id}` may use letters, digits and - _ . + = @ , and must not start with a dot"));
     }
+    // `<id>.error.json` is the error record of the id without it.
+    if id.ends_with(".error") {
+        return Err(format!("`{id}` must not end in `.error`"));
+    }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("glimpse-batch-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
+    use crate::temp_dir;
 
     #[test]
     fn lines_give_ids_and_paths_relative_to_the_manifest() {
@@ -139,6 +136,7 @@ mod tests {
             ("../up\t/v.mp4\n", "must not start with a dot"),
             ("a b\t/v.mp4\n", "may use letters"),
             ("id\t\n", "line 1: no video path"),
+            ("clip.error.mp4\n", "must not end in `.error`"),
         ] {
             std::fs::write(&manifest, text).unwrap();
             let err = read_manifest(&manifest).unwrap_err().to_string();

@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use glimpse_media::untrusted::read_regular_file;
+use glimpse_world::densevid::Prediction;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::run::{error_path, result_path};
+use crate::run::{Folder, Status};
 use crate::{BatchError, Entry};
 
 /// The largest result file read (a video's events).
@@ -26,9 +27,9 @@ pub struct Merged {
     pub missing: Vec<String>,
 }
 
-/// The part of a result file the merge reads.
+/// The part of a result file (`caption-video --format json`) the merge reads.
 #[derive(Deserialize)]
-struct Result {
+struct VideoResult {
     events: Vec<ResultEvent>,
 }
 
@@ -41,28 +42,24 @@ struct ResultEvent {
 
 /// Merges every result in `dir` (`<id>.json`); with the manifest's `entries`, also says which of
 /// them failed or are missing.
-pub fn merge(dir: &Path, entries: Option<&[Entry]>) -> std::result::Result<Merged, BatchError> {
-    let io = |source| BatchError::Io { path: dir.to_path_buf(), source };
+pub fn merge(dir: &Path, entries: Option<&[Entry]>) -> Result<Merged, BatchError> {
+    let folder = Folder::read(dir)?;
     let mut results = BTreeMap::new();
     let mut failed = Vec::new();
-    for item in std::fs::read_dir(dir).map_err(io)? {
-        let name = item.map_err(io)?.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') {
-            continue;
-        }
+    for name in folder.names.iter().filter(|name| !name.starts_with('.')) {
         if let Some(id) = name.strip_suffix(".error.json") {
-            if !result_path(dir, id).is_file() {
+            if folder.status(id) == Status::Failed {
                 failed.push(id.to_string());
             }
         } else if let Some(id) = name.strip_suffix(".json") {
-            results.insert(id.to_string(), read_result(&dir.join(&name))?);
+            results.insert(id.to_string(), read_result(&dir.join(name))?);
         }
     }
     failed.sort();
     let missing = entries
         .unwrap_or_default()
         .iter()
-        .filter(|e| !results.contains_key(&e.id) && !error_path(dir, &e.id).is_file())
+        .filter(|e| folder.status(&e.id) == Status::Pending)
         .map(|e| e.id.clone())
         .collect();
     let done = results.len();
@@ -77,17 +74,16 @@ pub fn merge(dir: &Path, entries: Option<&[Entry]>) -> std::result::Result<Merge
     Ok(Merged { json: format!("{json:#}\n"), done, failed, missing })
 }
 
-fn read_result(path: &Path) -> std::result::Result<serde_json::Value, BatchError> {
+fn read_result(path: &Path) -> Result<Vec<Prediction>, BatchError> {
     let bytes = read_regular_file(path, MAX_RESULT_BYTES)?;
-    let result: Result = serde_json::from_slice(&bytes).map_err(|e| {
+    let result: VideoResult = serde_json::from_slice(&bytes).map_err(|e| {
         BatchError::Result(format!(
             "{} is not a glimpse result ({e}); remove it or caption the video again",
             path.display()
         ))
     })?;
-    let events: Vec<serde_json::Value> =
-        result.events.into_iter().map(|e| json!({ "sentence": e.caption, "timestamp": [e.start, e.end] })).collect();
-    Ok(events.into())
+    let events = result.events.into_iter().map(|e| Prediction { sentence: e.caption, timestamp: [e.start, e.end] });
+    Ok(events.collect())
 }
 
 #[cfg(test)]
@@ -98,9 +94,7 @@ mod tests {
 
     #[test]
     fn results_merge_into_the_activitynet_layout_with_failures_and_gaps_named() {
-        let dir = std::env::temp_dir().join(format!("glimpse-batch-merge-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::temp_dir("merge");
         let result = r#"{"duration":9.0,"events":[{"caption":"a red circle.","end":4.5,"score":0.7,"start":0.0},{"caption":"two squares.","end":9.0,"score":0.6,"start":4.5}],"video":"a.gif"}"#;
         std::fs::write(dir.join("v_a.json"), result).unwrap();
         std::fs::write(dir.join("v_a.srt"), "1\n").unwrap();

@@ -1,10 +1,12 @@
 //! The batch loop: each video of the shard captioned once, its result written atomically, a
 //! failure recorded and passed over, the folder itself the only record of what is done.
 
+use std::collections::HashSet;
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use glimpse_media::files::{remove_if_present, temporary_of};
 use glimpse_media::write_atomically;
 use serde::Serialize;
 use serde_json::json;
@@ -47,13 +49,12 @@ pub enum Event {
     /// A video was captioned or failed.
     Video {
         id: String,
-        ok: bool,
         seconds: f64,
         #[serde(skip_serializing_if = "Option::is_none")]
         events: Option<usize>,
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<String>,
-        /// Videos of this run finished so far, and still to caption.
+        /// Videos of this run finished so far, and still to caption; a failure carries `error`.
         finished: usize,
         remaining: usize,
         /// At the mean time per video so far.
@@ -76,12 +77,67 @@ pub struct Summary {
     pub passed_over: usize,
 }
 
-pub(crate) fn result_path(dir: &Path, id: &str) -> PathBuf {
-    dir.join(format!("{id}.json"))
+/// What the output folder says about a video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Status {
+    /// `<id>.json` is there.
+    Done,
+    /// `<id>.error.json` is there and no result.
+    Failed,
+    Pending,
 }
 
-pub(crate) fn error_path(dir: &Path, id: &str) -> PathBuf {
-    dir.join(format!("{id}.error.json"))
+/// The files a video's results may have, by extension; `json` is written last.
+const RESULT_EXTENSIONS: [&str; 4] = ["error.json", "json", "srt", "vtt"];
+
+/// The output folder, listed once: the names of its files.
+pub(crate) struct Folder {
+    pub(crate) dir: PathBuf,
+    pub(crate) names: HashSet<String>,
+}
+
+impl Folder {
+    pub(crate) fn read(dir: &Path) -> Result<Self, BatchError> {
+        let io = |source| BatchError::Io { path: dir.to_path_buf(), source };
+        let mut names = HashSet::new();
+        for item in std::fs::read_dir(dir).map_err(io)? {
+            names.insert(item.map_err(io)?.file_name().to_string_lossy().into_owned());
+        }
+        Ok(Self { dir: dir.to_path_buf(), names })
+    }
+
+    pub(crate) fn status(&self, id: &str) -> Status {
+        if self.names.contains(&format!("{id}.json")) {
+            Status::Done
+        } else if self.names.contains(&format!("{id}.error.json")) {
+            Status::Failed
+        } else {
+            Status::Pending
+        }
+    }
+
+    fn path(&self, id: &str, extension: &str) -> PathBuf {
+        self.dir.join(format!("{id}.{extension}"))
+    }
+
+    /// Removes the temporaries (see `glimpse_media::files::temporary_of`) that writers now gone
+    /// left for videos `shard` owns: a worker killed while writing leaves one. Other shards'
+    /// temporaries may be written right now by a worker on another machine, whose process ids
+    /// `/proc` does not show, so they stay; so does everything where there is no `/proc`.
+    fn remove_stale_temporaries(&self, shard: Shard) -> Result<(), BatchError> {
+        if !Path::new("/proc/self").exists() {
+            return Ok(());
+        }
+        for name in &self.names {
+            let Some((file, pid)) = temporary_of(name) else { continue };
+            let id = RESULT_EXTENSIONS.iter().find_map(|extension| file.strip_suffix(&format!(".{extension}")));
+            if id.is_some_and(|id| shard.owns(id)) && !Path::new(&format!("/proc/{pid}")).exists() {
+                let path = self.dir.join(name);
+                std::fs::remove_file(&path).map_err(|source| BatchError::Io { path, source })?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Captions every video of `entries` that `options.shard` owns and no earlier run finished, one
@@ -95,17 +151,17 @@ pub fn run<E: Display>(
 ) -> Result<Summary, BatchError> {
     let dir = &options.out_dir;
     std::fs::create_dir_all(dir).map_err(|source| BatchError::Io { path: dir.clone(), source })?;
-    remove_stale_temps(dir)?;
+    let folder = Folder::read(dir)?;
+    folder.remove_stale_temporaries(options.shard)?;
     let started = Instant::now();
-    let mine: Vec<&Entry> = entries.iter().filter(|e| options.shard.owns(&e.id)).collect();
-    let done = mine.iter().filter(|e| result_path(dir, &e.id).is_file()).count();
-    let failed_before = mine.iter().filter(|e| !result_path(dir, &e.id).is_file() && error_path(dir, &e.id).is_file());
-    let failed_before = failed_before.count();
+    let mine: Vec<(&Entry, Status)> =
+        entries.iter().filter(|e| options.shard.owns(&e.id)).map(|e| (e, folder.status(&e.id))).collect();
+    let count = |status: Status| mine.iter().filter(|(_, s)| *s == status).count();
+    let (done, failed_before) = (count(Status::Done), count(Status::Failed));
     let todo: Vec<&Entry> = mine
         .iter()
-        .copied()
-        .filter(|e| !result_path(dir, &e.id).is_file())
-        .filter(|e| options.retry_failed || !error_path(dir, &e.id).is_file())
+        .filter(|(_, s)| *s == Status::Pending || (options.retry_failed && *s == Status::Failed))
+        .map(|(e, _)| *e)
         .collect();
     on(&Event::Start {
         shard: options.shard.to_string(),
@@ -118,11 +174,11 @@ pub fn run<E: Display>(
     let working = Instant::now();
     for (i, entry) in todo.iter().enumerate() {
         let video_started = Instant::now();
-        let (ok, events, error) = match caption(entry) {
+        let (events, error) = match caption(entry) {
             Ok(captioned) => {
-                write_result(dir, &entry.id, &captioned)?;
+                write_result(&folder, &entry.id, &captioned)?;
                 summary.captioned += 1;
-                (true, Some(captioned.events), None)
+                (Some(captioned.events), None)
             }
             Err(e) => {
                 let message = e.to_string();
@@ -132,9 +188,9 @@ pub fn run<E: Display>(
                     "error": message,
                     "settings": options.settings,
                 });
-                write(&error_path(dir, &entry.id), format!("{record:#}\n").as_bytes())?;
+                write(&folder.path(&entry.id, "error.json"), format!("{record:#}\n").as_bytes())?;
                 summary.failed += 1;
-                (false, None, Some(message))
+                (None, Some(message))
             }
         };
         let finished = i + 1;
@@ -142,7 +198,6 @@ pub fn run<E: Display>(
         let per_video = working.elapsed().as_secs_f64() / finished as f64;
         on(&Event::Video {
             id: entry.id.clone(),
-            ok,
             seconds: video_started.elapsed().as_secs_f64(),
             events,
             error,
@@ -162,50 +217,23 @@ pub fn run<E: Display>(
 
 /// The other files first and `<id>.json` last: the JSON's presence means the video is done. A
 /// failure recorded by an earlier run is removed once the video succeeds.
-fn write_result(dir: &Path, id: &str, captioned: &Captioned) -> Result<(), BatchError> {
+fn write_result(folder: &Folder, id: &str, captioned: &Captioned) -> Result<(), BatchError> {
     for (extension, text) in &captioned.other {
-        write(&dir.join(format!("{id}.{extension}")), text.as_bytes())?;
+        write(&folder.path(id, extension), text.as_bytes())?;
     }
-    write(&result_path(dir, id), captioned.json.as_bytes())?;
-    let stale = error_path(dir, id);
-    match std::fs::remove_file(&stale) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(BatchError::Io { path: stale, source: e }),
-        _ => Ok(()),
-    }
+    write(&folder.path(id, "json"), captioned.json.as_bytes())?;
+    let stale = folder.path(id, "error.json");
+    remove_if_present(&stale).map_err(|source| BatchError::Io { path: stale, source })
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<(), BatchError> {
     write_atomically(path, bytes).map_err(|source| BatchError::Io { path: path.to_path_buf(), source })
 }
 
-/// Removes the hidden temporary files (`.<name>.<pid>.<n>.tmp`) of writers that are gone: a
-/// worker killed while writing leaves one. Only where `/proc` says which processes live.
-fn remove_stale_temps(dir: &Path) -> Result<(), BatchError> {
-    if !Path::new("/proc/self").exists() {
-        return Ok(());
-    }
-    let io = |source| BatchError::Io { path: dir.to_path_buf(), source };
-    for item in std::fs::read_dir(dir).map_err(io)? {
-        let name = item.map_err(io)?.file_name().to_string_lossy().into_owned();
-        let Some(inner) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else { continue };
-        let pid = inner.rsplit('.').nth(1).and_then(|pid| pid.parse::<u32>().ok());
-        if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
-            let path = dir.join(&name);
-            std::fs::remove_file(&path).map_err(|source| BatchError::Io { path, source })?;
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("glimpse-batch-run-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        dir
-    }
+    use crate::temp_dir;
 
     fn entries(n: usize) -> Vec<Entry> {
         (0..n).map(|i| Entry { id: format!("v{i}"), path: PathBuf::from(format!("/videos/v{i}.mp4")) }).collect()
@@ -289,7 +317,6 @@ mod tests {
     #[test]
     fn temporary_files_of_dead_writers_are_removed_and_live_ones_kept() {
         let dir = temp_dir("temps");
-        std::fs::create_dir_all(&dir).unwrap();
         // 4194304 is the highest pid_max Linux allows, so no process id reaches it.
         let dead = ".v1.json.4194304.0.tmp";
         let live = format!(".v2.json.{}.0.tmp", std::process::id());

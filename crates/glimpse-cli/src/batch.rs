@@ -155,14 +155,12 @@ fn describe(event: &Event, dir: &std::path::Path) -> String {
         Event::Start { shard, videos, done, failed, to_caption } => format!(
             "batch: shard {shard} has {videos} videos: {done} done and {failed} failed before, {to_caption} to caption"
         ),
-        Event::Video { id, ok, seconds, events, error, finished, remaining, eta_seconds } => {
+        Event::Video { id, seconds, events, error, finished, remaining, eta_seconds } => {
             let progress = format!("[{finished}/{}]", finished + remaining);
             let eta = if *remaining > 0 { format!("; about {} left", duration(*eta_seconds)) } else { String::new() };
-            match (ok, error) {
-                (true, _) => format!("{progress} {id}: {} events in {seconds:.1} s{eta}", events.unwrap_or(0)),
-                (false, error) => {
-                    format!("{progress} {id}: failed in {seconds:.1} s: {}{eta}", error.as_deref().unwrap_or(""))
-                }
+            match error {
+                None => format!("{progress} {id}: {} events in {seconds:.1} s{eta}", events.unwrap_or(0)),
+                Some(error) => format!("{progress} {id}: failed in {seconds:.1} s: {error}{eta}"),
             }
         }
         Event::Finish { captioned, failed, passed_over, seconds } => {

@@ -537,9 +537,13 @@ fn bench(args: &glimpse_bench::BenchArgs, format: Format) -> Result<()> {
         command
     })?;
     match format {
-        Format::Json => print_out(&format!("{}\n", report.json())),
-        Format::Text => print_out(&report.text()),
+        Format::Json => print_out(&format!("{}\n", report.json()))?,
+        Format::Text => print_out(&report.text())?,
     }
+    if report.measured == 0 {
+        bail!("no figure could be measured");
+    }
+    Ok(())
 }
 
 /// Sets up the device and says on stderr which one was chosen and why.
@@ -575,12 +579,9 @@ fn embed(
     let text_refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let text_embeds = (!texts.is_empty()).then(|| clip.encode_texts(&text_refs)).transpose()?;
     let image_embeds = (!images.is_empty()).then(|| clip.encode_images(&decoded)).transpose()?;
-    let (logits, probabilities) = match (&image_embeds, &text_embeds) {
-        (Some(i), Some(t)) => {
-            let logits = clip.model.logits_per_image(i.clone(), t.clone());
-            (Some(rows(logits.clone())?), Some(rows(Clip::zero_shot(logits))?))
-        }
-        _ => (None, None),
+    let logits = match (&image_embeds, &text_embeds) {
+        (Some(i), Some(t)) => Some(clip.model.logits_per_image(i.clone(), t.clone())),
+        _ => None,
     };
     let text_embeds = text_embeds.map(|t| rows(l2_normalize(t))).transpose()?;
     let image_embeds = image_embeds.map(|i| rows(l2_normalize(i))).transpose()?;
@@ -594,7 +595,7 @@ fn embed(
             out.insert("image_embeds".into(), json!(i));
         }
         if let Some(l) = logits {
-            out.insert("logits_per_image".into(), json!(l));
+            out.insert("logits_per_image".into(), json!(rows(l)?));
         }
         return print_out(&format!("{}\n", serde_json::Value::Object(out)));
     }
@@ -609,7 +610,7 @@ fn embed(
     for (path, e) in images.iter().zip(image_embeds.iter().flatten()) {
         lines.push(format!("image {}: {}", path.display(), preview(e)));
     }
-    if let Some(probabilities) = probabilities {
+    if let Some(probabilities) = logits.map(|l| rows(Clip::zero_shot(l))).transpose()? {
         lines.push("\nzero-shot probabilities (softmax over the texts):".into());
         for (path, row) in images.iter().zip(&probabilities) {
             lines.push(format!("  {}", path.display()));
@@ -809,9 +810,9 @@ fn caption_video(
     let text = match format {
         VideoFormat::Srt => to_srt(&cues),
         VideoFormat::Vtt => to_vtt(&cues),
-        VideoFormat::Chapters => {
-            to_chapters(&cues, duration).map_err(|why| anyhow::anyhow!("--format chapters: {why}"))?
-        }
+        VideoFormat::Chapters => to_chapters(&cues, duration).map_err(|why| {
+            anyhow::anyhow!("--format chapters: {why}; caption more events (--events) or use another format")
+        })?,
         VideoFormat::Txt => events.iter().map(|e| format!("{}\n", e.caption)).collect(),
         VideoFormat::Json => captions_json(&path.display().to_string(), duration, &events),
         VideoFormat::Text => events

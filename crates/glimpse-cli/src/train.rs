@@ -8,12 +8,12 @@ use clap::Subcommand;
 use futures_lite::future::block_on;
 use glimpse_align::projector::{MAX_PREFIX_LEN, MAX_WIDTH};
 use glimpse_models::device::SelectedDevice;
-use glimpse_train::checkpoint::MAX_STEPS;
+use glimpse_train::TrainError;
+use glimpse_train::checkpoint::{MAX_STEPS, TrainState};
 use glimpse_train::clip::ClipTrainConfig;
 use glimpse_train::lm::LmTrainConfig;
 use glimpse_train::projector::{ProjectorProgress, TrainConfig, WorldProjectorConfig, train_world_projector};
 use glimpse_train::run::{Progress, RunOptions, train_clip, train_lm};
-use indicatif::ProgressBar;
 
 #[derive(Subcommand)]
 pub enum TrainCommand {
@@ -93,31 +93,31 @@ impl RunArgs {
     }
 }
 
-/// Shows a run's progress as a bar, with the loss; says where the run was saved.
-fn show(out: &Path, what: &str) -> impl FnMut(Progress) {
-    let mut bar: Option<ProgressBar> = None;
-    let (out, what) = (out.to_path_buf(), what.to_string());
-    move |progress| match progress {
+/// Runs `train` with its progress as a bar, with the loss; says where the run was saved, also
+/// when a finished run had nothing left to do.
+fn with_progress(
+    out: &Path,
+    what: &str,
+    train: impl FnOnce(&mut dyn FnMut(Progress)) -> Result<TrainState, TrainError>,
+) -> Result<()> {
+    let bar = crate::progress_bar(0, what);
+    let state = train(&mut |progress| match progress {
         Progress::Started { step, steps, resumed } => {
             if resumed {
-                eprintln!("resuming {} from step {step}", out.display());
+                bar.suspend(|| eprintln!("resuming {} from step {step}", out.display()));
             }
-            let new = crate::progress_bar(steps, &what);
-            new.set_position(step as u64);
-            bar = Some(new);
+            bar.set_length(steps as u64);
+            bar.set_position(step as u64);
         }
         Progress::Step { step, loss } => {
-            if let Some(bar) = &bar {
-                bar.set_position(step as u64);
-                bar.set_message(format!("loss {loss:.4}"));
-            }
+            bar.set_position(step as u64);
+            bar.set_message(format!("loss {loss:.4}"));
         }
-        Progress::Saved { step, mean_loss } => {
-            if let Some(bar) = bar.as_ref().filter(|bar| bar.length() == Some(step as u64)) {
-                bar.finish_with_message(format!("loss {mean_loss:.4}, saved to {}", out.display()));
-            }
-        }
-    }
+        Progress::Saved { .. } => {}
+    })?;
+    let loss = state.losses.last().map_or(0.0, |l| l.1);
+    bar.finish_with_message(format!("loss {loss:.4}, saved to {}", out.display()));
+    Ok(())
 }
 
 /// Refuses sizes that would loop forever, divide by zero or exhaust memory.
@@ -141,8 +141,7 @@ pub fn run(command: TrainCommand, selected: &SelectedDevice) -> Result<()> {
             // A batch holds distinct scenes, and the world has 540.
             check(batch_size, 512, lr, run.steps)?;
             let config = ClipTrainConfig { batch_size, lr, ..ClipTrainConfig::default() };
-            block_on(train_clip(&run.options(), config, &device, show(&run.out, "clip")))?;
-            Ok(())
+            with_progress(&run.out, "clip", |on| block_on(train_clip(&run.options(), config, &device, on)))
         }
         TrainCommand::Projector { models, out, examples, epochs, prefix_len, hidden, lr, seed } => {
             if !((1..=1_000_000).contains(&examples) && (1..=10_000).contains(&epochs) && lr > 0.0 && lr < 1.0) {
@@ -164,7 +163,7 @@ pub fn run(command: TrainCommand, selected: &SelectedDevice) -> Result<()> {
             let mut bar = crate::progress_bar(examples, "rendering and encoding");
             let (projector, losses) =
                 block_on(train_world_projector(&clip, &lm, &config, &device, |progress| match progress {
-                    ProjectorProgress::Examples(_) => {
+                    ProjectorProgress::Examples => {
                         bar.finish_and_clear();
                         bar = crate::progress_bar(epochs, "projector epochs");
                     }
@@ -183,8 +182,7 @@ pub fn run(command: TrainCommand, selected: &SelectedDevice) -> Result<()> {
         TrainCommand::Lm { run, batch_size, lr } => {
             check(batch_size, 4096, lr, run.steps)?;
             let config = LmTrainConfig { batch_size, lr, ..LmTrainConfig::default() };
-            block_on(train_lm(&run.options(), config, &device, show(&run.out, "lm")))?;
-            Ok(())
+            with_progress(&run.out, "lm", |on| block_on(train_lm(&run.options(), config, &device, on)))
         }
     }
 }

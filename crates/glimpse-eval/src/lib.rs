@@ -13,7 +13,7 @@ use glimpse_models::generation::{Decoding, GenerationConfig, generate_from_embed
 use glimpse_models::tensor::read;
 use glimpse_models::{ClipBundle, Gpt2Bundle, l2_normalize};
 use glimpse_world::densevid::{self, Prediction, Truth};
-use glimpse_world::metrics::{self, SegmentScores};
+use glimpse_world::metrics;
 use glimpse_world::render::{RenderConfig, Scene};
 use glimpse_world::scene::{ATTRIBUTE_NAMES, Attributes, canonical_caption, parse_caption};
 use glimpse_world::video::{GtEvent, VideoConfig, sample_video};
@@ -171,6 +171,14 @@ pub async fn dense_captioning(
     Ok(results)
 }
 
+/// Segment precision and recall at one tIoU threshold, averaged over videos.
+#[derive(Debug, Clone, Serialize)]
+pub struct SegmentScores {
+    pub threshold: f64,
+    pub precision: f64,
+    pub recall: f64,
+}
+
 /// The densevid_eval figures of a set of dense-captioning results.
 #[derive(Debug, Clone, Serialize)]
 pub struct DenseScores {
@@ -195,8 +203,6 @@ impl DenseScores {
                 (predicted, r.truth.iter().map(|e| (e.start, e.end)).collect::<Vec<_>>())
             })
             .collect();
-        let segments = metrics::segment_scores(&pairs);
-        let (mean_precision, mean_recall) = metrics::mean_over_thresholds(&segments);
         let mut attribute_pairs = Vec::new();
         for (r, (pred, truth)) in results.iter().zip(&pairs) {
             for (p, t) in metrics::matched_pairs(pred, truth, 0.5) {
@@ -221,15 +227,21 @@ impl DenseScores {
                 )
             })
             .collect();
-        let captions = densevid::evaluate(&predictions, &truth).pop().unwrap_or_default();
+        let scores = densevid::evaluate(&predictions, &truth);
+        let (mean, per_threshold) = scores.split_last().expect("evaluate ends with the mean");
+        let segments = per_threshold
+            .iter()
+            .zip(metrics::TIOU_THRESHOLDS)
+            .map(|(s, threshold)| SegmentScores { threshold, precision: s.precision, recall: s.recall })
+            .collect();
         Self {
             videos: results.len(),
             segments,
-            mean_precision,
-            mean_recall,
+            mean_precision: mean.precision,
+            mean_recall: mean.recall,
             attributes: AttributeScores::of(&attribute_pairs),
-            bleu4: captions.bleu_4,
-            cider_d: captions.cider_d,
+            bleu4: mean.bleu_4,
+            cider_d: mean.cider_d,
         }
     }
 }

@@ -609,10 +609,7 @@ fn file_len(path: &Path) -> u64 {
 }
 
 fn remove_if_present(path: &Path) -> Result<(), HubError> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(path, e)),
-        _ => Ok(()),
-    }
+    glimpse_media::files::remove_if_present(path).map_err(|e| io_err(path, e))
 }
 
 /// Whether `path` holds exactly the file the hub describes: `size` bytes whose sha256 (LFS) or

@@ -67,7 +67,7 @@ pub fn to_chapters(cues: &[Cue], duration: f64) -> Result<String, String> {
     if firsts.len() < MIN_CHAPTERS {
         return Err(format!(
             "YouTube chapters need at least {MIN_CHAPTERS} chapters of {MIN_CHAPTER_SECONDS} s or more; the {} events of \
-             this {duration:.0} s video make {}: caption more events (--events) or use another format",
+             this {duration:.0} s video make {}",
             cues.len(),
             firsts.len()
         ));

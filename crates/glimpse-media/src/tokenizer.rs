@@ -150,18 +150,21 @@ impl Gpt2Tokenizer {
 
     /// A decoder for ids that arrive one at a time (streamed generation).
     pub fn stream(&self) -> TextStream<'_> {
-        TextStream { tokenizer: self, ids: Vec::new(), given: String::new() }
+        TextStream { tokenizer: self, ids: Vec::new(), context: 0, given: 0 }
     }
 }
 
 /// The text of ids that arrive one at a time, given out piece by piece: each id yields what it
 /// adds to the decoded text. A byte-level token may end inside a UTF-8 character; its piece waits
-/// until the character is whole.
+/// until the character is whole. Each step decodes only the ids since the last piece given out
+/// (and the piece before, for context), so a long generation costs no more per token than a short
+/// one.
 pub struct TextStream<'a> {
     tokenizer: &'a Gpt2Tokenizer,
     ids: Vec<u32>,
-    /// The text given out so far.
-    given: String,
+    /// `ids[context..given]` were given out with the last piece; `ids[given..]` are pending.
+    context: usize,
+    given: usize,
 }
 
 impl TextStream<'_> {
@@ -173,19 +176,24 @@ impl TextStream<'_> {
     /// What `id` adds to the text; empty while a character is incomplete.
     pub fn push(&mut self, id: u32) -> Result<String, MediaError> {
         self.ids.push(id);
-        let text = self.tokenizer.decode(&self.ids)?;
-        let Some(piece) = text.strip_prefix(self.given.as_str()).filter(|_| !text.ends_with('\u{FFFD}')) else {
+        let piece = self.pending()?;
+        if piece.is_empty() || piece.ends_with('\u{FFFD}') {
             return Ok(String::new());
-        };
-        let piece = piece.to_string();
-        self.given = text;
+        }
+        (self.context, self.given) = (self.given, self.ids.len());
         Ok(piece)
     }
 
     /// What of the whole text has not been given out yet.
     pub fn rest(&self) -> Result<String, MediaError> {
-        let text = self.tokenizer.decode(&self.ids)?;
-        Ok(text.strip_prefix(self.given.as_str()).unwrap_or("").to_string())
+        self.pending()
+    }
+
+    /// The text of the pending ids: what they add after the last piece given out.
+    fn pending(&self) -> Result<String, MediaError> {
+        let before = self.tokenizer.decode(&self.ids[self.context..self.given])?;
+        let text = self.tokenizer.decode(&self.ids[self.context..])?;
+        Ok(text.strip_prefix(before.as_str()).unwrap_or("").to_string())
     }
 }
 

@@ -6,9 +6,9 @@ use image::RgbImage;
 
 use crate::{Clip, ClipConfig, Gpt2, Gpt2Config, ModelError, ModelFiles};
 
-/// A checkpoint's error, naming the checkpoint.
-fn in_checkpoint(checkpoint: &str) -> impl FnOnce(ModelError) -> ModelError + '_ {
-    move |error| ModelError::Checkpoint { checkpoint: checkpoint.to_string(), source: Box::new(error) }
+/// Loads with `load`, any error naming the checkpoint.
+fn in_checkpoint<T>(checkpoint: &str, load: impl FnOnce() -> Result<T, ModelError>) -> Result<T, ModelError> {
+    load().map_err(|error| ModelError::Checkpoint { checkpoint: checkpoint.to_string(), source: Box::new(error) })
 }
 
 /// CLIP with its tokenizer and image preprocessing.
@@ -25,7 +25,7 @@ pub struct ClipBundle {
 impl ClipBundle {
     /// Errors name the checkpoint (`files.source`).
     pub fn load(files: &ModelFiles, device: &Device) -> Result<Self, ModelError> {
-        let load = || -> Result<Self, ModelError> {
+        in_checkpoint(&files.source, || {
             let config = ClipConfig::from_json(&files.config)?;
             let image_size = config.vision_config.image_size as u32;
             let preprocess = match &files.preprocessor {
@@ -36,8 +36,7 @@ impl ClipBundle {
             tokenizer.check_vocab(config.text_config.vocab_size)?;
             let model = Clip::load_weights(&config, &files.weights.open()?, device)?;
             Ok(Self { source: files.source.clone(), model, config, tokenizer, preprocess, device: device.clone() })
-        };
-        load().map_err(in_checkpoint(&files.source))
+        })
     }
 
     pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>, ModelError> {
@@ -86,13 +85,12 @@ pub struct Gpt2Bundle {
 impl Gpt2Bundle {
     /// Errors name the checkpoint (`files.source`).
     pub fn load(files: &ModelFiles, device: &Device) -> Result<Self, ModelError> {
-        let load = || -> Result<Self, ModelError> {
+        in_checkpoint(&files.source, || {
             let config = Gpt2Config::from_json(&files.config)?;
             let tokenizer = Gpt2Tokenizer::from_json(&files.tokenizer)?;
             tokenizer.check_vocab(config.vocab_size)?;
             let model = Gpt2::load_weights(&config, &files.weights.open()?, device)?;
             Ok(Self { model, config, tokenizer, device: device.clone() })
-        };
-        load().map_err(in_checkpoint(&files.source))
+        })
     }
 }

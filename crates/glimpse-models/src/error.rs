@@ -100,6 +100,12 @@ fn format_mismatch(problems: &[TensorProblem], unexpected: &[String]) -> String 
 }
 
 impl ModelError {
+    /// Whether a call on a loaded model failed on what the caller passed (a text or image it
+    /// cannot take, a sequence too long), as opposed to the model or the device.
+    pub fn is_callers(&self) -> bool {
+        matches!(self, Self::Input(_) | Self::Media(_))
+    }
+
     pub(crate) fn config(file: &'static str, err: impl fmt::Display) -> Self {
         Self::Config { file, message: err.to_string() }
     }

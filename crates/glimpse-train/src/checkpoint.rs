@@ -90,7 +90,7 @@ pub fn save(dir: &Path, files: &[(&str, &[u8])], weights: &[u8], state: &mut Tra
 }
 
 /// The state in `dir`, if a run has left one there, checked ([`TrainState::validate`]).
-pub fn load_state(dir: &Path) -> Result<Option<TrainState>, TrainError> {
+pub(crate) fn load_state(dir: &Path) -> Result<Option<TrainState>, TrainError> {
     let path = dir.join(STATE_FILE);
     if !path.exists() {
         return Ok(None);
@@ -103,7 +103,7 @@ pub fn load_state(dir: &Path) -> Result<Option<TrainState>, TrainError> {
 }
 
 /// The weights in `dir` that `state` was saved with.
-pub fn load_weights(dir: &Path, state: &TrainState) -> Result<Vec<u8>, TrainError> {
+pub(crate) fn load_weights(dir: &Path, state: &TrainState) -> Result<Vec<u8>, TrainError> {
     let path = dir.join(WEIGHTS_FILE);
     let weights = read_regular_file(&path, MAX_WEIGHTS_BYTES)?;
     if digest(&weights) != state.weights_digest {

@@ -16,10 +16,10 @@ use crate::tokenizer::{CLIP_SPECIALS, LEAD_INS, words};
 use crate::trainer::{Schedule, Trainer};
 
 /// Side of the world CLIP's input images, in pixels.
-pub const IMAGE_SIZE: usize = 64;
+pub(crate) const IMAGE_SIZE: usize = 64;
 
 /// The world CLIP: a 4 x 4 grid of 16-pixel patches, 3 vision and 2 text layers of width 128.
-pub fn world_clip_config() -> ClipConfig {
+pub(crate) fn world_clip_config() -> ClipConfig {
     let vocab = CLIP_SPECIALS.len() + words().len();
     let json = serde_json::json!({
         "text_config": {
@@ -109,8 +109,8 @@ pub fn pixels(preprocess: &ImagePreprocess, images: &[RgbImage], device: &Device
 }
 
 /// A CLIP under training.
-pub struct ClipTraining {
-    pub trainer: Trainer<Clip>,
+pub(crate) struct ClipTraining {
+    pub(crate) trainer: Trainer<Clip>,
     config: ClipTrainConfig,
 }
 

@@ -12,7 +12,7 @@ use crate::tokenizer::{GPT2_SPECIALS, LEAD_INS, words};
 use crate::trainer::{Schedule, Trainer};
 
 /// The world GPT-2: 3 layers of width 128, 32 positions, end-of-text token 0.
-pub fn world_gpt2_config() -> Gpt2Config {
+pub(crate) fn world_gpt2_config() -> Gpt2Config {
     let vocab = GPT2_SPECIALS.len() + 2 * words().len();
     let mut config = Gpt2Config::sized(vocab, 32, 128, 3, 4);
     config.eos_token_id = Some(0);
@@ -59,8 +59,8 @@ pub fn texts(seed: u64, step: usize, size: usize) -> Vec<String> {
 }
 
 /// A GPT-2 under training.
-pub struct LmTraining {
-    pub trainer: Trainer<Gpt2>,
+pub(crate) struct LmTraining {
+    pub(crate) trainer: Trainer<Gpt2>,
     config: LmTrainConfig,
 }
 

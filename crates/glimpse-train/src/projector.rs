@@ -58,7 +58,7 @@ impl Default for WorldProjectorConfig {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ProjectorProgress {
     /// The examples are rendered and encoded; training starts.
-    Examples(usize),
+    Examples,
     /// An epoch ended with this mean loss.
     Epoch { epoch: usize, loss: f32 },
 }
@@ -80,7 +80,7 @@ pub async fn train_world_projector(
     };
     projector.validate()?;
     let examples = world_examples(clip, lm, config.examples, config.seed).await?;
-    on(ProjectorProgress::Examples(examples.len()));
+    on(ProjectorProgress::Examples);
     // The initial weights follow the seed too.
     device.seed(config.seed);
     let projector = projector.init(device);
@@ -156,7 +156,7 @@ const CHUNK: usize = 64;
 
 /// `n` examples; each caption is the canonical one with a full stop, then the end-of-text token,
 /// so decoding learns where to stop.
-pub async fn world_examples(
+pub(crate) async fn world_examples(
     clip: &ClipBundle,
     lm: &Gpt2Bundle,
     n: usize,

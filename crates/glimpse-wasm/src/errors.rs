@@ -48,7 +48,8 @@ pub fn align(error: glimpse_align::AlignError) -> JsValue {
 
 /// A model call after loading: texts and images it refuses are the caller's to fix.
 pub fn model(error: glimpse_models::ModelError) -> JsValue {
-    align(error.into())
+    let name = if error.is_callers() { INPUT } else { ENGINE };
+    js_error(name, with_causes(&error))
 }
 
 pub fn input(message: impl Display) -> JsValue {

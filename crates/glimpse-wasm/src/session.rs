@@ -159,13 +159,13 @@ impl Video {
     /// Appends RGBA frames of `width` x `height`, one after another; returns the frame count so
     /// far. Up to `MAX_FRAMES` frames in all, each preprocessing to the same size as the first.
     pub fn push(&mut self, rgba: Vec<u8>, width: u32, height: u32) -> Result<usize, JsValue> {
-        let frames = rgb_frames(&rgba, width, height)?;
-        drop(rgba);
-        if self.embedder.frames() + frames.len() > MAX_FRAMES {
+        let count = frame_count(&rgba, width, height)?;
+        if self.embedder.frames() + count > MAX_FRAMES {
             return Err(errors::input(format!("more than {MAX_FRAMES} frames; lower fps or caption a shorter part")));
         }
-        for frame in &frames {
-            self.embedder.push(frame).map_err(errors::align)?;
+        // One frame converted at a time: the chunk's pixels are never held twice.
+        for frame in rgb_frames(&rgba, width, height) {
+            self.embedder.push(&frame).map_err(errors::align)?;
         }
         Ok(self.embedder.frames())
     }
@@ -231,9 +231,9 @@ impl ReadAt for JsBuffer {
     }
 }
 
-/// Splits consecutive RGBA frames into RGB images, transparency composited over white as for
-/// image files.
-fn rgb_frames(rgba: &[u8], width: u32, height: u32) -> Result<Vec<RgbImage>, JsValue> {
+/// The number of `width` x `height` RGBA frames in `rgba`, one after another; refuses sides out
+/// of range and a partial frame.
+fn frame_count(rgba: &[u8], width: u32, height: u32) -> Result<usize, JsValue> {
     if width == 0 || height == 0 || width > MAX_SIDE || height > MAX_SIDE {
         return Err(errors::input(format!("a {width} x {height} frame: each side must be in 1..={MAX_SIDE}")));
     }
@@ -244,20 +244,21 @@ fn rgb_frames(rgba: &[u8], width: u32, height: u32) -> Result<Vec<RgbImage>, JsV
             rgba.len()
         )));
     }
-    let frames = rgba
-        .chunks_exact(frame_bytes)
-        .map(|frame| {
-            let rgba = RgbaImage::from_raw(width, height, frame.to_vec()).expect("the size was checked");
-            to_rgb(DynamicImage::ImageRgba8(rgba))
-        })
-        .collect();
-    Ok(frames)
+    Ok(rgba.len() / frame_bytes)
+}
+
+/// The RGB images of frames [`frame_count`] has checked, transparency composited over white as
+/// for image files.
+fn rgb_frames(rgba: &[u8], width: u32, height: u32) -> impl Iterator<Item = RgbImage> + '_ {
+    rgba.chunks_exact(width as usize * height as usize * 4).map(move |frame| {
+        let rgba = RgbaImage::from_raw(width, height, frame.to_vec()).expect("the size was checked");
+        to_rgb(DynamicImage::ImageRgba8(rgba))
+    })
 }
 
 fn one_image(rgba: &[u8], width: u32, height: u32) -> Result<RgbImage, JsValue> {
-    let mut images = rgb_frames(rgba, width, height)?;
-    match images.len() {
-        1 => Ok(images.remove(0)),
+    match frame_count(rgba, width, height)? {
+        1 => Ok(rgb_frames(rgba, width, height).next().expect("one frame was counted")),
         n => Err(errors::input(format!("{n} images where one was expected"))),
     }
 }

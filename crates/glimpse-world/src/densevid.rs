@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::metrics::{TIOU_THRESHOLDS, bleu, cider_d, matched_pairs, precision_recall};
 
 /// One predicted event, as in a submission's `results`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Prediction {
     pub sentence: String,
     pub timestamp: [f64; 2],
@@ -82,21 +82,44 @@ const UNMATCHED: &str = "densevidunmatchedprediction";
 /// Scores at each of [`TIOU_THRESHOLDS`], then their mean. Videos are the truth's; predictions of
 /// other videos are ignored.
 pub fn evaluate(predictions: &BTreeMap<String, Vec<Prediction>>, truth: &BTreeMap<String, Truth>) -> Vec<Scores> {
-    let mut all: Vec<Scores> = TIOU_THRESHOLDS.iter().map(|&t| at_threshold(predictions, truth, t)).collect();
-    let count = all.len() as f64;
-    let mean = |f: fn(&Scores) -> f64| all.iter().map(f).sum::<f64>() / count;
-    let overall = Scores {
-        threshold: None,
-        bleu_1: mean(|s| s.bleu_1),
-        bleu_2: mean(|s| s.bleu_2),
-        bleu_3: mean(|s| s.bleu_3),
-        bleu_4: mean(|s| s.bleu_4),
-        cider_d: mean(|s| s.cider_d),
-        precision: mean(|s| s.precision),
-        recall: mean(|s| s.recall),
-    };
-    all.push(overall);
+    let mut all: Vec<Scores> = TIOU_THRESHOLDS
+        .iter()
+        .map(|&threshold| {
+            let videos = truth.iter().filter_map(|(id, video)| {
+                let predicted = predictions.get(id).filter(|p| !p.is_empty())?;
+                Some(video_scores(predicted, video, threshold))
+            });
+            // A video without predictions scores 0 and still counts.
+            Scores { threshold: Some(threshold), ..mean(videos, truth.len()) }
+        })
+        .collect();
+    all.push(mean(all.clone().into_iter(), all.len()));
     all
+}
+
+/// The mean of each figure of `scores` over `count` (0 for none); no threshold.
+fn mean(scores: impl Iterator<Item = Scores>, count: usize) -> Scores {
+    let sum = scores.fold(Scores::default(), |a, b| Scores {
+        threshold: None,
+        bleu_1: a.bleu_1 + b.bleu_1,
+        bleu_2: a.bleu_2 + b.bleu_2,
+        bleu_3: a.bleu_3 + b.bleu_3,
+        bleu_4: a.bleu_4 + b.bleu_4,
+        cider_d: a.cider_d + b.cider_d,
+        precision: a.precision + b.precision,
+        recall: a.recall + b.recall,
+    });
+    let n = count.max(1) as f64;
+    Scores {
+        threshold: None,
+        bleu_1: sum.bleu_1 / n,
+        bleu_2: sum.bleu_2 / n,
+        bleu_3: sum.bleu_3 / n,
+        bleu_4: sum.bleu_4 / n,
+        cider_d: sum.cider_d / n,
+        precision: sum.precision / n,
+        recall: sum.recall / n,
+    }
 }
 
 /// `densevid_eval`'s `remove_nonascii`: every non-ASCII character becomes a space.
@@ -104,46 +127,55 @@ fn ascii(text: &str) -> String {
     text.chars().map(|c| if c.is_ascii() { c } else { ' ' }).collect()
 }
 
-fn at_threshold(
-    predictions: &BTreeMap<String, Vec<Prediction>>,
-    truth: &BTreeMap<String, Truth>,
-    threshold: f64,
-) -> Scores {
-    let mut sum = Scores { threshold: Some(threshold), ..Scores::default() };
-    let segments = |stamps: &mut dyn Iterator<Item = [f64; 2]>| stamps.map(|[s, e]| (s, e)).collect::<Vec<Segment>>();
-    for (id, video) in truth {
-        let Some(predicted) = predictions.get(id).filter(|p| !p.is_empty()) else { continue };
-        let predicted_segments = segments(&mut predicted.iter().map(|p| p.timestamp));
-        let truth_segments = segments(&mut video.timestamps.iter().copied());
-        let (precision, recall) = precision_recall(&predicted_segments, &truth_segments, threshold);
-        sum.precision += precision;
-        sum.recall += recall;
-        let pairs = matched_pairs(&predicted_segments, &truth_segments, threshold);
-        let mut corpus: Vec<(String, Vec<String>)> = Vec::new();
-        for (index, prediction) in predicted.iter().enumerate() {
-            let sentence = ascii(&prediction.sentence);
-            let matched: Vec<usize> = pairs.iter().filter(|(p, _)| *p == index).map(|&(_, t)| t).collect();
-            match matched.is_empty() {
-                true => corpus.push((sentence, vec![UNMATCHED.to_string()])),
-                false => corpus.extend(matched.iter().map(|&t| (sentence.clone(), vec![ascii(&video.sentences[t])]))),
-            }
+/// One video's figures at `threshold`: its predictions' pairs as one corpus.
+fn video_scores(predicted: &[Prediction], video: &Truth, threshold: f64) -> Scores {
+    let predicted_segments: Vec<Segment> = predicted.iter().map(|p| (p.timestamp[0], p.timestamp[1])).collect();
+    let truth_segments: Vec<Segment> = video.timestamps.iter().map(|&[s, e]| (s, e)).collect();
+    let (precision, recall) = precision_recall(&predicted_segments, &truth_segments, threshold);
+    let pairs = matched_pairs(&predicted_segments, &truth_segments, threshold);
+    let mut corpus: Vec<(String, Vec<String>)> = Vec::new();
+    for (index, prediction) in predicted.iter().enumerate() {
+        let sentence = ascii(&prediction.sentence);
+        let matched: Vec<usize> = pairs.iter().filter(|(p, _)| *p == index).map(|&(_, t)| t).collect();
+        match matched.is_empty() {
+            true => corpus.push((sentence, vec![UNMATCHED.to_string()])),
+            false => corpus.extend(matched.iter().map(|&t| (sentence.clone(), vec![ascii(&video.sentences[t])]))),
         }
-        let [b1, b2, b3, b4] = bleu(&corpus);
-        sum.bleu_1 += b1;
-        sum.bleu_2 += b2;
-        sum.bleu_3 += b3;
-        sum.bleu_4 += b4;
-        sum.cider_d += cider_d(&corpus);
     }
-    let videos = truth.len().max(1) as f64;
-    Scores {
-        threshold: Some(threshold),
-        bleu_1: sum.bleu_1 / videos,
-        bleu_2: sum.bleu_2 / videos,
-        bleu_3: sum.bleu_3 / videos,
-        bleu_4: sum.bleu_4 / videos,
-        cider_d: sum.cider_d / videos,
-        precision: sum.precision / videos,
-        recall: sum.recall / videos,
+    let [bleu_1, bleu_2, bleu_3, bleu_4] = bleu(&corpus);
+    Scores { threshold: None, bleu_1, bleu_2, bleu_3, bleu_4, cider_d: cider_d(&corpus), precision, recall }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(actual: f64, expected: f64, tolerance: f64) {
+        assert!((actual - expected).abs() <= tolerance, "got {actual}, expected {expected}");
+    }
+
+    #[test]
+    fn precision_and_recall_average_per_video() {
+        let video =
+            |stamps: &[[f64; 2]]| Truth { timestamps: stamps.to_vec(), sentences: vec!["a".into(); stamps.len()] };
+        let predicted = |stamps: &[[f64; 2]]| {
+            stamps.iter().map(|&timestamp| Prediction { sentence: "a".into(), timestamp }).collect::<Vec<_>>()
+        };
+        let truth = BTreeMap::from([
+            ("one".to_string(), video(&[[0.0, 10.0]])),
+            ("two".to_string(), video(&[[0.0, 10.0], [20.0, 30.0], [60.0, 70.0], [80.0, 90.0]])),
+        ]);
+        let predictions = BTreeMap::from([
+            ("one".to_string(), predicted(&[[0.0, 10.0]])),
+            ("two".to_string(), predicted(&[[0.0, 10.0], [40.0, 50.0]])),
+        ]);
+        let scores = evaluate(&predictions, &truth);
+        assert_eq!(scores.len(), TIOU_THRESHOLDS.len() + 1);
+        for score in &scores {
+            // Video 1: (1, 1); video 2: (1/2, 1/4). Pooling the events instead would give 2/3, 2/5.
+            close(score.precision, 0.75, 1e-12);
+            close(score.recall, 0.625, 1e-12);
+        }
+        assert!(evaluate(&BTreeMap::new(), &BTreeMap::new()).iter().all(|s| s.precision == 0.0 && s.recall == 0.0));
     }
 }

@@ -19,7 +19,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use glimpse_media::span::{Segment, tiou};
-use serde::Serialize;
 
 /// The temporal-IoU thresholds `densevid_eval` averages over by default.
 pub const TIOU_THRESHOLDS: [f64; 4] = [0.3, 0.5, 0.7, 0.9];
@@ -162,11 +161,6 @@ fn ngram_counts(tokens: &[String]) -> BTreeMap<&[String], usize> {
     counts
 }
 
-/// Corpus-level BLEU-4 of `(candidate, references)` items: the last of [`bleu`].
-pub fn bleu4(pairs: &[(String, Vec<String>)]) -> f64 {
-    bleu(pairs)[MAX_N - 1]
-}
-
 /// Corpus-level BLEU-1 to BLEU-4 of `(candidate, references)` items, as pycocoevalcap's `Bleu(4)`
 /// computes them; captions are raw text and go through [`tokenize`] first. BLEU-n is the
 /// geometric mean of the first n modified precisions times the brevity penalty.
@@ -239,7 +233,7 @@ pub fn cider_d(pairs: &[(String, Vec<String>)]) -> f64 {
 /// pycocoevalcap measures that length as the number of bigrams, one less than the number of words,
 /// and so does this; the two only differ when comparing an empty caption with a one-word one. An
 /// item without references scores 0 (pycocoevalcap would divide by zero).
-pub fn cider_d_scores(pairs: &[(String, Vec<String>)]) -> Vec<f64> {
+fn cider_d_scores(pairs: &[(String, Vec<String>)]) -> Vec<f64> {
     let tokenized: Vec<(Vec<String>, Vec<Vec<String>>)> =
         pairs.iter().map(|(c, refs)| (tokenize(c), refs.iter().map(|r| tokenize(r)).collect())).collect();
     let mut document_frequency: BTreeMap<&[String], usize> = BTreeMap::new();
@@ -305,47 +299,16 @@ impl<'a> TfIdf<'a> {
     }
 }
 
-/// Segment precision and recall at one tIoU threshold, averaged over videos.
-#[derive(Debug, Clone, Serialize)]
-pub struct SegmentScores {
-    pub threshold: f64,
-    pub precision: f64,
-    pub recall: f64,
-}
-
-/// [`precision_recall`] at each of [`TIOU_THRESHOLDS`] for `(predicted, truth)` segments of each
-/// video, averaged over videos.
-///
-/// Averaging per video, as `densevid_eval` does, weighs every video equally however many events it
-/// has. With no videos every average is 0.
-pub fn segment_scores(videos: &[(Vec<Segment>, Vec<Segment>)]) -> Vec<SegmentScores> {
-    TIOU_THRESHOLDS
-        .iter()
-        .map(|&threshold| {
-            let (precision, recall) = videos
-                .iter()
-                .map(|(predicted, truth)| precision_recall(predicted, truth, threshold))
-                .fold((0.0, 0.0), |(p, r), (vp, vr)| (p + vp, r + vr));
-            let videos = videos.len().max(1) as f64;
-            SegmentScores { threshold, precision: precision / videos, recall: recall / videos }
-        })
-        .collect()
-}
-
-/// Mean `(precision, recall)` over the thresholds of `scores`, the single pair `densevid_eval`
-/// reports as "average across all tIoUs"; `(0, 0)` for no scores.
-pub fn mean_over_thresholds(scores: &[SegmentScores]) -> (f64, f64) {
-    let count = scores.len().max(1) as f64;
-    let (precision, recall) = scores.iter().fold((0.0, 0.0), |(p, r), s| (p + s.precision, r + s.recall));
-    (precision / count, recall / count)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn close(actual: f64, expected: f64, tolerance: f64) {
         assert!((actual - expected).abs() <= tolerance, "got {actual}, expected {expected}");
+    }
+
+    fn bleu4(pairs: &[(String, Vec<String>)]) -> f64 {
+        bleu(pairs)[MAX_N - 1]
     }
 
     fn item(candidate: &str, references: &[&str]) -> (String, Vec<String>) {
@@ -383,34 +346,6 @@ mod tests {
         // (2, 12) has tIoU 8/12 with both truth segments.
         assert_eq!(matched_pairs(&predicted, &truth, 0.5), vec![(0, 0), (0, 1)]);
         assert!(matched_pairs(&predicted, &truth, 0.7).is_empty());
-    }
-
-    #[test]
-    fn segment_scores_average_per_video() {
-        let videos = vec![
-            (vec![(0.0, 10.0)], vec![(0.0, 10.0)]),
-            (vec![(0.0, 10.0), (40.0, 50.0)], vec![(0.0, 10.0), (20.0, 30.0), (60.0, 70.0), (80.0, 90.0)]),
-        ];
-        let scores = segment_scores(&videos);
-        assert_eq!(scores.len(), TIOU_THRESHOLDS.len());
-        for (score, threshold) in scores.iter().zip(TIOU_THRESHOLDS) {
-            assert_eq!(score.threshold, threshold);
-            // Video 1: (1, 1); video 2: (1/2, 1/4). Pooling the events instead would give 2/3, 2/5.
-            close(score.precision, 0.75, 1e-12);
-            close(score.recall, 0.625, 1e-12);
-        }
-        assert_eq!(mean_over_thresholds(&scores), (scores[0].precision, scores[0].recall));
-        assert_eq!(mean_over_thresholds(&[]), (0.0, 0.0));
-        assert!(segment_scores(&[]).iter().all(|s| s.precision == 0.0 && s.recall == 0.0));
-    }
-
-    #[test]
-    fn mean_over_thresholds_averages() {
-        let scores = [
-            SegmentScores { threshold: 0.3, precision: 1.0, recall: 0.5 },
-            SegmentScores { threshold: 0.5, precision: 0.5, recall: 0.0 },
-        ];
-        assert_eq!(mean_over_thresholds(&scores), (0.75, 0.25));
     }
 
     #[test]

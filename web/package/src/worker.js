@@ -49,6 +49,8 @@ async function run(type, args, onStep, onProgress) {
     }
     case Request.startVideo:
       video?.free();
+      // Cleared first: a refused start must not leave the freed video in place.
+      video = null;
       video = session.startVideo(args.fps);
       return null;
     case Request.videoFrames: return receivingVideo().push(args.frames, args.width, args.height);
@@ -77,10 +79,8 @@ async function load({ device, clip, lm }, onProgress) {
     gather('CLIP', clip, CLIP_FILES, progress),
     gather('GPT-2', lm, LM_FILES, progress),
   ]);
-  video?.free();
-  video = null;
-  session?.free();
-  session = null;
+  // Each worker loads once (the facade starts a fresh worker for every load), so there is no
+  // earlier session or video to free.
   try {
     deviceKind = kind.kind;
     session = await Session.load(kind.kind, clipFiles, lmFiles);
