@@ -22,13 +22,23 @@ fn limits_match_the_engine() {
     assert_eq!(js_number(&js, "MAX_FRAMES"), glimpse_media::video::MAX_FRAMES as f64);
     assert_eq!(js_number(&js, "MAX_FPS"), glimpse_media::video::MAX_FPS);
     assert_eq!(js_number(&js, "MAX_EVENTS"), glimpse_align::zerota::MAX_EVENTS as f64);
+    assert_eq!(js_number(&js, "MAX_QUERIES"), glimpse_align::grounding::MAX_QUERIES as f64);
+    assert_eq!(js_number(&js, "MAX_TOP"), glimpse_align::grounding::MAX_TOP as f64);
 }
 
 #[test]
 fn defaults_match_the_engine() {
     let js = repo_file("web/package/src/protocol.js");
     assert_eq!(js_number(&js, "DEFAULT_FPS"), glimpse_media::video::DEFAULT_FPS);
-    assert_eq!(js_number(&js, "DEFAULT_EVENTS"), glimpse_align::zerota::ZeroTaConfig::default().events as f64);
+    let zerota = glimpse_align::zerota::ZeroTaConfig::default();
+    assert_eq!(js_number(&js, "DEFAULT_MAX_EVENTS"), zerota.max_events as f64);
+    // The facade's default is `events: 'auto'`: the engine's must count the events too.
+    assert_eq!(zerota.events, None);
+    let facade = repo_file("web/package/src/index.js");
+    assert!(
+        facade.contains("const { events = 'auto', maxEvents = DEFAULT_MAX_EVENTS,"),
+        "index.js's denseCaption defaults"
+    );
 }
 
 #[test]

@@ -3,12 +3,13 @@
 //! below the full evaluation's measured figures (models/README.md has those figures and the
 //! commands; `glimpse eval` reproduces them).
 
+use glimpse_align::grounding::FindConfig;
 use glimpse_align::guided::GuidanceConfig;
 use glimpse_align::projector::Projector;
 use glimpse_align::zerota::ZeroTaConfig;
 use glimpse_eval::{
-    AttributeScores, DenseScores, dense_captioning, guided_captions, held_out_images, projector_captions,
-    retrieval_r_at_1,
+    AttributeScores, DenseScores, GroundingScores, dense_captioning, grounding, guided_captions, held_out_images,
+    projector_captions, retrieval_r_at_1,
 };
 use glimpse_hub::embedded;
 use glimpse_models::{ClipBundle, Gpt2Bundle};
@@ -22,6 +23,10 @@ const FLOOR_PROJECTOR: f64 = 0.9; // [0.950]
 const FLOOR_GUIDED: f64 = 0.75; // [0.867]
 const FLOOR_MEAN_RECALL: f64 = 0.85; // [0.933]
 const FLOOR_DENSE_ATTRIBUTES: f64 = 0.75; // [0.836]
+const FLOOR_AUTO_PRECISION: f64 = 0.85; // [0.950]
+const FLOOR_AUTO_RECALL: f64 = 0.85; // [0.950]
+const FLOOR_GROUNDING_R1_05: f64 = 0.75; // [0.863]
+const FLOOR_GROUNDING_MIOU: f64 = 0.75; // [0.886]
 
 fn models() -> (ClipBundle, Gpt2Bundle) {
     let device = glimpse_models::device::cpu().device;
@@ -52,8 +57,29 @@ fn shipped_models_caption_held_out_images() {
 #[test]
 fn shipped_models_find_and_caption_events() {
     let (clip, lm) = models();
-    let results = block_on(dense_captioning(&clip, &lm, &ZeroTaConfig::default(), 2.0, 0..3, |_| {}, |_| {})).unwrap();
+    let results =
+        block_on(dense_captioning(&clip, &lm, &ZeroTaConfig::default(), true, 2.0, 0..3, |_| {}, |_| {})).unwrap();
     let scores = DenseScores::of(&results);
     assert!(scores.mean_recall >= FLOOR_MEAN_RECALL, "{scores:?}");
     assert!(scores.attributes.mean >= FLOOR_DENSE_ATTRIBUTES, "{scores:?}");
+}
+
+#[test]
+fn shipped_models_count_events() {
+    let (clip, lm) = models();
+    let results =
+        block_on(dense_captioning(&clip, &lm, &ZeroTaConfig::default(), false, 2.0, 0..3, |_| {}, |_| {})).unwrap();
+    let scores = DenseScores::of(&results);
+    assert!(scores.mean_precision >= FLOOR_AUTO_PRECISION, "{scores:?}");
+    assert!(scores.mean_recall >= FLOOR_AUTO_RECALL, "{scores:?}");
+}
+
+#[test]
+fn shipped_clip_finds_described_moments() {
+    let (clip, _) = models();
+    let results = block_on(grounding(&clip, &[FindConfig::default()], 2.0, 0..10, || {})).unwrap();
+    let scores = GroundingScores::of(&results[0]);
+    assert!(scores.queries >= 50, "{scores:?}");
+    assert!(scores.r_at_1[1].1 >= FLOOR_GROUNDING_R1_05, "{scores:?}");
+    assert!(scores.miou >= FLOOR_GROUNDING_MIOU, "{scores:?}");
 }

@@ -1,6 +1,7 @@
 // The demo page: load glimpse's built-in models from this origin, sample a video, caption it with
 // a live timeline. URL parameters (used by the browser tests too): device=auto|webgpu|cpu,
-// sample=1 (open the sample video), autorun=1 (caption it at once), events, fps, seed.
+// sample=1 (open the sample video), autorun=1 (caption it at once), events, fps, seed, and
+// query (find that moment once the video is open).
 import { Glimpse } from '../package/src/index.js';
 
 const MODELS = { clip: 'assets/models/world-clip/', lm: 'assets/models/world-gpt2/' };
@@ -15,7 +16,7 @@ const state = { glimpse: null, videoName: null, result: null, abort: null, durat
 // What the tests read: device, timings and the result of the last run.
 window.glimpseRun = {};
 
-for (const name of ['events', 'fps', 'seed']) if (params.has(name)) $(name).value = params.get(name);
+for (const name of ['events', 'fps', 'seed', 'query']) if (params.has(name)) $(name).value = params.get(name);
 $('device').value = params.get('device') ?? 'auto';
 
 function setState(value, message, isError = false) {
@@ -23,6 +24,7 @@ function setState(value, message, isError = false) {
   $('status').textContent = message;
   $('status').classList.toggle('error', isError);
   $('run').disabled = !(state.glimpse && state.videoName) || value === 'running' || value === 'loading';
+  $('find').disabled = $('run').disabled;
   $('stop').hidden = value !== 'running';
   // The video cannot change under a running caption.
   for (const id of ['file', 'sample', 'device']) $(id).disabled = value === 'running';
@@ -95,6 +97,12 @@ function clearResult() {
   for (const id of ['download-srt', 'download-vtt', 'download-json']) $(id).disabled = true;
   $('events-list').innerHTML = '<li class="empty">No events yet.</li>';
   for (const lane of document.querySelectorAll('.lane')) lane.remove();
+  clearFound();
+}
+
+function clearFound() {
+  $('found-list').innerHTML = '';
+  for (const span of document.querySelectorAll('.timeline .found')) span.remove();
 }
 
 function lanes(count) {
@@ -143,8 +151,43 @@ function showResult(result) {
   for (const id of ['download-srt', 'download-vtt', 'download-json']) $(id).disabled = false;
 }
 
+// Highlights where the query's moments are on the timeline and lists them.
+async function find() {
+  const query = $('query').value.trim();
+  if (!query) return;
+  clearFound();
+  state.abort = new AbortController();
+  setState('running', `Looking for “${query}”…`);
+  const started = performance.now();
+  try {
+    const moments = await state.glimpse.findMoments($('video'), query, { fps: Number($('fps').value), top: 3, signal: state.abort.signal });
+    const findMs = performance.now() - started;
+    const duration = state.duration || 1;
+    moments.forEach((moment, rank) => {
+      const span = Object.assign(document.createElement('div'), { className: 'found' });
+      span.style.left = `${(100 * moment.start) / duration}%`;
+      span.style.width = `${(100 * (moment.end - moment.start)) / duration}%`;
+      span.style.opacity = `${1 - rank * 0.3}`;
+      $('timeline').appendChild(span);
+      const item = document.createElement('li');
+      item.innerHTML = `<time>${clock(moment.start)} – ${clock(moment.end)}</time><span class="caption">${rank === 0 ? 'best match' : 'also'}</span><span class="score">score ${moment.score.toFixed(3)}</span>`;
+      item.addEventListener('click', () => { $('video').currentTime = moment.start; });
+      $('found-list').appendChild(item);
+    });
+    if (moments.length > 0) $('video').currentTime = moments[0].start;
+    window.glimpseRun = { ...window.glimpseRun, findMs, query, found: moments };
+    setState('done', `Found “${query}” in ${(findMs / 1000).toFixed(2)} s.`);
+  } catch (error) {
+    if (error.name === 'AbortError') setState('ready', 'Stopped.');
+    else setState('error', `${error.name}: ${error.message}`, true);
+  } finally {
+    state.abort = null;
+  }
+}
+
 async function caption() {
-  const events = Number($('events').value), fps = Number($('fps').value), seed = Number($('seed').value);
+  const events = $('events').value.trim() === 'auto' ? 'auto' : Number($('events').value);
+  const fps = Number($('fps').value), seed = Number($('seed').value);
   clearResult();
   state.abort = new AbortController();
   setState('running', 'Reading frames…');
@@ -183,6 +226,7 @@ function download(text, type, extension) {
 }
 
 $('settings').addEventListener('submit', (event) => { event.preventDefault(); caption(); });
+$('search').addEventListener('submit', (event) => { event.preventDefault(); find(); });
 $('stop').addEventListener('click', () => state.abort?.abort());
 $('device').addEventListener('change', loadModels);
 $('sample').addEventListener('click', () => openVideo(SAMPLE, 'shapes.webm'));

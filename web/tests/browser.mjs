@@ -5,7 +5,7 @@
 //
 //   node web/tests/browser.mjs        screenshots and timings land in web/tests/out/
 import { execFileSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -101,6 +101,19 @@ async function demoRuns(origin) {
       const shown = await page.locator('#events-list li .caption').allTextContents();
       check(JSON.stringify(shown) === JSON.stringify(run.result.events.map((e) => e.caption)), `demo on ${device}: the page lists the events`);
       check(run.srt.includes('-->') && run.vtt.startsWith('WEBVTT'), `demo on ${device}: SRT and WebVTT are offered`);
+      // The search box: the same moment as `glimpse find`, highlighted on the timeline.
+      const query = JSON.parse(readFileSync(join(repo, 'examples/shapes.json'), 'utf8')).events.at(-1).caption;
+      const nativeFound = JSON.parse(execFileSync(glimpseBinary(), ['--device', nativeDevice, 'find', join(repo, 'examples/shapes.gif'), query, '--format', 'json'], {
+        encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'],
+      })).queries[0].moments[0];
+      await page.fill('#query', query);
+      await page.click('#find');
+      await page.waitForFunction(() => window.glimpseRun.found || document.body.dataset.state === 'error', null, { timeout: PAGE_TIMEOUT_MS, polling: 200 });
+      const searched = await waitForState(page, ['done', 'error']);
+      const best = searched.run.found?.[0];
+      check(searched.state === 'done' && best && Math.abs(best.start - nativeFound.start) <= TOLERANCE_S && Math.abs(best.end - nativeFound.end) <= TOLERANCE_S,
+        `demo on ${device}: "${query}" found at ${best?.start}-${best?.end} s, native ${nativeFound.start}-${nativeFound.end} s (${searched.status})`);
+      check(await page.locator('.timeline .found').count() >= 1, `demo on ${device}: the found moments are highlighted on the timeline`);
       timings.push({ device, adapter: run.device.description, loadSeconds: run.loadMs / 1000, captionSeconds: run.captionMs / 1000,
         nativeDevice, nativeSeconds: reference.seconds });
     });
@@ -148,8 +161,17 @@ async function consumerRun() {
           `consumer: 40 frames sent in chunks give a 20 s video with 2 events (${duration} s, ${events.map((e) => `${e.start}-${e.end}`).join(', ')})`);
         check(result.chapters.startsWith('InputError') && result.chapters.includes('at least 3 chapters'),
           `consumer: toChapters() refuses two events with the reason (${result.chapters})`);
+        const { auto, found, several, readsForCaption, readsAfterFinding } = result.moments;
+        const near = (span, start, end) => Math.abs(span.start - start) <= TOLERANCE_S && Math.abs(span.end - end) <= TOLERANCE_S;
+        check(auto.events.length === 1 && near(auto.events[0], 5, 15),
+          `consumer: events 'auto' captions the one scene between blank stretches (${auto.events.map((e) => `${e.start}-${e.end}`).join(', ')})`);
+        check(found.length === 1 && near(found[0], 5, 15), `consumer: findMoments puts the scene at 5-15 s (${found.map((m) => `${m.start}-${m.end}`).join(', ')})`);
+        check(several.length === 3 && several.every((a) => a.moments.length === 2 && (a.moments[0].end <= a.moments[1].start || a.moments[1].end <= a.moments[0].start)),
+          'consumer: several queries give two non-overlapping moments each');
+        // 40 frames and the first once more for its size.
+        check(readsForCaption === 41 && readsAfterFinding === 41, `consumer: the frames are read once for a caption and two searches (${readsForCaption} reads, then ${readsAfterFinding})`);
         check(result.badModel === 'ModelLoadError' && result.badModelIsTyped, `consumer: a missing model gives a typed ModelLoadError ("${result.badModelMessage}")`);
-        check(result.inputErrors.every((e) => e === 'InputError'), `consumer: empty frames, an unknown option, maxTokens 0, a prompt longer than the LM's positions and a 0 x 0 canvas are InputErrors (${result.inputErrors.join(', ')})`);
+        check(result.inputErrors.every((e) => e === 'InputError'), `consumer: empty frames, an unknown option, maxTokens 0, a prompt longer than the LM's positions, a 0 x 0 canvas, an empty query, top 0 and events 'many' are InputErrors (${result.inputErrors.join(', ')})`);
         check(result.aborted === 'AbortError', `consumer: an aborted call rejects with AbortError, and the next call still works ("${result.afterAbort}")`);
       });
     } finally {

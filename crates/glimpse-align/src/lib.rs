@@ -2,11 +2,13 @@
 //! whatever device the user has. Backend-agnostic; every readback is awaited, so it runs in the
 //! browser as well.
 
+pub mod grounding;
 pub mod guided;
 pub mod magic;
 pub mod moment;
 pub mod prefix;
 pub mod projector;
+pub mod scenes;
 pub mod zerota;
 
 #[derive(Debug, thiserror::Error)]

@@ -10,6 +10,7 @@ use std::borrow::Borrow;
 
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
+use glimpse_media::image::is_blank;
 use glimpse_media::rng::Rng;
 use glimpse_media::span::tiou;
 use glimpse_media::subtitles::Cue;
@@ -22,13 +23,19 @@ use serde::Serialize;
 use crate::AlignError;
 use crate::guided::{self, Caption, GuidanceConfig, MomentTargets, Step, Targets};
 use crate::moment::{MomentMasks, TemperatureSchedule};
+use crate::scenes;
 
 /// Every constant of the pipeline; the defaults are documented starting points, not the paper's
 /// (it does not give them all).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ZeroTaConfig {
-    /// Number of events K.
-    pub events: usize,
+    /// Number of events K; `None` counts the video's scenes ([`scenes::segment`]) and captions
+    /// one event per scene, at most `max_events`.
+    pub events: Option<usize>,
+    /// The most events `events: None` may find.
+    pub max_events: usize,
+    /// KTS's penalty weight when counting scenes (larger: fewer events).
+    pub scene_penalty: f64,
     pub guidance: GuidanceConfig,
     /// AdamW learning rate of the masks' raw centre and width.
     pub mask_lr: f64,
@@ -41,8 +48,8 @@ pub struct ZeroTaConfig {
     /// `mask_lr` 0.05; from scene cuts they only blur the boundaries).
     pub warmup_steps: usize,
     /// Start the masks on the K longest runs of frames between scene cuts, a cut being where
-    /// consecutive frames' cosine similarity drops below this value; `None` spreads them evenly
-    /// (the paper's start). Gradient descent on the masks finds segment boundaries well but moves
+    /// consecutive frames' cosine similarity drops below this value (or, with `events: None`, on
+    /// the scenes KTS found); `None` spreads them evenly (the paper's start). Gradient descent on the masks finds segment boundaries well but moves
     /// a mask across a whole scene poorly, so a start near the scenes matters more than any weight.
     pub scene_cut: Option<f32>,
     /// Starting width of each mask as a fraction of its equal share `1 / events`.
@@ -61,6 +68,9 @@ pub struct ZeroTaConfig {
 /// The most events one video may have.
 pub const MAX_EVENTS: usize = 32;
 
+/// The most events a video gets by default when they are counted (`events: None`).
+pub const DEFAULT_MAX_EVENTS: usize = 10;
+
 /// The most mask-only warm-up steps.
 pub const MAX_WARMUP_STEPS: usize = 100_000;
 
@@ -68,7 +78,10 @@ impl ZeroTaConfig {
     /// Checks every setting as far as it can be without a model, the guidance's included
     /// ([`GuidanceConfig::validate`]; `name` gives the caller's name of each field).
     pub fn validate(&self, name: &dyn Fn(&str) -> String) -> Result<(), AlignError> {
-        guided::check_count(name("events"), self.events, 1, MAX_EVENTS)?;
+        if let Some(events) = self.events {
+            guided::check_count(name("events"), events, 1, MAX_EVENTS)?;
+        }
+        guided::check_count(name("max_events"), self.max_events, 1, MAX_EVENTS)?;
         guided::check_count(name("warmup_steps"), self.warmup_steps, 0, MAX_WARMUP_STEPS)?;
         for (field, value) in [
             ("mask_lr", self.mask_lr),
@@ -76,6 +89,7 @@ impl ZeroTaConfig {
             ("contrast_weight", self.contrast_weight),
             ("jitter", self.jitter),
             ("duplicate_iou", self.duplicate_iou),
+            ("scene_penalty", self.scene_penalty),
         ] {
             guided::check_at_least(name(field), value, 0.0, true)?;
         }
@@ -113,7 +127,9 @@ pub const SCENE_CUT: f32 = 0.85;
 impl Default for ZeroTaConfig {
     fn default() -> Self {
         Self {
-            events: 3,
+            events: None,
+            max_events: DEFAULT_MAX_EVENTS,
+            scene_penalty: scenes::DEFAULT_PENALTY,
             guidance: GuidanceConfig { prompt: VIDEO_PROMPT.into(), ..GuidanceConfig::default() },
             mask_lr: 0.003,
             tiou_weight: 1.0,
@@ -148,6 +164,23 @@ impl Event {
     }
 }
 
+/// A video as the pipeline reads it, frame by frame: what each frame shows (unit-norm CLIP
+/// embeddings) and whether it is blank (`glimpse_media::image::is_blank`: black between shots, a
+/// fade, an empty background; no event is captioned where the frames are blank).
+#[derive(Debug, Clone)]
+pub struct EmbeddedVideo {
+    /// `[frames, dim]`, unit norm.
+    pub embeddings: Tensor<2>,
+    /// One flag per frame.
+    pub blank: Vec<bool>,
+}
+
+impl EmbeddedVideo {
+    pub fn frames(&self) -> usize {
+        self.blank.len()
+    }
+}
+
 /// Frames turned into CLIP embeddings as they arrive, so a video is never held at full
 /// resolution: each frame is preprocessed at once (only CLIP-sized pixels wait for a batch) and
 /// the frames are encoded [`BATCH`](FrameEmbedder::BATCH) at a time. `C` is any owner of the CLIP:
@@ -156,7 +189,7 @@ pub struct FrameEmbedder<C> {
     clip: C,
     pending: Vec<Tensor<4>>,
     embedded: Vec<Tensor<2>>,
-    frames: usize,
+    blank: Vec<bool>,
     /// `[1, 3, height, width]` of the first frame; every frame must match it.
     first_dims: Option<[usize; 4]>,
 }
@@ -165,7 +198,13 @@ impl<C: Borrow<ClipBundle>> FrameEmbedder<C> {
     pub const BATCH: usize = 16;
 
     pub fn new(clip: C) -> Self {
-        Self { clip, pending: Vec::with_capacity(Self::BATCH), embedded: Vec::new(), frames: 0, first_dims: None }
+        Self {
+            clip,
+            pending: Vec::with_capacity(Self::BATCH),
+            embedded: Vec::new(),
+            blank: Vec::new(),
+            first_dims: None,
+        }
     }
 
     pub fn push(&mut self, frame: &RgbImage) -> Result<(), AlignError> {
@@ -174,13 +213,13 @@ impl<C: Borrow<ClipBundle>> FrameEmbedder<C> {
         if first != pixels.dims() {
             return Err(AlignError::Input(format!(
                 "frame {} preprocesses to {:?} pixels, the frames before it to {:?}; enable the centre crop",
-                self.frames,
+                self.blank.len(),
                 &pixels.dims()[2..],
                 &first[2..]
             )));
         }
         self.pending.push(pixels);
-        self.frames += 1;
+        self.blank.push(is_blank(frame));
         if self.pending.len() == Self::BATCH {
             self.encode_pending()?;
         }
@@ -189,7 +228,7 @@ impl<C: Borrow<ClipBundle>> FrameEmbedder<C> {
 
     /// Frames pushed so far.
     pub fn frames(&self) -> usize {
-        self.frames
+        self.blank.len()
     }
 
     fn encode_pending(&mut self) -> Result<(), AlignError> {
@@ -200,18 +239,18 @@ impl<C: Borrow<ClipBundle>> FrameEmbedder<C> {
         Ok(())
     }
 
-    /// Unit-norm embeddings of every frame pushed, `[frames, dim]`.
-    pub fn finish(mut self) -> Result<Tensor<2>, AlignError> {
+    /// Every frame pushed.
+    pub fn finish(mut self) -> Result<EmbeddedVideo, AlignError> {
         self.encode_pending()?;
         if self.embedded.is_empty() {
             return Err(AlignError::Input("the video has no frames".into()));
         }
-        Ok(l2_normalize(Tensor::cat(self.embedded, 0)))
+        Ok(EmbeddedVideo { embeddings: l2_normalize(Tensor::cat(self.embedded, 0)), blank: self.blank })
     }
 }
 
-/// Unit-norm CLIP embeddings of video frames held in memory, `[frames, dim]`.
-pub fn embed_frames(clip: &ClipBundle, frames: &[RgbImage]) -> Result<Tensor<2>, AlignError> {
+/// Video frames held in memory, embedded.
+pub fn embed_frames(clip: &ClipBundle, frames: &[RgbImage]) -> Result<EmbeddedVideo, AlignError> {
     let mut embedder = FrameEmbedder::new(clip);
     for frame in frames {
         embedder.push(frame)?;
@@ -219,13 +258,13 @@ pub fn embed_frames(clip: &ClipBundle, frames: &[RgbImage]) -> Result<Tensor<2>,
     embedder.finish()
 }
 
-/// Unit-norm CLIP embeddings of every frame `source` yields, `[frames, dim]`, each frame decoded
-/// and embedded as it comes (`on_frame` after each); and the video's duration in seconds.
+/// Every frame `source` yields, each decoded and embedded as it comes (`on_frame` after each);
+/// and the video's duration in seconds.
 pub fn embed_source(
     clip: &ClipBundle,
     source: &VideoSource,
     mut on_frame: impl FnMut(),
-) -> Result<(Tensor<2>, f64), AlignError> {
+) -> Result<(EmbeddedVideo, f64), AlignError> {
     let mut embedder = FrameEmbedder::new(clip);
     source.for_each_frame(|frame| {
         on_frame();
@@ -241,12 +280,12 @@ pub fn captions_json(video: &str, duration: f64, events: &[Event]) -> String {
     format!("{}\n", serde_json::json!({ "video": video, "duration": duration, "events": events }))
 }
 
-/// Captions `frames` (unit-norm embeddings `[frames, dim]` of a video lasting `duration` seconds)
-/// with up to `config.events` events, sorted by start.
+/// Captions `video` (lasting `duration` seconds) with up to `config.events` events, sorted by
+/// start; none where every scene is blank.
 pub async fn dense_caption(
     clip: &ClipBundle,
     lm: &Gpt2Bundle,
-    frames: Tensor<2>,
+    video: &EmbeddedVideo,
     duration: f64,
     config: &ZeroTaConfig,
     mut on_step: impl FnMut(&Step),
@@ -257,10 +296,10 @@ pub async fn dense_caption(
     config.validate(&str::to_string)?;
     guided::check(&config.guidance, lm.model.vocab_size())?;
     let grad_device = lm.device.clone().autodiff();
-    let frames = frames.without_autodiff();
-    let starts = match config.scene_cut {
-        Some(cut) => {
-            let n = frames.dims()[0];
+    let frames = video.embeddings.clone().without_autodiff();
+    let n = frames.dims()[0];
+    let starts = match (config.events, config.scene_cut) {
+        (Some(k), Some(cut)) => {
             let adjacent = match n {
                 0 | 1 => Vec::new(),
                 _ => {
@@ -270,13 +309,28 @@ pub async fn dense_caption(
                     .await?
                 }
             };
-            scene_runs(&adjacent, n, config.events, cut)
+            scene_runs(&adjacent, &video.blank, k, cut).ok_or(k)
         }
-        None => None,
+        (Some(k), None) => Err(k),
+        (None, scene_start) => {
+            let dim = frames.dims()[1];
+            let min_frames = (config.min_width * n as f64).ceil() as usize;
+            let found =
+                scenes::segment(&read(frames.clone()).await?, dim, config.max_events, min_frames, config.scene_penalty);
+            let shown: Vec<(usize, usize)> =
+                found.spans.into_iter().filter(|&span| !mostly_blank(&video.blank, span)).collect();
+            if shown.is_empty() {
+                return Ok(Vec::new());
+            }
+            match scene_start {
+                Some(_) => Ok(fractions(&shown, n)),
+                None => Err(shown.len()),
+            }
+        }
     };
     let masks = match starts {
-        Some(spans) => MomentMasks::new(&spans, config.min_width, &grad_device),
-        None => initial_masks(config, &grad_device),
+        Ok(spans) => MomentMasks::new(&spans, config.min_width, &grad_device),
+        Err(k) => initial_masks(config, k, &grad_device),
     };
     let mut moments = MomentTargets {
         frames: frames.clone(),
@@ -305,10 +359,17 @@ pub async fn dense_caption(
     Ok(tidy(events, config))
 }
 
-/// `(centre, width)` of the `k` longest runs of `frames` between cuts (where `adjacent[i]`, the
-/// similarity of frames `i` and `i + 1`, is below `cut`), in time order, as fractions of the video.
-/// While there are fewer runs than `k`, the longest is halved; `None` if the video is too short.
-fn scene_runs(adjacent: &[f32], frames: usize, k: usize, cut: f32) -> Option<Vec<(f64, f64)>> {
+/// Whether at least half the frames of `[start, end)` are blank.
+fn mostly_blank(blank: &[bool], (start, end): (usize, usize)) -> bool {
+    2 * blank[start..end].iter().filter(|&&b| b).count() >= end - start
+}
+
+/// `(centre, width)` of the `k` longest runs of frames between cuts (where `adjacent[i]`, the
+/// similarity of frames `i` and `i + 1`, is below `cut`), runs that are not mostly blank first, in
+/// time order, as fractions of the video. While there are fewer runs than `k`, the longest is
+/// halved; `None` if the video is too short.
+fn scene_runs(adjacent: &[f32], blank: &[bool], k: usize, cut: f32) -> Option<Vec<(f64, f64)>> {
+    let frames = blank.len();
     let mut runs: Vec<(usize, usize)> = Vec::new();
     let mut start = 0;
     for (i, &similarity) in adjacent.iter().enumerate() {
@@ -326,27 +387,28 @@ fn scene_runs(adjacent: &[f32], frames: usize, k: usize, cut: f32) -> Option<Vec
         runs.splice(i..=i, [(a, (a + b) / 2), ((a + b) / 2, b)]);
     }
     let mut longest: Vec<usize> = (0..runs.len()).collect();
-    longest.sort_by_key(|&i| (std::cmp::Reverse(runs[i].1 - runs[i].0), i));
+    longest.sort_by_key(|&i| (mostly_blank(blank, runs[i]), std::cmp::Reverse(runs[i].1 - runs[i].0), i));
     longest.truncate(k);
     longest.sort_unstable();
-    let n = frames as f64;
-    Some(
-        longest
-            .into_iter()
-            .map(|i| ((runs[i].0 + runs[i].1) as f64 / 2.0 / n, (runs[i].1 - runs[i].0) as f64 / n))
-            .collect(),
-    )
+    let runs: Vec<(usize, usize)> = longest.into_iter().map(|i| runs[i]).collect();
+    Some(fractions(&runs, frames))
 }
 
-/// Evenly spread masks, one per event, with seeded jitter on their centres.
-fn initial_masks(config: &ZeroTaConfig, device: &Device) -> MomentMasks {
-    let k = config.events as f64;
+/// `(centre, width)` of frame ranges `[start, end)` as fractions of a video of `frames` frames.
+fn fractions(spans: &[(usize, usize)], frames: usize) -> Vec<(f64, f64)> {
+    let n = frames as f64;
+    spans.iter().map(|&(a, b)| ((a + b) as f64 / 2.0 / n, (b - a) as f64 / n)).collect()
+}
+
+/// `events` evenly spread masks with seeded jitter on their centres.
+fn initial_masks(config: &ZeroTaConfig, events: usize, device: &Device) -> MomentMasks {
+    let k = events as f64;
     // The seed is offset so that seed 0 does not start SplitMix64 at state 0.
     let mut rng = Rng::new(config.seed ^ 0x9E37_79B9_7F4A_7C15);
     let mut jitter = || rng.uniform() - 0.5;
     let width = (config.initial_width / k).clamp(config.min_width, 1.0);
     let spans: Vec<(f64, f64)> =
-        (0..config.events).map(|i| ((i as f64 + 0.5 + config.jitter * jitter()) / k, width)).collect();
+        (0..events).map(|i| ((i as f64 + 0.5 + config.jitter * jitter()) / k, width)).collect();
     MomentMasks::new(&spans, config.min_width, device)
 }
 
@@ -396,12 +458,17 @@ mod tests {
     fn masks_start_on_the_longest_scenes() {
         // Frames 0-3 | 4-5 | 6-9 (cuts after frames 3 and 5): the two longest runs, in time order.
         let adjacent = [0.99, 0.98, 0.99, 0.3, 0.97, 0.2, 0.99, 0.99, 0.98];
-        assert_eq!(scene_runs(&adjacent, 10, 2, 0.85), Some(vec![(0.2, 0.4), (0.8, 0.4)]));
+        let shown = [false; 10];
+        assert_eq!(scene_runs(&adjacent, &shown, 2, 0.85), Some(vec![(0.2, 0.4), (0.8, 0.4)]));
         // Four events asked of three scenes: the longest (earliest of equals) is halved.
-        assert_eq!(scene_runs(&adjacent, 10, 4, 0.85), Some(vec![(0.1, 0.2), (0.3, 0.2), (0.5, 0.2), (0.8, 0.4)]));
+        assert_eq!(scene_runs(&adjacent, &shown, 4, 0.85), Some(vec![(0.1, 0.2), (0.3, 0.2), (0.5, 0.2), (0.8, 0.4)]));
+        // A blank scene goes last, however long.
+        let mut blank = shown;
+        blank[6..].fill(true);
+        assert_eq!(scene_runs(&adjacent, &blank, 2, 0.85), Some(vec![(0.2, 0.4), (0.5, 0.2)]));
         // No cut at all: halves of the whole video; too few frames: no start.
-        assert_eq!(scene_runs(&[0.9; 3], 4, 2, 0.85), Some(vec![(0.25, 0.5), (0.75, 0.5)]));
-        assert_eq!(scene_runs(&[], 1, 2, 0.85), None);
+        assert_eq!(scene_runs(&[0.9; 3], &[false; 4], 2, 0.85), Some(vec![(0.25, 0.5), (0.75, 0.5)]));
+        assert_eq!(scene_runs(&[], &[false], 2, 0.85), None);
     }
 
     #[test]
@@ -410,7 +477,9 @@ mod tests {
         assert!(config.validate(&str::to_string).is_ok());
         assert!(config.clone().uniform().validate(&str::to_string).is_ok());
         let bad = [
-            (ZeroTaConfig { events: 0, ..config.clone() }, "events = 0"),
+            (ZeroTaConfig { events: Some(0), ..config.clone() }, "events = 0"),
+            (ZeroTaConfig { max_events: 33, ..config.clone() }, "max_events = 33"),
+            (ZeroTaConfig { scene_penalty: -1.0, ..config.clone() }, "scene_penalty = -1"),
             (ZeroTaConfig { mask_lr: f64::NAN, ..config.clone() }, "mask_lr = NaN"),
             (ZeroTaConfig { tiou_weight: f64::INFINITY, ..config.clone() }, "tiou_weight = inf"),
             (ZeroTaConfig { min_width: 0.7, ..config.clone() }, "min_width = 0.7"),

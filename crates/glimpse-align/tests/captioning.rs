@@ -4,7 +4,7 @@
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::prelude::*;
 use glimpse_align::guided::{self, GuidanceConfig, Targets};
-use glimpse_align::zerota::{ZeroTaConfig, dense_caption, embed_frames};
+use glimpse_align::zerota::{EmbeddedVideo, ZeroTaConfig, dense_caption, embed_frames};
 use glimpse_media::decode_image;
 use glimpse_models::generation::{Decoding, GenerationConfig, generate};
 use glimpse_models::{ClipBundle, Gpt2Bundle, ModelFiles, l2_normalize};
@@ -82,7 +82,7 @@ fn guided_beats_greedy(device: &Device) {
     assert_eq!(snapshot(&clip.model), clip_before, "a CLIP weight changed");
 }
 
-fn clip_frames(clip: &ClipBundle) -> Tensor<2> {
+fn clip_frames(clip: &ClipBundle) -> EmbeddedVideo {
     // Three scenes of ten frames each.
     let frames: Vec<image::RgbImage> = images().into_iter().flat_map(|im| std::iter::repeat_n(im, 10)).collect();
     embed_frames(clip, &frames).unwrap()
@@ -94,7 +94,7 @@ fn dense_captioning_is_well_formed_and_deterministic() {
     let (clip, lm) = models(&device);
     let frames = clip_frames(&clip);
     let config = ZeroTaConfig {
-        events: 3,
+        events: Some(3),
         guidance: GuidanceConfig { max_tokens: 4, top_k: 6, steps_per_token: 2, ..ZeroTaConfig::default().guidance },
         warmup_steps: 60,
         seed: 3,
@@ -102,7 +102,7 @@ fn dense_captioning_is_well_formed_and_deterministic() {
     };
     let mut steps = 0;
     let run = |steps: &mut usize| {
-        block_on(dense_caption(&clip, &lm, frames.clone(), 15.0, &config, |s| {
+        block_on(dense_caption(&clip, &lm, &frames, 15.0, &config, |s| {
             *steps += 1;
             assert_eq!(s.spans.as_ref().map(Vec::len), Some(3));
         }))

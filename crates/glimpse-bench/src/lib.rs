@@ -663,10 +663,10 @@ fn zerota_video(device: &Device, timer: &Timer) -> Result<Measured> {
             stop_at_sentence_end: false,
             ..ZeroTaConfig::default().guidance
         };
-        let config = ZeroTaConfig { events: 3, guidance, ..ZeroTaConfig::default() };
+        let config = ZeroTaConfig { events: Some(3), guidance, ..ZeroTaConfig::default() };
         let embeds = embed_frames(&clip, frames)?;
         let mut steps = 0;
-        block_on(dense_caption(&clip, &lm, embeds, duration, &config, |_| steps += 1))?;
+        block_on(dense_caption(&clip, &lm, &embeds, duration, &config, |_| steps += 1))?;
         Ok(steps)
     };
     let mut steps = 0;

@@ -137,7 +137,7 @@ fn caption_entry(
 ) -> Result<Captioned> {
     let source = VideoSource::open(&entry.path, fps)?;
     let (frames, duration) = embed_source(clip, &source, || {})?;
-    let events = block_on(dense_caption(clip, lm, frames, duration, config, |_| {}))?;
+    let events = block_on(dense_caption(clip, lm, &frames, duration, config, |_| {}))?;
     let json = captions_json(&entry.path.display().to_string(), duration, &events);
     let other = match subtitles {
         true => {

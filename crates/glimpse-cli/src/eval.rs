@@ -6,12 +6,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use futures_lite::future::block_on;
+use glimpse_align::grounding::FindConfig;
 use glimpse_align::guided::IMAGE_PROMPT;
 use glimpse_align::projector::Projector;
 use glimpse_align::zerota::VIDEO_PROMPT;
 use glimpse_eval::{
-    AttributeScores, DenseScores, dense_captioning, guided_captions, held_out_images, projector_captions,
-    retrieval_r_at_1,
+    AttributeScores, DenseScores, GroundingScores, QUERY_LEVELS, dense_captioning, grounding, guided_captions,
+    held_out_images, projector_captions, retrieval_r_at_1,
 };
 use glimpse_media::video::DEFAULT_FPS;
 use glimpse_models::device::SelectedDevice;
@@ -30,6 +31,9 @@ pub struct EvalArgs {
     /// Held-out videos for dense captioning (0 skips it).
     #[arg(long, default_value_t = 50)]
     videos: usize,
+    /// Held-out videos for moment retrieval (0 skips it).
+    #[arg(long, default_value_t = 50)]
+    grounding_videos: usize,
     /// Held-out frames for text->image retrieval (0 skips it).
     #[arg(long, default_value_t = 100)]
     frames: usize,
@@ -55,11 +59,11 @@ pub struct EvalArgs {
 
 pub fn run(args: EvalArgs, selected: &SelectedDevice) -> Result<()> {
     crate::world::check_fps(args.fps)?;
-    if args.videos > 10_000 || args.images > 10_000 {
-        anyhow::bail!("--videos and --images take at most 10000");
+    if args.videos > 10_000 || args.images > 10_000 || args.grounding_videos > 10_000 {
+        anyhow::bail!("--videos, --grounding-videos and --images take at most 10000");
     }
-    let Some(seeds_end) = args.seed.checked_add(args.videos as u64) else {
-        anyhow::bail!("--seed {} leaves no room for {} videos (--videos) below 2^64", args.seed, args.videos);
+    let Some(seeds_end) = args.seed.checked_add(args.videos.max(args.grounding_videos) as u64) else {
+        anyhow::bail!("--seed {} leaves no room for {} videos below 2^64", args.seed, args.videos);
     };
     let guidance = args.guidance.config(IMAGE_PROMPT);
     guidance.validate(&crate::flag)?;
@@ -91,13 +95,43 @@ pub fn run(args: EvalArgs, selected: &SelectedDevice) -> Result<()> {
         );
     }
     if args.videos > 0 {
-        let bar = progress_bar(args.videos, "videos");
-        let seeds = args.seed..seeds_end;
-        let results = block_on(dense_captioning(&clip, &lm, &moments, args.fps, seeds, |_| bar.inc(1), |_| {}))?;
+        let mut dense = serde_json::Map::new();
+        for (count_given, key, what) in [(true, "k_given", "K given"), (false, "k_auto", "K auto")] {
+            let bar = progress_bar(args.videos, "videos");
+            let seeds = args.seed..seeds_end;
+            let results =
+                block_on(dense_captioning(&clip, &lm, &moments, count_given, args.fps, seeds, |_| bar.inc(1), |_| {}))?;
+            bar.finish_and_clear();
+            let scores = DenseScores::of(&results);
+            table.extend(dense_rows(&scores, what));
+            dense.insert(key.into(), json!({ "scores": scores, "videos": results }));
+        }
+        report.insert("dense_captioning".into(), dense.into());
+    }
+    if args.grounding_videos > 0 {
+        // The default is the training-free proposals; the ablation row refines them by gradient.
+        let proposals = FindConfig::default();
+        let refined = FindConfig { refine_steps: 40, ..proposals.clone() };
+        let configs = [proposals, refined];
+        let bar = progress_bar(args.grounding_videos, "grounding");
+        let seeds = args.seed..args.seed + args.grounding_videos as u64;
+        let results = block_on(grounding(&clip, &configs, args.fps, seeds, || bar.inc(1)))?;
         bar.finish_and_clear();
-        let scores = DenseScores::of(&results);
-        table.extend(dense_rows(&scores));
-        report.insert("dense_captioning".into(), json!({ "scores": scores, "videos": results }));
+        table.push(format!("moment retrieval ({} held-out videos; top moment per query):", args.grounding_videos));
+        table.push(format!("  {:<40}{:>7}  R1@0.3  R1@0.5  R1@0.7  mIoU", "query states, method", "queries"));
+        let mut grounding_report = serde_json::Map::new();
+        for (name, results) in [("proposals", &results[0]), ("refined", &results[1])] {
+            let mut rows = Vec::new();
+            for (level, what) in QUERY_LEVELS.iter().enumerate() {
+                let scores = GroundingScores::of(results.iter().filter(|r| r.level == level));
+                table.push(grounding_row(&format!("{what}, {name}"), &scores));
+                rows.push(json!({ "level": what, "scores": scores }));
+            }
+            let all = GroundingScores::of(results.iter());
+            table.push(grounding_row(&format!("all, {name}"), &all));
+            grounding_report.insert(name.into(), json!({ "levels": rows, "all": all, "queries": results }));
+        }
+        report.insert("grounding".into(), grounding_report.into());
     }
     let text = match args.format {
         Format::Json => serde_json::to_string_pretty(&serde_json::Value::Object(report))? + "\n",
@@ -122,6 +156,11 @@ fn load_projector(
     Ok(projector)
 }
 
+fn grounding_row(what: &str, scores: &GroundingScores) -> String {
+    let r: Vec<String> = scores.r_at_1.iter().map(|(_, r)| format!("{r:.3}")).collect();
+    format!("  {what:<40}{:>7}   {}   {:.3}", scores.queries, r.join("   "), scores.miou)
+}
+
 fn attribute_row(what: &str, scores: &AttributeScores) -> String {
     let per: Vec<String> = scores.per_attribute.iter().map(|(name, a)| format!("{name} {a:.2}")).collect();
     format!(
@@ -133,13 +172,14 @@ fn attribute_row(what: &str, scores: &AttributeScores) -> String {
     )
 }
 
-fn dense_rows(scores: &DenseScores) -> Vec<String> {
-    let mut rows = vec![format!("dense captioning ({} held-out videos):", scores.videos)];
+fn dense_rows(scores: &DenseScores, what: &str) -> Vec<String> {
+    let mut rows = vec![format!("dense captioning, {what} ({} held-out videos):", scores.videos)];
     rows.push("  tIoU   precision  recall".into());
     for s in &scores.segments {
         rows.push(format!("  {:.1}    {:.3}      {:.3}", s.threshold, s.precision, s.recall));
     }
     rows.push(format!("  mean   {:.3}      {:.3}", scores.mean_precision, scores.mean_recall));
+    rows.push(format!("  events per video: {:.2} predicted, {:.2} true", scores.predicted_events, scores.true_events));
     rows.push(format!(
         "  matched pairs (tIoU >= 0.5): attribute accuracy {:.3}, all five right {:.3}",
         scores.attributes.mean, scores.attributes.all_correct

@@ -16,9 +16,12 @@ use burn::tensor::Float;
 use clap::builder::TypedValueParser;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use futures_lite::future::block_on;
+use glimpse_align::grounding::{FindConfig, FindOptions, find_moments};
 use glimpse_align::guided::{self, GuidanceConfig, GuidanceOptions, IMAGE_PROMPT, Step, Targets};
 use glimpse_align::magic::{MagicConfig, magic_captions};
-use glimpse_align::zerota::{Event, SCENE_CUT, VIDEO_PROMPT, ZeroTaConfig, captions_json, dense_caption, embed_source};
+use glimpse_align::zerota::{
+    EmbeddedVideo, Event, SCENE_CUT, VIDEO_PROMPT, ZeroTaConfig, captions_json, dense_caption, embed_source,
+};
 use glimpse_media::decode_image;
 use glimpse_media::image::MAX_IMAGE_FILE_BYTES;
 use glimpse_media::subtitles::{Cue, to_chapters, to_srt, to_vtt};
@@ -144,6 +147,10 @@ struct MomentArgs {
     /// --warmup-steps 150 --mask-lr 0.05).
     #[arg(long)]
     even_start: bool,
+    /// How readily `--events auto` starts a new scene: the weight of the penalty per scene in
+    /// kernel temporal segmentation (larger: fewer events).
+    #[arg(long, default_value_t = ZeroTaConfig::default().scene_penalty)]
+    scene_penalty: f64,
     /// Weight of the pairwise tIoU loss that keeps events apart.
     #[arg(long, default_value_t = ZeroTaConfig::default().tiou_weight)]
     tiou_weight: f64,
@@ -164,6 +171,7 @@ impl MomentArgs {
             tiou_weight: self.tiou_weight,
             contrast_weight: self.contrast_weight,
             min_width: self.min_width,
+            scene_penalty: self.scene_penalty,
             scene_cut: (!self.even_start).then_some(self.scene_cut),
             ..ZeroTaConfig::default()
         }
@@ -173,9 +181,13 @@ impl MomentArgs {
 /// The options of dense captioning (`caption-video`, `batch caption-video`).
 #[derive(clap::Args)]
 struct DenseArgs {
-    /// Number of events K.
-    #[arg(long, default_value_t = ZeroTaConfig::default().events)]
-    events: usize,
+    /// Number of events K, or `auto`: one event per scene of the video (counted by kernel
+    /// temporal segmentation of the frames' CLIP embeddings), at most --max-events.
+    #[arg(long, default_value_t = EventsArg(ZeroTaConfig::default().events), value_name = "K|auto")]
+    events: EventsArg,
+    /// The most events `--events auto` may find.
+    #[arg(long, default_value_t = ZeroTaConfig::default().max_events)]
+    max_events: usize,
     /// Frames per second: the sampling rate of GIF / WebP / video files, the frame rate of a folder.
     #[arg(long, default_value_t = DEFAULT_FPS)]
     fps: f64,
@@ -194,7 +206,8 @@ impl DenseArgs {
     /// The pipeline's configuration, checked, its errors naming the flags.
     fn config(&self) -> Result<ZeroTaConfig> {
         let mut config = ZeroTaConfig {
-            events: self.events,
+            events: self.events.0,
+            max_events: self.max_events,
             seed: self.seed,
             ..self.moments.config(self.guidance.config(VIDEO_PROMPT))
         };
@@ -203,6 +216,30 @@ impl DenseArgs {
         }
         config.validate(&flag)?;
         Ok(config)
+    }
+}
+
+/// `--events`: a count, or `auto` (`None`).
+#[derive(Clone, Copy)]
+struct EventsArg(Option<usize>);
+
+impl std::str::FromStr for EventsArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self(None)),
+            _ => s.parse().map(|k| Self(Some(k))).map_err(|_| format!("`{s}` is neither a count nor `auto`")),
+        }
+    }
+}
+
+impl std::fmt::Display for EventsArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(k) => write!(f, "{k}"),
+            None => f.write_str("auto"),
+        }
     }
 }
 
@@ -298,6 +335,40 @@ enum Command {
         dense: DenseArgs,
         #[arg(long, value_enum, default_value_t = VideoFormat::Text)]
         format: VideoFormat,
+        /// Write the result to FILE (atomically) instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Find where in a video something happens, from a description (zero-shot, CLIP only):
+    /// spans read off each frame's similarity to the query, then refined by gradient as soft masks.
+    #[command(after_help = "VIDEO is read as by caption-video. The frames are embedded once for all queries.\n\n\
+                            JSON output: {\"video\": .., \"duration\": s, \"queries\": [{\"query\": .., \
+                            \"moments\": [{\"start\": s, \"end\": s, \"score\": ..}]}]}, moments best first; \
+                            score is how much more the moment matches the query than the rest of the video \
+                            (difference of CLIP cosine similarities).")]
+    Find {
+        #[arg(value_name = "VIDEO")]
+        video: PathBuf,
+        /// What to find; give several to search for each.
+        #[arg(required = true, value_name = "QUERY")]
+        queries: Vec<String>,
+        /// CLIP model directory (Hugging Face layout) or hub repository id (owner/name[@revision]) [default: the embedded world CLIP].
+        #[arg(long, value_name = "DIR|ID")]
+        clip: Option<PathBuf>,
+        /// Moments per query, best first.
+        #[arg(long, default_value_t = FindConfig::default().top)]
+        top: usize,
+        /// Frames per second sampled from the video.
+        #[arg(long, default_value_t = DEFAULT_FPS)]
+        fps: f64,
+        /// Shortest moment, in seconds.
+        #[arg(long, default_value_t = FindConfig::default().min_seconds)]
+        min_seconds: f64,
+        /// Gradient steps refining each moment (0: the training-free proposals alone).
+        #[arg(long, default_value_t = FindConfig::default().refine_steps)]
+        refine_steps: usize,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
         /// Write the result to FILE (atomically) instead of stdout.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
@@ -485,6 +556,15 @@ fn run(cli: Cli) -> Result<()> {
             let config = dense.config()?;
             let selected = select_device(cli.device)?;
             caption_video(&selected, &models, &video, &source, &config, format, out.as_deref())
+        }
+        Command::Find { video, queries, clip, top, fps, min_seconds, refine_steps, format, out } => {
+            let source = VideoSource::open(&video, fps)?;
+            let options =
+                FindOptions { top: Some(top), min_seconds: Some(min_seconds), refine_steps: Some(refine_steps) };
+            let config = options.config();
+            config.validate(&flag)?;
+            let selected = select_device(cli.device)?;
+            find(&selected, clip.as_deref(), &video, &source, &queries, &config, format, out.as_deref())
         }
         Command::Generate { model, prompt, max_new_tokens, decoding, k, alpha, beams, stop_at_eos, format } => {
             let decoding = match decoding {
@@ -786,6 +866,54 @@ fn caption_images(
     emit(&text, out)
 }
 
+/// Every frame of `source` embedded as it is decoded (only the embeddings are kept), with a
+/// spinner; and the video's duration.
+fn read_video(clip: &ClipBundle, source: &VideoSource) -> Result<(EmbeddedVideo, f64)> {
+    let reading = ProgressBar::new_spinner().with_prefix("reading frames");
+    reading.set_style(ProgressStyle::with_template("{prefix} {pos} {elapsed_precise}").expect("valid template"));
+    let embedded = embed_source(clip, source, || reading.inc(1))?;
+    reading.finish_and_clear();
+    Ok(embedded)
+}
+
+/// `glimpse find`.
+#[allow(clippy::too_many_arguments)]
+fn find(
+    selected: &SelectedDevice,
+    clip: Option<&Path>,
+    path: &Path,
+    source: &VideoSource,
+    queries: &[String],
+    config: &FindConfig,
+    format: Format,
+    out: Option<&Path>,
+) -> Result<()> {
+    let clip = ClipBundle::load(&clip_files(clip)?, &selected.device)?;
+    let (frames, duration) = read_video(&clip, source)?;
+    let refs: Vec<&str> = queries.iter().map(String::as_str).collect();
+    let found = block_on(find_moments(&clip, &frames, duration, &refs, config))?;
+    let text = match format {
+        Format::Json => {
+            let queries: Vec<_> =
+                queries.iter().zip(&found).map(|(q, m)| serde_json::json!({ "query": q, "moments": m })).collect();
+            let video = path.display().to_string();
+            format!("{}\n", serde_json::json!({ "video": video, "duration": duration, "queries": queries }))
+        }
+        Format::Text => queries
+            .iter()
+            .zip(&found)
+            .map(|(query, moments)| {
+                let lines: String = moments
+                    .iter()
+                    .map(|m| format!("  {:7.2}s - {:7.2}s  (score {:.3})\n", m.start, m.end, m.score))
+                    .collect();
+                format!("{query}\n{lines}")
+            })
+            .collect(),
+    };
+    emit(&text, out)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn caption_video(
     selected: &SelectedDevice,
@@ -797,15 +925,14 @@ fn caption_video(
     out: Option<&Path>,
 ) -> Result<()> {
     let (clip, lm) = models.load(selected)?;
-    // Frames are embedded as they are decoded; only their embeddings are kept.
-    let reading = ProgressBar::new_spinner().with_prefix("reading frames");
-    reading.set_style(ProgressStyle::with_template("{prefix} {pos} {elapsed_precise}").expect("valid template"));
-    let (frames, duration) = embed_source(&clip, source, || reading.inc(1))?;
-    reading.finish_and_clear();
-    eprintln!("{}: {} frames at {} fps ({duration:.1} s)", path.display(), frames.dims()[0], source.fps());
+    let (frames, duration) = read_video(&clip, source)?;
+    eprintln!("{}: {} frames at {} fps ({duration:.1} s)", path.display(), frames.frames(), source.fps());
     let bar = progress_bar(config.guidance.max_tokens * config.guidance.steps_per_token, "events");
-    let events = block_on(dense_caption(&clip, &lm, frames, duration, config, on_step(&bar)))?;
+    let events = block_on(dense_caption(&clip, &lm, &frames, duration, config, on_step(&bar)))?;
     bar.finish_and_clear();
+    if events.is_empty() {
+        eprintln!("{}: no events: every scene of the video is blank", path.display());
+    }
     let cues: Vec<Cue> = events.iter().map(Event::cue).collect();
     let text = match format {
         VideoFormat::Srt => to_srt(&cues),

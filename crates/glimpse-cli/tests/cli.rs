@@ -241,22 +241,66 @@ fn world_video_is_captioned_by_the_embedded_default() {
     let events = truth["events"].as_array().unwrap().len();
     assert!((2..=5).contains(&events), "{truth}");
 
-    let k = events.to_string();
+    // The default counts the events: one per scene that is not blank background.
+    let out = json_stdout(&glimpse(&["--device", "cpu", "caption-video", gif.to_str().unwrap(), "--format", "json"]));
+    let predicted = out["events"].as_array().unwrap();
+    assert_eq!(predicted.len(), events, "{out}\ntruth: {truth}");
+    for e in predicted {
+        assert!(!e["caption"].as_str().unwrap().is_empty(), "{out}");
+    }
+    // A fixed count is kept (fewer only where two events would duplicate each other).
     let out = json_stdout(&glimpse(&[
         "--device",
         "cpu",
         "caption-video",
         gif.to_str().unwrap(),
         "--events",
-        &k,
+        "1",
         "--format",
         "json",
     ]));
-    let predicted = out["events"].as_array().unwrap();
-    assert!(!predicted.is_empty() && predicted.len() <= events, "{out}");
-    for e in predicted {
-        assert!(!e["caption"].as_str().unwrap().is_empty(), "{out}");
+    assert_eq!(out["events"].as_array().unwrap().len(), 1, "{out}");
+    let bad = glimpse(&["caption-video", gif.to_str().unwrap(), "--events", "some"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("neither a count nor `auto`"));
+}
+
+/// `glimpse find` puts each described scene of a world video where the truth has it, and a video
+/// that shows nothing gets no events.
+#[test]
+fn find_locates_described_scenes_and_blank_videos_have_no_events() {
+    let dir = temp_dir("find");
+    let gif = dir.join("scenes.gif");
+    let truth = json_stdout(&glimpse(&["world", "video", "--seed", "7", "--out", gif.to_str().unwrap()]));
+    let truth = truth["events"].as_array().unwrap();
+    let mut args = vec!["--device", "cpu", "find", gif.to_str().unwrap(), "--top", "2", "--format", "json"];
+    args.extend(truth.iter().map(|e| e["caption"].as_str().unwrap()));
+    let out = json_stdout(&glimpse(&args));
+    let answers = out["queries"].as_array().unwrap();
+    assert_eq!(answers.len(), truth.len(), "{out}");
+    for (answer, event) in answers.iter().zip(truth) {
+        assert_eq!(answer["query"], event["caption"]);
+        let moments = answer["moments"].as_array().unwrap();
+        assert_eq!(moments.len(), 2, "{answer}");
+        let span = |v: &Value| (v["start"].as_f64().unwrap(), v["end"].as_f64().unwrap());
+        let ((s, e), (ts, te)) = (span(&moments[0]), span(event));
+        let iou = (e.min(te) - s.max(ts)).max(0.0) / (e.max(te) - s.min(ts));
+        assert!(iou >= 0.5, "{event} found at {s}-{e}");
+        assert!(moments[0]["score"].as_f64() >= moments[1]["score"].as_f64(), "{answer}");
+        let (s2, e2) = span(&moments[1]);
+        assert!(e2 <= s || e <= s2, "the two moments overlap: {answer}");
     }
+    let empty = glimpse(&["--device", "cpu", "find", gif.to_str().unwrap(), " "]);
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("query 1 is empty"), "{empty:?}");
+
+    let frames = dir.join("blank");
+    std::fs::create_dir_all(&frames).unwrap();
+    for i in 0..8 {
+        image::RgbImage::from_pixel(64, 48, image::Rgb([20, 20, 24])).save(frames.join(format!("{i}.png"))).unwrap();
+    }
+    let out = glimpse(&["--device", "cpu", "caption-video", frames.to_str().unwrap(), "--format", "json"]);
+    assert_eq!(json_stdout(&out)["events"], serde_json::json!([]));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("every scene of the video is blank"));
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// `glimpse train` writes a loadable checkpoint, and a second run continues where the first stopped.

@@ -5,10 +5,12 @@
 
 use burn::prelude::*;
 use glimpse_align::AlignError;
+use glimpse_align::grounding::{FindConfig, find_moments};
 use glimpse_align::guided::{self, GuidanceConfig, Step, Targets};
 use glimpse_align::projector::Projector;
 use glimpse_align::zerota::{ZeroTaConfig, dense_caption, embed_frames};
 use glimpse_media::rng::{Rng, derive_seed};
+use glimpse_media::span::tiou;
 use glimpse_models::generation::{Decoding, GenerationConfig, generate_from_embeds};
 use glimpse_models::tensor::read;
 use glimpse_models::{ClipBundle, Gpt2Bundle, l2_normalize};
@@ -141,12 +143,14 @@ pub struct VideoResult {
     pub predicted: Vec<(f64, f64, String)>,
 }
 
-/// Dense captioning over held-out videos: ZeroTA with as many events as the video has
-/// (the event count is given, as in the evaluation of ZeroTA's fixed-K setting).
+/// Dense captioning over held-out videos by ZeroTA: with `count_given`, each video gets as many
+/// events as it has (ZeroTA's fixed-K setting); otherwise `config.events` as set (`None`: counted
+/// from the video).
 pub async fn dense_captioning(
     clip: &ClipBundle,
     lm: &Gpt2Bundle,
     config: &ZeroTaConfig,
+    count_given: bool,
     fps: f64,
     seeds: impl IntoIterator<Item = u64>,
     mut on_video: impl FnMut(&VideoResult),
@@ -157,8 +161,9 @@ pub async fn dense_captioning(
     for seed in seeds {
         let video = sample_video(derive_seed(HELD_OUT_SEED, seed), &video_config);
         let frames = embed_frames(clip, &video.frames)?;
-        let config = ZeroTaConfig { events: video.events.len(), ..config.clone() };
-        let events = dense_caption(clip, lm, frames, video.duration(), &config, &mut on_step).await?;
+        let events = if count_given { Some(video.events.len()) } else { config.events };
+        let config = ZeroTaConfig { events, ..config.clone() };
+        let events = dense_caption(clip, lm, &frames, video.duration(), &config, &mut on_step).await?;
         let result = VideoResult {
             seed,
             duration: video.duration(),
@@ -186,6 +191,9 @@ pub struct DenseScores {
     pub segments: Vec<SegmentScores>,
     pub mean_precision: f64,
     pub mean_recall: f64,
+    /// Events per video, predicted and true.
+    pub predicted_events: f64,
+    pub true_events: f64,
     /// On pairs matched at tIoU >= 0.5; attributes judged against the matched truth event.
     pub attributes: AttributeScores,
     /// By `densevid_eval`'s protocol (`glimpse_world::densevid`, what `glimpse score` prints),
@@ -228,6 +236,7 @@ impl DenseScores {
             })
             .collect();
         let scores = densevid::evaluate(&predictions, &truth);
+        let videos = results.len().max(1) as f64;
         let (mean, per_threshold) = scores.split_last().expect("evaluate ends with the mean");
         let segments = per_threshold
             .iter()
@@ -239,9 +248,97 @@ impl DenseScores {
             segments,
             mean_precision: mean.precision,
             mean_recall: mean.recall,
+            predicted_events: results.iter().map(|r| r.predicted.len()).sum::<usize>() as f64 / videos,
+            true_events: results.iter().map(|r| r.truth.len()).sum::<usize>() as f64 / videos,
             attributes: AttributeScores::of(&attribute_pairs),
             bleu4: mean.bleu_4,
             cider_d: mean.cider_d,
         }
+    }
+}
+
+/// How much of a scene a grounding query states, from least to most.
+pub const QUERY_LEVELS: [&str; 3] = ["colour and shape", "colour, shape and position", "full caption"];
+
+/// A query for `a` at level `level` of [`QUERY_LEVELS`]: "red triangles", "red triangles on the
+/// left", "two small red triangles on the left".
+pub fn grounding_query(a: &Attributes, level: usize) -> String {
+    let (colour, shapes) = (a.colour.word(), a.shape.plural());
+    match level {
+        0 => format!("{colour} {shapes}"),
+        1 => format!("{colour} {shapes} {}", a.position.phrase()),
+        _ => canonical_caption(a),
+    }
+}
+
+/// One grounding query on a held-out video and the top moment found for it.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroundingResult {
+    pub seed: u64,
+    pub level: usize,
+    pub query: String,
+    pub truth: (f64, f64),
+    pub found: (f64, f64),
+    pub tiou: f64,
+}
+
+/// Moment retrieval on held-out videos: for every event and level, a query that no other event of
+/// the same video also answers, searched with each of `configs` (the same embeddings for all).
+/// One list of results per config.
+pub async fn grounding(
+    clip: &ClipBundle,
+    configs: &[FindConfig],
+    fps: f64,
+    seeds: impl IntoIterator<Item = u64>,
+    mut on_video: impl FnMut(),
+) -> Result<Vec<Vec<GroundingResult>>, AlignError> {
+    let video_config = VideoConfig { fps, ..VideoConfig::default() };
+    let mut results = vec![Vec::new(); configs.len()];
+    for seed in seeds {
+        let video = sample_video(derive_seed(HELD_OUT_SEED, seed), &video_config);
+        let frames = embed_frames(clip, &video.frames)?;
+        let mut asked: Vec<(usize, usize, String)> = Vec::new();
+        for (e, event) in video.events.iter().enumerate() {
+            for level in 0..QUERY_LEVELS.len() {
+                let query = grounding_query(&event.attributes, level);
+                let answers = video.events.iter().filter(|o| grounding_query(&o.attributes, level) == query).count();
+                if answers == 1 {
+                    asked.push((e, level, query));
+                }
+            }
+        }
+        let queries: Vec<&str> = asked.iter().map(|(_, _, q)| q.as_str()).collect();
+        for (config, out) in configs.iter().zip(&mut results) {
+            let found = find_moments(clip, &frames, video.duration(), &queries, config).await?;
+            for ((e, level, query), moments) in asked.iter().zip(found) {
+                let truth = (video.events[*e].start, video.events[*e].end);
+                let best = moments.first().map_or((0.0, 0.0), |m| (m.start, m.end));
+                let iou = tiou(truth, best);
+                out.push(GroundingResult { seed, level: *level, query: query.clone(), truth, found: best, tiou: iou });
+            }
+        }
+        on_video();
+    }
+    Ok(results)
+}
+
+/// Recall at one (R1@{0.3, 0.5, 0.7}, TFVTG's figures) and mean tIoU of the top moment.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroundingScores {
+    pub queries: usize,
+    /// `(threshold, share of queries whose top moment reaches it)`.
+    pub r_at_1: Vec<(f64, f64)>,
+    pub miou: f64,
+}
+
+impl GroundingScores {
+    pub const THRESHOLDS: [f64; 3] = [0.3, 0.5, 0.7];
+
+    pub fn of<'a>(results: impl IntoIterator<Item = &'a GroundingResult>) -> Self {
+        let ious: Vec<f64> = results.into_iter().map(|r| r.tiou).collect();
+        let n = ious.len().max(1) as f64;
+        let r_at_1 =
+            Self::THRESHOLDS.iter().map(|&t| (t, ious.iter().filter(|&&iou| iou >= t).count() as f64 / n)).collect();
+        Self { queries: ious.len(), r_at_1, miou: ious.iter().sum::<f64>() / n }
     }
 }

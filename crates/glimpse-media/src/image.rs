@@ -253,6 +253,41 @@ fn center_crop(image: &RgbImage, h: u32, w: u32) -> RgbImage {
     })
 }
 
+/// Cells per side of the grid [`is_blank`] compares.
+const BLANK_GRID: u32 = 16;
+
+/// Largest difference (0-255, in any channel) between the averages of neighbouring cells of a
+/// blank frame.
+pub const BLANK_CONTRAST: f64 = 16.0;
+
+/// Whether a frame shows nothing but a flat colour or a smooth gradient (black between shots, a
+/// fade, an empty background): no two neighbouring cells of a 16 x 16 grid over the frame differ
+/// in their average colour by more than [`BLANK_CONTRAST`] in any channel. Averaging over cells
+/// ignores pixel noise and compression artefacts; anything drawn over a few cells stands out.
+pub fn is_blank(frame: &RgbImage) -> bool {
+    let (w, h) = frame.dimensions();
+    let grid = BLANK_GRID.min(w).min(h) as usize;
+    if grid == 0 {
+        return true;
+    }
+    let mut sums = vec![[0.0f64; 4]; grid * grid];
+    for (x, y, pixel) in frame.enumerate_pixels() {
+        let cell = &mut sums[(y as usize * grid / h as usize) * grid + x as usize * grid / w as usize];
+        for c in 0..3 {
+            cell[c] += f64::from(pixel[c]);
+        }
+        cell[3] += 1.0;
+    }
+    let mean = |i: usize| -> [f64; 3] { std::array::from_fn(|c| sums[i][c] / sums[i][3]) };
+    let differs = |a: usize, b: usize| mean(a).iter().zip(mean(b)).any(|(x, y)| (x - y).abs() > BLANK_CONTRAST);
+    !(0..grid).any(|r| {
+        (0..grid).any(|c| {
+            (c + 1 < grid && differs(r * grid + c, r * grid + c + 1))
+                || (r + 1 < grid && differs(r * grid + c, (r + 1) * grid + c))
+        })
+    })
+}
+
 /// Decodes PNG, JPEG, WebP or GIF (first frame) bytes and converts to 8-bit RGB as transformers'
 /// `convert_rgb` does: grey is replicated and transparency is composited over white.
 pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, MediaError> {
@@ -311,6 +346,35 @@ fn over_white(value: u8, alpha: u8) -> u8 {
 mod tests {
     use super::*;
     use image::ImageFormat;
+
+    #[test]
+    fn flat_frames_are_blank_and_drawn_ones_are_not() {
+        let mut noise = crate::rng::Rng::new(3);
+        // Black, a gradient of 40 levels with +-12 of pixel noise, a 1x1 frame: blank.
+        let black = RgbImage::new(320, 180);
+        let gradient = RgbImage::from_fn(320, 180, |_, y| {
+            image::Rgb(
+                [0, 1, 2]
+                    .map(|c| (150.0 + 40.0 * f64::from(y) / 180.0 + 24.0 * noise.uniform() - 12.0 + c as f64) as u8),
+            )
+        });
+        for frame in [&black, &gradient, &RgbImage::new(1, 1)] {
+            assert!(is_blank(frame));
+        }
+        // A 12 x 12 dark square anywhere on the gradient, or one bright line on black, is content.
+        for (x0, y0) in [(0, 0), (150, 80), (308, 168)] {
+            let mut drawn = gradient.clone();
+            for y in y0..y0 + 12 {
+                for x in x0..x0 + 12 {
+                    drawn.put_pixel(x, y, image::Rgb([40, 40, 160]));
+                }
+            }
+            assert!(!is_blank(&drawn), "square at {x0},{y0}");
+        }
+        let mut line = black.clone();
+        (0..320).for_each(|x| line.put_pixel(x, 90, image::Rgb([255, 255, 255])));
+        assert!(!is_blank(&line));
+    }
 
     /// PNG, JPEG, WebP and GIF bytes all decode to RGB of the right size and roughly the right
     /// colour (JPEG is lossy, GIF palettised).

@@ -4,8 +4,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use burn::prelude::*;
+use glimpse_align::grounding::{FindOptions, find_moments};
 use glimpse_align::guided::{self, GuidanceOptions, IMAGE_PROMPT, Step, Targets};
-use glimpse_align::zerota::{Event, FrameEmbedder, VIDEO_PROMPT, ZeroTaConfig, dense_caption};
+use glimpse_align::zerota::{EmbeddedVideo, Event, FrameEmbedder, VIDEO_PROMPT, ZeroTaConfig, dense_caption};
 use glimpse_media::subtitles::{Cue, to_chapters, to_srt, to_vtt};
 use glimpse_media::to_rgb;
 use glimpse_media::video::{MAX_FRAMES, check_fps};
@@ -109,26 +110,43 @@ impl Session {
     #[wasm_bindgen(js_name = startVideo)]
     pub fn start_video(&self, fps: f64) -> Result<Video, JsValue> {
         check_fps(fps).map_err(errors::input)?;
-        Ok(Video { fps, embedder: FrameEmbedder::new(self.models.clip.clone()) })
+        Ok(Video { fps, frames: Frames::Arriving(FrameEmbedder::new(self.models.clip.clone())) })
     }
 
-    /// Zero-shot dense captioning (ZeroTA) of `video` (consumed) with `events` events. `options`
-    /// is JSON of [`GuidanceOptions`]; every step goes to `on_step` as JSON with the masks' current
-    /// spans in seconds. A `Promise<string>` of
+    /// Zero-shot dense captioning (ZeroTA) of `video` with `events` events (`undefined`: one per
+    /// scene the video has that is not blank, at most `max_events`). `options` is JSON of
+    /// [`GuidanceOptions`]; every step goes to `on_step` as JSON with the masks' current spans in
+    /// seconds. A `Promise<string>` of
     /// `{"duration", "events": [{"start", "end", "caption", "score"}], "srt", "vtt", "chapters"}`
     /// (`chapters` null, and `chaptersError` saying why, where the events make no valid chapters).
+    /// The video's frames are complete from here on, and stay embedded for further calls.
     #[wasm_bindgen(js_name = denseCaption)]
-    pub fn dense_caption(&self, video: Video, events: usize, seed: u64, options: String, on_step: Function) -> Promise {
+    pub fn dense_caption(
+        &self,
+        video: &mut Video,
+        events: Option<usize>,
+        max_events: usize,
+        seed: u64,
+        options: String,
+        on_step: Function,
+    ) -> Promise {
         let models = self.models.clone();
+        let embedded = video.embedded();
+        let duration = video.duration();
         future_to_promise(async move {
             let guidance = guidance_options(&options)?.config(VIDEO_PROMPT);
-            let config = ZeroTaConfig { events, seed, guidance, ..ZeroTaConfig::default() };
-            let duration = video.embedder.frames() as f64 / video.fps;
-            let embeddings = video.embedder.finish().map_err(errors::align)?;
-            let found =
-                dense_caption(&models.clip, &models.lm, embeddings, duration, &config, report_step(&on_step, duration))
-                    .await
-                    .map_err(errors::align)?;
+            let config = ZeroTaConfig { events, max_events, seed, guidance, ..ZeroTaConfig::default() };
+            let embeddings = embedded?;
+            let found = dense_caption(
+                &models.clip,
+                &models.lm,
+                &embeddings,
+                duration,
+                &config,
+                report_step(&on_step, duration),
+            )
+            .await
+            .map_err(errors::align)?;
             let cues: Vec<Cue> = found.iter().map(Event::cue).collect();
             let (chapters, chapters_error) = match to_chapters(&cues, duration) {
                 Ok(text) => (Some(text), None),
@@ -145,13 +163,74 @@ impl Session {
             Ok(result.to_string().into())
         })
     }
+
+    /// Where in `video` each of `queries` (JSON array of strings) happens, zero-shot; `options` is
+    /// JSON of [`FindOptions`]. A `Promise<string>` of
+    /// `[{"query", "moments": [{"start", "end", "score"}]}]`, moments best first. The video's
+    /// frames are embedded once for every call on it.
+    #[wasm_bindgen(js_name = findMoments)]
+    pub fn find_moments(&self, video: &mut Video, queries: String, options: String) -> Promise {
+        let models = self.models.clone();
+        let embedded = video.embedded();
+        let duration = video.duration();
+        future_to_promise(async move {
+            let queries: Vec<String> =
+                serde_json::from_str(&queries).map_err(|e| errors::input(format!("queries: {e}")))?;
+            let options: FindOptions =
+                serde_json::from_str(&options).map_err(|e| errors::input(format!("options: {e}")))?;
+            let refs: Vec<&str> = queries.iter().map(String::as_str).collect();
+            let found = find_moments(&models.clip, &embedded?, duration, &refs, &options.config())
+                .await
+                .map_err(errors::align)?;
+            let answers: Vec<_> = queries
+                .iter()
+                .zip(found)
+                .map(|(query, moments)| json!({ "query": query, "moments": moments }))
+                .collect();
+            Ok(serde_json::Value::from(answers).to_string().into())
+        })
+    }
 }
 
-/// A video being received: its frames so far, embedded.
+/// A video: its frames embedded as they arrive, then, once a call has used it, complete.
 #[wasm_bindgen]
 pub struct Video {
     fps: f64,
-    embedder: FrameEmbedder<Rc<ClipBundle>>,
+    frames: Frames,
+}
+
+enum Frames {
+    Arriving(FrameEmbedder<Rc<ClipBundle>>),
+    Complete(EmbeddedVideo),
+    /// Left only by a failed completion (a video without frames), which the call reports.
+    Failed,
+}
+
+impl Video {
+    fn frame_count(&self) -> usize {
+        match &self.frames {
+            Frames::Arriving(embedder) => embedder.frames(),
+            Frames::Complete(video) => video.frames(),
+            Frames::Failed => 0,
+        }
+    }
+
+    fn duration(&self) -> f64 {
+        self.frame_count() as f64 / self.fps
+    }
+
+    /// The frames, completing the video on first use.
+    fn embedded(&mut self) -> Result<EmbeddedVideo, JsValue> {
+        // A failed completion leaves `Failed` behind: the video had no frames.
+        self.frames = match std::mem::replace(&mut self.frames, Frames::Failed) {
+            Frames::Arriving(embedder) => Frames::Complete(embedder.finish().map_err(errors::align)?),
+            done => done,
+        };
+        match &self.frames {
+            Frames::Complete(video) => Ok(video.clone()),
+            _ => Err(errors::input("the video has no frames")),
+        }
+    }
 }
 
 #[wasm_bindgen]
@@ -160,14 +239,17 @@ impl Video {
     /// far. Up to `MAX_FRAMES` frames in all, each preprocessing to the same size as the first.
     pub fn push(&mut self, rgba: Vec<u8>, width: u32, height: u32) -> Result<usize, JsValue> {
         let count = frame_count(&rgba, width, height)?;
-        if self.embedder.frames() + count > MAX_FRAMES {
+        let Frames::Arriving(embedder) = &mut self.frames else {
+            return Err(errors::input("the video is complete (a call has used it); start a new one"));
+        };
+        if embedder.frames() + count > MAX_FRAMES {
             return Err(errors::input(format!("more than {MAX_FRAMES} frames; lower fps or caption a shorter part")));
         }
         // One frame converted at a time: the chunk's pixels are never held twice.
         for frame in rgb_frames(&rgba, width, height) {
-            self.embedder.push(&frame).map_err(errors::align)?;
+            embedder.push(&frame).map_err(errors::align)?;
         }
-        Ok(self.embedder.frames())
+        Ok(embedder.frames())
     }
 }
 

@@ -199,9 +199,26 @@ impl Scene {
 mod tests {
     use super::*;
     use crate::scene::{Colour, Position};
+    use glimpse_media::image::is_blank;
 
     fn attrs(shape: Shape, colour: Colour, size: Size, position: Position, count: u8) -> Attributes {
         Attributes { shape, colour, size, position, count }
+    }
+
+    /// What `glimpse_media::image::is_blank` takes for "nothing to caption" is exactly the world's
+    /// empty background: every scene of shapes, down to one small shape, is content.
+    #[test]
+    fn only_empty_scenes_are_blank() {
+        let mut rng = Rng::new(11);
+        let config = RenderConfig::default();
+        for background in BACKGROUNDS {
+            assert!(is_blank(&Scene::sample_on(background, None, &mut rng).render(&config, &mut rng)));
+        }
+        for attributes in Attributes::all() {
+            let background = *rng.pick(&BACKGROUNDS);
+            let frame = Scene::sample_on(background, Some(attributes), &mut rng).render(&config, &mut rng);
+            assert!(!is_blank(&frame), "{attributes:?} on {background:?}");
+        }
     }
 
     /// A pixel that is clearly a shape colour rather than a (pale, grey-ish) background.

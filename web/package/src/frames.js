@@ -66,7 +66,7 @@ export async function* frameChunks(source, fps, imageSize, signal) {
     return;
   }
   const video = source;
-  if (!(video instanceof HTMLVideoElement)) throw new InputError('denseCaption takes an HTMLVideoElement or an array of frames');
+  if (!(video instanceof HTMLVideoElement)) throw new InputError('a video is an HTMLVideoElement or an array of frames');
   if (video.networkState === HTMLMediaElement.NETWORK_EMPTY && !video.currentSrc && !video.src) throw new InputError('the <video> has no source');
   if (video.readyState < HTMLMediaElement.HAVE_METADATA) await once(video, 'loadedmetadata');
   if (!Number.isFinite(video.duration) || video.duration <= 0) throw new InputError('the video has no finite duration');

@@ -67,12 +67,33 @@ export interface CallOptions {
 }
 
 export interface DenseCaptionOptions extends GuidanceOptions, CallOptions {
-  /** Number of events K (default 3). */
-  events?: number;
+  /** Number of events K, or `'auto'` (the default): one per scene of the video that is not blank. */
+  events?: number | 'auto';
+  /** The most events `'auto'` finds (default 10). */
+  maxEvents?: number;
   /** Sampling rate of a video, or the rate of the given frames (default 2). */
   fps?: number;
   /** Seed of the masks' starting positions (default 0). */
   seed?: number;
+}
+
+export interface FindOptions {
+  /** Moments per query, best first (default 1). */
+  top?: number;
+  /** Shortest moment in seconds (default 1). */
+  minSeconds?: number;
+  /** Gradient steps refining each moment as a soft mask (default 0: the training-free spans). */
+  refineSteps?: number;
+  /** Sampling rate of a video, or the rate of the given frames (default 2). */
+  fps?: number;
+  signal?: AbortSignal;
+}
+
+export interface Moment {
+  start: number;
+  end: number;
+  /** How much more the moment matches the query than the rest of the video (difference of cosine similarities). */
+  score: number;
 }
 
 export interface CaptionEvent {
@@ -108,6 +129,9 @@ export declare class Glimpse {
   embedText(text: string): Promise<Float32Array>;
   captionImage(image: ImageSource, options?: GuidanceOptions & CallOptions): Promise<{ caption: string; score: number }>;
   denseCaption(source: HTMLVideoElement | ImageSource[], options?: DenseCaptionOptions): Promise<DenseCaptions>;
+  /** The best moments for a description; for several, one entry per query. Frames are embedded once per source and rate. */
+  findMoments(source: HTMLVideoElement | ImageSource[], query: string, options?: FindOptions): Promise<Moment[]>;
+  findMoments(source: HTMLVideoElement | ImageSource[], query: string[], options?: FindOptions): Promise<{ query: string; moments: Moment[] }[]>;
   dispose(): void;
 }
 

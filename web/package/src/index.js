@@ -2,7 +2,7 @@
 // Web Worker so the page never freezes. See ../README.md for the API.
 import { ERRORS, GlimpseError, InputError } from './errors.js';
 import { frameChunks, toImageData } from './frames.js';
-import { DEFAULT_EVENTS, DEFAULT_FPS, MAX_EVENTS, MAX_FPS, Reply, Request } from './protocol.js';
+import { DEFAULT_FPS, DEFAULT_MAX_EVENTS, MAX_EVENTS, MAX_FPS, MAX_QUERIES, MAX_TOP, Reply, Request } from './protocol.js';
 
 export { DeviceLostError, GlimpseError, InputError, ModelLoadError, NoAdapterError } from './errors.js';
 
@@ -70,30 +70,59 @@ export class Glimpse {
   }
 
   /**
-   * Zero-shot dense video captioning (ZeroTA): `events` moments, each with a sentence.
+   * Zero-shot dense video captioning (ZeroTA): `events` moments (default `'auto'`: one per scene
+   * that is not blank, at most `maxEvents`), each with a sentence.
    * `source` is an `HTMLVideoElement` (sampled at `fps`) or an array of frames taken `1 / fps` apart.
    * Resolves to a {@link DenseCaptions}; `onStep` sees every step's spans (seconds) and captions.
    */
   async denseCaption(source, options = {}) {
-    const { events = DEFAULT_EVENTS, fps = DEFAULT_FPS, seed = 0, signal, onStep, ...guidance } = options;
-    if (!(fps > 0 && fps <= MAX_FPS)) throw new InputError(`fps = ${fps} must be in (0, ${MAX_FPS}]`);
-    if (!Number.isInteger(events) || events < 1 || events > MAX_EVENTS) throw new InputError(`events = ${events} must be an integer in 1..${MAX_EVENTS}`);
+    const { events = 'auto', maxEvents = DEFAULT_MAX_EVENTS, fps = DEFAULT_FPS, seed = 0, signal, onStep, ...guidance } = options;
+    checkFps(fps);
+    if (events !== 'auto' && !isCount(events, MAX_EVENTS)) throw new InputError(`events = ${events} must be 'auto' or an integer in 1..${MAX_EVENTS}`);
+    if (!isCount(maxEvents, MAX_EVENTS)) throw new InputError(`maxEvents = ${maxEvents} must be an integer in 1..${MAX_EVENTS}`);
     if (!Number.isInteger(seed) || seed < 0) throw new InputError(`seed = ${seed} must be a non-negative integer`);
-    // Frames are read inside the queue, so two calls never seek the same <video> at once. They
-    // go to the engine in chunks, embedded there as they arrive: the next chunk is read while the
-    // engine embeds the one before, and no call ever holds a whole video's pixels.
-    const work = async () => {
-      await this._send(Request.startVideo, { fps }, { signal });
-      let embedding = null;
-      for await (const chunk of frameChunks(source, fps, this.imageSize, signal)) {
+    const args = { events, maxEvents, seed, options: guidance };
+    return new DenseCaptions(await this._onVideo(source, fps, signal, () => this._send(Request.denseCaption, args, { signal, onStep })));
+  }
+
+  /**
+   * Where in a video something happens, zero-shot. `query` is a description or an array of them;
+   * resolves to the best `top` moments `[{start, end, score}]` (seconds, best first, never
+   * overlapping), or for an array to `[{query, moments}]`. The frames are embedded once per source
+   * and rate: further calls on the same `<video>` (same `src`) or the same array, dense captions
+   * included, reuse them.
+   */
+  async findMoments(source, query, options = {}) {
+    const { fps = DEFAULT_FPS, signal, top, minSeconds, refineSteps } = options;
+    checkFps(fps);
+    const queries = Array.isArray(query) ? query : [query];
+    if (queries.length === 0 || queries.length > MAX_QUERIES) throw new InputError(`give 1 to ${MAX_QUERIES} queries, not ${queries.length}`);
+    const blank = queries.findIndex((q) => typeof q !== 'string' || q.trim() === '');
+    if (blank >= 0) throw new InputError(`query ${blank + 1} is not a description: give a non-empty string`);
+    if (top !== undefined && !isCount(top, MAX_TOP)) throw new InputError(`top = ${top} must be an integer in 1..${MAX_TOP}`);
+    const args = { queries, options: { top, minSeconds, refineSteps } };
+    const answers = await this._onVideo(source, fps, signal, () => this._send(Request.findMoments, args, { signal }));
+    return Array.isArray(query) ? answers : answers[0].moments;
+  }
+
+  // Runs `call` on `source`'s frames in the engine, streaming them first unless the engine still
+  // holds them. Frames are read inside the queue, so two calls never seek the same <video> at
+  // once. They go in chunks, embedded as they arrive: the next chunk is read while the engine
+  // embeds the one before, and no call ever holds a whole video's pixels.
+  _onVideo(source, fps, signal, call) {
+    return this._enqueue(async () => {
+      const { reused } = await this._send(Request.startVideo, { fps, key: sourceKey(source) }, { signal });
+      if (!reused) {
+        let embedding = null;
+        for await (const chunk of frameChunks(source, fps, this.imageSize, signal)) {
+          await embedding;
+          embedding = this._send(Request.videoFrames, chunk, { signal }, [chunk.frames.buffer]);
+          embedding.catch(() => {});
+        }
         await embedding;
-        embedding = this._send(Request.videoFrames, chunk, { signal }, [chunk.frames.buffer]);
-        embedding.catch(() => {});
       }
-      await embedding;
-      return this._send(Request.denseCaption, { events, seed, options: guidance }, { signal, onStep });
-    };
-    return new DenseCaptions(await this._enqueue(work, signal));
+      return call();
+    }, signal);
   }
 
   /** Stops the engine; the object cannot be used afterwards. */
@@ -184,6 +213,25 @@ export class Glimpse {
     for (const job of this._jobs.values()) job.reject(reason);
     this._jobs.clear();
   }
+}
+
+function checkFps(fps) {
+  if (!(fps > 0 && fps <= MAX_FPS)) throw new InputError(`fps = ${fps} must be in (0, ${MAX_FPS}]`);
+}
+
+function isCount(value, most) {
+  return Number.isInteger(value) && value >= 1 && value <= most;
+}
+
+// A name for a video source that changes when its frames may: one id per `<video>` element or
+// array of frames, and a `<video>`'s current `src`.
+const sourceIds = new WeakMap();
+let nextSourceId = 1;
+function sourceKey(source) {
+  if (typeof source !== 'object' || source === null) return null;
+  if (!sourceIds.has(source)) sourceIds.set(source, nextSourceId++);
+  const id = sourceIds.get(source);
+  return typeof HTMLVideoElement !== 'undefined' && source instanceof HTMLVideoElement ? `${id}:${source.currentSrc}` : `${id}`;
 }
 
 function aborted(signal) {

@@ -4,21 +4,25 @@
 
 /**
  * A request, facade -> worker, as `{ id, type, args }`; the worker answers with replies carrying
- * the same `id`. A dense caption is three kinds of request in a row: `startVideo`, one
- * `videoFrames` per chunk, then `denseCaption`.
+ * the same `id`. A call on a video is three kinds of request in a row: `startVideo` (answered
+ * `{reused: true}` where the worker still holds that source's embedded frames at that rate: the
+ * chunks are then skipped), one `videoFrames` per chunk, then `denseCaption` or `findMoments`.
  * @typedef {{ id: number } & (
  *   | { type: 'load', args: { device: 'auto' | 'webgpu' | 'cpu', clip: ModelSource, lm: ModelSource } }
  *   | { type: 'embedImage', args: { image: ImageData } }
  *   | { type: 'embedText', args: { text: string } }
  *   | { type: 'captionImage', args: { image: ImageData, options: GuidanceOptions } }
- *   | { type: 'startVideo', args: { fps: number } }
+ *   | { type: 'startVideo', args: { fps: number, key: string } }
  *   | { type: 'videoFrames', args: FrameChunk }
- *   | { type: 'denseCaption', args: { events: number, seed: number, options: GuidanceOptions } }
+ *   | { type: 'denseCaption', args: { events: number | 'auto', maxEvents: number, seed: number, options: GuidanceOptions } }
+ *   | { type: 'findMoments', args: { queries: string[], options: FindOptions } }
  * )} Request
  * @typedef {string | Record<string, string | ArrayBuffer | Uint8Array | Blob>} ModelSource
  *   a folder URL in the Hugging Face layout, or a URL or bytes per file
  * @typedef {{ prompt?: string, maxTokens?: number, topK?: number, stepsPerToken?: number, softPromptLen?: number }} GuidanceOptions
  *   glimpse_align::guided::GuidanceOptions; each one left out keeps the engine's default
+ * @typedef {{ top?: number, minSeconds?: number, refineSteps?: number }} FindOptions
+ *   glimpse_align::grounding::FindOptions; each one left out keeps the engine's default
  * @typedef {{ frames: Uint8Array, width: number, height: number }} FrameChunk
  *   up to FRAMES_PER_MESSAGE RGBA frames of `width` x `height`, one after another
  */
@@ -30,6 +34,7 @@ export const Request = Object.freeze({
   startVideo: 'startVideo',
   videoFrames: 'videoFrames',
   denseCaption: 'denseCaption',
+  findMoments: 'findMoments',
 });
 
 /**
@@ -59,9 +64,14 @@ export const MAX_FRAMES = 10000;
 export const MAX_FPS = 60;
 /** Default sampling rate, frames per second (glimpse_media::video::DEFAULT_FPS). */
 export const DEFAULT_FPS = 2;
-/** Default events per dense caption (glimpse_align::zerota::ZeroTaConfig::default().events). */
-export const DEFAULT_EVENTS = 3;
+/** Most events a dense caption finds by default when it counts them (`events: 'auto'`, the
+ * default: glimpse_align::zerota::ZeroTaConfig::default().max_events). */
+export const DEFAULT_MAX_EVENTS = 10;
 /** Most events per dense caption (glimpse_align::zerota::MAX_EVENTS). */
 export const MAX_EVENTS = 32;
+/** Most queries per findMoments call (glimpse_align::grounding::MAX_QUERIES). */
+export const MAX_QUERIES = 256;
+/** Most moments per query (glimpse_align::grounding::MAX_TOP). */
+export const MAX_TOP = 32;
 /** Frames per `videoFrames` message: one chunk's pixels are all a video ever has in flight. */
 export const FRAMES_PER_MESSAGE = 16;

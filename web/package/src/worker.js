@@ -10,8 +10,13 @@ const OPTIONAL = new Set(['preprocessor']);
 
 let session = null;
 let deviceKind = null;
-// The video being received, from `startVideo` through its `videoFrames` chunks to `denseCaption`.
+// The video being received, from `startVideo` through its `videoFrames` chunks to `denseCaption`
+// or `findMoments`; kept (embedded) afterwards, so further calls on the same source and rate reuse
+// it. `videoKey` names its source and rate; `videoComplete` is set once a call has used it (a
+// video whose chunks stopped midway is never reused).
 let video = null;
+let videoKey = null;
+let videoComplete = false;
 // The job in progress: a panic inside the engine's async code surfaces as an uncaught error of
 // the worker, not as a rejection, so it is reported against this id.
 let currentJob = null;
@@ -47,18 +52,29 @@ async function run(type, args, onStep, onProgress) {
       const { image, options } = args;
       return JSON.parse(await session.captionImage(new Uint8Array(image.data.buffer), image.width, image.height, JSON.stringify(options), stepHandler(onStep)));
     }
-    case Request.startVideo:
+    case Request.startVideo: {
+      const key = `${args.key}@${args.fps}`;
+      if (video && videoComplete && args.key != null && key === videoKey) return { reused: true };
       video?.free();
       // Cleared first: a refused start must not leave the freed video in place.
       video = null;
       video = session.startVideo(args.fps);
-      return null;
+      videoKey = key;
+      videoComplete = false;
+      return { reused: false };
+    }
     case Request.videoFrames: return receivingVideo().push(args.frames, args.width, args.height);
     case Request.denseCaption: {
-      const { events, seed, options } = args;
+      const { events, maxEvents, seed, options } = args;
       const frames = receivingVideo();
-      video = null;
-      return JSON.parse(await session.denseCaption(frames, events, BigInt(seed), JSON.stringify(options), stepHandler(onStep)));
+      videoComplete = true;
+      const count = events === 'auto' ? undefined : events;
+      return JSON.parse(await session.denseCaption(frames, count, maxEvents, BigInt(seed), JSON.stringify(options), stepHandler(onStep)));
+    }
+    case Request.findMoments: {
+      const frames = receivingVideo();
+      videoComplete = true;
+      return JSON.parse(await session.findMoments(frames, JSON.stringify(args.queries), JSON.stringify(args.options)));
     }
     default: throw new Error(`unknown request ${type}`);
   }

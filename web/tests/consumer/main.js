@@ -24,6 +24,22 @@ async function main() {
     chapters = `${error instanceof InputError ? 'InputError' : error.name}: ${error.message}`;
   }
 
+  // 5 s of blank background, the scene for 10 s, 5 s of blank again, counting every frame read.
+  const blank = new ImageData(image.naturalWidth, image.naturalHeight);
+  blank.data.fill(235);
+  let reads = 0;
+  const frames = new Proxy([...Array(10).fill(blank), ...Array(20).fill(image), ...Array(10).fill(blank)], {
+    get(target, key) {
+      if (typeof key === 'string' && /^[0-9]+$/.test(key)) reads += 1;
+      return target[key];
+    },
+  });
+  const auto = (await glimpse.denseCaption(frames, { maxTokens: 2 })).toJSON();
+  const readsForCaption = reads;
+  const found = await glimpse.findMoments(frames, TEXTS[0]);
+  const several = await glimpse.findMoments(frames, TEXTS, { top: 2 });
+  const moments = { auto, found, several, readsForCaption, readsAfterFinding: reads };
+
   let badModel = null, badModelIsTyped = false, badModelMessage = '';
   try {
     await Glimpse.load({ clip: 'models/missing', lm: 'models/world-gpt2', device: 'cpu' });
@@ -42,6 +58,9 @@ async function main() {
     // Longer than the world GPT-2's 32 positions: refused by the model, still the caller's to fix.
     () => glimpse.captionImage(image, { prompt: 'a red circle '.repeat(12) }),
     () => glimpse.embedImage(new ImageData(1, 1)).then(() => glimpse.embedImage(Object.assign(document.createElement('canvas'), { width: 0, height: 0 }))),
+    () => glimpse.findMoments(frames, ' '),
+    () => glimpse.findMoments(frames, TEXTS[0], { top: 0 }),
+    () => glimpse.denseCaption(frames, { events: 'many' }),
   ]) {
     try {
       await attempt();
@@ -60,7 +79,7 @@ async function main() {
   }
   const afterAbort = (await glimpse.captionImage(image, { maxTokens: 4 })).caption;
   glimpse.dispose();
-  return { similarities, bestText, caption, chunked: chunked.toJSON(), chapters, badModel, badModelIsTyped, badModelMessage, inputErrors, aborted, afterAbort };
+  return { similarities, bestText, caption, chunked: chunked.toJSON(), chapters, moments, badModel, badModelIsTyped, badModelMessage, inputErrors, aborted, afterAbort };
 }
 
 main().then(
