@@ -59,7 +59,7 @@ fn shipped_models_find_and_caption_events() {
     let (clip, lm) = models();
     let results =
         block_on(dense_captioning(&clip, &lm, &ZeroTaConfig::default(), true, 2.0, 0..3, |_| {}, |_| {})).unwrap();
-    let scores = DenseScores::of(&results);
+    let scores = DenseScores::of(&results, None).unwrap();
     assert!(scores.mean_recall >= FLOOR_MEAN_RECALL, "{scores:?}");
     assert!(scores.attributes.mean >= FLOOR_DENSE_ATTRIBUTES, "{scores:?}");
 }
@@ -69,7 +69,7 @@ fn shipped_models_count_events() {
     let (clip, lm) = models();
     let results =
         block_on(dense_captioning(&clip, &lm, &ZeroTaConfig::default(), false, 2.0, 0..3, |_| {}, |_| {})).unwrap();
-    let scores = DenseScores::of(&results);
+    let scores = DenseScores::of(&results, None).unwrap();
     assert!(scores.mean_precision >= FLOOR_AUTO_PRECISION, "{scores:?}");
     assert!(scores.mean_recall >= FLOOR_AUTO_RECALL, "{scores:?}");
 }

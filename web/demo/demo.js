@@ -1,7 +1,7 @@
 // The demo page: load glimpse's built-in models from this origin, sample a video, caption it with
 // a live timeline. URL parameters (used by the browser tests too): device=auto|webgpu|cpu,
 // sample=1 (open the sample video), autorun=1 (caption it at once), events, fps, seed, and
-// query (find that moment once the video is open).
+// query (fills the search box).
 import { Glimpse } from '../package/src/index.js';
 
 const MODELS = { clip: 'assets/models/world-clip/', lm: 'assets/models/world-gpt2/' };

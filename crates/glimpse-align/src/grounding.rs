@@ -4,11 +4,12 @@
 //! 1. **Proposals without training**, as TFVTG (Zheng et al., ECCV 2024) reads spans off a
 //!    vision-language similarity curve: each frame's cosine similarity to the query, smoothed by a
 //!    moving average, then every span of at least `min_seconds` scored by how much more its inside
-//!    matches the query than its outside (`mean inside - mean outside`), and the best spans kept
-//!    apart by non-maximum suppression.
-//! 2. **Gradient refinement**: each proposal becomes a soft moment mask (the masks ZeroTA uses,
-//!    `moment::MomentMasks`) and its edges move by AdamW to maximise the same contrast on pooled
-//!    embeddings, `cos(pool(m), q) - cos(pool(1 - m), q)`, while the mask sharpens.
+//!    matches the query than its outside (`mean inside - mean outside`, blank frames counting as
+//!    outside), and the best spans that do not overlap a better one kept.
+//! 2. **Gradient refinement** (optional, `refine_steps`; it did not help on the world): each
+//!    proposal becomes a soft moment mask (the masks ZeroTA uses, `moment::MomentMasks`) and its
+//!    edges move by AdamW to maximise the same contrast on pooled embeddings,
+//!    `cos(pool(m), q) - cos(pool(1 - m), q)`, while the mask sharpens.
 //!
 //! Frame embeddings come from [`EmbeddedVideo`], so one video is embedded once for any number of
 //! queries and for dense captioning.
@@ -36,9 +37,9 @@ pub struct FindConfig {
     /// Shortest moment, in seconds (at least one frame).
     pub min_seconds: f64,
     /// AdamW steps refining each proposal's soft mask (0: the proposals as they are). Off by
-    /// default: on the world's held-out videos, 40 steps lowered R1@0.7 from 0.787 to 0.779 and
-    /// mIoU from 0.859 to 0.810 (`glimpse eval`'s ablation rows), as the proposals' edges already
-    /// sit on the frames where the query stops matching.
+    /// default: on 50 held-out world videos, 40 steps lowered R1@0.7 from 0.860 to 0.825 and mIoU
+    /// from 0.900 to 0.834 (`glimpse eval`'s ablation rows), as the proposals' edges already sit
+    /// on the frames where the query stops matching.
     pub refine_steps: usize,
     /// Learning rate of the masks' raw centre and width.
     pub refine_lr: f64,
@@ -114,6 +115,17 @@ pub struct Moment {
     pub score: f32,
 }
 
+/// Refuses no queries, more than [`MAX_QUERIES`], or an empty one (before any video is read).
+pub fn check_queries(queries: &[&str]) -> Result<(), AlignError> {
+    if queries.is_empty() || queries.len() > MAX_QUERIES {
+        return Err(AlignError::Input(format!("{} queries given; ask 1 to {MAX_QUERIES} at a time", queries.len())));
+    }
+    if let Some(i) = queries.iter().position(|q| q.trim().is_empty()) {
+        return Err(AlignError::Input(format!("query {} is empty; describe what to find", i + 1)));
+    }
+    Ok(())
+}
+
 /// The best `config.top` moments of `video` (lasting `duration` seconds) for each query, best
 /// first.
 pub async fn find_moments(
@@ -124,16 +136,11 @@ pub async fn find_moments(
     config: &FindConfig,
 ) -> Result<Vec<Vec<Moment>>, AlignError> {
     config.validate(&str::to_string)?;
+    check_queries(queries)?;
     if !(duration > 0.0 && duration.is_finite()) {
         return Err(AlignError::Input(format!("the video's duration {duration} s must be positive")));
     }
-    if queries.is_empty() || queries.len() > MAX_QUERIES {
-        return Err(AlignError::Input(format!("{} queries given; ask 1 to {MAX_QUERIES} at a time", queries.len())));
-    }
-    if let Some(i) = queries.iter().position(|q| q.trim().is_empty()) {
-        return Err(AlignError::Input(format!("query {} is empty; describe what to find", i + 1)));
-    }
-    let frames = video.embeddings.clone().without_autodiff();
+    let frames = video.embeddings().clone().without_autodiff();
     let n = frames.dims()[0];
     let texts = l2_normalize(clip.encode_texts(queries)?);
     // [n, queries], read once: proposals are plain arithmetic on the curves.
@@ -146,7 +153,7 @@ pub async fn find_moments(
     let grad_device = frames.device().autodiff();
     for q in 0..queries.len() {
         let curve: Vec<f64> = (0..n).map(|i| f64::from(similarity[i * queries.len() + q])).collect();
-        let proposals = propose(&smooth(&curve, window), min_frames, config.top);
+        let proposals = propose(&smooth(&curve, window), video.blank(), min_frames, config.top);
         let spans = if config.refine_steps == 0 {
             proposals.iter().map(|p| ((p.0 as f64 / n as f64, p.1 as f64 / n as f64), p.2)).collect()
         } else {
@@ -158,14 +165,22 @@ pub async fn find_moments(
             .map(|((s, e), score)| Moment { start: s * duration, end: e * duration, score: score as f32 })
             .collect();
         moments.sort_by(|a, b| b.score.total_cmp(&a.score));
-        found.push(moments);
+        // Refined edges may have moved into each other: the better of two overlapping stays.
+        let mut apart: Vec<Moment> = Vec::with_capacity(moments.len());
+        for moment in moments {
+            if apart.iter().all(|m| moment.end <= m.start || m.end <= moment.start) {
+                apart.push(moment);
+            }
+        }
+        found.push(apart);
     }
     Ok(found)
 }
 
-/// Centred moving average over `window` frames (shrinking at the ends).
+/// Centred moving average over `window` frames (an odd count: one less for an even `window`),
+/// shrinking at the ends.
 fn smooth(curve: &[f64], window: usize) -> Vec<f64> {
-    let half = window / 2;
+    let half = window.saturating_sub(1) / 2;
     let mut prefix = vec![0.0; curve.len() + 1];
     for (i, v) in curve.iter().enumerate() {
         prefix[i + 1] = prefix[i] + v;
@@ -180,38 +195,49 @@ fn smooth(curve: &[f64], window: usize) -> Vec<f64> {
 
 /// The `top` best spans `[start, end)` of at least `min_frames` frames by `mean inside - mean
 /// outside` of `curve`, none overlapping a better one (the moments are different places); with
-/// their score.
-/// Long curves are averaged into [`MAX_BINS`] bins first, so the search stays `O(MAX_BINS²)`.
-fn propose(curve: &[f64], min_frames: usize, top: usize) -> Vec<(usize, usize, f64)> {
+/// their score. A span neither starts nor ends on a blank frame, and a blank frame (black between
+/// shots, a fade) counts as outside, as badly matching as the worst frame that shows something:
+/// it shows nothing, and its own similarity (a dark frame's can be anything) says nothing. Of
+/// scores within rounding of each other the longer span wins. Long curves are averaged into
+/// [`MAX_BINS`] bins first, so each of the `top` searches is `O(MAX_BINS²)`, with no allocation.
+fn propose(curve: &[f64], blank: &[bool], min_frames: usize, top: usize) -> Vec<(usize, usize, f64)> {
     let n = curve.len();
+    let worst = (0..n).filter(|&f| !blank[f]).map(|f| curve[f]).fold(f64::INFINITY, f64::min);
+    if worst == f64::INFINITY {
+        return Vec::new();
+    }
+    let value = |f: usize| if blank[f] { worst } else { curve[f] };
     let b = n.min(MAX_BINS);
     let start: Vec<usize> = (0..=b).map(|i| i * n / b).collect();
     let mut sum = vec![0.0; b + 1];
     for i in 0..b {
-        sum[i + 1] = sum[i] + curve[start[i]..start[i + 1]].iter().sum::<f64>();
+        sum[i + 1] = sum[i] + (start[i]..start[i + 1]).map(value).sum::<f64>();
     }
-    let total = sum[b];
-    let mut spans: Vec<(usize, usize, f64)> = Vec::new();
-    for i in 0..b {
-        for j in i + 1..=b {
-            let (a, z) = (start[i], start[j]);
-            if z - a < min_frames {
-                continue;
-            }
-            let inside = (sum[j] - sum[i]) / (z - a) as f64;
-            let outside = if z - a == n { inside } else { (total - sum[j] + sum[i]) / (n - (z - a)) as f64 };
-            spans.push((a, z, inside - outside));
-        }
-    }
-    // Best first; of equal scores the shorter, then the earlier.
-    spans.sort_by(|x, y| y.2.total_cmp(&x.2).then((x.1 - x.0).cmp(&(y.1 - y.0))).then(x.0.cmp(&y.0)));
+    // A bin may open or close a span only where a frame at that edge shows something.
+    let opens = |i: usize| !blank[start[i]];
+    let closes = |j: usize| !blank[start[j] - 1];
     let mut kept: Vec<(usize, usize, f64)> = Vec::with_capacity(top);
-    for span in spans {
-        if kept.len() == top {
-            break;
+    while kept.len() < top {
+        let mut best: Option<(usize, usize, f64)> = None;
+        for i in (0..b).filter(|&i| opens(i)) {
+            for j in (i + 1..=b).filter(|&j| closes(j)) {
+                let (a, z) = (start[i], start[j]);
+                if z - a < min_frames || kept.iter().any(|k| a < k.1 && k.0 < z) {
+                    continue;
+                }
+                let inside = (sum[j] - sum[i]) / (z - a) as f64;
+                let outside = if z - a == n { inside } else { (sum[b] - sum[j] + sum[i]) / (n - (z - a)) as f64 };
+                let score = inside - outside;
+                let better = best
+                    .is_none_or(|(ba, bz, bs)| score > bs + 1e-9 || ((score - bs).abs() <= 1e-9 && z - a > bz - ba));
+                if better {
+                    best = Some((a, z, score));
+                }
+            }
         }
-        if kept.iter().all(|k| span.1 <= k.0 || k.1 <= span.0) {
-            kept.push(span);
+        match best {
+            Some(span) => kept.push(span),
+            None => break,
         }
     }
     kept
@@ -230,8 +256,8 @@ async fn refine(
     let n = frames.dims()[0];
     let starts: Vec<(f64, f64)> =
         proposals.iter().map(|&(a, z, _)| ((a + z) as f64 / 2.0 / n as f64, (z - a) as f64 / n as f64)).collect();
-    // The narrowest mask the parametrisation allows stays under a proposal's own width.
-    let min_width = (min_frames as f64 / n as f64 * 0.5).min(0.49);
+    // No refined moment gets shorter than `min_seconds` either.
+    let min_width = (min_frames as f64 / n as f64).min(0.49);
     let mut masks = MomentMasks::new(&starts, min_width, device);
     let mut optim = AdamWConfig::new().with_weight_decay(0.0).init();
     let frames = frames.clone().to_device(device);
@@ -264,22 +290,42 @@ mod tests {
         let mut curve = vec![0.1; 40];
         curve[10..20].fill(0.5);
         curve[30] = 0.9;
-        let best = propose(&curve, 3, 2);
+        let shown = [false; 40];
+        let best = propose(&curve, &shown, 3, 2);
         assert_eq!((best[0].0, best[0].1), (10, 20), "{best:?}");
         // The spike is shorter than three frames: the second proposal takes it with neighbours.
         assert!(best[1].0 <= 30 && best[1].1 > 30 && best[1].1 - best[1].0 >= 3, "{best:?}");
         // Different places: however many are asked for, no two overlap.
-        let many = propose(&curve, 1, 10);
+        let many = propose(&curve, &shown, 1, 10);
         assert_eq!(many.len(), 10);
         for (i, a) in many.iter().enumerate() {
             assert!(many[..i].iter().all(|b| a.1 <= b.0 || b.1 <= a.0), "{many:?}");
         }
+        // A dark frame at the end would make "everything but it" the best span; blank, it counts
+        // as the worst frame that shows something, and no span ends on it.
+        curve[39] = -0.5;
+        let mut blank = shown;
+        assert_eq!(propose(&curve, &shown, 3, 1)[0].0, 0, "the dark frame pulls the span out");
+        blank[39] = true;
+        let best = propose(&curve, &blank, 3, 1);
+        assert_eq!((best[0].0, best[0].1), (10, 20), "{best:?}");
+        // One still scene between blank stretches: every span inside it scores alike, and the
+        // whole scene is the answer; a video that shows nothing has none.
+        let mut still = vec![0.3; 40];
+        let mut around = [true; 40];
+        around[10..30].fill(false);
+        still[..10].fill(-0.2);
+        let best = propose(&still, &around, 2, 1);
+        assert_eq!((best[0].0, best[0].1), (10, 30), "{best:?}");
+        assert!(propose(&still, &[true; 40], 2, 1).is_empty());
     }
 
     #[test]
     fn smoothing_averages_a_centred_window() {
         assert_eq!(smooth(&[0.0, 3.0, 0.0, 3.0], 3), [1.5, 1.0, 2.0, 1.5]);
-        assert_eq!(smooth(&[1.0, 2.0], 1), [1.0, 2.0]);
+        // An even width takes one frame less, never more.
+        assert_eq!(smooth(&[0.0, 3.0, 0.0, 3.0], 4), [1.5, 1.0, 2.0, 1.5]);
+        assert_eq!(smooth(&[1.0, 2.0], 2), [1.0, 2.0]);
     }
 
     #[test]

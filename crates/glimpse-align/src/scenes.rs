@@ -4,14 +4,22 @@
 //!
 //! For every count `m` up to a bound, dynamic programming finds the `m` consecutive segments of
 //! least within-segment scatter `L_m` (the sum of squared distances of each frame to its segment's
-//! mean). The count chosen minimises `L_m / noise + penalty * m * (ln(n / m) + 1)`, KTS's
-//! criterion, where `noise` is the scatter one frame adds on its own: half the median squared
-//! distance between neighbouring frames. Measured in that unit, a new segment must explain more
-//! than the frame-to-frame jitter of the video at hand, whichever CLIP made the embeddings.
+//! mean). The count chosen minimises `L_m / noise + penalty * m * (ln(b / m) + 1)`, KTS's
+//! criterion over the `b` bins segmented (the frames, up to [`MAX_BINS`]), where `noise` is the
+//! scatter one frame adds on its own: half the median squared distance between neighbouring
+//! frames (or, where repeated frames make that zero, between frames up to four apart), and never
+//! less than [`NOISE_FLOOR`] of the embeddings' squared norm. Measured in that unit, a new segment
+//! must explain more than the frame-to-frame jitter of the video at hand, whichever CLIP made the
+//! embeddings.
 
-/// Frames beyond this many are averaged in equal bins first, so time (`O(max · BINS²)`) and memory
-/// (`O(BINS²)`) stay bounded for any video length; a bin of a one-hour video at 2 fps is 3.5 s.
+/// Frames beyond this many are averaged in equal bins first, so time (`O(BINS² · (dim + max))`)
+/// and memory (`O(BINS²)`) stay bounded for any video length; a bin of a one-hour video at 2 fps
+/// is 3.5 s.
 pub const MAX_BINS: usize = 1024;
+
+/// The least noise unit, as a share of the embeddings' mean squared norm: the jitter of frames
+/// whose cosine similarity is 0.999 (what still frames get, which have no jitter to measure).
+pub const NOISE_FLOOR: f64 = 1e-3;
 
 /// KTS's penalty weight; larger values give fewer scenes. On 30 world videos set aside for this
 /// (`glimpse eval --seed 1000 --videos 30 --scene-penalty P`), every weight from 4 to 32 counted
@@ -62,8 +70,7 @@ pub fn segment(frames: &[f32], dim: usize, max_scenes: usize, min_frames: usize,
         }
     }
 
-    // Still frames have no jitter to measure: a floor far above rounding keeps them one scene.
-    let noise = bins.noise(dim, frames_per_bin).max(scatter.squares[b] / n as f64 * 1e-6).max(f64::MIN_POSITIVE);
+    let noise = bins.noise(dim, frames_per_bin).max(scatter.squares[b] / n as f64 * NOISE_FLOOR).max(f64::MIN_POSITIVE);
     let criterion = |m: usize| {
         let segments = (m + 1) as f64;
         cost[m][b] / noise + penalty * segments * ((b as f64 / segments).ln() + 1.0)
@@ -114,23 +121,31 @@ impl Bins {
         Self { mean, weight, start }
     }
 
-    /// The scatter one frame adds: half the median squared distance between neighbouring bins,
-    /// scaled back from a bin's mean to one frame (a mean of `w` frames has `1 / w` of the noise).
+    /// The scatter one frame adds: half the median squared distance between bins `lag` apart, for
+    /// the smallest `lag` up to [`MAX_LAG`] whose median is not zero (frames repeated by a
+    /// slideshow or a GIF slower than the sampling rate make neighbours equal without saying
+    /// anything about jitter), scaled back from a bin's mean to one frame (a mean of `w` frames
+    /// has `1 / w` of the noise); 0 for still frames.
     fn noise(&self, dim: usize, frames_per_bin: f64) -> f64 {
         let b = self.weight.len();
-        if b < 2 {
-            return 0.0;
+        let row = |i: usize| &self.mean[i * dim..(i + 1) * dim];
+        for lag in 1..=MAX_LAG.min(b.saturating_sub(1)) {
+            let mut steps: Vec<f64> = (0..b - lag)
+                .map(|i| row(i).iter().zip(row(i + lag)).map(|(a, b)| (a - b) * (a - b)).sum::<f64>())
+                .collect();
+            steps.sort_by(f64::total_cmp);
+            let median = steps[steps.len() / 2];
+            if median > 1e-12 {
+                return median / 2.0 * frames_per_bin;
+            }
         }
-        let mut steps: Vec<f64> = (0..b - 1)
-            .map(|i| {
-                let (x, y) = (&self.mean[i * dim..(i + 1) * dim], &self.mean[(i + 1) * dim..(i + 2) * dim]);
-                x.iter().zip(y).map(|(a, b)| (a - b) * (a - b)).sum::<f64>()
-            })
-            .collect();
-        steps.sort_by(f64::total_cmp);
-        steps[steps.len() / 2] / 2.0 * frames_per_bin
+        0.0
     }
 }
+
+/// The farthest apart [`Bins::noise`] compares frames: still scenes stay still within it (their
+/// jitter is 0, and the cuts between them are not mistaken for it).
+const MAX_LAG: usize = 4;
 
 /// Within-segment scatter of any run of bins in O(1), from prefix sums of the weighted Gram
 /// matrix: `sum_i w_i |x_i|² - |sum_i w_i x_i|² / sum_i w_i`.
@@ -154,20 +169,20 @@ impl Scatter {
             squares[i + 1] = squares[i] + w * row(i).iter().map(|x| x * x).sum::<f64>();
             weights[i + 1] = weights[i] + w;
         }
-        let mut dots = vec![0.0; b * b];
-        for i in 0..b {
-            for j in i..b {
-                let dot = bins.weight[i] * bins.weight[j] * row(i).iter().zip(row(j)).map(|(x, y)| x * y).sum::<f64>();
-                dots[i * b + j] = dot;
-                dots[j * b + i] = dot;
-            }
-        }
+        // Upper triangle of the weighted Gram matrix, mirrored, then summed into prefix sums in place.
         let stride = b + 1;
         let mut gram = vec![0.0; stride * stride];
         for i in 0..b {
-            for j in 0..b {
-                gram[(i + 1) * stride + j + 1] =
-                    dots[i * b + j] + gram[i * stride + j + 1] + gram[(i + 1) * stride + j] - gram[i * stride + j];
+            for j in i..b {
+                let dot = bins.weight[i] * bins.weight[j] * row(i).iter().zip(row(j)).map(|(x, y)| x * y).sum::<f64>();
+                gram[(i + 1) * stride + j + 1] = dot;
+                gram[(j + 1) * stride + i + 1] = dot;
+            }
+        }
+        for i in 1..=b {
+            for j in 1..=b {
+                gram[i * stride + j] +=
+                    gram[(i - 1) * stride + j] + gram[i * stride + j - 1] - gram[(i - 1) * stride + j - 1];
             }
         }
         Self { b, squares, weights, gram }
@@ -223,6 +238,19 @@ mod tests {
             assert_eq!(boundaries(&scenes), expected, "scenes of lengths {lengths:?}");
             assert_eq!(scenes.spans.last().unwrap().1, lengths.iter().sum::<usize>());
         }
+    }
+
+    #[test]
+    fn repeated_frames_do_not_make_every_change_a_scene() {
+        // Every sampled frame three times over, as from a GIF slower than the sampling rate: most
+        // neighbours are equal, and the jitter is measured on those that differ.
+        let (dim, lengths) = (32, [12, 7, 20]);
+        let frames: Vec<f32> = video(&lengths, dim, 0.3, 7).chunks_exact(dim).flat_map(|row| row.repeat(3)).collect();
+        let scenes = segment(&frames, dim, 8, 2, DEFAULT_PENALTY);
+        assert_eq!(boundaries(&scenes), [0, 36, 57], "{scenes:?}");
+        // Still scenes (one frame each, held): no jitter at all, and the cuts are not taken for it.
+        let held: Vec<f32> = video(&[1, 1, 1], dim, 0.0, 8).chunks_exact(dim).flat_map(|row| row.repeat(30)).collect();
+        assert_eq!(boundaries(&segment(&held, dim, 8, 2, DEFAULT_PENALTY)), [0, 30, 60]);
     }
 
     #[test]

@@ -63,6 +63,9 @@ pub struct ZeroTaConfig {
     pub duplicate_iou: f64,
     /// Keep overlapping events as they are instead of cutting them at the middle of the overlap.
     pub allow_overlap: bool,
+    /// Caption blank scenes too (`glimpse_media::image::is_blank` can take very dark or
+    /// featureless footage for blank).
+    pub keep_blank: bool,
 }
 
 /// The most events one video may have.
@@ -143,6 +146,7 @@ impl Default for ZeroTaConfig {
             seed: 0,
             duplicate_iou: 0.7,
             allow_overlap: false,
+            keep_blank: false,
         }
     }
 }
@@ -166,16 +170,34 @@ impl Event {
 
 /// A video as the pipeline reads it, frame by frame: what each frame shows (unit-norm CLIP
 /// embeddings) and whether it is blank (`glimpse_media::image::is_blank`: black between shots, a
-/// fade, an empty background; no event is captioned where the frames are blank).
+/// fade, an empty background). Dense captioning from scenes gives blank scenes no event, and
+/// moment search never starts or ends a moment on a blank frame.
 #[derive(Debug, Clone)]
 pub struct EmbeddedVideo {
-    /// `[frames, dim]`, unit norm.
-    pub embeddings: Tensor<2>,
-    /// One flag per frame.
-    pub blank: Vec<bool>,
+    embeddings: Tensor<2>,
+    blank: Vec<bool>,
 }
 
 impl EmbeddedVideo {
+    /// `embeddings` `[frames, dim]` (unit norm) with one blank flag per frame.
+    pub fn new(embeddings: Tensor<2>, blank: Vec<bool>) -> Result<Self, AlignError> {
+        let frames = embeddings.dims()[0];
+        if frames == 0 || blank.len() != frames {
+            return Err(AlignError::Input(format!("{frames} frame embeddings with {} blank flags", blank.len())));
+        }
+        Ok(Self { embeddings, blank })
+    }
+
+    /// `[frames, dim]`, unit norm.
+    pub fn embeddings(&self) -> &Tensor<2> {
+        &self.embeddings
+    }
+
+    /// One flag per frame.
+    pub fn blank(&self) -> &[bool] {
+        &self.blank
+    }
+
     pub fn frames(&self) -> usize {
         self.blank.len()
     }
@@ -245,7 +267,7 @@ impl<C: Borrow<ClipBundle>> FrameEmbedder<C> {
         if self.embedded.is_empty() {
             return Err(AlignError::Input("the video has no frames".into()));
         }
-        Ok(EmbeddedVideo { embeddings: l2_normalize(Tensor::cat(self.embedded, 0)), blank: self.blank })
+        EmbeddedVideo::new(l2_normalize(Tensor::cat(self.embedded, 0)), self.blank)
     }
 }
 
@@ -298,6 +320,8 @@ pub async fn dense_caption(
     let grad_device = lm.device.clone().autodiff();
     let frames = video.embeddings.clone().without_autodiff();
     let n = frames.dims()[0];
+    let all_shown = vec![false; n];
+    let blank = if config.keep_blank { &all_shown } else { &video.blank };
     let starts = match (config.events, config.scene_cut) {
         (Some(k), Some(cut)) => {
             let adjacent = match n {
@@ -309,7 +333,7 @@ pub async fn dense_caption(
                     .await?
                 }
             };
-            scene_runs(&adjacent, &video.blank, k, cut).ok_or(k)
+            scene_runs(&adjacent, blank, k, cut).ok_or(k)
         }
         (Some(k), None) => Err(k),
         (None, scene_start) => {
@@ -318,7 +342,7 @@ pub async fn dense_caption(
             let found =
                 scenes::segment(&read(frames.clone()).await?, dim, config.max_events, min_frames, config.scene_penalty);
             let shown: Vec<(usize, usize)> =
-                found.spans.into_iter().filter(|&span| !mostly_blank(&video.blank, span)).collect();
+                found.spans.into_iter().filter(|&span| !mostly_blank(blank, span)).collect();
             if shown.is_empty() {
                 return Ok(Vec::new());
             }

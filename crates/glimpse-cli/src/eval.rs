@@ -19,7 +19,7 @@ use glimpse_models::device::SelectedDevice;
 use glimpse_models::{ClipBundle, Gpt2Bundle};
 use serde_json::json;
 
-use crate::{Format, GuidanceArgs, ModelArgs, MomentArgs, emit, progress_bar};
+use crate::{Format, GuidanceArgs, MeteorArgs, ModelArgs, MomentArgs, emit, progress_bar};
 
 #[derive(clap::Args)]
 pub struct EvalArgs {
@@ -50,6 +50,8 @@ pub struct EvalArgs {
     guidance: GuidanceArgs,
     #[command(flatten)]
     moments: MomentArgs,
+    #[command(flatten)]
+    meteor: MeteorArgs,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
     /// Write the report to FILE (atomically) instead of stdout.
@@ -62,13 +64,14 @@ pub fn run(args: EvalArgs, selected: &SelectedDevice) -> Result<()> {
     if args.videos > 10_000 || args.images > 10_000 || args.grounding_videos > 10_000 {
         anyhow::bail!("--videos, --grounding-videos and --images take at most 10000");
     }
-    let Some(seeds_end) = args.seed.checked_add(args.videos.max(args.grounding_videos) as u64) else {
-        anyhow::bail!("--seed {} leaves no room for {} videos below 2^64", args.seed, args.videos);
-    };
+    if args.seed.checked_add(args.videos.max(args.grounding_videos) as u64).is_none() {
+        anyhow::bail!("--seed {} leaves no room for the videos (--videos, --grounding-videos) below 2^64", args.seed);
+    }
     let guidance = args.guidance.config(IMAGE_PROMPT);
     guidance.validate(&crate::flag)?;
     let moments = args.moments.config(args.guidance.config(VIDEO_PROMPT));
     moments.validate(&crate::flag)?;
+    let mut meteor = args.meteor.start()?;
     let (clip, lm) = args.models.load(selected)?;
     let projector =
         (args.images > 0).then(|| load_projector(args.projector.as_deref(), &clip, &lm, selected)).transpose()?;
@@ -98,11 +101,11 @@ pub fn run(args: EvalArgs, selected: &SelectedDevice) -> Result<()> {
         let mut dense = serde_json::Map::new();
         for (count_given, key, what) in [(true, "k_given", "K given"), (false, "k_auto", "K auto")] {
             let bar = progress_bar(args.videos, "videos");
-            let seeds = args.seed..seeds_end;
+            let seeds = args.seed..args.seed + args.videos as u64;
             let results =
                 block_on(dense_captioning(&clip, &lm, &moments, count_given, args.fps, seeds, |_| bar.inc(1), |_| {}))?;
             bar.finish_and_clear();
-            let scores = DenseScores::of(&results);
+            let scores = DenseScores::of(&results, meteor.as_mut()).context("METEOR")?;
             table.extend(dense_rows(&scores, what));
             dense.insert(key.into(), json!({ "scores": scores, "videos": results }));
         }
@@ -184,9 +187,11 @@ fn dense_rows(scores: &DenseScores, what: &str) -> Vec<String> {
         "  matched pairs (tIoU >= 0.5): attribute accuracy {:.3}, all five right {:.3}",
         scores.attributes.mean, scores.attributes.all_correct
     ));
+    let meteor = scores.meteor.map_or_else(String::new, |m| format!(", METEOR {m:.3}"));
     rows.push(format!(
-        "  BLEU-4 {:.3}, CIDEr-D {:.3} (densevid_eval's protocol, as `glimpse score`; mean over thresholds)",
+        "  BLEU-4 {:.3}, CIDEr-D {:.3}{meteor} (densevid_eval's protocol, as `glimpse score`; mean over thresholds)",
         scores.bleu4, scores.cider_d
     ));
+    rows.push(format!("  {}", crate::soda_line(scores.soda_c.as_ref())));
     rows
 }

@@ -16,7 +16,7 @@ use burn::tensor::Float;
 use clap::builder::TypedValueParser;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use futures_lite::future::block_on;
-use glimpse_align::grounding::{FindConfig, FindOptions, find_moments};
+use glimpse_align::grounding::{FindConfig, FindOptions, check_queries, find_moments};
 use glimpse_align::guided::{self, GuidanceConfig, GuidanceOptions, IMAGE_PROMPT, Step, Targets};
 use glimpse_align::magic::{MagicConfig, magic_captions};
 use glimpse_align::zerota::{
@@ -32,6 +32,7 @@ use glimpse_models::generation::{Decoding, GenerationConfig, generate};
 use glimpse_models::tensor::read;
 use glimpse_models::{Clip, ClipBundle, Gpt2Bundle, ModelFiles, l2_normalize};
 use glimpse_world::densevid;
+use glimpse_world::meteor::Meteor;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -139,8 +140,9 @@ struct MomentArgs {
     /// Learning rate of the masks.
     #[arg(long, default_value_t = ZeroTaConfig::default().mask_lr)]
     mask_lr: f64,
-    /// Masks start on the longest scenes, a scene cut being where consecutive frames' CLIP
-    /// similarity drops below this value.
+    /// With a fixed --events K, masks start on the K longest scenes, a scene cut being where
+    /// consecutive frames' CLIP similarity drops below this value (--events auto finds its scenes
+    /// by kernel temporal segmentation instead).
     #[arg(long, default_value_t = SCENE_CUT, value_name = "SIMILARITY")]
     scene_cut: f32,
     /// Start the masks evenly spread instead (ZeroTA's start; pair it with e.g.
@@ -188,6 +190,10 @@ struct DenseArgs {
     /// The most events `--events auto` may find.
     #[arg(long, default_value_t = ZeroTaConfig::default().max_events)]
     max_events: usize,
+    /// Caption blank scenes too (by default scenes of mostly flat frames, such as black between
+    /// shots, get no event; very dark or featureless footage can look flat).
+    #[arg(long)]
+    keep_blank: bool,
     /// Frames per second: the sampling rate of GIF / WebP / video files, the frame rate of a folder.
     #[arg(long, default_value_t = DEFAULT_FPS)]
     fps: f64,
@@ -208,6 +214,7 @@ impl DenseArgs {
         let mut config = ZeroTaConfig {
             events: self.events.0,
             max_events: self.max_events,
+            keep_blank: self.keep_blank,
             seed: self.seed,
             ..self.moments.config(self.guidance.config(VIDEO_PROMPT))
         };
@@ -426,6 +433,8 @@ enum Command {
         results: PathBuf,
         #[arg(value_name = "TRUTH")]
         truth: PathBuf,
+        #[command(flatten)]
+        meteor: MeteorArgs,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
@@ -535,7 +544,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::World(command) => world::run(command),
         Command::Batch(command) => batch::run(command, cli.device),
         Command::Models(command) => models::run(command),
-        Command::Score { results, truth, format } => score(&results, &truth, format),
+        Command::Score { results, truth, meteor, format } => score(&results, &truth, &meteor, format),
         Command::Eval(args) => eval::run(args, &select_device(cli.device)?),
         Command::Bench { args, format } => bench(&args, format),
         Command::Embed { model, texts, images, format } => {
@@ -563,6 +572,7 @@ fn run(cli: Cli) -> Result<()> {
                 FindOptions { top: Some(top), min_seconds: Some(min_seconds), refine_steps: Some(refine_steps) };
             let config = options.config();
             config.validate(&flag)?;
+            check_queries(&queries.iter().map(String::as_str).collect::<Vec<_>>())?;
             let selected = select_device(cli.device)?;
             find(&selected, clip.as_deref(), &video, &source, &queries, &config, format, out.as_deref())
         }
@@ -582,27 +592,55 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 /// `glimpse score`: `densevid_eval`'s protocol on a submission and a truth file.
-fn score(results: &Path, truth: &Path, format: Format) -> Result<()> {
+fn score(results: &Path, truth: &Path, meteor: &MeteorArgs, format: Format) -> Result<()> {
     let predictions =
         densevid::read_predictions(&read_file(results)?).map_err(|e| anyhow::anyhow!("{}: {e}", results.display()))?;
     let videos = densevid::read_truth(&read_file(truth)?).map_err(|e| anyhow::anyhow!("{}: {e}", truth.display()))?;
-    let scores = densevid::evaluate(&predictions, &videos);
+    let mut meteor = meteor.start()?;
+    let scores = densevid::evaluate(&predictions, &videos, meteor.as_mut()).context("METEOR")?;
+    let soda = meteor.as_mut().map(|m| densevid::soda_c(&predictions, &videos, m)).transpose().context("METEOR")?;
     if format == Format::Json {
-        return print_out(&format!("{}\n", serde_json::to_string_pretty(&scores)?));
+        let json = serde_json::json!({ "scores": scores, "soda_c": soda });
+        return print_out(&format!("{}\n", serde_json::to_string_pretty(&json)?));
     }
     let mut lines = vec![format!(
-        "{} videos in the truth, {} of them predicted\n\ntIoU  BLEU-1  BLEU-2  BLEU-3  BLEU-4  CIDEr-D  precision  recall",
+        "{} videos in the truth, {} of them predicted\n\ntIoU  BLEU-1  BLEU-2  BLEU-3  BLEU-4  CIDEr-D  METEOR  precision  recall",
         videos.len(),
         videos.keys().filter(|id| predictions.contains_key(*id)).count()
     )];
     for s in &scores {
         let threshold = s.threshold.map_or_else(|| "mean".to_string(), |t| format!("{t:.1} "));
+        let meteor = s.meteor.map_or_else(|| "   -  ".to_string(), |m| format!("{m:.4}"));
         lines.push(format!(
-            "{threshold:<5} {:.4}  {:.4}  {:.4}  {:.4}  {:.4}   {:.4}     {:.4}",
+            "{threshold:<5} {:.4}  {:.4}  {:.4}  {:.4}  {:.4}   {meteor}  {:.4}     {:.4}",
             s.bleu_1, s.bleu_2, s.bleu_3, s.bleu_4, s.cider_d, s.precision, s.recall
         ));
     }
+    lines.push(soda_line(soda.as_ref()));
     print_out(&(lines.join("\n") + "\n"))
+}
+
+/// `--meteor-jar`: METEOR, and SODA_c, which scores with it.
+#[derive(clap::Args)]
+struct MeteorArgs {
+    /// METEOR 1.5's jar (e.g. pycocoevalcap's `meteor/meteor-1.5.jar`, its `data/` beside it), run
+    /// with Java: adds METEOR and SODA_c (F1 of tIoU x METEOR over the best in-order matching).
+    #[arg(long, value_name = "JAR")]
+    meteor_jar: Option<PathBuf>,
+}
+
+impl MeteorArgs {
+    fn start(&self) -> Result<Option<Meteor>> {
+        self.meteor_jar.as_deref().map(|jar| Meteor::start(jar).context("--meteor-jar")).transpose()
+    }
+}
+
+/// The SODA_c line of a report, or why there is none.
+fn soda_line(soda: Option<&densevid::Soda>) -> String {
+    match soda {
+        Some(s) => format!("SODA_c (METEOR): precision {:.4}, recall {:.4}, F1 {:.4}", s.precision, s.recall, s.f1),
+        None => "METEOR and SODA_c: not computed (they run METEOR 1.5 in Java: give --meteor-jar)".into(),
+    }
 }
 
 /// `glimpse bench`: each figure measured by this executable in a process of its own.
@@ -931,7 +969,7 @@ fn caption_video(
     let events = block_on(dense_caption(&clip, &lm, &frames, duration, config, on_step(&bar)))?;
     bar.finish_and_clear();
     if events.is_empty() {
-        eprintln!("{}: no events: every scene of the video is blank", path.display());
+        eprintln!("{}: no events: every scene of the video is blank (--keep-blank captions them)", path.display());
     }
     let cues: Vec<Cue> = events.iter().map(Event::cue).collect();
     let text = match format {

@@ -153,11 +153,23 @@ fn shards_from_kubernetes_and_slurm_caption_every_video_exactly_once() {
     let score =
         check(glimpse().arg("score").arg(&merged).arg(&truth_path).args(["--format", "json"]).output().unwrap());
     let scores: Value = serde_json::from_slice(&score.stdout).unwrap();
-    let mean = scores.as_array().unwrap().last().unwrap();
+    let mean = scores["scores"].as_array().unwrap().last().unwrap();
+    assert!(scores["soda_c"].is_null() && mean.get("meteor").is_none(), "no METEOR without --meteor-jar: {scores}");
     assert!(mean["recall"].as_f64().unwrap() > 0.5, "the embedded default finds the world's events: {mean}");
     assert!(
         (0.0..=1.0).contains(&mean["bleu_4"].as_f64().unwrap()) && mean["cider_d"].as_f64().unwrap() > 0.0,
         "{mean}"
+    );
+    let no_jar = glimpse()
+        .arg("score")
+        .arg(&merged)
+        .arg(&truth_path)
+        .args(["--meteor-jar", "/nonexistent/m.jar"])
+        .output()
+        .unwrap();
+    assert!(
+        !no_jar.status.success()
+            && String::from_utf8_lossy(&no_jar.stderr).contains("/nonexistent/m.jar is not a file")
     );
     let refused = glimpse().arg("score").arg(&truth_path).arg(&truth_path).output().unwrap();
     assert!(!refused.status.success());

@@ -300,6 +300,9 @@ fn find_locates_described_scenes_and_blank_videos_have_no_events() {
     let out = glimpse(&["--device", "cpu", "caption-video", frames.to_str().unwrap(), "--format", "json"]);
     assert_eq!(json_stdout(&out)["events"], serde_json::json!([]));
     assert!(String::from_utf8_lossy(&out.stderr).contains("every scene of the video is blank"));
+    let kept =
+        glimpse(&["--device", "cpu", "caption-video", frames.to_str().unwrap(), "--keep-blank", "--format", "json"]);
+    assert_eq!(json_stdout(&kept)["events"].as_array().unwrap().len(), 1, "one still scene, captioned");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

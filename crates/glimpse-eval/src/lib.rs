@@ -14,7 +14,8 @@ use glimpse_media::span::tiou;
 use glimpse_models::generation::{Decoding, GenerationConfig, generate_from_embeds};
 use glimpse_models::tensor::read;
 use glimpse_models::{ClipBundle, Gpt2Bundle, l2_normalize};
-use glimpse_world::densevid::{self, Prediction, Truth};
+use glimpse_world::densevid::{self, Prediction, Soda, Truth};
+use glimpse_world::meteor::Meteor;
 use glimpse_world::metrics;
 use glimpse_world::render::{RenderConfig, Scene};
 use glimpse_world::scene::{ATTRIBUTE_NAMES, Attributes, canonical_caption, parse_caption};
@@ -200,10 +201,13 @@ pub struct DenseScores {
     /// mean over thresholds.
     pub bleu4: f64,
     pub cider_d: f64,
+    /// Where a METEOR was given (mean over thresholds), with SODA_c, which scores with it.
+    pub meteor: Option<f64>,
+    pub soda_c: Option<Soda>,
 }
 
 impl DenseScores {
-    pub fn of(results: &[VideoResult]) -> Self {
+    pub fn of(results: &[VideoResult], mut meteor: Option<&mut Meteor>) -> std::io::Result<Self> {
         let pairs: Vec<_> = results
             .iter()
             .map(|r| {
@@ -235,7 +239,8 @@ impl DenseScores {
                 )
             })
             .collect();
-        let scores = densevid::evaluate(&predictions, &truth);
+        let scores = densevid::evaluate(&predictions, &truth, meteor.as_deref_mut())?;
+        let soda_c = meteor.map(|m| densevid::soda_c(&predictions, &truth, m)).transpose()?;
         let videos = results.len().max(1) as f64;
         let (mean, per_threshold) = scores.split_last().expect("evaluate ends with the mean");
         let segments = per_threshold
@@ -243,7 +248,7 @@ impl DenseScores {
             .zip(metrics::TIOU_THRESHOLDS)
             .map(|(s, threshold)| SegmentScores { threshold, precision: s.precision, recall: s.recall })
             .collect();
-        Self {
+        Ok(Self {
             videos: results.len(),
             segments,
             mean_precision: mean.precision,
@@ -253,7 +258,9 @@ impl DenseScores {
             attributes: AttributeScores::of(&attribute_pairs),
             bleu4: mean.bleu_4,
             cider_d: mean.cider_d,
-        }
+            meteor: mean.meteor,
+            soda_c,
+        })
     }
 }
 
@@ -306,6 +313,11 @@ pub async fn grounding(
                     asked.push((e, level, query));
                 }
             }
+        }
+        // Events that repeat (A, B, A) may leave no query with one answer.
+        if asked.is_empty() {
+            on_video();
+            continue;
         }
         let queries: Vec<&str> = asked.iter().map(|(_, _, q)| q.as_str()).collect();
         for (config, out) in configs.iter().zip(&mut results) {

@@ -8,15 +8,23 @@
 //! is one token sharing nothing with anything). Each video's pairs are one corpus for the caption
 //! metrics, a video without predictions scores 0, and the scores are averaged over the truth's
 //! videos, then over the thresholds. Detection precision and recall use a strict `>`, as there,
-//! and non-ASCII characters become spaces before tokenising, as there. METEOR (Java) and SODA_c
-//! are not computed.
+//! and non-ASCII characters become spaces before tokenising, as there. METEOR, and SODA_c (which
+//! scores with METEOR), are computed where a METEOR is given: it is a Java program ([`Meteor`]).
+//!
+//! SODA_c (Fujita et al., ECCV 2020, "SODA: Story Oriented Dense Video Captioning Evaluation
+//! Framework"): per video, predictions and references in time order, every pair scored tIoU x
+//! METEOR, and the pairs that keep both orders with the largest total chosen by dynamic
+//! programming; the totals of all videos (those both files have) over the number of predictions
+//! and of references give precision and recall, and their harmonic mean F1.
 
 use std::collections::BTreeMap;
+use std::io;
 
-use glimpse_media::span::Segment;
+use glimpse_media::span::{Segment, tiou};
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::{TIOU_THRESHOLDS, bleu, cider_d, matched_pairs, precision_recall};
+use crate::meteor::Meteor;
+use crate::metrics::{TIOU_THRESHOLDS, bleu, cider_d, matched_pairs, precision_recall, tokenize};
 
 /// One predicted event, as in a submission's `results`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,6 +52,9 @@ pub struct Scores {
     pub bleu_4: f64,
     /// CIDEr-D: pycocoevalcap's `Cider`, the scorer `densevid_eval` runs and reports as "CIDEr".
     pub cider_d: f64,
+    /// Where a METEOR was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meteor: Option<f64>,
     pub precision: f64,
     pub recall: f64,
 }
@@ -79,46 +90,44 @@ pub fn read_truth(json: &[u8]) -> Result<BTreeMap<String, Truth>, String> {
 /// A token no caption contains, standing in for `densevid_eval`'s random string.
 const UNMATCHED: &str = "densevidunmatchedprediction";
 
-/// Scores at each of [`TIOU_THRESHOLDS`], then their mean. Videos are the truth's; predictions of
-/// other videos are ignored.
-pub fn evaluate(predictions: &BTreeMap<String, Vec<Prediction>>, truth: &BTreeMap<String, Truth>) -> Vec<Scores> {
-    let mut all: Vec<Scores> = TIOU_THRESHOLDS
-        .iter()
-        .map(|&threshold| {
-            let videos = truth.iter().filter_map(|(id, video)| {
-                let predicted = predictions.get(id).filter(|p| !p.is_empty())?;
-                Some(video_scores(predicted, video, threshold))
-            });
-            // A video without predictions scores 0 and still counts.
-            Scores { threshold: Some(threshold), ..mean(videos, truth.len()) }
-        })
-        .collect();
-    all.push(mean(all.clone().into_iter(), all.len()));
-    all
+/// Scores at each of [`TIOU_THRESHOLDS`], then their mean, with METEOR where `meteor` is given.
+/// Videos are the truth's; predictions of other videos are ignored.
+pub fn evaluate(
+    predictions: &BTreeMap<String, Vec<Prediction>>,
+    truth: &BTreeMap<String, Truth>,
+    mut meteor: Option<&mut Meteor>,
+) -> io::Result<Vec<Scores>> {
+    let with_meteor = meteor.is_some();
+    let mut all = Vec::with_capacity(TIOU_THRESHOLDS.len() + 1);
+    for threshold in TIOU_THRESHOLDS {
+        let mut videos = Vec::new();
+        for (id, video) in truth {
+            if let Some(predicted) = predictions.get(id).filter(|p| !p.is_empty()) {
+                videos.push(video_scores(predicted, video, threshold, meteor.as_deref_mut())?);
+            }
+        }
+        // A video without predictions scores 0 and still counts.
+        all.push(Scores { threshold: Some(threshold), ..mean(&videos, truth.len(), with_meteor) });
+    }
+    all.push(mean(&all, all.len(), with_meteor));
+    Ok(all)
 }
 
-/// The mean of each figure of `scores` over `count` (0 for none); no threshold.
-fn mean(scores: impl Iterator<Item = Scores>, count: usize) -> Scores {
-    let sum = scores.fold(Scores::default(), |a, b| Scores {
-        threshold: None,
-        bleu_1: a.bleu_1 + b.bleu_1,
-        bleu_2: a.bleu_2 + b.bleu_2,
-        bleu_3: a.bleu_3 + b.bleu_3,
-        bleu_4: a.bleu_4 + b.bleu_4,
-        cider_d: a.cider_d + b.cider_d,
-        precision: a.precision + b.precision,
-        recall: a.recall + b.recall,
-    });
+/// The mean of each figure of `scores` over `count` (0 for none), METEOR's too `with_meteor`; no
+/// threshold.
+fn mean(scores: &[Scores], count: usize, with_meteor: bool) -> Scores {
     let n = count.max(1) as f64;
+    let average = |figure: fn(&Scores) -> f64| scores.iter().map(figure).sum::<f64>() / n;
     Scores {
         threshold: None,
-        bleu_1: sum.bleu_1 / n,
-        bleu_2: sum.bleu_2 / n,
-        bleu_3: sum.bleu_3 / n,
-        bleu_4: sum.bleu_4 / n,
-        cider_d: sum.cider_d / n,
-        precision: sum.precision / n,
-        recall: sum.recall / n,
+        bleu_1: average(|s| s.bleu_1),
+        bleu_2: average(|s| s.bleu_2),
+        bleu_3: average(|s| s.bleu_3),
+        bleu_4: average(|s| s.bleu_4),
+        cider_d: average(|s| s.cider_d),
+        meteor: with_meteor.then(|| average(|s| s.meteor.unwrap_or(0.0))),
+        precision: average(|s| s.precision),
+        recall: average(|s| s.recall),
     }
 }
 
@@ -127,8 +136,18 @@ fn ascii(text: &str) -> String {
     text.chars().map(|c| if c.is_ascii() { c } else { ' ' }).collect()
 }
 
+/// A sentence as the caption metrics see it: ASCII, PTB-tokenised, tokens joined by spaces.
+fn tokenized(sentence: &str) -> String {
+    tokenize(&ascii(sentence)).join(" ")
+}
+
 /// One video's figures at `threshold`: its predictions' pairs as one corpus.
-fn video_scores(predicted: &[Prediction], video: &Truth, threshold: f64) -> Scores {
+fn video_scores(
+    predicted: &[Prediction],
+    video: &Truth,
+    threshold: f64,
+    meteor: Option<&mut Meteor>,
+) -> io::Result<Scores> {
     let predicted_segments: Vec<Segment> = predicted.iter().map(|p| (p.timestamp[0], p.timestamp[1])).collect();
     let truth_segments: Vec<Segment> = video.timestamps.iter().map(|&[s, e]| (s, e)).collect();
     let (precision, recall) = precision_recall(&predicted_segments, &truth_segments, threshold);
@@ -143,7 +162,90 @@ fn video_scores(predicted: &[Prediction], video: &Truth, threshold: f64) -> Scor
         }
     }
     let [bleu_1, bleu_2, bleu_3, bleu_4] = bleu(&corpus);
-    Scores { threshold: None, bleu_1, bleu_2, bleu_3, bleu_4, cider_d: cider_d(&corpus), precision, recall }
+    let meteor = match meteor {
+        Some(meteor) => {
+            let tokens: Vec<(String, Vec<String>)> =
+                corpus.iter().map(|(h, refs)| (tokenized(h), refs.iter().map(|r| tokenized(r)).collect())).collect();
+            Some(meteor.score(&tokens)?.1)
+        }
+        None => None,
+    };
+    Ok(Scores { threshold: None, bleu_1, bleu_2, bleu_3, bleu_4, cider_d: cider_d(&corpus), meteor, precision, recall })
+}
+
+/// SODA_c's figures.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Soda {
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+}
+
+/// SODA_c with METEOR, as the paper reports it.
+pub fn soda_c(
+    predictions: &BTreeMap<String, Vec<Prediction>>,
+    truth: &BTreeMap<String, Truth>,
+    meteor: &mut Meteor,
+) -> io::Result<Soda> {
+    soda_c_by(predictions, truth, |hypotheses, reference| {
+        let pairs: Vec<(String, Vec<String>)> =
+            hypotheses.iter().map(|h| (h.clone(), vec![reference.to_string()])).collect();
+        Ok(meteor.score(&pairs)?.0)
+    })
+}
+
+/// SODA_c with any sentence metric: `score(hypotheses, reference)` scores each (tokenised)
+/// hypothesis against one (tokenised) reference.
+pub fn soda_c_by<E>(
+    predictions: &BTreeMap<String, Vec<Prediction>>,
+    truth: &BTreeMap<String, Truth>,
+    mut score: impl FnMut(&[String], &str) -> Result<Vec<f64>, E>,
+) -> Result<Soda, E> {
+    let (mut total, mut predicted_count, mut reference_count) = (0.0, 0, 0);
+    for (id, video) in truth {
+        let Some(predicted) = predictions.get(id) else { continue };
+        let mut predicted: Vec<&Prediction> = predicted.iter().collect();
+        predicted.sort_by(|a, b| a.timestamp[0].total_cmp(&b.timestamp[0]));
+        let mut references: Vec<usize> = (0..video.timestamps.len()).collect();
+        references.sort_by(|&a, &b| video.timestamps[a][0].total_cmp(&video.timestamps[b][0]));
+        predicted_count += predicted.len();
+        reference_count += references.len();
+        if predicted.is_empty() || references.is_empty() {
+            continue;
+        }
+        let hypotheses: Vec<String> = predicted.iter().map(|p| tokenized(&p.sentence)).collect();
+        let mut matrix = Vec::with_capacity(references.len());
+        for &r in &references {
+            let scores = score(&hypotheses, &tokenized(&video.sentences[r]))?;
+            let [start, end] = video.timestamps[r];
+            let row: Vec<f64> = predicted
+                .iter()
+                .zip(scores)
+                .map(|(p, s)| tiou((start, end), (p.timestamp[0], p.timestamp[1])) * s)
+                .collect();
+            matrix.push(row);
+        }
+        total += best_ordered_matching(&matrix);
+    }
+    let precision = if predicted_count == 0 { 0.0 } else { total / predicted_count as f64 };
+    let recall = if reference_count == 0 { 0.0 } else { total / reference_count as f64 };
+    let f1 = if precision + recall > 0.0 { 2.0 * precision * recall / (precision + recall) } else { 0.0 };
+    Ok(Soda { precision, recall, f1 })
+}
+
+/// The largest total of `scores[r][p]` over pairs that keep both orders (each row and column in
+/// at most one pair, and `r < r'` exactly when `p < p'`): an alignment of two stories.
+fn best_ordered_matching(scores: &[Vec<f64>]) -> f64 {
+    let columns = scores.first().map_or(0, Vec::len);
+    let mut previous = vec![0.0f64; columns + 1];
+    for row in scores {
+        let mut current = vec![0.0; columns + 1];
+        for (p, &s) in row.iter().enumerate() {
+            current[p + 1] = previous[p + 1].max(current[p]).max(previous[p] + s);
+        }
+        previous = current;
+    }
+    previous[columns]
 }
 
 #[cfg(test)]
@@ -169,13 +271,44 @@ mod tests {
             ("one".to_string(), predicted(&[[0.0, 10.0]])),
             ("two".to_string(), predicted(&[[0.0, 10.0], [40.0, 50.0]])),
         ]);
-        let scores = evaluate(&predictions, &truth);
+        let scores = evaluate(&predictions, &truth, None).unwrap();
         assert_eq!(scores.len(), TIOU_THRESHOLDS.len() + 1);
         for score in &scores {
             // Video 1: (1, 1); video 2: (1/2, 1/4). Pooling the events instead would give 2/3, 2/5.
             close(score.precision, 0.75, 1e-12);
             close(score.recall, 0.625, 1e-12);
         }
-        assert!(evaluate(&BTreeMap::new(), &BTreeMap::new()).iter().all(|s| s.precision == 0.0 && s.recall == 0.0));
+        let empty = evaluate(&BTreeMap::new(), &BTreeMap::new(), None).unwrap();
+        assert!(empty.iter().all(|s| s.precision == 0.0 && s.recall == 0.0 && s.meteor.is_none()));
+    }
+
+    #[test]
+    fn soda_aligns_the_stories_in_order() {
+        // Pair scores 0.9 and 0.8 on the diagonal, but 1.0 for (0, 1) and (1, 0) crossed: the
+        // crossing pairs cannot both be taken, so the best is the diagonal's 1.7 or one crossing 1.0.
+        assert!((best_ordered_matching(&[vec![0.9, 1.0], vec![1.0, 0.8]]) - 1.7).abs() < 1e-12);
+        // One reference, three predictions: only the best single pair counts.
+        assert!((best_ordered_matching(&[vec![0.2, 0.7, 0.1]]) - 0.7).abs() < 1e-12);
+        assert_eq!(best_ordered_matching(&[]), 0.0);
+
+        let truth = BTreeMap::from([(
+            "v".to_string(),
+            Truth { timestamps: vec![[10.0, 20.0], [0.0, 10.0]], sentences: vec!["b".into(), "a".into()] },
+        )]);
+        let predictions = BTreeMap::from([(
+            "v".to_string(),
+            vec![
+                Prediction { sentence: "a".into(), timestamp: [0.0, 10.0] },
+                Prediction { sentence: "b".into(), timestamp: [10.0, 15.0] },
+                Prediction { sentence: "c".into(), timestamp: [15.0, 20.0] },
+            ],
+        )]);
+        // Exact words score 1: "a" matches fully (tIoU 1), "b" half (tIoU 0.5), "c" nothing.
+        let exact = |hypotheses: &[String], reference: &str| -> Result<Vec<f64>, ()> {
+            Ok(hypotheses.iter().map(|h| f64::from(u8::from(h == reference))).collect())
+        };
+        let soda = soda_c_by(&predictions, &truth, exact).unwrap();
+        assert!((soda.precision - 1.5 / 3.0).abs() < 1e-6 && (soda.recall - 1.5 / 2.0).abs() < 1e-6, "{soda:?}");
+        assert!((soda.f1 - 0.6).abs() < 1e-6, "{soda:?}");
     }
 }

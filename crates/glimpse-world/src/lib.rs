@@ -5,6 +5,7 @@
 //! against them. Everything is deterministic by seed and independent of Burn and the models.
 
 pub mod densevid;
+pub mod meteor;
 pub mod metrics;
 pub mod render;
 pub mod scene;

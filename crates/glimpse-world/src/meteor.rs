@@ -21,11 +21,6 @@ pub struct Meteor {
     jar: PathBuf,
 }
 
-/// Where `GLIMPSE_METEOR_JAR` points, if it is set.
-pub fn jar_from_env() -> Option<PathBuf> {
-    std::env::var_os("GLIMPSE_METEOR_JAR").map(PathBuf::from)
-}
-
 impl Meteor {
     /// Starts `java` on `jar` (METEOR 1.5's `meteor-1.5.jar`).
     pub fn start(jar: &Path) -> io::Result<Self> {

@@ -93,14 +93,16 @@ export class Glimpse {
    * included, reuse them.
    */
   async findMoments(source, query, options = {}) {
-    const { fps = DEFAULT_FPS, signal, top, minSeconds, refineSteps } = options;
+    // Everything but the sampling and the signal goes to the engine, which refuses unknown options.
+    const { fps = DEFAULT_FPS, signal, ...find } = options;
     checkFps(fps);
     const queries = Array.isArray(query) ? query : [query];
     if (queries.length === 0 || queries.length > MAX_QUERIES) throw new InputError(`give 1 to ${MAX_QUERIES} queries, not ${queries.length}`);
     const blank = queries.findIndex((q) => typeof q !== 'string' || q.trim() === '');
     if (blank >= 0) throw new InputError(`query ${blank + 1} is not a description: give a non-empty string`);
-    if (top !== undefined && !isCount(top, MAX_TOP)) throw new InputError(`top = ${top} must be an integer in 1..${MAX_TOP}`);
-    const args = { queries, options: { top, minSeconds, refineSteps } };
+    if (find.top !== undefined && !isCount(find.top, MAX_TOP)) throw new InputError(`top = ${find.top} must be an integer in 1..${MAX_TOP}`);
+    if (find.minSeconds !== undefined && !(Number.isFinite(find.minSeconds) && find.minSeconds > 0)) throw new InputError(`minSeconds = ${find.minSeconds} must be a positive number`);
+    const args = { queries, options: find };
     const answers = await this._onVideo(source, fps, signal, () => this._send(Request.findMoments, args, { signal }));
     return Array.isArray(query) ? answers : answers[0].moments;
   }
@@ -223,15 +225,22 @@ function isCount(value, most) {
   return Number.isInteger(value) && value >= 1 && value <= most;
 }
 
-// A name for a video source that changes when its frames may: one id per `<video>` element or
-// array of frames, and a `<video>`'s current `src`.
+// A name for a video source that changes when its frames may: one id per `<video>` element (with
+// its `src`, or the id of its `srcObject`, and its duration) or array of frames (with its length
+// and the ids of its first and last frames).
 const sourceIds = new WeakMap();
 let nextSourceId = 1;
+function idOf(object) {
+  if (typeof object !== 'object' || object === null) return String(object);
+  if (!sourceIds.has(object)) sourceIds.set(object, nextSourceId++);
+  return String(sourceIds.get(object));
+}
 function sourceKey(source) {
-  if (typeof source !== 'object' || source === null) return null;
-  if (!sourceIds.has(source)) sourceIds.set(source, nextSourceId++);
-  const id = sourceIds.get(source);
-  return typeof HTMLVideoElement !== 'undefined' && source instanceof HTMLVideoElement ? `${id}:${source.currentSrc}` : `${id}`;
+  if (Array.isArray(source)) return `frames ${idOf(source)} ${source.length} ${idOf(source[0])} ${idOf(source.at(-1))}`;
+  if (typeof HTMLVideoElement !== 'undefined' && source instanceof HTMLVideoElement) {
+    return `video ${idOf(source)} ${source.currentSrc} ${idOf(source.srcObject)} ${source.duration}`;
+  }
+  return null;
 }
 
 function aborted(signal) {

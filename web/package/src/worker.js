@@ -12,8 +12,8 @@ let session = null;
 let deviceKind = null;
 // The video being received, from `startVideo` through its `videoFrames` chunks to `denseCaption`
 // or `findMoments`; kept (embedded) afterwards, so further calls on the same source and rate reuse
-// it. `videoKey` names its source and rate; `videoComplete` is set once a call has used it (a
-// video whose chunks stopped midway is never reused).
+// it. `videoKey` names its source and rate; `videoComplete` is set once a call on it has succeeded
+// (a video whose chunks stopped midway is never reused).
 let video = null;
 let videoKey = null;
 let videoComplete = false;
@@ -66,21 +66,34 @@ async function run(type, args, onStep, onProgress) {
     case Request.videoFrames: return receivingVideo().push(args.frames, args.width, args.height);
     case Request.denseCaption: {
       const { events, maxEvents, seed, options } = args;
-      const frames = receivingVideo();
-      videoComplete = true;
       const count = events === 'auto' ? undefined : events;
-      return JSON.parse(await session.denseCaption(frames, count, maxEvents, BigInt(seed), JSON.stringify(options), stepHandler(onStep)));
+      return onVideo((frames) => session.denseCaption(frames, count, maxEvents, BigInt(seed), JSON.stringify(options), stepHandler(onStep)));
     }
-    case Request.findMoments: {
-      const frames = receivingVideo();
-      videoComplete = true;
-      return JSON.parse(await session.findMoments(frames, JSON.stringify(args.queries), JSON.stringify(args.options)));
-    }
+    case Request.findMoments:
+      return onVideo((frames) => session.findMoments(frames, JSON.stringify(args.queries), JSON.stringify(args.options)));
     default: throw new Error(`unknown request ${type}`);
   }
 }
 
 const stepHandler = (onStep) => (json) => onStep(JSON.parse(json));
+
+// Runs a call on the received video. The video counts as complete (reusable by the next call on
+// the same source) once a call has succeeded; after a failure it is dropped, so the next call
+// streams its frames afresh rather than meeting the same failure.
+async function onVideo(call) {
+  const frames = receivingVideo();
+  try {
+    const result = JSON.parse(await call(frames));
+    videoComplete = true;
+    return result;
+  } catch (error) {
+    frames.free();
+    video = null;
+    videoKey = null;
+    videoComplete = false;
+    throw error;
+  }
+}
 
 function receivingVideo() {
   if (!video) throw new Error('no video started: startVideo comes first');

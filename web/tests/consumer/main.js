@@ -24,13 +24,14 @@ async function main() {
     chapters = `${error instanceof InputError ? 'InputError' : error.name}: ${error.message}`;
   }
 
-  // 5 s of blank background, the scene for 10 s, 5 s of blank again, counting every frame read.
+  // 5 s of blank background, the scene for 10 s, 5 s of blank again, counting the reads of every
+  // frame but the first and the last (which also name the source).
   const blank = new ImageData(image.naturalWidth, image.naturalHeight);
   blank.data.fill(235);
   let reads = 0;
   const frames = new Proxy([...Array(10).fill(blank), ...Array(20).fill(image), ...Array(10).fill(blank)], {
     get(target, key) {
-      if (typeof key === 'string' && /^[0-9]+$/.test(key)) reads += 1;
+      if (typeof key === 'string' && /^[0-9]+$/.test(key) && key !== '0' && Number(key) !== target.length - 1) reads += 1;
       return target[key];
     },
   });
@@ -60,6 +61,7 @@ async function main() {
     () => glimpse.embedImage(new ImageData(1, 1)).then(() => glimpse.embedImage(Object.assign(document.createElement('canvas'), { width: 0, height: 0 }))),
     () => glimpse.findMoments(frames, ' '),
     () => glimpse.findMoments(frames, TEXTS[0], { top: 0 }),
+    () => glimpse.findMoments(frames, TEXTS[0], { minSecond: 2 }),
     () => glimpse.denseCaption(frames, { events: 'many' }),
   ]) {
     try {
@@ -79,7 +81,7 @@ async function main() {
   }
   const afterAbort = (await glimpse.captionImage(image, { maxTokens: 4 })).caption;
   glimpse.dispose();
-  return { similarities, bestText, caption, chunked: chunked.toJSON(), chapters, moments, badModel, badModelIsTyped, badModelMessage, inputErrors, aborted, afterAbort };
+  return { texts: TEXTS, similarities, bestText, caption, chunked: chunked.toJSON(), chapters, moments, badModel, badModelIsTyped, badModelMessage, inputErrors, aborted, afterAbort };
 }
 
 main().then(
