@@ -17,6 +17,7 @@ use glimpse_eval::{
 use glimpse_media::video::DEFAULT_FPS;
 use glimpse_models::device::SelectedDevice;
 use glimpse_models::{ClipBundle, Gpt2Bundle};
+use glimpse_world::video::VideoConfig;
 use serde_json::json;
 
 use crate::{Format, GuidanceArgs, MeteorArgs, ModelArgs, MomentArgs, emit, progress_bar};
@@ -28,10 +29,10 @@ pub struct EvalArgs {
     /// Projector file for projector captioning [default: the embedded default's].
     #[arg(long, value_name = "FILE")]
     projector: Option<PathBuf>,
-    /// Held-out videos for dense captioning (0 skips it).
+    /// Held-out videos for dense captioning, in the plain world and again in the hard one (0 skips it).
     #[arg(long, default_value_t = 50)]
     videos: usize,
-    /// Held-out videos for moment retrieval (0 skips it).
+    /// Held-out videos for moment retrieval, in the plain world and again in the hard one (0 skips it).
     #[arg(long, default_value_t = 50)]
     grounding_videos: usize,
     /// Held-out frames for text->image retrieval (0 skips it).
@@ -97,42 +98,65 @@ pub fn run(args: EvalArgs, selected: &SelectedDevice) -> Result<()> {
             json!({ "projector": projected, "guided": guided, "guided_examples": &pairs[..pairs.len().min(5)] }),
         );
     }
+    // The plain world cuts hard between still shots; the hard world crossfades, pans and varies
+    // the shots' lengths (`VideoConfig::hard`). The models were trained on neither's videos.
+    let worlds = [
+        ("plain", VideoConfig { fps: args.fps, ..VideoConfig::default() }),
+        ("hard", VideoConfig { fps: args.fps, ..VideoConfig::hard() }),
+    ];
     if args.videos > 0 {
         let mut dense = serde_json::Map::new();
-        for (count_given, key, what) in [(true, "k_given", "K given"), (false, "k_auto", "K auto")] {
-            let bar = progress_bar(args.videos, "videos");
-            let seeds = args.seed..args.seed + args.videos as u64;
-            let results =
-                block_on(dense_captioning(&clip, &lm, &moments, count_given, args.fps, seeds, |_| bar.inc(1), |_| {}))?;
-            bar.finish_and_clear();
-            let scores = DenseScores::of(&results, meteor.as_mut()).context("METEOR")?;
-            table.extend(dense_rows(&scores, what));
-            dense.insert(key.into(), json!({ "scores": scores, "videos": results }));
+        for (world, video_config) in &worlds {
+            for (count_given, key, what) in [(true, "k_given", "K given"), (false, "k_auto", "K auto")] {
+                let bar = progress_bar(args.videos, "videos");
+                let seeds = args.seed..args.seed + args.videos as u64;
+                let on_video = |_: &_| bar.inc(1);
+                let results = block_on(dense_captioning(
+                    &clip,
+                    &lm,
+                    &moments,
+                    count_given,
+                    video_config,
+                    seeds,
+                    on_video,
+                    |_| {},
+                ))?;
+                bar.finish_and_clear();
+                let scores = DenseScores::of(&results, meteor.as_mut()).context("METEOR")?;
+                table.extend(dense_rows(&scores, &format!("{world} world, {what}")));
+                dense.insert(format!("{world}_{key}"), json!({ "scores": scores, "videos": results }));
+            }
         }
         report.insert("dense_captioning".into(), dense.into());
     }
     if args.grounding_videos > 0 {
-        // The default is the training-free proposals; the ablation row refines them by gradient.
+        // The default is the training-free proposals; the ablation rows refine them by gradient.
         let proposals = FindConfig::default();
         let refined = FindConfig { refine_steps: 40, ..proposals.clone() };
         let configs = [proposals, refined];
-        let bar = progress_bar(args.grounding_videos, "grounding");
-        let seeds = args.seed..args.seed + args.grounding_videos as u64;
-        let results = block_on(grounding(&clip, &configs, args.fps, seeds, || bar.inc(1)))?;
-        bar.finish_and_clear();
-        table.push(format!("moment retrieval ({} held-out videos; top moment per query):", args.grounding_videos));
-        table.push(format!("  {:<40}{:>7}  R1@0.3  R1@0.5  R1@0.7  mIoU", "query states, method", "queries"));
         let mut grounding_report = serde_json::Map::new();
-        for (name, results) in [("proposals", &results[0]), ("refined", &results[1])] {
-            let mut rows = Vec::new();
-            for (level, what) in QUERY_LEVELS.iter().enumerate() {
-                let scores = GroundingScores::of(results.iter().filter(|r| r.level == level));
-                table.push(grounding_row(&format!("{what}, {name}"), &scores));
-                rows.push(json!({ "level": what, "scores": scores }));
+        for (world, video_config) in &worlds {
+            let bar = progress_bar(args.grounding_videos, "grounding");
+            let seeds = args.seed..args.seed + args.grounding_videos as u64;
+            let results = block_on(grounding(&clip, &configs, video_config, seeds, || bar.inc(1)))?;
+            bar.finish_and_clear();
+            table.push(format!(
+                "moment retrieval, {world} world ({} held-out videos; top moment per query):",
+                args.grounding_videos
+            ));
+            table.push(format!("  {:<40}{:>7}  R1@0.3  R1@0.5  R1@0.7  mIoU", "query states, method", "queries"));
+            for (name, results) in [("proposals", &results[0]), ("refined", &results[1])] {
+                let mut rows = Vec::new();
+                for (level, what) in QUERY_LEVELS.iter().enumerate() {
+                    let scores = GroundingScores::of(results.iter().filter(|r| r.level == level));
+                    table.push(grounding_row(&format!("{what}, {name}"), &scores));
+                    rows.push(json!({ "level": what, "scores": scores }));
+                }
+                let all = GroundingScores::of(results.iter());
+                table.push(grounding_row(&format!("all, {name}"), &all));
+                let entry = json!({ "levels": rows, "all": all, "queries": results });
+                grounding_report.insert(format!("{world}_{name}"), entry);
             }
-            let all = GroundingScores::of(results.iter());
-            table.push(grounding_row(&format!("all, {name}"), &all));
-            grounding_report.insert(name.into(), json!({ "levels": rows, "all": all, "queries": results }));
         }
         report.insert("grounding".into(), grounding_report.into());
     }

@@ -37,6 +37,9 @@ pub enum WorldCommand {
         fps: f64,
         #[arg(long, default_value_t = 96)]
         size: u32,
+        /// The hard world: 1 s crossfades between shots, a pan across each, events of 2 to 10 s.
+        #[arg(long)]
+        hard: bool,
     },
 }
 
@@ -56,9 +59,10 @@ pub fn run(command: WorldCommand) -> Result<()> {
             let caption = canonical_caption(&attributes);
             crate::print_out(&format!("{}\n", json!({ "image": out, "caption": caption, "attributes": attributes })))?;
         }
-        WorldCommand::Video { seed, out, fps, size } => {
+        WorldCommand::Video { seed, out, fps, size, hard } => {
             check_fps(fps)?;
-            let video = sample_video(seed, &VideoConfig { fps, render: render(size)?, ..VideoConfig::default() });
+            let world = if hard { VideoConfig::hard() } else { VideoConfig::default() };
+            let video = sample_video(seed, &VideoConfig { fps, render: render(size)?, ..world });
             write_gif(&video, &out).with_context(|| format!("cannot write {}", out.display()))?;
             let annotations = serde_json::to_string_pretty(&video.annotation_json())?;
             let path = out.with_extension("json");

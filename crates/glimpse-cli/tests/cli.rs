@@ -240,6 +240,11 @@ fn world_video_is_captioned_by_the_embedded_default() {
     assert_eq!(on_disk, truth);
     let events = truth["events"].as_array().unwrap().len();
     assert!((2..=5).contains(&events), "{truth}");
+    // The hard world: crossfades, pans and shots of other lengths.
+    let hard_gif = dir.join("hard.gif");
+    let hard = json_stdout(&glimpse(&["world", "video", "--seed", "4", "--hard", "--out", hard_gif.to_str().unwrap()]));
+    assert_ne!(std::fs::read(&hard_gif).unwrap(), std::fs::read(&gif).unwrap());
+    assert_ne!(hard["events"], truth["events"], "--hard also varies the shots' lengths");
 
     // The default counts the events: one per scene that is not blank background.
     let out = json_stdout(&glimpse(&["--device", "cpu", "caption-video", gif.to_str().unwrap(), "--format", "json"]));

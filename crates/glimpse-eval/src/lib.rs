@@ -152,15 +152,14 @@ pub async fn dense_captioning(
     lm: &Gpt2Bundle,
     config: &ZeroTaConfig,
     count_given: bool,
-    fps: f64,
+    world: &VideoConfig,
     seeds: impl IntoIterator<Item = u64>,
     mut on_video: impl FnMut(&VideoResult),
     mut on_step: impl FnMut(&Step),
 ) -> Result<Vec<VideoResult>, AlignError> {
-    let video_config = VideoConfig { fps, ..VideoConfig::default() };
     let mut results = Vec::new();
     for seed in seeds {
-        let video = sample_video(derive_seed(HELD_OUT_SEED, seed), &video_config);
+        let video = sample_video(derive_seed(HELD_OUT_SEED, seed), world);
         let frames = embed_frames(clip, &video.frames)?;
         let events = if count_given { Some(video.events.len()) } else { config.events };
         let config = ZeroTaConfig { events, ..config.clone() };
@@ -295,14 +294,13 @@ pub struct GroundingResult {
 pub async fn grounding(
     clip: &ClipBundle,
     configs: &[FindConfig],
-    fps: f64,
+    world: &VideoConfig,
     seeds: impl IntoIterator<Item = u64>,
     mut on_video: impl FnMut(),
 ) -> Result<Vec<Vec<GroundingResult>>, AlignError> {
-    let video_config = VideoConfig { fps, ..VideoConfig::default() };
     let mut results = vec![Vec::new(); configs.len()];
     for seed in seeds {
-        let video = sample_video(derive_seed(HELD_OUT_SEED, seed), &video_config);
+        let video = sample_video(derive_seed(HELD_OUT_SEED, seed), world);
         let frames = embed_frames(clip, &video.frames)?;
         let mut asked: Vec<(usize, usize, String)> = Vec::new();
         for (e, event) in video.events.iter().enumerate() {

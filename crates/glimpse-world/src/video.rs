@@ -37,6 +37,34 @@ pub struct VideoConfig {
     pub gap_seconds: (f64, f64),
     /// How each frame is drawn.
     pub render: RenderConfig,
+    /// How the shots are filmed (the plain world cuts hard between still shots).
+    #[serde(default)]
+    pub camera: Camera,
+}
+
+/// How the camera films the world. Both effects are applied to the rendered frames, after the
+/// timeline and every random draw, so a video's events and layouts are the same with any camera.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Camera {
+    /// Seconds of crossfade at every change of shot (between events, and between an event and a
+    /// gap), centred on the change; 0 cuts hard. Each side gives at most half its shot.
+    pub crossfade_seconds: f64,
+    /// How far the camera pans across each shot, as a fraction of the frame's width, alternating
+    /// left and right from shot to shot; 0 holds still. Kept small (at most 0.15), so that a
+    /// shape stays in the third its position names.
+    pub pan: f64,
+}
+
+impl Camera {
+    /// The hard world's camera: 1 s crossfades and an 8% pan per shot.
+    pub const HARD: Camera = Camera { crossfade_seconds: 1.0, pan: 0.08 };
+}
+
+impl VideoConfig {
+    /// The hard world: [`Camera::HARD`] and events of 2 to 10 s.
+    pub fn hard() -> Self {
+        Self { camera: Camera::HARD, event_seconds: (2.0, 10.0), ..Self::default() }
+    }
 }
 
 impl Default for VideoConfig {
@@ -48,6 +76,7 @@ impl Default for VideoConfig {
             gap_probability: 0.3,
             gap_seconds: (1.0, 3.0),
             render: RenderConfig::default(),
+            camera: Camera::default(),
         }
     }
 }
@@ -107,8 +136,8 @@ pub fn sample_video(seed: u64, config: &VideoConfig) -> WorldVideo {
     }
     let mut timeline = Rng::new(derive_seed(seed, TIMELINE_STREAM));
     let background = *timeline.pick(&BACKGROUNDS);
-    let mut builder =
-        Builder { config, background, timeline, pixels: Rng::new(derive_seed(seed, PIXEL_STREAM)), frames: Vec::new() };
+    let pixels = Rng::new(derive_seed(seed, PIXEL_STREAM));
+    let mut builder = Builder { config, background, timeline, pixels, frames: Vec::new(), shots: Vec::new() };
     let (lo, hi) = (config.events.0.min(config.events.1).max(1), config.events.0.max(config.events.1).max(1));
     let count = lo + builder.timeline.below(hi - lo + 1);
     let mut events: Vec<GtEvent> = Vec::new();
@@ -131,7 +160,63 @@ pub fn sample_video(seed: u64, config: &VideoConfig) -> WorldVideo {
         });
     }
     builder.maybe_gap();
-    WorldVideo { fps, frames: builder.frames, events }
+    let mut frames = builder.frames;
+    film(&mut frames, &builder.shots, &config.camera, fps);
+    WorldVideo { fps, frames, events }
+}
+
+/// Pans across each shot and crossfades between shots (`shots` are the first frame of each).
+fn film(frames: &mut [RgbImage], shots: &[usize], camera: &Camera, fps: f64) {
+    let n = frames.len();
+    let ends: Vec<(usize, usize)> = shots.iter().zip(shots.iter().skip(1).chain([&n])).map(|(&a, &b)| (a, b)).collect();
+    let pan = if camera.pan.is_finite() { camera.pan.clamp(0.0, 0.15) } else { 0.0 };
+    if pan > 0.0 {
+        for (shot, &(a, b)) in ends.iter().enumerate() {
+            let direction = if shot % 2 == 0 { 1.0 } else { -1.0 };
+            for (i, frame) in frames[a..b].iter_mut().enumerate() {
+                let progress = (i as f64 + 0.5) / (b - a) as f64 - 0.5;
+                let shift = (direction * pan * progress * f64::from(frame.width())).round() as i64;
+                *frame = shifted(frame, shift);
+            }
+        }
+    }
+    let seconds = if camera.crossfade_seconds.is_finite() { camera.crossfade_seconds.max(0.0) } else { 0.0 };
+    let half = (seconds * fps / 2.0).round() as usize;
+    if half == 0 {
+        return;
+    }
+    let original: Vec<RgbImage> = frames.to_vec();
+    for pair in ends.windows(2) {
+        let ((a, k), (_, b)) = (pair[0], pair[1]);
+        let h = half.min((k - a) / 2).min((b - k) / 2);
+        let (before, after) = (&original[k - 1], &original[k]);
+        for i in k - h..k + h {
+            let alpha = (i - (k - h)) as f64 / (2 * h) as f64 + 0.5 / (2 * h) as f64;
+            let (from, to) = if i < k { (&original[i], after) } else { (before, &original[i]) };
+            frames[i] = blend(from, to, alpha);
+        }
+    }
+}
+
+/// `image` moved `shift` pixels to the right (left when negative), the edge column repeated
+/// where the frame is uncovered.
+fn shifted(image: &RgbImage, shift: i64) -> RgbImage {
+    let width = i64::from(image.width());
+    RgbImage::from_fn(image.width(), image.height(), |x, y| {
+        let source = (i64::from(x) - shift).clamp(0, width - 1) as u32;
+        *image.get_pixel(source, y)
+    })
+}
+
+/// `(1 - alpha) * from + alpha * to`, per channel, rounded.
+fn blend(from: &RgbImage, to: &RgbImage, alpha: f64) -> RgbImage {
+    let mut out = from.clone();
+    for (o, t) in out.pixels_mut().zip(to.pixels()) {
+        for c in 0..3 {
+            o[c] = (f64::from(o[c]) * (1.0 - alpha) + f64::from(t[c]) * alpha).round() as u8;
+        }
+    }
+    out
 }
 
 /// The state of [`sample_video`] while it appends frames.
@@ -143,12 +228,15 @@ struct Builder<'a> {
     /// Draws for jitter and noise.
     pixels: Rng,
     frames: Vec<RgbImage>,
+    /// The first frame of each shot held so far.
+    shots: Vec<usize>,
 }
 
 impl Builder<'_> {
     /// Append `scene` for a sampled number of seconds, rounded to whole frames (at least one).
     fn hold(&mut self, scene: &Scene, (lo, hi): (f64, f64)) {
         let count = ((self.timeline.range(lo, hi) * self.config.fps).round() as usize).max(1);
+        self.shots.push(self.frames.len());
         for _ in 0..count {
             self.frames.push(scene.render(&self.config.render, &mut self.pixels));
         }
@@ -299,6 +387,42 @@ mod tests {
         assert_eq!(video.events[0].end - video.events[0].start, 1.0 / video.fps);
         let reversed = sample_video(3, &VideoConfig { events: (4, 2), ..short() });
         assert!((2..=4).contains(&reversed.events.len()));
+    }
+
+    #[test]
+    fn the_hard_camera_keeps_the_timeline_and_changes_only_pixels() {
+        let plain = VideoConfig { events: (3, 4), gap_probability: 0.5, ..VideoConfig::default() };
+        let filmed = VideoConfig { camera: Camera::HARD, ..plain };
+        for seed in 0..4 {
+            let (cut, faded) = (sample_video(seed, &plain), sample_video(seed, &filmed));
+            assert_eq!(cut.events, faded.events);
+            assert_eq!(cut.frames.len(), faded.frames.len());
+            // Each change of shot (4 fps, 1 s crossfade): the two frames either side are blends.
+            for event in &cut.events[1..] {
+                let k = (event.start * cut.fps).round() as usize;
+                let (a, b) = (&cut.frames[k - 3], &cut.frames[k + 2]);
+                let mixed = &faded.frames[k];
+                assert_ne!(mixed, &cut.frames[k], "seed {seed}: frame {k} is not faded");
+                let between = mixed.pixels().zip(a.pixels()).zip(b.pixels()).filter(|((m, a), b)| {
+                    (0..3)
+                        .all(|c| m[c] >= a[c].min(b[c]).saturating_sub(20) && m[c] <= a[c].max(b[c]).saturating_add(20))
+                });
+                assert!(between.count() * 10 >= 9 * mixed.len() / 3, "seed {seed}: frame {k} is not a blend");
+            }
+        }
+        // The pan, on still frames (no jitter, no noise): each frame of a shot is its cut frame
+        // moved sideways, by an amount that changes across the shot.
+        let still = VideoConfig { render: RenderConfig { noise: 0.0, jitter: 0.0, ..plain.render }, ..plain };
+        let panned = VideoConfig { camera: Camera { crossfade_seconds: 0.0, pan: 0.08 }, ..still };
+        let (cut, moved) = (sample_video(1, &still), sample_video(1, &panned));
+        let event = &cut.events[0];
+        let shifts: Vec<i64> = ((event.start * cut.fps) as usize..(event.end * cut.fps) as usize)
+            .map(|i| (-6..=6).find(|&d| shifted(&cut.frames[i], d) == moved.frames[i]).expect("a sideways move"))
+            .collect();
+        let range = shifts.iter().max().unwrap() - shifts.iter().min().unwrap();
+        assert!((3..=8).contains(&range), "shifts across the shot: {shifts:?}");
+        // No camera: exactly the plain world.
+        assert_eq!(sample_video(3, &VideoConfig { camera: Camera::default(), ..plain }), sample_video(3, &plain));
     }
 
     #[test]
