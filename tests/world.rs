@@ -19,17 +19,20 @@ use glimpse_world::video::VideoConfig;
 /// Floors for the short runs below, under what the shipped models score on exactly these samples
 /// (in brackets; the full evaluation's figures are in models/README.md), with room for a few
 /// different choices where floating-point summation order differs between machines.
-const FLOOR_R1: f64 = 0.9; // [0.967]
-const FLOOR_PROJECTOR: f64 = 0.9; // [0.950]
-const FLOOR_GUIDED: f64 = 0.75; // [0.867]
-const FLOOR_MEAN_RECALL: f64 = 0.85; // [1.000]
+const FLOOR_R1: f64 = 0.9; // [0.950]
+const FLOOR_PROJECTOR: f64 = 0.85; // [0.910]
+const FLOOR_GUIDED: f64 = 0.75; // [0.933]
+const FLOOR_MEAN_RECALL: f64 = 0.85; // [0.925]
 const FLOOR_DENSE_ATTRIBUTES: f64 = 0.75; // [0.817]
 const FLOOR_AUTO_PRECISION: f64 = 0.85; // [0.950]
 const FLOOR_AUTO_RECALL: f64 = 0.85; // [0.950]
-const FLOOR_GROUNDING_R1_05: f64 = 0.75; // [0.892]
-const FLOOR_GROUNDING_MIOU: f64 = 0.75; // [0.912]
-const FLOOR_HARD_GROUNDING_R1_05: f64 = 0.6; // [0.716]
-const FLOOR_HARD_GROUNDING_MIOU: f64 = 0.6; // [0.739]
+const FLOOR_GROUNDING_R1_05: f64 = 0.75; // [0.863]
+const FLOOR_GROUNDING_MIOU: f64 = 0.75; // [0.891]
+const FLOOR_HARD_AUTO_PRECISION: f64 = 0.75; // [0.851]
+const FLOOR_HARD_AUTO_RECALL: f64 = 0.7; // [0.792]
+const FLOOR_HARD_DENSE_ATTRIBUTES: f64 = 0.7; // [0.811]
+const FLOOR_HARD_GROUNDING_R1_05: f64 = 0.65; // [0.765]
+const FLOOR_HARD_GROUNDING_MIOU: f64 = 0.7; // [0.808]
 
 /// The plain world at the sampling rate videos are captioned at.
 fn plain() -> VideoConfig {
@@ -93,12 +96,27 @@ fn shipped_clip_finds_described_moments() {
     assert!(scores.miou >= FLOOR_GROUNDING_MIOU, "{scores:?}");
 }
 
-/// The hard world (crossfades, pans, uneven shots), which the models never trained on.
+/// The hard world (crossfades, pans, uneven shots) at the sampling rate videos are captioned at;
+/// the embedded CLIP trained on half its images filmed this way, never on these videos.
+fn hard() -> VideoConfig {
+    VideoConfig { fps: 2.0, ..VideoConfig::hard() }
+}
+
+#[test]
+fn shipped_models_count_and_caption_events_in_the_hard_world() {
+    let (clip, lm) = models();
+    let results =
+        block_on(dense_captioning(&clip, &lm, &ZeroTaConfig::default(), false, &hard(), 0..6, |_| {}, |_| {})).unwrap();
+    let scores = DenseScores::of(&results, None).unwrap();
+    assert!(scores.mean_precision >= FLOOR_HARD_AUTO_PRECISION, "{scores:?}");
+    assert!(scores.mean_recall >= FLOOR_HARD_AUTO_RECALL, "{scores:?}");
+    assert!(scores.attributes.mean >= FLOOR_HARD_DENSE_ATTRIBUTES, "{scores:?}");
+}
+
 #[test]
 fn shipped_clip_finds_moments_in_the_hard_world() {
     let (clip, _) = models();
-    let hard = VideoConfig { fps: 2.0, ..VideoConfig::hard() };
-    let results = block_on(grounding(&clip, &[FindConfig::default()], &hard, 0..10, || {})).unwrap();
+    let results = block_on(grounding(&clip, &[FindConfig::default()], &hard(), 0..10, || {})).unwrap();
     let scores = GroundingScores::of(&results[0]);
     assert!(scores.r_at_1[1].1 >= FLOOR_HARD_GROUNDING_R1_05, "{scores:?}");
     assert!(scores.miou >= FLOOR_HARD_GROUNDING_MIOU, "{scores:?}");

@@ -37,9 +37,9 @@ pub struct FindConfig {
     /// Shortest moment, in seconds (at least one frame).
     pub min_seconds: f64,
     /// AdamW steps refining each proposal's soft mask (0: the proposals as they are). Off by
-    /// default: on 50 held-out world videos, 40 steps lowered R1@0.7 from 0.860 to 0.825 and mIoU
-    /// from 0.900 to 0.834 (`glimpse eval`'s ablation rows), as the proposals' edges already sit
-    /// on the frames where the query stops matching.
+    /// default: on held-out world videos 40 steps lower R1@0.7 and mIoU (`glimpse eval`'s ablation
+    /// rows, figures in models/README.md), as the proposals' edges already sit on the frames where
+    /// the query stops matching.
     pub refine_steps: usize,
     /// Learning rate of the masks' raw centre and width.
     pub refine_lr: f64,

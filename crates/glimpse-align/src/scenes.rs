@@ -22,10 +22,9 @@ pub const MAX_BINS: usize = 1024;
 pub const NOISE_FLOOR: f64 = 1e-3;
 
 /// KTS's penalty weight; larger values give fewer scenes. Chosen on 30 world videos set aside for
-/// this (`glimpse eval --seed 1000 --videos 30 --scene-penalty P`): on the plain world every weight
-/// from 4 to 32 counted the scenes exactly (2 split too many, 64 merged some); on the hard world,
-/// whose pans drift the embeddings across a shot, 10 split panned shots (4.27 events for 3.27;
-/// precision 0.727, recall 0.880), 20 did best (3.40; 0.903, 0.937) and 32 merged (3.13; 0.888, 0.881).
+/// this (`glimpse eval --seed 1000 --videos 30 --scene-penalty P`; the figures are in
+/// models/README.md): on the plain world a wide range counts the scenes exactly, and on the hard
+/// world, whose pans drift the embeddings across a shot, lower weights split panned shots.
 pub const DEFAULT_PENALTY: f64 = 20.0;
 
 /// The segmentation chosen for a video, in frames.

@@ -53,6 +53,9 @@ pub struct BenchArgs {
     /// Python interpreter with torch and transformers installed.
     #[arg(long, default_value = "python3")]
     python: String,
+    /// Where the PyTorch reference runs (the script's --device); `cuda` needs a GPU that torch sees.
+    #[arg(long, value_enum, default_value_t = ReferenceDevice::Cpu, value_name = "DEVICE")]
+    reference_device: ReferenceDevice,
     /// Also write the figures as JSON to FILE (atomically).
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -118,6 +121,20 @@ impl Metric {
     }
 }
 
+/// Where `bench/reference.py` runs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+enum ReferenceDevice {
+    Cpu,
+    Cuda,
+}
+
+impl ReferenceDevice {
+    /// The backend the reference's figures name: `pytorch-cpu` or `pytorch-cuda`.
+    fn backend(self) -> String {
+        format!("pytorch-{self}")
+    }
+}
+
 /// Names as on the command line (`cpu`, `clip_text_txt_s`, ...).
 macro_rules! display_as_value {
     ($($kind:ty),*) => {$(
@@ -129,13 +146,13 @@ macro_rules! display_as_value {
         }
     )*};
 }
-display_as_value!(Metric);
+display_as_value!(Metric, ReferenceDevice);
 
 /// One figure as the child processes (glimpse's and the reference's) print it.
 #[derive(Serialize, Deserialize, Clone)]
 struct Figure {
     metric: Metric,
-    /// `cpu` or `wgpu` for glimpse, `pytorch-cpu` for the reference.
+    /// `cpu` or `wgpu` for glimpse, `pytorch-cpu` or `pytorch-cuda` for the reference.
     backend: String,
     /// The adapter or library that ran it.
     device: String,
@@ -144,7 +161,7 @@ struct Figure {
     /// Seconds of each timed run.
     runs: Vec<f64>,
     /// Peak resident memory of the measuring process (host memory; a discrete GPU's own memory
-    /// is not included).
+    /// is not included), except for `pytorch-cuda`: PyTorch's peak GPU allocation.
     peak_rss_mib: f64,
     #[serde(default)]
     detail: serde_json::Value,
@@ -213,7 +230,7 @@ pub fn run(args: &BenchArgs, measuring: impl Fn(&str) -> Command) -> Result<Repo
             collect(child, &label, &progress, &mut figures, &mut failures);
         }
         if let Some(reference) = reference.as_ref().filter(|_| !metric.is_kernel()) {
-            let label = format!("pytorch-cpu {metric}");
+            let label = format!("{} {metric}", args.reference_device.backend());
             progress.set_message(label.clone());
             collect(reference.command(metric, args), &label, &progress, &mut figures, &mut failures);
         }
@@ -225,7 +242,7 @@ pub fn run(args: &BenchArgs, measuring: impl Fn(&str) -> Command) -> Result<Repo
         false => "not measured".to_string(),
     };
     let machine = machine_description(&gpu, reference.as_ref().map(|r| r.versions.as_str()));
-    let tables = [model_table(&figures, &metrics, &backends), kernel_table(&figures)];
+    let tables = [model_table(&figures, &metrics, &backends, args.reference_device), kernel_table(&figures)];
     let table = tables.into_iter().filter(|t| !t.is_empty()).collect::<Vec<_>>().join("\n\n");
     for failure in &failures {
         eprintln!("failed: {failure}");
@@ -311,7 +328,10 @@ impl Reference {
             );
             return None;
         }
-        let check = Command::new(&args.python).arg(&script).arg("--check").output();
+        let check = Command::new(&args.python)
+            .arg(&script)
+            .args(["--check", "--device", &args.reference_device.to_string()])
+            .output();
         match check {
             Ok(out) if out.status.success() => {
                 let versions = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -336,20 +356,26 @@ impl Reference {
         let mut command = Command::new(&self.python);
         command.arg(&self.script).args(["--metric", &metric.to_string()]);
         command.args(["--runs", &args.runs.to_string(), "--budget", &args.budget.to_string()]);
+        command.args(["--device", &args.reference_device.to_string()]);
         command
     }
 }
 
 /// The side-by-side table, in Markdown (readable as it is in a terminal); empty without figures.
-fn model_table(figures: &[Figure], metrics: &[Metric], backends: &[DeviceChoice]) -> String {
+fn model_table(
+    figures: &[Figure],
+    metrics: &[Metric],
+    backends: &[DeviceChoice],
+    reference_device: ReferenceDevice,
+) -> String {
     let find = |metric: Metric, backend: &str| figures.iter().find(|f| f.metric == metric && f.backend == backend);
+    let pytorch = format!("PyTorch {}", reference_device.to_string().to_uppercase());
     let mut lines = vec![
-        "| metric | backend | glimpse | PyTorch CPU | glimpse / PyTorch | peak MiB glimpse | peak MiB PyTorch |"
-            .to_string(),
+        format!("| metric | backend | glimpse | {pytorch} | glimpse / PyTorch | peak MiB glimpse | peak MiB PyTorch |"),
         "|---|---|---:|---:|---:|---:|---:|".to_string(),
     ];
     for &metric in metrics.iter().filter(|m| !m.is_kernel()) {
-        let reference = find(metric, "pytorch-cpu");
+        let reference = find(metric, &reference_device.backend());
         let better = if metric.higher_is_better() { "higher is better" } else { "lower is better" };
         for &backend in backends {
             let Some(ours) = find(metric, &backend.to_string()) else { continue };
@@ -788,14 +814,17 @@ mod tests {
             figure(Metric::PrefixStepMs, "cpu", 300.0),
             figure(Metric::DecodeAttentionMs, "wgpu", 2.0),
         ];
-        let table = model_table(&figures, Metric::value_variants(), &BACKENDS);
+        let table = model_table(&figures, Metric::value_variants(), &BACKENDS, ReferenceDevice::Cpu);
         assert!(
             table.contains("| clip_text_txt_s | cpu | 50.00 txt/s | 200.00 txt/s | 0.25x (higher is better) |"),
             "{table}"
         );
         assert!(table.contains("| prefix_step_ms | cpu | 300.00 ms | - | - |"), "{table}");
         assert!(!table.contains("decode_attention"), "{table}");
-        assert_eq!(model_table(&figures[3..], Metric::value_variants(), &[DeviceChoice::Wgpu]), "");
+        assert_eq!(
+            model_table(&figures[3..], Metric::value_variants(), &[DeviceChoice::Wgpu], ReferenceDevice::Cpu),
+            ""
+        );
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub enum TrainCommand {
         batch_size: usize,
         #[arg(long, default_value_t = ClipTrainConfig::default().lr)]
         lr: f64,
+        /// Share of training images filmed as the hard world films them (panned, crossfading).
+        #[arg(long, default_value_t = ClipTrainConfig::default().filmed)]
+        filmed: f64,
     },
     /// Language-model training of the world GPT-2 on the world's captions.
     Lm {
@@ -137,10 +140,13 @@ fn check(batch_size: usize, max_batch: usize, lr: f64, steps: Option<usize>) -> 
 pub fn run(command: TrainCommand, selected: &SelectedDevice) -> Result<()> {
     let device = selected.device.clone().autodiff();
     match command {
-        TrainCommand::Clip { run, batch_size, lr } => {
+        TrainCommand::Clip { run, batch_size, lr, filmed } => {
             // A batch holds distinct scenes, and the world has 540.
             check(batch_size, 512, lr, run.steps)?;
-            let config = ClipTrainConfig { batch_size, lr, ..ClipTrainConfig::default() };
+            if !(0.0..=1.0).contains(&filmed) {
+                bail!("--filmed {filmed} must be a share between 0 and 1");
+            }
+            let config = ClipTrainConfig { batch_size, lr, filmed, ..ClipTrainConfig::default() };
             with_progress(&run.out, "clip", |on| block_on(train_clip(&run.options(), config, &device, on)))
         }
         TrainCommand::Projector { models, out, examples, epochs, prefix_len, hidden, lr, seed } => {

@@ -9,6 +9,7 @@ use glimpse_media::tokenizer::ClipTokenizer;
 use glimpse_models::{Clip, ClipConfig, l2_normalize};
 use glimpse_world::render::{RenderConfig, Scene};
 use glimpse_world::scene::{Attributes, TEMPLATE_COUNT, caption};
+use glimpse_world::video::Camera;
 use image::RgbImage;
 
 use crate::TrainError;
@@ -56,11 +57,22 @@ pub struct ClipTrainConfig {
     pub warmup: usize,
     pub seed: u64,
     pub render: RenderConfig,
+    /// Share of training images filmed as the hard world's camera films a frame
+    /// ([`Camera::film_still`] with [`Camera::HARD`]: panned, crossfading into the next shot).
+    pub filmed: f64,
 }
 
 impl Default for ClipTrainConfig {
     fn default() -> Self {
-        Self { steps: 2000, batch_size: 96, lr: 2e-4, warmup: 200, seed: 0, render: RenderConfig::default() }
+        Self {
+            steps: 2000,
+            batch_size: 96,
+            lr: 2e-4,
+            warmup: 200,
+            seed: 0,
+            render: RenderConfig::default(),
+            filmed: 0.5,
+        }
     }
 }
 
@@ -70,8 +82,10 @@ const PARTIAL_CAPTIONS: f64 = 0.3;
 /// One training batch: distinct attribute sets, one rendered scene and one caption each (a random
 /// template, sometimes after a lead-in such as "video showing"). Some captions are cut short:
 /// CLIP-guided decoding scores unfinished captions token by token, and a CLIP that has only seen
-/// whole sentences ranks their beginnings poorly.
-pub fn batch(seed: u64, step: usize, size: usize, render: &RenderConfig) -> (Vec<RgbImage>, Vec<String>) {
+/// whole sentences ranks their beginnings poorly. A share `filmed` of the images are filmed
+/// frames (panned, part-way into a neighbouring shot on the same background, an empty one in a
+/// third of cases), keeping the caption of the shot they belong to.
+pub fn batch(seed: u64, step: usize, size: usize, render: &RenderConfig, filmed: f64) -> (Vec<RgbImage>, Vec<String>) {
     let mut rng = Rng::new(derive_seed(seed, step as u64));
     let mut seen: Vec<Attributes> = Vec::with_capacity(size);
     let (mut images, mut texts) = (Vec::with_capacity(size), Vec::with_capacity(size));
@@ -81,7 +95,14 @@ pub fn batch(seed: u64, step: usize, size: usize, render: &RenderConfig) -> (Vec
             continue;
         }
         seen.push(attributes);
-        images.push(Scene::sample(Some(attributes), &mut rng).render(render, &mut rng));
+        let scene = Scene::sample(Some(attributes), &mut rng);
+        let mut image = scene.render(render, &mut rng);
+        if rng.chance(filmed) {
+            let shown = if rng.chance(1.0 / 3.0) { None } else { Some(Attributes::sample(&mut rng)) };
+            let neighbour = Scene::sample_on(scene.background, shown, &mut rng).render(render, &mut rng);
+            image = Camera::HARD.film_still(&image, &neighbour, &mut rng);
+        }
+        images.push(image);
         let mut text = caption(&attributes, rng.below(TEMPLATE_COUNT));
         if rng.chance(PARTIAL_CAPTIONS) {
             let words: Vec<&str> = text.split(' ').collect();
@@ -132,7 +153,7 @@ impl ClipTraining {
     ) -> Result<(), TrainError> {
         let c = &self.config;
         while self.trainer.before(until) {
-            let (images, texts) = batch(c.seed, self.trainer.step, c.batch_size, &c.render);
+            let (images, texts) = batch(c.seed, self.trainer.step, c.batch_size, &c.render, c.filmed);
             let ids = texts.iter().map(|t| tokenizer.encode(t)).collect::<Result<Vec<_>, _>>()?;
             let pixels = pixels(preprocess, &images, device)?;
             let loss = contrastive_loss(&self.trainer.model, pixels, &ids, device)?;
@@ -181,7 +202,7 @@ mod tests {
         let config = world_clip_config();
         let tokenizer = ClipTokenizer::from_json(clip_tokenizer_json(&words()).unwrap().as_bytes(), 24).unwrap();
         let preprocess = ImagePreprocess::from_json(preprocessor_json(IMAGE_SIZE).as_bytes(), 64).unwrap();
-        let (images, texts) = batch(3, 0, 8, &RenderConfig::default());
+        let (images, texts) = batch(3, 0, 8, &RenderConfig::default(), 0.5);
         let ids: Vec<_> = texts.iter().map(|t| tokenizer.encode(t).unwrap()).collect();
         let mut model = config.init(&device);
         let mut optim = AdamWConfig::new().init();

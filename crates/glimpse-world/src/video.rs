@@ -58,6 +58,21 @@ pub struct Camera {
 impl Camera {
     /// The hard world's camera: 1 s crossfades and an 8% pan per shot.
     pub const HARD: Camera = Camera { crossfade_seconds: 1.0, pan: 0.08 };
+
+    /// One frame of a shot of `image` as this camera may film it inside a video, for training on
+    /// filmed frames one at a time: moved sideways by up to half the pan either way (a shot pans
+    /// from -pan/2 to +pan/2) and, where the camera crossfades, part-way into `neighbour`, the shot
+    /// next to it; inside its own shot a frame always outweighs its neighbour, so the weight of
+    /// `neighbour` is below one half.
+    pub fn film_still(&self, image: &RgbImage, neighbour: &RgbImage, rng: &mut Rng) -> RgbImage {
+        let pan = if self.pan.is_finite() { self.pan.clamp(0.0, 0.15) } else { 0.0 };
+        let shift = (rng.range(-0.5, 0.5) * pan * f64::from(image.width())).round() as i64;
+        let moved = shifted(image, shift);
+        match self.crossfade_seconds > 0.0 && image.dimensions() == neighbour.dimensions() {
+            true => blend(&moved, neighbour, rng.range(0.0, 0.5)),
+            false => moved,
+        }
+    }
 }
 
 impl VideoConfig {
@@ -423,6 +438,34 @@ mod tests {
         assert!((3..=8).contains(&range), "shifts across the shot: {shifts:?}");
         // No camera: exactly the plain world.
         assert_eq!(sample_video(3, &VideoConfig { camera: Camera::default(), ..plain }), sample_video(3, &plain));
+    }
+
+    #[test]
+    fn a_filmed_still_is_its_image_moved_and_mixed_with_less_than_half_its_neighbour() {
+        let still = RenderConfig { noise: 0.0, jitter: 0.0, ..RenderConfig::default() };
+        let mut rng = Rng::new(9);
+        let background = BACKGROUNDS[0];
+        let image = Scene::sample_on(background, Some(Attributes::sample(&mut rng)), &mut rng).render(&still, &mut rng);
+        let gap = Scene::sample_on(background, None, &mut rng).render(&still, &mut rng);
+        let pan_only = Camera { crossfade_seconds: 0.0, pan: 0.08 };
+        let (mut shifts, mut mixes) = (Vec::new(), 0);
+        for _ in 0..40 {
+            let filmed = pan_only.film_still(&image, &gap, &mut rng);
+            shifts.push((-4..=4).find(|&d| shifted(&image, d) == filmed).expect("a sideways move of at most 4%"));
+            // A crossfaded still is a mix nearer the image than the gap in every channel.
+            let fade_only = Camera { crossfade_seconds: 1.0, pan: 0.0 };
+            let mixed = fade_only.film_still(&image, &gap, &mut rng);
+            let nearer = mixed.pixels().zip(image.pixels()).zip(gap.pixels()).all(|((m, i), g)| {
+                (0..3).all(|c| {
+                    m[c].abs_diff(i[c]) <= m[c].abs_diff(g[c]) + 1 && m[c] >= i[c].min(g[c]) && m[c] <= i[c].max(g[c])
+                })
+            });
+            assert!(nearer);
+            mixes += usize::from(mixed != image);
+        }
+        assert!(mixes >= 30, "{mixes} of 40 stills mixed");
+        assert!(shifts.iter().any(|&d| d < 0) && shifts.iter().any(|&d| d > 0), "{shifts:?}");
+        assert_eq!(Camera::default().film_still(&image, &gap, &mut rng), image);
     }
 
     #[test]
