@@ -65,13 +65,22 @@ impl Camera {
     /// next to it; inside its own shot a frame always outweighs its neighbour, so the weight of
     /// `neighbour` is below one half.
     pub fn film_still(&self, image: &RgbImage, neighbour: &RgbImage, rng: &mut Rng) -> RgbImage {
-        let pan = if self.pan.is_finite() { self.pan.clamp(0.0, 0.15) } else { 0.0 };
-        let shift = (rng.range(-0.5, 0.5) * pan * f64::from(image.width())).round() as i64;
+        let shift = (rng.range(-0.5, 0.5) * self.pan_fraction() * f64::from(image.width())).round() as i64;
         let moved = shifted(image, shift);
-        match self.crossfade_seconds > 0.0 && image.dimensions() == neighbour.dimensions() {
+        match self.crossfade() > 0.0 && image.dimensions() == neighbour.dimensions() {
             true => blend(&moved, neighbour, rng.range(0.0, 0.5)),
             false => moved,
         }
+    }
+
+    /// The pan as used: at most 0.15, and none when it is not a finite number.
+    fn pan_fraction(&self) -> f64 {
+        if self.pan.is_finite() { self.pan.clamp(0.0, 0.15) } else { 0.0 }
+    }
+
+    /// The crossfade's seconds as used: none when negative or not a finite number.
+    fn crossfade(&self) -> f64 {
+        if self.crossfade_seconds.is_finite() { self.crossfade_seconds.max(0.0) } else { 0.0 }
     }
 }
 
@@ -184,7 +193,7 @@ pub fn sample_video(seed: u64, config: &VideoConfig) -> WorldVideo {
 fn film(frames: &mut [RgbImage], shots: &[usize], camera: &Camera, fps: f64) {
     let n = frames.len();
     let ends: Vec<(usize, usize)> = shots.iter().zip(shots.iter().skip(1).chain([&n])).map(|(&a, &b)| (a, b)).collect();
-    let pan = if camera.pan.is_finite() { camera.pan.clamp(0.0, 0.15) } else { 0.0 };
+    let pan = camera.pan_fraction();
     if pan > 0.0 {
         for (shot, &(a, b)) in ends.iter().enumerate() {
             let direction = if shot % 2 == 0 { 1.0 } else { -1.0 };
@@ -195,8 +204,7 @@ fn film(frames: &mut [RgbImage], shots: &[usize], camera: &Camera, fps: f64) {
             }
         }
     }
-    let seconds = if camera.crossfade_seconds.is_finite() { camera.crossfade_seconds.max(0.0) } else { 0.0 };
-    let half = (seconds * fps / 2.0).round() as usize;
+    let half = (camera.crossfade() * fps / 2.0).round() as usize;
     if half == 0 {
         return;
     }
