@@ -14,7 +14,12 @@
 
 mod decode_attention;
 mod masked_pool;
+mod q8;
 mod wgsl;
 
 pub use decode_attention::{decode_attention, decode_attention_fallback, decode_attention_uses_kernel};
 pub use masked_pool::{masked_pool, masked_pool_fallback, masked_pool_uses_kernel};
+pub use q8::{
+    Q8_BLOCK, Q8_DIRECT_MAX_ROWS, q8_dequantize, q8_dequantize_fallback, q8_matmul, q8_matmul_fallback,
+    q8_matmul_uses_kernel, q8_pack, q8_padded,
+};

@@ -8,16 +8,16 @@
 //! bias, computed here as one matmul over unfolded patches.
 
 use burn::module::{Initializer, Param};
-use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, Linear, LinearConfig};
+use burn::nn::{Embedding, EmbeddingConfig, LayerNorm};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
 use crate::hf_config::{check_model_type, hf_config_json};
-use crate::nn::{Activation, ShardedTable, attention, layer_norm, merge_heads, split_heads};
+use crate::nn::{Activation, Dense, ShardedTable, attention, layer_norm, merge_heads, split_heads};
 use crate::tensor::l2_normalize;
-use crate::weights::{Layout, Loader, Saver, Tensors, WeightFile};
+use crate::weights::{Layout, Loader, Saver, Tensors, WeightFile, WeightFormat};
 
 /// `text_config` of a Hugging Face CLIP `config.json`. Defaults are transformers' defaults.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -201,7 +201,7 @@ impl ClipConfig {
         let t = &self.text_config;
         let v = &self.vision_config;
         let grid = v.image_size / v.patch_size;
-        let linear_no_bias = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
+        let linear_no_bias = |i, o| Dense::new(i, o, false, device);
         Clip {
             vision: ClipVision {
                 patch_embedding: Initializer::KaimingUniform { gain: 1.0, fan_out_only: false }.init_with(
@@ -248,18 +248,18 @@ impl ClipConfig {
 #[derive(Module, Debug)]
 struct EncoderLayer {
     layer_norm1: LayerNorm,
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    out_proj: Linear,
+    q_proj: Dense,
+    k_proj: Dense,
+    v_proj: Dense,
+    out_proj: Dense,
     layer_norm2: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
+    fc1: Dense,
+    fc2: Dense,
 }
 
 impl EncoderLayer {
     fn init(d: usize, inner: usize, eps: f64, device: &Device) -> Self {
-        let linear = |i, o| LinearConfig::new(i, o).init(device);
+        let linear = |i, o| Dense::new(i, o, true, device);
         Self {
             layer_norm1: layer_norm(d, eps, device),
             q_proj: linear(d, d),
@@ -275,13 +275,13 @@ impl EncoderLayer {
     fn walk(&mut self, tensors: &impl Tensors, prefix: &str) {
         let t = Layout::Transposed;
         tensors.layer_norm(&format!("{prefix}layer_norm1"), &mut self.layer_norm1);
-        tensors.linear(&format!("{prefix}self_attn.q_proj"), &mut self.q_proj, t);
-        tensors.linear(&format!("{prefix}self_attn.k_proj"), &mut self.k_proj, t);
-        tensors.linear(&format!("{prefix}self_attn.v_proj"), &mut self.v_proj, t);
-        tensors.linear(&format!("{prefix}self_attn.out_proj"), &mut self.out_proj, t);
+        tensors.dense(&format!("{prefix}self_attn.q_proj"), &mut self.q_proj, t);
+        tensors.dense(&format!("{prefix}self_attn.k_proj"), &mut self.k_proj, t);
+        tensors.dense(&format!("{prefix}self_attn.v_proj"), &mut self.v_proj, t);
+        tensors.dense(&format!("{prefix}self_attn.out_proj"), &mut self.out_proj, t);
         tensors.layer_norm(&format!("{prefix}layer_norm2"), &mut self.layer_norm2);
-        tensors.linear(&format!("{prefix}mlp.fc1"), &mut self.fc1, t);
-        tensors.linear(&format!("{prefix}mlp.fc2"), &mut self.fc2, t);
+        tensors.dense(&format!("{prefix}mlp.fc1"), &mut self.fc1, t);
+        tensors.dense(&format!("{prefix}mlp.fc2"), &mut self.fc2, t);
     }
 
     /// `[batch, seq, d]` -> `[batch, seq, d]`; `causal` masks future positions (text tower).
@@ -417,8 +417,8 @@ impl ClipText {
 pub struct Clip {
     vision: ClipVision,
     text: ClipText,
-    visual_projection: Linear,
-    text_projection: Linear,
+    visual_projection: Dense,
+    text_projection: Dense,
     /// Stored as a log; `[1]`.
     logit_scale: Param<Tensor<1>>,
 }
@@ -441,7 +441,12 @@ impl Clip {
 
     /// The model as `model.safetensors` bytes with Hugging Face names (the inverse of [`Clip::load`]).
     pub async fn to_safetensors(&self) -> Result<Vec<u8>, ModelError> {
-        let saver = Saver::default();
+        self.to_safetensors_as(WeightFormat::F32).await
+    }
+
+    /// As [`Self::to_safetensors`], stored in `format` (`glimpse models convert`).
+    pub async fn to_safetensors_as(&self, format: WeightFormat) -> Result<Vec<u8>, ModelError> {
+        let saver = Saver::new(format);
         self.clone().walk(&saver);
         saver.to_safetensors(crate::weights::pytorch_metadata()).await
     }
@@ -449,8 +454,8 @@ impl Clip {
     fn walk(&mut self, tensors: &impl Tensors) {
         self.vision.walk(tensors);
         self.text.walk(tensors);
-        tensors.linear("visual_projection", &mut self.visual_projection, Layout::Transposed);
-        tensors.linear("text_projection", &mut self.text_projection, Layout::Transposed);
+        tensors.dense("visual_projection", &mut self.visual_projection, Layout::Transposed);
+        tensors.dense("text_projection", &mut self.text_projection, Layout::Transposed);
         tensors.param("logit_scale", &mut self.logit_scale, Layout::Scalar);
     }
 

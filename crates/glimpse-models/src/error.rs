@@ -20,6 +20,11 @@ pub enum TensorProblem {
         name: String,
         dtype: String,
     },
+    /// An 8-bit tensor the file's quantisation scheme does not account for.
+    Quantization {
+        name: String,
+        why: String,
+    },
     /// The file could not be read where the header says the tensor is (e.g. cut short since).
     Unreadable {
         name: String,
@@ -37,8 +42,13 @@ impl fmt::Display for TensorProblem {
                 write!(f, "tensor `{name}` has shape {found:?}, the config implies {expected:?}")
             }
             Self::DType { name, dtype } => {
-                write!(f, "tensor `{name}` is stored as {dtype}; glimpse reads F32, F16, BF16 and F64")
+                write!(
+                    f,
+                    "tensor `{name}` is stored as {dtype}; glimpse reads F32, F16, BF16 and F64 (and I8 for the \
+                     dense weights of a q8 file)"
+                )
             }
+            Self::Quantization { name, why } => write!(f, "tensor `{name}` cannot be read as 8-bit weights: {why}"),
             Self::Unreadable { name, why } => write!(f, "tensor `{name}` cannot be read: {why}"),
         }
     }

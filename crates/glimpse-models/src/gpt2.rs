@@ -7,14 +7,14 @@
 //! `lm_head.weight`). GPT-2's `Conv1D` stores weights `[in, out]`, which is Burn's layout already.
 
 use burn::module::Initializer;
-use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, Linear, LinearConfig};
+use burn::nn::{Embedding, EmbeddingConfig, LayerNorm};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
 use crate::hf_config::{check_model_type, hf_config_json};
-use crate::nn::{Activation, ShardedTable, attention, layer_norm, merge_heads, split_heads};
-use crate::weights::{Layout, Loader, Saver, Tensors, WeightFile};
+use crate::nn::{Activation, Dense, ShardedTable, attention, layer_norm, merge_heads, split_heads};
+use crate::weights::{Layout, Loader, Saver, Tensors, WeightFile, WeightFormat};
 
 /// The fields of a Hugging Face GPT-2 `config.json` that shape the model. Other fields are ignored;
 /// fields that would change the computation in ways glimpse does not implement are refused.
@@ -178,11 +178,11 @@ impl Gpt2Config {
 struct Block {
     ln_1: LayerNorm,
     /// q | k | v projections fused, `[n_embd, 3 n_embd]`.
-    c_attn: Linear,
-    c_proj: Linear,
+    c_attn: Dense,
+    c_proj: Dense,
     ln_2: LayerNorm,
-    c_fc: Linear,
-    mlp_proj: Linear,
+    c_fc: Dense,
+    mlp_proj: Dense,
 }
 
 impl Block {
@@ -190,21 +190,21 @@ impl Block {
         let d = config.n_embd;
         Self {
             ln_1: layer_norm(d, config.layer_norm_epsilon, device),
-            c_attn: LinearConfig::new(d, 3 * d).init(device),
-            c_proj: LinearConfig::new(d, d).init(device),
+            c_attn: Dense::new(d, 3 * d, true, device),
+            c_proj: Dense::new(d, d, true, device),
             ln_2: layer_norm(d, config.layer_norm_epsilon, device),
-            c_fc: LinearConfig::new(d, config.inner_dim()).init(device),
-            mlp_proj: LinearConfig::new(config.inner_dim(), d).init(device),
+            c_fc: Dense::new(d, config.inner_dim(), true, device),
+            mlp_proj: Dense::new(config.inner_dim(), d, true, device),
         }
     }
 
     fn walk(&mut self, tensors: &impl Tensors, prefix: &str) {
         tensors.layer_norm(&format!("{prefix}ln_1"), &mut self.ln_1);
-        tensors.linear(&format!("{prefix}attn.c_attn"), &mut self.c_attn, Layout::AsStored);
-        tensors.linear(&format!("{prefix}attn.c_proj"), &mut self.c_proj, Layout::AsStored);
+        tensors.dense(&format!("{prefix}attn.c_attn"), &mut self.c_attn, Layout::AsStored);
+        tensors.dense(&format!("{prefix}attn.c_proj"), &mut self.c_proj, Layout::AsStored);
         tensors.layer_norm(&format!("{prefix}ln_2"), &mut self.ln_2);
-        tensors.linear(&format!("{prefix}mlp.c_fc"), &mut self.c_fc, Layout::AsStored);
-        tensors.linear(&format!("{prefix}mlp.c_proj"), &mut self.mlp_proj, Layout::AsStored);
+        tensors.dense(&format!("{prefix}mlp.c_fc"), &mut self.c_fc, Layout::AsStored);
+        tensors.dense(&format!("{prefix}mlp.c_proj"), &mut self.mlp_proj, Layout::AsStored);
     }
 
     /// `x`: `[batch, t, d]`; `past`: this layer's cached keys/values.
@@ -328,7 +328,12 @@ impl Gpt2 {
     /// The model as `model.safetensors` bytes in `GPT2LMHeadModel`'s naming (`transformer.*`, and
     /// `lm_head.weight` only when untied): the inverse of [`Gpt2::load`].
     pub async fn to_safetensors(&self) -> Result<Vec<u8>, ModelError> {
-        let saver = Saver::default();
+        self.to_safetensors_as(WeightFormat::F32).await
+    }
+
+    /// As [`Self::to_safetensors`], stored in `format` (`glimpse models convert`).
+    pub async fn to_safetensors_as(&self, format: WeightFormat) -> Result<Vec<u8>, ModelError> {
+        let saver = Saver::new(format);
         self.clone().walk(&saver, "transformer.");
         saver.to_safetensors(crate::weights::pytorch_metadata()).await
     }

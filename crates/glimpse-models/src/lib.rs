@@ -15,9 +15,10 @@ pub mod nn;
 pub mod tensor;
 pub mod weights;
 
-pub use bundle::{ClipBundle, Gpt2Bundle};
+pub use bundle::{ClipBundle, Gpt2Bundle, convert_weights};
 pub use clip::{Clip, ClipConfig};
 pub use error::{ModelError, TensorProblem};
 pub use files::{MAX_JSON_BYTES, ModelFiles, Weights};
 pub use gpt2::{Gpt2, Gpt2Config, KvCache};
 pub use tensor::l2_normalize;
+pub use weights::WeightFormat;

@@ -1,10 +1,11 @@
 //! Building blocks shared by CLIP and GPT-2: activations, multi-head attention, LayerNorm setup.
 
-use burn::module::{Initializer, Param};
-use burn::nn::{LayerNorm, LayerNormConfig};
+use burn::module::{Initializer, Param, ParamId};
+use burn::nn::{LayerNorm, LayerNormConfig, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, sigmoid, softmax};
 use burn::tensor::module::embedding;
+use glimpse_kernels::{Q8_BLOCK, q8_dequantize, q8_matmul, q8_pack};
 use serde::{Deserialize, Serialize};
 
 /// Activation functions by their Hugging Face names.
@@ -84,6 +85,136 @@ pub(crate) fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, causal_past: O
     softmax(scores, 3).matmul(v)
 }
 
+/// A `[n, k]` matrix (`n` outputs, `k` inputs) of 8-bit weights with one scale per
+/// [`Q8_BLOCK`] inputs, resident in that form (about a quarter of its f32 size); see
+/// `glimpse_kernels::q8_pack` for the layout.
+#[derive(Module, Debug)]
+pub struct Q8Matrix {
+    packed: Param<Tensor<2, Int>>,
+    scales: Param<Tensor<2>>,
+    #[module(skip)]
+    inputs: usize,
+}
+
+impl Q8Matrix {
+    /// From `[n, k]` row-major bytes and their `[n, k.div_ceil(Q8_BLOCK)]` scales.
+    pub fn new(bytes: &[i8], scales: Vec<f32>, n: usize, k: usize, device: &Device) -> Self {
+        let (packed, scales) = q8_pack(bytes, scales, n, k, device);
+        let packed = Param::initialized(ParamId::new(), packed);
+        Self { packed, scales: Param::from_tensor(scales), inputs: k }
+    }
+
+    /// Quantises a `[n, k]` f32 matrix on the host: each block's scale is its largest magnitude
+    /// over 127, rounded up to what an f16 holds (the file stores scales as F16).
+    pub fn quantize(values: &[f32], k: usize) -> (Vec<i8>, Vec<f32>) {
+        let mut bytes = Vec::with_capacity(values.len());
+        let mut scales = Vec::with_capacity(values.len().div_ceil(Q8_BLOCK));
+        for row in values.chunks_exact(k) {
+            for block in row.chunks(Q8_BLOCK) {
+                let peak = block.iter().fold(0.0f32, |max, v| max.max(v.abs()));
+                let scale = f16_at_least(peak / 127.0);
+                scales.push(scale);
+                let inverse = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+                bytes.extend(block.iter().map(|v| (v * inverse).round().clamp(-127.0, 127.0) as i8));
+            }
+        }
+        (bytes, scales)
+    }
+
+    /// `[n, k]`.
+    pub fn dims(&self) -> [usize; 2] {
+        [self.scales.lazy_shape().dims::<2>()[0], self.inputs]
+    }
+
+    /// The f32 matrix `[n, k]`.
+    pub fn dequantize(&self) -> Tensor<2> {
+        q8_dequantize(self.packed.val(), self.scales.val()).narrow(1, 0, self.inputs)
+    }
+
+    /// `x @ self^T`: `[batch, t, k]` -> `[batch, t, n]`.
+    pub fn matmul_t(&self, x: Tensor<3>) -> Tensor<3> {
+        q8_matmul(x, self.packed.val(), self.scales.val())
+    }
+
+    /// Rows `ids` in f32: `[len]` -> `[len, k]` (an embedding lookup expands only what it reads).
+    pub fn rows(&self, ids: Tensor<1, Int>) -> Tensor<2> {
+        let packed = self.packed.val().select(0, ids.clone());
+        q8_dequantize(packed, self.scales.val().select(0, ids)).narrow(1, 0, self.inputs)
+    }
+}
+
+/// The smallest f16 value at or above `x` (>= 0), as f32.
+fn f16_at_least(x: f32) -> f32 {
+    let mut half = half::f16::from_f32(x);
+    if half.to_f32() < x {
+        half = half::f16::from_bits(half.to_bits() + 1);
+    }
+    half.to_f32()
+}
+
+/// A dense layer's weight: f32 `[d_input, d_output]` (Burn's `Linear` layout, the one training
+/// updates), or 8-bit `[d_output, d_input]` from a q8 checkpoint.
+#[derive(Module, Debug)]
+pub enum DenseWeight {
+    F32(Param<Tensor<2>>),
+    Q8(Q8Matrix),
+}
+
+impl DenseWeight {
+    /// `[d_input, d_output]`.
+    pub fn dims(&self) -> [usize; 2] {
+        match self {
+            Self::F32(weight) => weight.lazy_shape().dims(),
+            Self::Q8(matrix) => {
+                let [outputs, inputs] = matrix.dims();
+                [inputs, outputs]
+            }
+        }
+    }
+
+    /// The f32 weight, `[d_input, d_output]`.
+    pub fn to_f32(&self) -> Tensor<2> {
+        match self {
+            Self::F32(weight) => weight.val(),
+            Self::Q8(matrix) => matrix.dequantize().transpose(),
+        }
+    }
+}
+
+/// `y = x W + b`: Burn's `Linear`, with the weight in f32 or 8-bit.
+#[derive(Module, Debug)]
+pub struct Dense {
+    pub weight: DenseWeight,
+    pub bias: Option<Param<Tensor<1>>>,
+}
+
+impl Dense {
+    /// Lazily initialised as Burn's `Linear` is (nothing allocated until used or loaded).
+    pub fn new(d_input: usize, d_output: usize, bias: bool, device: &Device) -> Self {
+        let linear = LinearConfig::new(d_input, d_output).with_bias(bias).init(device);
+        Self { weight: DenseWeight::F32(linear.weight), bias: linear.bias }
+    }
+
+    /// `[..., d_input]` -> `[..., d_output]`.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let y = match &self.weight {
+            DenseWeight::F32(weight) => x.matmul(weight.val().unsqueeze()),
+            DenseWeight::Q8(matrix) => {
+                let dims = x.dims();
+                let rows: usize = dims[..D - 1].iter().product();
+                let y = matrix.matmul_t(x.reshape([1, rows, dims[D - 1]]));
+                let mut out = dims;
+                out[D - 1] = matrix.dims()[0];
+                y.reshape(out)
+            }
+        };
+        match &self.bias {
+            Some(bias) => y + bias.val().unsqueeze(),
+            None => y,
+        }
+    }
+}
+
 /// The largest storage buffer every WebGPU adapter must bind (128 MiB, the spec's default
 /// `maxStorageBufferBindingSize`; lavapipe's Vulkan limit is the same).
 pub const MAX_BINDING_BYTES: usize = 128 << 20;
@@ -93,7 +224,7 @@ pub const MAX_BINDING_BYTES: usize = 128 << 20;
 /// buffer on such adapters. Lookups and the transposed product go block by block.
 #[derive(Module, Debug)]
 pub struct ShardedTable {
-    shards: Vec<Param<Tensor<2>>>,
+    shards: Vec<TableShard>,
     #[module(skip)]
     rows: usize,
     #[module(skip)]
@@ -109,7 +240,10 @@ impl ShardedTable {
 
     fn with_shard_bytes(rows: usize, dim: usize, max_bytes: usize, init: &Initializer, device: &Device) -> Self {
         let mut table = Self { shards: Vec::new(), rows, dim, rows_per_shard: (max_bytes / (4 * dim)).max(1) };
-        table.shards = table.blocks().map(|(_, n)| init.init_with([n, dim], Some(dim), Some(dim), device)).collect();
+        table.shards = table
+            .blocks()
+            .map(|(_, n)| TableShard::F32(init.init_with([n, dim], Some(dim), Some(dim), device)))
+            .collect();
         table
     }
 
@@ -127,33 +261,32 @@ impl ShardedTable {
         self.dim
     }
 
-    /// Replaces the table block by block with the row-major host values `read(first row, rows)`
-    /// gives; a block it cannot give (`None`) stays as it was.
-    pub(crate) fn fill(&mut self, mut read: impl FnMut(usize, usize) -> Option<Vec<f32>>, device: &Device) {
-        let dim = self.dim;
+    /// Replaces the table block by block with the shards `read(first row, rows)` gives; a block
+    /// it cannot give (`None`) stays as it was.
+    pub(crate) fn fill(&mut self, mut read: impl FnMut(usize, usize) -> Option<TableShard>) {
         for ((start, n), shard) in self.blocks().zip(self.shards.iter_mut()) {
             if let Some(block) = read(start, n) {
-                *shard = Param::from_tensor(Tensor::from_data(TensorData::new(block, [n, dim]), device));
+                *shard = block;
             }
         }
     }
 
-    /// The whole `[rows, dim]` table in one tensor (for saving small tables).
+    /// The whole `[rows, dim]` table in one f32 tensor (for saving).
     pub(crate) fn whole(&self) -> Tensor<2> {
-        Tensor::cat(self.shards.iter().map(Param::val).collect(), 0)
+        Tensor::cat(self.shards.iter().map(TableShard::to_f32).collect(), 0)
     }
 
     /// Row lookup: `[batch, t]` ids -> `[batch, t, dim]`.
     pub fn lookup(&self, ids: Tensor<2, Int>) -> Tensor<3> {
         if let [only] = self.shards.as_slice() {
-            return embedding(only.val(), ids);
+            return only.lookup(ids);
         }
         let mut out: Option<Tensor<3>> = None;
         for ((start, n), shard) in self.blocks().zip(&self.shards) {
             let (lo, hi) = (start as i64, (start + n) as i64);
             let inside = ids.clone().greater_equal_elem(lo).bool_and(ids.clone().lower_elem(hi));
             let local = (ids.clone() - lo).clamp(0, n as i64 - 1);
-            let rows = embedding(shard.val(), local) * inside.float().unsqueeze_dim::<3>(2);
+            let rows = shard.lookup(local) * inside.float().unsqueeze_dim::<3>(2);
             out = Some(match out {
                 Some(acc) => acc + rows,
                 None => rows,
@@ -168,11 +301,45 @@ impl ShardedTable {
     /// multiplying, and transposing `x` costs `t * dim` values where transposing the table cost
     /// all of it (154 MB for GPT-2, at every decoding step).
     pub fn project(&self, x: Tensor<3>) -> Tensor<3> {
-        let x_t = x.swap_dims(1, 2);
-        let parts: Vec<Tensor<3>> =
-            self.shards.iter().map(|shard| shard.val().unsqueeze::<3>().matmul(x_t.clone())).collect();
-        let logits_t = if parts.len() == 1 { parts.into_iter().next().unwrap() } else { Tensor::cat(parts, 1) };
-        logits_t.swap_dims(1, 2)
+        let x_t = x.clone().swap_dims(1, 2);
+        let parts: Vec<Tensor<3>> = self
+            .shards
+            .iter()
+            .map(|shard| match shard {
+                TableShard::F32(rows) => rows.val().unsqueeze::<3>().matmul(x_t.clone()).swap_dims(1, 2),
+                TableShard::Q8(rows) => rows.matmul_t(x.clone()),
+            })
+            .collect();
+        if parts.len() == 1 { parts.into_iter().next().unwrap() } else { Tensor::cat(parts, 2) }
+    }
+}
+
+/// One row block of a [`ShardedTable`], `[rows, dim]` in f32 or 8-bit.
+#[derive(Module, Debug)]
+pub enum TableShard {
+    F32(Param<Tensor<2>>),
+    Q8(Q8Matrix),
+}
+
+impl TableShard {
+    fn to_f32(&self) -> Tensor<2> {
+        match self {
+            Self::F32(rows) => rows.val(),
+            Self::Q8(rows) => rows.dequantize(),
+        }
+    }
+
+    /// `[batch, t]` local ids -> `[batch, t, dim]`.
+    fn lookup(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        match self {
+            Self::F32(rows) => embedding(rows.val(), ids),
+            Self::Q8(rows) => {
+                let [batch, t] = ids.dims();
+                let found = rows.rows(ids.reshape([batch * t]));
+                let dim = found.dims()[1];
+                found.reshape([batch, t, dim])
+            }
+        }
     }
 }
 
@@ -187,7 +354,10 @@ mod tests {
         let (rows, dim) = (10, 3);
         let values: Vec<f32> = (0..rows * dim).map(|i| i as f32 * 0.5 - 3.0).collect();
         let mut table = ShardedTable::with_shard_bytes(rows, dim, 4 * dim * 4, &Initializer::Zeros, &device);
-        table.fill(|start, n| Some(values[start * dim..(start + n) * dim].to_vec()), &device);
+        table.fill(|start, n| {
+            let block = TensorData::new(values[start * dim..(start + n) * dim].to_vec(), [n, dim]);
+            Some(TableShard::F32(Param::from_tensor(Tensor::from_data(block, &device))))
+        });
         assert_eq!(table.shards.len(), 3);
 
         let ids = [0i64, 3, 4, 7, 8, 9, 5];

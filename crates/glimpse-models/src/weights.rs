@@ -7,7 +7,21 @@
 //! as a whole with a list of what is missing, mis-shaped or unexpected.
 //!
 //! Models name their tensors once, in a walk over a [`Tensors`] visitor: the [`Loader`] fills the
-//! parameters, the [`Saver`] writes them back out under the same names (for models glimpse trains).
+//! parameters, the [`Saver`] writes them back out under the same names (for models glimpse trains,
+//! and for `glimpse models convert`).
+//!
+//! # Storage formats ([`WeightFormat`])
+//!
+//! A checkpoint is f32, f16 or q8; the loader reads all three, and every tensor keeps its Hugging
+//! Face name. f16 is a standard F16 file (transformers reads it too); its values are widened to
+//! f32 as they are read. q8 (`"glimpse.quantization": "q8-block32"` in the header's
+//! `__metadata__`) stores every dense layer's weight and the token embeddings (the tied LM head)
+//! as I8 under their usual names and shapes, each with `<name>_scale`: F16 scales, one per 32
+//! consecutive inputs, shaped as the weight with its input dimension divided by 32 rounded up
+//! (`[out, in/32]` for `nn.Linear`, `[in/32, out]` for GPT-2's `Conv1D`, `[vocab, dim/32]` for an
+//! embedding). Weight `w = scale * byte`, bytes in `-127..=127`. Everything else (LayerNorms,
+//! biases, position embeddings, CLIP's patch convolution) stays f32. Those matrices stay 8-bit in
+//! memory too (`nn::Q8Matrix`). A header naming any other scheme is refused.
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
@@ -23,8 +37,9 @@ use safetensors::tensor::Metadata;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{ModelError, TensorProblem};
-use crate::nn::ShardedTable;
+use crate::nn::{Dense, DenseWeight, Q8Matrix, ShardedTable, TableShard};
 use crate::tensor::read;
+use glimpse_kernels::Q8_BLOCK;
 
 /// How a stored matrix maps onto Burn's `[d_input, d_output]` linear weight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +61,8 @@ pub type HostTensor = (Vec<usize>, Vec<f32>);
 pub struct WeightFile<'a> {
     metadata: Metadata,
     data: Stored<'a>,
+    /// The header names the q8 scheme.
+    quantized: bool,
 }
 
 /// Random access to the bytes of a weight file that is not in memory as a whole: a file on disk,
@@ -101,7 +118,8 @@ impl<'a> WeightFile<'a> {
     pub fn parse(bytes: &'a [u8]) -> Result<Self, ModelError> {
         let (header_len, metadata) =
             SafeTensors::read_metadata(bytes).map_err(|e| ModelError::CorruptWeights(e.to_string()))?;
-        Ok(Self { metadata, data: Stored::Bytes(&bytes[8 + header_len..]) })
+        let quantized = quantization(&metadata).map_err(ModelError::CorruptWeights)?;
+        Ok(Self { metadata, data: Stored::Bytes(&bytes[8 + header_len..]), quantized })
     }
 
     /// Opens a safetensors file, reading only its header now.
@@ -140,7 +158,8 @@ impl<'a> WeightFile<'a> {
                 length - start
             )));
         }
-        Ok(Self { metadata, data: Stored::At { source, start, what } })
+        let quantized = quantization(&metadata).map_err(|why| corrupt(why))?;
+        Ok(Self { metadata, data: Stored::At { source, start, what }, quantized })
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -166,19 +185,35 @@ impl<'a> WeightFile<'a> {
         Ok(Some((info.shape.clone(), self.read_f32_range(name, 0..count)?)))
     }
 
+    /// Whether tensor `name` holds 8-bit weights (I8) rather than floats.
+    pub fn is_quantized(&self, name: &str) -> bool {
+        self.metadata.info(name).is_some_and(|info| info.dtype == Dtype::I8)
+    }
+
     /// Reads elements `range` (row-major) of tensor `name` as f32; the range must lie inside it.
     pub fn read_f32_range(&self, name: &str, range: Range<usize>) -> Result<Vec<f32>, TensorProblem> {
         let mut values = Vec::with_capacity(range.len());
-        self.read_each(name, range, |value| values.push(value))?;
+        self.read_each(name, range, Values::Float, |value| values.push(value))?;
         Ok(values)
     }
 
     /// Reads the `[rows, cols]` tensor `name` as its `[cols, rows]` transpose, placed as it is read
     /// (no second copy of the matrix).
     pub fn read_f32_transposed(&self, name: &str, rows: usize, cols: usize) -> Result<Vec<f32>, TensorProblem> {
+        self.read_transposed(name, rows, cols, Values::Float)
+    }
+
+    /// Elements `range` of the I8 tensor `name`.
+    fn read_i8_range(&self, name: &str, range: Range<usize>) -> Result<Vec<i8>, TensorProblem> {
+        let mut values = Vec::with_capacity(range.len());
+        self.read_each(name, range, Values::Bytes, |value| values.push(value as i8))?;
+        Ok(values)
+    }
+
+    fn read_transposed(&self, name: &str, rows: usize, cols: usize, kind: Values) -> Result<Vec<f32>, TensorProblem> {
         let mut out = vec![0.0; rows * cols];
         let (mut row, mut col) = (0, 0);
-        self.read_each(name, 0..rows * cols, |value| {
+        self.read_each(name, 0..rows * cols, kind, |value| {
             out[col * rows + row] = value;
             col += 1;
             if col == cols {
@@ -188,15 +223,23 @@ impl<'a> WeightFile<'a> {
         Ok(out)
     }
 
-    /// Hands elements `range` (row-major) of tensor `name` to `put` as f32, in order.
-    fn read_each(&self, name: &str, range: Range<usize>, mut put: impl FnMut(f32)) -> Result<(), TensorProblem> {
+    /// Hands elements `range` (row-major) of tensor `name` to `put` as f32, in order. `kind` says
+    /// which stored types the caller takes.
+    fn read_each(
+        &self,
+        name: &str,
+        range: Range<usize>,
+        kind: Values,
+        mut put: impl FnMut(f32),
+    ) -> Result<(), TensorProblem> {
         let info = self.metadata.info(name).expect("a tensor the caller found");
-        let convert: fn(&[u8]) -> f32 = match info.dtype {
-            Dtype::F32 => |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-            Dtype::F16 => |b| half::f16::from_le_bytes([b[0], b[1]]).to_f32(),
-            Dtype::BF16 => |b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32(),
-            Dtype::F64 => |b| f64::from_le_bytes(b.try_into().unwrap()) as f32,
-            other => {
+        let convert: fn(&[u8]) -> f32 = match (kind, info.dtype) {
+            (Values::Float, Dtype::F32) => |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            (Values::Float, Dtype::F16) => |b| half::f16::from_le_bytes([b[0], b[1]]).to_f32(),
+            (Values::Float, Dtype::BF16) => |b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32(),
+            (Values::Float, Dtype::F64) => |b| f64::from_le_bytes(b.try_into().unwrap()) as f32,
+            (Values::Bytes, Dtype::I8) => |b| b[0] as i8 as f32,
+            (_, other) => {
                 return Err(TensorProblem::DType { name: name.into(), dtype: format!("{other:?}") });
             }
         };
@@ -226,6 +269,38 @@ impl<'a> WeightFile<'a> {
     }
 }
 
+/// What a read accepts: floats (widened to f32), or the bytes of 8-bit weights.
+#[derive(Debug, Clone, Copy)]
+enum Values {
+    Float,
+    Bytes,
+}
+
+/// The header's `__metadata__` key naming how a file is quantised, and the one scheme glimpse knows.
+pub const QUANTIZATION_KEY: &str = "glimpse.quantization";
+pub const Q8_SCHEME: &str = "q8-block32";
+
+/// Whether the header names the q8 scheme; an error for any other scheme.
+fn quantization(metadata: &Metadata) -> Result<bool, String> {
+    match metadata.metadata().as_ref().and_then(|entries| entries.get(QUANTIZATION_KEY)) {
+        None => Ok(false),
+        Some(scheme) if scheme == Q8_SCHEME => Ok(true),
+        Some(other) => Err(format!(
+            "its header names the quantisation scheme `{other}`, and glimpse reads only `{Q8_SCHEME}`; \
+             convert the f32 checkpoint again with `glimpse models convert --dtype q8`"
+        )),
+    }
+}
+
+/// How a checkpoint stores its tensors (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightFormat {
+    #[default]
+    F32,
+    F16,
+    Q8,
+}
+
 /// A walk over a model's parameters by their Hugging Face names.
 pub trait Tensors {
     /// One parameter stored under `name` in `layout`.
@@ -233,6 +308,17 @@ pub trait Tensors {
 
     /// A row-sharded `[rows, dim]` table stored as one tensor `name`.
     fn sharded(&self, name: &str, table: &mut ShardedTable);
+
+    /// A dense layer's weight stored under `name` in `layout` (f32 or 8-bit).
+    fn matrix(&self, name: &str, weight: &mut DenseWeight, layout: Layout);
+
+    /// `{name}.weight` and, when the layer has one, `{name}.bias`.
+    fn dense(&self, name: &str, dense: &mut Dense, layout: Layout) {
+        self.matrix(&format!("{name}.weight"), &mut dense.weight, layout);
+        if let Some(bias) = dense.bias.as_mut() {
+            self.param(&format!("{name}.bias"), bias, Layout::AsStored);
+        }
+    }
 
     /// `{name}.weight` and, when the module has one, `{name}.bias`.
     fn linear(&self, name: &str, linear: &mut Linear, layout: Layout) {
@@ -301,8 +387,51 @@ impl<'f, 'a> Loader<'f, 'a> {
     }
 
     /// The values of a read, or `None` with the problem recorded.
-    fn record(&self, read: Result<Vec<f32>, TensorProblem>) -> Option<Vec<f32>> {
+    fn record<T>(&self, read: Result<T, TensorProblem>) -> Option<T> {
         read.map_err(|problem| self.problems.borrow_mut().push(problem)).ok()
+    }
+
+    /// The 8-bit `[n, k]` matrix `name` (stored `[n, k]`, or `[k, n]` for [`Layout::AsStored`])
+    /// with its scales, or `None` with every problem recorded.
+    fn q8_matrix(&self, name: &str, n: usize, k: usize, layout: Layout) -> Option<Q8Matrix> {
+        let blocks = k.div_ceil(Q8_BLOCK);
+        let scale_name = format!("{name}_scale");
+        let stored_nk = layout == Layout::Transposed;
+        let (want, want_scales) = if stored_nk { ([n, k], [n, blocks]) } else { ([k, n], [blocks, n]) };
+        let fits = self.quantization_named(name) & self.check(name, &want, Layout::AsStored).is_some();
+        if !(self.check(&scale_name, &want_scales, Layout::AsStored).is_some() && fits) {
+            return None;
+        }
+        let (bytes, scales) = if stored_nk {
+            let bytes = self.record(self.file.read_i8_range(name, 0..n * k))?;
+            (bytes, self.record(self.file.read_f32_range(&scale_name, 0..n * blocks))?)
+        } else {
+            let bytes = self.record(self.file.read_transposed(name, k, n, Values::Bytes))?;
+            let bytes = bytes.into_iter().map(|value| value as i8).collect();
+            (bytes, self.record(self.file.read_f32_transposed(&scale_name, blocks, n))?)
+        };
+        self.scales_valid(&scale_name, &scales).then(|| Q8Matrix::new(&bytes, scales, n, k, &self.device))
+    }
+
+    /// Whether the header names the scheme an 8-bit tensor needs; records the problem if not.
+    fn quantization_named(&self, name: &str) -> bool {
+        if !self.file.quantized {
+            self.problems.borrow_mut().push(TensorProblem::Quantization {
+                name: name.into(),
+                why: format!("it is 8-bit, but the header names no quantisation scheme (`{QUANTIZATION_KEY}`)"),
+            });
+        }
+        self.file.quantized
+    }
+
+    /// Scales must be finite and not negative; records the problem if not.
+    fn scales_valid(&self, name: &str, scales: &[f32]) -> bool {
+        let valid = scales.iter().all(|scale| scale.is_finite() && *scale >= 0.0);
+        if !valid {
+            let why = "a scale is negative, infinite or NaN".to_string();
+            self.problems.borrow_mut().push(TensorProblem::Quantization { name: name.into(), why });
+        }
+        valid
     }
 
     /// Ends loading: every recorded problem and every tensor that was neither read nor `ignored`
@@ -335,44 +464,116 @@ impl Tensors for Loader<'_, '_> {
         }
     }
 
-    /// Fills a row-sharded table from the `[rows, dim]` tensor `name`, split on the host so no
-    /// device buffer ever holds the whole table.
+    /// Fills a row-sharded table from the `[rows, dim]` tensor `name` (f32, or 8-bit with
+    /// `{name}_scale`), split on the host so no device buffer ever holds the whole table.
     fn sharded(&self, name: &str, table: &mut ShardedTable) {
-        let dim = table.dim();
-        if self.check(name, &[table.rows(), dim], Layout::AsStored).is_some() {
-            // Block by block from the file: the whole table is never on the host at once. The
-            // first block that cannot be read is the one problem recorded.
-            let mut failed = false;
-            let read_block = |start: usize, rows: usize| {
-                let block =
-                    (!failed).then(|| self.record(self.file.read_f32_range(name, start * dim..(start + rows) * dim)));
-                failed = block.as_ref().is_some_and(Option::is_none);
-                block.flatten()
+        let (rows, dim) = (table.rows(), table.dim());
+        let blocks = dim.div_ceil(Q8_BLOCK);
+        let scale_name = format!("{name}_scale");
+        let quantized = self.file.is_quantized(name);
+        if self.check(name, &[rows, dim], Layout::AsStored).is_none()
+            || (quantized
+                && !(self.quantization_named(name)
+                    & self.check(&scale_name, &[rows, blocks], Layout::AsStored).is_some()))
+        {
+            return;
+        }
+        // Block by block from the file: the whole table is never on the host at once. The first
+        // block that cannot be read is the one problem recorded.
+        let mut failed = false;
+        let read_shard = |start: usize, n: usize| -> Option<TableShard> {
+            if failed {
+                return None;
+            }
+            let shard = if quantized {
+                self.record(self.file.read_i8_range(name, start * dim..(start + n) * dim)).and_then(|bytes| {
+                    let scales = self.record(self.file.read_f32_range(&scale_name, start * blocks..(start + n) * blocks))?;
+                    self.scales_valid(&scale_name, &scales)
+                        .then(|| TableShard::Q8(Q8Matrix::new(&bytes, scales, n, dim, &self.device)))
+                })
+            } else {
+                self.record(self.file.read_f32_range(name, start * dim..(start + n) * dim)).map(|block| {
+                    TableShard::F32(Param::from_tensor(Tensor::from_data(TensorData::new(block, [n, dim]), &self.device)))
+                })
             };
-            table.fill(read_block, &self.device);
+            failed = shard.is_none();
+            shard
+        };
+        table.fill(read_shard);
+    }
+
+    /// A dense weight in f32 (any float type stored) or, when stored as I8, kept 8-bit.
+    fn matrix(&self, name: &str, weight: &mut DenseWeight, layout: Layout) {
+        let [inputs, outputs] = weight.dims();
+        if self.file.is_quantized(name) {
+            if let Some(matrix) = self.q8_matrix(name, outputs, inputs, layout) {
+                *weight = DenseWeight::Q8(matrix);
+            }
+        } else if let Some(values) = self.read_values(name, &[inputs, outputs], layout) {
+            let data = TensorData::new(values, [inputs, outputs]);
+            *weight = DenseWeight::F32(Param::from_tensor(Tensor::from_data(data, &self.device)));
         }
     }
 }
 
-/// Collects a module's parameters under their names and writes them as one f32 safetensors file.
+/// Collects a module's parameters under their names and writes them as one safetensors file in
+/// a [`WeightFormat`].
 #[derive(Default)]
 pub struct Saver {
+    format: WeightFormat,
+    entries: RefCell<Vec<Entry>>,
+}
+
+/// A tensor to write, still on the device.
+enum Entry {
     /// Name, stored shape and the values flattened in stored order.
-    entries: RefCell<Vec<(String, Vec<usize>, Tensor<1>)>>,
+    Float(String, Vec<usize>, Tensor<1>),
+    /// Name, an `[n, k]` matrix to store as 8-bit, and whether it is stored `[n, k]` (else `[k, n]`).
+    Q8(String, Tensor<2>, bool),
 }
 
 impl Saver {
-    /// The safetensors bytes of everything visited, with `metadata` in the header.
-    pub async fn to_safetensors(self, metadata: HashMap<String, String>) -> Result<Vec<u8>, ModelError> {
-        let mut tensors = Vec::new();
-        for (name, shape, values) in self.entries.into_inner() {
-            let values = read::<1, Float, f32>(values.detach()).await?;
-            tensors.push((name, shape, values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()));
+    pub fn new(format: WeightFormat) -> Self {
+        Self { format, entries: RefCell::default() }
+    }
+
+    /// The safetensors bytes of everything visited, with `metadata` in the header (and the
+    /// quantisation scheme, for q8).
+    pub async fn to_safetensors(self, mut metadata: HashMap<String, String>) -> Result<Vec<u8>, ModelError> {
+        let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+        for entry in self.entries.into_inner() {
+            match entry {
+                Entry::Float(name, shape, values) => {
+                    let values = read::<1, Float, f32>(values.detach()).await?;
+                    let (dtype, bytes) = encode(&name, &values, self.format)?;
+                    tensors.push((name, dtype, shape, bytes));
+                }
+                Entry::Q8(name, matrix, stored_nk) => {
+                    let [n, k] = matrix.dims();
+                    let values = read::<2, Float, f32>(matrix.detach()).await?;
+                    if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
+                        return Err(ModelError::Input(format!("`{name}` holds {} and cannot be quantised", values[bad])));
+                    }
+                    let (bytes, scales) = Q8Matrix::quantize(&values, k);
+                    let blocks = k.div_ceil(Q8_BLOCK);
+                    let (bytes, scales, shape, scale_shape) = if stored_nk {
+                        (bytes, scales, vec![n, k], vec![n, blocks])
+                    } else {
+                        (transpose(&bytes, n, k), transpose(&scales, n, blocks), vec![k, n], vec![blocks, n])
+                    };
+                    let scales = scales.iter().flat_map(|s| half::f16::from_f32(*s).to_le_bytes()).collect();
+                    tensors.push((name.clone(), Dtype::I8, shape, bytes.iter().map(|b| *b as u8).collect()));
+                    tensors.push((format!("{name}_scale"), Dtype::F16, scale_shape, scales));
+                }
+            }
+        }
+        if self.format == WeightFormat::Q8 {
+            metadata.insert(QUANTIZATION_KEY.into(), Q8_SCHEME.into());
         }
         let views = tensors
             .iter()
-            .map(|(name, shape, bytes)| {
-                safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes).map(|v| (name.clone(), v))
+            .map(|(name, dtype, shape, bytes)| {
+                safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes).map(|v| (name.clone(), v))
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ModelError::CorruptWeights(e.to_string()))?;
@@ -382,8 +583,28 @@ impl Saver {
     fn push<const D: usize>(&self, name: &str, tensor: Tensor<D>) {
         let shape = tensor.dims().to_vec();
         let flat = tensor.reshape([shape.iter().product::<usize>()]);
-        self.entries.borrow_mut().push((name.to_string(), shape, flat));
+        self.entries.borrow_mut().push(Entry::Float(name.to_string(), shape, flat));
     }
+}
+
+/// Float values as stored in `format`: F16 for f16, F32 otherwise (q8 keeps its small tensors f32).
+fn encode(name: &str, values: &[f32], format: WeightFormat) -> Result<(Dtype, Vec<u8>), ModelError> {
+    if format != WeightFormat::F16 {
+        return Ok((Dtype::F32, values.iter().flat_map(|v| v.to_le_bytes()).collect()));
+    }
+    let halves: Vec<half::f16> = values.iter().map(|v| half::f16::from_f32(*v)).collect();
+    if let Some(bad) = values.iter().zip(&halves).position(|(v, h)| v.is_finite() != h.is_finite()) {
+        return Err(ModelError::Input(format!(
+            "`{name}` holds {}, beyond what f16 holds (65504); keep this checkpoint in f32 or convert it to q8",
+            values[bad]
+        )));
+    }
+    Ok((Dtype::F16, halves.iter().flat_map(|h| h.to_le_bytes()).collect()))
+}
+
+/// The `[k, n]` transpose of row-major `[n, k]` values.
+fn transpose<T: Copy>(values: &[T], n: usize, k: usize) -> Vec<T> {
+    (0..k * n).map(|i| values[i % n * k + i / n]).collect()
 }
 
 impl Tensors for Saver {
@@ -393,13 +614,33 @@ impl Tensors for Saver {
             Layout::Transposed => self.push(name, param.val().swap_dims(0, D - 1)),
             Layout::Scalar => {
                 let value = param.val().reshape([1]);
-                self.entries.borrow_mut().push((name.to_string(), Vec::new(), value));
+                self.entries.borrow_mut().push(Entry::Float(name.to_string(), Vec::new(), value));
             }
         }
     }
 
     fn sharded(&self, name: &str, table: &mut ShardedTable) {
-        self.push(name, table.whole());
+        match self.format {
+            WeightFormat::Q8 => self.entries.borrow_mut().push(Entry::Q8(name.to_string(), table.whole(), true)),
+            _ => self.push(name, table.whole()),
+        }
+    }
+
+    fn matrix(&self, name: &str, weight: &mut DenseWeight, layout: Layout) {
+        let stored_nk = layout == Layout::Transposed;
+        match self.format {
+            WeightFormat::Q8 => {
+                let matrix = match weight {
+                    DenseWeight::F32(weight) => weight.val().transpose(),
+                    DenseWeight::Q8(matrix) => matrix.dequantize(),
+                };
+                self.entries.borrow_mut().push(Entry::Q8(name.to_string(), matrix, stored_nk));
+            }
+            _ => {
+                let weight = weight.to_f32();
+                self.push(name, if stored_nk { weight.transpose() } else { weight });
+            }
+        }
     }
 }
 

@@ -1,0 +1,117 @@
+//! 8-bit matrices: the packed layout against a host reference, the CPU backend's direct product
+//! against the expanded fallback, and the fallback on wgpu.
+//!
+//! Parity is measured as `max |a - b| / max |b|` over the whole output.
+
+mod support;
+
+use burn::prelude::*;
+use glimpse_kernels::{
+    Q8_BLOCK, Q8_DIRECT_MAX_ROWS, q8_dequantize, q8_dequantize_fallback, q8_matmul, q8_matmul_fallback,
+    q8_matmul_uses_kernel, q8_pack, q8_padded,
+};
+use support::{read, relative_error, tensor, values, wgpu};
+
+const TOLERANCE: f32 = 1e-4;
+
+/// `[n, k]` bytes over the whole range (both extremes included) and positive scales.
+fn matrix(n: usize, k: usize, seed: u64) -> (Vec<i8>, Vec<f32>) {
+    let mut bytes: Vec<i8> = values(n * k, seed, 127.99).into_iter().map(|v| v.trunc() as i8).collect();
+    bytes[0] = -127;
+    bytes[n * k - 1] = 127;
+    let scales = values(n * k.div_ceil(Q8_BLOCK), seed + 1, 0.01).into_iter().map(|v| v.abs() + 1e-3).collect();
+    (bytes, scales)
+}
+
+/// `scale * byte` for every weight, in `[n, k]` order.
+fn expanded(bytes: &[i8], scales: &[f32], n: usize, k: usize) -> Vec<f32> {
+    let blocks = k.div_ceil(Q8_BLOCK);
+    (0..n * k).map(|i| scales[i / k * blocks + i % k / Q8_BLOCK] * bytes[i] as f32).collect()
+}
+
+#[test]
+fn dequantizing_gives_back_every_weight_on_every_backend() {
+    // k a whole number of blocks, k with a partial block, k not a multiple of four.
+    for (n, k) in [(3, 64), (5, 40), (2, 7)] {
+        let (bytes, scales) = matrix(n, k, n as u64);
+        let want = expanded(&bytes, &scales, n, k);
+        let mut devices = vec![Device::flex()];
+        devices.extend(wgpu());
+        for device in devices {
+            let (packed, block_scales) = q8_pack(&bytes, scales.clone(), n, k, &device);
+            assert_eq!(packed.dims(), [n, q8_padded(k) / 4]);
+            for (path, got) in [
+                ("dequantize", q8_dequantize(packed.clone(), block_scales.clone())),
+                ("fallback", q8_dequantize_fallback(packed.clone(), block_scales.clone())),
+            ] {
+                let got = read(got);
+                let padded = q8_padded(k);
+                for row in 0..n {
+                    assert_eq!(&got[row * padded..][..k], &want[row * k..][..k], "{path}, {n} x {k}, row {row}");
+                    assert!(got[row * padded + k..][..padded - k].iter().all(|&v| v == 0.0), "{path}: padding");
+                }
+            }
+        }
+    }
+}
+
+fn assert_direct_matches_fallback(rows: usize, n: usize, k: usize, seed: u64) {
+    let device = Device::flex();
+    let (bytes, scales) = matrix(n, k, seed);
+    let (packed, scales) = q8_pack(&bytes, scales, n, k, &device);
+    let x = tensor([1, rows, k], seed + 7, 2.0, &device);
+    assert!(q8_matmul_uses_kernel(&x, &packed, &scales), "the direct product was not chosen for {rows} rows");
+    let direct = read(q8_matmul(x.clone(), packed.clone(), scales.clone()));
+    let fallback = read(q8_matmul_fallback(x, packed, scales));
+    let error = relative_error(&direct, &fallback);
+    assert!(error <= TOLERANCE, "{rows} rows, {n} x {k}: relative error {error:e}");
+}
+
+#[test]
+fn the_direct_product_matches_the_expanded_one() {
+    // GPT-2 small's decode shapes (one row; c_attn and the MLP's way back), then odd sizes.
+    assert_direct_matches_fallback(1, 2304, 768, 1);
+    assert_direct_matches_fallback(1, 768, 3072, 2);
+    assert_direct_matches_fallback(Q8_DIRECT_MAX_ROWS, 100, 70, 3);
+    assert_direct_matches_fallback(3, 1, 5, 4);
+}
+
+#[test]
+fn the_product_equals_the_host_reference() {
+    let (rows, n, k) = (2, 9, 45);
+    let (bytes, scales) = matrix(n, k, 11);
+    let weights = expanded(&bytes, &scales, n, k);
+    let x = support::values(rows * k, 12, 1.0);
+    let want: Vec<f32> =
+        (0..rows * n).map(|i| (0..k).map(|c| x[i / n * k + c] * weights[i % n * k + c]).sum()).collect();
+    let mut devices = vec![Device::flex()];
+    devices.extend(wgpu());
+    for device in devices {
+        let (packed, block_scales) = q8_pack(&bytes, scales.clone(), n, k, &device);
+        let input = Tensor::<3>::from_data(TensorData::new(x.clone(), [1, rows, k]), &device);
+        let got = read(q8_matmul(input, packed, block_scales));
+        let error = relative_error(&got, &want);
+        assert!(error <= TOLERANCE, "{device:?}: relative error {error:e}");
+    }
+}
+
+#[test]
+fn larger_batches_autodiff_and_wgpu_take_the_fallback() {
+    let device = Device::flex();
+    let (bytes, scale_values) = matrix(4, 32, 5);
+    let (packed, scales) = q8_pack(&bytes, scale_values.clone(), 4, 32, &device);
+    let many = tensor([2, Q8_DIRECT_MAX_ROWS, 32], 1, 1.0, &device);
+    assert!(!q8_matmul_uses_kernel(&many, &packed, &scales));
+    let tracked = tensor([1, 1, 32], 2, 1.0, &device.autodiff()).require_grad();
+    assert!(!q8_matmul_uses_kernel(&tracked, &packed, &scales));
+    // Gradients reach the input through the fallback; the weights stay constants.
+    let grads = q8_matmul(tracked.clone(), packed.clone(), scales.clone()).sum().backward();
+    let grad = read(tracked.grad(&grads).expect("a gradient for x"));
+    let weights = expanded(&bytes, &scale_values, 4, 32);
+    let column_sums: Vec<f32> = (0..32).map(|c| (0..4).map(|r| weights[r * 32 + c]).sum()).collect();
+    assert!(relative_error(&grad, &column_sums) <= TOLERANCE);
+    if let Some(gpu) = wgpu() {
+        let (packed, scales) = q8_pack(&bytes, scale_values, 4, 32, &gpu);
+        assert!(!q8_matmul_uses_kernel(&tensor([1, 1, 32], 3, 1.0, &gpu), &packed, &scales));
+    }
+}
