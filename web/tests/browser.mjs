@@ -145,6 +145,9 @@ async function consumerRun() {
     execFileSync('npm', ['install', '--silent', '--no-audit', '--no-fund', `./${packed}`], { cwd: site, stdio: 'inherit' });
     cpSync(join(repo, 'models/world-clip'), join(site, 'models/world-clip'), { recursive: true });
     cpSync(join(repo, 'models/world-gpt2'), join(site, 'models/world-gpt2'), { recursive: true });
+    for (const model of ['world-clip', 'world-gpt2']) {
+      execFileSync(glimpseBinary(), ['models', 'convert', join(repo, 'models', model), '--dtype', 'q8', '--out', join(site, 'models', `${model}-q8`)], { stdio: 'ignore' });
+    }
     check(readdirSync(join(site, 'node_modules/@glimpse-rs/glimpse/engine')).includes('glimpse_wasm_bg.wasm'), `consumer: ${packed} installs with its engine`);
     const server = await serve(site);
     try {
@@ -173,6 +176,8 @@ async function consumerRun() {
         check(readsForCaption === 38 && readsAfterFinding === 38, `consumer: the frames are read once for a caption and two searches (${readsForCaption} reads, then ${readsAfterFinding})`);
         check(result.badModel === 'ModelLoadError' && result.badModelIsTyped, `consumer: a missing model gives a typed ModelLoadError ("${result.badModelMessage}")`);
         check(result.inputErrors.every((e) => e === 'InputError'), `consumer: empty frames, an unknown option, maxTokens 0, a prompt longer than the LM's positions, a 0 x 0 canvas, an empty query, top 0, a misspelt search option and events 'many' are InputErrors (${result.inputErrors.join(', ')})`);
+        check(result.q8.cosine >= 0.99 && result.q8.caption.includes('red'),
+          `consumer: the q8 models embed the image as f32 does (cosine ${result.q8.cosine.toFixed(5)}) and caption it "${result.q8.caption}" (f32: "${result.caption}")`);
         check(result.aborted === 'AbortError', `consumer: an aborted call rejects with AbortError, and the next call still works ("${result.afterAbort}")`);
       });
     } finally {

@@ -23,8 +23,11 @@ use glimpse_media::rng::Rng;
 use glimpse_media::{ClipTokenizer, Gpt2Tokenizer, ImagePreprocess, write_atomically};
 use glimpse_models::device::{self, DeviceChoice};
 use glimpse_models::generation::{Decoding, GenerationConfig, generate};
-use glimpse_models::tensor::read;
-use glimpse_models::{ClipBundle, ClipConfig, Gpt2Bundle, Gpt2Config, l2_normalize};
+use glimpse_models::tensor::{ids_tensor, read};
+use glimpse_models::weights::WeightFile;
+use glimpse_models::{
+    Clip, ClipBundle, ClipConfig, Gpt2, Gpt2Bundle, Gpt2Config, KvCache, WeightFormat, l2_normalize,
+};
 use glimpse_train::random::{clip_tokenizer_for, gpt2_tokenizer_for};
 use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -65,6 +68,9 @@ pub struct BenchArgs {
     /// Measure one figure in this process and print it as one JSON line (used by the runner).
     #[arg(long, hide = true, value_name = "BACKEND:METRIC")]
     pub measure: Option<String>,
+    /// The checkpoint a weight-format figure loads (written by the runner; used with --measure).
+    #[arg(long, hide = true, value_name = "FILE")]
+    weights: Option<PathBuf>,
 }
 
 /// The backends a figure can be measured on: `cpu` and `wgpu` (`auto` is not a backend).
@@ -80,6 +86,10 @@ fn backend() -> impl TypedValueParser<Value = DeviceChoice> {
 enum Metric {
     /// Greedy decoding with the KV cache, batch 1: 64 new tokens after an 8-token prompt.
     Gpt2DecodeTokS,
+    /// As gpt2_decode_tok_s, the model loaded from an f16 checkpoint (computing in f32).
+    Gpt2DecodeF16TokS,
+    /// As gpt2_decode_tok_s, the model loaded from a q8 checkpoint (weights kept 8-bit).
+    Gpt2DecodeQ8TokS,
     /// Image tower, batch 8 at 224x224.
     ClipImageImgS,
     /// Text tower, batch 64 x 16 tokens (the candidate-scoring shape).
@@ -99,7 +109,7 @@ enum Metric {
 impl Metric {
     fn unit(self) -> &'static str {
         match self {
-            Self::Gpt2DecodeTokS => "tok/s",
+            Self::Gpt2DecodeTokS | Self::Gpt2DecodeF16TokS | Self::Gpt2DecodeQ8TokS => "tok/s",
             Self::ClipImageImgS => "img/s",
             Self::ClipTextTxtS => "txt/s",
             Self::PrefixStepMs => "ms",
@@ -115,9 +125,31 @@ impl Metric {
         matches!(self, Self::DecodeAttentionMs | Self::MaskedPoolMs)
     }
 
+    /// The checkpoint format a weight-format figure loads; these are compared with the f32 figure
+    /// of the same run (the PyTorch reference has no counterpart).
+    fn weight_format(self) -> Option<WeightFormat> {
+        match self {
+            Self::Gpt2DecodeF16TokS => Some(WeightFormat::F16),
+            Self::Gpt2DecodeQ8TokS => Some(WeightFormat::Q8),
+            _ => None,
+        }
+    }
+
+    /// Whether the PyTorch reference measures this figure too.
+    fn has_reference(self) -> bool {
+        !self.is_kernel() && self.weight_format().is_none()
+    }
+
     /// Throughputs are better high, times low.
     fn higher_is_better(self) -> bool {
-        matches!(self, Self::Gpt2DecodeTokS | Self::ClipImageImgS | Self::ClipTextTxtS)
+        matches!(
+            self,
+            Self::Gpt2DecodeTokS
+                | Self::Gpt2DecodeF16TokS
+                | Self::Gpt2DecodeQ8TokS
+                | Self::ClipImageImgS
+                | Self::ClipTextTxtS
+        )
     }
 }
 
@@ -213,7 +245,8 @@ pub fn run(args: &BenchArgs, measuring: impl Fn(&str) -> Command) -> Result<Repo
     };
     let reference = Reference::find(args);
     let applies = |metric: Metric, backend: DeviceChoice| !metric.is_kernel() || backend == DeviceChoice::Wgpu;
-    let model_metrics = metrics.iter().filter(|m| !m.is_kernel()).count();
+    let model_metrics = metrics.iter().filter(|m| m.has_reference()).count();
+    let checkpoints = Checkpoints::write(&metrics)?;
     let jobs = metrics.iter().map(|&m| backends.iter().filter(|&&b| applies(m, b)).count()).sum::<usize>()
         + if reference.is_some() { model_metrics } else { 0 };
     let progress = ProgressBar::new(jobs as u64).with_style(
@@ -227,9 +260,12 @@ pub fn run(args: &BenchArgs, measuring: impl Fn(&str) -> Command) -> Result<Repo
             progress.set_message(label.clone());
             let mut child = measuring(&format!("{backend}:{metric}"));
             child.args(["--runs", &args.runs.to_string(), "--budget", &args.budget.to_string()]);
+            if let Some(path) = metric.weight_format().map(|format| checkpoints.path(format)) {
+                child.arg("--weights").arg(path);
+            }
             collect(child, &label, &progress, &mut figures, &mut failures);
         }
-        if let Some(reference) = reference.as_ref().filter(|_| !metric.is_kernel()) {
+        if let Some(reference) = reference.as_ref().filter(|_| metric.has_reference()) {
             let label = format!("{} {metric}", args.reference_device.backend());
             progress.set_message(label.clone());
             collect(reference.command(metric, args), &label, &progress, &mut figures, &mut failures);
@@ -242,7 +278,13 @@ pub fn run(args: &BenchArgs, measuring: impl Fn(&str) -> Command) -> Result<Repo
         false => "not measured".to_string(),
     };
     let machine = machine_description(&gpu, reference.as_ref().map(|r| r.versions.as_str()));
-    let tables = [model_table(&figures, &metrics, &backends, args.reference_device), kernel_table(&figures)];
+    let tables = [
+        model_table(&figures, &metrics, &backends, args.reference_device),
+        format_table(&figures, &backends),
+        checkpoints.parity_table(),
+        kernel_table(&figures),
+    ];
+    drop(checkpoints);
     let table = tables.into_iter().filter(|t| !t.is_empty()).collect::<Vec<_>>().join("\n\n");
     for failure in &failures {
         eprintln!("failed: {failure}");
@@ -374,7 +416,7 @@ fn model_table(
         format!("| metric | backend | glimpse | {pytorch} | glimpse / PyTorch | peak MiB glimpse | peak MiB PyTorch |"),
         "|---|---|---:|---:|---:|---:|---:|".to_string(),
     ];
-    for &metric in metrics.iter().filter(|m| !m.is_kernel()) {
+    for &metric in metrics.iter().filter(|m| m.has_reference()) {
         let reference = find(metric, &reference_device.backend());
         let better = if metric.higher_is_better() { "higher is better" } else { "lower is better" };
         for &backend in backends {
@@ -394,6 +436,162 @@ fn model_table(
         }
     }
     if lines.len() == 2 { String::new() } else { lines.join("\n") }
+}
+
+/// GPT-2 small checkpoints in f16 and q8 (random weights) for the weight-format figures, in a
+/// temporary folder removed when dropped; each child process loads its file as a user's would.
+/// Writing them also measures each format against f32 at real size ([`Parity`]).
+struct Checkpoints {
+    dir: Option<PathBuf>,
+    parity: Vec<Parity>,
+}
+
+/// One format against f32 at real size, random weights, on the CPU backend.
+struct Parity {
+    format: WeightFormat,
+    /// GPT-2 small: cosine of the next-token logits after a 16-token prompt.
+    logits_cosine: f64,
+    /// GPT-2 small: greedy tokens (of 16) equal to f32's, up to the first difference.
+    greedy_agreeing: usize,
+    /// CLIP ViT-B/32: smallest cosine over 4 image and 4 text embeddings.
+    clip_cosine: f64,
+}
+
+const PARITY_TOKENS: usize = 16;
+
+impl Checkpoints {
+    fn write(metrics: &[Metric]) -> Result<Self> {
+        let formats: Vec<WeightFormat> = metrics.iter().filter_map(|m| m.weight_format()).collect();
+        if formats.is_empty() {
+            return Ok(Self { dir: None, parity: Vec::new() });
+        }
+        let dir = std::env::temp_dir().join(format!("glimpse-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let mut checkpoints = Self { dir: Some(dir), parity: Vec::new() };
+        eprintln!("writing GPT-2 small and CLIP ViT-B/32 in {formats:?} and comparing them with f32");
+        let device = device::cpu().device;
+        let (gpt2, clip) = (Gpt2Config::gpt2_small(), ClipConfig::vit_b_32());
+        let (lm, vision) = (gpt2.init(&device), clip.init(&device));
+        let prompt = random_ids(&mut Rng::new(7), PARITY_TOKENS, 0, gpt2.vocab_size);
+        let texts: Vec<Vec<u32>> = (0..4)
+            .map(|i| random_ids(&mut Rng::new(11 + i), 12, 0, clip.text_config.vocab_size))
+            .collect();
+        let pixels = Tensor::<4>::random([4, 3, 224, 224], Distribution::Normal(0.0, 1.0), &device);
+        let lm_outputs = |model: &Gpt2| -> Result<(Vec<f32>, Vec<u32>)> {
+            let hidden = model.forward_ids(ids_tensor(&prompt, &device), &mut KvCache::new());
+            let [_, t, d] = hidden.dims();
+            let logits = block_on(read::<3, Float, f32>(model.logits(hidden.narrow(1, t - 1, 1).reshape([1, 1, d]))))?;
+            let generation =
+                GenerationConfig { max_new_tokens: PARITY_TOKENS, decoding: Decoding::Greedy, stop_at: None };
+            Ok((logits, block_on(generate(model, &prompt, &generation, |_| {}, &device))?))
+        };
+        let clip_outputs = |model: &Clip| -> Result<Vec<f32>> {
+            let images = block_on(read::<2, Float, f32>(model.encode_image(pixels.clone())?))?;
+            Ok([images, block_on(read::<2, Float, f32>(model.encode_text(&texts, &device)?))?].concat())
+        };
+        let (f32_logits, f32_tokens) = lm_outputs(&lm)?;
+        let f32_embeddings = clip_outputs(&vision)?;
+        for format in formats {
+            let bytes = block_on(lm.to_safetensors_as(format))?;
+            let (logits, tokens) = lm_outputs(&Gpt2::load(&gpt2, &bytes, &device)?)?;
+            write_atomically(&checkpoints.path(format), &bytes)?;
+            let embeddings = clip_outputs(&Clip::load(&clip, &block_on(vision.to_safetensors_as(format))?, &device)?)?;
+            checkpoints.parity.push(Parity {
+                format,
+                logits_cosine: min_cosine(&f32_logits, &logits, gpt2.vocab_size),
+                greedy_agreeing: f32_tokens.iter().zip(&tokens).take_while(|(a, b)| a == b).count(),
+                clip_cosine: min_cosine(&f32_embeddings, &embeddings, clip.projection_dim),
+            });
+        }
+        Ok(checkpoints)
+    }
+
+    fn path(&self, format: WeightFormat) -> PathBuf {
+        self.dir.as_ref().expect("checkpoints were written").join(format!("gpt2-small-{format:?}.safetensors"))
+    }
+
+    /// The parity of each format, in Markdown; empty when none was measured.
+    fn parity_table(&self) -> String {
+        if self.parity.is_empty() {
+            return String::new();
+        }
+        let mut lines = vec![
+            format!(
+                "| weights (real size, random, CPU) | GPT-2 small logits cosine | greedy tokens equal to f32 (of {PARITY_TOKENS}) | CLIP B/32 embedding cosine (min of 8) |"
+            ),
+            "|---|---:|---:|---:|".to_string(),
+        ];
+        for p in &self.parity {
+            lines.push(format!(
+                "| {} | {:.5} | {} | {:.5} |",
+                format_name(p.format),
+                p.logits_cosine,
+                p.greedy_agreeing,
+                p.clip_cosine
+            ));
+        }
+        lines.join("\n")
+    }
+}
+
+/// The smallest cosine between matching `dim`-long rows of `a` and `b`.
+fn min_cosine(a: &[f32], b: &[f32], dim: usize) -> f64 {
+    a.chunks(dim)
+        .zip(b.chunks(dim))
+        .map(|(x, y)| {
+            let dot: f64 = x.iter().zip(y).map(|(p, q)| f64::from(*p) * f64::from(*q)).sum();
+            let norm = |v: &[f32]| v.iter().map(|p| f64::from(*p).powi(2)).sum::<f64>().sqrt();
+            dot / (norm(x) * norm(y))
+        })
+        .fold(1.0, f64::min)
+}
+
+impl Drop for Checkpoints {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Each weight-format figure beside the f32 figure of the same backend in the same run; empty
+/// without them.
+fn format_table(figures: &[Figure], backends: &[DeviceChoice]) -> String {
+    let mut lines = vec![
+        "| metric | backend | weights | glimpse | / f32 | peak MiB | resident after load MiB |".to_string(),
+        "|---|---|---|---:|---:|---:|---:|".to_string(),
+    ];
+    for backend in backends.iter().map(DeviceChoice::to_string) {
+        let find = |metric: Metric| figures.iter().find(|f| f.metric == metric && f.backend == backend);
+        let Some(f32_figure) = find(Metric::Gpt2DecodeTokS) else { continue };
+        let formats: Vec<(&str, &Figure)> = [Metric::Gpt2DecodeF16TokS, Metric::Gpt2DecodeQ8TokS]
+            .into_iter()
+            .filter_map(|metric| Some((format_name(metric.weight_format()?), find(metric)?)))
+            .collect();
+        if formats.is_empty() {
+            continue;
+        }
+        for (weights, row) in [("f32", f32_figure)].into_iter().chain(formats) {
+            lines.push(format!(
+                "| {} | {backend} | {weights} | {:.2} {} | {:.2}x | {:.0} | {:.0} |",
+                row.metric,
+                row.value,
+                row.unit,
+                row.value / f32_figure.value,
+                row.peak_rss_mib,
+                row.detail["rss_after_load_mib"].as_f64().unwrap_or(f64::NAN),
+            ));
+        }
+    }
+    if lines.len() == 2 { String::new() } else { lines.join("\n") }
+}
+
+fn format_name(format: WeightFormat) -> &'static str {
+    match format {
+        WeightFormat::F32 => "f32",
+        WeightFormat::F16 => "f16",
+        WeightFormat::Q8 => "q8",
+    }
 }
 
 /// Kernel against fallback, both measured on wgpu in the same process; empty without figures.
@@ -487,7 +685,12 @@ fn measure_figure(spec: &str, args: &BenchArgs) -> Result<Figure> {
     let timer = Timer { runs: args.runs, budget: args.budget };
     let device = &selected.device;
     let (value, runs, detail) = match metric {
-        Metric::Gpt2DecodeTokS => gpt2_decode(device, &timer)?,
+        Metric::Gpt2DecodeTokS => gpt2_decode(Gpt2Config::gpt2_small().init(device), device, &timer)?,
+        Metric::Gpt2DecodeF16TokS | Metric::Gpt2DecodeQ8TokS => {
+            let path = args.weights.as_ref().context("a weight-format figure needs --weights")?;
+            let model = Gpt2::load_weights(&Gpt2Config::gpt2_small(), &WeightFile::open(path)?, device)?;
+            gpt2_decode(model, device, &timer)?
+        }
         Metric::ClipImageImgS => clip_image(device, &timer)?,
         Metric::ClipTextTxtS => clip_text(device, &timer)?,
         Metric::PrefixStepMs => prefix_step(device, &timer)?,
@@ -509,8 +712,17 @@ fn measure_figure(spec: &str, args: &BenchArgs) -> Result<Figure> {
 
 /// Peak resident memory of this process (Linux; NaN elsewhere).
 fn peak_rss_mib() -> f64 {
+    status_mib("VmHWM:")
+}
+
+/// Resident memory of this process now (Linux; NaN elsewhere).
+fn rss_mib() -> f64 {
+    status_mib("VmRSS:")
+}
+
+fn status_mib(field: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib = status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1));
+    let kib = status.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1));
     kib.and_then(|k| k.parse::<f64>().ok()).map_or(f64::NAN, |k| k / 1024.0)
 }
 
@@ -557,10 +769,10 @@ fn random_ids(rng: &mut Rng, n: usize, low: usize, high: usize) -> Vec<u32> {
     (0..n).map(|_| (low + rng.below(high - low)) as u32).collect()
 }
 
-fn gpt2_decode(device: &Device, timer: &Timer) -> Result<Measured> {
+/// Decoding speed of `model` (GPT-2 small's shape), with the resident memory once it has run.
+fn gpt2_decode(model: Gpt2, device: &Device, timer: &Timer) -> Result<Measured> {
     const NEW: usize = 64;
     let config = Gpt2Config::gpt2_small();
-    let model = config.init(device);
     let generation = GenerationConfig { max_new_tokens: NEW, decoding: Decoding::Greedy, stop_at: None };
     let runs = timer.time(|run| {
         let prompt = random_ids(&mut Rng::new(run), 8, 0, config.vocab_size);
@@ -568,7 +780,8 @@ fn gpt2_decode(device: &Device, timer: &Timer) -> Result<Measured> {
         anyhow::ensure!(new.len() == NEW, "generated {} tokens, expected {NEW}", new.len());
         Ok(seconds)
     })?;
-    Ok((NEW as f64 / median(&runs), runs, json!({"prompt_tokens": 8, "new_tokens": NEW})))
+    let detail = json!({"prompt_tokens": 8, "new_tokens": NEW, "rss_after_load_mib": rss_mib()});
+    Ok((NEW as f64 / median(&runs), runs, detail))
 }
 
 fn clip_image(device: &Device, timer: &Timer) -> Result<Measured> {

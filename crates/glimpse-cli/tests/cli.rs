@@ -88,6 +88,52 @@ fn generate_json_matches_transformers_greedy() {
     }
 }
 
+/// `models convert` writes a complete folder that the other commands load (f16 continuing as
+/// transformers' f32 does), and refuses to overwrite weights or to convert what is not a model.
+#[test]
+fn converted_checkpoints_load_and_convert_refuses_what_it_cannot_do() {
+    let dir = temp_dir("convert");
+    let reference = Reference::load("gpt2-base");
+    let source = fixture("gpt2-base").display().to_string();
+    for dtype in ["f16", "q8"] {
+        let out = dir.join(dtype).display().to_string();
+        let converted = glimpse(&["models", "convert", &source, "--dtype", dtype, "--out", &out]);
+        assert!(converted.status.success(), "{dtype}: {}", String::from_utf8_lossy(&converted.stderr));
+        for file in ["config.json", "tokenizer.json", "model.safetensors"] {
+            assert!(dir.join(dtype).join(file).is_file(), "{dtype}: {file} missing");
+        }
+        let (prompt, expected) = (&reference.strings("prompts")[0], &reference.ids("greedy_ids")[0]);
+        let n = expected.len().to_string();
+        let args = ["--device", "cpu", "generate", "--model", &out, "--prompt", prompt, "--max-new-tokens", &n];
+        let generated = json_stdout(&glimpse(&[&args[..], &["--format", "json"]].concat()));
+        let ids: Vec<u32> = serde_json::from_value(generated["ids"].clone()).unwrap();
+        if dtype == "f16" {
+            assert_eq!(&ids, expected, "{dtype}");
+        } else {
+            assert_eq!(ids.len(), expected.len(), "{dtype}");
+        }
+
+        // A second conversion into the same folder would overwrite the weights: refused.
+        let again = glimpse(&["models", "convert", &source, "--dtype", dtype, "--out", &out]);
+        let stderr = String::from_utf8_lossy(&again.stderr);
+        assert!(!again.status.success() && stderr.contains("exists"), "{stderr}");
+    }
+    let projector = dir.join("projector");
+    let not_a_model = glimpse(&[
+        "models",
+        "convert",
+        &fixture("images").display().to_string(),
+        "--dtype",
+        "q8",
+        "--out",
+        &projector.display().to_string(),
+    ]);
+    let stderr = String::from_utf8_lossy(&not_a_model.stderr);
+    assert!(!not_a_model.status.success() && stderr.contains("config.json"), "{stderr}");
+    assert!(!projector.join("model.safetensors").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn errors_go_to_stderr_with_a_non_zero_exit() {
     let model = fixture("gpt2-lmhead").display().to_string();

@@ -1,14 +1,17 @@
-//! Hand-written WGSL kernels for glimpse's hot operations.
+//! Hand-written kernels for glimpse's hot operations: WGSL for wgpu, and Rust for the CPU
+//! backend where Burn has no fitting operation (the 8-bit matrix product, [`q8_matmul`]).
 //!
-//! Each operation is one backend-agnostic function over `Tensor<D>`: for f32 tensors on a wgpu
-//! device (Vulkan, Metal, DX12, or WebGPU in the browser) it launches a kernel from the
-//! crate's `shaders/` folder; everywhere else (the CPU backend, shapes or autodiff uses a
-//! kernel does not cover) it runs its portable fallback, written in plain Burn operations and
-//! public so callers can compare the two. A `*_uses_kernel` function tells which path a call
-//! takes. [`masked_pool`] has a hand-written backward, so its kernels also run under autodiff.
+//! Each operation is one backend-agnostic function over `Tensor<D>`: where its kernel applies
+//! (f32 tensors on a wgpu device — Vulkan, Metal, DX12, or WebGPU in the browser — for the
+//! kernels in the crate's `shaders/` folder; the CPU backend for the 8-bit product) it runs the
+//! kernel; everywhere else (other backends, shapes or autodiff uses a kernel does not cover) it
+//! runs its portable fallback, written in plain Burn operations and public so callers can compare
+//! the two. A `*_uses_kernel` function tells which path a call takes. [`masked_pool`] has a
+//! hand-written backward, so its kernels also run under autodiff.
 //!
-//! The kernels reach the wgpu tensor primitive (CubeCL's `CubeTensor`) through Burn backend
-//! extensions; that primitive is raw because Burn's `fusion` feature is off in this workspace.
+//! The kernels reach the backends' tensor primitives (CubeCL's `CubeTensor`, the CPU backend's
+//! `FlexTensor`) through Burn backend extensions; the wgpu primitive is raw because Burn's
+//! `fusion` feature is off in this workspace.
 //! They are WGSL text: burn's `wgpu` and `webgpu` features compile WGSL, whereas the SPIR-V and
 //! MSL compilers of its `vulkan` and `metal` features would refuse them at launch.
 

@@ -7,16 +7,22 @@
 //!   in bits `8i..8i + 8` of word `j`), `k_padded` being `k` rounded up to a whole block with zeros;
 //! - `scales`: `[n, k_padded / Q8_BLOCK]` f32; weight `(r, c)` is `scales[r, c / Q8_BLOCK] * byte`.
 
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::{Backend, Dispatch, DispatchDevice, Flex, backend_extension, tensor::FloatTensor, tensor::IntTensor};
+use burn::backend::ops::FloatTensorOps;
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, DispatchDevice, Flex, backend_extension};
 use burn::prelude::*;
 use burn::tensor::DType;
 
 /// Inputs per scale.
 pub const Q8_BLOCK: usize = 32;
 
-/// Most rows [`q8_matmul`] multiplies directly; above it a product reads each weight often enough
-/// that expanding the matrix once and using the float matmul is faster.
+/// Most rows [`q8_matmul`] multiplies directly on the CPU backend; above it a product reads each
+/// weight often enough that expanding the matrix once and using the float matmul is faster.
 pub const Q8_DIRECT_MAX_ROWS: usize = 8;
 
 /// `k` rounded up to whole blocks: the row length of the packed form.
@@ -68,9 +74,11 @@ pub fn q8_dequantize_fallback(packed: Tensor<2, Int>, scales: Tensor<2>) -> Tens
 /// `x @ w^T` for the `[n, k]` matrix `w` held as (`packed`, `scales`): `[batch, t, k]` ->
 /// `[batch, t, n]`.
 ///
-/// On the CPU backend, outside autodiff, with at most [`Q8_DIRECT_MAX_ROWS`] rows (`batch * t`),
-/// the bytes are multiplied directly (several threads natively, SIMD where the build has it);
-/// otherwise [`q8_matmul_fallback`].
+/// On the CPU backend (autodiff included, with a backward of its own) this is a kernel: up to
+/// [`Q8_DIRECT_MAX_ROWS`] rows (`batch * t`) multiply the bytes directly (several threads
+/// natively, SIMD where the build has it); more rows expand the matrix once and use the float
+/// matmul, and the backward expands it again rather than keeping it, so no f32 copy of the
+/// weights outlives the call. Elsewhere [`q8_matmul_fallback`].
 pub fn q8_matmul(x: Tensor<3>, packed: Tensor<2, Int>, scales: Tensor<2>) -> Tensor<3> {
     let [batch, t, k] = x.dims();
     let n = packed.dims()[0];
@@ -85,24 +93,22 @@ pub fn q8_matmul(x: Tensor<3>, packed: Tensor<2, Int>, scales: Tensor<2>) -> Ten
         return q8_matmul_fallback(x, packed, scales);
     }
     let rows = x.reshape([batch * t, k]);
-    let out = <Dispatch as Q8Backend>::q8_matvec(rows.into_dispatch(), packed.into_dispatch(), scales.into_dispatch());
+    let out = <Dispatch as Q8Backend>::q8_matmul(rows.into_dispatch(), packed.into_dispatch(), scales.into_dispatch());
     Tensor::<2>::from_dispatch(out).reshape([batch, t, n])
 }
 
-/// Whether [`q8_matmul`] multiplies the bytes directly for these inputs.
+/// Whether [`q8_matmul`] runs its CPU kernel for these inputs.
 pub fn q8_matmul_uses_kernel(x: &Tensor<3>, packed: &Tensor<2, Int>, scales: &Tensor<2>) -> bool {
-    let [batch, t, _] = x.dims();
-    batch * t <= Q8_DIRECT_MAX_ROWS
-        && packed.dtype() == DType::I32
+    packed.dtype() == DType::I32
         && on_flex(x)
         && x.dtype() == DType::F32
-        && !x.is_autodiff()
         && scales.dtype() == DType::F32
         && !scales.is_autodiff()
 }
 
 /// [`q8_matmul`] through the expanded matrix: [`q8_dequantize`], then a float matmul (gradients
-/// flow to `x`; the weights are constants). Same shapes.
+/// flow to `x`; the weights are constants, and autodiff keeps their expanded copy until the
+/// backward pass). Same shapes.
 pub fn q8_matmul_fallback(x: Tensor<3>, packed: Tensor<2, Int>, scales: Tensor<2>) -> Tensor<3> {
     let [batch, t, k] = x.dims();
     let weights = q8_dequantize(packed, scales).narrow(1, 0, k);
@@ -116,42 +122,115 @@ fn on_flex<const D: usize>(tensor: &Tensor<D>) -> bool {
     matches!(tensor.device().inner().as_dispatch(), DispatchDevice::Flex(_))
 }
 
-#[backend_extension(Flex)]
+#[backend_extension(Flex, Autodiff)]
 trait Q8Backend: Backend {
+    /// `[n, k_padded]`.
     fn q8_dequantize(packed: IntTensor<Self>, scales: FloatTensor<Self>) -> FloatTensor<Self>;
-    fn q8_matvec(x: FloatTensor<Self>, packed: IntTensor<Self>, scales: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `[m, k]` -> `[m, n]`.
+    fn q8_matmul(x: FloatTensor<Self>, packed: IntTensor<Self>, scales: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 impl Q8Backend for Flex {
     fn q8_dequantize(packed: FlexTensor, scales: FlexTensor) -> FlexTensor {
-        let shape = scales.layout().shape();
-        let (n, blocks) = (shape[0], shape[1]);
-        let (packed, scales) = (packed.to_contiguous(), scales.to_contiguous());
-        let bytes: &[i8] = bytemuck::cast_slice(elements::<i32>(&packed));
-        let scales = elements::<f32>(&scales);
-        let mut out = vec![0f32; n * blocks * Q8_BLOCK];
-        for ((values, block), &scale) in out.chunks_exact_mut(Q8_BLOCK).zip(bytes.chunks_exact(Q8_BLOCK)).zip(scales) {
-            for (value, &byte) in values.iter_mut().zip(block) {
-                *value = scale * byte as f32;
-            }
-        }
-        FlexTensor::from_data(TensorData::new(out, [n, blocks * Q8_BLOCK]))
+        let [n, blocks] = dims2(&scales);
+        expand(&packed, &scales, blocks * Q8_BLOCK, [n, blocks * Q8_BLOCK])
     }
 
-    fn q8_matvec(x: FlexTensor, packed: FlexTensor, scales: FlexTensor) -> FlexTensor {
-        let [m, k] = [x.layout().shape()[0], x.layout().shape()[1]];
-        let n = scales.layout().shape()[0];
-        let (x, packed, scales) = (x.to_contiguous(), packed.to_contiguous(), scales.to_contiguous());
+    fn q8_matmul(x: FlexTensor, packed: FlexTensor, scales: FlexTensor) -> FlexTensor {
+        let [m, k] = dims2(&x);
+        let n = dims2(&scales)[0];
+        if m > Q8_DIRECT_MAX_ROWS {
+            // `(w @ x^T)^T`: the CPU backend copies a transposed operand, and x is the small one.
+            let weights = expand(&packed, &scales, k, [n, k]);
+            return Flex::float_swap_dims(Flex::float_matmul(weights, Flex::float_swap_dims(x, 0, 1)), 0, 1);
+        }
         let padded = q8_padded(k);
+        let x = x.to_contiguous();
         // Rows of x padded with zeros to whole blocks, so every dot product runs over whole blocks.
         let mut rows = vec![0f32; m * padded];
         for (padded_row, row) in rows.chunks_exact_mut(padded).zip(elements::<f32>(&x).chunks_exact(k)) {
             padded_row[..k].copy_from_slice(row);
         }
+        let (packed, scales) = (packed.to_contiguous(), scales.to_contiguous());
         let bytes: &[i8] = bytemuck::cast_slice(elements::<i32>(&packed));
         let products = matvec(&rows, bytes, elements::<f32>(&scales), m, n, padded);
         FlexTensor::from_data(TensorData::new(products, [m, n]))
     }
+}
+
+impl<C: CheckpointStrategy> Q8Backend for Autodiff<Flex, C> {
+    fn q8_dequantize(packed: FlexTensor, scales: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::from_inner(Flex::q8_dequantize(packed, Self::inner(scales)))
+    }
+
+    fn q8_matmul(x: FloatTensor<Self>, packed: FlexTensor, scales: FloatTensor<Self>) -> FloatTensor<Self> {
+        let scales = Self::inner(scales);
+        match Q8MatmulBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let inputs = dims2(x.primitive())[1];
+                let out = Flex::q8_matmul(x.into_primitive(), packed.clone(), scales.clone());
+                prep.finish(Q8State { packed, scales, inputs }, out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::q8_matmul(x.into_primitive(), packed, scales)),
+        }
+    }
+}
+
+/// What the backward needs: the 8-bit matrix itself, not its expansion.
+#[derive(Debug, Clone)]
+struct Q8State {
+    packed: FlexTensor,
+    scales: FlexTensor,
+    inputs: usize,
+}
+
+#[derive(Debug)]
+struct Q8MatmulBackward;
+
+impl Backward<Flex, 1> for Q8MatmulBackward {
+    type State = Q8State;
+
+    /// `dL/dx = dL/dy @ w`, with `w` expanded for this product only.
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [x_node] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        if let Some(node) = x_node {
+            let Q8State { packed, scales, inputs } = ops.state;
+            let n = dims2(&scales)[0];
+            let weights = expand(&packed, &scales, inputs, [n, inputs]);
+            grads.register::<Flex>(node.id, Flex::float_matmul(grad, weights));
+        }
+    }
+}
+
+fn dims2(tensor: &FlexTensor) -> [usize; 2] {
+    let shape = tensor.layout().shape();
+    [shape[0], shape[1]]
+}
+
+/// The f32 matrix `[n, columns]`: the first `columns` (at most `k_padded`) of each row.
+fn expand(packed: &FlexTensor, scales: &FlexTensor, columns: usize, shape: [usize; 2]) -> FlexTensor {
+    let (packed, scales) = (packed.to_contiguous(), scales.to_contiguous());
+    let blocks = dims2(&scales)[1];
+    let bytes: &[i8] = bytemuck::cast_slice(elements::<i32>(&packed));
+    let scales = elements::<f32>(&scales);
+    let mut out = vec![0f32; shape[0] * columns];
+    let fill = |(row, values): (usize, &mut [f32])| {
+        let (bytes, scales) = (&bytes[row * blocks * Q8_BLOCK..][..columns], &scales[row * blocks..][..blocks]);
+        for ((values, bytes), &scale) in values.chunks_mut(Q8_BLOCK).zip(bytes.chunks(Q8_BLOCK)).zip(scales) {
+            for (value, &byte) in values.iter_mut().zip(bytes) {
+                *value = scale * byte as f32;
+            }
+        }
+    };
+    #[cfg(not(target_family = "wasm"))]
+    {
+        use rayon::prelude::*;
+        out.par_chunks_mut(columns).enumerate().with_min_len(16).for_each(fill);
+    }
+    #[cfg(target_family = "wasm")]
+    out.chunks_mut(columns).enumerate().for_each(fill);
+    FlexTensor::from_data(TensorData::new(out, shape))
 }
 
 /// The elements of a contiguous tensor, in order (its buffer may start before them).
@@ -203,18 +282,23 @@ fn dot_avx2(x: &[f32], bytes: &[i8], scales: &[f32]) -> f32 {
     dot_portable(x, bytes, scales)
 }
 
-/// Eight independent lanes per block, so the compiler can vectorise without reordering one sum.
+/// Eight independent lanes, summed across lanes once per row rather than once per block, so the
+/// compiler can vectorise the whole loop without reordering any one lane's sum.
 #[inline(always)]
 fn dot_portable(x: &[f32], bytes: &[i8], scales: &[f32]) -> f32 {
-    let mut total = 0.0;
+    let mut total = [0f32; 8];
     for ((x, bytes), &scale) in x.chunks_exact(Q8_BLOCK).zip(bytes.chunks_exact(Q8_BLOCK)).zip(scales) {
-        let mut lanes = [0f32; 8];
-        for (x, bytes) in x.chunks_exact(8).zip(bytes.chunks_exact(8)) {
+        let x: &[f32; Q8_BLOCK] = x.try_into().expect("whole blocks");
+        let bytes: &[i8; Q8_BLOCK] = bytes.try_into().expect("whole blocks");
+        let mut block = [0f32; 8];
+        for part in 0..Q8_BLOCK / 8 {
             for lane in 0..8 {
-                lanes[lane] += x[lane] * bytes[lane] as f32;
+                block[lane] += x[part * 8 + lane] * bytes[part * 8 + lane] as f32;
             }
         }
-        total += scale * lanes.iter().sum::<f32>();
+        for lane in 0..8 {
+            total[lane] += scale * block[lane];
+        }
     }
-    total
+    total.iter().sum()
 }

@@ -1,5 +1,5 @@
-//! 8-bit matrices: the packed layout against a host reference, the CPU backend's direct product
-//! against the expanded fallback, and the fallback on wgpu.
+//! 8-bit matrices: the packed layout against a host reference, the CPU backend's kernel (direct
+//! and expanded, forward and backward) against the expanded fallback, and the fallback on wgpu.
 //!
 //! Parity is measured as `max |a - b| / max |b|` over the whole output.
 
@@ -55,25 +55,28 @@ fn dequantizing_gives_back_every_weight_on_every_backend() {
     }
 }
 
-fn assert_direct_matches_fallback(rows: usize, n: usize, k: usize, seed: u64) {
+fn assert_kernel_matches_fallback(rows: usize, n: usize, k: usize, seed: u64) {
     let device = Device::flex();
     let (bytes, scales) = matrix(n, k, seed);
     let (packed, scales) = q8_pack(&bytes, scales, n, k, &device);
     let x = tensor([1, rows, k], seed + 7, 2.0, &device);
-    assert!(q8_matmul_uses_kernel(&x, &packed, &scales), "the direct product was not chosen for {rows} rows");
-    let direct = read(q8_matmul(x.clone(), packed.clone(), scales.clone()));
+    assert!(q8_matmul_uses_kernel(&x, &packed, &scales), "the kernel was not chosen for {rows} rows");
+    let kernel = read(q8_matmul(x.clone(), packed.clone(), scales.clone()));
     let fallback = read(q8_matmul_fallback(x, packed, scales));
-    let error = relative_error(&direct, &fallback);
+    let error = relative_error(&kernel, &fallback);
     assert!(error <= TOLERANCE, "{rows} rows, {n} x {k}: relative error {error:e}");
 }
 
 #[test]
-fn the_direct_product_matches_the_expanded_one() {
-    // GPT-2 small's decode shapes (one row; c_attn and the MLP's way back), then odd sizes.
-    assert_direct_matches_fallback(1, 2304, 768, 1);
-    assert_direct_matches_fallback(1, 768, 3072, 2);
-    assert_direct_matches_fallback(Q8_DIRECT_MAX_ROWS, 100, 70, 3);
-    assert_direct_matches_fallback(3, 1, 5, 4);
+fn the_cpu_kernel_matches_the_expanded_product() {
+    // GPT-2 small's decode shapes (one row; c_attn and the MLP's way back), then odd sizes, then
+    // more rows than the direct product takes (the kernel expands the matrix itself).
+    assert_kernel_matches_fallback(1, 2304, 768, 1);
+    assert_kernel_matches_fallback(1, 768, 3072, 2);
+    assert_kernel_matches_fallback(Q8_DIRECT_MAX_ROWS, 100, 70, 3);
+    assert_kernel_matches_fallback(3, 1, 5, 4);
+    assert_kernel_matches_fallback(Q8_DIRECT_MAX_ROWS + 1, 100, 70, 5);
+    assert_kernel_matches_fallback(50, 64, 45, 6);
 }
 
 #[test]
@@ -95,23 +98,33 @@ fn the_product_equals_the_host_reference() {
     }
 }
 
+/// Under autodiff the CPU kernel's own backward gives the fallback's gradient, for few rows and
+/// many; on wgpu the fallback runs.
 #[test]
-fn larger_batches_autodiff_and_wgpu_take_the_fallback() {
+fn gradients_reach_the_input_and_wgpu_takes_the_fallback() {
     let device = Device::flex();
-    let (bytes, scale_values) = matrix(4, 32, 5);
-    let (packed, scales) = q8_pack(&bytes, scale_values.clone(), 4, 32, &device);
-    let many = tensor([2, Q8_DIRECT_MAX_ROWS, 32], 1, 1.0, &device);
-    assert!(!q8_matmul_uses_kernel(&many, &packed, &scales));
-    let tracked = tensor([1, 1, 32], 2, 1.0, &device.autodiff()).require_grad();
-    assert!(!q8_matmul_uses_kernel(&tracked, &packed, &scales));
-    // Gradients reach the input through the fallback; the weights stay constants.
-    let grads = q8_matmul(tracked.clone(), packed.clone(), scales.clone()).sum().backward();
-    let grad = read(tracked.grad(&grads).expect("a gradient for x"));
-    let weights = expanded(&bytes, &scale_values, 4, 32);
-    let column_sums: Vec<f32> = (0..32).map(|c| (0..4).map(|r| weights[r * 32 + c]).sum()).collect();
-    assert!(relative_error(&grad, &column_sums) <= TOLERANCE);
+    let (n, k) = (6, 45);
+    let (bytes, scale_values) = matrix(n, k, 5);
+    let (packed, scales) = q8_pack(&bytes, scale_values.clone(), n, k, &device);
+    let tracked = device.autodiff();
+    for rows in [1, Q8_DIRECT_MAX_ROWS + 3] {
+        let gradient = |kernel: bool| {
+            let x = tensor([1, rows, k], 2, 1.0, &tracked).require_grad();
+            assert!(q8_matmul_uses_kernel(&x, &packed, &scales));
+            let weights = tensor([1, rows, n], 9, 1.0, &tracked);
+            let y = if kernel {
+                q8_matmul(x.clone(), packed.clone(), scales.clone())
+            } else {
+                q8_matmul_fallback(x.clone(), packed.clone(), scales.clone())
+            };
+            let grads = (y * weights).sum().backward();
+            read(x.grad(&grads).expect("a gradient for x"))
+        };
+        let (kernel, fallback) = (gradient(true), gradient(false));
+        assert!(relative_error(&kernel, &fallback) <= TOLERANCE, "{rows} rows");
+    }
     if let Some(gpu) = wgpu() {
-        let (packed, scales) = q8_pack(&bytes, scale_values, 4, 32, &gpu);
-        assert!(!q8_matmul_uses_kernel(&tensor([1, 1, 32], 3, 1.0, &gpu), &packed, &scales));
+        let (packed, scales) = q8_pack(&bytes, scale_values, n, k, &gpu);
+        assert!(!q8_matmul_uses_kernel(&tensor([1, 1, k], 3, 1.0, &gpu), &packed, &scales));
     }
 }

@@ -370,4 +370,37 @@ mod tests {
         let expected: Vec<f32> = (0..rows).map(|r| (0..dim).map(|c| values[r * dim + c] * x[c]).sum()).collect();
         assert_eq!(projected.into_data().try_into_vec_as::<f32>().unwrap(), expected);
     }
+
+    /// The same with 8-bit shards (GPT-2 small's q8 embedding spans two): lookups and the product
+    /// equal the expanded matrix's, across shard boundaries and a partial block (dim 40).
+    #[test]
+    fn an_8_bit_sharded_table_equals_its_expanded_matrix() {
+        let device = Device::flex();
+        let (rows, dim) = (10, 40);
+        let values: Vec<f32> = (0..rows * dim).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+        let (bytes, scales) = Q8Matrix::quantize(&values, dim);
+        let blocks = dim.div_ceil(Q8_BLOCK);
+        let expanded: Vec<f32> = (0..rows * dim).map(|i| scales[i / dim * blocks + i % dim / Q8_BLOCK] * bytes[i] as f32).collect();
+        let mut table = ShardedTable::with_shard_bytes(rows, dim, 4 * dim * 4, &Initializer::Zeros, &device);
+        table.fill(|start, n| {
+            let scales = scales[start * blocks..(start + n) * blocks].to_vec();
+            Some(TableShard::Q8(Q8Matrix::new(&bytes[start * dim..(start + n) * dim], scales, n, dim, &device)))
+        });
+        assert_eq!(table.shards.len(), 3);
+
+        let ids = [0i64, 3, 4, 7, 8, 9, 5];
+        let looked_up = table.lookup(Tensor::from_data(TensorData::new(ids.to_vec(), [1, ids.len()]), &device));
+        let want: Vec<f32> = ids.iter().flat_map(|&i| expanded[i as usize * dim..][..dim].to_vec()).collect();
+        assert_eq!(looked_up.into_data().try_into_vec_as::<f32>().unwrap(), want);
+
+        let x: Vec<f32> = (0..dim).map(|c| (c as f32 - 20.0) / 10.0).collect();
+        let projected = table.project(Tensor::from_data(TensorData::new(x.clone(), [1, 1, dim]), &device));
+        let want: Vec<f32> = (0..rows).map(|r| (0..dim).map(|c| expanded[r * dim + c] * x[c]).sum()).collect();
+        let got = projected.into_data().try_into_vec_as::<f32>().unwrap();
+        let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(worst <= 1e-4, "{got:?} against {want:?}");
+        // Quantising loses at most half a step per weight.
+        let step = |i: usize| scales[i / dim * blocks + i % dim / Q8_BLOCK];
+        assert!((0..rows * dim).all(|i| (expanded[i] - values[i]).abs() <= step(i) / 2.0 + 1e-6));
+    }
 }

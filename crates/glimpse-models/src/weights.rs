@@ -13,8 +13,8 @@
 //! # Storage formats ([`WeightFormat`])
 //!
 //! A checkpoint is f32, f16 or q8; the loader reads all three, and every tensor keeps its Hugging
-//! Face name. f16 is a standard F16 file (transformers reads it too); its values are widened to
-//! f32 as they are read. q8 (`"glimpse.quantization": "q8-block32"` in the header's
+//! Face name. f16 is a standard F16 file (transformers' names and layout); its values are
+//! widened to f32 as they are read. q8 (`"glimpse.quantization": "q8-block32"` in the header's
 //! `__metadata__`) stores every dense layer's weight and the token embeddings (the tied LM head)
 //! as I8 under their usual names and shapes, each with `<name>_scale`: F16 scales, one per 32
 //! consecutive inputs, shaped as the weight with its input dimension divided by 32 rounded up

@@ -81,7 +81,18 @@ async function main() {
   }
   const afterAbort = (await glimpse.captionImage(image, { maxTokens: 4 })).caption;
   glimpse.dispose();
-  return { texts: TEXTS, similarities, bestText, caption, chunked: chunked.toJSON(), chapters, moments, badModel, badModelIsTyped, badModelMessage, inputErrors, aborted, afterAbort };
+
+  // The same models converted to q8 (`glimpse models convert --dtype q8`) load through the same
+  // package, stay 8-bit in the engine, and see the image as the f32 models do.
+  const small = await Glimpse.load({ clip: 'models/world-clip-q8', lm: 'models/world-gpt2-q8', device: 'cpu' });
+  const q8Embedding = await small.embedImage(image);
+  const norm = (v) => Math.sqrt(dot(v, v));
+  const q8 = {
+    cosine: dot(imageEmbedding, q8Embedding) / (norm(imageEmbedding) * norm(q8Embedding)),
+    caption: (await small.captionImage(image)).caption,
+  };
+  small.dispose();
+  return { texts: TEXTS, similarities, bestText, caption, chunked: chunked.toJSON(), chapters, moments, badModel, badModelIsTyped, badModelMessage, inputErrors, aborted, afterAbort, q8 };
 }
 
 main().then(
