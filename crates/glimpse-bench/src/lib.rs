@@ -19,6 +19,7 @@ use futures_lite::future::block_on;
 use glimpse_align::guided::{self, GuidanceConfig, Targets};
 use glimpse_align::moment::pool_with_contrast_by;
 use glimpse_align::zerota::{ZeroTaConfig, dense_caption, embed_frames};
+use glimpse_kernels::{Q8_BLOCK, q8_matmul, q8_matmul_fallback, q8_matmul_uses_kernel, q8_pack};
 use glimpse_media::rng::Rng;
 use glimpse_media::{ClipTokenizer, Gpt2Tokenizer, ImagePreprocess, write_atomically};
 use glimpse_models::device::{self, DeviceChoice};
@@ -104,6 +105,9 @@ enum Metric {
     /// wgpu only: the WGSL masked-pooling kernels against their fallback (ZeroTA's inside/outside
     /// contrast forward and backward: 3 masks over 120 frames of 512-d embeddings).
     MaskedPoolMs,
+    /// wgpu only: the WGSL 8-bit matrix-vector kernel against its fallback (which expands each
+    /// matrix): the four products of one GPT-2 small layer at a decoding step, q8 weights.
+    Q8MatvecMs,
 }
 
 impl Metric {
@@ -114,7 +118,7 @@ impl Metric {
             Self::ClipTextTxtS => "txt/s",
             Self::PrefixStepMs => "ms",
             Self::ZerotaVideoS => "s",
-            Self::DecodeAttentionMs | Self::MaskedPoolMs => "ms",
+            Self::DecodeAttentionMs | Self::MaskedPoolMs | Self::Q8MatvecMs => "ms",
         }
     }
 
@@ -122,7 +126,7 @@ impl Metric {
     /// same process; they exist on wgpu only (elsewhere both are the fallback) and have no
     /// PyTorch counterpart.
     fn is_kernel(self) -> bool {
-        matches!(self, Self::DecodeAttentionMs | Self::MaskedPoolMs)
+        matches!(self, Self::DecodeAttentionMs | Self::MaskedPoolMs | Self::Q8MatvecMs)
     }
 
     /// The checkpoint format a weight-format figure loads; these are compared with the f32 figure
@@ -697,6 +701,7 @@ fn measure_figure(spec: &str, args: &BenchArgs) -> Result<Figure> {
         Metric::ZerotaVideoS => zerota_video(device, &timer)?,
         Metric::DecodeAttentionMs => decode_attention_kernel(device)?,
         Metric::MaskedPoolMs => masked_pool_kernel(device)?,
+        Metric::Q8MatvecMs => q8_matvec_kernel(device)?,
     };
     Ok(Figure {
         metric,
@@ -979,6 +984,42 @@ fn decode_attention_kernel(device: &Device) -> Result<Measured> {
     let kernel = time(glimpse_kernels::decode_attention)?;
     let fallback = time(glimpse_kernels::decode_attention_fallback)?;
     Ok(kernel_figure(kernel, &fallback, "12 layers x [1, 12, 1, 64] against [1, 12, 72, 64]"))
+}
+
+fn q8_matvec_kernel(device: &Device) -> Result<Measured> {
+    // GPT-2 small's products in one layer at a decoding step, as (outputs, inputs).
+    const SHAPES: [(usize, usize); 4] = [(2304, 768), (768, 768), (3072, 768), (768, 3072)];
+    let mut rng = Rng::new(3);
+    let matrices: Vec<(Tensor<2, Int>, Tensor<2>)> = SHAPES
+        .iter()
+        .map(|&(n, k)| {
+            let bytes: Vec<i8> = (0..n * k).map(|_| (rng.below(255) as i32 - 127) as i8).collect();
+            q8_pack(&bytes, vec![0.01; n * k.div_ceil(Q8_BLOCK)], n, k, device)
+        })
+        .collect();
+    let rows = || {
+        let random = Distribution::Normal(0.0, 1.0);
+        SHAPES.iter().map(|&(_, k)| Tensor::<3>::random([1, 1, k], random, device)).collect::<Vec<_>>()
+    };
+    let time = |product: fn(Tensor<3>, Tensor<2, Int>, Tensor<2>) -> Tensor<3>| {
+        kernel_runs(device, rows, |rows| {
+            let outputs: Vec<Tensor<2>> = rows
+                .into_iter()
+                .zip(&matrices)
+                .map(|(x, (packed, scales))| {
+                    let y = product(x, packed.clone(), scales.clone());
+                    let n = y.dims()[2];
+                    y.reshape([1, n])
+                })
+                .collect();
+            Tensor::cat(outputs, 1)
+        })
+    };
+    let (packed, scales) = &matrices[0];
+    anyhow::ensure!(q8_matmul_uses_kernel(&rows()[0], packed, scales), "the kernel does not run here");
+    let kernel = time(q8_matmul)?;
+    let fallback = time(q8_matmul_fallback)?;
+    Ok(kernel_figure(kernel, &fallback, "GPT-2 small's 4 products of a layer, 1 row, q8 weights"))
 }
 
 fn masked_pool_kernel(device: &Device) -> Result<Measured> {

@@ -14,9 +14,14 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::{FloatTensor, IntTensor};
-use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, DispatchDevice, Flex, backend_extension};
+use burn::backend::wgpu::{CubeTensor, into_contiguous};
+use burn::backend::{Autodiff, AutodiffBackend, Backend, Cube, Dispatch, DispatchDevice, Flex, backend_extension};
 use burn::prelude::*;
 use burn::tensor::DType;
+use cubecl::CubeCount;
+use cubecl::ir::attributes::BufferIOAttr;
+
+use crate::wgsl::{WgslKernel, WgslSource, empty_like, kernel_source, launch, size, wgpu_f32};
 
 /// Inputs per scale.
 pub const Q8_BLOCK: usize = 32;
@@ -78,7 +83,9 @@ pub fn q8_dequantize_fallback(packed: Tensor<2, Int>, scales: Tensor<2>) -> Tens
 /// [`Q8_DIRECT_MAX_ROWS`] rows (`batch * t`) multiply the bytes directly (several threads
 /// natively, SIMD where the build has it); more rows expand the matrix once and use the float
 /// matmul, and the backward expands it again rather than keeping it, so no f32 copy of the
-/// weights outlives the call. Elsewhere [`q8_matmul_fallback`].
+/// weights outlives the call. On wgpu, outside autodiff and up to [`Q8_DIRECT_MAX_ROWS`] rows,
+/// the WGSL kernel `shaders/q8_matvec.wgsl` reads the bytes directly. Elsewhere
+/// [`q8_matmul_fallback`].
 pub fn q8_matmul(x: Tensor<3>, packed: Tensor<2, Int>, scales: Tensor<2>) -> Tensor<3> {
     let [batch, t, k] = x.dims();
     let n = packed.dims()[0];
@@ -89,20 +96,43 @@ pub fn q8_matmul(x: Tensor<3>, packed: Tensor<2, Int>, scales: Tensor<2>) -> Ten
         packed.dims(),
         scales.dims()
     );
-    if !q8_matmul_uses_kernel(&x, &packed, &scales) {
+    let (shader, cpu) = (uses_shader(&x, &packed, &scales), uses_cpu_kernel(&x, &packed, &scales));
+    if !(shader || cpu) {
         return q8_matmul_fallback(x, packed, scales);
     }
-    let rows = x.reshape([batch * t, k]);
-    let out = <Dispatch as Q8Backend>::q8_matmul(rows.into_dispatch(), packed.into_dispatch(), scales.into_dispatch());
+    let (rows, packed, scales) = (x.reshape([batch * t, k]).into_dispatch(), packed.into_dispatch(), scales.into_dispatch());
+    let out = if shader {
+        <Dispatch as Q8ShaderBackend>::q8_matvec(rows, packed, scales)
+    } else {
+        <Dispatch as Q8Backend>::q8_matmul(rows, packed, scales)
+    };
     Tensor::<2>::from_dispatch(out).reshape([batch, t, n])
 }
 
-/// Whether [`q8_matmul`] runs its CPU kernel for these inputs.
+/// Whether [`q8_matmul`] runs a kernel (the CPU backend's, or the WGSL one on wgpu) for these
+/// inputs rather than the fallback.
 pub fn q8_matmul_uses_kernel(x: &Tensor<3>, packed: &Tensor<2, Int>, scales: &Tensor<2>) -> bool {
+    uses_cpu_kernel(x, packed, scales) || uses_shader(x, packed, scales)
+}
+
+fn uses_cpu_kernel(x: &Tensor<3>, packed: &Tensor<2, Int>, scales: &Tensor<2>) -> bool {
     packed.dtype() == DType::I32
         && on_flex(x)
         && x.dtype() == DType::F32
         && scales.dtype() == DType::F32
+        && !scales.is_autodiff()
+}
+
+/// `shaders/q8_matvec.wgsl`: f32 on wgpu outside autodiff, up to [`Q8_DIRECT_MAX_ROWS`] rows, and
+/// one workgroup per output within one dispatch dimension.
+fn uses_shader(x: &Tensor<3>, packed: &Tensor<2, Int>, scales: &Tensor<2>) -> bool {
+    let [batch, t, _] = x.dims();
+    batch * t <= Q8_DIRECT_MAX_ROWS
+        && packed.dims()[0] <= MAX_WORKGROUPS
+        && packed.dtype() == DType::I32
+        && wgpu_f32(x)
+        && wgpu_f32(scales)
+        && !x.is_autodiff()
         && !scales.is_autodiff()
 }
 
@@ -231,6 +261,42 @@ fn expand(packed: &FlexTensor, scales: &FlexTensor, columns: usize, shape: [usiz
     #[cfg(target_family = "wasm")]
     out.chunks_mut(columns).enumerate().for_each(fill);
     FlexTensor::from_data(TensorData::new(out, shape))
+}
+
+const MATVEC: WgslSource = kernel_source!("q8_matvec.wgsl");
+
+/// Workgroups one dispatch dimension takes (WebGPU's default `maxComputeWorkgroupsPerDimension`).
+const MAX_WORKGROUPS: usize = 65_535;
+
+const WORKGROUP_SIZE: u32 = 64;
+
+#[backend_extension(Cube)]
+trait Q8ShaderBackend: Backend {
+    /// `[m, k]` -> `[m, n]`, `m <= Q8_DIRECT_MAX_ROWS`.
+    fn q8_matvec(x: FloatTensor<Self>, packed: IntTensor<Self>, scales: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+impl Q8ShaderBackend for Cube {
+    fn q8_matvec(x: CubeTensor, packed: CubeTensor, scales: CubeTensor) -> CubeTensor {
+        let (x, packed, scales) = (into_contiguous(x), into_contiguous(packed), into_contiguous(scales));
+        let (m, k) = (x.meta.shape()[0], x.meta.shape()[1]);
+        let (n, words) = (packed.meta.shape()[0], packed.meta.shape()[1]);
+        let blocks = scales.meta.shape()[1];
+        let output = empty_like(&x, [m, n]);
+        launch(
+            &x.client,
+            WgslKernel { source: MATVEC, workgroup_size: WORKGROUP_SIZE },
+            CubeCount::Static(size(n), 1, 1),
+            vec![
+                (x.handle.clone(), BufferIOAttr::ReadOnly),
+                (packed.handle.clone(), BufferIOAttr::ReadOnly),
+                (scales.handle.clone(), BufferIOAttr::ReadOnly),
+                (output.handle.clone(), BufferIOAttr::WriteOnly),
+            ],
+            &[size(m), size(n), size(k), size(words), size(blocks)],
+        );
+        output
+    }
 }
 
 /// The elements of a contiguous tensor, in order (its buffer may start before them).

@@ -1,5 +1,5 @@
 //! 8-bit matrices: the packed layout against a host reference, the CPU backend's kernel (direct
-//! and expanded, forward and backward) against the expanded fallback, and the fallback on wgpu.
+//! and expanded, forward and backward) and the WGSL kernel against the expanded fallback.
 //!
 //! Parity is measured as `max |a - b| / max |b|` over the whole output.
 
@@ -99,9 +99,9 @@ fn the_product_equals_the_host_reference() {
 }
 
 /// Under autodiff the CPU kernel's own backward gives the fallback's gradient, for few rows and
-/// many; on wgpu the fallback runs.
+/// many; on wgpu autodiff takes the fallback.
 #[test]
-fn gradients_reach_the_input_and_wgpu_takes_the_fallback() {
+fn gradients_reach_the_input() {
     let device = Device::flex();
     let (n, k) = (6, 45);
     let (bytes, scale_values) = matrix(n, k, 5);
@@ -125,6 +125,34 @@ fn gradients_reach_the_input_and_wgpu_takes_the_fallback() {
     }
     if let Some(gpu) = wgpu() {
         let (packed, scales) = q8_pack(&bytes, scale_values, n, k, &gpu);
-        assert!(!q8_matmul_uses_kernel(&tensor([1, 1, k], 3, 1.0, &gpu), &packed, &scales));
+        assert!(!q8_matmul_uses_kernel(&tensor([1, 1, k], 3, 1.0, &gpu.autodiff()), &packed, &scales));
+    }
+}
+
+fn assert_shader_matches_fallback(rows: usize, n: usize, k: usize, seed: u64) {
+    let Some(device) = wgpu() else { return };
+    let (bytes, scales) = matrix(n, k, seed);
+    let (packed, scales) = q8_pack(&bytes, scales, n, k, &device);
+    let x = tensor([1, rows, k], seed + 7, 2.0, &device);
+    assert!(q8_matmul_uses_kernel(&x, &packed, &scales), "the WGSL kernel was not chosen for {rows} rows");
+    let kernel = read(q8_matmul(x.clone(), packed.clone(), scales.clone()));
+    let fallback = read(q8_matmul_fallback(x, packed, scales));
+    let error = relative_error(&kernel, &fallback);
+    assert!(error <= TOLERANCE, "wgpu, {rows} rows, {n} x {k}: relative error {error:e}");
+}
+
+#[test]
+fn the_wgsl_kernel_matches_the_expanded_product() {
+    // GPT-2 small's decode shapes, a k that is not a multiple of 4 (a partial word and block),
+    // the most rows it takes; beyond them wgpu takes the fallback.
+    assert_shader_matches_fallback(1, 2304, 768, 21);
+    assert_shader_matches_fallback(1, 768, 3072, 22);
+    assert_shader_matches_fallback(3, 100, 70, 23);
+    assert_shader_matches_fallback(Q8_DIRECT_MAX_ROWS, 9, 5, 24);
+    if let Some(gpu) = wgpu() {
+        let (bytes, scales) = matrix(4, 32, 25);
+        let (packed, scales) = q8_pack(&bytes, scales, 4, 32, &gpu);
+        let many = tensor([1, Q8_DIRECT_MAX_ROWS + 1, 32], 26, 1.0, &gpu);
+        assert!(!q8_matmul_uses_kernel(&many, &packed, &scales));
     }
 }
