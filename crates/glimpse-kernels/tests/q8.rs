@@ -55,28 +55,29 @@ fn dequantizing_gives_back_every_weight_on_every_backend() {
     }
 }
 
-fn assert_kernel_matches_fallback(rows: usize, n: usize, k: usize, seed: u64) {
-    let device = Device::flex();
+/// The kernel `device` takes (the CPU backend's, or the WGSL one on wgpu) against the fallback.
+fn assert_kernel_matches_fallback(device: &Device, rows: usize, n: usize, k: usize, seed: u64) {
     let (bytes, scales) = matrix(n, k, seed);
-    let (packed, scales) = q8_pack(&bytes, scales, n, k, &device);
-    let x = tensor([1, rows, k], seed + 7, 2.0, &device);
-    assert!(q8_matmul_uses_kernel(&x, &packed, &scales), "the kernel was not chosen for {rows} rows");
+    let (packed, scales) = q8_pack(&bytes, scales, n, k, device);
+    let x = tensor([1, rows, k], seed + 7, 2.0, device);
+    assert!(q8_matmul_uses_kernel(&x, &packed, &scales), "{device:?}: no kernel was chosen for {rows} rows");
     let kernel = read(q8_matmul(x.clone(), packed.clone(), scales.clone()));
     let fallback = read(q8_matmul_fallback(x, packed, scales));
     let error = relative_error(&kernel, &fallback);
-    assert!(error <= TOLERANCE, "{rows} rows, {n} x {k}: relative error {error:e}");
+    assert!(error <= TOLERANCE, "{device:?}, {rows} rows, {n} x {k}: relative error {error:e}");
 }
 
 #[test]
 fn the_cpu_kernel_matches_the_expanded_product() {
     // GPT-2 small's decode shapes (one row; c_attn and the MLP's way back), then odd sizes, then
     // more rows than the direct product takes (the kernel expands the matrix itself).
-    assert_kernel_matches_fallback(1, 2304, 768, 1);
-    assert_kernel_matches_fallback(1, 768, 3072, 2);
-    assert_kernel_matches_fallback(Q8_DIRECT_MAX_ROWS, 100, 70, 3);
-    assert_kernel_matches_fallback(3, 1, 5, 4);
-    assert_kernel_matches_fallback(Q8_DIRECT_MAX_ROWS + 1, 100, 70, 5);
-    assert_kernel_matches_fallback(50, 64, 45, 6);
+    let cpu = Device::flex();
+    assert_kernel_matches_fallback(&cpu, 1, 2304, 768, 1);
+    assert_kernel_matches_fallback(&cpu, 1, 768, 3072, 2);
+    assert_kernel_matches_fallback(&cpu, Q8_DIRECT_MAX_ROWS, 100, 70, 3);
+    assert_kernel_matches_fallback(&cpu, 3, 1, 5, 4);
+    assert_kernel_matches_fallback(&cpu, Q8_DIRECT_MAX_ROWS + 1, 100, 70, 5);
+    assert_kernel_matches_fallback(&cpu, 50, 64, 45, 6);
 }
 
 #[test]
@@ -129,30 +130,17 @@ fn gradients_reach_the_input() {
     }
 }
 
-fn assert_shader_matches_fallback(rows: usize, n: usize, k: usize, seed: u64) {
-    let Some(device) = wgpu() else { return };
-    let (bytes, scales) = matrix(n, k, seed);
-    let (packed, scales) = q8_pack(&bytes, scales, n, k, &device);
-    let x = tensor([1, rows, k], seed + 7, 2.0, &device);
-    assert!(q8_matmul_uses_kernel(&x, &packed, &scales), "the WGSL kernel was not chosen for {rows} rows");
-    let kernel = read(q8_matmul(x.clone(), packed.clone(), scales.clone()));
-    let fallback = read(q8_matmul_fallback(x, packed, scales));
-    let error = relative_error(&kernel, &fallback);
-    assert!(error <= TOLERANCE, "wgpu, {rows} rows, {n} x {k}: relative error {error:e}");
-}
-
 #[test]
 fn the_wgsl_kernel_matches_the_expanded_product() {
     // GPT-2 small's decode shapes, a k that is not a multiple of 4 (a partial word and block),
     // the most rows it takes; beyond them wgpu takes the fallback.
-    assert_shader_matches_fallback(1, 2304, 768, 21);
-    assert_shader_matches_fallback(1, 768, 3072, 22);
-    assert_shader_matches_fallback(3, 100, 70, 23);
-    assert_shader_matches_fallback(Q8_DIRECT_MAX_ROWS, 9, 5, 24);
-    if let Some(gpu) = wgpu() {
-        let (bytes, scales) = matrix(4, 32, 25);
-        let (packed, scales) = q8_pack(&bytes, scales, 4, 32, &gpu);
-        let many = tensor([1, Q8_DIRECT_MAX_ROWS + 1, 32], 26, 1.0, &gpu);
-        assert!(!q8_matmul_uses_kernel(&many, &packed, &scales));
-    }
+    let Some(gpu) = wgpu() else { return };
+    assert_kernel_matches_fallback(&gpu, 1, 2304, 768, 21);
+    assert_kernel_matches_fallback(&gpu, 1, 768, 3072, 22);
+    assert_kernel_matches_fallback(&gpu, 3, 100, 70, 23);
+    assert_kernel_matches_fallback(&gpu, Q8_DIRECT_MAX_ROWS, 9, 5, 24);
+    let (bytes, scales) = matrix(4, 32, 25);
+    let (packed, scales) = q8_pack(&bytes, scales, 4, 32, &gpu);
+    let many = tensor([1, Q8_DIRECT_MAX_ROWS + 1, 32], 26, 1.0, &gpu);
+    assert!(!q8_matmul_uses_kernel(&many, &packed, &scales));
 }
