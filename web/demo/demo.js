@@ -35,6 +35,19 @@ function showProgress(fraction) {
   $('progress').firstElementChild.style.width = `${Math.round((fraction ?? 0) * 100)}%`;
 }
 
+// Bytes while the files come, then what the engine does with them.
+function showLoading({ status, totalLoaded, totalBytes }) {
+  if (status === 'building') {
+    showProgress(1);
+    $('status').textContent = 'Building the models…';
+    return;
+  }
+  if (status === 'ready') return;
+  showProgress(totalBytes ? totalLoaded / totalBytes : null);
+  const mib = (bytes) => (bytes / (1 << 20)).toFixed(1);
+  $('status').textContent = `Loading the models… ${mib(totalLoaded)} of ${mib(totalBytes)} MiB`;
+}
+
 let loads = 0;
 
 async function loadModels() {
@@ -51,7 +64,7 @@ async function loadModels() {
     glimpse = await Glimpse.load({
       ...MODELS,
       device: $('device').value,
-      onProgress: ({ loaded, total }) => showProgress(total ? loaded / total : null),
+      onProgress: showLoading,
     });
   } catch (error) {
     if (generation !== loads) return;

@@ -5,7 +5,7 @@
 //
 //   node web/tests/browser.mjs        screenshots and timings land in web/tests/out/
 import { execFileSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -176,6 +176,18 @@ async function consumerRun() {
         check(readsForCaption === 38 && readsAfterFinding === 38, `consumer: the frames are read once for a caption and two searches (${readsForCaption} reads, then ${readsAfterFinding})`);
         check(result.badModel === 'ModelLoadError' && result.badModelIsTyped, `consumer: a missing model gives a typed ModelLoadError ("${result.badModelMessage}")`);
         check(result.inputErrors.every((e) => e === 'InputError'), `consumer: empty frames, an unknown option, maxTokens 0, a prompt longer than the LM's positions, a 0 x 0 canvas, an empty query, top 0, a misspelt search option and events 'many' are InputErrors (${result.inputErrors.join(', ')})`);
+        // Loading reports transformers.js' events: every file initiated, downloaded, done; then
+        // the engine's phase and ready, with totals that add up to what was served.
+        const statuses = result.progress.map((e) => e.status);
+        const files = new Set(result.progress.filter((e) => e.file).map((e) => e.file));
+        const last = result.progress.at(-1);
+        const served = ['world-clip', 'world-gpt2'].flatMap((m) => readdirSync(join(site, 'models', m)).map((f) => statSync(join(site, 'models', m, f)).size)).reduce((a, b) => a + b, 0);
+        check(statuses[0] === 'initiate' && statuses.at(-2) === 'building' && last.status === 'ready'
+          && [...files].every((file) => ['initiate', 'download', 'done'].every((s) => result.progress.some((e) => e.file === file && e.status === s)))
+          && result.progress.every((e, i) => i === 0 || e.totalLoaded >= result.progress[i - 1].totalLoaded)
+          && last.totalLoaded === last.totalBytes && last.totalBytes === served,
+        `consumer: loading reports initiate / download / progress / done per file (${files.size} files), then building and ready, ${last.totalLoaded} of ${last.totalBytes} bytes (the folders hold ${served})`);
+        check(result.cacheCleared === true && result.cacheLeft === false, `consumer: clearCache() empties the model cache (${result.cacheCleared}, left: ${result.cacheLeft})`);
         check(result.q8.cosine >= 0.99 && result.q8.caption.includes('red'),
           `consumer: the q8 models embed the image as f32 does (cosine ${result.q8.cosine.toFixed(5)}) and caption it "${result.q8.caption}" (f32: "${result.caption}")`);
         check(result.aborted === 'AbortError', `consumer: an aborted call rejects with AbortError, and the next call still works ("${result.afterAbort}")`);

@@ -9,12 +9,25 @@ export type ModelSource =
   | URL
   | { config: FileSource; weights: FileSource; tokenizer: FileSource; preprocessor?: FileSource };
 
+/**
+ * What a load is doing, in order (transformers.js' statuses): per file fetched, `initiate` (asked
+ * for), `download` (the answer came, its size is known), `progress` (bytes), `done`; then
+ * `building` (the engine makes the models' tensors) and `ready`.
+ */
+export type LoadStatus = 'initiate' | 'download' | 'progress' | 'done' | 'building' | 'ready';
+
 export interface LoadProgress {
-  /** The file that advanced. */
-  file: string;
-  /** Bytes received over all files so far, and the total announced by the server (0 when unknown). */
-  loaded: number;
-  total: number;
+  status: LoadStatus;
+  /** The file's URL (file events only). */
+  file?: string;
+  /** Bytes of this file received, and its size as announced (0 while unknown). */
+  loaded?: number;
+  total?: number;
+  /** `loaded / total` in percent (0 while the size is unknown). */
+  progress?: number;
+  /** Bytes received over every file so far, and the sum of their sizes. */
+  totalLoaded: number;
+  totalBytes: number;
 }
 
 export interface LoadOptions {
@@ -122,6 +135,8 @@ export declare class DenseCaptions {
 export declare class Glimpse {
   private constructor();
   static load(options: LoadOptions): Promise<Glimpse>;
+  /** Empties the Cache API cache of fetched model files; `true` when there was one to delete. */
+  static clearCache(): Promise<boolean>;
   readonly device: DeviceInfo;
   /** CLIP's input side in pixels. */
   readonly imageSize: number;

@@ -2,7 +2,7 @@
 // Web Worker so the page never freezes. See ../README.md for the API.
 import { ERRORS, GlimpseError, InputError } from './errors.js';
 import { frameChunks, toImageData } from './frames.js';
-import { DEFAULT_FPS, DEFAULT_MAX_EVENTS, MAX_EVENTS, MAX_FPS, MAX_QUERIES, MAX_TOP, Reply, Request } from './protocol.js';
+import { CACHE, DEFAULT_FPS, DEFAULT_MAX_EVENTS, MAX_EVENTS, MAX_FPS, MAX_QUERIES, MAX_TOP, Reply, Request } from './protocol.js';
 
 export { DeviceLostError, GlimpseError, InputError, ModelLoadError, NoAdapterError } from './errors.js';
 
@@ -39,6 +39,14 @@ export class Glimpse {
     const glimpse = new Glimpse({ clip: absolute(clip), lm: absolute(lm), device });
     await glimpse._start(onProgress);
     return glimpse;
+  }
+
+  /**
+   * Empties the Cache API cache of fetched model files (the next load fetches them again).
+   * Resolves `true` when there was a cache to delete.
+   */
+  static async clearCache() {
+    return globalThis.caches ? globalThis.caches.delete(CACHE) : false;
   }
 
   constructor(loadArgs) {

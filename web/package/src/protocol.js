@@ -43,9 +43,31 @@ export const Request = Object.freeze({
  *   | { type: 'result', value: unknown }
  *   | { type: 'error', error: { name: string, message: string, fatal?: boolean } }
  *   | { type: 'step', step: object }
- *   | { type: 'progress', progress: { file: string, loaded: number, total: number } }
+ *   | { type: 'progress', progress: LoadProgress }
  * )} Reply
+ * @typedef {{ status: LoadStatus, file?: string, loaded?: number, total?: number, progress?: number,
+ *   totalLoaded: number, totalBytes: number }} LoadProgress
+ *   transformers.js' shape: `file`, `loaded`, `total` (bytes; 0 while unknown) and `progress`
+ *   (percent) for the file events, and the sums over every file so far in all of them
  */
+
+/**
+ * What a load is doing, in order: per file fetched, `initiate` (asked for), `download` (the answer
+ * came, its size is known), `progress` (bytes), `done`; then `building` (the engine makes the
+ * models' tensors) and `ready`.
+ * @typedef {'initiate' | 'download' | 'progress' | 'done' | 'building' | 'ready'} LoadStatus
+ */
+export const LoadStatus = Object.freeze({
+  initiate: 'initiate',
+  download: 'download',
+  progress: 'progress',
+  done: 'done',
+  building: 'building',
+  ready: 'ready',
+});
+
+/** The Cache API cache the worker keeps fetched model files in (`Glimpse.clearCache()` empties it). */
+export const CACHE = 'glimpse-models-v1';
 export const Reply = Object.freeze({ result: 'result', error: 'error', step: 'step', progress: 'progress' });
 
 /** The `name` of each error the engine or the worker raises; the facade maps each to its class. */

@@ -1,9 +1,8 @@
 // The engine's thread: loads the wasm module, fetches model files (Cache API, byte progress) and
 // runs every call of the facade in `index.js`. One job at a time; replies carry the job's id.
 import init, { Session } from '../engine/glimpse_wasm.js';
-import { ErrorName, Reply, Request } from './protocol.js';
+import { CACHE, ErrorName, LoadStatus, Reply, Request } from './protocol.js';
 
-const CACHE = 'glimpse-models-v1';
 const CLIP_FILES = { config: 'config.json', weights: 'model.safetensors', tokenizer: 'tokenizer.json', preprocessor: 'preprocessor_config.json' };
 const LM_FILES = { config: 'config.json', weights: 'model.safetensors', tokenizer: 'tokenizer.json' };
 const OPTIONAL = new Set(['preprocessor']);
@@ -108,6 +107,7 @@ async function load({ device, clip, lm }, onProgress) {
     gather('CLIP', clip, CLIP_FILES, progress),
     gather('GPT-2', lm, LM_FILES, progress),
   ]);
+  progress.phase(LoadStatus.building);
   // Each worker loads once (the facade starts a fresh worker for every load), so there is no
   // earlier session or video to free.
   try {
@@ -120,6 +120,7 @@ async function load({ device, clip, lm }, onProgress) {
     deviceKind = 'cpu';
     session = await Session.load('cpu', clipFiles, lmFiles);
   }
+  progress.phase(LoadStatus.ready);
   return { ...JSON.parse(session.device()), fallbackReason: kind.fallbackReason, imageSize: session.imageSize() };
 }
 
@@ -167,6 +168,7 @@ async function asBytes(value) {
 
 // Fetches with byte progress, through the Cache API when the page may use it.
 async function download(what, field, url, progress) {
+  progress.initiate(url);
   const cache = self.caches ? await self.caches.open(CACHE).catch(() => null) : null;
   const cached = await cache?.match(url);
   const response = cached ?? await fetch(url).catch((e) => { throw named(ErrorName.modelLoad, `${what}: cannot fetch ${url}: ${e.message}`); });
@@ -176,7 +178,7 @@ async function download(what, field, url, progress) {
   }
   // A compressed response announces its compressed length: no total then.
   const total = response.headers.get('content-encoding') ? 0 : Number(response.headers.get('content-length')) || 0;
-  progress.expect(url, total);
+  progress.download(url, total);
   const reader = response.body.getReader();
   const chunks = [];
   let loaded = 0;
@@ -196,17 +198,36 @@ async function download(what, field, url, progress) {
   for (const chunk of chunks) { bytes.set(chunk, offset); offset += chunk.length; }
   if (total && loaded < total) throw named(ErrorName.modelLoad, `${what}: ${url} ended after ${loaded} of ${total} bytes`);
   if (!cached && cache) await cache.put(url, new Response(bytes, { headers: { 'content-length': String(loaded) } })).catch(() => {});
+  progress.done(url);
   return bytes;
 }
 
+// The load's progress reports (protocol.js, `LoadProgress`), each with the sums over every file
+// so far. A file whose size was not announced counts its bytes as they come, and its total once
+// it is done.
 class Progress {
   constructor(report) { this.report = report; this.files = new Map(); }
-  expect(url, total) { this.files.set(url, { loaded: 0, total }); this.send(url); }
-  update(url, loaded) { this.files.get(url).loaded = loaded; this.send(url); }
-  send(file) {
-    let loaded = 0, total = 0;
-    for (const f of this.files.values()) { loaded += f.loaded; total += f.total; }
-    this.report({ file, loaded, total });
+  initiate(url) { this.files.set(url, { loaded: 0, total: 0 }); this.send(LoadStatus.initiate, url); }
+  download(url, total) { this.files.get(url).total = total; this.send(LoadStatus.download, url); }
+  update(url, loaded) { this.files.get(url).loaded = loaded; this.send(LoadStatus.progress, url); }
+  done(url) {
+    const file = this.files.get(url);
+    file.total = file.loaded;
+    this.send(LoadStatus.done, url);
+  }
+  phase(status) { this.send(status); }
+  send(status, url) {
+    let totalLoaded = 0, totalBytes = 0;
+    for (const file of this.files.values()) {
+      totalLoaded += file.loaded;
+      totalBytes += Math.max(file.total, file.loaded);
+    }
+    const event = { status, totalLoaded, totalBytes };
+    if (url) {
+      const { loaded, total } = this.files.get(url);
+      Object.assign(event, { file: url, loaded, total, progress: total ? (100 * loaded) / total : 0 });
+    }
+    this.report(event);
   }
 }
 

@@ -7,7 +7,8 @@ const dot = (a, b) => a.reduce((sum, x, i) => sum + x * b[i], 0);
 async function main() {
   const image = document.getElementById('scene');
   await image.decode();
-  const glimpse = await Glimpse.load({ clip: 'models/world-clip', lm: 'models/world-gpt2', device: 'cpu' });
+  const progress = [];
+  const glimpse = await Glimpse.load({ clip: 'models/world-clip', lm: 'models/world-gpt2', device: 'cpu', onProgress: (event) => progress.push(event) });
 
   const imageEmbedding = await glimpse.embedImage(image);
   const similarities = [];
@@ -92,7 +93,9 @@ async function main() {
     caption: (await small.captionImage(image)).caption,
   };
   small.dispose();
-  return { texts: TEXTS, similarities, bestText, caption, chunked: chunked.toJSON(), chapters, moments, badModel, badModelIsTyped, badModelMessage, inputErrors, aborted, afterAbort, q8 };
+  const cacheCleared = await Glimpse.clearCache();
+  const cacheLeft = await caches.has('glimpse-models-v1');
+  return { progress, cacheCleared, cacheLeft, texts: TEXTS, similarities, bestText, caption, chunked: chunked.toJSON(), chapters, moments, badModel, badModelIsTyped, badModelMessage, inputErrors, aborted, afterAbort, q8 };
 }
 
 main().then(
