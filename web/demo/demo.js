@@ -42,6 +42,10 @@ function showLoading({ status, totalLoaded, totalBytes }) {
     $('status').textContent = 'Building the models…';
     return;
   }
+  if (status === 'warmup') {
+    $('status').textContent = 'Compiling the shaders…';
+    return;
+  }
   if (status === 'ready') return;
   showProgress(totalBytes ? totalLoaded / totalBytes : null);
   const mib = (bytes) => (bytes / (1 << 20)).toFixed(1);
@@ -59,12 +63,18 @@ async function loadModels() {
   $('device-badge').className = 'badge';
   $('notice').hidden = true;
   const started = performance.now();
+  // Each phase once, in order (for the browser tests).
+  const phases = [];
   let glimpse;
   try {
     glimpse = await Glimpse.load({
       ...MODELS,
       device: $('device').value,
-      onProgress: showLoading,
+      onProgress: (event) => {
+        if (generation !== loads) return;
+        if (phases.at(-1) !== event.status) phases.push(event.status);
+        showLoading(event);
+      },
     });
   } catch (error) {
     if (generation !== loads) return;
@@ -78,7 +88,7 @@ async function loadModels() {
   state.glimpse = glimpse;
   const loadMs = performance.now() - started;
   const device = state.glimpse.device;
-  window.glimpseRun = { device, loadMs };
+  window.glimpseRun = { device, loadMs, phases };
   showProgress(null);
   $('device-badge').textContent = device.kind === 'webgpu' ? device.description : 'CPU (WebAssembly)';
   $('device-badge').className = `badge ${device.kind}`;

@@ -12,9 +12,10 @@ export type ModelSource =
 /**
  * What a load is doing, in order (transformers.js' statuses): per file fetched, `initiate` (asked
  * for), `download` (the answer came, its size is known), `progress` (bytes), `done`; then
- * `building` (the engine makes the models' tensors) and `ready`.
+ * `building` (the engine makes the models' tensors), on WebGPU `warmup` (the shaders every call
+ * uses are compiled, so the first call does not wait for them), and `ready`.
  */
-export type LoadStatus = 'initiate' | 'download' | 'progress' | 'done' | 'building' | 'ready';
+export type LoadStatus = 'initiate' | 'download' | 'progress' | 'done' | 'building' | 'warmup' | 'ready';
 
 export interface LoadProgress {
   status: LoadStatus;

@@ -54,8 +54,8 @@ export const Request = Object.freeze({
 /**
  * What a load is doing, in order: per file fetched, `initiate` (asked for), `download` (the answer
  * came, its size is known), `progress` (bytes), `done`; then `building` (the engine makes the
- * models' tensors) and `ready`.
- * @typedef {'initiate' | 'download' | 'progress' | 'done' | 'building' | 'ready'} LoadStatus
+ * models' tensors), on WebGPU `warmup` (the shaders every call uses are compiled), and `ready`.
+ * @typedef {'initiate' | 'download' | 'progress' | 'done' | 'building' | 'warmup' | 'ready'} LoadStatus
  */
 export const LoadStatus = Object.freeze({
   initiate: 'initiate',
@@ -63,6 +63,7 @@ export const LoadStatus = Object.freeze({
   progress: 'progress',
   done: 'done',
   building: 'building',
+  warmup: 'warmup',
   ready: 'ready',
 });
 

@@ -120,8 +120,22 @@ async function load({ device, clip, lm }, onProgress) {
     deviceKind = 'cpu';
     session = await Session.load('cpu', clipFiles, lmFiles);
   }
+  if (deviceKind === 'webgpu') {
+    progress.phase(LoadStatus.warmup);
+    await warmUp(session);
+  }
   progress.phase(LoadStatus.ready);
   return { ...JSON.parse(session.device()), fallbackReason: kind.fallbackReason, imageSize: session.imageSize() };
+}
+
+// WebGPU compiles each shader the first time it runs: run both towers and one caption token on a
+// grey image now, so the first call does not pay for the compilation of what every call uses.
+async function warmUp(session) {
+  const size = session.imageSize();
+  const grey = new Uint8Array(size * size * 4).fill(128);
+  await session.embedText('warm up');
+  await session.embedImage(grey, size, size);
+  await session.captionImage(grey, size, size, JSON.stringify({ maxTokens: 1 }), () => {});
 }
 
 // wgpu aborts the module when the browser has no WebGPU, so ask the browser first.
