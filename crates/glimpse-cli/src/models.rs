@@ -8,7 +8,7 @@ use clap::{Subcommand, ValueEnum};
 use futures_lite::future::block_on;
 use glimpse_hub::remote::{Hub, Progress, RepoId};
 use glimpse_media::write_atomically;
-use glimpse_models::{ClipConfig, Gpt2Config, ModelFiles, WeightFormat, convert_weights};
+use glimpse_models::{ClipConfig, Gpt2Config, ModelFiles, WeightFormat, Weights, convert_weights};
 use glimpse_train::random::{write_random_clip, write_random_gpt2};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -18,7 +18,14 @@ use crate::{Format, print_out};
 /// A model argument: an existing folder in the Hugging Face layout, else a hub repository id
 /// (`owner/name[@revision]`, downloaded into the cache once); `embedded` when absent.
 pub fn files(arg: Option<&Path>, embedded: fn() -> ModelFiles) -> Result<ModelFiles> {
-    let Some(arg) = arg else { return Ok(embedded()) };
+    match arg {
+        Some(arg) => folder_or_hub(arg),
+        None => Ok(embedded()),
+    }
+}
+
+/// An existing folder in the Hugging Face layout, else a hub repository id.
+fn folder_or_hub(arg: &Path) -> Result<ModelFiles> {
     if arg.is_dir() {
         return Ok(ModelFiles::from_dir(arg)?);
     }
@@ -91,8 +98,8 @@ pub enum ModelsCommand {
     /// scale per 32 inputs for every dense layer and the token embeddings, about a quarter of the
     /// size, and kept 8-bit in memory). The other files are copied; the weights are written last.
     Convert {
-        /// The checkpoint to convert.
-        #[arg(value_name = "DIR")]
+        /// The checkpoint to convert: a folder, or a hub repository id (downloaded into the cache).
+        #[arg(value_name = "DIR|ID")]
         dir: PathBuf,
         #[arg(long, value_enum)]
         dtype: WeightDtype,
@@ -184,7 +191,7 @@ fn convert(dir: &Path, dtype: WeightDtype, out: &Path) -> Result<()> {
     if weights_path.exists() {
         bail!("{} exists; remove it or choose another --out", weights_path.display());
     }
-    let files = ModelFiles::from_dir(dir)?;
+    let files = folder_or_hub(dir)?;
     let device = glimpse_models::device::cpu().device;
     let weights = block_on(convert_weights(&files, dtype.into(), &device))?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -197,7 +204,11 @@ fn convert(dir: &Path, dtype: WeightDtype, out: &Path) -> Result<()> {
             write_atomically(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
         }
     }
-    let before = std::fs::metadata(dir.join("model.safetensors")).map(|m| m.len()).unwrap_or(0);
+    let before = match &files.weights {
+        Weights::Bytes(bytes) => bytes.len() as u64,
+        Weights::File(path) => std::fs::metadata(path).map_or(0, |m| m.len()),
+        Weights::Reader(source, _) => source.len(),
+    };
     eprintln!("wrote {} (weights {} -> {})", out.display(), human(before), human(weights.len() as u64));
     Ok(())
 }
