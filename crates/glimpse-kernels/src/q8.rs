@@ -26,8 +26,9 @@ use crate::wgsl::{WgslKernel, WgslSource, empty_like, kernel_source, launch, siz
 /// Inputs per scale.
 pub const Q8_BLOCK: usize = 32;
 
-/// Most rows [`q8_matmul`] multiplies directly on the CPU backend; above it a product reads each
-/// weight often enough that expanding the matrix once and using the float matmul is faster.
+/// Most rows [`q8_matmul`] multiplies directly (the CPU backend's kernel, the WGSL one); above it
+/// a product reads each weight often enough that expanding the matrix once and using the float
+/// matmul is faster.
 pub const Q8_DIRECT_MAX_ROWS: usize = 8;
 
 /// `k` rounded up to whole blocks: the row length of the packed form.
