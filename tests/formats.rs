@@ -195,6 +195,26 @@ fn a_q8_model_computes_with_exactly_the_stored_weights() {
     }
 }
 
+/// Values a format cannot hold are refused at conversion, naming the tensor, rather than written
+/// as infinities (f16) or as a file the loader would refuse (q8's f16 scales).
+#[test]
+fn conversion_refuses_values_the_format_cannot_hold() {
+    const WEIGHT: &str = "h.0.mlp.c_fc.weight";
+    let files = ModelFiles::from_dir(fixture("gpt2-base")).unwrap();
+    let huge = glimpse_tests::rewrite_safetensors(&glimpse_tests::weight_bytes(&files), |tensors| {
+        tensors.iter_mut().find(|(n, ..)| n == WEIGHT).unwrap().2[0] = 1.0e9;
+    });
+    let files = ModelFiles { weights: Weights::Bytes(Cow::Owned(huge)), ..files };
+    let device = glimpse_models::device::cpu().device;
+    for (format, needle) in [(WeightFormat::F16, "f16"), (WeightFormat::Q8, "q8")] {
+        let message = match block_on(convert_weights(&files, format, &device)) {
+            Ok(_) => panic!("{format:?}: a weight of 1e9 was converted"),
+            Err(error) => format!("{error}: {error:?}"),
+        };
+        assert!(message.contains(WEIGHT) && message.contains(needle), "{format:?}: {message}");
+    }
+}
+
 /// The fixture's q8 file rebuilt after `edit` (name, dtype, shape, bytes) and with `metadata`.
 fn edited_q8(
     name: &str,
@@ -258,6 +278,16 @@ fn q8_files_that_do_not_add_up_are_refused_with_the_tensor_named() {
                 entry.3[..2].copy_from_slice(&half::f16::from_f32(-1.0).to_le_bytes());
             }),
             vec![&scale, "negative"],
+        ),
+        (
+            "a scale beyond f16's range, stored as F32",
+            edited_q8("gpt2-lmhead", q8_metadata(), |t| {
+                let entry = t.iter_mut().find(|(n, ..)| *n == scale).unwrap();
+                let count = entry.2.iter().product::<usize>();
+                entry.1 = Dtype::F32;
+                entry.3 = (0..count).flat_map(|_| 1.0e38f32.to_le_bytes()).collect();
+            }),
+            vec![&scale, "above"],
         ),
         (
             "an 8-bit LayerNorm",

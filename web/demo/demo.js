@@ -63,7 +63,7 @@ async function loadModels() {
   $('device-badge').className = 'badge';
   $('notice').hidden = true;
   const started = performance.now();
-  // Each phase once, in order (for the browser tests).
+  // The statuses in order, without back-to-back repeats (for the browser tests).
   const phases = [];
   let glimpse;
   try {

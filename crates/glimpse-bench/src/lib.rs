@@ -562,7 +562,7 @@ impl Drop for Checkpoints {
 /// without them.
 fn format_table(figures: &[Figure], backends: &[DeviceChoice]) -> String {
     let mut lines = vec![
-        "| metric | backend | weights | glimpse | / f32 | peak MiB | resident after load MiB |".to_string(),
+        "| metric | backend | weights | glimpse | / f32 | peak MiB | resident after decoding MiB |".to_string(),
         "|---|---|---|---:|---:|---:|---:|".to_string(),
     ];
     for backend in backends.iter().map(DeviceChoice::to_string) {
@@ -583,7 +583,7 @@ fn format_table(figures: &[Figure], backends: &[DeviceChoice]) -> String {
                 row.unit,
                 row.value / f32_figure.value,
                 row.peak_rss_mib,
-                row.detail["rss_after_load_mib"].as_f64().unwrap_or(f64::NAN),
+                row.detail["rss_after_decoding_mib"].as_f64().unwrap_or(f64::NAN),
             ));
         }
     }
@@ -774,7 +774,8 @@ fn random_ids(rng: &mut Rng, n: usize, low: usize, high: usize) -> Vec<u32> {
     (0..n).map(|_| (low + rng.below(high - low)) as u32).collect()
 }
 
-/// Decoding speed of `model` (GPT-2 small's shape), with the resident memory once it has run.
+/// Decoding speed of `model` (GPT-2 small's shape), with the resident memory once it has run
+/// (the weights, the last KV cache, what the allocator keeps).
 fn gpt2_decode(model: Gpt2, device: &Device, timer: &Timer) -> Result<Measured> {
     const NEW: usize = 64;
     let config = Gpt2Config::gpt2_small();
@@ -785,7 +786,7 @@ fn gpt2_decode(model: Gpt2, device: &Device, timer: &Timer) -> Result<Measured> 
         anyhow::ensure!(new.len() == NEW, "generated {} tokens, expected {NEW}", new.len());
         Ok(seconds)
     })?;
-    let detail = json!({"prompt_tokens": 8, "new_tokens": NEW, "rss_after_load_mib": rss_mib()});
+    let detail = json!({"prompt_tokens": 8, "new_tokens": NEW, "rss_after_decoding_mib": rss_mib()});
     Ok((NEW as f64 / median(&runs), runs, detail))
 }
 

@@ -56,7 +56,7 @@ pub fn q8_pack(bytes: &[i8], scales: Vec<f32>, n: usize, k: usize, device: &Devi
 /// except on the CPU backend, where one pass in Rust replaces a dozen tensor passes.
 pub fn q8_dequantize(packed: Tensor<2, Int>, scales: Tensor<2>) -> Tensor<2> {
     if on_flex(&scales) && packed.dtype() == DType::I32 && !scales.is_autodiff() {
-        return Tensor::from_dispatch(<Dispatch as Q8Backend>::q8_dequantize(
+        return Tensor::from_dispatch(<Dispatch as Q8ExpandBackend>::q8_dequantize(
             packed.into_dispatch(),
             scales.into_dispatch(),
         ));
@@ -80,7 +80,8 @@ pub fn q8_dequantize_fallback(packed: Tensor<2, Int>, scales: Tensor<2>) -> Tens
 /// `x @ w^T` for the `[n, k]` matrix `w` held as (`packed`, `scales`): `[batch, t, k]` ->
 /// `[batch, t, n]`.
 ///
-/// On the CPU backend (autodiff included, with a backward of its own) this is a kernel: up to
+/// On the CPU backend, with `x` tracked by autodiff or not (the weights are constants on a plain
+/// device; the kernel has a backward of its own), this is a kernel: up to
 /// [`Q8_DIRECT_MAX_ROWS`] rows (`batch * t`) multiply the bytes directly (several threads
 /// natively, SIMD where the build has it); more rows expand the matrix once and use the float
 /// matmul, and the backward expands it again rather than keeping it, so no f32 copy of the
@@ -117,7 +118,9 @@ pub fn q8_matmul_uses_kernel(x: &Tensor<3>, packed: &Tensor<2, Int>, scales: &Te
 }
 
 fn uses_cpu_kernel(x: &Tensor<3>, packed: &Tensor<2, Int>, scales: &Tensor<2>) -> bool {
-    packed.dtype() == DType::I32
+    let [batch, t, _] = x.dims();
+    batch * t > 0
+        && packed.dtype() == DType::I32
         && on_flex(x)
         && x.dtype() == DType::F32
         && scales.dtype() == DType::F32
@@ -128,7 +131,7 @@ fn uses_cpu_kernel(x: &Tensor<3>, packed: &Tensor<2, Int>, scales: &Tensor<2>) -
 /// one workgroup per output within one dispatch dimension.
 fn uses_shader(x: &Tensor<3>, packed: &Tensor<2, Int>, scales: &Tensor<2>) -> bool {
     let [batch, t, _] = x.dims();
-    batch * t <= Q8_DIRECT_MAX_ROWS
+    (1..=Q8_DIRECT_MAX_ROWS).contains(&(batch * t))
         && packed.dims()[0] <= MAX_WORKGROUPS
         && packed.dtype() == DType::I32
         && wgpu_f32(x)
@@ -153,20 +156,26 @@ fn on_flex<const D: usize>(tensor: &Tensor<D>) -> bool {
     matches!(tensor.device().inner().as_dispatch(), DispatchDevice::Flex(_))
 }
 
-#[backend_extension(Flex, Autodiff)]
-trait Q8Backend: Backend {
+#[backend_extension(Flex)]
+trait Q8ExpandBackend: Backend {
     /// `[n, k_padded]`.
     fn q8_dequantize(packed: IntTensor<Self>, scales: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+impl Q8ExpandBackend for Flex {
+    fn q8_dequantize(packed: FlexTensor, scales: FlexTensor) -> FlexTensor {
+        let [n, blocks] = dims2(&scales);
+        expand(&packed, &scales, blocks * Q8_BLOCK, [n, blocks * Q8_BLOCK])
+    }
+}
+
+#[backend_extension(Flex, Autodiff)]
+trait Q8Backend: Backend {
     /// `[m, k]` -> `[m, n]`.
     fn q8_matmul(x: FloatTensor<Self>, packed: IntTensor<Self>, scales: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 impl Q8Backend for Flex {
-    fn q8_dequantize(packed: FlexTensor, scales: FlexTensor) -> FlexTensor {
-        let [n, blocks] = dims2(&scales);
-        expand(&packed, &scales, blocks * Q8_BLOCK, [n, blocks * Q8_BLOCK])
-    }
-
     fn q8_matmul(x: FlexTensor, packed: FlexTensor, scales: FlexTensor) -> FlexTensor {
         let [m, k] = dims2(&x);
         let n = dims2(&scales)[0];
@@ -190,10 +199,6 @@ impl Q8Backend for Flex {
 }
 
 impl<C: CheckpointStrategy> Q8Backend for Autodiff<Flex, C> {
-    fn q8_dequantize(packed: FlexTensor, scales: FloatTensor<Self>) -> FloatTensor<Self> {
-        Self::from_inner(Flex::q8_dequantize(packed, Self::inner(scales)))
-    }
-
     fn q8_matmul(x: FloatTensor<Self>, packed: FlexTensor, scales: FloatTensor<Self>) -> FloatTensor<Self> {
         let scales = Self::inner(scales);
         match Q8MatmulBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
@@ -254,13 +259,7 @@ fn expand(packed: &FlexTensor, scales: &FlexTensor, columns: usize, shape: [usiz
             }
         }
     };
-    #[cfg(not(target_family = "wasm"))]
-    {
-        use rayon::prelude::*;
-        out.par_chunks_mut(columns).enumerate().with_min_len(16).for_each(fill);
-    }
-    #[cfg(target_family = "wasm")]
-    out.chunks_mut(columns).enumerate().for_each(fill);
+    for_each_row(&mut out, columns, fill);
     FlexTensor::from_data(TensorData::new(out, shape))
 }
 
@@ -306,6 +305,18 @@ fn elements<E: burn::tensor::Element + bytemuck::Pod>(tensor: &FlexTensor) -> &[
     &tensor.storage::<E>()[start..end]
 }
 
+/// `fill(index, row)` for each `row_len`-long row of `out`: over rayon's threads natively, in
+/// turn in wasm (one thread there).
+fn for_each_row(out: &mut [f32], row_len: usize, fill: impl Fn((usize, &mut [f32])) + Send + Sync) {
+    #[cfg(not(target_family = "wasm"))]
+    {
+        use rayon::prelude::*;
+        out.par_chunks_mut(row_len).enumerate().with_min_len(16).for_each(fill);
+    }
+    #[cfg(target_family = "wasm")]
+    out.chunks_mut(row_len).enumerate().for_each(fill);
+}
+
 /// `[m, n]` products of `m` padded rows against `n` byte rows; the work splits over outputs.
 fn matvec(rows: &[f32], bytes: &[i8], scales: &[f32], m: usize, n: usize, padded: usize) -> Vec<f32> {
     let blocks = padded / Q8_BLOCK;
@@ -317,13 +328,7 @@ fn matvec(rows: &[f32], bytes: &[i8], scales: &[f32], m: usize, n: usize, padded
             *value = dot(row, weights, scales);
         }
     };
-    #[cfg(not(target_family = "wasm"))]
-    {
-        use rayon::prelude::*;
-        by_output.par_chunks_mut(m).enumerate().with_min_len(64).for_each(fill);
-    }
-    #[cfg(target_family = "wasm")]
-    by_output.chunks_mut(m).enumerate().for_each(fill);
+    for_each_row(&mut by_output, m, fill);
     let mut out = vec![0f32; m * n];
     for (output, values) in by_output.chunks_exact(m).enumerate() {
         for (row, &value) in values.iter().enumerate() {

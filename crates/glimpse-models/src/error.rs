@@ -20,7 +20,7 @@ pub enum TensorProblem {
         name: String,
         dtype: String,
     },
-    /// An 8-bit tensor the file's quantisation scheme does not account for.
+    /// An 8-bit tensor the file's header does not account for, or its scales out of range.
     Quantization {
         name: String,
         why: String,
@@ -45,7 +45,7 @@ impl fmt::Display for TensorProblem {
                 write!(
                     f,
                     "tensor `{name}` is stored as {dtype}; glimpse reads F32, F16, BF16 and F64 (and I8 for the \
-                     dense weights of a q8 file)"
+                     dense weights and token embeddings of a q8 file)"
                 )
             }
             Self::Quantization { name, why } => write!(f, "tensor `{name}` cannot be read as 8-bit weights: {why}"),

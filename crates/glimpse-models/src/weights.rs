@@ -19,7 +19,8 @@
 //! as I8 under their usual names and shapes, each with `<name>_scale`: F16 scales, one per 32
 //! consecutive inputs, shaped as the weight with its input dimension divided by 32 rounded up
 //! (`[out, in/32]` for `nn.Linear`, `[in/32, out]` for GPT-2's `Conv1D`, `[vocab, dim/32]` for an
-//! embedding). Weight `w = scale * byte`, bytes in `-127..=127`. Everything else (LayerNorms,
+//! embedding). Weight `w = scale * byte`, bytes in `-127..=127` as written. The loader reads scales
+//! of any float type but takes only values in f16's range (`0..=65504`). Everything else (LayerNorms,
 //! biases, position embeddings, CLIP's patch convolution) stays f32. Those matrices stay 8-bit in
 //! memory too (`nn::Q8Matrix`). A header naming any other scheme is refused.
 
@@ -424,11 +425,12 @@ impl<'f, 'a> Loader<'f, 'a> {
         self.file.quantized
     }
 
-    /// Scales must be finite and not negative; records the problem if not.
+    /// Scales must lie in `0..=65504` (what the F16 they are written as holds; a larger one would
+    /// make weights beyond f32's range); records the problem if not.
     fn scales_valid(&self, name: &str, scales: &[f32]) -> bool {
-        let valid = scales.iter().all(|scale| scale.is_finite() && *scale >= 0.0);
+        let valid = scales.iter().all(|scale| (0.0..=half::f16::MAX.to_f32()).contains(scale));
         if !valid {
-            let why = "a scale is negative, infinite or NaN".to_string();
+            let why = format!("a scale is negative, NaN or above {} (f16's largest)", half::f16::MAX);
             self.problems.borrow_mut().push(TensorProblem::Quantization { name: name.into(), why });
         }
         valid
@@ -555,6 +557,13 @@ impl Saver {
                         return Err(ModelError::Input(format!("`{name}` holds {} and cannot be quantised", values[bad])));
                     }
                     let (bytes, scales) = Q8Matrix::quantize(&values, k);
+                    if let Some(peak) = scales.iter().find(|s| !s.is_finite()) {
+                        return Err(ModelError::Input(format!(
+                            "`{name}` holds values too large for q8's f16 scales (scale {peak}, at most {}); keep \
+                             this checkpoint in f32",
+                            half::f16::MAX
+                        )));
+                    }
                     let blocks = k.div_ceil(Q8_BLOCK);
                     let (bytes, scales, shape, scale_shape) = if stored_nk {
                         (bytes, scales, vec![n, k], vec![n, blocks])

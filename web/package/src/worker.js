@@ -187,7 +187,10 @@ async function download(what, field, url, progress) {
   const cached = await cache?.match(url);
   const response = cached ?? await fetch(url).catch((e) => { throw named(ErrorName.modelLoad, `${what}: cannot fetch ${url}: ${e.message}`); });
   if (!response.ok) {
-    if (OPTIONAL.has(field) && response.status === 404) return null;
+    if (OPTIONAL.has(field) && response.status === 404) {
+      progress.done(url);
+      return null;
+    }
     throw named(ErrorName.modelLoad, `${what}: ${url} answered ${response.status} ${response.statusText}`);
   }
   // A compressed response announces its compressed length: no total then.
