@@ -12,9 +12,7 @@ use glimpse_media::decode_image;
 use glimpse_models::generation::{Decoding, GenerationConfig, generate};
 use glimpse_models::tensor::ids_tensor;
 use glimpse_models::weights::{Q8_SCHEME, QUANTIZATION_KEY, WeightFile};
-use glimpse_models::{
-    ClipBundle, Gpt2Bundle, KvCache, ModelError, ModelFiles, WeightFormat, Weights, convert_weights,
-};
+use glimpse_models::{ClipBundle, Gpt2Bundle, KvCache, ModelError, ModelFiles, WeightFormat, Weights, convert_weights};
 use glimpse_tests::{Reference, block_on, devices, fixture, values};
 use safetensors::{Dtype, SafeTensors};
 
@@ -107,7 +105,10 @@ fn gpt2_in_f16_continues_as_transformers_and_q8_keeps_its_logits() {
                 let cosine = min_row_cosine(&logits(&f32_lm), &logits(&q8_lm), vocab);
                 assert!(cosine >= 0.99, "{name} q8 on {}: logits cosine {cosine}", selected.info);
             }
-            println!("{name} on {}: q8 greedy continuations agree with f32 for {agreed} of {total} tokens (up to the first difference)", selected.info);
+            println!(
+                "{name} on {}: q8 greedy continuations agree with f32 for {agreed} of {total} tokens (up to the first difference)",
+                selected.info
+            );
         }
     }
 }
@@ -184,8 +185,11 @@ fn a_q8_model_computes_with_exactly_the_stored_weights() {
                 .enumerate()
                 .map(|(i, &byte)| {
                     let (row, column) = (i / shape[1], i % shape[1]);
-                    let scale =
-                        if conv1d { scales[row / 32 * shape[1] + column] } else { scales[row * shape[1].div_ceil(32) + column / 32] };
+                    let scale = if conv1d {
+                        scales[row / 32 * shape[1] + column]
+                    } else {
+                        scales[row * shape[1].div_ceil(32) + column / 32]
+                    };
                     scale * byte as i8 as f32
                 })
                 .collect();
@@ -231,7 +235,9 @@ fn edited_q8(
     edit(&mut tensors);
     let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
         .iter()
-        .map(|(n, dtype, shape, data)| (n.clone(), safetensors::tensor::TensorView::new(*dtype, shape.clone(), data).unwrap()))
+        .map(|(n, dtype, shape, data)| {
+            (n.clone(), safetensors::tensor::TensorView::new(*dtype, shape.clone(), data).unwrap())
+        })
         .collect();
     let bytes = safetensors::serialize(views, metadata).unwrap();
     ModelFiles { weights: Weights::Bytes(Cow::Owned(bytes)), ..q8 }

@@ -26,9 +26,7 @@ use glimpse_models::device::{self, DeviceChoice};
 use glimpse_models::generation::{Decoding, GenerationConfig, generate};
 use glimpse_models::tensor::{ids_tensor, read};
 use glimpse_models::weights::WeightFile;
-use glimpse_models::{
-    Clip, ClipBundle, ClipConfig, Gpt2, Gpt2Bundle, Gpt2Config, KvCache, WeightFormat, l2_normalize,
-};
+use glimpse_models::{Clip, ClipBundle, ClipConfig, Gpt2, Gpt2Bundle, Gpt2Config, KvCache, WeightFormat, l2_normalize};
 use glimpse_train::random::{clip_tokenizer_for, gpt2_tokenizer_for};
 use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -472,14 +470,14 @@ impl Checkpoints {
         let dir = std::env::temp_dir().join(format!("glimpse-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let mut checkpoints = Self { dir: Some(dir), parity: Vec::new() };
-        eprintln!("writing GPT-2 small and CLIP ViT-B/32 in {formats:?} and comparing them with f32");
+        let names: Vec<&str> = formats.iter().map(|format| format.name()).collect();
+        eprintln!("writing GPT-2 small and CLIP ViT-B/32 in {} and comparing them with f32", names.join(", "));
         let device = device::cpu().device;
         let (gpt2, clip) = (Gpt2Config::gpt2_small(), ClipConfig::vit_b_32());
         let (lm, vision) = (gpt2.init(&device), clip.init(&device));
         let prompt = random_ids(&mut Rng::new(7), PARITY_TOKENS, 0, gpt2.vocab_size);
-        let texts: Vec<Vec<u32>> = (0..4)
-            .map(|i| random_ids(&mut Rng::new(11 + i), 12, 0, clip.text_config.vocab_size))
-            .collect();
+        let texts: Vec<Vec<u32>> =
+            (0..4).map(|i| random_ids(&mut Rng::new(11 + i), 12, 0, clip.text_config.vocab_size)).collect();
         let pixels = Tensor::<4>::random([4, 3, 224, 224], Distribution::Normal(0.0, 1.0), &device);
         let lm_outputs = |model: &Gpt2| -> Result<(Vec<f32>, Vec<u32>)> {
             let hidden = model.forward_ids(ids_tensor(&prompt, &device), &mut KvCache::new());
@@ -511,7 +509,7 @@ impl Checkpoints {
     }
 
     fn path(&self, format: WeightFormat) -> PathBuf {
-        self.dir.as_ref().expect("checkpoints were written").join(format!("gpt2-small-{format:?}.safetensors"))
+        self.dir.as_ref().expect("checkpoints were written").join(format!("gpt2-small-{}.safetensors", format.name()))
     }
 
     /// The parity of each format, in Markdown; empty when none was measured.
@@ -528,7 +526,7 @@ impl Checkpoints {
         for p in &self.parity {
             lines.push(format!(
                 "| {} | {:.5} | {} | {:.5} |",
-                format_name(p.format),
+                p.format.name(),
                 p.logits_cosine,
                 p.greedy_agreeing,
                 p.clip_cosine
@@ -570,7 +568,7 @@ fn format_table(figures: &[Figure], backends: &[DeviceChoice]) -> String {
         let Some(f32_figure) = find(Metric::Gpt2DecodeTokS) else { continue };
         let formats: Vec<(&str, &Figure)> = [Metric::Gpt2DecodeF16TokS, Metric::Gpt2DecodeQ8TokS]
             .into_iter()
-            .filter_map(|metric| Some((format_name(metric.weight_format()?), find(metric)?)))
+            .filter_map(|metric| Some((metric.weight_format()?.name(), find(metric)?)))
             .collect();
         if formats.is_empty() {
             continue;
@@ -588,14 +586,6 @@ fn format_table(figures: &[Figure], backends: &[DeviceChoice]) -> String {
         }
     }
     if lines.len() == 2 { String::new() } else { lines.join("\n") }
-}
-
-fn format_name(format: WeightFormat) -> &'static str {
-    match format {
-        WeightFormat::F32 => "f32",
-        WeightFormat::F16 => "f16",
-        WeightFormat::Q8 => "q8",
-    }
 }
 
 /// Kernel against fallback, both measured on wgpu in the same process; empty without figures.

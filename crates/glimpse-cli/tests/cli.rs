@@ -473,7 +473,8 @@ fn hub_models_are_fetched_listed_used_offline_and_removed() {
     assert!(server.take_log().is_empty(), "offline mode made requests");
     // A repository id converts as a folder does (from the cache here).
     let converted = temp_dir("hub-converted").join("gpt2-f16");
-    let convert = run(true, &["models", "convert", "test/gpt2", "--dtype", "f16", "--out", converted.to_str().unwrap()]);
+    let convert =
+        run(true, &["models", "convert", "test/gpt2", "--dtype", "f16", "--out", converted.to_str().unwrap()]);
     assert!(convert.status.success(), "{}", String::from_utf8_lossy(&convert.stderr));
     let from_f16 = [&generate[..4], &[converted.to_str().unwrap()], &generate[5..]].concat();
     assert_eq!(json_stdout(&run(true, &from_f16))["ids"], online["ids"]);

@@ -102,7 +102,8 @@ pub fn q8_matmul(x: Tensor<3>, packed: Tensor<2, Int>, scales: Tensor<2>) -> Ten
     if !(shader || cpu) {
         return q8_matmul_fallback(x, packed, scales);
     }
-    let (rows, packed, scales) = (x.reshape([batch * t, k]).into_dispatch(), packed.into_dispatch(), scales.into_dispatch());
+    let (rows, packed, scales) =
+        (x.reshape([batch * t, k]).into_dispatch(), packed.into_dispatch(), scales.into_dispatch());
     let out = if shader {
         <Dispatch as Q8ShaderBackend>::q8_matvec(rows, packed, scales)
     } else {
@@ -320,6 +321,7 @@ fn for_each_row(out: &mut [f32], row_len: usize, fill: impl Fn((usize, &mut [f32
 /// `[m, n]` products of `m` padded rows against `n` byte rows; the work splits over outputs.
 fn matvec(rows: &[f32], bytes: &[i8], scales: &[f32], m: usize, n: usize, padded: usize) -> Vec<f32> {
     let blocks = padded / Q8_BLOCK;
+    let dot = dot_for_this_cpu();
     // Output-major while computing: each worker fills whole weight rows, reading them once.
     let mut by_output = vec![0f32; n * m];
     let fill = |(output, out): (usize, &mut [f32])| {
@@ -338,14 +340,15 @@ fn matvec(rows: &[f32], bytes: &[i8], scales: &[f32], m: usize, n: usize, padded
     out
 }
 
-/// `sum_b scale_b * sum_i x[32b + i] * byte[32b + i]`, with AVX2 and FMA where the CPU has them.
-fn dot(x: &[f32], bytes: &[i8], scales: &[f32]) -> f32 {
+/// `sum_b scale_b * sum_i x[32b + i] * byte[32b + i]`, with AVX2 and FMA where the CPU has them
+/// (asked once per product, not once per row).
+fn dot_for_this_cpu() -> fn(&[f32], &[i8], &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU was just checked for both features.
-        return unsafe { dot_avx2(x, bytes, scales) };
+        return |x, bytes, scales| unsafe { dot_avx2(x, bytes, scales) };
     }
-    dot_portable(x, bytes, scales)
+    dot_portable
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -14,6 +14,13 @@ use support::{read, relative_error, tensor, values, wgpu};
 
 const TOLERANCE: f32 = 1e-4;
 
+/// The CPU backend, and wgpu where this run covers it.
+fn devices() -> Vec<Device> {
+    let mut devices = vec![Device::flex()];
+    devices.extend(wgpu());
+    devices
+}
+
 /// `[n, k]` bytes over the whole range (both extremes included) and positive scales.
 fn matrix(n: usize, k: usize, seed: u64) -> (Vec<i8>, Vec<f32>) {
     let mut bytes: Vec<i8> = values(n * k, seed, 127.99).into_iter().map(|v| v.trunc() as i8).collect();
@@ -35,9 +42,7 @@ fn dequantizing_gives_back_every_weight_on_every_backend() {
     for (n, k) in [(3, 64), (5, 40), (2, 7)] {
         let (bytes, scales) = matrix(n, k, n as u64);
         let want = expanded(&bytes, &scales, n, k);
-        let mut devices = vec![Device::flex()];
-        devices.extend(wgpu());
-        for device in devices {
+        for device in devices() {
             let (packed, block_scales) = q8_pack(&bytes, scales.clone(), n, k, &device);
             assert_eq!(packed.dims(), [n, q8_padded(k) / 4]);
             for (path, got) in [
@@ -88,9 +93,7 @@ fn the_product_equals_the_host_reference() {
     let x = support::values(rows * k, 12, 1.0);
     let want: Vec<f32> =
         (0..rows * n).map(|i| (0..k).map(|c| x[i / n * k + c] * weights[i % n * k + c]).sum()).collect();
-    let mut devices = vec![Device::flex()];
-    devices.extend(wgpu());
-    for device in devices {
+    for device in devices() {
         let (packed, block_scales) = q8_pack(&bytes, scales.clone(), n, k, &device);
         let input = Tensor::<3>::from_data(TensorData::new(x.clone(), [1, rows, k]), &device);
         let got = read(q8_matmul(input, packed, block_scales));

@@ -4,6 +4,7 @@ use burn::prelude::*;
 use glimpse_media::{ClipTokenizer, Gpt2Tokenizer, ImagePreprocess};
 use image::RgbImage;
 
+use crate::hf_config::model_type;
 use crate::{Clip, ClipConfig, Gpt2, Gpt2Config, ModelError, ModelFiles, WeightFormat};
 
 /// Loads with `load`, any error naming the checkpoint.
@@ -15,14 +16,8 @@ fn in_checkpoint<T>(checkpoint: &str, load: impl FnOnce() -> Result<T, ModelErro
 /// `format`. The checkpoint is loaded as a bundle first, so a conversion never writes a folder
 /// that would not load.
 pub async fn convert_weights(files: &ModelFiles, format: WeightFormat, device: &Device) -> Result<Vec<u8>, ModelError> {
-    #[derive(serde::Deserialize)]
-    struct Probe {
-        model_type: Option<String>,
-    }
     let named = |error| ModelError::Checkpoint { checkpoint: files.source.clone(), source: Box::new(error) };
-    let probe: Probe =
-        serde_json::from_slice(&files.config).map_err(|e| named(ModelError::config("config.json", e)))?;
-    match probe.model_type.as_deref() {
+    match model_type(&files.config).map_err(named)?.as_deref() {
         Some("clip") => ClipBundle::load(files, device)?.model.to_safetensors_as(format).await.map_err(named),
         Some("gpt2") => Gpt2Bundle::load(files, device)?.model.to_safetensors_as(format).await.map_err(named),
         other => Err(named(ModelError::InvalidConfig(format!(

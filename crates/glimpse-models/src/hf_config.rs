@@ -3,14 +3,19 @@
 
 use crate::error::ModelError;
 
-/// Refuses a `config.json` written for another architecture, before serde reports a missing field.
-pub fn check_model_type(json: &[u8], expected: &str, what: &str) -> Result<(), ModelError> {
+/// The `model_type` a `config.json` names, if any.
+pub fn model_type(json: &[u8]) -> Result<Option<String>, ModelError> {
     #[derive(serde::Deserialize)]
     struct Probe {
         model_type: Option<String>,
     }
     let probe: Probe = serde_json::from_slice(json).map_err(|e| ModelError::config("config.json", e))?;
-    match probe.model_type {
+    Ok(probe.model_type)
+}
+
+/// Refuses a `config.json` written for another architecture, before serde reports a missing field.
+pub fn check_model_type(json: &[u8], expected: &str, what: &str) -> Result<(), ModelError> {
+    match model_type(json)? {
         Some(found) if found != expected => Err(ModelError::InvalidConfig(format!(
             "model_type is \"{found}\", but {what} checkpoint (model_type \"{expected}\") is needed here"
         ))),

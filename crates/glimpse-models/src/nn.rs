@@ -380,7 +380,8 @@ mod tests {
         let values: Vec<f32> = (0..rows * dim).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
         let (bytes, scales) = Q8Matrix::quantize(&values, dim);
         let blocks = dim.div_ceil(Q8_BLOCK);
-        let expanded: Vec<f32> = (0..rows * dim).map(|i| scales[i / dim * blocks + i % dim / Q8_BLOCK] * bytes[i] as f32).collect();
+        let expanded: Vec<f32> =
+            (0..rows * dim).map(|i| scales[i / dim * blocks + i % dim / Q8_BLOCK] * bytes[i] as f32).collect();
         let mut table = ShardedTable::with_shard_bytes(rows, dim, 4 * dim * 4, &Initializer::Zeros, &device);
         table.fill(|start, n| {
             let scales = scales[start * blocks..(start + n) * blocks].to_vec();

@@ -302,6 +302,17 @@ pub enum WeightFormat {
     Q8,
 }
 
+impl WeightFormat {
+    /// `f32`, `f16` or `q8`, as the command line and the reports spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+            Self::Q8 => "q8",
+        }
+    }
+}
+
 /// A walk over a model's parameters by their Hugging Face names.
 pub trait Tensors {
     /// One parameter stored under `name` in `layout`.
@@ -399,8 +410,7 @@ impl<'f, 'a> Loader<'f, 'a> {
         let scale_name = format!("{name}_scale");
         let stored_nk = layout == Layout::Transposed;
         let (want, want_scales) = if stored_nk { ([n, k], [n, blocks]) } else { ([k, n], [blocks, n]) };
-        let fits = self.quantization_named(name) & self.check(name, &want, Layout::AsStored).is_some();
-        if !(self.check(&scale_name, &want_scales, Layout::AsStored).is_some() && fits) {
+        if !self.q8_fits(name, &want, &want_scales) {
             return None;
         }
         let (bytes, scales) = if stored_nk {
@@ -412,6 +422,15 @@ impl<'f, 'a> Loader<'f, 'a> {
             (bytes, self.record(self.file.read_f32_transposed(&scale_name, blocks, n))?)
         };
         self.scales_valid(&scale_name, &scales).then(|| Q8Matrix::new(&bytes, scales, n, k, &self.device))
+    }
+
+    /// Whether the 8-bit tensor `name` and its `{name}_scale` are stored in the shapes wanted and
+    /// the header names the scheme; every problem is recorded, and both tensors count as used.
+    fn q8_fits(&self, name: &str, want: &[usize], want_scales: &[usize]) -> bool {
+        let named = self.quantization_named(name);
+        let weight = self.check(name, want, Layout::AsStored).is_some();
+        let scale = self.check(&format!("{name}_scale"), want_scales, Layout::AsStored).is_some();
+        named && weight && scale
     }
 
     /// Whether the header names the scheme an 8-bit tensor needs; records the problem if not.
@@ -473,11 +492,11 @@ impl Tensors for Loader<'_, '_> {
         let blocks = dim.div_ceil(Q8_BLOCK);
         let scale_name = format!("{name}_scale");
         let quantized = self.file.is_quantized(name);
-        if self.check(name, &[rows, dim], Layout::AsStored).is_none()
-            || (quantized
-                && !(self.quantization_named(name)
-                    & self.check(&scale_name, &[rows, blocks], Layout::AsStored).is_some()))
-        {
+        let fits = match quantized {
+            true => self.q8_fits(name, &[rows, dim], &[rows, blocks]),
+            false => self.check(name, &[rows, dim], Layout::AsStored).is_some(),
+        };
+        if !fits {
             return;
         }
         // Block by block from the file: the whole table is never on the host at once. The first
@@ -489,13 +508,17 @@ impl Tensors for Loader<'_, '_> {
             }
             let shard = if quantized {
                 self.record(self.file.read_i8_range(name, start * dim..(start + n) * dim)).and_then(|bytes| {
-                    let scales = self.record(self.file.read_f32_range(&scale_name, start * blocks..(start + n) * blocks))?;
+                    let scales =
+                        self.record(self.file.read_f32_range(&scale_name, start * blocks..(start + n) * blocks))?;
                     self.scales_valid(&scale_name, &scales)
                         .then(|| TableShard::Q8(Q8Matrix::new(&bytes, scales, n, dim, &self.device)))
                 })
             } else {
                 self.record(self.file.read_f32_range(name, start * dim..(start + n) * dim)).map(|block| {
-                    TableShard::F32(Param::from_tensor(Tensor::from_data(TensorData::new(block, [n, dim]), &self.device)))
+                    TableShard::F32(Param::from_tensor(Tensor::from_data(
+                        TensorData::new(block, [n, dim]),
+                        &self.device,
+                    )))
                 })
             };
             failed = shard.is_none();
@@ -554,7 +577,10 @@ impl Saver {
                     let [n, k] = matrix.dims();
                     let values = read::<2, Float, f32>(matrix.detach()).await?;
                     if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
-                        return Err(ModelError::Input(format!("`{name}` holds {} and cannot be quantised", values[bad])));
+                        return Err(ModelError::Input(format!(
+                            "`{name}` holds {} and cannot be quantised",
+                            values[bad]
+                        )));
                     }
                     let (bytes, scales) = Q8Matrix::quantize(&values, k);
                     if let Some(peak) = scales.iter().find(|s| !s.is_finite()) {
