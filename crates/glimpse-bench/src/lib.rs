@@ -6,6 +6,8 @@
 //! command its caller gives), so each has its own peak memory and a crash loses one figure, not
 //! the run.
 
+mod counting;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -15,6 +17,7 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use clap::ValueEnum;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
+use counting::{Counter, per_unit};
 use futures_lite::future::block_on;
 use glimpse_align::guided::{self, GuidanceConfig, Targets};
 use glimpse_align::moment::pool_with_contrast_by;
@@ -285,6 +288,7 @@ pub fn run(args: &BenchArgs, measuring: impl Fn(&str) -> Command) -> Result<Repo
         format_table(&figures, &backends),
         checkpoints.parity_table(),
         kernel_table(&figures),
+        count_table(&figures),
     ];
     drop(checkpoints);
     let table = tables.into_iter().filter(|t| !t.is_empty()).collect::<Vec<_>>().join("\n\n");
@@ -607,6 +611,34 @@ fn kernel_table(figures: &[Figure]) -> String {
     if lines.len() == 2 { String::new() } else { lines.join("\n") }
 }
 
+/// Kernel launches and readbacks per unit of each figure that counted them ([`counting`]).
+fn count_table(figures: &[Figure]) -> String {
+    const KERNELS_SHOWN: usize = 6;
+    let mut lines = vec![
+        "| metric | backend | per | kernel launches | readbacks | most launched kernels |".to_string(),
+        "|---|---|---|---:|---:|---|".to_string(),
+    ];
+    for figure in figures {
+        let counts = &figure.detail["counts"];
+        let Some(per) = counts["per"].as_str() else { continue };
+        let kernels = counts["kernels"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let shown: Vec<String> =
+            kernels.iter().take(KERNELS_SHOWN).map(|k| format!("{} {}", k[0].as_str().unwrap_or("?"), k[1])).collect();
+        let launches = match figure.backend.as_str() {
+            "cpu" => "- (no kernels)".to_string(),
+            _ => counts["launches"].to_string(),
+        };
+        lines.push(format!(
+            "| {} | {} | {per} | {launches} | {} | {} |",
+            figure.metric,
+            figure.backend,
+            counts["readbacks"],
+            shown.join(", ")
+        ));
+    }
+    if lines.len() == 2 { String::new() } else { lines.join("\n") }
+}
+
 /// CPU, cores, memory, OS, GPU adapter, reference library versions, glimpse version.
 fn machine_description(gpu: &str, reference: Option<&str>) -> String {
     let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
@@ -770,27 +802,36 @@ fn gpt2_decode(model: Gpt2, device: &Device, timer: &Timer) -> Result<Measured> 
     const NEW: usize = 64;
     let config = Gpt2Config::gpt2_small();
     let generation = GenerationConfig { max_new_tokens: NEW, decoding: Decoding::Greedy, stop_at: None };
+    let mut counted = serde_json::Value::Null;
     let runs = timer.time(|run| {
         let prompt = random_ids(&mut Rng::new(run), 8, 0, config.vocab_size);
-        let (seconds, new) = stopwatch(|| Ok(block_on(generate(&model, &prompt, &generation, |_| {}, device))?))?;
+        let counter = Counter::start();
+        let mut marks = Vec::new();
+        let (seconds, new) =
+            stopwatch(|| Ok(block_on(generate(&model, &prompt, &generation, |_| marks.push(counter.now()), device))?))?;
         anyhow::ensure!(new.len() == NEW, "generated {} tokens, expected {NEW}", new.len());
+        counted = per_unit("token", &marks);
         Ok(seconds)
     })?;
-    let detail = json!({"prompt_tokens": 8, "new_tokens": NEW, "rss_after_decoding_mib": rss_mib()});
+    let detail = json!({"prompt_tokens": 8, "new_tokens": NEW, "rss_after_decoding_mib": rss_mib(), "counts": counted});
     Ok((NEW as f64 / median(&runs), runs, detail))
 }
 
 fn clip_image(device: &Device, timer: &Timer) -> Result<Measured> {
     const BATCH: usize = 8;
     let model = ClipConfig::vit_b_32().init(device);
+    let mut counted = serde_json::Value::Null;
     let runs = timer.time(|_| {
         let pixels = Tensor::<4>::random([BATCH, 3, 224, 224], Distribution::Normal(0.0, 1.0), device);
         device.sync()?;
+        let counter = Counter::start();
+        let before = counter.now();
         let (seconds, embeds) = stopwatch(|| Ok(block_on(read::<2, Float, f32>(model.encode_image(pixels)?))?))?;
         anyhow::ensure!(embeds.len() == BATCH * 512, "unexpected embedding size {}", embeds.len());
+        counted = per_unit("batch", &[before, counter.now()]);
         Ok(seconds)
     })?;
-    Ok((BATCH as f64 / median(&runs), runs, json!({"batch": BATCH, "size": 224})))
+    Ok((BATCH as f64 / median(&runs), runs, json!({"batch": BATCH, "size": 224, "counts": counted})))
 }
 
 fn clip_text(device: &Device, timer: &Timer) -> Result<Measured> {
@@ -799,6 +840,7 @@ fn clip_text(device: &Device, timer: &Timer) -> Result<Measured> {
     let config = ClipConfig::vit_b_32();
     let model = config.init(device);
     let vocab = config.text_config.vocab_size;
+    let mut counted = serde_json::Value::Null;
     let runs = timer.time(|run| {
         let mut rng = Rng::new(run);
         // Start token, 14 ordinary tokens, end token (the largest id, as in CLIP's vocabulary).
@@ -807,11 +849,14 @@ fn clip_text(device: &Device, timer: &Timer) -> Result<Measured> {
                 [vec![vocab as u32 - 2], random_ids(&mut rng, LEN - 2, 0, vocab - 2), vec![vocab as u32 - 1]].concat()
             })
             .collect();
+        let counter = Counter::start();
+        let before = counter.now();
         let (seconds, embeds) = stopwatch(|| Ok(block_on(read::<2, Float, f32>(model.encode_text(&ids, device)?))?))?;
         anyhow::ensure!(embeds.len() == BATCH * 512, "unexpected embedding size {}", embeds.len());
+        counted = per_unit("batch", &[before, counter.now()]);
         Ok(seconds)
     })?;
-    Ok((BATCH as f64 / median(&runs), runs, json!({"batch": BATCH, "tokens": LEN})))
+    Ok((BATCH as f64 / median(&runs), runs, json!({"batch": BATCH, "tokens": LEN, "counts": counted})))
 }
 
 /// CLIP ViT-B/32 and GPT-2 small with random weights and word-level tokenizers of their real
@@ -853,22 +898,28 @@ fn prefix_step(device: &Device, timer: &Timer) -> Result<Measured> {
     const TOKENS: usize = 12;
     let (clip, lm) = random_bundles(device)?;
     let mut steps = 0;
+    let mut counted = serde_json::Value::Null;
     let runs = timer.time(|run| {
         let tokens = if run == 0 { 2 } else { TOKENS };
         let target = l2_normalize(Tensor::<2>::random([1, 512], Distribution::Normal(0.0, 1.0), device));
-        let mut taken = 0;
+        let counter = Counter::start();
+        let mut marks = vec![counter.now()];
         let (seconds, _) = stopwatch(|| {
-            Ok(block_on(guided::caption(&clip, &lm, Targets::Fixed(target), &bench_guidance(tokens), |_| taken += 1))?)
+            let guidance = bench_guidance(tokens);
+            Ok(block_on(guided::caption(&clip, &lm, Targets::Fixed(target), &guidance, |_| marks.push(counter.now())))?)
         })?;
+        let taken = marks.len() - 1;
         if run > 0 {
             anyhow::ensure!(taken == TOKENS, "the caption ended after {taken} of {TOKENS} steps");
             steps += taken;
+            counted = per_unit("step", &marks);
         }
         Ok(seconds)
     })?;
     let per_step: Vec<f64> = runs.iter().map(|s| s * 1000.0 / TOKENS as f64).collect();
-    let detail =
-        json!({"prefix_tokens": 5, "context_tokens": format!("1..{TOKENS}"), "candidates": 64, "steps": steps});
+    let detail = json!({
+        "prefix_tokens": 5, "context_tokens": format!("1..{TOKENS}"), "candidates": 64, "steps": steps, "counts": counted
+    });
     Ok((median(&per_step), runs, detail))
 }
 
@@ -891,7 +942,7 @@ fn zerota_video(device: &Device, timer: &Timer) -> Result<Measured> {
     let (clip, lm) = random_bundles(device)?;
     let video = synthetic_video();
     let duration = video.len() as f64 / 2.0;
-    let zerota = |frames: &[RgbImage], max_tokens: usize| -> Result<usize> {
+    let zerota = |frames: &[RgbImage], max_tokens: usize| -> Result<serde_json::Value> {
         let guidance = GuidanceConfig {
             prompt: "w1 w2".into(),
             max_tokens,
@@ -900,22 +951,24 @@ fn zerota_video(device: &Device, timer: &Timer) -> Result<Measured> {
         };
         let config = ZeroTaConfig { events: Some(3), guidance, ..ZeroTaConfig::default() };
         let embeds = embed_frames(&clip, frames)?;
-        let mut steps = 0;
-        block_on(dense_caption(&clip, &lm, &embeds, duration, &config, |_| steps += 1))?;
-        Ok(steps)
+        let counter = Counter::start();
+        let mut marks = vec![counter.now()];
+        block_on(dense_caption(&clip, &lm, &embeds, duration, &config, |_| marks.push(counter.now())))?;
+        Ok(per_unit("step", &marks))
     };
-    let mut steps = 0;
+    let mut counted = serde_json::Value::Null;
     // One timed run: it is 36 optimiser steps by itself.
     let single = Timer { runs: 1, budget: timer.budget };
     let runs = single.time(|run| match run {
         0 => stopwatch(|| zerota(&video[..24], 1)).map(|(seconds, _)| seconds),
-        _ => stopwatch(|| zerota(&video, 12)).map(|(seconds, taken)| {
-            steps = taken;
+        _ => stopwatch(|| zerota(&video, 12)).map(|(seconds, counts)| {
+            counted = counts;
             seconds
         }),
     })?;
-    let detail =
-        json!({"frames": video.len(), "fps": 2, "events": 3, "tokens": 12, "steps_per_token": 3, "steps": steps});
+    let detail = json!({
+        "frames": video.len(), "fps": 2, "events": 3, "tokens": 12, "steps_per_token": 3, "steps": counted["units"], "counts": counted
+    });
     Ok((median(&runs), runs, detail))
 }
 
@@ -1070,6 +1123,26 @@ mod tests {
             model_table(&figures[3..], Metric::value_variants(), &[DeviceChoice::Wgpu], ReferenceDevice::Cpu),
             ""
         );
+    }
+
+    #[test]
+    fn counts_are_tabled_per_unit_and_the_cpu_shows_no_kernels() {
+        let counts = json!({"per": "token", "units": 63, "launches": 241, "readbacks": 1,
+            "kernels": [["MatmulEntry<TensorArgs, ..>", 50], ["KernelBinop<AddOp>", 86]]});
+        let mut wgpu = figure(Metric::Gpt2DecodeTokS, "wgpu", 1.0);
+        wgpu.detail = json!({"counts": counts});
+        let mut cpu = figure(Metric::Gpt2DecodeTokS, "cpu", 20.0);
+        cpu.detail = json!({"counts": {"per": "token", "launches": 0, "readbacks": 1, "kernels": []}});
+        let uncounted = figure(Metric::ClipImageImgS, "wgpu", 3.0);
+        let table = count_table(&[wgpu, cpu, uncounted]);
+        let rows: Vec<&str> = table.lines().skip(2).collect();
+        assert_eq!(rows.len(), 2, "{table}");
+        assert_eq!(
+            rows[0],
+            "| gpt2_decode_tok_s | wgpu | token | 241 | 1 | MatmulEntry<TensorArgs, ..> 50, KernelBinop<AddOp> 86 |"
+        );
+        assert_eq!(rows[1], "| gpt2_decode_tok_s | cpu | token | - (no kernels) | 1 |  |");
+        assert_eq!(count_table(&[figure(Metric::ClipImageImgS, "cpu", 3.0)]), "");
     }
 
     #[test]

@@ -106,6 +106,11 @@ pub(crate) fn untiled(tensor: CubeTensor) -> CubeTensor {
     if tensor.meta.is_tiled() { into_contiguous(tensor) } else { tensor }
 }
 
+/// `tensor` as a dense row-major block a kernel can index directly (copied only if it is not).
+pub(crate) fn contiguous(tensor: CubeTensor) -> CubeTensor {
+    if tensor.is_contiguous() && !tensor.meta.is_tiled() { tensor } else { into_contiguous(tensor) }
+}
+
 /// Element strides of a rank-`D` tensor, for a kernel's `Params`.
 pub(crate) fn strides<const D: usize>(tensor: &CubeTensor) -> [u32; D] {
     let strides = tensor.meta.strides();

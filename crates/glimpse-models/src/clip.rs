@@ -8,14 +8,14 @@
 //! bias, computed here as one matmul over unfolded patches.
 
 use burn::module::{Initializer, Param};
-use burn::nn::{Embedding, EmbeddingConfig, LayerNorm};
+use burn::nn::{Embedding, EmbeddingConfig};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
 use crate::hf_config::{check_model_type, hf_config_json};
-use crate::nn::{Activation, Dense, ShardedTable, attention, layer_norm, merge_heads, split_heads};
+use crate::nn::{Activation, Dense, LayerNorm, ShardedTable, attention, merge_heads, split_heads};
 use crate::tensor::l2_normalize;
 use crate::weights::{Layout, Loader, Saver, Tensors, WeightFile, WeightFormat};
 
@@ -214,11 +214,11 @@ impl ClipConfig {
                 position_embedding: EmbeddingConfig::new(grid * grid + 1, v.hidden_size)
                     .with_initializer(SMALL_NORMAL)
                     .init(device),
-                pre_layrnorm: layer_norm(v.hidden_size, v.layer_norm_eps, device),
+                pre_layrnorm: LayerNorm::new(v.hidden_size, v.layer_norm_eps, device),
                 layers: (0..v.num_hidden_layers)
                     .map(|_| EncoderLayer::init(v.hidden_size, v.intermediate_size, v.layer_norm_eps, device))
                     .collect(),
-                post_layernorm: layer_norm(v.hidden_size, v.layer_norm_eps, device),
+                post_layernorm: LayerNorm::new(v.hidden_size, v.layer_norm_eps, device),
                 n_head: v.num_attention_heads,
                 patch_size: v.patch_size,
                 image_size: v.image_size,
@@ -232,7 +232,7 @@ impl ClipConfig {
                 layers: (0..t.num_hidden_layers)
                     .map(|_| EncoderLayer::init(t.hidden_size, t.intermediate_size, t.layer_norm_eps, device))
                     .collect(),
-                final_layer_norm: layer_norm(t.hidden_size, t.layer_norm_eps, device),
+                final_layer_norm: LayerNorm::new(t.hidden_size, t.layer_norm_eps, device),
                 n_head: t.num_attention_heads,
                 eos_token_id: t.eos_token_id,
                 activation: t.hidden_act,
@@ -261,12 +261,12 @@ impl EncoderLayer {
     fn init(d: usize, inner: usize, eps: f64, device: &Device) -> Self {
         let linear = |i, o| Dense::new(i, o, true, device);
         Self {
-            layer_norm1: layer_norm(d, eps, device),
+            layer_norm1: LayerNorm::new(d, eps, device),
             q_proj: linear(d, d),
             k_proj: linear(d, d),
             v_proj: linear(d, d),
             out_proj: linear(d, d),
-            layer_norm2: layer_norm(d, eps, device),
+            layer_norm2: LayerNorm::new(d, eps, device),
             fc1: linear(d, inner),
             fc2: linear(inner, d),
         }
@@ -292,7 +292,7 @@ impl EncoderLayer {
         let v = split_heads(self.v_proj.forward(h), n_head);
         let attended = merge_heads(attention(q, k, v, causal.then_some(0)));
         let x = x + self.out_proj.forward(attended);
-        let h = act.apply(self.fc1.forward(self.layer_norm2.forward(x.clone())));
+        let h = self.fc1.forward_activated(self.layer_norm2.forward(x.clone()), act);
         x + self.fc2.forward(h)
     }
 }

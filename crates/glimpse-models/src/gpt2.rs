@@ -7,13 +7,13 @@
 //! `lm_head.weight`). GPT-2's `Conv1D` stores weights `[in, out]`, which is Burn's layout already.
 
 use burn::module::Initializer;
-use burn::nn::{Embedding, EmbeddingConfig, LayerNorm};
+use burn::nn::{Embedding, EmbeddingConfig};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
 use crate::hf_config::{check_model_type, hf_config_json};
-use crate::nn::{Activation, Dense, ShardedTable, attention, layer_norm, merge_heads, split_heads};
+use crate::nn::{Activation, Dense, LayerNorm, ShardedTable, attention, merge_heads, split_heads};
 use crate::weights::{Layout, Loader, Saver, Tensors, WeightFile, WeightFormat};
 
 /// The fields of a Hugging Face GPT-2 `config.json` that shape the model. Other fields are ignored;
@@ -166,7 +166,7 @@ impl Gpt2Config {
             wte: ShardedTable::init(self.vocab_size, d, &init, device),
             wpe: EmbeddingConfig::new(self.n_positions, d).with_initializer(init.clone()).init(device),
             blocks: (0..self.n_layer).map(|_| Block::init(self, device)).collect(),
-            ln_f: layer_norm(d, self.layer_norm_epsilon, device),
+            ln_f: LayerNorm::new(d, self.layer_norm_epsilon, device),
             lm_head: (!self.tie_word_embeddings).then(|| ShardedTable::init(self.vocab_size, d, &init, device)),
             n_head: self.n_head,
             activation: self.activation_function,
@@ -189,10 +189,10 @@ impl Block {
     fn init(config: &Gpt2Config, device: &Device) -> Self {
         let d = config.n_embd;
         Self {
-            ln_1: layer_norm(d, config.layer_norm_epsilon, device),
+            ln_1: LayerNorm::new(d, config.layer_norm_epsilon, device),
             c_attn: Dense::new(d, 3 * d, true, device),
             c_proj: Dense::new(d, d, true, device),
-            ln_2: layer_norm(d, config.layer_norm_epsilon, device),
+            ln_2: LayerNorm::new(d, config.layer_norm_epsilon, device),
             c_fc: Dense::new(d, config.inner_dim(), true, device),
             mlp_proj: Dense::new(config.inner_dim(), d, true, device),
         }
@@ -220,7 +220,7 @@ impl Block {
         };
         let attended = attention(q, k.clone(), v.clone(), Some(past_len));
         let x = x + self.c_proj.forward(merge_heads(attended));
-        let h = act.apply(self.c_fc.forward(self.ln_2.forward(x.clone())));
+        let h = self.c_fc.forward_activated(self.ln_2.forward(x.clone()), act);
         let x = x + self.mlp_proj.forward(h);
         (x, LayerKv { k, v })
     }

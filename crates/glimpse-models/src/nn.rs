@@ -1,52 +1,36 @@
-//! Building blocks shared by CLIP and GPT-2: activations, multi-head attention, LayerNorm setup.
+//! Building blocks shared by CLIP and GPT-2: dense layers, LayerNorm, multi-head attention.
 
 use burn::module::{Initializer, Param, ParamId};
-use burn::nn::{LayerNorm, LayerNormConfig, LinearConfig};
+use burn::nn::LinearConfig;
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, sigmoid, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::module::embedding;
-use glimpse_kernels::{Q8_BLOCK, q8_dequantize, q8_matmul, q8_pack};
-use serde::{Deserialize, Serialize};
+pub use glimpse_kernels::Activation;
+use glimpse_kernels::{Q8_BLOCK, bias_activation, q8_dequantize, q8_matmul, q8_pack};
 
-/// Activation functions by their Hugging Face names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-pub enum Activation {
-    /// `x * sigmoid(1.702 x)`, OpenAI CLIP.
-    #[serde(rename = "quick_gelu")]
-    QuickGelu,
-    /// tanh approximation of GELU, GPT-2.
-    #[serde(rename = "gelu_new", alias = "gelu_pytorch_tanh", alias = "gelu_fast")]
-    GeluTanh,
-    /// exact (erf) GELU.
-    #[serde(rename = "gelu")]
-    Gelu,
+/// LayerNorm over the last dimension (HF's `weight` and `bias`), run by
+/// `glimpse_kernels::layer_norm`: one kernel on wgpu where Burn's own decomposes into nine.
+#[derive(Module, Debug)]
+pub struct LayerNorm {
+    pub gamma: Param<Tensor<1>>,
+    pub beta: Param<Tensor<1>>,
+    epsilon: f64,
 }
 
-impl Activation {
-    pub fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
-        match self {
-            Self::QuickGelu => x.clone() * sigmoid((x * 1.702).clamp(-SIGMOID_SATURATES, SIGMOID_SATURATES)),
-            Self::GeluTanh => gelu_tanh(x),
-            Self::Gelu => gelu(x),
+impl LayerNorm {
+    /// Scale 1 and shift 0, as Burn's `LayerNorm` and transformers initialise it.
+    pub fn new(d_model: usize, epsilon: f64, device: &Device) -> Self {
+        Self {
+            gamma: Initializer::Ones.init([d_model], device),
+            beta: Initializer::Zeros.init([d_model], device),
+            epsilon,
         }
     }
-}
 
-// WGSL lets implementations assume finite arithmetic, and SwiftShader's WebGPU does: a sigmoid or
-// tanh whose inner exp overflows comes out NaN there. Their arguments are clamped where the result
-// is already exactly saturated in f32 (sigmoid(-30) ~ 1e-13 next to values of order 1; tanh(10)
-// rounds to 1), so the clamps change nothing elsewhere.
-const SIGMOID_SATURATES: f32 = 30.0;
-const TANH_SATURATES: f32 = 10.0;
-
-/// GELU's tanh approximation (GPT-2's `gelu_new`): `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`.
-fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    let inner = (x.clone() + x.clone().powf_scalar(3.0) * 0.044715) * (2.0 / std::f64::consts::PI).sqrt();
-    x * (inner.clamp(-TANH_SATURATES, TANH_SATURATES).tanh() + 1.0) * 0.5
-}
-
-pub(crate) fn layer_norm(d_model: usize, epsilon: f64, device: &Device) -> LayerNorm {
-    LayerNormConfig::new(d_model).with_epsilon(epsilon).init(device)
+    /// `[..., d_model]` -> `[..., d_model]`.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        glimpse_kernels::layer_norm(x, self.gamma.val(), Some(self.beta.val()), self.epsilon)
+    }
 }
 
 /// `[batch, seq, heads * head_dim]` -> `[batch, heads, seq, head_dim]`.
@@ -196,8 +180,24 @@ impl Dense {
     }
 
     /// `[..., d_input]` -> `[..., d_output]`.
+    /// `[..., d_input]` -> `[..., d_output]`.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let y = match &self.weight {
+        let y = self.product(x);
+        match &self.bias {
+            Some(bias) => y + bias.val().unsqueeze(),
+            None => y,
+        }
+    }
+
+    /// `activation(x W + b)`, the bias and activation in one kernel on wgpu
+    /// (`glimpse_kernels::bias_activation`): an MLP's first layer.
+    pub fn forward_activated<const D: usize>(&self, x: Tensor<D>, activation: Activation) -> Tensor<D> {
+        bias_activation(self.product(x), self.bias.as_ref().map(Param::val), activation)
+    }
+
+    /// `x W`, without the bias.
+    fn product<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        match &self.weight {
             DenseWeight::F32(weight) => x.matmul(weight.val().unsqueeze()),
             DenseWeight::Q8(matrix) => {
                 let dims = x.dims();
@@ -207,10 +207,6 @@ impl Dense {
                 out[D - 1] = matrix.dims()[0];
                 y.reshape(out)
             }
-        };
-        match &self.bias {
-            Some(bias) => y + bias.val().unsqueeze(),
-            None => y,
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Tensor helpers every crate uses: readback to the host, token-id tensors, row normalisation,
 //! the masked language-modelling loss, and top-k / argmax over host values.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use burn::prelude::*;
 use burn::tensor::Element;
 use burn::tensor::activation::log_softmax;
@@ -8,8 +10,18 @@ use burn::tensor::kind::Basic;
 
 use crate::error::ModelError;
 
+static READBACKS: AtomicU64 = AtomicU64::new(0);
+
+/// How many reads [`read`] has started in this process. Every value glimpse brings back from a
+/// device goes through [`read`], so this counts its host-device syncs (`glimpse bench` prints them
+/// per step).
+pub fn readbacks() -> u64 {
+    READBACKS.load(Ordering::Relaxed)
+}
+
 /// Reads a tensor back to the host as `E`, awaiting the device (required in the browser).
 pub async fn read<const D: usize, K: Basic, E: Element>(tensor: Tensor<D, K>) -> Result<Vec<E>, ModelError> {
+    READBACKS.fetch_add(1, Ordering::Relaxed);
     let data = tensor.into_data_async().await.map_err(|e| ModelError::Readback(e.to_string()))?;
     data.try_into_vec_as::<E>().map_err(|e| ModelError::Readback(format!("{e:?}")))
 }

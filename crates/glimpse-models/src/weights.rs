@@ -28,7 +28,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 
 use burn::module::Param;
-use burn::nn::{Embedding, LayerNorm, Linear};
+use burn::nn::{Embedding, Linear};
 use burn::prelude::*;
 use std::io::{Read, Seek, SeekFrom};
 use std::ops::Range;
@@ -38,7 +38,7 @@ use safetensors::tensor::Metadata;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{ModelError, TensorProblem};
-use crate::nn::{Dense, DenseWeight, Q8Matrix, ShardedTable, TableShard};
+use crate::nn::{Dense, DenseWeight, LayerNorm, Q8Matrix, ShardedTable, TableShard};
 use crate::tensor::read;
 use glimpse_kernels::Q8_BLOCK;
 
@@ -343,9 +343,7 @@ pub trait Tensors {
     /// PyTorch's `weight`/`bias` are Burn's `gamma`/`beta`.
     fn layer_norm(&self, name: &str, norm: &mut LayerNorm) {
         self.param(&format!("{name}.weight"), &mut norm.gamma, Layout::AsStored);
-        if let Some(beta) = norm.beta.as_mut() {
-            self.param(&format!("{name}.bias"), beta, Layout::AsStored);
-        }
+        self.param(&format!("{name}.bias"), &mut norm.beta, Layout::AsStored);
     }
 
     fn embedding(&self, name: &str, embedding: &mut Embedding) {
