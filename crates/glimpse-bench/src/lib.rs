@@ -22,7 +22,11 @@ use futures_lite::future::block_on;
 use glimpse_align::guided::{self, GuidanceConfig, Targets};
 use glimpse_align::moment::pool_with_contrast_by;
 use glimpse_align::zerota::{ZeroTaConfig, dense_caption, embed_frames};
-use glimpse_kernels::{Q8_BLOCK, q8_matmul, q8_matmul_fallback, q8_matmul_uses_kernel, q8_pack};
+use glimpse_kernels::{
+    Activation, Q8_BLOCK, bias_activation, bias_activation_fallback, bias_activation_uses_kernel, layer_norm,
+    layer_norm_fallback, layer_norm_uses_kernel, linear, linear_fallback, linear_uses_kernel, q8_matmul,
+    q8_matmul_fallback, q8_matmul_uses_kernel, q8_pack,
+};
 use glimpse_media::rng::Rng;
 use glimpse_media::{ClipTokenizer, Gpt2Tokenizer, ImagePreprocess, write_atomically};
 use glimpse_models::device::{self, DeviceChoice};
@@ -109,6 +113,16 @@ enum Metric {
     /// wgpu only: the WGSL 8-bit matrix-vector kernel against its fallback (which expands each
     /// matrix): the four products of one GPT-2 small layer at a decoding step, q8 weights.
     Q8MatvecMs,
+    /// wgpu only: the WGSL dense-layer kernel against its fallback (Burn's matmul, bias add and
+    /// activation): the four f32 products of one GPT-2 small layer at a decoding step, with their
+    /// biases and the MLP's GELU.
+    LinearMs,
+    /// wgpu only: the WGSL LayerNorm kernel against Burn's LayerNorm: the 25 LayerNorms of one
+    /// GPT-2 small decoding step (`[1, 1, 768]` each).
+    LayerNormMs,
+    /// wgpu only: the WGSL bias-plus-activation kernel against its fallback: the 12 MLP
+    /// activations (GELU, tanh approximation) of one GPT-2 small decoding step (`[1, 1, 3072]`).
+    BiasActivationMs,
 }
 
 impl Metric {
@@ -119,7 +133,12 @@ impl Metric {
             Self::ClipTextTxtS => "txt/s",
             Self::PrefixStepMs => "ms",
             Self::ZerotaVideoS => "s",
-            Self::DecodeAttentionMs | Self::MaskedPoolMs | Self::Q8MatvecMs => "ms",
+            Self::DecodeAttentionMs
+            | Self::MaskedPoolMs
+            | Self::Q8MatvecMs
+            | Self::LinearMs
+            | Self::LayerNormMs
+            | Self::BiasActivationMs => "ms",
         }
     }
 
@@ -127,7 +146,15 @@ impl Metric {
     /// same process; they exist on wgpu only (elsewhere both are the fallback) and have no
     /// PyTorch counterpart.
     fn is_kernel(self) -> bool {
-        matches!(self, Self::DecodeAttentionMs | Self::MaskedPoolMs | Self::Q8MatvecMs)
+        matches!(
+            self,
+            Self::DecodeAttentionMs
+                | Self::MaskedPoolMs
+                | Self::Q8MatvecMs
+                | Self::LinearMs
+                | Self::LayerNormMs
+                | Self::BiasActivationMs
+        )
     }
 
     /// The checkpoint format a weight-format figure loads; these are compared with the f32 figure
@@ -724,6 +751,9 @@ fn measure_figure(spec: &str, args: &BenchArgs) -> Result<Figure> {
         Metric::DecodeAttentionMs => decode_attention_kernel(device)?,
         Metric::MaskedPoolMs => masked_pool_kernel(device)?,
         Metric::Q8MatvecMs => q8_matvec_kernel(device)?,
+        Metric::LinearMs => linear_kernel(device)?,
+        Metric::LayerNormMs => layer_norm_kernel(device)?,
+        Metric::BiasActivationMs => bias_activation_kernel(device)?,
     };
     Ok(Figure {
         metric,
@@ -1028,6 +1058,84 @@ fn decode_attention_kernel(device: &Device) -> Result<Measured> {
     let kernel = time(glimpse_kernels::decode_attention)?;
     let fallback = time(glimpse_kernels::decode_attention_fallback)?;
     Ok(kernel_figure(kernel, &fallback, "12 layers x [1, 12, 1, 64] against [1, 12, 72, 64]"))
+}
+
+/// `count` rows of width `width` as one decoding step makes them, each through `op` on its own.
+fn per_row_kernel(
+    device: &Device,
+    count: usize,
+    width: usize,
+    op: impl Fn(Tensor<3>) -> Tensor<3>,
+) -> Result<Vec<f64>> {
+    let rows = || (0..count).map(|_| Tensor::<3>::random([1, 1, width], Distribution::Normal(0.0, 1.0), device));
+    kernel_runs(
+        device,
+        || rows().collect::<Vec<_>>(),
+        |rows| Tensor::cat(rows.into_iter().map(|x| op(x).reshape([1, width])).collect(), 0),
+    )
+}
+
+fn linear_kernel(device: &Device) -> Result<Measured> {
+    // GPT-2 small's products in one layer at a decoding step, as (inputs, outputs, activation).
+    const LAYERS: [(usize, usize, Option<Activation>); 4] =
+        [(768, 2304, None), (768, 768, None), (768, 3072, Some(Activation::GeluTanh)), (3072, 768, None)];
+    let random = Distribution::Normal(0.0, 0.03);
+    let layers: Vec<(Tensor<2>, Tensor<1>, Option<Activation>)> = LAYERS
+        .iter()
+        .map(|&(k, n, activation)| {
+            (Tensor::random([k, n], random, device), Tensor::random([n], random, device), activation)
+        })
+        .collect();
+    let rows = || {
+        let random = Distribution::Normal(0.0, 1.0);
+        LAYERS.iter().map(|&(k, _, _)| Tensor::<3>::random([1, 1, k], random, device)).collect::<Vec<_>>()
+    };
+    anyhow::ensure!(linear_uses_kernel(&rows()[0], &layers[0].0, Some(&layers[0].1)), "the kernel does not run here");
+    let time = |dense: fn(Tensor<3>, Tensor<2>, Option<Tensor<1>>, Option<Activation>) -> Tensor<3>| {
+        kernel_runs(device, rows, |rows| {
+            let outputs: Vec<Tensor<2>> = rows
+                .into_iter()
+                .zip(&layers)
+                .map(|(x, (weight, bias, activation))| {
+                    let n = weight.dims()[1];
+                    dense(x, weight.clone(), Some(bias.clone()), *activation).reshape([1, n])
+                })
+                .collect();
+            Tensor::cat(outputs, 1)
+        })
+    };
+    let kernel = time(linear)?;
+    let fallback = time(linear_fallback)?;
+    Ok(kernel_figure(kernel, &fallback, "GPT-2 small's 4 products of a layer, 1 row, f32, bias + GELU"))
+}
+
+fn layer_norm_kernel(device: &Device) -> Result<Measured> {
+    const NORMS: usize = 25;
+    const DIM: usize = 768;
+    let gamma = Tensor::<1>::random([DIM], Distribution::Normal(1.0, 0.1), device);
+    let beta = Tensor::<1>::random([DIM], Distribution::Normal(0.0, 0.1), device);
+    let probe = Tensor::<3>::zeros([1, 1, DIM], device);
+    anyhow::ensure!(layer_norm_uses_kernel(&probe, &gamma, Some(&beta)), "the kernel does not run here");
+    let time = |norm: fn(Tensor<3>, Tensor<1>, Option<Tensor<1>>, f64) -> Tensor<3>| {
+        per_row_kernel(device, NORMS, DIM, |x| norm(x, gamma.clone(), Some(beta.clone()), 1e-5))
+    };
+    let kernel = time(layer_norm)?;
+    let fallback = time(layer_norm_fallback)?;
+    Ok(kernel_figure(kernel, &fallback, "25 x [1, 1, 768], GPT-2 small's LayerNorms of a decoding step"))
+}
+
+fn bias_activation_kernel(device: &Device) -> Result<Measured> {
+    const LAYERS: usize = 12;
+    const WIDTH: usize = 3072;
+    let bias = Tensor::<1>::random([WIDTH], Distribution::Normal(0.0, 0.1), device);
+    let probe = Tensor::<3>::zeros([1, 1, WIDTH], device);
+    anyhow::ensure!(bias_activation_uses_kernel(&probe, Some(&bias)), "the kernel does not run here");
+    let time = |activate: fn(Tensor<3>, Option<Tensor<1>>, Option<Activation>) -> Tensor<3>| {
+        per_row_kernel(device, LAYERS, WIDTH, |y| activate(y, Some(bias.clone()), Some(Activation::GeluTanh)))
+    };
+    let kernel = time(bias_activation)?;
+    let fallback = time(bias_activation_fallback)?;
+    Ok(kernel_figure(kernel, &fallback, "12 x [1, 1, 3072], GPT-2 small's MLP bias + GELU of a decoding step"))
 }
 
 fn q8_matvec_kernel(device: &Device) -> Result<Measured> {

@@ -34,8 +34,8 @@ impl Activation {
         }
     }
 
-    /// The kernel's `params.activation`.
-    fn code(self) -> u32 {
+    /// `activate()`'s code for it in `shaders/activation.wgsl`; none is [`NO_ACTIVATION`].
+    pub(crate) fn code(self) -> u32 {
         match self {
             Self::QuickGelu => 0,
             Self::GeluTanh => 1,
@@ -43,6 +43,9 @@ impl Activation {
         }
     }
 }
+
+/// `activate()`'s code for no activation.
+pub(crate) const NO_ACTIVATION: u32 = 3;
 
 // WGSL lets implementations assume finite arithmetic, and SwiftShader's WebGPU does: a sigmoid or
 // tanh whose inner exp overflows comes out NaN there. Their arguments are clamped where the result
@@ -57,7 +60,7 @@ fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     x * (inner.clamp(-TANH_SATURATES, TANH_SATURATES).tanh() + 1.0) * 0.5
 }
 
-const SOURCE: WgslSource = kernel_source!("bias_activation.wgsl");
+const SOURCE: WgslSource = kernel_source!("activation.wgsl", "bias_activation.wgsl");
 
 /// Lanes per workgroup, one element each.
 const WORKGROUP_SIZE: u32 = 64;
@@ -65,13 +68,18 @@ const WORKGROUP_SIZE: u32 = 64;
 /// Workgroups per dispatch dimension (WebGPU's guaranteed `maxComputeWorkgroupsPerDimension`).
 const MAX_GROUPS: usize = 65_535;
 
-/// `activation(y + bias)`, the bias broadcast over the last dimension.
+/// `activation(y + bias)`, the bias broadcast over the last dimension; without an activation,
+/// `y + bias`.
 ///
 /// y: `[..., n]`, bias: `[n]` -> `[..., n]`.
 ///
 /// Runs the WGSL kernel `shaders/bias_activation.wgsl` when both are f32 on a wgpu device outside
 /// autodiff; otherwise [`bias_activation_fallback`].
-pub fn bias_activation<const D: usize>(y: Tensor<D>, bias: Option<Tensor<1>>, activation: Activation) -> Tensor<D> {
+pub fn bias_activation<const D: usize>(
+    y: Tensor<D>,
+    bias: Option<Tensor<1>>,
+    activation: Option<Activation>,
+) -> Tensor<D> {
     let n = y.dims()[D - 1];
     // The kernel indexes the bias by column: a mismatch must stop here, not read out of bounds.
     assert!(
@@ -86,7 +94,7 @@ pub fn bias_activation<const D: usize>(y: Tensor<D>, bias: Option<Tensor<1>>, ac
             let output = <Dispatch as BiasActivationBackend>::bias_activation(
                 y.reshape([-1, n as i32]).into_dispatch(),
                 bias.into_dispatch(),
-                activation.code(),
+                activation.map_or(NO_ACTIVATION, Activation::code),
             );
             Tensor::<2>::from_dispatch(output).reshape(shape)
         }
@@ -106,13 +114,16 @@ pub fn bias_activation_uses_kernel<const D: usize>(y: &Tensor<D>, bias: Option<&
 pub fn bias_activation_fallback<const D: usize>(
     y: Tensor<D>,
     bias: Option<Tensor<1>>,
-    activation: Activation,
+    activation: Option<Activation>,
 ) -> Tensor<D> {
     let y = match bias {
         Some(bias) => y + bias.unsqueeze(),
         None => y,
     };
-    activation.apply(y)
+    match activation {
+        Some(activation) => activation.apply(y),
+        None => y,
+    }
 }
 
 #[backend_extension(Cube)]

@@ -19,6 +19,7 @@
 mod activation;
 mod decode_attention;
 mod layer_norm;
+mod linear;
 mod masked_pool;
 mod q8;
 mod wgsl;
@@ -26,6 +27,7 @@ mod wgsl;
 pub use activation::{Activation, bias_activation, bias_activation_fallback, bias_activation_uses_kernel};
 pub use decode_attention::{decode_attention, decode_attention_fallback, decode_attention_uses_kernel};
 pub use layer_norm::{layer_norm, layer_norm_fallback, layer_norm_uses_kernel};
+pub use linear::{LINEAR_MAX_ROWS, linear, linear_fallback, linear_uses_kernel};
 pub use masked_pool::{masked_pool, masked_pool_fallback, masked_pool_uses_kernel};
 pub use q8::{
     Q8_BLOCK, Q8_DIRECT_MAX_ROWS, q8_dequantize, q8_dequantize_fallback, q8_matmul, q8_matmul_fallback,

@@ -16,13 +16,13 @@ pub(crate) fn wgpu_f32<const D: usize>(tensor: &Tensor<D>) -> bool {
         && tensor.dtype() == DType::F32
 }
 
-/// The [`WgslSource`] of `shaders/<file>` with `shaders/workgroup.wgsl` (the workgroup size and
-/// reductions every kernel uses) in front of it: WGSL has no includes.
+/// The [`WgslSource`] of `shaders/<file>`s, in order, with `shaders/workgroup.wgsl` (the workgroup
+/// size and reductions every kernel uses) in front of them: WGSL has no includes.
 macro_rules! kernel_source {
-    ($file:literal) => {
+    ($($file:literal),+) => {
         $crate::wgsl::WgslSource::new(concat!(
             include_str!("../shaders/workgroup.wgsl"),
-            include_str!(concat!("../shaders/", $file))
+            $(include_str!(concat!("../shaders/", $file))),+
         ))
     };
 }

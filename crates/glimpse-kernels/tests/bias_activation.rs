@@ -9,7 +9,8 @@ use glimpse_kernels::{Activation, bias_activation, bias_activation_fallback, bia
 use support::{read, relative_error, tensor, wgpu};
 
 const TOLERANCE: f32 = 1e-4;
-const ACTIVATIONS: [Activation; 3] = [Activation::QuickGelu, Activation::GeluTanh, Activation::Gelu];
+const ACTIVATIONS: [Option<Activation>; 4] =
+    [Some(Activation::QuickGelu), Some(Activation::GeluTanh), Some(Activation::Gelu), None];
 
 fn assert_kernel_matches_fallback<const D: usize>(y: Tensor<D>, seed: u64) {
     let dims = y.dims();
@@ -71,8 +72,8 @@ fn cpu_tensors_autodiff_tensors_and_a_missing_bias_take_the_fallback() {
     let (y, bias) = (tensor([2, 64], 51, 2.0, &cpu), tensor([64], 52, 1.0, &cpu));
     assert!(!bias_activation_uses_kernel(&y, Some(&bias)));
     assert_eq!(
-        read(bias_activation(y.clone(), Some(bias.clone()), Activation::GeluTanh)),
-        read(bias_activation_fallback(y, Some(bias), Activation::GeluTanh))
+        read(bias_activation(y.clone(), Some(bias.clone()), Some(Activation::GeluTanh))),
+        read(bias_activation_fallback(y, Some(bias), Some(Activation::GeluTanh)))
     );
     let Some(device) = wgpu() else { return };
     let y = tensor([2, 64], 53, 2.0, &device);
@@ -81,7 +82,7 @@ fn cpu_tensors_autodiff_tensors_and_a_missing_bias_take_the_fallback() {
     let y = tensor([2, 64], 54, 2.0, &grad_device).require_grad();
     let bias = tensor([64], 55, 1.0, &grad_device);
     assert!(!bias_activation_uses_kernel(&y, Some(&bias)));
-    let gradients = bias_activation(y.clone(), Some(bias), Activation::QuickGelu).sum().backward();
+    let gradients = bias_activation(y.clone(), Some(bias), Some(Activation::QuickGelu)).sum().backward();
     assert!(read(y.grad(&gradients).expect("no gradient for y")).iter().any(|g| *g != 0.0));
 }
 
@@ -89,5 +90,6 @@ fn cpu_tensors_autodiff_tensors_and_a_missing_bias_take_the_fallback() {
 #[should_panic(expected = "do not match")]
 fn a_bias_of_another_width_is_refused() {
     let device = Device::flex();
-    let _ = bias_activation(tensor([2, 6], 61, 1.0, &device), Some(tensor([5], 62, 1.0, &device)), Activation::Gelu);
+    let _ =
+        bias_activation(tensor([2, 6], 61, 1.0, &device), Some(tensor([5], 62, 1.0, &device)), Some(Activation::Gelu));
 }

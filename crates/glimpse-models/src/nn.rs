@@ -6,7 +6,7 @@ use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use burn::tensor::module::embedding;
 pub use glimpse_kernels::Activation;
-use glimpse_kernels::{Q8_BLOCK, bias_activation, q8_dequantize, q8_matmul, q8_pack};
+use glimpse_kernels::{Q8_BLOCK, bias_activation, linear, q8_dequantize, q8_matmul, q8_pack};
 
 /// LayerNorm over the last dimension (HF's `weight` and `bias`), run by
 /// `glimpse_kernels::layer_norm`: one kernel on wgpu where Burn's own decomposes into nine.
@@ -180,32 +180,29 @@ impl Dense {
     }
 
     /// `[..., d_input]` -> `[..., d_output]`.
-    /// `[..., d_input]` -> `[..., d_output]`.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let y = self.product(x);
-        match &self.bias {
-            Some(bias) => y + bias.val().unsqueeze(),
-            None => y,
-        }
+        self.apply(x, None)
     }
 
-    /// `activation(x W + b)`, the bias and activation in one kernel on wgpu
-    /// (`glimpse_kernels::bias_activation`): an MLP's first layer.
+    /// `activation(x W + b)`: an MLP's first layer. Same shapes as [`Dense::forward`].
     pub fn forward_activated<const D: usize>(&self, x: Tensor<D>, activation: Activation) -> Tensor<D> {
-        bias_activation(self.product(x), self.bias.as_ref().map(Param::val), activation)
+        self.apply(x, Some(activation))
     }
 
-    /// `x W`, without the bias.
-    fn product<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+    /// f32 weights go through `glimpse_kernels::linear` (product, bias and activation in one kernel
+    /// for a few rows on wgpu); 8-bit ones through their own product, then
+    /// `glimpse_kernels::bias_activation` (one kernel on wgpu).
+    fn apply<const D: usize>(&self, x: Tensor<D>, activation: Option<Activation>) -> Tensor<D> {
+        let bias = self.bias.as_ref().map(Param::val);
         match &self.weight {
-            DenseWeight::F32(weight) => x.matmul(weight.val().unsqueeze()),
+            DenseWeight::F32(weight) => linear(x, weight.val(), bias, activation),
             DenseWeight::Q8(matrix) => {
                 let dims = x.dims();
                 let rows: usize = dims[..D - 1].iter().product();
-                let y = matrix.matmul_t(x.reshape([1, rows, dims[D - 1]]));
                 let mut out = dims;
                 out[D - 1] = matrix.dims()[0];
-                y.reshape(out)
+                let y = matrix.matmul_t(x.reshape([1, rows, dims[D - 1]])).reshape(out);
+                bias_activation(y, bias, activation)
             }
         }
     }

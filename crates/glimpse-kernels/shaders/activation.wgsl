@@ -1,0 +1,36 @@
+// The activations of glimpse_kernels::Activation::apply, clamps included, for the kernels that end
+// in one (put in front of them by glimpse-kernels, after workgroup.wgsl). WGSL lets
+// implementations assume finite arithmetic, so exp and tanh never see an argument whose result
+// overflows.
+
+const SIGMOID_SATURATES: f32 = 30.0;
+const TANH_SATURATES: f32 = 10.0;
+
+// erf(x) by Abramowitz and Stegun 7.1.26 (absolute error below 1.5e-7); WGSL has no erf.
+fn erf(x: f32) -> f32 {
+    let a = abs(x);
+    let t = 1.0 / (1.0 + 0.3275911 * a);
+    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+    return sign(x) * (1.0 - poly * exp(-a * a));
+}
+
+// `activation`: 0 QuickGELU x sigmoid(1.702 x); 1 GELU, tanh approximation; 2 GELU, exact (erf);
+// anything else: none.
+fn activate(x: f32, activation: u32) -> f32 {
+    switch activation {
+        case 0u: {
+            let z = clamp(1.702 * x, -SIGMOID_SATURATES, SIGMOID_SATURATES);
+            return x / (1.0 + exp(-z));
+        }
+        case 1u: {
+            let inner = (x + 0.044715 * x * x * x) * 0.7978845608028654;
+            return 0.5 * x * (1.0 + tanh(clamp(inner, -TANH_SATURATES, TANH_SATURATES)));
+        }
+        case 2u: {
+            return 0.5 * x * (1.0 + erf(x * 0.7071067811865476));
+        }
+        default: {
+            return x;
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! `linear`: the WGSL kernel against the Burn fallback, and the choice between them.
+//!
+//! Parity is measured as `max |kernel - fallback| / max |fallback|` over the whole output.
+
+mod support;
+
+use burn::prelude::*;
+use glimpse_kernels::{Activation, LINEAR_MAX_ROWS, linear, linear_fallback, linear_uses_kernel};
+use support::{read, relative_error, tensor, wgpu};
+
+const TOLERANCE: f32 = 1e-4;
+
+/// A layer as trained ones are scaled: weights of order 1/sqrt(k).
+fn layer(k: usize, n: usize, seed: u64, device: &Device) -> (Tensor<2>, Tensor<1>) {
+    (tensor([k, n], seed, 1.0 / (k as f32).sqrt(), device), tensor([n], seed + 1, 0.5, device))
+}
+
+fn assert_kernel_matches_fallback<const D: usize>(x: Tensor<D>, n: usize, activation: Option<Activation>, seed: u64) {
+    let dims = x.dims();
+    let (weight, bias) = layer(dims[D - 1], n, seed, &x.device());
+    assert!(linear_uses_kernel(&x, &weight, Some(&bias)), "{dims:?} x {n}: the kernel was not chosen on wgpu");
+    let kernel = read(linear(x.clone(), weight.clone(), Some(bias.clone()), activation));
+    let fallback = read(linear_fallback(x, weight, Some(bias), activation));
+    let error = relative_error(&kernel, &fallback);
+    assert!(error <= TOLERANCE, "{dims:?} x {n}, {activation:?}: relative error {error:e}");
+}
+
+#[test]
+fn kernel_matches_fallback_for_gpt2_decoding() {
+    let Some(device) = wgpu() else { return };
+    let x = |k, seed| tensor([1, 1, k], seed, 2.0, &device);
+    // The four products of a layer: fused q/k/v, attention output, MLP in (with GELU) and out.
+    assert_kernel_matches_fallback(x(768, 1), 2304, None, 1);
+    assert_kernel_matches_fallback(x(768, 2), 768, None, 2);
+    assert_kernel_matches_fallback(x(768, 3), 3072, Some(Activation::GeluTanh), 3);
+    assert_kernel_matches_fallback(x(3072, 4), 768, None, 4);
+}
+
+#[test]
+fn kernel_matches_fallback_for_every_row_count_and_activation() {
+    let Some(device) = wgpu() else { return };
+    for rows in 1..=LINEAR_MAX_ROWS {
+        let x = tensor([rows, 512], 10 + rows as u64, 2.0, &device);
+        assert_kernel_matches_fallback(x, 2048, Some(Activation::QuickGelu), 10 + rows as u64);
+    }
+    for activation in [Some(Activation::Gelu), Some(Activation::GeluTanh), None] {
+        assert_kernel_matches_fallback(tensor([2, 3, 64], 21, 2.0, &device), 256, activation, 21);
+    }
+}
+
+#[test]
+fn kernel_matches_fallback_for_sizes_off_its_tiles() {
+    let Some(device) = wgpu() else { return };
+    // Inputs not a multiple of the 16 slices, outputs not a multiple of the 64 a workgroup writes.
+    assert_kernel_matches_fallback(tensor([3, 100], 31, 2.0, &device), 36, None, 31);
+    assert_kernel_matches_fallback(tensor([1, 5], 32, 2.0, &device), 4, Some(Activation::Gelu), 32);
+    assert_kernel_matches_fallback(tensor([2, 1], 33, 2.0, &device), 68, None, 33);
+}
+
+#[test]
+fn kernel_copies_views_first() {
+    let Some(device) = wgpu() else { return };
+    // A transposed weight, as a checkpoint in the other layout would give, and a sliced input.
+    let x = tensor([4, 96], 41, 2.0, &device).narrow(0, 1, 2);
+    let weight = tensor([128, 96], 42, 0.1, &device).transpose();
+    let bias = tensor([128], 43, 0.5, &device);
+    assert!(linear_uses_kernel(&x, &weight, Some(&bias)));
+    let kernel = read(linear(x.clone(), weight.clone(), Some(bias.clone()), None));
+    let error = relative_error(&kernel, &read(linear_fallback(x, weight, Some(bias), None)));
+    assert!(error <= TOLERANCE, "relative error {error:e}");
+}
+
+#[test]
+fn more_rows_odd_widths_and_no_bias_take_the_matmul() {
+    let Some(device) = wgpu() else { return };
+    let cases = [([LINEAR_MAX_ROWS + 1, 64], 128, true), ([2, 64], 30, true), ([2, 64], 128, false)];
+    for (shape, n, with_bias) in cases {
+        let x = tensor(shape, 51, 2.0, &device);
+        let (weight, bias) = layer(64, n, 52, &device);
+        let bias = with_bias.then_some(bias);
+        assert!(!linear_uses_kernel(&x, &weight, bias.as_ref()), "{shape:?} x {n}, bias {with_bias}");
+        let got = read(linear(x.clone(), weight.clone(), bias.clone(), Some(Activation::GeluTanh)));
+        let error = relative_error(&got, &read(linear_fallback(x, weight, bias, Some(Activation::GeluTanh))));
+        assert!(error <= TOLERANCE, "{shape:?} x {n}: relative error {error:e}");
+    }
+}
+
+#[test]
+fn kernel_on_wgpu_matches_fallback_on_cpu() {
+    let Some(device) = wgpu() else { return };
+    let run = |device: &Device| {
+        let (weight, bias) = layer(768, 3072, 61, device);
+        linear(tensor([1, 1, 768], 62, 2.0, device), weight, Some(bias), Some(Activation::GeluTanh))
+    };
+    let cpu = Device::flex();
+    let error = relative_error(&read(run(&device)), &read(run(&cpu)));
+    assert!(error <= TOLERANCE, "relative error {error:e}");
+    let (weight, bias) = layer(768, 3072, 61, &cpu);
+    let x = tensor([1, 1, 768], 62, 2.0, &cpu);
+    assert!(!linear_uses_kernel(&x, &weight, Some(&bias)));
+}
+
+#[test]
+fn autodiff_tensors_take_the_fallback_and_get_gradients() {
+    let Some(device) = wgpu() else { return };
+    let device = device.autodiff();
+    let x = tensor([1, 64], 71, 2.0, &device).require_grad();
+    let (weight, bias) = layer(64, 128, 72, &device);
+    assert!(!linear_uses_kernel(&x, &weight, Some(&bias)));
+    let gradients = linear(x.clone(), weight, Some(bias), Some(Activation::QuickGelu)).sum().backward();
+    assert!(read(x.grad(&gradients).expect("no gradient for x")).iter().any(|g| *g != 0.0));
+}
+
+#[test]
+#[should_panic(expected = "do not match")]
+fn a_weight_of_another_input_width_is_refused() {
+    let device = Device::flex();
+    let (weight, bias) = layer(8, 16, 81, &device);
+    let _ = linear(tensor([2, 6], 82, 1.0, &device), weight, Some(bias), None);
+}
