@@ -32,8 +32,8 @@ impl Prefix {
     pub fn new(base: &KvCache, soft_init: Option<Tensor<3>>, device: &Device) -> Self {
         let zeros = |t: &Tensor<4>| Param::from_tensor(Tensor::zeros(t.dims(), device).require_grad());
         Self {
-            key_offsets: base.layers().iter().map(|kv| zeros(&kv.k)).collect(),
-            value_offsets: base.layers().iter().map(|kv| zeros(&kv.v)).collect(),
+            key_offsets: base.layers().iter().map(|kv| zeros(&kv.keys())).collect(),
+            value_offsets: base.layers().iter().map(|kv| zeros(&kv.values())).collect(),
             soft_prompt: soft_init.map(|t| Param::from_tensor(t.without_autodiff().autodiff().require_grad())),
         }
     }
@@ -44,7 +44,7 @@ impl Prefix {
             .layers()
             .iter()
             .zip(self.key_offsets.iter().zip(&self.value_offsets))
-            .map(|(kv, (dk, dv))| LayerKv { k: kv.k.clone() + dk.val(), v: kv.v.clone() + dv.val() })
+            .map(|(kv, (dk, dv))| LayerKv::new(kv.keys() + dk.val(), kv.values() + dv.val()))
             .collect();
         KvCache::from_layers(layers)
     }

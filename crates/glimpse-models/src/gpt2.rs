@@ -214,29 +214,77 @@ impl Block {
         let q = split_heads(qkv.clone().narrow(2, 0, d), n_head);
         let k = split_heads(qkv.clone().narrow(2, d, d), n_head);
         let v = split_heads(qkv.narrow(2, 2 * d, d), n_head);
-        let (past_len, k, v) = match past {
-            Some(past) => (past.seq_len(), Tensor::cat(vec![past.k, k], 2), Tensor::cat(vec![past.v, v], 2)),
-            None => (0, k, v),
+        let (past_len, kv) = match past {
+            Some(past) => (past.seq_len(), past.append(k, v)),
+            None => (0, LayerKv::new(k, v)),
         };
-        let attended = attention(q, k.clone(), v.clone(), Some(past_len));
+        let attended = attention(q, kv.keys(), kv.values(), Some(past_len));
         let x = x + self.c_proj.forward(merge_heads(attended));
         let h = self.c_fc.forward_activated(self.ln_2.forward(x.clone()), act);
         let x = x + self.mlp_proj.forward(h);
-        (x, LayerKv { k, v })
+        (x, kv)
     }
 }
 
-/// Keys and values of one layer: `[batch, heads, seq, head_dim]` each.
+/// Keys and values of one layer, `[batch, heads, seq, head_dim]` each.
+///
+/// Held in buffers with room to grow: a decoding step writes its position in place (one kernel
+/// each for k and v, where concatenating copied the whole cache at every token), and a full
+/// buffer doubles. A buffer shared with another cache (a clone) is copied before it is written
+/// (Burn writes in place only into a tensor nobody else holds), so caches stay plain values.
 #[derive(Debug, Clone)]
 pub struct LayerKv {
-    pub k: Tensor<4>,
-    pub v: Tensor<4>,
+    /// `[batch, heads, capacity, head_dim]`, the first `len` positions filled.
+    k: Tensor<4>,
+    v: Tensor<4>,
+    len: usize,
 }
 
 impl LayerKv {
+    /// A cache holding exactly `k` and `v`: `[batch, heads, seq, head_dim]` each.
+    pub fn new(k: Tensor<4>, v: Tensor<4>) -> Self {
+        assert_eq!(k.dims(), v.dims(), "keys and values differ in shape");
+        let len = k.dims()[2];
+        Self { k, v, len }
+    }
+
     /// Positions held.
     pub fn seq_len(&self) -> usize {
-        self.k.dims()[2]
+        self.len
+    }
+
+    /// `[batch, heads, seq, head_dim]`.
+    pub fn keys(&self) -> Tensor<4> {
+        Self::filled(&self.k, self.len)
+    }
+
+    /// `[batch, heads, seq, head_dim]`.
+    pub fn values(&self) -> Tensor<4> {
+        Self::filled(&self.v, self.len)
+    }
+
+    fn filled(buffer: &Tensor<4>, len: usize) -> Tensor<4> {
+        if buffer.dims()[2] == len { buffer.clone() } else { buffer.clone().narrow(2, 0, len) }
+    }
+
+    /// The cache with `k` and `v` (`[batch, heads, t, head_dim]`) after its positions.
+    fn append(self, k: Tensor<4>, v: Tensor<4>) -> Self {
+        let [batch, heads, t, head_dim] = k.dims();
+        let end = self.len + t;
+        let capacity = self.k.dims()[2];
+        let (k_buffer, v_buffer) = match end <= capacity {
+            true => (self.k, self.v),
+            false => {
+                let room = end.max(2 * capacity) - self.len;
+                let device = k.device();
+                let grow = |filled: Tensor<4>| {
+                    Tensor::cat(vec![filled, Tensor::zeros([batch, heads, room, head_dim], &device)], 2)
+                };
+                (grow(self.keys()), grow(self.values()))
+            }
+        };
+        let at = [0..batch, 0..heads, self.len..end, 0..head_dim];
+        Self { k: k_buffer.slice_assign(at.clone(), k), v: v_buffer.slice_assign(at, v), len: end }
     }
 }
 
@@ -274,17 +322,17 @@ impl KvCache {
 
     /// Keeps the batch rows `rows` (e.g. the chosen candidate of a search step).
     pub fn select(&self, rows: Tensor<1, Int>) -> Self {
-        let pick = |t: &Tensor<4>| t.clone().select(0, rows.clone());
-        Self { layers: self.layers.iter().map(|kv| LayerKv { k: pick(&kv.k), v: pick(&kv.v) }).collect() }
+        let pick = |t: Tensor<4>| t.select(0, rows.clone());
+        Self { layers: self.layers.iter().map(|kv| LayerKv::new(pick(kv.keys()), pick(kv.values()))).collect() }
     }
 
     /// Repeats every batch row `times` times (row-major: row 0 `times` times, then row 1, ...).
     pub fn repeat_rows(&self, times: usize) -> Self {
-        let rep = |t: &Tensor<4>| {
+        let rep = |t: Tensor<4>| {
             let [b, h, s, d] = t.dims();
-            t.clone().unsqueeze_dim::<5>(1).expand([b, times, h, s, d]).reshape([b * times, h, s, d])
+            t.unsqueeze_dim::<5>(1).expand([b, times, h, s, d]).reshape([b * times, h, s, d])
         };
-        Self { layers: self.layers.iter().map(|kv| LayerKv { k: rep(&kv.k), v: rep(&kv.v) }).collect() }
+        Self { layers: self.layers.iter().map(|kv| LayerKv::new(rep(kv.keys()), rep(kv.values()))).collect() }
     }
 }
 
