@@ -300,12 +300,20 @@ pub async fn caption(
         // Choose each caption's token with the optimised prefix (guards applied again) and the
         // updated CLIP target.
         let (target, _) = targets.embeddings((token + 1) * config.steps_per_token, total_steps);
-        let q_log = read::<2, Float, f32>(
-            clip_distribution(&candidate_embeds, target.detach(), config.clip_temperature).clamp_min(1e-12).log(),
-        )
-        .await?;
-        let logits = read::<2, Float, f32>(prefix.next_logits(model, &base, embeds).detach()).await?;
+        let q_log =
+            clip_distribution(&candidate_embeds, target.detach(), config.clip_temperature).clamp_min(1e-12).log();
         let k = config.top_k;
+        // One readback for both: each row is the k candidates' log q, then the vocabulary's logits.
+        let logits = prefix.next_logits(model, &base, embeds);
+        let both =
+            read::<2, Float, f32>(Tensor::cat(vec![q_log.without_autodiff(), logits.without_autodiff()], 1)).await?;
+        let (q_log, logits): (Vec<f32>, Vec<f32>) = {
+            let rows = both.chunks(k + vocab);
+            (
+                rows.clone().flat_map(|row| &row[..k]).copied().collect(),
+                rows.flat_map(|row| &row[k..]).copied().collect(),
+            )
+        };
         for b in 0..batch {
             if caption_len[b].is_some() {
                 fed[b].push(eos);
