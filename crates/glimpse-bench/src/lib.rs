@@ -24,8 +24,8 @@ use glimpse_align::moment::pool_with_contrast_by;
 use glimpse_align::zerota::{ZeroTaConfig, dense_caption, embed_frames};
 use glimpse_kernels::{
     Activation, Q8_BLOCK, bias_activation, bias_activation_fallback, bias_activation_uses_kernel, layer_norm,
-    layer_norm_fallback, layer_norm_uses_kernel, linear, linear_fallback, linear_uses_kernel, q8_matmul,
-    q8_matmul_fallback, q8_matmul_uses_kernel, q8_pack,
+    layer_norm_fallback, layer_norm_uses_kernel, linear, linear_fallback, linear_uses_kernel, matmul_t,
+    matmul_t_fallback, matmul_t_uses_kernel, q8_matmul, q8_matmul_fallback, q8_matmul_uses_kernel, q8_pack,
 };
 use glimpse_media::rng::Rng;
 use glimpse_media::{ClipTokenizer, Gpt2Tokenizer, ImagePreprocess, write_atomically};
@@ -117,6 +117,9 @@ enum Metric {
     /// activation): the four f32 products of one GPT-2 small layer at a decoding step, with their
     /// biases and the MLP's GELU.
     LinearMs,
+    /// wgpu only: the WGSL kernel for a product with a weight stored as rows against its fallback:
+    /// GPT-2 small's tied LM head at a decoding step (50257 x 768 in its two shards, 1 row).
+    MatmulTMs,
     /// wgpu only: the WGSL LayerNorm kernel against Burn's LayerNorm: the 25 LayerNorms of one
     /// GPT-2 small decoding step (`[1, 1, 768]` each).
     LayerNormMs,
@@ -137,6 +140,7 @@ impl Metric {
             | Self::MaskedPoolMs
             | Self::Q8MatvecMs
             | Self::LinearMs
+            | Self::MatmulTMs
             | Self::LayerNormMs
             | Self::BiasActivationMs => "ms",
         }
@@ -152,6 +156,7 @@ impl Metric {
                 | Self::MaskedPoolMs
                 | Self::Q8MatvecMs
                 | Self::LinearMs
+                | Self::MatmulTMs
                 | Self::LayerNormMs
                 | Self::BiasActivationMs
         )
@@ -752,6 +757,7 @@ fn measure_figure(spec: &str, args: &BenchArgs) -> Result<Figure> {
         Metric::MaskedPoolMs => masked_pool_kernel(device)?,
         Metric::Q8MatvecMs => q8_matvec_kernel(device)?,
         Metric::LinearMs => linear_kernel(device)?,
+        Metric::MatmulTMs => matmul_t_kernel(device)?,
         Metric::LayerNormMs => layer_norm_kernel(device)?,
         Metric::BiasActivationMs => bias_activation_kernel(device)?,
     };
@@ -1107,6 +1113,25 @@ fn linear_kernel(device: &Device) -> Result<Measured> {
     let kernel = time(linear)?;
     let fallback = time(linear_fallback)?;
     Ok(kernel_figure(kernel, &fallback, "GPT-2 small's 4 products of a layer, 1 row, f32, bias + GELU"))
+}
+
+fn matmul_t_kernel(device: &Device) -> Result<Measured> {
+    // GPT-2 small's token table as `ShardedTable` holds it: blocks of at most 128 MiB.
+    const SHARDS: [usize; 2] = [43_690, 6_567];
+    const DIM: usize = 768;
+    let random = Distribution::Normal(0.0, 0.02);
+    let shards: Vec<Tensor<2>> = SHARDS.iter().map(|&rows| Tensor::random([rows, DIM], random, device)).collect();
+    let row = || Tensor::<3>::random([1, 1, DIM], Distribution::Normal(0.0, 1.0), device);
+    anyhow::ensure!(matmul_t_uses_kernel(&row(), &shards[0]), "the kernel does not run here");
+    let time = |product: fn(Tensor<3>, Tensor<2>) -> Tensor<3>| {
+        kernel_runs(device, row, |x| {
+            let parts: Vec<Tensor<3>> = shards.iter().map(|shard| product(x.clone(), shard.clone())).collect();
+            Tensor::cat(parts, 2).reshape([1, SHARDS.iter().sum::<usize>()])
+        })
+    };
+    let kernel = time(matmul_t)?;
+    let fallback = time(matmul_t_fallback)?;
+    Ok(kernel_figure(kernel, &fallback, "GPT-2 small's tied LM head, 1 row x 50257 x 768 in 2 shards"))
 }
 
 fn layer_norm_kernel(device: &Device) -> Result<Measured> {

@@ -21,6 +21,7 @@ mod decode_attention;
 mod layer_norm;
 mod linear;
 mod masked_pool;
+mod matmul_t;
 mod q8;
 mod wgsl;
 
@@ -29,6 +30,7 @@ pub use decode_attention::{decode_attention, decode_attention_fallback, decode_a
 pub use layer_norm::{layer_norm, layer_norm_fallback, layer_norm_uses_kernel};
 pub use linear::{LINEAR_MAX_ROWS, linear, linear_fallback, linear_uses_kernel};
 pub use masked_pool::{masked_pool, masked_pool_fallback, masked_pool_uses_kernel};
+pub use matmul_t::{MATMUL_T_MAX_ROWS, matmul_t, matmul_t_fallback, matmul_t_uses_kernel};
 pub use q8::{
     Q8_BLOCK, Q8_DIRECT_MAX_ROWS, q8_dequantize, q8_dequantize_fallback, q8_matmul, q8_matmul_fallback,
     q8_matmul_uses_kernel, q8_pack, q8_padded,

@@ -21,6 +21,7 @@ use burn::tensor::DType;
 use cubecl::CubeCount;
 use cubecl::ir::attributes::BufferIOAttr;
 
+use crate::matmul_t::matmul_t_fallback;
 use crate::wgsl::{WgslKernel, WgslSource, empty_like, kernel_source, launch, size, wgpu_f32};
 
 /// Inputs per scale.
@@ -145,12 +146,8 @@ fn uses_shader(x: &Tensor<3>, packed: &Tensor<2, Int>, scales: &Tensor<2>) -> bo
 /// flow to `x`; the weights are constants, and autodiff keeps their expanded copy until the
 /// backward pass). Same shapes.
 pub fn q8_matmul_fallback(x: Tensor<3>, packed: Tensor<2, Int>, scales: Tensor<2>) -> Tensor<3> {
-    let [batch, t, k] = x.dims();
-    let weights = q8_dequantize(packed, scales).narrow(1, 0, k);
-    let n = weights.dims()[0];
-    // `(w @ x^T)^T`: the CPU backend copies a transposed operand, and x is the small one.
-    let rows_t = x.reshape([batch * t, k]).transpose();
-    weights.matmul(rows_t).transpose().reshape([batch, t, n])
+    let k = x.dims()[2];
+    matmul_t_fallback(x, q8_dequantize(packed, scales).narrow(1, 0, k))
 }
 
 fn on_flex<const D: usize>(tensor: &Tensor<D>) -> bool {

@@ -6,7 +6,7 @@ use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use burn::tensor::module::embedding;
 pub use glimpse_kernels::Activation;
-use glimpse_kernels::{Q8_BLOCK, bias_activation, linear, q8_dequantize, q8_matmul, q8_pack};
+use glimpse_kernels::{Q8_BLOCK, bias_activation, linear, matmul_t, q8_dequantize, q8_matmul, q8_pack};
 
 /// LayerNorm over the last dimension (HF's `weight` and `bias`), run by
 /// `glimpse_kernels::layer_norm`: one kernel on wgpu where Burn's own decomposes into nine.
@@ -288,18 +288,14 @@ impl ShardedTable {
         out.expect("a table has at least one row")
     }
 
-    /// `x @ table^T`: `[batch, t, dim]` -> `[batch, t, rows]` (the tied LM head).
-    ///
-    /// Computed as `(table @ x^T)^T`: the CPU backend copies a transposed operand before
-    /// multiplying, and transposing `x` costs `t * dim` values where transposing the table cost
-    /// all of it (154 MB for GPT-2, at every decoding step).
+    /// `x @ table^T`: `[batch, t, dim]` -> `[batch, t, rows]` (the tied LM head), shard by shard
+    /// (`glimpse_kernels::matmul_t` for f32 shards).
     pub fn project(&self, x: Tensor<3>) -> Tensor<3> {
-        let x_t = x.clone().swap_dims(1, 2);
         let parts: Vec<Tensor<3>> = self
             .shards
             .iter()
             .map(|shard| match shard {
-                TableShard::F32(rows) => rows.val().unsqueeze::<3>().matmul(x_t.clone()).swap_dims(1, 2),
+                TableShard::F32(rows) => matmul_t(x.clone(), rows.val()),
                 TableShard::Q8(rows) => rows.matmul_t(x.clone()),
             })
             .collect();

@@ -1,0 +1,89 @@
+//! `x @ w^T` for a few rows, with the weight stored as rows (`[n, k]`): the tied LM head of a
+//! decoding step, GPT-2's largest product.
+
+use burn::backend::wgpu::CubeTensor;
+use burn::backend::{Backend, Cube, Dispatch, backend_extension, tensor::FloatTensor};
+use burn::prelude::*;
+use cubecl::CubeCount;
+use cubecl::ir::attributes::BufferIOAttr;
+
+use crate::wgsl::{WgslKernel, WgslSource, contiguous, empty_like, kernel_source, launch, size, wgpu_f32};
+
+const SOURCE: WgslSource = kernel_source!("matmul_t.wgsl");
+
+/// Most rows of `x` the kernel takes (its per-lane sums).
+pub const MATMUL_T_MAX_ROWS: usize = 8;
+
+/// 16 outputs per workgroup, 16 lanes each (`shaders/matmul_t.wgsl`).
+const WORKGROUP_SIZE: u32 = 256;
+const COLUMNS_PER_GROUP: usize = 16;
+
+/// Workgroups per dispatch dimension (WebGPU's guaranteed `maxComputeWorkgroupsPerDimension`).
+const MAX_GROUPS: usize = 65_535;
+
+/// `x @ w^T`: x `[batch, t, k]`, w `[n, k]` -> `[batch, t, n]`.
+///
+/// Runs the WGSL kernel `shaders/matmul_t.wgsl` when both are f32 on a wgpu device outside
+/// autodiff, with at most [`MATMUL_T_MAX_ROWS`] rows (`batch * t`) and `k` a multiple of 4;
+/// otherwise [`matmul_t_fallback`].
+pub fn matmul_t(x: Tensor<3>, w: Tensor<2>) -> Tensor<3> {
+    let [batch, t, k] = x.dims();
+    let [n, w_k] = w.dims();
+    // The kernel indexes through these sizes: a mismatch must stop here, not read out of bounds.
+    assert_eq!(k, w_k, "matmul_t: x {:?} and w {:?} do not match", x.dims(), w.dims());
+    if !matmul_t_uses_kernel(&x, &w) {
+        return matmul_t_fallback(x, w);
+    }
+    let output = <Dispatch as MatmulTBackend>::matmul_t(x.reshape([batch * t, k]).into_dispatch(), w.into_dispatch());
+    Tensor::<2>::from_dispatch(output).reshape([batch, t, n])
+}
+
+/// Whether [`matmul_t`] runs the WGSL kernel for these inputs (rather than the fallback).
+pub fn matmul_t_uses_kernel(x: &Tensor<3>, w: &Tensor<2>) -> bool {
+    let [batch, t, k] = x.dims();
+    (1..=MATMUL_T_MAX_ROWS).contains(&(batch * t))
+        && k.is_multiple_of(4)
+        && k > 0
+        && w.dims()[0] > 0
+        && wgpu_f32(x)
+        && wgpu_f32(w)
+        && !(x.is_autodiff() || w.is_autodiff())
+}
+
+/// [`matmul_t`] as `(w @ x^T)^T` in Burn operations: any backend, autodiff included. Written
+/// that way because the CPU backend copies a transposed operand before multiplying, and `x` is
+/// the small one (transposing GPT-2's token table would copy 154 MB at every step).
+pub fn matmul_t_fallback(x: Tensor<3>, w: Tensor<2>) -> Tensor<3> {
+    let [batch, t, k] = x.dims();
+    let n = w.dims()[0];
+    w.matmul(x.reshape([batch * t, k]).transpose()).transpose().reshape([batch, t, n])
+}
+
+#[backend_extension(Cube)]
+trait MatmulTBackend: Backend {
+    /// `[m, k]` and `[n, k]` -> `[m, n]`, `m <= MATMUL_T_MAX_ROWS`.
+    fn matmul_t(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+impl MatmulTBackend for Cube {
+    fn matmul_t(x: CubeTensor, w: CubeTensor) -> CubeTensor {
+        let [x, w] = [x, w].map(contiguous);
+        let (m, k) = (x.meta.shape()[0], x.meta.shape()[1]);
+        let n = w.meta.shape()[0];
+        let groups = n.div_ceil(COLUMNS_PER_GROUP);
+        let groups_x = groups.min(MAX_GROUPS);
+        let output = empty_like(&x, [m, n]);
+        launch(
+            &x.client,
+            WgslKernel { source: SOURCE, workgroup_size: WORKGROUP_SIZE },
+            CubeCount::Static(size(groups_x), size(groups.div_ceil(groups_x)), 1),
+            vec![
+                (x.handle.clone(), BufferIOAttr::ReadOnly),
+                (w.handle.clone(), BufferIOAttr::ReadOnly),
+                (output.handle.clone(), BufferIOAttr::WriteOnly),
+            ],
+            &[size(m), size(k), size(n), size(groups_x)],
+        );
+        output
+    }
+}
