@@ -88,7 +88,7 @@ pub fn per_unit(per: &str, marks: &[Count]) -> serde_json::Value {
 
 /// A kernel's type name with every path shortened to its last segment, generic arguments kept
 /// (they tell one binary operation from another): `KernelBinop<f32, AddOp>`. glimpse's own WGSL
-/// kernels all show as `SourceKernel<WgslKernel>`.
+/// kernels show as `SourceKernel<WgslKernel<LayerNormShader>>` and so on.
 fn short_name(kernel: &str) -> String {
     let last_segment = |path: &str| path.rsplit("::").next().unwrap_or_default().to_string();
     let mut short = String::new();

@@ -61,6 +61,8 @@ fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 }
 
 const SOURCE: WgslSource = kernel_source!("activation.wgsl", "bias_activation.wgsl");
+/// Names the kernel in launch counts.
+struct BiasActivationShader;
 
 /// Lanes per workgroup, one element each.
 const WORKGROUP_SIZE: u32 = 64;
@@ -141,7 +143,7 @@ impl BiasActivationBackend for Cube {
         let output = empty_like(&y, shape);
         launch(
             &y.client,
-            WgslKernel { source: SOURCE, workgroup_size: WORKGROUP_SIZE },
+            WgslKernel::<BiasActivationShader>::new(SOURCE, WORKGROUP_SIZE),
             CubeCount::Static(size(groups_x), size(groups.div_ceil(groups_x)), 1),
             vec![
                 (y.handle.clone(), BufferIOAttr::ReadOnly),

@@ -10,6 +10,8 @@ use cubecl::ir::attributes::BufferIOAttr;
 use crate::wgsl::{WgslKernel, WgslSource, empty_like, kernel_source, launch, size, strides, untiled, wgpu_f32};
 
 const SOURCE: WgslSource = kernel_source!("decode_attention.wgsl");
+/// Names the kernel in launch counts.
+struct DecodeAttentionShader;
 
 /// Largest head dimension the kernel takes (its workgroup memory holds q as 64 `vec4`s).
 const MAX_HEAD_DIM: usize = 256;
@@ -83,7 +85,7 @@ impl DecodeAttentionBackend for Cube {
         }
         let output = empty_like(&q, [batch, heads, 1, head_dim]);
 
-        let kernel = WgslKernel { source: SOURCE, workgroup_size: WORKGROUP_SIZE };
+        let kernel = WgslKernel::<DecodeAttentionShader>::new(SOURCE, WORKGROUP_SIZE);
         launch(
             &q.client,
             kernel,

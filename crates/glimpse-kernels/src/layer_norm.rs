@@ -9,6 +9,8 @@ use cubecl::ir::attributes::BufferIOAttr;
 use crate::wgsl::{WgslKernel, WgslSource, contiguous, empty_like, kernel_source, launch, size, wgpu_f32};
 
 const SOURCE: WgslSource = kernel_source!("layer_norm.wgsl");
+/// Names the kernel in launch counts.
+struct LayerNormShader;
 
 /// Lanes per workgroup, each taking every 64th element of the row.
 const WORKGROUP_SIZE: u32 = 64;
@@ -89,7 +91,7 @@ impl LayerNormBackend for Cube {
         let output = empty_like(&x, shape);
         launch(
             &x.client,
-            WgslKernel { source: SOURCE, workgroup_size: WORKGROUP_SIZE },
+            WgslKernel::<LayerNormShader>::new(SOURCE, WORKGROUP_SIZE),
             CubeCount::Static(size(row_groups), size(rows.div_ceil(row_groups)), 1),
             vec![
                 (x.handle.clone(), BufferIOAttr::ReadOnly),

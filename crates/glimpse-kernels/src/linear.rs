@@ -11,6 +11,8 @@ use crate::activation::{Activation, NO_ACTIVATION, bias_activation, bias_activat
 use crate::wgsl::{WgslKernel, WgslSource, contiguous, empty_like, kernel_source, launch, size, wgpu_f32};
 
 const SOURCE: WgslSource = kernel_source!("activation.wgsl", "linear.wgsl");
+/// Names the kernel in launch counts.
+struct LinearShader;
 
 /// Most rows the kernel takes (its per-lane sums); more rows are a matmul's job.
 pub const LINEAR_MAX_ROWS: usize = 8;
@@ -105,7 +107,7 @@ impl LinearBackend for Cube {
         let output = empty_like(&x, [m, n]);
         launch(
             &x.client,
-            WgslKernel { source: SOURCE, workgroup_size: WORKGROUP_SIZE },
+            WgslKernel::<LinearShader>::new(SOURCE, WORKGROUP_SIZE),
             CubeCount::Static(size(n.div_ceil(COLUMNS_PER_GROUP)), 1, 1),
             vec![
                 (x.handle.clone(), BufferIOAttr::ReadOnly),

@@ -14,7 +14,11 @@ use cubecl::ir::attributes::BufferIOAttr;
 use crate::wgsl::{WgslKernel, WgslSource, empty_like, kernel_source, launch, size, strides, untiled, wgpu_f32};
 
 const FORWARD: WgslSource = kernel_source!("masked_pool.wgsl");
+/// Names the forward kernel in launch counts.
+struct MaskedPoolShader;
 const BACKWARD: WgslSource = kernel_source!("masked_pool_backward.wgsl");
+/// Names the backward kernel in launch counts.
+struct MaskedPoolBackwardShader;
 
 /// Largest frame dimension the backward kernel holds in workgroup memory (8 KiB).
 const MAX_DIM: usize = 2048;
@@ -123,7 +127,7 @@ fn forward(masks: CubeTensor, frames: CubeTensor) -> Forward {
     params.extend(strides::<2>(&frames));
     launch(
         &masks.client,
-        WgslKernel { source: FORWARD, workgroup_size: WORKGROUP_SIZE },
+        WgslKernel::<MaskedPoolShader>::new(FORWARD, WORKGROUP_SIZE),
         CubeCount::Static(size(rows), 1, 1),
         vec![
             (masks.handle.clone(), BufferIOAttr::ReadOnly),
@@ -148,7 +152,7 @@ fn backward(state: BackwardState, grad: CubeTensor) -> CubeTensor {
     params.extend(strides::<2>(&grad));
     launch(
         &grad.client,
-        WgslKernel { source: BACKWARD, workgroup_size: WORKGROUP_SIZE },
+        WgslKernel::<MaskedPoolBackwardShader>::new(BACKWARD, WORKGROUP_SIZE),
         CubeCount::Static(size(rows), 1, 1),
         vec![
             (frames.handle.clone(), BufferIOAttr::ReadOnly),

@@ -10,6 +10,8 @@ use cubecl::ir::attributes::BufferIOAttr;
 use crate::wgsl::{WgslKernel, WgslSource, contiguous, empty_like, kernel_source, launch, size, wgpu_f32};
 
 const SOURCE: WgslSource = kernel_source!("matmul_t.wgsl");
+/// Names the kernel in launch counts.
+struct MatmulTShader;
 
 /// Most rows of `x` the kernel takes (its per-lane sums).
 pub const MATMUL_T_MAX_ROWS: usize = 8;
@@ -75,7 +77,7 @@ impl MatmulTBackend for Cube {
         let output = empty_like(&x, [m, n]);
         launch(
             &x.client,
-            WgslKernel { source: SOURCE, workgroup_size: WORKGROUP_SIZE },
+            WgslKernel::<MatmulTShader>::new(SOURCE, WORKGROUP_SIZE),
             CubeCount::Static(size(groups_x), size(groups.div_ceil(groups_x)), 1),
             vec![
                 (x.handle.clone(), BufferIOAttr::ReadOnly),

@@ -262,6 +262,8 @@ fn expand(packed: &FlexTensor, scales: &FlexTensor, columns: usize, shape: [usiz
 }
 
 const MATVEC: WgslSource = kernel_source!("q8_matvec.wgsl");
+/// Names the kernel in launch counts.
+struct Q8MatvecShader;
 
 /// Workgroups one dispatch dimension takes (WebGPU's default `maxComputeWorkgroupsPerDimension`).
 const MAX_WORKGROUPS: usize = 65_535;
@@ -283,7 +285,7 @@ impl Q8ShaderBackend for Cube {
         let output = empty_like(&x, [m, n]);
         launch(
             &x.client,
-            WgslKernel { source: MATVEC, workgroup_size: WORKGROUP_SIZE },
+            WgslKernel::<Q8MatvecShader>::new(MATVEC, WORKGROUP_SIZE),
             CubeCount::Static(size(n), 1, 1),
             vec![
                 (x.handle.clone(), BufferIOAttr::ReadOnly),

@@ -1,6 +1,8 @@
 //! Launching hand-written WGSL on the wgpu runtime: where a tensor qualifies, the kernel source
 //! type, buffers, and the launch itself.
 
+use std::marker::PhantomData;
+
 use burn::backend::wgpu::{CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous};
 use burn::backend::{CubeDevice, DispatchDevice};
 use burn::prelude::*;
@@ -51,12 +53,22 @@ impl WgslSource {
 }
 
 /// A WGSL template whose only placeholder is `{{workgroup_size}}`, entry point `main`.
-pub(crate) struct WgslKernel {
-    pub source: WgslSource,
-    pub workgroup_size: u32,
+///
+/// `Name` is a unit type naming the kernel: CubeCL names a launch by its kernel's Rust type, and
+/// `glimpse bench` counts launches by that name.
+pub(crate) struct WgslKernel<Name> {
+    source: WgslSource,
+    workgroup_size: u32,
+    name: PhantomData<fn() -> Name>,
 }
 
-impl KernelSource for WgslKernel {
+impl<Name> WgslKernel<Name> {
+    pub(crate) fn new(source: WgslSource, workgroup_size: u32) -> Self {
+        Self { source, workgroup_size, name: PhantomData }
+    }
+}
+
+impl<Name: 'static> KernelSource for WgslKernel<Name> {
     fn source(&self) -> SourceTemplate {
         SourceTemplate::new(self.source.text).register("workgroup_size", self.workgroup_size.to_string())
     }
@@ -75,9 +87,9 @@ impl KernelSource for WgslKernel {
 /// Launches `kernel` on `workgroups`. `buffers` are bound in order as `@group(0) @binding(i)`,
 /// each declared with what the kernel does to it (a failed launch taints only written buffers);
 /// `params` (shapes, strides, `f32` bits) follow as a uniform at the next binding.
-pub(crate) fn launch(
+pub(crate) fn launch<Name: 'static>(
     client: &cubecl::client::Client,
-    kernel: WgslKernel,
+    kernel: WgslKernel<Name>,
     workgroups: CubeCount,
     buffers: Vec<(Handle, BufferIOAttr)>,
     params: &[u32],
