@@ -4,11 +4,10 @@ use burn::backend::wgpu::CubeTensor;
 use burn::backend::{Backend, Cube, Dispatch, backend_extension, tensor::FloatTensor};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, sigmoid};
-use cubecl::CubeCount;
 use cubecl::ir::attributes::BufferIOAttr;
 use serde::{Deserialize, Serialize};
 
-use crate::wgsl::{WgslKernel, WgslSource, contiguous, empty_like, kernel_source, launch, size, wgpu_f32};
+use crate::wgsl::{WgslKernel, WgslSource, contiguous, empty_like, kernel_source, launch, size, spread, wgpu_f32};
 
 /// Activation functions by their Hugging Face names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -66,9 +65,6 @@ struct BiasActivationShader;
 
 /// Lanes per workgroup, one element each.
 const WORKGROUP_SIZE: u32 = 64;
-
-/// Workgroups per dispatch dimension (WebGPU's guaranteed `maxComputeWorkgroupsPerDimension`).
-const MAX_GROUPS: usize = 65_535;
 
 /// `activation(y + bias)`, the bias broadcast over the last dimension; without an activation,
 /// `y + bias`.
@@ -138,19 +134,18 @@ impl BiasActivationBackend for Cube {
         let [y, bias] = [y, bias].map(contiguous);
         let shape = y.meta.shape().clone();
         let (len, n) = (shape.num_elements(), shape[1]);
-        let groups = len.div_ceil(WORKGROUP_SIZE as usize);
-        let groups_x = groups.min(MAX_GROUPS);
+        let (workgroups, groups_x) = spread(len.div_ceil(WORKGROUP_SIZE as usize));
         let output = empty_like(&y, shape);
         launch(
             &y.client,
             WgslKernel::<BiasActivationShader>::new(SOURCE, WORKGROUP_SIZE),
-            CubeCount::Static(size(groups_x), size(groups.div_ceil(groups_x)), 1),
+            workgroups,
             vec![
                 (y.handle.clone(), BufferIOAttr::ReadOnly),
                 (bias.handle.clone(), BufferIOAttr::ReadOnly),
                 (output.handle.clone(), BufferIOAttr::WriteOnly),
             ],
-            &[size(len), size(n), activation, size(groups_x)],
+            &[size(len), size(n), activation, groups_x],
         );
         output
     }

@@ -3,10 +3,9 @@
 use burn::backend::wgpu::CubeTensor;
 use burn::backend::{Backend, Cube, Dispatch, backend_extension, tensor::FloatTensor};
 use burn::prelude::*;
-use cubecl::CubeCount;
 use cubecl::ir::attributes::BufferIOAttr;
 
-use crate::wgsl::{WgslKernel, WgslSource, contiguous, empty_like, kernel_source, launch, size, wgpu_f32};
+use crate::wgsl::{WgslKernel, WgslSource, contiguous, empty_like, kernel_source, launch, size, spread, wgpu_f32};
 
 const SOURCE: WgslSource = kernel_source!("layer_norm.wgsl");
 /// Names the kernel in launch counts.
@@ -14,9 +13,6 @@ struct LayerNormShader;
 
 /// Lanes per workgroup, each taking every 64th element of the row.
 const WORKGROUP_SIZE: u32 = 64;
-
-/// Workgroups per dispatch dimension (WebGPU's guaranteed `maxComputeWorkgroupsPerDimension`).
-const MAX_GROUPS: usize = 65_535;
 
 /// `(x - mean) / sqrt(var + epsilon) * gamma + beta` over the last dimension, `var` biased.
 ///
@@ -86,13 +82,13 @@ impl LayerNormBackend for Cube {
         let [x, gamma, beta] = [x, gamma, beta].map(contiguous);
         let shape = x.meta.shape().clone();
         let (rows, dim) = (shape[0], shape[1]);
-        let row_groups = rows.min(MAX_GROUPS);
-        let params = [size(rows), size(dim), (epsilon as f32).to_bits(), size(row_groups)];
+        let (workgroups, row_groups) = spread(rows);
+        let params = [size(rows), size(dim), (epsilon as f32).to_bits(), row_groups];
         let output = empty_like(&x, shape);
         launch(
             &x.client,
             WgslKernel::<LayerNormShader>::new(SOURCE, WORKGROUP_SIZE),
-            CubeCount::Static(size(row_groups), size(rows.div_ceil(row_groups)), 1),
+            workgroups,
             vec![
                 (x.handle.clone(), BufferIOAttr::ReadOnly),
                 (gamma.handle.clone(), BufferIOAttr::ReadOnly),

@@ -8,7 +8,9 @@ use cubecl::CubeCount;
 use cubecl::ir::attributes::BufferIOAttr;
 
 use crate::activation::{Activation, NO_ACTIVATION, bias_activation, bias_activation_fallback};
-use crate::wgsl::{WgslKernel, WgslSource, contiguous, empty_like, kernel_source, launch, size, wgpu_f32};
+use crate::wgsl::{
+    MAX_WORKGROUPS, WgslKernel, WgslSource, contiguous, empty_like, kernel_source, launch, size, wgpu_f32,
+};
 
 const SOURCE: WgslSource = kernel_source!("activation.wgsl", "linear.wgsl");
 /// Names the kernel in launch counts.
@@ -28,7 +30,8 @@ const COLUMNS_PER_GROUP: usize = 64;
 /// x: `[..., k]`, weight: `[k, n]` (Burn's `Linear` layout), bias: `[n]` -> `[..., n]`.
 ///
 /// Runs the WGSL kernel `shaders/linear.wgsl` when all are f32 on a wgpu device outside autodiff,
-/// with at most [`LINEAR_MAX_ROWS`] rows, `n` a multiple of 4 and a bias; otherwise a Burn matmul,
+/// with at most [`LINEAR_MAX_ROWS`] rows, `n` a multiple of 4 (within one dispatch dimension of
+/// 64-column workgroups) and a bias; otherwise a Burn matmul,
 /// then [`bias_activation`] (which picks its own kernel). [`linear_fallback`] is all Burn
 /// operations.
 pub fn linear<const D: usize>(
@@ -70,7 +73,7 @@ pub fn linear_uses_kernel<const D: usize>(x: &Tensor<D>, weight: &Tensor<2>, bia
     (1..=LINEAR_MAX_ROWS).contains(&rows)
         && k > 0
         && n.is_multiple_of(4)
-        && n > 0
+        && (1..=MAX_WORKGROUPS).contains(&n.div_ceil(COLUMNS_PER_GROUP))
         && wgpu_f32(x)
         && wgpu_f32(weight)
         && wgpu_f32(bias)

@@ -4,10 +4,9 @@
 use burn::backend::wgpu::CubeTensor;
 use burn::backend::{Backend, Cube, Dispatch, backend_extension, tensor::FloatTensor};
 use burn::prelude::*;
-use cubecl::CubeCount;
 use cubecl::ir::attributes::BufferIOAttr;
 
-use crate::wgsl::{WgslKernel, WgslSource, contiguous, empty_like, kernel_source, launch, size, wgpu_f32};
+use crate::wgsl::{WgslKernel, WgslSource, contiguous, empty_like, kernel_source, launch, size, spread, wgpu_f32};
 
 const SOURCE: WgslSource = kernel_source!("matmul_t.wgsl");
 /// Names the kernel in launch counts.
@@ -19,9 +18,6 @@ pub const MATMUL_T_MAX_ROWS: usize = 8;
 /// 16 outputs per workgroup, 16 lanes each (`shaders/matmul_t.wgsl`).
 const WORKGROUP_SIZE: u32 = 256;
 const COLUMNS_PER_GROUP: usize = 16;
-
-/// Workgroups per dispatch dimension (WebGPU's guaranteed `maxComputeWorkgroupsPerDimension`).
-const MAX_GROUPS: usize = 65_535;
 
 /// `x @ w^T`: x `[batch, t, k]`, w `[n, k]` -> `[batch, t, n]`.
 ///
@@ -72,19 +68,18 @@ impl MatmulTBackend for Cube {
         let [x, w] = [x, w].map(contiguous);
         let (m, k) = (x.meta.shape()[0], x.meta.shape()[1]);
         let n = w.meta.shape()[0];
-        let groups = n.div_ceil(COLUMNS_PER_GROUP);
-        let groups_x = groups.min(MAX_GROUPS);
+        let (workgroups, groups_x) = spread(n.div_ceil(COLUMNS_PER_GROUP));
         let output = empty_like(&x, [m, n]);
         launch(
             &x.client,
             WgslKernel::<MatmulTShader>::new(SOURCE, WORKGROUP_SIZE),
-            CubeCount::Static(size(groups_x), size(groups.div_ceil(groups_x)), 1),
+            workgroups,
             vec![
                 (x.handle.clone(), BufferIOAttr::ReadOnly),
                 (w.handle.clone(), BufferIOAttr::ReadOnly),
                 (output.handle.clone(), BufferIOAttr::WriteOnly),
             ],
-            &[size(m), size(k), size(n), size(groups_x)],
+            &[size(m), size(k), size(n), groups_x],
         );
         output
     }

@@ -22,7 +22,7 @@ use cubecl::CubeCount;
 use cubecl::ir::attributes::BufferIOAttr;
 
 use crate::matmul_t::matmul_t_fallback;
-use crate::wgsl::{WgslKernel, WgslSource, empty_like, kernel_source, launch, size, wgpu_f32};
+use crate::wgsl::{MAX_WORKGROUPS, WgslKernel, WgslSource, empty_like, kernel_source, launch, size, wgpu_f32};
 
 /// Inputs per scale.
 pub const Q8_BLOCK: usize = 32;
@@ -264,9 +264,6 @@ fn expand(packed: &FlexTensor, scales: &FlexTensor, columns: usize, shape: [usiz
 const MATVEC: WgslSource = kernel_source!("q8_matvec.wgsl");
 /// Names the kernel in launch counts.
 struct Q8MatvecShader;
-
-/// Workgroups one dispatch dimension takes (WebGPU's default `maxComputeWorkgroupsPerDimension`).
-const MAX_WORKGROUPS: usize = 65_535;
 
 const WORKGROUP_SIZE: u32 = 64;
 

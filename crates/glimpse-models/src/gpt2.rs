@@ -263,6 +263,7 @@ impl LayerKv {
         Self::filled(&self.v, self.len)
     }
 
+    /// A full buffer as it is: Burn refuses to narrow to length 0, which an empty cache holds.
     fn filled(buffer: &Tensor<4>, len: usize) -> Tensor<4> {
         if buffer.dims()[2] == len { buffer.clone() } else { buffer.clone().narrow(2, 0, len) }
     }
