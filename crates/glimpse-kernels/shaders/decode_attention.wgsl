@@ -1,9 +1,14 @@
-// Single-token attention against the KV cache: out = softmax(q k^T * scale) v.
+// One decoding step's attention: the new token's key and value are written into the KV cache at
+// position `len`, then out = softmax(q k^T * scale) v over positions 0..=len.
 //
-// q: [batch, heads, 1, head_dim], read through its strides (it is a view of the fused projection).
-// k, v: [batch, heads, seq, head_dim] with a contiguous last dim, read as vec4 (head_dim % 4 == 0,
-// other strides multiples of 4). out: [batch, heads, 1, head_dim], contiguous.
-// One workgroup per (head, batch): workgroup_id.x is the head, workgroup_id.y the batch row.
+// qkv: [batch, 3 * heads * head_dim], contiguous: the fused projection q | k | v, heads side by
+// side inside each (head_dim % 4 == 0, so rows and heads start on vec4s).
+// k_cache, v_cache: [batch, heads, capacity, head_dim], contiguous, positions 0..len filled.
+// out: [batch, heads * head_dim], contiguous (the heads merged back, as the output projection
+// reads them).
+// One workgroup per (head, batch): workgroup_id.x is the head, workgroup_id.y the batch row. The
+// workgroup writes its head's new row itself and reads only its own head's rows, so writing and
+// reading the cache in one dispatch needs only the workgroup's own storage barrier.
 //
 // Scores: lane i takes keys i, i + WORKGROUP_SIZE, ... Weighted sum of values: the lanes form
 // `groups` groups of `columns` = head_dim / 4 lanes; lane (group, column) sums the vec4 column of
@@ -19,19 +24,17 @@
 
 struct Params {
     heads: u32,
-    seq: u32,
+    // Positions already in the cache: the new one goes at `len`.
+    len: u32,
+    capacity: u32,
     head_dim: u32,
     scale: f32,
-    // Element strides of dims [batch, heads, seq, head_dim].
-    q_strides: vec4<u32>,
-    k_strides: vec4<u32>,
-    v_strides: vec4<u32>,
 }
 
 // Read-only inputs are declared read_write too: CubeCL sub-allocates tensors from shared wgpu
 // buffers, so an input and the output may be one buffer, and wgpu refuses a buffer bound both
 // read-only and writable in one dispatch.
-@group(0) @binding(0) var<storage, read_write> q: array<f32>;
+@group(0) @binding(0) var<storage, read_write> qkv: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read_write> k: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> v: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> output: array<vec4<f32>>;
@@ -68,22 +71,23 @@ fn main(
 ) {
     let head = group_id.x;
     let batch = group_id.y;
-    let seq = params.seq;
+    let seq = params.len + 1u;
     let columns = params.head_dim / 4u;
     let groups = WORKGROUP_SIZE / columns;
     let column = lane % columns;
     let group = lane / columns;
-    let q_base = batch * params.q_strides.x + head * params.q_strides.y;
-    let k_base = (batch * params.k_strides.x + head * params.k_strides.y) / 4u;
-    let v_base = (batch * params.v_strides.x + head * params.v_strides.y) / 4u;
-    let k_row = params.k_strides.z / 4u;
-    let v_row = params.v_strides.z / 4u;
+    let width = params.heads * columns;
+    let q_base = batch * 3u * width + head * columns;
+    // This head's rows in either cache.
+    let cache_base = (batch * params.heads + head) * params.capacity * columns;
 
     if lane < columns {
-        let d = q_base + 4u * lane * params.q_strides.w;
-        let step = params.q_strides.w;
-        query[lane] = vec4(q[d], q[d + step], q[d + 2u * step], q[d + 3u * step]) * params.scale;
+        query[lane] = qkv[q_base + lane] * params.scale;
+        k[cache_base + params.len * columns + lane] = qkv[q_base + width + lane];
+        v[cache_base + params.len * columns + lane] = qkv[q_base + 2u * width + lane];
     }
+    // Publishes the new cache row to the workgroup's reads below, as well as `query`.
+    storageBarrier();
     workgroupBarrier();
 
     var running_max = 0.0;
@@ -96,7 +100,7 @@ fn main(
 
         var lane_max = -3.0e38;
         for (var i = lane; i < tile_len; i += WORKGROUP_SIZE) {
-            let row = k_base + (tile_start + i) * k_row;
+            let row = cache_base + (tile_start + i) * columns;
             var score = 0.0;
             for (var c = 0u; c < columns; c++) {
                 score += dot(query[c], k[row + c]);
@@ -127,7 +131,7 @@ fn main(
         if group < groups {
             var tile_numerator = vec4(0.0);
             for (var i = group; i < tile_len; i += groups) {
-                tile_numerator += weights[i] * v[v_base + (tile_start + i) * v_row + column];
+                tile_numerator += weights[i] * v[cache_base + (tile_start + i) * columns + column];
             }
             numerator = numerator * correction + tile_numerator;
         }
@@ -142,6 +146,6 @@ fn main(
         for (var g = 0u; g < groups; g++) {
             total += column_partials[g * columns + lane];
         }
-        output[(batch * params.heads + head) * columns + lane] = total / denominator;
+        output[batch * width + head * columns + lane] = total / denominator;
     }
 }

@@ -1,13 +1,14 @@
-//! Attention of one new token against the KV cache: the inner step of incremental decoding.
+//! Attention of one new token against the KV cache, with the token's key and value written into
+//! the cache: the inner step of incremental decoding.
 
-use burn::backend::wgpu::{CubeTensor, into_contiguous};
+use burn::backend::wgpu::CubeTensor;
 use burn::backend::{Backend, Cube, Dispatch, backend_extension, tensor::FloatTensor};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use cubecl::CubeCount;
 use cubecl::ir::attributes::BufferIOAttr;
 
-use crate::wgsl::{WgslKernel, WgslSource, empty_like, kernel_source, launch, size, strides, untiled, wgpu_f32};
+use crate::wgsl::{WgslKernel, WgslSource, contiguous, empty_like, kernel_source, launch, size, wgpu_f32};
 
 const SOURCE: WgslSource = kernel_source!("decode_attention.wgsl");
 /// Names the kernel in launch counts.
@@ -20,92 +21,138 @@ const MAX_HEAD_DIM: usize = 256;
 const WORKGROUP_SIZE: u32 = 64;
 const _: () = assert!(MAX_HEAD_DIM / 4 <= WORKGROUP_SIZE as usize);
 
-/// `softmax(q k^T / sqrt(head_dim)) v` for a single query position, without a mask (the cache
-/// holds only the past and the new token itself).
+/// One decoding step's attention: writes the new token's key and value into the cache at position
+/// `len`, then `softmax(q k^T / sqrt(head_dim)) v` over positions `0..=len` (no mask: the cache
+/// holds only the past and the token itself).
 ///
-/// q: `[batch, heads, 1, head_dim]`, k and v: `[batch, heads, seq, head_dim]` ->
-/// `[batch, heads, 1, head_dim]`. Inputs may be views (transposed, sliced, concatenated).
+/// qkv: `[batch, 1, 3 * heads * head_dim]`, the fused projection (q, then k, then v, heads side
+/// by side in each); k_cache and v_cache: `[batch, heads, capacity, head_dim]` with positions
+/// `0..len` filled and `len < capacity` ->
+/// (`[batch, 1, heads * head_dim]` with the heads merged, the two caches with position `len`
+/// written). Reading q, k and v straight out of the projection saves splitting it, and writing
+/// the cache here saves a dispatch per cache.
 ///
 /// Runs the WGSL kernel `shaders/decode_attention.wgsl` when all three are f32 on a wgpu device
 /// outside autodiff and `head_dim` is a multiple of 4 up to 256; otherwise
-/// [`decode_attention_fallback`].
-pub fn decode_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
-    let [batch, heads, query_len, head_dim] = q.dims();
-    let [k_batch, k_heads, _, k_head_dim] = k.dims();
-    // The kernel reads through raw strides: a mismatch must stop here, not read out of bounds.
-    assert!(
-        query_len == 1 && [k_batch, k_heads, k_head_dim] == [batch, heads, head_dim] && v.dims() == k.dims(),
-        "decode_attention: q {:?}, k {:?}, v {:?} do not match",
-        q.dims(),
-        k.dims(),
-        v.dims()
-    );
-    if !decode_attention_uses_kernel(&q, &k, &v) {
-        return decode_attention_fallback(q, k, v);
+/// [`decode_attention_fallback`]. Either writes a cache in place when nothing else holds it, and
+/// into a copy when something does.
+pub fn decode_attention(
+    qkv: Tensor<3>,
+    heads: usize,
+    k_cache: Tensor<4>,
+    v_cache: Tensor<4>,
+    len: usize,
+) -> (Tensor<3>, Tensor<4>, Tensor<4>) {
+    check_shapes(&qkv, heads, &k_cache, &v_cache, len);
+    if !decode_attention_uses_kernel(&qkv, heads, &k_cache, &v_cache) {
+        return decode_attention_fallback(qkv, heads, k_cache, v_cache, len);
     }
-    let output =
-        <Dispatch as DecodeAttentionBackend>::decode_attention(q.into_dispatch(), k.into_dispatch(), v.into_dispatch());
-    Tensor::from_dispatch(output)
+    let (output, k_cache, v_cache) = <Dispatch as DecodeAttentionBackend>::decode_attention(
+        qkv.into_dispatch(),
+        k_cache.into_dispatch(),
+        v_cache.into_dispatch(),
+        heads,
+        len,
+    );
+    (Tensor::from_dispatch(output), Tensor::from_dispatch(k_cache), Tensor::from_dispatch(v_cache))
+}
+
+/// The kernel indexes through these sizes: a mismatch must stop here, not read or write out of
+/// bounds.
+fn check_shapes(qkv: &Tensor<3>, heads: usize, k_cache: &Tensor<4>, v_cache: &Tensor<4>, len: usize) {
+    let [batch, query_len, width] = qkv.dims();
+    let [cache_batch, cache_heads, capacity, head_dim] = k_cache.dims();
+    assert!(
+        query_len == 1
+            && heads > 0
+            && [cache_batch, cache_heads * head_dim * 3] == [batch, width]
+            && cache_heads == heads
+            && v_cache.dims() == k_cache.dims()
+            && len < capacity,
+        "decode_attention: qkv {:?} with {heads} heads, caches {:?} and {:?} at length {len} do not match",
+        qkv.dims(),
+        k_cache.dims(),
+        v_cache.dims()
+    );
 }
 
 /// Whether [`decode_attention`] runs the WGSL kernel for these inputs (rather than the fallback).
-pub fn decode_attention_uses_kernel(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>) -> bool {
-    let head_dim = q.dims()[3];
-    let seq = k.dims()[2];
-    seq > 0
-        && head_dim <= MAX_HEAD_DIM
+pub fn decode_attention_uses_kernel(qkv: &Tensor<3>, heads: usize, k_cache: &Tensor<4>, v_cache: &Tensor<4>) -> bool {
+    let head_dim = qkv.dims()[2] / 3 / heads.max(1);
+    head_dim <= MAX_HEAD_DIM
         && head_dim.is_multiple_of(4)
-        && [q, k, v].iter().all(|tensor| wgpu_f32(tensor) && !tensor.is_autodiff())
+        && [k_cache, v_cache].iter().all(|cache| wgpu_f32(cache) && !cache.is_autodiff())
+        && wgpu_f32(qkv)
+        && !qkv.is_autodiff()
 }
 
-/// [`decode_attention`] in plain Burn operations (matmul, scale, softmax, matmul): any backend,
-/// autodiff included. Same shapes.
-pub fn decode_attention_fallback(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
-    let head_dim = q.dims()[3];
-    let scores = q.matmul(k.swap_dims(2, 3)) / (head_dim as f64).sqrt();
-    softmax(scores, 3).matmul(v)
+/// [`decode_attention`] in plain Burn operations (slice assignments, matmul, scale, softmax,
+/// matmul): any backend, autodiff included. Same shapes.
+pub fn decode_attention_fallback(
+    qkv: Tensor<3>,
+    heads: usize,
+    k_cache: Tensor<4>,
+    v_cache: Tensor<4>,
+    len: usize,
+) -> (Tensor<3>, Tensor<4>, Tensor<4>) {
+    check_shapes(&qkv, heads, &k_cache, &v_cache, len);
+    let [batch, _, width] = qkv.dims();
+    let d = width / 3;
+    let head_dim = d / heads;
+    let part = |index: usize| qkv.clone().narrow(2, index * d, d).reshape([batch, 1, heads, head_dim]).swap_dims(1, 2);
+    let at = [0..batch, 0..heads, len..len + 1, 0..head_dim];
+    let k_cache = k_cache.slice_assign(at.clone(), part(1));
+    let v_cache = v_cache.slice_assign(at, part(2));
+    let filled = |cache: &Tensor<4>| cache.clone().narrow(2, 0, len + 1);
+    let scores = part(0).matmul(filled(&k_cache).swap_dims(2, 3)) / (head_dim as f64).sqrt();
+    let output = softmax(scores, 3).matmul(filled(&v_cache)).swap_dims(1, 2).reshape([batch, 1, d]);
+    (output, k_cache, v_cache)
 }
 
 #[backend_extension(Cube)]
 trait DecodeAttentionBackend: Backend {
-    fn decode_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>) -> FloatTensor<Self>;
+    fn decode_attention(
+        qkv: FloatTensor<Self>,
+        k_cache: FloatTensor<Self>,
+        v_cache: FloatTensor<Self>,
+        heads: usize,
+        len: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
 impl DecodeAttentionBackend for Cube {
-    fn decode_attention(q: CubeTensor, k: CubeTensor, v: CubeTensor) -> CubeTensor {
-        let (q, k, v) = (untiled(q), rows_of_vec4(k), rows_of_vec4(v));
-        let shape = q.meta.shape();
-        let (batch, heads, head_dim) = (shape[0], shape[1], shape[3]);
-        let seq = k.meta.shape()[2];
+    fn decode_attention(
+        qkv: CubeTensor,
+        k_cache: CubeTensor,
+        v_cache: CubeTensor,
+        heads: usize,
+        len: usize,
+    ) -> (CubeTensor, CubeTensor, CubeTensor) {
+        let (qkv, k_cache, v_cache) = (contiguous(qkv), writable(k_cache), writable(v_cache));
+        let shape = k_cache.meta.shape();
+        let (batch, capacity, head_dim) = (shape[0], shape[2], shape[3]);
         let scale = 1.0 / (head_dim as f32).sqrt();
-
-        let mut params = vec![size(heads), size(seq), size(head_dim), scale.to_bits()];
-        for tensor in [&q, &k, &v] {
-            params.extend(strides::<4>(tensor));
-        }
-        let output = empty_like(&q, [batch, heads, 1, head_dim]);
-
-        let kernel = WgslKernel::<DecodeAttentionShader>::new(SOURCE, WORKGROUP_SIZE);
+        let params = [size(heads), size(len), size(capacity), size(head_dim), scale.to_bits()];
+        let output = empty_like(&qkv, [batch, 1, heads * head_dim]);
         launch(
-            &q.client,
-            kernel,
+            &qkv.client,
+            WgslKernel::<DecodeAttentionShader>::new(SOURCE, WORKGROUP_SIZE),
             CubeCount::Static(size(heads), size(batch), 1),
             vec![
-                (q.handle.clone(), BufferIOAttr::ReadOnly),
-                (k.handle.clone(), BufferIOAttr::ReadOnly),
-                (v.handle.clone(), BufferIOAttr::ReadOnly),
+                (qkv.handle.clone(), BufferIOAttr::ReadOnly),
+                (k_cache.handle.clone(), BufferIOAttr::ReadWrite),
+                (v_cache.handle.clone(), BufferIOAttr::ReadWrite),
                 (output.handle.clone(), BufferIOAttr::WriteOnly),
             ],
             &params,
         );
-        output
+        (output, k_cache, v_cache)
     }
 }
 
-/// `tensor` laid out so the kernel can read it as `vec4`s: last dim contiguous, the other strides
-/// multiples of 4 (a cache grown by concatenation already is; anything else is copied).
-fn rows_of_vec4(tensor: CubeTensor) -> CubeTensor {
-    let strides = tensor.meta.strides();
-    let readable = !tensor.meta.is_tiled() && strides[3] == 1 && strides[..3].iter().all(|s| s.is_multiple_of(4));
-    if readable { tensor } else { into_contiguous(tensor) }
+/// `cache` as a dense buffer the kernel may write: copied when another tensor shares its memory
+/// (a cloned cache, a view handed out earlier), as Burn copies before writing in place.
+fn writable(cache: CubeTensor) -> CubeTensor {
+    let cache = contiguous(cache);
+    if cache.can_mut() { cache } else { contiguous(cache.copy()) }
 }

@@ -1,6 +1,8 @@
-//! `decode_attention`: the WGSL kernel against the Burn fallback, and the choice between them.
+//! `decode_attention`: the WGSL kernel against the Burn fallback, the caches each writes, and the
+//! choice between them.
 //!
-//! Parity is measured as `max |kernel - fallback| / max |fallback|` over the whole output.
+//! Parity is measured as `max |kernel - fallback| / max |fallback|` over the whole output; the
+//! caches, which both only copy values into, must match exactly.
 
 mod support;
 
@@ -14,119 +16,150 @@ struct Case {
     batch: usize,
     heads: usize,
     head_dim: usize,
-    seq: usize,
+    /// Positions already cached; the call appends one.
+    len: usize,
+    capacity: usize,
     /// Input amplitude: large values make the softmax sharp.
     scale: f32,
 }
 
-const fn case(batch: usize, heads: usize, head_dim: usize, seq: usize) -> Case {
-    Case { batch, heads, head_dim, seq, scale: 1.0 }
+const fn case(batch: usize, heads: usize, head_dim: usize, len: usize) -> Case {
+    Case { batch, heads, head_dim, len, capacity: len + 7, scale: 1.0 }
 }
 
-/// Inputs laid out as GPT-2 decoding makes them: q and the new k, v are sliced out of a fused
-/// `[batch, 1, 3 d]` projection and have their head dims swapped (views, not contiguous), and the
-/// cache grows by concatenation along the sequence.
-fn inputs(case: &Case, seed: u64, device: &Device) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
-    let &Case { batch, heads, head_dim, seq, scale } = case;
-    let d = heads * head_dim;
-    let qkv = tensor([batch, 1, 3 * d], seed, scale, device);
-    let split = |part: usize| qkv.clone().narrow(2, part * d, d).reshape([batch, 1, heads, head_dim]).swap_dims(1, 2);
-    let (q, k, v) = (split(0), split(1), split(2));
-    if seq == 1 {
-        return (q, k, v);
-    }
-    let past = |salt: u64| tensor([batch, heads, seq - 1, head_dim], seed + salt, scale, device);
-    (q, Tensor::cat(vec![past(1), k], 2), Tensor::cat(vec![past(2), v], 2))
+/// The fused `[batch, 1, 3 d]` projection and two caches of `capacity` positions (all of them
+/// random: what lies past `len` must not matter).
+fn inputs(case: &Case, seed: u64, device: &Device) -> (Tensor<3>, Tensor<4>, Tensor<4>) {
+    let &Case { batch, heads, head_dim, capacity, scale, .. } = case;
+    let cache = |salt: u64| tensor([batch, heads, capacity, head_dim], seed + salt, scale, device);
+    (tensor([batch, 1, 3 * heads * head_dim], seed, scale, device), cache(1), cache(2))
+}
+
+/// The output, k cache and v cache of one call, read back.
+type Read = (Vec<f32>, Vec<f32>, Vec<f32>);
+
+fn run(
+    attend: fn(Tensor<3>, usize, Tensor<4>, Tensor<4>, usize) -> (Tensor<3>, Tensor<4>, Tensor<4>),
+    case: &Case,
+    (qkv, k, v): (Tensor<3>, Tensor<4>, Tensor<4>),
+) -> Read {
+    let (output, k, v) = attend(qkv, case.heads, k, v, case.len);
+    (read(output), read(k), read(v))
+}
+
+fn assert_match(kernel: &Read, fallback: &Read, what: &str) {
+    let error = relative_error(&kernel.0, &fallback.0);
+    assert!(error <= TOLERANCE, "{what}: relative error {error:e}");
+    assert!(kernel.1 == fallback.1 && kernel.2 == fallback.2, "{what}: the caches differ");
 }
 
 fn assert_kernel_matches_fallback(case: &Case, seed: u64) {
     let Some(device) = wgpu() else { return };
-    let (q, k, v) = inputs(case, seed, &device);
-    assert!(decode_attention_uses_kernel(&q, &k, &v), "the kernel was not chosen on wgpu");
-    let kernel = read(decode_attention(q.clone(), k.clone(), v.clone()));
-    let fallback = read(decode_attention_fallback(q, k, v));
-    let error = relative_error(&kernel, &fallback);
-    let Case { batch, heads, head_dim, seq, scale } = case;
-    assert!(
-        error <= TOLERANCE,
-        "batch {batch}, heads {heads}, head_dim {head_dim}, seq {seq}, scale {scale}: relative error {error:e}"
+    let (qkv, k, v) = inputs(case, seed, &device);
+    assert!(decode_attention_uses_kernel(&qkv, case.heads, &k, &v), "the kernel was not chosen on wgpu");
+    let kernel = run(decode_attention, case, inputs(case, seed, &device));
+    let fallback = run(decode_attention_fallback, case, inputs(case, seed, &device));
+    let Case { batch, heads, head_dim, len, scale, .. } = case;
+    assert_match(
+        &kernel,
+        &fallback,
+        &format!("batch {batch}, heads {heads}, head_dim {head_dim}, len {len}, scale {scale}"),
     );
 }
 
 #[test]
 fn kernel_matches_fallback_for_gpt2_shapes() {
-    for seq in [1, 17, 300] {
-        assert_kernel_matches_fallback(&case(3, 12, 64, seq), seq as u64);
+    for len in [0, 16, 299] {
+        assert_kernel_matches_fallback(&case(3, 12, 64, len), len as u64);
     }
-    assert_kernel_matches_fallback(&case(1, 12, 64, 72), 5);
+    assert_kernel_matches_fallback(&Case { capacity: 128, ..case(1, 12, 64, 71) }, 5);
 }
 
 #[test]
 fn kernel_matches_fallback_for_other_head_dims() {
     // Not a power of two, the largest head_dim the kernel takes, and one below its workgroup size.
-    assert_kernel_matches_fallback(&case(2, 3, 40, 33), 11);
-    assert_kernel_matches_fallback(&case(1, 2, 256, 50), 12);
-    assert_kernel_matches_fallback(&case(2, 2, 16, 9), 13);
+    assert_kernel_matches_fallback(&case(2, 3, 40, 32), 11);
+    assert_kernel_matches_fallback(&case(1, 2, 256, 49), 12);
+    assert_kernel_matches_fallback(&case(2, 2, 16, 8), 13);
 }
 
 #[test]
 fn kernel_matches_fallback_across_several_key_tiles() {
-    // The kernel takes keys 1024 at a time; 2500 spans three tiles, the last one partial.
-    assert_kernel_matches_fallback(&case(2, 4, 64, 2500), 21);
+    // The kernel takes keys 1024 at a time; 2500 spans three tiles, the last one partial, and
+    // the new key, written by the same dispatch, sits in the last.
+    assert_kernel_matches_fallback(&case(2, 4, 64, 2499), 21);
 }
 
 #[test]
 fn kernel_matches_fallback_for_a_sharp_softmax() {
     // Scores in the hundreds: without subtracting the maximum, exp would overflow.
-    assert_kernel_matches_fallback(&Case { scale: 6.0, ..case(2, 4, 64, 1100) }, 31);
+    assert_kernel_matches_fallback(&Case { scale: 6.0, ..case(2, 4, 64, 1099) }, 31);
 }
 
 #[test]
 fn kernel_on_wgpu_matches_fallback_on_cpu() {
     let Some(device) = wgpu() else { return };
-    let case = case(3, 12, 64, 17);
-    let (q, k, v) = inputs(&case, 41, &device);
-    let kernel = read(decode_attention(q, k, v));
-    let (q, k, v) = inputs(&case, 41, &Device::flex());
-    let cpu = read(decode_attention_fallback(q, k, v));
-    let error = relative_error(&kernel, &cpu);
-    assert!(error <= TOLERANCE, "relative error {error:e}");
+    let case = case(3, 12, 64, 16);
+    let kernel = run(decode_attention, &case, inputs(&case, 41, &device));
+    let cpu = run(decode_attention_fallback, &case, inputs(&case, 41, &Device::flex()));
+    assert_match(&kernel, &cpu, "wgpu against cpu");
+}
+
+#[test]
+fn a_shared_cache_is_copied_not_written() {
+    // A cloned cache (a beam's other hypothesis) must keep its values: both paths write a copy.
+    let case = case(2, 3, 64, 5);
+    let devices = [wgpu(), Some(Device::flex())];
+    for device in devices.iter().flatten() {
+        let (qkv, k, v) = inputs(&case, 91, device);
+        let (k_before, v_before) = (read(k.clone()), read(v.clone()));
+        let (_, k_written, v_written) = decode_attention(qkv, case.heads, k.clone(), v.clone(), case.len);
+        assert_eq!((read(k), read(v)), (k_before.clone(), v_before.clone()), "{device:?}: a shared cache was written");
+        assert_ne!(read(k_written), k_before, "{device:?}: the new key was not written");
+        assert_ne!(read(v_written), v_before, "{device:?}: the new value was not written");
+    }
+}
+
+#[test]
+fn kernel_writes_a_transposed_cache_through_a_copy() {
+    let Some(device) = wgpu() else { return };
+    let case = case(2, 3, 64, 20);
+    let Case { batch, heads, head_dim, capacity, .. } = case;
+    let transposed = |seed| tensor([batch, heads, head_dim, capacity], seed, 1.0, &device).swap_dims(2, 3);
+    let qkv = tensor([batch, 1, 3 * heads * head_dim], 81, 1.0, &device);
+    assert!(decode_attention_uses_kernel(&qkv, heads, &transposed(82), &transposed(83)));
+    let kernel = run(decode_attention, &case, (qkv.clone(), transposed(82), transposed(83)));
+    let fallback = run(decode_attention_fallback, &case, (qkv, transposed(82), transposed(83)));
+    assert_match(&kernel, &fallback, "transposed caches");
 }
 
 #[test]
 fn cpu_tensors_take_the_fallback() {
-    let (q, k, v) = inputs(&case(3, 12, 64, 17), 51, &Device::flex());
-    assert!(!decode_attention_uses_kernel(&q, &k, &v));
-    let dispatched = read(decode_attention(q.clone(), k.clone(), v.clone()));
-    assert_eq!(dispatched, read(decode_attention_fallback(q, k, v)));
+    let case = case(3, 12, 64, 16);
+    let (qkv, k, v) = inputs(&case, 51, &Device::flex());
+    assert!(!decode_attention_uses_kernel(&qkv, case.heads, &k, &v));
+    let dispatched = run(decode_attention, &case, (qkv.clone(), k.clone(), v.clone()));
+    assert_eq!(dispatched, run(decode_attention_fallback, &case, (qkv, k, v)));
 }
 
 #[test]
 fn autodiff_tensors_take_the_fallback_and_get_gradients() {
     let Some(device) = wgpu() else { return };
     let device = device.autodiff();
-    let (q, k, v) = inputs(&case(1, 2, 64, 5), 61, &device);
-    let q = q.detach().require_grad();
-    assert!(!decode_attention_uses_kernel(&q, &k, &v));
-    let output = decode_attention(q.clone(), k.clone(), v.clone());
-    assert_eq!(read(output.clone()), read(decode_attention_fallback(q.clone(), k, v)));
+    let case = case(1, 2, 64, 4);
+    let (qkv, k, v) = inputs(&case, 61, &device);
+    let qkv = qkv.require_grad();
+    assert!(!decode_attention_uses_kernel(&qkv, case.heads, &k, &v));
+    let (output, _, _) = decode_attention(qkv.clone(), case.heads, k.clone(), v.clone(), case.len);
+    let (expected, _, _) = decode_attention_fallback(qkv.clone(), case.heads, k, v, case.len);
+    assert_eq!(read(output.clone()), read(expected));
     let gradients = output.sum().backward();
-    let gradient = read(q.grad(&gradients).expect("no gradient for q"));
-    assert!(gradient.iter().any(|g| *g != 0.0));
-}
-
-#[test]
-fn kernel_reads_permuted_queries_and_transposed_caches() {
-    let Some(device) = wgpu() else { return };
-    let (batch, heads, head_dim, seq) = (2, 3, 64, 20);
-    // q with a last-dim stride of `heads`; k and v with a last-dim stride of `seq`.
-    let q = tensor([batch, head_dim, heads, 1], 81, 1.0, &device).permute([0, 2, 3, 1]);
-    let transposed = |seed| tensor([batch, heads, head_dim, seq], seed, 1.0, &device).swap_dims(2, 3);
-    let (k, v) = (transposed(82), transposed(83));
-    assert!(decode_attention_uses_kernel(&q, &k, &v));
-    let kernel = read(decode_attention(q.clone(), k.clone(), v.clone()));
-    let error = relative_error(&kernel, &read(decode_attention_fallback(q, k, v)));
-    assert!(error <= TOLERANCE, "relative error {error:e}");
+    let gradient = read(qkv.grad(&gradients).expect("no gradient for qkv"));
+    // q and the new k and v all shape the output.
+    let d = case.heads * case.head_dim;
+    for (part, name) in gradient.chunks(d).zip(["q", "k", "v"]) {
+        assert!(part.iter().any(|g| *g != 0.0), "no gradient reaches {name}");
+    }
 }
 
 #[test]
@@ -134,9 +167,18 @@ fn unsupported_head_dims_take_the_fallback() {
     let Some(device) = wgpu() else { return };
     // Beyond the kernel's largest, and not a multiple of 4.
     for head_dim in [320, 42] {
-        let (q, k, v) = inputs(&case(1, 1, head_dim, 4), 71, &device);
-        assert!(!decode_attention_uses_kernel(&q, &k, &v), "head_dim {head_dim}");
-        let dispatched = read(decode_attention(q.clone(), k.clone(), v.clone()));
-        assert_eq!(dispatched, read(decode_attention_fallback(q, k, v)), "head_dim {head_dim}");
+        let case = case(1, 1, head_dim, 3);
+        let (qkv, k, v) = inputs(&case, 71, &device);
+        assert!(!decode_attention_uses_kernel(&qkv, case.heads, &k, &v), "head_dim {head_dim}");
+        let dispatched = run(decode_attention, &case, (qkv.clone(), k.clone(), v.clone()));
+        assert_eq!(dispatched, run(decode_attention_fallback, &case, (qkv, k, v)), "head_dim {head_dim}");
     }
+}
+
+#[test]
+#[should_panic(expected = "do not match")]
+fn a_full_cache_is_refused() {
+    let case = Case { capacity: 4, ..case(1, 2, 64, 4) };
+    let (qkv, k, v) = inputs(&case, 101, &Device::flex());
+    decode_attention(qkv, case.heads, k, v, case.len);
 }

@@ -209,17 +209,24 @@ impl Block {
 
     /// `x`: `[batch, t, d]`; `past`: this layer's cached keys/values.
     fn forward(&self, x: Tensor<3>, past: Option<LayerKv>, n_head: usize, act: Activation) -> (Tensor<3>, LayerKv) {
-        let [_, _, d] = x.dims();
+        let [_, t, d] = x.dims();
         let qkv = self.c_attn.forward(self.ln_1.forward(x.clone()));
-        let q = split_heads(qkv.clone().narrow(2, 0, d), n_head);
-        let k = split_heads(qkv.clone().narrow(2, d, d), n_head);
-        let v = split_heads(qkv.narrow(2, 2 * d, d), n_head);
-        let (past_len, kv) = match past {
-            Some(past) => (past.seq_len(), past.append(k, v)),
-            None => (0, LayerKv::new(k, v)),
+        let (attended, kv) = match past {
+            // A decoding step: one kernel on wgpu reads q, k, v out of the projection, writes the
+            // cache and attends.
+            Some(past) if t == 1 => past.attend_next(qkv, n_head),
+            past => {
+                let q = split_heads(qkv.clone().narrow(2, 0, d), n_head);
+                let k = split_heads(qkv.clone().narrow(2, d, d), n_head);
+                let v = split_heads(qkv.narrow(2, 2 * d, d), n_head);
+                let (past_len, kv) = match past {
+                    Some(past) => (past.seq_len(), past.append(k, v)),
+                    None => (0, LayerKv::new(k, v)),
+                };
+                (merge_heads(attention(q, kv.keys(), kv.values(), Some(past_len))), kv)
+            }
         };
-        let attended = attention(q, kv.keys(), kv.values(), Some(past_len));
-        let x = x + self.c_proj.forward(merge_heads(attended));
+        let x = x + self.c_proj.forward(attended);
         let h = self.c_fc.forward_activated(self.ln_2.forward(x.clone()), act);
         let x = x + self.mlp_proj.forward(h);
         (x, kv)
@@ -228,9 +235,9 @@ impl Block {
 
 /// Keys and values of one layer, `[batch, heads, seq, head_dim]` each.
 ///
-/// Held in buffers with room to grow: a decoding step writes its position in place (one kernel
-/// each for k and v, where concatenating copied the whole cache at every token), and a full
-/// buffer doubles. A buffer shared with another cache (a clone) is copied before it is written
+/// Held in buffers with room to grow: a decoding step writes its position in place (on wgpu inside
+/// the decode-attention kernel, where concatenating copied the whole cache at every token), and a
+/// full buffer doubles. A buffer shared with another cache (a clone) is copied before it is written
 /// (Burn writes in place only into a tensor nobody else holds), so caches stay plain values.
 #[derive(Debug, Clone)]
 pub struct LayerKv {
@@ -271,21 +278,32 @@ impl LayerKv {
     /// The cache with `k` and `v` (`[batch, heads, t, head_dim]`) after its positions.
     fn append(self, k: Tensor<4>, v: Tensor<4>) -> Self {
         let [batch, heads, t, head_dim] = k.dims();
+        let Self { k: k_buffer, v: v_buffer, len } = self.with_room(t);
+        let at = [0..batch, 0..heads, len..len + t, 0..head_dim];
+        Self { k: k_buffer.slice_assign(at.clone(), k), v: v_buffer.slice_assign(at, v), len: len + t }
+    }
+
+    /// One decoding step: `qkv`, the fused projection of one new position (`[batch, 1, 3 d]`),
+    /// attended against the cache and itself -> (`[batch, 1, d]`, the cache with it appended).
+    fn attend_next(self, qkv: Tensor<3>, heads: usize) -> (Tensor<3>, Self) {
+        let Self { k, v, len } = self.with_room(1);
+        let (attended, k, v) = glimpse_kernels::decode_attention(qkv, heads, k, v, len);
+        (attended, Self { k, v, len: len + 1 })
+    }
+
+    /// The cache with buffers holding at least `t` more positions: a full one doubles, so the
+    /// copy it costs is paid once per doubling, not per token.
+    fn with_room(self, t: usize) -> Self {
+        let [batch, heads, capacity, head_dim] = self.k.dims();
         let end = self.len + t;
-        let capacity = self.k.dims()[2];
-        let (k_buffer, v_buffer) = match end <= capacity {
-            true => (self.k, self.v),
-            false => {
-                let room = end.max(2 * capacity) - self.len;
-                let device = k.device();
-                let grow = |filled: Tensor<4>| {
-                    Tensor::cat(vec![filled, Tensor::zeros([batch, heads, room, head_dim], &device)], 2)
-                };
-                (grow(self.keys()), grow(self.values()))
-            }
-        };
-        let at = [0..batch, 0..heads, self.len..end, 0..head_dim];
-        Self { k: k_buffer.slice_assign(at.clone(), k), v: v_buffer.slice_assign(at, v), len: end }
+        if end <= capacity {
+            return self;
+        }
+        let room = end.max(2 * capacity) - self.len;
+        let device = self.k.device();
+        let grow =
+            |filled: Tensor<4>| Tensor::cat(vec![filled, Tensor::zeros([batch, heads, room, head_dim], &device)], 2);
+        Self { k: grow(self.keys()), v: grow(self.values()), len: self.len }
     }
 }
 

@@ -52,11 +52,6 @@ pub(crate) fn merge_heads(x: Tensor<4>) -> Tensor<3> {
 pub(crate) fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, causal_past: Option<usize>) -> Tensor<4> {
     let [_, _, t, dh] = q.dims();
     let s = k.dims()[2];
-    // One new query against the whole cache (a decoding step): nothing to mask, and on wgpu one
-    // fused kernel instead of five dispatches.
-    if t == 1 && causal_past == Some(s - 1) {
-        return glimpse_kernels::decode_attention(q, k, v);
-    }
     let scores = q.matmul(k.swap_dims(2, 3)) / (dh as f64).sqrt();
     let scores = match causal_past {
         // A large finite value, not -inf: a fully masked row would turn -inf into NaN.
