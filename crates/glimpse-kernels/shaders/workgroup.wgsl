@@ -5,19 +5,31 @@ const WORKGROUP_SIZE: u32 = {{workgroup_size}}u;
 
 var<workgroup> partials: array<f32, WORKGROUP_SIZE>;
 
+// Lanes whose partials one lane adds up in workgroup_sum's first level.
+const SPAN: u32 = 16u;
+const SPANS: u32 = (WORKGROUP_SIZE + SPAN - 1u) / SPAN;
+var<workgroup> span_sums: array<f32, SPANS>;
+
 // The sum of `value` over the workgroup's lanes, returned to every lane. Every lane must call it
-// (it holds barriers).
+// (it holds barriers). Two levels (SPANS lanes add SPAN partials each, then every lane adds the
+// SPANS sums) take three barriers where a tree over 256 lanes takes ten: each costs a pass over
+// the workgroup's lanes on a CPU implementation such as lavapipe.
 fn workgroup_sum(value: f32, lane: u32) -> f32 {
     partials[lane] = value;
     workgroupBarrier();
-    for (var stride = WORKGROUP_SIZE / 2u; stride > 0u; stride /= 2u) {
-        if lane < stride {
-            partials[lane] += partials[lane + stride];
+    if lane < SPANS {
+        var sum = 0.0;
+        for (var i = lane * SPAN; i < min(lane * SPAN + SPAN, WORKGROUP_SIZE); i++) {
+            sum += partials[i];
         }
-        workgroupBarrier();
+        span_sums[lane] = sum;
     }
-    let result = partials[0];
-    // Nobody may overwrite `partials` before every lane has read the result.
+    workgroupBarrier();
+    var result = 0.0;
+    for (var i = 0u; i < SPANS; i++) {
+        result += span_sums[i];
+    }
+    // Nobody may overwrite `partials` or `span_sums` before every lane has read them.
     workgroupBarrier();
     return result;
 }

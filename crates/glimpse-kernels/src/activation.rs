@@ -7,7 +7,7 @@ use burn::tensor::activation::{gelu, sigmoid};
 use cubecl::ir::attributes::BufferIOAttr;
 use serde::{Deserialize, Serialize};
 
-use crate::wgsl::{WgslKernel, WgslSource, contiguous, empty_like, kernel_source, launch, size, spread, wgpu_f32};
+use crate::wgsl::{WgslKernel, WgslSource, contiguous, empty_like, kernel_input, kernel_source, launch, size, spread};
 
 /// Activation functions by their Hugging Face names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -105,7 +105,7 @@ pub fn bias_activation_uses_kernel<const D: usize>(y: &Tensor<D>, bias: Option<&
     let Some(bias) = bias else { return false };
     let len = y.shape().num_elements();
     // Elements are indexed as u32.
-    len > 0 && u32::try_from(len).is_ok() && wgpu_f32(y) && wgpu_f32(bias) && !(y.is_autodiff() || bias.is_autodiff())
+    len > 0 && u32::try_from(len).is_ok() && kernel_input(y) && kernel_input(bias)
 }
 
 /// [`bias_activation`] in Burn operations: any backend, autodiff included. Same shapes.

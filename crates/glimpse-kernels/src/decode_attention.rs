@@ -8,7 +8,7 @@ use burn::tensor::activation::softmax;
 use cubecl::CubeCount;
 use cubecl::ir::attributes::BufferIOAttr;
 
-use crate::wgsl::{WgslKernel, WgslSource, contiguous, empty_like, kernel_source, launch, size, wgpu_f32};
+use crate::wgsl::{WgslKernel, WgslSource, contiguous, empty_like, kernel_input, kernel_source, launch, size};
 
 const SOURCE: WgslSource = kernel_source!("decode_attention.wgsl");
 /// Names the kernel in launch counts.
@@ -81,9 +81,9 @@ pub fn decode_attention_uses_kernel(qkv: &Tensor<3>, heads: usize, k_cache: &Ten
     let head_dim = qkv.dims()[2] / 3 / heads.max(1);
     head_dim <= MAX_HEAD_DIM
         && head_dim.is_multiple_of(4)
-        && [k_cache, v_cache].iter().all(|cache| wgpu_f32(cache) && !cache.is_autodiff())
-        && wgpu_f32(qkv)
-        && !qkv.is_autodiff()
+        && kernel_input(qkv)
+        && kernel_input(k_cache)
+        && kernel_input(v_cache)
 }
 
 /// [`decode_attention`] in plain Burn operations (slice assignments, matmul, scale, softmax,

@@ -5,7 +5,7 @@ use burn::backend::{Backend, Cube, Dispatch, backend_extension, tensor::FloatTen
 use burn::prelude::*;
 use cubecl::ir::attributes::BufferIOAttr;
 
-use crate::wgsl::{WgslKernel, WgslSource, contiguous, empty_like, kernel_source, launch, size, spread, wgpu_f32};
+use crate::wgsl::{WgslKernel, WgslSource, contiguous, empty_like, kernel_input, kernel_source, launch, size, spread};
 
 const SOURCE: WgslSource = kernel_source!("layer_norm.wgsl");
 /// Names the kernel in launch counts.
@@ -49,11 +49,7 @@ pub fn layer_norm<const D: usize>(x: Tensor<D>, gamma: Tensor<1>, beta: Option<T
 /// Whether [`layer_norm`] runs the WGSL kernel for these inputs (rather than the fallback).
 pub fn layer_norm_uses_kernel<const D: usize>(x: &Tensor<D>, gamma: &Tensor<1>, beta: Option<&Tensor<1>>) -> bool {
     let Some(beta) = beta else { return false };
-    x.shape().num_elements() > 0
-        && wgpu_f32(x)
-        && wgpu_f32(gamma)
-        && wgpu_f32(beta)
-        && !(x.is_autodiff() || gamma.is_autodiff() || beta.is_autodiff())
+    x.shape().num_elements() > 0 && kernel_input(x) && kernel_input(gamma) && kernel_input(beta)
 }
 
 /// [`layer_norm`] as Burn computes it (its `layer_norm` operation, nine kernels on wgpu): any

@@ -28,7 +28,10 @@ mod wgsl;
 pub use activation::{Activation, bias_activation, bias_activation_fallback, bias_activation_uses_kernel};
 pub use decode_attention::{decode_attention, decode_attention_fallback, decode_attention_uses_kernel};
 pub use layer_norm::{layer_norm, layer_norm_fallback, layer_norm_uses_kernel};
-pub use linear::{LINEAR_MAX_ROWS, linear, linear_fallback, linear_uses_kernel};
+pub use linear::{
+    LINEAR_MAX_ROWS, layer_norm_linear, layer_norm_linear_fallback, layer_norm_linear_uses_kernel, linear,
+    linear_fallback, linear_residual, linear_residual_fallback, linear_residual_uses_kernel, linear_uses_kernel,
+};
 pub use masked_pool::{masked_pool, masked_pool_fallback, masked_pool_uses_kernel};
 pub use matmul_t::{MATMUL_T_MAX_ROWS, matmul_t, matmul_t_fallback, matmul_t_uses_kernel};
 pub use q8::{

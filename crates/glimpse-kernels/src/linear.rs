@@ -1,5 +1,7 @@
 //! A dense layer for a few rows (decoding, a guided step's single positions) in one kernel: the
-//! product, the bias and an optional activation.
+//! product, the bias and an optional activation, and in two variants what a transformer block
+//! does around it: the LayerNorm before ([`layer_norm_linear`]) or the residual add after
+//! ([`linear_residual`]).
 
 use burn::backend::wgpu::CubeTensor;
 use burn::backend::{Backend, Cube, Dispatch, backend_extension, tensor::FloatTensor};
@@ -8,13 +10,18 @@ use cubecl::CubeCount;
 use cubecl::ir::attributes::BufferIOAttr;
 
 use crate::activation::{Activation, NO_ACTIVATION, bias_activation, bias_activation_fallback};
+use crate::layer_norm::{layer_norm, layer_norm_fallback};
 use crate::wgsl::{
-    MAX_WORKGROUPS, WgslKernel, WgslSource, contiguous, empty_like, kernel_source, launch, size, wgpu_f32,
+    MAX_WORKGROUPS, WgslKernel, WgslSource, contiguous, empty_like, kernel_input, kernel_source, launch, size,
 };
 
-const SOURCE: WgslSource = kernel_source!("activation.wgsl", "linear.wgsl");
-/// Names the kernel in launch counts.
+const PLAIN: WgslSource = kernel_source!("activation.wgsl", "linear.wgsl", "linear_plain.wgsl");
+const RESIDUAL: WgslSource = kernel_source!("activation.wgsl", "linear.wgsl", "linear_residual.wgsl");
+const NORMED: WgslSource = kernel_source!("activation.wgsl", "linear.wgsl", "linear_normed.wgsl");
+/// Name the variants in launch counts.
 struct LinearShader;
+struct LinearResidualShader;
+struct LayerNormLinearShader;
 
 /// Most rows the kernel takes (its per-lane sums); more rows are a matmul's job.
 pub const LINEAR_MAX_ROWS: usize = 8;
@@ -31,38 +38,122 @@ const COLUMNS_PER_GROUP: usize = 64;
 ///
 /// Runs the WGSL kernel `shaders/linear.wgsl` when all are f32 on a wgpu device outside autodiff,
 /// with at most [`LINEAR_MAX_ROWS`] rows, `n` a multiple of 4 (within one dispatch dimension of
-/// 64-column workgroups) and a bias; otherwise a Burn matmul,
-/// then [`bias_activation`] (which picks its own kernel). [`linear_fallback`] is all Burn
-/// operations.
+/// 64-column workgroups) and a bias ([`linear_uses_kernel`]); otherwise a Burn matmul, then
+/// [`bias_activation`] (which picks its own kernel). [`linear_fallback`] is all Burn operations.
 pub fn linear<const D: usize>(
     x: Tensor<D>,
     weight: Tensor<2>,
     bias: Option<Tensor<1>>,
     activation: Option<Activation>,
 ) -> Tensor<D> {
-    let dims = x.dims();
-    let [k, n] = weight.dims();
-    // The kernel indexes through these sizes: a mismatch must stop here, not read out of bounds.
-    assert!(
-        dims[D - 1] == k && bias.as_ref().is_none_or(|b| b.dims() == [n]),
-        "linear: x {dims:?}, weight {:?}, bias {:?} do not match",
-        weight.dims(),
-        bias.as_ref().map(Tensor::dims)
-    );
+    check_shapes(&x, &weight, bias.as_ref());
     match bias {
-        Some(bias) if linear_uses_kernel(&x, &weight, Some(&bias)) => {
-            let mut out = dims;
-            out[D - 1] = n;
-            let output = <Dispatch as LinearBackend>::linear(
-                x.reshape([-1, k as i32]).into_dispatch(),
+        Some(bias) if linear_uses_kernel(&x, &weight, Some(&bias)) => rows_through(x, weight.dims(), |rows| {
+            <Dispatch as LinearBackend>::linear(
+                rows.into_dispatch(),
                 weight.into_dispatch(),
                 bias.into_dispatch(),
                 activation.map_or(NO_ACTIVATION, Activation::code),
-            );
-            Tensor::<2>::from_dispatch(output).reshape(out)
-        }
+            )
+        }),
         bias => bias_activation(x.matmul(weight.unsqueeze()), bias, activation),
     }
+}
+
+/// `residual + x W + b`: a transformer sublayer's output projection and the residual add after
+/// it. x: `[..., k]`, weight: `[k, n]`, bias: `[n]`, residual: `[..., n]` -> `[..., n]`.
+///
+/// Runs the kernel's residual variant where [`linear`] would run the kernel and the residual is
+/// f32 on the same device outside autodiff; otherwise `residual + linear(x, weight, bias)`.
+/// [`linear_residual_fallback`] is all Burn operations.
+pub fn linear_residual<const D: usize>(
+    x: Tensor<D>,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+    residual: Tensor<D>,
+) -> Tensor<D> {
+    check_shapes(&x, &weight, bias.as_ref());
+    let mut out = x.dims();
+    out[D - 1] = weight.dims()[1];
+    assert!(residual.dims() == out, "linear_residual: residual {:?} is not the output's {out:?}", residual.dims());
+    match bias {
+        Some(bias) if linear_residual_uses_kernel(&x, &weight, Some(&bias), &residual) => {
+            let n = weight.dims()[1] as i32;
+            rows_through(x, weight.dims(), |rows| {
+                <Dispatch as LinearBackend>::linear_residual(
+                    rows.into_dispatch(),
+                    weight.into_dispatch(),
+                    bias.into_dispatch(),
+                    residual.reshape([-1, n]).into_dispatch(),
+                )
+            })
+        }
+        bias => residual + linear(x, weight, bias, None),
+    }
+}
+
+/// `activation(LayerNorm(x) W + b)`: a pre-LN block's LayerNorm and the projection after it.
+/// x: `[..., k]`, gamma and beta: `[k]` (the LayerNorm, as [`layer_norm`] takes it), weight:
+/// `[k, n]`, bias: `[n]` -> `[..., n]`.
+///
+/// Runs the kernel's LayerNorm variant where [`linear`] would run the kernel and gamma and beta
+/// are f32 on the same device outside autodiff; otherwise [`layer_norm`], then [`linear`].
+/// [`layer_norm_linear_fallback`] is all Burn operations.
+pub fn layer_norm_linear<const D: usize>(
+    x: Tensor<D>,
+    (gamma, beta, epsilon): (Tensor<1>, Option<Tensor<1>>, f64),
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+    activation: Option<Activation>,
+) -> Tensor<D> {
+    check_shapes(&x, &weight, bias.as_ref());
+    let k = weight.dims()[0];
+    assert!(
+        gamma.dims() == [k] && beta.as_ref().is_none_or(|b| b.dims() == [k]),
+        "layer_norm_linear: gamma {:?}, beta {:?} do not match the weight {:?}",
+        gamma.dims(),
+        beta.as_ref().map(Tensor::dims),
+        weight.dims()
+    );
+    match (beta, bias) {
+        (Some(beta), Some(bias)) if layer_norm_linear_uses_kernel(&x, (&gamma, Some(&beta)), &weight, Some(&bias)) => {
+            rows_through(x, weight.dims(), |rows| {
+                <Dispatch as LinearBackend>::layer_norm_linear(
+                    rows.into_dispatch(),
+                    gamma.into_dispatch(),
+                    beta.into_dispatch(),
+                    epsilon,
+                    weight.into_dispatch(),
+                    bias.into_dispatch(),
+                    activation.map_or(NO_ACTIVATION, Activation::code),
+                )
+            })
+        }
+        (beta, bias) => linear(layer_norm(x, gamma, beta, epsilon), weight, bias, activation),
+    }
+}
+
+/// The kernels index through these sizes: a mismatch must stop here, not read out of bounds.
+fn check_shapes<const D: usize>(x: &Tensor<D>, weight: &Tensor<2>, bias: Option<&Tensor<1>>) {
+    let [k, n] = weight.dims();
+    assert!(
+        x.dims()[D - 1] == k && bias.is_none_or(|b| b.dims() == [n]),
+        "linear: x {:?}, weight {:?}, bias {:?} do not match",
+        x.dims(),
+        weight.dims(),
+        bias.map(Tensor::dims)
+    );
+}
+
+/// `x` as `[rows, k]` through `kernel`, its `[rows, n]` result back in `x`'s leading dims.
+fn rows_through<const D: usize>(
+    x: Tensor<D>,
+    [k, n]: [usize; 2],
+    kernel: impl FnOnce(Tensor<2>) -> FloatTensor<Dispatch>,
+) -> Tensor<D> {
+    let mut out = x.dims();
+    out[D - 1] = n;
+    Tensor::<2>::from_dispatch(kernel(x.reshape([-1, k as i32]))).reshape(out)
 }
 
 /// Whether [`linear`] runs the WGSL kernel for these inputs.
@@ -74,10 +165,29 @@ pub fn linear_uses_kernel<const D: usize>(x: &Tensor<D>, weight: &Tensor<2>, bia
         && k > 0
         && n.is_multiple_of(4)
         && (1..=MAX_WORKGROUPS).contains(&n.div_ceil(COLUMNS_PER_GROUP))
-        && wgpu_f32(x)
-        && wgpu_f32(weight)
-        && wgpu_f32(bias)
-        && !(x.is_autodiff() || weight.is_autodiff() || bias.is_autodiff())
+        && kernel_input(x)
+        && kernel_input(weight)
+        && kernel_input(bias)
+}
+
+/// Whether [`linear_residual`] runs the WGSL kernel for these inputs.
+pub fn linear_residual_uses_kernel<const D: usize>(
+    x: &Tensor<D>,
+    weight: &Tensor<2>,
+    bias: Option<&Tensor<1>>,
+    residual: &Tensor<D>,
+) -> bool {
+    linear_uses_kernel(x, weight, bias) && kernel_input(residual)
+}
+
+/// Whether [`layer_norm_linear`] runs the WGSL kernel for these inputs.
+pub fn layer_norm_linear_uses_kernel<const D: usize>(
+    x: &Tensor<D>,
+    (gamma, beta): (&Tensor<1>, Option<&Tensor<1>>),
+    weight: &Tensor<2>,
+    bias: Option<&Tensor<1>>,
+) -> bool {
+    linear_uses_kernel(x, weight, bias) && kernel_input(gamma) && beta.is_some_and(kernel_input)
 }
 
 /// [`linear`] in Burn operations (matmul, bias add, `Activation::apply`): any backend, autodiff
@@ -91,11 +201,49 @@ pub fn linear_fallback<const D: usize>(
     bias_activation_fallback(x.matmul(weight.unsqueeze()), bias, activation)
 }
 
+/// [`linear_residual`] in Burn operations. Same shapes.
+pub fn linear_residual_fallback<const D: usize>(
+    x: Tensor<D>,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+    residual: Tensor<D>,
+) -> Tensor<D> {
+    residual + linear_fallback(x, weight, bias, None)
+}
+
+/// [`layer_norm_linear`] in Burn operations. Same shapes.
+pub fn layer_norm_linear_fallback<const D: usize>(
+    x: Tensor<D>,
+    (gamma, beta, epsilon): (Tensor<1>, Option<Tensor<1>>, f64),
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+    activation: Option<Activation>,
+) -> Tensor<D> {
+    linear_fallback(layer_norm_fallback(x, gamma, beta, epsilon), weight, bias, activation)
+}
+
+/// All on `[m, k]` rows, `m <= LINEAR_MAX_ROWS`, -> `[m, n]`.
 #[backend_extension(Cube)]
 trait LinearBackend: Backend {
-    /// `[m, k]` -> `[m, n]`, `m <= LINEAR_MAX_ROWS`.
     fn linear(
         x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        activation: u32,
+    ) -> FloatTensor<Self>;
+
+    fn linear_residual(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+
+    fn layer_norm_linear(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         activation: u32,
@@ -104,22 +252,53 @@ trait LinearBackend: Backend {
 
 impl LinearBackend for Cube {
     fn linear(x: CubeTensor, weight: CubeTensor, bias: CubeTensor, activation: u32) -> CubeTensor {
-        let [x, weight, bias] = [x, weight, bias].map(contiguous);
-        let (m, k) = (x.meta.shape()[0], x.meta.shape()[1]);
         let n = weight.meta.shape()[1];
-        let output = empty_like(&x, [m, n]);
-        launch(
-            &x.client,
-            WgslKernel::<LinearShader>::new(SOURCE, WORKGROUP_SIZE),
-            CubeCount::Static(size(n.div_ceil(COLUMNS_PER_GROUP)), 1, 1),
-            vec![
-                (x.handle.clone(), BufferIOAttr::ReadOnly),
-                (weight.handle.clone(), BufferIOAttr::ReadOnly),
-                (bias.handle.clone(), BufferIOAttr::ReadOnly),
-                (output.handle.clone(), BufferIOAttr::WriteOnly),
-            ],
-            &[size(m), size(k), size(n), activation],
-        );
-        output
+        launch_variant::<LinearShader>(PLAIN, [x, weight, bias].into(), n, activation, 0.0)
     }
+
+    fn linear_residual(x: CubeTensor, weight: CubeTensor, bias: CubeTensor, residual: CubeTensor) -> CubeTensor {
+        let n = weight.meta.shape()[1];
+        launch_variant::<LinearResidualShader>(RESIDUAL, [x, weight, bias, residual].into(), n, NO_ACTIVATION, 0.0)
+    }
+
+    fn layer_norm_linear(
+        x: CubeTensor,
+        gamma: CubeTensor,
+        beta: CubeTensor,
+        epsilon: f64,
+        weight: CubeTensor,
+        bias: CubeTensor,
+        activation: u32,
+    ) -> CubeTensor {
+        let n = weight.meta.shape()[1];
+        launch_variant::<LayerNormLinearShader>(NORMED, [x, gamma, beta, weight, bias].into(), n, activation, epsilon)
+    }
+}
+
+/// Launches a variant of `shaders/linear.wgsl` on `inputs`, bound in order as its variant file
+/// declares them, x `[m, k]` first. Returns the output `[m, n]`, bound after them.
+fn launch_variant<Name: 'static>(
+    source: WgslSource,
+    inputs: Vec<CubeTensor>,
+    n: usize,
+    activation: u32,
+    epsilon: f64,
+) -> CubeTensor {
+    let inputs: Vec<CubeTensor> = inputs.into_iter().map(contiguous).collect();
+    let x = &inputs[0];
+    let (m, k) = (x.meta.shape()[0], x.meta.shape()[1]);
+    let output = empty_like(x, [m, n]);
+    let buffers = inputs
+        .iter()
+        .map(|input| (input.handle.clone(), BufferIOAttr::ReadOnly))
+        .chain([(output.handle.clone(), BufferIOAttr::WriteOnly)])
+        .collect();
+    launch(
+        &x.client,
+        WgslKernel::<Name>::new(source, WORKGROUP_SIZE),
+        CubeCount::Static(size(n.div_ceil(COLUMNS_PER_GROUP)), 1, 1),
+        buffers,
+        &[size(m), size(k), size(n), activation, (epsilon as f32).to_bits()],
+    );
+    output
 }

@@ -6,7 +6,7 @@ use burn::backend::{Backend, Cube, Dispatch, backend_extension, tensor::FloatTen
 use burn::prelude::*;
 use cubecl::ir::attributes::BufferIOAttr;
 
-use crate::wgsl::{WgslKernel, WgslSource, contiguous, empty_like, kernel_source, launch, size, spread, wgpu_f32};
+use crate::wgsl::{WgslKernel, WgslSource, contiguous, empty_like, kernel_input, kernel_source, launch, size, spread};
 
 const SOURCE: WgslSource = kernel_source!("matmul_t.wgsl");
 /// Names the kernel in launch counts.
@@ -43,9 +43,8 @@ pub fn matmul_t_uses_kernel(x: &Tensor<3>, w: &Tensor<2>) -> bool {
         && k.is_multiple_of(4)
         && k > 0
         && w.dims()[0] > 0
-        && wgpu_f32(x)
-        && wgpu_f32(w)
-        && !(x.is_autodiff() || w.is_autodiff())
+        && kernel_input(x)
+        && kernel_input(w)
 }
 
 /// [`matmul_t`] as `(w @ x^T)^T` in Burn operations: any backend, autodiff included. Written

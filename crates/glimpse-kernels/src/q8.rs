@@ -22,7 +22,7 @@ use cubecl::CubeCount;
 use cubecl::ir::attributes::BufferIOAttr;
 
 use crate::matmul_t::matmul_t_fallback;
-use crate::wgsl::{MAX_WORKGROUPS, WgslKernel, WgslSource, empty_like, kernel_source, launch, size, wgpu_f32};
+use crate::wgsl::{MAX_WORKGROUPS, WgslKernel, WgslSource, empty_like, kernel_input, kernel_source, launch, size};
 
 /// Inputs per scale.
 pub const Q8_BLOCK: usize = 32;
@@ -136,10 +136,8 @@ fn uses_shader(x: &Tensor<3>, packed: &Tensor<2, Int>, scales: &Tensor<2>) -> bo
     (1..=Q8_DIRECT_MAX_ROWS).contains(&(batch * t))
         && packed.dims()[0] <= MAX_WORKGROUPS
         && packed.dtype() == DType::I32
-        && wgpu_f32(x)
-        && wgpu_f32(scales)
-        && !x.is_autodiff()
-        && !scales.is_autodiff()
+        && kernel_input(x)
+        && kernel_input(scales)
 }
 
 /// [`q8_matmul`] through the expanded matrix: [`q8_dequantize`], then a float matmul (gradients

@@ -18,6 +18,12 @@ pub(crate) fn wgpu_f32<const D: usize>(tensor: &Tensor<D>) -> bool {
         && tensor.dtype() == DType::F32
 }
 
+/// Whether a kernel can take `tensor`: f32 on a wgpu device, outside autodiff (the kernels have no
+/// backward).
+pub(crate) fn kernel_input<const D: usize>(tensor: &Tensor<D>) -> bool {
+    wgpu_f32(tensor) && !tensor.is_autodiff()
+}
+
 /// The [`WgslSource`] of `shaders/<file>`s, in order, with `shaders/workgroup.wgsl` (the workgroup
 /// size and reductions every kernel uses) in front of them: WGSL has no includes.
 macro_rules! kernel_source {

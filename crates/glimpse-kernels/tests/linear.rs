@@ -1,11 +1,15 @@
-//! `linear`: the WGSL kernel against the Burn fallback, and the choice between them.
+//! `linear` and its variants `linear_residual` and `layer_norm_linear`: the WGSL kernels against
+//! the Burn fallbacks, and the choice between them.
 //!
 //! Parity is measured as `max |kernel - fallback| / max |fallback|` over the whole output.
 
 mod support;
 
 use burn::prelude::*;
-use glimpse_kernels::{Activation, LINEAR_MAX_ROWS, linear, linear_fallback, linear_uses_kernel};
+use glimpse_kernels::{
+    Activation, LINEAR_MAX_ROWS, layer_norm_linear, layer_norm_linear_fallback, layer_norm_linear_uses_kernel, linear,
+    linear_fallback, linear_residual, linear_residual_fallback, linear_residual_uses_kernel, linear_uses_kernel,
+};
 use support::{read, relative_error, tensor, wgpu};
 
 const TOLERANCE: f32 = 1e-4;
@@ -117,4 +121,124 @@ fn a_weight_of_another_input_width_is_refused() {
     let device = Device::flex();
     let (weight, bias) = layer(8, 16, 81, &device);
     let _ = linear(tensor([2, 6], 82, 1.0, &device), weight, Some(bias), None);
+}
+
+/// LayerNorm parameters away from 1 and 0, so a kernel that skipped either would show.
+fn norm(k: usize, seed: u64, device: &Device) -> (Tensor<1>, Option<Tensor<1>>, f64) {
+    let gamma = tensor([k], seed, 0.5, device) + 1.0;
+    (gamma, Some(tensor([k], seed + 1, 0.5, device)), 1e-5)
+}
+
+fn assert_variants_match_fallbacks<const D: usize>(x: Tensor<D>, n: usize, seed: u64) {
+    let device = x.device();
+    let dims = x.dims();
+    let k = dims[D - 1];
+    let (weight, bias) = layer(k, n, seed, &device);
+    let mut out = dims;
+    out[D - 1] = n;
+    let residual = tensor(out, seed + 2, 3.0, &device);
+    let (gamma, beta, epsilon) = norm(k, seed + 3, &device);
+    let norm = || (gamma.clone(), beta.clone(), epsilon);
+
+    assert!(linear_residual_uses_kernel(&x, &weight, Some(&bias), &residual), "{dims:?} x {n}: residual");
+    let kernel = read(linear_residual(x.clone(), weight.clone(), Some(bias.clone()), residual.clone()));
+    let fallback = read(linear_residual_fallback(x.clone(), weight.clone(), Some(bias.clone()), residual));
+    let error = relative_error(&kernel, &fallback);
+    assert!(error <= TOLERANCE, "{dims:?} x {n}, residual: relative error {error:e}");
+
+    assert!(layer_norm_linear_uses_kernel(&x, (&gamma, beta.as_ref()), &weight, Some(&bias)), "{dims:?} x {n}: normed");
+    for activation in [None, Some(Activation::GeluTanh)] {
+        let kernel = read(layer_norm_linear(x.clone(), norm(), weight.clone(), Some(bias.clone()), activation));
+        let fallback =
+            read(layer_norm_linear_fallback(x.clone(), norm(), weight.clone(), Some(bias.clone()), activation));
+        let error = relative_error(&kernel, &fallback);
+        assert!(error <= TOLERANCE, "{dims:?} x {n}, normed, {activation:?}: relative error {error:e}");
+    }
+}
+
+#[test]
+fn variants_match_fallbacks_for_gpt2_decoding() {
+    let Some(device) = wgpu() else { return };
+    // Normed: fused q/k/v and the MLP's first layer; residual: the two output projections.
+    assert_variants_match_fallbacks(tensor([1, 1, 768], 91, 2.0, &device), 2304, 91);
+    assert_variants_match_fallbacks(tensor([1, 1, 3072], 92, 2.0, &device), 768, 92);
+}
+
+#[test]
+fn variants_match_fallbacks_for_every_row_count_and_off_tile_sizes() {
+    let Some(device) = wgpu() else { return };
+    for rows in 1..=LINEAR_MAX_ROWS {
+        assert_variants_match_fallbacks(tensor([rows, 100], 100 + rows as u64, 2.0, &device), 36, 100 + rows as u64);
+    }
+    // Rows with a mean of 30 and a spread of 1: E[x^2] - mean^2 would lose about 3e-4 of the
+    // variance in f32, so the variance must be taken of the centred row, as the fallback does.
+    let offset = tensor([2, 1, 256], 111, 1.0, &device) + 30.0;
+    assert_variants_match_fallbacks(offset, 128, 111);
+}
+
+#[test]
+fn variants_outside_the_kernel_take_their_fallbacks() {
+    let device = Device::flex();
+    let x = tensor([2, 64], 121, 2.0, &device);
+    let (weight, bias) = layer(64, 32, 122, &device);
+    let residual = tensor([2, 32], 123, 1.0, &device);
+    let (gamma, beta, epsilon) = norm(64, 124, &device);
+    assert!(!linear_residual_uses_kernel(&x, &weight, Some(&bias), &residual));
+    assert!(!layer_norm_linear_uses_kernel(&x, (&gamma, beta.as_ref()), &weight, Some(&bias)));
+    let got = read(linear_residual(x.clone(), weight.clone(), Some(bias.clone()), residual.clone()));
+    assert_eq!(got, read(linear_residual_fallback(x.clone(), weight.clone(), Some(bias.clone()), residual)));
+    let layer_norm = (gamma, beta, epsilon);
+    let got = read(layer_norm_linear(x.clone(), layer_norm.clone(), weight.clone(), Some(bias.clone()), None));
+    assert_eq!(got, read(layer_norm_linear_fallback(x, layer_norm, weight, Some(bias), None)));
+
+    let Some(device) = wgpu() else { return };
+    // Too many rows, and a LayerNorm without beta: the matmul path, still the same values.
+    let x = tensor([LINEAR_MAX_ROWS + 1, 64], 125, 2.0, &device);
+    let (weight, bias) = layer(64, 32, 126, &device);
+    let (gamma, _, epsilon) = norm(64, 127, &device);
+    let residual = tensor([LINEAR_MAX_ROWS + 1, 32], 128, 1.0, &device);
+    assert!(!linear_residual_uses_kernel(&x, &weight, Some(&bias), &residual));
+    let got = read(linear_residual(x.clone(), weight.clone(), Some(bias.clone()), residual.clone()));
+    let error = relative_error(&got, &read(linear_residual_fallback(x, weight, Some(bias), residual)));
+    assert!(error <= TOLERANCE, "residual above the row limit: relative error {error:e}");
+    let x = tensor([2, 64], 129, 2.0, &device);
+    let (weight, bias) = layer(64, 32, 130, &device);
+    assert!(!layer_norm_linear_uses_kernel(&x, (&gamma, None), &weight, Some(&bias)));
+    let layer_norm = (gamma, None, epsilon);
+    let got = read(layer_norm_linear(x.clone(), layer_norm.clone(), weight.clone(), Some(bias.clone()), None));
+    let error = relative_error(&got, &read(layer_norm_linear_fallback(x, layer_norm, weight, Some(bias), None)));
+    assert!(error <= TOLERANCE, "LayerNorm without beta: relative error {error:e}");
+}
+
+#[test]
+fn variants_under_autodiff_get_gradients_through_every_input() {
+    let Some(device) = wgpu() else { return };
+    let device = device.autodiff();
+    let x = tensor([1, 64], 131, 2.0, &device).require_grad();
+    let (weight, bias) = layer(64, 32, 132, &device);
+    let residual = tensor([1, 32], 133, 1.0, &device).require_grad();
+    // The second layer reads the first's 32 outputs.
+    let gamma = (tensor([32], 134, 0.5, &device) + 1.0).detach().require_grad();
+    let beta = tensor([32], 135, 0.5, &device);
+    assert!(!linear_residual_uses_kernel(&x, &weight, Some(&bias), &residual));
+    let y = linear_residual(x.clone(), weight.clone(), Some(bias.clone()), residual.clone());
+    let z = layer_norm_linear(y, (gamma.clone(), Some(beta), 1e-5), weight.transpose(), None, None);
+    let gradients = (z.clone() * z).sum().backward();
+    let gradients = [
+        ("x", x.grad(&gradients).map(read)),
+        ("residual", residual.grad(&gradients).map(read)),
+        ("gamma", gamma.grad(&gradients).map(read)),
+    ];
+    for (name, gradient) in gradients {
+        let gradient = gradient.unwrap_or_else(|| panic!("no gradient for {name}"));
+        assert!(gradient.iter().any(|g| *g != 0.0), "zero gradient for {name}");
+    }
+}
+
+#[test]
+#[should_panic(expected = "is not the output's")]
+fn a_residual_of_another_shape_is_refused() {
+    let device = Device::flex();
+    let (weight, bias) = layer(8, 16, 141, &device);
+    let _ = linear_residual(tensor([2, 8], 142, 1.0, &device), weight, Some(bias), tensor([2, 8], 143, 1.0, &device));
 }

@@ -291,9 +291,9 @@ impl EncoderLayer {
         let k = split_heads(self.k_proj.forward(h.clone()), n_head);
         let v = split_heads(self.v_proj.forward(h), n_head);
         let attended = merge_heads(attention(q, k, v, causal.then_some(0)));
-        let x = x + self.out_proj.forward(attended);
-        let h = self.fc1.forward_activated(self.layer_norm2.forward(x.clone()), act);
-        x + self.fc2.forward(h)
+        let x = self.out_proj.forward_residual(attended, x);
+        let h = self.fc1.forward_normed(x.clone(), &self.layer_norm2, Some(act));
+        self.fc2.forward_residual(h, x)
     }
 }
 

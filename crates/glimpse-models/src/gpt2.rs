@@ -210,7 +210,7 @@ impl Block {
     /// `x`: `[batch, t, d]`; `past`: this layer's cached keys/values.
     fn forward(&self, x: Tensor<3>, past: Option<LayerKv>, n_head: usize, act: Activation) -> (Tensor<3>, LayerKv) {
         let [_, t, d] = x.dims();
-        let qkv = self.c_attn.forward(self.ln_1.forward(x.clone()));
+        let qkv = self.c_attn.forward_normed(x.clone(), &self.ln_1, None);
         let (attended, kv) = match past {
             // A decoding step: one kernel on wgpu reads q, k, v out of the projection, writes the
             // cache and attends.
@@ -226,10 +226,9 @@ impl Block {
                 (merge_heads(attention(q, kv.keys(), kv.values(), Some(past_len))), kv)
             }
         };
-        let x = x + self.c_proj.forward(attended);
-        let h = self.c_fc.forward_activated(self.ln_2.forward(x.clone()), act);
-        let x = x + self.mlp_proj.forward(h);
-        (x, kv)
+        let x = self.c_proj.forward_residual(attended, x);
+        let h = self.c_fc.forward_normed(x.clone(), &self.ln_2, Some(act));
+        (self.mlp_proj.forward_residual(h, x), kv)
     }
 }
 

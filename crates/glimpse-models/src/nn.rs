@@ -6,7 +6,9 @@ use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use burn::tensor::module::embedding;
 pub use glimpse_kernels::Activation;
-use glimpse_kernels::{Q8_BLOCK, bias_activation, linear, matmul_t, q8_dequantize, q8_matmul, q8_pack};
+use glimpse_kernels::{
+    Q8_BLOCK, bias_activation, layer_norm_linear, linear, linear_residual, matmul_t, q8_dequantize, q8_matmul, q8_pack,
+};
 
 /// LayerNorm over the last dimension (HF's `weight` and `bias`), run by
 /// `glimpse_kernels::layer_norm`: one kernel on wgpu where Burn's own decomposes into nine.
@@ -182,6 +184,36 @@ impl Dense {
     /// `activation(x W + b)`: an MLP's first layer. Same shapes as [`Dense::forward`].
     pub fn forward_activated<const D: usize>(&self, x: Tensor<D>, activation: Activation) -> Tensor<D> {
         self.apply(x, Some(activation))
+    }
+
+    /// `activation(norm(x) W + b)`: a pre-LN block's LayerNorm and the projection after it, one
+    /// kernel for a few rows on wgpu. Same shapes as [`Dense::forward`].
+    pub fn forward_normed<const D: usize>(
+        &self,
+        x: Tensor<D>,
+        norm: &LayerNorm,
+        activation: Option<Activation>,
+    ) -> Tensor<D> {
+        match &self.weight {
+            DenseWeight::F32(weight) => layer_norm_linear(
+                x,
+                (norm.gamma.val(), Some(norm.beta.val()), norm.epsilon),
+                weight.val(),
+                self.bias.as_ref().map(Param::val),
+                activation,
+            ),
+            DenseWeight::Q8(_) => self.apply(norm.forward(x), activation),
+        }
+    }
+
+    /// `residual + x W + b`: a sublayer's output projection and the residual add after it, one
+    /// kernel for a few rows on wgpu. `residual`: `[..., d_output]`; same shapes as
+    /// [`Dense::forward`].
+    pub fn forward_residual<const D: usize>(&self, x: Tensor<D>, residual: Tensor<D>) -> Tensor<D> {
+        match &self.weight {
+            DenseWeight::F32(weight) => linear_residual(x, weight.val(), self.bias.as_ref().map(Param::val), residual),
+            DenseWeight::Q8(_) => residual + self.apply(x, None),
+        }
     }
 
     /// f32 weights go through `glimpse_kernels::linear` (product, bias and activation in one kernel
