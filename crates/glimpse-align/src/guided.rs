@@ -217,7 +217,7 @@ pub async fn caption(
     let base = base.repeat_rows(batch);
     let soft_init = (config.soft_prompt_len > 0).then(|| {
         let ids: Vec<u32> = dummy.iter().copied().cycle().take(config.soft_prompt_len).collect();
-        model.embed_tokens(ids_tensor(&ids, &device)).expand([batch, config.soft_prompt_len, model.n_embd()])
+        model.embed_ids(&ids, [1, ids.len()], &device).expand([batch, config.soft_prompt_len, model.n_embd()])
     });
     let mut prefix = Prefix::new(&base, soft_init, &grad_device);
 
@@ -237,7 +237,7 @@ pub async fn caption(
     let mut frozen_cache = base.clone();
     for token in 0..config.max_tokens {
         let context: Vec<Vec<u32>> = fed.iter().map(|t| [&[first][..], t].concat()).collect();
-        let embeds = model.embed_tokens(batch_ids(&context, &device));
+        let embeds = model.embed_ids(&context.concat(), [batch, context[0].len()], &device);
         // The frozen LM's own next-token distribution.
         let frozen = {
             let newest = embeds.clone().narrow(1, context[0].len() - 1, 1);

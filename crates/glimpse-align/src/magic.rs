@@ -5,7 +5,7 @@
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use glimpse_models::generation::{CandidateBonus, Decoding, GenerationConfig, generate_with_bonus};
-use glimpse_models::tensor::{ids_tensor, read};
+use glimpse_models::tensor::read;
 use glimpse_models::{ClipBundle, Gpt2Bundle, l2_normalize};
 
 use crate::AlignError;
@@ -76,7 +76,7 @@ pub async fn magic_captions(
     let mut texts = Vec::with_capacity(n);
     for i in 0..n {
         let mut bonus = ClipBonus { clip, lm, target: targets.clone().narrow(0, i, 1), beta: config.beta };
-        let embeds = lm.model.embed_tokens(ids_tensor(&prompt, &lm.device));
+        let embeds = lm.model.embed_ids(&prompt, [1, prompt.len()], &lm.device);
         let ids = generate_with_bonus(&lm.model, embeds, &generation, |_| {}, &mut bonus, &lm.device).await?;
         texts.push(caption_text(lm, &ids)?);
     }

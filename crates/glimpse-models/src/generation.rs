@@ -13,7 +13,7 @@ use burn::tensor::activation::{log_softmax, softmax};
 
 use crate::error::ModelError;
 use crate::gpt2::{Gpt2, KvCache};
-use crate::tensor::{argmax_first, ids_tensor, l2_normalize, read, top_k_indices};
+use crate::tensor::{argmax_first, l2_normalize, read, top_k_indices};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Decoding {
@@ -72,7 +72,7 @@ pub async fn generate(
         return Err(ModelError::Input("the prompt is empty; give at least one token".into()));
     }
     model.check_ids(prompt)?;
-    generate_from_embeds(model, model.embed_tokens(ids_tensor(prompt, device)), config, on_token, device).await
+    generate_from_embeds(model, model.embed_ids(prompt, [1, prompt.len()], device), config, on_token, device).await
 }
 
 /// Continues a prompt given as input embeddings `[1, t, n_embd]` (e.g. a projected image followed
@@ -164,7 +164,7 @@ pub async fn generate_with_bonus<B: CandidateBonus>(
             return Ok(out);
         }
         if config.decoding == Decoding::Greedy {
-            last_hidden = model.forward_ids(ids_tensor(&[next], device), &mut cache);
+            last_hidden = model.forward_embeds(model.embed_ids(&[next], [1, 1], device), &mut cache);
         }
     }
 }

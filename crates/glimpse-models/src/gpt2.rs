@@ -433,6 +433,12 @@ impl Gpt2 {
         self.wte.lookup(ids)
     }
 
+    /// [`Gpt2::embed_tokens`] of ids the host holds, laid out as `shape` (`[batch, t]`): fewer
+    /// kernels where the token table spans several blocks (GPT-2 small's does on wgpu).
+    pub fn embed_ids(&self, ids: &[u32], shape: [usize; 2], device: &Device) -> Tensor<3> {
+        self.wte.lookup_ids(ids, shape, device)
+    }
+
     /// Runs the decoder over input embeddings that follow the cached positions, and extends the
     /// cache. `embeds`: `[batch, t, n_embd]` -> last hidden state after `ln_f`, `[batch, t, n_embd]`.
     ///

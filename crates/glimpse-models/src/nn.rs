@@ -315,6 +315,23 @@ impl ShardedTable {
         out.expect("a table has at least one row")
     }
 
+    /// Row lookup of ids the host holds, as [`ShardedTable::lookup`] of them in `shape`
+    /// (`[batch, t]`). When every id falls in one block (a decoding step's single token always
+    /// does) it is one gather from that block, where ids on the device take a masked gather per
+    /// block (nine kernels each on wgpu).
+    pub fn lookup_ids(&self, ids: &[u32], shape: [usize; 2], device: &Device) -> Tensor<3> {
+        let block = |id: u32| id as usize / self.rows_per_shard;
+        let first = ids.first().map_or(0, |&id| block(id));
+        let as_tensor = |ids: Vec<i64>| Tensor::from_data(TensorData::new(ids, shape), device);
+        match self.shards.get(first) {
+            Some(shard) if ids.iter().all(|&id| block(id) == first) => {
+                let start = first * self.rows_per_shard;
+                shard.lookup(as_tensor(ids.iter().map(|&id| (id as usize - start) as i64).collect()))
+            }
+            _ => self.lookup(as_tensor(ids.iter().map(|&id| i64::from(id)).collect())),
+        }
+    }
+
     /// `x @ table^T`: `[batch, t, dim]` -> `[batch, t, rows]` (the tied LM head), shard by shard
     /// (`glimpse_kernels::matmul_t` for f32 shards).
     pub fn project(&self, x: Tensor<3>) -> Tensor<3> {
@@ -380,6 +397,13 @@ mod tests {
         let looked_up = table.lookup(Tensor::from_data(TensorData::new(ids.to_vec(), [1, ids.len()]), &device));
         let expected: Vec<f32> = ids.iter().flat_map(|&i| values[i as usize * dim..][..dim].to_vec()).collect();
         assert_eq!(looked_up.into_data().try_into_vec_as::<f32>().unwrap(), expected);
+        // Host ids: across blocks (the masked path), and within the last block (one gather).
+        for ids in [&[0u32, 3, 4, 7, 8, 9][..], &[9, 8, 9, 8]] {
+            let looked_up = table.lookup_ids(ids, [2, ids.len() / 2], &device);
+            assert_eq!(looked_up.dims(), [2, ids.len() / 2, dim]);
+            let expected: Vec<f32> = ids.iter().flat_map(|&i| values[i as usize * dim..][..dim].to_vec()).collect();
+            assert_eq!(looked_up.into_data().try_into_vec_as::<f32>().unwrap(), expected, "{ids:?}");
+        }
 
         let x = [1.0f32, -2.0, 0.5];
         let projected = table.project(Tensor::from_data(TensorData::new(x.to_vec(), [1, 1, dim]), &device));
