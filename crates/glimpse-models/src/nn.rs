@@ -181,11 +181,6 @@ impl Dense {
         self.apply(x, None)
     }
 
-    /// `activation(x W + b)`: an MLP's first layer. Same shapes as [`Dense::forward`].
-    pub fn forward_activated<const D: usize>(&self, x: Tensor<D>, activation: Activation) -> Tensor<D> {
-        self.apply(x, Some(activation))
-    }
-
     /// `activation(norm(x) W + b)`: a pre-LN block's LayerNorm and the projection after it, one
     /// kernel for a few rows on wgpu. Same shapes as [`Dense::forward`].
     pub fn forward_normed<const D: usize>(
