@@ -2,7 +2,7 @@
 // LayerNorm and the projection after it in one dispatch. gamma, beta: [k].
 // Every workgroup computes the rows' mean and variance itself (at most 8 rows of k, next to the
 // k x 64 weights it reads), in one reduction of per-lane (count, mean, sum of squared deviations)
-// combined as Chan et al. do: as exact as two passes over the centred row, with a third of the
+// combined as Chan et al. do: as stable as two passes over the centred row, with a third of the
 // barriers.
 
 // All read_write: see decode_attention.wgsl (one wgpu buffer may hold several tensors).

@@ -18,9 +18,11 @@ use crate::wgsl::{
 const PLAIN: WgslSource = kernel_source!("activation.wgsl", "linear.wgsl", "linear_plain.wgsl");
 const RESIDUAL: WgslSource = kernel_source!("activation.wgsl", "linear.wgsl", "linear_residual.wgsl");
 const NORMED: WgslSource = kernel_source!("activation.wgsl", "linear.wgsl", "linear_normed.wgsl");
-/// Name the variants in launch counts.
+/// Names `linear`'s kernel in launch counts.
 struct LinearShader;
+/// Names `linear_residual`'s kernel in launch counts.
 struct LinearResidualShader;
+/// Names `layer_norm_linear`'s kernel in launch counts.
 struct LayerNormLinearShader;
 
 /// Most rows the kernel takes (its per-lane sums); more rows are a matmul's job.
