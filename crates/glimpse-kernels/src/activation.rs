@@ -4,10 +4,9 @@ use burn::backend::wgpu::CubeTensor;
 use burn::backend::{Backend, Cube, Dispatch, backend_extension, tensor::FloatTensor};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, sigmoid};
-use cubecl::ir::attributes::BufferIOAttr;
 use serde::{Deserialize, Serialize};
 
-use crate::wgsl::{WgslKernel, WgslSource, contiguous, empty_like, kernel_input, kernel_source, launch, size, spread};
+use crate::wgsl::{WgslKernel, WgslSource, contiguous, kernel_input, kernel_source, launch_to_output, size, spread};
 
 /// Activation functions by their Hugging Face names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -60,7 +59,7 @@ fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 }
 
 const SOURCE: WgslSource = kernel_source!("activation.wgsl", "bias_activation.wgsl");
-/// Names the kernel in launch counts.
+/// Names the kernel in launch_to_output counts.
 struct BiasActivationShader;
 
 /// Lanes per workgroup, one element each.
@@ -135,18 +134,12 @@ impl BiasActivationBackend for Cube {
         let shape = y.meta.shape().clone();
         let (len, n) = (shape.num_elements(), shape[1]);
         let (workgroups, groups_x) = spread(len.div_ceil(WORKGROUP_SIZE as usize));
-        let output = empty_like(&y, shape);
-        launch(
-            &y.client,
+        launch_to_output(
             WgslKernel::<BiasActivationShader>::new(SOURCE, WORKGROUP_SIZE),
             workgroups,
-            vec![
-                (y.handle.clone(), BufferIOAttr::ReadOnly),
-                (bias.handle.clone(), BufferIOAttr::ReadOnly),
-                (output.handle.clone(), BufferIOAttr::WriteOnly),
-            ],
+            &[&y, &bias],
+            shape,
             &[size(len), size(n), activation, groups_x],
-        );
-        output
+        )
     }
 }

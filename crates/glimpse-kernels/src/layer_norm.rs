@@ -3,12 +3,11 @@
 use burn::backend::wgpu::CubeTensor;
 use burn::backend::{Backend, Cube, Dispatch, backend_extension, tensor::FloatTensor};
 use burn::prelude::*;
-use cubecl::ir::attributes::BufferIOAttr;
 
-use crate::wgsl::{WgslKernel, WgslSource, contiguous, empty_like, kernel_input, kernel_source, launch, size, spread};
+use crate::wgsl::{WgslKernel, WgslSource, contiguous, kernel_input, kernel_source, launch_to_output, size, spread};
 
 const SOURCE: WgslSource = kernel_source!("layer_norm.wgsl");
-/// Names the kernel in launch counts.
+/// Names the kernel in launch_to_output counts.
 struct LayerNormShader;
 
 /// Lanes per workgroup, each taking every 64th element of the row.
@@ -80,19 +79,12 @@ impl LayerNormBackend for Cube {
         let (rows, dim) = (shape[0], shape[1]);
         let (workgroups, row_groups) = spread(rows);
         let params = [size(rows), size(dim), (epsilon as f32).to_bits(), row_groups];
-        let output = empty_like(&x, shape);
-        launch(
-            &x.client,
+        launch_to_output(
             WgslKernel::<LayerNormShader>::new(SOURCE, WORKGROUP_SIZE),
             workgroups,
-            vec![
-                (x.handle.clone(), BufferIOAttr::ReadOnly),
-                (gamma.handle.clone(), BufferIOAttr::ReadOnly),
-                (beta.handle.clone(), BufferIOAttr::ReadOnly),
-                (output.handle.clone(), BufferIOAttr::WriteOnly),
-            ],
+            &[&x, &gamma, &beta],
+            shape,
             &params,
-        );
-        output
+        )
     }
 }

@@ -7,12 +7,11 @@ use burn::backend::wgpu::CubeTensor;
 use burn::backend::{Backend, Cube, Dispatch, backend_extension, tensor::FloatTensor};
 use burn::prelude::*;
 use cubecl::CubeCount;
-use cubecl::ir::attributes::BufferIOAttr;
 
 use crate::activation::{Activation, NO_ACTIVATION, bias_activation, bias_activation_fallback};
 use crate::layer_norm::{layer_norm, layer_norm_fallback};
 use crate::wgsl::{
-    MAX_WORKGROUPS, WgslKernel, WgslSource, contiguous, empty_like, kernel_input, kernel_source, launch, size,
+    MAX_WORKGROUPS, WgslKernel, WgslSource, contiguous, kernel_input, kernel_source, launch_to_output, size,
 };
 
 const PLAIN: WgslSource = kernel_source!("activation.wgsl", "linear.wgsl", "linear_plain.wgsl");
@@ -287,20 +286,12 @@ fn launch_variant<Name: 'static>(
     epsilon: f64,
 ) -> CubeTensor {
     let inputs: Vec<CubeTensor> = inputs.into_iter().map(contiguous).collect();
-    let x = &inputs[0];
-    let (m, k) = (x.meta.shape()[0], x.meta.shape()[1]);
-    let output = empty_like(x, [m, n]);
-    let buffers = inputs
-        .iter()
-        .map(|input| (input.handle.clone(), BufferIOAttr::ReadOnly))
-        .chain([(output.handle.clone(), BufferIOAttr::WriteOnly)])
-        .collect();
-    launch(
-        &x.client,
+    let (m, k) = (inputs[0].meta.shape()[0], inputs[0].meta.shape()[1]);
+    launch_to_output(
         WgslKernel::<Name>::new(source, WORKGROUP_SIZE),
         CubeCount::Static(size(n.div_ceil(COLUMNS_PER_GROUP)), 1, 1),
-        buffers,
+        &inputs.iter().collect::<Vec<_>>(),
+        [m, n],
         &[size(m), size(k), size(n), activation, (epsilon as f32).to_bits()],
-    );
-    output
+    )
 }

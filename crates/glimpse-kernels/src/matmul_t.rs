@@ -4,12 +4,11 @@
 use burn::backend::wgpu::CubeTensor;
 use burn::backend::{Backend, Cube, Dispatch, backend_extension, tensor::FloatTensor};
 use burn::prelude::*;
-use cubecl::ir::attributes::BufferIOAttr;
 
-use crate::wgsl::{WgslKernel, WgslSource, contiguous, empty_like, kernel_input, kernel_source, launch, size, spread};
+use crate::wgsl::{WgslKernel, WgslSource, contiguous, kernel_input, kernel_source, launch_to_output, size, spread};
 
 const SOURCE: WgslSource = kernel_source!("matmul_t.wgsl");
-/// Names the kernel in launch counts.
+/// Names the kernel in launch_to_output counts.
 struct MatmulTShader;
 
 /// Most rows of `x` the kernel takes (its per-lane sums).
@@ -68,18 +67,12 @@ impl MatmulTBackend for Cube {
         let (m, k) = (x.meta.shape()[0], x.meta.shape()[1]);
         let n = w.meta.shape()[0];
         let (workgroups, groups_x) = spread(n.div_ceil(COLUMNS_PER_GROUP));
-        let output = empty_like(&x, [m, n]);
-        launch(
-            &x.client,
+        launch_to_output(
             WgslKernel::<MatmulTShader>::new(SOURCE, WORKGROUP_SIZE),
             workgroups,
-            vec![
-                (x.handle.clone(), BufferIOAttr::ReadOnly),
-                (w.handle.clone(), BufferIOAttr::ReadOnly),
-                (output.handle.clone(), BufferIOAttr::WriteOnly),
-            ],
+            &[&x, &w],
+            [m, n],
             &[size(m), size(k), size(n), groups_x],
-        );
-        output
+        )
     }
 }

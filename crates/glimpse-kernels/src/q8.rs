@@ -19,10 +19,9 @@ use burn::backend::{Autodiff, AutodiffBackend, Backend, Cube, Dispatch, Dispatch
 use burn::prelude::*;
 use burn::tensor::DType;
 use cubecl::CubeCount;
-use cubecl::ir::attributes::BufferIOAttr;
 
 use crate::matmul_t::matmul_t_fallback;
-use crate::wgsl::{MAX_WORKGROUPS, WgslKernel, WgslSource, empty_like, kernel_input, kernel_source, launch, size};
+use crate::wgsl::{MAX_WORKGROUPS, WgslKernel, WgslSource, kernel_input, kernel_source, launch_to_output, size};
 
 /// Inputs per scale.
 pub const Q8_BLOCK: usize = 32;
@@ -277,20 +276,13 @@ impl Q8ShaderBackend for Cube {
         let (m, k) = (x.meta.shape()[0], x.meta.shape()[1]);
         let (n, words) = (packed.meta.shape()[0], packed.meta.shape()[1]);
         let blocks = scales.meta.shape()[1];
-        let output = empty_like(&x, [m, n]);
-        launch(
-            &x.client,
+        launch_to_output(
             WgslKernel::<Q8MatvecShader>::new(MATVEC, WORKGROUP_SIZE),
             CubeCount::Static(size(n), 1, 1),
-            vec![
-                (x.handle.clone(), BufferIOAttr::ReadOnly),
-                (packed.handle.clone(), BufferIOAttr::ReadOnly),
-                (scales.handle.clone(), BufferIOAttr::ReadOnly),
-                (output.handle.clone(), BufferIOAttr::WriteOnly),
-            ],
+            &[&x, &packed, &scales],
+            [m, n],
             &[size(m), size(n), size(k), size(words), size(blocks)],
-        );
-        output
+        )
     }
 }
 

@@ -111,6 +111,26 @@ pub(crate) fn launch<Name: 'static>(
     client.launch(Box::new(SourceKernel::new(kernel, cube_dim)), workgroups, arguments);
 }
 
+/// Launches `kernel` on `inputs`, read only and bound in order, and on a new contiguous f32 output
+/// of `shape` bound after them: the shape of every kernel here that writes one fresh tensor.
+/// Returns the output.
+pub(crate) fn launch_to_output<Name: 'static>(
+    kernel: WgslKernel<Name>,
+    workgroups: CubeCount,
+    inputs: &[&CubeTensor],
+    shape: impl Into<burn::tensor::Shape>,
+    params: &[u32],
+) -> CubeTensor {
+    let output = empty_like(inputs[0], shape);
+    let buffers = inputs
+        .iter()
+        .map(|input| (input.handle.clone(), BufferIOAttr::ReadOnly))
+        .chain([(output.handle.clone(), BufferIOAttr::WriteOnly)])
+        .collect();
+    launch(&output.client, kernel, workgroups, buffers, params);
+    output
+}
+
 /// Workgroups one dispatch dimension takes (WebGPU's guaranteed `maxComputeWorkgroupsPerDimension`).
 pub(crate) const MAX_WORKGROUPS: usize = 65_535;
 
