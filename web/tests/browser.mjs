@@ -4,7 +4,7 @@
 // `glimpse` binary (GLIMPSE_BIN, default target/release/glimpse, else target/debug/glimpse).
 //
 //   node web/tests/browser.mjs        screenshots and timings land in web/tests/out/
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -139,68 +139,109 @@ async function fallbackRun(origin) {
   });
 }
 
-// The packed tarball installed into a separate page, as a web app would use it.
+// The packed tarball installed into a separate page, as a web app would use it: as plain ES modules
+// (an import map names the package), on Vite's dev server, and built by Vite and served from its
+// output folder alone, so that every script, worker and wasm file must come from the bundle.
 async function consumerRun() {
   const site = mkdtempSync(join(tmpdir(), 'glimpse-consumer-'));
   try {
     const packed = execFileSync('npm', ['pack', '--silent', '--pack-destination', site], { cwd: join(web, 'package'), encoding: 'utf8' }).trim().split('\n').pop();
     cpSync(join(web, 'tests', 'consumer'), site, { recursive: true });
     execFileSync('npm', ['install', '--silent', '--no-audit', '--no-fund', `./${packed}`], { cwd: site, stdio: 'inherit' });
-    cpSync(join(repo, 'models/world-clip'), join(site, 'models/world-clip'), { recursive: true });
-    cpSync(join(repo, 'models/world-gpt2'), join(site, 'models/world-gpt2'), { recursive: true });
-    for (const model of ['world-clip', 'world-gpt2']) {
-      execFileSync(glimpseBinary(), ['models', 'convert', join(repo, 'models', model), '--dtype', 'q8', '--out', join(site, 'models', `${model}-q8`)], { stdio: 'ignore' });
-    }
     check(readdirSync(join(site, 'node_modules/@glimpse-rs/glimpse/engine')).includes('glimpse_wasm_bg.wasm'), `consumer: ${packed} installs with its engine`);
-    const server = await serve(site);
-    try {
-      await withBrowser(false, async (browser) => {
-        const page = await openPage(browser, `http://127.0.0.1:${server.address().port}/`, 'consumer');
-        await page.waitForFunction(() => window.consumer, null, { timeout: PAGE_TIMEOUT_MS });
-        const result = await page.evaluate(() => window.consumer);
-        check(!result.error, `consumer: ran without error ${result.error ?? ''}`);
-        if (result.error) return;
-        check(result.bestText === 0, `consumer: embedText + embedImage rank the right description first (similarities ${result.similarities.map((s) => s.toFixed(3)).join(', ')})`);
-        check(result.caption.length > 0 && result.caption.includes('red'), `consumer: captionImage says "${result.caption}"`);
-        const { duration, events } = result.chunked;
-        check(duration === 20 && events.length === 2 && events.every((e) => e.start >= 0 && e.end <= 20 && e.caption.length > 0),
-          `consumer: 40 frames sent in chunks give a 20 s video with 2 events (${duration} s, ${events.map((e) => `${e.start}-${e.end}`).join(', ')})`);
-        check(result.chapters.startsWith('InputError') && result.chapters.includes('at least 3 chapters'),
-          `consumer: toChapters() refuses two events with the reason (${result.chapters})`);
-        const { auto, found, several, readsForCaption, readsAfterFinding } = result.moments;
-        const near = (span, start, end) => Math.abs(span.start - start) <= TOLERANCE_S && Math.abs(span.end - end) <= TOLERANCE_S;
-        check(auto.events.length === 1 && near(auto.events[0], 5, 15),
-          `consumer: events 'auto' captions the one scene between blank stretches (${auto.events.map((e) => `${e.start}-${e.end}`).join(', ')})`);
-        check(found.length === 1 && near(found[0], 5, 15), `consumer: findMoments puts the scene at 5-15 s (${found.map((m) => `${m.start}-${m.end}`).join(', ')})`);
-        // Two asked for, but the one scene is the only place that shows anything.
-        check(several.length === 3 && several.every((a, i) => a.query === result.texts[i] && a.moments.length === 1 && near(a.moments[0], 5, 15)),
-          `consumer: several queries (top 2) each get the one scene there is (${several.map((a) => a.moments.length).join(', ')} moments)`);
-        // The 38 frames counted (all but the first and the last), each once.
-        check(readsForCaption === 38 && readsAfterFinding === 38, `consumer: the frames are read once for a caption and two searches (${readsForCaption} reads, then ${readsAfterFinding})`);
-        check(result.badModel === 'ModelLoadError' && result.badModelIsTyped, `consumer: a missing model gives a typed ModelLoadError ("${result.badModelMessage}")`);
-        check(result.inputErrors.every((e) => e === 'InputError'), `consumer: empty frames, an unknown option, maxTokens 0, a prompt longer than the LM's positions, a 0 x 0 canvas, an empty query, top 0, a misspelt search option and events 'many' are InputErrors (${result.inputErrors.join(', ')})`);
-        // Loading reports transformers.js' events: every file initiated, downloaded, done; then
-        // the engine's phase and ready, with totals that add up to what was served.
-        const statuses = result.progress.map((e) => e.status);
-        const files = new Set(result.progress.filter((e) => e.file).map((e) => e.file));
-        const last = result.progress.at(-1);
-        const served = ['world-clip', 'world-gpt2'].flatMap((m) => readdirSync(join(site, 'models', m)).map((f) => statSync(join(site, 'models', m, f)).size)).reduce((a, b) => a + b, 0);
-        check(statuses[0] === 'initiate' && statuses.at(-2) === 'building' && last.status === 'ready'
-          && [...files].every((file) => ['initiate', 'download', 'done'].every((s) => result.progress.some((e) => e.file === file && e.status === s)))
-          && result.progress.every((e, i) => i === 0 || e.totalLoaded >= result.progress[i - 1].totalLoaded)
-          && last.totalLoaded === last.totalBytes && last.totalBytes === served,
-        `consumer: loading reports initiate / download / progress / done per file (${files.size} files), then building and ready, ${last.totalLoaded} of ${last.totalBytes} bytes (the folders hold ${served})`);
-        check(result.cacheCleared === true && result.cacheLeft === false, `consumer: clearCache() empties the model cache (${result.cacheCleared}, left: ${result.cacheLeft})`);
-        check(result.q8.cosine >= 0.99 && result.q8.caption.includes('red'),
-          `consumer: the q8 models embed the image as f32 does (cosine ${result.q8.cosine.toFixed(5)}) and caption it "${result.q8.caption}" (f32: "${result.caption}")`);
-        check(result.aborted === 'AbortError', `consumer: an aborted call rejects with AbortError, and the next call still works ("${result.afterAbort}")`);
-      });
-    } finally {
-      server.close();
+    const bundled = join(site, 'dist');
+    execFileSync(join(web, 'node_modules/.bin/vite'), ['build', '--logLevel', 'warn', '--outDir', bundled], { cwd: site, stdio: 'inherit' });
+    const assets = readdirSync(join(bundled, 'assets'));
+    check(assets.some((f) => /^worker-.*\.js$/.test(f)) && assets.some((f) => /^glimpse_wasm_bg-.*\.wasm$/.test(f)),
+      `consumer built with Vite: the worker and the engine are emitted as assets (${assets.join(', ')})`);
+    // The models are static files the app serves next to its pages.
+    for (const root of [site, bundled]) {
+      for (const model of ['world-clip', 'world-gpt2']) {
+        cpSync(join(repo, 'models', model), join(root, 'models', model), { recursive: true });
+        execFileSync(glimpseBinary(), ['models', 'convert', join(repo, 'models', model), '--dtype', 'q8', '--out', join(root, 'models', `${model}-q8`)], { stdio: 'ignore' });
+      }
+    }
+    const servers = [
+      ['consumer', site, () => staticServer(site)],
+      ['consumer on Vite\'s dev server', site, () => viteDevServer(site)],
+      ['consumer built with Vite', bundled, () => staticServer(bundled)],
+    ];
+    for (const [label, root, start] of servers) {
+      const server = await start();
+      try {
+        await withBrowser(false, async (browser) => {
+          const page = await openPage(browser, server.url, label);
+          await page.waitForFunction(() => window.consumer, null, { timeout: PAGE_TIMEOUT_MS });
+          checkConsumer(label, await page.evaluate(() => window.consumer), root);
+        });
+      } finally {
+        server.close();
+      }
     }
   } finally {
     rmSync(site, { recursive: true, force: true });
   }
+}
+
+async function staticServer(root) {
+  const server = await serve(root);
+  return { url: `http://127.0.0.1:${server.address().port}/`, close: () => server.close() };
+}
+
+// `vite` as a developer runs it while working on the app: modules served one by one, the package's
+// dependencies pre-bundled.
+async function viteDevServer(root) {
+  const vite = spawn(join(web, 'node_modules/.bin/vite'), ['--host', '127.0.0.1', '--port', '0', '--strictPort', '--clearScreen', 'false'],
+    { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] });
+  const url = await new Promise((resolve, reject) => {
+    let printed = '';
+    vite.stdout.on('data', (chunk) => {
+      printed += chunk;
+      const found = /Local:\s+(http\S+)/.exec(printed);
+      if (found) resolve(found[1]);
+    });
+    vite.on('exit', (code) => reject(new Error(`vite dev server exited (${code}) before it listened: ${printed}`)));
+  });
+  return { url, close: () => vite.kill() };
+}
+
+function checkConsumer(label, result, root) {
+  check(!result.error, `${label}: ran without error ${result.error ?? ''}`);
+  if (result.error) return;
+  check(result.bestText === 0, `${label}: embedText + embedImage rank the right description first (similarities ${result.similarities.map((s) => s.toFixed(3)).join(', ')})`);
+  check(result.caption.length > 0 && result.caption.includes('red'), `${label}: captionImage says "${result.caption}"`);
+  const { duration, events } = result.chunked;
+  check(duration === 20 && events.length === 2 && events.every((e) => e.start >= 0 && e.end <= 20 && e.caption.length > 0),
+    `${label}: 40 frames sent in chunks give a 20 s video with 2 events (${duration} s, ${events.map((e) => `${e.start}-${e.end}`).join(', ')})`);
+  check(result.chapters.startsWith('InputError') && result.chapters.includes('at least 3 chapters'),
+    `${label}: toChapters() refuses two events with the reason (${result.chapters})`);
+  const { auto, found, several, readsForCaption, readsAfterFinding } = result.moments;
+  const near = (span, start, end) => Math.abs(span.start - start) <= TOLERANCE_S && Math.abs(span.end - end) <= TOLERANCE_S;
+  check(auto.events.length === 1 && near(auto.events[0], 5, 15),
+    `${label}: events 'auto' captions the one scene between blank stretches (${auto.events.map((e) => `${e.start}-${e.end}`).join(', ')})`);
+  check(found.length === 1 && near(found[0], 5, 15), `${label}: findMoments puts the scene at 5-15 s (${found.map((m) => `${m.start}-${m.end}`).join(', ')})`);
+  // Two asked for, but the one scene is the only place that shows anything.
+  check(several.length === 3 && several.every((a, i) => a.query === result.texts[i] && a.moments.length === 1 && near(a.moments[0], 5, 15)),
+    `${label}: several queries (top 2) each get the one scene there is (${several.map((a) => a.moments.length).join(', ')} moments)`);
+  // The 38 frames counted (all but the first and the last), each once.
+  check(readsForCaption === 38 && readsAfterFinding === 38, `${label}: the frames are read once for a caption and two searches (${readsForCaption} reads, then ${readsAfterFinding})`);
+  check(result.badModel === 'ModelLoadError' && result.badModelIsTyped, `${label}: a missing model gives a typed ModelLoadError ("${result.badModelMessage}")`);
+  check(result.inputErrors.every((e) => e === 'InputError'), `${label}: empty frames, an unknown option, maxTokens 0, a prompt longer than the LM's positions, a 0 x 0 canvas, an empty query, top 0, a misspelt search option and events 'many' are InputErrors (${result.inputErrors.join(', ')})`);
+  // Loading reports transformers.js' events: every file initiated, downloaded, done; then
+  // the engine's phase and ready, with totals that add up to what was served.
+  const statuses = result.progress.map((e) => e.status);
+  const files = new Set(result.progress.filter((e) => e.file).map((e) => e.file));
+  const last = result.progress.at(-1);
+  const served = ['world-clip', 'world-gpt2'].flatMap((m) => readdirSync(join(root, 'models', m)).map((f) => statSync(join(root, 'models', m, f)).size)).reduce((a, b) => a + b, 0);
+  check(statuses[0] === 'initiate' && statuses.at(-2) === 'building' && last.status === 'ready'
+    && [...files].every((file) => ['initiate', 'download', 'done'].every((s) => result.progress.some((e) => e.file === file && e.status === s)))
+    && result.progress.every((e, i) => i === 0 || e.totalLoaded >= result.progress[i - 1].totalLoaded)
+    && last.totalLoaded === last.totalBytes && last.totalBytes === served,
+  `${label}: loading reports initiate / download / progress / done per file (${files.size} files), then building and ready, ${last.totalLoaded} of ${last.totalBytes} bytes (the folders hold ${served})`);
+  check(result.cacheCleared === true && result.cacheLeft === false, `${label}: clearCache() empties the model cache (${result.cacheCleared}, left: ${result.cacheLeft})`);
+  check(result.q8.cosine >= 0.99 && result.q8.caption.includes('red'),
+    `${label}: the q8 models embed the image as f32 does (cosine ${result.q8.cosine.toFixed(5)}) and caption it "${result.q8.caption}" (f32: "${result.caption}")`);
+  check(result.aborted === 'AbortError', `${label}: an aborted call rejects with AbortError, and the next call still works ("${result.afterAbort}")`);
 }
 
 mkdirSync(out, { recursive: true });
