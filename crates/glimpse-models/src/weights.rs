@@ -111,6 +111,9 @@ enum Stored<'a> {
     },
 }
 
+/// The most bytes read from a source outside memory at once.
+const STORED_SLICE: usize = 4 << 20;
+
 /// The largest header accepted (safetensors' own limit).
 const MAX_HEADER_BYTES: u64 = 100_000_000;
 
@@ -193,28 +196,25 @@ impl<'a> WeightFile<'a> {
 
     /// Reads elements `range` (row-major) of tensor `name` as f32; the range must lie inside it.
     pub fn read_f32_range(&self, name: &str, range: Range<usize>) -> Result<Vec<f32>, TensorProblem> {
+        if self.metadata.info(name).is_some_and(|info| info.dtype == Dtype::F32) {
+            let mut values = vec![0f32; range.len()];
+            self.read_stored(name, range, bytemuck::cast_slice_mut(&mut values))?;
+            if cfg!(target_endian = "big") {
+                values.iter_mut().for_each(|value| *value = f32::from_bits(u32::from_le(value.to_bits())));
+            }
+            return Ok(values);
+        }
         let mut values = Vec::with_capacity(range.len());
-        self.read_each(name, range, Values::Float, |value| values.push(value))?;
+        self.read_each(name, range, |value| values.push(value))?;
         Ok(values)
     }
 
     /// Reads the `[rows, cols]` tensor `name` as its `[cols, rows]` transpose, placed as it is read
     /// (no second copy of the matrix).
     pub fn read_f32_transposed(&self, name: &str, rows: usize, cols: usize) -> Result<Vec<f32>, TensorProblem> {
-        self.read_transposed(name, rows, cols, Values::Float)
-    }
-
-    /// Elements `range` of the I8 tensor `name`.
-    fn read_i8_range(&self, name: &str, range: Range<usize>) -> Result<Vec<i8>, TensorProblem> {
-        let mut values = Vec::with_capacity(range.len());
-        self.read_each(name, range, Values::Bytes, |value| values.push(value as i8))?;
-        Ok(values)
-    }
-
-    fn read_transposed(&self, name: &str, rows: usize, cols: usize, kind: Values) -> Result<Vec<f32>, TensorProblem> {
         let mut out = vec![0.0; rows * cols];
         let (mut row, mut col) = (0, 0);
-        self.read_each(name, 0..rows * cols, kind, |value| {
+        self.read_each(name, 0..rows * cols, |value| {
             out[col * rows + row] = value;
             col += 1;
             if col == cols {
@@ -224,23 +224,48 @@ impl<'a> WeightFile<'a> {
         Ok(out)
     }
 
-    /// Hands elements `range` (row-major) of tensor `name` to `put` as f32, in order. `kind` says
-    /// which stored types the caller takes.
-    fn read_each(
-        &self,
-        name: &str,
-        range: Range<usize>,
-        kind: Values,
-        mut put: impl FnMut(f32),
-    ) -> Result<(), TensorProblem> {
+    /// Elements `range` of the I8 tensor `name`.
+    fn read_i8_range(&self, name: &str, range: Range<usize>) -> Result<Vec<i8>, TensorProblem> {
+        let dtype = self.metadata.info(name).expect("a tensor the caller found").dtype;
+        if dtype != Dtype::I8 {
+            return Err(TensorProblem::DType { name: name.into(), dtype: format!("{dtype:?}") });
+        }
+        let mut values = vec![0i8; range.len()];
+        self.read_stored(name, range, bytemuck::cast_slice_mut(&mut values))?;
+        Ok(values)
+    }
+
+    /// Copies the stored bytes of elements `range` (row-major) of tensor `name` into `out`, which
+    /// has their size: the caller reads a type exactly as stored, with no conversion.
+    fn read_stored(&self, name: &str, range: Range<usize>, out: &mut [u8]) -> Result<(), TensorProblem> {
         let info = self.metadata.info(name).expect("a tensor the caller found");
-        let convert: fn(&[u8]) -> f32 = match (kind, info.dtype) {
-            (Values::Float, Dtype::F32) => |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-            (Values::Float, Dtype::F16) => |b| half::f16::from_le_bytes([b[0], b[1]]).to_f32(),
-            (Values::Float, Dtype::BF16) => |b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32(),
-            (Values::Float, Dtype::F64) => |b| f64::from_le_bytes(b.try_into().unwrap()) as f32,
-            (Values::Bytes, Dtype::I8) => |b| b[0] as i8 as f32,
-            (_, other) => {
+        let width = info.dtype.bitsize() / 8;
+        let (begin, end) = (info.data_offsets.0 + range.start * width, info.data_offsets.0 + range.end * width);
+        assert!(end <= info.data_offsets.1 && out.len() == end - begin, "elements {range:?} lie outside `{name}`");
+        match &self.data {
+            Stored::Bytes(bytes) => out.copy_from_slice(&bytes[begin..end]),
+            Stored::At { source, start, what } => {
+                // In slices of a few MiB, as `read_each` reads: a source outside memory (the browser's
+                // Blob) hands each slice over in a buffer of its own.
+                for (i, slice) in out.chunks_mut(STORED_SLICE).enumerate() {
+                    source
+                        .read_exact_at(start + (begin + i * STORED_SLICE) as u64, slice)
+                        .map_err(|e| TensorProblem::Unreadable { name: name.into(), why: format!("{what}: {e}") })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands elements `range` (row-major) of the float tensor `name` to `put` as f32, in order.
+    fn read_each(&self, name: &str, range: Range<usize>, mut put: impl FnMut(f32)) -> Result<(), TensorProblem> {
+        let info = self.metadata.info(name).expect("a tensor the caller found");
+        let convert: fn(&[u8]) -> f32 = match info.dtype {
+            Dtype::F32 => |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            Dtype::F16 => |b| half::f16::from_le_bytes([b[0], b[1]]).to_f32(),
+            Dtype::BF16 => |b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32(),
+            Dtype::F64 => |b| f64::from_le_bytes(b.try_into().unwrap()) as f32,
+            other => {
                 return Err(TensorProblem::DType { name: name.into(), dtype: format!("{other:?}") });
             }
         };
@@ -254,7 +279,7 @@ impl<'a> WeightFile<'a> {
                 // beside the f32 values.
                 let unreadable =
                     |e: std::io::Error| TensorProblem::Unreadable { name: name.into(), why: format!("{what}: {e}") };
-                let mut chunk = vec![0u8; ((4 << 20) / width * width).min(end - begin)];
+                let mut chunk = vec![0u8; (STORED_SLICE / width * width).min(end - begin)];
                 let mut offset = start + begin as u64;
                 let mut left = end - begin;
                 while left > 0 {
@@ -268,13 +293,6 @@ impl<'a> WeightFile<'a> {
         }
         Ok(())
     }
-}
-
-/// What a read accepts: floats (widened to f32), or the bytes of 8-bit weights.
-#[derive(Debug, Clone, Copy)]
-enum Values {
-    Float,
-    Bytes,
 }
 
 /// The header's `__metadata__` key naming how a file is quantised, and the one scheme glimpse knows.
@@ -415,8 +433,13 @@ impl<'f, 'a> Loader<'f, 'a> {
             let bytes = self.record(self.file.read_i8_range(name, 0..n * k))?;
             (bytes, self.record(self.file.read_f32_range(&scale_name, 0..n * blocks))?)
         } else {
-            let bytes = self.record(self.file.read_transposed(name, k, n, Values::Bytes))?;
-            let bytes = bytes.into_iter().map(|value| value as i8).collect();
+            let stored = self.record(self.file.read_i8_range(name, 0..k * n))?;
+            let mut bytes = vec![0i8; n * k];
+            for (row, values) in stored.chunks_exact(n).enumerate() {
+                for (col, &value) in values.iter().enumerate() {
+                    bytes[col * k + row] = value;
+                }
+            }
             (bytes, self.record(self.file.read_f32_transposed(&scale_name, blocks, n))?)
         };
         self.scales_valid(&scale_name, &scales).then(|| Q8Matrix::new(&bytes, scales, n, k, &self.device))

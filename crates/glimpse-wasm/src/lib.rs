@@ -1,7 +1,7 @@
 //! Browser bindings of glimpse (wasm-bindgen), the engine behind the npm package in `web/package`.
 //!
 //! No algorithm lives here. [`Session`] holds a CLIP and a GPT-2 that `glimpse-models` loads from
-//! their Hugging Face files (JavaScript's buffers, weights read tensor by tensor) and forwards every call to
+//! their Hugging Face files (JavaScript's buffers; weights read tensor by tensor from a buffer or a Blob) and forwards every call to
 //! `glimpse-align`, as the desktop binary does. Everything that touches tensors is async and reads
 //! values back with `into_data_async` only: a browser cannot block on the GPU.
 //!

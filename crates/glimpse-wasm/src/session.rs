@@ -42,13 +42,16 @@ struct Models {
 impl Session {
     /// Loads a CLIP and a GPT-2 on `device` (`"webgpu"` or `"cpu"`). `clip` and `lm` are objects
     /// of `Uint8Array`s named after their Hugging Face files: `config`, `weights`
-    /// (`model.safetensors`), `tokenizer`, and for CLIP optionally `preprocessor`.
+    /// (`model.safetensors`, also a `Blob`), `tokenizer`, and for CLIP optionally `preprocessor`.
     pub async fn load(device: String, clip: JsValue, lm: JsValue) -> Result<Session, JsValue> {
         let clip = model_files("CLIP", &clip)?;
         let lm = model_files("GPT-2", &lm)?;
         let (device, report) = device::select(&device).await?;
         let load_error = |e: glimpse_models::ModelError| js_error(MODEL_LOAD, with_causes(&e));
         let clip = Rc::new(ClipBundle::load(&clip, &device).map_err(load_error)?);
+        // A turn of the event loop between the models lets the browser collect the buffers that
+        // reading CLIP's weights left behind (as many bytes as the file) before GPT-2's come.
+        next_turn().await;
         let lm = Gpt2Bundle::load(&lm, &device).map_err(load_error)?;
         Ok(Session { models: Rc::new(Models { clip, lm, device: report }) })
     }
@@ -258,58 +261,103 @@ fn guidance_options(json: &str) -> Result<GuidanceOptions, JsValue> {
     serde_json::from_str(json).map_err(|e| errors::input(format!("options: {e}")))
 }
 
-/// A model's files from a JavaScript object of `Uint8Array`s. The weights stay in JavaScript's
-/// buffer and are copied in tensor by tensor as the model is built, so the module's memory never
-/// holds the file beside the tensors.
+/// Resolves on a later turn of the worker's event loop.
+async fn next_turn() {
+    let timer = Promise::new(&mut |resolve, _| {
+        let global: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+        let _ = global.set_timeout_with_callback(&resolve);
+    });
+    let _ = wasm_bindgen_futures::JsFuture::from(timer).await;
+}
+
+/// A model's files from a JavaScript object of `Uint8Array`s; `weights` may also be a `Blob`.
+/// The weights stay outside the module's memory, in JavaScript's buffer or in the Blob (which the
+/// browser keeps on disk for a cached download or a picked file), and are copied in tensor by
+/// tensor as the model is built, so the module's memory never holds the file beside the tensors.
 fn model_files(what: &str, files: &JsValue) -> Result<ModelFiles, JsValue> {
-    let field = |name: &str| -> Result<Option<Uint8Array>, JsValue> {
+    let field = |name: &str| -> Result<Option<JsValue>, JsValue> {
         let value = js_sys::Reflect::get(files, &name.into())
             .map_err(|_| js_error(MODEL_LOAD, format!("{what}: the files are not an object")))?;
-        if value.is_undefined() || value.is_null() {
-            return Ok(None);
-        }
+        Ok((!value.is_undefined() && !value.is_null()).then_some(value))
+    };
+    let bytes = |name: &str, value: JsValue| {
         value
             .dyn_into::<Uint8Array>()
-            .map(Some)
             .map_err(|_| js_error(MODEL_LOAD, format!("{what}: `{name}` is not a Uint8Array")))
     };
     let required = |name: &str, file: &str| {
         field(name)?.ok_or_else(|| js_error(MODEL_LOAD, format!("{what}: `{name}` ({file}) is missing")))
     };
+    let weights = required("weights", "model.safetensors")?;
+    let weights = match weights.dyn_into::<web_sys::Blob>() {
+        Ok(blob) => {
+            JsFile::from_blob(blob).map_err(|e| js_error(MODEL_LOAD, format!("{what}: model.safetensors: {e:?}")))?
+        }
+        Err(other) => JsFile::Bytes(bytes("weights", other)?),
+    };
     Ok(ModelFiles {
         source: what.to_string(),
-        config: required("config", "config.json")?.to_vec(),
-        weights: Weights::Reader(
-            Arc::new(JsBuffer(required("weights", "model.safetensors")?)),
-            format!("{what} model.safetensors"),
-        ),
-        tokenizer: required("tokenizer", "tokenizer.json")?.to_vec(),
-        preprocessor: field("preprocessor")?.map(|bytes| bytes.to_vec()),
+        config: bytes("config", required("config", "config.json")?)?.to_vec(),
+        weights: Weights::Reader(Arc::new(weights), format!("{what} model.safetensors")),
+        tokenizer: bytes("tokenizer", required("tokenizer", "tokenizer.json")?)?.to_vec(),
+        preprocessor: field("preprocessor")?.map(|value| bytes("preprocessor", value)).transpose()?.map(|b| b.to_vec()),
     })
 }
 
-/// A file's bytes in a JavaScript buffer, outside the module's memory.
-struct JsBuffer(Uint8Array);
+/// A file's bytes outside the module's memory.
+enum JsFile {
+    Bytes(Uint8Array),
+    /// Read range by range with the worker's synchronous reader (workers only).
+    Blob {
+        blob: web_sys::Blob,
+        reader: web_sys::FileReaderSync,
+    },
+}
+
+impl JsFile {
+    fn from_blob(blob: web_sys::Blob) -> Result<Self, JsValue> {
+        Ok(JsFile::Blob { reader: web_sys::FileReaderSync::new()?, blob })
+    }
+}
 
 // SAFETY: the module is built without wasm threads (no `atomics` target feature, checked here), so
-// the buffer is only ever touched from the one thread there is.
+// the file is only ever touched from the one thread there is.
 #[cfg(not(target_feature = "atomics"))]
-unsafe impl Send for JsBuffer {}
+unsafe impl Send for JsFile {}
 #[cfg(not(target_feature = "atomics"))]
-unsafe impl Sync for JsBuffer {}
+unsafe impl Sync for JsFile {}
 
-impl ReadAt for JsBuffer {
+impl ReadAt for JsFile {
     fn len(&self) -> u64 {
-        self.0.length().into()
+        match self {
+            JsFile::Bytes(bytes) => bytes.length().into(),
+            // A Blob's size is a whole number of bytes below 2^53.
+            JsFile::Blob { blob, .. } => blob.size() as u64,
+        }
     }
 
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-        let end = offset.checked_add(buf.len() as u64).filter(|&end| end <= self.len());
-        let (Ok(start), Some(Ok(end))) = (u32::try_from(offset), end.map(u32::try_from)) else {
+        let Some(end) = offset.checked_add(buf.len() as u64).filter(|&end| end <= self.len()) else {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         };
-        self.0.subarray(start, end).copy_to(buf);
-        Ok(())
+        let mut copy = |range: Uint8Array| {
+            if range.length() as usize != buf.len() {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+            }
+            range.copy_to(buf);
+            Ok(())
+        };
+        match self {
+            // Within the length, which a Uint8Array holds in 32 bits.
+            JsFile::Bytes(bytes) => copy(bytes.subarray(offset as u32, end as u32)),
+            JsFile::Blob { blob, reader } => {
+                let read = blob
+                    .slice_with_f64_and_f64(offset as f64, end as f64)
+                    .and_then(|range| reader.read_as_array_buffer(&range))
+                    .map_err(|e| std::io::Error::other(format!("reading the Blob failed: {e:?}")))?;
+                copy(Uint8Array::new(&read))
+            }
+        }
     }
 }
 

@@ -6,6 +6,7 @@ import { CACHE, ErrorName, LoadStatus, Reply, Request } from './protocol.js';
 const CLIP_FILES = { config: 'config.json', weights: 'model.safetensors', tokenizer: 'tokenizer.json', preprocessor: 'preprocessor_config.json' };
 const LM_FILES = { config: 'config.json', weights: 'model.safetensors', tokenizer: 'tokenizer.json' };
 const OPTIONAL = new Set(['preprocessor']);
+const WEIGHTS = 'weights';
 
 let session = null;
 let deviceKind = null;
@@ -167,56 +168,153 @@ async function gather(what, source, names, progress) {
       if (!OPTIONAL.has(field)) throw named(ErrorName.modelLoad, `${what}: ${file} is missing`);
       return;
     }
-    const bytes = typeof given === 'string' ? await download(what, field, given, progress) : await asBytes(given);
+    const bytes = typeof given === 'string' ? await download(what, field, given, progress) : await asBytes(field, given);
     if (bytes) files[field] = bytes;
   }));
   return files;
 }
 
-async function asBytes(value) {
+// The engine reads the weights out of a Blob range by range, so a picked file stays on disk.
+async function asBytes(field, value) {
   if (value instanceof Uint8Array) return value;
   if (value instanceof ArrayBuffer) return new Uint8Array(value);
-  if (typeof Blob !== 'undefined' && value instanceof Blob) return new Uint8Array(await value.arrayBuffer());
+  if (typeof Blob !== 'undefined' && value instanceof Blob) return field === WEIGHTS ? value : new Uint8Array(await value.arrayBuffer());
   throw named(ErrorName.modelLoad, 'a model file must be a URL, an ArrayBuffer, a Uint8Array or a Blob / File');
 }
 
-// Fetches with byte progress, through the Cache API when the page may use it.
+// Fetches with byte progress. Through the Cache API when the page may use it: a miss streams the
+// network's response into the cache (the browser writes it to disk as it comes), and the weights
+// are then handed to the engine as the cached Blob, which it reads tensor by tensor, so a 1.1 GB
+// checkpoint is never held in memory as a file. Without a cache (or when it refuses the file: its
+// quota, a private window) a file goes into one buffer of its size.
 async function download(what, field, url, progress) {
   progress.initiate(url);
+  const onBytes = (loaded) => progress.update(url, loaded);
   const cache = self.caches ? await self.caches.open(CACHE).catch(() => null) : null;
-  const cached = await cache?.match(url);
-  const response = cached ?? await fetch(url).catch((e) => { throw named(ErrorName.modelLoad, `${what}: cannot fetch ${url}: ${e.message}`); });
-  if (!response.ok) {
-    if (OPTIONAL.has(field) && response.status === 404) {
+  let stored = await cache?.match(url);
+  if (stored) {
+    progress.download(url, announcedLength(stored));
+  } else {
+    const response = await fetchModelFile(what, url);
+    if (!response.ok) {
+      if (OPTIONAL.has(field) && response.status === 404) {
+        progress.done(url);
+        return null;
+      }
+      throw named(ErrorName.modelLoad, `${what}: ${url} answered ${response.status} ${response.statusText}`);
+    }
+    const total = announcedLength(response);
+    progress.download(url, total);
+    stored = cache && await storeInCache(what, url, cache, response, total, onBytes);
+    if (!stored) {
+      const bytes = await readBody(what, url, cache ? await fetchModelFile(what, url) : response, onBytes);
       progress.done(url);
-      return null;
+      return bytes;
     }
-    throw named(ErrorName.modelLoad, `${what}: ${url} answered ${response.status} ${response.statusText}`);
   }
-  // A compressed response announces its compressed length: no total then.
-  const total = response.headers.get('content-encoding') ? 0 : Number(response.headers.get('content-length')) || 0;
-  progress.download(url, total);
-  const reader = response.body.getReader();
-  const chunks = [];
-  let loaded = 0;
-  try {
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      chunks.push(value);
-      loaded += value.length;
-      progress.update(url, loaded);
-    }
-  } catch (error) {
-    throw named(ErrorName.modelLoad, `${what}: the download of ${url} broke off after ${loaded} bytes: ${error.message}`);
+  let file;
+  if (field === WEIGHTS) {
+    file = await stored.blob();
+    onBytes(file.size);
+  } else {
+    file = await readBody(what, url, stored, onBytes);
   }
-  const bytes = new Uint8Array(loaded);
-  let offset = 0;
-  for (const chunk of chunks) { bytes.set(chunk, offset); offset += chunk.length; }
-  if (total && loaded < total) throw named(ErrorName.modelLoad, `${what}: ${url} ended after ${loaded} of ${total} bytes`);
-  if (!cached && cache) await cache.put(url, new Response(bytes, { headers: { 'content-length': String(loaded) } })).catch(() => {});
   progress.done(url);
-  return bytes;
+  return file;
+}
+
+async function fetchModelFile(what, url) {
+  return fetch(url).catch((e) => { throw named(ErrorName.modelLoad, `${what}: cannot fetch ${url}: ${e.message}`); });
+}
+
+// The body's length in bytes, or 0 when the response does not say. A compressed response
+// announces its compressed length: no length then.
+function announcedLength(response) {
+  return response.headers.get('content-encoding') ? 0 : Number(response.headers.get('content-length')) || 0;
+}
+
+// Puts the response into the cache as it streams in, counting the bytes; returns the cached copy,
+// or null when the cache would not take it. A broken or oversized download is a ModelLoadError.
+async function storeInCache(what, url, cache, response, total, onBytes) {
+  if (total > MAX_FILE_BYTES) throw named(ErrorName.modelLoad, `${what}: ${tooLarge(url)}`);
+  const reader = response.body.getReader();
+  let loaded = 0;
+  // Why the download failed, as the message to give; null while it goes well.
+  let failure = null;
+  const fail = (message) => {
+    failure = message;
+    throw new Error(message);
+  };
+  const counted = new ReadableStream({
+    async pull(controller) {
+      let step;
+      try {
+        step = await reader.read();
+      } catch (error) {
+        fail(`the download of ${url} broke off after ${loaded} bytes: ${error.message}`);
+      }
+      if (step.done) {
+        if (total && loaded < total) fail(`${url} ended after ${loaded} of ${total} bytes`);
+        controller.close();
+        return;
+      }
+      loaded += step.value.length;
+      if (loaded > MAX_FILE_BYTES) fail(tooLarge(url));
+      onBytes(loaded);
+      controller.enqueue(step.value);
+    },
+    cancel(reason) { return reader.cancel(reason); },
+  });
+  try {
+    await cache.put(url, new Response(counted, { headers: total ? { 'content-length': String(total) } : {} }));
+  } catch {
+    if (failure) throw named(ErrorName.modelLoad, `${what}: ${failure}`);
+    return null;
+  }
+  return (await cache.match(url)) ?? null;
+}
+
+// A file bigger than a browser's ArrayBuffer (and the 4 GiB wasm address space) can never load.
+const MAX_FILE_BYTES = 2 ** 32 - 1;
+const tooLarge = (url) => `${url} is larger than 4 GiB, more than a browser can hold; use a smaller model or convert it (glimpse models convert --dtype q8)`;
+
+// Reads a body into one buffer: of the announced length when there is one, else grown as the
+// bytes come (ArrayBuffer.transfer resizes in place where the browser can).
+async function readBody(what, url, response, onBytes) {
+  const total = announcedLength(response);
+  if (total > MAX_FILE_BYTES) throw named(ErrorName.modelLoad, `${what}: ${tooLarge(url)}`);
+  const reader = response.body.getReader();
+  let bytes = new Uint8Array(total || 1 << 16);
+  let loaded = 0;
+  for (;;) {
+    let step;
+    try {
+      step = await reader.read();
+    } catch (error) {
+      throw named(ErrorName.modelLoad, `${what}: the download of ${url} broke off after ${loaded} bytes: ${error.message}`);
+    }
+    if (step.done) break;
+    const end = loaded + step.value.length;
+    if (end > bytes.length) {
+      if (end > MAX_FILE_BYTES) {
+        reader.cancel();
+        throw named(ErrorName.modelLoad, `${what}: ${tooLarge(url)}`);
+      }
+      bytes = resized(bytes, Math.min(MAX_FILE_BYTES, Math.max(2 * bytes.length, end)));
+    }
+    bytes.set(step.value, loaded);
+    loaded = end;
+    onBytes(loaded);
+  }
+  if (total && loaded < total) throw named(ErrorName.modelLoad, `${what}: ${url} ended after ${loaded} of ${total} bytes`);
+  return loaded === bytes.length ? bytes : resized(bytes, loaded);
+}
+
+function resized(bytes, length) {
+  if (bytes.buffer.transfer) return new Uint8Array(bytes.buffer.transfer(length));
+  const copy = new Uint8Array(length);
+  copy.set(bytes.subarray(0, Math.min(length, bytes.length)));
+  return copy;
 }
 
 // The load's progress reports (protocol.js, `LoadProgress`), each with the sums over every file
