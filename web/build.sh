@@ -13,8 +13,9 @@ if [ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $version" ]; then
     cargo install --quiet wasm-bindgen-cli --version "$version"
 fi
 
-cargo build --locked --release --target wasm32-unknown-unknown -p glimpse-wasm
-module=target/wasm32-unknown-unknown/release/glimpse_wasm.wasm
+# The wasm-release profile (Cargo.toml): optimised for size, with link-time optimisation.
+cargo build --locked --profile wasm-release --target wasm32-unknown-unknown -p glimpse-wasm
+module=target/wasm32-unknown-unknown/wasm-release/glimpse_wasm.wasm
 staging=$(mktemp -d)
 trap 'rm -rf "$staging"' EXIT
 wasm-bindgen --target web --remove-name-section --remove-producers-section --out-dir "$staging" "$module"

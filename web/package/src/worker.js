@@ -192,9 +192,12 @@ async function download(what, field, url, progress) {
   const onBytes = (loaded) => progress.update(url, loaded);
   const cache = self.caches ? await self.caches.open(CACHE).catch(() => null) : null;
   let stored = await cache?.match(url);
+  // A file just stored has been counted as it came from the network; reading it back is not news.
+  let reportRead = onBytes;
   if (stored) {
     progress.download(url, announcedLength(stored));
   } else {
+    reportRead = () => {};
     const response = await fetchModelFile(what, url);
     if (!response.ok) {
       if (OPTIONAL.has(field) && response.status === 404) {
@@ -207,6 +210,8 @@ async function download(what, field, url, progress) {
     progress.download(url, total);
     stored = cache && await storeInCache(what, url, cache, response, total, onBytes);
     if (!stored) {
+      // No cache, or one that refused the file (its quota, a private window): into a buffer, from
+      // the network again in the second case, with the file's progress starting over.
       const bytes = await readBody(what, url, cache ? await fetchModelFile(what, url) : response, onBytes);
       progress.done(url);
       return bytes;
@@ -215,9 +220,9 @@ async function download(what, field, url, progress) {
   let file;
   if (field === WEIGHTS) {
     file = await stored.blob();
-    onBytes(file.size);
+    reportRead(file.size);
   } else {
-    file = await readBody(what, url, stored, onBytes);
+    file = await readBody(what, url, stored, reportRead);
   }
   progress.done(url);
   return file;
