@@ -1,14 +1,23 @@
-//! LayerNorm over the last dimension in one kernel: every LayerNorm of the towers and of decoding.
+//! LayerNorm over the last dimension in one kernel: every LayerNorm of the towers and of decoding,
+//! and with its gradient in one more under autodiff (a frozen model's LayerNorms on the way to a
+//! prefix or a mask).
 
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::wgpu::CubeTensor;
-use burn::backend::{Backend, Cube, Dispatch, backend_extension, tensor::FloatTensor};
+use burn::backend::{Autodiff, Backend, Cube, Dispatch, backend_extension, tensor::FloatTensor};
 use burn::prelude::*;
 
-use crate::wgsl::{WgslKernel, WgslSource, contiguous, kernel_input, kernel_source, launch_to_output, size, spread};
+use crate::wgsl::{WgslKernel, WgslSource, contiguous, kernel_source, launch_to_output, size, spread, wgpu_f32};
 
 const SOURCE: WgslSource = kernel_source!("layer_norm.wgsl");
 /// Names the kernel in launch_to_output counts.
 struct LayerNormShader;
+const BACKWARD: WgslSource = kernel_source!("layer_norm_backward.wgsl");
+/// Names the backward kernel in launch_to_output counts.
+struct LayerNormBackwardShader;
 
 /// Lanes per workgroup, each taking every 64th element of the row.
 const WORKGROUP_SIZE: u32 = 64;
@@ -17,8 +26,9 @@ const WORKGROUP_SIZE: u32 = 64;
 ///
 /// x: `[..., dim]`, gamma and beta: `[dim]` -> `[..., dim]`.
 ///
-/// Runs the WGSL kernel `shaders/layer_norm.wgsl` when all are f32 on a wgpu device outside
-/// autodiff and `beta` is given; otherwise [`layer_norm_fallback`].
+/// Runs the WGSL kernel `shaders/layer_norm.wgsl` when all are f32 on a wgpu device and `beta` is
+/// given, under autodiff too (with `shaders/layer_norm_backward.wgsl` for the gradient of `x`) as
+/// long as `gamma` and `beta` are not tracked; otherwise [`layer_norm_fallback`].
 pub fn layer_norm<const D: usize>(x: Tensor<D>, gamma: Tensor<1>, beta: Option<Tensor<1>>, epsilon: f64) -> Tensor<D> {
     let dim = x.dims()[D - 1];
     // The kernel indexes gamma and beta by column: a mismatch must stop here, not read out of bounds.
@@ -48,7 +58,12 @@ pub fn layer_norm<const D: usize>(x: Tensor<D>, gamma: Tensor<1>, beta: Option<T
 /// Whether [`layer_norm`] runs the WGSL kernel for these inputs (rather than the fallback).
 pub fn layer_norm_uses_kernel<const D: usize>(x: &Tensor<D>, gamma: &Tensor<1>, beta: Option<&Tensor<1>>) -> bool {
     let Some(beta) = beta else { return false };
-    x.shape().num_elements() > 0 && kernel_input(x) && kernel_input(gamma) && kernel_input(beta)
+    x.shape().num_elements() > 0
+        && wgpu_f32(x)
+        && wgpu_f32(gamma)
+        && wgpu_f32(beta)
+        && !gamma.is_tracked()
+        && !beta.is_tracked()
 }
 
 /// [`layer_norm`] as Burn computes it (its `layer_norm` operation, nine kernels on wgpu): any
@@ -62,7 +77,7 @@ pub fn layer_norm_fallback<const D: usize>(
     burn::tensor::module::layer_norm(x, gamma, beta, epsilon)
 }
 
-#[backend_extension(Cube)]
+#[backend_extension(Cube, Autodiff)]
 trait LayerNormBackend: Backend {
     fn layer_norm(
         x: FloatTensor<Self>,
@@ -74,17 +89,82 @@ trait LayerNormBackend: Backend {
 
 impl LayerNormBackend for Cube {
     fn layer_norm(x: CubeTensor, gamma: CubeTensor, beta: CubeTensor, epsilon: f64) -> CubeTensor {
-        let [x, gamma, beta] = [x, gamma, beta].map(contiguous);
-        let shape = x.meta.shape().clone();
-        let (rows, dim) = (shape[0], shape[1]);
-        let (workgroups, row_groups) = spread(rows);
-        let params = [size(rows), size(dim), (epsilon as f32).to_bits(), row_groups];
-        launch_to_output(
-            WgslKernel::<LayerNormShader>::new(SOURCE, WORKGROUP_SIZE),
-            workgroups,
-            &[&x, &gamma, &beta],
-            shape,
-            &params,
-        )
+        forward(x, gamma, beta, epsilon)
+    }
+}
+
+impl<C: CheckpointStrategy> LayerNormBackend for Autodiff<Cube, C> {
+    fn layer_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        // Only x is registered as a parent: a tracked gamma or beta would silently get no
+        // gradient, and `layer_norm` sends those to the fallback.
+        assert!(!gamma.is_tracked() && !beta.is_tracked(), "layer_norm kernel: gamma and beta must not be tracked");
+        let (gamma, beta) = (gamma.into_primitive(), beta.into_primitive());
+        match LayerNormBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let x = contiguous(x.into_primitive());
+                let output = forward(x.clone(), gamma.clone(), beta, epsilon);
+                prep.finish(BackwardState { x, gamma, epsilon }, output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(forward(x.into_primitive(), gamma, beta, epsilon)),
+        }
+    }
+}
+
+/// x: `[rows, dim]`.
+fn forward(x: CubeTensor, gamma: CubeTensor, beta: CubeTensor, epsilon: f64) -> CubeTensor {
+    let [x, gamma, beta] = [x, gamma, beta].map(contiguous);
+    let shape = x.meta.shape().clone();
+    let (workgroups, params) = row_launch(&shape, epsilon);
+    launch_to_output(
+        WgslKernel::<LayerNormShader>::new(SOURCE, WORKGROUP_SIZE),
+        workgroups,
+        &[&x, &gamma, &beta],
+        shape,
+        &params,
+    )
+}
+
+/// One workgroup per row of a `[rows, dim]` tensor, and the parameters both shaders read.
+fn row_launch(shape: &burn::tensor::Shape, epsilon: f64) -> (cubecl::CubeCount, [u32; 4]) {
+    let (rows, dim) = (shape[0], shape[1]);
+    let (workgroups, row_groups) = spread(rows);
+    (workgroups, [size(rows), size(dim), (epsilon as f32).to_bits(), row_groups])
+}
+
+#[derive(Debug, Clone)]
+struct BackwardState {
+    /// `[rows, dim]`, contiguous: the forward's input, from which mean and spread are recomputed.
+    x: CubeTensor,
+    gamma: CubeTensor,
+    epsilon: f64,
+}
+
+#[derive(Debug)]
+struct LayerNormBackward;
+
+impl Backward<Cube, 1> for LayerNormBackward {
+    type State = BackwardState;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [x_node] = ops.parents;
+        let dy = contiguous(grads.consume::<Cube>(&ops.node));
+        if let Some(node) = x_node {
+            let BackwardState { x, gamma, epsilon } = ops.state;
+            let shape = x.meta.shape().clone();
+            let (workgroups, params) = row_launch(&shape, epsilon);
+            let dx = launch_to_output(
+                WgslKernel::<LayerNormBackwardShader>::new(BACKWARD, WORKGROUP_SIZE),
+                workgroups,
+                &[&x, &gamma, &dy],
+                shape,
+                &params,
+            );
+            grads.register::<Cube>(node.id, dx);
+        }
     }
 }

@@ -7,8 +7,9 @@
 //! kernel; everywhere else (other backends, shapes or autodiff uses a kernel does not cover) it
 //! runs its portable fallback, written in plain Burn operations and public so callers can compare
 //! the two. A `*_uses_kernel` function tells which path a call takes (`q8_dequantize` has none:
-//! its two paths give the same values). [`masked_pool`] has a hand-written backward, so its
-//! kernels also run under autodiff.
+//! its two paths give the same values). [`masked_pool`] and [`layer_norm`] have hand-written
+//! backwards, so their kernels also run under autodiff (for the masks, and for a LayerNorm's input
+//! when gamma and beta are frozen).
 //!
 //! The kernels reach the backends' tensor primitives (CubeCL's `CubeTensor`, the CPU backend's
 //! `FlexTensor`) through Burn backend extensions; the wgpu primitive is raw because Burn's

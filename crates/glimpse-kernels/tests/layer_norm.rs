@@ -118,18 +118,87 @@ fn cpu_tensors_and_a_missing_beta_take_the_fallback() {
     );
 }
 
+type Norm<const D: usize> = fn(Tensor<D>, Tensor<1>, Option<Tensor<1>>, f64) -> Tensor<D>;
+
+/// `(loss, dloss/dx)` for `norm` applied to `2 x`, with gamma and beta constants; the loss weights
+/// each output by a random tensor so the gradient is not the zero a plain sum of a normalised row
+/// gives, and reaches `x` through the product (the kernel's gradient must flow on).
+fn loss_and_gradient<const D: usize>(
+    norm: Norm<D>,
+    x: Tensor<D>,
+    (gamma, beta): (Tensor<1>, Tensor<1>),
+    weights: Tensor<D>,
+) -> (Vec<f32>, Vec<f32>) {
+    let x = x.require_grad();
+    let loss = (norm(x.clone() * 2.0, gamma, Some(beta), EPSILON) * weights).sum();
+    let gradients = loss.backward();
+    (read(loss), read(x.grad(&gradients).expect("no gradient for x")))
+}
+
 #[test]
-fn autodiff_tensors_take_the_fallback_and_get_gradients() {
+fn gradient_of_x_matches_fallback_under_autodiff() {
+    let Some(plain) = wgpu() else { return };
+    for device in [plain.clone().autodiff(), plain.autodiff().gradient_checkpointing()] {
+        for (shape, seed) in [([2, 3, 64], 71), ([1, 1, 768], 72), ([2, 77, 512], 73), ([3, 5, 100], 74)] {
+            let x = tensor(shape, seed, 1.0, &device);
+            let affine = affine(shape[2], seed + 10, &device);
+            assert!(
+                layer_norm_uses_kernel(&x, &affine.0, Some(&affine.1)),
+                "{shape:?}: the kernel was not chosen under autodiff"
+            );
+            let weights = tensor(shape, seed + 20, 1.0, &device);
+            let (kernel_loss, kernel) = loss_and_gradient(layer_norm, x.clone(), affine.clone(), weights.clone());
+            let (fallback_loss, fallback) = loss_and_gradient(layer_norm_fallback, x, affine, weights);
+            let what = format!("{shape:?}, {device:?}");
+            let error = relative_error(&kernel_loss, &fallback_loss);
+            assert!(error <= TOLERANCE, "loss, {what}: relative error {error:e}");
+            let error = relative_error(&kernel, &fallback);
+            assert!(error <= TOLERANCE, "gradient, {what}: relative error {error:e}");
+        }
+    }
+}
+
+#[test]
+fn gradient_of_a_view_matches_fallback() {
     let Some(device) = wgpu() else { return };
     let device = device.autodiff();
-    let x = tensor([2, 3, 64], 71, 1.0, &device).require_grad();
-    let (gamma, beta) = affine(64, 72, &device);
+    // Rows of the transpose: the kernel copies the view, the gradient must land on the original.
+    let x = tensor([64, 6], 81, 1.0, &device);
+    let affine = affine(64, 82, &device);
+    let weights = tensor([64, 6], 83, 1.0, &device);
+    let transposed: Norm<2> =
+        |x, gamma, beta, epsilon| layer_norm(x.swap_dims(0, 1), gamma, beta, epsilon).swap_dims(0, 1);
+    let transposed_fallback: Norm<2> =
+        |x, gamma, beta, epsilon| layer_norm_fallback(x.swap_dims(0, 1), gamma, beta, epsilon).swap_dims(0, 1);
+    let (_, kernel) = loss_and_gradient(transposed, x.clone(), affine.clone(), weights.clone());
+    let (_, fallback) = loss_and_gradient(transposed_fallback, x, affine, weights);
+    let error = relative_error(&kernel, &fallback);
+    assert!(error <= TOLERANCE, "relative error {error:e}");
+}
+
+#[test]
+fn untracked_input_on_the_autodiff_device_uses_the_kernel() {
+    let Some(device) = wgpu() else { return };
+    let device = device.autodiff();
+    let x = tensor([2, 3, 64], 91, 1.0, &device);
+    let (gamma, beta) = affine(64, 92, &device);
+    assert!(layer_norm_uses_kernel(&x, &gamma, Some(&beta)));
+    let kernel = read(layer_norm(x.clone(), gamma.clone(), Some(beta.clone()), EPSILON));
+    let error = relative_error(&kernel, &read(layer_norm_fallback(x, gamma, Some(beta), EPSILON)));
+    assert!(error <= TOLERANCE, "relative error {error:e}");
+}
+
+#[test]
+fn a_tracked_gamma_takes_the_fallback_and_gets_its_gradient() {
+    let Some(device) = wgpu() else { return };
+    let device = device.autodiff();
+    let x = tensor([2, 3, 64], 101, 1.0, &device).require_grad();
+    let (gamma, beta) = affine(64, 102, &device);
+    let gamma = gamma.require_grad();
     assert!(!layer_norm_uses_kernel(&x, &gamma, Some(&beta)));
-    // Weighted so the gradient is not the zero a plain sum of a normalised row gives.
-    let weights = tensor([2, 3, 64], 73, 1.0, &device);
-    let gradients = (layer_norm(x.clone(), gamma, Some(beta), EPSILON) * weights).sum().backward();
-    let gradient = read(x.grad(&gradients).expect("no gradient for x"));
-    assert!(gradient.iter().any(|g| *g != 0.0));
+    let weights = tensor([2, 3, 64], 103, 1.0, &device);
+    let gradients = (layer_norm(x.clone(), gamma.clone(), Some(beta), EPSILON) * weights).sum().backward();
+    assert!(x.grad(&gradients).is_some() && gamma.grad(&gradients).is_some(), "no gradient for x or gamma");
 }
 
 #[test]
