@@ -6,7 +6,7 @@
 //   node web/tests/browser.mjs [demo] [fallback] [consumer] [real-size]
 //                                     screenshots and timings land in web/tests/out/
 import { execFileSync, spawn } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -161,6 +161,10 @@ async function consumerRun() {
         cpSync(join(repo, 'models', model), join(root, 'models', model), { recursive: true });
         execFileSync(glimpseBinary(), ['models', 'convert', join(repo, 'models', model), '--dtype', 'q8', '--out', join(root, 'models', `${model}-q8`)], { stdio: 'ignore' });
       }
+      // GPT-2 with its weights cut short, as a broken upload would leave them.
+      const corrupt = join(root, 'models', 'corrupt-gpt2');
+      cpSync(join(repo, 'models', 'world-gpt2'), corrupt, { recursive: true });
+      truncateSync(join(corrupt, 'model.safetensors'), 4096);
     }
     const servers = [
       ['consumer', site, () => staticServer(site)],
@@ -193,17 +197,27 @@ async function staticServer(root) {
 // dependencies pre-bundled.
 async function viteDevServer(root) {
   const vite = spawn(join(web, 'node_modules/.bin/vite'), ['--host', '127.0.0.1', '--port', '0', '--strictPort', '--clearScreen', 'false'],
-    { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] });
-  const url = await new Promise((resolve, reject) => {
-    let printed = '';
-    vite.stdout.on('data', (chunk) => {
-      printed += chunk;
-      const found = /Local:\s+(http\S+)/.exec(printed);
-      if (found) resolve(found[1]);
+    { cwd: root, stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, NO_COLOR: '1' } });
+  try {
+    const url = await new Promise((resolve, reject) => {
+      let printed = '';
+      const timer = setTimeout(() => reject(new Error(`vite dev server did not listen within 60 s: ${printed}`)), 60_000);
+      vite.stdout.on('data', (chunk) => {
+        printed += chunk;
+        const found = /Local:\s+(http\S+)/.exec(printed);
+        if (found) {
+          clearTimeout(timer);
+          resolve(found[1]);
+        }
+      });
+      vite.on('error', reject);
+      vite.on('exit', (code) => reject(new Error(`vite dev server exited (${code}) before it listened: ${printed}`)));
     });
-    vite.on('exit', (code) => reject(new Error(`vite dev server exited (${code}) before it listened: ${printed}`)));
-  });
-  return { url, close: () => vite.kill() };
+    return { url, close: () => vite.kill() };
+  } catch (error) {
+    vite.kill();
+    throw error;
+  }
 }
 
 function checkConsumer(label, result, root) {
@@ -227,6 +241,8 @@ function checkConsumer(label, result, root) {
   // The 38 frames counted (all but the first and the last), each once.
   check(readsForCaption === 38 && readsAfterFinding === 38, `${label}: the frames are read once for a caption and two searches (${readsForCaption} reads, then ${readsAfterFinding})`);
   check(result.badModel === 'ModelLoadError' && result.badModelIsTyped, `${label}: a missing model gives a typed ModelLoadError ("${result.badModelMessage}")`);
+  check(result.corrupt.name === 'ModelLoadError' && result.corrupt.message.includes('model.safetensors') && result.corrupt.cached === false,
+    `${label}: truncated weights give a ModelLoadError naming the file and leave no cached copy ("${result.corrupt.message}", cached: ${result.corrupt.cached})`);
   check(result.inputErrors.every((e) => e === 'InputError'), `${label}: empty frames, an unknown option, maxTokens 0, a prompt longer than the LM's positions, a 0 x 0 canvas, an empty query, top 0, a misspelt search option and events 'many' are InputErrors (${result.inputErrors.join(', ')})`);
   // Loading reports transformers.js' events: every file initiated, downloaded, done; then
   // the engine's phase and ready, with totals that add up to what was served.
@@ -309,7 +325,7 @@ function checkRealSize(runs) {
     check(run.peakBytes <= ceiling * GB, `${label}: the browser's processes peaked at ${(run.peakBytes / GB).toFixed(2)} GB (ceiling ${ceiling} GB) for ${(run.downloadBytes / GB).toFixed(2)} GB of files`);
     const seconds = (ms) => Number((ms / 1000).toFixed(2));
     rows.push({ dtype, downloadMB: Math.round(run.downloadBytes / 1e6), loadSeconds: seconds(run.loadMs),
-      buildingSeconds: seconds(run.loadMs - run.phases.find((p) => p.status === 'building').ms), captionImageSeconds: seconds(run.imageMs),
+      buildingSeconds: seconds(run.loadMs - (run.phases.find((p) => p.status === 'building')?.ms ?? NaN)), captionImageSeconds: seconds(run.imageMs),
       firstStepSeconds: seconds(run.firstStepMs), denseCaptionSeconds: seconds(run.denseMs), peakGB: Number((run.peakBytes / GB).toFixed(2)) });
   }
   if (runs.f32?.embedding && runs.q8?.embedding) {

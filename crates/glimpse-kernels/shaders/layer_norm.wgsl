@@ -1,20 +1,10 @@
 // LayerNorm over the last dim in one dispatch, where Burn's decomposition takes nine:
-// out = (x - mean) / sqrt(var + epsilon) * gamma + beta, with the biased variance of the centred
-// row (two passes over the row, as the fallback computes it, rather than E[x^2] - mean^2).
+// out = (x - mean) / sqrt(var + epsilon) * gamma + beta.
 //
 // x, out: [rows, dim], contiguous. gamma, beta: [dim], contiguous.
-// One workgroup per row. A dispatch has at most 65535 workgroups per dimension, so the rows are
-// laid over x then y: row = workgroup_id.y * row_groups + workgroup_id.x.
 
-// WORKGROUP_SIZE, `partials` and workgroup_sum() come from workgroup.wgsl, put in front of this
-// file by glimpse-kernels.
-
-struct Params {
-    rows: u32,
-    dim: u32,
-    epsilon: f32,
-    row_groups: u32,
-}
+// WORKGROUP_SIZE, `partials` and workgroup_sum() come from workgroup.wgsl; Params, row_of() and
+// row_moments() from layer_norm_row.wgsl: glimpse-kernels puts both in front of this file.
 
 // All read_write: see decode_attention.wgsl (one wgpu buffer may hold several tensors).
 @group(0) @binding(0) var<storage, read_write> x: array<f32>;
@@ -28,28 +18,14 @@ fn main(
     @builtin(workgroup_id) group_id: vec3<u32>,
     @builtin(local_invocation_index) lane: u32,
 ) {
-    let row = group_id.y * params.row_groups + group_id.x;
+    let row = row_of(group_id);
     // The same for every lane of the workgroup, so the barriers below stay in uniform control flow.
     if row >= params.rows {
         return;
     }
-    let dim = params.dim;
-    let base = row * dim;
-
-    var sum = 0.0;
-    for (var i = lane; i < dim; i += WORKGROUP_SIZE) {
-        sum += x[base + i];
-    }
-    let mean = workgroup_sum(sum, lane) / f32(dim);
-
-    var squares = 0.0;
-    for (var i = lane; i < dim; i += WORKGROUP_SIZE) {
-        let centred = x[base + i] - mean;
-        squares += centred * centred;
-    }
-    let scale = 1.0 / sqrt(workgroup_sum(squares, lane) / f32(dim) + params.epsilon);
-
-    for (var i = lane; i < dim; i += WORKGROUP_SIZE) {
-        output[base + i] = (x[base + i] - mean) * scale * gamma[i] + beta[i];
+    let base = row * params.dim;
+    let moments = row_moments(base, lane);
+    for (var i = lane; i < params.dim; i += WORKGROUP_SIZE) {
+        output[base + i] = (x[base + i] - moments.x) * moments.y * gamma[i] + beta[i];
     }
 }

@@ -12,10 +12,10 @@ use burn::prelude::*;
 
 use crate::wgsl::{WgslKernel, WgslSource, contiguous, kernel_source, launch_to_output, size, spread, wgpu_f32};
 
-const SOURCE: WgslSource = kernel_source!("layer_norm.wgsl");
+const SOURCE: WgslSource = kernel_source!("layer_norm_row.wgsl", "layer_norm.wgsl");
 /// Names the kernel in launch_to_output counts.
 struct LayerNormShader;
-const BACKWARD: WgslSource = kernel_source!("layer_norm_backward.wgsl");
+const BACKWARD: WgslSource = kernel_source!("layer_norm_row.wgsl", "layer_norm_backward.wgsl");
 /// Names the backward kernel in launch_to_output counts.
 struct LayerNormBackwardShader;
 
@@ -103,7 +103,8 @@ impl<C: CheckpointStrategy> LayerNormBackend for Autodiff<Cube, C> {
         // Only x is registered as a parent: a tracked gamma or beta would silently get no
         // gradient, and `layer_norm` sends those to the fallback.
         assert!(!gamma.is_tracked() && !beta.is_tracked(), "layer_norm kernel: gamma and beta must not be tracked");
-        let (gamma, beta) = (gamma.into_primitive(), beta.into_primitive());
+        // Contiguous here, not only in `forward`: the backward kernel reads the gamma it is given.
+        let (gamma, beta) = (contiguous(gamma.into_primitive()), beta.into_primitive());
         match LayerNormBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 let x = contiguous(x.into_primitive());
@@ -140,6 +141,7 @@ fn row_launch(shape: &burn::tensor::Shape, epsilon: f64) -> (cubecl::CubeCount, 
 struct BackwardState {
     /// `[rows, dim]`, contiguous: the forward's input, from which mean and spread are recomputed.
     x: CubeTensor,
+    /// `[dim]`, contiguous.
     gamma: CubeTensor,
     epsilon: f64,
 }
@@ -152,8 +154,9 @@ impl Backward<Cube, 1> for LayerNormBackward {
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let [x_node] = ops.parents;
-        let dy = contiguous(grads.consume::<Cube>(&ops.node));
+        let dy = grads.consume::<Cube>(&ops.node);
         if let Some(node) = x_node {
+            let dy = contiguous(dy);
             let BackwardState { x, gamma, epsilon } = ops.state;
             let shape = x.meta.shape().clone();
             let (workgroups, params) = row_launch(&shape, epsilon);

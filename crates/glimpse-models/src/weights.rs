@@ -238,23 +238,30 @@ impl<'a> WeightFile<'a> {
     /// Copies the stored bytes of elements `range` (row-major) of tensor `name` into `out`, which
     /// has their size: the caller reads a type exactly as stored, with no conversion.
     fn read_stored(&self, name: &str, range: Range<usize>, out: &mut [u8]) -> Result<(), TensorProblem> {
-        let info = self.metadata.info(name).expect("a tensor the caller found");
-        let width = info.dtype.bitsize() / 8;
-        let (begin, end) = (info.data_offsets.0 + range.start * width, info.data_offsets.0 + range.end * width);
-        assert!(end <= info.data_offsets.1 && out.len() == end - begin, "elements {range:?} lie outside `{name}`");
+        let (bytes, _) = self.stored_span(name, range);
+        assert_eq!(out.len(), bytes.len(), "`{name}`: the buffer does not fit the elements");
         match &self.data {
-            Stored::Bytes(bytes) => out.copy_from_slice(&bytes[begin..end]),
+            Stored::Bytes(stored) => out.copy_from_slice(&stored[bytes]),
             Stored::At { source, start, what } => {
                 // In slices of a few MiB, as `read_each` reads: a source outside memory (the browser's
                 // Blob) hands each slice over in a buffer of its own.
                 for (i, slice) in out.chunks_mut(STORED_SLICE).enumerate() {
-                    source
-                        .read_exact_at(start + (begin + i * STORED_SLICE) as u64, slice)
-                        .map_err(|e| TensorProblem::Unreadable { name: name.into(), why: format!("{what}: {e}") })?;
+                    let offset = start + (bytes.start + i * STORED_SLICE) as u64;
+                    source.read_exact_at(offset, slice).map_err(|e| unreadable(name, what, e))?;
                 }
             }
         }
         Ok(())
+    }
+
+    /// The bytes of elements `range` (row-major) of tensor `name` within the data section, and
+    /// the width of one element; the range must lie inside the tensor.
+    fn stored_span(&self, name: &str, range: Range<usize>) -> (Range<usize>, usize) {
+        let info = self.metadata.info(name).expect("a tensor the caller found");
+        let width = info.dtype.bitsize() / 8;
+        let (begin, end) = (info.data_offsets.0 + range.start * width, info.data_offsets.0 + range.end * width);
+        assert!(end <= info.data_offsets.1, "elements {range:?} lie outside `{name}`");
+        (begin..end, width)
     }
 
     /// Hands elements `range` (row-major) of the float tensor `name` to `put` as f32, in order.
@@ -269,22 +276,18 @@ impl<'a> WeightFile<'a> {
                 return Err(TensorProblem::DType { name: name.into(), dtype: format!("{other:?}") });
             }
         };
-        let width = info.dtype.bitsize() / 8;
-        let (begin, end) = (info.data_offsets.0 + range.start * width, info.data_offsets.0 + range.end * width);
-        assert!(end <= info.data_offsets.1, "elements {range:?} lie outside `{name}`");
+        let (bytes, width) = self.stored_span(name, range);
         match &self.data {
-            Stored::Bytes(bytes) => bytes[begin..end].chunks_exact(width).map(convert).for_each(put),
+            Stored::Bytes(stored) => stored[bytes].chunks_exact(width).map(convert).for_each(put),
             Stored::At { source, start, what } => {
                 // In slices of a few MiB, converted as they come: the stored bytes are never held
                 // beside the f32 values.
-                let unreadable =
-                    |e: std::io::Error| TensorProblem::Unreadable { name: name.into(), why: format!("{what}: {e}") };
-                let mut chunk = vec![0u8; (STORED_SLICE / width * width).min(end - begin)];
-                let mut offset = start + begin as u64;
-                let mut left = end - begin;
+                let mut chunk = vec![0u8; (STORED_SLICE / width * width).min(bytes.len())];
+                let mut offset = start + bytes.start as u64;
+                let mut left = bytes.len();
                 while left > 0 {
                     let n = left.min(chunk.len());
-                    source.read_exact_at(offset, &mut chunk[..n]).map_err(unreadable)?;
+                    source.read_exact_at(offset, &mut chunk[..n]).map_err(|e| unreadable(name, what, e))?;
                     chunk[..n].chunks_exact(width).map(convert).for_each(&mut put);
                     offset += n as u64;
                     left -= n;
@@ -293,6 +296,11 @@ impl<'a> WeightFile<'a> {
         }
         Ok(())
     }
+}
+
+/// A failed read of tensor `name` from the source named `what`.
+fn unreadable(name: &str, what: &str, error: std::io::Error) -> TensorProblem {
+    TensorProblem::Unreadable { name: name.into(), why: format!("{what}: {error}") }
 }
 
 /// The header's `__metadata__` key naming how a file is quantised, and the one scheme glimpse knows.

@@ -112,14 +112,21 @@ async function load({ device, clip, lm }, onProgress) {
   // Each worker loads once (the facade starts a fresh worker for every load), so there is no
   // earlier session or video to free.
   try {
-    deviceKind = kind.kind;
-    session = await Session.load(kind.kind, clipFiles, lmFiles);
+    try {
+      deviceKind = kind.kind;
+      session = await Session.load(kind.kind, clipFiles, lmFiles);
+    } catch (error) {
+      // `auto` promised a working device: if WebGPU cannot be set up after all, use the CPU.
+      if (!(kind.automatic && error?.name === ErrorName.noAdapter)) throw error;
+      kind = { kind: 'cpu', fallbackReason: `WebGPU could not be set up (${error.message})` };
+      deviceKind = 'cpu';
+      session = await Session.load('cpu', clipFiles, lmFiles);
+    }
   } catch (error) {
-    // `auto` promised a working device: if WebGPU cannot be set up after all, use the CPU.
-    if (!(kind.automatic && error?.name === ErrorName.noAdapter)) throw error;
-    kind = { kind: 'cpu', fallbackReason: `WebGPU could not be set up (${error.message})` };
-    deviceKind = 'cpu';
-    session = await Session.load('cpu', clipFiles, lmFiles);
+    // Files the engine refuses must not stay cached: the next load fetches them again (a file
+    // fixed on the server, or one a connection cut short without saying so).
+    if (error?.name === ErrorName.modelLoad) await forget(progress.files.keys());
+    throw error;
   }
   if (deviceKind === 'webgpu') {
     progress.phase(LoadStatus.warmup);
@@ -176,6 +183,8 @@ async function gather(what, source, names, progress) {
 
 // The engine reads the weights out of a Blob range by range, so a picked file stays on disk.
 async function asBytes(field, value) {
+  const size = value?.byteLength ?? value?.size;
+  if (size > MAX_FILE_BYTES) throw named(ErrorName.modelLoad, tooLarge(`the ${field} given`));
   if (value instanceof Uint8Array) return value;
   if (value instanceof ArrayBuffer) return new Uint8Array(value);
   if (typeof Blob !== 'undefined' && value instanceof Blob) return field === WEIGHTS ? value : new Uint8Array(await value.arrayBuffer());
@@ -211,7 +220,7 @@ async function download(what, field, url, progress) {
     stored = cache && await storeInCache(what, url, cache, response, total, onBytes);
     if (!stored) {
       // No cache, or one that refused the file (its quota, a private window): into a buffer, from
-      // the network again in the second case, with the file's progress starting over.
+      // the network again in the second case.
       const bytes = await readBody(what, url, cache ? await fetchModelFile(what, url) : response, onBytes);
       progress.done(url);
       return bytes;
@@ -228,6 +237,11 @@ async function download(what, field, url, progress) {
   return file;
 }
 
+async function forget(urls) {
+  const cache = self.caches ? await self.caches.open(CACHE).catch(() => null) : null;
+  if (cache) await Promise.all([...urls].map((url) => cache.delete(url).catch(() => false)));
+}
+
 async function fetchModelFile(what, url) {
   return fetch(url).catch((e) => { throw named(ErrorName.modelLoad, `${what}: cannot fetch ${url}: ${e.message}`); });
 }
@@ -235,19 +249,25 @@ async function fetchModelFile(what, url) {
 // The body's length in bytes, or 0 when the response does not say. A compressed response
 // announces its compressed length: no length then.
 function announcedLength(response) {
-  return response.headers.get('content-encoding') ? 0 : Number(response.headers.get('content-length')) || 0;
+  if (response.headers.get('content-encoding')) return 0;
+  const length = Number(response.headers.get('content-length'));
+  return Number.isSafeInteger(length) && length > 0 ? length : 0;
 }
 
 // Puts the response into the cache as it streams in, counting the bytes; returns the cached copy,
 // or null when the cache would not take it. A broken or oversized download is a ModelLoadError.
 async function storeInCache(what, url, cache, response, total, onBytes) {
-  if (total > MAX_FILE_BYTES) throw named(ErrorName.modelLoad, `${what}: ${tooLarge(url)}`);
+  if (total > MAX_FILE_BYTES) {
+    response.body?.cancel().catch(() => {});
+    throw named(ErrorName.modelLoad, `${what}: ${tooLarge(url)}`);
+  }
   const reader = response.body.getReader();
   let loaded = 0;
   // Why the download failed, as the message to give; null while it goes well.
   let failure = null;
   const fail = (message) => {
     failure = message;
+    reader.cancel(message).catch(() => {});
     throw new Error(message);
   };
   const counted = new ReadableStream({
@@ -264,6 +284,7 @@ async function storeInCache(what, url, cache, response, total, onBytes) {
         return;
       }
       loaded += step.value.length;
+      if (total && loaded > total) fail(`${url} sent more than the ${total} bytes it announced`);
       if (loaded > MAX_FILE_BYTES) fail(tooLarge(url));
       onBytes(loaded);
       controller.enqueue(step.value);
@@ -274,6 +295,7 @@ async function storeInCache(what, url, cache, response, total, onBytes) {
     await cache.put(url, new Response(counted, { headers: total ? { 'content-length': String(total) } : {} }));
   } catch {
     if (failure) throw named(ErrorName.modelLoad, `${what}: ${failure}`);
+    reader.cancel().catch(() => {});
     return null;
   }
   return (await cache.match(url)) ?? null;
@@ -287,7 +309,10 @@ const tooLarge = (url) => `${url} is larger than 4 GiB, more than a browser can 
 // bytes come (ArrayBuffer.transfer resizes in place where the browser can).
 async function readBody(what, url, response, onBytes) {
   const total = announcedLength(response);
-  if (total > MAX_FILE_BYTES) throw named(ErrorName.modelLoad, `${what}: ${tooLarge(url)}`);
+  if (total > MAX_FILE_BYTES) {
+    response.body?.cancel().catch(() => {});
+    throw named(ErrorName.modelLoad, `${what}: ${tooLarge(url)}`);
+  }
   const reader = response.body.getReader();
   let bytes = new Uint8Array(total || 1 << 16);
   let loaded = 0;
@@ -301,9 +326,10 @@ async function readBody(what, url, response, onBytes) {
     if (step.done) break;
     const end = loaded + step.value.length;
     if (end > bytes.length) {
-      if (end > MAX_FILE_BYTES) {
-        reader.cancel();
-        throw named(ErrorName.modelLoad, `${what}: ${tooLarge(url)}`);
+      const problem = total ? `${url} sent more than the ${total} bytes it announced` : end > MAX_FILE_BYTES && tooLarge(url);
+      if (problem) {
+        reader.cancel().catch(() => {});
+        throw named(ErrorName.modelLoad, `${what}: ${problem}`);
       }
       bytes = resized(bytes, Math.min(MAX_FILE_BYTES, Math.max(2 * bytes.length, end)));
     }
@@ -329,7 +355,12 @@ class Progress {
   constructor(report) { this.report = report; this.files = new Map(); }
   initiate(url) { this.files.set(url, { loaded: 0, total: 0 }); this.send(LoadStatus.initiate, url); }
   download(url, total) { this.files.get(url).total = total; this.send(LoadStatus.download, url); }
-  update(url, loaded) { this.files.get(url).loaded = loaded; this.send(LoadStatus.progress, url); }
+  // A file fetched again (the cache refused it) reports nothing new until it passes its first try.
+  update(url, loaded) {
+    const file = this.files.get(url);
+    file.loaded = Math.max(file.loaded, loaded);
+    this.send(LoadStatus.progress, url);
+  }
   done(url) {
     const file = this.files.get(url);
     file.total = file.loaded;

@@ -50,6 +50,14 @@ async function main() {
     badModelIsTyped = error instanceof ModelLoadError;
     badModelMessage = error.message;
   }
+  // Weights cut short are refused, and not kept in the cache: a fixed file is fetched next time.
+  const corrupt = { name: 'accepted', message: '' };
+  try {
+    await Glimpse.load({ clip: 'models/world-clip', lm: 'models/corrupt-gpt2', device: 'cpu' });
+  } catch (error) {
+    Object.assign(corrupt, { name: error.name, message: error.message });
+  }
+  corrupt.cached = (await (await caches.open('glimpse-models-v1')).match(new URL('models/corrupt-gpt2/model.safetensors', location.href).href)) !== undefined;
 
   // Bad input is refused with InputError, and the engine stays usable.
   const inputErrors = [];
@@ -88,7 +96,11 @@ async function main() {
   // given one by one, as an app holding them would: CLIP's weights as a Blob (read range by range),
   // GPT-2's as bytes.
   const files = (folder) => ({ config: `${folder}/config.json`, tokenizer: `${folder}/tokenizer.json` });
-  const fetched = (url) => fetch(url).then((response) => response.blob());
+  const fetched = async (url) => {
+    const response = await fetch(url);
+    if (!response.ok) throw new Error(`${url} answered ${response.status}`);
+    return response.blob();
+  };
   const small = await Glimpse.load({
     clip: { ...files('models/world-clip-q8'), preprocessor: 'models/world-clip-q8/preprocessor_config.json', weights: await fetched('models/world-clip-q8/model.safetensors') },
     lm: { ...files('models/world-gpt2-q8'), weights: new Uint8Array(await (await fetched('models/world-gpt2-q8/model.safetensors')).arrayBuffer()) },
@@ -103,7 +115,7 @@ async function main() {
   small.dispose();
   const cacheCleared = await Glimpse.clearCache();
   const cacheLeft = await caches.has('glimpse-models-v1');
-  return { progress, cacheCleared, cacheLeft, texts: TEXTS, similarities, bestText, caption, chunked: chunked.toJSON(), chapters, moments, badModel, badModelIsTyped, badModelMessage, inputErrors, aborted, afterAbort, q8 };
+  return { progress, cacheCleared, cacheLeft, texts: TEXTS, similarities, bestText, caption, chunked: chunked.toJSON(), chapters, moments, badModel, badModelIsTyped, badModelMessage, corrupt, inputErrors, aborted, afterAbort, q8 };
 }
 
 main().then(

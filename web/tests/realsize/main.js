@@ -13,12 +13,12 @@ function clip() {
   const canvas = new OffscreenCanvas(320, 240);
   const context = canvas.getContext('2d');
   return Array.from({ length: frameCount }, (_, i) => {
-    const second = i < frameCount / 2;
+    const redScene = i < frameCount / 2;
     context.fillStyle = '#ddd';
     context.fillRect(0, 0, 320, 240);
-    context.fillStyle = second ? '#c22' : '#23c';
+    context.fillStyle = redScene ? '#c22' : '#23c';
     context.beginPath();
-    if (second) context.rect(40 + 10 * i, 80, 80, 80);
+    if (redScene) context.rect(40 + 10 * i, 80, 80, 80);
     else context.arc(160, 40 + 8 * (i - frameCount / 2), 40, 0, 2 * Math.PI);
     context.fill();
     return context.getImageData(0, 0, 320, 240);
