@@ -119,7 +119,8 @@ async function demoRuns(origin) {
         `demo on ${device}: "${query}" found at ${best?.start}-${best?.end} s, native ${nativeFound.start}-${nativeFound.end} s (${searched.status})`);
       check(await page.locator('.timeline .found').count() >= 1, `demo on ${device}: the found moments are highlighted on the timeline`);
       timings.push({ device, adapter: run.device.description, loadSeconds: run.loadMs / 1000, captionSeconds: run.captionMs / 1000,
-        nativeDevice, nativeSeconds: reference.seconds });
+        // CI runs the debug binary, several times slower than a release one: say which this is.
+        nativeDevice, nativeBuild: /[\\/]debug[\\/]/.test(glimpseBinary()) ? 'debug' : 'release', nativeSeconds: reference.seconds });
     });
   }
   return timings;
@@ -380,7 +381,7 @@ const origin = `http://127.0.0.1:${server.address().port}`;
 try {
   if (wanted.includes('demo')) {
     const timings = await demoRuns(origin);
-    console.log('\ndemo timings (seconds; the browser load includes fetching the models and compiling the module):');
+    console.log('\ndemo timings (seconds; the browser load includes fetching the models and compiling the module; the native time includes starting the process and loading):');
     console.table(timings);
     writeFileSync(join(out, 'timings.json'), `${JSON.stringify(timings, null, 2)}\n`);
   }
