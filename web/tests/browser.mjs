@@ -157,16 +157,15 @@ async function consumerRun() {
     check(assets.some((f) => /^worker-.*\.js$/.test(f)) && assets.some((f) => /^glimpse_wasm_bg-.*\.wasm$/.test(f)),
       `consumer built with Vite: the worker and the engine are emitted as assets (${assets.join(', ')})`);
     // The models are static files the app serves next to its pages.
-    for (const root of [site, bundled]) {
-      for (const model of ['world-clip', 'world-gpt2']) {
-        cpSync(join(repo, 'models', model), join(root, 'models', model), { recursive: true });
-        execFileSync(glimpseBinary(), ['models', 'convert', join(repo, 'models', model), '--dtype', 'q8', '--out', join(root, 'models', `${model}-q8`)], { stdio: 'ignore' });
-      }
-      // GPT-2 with its weights cut short, as a broken upload would leave them.
-      const corrupt = join(root, 'models', 'corrupt-gpt2');
-      cpSync(join(repo, 'models', 'world-gpt2'), corrupt, { recursive: true });
-      truncateSync(join(corrupt, 'model.safetensors'), 4096);
+    for (const model of ['world-clip', 'world-gpt2']) {
+      cpSync(join(repo, 'models', model), join(site, 'models', model), { recursive: true });
+      execFileSync(glimpseBinary(), ['models', 'convert', join(repo, 'models', model), '--dtype', 'q8', '--out', join(site, 'models', `${model}-q8`)], { stdio: 'ignore' });
     }
+    // GPT-2 with its weights cut short, as a broken upload would leave them.
+    const corrupt = join(site, 'models', 'corrupt-gpt2');
+    cpSync(join(repo, 'models', 'world-gpt2'), corrupt, { recursive: true });
+    truncateSync(join(corrupt, 'model.safetensors'), 4096);
+    cpSync(join(site, 'models'), join(bundled, 'models'), { recursive: true });
     const servers = [
       ['consumer', site, () => staticServer(site)],
       ['consumer on Vite\'s dev server', site, () => viteDevServer(site)],
@@ -187,6 +186,11 @@ async function consumerRun() {
   } finally {
     rmSync(site, { recursive: true, force: true });
   }
+}
+
+// The bytes of every file in the model folders `names` under `models`.
+function folderBytes(models, names) {
+  return names.flatMap((name) => readdirSync(join(models, name)).map((file) => statSync(join(models, name, file)).size)).reduce((a, b) => a + b, 0);
 }
 
 async function staticServer(root) {
@@ -250,7 +254,7 @@ function checkConsumer(label, result, root) {
   const statuses = result.progress.map((e) => e.status);
   const files = new Set(result.progress.filter((e) => e.file).map((e) => e.file));
   const last = result.progress.at(-1);
-  const served = ['world-clip', 'world-gpt2'].flatMap((m) => readdirSync(join(root, 'models', m)).map((f) => statSync(join(root, 'models', m, f)).size)).reduce((a, b) => a + b, 0);
+  const served = folderBytes(join(root, 'models'), ['world-clip', 'world-gpt2']);
   check(statuses[0] === 'initiate' && statuses.at(-2) === 'building' && last.status === 'ready'
     && [...files].every((file) => ['initiate', 'download', 'done'].every((s) => result.progress.some((e) => e.file === file && e.status === s)))
     && result.progress.every((e, i) => i === 0 || e.totalLoaded >= result.progress[i - 1].totalLoaded)
@@ -295,7 +299,7 @@ async function realSizeRuns() {
             memory.stop();
           }
         });
-        runs[dtype].downloadBytes = ['clip', 'gpt2'].flatMap((m) => readdirSync(join(site, 'models', m + suffix)).map((f) => statSync(join(site, 'models', m + suffix, f)).size)).reduce((a, b) => a + b, 0);
+        runs[dtype].downloadBytes = folderBytes(join(site, 'models'), [`clip${suffix}`, `gpt2${suffix}`]);
       }
     } finally {
       server.close();
@@ -342,9 +346,10 @@ function checkRealSize(runs) {
 // started with this profile; the rest descend from it.
 function watchMemory(profile) {
   let peak = 0;
+  // Found once: the browser keeps its process for the whole run.
+  let root = null;
   const sample = () => {
     const parents = new Map();
-    let root = null;
     for (const pid of readdirSync('/proc').filter((name) => /^[0-9]+$/.test(name))) {
       try {
         const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');

@@ -59,7 +59,7 @@ fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 }
 
 const SOURCE: WgslSource = kernel_source!("activation.wgsl", "bias_activation.wgsl");
-/// Names the kernel in launch_to_output counts.
+/// Names the kernel in launch counts.
 struct BiasActivationShader;
 
 /// Lanes per workgroup, one element each.

@@ -13,10 +13,10 @@ use burn::prelude::*;
 use crate::wgsl::{WgslKernel, WgslSource, contiguous, kernel_source, launch_to_output, size, spread, wgpu_f32};
 
 const SOURCE: WgslSource = kernel_source!("layer_norm_row.wgsl", "layer_norm.wgsl");
-/// Names the kernel in launch_to_output counts.
+/// Names the kernel in launch counts.
 struct LayerNormShader;
 const BACKWARD: WgslSource = kernel_source!("layer_norm_row.wgsl", "layer_norm_backward.wgsl");
-/// Names the backward kernel in launch_to_output counts.
+/// Names the backward kernel in launch counts.
 struct LayerNormBackwardShader;
 
 /// Lanes per workgroup, each taking every 64th element of the row.
@@ -119,22 +119,17 @@ impl<C: CheckpointStrategy> LayerNormBackend for Autodiff<Cube, C> {
 /// x: `[rows, dim]`.
 fn forward(x: CubeTensor, gamma: CubeTensor, beta: CubeTensor, epsilon: f64) -> CubeTensor {
     let [x, gamma, beta] = [x, gamma, beta].map(contiguous);
-    let shape = x.meta.shape().clone();
-    let (workgroups, params) = row_launch(&shape, epsilon);
-    launch_to_output(
-        WgslKernel::<LayerNormShader>::new(SOURCE, WORKGROUP_SIZE),
-        workgroups,
-        &[&x, &gamma, &beta],
-        shape,
-        &params,
-    )
+    launch_rows::<LayerNormShader>(SOURCE, [&x, &gamma, &beta], epsilon)
 }
 
-/// One workgroup per row of a `[rows, dim]` tensor, and the parameters both shaders read.
-fn row_launch(shape: &burn::tensor::Shape, epsilon: f64) -> (cubecl::CubeCount, [u32; 4]) {
+/// Launches one of the two shaders over `[x, gamma, third]` (beta forward, the output's gradient
+/// backward), all contiguous: one workgroup per row of x `[rows, dim]`, a new tensor of x's shape.
+fn launch_rows<Name: 'static>(source: WgslSource, inputs: [&CubeTensor; 3], epsilon: f64) -> CubeTensor {
+    let shape = inputs[0].meta.shape().clone();
     let (rows, dim) = (shape[0], shape[1]);
     let (workgroups, row_groups) = spread(rows);
-    (workgroups, [size(rows), size(dim), (epsilon as f32).to_bits(), row_groups])
+    let params = [size(rows), size(dim), (epsilon as f32).to_bits(), row_groups];
+    launch_to_output(WgslKernel::<Name>::new(source, WORKGROUP_SIZE), workgroups, &inputs, shape, &params)
 }
 
 #[derive(Debug, Clone)]
@@ -158,15 +153,7 @@ impl Backward<Cube, 1> for LayerNormBackward {
         if let Some(node) = x_node {
             let dy = contiguous(dy);
             let BackwardState { x, gamma, epsilon } = ops.state;
-            let shape = x.meta.shape().clone();
-            let (workgroups, params) = row_launch(&shape, epsilon);
-            let dx = launch_to_output(
-                WgslKernel::<LayerNormBackwardShader>::new(BACKWARD, WORKGROUP_SIZE),
-                workgroups,
-                &[&x, &gamma, &dy],
-                shape,
-                &params,
-            );
+            let dx = launch_rows::<LayerNormBackwardShader>(BACKWARD, [&x, &gamma, &dy], epsilon);
             grads.register::<Cube>(node.id, dx);
         }
     }

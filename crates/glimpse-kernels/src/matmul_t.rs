@@ -8,7 +8,7 @@ use burn::prelude::*;
 use crate::wgsl::{WgslKernel, WgslSource, contiguous, kernel_input, kernel_source, launch_to_output, size, spread};
 
 const SOURCE: WgslSource = kernel_source!("matmul_t.wgsl");
-/// Names the kernel in launch_to_output counts.
+/// Names the kernel in launch counts.
 struct MatmulTShader;
 
 /// Most rows of `x` the kernel takes (its per-lane sums).

@@ -355,8 +355,12 @@ impl ReadAt for JsFile {
             Ok(())
         };
         match self {
-            // Within the length: the worker refuses files over 4 GiB, so offsets fit 32 bits.
-            JsFile::Bytes(bytes) => copy(bytes.subarray(offset as u32, end as u32)),
+            JsFile::Bytes(bytes) => {
+                let (Ok(start), Ok(end)) = (u32::try_from(offset), u32::try_from(end)) else {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                };
+                copy(bytes.subarray(start, end))
+            }
             JsFile::Blob { blob, reader } => {
                 let read = blob
                     .slice_with_f64_and_f64(offset as f64, end as f64)

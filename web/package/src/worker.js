@@ -198,15 +198,13 @@ async function asBytes(field, value) {
 // quota, a private window) a file goes into one buffer of its size.
 async function download(what, field, url, progress) {
   progress.initiate(url);
+  // Reading back a file just stored reports nothing new: progress never goes below what it said.
   const onBytes = (loaded) => progress.update(url, loaded);
-  const cache = self.caches ? await self.caches.open(CACHE).catch(() => null) : null;
+  const cache = await openCache();
   let stored = await cache?.match(url);
-  // A file just stored has been counted as it came from the network; reading it back is not news.
-  let reportRead = onBytes;
   if (stored) {
     progress.download(url, announcedLength(stored));
   } else {
-    reportRead = () => {};
     const response = await fetchModelFile(what, url);
     if (!response.ok) {
       if (OPTIONAL.has(field) && response.status === 404) {
@@ -229,16 +227,21 @@ async function download(what, field, url, progress) {
   let file;
   if (field === WEIGHTS) {
     file = await stored.blob();
-    reportRead(file.size);
+    onBytes(file.size);
   } else {
-    file = await readBody(what, url, stored, reportRead);
+    file = await readBody(what, url, stored, onBytes);
   }
   progress.done(url);
   return file;
 }
 
+// The model cache, or null where the page may not use the Cache API.
+async function openCache() {
+  return self.caches ? self.caches.open(CACHE).catch(() => null) : null;
+}
+
 async function forget(urls) {
-  const cache = self.caches ? await self.caches.open(CACHE).catch(() => null) : null;
+  const cache = await openCache();
   if (cache) await Promise.all([...urls].map((url) => cache.delete(url).catch(() => false)));
 }
 
@@ -257,10 +260,7 @@ function announcedLength(response) {
 // Puts the response into the cache as it streams in, counting the bytes; returns the cached copy,
 // or null when the cache would not take it. A broken or oversized download is a ModelLoadError.
 async function storeInCache(what, url, cache, response, total, onBytes) {
-  if (total > MAX_FILE_BYTES) {
-    response.body?.cancel().catch(() => {});
-    throw named(ErrorName.modelLoad, `${what}: ${tooLarge(url)}`);
-  }
+  refuseAnnouncedOverLimit(what, url, response, total);
   const reader = response.body.getReader();
   let loaded = 0;
   // Why the download failed, as the message to give; null while it goes well.
@@ -284,8 +284,8 @@ async function storeInCache(what, url, cache, response, total, onBytes) {
         return;
       }
       loaded += step.value.length;
-      if (total && loaded > total) fail(`${url} sent more than the ${total} bytes it announced`);
-      if (loaded > MAX_FILE_BYTES) fail(tooLarge(url));
+      const problem = overrun(url, loaded, total);
+      if (problem) fail(problem);
       onBytes(loaded);
       controller.enqueue(step.value);
     },
@@ -305,14 +305,23 @@ async function storeInCache(what, url, cache, response, total, onBytes) {
 const MAX_FILE_BYTES = 2 ** 32 - 1;
 const tooLarge = (url) => `${url} is larger than 4 GiB, more than a browser can hold; use a smaller model or convert it (glimpse models convert --dtype q8)`;
 
+function refuseAnnouncedOverLimit(what, url, response, total) {
+  if (total <= MAX_FILE_BYTES) return;
+  response.body?.cancel().catch(() => {});
+  throw named(ErrorName.modelLoad, `${what}: ${tooLarge(url)}`);
+}
+
+// Why a body that has brought `loaded` bytes so far must stop, or null.
+function overrun(url, loaded, total) {
+  if (total && loaded > total) return `${url} sent more than the ${total} bytes it announced`;
+  return loaded > MAX_FILE_BYTES ? tooLarge(url) : null;
+}
+
 // Reads a body into one buffer: of the announced length when there is one, else grown as the
 // bytes come (ArrayBuffer.transfer resizes in place where the browser can).
 async function readBody(what, url, response, onBytes) {
   const total = announcedLength(response);
-  if (total > MAX_FILE_BYTES) {
-    response.body?.cancel().catch(() => {});
-    throw named(ErrorName.modelLoad, `${what}: ${tooLarge(url)}`);
-  }
+  refuseAnnouncedOverLimit(what, url, response, total);
   const reader = response.body.getReader();
   let bytes = new Uint8Array(total || 1 << 16);
   let loaded = 0;
@@ -325,14 +334,12 @@ async function readBody(what, url, response, onBytes) {
     }
     if (step.done) break;
     const end = loaded + step.value.length;
-    if (end > bytes.length) {
-      const problem = total ? `${url} sent more than the ${total} bytes it announced` : end > MAX_FILE_BYTES && tooLarge(url);
-      if (problem) {
-        reader.cancel().catch(() => {});
-        throw named(ErrorName.modelLoad, `${what}: ${problem}`);
-      }
-      bytes = resized(bytes, Math.min(MAX_FILE_BYTES, Math.max(2 * bytes.length, end)));
+    const problem = overrun(url, end, total);
+    if (problem) {
+      reader.cancel().catch(() => {});
+      throw named(ErrorName.modelLoad, `${what}: ${problem}`);
     }
+    if (end > bytes.length) bytes = resized(bytes, Math.min(MAX_FILE_BYTES, Math.max(2 * bytes.length, end)));
     bytes.set(step.value, loaded);
     loaded = end;
     onBytes(loaded);
