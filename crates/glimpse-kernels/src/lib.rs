@@ -1,9 +1,10 @@
 //! Hand-written kernels for glimpse's hot operations: WGSL for wgpu, and Rust for the CPU
-//! backend where Burn has no fitting operation (the 8-bit matrix product, [`q8_matmul`]).
+//! backend where Burn has no fitting operation (the 8-bit matrix product, [`q8_matmul`]) or runs
+//! it on one thread (the products of a few rows in [`linear`] and [`matmul_t`]).
 //!
 //! Each operation is one backend-agnostic function over `Tensor<D>`: where its kernel applies
 //! (f32 tensors on a wgpu device — Vulkan, Metal, DX12, or WebGPU in the browser — for the
-//! kernels in the crate's `shaders/` folder; the CPU backend for the 8-bit product) it runs the
+//! kernels in the crate's `shaders/` folder; the CPU backend for the 8-bit and the few-row products) it runs the
 //! kernel; everywhere else (other backends, shapes or autodiff uses a kernel does not cover) it
 //! runs its portable fallback, written in plain Burn operations and public so callers can compare
 //! the two. A `*_uses_kernel` function tells which path a call takes (`q8_dequantize` has none:
@@ -18,6 +19,7 @@
 //! MSL compilers of its `vulkan` and `metal` features would refuse them at launch.
 
 mod activation;
+mod cpu;
 mod decode_attention;
 mod layer_norm;
 mod linear;
@@ -31,10 +33,11 @@ pub use decode_attention::{decode_attention, decode_attention_fallback, decode_a
 pub use layer_norm::{layer_norm, layer_norm_fallback, layer_norm_uses_kernel};
 pub use linear::{
     LINEAR_MAX_ROWS, layer_norm_linear, layer_norm_linear_fallback, layer_norm_linear_uses_kernel, linear,
-    linear_fallback, linear_residual, linear_residual_fallback, linear_residual_uses_kernel, linear_uses_kernel,
+    linear_fallback, linear_residual, linear_residual_fallback, linear_residual_uses_kernel, linear_uses_cpu_kernel,
+    linear_uses_kernel,
 };
 pub use masked_pool::{masked_pool, masked_pool_fallback, masked_pool_uses_kernel};
-pub use matmul_t::{MATMUL_T_MAX_ROWS, matmul_t, matmul_t_fallback, matmul_t_uses_kernel};
+pub use matmul_t::{MATMUL_T_MAX_ROWS, matmul_t, matmul_t_fallback, matmul_t_uses_cpu_kernel, matmul_t_uses_kernel};
 pub use q8::{
     Q8_BLOCK, Q8_DIRECT_MAX_ROWS, q8_dequantize, q8_dequantize_fallback, q8_matmul, q8_matmul_fallback,
     q8_matmul_uses_kernel, q8_pack, q8_padded,

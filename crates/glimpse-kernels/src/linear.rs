@@ -1,14 +1,22 @@
 //! A dense layer for a few rows (decoding, a guided step's single positions) in one kernel: the
 //! product, the bias and an optional activation, and in two variants what a transformer block
 //! does around it: the LayerNorm before ([`layer_norm_linear`]) or the residual add after
-//! ([`linear_residual`]).
+//! ([`linear_residual`]). On the CPU backend, the product of those few rows splits over threads
+//! (forward and, for a tracked input, backward).
 
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
 use burn::backend::wgpu::CubeTensor;
-use burn::backend::{Backend, Cube, Dispatch, backend_extension, tensor::FloatTensor};
+use burn::backend::{Autodiff, AutodiffBackend, Backend, Cube, Dispatch, Flex, backend_extension, tensor::FloatTensor};
 use burn::prelude::*;
+use burn::tensor::DType;
 use cubecl::CubeCount;
 
 use crate::activation::{Activation, NO_ACTIVATION, bias_activation, bias_activation_fallback};
+use crate::cpu::{Strided, dims2, elements, few_rows_product, on_flex};
 use crate::layer_norm::{layer_norm, layer_norm_fallback};
 use crate::wgsl::{
     MAX_WORKGROUPS, WgslKernel, WgslSource, contiguous, kernel_input, kernel_source, launch_to_output, size,
@@ -24,7 +32,8 @@ struct LinearResidualShader;
 /// Names `layer_norm_linear`'s kernel in launch counts.
 struct LayerNormLinearShader;
 
-/// Most rows the kernel takes (its per-lane sums); more rows are a matmul's job.
+/// Most rows the kernels take (the WGSL one's per-lane sums; the CPU backend's split by columns,
+/// which a larger product's matmul already splits); more rows are a matmul's job.
 pub const LINEAR_MAX_ROWS: usize = 8;
 
 /// 16 column lanes times 16 slices of the inputs (`shaders/linear.wgsl`).
@@ -39,7 +48,8 @@ const COLUMNS_PER_GROUP: usize = 64;
 ///
 /// Runs the WGSL kernel `shaders/linear.wgsl` when all are f32 on a wgpu device outside autodiff,
 /// with at most [`LINEAR_MAX_ROWS`] rows, `n` a multiple of 4 (within one dispatch dimension of
-/// 64-column workgroups) and a bias ([`linear_uses_kernel`]); otherwise a Burn matmul, then
+/// 64-column workgroups) and a bias ([`linear_uses_kernel`]); otherwise the product (split over
+/// threads on the CPU backend where [`linear_uses_cpu_kernel`], else a Burn matmul), then
 /// [`bias_activation`] (which picks its own kernel). [`linear_fallback`] is all Burn operations.
 pub fn linear<const D: usize>(
     x: Tensor<D>,
@@ -57,8 +67,24 @@ pub fn linear<const D: usize>(
                 activation.map_or(NO_ACTIVATION, Activation::code),
             )
         }),
-        bias => bias_activation(x.matmul(weight.unsqueeze()), bias, activation),
+        bias => bias_activation(product(x, weight), bias, activation),
     }
+}
+
+/// `x W`: x `[..., k]`, weight `[k, n]` -> `[..., n]`.
+fn product<const D: usize>(x: Tensor<D>, weight: Tensor<2>) -> Tensor<D> {
+    match linear_uses_cpu_kernel(&x, &weight) {
+        true => cpu_product(x, weight),
+        false => x.matmul(weight.unsqueeze()),
+    }
+}
+
+/// `x W` on the CPU backend's kernel, for inputs where [`linear_uses_cpu_kernel`]; the weight may
+/// be a view (`matmul_t` passes its rows transposed). Same shapes as [`product`].
+pub(crate) fn cpu_product<const D: usize>(x: Tensor<D>, weight: Tensor<2>) -> Tensor<D> {
+    rows_through(x, weight.dims(), |rows| {
+        <Dispatch as RowsProductBackend>::rows_product(rows.into_dispatch(), weight.into_dispatch())
+    })
 }
 
 /// `residual + x W + b`: a transformer sublayer's output projection and the residual add after
@@ -171,6 +197,19 @@ pub fn linear_uses_kernel<const D: usize>(x: &Tensor<D>, weight: &Tensor<2>, bia
         && kernel_input(bias)
 }
 
+/// Whether [`linear`] (and its variants, which call it off wgpu) multiplies on the CPU backend's
+/// kernel, the columns split over threads: f32 on the CPU backend with 1 to [`LINEAR_MAX_ROWS`]
+/// rows and a constant weight (outside autodiff; `x` may be tracked: the kernel has a backward).
+pub fn linear_uses_cpu_kernel<const D: usize>(x: &Tensor<D>, weight: &Tensor<2>) -> bool {
+    let rows = x.shape().num_elements() / x.dims()[D - 1].max(1);
+    (1..=LINEAR_MAX_ROWS).contains(&rows)
+        && on_flex(x)
+        && on_flex(weight)
+        && x.dtype() == DType::F32
+        && weight.dtype() == DType::F32
+        && !weight.is_autodiff()
+}
+
 /// Whether [`linear_residual`] runs the WGSL kernel for these inputs.
 pub fn linear_residual_uses_kernel<const D: usize>(
     x: &Tensor<D>,
@@ -221,6 +260,55 @@ pub fn layer_norm_linear_fallback<const D: usize>(
     activation: Option<Activation>,
 ) -> Tensor<D> {
     linear_fallback(layer_norm_fallback(x, gamma, beta, epsilon), weight, bias, activation)
+}
+
+/// `[m, k] x [k, n] -> [m, n]`, split over threads ([`few_rows_product`]); under
+/// autodiff for a tracked `x` and a constant weight, with a backward of its own.
+#[backend_extension(Flex, Autodiff)]
+trait RowsProductBackend: Backend {
+    fn rows_product(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+impl RowsProductBackend for Flex {
+    fn rows_product(x: FlexTensor, weight: FlexTensor) -> FlexTensor {
+        let x = x.to_contiguous();
+        let (m, n) = (dims2(&x)[0], dims2(&weight)[1]);
+        let out = few_rows_product(elements(&x), m, &Strided::of(&weight));
+        FlexTensor::from_data(TensorData::new(out, [m, n]))
+    }
+}
+
+impl<C: CheckpointStrategy> RowsProductBackend for Autodiff<Flex, C> {
+    fn rows_product(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        let weight = Self::inner(weight);
+        match RowsProductBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let out = Flex::rows_product(x.into_primitive(), weight.clone());
+                prep.finish(weight, out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::rows_product(x.into_primitive(), weight)),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct RowsProductBackward;
+
+impl Backward<Flex, 1> for RowsProductBackward {
+    /// The weight (shared, not copied).
+    type State = FlexTensor;
+
+    /// `dL/dx = dL/dy W^T`, split the same way.
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [x_node] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
+        if let Some(node) = x_node {
+            let weight = ops.state;
+            let (m, k) = (dims2(&grad)[0], dims2(&weight)[0]);
+            let out = few_rows_product(elements(&grad), m, &Strided::of(&weight).transposed());
+            grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(out, [m, k])));
+        }
+    }
 }
 
 /// All on `[m, k]` rows, `m <= LINEAR_MAX_ROWS`, -> `[m, n]`.

@@ -5,14 +5,16 @@ use burn::backend::wgpu::CubeTensor;
 use burn::backend::{Backend, Cube, Dispatch, backend_extension, tensor::FloatTensor};
 use burn::prelude::*;
 
+use crate::linear::{cpu_product, linear_uses_cpu_kernel};
 use crate::wgsl::{WgslKernel, WgslSource, contiguous, kernel_input, kernel_source, launch_to_output, size, spread};
 
 const SOURCE: WgslSource = kernel_source!("matmul_t.wgsl");
 /// Names the kernel in launch counts.
 struct MatmulTShader;
 
-/// Most rows of `x` the kernel takes (its per-lane sums).
-pub const MATMUL_T_MAX_ROWS: usize = 8;
+/// Most rows of `x` the kernels take (the WGSL one's per-lane sums; the CPU backend's is
+/// `linear`'s).
+pub const MATMUL_T_MAX_ROWS: usize = crate::linear::LINEAR_MAX_ROWS;
 
 /// 16 outputs per workgroup, 16 lanes each (`shaders/matmul_t.wgsl`).
 const WORKGROUP_SIZE: u32 = 256;
@@ -21,13 +23,17 @@ const COLUMNS_PER_GROUP: usize = 16;
 /// `x @ w^T`: x `[batch, t, k]`, w `[n, k]` -> `[batch, t, n]`.
 ///
 /// Runs the WGSL kernel `shaders/matmul_t.wgsl` when both are f32 on a wgpu device outside
-/// autodiff, with at most [`MATMUL_T_MAX_ROWS`] rows (`batch * t`) and `k` a multiple of 4;
-/// otherwise [`matmul_t_fallback`].
+/// autodiff, with at most [`MATMUL_T_MAX_ROWS`] rows (`batch * t`) and `k` a multiple of 4; on
+/// the CPU backend, the few-row product of `linear` with `w` read transposed, split over threads
+/// by blocks of its rows ([`matmul_t_uses_cpu_kernel`]); otherwise [`matmul_t_fallback`].
 pub fn matmul_t(x: Tensor<3>, w: Tensor<2>) -> Tensor<3> {
     let [batch, t, k] = x.dims();
     let [n, w_k] = w.dims();
     // The kernel indexes through these sizes: a mismatch must stop here, not read out of bounds.
     assert_eq!(k, w_k, "matmul_t: x {:?} and w {:?} do not match", x.dims(), w.dims());
+    if matmul_t_uses_cpu_kernel(&x, &w) {
+        return cpu_product(x, w.transpose());
+    }
     if !matmul_t_uses_kernel(&x, &w) {
         return matmul_t_fallback(x, w);
     }
@@ -44,6 +50,12 @@ pub fn matmul_t_uses_kernel(x: &Tensor<3>, w: &Tensor<2>) -> bool {
         && w.dims()[0] > 0
         && kernel_input(x)
         && kernel_input(w)
+}
+
+/// Whether [`matmul_t`] multiplies on the CPU backend's kernel: where `linear` would with the
+/// weight `w^T` (f32, 1 to [`MATMUL_T_MAX_ROWS`] rows, `w` a constant; `x` may be tracked).
+pub fn matmul_t_uses_cpu_kernel(x: &Tensor<3>, w: &Tensor<2>) -> bool {
+    linear_uses_cpu_kernel(x, &w.clone().transpose())
 }
 
 /// [`matmul_t`] as `(w @ x^T)^T` in Burn operations: any backend, autodiff included. Written

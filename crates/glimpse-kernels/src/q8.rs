@@ -15,11 +15,12 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::wgpu::{CubeTensor, into_contiguous};
-use burn::backend::{Autodiff, AutodiffBackend, Backend, Cube, Dispatch, DispatchDevice, Flex, backend_extension};
+use burn::backend::{Autodiff, AutodiffBackend, Backend, Cube, Dispatch, Flex, backend_extension};
 use burn::prelude::*;
 use burn::tensor::DType;
 use cubecl::CubeCount;
 
+use crate::cpu::{dims2, elements, for_each_part, on_flex};
 use crate::matmul_t::matmul_t_fallback;
 use crate::wgsl::{MAX_WORKGROUPS, WgslKernel, WgslSource, kernel_input, kernel_source, launch_to_output, size};
 
@@ -35,6 +36,10 @@ pub const Q8_DIRECT_MAX_ROWS: usize = 8;
 pub fn q8_padded(k: usize) -> usize {
     k.div_ceil(Q8_BLOCK) * Q8_BLOCK
 }
+
+/// Weight rows one CPU task expands or multiplies at least (fewer tasks than rows, each worth its
+/// scheduling).
+const ROWS_PER_TASK: usize = 16;
 
 /// Packs `[n, k]` row-major bytes and their `[n, k.div_ceil(Q8_BLOCK)]` scales into the resident
 /// layout on `device`.
@@ -147,10 +152,6 @@ pub fn q8_matmul_fallback(x: Tensor<3>, packed: Tensor<2, Int>, scales: Tensor<2
     matmul_t_fallback(x, q8_dequantize(packed, scales).narrow(1, 0, k))
 }
 
-fn on_flex<const D: usize>(tensor: &Tensor<D>) -> bool {
-    matches!(tensor.device().inner().as_dispatch(), DispatchDevice::Flex(_))
-}
-
 #[backend_extension(Flex)]
 trait Q8ExpandBackend: Backend {
     /// `[n, k_padded]`.
@@ -234,11 +235,6 @@ impl Backward<Flex, 1> for Q8MatmulBackward {
     }
 }
 
-fn dims2(tensor: &FlexTensor) -> [usize; 2] {
-    let shape = tensor.layout().shape();
-    [shape[0], shape[1]]
-}
-
 /// The f32 matrix `[n, columns]`: the first `columns` (at most `k_padded`) of each row.
 fn expand(packed: &FlexTensor, scales: &FlexTensor, columns: usize, shape: [usize; 2]) -> FlexTensor {
     let (packed, scales) = (packed.to_contiguous(), scales.to_contiguous());
@@ -254,7 +250,7 @@ fn expand(packed: &FlexTensor, scales: &FlexTensor, columns: usize, shape: [usiz
             }
         }
     };
-    for_each_row(&mut out, columns, fill);
+    for_each_part(&mut out, columns, ROWS_PER_TASK, fill);
     FlexTensor::from_data(TensorData::new(out, shape))
 }
 
@@ -286,24 +282,6 @@ impl Q8ShaderBackend for Cube {
     }
 }
 
-/// The elements of a contiguous tensor, in order (its buffer may start before them).
-fn elements<E: burn::tensor::Element + bytemuck::Pod>(tensor: &FlexTensor) -> &[E] {
-    let (start, end) = tensor.layout().contiguous_offsets().expect("a contiguous tensor");
-    &tensor.storage::<E>()[start..end]
-}
-
-/// `fill(index, row)` for each `row_len`-long row of `out`: over rayon's threads natively, in
-/// turn in wasm (one thread there).
-fn for_each_row(out: &mut [f32], row_len: usize, fill: impl Fn((usize, &mut [f32])) + Send + Sync) {
-    #[cfg(not(target_family = "wasm"))]
-    {
-        use rayon::prelude::*;
-        out.par_chunks_mut(row_len).enumerate().with_min_len(16).for_each(fill);
-    }
-    #[cfg(target_family = "wasm")]
-    out.chunks_mut(row_len).enumerate().for_each(fill);
-}
-
 /// `[m, n]` products of `m` padded rows against `n` byte rows; the work splits over outputs.
 fn matvec(rows: &[f32], bytes: &[i8], scales: &[f32], m: usize, n: usize, padded: usize) -> Vec<f32> {
     let blocks = padded / Q8_BLOCK;
@@ -316,7 +294,7 @@ fn matvec(rows: &[f32], bytes: &[i8], scales: &[f32], m: usize, n: usize, padded
             *value = dot(row, weights, scales);
         }
     };
-    for_each_row(&mut by_output, m, fill);
+    for_each_part(&mut by_output, m, ROWS_PER_TASK, fill);
     let mut out = vec![0f32; m * n];
     for (output, values) in by_output.chunks_exact(m).enumerate() {
         for (row, &value) in values.iter().enumerate() {

@@ -1,5 +1,5 @@
-//! `linear` and its variants `linear_residual` and `layer_norm_linear`: the WGSL kernels against
-//! the Burn fallbacks, and the choice between them.
+//! `linear` and its variants `linear_residual` and `layer_norm_linear`: the WGSL kernels and the
+//! CPU backend's product against the Burn fallbacks, and the choice between them.
 //!
 //! Parity is measured as `max |kernel - fallback| / max |fallback|` over the whole output.
 
@@ -8,9 +8,10 @@ mod support;
 use burn::prelude::*;
 use glimpse_kernels::{
     Activation, LINEAR_MAX_ROWS, layer_norm_linear, layer_norm_linear_fallback, layer_norm_linear_uses_kernel, linear,
-    linear_fallback, linear_residual, linear_residual_fallback, linear_residual_uses_kernel, linear_uses_kernel,
+    linear_fallback, linear_residual, linear_residual_fallback, linear_residual_uses_kernel, linear_uses_cpu_kernel,
+    linear_uses_kernel,
 };
-use support::{read, relative_error, tensor, wgpu};
+use support::{on_threads, read, relative_error, tensor, wgpu};
 
 const TOLERANCE: f32 = 1e-4;
 
@@ -116,6 +117,62 @@ fn autodiff_tensors_take_the_fallback_and_get_gradients() {
 }
 
 #[test]
+fn cpu_kernel_matches_fallback_for_every_row_count_layout_and_split() {
+    let device = Device::flex();
+    // (rows, k, n): every row count it takes; k split into parts of 16 rows and a remainder, and
+    // too short to split; n of one column, and not a multiple of the column blocks.
+    let mut shapes: Vec<(usize, usize, usize)> = (1..=LINEAR_MAX_ROWS).map(|rows| (rows, 100, 200)).collect();
+    shapes.extend([(1, 768, 2304), (3, 5, 37), (2, 67, 1), (1, 130, 17)]);
+    for threads in [1, 3, 8] {
+        for &(rows, k, n) in &shapes {
+            let x = tensor([rows, k], rows as u64, 2.0, &device);
+            let (weight, bias) = layer(k, n, 7, &device);
+            // The same matrix stored `[n, k]` and read transposed (the other split).
+            let transposed = weight.clone().transpose().into_data();
+            let viewed = Tensor::<2>::from_data(transposed, &device).transpose();
+            for weight in [weight, viewed] {
+                assert!(linear_uses_cpu_kernel(&x, &weight), "{rows} x {k} x {n}: the CPU kernel was not chosen");
+                let got = on_threads(threads, || read(linear(x.clone(), weight.clone(), Some(bias.clone()), None)));
+                let want = read(linear_fallback(x.clone(), weight, Some(bias.clone()), None));
+                let error = relative_error(&got, &want);
+                assert!(error <= TOLERANCE, "{rows} x {k} x {n} on {threads} threads: relative error {error:e}");
+            }
+        }
+    }
+    let (weight, _) = layer(64, 32, 8, &device);
+    assert!(!linear_uses_cpu_kernel(&tensor([LINEAR_MAX_ROWS + 1, 64], 9, 1.0, &device), &weight));
+}
+
+/// Under autodiff the CPU kernel's own backward gives the fallback's gradient for a tracked input
+/// and a constant weight; a tracked weight takes the fallback and gets its gradient.
+#[test]
+fn cpu_kernel_under_autodiff_gives_the_fallback_gradient() {
+    let device = Device::flex();
+    let tracked = device.clone().autodiff();
+    for (rows, k, n) in [(1, 100, 70), (LINEAR_MAX_ROWS, 40, 300)] {
+        let (weight, bias) = layer(k, n, 11, &device);
+        let gradient = |kernel: bool| {
+            let x = tensor([rows, k], 12, 2.0, &tracked).require_grad();
+            assert!(linear_uses_cpu_kernel(&x, &weight));
+            let y = match kernel {
+                true => linear(x.clone(), weight.clone(), Some(bias.clone()), Some(Activation::GeluTanh)),
+                false => linear_fallback(x.clone(), weight.clone(), Some(bias.clone()), Some(Activation::GeluTanh)),
+            };
+            let grads = (y * tensor([rows, n], 13, 1.0, &tracked)).sum().backward();
+            read(x.grad(&grads).expect("a gradient for x"))
+        };
+        let got = on_threads(3, || gradient(true));
+        let error = relative_error(&got, &gradient(false));
+        assert!(error <= TOLERANCE, "{rows} x {k} x {n}: relative error {error:e}");
+    }
+    let weight = tensor([16, 8], 14, 0.25, &tracked).require_grad();
+    let x = tensor([1, 16], 15, 1.0, &tracked);
+    assert!(!linear_uses_cpu_kernel(&x, &weight));
+    let grads = linear(x, weight.clone(), None, None).sum().backward();
+    assert!(read(weight.grad(&grads).expect("a gradient for the weight")).iter().any(|g| *g != 0.0));
+}
+
+#[test]
 #[should_panic(expected = "do not match")]
 fn a_weight_of_another_input_width_is_refused() {
     let device = Device::flex();
@@ -183,13 +240,18 @@ fn variants_outside_the_kernel_take_their_fallbacks() {
     let (weight, bias) = layer(64, 32, 122, &device);
     let residual = tensor([2, 32], 123, 1.0, &device);
     let (gamma, beta, epsilon) = norm(64, 124, &device);
+    // On the CPU backend the variants are `linear` after or before the rest, its product split.
     assert!(!linear_residual_uses_kernel(&x, &weight, Some(&bias), &residual));
     assert!(!layer_norm_linear_uses_kernel(&x, (&gamma, beta.as_ref()), &weight, Some(&bias)));
+    assert!(linear_uses_cpu_kernel(&x, &weight));
     let got = read(linear_residual(x.clone(), weight.clone(), Some(bias.clone()), residual.clone()));
-    assert_eq!(got, read(linear_residual_fallback(x.clone(), weight.clone(), Some(bias.clone()), residual)));
+    let want = read(linear_residual_fallback(x.clone(), weight.clone(), Some(bias.clone()), residual));
+    let error = relative_error(&got, &want);
+    assert!(error <= TOLERANCE, "residual on the CPU: relative error {error:e}");
     let layer_norm = (gamma, beta, epsilon);
     let got = read(layer_norm_linear(x.clone(), layer_norm.clone(), weight.clone(), Some(bias.clone()), None));
-    assert_eq!(got, read(layer_norm_linear_fallback(x, layer_norm, weight, Some(bias), None)));
+    let error = relative_error(&got, &read(layer_norm_linear_fallback(x, layer_norm, weight, Some(bias), None)));
+    assert!(error <= TOLERANCE, "LayerNorm on the CPU: relative error {error:e}");
 
     let Some(device) = wgpu() else { return };
     // Too many rows, and a LayerNorm without beta: the matmul path, still the same values.

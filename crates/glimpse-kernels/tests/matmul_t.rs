@@ -1,12 +1,13 @@
-//! `matmul_t`: the WGSL kernel against the Burn fallback, and the choice between them.
+//! `matmul_t`: the WGSL kernel and the CPU backend's product against the Burn fallback, and the
+//! choice between them.
 //!
 //! Parity is measured as `max |kernel - fallback| / max |fallback|` over the whole output.
 
 mod support;
 
 use burn::prelude::*;
-use glimpse_kernels::{MATMUL_T_MAX_ROWS, matmul_t, matmul_t_fallback, matmul_t_uses_kernel};
-use support::{read, relative_error, tensor, wgpu};
+use glimpse_kernels::{MATMUL_T_MAX_ROWS, matmul_t, matmul_t_fallback, matmul_t_uses_cpu_kernel, matmul_t_uses_kernel};
+use support::{on_threads, read, relative_error, tensor, wgpu};
 
 const TOLERANCE: f32 = 1e-4;
 
@@ -67,11 +68,35 @@ fn kernel_on_wgpu_matches_fallback_on_cpu() {
 }
 
 #[test]
-fn more_rows_odd_widths_cpu_and_autodiff_take_the_fallback() {
+fn cpu_kernel_matches_fallback_and_gives_its_gradient() {
     let cpu = Device::flex();
-    let (x, w) = (tensor([1, 1, 64], 71, 2.0, &cpu), tensor([32, 64], 72, 0.5, &cpu));
-    assert!(!matmul_t_uses_kernel(&x, &w));
-    assert_eq!(read(matmul_t(x.clone(), w.clone())), read(matmul_t_fallback(x, w)));
+    let w = tensor([4000, 96], 71, 0.1, &cpu);
+    for threads in [1, 3] {
+        for x in [tensor([1, 1, 96], 72, 2.0, &cpu), tensor([2, 4, 96], 73, 2.0, &cpu)] {
+            assert!(matmul_t_uses_cpu_kernel(&x, &w) && !matmul_t_uses_kernel(&x, &w));
+            let got = on_threads(threads, || read(matmul_t(x.clone(), w.clone())));
+            let error = relative_error(&got, &read(matmul_t_fallback(x.clone(), w.clone())));
+            assert!(error <= TOLERANCE, "{:?} on {threads} threads: relative error {error:e}", x.dims());
+        }
+    }
+    let x = tensor([MATMUL_T_MAX_ROWS + 1, 1, 96], 74, 2.0, &cpu);
+    assert!(!matmul_t_uses_cpu_kernel(&x, &w));
+    assert_eq!(read(matmul_t(x.clone(), w.clone())), read(matmul_t_fallback(x, w.clone())));
+    // A tracked input and a constant weight: the kernel's backward gives the fallback's gradient.
+    let tracked = cpu.autodiff();
+    let gradient = |kernel: bool| {
+        let x = tensor([1, 3, 96], 75, 2.0, &tracked).require_grad();
+        let y = if kernel { matmul_t(x.clone(), w.clone()) } else { matmul_t_fallback(x.clone(), w.clone()) };
+        let grads = (y * tensor([1, 3, 4000], 76, 1.0, &tracked)).sum().backward();
+        read(x.grad(&grads).expect("a gradient for x"))
+    };
+    let got = on_threads(3, || gradient(true));
+    let error = relative_error(&got, &gradient(false));
+    assert!(error <= TOLERANCE, "gradient: relative error {error:e}");
+}
+
+#[test]
+fn more_rows_odd_widths_and_autodiff_take_the_fallback_on_wgpu() {
     let Some(device) = wgpu() else { return };
     let w = tensor([32, 64], 73, 0.5, &device);
     assert!(!matmul_t_uses_kernel(&tensor([MATMUL_T_MAX_ROWS + 1, 1, 64], 74, 2.0, &device), &w));
@@ -79,7 +104,7 @@ fn more_rows_odd_widths_cpu_and_autodiff_take_the_fallback() {
     let grad_device = device.autodiff();
     let x = tensor([1, 1, 64], 77, 2.0, &grad_device).require_grad();
     let w = tensor([32, 64], 78, 0.5, &grad_device);
-    assert!(!matmul_t_uses_kernel(&x, &w));
+    assert!(!matmul_t_uses_kernel(&x, &w) && !matmul_t_uses_cpu_kernel(&x, &w));
     let gradients = matmul_t(x.clone(), w).sum().backward();
     assert!(read(x.grad(&gradients).expect("no gradient for x")).iter().any(|g| *g != 0.0));
 }

@@ -1,0 +1,181 @@
+//! The CPU backend's side of the kernels: reading `FlexTensor` buffers, splitting work over
+//! rayon's threads, and the product of a few rows split by output columns.
+
+use burn::backend::DispatchDevice;
+use burn::backend::flex::FlexTensor;
+use burn::prelude::*;
+
+/// Whether `tensor` lives on the CPU backend (tracked by autodiff or not).
+pub(crate) fn on_flex<const D: usize>(tensor: &Tensor<D>) -> bool {
+    matches!(tensor.device().inner().as_dispatch(), DispatchDevice::Flex(_))
+}
+
+/// `[rows, columns]` of a 2-d tensor.
+pub(crate) fn dims2(tensor: &FlexTensor) -> [usize; 2] {
+    let shape = tensor.layout().shape();
+    [shape[0], shape[1]]
+}
+
+/// The elements of a contiguous tensor, in order (its buffer may start before them).
+pub(crate) fn elements<E: burn::tensor::Element + bytemuck::Pod>(tensor: &FlexTensor) -> &[E] {
+    let (start, end) = tensor.layout().contiguous_offsets().expect("a contiguous tensor");
+    &tensor.storage::<E>()[start..end]
+}
+
+/// `fill(index, part)` for each `part_len`-long part of `out` (the last may be shorter): over
+/// rayon's threads natively, at least `min_parts` parts per task; in turn in wasm (one thread
+/// there).
+pub(crate) fn for_each_part(
+    out: &mut [f32],
+    part_len: usize,
+    min_parts: usize,
+    fill: impl Fn((usize, &mut [f32])) + Send + Sync,
+) {
+    #[cfg(not(target_family = "wasm"))]
+    {
+        use rayon::prelude::*;
+        out.par_chunks_mut(part_len).enumerate().with_min_len(min_parts).for_each(fill);
+    }
+    #[cfg(target_family = "wasm")]
+    {
+        let _ = min_parts;
+        out.chunks_mut(part_len).enumerate().for_each(fill);
+    }
+}
+
+fn threads() -> usize {
+    #[cfg(not(target_family = "wasm"))]
+    return rayon::current_num_threads();
+    #[cfg(target_family = "wasm")]
+    1
+}
+
+/// A `[rows, columns]` matrix in a buffer, as gemm reads it: element `(r, c)` at `start + r *
+/// row_stride + c * column_stride` of `values`.
+pub(crate) struct Strided<'a> {
+    values: &'a [f32],
+    start: usize,
+    rows: usize,
+    columns: usize,
+    row_stride: isize,
+    column_stride: isize,
+}
+
+impl<'a> Strided<'a> {
+    /// A tensor's buffer and 2-d layout.
+    pub fn of(tensor: &'a FlexTensor) -> Self {
+        let layout = tensor.layout();
+        let ([rows, columns], strides) = (dims2(tensor), layout.strides());
+        let (row_stride, column_stride) = (strides[0], strides[1]);
+        Self { values: tensor.storage(), start: layout.start_offset(), rows, columns, row_stride, column_stride }
+    }
+
+    /// The matrix transposed (no copy).
+    pub fn transposed(self) -> Self {
+        Self {
+            rows: self.columns,
+            columns: self.rows,
+            row_stride: self.column_stride,
+            column_stride: self.row_stride,
+            ..self
+        }
+    }
+}
+
+/// `[m, inner] x rhs [inner, n] -> [m, n]` for a few contiguous rows `x`, split over rayon's threads
+/// so that each task reads its own contiguous stretch of `rhs`. Burn's matmul runs products this
+/// small (decoding's, below 192^3 multiply-adds) on one thread, and one core cannot read a large
+/// weight matrix at the memory's speed.
+///
+/// Where `rhs`'s rows are contiguous (a weight stored `[inner, n]`), each task multiplies a block
+/// of its rows (a slice of `inner`) and the partial products are summed; where its columns are (a
+/// weight stored `[n, inner]` and read transposed), each task computes a block of output columns.
+/// Splitting the columns of row-major storage instead would give each task short strided reads:
+/// 1.5x slower on one thread than one whole product.
+pub(crate) fn few_rows_product(x: &[f32], m: usize, rhs: &Strided) -> Vec<f32> {
+    let (inner, n) = (rhs.rows, rhs.columns);
+    // The reads below are unchecked: the shapes must agree here.
+    assert_eq!(x.len(), m * inner, "few_rows_product: x is not [{m}, {inner}]");
+    if rhs.column_stride == 1 && n > 1 {
+        // At least 16 rows of `rhs` per task, so a task is worth its scheduling.
+        let parts = threads().min(inner / 16).max(1);
+        let rows = inner.div_ceil(parts);
+        let mut partials = vec![0f32; parts * m * n];
+        for_each_part(&mut partials, m * n, 1, |(part, out)| {
+            let first = part * rows;
+            let count = rows.min(inner - first.min(inner));
+            // SAFETY: rows `first..first + count` of `rhs` and columns `first..first + count` of `x`
+            // lie inside them; `out` is `[m, n]`.
+            unsafe { gemm_into(out, m, n, count, x.as_ptr().add(first), inner, rhs, first as isize * rhs.row_stride) };
+        });
+        let mut sums = partials.chunks_exact(m * n);
+        let mut out = sums.next().map_or_else(|| vec![0f32; m * n], <[f32]>::to_vec);
+        for partial in sums {
+            out.iter_mut().zip(partial).for_each(|(total, value)| *total += value);
+        }
+        return out;
+    }
+    // About four blocks per thread, for balance, of at least 16 columns.
+    let width = n.div_ceil(4 * threads()).max(16).min(n.max(1));
+    // Block-major while computing (block b holds `[m, its width]`), so each task writes one slice.
+    let mut by_block = vec![0f32; m * n];
+    for_each_part(&mut by_block, m * width, 1, |(block, out)| {
+        let (first, columns) = (block * width, out.len() / m);
+        // SAFETY: columns `first..first + columns` of `rhs` lie inside it; `out` is `[m, columns]`.
+        unsafe { gemm_into(out, m, columns, inner, x.as_ptr(), inner, rhs, first as isize * rhs.column_stride) };
+    });
+    if m == 1 {
+        return by_block;
+    }
+    let mut out = vec![0f32; m * n];
+    for (block, values) in by_block.chunks(m * width).enumerate() {
+        let columns = values.len() / m;
+        for (row, values) in values.chunks_exact(columns).enumerate() {
+            out[row * n + block * width..][..columns].copy_from_slice(values);
+        }
+    }
+    out
+}
+
+/// `out [m, n] = lhs [m, inner] x rhs'`, single-threaded, where `lhs` has row stride `lhs_stride`
+/// and `rhs'` is `rhs` from `offset` elements past its start, `[inner, n]` in its strides.
+///
+/// # Safety
+/// `out` holds `m * n` values; `m` rows of `inner` values at `lhs` and the `[inner, n]` matrix at
+/// `offset` lie inside their buffers.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_into(
+    out: &mut [f32],
+    m: usize,
+    n: usize,
+    inner: usize,
+    lhs: *const f32,
+    lhs_stride: usize,
+    rhs: &Strided,
+    offset: isize,
+) {
+    debug_assert_eq!(out.len(), m * n);
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            inner,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            lhs,
+            1,
+            lhs_stride as isize,
+            rhs.values.as_ptr().add(rhs.start).offset(offset),
+            rhs.column_stride,
+            rhs.row_stride,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
