@@ -141,8 +141,8 @@ impl Metric {
     }
 
     /// Kernel figures compare glimpse's WGSL kernels with their portable fallback, measured in the
-    /// same process; they exist on wgpu only (elsewhere both are the fallback) and have no
-    /// PyTorch counterpart.
+    /// same process; they exist on wgpu only (the CPU backend's kernels show in the model figures)
+    /// and have no PyTorch counterpart.
     fn is_kernel(self) -> bool {
         matches!(
             self,

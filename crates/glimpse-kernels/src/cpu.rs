@@ -1,5 +1,6 @@
 //! The CPU backend's side of the kernels: reading `FlexTensor` buffers, splitting work over
-//! rayon's threads, and the product of a few rows split by output columns.
+//! rayon's threads, and the product of a few rows split so that each thread reads its own part of
+//! the weight.
 
 use burn::backend::DispatchDevice;
 use burn::backend::flex::FlexTensor;
@@ -21,6 +22,9 @@ pub(crate) fn elements<E: burn::tensor::Element + bytemuck::Pod>(tensor: &FlexTe
     let (start, end) = tensor.layout().contiguous_offsets().expect("a contiguous tensor");
     &tensor.storage::<E>()[start..end]
 }
+
+/// Rows of a weight one CPU task reads at least, so that a task is worth its scheduling.
+pub(crate) const ROWS_PER_TASK: usize = 16;
 
 /// `fill(index, part)` for each `part_len`-long part of `out` (the last may be shorter): over
 /// rayon's threads natively, at least `min_parts` parts per task; in turn in wasm (one thread
@@ -83,9 +87,10 @@ impl<'a> Strided<'a> {
 }
 
 /// `[m, inner] x rhs [inner, n] -> [m, n]` for a few contiguous rows `x`, split over rayon's threads
-/// so that each task reads its own contiguous stretch of `rhs`. Burn's matmul runs products this
-/// small (decoding's, below 192^3 multiply-adds) on one thread, and one core cannot read a large
-/// weight matrix at the memory's speed.
+/// so that each task reads its own contiguous stretch of `rhs`. Burn's CPU matmul runs such
+/// products on one thread (it splits only those of at least 192^3 multiply-adds, and gemm's
+/// matrix-vector path, one row against the LM head, ignores its thread count), and one core cannot
+/// read a large weight matrix at the memory's speed.
 ///
 /// Where `rhs`'s rows are contiguous (a weight stored `[inner, n]`), each task multiplies a block
 /// of its rows (a slice of `inner`) and the partial products are summed; where its columns are (a
@@ -97,26 +102,31 @@ pub(crate) fn few_rows_product(x: &[f32], m: usize, rhs: &Strided) -> Vec<f32> {
     // The reads below are unchecked: the shapes must agree here.
     assert_eq!(x.len(), m * inner, "few_rows_product: x is not [{m}, {inner}]");
     if rhs.column_stride == 1 && n > 1 {
-        // At least 16 rows of `rhs` per task, so a task is worth its scheduling.
-        let parts = threads().min(inner / 16).max(1);
-        let rows = inner.div_ceil(parts);
+        let rows = inner.div_ceil(threads().min(inner / ROWS_PER_TASK).max(1));
+        // Counted from `rows`, so that every part starts inside `rhs` and holds at least one row.
+        let parts = inner.div_ceil(rows);
         let mut partials = vec![0f32; parts * m * n];
         for_each_part(&mut partials, m * n, 1, |(part, out)| {
             let first = part * rows;
-            let count = rows.min(inner - first.min(inner));
-            // SAFETY: rows `first..first + count` of `rhs` and columns `first..first + count` of `x`
-            // lie inside them; `out` is `[m, n]`.
-            unsafe { gemm_into(out, m, n, count, x.as_ptr().add(first), inner, rhs, first as isize * rhs.row_stride) };
+            // SAFETY: `first < inner`, so rows `first..first + count` of `rhs` and columns
+            // `first..first + count` of `x` lie inside them; `out` is `[m, n]`.
+            unsafe {
+                let count = rows.min(inner - first);
+                gemm_into(out, m, n, count, x.as_ptr().add(first), inner, rhs, first as isize * rhs.row_stride);
+            }
         });
-        let mut sums = partials.chunks_exact(m * n);
-        let mut out = sums.next().map_or_else(|| vec![0f32; m * n], <[f32]>::to_vec);
-        for partial in sums {
+        let (out, rest) = partials.split_at_mut(m * n);
+        for partial in rest.chunks_exact(m * n) {
             out.iter_mut().zip(partial).for_each(|(total, value)| *total += value);
         }
-        return out;
+        partials.truncate(m * n);
+        return partials;
     }
-    // About four blocks per thread, for balance, of at least 16 columns.
-    let width = n.div_ceil(4 * threads()).max(16).min(n.max(1));
+    // About four blocks per thread, for balance, of at least 16 columns; one block on one thread.
+    let width = match threads() {
+        1 => n.max(1),
+        threads => n.div_ceil(4 * threads).max(16).min(n.max(1)),
+    };
     // Block-major while computing (block b holds `[m, its width]`), so each task writes one slice.
     let mut by_block = vec![0f32; m * n];
     for_each_part(&mut by_block, m * width, 1, |(block, out)| {

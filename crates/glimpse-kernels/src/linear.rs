@@ -32,8 +32,8 @@ struct LinearResidualShader;
 /// Names `layer_norm_linear`'s kernel in launch counts.
 struct LayerNormLinearShader;
 
-/// Most rows the kernels take (the WGSL one's per-lane sums; the CPU backend's split by columns,
-/// which a larger product's matmul already splits); more rows are a matmul's job.
+/// Most rows the kernels take (the WGSL one's per-lane sums; the CPU backend's split of a product
+/// whose every weight is read for few rows); more rows are a matmul's job.
 pub const LINEAR_MAX_ROWS: usize = 8;
 
 /// 16 column lanes times 16 slices of the inputs (`shaders/linear.wgsl`).
@@ -183,12 +183,16 @@ fn rows_through<const D: usize>(
     Tensor::<2>::from_dispatch(kernel(x.reshape([-1, k as i32]))).reshape(out)
 }
 
+/// The rows of `x`: the product of all but its last dimension (0 when that one is 0).
+fn rows<const D: usize>(x: &Tensor<D>) -> usize {
+    x.shape().num_elements() / x.dims()[D - 1].max(1)
+}
+
 /// Whether [`linear`] runs the WGSL kernel for these inputs.
 pub fn linear_uses_kernel<const D: usize>(x: &Tensor<D>, weight: &Tensor<2>, bias: Option<&Tensor<1>>) -> bool {
     let Some(bias) = bias else { return false };
-    let rows = x.shape().num_elements() / x.dims()[D - 1].max(1);
     let [k, n] = weight.dims();
-    (1..=LINEAR_MAX_ROWS).contains(&rows)
+    (1..=LINEAR_MAX_ROWS).contains(&rows(x))
         && k > 0
         && n.is_multiple_of(4)
         && (1..=MAX_WORKGROUPS).contains(&n.div_ceil(COLUMNS_PER_GROUP))
@@ -198,11 +202,10 @@ pub fn linear_uses_kernel<const D: usize>(x: &Tensor<D>, weight: &Tensor<2>, bia
 }
 
 /// Whether [`linear`] (and its variants, which call it off wgpu) multiplies on the CPU backend's
-/// kernel, the columns split over threads: f32 on the CPU backend with 1 to [`LINEAR_MAX_ROWS`]
-/// rows and a constant weight (outside autodiff; `x` may be tracked: the kernel has a backward).
+/// kernel, split over threads: f32 on the CPU backend with 1 to [`LINEAR_MAX_ROWS`] rows and a
+/// constant weight (outside autodiff; `x` may be tracked: the kernel has a backward).
 pub fn linear_uses_cpu_kernel<const D: usize>(x: &Tensor<D>, weight: &Tensor<2>) -> bool {
-    let rows = x.shape().num_elements() / x.dims()[D - 1].max(1);
-    (1..=LINEAR_MAX_ROWS).contains(&rows)
+    (1..=LINEAR_MAX_ROWS).contains(&rows(x))
         && on_flex(x)
         && on_flex(weight)
         && x.dtype() == DType::F32

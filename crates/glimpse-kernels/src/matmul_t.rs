@@ -55,12 +55,13 @@ pub fn matmul_t_uses_kernel(x: &Tensor<3>, w: &Tensor<2>) -> bool {
 /// Whether [`matmul_t`] multiplies on the CPU backend's kernel: where `linear` would with the
 /// weight `w^T` (f32, 1 to [`MATMUL_T_MAX_ROWS`] rows, `w` a constant; `x` may be tracked).
 pub fn matmul_t_uses_cpu_kernel(x: &Tensor<3>, w: &Tensor<2>) -> bool {
-    linear_uses_cpu_kernel(x, &w.clone().transpose())
+    linear_uses_cpu_kernel(x, w)
 }
 
 /// [`matmul_t`] as `(w @ x^T)^T` in Burn operations: any backend, autodiff included. Written
-/// that way because the CPU backend copies a transposed operand before multiplying, and `x` is
-/// the small one (transposing GPT-2's token table would copy 154 MB at every step).
+/// that way so that `x`, the small operand, is the one transposed: a backend that copies a
+/// transposed operand before multiplying would otherwise copy GPT-2's 154 MB token table at every
+/// step.
 pub fn matmul_t_fallback(x: Tensor<3>, w: Tensor<2>) -> Tensor<3> {
     let [batch, t, k] = x.dims();
     let n = w.dims()[0];

@@ -20,7 +20,7 @@ use burn::prelude::*;
 use burn::tensor::DType;
 use cubecl::CubeCount;
 
-use crate::cpu::{dims2, elements, for_each_part, on_flex};
+use crate::cpu::{ROWS_PER_TASK, dims2, elements, for_each_part, on_flex};
 use crate::matmul_t::matmul_t_fallback;
 use crate::wgsl::{MAX_WORKGROUPS, WgslKernel, WgslSource, kernel_input, kernel_source, launch_to_output, size};
 
@@ -36,10 +36,6 @@ pub const Q8_DIRECT_MAX_ROWS: usize = 8;
 pub fn q8_padded(k: usize) -> usize {
     k.div_ceil(Q8_BLOCK) * Q8_BLOCK
 }
-
-/// Weight rows one CPU task expands or multiplies at least (fewer tasks than rows, each worth its
-/// scheduling).
-const ROWS_PER_TASK: usize = 16;
 
 /// Packs `[n, k]` row-major bytes and their `[n, k.div_ceil(Q8_BLOCK)]` scales into the resident
 /// layout on `device`.
@@ -176,7 +172,7 @@ impl Q8Backend for Flex {
         let [m, k] = dims2(&x);
         let n = dims2(&scales)[0];
         if m > Q8_DIRECT_MAX_ROWS {
-            // `(w @ x^T)^T`: the CPU backend copies a transposed operand, and x is the small one.
+            // `(w @ x^T)^T`: x, the small operand, is the one read transposed.
             let weights = expand(&packed, &scales, k, [n, k]);
             return Flex::float_swap_dims(Flex::float_matmul(weights, Flex::float_swap_dims(x, 0, 1)), 0, 1);
         }

@@ -91,7 +91,7 @@ fn more_rows_odd_widths_and_no_bias_take_the_matmul() {
 }
 
 #[test]
-fn kernel_on_wgpu_matches_fallback_on_cpu() {
+fn kernel_on_wgpu_matches_the_cpu_backend() {
     let Some(device) = wgpu() else { return };
     let run = |device: &Device| {
         let (weight, bias) = layer(768, 3072, 61, device);
@@ -141,6 +141,33 @@ fn cpu_kernel_matches_fallback_for_every_row_count_layout_and_split() {
     }
     let (weight, _) = layer(64, 32, 8, &device);
     assert!(!linear_uses_cpu_kernel(&tensor([LINEAR_MAX_ROWS + 1, 64], 9, 1.0, &device), &weight));
+}
+
+#[test]
+fn cpu_kernel_on_many_threads_and_views_matches_fallback() {
+    let device = Device::flex();
+    // More threads than the rows split evenly into: parts of 20 rows would leave a 40th part past
+    // the end of a 768-row weight, and of 17 a 20th past 321 rows.
+    for (threads, k) in [(40, 768), (20, 321), (64, 2000)] {
+        let x = tensor([2, k], 1, 2.0, &device);
+        let (weight, bias) = layer(k, 48, 2, &device);
+        let got = on_threads(threads, || read(linear(x.clone(), weight.clone(), Some(bias.clone()), None)));
+        let error = relative_error(&got, &read(linear_fallback(x, weight, Some(bias), None)));
+        assert!(error <= TOLERANCE, "k {k} on {threads} threads: relative error {error:e}");
+    }
+    // A weight that starts inside its buffer with rows longer than it, in both layouts, and a
+    // sliced input.
+    let x = tensor([5, 70], 3, 2.0, &device).narrow(0, 1, 3).narrow(1, 4, 60);
+    let stored = tensor([80, 90], 4, 0.2, &device);
+    let bias = tensor([50], 5, 0.5, &device);
+    for weight in
+        [stored.clone().narrow(0, 7, 60).narrow(1, 3, 50), stored.transpose().narrow(0, 2, 60).narrow(1, 9, 50)]
+    {
+        assert!(linear_uses_cpu_kernel(&x, &weight));
+        let got = on_threads(3, || read(linear(x.clone(), weight.clone(), Some(bias.clone()), None)));
+        let error = relative_error(&got, &read(linear_fallback(x.clone(), weight, Some(bias.clone()), None)));
+        assert!(error <= TOLERANCE, "weight view: relative error {error:e}");
+    }
 }
 
 /// Under autodiff the CPU kernel's own backward gives the fallback's gradient for a tracked input
@@ -234,7 +261,7 @@ fn variants_match_fallbacks_for_every_row_count_and_off_tile_sizes() {
 }
 
 #[test]
-fn variants_outside_the_kernel_take_their_fallbacks() {
+fn variants_outside_the_wgsl_kernel_match_their_fallbacks() {
     let device = Device::flex();
     let x = tensor([2, 64], 121, 2.0, &device);
     let (weight, bias) = layer(64, 32, 122, &device);

@@ -60,7 +60,7 @@ fn kernel_copies_views_first() {
 }
 
 #[test]
-fn kernel_on_wgpu_matches_fallback_on_cpu() {
+fn kernel_on_wgpu_matches_the_cpu_backend() {
     let Some(device) = wgpu() else { return };
     let run = |device: &Device| matmul_t(tensor([1, 1, 512], 61, 2.0, device), tensor([4000, 512], 62, 0.1, device));
     let error = relative_error(&read(run(&device)), &read(run(&Device::flex())));
