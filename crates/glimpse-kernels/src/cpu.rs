@@ -101,6 +101,10 @@ pub(crate) fn few_rows_product(x: &[f32], m: usize, rhs: &Strided) -> Vec<f32> {
     let (inner, n) = (rhs.rows, rhs.columns);
     // The reads below are unchecked: the shapes must agree here.
     assert_eq!(x.len(), m * inner, "few_rows_product: x is not [{m}, {inner}]");
+    // Nothing to read (and the row split below counts parts by dividing by rows).
+    if inner == 0 || n == 0 {
+        return vec![0f32; m * n];
+    }
     if rhs.column_stride == 1 && n > 1 {
         let rows = inner.div_ceil(threads().min(inner / ROWS_PER_TASK).max(1));
         // Counted from `rows`, so that every part starts inside `rhs` and holds at least one row.
@@ -124,8 +128,8 @@ pub(crate) fn few_rows_product(x: &[f32], m: usize, rhs: &Strided) -> Vec<f32> {
     }
     // About four blocks per thread, for balance, of at least 16 columns; one block on one thread.
     let width = match threads() {
-        1 => n.max(1),
-        threads => n.div_ceil(4 * threads).max(16).min(n.max(1)),
+        1 => n,
+        threads => n.div_ceil(4 * threads).max(16).min(n),
     };
     // Block-major while computing (block b holds `[m, its width]`), so each task writes one slice.
     let mut by_block = vec![0f32; m * n];
