@@ -112,16 +112,7 @@ async function load({ device, clip, lm }, onProgress) {
   // Each worker loads once (the facade starts a fresh worker for every load), so there is no
   // earlier session or video to free.
   try {
-    try {
-      deviceKind = kind.kind;
-      session = await Session.load(kind.kind, clipFiles, lmFiles);
-    } catch (error) {
-      // `auto` promised a working device: if WebGPU cannot be set up after all, use the CPU.
-      if (!(kind.automatic && error?.name === ErrorName.noAdapter)) throw error;
-      kind = { kind: 'cpu', fallbackReason: `WebGPU could not be set up (${error.message})` };
-      deviceKind = 'cpu';
-      session = await Session.load('cpu', clipFiles, lmFiles);
-    }
+    ({ kind, session } = await startSession(kind, clipFiles, lmFiles));
   } catch (error) {
     // Files the engine refuses must not stay cached: the next load fetches them again (a file
     // fixed on the server, or one a connection cut short without saying so).
@@ -134,6 +125,20 @@ async function load({ device, clip, lm }, onProgress) {
   }
   progress.phase(LoadStatus.ready);
   return { ...JSON.parse(session.device()), fallbackReason: kind.fallbackReason, imageSize: session.imageSize() };
+}
+
+// The engine on the device `kind` names, and the kind it ended on: `auto` promised a working
+// device, so if WebGPU cannot be set up after all, the CPU.
+async function startSession(kind, clipFiles, lmFiles) {
+  try {
+    deviceKind = kind.kind;
+    return { kind, session: await Session.load(kind.kind, clipFiles, lmFiles) };
+  } catch (error) {
+    if (!(kind.automatic && error?.name === ErrorName.noAdapter)) throw error;
+    deviceKind = 'cpu';
+    const cpu = { kind: 'cpu', fallbackReason: `WebGPU could not be set up (${error.message})` };
+    return { kind: cpu, session: await Session.load('cpu', clipFiles, lmFiles) };
+  }
 }
 
 // WebGPU compiles each shader the first time it runs: run both towers and one caption token on a
