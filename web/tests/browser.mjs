@@ -15,6 +15,8 @@ import { serve } from '../serve.mjs';
 
 const web = fileURLToPath(new URL('..', import.meta.url));
 const repo = join(web, '..');
+// glimpse's own error (a full disk, say) reaches the log; its progress lines do not.
+const quietly = { stdio: ['ignore', 'ignore', 'inherit'] };
 const out = join(web, 'tests', 'out');
 const chromiumPath = process.env.CHROMIUM ?? '/usr/bin/chromium';
 // One sampled frame at the default 2 fps: a segment may move by one frame between the WebM the
@@ -45,9 +47,10 @@ function native(device) {
   return { seconds: (performance.now() - started) / 1000, result: JSON.parse(stdout) };
 }
 
-// Runs `use(context, profile)` in a fresh headless Chromium with its own throwaway profile.
-async function withBrowser(webgpu, use) {
-  const profile = mkdtempSync(join(tmpdir(), 'glimpse-chromium-'));
+// Runs `use(context, profile)` in a fresh headless Chromium with its own throwaway profile, made
+// under `root`.
+async function withBrowser(webgpu, use, root = tmpdir()) {
+  const profile = mkdtempSync(join(root, 'glimpse-chromium-'));
   const args = ['--no-sandbox', '--disable-background-networking', '--disable-component-update', '--disable-sync',
     '--no-first-run', '--disable-quic'];
   if (webgpu) args.push('--enable-unsafe-webgpu');
@@ -159,7 +162,7 @@ async function consumerRun() {
     // The models are static files the app serves next to its pages.
     for (const model of ['world-clip', 'world-gpt2']) {
       cpSync(join(repo, 'models', model), join(site, 'models', model), { recursive: true });
-      execFileSync(glimpseBinary(), ['models', 'convert', join(repo, 'models', model), '--dtype', 'q8', '--out', join(site, 'models', `${model}-q8`)], { stdio: 'ignore' });
+      execFileSync(glimpseBinary(), ['models', 'convert', join(repo, 'models', model), '--dtype', 'q8', '--out', join(site, 'models', `${model}-q8`)], quietly);
     }
     // GPT-2 with its weights cut short, as a broken upload would leave them.
     const corrupt = join(site, 'models', 'corrupt-gpt2');
@@ -275,13 +278,17 @@ const REAL_SIZE_TOKENS = Number(process.env.GLIMPSE_REAL_SIZE_TOKENS ?? 2);
 const GB = 1e9;
 
 async function realSizeRuns() {
-  const site = mkdtempSync(join(tmpdir(), 'glimpse-real-size-'));
+  // 2.2 GB of checkpoints, and the browser profile whose Cache API holds them again: under the
+  // build folder, on the disk that holds the build, since /tmp may be a small RAM disk.
+  const scratch = join(repo, 'target');
+  mkdirSync(scratch, { recursive: true });
+  const site = mkdtempSync(join(scratch, 'glimpse-real-size-'));
   try {
     cpSync(join(web, 'tests', 'realsize'), site, { recursive: true });
     symlinkSync(join(web, 'package'), join(site, 'package'));
     for (const [shape, name] of [['gpt2-small', 'gpt2'], ['clip-vit-b-32', 'clip']]) {
-      execFileSync(glimpseBinary(), ['models', 'random', shape, '--out', join(site, 'models', name)], { stdio: 'ignore' });
-      execFileSync(glimpseBinary(), ['models', 'convert', join(site, 'models', name), '--dtype', 'q8', '--out', join(site, 'models', `${name}-q8`)], { stdio: 'ignore' });
+      execFileSync(glimpseBinary(), ['models', 'random', shape, '--out', join(site, 'models', name)], quietly);
+      execFileSync(glimpseBinary(), ['models', 'convert', join(site, 'models', name), '--dtype', 'q8', '--out', join(site, 'models', `${name}-q8`)], quietly);
     }
     const server = await serve(site);
     const runs = {};
@@ -298,7 +305,7 @@ async function realSizeRuns() {
           } finally {
             memory.stop();
           }
-        });
+        }, scratch);
         runs[dtype].downloadBytes = folderBytes(join(site, 'models'), [`clip${suffix}`, `gpt2${suffix}`]);
       }
     } finally {

@@ -246,7 +246,7 @@ pub async fn caption(
         };
         // Candidates from the prefixed LM, after the guards. This forward pass (with its graph) also
         // serves the first optimiser step: the prefix has not changed in between.
-        let mut first_pass = Some(prefix.next_logits(model, &base, embeds.clone()));
+        let mut first_pass = Some(prefix.next_logits(model, embeds.clone()));
         let logits = read::<2, Float, f32>(first_pass.as_ref().expect("just set").clone().detach()).await?;
         let candidates: Vec<Vec<u32>> =
             (0..batch).map(|b| guarded_top_k(&logits[b * vocab..(b + 1) * vocab], &fed[b], config)).collect();
@@ -257,7 +257,7 @@ pub async fn caption(
             let global = token * config.steps_per_token + step;
             let (target, own_loss) = targets.embeddings(global, total_steps);
             let q = clip_distribution(&candidate_embeds, target, config.clip_temperature);
-            let logits = first_pass.take().unwrap_or_else(|| prefix.next_logits(model, &base, embeds.clone()));
+            let logits = first_pass.take().unwrap_or_else(|| prefix.next_logits(model, embeds.clone()));
             let logp = log_softmax(logits, 1);
             let logp_candidates = logp.clone().gather(1, candidate_ids.clone());
             let clip_loss = (q * logp_candidates).sum_dim(1).mean().neg();
@@ -304,9 +304,10 @@ pub async fn caption(
             clip_distribution(&candidate_embeds, target.detach(), config.clip_temperature).clamp_min(1e-12).log();
         let k = config.top_k;
         // One readback for both: each row is the k candidates' log q, then the vocabulary's logits.
-        let logits = prefix.next_logits(model, &base, embeds);
-        let both =
-            read::<2, Float, f32>(Tensor::cat(vec![q_log.without_autodiff(), logits.without_autodiff()], 1)).await?;
+        // Without autodiff: nothing is differentiated through this pass, which on wgpu then takes
+        // the fused kernels (about half the launches of the graph-recording pass).
+        let logits = prefix.valid().next_logits(model, embeds);
+        let both = read::<2, Float, f32>(Tensor::cat(vec![q_log.without_autodiff(), logits], 1)).await?;
         let (q_log, logits): (Vec<f32>, Vec<f32>) = {
             let rows = both.chunks(k + vocab);
             (

@@ -1149,7 +1149,10 @@ fn bias_activation_kernel(device: &Device) -> Result<Measured> {
     const WIDTH: usize = 3072;
     let bias = Tensor::<1>::random([WIDTH], Distribution::Normal(0.0, 0.1), device);
     let probe = Tensor::<3>::zeros([1, 1, WIDTH], device);
-    anyhow::ensure!(bias_activation_uses_kernel(&probe, Some(&bias)), "the kernel does not run here");
+    anyhow::ensure!(
+        bias_activation_uses_kernel(&probe, Some(&bias), Some(Activation::GeluTanh)),
+        "the kernel does not run here"
+    );
     let time = |activate: fn(Tensor<3>, Option<Tensor<1>>, Option<Activation>) -> Tensor<3>| {
         per_row_kernel(device, LAYERS, WIDTH, |y| activate(y, Some(bias.clone()), Some(Activation::GeluTanh)))
     };

@@ -1,5 +1,5 @@
-// The activations of glimpse_kernels::Activation::apply, clamps included, for the kernels that end
-// in one (put in front of them by glimpse-kernels, after workgroup.wgsl). WGSL lets
+// The activations of glimpse_kernels::Activation::apply, clamps included, and their derivatives,
+// for the kernels that end in one (put in front of them by glimpse-kernels, after workgroup.wgsl). WGSL lets
 // implementations assume finite arithmetic, so exp and tanh never see an argument whose result
 // overflows.
 
@@ -31,6 +31,32 @@ fn activate(x: f32, activation: u32) -> f32 {
         }
         default: {
             return x;
+        }
+    }
+}
+
+// d activate(x) / dx, as autodiff takes it through Activation::apply: zero where a clamp holds the
+// argument (the derivative there is below 1e-12 anyway).
+fn activate_derivative(x: f32, activation: u32) -> f32 {
+    switch activation {
+        case 0u: {
+            let z = 1.702 * x;
+            let s = 1.0 / (1.0 + exp(-clamp(z, -SIGMOID_SATURATES, SIGMOID_SATURATES)));
+            let inside = select(0.0, 1.0, abs(z) < SIGMOID_SATURATES);
+            return s + x * 1.702 * s * (1.0 - s) * inside;
+        }
+        case 1u: {
+            let inner = (x + 0.044715 * x * x * x) * 0.7978845608028654;
+            let t = tanh(clamp(inner, -TANH_SATURATES, TANH_SATURATES));
+            let inside = select(0.0, 1.0, abs(inner) < TANH_SATURATES);
+            return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * 0.7978845608028654 * (1.0 + 0.134145 * x * x) * inside;
+        }
+        case 2u: {
+            // 0.5 (1 + erf(x / sqrt 2)) + x * exp(-x^2 / 2) / sqrt(2 pi); exp underflows to 0 far out.
+            return 0.5 * (1.0 + erf(x * 0.7071067811865476)) + x * exp(-0.5 * min(x * x, 170.0)) * 0.3989422804014327;
+        }
+        default: {
+            return 1.0;
         }
     }
 }

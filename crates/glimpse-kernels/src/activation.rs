@@ -1,12 +1,19 @@
-//! The transformers' activations, and an MLP's bias plus activation in one kernel.
+//! The transformers' activations, and an MLP's bias plus activation in one kernel (with its
+//! gradient in one more under autodiff: a frozen MLP on the way to a prefix).
 
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::wgpu::CubeTensor;
-use burn::backend::{Backend, Cube, Dispatch, backend_extension, tensor::FloatTensor};
+use burn::backend::{Autodiff, Backend, Cube, Dispatch, backend_extension, tensor::FloatTensor};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, sigmoid};
 use serde::{Deserialize, Serialize};
 
-use crate::wgsl::{WgslKernel, WgslSource, contiguous, kernel_input, kernel_source, launch_to_output, size, spread};
+use crate::wgsl::{
+    WgslKernel, WgslSource, contiguous, kernel_input, kernel_source, launch_to_output, size, spread, wgpu_f32,
+};
 
 /// Activation functions by their Hugging Face names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -61,6 +68,9 @@ fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 const SOURCE: WgslSource = kernel_source!("activation.wgsl", "bias_activation.wgsl");
 /// Names the kernel in launch counts.
 struct BiasActivationShader;
+const BACKWARD: WgslSource = kernel_source!("activation.wgsl", "bias_activation_backward.wgsl");
+/// Names the backward kernel in launch counts.
+struct BiasActivationBackwardShader;
 
 /// Lanes per workgroup, one element each.
 const WORKGROUP_SIZE: u32 = 64;
@@ -70,8 +80,9 @@ const WORKGROUP_SIZE: u32 = 64;
 ///
 /// y: `[..., n]`, bias: `[n]` -> `[..., n]`.
 ///
-/// Runs the WGSL kernel `shaders/bias_activation.wgsl` when both are f32 on a wgpu device outside
-/// autodiff; otherwise [`bias_activation_fallback`].
+/// Runs the WGSL kernel `shaders/bias_activation.wgsl` when both are f32 on a wgpu device, under
+/// autodiff too (with `shaders/bias_activation_backward.wgsl` for the gradient of `y`) when there
+/// is an activation and the bias is not tracked; otherwise [`bias_activation_fallback`].
 pub fn bias_activation<const D: usize>(
     y: Tensor<D>,
     bias: Option<Tensor<1>>,
@@ -86,7 +97,7 @@ pub fn bias_activation<const D: usize>(
         bias.as_ref().map(Tensor::dims)
     );
     match bias {
-        Some(bias) if bias_activation_uses_kernel(&y, Some(&bias)) => {
+        Some(bias) if bias_activation_uses_kernel(&y, Some(&bias), activation) => {
             let shape = y.dims();
             let output = <Dispatch as BiasActivationBackend>::bias_activation(
                 y.reshape([-1, n as i32]).into_dispatch(),
@@ -100,11 +111,18 @@ pub fn bias_activation<const D: usize>(
 }
 
 /// Whether [`bias_activation`] runs the WGSL kernel for these inputs (rather than the fallback).
-pub fn bias_activation_uses_kernel<const D: usize>(y: &Tensor<D>, bias: Option<&Tensor<1>>) -> bool {
+pub fn bias_activation_uses_kernel<const D: usize>(
+    y: &Tensor<D>,
+    bias: Option<&Tensor<1>>,
+    activation: Option<Activation>,
+) -> bool {
     let Some(bias) = bias else { return false };
     let len = y.shape().num_elements();
+    // Under autodiff a bias alone stays Burn's add, whose backward passes the gradient on without
+    // a launch.
+    let kernel_takes = |y: &Tensor<D>| kernel_input(y) || (activation.is_some() && wgpu_f32(y));
     // Elements are indexed as u32.
-    len > 0 && u32::try_from(len).is_ok() && kernel_input(y) && kernel_input(bias)
+    len > 0 && u32::try_from(len).is_ok() && kernel_takes(y) && wgpu_f32(bias) && !bias.is_tracked()
 }
 
 /// [`bias_activation`] in Burn operations: any backend, autodiff included. Same shapes.
@@ -123,23 +141,77 @@ pub fn bias_activation_fallback<const D: usize>(
     }
 }
 
-#[backend_extension(Cube)]
+#[backend_extension(Cube, Autodiff)]
 trait BiasActivationBackend: Backend {
     fn bias_activation(y: FloatTensor<Self>, bias: FloatTensor<Self>, activation: u32) -> FloatTensor<Self>;
 }
 
 impl BiasActivationBackend for Cube {
     fn bias_activation(y: CubeTensor, bias: CubeTensor, activation: u32) -> CubeTensor {
-        let [y, bias] = [y, bias].map(contiguous);
-        let shape = y.meta.shape().clone();
-        let (len, n) = (shape.num_elements(), shape[1]);
-        let (workgroups, groups_x) = spread(len.div_ceil(WORKGROUP_SIZE as usize));
-        launch_to_output(
-            WgslKernel::<BiasActivationShader>::new(SOURCE, WORKGROUP_SIZE),
-            workgroups,
-            &[&y, &bias],
-            shape,
-            &[size(len), size(n), activation, groups_x],
-        )
+        launch_elementwise::<BiasActivationShader>(SOURCE, &[y, bias].map(contiguous), activation)
+    }
+}
+
+impl<C: CheckpointStrategy> BiasActivationBackend for Autodiff<Cube, C> {
+    fn bias_activation(y: FloatTensor<Self>, bias: FloatTensor<Self>, activation: u32) -> FloatTensor<Self> {
+        // Only y is registered as a parent: a tracked bias would silently get no gradient, and
+        // `bias_activation` sends one to the fallback.
+        assert!(!bias.is_tracked(), "bias_activation kernel: the bias must not be tracked");
+        let bias = contiguous(bias.into_primitive());
+        match BiasActivationBackward.prepare::<C>([y.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let y = contiguous(y.into_primitive());
+                let output = launch_elementwise::<BiasActivationShader>(SOURCE, &[y.clone(), bias.clone()], activation);
+                prep.finish(BackwardState { y, bias, activation }, output)
+            }
+            OpsKind::UnTracked(prep) => {
+                let inputs = [contiguous(y.into_primitive()), bias];
+                prep.finish(launch_elementwise::<BiasActivationShader>(SOURCE, &inputs, activation))
+            }
+        }
+    }
+}
+
+/// Launches one of the two shaders over `inputs` (`[y, bias]` forward, `[y, bias, the output's
+/// gradient]` backward), all contiguous with y `[rows, n]`: one lane per element of y, a new tensor
+/// of y's shape.
+fn launch_elementwise<Name: 'static>(source: WgslSource, inputs: &[CubeTensor], activation: u32) -> CubeTensor {
+    let shape = inputs[0].meta.shape().clone();
+    let (len, n) = (shape.num_elements(), shape[1]);
+    let (workgroups, groups_x) = spread(len.div_ceil(WORKGROUP_SIZE as usize));
+    let inputs: Vec<&CubeTensor> = inputs.iter().collect();
+    launch_to_output(
+        WgslKernel::<Name>::new(source, WORKGROUP_SIZE),
+        workgroups,
+        &inputs,
+        shape,
+        &[size(len), size(n), activation, groups_x],
+    )
+}
+
+#[derive(Debug, Clone)]
+struct BackwardState {
+    /// `[rows, n]` and `[n]`, contiguous: the forward's inputs, from which the activation's
+    /// derivative is recomputed.
+    y: CubeTensor,
+    bias: CubeTensor,
+    activation: u32,
+}
+
+#[derive(Debug)]
+struct BiasActivationBackward;
+
+impl Backward<Cube, 1> for BiasActivationBackward {
+    type State = BackwardState;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [y_node] = ops.parents;
+        let grad = grads.consume::<Cube>(&ops.node);
+        if let Some(node) = y_node {
+            let BackwardState { y, bias, activation } = ops.state;
+            let dy =
+                launch_elementwise::<BiasActivationBackwardShader>(BACKWARD, &[y, bias, contiguous(grad)], activation);
+            grads.register::<Cube>(node.id, dy);
+        }
     }
 }

@@ -15,8 +15,11 @@ const ACTIVATIONS: [Option<Activation>; 4] =
 fn assert_kernel_matches_fallback<const D: usize>(y: Tensor<D>, seed: u64) {
     let dims = y.dims();
     let bias = tensor([dims[D - 1]], seed, 1.0, &y.device());
-    assert!(bias_activation_uses_kernel(&y, Some(&bias)), "{dims:?}: the kernel was not chosen on wgpu");
     for activation in ACTIVATIONS {
+        assert!(
+            bias_activation_uses_kernel(&y, Some(&bias), activation),
+            "{dims:?}: the kernel was not chosen on wgpu"
+        );
         let kernel = read(bias_activation(y.clone(), Some(bias.clone()), activation));
         let fallback = read(bias_activation_fallback(y.clone(), Some(bias.clone()), activation));
         let error = relative_error(&kernel, &fallback);
@@ -67,23 +70,107 @@ fn kernel_on_wgpu_matches_fallback_on_cpu() {
 }
 
 #[test]
-fn cpu_tensors_autodiff_tensors_and_a_missing_bias_take_the_fallback() {
+fn cpu_tensors_and_a_missing_bias_take_the_fallback() {
     let cpu = Device::flex();
     let (y, bias) = (tensor([2, 64], 51, 2.0, &cpu), tensor([64], 52, 1.0, &cpu));
-    assert!(!bias_activation_uses_kernel(&y, Some(&bias)));
+    assert!(!bias_activation_uses_kernel(&y, Some(&bias), Some(Activation::GeluTanh)));
     assert_eq!(
         read(bias_activation(y.clone(), Some(bias.clone()), Some(Activation::GeluTanh))),
         read(bias_activation_fallback(y, Some(bias), Some(Activation::GeluTanh)))
     );
     let Some(device) = wgpu() else { return };
     let y = tensor([2, 64], 53, 2.0, &device);
-    assert!(!bias_activation_uses_kernel(&y, None));
-    let grad_device = device.autodiff();
-    let y = tensor([2, 64], 54, 2.0, &grad_device).require_grad();
-    let bias = tensor([64], 55, 1.0, &grad_device);
-    assert!(!bias_activation_uses_kernel(&y, Some(&bias)));
-    let gradients = bias_activation(y.clone(), Some(bias), Some(Activation::QuickGelu)).sum().backward();
-    assert!(read(y.grad(&gradients).expect("no gradient for y")).iter().any(|g| *g != 0.0));
+    assert!(!bias_activation_uses_kernel(&y, None, Some(Activation::GeluTanh)));
+}
+
+/// `(loss, dloss/dy)` for `f` applied to `2 y` with a constant bias; the loss weights each output by
+/// a random tensor, and the gradient reaches `y` through the product (the kernel's must flow on).
+fn loss_and_gradient<const D: usize>(
+    f: fn(Tensor<D>, Option<Tensor<1>>, Option<Activation>) -> Tensor<D>,
+    y: Tensor<D>,
+    bias: Tensor<1>,
+    activation: Activation,
+    weights: Tensor<D>,
+) -> (Vec<f32>, Vec<f32>) {
+    let y = y.require_grad();
+    let loss = (f(y.clone() * 2.0, Some(bias), Some(activation)) * weights).sum();
+    let gradients = loss.backward();
+    (read(loss), read(y.grad(&gradients).expect("no gradient for y")))
+}
+
+#[test]
+fn gradient_of_y_matches_fallback_under_autodiff() {
+    let Some(plain) = wgpu() else { return };
+    for device in [plain.clone().autodiff(), plain.autodiff().gradient_checkpointing()] {
+        // GPT-2's MLP at a guided step, a width no multiple of the workgroup, and arguments far
+        // beyond the clamps (where the derivative is zero or one).
+        for (shape, scale, seed) in [([2, 12, 3072], 3.0, 111), ([3, 5, 37], 3.0, 112), ([4, 1, 256], 200.0, 113)] {
+            let y = tensor(shape, seed, scale, &device);
+            let bias = tensor([shape[2]], seed + 10, 1.0, &device);
+            let weights = tensor(shape, seed + 20, 1.0, &device);
+            for activation in ACTIVATIONS.into_iter().flatten() {
+                assert!(
+                    bias_activation_uses_kernel(&y, Some(&bias), Some(activation)),
+                    "{shape:?}: the kernel was not chosen under autodiff"
+                );
+                let run = |f| loss_and_gradient(f, y.clone(), bias.clone(), activation, weights.clone());
+                let (kernel_loss, kernel) = run(bias_activation);
+                let (fallback_loss, mut fallback) = run(bias_activation_fallback);
+                if activation == Activation::Gelu {
+                    // Burn's backward of the exact GELU is the tanh approximation's derivative
+                    // (off by up to 1e-3); the kernel's is exact.
+                    fallback = read(exact_gelu_gradient(y.clone(), bias.clone(), weights.clone()));
+                }
+                let what = format!("{shape:?}, {activation:?}, {device:?}");
+                let error = relative_error(&kernel_loss, &fallback_loss);
+                assert!(error <= TOLERANCE, "loss, {what}: relative error {error:e}");
+                let error = relative_error(&kernel, &fallback);
+                assert!(error <= TOLERANCE, "gradient, {what}: relative error {error:e}");
+            }
+        }
+    }
+}
+
+/// dloss/dy of `loss_and_gradient` for the exact GELU, from its derivative
+/// `0.5 (1 + erf(z / sqrt 2)) + z exp(-z^2 / 2) / sqrt(2 pi)` at `z = 2 y + bias`.
+fn exact_gelu_gradient<const D: usize>(y: Tensor<D>, bias: Tensor<1>, weights: Tensor<D>) -> Tensor<D> {
+    let z = (y * 2.0 + bias.unsqueeze()).detach();
+    let derivative = ((z.clone() * std::f64::consts::FRAC_1_SQRT_2).erf() + 1.0) * 0.5
+        + z.clone()
+            * (z.clone() * z * -0.5).exp()
+            * (0.5 * std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2);
+    derivative * weights.detach() * 2.0
+}
+
+#[test]
+fn gradient_of_a_view_matches_fallback() {
+    let Some(device) = wgpu() else { return };
+    let device = device.autodiff();
+    // Rows of the transpose: the kernel copies the view, the gradient must land on the original.
+    let transposed: fn(Tensor<2>, Option<Tensor<1>>, Option<Activation>) -> Tensor<2> =
+        |y, bias, activation| bias_activation(y.swap_dims(0, 1), bias, activation).swap_dims(0, 1);
+    let transposed_fallback: fn(Tensor<2>, Option<Tensor<1>>, Option<Activation>) -> Tensor<2> =
+        |y, bias, activation| bias_activation_fallback(y.swap_dims(0, 1), bias, activation).swap_dims(0, 1);
+    let (y, bias, weights) =
+        (tensor([64, 6], 121, 2.0, &device), tensor([64], 122, 1.0, &device), tensor([64, 6], 123, 1.0, &device));
+    let (_, kernel) = loss_and_gradient(transposed, y.clone(), bias.clone(), Activation::GeluTanh, weights.clone());
+    let (_, fallback) = loss_and_gradient(transposed_fallback, y, bias, Activation::GeluTanh, weights);
+    let error = relative_error(&kernel, &fallback);
+    assert!(error <= TOLERANCE, "relative error {error:e}");
+}
+
+#[test]
+fn under_autodiff_a_tracked_bias_or_no_activation_takes_the_fallback() {
+    let Some(device) = wgpu() else { return };
+    let device = device.autodiff();
+    let y = tensor([2, 64], 131, 2.0, &device).require_grad();
+    let bias = tensor([64], 132, 1.0, &device);
+    // A bias alone is Burn's add, whose backward costs no launch.
+    assert!(!bias_activation_uses_kernel(&y, Some(&bias), None));
+    let bias = bias.require_grad();
+    assert!(!bias_activation_uses_kernel(&y, Some(&bias), Some(Activation::QuickGelu)));
+    let gradients = bias_activation(y.clone(), Some(bias.clone()), Some(Activation::QuickGelu)).sum().backward();
+    assert!(y.grad(&gradients).is_some() && bias.grad(&gradients).is_some(), "no gradient for y or the bias");
 }
 
 #[test]

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
 use crate::hf_config::{check_model_type, hf_config_json};
-use crate::nn::{Activation, Dense, LayerNorm, ShardedTable, attention, merge_heads, split_heads};
+use crate::nn::{Activation, Dense, LayerNorm, ShardedTable, attention, causal_mask, merge_heads, split_heads};
 use crate::tensor::l2_normalize;
 use crate::weights::{Layout, Loader, Saver, Tensors, WeightFile, WeightFormat};
 
@@ -284,13 +284,14 @@ impl EncoderLayer {
         tensors.dense(&format!("{prefix}mlp.fc2"), &mut self.fc2, t);
     }
 
-    /// `[batch, seq, d]` -> `[batch, seq, d]`; `causal` masks future positions (text tower).
-    fn forward(&self, x: Tensor<3>, n_head: usize, act: Activation, causal: bool) -> Tensor<3> {
+    /// `[batch, seq, d]` -> `[batch, seq, d]`; `mask` ([`causal_mask`]) hides future positions
+    /// (text tower).
+    fn forward(&self, x: Tensor<3>, n_head: usize, act: Activation, mask: Option<&Tensor<4, Bool>>) -> Tensor<3> {
         let h = self.layer_norm1.forward(x.clone());
         let q = split_heads(self.q_proj.forward(h.clone()), n_head);
         let k = split_heads(self.k_proj.forward(h.clone()), n_head);
         let v = split_heads(self.v_proj.forward(h), n_head);
-        let attended = merge_heads(attention(q, k, v, causal.then_some(0)));
+        let attended = merge_heads(attention(q, k, v, mask));
         let x = self.out_proj.forward_residual(attended, x);
         let h = self.fc1.forward_normed(x.clone(), &self.layer_norm2, Some(act));
         self.fc2.forward_residual(h, x)
@@ -344,7 +345,7 @@ impl ClipVision {
         let x = x + self.position_embedding.weight.val().unsqueeze::<3>();
         let mut x = self.pre_layrnorm.forward(x);
         for layer in &self.layers {
-            x = layer.forward(x, self.n_head, self.activation, false);
+            x = layer.forward(x, self.n_head, self.activation, None);
         }
         let pooled = x.narrow(1, 0, 1).reshape([b, d]);
         self.post_layernorm.forward(pooled)
@@ -400,8 +401,9 @@ impl ClipText {
         let tokens = Tensor::<2, Int>::from_data(TensorData::new(flat, [b, t]), device);
         let positions = self.position_embedding.weight.val().narrow(0, 0, t).unsqueeze::<3>();
         let mut x = self.token_embedding.lookup(tokens) + positions;
+        let mask = causal_mask(t, 0, device);
         for layer in &self.layers {
-            x = layer.forward(x, self.n_head, self.activation, true);
+            x = layer.forward(x, self.n_head, self.activation, Some(&mask));
         }
         let x = self.final_layer_norm.forward(x);
         let d = x.dims()[2];

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
 use crate::hf_config::{check_model_type, hf_config_json};
-use crate::nn::{Activation, Dense, LayerNorm, ShardedTable, attention, merge_heads, split_heads};
+use crate::nn::{Activation, Dense, LayerNorm, ShardedTable, attention, causal_mask, merge_heads, split_heads};
 use crate::weights::{Layout, Loader, Saver, Tensors, WeightFile, WeightFormat};
 
 /// The fields of a Hugging Face GPT-2 `config.json` that shape the model. Other fields are ignored;
@@ -207,8 +207,16 @@ impl Block {
         tensors.dense(&format!("{prefix}mlp.c_proj"), &mut self.mlp_proj, Layout::AsStored);
     }
 
-    /// `x`: `[batch, t, d]`; `past`: this layer's cached keys/values.
-    fn forward(&self, x: Tensor<3>, past: Option<LayerKv>, n_head: usize, act: Activation) -> (Tensor<3>, LayerKv) {
+    /// `x`: `[batch, t, d]`; `past`: this layer's cached keys/values; `mask`: [`causal_mask`] of `t`
+    /// after `past`, none for a single position (which sees everything).
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        past: Option<LayerKv>,
+        mask: Option<&Tensor<4, Bool>>,
+        n_head: usize,
+        act: Activation,
+    ) -> (Tensor<3>, LayerKv) {
         let [_, t, d] = x.dims();
         let qkv = self.c_attn.forward_normed(x.clone(), &self.ln_1, None);
         let (attended, kv) = match past {
@@ -219,11 +227,11 @@ impl Block {
                 let q = split_heads(qkv.clone().narrow(2, 0, d), n_head);
                 let k = split_heads(qkv.clone().narrow(2, d, d), n_head);
                 let v = split_heads(qkv.narrow(2, 2 * d, d), n_head);
-                let (past_len, kv) = match past {
-                    Some(past) => (past.seq_len(), past.append(k, v)),
-                    None => (0, LayerKv::new(k, v)),
+                let kv = match past {
+                    Some(past) => past.append(k, v),
+                    None => LayerKv::new(k, v),
                 };
-                (merge_heads(attention(q, kv.keys(), kv.values(), Some(past_len))), kv)
+                (merge_heads(attention(q, kv.keys(), kv.values(), mask)), kv)
             }
         };
         let x = self.c_proj.forward_residual(attended, x);
@@ -236,7 +244,7 @@ impl Block {
 ///
 /// Held in buffers with room to grow: a decoding step writes its position in place (on wgpu inside
 /// the decode-attention kernel, where concatenating copied the whole cache at every token), and a
-/// full buffer doubles. A buffer shared with another cache (a clone) is copied before it is written
+/// full buffer doubles; several positions at once are concatenated. A buffer shared with another cache (a clone) is copied before it is written
 /// (Burn writes in place only into a tensor nobody else holds), so caches stay plain values.
 #[derive(Debug, Clone)]
 pub struct LayerKv {
@@ -274,12 +282,15 @@ impl LayerKv {
         if buffer.dims()[2] == len { buffer.clone() } else { buffer.clone().narrow(2, 0, len) }
     }
 
-    /// The cache with `k` and `v` (`[batch, heads, t, head_dim]`) after its positions.
+    /// The cache with `k` and `v` (`[batch, heads, t, head_dim]`) after its positions, concatenated
+    /// rather than written into room: under autodiff (a guided step reads its context after the
+    /// prefix this way) a write into a buffer costs a zero fill and a write per tensor in each
+    /// direction, where concatenation's backward only narrows the gradient.
     fn append(self, k: Tensor<4>, v: Tensor<4>) -> Self {
-        let [batch, heads, t, head_dim] = k.dims();
-        let Self { k: k_buffer, v: v_buffer, len } = self.with_room(t);
-        let at = [0..batch, 0..heads, len..len + t, 0..head_dim];
-        Self { k: k_buffer.slice_assign(at.clone(), k), v: v_buffer.slice_assign(at, v), len: len + t }
+        if self.len == 0 {
+            return Self::new(k, v);
+        }
+        Self::new(Tensor::cat(vec![self.keys(), k], 2), Tensor::cat(vec![self.values(), v], 2))
     }
 
     /// One decoding step: `qkv`, the fused projection of one new position (`[batch, 1, 3 d]`),
@@ -455,8 +466,9 @@ impl Gpt2 {
         let mut x = embeds + self.wpe.forward(positions);
         let mut layers = Vec::with_capacity(self.blocks.len());
         let mut pasts = std::mem::take(&mut cache.layers).into_iter();
+        let mask = (t > 1).then(|| causal_mask(t, past, &device));
         for block in &self.blocks {
-            let (next, kv) = block.forward(x, pasts.next(), self.n_head, self.activation);
+            let (next, kv) = block.forward(x, pasts.next(), mask.as_ref(), self.n_head, self.activation);
             x = next;
             layers.push(kv);
         }

@@ -47,20 +47,23 @@ pub(crate) fn merge_heads(x: Tensor<4>) -> Tensor<3> {
     x.swap_dims(1, 2).reshape([b, t, h * dh])
 }
 
+/// The keys each query may not see under causal attention: query `i` of `t` sees keys
+/// `0..=past + i` of `past + t` (the first `past` are a cache). `[1, 1, t, past + t]`, made once
+/// per forward pass and shared by its layers (three kernel launches on wgpu).
+pub(crate) fn causal_mask(t: usize, past: usize, device: &Device) -> Tensor<4, Bool> {
+    Tensor::<2, Bool>::tril_mask([t, past + t], past as i64, device).unsqueeze()
+}
+
 /// Scaled dot-product attention.
 ///
 /// `q`: `[batch, heads, t, head_dim]`, `k`/`v`: `[batch, heads, s, head_dim]` -> `[batch, heads, t, head_dim]`.
-/// With `causal_past = Some(p)`, query `i` sees keys `0..=p + i` (the first `p` keys are a cache).
-pub(crate) fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, causal_past: Option<usize>) -> Tensor<4> {
-    let [_, _, t, dh] = q.dims();
-    let s = k.dims()[2];
+/// `mask` (from [`causal_mask`]) hides keys from queries.
+pub(crate) fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Option<&Tensor<4, Bool>>) -> Tensor<4> {
+    let dh = q.dims()[3];
     let scores = q.matmul(k.swap_dims(2, 3)) / (dh as f64).sqrt();
-    let scores = match causal_past {
+    let scores = match mask {
         // A large finite value, not -inf: a fully masked row would turn -inf into NaN.
-        Some(past) => {
-            let mask = Tensor::<2, Bool>::tril_mask([t, s], past as i64, &scores.device());
-            scores.mask_fill(mask.unsqueeze::<4>(), -1.0e9)
-        }
+        Some(mask) => scores.mask_fill(mask.clone(), -1.0e9),
         None => scores,
     };
     softmax(scores, 3).matmul(v)
