@@ -118,6 +118,29 @@ fn cached_decoding_equals_full_forward() {
     }
 }
 
+/// Positions read several at a time after a cache (a guided step's context after its prefix: the
+/// cache concatenated, the causal mask offset by the cache), then one at a time (the concatenated
+/// cache grown into a buffer with room), agree with one full forward pass.
+#[test]
+fn chunks_after_a_cache_equal_full_forward() {
+    for selected in devices() {
+        let lm = gpt2("gpt2-base", &selected.device);
+        let ids: Vec<u32> = Reference::load("gpt2-base").ids("ids")[2].clone();
+        let full = values(lm.model.forward(ids_tensor(&ids, &selected.device)));
+        assert!(ids.len() > 7, "the fixture's third prompt is too short for this test");
+        let chunks = [&ids[..2], &ids[2..5], &ids[5..6], &ids[6..7]];
+        let mut cache = KvCache::new();
+        let mut chunked = Vec::new();
+        for chunk in chunks.into_iter().chain(ids[7..].chunks(3)) {
+            let hidden = lm.model.forward_ids(ids_tensor(chunk, &selected.device), &mut cache);
+            chunked.extend(values(lm.model.logits(hidden)));
+        }
+        assert_eq!(cache.len(), ids.len());
+        let err = max_abs_diff(&full, &chunked);
+        assert!(err <= TOL, "on {}: chunked reading differs by {err}", selected.info);
+    }
+}
+
 /// Contrastive search with alpha = 0 (no degeneration penalty) or k = 1 is greedy search.
 #[test]
 fn contrastive_search_reduces_to_greedy() {

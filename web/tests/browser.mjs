@@ -15,7 +15,7 @@ import { serve } from '../serve.mjs';
 
 const web = fileURLToPath(new URL('..', import.meta.url));
 const repo = join(web, '..');
-// glimpse's own error (a full disk, say) reaches the log; its progress lines do not.
+// glimpse's messages, an error among them (a full disk, say), reach the log; its output does not.
 const quietly = { stdio: ['ignore', 'ignore', 'inherit'] };
 const out = join(web, 'tests', 'out');
 const chromiumPath = process.env.CHROMIUM ?? '/usr/bin/chromium';

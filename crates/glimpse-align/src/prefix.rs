@@ -30,11 +30,15 @@ pub struct Prefix {
 }
 
 impl Prefix {
-    /// Zero offsets over `base` (the frozen cache of the dummy prefix) and a soft prompt of
-    /// `soft_init` (`[batch, soft_len, n_embd]`, e.g. embeddings of real tokens), all on `device`
-    /// (an autodiff device); the soft prompt starts as a new leaf on `soft_init`'s own device, so
-    /// no value is read back.
+    /// Zero offsets over `base` (the frozen cache of the dummy prefix, which stays on its own
+    /// plain device) and a soft prompt of `soft_init` (`[batch, soft_len, n_embd]`, e.g.
+    /// embeddings of real tokens), both on `device` (an autodiff device); the soft prompt starts as
+    /// a new leaf on `soft_init`'s own device, so no value is read back.
+    ///
+    /// # Panics
+    /// If `base` holds no layers.
     pub fn new(base: &KvCache, soft_init: Option<Tensor<3>>, device: &Device) -> Self {
+        assert!(!base.layers().is_empty(), "a prefix needs the frozen cache of at least one layer");
         let frozen = Tensor::stack(base.layers().iter().flat_map(|kv| [kv.keys(), kv.values()]).collect(), 0);
         Self {
             kv_offsets: Param::from_tensor(Tensor::zeros(frozen.dims(), device).require_grad()),

@@ -4,10 +4,12 @@
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::prelude::*;
 use glimpse_align::guided::{self, GuidanceConfig, Targets};
+use glimpse_align::prefix::Prefix;
 use glimpse_align::zerota::{EmbeddedVideo, ZeroTaConfig, dense_caption, embed_frames};
 use glimpse_media::decode_image;
 use glimpse_models::generation::{Decoding, GenerationConfig, generate};
-use glimpse_models::{ClipBundle, Gpt2Bundle, ModelFiles, l2_normalize};
+use glimpse_models::tensor::ids_tensor;
+use glimpse_models::{ClipBundle, Gpt2Bundle, KvCache, ModelFiles, l2_normalize};
 use glimpse_tests::{block_on, fixture};
 
 fn models(device: &Device) -> (ClipBundle, Gpt2Bundle) {
@@ -36,6 +38,43 @@ fn snapshot<M: Module>(module: &M) -> Vec<Vec<u32>> {
     let mut s = Snapshot::default();
     module.visit(&mut s);
     s.0
+}
+
+/// A fresh prefix (zero offsets) reads as the frozen cache it was made from, every layer's keys and
+/// values in their places, so its next-token logits are the LM's own after the whole sequence; and
+/// the pass without autodiff (which chooses each token) gives the tracked pass's logits.
+#[test]
+fn a_fresh_prefix_reads_as_the_frozen_cache() {
+    for selected in glimpse_tests::devices() {
+        let device = &selected.device;
+        let (_, lm) = models(device);
+        let ids = lm.tokenizer.encode(" a photo of two red circles").unwrap();
+        assert!(ids.len() > 3, "the prompt must leave a context after the dummy prefix");
+        let (dummy, context) = ids.split_at(3);
+        let mut base = KvCache::new();
+        lm.model.forward_ids(ids_tensor(dummy, device), &mut base);
+        let base = base.repeat_rows(2);
+        let prefix = Prefix::new(&base, None, &device.clone().autodiff());
+        for (ours, frozen) in prefix.cache().layers().iter().zip(base.layers()) {
+            assert_eq!(read_values(ours.keys()), read_values(frozen.keys()), "keys on {}", selected.info);
+            assert_eq!(read_values(ours.values()), read_values(frozen.values()), "values on {}", selected.info);
+        }
+        let embeds = lm.model.embed_ids(&[context, context].concat(), [2, context.len()], device);
+        let tracked = read_values(prefix.next_logits(&lm.model, embeds.clone()));
+        let plain = read_values(prefix.valid().next_logits(&lm.model, embeds));
+        let full = read_values(lm.model.forward(ids_tensor(&ids, device)).narrow(1, ids.len() - 1, 1));
+        let vocab = full.len();
+        for (what, logits) in [("tracked", &tracked), ("without autodiff", &plain)] {
+            for row in logits.chunks(vocab) {
+                let error = row.iter().zip(&full).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+                assert!(error <= 1e-4, "{what} pass on {}: logits differ from the LM's by {error}", selected.info);
+            }
+        }
+    }
+}
+
+fn read_values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().try_into_vec_as::<f32>().unwrap()
 }
 
 /// Guided decoding (with key/value offsets and a soft prompt) gives captions CLIP finds closer to

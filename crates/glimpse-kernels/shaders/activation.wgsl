@@ -42,14 +42,14 @@ fn activate_derivative(x: f32, activation: u32) -> f32 {
         case 0u: {
             let z = 1.702 * x;
             let s = 1.0 / (1.0 + exp(-clamp(z, -SIGMOID_SATURATES, SIGMOID_SATURATES)));
-            let inside = select(0.0, 1.0, abs(z) < SIGMOID_SATURATES);
-            return s + x * 1.702 * s * (1.0 - s) * inside;
+            // select, not a product with 0: 0 * inf is NaN.
+            return s + select(0.0, x * 1.702 * s * (1.0 - s), abs(z) < SIGMOID_SATURATES);
         }
         case 1u: {
             let inner = (x + 0.044715 * x * x * x) * 0.7978845608028654;
             let t = tanh(clamp(inner, -TANH_SATURATES, TANH_SATURATES));
-            let inside = select(0.0, 1.0, abs(inner) < TANH_SATURATES);
-            return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * 0.7978845608028654 * (1.0 + 0.134145 * x * x) * inside;
+            let slope = 0.5 * x * (1.0 - t * t) * 0.7978845608028654 * (1.0 + 0.134145 * x * x);
+            return 0.5 * (1.0 + t) + select(0.0, slope, abs(inner) < TANH_SATURATES);
         }
         case 2u: {
             // 0.5 (1 + erf(x / sqrt 2)) + x * exp(-x^2 / 2) / sqrt(2 pi); exp underflows to 0 far out.

@@ -18,8 +18,7 @@ pub(crate) fn wgpu_f32<const D: usize>(tensor: &Tensor<D>) -> bool {
         && tensor.dtype() == DType::F32
 }
 
-/// Whether a kernel can take `tensor`: f32 on a wgpu device, outside autodiff (the kernels have no
-/// backward).
+/// Whether a kernel without a backward can take `tensor`: f32 on a wgpu device, outside autodiff.
 pub(crate) fn kernel_input<const D: usize>(tensor: &Tensor<D>) -> bool {
     wgpu_f32(tensor) && !tensor.is_autodiff()
 }

@@ -244,8 +244,9 @@ impl Block {
 ///
 /// Held in buffers with room to grow: a decoding step writes its position in place (on wgpu inside
 /// the decode-attention kernel, where concatenating copied the whole cache at every token), and a
-/// full buffer doubles; several positions at once are concatenated. A buffer shared with another cache (a clone) is copied before it is written
-/// (Burn writes in place only into a tensor nobody else holds), so caches stay plain values.
+/// full buffer doubles; several positions at once are concatenated. A buffer shared with another
+/// cache (a clone) is copied before it is written (Burn writes in place only into a tensor nobody
+/// else holds), so caches stay plain values.
 #[derive(Debug, Clone)]
 pub struct LayerKv {
     /// `[batch, heads, capacity, head_dim]`, the first `len` positions filled.
