@@ -65,10 +65,11 @@ fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     x * (inner.clamp(-TANH_SATURATES, TANH_SATURATES).tanh() + 1.0) * 0.5
 }
 
-const SOURCE: WgslSource = kernel_source!("activation.wgsl", "bias_activation.wgsl");
+const SOURCE: WgslSource = kernel_source!("activation.wgsl", "bias_activation_element.wgsl", "bias_activation.wgsl");
 /// Names the kernel in launch counts.
 struct BiasActivationShader;
-const BACKWARD: WgslSource = kernel_source!("activation.wgsl", "bias_activation_backward.wgsl");
+const BACKWARD: WgslSource =
+    kernel_source!("activation.wgsl", "bias_activation_element.wgsl", "bias_activation_backward.wgsl");
 /// Names the backward kernel in launch counts.
 struct BiasActivationBackwardShader;
 
