@@ -11,9 +11,7 @@ use burn::prelude::*;
 use burn::tensor::activation::{gelu, sigmoid};
 use serde::{Deserialize, Serialize};
 
-use crate::wgsl::{
-    WgslKernel, WgslSource, contiguous, kernel_input, kernel_source, launch_to_output, size, spread, wgpu_f32,
-};
+use crate::wgsl::{WgslKernel, WgslSource, contiguous, kernel_source, launch_to_output, size, spread, wgpu_f32};
 
 /// Activation functions by their Hugging Face names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -119,11 +117,14 @@ pub fn bias_activation_uses_kernel<const D: usize>(
 ) -> bool {
     let Some(bias) = bias else { return false };
     let len = y.shape().num_elements();
-    // Under autodiff a bias alone stays Burn's add, whose backward passes the gradient on without
-    // a launch.
-    let kernel_takes = |y: &Tensor<D>| kernel_input(y) || (activation.is_some() && wgpu_f32(y));
-    // Elements are indexed as u32.
-    len > 0 && u32::try_from(len).is_ok() && kernel_takes(y) && wgpu_f32(bias) && !bias.is_tracked()
+    // Elements are indexed as u32. Under autodiff a bias alone stays Burn's add, whose backward
+    // passes the gradient on without a launch.
+    len > 0
+        && u32::try_from(len).is_ok()
+        && wgpu_f32(y)
+        && (activation.is_some() || !y.is_autodiff())
+        && wgpu_f32(bias)
+        && !bias.is_tracked()
 }
 
 /// [`bias_activation`] in Burn operations: any backend, autodiff included. Same shapes.
@@ -149,7 +150,7 @@ trait BiasActivationBackend: Backend {
 
 impl BiasActivationBackend for Cube {
     fn bias_activation(y: CubeTensor, bias: CubeTensor, activation: u32) -> CubeTensor {
-        launch_elementwise::<BiasActivationShader>(SOURCE, &[y, bias].map(contiguous), activation)
+        forward(y, bias, activation)
     }
 }
 
@@ -162,15 +163,17 @@ impl<C: CheckpointStrategy> BiasActivationBackend for Autodiff<Cube, C> {
         match BiasActivationBackward.prepare::<C>([y.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 let y = contiguous(y.into_primitive());
-                let output = launch_elementwise::<BiasActivationShader>(SOURCE, &[y.clone(), bias.clone()], activation);
+                let output = forward(y.clone(), bias.clone(), activation);
                 prep.finish(BackwardState { y, bias, activation }, output)
             }
-            OpsKind::UnTracked(prep) => {
-                let inputs = [contiguous(y.into_primitive()), bias];
-                prep.finish(launch_elementwise::<BiasActivationShader>(SOURCE, &inputs, activation))
-            }
+            OpsKind::UnTracked(prep) => prep.finish(forward(y.into_primitive(), bias, activation)),
         }
     }
+}
+
+/// y: `[rows, n]`.
+fn forward(y: CubeTensor, bias: CubeTensor, activation: u32) -> CubeTensor {
+    launch_elementwise::<BiasActivationShader>(SOURCE, &[y, bias].map(contiguous), activation)
 }
 
 /// Launches one of the two shaders over `inputs` (`[y, bias]` forward, `[y, bias, the output's
