@@ -7,6 +7,7 @@
 //!   in bits `8i..8i + 8` of word `j`), `k_padded` being `k` rounded up to a whole block with zeros;
 //! - `scales`: `[n, k_padded / Q8_BLOCK]` f32; weight `(r, c)` is `scales[r, c / Q8_BLOCK] * byte`.
 
+use burn::backend::TensorMetadata;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -14,22 +15,26 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::{FloatTensor, IntTensor};
-use burn::backend::wgpu::{CubeTensor, into_contiguous};
+use burn::backend::wgpu::CubeTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Cube, Dispatch, Flex, backend_extension};
 use burn::prelude::*;
 use burn::tensor::DType;
 use cubecl::CubeCount;
+use std::ops::Range;
 
 use crate::cpu::{ROWS_PER_TASK, dims2, elements, for_each_part, on_flex};
 use crate::matmul_t::matmul_t_fallback;
-use crate::wgsl::{MAX_WORKGROUPS, WgslKernel, WgslSource, kernel_input, kernel_source, launch_to_output, size};
+use crate::wgsl::{
+    MAX_WORKGROUPS, WgslKernel, WgslSource, contiguous, kernel_input, kernel_source, launch_to_output, size, spread,
+    wgpu_f32,
+};
 
 /// Inputs per scale.
 pub const Q8_BLOCK: usize = 32;
 
 /// Most rows [`q8_matmul`] multiplies directly (the CPU backend's kernel, the WGSL one); above it
-/// a product reads each weight often enough that expanding the matrix once and using the float
-/// matmul is faster.
+/// a product reads each weight often enough that expanding the matrix (a band of rows at a time on
+/// the CPU backend) and using the float product is faster.
 pub const Q8_DIRECT_MAX_ROWS: usize = 8;
 
 /// `k` rounded up to whole blocks: the row length of the packed form.
@@ -53,10 +58,13 @@ pub fn q8_pack(bytes: &[i8], scales: Vec<f32>, n: usize, k: usize, device: &Devi
     (packed, scales)
 }
 
-/// The float matrix `[n, k_padded]` (the padding columns are zero). Portable Burn operations
-/// except on the CPU backend, where one pass in Rust replaces a dozen tensor passes.
+/// The float matrix `[n, k_padded]` (the padding columns are zero). One pass in Rust on the CPU
+/// backend, the WGSL kernel `shaders/q8_dequantize.wgsl` for f32 on wgpu (each replacing a dozen
+/// tensor passes), outside autodiff; elsewhere [`q8_dequantize_fallback`].
 pub fn q8_dequantize(packed: Tensor<2, Int>, scales: Tensor<2>) -> Tensor<2> {
-    if on_flex(&scales) && packed.dtype() == DType::I32 && !scales.is_autodiff() {
+    let [n, words] = packed.dims();
+    let on_device = on_flex(&scales) || (kernel_input(&scales) && fits_u32(n * words * 4));
+    if on_device && packed.dtype() == DType::I32 && !scales.is_autodiff() {
         return Tensor::from_dispatch(<Dispatch as Q8ExpandBackend>::q8_dequantize(
             packed.into_dispatch(),
             scales.into_dispatch(),
@@ -84,9 +92,9 @@ pub fn q8_dequantize_fallback(packed: Tensor<2, Int>, scales: Tensor<2>) -> Tens
 /// On the CPU backend, with `x` tracked by autodiff or not (the weights are constants on a plain
 /// device; the kernel has a backward of its own), this is a kernel: up to
 /// [`Q8_DIRECT_MAX_ROWS`] rows (`batch * t`) multiply the bytes directly (several threads
-/// natively, SIMD where the build has it); more rows expand the matrix once and use the float
-/// matmul, and the backward expands it again rather than keeping it, so no f32 copy of the
-/// weights outlives the call. On wgpu, outside autodiff and up to [`Q8_DIRECT_MAX_ROWS`] rows,
+/// natively, SIMD where the build has it); more rows, and the backward for any number, expand the
+/// matrix a band of at most 4 MiB of f32 at a time and multiply each band as it comes, so no f32
+/// copy of the whole matrix ever exists. On wgpu, outside autodiff and up to [`Q8_DIRECT_MAX_ROWS`] rows,
 /// the WGSL kernel `shaders/q8_matvec.wgsl` reads the bytes directly. Elsewhere
 /// [`q8_matmul_fallback`].
 pub fn q8_matmul(x: Tensor<3>, packed: Tensor<2, Int>, scales: Tensor<2>) -> Tensor<3> {
@@ -99,56 +107,45 @@ pub fn q8_matmul(x: Tensor<3>, packed: Tensor<2, Int>, scales: Tensor<2>) -> Ten
         packed.dims(),
         scales.dims()
     );
-    let (shader, cpu) = (uses_shader(&x, &packed, &scales), uses_cpu_kernel(&x, &packed, &scales));
-    if !(shader || cpu) {
+    if !q8_matmul_uses_kernel(&x, &packed, &scales) {
         return q8_matmul_fallback(x, packed, scales);
     }
-    let (rows, packed, scales) =
-        (x.reshape([batch * t, k]).into_dispatch(), packed.into_dispatch(), scales.into_dispatch());
-    let out = if shader {
-        <Dispatch as Q8ShaderBackend>::q8_matvec(rows, packed, scales)
-    } else {
-        <Dispatch as Q8Backend>::q8_matmul(rows, packed, scales)
-    };
+    let out = <Dispatch as Q8Backend>::q8_matmul(
+        x.reshape([batch * t, k]).into_dispatch(),
+        packed.into_dispatch(),
+        scales.into_dispatch(),
+    );
     Tensor::<2>::from_dispatch(out).reshape([batch, t, n])
 }
 
-/// Whether [`q8_matmul`] runs a kernel (the CPU backend's, or the WGSL one on wgpu) for these
+/// Whether [`q8_matmul`] runs a kernel (the CPU backend's, or the WGSL ones on wgpu) for these
 /// inputs rather than the fallback.
 pub fn q8_matmul_uses_kernel(x: &Tensor<3>, packed: &Tensor<2, Int>, scales: &Tensor<2>) -> bool {
-    uses_cpu_kernel(x, packed, scales) || uses_shader(x, packed, scales)
-}
-
-fn uses_cpu_kernel(x: &Tensor<3>, packed: &Tensor<2, Int>, scales: &Tensor<2>) -> bool {
-    let [batch, t, _] = x.dims();
+    let [batch, t, k] = x.dims();
+    let n = packed.dims()[0];
+    // The weights are constants: a tracked scale would get no gradient from the kernels.
     batch * t > 0
         && packed.dtype() == DType::I32
-        && on_flex(x)
         && x.dtype() == DType::F32
         && scales.dtype() == DType::F32
         && !scales.is_autodiff()
+        && (on_flex(x) || (wgpu_f32(x) && fits_u32(n * q8_padded(k))))
 }
 
-/// `shaders/q8_matvec.wgsl`: f32 on wgpu outside autodiff, up to [`Q8_DIRECT_MAX_ROWS`] rows, and
-/// one workgroup per output within one dispatch dimension.
-fn uses_shader(x: &Tensor<3>, packed: &Tensor<2, Int>, scales: &Tensor<2>) -> bool {
-    let [batch, t, _] = x.dims();
-    (1..=Q8_DIRECT_MAX_ROWS).contains(&(batch * t))
-        && packed.dims()[0] <= MAX_WORKGROUPS
-        && packed.dtype() == DType::I32
-        && kernel_input(x)
-        && kernel_input(scales)
+/// Whether a WGSL kernel can number `len` elements.
+fn fits_u32(len: usize) -> bool {
+    u32::try_from(len).is_ok()
 }
 
 /// [`q8_matmul`] through the expanded matrix: [`q8_dequantize`], then a float matmul (gradients
 /// flow to `x`; the weights are constants, and autodiff keeps their expanded copy until the
-/// backward pass). Same shapes.
+/// backward pass, which the kernels avoid). Same shapes.
 pub fn q8_matmul_fallback(x: Tensor<3>, packed: Tensor<2, Int>, scales: Tensor<2>) -> Tensor<3> {
     let k = x.dims()[2];
     matmul_t_fallback(x, q8_dequantize(packed, scales).narrow(1, 0, k))
 }
 
-#[backend_extension(Flex)]
+#[backend_extension(Flex, Cube)]
 trait Q8ExpandBackend: Backend {
     /// `[n, k_padded]`.
     fn q8_dequantize(packed: IntTensor<Self>, scales: FloatTensor<Self>) -> FloatTensor<Self>;
@@ -156,117 +153,76 @@ trait Q8ExpandBackend: Backend {
 
 impl Q8ExpandBackend for Flex {
     fn q8_dequantize(packed: FlexTensor, scales: FlexTensor) -> FlexTensor {
+        let (packed, scales) = (packed.to_contiguous(), scales.to_contiguous());
         let [n, blocks] = dims2(&scales);
-        expand(&packed, &scales, blocks * Q8_BLOCK, [n, blocks * Q8_BLOCK])
+        let values = Q8Rows::of(&packed, &scales, blocks * Q8_BLOCK).expand(0..n);
+        FlexTensor::from_data(TensorData::new(values, [n, blocks * Q8_BLOCK]))
     }
 }
 
-#[backend_extension(Flex, Autodiff)]
+impl Q8ExpandBackend for Cube {
+    fn q8_dequantize(packed: CubeTensor, scales: CubeTensor) -> CubeTensor {
+        let columns = scales.meta.shape()[1] * Q8_BLOCK;
+        dequantize(packed, scales, columns)
+    }
+}
+
+/// The 8-bit product with its own backward, on the CPU backend and on wgpu: the backward reads the
+/// 8-bit matrix again instead of autodiff keeping an f32 copy of every weight the forward used.
+#[backend_extension(Flex, Cube, Autodiff)]
 trait Q8Backend: Backend {
-    /// `[m, k]` -> `[m, n]`.
+    /// `x @ w^T`: `[m, k]` -> `[m, n]`.
     fn q8_matmul(x: FloatTensor<Self>, packed: IntTensor<Self>, scales: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `g @ w` over `w`'s first `k` inputs, the gradient of `x`: `[m, n]` -> `[m, k]`.
+    fn q8_matmul_input_grad(
+        g: FloatTensor<Self>,
+        packed: IntTensor<Self>,
+        scales: FloatTensor<Self>,
+        k: usize,
+    ) -> FloatTensor<Self>;
 }
 
 impl Q8Backend for Flex {
     fn q8_matmul(x: FlexTensor, packed: FlexTensor, scales: FlexTensor) -> FlexTensor {
         let [m, k] = dims2(&x);
         let n = dims2(&scales)[0];
+        let (x, packed, scales) = (x.to_contiguous(), packed.to_contiguous(), scales.to_contiguous());
         if m > Q8_DIRECT_MAX_ROWS {
-            // `(w @ x^T)^T`: x, the small operand, is the one read transposed.
-            let weights = expand(&packed, &scales, k, [n, k]);
-            return Flex::float_swap_dims(Flex::float_matmul(weights, Flex::float_swap_dims(x, 0, 1)), 0, 1);
+            let products = banded_product(elements::<f32>(&x), m, &Q8Rows::of(&packed, &scales, k));
+            return FlexTensor::from_data(TensorData::new(products, [m, n]));
         }
         let padded = q8_padded(k);
-        let x = x.to_contiguous();
         // Rows of x padded with zeros to whole blocks, so every dot product runs over whole blocks.
         let mut rows = vec![0f32; m * padded];
         for (padded_row, row) in rows.chunks_exact_mut(padded).zip(elements::<f32>(&x).chunks_exact(k)) {
             padded_row[..k].copy_from_slice(row);
         }
-        let (packed, scales) = (packed.to_contiguous(), scales.to_contiguous());
         let bytes: &[i8] = bytemuck::cast_slice(elements::<i32>(&packed));
         let products = matvec(&rows, bytes, elements::<f32>(&scales), m, n, padded);
         FlexTensor::from_data(TensorData::new(products, [m, n]))
     }
-}
 
-impl<C: CheckpointStrategy> Q8Backend for Autodiff<Flex, C> {
-    fn q8_matmul(x: FloatTensor<Self>, packed: FlexTensor, scales: FloatTensor<Self>) -> FloatTensor<Self> {
-        let scales = Self::inner(scales);
-        match Q8MatmulBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => {
-                let inputs = dims2(x.primitive())[1];
-                let out = Flex::q8_matmul(x.into_primitive(), packed.clone(), scales.clone());
-                prep.finish(Q8State { packed, scales, inputs }, out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(Flex::q8_matmul(x.into_primitive(), packed, scales)),
-        }
+    /// With `w` expanded a band of rows at a time.
+    fn q8_matmul_input_grad(g: FlexTensor, packed: FlexTensor, scales: FlexTensor, k: usize) -> FlexTensor {
+        let (g, packed, scales) = (g.to_contiguous(), packed.to_contiguous(), scales.to_contiguous());
+        let m = dims2(&g)[0];
+        let gradient = banded_product_transposed(elements::<f32>(&g), m, &Q8Rows::of(&packed, &scales, k));
+        FlexTensor::from_data(TensorData::new(gradient, [m, k]))
     }
 }
 
-/// What the backward needs: the 8-bit matrix itself, not its expansion.
-#[derive(Debug, Clone)]
-struct Q8State {
-    packed: FlexTensor,
-    scales: FlexTensor,
-    inputs: usize,
-}
-
-#[derive(Debug)]
-struct Q8MatmulBackward;
-
-impl Backward<Flex, 1> for Q8MatmulBackward {
-    type State = Q8State;
-
-    /// `dL/dx = dL/dy @ w`, with `w` expanded for this product only.
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-        let [x_node] = ops.parents;
-        let grad = grads.consume::<Flex>(&ops.node);
-        if let Some(node) = x_node {
-            let Q8State { packed, scales, inputs } = ops.state;
-            let n = dims2(&scales)[0];
-            let weights = expand(&packed, &scales, inputs, [n, inputs]);
-            grads.register::<Flex>(node.id, Flex::float_matmul(grad, weights));
-        }
-    }
-}
-
-/// The f32 matrix `[n, columns]`: the first `columns` (at most `k_padded`) of each row.
-fn expand(packed: &FlexTensor, scales: &FlexTensor, columns: usize, shape: [usize; 2]) -> FlexTensor {
-    let (packed, scales) = (packed.to_contiguous(), scales.to_contiguous());
-    let blocks = dims2(&scales)[1];
-    let bytes: &[i8] = bytemuck::cast_slice(elements::<i32>(&packed));
-    let scales = elements::<f32>(&scales);
-    let mut out = vec![0f32; shape[0] * columns];
-    let fill = |(row, values): (usize, &mut [f32])| {
-        let (bytes, scales) = (&bytes[row * blocks * Q8_BLOCK..][..columns], &scales[row * blocks..][..blocks]);
-        for ((values, bytes), &scale) in values.chunks_mut(Q8_BLOCK).zip(bytes.chunks(Q8_BLOCK)).zip(scales) {
-            for (value, &byte) in values.iter_mut().zip(bytes) {
-                *value = scale * byte as f32;
-            }
-        }
-    };
-    for_each_part(&mut out, columns, ROWS_PER_TASK, fill);
-    FlexTensor::from_data(TensorData::new(out, shape))
-}
-
-const MATVEC: WgslSource = kernel_source!("q8_matvec.wgsl");
-/// Names the kernel in launch counts.
-struct Q8MatvecShader;
-
-const WORKGROUP_SIZE: u32 = 64;
-
-#[backend_extension(Cube)]
-trait Q8ShaderBackend: Backend {
-    /// `[m, k]` -> `[m, n]`, `m <= Q8_DIRECT_MAX_ROWS`.
-    fn q8_matvec(x: FloatTensor<Self>, packed: IntTensor<Self>, scales: FloatTensor<Self>) -> FloatTensor<Self>;
-}
-
-impl Q8ShaderBackend for Cube {
-    fn q8_matvec(x: CubeTensor, packed: CubeTensor, scales: CubeTensor) -> CubeTensor {
-        let (x, packed, scales) = (into_contiguous(x), into_contiguous(packed), into_contiguous(scales));
+impl Q8Backend for Cube {
+    /// `shaders/q8_matvec.wgsl` for up to [`Q8_DIRECT_MAX_ROWS`] rows (one workgroup per output,
+    /// within one dispatch dimension); else the matrix expanded by `shaders/q8_dequantize.wgsl`
+    /// for this product only, and Burn's matmul.
+    fn q8_matmul(x: CubeTensor, packed: CubeTensor, scales: CubeTensor) -> CubeTensor {
+        let (x, packed, scales) = (contiguous(x), contiguous(packed), contiguous(scales));
         let (m, k) = (x.meta.shape()[0], x.meta.shape()[1]);
         let (n, words) = (packed.meta.shape()[0], packed.meta.shape()[1]);
+        if m > Q8_DIRECT_MAX_ROWS || n > MAX_WORKGROUPS {
+            let weights = dequantize(packed, scales, k);
+            return Cube::float_matmul(x, Cube::float_swap_dims(weights, 0, 1));
+        }
         let blocks = scales.meta.shape()[1];
         launch_to_output(
             WgslKernel::<Q8MatvecShader>::new(MATVEC, WORKGROUP_SIZE),
@@ -276,6 +232,216 @@ impl Q8ShaderBackend for Cube {
             &[size(m), size(n), size(k), size(words), size(blocks)],
         )
     }
+
+    /// With `w` expanded for this product only (one matrix at a time: an LM head's shard holds at
+    /// most 128 MiB of f32).
+    fn q8_matmul_input_grad(g: CubeTensor, packed: CubeTensor, scales: CubeTensor, k: usize) -> CubeTensor {
+        Cube::float_matmul(g, dequantize(contiguous(packed), contiguous(scales), k))
+    }
+}
+
+impl<B: Q8Backend, C: CheckpointStrategy> Q8Backend for Autodiff<B, C> {
+    fn q8_matmul(x: FloatTensor<Self>, packed: IntTensor<B>, scales: FloatTensor<Self>) -> FloatTensor<Self> {
+        let scales = Self::inner(scales);
+        match Q8MatmulBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let inputs = x.primitive().shape()[1];
+                let out = B::q8_matmul(x.into_primitive(), packed.clone(), scales.clone());
+                prep.finish(Q8State::<B> { packed, scales, inputs }, out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::q8_matmul(x.into_primitive(), packed, scales)),
+        }
+    }
+
+    /// Not differentiated itself: the backward of [`Q8Backend::q8_matmul`] calls the inner
+    /// backend's.
+    fn q8_matmul_input_grad(
+        g: FloatTensor<Self>,
+        packed: IntTensor<B>,
+        scales: FloatTensor<Self>,
+        k: usize,
+    ) -> FloatTensor<Self> {
+        Self::from_inner(B::q8_matmul_input_grad(Self::inner(g), packed, Self::inner(scales), k))
+    }
+}
+
+/// What the backward needs: the 8-bit matrix itself, not its expansion.
+#[derive(Debug, Clone)]
+struct Q8State<B: Backend> {
+    packed: IntTensor<B>,
+    scales: FloatTensor<B>,
+    inputs: usize,
+}
+
+#[derive(Debug)]
+struct Q8MatmulBackward;
+
+impl<B: Q8Backend> Backward<B, 1> for Q8MatmulBackward {
+    type State = Q8State<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [x_node] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        if let Some(node) = x_node {
+            let Q8State { packed, scales, inputs } = ops.state;
+            grads.register::<B>(node.id, B::q8_matmul_input_grad(grad, packed, scales, inputs));
+        }
+    }
+}
+
+/// Most weights expanded to f32 at once (4 MiB) by the products that expand: GPT-2's tied LM head
+/// alone is 154 MB of f32, and in wasm, whose memory never shrinks, a whole expanded copy would
+/// stay counted for the rest of the session.
+const BAND_VALUES: usize = 1 << 20;
+
+/// An `[n, columns]` matrix in the resident layout, read on the CPU backend.
+struct Q8Rows<'a> {
+    bytes: &'a [i8],
+    scales: &'a [f32],
+    n: usize,
+    /// Scales per row.
+    blocks: usize,
+    columns: usize,
+}
+
+impl<'a> Q8Rows<'a> {
+    /// The first `columns` (at most `k_padded`) of each row of a contiguous (`packed`, `scales`).
+    fn of(packed: &'a FlexTensor, scales: &'a FlexTensor, columns: usize) -> Self {
+        let [n, blocks] = dims2(scales);
+        let bytes: &[i8] = bytemuck::cast_slice(elements::<i32>(packed));
+        Self { bytes, scales: elements::<f32>(scales), n, blocks, columns }
+    }
+
+    /// Rows `rows` in f32, `[rows.len(), columns]`.
+    fn expand(&self, rows: Range<usize>) -> Vec<f32> {
+        let (blocks, columns) = (self.blocks, self.columns);
+        let mut out = vec![0f32; rows.len() * columns];
+        let fill = |(index, values): (usize, &mut [f32])| {
+            let row = rows.start + index;
+            let (bytes, scales) =
+                (&self.bytes[row * blocks * Q8_BLOCK..][..columns], &self.scales[row * blocks..][..blocks]);
+            for ((values, bytes), &scale) in values.chunks_mut(Q8_BLOCK).zip(bytes.chunks(Q8_BLOCK)).zip(scales) {
+                for (value, &byte) in values.iter_mut().zip(bytes) {
+                    *value = scale * byte as f32;
+                }
+            }
+        };
+        for_each_part(&mut out, columns, ROWS_PER_TASK, fill);
+        out
+    }
+
+    /// The row ranges expanded together: at most [`BAND_VALUES`] weights each.
+    fn bands(&self) -> impl Iterator<Item = Range<usize>> {
+        let (n, rows) = (self.n, (BAND_VALUES / self.columns.max(1)).max(1));
+        (0..n).step_by(rows).map(move |first| first..(first + rows).min(n))
+    }
+}
+
+/// `x @ w^T`: `x` `[m, columns]` -> `[m, n]`, `w` expanded a band of rows at a time.
+fn banded_product(x: &[f32], m: usize, w: &Q8Rows) -> Vec<f32> {
+    let (n, k) = (w.n, w.columns);
+    let mut out = vec![0f32; m * n];
+    for rows in w.bands() {
+        let band = w.expand(rows.clone());
+        // SAFETY: `x` is `[m, k]`, `band` is `[rows.len(), k]` read as its transpose, and columns
+        // `rows` of the `[m, n]` output lie inside `out`.
+        unsafe {
+            gemm::gemm(
+                m,
+                rows.len(),
+                k,
+                out.as_mut_ptr().add(rows.start),
+                1,
+                n as isize,
+                false,
+                x.as_ptr(),
+                1,
+                k as isize,
+                band.as_ptr(),
+                k as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism(m * rows.len() * k),
+            );
+        }
+    }
+    out
+}
+
+/// `g @ w`: `g` `[m, n]` -> `[m, columns]`, summed over bands of `w`'s rows.
+fn banded_product_transposed(g: &[f32], m: usize, w: &Q8Rows) -> Vec<f32> {
+    let (n, k) = (w.n, w.columns);
+    let mut out = vec![0f32; m * k];
+    for rows in w.bands() {
+        let band = w.expand(rows.clone());
+        // SAFETY: columns `rows` of the `[m, n]` `g`, the `[rows.len(), k]` band and the `[m, k]`
+        // output lie inside their buffers; the output accumulates (`read_dst`, alpha 1).
+        unsafe {
+            gemm::gemm(
+                m,
+                k,
+                rows.len(),
+                out.as_mut_ptr(),
+                1,
+                k as isize,
+                true,
+                g.as_ptr().add(rows.start),
+                1,
+                n as isize,
+                band.as_ptr(),
+                1,
+                k as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism(m * rows.len() * k),
+            );
+        }
+    }
+    out
+}
+
+/// Threads for a product of `work` multiply-adds: all of them natively from Burn's CPU backend's
+/// threshold on (192^3), else one; one in wasm.
+fn parallelism(work: usize) -> gemm::Parallelism {
+    #[cfg(not(target_family = "wasm"))]
+    if work >= 192 * 192 * 192 {
+        return gemm::Parallelism::Rayon(0);
+    }
+    let _ = work;
+    gemm::Parallelism::None
+}
+
+const MATVEC: WgslSource = kernel_source!("q8_matvec.wgsl");
+/// Names the kernel in launch counts.
+struct Q8MatvecShader;
+
+const WORKGROUP_SIZE: u32 = 64;
+
+const DEQUANTIZE: WgslSource = kernel_source!("q8_dequantize.wgsl");
+/// Names the kernel in launch counts.
+struct Q8DequantizeShader;
+
+/// The first `columns` inputs of each row of the `[n, k_padded]` matrix in f32, `[n, columns]`,
+/// by `shaders/q8_dequantize.wgsl`; (`packed`, `scales`) contiguous.
+fn dequantize(packed: CubeTensor, scales: CubeTensor, columns: usize) -> CubeTensor {
+    let (n, words) = (packed.meta.shape()[0], packed.meta.shape()[1]);
+    let blocks = scales.meta.shape()[1];
+    let len = n * columns;
+    let (workgroups, groups_x) = spread(len.div_ceil(WORKGROUP_SIZE as usize));
+    launch_to_output(
+        WgslKernel::<Q8DequantizeShader>::new(DEQUANTIZE, WORKGROUP_SIZE),
+        workgroups,
+        &[&packed, &scales],
+        [n, columns],
+        &[size(len), size(columns), size(words), size(blocks), groups_x],
+    )
 }
 
 /// `[m, n]` products of `m` padded rows against `n` byte rows; the work splits over outputs.

@@ -1,5 +1,5 @@
-//! 8-bit matrices: the packed layout against a host reference, the CPU backend's kernel (direct
-//! and expanded, forward and backward) and the WGSL kernel against the expanded fallback.
+//! 8-bit matrices: the packed layout against a host reference, the CPU backend's kernel and the
+//! WGSL ones (direct and expanded, forward and backward) against the expanded fallback.
 //!
 //! Parity is measured as `max |a - b| / max |b|` over the whole output.
 
@@ -83,11 +83,20 @@ fn the_cpu_kernel_matches_the_expanded_product() {
     assert_kernel_matches_fallback(&cpu, 3, 1, 5, 4);
     assert_kernel_matches_fallback(&cpu, Q8_DIRECT_MAX_ROWS + 1, 100, 70, 5);
     assert_kernel_matches_fallback(&cpu, 50, 64, 45, 6);
+    // A matrix expanded in three bands of rows (4 MiB of f32 each, the last one partial).
+    assert_kernel_matches_fallback(&cpu, Q8_DIRECT_MAX_ROWS + 2, 600, 4100, 7);
 }
 
 #[test]
 fn the_product_equals_the_host_reference() {
-    let (rows, n, k) = (2, 9, 45);
+    for rows in [2, Q8_DIRECT_MAX_ROWS + 3] {
+        product_equals_the_host_reference(rows);
+    }
+}
+
+/// Direct (up to [`Q8_DIRECT_MAX_ROWS`]) or through the expanded matrix, on every backend.
+fn product_equals_the_host_reference(rows: usize) {
+    let (n, k) = (9, 45);
     let (bytes, scales) = matrix(n, k, 11);
     let weights = expanded(&bytes, &scales, n, k);
     let x = support::values(rows * k, 12, 1.0);
@@ -98,52 +107,50 @@ fn the_product_equals_the_host_reference() {
         let input = Tensor::<3>::from_data(TensorData::new(x.clone(), [1, rows, k]), &device);
         let got = read(q8_matmul(input, packed, block_scales));
         let error = relative_error(&got, &want);
-        assert!(error <= TOLERANCE, "{device:?}: relative error {error:e}");
+        assert!(error <= TOLERANCE, "{device:?}, {rows} rows: relative error {error:e}");
     }
 }
 
-/// Under autodiff the CPU kernel's own backward gives the fallback's gradient, for few rows and
-/// many; on wgpu autodiff takes the fallback.
+/// Under autodiff the kernels' own backward gives the fallback's gradient, on each backend, for few
+/// rows and many; on the CPU backend with the matrix expanded in one band of rows or in three.
 #[test]
 fn gradients_reach_the_input() {
-    let device = Device::flex();
-    let (n, k) = (6, 45);
-    let (bytes, scale_values) = matrix(n, k, 5);
-    let (packed, scales) = q8_pack(&bytes, scale_values.clone(), n, k, &device);
-    let tracked = device.autodiff();
-    for rows in [1, Q8_DIRECT_MAX_ROWS + 3] {
+    for (device, (rows, n, k)) in devices().into_iter().flat_map(|device| {
+        [(1, 6, 45), (Q8_DIRECT_MAX_ROWS + 3, 6, 45), (1, 600, 4100), (Q8_DIRECT_MAX_ROWS + 3, 600, 4100)]
+            .map(|shape| (device.clone(), shape))
+    }) {
+        let (bytes, scale_values) = matrix(n, k, 5);
+        let (packed, scales) = q8_pack(&bytes, scale_values, n, k, &device);
+        let tracked = device.clone().autodiff();
         let gradient = |kernel: bool| {
             let x = tensor([1, rows, k], 2, 1.0, &tracked).require_grad();
             assert!(q8_matmul_uses_kernel(&x, &packed, &scales));
             let weights = tensor([1, rows, n], 9, 1.0, &tracked);
+            // The reference expands the matrix in plain Burn operations, independently of the
+            // kernels (the fallback's `q8_dequantize` is one on both backends).
             let y = if kernel {
                 q8_matmul(x.clone(), packed.clone(), scales.clone())
             } else {
-                q8_matmul_fallback(x.clone(), packed.clone(), scales.clone())
+                let weights = q8_dequantize_fallback(packed.clone(), scales.clone()).narrow(1, 0, k);
+                x.clone().matmul(weights.transpose().unsqueeze::<3>())
             };
             let grads = (y * weights).sum().backward();
             read(x.grad(&grads).expect("a gradient for x"))
         };
         let (kernel, fallback) = (gradient(true), gradient(false));
-        assert!(relative_error(&kernel, &fallback) <= TOLERANCE, "{rows} rows");
-    }
-    if let Some(gpu) = wgpu() {
-        let (packed, scales) = q8_pack(&bytes, scale_values, n, k, &gpu);
-        assert!(!q8_matmul_uses_kernel(&tensor([1, 1, k], 3, 1.0, &gpu.autodiff()), &packed, &scales));
+        assert!(relative_error(&kernel, &fallback) <= TOLERANCE, "{device:?}, {rows} rows, {n} x {k}");
     }
 }
 
 #[test]
 fn the_wgsl_kernel_matches_the_expanded_product() {
     // GPT-2 small's decode shapes, a k that is not a multiple of 4 (a partial word and block),
-    // the most rows it takes; beyond them wgpu takes the fallback.
+    // the most rows the direct kernel takes; beyond them the matrix expanded by the dequantizing
+    // kernel.
     let Some(gpu) = wgpu() else { return };
     assert_kernel_matches_fallback(&gpu, 1, 2304, 768, 21);
     assert_kernel_matches_fallback(&gpu, 1, 768, 3072, 22);
     assert_kernel_matches_fallback(&gpu, 3, 100, 70, 23);
     assert_kernel_matches_fallback(&gpu, Q8_DIRECT_MAX_ROWS, 9, 5, 24);
-    let (bytes, scales) = matrix(4, 32, 25);
-    let (packed, scales) = q8_pack(&bytes, scales, 4, 32, &gpu);
-    let many = tensor([1, Q8_DIRECT_MAX_ROWS + 1, 32], 26, 1.0, &gpu);
-    assert!(!q8_matmul_uses_kernel(&many, &packed, &scales));
+    assert_kernel_matches_fallback(&gpu, Q8_DIRECT_MAX_ROWS + 1, 100, 70, 25);
 }

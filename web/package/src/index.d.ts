@@ -148,6 +148,11 @@ export declare class Glimpse {
   /** The best moments for a description; for several, one entry per query. Frames are embedded once per source and rate. */
   findMoments(source: HTMLVideoElement | ImageSource[], query: string, options?: FindOptions): Promise<Moment[]>;
   findMoments(source: HTMLVideoElement | ImageSource[], query: string[], options?: FindOptions): Promise<{ query: string; moments: Moment[] }[]>;
+  /**
+   * `engineBytes`: the engine's WebAssembly memory, which only grows, so the most it has held at
+   * once (models included). GPU buffers on WebGPU are not in it.
+   */
+  memoryUsage(): Promise<{ engineBytes: number }>;
   dispose(): void;
 }
 

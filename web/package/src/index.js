@@ -135,6 +135,15 @@ export class Glimpse {
     }, signal);
   }
 
+  /**
+   * The engine's memory: `{engineBytes}`, the size of its WebAssembly memory, which only grows, so
+   * this is the most the engine has held at once (the models included). GPU buffers on WebGPU are
+   * not in it.
+   */
+  async memoryUsage() {
+    return this._call(Request.memoryUsage, async () => ({ args: {} }));
+  }
+
   /** Stops the engine; the object cannot be used afterwards. */
   dispose() {
     this._worker?.terminate();

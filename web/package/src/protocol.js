@@ -16,6 +16,7 @@
  *   | { type: 'videoFrames', args: FrameChunk }
  *   | { type: 'denseCaption', args: { events: number | 'auto', maxEvents: number, seed: number, options: GuidanceOptions } }
  *   | { type: 'findMoments', args: { queries: string[], options: FindOptions } }
+ *   | { type: 'memoryUsage', args: {} }
  * )} Request
  * @typedef {string | Record<string, string | ArrayBuffer | Uint8Array | Blob>} ModelSource
  *   a folder URL in the Hugging Face layout, or a URL or bytes per file
@@ -35,6 +36,7 @@ export const Request = Object.freeze({
   videoFrames: 'videoFrames',
   denseCaption: 'denseCaption',
   findMoments: 'findMoments',
+  memoryUsage: 'memoryUsage',
 });
 
 /**

@@ -8,6 +8,8 @@ const LM_FILES = { config: 'config.json', weights: 'model.safetensors', tokenize
 const OPTIONAL = new Set(['preprocessor']);
 const WEIGHTS = 'weights';
 
+// The engine module's exports (its memory among them), once started.
+let engine = null;
 let session = null;
 let deviceKind = null;
 // The video being received, from `startVideo` through its `videoFrames` chunks to `denseCaption`
@@ -71,6 +73,8 @@ async function run(type, args, onStep, onProgress) {
     }
     case Request.findMoments:
       return onVideo((frames) => session.findMoments(frames, JSON.stringify(args.queries), JSON.stringify(args.options)));
+    // WebAssembly memory only grows: its size is the engine's high-water mark.
+    case Request.memoryUsage: return { engineBytes: engine.memory.buffer.byteLength };
     default: throw new Error(`unknown request ${type}`);
   }
 }
@@ -101,7 +105,7 @@ function receivingVideo() {
 }
 
 async function load({ device, clip, lm }, onProgress) {
-  await init();
+  engine = await init();
   let kind = await resolveDevice(device);
   const progress = new Progress(onProgress);
   const [clipFiles, lmFiles] = await Promise.all([

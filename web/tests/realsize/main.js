@@ -1,7 +1,8 @@
 // Real-size models (`glimpse models random`) through the package on the CPU path, timed as a user
 // waits: the load, a captioned image, and a dense caption until its first step and its end. The test
 // (web/tests/browser.mjs) passes the model folders and the clip's length in the query string and
-// reads `window.realSize`; it measures the browser's memory from outside.
+// reads `window.realSize`; it measures the browser's memory from outside, and the engine's comes from
+// `memoryUsage()` after the load and at the end.
 import { Glimpse } from '@glimpse-rs/glimpse';
 
 const params = new URLSearchParams(location.search);
@@ -34,6 +35,7 @@ async function main() {
     onProgress: (event) => { if (!['progress', 'download'].includes(event.status)) phases.push({ status: event.status, file: event.file, ms: performance.now() - started }); },
   });
   const loadMs = performance.now() - started;
+  const loadedEngineBytes = (await glimpse.memoryUsage()).engineBytes;
 
   const embedding = Array.from(await glimpse.embedImage(frames[0]));
   let at = performance.now();
@@ -47,8 +49,9 @@ async function main() {
     onStep: () => { firstStepMs ??= performance.now() - at; },
   });
   const denseMs = performance.now() - at;
+  const { engineBytes } = await glimpse.memoryUsage();
   glimpse.dispose();
-  return { device: glimpse.device.description, loadMs, phases, embedding, caption: image.caption, imageMs, firstStepMs, denseMs, dense: dense.toJSON() };
+  return { device: glimpse.device.description, loadMs, loadedEngineBytes, engineBytes, phases, embedding, caption: image.caption, imageMs, firstStepMs, denseMs, dense: dense.toJSON() };
 }
 
 main().then(
