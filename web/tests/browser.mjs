@@ -169,18 +169,21 @@ async function consumerRun() {
     cpSync(join(repo, 'models', 'world-gpt2'), corrupt, { recursive: true });
     truncateSync(join(corrupt, 'model.safetensors'), 4096);
     cpSync(join(site, 'models'), join(bundled, 'models'), { recursive: true });
+    // The last run takes the q8 models to WebGPU (SwiftShader): its 8-bit kernels and their
+    // backward, which no other browser test reaches.
     const servers = [
-      ['consumer', site, () => staticServer(site)],
-      ['consumer on Vite\'s dev server', site, () => viteDevServer(site)],
-      ['consumer built with Vite', bundled, () => staticServer(bundled)],
+      ['consumer', site, () => staticServer(site), 'cpu'],
+      ['consumer on Vite\'s dev server', site, () => viteDevServer(site), 'cpu'],
+      ['consumer built with Vite', bundled, () => staticServer(bundled), 'cpu'],
+      ['consumer with q8 on WebGPU', site, () => staticServer(site), 'webgpu'],
     ];
-    for (const [label, root, start] of servers) {
+    for (const [label, root, start, q8Device] of servers) {
       const server = await start();
       try {
-        await withBrowser(false, async (browser) => {
-          const page = await openPage(browser, server.url, label);
+        await withBrowser(q8Device === 'webgpu', async (browser) => {
+          const page = await openPage(browser, `${server.url}?q8device=${q8Device}`, label);
           await page.waitForFunction(() => window.consumer, null, { timeout: PAGE_TIMEOUT_MS });
-          checkConsumer(label, await page.evaluate(() => window.consumer), root);
+          checkConsumer(label, await page.evaluate(() => window.consumer), root, q8Device);
         });
       } finally {
         server.close();
@@ -228,7 +231,7 @@ async function viteDevServer(root) {
   }
 }
 
-function checkConsumer(label, result, root) {
+function checkConsumer(label, result, root, q8Device) {
   check(!result.error, `${label}: ran without error ${result.error ?? ''}`);
   if (result.error) return;
   check(result.bestText === 0, `${label}: embedText + embedImage rank the right description first (similarities ${result.similarities.map((s) => s.toFixed(3)).join(', ')})`);
@@ -264,8 +267,8 @@ function checkConsumer(label, result, root) {
     && last.totalLoaded === last.totalBytes && last.totalBytes === served,
   `${label}: loading reports initiate / download / progress / done per file (${files.size} files), then building and ready, ${last.totalLoaded} of ${last.totalBytes} bytes (the folders hold ${served})`);
   check(result.cacheCleared === true && result.cacheLeft === false, `${label}: clearCache() empties the model cache (${result.cacheCleared}, left: ${result.cacheLeft})`);
-  check(result.q8.cosine >= 0.99 && result.q8.caption.includes('red'),
-    `${label}: the q8 models, their weights given as a Blob and as bytes, embed the image as f32 does (cosine ${result.q8.cosine.toFixed(5)}) and caption it "${result.q8.caption}" (f32: "${result.caption}")`);
+  check(result.q8.device === q8Device && result.q8.cosine >= 0.99 && result.q8.caption.includes('red'),
+    `${label}: the q8 models, their weights given as a Blob and as bytes, on ${result.q8.device}, embed the image as f32 on the CPU does (cosine ${result.q8.cosine.toFixed(5)}) and caption it "${result.q8.caption}" (f32: "${result.caption}")`);
   check(result.aborted === 'AbortError', `${label}: an aborted call rejects with AbortError, and the next call still works ("${result.afterAbort}")`);
 }
 

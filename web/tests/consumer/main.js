@@ -92,9 +92,9 @@ async function main() {
   glimpse.dispose();
 
   // The same models converted to q8 (`glimpse models convert --dtype q8`) load through the same
-  // package, stay 8-bit in the engine, and see the image as the f32 models do. Here the files are
-  // given one by one, as an app holding them would: CLIP's weights as a Blob (read range by range),
-  // GPT-2's as bytes.
+  // package, stay 8-bit in the engine, and see the image as the f32 models do, on the CPU or (with
+  // `?q8device=webgpu`) on WebGPU. Here the files are given one by one, as an app holding them
+  // would: CLIP's weights as a Blob (read range by range), GPT-2's as bytes.
   const files = (folder) => ({ config: `${folder}/config.json`, tokenizer: `${folder}/tokenizer.json` });
   const fetched = async (url) => {
     const response = await fetch(url);
@@ -104,13 +104,14 @@ async function main() {
   const small = await Glimpse.load({
     clip: { ...files('models/world-clip-q8'), preprocessor: 'models/world-clip-q8/preprocessor_config.json', weights: await fetched('models/world-clip-q8/model.safetensors') },
     lm: { ...files('models/world-gpt2-q8'), weights: new Uint8Array(await (await fetched('models/world-gpt2-q8/model.safetensors')).arrayBuffer()) },
-    device: 'cpu',
+    device: new URLSearchParams(location.search).get('q8device') ?? 'cpu',
   });
   const q8Embedding = await small.embedImage(image);
   const norm = (v) => Math.sqrt(dot(v, v));
   const q8 = {
     cosine: dot(imageEmbedding, q8Embedding) / (norm(imageEmbedding) * norm(q8Embedding)),
     caption: (await small.captionImage(image)).caption,
+    device: small.device.kind,
   };
   small.dispose();
   const cacheCleared = await Glimpse.clearCache();
