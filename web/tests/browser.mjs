@@ -145,8 +145,9 @@ async function fallbackRun(origin) {
 }
 
 // The packed tarball installed into a separate page, as a web app would use it: as plain ES modules
-// (an import map names the package), on Vite's dev server, and built by Vite and served from its
-// output folder alone, so that every script, worker and wasm file must come from the bundle.
+// (an import map names the package), on Vite's dev server, and built by Vite and by webpack and
+// served from their output folders alone, so that every script, worker and wasm file must come
+// from the bundle.
 async function consumerRun() {
   const site = mkdtempSync(join(tmpdir(), 'glimpse-consumer-'));
   try {
@@ -159,6 +160,16 @@ async function consumerRun() {
     const assets = readdirSync(join(bundled, 'assets'));
     check(assets.some((f) => /^worker-.*\.js$/.test(f)) && assets.some((f) => /^glimpse_wasm_bg-.*\.wasm$/.test(f)),
       `consumer built with Vite: the worker and the engine are emitted as assets (${assets.join(', ')})`);
+    // webpack 5 (webpack.config.js), and the page as an app built with it would ship it: the
+    // bundle as a classic deferred script, no import map.
+    const webpacked = join(site, 'dist-webpack');
+    execFileSync(join(web, 'node_modules/.bin/webpack'), ['--config', 'webpack.config.js', '--stats', 'errors-warnings'], { cwd: site, stdio: 'inherit' });
+    const html = readFileSync(join(site, 'index.html'), 'utf8');
+    writeFileSync(join(webpacked, 'index.html'), html.replace(/\s*<!--[^]*?-->\s*<script type="importmap">.*<\/script>/, '').replace('<script type="module" src="main.js">', '<script defer src="main.js">'));
+    cpSync(join(site, 'scene.png'), join(webpacked, 'scene.png'));
+    const emitted = readdirSync(webpacked);
+    check(emitted.some((f) => f.endsWith('.wasm')) && emitted.filter((f) => f.endsWith('.js')).length === 2 && !readFileSync(join(webpacked, 'index.html'), 'utf8').includes('importmap'),
+      `consumer built with webpack: the page's bundle, the worker's and the engine are emitted (${emitted.join(', ')})`);
     // The models are static files the app serves next to its pages.
     for (const model of ['world-clip', 'world-gpt2']) {
       cpSync(join(repo, 'models', model), join(site, 'models', model), { recursive: true });
@@ -168,13 +179,14 @@ async function consumerRun() {
     const corrupt = join(site, 'models', 'corrupt-gpt2');
     cpSync(join(repo, 'models', 'world-gpt2'), corrupt, { recursive: true });
     truncateSync(join(corrupt, 'model.safetensors'), 4096);
-    cpSync(join(site, 'models'), join(bundled, 'models'), { recursive: true });
+    for (const output of [bundled, webpacked]) cpSync(join(site, 'models'), join(output, 'models'), { recursive: true });
     // The last run takes the q8 models to WebGPU (SwiftShader): its 8-bit kernels and their
     // backward, which no other browser test reaches.
     const servers = [
       ['consumer', site, () => staticServer(site), 'cpu'],
       ['consumer on Vite\'s dev server', site, () => viteDevServer(site), 'cpu'],
       ['consumer built with Vite', bundled, () => staticServer(bundled), 'cpu'],
+      ['consumer built with webpack', webpacked, () => staticServer(webpacked), 'cpu'],
       ['consumer with q8 on WebGPU', site, () => staticServer(site), 'webgpu'],
     ];
     for (const [label, root, start, q8Device] of servers) {
