@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
 use crate::hf_config::{check_model_type, hf_config_json};
-use crate::nn::{Activation, Dense, LayerNorm, ShardedTable, attention, causal_mask, merge_heads, split_heads};
+use crate::nn::{Activation, Dense, LayerNorm, ShardedTable, attention, causal_mask, merge_heads};
 use crate::weights::{Layout, Loader, Saver, Tensors, WeightFile, WeightFormat};
 
 /// The fields of a Hugging Face GPT-2 `config.json` that shape the model. Other fields are ignored;
@@ -217,16 +217,18 @@ impl Block {
         n_head: usize,
         act: Activation,
     ) -> (Tensor<3>, LayerKv) {
-        let [_, t, d] = x.dims();
+        let [b, t, d] = x.dims();
         let qkv = self.c_attn.forward_normed(x.clone(), &self.ln_1, None);
         let (attended, kv) = match past {
             // A decoding step: one kernel on wgpu reads q, k, v out of the projection, writes the
             // cache and attends.
             Some(past) if t == 1 => past.attend_next(qkv, n_head),
             past => {
-                let q = split_heads(qkv.clone().narrow(2, 0, d), n_head);
-                let k = split_heads(qkv.clone().narrow(2, d, d), n_head);
-                let v = split_heads(qkv.narrow(2, 2 * d, d), n_head);
+                // Views of the projection, `[b, heads, t, head_dim]` each: split into heads first
+                // (the contiguous projection reshapes for free), then narrowed. Narrowing first
+                // made each reshape a copy (Burn's reshape copies a view with a batch of 1).
+                let heads = qkv.reshape([b, t, 3 * n_head, d / n_head]);
+                let [q, k, v] = [0, 1, 2].map(|i| heads.clone().narrow(2, i * n_head, n_head).swap_dims(1, 2));
                 let kv = match past {
                     Some(past) => past.append(k, v),
                     None => LayerKv::new(k, v),
