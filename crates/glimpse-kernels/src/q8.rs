@@ -94,8 +94,10 @@ pub fn q8_dequantize_fallback(packed: Tensor<2, Int>, scales: Tensor<2>) -> Tens
 /// [`Q8_DIRECT_MAX_ROWS`] rows (`batch * t`) multiply the bytes directly (several threads
 /// natively, SIMD where the build has it); more rows, and the backward for any number, expand the
 /// matrix a band of at most 4 MiB of f32 at a time and multiply each band as it comes, so no f32
-/// copy of the whole matrix ever exists. On wgpu, outside autodiff and up to [`Q8_DIRECT_MAX_ROWS`] rows,
-/// the WGSL kernel `shaders/q8_matvec.wgsl` reads the bytes directly. Elsewhere
+/// copy of the whole matrix ever exists. On wgpu, also under autodiff, up to
+/// [`Q8_DIRECT_MAX_ROWS`] rows go through the WGSL kernel `shaders/q8_matvec.wgsl`, which reads
+/// the bytes directly; more rows, and the backward, expand the matrix with
+/// `shaders/q8_dequantize.wgsl` for that one product. Elsewhere (other backends, tracked scales)
 /// [`q8_matmul_fallback`].
 pub fn q8_matmul(x: Tensor<3>, packed: Tensor<2, Int>, scales: Tensor<2>) -> Tensor<3> {
     let [batch, t, k] = x.dims();
