@@ -127,6 +127,7 @@ pub fn q8_matmul_uses_kernel(x: &Tensor<3>, packed: &Tensor<2, Int>, scales: &Te
     let n = packed.dims()[0];
     // The weights are constants: a tracked scale would get no gradient from the kernels.
     batch * t > 0
+        && k > 0
         && packed.dtype() == DType::I32
         && x.dtype() == DType::F32
         && scales.dtype() == DType::F32
@@ -165,7 +166,7 @@ impl Q8ExpandBackend for Flex {
 impl Q8ExpandBackend for Cube {
     fn q8_dequantize(packed: CubeTensor, scales: CubeTensor) -> CubeTensor {
         let columns = scales.meta.shape()[1] * Q8_BLOCK;
-        dequantize(packed, scales, columns)
+        dequantize(contiguous(packed), contiguous(scales), columns)
     }
 }
 
@@ -318,6 +319,10 @@ impl<'a> Q8Rows<'a> {
     fn expand(&self, rows: Range<usize>) -> Vec<f32> {
         let (blocks, columns) = (self.blocks, self.columns);
         let mut out = vec![0f32; rows.len() * columns];
+        // Nothing to fill (and no row to split the work by).
+        if columns == 0 {
+            return out;
+        }
         let fill = |(index, values): (usize, &mut [f32])| {
             let row = rows.start + index;
             let (bytes, scales) =

@@ -89,14 +89,15 @@ fn the_cpu_kernel_matches_the_expanded_product() {
 
 #[test]
 fn the_product_equals_the_host_reference() {
-    for rows in [2, Q8_DIRECT_MAX_ROWS + 3] {
-        product_equals_the_host_reference(rows);
+    // Direct, through the expanded matrix, and on wgpu more outputs than one dispatch dimension
+    // takes (expanded too, though a single row).
+    for (rows, n, k) in [(2, 9, 45), (Q8_DIRECT_MAX_ROWS + 3, 9, 45), (1, 70_000, 32)] {
+        product_equals_the_host_reference(rows, n, k);
     }
 }
 
-/// Direct (up to [`Q8_DIRECT_MAX_ROWS`]) or through the expanded matrix, on every backend.
-fn product_equals_the_host_reference(rows: usize) {
-    let (n, k) = (9, 45);
+/// `x @ w^T` against the product computed on the host, on every backend.
+fn product_equals_the_host_reference(rows: usize, n: usize, k: usize) {
     let (bytes, scales) = matrix(n, k, 11);
     let weights = expanded(&bytes, &scales, n, k);
     let x = support::values(rows * k, 12, 1.0);
@@ -116,8 +117,16 @@ fn product_equals_the_host_reference(rows: usize) {
 #[test]
 fn gradients_reach_the_input() {
     for (device, (rows, n, k)) in devices().into_iter().flat_map(|device| {
-        [(1, 6, 45), (Q8_DIRECT_MAX_ROWS + 3, 6, 45), (1, 600, 4100), (Q8_DIRECT_MAX_ROWS + 3, 600, 4100)]
-            .map(|shape| (device.clone(), shape))
+        // The last expands more weights than one dispatch dimension of the wgpu kernel covers
+        // (65535 workgroups of 64), and in five bands on the CPU backend.
+        [
+            (1, 6, 45),
+            (Q8_DIRECT_MAX_ROWS + 3, 6, 45),
+            (1, 600, 4100),
+            (Q8_DIRECT_MAX_ROWS + 3, 600, 4100),
+            (1, 1100, 4100),
+        ]
+        .map(|shape| (device.clone(), shape))
     }) {
         let (bytes, scale_values) = matrix(n, k, 5);
         let (packed, scales) = q8_pack(&bytes, scale_values, n, k, &device);
@@ -152,5 +161,7 @@ fn the_wgsl_kernel_matches_the_expanded_product() {
     assert_kernel_matches_fallback(&gpu, 1, 768, 3072, 22);
     assert_kernel_matches_fallback(&gpu, 3, 100, 70, 23);
     assert_kernel_matches_fallback(&gpu, Q8_DIRECT_MAX_ROWS, 9, 5, 24);
+    // Above them the fallback runs the same dequantizing kernel: this checks the product around it
+    // (the kernel itself: `dequantizing_gives_back_every_weight_on_every_backend`).
     assert_kernel_matches_fallback(&gpu, Q8_DIRECT_MAX_ROWS + 1, 100, 70, 25);
 }
