@@ -2,9 +2,8 @@
 // parameters, inputs and the element a lane takes. Each kernel file declares the rest of its
 // bindings and `params`.
 //
-// y: [rows, n], contiguous. bias: [n], contiguous. One lane per element of y. A dispatch has at
-// most 65535 workgroups per dimension, so they are laid over x then y: element =
-// (workgroup_id.y * groups_x + workgroup_id.x) * WORKGROUP_SIZE + lane.
+// y: [rows, n], contiguous. bias: [n], contiguous. One lane per element of y, workgroups numbered
+// by spread_group().
 
 struct Params {
     len: u32,
@@ -19,7 +18,7 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> bias: array<f32>;
 
 fn element_of(group_id: vec3<u32>, lane: u32) -> u32 {
-    return (group_id.y * params.groups_x + group_id.x) * WORKGROUP_SIZE + lane;
+    return spread_group(group_id, params.groups_x) * WORKGROUP_SIZE + lane;
 }
 
 // y + bias at element e.

@@ -2,8 +2,7 @@
 // the row a workgroup takes, and the row's mean and reciprocal spread, computed identically for
 // the forward pass and its gradient. Each kernel file declares `x` and `params`.
 //
-// x: [rows, dim], contiguous. One workgroup per row. A dispatch has at most 65535 workgroups per
-// dimension, so the rows are laid over x then y: row = workgroup_id.y * row_groups + workgroup_id.x.
+// x: [rows, dim], contiguous. One workgroup per row, numbered by spread_group() (workgroup.wgsl).
 
 struct Params {
     rows: u32,
@@ -13,7 +12,7 @@ struct Params {
 }
 
 fn row_of(group_id: vec3<u32>) -> u32 {
-    return group_id.y * params.row_groups + group_id.x;
+    return spread_group(group_id, params.row_groups);
 }
 
 // (mean, 1 / sqrt(var + epsilon)) of the row starting at `base`, with the biased variance of the

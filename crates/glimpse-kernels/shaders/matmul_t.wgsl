@@ -7,10 +7,10 @@
 // Each workgroup computes COLUMNS outputs. LANES_PER_COLUMN lanes share an output: lane j of them
 // takes the vec4s j, j + LANES_PER_COLUMN, ... of its weight row (neighbouring lanes read
 // neighbouring memory), and their sums meet in workgroup memory, one row of x at a time.
-// Column groups are laid over x then y: group = workgroup_id.y * groups_x + workgroup_id.x (a
-// dispatch dimension holds at most 65535 workgroups).
+// Column groups are numbered by spread_group().
 
-// WORKGROUP_SIZE comes from workgroup.wgsl, put in front of this file by glimpse-kernels.
+// WORKGROUP_SIZE and spread_group() come from workgroup.wgsl, put in front of this file by
+// glimpse-kernels.
 
 struct Params {
     m: u32,
@@ -38,7 +38,7 @@ fn main(
 ) {
     let part = lane % LANES_PER_COLUMN;
     let local_column = lane / LANES_PER_COLUMN;
-    let column = (group_id.y * params.groups_x + group_id.x) * COLUMNS + local_column;
+    let column = spread_group(group_id, params.groups_x) * COLUMNS + local_column;
     // Lanes past the last column still take part in the barriers below.
     let in_range = column < params.n;
     let quads = params.k / 4u;

@@ -4,9 +4,7 @@
 //
 // packed: [n, words] u32, four signed bytes per word, little-endian (input 4j + i in bits
 // 8i..8i + 8 of word j). scales: [n, blocks] f32, one per 32 inputs. out: [n, columns] f32,
-// contiguous. One lane per output element; a dispatch has at most 65535 workgroups per dimension,
-// so they are laid over x then y: element = (workgroup_id.y * groups_x + workgroup_id.x) *
-// WORKGROUP_SIZE + lane.
+// contiguous. One lane per output element, workgroups numbered by spread_group() (workgroup.wgsl).
 
 struct Params {
     len: u32,
@@ -27,7 +25,7 @@ fn main(
     @builtin(workgroup_id) group_id: vec3<u32>,
     @builtin(local_invocation_index) lane: u32,
 ) {
-    let e = (group_id.y * params.groups_x + group_id.x) * WORKGROUP_SIZE + lane;
+    let e = spread_group(group_id, params.groups_x) * WORKGROUP_SIZE + lane;
     if e >= params.len {
         return;
     }

@@ -3,6 +3,12 @@
 
 const WORKGROUP_SIZE: u32 = {{workgroup_size}}u;
 
+// The number of a workgroup of a dispatch laid out by glimpse-kernels' `spread`: over x, then y
+// (a dispatch dimension holds at most 65535 workgroups), `groups_x` per row.
+fn spread_group(group_id: vec3<u32>, groups_x: u32) -> u32 {
+    return group_id.y * groups_x + group_id.x;
+}
+
 var<workgroup> partials: array<f32, WORKGROUP_SIZE>;
 
 // Lanes whose partials one lane adds up in workgroup_sum's first level.

@@ -170,26 +170,66 @@ unsafe fn gemm_into(
 ) {
     debug_assert_eq!(out.len(), m * n);
     unsafe {
+        gemm_strided(
+            [m, inner, n],
+            (out.as_mut_ptr(), n as isize, 1),
+            false,
+            (lhs, lhs_stride as isize, 1),
+            (rhs.values.as_ptr().add(rhs.start).offset(offset), rhs.row_stride, rhs.column_stride),
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// `dst [m, n] = lhs [m, inner] x rhs [inner, n]`, or `dst +=` that product when `accumulate`:
+/// gemm's call with each matrix given as (its first element, row stride, column stride), in
+/// elements.
+///
+/// # Safety
+/// Every element the shapes and strides address lies inside its buffer; `dst` overlaps neither
+/// input.
+pub(crate) unsafe fn gemm_strided(
+    [m, inner, n]: [usize; 3],
+    (dst, dst_row_stride, dst_column_stride): (*mut f32, isize, isize),
+    accumulate: bool,
+    (lhs, lhs_row_stride, lhs_column_stride): (*const f32, isize, isize),
+    (rhs, rhs_row_stride, rhs_column_stride): (*const f32, isize, isize),
+    parallelism: gemm::Parallelism,
+) {
+    // gemm computes `dst = alpha dst + beta lhs rhs`, reading dst only when asked to.
+    let alpha = if accumulate { 1.0 } else { 0.0 };
+    unsafe {
         gemm::gemm(
             m,
             n,
             inner,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
+            dst,
+            dst_column_stride,
+            dst_row_stride,
+            accumulate,
             lhs,
-            1,
-            lhs_stride as isize,
-            rhs.values.as_ptr().add(rhs.start).offset(offset),
-            rhs.column_stride,
-            rhs.row_stride,
-            0.0,
+            lhs_column_stride,
+            lhs_row_stride,
+            rhs,
+            rhs_column_stride,
+            rhs_row_stride,
+            alpha,
             1.0,
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
         );
     }
+}
+
+/// Threads for one product of `work` multiply-adds: all of rayon's natively from Burn's CPU
+/// backend's threshold on (192^3), else one; one in wasm.
+pub(crate) fn gemm_threads(work: usize) -> gemm::Parallelism {
+    #[cfg(not(target_family = "wasm"))]
+    if work >= 192 * 192 * 192 {
+        return gemm::Parallelism::Rayon(0);
+    }
+    let _ = work;
+    gemm::Parallelism::None
 }

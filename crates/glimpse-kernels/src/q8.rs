@@ -22,7 +22,7 @@ use burn::tensor::DType;
 use cubecl::CubeCount;
 use std::ops::Range;
 
-use crate::cpu::{ROWS_PER_TASK, dims2, elements, for_each_part, on_flex};
+use crate::cpu::{ROWS_PER_TASK, dims2, elements, for_each_part, gemm_strided, gemm_threads, on_flex};
 use crate::matmul_t::matmul_t_fallback;
 use crate::wgsl::{
     MAX_WORKGROUPS, WgslKernel, WgslSource, contiguous, kernel_input, kernel_source, launch_to_output, size, spread,
@@ -353,26 +353,13 @@ fn banded_product(x: &[f32], m: usize, w: &Q8Rows) -> Vec<f32> {
         // SAFETY: `x` is `[m, k]`, `band` is `[rows.len(), k]` read as its transpose, and columns
         // `rows` of the `[m, n]` output lie inside `out`.
         unsafe {
-            gemm::gemm(
-                m,
-                rows.len(),
-                k,
-                out.as_mut_ptr().add(rows.start),
-                1,
-                n as isize,
+            gemm_strided(
+                [m, k, rows.len()],
+                (out.as_mut_ptr().add(rows.start), n as isize, 1),
                 false,
-                x.as_ptr(),
-                1,
-                k as isize,
-                band.as_ptr(),
-                k as isize,
-                1,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                parallelism(m * rows.len() * k),
+                (x.as_ptr(), k as isize, 1),
+                (band.as_ptr(), 1, k as isize),
+                gemm_threads(m * rows.len() * k),
             );
         }
     }
@@ -386,43 +373,19 @@ fn banded_product_transposed(g: &[f32], m: usize, w: &Q8Rows) -> Vec<f32> {
     for rows in w.bands() {
         let band = w.expand(rows.clone());
         // SAFETY: columns `rows` of the `[m, n]` `g`, the `[rows.len(), k]` band and the `[m, k]`
-        // output lie inside their buffers; the output accumulates (`read_dst`, alpha 1).
+        // output lie inside their buffers.
         unsafe {
-            gemm::gemm(
-                m,
-                k,
-                rows.len(),
-                out.as_mut_ptr(),
-                1,
-                k as isize,
+            gemm_strided(
+                [m, rows.len(), k],
+                (out.as_mut_ptr(), k as isize, 1),
                 true,
-                g.as_ptr().add(rows.start),
-                1,
-                n as isize,
-                band.as_ptr(),
-                1,
-                k as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                parallelism(m * rows.len() * k),
+                (g.as_ptr().add(rows.start), n as isize, 1),
+                (band.as_ptr(), k as isize, 1),
+                gemm_threads(m * rows.len() * k),
             );
         }
     }
     out
-}
-
-/// Threads for a product of `work` multiply-adds: all of them natively from Burn's CPU backend's
-/// threshold on (192^3), else one; one in wasm.
-fn parallelism(work: usize) -> gemm::Parallelism {
-    #[cfg(not(target_family = "wasm"))]
-    if work >= 192 * 192 * 192 {
-        return gemm::Parallelism::Rayon(0);
-    }
-    let _ = work;
-    gemm::Parallelism::None
 }
 
 const MATVEC: WgslSource = kernel_source!("q8_matvec.wgsl");

@@ -133,9 +133,8 @@ pub(crate) fn launch_to_output<Name: 'static>(
 /// Workgroups one dispatch dimension takes (WebGPU's guaranteed `maxComputeWorkgroupsPerDimension`).
 pub(crate) const MAX_WORKGROUPS: usize = 65_535;
 
-/// `groups` workgroups laid over x then y, for kernels that number them
-/// `workgroup_id.y * groups_x + workgroup_id.x` and skip any past `groups`; with `groups_x`, the
-/// kernel's parameter.
+/// `groups` workgroups laid over x then y, for kernels that number them with `spread_group()`
+/// (`shaders/workgroup.wgsl`) and skip any past `groups`; with `groups_x`, the kernel's parameter.
 pub(crate) fn spread(groups: usize) -> (CubeCount, u32) {
     let groups_x = groups.clamp(1, MAX_WORKGROUPS);
     (CubeCount::Static(size(groups_x), size(groups.div_ceil(groups_x)), 1), size(groups_x))
