@@ -1,16 +1,19 @@
 //! The transformers' activations, and an MLP's bias plus activation in one kernel (with its
-//! gradient in one more under autodiff: a frozen MLP on the way to a prefix).
+//! gradient in one more under autodiff: a frozen MLP on the way to a prefix), in WGSL on wgpu and
+//! in Rust on the CPU backend.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
 use burn::backend::wgpu::CubeTensor;
-use burn::backend::{Autodiff, Backend, Cube, Dispatch, backend_extension, tensor::FloatTensor};
+use burn::backend::{Autodiff, AutodiffBackend, Backend, Cube, Dispatch, Flex, backend_extension, tensor::FloatTensor};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, sigmoid};
 use serde::{Deserialize, Serialize};
 
+use crate::cpu::{dims2, elements, flex_f32, for_each_part};
 use crate::wgsl::{WgslKernel, WgslSource, contiguous, kernel_source, launch_to_output, size, spread, wgpu_f32};
 
 /// Activation functions by their Hugging Face names.
@@ -45,6 +48,40 @@ impl Activation {
             Self::Gelu => 2,
         }
     }
+
+    /// Of one value, as [`Activation::apply`] computes it, clamps included (the CPU backend's kernel).
+    fn of(self, x: f32) -> f32 {
+        match self {
+            Self::QuickGelu => x / (1.0 + (-(1.702 * x).clamp(-SIGMOID_SATURATES, SIGMOID_SATURATES)).exp()),
+            Self::GeluTanh => 0.5 * x * (1.0 + gelu_tanh_inner(x).clamp(-TANH_SATURATES, TANH_SATURATES).tanh()),
+            Self::Gelu => 0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2)),
+        }
+    }
+
+    /// The derivative of [`Activation::of`] as autodiff takes it through [`Activation::apply`]: zero
+    /// where a clamp holds the argument (the derivative there is below 1e-12 anyway). The exact
+    /// GELU's is exact (Burn's backward of its `gelu` is the tanh approximation's).
+    fn derivative(self, x: f32) -> f32 {
+        match self {
+            Self::QuickGelu => {
+                let z = 1.702 * x;
+                let s = 1.0 / (1.0 + (-z.clamp(-SIGMOID_SATURATES, SIGMOID_SATURATES)).exp());
+                // Not a product with 0 where clamped: 0 * inf is NaN.
+                s + if z.abs() < SIGMOID_SATURATES { x * 1.702 * s * (1.0 - s) } else { 0.0 }
+            }
+            Self::GeluTanh => {
+                let inner = gelu_tanh_inner(x);
+                let t = inner.clamp(-TANH_SATURATES, TANH_SATURATES).tanh();
+                let slope = 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * x * x);
+                0.5 * (1.0 + t) + if inner.abs() < TANH_SATURATES { slope } else { 0.0 }
+            }
+            Self::Gelu => {
+                let density = (-0.5 * (x * x).min(170.0)).exp()
+                    * (0.5 * std::f32::consts::FRAC_2_SQRT_PI * std::f32::consts::FRAC_1_SQRT_2);
+                0.5 * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2)) + x * density
+            }
+        }
+    }
 }
 
 /// `activate()`'s code for no activation.
@@ -57,10 +94,17 @@ pub(crate) const NO_ACTIVATION: u32 = 3;
 const SIGMOID_SATURATES: f32 = 30.0;
 const TANH_SATURATES: f32 = 10.0;
 
+const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+
 /// GELU's tanh approximation (GPT-2's `gelu_new`): `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`.
 fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     let inner = (x.clone() + x.clone().powf_scalar(3.0) * 0.044715) * (2.0 / std::f64::consts::PI).sqrt();
     x * (inner.clamp(-TANH_SATURATES, TANH_SATURATES).tanh() + 1.0) * 0.5
+}
+
+/// `sqrt(2/pi) (x + 0.044715 x^3)`, the argument of [`gelu_tanh`]'s tanh.
+fn gelu_tanh_inner(x: f32) -> f32 {
+    (x + 0.044715 * x * x * x) * SQRT_2_OVER_PI
 }
 
 const SOURCE: WgslSource = kernel_source!("activation.wgsl", "bias_activation_element.wgsl", "bias_activation.wgsl");
@@ -81,7 +125,9 @@ const WORKGROUP_SIZE: u32 = 64;
 ///
 /// Runs the WGSL kernel `shaders/bias_activation.wgsl` when both are f32 on a wgpu device, under
 /// autodiff too (with `shaders/bias_activation_backward.wgsl` for the gradient of `y`) when there
-/// is an activation and the bias is not tracked; otherwise [`bias_activation_fallback`].
+/// is an activation and the bias is not tracked. On the CPU backend, with an activation, the same
+/// two in Rust (one pass over `y` each, split over threads, instead of a dozen Burn operations
+/// and their backwards). Otherwise [`bias_activation_fallback`].
 pub fn bias_activation<const D: usize>(
     y: Tensor<D>,
     bias: Option<Tensor<1>>,
@@ -101,7 +147,7 @@ pub fn bias_activation<const D: usize>(
             let output = <Dispatch as BiasActivationBackend>::bias_activation(
                 y.reshape([-1, n as i32]).into_dispatch(),
                 bias.into_dispatch(),
-                activation.map_or(NO_ACTIVATION, Activation::code),
+                activation,
             );
             Tensor::<2>::from_dispatch(output).reshape(shape)
         }
@@ -109,7 +155,8 @@ pub fn bias_activation<const D: usize>(
     }
 }
 
-/// Whether [`bias_activation`] runs the WGSL kernel for these inputs (rather than the fallback).
+/// Whether [`bias_activation`] runs a kernel (the WGSL one or the CPU backend's) for these inputs
+/// rather than the fallback.
 pub fn bias_activation_uses_kernel<const D: usize>(
     y: &Tensor<D>,
     bias: Option<&Tensor<1>>,
@@ -117,14 +164,11 @@ pub fn bias_activation_uses_kernel<const D: usize>(
 ) -> bool {
     let Some(bias) = bias else { return false };
     let len = y.shape().num_elements();
-    // Elements are indexed as u32. Under autodiff a bias alone stays Burn's add, whose backward
-    // passes the gradient on without a launch.
-    len > 0
-        && u32::try_from(len).is_ok()
-        && wgpu_f32(y)
-        && (activation.is_some() || !y.is_autodiff())
-        && wgpu_f32(bias)
-        && !bias.is_tracked()
+    // Elements are indexed as u32 on wgpu. Under autodiff a bias alone stays Burn's add, whose
+    // backward passes the gradient on without a launch; on the CPU backend a bias alone is one
+    // pass in Burn already.
+    let device = (wgpu_f32(y) && wgpu_f32(bias)) || (flex_f32(y) && flex_f32(bias) && activation.is_some());
+    len > 0 && u32::try_from(len).is_ok() && device && (activation.is_some() || !y.is_autodiff()) && !bias.is_tracked()
 }
 
 /// [`bias_activation`] in Burn operations: any backend, autodiff included. Same shapes.
@@ -143,43 +187,153 @@ pub fn bias_activation_fallback<const D: usize>(
     }
 }
 
-#[backend_extension(Cube, Autodiff)]
+/// `activation(y + bias)` with its own backward, on the CPU backend and on wgpu: the backward
+/// recomputes the activation's derivative from `y` instead of autodiff keeping every intermediate
+/// of a dozen operations.
+#[backend_extension(Flex, Cube, Autodiff)]
 trait BiasActivationBackend: Backend {
-    fn bias_activation(y: FloatTensor<Self>, bias: FloatTensor<Self>, activation: u32) -> FloatTensor<Self>;
+    /// `[rows, n]`, `[n]` -> `[rows, n]`.
+    fn bias_activation(
+        y: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        activation: Option<Activation>,
+    ) -> FloatTensor<Self>;
+    /// The gradient of `y` from the output's, `grad * activation'(y + bias)`: `[rows, n]`.
+    fn bias_activation_input_grad(
+        y: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        activation: Option<Activation>,
+    ) -> FloatTensor<Self>;
 }
 
-impl BiasActivationBackend for Cube {
-    fn bias_activation(y: CubeTensor, bias: CubeTensor, activation: u32) -> CubeTensor {
-        forward(y, bias, activation)
+impl BiasActivationBackend for Flex {
+    fn bias_activation(y: FlexTensor, bias: FlexTensor, activation: Option<Activation>) -> FlexTensor {
+        let (y, bias) = (y.to_contiguous(), bias.to_contiguous());
+        let (ys, bias) = (elements::<f32>(&y), elements::<f32>(&bias));
+        let out = match activation {
+            Some(Activation::QuickGelu) => by_element(ys, bias, None, |x, _| Activation::QuickGelu.of(x)),
+            Some(Activation::GeluTanh) => by_element(ys, bias, None, |x, _| Activation::GeluTanh.of(x)),
+            Some(Activation::Gelu) => by_element(ys, bias, None, |x, _| Activation::Gelu.of(x)),
+            None => by_element(ys, bias, None, |x, _| x),
+        };
+        FlexTensor::from_data(TensorData::new(out, dims2(&y)))
+    }
+
+    fn bias_activation_input_grad(
+        y: FlexTensor,
+        bias: FlexTensor,
+        grad: FlexTensor,
+        activation: Option<Activation>,
+    ) -> FlexTensor {
+        let (y, bias, grad) = (y.to_contiguous(), bias.to_contiguous(), grad.to_contiguous());
+        let (ys, bias, grads) = (elements::<f32>(&y), elements::<f32>(&bias), Some(elements::<f32>(&grad)));
+        let out = match activation {
+            Some(Activation::QuickGelu) => by_element(ys, bias, grads, |x, g| g * Activation::QuickGelu.derivative(x)),
+            Some(Activation::GeluTanh) => by_element(ys, bias, grads, |x, g| g * Activation::GeluTanh.derivative(x)),
+            Some(Activation::Gelu) => by_element(ys, bias, grads, |x, g| g * Activation::Gelu.derivative(x)),
+            None => by_element(ys, bias, grads, |_, g| g),
+        };
+        FlexTensor::from_data(TensorData::new(out, dims2(&y)))
     }
 }
 
-impl<C: CheckpointStrategy> BiasActivationBackend for Autodiff<Cube, C> {
-    fn bias_activation(y: FloatTensor<Self>, bias: FloatTensor<Self>, activation: u32) -> FloatTensor<Self> {
+/// Elements of a CPU task at least, so that a task is worth its scheduling.
+const ELEMENTS_PER_TASK: usize = 1 << 14;
+
+/// `f(y + bias, grad)` for each element of `ys` `[rows, n]` (`grad` 0 without `grads`), rows
+/// split over threads. Generic in `f` so that each activation's loop is compiled on its own.
+fn by_element(ys: &[f32], bias: &[f32], grads: Option<&[f32]>, f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    let n = bias.len();
+    let mut out = vec![0f32; ys.len()];
+    if n == 0 {
+        return out;
+    }
+    for_each_part(&mut out, n, (ELEMENTS_PER_TASK / n).max(1), |(row, out)| {
+        let ys = &ys[row * n..][..n];
+        match grads {
+            Some(grads) => {
+                let grads = &grads[row * n..][..n];
+                for (((out, &y), &b), &g) in out.iter_mut().zip(ys).zip(bias).zip(grads) {
+                    *out = f(y + b, g);
+                }
+            }
+            None => {
+                for ((out, &y), &b) in out.iter_mut().zip(ys).zip(bias) {
+                    *out = f(y + b, 0.0);
+                }
+            }
+        }
+    });
+    out
+}
+
+impl BiasActivationBackend for Cube {
+    fn bias_activation(y: CubeTensor, bias: CubeTensor, activation: Option<Activation>) -> CubeTensor {
+        forward(y, bias, activation)
+    }
+
+    fn bias_activation_input_grad(
+        y: CubeTensor,
+        bias: CubeTensor,
+        grad: CubeTensor,
+        activation: Option<Activation>,
+    ) -> CubeTensor {
+        let inputs = [y, bias, grad].map(contiguous);
+        launch_elementwise::<BiasActivationBackwardShader>(BACKWARD, &inputs, activation)
+    }
+}
+
+impl<B: BiasActivationBackend, C: CheckpointStrategy> BiasActivationBackend for Autodiff<B, C> {
+    fn bias_activation(
+        y: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        activation: Option<Activation>,
+    ) -> FloatTensor<Self> {
         // Only y is registered as a parent: a tracked bias would silently get no gradient, and
         // `bias_activation` sends one to the fallback.
         assert!(!bias.is_tracked(), "bias_activation kernel: the bias must not be tracked");
-        let bias = contiguous(bias.into_primitive());
+        let bias = Self::inner(bias);
         match BiasActivationBackward.prepare::<C>([y.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
-                let y = contiguous(y.into_primitive());
-                let output = forward(y.clone(), bias.clone(), activation);
-                prep.finish(BackwardState { y, bias, activation }, output)
+                let y = y.into_primitive();
+                let output = B::bias_activation(y.clone(), bias.clone(), activation);
+                prep.finish(BackwardState::<B> { y, bias, activation }, output)
             }
-            OpsKind::UnTracked(prep) => prep.finish(forward(y.into_primitive(), bias, activation)),
+            OpsKind::UnTracked(prep) => prep.finish(B::bias_activation(y.into_primitive(), bias, activation)),
         }
+    }
+
+    /// Not differentiated itself: the backward of [`BiasActivationBackend::bias_activation`] calls
+    /// the inner backend's.
+    fn bias_activation_input_grad(
+        y: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        activation: Option<Activation>,
+    ) -> FloatTensor<Self> {
+        Self::from_inner(B::bias_activation_input_grad(
+            Self::inner(y),
+            Self::inner(bias),
+            Self::inner(grad),
+            activation,
+        ))
     }
 }
 
 /// y: `[rows, n]`.
-fn forward(y: CubeTensor, bias: CubeTensor, activation: u32) -> CubeTensor {
+fn forward(y: CubeTensor, bias: CubeTensor, activation: Option<Activation>) -> CubeTensor {
     launch_elementwise::<BiasActivationShader>(SOURCE, &[y, bias].map(contiguous), activation)
 }
 
 /// Launches one of the two shaders over `inputs` (`[y, bias]` forward, `[y, bias, the output's
 /// gradient]` backward), all contiguous with y `[rows, n]`: one lane per element of y, a new tensor
 /// of y's shape.
-fn launch_elementwise<Name: 'static>(source: WgslSource, inputs: &[CubeTensor], activation: u32) -> CubeTensor {
+fn launch_elementwise<Name: 'static>(
+    source: WgslSource,
+    inputs: &[CubeTensor],
+    activation: Option<Activation>,
+) -> CubeTensor {
     let shape = inputs[0].meta.shape().clone();
     let (len, n) = (shape.num_elements(), shape[1]);
     let (workgroups, groups_x) = spread(len.div_ceil(WORKGROUP_SIZE as usize));
@@ -189,33 +343,33 @@ fn launch_elementwise<Name: 'static>(source: WgslSource, inputs: &[CubeTensor], 
         workgroups,
         &inputs,
         shape,
-        &[size(len), size(n), activation, groups_x],
+        &[size(len), size(n), activation.map_or(NO_ACTIVATION, Activation::code), groups_x],
     )
 }
 
+/// What the backward needs: the forward's inputs, from which the activation's derivative is
+/// recomputed.
 #[derive(Debug, Clone)]
-struct BackwardState {
-    /// `[rows, n]` and `[n]`, contiguous: the forward's inputs, from which the activation's
-    /// derivative is recomputed.
-    y: CubeTensor,
-    bias: CubeTensor,
-    activation: u32,
+struct BackwardState<B: Backend> {
+    /// `[rows, n]`.
+    y: FloatTensor<B>,
+    /// `[n]`.
+    bias: FloatTensor<B>,
+    activation: Option<Activation>,
 }
 
 #[derive(Debug)]
 struct BiasActivationBackward;
 
-impl Backward<Cube, 1> for BiasActivationBackward {
-    type State = BackwardState;
+impl<B: BiasActivationBackend> Backward<B, 1> for BiasActivationBackward {
+    type State = BackwardState<B>;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let [y_node] = ops.parents;
-        let grad = grads.consume::<Cube>(&ops.node);
+        let grad = grads.consume::<B>(&ops.node);
         if let Some(node) = y_node {
             let BackwardState { y, bias, activation } = ops.state;
-            let dy =
-                launch_elementwise::<BiasActivationBackwardShader>(BACKWARD, &[y, bias, contiguous(grad)], activation);
-            grads.register::<Cube>(node.id, dy);
+            grads.register::<B>(node.id, B::bias_activation_input_grad(y, bias, grad, activation));
         }
     }
 }

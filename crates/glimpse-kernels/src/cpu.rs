@@ -11,6 +11,11 @@ pub(crate) fn on_flex<const D: usize>(tensor: &Tensor<D>) -> bool {
     matches!(tensor.device().inner().as_dispatch(), DispatchDevice::Flex(_))
 }
 
+/// Whether `tensor` is f32 on the CPU backend (tracked by autodiff or not): what the CPU kernels read.
+pub(crate) fn flex_f32<const D: usize>(tensor: &Tensor<D>) -> bool {
+    on_flex(tensor) && tensor.dtype() == burn::tensor::DType::F32
+}
+
 /// `[rows, columns]` of a 2-d tensor.
 pub(crate) fn dims2(tensor: &FlexTensor) -> [usize; 2] {
     let shape = tensor.layout().shape();

@@ -1,13 +1,14 @@
 //! Hand-written kernels for glimpse's hot operations: WGSL for wgpu, and Rust for the CPU
-//! backend where Burn has no fitting operation (the 8-bit matrix product, [`q8_matmul`]) or runs
-//! it on one thread (the products of a few rows in [`linear`] and [`matmul_t`]).
+//! backend where Burn has no fitting operation (the 8-bit matrix product, [`q8_matmul`]), runs
+//! it on one thread (the products of a few rows in [`linear`] and [`matmul_t`]) or in a dozen
+//! passes ([`bias_activation`]).
 //!
 //! Each operation is one backend-agnostic function over `Tensor<D>`: where its kernel applies
 //! (f32 tensors on a wgpu device — Vulkan, Metal, DX12, or WebGPU in the browser — for the
-//! kernels in the crate's `shaders/` folder; the CPU backend for the 8-bit and the few-row products) it runs the
-//! kernel; everywhere else (other backends, shapes or autodiff uses a kernel does not cover) it
-//! runs its portable fallback, written in plain Burn operations and public so callers can compare
-//! the two. A `*_uses_kernel` function tells which path a call takes (`q8_dequantize` has none:
+//! kernels in the crate's `shaders/` folder; the CPU backend for the 8-bit and the few-row products
+//! and the bias plus activation) it runs the kernel; everywhere else (other backends, shapes or
+//! autodiff uses a kernel does not cover) it runs its portable fallback, written in plain Burn
+//! operations and public so callers can compare the two. A `*_uses_kernel` function tells which path a call takes (`q8_dequantize` has none:
 //! its two paths give the same values). [`masked_pool`], [`layer_norm`], [`bias_activation`] and
 //! [`q8_matmul`] have hand-written backwards, so their kernels also run under autodiff (for the
 //! masks, and for a LayerNorm's, an activation's or a product's input when the parameters are

@@ -1,4 +1,5 @@
-//! `bias_activation`: the WGSL kernel against the Burn fallback, and the choice between them.
+//! `bias_activation`: the WGSL kernel and the CPU backend's against the Burn fallback, and the
+//! choice between them.
 //!
 //! Parity is measured as `max |kernel - fallback| / max |fallback|` over the whole output.
 
@@ -6,42 +7,68 @@ mod support;
 
 use burn::prelude::*;
 use glimpse_kernels::{Activation, bias_activation, bias_activation_fallback, bias_activation_uses_kernel};
-use support::{read, relative_error, tensor, wgpu};
+use support::{on_threads, read, relative_error, tensor, wgpu};
 
 const TOLERANCE: f32 = 1e-4;
 const ACTIVATIONS: [Option<Activation>; 4] =
     [Some(Activation::QuickGelu), Some(Activation::GeluTanh), Some(Activation::Gelu), None];
 
+/// The devices with a kernel: the CPU backend always, wgpu where this run covers it.
+fn devices() -> Vec<Device> {
+    std::iter::once(Device::flex()).chain(wgpu()).collect()
+}
+
 fn assert_kernel_matches_fallback<const D: usize>(y: Tensor<D>, seed: u64) {
     let dims = y.dims();
     let bias = tensor([dims[D - 1]], seed, 1.0, &y.device());
+    let on_cpu = y.device() == Device::flex();
     for activation in ACTIVATIONS {
-        assert!(
+        // On the CPU backend a bias alone is Burn's add.
+        let chosen = !(on_cpu && activation.is_none());
+        assert_eq!(
             bias_activation_uses_kernel(&y, Some(&bias), activation),
-            "{dims:?}: the kernel was not chosen on wgpu"
+            chosen,
+            "{dims:?}, {activation:?} on {:?}: the wrong path was chosen",
+            y.device()
         );
         let kernel = read(bias_activation(y.clone(), Some(bias.clone()), activation));
         let fallback = read(bias_activation_fallback(y.clone(), Some(bias.clone()), activation));
         let error = relative_error(&kernel, &fallback);
-        assert!(error <= TOLERANCE, "{dims:?}, {activation:?}: relative error {error:e}");
+        assert!(error <= TOLERANCE, "{dims:?}, {activation:?} on {:?}: relative error {error:e}", y.device());
     }
 }
 
 #[test]
 fn kernel_matches_fallback_for_mlp_shapes() {
-    let Some(device) = wgpu() else { return };
-    // GPT-2 decoding, CLIP's text-tower batch, and widths that are no multiple of the workgroup.
-    assert_kernel_matches_fallback(tensor([1, 1, 3072], 1, 4.0, &device), 1);
-    assert_kernel_matches_fallback(tensor([64, 16, 2048], 2, 4.0, &device), 2);
-    assert_kernel_matches_fallback(tensor([3, 7, 37], 3, 4.0, &device), 3);
-    assert_kernel_matches_fallback(tensor([5, 1], 4, 4.0, &device), 4);
+    for device in devices() {
+        // GPT-2 decoding, CLIP's text-tower batch, and widths that are no multiple of the workgroup.
+        assert_kernel_matches_fallback(tensor([1, 1, 3072], 1, 4.0, &device), 1);
+        assert_kernel_matches_fallback(tensor([64, 16, 2048], 2, 4.0, &device), 2);
+        assert_kernel_matches_fallback(tensor([3, 7, 37], 3, 4.0, &device), 3);
+        assert_kernel_matches_fallback(tensor([5, 1], 4, 4.0, &device), 4);
+    }
 }
 
 #[test]
 fn kernel_stays_finite_where_the_activations_saturate() {
-    let Some(device) = wgpu() else { return };
-    // Arguments far beyond the clamps: exp and tanh of these would overflow unclamped.
-    assert_kernel_matches_fallback(tensor([4, 256], 11, 200.0, &device), 11);
+    for device in devices() {
+        // Arguments far beyond the clamps: exp and tanh of these would overflow unclamped.
+        assert_kernel_matches_fallback(tensor([4, 256], 11, 200.0, &device), 11);
+    }
+}
+
+#[test]
+fn cpu_kernel_gives_the_same_values_however_its_rows_are_split() {
+    // 512 rows of 2048: tasks of 8 rows, so one thread runs 64 tasks and three share them.
+    let cpu = Device::flex();
+    let (y, bias) = (tensor([512, 2048], 5, 4.0, &cpu), tensor([2048], 6, 1.0, &cpu));
+    let fallback = read(bias_activation_fallback(y.clone(), Some(bias.clone()), Some(Activation::QuickGelu)));
+    for threads in [1, 3] {
+        let kernel =
+            on_threads(threads, || read(bias_activation(y.clone(), Some(bias.clone()), Some(Activation::QuickGelu))));
+        let error = relative_error(&kernel, &fallback);
+        assert!(error <= TOLERANCE, "{threads} threads: relative error {error:e}");
+    }
 }
 
 #[test]
@@ -53,34 +80,34 @@ fn kernel_matches_fallback_beyond_one_dispatch_dimension() {
 
 #[test]
 fn kernel_reads_views_by_copying_them() {
-    let Some(device) = wgpu() else { return };
-    assert_kernel_matches_fallback(tensor([96, 6], 31, 2.0, &device).swap_dims(0, 1), 31);
+    for device in devices() {
+        assert_kernel_matches_fallback(tensor([96, 6], 31, 2.0, &device).swap_dims(0, 1), 31);
+    }
 }
 
 #[test]
 fn kernel_on_wgpu_matches_fallback_on_cpu() {
     let Some(device) = wgpu() else { return };
+    let cpu = Device::flex();
     for activation in ACTIVATIONS {
-        let run = |device: &Device| {
-            bias_activation(tensor([2, 5, 300], 41, 4.0, device), Some(tensor([300], 42, 1.0, device)), activation)
-        };
-        let error = relative_error(&read(run(&device)), &read(run(&Device::flex())));
+        let inputs = |device: &Device| (tensor([2, 5, 300], 41, 4.0, device), Some(tensor([300], 42, 1.0, device)));
+        let ((y, bias), (y_cpu, bias_cpu)) = (inputs(&device), inputs(&cpu));
+        let kernel = read(bias_activation(y, bias, activation));
+        let error = relative_error(&kernel, &read(bias_activation_fallback(y_cpu, bias_cpu, activation)));
         assert!(error <= TOLERANCE, "{activation:?}: relative error {error:e}");
     }
 }
 
 #[test]
-fn cpu_tensors_and_a_missing_bias_take_the_fallback() {
+fn a_missing_bias_and_other_dtypes_take_the_fallback() {
+    for device in devices() {
+        let y = tensor([2, 64], 53, 2.0, &device);
+        assert!(!bias_activation_uses_kernel(&y, None, Some(Activation::GeluTanh)));
+    }
+    // The CPU kernel reads f32 only.
     let cpu = Device::flex();
-    let (y, bias) = (tensor([2, 64], 51, 2.0, &cpu), tensor([64], 52, 1.0, &cpu));
+    let (y, bias) = (tensor([2, 64], 55, 2.0, &cpu).cast(burn::tensor::FloatDType::F64), tensor([64], 56, 1.0, &cpu));
     assert!(!bias_activation_uses_kernel(&y, Some(&bias), Some(Activation::GeluTanh)));
-    assert_eq!(
-        read(bias_activation(y.clone(), Some(bias.clone()), Some(Activation::GeluTanh))),
-        read(bias_activation_fallback(y, Some(bias), Some(Activation::GeluTanh)))
-    );
-    let Some(device) = wgpu() else { return };
-    let y = tensor([2, 64], 53, 2.0, &device);
-    assert!(!bias_activation_uses_kernel(&y, None, Some(Activation::GeluTanh)));
 }
 
 /// `(loss, dloss/dy)` for `f` applied to `2 y` with a constant bias; the loss weights each output by
@@ -100,8 +127,9 @@ fn loss_and_gradient<const D: usize>(
 
 #[test]
 fn gradient_of_y_matches_fallback_under_autodiff() {
-    let Some(plain) = wgpu() else { return };
-    for device in [plain.clone().autodiff(), plain.autodiff().gradient_checkpointing()] {
+    for device in
+        devices().into_iter().flat_map(|plain| [plain.clone().autodiff(), plain.autodiff().gradient_checkpointing()])
+    {
         // GPT-2's MLP at a guided step, a width no multiple of the workgroup, and arguments far
         // beyond the clamps (where the derivative is zero or one).
         for (shape, scale, seed) in [([2, 12, 3072], 3.0, 111), ([3, 5, 37], 3.0, 112), ([4, 1, 256], 200.0, 113)] {
@@ -111,7 +139,7 @@ fn gradient_of_y_matches_fallback_under_autodiff() {
             for activation in ACTIVATIONS.into_iter().flatten() {
                 assert!(
                     bias_activation_uses_kernel(&y, Some(&bias), Some(activation)),
-                    "{shape:?}: the kernel was not chosen under autodiff"
+                    "{shape:?} on {device:?}: the kernel was not chosen under autodiff"
                 );
                 let run = |f| loss_and_gradient(f, y.clone(), bias.clone(), activation, weights.clone());
                 let (kernel_loss, kernel) = run(bias_activation);
@@ -144,8 +172,12 @@ fn exact_gelu_gradient<const D: usize>(y: Tensor<D>, bias: Tensor<1>, weights: T
 
 #[test]
 fn gradient_of_a_view_matches_fallback() {
-    let Some(device) = wgpu() else { return };
-    let device = device.autodiff();
+    for device in devices() {
+        gradient_of_a_view_matches_fallback_on(device.autodiff());
+    }
+}
+
+fn gradient_of_a_view_matches_fallback_on(device: Device) {
     // Rows of the transpose: the kernel copies the view, the gradient must land on the original.
     let transposed: fn(Tensor<2>, Option<Tensor<1>>, Option<Activation>) -> Tensor<2> =
         |y, bias, activation| bias_activation(y.swap_dims(0, 1), bias, activation).swap_dims(0, 1);
@@ -161,8 +193,12 @@ fn gradient_of_a_view_matches_fallback() {
 
 #[test]
 fn under_autodiff_a_tracked_bias_or_no_activation_takes_the_fallback() {
-    let Some(device) = wgpu() else { return };
-    let device = device.autodiff();
+    for device in devices() {
+        under_autodiff_a_tracked_bias_or_no_activation_takes_the_fallback_on(device.autodiff());
+    }
+}
+
+fn under_autodiff_a_tracked_bias_or_no_activation_takes_the_fallback_on(device: Device) {
     let y = tensor([2, 64], 131, 2.0, &device).require_grad();
     let bias = tensor([64], 132, 1.0, &device);
     // A bias alone is Burn's add, whose backward costs no launch.

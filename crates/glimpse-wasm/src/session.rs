@@ -321,9 +321,20 @@ enum JsFile {
     },
 }
 
+/// Blobs up to this size are read whole, at once: each read of a Blob is a round trip to the
+/// browser's blob store, and a small model read tensor by tensor paid it for each of its hundred
+/// tensors (a third of the demo's load). Larger ones are read range by range, so that a 1 GB
+/// checkpoint is never copied whole.
+const WHOLE_BLOB_BYTES: f64 = (64 << 20) as f64;
+
 impl JsFile {
     fn from_blob(blob: web_sys::Blob) -> Result<Self, JsValue> {
-        Ok(JsFile::Blob { reader: web_sys::FileReaderSync::new()?, blob })
+        let reader = web_sys::FileReaderSync::new()?;
+        if blob.size() <= WHOLE_BLOB_BYTES {
+            let whole = reader.read_as_array_buffer(&blob)?;
+            return Ok(JsFile::Bytes(Uint8Array::new(&whole)));
+        }
+        Ok(JsFile::Blob { reader, blob })
     }
 }
 

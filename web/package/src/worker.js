@@ -190,7 +190,8 @@ async function gather(what, source, names, progress) {
   return files;
 }
 
-// The engine reads the weights out of a Blob range by range, so a picked file stays on disk.
+// The engine reads the weights out of a Blob range by range (one of at most 64 MiB at once), so a
+// picked file stays on disk.
 async function asBytes(field, value) {
   const size = value?.byteLength ?? value?.size;
   if (size > MAX_FILE_BYTES) throw named(ErrorName.modelLoad, tooLarge(`the ${field} given`));
