@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{RecvTimeoutError, channel};
 use std::time::{Duration, SystemTime};
 
-use glimpse_hub::remote::{Hub, Progress, RepoId, may_send_token};
+use glimpse_hub::remote::{Hub, MinSpeed, Progress, RepoId, may_send_token};
 use glimpse_models::{Gpt2Bundle, ModelFiles};
 use glimpse_tests::hub_server::{COMMIT, ESCAPING_COMMIT, Fault, HubServer};
 use glimpse_tests::{fixture, weight_bytes};
@@ -19,7 +19,13 @@ fn cache(name: &str) -> PathBuf {
 }
 
 fn hub(server: &HubServer, cache: &std::path::Path) -> Hub {
-    Hub { endpoint: server.endpoint.clone(), cache: cache.to_path_buf(), token: None, offline: false }
+    Hub {
+        endpoint: server.endpoint.clone(),
+        cache: cache.to_path_buf(),
+        token: None,
+        offline: false,
+        min_speed: MinSpeed::default(),
+    }
 }
 
 fn id(repo: &str) -> RepoId {
@@ -112,6 +118,22 @@ fn a_dropped_connection_resumes_where_it_stopped() {
         server.take_log().into_iter().filter(|l| l.starts_with("GET") && l.contains("safetensors")).collect();
     assert_eq!(gets.len(), 2, "{gets:?}");
     assert!(gets[1].ends_with(&format!("bytes={}-", size / 2)), "the second request resumes: {gets:?}");
+}
+
+#[test]
+fn a_download_slower_than_the_floor_is_cut_and_kept_for_the_next_run() {
+    let server = HubServer::start();
+    server.add("test/trickle", &fixture("gpt2-lmhead"), Fault::Trickle);
+    let cache = cache("trickle");
+    // 20 bytes a second against a floor of 4 KiB a second: each attempt is cut after a second.
+    let hub = Hub { min_speed: MinSpeed { bytes: 4096, window: Duration::from_secs(1) }, ..hub(&server, &cache) };
+    let message = within(60, move || error(&hub, "test/trickle"));
+    assert!(message.contains("below the least kept going") && message.contains("after 3 attempts"), "{message}");
+    assert!(message.contains("the next run resumes"), "{message}");
+    let gets: Vec<String> =
+        server.take_log().into_iter().filter(|l| l.starts_with("GET") && l.contains("safetensors")).collect();
+    assert_eq!(gets.len(), 3, "{gets:?}");
+    assert!(gets[1].contains("bytes=") && gets[2].contains("bytes="), "each attempt resumes: {gets:?}");
 }
 
 #[test]
@@ -381,6 +403,7 @@ fn debug_never_shows_the_token() {
         cache: PathBuf::from("/tmp/cache"),
         token: Some("hf_TopSecret123".into()),
         offline: false,
+        min_speed: MinSpeed::default(),
     };
     let text = format!("{hub:?} {hub:#?}");
     assert!(!text.contains("hf_TopSecret123") && text.contains("redacted"), "{text}");

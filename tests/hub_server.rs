@@ -37,6 +37,9 @@ pub enum Fault {
     RangeRefused,
     /// A GET trickles the body out over about a second, so that two fetchers overlap.
     Slow,
+    /// A GET sends 1 KiB of the body, then a byte every 50 ms (a connection that never times out
+    /// and never finishes).
+    Trickle,
     /// The HEAD of `config.json` announces a terabyte.
     HugeConfig,
 }
@@ -116,6 +119,8 @@ enum Delivery {
     Endless,
     /// In small pieces with pauses.
     Slow,
+    /// 1 KiB, then a byte at a time with pauses, until the client hangs up.
+    Trickle,
 }
 
 fn serve(stream: TcpStream, state: &Mutex<State>) {
@@ -174,6 +179,16 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
             for piece in body.chunks(body.len().div_ceil(20).max(1)) {
                 std::thread::sleep(Duration::from_millis(50));
                 if out.write_all(piece).is_err() {
+                    break;
+                }
+            }
+        }
+        Delivery::Trickle => {
+            let (first, rest) = body.split_at(body.len().min(1024));
+            let _ = out.write_all(first);
+            for byte in rest.chunks(1) {
+                std::thread::sleep(Duration::from_millis(50));
+                if out.write_all(byte).and_then(|()| out.flush()).is_err() {
                     break;
                 }
             }
@@ -249,6 +264,7 @@ fn answer(
         }
         Fault::Endless => Delivery::Endless,
         Fault::Slow => Delivery::Slow,
+        Fault::Trickle => Delivery::Trickle,
         _ => Delivery::Whole,
     };
     let status = match range {

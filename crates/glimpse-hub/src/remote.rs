@@ -115,6 +115,24 @@ pub struct Hub {
     pub cache: PathBuf,
     pub token: Option<String>,
     pub offline: bool,
+    /// The slowest download kept going.
+    pub min_speed: MinSpeed,
+}
+
+/// A download that receives fewer than `bytes` in `window` is cut and resumed by a new request
+/// (at most twice more, then it fails with what arrived kept for the next run): a server that
+/// trickles a byte at a time within the read timeout would otherwise hold a download forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinSpeed {
+    pub bytes: u64,
+    pub window: Duration,
+}
+
+impl Default for MinSpeed {
+    /// 512 KiB a minute (8.5 KiB/s): far below any connection that can fetch a model at all.
+    fn default() -> Self {
+        Self { bytes: 512 << 10, window: Duration::from_secs(60) }
+    }
 }
 
 impl std::fmt::Debug for Hub {
@@ -124,6 +142,7 @@ impl std::fmt::Debug for Hub {
             .field("cache", &self.cache)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("offline", &self.offline)
+            .field("min_speed", &self.min_speed)
             .finish()
     }
 }
@@ -158,6 +177,7 @@ impl Hub {
             cache: var("HF_HUB_CACHE").map(PathBuf::from).unwrap_or_else(|| home.join("hub")),
             token,
             offline,
+            min_speed: MinSpeed::default(),
         }
     }
 
@@ -516,6 +536,8 @@ impl Hub {
         // One byte past the announced size is enough to know that the server sends too much.
         let mut reader = response.into_reader().take(remaining + 1);
         let mut buffer = vec![0u8; 1 << 16];
+        // Bytes received since the window began; a read waits at most the read timeout.
+        let (mut window_start, mut window_from) = (Instant::now(), done);
         loop {
             let n = reader.read(&mut buffer).map_err(|e| Stop::Retry(format!("the connection dropped: {e}")))?;
             if n == 0 {
@@ -528,6 +550,18 @@ impl Hub {
             done += n as u64;
             lock.touch();
             progress(Progress::Bytes { file, done });
+            if window_start.elapsed() >= self.min_speed.window {
+                let received = done - window_from;
+                if received < self.min_speed.bytes {
+                    return Err(Stop::Retry(format!(
+                        "{url} sent {received} bytes in {:.0} s, below the least kept going ({} bytes in {} s)",
+                        window_start.elapsed().as_secs_f64(),
+                        self.min_speed.bytes,
+                        self.min_speed.window.as_secs()
+                    )));
+                }
+                (window_start, window_from) = (Instant::now(), done);
+            }
         }
         out.sync_all().map_err(|e| Stop::Retry(format!("{}: {e}", partial.display())))?;
         if done < meta.size {
