@@ -247,6 +247,34 @@ fn clip_embeddings_and_logits_match_transformers() {
     }
 }
 
+/// Texts that begin alike, in runs as a guided step's candidates come (the caption so far and one
+/// more word each), encode on the CPU backend with each run's beginning encoded once: the
+/// embeddings equal each text's encoded alone, with the end token found by id (clip-b) and as the
+/// largest id (clip-a).
+#[test]
+fn texts_sharing_beginnings_encode_as_each_alone() {
+    let device = Device::flex();
+    for name in CLIP_FIXTURES {
+        let bundle = clip(name, &device);
+        let texts: Vec<String> = ["a photo of a blue", "there are 3 purple"]
+            .iter()
+            .flat_map(|start| {
+                ["circle", "square on the left", "red", "triangles"].map(|word| format!("{start} {word}"))
+            })
+            .collect();
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let ids = bundle.tokenize(&texts).unwrap();
+        assert!(bundle.model.text_shares_beginnings(&ids, &device), "{name}: {ids:?} were encoded whole");
+        let together = values(bundle.encode_texts(&texts).unwrap());
+        let alone: Vec<f32> = texts.iter().flat_map(|text| values(bundle.encode_texts(&[text]).unwrap())).collect();
+        let err = max_abs_diff(&together, &alone);
+        assert!(err <= TOL, "{name}: shared beginnings change the embeddings by {err}");
+        // One text alone, or texts that share only the start token, are encoded whole.
+        assert!(!bundle.model.text_shares_beginnings(&ids[..1], &device));
+        assert!(!bundle.model.text_shares_beginnings(&bundle.tokenize(&["red", "a blue square"]).unwrap(), &device));
+    }
+}
+
 /// The three key forms of GPT-2 files give the same model: bare `h.0` (fixture gpt2-base),
 /// `transformer.h.0` (gpt2-lmhead), and `transformer.h.0` plus an explicit `lm_head.weight`.
 /// An untied checkpoint (`tie_word_embeddings: false`) uses its own head.

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
 use crate::hf_config::{check_model_type, hf_config_json};
-use crate::nn::{Activation, Dense, LayerNorm, ShardedTable, attention, causal_mask, merge_heads, split_heads};
+use crate::nn::{Activation, Dense, LayerNorm, ShardedTable, attention, causal_mask, merge_heads, on_cpu, split_heads};
 use crate::tensor::l2_normalize;
 use crate::weights::{Layout, Loader, Saver, Tensors, WeightFile, WeightFormat};
 
@@ -287,14 +287,33 @@ impl EncoderLayer {
     /// `[batch, seq, d]` -> `[batch, seq, d]`; `mask` ([`causal_mask`]) hides future positions
     /// (text tower).
     fn forward(&self, x: Tensor<3>, n_head: usize, act: Activation, mask: Option<&Tensor<4, Bool>>) -> Tensor<3> {
+        self.forward_after(x, None, n_head, act, mask).0
+    }
+
+    /// As [`EncoderLayer::forward`], the keys and values of `past` positions (`[batch, heads,
+    /// past, head_dim]` each) placed before x's own; also returns x's own keys and values. `mask`:
+    /// `[batch or 1, 1, seq, past + seq]`.
+    fn forward_after(
+        &self,
+        x: Tensor<3>,
+        past: Option<[Tensor<4>; 2]>,
+        n_head: usize,
+        act: Activation,
+        mask: Option<&Tensor<4, Bool>>,
+    ) -> (Tensor<3>, [Tensor<4>; 2]) {
         let h = self.layer_norm1.forward(x.clone());
         let q = split_heads(self.q_proj.forward(h.clone()), n_head);
         let k = split_heads(self.k_proj.forward(h.clone()), n_head);
         let v = split_heads(self.v_proj.forward(h), n_head);
-        let attended = merge_heads(attention(q, k, v, mask));
-        let x = self.out_proj.forward_residual(attended, x);
+        let attended = match past {
+            Some([past_k, past_v]) => {
+                attention(q, Tensor::cat(vec![past_k, k.clone()], 2), Tensor::cat(vec![past_v, v.clone()], 2), mask)
+            }
+            None => attention(q, k.clone(), v.clone(), mask),
+        };
+        let x = self.out_proj.forward_residual(merge_heads(attended), x);
         let h = self.fc1.forward_normed(x.clone(), &self.layer_norm2, Some(act));
-        self.fc2.forward_residual(h, x)
+        (self.fc2.forward_residual(h, x), [k, v])
     }
 }
 
@@ -390,6 +409,106 @@ impl ClipText {
 
     /// Token ids (already with start/end tokens) -> pooled `[batch, hidden]`.
     fn forward(&self, ids: &[Vec<u32>], device: &Device) -> Tensor<2> {
+        match self.shared_beginnings(ids, device) {
+            Some(runs) => self.forward_shared(ids, &runs, device),
+            None => self.forward_whole(ids, device),
+        }
+    }
+
+    /// Runs of consecutive rows that begin with the same tokens, where encoding each run's
+    /// beginning once and then only the rest of each row takes at most two thirds of the positions
+    /// of encoding every row whole (the two passes cost more operations); `None` elsewhere, and off the CPU backend (on a GPU the second pass's
+    /// launches cost more than the positions it saves).
+    ///
+    /// Guided decoding asks for this: the `top_k` candidates of a caption are the caption so far
+    /// and one more token each. The causal mask makes a position's state depend on the positions
+    /// before it only, so a shared beginning has the same states in every row.
+    fn shared_beginnings(&self, ids: &[Vec<u32>], device: &Device) -> Option<Vec<Run>> {
+        if !on_cpu(device) {
+            return None;
+        }
+        let mut runs: Vec<Run> = Vec::new();
+        for (row, tokens) in ids.iter().enumerate() {
+            // A beginning stops before the pooled position: the rest of a row is never empty.
+            let limit = self.pooling_position(tokens);
+            let common = runs.last().map_or(0, |run| {
+                let first = &ids[run.rows.start];
+                first[..run.len].iter().zip(&tokens[..limit]).take_while(|(a, b)| a == b).count()
+            });
+            match runs.last_mut() {
+                Some(run) if common >= MIN_SHARED => {
+                    run.len = common;
+                    run.rows.end = row + 1;
+                }
+                _ => runs.push(Run { rows: row..row + 1, len: limit }),
+            }
+        }
+        let whole = ids.len() * ids.iter().map(Vec::len).max().unwrap_or(0);
+        let beginnings = runs.len() * runs.iter().map(|run| run.len).max().unwrap_or(0);
+        let rest =
+            ids.len() * runs.iter().flat_map(|run| ids[run.rows.clone()].iter().map(|r| r.len() - run.len)).max()?;
+        (3 * (beginnings + rest) <= 2 * whole).then_some(runs)
+    }
+
+    /// [`ClipText::forward`] with each run's beginning encoded once (its keys and values kept per
+    /// layer), then the rest of its rows attending to them.
+    fn forward_shared(&self, ids: &[Vec<u32>], runs: &[Run], device: &Device) -> Tensor<2> {
+        let pad = ids[0][ids[0].len() - 1];
+        let padded = |rows: Vec<&[u32]>, t: usize| -> Tensor<2, Int> {
+            let flat: Vec<i64> = rows
+                .iter()
+                .flat_map(|row| row.iter().copied().chain(std::iter::repeat(pad)).take(t).map(i64::from))
+                .collect();
+            Tensor::from_data(TensorData::new(flat, [rows.len(), t]), device)
+        };
+        // The beginnings, `[runs, p]`, padded after their tokens (which the causal mask keeps out
+        // of them, and the mask below out of the rest).
+        let p = runs.iter().map(|run| run.len).max().unwrap_or(0);
+        let beginnings = padded(runs.iter().map(|run| &ids[run.rows.start][..run.len]).collect(), p);
+        let positions = self.position_embedding.weight.val().narrow(0, 0, p).unsqueeze::<3>();
+        let mut x = self.token_embedding.lookup(beginnings) + positions;
+        let mask = causal_mask(p, 0, device);
+        let mut past = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            let (next, keys_values) = layer.forward_after(x, None, self.n_head, self.activation, Some(&mask));
+            past.push(keys_values);
+            x = next;
+        }
+        // The rest of each row, `[batch, s]`, at its own positions (padding clamped into range).
+        let b = ids.len();
+        let begun: Vec<(usize, &Run)> =
+            runs.iter().enumerate().flat_map(|(i, run)| run.rows.clone().map(move |_| (i, run))).collect();
+        let s = ids.iter().zip(&begun).map(|(row, (_, run))| row.len() - run.len).max().unwrap_or(0);
+        let last_position = self.position_embedding.weight.dims()[0] - 1;
+        let position_ids: Vec<i64> =
+            begun.iter().flat_map(|(_, run)| (0..s).map(move |i| (run.len + i).min(last_position) as i64)).collect();
+        let position_ids = Tensor::<2, Int>::from_data(TensorData::new(position_ids, [b, s]), device);
+        let rest = padded(ids.iter().zip(&begun).map(|(row, (_, run))| &row[run.len..]).collect(), s);
+        let mut x = self.token_embedding.lookup(rest) + self.position_embedding.forward(position_ids);
+        // Hidden: the padding of a row's beginning, and later positions of its rest.
+        let hidden: Vec<bool> = begun
+            .iter()
+            .flat_map(|(_, run)| {
+                (0..s).flat_map(move |i| (0..p + s).map(move |j| if j < p { j >= run.len } else { j - p > i }))
+            })
+            .collect();
+        let mask = Tensor::<4, Bool>::from_data(TensorData::new(hidden, [b, 1, s, p + s]), device);
+        let of_row = Tensor::<1, Int>::from_data(
+            TensorData::new(begun.iter().map(|(i, _)| *i as i64).collect::<Vec<_>>(), [b]),
+            device,
+        );
+        for (layer, [k, v]) in self.layers.iter().zip(past) {
+            let past = [k.select(0, of_row.clone()), v.select(0, of_row.clone())];
+            x = layer.forward_after(x, Some(past), self.n_head, self.activation, Some(&mask)).0;
+        }
+        self.pool(
+            self.final_layer_norm.forward(x),
+            ids.iter().zip(&begun).map(|(row, (_, run))| self.pooling_position(row) - run.len),
+        )
+    }
+
+    /// Every row encoded whole.
+    fn forward_whole(&self, ids: &[Vec<u32>], device: &Device) -> Tensor<2> {
         let b = ids.len();
         let t = ids.iter().map(Vec::len).max().unwrap_or(0);
         // Padding sits after every real token; the causal mask keeps it out of the pooled state.
@@ -405,13 +524,27 @@ impl ClipText {
         for layer in &self.layers {
             x = layer.forward(x, self.n_head, self.activation, Some(&mask));
         }
-        let x = self.final_layer_norm.forward(x);
-        let d = x.dims()[2];
-        let rows: Vec<i64> =
-            ids.iter().enumerate().map(|(i, row)| (i * t + self.pooling_position(row)) as i64).collect();
-        let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [b]), device);
+        self.pool(self.final_layer_norm.forward(x), ids.iter().map(|row| self.pooling_position(row)))
+    }
+
+    /// Row `i`'s state at `positions[i]`: `[batch, seq, hidden]` -> `[batch, hidden]`.
+    fn pool(&self, x: Tensor<3>, positions: impl Iterator<Item = usize>) -> Tensor<2> {
+        let [b, t, d] = x.dims();
+        let rows: Vec<i64> = positions.enumerate().map(|(i, position)| (i * t + position) as i64).collect();
+        let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [b]), &x.device());
         x.reshape([b * t, d]).select(0, rows)
     }
+}
+
+/// Tokens rows must share before their beginning is encoded once: the start token alone is
+/// shared by every text.
+const MIN_SHARED: usize = 2;
+
+/// Rows `rows` of a batch, which all begin with the same `len` tokens.
+#[derive(Debug)]
+struct Run {
+    rows: std::ops::Range<usize>,
+    len: usize,
 }
 
 /// CLIP: both towers, their projections and the learned temperature.
@@ -498,6 +631,12 @@ impl Clip {
             return Err(ModelError::Input(format!("token id {id} is outside the vocabulary of {vocab}")));
         }
         Ok(self.text_projection.forward(self.text.forward(ids, device)))
+    }
+
+    /// Whether [`Clip::encode_text`] encodes these rows' shared beginnings once (runs of rows that
+    /// begin alike, as a guided step's candidates do, on the CPU backend) rather than every row whole.
+    pub fn text_shares_beginnings(&self, ids: &[Vec<u32>], device: &Device) -> bool {
+        self.text.shared_beginnings(ids, device).is_some()
     }
 
     /// The learned temperature `exp(logit_scale)`, `[1]`.
