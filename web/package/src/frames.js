@@ -43,14 +43,17 @@ function imageDataBitmapSource(data) {
   return canvas;
 }
 
-// `count` frames of `width` x `height`, FRAMES_PER_MESSAGE to a buffer: `frameAt(i)` gives frame
-// `i` as `ImageData`.
-async function* chunked(count, [width, height], frameAt) {
+// `count` frames of `width` x `height`, FRAMES_PER_MESSAGE to a buffer: `frameAt(i, reader)` gives
+// frame `i` as `ImageData`. The frames of a buffer are shared out between `readers` (numbers
+// 0..readers - 1: frame i to reader i % readers), each reading its own in turn, all at once.
+async function* chunked(count, [width, height], frameAt, readers = 1) {
   const frameBytes = width * height * 4;
   for (let start = 0; start < count; start += FRAMES_PER_MESSAGE) {
     const n = Math.min(FRAMES_PER_MESSAGE, count - start);
     const frames = new Uint8Array(n * frameBytes);
-    for (let i = 0; i < n; i++) frames.set((await frameAt(start + i)).data, i * frameBytes);
+    await Promise.all(Array.from({ length: Math.min(readers, n) }, async (_, reader) => {
+      for (let i = reader; i < n; i += readers) frames.set((await frameAt(start + i, reader)).data, i * frameBytes);
+    }));
     yield { frames, width, height };
   }
 }
@@ -75,16 +78,57 @@ export async function* frameChunks(source, fps, imageSize, signal) {
   const size = targetSize(video.videoWidth, video.videoHeight, imageSize);
   const wasPaused = video.paused, time = video.currentTime;
   video.pause();
+  // The element and copies of it seek at once: a seek waits for its frame to be presented, one
+  // frame of the display, so one element reads about 60 frames a second and four read four times
+  // as many.
+  const readers = [video, ...await copiesOf(video, count > 1 ? READERS - 1 : 0)];
   try {
-    yield* chunked(count, size, async (i) => {
+    yield* chunked(count, size, async (i, reader) => {
       signal?.throwIfAborted();
-      await seek(video, Math.min((i + 0.5) / fps, video.duration));
-      return toImageData(video, imageSize, size);
-    });
+      await seek(readers[reader], Math.min((i + 0.5) / fps, video.duration));
+      return toImageData(readers[reader], imageSize, size);
+    }, readers.length);
   } finally {
+    readers.slice(1).forEach(release);
     await seek(video, time).catch(() => {});
     if (!wasPaused) video.play().catch(() => {});
   }
+}
+
+// Elements reading one video's frames at once, the page's own among them.
+const READERS = 4;
+// How long a copy may take to load before it is left out.
+const COPY_LOAD_MS = 3000;
+
+// Up to `n` muted copies of `video` loaded from the same source, on the page but invisible (a
+// browser may not present the frames of an element outside it). A source that cannot be loaded
+// twice (a MediaStream, a MediaSource) gives none: the element then reads alone.
+async function copiesOf(video, n) {
+  if (n === 0 || video.srcObject || !video.currentSrc) return [];
+  const copies = Array.from({ length: n }, () => {
+    const copy = video.cloneNode(true);
+    copy.muted = true;
+    copy.autoplay = false;
+    copy.preload = 'auto';
+    copy.setAttribute('aria-hidden', 'true');
+    copy.style.cssText = 'position: fixed; left: 0; top: 0; width: 1px; height: 1px; opacity: 0; pointer-events: none;';
+    (document.body ?? document.documentElement).append(copy);
+    return copy;
+  });
+  const loaded = await Promise.all(copies.map((copy) => Promise.race([
+    once(copy, 'loadeddata').then(() => copy.videoWidth === video.videoWidth && copy.videoHeight === video.videoHeight, () => false),
+    new Promise((resolve) => setTimeout(() => resolve(false), COPY_LOAD_MS)),
+  ])));
+  copies.filter((_, i) => !loaded[i]).forEach(release);
+  return copies.filter((_, i) => loaded[i]);
+}
+
+// Removes a copy from the page and lets go of its decoder.
+function release(copy) {
+  copy.remove();
+  copy.removeAttribute('src');
+  copy.querySelectorAll('source').forEach((source) => source.remove());
+  copy.load();
 }
 
 // `seeked` can fire before the new picture reaches the element (Chromium with GPU video paths drew
