@@ -108,6 +108,9 @@ async function demoRuns(origin) {
       const shown = await page.locator('#events-list li .caption').allTextContents();
       check(JSON.stringify(shown) === JSON.stringify(run.result.events.map((e) => e.caption)), `demo on ${device}: the page lists the events`);
       check(run.srt.includes('-->') && run.vtt.startsWith('WEBVTT'), `demo on ${device}: SRT and WebVTT are offered`);
+      // The copies of the <video> that read its frames alongside it are gone after the call.
+      const videos = await page.locator('video').count();
+      check(videos === 1, `demo on ${device}: the page holds its one <video> again (${videos})`);
       // The search box: the same moment as `glimpse find`, highlighted on the timeline.
       const query = JSON.parse(readFileSync(join(repo, 'examples/shapes.json'), 'utf8')).events.at(-1).caption;
       const nativeFound = JSON.parse(execFileSync(glimpseBinary(), ['--device', nativeDevice, 'find', join(repo, 'examples/shapes.gif'), query, '--format', 'json'], {
