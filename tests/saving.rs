@@ -61,7 +61,7 @@ struct RecordedReads {
 }
 
 impl ReadAt for RecordedReads {
-    fn len(&self) -> u64 {
+    fn size(&self) -> u64 {
         self.bytes.len() as u64
     }
 

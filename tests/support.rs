@@ -16,7 +16,7 @@ pub fn weight_bytes(files: &glimpse_models::ModelFiles) -> Vec<u8> {
         glimpse_models::Weights::Bytes(bytes) => bytes.to_vec(),
         glimpse_models::Weights::File(path) => std::fs::read(path).unwrap(),
         glimpse_models::Weights::Reader(source, _) => {
-            let mut bytes = vec![0; source.len() as usize];
+            let mut bytes = vec![0; source.size() as usize];
             source.read_exact_at(0, &mut bytes).unwrap();
             bytes
         }

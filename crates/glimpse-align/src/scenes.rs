@@ -38,7 +38,7 @@ pub struct Scenes {
 /// `max_scenes` scenes of at least `min_frames` frames each where the video is long enough,
 /// choosing the count by KTS's criterion with weight `penalty`.
 pub fn segment(frames: &[f32], dim: usize, max_scenes: usize, min_frames: usize, penalty: f64) -> Scenes {
-    assert!(dim > 0 && frames.len() % dim == 0, "segment: {} values are not rows of {dim}", frames.len());
+    assert!(dim > 0 && frames.len().is_multiple_of(dim), "segment: {} values are not rows of {dim}", frames.len());
     let n = frames.len() / dim;
     if n == 0 {
         return Scenes { spans: Vec::new() };
@@ -54,14 +54,14 @@ pub fn segment(frames: &[f32], dim: usize, max_scenes: usize, min_frames: usize,
     // cost[m][j]: least scatter of bins 0..j in m + 1 segments; from[m][j]: where the last begins.
     let mut cost = vec![vec![f64::INFINITY; b + 1]; most];
     let mut from = vec![vec![0usize; b + 1]; most];
-    for j in min_bins..=b {
-        cost[0][j] = scatter.of(0, j);
+    for (j, cost) in cost[0].iter_mut().enumerate().skip(min_bins) {
+        *cost = scatter.of(0, j);
     }
     for m in 1..most {
         for j in (m + 1) * min_bins..=b {
             let (mut best, mut at) = (f64::INFINITY, 0);
-            for i in m * min_bins..=j - min_bins {
-                let c = cost[m - 1][i] + scatter.of(i, j);
+            for (i, before) in cost[m - 1].iter().enumerate().take(j - min_bins + 1).skip(m * min_bins) {
+                let c = before + scatter.of(i, j);
                 if c < best {
                     (best, at) = (c, i);
                 }

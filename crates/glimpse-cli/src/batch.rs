@@ -18,6 +18,8 @@ use serde_json::json;
 use crate::{DenseArgs, Format, ModelArgs, print_out, select_device};
 
 #[derive(Subcommand)]
+// Parsed once per process: boxing the large variant's arguments would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum BatchCommand {
     /// Dense-caption every video of MANIFEST this worker's shard owns into --out-dir, models
     /// loaded once: `<id>.json` per video (as `caption-video --format json` prints it), written

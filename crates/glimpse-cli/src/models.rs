@@ -207,7 +207,7 @@ fn convert(dir: &Path, dtype: WeightDtype, out: &Path) -> Result<()> {
     let before = match &files.weights {
         Weights::Bytes(bytes) => bytes.len() as u64,
         Weights::File(path) => std::fs::metadata(path).map_or(0, |m| m.len()),
-        Weights::Reader(source, _) => source.len(),
+        Weights::Reader(source, _) => source.size(),
     };
     eprintln!("wrote {} (weights {} -> {})", out.display(), human(before), human(weights.len() as u64));
     Ok(())

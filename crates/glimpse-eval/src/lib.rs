@@ -147,6 +147,7 @@ pub struct VideoResult {
 /// Dense captioning over held-out videos by ZeroTA: with `count_given`, each video gets as many
 /// events as it has (ZeroTA's fixed-K setting); otherwise `config.events` as set (`None`: counted
 /// from the video).
+#[allow(clippy::too_many_arguments)] // the models, the settings, the world, and two progress callbacks
 pub async fn dense_captioning(
     clip: &ClipBundle,
     lm: &Gpt2Bundle,

@@ -37,12 +37,10 @@ fn inputs(case: &Case, seed: u64, device: &Device) -> (Tensor<3>, Tensor<4>, Ten
 
 /// The output, k cache and v cache of one call, read back.
 type Read = (Vec<f32>, Vec<f32>, Vec<f32>);
+/// `decode_attention` or its fallback.
+type Attend = fn(Tensor<3>, usize, Tensor<4>, Tensor<4>, usize) -> (Tensor<3>, Tensor<4>, Tensor<4>);
 
-fn run(
-    attend: fn(Tensor<3>, usize, Tensor<4>, Tensor<4>, usize) -> (Tensor<3>, Tensor<4>, Tensor<4>),
-    case: &Case,
-    (qkv, k, v): (Tensor<3>, Tensor<4>, Tensor<4>),
-) -> Read {
+fn run(attend: Attend, case: &Case, (qkv, k, v): (Tensor<3>, Tensor<4>, Tensor<4>)) -> Read {
     let (output, k, v) = attend(qkv, case.heads, k, v, case.len);
     (read(output), read(k), read(v))
 }

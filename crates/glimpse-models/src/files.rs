@@ -40,7 +40,7 @@ impl fmt::Debug for Weights {
         match self {
             Weights::Bytes(bytes) => write!(f, "Weights::Bytes({} bytes)", bytes.len()),
             Weights::File(path) => write!(f, "Weights::File({})", path.display()),
-            Weights::Reader(source, what) => write!(f, "Weights::Reader({what}, {} bytes)", source.len()),
+            Weights::Reader(source, what) => write!(f, "Weights::Reader({what}, {} bytes)", source.size()),
         }
     }
 }

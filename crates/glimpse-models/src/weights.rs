@@ -69,15 +69,15 @@ pub struct WeightFile<'a> {
 /// Random access to the bytes of a weight file that is not in memory as a whole: a file on disk,
 /// or (in the browser) a buffer outside the module's memory.
 pub trait ReadAt {
-    /// Total length in bytes.
-    fn len(&self) -> u64;
+    /// Total size in bytes.
+    fn size(&self) -> u64;
     /// Fills `buf` with the bytes starting at `offset`.
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()>;
 }
 
 impl<T: ReadAt + ?Sized> ReadAt for &T {
-    fn len(&self) -> u64 {
-        (**self).len()
+    fn size(&self) -> u64 {
+        (**self).size()
     }
 
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
@@ -89,7 +89,7 @@ impl<T: ReadAt + ?Sized> ReadAt for &T {
 struct FileAt(Mutex<std::fs::File>, u64);
 
 impl ReadAt for FileAt {
-    fn len(&self) -> u64 {
+    fn size(&self) -> u64 {
         self.1
     }
 
@@ -144,7 +144,7 @@ impl<'a> WeightFile<'a> {
     /// checks for bytes.
     pub fn read_header(source: Box<dyn ReadAt + 'a>, what: String) -> Result<Self, ModelError> {
         let corrupt = |why: String| ModelError::CorruptWeights(format!("{what}: {why}"));
-        let length = source.len();
+        let length = source.size();
         let mut prefix = [0u8; 8];
         source.read_exact_at(0, &mut prefix).map_err(|_| corrupt("shorter than a safetensors header".into()))?;
         let header_len = u64::from_le_bytes(prefix);
@@ -162,7 +162,7 @@ impl<'a> WeightFile<'a> {
                 length - start
             )));
         }
-        let quantized = quantization(&metadata).map_err(|why| corrupt(why))?;
+        let quantized = quantization(&metadata).map_err(corrupt)?;
         Ok(Self { metadata, data: Stored::At { source, start, what }, quantized })
     }
 

@@ -346,7 +346,7 @@ unsafe impl Send for JsFile {}
 unsafe impl Sync for JsFile {}
 
 impl ReadAt for JsFile {
-    fn len(&self) -> u64 {
+    fn size(&self) -> u64 {
         match self {
             JsFile::Bytes(bytes) => bytes.length().into(),
             // A Blob's size is a whole number of bytes below 2^53.
@@ -355,7 +355,7 @@ impl ReadAt for JsFile {
     }
 
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-        let Some(end) = offset.checked_add(buf.len() as u64).filter(|&end| end <= self.len()) else {
+        let Some(end) = offset.checked_add(buf.len() as u64).filter(|&end| end <= self.size()) else {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         };
         let mut copy = |range: Uint8Array| {
