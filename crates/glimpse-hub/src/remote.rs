@@ -135,6 +135,13 @@ impl Default for MinSpeed {
     }
 }
 
+impl MinSpeed {
+    /// `bytes_per_second` averaged over a minute; 0 keeps every download going.
+    pub fn per_second(bytes_per_second: u64) -> Self {
+        Self { bytes: bytes_per_second.saturating_mul(60), window: Duration::from_secs(60) }
+    }
+}
+
 impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hub")
@@ -154,7 +161,8 @@ const OPTIONAL: [&str; 1] = ["preprocessor_config.json"];
 
 impl Hub {
     /// `HF_ENDPOINT`, `HF_HUB_CACHE` / `HF_HOME`, `HF_TOKEN` (or the token file `huggingface-cli
-    /// login` writes) and `HF_HUB_OFFLINE`.
+    /// login` writes) and `HF_HUB_OFFLINE`; glimpse's own `GLIMPSE_DOWNLOAD_MIN_SPEED` (bytes per
+    /// second, 0 for none) sets [`Hub::min_speed`].
     pub fn from_env() -> Self {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let home = var("HF_HOME").map(PathBuf::from).unwrap_or_else(|| {
@@ -177,7 +185,9 @@ impl Hub {
             cache: var("HF_HUB_CACHE").map(PathBuf::from).unwrap_or_else(|| home.join("hub")),
             token,
             offline,
-            min_speed: MinSpeed::default(),
+            min_speed: var("GLIMPSE_DOWNLOAD_MIN_SPEED")
+                .and_then(|v| v.parse().ok())
+                .map_or_else(MinSpeed::default, MinSpeed::per_second),
         }
     }
 
@@ -554,7 +564,8 @@ impl Hub {
                 let received = done - window_from;
                 if received < self.min_speed.bytes {
                     return Err(Stop::Retry(format!(
-                        "{url} sent {received} bytes in {:.0} s, below the least kept going ({} bytes in {} s)",
+                        "{url} sent {received} bytes in {:.0} s, below the least kept going ({} bytes in {} s; on a \
+                         slow link set GLIMPSE_DOWNLOAD_MIN_SPEED, in bytes per second, 0 for none)",
                         window_start.elapsed().as_secs_f64(),
                         self.min_speed.bytes,
                         self.min_speed.window.as_secs()

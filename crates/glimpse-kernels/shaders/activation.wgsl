@@ -52,8 +52,10 @@ fn activate_derivative(x: f32, activation: u32) -> f32 {
             return 0.5 * (1.0 + t) + select(0.0, slope, abs(inner) < TANH_SATURATES);
         }
         case 2u: {
-            // 0.5 (1 + erf(x / sqrt 2)) + x * exp(-x^2 / 2) / sqrt(2 pi); exp underflows to 0 far out.
-            return 0.5 * (1.0 + erf(x * 0.7071067811865476)) + x * exp(-0.5 * min(x * x, 170.0)) * 0.3989422804014327;
+            // 0.5 (1 + erf(x / sqrt 2)) + x * exp(-x^2 / 2) / sqrt(2 pi), the second term zero far
+            // out: exp of the clamped argument does not underflow, and x times it would grow.
+            let tail = select(0.0, x * exp(-0.5 * min(x * x, 170.0)) * 0.3989422804014327, abs(x) < 14.0);
+            return 0.5 * (1.0 + erf(x * 0.7071067811865476)) + tail;
         }
         default: {
             return 1.0;

@@ -76,9 +76,12 @@ impl Activation {
                 0.5 * (1.0 + t) + if inner.abs() < TANH_SATURATES { slope } else { 0.0 }
             }
             Self::Gelu => {
-                let density = (-0.5 * (x * x).min(170.0)).exp()
-                    * (0.5 * std::f32::consts::FRAC_2_SQRT_PI * std::f32::consts::FRAC_1_SQRT_2);
-                0.5 * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2)) + x * density
+                // x times the normal density: zero far out, where it is below f32's reach anyway
+                // and a product with x could only grow.
+                let density =
+                    (-0.5 * x * x).exp() * (0.5 * std::f32::consts::FRAC_2_SQRT_PI * std::f32::consts::FRAC_1_SQRT_2);
+                let tail = if x.abs() < 14.0 { x * density } else { 0.0 };
+                0.5 * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2)) + tail
             }
         }
     }

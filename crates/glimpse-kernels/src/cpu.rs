@@ -8,7 +8,13 @@ use burn::prelude::*;
 
 /// Whether `tensor` lives on the CPU backend (tracked by autodiff or not).
 pub(crate) fn on_flex<const D: usize>(tensor: &Tensor<D>) -> bool {
-    matches!(tensor.device().inner().as_dispatch(), DispatchDevice::Flex(_))
+    is_cpu(&tensor.device())
+}
+
+/// Whether `device` is the CPU backend (under autodiff or not), where a pass costs its arithmetic
+/// rather than its kernel launches.
+pub fn is_cpu(device: &Device) -> bool {
+    matches!(device.clone().inner().as_dispatch(), DispatchDevice::Flex(_))
 }
 
 /// Whether `tensor` is f32 on the CPU backend (tracked by autodiff or not): what the CPU kernels read.

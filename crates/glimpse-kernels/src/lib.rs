@@ -31,6 +31,7 @@ mod q8;
 mod wgsl;
 
 pub use activation::{Activation, bias_activation, bias_activation_fallback, bias_activation_uses_kernel};
+pub use cpu::is_cpu;
 pub use decode_attention::{decode_attention, decode_attention_fallback, decode_attention_uses_kernel};
 pub use layer_norm::{layer_norm, layer_norm_fallback, layer_norm_uses_kernel};
 pub use linear::{

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
 use crate::hf_config::{check_model_type, hf_config_json};
-use crate::nn::{Activation, Dense, LayerNorm, ShardedTable, attention, causal_mask, merge_heads, on_cpu, split_heads};
+use crate::nn::{Activation, Dense, LayerNorm, ShardedTable, attention, causal_mask, merge_heads, split_heads};
 use crate::tensor::l2_normalize;
 use crate::weights::{Layout, Loader, Saver, Tensors, WeightFile, WeightFormat};
 
@@ -287,34 +287,43 @@ impl EncoderLayer {
     /// `[batch, seq, d]` -> `[batch, seq, d]`; `mask` ([`causal_mask`]) hides future positions
     /// (text tower).
     fn forward(&self, x: Tensor<3>, n_head: usize, act: Activation, mask: Option<&Tensor<4, Bool>>) -> Tensor<3> {
-        self.forward_after(x, None, n_head, act, mask).0
+        self.forward_with_past(x, Past::None, n_head, act, mask).0
     }
 
-    /// As [`EncoderLayer::forward`], the keys and values of `past` positions (`[batch, heads,
-    /// past, head_dim]` each) placed before x's own; also returns x's own keys and values. `mask`:
-    /// `[batch or 1, 1, seq, past + seq]`.
-    fn forward_after(
+    /// As [`EncoderLayer::forward`], with `past` positions' keys and values placed before x's
+    /// own, or x's own kept and returned. `mask`: `[batch or 1, 1, seq, past + seq]`.
+    fn forward_with_past(
         &self,
         x: Tensor<3>,
-        past: Option<[Tensor<4>; 2]>,
+        past: Past,
         n_head: usize,
         act: Activation,
         mask: Option<&Tensor<4, Bool>>,
-    ) -> (Tensor<3>, [Tensor<4>; 2]) {
+    ) -> (Tensor<3>, Option<[Tensor<4>; 2]>) {
         let h = self.layer_norm1.forward(x.clone());
         let q = split_heads(self.q_proj.forward(h.clone()), n_head);
         let k = split_heads(self.k_proj.forward(h.clone()), n_head);
         let v = split_heads(self.v_proj.forward(h), n_head);
-        let attended = match past {
-            Some([past_k, past_v]) => {
-                attention(q, Tensor::cat(vec![past_k, k.clone()], 2), Tensor::cat(vec![past_v, v.clone()], 2), mask)
+        let (attended, kept) = match past {
+            Past::Before([past_k, past_v]) => {
+                (attention(q, Tensor::cat(vec![past_k, k], 2), Tensor::cat(vec![past_v, v], 2), mask), None)
             }
-            None => attention(q, k.clone(), v.clone(), mask),
+            Past::Keep => (attention(q, k.clone(), v.clone(), mask), Some([k, v])),
+            Past::None => (attention(q, k, v, mask), None),
         };
         let x = self.out_proj.forward_residual(merge_heads(attended), x);
         let h = self.fc1.forward_normed(x.clone(), &self.layer_norm2, Some(act));
-        (self.fc2.forward_residual(h, x), [k, v])
+        (self.fc2.forward_residual(h, x), kept)
     }
+}
+
+/// What an [`EncoderLayer`] does with keys and values beyond its own input's.
+enum Past {
+    None,
+    /// Its input's keys and values are returned (a shared beginning's).
+    Keep,
+    /// `[batch, heads, past, head_dim]` keys and values of positions before its input.
+    Before([Tensor<4>; 2]),
 }
 
 #[derive(Module, Debug)]
@@ -424,7 +433,7 @@ impl ClipText {
     /// and one more token each. The causal mask makes a position's state depend on the positions
     /// before it only, so a shared beginning has the same states in every row.
     fn shared_beginnings(&self, ids: &[Vec<u32>], device: &Device) -> Option<Vec<Run>> {
-        if !on_cpu(device) {
+        if !glimpse_kernels::is_cpu(device) {
             return None;
         }
         let mut runs: Vec<Run> = Vec::new();
@@ -470,23 +479,23 @@ impl ClipText {
         let mask = causal_mask(p, 0, device);
         let mut past = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
-            let (next, keys_values) = layer.forward_after(x, None, self.n_head, self.activation, Some(&mask));
-            past.push(keys_values);
+            let (next, kept) = layer.forward_with_past(x, Past::Keep, self.n_head, self.activation, Some(&mask));
+            past.push(kept.expect("kept keys and values"));
             x = next;
         }
         // The rest of each row, `[batch, s]`, at its own positions (padding clamped into range).
         let b = ids.len();
-        let begun: Vec<(usize, &Run)> =
+        let row_runs: Vec<(usize, &Run)> =
             runs.iter().enumerate().flat_map(|(i, run)| run.rows.clone().map(move |_| (i, run))).collect();
-        let s = ids.iter().zip(&begun).map(|(row, (_, run))| row.len() - run.len).max().unwrap_or(0);
+        let s = ids.iter().zip(&row_runs).map(|(row, (_, run))| row.len() - run.len).max().unwrap_or(0);
         let last_position = self.position_embedding.weight.dims()[0] - 1;
         let position_ids: Vec<i64> =
-            begun.iter().flat_map(|(_, run)| (0..s).map(move |i| (run.len + i).min(last_position) as i64)).collect();
+            row_runs.iter().flat_map(|(_, run)| (0..s).map(move |i| (run.len + i).min(last_position) as i64)).collect();
         let position_ids = Tensor::<2, Int>::from_data(TensorData::new(position_ids, [b, s]), device);
-        let rest = padded(ids.iter().zip(&begun).map(|(row, (_, run))| &row[run.len..]).collect(), s);
+        let rest = padded(ids.iter().zip(&row_runs).map(|(row, (_, run))| &row[run.len..]).collect(), s);
         let mut x = self.token_embedding.lookup(rest) + self.position_embedding.forward(position_ids);
         // Hidden: the padding of a row's beginning, and later positions of its rest.
-        let hidden: Vec<bool> = begun
+        let hidden: Vec<bool> = row_runs
             .iter()
             .flat_map(|(_, run)| {
                 (0..s).flat_map(move |i| (0..p + s).map(move |j| if j < p { j >= run.len } else { j - p > i }))
@@ -494,16 +503,16 @@ impl ClipText {
             .collect();
         let mask = Tensor::<4, Bool>::from_data(TensorData::new(hidden, [b, 1, s, p + s]), device);
         let of_row = Tensor::<1, Int>::from_data(
-            TensorData::new(begun.iter().map(|(i, _)| *i as i64).collect::<Vec<_>>(), [b]),
+            TensorData::new(row_runs.iter().map(|(i, _)| *i as i64).collect::<Vec<_>>(), [b]),
             device,
         );
         for (layer, [k, v]) in self.layers.iter().zip(past) {
-            let past = [k.select(0, of_row.clone()), v.select(0, of_row.clone())];
-            x = layer.forward_after(x, Some(past), self.n_head, self.activation, Some(&mask)).0;
+            let past = Past::Before([k.select(0, of_row.clone()), v.select(0, of_row.clone())]);
+            x = layer.forward_with_past(x, past, self.n_head, self.activation, Some(&mask)).0;
         }
         self.pool(
             self.final_layer_norm.forward(x),
-            ids.iter().zip(&begun).map(|(row, (_, run))| self.pooling_position(row) - run.len),
+            ids.iter().zip(&row_runs).map(|(row, (_, run))| self.pooling_position(row) - run.len),
         )
     }
 

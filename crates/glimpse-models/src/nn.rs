@@ -35,12 +35,6 @@ impl LayerNorm {
     }
 }
 
-/// Whether `device` is the CPU backend (under autodiff or not), where a pass costs its arithmetic
-/// rather than its kernel launches.
-pub(crate) fn on_cpu(device: &Device) -> bool {
-    matches!(device.clone().inner().as_dispatch(), burn::backend::DispatchDevice::Flex(_))
-}
-
 /// `[batch, seq, heads * head_dim]` -> `[batch, heads, seq, head_dim]`.
 pub(crate) fn split_heads(x: Tensor<3>, n_head: usize) -> Tensor<4> {
     let [b, t, d] = x.dims();

@@ -44,16 +44,17 @@ impl Session {
     /// of `Uint8Array`s named after their Hugging Face files: `config`, `weights`
     /// (`model.safetensors`, also a `Blob`), `tokenizer`, and for CLIP optionally `preprocessor`.
     pub async fn load(device: String, clip: JsValue, lm: JsValue) -> Result<Session, JsValue> {
-        let clip = model_files("CLIP", &clip)?;
-        let lm = model_files("GPT-2", &lm)?;
+        let clip_files = model_files("CLIP", &clip)?;
+        let lm_files = model_files("GPT-2", &lm)?;
         let (device, report) = device::select(&device).await?;
         let load_error = |e: glimpse_models::ModelError| js_error(MODEL_LOAD, with_causes(&e));
-        let clip = Rc::new(ClipBundle::load(&clip, &device).map_err(load_error)?);
+        let clip = Rc::new(ClipBundle::load(&clip_files, &device).map_err(load_error)?);
         // A turn of the event loop between the models gives the browser a chance to collect the
-        // buffers that reading CLIP's weights left behind (as many bytes as the file) before
-        // GPT-2's come; measured, it lowers the peak by about CLIP's size.
+        // buffers that reading CLIP's weights left behind (as many bytes as the file, and a small
+        // file's whole copy) before GPT-2's come; measured, it lowers the peak by about CLIP's size.
+        drop(clip_files);
         next_turn().await;
-        let lm = Gpt2Bundle::load(&lm, &device).map_err(load_error)?;
+        let lm = Gpt2Bundle::load(&lm_files, &device).map_err(load_error)?;
         Ok(Session { models: Rc::new(Models { clip, lm, device: report }) })
     }
 
@@ -314,10 +315,12 @@ fn model_files(what: &str, files: &JsValue) -> Result<ModelFiles, JsValue> {
 /// A file's bytes outside the module's memory.
 enum JsFile {
     Bytes(Uint8Array),
-    /// Read range by range with the worker's synchronous reader (workers only).
+    /// Read with the worker's synchronous reader (workers only): range by range, or whole on the
+    /// first read when small (then kept until the file is dropped).
     Blob {
         blob: web_sys::Blob,
         reader: web_sys::FileReaderSync,
+        whole: std::cell::OnceCell<Uint8Array>,
     },
 }
 
@@ -329,12 +332,7 @@ const WHOLE_BLOB_BYTES: f64 = (64 << 20) as f64;
 
 impl JsFile {
     fn from_blob(blob: web_sys::Blob) -> Result<Self, JsValue> {
-        let reader = web_sys::FileReaderSync::new()?;
-        if blob.size() <= WHOLE_BLOB_BYTES {
-            let whole = reader.read_as_array_buffer(&blob)?;
-            return Ok(JsFile::Bytes(Uint8Array::new(&whole)));
-        }
-        Ok(JsFile::Blob { reader, blob })
+        Ok(JsFile::Blob { reader: web_sys::FileReaderSync::new()?, blob, whole: std::cell::OnceCell::new() })
     }
 }
 
@@ -372,7 +370,20 @@ impl ReadAt for JsFile {
                 };
                 copy(bytes.subarray(start, end))
             }
-            JsFile::Blob { blob, reader } => {
+            JsFile::Blob { blob, reader, whole } if blob.size() <= WHOLE_BLOB_BYTES => {
+                let bytes = match whole.get() {
+                    Some(bytes) => bytes,
+                    None => {
+                        let read = reader
+                            .read_as_array_buffer(blob)
+                            .map_err(|e| std::io::Error::other(format!("reading the Blob failed: {e:?}")))?;
+                        whole.get_or_init(|| Uint8Array::new(&read))
+                    }
+                };
+                // Within the length checked above, which a small Blob's fits in u32.
+                copy(bytes.subarray(offset as u32, end as u32))
+            }
+            JsFile::Blob { blob, reader, .. } => {
                 let read = blob
                     .slice_with_f64_and_f64(offset as f64, end as f64)
                     .and_then(|range| reader.read_as_array_buffer(&range))

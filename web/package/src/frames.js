@@ -46,14 +46,32 @@ function imageDataBitmapSource(data) {
 // `count` frames of `width` x `height`, FRAMES_PER_MESSAGE to a buffer: `frameAt(i, reader)` gives
 // frame `i` as `ImageData`. The frames of a buffer are shared out between `readers` (numbers
 // 0..readers - 1: frame i to reader i % readers), each reading its own in turn, all at once.
+// Reader 0 is the one that must work: when another fails, the others stop after their frame in
+// hand, reader 0 reads what is missing and then reads alone; when reader 0 fails, the call does,
+// once no reader is still reading.
 async function* chunked(count, [width, height], frameAt, readers = 1) {
   const frameBytes = width * height * 4;
   for (let start = 0; start < count; start += FRAMES_PER_MESSAGE) {
     const n = Math.min(FRAMES_PER_MESSAGE, count - start);
     const frames = new Uint8Array(n * frameBytes);
-    await Promise.all(Array.from({ length: Math.min(readers, n) }, async (_, reader) => {
-      for (let i = reader; i < n; i += readers) frames.set((await frameAt(start + i, reader)).data, i * frameBytes);
+    const read = new Array(n).fill(false);
+    let stop = false;
+    const settled = await Promise.allSettled(Array.from({ length: Math.min(readers, n) }, async (_, reader) => {
+      for (let i = reader; i < n && !stop; i += readers) {
+        try {
+          frames.set((await frameAt(start + i, reader)).data, i * frameBytes);
+          read[i] = true;
+        } catch (error) {
+          stop = true;
+          throw error;
+        }
+      }
     }));
+    if (settled[0].status === 'rejected') throw settled[0].reason;
+    if (stop) {
+      readers = 1;
+      for (let i = 0; i < n; i++) if (!read[i]) frames.set((await frameAt(start + i, 0)).data, i * frameBytes);
+    }
     yield { frames, width, height };
   }
 }
@@ -80,13 +98,17 @@ export async function* frameChunks(source, fps, imageSize, signal) {
   video.pause();
   // The element and copies of it seek at once: a seek waits for its frame to be presented, one
   // frame of the display, so one element reads about 60 frames a second and four read four times
-  // as many.
-  const readers = [video, ...await copiesOf(video, count > 1 ? READERS - 1 : 0)];
+  // as many. A copy must show each frame it seeks to within COPY_SEEK_MS, or the copies retire.
+  const readers = [video];
   try {
+    readers.push(...await copiesOf(video, Math.min(READERS, count) - 1));
     yield* chunked(count, size, async (i, reader) => {
       signal?.throwIfAborted();
-      await seek(readers[reader], Math.min((i + 0.5) / fps, video.duration));
-      return toImageData(readers[reader], imageSize, size);
+      const element = readers[reader];
+      const at = Math.min((i + 0.5) / fps, video.duration);
+      if (element === video) await seek(video, at);
+      else if (!await seek(element, at, COPY_SEEK_MS)) throw new Error('a copy of the video did not show its frame');
+      return toImageData(element, imageSize, size);
     }, readers.length);
   } finally {
     readers.slice(1).forEach(release);
@@ -97,26 +119,29 @@ export async function* frameChunks(source, fps, imageSize, signal) {
 
 // Elements reading one video's frames at once, the page's own among them.
 const READERS = 4;
-// How long a copy may take to load before it is left out.
+// How long a copy may take to load before it is left out, and to show a frame it seeks to.
 const COPY_LOAD_MS = 3000;
+const COPY_SEEK_MS = 2000;
 
-// Up to `n` muted copies of `video` loaded from the same source, on the page but invisible (a
-// browser may not present the frames of an element outside it). A source that cannot be loaded
-// twice (a MediaStream, a MediaSource) gives none: the element then reads alone.
+// Up to `n` muted copies of `video` playing its current source, on the page but invisible (a
+// browser may not present the frames of an element outside it). A source that cannot be opened
+// twice (a MediaStream, a MediaSource) gives none, and neither does one slow to load: the element
+// then reads alone.
 async function copiesOf(video, n) {
-  if (n === 0 || video.srcObject || !video.currentSrc) return [];
+  if (n <= 0 || video.srcObject || !video.currentSrc) return [];
   const copies = Array.from({ length: n }, () => {
-    const copy = video.cloneNode(true);
+    const copy = document.createElement('video');
     copy.muted = true;
-    copy.autoplay = false;
-    copy.preload = 'auto';
+    copy.preload = 'metadata';
+    copy.crossOrigin = video.crossOrigin;
+    copy.src = video.currentSrc;
     copy.setAttribute('aria-hidden', 'true');
     copy.style.cssText = 'position: fixed; left: 0; top: 0; width: 1px; height: 1px; opacity: 0; pointer-events: none;';
     (document.body ?? document.documentElement).append(copy);
     return copy;
   });
   const loaded = await Promise.all(copies.map((copy) => Promise.race([
-    once(copy, 'loadeddata').then(() => copy.videoWidth === video.videoWidth && copy.videoHeight === video.videoHeight, () => false),
+    once(copy, 'loadedmetadata').then(() => copy.videoWidth === video.videoWidth && copy.videoHeight === video.videoHeight, () => false),
     new Promise((resolve) => setTimeout(() => resolve(false), COPY_LOAD_MS)),
   ])));
   copies.filter((_, i) => !loaded[i]).forEach(release);
@@ -127,25 +152,31 @@ async function copiesOf(video, n) {
 function release(copy) {
   copy.remove();
   copy.removeAttribute('src');
-  copy.querySelectorAll('source').forEach((source) => source.remove());
   copy.load();
 }
 
 // `seeked` can fire before the new picture reaches the element (Chromium with GPU video paths drew
 // the previous seek's frame): wait for the frame to be presented too, where the browser says so,
 // but not for long (no new frame is presented when two samples fall on the same video frame).
-async function seek(video, time) {
+// Whether it was presented (or the browser cannot say); with `limit` (ms), false also when the
+// seek itself takes longer.
+async function seek(video, time, limit) {
   const seeked = once(video, 'seeked');
-  let presented = null;
+  let presented = Promise.resolve(true);
   if (video.requestVideoFrameCallback) {
     presented = new Promise((resolve) => {
-      const handle = video.requestVideoFrameCallback(() => { clearTimeout(timer); resolve(); });
-      const timer = setTimeout(() => { video.cancelVideoFrameCallback(handle); resolve(); }, 500);
+      const handle = video.requestVideoFrameCallback(() => { clearTimeout(timer); resolve(true); });
+      const timer = setTimeout(() => { video.cancelVideoFrameCallback(handle); resolve(false); }, 500);
     });
   }
   video.currentTime = time;
-  await seeked;
-  await presented;
+  if (limit === undefined) {
+    await seeked;
+    return presented;
+  }
+  const late = new Promise((resolve) => setTimeout(() => resolve('late'), limit));
+  if (await Promise.race([seeked, late]) === 'late') return false;
+  return presented;
 }
 
 // Resolves on `event`, rejects when the media fails; the listeners go away either way.
