@@ -305,7 +305,8 @@ impl EncoderLayer {
         let k = split_heads(self.k_proj.forward(h.clone()), n_head);
         let v = split_heads(self.v_proj.forward(h), n_head);
         let (attended, kept) = match past {
-            Past::Before([past_k, past_v]) => {
+            Past::Before(past) => {
+                let [past_k, past_v] = *past;
                 (attention(q, Tensor::cat(vec![past_k, k], 2), Tensor::cat(vec![past_v, v], 2), mask), None)
             }
             Past::Keep => (attention(q, k.clone(), v.clone(), mask), Some([k, v])),
@@ -323,7 +324,7 @@ enum Past {
     /// Its input's keys and values are returned (a shared beginning's).
     Keep,
     /// `[batch, heads, past, head_dim]` keys and values of positions before its input.
-    Before([Tensor<4>; 2]),
+    Before(Box<[Tensor<4>; 2]>),
 }
 
 #[derive(Module, Debug)]
@@ -507,7 +508,7 @@ impl ClipText {
             device,
         );
         for (layer, [k, v]) in self.layers.iter().zip(past) {
-            let past = Past::Before([k.select(0, of_row.clone()), v.select(0, of_row.clone())]);
+            let past = Past::Before(Box::new([k.select(0, of_row.clone()), v.select(0, of_row.clone())]));
             x = layer.forward_with_past(x, past, self.n_head, self.activation, Some(&mask)).0;
         }
         self.pool(
