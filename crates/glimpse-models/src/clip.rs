@@ -427,8 +427,9 @@ impl ClipText {
 
     /// Runs of consecutive rows that begin with the same tokens, where encoding each run's
     /// beginning once and then only the rest of each row takes at most two thirds of the positions
-    /// of encoding every row whole (the two passes cost more operations); `None` elsewhere, and off the CPU backend (on a GPU the second pass's
-    /// launches cost more than the positions it saves).
+    /// of encoding every row whole (the two passes cost more operations); `None` elsewhere, and
+    /// off the CPU backend (on a GPU the second pass's launches cost more than the positions it
+    /// saves).
     ///
     /// Guided decoding asks for this: the `top_k` candidates of a caption are the caption so far
     /// and one more token each. The causal mask makes a position's state depend on the positions
@@ -464,19 +465,11 @@ impl ClipText {
     /// layer), then the rest of its rows attending to them.
     fn forward_shared(&self, ids: &[Vec<u32>], runs: &[Run], device: &Device) -> Tensor<2> {
         let pad = ids[0][ids[0].len() - 1];
-        let padded = |rows: Vec<&[u32]>, t: usize| -> Tensor<2, Int> {
-            let flat: Vec<i64> = rows
-                .iter()
-                .flat_map(|row| row.iter().copied().chain(std::iter::repeat(pad)).take(t).map(i64::from))
-                .collect();
-            Tensor::from_data(TensorData::new(flat, [rows.len(), t]), device)
-        };
         // The beginnings, `[runs, p]`, padded after their tokens (which the causal mask keeps out
         // of them, and the mask below out of the rest).
         let p = runs.iter().map(|run| run.len).max().unwrap_or(0);
-        let beginnings = padded(runs.iter().map(|run| &ids[run.rows.start][..run.len]).collect(), p);
-        let positions = self.position_embedding.weight.val().narrow(0, 0, p).unsqueeze::<3>();
-        let mut x = self.token_embedding.lookup(beginnings) + positions;
+        let beginnings: Vec<&[u32]> = runs.iter().map(|run| &ids[run.rows.start][..run.len]).collect();
+        let mut x = self.embed_from_start(padded(&beginnings, p, pad, device));
         let mask = causal_mask(p, 0, device);
         let mut past = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
@@ -493,7 +486,8 @@ impl ClipText {
         let position_ids: Vec<i64> =
             row_runs.iter().flat_map(|(_, run)| (0..s).map(move |i| (run.len + i).min(last_position) as i64)).collect();
         let position_ids = Tensor::<2, Int>::from_data(TensorData::new(position_ids, [b, s]), device);
-        let rest = padded(ids.iter().zip(&row_runs).map(|(row, (_, run))| &row[run.len..]).collect(), s);
+        let rest: Vec<&[u32]> = ids.iter().zip(&row_runs).map(|(row, (_, run))| &row[run.len..]).collect();
+        let rest = padded(&rest, s, pad, device);
         let mut x = self.token_embedding.lookup(rest) + self.position_embedding.forward(position_ids);
         // Hidden: the padding of a row's beginning, and later positions of its rest.
         let hidden: Vec<bool> = row_runs
@@ -519,22 +513,23 @@ impl ClipText {
 
     /// Every row encoded whole.
     fn forward_whole(&self, ids: &[Vec<u32>], device: &Device) -> Tensor<2> {
-        let b = ids.len();
         let t = ids.iter().map(Vec::len).max().unwrap_or(0);
         // Padding sits after every real token; the causal mask keeps it out of the pooled state.
         let pad = ids[0][ids[0].len() - 1];
-        let flat: Vec<i64> = ids
-            .iter()
-            .flat_map(|row| row.iter().copied().chain(std::iter::repeat(pad)).take(t).map(i64::from))
-            .collect();
-        let tokens = Tensor::<2, Int>::from_data(TensorData::new(flat, [b, t]), device);
-        let positions = self.position_embedding.weight.val().narrow(0, 0, t).unsqueeze::<3>();
-        let mut x = self.token_embedding.lookup(tokens) + positions;
+        let rows: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+        let mut x = self.embed_from_start(padded(&rows, t, pad, device));
         let mask = causal_mask(t, 0, device);
         for layer in &self.layers {
             x = layer.forward(x, self.n_head, self.activation, Some(&mask));
         }
         self.pool(self.final_layer_norm.forward(x), ids.iter().map(|row| self.pooling_position(row)))
+    }
+
+    /// Token and position embeddings of rows that start at position 0: `[batch, t]` -> `[batch, t, hidden]`.
+    fn embed_from_start(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
+        let t = tokens.dims()[1];
+        let positions = self.position_embedding.weight.val().narrow(0, 0, t).unsqueeze::<3>();
+        self.token_embedding.lookup(tokens) + positions
     }
 
     /// Row `i`'s state at `positions[i]`: `[batch, seq, hidden]` -> `[batch, hidden]`.
@@ -544,6 +539,13 @@ impl ClipText {
         let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [b]), &x.device());
         x.reshape([b * t, d]).select(0, rows)
     }
+}
+
+/// `rows` as a `[rows, t]` id tensor, each filled up to `t` with `pad`.
+fn padded(rows: &[&[u32]], t: usize, pad: u32, device: &Device) -> Tensor<2, Int> {
+    let flat: Vec<i64> =
+        rows.iter().flat_map(|row| row.iter().copied().chain(std::iter::repeat(pad)).take(t).map(i64::from)).collect();
+    Tensor::from_data(TensorData::new(flat, [rows.len(), t]), device)
 }
 
 /// Tokens rows must share before their beginning is encoded once: the start token alone is

@@ -363,6 +363,7 @@ impl ReadAt for JsFile {
             range.copy_to(buf);
             Ok(())
         };
+        let failed = |e: JsValue| std::io::Error::other(format!("reading the Blob failed: {e:?}"));
         match self {
             JsFile::Bytes(bytes) => {
                 let (Ok(start), Ok(end)) = (u32::try_from(offset), u32::try_from(end)) else {
@@ -374,9 +375,7 @@ impl ReadAt for JsFile {
                 let bytes = match whole.get() {
                     Some(bytes) => bytes,
                     None => {
-                        let read = reader
-                            .read_as_array_buffer(blob)
-                            .map_err(|e| std::io::Error::other(format!("reading the Blob failed: {e:?}")))?;
+                        let read = reader.read_as_array_buffer(blob).map_err(failed)?;
                         whole.get_or_init(|| Uint8Array::new(&read))
                     }
                 };
@@ -387,7 +386,7 @@ impl ReadAt for JsFile {
                 let read = blob
                     .slice_with_f64_and_f64(offset as f64, end as f64)
                     .and_then(|range| reader.read_as_array_buffer(&range))
-                    .map_err(|e| std::io::Error::other(format!("reading the Blob failed: {e:?}")))?;
+                    .map_err(failed)?;
                 copy(Uint8Array::new(&read))
             }
         }
