@@ -12,7 +12,7 @@ use glimpse_align::projector::Projector;
 use glimpse_align::zerota::VIDEO_PROMPT;
 use glimpse_eval::{
     AttributeScores, DenseScores, GroundingScores, QUERY_LEVELS, dense_captioning, grounding, guided_captions,
-    held_out_images, projector_captions, retrieval_r_at_1,
+    held_out_images, projector_captions, retrieval_r_at_1, zero_shot_attributes,
 };
 use glimpse_media::video::DEFAULT_FPS;
 use glimpse_models::device::SelectedDevice;
@@ -81,7 +81,11 @@ pub fn run(args: EvalArgs, selected: &SelectedDevice) -> Result<()> {
     if args.frames > 0 {
         let r1 = block_on(retrieval_r_at_1(&clip, args.frames, args.seed))?;
         table.push(format!("tiny CLIP text->image R@1 ({} held-out frames): {r1:.3}", args.frames));
-        report.insert("retrieval".into(), json!({ "frames": args.frames, "r_at_1": r1 }));
+        let chosen = block_on(zero_shot_attributes(&clip, args.frames, args.seed))?;
+        let per: Vec<String> = chosen.iter().map(|(name, a)| format!("{name} {a:.2}")).collect();
+        table.push(format!("tiny CLIP zero-shot attribute choice (same frames): {}", per.join(", ")));
+        report
+            .insert("retrieval".into(), json!({ "frames": args.frames, "r_at_1": r1, "zero_shot_attributes": chosen }));
     }
     if let Some(projector) = &projector {
         let scenes = held_out_images(&clip, args.images, args.seed)?;

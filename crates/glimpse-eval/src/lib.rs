@@ -18,7 +18,9 @@ use glimpse_world::densevid::{self, Prediction, Soda, Truth};
 use glimpse_world::meteor::Meteor;
 use glimpse_world::metrics;
 use glimpse_world::render::{RenderConfig, Scene};
-use glimpse_world::scene::{ATTRIBUTE_NAMES, Attributes, canonical_caption, parse_caption};
+use glimpse_world::scene::{
+    ATTRIBUTE_NAMES, Attributes, Colour, MAX_COUNT, Position, Shape, Size, canonical_caption, parse_caption,
+};
 use glimpse_world::video::{GtEvent, VideoConfig, sample_video};
 use serde::Serialize;
 
@@ -53,6 +55,40 @@ pub async fn retrieval_r_at_1(clip: &ClipBundle, n: usize, seed: u64) -> Result<
     let best = read::<1, Int, i64>(best).await?;
     let hits = best.iter().enumerate().filter(|&(i, &b)| b as usize == i).count();
     Ok(hits as f64 / images.len() as f64)
+}
+
+/// Zero-shot choice of each attribute among `n` held-out scenes (those of [`retrieval_r_at_1`]):
+/// for each scene and attribute, CLIP picks among the canonical captions that differ from the
+/// scene's own in that attribute alone. The share picked right per attribute, in
+/// [`ATTRIBUTE_NAMES`] order.
+pub async fn zero_shot_attributes(clip: &ClipBundle, n: usize, seed: u64) -> Result<Vec<(String, f64)>, AlignError> {
+    let (truths, images): (Vec<Attributes>, Vec<_>) = held_out_scenes(n, seed).into_iter().unzip();
+    let image_embeds = l2_normalize(clip.encode_images(&images)?);
+    let mut right = [0usize; 5];
+    for (i, truth) in truths.iter().enumerate() {
+        let image = image_embeds.clone().slice([i..i + 1]);
+        for (attribute, right) in right.iter_mut().enumerate() {
+            let options = one_attribute_varied(truth, attribute);
+            let texts: Vec<String> = options.iter().map(canonical_caption).collect();
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            let similarity = image.clone().matmul(l2_normalize(clip.encode_texts(&refs)?).transpose());
+            let best = read::<1, Int, i64>(similarity.argmax(1).reshape([1])).await?[0] as usize;
+            *right += usize::from(options[best] == *truth);
+        }
+    }
+    let n = truths.len().max(1) as f64;
+    Ok(ATTRIBUTE_NAMES.iter().zip(right).map(|(name, r)| (name.to_string(), r as f64 / n)).collect())
+}
+
+/// `truth` with attribute `attribute` ([`ATTRIBUTE_NAMES`] order) set to each of its values.
+fn one_attribute_varied(truth: &Attributes, attribute: usize) -> Vec<Attributes> {
+    match attribute {
+        0 => Shape::ALL.map(|shape| Attributes { shape, ..*truth }).to_vec(),
+        1 => Colour::ALL.map(|colour| Attributes { colour, ..*truth }).to_vec(),
+        2 => Size::ALL.map(|size| Attributes { size, ..*truth }).to_vec(),
+        3 => Position::ALL.map(|position| Attributes { position, ..*truth }).to_vec(),
+        _ => (1..=MAX_COUNT).map(|count| Attributes { count, ..*truth }).collect(),
+    }
 }
 
 /// Attribute accuracy of captions against their scenes.
