@@ -43,6 +43,15 @@ fn missing_tensor_is_named() {
     );
     assert!(unexpected.is_empty());
     assert!(err.to_string().contains("missing tensor `transformer.h.1.mlp.c_fc.weight`"), "{err}");
+
+    // The token table is named as missing too, rather than the file read as a model without the
+    // `transformer.` prefix (every other tensor then unexpected).
+    let weights =
+        rewrite_safetensors(&weight_bytes(&gpt2_files()), |t| t.retain(|(n, _, _)| n != "transformer.wte.weight"));
+    let err = load_gpt2(&gpt2_config(), &weights);
+    let ModelError::WeightMismatch { problems, unexpected } = &err else { panic!("{err}") };
+    assert!(unexpected.is_empty() && problems.len() == 1, "{err}");
+    assert!(matches!(&problems[0], TensorProblem::Missing { name, .. } if name == "transformer.wte.weight"), "{err}");
 }
 
 #[test]
@@ -176,4 +185,95 @@ fn images_of_different_sizes_without_a_crop_are_an_error() {
     let images = [image::RgbImage::new(40, 32), image::RgbImage::new(32, 50)];
     let err = clip.encode_images(&images).unwrap_err().to_string();
     assert!(err.contains("different sizes"), "{err}");
+}
+
+/// A NaN or infinity in any weight would make every output NaN, printed as a caption or a score:
+/// refused at load, naming the tensor and the element, for f32 and f16 files and for the sharded
+/// token table alike.
+#[test]
+fn weights_that_are_not_finite_are_refused() {
+    let bytes = weight_bytes(&gpt2_files());
+    for (name, index, dtype) in [
+        ("transformer.h.0.attn.c_attn.weight", 7, safetensors::Dtype::F32),
+        ("transformer.ln_f.weight", 0, safetensors::Dtype::F32),
+        ("transformer.wte.weight", 100, safetensors::Dtype::F16),
+    ] {
+        let weights = glimpse_tests::rewrite_safetensors_as(&bytes, dtype, |t| {
+            let tensor = t.iter_mut().find(|(n, _, _)| n == name).unwrap();
+            tensor.2[index] = if dtype == safetensors::Dtype::F16 { f32::INFINITY } else { f32::NAN };
+        });
+        let err = load_gpt2(&gpt2_config(), &weights);
+        let ModelError::WeightMismatch { problems, unexpected } = &err else { panic!("{err}") };
+        assert!(unexpected.is_empty() && problems.len() == 1, "{err}");
+        assert!(
+            matches!(&problems[0], TensorProblem::NotFinite { name: n, index: i, .. } if n == name && *i == index),
+            "{err}"
+        );
+        assert!(err.to_string().contains("damaged: re-download or re-export"), "{err}");
+    }
+}
+
+/// Settings that parse but cannot work: grey images, a LayerNorm epsilon that is not a small positive
+/// number, an end token outside the vocabulary, an image tower whose one image would not fit in
+/// memory; each refused at load with the field named.
+#[test]
+fn configs_that_cannot_work_are_refused() {
+    let files = ModelFiles::from_dir(fixture("clip-a")).unwrap();
+    let base: serde_json::Value = serde_json::from_slice(&files.config).unwrap();
+    let with = |tower: &str, key: &str, value: serde_json::Value| {
+        let mut json = base.clone();
+        json[tower][key] = value;
+        ClipConfig::from_json(&serde_json::to_vec(&json).unwrap()).map(|_| ()).map_err(|e| e.to_string())
+    };
+    assert!(with("vision_config", "num_channels", 1.into()).unwrap_err().contains("num_channels = 1"));
+    assert!(
+        with("vision_config", "layer_norm_eps", (-1.0).into()).unwrap_err().contains("vision_config.layer_norm_eps")
+    );
+    assert!(with("text_config", "layer_norm_eps", 0.0.into()).unwrap_err().contains("text_config.layer_norm_eps"));
+    assert!(with("text_config", "eos_token_id", 9999.into()).unwrap_err().contains("eos_token_id = 9999"));
+    // The legacy end token (pool at the largest id) stays valid.
+    assert!(with("text_config", "eos_token_id", 2.into()).is_ok());
+    // 8192 pixels square: 805 MB of pixels and 16385 tokens an image, refused before any frame.
+    let mut huge = base.clone();
+    huge["vision_config"]["image_size"] = 8192.into();
+    huge["vision_config"]["patch_size"] = 64.into();
+    let err = ClipConfig::from_json(&serde_json::to_vec(&huge).unwrap()).unwrap_err().to_string();
+    assert!(err.contains("GiB per image"), "{err}");
+
+    let mut gpt2: serde_json::Value = serde_json::from_slice(&gpt2_files().config).unwrap();
+    gpt2["layer_norm_epsilon"] = (-1.0).into();
+    let err = Gpt2Config::from_json(&serde_json::to_vec(&gpt2).unwrap()).unwrap_err().to_string();
+    assert!(err.contains("layer_norm_epsilon = -1"), "{err}");
+}
+
+/// Frames are encoded in batches that fit a memory budget: 16 for ViT-B/32, fewer as the tower
+/// grows, never none.
+#[test]
+fn image_batches_shrink_with_the_tower() {
+    let b32 = ClipConfig::vit_b_32().vision_config;
+    assert_eq!(b32.images_per_batch(16), 16);
+    let mut large = b32.clone();
+    (large.image_size, large.patch_size, large.hidden_size, large.intermediate_size, large.num_attention_heads) =
+        (336, 14, 1024, 4096, 16);
+    let batch = large.images_per_batch(16);
+    assert!((2..16).contains(&batch), "{batch}");
+    let mut largest = b32;
+    (largest.image_size, largest.patch_size) = (2048, 32);
+    assert_eq!(largest.images_per_batch(16), 1);
+}
+
+/// Normalisation settings that take pixel values to infinity (a std of 1e-45, a mean of 3e38, a
+/// rescale factor of 1e300) are refused, naming the fields.
+#[test]
+fn preprocessor_values_that_overflow_are_refused() {
+    for json in [
+        &br#"{"image_std": [1e-45, 1e-45, 1e-45]}"#[..],
+        br#"{"image_mean": [3e38, 3e38, 3e38]}"#,
+        br#"{"rescale_factor": 1e300}"#,
+        br#"{"do_normalize": false, "rescale_factor": 1e10}"#,
+    ] {
+        let err = ImagePreprocess::from_json(json, 224).unwrap_err().to_string();
+        assert!(err.contains("take pixel values to") && err.contains("image_std"), "{err}");
+    }
+    assert!(ImagePreprocess::from_json(br#"{"image_std": [0.01, 0.01, 0.01]}"#, 224).is_ok());
 }

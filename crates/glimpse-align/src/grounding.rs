@@ -154,7 +154,8 @@ pub async fn find_moments(
     for q in 0..queries.len() {
         let curve: Vec<f64> = (0..n).map(|i| f64::from(similarity[i * queries.len() + q])).collect();
         let proposals = propose(&smooth(&curve, window), video.blank(), min_frames, config.top);
-        let spans = if config.refine_steps == 0 {
+        // Nothing to refine where nothing was proposed (a blank video, or none of --min-seconds).
+        let spans = if config.refine_steps == 0 || proposals.is_empty() {
             proposals.iter().map(|p| ((p.0 as f64 / n as f64, p.1 as f64 / n as f64), p.2)).collect()
         } else {
             let query = texts.clone().narrow(0, q, 1).without_autodiff();

@@ -217,6 +217,7 @@ pub struct FrameEmbedder<C> {
 }
 
 impl<C: Borrow<ClipBundle>> FrameEmbedder<C> {
+    /// The most frames encoded at once (fewer for a large image tower: `images_per_batch`).
     pub const BATCH: usize = 16;
 
     pub fn new(clip: C) -> Self {
@@ -242,7 +243,7 @@ impl<C: Borrow<ClipBundle>> FrameEmbedder<C> {
         }
         self.pending.push(pixels);
         self.blank.push(is_blank(frame));
-        if self.pending.len() == Self::BATCH {
+        if self.pending.len() == self.clip.borrow().config.vision_config.images_per_batch(Self::BATCH) {
             self.encode_pending()?;
         }
         Ok(())
@@ -288,11 +289,10 @@ pub fn embed_source(
     mut on_frame: impl FnMut(),
 ) -> Result<(EmbeddedVideo, f64), AlignError> {
     let mut embedder = FrameEmbedder::new(clip);
-    source.for_each_frame(|frame| {
+    let duration = source.for_each_frame(|frame| {
         on_frame();
         embedder.push(&frame)
     })?;
-    let duration = embedder.frames() as f64 / source.fps();
     Ok((embedder.finish()?, duration))
 }
 

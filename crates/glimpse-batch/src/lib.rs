@@ -14,7 +14,7 @@ mod merge;
 mod run;
 mod shard;
 
-pub use manifest::{Entry, read_manifest};
+pub use manifest::{Entry, check_out_dir, read_manifest};
 pub use merge::{Merged, merge};
 pub use run::{Captioned, Event, Options, Summary, run};
 pub use shard::Shard;
@@ -30,8 +30,8 @@ pub enum BatchError {
     /// A file in the output folder that is not a glimpse result.
     #[error("{0}")]
     Result(String),
-    /// The output folder cannot be written or read.
-    #[error("{}: {source}", .path.display())]
+    /// The output folder cannot be written or read (the cause follows as the error's source).
+    #[error("{}", .path.display())]
     Io { path: std::path::PathBuf, source: std::io::Error },
     #[error(transparent)]
     Media(#[from] glimpse_media::MediaError),

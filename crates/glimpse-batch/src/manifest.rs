@@ -20,8 +20,8 @@ pub struct Entry {
 
 /// The videos a manifest names: a text file of paths, one per line (`#` starts a comment, blank
 /// lines are skipped, `id<TAB>path` names the id, otherwise it is the file name without its
-/// extension; relative paths are relative to the manifest's folder), or a folder, whose regular
-/// files (hidden ones aside) are the videos, in name order. Paths come out absolute, so every
+/// extension; relative paths are relative to the manifest's folder), or a folder, whose files and
+/// links to files (hidden ones aside) are the videos, in name order. Paths come out absolute, so every
 /// worker records the same ones. Ids must be unique and usable as file names.
 pub fn read_manifest(path: &Path) -> Result<Vec<Entry>, BatchError> {
     let entries = if path.is_dir() { folder_entries(path)? } else { file_entries(path)? };
@@ -52,7 +52,8 @@ fn file_entries(path: &Path) -> Result<Vec<Entry>, BatchError> {
     let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let base = std::path::absolute(folder).map_err(|source| BatchError::Io { path: path.to_path_buf(), source })?;
     let mut entries = Vec::new();
-    for (number, line) in text.lines().enumerate() {
+    // A byte-order mark (Windows editors write one) is not part of the first path.
+    for (number, line) in text.strip_prefix('\u{feff}').unwrap_or(&text).lines().enumerate() {
         if line.trim().is_empty() || line.trim_start().starts_with('#') {
             continue;
         }
@@ -76,12 +77,29 @@ fn folder_entries(dir: &Path) -> Result<Vec<Entry>, BatchError> {
     for item in std::fs::read_dir(std::path::absolute(dir).map_err(io)?).map_err(io)? {
         let item = item.map_err(io)?;
         let hidden = item.file_name().to_string_lossy().starts_with('.');
-        if !hidden && item.file_type().map_err(io)?.is_file() {
+        // Links count as what they name; one that names nothing (broken, a loop) is kept, so that
+        // its failure is recorded rather than the video silently left out.
+        let folder = std::fs::metadata(item.path()).is_ok_and(|meta| meta.is_dir());
+        if !hidden && !folder {
             paths.push(item.path());
         }
     }
     paths.sort();
     Ok(paths.into_iter().map(|path| Entry { id: stem(&path), path }).collect())
+}
+
+/// Refuses an output folder that is the folder of videos itself: the next run would read the
+/// results written there as videos.
+pub fn check_out_dir(manifest: &Path, out_dir: &Path) -> Result<(), BatchError> {
+    let same = matches!((std::fs::canonicalize(manifest), std::fs::canonicalize(out_dir)), (Ok(a), Ok(b)) if a == b);
+    if same {
+        return Err(BatchError::Manifest(format!(
+            "--out-dir {} is the folder of the videos: the next run would read its results as videos; choose \
+             another folder",
+            out_dir.display()
+        )));
+    }
+    Ok(())
 }
 
 /// The file name without its last extension.
@@ -115,8 +133,9 @@ mod tests {
     fn lines_give_ids_and_paths_relative_to_the_manifest() {
         let dir = temp_dir("manifest");
         let manifest = dir.join("list.txt");
-        std::fs::write(&manifest, "# archive\nclips/a.mp4\n\n  # indented comment\nv_X1\t/data/b.gif\r\nc.webm\n")
-            .unwrap();
+        // With a byte-order mark before the first line, as Windows editors save text.
+        let text = "\u{feff}# archive\nclips/a.mp4\n\n  # indented comment\nv_X1\t/data/b.gif\r\nc.webm\n";
+        std::fs::write(&manifest, text).unwrap();
         let entries = read_manifest(&manifest).unwrap();
         let expected =
             [("a", dir.join("clips/a.mp4")), ("v_X1", PathBuf::from("/data/b.gif")), ("c", dir.join("c.webm"))];
@@ -154,8 +173,21 @@ mod tests {
             std::fs::write(dir.join(name), b"").unwrap();
         }
         std::fs::create_dir(dir.join("sub")).unwrap();
+        // A link counts as the video it names; one that names nothing stays, to be recorded as
+        // failed; a link to a folder is passed over like the folder.
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(dir.join("a.mp4"), dir.join("c.mp4")).unwrap();
+            std::os::unix::fs::symlink(dir.join("nowhere.mp4"), dir.join("d.mp4")).unwrap();
+            std::os::unix::fs::symlink(dir.join("sub"), dir.join("e")).unwrap();
+        }
         let ids: Vec<String> = read_manifest(&dir).unwrap().into_iter().map(|e| e.id).collect();
-        assert_eq!(ids, ["a", "b"]);
+        let expected: &[&str] = if cfg!(unix) { &["a", "b", "c", "d"] } else { &["a", "b"] };
+        assert_eq!(ids, expected);
+        // Results written among the videos would be read as videos by the next run.
+        let err = check_out_dir(&dir, &dir.join("sub").join("..")).unwrap_err().to_string();
+        assert!(err.contains("is the folder of the videos"), "{err}");
+        assert!(check_out_dir(&dir, &dir.join("sub")).is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use futures_lite::future::block_on;
 use glimpse_align::zerota::{Event as CaptionEvent, ZeroTaConfig, captions_json, dense_caption, embed_source};
-use glimpse_batch::{Captioned, Entry, Event, Options, Shard, merge, read_manifest};
+use glimpse_batch::{Captioned, Entry, Event, Options, Shard, check_out_dir, merge, read_manifest};
 use glimpse_media::subtitles::{Cue, to_srt, to_vtt};
 use glimpse_media::video::VideoSource;
 use glimpse_models::device::DeviceChoice;
@@ -87,6 +87,7 @@ pub fn run(command: BatchCommand, device: DeviceChoice) -> Result<()> {
             models,
             dense,
         } => {
+            check_out_dir(&manifest, &out_dir)?;
             let entries = read_manifest(&manifest)?;
             let shard = match shard {
                 Some(text) => Shard::parse(&text)?,

@@ -20,7 +20,8 @@ use glimpse_align::grounding::{FindConfig, FindOptions, check_queries, find_mome
 use glimpse_align::guided::{self, GuidanceConfig, GuidanceOptions, IMAGE_PROMPT, Step, Targets};
 use glimpse_align::magic::{MagicConfig, magic_captions};
 use glimpse_align::zerota::{
-    EmbeddedVideo, Event, SCENE_CUT, VIDEO_PROMPT, ZeroTaConfig, captions_json, dense_caption, embed_source,
+    EmbeddedVideo, Event, FrameEmbedder, SCENE_CUT, VIDEO_PROMPT, ZeroTaConfig, captions_json, dense_caption,
+    embed_source,
 };
 use glimpse_media::decode_image;
 use glimpse_media::image::MAX_IMAGE_FILE_BYTES;
@@ -556,17 +557,19 @@ fn run(cli: Cli) -> Result<()> {
         Command::CaptionImage { images, models, method, guidance, format, out } => {
             let config = guidance.config(IMAGE_PROMPT);
             config.validate(&flag)?;
-            let decoded = read_images(&images)?;
+            check_out(out.as_deref())?;
             let selected = select_device(cli.device)?;
-            caption_images(&selected, &models, &images, &decoded, method, &config, format, out.as_deref())
+            caption_images(&selected, &models, &images, method, &config, format, out.as_deref())
         }
         Command::CaptionVideo { video, models, dense, format, out } => {
+            check_out(out.as_deref())?;
             let source = VideoSource::open(&video, dense.fps)?;
             let config = dense.config()?;
             let selected = select_device(cli.device)?;
             caption_video(&selected, &models, &video, &source, &config, format, out.as_deref())
         }
         Command::Find { video, queries, clip, top, fps, min_seconds, refine_steps, format, out } => {
+            check_out(out.as_deref())?;
             let source = VideoSource::open(&video, fps)?;
             let options =
                 FindOptions { top: Some(top), min_seconds: Some(min_seconds), refine_steps: Some(refine_steps) };
@@ -692,11 +695,10 @@ fn embed(
     images: &[PathBuf],
     format: Format,
 ) -> Result<()> {
-    let decoded = read_images(images)?;
     let clip = ClipBundle::load(&clip_files(dir)?, &selected.device)?;
     let text_refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let text_embeds = (!texts.is_empty()).then(|| clip.encode_texts(&text_refs)).transpose()?;
-    let image_embeds = (!images.is_empty()).then(|| clip.encode_images(&decoded)).transpose()?;
+    let image_embeds = (!images.is_empty()).then(|| embed_images(&clip, images)).transpose()?;
     let logits = match (&image_embeds, &text_embeds) {
         (Some(i), Some(t)) => Some(clip.model.logits_per_image(i.clone(), t.clone())),
         _ => None,
@@ -782,14 +784,31 @@ fn generate_text(
     Ok(())
 }
 
-fn read_images(paths: &[PathBuf]) -> Result<Vec<image::RgbImage>> {
-    paths
-        .iter()
-        .map(|path| {
-            let bytes = read_regular_file(path, MAX_IMAGE_FILE_BYTES)?;
-            decode_image(&bytes).with_context(|| path.display().to_string())
-        })
-        .collect()
+/// The images at `paths` embedded by `clip`, L2-normalised (`[n, d]`): each decoded and
+/// preprocessed in turn, so that only CLIP-sized pixels are held (a 16000-pixel PNG decodes to
+/// 768 MB).
+fn embed_images(clip: &ClipBundle, paths: &[PathBuf]) -> Result<burn::Tensor<2>> {
+    let mut embedder = FrameEmbedder::new(clip);
+    for path in paths {
+        let bytes = read_regular_file(path, MAX_IMAGE_FILE_BYTES)?;
+        let image = decode_image(&bytes).with_context(|| path.display().to_string())?;
+        embedder.push(&image).with_context(|| path.display().to_string())?;
+    }
+    Ok(embedder.finish()?.embeddings().clone())
+}
+
+/// Refuses an `--out` that could not be written, before any work is done: a folder, or a file in
+/// a folder that does not exist.
+fn check_out(out: Option<&Path>) -> Result<()> {
+    let Some(out) = out else { return Ok(()) };
+    if out.is_dir() || out.file_name().is_none() {
+        bail!("--out {} is a folder; name a file in it", out.display());
+    }
+    let folder = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !folder.is_dir() {
+        bail!("--out {}: there is no folder {}; create it first", out.display(), folder.display());
+    }
+    Ok(())
 }
 
 /// The CLIP and GPT-2 a command uses.
@@ -865,14 +884,13 @@ fn caption_images(
     selected: &SelectedDevice,
     models: &ModelArgs,
     paths: &[PathBuf],
-    images: &[image::RgbImage],
     method: ImageMethod,
     config: &GuidanceConfig,
     format: Format,
     out: Option<&Path>,
 ) -> Result<()> {
     let (clip, lm) = models.load(selected)?;
-    let targets = l2_normalize(clip.encode_images(images)?);
+    let targets = embed_images(&clip, paths)?;
     let captions = match method {
         ImageMethod::Guided => {
             let bar = progress_bar(config.max_tokens * config.steps_per_token, "captioning");
@@ -930,6 +948,12 @@ fn find(
     let (frames, duration) = read_video(&clip, source)?;
     let refs: Vec<&str> = queries.iter().map(String::as_str).collect();
     let found = block_on(find_moments(&clip, &frames, duration, &refs, config))?;
+    for (query, _) in queries.iter().zip(&found).filter(|(_, moments)| moments.is_empty()) {
+        eprintln!(
+            "{}: no moment for {query:?}: every frame is blank, or no stretch of --min-seconds shows something",
+            path.display()
+        );
+    }
     let text = match format {
         Format::Json => {
             let queries: Vec<_> =

@@ -187,10 +187,7 @@ impl From<WeightDtype> for WeightFormat {
 /// Converts `dir` into `out`: the checkpoint's other files first, the weights last (a folder
 /// with weights is complete).
 fn convert(dir: &Path, dtype: WeightDtype, out: &Path) -> Result<()> {
-    let weights_path = out.join("model.safetensors");
-    if weights_path.exists() {
-        bail!("{} exists; remove it or choose another --out", weights_path.display());
-    }
+    glimpse_media::files::ensure_no_checkpoint(out)?;
     let files = folder_or_hub(dir)?;
     let device = glimpse_models::device::cpu().device;
     let weights = block_on(convert_weights(&files, dtype.into(), &device))?;

@@ -116,8 +116,23 @@ fn converted_checkpoints_load_and_convert_refuses_what_it_cannot_do() {
         // A second conversion into the same folder would overwrite the weights: refused.
         let again = glimpse(&["models", "convert", &source, "--dtype", dtype, "--out", &out]);
         let stderr = String::from_utf8_lossy(&again.stderr);
-        assert!(!again.status.success() && stderr.contains("exists"), "{stderr}");
+        assert!(!again.status.success() && stderr.contains("already holds config.json"), "{stderr}");
     }
+    // So is a folder holding any file of a checkpoint: a stray preprocessor_config.json would
+    // change what the converted model sees, and `models random` would mix its files with them.
+    let stray = dir.join("stray");
+    std::fs::create_dir_all(&stray).unwrap();
+    std::fs::write(stray.join("preprocessor_config.json"), "{}").unwrap();
+    let stray = stray.display().to_string();
+    for args in [
+        &["models", "convert", &source, "--dtype", "f16", "--out", &stray][..],
+        &["models", "random", "gpt2-small", "--out", &stray],
+    ] {
+        let refused = glimpse(args);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success() && stderr.contains("already holds preprocessor_config.json"), "{stderr}");
+    }
+    assert_eq!(std::fs::read_dir(&stray).unwrap().count(), 1, "nothing written beside it");
     let projector = dir.join("projector");
     let not_a_model = glimpse(&[
         "models",
@@ -354,6 +369,12 @@ fn find_locates_described_scenes_and_blank_videos_have_no_events() {
     let kept =
         glimpse(&["--device", "cpu", "caption-video", frames.to_str().unwrap(), "--keep-blank", "--format", "json"]);
     assert_eq!(json_stdout(&kept)["events"].as_array().unwrap().len(), 1, "one still scene, captioned");
+    // Nothing to find in a blank video, with refinement asked for too: no moment, and a word why.
+    let blank = frames.to_str().unwrap();
+    let found =
+        glimpse(&["--device", "cpu", "find", blank, "red triangles", "--refine-steps", "2", "--format", "json"]);
+    assert_eq!(json_stdout(&found)["queries"][0]["moments"], serde_json::json!([]));
+    assert!(String::from_utf8_lossy(&found.stderr).contains("no moment for \"red triangles\""), "{found:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -94,3 +94,59 @@ fn twenty_minutes_of_1080p_in_bounded_memory() {
         "memory grows with length: {short_peak} MiB for 1 min, {long_peak} MiB for 20 min"
     );
 }
+
+/// A clip shorter than one sample still gives its one frame (ffmpeg's `fps` filter drops it unless
+/// told to pass it), a file whose name reads like an ffmpeg protocol (`concat:`) is read as the
+/// file it is, and a file cut short is refused.
+#[test]
+fn a_frame_shorter_than_a_sample_and_a_name_like_a_protocol() {
+    if !ffmpeg_available() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("glimpse-short-video-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // One frame at 25 fps: 0.04 s, a twelfth of a sample at 2 fps.
+    let clip = dir.join("concat:one-frame.mp4");
+    let mut output = std::ffi::OsString::from("file:");
+    output.push(&clip);
+    let status = Command::new("ffmpeg")
+        .args(["-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=96x96:rate=25"])
+        .args(["-frames:v", "1", "-c:v", "mpeg4"])
+        .arg(output)
+        .status()
+        .unwrap();
+    assert!(status.success(), "ffmpeg could not make {}", clip.display());
+    let out = Command::new(env!("CARGO_BIN_EXE_glimpse"))
+        .current_dir(&dir)
+        .args(["--device", "cpu", "caption-video", "concat:one-frame.mp4", "--max-tokens", "2", "--format", "json"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["duration"], 0.5, "one sample at 2 fps: {json}");
+    let events = json["events"].as_array().unwrap();
+    assert!(events.len() == 1 && events[0]["score"].as_f64().is_some_and(f64::is_finite), "{json}");
+
+    // A WebM cut in half: ffmpeg reads up to the cut and exits 0; glimpse says the file is short
+    // rather than caption half a video as the whole.
+    let whole = dir.join("whole.webm");
+    let status = Command::new("ffmpeg")
+        .args(["-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=96x96:rate=25"])
+        .args(["-t", "4", "-c:v", "libvpx", "-b:v", "200k"])
+        .arg(&whole)
+        .status()
+        .unwrap();
+    assert!(status.success(), "ffmpeg could not make {}", whole.display());
+    let bytes = std::fs::read(&whole).unwrap();
+    let half = dir.join("half.webm");
+    std::fs::write(&half, &bytes[..bytes.len() / 2]).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_glimpse"))
+        .args(["--device", "cpu", "caption-video"])
+        .arg(&half)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("is cut short"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

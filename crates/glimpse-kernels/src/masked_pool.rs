@@ -54,7 +54,7 @@ pub fn masked_pool_fallback(masks: Tensor<2>, frames: Tensor<2>) -> Tensor<2> {
     let weights = masks.clone() / masks.sum_dim(1).clamp_min(1e-6);
     let pooled = weights.matmul(frames);
     // `glimpse_models::l2_normalize`, which this crate cannot call: glimpse-models depends on it.
-    let norm = pooled.clone().square().sum_dim(1).sqrt().clamp_min(1e-12);
+    let norm = pooled.clone().square().sum_dim(1).clamp_min(1e-24).sqrt();
     pooled / norm
 }
 

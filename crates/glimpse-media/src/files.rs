@@ -32,8 +32,26 @@ pub fn remove_if_present(path: &Path) -> io::Result<()> {
 }
 
 /// Write `bytes` to a hidden temporary file next to `path`, flush it to disk, and rename it over
-/// `path`: readers see either the old file or the complete new one.
+/// `path`: readers see either the old file or the complete new one, which keeps the old one's
+/// permissions. A symbolic link is written through (the file it names is replaced, the link
+/// stays); a device or a pipe (`/dev/stdout`, a FIFO) is written into as it is, never replaced.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut permissions = None;
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            let target = fs::canonicalize(path).map_err(|e| {
+                io::Error::new(e.kind(), format!("{} is a link to nothing readable ({e})", path.display()))
+            })?;
+            return write_atomically(&target, bytes);
+        }
+        Ok(meta) if meta.is_dir() => {
+            let message = format!("{} is a folder; name a file in it", path.display());
+            return Err(io::Error::new(io::ErrorKind::IsADirectory, message));
+        }
+        Ok(meta) if !meta.is_file() => return fs::OpenOptions::new().write(true).open(path)?.write_all(bytes),
+        Ok(meta) => permissions = Some(meta.permissions()),
+        Err(_) => {}
+    }
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{} names no file", path.display())))?;
@@ -44,6 +62,9 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let result = File::create(&temp)
         .and_then(|mut file| {
             file.write_all(bytes)?;
+            if let Some(permissions) = permissions {
+                file.set_permissions(permissions)?;
+            }
             file.sync_all()
         })
         .and_then(|()| fs::rename(&temp, path));
@@ -52,6 +73,22 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(&temp);
     }
     result
+}
+
+/// The files of a checkpoint folder in the Hugging Face layout that glimpse reads and writes.
+pub const CHECKPOINT_FILES: [&str; 4] =
+    ["config.json", "tokenizer.json", "preprocessor_config.json", "model.safetensors"];
+
+/// Refuses a folder that already holds checkpoint files as the place of a new checkpoint: writing
+/// over them would mix the two (a file the new one lacks stays behind) and, if stopped, lose the
+/// old one.
+pub fn ensure_no_checkpoint(dir: &Path) -> io::Result<()> {
+    let held: Vec<&str> = CHECKPOINT_FILES.into_iter().filter(|name| dir.join(name).exists()).collect();
+    if held.is_empty() {
+        return Ok(());
+    }
+    let message = format!("{} already holds {}; remove them or choose another --out", dir.display(), held.join(", "));
+    Err(io::Error::new(io::ErrorKind::AlreadyExists, message))
 }
 
 /// 64-bit FNV-1a of `bytes`: stable across platforms, versions and runs (unlike `std`'s hasher),
@@ -75,6 +112,31 @@ mod tests {
             assert_eq!(temporary_of(other), None, "{other}");
         }
         remove_if_present(&dir.join("absent")).unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// An output named by a link replaces the file it names, and keeps that file's mode; a device
+    /// is written into, not replaced by a file; a folder is refused by name.
+    #[cfg(unix)]
+    #[test]
+    fn links_modes_and_devices_survive_a_write() {
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt, symlink};
+        let dir = std::env::temp_dir().join(format!("glimpse-files-out-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let (target, link) = (dir.join("target.json"), dir.join("link.json"));
+        fs::write(&target, "old").unwrap();
+        fs::set_permissions(&target, fs::Permissions::from_mode(0o600)).unwrap();
+        symlink(&target, &link).unwrap();
+        write_atomically(&link, b"new").unwrap();
+        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert_eq!(fs::read_to_string(&target).unwrap(), "new");
+        assert_eq!(fs::metadata(&target).unwrap().permissions().mode() & 0o777, 0o600);
+
+        write_atomically(Path::new("/dev/null"), b"into the device").unwrap();
+        assert!(fs::symlink_metadata("/dev/null").unwrap().file_type().is_char_device());
+
+        let err = write_atomically(&dir, b"x").unwrap_err().to_string();
+        assert!(err.contains("is a folder"), "{err}");
         fs::remove_dir_all(&dir).unwrap();
     }
 }

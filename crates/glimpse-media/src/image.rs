@@ -35,6 +35,9 @@ pub const MAX_SIDE: u32 = 16384;
 /// How many times the model's image size a `preprocessor_config.json` may resize to before cropping.
 pub const MAX_RESIZE_FACTOR: u32 = 4;
 
+/// The largest magnitude a preprocessed pixel value may reach.
+const MAX_PIXEL_VALUE: f64 = 1e4;
+
 /// The settings of a `preprocessor_config.json`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImagePreprocess {
@@ -176,6 +179,20 @@ impl ImagePreprocess {
         if raw.do_normalize && mean.iter().any(|m| !m.is_finite()) {
             return Err(bad(format!("image_mean {mean:?} must be finite")));
         }
+        // What black and white become: a tiny std, a huge mean or rescale factor make infinities
+        // (CLIP's own settings give -1.8..2.2).
+        let scale = if raw.do_rescale { raw.rescale_factor } else { 1.0 };
+        for (m, s) in mean.iter().zip(&std) {
+            let (m, s) = if raw.do_normalize { (f64::from(*m), f64::from(*s)) } else { (0.0, 1.0) };
+            let extreme = [0.0, 255.0 * scale].map(|v| ((v - m) / s).abs()).into_iter().fold(0.0, f64::max);
+            if !(extreme <= MAX_PIXEL_VALUE) {
+                return Err(bad(format!(
+                    "image_mean {mean:?}, image_std {std:?} and rescale_factor {} take pixel values to {extreme:e}, \
+                     beyond {MAX_PIXEL_VALUE}; the file is damaged",
+                    raw.rescale_factor
+                )));
+            }
+        }
         Ok(Self {
             resize: raw.do_resize.then_some((resize, filter)),
             center_crop: raw.do_center_crop.then_some(crop),
@@ -298,7 +315,15 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, MediaError> {
         return Err(MediaError::Image("unrecognised format; glimpse reads PNG, JPEG, WebP and GIF".into()));
     }
     reader.limits(decoder_limits());
-    let image = decoding("the image decoder", || reader.decode().map_err(|e| MediaError::Image(e.to_string())))?;
+    let image = decoding("the image decoder", || {
+        reader.decode().map_err(|e| match e {
+            image::ImageError::Limits(_) => MediaError::Image(format!(
+                "{e}: glimpse decodes images of at most {MAX_SIDE} pixels a side and 1 GiB of pixels; scale it down \
+                 first"
+            )),
+            e => MediaError::Image(e.to_string()),
+        })
+    })?;
     if image.width() == 0 || image.height() == 0 {
         return Err(MediaError::Image("the image has no pixels".into()));
     }

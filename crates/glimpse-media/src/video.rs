@@ -24,6 +24,11 @@ pub const MAX_FRAMES: usize = 10_000;
 /// before anything is allocated for them.
 pub const MAX_FRAME_PIXELS: u64 = 1 << 26;
 
+/// The most pixels an animation's frames may add up to, each drawn onto the whole canvas: about a
+/// minute of decoding here (8,000 frames of 1920x1080 are 16.6 billion). A GIF of 100,000
+/// one-pixel frames on a canvas of 8000x8000 would otherwise take hours.
+pub const MAX_COMPOSITED_PIXELS: u64 = 1 << 34;
+
 /// The highest sampling rate, in frames per second.
 pub const MAX_FPS: f64 = 60.0;
 
@@ -61,6 +66,9 @@ impl VideoSource {
     /// anything else, to be sampled at `fps`.
     pub fn open(path: &Path, fps: f64) -> Result<Self, MediaError> {
         check_fps(fps)?;
+        if path.as_os_str() == "-" {
+            return Err(MediaError::Video("videos are not read from standard input; save it to a file first".into()));
+        }
         let named = |message: String| MediaError::Video(format!("{}: {message}", path.display()));
         let metadata = std::fs::metadata(path).map_err(|e| named(e.to_string()))?;
         let kind = if metadata.is_dir() {
@@ -75,7 +83,8 @@ impl VideoSource {
                 }
                 Ok(_) => {
                     return Err(MediaError::Video(format!(
-                        "{} is a still image; give an animated GIF / WebP, a folder of frames or a video file",
+                        "{} is a still image (caption it with caption-image); give an animated GIF / WebP, a folder \
+                         of frames or a video file",
                         path.display()
                     )));
                 }
@@ -94,11 +103,13 @@ impl VideoSource {
     }
 
     /// Decodes the frames one by one and hands each sampled frame to `on_frame`, in order; returns
-    /// how many there were. Nothing decoded is kept here: what `on_frame` keeps is all that stays.
+    /// the seconds they stand for (the frames over the sampling rate, or an animation's own length
+    /// where that is shorter: one sample of a 4 s GIF at 0.001 fps stands for 4 s, not 1000).
+    /// Nothing decoded is kept here: what `on_frame` keeps is all that stays.
     pub fn for_each_frame<E: From<MediaError>>(
         &self,
         mut on_frame: impl FnMut(RgbImage) -> Result<(), E>,
-    ) -> Result<usize, E> {
+    ) -> Result<f64, E> {
         match &self.kind {
             SourceKind::Animation { path, format } => {
                 let named = |e: std::io::Error| MediaError::Video(format!("{}: {e}", path.display()));
@@ -109,28 +120,40 @@ impl VideoSource {
                 for path in paths {
                     on_frame(read_frame(path)?)?;
                 }
-                Ok(paths.len())
+                Ok(paths.len() as f64 / self.fps)
             }
-            SourceKind::Ffmpeg { path } => read_with_ffmpeg(path, self.fps, &mut on_frame),
+            SourceKind::Ffmpeg { path } => Ok(read_with_ffmpeg(path, self.fps, &mut on_frame)? as f64 / self.fps),
         }
     }
 }
 
 /// Samples an animated GIF or WebP at `fps` on its own clock (each frame's delay), handing each
-/// sampled frame to `on_frame` as soon as the frame that follows it is known. The decoder's errors
-/// name the animation as `name`; those of `on_frame` pass through as they are.
+/// sampled frame to `on_frame` as soon as the frame that follows it is known; returns the seconds
+/// the samples stand for (at most the animation's length). The decoder's errors name the
+/// animation as `name`; those of `on_frame` pass through as they are.
 pub fn sample_animation<R: BufRead + Seek, E: From<MediaError>>(
     reader: R,
     format: ImageFormat,
     fps: f64,
     name: &str,
     on_frame: &mut impl FnMut(RgbImage) -> Result<(), E>,
-) -> Result<usize, E> {
+) -> Result<f64, E> {
     let ours = |e: MediaError| E::from(MediaError::Video(format!("{name}: {e}")));
     check_fps(fps).map_err(ours)?;
     let mut sampler = Sampler { fps, emitted: 0, shown: None, name };
     let mut start = 0.0;
+    let mut composited = 0u64;
     let mut push = |frame: RgbImage, ms: f64| -> Result<(), E> {
+        // Each frame is drawn onto the whole canvas, however small it is itself.
+        composited += u64::from(frame.width()) * u64::from(frame.height());
+        if composited > MAX_COMPOSITED_PIXELS {
+            return Err(ours(MediaError::Video(format!(
+                "its frames of {}x{} add up to more than {MAX_COMPOSITED_PIXELS} pixels to draw (minutes of \
+                 work); convert it to a video file of a smaller size or fewer frames",
+                frame.width(),
+                frame.height()
+            ))));
+        }
         sampler.next_frame(start, frame, on_frame)?;
         start += ms / 1000.0;
         Ok(())
@@ -154,7 +177,8 @@ pub fn sample_animation<R: BufRead + Seek, E: From<MediaError>>(
             let mut decoder =
                 decoding("the WebP decoder", || image_webp::WebPDecoder::new(reader).map_err(bad)).map_err(ours)?;
             if !decoder.is_animated() {
-                return Err(ours(MediaError::Video("a still WebP image, not an animation".into())));
+                let still = "a still WebP image, not an animation; caption it with caption-image";
+                return Err(ours(MediaError::Video(still.into())));
             }
             let (width, height) = decoder.dimensions();
             check_canvas((width, height)).map_err(ours)?;
@@ -180,7 +204,8 @@ pub fn sample_animation<R: BufRead + Seek, E: From<MediaError>>(
         other => return Err(ours(MediaError::Video(format!("{other:?} is not an animated GIF or WebP")))),
     }
     let total = start;
-    sampler.finish(total, on_frame)
+    let samples = sampler.finish(total, on_frame)?;
+    Ok((samples as f64 / fps).min(total))
 }
 
 /// Milliseconds a frame is shown; browsers show zero-delay frames for 100 ms.
@@ -189,15 +214,18 @@ fn delay_ms((numer, denom): (u32, u32)) -> f64 {
 }
 
 fn check_canvas(size: (u32, u32)) -> Result<(), MediaError> {
-    check_frame_size(size).map_err(|size| MediaError::Video(format!("the animation declares a {size} canvas")))
+    check_frame_size(size).map_err(|size| MediaError::Video(format!("the animation declares a canvas of {size}")))
 }
 
 /// Refuses an empty frame or one above [`MAX_FRAME_PIXELS`], before anything is allocated for it;
 /// the error is what to say of the size.
 fn check_frame_size((width, height): (u32, u32)) -> Result<(), String> {
     let pixels = u64::from(width) * u64::from(height);
-    if width == 0 || height == 0 || pixels > MAX_FRAME_PIXELS {
-        return Err(format!("{width}x{height}; glimpse reads up to {MAX_FRAME_PIXELS} pixels per frame"));
+    if width == 0 || height == 0 {
+        return Err(format!("{width}x{height}, which holds no pixels"));
+    }
+    if pixels > MAX_FRAME_PIXELS {
+        return Err(format!("{width}x{height}, beyond the {MAX_FRAME_PIXELS} pixels per frame glimpse reads"));
     }
     Ok(())
 }
@@ -338,10 +366,14 @@ fn read_with_ffmpeg<E: From<MediaError>>(
     fps: f64,
     on_frame: &mut impl FnMut(RgbImage) -> Result<(), E>,
 ) -> Result<usize, E> {
+    // As a file, whatever the name: ffmpeg would read `concat:a.mp4` or `http:...` as a protocol.
+    let mut input = std::ffi::OsString::from("file:");
+    input.push(path);
     let spawned = Command::new("ffmpeg")
         .args(["-nostdin", "-loglevel", "error", "-i"])
-        .arg(path)
-        .args(["-vf", &format!("fps={fps}"), "-frames:v", &(MAX_FRAMES + 1).to_string()])
+        .arg(input)
+        // `eof_action=pass` keeps the one frame of a video shorter than a sample.
+        .args(["-vf", &format!("fps={fps}:eof_action=pass"), "-frames:v", &(MAX_FRAMES + 1).to_string()])
         .args(["-f", "image2pipe", "-c:v", "ppm", "-pix_fmt", "rgb24", "-"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -387,8 +419,18 @@ fn read_with_ffmpeg<E: From<MediaError>>(
     let status = process.child.wait().map_err(|e| MediaError::Video(format!("ffmpeg: {e}")))?;
     let stderr = process.stderr.take().and_then(|h| h.join().ok()).unwrap_or_default();
     if !status.success() || frames == 0 {
-        let why = if stderr.is_empty() { "it produced no frames".to_string() } else { stderr };
+        let why = if stderr.is_empty() { "it found no video frames in it".to_string() } else { stderr };
         return Err(MediaError::Video(format!("ffmpeg cannot read {}: {why}", path.display())).into());
+    }
+    // ffmpeg reads a file cut short up to the cut and exits as if it had read it all; only its
+    // message tells (Matroska/WebM: "File ended prematurely").
+    let lower = stderr.to_ascii_lowercase();
+    if lower.contains("ended prematurely") || lower.contains("truncat") {
+        return Err(MediaError::Video(format!(
+            "{} is cut short ({stderr}); download or copy it again",
+            path.display()
+        ))
+        .into());
     }
     Ok(frames)
 }
@@ -459,6 +501,23 @@ mod tests {
             Ok::<(), MediaError>(())
         })?;
         Ok(frames)
+    }
+
+    /// The samples stand for the animation's length at most: one sample of a 3 s GIF at 0.01 fps
+    /// is 3 s of video, not 100.
+    #[test]
+    fn a_rate_below_the_animation_gives_its_own_length() {
+        let bytes = gif(&[[255, 0, 0], [0, 255, 0], [0, 0, 255]], 1000);
+        let mut samples = 0;
+        let mut count = |_| {
+            samples += 1;
+            Ok::<(), MediaError>(())
+        };
+        let seconds = sample_animation(Cursor::new(&bytes), ImageFormat::Gif, 0.01, "test", &mut count).unwrap();
+        assert_eq!((samples, seconds), (1, 3.0));
+        let seconds =
+            sample_animation(Cursor::new(&bytes), ImageFormat::Gif, 2.0, "test", &mut |_| Ok::<(), MediaError>(()));
+        assert_eq!(seconds.unwrap(), 3.0);
     }
 
     #[test]

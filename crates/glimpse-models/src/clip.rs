@@ -68,6 +68,34 @@ pub struct ClipVisionConfig {
     pub layer_norm_eps: f64,
 }
 
+impl ClipVisionConfig {
+    /// About the f32 values one image takes through the tower at once: its pixels, a layer's
+    /// activations and one layer's attention scores. Frames are encoded in batches that fit a
+    /// budget of these ([`ClipVisionConfig::images_per_batch`]).
+    pub fn floats_per_image(&self) -> f64 {
+        let size = self.image_size as f64;
+        let tokens = (self.image_size / self.patch_size).pow(2) as f64 + 1.0;
+        let activations = tokens * (6.0 * self.hidden_size as f64 + self.intermediate_size as f64);
+        3.0 * size * size + activations + self.num_attention_heads as f64 * tokens * tokens
+    }
+
+    /// Images to encode in one batch: at most `most`, and as many as fit 256 MiB of
+    /// [`floats_per_image`](ClipVisionConfig::floats_per_image) (16 of ViT-B/32, 5 of ViT-L/14 at 336).
+    pub fn images_per_batch(&self, most: usize) -> usize {
+        ((BATCH_FLOATS / self.floats_per_image()) as usize).clamp(1, most.max(1))
+    }
+}
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// What one image may take through the image tower ([`ClipVisionConfig::floats_per_image`]): 1 GiB
+/// of f32, 90 times ViT-L/14 at 336 pixels. A config beyond it is refused at load rather than
+/// running out of memory on the first frame.
+const MAX_FLOATS_PER_IMAGE: f64 = GIB / 4.0;
+
+/// The f32 values a batch of images may take ([`ClipVisionConfig::images_per_batch`]).
+const BATCH_FLOATS: f64 = 256.0 * (1 << 20) as f64 / 4.0;
+
 /// A Hugging Face CLIP `config.json`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ClipConfig {
@@ -191,6 +219,34 @@ impl ClipConfig {
         }
         if !v.image_size.is_multiple_of(v.patch_size) {
             return bad(format!("image_size {} is not a multiple of patch_size {}", v.image_size, v.patch_size));
+        }
+        if v.num_channels != 3 {
+            return bad(format!("vision_config.num_channels = {}: glimpse feeds RGB images (3)", v.num_channels));
+        }
+        for (name, eps) in
+            [("text_config.layer_norm_eps", t.layer_norm_eps), ("vision_config.layer_norm_eps", v.layer_norm_eps)]
+        {
+            if !(eps > 0.0 && eps < 1.0) {
+                return bad(format!("{name} = {eps} must lie between 0 and 1"));
+            }
+        }
+        if t.eos_token_id != LEGACY_EOS && t.eos_token_id as usize >= t.vocab_size {
+            return bad(format!(
+                "text_config.eos_token_id = {} is outside the vocabulary (vocab_size = {})",
+                t.eos_token_id, t.vocab_size
+            ));
+        }
+        let floats = v.floats_per_image();
+        if floats > MAX_FLOATS_PER_IMAGE {
+            return bad(format!(
+                "the image tower would need {:.1} GiB per image ({} pixels square, {} patches, {} heads); glimpse \
+                 takes models of at most {} GiB per image",
+                floats * 4.0 / GIB,
+                v.image_size,
+                (v.image_size / v.patch_size).pow(2),
+                v.num_attention_heads,
+                MAX_FLOATS_PER_IMAGE * 4.0 / GIB
+            ));
         }
         Ok(())
     }
@@ -651,9 +707,10 @@ impl Clip {
         self.text.shared_beginnings(ids, device).is_some()
     }
 
-    /// The learned temperature `exp(logit_scale)`, `[1]`.
+    /// The learned temperature `exp(logit_scale)`, `[1]`, at most 100: CLIP's training clamps it
+    /// there, and a checkpoint beyond it would overflow the logits.
     pub fn logit_scale(&self) -> Tensor<1> {
-        self.logit_scale.val().exp()
+        self.logit_scale.val().exp().clamp_max(100.0)
     }
 
     /// `logits_per_image[i][j] = exp(logit_scale) * cos(image_i, text_j)`, from unnormalised embeddings.

@@ -30,6 +30,20 @@ pub enum TensorProblem {
         name: String,
         why: String,
     },
+    /// A value is NaN or infinite (`value`: `NaN`, `inf` or `-inf`): every output it reaches
+    /// would be too.
+    NotFinite {
+        name: String,
+        index: usize,
+        value: String,
+    },
+}
+
+impl TensorProblem {
+    /// Whether the tensor is where the config says, but its stored values are unusable.
+    fn is_damage(&self) -> bool {
+        matches!(self, Self::Quantization { .. } | Self::Unreadable { .. } | Self::NotFinite { .. })
+    }
 }
 
 impl fmt::Display for TensorProblem {
@@ -50,6 +64,7 @@ impl fmt::Display for TensorProblem {
             }
             Self::Quantization { name, why } => write!(f, "tensor `{name}` cannot be read as 8-bit weights: {why}"),
             Self::Unreadable { name, why } => write!(f, "tensor `{name}` cannot be read: {why}"),
+            Self::NotFinite { name, index, value } => write!(f, "tensor `{name}` holds {value} at element {index}"),
         }
     }
 }
@@ -105,7 +120,11 @@ fn format_mismatch(problems: &[TensorProblem], unexpected: &[String]) -> String 
         let tail = if more > 0 { format!(" and {more} more") } else { String::new() };
         lines.push(format!("  - unexpected tensors (not used by this config): {}{tail}", shown.join(", ")));
     }
-    lines.push("  Check that config.json belongs to this model.safetensors.".into());
+    if unexpected.is_empty() && problems.iter().all(TensorProblem::is_damage) {
+        lines.push("  The file is damaged: re-download or re-export it.".into());
+    } else {
+        lines.push("  Check that config.json belongs to this model.safetensors.".into());
+    }
     lines.join("\n")
 }
 

@@ -141,6 +141,9 @@ impl Gpt2Config {
                 ));
             }
         }
+        if !(self.layer_norm_epsilon > 0.0 && self.layer_norm_epsilon < 1.0) {
+            return bad(format!("layer_norm_epsilon = {} must lie between 0 and 1", self.layer_norm_epsilon));
+        }
         if !self.n_embd.is_multiple_of(self.n_head) {
             return bad(format!("n_embd = {} is not divisible by n_head = {}", self.n_embd, self.n_head));
         }
@@ -395,7 +398,9 @@ impl Gpt2 {
     pub fn load_weights(config: &Gpt2Config, file: &WeightFile, device: &Device) -> Result<Self, ModelError> {
         config.validate()?;
         let loader = Loader::new(file, device);
-        let prefix = if loader.contains("transformer.wte.weight") { "transformer." } else { "" };
+        // By every name, not one: a file missing `transformer.wte.weight` names that one tensor.
+        let lm_head_model = file.names().iter().any(|name| name.starts_with("transformer."));
+        let prefix = if lm_head_model { "transformer." } else { "" };
         let mut model = config.init(device);
         model.walk(&loader, prefix);
         let tied = config.tie_word_embeddings;

@@ -34,7 +34,9 @@ pub fn ids_tensor(ids: &[u32], device: &Device) -> Tensor<2, Int> {
 
 /// Rows scaled to unit L2 norm: `[n, d]` -> `[n, d]`; an all-zero row stays zero.
 pub fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
-    let norm = x.clone().square().sum_dim(1).sqrt().clamp_min(1e-12);
+    // Clamped before the root: at a zero row the gradient is then finite (as the pooling kernel's
+    // is), where sqrt's infinite slope times the clamp's zero would be NaN.
+    let norm = x.clone().square().sum_dim(1).clamp_min(1e-24).sqrt();
     x / norm
 }
 

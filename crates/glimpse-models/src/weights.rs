@@ -390,19 +390,29 @@ impl<'f, 'a> Loader<'f, 'a> {
         Self { file, device: device.clone(), used: RefCell::default(), problems: RefCell::default() }
     }
 
-    pub fn contains(&self, name: &str) -> bool {
-        self.file.contains(name)
-    }
-
     /// Reads `name` as host values of `expected` shape (Burn's shape, after `layout`), or records
     /// why not. See [`Layout`] for how stored shapes map to Burn shapes.
     pub fn read_values(&self, name: &str, expected: &[usize], layout: Layout) -> Option<Vec<f32>> {
         let want = stored_shape(expected, layout);
         let count = self.check(name, &want, layout)?;
-        self.record(match layout {
+        let values = self.record(match layout {
             Layout::AsStored | Layout::Scalar => self.file.read_f32_range(name, 0..count),
             Layout::Transposed => self.file.read_f32_transposed(name, want[0], want[1]),
-        })
+        })?;
+        self.finite(name, values, 0)
+    }
+
+    /// `values` (elements from `first` on of tensor `name`), or `None` with the problem recorded
+    /// where one is NaN or infinite (a broken export, which would make every output NaN).
+    fn finite(&self, name: &str, values: Vec<f32>, first: usize) -> Option<Vec<f32>> {
+        match values.iter().position(|v| !v.is_finite()) {
+            None => Some(values),
+            Some(at) => {
+                let (index, value) = (first + at, values[at].to_string());
+                self.problems.borrow_mut().push(TensorProblem::NotFinite { name: name.into(), index, value });
+                None
+            }
+        }
     }
 
     /// Marks `name` as used and checks its stored shape against `want` before anything is read;
@@ -543,7 +553,8 @@ impl Tensors for Loader<'_, '_> {
                         .then(|| TableShard::Q8(Q8Matrix::new(&bytes, scales, n, dim, &self.device)))
                 })
             } else {
-                self.record(self.file.read_f32_range(name, start * dim..(start + n) * dim)).map(|block| {
+                let block = self.record(self.file.read_f32_range(name, start * dim..(start + n) * dim));
+                block.and_then(|block| self.finite(name, block, start * dim)).map(|block| {
                     TableShard::F32(Param::from_tensor(Tensor::from_data(
                         TensorData::new(block, [n, dim]),
                         &self.device,

@@ -210,7 +210,7 @@ fn contrastive_loss(
     let n = pixels.dims()[0];
     let images = l2_normalize(model.encode_image(pixels)?);
     let texts = l2_normalize(model.encode_text(ids, device)?);
-    let logits = images.matmul(texts.transpose()) * model.logit_scale().clamp_max(100.0).unsqueeze::<2>();
+    let logits = images.matmul(texts.transpose()) * model.logit_scale().unsqueeze::<2>();
     let targets = Tensor::<1, Int>::arange(0..n as i64, device).unsqueeze_dim::<2>(1);
     let per_image = log_softmax(logits.clone(), 1).gather(1, targets.clone()).mean();
     let per_text = log_softmax(logits.slice([0..n, 0..n]).transpose(), 1).gather(1, targets).mean();

@@ -30,6 +30,7 @@ pub enum TrainError {
     Tokenizer(String),
     #[error("{0}")]
     Config(String),
-    #[error("{path}: {source}")]
+    /// A file of the run cannot be written or read (the cause follows as the error's source).
+    #[error("{path}")]
     Io { path: String, source: std::io::Error },
 }

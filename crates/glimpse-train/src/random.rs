@@ -34,6 +34,7 @@ pub async fn write_random_gpt2(
     device: &burn::tensor::Device,
 ) -> Result<(), TrainError> {
     config.validate()?;
+    ensure_no_checkpoint(dir)?;
     let tokenizer = gpt2_tokenizer_for(config)?;
     let weights = config.init(device).to_safetensors().await?;
     write(dir, &[("config.json", config.to_json().as_bytes()), ("tokenizer.json", tokenizer.as_bytes())], &weights)
@@ -46,6 +47,7 @@ pub async fn write_random_clip(
     device: &burn::tensor::Device,
 ) -> Result<(), TrainError> {
     config.validate()?;
+    ensure_no_checkpoint(dir)?;
     let tokenizer = clip_tokenizer_for(config)?;
     let preprocessor = crate::clip::preprocessor_json(config.vision_config.image_size);
     let weights = config.init(device).to_safetensors().await?;
@@ -56,6 +58,11 @@ pub async fn write_random_clip(
         ("preprocessor_config.json", preprocessor.as_bytes()),
     ];
     write(dir, &files, &weights)
+}
+
+/// Refused before the weights are made: `dir` holding a checkpoint already.
+fn ensure_no_checkpoint(dir: &Path) -> Result<(), TrainError> {
+    glimpse_media::files::ensure_no_checkpoint(dir).map_err(|e| TrainError::Config(e.to_string()))
 }
 
 /// The files, then the weights last: a folder with weights is complete.
