@@ -211,6 +211,18 @@ fn weights_that_are_not_finite_are_refused() {
         );
         assert!(err.to_string().contains("damaged: re-download or re-export"), "{err}");
     }
+    // A CLIP projection, stored `[out, in]` and read transposed: the element is named as stored.
+    let files = ModelFiles::from_dir(fixture("clip-a")).unwrap();
+    let config = ClipConfig::from_json(&files.config).unwrap();
+    let weights = rewrite_safetensors(&weight_bytes(&files), |t| {
+        t.iter_mut().find(|(n, _, _)| n == "visual_projection.weight").unwrap().2[5] = f32::NAN;
+    });
+    let err = Clip::load(&config, &weights, &cpu()).expect_err("must fail");
+    let ModelError::WeightMismatch { problems, .. } = &err else { panic!("{err}") };
+    assert!(
+        matches!(&problems[..], [TensorProblem::NotFinite { name, index: 5, .. }] if name == "visual_projection.weight"),
+        "{err}"
+    );
 }
 
 /// Settings that parse but cannot work: grey images, a LayerNorm epsilon that is not a small positive

@@ -78,9 +78,10 @@ fn folder_entries(dir: &Path) -> Result<Vec<Entry>, BatchError> {
         let item = item.map_err(io)?;
         let hidden = item.file_name().to_string_lossy().starts_with('.');
         // Links count as what they name; one that names nothing (broken, a loop) is kept, so that
-        // its failure is recorded rather than the video silently left out.
-        let folder = std::fs::metadata(item.path()).is_ok_and(|meta| meta.is_dir());
-        if !hidden && !folder {
+        // its failure is recorded rather than the video silently left out. Folders, pipes and
+        // devices are not videos.
+        let video = std::fs::metadata(item.path()).map_or(true, |meta| meta.is_file());
+        if !hidden && video {
             paths.push(item.path());
         }
     }

@@ -111,9 +111,10 @@ pub fn run(command: BatchCommand, device: DeviceChoice) -> Result<()> {
             Ok(())
         }
         BatchCommand::Merge { dir, out, manifest } => {
+            crate::check_out(Some(&out))?;
             let entries = manifest.as_deref().map(read_manifest).transpose()?;
             let merged = merge(&dir, entries.as_deref())?;
-            glimpse_media::write_atomically(&out, merged.json.as_bytes())
+            glimpse_media::write_output(&out, merged.json.as_bytes())
                 .with_context(|| format!("cannot write {}", out.display()))?;
             eprintln!("merged {} videos into {}", merged.done, out.display());
             for (what, ids) in [("failed", &merged.failed), ("missing", &merged.missing)] {

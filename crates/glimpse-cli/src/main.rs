@@ -552,12 +552,14 @@ fn run(cli: Cli) -> Result<()> {
             if texts.is_empty() && images.is_empty() {
                 bail!("nothing to embed: give at least one --text or --image");
             }
+            check_images(&images)?;
             embed(&select_device(cli.device)?, model.as_deref(), &texts, &images, format)
         }
         Command::CaptionImage { images, models, method, guidance, format, out } => {
             let config = guidance.config(IMAGE_PROMPT);
             config.validate(&flag)?;
             check_out(out.as_deref())?;
+            check_images(&images)?;
             let selected = select_device(cli.device)?;
             caption_images(&selected, &models, &images, method, &config, format, out.as_deref())
         }
@@ -797,11 +799,21 @@ fn embed_images(clip: &ClipBundle, paths: &[PathBuf]) -> Result<burn::Tensor<2>>
     Ok(embedder.finish()?.embeddings().clone())
 }
 
+/// Refuses image paths that are not readable files before the models load (each is decoded only
+/// once they have).
+fn check_images(paths: &[PathBuf]) -> Result<()> {
+    for path in paths {
+        glimpse_media::untrusted::open_regular_file(path)?;
+    }
+    Ok(())
+}
+
 /// Refuses an `--out` that could not be written, before any work is done: a folder, or a file in
 /// a folder that does not exist.
 fn check_out(out: Option<&Path>) -> Result<()> {
-    let Some(out) = out else { return Ok(()) };
-    if out.is_dir() || out.file_name().is_none() {
+    let Some(out) = out.filter(|out| *out != Path::new("-")) else { return Ok(()) };
+    let trailing_separator = out.as_os_str().to_string_lossy().ends_with(std::path::is_separator);
+    if out.is_dir() || out.file_name().is_none() || trailing_separator {
         bail!("--out {} is a folder; name a file in it", out.display());
     }
     let folder = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -871,10 +883,11 @@ fn on_step(bar: &ProgressBar) -> impl FnMut(&Step) + '_ {
 /// Writes `text` to `out` through a temporary file renamed into place (a failed run never leaves
 /// a half-written file), or prints it.
 fn emit(text: &str, out: Option<&Path>) -> Result<()> {
-    let Some(out) = out else {
+    // `/dev/stdout` is the standard output itself, which may be a file appended to (`>> log`).
+    let Some(out) = out.filter(|out| *out != Path::new("-") && *out != Path::new("/dev/stdout")) else {
         return print_out(text);
     };
-    glimpse_media::write_atomically(out, text.as_bytes()).with_context(|| format!("cannot write {}", out.display()))?;
+    glimpse_media::write_output(out, text.as_bytes()).with_context(|| format!("cannot write {}", out.display()))?;
     eprintln!("wrote {}", out.display());
     Ok(())
 }

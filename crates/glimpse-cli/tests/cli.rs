@@ -355,6 +355,19 @@ fn find_locates_described_scenes_and_blank_videos_have_no_events() {
         let (s2, e2) = span(&moments[1]);
         assert!(e2 <= s || e <= s2, "the two moments overlap: {answer}");
     }
+    // `--out /dev/stdout` is the standard output, here a pipe (neither refused nor replaced).
+    let piped = glimpse(&[
+        "--device",
+        "cpu",
+        "find",
+        gif.to_str().unwrap(),
+        "a scene",
+        "--format",
+        "json",
+        "--out",
+        "/dev/stdout",
+    ]);
+    assert_eq!(json_stdout(&piped)["queries"][0]["query"], "a scene");
     let empty = glimpse(&["--device", "cpu", "find", gif.to_str().unwrap(), " "]);
     assert!(String::from_utf8_lossy(&empty.stderr).contains("query 1 is empty"), "{empty:?}");
 

@@ -128,18 +128,18 @@ fn a_frame_shorter_than_a_sample_and_a_name_like_a_protocol() {
     let events = json["events"].as_array().unwrap();
     assert!(events.len() == 1 && events[0]["score"].as_f64().is_some_and(f64::is_finite), "{json}");
 
-    // A WebM cut in half: ffmpeg reads up to the cut and exits 0; glimpse says the file is short
-    // rather than caption half a video as the whole.
-    let whole = dir.join("whole.webm");
+    // A Matroska file cut in half: ffmpeg reads up to the cut and exits 0; glimpse says the file
+    // is short rather than caption half a video as the whole.
+    let whole = dir.join("whole.mkv");
     let status = Command::new("ffmpeg")
         .args(["-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=96x96:rate=25"])
-        .args(["-t", "4", "-c:v", "libvpx", "-b:v", "200k"])
+        .args(["-t", "4", "-c:v", "mpeg4", "-q:v", "2"])
         .arg(&whole)
         .status()
         .unwrap();
     assert!(status.success(), "ffmpeg could not make {}", whole.display());
     let bytes = std::fs::read(&whole).unwrap();
-    let half = dir.join("half.webm");
+    let half = dir.join("half.mkv");
     std::fs::write(&half, &bytes[..bytes.len() / 2]).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_glimpse"))
         .args(["--device", "cpu", "caption-video"])

@@ -33,25 +33,9 @@ pub fn remove_if_present(path: &Path) -> io::Result<()> {
 
 /// Write `bytes` to a hidden temporary file next to `path`, flush it to disk, and rename it over
 /// `path`: readers see either the old file or the complete new one, which keeps the old one's
-/// permissions. A symbolic link is written through (the file it names is replaced, the link
-/// stays); a device or a pipe (`/dev/stdout`, a FIFO) is written into as it is, never replaced.
+/// permissions. A link at `path` is replaced, not followed (see [`write_output`]).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut permissions = None;
-    match fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_symlink() => {
-            let target = fs::canonicalize(path).map_err(|e| {
-                io::Error::new(e.kind(), format!("{} is a link to nothing readable ({e})", path.display()))
-            })?;
-            return write_atomically(&target, bytes);
-        }
-        Ok(meta) if meta.is_dir() => {
-            let message = format!("{} is a folder; name a file in it", path.display());
-            return Err(io::Error::new(io::ErrorKind::IsADirectory, message));
-        }
-        Ok(meta) if !meta.is_file() => return fs::OpenOptions::new().write(true).open(path)?.write_all(bytes),
-        Ok(meta) => permissions = Some(meta.permissions()),
-        Err(_) => {}
-    }
+    let permissions = fs::symlink_metadata(path).ok().filter(fs::Metadata::is_file).map(|meta| meta.permissions());
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{} names no file", path.display())))?;
@@ -61,10 +45,10 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let temp = path.with_file_name(temp_name);
     let result = File::create(&temp)
         .and_then(|mut file| {
-            file.write_all(bytes)?;
             if let Some(permissions) = permissions {
                 file.set_permissions(permissions)?;
             }
+            file.write_all(bytes)?;
             file.sync_all()
         })
         .and_then(|()| fs::rename(&temp, path));
@@ -73,6 +57,26 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(&temp);
     }
     result
+}
+
+/// Writes a file the user named (a command's `--out`): atomically as [`write_atomically`], through
+/// a link (the file it names is replaced and the link stays, even where that file does not exist
+/// yet), and into a device or a pipe (`/dev/null`, a FIFO) as it is, never replacing it. A folder
+/// is refused.
+pub fn write_output(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    match fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => {
+            let message = format!("{} is a folder; name a file in it", path.display());
+            Err(io::Error::new(io::ErrorKind::IsADirectory, message))
+        }
+        Ok(meta) if !meta.is_file() => fs::OpenOptions::new().write(true).open(path)?.write_all(bytes),
+        Ok(_) => write_atomically(&fs::canonicalize(path)?, bytes),
+        // A link to a file still to be made: make it where the link points.
+        Err(_) => match fs::read_link(path) {
+            Ok(target) => write_atomically(&path.parent().unwrap_or(Path::new(".")).join(target), bytes),
+            Err(_) => write_atomically(path, bytes),
+        },
+    }
 }
 
 /// The files of a checkpoint folder in the Hugging Face layout that glimpse reads and writes.
@@ -115,28 +119,38 @@ mod tests {
         fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// An output named by a link replaces the file it names, and keeps that file's mode; a device
-    /// is written into, not replaced by a file; a folder is refused by name.
+    /// An output named by a link replaces the file it names (made where the link points if it is
+    /// not there yet) and keeps that file's mode; a device is written into, not replaced by a
+    /// file; a folder is refused by name. `write_atomically` itself replaces a link.
     #[cfg(unix)]
     #[test]
-    fn links_modes_and_devices_survive_a_write() {
+    fn outputs_write_through_links_keep_modes_and_spare_devices() {
         use std::os::unix::fs::{FileTypeExt, PermissionsExt, symlink};
         let dir = std::env::temp_dir().join(format!("glimpse-files-out-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let (target, link) = (dir.join("target.json"), dir.join("link.json"));
         fs::write(&target, "old").unwrap();
         fs::set_permissions(&target, fs::Permissions::from_mode(0o600)).unwrap();
-        symlink(&target, &link).unwrap();
-        write_atomically(&link, b"new").unwrap();
+        symlink("target.json", &link).unwrap();
+        write_output(&link, b"new").unwrap();
         assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
         assert_eq!(fs::read_to_string(&target).unwrap(), "new");
         assert_eq!(fs::metadata(&target).unwrap().permissions().mode() & 0o777, 0o600);
 
-        write_atomically(Path::new("/dev/null"), b"into the device").unwrap();
+        let dangling = dir.join("dangling.json");
+        symlink("made-later.json", &dangling).unwrap();
+        write_output(&dangling, b"made").unwrap();
+        assert_eq!(fs::read_to_string(dir.join("made-later.json")).unwrap(), "made");
+
+        write_output(Path::new("/dev/null"), b"into the device").unwrap();
         assert!(fs::symlink_metadata("/dev/null").unwrap().file_type().is_char_device());
 
-        let err = write_atomically(&dir, b"x").unwrap_err().to_string();
+        let err = write_output(&dir, b"x").unwrap_err().to_string();
         assert!(err.contains("is a folder"), "{err}");
+
+        write_atomically(&link, b"replaced").unwrap();
+        assert!(fs::symlink_metadata(&link).unwrap().is_file(), "write_atomically replaces a link");
+        assert_eq!(fs::read_to_string(&target).unwrap(), "new");
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -12,7 +12,7 @@ pub mod tokenizer;
 pub mod untrusted;
 pub mod video;
 
-pub use files::write_atomically;
+pub use files::{write_atomically, write_output};
 pub use image::{ImagePreprocess, decode_image, to_rgb};
 pub use tokenizer::{ClipTokenizer, Gpt2Tokenizer};
 

@@ -366,14 +366,44 @@ fn read_with_ffmpeg<E: From<MediaError>>(
     fps: f64,
     on_frame: &mut impl FnMut(RgbImage) -> Result<(), E>,
 ) -> Result<usize, E> {
+    let (mut frames, mut stderr) = run_ffmpeg(path, fps, &format!("fps={fps}"), on_frame)?;
+    if frames == 0 {
+        // A video shorter than one sample: the filter drops its frame unless told to pass it (which
+        // would also round every other video's end up, one frame more).
+        (frames, stderr) = run_ffmpeg(path, fps, &format!("fps={fps}:eof_action=pass"), on_frame)?;
+    }
+    if frames == 0 {
+        let why = if stderr.is_empty() { "it found no video frames in it".to_string() } else { stderr };
+        return Err(MediaError::Video(format!("ffmpeg cannot read {}: {why}", path.display())).into());
+    }
+    // ffmpeg reads a file cut short up to the cut and exits as if it had read it all; only its
+    // demuxer's message tells (Matroska: "File ended prematurely"; MP4: "partial file").
+    let lower = stderr.to_ascii_lowercase();
+    if ["ended prematurely", "partial file", "error during demuxing"].iter().any(|cut| lower.contains(cut)) {
+        return Err(MediaError::Video(format!(
+            "{} is cut short ({stderr}); download or copy it again",
+            path.display()
+        ))
+        .into());
+    }
+    Ok(frames)
+}
+
+/// One ffmpeg run through `filter`, each frame to `on_frame`; the frames and what ffmpeg printed,
+/// or an error where it failed.
+fn run_ffmpeg<E: From<MediaError>>(
+    path: &Path,
+    fps: f64,
+    filter: &str,
+    on_frame: &mut impl FnMut(RgbImage) -> Result<(), E>,
+) -> Result<(usize, String), E> {
     // As a file, whatever the name: ffmpeg would read `concat:a.mp4` or `http:...` as a protocol.
     let mut input = std::ffi::OsString::from("file:");
     input.push(path);
     let spawned = Command::new("ffmpeg")
         .args(["-nostdin", "-loglevel", "error", "-i"])
         .arg(input)
-        // `eof_action=pass` keeps the one frame of a video shorter than a sample.
-        .args(["-vf", &format!("fps={fps}:eof_action=pass"), "-frames:v", &(MAX_FRAMES + 1).to_string()])
+        .args(["-vf", filter, "-frames:v", &(MAX_FRAMES + 1).to_string()])
         .args(["-f", "image2pipe", "-c:v", "ppm", "-pix_fmt", "rgb24", "-"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -418,21 +448,11 @@ fn read_with_ffmpeg<E: From<MediaError>>(
     }
     let status = process.child.wait().map_err(|e| MediaError::Video(format!("ffmpeg: {e}")))?;
     let stderr = process.stderr.take().and_then(|h| h.join().ok()).unwrap_or_default();
-    if !status.success() || frames == 0 {
-        let why = if stderr.is_empty() { "it found no video frames in it".to_string() } else { stderr };
+    if !status.success() {
+        let why = if stderr.is_empty() { format!("it exited with {status}") } else { stderr };
         return Err(MediaError::Video(format!("ffmpeg cannot read {}: {why}", path.display())).into());
     }
-    // ffmpeg reads a file cut short up to the cut and exits as if it had read it all; only its
-    // message tells (Matroska/WebM: "File ended prematurely").
-    let lower = stderr.to_ascii_lowercase();
-    if lower.contains("ended prematurely") || lower.contains("truncat") {
-        return Err(MediaError::Video(format!(
-            "{} is cut short ({stderr}); download or copy it again",
-            path.display()
-        ))
-        .into());
-    }
-    Ok(frames)
+    Ok((frames, stderr))
 }
 
 /// One binary PPM (`P6`, 8-bit) frame, or `None` at the end of the stream.

@@ -89,7 +89,7 @@ impl ClipVisionConfig {
 const GIB: f64 = (1u64 << 30) as f64;
 
 /// What one image may take through the image tower ([`ClipVisionConfig::floats_per_image`]): 1 GiB
-/// of f32, 90 times ViT-L/14 at 336 pixels. A config beyond it is refused at load rather than
+/// of f32, 23 times ViT-L/14 at 336 pixels. A config beyond it is refused at load rather than
 /// running out of memory on the first frame.
 const MAX_FLOATS_PER_IMAGE: f64 = GIB / 4.0;
 

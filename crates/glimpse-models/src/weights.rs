@@ -399,16 +399,22 @@ impl<'f, 'a> Loader<'f, 'a> {
             Layout::AsStored | Layout::Scalar => self.file.read_f32_range(name, 0..count),
             Layout::Transposed => self.file.read_f32_transposed(name, want[0], want[1]),
         })?;
-        self.finite(name, values, 0)
+        // Where a value read transposed sits in the file.
+        let stored = |at: usize| match layout {
+            Layout::Transposed => (at % want[0]) * want[1] + at / want[0],
+            Layout::AsStored | Layout::Scalar => at,
+        };
+        self.finite(name, values, stored)
     }
 
-    /// `values` (elements from `first` on of tensor `name`), or `None` with the problem recorded
-    /// where one is NaN or infinite (a broken export, which would make every output NaN).
-    fn finite(&self, name: &str, values: Vec<f32>, first: usize) -> Option<Vec<f32>> {
+    /// `values` of tensor `name`, or `None` with the problem recorded where one is NaN or infinite
+    /// (a broken export, which would make every output NaN); `stored` gives a value's element index
+    /// in the file.
+    fn finite(&self, name: &str, values: Vec<f32>, stored: impl Fn(usize) -> usize) -> Option<Vec<f32>> {
         match values.iter().position(|v| !v.is_finite()) {
             None => Some(values),
             Some(at) => {
-                let (index, value) = (first + at, values[at].to_string());
+                let (index, value) = (stored(at), values[at].to_string());
                 self.problems.borrow_mut().push(TensorProblem::NotFinite { name: name.into(), index, value });
                 None
             }
@@ -554,7 +560,7 @@ impl Tensors for Loader<'_, '_> {
                 })
             } else {
                 let block = self.record(self.file.read_f32_range(name, start * dim..(start + n) * dim));
-                block.and_then(|block| self.finite(name, block, start * dim)).map(|block| {
+                block.and_then(|block| self.finite(name, block, |at| start * dim + at)).map(|block| {
                     TableShard::F32(Param::from_tensor(Tensor::from_data(
                         TensorData::new(block, [n, dim]),
                         &self.device,
