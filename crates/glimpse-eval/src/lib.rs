@@ -66,7 +66,7 @@ pub async fn zero_shot_attributes(clip: &ClipBundle, n: usize, seed: u64) -> Res
     let image_embeds = l2_normalize(clip.encode_images(&images)?);
     let mut right = [0usize; 5];
     for (i, truth) in truths.iter().enumerate() {
-        let image = image_embeds.clone().slice([i..i + 1]);
+        let image = image_embeds.clone().narrow(0, i, 1);
         for (attribute, right) in right.iter_mut().enumerate() {
             let options = one_attribute_varied(truth, attribute);
             let texts: Vec<String> = options.iter().map(canonical_caption).collect();

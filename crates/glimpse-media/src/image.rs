@@ -185,7 +185,7 @@ impl ImagePreprocess {
         for (m, s) in mean.iter().zip(&std) {
             let (m, s) = if raw.do_normalize { (f64::from(*m), f64::from(*s)) } else { (0.0, 1.0) };
             let extreme = [0.0, 255.0 * scale].map(|v| ((v - m) / s).abs()).into_iter().fold(0.0, f64::max);
-            if !(extreme <= MAX_PIXEL_VALUE) {
+            if extreme.is_nan() || extreme > MAX_PIXEL_VALUE {
                 return Err(bad(format!(
                     "image_mean {mean:?}, image_std {std:?} and rescale_factor {} take pixel values to {extreme:e}, \
                      beyond {MAX_PIXEL_VALUE}; the file is damaged",
