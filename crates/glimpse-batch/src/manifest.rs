@@ -181,6 +181,9 @@ mod tests {
             std::os::unix::fs::symlink(dir.join("a.mp4"), dir.join("c.mp4")).unwrap();
             std::os::unix::fs::symlink(dir.join("nowhere.mp4"), dir.join("d.mp4")).unwrap();
             std::os::unix::fs::symlink(dir.join("sub"), dir.join("e")).unwrap();
+            // Neither a pipe nor a device is a video (reading one would wait for ever).
+            std::os::unix::fs::symlink("/dev/null", dir.join("f")).unwrap();
+            assert!(std::process::Command::new("mkfifo").arg(dir.join("g")).status().unwrap().success());
         }
         let ids: Vec<String> = read_manifest(&dir).unwrap().into_iter().map(|e| e.id).collect();
         let expected: &[&str] = if cfg!(unix) { &["a", "b", "c", "d"] } else { &["a", "b"] };

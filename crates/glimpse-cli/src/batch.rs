@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Subcommand;
 use futures_lite::future::block_on;
 use glimpse_align::zerota::{Event as CaptionEvent, ZeroTaConfig, captions_json, dense_caption, embed_source};
@@ -114,9 +114,8 @@ pub fn run(command: BatchCommand, device: DeviceChoice) -> Result<()> {
             crate::check_out(Some(&out))?;
             let entries = manifest.as_deref().map(read_manifest).transpose()?;
             let merged = merge(&dir, entries.as_deref())?;
-            glimpse_media::write_output(&out, merged.json.as_bytes())
-                .with_context(|| format!("cannot write {}", out.display()))?;
-            eprintln!("merged {} videos into {}", merged.done, out.display());
+            crate::emit(&merged.json, Some(&out))?;
+            eprintln!("merged {} videos", merged.done);
             for (what, ids) in [("failed", &merged.failed), ("missing", &merged.missing)] {
                 if !ids.is_empty() {
                     let shown: Vec<&str> = ids.iter().take(10).map(String::as_str).collect();

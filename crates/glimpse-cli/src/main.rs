@@ -811,16 +811,26 @@ fn check_images(paths: &[PathBuf]) -> Result<()> {
 /// Refuses an `--out` that could not be written, before any work is done: a folder, or a file in
 /// a folder that does not exist.
 fn check_out(out: Option<&Path>) -> Result<()> {
-    let Some(out) = out.filter(|out| *out != Path::new("-")) else { return Ok(()) };
-    let trailing_separator = out.as_os_str().to_string_lossy().ends_with(std::path::is_separator);
-    if out.is_dir() || out.file_name().is_none() || trailing_separator {
+    let Some(out) = out.filter(|out| !is_stdout(out)) else { return Ok(()) };
+    if out.as_os_str().to_string_lossy().ends_with(std::path::is_separator) {
+        bail!("--out {} ends with a path separator; name a file", out.display());
+    }
+    if out.is_dir() || out.file_name().is_none() {
         bail!("--out {} is a folder; name a file in it", out.display());
     }
-    let folder = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    // Where a link points, for a link to a file still to be made.
+    let target = glimpse_media::files::output_target(out).with_context(|| format!("--out {}", out.display()))?;
+    let folder = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     if !folder.is_dir() {
         bail!("--out {}: there is no folder {}; create it first", out.display(), folder.display());
     }
     Ok(())
+}
+
+/// `-` and `/dev/stdout` name the standard output, which may be a pipe or a file appended to
+/// (`>> log`): written as printed output, never replaced.
+fn is_stdout(out: &Path) -> bool {
+    out == Path::new("-") || out == Path::new("/dev/stdout")
 }
 
 /// The CLIP and GPT-2 a command uses.
@@ -883,11 +893,13 @@ fn on_step(bar: &ProgressBar) -> impl FnMut(&Step) + '_ {
 /// Writes `text` to `out` through a temporary file renamed into place (a failed run never leaves
 /// a half-written file), or prints it.
 fn emit(text: &str, out: Option<&Path>) -> Result<()> {
-    // `/dev/stdout` is the standard output itself, which may be a file appended to (`>> log`).
-    let Some(out) = out.filter(|out| *out != Path::new("-") && *out != Path::new("/dev/stdout")) else {
+    let Some(out) = out.filter(|out| !is_stdout(out)) else {
         return print_out(text);
     };
-    glimpse_media::write_output(out, text.as_bytes()).with_context(|| format!("cannot write {}", out.display()))?;
+    glimpse_media::write_output(out, text.as_bytes()).with_context(|| {
+        let target = glimpse_media::files::output_target(out).unwrap_or_else(|_| out.to_path_buf());
+        format!("cannot write {}", target.display())
+    })?;
     eprintln!("wrote {}", out.display());
     Ok(())
 }

@@ -355,19 +355,26 @@ fn find_locates_described_scenes_and_blank_videos_have_no_events() {
         let (s2, e2) = span(&moments[1]);
         assert!(e2 <= s || e <= s2, "the two moments overlap: {answer}");
     }
-    // `--out /dev/stdout` is the standard output, here a pipe (neither refused nor replaced).
-    let piped = glimpse(&[
-        "--device",
-        "cpu",
-        "find",
-        gif.to_str().unwrap(),
-        "a scene",
-        "--format",
-        "json",
-        "--out",
-        "/dev/stdout",
-    ]);
-    assert_eq!(json_stdout(&piped)["queries"][0]["query"], "a scene");
+    // `--out -` and `--out /dev/stdout` are the standard output: here a file appended to (`>> log`),
+    // which must keep what it held rather than be replaced.
+    let log = dir.join("log.jsonl");
+    std::fs::write(&log, "previous\n").unwrap();
+    for out in ["-", "/dev/stdout"] {
+        let appended = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        let status = Command::new(env!("CARGO_BIN_EXE_glimpse"))
+            .args(["--device", "cpu", "find", gif.to_str().unwrap(), "a scene", "--format", "json", "--out", out])
+            .stdout(appended)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "--out {out}");
+    }
+    let lines: Vec<String> = std::fs::read_to_string(&log).unwrap().lines().map(String::from).collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines[0], "previous");
+    for line in &lines[1..] {
+        assert_eq!(serde_json::from_str::<Value>(line).unwrap()["queries"][0]["query"], "a scene");
+    }
     let empty = glimpse(&["--device", "cpu", "find", gif.to_str().unwrap(), " "]);
     assert!(String::from_utf8_lossy(&empty.stderr).contains("query 1 is empty"), "{empty:?}");
 

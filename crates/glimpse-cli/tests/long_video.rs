@@ -128,6 +128,26 @@ fn a_frame_shorter_than_a_sample_and_a_name_like_a_protocol() {
     let events = json["events"].as_array().unwrap();
     assert!(events.len() == 1 && events[0]["score"].as_f64().is_some_and(f64::is_finite), "{json}");
 
+    // Other videos keep ffmpeg's own rounding: 4.3 s at 1 fps is four samples (passing the last
+    // frame, as for the clip above, would make it five).
+    let clip = dir.join("four-and-a-bit.mkv");
+    let status = Command::new("ffmpeg")
+        .args(["-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=96x96:rate=25"])
+        .args(["-t", "4.3", "-c:v", "mpeg4"])
+        .arg(&clip)
+        .status()
+        .unwrap();
+    assert!(status.success(), "ffmpeg could not make {}", clip.display());
+    let out = Command::new(env!("CARGO_BIN_EXE_glimpse"))
+        .args(["--device", "cpu", "caption-video"])
+        .arg(&clip)
+        .args(["--fps", "1", "--max-tokens", "1", "--steps-per-token", "1", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["duration"], 4.0, "{json}");
+
     // A Matroska file cut in half: ffmpeg reads up to the cut and exits 0; glimpse says the file
     // is short rather than caption half a video as the whole.
     let whole = dir.join("whole.mkv");

@@ -5,7 +5,7 @@
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Distinguishes temporary files of concurrent writes from one process.
@@ -70,14 +70,28 @@ pub fn write_output(path: &Path, bytes: &[u8]) -> io::Result<()> {
             Err(io::Error::new(io::ErrorKind::IsADirectory, message))
         }
         Ok(meta) if !meta.is_file() => fs::OpenOptions::new().write(true).open(path)?.write_all(bytes),
-        Ok(_) => write_atomically(&fs::canonicalize(path)?, bytes),
-        // A link to a file still to be made: make it where the link points.
-        Err(_) => match fs::read_link(path) {
-            Ok(target) => write_atomically(&path.parent().unwrap_or(Path::new(".")).join(target), bytes),
-            Err(_) => write_atomically(path, bytes),
-        },
+        _ => write_atomically(&output_target(path)?, bytes),
     }
 }
+
+/// The file that writing `path` as an output replaces or makes: `path` itself, or the end of the
+/// chain of links it starts (which need not exist yet).
+pub fn output_target(path: &Path) -> io::Result<PathBuf> {
+    let mut target = path.to_path_buf();
+    for _ in 0..MAX_LINKS {
+        match fs::symlink_metadata(&target) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let next = fs::read_link(&target)?;
+                target = target.parent().unwrap_or(Path::new("")).join(next);
+            }
+            _ => return Ok(target),
+        }
+    }
+    Err(io::Error::other(format!("{} starts a chain of more than {MAX_LINKS} links", path.display())))
+}
+
+/// Links followed before an output's path is refused as a loop (Linux's own limit).
+const MAX_LINKS: usize = 40;
 
 /// The files of a checkpoint folder in the Hugging Face layout that glimpse reads and writes.
 pub const CHECKPOINT_FILES: [&str; 4] =
@@ -137,10 +151,19 @@ mod tests {
         assert_eq!(fs::read_to_string(&target).unwrap(), "new");
         assert_eq!(fs::metadata(&target).unwrap().permissions().mode() & 0o777, 0o600);
 
+        // A chain of links to a file still to be made: made at the chain's end, the links kept.
         let dangling = dir.join("dangling.json");
-        symlink("made-later.json", &dangling).unwrap();
+        symlink("second.json", &dangling).unwrap();
+        symlink("made-later.json", dir.join("second.json")).unwrap();
         write_output(&dangling, b"made").unwrap();
         assert_eq!(fs::read_to_string(dir.join("made-later.json")).unwrap(), "made");
+        assert!(fs::symlink_metadata(dir.join("second.json")).unwrap().file_type().is_symlink());
+        // A loop of links is refused, and left as it was.
+        symlink("loop-b", dir.join("loop-a")).unwrap();
+        symlink("loop-a", dir.join("loop-b")).unwrap();
+        let err = write_output(&dir.join("loop-a"), b"x").unwrap_err().to_string();
+        assert!(err.contains("more than 40 links"), "{err}");
+        assert!(fs::symlink_metadata(dir.join("loop-b")).unwrap().file_type().is_symlink());
 
         write_output(Path::new("/dev/null"), b"into the device").unwrap();
         assert!(fs::symlink_metadata("/dev/null").unwrap().file_type().is_char_device());
