@@ -34,13 +34,21 @@ fn ffmpeg_available() -> bool {
 
 /// A 1080p test pattern of `seconds` at 2 frames per second.
 fn make_video(path: &Path, seconds: u32) {
+    test_pattern("1920x1080:rate=2", &["-t", &seconds.to_string(), "-c:v", "mpeg4", "-q:v", "20", "-g", "240"], path);
+}
+
+/// ffmpeg's `testsrc2` at `size_and_rate`, encoded with `options` into `output` (read as a file:
+/// its name may look like an ffmpeg protocol).
+fn test_pattern(size_and_rate: &str, options: &[&str], output: &Path) {
+    let mut file = std::ffi::OsString::from("file:");
+    file.push(output);
     let status = Command::new("ffmpeg")
-        .args(["-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=2"])
-        .args(["-t", &seconds.to_string(), "-c:v", "mpeg4", "-q:v", "20", "-g", "240"])
-        .arg(path)
+        .args(["-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i", &format!("testsrc2=size={size_and_rate}")])
+        .args(options)
+        .arg(file)
         .status()
         .unwrap();
-    assert!(status.success(), "ffmpeg could not make {}", path.display());
+    assert!(status.success(), "ffmpeg could not make {}", output.display());
 }
 
 /// Runs `glimpse caption-video` on `video`; returns its JSON output and its peak resident memory
@@ -107,15 +115,7 @@ fn a_frame_shorter_than_a_sample_and_a_name_like_a_protocol() {
     std::fs::create_dir_all(&dir).unwrap();
     // One frame at 25 fps: 0.04 s, a twelfth of a sample at 2 fps.
     let clip = dir.join("concat:one-frame.mp4");
-    let mut output = std::ffi::OsString::from("file:");
-    output.push(&clip);
-    let status = Command::new("ffmpeg")
-        .args(["-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=96x96:rate=25"])
-        .args(["-frames:v", "1", "-c:v", "mpeg4"])
-        .arg(output)
-        .status()
-        .unwrap();
-    assert!(status.success(), "ffmpeg could not make {}", clip.display());
+    test_pattern("96x96:rate=25", &["-frames:v", "1", "-c:v", "mpeg4"], &clip);
     let out = Command::new(env!("CARGO_BIN_EXE_glimpse"))
         .current_dir(&dir)
         .args(["--device", "cpu", "caption-video", "concat:one-frame.mp4", "--max-tokens", "2", "--format", "json"])
@@ -131,13 +131,7 @@ fn a_frame_shorter_than_a_sample_and_a_name_like_a_protocol() {
     // Other videos keep ffmpeg's own rounding: 4.3 s at 1 fps is four samples (passing the last
     // frame, as for the clip above, would make it five).
     let clip = dir.join("four-and-a-bit.mkv");
-    let status = Command::new("ffmpeg")
-        .args(["-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=96x96:rate=25"])
-        .args(["-t", "4.3", "-c:v", "mpeg4"])
-        .arg(&clip)
-        .status()
-        .unwrap();
-    assert!(status.success(), "ffmpeg could not make {}", clip.display());
+    test_pattern("96x96:rate=25", &["-t", "4.3", "-c:v", "mpeg4"], &clip);
     let out = Command::new(env!("CARGO_BIN_EXE_glimpse"))
         .args(["--device", "cpu", "caption-video"])
         .arg(&clip)
@@ -151,13 +145,7 @@ fn a_frame_shorter_than_a_sample_and_a_name_like_a_protocol() {
     // A Matroska file cut in half: ffmpeg reads up to the cut and exits 0; glimpse says the file
     // is short rather than caption half a video as the whole.
     let whole = dir.join("whole.mkv");
-    let status = Command::new("ffmpeg")
-        .args(["-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=96x96:rate=25"])
-        .args(["-t", "4", "-c:v", "mpeg4", "-q:v", "2"])
-        .arg(&whole)
-        .status()
-        .unwrap();
-    assert!(status.success(), "ffmpeg could not make {}", whole.display());
+    test_pattern("96x96:rate=25", &["-t", "4", "-c:v", "mpeg4", "-q:v", "2"], &whole);
     let bytes = std::fs::read(&whole).unwrap();
     let half = dir.join("half.mkv");
     std::fs::write(&half, &bytes[..bytes.len() / 2]).unwrap();
