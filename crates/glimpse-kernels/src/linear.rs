@@ -1,8 +1,9 @@
 //! A dense layer for a few rows (decoding, a guided step's single positions) in one kernel: the
 //! product, the bias and an optional activation, and in two variants what a transformer block
 //! does around it: the LayerNorm before ([`layer_norm_linear`]) or the residual add after
-//! ([`linear_residual`]). On the CPU backend, the product of those few rows splits over threads
-//! (forward and, for a tracked input, backward).
+//! ([`linear_residual`]). On the CPU backend, the product of those few rows splits over threads,
+//! and a product of more rows is one gemm call in the orientation that reads a weight stored
+//! transposed fastest (forward and, for a tracked input, backward).
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -16,7 +17,7 @@ use burn::tensor::DType;
 use cubecl::CubeCount;
 
 use crate::activation::{Activation, NO_ACTIVATION, bias_activation, bias_activation_fallback};
-use crate::cpu::{Strided, dims2, elements, few_rows_product, on_flex};
+use crate::cpu::{Strided, dims2, elements, few_rows_product, gemm_product, on_flex};
 use crate::layer_norm::{layer_norm, layer_norm_fallback};
 use crate::wgsl::{
     MAX_WORKGROUPS, WgslKernel, WgslSource, contiguous, kernel_input, kernel_source, launch_to_output, size,
@@ -33,7 +34,8 @@ struct LinearResidualShader;
 struct LayerNormLinearShader;
 
 /// Most rows the kernels take (the WGSL one's per-lane sums; the CPU backend's split of a product
-/// whose every weight is read for few rows); more rows are a matmul's job.
+/// whose every weight is read for few rows); more rows are a matmul's job (on the CPU backend, one
+/// gemm call: [`linear_uses_cpu_kernel`]).
 pub const LINEAR_MAX_ROWS: usize = 8;
 
 /// 16 column lanes times 16 slices of the inputs (`shaders/linear.wgsl`).
@@ -202,10 +204,13 @@ pub fn linear_uses_kernel<const D: usize>(x: &Tensor<D>, weight: &Tensor<2>, bia
 }
 
 /// Whether [`linear`] (and its variants, which call it off wgpu) multiplies on the CPU backend's
-/// kernel, split over threads: f32 on the CPU backend with 1 to [`LINEAR_MAX_ROWS`] rows and a
-/// constant weight (outside autodiff; `x` may be tracked: the kernel has a backward).
+/// kernel: f32 on the CPU backend with a constant weight (outside autodiff; `x` may be tracked:
+/// the kernel has a backward) and at least one row. Up to [`LINEAR_MAX_ROWS`] rows the product
+/// splits over threads by blocks of the weight; more rows are one gemm call, which writes the
+/// product column-major where the weight is read transposed (the backward's `dL/dy W^T`, the LM
+/// head's `x E^T`): gemm would otherwise gather the weight element by element on every call.
 pub fn linear_uses_cpu_kernel<const D: usize>(x: &Tensor<D>, weight: &Tensor<2>) -> bool {
-    (1..=LINEAR_MAX_ROWS).contains(&rows(x))
+    rows(x) > 0
         && on_flex(x)
         && on_flex(weight)
         && x.dtype() == DType::F32
@@ -265,8 +270,9 @@ pub fn layer_norm_linear_fallback<const D: usize>(
     linear_fallback(layer_norm_fallback(x, gamma, beta, epsilon), weight, bias, activation)
 }
 
-/// `[m, k] x [k, n] -> [m, n]`, split over threads ([`few_rows_product`]); under
-/// autodiff for a tracked `x` and a constant weight, with a backward of its own.
+/// `[m, k] x [k, n] -> [m, n]`, split over threads ([`few_rows_product`]) up to
+/// [`LINEAR_MAX_ROWS`] rows, else one gemm call ([`gemm_product`]); under autodiff for a tracked
+/// `x` and a constant weight, with a backward of its own.
 #[backend_extension(Flex, Autodiff)]
 trait RowsProductBackend: Backend {
     fn rows_product(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self>;
@@ -276,7 +282,7 @@ impl RowsProductBackend for Flex {
     fn rows_product(x: FlexTensor, weight: FlexTensor) -> FlexTensor {
         let x = x.to_contiguous();
         let (m, n) = (dims2(&x)[0], dims2(&weight)[1]);
-        let out = few_rows_product(elements(&x), m, &Strided::of(&weight));
+        let out = cpu_rows_product(elements(&x), m, &Strided::of(&weight));
         FlexTensor::from_data(TensorData::new(out, [m, n]))
     }
 }
@@ -294,6 +300,14 @@ impl<C: CheckpointStrategy> RowsProductBackend for Autodiff<Flex, C> {
     }
 }
 
+/// `[m, inner] x rhs -> [m, n]` by the CPU product for `m` rows.
+fn cpu_rows_product(x: &[f32], m: usize, rhs: &Strided) -> Vec<f32> {
+    match m <= LINEAR_MAX_ROWS {
+        true => few_rows_product(x, m, rhs),
+        false => gemm_product(x, m, rhs),
+    }
+}
+
 #[derive(Debug)]
 struct RowsProductBackward;
 
@@ -308,7 +322,7 @@ impl Backward<Flex, 1> for RowsProductBackward {
         if let Some(node) = x_node {
             let weight = ops.state;
             let (m, k) = (dims2(&grad)[0], dims2(&weight)[0]);
-            let out = few_rows_product(elements(&grad), m, &Strided::of(&weight).transposed());
+            let out = cpu_rows_product(elements(&grad), m, &Strided::of(&weight).transposed());
             grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(out, [m, k])));
         }
     }

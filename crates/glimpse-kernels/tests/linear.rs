@@ -119,10 +119,12 @@ fn autodiff_tensors_take_the_fallback_and_get_gradients() {
 #[test]
 fn cpu_kernel_matches_fallback_for_every_row_count_layout_and_split() {
     let device = Device::flex();
-    // (rows, k, n): every row count it takes; k split into parts of 16 rows and a remainder, and
-    // too short to split; n of one column, and not a multiple of the column blocks.
+    // (rows, k, n): every row count the few-row split takes; k split into parts of 16 rows and a
+    // remainder, and too short to split; n of one column, and not a multiple of the column blocks;
+    // more rows (one gemm call), written column-major for a transposed weight up to 256 rows.
     let mut shapes: Vec<(usize, usize, usize)> = (1..=LINEAR_MAX_ROWS).map(|rows| (rows, 100, 200)).collect();
     shapes.extend([(1, 768, 2304), (3, 5, 37), (2, 67, 1), (1, 130, 17)]);
+    shapes.extend([(LINEAR_MAX_ROWS + 1, 100, 200), (40, 33, 1), (256, 64, 96), (257, 64, 96), (300, 20, 7)]);
     for threads in [1, 3, 8] {
         for &(rows, k, n) in &shapes {
             let x = tensor([rows, k], rows as u64, 2.0, &device);
@@ -140,7 +142,7 @@ fn cpu_kernel_matches_fallback_for_every_row_count_layout_and_split() {
         }
     }
     let (weight, _) = layer(64, 32, 8, &device);
-    assert!(!linear_uses_cpu_kernel(&tensor([LINEAR_MAX_ROWS + 1, 64], 9, 1.0, &device), &weight));
+    assert!(!linear_uses_cpu_kernel(&tensor([0, 64], 9, 1.0, &device), &weight));
 }
 
 #[test]
@@ -176,7 +178,7 @@ fn cpu_kernel_on_many_threads_and_views_matches_fallback() {
 fn cpu_kernel_under_autodiff_gives_the_fallback_gradient() {
     let device = Device::flex();
     let tracked = device.clone().autodiff();
-    for (rows, k, n) in [(1, 100, 70), (LINEAR_MAX_ROWS, 40, 300)] {
+    for (rows, k, n) in [(1, 100, 70), (LINEAR_MAX_ROWS, 40, 300), (40, 64, 300), (300, 32, 50)] {
         let (weight, bias) = layer(k, n, 11, &device);
         let gradient = |kernel: bool| {
             let x = tensor([rows, k], 12, 2.0, &tracked).require_grad();

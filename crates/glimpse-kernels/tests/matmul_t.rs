@@ -79,20 +79,25 @@ fn cpu_kernel_matches_fallback_and_gives_its_gradient() {
             assert!(error <= TOLERANCE, "{:?} on {threads} threads: relative error {error:e}", x.dims());
         }
     }
-    let x = tensor([MATMUL_T_MAX_ROWS + 1, 1, 96], 74, 2.0, &cpu);
-    assert!(!matmul_t_uses_cpu_kernel(&x, &w));
-    assert_eq!(read(matmul_t(x.clone(), w.clone())), read(matmul_t_fallback(x, w.clone())));
+    // More rows: one gemm call, the product written column-major up to 256 rows.
+    for x in [tensor([MATMUL_T_MAX_ROWS + 1, 1, 96], 74, 2.0, &cpu), tensor([3, 100, 96], 74, 2.0, &cpu)] {
+        assert!(matmul_t_uses_cpu_kernel(&x, &w));
+        let error = relative_error(&read(matmul_t(x.clone(), w.clone())), &read(matmul_t_fallback(x, w.clone())));
+        assert!(error <= TOLERANCE, "more rows: relative error {error:e}");
+    }
     // A tracked input and a constant weight: the kernel's backward gives the fallback's gradient.
     let tracked = cpu.autodiff();
-    let gradient = |kernel: bool| {
-        let x = tensor([1, 3, 96], 75, 2.0, &tracked).require_grad();
-        let y = if kernel { matmul_t(x.clone(), w.clone()) } else { matmul_t_fallback(x.clone(), w.clone()) };
-        let grads = (y * tensor([1, 3, 4000], 76, 1.0, &tracked)).sum().backward();
-        read(x.grad(&grads).expect("a gradient for x"))
-    };
-    let got = on_threads(3, || gradient(true));
-    let error = relative_error(&got, &gradient(false));
-    assert!(error <= TOLERANCE, "gradient: relative error {error:e}");
+    for t in [3, 30] {
+        let gradient = |kernel: bool| {
+            let x = tensor([1, t, 96], 75, 2.0, &tracked).require_grad();
+            let y = if kernel { matmul_t(x.clone(), w.clone()) } else { matmul_t_fallback(x.clone(), w.clone()) };
+            let grads = (y * tensor([1, t, 4000], 76, 1.0, &tracked)).sum().backward();
+            read(x.grad(&grads).expect("a gradient for x"))
+        };
+        let got = on_threads(3, || gradient(true));
+        let error = relative_error(&got, &gradient(false));
+        assert!(error <= TOLERANCE, "gradient over {t} rows: relative error {error:e}");
+    }
 }
 
 #[test]
