@@ -127,7 +127,17 @@ pub(crate) fn few_rows_product(x: &[f32], m: usize, rhs: &Strided) -> Vec<f32> {
             // `first..first + count` of `x` lie inside them; `out` is `[m, n]`.
             unsafe {
                 let count = rows.min(inner - first);
-                gemm_into(out, m, n, count, x.as_ptr().add(first), inner, rhs, first as isize * rhs.row_stride, gemm::Parallelism::None);
+                gemm_into(
+                    out,
+                    m,
+                    n,
+                    count,
+                    x.as_ptr().add(first),
+                    inner,
+                    rhs,
+                    first as isize * rhs.row_stride,
+                    gemm::Parallelism::None,
+                );
             }
         });
         let (out, rest) = partials.split_at_mut(m * n);
@@ -147,7 +157,19 @@ pub(crate) fn few_rows_product(x: &[f32], m: usize, rhs: &Strided) -> Vec<f32> {
     for_each_part(&mut by_block, m * width, 1, |(block, out)| {
         let (first, columns) = (block * width, out.len() / m);
         // SAFETY: columns `first..first + columns` of `rhs` lie inside it; `out` is `[m, columns]`.
-        unsafe { gemm_into(out, m, columns, inner, x.as_ptr(), inner, rhs, first as isize * rhs.column_stride, gemm::Parallelism::None) };
+        unsafe {
+            gemm_into(
+                out,
+                m,
+                columns,
+                inner,
+                x.as_ptr(),
+                inner,
+                rhs,
+                first as isize * rhs.column_stride,
+                gemm::Parallelism::None,
+            )
+        };
     });
     if m == 1 {
         return by_block;
@@ -199,7 +221,9 @@ unsafe fn gemm_into(
         return;
     }
     let mut by_column = vec![0f32; m * n];
-    unsafe { gemm_strided([m, inner, n], (by_column.as_mut_ptr(), 1, m as isize), false, lhs, rhs_strides, parallelism) };
+    unsafe {
+        gemm_strided([m, inner, n], (by_column.as_mut_ptr(), 1, m as isize), false, lhs, rhs_strides, parallelism)
+    };
     for (column, values) in by_column.chunks_exact(m).enumerate() {
         for (row, &value) in values.iter().enumerate() {
             out[row * n + column] = value;
