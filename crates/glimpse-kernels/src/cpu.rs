@@ -85,6 +85,12 @@ impl<'a> Strided<'a> {
         Self { values: tensor.storage(), start: layout.start_offset(), rows, columns, row_stride, column_stride }
     }
 
+    /// A row-major `[rows, columns]` matrix.
+    pub fn row_major(values: &'a [f32], rows: usize, columns: usize) -> Self {
+        assert_eq!(values.len(), rows * columns, "Strided::row_major: not [{rows}, {columns}]");
+        Self { values, start: 0, rows, columns, row_stride: columns as isize, column_stride: 1 }
+    }
+
     /// The matrix transposed (no copy).
     pub fn transposed(self) -> Self {
         Self {

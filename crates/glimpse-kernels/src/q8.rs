@@ -22,7 +22,9 @@ use burn::tensor::DType;
 use cubecl::CubeCount;
 use std::ops::Range;
 
-use crate::cpu::{ROWS_PER_TASK, dims2, elements, for_each_part, gemm_strided, gemm_threads, on_flex};
+use crate::cpu::{
+    ROWS_PER_TASK, Strided, dims2, elements, for_each_part, gemm_product, gemm_strided, gemm_threads, on_flex,
+};
 use crate::matmul_t::matmul_t_fallback;
 use crate::wgsl::{
     MAX_WORKGROUPS, WgslKernel, WgslSource, contiguous, kernel_input, kernel_source, launch_to_output, size, spread,
@@ -344,23 +346,16 @@ impl<'a> Q8Rows<'a> {
     }
 }
 
-/// `x @ w^T`: `x` `[m, columns]` -> `[m, n]`, `w` expanded a band of rows at a time.
+/// `x @ w^T`: `x` `[m, columns]` -> `[m, n]`, `w` expanded a band of rows at a time, each band's
+/// product in the orientation [`gemm_product`] picks for a weight read transposed.
 fn banded_product(x: &[f32], m: usize, w: &Q8Rows) -> Vec<f32> {
     let (n, k) = (w.n, w.columns);
     let mut out = vec![0f32; m * n];
     for rows in w.bands() {
         let band = w.expand(rows.clone());
-        // SAFETY: `x` is `[m, k]`, `band` is `[rows.len(), k]` read as its transpose, and columns
-        // `rows` of the `[m, n]` output lie inside `out`.
-        unsafe {
-            gemm_strided(
-                [m, k, rows.len()],
-                (out.as_mut_ptr().add(rows.start), n as isize, 1),
-                false,
-                (x.as_ptr(), k as isize, 1),
-                (band.as_ptr(), 1, k as isize),
-                gemm_threads(m * rows.len() * k),
-            );
+        let products = gemm_product(x, m, &Strided::row_major(&band, rows.len(), k).transposed());
+        for (out_row, product_row) in out.chunks_exact_mut(n).zip(products.chunks_exact(rows.len())) {
+            out_row[rows.clone()].copy_from_slice(product_row);
         }
     }
     out

@@ -75,7 +75,8 @@ fn assert_kernel_matches_fallback(device: &Device, rows: usize, n: usize, k: usi
 #[test]
 fn the_cpu_kernel_matches_the_expanded_product() {
     // GPT-2 small's decode shapes (one row; c_attn and the MLP's way back), then odd sizes, then
-    // more rows than the direct product takes (the kernel expands the matrix itself).
+    // more rows than the direct product takes (the kernel expands the matrix itself), up to 256
+    // written column-major, and more.
     let cpu = Device::flex();
     assert_kernel_matches_fallback(&cpu, 1, 2304, 768, 1);
     assert_kernel_matches_fallback(&cpu, 1, 768, 3072, 2);
@@ -83,6 +84,8 @@ fn the_cpu_kernel_matches_the_expanded_product() {
     assert_kernel_matches_fallback(&cpu, 3, 1, 5, 4);
     assert_kernel_matches_fallback(&cpu, Q8_DIRECT_MAX_ROWS + 1, 100, 70, 5);
     assert_kernel_matches_fallback(&cpu, 50, 64, 45, 6);
+    // Past the rows whose product is written column-major.
+    assert_kernel_matches_fallback(&cpu, 300, 64, 45, 8);
     // A matrix expanded in three bands of rows (4 MiB of f32 each, the last one partial).
     assert_kernel_matches_fallback(&cpu, Q8_DIRECT_MAX_ROWS + 2, 600, 4100, 7);
 }
