@@ -192,12 +192,12 @@ pub(crate) fn few_rows_product(x: &[f32], m: usize, rhs: &Strided) -> Vec<f32> {
 
 /// Most rows for which [`gemm_into`] has gemm write a product whose right-hand side is read
 /// transposed column-major (and transposes it after). gemm packs its left-hand operand into
-/// panels of rows and, for a row-major product, swaps the operands: a transposed weight then is
-/// that operand, gathered element by element on every call. Written column-major, the few rows of
-/// `x` are packed instead and the weight is read as it lies. With gemm's AVX-512 kernels this is
-/// 2-4x faster on GPT-2's backward shapes from 8 to 256 rows (the LM head over 120 rows: 73 ms
-/// against 30), and no slower with its AVX2 ones; from about 400 rows on the gather pays for
-/// itself and the row-major product is faster.
+/// panels of rows and, for a row-major product, swaps the operands: a transposed weight (a
+/// backward's `dL/dy W^T`, the LM head's `x E^T`) then is that operand, gathered element by element
+/// on every call, which gemm's 64-row AVX-512 panels make costlier still. Written column-major, the
+/// few rows of `x` are packed instead and the weight is read as it lies: ZeroTA 17.0 -> 8.2 s, the
+/// prefix step 225 -> 200 ms with the AVX-512 kernels (`bench/RESULTS.md`, 2026-12-05 03:02 and
+/// 03:23). From about 400 rows on the gather pays for itself and the row-major product is faster.
 const COLUMN_MAJOR_MAX_ROWS: usize = 256;
 
 /// `out [m, n] = lhs [m, inner] x rhs'`, where `lhs` has row stride `lhs_stride` and `rhs'` is
@@ -230,10 +230,19 @@ unsafe fn gemm_into(
     unsafe {
         gemm_strided([m, inner, n], (by_column.as_mut_ptr(), 1, m as isize), false, lhs, rhs_strides, parallelism)
     };
-    for (column, values) in by_column.chunks_exact(m).enumerate() {
-        for (row, &value) in values.iter().enumerate() {
-            out[row * n + column] = value;
+    // Sixteen output rows at a time: each column's read is one cache line, and the writes go to
+    // sixteen rows rather than all of them.
+    let rows_of = |(block, out): (usize, &mut [f32])| {
+        let (first, rows) = (block * 16, out.len() / n);
+        for (column, values) in by_column.chunks_exact(m).enumerate() {
+            for (row, &value) in values[first..first + rows].iter().enumerate() {
+                out[row * n + column] = value;
+            }
         }
+    };
+    match matches!(parallelism, gemm::Parallelism::None) {
+        true => out.chunks_mut(16 * n).enumerate().for_each(rows_of),
+        false => for_each_part(out, 16 * n, 1, rows_of),
     }
 }
 

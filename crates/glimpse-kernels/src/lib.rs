@@ -1,11 +1,11 @@
 //! Hand-written kernels for glimpse's hot operations: WGSL for wgpu, and Rust for the CPU
 //! backend where Burn has no fitting operation (the 8-bit matrix product, [`q8_matmul`]), runs
-//! it on one thread (the products of a few rows in [`linear`] and [`matmul_t`]) or in a dozen
-//! passes ([`bias_activation`]).
+//! it on one thread or in the slower orientation (the products with a constant weight in
+//! [`linear`] and [`matmul_t`]) or in a dozen passes ([`bias_activation`]).
 //!
 //! Each operation is one backend-agnostic function over `Tensor<D>`: where its kernel applies
 //! (f32 tensors on a wgpu device — Vulkan, Metal, DX12, or WebGPU in the browser — for the
-//! kernels in the crate's `shaders/` folder; the CPU backend for the 8-bit and the few-row products
+//! kernels in the crate's `shaders/` folder; the CPU backend for the 8-bit and the constant-weight products
 //! and the bias plus activation) it runs the kernel; everywhere else (other backends, shapes or
 //! autodiff uses a kernel does not cover) it runs its portable fallback, written in plain Burn
 //! operations and public so callers can compare the two. A `*_uses_kernel` function tells which path a call takes (`q8_dequantize` has none:

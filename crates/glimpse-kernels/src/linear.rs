@@ -50,8 +50,8 @@ const COLUMNS_PER_GROUP: usize = 64;
 ///
 /// Runs the WGSL kernel `shaders/linear.wgsl` when all are f32 on a wgpu device outside autodiff,
 /// with at most [`LINEAR_MAX_ROWS`] rows, `n` a multiple of 4 (within one dispatch dimension of
-/// 64-column workgroups) and a bias ([`linear_uses_kernel`]); otherwise the product (split over
-/// threads on the CPU backend where [`linear_uses_cpu_kernel`], else a Burn matmul), then
+/// 64-column workgroups) and a bias ([`linear_uses_kernel`]); otherwise the product (the CPU
+/// backend's own where [`linear_uses_cpu_kernel`], else a Burn matmul), then
 /// [`bias_activation`] (which picks its own kernel). [`linear_fallback`] is all Burn operations.
 pub fn linear<const D: usize>(
     x: Tensor<D>,
@@ -302,9 +302,9 @@ impl<C: CheckpointStrategy> RowsProductBackend for Autodiff<Flex, C> {
 
 /// `[m, inner] x rhs -> [m, n]` by the CPU product for `m` rows.
 fn cpu_rows_product(x: &[f32], m: usize, rhs: &Strided) -> Vec<f32> {
-    match m <= LINEAR_MAX_ROWS {
-        true => few_rows_product(x, m, rhs),
-        false => gemm_product(x, m, rhs),
+    match m {
+        1..=LINEAR_MAX_ROWS => few_rows_product(x, m, rhs),
+        _ => gemm_product(x, m, rhs),
     }
 }
 
@@ -315,7 +315,7 @@ impl Backward<Flex, 1> for RowsProductBackward {
     /// The weight (shared, not copied).
     type State = FlexTensor;
 
-    /// `dL/dx = dL/dy W^T`, split the same way.
+    /// `dL/dx = dL/dy W^T`, by the same product for that many rows (the weight read transposed).
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let [x_node] = ops.parents;
         let grad = grads.consume::<Flex>(&ops.node).to_contiguous();

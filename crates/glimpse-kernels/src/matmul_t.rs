@@ -1,5 +1,6 @@
-//! `x @ w^T` for a few rows, with the weight stored as rows (`[n, k]`): the tied LM head of a
-//! decoding step, GPT-2's largest product.
+//! `x @ w^T` with the weight stored as rows (`[n, k]`): the tied LM head, GPT-2's largest product,
+//! for a decoding step's few rows (a kernel on wgpu and on the CPU backend) and for a sequence's
+//! rows (the CPU backend's gemm call).
 
 use burn::backend::wgpu::CubeTensor;
 use burn::backend::{Backend, Cube, Dispatch, backend_extension, tensor::FloatTensor};
@@ -12,8 +13,8 @@ const SOURCE: WgslSource = kernel_source!("matmul_t.wgsl");
 /// Names the kernel in launch counts.
 struct MatmulTShader;
 
-/// Most rows of `x` the kernels take (the WGSL one's per-lane sums; the CPU backend's is
-/// `linear`'s).
+/// Most rows of `x` the WGSL kernel takes (its per-lane sums), and the CPU backend's split over
+/// threads (`linear`'s).
 pub const MATMUL_T_MAX_ROWS: usize = crate::linear::LINEAR_MAX_ROWS;
 
 /// 16 outputs per workgroup, 16 lanes each (`shaders/matmul_t.wgsl`).
@@ -24,8 +25,9 @@ const COLUMNS_PER_GROUP: usize = 16;
 ///
 /// Runs the WGSL kernel `shaders/matmul_t.wgsl` when both are f32 on a wgpu device outside
 /// autodiff, with at most [`MATMUL_T_MAX_ROWS`] rows (`batch * t`) and `k` a multiple of 4; on
-/// the CPU backend, the few-row product of `linear` with `w` read transposed, split over threads
-/// by blocks of its rows ([`matmul_t_uses_cpu_kernel`]); otherwise [`matmul_t_fallback`].
+/// the CPU backend, `linear`'s product with `w` read transposed: for a few rows split over threads
+/// by blocks of its rows, for more one gemm call written column-major ([`matmul_t_uses_cpu_kernel`]);
+/// otherwise [`matmul_t_fallback`].
 pub fn matmul_t(x: Tensor<3>, w: Tensor<2>) -> Tensor<3> {
     let [batch, t, k] = x.dims();
     let [n, w_k] = w.dims();
@@ -53,7 +55,7 @@ pub fn matmul_t_uses_kernel(x: &Tensor<3>, w: &Tensor<2>) -> bool {
 }
 
 /// Whether [`matmul_t`] multiplies on the CPU backend's kernel: where `linear` would with the
-/// weight `w^T` (f32, 1 to [`MATMUL_T_MAX_ROWS`] rows, `w` a constant; `x` may be tracked).
+/// weight `w^T` (f32, at least one row, `w` a constant; `x` may be tracked).
 pub fn matmul_t_uses_cpu_kernel(x: &Tensor<3>, w: &Tensor<2>) -> bool {
     linear_uses_cpu_kernel(x, w)
 }

@@ -158,17 +158,20 @@ fn cpu_kernel_on_many_threads_and_views_matches_fallback() {
         assert!(error <= TOLERANCE, "k {k} on {threads} threads: relative error {error:e}");
     }
     // A weight that starts inside its buffer with rows longer than it, in both layouts, and a
-    // sliced input.
-    let x = tensor([5, 70], 3, 2.0, &device).narrow(0, 1, 3).narrow(1, 4, 60);
+    // sliced input: few rows, and more in both orientations of the gemm call.
     let stored = tensor([80, 90], 4, 0.2, &device);
     let bias = tensor([50], 5, 0.5, &device);
-    for weight in
-        [stored.clone().narrow(0, 7, 60).narrow(1, 3, 50), stored.transpose().narrow(0, 2, 60).narrow(1, 9, 50)]
-    {
-        assert!(linear_uses_cpu_kernel(&x, &weight));
-        let got = on_threads(3, || read(linear(x.clone(), weight.clone(), Some(bias.clone()), None)));
-        let error = relative_error(&got, &read(linear_fallback(x.clone(), weight, Some(bias.clone()), None)));
-        assert!(error <= TOLERANCE, "weight view: relative error {error:e}");
+    for rows in [3, 40, 300] {
+        let x = tensor([rows + 2, 70], 3, 2.0, &device).narrow(0, 1, rows).narrow(1, 4, 60);
+        for weight in [
+            stored.clone().narrow(0, 7, 60).narrow(1, 3, 50),
+            stored.clone().transpose().narrow(0, 2, 60).narrow(1, 9, 50),
+        ] {
+            assert!(linear_uses_cpu_kernel(&x, &weight));
+            let got = on_threads(3, || read(linear(x.clone(), weight.clone(), Some(bias.clone()), None)));
+            let error = relative_error(&got, &read(linear_fallback(x.clone(), weight, Some(bias.clone()), None)));
+            assert!(error <= TOLERANCE, "weight view, {rows} rows: relative error {error:e}");
+        }
     }
 }
 
