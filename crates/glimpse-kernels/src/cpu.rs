@@ -222,7 +222,7 @@ unsafe fn gemm_into(
     let rhs_start = unsafe { rhs.values.as_ptr().add(rhs.start).offset(offset) };
     let lhs = (lhs, lhs_stride as isize, 1);
     let rhs_strides = (rhs_start, rhs.row_stride, rhs.column_stride);
-    if rhs.column_stride == 1 || m < 2 || m > COLUMN_MAJOR_MAX_ROWS {
+    if rhs.column_stride == 1 || !(2..=COLUMN_MAJOR_MAX_ROWS).contains(&m) {
         unsafe { gemm_strided([m, inner, n], (out.as_mut_ptr(), n as isize, 1), false, lhs, rhs_strides, parallelism) };
         return;
     }
