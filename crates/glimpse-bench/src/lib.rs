@@ -24,8 +24,8 @@ use glimpse_align::moment::pool_with_contrast_by;
 use glimpse_align::zerota::{ZeroTaConfig, dense_caption, embed_frames};
 use glimpse_kernels::{
     Activation, Q8_BLOCK, bias_activation, bias_activation_fallback, bias_activation_uses_kernel, layer_norm,
-    layer_norm_fallback, layer_norm_uses_kernel, linear, linear_fallback, linear_uses_kernel, matmul_t,
-    matmul_t_fallback, matmul_t_uses_kernel, q8_matmul, q8_matmul_fallback, q8_matmul_uses_kernel, q8_pack,
+    layer_norm_fallback, layer_norm_uses_kernel, linear, linear_fallback, linear_uses_cpu_kernel, linear_uses_kernel,
+    matmul_t, matmul_t_fallback, matmul_t_uses_kernel, q8_matmul, q8_matmul_fallback, q8_matmul_uses_kernel, q8_pack,
 };
 use glimpse_media::rng::Rng;
 use glimpse_media::{ClipTokenizer, Gpt2Tokenizer, ImagePreprocess, write_atomically};
@@ -126,6 +126,10 @@ enum Metric {
     /// wgpu only: the WGSL bias-plus-activation kernel against its fallback: the 12 MLP
     /// activations (GELU, tanh approximation) of one GPT-2 small decoding step (`[1, 1, 3072]`).
     BiasActivationMs,
+    /// CPU only: `linear`'s product with its backward against its fallback (Burn's matmul under
+    /// autodiff): the four products of one GPT-2 small layer over 60 rows (a guided step's
+    /// sequences), forward and the input's gradient, constant weights.
+    LinearBackwardMs,
 }
 
 impl Metric {
@@ -140,20 +144,30 @@ impl Metric {
         }
     }
 
-    /// Kernel figures compare glimpse's WGSL kernels with their portable fallback, measured in the
-    /// same process; they exist on wgpu only (the CPU backend's kernels show in the model figures)
-    /// and have no PyTorch counterpart.
-    fn is_kernel(self) -> bool {
-        matches!(
-            self,
+    /// Kernel figures compare a kernel of glimpse's with its portable fallback, measured in the
+    /// same process on the one backend the kernel runs on (the WGSL kernels on wgpu; the CPU
+    /// backend's show in the model figures, and one on its own), and have no PyTorch counterpart.
+    fn kernel_backend(self) -> Option<DeviceChoice> {
+        match self {
             Self::DecodeAttentionMs
-                | Self::MaskedPoolMs
-                | Self::Q8MatvecMs
-                | Self::LinearMs
-                | Self::MatmulTMs
-                | Self::LayerNormMs
-                | Self::BiasActivationMs
-        )
+            | Self::MaskedPoolMs
+            | Self::Q8MatvecMs
+            | Self::LinearMs
+            | Self::MatmulTMs
+            | Self::LayerNormMs
+            | Self::BiasActivationMs => Some(DeviceChoice::Wgpu),
+            Self::LinearBackwardMs => Some(DeviceChoice::Cpu),
+            _ => None,
+        }
+    }
+
+    fn is_kernel(self) -> bool {
+        self.kernel_backend().is_some()
+    }
+
+    /// Whether this figure is measured on `backend`: a kernel figure on its kernel's only.
+    fn runs_on(self, backend: DeviceChoice) -> bool {
+        self.kernel_backend().is_none_or(|only| only == backend)
     }
 
     /// The checkpoint format a weight-format figure loads; these are compared with the f32 figure
@@ -275,10 +289,9 @@ pub fn run(args: &BenchArgs, measuring: impl Fn(&str) -> Command) -> Result<Repo
         false => args.backends.clone(),
     };
     let reference = Reference::find(args);
-    let applies = |metric: Metric, backend: DeviceChoice| !metric.is_kernel() || backend == DeviceChoice::Wgpu;
     let model_metrics = metrics.iter().filter(|m| m.has_reference()).count();
     let checkpoints = Checkpoints::write(&metrics)?;
-    let jobs = metrics.iter().map(|&m| backends.iter().filter(|&&b| applies(m, b)).count()).sum::<usize>()
+    let jobs = metrics.iter().map(|&m| backends.iter().filter(|&&b| m.runs_on(b)).count()).sum::<usize>()
         + if reference.is_some() { model_metrics } else { 0 };
     let progress = ProgressBar::new(jobs as u64).with_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}").expect("valid template"),
@@ -286,7 +299,7 @@ pub fn run(args: &BenchArgs, measuring: impl Fn(&str) -> Command) -> Result<Repo
     let mut figures = Vec::new();
     let mut failures = Vec::new();
     for &metric in &metrics {
-        for &backend in backends.iter().filter(|&&b| applies(metric, b)) {
+        for &backend in backends.iter().filter(|&&b| metric.runs_on(b)) {
             let label = format!("{backend} {metric}");
             progress.set_message(label.clone());
             let mut child = measuring(&format!("{backend}:{metric}"));
@@ -618,17 +631,19 @@ fn format_table(figures: &[Figure], backends: &[DeviceChoice]) -> String {
     if lines.len() == 2 { String::new() } else { lines.join("\n") }
 }
 
-/// Kernel against fallback, both measured on wgpu in the same process; empty without figures.
+/// Kernel against fallback, both measured on the kernel's backend in the same process; empty
+/// without figures.
 fn kernel_table(figures: &[Figure]) -> String {
     let mut lines = vec![
-        "| kernel (wgpu) | shape | WGSL kernel | portable fallback | speed-up |".to_string(),
-        "|---|---|---:|---:|---:|".to_string(),
+        "| kernel | backend | shape | glimpse's kernel | portable fallback | speed-up |".to_string(),
+        "|---|---|---|---:|---:|---:|".to_string(),
     ];
     for figure in figures.iter().filter(|f| f.metric.is_kernel()) {
         let fallback = figure.detail["fallback_ms"].as_f64().unwrap_or(f64::NAN);
         lines.push(format!(
-            "| {} | {} | {:.3} ms | {fallback:.3} ms | {:.2}x |",
+            "| {} | {} | {} | {:.3} ms | {fallback:.3} ms | {:.2}x |",
             figure.metric,
+            figure.backend,
             figure.detail["shape"].as_str().unwrap_or("?"),
             figure.value,
             fallback / figure.value
@@ -754,6 +769,7 @@ fn measure_figure(spec: &str, args: &BenchArgs) -> Result<Figure> {
         Metric::MatmulTMs => matmul_t_kernel(device)?,
         Metric::LayerNormMs => layer_norm_kernel(device)?,
         Metric::BiasActivationMs => bias_activation_kernel(device)?,
+        Metric::LinearBackwardMs => linear_backward_kernel(device)?,
     };
     Ok(Figure {
         metric,
@@ -1110,6 +1126,36 @@ fn linear_kernel(device: &Device) -> Result<Measured> {
     Ok(kernel_figure(kernel, &fallback, "GPT-2 small's 4 products of a layer, 1 row, f32, bias + GELU"))
 }
 
+fn linear_backward_kernel(device: &Device) -> Result<Measured> {
+    // GPT-2 small's products in one layer, as (inputs, outputs), over a guided step's rows.
+    const LAYERS: [(usize, usize); 4] = [(768, 2304), (768, 768), (768, 3072), (3072, 768)];
+    const ROWS: usize = 60;
+    let tracked = device.clone().autodiff();
+    let random = Distribution::Normal(0.0, 0.03);
+    let weights: Vec<Tensor<2>> = LAYERS.iter().map(|&(k, n)| Tensor::random([k, n], random, device)).collect();
+    let rows = || {
+        let random = Distribution::Normal(0.0, 1.0);
+        LAYERS.iter().map(|&(k, _)| Tensor::<2>::random([ROWS, k], random, &tracked).require_grad()).collect::<Vec<_>>()
+    };
+    anyhow::ensure!(linear_uses_cpu_kernel(&rows()[0], &weights[0]), "the kernel does not run here");
+    let time = |dense: fn(Tensor<2>, Tensor<2>, Option<Tensor<1>>, Option<Activation>) -> Tensor<2>| {
+        kernel_runs(device, rows, |rows| {
+            let gradients: Vec<Tensor<2>> = rows
+                .into_iter()
+                .zip(&weights)
+                .map(|(x, weight)| {
+                    let grads = dense(x.clone(), weight.clone(), None, None).sum().backward();
+                    x.grad(&grads).expect("a gradient for the rows")
+                })
+                .collect();
+            Tensor::cat(gradients, 1)
+        })
+    };
+    let kernel = time(linear)?;
+    let fallback = time(linear_fallback)?;
+    Ok(kernel_figure(kernel, &fallback, "GPT-2 small's 4 products of a layer, 60 rows, forward + input gradient"))
+}
+
 fn matmul_t_kernel(device: &Device) -> Result<Measured> {
     // GPT-2 small's token table as `ShardedTable` holds it: blocks of at most 128 MiB.
     const SHARDS: [usize; 2] = [43_690, 6_567];
@@ -1253,6 +1299,28 @@ mod tests {
         assert_eq!(
             model_table(&figures[3..], Metric::value_variants(), &[DeviceChoice::Wgpu], ReferenceDevice::Cpu),
             ""
+        );
+    }
+
+    #[test]
+    fn kernel_figures_run_on_their_kernels_backend_and_are_tabled_with_it() {
+        let on = |backend| Metric::value_variants().iter().filter(|m| m.is_kernel() && m.runs_on(backend)).count();
+        let kernels = Metric::value_variants().iter().filter(|m| m.is_kernel()).count();
+        assert!(on(DeviceChoice::Cpu) >= 1 && on(DeviceChoice::Wgpu) >= 1, "a kernel figure on each backend");
+        assert_eq!(on(DeviceChoice::Cpu) + on(DeviceChoice::Wgpu), kernels, "each kernel figure on one backend");
+        assert!(Metric::value_variants().iter().filter(|m| !m.is_kernel()).all(|m| m.runs_on(DeviceChoice::Cpu)));
+        let mut cpu = figure(Metric::LinearBackwardMs, "cpu", 5.0);
+        cpu.detail = json!({"fallback_ms": 10.0, "shape": "60 rows"});
+        let mut wgpu = figure(Metric::LinearMs, "wgpu", 0.5);
+        wgpu.detail = json!({"fallback_ms": 2.0, "shape": "1 row"});
+        let table = kernel_table(&[cpu, figure(Metric::PrefixStepMs, "cpu", 300.0), wgpu]);
+        let rows: Vec<&str> = table.lines().skip(2).collect();
+        assert_eq!(
+            rows,
+            [
+                "| linear_backward_ms | cpu | 60 rows | 5.000 ms | 10.000 ms | 2.00x |",
+                "| linear_ms | wgpu | 1 row | 0.500 ms | 2.000 ms | 4.00x |"
+            ]
         );
     }
 
