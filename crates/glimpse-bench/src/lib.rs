@@ -145,8 +145,9 @@ impl Metric {
     }
 
     /// Kernel figures compare a kernel of glimpse's with its portable fallback, measured in the
-    /// same process on the one backend the kernel runs on (the WGSL kernels on wgpu; the CPU
-    /// backend's show in the model figures, and one on its own), and have no PyTorch counterpart.
+    /// same process on the one backend the kernel runs on (the WGSL kernels on wgpu; on the CPU
+    /// `linear`'s product, the other CPU kernels only through the model figures), and have no
+    /// PyTorch counterpart.
     fn kernel_backend(self) -> Option<DeviceChoice> {
         match self {
             Self::DecodeAttentionMs
