@@ -1093,20 +1093,24 @@ fn per_row_kernel(
     )
 }
 
+/// GPT-2 small's four products in a layer (`c_attn`, the attention's `c_proj`, `c_fc`, the MLP's
+/// `c_proj`), as (inputs, outputs).
+const GPT2_LAYER_PRODUCTS: [(usize, usize); 4] = [(768, 2304), (768, 768), (768, 3072), (3072, 768)];
+
 fn linear_kernel(device: &Device) -> Result<Measured> {
-    // GPT-2 small's products in one layer at a decoding step, as (inputs, outputs, activation).
-    const LAYERS: [(usize, usize, Option<Activation>); 4] =
-        [(768, 2304, None), (768, 768, None), (768, 3072, Some(Activation::GeluTanh)), (3072, 768, None)];
+    // The products of one layer at a decoding step, each with its bias, and GELU after `c_fc`.
+    const ACTIVATIONS: [Option<Activation>; 4] = [None, None, Some(Activation::GeluTanh), None];
     let random = Distribution::Normal(0.0, 0.03);
-    let layers: Vec<(Tensor<2>, Tensor<1>, Option<Activation>)> = LAYERS
+    let layers: Vec<(Tensor<2>, Tensor<1>, Option<Activation>)> = GPT2_LAYER_PRODUCTS
         .iter()
-        .map(|&(k, n, activation)| {
+        .zip(ACTIVATIONS)
+        .map(|(&(k, n), activation)| {
             (Tensor::random([k, n], random, device), Tensor::random([n], random, device), activation)
         })
         .collect();
     let rows = || {
         let random = Distribution::Normal(0.0, 1.0);
-        LAYERS.iter().map(|&(k, _, _)| Tensor::<3>::random([1, 1, k], random, device)).collect::<Vec<_>>()
+        GPT2_LAYER_PRODUCTS.iter().map(|&(k, _)| Tensor::<3>::random([1, 1, k], random, device)).collect::<Vec<_>>()
     };
     anyhow::ensure!(linear_uses_kernel(&rows()[0], &layers[0].0, Some(&layers[0].1)), "the kernel does not run here");
     let time = |dense: fn(Tensor<3>, Tensor<2>, Option<Tensor<1>>, Option<Activation>) -> Tensor<3>| {
@@ -1128,15 +1132,18 @@ fn linear_kernel(device: &Device) -> Result<Measured> {
 }
 
 fn linear_backward_kernel(device: &Device) -> Result<Measured> {
-    // GPT-2 small's products in one layer, as (inputs, outputs), over a guided step's rows.
-    const LAYERS: [(usize, usize); 4] = [(768, 2304), (768, 768), (768, 3072), (3072, 768)];
+    // A guided step's rows through the products of one layer.
     const ROWS: usize = 60;
     let tracked = device.clone().autodiff();
     let random = Distribution::Normal(0.0, 0.03);
-    let weights: Vec<Tensor<2>> = LAYERS.iter().map(|&(k, n)| Tensor::random([k, n], random, device)).collect();
+    let weights: Vec<Tensor<2>> =
+        GPT2_LAYER_PRODUCTS.iter().map(|&(k, n)| Tensor::random([k, n], random, device)).collect();
     let rows = || {
         let random = Distribution::Normal(0.0, 1.0);
-        LAYERS.iter().map(|&(k, _)| Tensor::<2>::random([ROWS, k], random, &tracked).require_grad()).collect::<Vec<_>>()
+        GPT2_LAYER_PRODUCTS
+            .iter()
+            .map(|&(k, _)| Tensor::<2>::random([ROWS, k], random, &tracked).require_grad())
+            .collect::<Vec<_>>()
     };
     anyhow::ensure!(linear_uses_cpu_kernel(&rows()[0], &weights[0]), "the kernel does not run here");
     let time = |dense: fn(Tensor<2>, Tensor<2>, Option<Tensor<1>>, Option<Activation>) -> Tensor<2>| {
@@ -1209,19 +1216,17 @@ fn bias_activation_kernel(device: &Device) -> Result<Measured> {
 }
 
 fn q8_matvec_kernel(device: &Device) -> Result<Measured> {
-    // GPT-2 small's products in one layer at a decoding step, as (outputs, inputs).
-    const SHAPES: [(usize, usize); 4] = [(2304, 768), (768, 768), (3072, 768), (768, 3072)];
     let mut rng = Rng::new(3);
-    let matrices: Vec<(Tensor<2, Int>, Tensor<2>)> = SHAPES
+    let matrices: Vec<(Tensor<2, Int>, Tensor<2>)> = GPT2_LAYER_PRODUCTS
         .iter()
-        .map(|&(n, k)| {
+        .map(|&(k, n)| {
             let bytes: Vec<i8> = (0..n * k).map(|_| (rng.below(255) as i32 - 127) as i8).collect();
             q8_pack(&bytes, vec![0.01; n * k.div_ceil(Q8_BLOCK)], n, k, device)
         })
         .collect();
     let rows = || {
         let random = Distribution::Normal(0.0, 1.0);
-        SHAPES.iter().map(|&(_, k)| Tensor::<3>::random([1, 1, k], random, device)).collect::<Vec<_>>()
+        GPT2_LAYER_PRODUCTS.iter().map(|&(k, _)| Tensor::<3>::random([1, 1, k], random, device)).collect::<Vec<_>>()
     };
     let time = |product: fn(Tensor<3>, Tensor<2, Int>, Tensor<2>) -> Tensor<3>| {
         kernel_runs(device, rows, |rows| {

@@ -240,9 +240,10 @@ unsafe fn gemm_into(
             }
         }
     };
-    match matches!(parallelism, gemm::Parallelism::None) {
-        true => out.chunks_mut(16 * n).enumerate().for_each(rows_of),
-        false => for_each_part(out, 16 * n, 1, rows_of),
+    if matches!(parallelism, gemm::Parallelism::None) {
+        out.chunks_mut(16 * n).enumerate().for_each(rows_of);
+    } else {
+        for_each_part(out, 16 * n, 1, rows_of);
     }
 }
 
