@@ -49,10 +49,22 @@ pub fn q8_padded(k: usize) -> usize {
 pub fn q8_pack(bytes: &[i8], scales: Vec<f32>, n: usize, k: usize, device: &Device) -> (Tensor<2, Int>, Tensor<2>) {
     let padded = q8_padded(k);
     assert!(bytes.len() == n * k && scales.len() == n * padded / Q8_BLOCK, "q8_pack: {n} x {k} does not match");
+    // Byte `c` of a row is bits `8 (c % 4)` of the row's word `c / 4`; the padding stays zero.
     let mut words = vec![0i32; n * padded / 4];
-    for (row, values) in bytes.chunks_exact(k).enumerate() {
-        for (column, &byte) in values.iter().enumerate() {
-            words[row * padded / 4 + column / 4] |= ((byte as u8 as u32) << (8 * (column % 4))) as i32;
+    if k > 0 {
+        for (row_words, values) in words.chunks_exact_mut(padded / 4).zip(bytes.chunks_exact(k)) {
+            let mut fours = values.chunks_exact(4);
+            for (word, four) in row_words.iter_mut().zip(&mut fours) {
+                *word = i32::from_le_bytes([four[0] as u8, four[1] as u8, four[2] as u8, four[3] as u8]);
+            }
+            let rest = fours.remainder();
+            if !rest.is_empty() {
+                let mut last = [0u8; 4];
+                for (byte, &value) in last.iter_mut().zip(rest) {
+                    *byte = value as u8;
+                }
+                row_words[k / 4] = i32::from_le_bytes(last);
+            }
         }
     }
     let packed = Tensor::from_data(TensorData::new(words, [n, padded / 4]), (device, DType::I32));
@@ -432,13 +444,16 @@ fn matvec(rows: &[f32], bytes: &[i8], scales: &[f32], m: usize, n: usize, padded
 }
 
 /// `sum_b scale_b * sum_i x[32b + i] * byte[32b + i]`, with AVX2 and FMA where the CPU has them
-/// (asked once per product, not once per row).
+/// (asked once per product, not once per row), with SIMD128 in a WebAssembly build that has it.
 fn dot_for_this_cpu() -> fn(&[f32], &[i8], &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU was just checked for both features.
         return |x, bytes, scales| unsafe { dot_avx2(x, bytes, scales) };
     }
+    #[cfg(all(target_family = "wasm", target_feature = "simd128"))]
+    return dot_simd128;
+    #[allow(unreachable_code)]
     dot_portable
 }
 
@@ -446,6 +461,51 @@ fn dot_for_this_cpu() -> fn(&[f32], &[i8], &[f32]) -> f32 {
 #[target_feature(enable = "avx2,fma")]
 fn dot_avx2(x: &[f32], bytes: &[i8], scales: &[f32]) -> f32 {
     dot_portable(x, bytes, scales)
+}
+
+/// [`dot_portable`] written in SIMD128 (two vectors for its eight lanes, each lane's sum in the
+/// same order, so the result is the same to the bit): compiled for wasm, the loop above converts
+/// its bytes one at a time.
+#[cfg(all(target_family = "wasm", target_feature = "simd128"))]
+fn dot_simd128(x: &[f32], bytes: &[i8], scales: &[f32]) -> f32 {
+    use core::arch::wasm32::*;
+    let mut total = [f32x4_splat(0.0); 2];
+    for ((x, bytes), &scale) in x.chunks_exact(Q8_BLOCK).zip(bytes.chunks_exact(Q8_BLOCK)).zip(scales) {
+        let x: &[f32; Q8_BLOCK] = x.try_into().expect("whole blocks");
+        let bytes: &[i8; Q8_BLOCK] = bytes.try_into().expect("whole blocks");
+        let mut block = [f32x4_splat(0.0); 2];
+        for part in 0..Q8_BLOCK / 8 {
+            // SAFETY: both arrays hold whole blocks, so the 8 bytes and 2 x 4 floats at `part * 8`
+            // are in bounds; the loads have no alignment requirement.
+            let (wide, x_low, x_high) = unsafe {
+                (
+                    i16x8_load_extend_i8x8(bytes.as_ptr().add(part * 8)),
+                    v128_load(x.as_ptr().add(part * 8).cast()),
+                    v128_load(x.as_ptr().add(part * 8 + 4).cast()),
+                )
+            };
+            let low = f32x4_convert_i32x4(i32x4_extend_low_i16x8(wide));
+            let high = f32x4_convert_i32x4(i32x4_extend_high_i16x8(wide));
+            block[0] = f32x4_add(block[0], f32x4_mul(x_low, low));
+            block[1] = f32x4_add(block[1], f32x4_mul(x_high, high));
+        }
+        let scale = f32x4_splat(scale);
+        total[0] = f32x4_add(total[0], f32x4_mul(scale, block[0]));
+        total[1] = f32x4_add(total[1], f32x4_mul(scale, block[1]));
+    }
+    let [low, high] = total;
+    [
+        f32x4_extract_lane::<0>(low),
+        f32x4_extract_lane::<1>(low),
+        f32x4_extract_lane::<2>(low),
+        f32x4_extract_lane::<3>(low),
+        f32x4_extract_lane::<0>(high),
+        f32x4_extract_lane::<1>(high),
+        f32x4_extract_lane::<2>(high),
+        f32x4_extract_lane::<3>(high),
+    ]
+    .iter()
+    .sum()
 }
 
 /// Eight independent lanes, summed across lanes once per row rather than once per block, so the
