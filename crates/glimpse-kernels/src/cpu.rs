@@ -222,7 +222,8 @@ unsafe fn gemm_into(
     let rhs_start = unsafe { rhs.values.as_ptr().add(rhs.start).offset(offset) };
     let lhs = (lhs, lhs_stride as isize, 1);
     let rhs_strides = (rhs_start, rhs.row_stride, rhs.column_stride);
-    if rhs.column_stride == 1 || !(2..=COLUMN_MAJOR_MAX_ROWS).contains(&m) {
+    // The wasm build's own product packs the weight whatever its layout.
+    if rhs.column_stride == 1 || !(2..=COLUMN_MAJOR_MAX_ROWS).contains(&m) || wasm_product_takes(m) {
         unsafe { gemm_strided([m, inner, n], (out.as_mut_ptr(), n as isize, 1), false, lhs, rhs_strides, parallelism) };
         return;
     }
@@ -263,7 +264,7 @@ pub(crate) fn gemm_product(x: &[f32], m: usize, rhs: &Strided) -> Vec<f32> {
 
 /// `dst [m, n] = lhs [m, inner] x rhs [inner, n]`, or `dst +=` that product when `accumulate`:
 /// gemm's call with each matrix given as (its first element, row stride, column stride), in
-/// elements.
+/// elements, or the wasm build's own product where [`wasm_product_takes`] it.
 ///
 /// # Safety
 /// Every element the shapes and strides address lies inside its buffer; `dst` overlaps neither
@@ -276,6 +277,20 @@ pub(crate) unsafe fn gemm_strided(
     (rhs, rhs_row_stride, rhs_column_stride): (*const f32, isize, isize),
     parallelism: gemm::Parallelism,
 ) {
+    if wasm_product_takes(m) {
+        // SAFETY: as this function's.
+        #[cfg(all(target_family = "wasm", target_feature = "simd128"))]
+        unsafe {
+            crate::wasm_product::product(
+                [m, inner, n],
+                (dst, dst_row_stride, dst_column_stride),
+                accumulate,
+                (lhs, lhs_row_stride, lhs_column_stride),
+                (rhs, rhs_row_stride, rhs_column_stride),
+            )
+        };
+        return;
+    }
     // gemm computes `dst = alpha dst + beta lhs rhs`, reading dst only when asked to.
     let alpha = if accumulate { 1.0 } else { 0.0 };
     unsafe {
@@ -300,6 +315,18 @@ pub(crate) unsafe fn gemm_strided(
             false,
             parallelism,
         );
+    }
+}
+
+/// Whether [`gemm_strided`] gives a product of `m` rows to the wasm build's own
+/// ([`crate::wasm_product`]) rather than to gemm.
+fn wasm_product_takes(m: usize) -> bool {
+    #[cfg(all(target_family = "wasm", target_feature = "simd128"))]
+    return m >= crate::wasm_product::MIN_ROWS;
+    #[cfg(not(all(target_family = "wasm", target_feature = "simd128")))]
+    {
+        let _ = m;
+        false
     }
 }
 

@@ -28,6 +28,9 @@ mod linear;
 mod masked_pool;
 mod matmul_t;
 mod q8;
+// The wasm build's product; natively only its tests run it.
+#[cfg(any(test, all(target_family = "wasm", target_feature = "simd128")))]
+mod wasm_product;
 mod wgsl;
 
 pub use activation::{Activation, bias_activation, bias_activation_fallback, bias_activation_uses_kernel};
