@@ -13,7 +13,7 @@ if [ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $version" ]; then
     cargo install --quiet wasm-bindgen-cli --version "$version"
 fi
 
-# The wasm-release profile (Cargo.toml): optimised for size, with link-time optimisation.
+# The wasm-release profile (Cargo.toml says what it optimises and why).
 cargo build --locked --profile wasm-release --target wasm32-unknown-unknown -p glimpse-wasm
 module=target/wasm32-unknown-unknown/wasm-release/glimpse_wasm.wasm
 staging=$(mktemp -d)

@@ -262,14 +262,36 @@ pub(crate) fn gemm_product(x: &[f32], m: usize, rhs: &Strided) -> Vec<f32> {
     out
 }
 
-/// `dst [m, n] = lhs [m, inner] x rhs [inner, n]`, or `dst +=` that product when `accumulate`:
-/// gemm's call with each matrix given as (its first element, row stride, column stride), in
-/// elements, or the wasm build's own product where [`wasm_product_takes`] it.
+/// `dst [m, n] = lhs [m, inner] x rhs [inner, n]`, or `dst +=` that product when `accumulate`,
+/// each matrix given as (its first element, row stride, column stride), in elements: gemm's, or
+/// the wasm build's own product where [`wasm_product_takes`] it.
 ///
 /// # Safety
 /// Every element the shapes and strides address lies inside its buffer; `dst` overlaps neither
 /// input.
 pub(crate) unsafe fn gemm_strided(
+    shape: [usize; 3],
+    dst: (*mut f32, isize, isize),
+    accumulate: bool,
+    lhs: (*const f32, isize, isize),
+    rhs: (*const f32, isize, isize),
+    parallelism: gemm::Parallelism,
+) {
+    #[cfg(all(target_family = "wasm", target_feature = "simd128"))]
+    if wasm_product_takes(shape[0]) {
+        // SAFETY: as this function's.
+        unsafe { crate::wasm_product::product(shape, dst, accumulate, lhs, rhs) };
+        return;
+    }
+    // SAFETY: as this function's.
+    unsafe { gemm_call(shape, dst, accumulate, lhs, rhs, parallelism) };
+}
+
+/// [`gemm_strided`]'s product through gemm.
+///
+/// # Safety
+/// As [`gemm_strided`]'s.
+pub(crate) unsafe fn gemm_call(
     [m, inner, n]: [usize; 3],
     (dst, dst_row_stride, dst_column_stride): (*mut f32, isize, isize),
     accumulate: bool,
@@ -277,20 +299,6 @@ pub(crate) unsafe fn gemm_strided(
     (rhs, rhs_row_stride, rhs_column_stride): (*const f32, isize, isize),
     parallelism: gemm::Parallelism,
 ) {
-    if wasm_product_takes(m) {
-        // SAFETY: as this function's.
-        #[cfg(all(target_family = "wasm", target_feature = "simd128"))]
-        unsafe {
-            crate::wasm_product::product(
-                [m, inner, n],
-                (dst, dst_row_stride, dst_column_stride),
-                accumulate,
-                (lhs, lhs_row_stride, lhs_column_stride),
-                (rhs, rhs_row_stride, rhs_column_stride),
-            )
-        };
-        return;
-    }
     // gemm computes `dst = alpha dst + beta lhs rhs`, reading dst only when asked to.
     let alpha = if accumulate { 1.0 } else { 0.0 };
     unsafe {
@@ -318,16 +326,15 @@ pub(crate) unsafe fn gemm_strided(
     }
 }
 
-/// Whether [`gemm_strided`] gives a product of `m` rows to the wasm build's own
-/// ([`crate::wasm_product`]) rather than to gemm.
+/// Fewest rows for which the wasm build's own product ([`crate::wasm_product`]) replaces gemm's:
+/// in V8 the two cross at about 12 rows (below, packing the weight costs more than the tiles save:
+/// 37 against 41 GFLOP/s at 8 rows, 33 against 32 at 12, 37 against 34 at 16).
+pub(crate) const WASM_PRODUCT_MIN_ROWS: usize = 16;
+
+/// Whether [`gemm_strided`] gives a product of `m` rows to the wasm build's own product rather
+/// than to gemm.
 fn wasm_product_takes(m: usize) -> bool {
-    #[cfg(all(target_family = "wasm", target_feature = "simd128"))]
-    return m >= crate::wasm_product::MIN_ROWS;
-    #[cfg(not(all(target_family = "wasm", target_feature = "simd128")))]
-    {
-        let _ = m;
-        false
-    }
+    cfg!(all(target_family = "wasm", target_feature = "simd128")) && m >= WASM_PRODUCT_MIN_ROWS
 }
 
 /// Threads for one product of `work` multiply-adds: all of rayon's natively from Burn's CPU

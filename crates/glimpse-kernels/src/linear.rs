@@ -3,7 +3,8 @@
 //! does around it: the LayerNorm before ([`layer_norm_linear`]) or the residual add after
 //! ([`linear_residual`]). On the CPU backend, the product of those few rows splits over threads,
 //! and a product of more rows is one gemm call in the orientation that reads a weight stored
-//! transposed fastest (forward and, for a tracked input, backward).
+//! transposed fastest (forward and, for a tracked input, backward); in the wasm build, from
+//! `cpu::WASM_PRODUCT_MIN_ROWS` rows on, its own product instead.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -206,9 +207,9 @@ pub fn linear_uses_kernel<const D: usize>(x: &Tensor<D>, weight: &Tensor<2>, bia
 /// Whether [`linear`] (and its variants, which call it off wgpu) multiplies on the CPU backend's
 /// kernel: f32 on the CPU backend with a constant weight (outside autodiff; `x` may be tracked:
 /// the kernel has a backward) and at least one row. Up to [`LINEAR_MAX_ROWS`] rows the product
-/// splits over threads by blocks of the weight; more rows are one gemm call, which writes the
-/// product column-major where the weight is read transposed (the backward's `dL/dy W^T`, the LM
-/// head's `x E^T`): gemm would otherwise gather the weight element by element on every call.
+/// splits over threads by blocks of the weight; more rows are one gemm call, which natively writes
+/// the product column-major where the weight is read transposed (the backward's `dL/dy W^T`, the
+/// LM head's `x E^T`): gemm would otherwise gather the weight element by element on every call.
 pub fn linear_uses_cpu_kernel<const D: usize>(x: &Tensor<D>, weight: &Tensor<2>) -> bool {
     rows(x) > 0
         && on_flex(x)

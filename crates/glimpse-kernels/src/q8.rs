@@ -452,9 +452,13 @@ fn dot_for_this_cpu() -> fn(&[f32], &[i8], &[f32]) -> f32 {
         return |x, bytes, scales| unsafe { dot_avx2(x, bytes, scales) };
     }
     #[cfg(all(target_family = "wasm", target_feature = "simd128"))]
-    return dot_simd128;
-    #[allow(unreachable_code)]
-    dot_portable
+    {
+        dot_simd128
+    }
+    #[cfg(not(all(target_family = "wasm", target_feature = "simd128")))]
+    {
+        dot_portable
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -464,8 +468,8 @@ fn dot_avx2(x: &[f32], bytes: &[i8], scales: &[f32]) -> f32 {
 }
 
 /// [`dot_portable`] written in SIMD128 (two vectors for its eight lanes, each lane's sum in the
-/// same order, so the result is the same to the bit): compiled for wasm, the loop above converts
-/// its bytes one at a time.
+/// same order, so the result is the same to the bit; the browser tests run it): compiled for wasm,
+/// [`dot_portable`]'s loop converts its bytes one at a time.
 #[cfg(all(target_family = "wasm", target_feature = "simd128"))]
 fn dot_simd128(x: &[f32], bytes: &[i8], scales: &[f32]) -> f32 {
     use core::arch::wasm32::*;
@@ -510,6 +514,7 @@ fn dot_simd128(x: &[f32], bytes: &[i8], scales: &[f32]) -> f32 {
 
 /// Eight independent lanes, summed across lanes once per row rather than once per block, so the
 /// compiler can vectorise the whole loop without reordering any one lane's sum.
+#[cfg(not(all(target_family = "wasm", target_feature = "simd128")))]
 #[inline(always)]
 fn dot_portable(x: &[f32], bytes: &[i8], scales: &[f32]) -> f32 {
     let mut total = [0f32; 8];

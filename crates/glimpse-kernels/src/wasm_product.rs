@@ -1,23 +1,21 @@
-//! The wasm build's matrix product for [`MIN_ROWS`] rows and more, in place of gemm's. gemm's
-//! SIMD128 kernel keeps 12 rows x 4 columns of sums: with its operands that is 16 vectors, one more
-//! than V8 gives WebAssembly on x86-64, and V8 spills. This one keeps 4 rows x 8 columns (8 sums, 2
-//! weight vectors and 1 broadcast input), over the weight packed 8 columns to a panel, whatever its
-//! strides. In Node's V8 on the AMD EPYC of `bench/RESULTS.md` it ran 50-59 GFLOP/s where gemm's
-//! ran 38-42 (products of 50-640 rows by 512-3072 inner by 768-4096 columns, weights in either
-//! orientation); below 16 rows packing the weight costs more than it saves.
+//! The wasm build's matrix product, in place of gemm's from
+//! [`WASM_PRODUCT_MIN_ROWS`](crate::cpu::WASM_PRODUCT_MIN_ROWS) rows on. gemm's SIMD128 kernel keeps
+//! 12 rows x 4 columns of sums: with its operands that is 16 vectors, one more than V8 gives
+//! WebAssembly on x86-64, and V8 spills. This one keeps 4 rows x 8 columns (8 sums, 2 weight
+//! vectors and 1 broadcast input) over the weight packed 8 columns at a time, whatever its strides,
+//! so a weight read transposed costs no more than one read as stored. In Node's V8 on the AMD EPYC
+//! of `bench/RESULTS.md` it ran 47-59 GFLOP/s where gemm's ran 34-42 (50-1536 rows by 128-3072
+//! inner by 128-4096 columns, weights in either orientation); 5 x 8 and 3 x 12 tiles spilled (25
+//! GFLOP/s).
 //!
 //! Written against a four-lane vector ([`Lanes`]): SIMD128 in a wasm build, four floats elsewhere,
-//! where only this module's tests run it, against gemm.
+//! where only this module's tests run it, against gemm. They check the tiling, packing and
+//! strides; the SIMD128 lanes themselves run only in the browser tests.
 
-/// Fewest rows this product takes over; below, gemm's.
-pub(crate) const MIN_ROWS: usize = 16;
 /// Rows of one tile.
 const TILE_ROWS: usize = 4;
 /// Columns of a packed panel, two vectors.
 const PANEL_COLUMNS: usize = 8;
-/// Panels packed at once: 256 columns, so that the packed copy of an LM head's 50257 columns stays
-/// a few MB.
-const PANELS_PER_PACK: usize = 32;
 
 /// `dst [m, n] = lhs [m, inner] x rhs [inner, n]`, or `dst +=` that product when `accumulate`,
 /// each matrix given as (its first element, row stride, column stride), in elements. Each output
@@ -35,60 +33,54 @@ pub(crate) unsafe fn product(
 ) {
     if inner == 0 {
         if !accumulate {
-            for (row, column) in (0..m).flat_map(|row| (0..n).map(move |column| (row, column))) {
-                // SAFETY: output (row, column) lies inside `dst`.
-                unsafe { *dst.offset(row as isize * dst_row_stride + column as isize * dst_column_stride) = 0.0 };
+            for row in 0..m {
+                for column in 0..n {
+                    // SAFETY: output (row, column) lies inside `dst`.
+                    unsafe { *dst.offset(row as isize * dst_row_stride + column as isize * dst_column_stride) = 0.0 };
+                }
             }
         }
         return;
     }
-    let panels = n.div_ceil(PANEL_COLUMNS);
-    let mut packed = vec![0f32; inner * PANEL_COLUMNS * PANELS_PER_PACK.min(panels)];
-    for first_panel in (0..panels).step_by(PANELS_PER_PACK) {
-        let count = PANELS_PER_PACK.min(panels - first_panel);
-        for (index, panel) in packed.chunks_exact_mut(inner * PANEL_COLUMNS).take(count).enumerate() {
-            // SAFETY: the panel's columns are inside `rhs`'s `n`.
-            unsafe { pack(panel, inner, n, (first_panel + index) * PANEL_COLUMNS, rhs) };
-        }
-        for (index, panel) in packed.chunks_exact(inner * PANEL_COLUMNS).take(count).enumerate() {
-            let first_column = (first_panel + index) * PANEL_COLUMNS;
-            let columns = PANEL_COLUMNS.min(n - first_column);
-            for first_row in (0..m).step_by(TILE_ROWS) {
-                let rows = TILE_ROWS.min(m - first_row);
-                // SAFETY: rows `first_row..first_row + rows` of `lhs` lie inside it.
-                let lhs = unsafe { lhs.offset(first_row as isize * lhs_row_stride) };
-                let strides = (lhs_row_stride, lhs_column_stride);
-                // SAFETY: `rows` rows of `inner` values at `lhs` in `strides`; the panel is `[inner, 8]`.
-                let sums = unsafe {
-                    match rows {
-                        4 => tile::<4>(lhs, strides, inner, panel),
-                        3 => widen(tile::<3>(lhs, strides, inner, panel)),
-                        2 => widen(tile::<2>(lhs, strides, inner, panel)),
-                        _ => widen(tile::<1>(lhs, strides, inner, panel)),
-                    }
-                };
-                for (row, [low, high]) in sums.into_iter().take(rows).enumerate() {
-                    let offset =
-                        (first_row + row) as isize * dst_row_stride + first_column as isize * dst_column_stride;
-                    // SAFETY: outputs `columns` of that row lie inside `dst`.
-                    unsafe {
-                        let out = dst.offset(offset);
-                        if dst_column_stride == 1 && columns == PANEL_COLUMNS {
-                            let (low, high) = if accumulate {
-                                (low.add(Lanes::load(out)), high.add(Lanes::load(out.add(4))))
-                            } else {
-                                (low, high)
-                            };
-                            low.store(out);
-                            high.store(out.add(4));
+    let mut panel = vec![0f32; inner * PANEL_COLUMNS];
+    for first_column in (0..n).step_by(PANEL_COLUMNS) {
+        let columns = PANEL_COLUMNS.min(n - first_column);
+        // SAFETY: `first_column < n`.
+        unsafe { pack(&mut panel, inner, n, first_column, rhs) };
+        for first_row in (0..m).step_by(TILE_ROWS) {
+            let rows = TILE_ROWS.min(m - first_row);
+            // SAFETY: rows `first_row..first_row + rows` of `lhs` lie inside it.
+            let lhs = unsafe { lhs.offset(first_row as isize * lhs_row_stride) };
+            let strides = (lhs_row_stride, lhs_column_stride);
+            // SAFETY: `rows` rows of `inner` values at `lhs` in `strides`; the panel is `[inner, 8]`.
+            let sums = unsafe {
+                match rows {
+                    4 => tile::<4>(lhs, strides, inner, &panel),
+                    3 => widen(tile::<3>(lhs, strides, inner, &panel)),
+                    2 => widen(tile::<2>(lhs, strides, inner, &panel)),
+                    _ => widen(tile::<1>(lhs, strides, inner, &panel)),
+                }
+            };
+            for (row, [low, high]) in sums.into_iter().take(rows).enumerate() {
+                let offset = (first_row + row) as isize * dst_row_stride + first_column as isize * dst_column_stride;
+                // SAFETY: outputs `columns` of that row lie inside `dst`.
+                unsafe {
+                    let out = dst.offset(offset);
+                    if dst_column_stride == 1 && columns == PANEL_COLUMNS {
+                        let (low, high) = if accumulate {
+                            (low.add(Lanes::load(out)), high.add(Lanes::load(out.add(4))))
                         } else {
-                            let mut values = [0f32; PANEL_COLUMNS];
-                            low.store(values.as_mut_ptr());
-                            high.store(values.as_mut_ptr().add(4));
-                            for (column, value) in values.into_iter().take(columns).enumerate() {
-                                let out = out.offset(column as isize * dst_column_stride);
-                                *out = if accumulate { *out + value } else { value };
-                            }
+                            (low, high)
+                        };
+                        low.store(out);
+                        high.store(out.add(4));
+                    } else {
+                        let mut values = [0f32; PANEL_COLUMNS];
+                        low.store(values.as_mut_ptr());
+                        high.store(values.as_mut_ptr().add(4));
+                        for (column, value) in values.into_iter().take(columns).enumerate() {
+                            let out = out.offset(column as isize * dst_column_stride);
+                            *out = if accumulate { *out + value } else { value };
                         }
                     }
                 }
@@ -226,79 +218,104 @@ impl Lanes {
 
 #[cfg(test)]
 mod tests {
-    use super::{MIN_ROWS, product};
-    use crate::cpu::gemm_strided;
+    use super::product;
+    use crate::cpu::{WASM_PRODUCT_MIN_ROWS, gemm_call};
 
     /// A deterministic spread of values in [-1, 1).
     fn values(len: usize, seed: usize) -> Vec<f32> {
         (0..len).map(|i| ((i * 7919 + seed * 104_729) % 2001) as f32 / 1000.0 - 1.0).collect()
     }
 
-    /// This product against gemm's, for `[m, inner] x [inner, n]` with the right-hand side stored
-    /// row-major or transposed, written row-major or column-major, set or accumulated.
+    /// A `[rows, columns]` matrix in a buffer: row-major or transposed (column-major), and either the
+    /// whole buffer or a view into a larger one (3 values in, 5 spare values after each line).
+    struct Matrix {
+        buffer: Vec<f32>,
+        start: usize,
+        row_stride: isize,
+        column_stride: isize,
+    }
+
+    impl Matrix {
+        fn new(rows: usize, columns: usize, transposed: bool, view: bool, seed: usize) -> Self {
+            let (lines, line) = if transposed { (columns, rows) } else { (rows, columns) };
+            let (start, pitch) = if view { (3, line + 5) } else { (0, line) };
+            let (row_stride, column_stride) = if transposed { (1, pitch as isize) } else { (pitch as isize, 1) };
+            Self {
+                buffer: values(start + lines * pitch + if view { 5 } else { 0 }, seed),
+                start,
+                row_stride,
+                column_stride,
+            }
+        }
+
+        fn index(&self, row: usize, column: usize) -> usize {
+            (self.start as isize + row as isize * self.row_stride + column as isize * self.column_stride) as usize
+        }
+
+        fn read(&self) -> (*const f32, isize, isize) {
+            (self.buffer[self.start..].as_ptr(), self.row_stride, self.column_stride)
+        }
+
+        fn write(&mut self) -> (*mut f32, isize, isize) {
+            (self.buffer[self.start..].as_mut_ptr(), self.row_stride, self.column_stride)
+        }
+    }
+
+    /// This product against gemm's for `[m, inner] x [inner, n]`, each operand and the output
+    /// row-major or transposed, whole or a view into a larger buffer, set or accumulated: every
+    /// output within float tolerance (a NaN, an output left unwritten when setting, fails), every
+    /// value outside the output untouched.
     fn agrees_with_gemm(m: usize, inner: usize, n: usize) {
-        let lhs = values(m * inner, 1);
-        let rhs = values(inner * n, 2);
-        let start = values(m * n, 3);
-        for rhs_transposed in [false, true] {
-            let rhs_strides = if rhs_transposed { (1, inner as isize) } else { (n as isize, 1) };
-            for dst_column_major in [false, true] {
-                let dst_strides = if dst_column_major { (1, m as isize) } else { (n as isize, 1) };
-                for accumulate in [false, true] {
-                    let (mut ours, mut theirs) = (start.clone(), start.clone());
-                    // SAFETY: every matrix is its buffer's `[rows, columns]` in the strides given.
-                    unsafe {
-                        product(
-                            [m, inner, n],
-                            (ours.as_mut_ptr(), dst_strides.0, dst_strides.1),
-                            accumulate,
-                            (lhs.as_ptr(), inner as isize, 1),
-                            (rhs.as_ptr(), rhs_strides.0, rhs_strides.1),
-                        );
-                        gemm_strided(
-                            [m, inner, n],
-                            (theirs.as_mut_ptr(), dst_strides.0, dst_strides.1),
-                            accumulate,
-                            (lhs.as_ptr(), inner as isize, 1),
-                            (rhs.as_ptr(), rhs_strides.0, rhs_strides.1),
-                            gemm::Parallelism::None,
-                        );
-                    }
-                    let scale = theirs.iter().fold(1f32, |most, value| most.max(value.abs()));
-                    let worst = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-                    assert!(
-                        worst <= 1e-5 * scale * (inner as f32).sqrt(),
-                        "[{m}, {inner}] x [{inner}, {n}], rhs transposed {rhs_transposed}, dst column-major \
-                         {dst_column_major}, accumulate {accumulate}: off by {worst} (largest output {scale})"
-                    );
-                    // Every output was written: a skipped one would still hold its starting value.
-                    if !accumulate && inner > 0 {
-                        let unchanged = ours.iter().zip(&start).filter(|(a, b)| a == b).count();
-                        assert!(unchanged < m * n / 4 + 1, "{unchanged} outputs kept their starting value");
-                    }
-                }
+        for case in 0..32 {
+            let [lhs_transposed, rhs_transposed, dst_transposed, view, accumulate] =
+                [1, 2, 4, 8, 16].map(|bit| case & bit != 0);
+            let lhs = Matrix::new(m, inner, lhs_transposed, view, 1);
+            let rhs = Matrix::new(inner, n, rhs_transposed, view, 2);
+            let mut ours = Matrix::new(m, n, dst_transposed, view, 3);
+            if !accumulate {
+                ours.buffer.fill(f32::NAN);
+            }
+            let before = ours.buffer.clone();
+            let mut theirs = Matrix { buffer: before.clone(), ..ours };
+            // SAFETY: each matrix lies inside its buffer in its strides; the outputs are their own buffers.
+            unsafe {
+                product([m, inner, n], ours.write(), accumulate, lhs.read(), rhs.read());
+                gemm_call([m, inner, n], theirs.write(), accumulate, lhs.read(), rhs.read(), gemm::Parallelism::None);
+            }
+            let label = format!(
+                "[{m}, {inner}] x [{inner}, {n}], lhs/rhs/dst transposed {lhs_transposed}/{rhs_transposed}/{dst_transposed}, view {view}, accumulate {accumulate}"
+            );
+            let outputs: Vec<usize> =
+                (0..m).flat_map(|row| (0..n).map(move |column| (row, column))).map(|(r, c)| ours.index(r, c)).collect();
+            let scale = outputs.iter().fold(1f32, |most, &i| most.max(theirs.buffer[i].abs()));
+            let tolerance = 1e-5 * scale * (inner as f32).sqrt();
+            for &i in &outputs {
+                let (a, b) = (ours.buffer[i], theirs.buffer[i]);
+                assert!((a - b).abs() <= tolerance, "{label}: element {i} is {a}, gemm's {b}");
+            }
+            let mut is_output = vec![false; before.len()];
+            outputs.iter().for_each(|&i| is_output[i] = true);
+            for (i, (after, before)) in ours.buffer.iter().zip(&before).enumerate() {
+                assert!(
+                    is_output[i] || after.to_bits() == before.to_bits(),
+                    "{label}: element {i} outside the output changed"
+                );
             }
         }
     }
 
     #[test]
     fn whole_tiles_and_panels() {
-        agrees_with_gemm(MIN_ROWS, 64, 32);
+        agrees_with_gemm(WASM_PRODUCT_MIN_ROWS, 64, 32);
         agrees_with_gemm(64, 96, 256);
     }
 
     #[test]
     fn rows_and_columns_past_the_last_whole_tile_and_panel() {
-        // 1, 2 and 3 rows past a tile; columns past a panel; an odd inner length.
-        agrees_with_gemm(MIN_ROWS + 1, 33, 9);
-        agrees_with_gemm(MIN_ROWS + 2, 7, 15);
-        agrees_with_gemm(MIN_ROWS + 3, 5, 3);
-    }
-
-    #[test]
-    fn more_columns_than_one_pack() {
-        // 32 panels are packed at a time: 300 columns take two packs, the second partial.
-        agrees_with_gemm(20, 24, 300);
+        // 1, 2 and 3 rows past a tile; columns past a panel; odd inner lengths.
+        agrees_with_gemm(WASM_PRODUCT_MIN_ROWS + 1, 33, 9);
+        agrees_with_gemm(WASM_PRODUCT_MIN_ROWS + 2, 7, 15);
+        agrees_with_gemm(WASM_PRODUCT_MIN_ROWS + 3, 5, 3);
     }
 
     #[test]
