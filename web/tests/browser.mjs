@@ -130,7 +130,7 @@ async function demoRuns(origin) {
       if (device === 'cpu') {
         await page.evaluate(() => { delete window.glimpseRun.captionMs; });
         await page.click('#run');
-        await page.waitForFunction(() => window.glimpseRun.captionMs !== undefined || document.body.dataset.state === 'error',
+        await page.waitForFunction(() => window.glimpseRun.captionMs !== undefined || ['error', 'ready'].includes(document.body.dataset.state),
           null, { timeout: PAGE_TIMEOUT_MS, polling: 50 });
         const again = await waitForState(page, ['done', 'error']);
         check(again.state === 'done' && JSON.stringify(again.run.result.events) === JSON.stringify(run.result.events),

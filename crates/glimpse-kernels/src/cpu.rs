@@ -326,9 +326,10 @@ pub(crate) unsafe fn gemm_call(
     }
 }
 
-/// Fewest rows for which the wasm build's own product ([`crate::wasm_product`]) replaces gemm's:
-/// in V8 the two cross at about 12 rows (below, packing the weight costs more than the tiles save:
-/// 37 against 41 GFLOP/s at 8 rows, 33 against 32 at 12, 37 against 34 at 16).
+/// Fewest rows for which the wasm build's own product (`wasm_product.rs`) replaces gemm's: in V8
+/// the two cross at about 12 rows (below, packing the weight costs more than the tiles save: ours
+/// 37 GFLOP/s against gemm's 41 at 8 rows, 33 against 32 at 12, 37 against 34 at 16); 16 leaves a
+/// margin.
 pub(crate) const WASM_PRODUCT_MIN_ROWS: usize = 16;
 
 /// Whether [`gemm_strided`] gives a product of `m` rows to the wasm build's own product rather

@@ -2,7 +2,7 @@
 //! backend where Burn has no fitting operation (the 8-bit matrix product, [`q8_matmul`]), runs
 //! it on one thread or in the slower orientation (the products with a constant weight in
 //! [`linear`] and [`matmul_t`]) or in a dozen passes ([`bias_activation`]). In the wasm build the
-//! larger of those products run its own SIMD128 product rather than gemm's (`wasm_product`).
+//! larger f32 products run its own SIMD128 product rather than gemm's (`wasm_product`).
 //!
 //! Each operation is one backend-agnostic function over `Tensor<D>`: where its kernel applies
 //! (f32 tensors on a wgpu device — Vulkan, Metal, DX12, or WebGPU in the browser — for the

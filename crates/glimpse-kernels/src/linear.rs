@@ -207,9 +207,10 @@ pub fn linear_uses_kernel<const D: usize>(x: &Tensor<D>, weight: &Tensor<2>, bia
 /// Whether [`linear`] (and its variants, which call it off wgpu) multiplies on the CPU backend's
 /// kernel: f32 on the CPU backend with a constant weight (outside autodiff; `x` may be tracked:
 /// the kernel has a backward) and at least one row. Up to [`LINEAR_MAX_ROWS`] rows the product
-/// splits over threads by blocks of the weight; more rows are one gemm call, which natively writes
-/// the product column-major where the weight is read transposed (the backward's `dL/dy W^T`, the
-/// LM head's `x E^T`): gemm would otherwise gather the weight element by element on every call.
+/// splits over threads by blocks of the weight; more rows are one gemm call, which writes the
+/// product column-major up to 256 rows where the weight is read transposed (the backward's
+/// `dL/dy W^T`, the LM head's `x E^T`): gemm would otherwise gather the weight element by element
+/// on every call. The wasm build's own product takes the larger of these (`cpu::gemm_strided`).
 pub fn linear_uses_cpu_kernel<const D: usize>(x: &Tensor<D>, weight: &Tensor<2>) -> bool {
     rows(x) > 0
         && on_flex(x)

@@ -26,7 +26,8 @@ const COLUMNS_PER_GROUP: usize = 16;
 /// Runs the WGSL kernel `shaders/matmul_t.wgsl` when both are f32 on a wgpu device outside
 /// autodiff, with at most [`MATMUL_T_MAX_ROWS`] rows (`batch * t`) and `k` a multiple of 4; on
 /// the CPU backend, `linear`'s product with `w` read transposed: for a few rows split over threads
-/// by blocks of its rows, for more one product call, natively written column-major ([`matmul_t_uses_cpu_kernel`]);
+/// by blocks of its rows, for more one product call, written column-major up to 256 rows where gemm
+/// computes it ([`matmul_t_uses_cpu_kernel`]);
 /// otherwise [`matmul_t_fallback`].
 pub fn matmul_t(x: Tensor<3>, w: Tensor<2>) -> Tensor<3> {
     let [batch, t, k] = x.dims();

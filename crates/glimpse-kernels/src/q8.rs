@@ -467,9 +467,10 @@ fn dot_avx2(x: &[f32], bytes: &[i8], scales: &[f32]) -> f32 {
     dot_portable(x, bytes, scales)
 }
 
-/// [`dot_portable`] written in SIMD128 (two vectors for its eight lanes, each lane's sum in the
-/// same order, so the result is the same to the bit; the browser tests run it): compiled for wasm,
-/// [`dot_portable`]'s loop converts its bytes one at a time.
+/// `dot_portable` written in SIMD128 (two vectors for its eight lanes, each lane's sum in the same
+/// order, exact conversions, no fused multiply-add: the same to the bit by construction; the
+/// browser tests run it, not a bitwise test): compiled for wasm, `dot_portable`'s loop converts its
+/// bytes one at a time.
 #[cfg(all(target_family = "wasm", target_feature = "simd128"))]
 fn dot_simd128(x: &[f32], bytes: &[i8], scales: &[f32]) -> f32 {
     use core::arch::wasm32::*;

@@ -240,12 +240,21 @@ mod tests {
             let (lines, line) = if transposed { (columns, rows) } else { (rows, columns) };
             let (start, pitch) = if view { (3, line + 5) } else { (0, line) };
             let (row_stride, column_stride) = if transposed { (1, pitch as isize) } else { (pitch as isize, 1) };
-            Self {
-                buffer: values(start + lines * pitch + if view { 5 } else { 0 }, seed),
+            // Around a view, NaN: a read outside the matrix spoils the product.
+            let matrix = Self {
+                buffer: vec![f32::NAN; start + lines * pitch + if view { 5 } else { 0 }],
                 start,
                 row_stride,
                 column_stride,
+            };
+            let mut buffer = matrix.buffer.clone();
+            let mut spread = values(rows * columns, seed).into_iter();
+            for row in 0..rows {
+                for column in 0..columns {
+                    buffer[matrix.index(row, column)] = spread.next().expect("one value per element");
+                }
             }
+            Self { buffer, ..matrix }
         }
 
         fn index(&self, row: usize, column: usize) -> usize {
