@@ -3,10 +3,10 @@
 //! 12 rows x 4 columns of sums: with its operands that is 16 vectors, one more than V8 gives
 //! WebAssembly on x86-64, and V8 spills. This one keeps 4 rows x 8 columns (8 sums, 2 weight
 //! vectors and 1 broadcast input) over the weight packed 8 columns at a time, whatever its strides,
-//! so a weight read transposed costs no more than one read as stored. In Node's V8 on the AMD EPYC
-//! of `bench/RESULTS.md` it ran 47-59 GFLOP/s where gemm's ran 34-42 (50-1536 rows by 128-3072
-//! inner by 128-4096 columns, weights in either orientation); 5 x 8 and 3 x 12 tiles spilled (25
-//! GFLOP/s).
+//! so a weight read transposed costs about as much as one read as stored. In Node's V8 on the AMD
+//! EPYC of `bench/RESULTS.md` it ran 47-59 GFLOP/s where gemm's ran 34-42 (50-1536 rows by
+//! 128-3072 inner by 128-4096 columns, weights in either orientation); 5 x 8 and 3 x 12 tiles
+//! spilled (22-26 GFLOP/s).
 //!
 //! Written against a four-lane vector ([`Lanes`]): SIMD128 in a wasm build, four floats elsewhere,
 //! where only this module's tests run it, against gemm. They check the tiling, packing and
