@@ -49,22 +49,13 @@ pub fn q8_padded(k: usize) -> usize {
 pub fn q8_pack(bytes: &[i8], scales: Vec<f32>, n: usize, k: usize, device: &Device) -> (Tensor<2, Int>, Tensor<2>) {
     let padded = q8_padded(k);
     assert!(bytes.len() == n * k && scales.len() == n * padded / Q8_BLOCK, "q8_pack: {n} x {k} does not match");
-    // Byte `c` of a row is bits `8 (c % 4)` of the row's word `c / 4`; the padding stays zero.
+    // Each row's bytes in order in its words' memory, as `Q8Rows` reads them back (and, with
+    // little-endian words, as the WGSL kernels shift them out); the padding stays zero.
     let mut words = vec![0i32; n * padded / 4];
     if k > 0 {
-        for (row_words, values) in words.chunks_exact_mut(padded / 4).zip(bytes.chunks_exact(k)) {
-            let mut fours = values.chunks_exact(4);
-            for (word, four) in row_words.iter_mut().zip(&mut fours) {
-                *word = i32::from_le_bytes([four[0] as u8, four[1] as u8, four[2] as u8, four[3] as u8]);
-            }
-            let rest = fours.remainder();
-            if !rest.is_empty() {
-                let mut last = [0u8; 4];
-                for (byte, &value) in last.iter_mut().zip(rest) {
-                    *byte = value as u8;
-                }
-                row_words[k / 4] = i32::from_le_bytes(last);
-            }
+        let rows = bytemuck::cast_slice_mut::<i32, i8>(&mut words).chunks_exact_mut(padded);
+        for (row, values) in rows.zip(bytes.chunks_exact(k)) {
+            row[..k].copy_from_slice(values);
         }
     }
     let packed = Tensor::from_data(TensorData::new(words, [n, padded / 4]), (device, DType::I32));

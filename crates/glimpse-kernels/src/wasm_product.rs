@@ -31,58 +31,40 @@ pub(crate) unsafe fn product(
     (lhs, lhs_row_stride, lhs_column_stride): (*const f32, isize, isize),
     rhs: (*const f32, isize, isize),
 ) {
-    if inner == 0 {
-        if !accumulate {
-            for row in 0..m {
-                for column in 0..n {
-                    // SAFETY: output (row, column) lies inside `dst`.
-                    unsafe { *dst.offset(row as isize * dst_row_stride + column as isize * dst_column_stride) = 0.0 };
-                }
-            }
-        }
-        return;
-    }
     let mut panel = vec![0f32; inner * PANEL_COLUMNS];
     for first_column in (0..n).step_by(PANEL_COLUMNS) {
         let columns = PANEL_COLUMNS.min(n - first_column);
         // SAFETY: `first_column < n`.
         unsafe { pack(&mut panel, inner, n, first_column, rhs) };
-        for first_row in (0..m).step_by(TILE_ROWS) {
-            let rows = TILE_ROWS.min(m - first_row);
-            // SAFETY: rows `first_row..first_row + rows` of `lhs` lie inside it.
-            let lhs = unsafe { lhs.offset(first_row as isize * lhs_row_stride) };
-            let strides = (lhs_row_stride, lhs_column_stride);
-            // SAFETY: `rows` rows of `inner` values at `lhs` in `strides`; the panel is `[inner, 8]`.
-            let sums = unsafe {
-                match rows {
-                    4 => tile::<4>(lhs, strides, inner, &panel),
-                    3 => widen(tile::<3>(lhs, strides, inner, &panel)),
-                    2 => widen(tile::<2>(lhs, strides, inner, &panel)),
-                    _ => widen(tile::<1>(lhs, strides, inner, &panel)),
-                }
-            };
-            for (row, [low, high]) in sums.into_iter().take(rows).enumerate() {
-                let offset = (first_row + row) as isize * dst_row_stride + first_column as isize * dst_column_stride;
-                // SAFETY: outputs `columns` of that row lie inside `dst`.
+        // Writes (or adds) the first `columns` of each row's sums, from row `first_row` on.
+        let store = |first_row: usize, sums: &[[Lanes; 2]]| {
+            for (row, [low, high]) in sums.iter().enumerate() {
+                let mut values = [0f32; PANEL_COLUMNS];
+                // SAFETY: `values` holds 8 floats; outputs `columns` of that row lie inside `dst`.
                 unsafe {
-                    let out = dst.offset(offset);
-                    if dst_column_stride == 1 && columns == PANEL_COLUMNS {
-                        let (low, high) = if accumulate {
-                            (low.add(Lanes::load(out)), high.add(Lanes::load(out.add(4))))
-                        } else {
-                            (low, high)
-                        };
-                        low.store(out);
-                        high.store(out.add(4));
-                    } else {
-                        let mut values = [0f32; PANEL_COLUMNS];
-                        low.store(values.as_mut_ptr());
-                        high.store(values.as_mut_ptr().add(4));
-                        for (column, value) in values.into_iter().take(columns).enumerate() {
-                            let out = out.offset(column as isize * dst_column_stride);
-                            *out = if accumulate { *out + value } else { value };
-                        }
+                    low.store(values.as_mut_ptr());
+                    high.store(values.as_mut_ptr().add(4));
+                    let out = dst.offset(
+                        (first_row + row) as isize * dst_row_stride + first_column as isize * dst_column_stride,
+                    );
+                    for (column, value) in values.into_iter().take(columns).enumerate() {
+                        let out = out.offset(column as isize * dst_column_stride);
+                        *out = if accumulate { *out + value } else { value };
                     }
+                }
+            }
+        };
+        for first_row in (0..m).step_by(TILE_ROWS) {
+            // SAFETY: rows `first_row..` of `lhs` (up to 4, within `m`) lie inside it, in `strides`;
+            // the panel is `[inner, 8]`.
+            unsafe {
+                let lhs = lhs.offset(first_row as isize * lhs_row_stride);
+                let strides = (lhs_row_stride, lhs_column_stride);
+                match TILE_ROWS.min(m - first_row) {
+                    4 => store(first_row, &tile::<4>(lhs, strides, inner, &panel)),
+                    3 => store(first_row, &tile::<3>(lhs, strides, inner, &panel)),
+                    2 => store(first_row, &tile::<2>(lhs, strides, inner, &panel)),
+                    _ => store(first_row, &tile::<1>(lhs, strides, inner, &panel)),
                 }
             }
         }
@@ -149,14 +131,6 @@ unsafe fn tile<const ROWS: usize>(
         }
     }
     sums
-}
-
-/// A tile of fewer rows, padded to four.
-#[inline(always)]
-fn widen<const ROWS: usize>(sums: [[Lanes; 2]; ROWS]) -> [[Lanes; 2]; TILE_ROWS] {
-    let mut wide = [[Lanes::zero(); 2]; TILE_ROWS];
-    wide[..ROWS].copy_from_slice(&sums);
-    wide
 }
 
 /// Four floats, added and multiplied lane by lane.
