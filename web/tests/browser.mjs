@@ -136,6 +136,17 @@ async function demoRuns(origin) {
         check(again.state === 'done' && JSON.stringify(again.run.result.events) === JSON.stringify(run.result.events),
           `demo on ${device}: the same video again gives the same events (${again.status})`);
         captionAgainSeconds = again.run.captionMs / 1000;
+        // At 0.25 fps the 14 s sample gives round(3.5) = 4 frames, 16 s of sampling steps: the
+        // result lasts the video's own 14 s, and so do its events.
+        await page.fill('#fps', '0.25');
+        await page.evaluate(() => { delete window.glimpseRun.captionMs; });
+        await page.click('#run');
+        await page.waitForFunction(() => window.glimpseRun.captionMs !== undefined || ['error', 'ready'].includes(document.body.dataset.state),
+          null, { timeout: PAGE_TIMEOUT_MS, polling: 50 });
+        const slow = await waitForState(page, ['done', 'error']);
+        const length = await page.evaluate(() => document.getElementById('video').duration);
+        check(slow.state === 'done' && slow.run.result.duration === length && slow.run.result.events.every((e) => e.end <= length),
+          `demo on ${device}: 4 frames at 0.25 fps of the ${length} s video last ${slow.run.result?.duration} s (${slow.status})`);
       }
       timings.push({ device, adapter: run.device.description, loadSeconds: run.loadMs / 1000, captionSeconds: run.captionMs / 1000, captionAgainSeconds,
         // CI runs the debug binary, several times slower than a release one: say which this is.

@@ -189,6 +189,20 @@ pub struct Outcome {
     pub masks: Option<MomentMasks>,
 }
 
+/// Refuses settings `lm` cannot run: ones out of range for its vocabulary, a prompt it cannot
+/// read, more positions than it has. [`caption`] checks them too; a caller with slow work to do
+/// first (reading a video) checks them before it.
+pub fn check_fits(lm: &Gpt2Bundle, config: &GuidanceConfig) -> Result<(), AlignError> {
+    check(config, lm.model.vocab_size())?;
+    let prompt = Prompt::new(lm, &config.prompt)?;
+    // Summed with overflow checked: an absurd soft-prompt length must be refused, not wrap around.
+    let positions = [prompt.split().0.len(), config.soft_prompt_len, 1, config.max_tokens]
+        .into_iter()
+        .try_fold(0, usize::checked_add);
+    lm.model.check_length(positions.unwrap_or(usize::MAX))?;
+    Ok(())
+}
+
 /// Runs the loop for every target at once (they form one batch).
 pub async fn caption(
     clip: &ClipBundle,
@@ -205,13 +219,9 @@ pub async fn caption(
     let grad_device = device.clone().autodiff();
     let model = &lm.model;
     let vocab = model.vocab_size();
-    check(config, vocab)?;
+    check_fits(lm, config)?;
     let prompt = Prompt::new(lm, &config.prompt)?;
     let (eos, (dummy, first)) = (prompt.eos, prompt.split());
-    // Summed with overflow checked: an absurd soft-prompt length must be refused, not wrap around.
-    let positions =
-        [dummy.len(), config.soft_prompt_len, 1, config.max_tokens].into_iter().try_fold(0, usize::checked_add);
-    model.check_length(positions.unwrap_or(usize::MAX))?;
     let mut base = KvCache::new();
     model.forward_ids(ids_tensor(dummy, &device), &mut base);
     let base = base.repeat_rows(batch);

@@ -212,8 +212,6 @@ pub struct FrameEmbedder<C> {
     pending: Vec<Tensor<4>>,
     embedded: Vec<Tensor<2>>,
     blank: Vec<bool>,
-    /// `[1, 3, height, width]` of the first frame; every frame must match it.
-    first_dims: Option<[usize; 4]>,
 }
 
 impl<C: Borrow<ClipBundle>> FrameEmbedder<C> {
@@ -221,26 +219,11 @@ impl<C: Borrow<ClipBundle>> FrameEmbedder<C> {
     pub const BATCH: usize = 16;
 
     pub fn new(clip: C) -> Self {
-        Self {
-            clip,
-            pending: Vec::with_capacity(Self::BATCH),
-            embedded: Vec::new(),
-            blank: Vec::new(),
-            first_dims: None,
-        }
+        Self { clip, pending: Vec::with_capacity(Self::BATCH), embedded: Vec::new(), blank: Vec::new() }
     }
 
     pub fn push(&mut self, frame: &RgbImage) -> Result<(), AlignError> {
         let pixels = self.clip.borrow().pixels(std::slice::from_ref(frame))?;
-        let first = *self.first_dims.get_or_insert(pixels.dims());
-        if first != pixels.dims() {
-            return Err(AlignError::Input(format!(
-                "frame {} preprocesses to {:?} pixels, the frames before it to {:?}; enable the centre crop",
-                self.blank.len(),
-                &pixels.dims()[2..],
-                &first[2..]
-            )));
-        }
         self.pending.push(pixels);
         self.blank.push(is_blank(frame));
         if self.pending.len() == self.clip.borrow().config.vision_config.images_per_batch(Self::BATCH) {

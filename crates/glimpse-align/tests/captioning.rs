@@ -7,6 +7,8 @@ use glimpse_align::guided::{self, GuidanceConfig, Targets};
 use glimpse_align::prefix::Prefix;
 use glimpse_align::zerota::{EmbeddedVideo, ZeroTaConfig, dense_caption, embed_frames};
 use glimpse_media::decode_image;
+use glimpse_media::image::Resize;
+use glimpse_media::resample::Filter;
 use glimpse_models::generation::{Decoding, GenerationConfig, generate};
 use glimpse_models::tensor::ids_tensor;
 use glimpse_models::{ClipBundle, Gpt2Bundle, KvCache, ModelFiles, l2_normalize};
@@ -208,4 +210,19 @@ fn captions_that_finish_early_leave_the_others_running() {
     assert_eq!(outcome.captions[0].text, ".", "{:?}", outcome.captions);
     assert!(outcome.captions[1].text.len() > 1, "{:?}", outcome.captions);
     assert!(outcome.captions.iter().all(|c| !c.text.contains("<|endoftext|>")));
+}
+
+/// A preprocessor that resizes without cropping fits square images only: a frame of another shape
+/// is refused by what to change, before anything is encoded; square frames go through.
+#[test]
+fn uncropped_preprocessing_refuses_frames_that_are_not_square() {
+    let device = Device::flex();
+    let (mut clip, _) = models(&device);
+    // As `"do_center_crop": false, "size": {"shortest_edge": 30}` reads (the fixture's image size).
+    clip.preprocess.center_crop = None;
+    clip.preprocess.resize = Some((Resize::ShortestEdge(30), Filter::Bicubic));
+    let [wide, _, square] = <[_; 3]>::try_from(images()).unwrap();
+    let err = embed_frames(&clip, &[square.clone(), wide]).unwrap_err().to_string();
+    assert!(err.contains("do_center_crop is false") && err.contains("crop the image square"), "{err}");
+    assert_eq!(embed_frames(&clip, &[square.clone(), square]).unwrap().frames(), 2);
 }

@@ -3,18 +3,20 @@
 //!
 //! Nothing here knows about models: [`run`] drives a captioning function over the videos of one
 //! shard and keeps the books in the output folder itself, so the folder is the only state. A
-//! video is done when `DIR/<id>.json` exists (written atomically), failed when
-//! `DIR/<id>.error.json` does; a worker killed at any moment loses at most the video in flight,
-//! and the same command run again finishes the shard. Shards are a stable function of the video
+//! video is done when `DIR/<id>.json` exists (written atomically) and reads as a result, with
+//! every other file the run asks for beside it; failed when `DIR/<id>.error.json` does and no
+//! result; a worker killed at any moment loses at most the video in flight, and the same
+//! command run again finishes the shard. Shards are a stable function of the video
 //! id ([`Shard::owns`]), so no video is ever captioned into two shards' results, whatever the
 //! number of shards of each run.
 
 mod manifest;
 mod merge;
+mod result;
 mod run;
 mod shard;
 
-pub use manifest::{Entry, check_out_dir, read_manifest};
+pub use manifest::{Entry, Manifest, check_out_dir, read_manifest};
 pub use merge::{Merged, merge};
 pub use run::{Captioned, Event, Options, Summary, run};
 pub use shard::Shard;

@@ -1,19 +1,14 @@
 //! A batch folder merged into one file in the ActivityNet Captions submission layout, the one
 //! `densevid_eval` and other dense-captioning scorers read.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
-use glimpse_media::untrusted::read_regular_file;
-use glimpse_world::densevid::Prediction;
-use serde::Deserialize;
 use serde_json::json;
 
+use crate::result::VideoResult;
 use crate::run::{Folder, Status};
 use crate::{BatchError, Entry};
-
-/// The largest result file read (a video's events).
-const MAX_RESULT_BYTES: u64 = 64 << 20;
 
 /// The merged results and what is not in them.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,37 +20,35 @@ pub struct Merged {
     pub failed: Vec<String>,
     /// Ids of the manifest with neither a result nor an error record.
     pub missing: Vec<String>,
+    /// Ids with a result that the manifest does not name, left out of the merge (a folder shared
+    /// by several manifests, or an earlier archive's results).
+    pub outside: Vec<String>,
 }
 
-/// The part of a result file (`caption-video --format json`) the merge reads.
-#[derive(Deserialize)]
-struct VideoResult {
-    events: Vec<ResultEvent>,
-}
-
-#[derive(Deserialize)]
-struct ResultEvent {
-    start: f64,
-    end: f64,
-    caption: String,
-}
-
-/// Merges every result in `dir` (`<id>.json`); with the manifest's `entries`, also says which of
-/// them failed or are missing.
+/// Merges every result in `dir` (`<id>.json`); with the manifest's `entries`, only those of its
+/// videos (the others are left out and listed), and says which of them failed or are missing. A
+/// result that does not read as one (cut short, events with impossible times) is refused, named.
 pub fn merge(dir: &Path, entries: Option<&[Entry]>) -> Result<Merged, BatchError> {
     let folder = Folder::read(dir)?;
+    let listed: Option<HashSet<&str>> = entries.map(|entries| entries.iter().map(|e| e.id.as_str()).collect());
+    let in_manifest = |id: &str| listed.as_ref().is_none_or(|ids| ids.contains(id));
     let mut results = BTreeMap::new();
-    let mut failed = Vec::new();
+    let (mut failed, mut outside) = (Vec::new(), Vec::new());
     for name in folder.names.iter().filter(|name| !name.starts_with('.')) {
         if let Some(id) = name.strip_suffix(".error.json") {
-            if folder.status(id) == Status::Failed {
+            if folder.status(id) == Status::Failed && in_manifest(id) {
                 failed.push(id.to_string());
             }
         } else if let Some(id) = name.strip_suffix(".json") {
-            results.insert(id.to_string(), read_result(&dir.join(name))?);
+            if in_manifest(id) {
+                results.insert(id.to_string(), VideoResult::read(&dir.join(name))?.predictions());
+            } else {
+                outside.push(id.to_string());
+            }
         }
     }
     failed.sort();
+    outside.sort();
     let missing = entries
         .unwrap_or_default()
         .iter()
@@ -71,19 +64,7 @@ pub fn merge(dir: &Path, entries: Option<&[Entry]>) -> Result<Merged, BatchError
             "details": "zero-shot: pretrained CLIP and GPT-2 aligned at test time by glimpse (ZeroTA), no training on the benchmark",
         },
     });
-    Ok(Merged { json: format!("{json:#}\n"), done, failed, missing })
-}
-
-fn read_result(path: &Path) -> Result<Vec<Prediction>, BatchError> {
-    let bytes = read_regular_file(path, MAX_RESULT_BYTES)?;
-    let result: VideoResult = serde_json::from_slice(&bytes).map_err(|e| {
-        BatchError::Result(format!(
-            "{} is not a glimpse result ({e}); remove it or caption the video again",
-            path.display()
-        ))
-    })?;
-    let events = result.events.into_iter().map(|e| Prediction { sentence: e.caption, timestamp: [e.start, e.end] });
-    Ok(events.collect())
+    Ok(Merged { json: format!("{json:#}\n"), done, failed, missing, outside })
 }
 
 #[cfg(test)]
@@ -114,6 +95,33 @@ mod tests {
 
         std::fs::write(dir.join("v_d.json"), "not json").unwrap();
         assert!(merge(&dir, None).unwrap_err().to_string().contains("v_d.json is not a glimpse result"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_manifest_keeps_other_videos_out_and_impossible_times_are_refused() {
+        let dir = crate::temp_dir("merge-manifest");
+        let result = |start: f64, end: f64| {
+            format!(r#"{{"duration":9.0,"events":[{{"caption":"a dog.","end":{end},"score":0.5,"start":{start}}}]}}"#)
+        };
+        std::fs::write(dir.join("v_a.json"), result(0.0, 4.5)).unwrap();
+        std::fs::write(dir.join("old.json"), result(1.0, 2.0)).unwrap();
+        std::fs::write(dir.join("old2.error.json"), "{}").unwrap();
+        let entries = [Entry { id: "v_a".into(), path: PathBuf::from("a.gif") }];
+        let merged = merge(&dir, Some(&entries)).unwrap();
+        assert_eq!((merged.done, merged.outside.as_slice()), (1, &["old".to_string()][..]));
+        assert!(merged.failed.is_empty(), "failures of other videos are not this manifest's");
+        let json: serde_json::Value = serde_json::from_str(&merged.json).unwrap();
+        assert_eq!(json["results"].as_object().unwrap().len(), 1);
+        // Without a manifest, every result is merged.
+        assert_eq!(merge(&dir, None).unwrap().done, 2);
+
+        std::fs::write(dir.join("v_a.json"), result(5.0, 1.0)).unwrap();
+        let err = merge(&dir, Some(&entries)).unwrap_err().to_string();
+        assert!(err.contains("v_a.json is not a glimpse result (event 1 (`a dog.`) starts at 5 s"), "{err}");
+        std::fs::write(dir.join("v_a.json"), result(1.0, 12.0)).unwrap();
+        let err = merge(&dir, Some(&entries)).unwrap_err().to_string();
+        assert!(err.contains("after the video's 9 s"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

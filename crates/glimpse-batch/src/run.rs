@@ -11,6 +11,7 @@ use glimpse_media::write_atomically;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::result::VideoResult;
 use crate::{BatchError, Entry, Shard};
 
 /// How a batch runs.
@@ -20,16 +21,18 @@ pub struct Options {
     pub shard: Shard,
     /// Caption again the videos whose last attempt failed (otherwise they are passed over).
     pub retry_failed: bool,
+    /// Also write `<id>.srt` and `<id>.vtt`, made from the result's events. A video whose result
+    /// lacks them is not done: they are written from the result, without captioning it again.
+    pub subtitles: bool,
     /// The settings of the run, recorded in each error record so a failure can be reproduced.
     pub settings: serde_json::Value,
 }
 
-/// One video's result: `<id>.json`, and other files next to it (`("srt", text)` is written as
-/// `<id>.srt`).
+/// One video's result: `<id>.json` as `caption-video --format json` writes it (the subtitles
+/// [`Options::subtitles`] asks for are made from it).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Captioned {
     pub json: String,
-    pub other: Vec<(&'static str, String)>,
     /// Events found, for the progress line.
     pub events: usize,
 }
@@ -38,13 +41,27 @@ pub struct Captioned {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    /// The shard's share of the manifest and what earlier runs left.
+    /// A result an earlier run left that does not read as one (cut short by a copy, edited by
+    /// hand): the video is captioned again. Comes before `Start`, whose counts it changes.
+    InvalidResult {
+        id: String,
+        error: String,
+    },
+    /// The shard's share of the manifest and what earlier runs left: `to_complete` videos have
+    /// their result but not every file this run asks for (`--subtitles` added on a rerun, a
+    /// subtitle file deleted), which are made from the result.
     Start {
         shard: String,
         videos: usize,
         done: usize,
         failed: usize,
+        to_complete: usize,
         to_caption: usize,
+    },
+    /// A video's missing files were written from its result.
+    Completed {
+        id: String,
+        files: Vec<String>,
     },
     /// A video was captioned or failed.
     Video {
@@ -62,6 +79,7 @@ pub enum Event {
     },
     Finish {
         captioned: usize,
+        completed: usize,
         failed: usize,
         passed_over: usize,
         seconds: f64,
@@ -72,12 +90,15 @@ pub enum Event {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Summary {
     pub captioned: usize,
+    /// Done before but for files this run asks for, written from their results.
+    pub completed: usize,
     pub failed: usize,
     /// Done (or failed, without `retry_failed`) by an earlier run.
     pub passed_over: usize,
 }
 
-/// What the output folder says about a video.
+/// What the output folder's names say about a video (whether its result reads as one is
+/// [`run`]'s to check).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Status {
     /// `<id>.json` is there.
@@ -116,6 +137,10 @@ impl Folder {
         }
     }
 
+    fn has(&self, id: &str, extension: &str) -> bool {
+        self.names.contains(&format!("{id}.{extension}"))
+    }
+
     fn path(&self, id: &str, extension: &str) -> PathBuf {
         self.dir.join(format!("{id}.{extension}"))
     }
@@ -140,9 +165,21 @@ impl Folder {
     }
 }
 
+/// What a run does with a video of its shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    /// Done, or failed before and not retried.
+    PassOver,
+    /// Its result is there, some of the files this run asks for are not.
+    Complete,
+    Caption,
+}
+
 /// Captions every video of `entries` that `options.shard` owns and no earlier run finished, one
-/// after another, with `caption`; `on` sees each [`Event`]. A video whose captioning fails gets an
-/// error record and the batch goes on; failing to write into the output folder stops it.
+/// after another, with `caption`; `on` sees each [`Event`]. A result left by an earlier run is
+/// read back: one that does not read as a result is captioned again, one without every file this
+/// run asks for gets them from it. A video whose captioning fails gets an error record and the
+/// batch goes on; failing to write into the output folder stops it.
 pub fn run<E: Display>(
     entries: &[Entry],
     options: &Options,
@@ -154,34 +191,73 @@ pub fn run<E: Display>(
     let folder = Folder::read(dir)?;
     folder.remove_stale_temporaries(options.shard)?;
     let started = Instant::now();
-    let mine: Vec<(&Entry, Status)> =
-        entries.iter().filter(|e| options.shard.owns(&e.id)).map(|e| (e, folder.status(&e.id))).collect();
-    let count = |status: Status| mine.iter().filter(|(_, s)| *s == status).count();
-    let (done, failed_before) = (count(Status::Done), count(Status::Failed));
-    let todo: Vec<&Entry> = mine
-        .iter()
-        .filter(|(_, s)| *s == Status::Pending || (options.retry_failed && *s == Status::Failed))
-        .map(|(e, _)| *e)
-        .collect();
+    let others = options.others();
+    let (mut done, mut failed_before) = (0, 0);
+    let mut mine = Vec::new();
+    for entry in entries.iter().filter(|e| options.shard.owns(&e.id)) {
+        let plan = match folder.status(&entry.id) {
+            Status::Done => match VideoResult::read(&folder.path(&entry.id, "json")) {
+                Ok(_) if others.iter().all(|extension| folder.has(&entry.id, extension)) => {
+                    done += 1;
+                    Plan::PassOver
+                }
+                Ok(_) => Plan::Complete,
+                // Never kept as done: the merge would refuse it, and the video has no result.
+                Err(e) => {
+                    on(&Event::InvalidResult { id: entry.id.clone(), error: e.to_string() });
+                    Plan::Caption
+                }
+            },
+            Status::Failed => {
+                failed_before += 1;
+                if options.retry_failed { Plan::Caption } else { Plan::PassOver }
+            }
+            Status::Pending => Plan::Caption,
+        };
+        mine.push((entry, plan));
+    }
+    let planned = |plan: Plan| mine.iter().filter(move |(_, p)| *p == plan).map(|(e, _)| *e);
+    let (complete, todo): (Vec<&Entry>, Vec<&Entry>) =
+        (planned(Plan::Complete).collect(), planned(Plan::Caption).collect());
     on(&Event::Start {
         shard: options.shard.to_string(),
         videos: mine.len(),
         done,
         failed: failed_before,
+        to_complete: complete.len(),
         to_caption: todo.len(),
     });
-    let mut summary = Summary { captioned: 0, failed: 0, passed_over: mine.len() - todo.len() };
+    let passed_over = mine.len() - complete.len() - todo.len();
+    let mut summary = Summary { captioned: 0, completed: 0, failed: 0, passed_over };
+    for entry in complete {
+        // Read again rather than held from the check above: a shard's results may be many.
+        let result = VideoResult::read(&folder.path(&entry.id, "json"))?;
+        let mut files = Vec::new();
+        for (extension, text) in options.made_from(&result) {
+            if !folder.has(&entry.id, extension) {
+                let path = folder.path(&entry.id, extension);
+                write(&path, text.as_bytes())?;
+                files.push(format!("{}.{extension}", entry.id));
+            }
+        }
+        summary.completed += 1;
+        on(&Event::Completed { id: entry.id.clone(), files });
+    }
     let working = Instant::now();
     for (i, entry) in todo.iter().enumerate() {
         let video_started = Instant::now();
-        let (events, error) = match caption(entry) {
-            Ok(captioned) => {
-                write_result(&folder, &entry.id, &captioned)?;
+        let outcome = caption(entry).map_err(|e| e.to_string()).and_then(|captioned| {
+            let result = VideoResult::parse(captioned.json.as_bytes())
+                .map_err(|why| format!("the captioning gave no glimpse result ({why})"))?;
+            Ok((captioned, result))
+        });
+        let (events, error) = match outcome {
+            Ok((captioned, result)) => {
+                write_result(&folder, &entry.id, &options.made_from(&result), &captioned.json)?;
                 summary.captioned += 1;
                 (Some(captioned.events), None)
             }
-            Err(e) => {
-                let message = e.to_string();
+            Err(message) => {
                 let record = json!({
                     "id": entry.id,
                     "video": entry.path.display().to_string(),
@@ -189,6 +265,10 @@ pub fn run<E: Display>(
                     "settings": options.settings,
                 });
                 write(&folder.path(&entry.id, "error.json"), format!("{record:#}\n").as_bytes())?;
+                // Only a result found unreadable above can be there: the error record is now the
+                // video's state, and a merge would refuse the file.
+                let unreadable = folder.path(&entry.id, "json");
+                remove_if_present(&unreadable).map_err(|source| BatchError::Io { path: unreadable, source })?;
                 summary.failed += 1;
                 (None, Some(message))
             }
@@ -208,6 +288,7 @@ pub fn run<E: Display>(
     }
     on(&Event::Finish {
         captioned: summary.captioned,
+        completed: summary.completed,
         failed: summary.failed,
         passed_over: summary.passed_over,
         seconds: started.elapsed().as_secs_f64(),
@@ -215,13 +296,25 @@ pub fn run<E: Display>(
     Ok(summary)
 }
 
+impl Options {
+    /// The extensions of the files besides `<id>.json` a video of this run is done with.
+    fn others(&self) -> &'static [&'static str] {
+        if self.subtitles { &["srt", "vtt"] } else { &[] }
+    }
+
+    /// Those files, made from the video's result.
+    fn made_from(&self, result: &VideoResult) -> Vec<(&'static str, String)> {
+        if self.subtitles { result.subtitles().to_vec() } else { Vec::new() }
+    }
+}
+
 /// The other files first and `<id>.json` last: the JSON's presence means the video is done. A
 /// failure recorded by an earlier run is removed once the video succeeds.
-fn write_result(folder: &Folder, id: &str, captioned: &Captioned) -> Result<(), BatchError> {
-    for (extension, text) in &captioned.other {
+fn write_result(folder: &Folder, id: &str, others: &[(&str, String)], json: &str) -> Result<(), BatchError> {
+    for (extension, text) in others {
         write(&folder.path(id, extension), text.as_bytes())?;
     }
-    write(&folder.path(id, "json"), captioned.json.as_bytes())?;
+    write(&folder.path(id, "json"), json.as_bytes())?;
     let stale = folder.path(id, "error.json");
     remove_if_present(&stale).map_err(|source| BatchError::Io { path: stale, source })
 }
@@ -240,7 +333,7 @@ mod tests {
     }
 
     fn options(dir: &Path, shard: Shard, retry_failed: bool) -> Options {
-        Options { out_dir: dir.to_path_buf(), shard, retry_failed, settings: json!({"events": 3}) }
+        Options { out_dir: dir.to_path_buf(), shard, retry_failed, subtitles: true, settings: json!({"events": 3}) }
     }
 
     /// Captions every id but `bad`, counting the calls.
@@ -250,8 +343,12 @@ mod tests {
             if entry.id == bad {
                 return Err(format!("{}: cannot read the video", entry.path.display()));
             }
-            let json = format!("{{\"video\":\"{}\"}}\n", entry.path.display());
-            Ok(Captioned { json, other: vec![("srt", format!("1\n{}\n", entry.id))], events: 2 })
+            let events = json!([
+                {"caption": format!("{} starts.", entry.id), "start": 0.0, "end": 1.25, "score": 0.5},
+                {"caption": "it ends.", "start": 1.25, "end": 3.0, "score": 0.25},
+            ]);
+            let json = json!({"video": entry.path.display().to_string(), "duration": 3.0, "events": events});
+            Ok(Captioned { json: format!("{json}\n"), events: 2 })
         }
     }
 
@@ -270,14 +367,21 @@ mod tests {
         let mut events = Vec::new();
         let summary =
             run(&all, &options(&dir, Shard::ALL, false), captioner("v3", &mut calls), |e| events.push(e.clone()));
-        assert_eq!(summary.unwrap(), Summary { captioned: 4, failed: 1, passed_over: 0 });
+        assert_eq!(summary.unwrap(), Summary { captioned: 4, completed: 0, failed: 1, passed_over: 0 });
         assert_eq!(calls, ["v0", "v1", "v2", "v3", "v4"]);
-        let expected: Vec<String> = ["v0.json", "v0.srt", "v1.json", "v1.srt", "v2.json", "v2.srt", "v3.error.json"]
-            .into_iter()
-            .chain(["v4.json", "v4.srt"])
-            .map(String::from)
+        let expected: Vec<String> = ["v0", "v1", "v2", "v3", "v4"]
+            .iter()
+            .flat_map(|id| match *id {
+                "v3" => vec![format!("{id}.error.json")],
+                _ => vec![format!("{id}.json"), format!("{id}.srt"), format!("{id}.vtt")],
+            })
             .collect();
         assert_eq!(files(&dir), expected, "no temporary file is left");
+        let srt = std::fs::read_to_string(dir.join("v1.srt")).unwrap();
+        assert_eq!(
+            srt,
+            "1\n00:00:00,000 --> 00:00:01,250\nv1 starts.\n\n2\n00:00:01,250 --> 00:00:03,000\nit ends.\n\n"
+        );
         let record: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.join("v3.error.json")).unwrap()).unwrap();
         assert_eq!(record["error"], "/videos/v3.mp4: cannot read the video");
@@ -325,6 +429,76 @@ mod tests {
         }
         run(&entries(0), &options(&dir, Shard::ALL, false), captioner("", &mut Vec::new()), |_| {}).unwrap();
         assert_eq!(files(&dir), [live]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// `--subtitles` added on a rerun, or a subtitle file deleted: the video is not done, and the
+    /// files are made from its result, byte for byte what captioning would have written, without
+    /// captioning it again.
+    #[test]
+    fn files_a_rerun_asks_for_are_made_from_the_results_already_there() {
+        let (dir, reference) = (temp_dir("complete"), temp_dir("complete-reference"));
+        let all = entries(3);
+        run(&all, &options(&reference, Shard::ALL, false), captioner("", &mut Vec::new()), |_| {}).unwrap();
+        let plain = Options { subtitles: false, ..options(&dir, Shard::ALL, false) };
+        run(&all, &plain, captioner("", &mut Vec::new()), |_| {}).unwrap();
+        assert_eq!(files(&dir), ["v0.json", "v1.json", "v2.json"]);
+
+        let (mut calls, mut events) = (Vec::new(), Vec::new());
+        let summary =
+            run(&all, &options(&dir, Shard::ALL, false), captioner("", &mut calls), |e| events.push(e.clone()))
+                .unwrap();
+        assert_eq!(summary, Summary { captioned: 0, completed: 3, failed: 0, passed_over: 0 });
+        assert!(calls.is_empty(), "nothing captioned again: {calls:?}");
+        assert!(matches!(&events[0], Event::Start { done: 0, to_complete: 3, to_caption: 0, .. }), "{events:?}");
+        assert_eq!(events[1], Event::Completed { id: "v0".into(), files: vec!["v0.srt".into(), "v0.vtt".into()] });
+        assert_eq!(files(&dir), files(&reference));
+        for name in files(&dir) {
+            assert_eq!(
+                std::fs::read(dir.join(&name)).unwrap(),
+                std::fs::read(reference.join(&name)).unwrap(),
+                "{name}"
+            );
+        }
+
+        // One file deleted: only it is written again; then everything is done.
+        std::fs::remove_file(dir.join("v2.vtt")).unwrap();
+        let mut events = Vec::new();
+        run(&all, &options(&dir, Shard::ALL, false), captioner("", &mut calls), |e| events.push(e.clone())).unwrap();
+        assert_eq!(events[1], Event::Completed { id: "v2".into(), files: vec!["v2.vtt".into()] });
+        assert_eq!(std::fs::read(dir.join("v2.vtt")).unwrap(), std::fs::read(reference.join("v2.vtt")).unwrap());
+        let summary = run(&all, &options(&dir, Shard::ALL, false), captioner("", &mut calls), |_| {}).unwrap();
+        assert_eq!((summary.passed_over, summary.completed, calls.len()), (3, 0, 0));
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&reference).unwrap();
+    }
+
+    /// A result cut short (a copy interrupted) or with impossible times is not done: the run
+    /// says so and captions the video again; if that fails, the error record replaces it.
+    #[test]
+    fn a_result_that_does_not_read_as_one_is_captioned_again_and_said() {
+        let dir = temp_dir("invalid");
+        let all = entries(4);
+        run(&all, &options(&dir, Shard::ALL, false), captioner("", &mut Vec::new()), |_| {}).unwrap();
+        let good = std::fs::read(dir.join("v1.json")).unwrap();
+        std::fs::write(dir.join("v1.json"), &good[..good.len() / 2]).unwrap();
+        std::fs::write(dir.join("v2.json"), r#"{"duration":3.0,"events":[{"caption":"x","start":2,"end":1}]}"#)
+            .unwrap();
+        std::fs::write(dir.join("v3.json"), "").unwrap();
+
+        let (mut calls, mut events) = (Vec::new(), Vec::new());
+        let summary =
+            run(&all, &options(&dir, Shard::ALL, false), captioner("v3", &mut calls), |e| events.push(e.clone()))
+                .unwrap();
+        assert_eq!(calls, ["v1", "v2", "v3"]);
+        assert_eq!(summary, Summary { captioned: 2, completed: 0, failed: 1, passed_over: 1 });
+        let Event::InvalidResult { id, error } = &events[0] else { panic!("{events:?}") };
+        assert!(id == "v1" && error.contains("v1.json is not a glimpse result"), "{error}");
+        let Event::InvalidResult { error, .. } = &events[1] else { panic!("{events:?}") };
+        assert!(error.contains("starts at 2 s, after it ends at 1 s"), "{error}");
+        assert!(matches!(events[3], Event::Start { done: 1, to_caption: 3, .. }), "{events:?}");
+        assert_eq!(std::fs::read(dir.join("v1.json")).unwrap(), good);
+        assert!(!dir.join("v3.json").exists() && dir.join("v3.error.json").exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -2,14 +2,13 @@
 //! result written once (`glimpse-batch` keeps the books); and the results merged into the
 //! ActivityNet Captions layout.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::Subcommand;
 use futures_lite::future::block_on;
-use glimpse_align::zerota::{Event as CaptionEvent, ZeroTaConfig, captions_json, dense_caption, embed_source};
-use glimpse_batch::{Captioned, Entry, Event, Options, Shard, check_out_dir, merge, read_manifest};
-use glimpse_media::subtitles::{Cue, to_srt, to_vtt};
+use glimpse_align::zerota::{ZeroTaConfig, captions_json, dense_caption, embed_source};
+use glimpse_batch::{Captioned, Entry, Event, Manifest, Options, Shard, check_out_dir, merge, read_manifest};
 use glimpse_media::video::VideoSource;
 use glimpse_models::device::DeviceChoice;
 use glimpse_models::{ClipBundle, Gpt2Bundle};
@@ -25,10 +24,14 @@ pub enum BatchCommand {
     /// loaded once: `<id>.json` per video (as `caption-video --format json` prints it), written
     /// atomically. Videos already done are passed over, so the same command run again (after a
     /// crash, a preemption, with another shard count) finishes the work without captioning
-    /// anything twice; a video that fails leaves `<id>.error.json` and the batch goes on.
+    /// anything twice; a video that fails leaves `<id>.error.json` and the batch goes on. A video
+    /// is done when its `<id>.json` reads as a result (one that does not is captioned again) and
+    /// every file this run asks for is there (missing subtitles are made from the result).
     #[command(after_help = "MANIFEST: a text file with one video per line (`#` comments; `id<TAB>path` to name the \
                             id, otherwise the file name without extension; relative paths are relative to the \
-                            manifest), or a folder of videos.\n\n\
+                            manifest; at most 256 MiB, 8 KiB a line), or a folder of videos (files such as \
+                            .json, .txt, .srt and still images are passed over; ids are the file names without \
+                            extension, characters an id may not hold replaced by `_`).\n\n\
                             Shards: --shard I/N; otherwise Kubernetes Indexed Jobs (JOB_COMPLETION_INDEX, with \
                             --shards set to the Job's completions) or Slurm arrays (SLURM_ARRAY_TASK_ID, \
                             SLURM_ARRAY_TASK_COUNT, SLURM_ARRAY_TASK_MIN); otherwise the whole manifest. A video's \
@@ -48,7 +51,7 @@ pub enum BatchCommand {
         /// Caption again the videos whose last attempt failed.
         #[arg(long)]
         retry_failed: bool,
-        /// Also write `<id>.srt` and `<id>.vtt`.
+        /// Also write `<id>.srt` and `<id>.vtt` (for videos done before too, from their results).
         #[arg(long)]
         subtitles: bool,
         /// Progress as text lines on stderr, or as JSON events on stdout (for log collectors).
@@ -68,7 +71,8 @@ pub enum BatchCommand {
         dir: PathBuf,
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
-        /// The batch's manifest, to list the videos that have no result yet.
+        /// The batch's manifest: only its videos are merged (results of other videos in DIR are
+        /// left out and named), and those with no result yet are listed.
         #[arg(long, value_name = "MANIFEST")]
         manifest: Option<PathBuf>,
     },
@@ -88,22 +92,27 @@ pub fn run(command: BatchCommand, device: DeviceChoice) -> Result<()> {
             dense,
         } => {
             check_out_dir(&manifest, &out_dir)?;
-            let entries = read_manifest(&manifest)?;
+            let entries = read_videos(&manifest)?;
             let shard = match shard {
                 Some(text) => Shard::parse(&text)?,
                 None => Shard::from_env(shards, |name| std::env::var(name).ok())?.unwrap_or(Shard::ALL),
             };
             let config = dense.config()?;
             let settings = json!({ "fps": dense.fps, "zerota": config, "clip": models.clip, "lm": models.lm });
-            let options = Options { out_dir, shard, retry_failed, settings };
+            let options = Options { out_dir, shard, retry_failed, subtitles, settings };
             let selected = select_device(device)?;
             let (clip, lm) = models.load(&selected)?;
-            let caption = |entry: &Entry| {
-                caption_entry(&clip, &lm, entry, dense.fps, &config, subtitles).map_err(|e| format!("{e:#}"))
-            };
+            // Settings the models cannot run would fail every video, each after reading it.
+            glimpse_align::guided::check_fits(&lm, &config.guidance)?;
+            let caption =
+                |entry: &Entry| caption_entry(&clip, &lm, entry, dense.fps, &config).map_err(|e| format!("{e:#}"));
             let mut report = |event: &Event| match format {
                 Format::Json => {
                     let _ = print_out(&format!("{}\n", serde_json::to_string(event).expect("events serialise")));
+                    // A result about to be replaced is said where a person looks, whatever the format.
+                    if matches!(event, Event::InvalidResult { .. }) {
+                        eprintln!("{}", describe(event, &options.out_dir));
+                    }
                 }
                 Format::Text => eprintln!("{}", describe(event, &options.out_dir)),
             };
@@ -111,16 +120,19 @@ pub fn run(command: BatchCommand, device: DeviceChoice) -> Result<()> {
             Ok(())
         }
         BatchCommand::Merge { dir, out, manifest } => {
-            crate::check_out(Some(&out))?;
-            let entries = manifest.as_deref().map(read_manifest).transpose()?;
+            let inputs: Vec<&Path> = std::iter::once(dir.as_path()).chain(manifest.as_deref()).collect();
+            crate::check_out(Some(&out), &inputs)?;
+            let entries = manifest.as_deref().map(read_videos).transpose()?;
             let merged = merge(&dir, entries.as_deref())?;
             crate::emit(&merged.json, Some(&out))?;
             eprintln!("merged {} videos", merged.done);
-            for (what, ids) in [("failed", &merged.failed), ("missing", &merged.missing)] {
+            for (what, ids) in [
+                ("failed", &merged.failed),
+                ("missing", &merged.missing),
+                ("left out, not in the manifest", &merged.outside),
+            ] {
                 if !ids.is_empty() {
-                    let shown: Vec<&str> = ids.iter().take(10).map(String::as_str).collect();
-                    let more = if ids.len() > 10 { format!(" and {} more", ids.len() - 10) } else { String::new() };
-                    eprintln!("{what}: {} ({}{more})", ids.len(), shown.join(", "));
+                    eprintln!("{what}: {} ({})", ids.len(), some(ids));
                 }
             }
             Ok(())
@@ -128,36 +140,60 @@ pub fn run(command: BatchCommand, device: DeviceChoice) -> Result<()> {
     }
 }
 
+/// The videos of a manifest or folder; a folder's files that are no video are said on stderr.
+fn read_videos(manifest: &Path) -> Result<Vec<Entry>> {
+    let Manifest { entries, skipped } = read_manifest(manifest)?;
+    if !skipped.is_empty() {
+        let names: Vec<String> =
+            skipped.iter().map(|p| p.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect();
+        eprintln!(
+            "batch: passed over {} files of {} that are no video ({})",
+            names.len(),
+            manifest.display(),
+            some(&names)
+        );
+    }
+    Ok(entries)
+}
+
+/// The first ten of `items`, and how many more.
+fn some(items: &[String]) -> String {
+    let shown: Vec<&str> = items.iter().take(10).map(String::as_str).collect();
+    let more = if items.len() > 10 { format!(" and {} more", items.len() - 10) } else { String::new() };
+    format!("{}{more}", shown.join(", "))
+}
+
 /// One video: frames streamed and embedded, then ZeroTA; the JSON exactly as `caption-video`
-/// writes it.
+/// writes it (`glimpse-batch` makes the subtitles from it).
 fn caption_entry(
     clip: &ClipBundle,
     lm: &Gpt2Bundle,
     entry: &Entry,
     fps: f64,
     config: &ZeroTaConfig,
-    subtitles: bool,
 ) -> Result<Captioned> {
     let source = VideoSource::open(&entry.path, fps)?;
     let (frames, duration) = embed_source(clip, &source, || {})?;
     let events = block_on(dense_caption(clip, lm, &frames, duration, config, |_| {}))?;
     let json = captions_json(&entry.path.display().to_string(), duration, &events);
-    let other = match subtitles {
-        true => {
-            let cues: Vec<Cue> = events.iter().map(CaptionEvent::cue).collect();
-            vec![("srt", to_srt(&cues)), ("vtt", to_vtt(&cues))]
-        }
-        false => Vec::new(),
-    };
-    Ok(Captioned { json, other, events: events.len() })
+    Ok(Captioned { json, events: events.len() })
 }
 
 /// A progress event as one line of text.
 fn describe(event: &Event, dir: &std::path::Path) -> String {
     match event {
-        Event::Start { shard, videos, done, failed, to_caption } => format!(
-            "batch: shard {shard} has {videos} videos: {done} done and {failed} failed before, {to_caption} to caption"
-        ),
+        Event::InvalidResult { id, error } => format!("batch: {error}; captioning {id} again"),
+        Event::Start { shard, videos, done, failed, to_complete, to_caption } => {
+            let complete = match to_complete {
+                0 => String::new(),
+                n => format!(", {n} to complete from their results"),
+            };
+            format!(
+                "batch: shard {shard} has {videos} videos: {done} done and {failed} failed before{complete}, \
+                 {to_caption} to caption"
+            )
+        }
+        Event::Completed { id, files } => format!("{id}: wrote {} from its result", files.join(", ")),
         Event::Video { id, seconds, events, error, finished, remaining, eta_seconds } => {
             let progress = format!("[{finished}/{}]", finished + remaining);
             let eta = if *remaining > 0 { format!("; about {} left", duration(*eta_seconds)) } else { String::new() };
@@ -166,10 +202,11 @@ fn describe(event: &Event, dir: &std::path::Path) -> String {
                 Some(error) => format!("{progress} {id}: failed in {seconds:.1} s: {error}{eta}"),
             }
         }
-        Event::Finish { captioned, failed, passed_over, seconds } => {
+        Event::Finish { captioned, completed, failed, passed_over, seconds } => {
             let records = if *failed > 0 { format!(" (see {}/*.error.json)", dir.display()) } else { String::new() };
+            let completed = if *completed > 0 { format!(", {completed} completed") } else { String::new() };
             format!(
-                "batch: {captioned} captioned, {failed} failed{records}, {passed_over} passed over, in {}",
+                "batch: {captioned} captioned{completed}, {failed} failed{records}, {passed_over} passed over, in {}",
                 duration(*seconds)
             )
         }

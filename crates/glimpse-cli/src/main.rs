@@ -16,6 +16,7 @@ use burn::tensor::Float;
 use clap::builder::TypedValueParser;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use futures_lite::future::block_on;
+use glimpse_align::AlignError;
 use glimpse_align::grounding::{FindConfig, FindOptions, check_queries, find_moments};
 use glimpse_align::guided::{self, GuidanceConfig, GuidanceOptions, IMAGE_PROMPT, Step, Targets};
 use glimpse_align::magic::{MagicConfig, magic_captions};
@@ -25,7 +26,7 @@ use glimpse_align::zerota::{
 };
 use glimpse_media::decode_image;
 use glimpse_media::image::MAX_IMAGE_FILE_BYTES;
-use glimpse_media::subtitles::{Cue, to_chapters, to_srt, to_vtt};
+use glimpse_media::subtitles::{Cue, check_chapters_fit, to_chapters, to_srt, to_vtt};
 use glimpse_media::untrusted::read_regular_file;
 use glimpse_media::video::{DEFAULT_FPS, VideoSource};
 use glimpse_models::device::{self, DeviceChoice, SelectedDevice};
@@ -558,20 +559,23 @@ fn run(cli: Cli) -> Result<()> {
         Command::CaptionImage { images, models, method, guidance, format, out } => {
             let config = guidance.config(IMAGE_PROMPT);
             config.validate(&flag)?;
-            check_out(out.as_deref())?;
+            let inputs: Vec<&Path> = images.iter().map(PathBuf::as_path).chain(models.paths()).collect();
+            check_out(out.as_deref(), &inputs)?;
             check_images(&images)?;
             let selected = select_device(cli.device)?;
             caption_images(&selected, &models, &images, method, &config, format, out.as_deref())
         }
         Command::CaptionVideo { video, models, dense, format, out } => {
-            check_out(out.as_deref())?;
+            let inputs: Vec<&Path> = std::iter::once(video.as_path()).chain(models.paths()).collect();
+            check_out(out.as_deref(), &inputs)?;
             let source = VideoSource::open(&video, dense.fps)?;
             let config = dense.config()?;
             let selected = select_device(cli.device)?;
             caption_video(&selected, &models, &video, &source, &config, format, out.as_deref())
         }
         Command::Find { video, queries, clip, top, fps, min_seconds, refine_steps, format, out } => {
-            check_out(out.as_deref())?;
+            let inputs: Vec<&Path> = std::iter::once(video.as_path()).chain(clip.as_deref()).collect();
+            check_out(out.as_deref(), &inputs)?;
             let source = VideoSource::open(&video, fps)?;
             let options =
                 FindOptions { top: Some(top), min_seconds: Some(min_seconds), refine_steps: Some(refine_steps) };
@@ -809,8 +813,9 @@ fn check_images(paths: &[PathBuf]) -> Result<()> {
 }
 
 /// Refuses an `--out` that could not be written, before any work is done: a folder, or a file in
-/// a folder that does not exist.
-fn check_out(out: Option<&Path>) -> Result<()> {
+/// a folder that does not exist; and one that would replace one of the command's `inputs` or be
+/// written inside one (a folder of frames, a model's folder).
+fn check_out(out: Option<&Path>, inputs: &[&Path]) -> Result<()> {
     let Some(out) = out.filter(|out| !is_stdout(out)) else { return Ok(()) };
     if out.as_os_str().to_string_lossy().ends_with(std::path::is_separator) {
         bail!("--out {} ends with a path separator; name a file", out.display());
@@ -823,6 +828,13 @@ fn check_out(out: Option<&Path>) -> Result<()> {
     let folder = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     if !folder.is_dir() {
         bail!("--out {}: there is no folder {}; create it first", out.display(), folder.display());
+    }
+    if let Some(input) = inputs.iter().find(|input| glimpse_media::files::output_overwrites(out, input)) {
+        bail!(
+            "--out {} would write over or into the input {}; write the result elsewhere",
+            out.display(),
+            input.display()
+        );
     }
     Ok(())
 }
@@ -845,6 +857,11 @@ struct ModelArgs {
 }
 
 impl ModelArgs {
+    /// The models' folders or hub ids as given.
+    fn paths(&self) -> impl Iterator<Item = &Path> {
+        self.clip.iter().chain(&self.lm).map(PathBuf::as_path)
+    }
+
     fn load(&self, selected: &SelectedDevice) -> Result<(ClipBundle, Gpt2Bundle)> {
         let clip = ClipBundle::load(&clip_files(self.clip.as_deref())?, &selected.device)?;
         let lm = Gpt2Bundle::load(&lm_files(self.lm.as_deref())?, &selected.device)?;
@@ -947,12 +964,24 @@ fn caption_images(
     emit(&text, out)
 }
 
-/// Every frame of `source` embedded as it is decoded (only the embeddings are kept), with a
-/// spinner; and the video's duration.
-fn read_video(clip: &ClipBundle, source: &VideoSource) -> Result<(EmbeddedVideo, f64)> {
+/// Every frame of `source` (read from `path`) embedded as it is decoded (only the embeddings are
+/// kept), with a spinner; and the video's duration. A frame the model cannot take is named by the
+/// video and its time (the decoders' own errors name the file already).
+fn read_video(clip: &ClipBundle, path: &Path, source: &VideoSource) -> Result<(EmbeddedVideo, f64)> {
     let reading = ProgressBar::new_spinner().with_prefix("reading frames");
     reading.set_style(ProgressStyle::with_template("{prefix} {pos} {elapsed_precise}").expect("valid template"));
-    let embedded = embed_source(clip, source, || reading.inc(1))?;
+    let mut frames = 0;
+    let embedded = embed_source(clip, source, || {
+        frames += 1;
+        reading.inc(1)
+    })
+    .map_err(|e| match e {
+        AlignError::Media(_) => anyhow::Error::from(e),
+        e => {
+            let at = (frames as f64 - 0.5) / source.fps();
+            anyhow::Error::from(e).context(format!("{}: the frame at {at:.2} s", path.display()))
+        }
+    })?;
     reading.finish_and_clear();
     Ok(embedded)
 }
@@ -970,7 +999,7 @@ fn find(
     out: Option<&Path>,
 ) -> Result<()> {
     let clip = ClipBundle::load(&clip_files(clip)?, &selected.device)?;
-    let (frames, duration) = read_video(&clip, source)?;
+    let (frames, duration) = read_video(&clip, path, source)?;
     let refs: Vec<&str> = queries.iter().map(String::as_str).collect();
     let found = block_on(find_moments(&clip, &frames, duration, &refs, config))?;
     for (query, _) in queries.iter().zip(&found).filter(|(_, moments)| moments.is_empty()) {
@@ -1012,8 +1041,14 @@ fn caption_video(
     out: Option<&Path>,
 ) -> Result<()> {
     let (clip, lm) = models.load(selected)?;
-    let (frames, duration) = read_video(&clip, source)?;
+    // What the models cannot run is refused before the video is read for nothing.
+    guided::check_fits(&lm, &config.guidance)?;
+    let (frames, duration) = read_video(&clip, path, source)?;
     eprintln!("{}: {} frames at {} fps ({duration:.1} s)", path.display(), frames.frames(), source.fps());
+    if format == VideoFormat::Chapters {
+        check_chapters_fit(duration)
+            .map_err(|why| anyhow::anyhow!("{}: --format chapters: {why}; use another format", path.display()))?;
+    }
     let bar = progress_bar(config.guidance.max_tokens * config.guidance.steps_per_token, "events");
     let events = block_on(dense_caption(&clip, &lm, &frames, duration, config, on_step(&bar)))?;
     bar.finish_and_clear();

@@ -61,13 +61,26 @@ pub fn run(command: WorldCommand) -> Result<()> {
         }
         WorldCommand::Video { seed, out, fps, size, hard } => {
             check_fps(fps)?;
+            // The truth goes beside the GIF under the same name: `--out x.json` would be both.
+            if !out.extension().is_some_and(|e| e.eq_ignore_ascii_case("gif")) {
+                bail!(
+                    "--out {} must name a .gif file: the video is an animated GIF, its truth goes beside it",
+                    out.display()
+                );
+            }
+            let truth = out.with_extension("json");
+            // Both files or neither: refused before either is written.
+            crate::check_out(Some(&out), &[])?;
+            crate::check_out(Some(&truth), &[])?;
             let world = if hard { VideoConfig::hard() } else { VideoConfig::default() };
             let video = sample_video(seed, &VideoConfig { fps, render: render(size)?, ..world });
-            write_gif(&video, &out).with_context(|| format!("cannot write {}", out.display()))?;
             let annotations = serde_json::to_string_pretty(&video.annotation_json())?;
-            let path = out.with_extension("json");
-            write_atomically(&path, annotations.as_bytes())
-                .with_context(|| format!("cannot write {}", path.display()))?;
+            write_gif(&video, &out).with_context(|| format!("cannot write {}", out.display()))?;
+            if let Err(e) = write_atomically(&truth, annotations.as_bytes()) {
+                // Best effort: a video without its truth is half an output.
+                let _ = std::fs::remove_file(&out);
+                return Err(e).with_context(|| format!("cannot write {}", truth.display()));
+            }
             crate::print_out(&format!("{annotations}\n"))?;
         }
     }

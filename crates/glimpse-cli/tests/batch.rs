@@ -273,3 +273,145 @@ fn bad_manifests_and_shards_are_refused_before_any_model_loads() {
     assert!(!dir.join("out").exists(), "nothing written");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A folder `glimpse world video` wrote (each GIF's truth beside it as JSON) with a file name no
+/// id may hold: the JSON is passed over, the id made of the name. Then a rerun after a subtitle
+/// was deleted and a result cut short: the subtitle is made from the result, the cut result is
+/// said on stderr and captioned again; both come back byte for byte.
+#[test]
+fn folder_names_become_ids_and_reruns_mend_what_is_missing_or_cut_short() {
+    let dir = std::env::temp_dir().join(format!("glimpse-batch-folder-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let videos = dir.join("videos");
+    std::fs::create_dir_all(&videos).unwrap();
+    for (seed, name) in [(1, "v1.gif"), (3, "my clip.gif")] {
+        check(
+            glimpse()
+                .args(["world", "video", "--seed", &seed.to_string(), "--out"])
+                .arg(videos.join(name))
+                .output()
+                .unwrap(),
+        );
+    }
+    let run = || {
+        let mut command = glimpse();
+        command.current_dir(&dir).args(["batch", "caption-video", "videos", "--out-dir", "out", "--subtitles"]);
+        check(command.output().unwrap())
+    };
+    let first = run();
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert!(stderr.contains("passed over 2 files of videos that are no video (my clip.json, v1.json)"), "{stderr}");
+    assert!(stderr.contains("2 captioned, 0 failed"), "{stderr}");
+    let reference = contents(&dir.join("out"));
+    let expected = ["my_clip.json", "my_clip.srt", "my_clip.vtt", "v1.json", "v1.srt", "v1.vtt"];
+    assert_eq!(names(&reference), expected);
+
+    std::fs::remove_file(dir.join("out/my_clip.srt")).unwrap();
+    let result = std::fs::read(dir.join("out/v1.json")).unwrap();
+    std::fs::write(dir.join("out/v1.json"), &result[..result.len() / 2]).unwrap();
+    let second = run();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("v1.json is not a glimpse result") && stderr.contains("captioning v1 again"), "{stderr}");
+    assert!(stderr.contains("0 done and 0 failed before, 1 to complete from their results, 1 to caption"), "{stderr}");
+    assert!(stderr.contains("my_clip: wrote my_clip.srt from its result"), "{stderr}");
+    assert_eq!(contents(&dir.join("out")), reference);
+
+    // Two names that give one id: both named, and the way out said.
+    std::fs::write(videos.join("my_clip.webm"), b"").unwrap();
+    let mut command = glimpse();
+    let clash =
+        command.current_dir(&dir).args(["batch", "caption-video", "videos", "--out-dir", "out"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&clash.stderr);
+    assert!(
+        !clash.status.success() && stderr.contains("my clip.gif and ") && stderr.contains("my_clip.webm"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("in a manifest instead, one `id<TAB>path` a line"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A 300 MB manifest of one line, or a line of a megabyte: refused at once with a short message
+/// naming the manifest (and the line), before any model loads.
+#[test]
+fn huge_manifests_are_refused_with_short_messages() {
+    let dir = std::env::temp_dir().join(format!("glimpse-batch-huge-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let manifest = dir.join("manifest.txt");
+    let run = || {
+        let mut command = glimpse();
+        command.args(["batch", "caption-video"]).arg(&manifest).arg("--out-dir").arg(dir.join("out"));
+        let output = command.output().unwrap();
+        assert!(!output.status.success());
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    // Sparse: the size of 300 MB without writing them.
+    std::fs::File::create(&manifest).unwrap().set_len(300 << 20).unwrap();
+    let err = run();
+    assert!(err.contains("manifest.txt is larger than 256 MiB") && err.len() < 1000, "{err}");
+    std::fs::write(&manifest, "a\tb".repeat(400_000)).unwrap();
+    let err = run();
+    assert!(err.contains("manifest.txt line 1: longer than 8192 bytes") && err.len() < 1000, "{err}");
+    assert!(!dir.join("out").exists(), "nothing written");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `merge --manifest` merges the manifest's videos only (an earlier archive's results in the
+/// same folder are left out and named), and refuses a result whose times are impossible.
+#[test]
+fn merge_keeps_to_the_manifest_and_refuses_impossible_times() {
+    let dir = std::env::temp_dir().join(format!("glimpse-batch-merge-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("out")).unwrap();
+    let result = |start: f64, end: f64| {
+        format!(r#"{{"duration":9.0,"events":[{{"caption":"a dog.","end":{end},"score":0.5,"start":{start}}}]}}"#)
+    };
+    std::fs::write(dir.join("out/a.json"), result(0.0, 4.0)).unwrap();
+    std::fs::write(dir.join("out/old.json"), result(0.0, 4.0)).unwrap();
+    std::fs::write(dir.join("manifest.txt"), "a.gif\nb.gif\n").unwrap();
+    let merge = || {
+        let mut command = glimpse();
+        command.current_dir(&dir).args(["batch", "merge", "out", "--out", "merged.json", "--manifest", "manifest.txt"]);
+        command.output().unwrap()
+    };
+    let merged = check(merge());
+    let stderr = String::from_utf8_lossy(&merged.stderr);
+    assert!(stderr.contains("merged 1 videos") && stderr.contains("missing: 1 (b)"), "{stderr}");
+    assert!(stderr.contains("left out, not in the manifest: 1 (old)"), "{stderr}");
+    let json: Value = serde_json::from_slice(&std::fs::read(dir.join("merged.json")).unwrap()).unwrap();
+    assert_eq!(json["results"].as_object().unwrap().keys().collect::<Vec<_>>(), ["a"]);
+
+    std::fs::write(dir.join("out/a.json"), result(5.0, 1.0)).unwrap();
+    let refused = merge();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("a.json is not a glimpse result"), "{stderr}");
+    assert!(stderr.contains("event 1 (`a dog.`) starts at 5 s, after it ends at 1 s"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `glimpse score` with nothing predicted prints zeros, never `-0.0000`; a reversed timestamp in
+/// the submission or the truth is refused with the file, the video and the event named.
+#[test]
+fn score_prints_positive_zeros_and_refuses_reversed_timestamps() {
+    let dir = std::env::temp_dir().join(format!("glimpse-score-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (results, truth) = (dir.join("results.json"), dir.join("truth.json"));
+    let score = || glimpse().arg("score").arg(&results).arg(&truth).output().unwrap();
+    std::fs::write(&results, r#"{"results": {}}"#).unwrap();
+    std::fs::write(&truth, r#"{"v1": {"duration": 9, "timestamps": [[0, 5]], "sentences": ["a dog runs."]}}"#).unwrap();
+    let stdout = String::from_utf8(check(score()).stdout).unwrap();
+    assert!(stdout.contains("0.0000") && !stdout.contains("-0.0000"), "{stdout}");
+
+    std::fs::write(&results, r#"{"results": {"v1": [{"sentence": "a dog.", "timestamp": [5, 0]}]}}"#).unwrap();
+    let refused = score();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("results.json: video v1, event 1 (`a dog.`): timestamp [5, 0] ends before it starts"),
+        "{stderr}"
+    );
+    std::fs::write(&results, r#"{"results": {}}"#).unwrap();
+    std::fs::write(&truth, r#"{"v1": {"timestamps": [[5, 0]], "sentences": ["a dog runs."]}}"#).unwrap();
+    let stderr = String::from_utf8_lossy(&score().stderr).into_owned();
+    assert!(stderr.contains("truth.json: video v1, event 1 (`a dog runs.`): timestamp [5, 0]"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -153,6 +153,22 @@ fn truncated_and_garbage_media() {
     std::fs::write(frames.join("000.png"), b"\x89PNG\r\n\x1a\n truncated").unwrap();
     let frames_arg = frames.to_str().unwrap();
     assert_refused("bad frame in a folder", &scratch, &["caption-video", frames_arg], &["000.png"]);
+
+    // A JPEG cut short decodes without complaint (the rest comes out grey) unless its end is
+    // looked for: as an image and as a frame.
+    let mut jpeg = std::io::Cursor::new(Vec::new());
+    image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([(x * 4) as u8, (y * 5) as u8, ((x ^ y) * 7) as u8]))
+        .write_to(&mut jpeg, image::ImageFormat::Jpeg)
+        .unwrap();
+    let jpeg = jpeg.into_inner();
+    let cut = scratch.write("cut.jpg", &jpeg[..jpeg.len() * 2 / 3]);
+    let cut = cut.to_str().unwrap();
+    assert_refused("cut JPEG", &scratch, &["caption-image", cut], &[cut, "cut short"]);
+    let frames = scratch.path("jpeg-frames");
+    std::fs::create_dir(&frames).unwrap();
+    std::fs::write(frames.join("000.jpg"), &jpeg).unwrap();
+    std::fs::write(frames.join("001.jpg"), &jpeg[..jpeg.len() - 2]).unwrap();
+    assert_refused("cut JPEG frame", &scratch, &["caption-video", frames.to_str().unwrap()], &["001.jpg", "cut short"]);
 }
 
 /// Failed runs leave no output file: `--out` is written only once the result is complete.
@@ -291,6 +307,16 @@ fn preprocessor_configs_that_do_not_fit_the_model() {
         let names = [clip.as_str(), "preprocessor_config.json", message];
         assert_refused(name, &scratch, &["embed", "--model", &clip, "--image", &image], &names);
     }
+    // Resizing without a crop fits square images only: a 45 x 38 one is refused by name, with
+    // what to change.
+    let uncropped = model_copy(&scratch, "clip-a", "uncropped", |dir| {
+        edit_json(&dir.join("preprocessor_config.json"), |p| {
+            p["do_center_crop"] = false.into();
+            p["size"] = serde_json::json!({ "shortest_edge": 30 });
+        });
+    });
+    let names = [image.as_str(), "do_center_crop is false", "crop the image square"];
+    assert_refused("uncropped", &scratch, &["embed", "--model", &uncropped, "--image", &image], &names);
 }
 
 /// The embedded projector joins the world's models; with other models its matmul panicked.

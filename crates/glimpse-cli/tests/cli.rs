@@ -152,7 +152,12 @@ fn converted_checkpoints_load_and_convert_refuses_what_it_cannot_do() {
 #[test]
 fn errors_go_to_stderr_with_a_non_zero_exit() {
     let model = fixture("gpt2-lmhead").display().to_string();
-    let cases: [(&[&str], &str); 7] = [
+    let video = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/shapes.gif");
+    let cases: [(&[&str], &str); 9] = [
+        // Refused before the video is read: the embedded GPT-2 has 32 positions.
+        (&["caption-video", video, "--max-tokens", "100"], "the model has only 32 (n_positions)"),
+        // Refused before the 14 s video is captioned.
+        (&["caption-video", video, "--format", "chapters"], "this one lasts 14.0 s; use another format"),
         (&["train", "clip", "--out", "/tmp/never", "--batch-size", "1000"], "must be between 2 and 512"),
         (&["eval", "--fps", "0"], "--fps 0 must be in (0, 50]"),
         (&["world", "video", "--out", "/tmp/never.gif", "--size", "5"], "--size 5 must be between 16 and 2048"),
@@ -564,5 +569,50 @@ fn chapters_follow_youtubes_rules_or_say_why_not() {
     let short = glimpse(&["--device", "cpu", "caption-video", sample.to_str().unwrap(), "--format", "chapters"]);
     assert!(!short.status.success());
     assert!(String::from_utf8_lossy(&short.stderr).contains("at least 3 chapters of 10 s"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// An `--out` that names an input (the file itself, a link to it) or lies inside an input folder
+/// is refused before any work, and the input is left as it was; so is a world video's `--out`
+/// that would be its own truth file, or whose truth file cannot be written: neither file is made.
+#[cfg(unix)]
+#[test]
+fn outputs_never_replace_inputs() {
+    let dir = std::env::temp_dir().join(format!("glimpse-cli-over-inputs-{}", std::process::id()));
+    let frames = dir.join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    let video = dir.join("video.gif");
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/shapes.gif"), &video).unwrap();
+    std::os::unix::fs::symlink("video.gif", dir.join("link.gif")).unwrap();
+    let image = dir.join("frames/0001.png");
+    std::fs::copy(fixture("images").join("rgb_45x38.png"), &image).unwrap();
+    let (video_bytes, image_bytes) = (std::fs::read(&video).unwrap(), std::fs::read(&image).unwrap());
+    let [video, link, image, frames] =
+        [&video, &dir.join("link.gif"), &image, &frames].map(|path| path.display().to_string());
+    let inside = format!("{frames}/captions.json");
+    for args in [
+        &["caption-video", &video, "--out", &video][..],
+        &["caption-video", &video, "--out", &link],
+        &["caption-video", &frames, "--out", &inside],
+        &["find", &video, "a red circle", "--out", &video],
+        &["caption-image", &image, "--out", &image],
+    ] {
+        let out = glimpse(&[&["--device", "cpu"][..], args].concat());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains("would write over or into the input"), "{args:?}: {stderr}");
+    }
+    assert_eq!(std::fs::read(&video).unwrap(), video_bytes);
+    assert_eq!(std::fs::read(&image).unwrap(), image_bytes);
+    assert!(!std::path::Path::new(&inside).exists());
+
+    let truth_dir = dir.join("taken.json");
+    std::fs::create_dir_all(&truth_dir).unwrap();
+    for (out, message) in [("world.json", "must name a .gif file"), ("taken.gif", "is a folder")] {
+        let out = dir.join(out).display().to_string();
+        let made = glimpse(&["world", "video", "--seed", "1", "--out", &out]);
+        let stderr = String::from_utf8_lossy(&made.stderr);
+        assert!(!made.status.success() && stderr.contains(message), "{out}: {stderr}");
+    }
+    assert!(!dir.join("world.json").exists() && !dir.join("taken.gif").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -104,7 +104,7 @@ fn twenty_minutes_of_1080p_in_bounded_memory() {
 }
 
 /// A clip shorter than one sample still gives its one frame (ffmpeg's `fps` filter drops it unless
-/// told to pass it), a file whose name reads like an ffmpeg protocol (`concat:`) is read as the
+/// told to pass it) and lasts as long as the clip, a file whose name reads like an ffmpeg protocol (`concat:`) is read as the
 /// file it is, and a file cut short is refused.
 #[test]
 fn a_frame_shorter_than_a_sample_and_a_name_like_a_protocol() {
@@ -124,7 +124,8 @@ fn a_frame_shorter_than_a_sample_and_a_name_like_a_protocol() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(json["duration"], 0.5, "one sample at 2 fps: {json}");
+    // One sample, standing for the clip's own 0.04 s (not the 0.5 s of a sampling step).
+    assert!(json["duration"].as_f64().is_some_and(|d| (d - 0.04).abs() < 1e-3), "one sample at 2 fps: {json}");
     let events = json["events"].as_array().unwrap();
     assert!(events.len() == 1 && events[0]["score"].as_f64().is_some_and(f64::is_finite), "{json}");
 
@@ -156,5 +157,41 @@ fn a_frame_shorter_than_a_sample_and_a_name_like_a_protocol() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("is cut short"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A rate far below the video's gives one sample standing for the video's own length, not for a
+/// sampling step of 1000 s; a playlist named like a video (HLS, which would have ffmpeg read
+/// another file of the machine) is refused as not a video.
+#[test]
+fn a_rate_below_the_video_and_a_playlist_named_as_a_video() {
+    if !ffmpeg_available() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("glimpse-slow-rate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let clip = dir.join("three-seconds.mp4");
+    test_pattern("96x96:rate=10", &["-t", "3", "-c:v", "mpeg4"], &clip);
+    let caption = |video: &Path, fps: &str| {
+        Command::new(env!("CARGO_BIN_EXE_glimpse"))
+            .args(["--device", "cpu", "caption-video"])
+            .arg(video)
+            .args(["--fps", fps, "--max-tokens", "1", "--steps-per-token", "1", "--format", "json"])
+            .output()
+            .unwrap()
+    };
+    let out = caption(&clip, "0.001");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["duration"], 3.0, "{json}");
+    assert!(json["events"].as_array().unwrap().iter().all(|e| e["end"].as_f64().unwrap() <= 3.0), "{json}");
+
+    let playlist = dir.join("holiday.mp4");
+    let listed = format!("#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:3,\n{}\n#EXT-X-ENDLIST\n", clip.display());
+    std::fs::write(&playlist, listed).unwrap();
+    let out = caption(&playlist, "2");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("is not a video file glimpse reads"), "{stderr}");
+    assert!(out.stdout.is_empty());
     std::fs::remove_dir_all(&dir).unwrap();
 }

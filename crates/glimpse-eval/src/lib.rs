@@ -386,6 +386,22 @@ impl GroundingScores {
         let n = ious.len().max(1) as f64;
         let r_at_1 =
             Self::THRESHOLDS.iter().map(|&t| (t, ious.iter().filter(|&&iou| iou >= t).count() as f64 / n)).collect();
-        Self { queries: ious.len(), r_at_1, miou: ious.iter().sum::<f64>() / n }
+        // Summed from +0: `Sum for f64` starts at -0.0, which no query keeps, printed `-0.000`.
+        Self { queries: ious.len(), r_at_1, miou: ious.iter().fold(0.0, |sum, x| sum + x) / n }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_queries_score_positive_zeros() {
+        let scores = GroundingScores::of(&[]);
+        assert!(scores.miou == 0.0 && scores.miou.is_sign_positive(), "{scores:?}");
+        assert!(scores.r_at_1.iter().all(|&(_, r)| r == 0.0 && r.is_sign_positive()));
+        let found =
+            GroundingResult { seed: 0, level: 0, query: "q".into(), truth: (0.0, 1.0), found: (0.0, 1.0), tiou: 1.0 };
+        assert_eq!(GroundingScores::of(&[found]).miou, 1.0);
     }
 }

@@ -90,6 +90,33 @@ pub fn output_target(path: &Path) -> io::Result<PathBuf> {
     Err(io::Error::other(format!("{} starts a chain of more than {MAX_LINKS} links", path.display())))
 }
 
+/// Whether writing the output `out` would replace `input` or write inside it (a folder of frames,
+/// a model's folder): `out`'s target (see [`output_target`]) is the file `input` names, through
+/// links and, on Unix, hard links, or lies in the folder it names. False where either is missing.
+pub fn output_overwrites(out: &Path, input: &Path) -> bool {
+    let Ok(target) = output_target(out) else { return false };
+    let Ok(input_meta) = fs::metadata(input) else { return false };
+    if input_meta.is_dir() {
+        // The folder the target would be made in, which exists where the output can be written.
+        let folder = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        return match (folder.canonicalize(), input.canonicalize()) {
+            (Ok(folder), Ok(input)) => folder.starts_with(input),
+            _ => false,
+        };
+    }
+    let Ok(target_meta) = fs::metadata(&target) else { return false };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        (target_meta.dev(), target_meta.ino()) == (input_meta.dev(), input_meta.ino())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = target_meta;
+        matches!((target.canonicalize(), input.canonicalize()), (Ok(a), Ok(b)) if a == b)
+    }
+}
+
 /// Links followed before an output's path is refused as a loop (Linux's own limit).
 const MAX_LINKS: usize = 40;
 
@@ -173,6 +200,31 @@ mod tests {
         write_atomically(&link, b"replaced").unwrap();
         assert!(fs::symlink_metadata(&link).unwrap().is_file(), "write_atomically replaces a link");
         assert_eq!(fs::read_to_string(&target).unwrap(), "new");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// An output naming an input (itself, through a link or a hard link) or a place inside an
+    /// input folder overwrites it; a neighbour does not.
+    #[cfg(unix)]
+    #[test]
+    fn outputs_over_inputs_are_recognised() {
+        use std::os::unix::fs::symlink;
+        let dir = std::env::temp_dir().join(format!("glimpse-files-over-{}", std::process::id()));
+        let frames = dir.join("frames");
+        fs::create_dir_all(&frames).unwrap();
+        let video = dir.join("video.gif");
+        fs::write(&video, "GIF89a").unwrap();
+        symlink("video.gif", dir.join("link.gif")).unwrap();
+        fs::hard_link(&video, dir.join("hard.gif")).unwrap();
+        for out in ["video.gif", "link.gif", "hard.gif", "./video.gif"] {
+            assert!(output_overwrites(&dir.join(out), &video), "{out}");
+        }
+        assert!(output_overwrites(&frames.join("captions.json"), &frames));
+        assert!(output_overwrites(&dir.join("frames/../frames/new.json"), &frames));
+        for out in ["captions.json", "frames.json"] {
+            assert!(!output_overwrites(&dir.join(out), &video) && !output_overwrites(&dir.join(out), &frames), "{out}");
+        }
+        assert!(!output_overwrites(&dir.join("x.json"), &dir.join("missing")));
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,11 +1,12 @@
 //! CLIP image preprocessing, as transformers' `CLIPImageProcessor` (PIL backend) does it:
 //! convert to RGB, resize the shorter side (bicubic), centre-crop, rescale to [0, 1], normalise.
 
-use image::{ImageReader, Limits, RgbImage};
+use image::metadata::Orientation;
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
 use serde::Deserialize;
 
 use crate::MediaError;
-use crate::resample::{Filter, resize};
+use crate::resample::{Filter, resize, resize_window};
 use crate::untrusted::decoding;
 
 /// OpenAI CLIP's channel means and standard deviations, as published (and as written into
@@ -202,26 +203,43 @@ impl ImagePreprocess {
     }
 
     /// Pixel values in channel-first order, `3 x height x width`, with the output `(height, width)`.
-    /// Refuses images whose resized form would exceed [`MAX_SIDE`] (a 1 x 60000 strip resized to a
-    /// 224 shorter side would be 13 million pixels long).
+    /// With a centre crop only the cropped part is resized (the same pixels: an 8 x 7000 strip
+    /// resized to a 224 shorter side would be 196000 pixels long); without one, images whose
+    /// resized form would exceed [`MAX_SIDE`] are refused.
     pub fn apply(&self, image: &RgbImage) -> Result<(Vec<f32>, (u32, u32)), MediaError> {
-        let mut image = match self.resize {
-            Some((size, filter)) => {
+        let image = match (self.resize, self.center_crop) {
+            (Some((size, filter)), Some((h, w))) => {
+                let (rw, rh) = resized_size(image.width(), image.height(), size);
+                // Positions along the resized sides are machine-sized (32 bits in wasm).
+                if rw.max(rh) > u64::from(u32::MAX) {
+                    return Err(MediaError::Image(format!(
+                        "a {}x{} image is too narrow for its length to be resized to {rw}x{rh}; crop it to a less \
+                         extreme shape first",
+                        image.width(),
+                        image.height()
+                    )));
+                }
+                let (columns, rows) = (crop_window(rw, w), crop_window(rh, h));
+                let window = resize_window(image, (rw as usize, rh as usize), (columns, rows), filter);
+                // The window is the crop where the resized image covers it; a smaller side is
+                // padded here.
+                center_crop(&window, h, w)
+            }
+            (Some((size, filter)), None) => {
                 let (w, h) = resized_size(image.width(), image.height(), size);
                 if w > u64::from(MAX_SIDE) || h > u64::from(MAX_SIDE) {
                     return Err(MediaError::Image(format!(
-                        "a {}x{} image would be resized to {w}x{h}; sides above {MAX_SIDE} are refused",
+                        "a {}x{} image would be resized to {w}x{h}, and preprocessor_config.json does not crop it; \
+                         sides above {MAX_SIDE} are refused: crop the image to a less extreme shape first",
                         image.width(),
                         image.height()
                     )));
                 }
                 resize(image, w as u32, h as u32, filter)
             }
-            None => image.clone(),
+            (None, Some((h, w))) => center_crop(image, h, w),
+            (None, None) => image.clone(),
         };
-        if let Some((h, w)) = self.center_crop {
-            image = center_crop(&image, h, w);
-        }
         let (w, h) = image.dimensions();
         let plane = w as usize * h as usize;
         let mut out = vec![0.0f32; 3 * plane];
@@ -251,6 +269,18 @@ fn resized_size(width: u32, height: u32, size: Resize) -> (u64, u64) {
             let long = |l: u32, s: u32| (short * u64::from(l) / u64::from(s)).max(1);
             if width <= height { (short, long(height, width)) } else { (long(width, height), short) }
         }
+    }
+}
+
+/// The part of a side of `len` pixels that a centre crop to `crop` keeps (all of a shorter side,
+/// which the crop pads), as [`center_crop`] places it.
+fn crop_window(len: u64, crop: u32) -> std::ops::Range<usize> {
+    let crop = u64::from(crop);
+    if len >= crop {
+        let start = (len - crop) / 2;
+        start as usize..(start + crop) as usize
+    } else {
+        0..len as usize
     }
 }
 
@@ -305,29 +335,77 @@ pub fn is_blank(frame: &RgbImage) -> bool {
     })
 }
 
-/// Decodes PNG, JPEG, WebP or GIF (first frame) bytes and converts to 8-bit RGB as transformers'
-/// `convert_rgb` does: grey is replicated and transparency is composited over white.
+/// Decodes PNG, JPEG, WebP or GIF (first frame) bytes, turned upright as their Exif orientation
+/// says (as transformers' `load_image` does: a phone's photos are stored sideways), and converts to
+/// 8-bit RGB as transformers' `convert_rgb` does: grey is replicated and transparency is
+/// composited over white. A JPEG cut short is refused (its decoder fills the missing part grey).
 pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, MediaError> {
-    let mut reader = ImageReader::new(std::io::Cursor::new(bytes))
+    let reader = ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| MediaError::Image(e.to_string()))?;
-    if reader.format().is_none() {
+    let Some(format) = reader.format() else {
         return Err(MediaError::Image("unrecognised format; glimpse reads PNG, JPEG, WebP and GIF".into()));
+    };
+    if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
+        return Err(MediaError::Image(
+            "the JPEG is cut short (its image data has no end); download or copy it again".into(),
+        ));
     }
-    reader.limits(decoder_limits());
     let image = decoding("the image decoder", || {
-        reader.decode().map_err(|e| match e {
+        let limited = |e: image::ImageError| match e {
             image::ImageError::Limits(_) => MediaError::Image(format!(
                 "{e}: glimpse decodes images of at most {MAX_SIDE} pixels a side and 1 GiB of pixels; scale it down \
                  first"
             )),
             e => MediaError::Image(e.to_string()),
-        })
+        };
+        let mut reader = reader;
+        reader.limits(decoder_limits());
+        let mut decoder = reader.into_decoder().map_err(limited)?;
+        decoder_limits().reserve(decoder.total_bytes()).map_err(limited)?;
+        // Unreadable Exif is no orientation, as for a viewer.
+        let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+        let mut image = DynamicImage::from_decoder(decoder).map_err(limited)?;
+        image.apply_orientation(orientation);
+        Ok(image)
     })?;
     if image.width() == 0 || image.height() == 0 {
         return Err(MediaError::Image("the image has no pixels".into()));
     }
     Ok(to_rgb(image))
+}
+
+/// Whether a JPEG holds the end of its image: an end-of-image marker after its first scan. The
+/// segments before the scan are skipped by their lengths (an Exif thumbnail holds markers of its
+/// own); inside scans every 0xFF byte is followed by 0x00 or a restart marker, so the first
+/// 0xFF 0xD9 after the scan's start ends the image. Bytes after it (a phone's motion photo) are
+/// allowed.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    const START_OF_SCAN: u8 = 0xDA;
+    const END_OF_IMAGE: u8 = 0xD9;
+    let mut at = 2;
+    loop {
+        // Fill bytes (0xFF) may come before a marker.
+        while bytes.get(at) == Some(&0xFF) && bytes.get(at + 1) == Some(&0xFF) {
+            at += 1;
+        }
+        let (Some(&0xFF), Some(&marker)) = (bytes.get(at), bytes.get(at + 1)) else { return false };
+        match marker {
+            // Markers without a length.
+            0x01 | 0xD0..=0xD7 => at += 2,
+            END_OF_IMAGE => return false,
+            _ => {
+                let Some(length) = bytes.get(at + 2..at + 4).map(|l| usize::from(u16::from_be_bytes([l[0], l[1]])))
+                else {
+                    return false;
+                };
+                at += 2 + length;
+                if marker == START_OF_SCAN {
+                    return bytes.get(at..).is_some_and(|rest| rest.windows(2).any(|w| w == [0xFF, END_OF_IMAGE]));
+                }
+            }
+        }
+    }
 }
 
 /// What a decoder may allocate for one image or animation frame: sides up to [`MAX_SIDE`] and a
@@ -370,7 +448,6 @@ fn over_white(value: u8, alpha: u8) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use image::ImageFormat;
 
     #[test]
     fn flat_frames_are_blank_and_drawn_ones_are_not() {
@@ -442,5 +519,74 @@ mod tests {
         assert!(ImagePreprocess::from_json(br#"{"size": 256, "crop_size": 224}"#, 224).is_ok());
         let exact = br#"{"do_center_crop": false, "size": {"height": 224, "width": 224}}"#;
         assert!(ImagePreprocess::from_json(exact, 224).is_ok());
+    }
+
+    fn jpeg_of(image: &RgbImage) -> Vec<u8> {
+        let mut bytes = std::io::Cursor::new(Vec::new());
+        DynamicImage::ImageRgb8(image.clone()).write_to(&mut bytes, ImageFormat::Jpeg).unwrap();
+        bytes.into_inner()
+    }
+
+    /// A JPEG cut anywhere after its headers is refused, not decoded with a grey end; whole, or
+    /// followed by other bytes (a motion photo's video), it decodes.
+    #[test]
+    fn jpegs_cut_short_are_refused() {
+        let mut rng = crate::rng::Rng::new(5);
+        let image = RgbImage::from_fn(64, 48, |_, _| image::Rgb([0, 1, 2].map(|_| (rng.next_u64() >> 56) as u8)));
+        let whole = jpeg_of(&image);
+        let decoded = decode_image(&whole).unwrap();
+        assert_eq!(decoded.dimensions(), (64, 48));
+        let mut followed = whole.clone();
+        followed.extend_from_slice(b"\0\0\0\x18ftypmp42 and a video after the image");
+        assert_eq!(decode_image(&followed).unwrap(), decoded);
+        for cut in [whole.len() - 1, whole.len() - 2, whole.len() * 2 / 3, whole.len() / 2, 200, 20, 3] {
+            let err = decode_image(&whole[..cut]).unwrap_err().to_string();
+            assert!(err.contains("cut short") || err.contains("end"), "cut at {cut} of {}: {err}", whole.len());
+        }
+    }
+
+    /// An Exif orientation turns the picture upright: 6 (the camera held upright, the sensor's
+    /// rows stored sideways) rotates it a quarter turn clockwise.
+    #[test]
+    fn exif_orientation_turns_the_image_upright() {
+        // Left half black, right half white, 32 x 16: after a quarter turn clockwise, the top is
+        // black and the bottom white, 16 x 32.
+        let image = RgbImage::from_fn(32, 16, |x, _| image::Rgb([if x < 16 { 0 } else { 255 }; 3]));
+        let plain = jpeg_of(&image);
+        // An APP1 segment with a big-endian TIFF header and one IFD entry: Orientation (0x0112),
+        // SHORT, 1 value, 6.
+        let mut exif = b"Exif\0\0MM\0\x2a\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01\0\x06\0\0\0\0\0\0".to_vec();
+        let length = (exif.len() + 2) as u16;
+        let mut rotated = plain[..2].to_vec();
+        rotated.extend_from_slice(&[0xFF, 0xE1]);
+        rotated.extend_from_slice(&length.to_be_bytes());
+        rotated.append(&mut exif);
+        rotated.extend_from_slice(&plain[2..]);
+        assert_eq!(decode_image(&plain).unwrap().dimensions(), (32, 16));
+        let upright = decode_image(&rotated).unwrap();
+        assert_eq!(upright.dimensions(), (16, 32));
+        assert!(
+            upright.get_pixel(8, 4)[0] < 40 && upright.get_pixel(8, 28)[0] > 215,
+            "{:?} {:?}",
+            upright.get_pixel(8, 4),
+            upright.get_pixel(8, 28)
+        );
+    }
+
+    /// With a centre crop, a strip far longer than wide preprocesses (only the crop is resized)
+    /// to the pixels of resizing it whole and cropping; without a crop it is refused.
+    #[test]
+    fn extreme_strips_resize_only_their_crop() {
+        let mut rng = crate::rng::Rng::new(6);
+        let strip = RgbImage::from_fn(8, 700, |_, _| image::Rgb([0, 1, 2].map(|_| (rng.next_u64() >> 56) as u8)));
+        let preprocess = ImagePreprocess::clip_default(96);
+        let (pixels, size) = preprocess.apply(&strip).unwrap();
+        assert_eq!(size, (96, 96));
+        let whole = center_crop(&resize(&strip, 96, 8400, Filter::Bicubic), 96, 96);
+        let expected = ImagePreprocess { resize: None, ..preprocess.clone() }.apply(&whole).unwrap().0;
+        assert_eq!(pixels, expected);
+        let uncropped = ImagePreprocess { center_crop: None, ..preprocess };
+        let err = uncropped.apply(&RgbImage::new(1, 700)).unwrap_err().to_string();
+        assert!(err.contains("crop the image"), "{err}");
     }
 }

@@ -44,6 +44,19 @@ const MIN_CHAPTER_SECONDS: u64 = 10;
 /// Fewest chapters YouTube accepts.
 const MIN_CHAPTERS: usize = 3;
 
+/// Refuses a video too short for YouTube's chapters whatever its events (under 30 s), so that a
+/// caller can say so before captioning it.
+pub fn check_chapters_fit(duration: f64) -> Result<(), String> {
+    let least = MIN_CHAPTERS as u64 * MIN_CHAPTER_SECONDS;
+    if duration.is_finite() && duration >= least as f64 {
+        return Ok(());
+    }
+    Err(format!(
+        "YouTube chapters need at least {MIN_CHAPTERS} chapters of {MIN_CHAPTER_SECONDS} s or more, so a video of \
+         {least} s or more; this one lasts {duration:.1} s"
+    ))
+}
+
 /// YouTube chapters for a video of `duration` seconds: `MM:SS Title` lines (`H:MM:SS` from an
 /// hour on), the first at `00:00`, at least three, each at least 10 s long, in order, so the
 /// list can be pasted into a video's description. Chapters start at events' starts (whole
@@ -52,7 +65,8 @@ const MIN_CHAPTERS: usize = 3;
 /// longest event. Fails, saying why, where fewer than three chapters fit (a video under 30 s, or
 /// events too close together).
 pub fn to_chapters(cues: &[Cue], duration: f64) -> Result<String, String> {
-    let end = if duration.is_finite() { duration.max(0.0).floor() as u64 } else { 0 };
+    check_chapters_fit(duration)?;
+    let end = duration.floor() as u64;
     let mut sorted: Vec<&Cue> = cues.iter().collect();
     sorted.sort_by(|a, b| a.start.total_cmp(&b.start));
     let start = |i: usize| if i == 0 { 0 } else { sorted[i].start.max(0.0).floor() as u64 };
@@ -139,6 +153,9 @@ mod tests {
         let crowded = [cue(0.0, 8.0, "a"), cue(8.0, 16.0, "b"), cue(16.0, 24.0, "c")];
         assert!(to_chapters(&crowded, 24.0).is_err());
         assert!(to_chapters(&[], f64::NAN).is_err());
+        // Too short whatever the events: said before any are made, with the length.
+        assert!(check_chapters_fit(29.94).unwrap_err().contains("this one lasts 29.9 s"));
+        assert!(check_chapters_fit(30.0).is_ok());
         let thirty = [cue(0.0, 10.0, "a"), cue(10.0, 20.0, "b"), cue(20.0, 30.0, "c")];
         assert_eq!(to_chapters(&thirty, 30.0).unwrap(), "00:00 A\n00:10 B\n00:20 C\n");
     }

@@ -45,6 +45,18 @@ pub fn check_fps(fps: f64) -> Result<(), MediaError> {
     }
 }
 
+/// The seconds `samples` frames sampled at `fps` stand for: `samples / fps`, or the video's own
+/// `length` where that is shorter (one sample of a 3 s video at 0.001 fps stands for 3 s, not
+/// 1000). A length the samples contradict (shorter than the first `samples - 1` sampling steps: a
+/// container's header may say anything) is ignored.
+pub fn sampled_duration(samples: usize, fps: f64, length: Option<f64>) -> f64 {
+    let span = samples as f64 / fps;
+    match length {
+        Some(length) if length.is_finite() && length < span && length > (samples as f64 - 1.0) / fps => length,
+        _ => span,
+    }
+}
+
 /// A video that has been found readable, before any frame is decoded: opening checks the path
 /// (a regular file or a folder, a known format, ffmpeg present when needed) so that a bad input
 /// is refused before models are loaded.
@@ -103,8 +115,8 @@ impl VideoSource {
     }
 
     /// Decodes the frames one by one and hands each sampled frame to `on_frame`, in order; returns
-    /// the seconds they stand for (the frames over the sampling rate, or an animation's own length
-    /// where that is shorter: one sample of a 4 s GIF at 0.001 fps stands for 4 s, not 1000).
+    /// the seconds they stand for ([`sampled_duration`]: the frames over the sampling rate, or the
+    /// video's own length where that is shorter; a folder of frames has no length of its own).
     /// Nothing decoded is kept here: what `on_frame` keeps is all that stays.
     pub fn for_each_frame<E: From<MediaError>>(
         &self,
@@ -122,7 +134,10 @@ impl VideoSource {
                 }
                 Ok(paths.len() as f64 / self.fps)
             }
-            SourceKind::Ffmpeg { path } => Ok(read_with_ffmpeg(path, self.fps, &mut on_frame)? as f64 / self.fps),
+            SourceKind::Ffmpeg { path } => {
+                let samples = read_with_ffmpeg(path, self.fps, &mut on_frame)?;
+                Ok(sampled_duration(samples, self.fps, probe_length(path)))
+            }
         }
     }
 }
@@ -205,7 +220,7 @@ pub fn sample_animation<R: BufRead + Seek, E: From<MediaError>>(
     }
     let total = start;
     let samples = sampler.finish(total, on_frame)?;
-    Ok((samples as f64 / fps).min(total))
+    Ok(sampled_duration(samples, fps, Some(total)))
 }
 
 /// Milliseconds a frame is shown; browsers show zero-delay frames for 100 ms.
@@ -343,6 +358,30 @@ fn check_ffmpeg(path: &Path) -> Result<(), MediaError> {
     }
 }
 
+/// The container formats ffmpeg may open (its demuxers' names), a video's file alone: without the
+/// list, a playlist named `.mp4` (HLS, concat) would have ffmpeg read other files of the machine.
+const FFMPEG_FORMATS: &str = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,flv,mpegts,mpeg,ogg,asf,mxf,nut,\
+                              yuv4mpegpipe,h264,hevc,m4v,mpegvideo,dv,rm,ivf,obu";
+
+/// `path` as ffmpeg's input: a file whatever the name (ffmpeg would read `concat:a.mp4` or
+/// `http:...` as a protocol), opened only as one of [`FFMPEG_FORMATS`].
+fn ffmpeg_input(command: &mut Command, path: &Path) {
+    let mut input = std::ffi::OsString::from("file:");
+    input.push(path);
+    command.args(["-format_whitelist", FFMPEG_FORMATS, "-i"]).arg(input);
+}
+
+/// The length in seconds a video's container states, read by `ffprobe` (ffmpeg's companion); `None`
+/// where it states none or ffprobe cannot run. Used only to end the last sample at the video's end.
+fn probe_length(path: &Path) -> Option<f64> {
+    let mut command = Command::new("ffprobe");
+    command.args(["-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0"]);
+    ffmpeg_input(&mut command, path);
+    let output = command.stdin(Stdio::null()).stderr(Stdio::null()).output().ok()?;
+    let length: f64 = String::from_utf8_lossy(&output.stdout).trim().parse().ok()?;
+    (output.status.success() && length.is_finite() && length > 0.0).then_some(length)
+}
+
 /// An ffmpeg process that is killed (and reaped) if reading stops early.
 struct Ffmpeg {
     child: Child,
@@ -397,12 +436,10 @@ fn run_ffmpeg<E: From<MediaError>>(
     filter: &str,
     on_frame: &mut impl FnMut(RgbImage) -> Result<(), E>,
 ) -> Result<(usize, String), E> {
-    // As a file, whatever the name: ffmpeg would read `concat:a.mp4` or `http:...` as a protocol.
-    let mut input = std::ffi::OsString::from("file:");
-    input.push(path);
-    let spawned = Command::new("ffmpeg")
-        .args(["-nostdin", "-loglevel", "error", "-i"])
-        .arg(input)
+    let mut command = Command::new("ffmpeg");
+    command.args(["-nostdin", "-loglevel", "error"]);
+    ffmpeg_input(&mut command, path);
+    let spawned = command
         .args(["-vf", filter, "-frames:v", &(MAX_FRAMES + 1).to_string()])
         .args(["-f", "image2pipe", "-c:v", "ppm", "-pix_fmt", "rgb24", "-"])
         .stdin(Stdio::null())
@@ -449,6 +486,14 @@ fn run_ffmpeg<E: From<MediaError>>(
     let status = process.child.wait().map_err(|e| MediaError::Video(format!("ffmpeg: {e}")))?;
     let stderr = process.stderr.take().and_then(|h| h.join().ok()).unwrap_or_default();
     if !status.success() {
+        if stderr.contains("not on whitelist") {
+            return Err(MediaError::Video(format!(
+                "{} is not a video file glimpse reads (a playlist, a stream description or another format: \
+                 {stderr}); give the video itself (MP4, MOV, WebM, MKV, AVI, ...)",
+                path.display()
+            ))
+            .into());
+        }
         let why = if stderr.is_empty() { format!("it exited with {status}") } else { stderr };
         return Err(MediaError::Video(format!("ffmpeg cannot read {}: {why}", path.display())).into());
     }
@@ -589,5 +634,20 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         let err = result.unwrap_err().to_string();
         assert!(err.contains("ffmpeg"), "{err}");
+    }
+
+    #[test]
+    fn samples_stand_for_the_videos_length_where_it_agrees_with_them() {
+        // One sample at 0.001 fps of a 3 s video: 3 s.
+        assert_eq!(sampled_duration(1, 0.001, Some(3.0)), 3.0);
+        // A length beyond the samples' span, or none: the span.
+        assert_eq!(sampled_duration(6, 2.0, Some(3.2)), 3.0);
+        assert_eq!(sampled_duration(6, 2.0, None), 3.0);
+        // Within the last sampling step: the length.
+        assert_eq!(sampled_duration(6, 2.0, Some(2.75)), 2.75);
+        // A header that claims less than the samples show, or nonsense: ignored.
+        for claim in [2.5, 1.0, 0.0, -4.0, f64::NAN, f64::NEG_INFINITY] {
+            assert_eq!(sampled_duration(6, 2.0, Some(claim)), 3.0, "{claim}");
+        }
     }
 }

@@ -64,24 +64,29 @@ impl ClipBundle {
         self.model.encode_text(&self.tokenize(texts)?, &self.device)
     }
 
-    /// Preprocessed pixels, `[images, 3, height, width]`; every image must come out the same size
-    /// (always true with a centre crop).
+    /// Preprocessed pixels, `[images, 3, size, size]` at the model's image size. Only a
+    /// preprocessor that resizes without cropping can give another size (a shortest-edge resize of
+    /// an image that is not square), refused here before any image is encoded.
     pub fn pixels(&self, images: &[RgbImage]) -> Result<Tensor<4>, ModelError> {
-        let mut values = Vec::new();
-        let mut size = None;
+        let size = self.model.image_size();
+        let mut values = Vec::with_capacity(images.len() * 3 * size * size);
         for image in images {
-            let (pixels, hw) = self.preprocess.apply(image)?;
-            if let Some(first) = size.filter(|&first| first != hw) {
+            let (pixels, (h, w)) = self.preprocess.apply(image)?;
+            if (h as usize, w as usize) != (size, size) {
                 return Err(ModelError::Input(format!(
-                    "images preprocess to different sizes ({first:?} and {hw:?}); enable the centre crop"
+                    "a {}x{} image preprocesses to {w}x{h} pixels where the model takes {size}x{size}: the \
+                     preprocessor_config.json resizes without cropping (do_center_crop is false), which fits \
+                     square images only; crop the image square, or set do_center_crop to true",
+                    image.width(),
+                    image.height()
                 )));
             }
-            size = Some(hw);
             values.extend(pixels);
         }
-        let (h, w) = size.ok_or_else(|| ModelError::Input("no image to encode".into()))?;
-        let shape = [images.len(), 3, h as usize, w as usize];
-        Ok(Tensor::from_data(TensorData::new(values, shape), &self.device))
+        if images.is_empty() {
+            return Err(ModelError::Input("no image to encode".into()));
+        }
+        Ok(Tensor::from_data(TensorData::new(values, [images.len(), 3, size, size]), &self.device))
     }
 
     /// Projected image embeddings, not normalised: `[images, projection_dim]`.

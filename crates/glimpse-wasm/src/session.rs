@@ -9,7 +9,7 @@ use glimpse_align::guided::{self, GuidanceOptions, IMAGE_PROMPT, Step, Targets};
 use glimpse_align::zerota::{EmbeddedVideo, Event, FrameEmbedder, VIDEO_PROMPT, ZeroTaConfig, dense_caption};
 use glimpse_media::subtitles::{Cue, to_chapters, to_srt, to_vtt};
 use glimpse_media::to_rgb;
-use glimpse_media::video::{MAX_FRAMES, check_fps};
+use glimpse_media::video::{MAX_FRAMES, check_fps, sampled_duration};
 use glimpse_models::tensor::read;
 use glimpse_models::weights::ReadAt;
 use glimpse_models::{ClipBundle, Gpt2Bundle, ModelFiles, Weights, l2_normalize};
@@ -110,12 +110,17 @@ impl Session {
         })
     }
 
-    /// An empty video sampled at `fps`: its frames arrive in chunks ([`Video::push`]) and are
-    /// embedded as they come, so a long video never sits in memory as pixels.
+    /// An empty video sampled at `fps`, lasting `length` seconds where the page knows (a
+    /// `<video>`'s duration; not for an array of frames): its frames arrive in chunks
+    /// ([`Video::push`]) and are embedded as they come, so a long video never sits in memory as
+    /// pixels.
     #[wasm_bindgen(js_name = startVideo)]
-    pub fn start_video(&self, fps: f64) -> Result<Video, JsValue> {
+    pub fn start_video(&self, fps: f64, length: Option<f64>) -> Result<Video, JsValue> {
         check_fps(fps).map_err(errors::input)?;
-        Ok(Video { fps, frames: Frames::Arriving(FrameEmbedder::new(self.models.clip.clone())) })
+        if let Some(length) = length.filter(|length| !(length.is_finite() && *length > 0.0)) {
+            return Err(errors::input(format!("the video's length {length} s must be a positive number")));
+        }
+        Ok(Video { fps, length, frames: Frames::Arriving(FrameEmbedder::new(self.models.clip.clone())) })
     }
 
     /// Zero-shot dense captioning (ZeroTA) of `video` with `events` events (`undefined`: one per
@@ -201,6 +206,7 @@ impl Session {
 #[wasm_bindgen]
 pub struct Video {
     fps: f64,
+    length: Option<f64>,
     frames: Frames,
 }
 
@@ -221,7 +227,7 @@ impl Video {
     }
 
     fn duration(&self) -> f64 {
-        self.frame_count() as f64 / self.fps
+        sampled_duration(self.frame_count(), self.fps, self.length)
     }
 
     /// The frames, completing the video on first use.

@@ -59,7 +59,8 @@ pub struct Scores {
     pub recall: f64,
 }
 
-/// Reads a submission: `{"results": {id: [{"sentence", "timestamp": [start, end]}]}, ...}`.
+/// Reads a submission: `{"results": {id: [{"sentence", "timestamp": [start, end]}]}, ...}`; a
+/// timestamp that ends before it starts is refused, named (tIoU would score it as a segment).
 pub fn read_predictions(json: &[u8]) -> Result<BTreeMap<String, Vec<Prediction>>, String> {
     #[derive(Deserialize)]
     struct Submission {
@@ -68,7 +69,33 @@ pub fn read_predictions(json: &[u8]) -> Result<BTreeMap<String, Vec<Prediction>>
     let submission: Submission = serde_json::from_slice(json).map_err(|e| {
         format!("not a submission in the ActivityNet Captions layout ({e}); expected {{\"results\": {{id: [{{\"sentence\", \"timestamp\": [start, end]}}]}}}}")
     })?;
+    for (id, predicted) in &submission.results {
+        for (index, prediction) in predicted.iter().enumerate() {
+            check_timestamp(prediction.timestamp, id, index, &prediction.sentence)?;
+        }
+    }
     Ok(submission.results)
+}
+
+/// Refuses a segment that is not one: `[start, end]` with `start <= end`, both finite. Negative
+/// times stay, as `densevid_eval` takes them (a detector may start a little before the video).
+fn check_timestamp([start, end]: [f64; 2], id: &str, index: usize, sentence: &str) -> Result<(), String> {
+    let why = if !(start.is_finite() && end.is_finite()) {
+        "is not a pair of finite times"
+    } else if start > end {
+        "ends before it starts; give [start, end]"
+    } else {
+        return Ok(());
+    };
+    Err(format!("video {}, event {} (`{}`): timestamp [{start}, {end}] {why}", short(id), index + 1, short(sentence)))
+}
+
+/// At most 80 characters of `text`, for an error message.
+fn short(text: &str) -> String {
+    match text.char_indices().nth(80) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
 }
 
 /// Reads a truth file: `{id: {"timestamps": [[start, end], ..], "sentences": [..], ...}}` (other
@@ -79,10 +106,16 @@ pub fn read_truth(json: &[u8]) -> Result<BTreeMap<String, Truth>, String> {
     })?;
     if let Some((id, video)) = truth.iter().find(|(_, v)| v.timestamps.len() != v.sentences.len()) {
         return Err(format!(
-            "video {id} has {} segments but {} sentences",
+            "video {} has {} segments but {} sentences",
+            short(id),
             video.timestamps.len(),
             video.sentences.len()
         ));
+    }
+    for (id, video) in &truth {
+        for (index, (&timestamp, sentence)) in video.timestamps.iter().zip(&video.sentences).enumerate() {
+            check_timestamp(timestamp, id, index, sentence)?;
+        }
     }
     Ok(truth)
 }
@@ -117,7 +150,8 @@ pub fn evaluate(
 /// threshold.
 fn mean(scores: &[Scores], count: usize, with_meteor: bool) -> Scores {
     let n = count.max(1) as f64;
-    let average = |figure: fn(&Scores) -> f64| scores.iter().map(figure).sum::<f64>() / n;
+    // Summed from +0: `Sum for f64` starts at -0.0, which an empty sum keeps and prints as `-0.0000`.
+    let average = |figure: fn(&Scores) -> f64| scores.iter().map(figure).fold(0.0, |sum, x| sum + x) / n;
     Scores {
         threshold: None,
         bleu_1: average(|s| s.bleu_1),
@@ -310,5 +344,29 @@ mod tests {
         let soda = soda_c_by(&predictions, &truth, exact).unwrap();
         assert!((soda.precision - 1.5 / 3.0).abs() < 1e-6 && (soda.recall - 1.5 / 2.0).abs() < 1e-6, "{soda:?}");
         assert!((soda.f1 - 0.6).abs() < 1e-6, "{soda:?}");
+    }
+
+    /// Nothing predicted scores +0 (an empty `Sum` of f64 is -0.0, printed `-0.0000`), and a
+    /// reversed timestamp in either file is refused with the video and the event named.
+    #[test]
+    fn empty_scores_are_positive_zeros_and_reversed_timestamps_are_refused() {
+        let truth = read_truth(br#"{"v1": {"duration": 9, "timestamps": [[0, 5]], "sentences": ["a dog runs."]}}"#);
+        let scores = evaluate(&BTreeMap::new(), &truth.unwrap(), None).unwrap();
+        for s in &scores {
+            for figure in [s.bleu_1, s.bleu_2, s.bleu_3, s.bleu_4, s.cider_d, s.precision, s.recall] {
+                assert!(figure == 0.0 && figure.is_sign_positive(), "{s:?}");
+            }
+        }
+
+        let err = read_truth(br#"{"v1": {"timestamps": [[0, 5], [7, 6]], "sentences": ["a dog.", "a cat."]}}"#);
+        assert_eq!(
+            err.unwrap_err(),
+            "video v1, event 2 (`a cat.`): timestamp [7, 6] ends before it starts; give [start, end]"
+        );
+        let submission = br#"{"results": {"v1": [{"sentence": "a dog.", "timestamp": [5, 0]}]}}"#;
+        let err = read_predictions(submission).unwrap_err();
+        assert!(err.starts_with("video v1, event 1 (`a dog.`): timestamp [5, 0] ends before it starts"), "{err}");
+        let fine = br#"{"results": {"v1": [{"sentence": "a dog.", "timestamp": [-0.5, 0]}]}}"#;
+        assert!(read_predictions(fine).is_ok(), "densevid_eval takes a start before the video");
     }
 }

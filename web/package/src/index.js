@@ -121,7 +121,9 @@ export class Glimpse {
   // embeds the one before, and no call ever holds a whole video's pixels.
   _onVideo(source, fps, signal, call) {
     return this._enqueue(async () => {
-      const { reused } = await this._send(Request.startVideo, { fps, key: sourceKey(source) }, { signal });
+      // A <video> lasts its duration: the last sample ends there, not a sampling step later.
+      const length = Array.isArray(source) ? undefined : source.duration;
+      const { reused } = await this._send(Request.startVideo, { fps, key: sourceKey(source), length }, { signal });
       if (!reused) {
         let embedding = null;
         for await (const chunk of frameChunks(source, fps, this.imageSize, signal)) {

@@ -7,12 +7,13 @@
  * the same `id`. A call on a video is three kinds of request in a row: `startVideo` (answered
  * `{reused: true}` where the worker still holds that source's embedded frames at that rate: the
  * chunks are then skipped), one `videoFrames` per chunk, then `denseCaption` or `findMoments`.
+ * `startVideo`'s `length` is a `<video>`'s duration in seconds (an array of frames has none).
  * @typedef {{ id: number } & (
  *   | { type: 'load', args: { device: 'auto' | 'webgpu' | 'cpu', clip: ModelSource, lm: ModelSource } }
  *   | { type: 'embedImage', args: { image: ImageData } }
  *   | { type: 'embedText', args: { text: string } }
  *   | { type: 'captionImage', args: { image: ImageData, options: GuidanceOptions } }
- *   | { type: 'startVideo', args: { fps: number, key: string } }
+ *   | { type: 'startVideo', args: { fps: number, key: string, length?: number } }
  *   | { type: 'videoFrames', args: FrameChunk }
  *   | { type: 'denseCaption', args: { events: number | 'auto', maxEvents: number, seed: number, options: GuidanceOptions } }
  *   | { type: 'findMoments', args: { queries: string[], options: FindOptions } }

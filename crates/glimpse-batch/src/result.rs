@@ -1,0 +1,112 @@
+//! A video's result file, `<id>.json` as `caption-video --format json` writes it: read back and
+//! checked (the batch loop counts a video as done only when its result reads as one, the merge
+//! refuses one that does not), and the subtitles made from its events.
+
+use std::path::Path;
+
+use glimpse_media::subtitles::{Cue, to_srt, to_vtt};
+use glimpse_media::untrusted::read_regular_file;
+use glimpse_world::densevid::Prediction;
+use serde::Deserialize;
+
+use crate::BatchError;
+use crate::manifest::short;
+
+/// The largest result file read (a video's events).
+const MAX_RESULT_BYTES: u64 = 64 << 20;
+
+/// How far an event may end past the video's duration, in seconds: rounding, never a frame.
+const DURATION_SLACK: f64 = 1e-6;
+
+/// The part of a result file the batch reads.
+#[derive(Debug, Deserialize)]
+pub(crate) struct VideoResult {
+    /// Absent from a hand-made result; then no event is checked against it.
+    #[serde(default)]
+    duration: Option<f64>,
+    events: Vec<ResultEvent>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ResultEvent {
+    start: f64,
+    end: f64,
+    caption: String,
+}
+
+impl VideoResult {
+    /// A result from its JSON, its events checked: times finite, not negative, in order, and
+    /// within the duration where there is one. Says what is wrong, without naming the file.
+    pub(crate) fn parse(bytes: &[u8]) -> Result<Self, String> {
+        let result: Self = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if let Some(duration) = result.duration.filter(|d| !(d.is_finite() && *d >= 0.0)) {
+            return Err(format!("its duration {duration} is not a number of seconds"));
+        }
+        for (number, event) in result.events.iter().enumerate() {
+            let ResultEvent { start, end, ref caption } = *event;
+            let event = format!("event {} (`{}`)", number + 1, short(caption));
+            if !(start.is_finite() && end.is_finite() && start >= 0.0) {
+                return Err(format!("{event} has a negative or non-finite time: start {start}, end {end}"));
+            }
+            if start > end {
+                return Err(format!("{event} starts at {start} s, after it ends at {end} s"));
+            }
+            if let Some(duration) = result.duration.filter(|d| end > d + DURATION_SLACK) {
+                return Err(format!("{event} ends at {end} s, after the video's {duration} s"));
+            }
+        }
+        Ok(result)
+    }
+
+    /// The result at `path`, or why it is not one (naming the file and what to do).
+    pub(crate) fn read(path: &Path) -> Result<Self, BatchError> {
+        let bytes = read_regular_file(path, MAX_RESULT_BYTES)?;
+        Self::parse(&bytes).map_err(|why| {
+            BatchError::Result(format!(
+                "{} is not a glimpse result ({why}); remove it or caption the video again",
+                path.display()
+            ))
+        })
+    }
+
+    /// The files `--subtitles` adds, by extension: the same bytes as those made from the events
+    /// when they were found (JSON keeps every f64 exactly).
+    pub(crate) fn subtitles(&self) -> [(&'static str, String); 2] {
+        let cues: Vec<Cue> =
+            self.events.iter().map(|e| Cue { start: e.start, end: e.end, text: e.caption.clone() }).collect();
+        [("srt", to_srt(&cues)), ("vtt", to_vtt(&cues))]
+    }
+
+    /// The events in the ActivityNet Captions layout.
+    pub(crate) fn predictions(self) -> Vec<Prediction> {
+        self.events.into_iter().map(|e| Prediction { sentence: e.caption, timestamp: [e.start, e.end] }).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_with_impossible_times_are_refused_with_the_event_named() {
+        let event = |start: &str, end: &str| {
+            format!(r#"{{"duration":9.0,"events":[{{"caption":"a dog.","start":{start},"end":{end},"score":0.5}}]}}"#)
+        };
+        assert!(VideoResult::parse(event("0.0", "9.0").as_bytes()).is_ok());
+        assert!(VideoResult::parse(event("2.0", "2.0").as_bytes()).is_ok(), "an instant is a moment");
+        for (start, end, needle) in [
+            ("5.0", "1.0", "event 1 (`a dog.`) starts at 5 s, after it ends at 1 s"),
+            ("-1.0", "1.0", "negative or non-finite"),
+            ("1.0", "9.5", "ends at 9.5 s, after the video's 9 s"),
+        ] {
+            let err = VideoResult::parse(event(start, end).as_bytes()).unwrap_err();
+            assert!(err.contains(needle), "{start}..{end}: {err}");
+        }
+        // Cut short (a copy interrupted), or not a result at all.
+        let whole = event("0.0", "9.0");
+        assert!(VideoResult::parse(&whole.as_bytes()[..whole.len() / 2]).is_err());
+        assert!(VideoResult::parse(br#"{"video":"a.gif"}"#).unwrap_err().contains("missing field `events`"));
+        // A hand-made result without a duration is checked for order only.
+        assert!(VideoResult::parse(br#"{"events":[{"caption":"x","start":3,"end":400}]}"#).is_ok());
+    }
+}
