@@ -171,20 +171,25 @@ fn generation_limits_are_errors_not_panics() {
     assert!(err.contains("top-k = 10000 must be in 1..="), "{err}");
 }
 
+/// A 1 x 60000 strip resized to a 224 shorter side would be 13 million pixels long: with a crop
+/// only the crop is resized; without one it is refused.
 #[test]
-fn images_that_would_resize_to_absurd_sizes_are_refused() {
+fn images_that_would_resize_to_absurd_sizes_are_cropped_first_or_refused() {
     let strip = image::RgbImage::new(1, 60_000);
-    let err = ImagePreprocess::clip_default(224).apply(&strip).unwrap_err().to_string();
+    let (_, size) = ImagePreprocess::clip_default(224).apply(&strip).unwrap();
+    assert_eq!(size, (224, 224));
+    let uncropped = ImagePreprocess { center_crop: None, ..ImagePreprocess::clip_default(224) };
+    let err = uncropped.apply(&strip).unwrap_err().to_string();
     assert!(err.contains("sides above 16384 are refused"), "{err}");
 }
 
 #[test]
-fn images_of_different_sizes_without_a_crop_are_an_error() {
+fn images_that_are_not_square_without_a_crop_are_an_error() {
     let mut clip = glimpse_models::ClipBundle::load(&ModelFiles::from_dir(fixture("clip-b")).unwrap(), &cpu()).unwrap();
     clip.preprocess.center_crop = None;
     let images = [image::RgbImage::new(40, 32), image::RgbImage::new(32, 50)];
     let err = clip.encode_images(&images).unwrap_err().to_string();
-    assert!(err.contains("different sizes"), "{err}");
+    assert!(err.contains("do_center_crop is false"), "{err}");
 }
 
 /// A NaN or infinity in any weight would make every output NaN, printed as a caption or a score:
