@@ -157,27 +157,21 @@ pub fn sample_animation<R: BufRead + Seek, E: From<MediaError>>(
     check_fps(fps).map_err(ours)?;
     let mut sampler = Sampler { fps, emitted: 0, shown: None, name };
     let mut start = 0.0;
-    let mut composited = 0u64;
     let mut push = |frame: RgbImage, ms: f64| -> Result<(), E> {
-        // Each frame is drawn onto the whole canvas, however small it is itself.
-        composited += u64::from(frame.width()) * u64::from(frame.height());
-        if composited > MAX_COMPOSITED_PIXELS {
-            return Err(ours(MediaError::Video(format!(
-                "its frames of {}x{} add up to more than {MAX_COMPOSITED_PIXELS} pixels to draw (minutes of \
-                 work); convert it to a video file of a smaller size or fewer frames",
-                frame.width(),
-                frame.height()
-            ))));
-        }
         sampler.next_frame(start, frame, on_frame)?;
         start += ms / 1000.0;
         Ok(())
     };
     match format {
         ImageFormat::Gif => {
+            let mut reader = reader;
+            let unreadable = |e: std::io::Error| MediaError::Video(format!("cannot read the GIF: {e}"));
+            let frames = gif_frame_count(&mut reader).map_err(|e| ours(unreadable(e)))?;
+            reader.seek(std::io::SeekFrom::Start(0)).map_err(|e| ours(unreadable(e)))?;
             let bad = |e: image::ImageError| MediaError::Video(format!("cannot decode the GIF: {e}"));
             let mut decoder = decoding("the GIF decoder", || GifDecoder::new(reader).map_err(bad)).map_err(ours)?;
             check_canvas(decoder.dimensions()).map_err(ours)?;
+            check_compositing(frames, decoder.dimensions()).map_err(ours)?;
             decoder.set_limits(decoder_limits()).map_err(|e| ours(bad(e)))?;
             let mut frames = decoder.into_frames();
             while let Some(frame) =
@@ -197,6 +191,7 @@ pub fn sample_animation<R: BufRead + Seek, E: From<MediaError>>(
             }
             let (width, height) = decoder.dimensions();
             check_canvas((width, height)).map_err(ours)?;
+            check_compositing(decoder.num_frames().into(), (width, height)).map_err(ours)?;
             let channels = if decoder.has_alpha() { 4 } else { 3 };
             // One buffer for every frame: the decoder composites each frame onto the canvas.
             let mut canvas = vec![0u8; width as usize * height as usize * channels];
@@ -221,6 +216,68 @@ pub fn sample_animation<R: BufRead + Seek, E: From<MediaError>>(
     let total = start;
     let samples = sampler.finish(total, on_frame)?;
     Ok(sampled_duration(samples, fps, Some(total)))
+}
+
+/// Refuses an animation whose `frames` would take more than [`MAX_COMPOSITED_PIXELS`] to draw,
+/// before any is: each is drawn onto the whole canvas, however small it is itself (an 8 KB GIF of
+/// a hundred thousand one-pixel frames on an 8000 x 8000 canvas is 6.4 trillion pixels).
+fn check_compositing(frames: u64, (width, height): (u32, u32)) -> Result<(), MediaError> {
+    let pixels = frames.saturating_mul(u64::from(width) * u64::from(height));
+    if pixels <= MAX_COMPOSITED_PIXELS {
+        return Ok(());
+    }
+    Err(MediaError::Video(format!(
+        "its {frames} frames on a canvas of {width}x{height} add up to more than {MAX_COMPOSITED_PIXELS} pixels to \
+         draw (minutes of work); convert it to a video file of a smaller size or fewer frames"
+    )))
+}
+
+/// The frames of a GIF, counted from its blocks without decoding any (each image descriptor is a
+/// frame). A file that ends or goes wrong midway gives the frames before: the decoder reports it.
+fn gif_frame_count(reader: &mut impl BufRead) -> std::io::Result<u64> {
+    fn skip(reader: &mut impl BufRead, bytes: u64) -> std::io::Result<()> {
+        std::io::copy(&mut reader.by_ref().take(bytes), &mut std::io::sink()).map(|_| ())
+    }
+    fn byte(reader: &mut impl BufRead) -> std::io::Result<Option<u8>> {
+        let mut one = [0u8];
+        Ok((reader.read(&mut one)? == 1).then_some(one[0]))
+    }
+    // Data sub-blocks: a length byte and that many bytes, until a length of 0.
+    fn skip_sub_blocks(reader: &mut impl BufRead) -> std::io::Result<()> {
+        while let Some(length @ 1..) = byte(reader)? {
+            skip(reader, length.into())?;
+        }
+        Ok(())
+    }
+    // A colour table of 2^(n + 1) entries follows where the flags' top bit says.
+    let table = |flags: u8| if flags & 0x80 != 0 { 3u64 << ((flags & 7) + 1) } else { 0 };
+    // "GIF89a" and the logical screen descriptor, whose fifth byte holds the flags.
+    let mut header = [0u8; 13];
+    if reader.read_exact(&mut header).is_err() {
+        return Ok(0);
+    }
+    skip(reader, table(header[10]))?;
+    let mut frames = 0;
+    loop {
+        match byte(reader)? {
+            // An extension: its label, then sub-blocks.
+            Some(0x21) => {
+                skip(reader, 1)?;
+                skip_sub_blocks(reader)?;
+            }
+            // An image: its descriptor (flags last), its colour table, LZW's code size, its data.
+            Some(0x2C) => {
+                frames += 1;
+                let mut descriptor = [0u8; 9];
+                if reader.read_exact(&mut descriptor).is_err() {
+                    return Ok(frames);
+                }
+                skip(reader, table(descriptor[8]) + 1)?;
+                skip_sub_blocks(reader)?;
+            }
+            _ => return Ok(frames),
+        }
+    }
 }
 
 /// Milliseconds a frame is shown; browsers show zero-delay frames for 100 ms.
@@ -649,5 +706,26 @@ mod tests {
         for claim in [2.5, 1.0, 0.0, -4.0, f64::NAN, f64::NEG_INFINITY] {
             assert_eq!(sampled_duration(6, 2.0, Some(claim)), 3.0, "{claim}");
         }
+    }
+
+    /// Frames are counted from a GIF's blocks, and an animation whose frames would take too long
+    /// to draw is refused by that count before any is decoded.
+    #[test]
+    fn animations_too_costly_to_draw_are_refused_before_decoding() {
+        let bytes = gif(&[[255, 0, 0], [0, 255, 0], [0, 0, 255]], 100);
+        assert_eq!(gif_frame_count(&mut Cursor::new(&bytes)).unwrap(), 3);
+        // 300 one-pixel frames on an 8000 x 8000 canvas: 19.2 billion pixels to draw.
+        let mut many = b"GIF89a".to_vec();
+        many.extend_from_slice(&[0x40, 0x1F, 0x40, 0x1F, 0x00, 0, 0]);
+        for _ in 0..300 {
+            // A descriptor at (0, 0), 1 x 1, with a local table of two colours; LZW's code size
+            // and one sub-block of data.
+            many.extend_from_slice(&[0x2C, 0, 0, 0, 0, 1, 0, 1, 0, 0x80, 0, 0, 0, 255, 255, 255, 2, 2, 0x44, 0x01, 0]);
+        }
+        many.push(0x3B);
+        assert_eq!(gif_frame_count(&mut Cursor::new(&many)).unwrap(), 300);
+        let err = collect(&many, 2.0).unwrap_err().to_string();
+        assert!(err.contains("its 300 frames on a canvas of 8000x8000"), "{err}");
+        assert!(check_compositing(3, (8000, 8000)).is_ok());
     }
 }
