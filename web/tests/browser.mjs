@@ -147,6 +147,24 @@ async function demoRuns(origin) {
         const length = await page.evaluate(() => document.getElementById('video').duration);
         check(slow.state === 'done' && slow.run.result.duration === length && slow.run.result.events.every((e) => e.end <= length),
           `demo on ${device}: 4 frames at 0.25 fps of the ${length} s video last ${slow.run.result?.duration} s (${slow.status})`);
+        // A <video> whose metadata has not arrived yet is waited for; one whose source changes
+        // while its frames are read is refused, and the instance goes on working.
+        const fresh = await page.evaluate(async () => {
+          const { Glimpse } = await import('/package/src/index.js');
+          const glimpse = await Glimpse.load({ clip: '/demo/assets/models/world-clip', lm: '/demo/assets/models/world-gpt2', device: 'cpu' });
+          const video = Object.assign(document.createElement('video'), { muted: true, src: '/demo/assets/shapes.webm' });
+          const early = { readyState: video.readyState };
+          early.moments = (await glimpse.findMoments(video, 'a red diamond', { fps: 1 })).length;
+          const changing = Object.assign(document.createElement('video'), { muted: true, src: '/demo/assets/shapes.webm?first' });
+          changing.addEventListener('seeked', () => { changing.src = '/demo/assets/shapes.webm?second'; }, { once: true });
+          const changed = await glimpse.findMoments(changing, 'a red diamond', { fps: 1 }).then(() => 'accepted', (e) => `${e.name}: ${e.message}`);
+          const after = (await glimpse.embedText('a red diamond')).length;
+          glimpse.dispose();
+          return { early, changed, after };
+        });
+        check(fresh.early.readyState === 0 && fresh.early.moments > 0, `demo on ${device}: a <video> still loading is waited for (${JSON.stringify(fresh.early)})`);
+        check(fresh.changed.startsWith('InputError') && fresh.changed.includes('source changed') && fresh.after > 0,
+          `demo on ${device}: a <video> whose source changes midway is refused ("${fresh.changed}"), and the next call works`);
       }
       timings.push({ device, adapter: run.device.description, loadSeconds: run.loadMs / 1000, captionSeconds: run.captionMs / 1000, captionAgainSeconds,
         // CI runs the debug binary, several times slower than a release one: say which this is.
@@ -293,7 +311,8 @@ function checkConsumer(label, result, root, q8Device) {
   check(result.badModel === 'ModelLoadError' && result.badModelIsTyped, `${label}: a missing model gives a typed ModelLoadError ("${result.badModelMessage}")`);
   check(result.corrupt.name === 'ModelLoadError' && result.corrupt.message.includes('model.safetensors') && result.corrupt.cached === false,
     `${label}: truncated weights give a ModelLoadError naming the file and leave no cached copy ("${result.corrupt.message}", cached: ${result.corrupt.cached})`);
-  check(result.inputErrors.every((e) => e === 'InputError'), `${label}: empty frames, an unknown option, maxTokens 0, a prompt longer than the LM's positions, a 0 x 0 canvas, an empty query, top 0, a misspelt search option and events 'many' are InputErrors (${result.inputErrors.join(', ')})`);
+  check(result.inputErrors.every((e) => e === 'InputError'), `${label}: empty frames, an unknown option, maxTokens 0, a prompt longer than the LM's positions, a 0 x 0 canvas, an empty query, top 0, a misspelt search option, events 'many', infinite refineSteps, a caption longer than the LM's positions, seed 2^64, topK NaN, null for a video, null for a frame, frames of two sizes and a <video> with no picture are InputErrors (${result.inputErrors.join(', ')})`);
+  check(result.readsByRefusals === 0, `${label}: the refused calls read no frame (${result.readsByRefusals} reads)`);
   // Loading reports transformers.js' events: every file initiated, downloaded, done; then
   // the engine's phase and ready, with totals that add up to what was served.
   const statuses = result.progress.map((e) => e.status);

@@ -4,7 +4,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use burn::prelude::*;
-use glimpse_align::grounding::{FindOptions, find_moments};
+use glimpse_align::grounding::{FindOptions, check_queries, find_moments};
 use glimpse_align::guided::{self, GuidanceOptions, IMAGE_PROMPT, Step, Targets};
 use glimpse_align::zerota::{EmbeddedVideo, Event, FrameEmbedder, VIDEO_PROMPT, ZeroTaConfig, dense_caption};
 use glimpse_media::subtitles::{Cue, to_chapters, to_srt, to_vtt};
@@ -123,6 +123,28 @@ impl Session {
         Ok(Video { fps, length, frames: Frames::Arriving(FrameEmbedder::new(self.models.clip.clone())) })
     }
 
+    /// Refuses the settings [`Session::dense_caption`] would refuse only once a video's frames are
+    /// in, so that the page can check a call before it reads a single frame.
+    #[wasm_bindgen(js_name = checkDenseCaption)]
+    pub fn check_dense_caption(
+        &self,
+        events: Option<usize>,
+        max_events: usize,
+        options: String,
+    ) -> Result<(), JsValue> {
+        let config = dense_config(events, max_events, 0, &options)?;
+        config.validate(&str::to_string).map_err(errors::align)?;
+        guided::check_fits(&self.models.lm, &config.guidance).map_err(errors::align)
+    }
+
+    /// As [`Session::check_dense_caption`], for [`Session::find_moments`].
+    #[wasm_bindgen(js_name = checkFindMoments)]
+    pub fn check_find_moments(&self, queries: String, options: String) -> Result<(), JsValue> {
+        let (queries, options) = find_inputs(&queries, &options)?;
+        options.config().validate(&str::to_string).map_err(errors::align)?;
+        check_queries(&queries.iter().map(String::as_str).collect::<Vec<_>>()).map_err(errors::align)
+    }
+
     /// Zero-shot dense captioning (ZeroTA) of `video` with `events` events (`undefined`: one per
     /// scene the video has that is not blank, at most `max_events`). `options` is JSON of
     /// [`GuidanceOptions`]; every step goes to `on_step` as JSON with the masks' current spans in
@@ -144,8 +166,7 @@ impl Session {
         let embedded = video.embedded();
         let duration = video.duration();
         future_to_promise(async move {
-            let guidance = guidance_options(&options)?.config(VIDEO_PROMPT);
-            let config = ZeroTaConfig { events, max_events, seed, guidance, ..ZeroTaConfig::default() };
+            let config = dense_config(events, max_events, seed, &options)?;
             let embeddings = embedded?;
             let found = dense_caption(
                 &models.clip,
@@ -184,10 +205,7 @@ impl Session {
         let embedded = video.embedded();
         let duration = video.duration();
         future_to_promise(async move {
-            let queries: Vec<String> =
-                serde_json::from_str(&queries).map_err(|e| errors::input(format!("queries: {e}")))?;
-            let options: FindOptions =
-                serde_json::from_str(&options).map_err(|e| errors::input(format!("options: {e}")))?;
+            let (queries, options) = find_inputs(&queries, &options)?;
             let refs: Vec<&str> = queries.iter().map(String::as_str).collect();
             let found = find_moments(&models.clip, &embedded?, duration, &refs, &options.config())
                 .await
@@ -212,7 +230,8 @@ pub struct Video {
 
 enum Frames {
     Arriving(FrameEmbedder<Rc<ClipBundle>>),
-    Complete(EmbeddedVideo),
+    // Boxed: its tensor handles take ~450 bytes, the other variants a pointer or nothing.
+    Complete(Box<EmbeddedVideo>),
     /// Left only by a failed completion (a video without frames), which the call reports.
     Failed,
 }
@@ -234,11 +253,11 @@ impl Video {
     fn embedded(&mut self) -> Result<EmbeddedVideo, JsValue> {
         // A failed completion leaves `Failed` behind: the video had no frames.
         self.frames = match std::mem::replace(&mut self.frames, Frames::Failed) {
-            Frames::Arriving(embedder) => Frames::Complete(embedder.finish().map_err(errors::align)?),
+            Frames::Arriving(embedder) => Frames::Complete(Box::new(embedder.finish().map_err(errors::align)?)),
             done => done,
         };
         match &self.frames {
-            Frames::Complete(video) => Ok(video.clone()),
+            Frames::Complete(video) => Ok(EmbeddedVideo::clone(video)),
             _ => Err(errors::input("the video has no frames")),
         }
     }
@@ -267,6 +286,19 @@ impl Video {
 /// The page's guidance options, JSON of [`GuidanceOptions`].
 fn guidance_options(json: &str) -> Result<GuidanceOptions, JsValue> {
     serde_json::from_str(json).map_err(|e| errors::input(format!("options: {e}")))
+}
+
+/// `denseCaption`'s settings: `options` is JSON of [`GuidanceOptions`].
+fn dense_config(events: Option<usize>, max_events: usize, seed: u64, options: &str) -> Result<ZeroTaConfig, JsValue> {
+    let guidance = guidance_options(options)?.config(VIDEO_PROMPT);
+    Ok(ZeroTaConfig { events, max_events, seed, guidance, ..ZeroTaConfig::default() })
+}
+
+/// `findMoments`' queries (a JSON array of strings) and options (JSON of [`FindOptions`]).
+fn find_inputs(queries: &str, options: &str) -> Result<(Vec<String>, FindOptions), JsValue> {
+    let queries = serde_json::from_str(queries).map_err(|e| errors::input(format!("queries: {e}")))?;
+    let options = serde_json::from_str(options).map_err(|e| errors::input(format!("options: {e}")))?;
+    Ok((queries, options))
 }
 
 /// Resolves on a later turn of the worker's event loop.

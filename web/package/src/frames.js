@@ -19,7 +19,9 @@ function naturalSize(image) {
           image.naturalHeight ?? image.videoHeight ?? image.displayHeight ?? image.height];
 }
 
-export function toImageData(image, imageSize, size) {
+// `what` names the image in messages ("the image", "frame 3").
+export function toImageData(image, imageSize, size, what = 'the image') {
+  checkImage(image, what);
   if (typeof ImageData !== 'undefined' && image instanceof ImageData && !size) {
     const [w, h] = targetSize(image.width, image.height, imageSize);
     if (w === image.width && h === image.height) return new ImageData(new Uint8ClampedArray(image.data), w, h);
@@ -35,6 +37,18 @@ export function toImageData(image, imageSize, size) {
     if (error.name !== 'SecurityError') throw error;
     throw new InputError('the image or video comes from another origin without CORS: serve it with CORS headers and set crossOrigin = "anonymous" on the element');
   }
+}
+
+// Refuses what cannot be drawn, as an InputError rather than the canvas's TypeError: no image at
+// all, one without pixels (a closed ImageBitmap or VideoFrame has none), a <video> with no
+// picture yet.
+function checkImage(image, what) {
+  if (image === null || typeof image !== 'object') throw new InputError(`${what} is ${image === null ? 'null' : typeof image}, not an image`);
+  if (typeof HTMLVideoElement !== 'undefined' && image instanceof HTMLVideoElement && image.readyState < HTMLMediaElement.HAVE_CURRENT_DATA) {
+    throw new InputError(`${what} is a <video> with no picture yet: wait for its 'loadeddata' event`);
+  }
+  const [width, height] = naturalSize(image);
+  if (!(width > 0 && height > 0)) throw new InputError(`${what} has ${width ?? 0} x ${height ?? 0} pixels (a closed ImageBitmap or VideoFrame has none)`);
 }
 
 function imageDataBitmapSource(data) {
@@ -82,15 +96,23 @@ export async function* frameChunks(source, fps, imageSize, signal) {
   if (Array.isArray(source)) {
     if (source.length === 0) throw new InputError('no frames to caption');
     if (source.length > MAX_FRAMES) throw new InputError(`${source.length} frames; the limit is ${MAX_FRAMES}`);
-    const size = targetSize(...naturalSize(source[0]), imageSize);
-    yield* chunked(source.length, size, (i) => toImageData(source[i], imageSize, size));
+    checkImage(source[0], 'frame 0');
+    const first = naturalSize(source[0]);
+    const size = targetSize(...first, imageSize);
+    yield* chunked(source.length, size, (i) => {
+      const [frame, what] = [source[i], `frame ${i}`];
+      checkImage(frame, what);
+      const [width, height] = naturalSize(frame);
+      // Scaled to the first one's size, another size would be stretched.
+      if (width !== first[0] || height !== first[1]) {
+        throw new InputError(`${what} is ${width} x ${height} pixels and frame 0 ${first[0]} x ${first[1]}: the frames of a video have one size`);
+      }
+      return toImageData(frame, imageSize, size, what);
+    });
     return;
   }
   const video = source;
-  if (!(video instanceof HTMLVideoElement)) throw new InputError('a video is an HTMLVideoElement or an array of frames');
-  if (video.networkState === HTMLMediaElement.NETWORK_EMPTY && !video.currentSrc && !video.src) throw new InputError('the <video> has no source');
-  if (video.readyState < HTMLMediaElement.HAVE_METADATA) await once(video, 'loadedmetadata');
-  if (!Number.isFinite(video.duration) || video.duration <= 0) throw new InputError('the video has no finite duration');
+  await videoLength(video, signal);
   const count = Math.max(1, Math.round(video.duration * fps));
   if (count > MAX_FRAMES) throw new InputError(`${count} frames at ${fps} fps; the limit is ${MAX_FRAMES}`);
   const size = targetSize(video.videoWidth, video.videoHeight, imageSize);
@@ -100,20 +122,52 @@ export async function* frameChunks(source, fps, imageSize, signal) {
   // frame of the display, so one element reads about 60 frames a second and four read four times
   // as many. A copy must show each frame it seeks to within COPY_SEEK_MS, or the copies retire.
   const readers = [video];
+  const src = video.currentSrc;
   try {
     readers.push(...await copiesOf(video, Math.min(READERS, count) - 1));
     yield* chunked(count, size, async (i, reader) => {
       signal?.throwIfAborted();
       const element = readers[reader];
       const at = Math.min((i + 0.5) / fps, video.duration);
-      if (element === video) await seek(video, at);
-      else if (!await seek(element, at, COPY_SEEK_MS)) throw new Error('a copy of the video did not show its frame');
-      return toImageData(element, imageSize, size);
+      if (element === video) {
+        if (await seek(video, at, SEEK_MS, signal) === 'late') {
+          throw new InputError(`the video did not show the frame at ${at.toFixed(2)} s within ${SEEK_MS / 1000} s: its server stalled, or its source was taken away`);
+        }
+        checkSeek(video, at, src);
+      } else if (await seek(element, at, COPY_SEEK_MS, signal) !== true) {
+        throw new Error('a copy of the video did not show its frame');
+      }
+      return toImageData(element, imageSize, size, `the frame at ${at.toFixed(2)} s`);
     }, readers.length);
   } finally {
     readers.slice(1).forEach(release);
-    await seek(video, time).catch(() => {});
+    // Not where the source was taken away: nothing would show.
+    if (video.currentSrc === src) await seek(video, time, COPY_SEEK_MS).catch(() => {});
     if (!wasPaused) video.play().catch(() => {});
+  }
+}
+
+// A <video>'s length in seconds once its metadata is in (within METADATA_MS; `signal` ends the
+// wait): refuses a non-video, one without a source, one that cannot be read and a live stream.
+export async function videoLength(video, signal) {
+  if (!(typeof HTMLVideoElement !== 'undefined' && video instanceof HTMLVideoElement)) throw new InputError('a video is an HTMLVideoElement or an array of frames');
+  if (video.networkState === HTMLMediaElement.NETWORK_EMPTY && !video.currentSrc && !video.src) throw new InputError('the <video> has no source');
+  if (video.readyState < HTMLMediaElement.HAVE_METADATA) {
+    // An element told not to preload would never load its metadata by itself.
+    if (video.preload === 'none') video.preload = 'metadata';
+    if (await within(once(video, 'loadedmetadata'), METADATA_MS, signal) === 'late') throw new InputError(`the video's metadata did not arrive within ${METADATA_MS / 1000} s: its server stalled or it cannot be read`);
+  }
+  if (!Number.isFinite(video.duration) || video.duration <= 0) throw new InputError('the video has no finite duration');
+  return video.duration;
+}
+
+// After a seek of the page's own element to `at`: where the element cannot seek (a server that
+// answers no byte ranges snaps every seek back to the start) or its source changed midway, the
+// frames would be wrong without a word.
+function checkSeek(video, at, src) {
+  if (video.currentSrc !== src) throw new InputError('the video\'s source changed while its frames were read');
+  if (Math.abs(video.currentTime - at) > 1e-3) {
+    throw new InputError(`the video cannot seek to ${at.toFixed(2)} s (it went to ${video.currentTime.toFixed(2)} s): serve it with byte-range requests (HTTP 206), or pass its frames`);
   }
 }
 
@@ -122,6 +176,9 @@ const READERS = 4;
 // How long a copy may take to load before it is left out, and to show a frame it seeks to.
 const COPY_LOAD_MS = 3000;
 const COPY_SEEK_MS = 2000;
+// How long the page's own element may take to load its metadata, and to show a frame it seeks to.
+const METADATA_MS = 30000;
+const SEEK_MS = 10000;
 
 // Up to `n` muted copies of `video` playing its current source, on the page but invisible (a
 // browser may not present the frames of an element outside it). A source that cannot be opened
@@ -158,9 +215,9 @@ function release(copy) {
 // `seeked` can fire before the new picture reaches the element (Chromium with GPU video paths drew
 // the previous seek's frame): wait for the frame to be presented too, where the browser says so,
 // but not for long (no new frame is presented when two samples fall on the same video frame).
-// Whether it was presented (or the browser cannot say); with `limit` (ms), false also when the
-// seek itself takes longer.
-async function seek(video, time, limit) {
+// Whether it was presented (or the browser cannot say), or 'late' when the seek itself takes
+// longer than `limit` ms; rejects when `signal` aborts.
+async function seek(video, time, limit, signal) {
   const seeked = once(video, 'seeked');
   let presented = Promise.resolve(true);
   if (video.requestVideoFrameCallback) {
@@ -170,13 +227,26 @@ async function seek(video, time, limit) {
     });
   }
   video.currentTime = time;
-  if (limit === undefined) {
-    await seeked;
-    return presented;
-  }
-  const late = new Promise((resolve) => setTimeout(() => resolve('late'), limit));
-  if (await Promise.race([seeked, late]) === 'late') return false;
+  if (await within(seeked, limit, signal) === 'late') return 'late';
   return presented;
+}
+
+// `promise`, or 'late' after `limit` ms, or a rejection when `signal` aborts (with its reason);
+// the timer and the listener go away either way.
+async function within(promise, limit, signal) {
+  let timer, onAbort;
+  const late = new Promise((resolve) => { timer = setTimeout(() => resolve('late'), limit); });
+  const stopped = new Promise((_, reject) => {
+    onAbort = () => reject(signal.reason ?? new DOMException('the operation was aborted', 'AbortError'));
+    if (signal?.aborted) onAbort();
+    else signal?.addEventListener('abort', onAbort, { once: true });
+  });
+  try {
+    return await Promise.race([promise, late, stopped]);
+  } finally {
+    clearTimeout(timer);
+    signal?.removeEventListener('abort', onAbort);
+  }
 }
 
 // Resolves on `event`, rejects when the media fails; the listeners go away either way.

@@ -37,6 +37,8 @@ export interface LoadOptions {
   /** `auto` (default): WebGPU on a hardware adapter, otherwise the CPU backend. */
   device?: 'auto' | 'webgpu' | 'cpu';
   onProgress?: (progress: LoadProgress) => void;
+  /** Aborting it stops the load (a stalled download, a long build) with an AbortError. */
+  signal?: AbortSignal;
 }
 
 export interface DeviceInfo {

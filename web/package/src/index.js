@@ -1,7 +1,7 @@
 // glimpse in the browser: CLIP and GPT-2 with test-time optimisation, on WebGPU or the CPU, in a
 // Web Worker so the page never freezes. See ../README.md for the API.
 import { ERRORS, GlimpseError, InputError } from './errors.js';
-import { frameChunks, toImageData } from './frames.js';
+import { frameChunks, toImageData, videoLength } from './frames.js';
 import { CACHE, DEFAULT_FPS, DEFAULT_MAX_EVENTS, MAX_EVENTS, MAX_FPS, MAX_QUERIES, MAX_TOP, Reply, Request } from './protocol.js';
 
 export { DeviceLostError, GlimpseError, InputError, ModelLoadError, NoAdapterError } from './errors.js';
@@ -34,10 +34,18 @@ export class Glimpse {
    * @param {import('./index').LoadOptions} options
    */
   static async load(options = {}) {
-    const { clip, lm, device = 'auto', onProgress } = options;
+    const { clip, lm, device = 'auto', onProgress, signal } = options;
     if (!DEVICES.includes(device)) throw new InputError(`device must be one of ${DEVICES.join(', ')}, not ${device}`);
+    signal?.throwIfAborted();
     const glimpse = new Glimpse({ clip: absolute(clip), lm: absolute(lm), device });
-    await glimpse._start(onProgress);
+    // An abort stops the worker, whatever it is doing (a download that stalls, a long build).
+    const stop = () => glimpse.dispose();
+    signal?.addEventListener('abort', stop, { once: true });
+    try {
+      await (signal ? Promise.race([glimpse._start(onProgress), aborted(signal)]) : glimpse._start(onProgress));
+    } finally {
+      signal?.removeEventListener('abort', stop);
+    }
     return glimpse;
   }
 
@@ -74,6 +82,7 @@ export class Glimpse {
   /** CLIP-guided zero-shot caption of an image: `{caption, score}`. */
   async captionImage(image, options = {}) {
     const { signal, onStep, ...guidance } = options;
+    checkNumbers(guidance);
     return this._call(Request.captionImage, imageRequest(image, this.imageSize, { options: guidance }), { signal, onStep });
   }
 
@@ -88,9 +97,11 @@ export class Glimpse {
     checkFps(fps);
     if (events !== 'auto' && !isCount(events, MAX_EVENTS)) throw new InputError(`events = ${events} must be 'auto' or an integer in 1..${MAX_EVENTS}`);
     if (!isCount(maxEvents, MAX_EVENTS)) throw new InputError(`maxEvents = ${maxEvents} must be an integer in 1..${MAX_EVENTS}`);
-    if (!Number.isInteger(seed) || seed < 0) throw new InputError(`seed = ${seed} must be a non-negative integer`);
+    // Beyond 2^53 a number is no longer the integer it was written as.
+    if (!Number.isSafeInteger(seed) || seed < 0) throw new InputError(`seed = ${seed} must be an integer in 0..2^53 - 1`);
+    checkNumbers(guidance);
     const args = { events, maxEvents, seed, options: guidance };
-    return new DenseCaptions(await this._onVideo(source, fps, signal, () => this._send(Request.denseCaption, args, { signal, onStep })));
+    return new DenseCaptions(await this._onVideo(source, fps, signal, Request.denseCaption, args, { signal, onStep }));
   }
 
   /**
@@ -110,19 +121,22 @@ export class Glimpse {
     if (blank >= 0) throw new InputError(`query ${blank + 1} is not a description: give a non-empty string`);
     if (find.top !== undefined && !isCount(find.top, MAX_TOP)) throw new InputError(`top = ${find.top} must be an integer in 1..${MAX_TOP}`);
     if (find.minSeconds !== undefined && !(Number.isFinite(find.minSeconds) && find.minSeconds > 0)) throw new InputError(`minSeconds = ${find.minSeconds} must be a positive number`);
+    checkNumbers(find);
     const args = { queries, options: find };
-    const answers = await this._onVideo(source, fps, signal, () => this._send(Request.findMoments, args, { signal }));
+    const answers = await this._onVideo(source, fps, signal, Request.findMoments, args, { signal });
     return Array.isArray(query) ? answers : answers[0].moments;
   }
 
-  // Runs `call` on `source`'s frames in the engine, streaming them first unless the engine still
-  // holds them. Frames are read inside the queue, so two calls never seek the same <video> at
-  // once. They go in chunks, embedded as they arrive: the next chunk is read while the engine
-  // embeds the one before, and no call ever holds a whole video's pixels.
-  _onVideo(source, fps, signal, call) {
+  // Runs the call `type` with `args` on `source`'s frames in the engine, streaming them first
+  // unless the engine still holds them; the engine checks the call's settings before a frame is
+  // read. Frames are read inside the queue, so two calls never seek the same <video> at once.
+  // They go in chunks, embedded as they arrive: the next chunk is read while the engine embeds
+  // the one before, and no call ever holds a whole video's pixels.
+  _onVideo(source, fps, signal, type, args, handlers) {
     return this._enqueue(async () => {
+      await this._send(Request.check, { call: type, args }, { signal });
       // A <video> lasts its duration: the last sample ends there, not a sampling step later.
-      const length = Array.isArray(source) ? undefined : source.duration;
+      const length = Array.isArray(source) ? undefined : await videoLength(source, signal);
       const { reused } = await this._send(Request.startVideo, { fps, key: sourceKey(source), length }, { signal });
       if (!reused) {
         let embedding = null;
@@ -133,7 +147,7 @@ export class Glimpse {
         }
         await embedding;
       }
-      return call();
+      return this._send(type, args, handlers);
     }, signal);
   }
 
@@ -238,6 +252,14 @@ export class Glimpse {
 
 function checkFps(fps) {
   if (!(fps > 0 && fps <= MAX_FPS)) throw new InputError(`fps = ${fps} must be in (0, ${MAX_FPS}]`);
+}
+
+// Refuses a number option that is not finite: JSON would carry NaN and infinities as null, which
+// the engine takes for "the default".
+function checkNumbers(options) {
+  for (const [name, value] of Object.entries(options)) {
+    if (typeof value === 'number' && !Number.isFinite(value)) throw new InputError(`${name} = ${value} must be a finite number`);
+  }
 }
 
 function isCount(value, most) {

@@ -6,13 +6,15 @@
  * A request, facade -> worker, as `{ id, type, args }`; the worker answers with replies carrying
  * the same `id`. A call on a video is three kinds of request in a row: `startVideo` (answered
  * `{reused: true}` where the worker still holds that source's embedded frames at that rate: the
- * chunks are then skipped), one `videoFrames` per chunk, then `denseCaption` or `findMoments`.
+ * chunks are then skipped), one `videoFrames` per chunk, then `denseCaption` or `findMoments`; a
+ * `check` of that call's arguments (answered `{}` or an InputError) comes before them all.
  * `startVideo`'s `length` is a `<video>`'s duration in seconds (an array of frames has none).
  * @typedef {{ id: number } & (
  *   | { type: 'load', args: { device: 'auto' | 'webgpu' | 'cpu', clip: ModelSource, lm: ModelSource } }
  *   | { type: 'embedImage', args: { image: ImageData } }
  *   | { type: 'embedText', args: { text: string } }
  *   | { type: 'captionImage', args: { image: ImageData, options: GuidanceOptions } }
+ *   | { type: 'check', args: { call: 'denseCaption' | 'findMoments', args: object } }
  *   | { type: 'startVideo', args: { fps: number, key: string, length?: number } }
  *   | { type: 'videoFrames', args: FrameChunk }
  *   | { type: 'denseCaption', args: { events: number | 'auto', maxEvents: number, seed: number, options: GuidanceOptions } }
@@ -33,6 +35,7 @@ export const Request = Object.freeze({
   embedImage: 'embedImage',
   embedText: 'embedText',
   captionImage: 'captionImage',
+  check: 'check',
   startVideo: 'startVideo',
   videoFrames: 'videoFrames',
   denseCaption: 'denseCaption',

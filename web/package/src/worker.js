@@ -65,6 +65,7 @@ async function run(type, args, onStep, onProgress) {
       videoComplete = false;
       return { reused: false };
     }
+    case Request.check: return check(args.call, args.args);
     case Request.videoFrames: return receivingVideo().push(args.frames, args.width, args.height);
     case Request.denseCaption: {
       const { events, maxEvents, seed, options } = args;
@@ -80,6 +81,19 @@ async function run(type, args, onStep, onProgress) {
 }
 
 const stepHandler = (onStep) => (json) => onStep(JSON.parse(json));
+
+// Refuses what the call `type` would refuse of `args` only once its video's frames are in.
+function check(type, args) {
+  switch (type) {
+    case Request.denseCaption:
+      session.checkDenseCaption(args.events === 'auto' ? undefined : args.events, args.maxEvents, JSON.stringify(args.options));
+      return {};
+    case Request.findMoments:
+      session.checkFindMoments(JSON.stringify(args.queries), JSON.stringify(args.options));
+      return {};
+    default: throw new Error(`no check for ${type}`);
+  }
+}
 
 // Runs a call on the received video. The video counts as complete (reusable by the next call on
 // the same source) once a call has succeeded; after a failure it is dropped, so the next call
@@ -184,7 +198,7 @@ async function gather(what, source, names, progress) {
       if (!OPTIONAL.has(field)) throw named(ErrorName.modelLoad, `${what}: ${file} is missing`);
       return;
     }
-    const bytes = typeof given === 'string' ? await download(what, field, given, progress) : await asBytes(field, given);
+    const bytes = typeof given === 'string' ? await download(what, field, given, progress) : await asBytes(what, field, file, given);
     if (bytes) files[field] = bytes;
   }));
   return files;
@@ -192,13 +206,14 @@ async function gather(what, source, names, progress) {
 
 // The engine reads the weights out of a Blob range by range (one of at most 64 MiB at once), so a
 // picked file stays on disk.
-async function asBytes(field, value) {
+async function asBytes(what, field, file, value) {
   const size = value?.byteLength ?? value?.size;
-  if (size > MAX_FILE_BYTES) throw named(ErrorName.modelLoad, tooLarge(`the ${field} given`));
+  if (size > MAX_FILE_BYTES) throw named(ErrorName.modelLoad, `${what}: ${tooLarge(`the ${field} given`)}`);
   if (value instanceof Uint8Array) return value;
   if (value instanceof ArrayBuffer) return new Uint8Array(value);
   if (typeof Blob !== 'undefined' && value instanceof Blob) return field === WEIGHTS ? value : new Uint8Array(await value.arrayBuffer());
-  throw named(ErrorName.modelLoad, 'a model file must be a URL, an ArrayBuffer, a Uint8Array or a Blob / File');
+  const given = value === null ? 'null' : value?.constructor?.name ?? typeof value;
+  throw named(ErrorName.modelLoad, `${what}: ${field} (${file}) is a ${given}; a model file must be a URL, an ArrayBuffer, a Uint8Array or a Blob / File`);
 }
 
 // Fetches with byte progress. Through the Cache API when the page may use it: a miss streams the
@@ -216,11 +231,16 @@ async function download(what, field, url, progress) {
     progress.download(url, announcedLength(stored));
   } else {
     const response = await fetchModelFile(what, url);
-    if (!response.ok) {
-      if (OPTIONAL.has(field) && response.status === 404) {
+    // A development server answers a missing file with its page (Vite's fallback does): that is
+    // no model file, and for an optional one the same as a 404.
+    const page = response.ok && field !== WEIGHTS && (response.headers.get('content-type') ?? '').includes('text/html');
+    if (!response.ok || page) {
+      response.body?.cancel().catch(() => {});
+      if (OPTIONAL.has(field) && (response.status === 404 || page)) {
         progress.done(url);
         return null;
       }
+      if (page) throw named(ErrorName.modelLoad, `${what}: ${url} answered a web page, not the model's file: the server has no such file`);
       throw named(ErrorName.modelLoad, `${what}: ${url} answered ${response.status} ${response.statusText}`);
     }
     const total = announcedLength(response);

@@ -59,8 +59,10 @@ async function main() {
   }
   corrupt.cached = (await (await caches.open('glimpse-models-v1')).match(new URL('models/corrupt-gpt2/model.safetensors', location.href).href)) !== undefined;
 
-  // Bad input is refused with InputError, and the engine stays usable.
+  // Bad input is refused with InputError, and the engine stays usable; a call's settings are
+  // refused before any of its frames is read.
   const inputErrors = [];
+  const readsBeforeRefusals = reads;
   for (const attempt of [
     () => glimpse.denseCaption([]),
     () => glimpse.captionImage(image, { notAnOption: 1 }),
@@ -72,6 +74,14 @@ async function main() {
     () => glimpse.findMoments(frames, TEXTS[0], { top: 0 }),
     () => glimpse.findMoments(frames, TEXTS[0], { minSecond: 2 }),
     () => glimpse.denseCaption(frames, { events: 'many' }),
+    () => glimpse.findMoments(frames, TEXTS[0], { refineSteps: Infinity }),
+    () => glimpse.denseCaption(frames, { maxTokens: 40 }),
+    () => glimpse.denseCaption(frames, { seed: 2 ** 64 }),
+    () => glimpse.captionImage(image, { topK: NaN }),
+    () => glimpse.denseCaption(null),
+    () => glimpse.denseCaption([image, image, null]),
+    () => glimpse.denseCaption([image, new ImageData(1, 1)]),
+    () => glimpse.embedImage(document.createElement('video')),
   ]) {
     try {
       await attempt();
@@ -80,6 +90,8 @@ async function main() {
       inputErrors.push(error instanceof InputError ? 'InputError' : `${error.name}: ${error.message}`);
     }
   }
+
+  const readsByRefusals = reads - readsBeforeRefusals;
 
   const controller = new AbortController();
   let aborted = null;
@@ -116,7 +128,7 @@ async function main() {
   small.dispose();
   const cacheCleared = await Glimpse.clearCache();
   const cacheLeft = await caches.has('glimpse-models-v1');
-  return { progress, cacheCleared, cacheLeft, texts: TEXTS, similarities, bestText, caption, chunked: chunked.toJSON(), chapters, moments, badModel, badModelIsTyped, badModelMessage, corrupt, inputErrors, aborted, afterAbort, q8 };
+  return { progress, cacheCleared, cacheLeft, texts: TEXTS, similarities, bestText, caption, chunked: chunked.toJSON(), chapters, moments, badModel, badModelIsTyped, badModelMessage, corrupt, inputErrors, readsByRefusals, aborted, afterAbort, q8 };
 }
 
 main().then(
