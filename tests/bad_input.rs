@@ -143,9 +143,14 @@ fn model_directories_say_what_is_missing() {
         std::fs::write(dir.join(name), b"{}").unwrap();
     }
     let err = ModelFiles::from_dir(&dir).unwrap_err();
-    std::fs::remove_dir_all(&dir).unwrap();
     assert!(matches!(err, ModelError::Layout(_)));
     assert!(err.to_string().contains("glimpse reads safetensors only"), "{err}");
+    // Sharded weights, as save_pretrained writes a large model: said so, with how to join them.
+    std::fs::write(dir.join("model.safetensors.index.json"), b"{}").unwrap();
+    std::fs::write(dir.join("model-00001-of-00002.safetensors"), b"").unwrap();
+    let err = ModelFiles::from_dir(&dir).unwrap_err().to_string();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(err.contains("the weights are sharded") && err.contains("max_shard_size"), "{err}");
 }
 
 /// Lengths right at the position limit work; one more, an absurd count or an oversized candidate

@@ -285,8 +285,8 @@ pub fn captions_json(video: &str, duration: f64, events: &[Event]) -> String {
     format!("{}\n", serde_json::json!({ "video": video, "duration": duration, "events": events }))
 }
 
-/// Captions `video` (lasting `duration` seconds) with up to `config.events` events, sorted by
-/// start; none where every scene is blank.
+/// Captions `video` (lasting `duration` seconds) with up to `config.events` events (at most one
+/// per frame), sorted by start; none where every scene is blank.
 pub async fn dense_caption(
     clip: &ClipBundle,
     lm: &Gpt2Bundle,
@@ -305,7 +305,8 @@ pub async fn dense_caption(
     let n = frames.dims()[0];
     let all_shown = vec![false; n];
     let blank = if config.keep_blank { &all_shown } else { &video.blank };
-    let starts = match (config.events, config.scene_cut) {
+    // No more events than frames: one narrower than a frame shows nothing the others do not.
+    let starts = match (config.events.map(|k| k.min(n)), config.scene_cut) {
         (Some(k), Some(cut)) => {
             let adjacent = match n {
                 0 | 1 => Vec::new(),

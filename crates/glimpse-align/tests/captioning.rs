@@ -226,3 +226,24 @@ fn uncropped_preprocessing_refuses_frames_that_are_not_square() {
     assert!(err.contains("do_center_crop is false") && err.contains("crop the image square"), "{err}");
     assert_eq!(embed_frames(&clip, &[square.clone(), square]).unwrap().frames(), 2);
 }
+
+/// No more events than frames: five asked of a two-frame video give at most two, optimised as two
+/// masks.
+#[test]
+fn no_more_events_than_frames() {
+    let device = Device::flex();
+    let (clip, lm) = models(&device);
+    let [first, _, last] = <[_; 3]>::try_from(images()).unwrap();
+    let frames = embed_frames(&clip, &[first, last]).unwrap();
+    let config = ZeroTaConfig {
+        events: Some(5),
+        guidance: GuidanceConfig { max_tokens: 2, top_k: 4, steps_per_token: 1, ..ZeroTaConfig::default().guidance },
+        ..ZeroTaConfig::default()
+    };
+    let mut masks = Vec::new();
+    let events =
+        block_on(dense_caption(&clip, &lm, &frames, 1.0, &config, |s| masks.extend(s.spans.as_ref().map(Vec::len))))
+            .unwrap();
+    assert!(!masks.is_empty() && masks.iter().all(|&n| n == 2), "{masks:?}");
+    assert!((1..=2).contains(&events.len()), "{events:?}");
+}

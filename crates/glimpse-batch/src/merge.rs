@@ -102,7 +102,9 @@ mod tests {
     fn a_manifest_keeps_other_videos_out_and_impossible_times_are_refused() {
         let dir = crate::temp_dir("merge-manifest");
         let result = |start: f64, end: f64| {
-            format!(r#"{{"duration":9.0,"events":[{{"caption":"a dog.","end":{end},"score":0.5,"start":{start}}}]}}"#)
+            format!(
+                r#"{{"video":"a.gif","duration":9.0,"events":[{{"caption":"a dog.","end":{end},"score":0.5,"start":{start}}}]}}"#
+            )
         };
         std::fs::write(dir.join("v_a.json"), result(0.0, 4.5)).unwrap();
         std::fs::write(dir.join("old.json"), result(1.0, 2.0)).unwrap();

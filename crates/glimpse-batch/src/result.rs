@@ -18,12 +18,15 @@ const MAX_RESULT_BYTES: u64 = 64 << 20;
 /// How far an event may end past the video's duration, in seconds: rounding, never a frame.
 const DURATION_SLACK: f64 = 1e-6;
 
-/// The part of a result file the batch reads.
+/// The part of a result file the batch reads. Every field glimpse writes is required: a file of
+/// another shape beside the results (a world video's truth, `<id>.json` too, holds events with
+/// captions) must not pass for the video's captions.
 #[derive(Debug, Deserialize)]
 pub(crate) struct VideoResult {
-    /// Absent from a hand-made result; then no event is checked against it.
-    #[serde(default)]
-    duration: Option<f64>,
+    /// Required, not read: a result names its video.
+    #[serde(rename = "video")]
+    _video: String,
+    duration: f64,
     events: Vec<ResultEvent>,
 }
 
@@ -32,6 +35,9 @@ struct ResultEvent {
     start: f64,
     end: f64,
     caption: String,
+    /// Required, not read: glimpse scores each event (`null` where a score was not a number).
+    #[serde(rename = "score")]
+    _score: serde_json::Value,
 }
 
 impl VideoResult {
@@ -39,11 +45,12 @@ impl VideoResult {
     /// within the duration where there is one. Says what is wrong, without naming the file.
     pub(crate) fn parse(bytes: &[u8]) -> Result<Self, String> {
         let result: Self = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-        if let Some(duration) = result.duration.filter(|d| !(d.is_finite() && *d >= 0.0)) {
+        let duration = result.duration;
+        if !(duration.is_finite() && duration >= 0.0) {
             return Err(format!("its duration {duration} is not a number of seconds"));
         }
         for (number, event) in result.events.iter().enumerate() {
-            let ResultEvent { start, end, ref caption } = *event;
+            let ResultEvent { start, end, ref caption, .. } = *event;
             let event = format!("event {} (`{}`)", number + 1, short(caption));
             if !(start.is_finite() && end.is_finite() && start >= 0.0) {
                 return Err(format!("{event} has a negative or non-finite time: start {start}, end {end}"));
@@ -51,7 +58,7 @@ impl VideoResult {
             if start > end {
                 return Err(format!("{event} starts at {start} s, after it ends at {end} s"));
             }
-            if let Some(duration) = result.duration.filter(|d| end > d + DURATION_SLACK) {
+            if end > duration + DURATION_SLACK {
                 return Err(format!("{event} ends at {end} s, after the video's {duration} s"));
             }
         }
@@ -90,7 +97,8 @@ mod tests {
     #[test]
     fn results_with_impossible_times_are_refused_with_the_event_named() {
         let event = |start: &str, end: &str| {
-            format!(r#"{{"duration":9.0,"events":[{{"caption":"a dog.","start":{start},"end":{end},"score":0.5}}]}}"#)
+            let events = format!(r#"[{{"caption":"a dog.","start":{start},"end":{end},"score":0.5}}]"#);
+            format!(r#"{{"video":"a.gif","duration":9.0,"events":{events}}}"#)
         };
         assert!(VideoResult::parse(event("0.0", "9.0").as_bytes()).is_ok());
         assert!(VideoResult::parse(event("2.0", "2.0").as_bytes()).is_ok(), "an instant is a moment");
@@ -105,8 +113,13 @@ mod tests {
         // Cut short (a copy interrupted), or not a result at all.
         let whole = event("0.0", "9.0");
         assert!(VideoResult::parse(&whole.as_bytes()[..whole.len() / 2]).is_err());
-        assert!(VideoResult::parse(br#"{"video":"a.gif"}"#).unwrap_err().contains("missing field `events`"));
-        // A hand-made result without a duration is checked for order only.
-        assert!(VideoResult::parse(br#"{"events":[{"caption":"x","start":3,"end":400}]}"#).is_ok());
+        assert!(
+            VideoResult::parse(br#"{"video":"a.gif","duration":9.0}"#).unwrap_err().contains("missing field `events`")
+        );
+        // A world video's truth beside its video holds events with captions, but no scores and no
+        // video: it is no result.
+        let truth = br#"{"duration":9.0,"fps":4.0,"events":[{"caption":"x","start":3,"end":4,"attributes":{}}]}"#;
+        let err = VideoResult::parse(truth).unwrap_err();
+        assert!(err.contains("missing field `score`") || err.contains("missing field `video`"), "{err}");
     }
 }

@@ -482,8 +482,11 @@ mod tests {
         run(&all, &options(&dir, Shard::ALL, false), captioner("", &mut Vec::new()), |_| {}).unwrap();
         let good = std::fs::read(dir.join("v1.json")).unwrap();
         std::fs::write(dir.join("v1.json"), &good[..good.len() / 2]).unwrap();
-        std::fs::write(dir.join("v2.json"), r#"{"duration":3.0,"events":[{"caption":"x","start":2,"end":1}]}"#)
-            .unwrap();
+        std::fs::write(
+            dir.join("v2.json"),
+            r#"{"video":"v2.gif","duration":3.0,"events":[{"caption":"x","start":2,"end":1,"score":0.5}]}"#,
+        )
+        .unwrap();
         std::fs::write(dir.join("v3.json"), "").unwrap();
 
         let (mut calls, mut events) = (Vec::new(), Vec::new());

@@ -363,7 +363,9 @@ fn merge_keeps_to_the_manifest_and_refuses_impossible_times() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("out")).unwrap();
     let result = |start: f64, end: f64| {
-        format!(r#"{{"duration":9.0,"events":[{{"caption":"a dog.","end":{end},"score":0.5,"start":{start}}}]}}"#)
+        format!(
+            r#"{{"video":"a.gif","duration":9.0,"events":[{{"caption":"a dog.","end":{end},"score":0.5,"start":{start}}}]}}"#
+        )
     };
     std::fs::write(dir.join("out/a.json"), result(0.0, 4.0)).unwrap();
     std::fs::write(dir.join("out/old.json"), result(0.0, 4.0)).unwrap();

@@ -317,6 +317,15 @@ fn preprocessor_configs_that_do_not_fit_the_model() {
     });
     let names = [image.as_str(), "do_center_crop is false", "crop the image square"];
     assert_refused("uncropped", &scratch, &["embed", "--model", &uncropped, "--image", &image], &names);
+    // A file of JSON that is no object is refused by what it holds, not by a type inside glimpse.
+    for file in ["preprocessor_config.json", "tokenizer.json", "config.json"] {
+        let clip = model_copy(&scratch, "clip-a", &format!("array-{file}"), |dir| {
+            std::fs::write(dir.join(file), "[]").unwrap()
+        });
+        let stderr =
+            assert_refused(file, &scratch, &["embed", "--model", &clip, "--text", "x"], &[file, "holds an array"]);
+        assert!(!stderr.contains("struct"), "{stderr}");
+    }
 }
 
 /// The embedded projector joins the world's models; with other models its matmul panicked.

@@ -162,7 +162,8 @@ fn a_frame_shorter_than_a_sample_and_a_name_like_a_protocol() {
 
 /// A rate far below the video's gives one sample standing for the video's own length, not for a
 /// sampling step of 1000 s; a playlist named like a video (HLS, which would have ffmpeg read
-/// another file of the machine) is refused as not a video.
+/// another file of the machine) is refused as not a video, and a file of sound alone as one
+/// without pictures.
 #[test]
 fn a_rate_below_the_video_and_a_playlist_named_as_a_video() {
     if !ffmpeg_available() {
@@ -193,5 +194,18 @@ fn a_rate_below_the_video_and_a_playlist_named_as_a_video() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("is not a video file glimpse reads"), "{stderr}");
     assert!(out.stdout.is_empty());
+
+    // Sound alone: said so, rather than ffmpeg's "does not contain any stream".
+    let mut sound = std::ffi::OsString::from("file:");
+    sound.push(dir.join("sound.mp4"));
+    let made = Command::new("ffmpeg")
+        .args(["-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "sine=duration=2"])
+        .arg(sound)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let out = caption(&dir.join("sound.mp4"), "2");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("has no video stream"), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

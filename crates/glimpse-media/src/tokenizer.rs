@@ -11,7 +11,7 @@ use tokenizers::normalizers::Precompiled;
 use tokenizers::{PostProcessor, Tokenizer, TruncationParams};
 
 use crate::MediaError;
-use crate::untrusted::decoding;
+use crate::untrusted::{check_json_object, decoding};
 
 /// Runs a call into the `tokenizers` crate: `Ok` holds the crate's own result, `Err` a panic in it.
 fn call<T>(f: impl FnOnce() -> tokenizers::Result<T>) -> Result<tokenizers::Result<T>, MediaError> {
@@ -43,6 +43,7 @@ fn parse(json: &[u8]) -> Result<Tokenizer, MediaError> {
 /// parse: the crate `expect`s it to.
 fn refuse_known_panics(json: &[u8]) -> Result<(), MediaError> {
     let value: Value = serde_json::from_slice(json).map_err(|e| MediaError::Tokenizer(e.to_string()))?;
+    check_json_object(&value).map_err(MediaError::Tokenizer)?;
     let mut pending = vec![&value["normalizer"]];
     while let Some(normalizer) = pending.pop() {
         match normalizer["type"].as_str() {

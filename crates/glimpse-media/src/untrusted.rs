@@ -53,3 +53,18 @@ pub fn read_regular_file(path: &Path, max_bytes: u64) -> Result<Vec<u8>, MediaEr
     }
     Ok(bytes)
 }
+
+/// Refuses JSON that is not an object (a file of settings, a tokenizer) by what it holds, where
+/// serde would say "expected struct" and the name of a type inside glimpse. `Err` is the message.
+pub fn check_json_object(value: &serde_json::Value) -> Result<(), String> {
+    use serde_json::Value;
+    let holds = match value {
+        Value::Object(_) => return Ok(()),
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+    };
+    Err(format!("the file holds {holds}, not an object; it is damaged, or not this file of a model"))
+}

@@ -551,6 +551,13 @@ fn run_ffmpeg<E: From<MediaError>>(
             ))
             .into());
         }
+        if stderr.contains("does not contain any stream") {
+            return Err(MediaError::Video(format!(
+                "{} has no video stream (only sound or data); give a file with pictures",
+                path.display()
+            ))
+            .into());
+        }
         let why = if stderr.is_empty() { format!("it exited with {status}") } else { stderr };
         return Err(MediaError::Video(format!("ffmpeg cannot read {}: {why}", path.display())).into());
     }

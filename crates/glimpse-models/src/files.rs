@@ -73,7 +73,10 @@ impl ModelFiles {
             if dir.join(name).is_file() {
                 return Ok(());
             }
-            let hint = if name == "model.safetensors" && dir.join("pytorch_model.bin").is_file() {
+            let hint = if name == "model.safetensors" && dir.join("model.safetensors.index.json").is_file() {
+                ": the weights are sharded (model.safetensors.index.json and its shards), and glimpse reads them \
+                 from one file; join them with transformers (`model.save_pretrained(dir, max_shard_size=\"100GB\")`)"
+            } else if name == "model.safetensors" && dir.join("pytorch_model.bin").is_file() {
                 ": only pytorch_model.bin is there, and glimpse reads safetensors only (pickle files can run code); \
                  convert it with transformers (`model.save_pretrained(dir, safe_serialization=True)`)"
             } else {
