@@ -96,7 +96,8 @@ pub enum ModelsCommand {
     /// Write a checkpoint (CLIP or GPT-2, a folder in the Hugging Face layout) with its weights in
     /// another format: f16 (a standard F16 file, half the size) or q8 (8-bit weights with one
     /// scale per 32 inputs for every dense layer and the token embeddings, about a quarter of the
-    /// size, and kept 8-bit in memory). The other files are copied; the weights are written last.
+    /// size, and kept 8-bit in memory). The other files glimpse reads (config.json, tokenizer.json,
+    /// preprocessor_config.json) are copied; the weights are written last.
     Convert {
         /// The checkpoint to convert: a folder, or a hub repository id (downloaded into the cache).
         #[arg(value_name = "DIR|ID")]

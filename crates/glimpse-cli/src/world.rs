@@ -71,7 +71,7 @@ pub fn run(command: WorldCommand) -> Result<()> {
             let truth = out.with_extension("json");
             // Both files or neither: refused before either is written.
             crate::check_out(Some(&out), &[])?;
-            crate::check_out(Some(&truth), &[])?;
+            crate::check_out(Some(&truth), &[]).with_context(|| format!("the truth of --out {}", out.display()))?;
             let world = if hard { VideoConfig::hard() } else { VideoConfig::default() };
             let video = sample_video(seed, &VideoConfig { fps, render: render(size)?, ..world });
             let annotations = serde_json::to_string_pretty(&video.annotation_json())?;
