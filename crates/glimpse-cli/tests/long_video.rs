@@ -195,6 +195,27 @@ fn a_rate_below_the_video_and_a_playlist_named_as_a_video() {
     assert!(!out.status.success() && stderr.contains("is not a video file glimpse reads"), "{stderr}");
     assert!(out.stdout.is_empty());
 
+    // A transport stream cut at the start (a capture begun mid-GOP): its first pictures cannot be
+    // decoded, and the samples still cover it from its start, as a player's clock does (were they
+    // counted from the first decoded picture, every event would come early).
+    let stream = dir.join("whole.ts");
+    test_pattern("96x96:rate=10", &["-t", "6", "-c:v", "mpeg2video", "-g", "40", "-q:v", "2"], &stream);
+    let bytes = std::fs::read(&stream).unwrap();
+    // Transport packets are 188 bytes: cut on a packet boundary, two fifths in.
+    let cut = dir.join("cut.ts");
+    std::fs::write(&cut, &bytes[bytes.len() * 2 / 5 / 188 * 188..]).unwrap();
+    let length = Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0"])
+        .arg(&cut)
+        .output()
+        .unwrap();
+    let length: f64 = String::from_utf8_lossy(&length.stdout).trim().parse().unwrap();
+    let out = caption(&cut, "2");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let duration = json["duration"].as_f64().unwrap();
+    assert!(duration > length - 0.5 && duration <= length, "{duration} s of a {length} s stream: {json}");
+
     // Sound alone: said so, rather than ffmpeg's "does not contain any stream".
     let mut sound = std::ffi::OsString::from("file:");
     sound.push(dir.join("sound.mp4"));

@@ -462,11 +462,14 @@ fn read_with_ffmpeg<E: From<MediaError>>(
     fps: f64,
     on_frame: &mut impl FnMut(RgbImage) -> Result<(), E>,
 ) -> Result<usize, E> {
-    let (mut frames, mut stderr) = run_ffmpeg(path, fps, &format!("fps={fps}"), on_frame)?;
+    // Sampled from the file's start (ffmpeg counts time from it): a stream whose first pictures
+    // cannot be decoded (a broadcast capture cut mid-GOP) starts later, and its first decoded
+    // picture stands for the time before it rather than every sample moving early.
+    let (mut frames, mut stderr) = run_ffmpeg(path, fps, &format!("fps={fps}:start_time=0"), on_frame)?;
     if frames == 0 {
         // A video shorter than one sample: the filter drops its frame unless told to pass it (which
         // would also round every other video's end up, one frame more).
-        (frames, stderr) = run_ffmpeg(path, fps, &format!("fps={fps}:eof_action=pass"), on_frame)?;
+        (frames, stderr) = run_ffmpeg(path, fps, &format!("fps={fps}:start_time=0:eof_action=pass"), on_frame)?;
     }
     if frames == 0 {
         let why = if stderr.is_empty() { "it found no video frames in it".to_string() } else { stderr };
