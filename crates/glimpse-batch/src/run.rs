@@ -203,10 +203,14 @@ pub fn run<E: Display>(
                 }
                 Ok(_) => Plan::Complete,
                 // Never kept as done: the merge would refuse it, and the video has no result.
-                Err(e) => {
+                Err(e @ BatchError::Result(_)) => {
                     on(&Event::InvalidResult { id: entry.id.clone(), error: e.to_string() });
                     Plan::Caption
                 }
+                // A file that cannot be read (its permissions, the disk) stops the run, as a folder
+                // that cannot be written does: captioning again would replace a result that may be
+                // whole.
+                Err(e) => return Err(e),
             },
             Status::Failed => {
                 failed_before += 1;

@@ -61,7 +61,8 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs, selected: &SelectedDevice) -> Result<()> {
-    crate::check_out(args.out.as_deref(), &[])?;
+    let inputs: Vec<&Path> = args.models.paths().chain(args.projector.as_deref()).collect();
+    crate::check_out(args.out.as_deref(), &inputs)?;
     crate::world::check_fps(args.fps)?;
     if args.videos > 10_000 || args.images > 10_000 || args.grounding_videos > 10_000 {
         anyhow::bail!("--videos, --grounding-videos and --images take at most 10000");

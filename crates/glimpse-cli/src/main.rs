@@ -814,7 +814,7 @@ fn check_images(paths: &[PathBuf]) -> Result<()> {
 
 /// Refuses an `--out` that could not be written, before any work is done: a folder, or a file in
 /// a folder that does not exist; and one that would replace one of the command's `inputs` or be
-/// written inside one (a folder of frames, a model's folder).
+/// replace a file inside one (a frame of a folder of frames, a model's file).
 fn check_out(out: Option<&Path>, inputs: &[&Path]) -> Result<()> {
     let Some(out) = out.filter(|out| !is_stdout(out)) else { return Ok(()) };
     if out.as_os_str().to_string_lossy().ends_with(std::path::is_separator) {
@@ -831,7 +831,7 @@ fn check_out(out: Option<&Path>, inputs: &[&Path]) -> Result<()> {
     }
     if let Some(input) = inputs.iter().find(|input| glimpse_media::files::output_overwrites(out, input)) {
         bail!(
-            "--out {} would write over or into the input {}; write the result elsewhere",
+            "--out {} would write over the input {} or a file in it; write the result elsewhere",
             out.display(),
             input.display()
         );
@@ -976,11 +976,13 @@ fn read_video(clip: &ClipBundle, path: &Path, source: &VideoSource) -> Result<(E
         reading.inc(1)
     })
     .map_err(|e| match e {
-        AlignError::Media(_) => anyhow::Error::from(e),
-        e => {
+        // A frame the model cannot take; the decoders' own errors name the file already, and a
+        // failure of the device is no frame's.
+        AlignError::Model(_) | AlignError::Input(_) if e.is_callers() => {
             let at = (frames as f64 - 0.5) / source.fps();
             anyhow::Error::from(e).context(format!("{}: the frame at {at:.2} s", path.display()))
         }
+        e => anyhow::Error::from(e),
     })?;
     reading.finish_and_clear();
     Ok(embedded)

@@ -90,21 +90,21 @@ pub fn output_target(path: &Path) -> io::Result<PathBuf> {
     Err(io::Error::other(format!("{} starts a chain of more than {MAX_LINKS} links", path.display())))
 }
 
-/// Whether writing the output `out` would replace `input` or write inside it (a folder of frames,
-/// a model's folder): `out`'s target (see [`output_target`]) is the file `input` names, through
-/// links and, on Unix, hard links, or lies in the folder it names. False where either is missing.
+/// Whether writing the output `out` would replace `input` or a file inside it (a frame of a folder
+/// of frames, a model's file): `out`'s target (see [`output_target`]) is a file that exists and is
+/// `input` (through links and, on Unix, hard links) or lies in the folder `input` names. A new file
+/// in an input folder replaces nothing (a frame folder reads only images). False where either is
+/// missing.
 pub fn output_overwrites(out: &Path, input: &Path) -> bool {
     let Ok(target) = output_target(out) else { return false };
     let Ok(input_meta) = fs::metadata(input) else { return false };
+    let Ok(target_meta) = fs::metadata(&target) else { return false };
     if input_meta.is_dir() {
-        // The folder the target would be made in, which exists where the output can be written.
-        let folder = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        return match (folder.canonicalize(), input.canonicalize()) {
-            (Ok(folder), Ok(input)) => folder.starts_with(input),
+        return match (target.canonicalize(), input.canonicalize()) {
+            (Ok(target), Ok(input)) => target.starts_with(input),
             _ => false,
         };
     }
-    let Ok(target_meta) = fs::metadata(&target) else { return false };
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
@@ -203,8 +203,8 @@ mod tests {
         fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// An output naming an input (itself, through a link or a hard link) or a place inside an
-    /// input folder overwrites it; a neighbour does not.
+    /// An output naming an input (itself, through a link or a hard link) or a file inside an
+    /// input folder overwrites it; a new file, beside the inputs or among them, does not.
     #[cfg(unix)]
     #[test]
     fn outputs_over_inputs_are_recognised() {
@@ -219,9 +219,11 @@ mod tests {
         for out in ["video.gif", "link.gif", "hard.gif", "./video.gif"] {
             assert!(output_overwrites(&dir.join(out), &video), "{out}");
         }
-        assert!(output_overwrites(&frames.join("captions.json"), &frames));
-        assert!(output_overwrites(&dir.join("frames/../frames/new.json"), &frames));
-        for out in ["captions.json", "frames.json"] {
+        fs::write(frames.join("0001.png"), "a frame").unwrap();
+        assert!(output_overwrites(&frames.join("0001.png"), &frames));
+        assert!(output_overwrites(&dir.join("frames/../frames/0001.png"), &frames));
+        // New files replace nothing, beside the inputs or in an input folder.
+        for out in ["captions.json", "frames.json", "frames/captions.json"] {
             assert!(!output_overwrites(&dir.join(out), &video) && !output_overwrites(&dir.join(out), &frames), "{out}");
         }
         assert!(!output_overwrites(&dir.join("x.json"), &dir.join("missing")));

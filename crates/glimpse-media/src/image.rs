@@ -377,36 +377,35 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, MediaError> {
     Ok(to_rgb(image))
 }
 
-/// Whether a JPEG holds the end of its image: an end-of-image marker after its first scan. The
-/// segments before the scan are skipped by their lengths (an Exif thumbnail holds markers of its
-/// own); inside scans every 0xFF byte is followed by 0x00 or a restart marker, so the first
-/// 0xFF 0xD9 after the scan's start ends the image. Bytes after it (a phone's motion photo) are
-/// allowed.
+/// Whether a JPEG holds the end of its image: its segments walked from the start (each skipped by
+/// its length: an Exif thumbnail holds markers of its own; stray bytes between segments passed
+/// over, as decoders do), through the scans (where 0xFF is followed by 0x00, a restart marker or
+/// more 0xFF), to an end-of-image marker. Bytes after it (a phone's motion photo) are allowed.
 fn jpeg_is_complete(bytes: &[u8]) -> bool {
     const START_OF_SCAN: u8 = 0xDA;
     const END_OF_IMAGE: u8 = 0xD9;
     let mut at = 2;
+    let mut in_scan = false;
     loop {
-        // Fill bytes (0xFF) may come before a marker.
-        while bytes.get(at) == Some(&0xFF) && bytes.get(at + 1) == Some(&0xFF) {
-            at += 1;
-        }
-        let (Some(&0xFF), Some(&marker)) = (bytes.get(at), bytes.get(at + 1)) else { return false };
+        // The next marker: 0xFF (any number of them) and a byte that is neither 0x00 (a stuffed
+        // 0xFF in a scan) nor a restart marker; anything before it is scan data or stray.
+        let Some(offset) = bytes.get(at..).and_then(|rest| rest.iter().position(|&b| b == 0xFF)) else { return false };
+        at += offset + 1;
+        let Some(&marker) = bytes.get(at) else { return false };
         match marker {
-            // Markers without a length.
-            0x01 | 0xD0..=0xD7 => at += 2,
-            END_OF_IMAGE => return false,
-            _ => {
-                let Some(length) = bytes.get(at + 2..at + 4).map(|l| usize::from(u16::from_be_bytes([l[0], l[1]])))
-                else {
-                    return false;
-                };
-                at += 2 + length;
-                if marker == START_OF_SCAN {
-                    return bytes.get(at..).is_some_and(|rest| rest.windows(2).any(|w| w == [0xFF, END_OF_IMAGE]));
-                }
+            0xFF => continue,
+            0x00 | 0xD0..=0xD7 | 0x01 => {
+                at += 1;
+                continue;
             }
+            END_OF_IMAGE => return in_scan,
+            _ => {}
         }
+        let Some(length) = bytes.get(at + 1..at + 3).map(|l| usize::from(u16::from_be_bytes([l[0], l[1]]))) else {
+            return false;
+        };
+        at += 1 + length;
+        in_scan |= marker == START_OF_SCAN;
     }
 }
 
@@ -541,6 +540,12 @@ mod tests {
         let mut followed = whole.clone();
         followed.extend_from_slice(b"\0\0\0\x18ftypmp42 and a video after the image");
         assert_eq!(decode_image(&followed).unwrap(), decoded);
+        // Stray bytes between two segments before the scan, which decoders pass over.
+        // The first segment (after the two bytes of the start marker) ends where its length says.
+        let next = 4 + usize::from(u16::from_be_bytes([whole[4], whole[5]]));
+        assert_eq!(whole[next], 0xFF);
+        let stray = [&whole[..next], &[0, 0][..], &whole[next..]].concat();
+        assert!(jpeg_is_complete(&stray));
         for cut in [whole.len() - 1, whole.len() - 2, whole.len() * 2 / 3, whole.len() / 2, 200, 20, 3] {
             let err = decode_image(&whole[..cut]).unwrap_err().to_string();
             assert!(err.contains("cut short") || err.contains("end"), "cut at {cut} of {}: {err}", whole.len());

@@ -417,8 +417,9 @@ fn check_ffmpeg(path: &Path) -> Result<(), MediaError> {
 
 /// The container formats ffmpeg may open (its demuxers' names), a video's file alone: without the
 /// list, a playlist named `.mp4` (HLS, concat) would have ffmpeg read other files of the machine.
-const FFMPEG_FORMATS: &str = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,flv,mpegts,mpeg,ogg,asf,mxf,nut,\
-                              yuv4mpegpipe,h264,hevc,m4v,mpegvideo,dv,rm,ivf,obu";
+/// (A name an ffmpeg version does not know is harmless: the list is matched as text.)
+const FFMPEG_FORMATS: &str = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,flv,live_flv,mpegts,mpeg,ogg,asf,mxf,nut,\
+                              yuv4mpegpipe,h264,hevc,vvc,av1,vc1,m4v,mpegvideo,mjpeg,mpjpeg,dv,rm,ivf,obu";
 
 /// `path` as ffmpeg's input: a file whatever the name (ffmpeg would read `concat:a.mp4` or
 /// `http:...` as a protocol), opened only as one of [`FFMPEG_FORMATS`].

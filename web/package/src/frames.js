@@ -130,11 +130,13 @@ export async function* frameChunks(source, fps, imageSize, signal) {
       const element = readers[reader];
       const at = Math.min((i + 0.5) / fps, video.duration);
       if (element === video) {
-        if (await seek(video, at, SEEK_MS, signal) === 'late') {
-          throw new InputError(`the video did not show the frame at ${at.toFixed(2)} s within ${SEEK_MS / 1000} s: its server stalled, or its source was taken away`);
+        if (await seek(video, at, SEEK_MS, signal, true) === 'late') {
+          throw new InputError(`the video received nothing for ${SEEK_MS / 1000} s while seeking to ${at.toFixed(2)} s: its server stalled, or its source was taken away`);
         }
-        checkSeek(video, at, src);
-      } else if (await seek(element, at, COPY_SEEK_MS, signal) !== true) {
+        const wrong = landing(video, at, fps, src);
+        if (wrong) throw new InputError(wrong);
+      } else if (await seek(element, at, COPY_SEEK_MS, signal) !== true || landing(element, at, fps, src)) {
+        // The page's element reads the rest, and says what is wrong if it meets it too.
         throw new Error('a copy of the video did not show its frame');
       }
       return toImageData(element, imageSize, size, `the frame at ${at.toFixed(2)} s`);
@@ -161,14 +163,16 @@ export async function videoLength(video, signal) {
   return video.duration;
 }
 
-// After a seek of the page's own element to `at`: where the element cannot seek (a server that
+// What is wrong after an element's seek to `at`, or null: where it cannot seek (a server that
 // answers no byte ranges snaps every seek back to the start) or its source changed midway, the
-// frames would be wrong without a word.
-function checkSeek(video, at, src) {
-  if (video.currentSrc !== src) throw new InputError('the video\'s source changed while its frames were read');
-  if (Math.abs(video.currentTime - at) > 1e-3) {
-    throw new InputError(`the video cannot seek to ${at.toFixed(2)} s (it went to ${video.currentTime.toFixed(2)} s): serve it with byte-range requests (HTTP 206), or pass its frames`);
+// frames would be wrong without a word. A browser may report the time rounded to the file's
+// timescale (Safari's 1/600 s): a quarter of a sampling step is far off still.
+function landing(element, at, fps, src) {
+  if (element.currentSrc !== src) return 'the video\'s source changed while its frames were read';
+  if (Math.abs(element.currentTime - at) > Math.min(0.05, 0.25 / fps)) {
+    return `the video cannot seek to ${at.toFixed(2)} s (it went to ${element.currentTime.toFixed(2)} s): serve it with byte-range requests (HTTP 206), or pass its frames`;
   }
+  return null;
 }
 
 // Elements reading one video's frames at once, the page's own among them.
@@ -176,7 +180,8 @@ const READERS = 4;
 // How long a copy may take to load before it is left out, and to show a frame it seeks to.
 const COPY_LOAD_MS = 3000;
 const COPY_SEEK_MS = 2000;
-// How long the page's own element may take to load its metadata, and to show a frame it seeks to.
+// How long the page's own element may take to load its metadata, and go without receiving
+// anything while it seeks (a slow link that still delivers is waited for).
 const METADATA_MS = 30000;
 const SEEK_MS = 10000;
 
@@ -216,8 +221,9 @@ function release(copy) {
 // the previous seek's frame): wait for the frame to be presented too, where the browser says so,
 // but not for long (no new frame is presented when two samples fall on the same video frame).
 // Whether it was presented (or the browser cannot say), or 'late' when the seek itself takes
-// longer than `limit` ms; rejects when `signal` aborts.
-async function seek(video, time, limit, signal) {
+// longer than `limit` ms (`patient`: without the element receiving data); rejects when `signal`
+// aborts.
+async function seek(video, time, limit, signal, patient = false) {
   const seeked = once(video, 'seeked');
   let presented = Promise.resolve(true);
   if (video.requestVideoFrameCallback) {
@@ -227,15 +233,26 @@ async function seek(video, time, limit, signal) {
     });
   }
   video.currentTime = time;
-  if (await within(seeked, limit, signal) === 'late') return 'late';
+  if (await within(seeked, limit, signal, patient ? video : undefined) === 'late') return 'late';
   return presented;
 }
 
-// `promise`, or 'late' after `limit` ms, or a rejection when `signal` aborts (with its reason);
-// the timer and the listener go away either way.
-async function within(promise, limit, signal) {
+// `promise`, or 'late' after `limit` ms (counted from the last 'progress' event of `media`,
+// where given: data still arriving is no stall), or a rejection when `signal` aborts (with its
+// reason); the timer and the listeners go away either way.
+async function within(promise, limit, signal, media) {
   let timer, onAbort;
-  const late = new Promise((resolve) => { timer = setTimeout(() => resolve('late'), limit); });
+  let last = performance.now();
+  const onProgress = () => { last = performance.now(); };
+  media?.addEventListener('progress', onProgress);
+  const late = new Promise((resolve) => {
+    const check = () => {
+      const quiet = performance.now() - last;
+      if (quiet >= limit) resolve('late');
+      else timer = setTimeout(check, limit - quiet);
+    };
+    timer = setTimeout(check, limit);
+  });
   const stopped = new Promise((_, reject) => {
     onAbort = () => reject(signal.reason ?? new DOMException('the operation was aborted', 'AbortError'));
     if (signal?.aborted) onAbort();
@@ -245,6 +262,7 @@ async function within(promise, limit, signal) {
     return await Promise.race([promise, late, stopped]);
   } finally {
     clearTimeout(timer);
+    media?.removeEventListener('progress', onProgress);
     signal?.removeEventListener('abort', onAbort);
   }
 }

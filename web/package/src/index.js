@@ -42,7 +42,7 @@ export class Glimpse {
     const stop = () => glimpse.dispose();
     signal?.addEventListener('abort', stop, { once: true });
     try {
-      await (signal ? Promise.race([glimpse._start(onProgress), aborted(signal)]) : glimpse._start(onProgress));
+      await abortable(glimpse._start(onProgress), signal);
     } finally {
       signal?.removeEventListener('abort', stop);
     }
@@ -208,7 +208,7 @@ export class Glimpse {
     });
     this._queue = job.catch(() => {});
     // A call still waiting its turn rejects as soon as its signal aborts.
-    return signal ? Promise.race([job, aborted(signal)]) : job;
+    return abortable(job, signal);
   }
 
   _send(type, args, { signal, onStep, onProgress } = {}, transfer = []) {
@@ -284,11 +284,15 @@ function sourceKey(source) {
   return null;
 }
 
-function aborted(signal) {
-  return new Promise((_, reject) => {
-    const fail = () => reject(signal.reason ?? new DOMException('the operation was aborted', 'AbortError'));
-    if (signal.aborted) fail();
-    else signal.addEventListener('abort', fail, { once: true });
+// `job`, or a rejection (with the signal's reason) as soon as `signal` aborts; the listener goes
+// away when `job` settles, so a long-lived signal does not gather one per call.
+function abortable(job, signal) {
+  if (!signal) return job;
+  return new Promise((resolve, reject) => {
+    const onAbort = () => reject(signal.reason ?? new DOMException('the operation was aborted', 'AbortError'));
+    if (signal.aborted) return onAbort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    job.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
   });
 }
 
