@@ -591,7 +591,10 @@ fn run(cli: Cli) -> Result<()> {
                 DecodingArg::Contrastive if !(0.0..=1.0).contains(&alpha) => {
                     bail!("--alpha {alpha} must be between 0 and 1")
                 }
+                // The upper bounds depend on the model's vocabulary: the library checks them.
+                DecodingArg::Contrastive if k == 0 => bail!("--k 0 must be at least 1"),
                 DecodingArg::Contrastive => Decoding::Contrastive { top_k: k, alpha },
+                DecodingArg::Beam if beams == 0 => bail!("--beams 0 must be at least 1"),
                 DecodingArg::Beam => Decoding::Beam { beams },
             };
             let selected = select_device(cli.device)?;

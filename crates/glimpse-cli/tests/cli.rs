@@ -153,7 +153,9 @@ fn converted_checkpoints_load_and_convert_refuses_what_it_cannot_do() {
 fn errors_go_to_stderr_with_a_non_zero_exit() {
     let model = fixture("gpt2-lmhead").display().to_string();
     let video = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/shapes.gif");
-    let cases: [(&[&str], &str); 9] = [
+    let cases: [(&[&str], &str); 11] = [
+        (&["generate", "--prompt", "x", "--decoding", "contrastive", "--k", "0"], "--k 0 must be at least 1"),
+        (&["generate", "--prompt", "x", "--decoding", "beam", "--beams", "0"], "--beams 0 must be at least 1"),
         // Refused before the video is read: the embedded GPT-2 has 32 positions.
         (&["caption-video", video, "--max-tokens", "100"], "the model has only 32 (n_positions)"),
         // Refused before the 14 s video is captioned.
