@@ -299,3 +299,17 @@ fn preprocessor_values_that_overflow_are_refused() {
     }
     assert!(ImagePreprocess::from_json(br#"{"image_std": [0.01, 0.01, 0.01]}"#, 224).is_ok());
 }
+
+/// A tokenizer from another model fits a vocabulary as large (CLIP's 49408 ids fit GPT-2's
+/// 50257) but lacks its special tokens: refused by the id config.json names.
+#[test]
+fn a_tokenizer_from_another_model_is_refused() {
+    let mut files = gpt2_files();
+    files.tokenizer = std::fs::read(fixture("clip-a").join("tokenizer.json")).unwrap();
+    let Err(ModelError::Checkpoint { source, .. }) = glimpse_models::Gpt2Bundle::load(&files, &cpu()) else {
+        panic!("a CLIP tokenizer was taken for GPT-2's")
+    };
+    let err = source.to_string();
+    assert!(err.contains("no token 420, which config.json's eos_token_id names"), "{err}");
+    assert!(glimpse_models::Gpt2Bundle::load(&gpt2_files(), &cpu()).is_ok());
+}

@@ -149,6 +149,18 @@ impl Gpt2Tokenizer {
         check_vocab(self.largest_id, vocab_size)
     }
 
+    /// Refuses a special token id (named by its config.json `field`) that is no token of this
+    /// tokenizer: one from another model fits a vocabulary as large (CLIP's 49408 ids fit GPT-2's
+    /// 50257) but lacks its special tokens.
+    pub fn check_special_id(&self, field: &str, id: u32) -> Result<(), MediaError> {
+        if self.inner.id_to_token(id).is_some() {
+            return Ok(());
+        }
+        Err(MediaError::Tokenizer(format!(
+            "it has no token {id}, which config.json's {field} names: the tokenizer belongs to another model"
+        )))
+    }
+
     /// A decoder for ids that arrive one at a time (streamed generation).
     pub fn stream(&self) -> TextStream<'_> {
         TextStream { tokenizer: self, ids: Vec::new(), context: 0, given: 0 }

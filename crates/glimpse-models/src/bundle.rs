@@ -110,6 +110,9 @@ impl Gpt2Bundle {
             let config = Gpt2Config::from_json(&files.config)?;
             let tokenizer = Gpt2Tokenizer::from_json(&files.tokenizer)?;
             tokenizer.check_vocab(config.vocab_size)?;
+            for (field, id) in config.special_token_ids() {
+                tokenizer.check_special_id(field, id)?;
+            }
             let model = Gpt2::load_weights(&config, &files.weights.open()?, device)?;
             Ok(Self { model, config, tokenizer, device: device.clone() })
         })

@@ -66,6 +66,14 @@ fn default_true() -> bool {
 }
 
 impl Gpt2Config {
+    /// The special tokens config.json names that glimpse reads, by their names: each must be a
+    /// token of the model's tokenizer.
+    pub fn special_token_ids(&self) -> impl Iterator<Item = (&'static str, u32)> {
+        [("eos_token_id", self.eos_token_id), ("bos_token_id", self.bos_token_id)]
+            .into_iter()
+            .filter_map(|(name, id)| Some((name, id?)))
+    }
+
     /// GPT-2 small (124M): the `gpt2` checkpoint's shape.
     pub fn gpt2_small() -> Self {
         Self::sized(50257, 1024, 768, 12, 12)

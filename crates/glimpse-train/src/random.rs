@@ -17,9 +17,18 @@ pub fn made_up_words(count: usize) -> Vec<String> {
 }
 
 /// A GPT-2 tokenizer with exactly `config.vocab_size` ids (each word with and without a leading
-/// space, plus the specials; one id short when the count is odd).
+/// space, plus the specials; one id short when the count is odd). Its end-of-text token is id 0
+/// (the first of [`GPT2_SPECIALS`]): pair it with [`with_made_up_specials`]'s config.
 pub fn gpt2_tokenizer_for(config: &Gpt2Config) -> Result<String, TrainError> {
     gpt2_tokenizer_json(&made_up_words(config.vocab_size.saturating_sub(GPT2_SPECIALS.len()) / 2))
+}
+
+/// `config` with the made-up tokenizer's end-of-text id for its `eos_token_id`: a checkpoint's
+/// special ids must be tokens of its tokenizer (GPT-2 small's 50256 is none of the made-up one's).
+pub fn with_made_up_specials(config: &Gpt2Config) -> Gpt2Config {
+    let mut config = config.clone();
+    config.eos_token_id = Some(0);
+    config
 }
 
 /// A CLIP tokenizer with `config.text_config.vocab_size` ids.
@@ -33,6 +42,7 @@ pub async fn write_random_gpt2(
     dir: &Path,
     device: &burn::tensor::Device,
 ) -> Result<(), TrainError> {
+    let config = &with_made_up_specials(config);
     config.validate()?;
     ensure_no_checkpoint(dir)?;
     let tokenizer = gpt2_tokenizer_for(config)?;
