@@ -336,7 +336,9 @@ impl Hub {
     fn request(&self, agent: &ureq::Agent, method: &str, url: &str) -> ureq::Request {
         let request = agent.request(method, url).set("User-Agent", concat!("glimpse/", env!("CARGO_PKG_VERSION")));
         match &self.token {
-            Some(token) if may_send_token(url) => request.set("Authorization", &format!("Bearer {token}")),
+            Some(token) if may_send_token(url) && is_token(token) => {
+                request.set("Authorization", &format!("Bearer {token}"))
+            }
             _ => request,
         }
     }
@@ -355,11 +357,16 @@ impl Hub {
                 Ok(response) => response,
                 Err(ureq::Error::Status(404, _)) => return Ok(None),
                 Err(ureq::Error::Status(code @ (401 | 403), _)) => {
-                    let withheld = if self.token.is_some() && !may_send_token(&url) {
-                        " (HF_TOKEN was not sent: the address is plain http to another machine, where anyone on the \
-                         way could read it; use https)"
-                    } else {
-                        ""
+                    let withheld = match &self.token {
+                        Some(token) if !is_token(token) => {
+                            " (HF_TOKEN was not sent: it holds characters no token has, such as spaces, line breaks \
+                             or letters beyond ASCII; set it to the token alone)"
+                        }
+                        Some(_) if !may_send_token(&url) => {
+                            " (HF_TOKEN was not sent: the address is plain http to another machine, where anyone on \
+                             the way could read it; use https)"
+                        }
+                        _ => "",
                     };
                     return Err(HubError::Remote(format!(
                         "{url}: HTTP {code}{withheld}; the repository is private, gated or misspelt. Accept its \
@@ -391,7 +398,10 @@ impl Hub {
             response.header(name).map(|v| v.trim_start_matches("W/").trim_matches('"').to_ascii_lowercase())
         };
         let etag = header("X-Linked-Etag").or_else(|| header("ETag")).filter(|e| is_hash(e));
-        let size = header("X-Linked-Size").or_else(|| header("Content-Length")).and_then(|s| s.parse().ok());
+        let size = header("X-Linked-Size")
+            .or_else(|| header("Content-Length"))
+            .and_then(|s| s.parse().ok())
+            .filter(|&size: &u64| size <= MAX_FILE_BYTES);
         match (header("X-Repo-Commit"), etag, size) {
             (Some(commit), Some(etag), Some(size)) if is_hash(&commit) => {
                 Ok(Some(FileMeta { url, commit, etag, size }))
@@ -589,6 +599,16 @@ enum Stop {
     /// The server misbehaved (more bytes than announced, a range not asked for); nothing it sent is
     /// kept.
     Refuse(String),
+}
+
+/// The largest file the hub may announce: past any model's weights (a 4 TB checkpoint), and far
+/// from the overflow an absurd size (up to u64::MAX) would cause in the reads' bounds.
+const MAX_FILE_BYTES: u64 = 1 << 42;
+
+/// Whether `token` can be a token at all: printable ASCII without spaces. Anything else would be
+/// refused as a header by the HTTP library, whose error quotes the header, token and all.
+fn is_token(token: &str) -> bool {
+    !token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// Whether a request to `url` may carry the token: over https, or over plain http to this machine
@@ -875,8 +895,14 @@ impl Hub {
         Ok(repos)
     }
 
-    /// Deletes a repository from the cache; returns the bytes freed.
+    /// Deletes a repository from the cache, every revision of it; returns the bytes freed.
     pub fn remove(&self, repo: &str) -> Result<u64, HubError> {
+        // A revision named would read as "remove that revision", and every one would go.
+        if let Some((name, revision)) = repo.split_once('@') {
+            return Err(HubError::Remote(format!(
+                "`models rm` removes a whole repository, every revision of it; give {name} without @{revision}"
+            )));
+        }
         let id = RepoId::parse(repo).ok_or_else(|| {
             HubError::Remote(format!(
                 "{repo:?} is not a repository id; pass owner/name as `glimpse models list` shows it"
@@ -914,6 +940,27 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    /// A token with a space, a line break or a letter beyond ASCII is never put in a header
+    /// (whose refusal would print it); a real one is.
+    #[test]
+    fn only_printable_ascii_tokens_are_sent() {
+        for bad in ["abc\ndef", "tök", "abc def", ""] {
+            assert!(!is_token(bad), "{bad:?}");
+        }
+        assert!(is_token("hf_AbCdEf0123456789"));
+    }
+
+    /// `models rm owner/name@revision` would read as removing one revision; it is refused rather
+    /// than removing them all.
+    #[test]
+    fn removing_names_a_repository_not_a_revision() {
+        let cache = temp_dir("rm");
+        let hub = Hub { endpoint: String::new(), cache, token: None, offline: true, min_speed: MinSpeed::default() };
+        let err = hub.remove("a/b@nope").unwrap_err().to_string();
+        assert!(err.contains("every revision of it; give a/b without @nope"), "{err}");
+        fs::remove_dir_all(&hub.cache).unwrap();
     }
 
     #[test]
