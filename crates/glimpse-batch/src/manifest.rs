@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use glimpse_media::untrusted::open_regular_file;
+use glimpse_media::untrusted::{open_regular_file, quoted};
 
 use crate::BatchError;
 
@@ -13,9 +13,6 @@ const MAX_MANIFEST_BYTES: u64 = 256 << 20;
 
 /// The longest manifest line: an id and a path of up to `PATH_MAX` (4096 bytes on Linux) fit.
 const MAX_LINE_BYTES: usize = 8 << 10;
-
-/// How much of a name, path or line an error message quotes.
-const QUOTED_CHARS: usize = 80;
 
 /// Extensions of files a folder of videos holds beside them that are no video: results and
 /// annotations (`glimpse world video` writes `<name>.json` next to `<name>.gif`), subtitles,
@@ -114,7 +111,7 @@ fn file_entries(path: &Path) -> Result<Manifest, BatchError> {
         let id = id.unwrap_or_else(|| stem(&video));
         check_id(&id).map_err(|why| {
             let advice = if named { "" } else { "; give it one that does with `id<TAB>path`" };
-            at(format!("the id of {} {why}{advice}", short(&video.display().to_string())))
+            at(format!("the id of {} {why}{advice}", quoted(&video.display().to_string())))
         })?;
         entries.push(Entry { id, path: video });
         lines.push(number);
@@ -127,9 +124,9 @@ fn file_entries(path: &Path) -> Result<Manifest, BatchError> {
                  (`id<TAB>path`)",
                 lines[first],
                 lines[index],
-                short(&entries[first].path.display().to_string()),
-                short(&entry.path.display().to_string()),
-                short(&entry.id)
+                quoted(&entries[first].path.display().to_string()),
+                quoted(&entry.path.display().to_string()),
+                quoted(&entry.id)
             )));
         }
     }
@@ -165,16 +162,16 @@ fn folder_entries(dir: &Path) -> Result<Manifest, BatchError> {
             BatchError::Manifest(format!(
                 "{}: no id can be made of the name of {}: {why}; {advice}",
                 dir.display(),
-                short(&path.display().to_string())
+                quoted(&path.display().to_string())
             ))
         })?;
         if let Some(&first) = seen.get(&id) {
             return Err(BatchError::Manifest(format!(
                 "{}: {} and {} both give the id `{}`; {advice}",
                 dir.display(),
-                short(&entries[first].path.display().to_string()),
-                short(&path.display().to_string()),
-                short(&id)
+                quoted(&entries[first].path.display().to_string()),
+                quoted(&path.display().to_string()),
+                quoted(&id)
             )));
         }
         seen.insert(id.clone(), entries.len());
@@ -208,14 +205,6 @@ fn stem(path: &Path) -> String {
     path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
-/// At most [`QUOTED_CHARS`] of `text`, for an error message: input may be as long as a line.
-pub(crate) fn short(text: &str) -> String {
-    match text.char_indices().nth(QUOTED_CHARS) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_string(),
-    }
-}
-
 /// What an id may hold besides letters and digits.
 const ID_PUNCTUATION: &str = "-_.+=@,";
 
@@ -241,18 +230,18 @@ fn id_of_name(name: &str) -> String {
 /// filesystem would treat specially.
 fn check_id(id: &str) -> Result<(), String> {
     if id.is_empty() || id.len() > 200 {
-        return Err(format!("`{}` must have 1 to 200 characters", short(id)));
+        return Err(format!("`{}` must have 1 to 200 characters", quoted(id)));
     }
     if id.starts_with('.') || !id.chars().all(usable) {
         return Err(format!(
             "`{}` may use letters, digits and {} and must not start with a dot",
-            short(id),
+            quoted(id),
             ID_PUNCTUATION.chars().map(String::from).collect::<Vec<_>>().join(" ")
         ));
     }
     // `<id>.error.json` is the error record of the id without it.
     if id.ends_with(".error") {
-        return Err(format!("`{}` must not end in `.error`", short(id)));
+        return Err(format!("`{}` must not end in `.error`", quoted(id)));
     }
     Ok(())
 }

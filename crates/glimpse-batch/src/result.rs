@@ -5,12 +5,11 @@
 use std::path::Path;
 
 use glimpse_media::subtitles::{Cue, to_srt, to_vtt};
-use glimpse_media::untrusted::read_regular_file;
+use glimpse_media::untrusted::{quoted, read_regular_file};
 use glimpse_world::densevid::Prediction;
 use serde::Deserialize;
 
 use crate::BatchError;
-use crate::manifest::short;
 
 /// The largest result file read (a video's events).
 const MAX_RESULT_BYTES: u64 = 64 << 20;
@@ -51,7 +50,7 @@ impl VideoResult {
         }
         for (number, event) in result.events.iter().enumerate() {
             let ResultEvent { start, end, ref caption, .. } = *event;
-            let event = format!("event {} (`{}`)", number + 1, short(caption));
+            let event = format!("event {} (`{}`)", number + 1, quoted(caption));
             if !(start.is_finite() && end.is_finite() && start >= 0.0) {
                 return Err(format!("{event} has a negative or non-finite time: start {start}, end {end}"));
             }

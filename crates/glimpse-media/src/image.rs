@@ -361,10 +361,10 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, MediaError> {
             )),
             e => MediaError::Image(e.to_string()),
         };
-        let mut reader = reader;
-        reader.limits(decoder_limits());
+        let (mut reader, mut limits) = (reader, decoder_limits());
+        reader.limits(limits.clone());
         let mut decoder = reader.into_decoder().map_err(limited)?;
-        decoder_limits().reserve(decoder.total_bytes()).map_err(limited)?;
+        limits.reserve(decoder.total_bytes()).map_err(limited)?;
         // Unreadable Exif is no orientation, as for a viewer.
         let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
         let mut image = DynamicImage::from_decoder(decoder).map_err(limited)?;

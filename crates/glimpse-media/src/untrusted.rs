@@ -68,3 +68,15 @@ pub fn check_json_object(value: &serde_json::Value) -> Result<(), String> {
     };
     Err(format!("the file holds {holds}, not an object; it is damaged, or not this file of a model"))
 }
+
+/// How much of a name, path or line of an untrusted input an error message quotes.
+const QUOTED_CHARS: usize = 80;
+
+/// At most [`QUOTED_CHARS`] of `text` (then `…`), for an error message: an input's line or name
+/// may be as long as the file.
+pub fn quoted(text: &str) -> String {
+    match text.char_indices().nth(QUOTED_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}

@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::io;
 
 use glimpse_media::span::{Segment, tiou};
+use glimpse_media::untrusted::quoted;
 use serde::{Deserialize, Serialize};
 
 use crate::meteor::Meteor;
@@ -86,18 +87,10 @@ fn check_timestamp([start, end]: [f64; 2], id: &str, index: usize, sentence: &st
     }
     Err(format!(
         "video {}, event {} (`{}`): timestamp [{start}, {end}] ends before it starts; give [start, end]",
-        short(id),
+        quoted(id),
         index + 1,
-        short(sentence)
+        quoted(sentence)
     ))
-}
-
-/// At most 80 characters of `text`, for an error message.
-fn short(text: &str) -> String {
-    match text.char_indices().nth(80) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_string(),
-    }
 }
 
 /// Reads a truth file: `{id: {"timestamps": [[start, end], ..], "sentences": [..], ...}}` (other
@@ -110,7 +103,7 @@ pub fn read_truth(json: &[u8]) -> Result<BTreeMap<String, Truth>, String> {
     if let Some((id, video)) = truth.iter().find(|(_, v)| v.timestamps.len() != v.sentences.len()) {
         return Err(format!(
             "video {} has {} segments but {} sentences",
-            short(id),
+            quoted(id),
             video.timestamps.len(),
             video.sentences.len()
         ));

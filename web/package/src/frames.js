@@ -1,5 +1,5 @@
 // Pixels from the page: images and `<video>` frames scaled down and read as RGBA, and a video's
-// frames in chunks for the engine.
+// frames in chunks for the engine (with the waits that reading them needs, abortable).
 import { InputError } from './errors.js';
 import { FRAMES_PER_MESSAGE, MAX_FRAMES } from './protocol.js';
 
@@ -22,6 +22,11 @@ function naturalSize(image) {
 // `what` names the image in messages ("the image", "frame 3").
 export function toImageData(image, imageSize, size, what = 'the image') {
   checkImage(image, what);
+  return pixelsOf(image, imageSize, size);
+}
+
+// toImageData of an image checkImage has passed.
+function pixelsOf(image, imageSize, size) {
   if (typeof ImageData !== 'undefined' && image instanceof ImageData && !size) {
     const [w, h] = targetSize(image.width, image.height, imageSize);
     if (w === image.width && h === image.height) return new ImageData(new Uint8ClampedArray(image.data), w, h);
@@ -107,7 +112,7 @@ export async function* frameChunks(source, fps, imageSize, signal) {
       if (width !== first[0] || height !== first[1]) {
         throw new InputError(`${what} is ${width} x ${height} pixels and frame 0 ${first[0]} x ${first[1]}: the frames of a video have one size`);
       }
-      return toImageData(frame, imageSize, size, what);
+      return pixelsOf(frame, imageSize, size);
     });
     return;
   }
@@ -239,9 +244,9 @@ async function seek(video, time, limit, signal, patient = false) {
 
 // `promise`, or 'late' after `limit` ms (counted from the last 'progress' event of `media`,
 // where given: data still arriving is no stall), or a rejection when `signal` aborts (with its
-// reason); the timer and the listeners go away either way.
+// reason); the timer and the listener go away either way.
 async function within(promise, limit, signal, media) {
-  let timer, onAbort;
+  let timer;
   let last = performance.now();
   const onProgress = () => { last = performance.now(); };
   media?.addEventListener('progress', onProgress);
@@ -253,18 +258,25 @@ async function within(promise, limit, signal, media) {
     };
     timer = setTimeout(check, limit);
   });
-  const stopped = new Promise((_, reject) => {
-    onAbort = () => reject(signal.reason ?? new DOMException('the operation was aborted', 'AbortError'));
-    if (signal?.aborted) onAbort();
-    else signal?.addEventListener('abort', onAbort, { once: true });
-  });
   try {
-    return await Promise.race([promise, late, stopped]);
+    return await abortable(Promise.race([promise, late]), signal);
   } finally {
     clearTimeout(timer);
     media?.removeEventListener('progress', onProgress);
-    signal?.removeEventListener('abort', onAbort);
   }
+}
+
+// `job`, or a rejection (with the signal's reason) as soon as `signal` aborts; the listener goes
+// away when `job` settles, so a long-lived signal does not gather one per call.
+export function abortable(job, signal) {
+  if (!signal) return job;
+  return new Promise((resolve, reject) => {
+    const onAbort = () => reject(signal.reason ?? new DOMException('the operation was aborted', 'AbortError'));
+    signal.addEventListener('abort', onAbort, { once: true });
+    if (signal.aborted) onAbort();
+    // Even after an abort: a job that fails later is then handled, not reported as unhandled.
+    job.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
 }
 
 // Resolves on `event`, rejects when the media fails; the listeners go away either way.

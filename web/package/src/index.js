@@ -1,7 +1,7 @@
 // glimpse in the browser: CLIP and GPT-2 with test-time optimisation, on WebGPU or the CPU, in a
 // Web Worker so the page never freezes. See ../README.md for the API.
 import { ERRORS, GlimpseError, InputError } from './errors.js';
-import { frameChunks, toImageData, videoLength } from './frames.js';
+import { abortable, frameChunks, toImageData, videoLength } from './frames.js';
 import { CACHE, DEFAULT_FPS, DEFAULT_MAX_EVENTS, MAX_EVENTS, MAX_FPS, MAX_QUERIES, MAX_TOP, Reply, Request } from './protocol.js';
 
 export { DeviceLostError, GlimpseError, InputError, ModelLoadError, NoAdapterError } from './errors.js';
@@ -282,18 +282,6 @@ function sourceKey(source) {
     return `video ${idOf(source)} ${source.currentSrc} ${idOf(source.srcObject)} ${source.duration}`;
   }
   return null;
-}
-
-// `job`, or a rejection (with the signal's reason) as soon as `signal` aborts; the listener goes
-// away when `job` settles, so a long-lived signal does not gather one per call.
-function abortable(job, signal) {
-  if (!signal) return job;
-  return new Promise((resolve, reject) => {
-    const onAbort = () => reject(signal.reason ?? new DOMException('the operation was aborted', 'AbortError'));
-    if (signal.aborted) return onAbort();
-    signal.addEventListener('abort', onAbort, { once: true });
-    job.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
-  });
 }
 
 function imageRequest(image, imageSize, extra = {}) {

@@ -69,8 +69,7 @@ async function run(type, args, onStep, onProgress) {
     case Request.videoFrames: return receivingVideo().push(args.frames, args.width, args.height);
     case Request.denseCaption: {
       const { events, maxEvents, seed, options } = args;
-      const count = events === 'auto' ? undefined : events;
-      return onVideo((frames) => session.denseCaption(frames, count, maxEvents, BigInt(seed), JSON.stringify(options), stepHandler(onStep)));
+      return onVideo((frames) => session.denseCaption(frames, eventCount(events), maxEvents, BigInt(seed), JSON.stringify(options), stepHandler(onStep)));
     }
     case Request.findMoments:
       return onVideo((frames) => session.findMoments(frames, JSON.stringify(args.queries), JSON.stringify(args.options)));
@@ -82,11 +81,14 @@ async function run(type, args, onStep, onProgress) {
 
 const stepHandler = (onStep) => (json) => onStep(JSON.parse(json));
 
+// denseCaption's `events` as the engine takes it: a count, or none for one per scene.
+const eventCount = (events) => (events === 'auto' ? undefined : events);
+
 // Refuses what the call `type` would refuse of `args` only once its video's frames are in.
 function check(type, args) {
   switch (type) {
     case Request.denseCaption:
-      session.checkDenseCaption(args.events === 'auto' ? undefined : args.events, args.maxEvents, JSON.stringify(args.options));
+      session.checkDenseCaption(eventCount(args.events), args.maxEvents, JSON.stringify(args.options));
       return {};
     case Request.findMoments:
       session.checkFindMoments(JSON.stringify(args.queries), JSON.stringify(args.options));
