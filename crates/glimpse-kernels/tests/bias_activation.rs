@@ -3,11 +3,9 @@
 //!
 //! Parity is measured as `max |kernel - fallback| / max |fallback|` over the whole output.
 
-mod support;
-
+use crate::support::{on_threads, read, relative_error, tensor, wgpu};
 use burn::prelude::*;
 use glimpse_kernels::{Activation, bias_activation, bias_activation_fallback, bias_activation_uses_kernel};
-use support::{on_threads, read, relative_error, tensor, wgpu};
 
 const TOLERANCE: f32 = 1e-4;
 const ACTIVATIONS: [Option<Activation>; 4] =

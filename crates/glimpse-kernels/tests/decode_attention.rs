@@ -4,11 +4,9 @@
 //! Parity is measured as `max |kernel - fallback| / max |fallback|` over the whole output; the
 //! caches, which both only copy values into, must match exactly.
 
-mod support;
-
+use crate::support::{read, relative_error, tensor, wgpu};
 use burn::prelude::*;
 use glimpse_kernels::{decode_attention, decode_attention_fallback, decode_attention_uses_kernel};
-use support::{read, relative_error, tensor, wgpu};
 
 const TOLERANCE: f32 = 1e-4;
 

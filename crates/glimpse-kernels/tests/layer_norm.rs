@@ -2,11 +2,9 @@
 //!
 //! Parity is measured as `max |kernel - fallback| / max |fallback|` over the whole output.
 
-mod support;
-
+use crate::support::{read, relative_error, tensor, wgpu};
 use burn::prelude::*;
 use glimpse_kernels::{layer_norm, layer_norm_fallback, layer_norm_uses_kernel};
-use support::{read, relative_error, tensor, wgpu};
 
 const TOLERANCE: f32 = 1e-4;
 const EPSILON: f64 = 1e-5;

@@ -3,15 +3,13 @@
 //!
 //! Parity is measured as `max |kernel - fallback| / max |fallback|` over the whole output.
 
-mod support;
-
+use crate::support::{on_threads, read, relative_error, tensor, wgpu};
 use burn::prelude::*;
 use glimpse_kernels::{
     Activation, LINEAR_MAX_ROWS, layer_norm_linear, layer_norm_linear_fallback, layer_norm_linear_uses_kernel, linear,
     linear_fallback, linear_residual, linear_residual_fallback, linear_residual_uses_kernel, linear_uses_cpu_kernel,
     linear_uses_kernel,
 };
-use support::{on_threads, read, relative_error, tensor, wgpu};
 
 const TOLERANCE: f32 = 1e-4;
 

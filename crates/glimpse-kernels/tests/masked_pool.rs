@@ -4,11 +4,9 @@
 //! Parity is measured as `max |kernel - fallback| / max |fallback|` over the whole output or
 //! gradient.
 
-mod support;
-
+use crate::support::{read, relative_error, tensor, wgpu};
 use burn::prelude::*;
 use glimpse_kernels::{masked_pool, masked_pool_fallback, masked_pool_uses_kernel};
-use support::{read, relative_error, tensor, wgpu};
 
 const TOLERANCE: f32 = 1e-4;
 

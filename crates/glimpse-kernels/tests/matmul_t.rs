@@ -3,11 +3,9 @@
 //!
 //! Parity is measured as `max |kernel - fallback| / max |fallback|` over the whole output.
 
-mod support;
-
+use crate::support::{on_threads, read, relative_error, tensor, wgpu};
 use burn::prelude::*;
 use glimpse_kernels::{MATMUL_T_MAX_ROWS, matmul_t, matmul_t_fallback, matmul_t_uses_cpu_kernel, matmul_t_uses_kernel};
-use support::{on_threads, read, relative_error, tensor, wgpu};
 
 const TOLERANCE: f32 = 1e-4;
 

@@ -3,14 +3,12 @@
 //!
 //! Parity is measured as `max |a - b| / max |b|` over the whole output.
 
-mod support;
-
+use crate::support::{read, relative_error, tensor, values, wgpu};
 use burn::prelude::*;
 use glimpse_kernels::{
     Q8_BLOCK, Q8_DIRECT_MAX_ROWS, q8_dequantize, q8_dequantize_fallback, q8_matmul, q8_matmul_fallback,
     q8_matmul_uses_kernel, q8_pack, q8_padded,
 };
-use support::{read, relative_error, tensor, values, wgpu};
 
 const TOLERANCE: f32 = 1e-4;
 
@@ -103,7 +101,7 @@ fn the_product_equals_the_host_reference() {
 fn product_equals_the_host_reference(rows: usize, n: usize, k: usize) {
     let (bytes, scales) = matrix(n, k, 11);
     let weights = expanded(&bytes, &scales, n, k);
-    let x = support::values(rows * k, 12, 1.0);
+    let x = values(rows * k, 12, 1.0);
     let want: Vec<f32> =
         (0..rows * n).map(|i| (0..k).map(|c| x[i / n * k + c] * weights[i % n * k + c]).sum()).collect();
     for device in devices() {

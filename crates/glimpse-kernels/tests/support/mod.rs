@@ -58,7 +58,6 @@ pub fn relative_error(actual: &[f32], expected: &[f32]) -> f32 {
 
 /// `f` on a rayon pool of `threads` threads: the CPU backend's kernels split their work by the
 /// pool they run in, so each split is tested whatever the machine's core count.
-#[allow(dead_code)] // Not every test crate runs CPU kernels.
 pub fn on_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
     rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a thread pool").install(f)
 }
