@@ -197,6 +197,25 @@ fn leftovers(cache: &Path, repo: &str) -> Vec<String> {
 }
 
 #[test]
+fn redirects_are_checked_hop_by_hop_and_the_token_stays_on_the_hub() {
+    let server = HubServer::start();
+    server.add("test/cdn", &fixture("gpt2-lmhead"), Fault::Cdn);
+    server.add("test/to-file", &fixture("gpt2-lmhead"), Fault::RedirectToFile);
+    let cache = cache("redirects");
+    let hub = Hub { token: Some("secret".into()), ..hub(&server, &cache) };
+    // The CDN refuses a request that carries the token: the weights arrive only if it was kept
+    // for the hub's own origin.
+    let files = hub.model_files(&id("test/cdn"), |_| {}).unwrap();
+    assert_eq!(glimpse_tests::weight_bytes(&files), weights_of("gpt2-lmhead").0);
+    let log = server.take_log();
+    assert!(log.iter().any(|l| l.starts_with("GET /cdn/test/cdn/")), "{log:?}");
+
+    let refused = within(30, move || error(&hub, "test/to-file"));
+    assert!(refused.contains("file:///etc/passwd") && refused.contains("not an http(s) address"), "{refused}");
+    assert!(leftovers(&cache, "test/to-file").is_empty(), "{:?}", leftovers(&cache, "test/to-file"));
+}
+
+#[test]
 fn a_body_longer_than_announced_is_refused() {
     let server = HubServer::start();
     for (repo, fault) in

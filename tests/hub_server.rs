@@ -42,6 +42,12 @@ pub enum Fault {
     Trickle,
     /// The HEAD of `config.json` announces a terabyte.
     HugeConfig,
+    /// A GET of the weights redirects, twice, to a CDN on another origin (`localhost` where the
+    /// endpoint is `127.0.0.1`), which refuses requests that carry an `Authorization` header, as a
+    /// presigned S3 address does.
+    Cdn,
+    /// A GET of the weights redirects to a `file:` address.
+    RedirectToFile,
 }
 
 pub const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
@@ -124,6 +130,7 @@ enum Delivery {
 }
 
 fn serve(stream: TcpStream, state: &Mutex<State>) {
+    let port = stream.local_addr().map_or(0, |a| a.port());
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut line = String::new();
     if reader.read_line(&mut line).is_err() {
@@ -151,7 +158,7 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
     let (head, body, delivery) = {
         let mut state = state.lock().unwrap();
         state.log.push(format!("{method} {path}{}", range.map(|r| format!(" bytes={r}-")).unwrap_or_default()));
-        answer(&mut state, &method, &path, range, auth.as_deref())
+        answer(&mut state, &method, &path, range, auth.as_deref(), port)
     };
     let _ = out.write_all(head.as_bytes());
     if method != "GET" {
@@ -203,6 +210,7 @@ fn answer(
     path: &str,
     range: Option<usize>,
     auth: Option<&str>,
+    port: u16,
 ) -> (String, Vec<u8>, Delivery) {
     let empty = |status: &str| {
         (format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"), Vec::new(), Delivery::Whole)
@@ -211,6 +219,14 @@ fn answer(
     if let Some(rest) = path.strip_prefix("/renamed/") {
         return empty(&format!("307 Temporary Redirect\r\nLocation: /test/{rest}"));
     }
+    // The CDN's first address redirects once more, relative to itself.
+    if let Some(rest) = path.strip_prefix("/cdn-hop/") {
+        return empty(&format!("302 Found\r\nLocation: ../../../../../cdn/{rest}"));
+    }
+    let (cdn, path) = match path.strip_prefix("/cdn") {
+        Some(rest) => (true, rest),
+        None => (false, path),
+    };
     // The file is the last segment whatever the revision looks like, so that a client sending a
     // revision it should have refused gets an answer.
     let found = path.strip_prefix('/').and_then(|p| p.split_once("/resolve/")).and_then(|(repo, rest)| {
@@ -219,10 +235,25 @@ fn answer(
         Some((r.fault, file.to_string(), r.files.get(file)?.clone()))
     });
     let Some((fault, file, bytes)) = found else { return empty("404 Not Found") };
+    let lfs = file.ends_with(".safetensors") || file.ends_with(".bin");
+    if method == "GET" && lfs && !cdn {
+        let repo = path.trim_start_matches('/').split("/resolve/").next().unwrap_or("");
+        match fault {
+            Fault::Cdn => {
+                return empty(&format!(
+                    "302 Found\r\nLocation: http://localhost:{port}/cdn-hop/{repo}/resolve/x/{file}"
+                ));
+            }
+            Fault::RedirectToFile => return empty("302 Found\r\nLocation: file:///etc/passwd"),
+            _ => {}
+        }
+    }
+    if cdn && auth.is_some() {
+        return empty("400 Bad Request");
+    }
     if fault == Fault::Private && auth != Some("Bearer secret") {
         return empty("401 Unauthorized");
     }
-    let lfs = file.ends_with(".safetensors") || file.ends_with(".bin");
     let size = if fault == Fault::HugeConfig && file == "config.json" { 1 << 40 } else { bytes.len() };
     let etag = if lfs {
         let sha = hex(&Sha256::digest(&bytes));

@@ -19,9 +19,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use glimpse_media::untrusted;
 use glimpse_models::{MAX_JSON_BYTES, ModelFiles};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
+use url::Url;
 
 use crate::HubError;
 
@@ -222,7 +224,7 @@ impl Hub {
         repo_dir: &Path,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<PathBuf, HubError> {
-        let agent = agent(false);
+        let agent = agent();
         // The first answer names the commit, and the other files are asked for at that commit: a
         // push between two requests cannot mix two snapshots.
         let mut snapshot: Option<(PathBuf, String)> = None;
@@ -336,7 +338,7 @@ impl Hub {
     fn request(&self, agent: &ureq::Agent, method: &str, url: &str) -> ureq::Request {
         let request = agent.request(method, url).set("User-Agent", concat!("glimpse/", env!("CARGO_PKG_VERSION")));
         match &self.token {
-            Some(token) if may_send_token(url) && is_token(token) => {
+            Some(token) if may_send_token(url) && same_origin(url, &self.endpoint) && is_token(token) => {
                 request.set("Authorization", &format!("Bearer {token}"))
             }
             _ => request,
@@ -489,11 +491,41 @@ impl Hub {
                 meta.url, meta.etag
             )));
         }
-        Err(HubError::Remote(format!(
-            "{file} of {id}: {last_error} (after {ATTEMPTS} attempts; what arrived is kept in {} and the next run \
-             resumes from it)",
-            partial.display()
-        )))
+        let kept = match file_len(&partial) {
+            0 => String::new(),
+            bytes => format!(
+                "; the {bytes} bytes that arrived are kept in {} and the next run resumes from them",
+                partial.display()
+            ),
+        };
+        Err(HubError::Remote(format!("{file} of {id}: {last_error} (after {ATTEMPTS} attempts{kept})")))
+    }
+
+    /// A GET of `url` from byte `from` on; the answer that is not a redirect, whatever its status.
+    /// LFS files redirect to a CDN. The redirects are followed here, not by the HTTP library, so
+    /// that each is checked: to http(s) with a host only (the library panics on a `file:` one),
+    /// never from https down to http, and the token goes to the hub's own address only.
+    fn get(&self, url: &str, from: u64) -> Result<ureq::Response, Stop> {
+        const MAX_HOPS: usize = 5;
+        let agent = agent();
+        let mut url = url.to_string();
+        for _ in 0..=MAX_HOPS {
+            let mut request = self.request(&agent, "GET", &url);
+            if from > 0 {
+                request = request.set("Range", &format!("bytes={from}-"));
+            }
+            let response = match request.call() {
+                Ok(response) | Err(ureq::Error::Status(_, response)) => response,
+                Err(e) => return Err(Stop::Retry(e.to_string())),
+            };
+            let Some(location) = response.header("Location").filter(|_| (300..400).contains(&response.status())) else {
+                return Ok(response);
+            };
+            url = redirect_target(&url, location).map_err(|why| {
+                Stop::Refuse(format!("{url} redirects to {}, which {why}", untrusted::quoted(location)))
+            })?;
+        }
+        Err(Stop::Refuse(format!("{url}: more than {MAX_HOPS} redirects")))
     }
 
     /// One GET from the partial file's length on, never reading more than the hub announced.
@@ -511,23 +543,17 @@ impl Hub {
         if have >= meta.size {
             have = 0;
         }
-        // LFS files redirect to a CDN: this request follows redirects (the HEAD does not, to see
-        // the hub's own headers). ureq drops the Authorization header on a redirect.
-        let follow = agent(true);
-        let mut request = self.request(&follow, "GET", url);
-        if have > 0 {
-            request = request.set("Range", &format!("bytes={have}-"));
-        }
-        let response = match request.call() {
-            Ok(response) => response,
+        let response = self.get(url, have)?;
+        match response.status() {
+            200 | 206 => {}
             // What is kept does not fit the file any more (the server's copy changed, or the kept
             // bytes are wrong): start again from the first byte.
-            Err(ureq::Error::Status(416, _)) => {
+            416 => {
                 remove_if_present(partial).map_err(|e| Stop::Retry(e.to_string()))?;
                 return Err(Stop::Retry(format!("{url} refused to resume at byte {have} (HTTP 416)")));
             }
-            Err(e) => return Err(Stop::Retry(e.to_string())),
-        };
+            code => return Err(Stop::Retry(format!("{url}: HTTP {code} {}", response.status_text()))),
+        }
         let resumed = have > 0 && response.status() == 206;
         if resumed
             && let Some(range) = response.header("Content-Range")
@@ -627,10 +653,31 @@ pub fn may_send_token(url: &str) -> bool {
     }
 }
 
-fn agent(follow_redirects: bool) -> ureq::Agent {
-    let builder =
-        ureq::AgentBuilder::new().timeout_connect(Duration::from_secs(20)).timeout_read(Duration::from_secs(60));
-    if follow_redirects { builder.build() } else { builder.redirects(0).build() }
+/// An agent that follows no redirect: [`Hub::head`] reads the hub's own headers, [`Hub::get`]
+/// checks each hop.
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout_connect(Duration::from_secs(20))
+        .timeout_read(Duration::from_secs(60))
+        .redirects(0)
+        .build()
+}
+
+/// Where a redirect from `from` to `location` leads, or why it is not followed.
+fn redirect_target(from: &str, location: &str) -> Result<String, &'static str> {
+    let from = Url::parse(from).map_err(|_| "is not an address")?;
+    let to = from.join(location).map_err(|_| "is not an address")?;
+    match (from.scheme(), to.scheme()) {
+        (_, "http" | "https") if to.host_str().is_none_or(str::is_empty) => Err("names no host"),
+        ("https", "http") => Err("would go from https to plain http"),
+        (_, "http" | "https") => Ok(to.into()),
+        _ => Err("is not an http(s) address"),
+    }
+}
+
+/// Whether `url` is on `endpoint`'s scheme, host and port.
+fn same_origin(url: &str, endpoint: &str) -> bool {
+    matches!((Url::parse(url), Url::parse(endpoint)), (Ok(a), Ok(b)) if a.origin() == b.origin())
 }
 
 #[derive(Debug, Clone)]
@@ -954,6 +1001,38 @@ mod tests {
 
     /// `models rm owner/name@revision` would read as removing one revision; it is refused rather
     /// than removing them all.
+    #[test]
+    fn redirects_lead_to_http_addresses_with_a_host_only() {
+        let from = "https://huggingface.co/gpt2/resolve/main/model.safetensors";
+        for (location, to) in [
+            ("https://cdn-lfs.hf.co/repos/ab/cd?X-Amz=1", "https://cdn-lfs.hf.co/repos/ab/cd?X-Amz=1"),
+            ("/api/resolve-cache/x", "https://huggingface.co/api/resolve-cache/x"),
+            ("//cdn.example/x", "https://cdn.example/x"),
+            ("../../other/file", "https://huggingface.co/gpt2/other/file"),
+        ] {
+            assert_eq!(redirect_target(from, location).as_deref(), Ok(to), "{location}");
+        }
+        for (location, why) in [
+            ("file:///etc/passwd", "is not an http(s) address"),
+            ("ftp://example.com/x", "is not an http(s) address"),
+            ("http://cdn.example/x", "would go from https to plain http"),
+            ("http://", "is not an address"),
+        ] {
+            assert_eq!(redirect_target(from, location), Err(why), "{location}");
+        }
+        assert!(redirect_target("http://127.0.0.1:8080/x", "http://localhost:8080/y").is_ok());
+    }
+
+    #[test]
+    fn the_token_goes_to_the_endpoint_origin_only() {
+        let endpoint = "https://huggingface.co";
+        assert!(same_origin("https://huggingface.co/gpt2/resolve/main/config.json", endpoint));
+        assert!(same_origin("https://huggingface.co:443/x", endpoint));
+        for url in ["https://cdn-lfs.hf.co/x", "http://huggingface.co/x", "https://huggingface.co:8443/x", "x"] {
+            assert!(!same_origin(url, endpoint), "{url}");
+        }
+    }
+
     #[test]
     fn removing_names_a_repository_not_a_revision() {
         let cache = temp_dir("rm");
