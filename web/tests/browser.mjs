@@ -3,14 +3,16 @@
 // package imported by a separate consumer page. Needs `bash web/build.sh` first and a built
 // `glimpse` binary (GLIMPSE_BIN, default target/release/glimpse, else target/debug/glimpse).
 //
-//   node web/tests/browser.mjs [demo] [fallback] [consumer] [real-size]
+//   node web/tests/browser.mjs [frames] [demo] [fallback] [consumer] [real-size]
 //                                     screenshots and timings land in web/tests/out/
 import { execFileSync, spawn } from 'node:child_process';
+import { createServer } from 'node:http';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { Unsupported, openWebm } from '../package/src/webm.js';
 import { serve } from '../serve.mjs';
 
 const web = fileURLToPath(new URL('..', import.meta.url));
@@ -155,8 +157,9 @@ async function demoRuns(origin) {
           const video = Object.assign(document.createElement('video'), { muted: true, src: '/demo/assets/shapes.webm' });
           const early = { readyState: video.readyState };
           early.moments = (await glimpse.findMoments(video, 'a red diamond', { fps: 1 })).length;
-          const changing = Object.assign(document.createElement('video'), { muted: true, src: '/demo/assets/shapes.webm?first' });
-          changing.addEventListener('seeked', () => { changing.src = '/demo/assets/shapes.webm?second'; }, { once: true });
+          // Seeking reads an MP4's frames; a WebM's are decoded from the file as it was when the call began.
+          const changing = Object.assign(document.createElement('video'), { muted: true, src: '/tests/out/shapes.mp4?first' });
+          changing.addEventListener('seeked', () => { changing.src = '/tests/out/shapes.mp4?second'; }, { once: true });
           const changed = await glimpse.findMoments(changing, 'a red diamond', { fps: 1 }).then(() => 'accepted', (e) => `${e.name}: ${e.message}`);
           const after = (await glimpse.embedText('a red diamond')).length;
           glimpse.dispose();
@@ -176,6 +179,99 @@ async function demoRuns(origin) {
 
 // Without --enable-unsafe-webgpu this Chromium has no WebGPU adapter: `auto` must fall back to
 // the CPU and say so on the page.
+// A <video>'s frames, without the models: a WebM file is decoded with WebCodecs into the pictures
+// seeking the element shows, without one seek; an H.264 MP4 (not decoded that way) and a WebM whose
+// download breaks off midway are read by seeking; the WebM reader, given damaged files, ends every
+// one with an error of its own, never a hang or a JavaScript fault.
+async function framesRun(origin) {
+  const webm = readFileSync(join(web, 'demo/assets/shapes.webm'));
+  // Another origin (so the page fetches with CORS) whose plain GETs stop after 80% of the file; the
+  // element's byte-range requests are answered in full.
+  const cut = Math.round(webm.length * 0.8);
+  const breaking = createServer((request, response) => {
+    const headers = { 'access-control-allow-origin': '*', 'content-type': 'video/webm', 'accept-ranges': 'bytes' };
+    const range = /^bytes=(\d+)-(\d*)$/.exec(request.headers.range ?? '');
+    if (!range) {
+      response.writeHead(200, { ...headers, 'content-length': webm.length });
+      response.write(webm.subarray(0, cut), () => response.destroy());
+      return;
+    }
+    const [start, last] = [Number(range[1]), range[2] ? Math.min(Number(range[2]), webm.length - 1) : webm.length - 1];
+    response.writeHead(206, { ...headers, 'content-range': `bytes ${start}-${last}/${webm.length}`, 'content-length': last - start + 1 });
+    response.end(webm.subarray(start, last + 1));
+  });
+  await new Promise((done) => breaking.listen(0, '127.0.0.1', done));
+  const breakingUrl = `http://127.0.0.1:${breaking.address().port}/shapes.webm`;
+  try {
+    await withBrowser(false, async (browser) => {
+      const page = await openPage(browser, `${origin}/demo/`, 'frames');
+      const runs = await page.evaluate(async (breakingUrl) => {
+        const { frameChunks } = await import('/package/src/frames.js');
+        // Frames at 2 fps for 224-pixel CLIP, the seeks of the page's element, and the time taken.
+        const read = async (src, decode) => {
+          const video = Object.assign(document.createElement('video'), { muted: true, crossOrigin: 'anonymous', src });
+          await new Promise((loaded, failed) => { video.onloadeddata = loaded; video.onerror = () => failed(new Error(`${src} did not load`)); });
+          let seeks = 0;
+          video.addEventListener('seeked', () => seeks++);
+          const started = performance.now();
+          const frames = [];
+          for await (const { frames: pixels, width, height } of frameChunks(video, 2, 224, undefined, { decode })) {
+            const bytes = width * height * 4;
+            for (let at = 0; at < pixels.length; at += bytes) frames.push(pixels.slice(at, at + bytes));
+          }
+          return { ms: performance.now() - started, seeks, frames };
+        };
+        const worst = (a, b) => a.frames.length !== b.frames.length ? Infinity
+          : Math.max(...a.frames.map((f, i) => f.reduce((m, v, j) => Math.max(m, Math.abs(v - b.frames[i][j])), 0)));
+        const sought = await read('/demo/assets/shapes.webm', false);
+        const decoded = await read('/demo/assets/shapes.webm', true);
+        const again = await read('/demo/assets/shapes.webm', false);
+        const broken = await read(breakingUrl, true);
+        const mp4 = await read('/tests/out/shapes.mp4', true);
+        const summary = (run, reference) => ({ frames: run.frames.length, seeks: run.seeks, ms: run.ms, worst: worst(run, reference) });
+        return { sought: summary(sought, sought), decoded: summary(decoded, sought), again: summary(again, sought), broken: summary(broken, sought), mp4: summary(mp4, mp4) };
+      }, breakingUrl);
+      const { sought, decoded, again, broken, mp4 } = runs;
+      check(sought.frames === 28 && decoded.frames === 28 && decoded.worst <= 2 && decoded.seeks === 0,
+        `frames: the sample's 28 frames decoded with WebCodecs are those seeking shows (largest difference ${decoded.worst}/255, ${decoded.seeks} seeks)`);
+      // The first 16 frames (a message's worth, up to 7.75 s) come before the break, at 11 s.
+      check(broken.frames === 28 && broken.worst <= 2 && broken.seeks > 0 && broken.seeks < sought.seeks,
+        `frames: a WebM whose download breaks off midway is read on by seeking, from where decoding stopped (${broken.seeks} seeks against ${sought.seeks} for the whole, largest difference ${broken.worst}/255)`);
+      check(mp4.frames === 28 && mp4.seeks > 0, `frames: an H.264 MP4 is read by seeking (${mp4.frames} frames, ${mp4.seeks} seeks)`);
+      console.log(`       the sample's 28 frames: decoded ${decoded.ms.toFixed(0)} ms, seeking ${sought.ms.toFixed(0)} and ${again.ms.toFixed(0)} ms (the two around it)`);
+    });
+  } finally {
+    breaking.close();
+  }
+
+  // Damaged files: every truncation on a grid and 400 files with a few bytes changed.
+  let seed = 1;
+  const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+  const damaged = [];
+  for (let length = 0; length < webm.length; length += 997) damaged.push(webm.subarray(0, length));
+  for (let i = 0; i < 400; i++) {
+    const copy = Uint8Array.from(webm);
+    for (let j = 0; j < 1 + (i % 8); j++) copy[Math.floor(random() * Math.min(copy.length, i % 2 ? 600 : copy.length))] = Math.floor(random() * 256);
+    damaged.push(copy);
+  }
+  const outcomes = { read: 0, unsupported: 0, malformed: 0 };
+  const faults = [];
+  for (const [i, bytes] of damaged.entries()) {
+    const stream = new Blob([bytes]).stream().getReader();
+    const reading = (async () => {
+      const { blocks } = await openWebm(stream);
+      for await (const block of blocks) if (!(block.data instanceof Uint8Array)) throw new TypeError('a block without its bytes');
+    })();
+    const late = new Promise((resolve) => setTimeout(() => resolve('late'), 5000));
+    const outcome = await Promise.race([reading.then(() => 'read', (error) => error), late]);
+    if (outcome === 'read') outcomes.read++;
+    else if (outcome instanceof Unsupported) outcomes.unsupported++;
+    else if (outcome instanceof Error && outcome.constructor === Error) outcomes.malformed++;
+    else faults.push(`file ${i}: ${outcome === 'late' ? 'still reading after 5 s' : `${outcome.name}: ${outcome.message}`}`);
+  }
+  check(faults.length === 0, `frames: the WebM reader on ${damaged.length} damaged files (${JSON.stringify(outcomes)})${faults.length ? `: ${faults.slice(0, 3).join('; ')}` : ''}`);
+}
+
 async function fallbackRun(origin) {
   await withBrowser(false, async (browser) => {
     const page = await openPage(browser, `${origin}/demo/?device=auto`, 'fallback');
@@ -451,17 +547,20 @@ function watchMemory(profile) {
 }
 
 mkdirSync(out, { recursive: true });
+// The sample as H.264 in MP4, which the page reads by seeking (WebCodecs decodes only WebM files).
+execFileSync('ffmpeg', ['-v', 'error', '-y', '-i', join(web, 'demo/assets/shapes.webm'), '-c:v', 'libx264', '-pix_fmt', 'yuv420p', join(out, 'shapes.mp4')]);
 for (const file of ['package/engine/glimpse_wasm_bg.wasm', 'demo/assets/shapes.webm']) {
   if (!existsSync(join(web, file))) throw new Error(`web/${file} is missing: run \`bash web/build.sh\` first`);
 }
 // `node web/tests/browser.mjs consumer real-size` runs only those parts; no argument runs all.
-const PARTS = ['demo', 'fallback', 'consumer', 'real-size'];
+const PARTS = ['frames', 'demo', 'fallback', 'consumer', 'real-size'];
 const wanted = process.argv.length > 2 ? process.argv.slice(2) : PARTS;
 const unknown = wanted.filter((part) => !PARTS.includes(part));
 if (unknown.length) throw new Error(`unknown part(s) ${unknown.join(', ')}: choose from ${PARTS.join(', ')}`);
 const server = await serve(web);
 const origin = `http://127.0.0.1:${server.address().port}`;
 try {
+  if (wanted.includes('frames')) await framesRun(origin);
   if (wanted.includes('demo')) {
     const timings = await demoRuns(origin);
     console.log('\ndemo timings (seconds; the browser load includes fetching the models and compiling the module; the native time includes starting the process and loading):');

@@ -2,6 +2,7 @@
 // frames in chunks for the engine (with the waits that reading them needs, abortable).
 import { InputError } from './errors.js';
 import { FRAMES_PER_MESSAGE, MAX_FRAMES } from './protocol.js';
+import { Unsupported, colorSpace, openWebm } from './webm.js';
 
 // Frames are scaled down on the page until their shorter side is CLIP's input (but not below
 // 128 px); the engine then applies CLIP's own preprocessing.
@@ -68,9 +69,9 @@ function imageDataBitmapSource(data) {
 // Reader 0 is the one that must work: when another fails, the others stop after their frame in
 // hand, reader 0 reads what is missing and then reads alone; when reader 0 fails, the call does,
 // once no reader is still reading.
-async function* chunked(count, [width, height], frameAt, readers = 1) {
+async function* chunked(count, [width, height], frameAt, readers = 1, from = 0) {
   const frameBytes = width * height * 4;
-  for (let start = 0; start < count; start += FRAMES_PER_MESSAGE) {
+  for (let start = from; start < count; start += FRAMES_PER_MESSAGE) {
     const n = Math.min(FRAMES_PER_MESSAGE, count - start);
     const frames = new Uint8Array(n * frameBytes);
     const read = new Array(n).fill(false);
@@ -96,8 +97,10 @@ async function* chunked(count, [width, height], frameAt, readers = 1) {
 }
 
 // The frames of `source` (an array of images, or a `<video>` sampled at `fps`: frame `i` is the
-// picture shown at `(i + 0.5) / fps` seconds), FRAMES_PER_MESSAGE at a time.
-export async function* frameChunks(source, fps, imageSize, signal) {
+// picture shown at `(i + 0.5) / fps` seconds), FRAMES_PER_MESSAGE at a time. A `<video>` playing
+// a WebM file is decoded from its file with WebCodecs where the browser can (`decode`: false
+// never tries); any other, or one whose decoding fails, is read by seeking the element.
+export async function* frameChunks(source, fps, imageSize, signal, { decode = true } = {}) {
   if (Array.isArray(source)) {
     if (source.length === 0) throw new InputError('no frames to caption');
     if (source.length > MAX_FRAMES) throw new InputError(`${source.length} frames; the limit is ${MAX_FRAMES}`);
@@ -121,6 +124,28 @@ export async function* frameChunks(source, fps, imageSize, signal) {
   const count = Math.max(1, Math.round(video.duration * fps));
   if (count > MAX_FRAMES) throw new InputError(`${count} frames at ${fps} fps; the limit is ${MAX_FRAMES}`);
   const size = targetSize(video.videoWidth, video.videoHeight, imageSize);
+  const times = Array.from({ length: count }, (_, i) => Math.min((i + 0.5) / fps, video.duration));
+  let from = 0;
+  const decoded = decode ? await decodedFrames(video, times, size, imageSize, signal) : null;
+  if (decoded) {
+    try {
+      const next = async () => {
+        const { value, done } = await decoded.next();
+        if (done) throw new Error('the file has fewer frames than its length says');
+        return value;
+      };
+      for await (const chunk of chunked(count, size, next)) {
+        yield chunk;
+        from += FRAMES_PER_MESSAGE;
+      }
+      return;
+    } catch (error) {
+      if (signal?.aborted) throw error;
+      // Seeking reads the rest, and says what is wrong with the video if it meets it too.
+    } finally {
+      await decoded.return();
+    }
+  }
   const wasPaused = video.paused, time = video.currentTime;
   video.pause();
   // The element and copies of it seek at once: a seek waits for its frame to be presented, one
@@ -133,7 +158,7 @@ export async function* frameChunks(source, fps, imageSize, signal) {
     yield* chunked(count, size, async (i, reader) => {
       signal?.throwIfAborted();
       const element = readers[reader];
-      const at = Math.min((i + 0.5) / fps, video.duration);
+      const at = times[i];
       if (element === video) {
         if (await seek(video, at, SEEK_MS, signal, true) === 'late') {
           throw new InputError(`the video received nothing for ${SEEK_MS / 1000} s while seeking to ${at.toFixed(2)} s: its server stalled, or its source was taken away`);
@@ -145,12 +170,130 @@ export async function* frameChunks(source, fps, imageSize, signal) {
         throw new Error('a copy of the video did not show its frame');
       }
       return toImageData(element, imageSize, size, `the frame at ${at.toFixed(2)} s`);
-    }, readers.length);
+    }, readers.length, from);
   } finally {
     readers.slice(1).forEach(release);
     // Not where the source was taken away: nothing would show.
     if (video.currentSrc === src) await seek(video, time, COPY_SEEK_MS).catch(() => {});
     if (!wasPaused) video.play().catch(() => {});
+  }
+}
+
+// The frames of `video` shown at `times` (seconds, ascending), decoded with WebCodecs from the file
+// it plays, as ImageData of `size`, one at a time and in order; null where that does not apply (no
+// WebCodecs, a source that is not a file, a file that is not WebM or that the page may not fetch,
+// a codec the browser does not decode). Only the file's current element and the frame last
+// decoded are held.
+async function decodedFrames(video, times, size, imageSize, signal) {
+  if (typeof VideoDecoder !== 'function' || video.srcObject || !video.currentSrc) return null;
+  const stop = new AbortController();
+  const onAbort = () => stop.abort();
+  signal?.addEventListener('abort', onAbort, { once: true });
+  const ended = () => {
+    stop.abort();
+    signal?.removeEventListener('abort', onAbort);
+  };
+  let webm;
+  try {
+    const credentials = video.crossOrigin === 'use-credentials' ? 'include' : 'same-origin';
+    const response = await within(fetch(video.currentSrc, { signal: stop.signal, credentials }), SEEK_MS, signal);
+    if (response === 'late' || !response.ok || !response.body) throw new Unsupported('the file cannot be fetched');
+    const reader = response.body.getReader();
+    webm = await openWebm({
+      read: async () => {
+        const read = await within(reader.read(), SEEK_MS, signal);
+        if (read === 'late') throw new Error(`the video's file sent nothing for ${SEEK_MS / 1000} s`);
+        return read;
+      },
+    });
+    if (!(await VideoDecoder.isConfigSupported(webm.config)).supported) throw new Unsupported(webm.config.codec);
+  } catch (error) {
+    ended();
+    if (signal?.aborted) throw signal.reason;
+    return null;
+  }
+  return decodeFrames(webm, times.map((t) => Math.round(t * 1e6)), size, imageSize, ended);
+}
+
+async function* decodeFrames({ config, blocks }, times, size, imageSize, ended) {
+  const ready = [];
+  let held = null, answered = 0, failure = null, wake = null;
+  const decoder = new VideoDecoder({
+    // Frames come in presentation order: the one held is shown at every time before this one's.
+    output: (frame) => {
+      while (answered < times.length && times[answered] < frame.timestamp) {
+        ready.push(pixelsOf(held ?? frame, imageSize, size));
+        answered++;
+      }
+      held?.close();
+      held = frame;
+      wake?.();
+    },
+    error: (error) => {
+      failure = error;
+      wake?.();
+    },
+  });
+  // A group of pictures (a key frame and what follows it up to the next) is decoded once a sampled
+  // time falls in it; the pictures of one without any are passed over undecoded (VP8 and VP9 store
+  // pictures in the order they are shown). Until the group is known to be wanted, its chunks wait
+  // (MAX_GROUP_BYTES at most): `needed` is the first time no group read so far holds.
+  let group = [], groupBytes = 0, wanted = false, decodedAny = false, needed = 0;
+  const decodeGroup = () => {
+    for (const chunk of group) decoder.decode(chunk);
+    decodedAny ||= group.length > 0;
+    [group, groupBytes, wanted] = [[], 0, true];
+  };
+  let configured = false;
+  const neededBefore = (time) => needed < times.length && times[needed] < time;
+  try {
+    while (answered < times.length || ready.length > 0) {
+      if (ready.length > 0) {
+        yield ready.shift();
+        continue;
+      }
+      if (failure) throw failure;
+      let block, done;
+      try {
+        ({ value: block, done } = await blocks.next());
+      } catch (error) {
+        // The file breaks off (a dropped connection, a damaged element): the frames decoded from
+        // what came before it are given first, up to the last one whose successor was seen.
+        await decoder.flush().catch(() => {});
+        while (ready.length > 0) yield ready.shift();
+        throw error;
+      }
+      if (done) {
+        if (!configured) throw new Error('the file holds no frame');
+        if (!wanted && needed < times.length) decodeGroup();
+        await decoder.flush();
+        if (failure) throw failure;
+        if (!held) throw new Error('no frame could be decoded');
+        for (; answered < times.length; answered++) ready.push(pixelsOf(held, imageSize, size));
+        continue;
+      }
+      if (!configured) {
+        if (!block.key) throw new Error('the video does not start with a key frame');
+        decoder.configure({ ...config, colorSpace: colorSpace(config.codec, block.data) });
+        configured = true;
+      }
+      if (block.key) {
+        // A time before this key frame shows the last picture of the group before it.
+        if (!wanted && neededBefore(block.timestamp)) decodeGroup();
+        while (neededBefore(block.timestamp)) needed++;
+        [group, groupBytes, wanted] = [[], 0, !decodedAny];
+      }
+      const chunk = new EncodedVideoChunk({ type: block.key ? 'key' : 'delta', timestamp: block.timestamp, data: block.data });
+      group.push(chunk);
+      groupBytes += block.data.length;
+      if (wanted || neededBefore(block.timestamp + 1) || groupBytes > MAX_GROUP_BYTES) decodeGroup();
+      // Decoded pictures are waited for while they pile up, so that reading stays ahead by little.
+      if (decoder.decodeQueueSize > 8) await new Promise((resolve) => { wake = resolve; decoder.addEventListener('dequeue', resolve, { once: true }); });
+    }
+  } finally {
+    held?.close();
+    if (decoder.state !== 'closed') decoder.close();
+    ended();
   }
 }
 
@@ -182,6 +325,8 @@ function landing(element, at, fps, src) {
 
 // Elements reading one video's frames at once, the page's own among them.
 const READERS = 4;
+// The encoded pictures of one group held before it is decoded whatever it holds.
+const MAX_GROUP_BYTES = 32 << 20;
 // How long a copy may take to load before it is left out, and to show a frame it seeks to.
 const COPY_LOAD_MS = 3000;
 const COPY_SEEK_MS = 2000;
