@@ -177,8 +177,6 @@ async function demoRuns(origin) {
   return timings;
 }
 
-// Without --enable-unsafe-webgpu this Chromium has no WebGPU adapter: `auto` must fall back to
-// the CPU and say so on the page.
 // A <video>'s frames, without the models: a WebM file is decoded with WebCodecs into the pictures
 // seeking the element shows, without one seek; an H.264 MP4 (not decoded that way) and a WebM whose
 // download breaks off midway are read by seeking; the WebM reader, given damaged files, ends every
@@ -201,6 +199,20 @@ async function framesRun(origin) {
     response.end(webm.subarray(start, last + 1));
   });
   await new Promise((done) => breaking.listen(0, '127.0.0.1', done));
+  // VP8, and VP9 in the colour codings its key frames name, each with ffmpeg's RGB of the frames
+  // shown at (i + 0.5) / 2 s: 10 frames a second, so frames 2, 7, 12, 17, 22 and 27.
+  const formats = [
+    ['vp8', ['-c:v', 'libvpx']],
+    ['vp9-unspecified', ['-c:v', 'libvpx-vp9']],
+    ['vp9-bt709', ['-c:v', 'libvpx-vp9', '-colorspace', 'bt709', '-color_primaries', 'bt709', '-color_trc', 'bt709']],
+    ['vp9-full-range', ['-c:v', 'libvpx-vp9', '-color_range', 'pc', '-pix_fmt', 'yuvj420p']],
+    ['vp9-10-bit', ['-c:v', 'libvpx-vp9', '-pix_fmt', 'yuv420p10le']],
+  ].map(([name, codec]) => {
+    const file = join(out, `${name}.webm`);
+    execFileSync('ffmpeg', ['-v', 'error', '-y', '-f', 'lavfi', '-i', 'testsrc2=size=160x120:rate=10:duration=3', '-g', '7', ...codec, file]);
+    const shown = execFileSync('ffmpeg', ['-v', 'error', '-i', file, '-vf', 'select=not(mod(n-2\\,5))', '-vsync', '0', '-f', 'rawvideo', '-pix_fmt', 'rgba', '-']);
+    return [name, [...shown]];
+  });
   const breakingUrl = `http://127.0.0.1:${breaking.address().port}/shapes.webm`;
   try {
     await withBrowser(false, async (browser) => {
@@ -232,6 +244,27 @@ async function framesRun(origin) {
         return { sought: summary(sought, sought), decoded: summary(decoded, sought), again: summary(again, sought), broken: summary(broken, sought), mp4: summary(mp4, mp4) };
       }, breakingUrl);
       const { sought, decoded, again, broken, mp4 } = runs;
+      for (const [name, made] of formats) {
+        const run = await page.evaluate(async (src) => {
+          const { frameChunks } = await import('/package/src/frames.js');
+          const video = Object.assign(document.createElement('video'), { muted: true, src });
+          await new Promise((loaded, failed) => { video.onloadeddata = loaded; video.onerror = () => failed(new Error(`${src} did not load`)); });
+          let seeks = 0;
+          video.addEventListener('seeked', () => seeks++);
+          const frames = [];
+          for await (const chunk of frameChunks(video, 2, 224)) for (const value of chunk.frames) frames.push(value);
+          return { seeks, frames };
+        }, `/tests/out/${name}.webm`);
+        // RGB only: ffmpeg's alpha is opaque, and so is the canvas's.
+        let total = 0;
+        for (let i = 0; i < made.length; i++) if (i % 4 !== 3) total += Math.abs(run.frames[i] - made[i]);
+        const mean = total / (made.length * 0.75);
+        // Ten bits are brought to eight with dither by ffmpeg and without by the browser (whose
+        // <video> gives the same pixels as the decoder here).
+        const tolerance = name.endsWith('10-bit') ? 4 : 2;
+        check(run.seeks === 0 && run.frames.length === made.length && mean <= tolerance,
+          `frames: ${name} is decoded (${run.seeks} seeks) into ffmpeg's pixels, as the native CLI reads them (mean difference ${mean.toFixed(2)}/255, at most ${tolerance})`);
+      }
       check(sought.frames === 28 && decoded.frames === 28 && decoded.worst <= 2 && decoded.seeks === 0,
         `frames: the sample's 28 frames decoded with WebCodecs are those seeking shows (largest difference ${decoded.worst}/255, ${decoded.seeks} seeks)`);
       // The first 16 frames (a message's worth, up to 7.75 s) come before the break, at 11 s.
@@ -272,6 +305,8 @@ async function framesRun(origin) {
   check(faults.length === 0, `frames: the WebM reader on ${damaged.length} damaged files (${JSON.stringify(outcomes)})${faults.length ? `: ${faults.slice(0, 3).join('; ')}` : ''}`);
 }
 
+// Without --enable-unsafe-webgpu this Chromium has no WebGPU adapter: `auto` must fall back to
+// the CPU and say so on the page.
 async function fallbackRun(origin) {
   await withBrowser(false, async (browser) => {
     const page = await openPage(browser, `${origin}/demo/?device=auto`, 'fallback');

@@ -2,7 +2,7 @@
 // frames in chunks for the engine (with the waits that reading them needs, abortable).
 import { InputError } from './errors.js';
 import { FRAMES_PER_MESSAGE, MAX_FRAMES } from './protocol.js';
-import { Unsupported, colorSpace, openWebm } from './webm.js';
+import { Unsupported, keyFrameConfig, openWebm } from './webm.js';
 
 // Frames are scaled down on the page until their shorter side is CLIP's input (but not below
 // 128 px); the engine then applies CLIP's own preprocessing.
@@ -186,6 +186,10 @@ export async function* frameChunks(source, fps, imageSize, signal, { decode = tr
 // decoded are held.
 async function decodedFrames(video, times, size, imageSize, signal) {
   if (typeof VideoDecoder !== 'function' || video.srcObject || !video.currentSrc) return null;
+  // Another origin's file can be fetched only with CORS, which an element without `crossOrigin`
+  // does not ask for (its frames could not be read either way).
+  const url = new URL(video.currentSrc, location.href);
+  if (video.crossOrigin === null && url.protocol !== 'data:' && url.origin !== location.origin) return null;
   const stop = new AbortController();
   const onAbort = () => stop.abort();
   signal?.addEventListener('abort', onAbort, { once: true });
@@ -206,7 +210,6 @@ async function decodedFrames(video, times, size, imageSize, signal) {
         return read;
       },
     });
-    if (!(await VideoDecoder.isConfigSupported(webm.config)).supported) throw new Unsupported(webm.config.codec);
   } catch (error) {
     ended();
     if (signal?.aborted) throw signal.reason;
@@ -219,15 +222,23 @@ async function* decodeFrames({ config, blocks }, times, size, imageSize, ended) 
   const ready = [];
   let held = null, answered = 0, failure = null, wake = null;
   const decoder = new VideoDecoder({
-    // Frames come in presentation order: the one held is shown at every time before this one's.
+    // Frames come in presentation order: the one held is shown at every time before this one's
+    // (drawn once, however many times it answers: a still picture may last the whole video).
     output: (frame) => {
-      while (answered < times.length && times[answered] < frame.timestamp) {
-        ready.push(pixelsOf(held ?? frame, imageSize, size));
-        answered++;
+      try {
+        let pixels = null;
+        while (answered < times.length && times[answered] < frame.timestamp) {
+          pixels ??= pixelsOf(held ?? frame, imageSize, size);
+          ready.push(pixels);
+          answered++;
+        }
+      } catch (error) {
+        failure ??= error;
+      } finally {
+        held?.close();
+        held = frame;
+        wake?.();
       }
-      held?.close();
-      held = frame;
-      wake?.();
     },
     error: (error) => {
       failure = error;
@@ -269,12 +280,15 @@ async function* decodeFrames({ config, blocks }, times, size, imageSize, ended) 
         await decoder.flush();
         if (failure) throw failure;
         if (!held) throw new Error('no frame could be decoded');
-        for (; answered < times.length; answered++) ready.push(pixelsOf(held, imageSize, size));
+        const last = answered < times.length ? pixelsOf(held, imageSize, size) : null;
+        for (; answered < times.length; answered++) ready.push(last);
         continue;
       }
       if (!configured) {
         if (!block.key) throw new Error('the video does not start with a key frame');
-        decoder.configure({ ...config, colorSpace: colorSpace(config.codec, block.data) });
+        const full = keyFrameConfig(config, block.data);
+        if (!(await VideoDecoder.isConfigSupported(full)).supported) throw new Unsupported(full.codec);
+        decoder.configure(full);
         configured = true;
       }
       if (block.key) {

@@ -127,33 +127,28 @@ function children(data) {
 }
 
 const uint = (data) => data.reduce((value, byte) => value * 256 + byte, 0);
-const text = (data) => new TextDecoder().decode(data).replace(/\0+$/, '');
+const text = (data = new Uint8Array(0)) => new TextDecoder().decode(data).replace(/\0+$/, '');
 
-// WebCodecs' configuration for a Matroska codec: VP8 and VP9, WebM's own, whose key frames say how
-// their colours are coded (see `colorSpace`); others are Unsupported.
-function decoderConfig(codecId, codecPrivate, codedWidth, codedHeight) {
-  if (codecId === 'V_VP8') return { codec: 'vp8', codedWidth, codedHeight };
-  if (codecId !== 'V_VP9') throw new Unsupported(`codec ${codecId}`);
-  // CodecPrivate, where present, holds (id, length, value) features: 1 profile, 3 bit depth.
-  let profile = 0, depth = 8;
-  for (let at = 0; codecPrivate && at + 2 < codecPrivate.length; at += 2 + codecPrivate[at + 1]) {
-    if (codecPrivate[at] === 1) profile = codecPrivate[at + 2];
-    if (codecPrivate[at] === 3) depth = codecPrivate[at + 2];
-  }
-  const two = (n) => String(n).padStart(2, '0');
-  return { codec: `vp09.${two(profile)}.10.${two(depth)}`, codedWidth, codedHeight };
+// The codec of a Matroska track, VP8 or VP9 (WebM's own, whose key frames say how their pictures
+// are coded; see `keyFrameConfig`); others are Unsupported.
+function decoderConfig(codecId, codedWidth, codedHeight) {
+  const codec = { V_VP8: 'vp8', V_VP9: 'vp9' }[codecId];
+  if (!codec) throw new Unsupported(`codec ${codecId}`);
+  return { codec, codedWidth, codedHeight };
 }
 
 const BT601 = { primaries: 'smpte170m', transfer: 'smpte170m', matrix: 'smpte170m' };
 const BT709 = { primaries: 'bt709', transfer: 'bt709', matrix: 'bt709' };
 
-// How the pictures of a key frame's stream code colour, as WebCodecs names it: a decoder that is not
-// told takes BT.709, where ffmpeg (the native CLI's frames) and the browser's <video> take BT.601
-// for a stream that does not say, as VP8's never does (RFC 6386, 9.2). VP9 says in its key frames'
-// header (VP9 bitstream specification, 6.2): unknown, BT.601 and SMPTE 170M read as BT.601, BT.709
-// as itself; others (SMPTE 240M, BT.2020, RGB) are Unsupported.
-export function colorSpace(codec, keyFrame) {
-  if (codec === 'vp8') return { ...BT601, fullRange: false };
+// The `VideoDecoderConfig` for a track's first key frame: the codec string and how colour is coded.
+// A decoder that is not told how colour is coded takes BT.709, where ffmpeg (the native CLI's
+// frames) and the browser's <video> take BT.601 for a stream that does not say, as VP8's never does
+// (RFC 6386, 9.2). A VP9 key frame's header (VP9 bitstream specification, 6.2) names its profile, bit
+// depth and colour space: unknown, BT.601 and SMPTE 170M read as BT.601, BT.709 as itself; others
+// (SMPTE 240M, BT.2020, RGB) are Unsupported. VP9's codec string also names a level, which only a
+// scan of the whole stream could tell; 1.0 is given, which decoders take as a hint.
+export function keyFrameConfig(config, keyFrame) {
+  if (config.codec === 'vp8') return { ...config, colorSpace: { ...BT601, fullRange: false } };
   let bit = 0;
   const read = (n) => {
     let value = 0;
@@ -170,11 +165,13 @@ export function colorSpace(codec, keyFrame) {
   if (read(1) !== 0) throw new Error('a VP9 stream that starts without a key frame');
   read(2);
   if (read(24) !== 0x498342) throw new Error('a VP9 key frame without its sync code');
-  if (profile >= 2) read(1);
+  const depth = profile >= 2 ? (read(1) ? 12 : 10) : 8;
   const space = read(3);
   const fullRange = space !== 7 && read(1) === 1;
-  if (space <= 1 || space === 3) return { ...BT601, fullRange };
-  if (space === 2) return { ...BT709, fullRange };
+  const two = (n) => String(n).padStart(2, '0');
+  const codec = `vp09.${two(profile)}.10.${two(depth)}`;
+  if (space <= 1 || space === 3) return { ...config, codec, colorSpace: { ...BT601, fullRange } };
+  if (space === 2) return { ...config, codec, colorSpace: { ...BT709, fullRange } };
   throw new Unsupported(`VP9 colour space ${space}`);
 }
 
@@ -186,7 +183,7 @@ function videoTrack(tracks) {
     if (fields.has(ID.ContentEncodings)) throw new Unsupported('compressed or encrypted blocks');
     const video = new Map(children(fields.get(ID.Video) ?? new Uint8Array(0)).map((c) => [c.id, c.data]));
     const width = uint(video.get(ID.PixelWidth) ?? []), height = uint(video.get(ID.PixelHeight) ?? []);
-    const config = decoderConfig(text(fields.get(ID.CodecID) ?? []), fields.get(ID.CodecPrivate), width, height);
+    const config = decoderConfig(text(fields.get(ID.CodecID)), width, height);
     return { number: uint(fields.get(ID.TrackNumber) ?? []), config };
   }
   throw new Unsupported('no video track');
@@ -206,14 +203,16 @@ function block(data) {
 }
 
 // Opens the WebM file that `reader` (a ReadableStream's default reader) delivers: resolves to
-// `{config, blocks}` once its video track is known, where `config` is a `VideoDecoderConfig` and
-// `blocks` yields `{timestamp (microseconds), key, data}` in file order. Not a WebM file at all is
-// Unsupported; a malformed one is an Error, from `open` or from `blocks`.
+// `{config, blocks}` once its video track is known, where `config` is the track's codec and size
+// (`keyFrameConfig` completes it) and `blocks` yields `{timestamp (microseconds), key, data}` in
+// file order. Not a WebM file at all is Unsupported; a malformed one is an Error, from `open` or
+// from `blocks`.
 export async function openWebm(reader) {
   const bytes = new Bytes(reader);
   const ebml = await bytes.header();
   if (!ebml || ebml.id !== ID.EBML || ebml.size === UNKNOWN) throw new Unsupported('not a Matroska file');
-  const docType = text(children(await bytes.take(ebml.size)).find((c) => c.id === ID.DocType)?.data ?? []);
+  // DocType is optional, and "matroska" when left out.
+  const docType = text(children(await bytes.take(ebml.size)).find((c) => c.id === ID.DocType)?.data) || 'matroska';
   if (docType !== 'webm' && docType !== 'matroska') throw new Unsupported(`document type ${docType}`);
   const segment = await bytes.header();
   if (!segment || segment.id !== ID.Segment) throw new Error('no Segment after the EBML header');
@@ -226,18 +225,22 @@ export async function openWebm(reader) {
     next = null;
     return header;
   };
+  // Info (the timestamps' scale) and Tracks may come in either order, both before the first Cluster.
   for (;;) {
     const child = await nextChild();
-    if (!child) throw new Unsupported('no video track before the end of the file');
-    if (child.id === ID.Cluster) throw new Unsupported('frames before the Tracks');
+    if (!child) throw new Unsupported('no frames before the end of the file');
+    if (child.id === ID.Cluster) {
+      if (!track) throw new Unsupported('frames before the Tracks');
+      next = child;
+      break;
+    }
     if (child.size === UNKNOWN) throw new Unsupported('a Segment child of unknown size');
     if (child.id === ID.Info) {
       const found = children(await bytes.take(child.size)).find((c) => c.id === ID.TimestampScale);
       if (found) scale = uint(found.data);
       if (!(scale > 0)) throw new Error('a TimestampScale of 0');
-    } else if (child.id === ID.Tracks) {
+    } else if (child.id === ID.Tracks && !track) {
       track = videoTrack(await bytes.take(child.size));
-      break;
     } else {
       await bytes.skip(child.size);
     }
