@@ -244,6 +244,42 @@ async function framesRun(origin) {
         return { sought: summary(sought, sought), decoded: summary(decoded, sought), again: summary(again, sought), broken: summary(broken, sought), mp4: summary(mp4, mp4) };
       }, breakingUrl);
       const { sought, decoded, again, broken, mp4 } = runs;
+      // A recording made in the page (MediaRecorder's WebM: no length in its header, elements of
+      // unknown size): 1.5 s of red, then 1.5 s of blue.
+      const recorded = await page.evaluate(async () => {
+        const { frameChunks } = await import('/package/src/frames.js');
+        const canvas = Object.assign(document.createElement('canvas'), { width: 160, height: 120 });
+        document.body.append(canvas);
+        const context = canvas.getContext('2d');
+        const recorder = new MediaRecorder(canvas.captureStream(10), { mimeType: 'video/webm;codecs=vp9' });
+        const parts = [];
+        recorder.ondataavailable = (event) => parts.push(event.data);
+        recorder.start(500);
+        const started = performance.now();
+        await new Promise((done) => {
+          const draw = () => {
+            const elapsed = performance.now() - started;
+            context.fillStyle = elapsed < 1500 ? 'red' : 'blue';
+            context.fillRect(0, 0, 160, 120);
+            if (elapsed < 3000) requestAnimationFrame(draw); else done();
+          };
+          draw();
+        });
+        recorder.stop();
+        await new Promise((done) => { recorder.onstop = done; });
+        const video = Object.assign(document.createElement('video'), { muted: true, src: URL.createObjectURL(new Blob(parts, { type: 'video/webm' })) });
+        await new Promise((loaded) => { video.onloadedmetadata = loaded; });
+        const headerLength = video.duration;
+        const colours = [];
+        for await (const { frames, width, height } of frameChunks(video, 2, 224)) {
+          for (let at = 0; at < frames.length; at += width * height * 4) colours.push(frames[at] > 128 && frames[at + 2] < 128 ? 'red' : frames[at + 2] > 128 && frames[at] < 128 ? 'blue' : 'other');
+        }
+        return { headerLength: String(headerLength), duration: video.duration, colours };
+      });
+      const { colours } = recorded;
+      check(recorded.headerLength === 'Infinity' && colours.length === Math.max(1, Math.round(recorded.duration * 2)) && colours[0] === 'red' && colours.at(-1) === 'blue'
+        && colours.every((c, i) => c === (i < colours.indexOf('blue') ? 'red' : 'blue')),
+        `frames: a MediaRecorder recording (no length in its header) is read whole: ${recorded.duration} s, ${colours.join(' ')}`);
       for (const [name, made] of formats) {
         const run = await page.evaluate(async (src) => {
           const { frameChunks } = await import('/package/src/frames.js');

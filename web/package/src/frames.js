@@ -312,7 +312,8 @@ async function* decodeFrames({ config, blocks }, times, size, imageSize, ended) 
 }
 
 // A <video>'s length in seconds once its metadata is in (within METADATA_MS; `signal` ends the
-// wait): refuses a non-video, one without a source, one that cannot be read and a live stream.
+// wait), or once it has been to its end where the metadata does not say: refuses a non-video, one
+// without a source, one that cannot be read and a live stream.
 export async function videoLength(video, signal) {
   if (!(typeof HTMLVideoElement !== 'undefined' && video instanceof HTMLVideoElement)) throw new InputError('a video is an HTMLVideoElement or an array of frames');
   if (video.networkState === HTMLMediaElement.NETWORK_EMPTY && !video.currentSrc && !video.src) throw new InputError('the <video> has no source');
@@ -321,7 +322,14 @@ export async function videoLength(video, signal) {
     if (video.preload === 'none') video.preload = 'metadata';
     if (await within(once(video, 'loadedmetadata'), METADATA_MS, signal) === 'late') throw new InputError(`the video's metadata did not arrive within ${METADATA_MS / 1000} s: its server stalled or it cannot be read`);
   }
-  if (!Number.isFinite(video.duration) || video.duration <= 0) throw new InputError('the video has no finite duration');
+  if (video.duration === Infinity && !video.srcObject) {
+    // A file whose header does not give its length (MediaRecorder's WebM): the element learns it
+    // once it has been to the end. A live stream stays endless.
+    const time = video.currentTime;
+    if (await seek(video, Number.MAX_SAFE_INTEGER, METADATA_MS, signal, true) === 'late') throw new InputError(`the video did not reach its end within ${METADATA_MS / 1000} s to learn its length`);
+    await seek(video, time, METADATA_MS, signal, true);
+  }
+  if (!Number.isFinite(video.duration) || video.duration <= 0) throw new InputError('the video has no finite duration (a live stream cannot be captioned)');
   return video.duration;
 }
 
