@@ -90,6 +90,19 @@ fn downloads_verifies_caches_and_works_offline() {
     );
     assert!(server.take_log().iter().any(|l| l.starts_with("GET") && l.contains("model.safetensors")));
 
+    // A cache copied without its links (`cp -rL`) is used offline where each file's hash names one
+    // of the blobs, and refused where one does not.
+    let copied = cache.with_extension("copied");
+    copy_following_links(&cache, &copied);
+    let offline_copy = Hub { cache: copied.clone(), ..offline.clone() };
+    let files = offline_copy.model_files(&id("test/gpt2"), |_| {}).unwrap();
+    assert_eq!(files.config, std::fs::read(fixture("gpt2-lmhead").join("config.json")).unwrap());
+    let config = copied.join("models--test--gpt2/snapshots").join(COMMIT).join("config.json");
+    std::fs::write(&config, [std::fs::read(&config).unwrap(), b" ".to_vec()].concat()).unwrap();
+    let refused = error(&offline_copy, "test/gpt2");
+    assert!(refused.contains("plain file") && refused.contains("cp -a"), "{refused}");
+    std::fs::remove_dir_all(&copied).unwrap();
+
     // Listing and removal.
     online.remove("renamed/gpt2").unwrap();
     let listed = online.list().unwrap();
@@ -189,6 +202,19 @@ fn weights_of(fixture_name: &str) -> (Vec<u8>, String) {
     (bytes, sha)
 }
 
+/// Copies the folder `from` to `to` with every link replaced by a copy of what it names.
+fn copy_following_links(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if std::fs::metadata(entry.path()).unwrap().is_dir() {
+            copy_following_links(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
 /// Files of a repository's `blobs/` folder that are not finished blobs (partial downloads, locks).
 fn leftovers(cache: &Path, repo: &str) -> Vec<String> {
     let blobs = cache.join(format!("models--{}/blobs", repo.replace('/', "--")));
@@ -213,6 +239,16 @@ fn redirects_are_checked_hop_by_hop_and_the_token_stays_on_the_hub() {
     let refused = within(30, move || error(&hub, "test/to-file"));
     assert!(refused.contains("file:///etc/passwd") && refused.contains("not an http(s) address"), "{refused}");
     assert!(leftovers(&cache, "test/to-file").is_empty(), "{:?}", leftovers(&cache, "test/to-file"));
+}
+
+#[test]
+fn headers_that_never_end_are_cut_at_the_floor() {
+    let server = HubServer::start();
+    server.add("test/endless-headers", &fixture("gpt2-lmhead"), Fault::EndlessHeaders);
+    let cache = cache("endless-headers");
+    let hub = Hub { min_speed: MinSpeed { bytes: 4096, window: Duration::from_secs(1) }, ..hub(&server, &cache) };
+    let message = within(30, move || error(&hub, "test/endless-headers"));
+    assert!(message.contains("config.json") && message.contains("after 3 attempts"), "{message}");
 }
 
 #[test]

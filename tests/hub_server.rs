@@ -48,6 +48,8 @@ pub enum Fault {
     Cdn,
     /// A GET of the weights redirects to a `file:` address.
     RedirectToFile,
+    /// A GET of `config.json` sends its headers a byte every 50 ms, without end.
+    EndlessHeaders,
 }
 
 pub const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
@@ -127,6 +129,8 @@ enum Delivery {
     Slow,
     /// 1 KiB, then a byte at a time with pauses, until the client hangs up.
     Trickle,
+    /// No body: a header line that never ends, a byte at a time with pauses.
+    EndlessHeaders,
 }
 
 fn serve(stream: TcpStream, state: &Mutex<State>) {
@@ -160,7 +164,9 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
         state.log.push(format!("{method} {path}{}", range.map(|r| format!(" bytes={r}-")).unwrap_or_default()));
         answer(&mut state, &method, &path, range, auth.as_deref(), port)
     };
-    let _ = out.write_all(head.as_bytes());
+    if delivery != Delivery::EndlessHeaders {
+        let _ = out.write_all(head.as_bytes());
+    }
     if method != "GET" {
         return;
     }
@@ -186,6 +192,16 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
             for piece in body.chunks(body.len().div_ceil(20).max(1)) {
                 std::thread::sleep(Duration::from_millis(50));
                 if out.write_all(piece).is_err() {
+                    break;
+                }
+            }
+        }
+        Delivery::EndlessHeaders => {
+            let _ = out.write_all(b"HTTP/1.1 200 OK\r\nX-Padding: ");
+            // Ten minutes at most: far past any test's patience.
+            for _ in 0..12_000 {
+                std::thread::sleep(Duration::from_millis(50));
+                if out.write_all(b"a").and_then(|()| out.flush()).is_err() {
                     break;
                 }
             }
@@ -223,10 +239,11 @@ fn answer(
     if let Some(rest) = path.strip_prefix("/cdn-hop/") {
         return empty(&format!("302 Found\r\nLocation: ../../../../../cdn/{rest}"));
     }
-    let (cdn, path) = match path.strip_prefix("/cdn") {
-        Some(rest) => (true, rest),
-        None => (false, path),
+    let (cdn, path) = match path.strip_prefix("/cdn/") {
+        Some(rest) => (true, format!("/{rest}")),
+        None => (false, path.to_string()),
     };
+    let path = path.as_str();
     // The file is the last segment whatever the revision looks like, so that a client sending a
     // revision it should have refused gets an answer.
     let found = path.strip_prefix('/').and_then(|p| p.split_once("/resolve/")).and_then(|(repo, rest)| {
@@ -287,6 +304,7 @@ fn answer(
     let start = range.unwrap_or(0);
     body.drain(..start);
     let delivery = match fault {
+        Fault::EndlessHeaders if file == "config.json" => Delivery::EndlessHeaders,
         _ if !lfs => Delivery::Whole,
         Fault::Truncated => Delivery::Half,
         Fault::DropOnce if !state.dropped => {

@@ -142,6 +142,18 @@ impl MinSpeed {
     pub fn per_second(bytes_per_second: u64) -> Self {
         Self { bytes: bytes_per_second.saturating_mul(60), window: Duration::from_secs(60) }
     }
+
+    /// How long a whole request for `bytes` may take, headers included: a window, and twice the
+    /// time this speed needs. The windows count only what the body brings, so without it a server
+    /// sending its headers a byte at a time within the read timeout would hold a download forever.
+    /// `None` when every download is kept going.
+    fn deadline(self, bytes: u64) -> Option<Duration> {
+        let floor = self.bytes as f64 / self.window.as_secs_f64();
+        (self.bytes > 0)
+            .then(|| Duration::try_from_secs_f64(2.0 * bytes as f64 / floor).ok())
+            .flatten()
+            .map(|body| self.window + body)
+    }
 }
 
 impl std::fmt::Debug for Hub {
@@ -174,9 +186,9 @@ impl Hub {
                 .unwrap_or_else(|| PathBuf::from(".cache"));
             base.join("huggingface")
         });
-        let token = var("HF_TOKEN").or_else(|| {
-            fs::read_to_string(home.join("token")).ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty())
-        });
+        let token = var("HF_TOKEN")
+            .and_then(cleaned_token)
+            .or_else(|| fs::read_to_string(home.join("token")).ok().and_then(cleaned_token));
         let offline = var("HF_HUB_OFFLINE")
             .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"));
         Self {
@@ -317,11 +329,20 @@ impl Hub {
             };
             let etag = target.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
             let size = fs::metadata(&target).map(|m| m.len()).unwrap_or(0);
-            if !is_hash(&etag) || !verify(&target, &etag, size)? {
+            if is_hash(&etag) {
+                if !verify(&target, &etag, size)? {
+                    return Err(HubError::Remote(format!(
+                        "the cached {file} of {id} is corrupt; remove it with `glimpse models rm {}` and fetch it \
+                         again while online",
+                        id.repo
+                    )));
+                }
+            } else if !is_copy_of_a_blob(&target, size, &repo_dir.join("blobs"))? {
                 return Err(HubError::Remote(format!(
-                    "the cached {file} of {id} is corrupt; remove it with `glimpse models rm {}` and fetch it again \
-                     while online",
-                    id.repo
+                    "the cached {file} of {id} ({}) is a plain file where the cache keeps a link to a blob, and its \
+                     hash names no blob of the repository, so it cannot be checked; copy caches with their links \
+                     (`cp -a`, `rsync -a`), or fetch it again while online",
+                    path.display()
                 )));
             }
             progress(Progress::Done { file, cached: true });
@@ -361,7 +382,7 @@ impl Hub {
                 Err(ureq::Error::Status(code @ (401 | 403), _)) => {
                     let withheld = match &self.token {
                         Some(token) if !is_token(token) => {
-                            " (HF_TOKEN was not sent: it holds characters no token has, such as spaces, line breaks \
+                            " (HF_TOKEN was not sent: it holds characters no token has, such as spaces \
                              or letters beyond ASCII; set it to the token alone)"
                         }
                         Some(_) if !may_send_token(&url) => {
@@ -501,18 +522,23 @@ impl Hub {
         Err(HubError::Remote(format!("{file} of {id}: {last_error} (after {ATTEMPTS} attempts{kept})")))
     }
 
-    /// A GET of `url` from byte `from` on; the answer that is not a redirect, whatever its status.
-    /// LFS files redirect to a CDN. The redirects are followed here, not by the HTTP library, so
-    /// that each is checked: to http(s) with a host only (the library panics on a `file:` one),
+    /// A GET of `url` from byte `from` on, `remaining` bytes to come (they set how long the whole
+    /// request may take: [`MinSpeed::deadline`]); the answer that is not a redirect, whatever its
+    /// status. LFS files redirect to a CDN. The redirects are followed here, not by the HTTP library, so
+    /// that each is checked: to http(s) only (the library panics on a `file:` one, which has no host),
     /// never from https down to http, and the token goes to the hub's own address only.
-    fn get(&self, url: &str, from: u64) -> Result<ureq::Response, Stop> {
+    fn get(&self, url: &str, from: u64, remaining: u64) -> Result<ureq::Response, Stop> {
         const MAX_HOPS: usize = 5;
         let agent = agent();
+        let deadline = self.min_speed.deadline(remaining);
         let mut url = url.to_string();
         for _ in 0..=MAX_HOPS {
             let mut request = self.request(&agent, "GET", &url);
             if from > 0 {
                 request = request.set("Range", &format!("bytes={from}-"));
+            }
+            if let Some(deadline) = deadline {
+                request = request.timeout(deadline);
             }
             let response = match request.call() {
                 Ok(response) | Err(ureq::Error::Status(_, response)) => response,
@@ -543,7 +569,7 @@ impl Hub {
         if have >= meta.size {
             have = 0;
         }
-        let response = self.get(url, have)?;
+        let response = self.get(url, have, meta.size - have)?;
         match response.status() {
             200 | 206 => {}
             // What is kept does not fit the file any more (the server's copy changed, or the kept
@@ -631,6 +657,12 @@ enum Stop {
 /// from the overflow an absurd size (up to u64::MAX) would cause in the reads' bounds.
 const MAX_FILE_BYTES: u64 = 1 << 42;
 
+/// A token as `HF_TOKEN` or the token file gives it, without line breaks and surrounding spaces (as
+/// huggingface_hub reads it); `None` if nothing is left.
+fn cleaned_token(token: String) -> Option<String> {
+    Some(token.replace(['\r', '\n'], "").trim().to_string()).filter(|t| !t.is_empty())
+}
+
 /// Whether `token` can be a token at all: printable ASCII without spaces. Anything else would be
 /// refused as a header by the HTTP library, whose error quotes the header, token and all.
 fn is_token(token: &str) -> bool {
@@ -663,12 +695,12 @@ fn agent() -> ureq::Agent {
         .build()
 }
 
-/// Where a redirect from `from` to `location` leads, or why it is not followed.
+/// Where a redirect from `from` to `location` leads, or why it is not followed (an http(s) address
+/// always has a host: the parser refuses one without).
 fn redirect_target(from: &str, location: &str) -> Result<String, &'static str> {
     let from = Url::parse(from).map_err(|_| "is not an address")?;
     let to = from.join(location).map_err(|_| "is not an address")?;
     match (from.scheme(), to.scheme()) {
-        (_, "http" | "https") if to.host_str().is_none_or(str::is_empty) => Err("names no host"),
         ("https", "http") => Err("would go from https to plain http"),
         (_, "http" | "https") => Ok(to.into()),
         _ => Err("is not an http(s) address"),
@@ -722,6 +754,19 @@ fn file_len(path: &Path) -> u64 {
 
 fn remove_if_present(path: &Path) -> Result<(), HubError> {
     glimpse_media::files::remove_if_present(path).map_err(|e| io_err(path, e))
+}
+
+/// Whether `path`, a plain file where a snapshot keeps a link (a cache copied with `cp -rL`, or by a
+/// tool that does not keep links), holds a file the hub sent: its sha256 (an LFS file) or git blob
+/// sha1 names one of the repository's `blobs`.
+fn is_copy_of_a_blob(path: &Path, size: u64, blobs: &Path) -> Result<bool, HubError> {
+    for lfs in [true, false] {
+        let hash = digest(path, lfs, size).map_err(|e| io_err(path, e))?;
+        if blobs.join(hash).is_file() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Whether `path` holds exactly the file the hub describes: `size` bytes whose sha256 (LFS) or
@@ -992,6 +1037,24 @@ mod tests {
     /// A token with a space, a line break or a letter beyond ASCII is never put in a header
     /// (whose refusal would print it); a real one is.
     #[test]
+    fn a_request_may_take_a_window_and_twice_the_time_at_the_floor() {
+        let floor = MinSpeed { bytes: 1000, window: Duration::from_secs(10) };
+        assert_eq!(floor.deadline(0), Some(Duration::from_secs(10)));
+        assert_eq!(floor.deadline(500), Some(Duration::from_secs(20)));
+        assert_eq!(MinSpeed::per_second(0).deadline(500), None);
+        // Past what a Duration holds: no deadline rather than a panic.
+        assert_eq!(MinSpeed { bytes: 1, window: Duration::from_secs(60) }.deadline(u64::MAX), None);
+    }
+
+    #[test]
+    fn tokens_lose_line_breaks_and_surrounding_spaces() {
+        assert_eq!(cleaned_token(" hf_abc\r\n".into()).as_deref(), Some("hf_abc"));
+        assert_eq!(cleaned_token("hf_a\nbc".into()).as_deref(), Some("hf_abc"));
+        assert_eq!(cleaned_token("hf a".into()).as_deref(), Some("hf a"));
+        assert_eq!(cleaned_token(" \n".into()), None);
+    }
+
+    #[test]
     fn only_printable_ascii_tokens_are_sent() {
         for bad in ["abc\ndef", "tök", "abc def", ""] {
             assert!(!is_token(bad), "{bad:?}");
@@ -999,10 +1062,8 @@ mod tests {
         assert!(is_token("hf_AbCdEf0123456789"));
     }
 
-    /// `models rm owner/name@revision` would read as removing one revision; it is refused rather
-    /// than removing them all.
     #[test]
-    fn redirects_lead_to_http_addresses_with_a_host_only() {
+    fn redirects_lead_to_http_addresses_only() {
         let from = "https://huggingface.co/gpt2/resolve/main/model.safetensors";
         for (location, to) in [
             ("https://cdn-lfs.hf.co/repos/ab/cd?X-Amz=1", "https://cdn-lfs.hf.co/repos/ab/cd?X-Amz=1"),
@@ -1033,6 +1094,8 @@ mod tests {
         }
     }
 
+    /// `models rm owner/name@revision` would read as removing one revision; it is refused rather
+    /// than removing them all.
     #[test]
     fn removing_names_a_repository_not_a_revision() {
         let cache = temp_dir("rm");
