@@ -338,7 +338,9 @@ export async function videoLength(video, signal) {
 // frames would be wrong without a word. A browser may report the time rounded to the file's
 // timescale (Safari's 1/600 s): a quarter of a sampling step is far off still.
 function landing(element, at, fps, src) {
-  if (element.currentSrc !== src) return 'the video\'s source changed while its frames were read';
+  // A new `src` shows at once; `currentSrc` follows only once the browser has chosen the new
+  // source, and meanwhile the element already stands at 0 s.
+  if (element.currentSrc !== src || (element.src && element.src !== src)) return 'the video\'s source changed while its frames were read';
   if (Math.abs(element.currentTime - at) > Math.min(0.05, 0.25 / fps)) {
     return `the video cannot seek to ${at.toFixed(2)} s (it went to ${element.currentTime.toFixed(2)} s): serve it with byte-range requests (HTTP 206), or pass its frames`;
   }
