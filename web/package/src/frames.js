@@ -125,11 +125,14 @@ export async function* frameChunks(source, fps, imageSize, signal, { decode = tr
   if (count > MAX_FRAMES) throw new InputError(`${count} frames at ${fps} fps; the limit is ${MAX_FRAMES}`);
   const size = targetSize(video.videoWidth, video.videoHeight, imageSize);
   const times = Array.from({ length: count }, (_, i) => Math.min((i + 0.5) / fps, video.duration));
+  const src = video.currentSrc;
   let from = 0;
   const decoded = decode ? await decodedFrames(video, times, size, imageSize, signal) : null;
   if (decoded) {
     try {
       const next = async () => {
+        signal?.throwIfAborted();
+        if (sourceChanged(video, src)) throw new InputError(SOURCE_CHANGED);
         const { value, done } = await decoded.next();
         if (done) throw new Error('the file has fewer frames than its length says');
         return value;
@@ -140,7 +143,7 @@ export async function* frameChunks(source, fps, imageSize, signal, { decode = tr
       }
       return;
     } catch (error) {
-      if (signal?.aborted) throw error;
+      if (signal?.aborted || error instanceof InputError) throw error;
       // Seeking reads the rest, and says what is wrong with the video if it meets it too.
     } finally {
       await decoded.return();
@@ -152,7 +155,6 @@ export async function* frameChunks(source, fps, imageSize, signal, { decode = tr
   // frame of the display, so one element reads about 60 frames a second and four read four times
   // as many. A copy must show each frame it seeks to within COPY_SEEK_MS, or the copies retire.
   const readers = [video];
-  const src = video.currentSrc;
   try {
     readers.push(...await copiesOf(video, Math.min(READERS, count) - 1));
     yield* chunked(count, size, async (i, reader) => {
@@ -245,18 +247,25 @@ async function* decodeFrames({ config, blocks }, times, size, imageSize, ended) 
       wake?.();
     },
   });
-  // A group of pictures (a key frame and what follows it up to the next) is decoded once a sampled
-  // time falls in it; the pictures of one without any are passed over undecoded (VP8 and VP9 store
-  // pictures in the order they are shown). Until the group is known to be wanted, its chunks wait
-  // (MAX_GROUP_BYTES at most): `needed` is the first time no group read so far holds.
-  let group = [], groupBytes = 0, wanted = false, decodedAny = false, needed = 0;
-  const decodeGroup = () => {
-    for (const chunk of group) decoder.decode(chunk);
-    decodedAny ||= group.length > 0;
-    [group, groupBytes, wanted] = [[], 0, true];
+  // Only the pictures sampled times need are decoded: from a key frame (where decoding can start) up
+  // to the picture shown at the last sampled time before the next key frame, as a seek would. A
+  // chunk waits until a later one shows whether a time needs it (MAX_GROUP_BYTES of them at most);
+  // `needed` is the first time whose picture may still be in a chunk not yet read.
+  let waiting = [], waitingBytes = 0, decodedAny = false, needed = 0;
+  const decode = (chunks) => {
+    for (const chunk of chunks) decoder.decode(chunk);
+    decodedAny ||= chunks.length > 0;
+  };
+  // Decodes what the times before `time` (a chunk's, or Infinity at the end) need of the waiting chunks.
+  const decodeBefore = (time) => {
+    let last = 0;
+    for (; needed < times.length && times[needed] < time; needed++) {
+      while (last < waiting.length && waiting[last].timestamp <= times[needed]) last++;
+    }
+    decode(waiting.splice(0, last));
+    waitingBytes = waiting.reduce((bytes, chunk) => bytes + chunk.byteLength, 0);
   };
   let configured = false;
-  const neededBefore = (time) => needed < times.length && times[needed] < time;
   try {
     while (answered < times.length || ready.length > 0) {
       if (ready.length > 0) {
@@ -276,7 +285,7 @@ async function* decodeFrames({ config, blocks }, times, size, imageSize, ended) 
       }
       if (done) {
         if (!configured) throw new Error('the file holds no frame');
-        if (!wanted && needed < times.length) decodeGroup();
+        decodeBefore(Infinity);
         await decoder.flush();
         if (failure) throw failure;
         if (!held) throw new Error('no frame could be decoded');
@@ -291,16 +300,20 @@ async function* decodeFrames({ config, blocks }, times, size, imageSize, ended) 
         decoder.configure(full);
         configured = true;
       }
-      if (block.key) {
-        // A time before this key frame shows the last picture of the group before it.
-        if (!wanted && neededBefore(block.timestamp)) decodeGroup();
-        while (neededBefore(block.timestamp)) needed++;
-        [group, groupBytes, wanted] = [[], 0, !decodedAny];
-      }
       const chunk = new EncodedVideoChunk({ type: block.key ? 'key' : 'delta', timestamp: block.timestamp, data: block.data });
-      group.push(chunk);
-      groupBytes += block.data.length;
-      if (wanted || neededBefore(block.timestamp + 1) || groupBytes > MAX_GROUP_BYTES) decodeGroup();
+      decodeBefore(chunk.timestamp);
+      if (block.key) {
+        // What waits of the group before is shown at no sampled time.
+        [waiting, waitingBytes] = [[], 0];
+        // The first picture is shown at every time before it.
+        if (!decodedAny) {
+          decode([chunk]);
+          continue;
+        }
+      }
+      waiting.push(chunk);
+      waitingBytes += chunk.byteLength;
+      if (waitingBytes > MAX_GROUP_BYTES) decode(waiting.splice(0));
       // Decoded pictures are waited for while they pile up, so that reading stays ahead by little.
       if (decoder.decodeQueueSize > 8) await new Promise((resolve) => { wake = resolve; decoder.addEventListener('dequeue', resolve, { once: true }); });
     }
@@ -325,9 +338,10 @@ export async function videoLength(video, signal) {
   if (video.duration === Infinity && !video.srcObject) {
     // A file whose header does not give its length (MediaRecorder's WebM): the element learns it
     // once it has been to the end. A live stream stays endless.
-    const time = video.currentTime;
+    const [time, paused] = [video.currentTime, video.paused];
     if (await seek(video, Number.MAX_SAFE_INTEGER, METADATA_MS, signal, true) === 'late') throw new InputError(`the video did not reach its end within ${METADATA_MS / 1000} s to learn its length`);
     await seek(video, time, METADATA_MS, signal, true);
+    if (!paused) video.play().catch(() => {});
   }
   if (!Number.isFinite(video.duration) || video.duration <= 0) throw new InputError('the video has no finite duration (a live stream cannot be captioned)');
   return video.duration;
@@ -338,18 +352,24 @@ export async function videoLength(video, signal) {
 // frames would be wrong without a word. A browser may report the time rounded to the file's
 // timescale (Safari's 1/600 s): a quarter of a sampling step is far off still.
 function landing(element, at, fps, src) {
-  // A new `src` shows at once; `currentSrc` follows only once the browser has chosen the new
-  // source, and meanwhile the element already stands at 0 s.
-  if (element.currentSrc !== src || (element.src && element.src !== src)) return 'the video\'s source changed while its frames were read';
+  if (sourceChanged(element, src)) return SOURCE_CHANGED;
   if (Math.abs(element.currentTime - at) > Math.min(0.05, 0.25 / fps)) {
     return `the video cannot seek to ${at.toFixed(2)} s (it went to ${element.currentTime.toFixed(2)} s): serve it with byte-range requests (HTTP 206), or pass its frames`;
   }
   return null;
 }
 
+// Whether `element` no longer plays `src`. A new `src` shows at once; `currentSrc` follows only once
+// the browser has chosen the new source (and meanwhile the element already stands at 0 s).
+function sourceChanged(element, src) {
+  return element.currentSrc !== src || (element.src !== '' && element.src !== src);
+}
+
+const SOURCE_CHANGED = 'the video\'s source changed while its frames were read';
+
 // Elements reading one video's frames at once, the page's own among them.
 const READERS = 4;
-// The encoded pictures of one group held before it is decoded whatever it holds.
+// The encoded pictures held before they are decoded whatever the sampled times need.
 const MAX_GROUP_BYTES = 32 << 20;
 // How long a copy may take to load before it is left out, and to show a frame it seeks to.
 const COPY_LOAD_MS = 3000;

@@ -140,13 +140,14 @@ function decoderConfig(codecId, codedWidth, codedHeight) {
 const BT601 = { primaries: 'smpte170m', transfer: 'smpte170m', matrix: 'smpte170m' };
 const BT709 = { primaries: 'bt709', transfer: 'bt709', matrix: 'bt709' };
 
-// The `VideoDecoderConfig` for a track's first key frame: the codec string and how colour is coded.
-// A decoder that is not told how colour is coded takes BT.709, where ffmpeg (the native CLI's
-// frames) and the browser's <video> take BT.601 for a stream that does not say, as VP8's never does
-// (RFC 6386, 9.2). A VP9 key frame's header (VP9 bitstream specification, 6.2) names its profile, bit
-// depth and colour space: unknown, BT.601 and SMPTE 170M read as BT.601, BT.709 as itself; others
-// (SMPTE 240M, BT.2020, RGB) are Unsupported. VP9's codec string also names a level, which only a
-// scan of the whole stream could tell; 1.0 is given, which decoders take as a hint.
+// The `VideoDecoderConfig` for a track's first key frame: the codec string and how colour is coded,
+// as ffmpeg (the native CLI's frames) reads it. A decoder that is not told takes BT.709. VP8 is
+// BT.601 (RFC 6386, 9.2), whatever its track's Colour element says (Chromium's <video> takes that
+// element's matrix; ffmpeg does not). A VP9 key frame's header (VP9 bitstream specification, 6.2)
+// names its profile, bit depth, colour space and range: unknown, BT.601 and SMPTE 170M read as
+// BT.601, BT.709 as itself; others (SMPTE 240M, BT.2020, RGB) are Unsupported. VP9's codec string
+// also names a level, which only a scan of the whole stream could tell; 1.0 is given, which
+// decoders take as a hint.
 export function keyFrameConfig(config, keyFrame) {
   if (config.codec === 'vp8') return { ...config, colorSpace: { ...BT601, fullRange: false } };
   let bit = 0;
