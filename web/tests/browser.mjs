@@ -191,7 +191,8 @@ async function framesRun(origin) {
     const range = /^bytes=(\d+)-(\d*)$/.exec(request.headers.range ?? '');
     if (!range) {
       response.writeHead(200, { ...headers, 'content-length': webm.length });
-      response.write(webm.subarray(0, cut), () => response.destroy());
+      // A moment before hanging up, so the bytes sent arrive first (a reset can overtake them).
+      response.write(webm.subarray(0, cut), () => setTimeout(() => response.destroy(), 500));
       return;
     }
     const [start, last] = [Number(range[1]), range[2] ? Math.min(Number(range[2]), webm.length - 1) : webm.length - 1];
