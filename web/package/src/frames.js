@@ -133,9 +133,7 @@ export async function* frameChunks(source, fps, imageSize, signal, { decode = tr
       const next = async () => {
         signal?.throwIfAborted();
         if (sourceChanged(video, src)) throw new InputError(SOURCE_CHANGED);
-        const { value, done } = await decoded.next();
-        if (done) throw new Error('the file has fewer frames than its length says');
-        return value;
+        return (await decoded.frames.next()).value;
       };
       for await (const chunk of chunked(count, size, next)) {
         yield chunk;
@@ -146,7 +144,8 @@ export async function* frameChunks(source, fps, imageSize, signal, { decode = tr
       if (signal?.aborted || error instanceof InputError) throw error;
       // Seeking reads the rest, and says what is wrong with the video if it meets it too.
     } finally {
-      await decoded.return();
+      await decoded.frames.return();
+      decoded.close();
     }
   }
   const wasPaused = video.paused, time = video.currentTime;
@@ -182,10 +181,12 @@ export async function* frameChunks(source, fps, imageSize, signal, { decode = tr
 }
 
 // The frames of `video` shown at `times` (seconds, ascending), decoded with WebCodecs from the file
-// it plays, as ImageData of `size`, one at a time and in order; null where that does not apply (no
-// WebCodecs, a source that is not a file, a file that is not WebM or that the page may not fetch,
-// a codec the browser does not decode). Only the file's current element and the frame last
-// decoded are held.
+// it plays: `{frames, close}`, where `frames` yields ImageData of `size` one at a time and in order,
+// and `close` stops the download. null where that does not apply: no WebCodecs, a source that is
+// not a file, a file that is not WebM or that the page may not fetch; a codec the browser does not
+// decode is found at the first key frame, and `frames` throws Unsupported. Held meanwhile: the
+// file's current element, the chunks waiting to be decoded, the frame last decoded and the
+// frames not yet taken.
 async function decodedFrames(video, times, size, imageSize, signal) {
   if (typeof VideoDecoder !== 'function' || video.srcObject || !video.currentSrc) return null;
   // Another origin's file can be fetched only with CORS, which an element without `crossOrigin`
@@ -217,7 +218,8 @@ async function decodedFrames(video, times, size, imageSize, signal) {
     if (signal?.aborted) throw signal.reason;
     return null;
   }
-  return decodeFrames(webm, times.map((t) => Math.round(t * 1e6)), size, imageSize, ended);
+  // A generator that never started has nothing to end: `close` stops the download either way.
+  return { frames: decodeFrames(webm, times.map((t) => Math.round(t * 1e6)), size, imageSize, ended), close: ended };
 }
 
 async function* decodeFrames({ config, blocks }, times, size, imageSize, ended) {
@@ -249,7 +251,7 @@ async function* decodeFrames({ config, blocks }, times, size, imageSize, ended) 
   });
   // Only the pictures sampled times need are decoded: from a key frame (where decoding can start) up
   // to the picture shown at the last sampled time before the next key frame, as a seek would. A
-  // chunk waits until a later one shows whether a time needs it (MAX_GROUP_BYTES of them at most);
+  // chunk waits until a later one shows whether a time needs it (MAX_WAITING_BYTES of them at most);
   // `needed` is the first time whose picture may still be in a chunk not yet read.
   let waiting = [], waitingBytes = 0, decodedAny = false, needed = 0;
   const decode = (chunks) => {
@@ -262,8 +264,9 @@ async function* decodeFrames({ config, blocks }, times, size, imageSize, ended) 
     for (; needed < times.length && times[needed] < time; needed++) {
       while (last < waiting.length && waiting[last].timestamp <= times[needed]) last++;
     }
-    decode(waiting.splice(0, last));
-    waitingBytes = waiting.reduce((bytes, chunk) => bytes + chunk.byteLength, 0);
+    const decoding = waiting.splice(0, last);
+    waitingBytes -= decoding.reduce((bytes, chunk) => bytes + chunk.byteLength, 0);
+    decode(decoding);
   };
   let configured = false;
   try {
@@ -313,7 +316,10 @@ async function* decodeFrames({ config, blocks }, times, size, imageSize, ended) 
       }
       waiting.push(chunk);
       waitingBytes += chunk.byteLength;
-      if (waitingBytes > MAX_GROUP_BYTES) decode(waiting.splice(0));
+      if (waitingBytes > MAX_WAITING_BYTES) {
+        decode(waiting.splice(0));
+        waitingBytes = 0;
+      }
       // Decoded pictures are waited for while they pile up, so that reading stays ahead by little.
       if (decoder.decodeQueueSize > 8) await new Promise((resolve) => { wake = resolve; decoder.addEventListener('dequeue', resolve, { once: true }); });
     }
@@ -339,9 +345,13 @@ export async function videoLength(video, signal) {
     // A file whose header does not give its length (MediaRecorder's WebM): the element learns it
     // once it has been to the end. A live stream stays endless.
     const [time, paused] = [video.currentTime, video.paused];
-    if (await seek(video, Number.MAX_SAFE_INTEGER, METADATA_MS, signal, true) === 'late') throw new InputError(`the video did not reach its end within ${METADATA_MS / 1000} s to learn its length`);
-    await seek(video, time, METADATA_MS, signal, true);
-    if (!paused) video.play().catch(() => {});
+    try {
+      if (await seek(video, Number.MAX_SAFE_INTEGER, SEEK_MS, signal) === 'late') throw new InputError(`the video did not reach its end within ${SEEK_MS / 1000} s to learn its length`);
+    } finally {
+      // Put back where it stood, also after an abort.
+      await seek(video, time, SEEK_MS).catch(() => {});
+      if (!paused) video.play().catch(() => {});
+    }
   }
   if (!Number.isFinite(video.duration) || video.duration <= 0) throw new InputError('the video has no finite duration (a live stream cannot be captioned)');
   return video.duration;
@@ -370,7 +380,7 @@ const SOURCE_CHANGED = 'the video\'s source changed while its frames were read';
 // Elements reading one video's frames at once, the page's own among them.
 const READERS = 4;
 // The encoded pictures held before they are decoded whatever the sampled times need.
-const MAX_GROUP_BYTES = 32 << 20;
+const MAX_WAITING_BYTES = 32 << 20;
 // How long a copy may take to load before it is left out, and to show a frame it seeks to.
 const COPY_LOAD_MS = 3000;
 const COPY_SEEK_MS = 2000;

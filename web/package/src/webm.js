@@ -217,6 +217,8 @@ export async function openWebm(reader) {
   if (docType !== 'webm' && docType !== 'matroska') throw new Unsupported(`document type ${docType}`);
   const segment = await bytes.header();
   if (!segment || segment.id !== ID.Segment) throw new Error('no Segment after the EBML header');
+  // A file cut short between elements ends before its Segment does, where that has a size.
+  const segmentEnd = segment.size === UNKNOWN ? Infinity : bytes.position + segment.size;
 
   let scale = 1e6, track = null;
   // An element header read past the end of an unknown-size Cluster: the next Segment child.
@@ -251,7 +253,10 @@ export async function openWebm(reader) {
     const microseconds = (ticks) => Math.round((ticks * scale) / 1000);
     for (;;) {
       const child = await nextChild();
-      if (!child) return;
+      if (!child) {
+        if (segmentEnd !== Infinity && bytes.position < segmentEnd) throw new Error('the file ends before its Segment does');
+        return;
+      }
       if (child.id !== ID.Cluster) {
         if (child.size === UNKNOWN) throw new Error('a Segment child of unknown size');
         await bytes.skip(child.size);
@@ -261,7 +266,10 @@ export async function openWebm(reader) {
       const end = child.size === UNKNOWN ? Infinity : bytes.position + child.size;
       while (bytes.position < end) {
         const header = await bytes.header();
-        if (!header) return;
+        if (!header) {
+          if (end !== Infinity) throw new Error('the file ends inside a Cluster');
+          return;
+        }
         if (end === Infinity && SEGMENT_CHILDREN.has(header.id)) {
           next = header;
           break;
