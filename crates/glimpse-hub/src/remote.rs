@@ -148,11 +148,11 @@ impl MinSpeed {
     /// sending its headers a byte at a time within the read timeout would hold a download forever.
     /// `None` when every download is kept going.
     fn deadline(self, bytes: u64) -> Option<Duration> {
-        let floor = self.bytes as f64 / self.window.as_secs_f64();
-        (self.bytes > 0)
-            .then(|| Duration::try_from_secs_f64(2.0 * bytes as f64 / floor).ok())
-            .flatten()
-            .map(|body| self.window + body)
+        if self.bytes == 0 || self.window.is_zero() {
+            return None;
+        }
+        let at_floor = bytes as f64 * self.window.as_secs_f64() / self.bytes as f64;
+        Duration::try_from_secs_f64(2.0 * at_floor).ok().and_then(|body| self.window.checked_add(body))
     }
 }
 
@@ -547,11 +547,12 @@ impl Hub {
             let Some(location) = response.header("Location").filter(|_| (300..400).contains(&response.status())) else {
                 return Ok(response);
             };
+            // Not a refusal of what arrived: a partial download an earlier run left is kept.
             url = redirect_target(&url, location).map_err(|why| {
-                Stop::Refuse(format!("{url} redirects to {}, which {why}", untrusted::quoted(location)))
+                Stop::Retry(format!("{url} redirects to {}, which {why}", untrusted::quoted(location)))
             })?;
         }
-        Err(Stop::Refuse(format!("{url}: more than {MAX_HOPS} redirects")))
+        Err(Stop::Retry(format!("{url}: more than {MAX_HOPS} redirects")))
     }
 
     /// One GET from the partial file's length on, never reading more than the hub announced.
@@ -1034,8 +1035,6 @@ mod tests {
         dir
     }
 
-    /// A token with a space, a line break or a letter beyond ASCII is never put in a header
-    /// (whose refusal would print it); a real one is.
     #[test]
     fn a_request_may_take_a_window_and_twice_the_time_at_the_floor() {
         let floor = MinSpeed { bytes: 1000, window: Duration::from_secs(10) };
@@ -1044,6 +1043,8 @@ mod tests {
         assert_eq!(MinSpeed::per_second(0).deadline(500), None);
         // Past what a Duration holds: no deadline rather than a panic.
         assert_eq!(MinSpeed { bytes: 1, window: Duration::from_secs(60) }.deadline(u64::MAX), None);
+        assert_eq!(MinSpeed { bytes: u64::MAX, window: Duration::MAX }.deadline(u64::MAX), None);
+        assert_eq!(MinSpeed { bytes: 1000, window: Duration::ZERO }.deadline(500), None);
     }
 
     #[test]
@@ -1054,6 +1055,8 @@ mod tests {
         assert_eq!(cleaned_token(" \n".into()), None);
     }
 
+    /// A token with a space, a line break or a letter beyond ASCII is never put in a header
+    /// (whose refusal would print it); a real one is.
     #[test]
     fn only_printable_ascii_tokens_are_sent() {
         for bad in ["abc\ndef", "tök", "abc def", ""] {
