@@ -221,13 +221,15 @@ async function framesRun(origin) {
   try {
     await withBrowser(false, async (browser) => {
       const page = await openPage(browser, `${origin}/demo/`, 'frames');
-      const runs = await page.evaluate(async (breakingUrl) => {
+      // window.readFrames(src, decode): a new <video> of `src` on the page, read at 2 fps for
+      // 224-pixel CLIP: its frames, its length before and after, the seeks made and the time taken.
+      await page.evaluate(async () => {
         const { frameChunks } = await import('/package/src/frames.js');
-        // Frames at 2 fps for 224-pixel CLIP, the seeks of the page's element, and the time taken.
-        const read = async (src, decode) => {
+        window.readFrames = async (src, decode = true) => {
           const video = Object.assign(document.createElement('video'), { muted: true, crossOrigin: 'anonymous', src });
           document.body.append(video);
           await new Promise((loaded, failed) => { video.onloadeddata = loaded; video.onerror = () => failed(new Error(`${src} did not load`)); });
+          const lengthBefore = String(video.duration);
           // Seeks of the element and of the copies frames.js adds to the page (caught on their way
           // down to them: media events do not bubble).
           let seeks = 0;
@@ -235,13 +237,20 @@ async function framesRun(origin) {
           document.addEventListener('seeked', count, true);
           const started = performance.now();
           const frames = [];
-          for await (const { frames: pixels, width, height } of frameChunks(video, 2, 224, undefined, { decode })) {
-            const bytes = width * height * 4;
-            for (let at = 0; at < pixels.length; at += bytes) frames.push(pixels.slice(at, at + bytes));
+          try {
+            for await (const { frames: pixels, width, height } of frameChunks(video, 2, 224, undefined, { decode })) {
+              const bytes = width * height * 4;
+              for (let at = 0; at < pixels.length; at += bytes) frames.push(pixels.slice(at, at + bytes));
+            }
+          } finally {
+            document.removeEventListener('seeked', count, true);
           }
-          document.removeEventListener('seeked', count, true);
-          return { ms: performance.now() - started, seeks, frames };
+          return { ms: performance.now() - started, seeks, frames, lengthBefore, duration: video.duration };
         };
+      });
+      const runs = await page.evaluate(async (breakingUrl) => {
+        const { frameChunks } = await import('/package/src/frames.js');
+        const read = window.readFrames;
         const worst = (a, b) => a.frames.length !== b.frames.length ? Infinity
           : Math.max(...a.frames.map((f, i) => f.reduce((m, v, j) => Math.max(m, Math.abs(v - b.frames[i][j])), 0)));
         const sought = await read('/demo/assets/shapes.webm', false);
@@ -266,7 +275,6 @@ async function framesRun(origin) {
       // A recording made in the page (MediaRecorder's WebM: no length in its header, elements of
       // unknown size): 1.5 s of red, then 1.5 s of blue.
       const recorded = await page.evaluate(async () => {
-        const { frameChunks } = await import('/package/src/frames.js');
         const canvas = Object.assign(document.createElement('canvas'), { width: 160, height: 120 });
         document.body.append(canvas);
         const context = canvas.getContext('2d');
@@ -286,17 +294,9 @@ async function framesRun(origin) {
         });
         recorder.stop();
         await new Promise((done) => { recorder.onstop = done; });
-        const video = Object.assign(document.createElement('video'), { muted: true, src: URL.createObjectURL(new Blob(parts, { type: 'video/webm' })) });
-        document.body.append(video);
-        await new Promise((loaded) => { video.onloadedmetadata = loaded; });
-        const headerLength = video.duration;
-        let seeks = 0;
-        document.addEventListener('seeked', () => seeks++, true);
-        const colours = [];
-        for await (const { frames, width, height } of frameChunks(video, 2, 224)) {
-          for (let at = 0; at < frames.length; at += width * height * 4) colours.push(frames[at] > 128 && frames[at + 2] < 128 ? 'red' : frames[at + 2] > 128 && frames[at] < 128 ? 'blue' : 'other');
-        }
-        return { headerLength: String(headerLength), duration: video.duration, colours, seeks };
+        const run = await window.readFrames(URL.createObjectURL(new Blob(parts, { type: 'video/webm' })));
+        const colours = run.frames.map((f) => f[0] > 128 && f[2] < 128 ? 'red' : f[2] > 128 && f[0] < 128 ? 'blue' : 'other');
+        return { headerLength: run.lengthBefore, duration: run.duration, colours, seeks: run.seeks };
       });
       const { colours } = recorded;
       // Two seeks, to the end and back, to learn the length; the frames are decoded.
@@ -305,15 +305,8 @@ async function framesRun(origin) {
         `frames: a MediaRecorder recording (no length in its header) is decoded whole: ${recorded.duration} s, ${colours.join(' ')}, ${recorded.seeks} seeks`);
       for (const [name, made] of formats) {
         const run = await page.evaluate(async (src) => {
-          const { frameChunks } = await import('/package/src/frames.js');
-          const video = Object.assign(document.createElement('video'), { muted: true, src });
-          document.body.append(video);
-          await new Promise((loaded, failed) => { video.onloadeddata = loaded; video.onerror = () => failed(new Error(`${src} did not load`)); });
-          let seeks = 0;
-          document.addEventListener('seeked', () => seeks++, true);
-          const frames = [];
-          for await (const chunk of frameChunks(video, 2, 224)) for (const value of chunk.frames) frames.push(value);
-          return { seeks, frames };
+          const { seeks, frames } = await window.readFrames(src);
+          return { seeks, frames: frames.flatMap((frame) => Array.from(frame)) };
         }, `/tests/out/${name}.webm`);
         // RGB only: ffmpeg's alpha is opaque, and so is the canvas's.
         let total = 0;

@@ -268,7 +268,6 @@ async function* decodeFrames({ config, blocks }, times, size, imageSize, ended) 
     waitingBytes -= decoding.reduce((bytes, chunk) => bytes + chunk.byteLength, 0);
     decode(decoding);
   };
-  let configured = false;
   try {
     while (answered < times.length || ready.length > 0) {
       if (ready.length > 0) {
@@ -287,7 +286,7 @@ async function* decodeFrames({ config, blocks }, times, size, imageSize, ended) 
         throw error;
       }
       if (done) {
-        if (!configured) throw new Error('the file holds no frame');
+        if (decoder.state === 'unconfigured') throw new Error('the file holds no frame');
         decodeBefore(Infinity);
         await decoder.flush();
         if (failure) throw failure;
@@ -296,12 +295,11 @@ async function* decodeFrames({ config, blocks }, times, size, imageSize, ended) 
         for (; answered < times.length; answered++) ready.push(last);
         continue;
       }
-      if (!configured) {
+      if (decoder.state === 'unconfigured') {
         if (!block.key) throw new Error('the video does not start with a key frame');
         const full = keyFrameConfig(config, block.data);
         if (!(await VideoDecoder.isConfigSupported(full)).supported) throw new Unsupported(full.codec);
         decoder.configure(full);
-        configured = true;
       }
       const chunk = new EncodedVideoChunk({ type: block.key ? 'key' : 'delta', timestamp: block.timestamp, data: block.data });
       decodeBefore(chunk.timestamp);

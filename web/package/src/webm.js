@@ -73,24 +73,15 @@ class Bytes {
     }
   }
 
-  // An EBML variable-length integer: an element id keeps its length marker, a size does not
-  // (all value bits set is UNKNOWN). null at the end of the stream.
+  // The EBML variable-length integer next in the stream (see `vintAt`); null at its end.
   async vint(isId) {
     if (!await this.have(1)) return null;
-    const first = this.buffer[this.at];
-    const length = Math.clz32(first) - 23;
-    if (length < 1 || length > (isId ? 4 : 8)) throw new Error(`a malformed ${isId ? 'element id' : 'size'}`);
-    if (!await this.have(length)) throw new Error('the file ends inside an element header');
-    let value = isId ? first : first & (0xff >> length);
-    let allOnes = value === (0xff >> length);
-    for (let i = 1; i < length; i++) {
-      const byte = this.buffer[this.at + i];
-      value = value * 256 + byte;
-      allOnes &&= byte === 0xff;
-    }
-    this.at += length;
-    this.position += length;
-    return !isId && allOnes ? UNKNOWN : value;
+    await this.have(8);
+    const read = vintAt(this.buffer, this.at, isId);
+    if (!read) throw new Error('the file ends inside an element header');
+    this.at += read.length;
+    this.position += read.length;
+    return read.value;
   }
 
   // The next element's id and size, or null at the end of the stream.
@@ -103,23 +94,35 @@ class Bytes {
   }
 }
 
+// The EBML variable-length integer at `data[at]`: `{value, length}`, where an element id keeps its
+// length marker and a size does not (all value bits set is UNKNOWN); null where `data` ends first.
+function vintAt(data, at, isId) {
+  const first = data[at];
+  const length = Math.clz32(first) - 23;
+  if (length < 1 || length > (isId ? 4 : 8)) throw new Error(`a malformed ${isId ? 'element id' : 'size'}`);
+  if (at + length > data.length) return null;
+  let value = isId ? first : first & (0xff >> length);
+  let allOnes = value === (0xff >> length);
+  for (let i = 1; i < length; i++) {
+    value = value * 256 + data[at + i];
+    allOnes &&= data[at + i] === 0xff;
+  }
+  return { value: !isId && allOnes ? UNKNOWN : value, length };
+}
+
 // The children of an element held whole: [{id, data}].
 function children(data) {
   const out = [];
   let at = 0;
-  const vint = (isId) => {
-    if (at >= data.length) throw new Error('a malformed element');
-    const first = data[at];
-    const length = Math.clz32(first) - 23;
-    if (length < 1 || length > (isId ? 4 : 8) || at + length > data.length) throw new Error('a malformed element');
-    let value = isId ? first : first & (0xff >> length);
-    for (let i = 1; i < length; i++) value = value * 256 + data[at + i];
-    at += length;
-    return value;
+  const next = (isId) => {
+    const read = vintAt(data, at, isId);
+    if (!read) throw new Error('a malformed element');
+    at += read.length;
+    return read.value;
   };
   while (at < data.length) {
-    const id = vint(true), size = vint(false);
-    if (at + size > data.length) throw new Error('an element larger than its parent');
+    const id = next(true), size = next(false);
+    if (size === UNKNOWN || at + size > data.length) throw new Error('an element larger than its parent');
     out.push({ id, data: data.subarray(at, at + size) });
     at += size;
   }
@@ -193,10 +196,9 @@ function videoTrack(tracks) {
 // A Block's (or SimpleBlock's) track, timestamp offset and flags, and its frame. Laced blocks
 // (several frames in one, an audio habit) are Unsupported.
 function block(data) {
-  const length = Math.clz32(data[0]) - 23;
-  if (length < 1 || length > 8 || data.length < length + 3) throw new Error('a malformed block');
-  let track = data[0] & (0xff >> length);
-  for (let i = 1; i < length; i++) track = track * 256 + data[i];
+  const read = vintAt(data, 0, false);
+  if (!read || data.length < read.length + 3) throw new Error('a malformed block');
+  const { value: track, length } = read;
   const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
   const offset = view.getInt16(length), flags = data[length + 2];
   if (flags & 0x06) throw new Unsupported('laced video blocks');
