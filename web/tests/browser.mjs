@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
-import { Unsupported, openWebm } from '../package/src/webm.js';
+import { CutShort, Unsupported, openWebm } from '../package/src/webm.js';
 import { serve } from '../serve.mjs';
 
 const web = fileURLToPath(new URL('..', import.meta.url));
@@ -217,6 +217,20 @@ async function framesRun(origin) {
     const shown = execFileSync('ffmpeg', ['-v', 'error', '-i', file, '-vf', 'select=not(mod(n-2\\,5))', '-vsync', '0', '-f', 'rawvideo', '-pix_fmt', 'rgba', '-']);
     return [name, [...shown]];
   });
+  // Files whose timestamps begin later (a stream's recording): read from their first picture, as
+  // the native CLI reads them, with ffmpeg's pixels of the same frames.
+  const late = [
+    ['vp9-from-5-s.webm', ['-c:v', 'libvpx-vp9', '-output_ts_offset', '5']],
+    ['h264-from-1.4-s.mp4', ['-c:v', 'libx264', '-pix_fmt', 'yuv420p', '-output_ts_offset', '1.4']],
+  ].map(([name, codec]) => {
+    const file = join(out, name);
+    execFileSync('ffmpeg', ['-v', 'error', '-y', '-f', 'lavfi', '-i', 'testsrc2=size=160x120:rate=10:duration=3', '-g', '7', ...codec, file]);
+    const shown = execFileSync('ffmpeg', ['-v', 'error', '-i', file, '-vf', 'select=not(mod(n-2\\,5))', '-vsync', '0', '-f', 'rawvideo', '-pix_fmt', 'rgba', '-']);
+    return [name, [...shown]];
+  });
+  // Sound only, and a file no browser plays.
+  execFileSync('ffmpeg', ['-v', 'error', '-y', '-f', 'lavfi', '-i', 'sine=duration=2', '-c:a', 'libopus', join(out, 'sound-only.webm')]);
+  writeFileSync(join(out, 'not-a-video.mp4'), Uint8Array.from({ length: 4096 }, (_, i) => (i * 7919) % 251));
   const breakingUrl = `http://127.0.0.1:${breaking.address().port}/shapes.webm`;
   try {
     await withBrowser(false, async (browser) => {
@@ -298,6 +312,46 @@ async function framesRun(origin) {
         const colours = run.frames.map((f) => f[0] > 128 && f[2] < 128 ? 'red' : f[2] > 128 && f[0] < 128 ? 'blue' : 'other');
         return { headerLength: run.lengthBefore, duration: run.duration, colours, seeks: run.seeks };
       });
+      for (const [name, made] of late) {
+        const run = await page.evaluate(async (src) => {
+          const { seeks, frames, duration } = await window.readFrames(src);
+          return { seeks, duration, frames: frames.flatMap((frame) => Array.from(frame)) };
+        }, `/tests/out/${name}`);
+        let total = 0;
+        for (let i = 0; i < made.length; i++) if (i % 4 !== 3) total += Math.abs(run.frames[i] - made[i]);
+        const mean = total / (made.length * 0.75);
+        const frames = run.frames.length / (160 * 120 * 4);
+        check(frames === 6 && run.frames.length === made.length && mean <= 2,
+          `frames: ${name} (the element ends at ${run.duration} s) gives the 6 frames of its 3 s from its first picture on (${frames}), ffmpeg's (mean difference ${mean.toFixed(2)}/255)`);
+      }
+      // Refused with what is wrong: a WebM cut short (the element would show its last picture at
+      // every later time), a file with sound only, bytes that are no video.
+      const refusals = await page.evaluate(async (cut) => {
+        const { frameChunks } = await import('/package/src/frames.js');
+        const refusal = async (src) => {
+          const video = Object.assign(document.createElement('video'), { muted: true, src });
+          document.body.append(video);
+          try {
+            for await (const chunk of frameChunks(video, 2, 224)) if (!chunk) break;
+            return 'accepted';
+          } catch (error) {
+            return `${error.name}: ${error.message}`;
+          } finally {
+            video.remove();
+          }
+        };
+        const webm = new Uint8Array(await (await fetch('/demo/assets/shapes.webm')).arrayBuffer());
+        return {
+          cut: await refusal(URL.createObjectURL(new Blob([webm.subarray(0, Math.round(webm.length * cut))], { type: 'video/webm' }))),
+          sound: await refusal('/tests/out/sound-only.webm'),
+          bytes: await refusal('/tests/out/not-a-video.mp4'),
+        };
+      }, 0.6);
+      check(refusals.cut.startsWith('InputError') && refusals.cut.includes('cut short') && refusals.cut.includes('download or copy it again'),
+        `frames: a WebM cut short is refused ("${refusals.cut}")`);
+      check(refusals.sound.startsWith('InputError') && refusals.sound.includes('no pictures'), `frames: a file with sound only is refused ("${refusals.sound}")`);
+      check(refusals.bytes.startsWith('InputError') && refusals.bytes.includes('cannot play') && refusals.bytes.includes('convert it'),
+        `frames: bytes that are no video are refused ("${refusals.bytes}")`);
       const { colours } = recorded;
       // Two seeks, to the end and back, to learn the length; the frames are decoded.
       check(recorded.headerLength === 'Infinity' && recorded.seeks === 2 && colours.length === Math.max(1, Math.round(recorded.duration * 2)) && colours[0] === 'red' && colours.at(-1) === 'blue'
@@ -341,7 +395,8 @@ async function framesRun(origin) {
     for (let j = 0; j < 1 + (i % 8); j++) copy[Math.floor(random() * Math.min(copy.length, i % 2 ? 600 : copy.length))] = Math.floor(random() * 256);
     damaged.push(copy);
   }
-  const outcomes = { read: 0, unsupported: 0, malformed: 0 };
+  const cuts = damaged.filter((bytes) => bytes.length < webm.length).length;
+  const outcomes = { read: 0, unsupported: 0, malformed: 0, cutShort: 0 };
   const faults = [];
   for (const [i, bytes] of damaged.entries()) {
     const stream = new Blob([bytes]).stream().getReader();
@@ -351,8 +406,11 @@ async function framesRun(origin) {
     })();
     const late = new Promise((resolve) => setTimeout(() => resolve('late'), 5000));
     const outcome = await Promise.race([reading.then(() => 'read', (error) => error), late]);
-    if (outcome === 'read') outcomes.read++;
+    // Every prefix ends before the Segment its header sizes does.
+    if (outcome === 'read' && i < cuts) faults.push(`file ${i}: its first ${bytes.length} bytes read as a whole file`);
+    else if (outcome === 'read') outcomes.read++;
     else if (outcome instanceof Unsupported) outcomes.unsupported++;
+    else if (outcome instanceof CutShort) outcomes.cutShort++;
     else if (outcome instanceof Error && outcome.constructor === Error) outcomes.malformed++;
     else faults.push(`file ${i}: ${outcome === 'late' ? 'still reading after 5 s' : `${outcome.name}: ${outcome.message}`}`);
   }

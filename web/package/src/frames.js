@@ -2,7 +2,7 @@
 // frames in chunks for the engine (with the waits that reading them needs, abortable).
 import { InputError } from './errors.js';
 import { FRAMES_PER_MESSAGE, MAX_FRAMES } from './protocol.js';
-import { Unsupported, keyFrameConfig, openWebm } from './webm.js';
+import { CutShort, Unsupported, keyFrameConfig, openWebm } from './webm.js';
 
 // Frames are scaled down on the page until their shorter side is CLIP's input (but not below
 // 128 px); the engine then applies CLIP's own preprocessing.
@@ -97,10 +97,11 @@ async function* chunked(count, [width, height], frameAt, readers = 1, from = 0) 
 }
 
 // The frames of `source` (an array of images, or a `<video>` sampled at `fps`: frame `i` is the
-// picture shown at `(i + 0.5) / fps` seconds), FRAMES_PER_MESSAGE at a time. A `<video>` playing
-// a WebM file is decoded from its file with WebCodecs where the browser can (`decode`: false
-// never tries); any other, or one whose decoding fails, is read by seeking the element.
-export async function* frameChunks(source, fps, imageSize, signal, { decode = true } = {}) {
+// picture shown `(i + 0.5) / fps` seconds after its first, on its `timeline` where the caller has
+// it), FRAMES_PER_MESSAGE at a time. A `<video>` playing a WebM file is decoded from its file with
+// WebCodecs where the browser can (`decode`: false never tries); any other, or one whose decoding
+// fails, is read by seeking the element.
+export async function* frameChunks(source, fps, imageSize, signal, { decode = true, timeline } = {}) {
   if (Array.isArray(source)) {
     if (source.length === 0) throw new InputError('no frames to caption');
     if (source.length > MAX_FRAMES) throw new InputError(`${source.length} frames; the limit is ${MAX_FRAMES}`);
@@ -120,11 +121,11 @@ export async function* frameChunks(source, fps, imageSize, signal, { decode = tr
     return;
   }
   const video = source;
-  await videoLength(video, signal);
-  const count = Math.max(1, Math.round(video.duration * fps));
+  const { start, end } = timeline ?? await videoTimeline(video, signal);
+  const count = Math.max(1, Math.round((end - start) * fps));
   if (count > MAX_FRAMES) throw new InputError(`${count} frames at ${fps} fps; the limit is ${MAX_FRAMES}`);
   const size = targetSize(video.videoWidth, video.videoHeight, imageSize);
-  const times = Array.from({ length: count }, (_, i) => Math.min((i + 0.5) / fps, video.duration));
+  const times = Array.from({ length: count }, (_, i) => Math.min(start + (i + 0.5) / fps, end));
   const src = video.currentSrc;
   let from = 0;
   const decoded = decode ? await decodedFrames(video, times, size, imageSize, signal) : null;
@@ -142,6 +143,8 @@ export async function* frameChunks(source, fps, imageSize, signal, { decode = tr
       return;
     } catch (error) {
       if (signal?.aborted || error instanceof InputError) throw error;
+      // The element would show the last picture there is at every later time, without a word.
+      if (error instanceof CutShort) throw new InputError(`the video's file is cut short (${error.message}): download or copy it again`);
       // Seeking reads the rest, and says what is wrong with the video if it meets it too.
     } finally {
       await decoded.frames.return();
@@ -161,7 +164,7 @@ export async function* frameChunks(source, fps, imageSize, signal, { decode = tr
       const element = readers[reader];
       const at = times[i];
       if (element === video) {
-        if (await seek(video, at, SEEK_MS, signal, true) === 'late') {
+        if (await seek(video, at, SEEK_MS, signal, { patient: true }) === 'late') {
           throw new InputError(`the video received nothing for ${SEEK_MS / 1000} s while seeking to ${at.toFixed(2)} s: its server stalled, or its source was taken away`);
         }
         const wrong = landing(video, at, fps, src);
@@ -328,10 +331,15 @@ async function* decodeFrames({ config, blocks }, times, size, imageSize, ended) 
   }
 }
 
-// A <video>'s length in seconds once its metadata is in (within METADATA_MS; `signal` ends the
-// wait), or once it has been to its end where the metadata does not say: refuses a non-video, one
-// without a source, one that cannot be read and a live stream.
-export async function videoLength(video, signal) {
+// A <video>'s timeline once its metadata is in (within METADATA_MS; `signal` ends the wait):
+// `{start, end}`, in the element's seconds. `start` is its first picture's time: a file whose
+// timestamps begin later (a stream's recording) is read from there, as the native CLI reads it.
+// The element never stands before it, so one standing at 0 starts there; another goes to 0 to
+// learn it. Where the header does not give the end (MediaRecorder's WebM) or may be wrong (for an
+// MP4 that begins later Chromium gives its track's length), the element goes to its end to learn
+// it. The element is put back where it stood. Refuses a non-video, one without a source or
+// pictures, one that cannot be read and a live stream.
+export async function videoTimeline(video, signal) {
   if (!(typeof HTMLVideoElement !== 'undefined' && video instanceof HTMLVideoElement)) throw new InputError('a video is an HTMLVideoElement or an array of frames');
   if (video.networkState === HTMLMediaElement.NETWORK_EMPTY && !video.currentSrc && !video.src) throw new InputError('the <video> has no source');
   if (video.readyState < HTMLMediaElement.HAVE_METADATA) {
@@ -339,20 +347,31 @@ export async function videoLength(video, signal) {
     if (video.preload === 'none') video.preload = 'metadata';
     if (await within(once(video, 'loadedmetadata'), METADATA_MS, signal) === 'late') throw new InputError(`the video's metadata did not arrive within ${METADATA_MS / 1000} s: its server stalled or it cannot be read`);
   }
-  if (video.duration === Infinity && !video.srcObject) {
-    // A file whose header does not give its length (MediaRecorder's WebM): the element learns it
-    // once it has been to the end. A live stream stays endless.
-    const [time, paused] = [video.currentTime, video.paused];
-    try {
-      if (await seek(video, Number.MAX_SAFE_INTEGER, SEEK_MS, signal) === 'late') throw new InputError(`the video did not reach its end within ${SEEK_MS / 1000} s to learn its length`);
-    } finally {
-      // Put back where it stood, also after an abort.
-      await seek(video, time, SEEK_MS).catch(() => {});
-      if (!paused) video.play().catch(() => {});
+  if (!video.videoWidth || !video.videoHeight) throw new InputError('the file has no pictures (only sound, or a video track this browser cannot show): give a video');
+  const live = () => new InputError('the video has no finite duration (a live stream cannot be captioned)');
+  if (video.srcObject && !Number.isFinite(video.duration)) throw live();
+  const [time, paused] = [video.currentTime, video.paused];
+  let start = 0;
+  try {
+    if (time > 0) {
+      if (await seek(video, 0, SEEK_MS, signal, { present: false }) === 'late') throw new InputError(`the video did not go to its start within ${SEEK_MS / 1000} s`);
+      start = video.currentTime;
     }
+    // Chromium's duration grows while a seek to the end reads on, and the seek lands where it
+    // stood when it began: seek again until the element stands at its end.
+    for (let seeks = 0; (video.duration === Infinity || start > 0) && !(video.currentTime >= video.duration - END_EPSILON); seeks++) {
+      if (seeks === MAX_END_SEEKS) throw new InputError(`the video's end moved on at each of ${MAX_END_SEEKS} seeks to it: its length cannot be learnt`);
+      if (await seek(video, Number.MAX_SAFE_INTEGER, SEEK_MS, signal, { present: false }) === 'late') {
+        throw new InputError(`the video did not reach its end within ${SEEK_MS / 1000} s to learn its length`);
+      }
+    }
+  } finally {
+    // Also after an abort.
+    if (video.currentTime !== time) await seek(video, time, SEEK_MS, undefined, { present: false }).catch(() => {});
+    if (!paused) video.play().catch(() => {});
   }
-  if (!Number.isFinite(video.duration) || video.duration <= 0) throw new InputError('the video has no finite duration (a live stream cannot be captioned)');
-  return video.duration;
+  if (!Number.isFinite(video.duration) || !(video.duration > start)) throw live();
+  return { start, end: video.duration };
 }
 
 // What is wrong after an element's seek to `at`, or null: where it cannot seek (a server that
@@ -386,6 +405,9 @@ const COPY_SEEK_MS = 2000;
 // anything while it seeks (a slow link that still delivers is waited for).
 const METADATA_MS = 30000;
 const SEEK_MS = 10000;
+// Seeks to the end that may find it further on each time, and how close to it counts as there.
+const MAX_END_SEEKS = 20;
+const END_EPSILON = 1e-3;
 
 // Up to `n` muted copies of `video` playing its current source, on the page but invisible (a
 // browser may not present the frames of an element outside it). A source that cannot be opened
@@ -419,16 +441,16 @@ function release(copy) {
   copy.load();
 }
 
-// `seeked` can fire before the new picture reaches the element (Chromium with GPU video paths drew
-// the previous seek's frame): wait for the frame to be presented too, where the browser says so,
-// but not for long (no new frame is presented when two samples fall on the same video frame).
-// Whether it was presented (or the browser cannot say), or 'late' when the seek itself takes
-// longer than `limit` ms (`patient`: without the element receiving data); rejects when `signal`
-// aborts.
-async function seek(video, time, limit, signal, patient = false) {
+// Sets `video` to `time` and waits for `seeked`. That can fire before the new picture reaches the
+// element (Chromium with GPU video paths drew the previous seek's frame): where the picture matters
+// (`present`), wait for it to be presented too, where the browser says so, but not for long (no new
+// frame is presented when two samples fall on the same video frame). Whether it was presented (or
+// the browser cannot say), or 'late' when the seek itself takes longer than `limit` ms (`patient`:
+// without the element receiving data); rejects when `signal` aborts.
+async function seek(video, time, limit, signal, { patient = false, present = true } = {}) {
   const seeked = once(video, 'seeked');
   let presented = Promise.resolve(true);
-  if (video.requestVideoFrameCallback) {
+  if (present && video.requestVideoFrameCallback) {
     presented = new Promise((resolve) => {
       const handle = video.requestVideoFrameCallback(() => { clearTimeout(timer); resolve(true); });
       const timer = setTimeout(() => { video.cancelVideoFrameCallback(handle); resolve(false); }, 500);
@@ -478,7 +500,7 @@ export function abortable(job, signal) {
 
 // Resolves on `event`, rejects when the media fails; the listeners go away either way.
 function once(target, event) {
-  const failure = () => new InputError(`the video cannot be read (${target.error?.message || 'unsupported or corrupt'})`);
+  const failure = () => new InputError(mediaFailure(target));
   return new Promise((resolve, reject) => {
     if (target.error) return reject(failure());
     const settle = (ok) => (value) => {
@@ -490,4 +512,26 @@ function once(target, event) {
     target.addEventListener(event, onEvent);
     target.addEventListener('error', onError);
   });
+}
+
+// What the failure of `video` means, and what to do, from its MediaError's code (the browser's
+// own message in brackets).
+function mediaFailure(video) {
+  const { code, message } = video.error ?? {};
+  const said = message ? ` (${message})` : '';
+  switch (code) {
+    case MediaError.MEDIA_ERR_NETWORK:
+      return `the video's download failed${said}: check the connection and its server, then call again`;
+    case MediaError.MEDIA_ERR_DECODE:
+      return `the video's data cannot be decoded${said}: the file is damaged or cut short; download or copy it again`;
+    case MediaError.MEDIA_ERR_SRC_NOT_SUPPORTED: {
+      // A server that refuses CORS to an element asking for it fails like an unknown format.
+      const url = video.currentSrc || video.src;
+      const foreign = video.crossOrigin !== null && url && new URL(url, location.href).origin !== location.origin && !url.startsWith('data:');
+      const cors = foreign ? 'its server does not allow this page to read it (it must send Access-Control-Allow-Origin), or ' : '';
+      return `this browser cannot play the video${said}: ${cors}it is not a video file, or its format or codec is not one this browser plays (H.264, VP8, VP9 and AV1 are the common ones; convert it, e.g. \`ffmpeg -i IN -c:v libx264 OUT.mp4\`, or caption it with the glimpse CLI)`;
+    }
+    default:
+      return `the video cannot be read${said}`;
+  }
 }

@@ -1,7 +1,7 @@
 // glimpse in the browser: CLIP and GPT-2 with test-time optimisation, on WebGPU or the CPU, in a
 // Web Worker so the page never freezes. See ../README.md for the API.
 import { ERRORS, GlimpseError, InputError } from './errors.js';
-import { abortable, frameChunks, toImageData, videoLength } from './frames.js';
+import { abortable, frameChunks, toImageData, videoTimeline } from './frames.js';
 import { CACHE, DEFAULT_FPS, DEFAULT_MAX_EVENTS, MAX_EVENTS, MAX_FPS, MAX_QUERIES, MAX_TOP, Reply, Request } from './protocol.js';
 
 export { DeviceLostError, GlimpseError, InputError, ModelLoadError, NoAdapterError } from './errors.js';
@@ -135,12 +135,14 @@ export class Glimpse {
   _onVideo(source, fps, signal, type, args, handlers) {
     return this._enqueue(async () => {
       await this._send(Request.check, { call: type, args }, { signal });
-      // A <video> lasts its duration: the last sample ends there, not a sampling step later.
-      const length = Array.isArray(source) ? undefined : await videoLength(source, signal);
+      // A <video> lasts from its first picture to its end: the last sample ends there, not a
+      // sampling step later.
+      const timeline = Array.isArray(source) ? undefined : await videoTimeline(source, signal);
+      const length = timeline && timeline.end - timeline.start;
       const { reused } = await this._send(Request.startVideo, { fps, key: sourceKey(source), length }, { signal });
       if (!reused) {
         let embedding = null;
-        for await (const chunk of frameChunks(source, fps, this.imageSize, signal)) {
+        for await (const chunk of frameChunks(source, fps, this.imageSize, signal, { timeline })) {
           await embedding;
           embedding = this._send(Request.videoFrames, chunk, { signal }, [chunk.frames.buffer]);
           embedding.catch(() => {});

@@ -5,6 +5,9 @@
 // frames another way. Element ids and layout: the Matroska specification (RFC 9559).
 
 export class Unsupported extends Error {}
+// The file ends before an element it declares does: it is cut short (a download that breaks off
+// fails as a read instead).
+export class CutShort extends Error {}
 
 const ID = {
   EBML: 0x1a45dfa3, DocType: 0x4282, Segment: 0x18538067, Info: 0x1549a966, TimestampScale: 0x2ad7b1,
@@ -56,7 +59,7 @@ class Bytes {
 
   async take(n) {
     if (n > MAX_ELEMENT_BYTES) throw new Unsupported(`an element of ${n} bytes`);
-    if (!await this.have(n)) throw new Error('the file ends inside an element');
+    if (!await this.have(n)) throw new CutShort('the file ends inside an element');
     const out = this.buffer.slice(this.at, this.at + n);
     this.at += n;
     this.position += n;
@@ -65,7 +68,7 @@ class Bytes {
 
   async skip(n) {
     while (n > 0) {
-      if (!await this.have(1)) throw new Error('the file ends inside an element');
+      if (!await this.have(1)) throw new CutShort('the file ends inside an element');
       const step = Math.min(n, this.buffer.length - this.at);
       this.at += step;
       this.position += step;
@@ -78,7 +81,7 @@ class Bytes {
     if (!await this.have(1)) return null;
     await this.have(8);
     const read = vintAt(this.buffer, this.at, isId);
-    if (!read) throw new Error('the file ends inside an element header');
+    if (!read) throw new CutShort('the file ends inside an element header');
     this.at += read.length;
     this.position += read.length;
     return read.value;
@@ -89,7 +92,7 @@ class Bytes {
     const id = await this.vint(true);
     if (id === null) return null;
     const size = await this.vint(false);
-    if (size === null) throw new Error('the file ends inside an element header');
+    if (size === null) throw new CutShort('the file ends inside an element header');
     return { id, size };
   }
 }
@@ -256,7 +259,7 @@ export async function openWebm(reader) {
     for (;;) {
       const child = await nextChild();
       if (!child) {
-        if (segmentEnd !== Infinity && bytes.position < segmentEnd) throw new Error('the file ends before its Segment does');
+        if (segmentEnd !== Infinity && bytes.position < segmentEnd) throw new CutShort('the file ends before its Segment does');
         return;
       }
       if (child.id !== ID.Cluster) {
@@ -269,7 +272,7 @@ export async function openWebm(reader) {
       while (bytes.position < end) {
         const header = await bytes.header();
         if (!header) {
-          if (end !== Infinity) throw new Error('the file ends inside a Cluster');
+          if (end !== Infinity) throw new CutShort('the file ends inside a Cluster');
           return;
         }
         if (end === Infinity && SEGMENT_CHILDREN.has(header.id)) {
