@@ -119,11 +119,12 @@ def images(out: Path):
         shutil.copy(png, out / png.name)
     ffmpeg("-i", images / "rgb_45x38.png", out / "rgb_45x38.jpg")
     ffmpeg("-i", images / "rgba_30x61.png", "-c:v", "libwebp", "-lossless", "1", out / "rgba_30x61.webp")
-    # Three moving 16x12 frames at 4 fps, as an animated GIF and an animated WebP.
+    # Three moving 16x12 frames at 4 fps, as an animated GIF, WebP and PNG.
     frames = ["-loop", "1", "-framerate", "4", "-i", images / "rgba_30x61.png", "-vf", "crop=16:12:t*20:t*20",
-              "-frames:v", "3", "-loop", "0"]
-    ffmpeg(*frames, out / "animation.gif")
-    ffmpeg(*frames, "-c:v", "libwebp_anim", "-lossless", "1", out / "animation.webp")
+              "-frames:v", "3"]
+    ffmpeg(*frames, "-loop", "0", out / "animation.gif")
+    ffmpeg(*frames, "-loop", "0", "-c:v", "libwebp_anim", "-lossless", "1", out / "animation.webp")
+    ffmpeg(*frames, "-plays", "0", "-f", "apng", out / "animation.png")
 
 
 def preprocessors(out: Path):

@@ -53,13 +53,13 @@ pub fn tokenizer(data: &[u8]) {
 }
 
 /// An image file, decoded and preprocessed for CLIP, and the same bytes sampled as an animated
-/// GIF and WebP with each frame preprocessed (at 32 pixels, to keep runs short).
+/// GIF, WebP and PNG with each frame preprocessed (at 32 pixels, to keep runs short).
 pub fn image(data: &[u8]) {
     if let Ok(image) = decode_image(data) {
         let _ = ImagePreprocess::clip_default(224).apply(&image);
     }
     let preprocess = ImagePreprocess::clip_default(32);
-    for format in [ImageFormat::Gif, ImageFormat::WebP] {
+    for format in [ImageFormat::Gif, ImageFormat::WebP, ImageFormat::Png] {
         let _ = sample_animation(Cursor::new(data), format, 2.0, "fuzz input", &mut |frame| {
             preprocess.apply(&frame).map(drop)
         });

@@ -277,7 +277,9 @@ fn texts_sharing_beginnings_encode_as_each_alone() {
 
 /// The three key forms of GPT-2 files give the same model: bare `h.0` (fixture gpt2-base),
 /// `transformer.h.0` (gpt2-lmhead), and `transformer.h.0` plus an explicit `lm_head.weight`.
-/// An untied checkpoint (`tie_word_embeddings: false`) uses its own head.
+/// An untied checkpoint (`tie_word_embeddings: false`) uses its own head; a tied one whose stored
+/// head differs from `wte` means two models (transformers 5 takes the head, 4 the embedding) and
+/// is refused.
 #[test]
 fn gpt2_lm_head_forms() {
     let device = glimpse_models::device::cpu().device;
@@ -294,6 +296,9 @@ fn gpt2_lm_head_forms() {
     assert!(max_abs_diff(&tied, &explicit) == 0.0, "explicit tied head changed the logits");
 
     let untied_head = add_tensor(&weight_bytes(&files), "lm_head.weight", &wte.0, &doubled);
+    let Err(err) = Gpt2::load(&config, &untied_head, &device) else { panic!("a tied config with another head loaded") };
+    let err = err.to_string();
+    assert!(err.contains("tie_word_embeddings is true") && err.contains("values differ"), "{err}");
     let mut untied_config = config.clone();
     untied_config.tie_word_embeddings = false;
     let untied = values(Gpt2::load(&untied_config, &untied_head, &device).unwrap().forward(ids));

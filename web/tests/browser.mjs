@@ -219,12 +219,13 @@ async function framesRun(origin) {
   });
   // Files whose timestamps begin later (a stream's recording): read from their first picture, as
   // the native CLI reads them, with ffmpeg's pixels of the same frames.
+  // The WebM is the VP9 one above, its stream copied with later timestamps.
   const late = [
-    ['vp9-from-5-s.webm', ['-c:v', 'libvpx-vp9', '-output_ts_offset', '5']],
-    ['h264-from-1.4-s.mp4', ['-c:v', 'libx264', '-pix_fmt', 'yuv420p', '-output_ts_offset', '1.4']],
-  ].map(([name, codec]) => {
+    ['vp9-from-5-s.webm', ['-i', join(out, 'vp9-unspecified.webm'), '-c', 'copy', '-output_ts_offset', '5']],
+    ['h264-from-1.4-s.mp4', ['-f', 'lavfi', '-i', 'testsrc2=size=160x120:rate=10:duration=3', '-g', '7', '-c:v', 'libx264', '-pix_fmt', 'yuv420p', '-output_ts_offset', '1.4']],
+  ].map(([name, making]) => {
     const file = join(out, name);
-    execFileSync('ffmpeg', ['-v', 'error', '-y', '-f', 'lavfi', '-i', 'testsrc2=size=160x120:rate=10:duration=3', '-g', '7', ...codec, file]);
+    execFileSync('ffmpeg', ['-v', 'error', '-y', ...making, file]);
     const shown = execFileSync('ffmpeg', ['-v', 'error', '-i', file, '-vf', 'select=not(mod(n-2\\,5))', '-vsync', '0', '-f', 'rawvideo', '-pix_fmt', 'rgba', '-']);
     return [name, [...shown]];
   });
@@ -324,6 +325,47 @@ async function framesRun(origin) {
         check(frames === 6 && run.frames.length === made.length && mean <= 2,
           `frames: ${name} (the element ends at ${run.duration} s) gives the 6 frames of its 3 s from its first picture on (${frames}), ffmpeg's (mean difference ${mean.toFixed(2)}/255)`);
       }
+      // Captioned as the same video from 0, with its times on the element's clock (from 5 s), and an
+      // element that plays from 1 s is read whole and left playing there.
+      const clocked = await page.evaluate(async () => {
+        const { Glimpse } = await import('/package/src/index.js');
+        const { frameChunks } = await import('/package/src/frames.js');
+        const glimpse = await Glimpse.load({ clip: '/demo/assets/models/world-clip', lm: '/demo/assets/models/world-gpt2', device: 'cpu' });
+        const element = async (src) => {
+          const video = Object.assign(document.createElement('video'), { muted: true, src });
+          document.body.append(video);
+          await new Promise((loaded) => { video.onloadeddata = loaded; });
+          return video;
+        };
+        const run = async (src) => {
+          const video = await element(src);
+          const dense = await glimpse.denseCaption(video, { events: 2, maxTokens: 2 });
+          const moments = await glimpse.findMoments(video, 'a colourful test pattern', { top: 1 });
+          video.remove();
+          return { start: dense.start, duration: dense.duration, events: dense.events, vtt: dense.toVTT(), moments };
+        };
+        try {
+          const playing = await element('/tests/out/vp9-unspecified.webm');
+          playing.currentTime = 1;
+          await new Promise((sought) => { playing.onseeked = sought; });
+          await playing.play();
+          let frames = 0;
+          for await (const chunk of frameChunks(playing, 2, 224)) frames += chunk.frames.length / (chunk.width * chunk.height * 4);
+          const resumed = { frames, time: playing.currentTime, paused: playing.paused };
+          playing.remove();
+          return { plain: await run('/tests/out/vp9-unspecified.webm'), late: await run('/tests/out/vp9-from-5-s.webm'), resumed };
+        } finally {
+          glimpse.dispose();
+        }
+      });
+      const { plain, late: shifted, resumed } = clocked;
+      const moved = (a, b) => Math.abs(a - 5 - b) < 1e-6;
+      check(plain.start === 0 && shifted.start === 5 && shifted.duration === plain.duration && shifted.events.length === plain.events.length
+        && shifted.events.every((e, i) => moved(e.start, plain.events[i].start) && moved(e.end, plain.events[i].end) && e.caption === plain.events[i].caption)
+        && shifted.vtt.includes('00:00:05.') && moved(shifted.moments[0].start, plain.moments[0].start) && moved(shifted.moments[0].end, plain.moments[0].end),
+      `frames: a video whose timestamps begin at 5 s is captioned as the same video from 0, on the element's clock (${shifted.events.map((e) => `${e.start}-${e.end}`).join(', ')} against ${plain.events.map((e) => `${e.start}-${e.end}`).join(', ')}; moment ${shifted.moments[0]?.start}-${shifted.moments[0]?.end})`);
+      check(resumed.frames === 6 && !resumed.paused && resumed.time >= 1,
+        `frames: an element playing from 1 s is read from its start (${resumed.frames} frames) and left playing where it was (${resumed.time.toFixed(2)} s, ${resumed.paused ? 'paused' : 'playing'})`);
       // Refused with what is wrong: a WebM cut short (the element would show its last picture at
       // every later time), a file with sound only, bytes that are no video.
       const refusals = await page.evaluate(async (cut) => {

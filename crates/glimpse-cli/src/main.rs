@@ -196,7 +196,7 @@ struct DenseArgs {
     /// shots, get no event; very dark or featureless footage can look flat).
     #[arg(long)]
     keep_blank: bool,
-    /// Frames per second: the sampling rate of GIF / WebP / video files, the frame rate of a folder.
+    /// Frames per second: the sampling rate of animations and video files, the frame rate of a folder.
     #[arg(long, default_value_t = DEFAULT_FPS)]
     fps: f64,
     /// Seed of the masks' starting positions (same seed, same device: same result).
@@ -331,7 +331,7 @@ enum Command {
         out: Option<PathBuf>,
     },
     /// Dense video captioning zero-shot (ZeroTA): find K events and caption each.
-    #[command(after_help = "VIDEO is an animated GIF or WebP, a folder of frames (file-name order), or any \
+    #[command(after_help = "VIDEO is an animated GIF, WebP or PNG, a folder of frames (file-name order), or any \
                             video file ffmpeg reads (needs ffmpeg installed).\n\n\
                             JSON output: {\"video\": .., \"duration\": s, \"events\": [{\"start\": s, \"end\": s, \
                             \"caption\": .., \"score\": ..}]}, events sorted by start.")]

@@ -1,6 +1,6 @@
 //! Video frames, sampled at a fixed rate and streamed: each sampled frame is handed over as soon
 //! as it is decoded, so a video is never held in memory at full resolution. Sources: an animated
-//! GIF or WebP (decoded frame by frame), a folder of numbered frames (read one at a time), or any
+//! GIF, WebP or PNG (decoded frame by frame), a folder of numbered frames (read one at a time), or any
 //! other video file through a system `ffmpeg` (raw frames piped on its stdout).
 //!
 //! Frame `i` is the picture shown at `(i + 0.5) / fps` and stands for `[i / fps, (i + 1) / fps)`.
@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use image::codecs::gif::GifDecoder;
+use image::codecs::png::PngDecoder;
 use image::{AnimationDecoder, DynamicImage, ImageDecoder, ImageFormat, RgbImage, RgbaImage};
 
 use crate::MediaError;
@@ -74,7 +75,7 @@ enum SourceKind {
 }
 
 impl VideoSource {
-    /// A folder of frames (file-name order), an animated GIF / WebP, or (through `ffmpeg`)
+    /// A folder of frames (file-name order), an animated GIF / WebP / PNG, or (through `ffmpeg`)
     /// anything else, to be sampled at `fps`.
     pub fn open(path: &Path, fps: f64) -> Result<Self, MediaError> {
         check_fps(fps)?;
@@ -89,14 +90,22 @@ impl VideoSource {
             let file = open_regular_file(path)?;
             let mut head = Vec::with_capacity(32);
             file.take(32).read_to_end(&mut head).map_err(|e| named(e.to_string()))?;
-            match image::guess_format(&head) {
+            let format = image::guess_format(&head);
+            let animated_png = || {
+                let mut reader = BufReader::new(File::open(path).map_err(|e| named(e.to_string()))?);
+                Ok::<_, MediaError>(apng_frame_count(&mut reader).map_err(|e| named(e.to_string()))?.is_some())
+            };
+            match format {
                 Ok(format @ (ImageFormat::Gif | ImageFormat::WebP)) => {
                     SourceKind::Animation { path: path.to_path_buf(), format }
                 }
+                Ok(ImageFormat::Png) if animated_png()? => {
+                    SourceKind::Animation { path: path.to_path_buf(), format: ImageFormat::Png }
+                }
                 Ok(_) => {
                     return Err(MediaError::Video(format!(
-                        "{} is a still image (caption it with caption-image); give an animated GIF / WebP, a folder \
-                         of frames or a video file",
+                        "{} is a still image (caption it with caption-image); give an animated GIF / WebP / PNG, a \
+                         folder of frames or a video file",
                         path.display()
                     )));
                 }
@@ -135,14 +144,15 @@ impl VideoSource {
                 Ok(paths.len() as f64 / self.fps)
             }
             SourceKind::Ffmpeg { path } => {
-                let samples = read_with_ffmpeg(path, self.fps, &mut on_frame)?;
-                Ok(sampled_duration(samples, self.fps, probe_length(path)))
+                let probe = Probe::of(path);
+                let samples = read_with_ffmpeg(path, self.fps, &probe, &mut on_frame)?;
+                Ok(sampled_duration(samples, self.fps, probe.length))
             }
         }
     }
 }
 
-/// Samples an animated GIF or WebP at `fps` on its own clock (each frame's delay), handing each
+/// Samples an animated GIF, WebP or PNG at `fps` on its own clock (each frame's delay), handing each
 /// sampled frame to `on_frame` as soon as the frame that follows it is known; returns the seconds
 /// the samples stand for (at most the animation's length). The decoder's errors name the
 /// animation as `name`; those of `on_frame` pass through as they are.
@@ -163,19 +173,36 @@ pub fn sample_animation<R: BufRead + Seek, E: From<MediaError>>(
         Ok(())
     };
     match format {
-        ImageFormat::Gif => {
+        ImageFormat::Gif | ImageFormat::Png => {
             let mut reader = reader;
-            let unreadable = |e: std::io::Error| MediaError::Video(format!("cannot read the GIF: {e}"));
-            let frames = gif_frame_count(&mut reader).map_err(|e| ours(unreadable(e)))?;
+            let what = if format == ImageFormat::Gif { "GIF" } else { "PNG" };
+            let unreadable = |e: std::io::Error| MediaError::Video(format!("cannot read the {what}: {e}"));
+            let frames = if format == ImageFormat::Gif {
+                gif_frame_count(&mut reader)
+            } else {
+                apng_frame_count(&mut reader).map(Option::unwrap_or_default)
+            }
+            .map_err(|e| ours(unreadable(e)))?;
             reader.seek(std::io::SeekFrom::Start(0)).map_err(|e| ours(unreadable(e)))?;
-            let bad = |e: image::ImageError| MediaError::Video(format!("cannot decode the GIF: {e}"));
-            let mut decoder = decoding("the GIF decoder", || GifDecoder::new(reader).map_err(bad)).map_err(ours)?;
-            check_canvas(decoder.dimensions()).map_err(ours)?;
-            check_compositing(frames, decoder.dimensions()).map_err(ours)?;
-            decoder.set_limits(decoder_limits()).map_err(|e| ours(bad(e)))?;
-            let mut frames = decoder.into_frames();
+            let bad = |e: image::ImageError| MediaError::Video(format!("cannot decode the {what}: {e}"));
+            let decoder_name = format!("the {what} decoder");
+            // Before any frame is decoded: the canvas, the pixels all frames draw, the decoder's limits.
+            let checked = |decoder: &mut dyn ImageDecoder| {
+                check_canvas(decoder.dimensions())?;
+                check_compositing(frames, decoder.dimensions())?;
+                decoder.set_limits(decoder_limits()).map_err(bad)
+            };
+            let mut animation = if format == ImageFormat::Gif {
+                let mut decoder = decoding(&decoder_name, || GifDecoder::new(reader).map_err(bad)).map_err(ours)?;
+                checked(&mut decoder).map_err(ours)?;
+                decoder.into_frames()
+            } else {
+                let mut decoder = decoding(&decoder_name, || PngDecoder::new(reader).map_err(bad)).map_err(ours)?;
+                checked(&mut decoder).map_err(ours)?;
+                decoding(&decoder_name, || decoder.apng().map_err(bad)).map_err(ours)?.into_frames()
+            };
             while let Some(frame) =
-                decoding("the GIF decoder", || frames.next().transpose().map_err(bad)).map_err(ours)?
+                decoding(&decoder_name, || animation.next().transpose().map_err(bad)).map_err(ours)?
             {
                 let ms = delay_ms(frame.delay().numer_denom_ms());
                 push(to_rgb(DynamicImage::ImageRgba8(frame.into_buffer())), ms)?;
@@ -211,7 +238,7 @@ pub fn sample_animation<R: BufRead + Seek, E: From<MediaError>>(
                 push(image, delay_ms((ms, 1)))?;
             }
         }
-        other => return Err(ours(MediaError::Video(format!("{other:?} is not an animated GIF or WebP")))),
+        other => return Err(ours(MediaError::Video(format!("{other:?} is not an animated GIF, WebP or PNG")))),
     }
     let total = start;
     let samples = sampler.finish(total, on_frame)?;
@@ -280,9 +307,42 @@ fn gif_frame_count(reader: &mut impl BufRead) -> std::io::Result<u64> {
     }
 }
 
-/// Milliseconds a frame is shown; browsers show zero-delay frames for 100 ms.
+/// The frames an animated PNG's `acTL` chunk announces, read from its chunks before the first
+/// image data; `None` for a still PNG (no `acTL` there). A file that ends first is still: the
+/// decoder reports what is wrong with it.
+fn apng_frame_count(reader: &mut impl Read) -> std::io::Result<Option<u64>> {
+    let mut signature = [0u8; 8];
+    if reader.read_exact(&mut signature).is_err() {
+        return Ok(None);
+    }
+    loop {
+        // Each chunk: its length, its type, its data and a CRC.
+        let mut header = [0u8; 8];
+        if reader.read_exact(&mut header).is_err() {
+            return Ok(None);
+        }
+        let length = u64::from(u32::from_be_bytes([header[0], header[1], header[2], header[3]]));
+        match &header[4..] {
+            b"acTL" => {
+                let mut frames = [0u8; 4];
+                return Ok(reader.read_exact(&mut frames).is_ok().then(|| u64::from(u32::from_be_bytes(frames))));
+            }
+            b"IDAT" | b"IEND" => return Ok(None),
+            _ => {
+                let skipped = std::io::copy(&mut reader.by_ref().take(length + 4), &mut std::io::sink())?;
+                if skipped < length + 4 {
+                    return Ok(None);
+                }
+            }
+        }
+    }
+}
+
+/// Milliseconds a frame is shown. Browsers show a frame whose delay is 10 ms or less for 100 ms
+/// (and ffmpeg's GIF reader does, for its delays below 2 hundredths): many GIFs say 0 or 1.
 fn delay_ms((numer, denom): (u32, u32)) -> f64 {
-    if numer == 0 || denom == 0 { 100.0 } else { f64::from(numer) / f64::from(denom) }
+    let ms = if denom == 0 { 0.0 } else { f64::from(numer) / f64::from(denom) };
+    if ms <= 10.0 { 100.0 } else { ms }
 }
 
 fn check_canvas(size: (u32, u32)) -> Result<(), MediaError> {
@@ -401,7 +461,7 @@ fn read_frame(path: &Path) -> Result<RgbImage, MediaError> {
 
 fn ffmpeg_missing(path: &Path) -> MediaError {
     MediaError::Video(format!(
-        "{} is not a GIF or WebP, and reading other video files needs ffmpeg, which is not installed \
+        "{} is not a GIF, WebP or PNG animation, and reading other video files needs ffmpeg, which is not installed \
          (e.g. `apt install ffmpeg`); or pass a folder of frames",
         path.display()
     ))
@@ -418,8 +478,11 @@ fn check_ffmpeg(path: &Path) -> Result<(), MediaError> {
 /// The container formats ffmpeg may open (its demuxers' names), a video's file alone: without the
 /// list, a playlist named `.mp4` (HLS, concat) would have ffmpeg read other files of the machine.
 /// (A name an ffmpeg version does not know is harmless: the list is matched as text.)
+/// Sound-only formats are among them, so that such a file is told to have no pictures rather than
+/// to be no video file at all.
 const FFMPEG_FORMATS: &str = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,flv,live_flv,mpegts,mpeg,ogg,asf,mxf,nut,\
-                              yuv4mpegpipe,h264,hevc,vvc,av1,vc1,m4v,mpegvideo,mjpeg,mpjpeg,dv,rm,ivf,obu";
+                              yuv4mpegpipe,h264,hevc,vvc,av1,vc1,m4v,mpegvideo,mjpeg,mpjpeg,dv,rm,ivf,obu,\
+                              mp3,wav,flac,aac,aiff,w64,wv";
 
 /// `path` as ffmpeg's input: a file whatever the name (ffmpeg would read `concat:a.mp4` or
 /// `http:...` as a protocol), opened only as one of [`FFMPEG_FORMATS`].
@@ -429,15 +492,88 @@ fn ffmpeg_input(command: &mut Command, path: &Path) {
     command.args(["-format_whitelist", FFMPEG_FORMATS, "-i"]).arg(input);
 }
 
-/// The length in seconds a video's container states, read by `ffprobe` (ffmpeg's companion); `None`
-/// where it states none or ffprobe cannot run. Used only to end the last sample at the video's end.
-fn probe_length(path: &Path) -> Option<f64> {
-    let mut command = Command::new("ffprobe");
-    command.args(["-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0"]);
-    ffmpeg_input(&mut command, path);
-    let output = command.stdin(Stdio::null()).stderr(Stdio::null()).output().ok()?;
-    let length: f64 = String::from_utf8_lossy(&output.stdout).trim().parse().ok()?;
-    (output.status.success() && length.is_finite() && length > 0.0).then_some(length)
+/// What `ffprobe` (ffmpeg's companion) says of a video before it is read; all unknown where it
+/// cannot run or fails.
+#[derive(Debug, Default)]
+struct Probe {
+    /// The length in seconds its container states; used only to end the last sample there.
+    length: Option<f64>,
+    /// Its first video stream that is not a cover picture, the one read (`None`: unknown, then
+    /// ffmpeg picks), and whether there is one.
+    stream: Option<usize>,
+    has_video: Option<bool>,
+    /// The transfer function of its first such stream, as ffmpeg names it (`smpte2084`, ...).
+    transfer: Option<String>,
+    /// Whether that stream's pictures are interlaced (its field order is not `progressive`).
+    interlaced: bool,
+}
+
+impl Probe {
+    fn of(path: &Path) -> Self {
+        let mut command = Command::new("ffprobe");
+        // `V`: video streams that are not attached pictures (a song's cover).
+        command.args([
+            "-v",
+            "error",
+            "-select_streams",
+            "V:0",
+            "-show_entries",
+            "format=duration:stream=index,color_transfer,field_order",
+        ]);
+        command.args(["-of", "default=noprint_wrappers=1"]);
+        ffmpeg_input(&mut command, path);
+        let Ok(output) = command.stdin(Stdio::null()).stderr(Stdio::null()).output() else { return Self::default() };
+        if !output.status.success() {
+            return Self::default();
+        }
+        let text = String::from_utf8_lossy(&output.stdout);
+        let field =
+            |name: &str| text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix('=')).map(str::trim);
+        Self {
+            length: field("duration").and_then(|l| l.parse().ok()).filter(|l: &f64| l.is_finite() && *l > 0.0),
+            stream: field("index").and_then(|index| index.parse().ok()),
+            has_video: Some(field("index").is_some()),
+            transfer: field("color_transfer").filter(|t| !t.is_empty() && *t != "unknown").map(str::to_string),
+            interlaced: matches!(field("field_order"), Some("tt" | "bb" | "tb" | "bt")),
+        }
+    }
+
+    /// Whether its pictures are HDR (PQ, as HDR10 and Dolby Vision's base layer, or HLG, as most
+    /// phones record HDR): their values are light levels far above a screen's white, and read as
+    /// they are they come out grey and washed out.
+    fn is_hdr(&self) -> bool {
+        matches!(self.transfer.as_deref(), Some("smpte2084" | "arib-std-b67"))
+    }
+}
+
+/// ffmpeg's filters from decoded pictures to the frames sampled at `fps` (`eof`: the `fps`
+/// filter's `eof_action`): interlaced pictures deinterlaced (before sampling, which would take
+/// their neighbours away), non-square pixels made square as players show them (widened, or
+/// heightened where narrower), frames beyond [`MAX_FRAME_PIXELS`] scaled down to it (CLIP sees a
+/// few hundred pixels a side of them anyway), and HDR pictures tone-mapped to SDR BT.709: with BT.2408's reference
+/// white (203 cd/m²) as SDR's white and Möbius's curve, which leaves levels up to it nearly as they
+/// are and compresses only brighter highlights, SMPTE bars made HDR10 come back a mean 11/255 from
+/// the SDR ones (55 read as they are, 22 and 37 with Hable's curve from 100 and 203 cd/m²). A
+/// browser tone-maps for its screen in its own way (Chromium's bars are darker).
+fn ffmpeg_filters(fps: f64, eof: &str, probe: &Probe) -> String {
+    // The pixels the frame shows once square, and the scale that brings them within the limit.
+    let shrink = format!("min(1,sqrt({MAX_FRAME_PIXELS}/(iw*ih*max(sar,1/sar))))");
+    // yadif refuses frames under 3 pixels a side, so it runs only where the stream says interlaced
+    // (and then only on the pictures flagged so).
+    let deinterlace = if probe.interlaced { "yadif=deint=interlaced," } else { "" };
+    let mut filters = format!(
+        "{deinterlace}fps={fps}:start_time=0:eof_action={eof},\
+         scale='max(1,trunc(if(gte(sar,1),iw*sar,iw)*{shrink}))':'max(1,trunc(if(gte(sar,1),ih,ih/sar)*{shrink}))',\
+         setsar=1"
+    );
+    if probe.is_hdr() {
+        filters.push_str(
+            // zscale refuses subsampled pictures of an odd size (a square-pixel one may be).
+            ",format=yuv444p16le,zscale=t=linear:npl=203,format=gbrpf32le,zscale=p=bt709,tonemap=tonemap=mobius:desat=0,\
+             zscale=t=bt709:m=bt709:r=pc,format=gbrp",
+        );
+    }
+    filters
 }
 
 /// An ffmpeg process that is killed (and reaped) if reading stops early.
@@ -461,16 +597,20 @@ const STDERR_KEPT: usize = 4096;
 fn read_with_ffmpeg<E: From<MediaError>>(
     path: &Path,
     fps: f64,
+    probe: &Probe,
     on_frame: &mut impl FnMut(RgbImage) -> Result<(), E>,
 ) -> Result<usize, E> {
+    if probe.has_video == Some(false) {
+        return Err(no_video_stream(path).into());
+    }
     // Sampled from the file's start (ffmpeg counts time from it): a stream whose first pictures
     // cannot be decoded (a broadcast capture cut mid-GOP) starts later, and its first decoded
     // picture stands for the time before it rather than every sample moving early.
-    let (mut frames, mut stderr) = run_ffmpeg(path, fps, &format!("fps={fps}:start_time=0"), on_frame)?;
+    let (mut frames, mut stderr) = run_ffmpeg(path, fps, probe, &ffmpeg_filters(fps, "round", probe), on_frame)?;
     if frames == 0 {
         // A video shorter than one sample: the filter drops its frame unless told to pass it (which
         // would also round every other video's end up, one frame more).
-        (frames, stderr) = run_ffmpeg(path, fps, &format!("fps={fps}:start_time=0:eof_action=pass"), on_frame)?;
+        (frames, stderr) = run_ffmpeg(path, fps, probe, &ffmpeg_filters(fps, "pass", probe), on_frame)?;
     }
     if frames == 0 {
         let why = if stderr.is_empty() { "it found no video frames in it".to_string() } else { stderr };
@@ -494,12 +634,17 @@ fn read_with_ffmpeg<E: From<MediaError>>(
 fn run_ffmpeg<E: From<MediaError>>(
     path: &Path,
     fps: f64,
+    probe: &Probe,
     filter: &str,
     on_frame: &mut impl FnMut(RgbImage) -> Result<(), E>,
 ) -> Result<(usize, String), E> {
     let mut command = Command::new("ffmpeg");
     command.args(["-nostdin", "-loglevel", "error"]);
     ffmpeg_input(&mut command, path);
+    // The stream the probe described (ffmpeg's own pick is the largest, which may be another).
+    if let Some(stream) = probe.stream {
+        command.args(["-map", &format!("0:{stream}")]);
+    }
     let spawned = command
         .args(["-vf", filter, "-frames:v", &(MAX_FRAMES + 1).to_string()])
         .args(["-f", "image2pipe", "-c:v", "ppm", "-pix_fmt", "rgb24", "-"])
@@ -556,8 +701,29 @@ fn run_ffmpeg<E: From<MediaError>>(
             .into());
         }
         if stderr.contains("does not contain any stream") {
+            return Err(no_video_stream(path).into());
+        }
+        if stderr.contains("moov atom not found") && is_heif(path) {
             return Err(MediaError::Video(format!(
-                "{} has no video stream (only sound or data); give a file with pictures",
+                "{} is a HEIF / AVIF picture (as phones save photos), not a video: convert it to JPEG or PNG to \
+                 caption it with caption-image",
+                path.display()
+            ))
+            .into());
+        }
+        if stderr.contains("moov atom not found") && starts_as_mp4(path) {
+            return Err(MediaError::Video(format!(
+                "{} is cut short or was never finished: its index (the MP4 / MOV `moov`, which a camera writes \
+                 last) is missing. Copy or download it again; a recording that was interrupted needs a repair \
+                 tool first",
+                path.display()
+            ))
+            .into());
+        }
+        if stderr.contains("No such filter: 'zscale'") {
+            return Err(MediaError::Video(format!(
+                "{} is HDR, and tone-mapping it needs ffmpeg's zscale filter, which this ffmpeg lacks (built \
+                 without libzimg): install an ffmpeg that has it (Debian's, Homebrew's and the static builds do)",
                 path.display()
             ))
             .into());
@@ -566,6 +732,38 @@ fn run_ffmpeg<E: From<MediaError>>(
         return Err(MediaError::Video(format!("ffmpeg cannot read {}: {why}", path.display())).into());
     }
     Ok((frames, stderr))
+}
+
+/// The file's first 12 bytes: an ISO file's first box's size, type and (for `ftyp`) major brand.
+fn file_head(path: &Path) -> Option<[u8; 12]> {
+    let mut head = [0u8; 12];
+    File::open(path).and_then(|mut file| file.read_exact(&mut head)).ok().map(|()| head)
+}
+
+/// Whether the file begins as an MP4 / MOV does, with one of the boxes that come before the index
+/// (a file ffmpeg opened as MP4 for its name alone does not).
+fn starts_as_mp4(path: &Path) -> bool {
+    file_head(path).is_some_and(|head| {
+        [b"ftyp", b"mdat", b"wide", b"free", b"skip", b"pnot"].iter().any(|kind| head[4..8] == kind[..])
+    })
+}
+
+/// Whether the file is a HEIF or AVIF picture: an ISO file whose major brand says so (it has no
+/// `moov`, so ffmpeg takes it for an MP4 cut short).
+fn is_heif(path: &Path) -> bool {
+    file_head(path).is_some_and(|head| {
+        &head[4..8] == b"ftyp"
+            && [b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"]
+                .iter()
+                .any(|brand| head[8..] == brand[..])
+    })
+}
+
+fn no_video_stream(path: &Path) -> MediaError {
+    MediaError::Video(format!(
+        "{} has no video stream (only sound, data or a cover picture); give a file with moving pictures",
+        path.display()
+    ))
 }
 
 /// One binary PPM (`P6`, 8-bit) frame, or `None` at the end of the stream.
@@ -670,6 +868,52 @@ mod tests {
         assert!(shown[0][0] > 200 && shown[1][2] > 200, "{shown:?}");
     }
 
+    /// A delay of 10 ms or less lasts 100 ms, as in browsers and ffmpeg: a GIF of 1-hundredth
+    /// delays is not ten times shorter than it plays.
+    #[test]
+    fn the_shortest_delays_last_a_tenth_of_a_second() {
+        let colours = [[255, 0, 0], [0, 255, 0], [0, 0, 255]];
+        for ms in [0, 10] {
+            let seconds = sample_animation(Cursor::new(gif(&colours, ms)), ImageFormat::Gif, 50.0, "test", &mut |_| {
+                Ok::<(), MediaError>(())
+            });
+            assert!((seconds.unwrap() - 0.3).abs() < 1e-9, "{ms} ms");
+        }
+        let seconds = sample_animation(Cursor::new(gif(&colours, 20)), ImageFormat::Gif, 50.0, "test", &mut |_| {
+            Ok::<(), MediaError>(())
+        });
+        assert!((seconds.unwrap() - 0.06).abs() < 1e-9);
+    }
+
+    /// An animated PNG (the fuzz corpus's: three moving 16 x 12 frames at 4 fps, made by
+    /// ffmpeg) is a video; a still PNG is refused as a still image.
+    #[test]
+    fn animated_pngs_are_videos_and_still_ones_are_not() {
+        let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/image");
+        let animated = corpus.join("animation.png");
+        let bytes = std::fs::read(&animated).unwrap();
+        assert_eq!(apng_frame_count(&mut Cursor::new(&bytes)).unwrap(), Some(3));
+        let mut frames = Vec::new();
+        let seconds = VideoSource::open(&animated, 4.0)
+            .unwrap()
+            .for_each_frame(|frame| {
+                frames.push(frame);
+                Ok::<(), MediaError>(())
+            })
+            .unwrap();
+        assert_eq!((frames.len(), seconds), (3, 0.75));
+        assert_eq!(frames[0].dimensions(), (16, 12));
+        assert_ne!(frames[0], frames[2], "the frames move");
+        let still = corpus.join("gray_64x64.png");
+        assert_eq!(apng_frame_count(&mut Cursor::new(std::fs::read(&still).unwrap())).unwrap(), None);
+        let err = VideoSource::open(&still, 2.0).unwrap_err().to_string();
+        assert!(err.contains("still image"), "{err}");
+        // Cut before its first image data, or inside its signature: still, for the decoder to judge.
+        for cut in [4, 20, 40] {
+            assert_eq!(apng_frame_count(&mut Cursor::new(&bytes[..cut])).unwrap(), None, "{cut}");
+        }
+    }
+
     #[test]
     fn bad_videos_are_errors() {
         assert!(collect(b"GIF89a broken", 2.0).is_err());
@@ -691,7 +935,7 @@ mod tests {
         }
     }
 
-    /// A file that is neither GIF nor WebP goes to ffmpeg: without ffmpeg the error says to
+    /// A file that is no GIF, WebP or PNG goes to ffmpeg: without ffmpeg the error says to
     /// install it; with ffmpeg, that it cannot read this file. Either way, no panic and no frames.
     #[test]
     fn other_files_go_through_ffmpeg() {
@@ -702,6 +946,176 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         let err = result.unwrap_err().to_string();
         assert!(err.contains("ffmpeg"), "{err}");
+    }
+
+    /// Whether ffmpeg is here to make and read test videos; without it a test says so and stops,
+    /// and `GLIMPSE_TEST_FFMPEG=require` (set in CI) makes that a failure.
+    fn ffmpeg_here(test: &str) -> bool {
+        let found = Command::new("ffmpeg").arg("-version").stdout(Stdio::null()).status().is_ok();
+        if !found {
+            let required = std::env::var("GLIMPSE_TEST_FFMPEG").as_deref() == Ok("require");
+            assert!(!required, "GLIMPSE_TEST_FFMPEG=require but ffmpeg is not installed");
+            eprintln!("SKIPPED: {test}: ffmpeg is not installed (apt install ffmpeg)");
+        }
+        found
+    }
+
+    /// ffmpeg's lavfi `source`, through `options`, into `dir/name`.
+    fn made(dir: &Path, name: &str, source: &str, options: &[&str]) -> PathBuf {
+        let path = dir.join(name);
+        let status = Command::new("ffmpeg")
+            .args(["-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i", source])
+            .args(options)
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "ffmpeg could not make {name}");
+        path
+    }
+
+    fn frames_of(path: &Path, fps: f64) -> Result<Vec<RgbImage>, MediaError> {
+        let mut frames = Vec::new();
+        VideoSource::open(path, fps)?.for_each_frame(|frame| {
+            frames.push(frame);
+            Ok::<(), MediaError>(())
+        })?;
+        Ok(frames)
+    }
+
+    fn mean_difference(a: &RgbImage, b: &RgbImage) -> f64 {
+        assert_eq!(a.dimensions(), b.dimensions());
+        a.as_raw().iter().zip(b.as_raw()).map(|(&x, &y)| f64::from(x.abs_diff(y))).sum::<f64>()
+            / a.as_raw().len() as f64
+    }
+
+    /// How far each row strays from the mean of its neighbours, in grey levels: an interlaced
+    /// picture read as it is stripes every moving edge.
+    fn combing(frame: &RgbImage) -> f64 {
+        let (width, height) = frame.dimensions();
+        let grey = |x, y| f64::from(frame.get_pixel(x, y).0.iter().map(|&c| u16::from(c)).sum::<u16>()) / 3.0;
+        let mut total = 0.0;
+        for y in 1..height - 1 {
+            for x in 0..width {
+                total += (grey(x, y) - (grey(x, y - 1) + grey(x, y + 1)) / 2.0).abs();
+            }
+        }
+        total / f64::from(width * (height - 2))
+    }
+
+    /// Pictures arrive as a player shows them: non-square pixels made square (wider, or taller),
+    /// interlaced ones deinterlaced, HDR ones tone-mapped near their SDR original, frames above
+    /// the size limit scaled down to it.
+    #[test]
+    fn pictures_arrive_as_players_show_them() {
+        if !ffmpeg_here("pictures_arrive_as_players_show_them") {
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("glimpse-pictures-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pattern = "testsrc2=size=320x240:rate=10:duration=1";
+        // 320 x 240 shown at 16:9 (pixels 4:3 wide) and at 1:1 (pixels 3:4 wide).
+        let wide = made(&dir, "wide.mkv", pattern, &["-c:v", "mpeg4", "-aspect", "16:9"]);
+        assert_eq!(frames_of(&wide, 2.0).unwrap()[0].dimensions(), (426, 240));
+        let narrow = made(&dir, "narrow.mkv", pattern, &["-c:v", "mpeg4", "-aspect", "1:1"]);
+        assert_eq!(frames_of(&narrow, 2.0).unwrap()[0].dimensions(), (320, 320));
+
+        // A scrolling pattern at 50 fields a second, interlaced, against the same at 25 frames.
+        let moving = "testsrc2=size=320x240:rate=50:duration=2,scroll=h=0.02";
+        let fields = ["-c:v", "mpeg2video", "-q:v", "2"];
+        let interlaced = made(
+            &dir,
+            "interlaced.ts",
+            &format!("{moving},interlace"),
+            &[&fields[..], &["-flags", "+ilme+ildct", "-top", "1"]].concat(),
+        );
+        let progressive = made(&dir, "progressive.ts", &format!("{moving},fps=25"), &fields);
+        let (read, reference) = (frames_of(&interlaced, 2.0).unwrap(), frames_of(&progressive, 2.0).unwrap());
+        // Read as they are, the interlaced frames comb at about 17; deinterlaced, near 1.
+        assert!(
+            combing(&read[2]) < 2.0 * combing(&reference[2]),
+            "{} against {}",
+            combing(&read[2]),
+            combing(&reference[2])
+        );
+
+        // SMPTE bars made HDR10 (PQ, BT.2020, reference white at 203 cd/m²) as a camera would store
+        // them, losslessly, against the bars themselves; both with pixels 3:2 wide, so that the
+        // square-pixel picture is 483 wide, an odd size for subsampled colours.
+        let bars = "smptebars=size=322x242:rate=10:duration=1";
+        let to_pq = "zscale=tin=bt709:min=bt709:pin=bt709:rin=tv:t=smpte2084:m=bt2020nc:p=bt2020:r=tv:npl=203,format=yuv420p10le";
+        let pq = ["-color_trc", "smpte2084", "-color_primaries", "bt2020", "-colorspace", "bt2020nc"];
+        let hdr =
+            made(&dir, "hdr.mkv", bars, &[&["-vf", &format!("setsar=3/2,{to_pq}"), "-c:v", "ffv1"][..], &pq].concat());
+        let sdr = made(&dir, "sdr.mkv", bars, &["-vf", "setsar=3/2", "-c:v", "ffv1"]);
+        let (hdr, sdr) = (&frames_of(&hdr, 2.0).unwrap()[0], &frames_of(&sdr, 2.0).unwrap()[0]);
+        assert_eq!(hdr.dimensions(), (483, 242));
+        let gap = mean_difference(hdr, sdr);
+        // Read as they are, the HDR bars are 55 off on average (washed out); tone-mapped, 11.
+        assert!(gap < 20.0, "HDR bars {gap} off their SDR original");
+
+        // Two video streams: the first is read, as a browser plays it (ffmpeg alone takes the largest).
+        let small = made(&dir, "small.mkv", "testsrc2=size=160x120:rate=10:duration=1", &["-c:v", "mpeg4"]);
+        let two = dir.join("two-streams.mkv");
+        let status = Command::new("ffmpeg")
+            .args(["-nostdin", "-loglevel", "error", "-y", "-i"])
+            .arg(&small)
+            .arg("-i")
+            .arg(&wide)
+            .args(["-map", "0:v", "-map", "1:v", "-c", "copy"])
+            .arg(&two)
+            .status()
+            .unwrap();
+        assert!(status.success(), "ffmpeg could not make two-streams.mkv");
+        assert_eq!(frames_of(&two, 2.0).unwrap()[0].dimensions(), (160, 120));
+
+        // 9000 x 8000 is 72 million pixels, above the 67 million a frame may have.
+        let huge =
+            made(&dir, "huge.mkv", "color=c=red:size=9000x8000:rate=1:duration=1", &["-c:v", "mjpeg", "-q:v", "31"]);
+        let (width, height) = frames_of(&huge, 1.0).unwrap()[0].dimensions();
+        assert!(
+            u64::from(width) * u64::from(height) <= MAX_FRAME_PIXELS && width > 8000 && height > 7000,
+            "{width}x{height}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Sound alone, and sound with a cover picture, have no video stream; an MP4 whose index
+    /// (written last) is missing is said to be cut short, and a HEIF photo to be a picture.
+    #[test]
+    fn files_without_moving_pictures_or_their_index_say_so() {
+        if !ffmpeg_here("files_without_moving_pictures_or_their_index_say_so") {
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("glimpse-no-pictures-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sound = made(&dir, "sound.wav", "sine=duration=1", &[]);
+        let cover = dir.join("cover.png");
+        image::RgbImage::from_pixel(16, 16, image::Rgb([200, 30, 30])).save(&cover).unwrap();
+        let with_cover = made(
+            &dir,
+            "with-cover.flac",
+            "sine=duration=1",
+            &["-i", cover.to_str().unwrap(), "-map", "0", "-map", "1", "-disposition:v", "attached_pic"],
+        );
+        for file in [&sound, &with_cover] {
+            let err = frames_of(file, 2.0).unwrap_err().to_string();
+            assert!(err.contains("has no video stream"), "{err}");
+        }
+        let whole = made(&dir, "whole.mp4", "testsrc2=size=96x96:rate=10:duration=2", &["-c:v", "mpeg4"]);
+        let bytes = std::fs::read(&whole).unwrap();
+        let cut = dir.join("cut.mp4");
+        std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+        let err = frames_of(&cut, 2.0).unwrap_err().to_string();
+        assert!(
+            err.contains("is cut short or was never finished") && err.contains("Copy or download it again"),
+            "{err}"
+        );
+        // A HEIF photo (no `moov` either) is a picture, not a video cut short.
+        let photo = dir.join("photo.heic");
+        std::fs::write(&photo, [&b"\0\0\0\x18ftypheic\0\0\0\0mif1heic"[..], &[7u8; 200]].concat()).unwrap();
+        let err = frames_of(&photo, 2.0).unwrap_err().to_string();
+        assert!(err.contains("is a HEIF / AVIF picture"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

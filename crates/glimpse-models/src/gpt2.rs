@@ -394,10 +394,48 @@ pub struct Gpt2 {
     activation: Activation,
 }
 
+/// Elements of the LM head and the token embedding compared at a time.
+const COMPARED_AT_ONCE: usize = 1 << 20;
+
+/// A tied checkpoint may store `lm_head.weight` too, as long as it is the token `embedding`:
+/// where the two differ, transformers 5 computes with the stored head and earlier versions with
+/// the embedding, so the checkpoint means two models and is refused. (8-bit ones are not
+/// compared: glimpse's conversion never stores a tied head.)
+fn check_tied_head(file: &WeightFile, embedding: &str) -> Result<(), ModelError> {
+    const HEAD: &str = "lm_head.weight";
+    let (Some(head_shape), Some(embedding_shape)) = (file.shape(HEAD), file.shape(embedding)) else { return Ok(()) };
+    if file.is_quantized(HEAD) || file.is_quantized(embedding) {
+        return Ok(());
+    }
+    let refuse = |how: &str| {
+        ModelError::InvalidConfig(format!(
+            "tie_word_embeddings is true, but model.safetensors stores a `{HEAD}` {how} `{embedding}`: transformers \
+             5 computes with the stored head there and earlier versions with the embedding. Set tie_word_embeddings \
+             to false to use the stored head, or remove `{HEAD}` from the file to use the embedding"
+        ))
+    };
+    if head_shape != embedding_shape {
+        return Err(refuse(&format!("of shape {head_shape:?}, unlike the {embedding_shape:?} of")));
+    }
+    let unreadable = |problem| ModelError::WeightMismatch { problems: vec![problem], unexpected: Vec::new() };
+    let count: usize = head_shape.iter().product();
+    for start in (0..count).step_by(COMPARED_AT_ONCE) {
+        let range = start..count.min(start + COMPARED_AT_ONCE);
+        let head = file.read_f32_range(HEAD, range.clone()).map_err(unreadable)?;
+        let embedding_values = file.read_f32_range(embedding, range).map_err(unreadable)?;
+        // Bit for bit: a NaN in both is the same value here, and refused as not finite later.
+        if head.iter().zip(&embedding_values).any(|(a, b)| a.to_bits() != b.to_bits()) {
+            return Err(refuse("whose values differ from those of"));
+        }
+    }
+    Ok(())
+}
+
 impl Gpt2 {
     /// Builds the model from `model.safetensors` bytes. Accepts both key forms of the hub
     /// (`h.0...` and `transformer.h.0...`), ignores the causal-mask buffers and, for tied
-    /// checkpoints, a stored `lm_head.weight` (transformers ties it to `wte` as well).
+    /// checkpoints, a stored `lm_head.weight` that equals `wte` (one that differs is refused:
+    /// [`check_tied_head`]).
     pub fn load(config: &Gpt2Config, safetensors: &[u8], device: &Device) -> Result<Self, ModelError> {
         Self::load_weights(config, &WeightFile::parse(safetensors)?, device)
     }
@@ -409,6 +447,9 @@ impl Gpt2 {
         // By every name, not one: a file missing `transformer.wte.weight` names that one tensor.
         let lm_head_model = file.names().iter().any(|name| name.starts_with("transformer."));
         let prefix = if lm_head_model { "transformer." } else { "" };
+        if config.tie_word_embeddings {
+            check_tied_head(file, &format!("{prefix}wte.weight"))?;
+        }
         let mut model = config.init(device);
         model.walk(&loader, prefix);
         let tied = config.tie_word_embeddings;

@@ -4,7 +4,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use burn::prelude::*;
-use glimpse_align::grounding::{FindOptions, check_queries, find_moments};
+use glimpse_align::grounding::{FindOptions, Moment, check_queries, find_moments};
 use glimpse_align::guided::{self, GuidanceOptions, IMAGE_PROMPT, Step, Targets};
 use glimpse_align::zerota::{EmbeddedVideo, Event, FrameEmbedder, VIDEO_PROMPT, ZeroTaConfig, dense_caption};
 use glimpse_media::subtitles::{Cue, to_chapters, to_srt, to_vtt};
@@ -101,10 +101,15 @@ impl Session {
             let config = guidance_options(&options)?.config(IMAGE_PROMPT);
             let image = one_image(&rgba, width, height)?;
             let targets = l2_normalize(models.clip.encode_images(&[image]).map_err(errors::model)?);
-            let outcome =
-                guided::caption(&models.clip, &models.lm, Targets::Fixed(targets), &config, report_step(&on_step, 1.0))
-                    .await
-                    .map_err(errors::align)?;
+            let outcome = guided::caption(
+                &models.clip,
+                &models.lm,
+                Targets::Fixed(targets),
+                &config,
+                report_step(&on_step, 0.0, 1.0),
+            )
+            .await
+            .map_err(errors::align)?;
             let caption = &outcome.captions[0];
             Ok(json!({ "caption": caption.text, "score": caption.score }).to_string().into())
         })
@@ -114,13 +119,19 @@ impl Session {
     /// `<video>`'s duration; not for an array of frames): its frames arrive in chunks
     /// ([`Video::push`]) and are embedded as they come, so a long video never sits in memory as
     /// pixels.
+    /// `start`: where on the `<video>`'s clock its first picture is (a file whose timestamps
+    /// begin later); the results' times are on that clock.
     #[wasm_bindgen(js_name = startVideo)]
-    pub fn start_video(&self, fps: f64, length: Option<f64>) -> Result<Video, JsValue> {
+    pub fn start_video(&self, fps: f64, length: Option<f64>, start: Option<f64>) -> Result<Video, JsValue> {
         check_fps(fps).map_err(errors::input)?;
         if let Some(length) = length.filter(|length| !(length.is_finite() && *length > 0.0)) {
             return Err(errors::input(format!("the video's length {length} s must be a positive number")));
         }
-        Ok(Video { fps, length, frames: Frames::Arriving(FrameEmbedder::new(self.models.clip.clone())) })
+        let start = start.unwrap_or(0.0);
+        if !(start.is_finite() && start >= 0.0) {
+            return Err(errors::input(format!("the video's start {start} s must be a number of seconds from 0 on")));
+        }
+        Ok(Video { fps, length, start, frames: Frames::Arriving(FrameEmbedder::new(self.models.clip.clone())) })
     }
 
     /// Refuses the settings [`Session::dense_caption`] would refuse only once a video's frames are
@@ -149,8 +160,9 @@ impl Session {
     /// scene the video has that is not blank, at most `max_events`). `options` is JSON of
     /// [`GuidanceOptions`]; every step goes to `on_step` as JSON with the masks' current spans in
     /// seconds. A `Promise<string>` of
-    /// `{"duration", "events": [{"start", "end", "caption", "score"}], "srt", "vtt", "chapters"}`
-    /// (`chapters` null, and `chaptersError` saying why, where the events make no valid chapters).
+    /// `{"start", "duration", "events": [{"start", "end", "caption", "score"}], "srt", "vtt", "chapters"}`
+    /// (`chapters` null, and `chaptersError` saying why, where the events make no valid chapters),
+    /// times on the video's clock (from its `start`), but YouTube's chapters from 00:00.
     /// The video's frames are complete from here on, and stay embedded for further calls.
     #[wasm_bindgen(js_name = denseCaption)]
     pub fn dense_caption(
@@ -164,7 +176,7 @@ impl Session {
     ) -> Promise {
         let models = self.models.clone();
         let embedded = video.embedded();
-        let duration = video.duration();
+        let (start, duration) = (video.start, video.duration());
         future_to_promise(async move {
             let config = dense_config(events, max_events, seed, &options)?;
             let embeddings = embedded?;
@@ -174,16 +186,22 @@ impl Session {
                 &embeddings,
                 duration,
                 &config,
-                report_step(&on_step, duration),
+                report_step(&on_step, start, duration),
             )
             .await
             .map_err(errors::align)?;
+            let (chapters, chapters_error) =
+                match to_chapters(&found.iter().map(Event::cue).collect::<Vec<_>>(), duration) {
+                    Ok(text) => (Some(text), None),
+                    Err(why) => (None, Some(why)),
+                };
+            let found: Vec<Event> = found
+                .into_iter()
+                .map(|event| Event { start: start + event.start, end: start + event.end, ..event })
+                .collect();
             let cues: Vec<Cue> = found.iter().map(Event::cue).collect();
-            let (chapters, chapters_error) = match to_chapters(&cues, duration) {
-                Ok(text) => (Some(text), None),
-                Err(why) => (None, Some(why)),
-            };
             let result = json!({
+                "start": start,
                 "duration": duration,
                 "events": found,
                 "srt": to_srt(&cues),
@@ -197,13 +215,13 @@ impl Session {
 
     /// Where in `video` each of `queries` (JSON array of strings) happens, zero-shot; `options` is
     /// JSON of [`FindOptions`]. A `Promise<string>` of
-    /// `[{"query", "moments": [{"start", "end", "score"}]}]`, moments best first. The video's
-    /// frames are embedded once for every call on it.
+    /// `[{"query", "moments": [{"start", "end", "score"}]}]`, moments best first, on the video's
+    /// clock. The video's frames are embedded once for every call on it.
     #[wasm_bindgen(js_name = findMoments)]
     pub fn find_moments(&self, video: &mut Video, queries: String, options: String) -> Promise {
         let models = self.models.clone();
         let embedded = video.embedded();
-        let duration = video.duration();
+        let (start, duration) = (video.start, video.duration());
         future_to_promise(async move {
             let (queries, options) = find_inputs(&queries, &options)?;
             let refs: Vec<&str> = queries.iter().map(String::as_str).collect();
@@ -213,7 +231,13 @@ impl Session {
             let answers: Vec<_> = queries
                 .iter()
                 .zip(found)
-                .map(|(query, moments)| json!({ "query": query, "moments": moments }))
+                .map(|(query, moments)| {
+                    let moments: Vec<Moment> = moments
+                        .into_iter()
+                        .map(|moment| Moment { start: start + moment.start, end: start + moment.end, ..moment })
+                        .collect();
+                    json!({ "query": query, "moments": moments })
+                })
                 .collect();
             Ok(serde_json::Value::from(answers).to_string().into())
         })
@@ -225,6 +249,8 @@ impl Session {
 pub struct Video {
     fps: f64,
     length: Option<f64>,
+    /// Where its first picture is on the `<video>`'s clock.
+    start: f64,
     frames: Frames,
 }
 
@@ -469,14 +495,15 @@ async fn vector(tensor: Tensor<2>) -> Result<JsValue, JsValue> {
     Ok(js_sys::Float32Array::from(values.as_slice()).into())
 }
 
-/// Sends each step to `on_step` as JSON, spans scaled to seconds by `duration`.
-fn report_step(on_step: &Function, duration: f64) -> impl FnMut(&Step) + use<> {
+/// Sends each step to `on_step` as JSON, spans in seconds on the video's clock (`start` on, for
+/// `duration`).
+fn report_step(on_step: &Function, start: f64, duration: f64) -> impl FnMut(&Step) + use<> {
     let on_step = on_step.clone();
     move |step: &Step| {
         let spans = step
             .spans
             .as_ref()
-            .map(|spans| spans.iter().map(|(s, e)| [s * duration, e * duration]).collect::<Vec<_>>());
+            .map(|spans| spans.iter().map(|(s, e)| [start + s * duration, start + e * duration]).collect::<Vec<_>>());
         let report = json!({
             "token": step.token,
             "step": step.step,

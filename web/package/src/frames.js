@@ -128,7 +128,7 @@ export async function* frameChunks(source, fps, imageSize, signal, { decode = tr
   const times = Array.from({ length: count }, (_, i) => Math.min(start + (i + 0.5) / fps, end));
   const src = video.currentSrc;
   let from = 0;
-  const decoded = decode ? await decodedFrames(video, times, size, imageSize, signal) : null;
+  const decoded = decode ? await decodedFrames(video, times.map((t) => t - start), size, imageSize, signal) : null;
   if (decoded) {
     try {
       const next = async () => {
@@ -183,7 +183,7 @@ export async function* frameChunks(source, fps, imageSize, signal, { decode = tr
   }
 }
 
-// The frames of `video` shown at `times` (seconds, ascending), decoded with WebCodecs from the file
+// The frames of `video` shown at `times` (seconds from its first picture, ascending), decoded with WebCodecs from the file
 // it plays: `{frames, close}`, where `frames` yields ImageData of `size` one at a time and in order,
 // and `close` stops the download. null where that does not apply: no WebCodecs, a source that is
 // not a file, a file that is not WebM or that the page may not fetch; a codec the browser does not
@@ -194,8 +194,7 @@ async function decodedFrames(video, times, size, imageSize, signal) {
   if (typeof VideoDecoder !== 'function' || video.srcObject || !video.currentSrc) return null;
   // Another origin's file can be fetched only with CORS, which an element without `crossOrigin`
   // does not ask for (its frames could not be read either way).
-  const url = new URL(video.currentSrc, location.href);
-  if (video.crossOrigin === null && url.protocol !== 'data:' && url.origin !== location.origin) return null;
+  if (video.crossOrigin === null && fromAnotherOrigin(video.currentSrc)) return null;
   const stop = new AbortController();
   const onAbort = () => stop.abort();
   signal?.addEventListener('abort', onAbort, { once: true });
@@ -300,6 +299,9 @@ async function* decodeFrames({ config, blocks }, times, size, imageSize, ended) 
       }
       if (decoder.state === 'unconfigured') {
         if (!block.key) throw new Error('the video does not start with a key frame');
+        // The times count from the first picture: on the file's clock from here on (the element's
+        // may start at 0 or at this picture, as the browser has it).
+        times = times.map((t) => t + block.timestamp);
         const full = keyFrameConfig(config, block.data);
         if (!(await VideoDecoder.isConfigSupported(full)).supported) throw new Unsupported(full.codec);
         decoder.configure(full);
@@ -347,28 +349,35 @@ export async function videoTimeline(video, signal) {
     if (video.preload === 'none') video.preload = 'metadata';
     if (await within(once(video, 'loadedmetadata'), METADATA_MS, signal) === 'late') throw new InputError(`the video's metadata did not arrive within ${METADATA_MS / 1000} s: its server stalled or it cannot be read`);
   }
-  if (!video.videoWidth || !video.videoHeight) throw new InputError('the file has no pictures (only sound, or a video track this browser cannot show): give a video');
+  if (!video.videoWidth || !video.videoHeight) {
+    throw new InputError('the file has no pictures this browser shows (only sound, or a video codec it does not play, such as HEVC on many systems: Chromium then plays the sound alone): give a video in H.264, VP9 or AV1, or caption it with the glimpse CLI');
+  }
   const live = () => new InputError('the video has no finite duration (a live stream cannot be captioned)');
   if (video.srcObject && !Number.isFinite(video.duration)) throw live();
   const [time, paused] = [video.currentTime, video.paused];
   let start = 0;
-  try {
-    if (time > 0) {
-      if (await seek(video, 0, SEEK_MS, signal, { present: false }) === 'late') throw new InputError(`the video did not go to its start within ${SEEK_MS / 1000} s`);
-      start = video.currentTime;
-    }
-    // Chromium's duration grows while a seek to the end reads on, and the seek lands where it
-    // stood when it began: seek again until the element stands at its end.
-    for (let seeks = 0; (video.duration === Infinity || start > 0) && !(video.currentTime >= video.duration - END_EPSILON); seeks++) {
-      if (seeks === MAX_END_SEEKS) throw new InputError(`the video's end moved on at each of ${MAX_END_SEEKS} seeks to it: its length cannot be learnt`);
-      if (await seek(video, Number.MAX_SAFE_INTEGER, SEEK_MS, signal, { present: false }) === 'late') {
-        throw new InputError(`the video did not reach its end within ${SEEK_MS / 1000} s to learn its length`);
+  if (time > 0 || video.duration === Infinity) {
+    video.pause();
+    try {
+      if (time > 0) {
+        if (await seek(video, 0, SEEK_MS, signal, { patient: true, present: false }) === 'late') throw new InputError(`the video did not go to its start within ${SEEK_MS / 1000} s`);
+        start = video.currentTime;
       }
+      // Chromium's duration grows while a seek to the end reads on, and the seek lands where the
+      // end was when it began: seek again until one stands at the end or leaves it where it was.
+      for (let seeks = 0; video.duration === Infinity || start > 0; seeks++) {
+        if (seeks === MAX_END_SEEKS) throw new InputError(`the video's end moved on at each of ${MAX_END_SEEKS} seeks to it: its length cannot be learnt`);
+        const before = video.duration;
+        if (await seek(video, Number.MAX_SAFE_INTEGER, SEEK_MS, signal, { patient: true, present: false }) === 'late') {
+          throw new InputError(`the video did not reach its end within ${SEEK_MS / 1000} s to learn its length`);
+        }
+        if (video.duration === before || video.currentTime >= video.duration - END_EPSILON) break;
+      }
+    } finally {
+      // Also after an abort.
+      if (video.currentTime !== time) await seek(video, time, COPY_SEEK_MS, undefined, { present: false }).catch(() => {});
+      if (!paused) video.play().catch(() => {});
     }
-  } finally {
-    // Also after an abort.
-    if (video.currentTime !== time) await seek(video, time, SEEK_MS, undefined, { present: false }).catch(() => {});
-    if (!paused) video.play().catch(() => {});
   }
   if (!Number.isFinite(video.duration) || !(video.duration > start)) throw live();
   return { start, end: video.duration };
@@ -526,12 +535,19 @@ function mediaFailure(video) {
       return `the video's data cannot be decoded${said}: the file is damaged or cut short; download or copy it again`;
     case MediaError.MEDIA_ERR_SRC_NOT_SUPPORTED: {
       // A server that refuses CORS to an element asking for it fails like an unknown format.
-      const url = video.currentSrc || video.src;
-      const foreign = video.crossOrigin !== null && url && new URL(url, location.href).origin !== location.origin && !url.startsWith('data:');
+      const foreign = video.crossOrigin !== null && fromAnotherOrigin(video.currentSrc || video.src);
       const cors = foreign ? 'its server does not allow this page to read it (it must send Access-Control-Allow-Origin), or ' : '';
       return `this browser cannot play the video${said}: ${cors}it is not a video file, or its format or codec is not one this browser plays (H.264, VP8, VP9 and AV1 are the common ones; convert it, e.g. \`ffmpeg -i IN -c:v libx264 OUT.mp4\`, or caption it with the glimpse CLI)`;
     }
     default:
       return `the video cannot be read${said}`;
   }
+}
+
+// Whether `url` (an element's source, maybe relative) is another origin's file; a `data:` one is
+// the page's own.
+function fromAnotherOrigin(url) {
+  if (!url) return false;
+  const parsed = new URL(url, location.href);
+  return parsed.protocol !== 'data:' && parsed.origin !== location.origin;
 }

@@ -123,6 +123,12 @@ export interface CaptionEvent {
 export type ImageSource = ImageData | ImageBitmap | HTMLImageElement | HTMLCanvasElement | OffscreenCanvas | HTMLVideoElement | VideoFrame;
 
 export declare class DenseCaptions {
+  /**
+   * Where the video's first picture is on the `<video>`'s clock: 0 but for a file whose timestamps
+   * begin later (then event times, SRT and WebVTT are on that clock, YouTube chapters from 00:00).
+   */
+  readonly start: number;
+  /** Seconds from the first picture to the end. */
   readonly duration: number;
   readonly events: CaptionEvent[];
   toSRT(): string;

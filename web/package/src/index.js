@@ -10,7 +10,8 @@ const DEVICES = ['auto', 'webgpu', 'cpu'];
 
 /** A dense-captioning result: events in seconds plus subtitles. */
 export class DenseCaptions {
-  constructor({ duration, events, srt, vtt, chapters, chaptersError }) {
+  constructor({ start, duration, events, srt, vtt, chapters, chaptersError }) {
+    this.start = start;
     this.duration = duration;
     this.events = events;
     this._srt = srt;
@@ -138,8 +139,8 @@ export class Glimpse {
       // A <video> lasts from its first picture to its end: the last sample ends there, not a
       // sampling step later.
       const timeline = Array.isArray(source) ? undefined : await videoTimeline(source, signal);
-      const length = timeline && timeline.end - timeline.start;
-      const { reused } = await this._send(Request.startVideo, { fps, key: sourceKey(source), length }, { signal });
+      const [length, start] = timeline ? [timeline.end - timeline.start, timeline.start] : [];
+      const { reused } = await this._send(Request.startVideo, { fps, key: sourceKey(source), length, start }, { signal });
       if (!reused) {
         let embedding = null;
         for await (const chunk of frameChunks(source, fps, this.imageSize, signal, { timeline })) {

@@ -8,14 +8,16 @@
  * `{reused: true}` where the worker still holds that source's embedded frames at that rate: the
  * chunks are then skipped), one `videoFrames` per chunk, then `denseCaption` or `findMoments`; a
  * `check` of that call's arguments (answered `{}` or an InputError) comes before them all.
- * `startVideo`'s `length` is a `<video>`'s duration in seconds (an array of frames has none).
+ * `startVideo`'s `length` is a `<video>`'s duration in seconds from its first picture, `start`
+ * where that picture is on the element's clock (an array of frames has neither); results come
+ * on that clock.
  * @typedef {{ id: number } & (
  *   | { type: 'load', args: { device: 'auto' | 'webgpu' | 'cpu', clip: ModelSource, lm: ModelSource } }
  *   | { type: 'embedImage', args: { image: ImageData } }
  *   | { type: 'embedText', args: { text: string } }
  *   | { type: 'captionImage', args: { image: ImageData, options: GuidanceOptions } }
  *   | { type: 'check', args: { call: 'denseCaption' | 'findMoments', args: object } }
- *   | { type: 'startVideo', args: { fps: number, key: string, length?: number } }
+ *   | { type: 'startVideo', args: { fps: number, key: string, length?: number, start?: number } }
  *   | { type: 'videoFrames', args: FrameChunk }
  *   | { type: 'denseCaption', args: { events: number | 'auto', maxEvents: number, seed: number, options: GuidanceOptions } }
  *   | { type: 'findMoments', args: { queries: string[], options: FindOptions } }

@@ -60,7 +60,7 @@ async function run(type, args, onStep, onProgress) {
       video?.free();
       // Cleared first: a refused start must not leave the freed video in place.
       video = null;
-      video = session.startVideo(args.fps, args.length);
+      video = session.startVideo(args.fps, args.length, args.start);
       videoKey = key;
       videoComplete = false;
       return { reused: false };
