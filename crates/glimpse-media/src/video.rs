@@ -498,12 +498,17 @@ fn ffmpeg_input(command: &mut Command, path: &Path) {
 struct Probe {
     /// The length in seconds its container states; used only to end the last sample there.
     length: Option<f64>,
-    /// Its first video stream that is not a cover picture, the one read (`None`: unknown, then
-    /// ffmpeg picks), and whether there is one.
+    /// Its first video stream that is not a cover picture, the one read (`None`: unknown, or
+    /// listed but empty, as a transport stream's programme may list one: then ffmpeg picks), and
+    /// whether there is one.
     stream: Option<usize>,
     has_video: Option<bool>,
-    /// The transfer function of its first such stream, as ffmpeg names it (`smpte2084`, ...).
+    /// The colour description of that stream where it has one, as ffmpeg names them: transfer
+    /// function (`smpte2084`, ...), primaries, matrix and range.
     transfer: Option<String>,
+    primaries: Option<String>,
+    matrix: Option<String>,
+    range: Option<String>,
     /// Whether that stream's pictures are interlaced (its field order is not `progressive`).
     interlaced: bool,
 }
@@ -518,7 +523,7 @@ impl Probe {
             "-select_streams",
             "V:0",
             "-show_entries",
-            "format=duration:stream=index,color_transfer,field_order",
+            "format=duration:stream=index,width,color_transfer,color_primaries,color_space,color_range,field_order",
         ]);
         command.args(["-of", "default=noprint_wrappers=1"]);
         ffmpeg_input(&mut command, path);
@@ -529,11 +534,16 @@ impl Probe {
         let text = String::from_utf8_lossy(&output.stdout);
         let field =
             |name: &str| text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix('=')).map(str::trim);
+        let named = |name: &str| field(name).filter(|v| !v.is_empty() && *v != "unknown").map(str::to_string);
+        let has_pictures = field("width").and_then(|w| w.parse::<u32>().ok()).is_some_and(|w| w > 0);
         Self {
             length: field("duration").and_then(|l| l.parse().ok()).filter(|l: &f64| l.is_finite() && *l > 0.0),
-            stream: field("index").and_then(|index| index.parse().ok()),
+            stream: field("index").and_then(|index| index.parse().ok()).filter(|_| has_pictures),
             has_video: Some(field("index").is_some()),
-            transfer: field("color_transfer").filter(|t| !t.is_empty() && *t != "unknown").map(str::to_string),
+            transfer: named("color_transfer"),
+            primaries: named("color_primaries"),
+            matrix: named("color_space"),
+            range: named("color_range"),
             interlaced: matches!(field("field_order"), Some("tt" | "bb" | "tb" | "bt")),
         }
     }
@@ -567,10 +577,24 @@ fn ffmpeg_filters(fps: f64, eof: &str, probe: &Probe) -> String {
          setsar=1"
     );
     if probe.is_hdr() {
+        // zscale needs the pictures' primaries, matrix and range, which a file may leave out: HDR's
+        // BT.2020 and limited range where it does (setparams keeps those given).
+        let assumed = |given: &Option<String>, name: &str, value: &str| {
+            if given.is_some() { String::new() } else { format!(":{name}={value}") }
+        };
+        let described = [
+            assumed(&probe.primaries, "color_primaries", "bt2020"),
+            assumed(&probe.matrix, "colorspace", "bt2020nc"),
+            assumed(&probe.range, "range", "tv"),
+        ]
+        .concat();
+        if let Some(described) = described.strip_prefix(':') {
+            filters.push_str(&format!(",setparams={described}"));
+        }
         filters.push_str(
             // zscale refuses subsampled pictures of an odd size (a square-pixel one may be).
-            ",format=yuv444p16le,zscale=t=linear:npl=203,format=gbrpf32le,zscale=p=bt709,tonemap=tonemap=mobius:desat=0,\
-             zscale=t=bt709:m=bt709:r=pc,format=gbrp",
+            ",format=yuv444p16le,zscale=t=linear:npl=203,format=gbrpf32le,zscale=p=bt709,\
+             tonemap=tonemap=mobius:desat=0,zscale=t=bt709:m=bt709:r=pc,format=gbrp",
         );
     }
     filters
@@ -1052,6 +1076,17 @@ mod tests {
         let gap = mean_difference(hdr, sdr);
         // Read as they are, the HDR bars are 55 off on average (washed out); tone-mapped, 11.
         assert!(gap < 20.0, "HDR bars {gap} off their SDR original");
+        // Tagged with its transfer function alone (zscale cannot convert without the rest): HDR's
+        // BT.2020 and limited range are assumed.
+        let untagged = "setparams=color_primaries=unknown:colorspace=unknown:range=unknown";
+        let bare = made(
+            &dir,
+            "bare.mkv",
+            bars,
+            &["-vf", &format!("setsar=3/2,{to_pq},{untagged}"), "-c:v", "ffv1", "-color_trc", "smpte2084"],
+        );
+        let gap = mean_difference(&frames_of(&bare, 2.0).unwrap()[0], sdr);
+        assert!(gap < 20.0, "HDR bars tagged with their transfer alone {gap} off their SDR original");
 
         // Two video streams: the first is read, as a browser plays it (ffmpeg alone takes the largest).
         let small = made(&dir, "small.mkv", "testsrc2=size=160x120:rate=10:duration=1", &["-c:v", "mpeg4"]);

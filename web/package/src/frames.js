@@ -299,9 +299,9 @@ async function* decodeFrames({ config, blocks }, times, size, imageSize, ended) 
       }
       if (decoder.state === 'unconfigured') {
         if (!block.key) throw new Error('the video does not start with a key frame');
-        // The times count from the first picture: on the file's clock from here on (the element's
-        // may start at 0 or at this picture, as the browser has it).
-        times = times.map((t) => t + block.timestamp);
+        // The times count from the file's start, its first block of any track (where the element's
+        // clock and ffmpeg's begin too): on the file's clock from here on.
+        times = times.map((t) => t + block.first);
         const full = keyFrameConfig(config, block.data);
         if (!(await VideoDecoder.isConfigSupported(full)).supported) throw new Unsupported(full.codec);
         decoder.configure(full);

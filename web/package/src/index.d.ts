@@ -138,7 +138,7 @@ export declare class DenseCaptions {
    * events merged into their neighbours). Throws InputError where the events make none.
    */
   toChapters(): string;
-  toJSON(): { duration: number; events: CaptionEvent[] };
+  toJSON(): { start: number; duration: number; events: CaptionEvent[] };
 }
 
 export declare class Glimpse {

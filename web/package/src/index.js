@@ -26,7 +26,7 @@ export class DenseCaptions {
     if (this._chapters == null) throw new InputError(this._chaptersError);
     return this._chapters;
   }
-  toJSON() { return { duration: this.duration, events: this.events }; }
+  toJSON() { return { start: this.start, duration: this.duration, events: this.events }; }
 }
 
 export class Glimpse {
@@ -140,7 +140,8 @@ export class Glimpse {
       // sampling step later.
       const timeline = Array.isArray(source) ? undefined : await videoTimeline(source, signal);
       const [length, start] = timeline ? [timeline.end - timeline.start, timeline.start] : [];
-      const { reused } = await this._send(Request.startVideo, { fps, key: sourceKey(source), length, start }, { signal });
+      const key = sourceKey(source, start);
+      const { reused } = await this._send(Request.startVideo, { fps, key, length, start }, { signal });
       if (!reused) {
         let embedding = null;
         for await (const chunk of frameChunks(source, fps, this.imageSize, signal, { timeline })) {
@@ -270,7 +271,7 @@ function isCount(value, most) {
 }
 
 // A name for a video source that changes when its frames may: one id per `<video>` element (with
-// its `src`, or the id of its `srcObject`, and its duration) or array of frames (with its length
+// its `src`, or the id of its `srcObject`, where its first picture is, and its duration) or array of frames (with its length
 // and the ids of its first and last frames).
 const sourceIds = new WeakMap();
 let nextSourceId = 1;
@@ -279,10 +280,10 @@ function idOf(object) {
   if (!sourceIds.has(object)) sourceIds.set(object, nextSourceId++);
   return String(sourceIds.get(object));
 }
-function sourceKey(source) {
+function sourceKey(source, start) {
   if (Array.isArray(source)) return `frames ${idOf(source)} ${source.length} ${idOf(source[0])} ${idOf(source.at(-1))}`;
   if (typeof HTMLVideoElement !== 'undefined' && source instanceof HTMLVideoElement) {
-    return `video ${idOf(source)} ${source.currentSrc} ${idOf(source.srcObject)} ${source.duration}`;
+    return `video ${idOf(source)} ${source.currentSrc} ${idOf(source.srcObject)} ${start} ${source.duration}`;
   }
   return null;
 }

@@ -10,7 +10,7 @@ export class Unsupported extends Error {}
 export class CutShort extends Error {}
 
 const ID = {
-  EBML: 0x1a45dfa3, DocType: 0x4282, Segment: 0x18538067, Info: 0x1549a966, TimestampScale: 0x2ad7b1,
+  EBML: 0x1a45dfa3, DocType: 0x4282, Segment: 0x18538067, Info: 0x1549a966, TimestampScale: 0x2ad7b1, Duration: 0x4489,
   Tracks: 0x1654ae6b, TrackEntry: 0xae, TrackNumber: 0xd7, TrackType: 0x83, CodecID: 0x86, CodecPrivate: 0x63a2,
   Video: 0xe0, PixelWidth: 0xb0, PixelHeight: 0xba, ContentEncodings: 0x6d80, Cluster: 0x1f43b675,
   Timestamp: 0xe7, SimpleBlock: 0xa3, BlockGroup: 0xa0, Block: 0xa1, ReferenceBlock: 0xfb,
@@ -133,6 +133,13 @@ function children(data) {
 }
 
 const uint = (data) => data.reduce((value, byte) => value * 256 + byte, 0);
+// An EBML float (4 or 8 bytes, big-endian), or null where there is none or it is no length.
+function float(data) {
+  if (!data || (data.length !== 4 && data.length !== 8)) return null;
+  const view = new DataView(data.buffer, data.byteOffset, data.length);
+  const value = data.length === 4 ? view.getFloat32(0) : view.getFloat64(0);
+  return Number.isFinite(value) && value > 0 ? value : null;
+}
 const text = (data = new Uint8Array(0)) => new TextDecoder().decode(data).replace(/\0+$/, '');
 
 // The codec of a Matroska track, VP8 or VP9 (WebM's own, whose key frames say how their pictures
@@ -225,7 +232,8 @@ export async function openWebm(reader) {
   // A file cut short between elements ends before its Segment does, where that has a size.
   const segmentEnd = segment.size === UNKNOWN ? Infinity : bytes.position + segment.size;
 
-  let scale = 1e6, track = null;
+  // The Segment's Duration, in ticks of `scale`, where Info gives it.
+  let scale = 1e6, track = null, duration = null;
   // An element header read past the end of an unknown-size Cluster: the next Segment child.
   let next = null;
   const nextChild = async () => {
@@ -244,9 +252,11 @@ export async function openWebm(reader) {
     }
     if (child.size === UNKNOWN) throw new Unsupported('a Segment child of unknown size');
     if (child.id === ID.Info) {
-      const found = children(await bytes.take(child.size)).find((c) => c.id === ID.TimestampScale);
+      const info = children(await bytes.take(child.size));
+      const found = info.find((c) => c.id === ID.TimestampScale);
       if (found) scale = uint(found.data);
       if (!(scale > 0)) throw new Error('a TimestampScale of 0');
+      duration = float(info.find((c) => c.id === ID.Duration)?.data);
     } else if (child.id === ID.Tracks && !track) {
       track = videoTrack(await bytes.take(child.size));
     } else {
@@ -254,8 +264,26 @@ export async function openWebm(reader) {
     }
   }
 
+  // The first block of any track (the file's clock starts there, as the element's and ffmpeg's
+  // do), and the last two video blocks read.
+  let first = null, last = null, previous = null;
+  const microseconds = (ticks) => Math.round((ticks * scale) / 1000);
+  // A file that ends before its elements do, but after its last picture: its Cues or Tags, or a
+  // Segment size that overshoots. Where the last picture, lasting as long as the one before it,
+  // reaches the stated duration (within half that), nothing shown is missing: it is read as whole.
+  const picturesWhole = () => {
+    if (duration === null || last === null || previous === null) return false;
+    const step = last - previous;
+    return last + step >= microseconds(duration) - step / 2;
+  };
   async function* blocks() {
-    const microseconds = (ticks) => Math.round((ticks * scale) / 1000);
+    try {
+      yield* clusters();
+    } catch (error) {
+      if (!(error instanceof CutShort && picturesWhole())) throw error;
+    }
+  }
+  async function* clusters() {
     for (;;) {
       const child = await nextChild();
       if (!child) {
@@ -297,8 +325,11 @@ export async function openWebm(reader) {
             parsed = block(inner.data);
             key = !parts.some((c) => c.id === ID.ReferenceBlock);
           }
+          const timestamp = microseconds(clusterTime + parsed.offset);
+          first ??= timestamp;
           if (parsed.track !== track.number) continue;
-          yield { timestamp: microseconds(clusterTime + parsed.offset), key, data: parsed.frame };
+          [previous, last] = [last, timestamp];
+          yield { timestamp, key, data: parsed.frame, first };
         } else {
           await bytes.skip(header.size);
         }
