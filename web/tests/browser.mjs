@@ -229,6 +229,10 @@ async function framesRun(origin) {
     const shown = execFileSync('ffmpeg', ['-v', 'error', '-i', file, '-vf', 'select=not(mod(n-2\\,5))', '-vsync', '0', '-f', 'rawvideo', '-pix_fmt', 'rgba', '-']);
     return [name, [...shown]];
   });
+  // Sound from 5 s and pictures from 5.2 s: the file's clock (the element's, ffmpeg's) starts with
+  // the sound.
+  execFileSync('ffmpeg', ['-v', 'error', '-y', '-itsoffset', '0.2', '-i', join(out, 'vp9-unspecified.webm'), '-f', 'lavfi', '-i', 'sine=duration=3.2',
+    '-map', '0:v', '-map', '1:a', '-c:v', 'copy', '-c:a', 'libopus', '-output_ts_offset', '5', join(out, 'vp9-after-its-sound.webm')]);
   // Sound only, and a file no browser plays.
   execFileSync('ffmpeg', ['-v', 'error', '-y', '-f', 'lavfi', '-i', 'sine=duration=2', '-c:a', 'libopus', join(out, 'sound-only.webm')]);
   writeFileSync(join(out, 'not-a-video.mp4'), Uint8Array.from({ length: 4096 }, (_, i) => (i * 7919) % 251));
@@ -325,6 +329,14 @@ async function framesRun(origin) {
         check(frames === 6 && run.frames.length === made.length && mean <= 2,
           `frames: ${name} (the element ends at ${run.duration} s) gives the 6 frames of its 3 s from its first picture on (${frames}), ffmpeg's (mean difference ${mean.toFixed(2)}/255)`);
       }
+      const afterSound = await page.evaluate(async () => {
+        const [decoded, sought] = [await window.readFrames('/tests/out/vp9-after-its-sound.webm', true), await window.readFrames('/tests/out/vp9-after-its-sound.webm', false)];
+        const worst = decoded.frames.length !== sought.frames.length ? Infinity
+          : Math.max(...decoded.frames.map((f, i) => f.reduce((m, v, j) => Math.max(m, Math.abs(v - sought.frames[i][j])), 0)));
+        return { frames: decoded.frames.length, seeks: decoded.seeks, worst };
+      });
+      check(afterSound.frames === 6 && afterSound.worst <= 2,
+        `frames: a WebM whose pictures begin 0.2 s after its sound is decoded into the frames seeking shows, from the sound's start (${afterSound.frames} frames, largest difference ${afterSound.worst}/255)`);
       // Captioned as the same video from 0, with its times on the element's clock (from 5 s), and an
       // element that plays from 1 s is read whole and left playing there.
       const clocked = await page.evaluate(async () => {
