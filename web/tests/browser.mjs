@@ -200,8 +200,11 @@ async function framesRun(origin) {
     response.end(webm.subarray(start, last + 1));
   });
   await new Promise((done) => breaking.listen(0, '127.0.0.1', done));
-  // VP8 and VP9 in the colour codings their files name, each with ffmpeg's RGB of the frames
-  // shown at (i + 0.5) / 2 s: 10 frames a second, so frames 2, 7, 12, 17, 22 and 27.
+  // ffmpeg's test pattern, 3 s at 10 frames a second with a key frame every 7, and ffmpeg's RGBA of
+  // a file's frames shown at (i + 0.5) / 2 s from its first: frames 2, 7, 12, 17, 22 and 27.
+  const PATTERN = ['-f', 'lavfi', '-i', 'testsrc2=size=160x120:rate=10:duration=3', '-g', '7'];
+  const shown = (file) => [...execFileSync('ffmpeg', ['-v', 'error', '-i', file, '-vf', 'select=not(mod(n-2\\,5))', '-vsync', '0', '-f', 'rawvideo', '-pix_fmt', 'rgba', '-'])];
+  // VP8 and VP9 in the colour codings their files name.
   const formats = [
     ['vp8', ['-c:v', 'libvpx']],
     // VP8 is BT.601 (ffmpeg's reading) whatever its track's Colour element says.
@@ -213,21 +216,19 @@ async function framesRun(origin) {
     ['vp9-10-bit', ['-c:v', 'libvpx-vp9', '-pix_fmt', 'yuv420p10le']],
   ].map(([name, codec]) => {
     const file = join(out, `${name}.webm`);
-    execFileSync('ffmpeg', ['-v', 'error', '-y', '-f', 'lavfi', '-i', 'testsrc2=size=160x120:rate=10:duration=3', '-g', '7', ...codec, file]);
-    const shown = execFileSync('ffmpeg', ['-v', 'error', '-i', file, '-vf', 'select=not(mod(n-2\\,5))', '-vsync', '0', '-f', 'rawvideo', '-pix_fmt', 'rgba', '-']);
-    return [name, [...shown]];
+    execFileSync('ffmpeg', ['-v', 'error', '-y', ...PATTERN, ...codec, file]);
+    return [name, shown(file)];
   });
   // Files whose timestamps begin later (a stream's recording): read from their first picture, as
   // the native CLI reads them, with ffmpeg's pixels of the same frames.
   // The WebM is the VP9 one above, its stream copied with later timestamps.
   const late = [
     ['vp9-from-5-s.webm', ['-i', join(out, 'vp9-unspecified.webm'), '-c', 'copy', '-output_ts_offset', '5']],
-    ['h264-from-1.4-s.mp4', ['-f', 'lavfi', '-i', 'testsrc2=size=160x120:rate=10:duration=3', '-g', '7', '-c:v', 'libx264', '-pix_fmt', 'yuv420p', '-output_ts_offset', '1.4']],
+    ['h264-from-1.4-s.mp4', [...PATTERN, '-c:v', 'libx264', '-pix_fmt', 'yuv420p', '-output_ts_offset', '1.4']],
   ].map(([name, making]) => {
     const file = join(out, name);
     execFileSync('ffmpeg', ['-v', 'error', '-y', ...making, file]);
-    const shown = execFileSync('ffmpeg', ['-v', 'error', '-i', file, '-vf', 'select=not(mod(n-2\\,5))', '-vsync', '0', '-f', 'rawvideo', '-pix_fmt', 'rgba', '-']);
-    return [name, [...shown]];
+    return [name, shown(file)];
   });
   // Sound from 5 s and pictures from 5.2 s: the file's clock (the element's, ffmpeg's) starts with
   // the sound.
@@ -266,12 +267,25 @@ async function framesRun(origin) {
           }
           return { ms: performance.now() - started, seeks, frames, lengthBefore, duration: video.duration };
         };
+        // The largest difference between two reads' pixels (Infinity where their frames differ in number).
+        window.worst = (a, b) => a.frames.length !== b.frames.length ? Infinity
+          : Math.max(...a.frames.map((f, i) => f.reduce((m, v, j) => Math.max(m, Math.abs(v - b.frames[i][j])), 0)));
       });
+      // A read of `src` against ffmpeg's RGBA pixels `made`: seeks, the element's duration, the
+      // frames read and their mean difference from `made` over RGB (ffmpeg's alpha is opaque, and
+      // so is the canvas's).
+      const readAgainst = async (src, made) => {
+        const run = await page.evaluate(async (src) => {
+          const { seeks, frames, duration } = await window.readFrames(src);
+          return { seeks, duration, frames: frames.flatMap((frame) => Array.from(frame)) };
+        }, src);
+        let total = 0;
+        for (let i = 0; i < made.length; i++) if (i % 4 !== 3) total += Math.abs(run.frames[i] - made[i]);
+        return { seeks: run.seeks, duration: run.duration, length: run.frames.length, mean: total / (made.length * 0.75) };
+      };
       const runs = await page.evaluate(async (breakingUrl) => {
         const { frameChunks } = await import('/package/src/frames.js');
-        const read = window.readFrames;
-        const worst = (a, b) => a.frames.length !== b.frames.length ? Infinity
-          : Math.max(...a.frames.map((f, i) => f.reduce((m, v, j) => Math.max(m, Math.abs(v - b.frames[i][j])), 0)));
+        const { readFrames: read, worst } = window;
         const sought = await read('/demo/assets/shapes.webm', false);
         const decoded = await read('/demo/assets/shapes.webm', true);
         const again = await read('/demo/assets/shapes.webm', false);
@@ -318,22 +332,15 @@ async function framesRun(origin) {
         return { headerLength: run.lengthBefore, duration: run.duration, colours, seeks: run.seeks };
       });
       for (const [name, made] of late) {
-        const run = await page.evaluate(async (src) => {
-          const { seeks, frames, duration } = await window.readFrames(src);
-          return { seeks, duration, frames: frames.flatMap((frame) => Array.from(frame)) };
-        }, `/tests/out/${name}`);
-        let total = 0;
-        for (let i = 0; i < made.length; i++) if (i % 4 !== 3) total += Math.abs(run.frames[i] - made[i]);
-        const mean = total / (made.length * 0.75);
-        const frames = run.frames.length / (160 * 120 * 4);
-        check(frames === 6 && run.frames.length === made.length && mean <= 2,
+        const run = await readAgainst(`/tests/out/${name}`, made);
+        const { mean } = run;
+        const frames = run.length / (160 * 120 * 4);
+        check(frames === 6 && run.length === made.length && mean <= 2,
           `frames: ${name} (the element ends at ${run.duration} s) gives the 6 frames of its 3 s from its first picture on (${frames}), ffmpeg's (mean difference ${mean.toFixed(2)}/255)`);
       }
       const afterSound = await page.evaluate(async () => {
         const [decoded, sought] = [await window.readFrames('/tests/out/vp9-after-its-sound.webm', true), await window.readFrames('/tests/out/vp9-after-its-sound.webm', false)];
-        const worst = decoded.frames.length !== sought.frames.length ? Infinity
-          : Math.max(...decoded.frames.map((f, i) => f.reduce((m, v, j) => Math.max(m, Math.abs(v - sought.frames[i][j])), 0)));
-        return { frames: decoded.frames.length, seeks: decoded.seeks, worst };
+        return { frames: decoded.frames.length, seeks: decoded.seeks, worst: window.worst(decoded, sought) };
       });
       check(afterSound.frames === 6 && afterSound.worst <= 2,
         `frames: a WebM whose pictures begin 0.2 s after its sound is decoded into the frames seeking shows, from the sound's start (${afterSound.frames} frames, largest difference ${afterSound.worst}/255)`);
@@ -416,18 +423,12 @@ async function framesRun(origin) {
         && colours.every((c, i) => c === (i < colours.indexOf('blue') ? 'red' : 'blue')),
         `frames: a MediaRecorder recording (no length in its header) is decoded whole: ${recorded.duration} s, ${colours.join(' ')}, ${recorded.seeks} seeks`);
       for (const [name, made] of formats) {
-        const run = await page.evaluate(async (src) => {
-          const { seeks, frames } = await window.readFrames(src);
-          return { seeks, frames: frames.flatMap((frame) => Array.from(frame)) };
-        }, `/tests/out/${name}.webm`);
-        // RGB only: ffmpeg's alpha is opaque, and so is the canvas's.
-        let total = 0;
-        for (let i = 0; i < made.length; i++) if (i % 4 !== 3) total += Math.abs(run.frames[i] - made[i]);
-        const mean = total / (made.length * 0.75);
+        const run = await readAgainst(`/tests/out/${name}.webm`, made);
+        const { mean } = run;
         // Ten bits are brought to eight with dither by ffmpeg and without by the browser (whose
         // <video> gives the same pixels as the decoder here).
         const tolerance = name.endsWith('10-bit') ? 4 : 2;
-        check(run.seeks === 0 && run.frames.length === made.length && mean <= tolerance,
+        check(run.seeks === 0 && run.length === made.length && mean <= tolerance,
           `frames: ${name} is decoded (${run.seeks} seeks) into ffmpeg's pixels, as the native CLI reads them (mean difference ${mean.toFixed(2)}/255, at most ${tolerance})`);
       }
       check(sought.frames === 28 && decoded.frames === 28 && decoded.worst <= 2 && decoded.seeks === 0,
@@ -758,8 +759,6 @@ function watchMemory(profile) {
 }
 
 mkdirSync(out, { recursive: true });
-// The sample as H.264 in MP4, which the page reads by seeking (WebCodecs decodes only WebM files).
-execFileSync('ffmpeg', ['-v', 'error', '-y', '-i', join(web, 'demo/assets/shapes.webm'), '-c:v', 'libx264', '-pix_fmt', 'yuv420p', join(out, 'shapes.mp4')]);
 for (const file of ['package/engine/glimpse_wasm_bg.wasm', 'demo/assets/shapes.webm']) {
   if (!existsSync(join(web, file))) throw new Error(`web/${file} is missing: run \`bash web/build.sh\` first`);
 }
@@ -768,6 +767,10 @@ const PARTS = ['frames', 'demo', 'fallback', 'consumer', 'real-size'];
 const wanted = process.argv.length > 2 ? process.argv.slice(2) : PARTS;
 const unknown = wanted.filter((part) => !PARTS.includes(part));
 if (unknown.length) throw new Error(`unknown part(s) ${unknown.join(', ')}: choose from ${PARTS.join(', ')}`);
+if (wanted.includes('frames') || wanted.includes('demo')) {
+  // The sample as H.264 in MP4, which the page reads by seeking (WebCodecs decodes only WebM files).
+  execFileSync('ffmpeg', ['-v', 'error', '-y', '-i', join(web, 'demo/assets/shapes.webm'), '-c:v', 'libx264', '-pix_fmt', 'yuv420p', join(out, 'shapes.mp4')]);
+}
 const server = await serve(web);
 const origin = `http://127.0.0.1:${server.address().port}`;
 try {

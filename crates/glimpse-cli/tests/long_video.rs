@@ -5,7 +5,6 @@
 //! that making them takes seconds). Without ffmpeg the test says so and stops;
 //! `GLIMPSE_TEST_FFMPEG=require` (set in CI) makes a missing ffmpeg a failure.
 
-use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -16,21 +15,6 @@ const PEAK_BOUND_MIB: u64 = 600;
 /// What the longer video may add to the shorter one's peak: its frame embeddings and masks (a few
 /// MiB), with room for the allocator's rounding.
 const GROWTH_BOUND_MIB: u64 = 48;
-
-fn ffmpeg_available() -> bool {
-    let found = Command::new("ffmpeg").arg("-version").stdout(Stdio::null()).status().is_ok();
-    if !found {
-        assert_ne!(
-            std::env::var("GLIMPSE_TEST_FFMPEG").as_deref(),
-            Ok("require"),
-            "GLIMPSE_TEST_FFMPEG=require but ffmpeg is not installed"
-        );
-        // Past the harness's capture of a passing test's output: a skip must be seen.
-        let _ =
-            writeln!(std::io::stderr(), "SKIPPED: the long-video test: ffmpeg is not installed (apt install ffmpeg)");
-    }
-    found
-}
 
 /// A 1080p test pattern of `seconds` at 2 frames per second.
 fn make_video(path: &Path, seconds: u32) {
@@ -80,7 +64,7 @@ fn caption_with_peak(video: &Path) -> (serde_json::Value, u64) {
 
 #[test]
 fn twenty_minutes_of_1080p_in_bounded_memory() {
-    if !ffmpeg_available() {
+    if !glimpse_test_device::ffmpeg("the long-video test") {
         return;
     }
     let dir = std::env::temp_dir().join(format!("glimpse-long-video-{}", std::process::id()));
@@ -108,7 +92,7 @@ fn twenty_minutes_of_1080p_in_bounded_memory() {
 /// file it is, and a file cut short is refused.
 #[test]
 fn a_frame_shorter_than_a_sample_and_a_name_like_a_protocol() {
-    if !ffmpeg_available() {
+    if !glimpse_test_device::ffmpeg("the long-video test") {
         return;
     }
     let dir = std::env::temp_dir().join(format!("glimpse-short-video-{}", std::process::id()));
@@ -166,7 +150,7 @@ fn a_frame_shorter_than_a_sample_and_a_name_like_a_protocol() {
 /// without pictures.
 #[test]
 fn a_rate_below_the_video_and_a_playlist_named_as_a_video() {
-    if !ffmpeg_available() {
+    if !glimpse_test_device::ffmpeg("the long-video test") {
         return;
     }
     let dir = std::env::temp_dir().join(format!("glimpse-slow-rate-{}", std::process::id()));

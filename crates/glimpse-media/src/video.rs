@@ -87,15 +87,16 @@ impl VideoSource {
         let kind = if metadata.is_dir() {
             SourceKind::Frames { paths: frame_paths(path)? }
         } else {
-            let file = open_regular_file(path)?;
+            let mut file = open_regular_file(path)?;
             let mut head = Vec::with_capacity(32);
-            file.take(32).read_to_end(&mut head).map_err(|e| named(e.to_string()))?;
-            let format = image::guess_format(&head);
-            let animated_png = || {
-                let mut reader = BufReader::new(File::open(path).map_err(|e| named(e.to_string()))?);
-                Ok::<_, MediaError>(apng_frame_count(&mut reader).map_err(|e| named(e.to_string()))?.is_some())
+            (&mut file).take(32).read_to_end(&mut head).map_err(|e| named(e.to_string()))?;
+            // From the start again: a PNG's chunks say whether it is animated.
+            let mut animated_png = || {
+                file.rewind().map_err(|e| named(e.to_string()))?;
+                let frames = apng_frame_count(&mut BufReader::new(&file)).map_err(|e| named(e.to_string()))?;
+                Ok::<_, MediaError>(frames.is_some())
             };
-            match format {
+            match image::guess_format(&head) {
                 Ok(format @ (ImageFormat::Gif | ImageFormat::WebP)) => {
                     SourceKind::Animation { path: path.to_path_buf(), format }
                 }
@@ -175,14 +176,13 @@ pub fn sample_animation<R: BufRead + Seek, E: From<MediaError>>(
     match format {
         ImageFormat::Gif | ImageFormat::Png => {
             let mut reader = reader;
-            let what = if format == ImageFormat::Gif { "GIF" } else { "PNG" };
-            let unreadable = |e: std::io::Error| MediaError::Video(format!("cannot read the {what}: {e}"));
-            let frames = if format == ImageFormat::Gif {
-                gif_frame_count(&mut reader)
+            let (what, frames) = if format == ImageFormat::Gif {
+                ("GIF", gif_frame_count(&mut reader))
             } else {
-                apng_frame_count(&mut reader).map(Option::unwrap_or_default)
-            }
-            .map_err(|e| ours(unreadable(e)))?;
+                ("PNG", apng_frame_count(&mut reader).map(Option::unwrap_or_default))
+            };
+            let unreadable = |e: std::io::Error| MediaError::Video(format!("cannot read the {what}: {e}"));
+            let frames = frames.map_err(|e| ours(unreadable(e)))?;
             reader.seek(std::io::SeekFrom::Start(0)).map_err(|e| ours(unreadable(e)))?;
             let bad = |e: image::ImageError| MediaError::Video(format!("cannot decode the {what}: {e}"));
             let decoder_name = format!("the {what} decoder");
@@ -727,22 +727,25 @@ fn run_ffmpeg<E: From<MediaError>>(
         if stderr.contains("does not contain any stream") {
             return Err(no_video_stream(path).into());
         }
-        if stderr.contains("moov atom not found") && is_heif(path) {
-            return Err(MediaError::Video(format!(
-                "{} is a HEIF / AVIF picture (as phones save photos), not a video: convert it to JPEG or PNG to \
-                 caption it with caption-image",
-                path.display()
-            ))
-            .into());
-        }
-        if stderr.contains("moov atom not found") && starts_as_mp4(path) {
-            return Err(MediaError::Video(format!(
-                "{} is cut short or was never finished: its index (the MP4 / MOV `moov`, which a camera writes \
-                 last) is missing. Copy or download it again; a recording that was interrupted needs a repair \
-                 tool first",
-                path.display()
-            ))
-            .into());
+        if stderr.contains("moov atom not found") {
+            let head = file_head(path);
+            if head.as_ref().is_some_and(is_heif) {
+                return Err(MediaError::Video(format!(
+                    "{} is a HEIF / AVIF picture (as phones save photos), not a video: convert it to JPEG or PNG to \
+                     caption it with caption-image",
+                    path.display()
+                ))
+                .into());
+            }
+            if head.as_ref().is_some_and(starts_as_mp4) {
+                return Err(MediaError::Video(format!(
+                    "{} is cut short or was never finished: its index (the MP4 / MOV `moov`, which a camera writes \
+                     last) is missing. Copy or download it again; a recording that was interrupted needs a repair \
+                     tool first",
+                    path.display()
+                ))
+                .into());
+            }
         }
         if stderr.contains("No such filter: 'zscale'") {
             return Err(MediaError::Video(format!(
@@ -764,23 +767,19 @@ fn file_head(path: &Path) -> Option<[u8; 12]> {
     File::open(path).and_then(|mut file| file.read_exact(&mut head)).ok().map(|()| head)
 }
 
-/// Whether the file begins as an MP4 / MOV does, with one of the boxes that come before the index
-/// (a file ffmpeg opened as MP4 for its name alone does not).
-fn starts_as_mp4(path: &Path) -> bool {
-    file_head(path).is_some_and(|head| {
-        [b"ftyp", b"mdat", b"wide", b"free", b"skip", b"pnot"].iter().any(|kind| head[4..8] == kind[..])
-    })
+/// Whether a file that begins with `head` begins as an MP4 / MOV does, with one of the boxes that
+/// come before the index (a file ffmpeg opened as MP4 for its name alone does not).
+fn starts_as_mp4(head: &[u8; 12]) -> bool {
+    [b"ftyp", b"mdat", b"wide", b"free", b"skip", b"pnot"].iter().any(|kind| head[4..8] == kind[..])
 }
 
-/// Whether the file is a HEIF or AVIF picture: an ISO file whose major brand says so (it has no
-/// `moov`, so ffmpeg takes it for an MP4 cut short).
-fn is_heif(path: &Path) -> bool {
-    file_head(path).is_some_and(|head| {
-        &head[4..8] == b"ftyp"
-            && [b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"]
-                .iter()
-                .any(|brand| head[8..] == brand[..])
-    })
+/// Whether a file that begins with `head` is a HEIF or AVIF picture: an ISO file whose major brand
+/// says so (it has no `moov`, so ffmpeg takes it for an MP4 cut short).
+fn is_heif(head: &[u8; 12]) -> bool {
+    &head[4..8] == b"ftyp"
+        && [b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"]
+            .iter()
+            .any(|brand| head[8..] == brand[..])
 }
 
 fn no_video_stream(path: &Path) -> MediaError {
@@ -972,16 +971,15 @@ mod tests {
         assert!(err.contains("ffmpeg"), "{err}");
     }
 
-    /// Whether ffmpeg is here to make and read test videos; without it a test says so and stops,
-    /// and `GLIMPSE_TEST_FFMPEG=require` (set in CI) makes that a failure.
-    fn ffmpeg_here(test: &str) -> bool {
-        let found = Command::new("ffmpeg").arg("-version").stdout(Stdio::null()).status().is_ok();
-        if !found {
-            let required = std::env::var("GLIMPSE_TEST_FFMPEG").as_deref() == Ok("require");
-            assert!(!required, "GLIMPSE_TEST_FFMPEG=require but ffmpeg is not installed");
-            eprintln!("SKIPPED: {test}: ffmpeg is not installed (apt install ffmpeg)");
+    /// A new folder for `test`'s videos, where ffmpeg is installed to make them
+    /// ([`glimpse_test_device::ffmpeg`]'s rule); `None` where the test is skipped.
+    fn video_folder(test: &str) -> Option<PathBuf> {
+        if !glimpse_test_device::ffmpeg(test) {
+            return None;
         }
-        found
+        let dir = std::env::temp_dir().join(format!("glimpse-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Some(dir)
     }
 
     /// ffmpeg's lavfi `source`, through `options`, into `dir/name`.
@@ -1031,11 +1029,7 @@ mod tests {
     /// the size limit scaled down to it.
     #[test]
     fn pictures_arrive_as_players_show_them() {
-        if !ffmpeg_here("pictures_arrive_as_players_show_them") {
-            return;
-        }
-        let dir = std::env::temp_dir().join(format!("glimpse-pictures-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let Some(dir) = video_folder("pictures_arrive_as_players_show_them") else { return };
         let pattern = "testsrc2=size=320x240:rate=10:duration=1";
         // 320 x 240 shown at 16:9 (pixels 4:3 wide) and at 1:1 (pixels 3:4 wide).
         let wide = made(&dir, "wide.mkv", pattern, &["-c:v", "mpeg4", "-aspect", "16:9"]);
@@ -1118,11 +1112,7 @@ mod tests {
     /// (written last) is missing is said to be cut short, and a HEIF photo to be a picture.
     #[test]
     fn files_without_moving_pictures_or_their_index_say_so() {
-        if !ffmpeg_here("files_without_moving_pictures_or_their_index_say_so") {
-            return;
-        }
-        let dir = std::env::temp_dir().join(format!("glimpse-no-pictures-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let Some(dir) = video_folder("files_without_moving_pictures_or_their_index_say_so") else { return };
         let sound = made(&dir, "sound.wav", "sine=duration=1", &[]);
         let cover = dir.join("cover.png");
         image::RgbImage::from_pixel(16, 16, image::Rgb([200, 30, 30])).save(&cover).unwrap();

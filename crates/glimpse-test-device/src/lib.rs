@@ -8,6 +8,9 @@
 //!
 //! It knows no device type: each crate passes its own probe (Burn's `Device` for the kernels,
 //! `glimpse_models::device::wgpu` for the workspace tests).
+//!
+//! Tests that make and read videos follow the same rule for ffmpeg, set by `GLIMPSE_TEST_FFMPEG`
+//! (unset: run where it is installed and say what was skipped where not; `require`: fail).
 
 use std::fmt::Display;
 use std::io::Write;
@@ -35,6 +38,27 @@ fn decide<T, E: Display>(setting: Option<&str>, probe: impl FnOnce() -> Result<T
         })),
         Some(other) => panic!("GLIMPSE_TEST_WGPU={other}: use `require` or `skip`, or leave it unset"),
     }
+}
+
+/// Whether ffmpeg is installed for `test` (a test that makes and reads videos): where it is not,
+/// says that `test` is skipped, or fails where `GLIMPSE_TEST_FFMPEG=require`.
+pub fn ffmpeg(test: &str) -> bool {
+    let found = std::process::Command::new("ffmpeg")
+        .arg("-version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        assert_ne!(
+            std::env::var("GLIMPSE_TEST_FFMPEG").as_deref(),
+            Ok("require"),
+            "GLIMPSE_TEST_FFMPEG=require but ffmpeg is not installed"
+        );
+        // Past the harness's capture of a passing test's output, as `say_skipped`.
+        let _ = writeln!(std::io::stderr(), "SKIPPED: {test}: ffmpeg is not installed (apt install ffmpeg)");
+    }
+    found
 }
 
 /// One line per test binary, written to stderr directly: the harness captures `eprintln!` of a

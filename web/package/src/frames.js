@@ -151,8 +151,7 @@ export async function* frameChunks(source, fps, imageSize, signal, { decode = tr
       decoded.close();
     }
   }
-  const wasPaused = video.paused, time = video.currentTime;
-  video.pause();
+  const putBack = holdStill(video);
   // The element and copies of it seek at once: a seek waits for its frame to be presented, one
   // frame of the display, so one element reads about 60 frames a second and four read four times
   // as many. A copy must show each frame it seeks to within COPY_SEEK_MS, or the copies retire.
@@ -177,10 +176,20 @@ export async function* frameChunks(source, fps, imageSize, signal, { decode = tr
     }, readers.length, from);
   } finally {
     readers.slice(1).forEach(release);
-    // Not where the source was taken away: nothing would show.
-    if (video.currentSrc === src) await seek(video, time, COPY_SEEK_MS).catch(() => {});
-    if (!wasPaused) video.play().catch(() => {});
+    await putBack();
   }
+}
+
+// Pauses `video` for reading; the function returned puts it back where it stood, playing if it
+// was (not where its source has changed meanwhile: nothing would show), also after an abort.
+function holdStill(video) {
+  const [time, paused, src] = [video.currentTime, video.paused, video.currentSrc];
+  video.pause();
+  return async () => {
+    if (video.currentSrc !== src) return;
+    if (video.currentTime !== time) await seek(video, time, COPY_SEEK_MS, undefined, { present: false }).catch(() => {});
+    if (!paused) video.play().catch(() => {});
+  };
 }
 
 // The frames of `video` shown at `times` (seconds from its first picture, ascending), decoded with WebCodecs from the file
@@ -255,11 +264,8 @@ async function* decodeFrames({ config, blocks }, times, size, imageSize, ended) 
   // to the picture shown at the last sampled time before the next key frame, as a seek would. A
   // chunk waits until a later one shows whether a time needs it (MAX_WAITING_BYTES of them at most);
   // `needed` is the first time whose picture may still be in a chunk not yet read.
-  let waiting = [], waitingBytes = 0, decodedAny = false, needed = 0;
-  const decode = (chunks) => {
-    for (const chunk of chunks) decoder.decode(chunk);
-    decodedAny ||= chunks.length > 0;
-  };
+  let waiting = [], waitingBytes = 0, needed = 0;
+  const decode = (chunks) => chunks.forEach((chunk) => decoder.decode(chunk));
   // Decodes what the times before `time` (a chunk's, or Infinity at the end) need of the waiting chunks.
   const decodeBefore = (time) => {
     let last = 0;
@@ -297,6 +303,7 @@ async function* decodeFrames({ config, blocks }, times, size, imageSize, ended) 
         for (; answered < times.length; answered++) ready.push(last);
         continue;
       }
+      const chunk = new EncodedVideoChunk({ type: block.key ? 'key' : 'delta', timestamp: block.timestamp, data: block.data });
       if (decoder.state === 'unconfigured') {
         if (!block.key) throw new Error('the video does not start with a key frame');
         // The times count from the file's start, its first block of any track (where the element's
@@ -305,18 +312,13 @@ async function* decodeFrames({ config, blocks }, times, size, imageSize, ended) 
         const full = keyFrameConfig(config, block.data);
         if (!(await VideoDecoder.isConfigSupported(full)).supported) throw new Unsupported(full.codec);
         decoder.configure(full);
-      }
-      const chunk = new EncodedVideoChunk({ type: block.key ? 'key' : 'delta', timestamp: block.timestamp, data: block.data });
-      decodeBefore(chunk.timestamp);
-      if (block.key) {
-        // What waits of the group before is shown at no sampled time.
-        [waiting, waitingBytes] = [[], 0];
         // The first picture is shown at every time before it.
-        if (!decodedAny) {
-          decode([chunk]);
-          continue;
-        }
+        decoder.decode(chunk);
+        continue;
       }
+      decodeBefore(chunk.timestamp);
+      // What waits of the group before is shown at no sampled time.
+      if (block.key) [waiting, waitingBytes] = [[], 0];
       waiting.push(chunk);
       waitingBytes += chunk.byteLength;
       if (waitingBytes > MAX_WAITING_BYTES) {
@@ -354,12 +356,11 @@ export async function videoTimeline(video, signal) {
   }
   const live = () => new InputError('the video has no finite duration (a live stream cannot be captioned)');
   if (video.srcObject && !Number.isFinite(video.duration)) throw live();
-  const [time, paused] = [video.currentTime, video.paused];
   let start = 0;
-  if (time > 0 || video.duration === Infinity) {
-    video.pause();
+  if (video.currentTime > 0 || video.duration === Infinity) {
+    const putBack = holdStill(video);
     try {
-      if (time > 0) {
+      if (video.currentTime > 0) {
         if (await seek(video, 0, SEEK_MS, signal, { patient: true, present: false }) === 'late') throw new InputError(`the video did not go to its start within ${SEEK_MS / 1000} s`);
         start = video.currentTime;
       }
@@ -374,9 +375,7 @@ export async function videoTimeline(video, signal) {
         if (video.duration === before || video.currentTime >= video.duration - END_EPSILON) break;
       }
     } finally {
-      // Also after an abort.
-      if (video.currentTime !== time) await seek(video, time, COPY_SEEK_MS, undefined, { present: false }).catch(() => {});
-      if (!paused) video.play().catch(() => {});
+      await putBack();
     }
   }
   if (!Number.isFinite(video.duration) || !(video.duration > start)) throw live();
