@@ -1,5 +1,8 @@
 // A small static server for the demo and the browser tests: `node web/serve.mjs [root] [--port N]`.
 // Serves `root` (default: this folder) on 127.0.0.1 with byte ranges, which <video> seeking needs.
+// `isolated` sends the two headers that make a page cross-origin isolated, so that the package
+// runs its threaded CPU engine (the command line's server always does); a page so served cannot
+// embed another origin's resources unless they allow it (CORP or CORS).
 import { createServer } from 'node:http';
 import { createReadStream, promises as fs } from 'node:fs';
 import { extname, join, normalize, resolve, sep } from 'node:path';
@@ -11,7 +14,9 @@ const TYPES = {
   '.gif': 'image/gif', '.png': 'image/png', '.ts': 'text/plain', '.safetensors': 'application/octet-stream',
 };
 
-export function serve(root, port = 0) {
+const ISOLATION = { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' };
+
+export function serve(root, port = 0, { isolated = false } = {}) {
   root = resolve(root);
   const server = createServer(async (request, response) => {
     let pathname;
@@ -33,7 +38,8 @@ export function serve(root, port = 0) {
       stat = await fs.stat(file).catch(() => null);
     }
     if (!stat?.isFile()) return end(response, 404);
-    const headers = { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream', 'accept-ranges': 'bytes', 'cache-control': 'no-cache' };
+    const headers = { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream', 'accept-ranges': 'bytes', 'cache-control': 'no-cache',
+      ...(isolated ? ISOLATION : {}) };
     const range = /^bytes=(\d*)-(\d*)$/.exec(request.headers.range ?? '');
     if (range && (range[1] || range[2])) {
       const start = range[1] ? Number(range[1]) : Math.max(0, stat.size - Number(range[2]));
@@ -64,6 +70,6 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const portAt = args.indexOf('--port');
   const port = portAt >= 0 ? Number(args.splice(portAt, 2)[1]) : 8080;
   const root = args[0] ?? fileURLToPath(new URL('.', import.meta.url));
-  const server = await serve(root, port);
+  const server = await serve(root, port, { isolated: true });
   console.log(`serving ${resolve(root)} on http://127.0.0.1:${server.address().port}/  (demo: http://127.0.0.1:${server.address().port}/demo/)`);
 }

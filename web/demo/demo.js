@@ -90,7 +90,8 @@ async function loadModels() {
   const device = state.glimpse.device;
   window.glimpseRun = { device, loadMs, phases };
   showProgress(null);
-  $('device-badge').textContent = device.kind === 'webgpu' ? device.description : 'CPU (WebAssembly)';
+  const threads = device.threads > 1 ? `, ${device.threads} threads` : ', one thread';
+  $('device-badge').textContent = device.kind === 'webgpu' ? device.description : `CPU (WebAssembly${threads})`;
   $('device-badge').className = `badge ${device.kind}`;
   if (device.fallbackReason) {
     $('notice').textContent = `Running on the CPU: ${device.fallbackReason}. Results are the same, only the speed differs.`;

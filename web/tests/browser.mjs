@@ -25,8 +25,9 @@ const chromiumPath = process.env.CHROMIUM ?? '/usr/bin/chromium';
 // page decodes and the GIF the CLI decodes, and between two float implementations.
 const TOLERANCE_S = 0.5;
 const PAGE_TIMEOUT_MS = 10 * 60 * 1000;
-// GLIMPSE_BROWSER_DEVICES=webgpu runs the demo on one device only (the WebGPU run is the slow one).
-const DEVICES = (process.env.GLIMPSE_BROWSER_DEVICES ?? 'cpu,webgpu').split(',');
+// GLIMPSE_BROWSER_DEVICES=webgpu runs the demo on one device only (the WebGPU run is the slow one);
+// `threads` is the CPU on a cross-origin isolated page, where the package runs its threaded engine.
+const DEVICES = (process.env.GLIMPSE_BROWSER_DEVICES ?? 'cpu,threads,webgpu').split(',');
 
 const failures = [];
 const check = (ok, message) => {
@@ -91,28 +92,39 @@ function compareEvents(label, browserEvents, nativeEvents) {
   });
 }
 
-async function demoRuns(origin) {
+// The demo on each of DEVICES: `origin` serves the web folder as most pages are served,
+// `isolatedOrigin` cross-origin isolated.
+async function demoRuns(origin, isolatedOrigin) {
   const timings = [];
-  for (const [device, nativeDevice] of [['cpu', 'cpu'], ['webgpu', 'wgpu']].filter(([d]) => DEVICES.includes(d))) {
+  const runs = [['cpu', 'cpu', 'cpu', origin], ['threads', 'cpu', 'cpu', isolatedOrigin], ['webgpu', 'webgpu', 'wgpu', origin]];
+  for (const [label, device, nativeDevice, site] of runs.filter(([name]) => DEVICES.includes(name))) {
     const reference = native(nativeDevice);
     await withBrowser(device === 'webgpu', async (browser) => {
-      const page = await openPage(browser, `${origin}/demo/?device=${device}&sample=1&autorun=1`, device);
+      const page = await openPage(browser, `${site}/demo/?device=${device}&sample=1&autorun=1`, label);
       const { state, status, run } = await waitForState(page, ['done', 'error']);
-      await page.screenshot({ path: join(out, `demo-${device}.png`), fullPage: true });
-      check(state === 'done', `demo on ${device}: finished (${status})`);
+      await page.screenshot({ path: join(out, `demo-${label}.png`), fullPage: true });
+      check(state === 'done', `demo on ${label}: finished (${status})`);
       if (state !== 'done') return;
-      writeFileSync(join(out, `demo-${device}.json`), `${JSON.stringify(run, null, 1)}\n`);
-      check(run.device.kind === device, `demo on ${device}: ran on ${run.device.description}`);
+      writeFileSync(join(out, `demo-${label}.json`), `${JSON.stringify(run, null, 1)}\n`);
+      check(run.device.kind === device, `demo on ${label}: ran on ${run.device.description}`);
+      if (device === 'cpu') {
+        // Threads where the page is cross-origin isolated (one per core the browser reports), one
+        // thread, saying why, where it is not.
+        const cores = await page.evaluate(() => navigator.hardwareConcurrency);
+        const threaded = label === 'threads';
+        check(threaded ? cores > 1 && run.device.threads === Math.min(cores, 16) : run.device.threads === 1 && /cross-origin isolated/.test(run.device.threadsFallbackReason),
+          `demo on ${label}: ${run.device.threads} thread(s) on ${cores} cores${threaded ? ' (needs at least 2)' : ` (${run.device.threadsFallbackReason})`}`);
+      }
       // WebGPU compiles its shaders during the load; the CPU has nothing to warm up.
       const warmed = run.phases.at(-2) === 'warmup' && run.phases.at(-3) === 'building';
-      check(run.phases.at(-1) === 'ready' && warmed === (device === 'webgpu'), `demo on ${device}: the load went through ${run.phases.join(', ')}`);
-      compareEvents(`demo on ${device}`, run.result.events, reference.result.events);
+      check(run.phases.at(-1) === 'ready' && warmed === (device === 'webgpu'), `demo on ${label}: the load went through ${run.phases.join(', ')}`);
+      compareEvents(`demo on ${label}`, run.result.events, reference.result.events);
       const shown = await page.locator('#events-list li .caption').allTextContents();
-      check(JSON.stringify(shown) === JSON.stringify(run.result.events.map((e) => e.caption)), `demo on ${device}: the page lists the events`);
-      check(run.srt.includes('-->') && run.vtt.startsWith('WEBVTT'), `demo on ${device}: SRT and WebVTT are offered`);
+      check(JSON.stringify(shown) === JSON.stringify(run.result.events.map((e) => e.caption)), `demo on ${label}: the page lists the events`);
+      check(run.srt.includes('-->') && run.vtt.startsWith('WEBVTT'), `demo on ${label}: SRT and WebVTT are offered`);
       // The copies of the <video> that read its frames alongside it are gone after the call.
       const videos = await page.locator('video').count();
-      check(videos === 1, `demo on ${device}: the page holds its one <video> again (${videos})`);
+      check(videos === 1, `demo on ${label}: the page holds its one <video> again (${videos})`);
       // The search box: the same moment as `glimpse find`, highlighted on the timeline.
       const query = JSON.parse(readFileSync(join(repo, 'examples/shapes.json'), 'utf8')).events.at(-1).caption;
       const nativeFound = JSON.parse(execFileSync(glimpseBinary(), ['--device', nativeDevice, 'find', join(repo, 'examples/shapes.gif'), query, '--format', 'json'], {
@@ -124,8 +136,8 @@ async function demoRuns(origin) {
       const searched = await waitForState(page, ['done', 'error']);
       const best = searched.run.found?.[0];
       check(searched.state === 'done' && best && Math.abs(best.start - nativeFound.start) <= TOLERANCE_S && Math.abs(best.end - nativeFound.end) <= TOLERANCE_S,
-        `demo on ${device}: "${query}" found at ${best?.start}-${best?.end} s, native ${nativeFound.start}-${nativeFound.end} s (${searched.status})`);
-      check(await page.locator('.timeline .found').count() >= 1, `demo on ${device}: the found moments are highlighted on the timeline`);
+        `demo on ${label}: "${query}" found at ${best?.start}-${best?.end} s, native ${nativeFound.start}-${nativeFound.end} s (${searched.status})`);
+      check(await page.locator('.timeline .found').count() >= 1, `demo on ${label}: the found moments are highlighted on the timeline`);
       // On the CPU, the same video again: its frames are already in the engine and its code
       // compiled, so this times the captioning alone (the WebGPU run is too slow to repeat).
       let captionAgainSeconds = null;
@@ -136,7 +148,7 @@ async function demoRuns(origin) {
           null, { timeout: PAGE_TIMEOUT_MS, polling: 50 });
         const again = await waitForState(page, ['done', 'error']);
         check(again.state === 'done' && JSON.stringify(again.run.result.events) === JSON.stringify(run.result.events),
-          `demo on ${device}: the same video again gives the same events (${again.status})`);
+          `demo on ${label}: the same video again gives the same events (${again.status})`);
         captionAgainSeconds = again.run.captionMs / 1000;
         // At 0.25 fps the 14 s sample gives round(3.5) = 4 frames, 16 s of sampling steps: the
         // result lasts the video's own 14 s, and so do its events.
@@ -148,7 +160,7 @@ async function demoRuns(origin) {
         const slow = await waitForState(page, ['done', 'error']);
         const length = await page.evaluate(() => document.getElementById('video').duration);
         check(slow.state === 'done' && slow.run.result.duration === length && slow.run.result.events.every((e) => e.end <= length),
-          `demo on ${device}: 4 frames at 0.25 fps of the ${length} s video last ${slow.run.result?.duration} s (${slow.status})`);
+          `demo on ${label}: 4 frames at 0.25 fps of the ${length} s video last ${slow.run.result?.duration} s (${slow.status})`);
         // A <video> whose metadata has not arrived yet is waited for; one whose source changes
         // while its frames are read is refused, and the instance goes on working.
         const fresh = await page.evaluate(async () => {
@@ -165,11 +177,11 @@ async function demoRuns(origin) {
           glimpse.dispose();
           return { early, changed, after };
         });
-        check(fresh.early.readyState === 0 && fresh.early.moments > 0, `demo on ${device}: a <video> still loading is waited for (${JSON.stringify(fresh.early)})`);
+        check(fresh.early.readyState === 0 && fresh.early.moments > 0, `demo on ${label}: a <video> still loading is waited for (${JSON.stringify(fresh.early)})`);
         check(fresh.changed.startsWith('InputError') && fresh.changed.includes('source changed') && fresh.after > 0,
-          `demo on ${device}: a <video> whose source changes midway is refused ("${fresh.changed}"), and the next call works`);
+          `demo on ${label}: a <video> whose source changes midway is refused ("${fresh.changed}"), and the next call works`);
       }
-      timings.push({ device, adapter: run.device.description, loadSeconds: run.loadMs / 1000, captionSeconds: run.captionMs / 1000, captionAgainSeconds,
+      timings.push({ run: label, adapter: run.device.description, threads: run.device.threads, loadSeconds: run.loadMs / 1000, captionSeconds: run.captionMs / 1000, captionAgainSeconds,
         // CI runs the debug binary, several times slower than a release one: say which this is.
         nativeDevice, nativeBuild: /[\\/]debug[\\/]/.test(glimpseBinary()) ? 'debug' : 'release', nativeSeconds: reference.seconds });
     });
@@ -507,12 +519,13 @@ async function consumerRun() {
     const packed = execFileSync('npm', ['pack', '--silent', '--pack-destination', site], { cwd: join(web, 'package'), encoding: 'utf8' }).trim().split('\n').pop();
     cpSync(join(web, 'tests', 'consumer'), site, { recursive: true });
     execFileSync('npm', ['install', '--silent', '--no-audit', '--no-fund', `./${packed}`], { cwd: site, stdio: 'inherit' });
-    check(readdirSync(join(site, 'node_modules/@glimpse-rs/glimpse/engine')).includes('glimpse_wasm_bg.wasm'), `consumer: ${packed} installs with its engine`);
+    check(['engine', 'engine-threads'].every((engine) => readdirSync(join(site, 'node_modules/@glimpse-rs/glimpse', engine)).includes('glimpse_wasm_bg.wasm')),
+      `consumer: ${packed} installs with its two engines`);
     const bundled = join(site, 'dist');
     execFileSync(join(web, 'node_modules/.bin/vite'), ['build', '--logLevel', 'warn', '--outDir', bundled], { cwd: site, stdio: 'inherit' });
     const assets = readdirSync(join(bundled, 'assets'));
-    check(assets.some((f) => /^worker-.*\.js$/.test(f)) && assets.some((f) => /^glimpse_wasm_bg-.*\.wasm$/.test(f)),
-      `consumer built with Vite: the worker and the engine are emitted as assets (${assets.join(', ')})`);
+    check(['worker', 'threads'].every((name) => assets.some((f) => new RegExp(`^${name}-.*\\.js$`).test(f))) && assets.filter((f) => /^glimpse_wasm_bg-.*\.wasm$/.test(f)).length === 2,
+      `consumer built with Vite: the workers and the two engines are emitted as assets (${assets.join(', ')})`);
     // webpack 5 (webpack.config.js), and the page as an app built with it would ship it: the
     // bundle as a classic deferred script, no import map.
     const webpacked = join(site, 'dist-webpack');
@@ -521,8 +534,11 @@ async function consumerRun() {
     writeFileSync(join(webpacked, 'index.html'), html.replace(/\s*<!--[^]*?-->\s*<script type="importmap">.*<\/script>/, '').replace('<script type="module" src="main.js">', '<script defer src="main.js">'));
     cpSync(join(site, 'scene.png'), join(webpacked, 'scene.png'));
     const emitted = readdirSync(webpacked);
-    check(emitted.some((f) => f.endsWith('.wasm')) && emitted.filter((f) => f.endsWith('.js')).length === 2 && !readFileSync(join(webpacked, 'index.html'), 'utf8').includes('importmap'),
-      `consumer built with webpack: the page's bundle, the worker's and the engine are emitted (${emitted.join(', ')})`);
+    // The page's bundle, and a chunk each for the engine's worker, a thread's worker and each
+    // engine's JavaScript.
+    check(emitted.filter((f) => f.endsWith('.wasm')).length === 2 && emitted.includes('main.js') && emitted.filter((f) => f.endsWith('.js')).length === 5
+      && !readFileSync(join(webpacked, 'index.html'), 'utf8').includes('importmap'),
+    `consumer built with webpack: the page's bundle, the workers' and the two engines are emitted (${emitted.join(', ')})`);
     // The models are static files the app serves next to its pages.
     for (const model of ['world-clip', 'world-gpt2']) {
       cpSync(join(repo, 'models', model), join(site, 'models', model), { recursive: true });
@@ -534,12 +550,14 @@ async function consumerRun() {
     truncateSync(join(corrupt, 'model.safetensors'), 4096);
     for (const output of [bundled, webpacked]) cpSync(join(site, 'models'), join(output, 'models'), { recursive: true });
     // The last run takes the q8 models to WebGPU (SwiftShader): its 8-bit kernels and their
-    // backward, which no other browser test reaches.
+    // backward, which no other browser test reaches. The bundled pages are served cross-origin
+    // isolated, as an app that wants the threaded CPU engine serves them: the bundlers must carry
+    // it, its thread workers included.
     const servers = [
       ['consumer', site, () => staticServer(site), 'cpu'],
       ['consumer on Vite\'s dev server', site, () => viteDevServer(site), 'cpu'],
-      ['consumer built with Vite', bundled, () => staticServer(bundled), 'cpu'],
-      ['consumer built with webpack', webpacked, () => staticServer(webpacked), 'cpu'],
+      ['consumer built with Vite, isolated', bundled, () => staticServer(bundled, { isolated: true }), 'cpu'],
+      ['consumer built with webpack, isolated', webpacked, () => staticServer(webpacked, { isolated: true }), 'cpu'],
       ['consumer with q8 on WebGPU', site, () => staticServer(site), 'webgpu'],
     ];
     for (const [label, root, start, q8Device] of servers) {
@@ -564,8 +582,8 @@ function folderBytes(models, names) {
   return names.flatMap((name) => readdirSync(join(models, name)).map((file) => statSync(join(models, name, file)).size)).reduce((a, b) => a + b, 0);
 }
 
-async function staticServer(root) {
-  const server = await serve(root);
+async function staticServer(root, options) {
+  const server = await serve(root, 0, options);
   return { url: `http://127.0.0.1:${server.address().port}/`, close: () => server.close() };
 }
 
@@ -599,6 +617,8 @@ async function viteDevServer(root) {
 function checkConsumer(label, result, root, q8Device) {
   check(!result.error, `${label}: ran without error ${result.error ?? ''}`);
   if (result.error) return;
+  const isolated = label.endsWith('isolated');
+  check(isolated ? result.threads > 1 : result.threads === 1, `${label}: ${result.threads} CPU thread(s)${result.threadsFallbackReason ? ` (${result.threadsFallbackReason})` : ''}`);
   check(result.bestText === 0, `${label}: embedText + embedImage rank the right description first (similarities ${result.similarities.map((s) => s.toFixed(3)).join(', ')})`);
   check(result.caption.length > 0 && result.caption.includes('red'), `${label}: captionImage says "${result.caption}"`);
   const { duration, events } = result.chunked;
@@ -619,7 +639,7 @@ function checkConsumer(label, result, root, q8Device) {
   check(result.badModel === 'ModelLoadError' && result.badModelIsTyped, `${label}: a missing model gives a typed ModelLoadError ("${result.badModelMessage}")`);
   check(result.corrupt.name === 'ModelLoadError' && result.corrupt.message.includes('model.safetensors') && result.corrupt.cached === false,
     `${label}: truncated weights give a ModelLoadError naming the file and leave no cached copy ("${result.corrupt.message}", cached: ${result.corrupt.cached})`);
-  check(result.inputErrors.every((e) => e === 'InputError'), `${label}: empty frames, an unknown option, maxTokens 0, a prompt longer than the LM's positions, a 0 x 0 canvas, an empty query, top 0, a misspelt search option, events 'many', infinite refineSteps, a caption longer than the LM's positions, seed 2^64, topK NaN, null for a video, null for a frame, frames of two sizes and a <video> with no picture are InputErrors (${result.inputErrors.join(', ')})`);
+  check(result.inputErrors.every((e) => e === 'InputError'), `${label}: empty frames, an unknown option, maxTokens 0, a prompt longer than the LM's positions, a 0 x 0 canvas, an empty query, top 0, a misspelt search option, events 'many', infinite refineSteps, a caption longer than the LM's positions, seed 2^64, topK NaN, null for a video, null for a frame, frames of two sizes, a <video> with no picture, and 0 or 'many' threads are InputErrors (${result.inputErrors.join(', ')})`);
   check(result.readsByRefusals === 0, `${label}: the refused calls read no frame (${result.readsByRefusals} reads)`);
   // Loading reports transformers.js' events: every file initiated, downloaded, done; then
   // the engine's phase and ready, with totals that add up to what was served.
@@ -659,26 +679,29 @@ async function realSizeRuns() {
       execFileSync(glimpseBinary(), ['models', 'random', shape, '--out', join(site, 'models', name)], quietly);
       execFileSync(glimpseBinary(), ['models', 'convert', join(site, 'models', name), '--dtype', 'q8', '--out', join(site, 'models', `${name}-q8`)], quietly);
     }
+    // q8 once more on a cross-origin isolated page: the threaded CPU engine.
     const server = await serve(site);
+    const isolatedServer = await serve(site, 0, { isolated: true });
     const runs = {};
     try {
-      for (const dtype of ['f32', 'q8']) {
+      for (const [run, dtype, host] of [['f32', 'f32', server], ['q8', 'q8', server], ['q8 threads', 'q8', isolatedServer]]) {
         const suffix = dtype === 'q8' ? '-q8' : '';
         const query = `clip=models/clip${suffix}&lm=models/gpt2${suffix}&frames=${REAL_SIZE_FRAMES}&maxTokens=${REAL_SIZE_TOKENS}`;
         await withBrowser(false, async (browser, profile) => {
           const memory = watchMemory(profile);
           try {
-            const page = await openPage(browser, `http://127.0.0.1:${server.address().port}/?${query}`, `real size ${dtype}`);
+            const page = await openPage(browser, `http://127.0.0.1:${host.address().port}/?${query}`, `real size ${run}`);
             await page.waitForFunction(() => window.realSize, null, { timeout: PAGE_TIMEOUT_MS, polling: 500 });
-            runs[dtype] = { ...(await page.evaluate(() => window.realSize)), peakBytes: memory.peak() };
+            runs[run] = { dtype, ...(await page.evaluate(() => window.realSize)), peakBytes: memory.peak() };
           } finally {
             memory.stop();
           }
         }, scratch);
-        runs[dtype].downloadBytes = folderBytes(join(site, 'models'), [`clip${suffix}`, `gpt2${suffix}`]);
+        runs[run].downloadBytes = folderBytes(join(site, 'models'), [`clip${suffix}`, `gpt2${suffix}`]);
       }
     } finally {
       server.close();
+      isolatedServer.close();
     }
     return checkRealSize(runs);
   } finally {
@@ -688,10 +711,12 @@ async function realSizeRuns() {
 
 function checkRealSize(runs) {
   const rows = [];
-  for (const [dtype, run] of Object.entries(runs)) {
-    const label = `real size ${dtype}`;
+  for (const [name, run] of Object.entries(runs)) {
+    const { dtype } = run;
+    const label = `real size ${name}`;
     check(!run.error, `${label}: CLIP ViT-B/32 + GPT-2 small loaded and ran ${run.error ?? ''}`);
     if (run.error) continue;
+    check(name.endsWith('threads') ? run.threads > 1 : run.threads === 1, `${label}: on ${run.threads} CPU thread(s)`);
     const files = run.phases.filter((p) => p.status === 'done').length;
     check(files === 7 && run.phases.at(-1).status === 'ready', `${label}: ${files} files loaded, then ${run.phases.slice(-2).map((p) => p.status).join(', ')}`);
     const duration = REAL_SIZE_FRAMES / 2;
@@ -711,15 +736,21 @@ function checkRealSize(runs) {
     // measurement, not a small one.
     check(run.peakBytes >= run.engineBytes && run.peakBytes <= ceiling * GB, `${label}: the browser's processes peaked at ${(run.peakBytes / GB).toFixed(2)} GB (at least the engine's ${(run.engineBytes / GB).toFixed(2)} GB; ceiling ${ceiling} GB) for ${(run.downloadBytes / GB).toFixed(2)} GB of files`);
     const seconds = (ms) => Number((ms / 1000).toFixed(2));
-    rows.push({ dtype, downloadMB: Math.round(run.downloadBytes / 1e6), loadSeconds: seconds(run.loadMs),
+    rows.push({ run: name, threads: run.threads, downloadMB: Math.round(run.downloadBytes / 1e6), loadSeconds: seconds(run.loadMs),
       buildingSeconds: seconds(run.loadMs - (run.phases.find((p) => p.status === 'building')?.ms ?? NaN)), captionImageSeconds: seconds(run.imageMs),
       firstStepSeconds: seconds(run.firstStepMs), denseCaptionSeconds: seconds(run.denseMs), peakGB: Number((run.peakBytes / GB).toFixed(2)),
       engineLoadedGB: Number((run.loadedEngineBytes / GB).toFixed(2)), enginePeakGB: Number((run.engineBytes / GB).toFixed(2)) });
   }
+  const dot = (a, b) => a.reduce((sum, x, i) => sum + x * b[i], 0);
+  const cosine = (a, b) => dot(a, b) / Math.sqrt(dot(a, a) * dot(b, b));
   if (runs.f32?.embedding && runs.q8?.embedding) {
-    const dot = (a, b) => a.reduce((sum, x, i) => sum + x * b[i], 0);
-    const cosine = dot(runs.f32.embedding, runs.q8.embedding) / Math.sqrt(dot(runs.f32.embedding, runs.f32.embedding) * dot(runs.q8.embedding, runs.q8.embedding));
-    check(cosine >= 0.99, `real size: the q8 CLIP embeds the first frame as the f32 one does (cosine ${cosine.toFixed(5)})`);
+    const similarity = cosine(runs.f32.embedding, runs.q8.embedding);
+    check(similarity >= 0.99, `real size: the q8 CLIP embeds the first frame as the f32 one does (cosine ${similarity.toFixed(5)})`);
+  }
+  // Threads share out outputs, not the sums that make each one.
+  if (runs.q8?.embedding && runs['q8 threads']?.embedding) {
+    const similarity = cosine(runs.q8.embedding, runs['q8 threads'].embedding);
+    check(similarity >= 0.99999, `real size: the threaded engine embeds the first frame as the single-threaded one does (cosine ${similarity.toFixed(6)})`);
   }
   return rows;
 }
@@ -772,11 +803,12 @@ if (wanted.includes('frames') || wanted.includes('demo')) {
   execFileSync('ffmpeg', ['-v', 'error', '-y', '-i', join(web, 'demo/assets/shapes.webm'), '-c:v', 'libx264', '-pix_fmt', 'yuv420p', join(out, 'shapes.mp4')]);
 }
 const server = await serve(web);
+const isolatedServer = await serve(web, 0, { isolated: true });
 const origin = `http://127.0.0.1:${server.address().port}`;
 try {
   if (wanted.includes('frames')) await framesRun(origin);
   if (wanted.includes('demo')) {
-    const timings = await demoRuns(origin);
+    const timings = await demoRuns(origin, `http://127.0.0.1:${isolatedServer.address().port}`);
     console.log('\ndemo timings (seconds; the browser load includes fetching the models and compiling the module; the native time includes starting the process and loading):');
     console.table(timings);
     writeFileSync(join(out, 'timings.json'), `${JSON.stringify(timings, null, 2)}\n`);
@@ -791,6 +823,7 @@ try {
   }
 } finally {
   server.close();
+  isolatedServer.close();
 }
 if (failures.length) {
   console.error(`\n${failures.length} browser check(s) failed`);

@@ -7,14 +7,13 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::wgpu::CubeTensor;
-use burn::backend::{Autodiff, AutodiffBackend, Backend, Cube, Dispatch, Flex, backend_extension, tensor::FloatTensor};
+use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, backend_extension, tensor::FloatTensor};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, sigmoid};
 use serde::{Deserialize, Serialize};
 
 use crate::cpu::{dims2, elements, flex_f32, for_each_part};
-use crate::wgsl::{WgslKernel, WgslSource, contiguous, kernel_source, launch_to_output, size, spread, wgpu_f32};
+use crate::wgsl::wgpu_f32;
 
 /// Activation functions by their Hugging Face names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -135,17 +134,6 @@ fn tanh(x: f32) -> f32 {
     1.0 - 2.0 / (exp(2.0 * x) + 1.0)
 }
 
-const SOURCE: WgslSource = kernel_source!("activation.wgsl", "bias_activation_element.wgsl", "bias_activation.wgsl");
-/// Names the kernel in launch counts.
-struct BiasActivationShader;
-const BACKWARD: WgslSource =
-    kernel_source!("activation.wgsl", "bias_activation_element.wgsl", "bias_activation_backward.wgsl");
-/// Names the backward kernel in launch counts.
-struct BiasActivationBackwardShader;
-
-/// Lanes per workgroup, one element each.
-const WORKGROUP_SIZE: u32 = 64;
-
 /// `activation(y + bias)`, the bias broadcast over the last dimension; without an activation,
 /// `y + bias`.
 ///
@@ -218,7 +206,7 @@ pub fn bias_activation_fallback<const D: usize>(
 /// `activation(y + bias)` with its own backward, on the CPU backend and on wgpu: the backward
 /// recomputes the activation's derivative from `y` instead of autodiff keeping every intermediate
 /// of a dozen operations.
-#[backend_extension(Flex, Cube, Autodiff)]
+#[backend_extension(Flex, Cube: cfg(wgpu), Autodiff)]
 trait BiasActivationBackend: Backend {
     /// `[rows, n]`, `[n]` -> `[rows, n]`.
     fn bias_activation(
@@ -277,7 +265,7 @@ fn by_element(ys: &[f32], bias: &[f32], grads: Option<&[f32]>, f: impl Fn(f32, f
     if n == 0 {
         return out;
     }
-    for_each_part(&mut out, n, (ELEMENTS_PER_TASK / n).max(1), |(row, out)| {
+    for_each_part(&mut out, n, (ELEMENTS_PER_TASK / n).max(1), ys.len(), |(row, out)| {
         let ys = &ys[row * n..][..n];
         match grads {
             Some(grads) => {
@@ -294,22 +282,6 @@ fn by_element(ys: &[f32], bias: &[f32], grads: Option<&[f32]>, f: impl Fn(f32, f
         }
     });
     out
-}
-
-impl BiasActivationBackend for Cube {
-    fn bias_activation(y: CubeTensor, bias: CubeTensor, activation: Option<Activation>) -> CubeTensor {
-        forward(y, bias, activation)
-    }
-
-    fn bias_activation_input_grad(
-        y: CubeTensor,
-        bias: CubeTensor,
-        grad: CubeTensor,
-        activation: Option<Activation>,
-    ) -> CubeTensor {
-        let inputs = [y, bias, grad].map(contiguous);
-        launch_elementwise::<BiasActivationBackwardShader>(BACKWARD, &inputs, activation)
-    }
 }
 
 impl<B: BiasActivationBackend, C: CheckpointStrategy> BiasActivationBackend for Autodiff<B, C> {
@@ -349,32 +321,6 @@ impl<B: BiasActivationBackend, C: CheckpointStrategy> BiasActivationBackend for 
     }
 }
 
-/// y: `[rows, n]`.
-fn forward(y: CubeTensor, bias: CubeTensor, activation: Option<Activation>) -> CubeTensor {
-    launch_elementwise::<BiasActivationShader>(SOURCE, &[y, bias].map(contiguous), activation)
-}
-
-/// Launches one of the two shaders over `inputs` (`[y, bias]` forward, `[y, bias, the output's
-/// gradient]` backward), all contiguous with y `[rows, n]`: one lane per element of y, a new tensor
-/// of y's shape.
-fn launch_elementwise<Name: 'static>(
-    source: WgslSource,
-    inputs: &[CubeTensor],
-    activation: Option<Activation>,
-) -> CubeTensor {
-    let shape = inputs[0].meta.shape().clone();
-    let (len, n) = (shape.num_elements(), shape[1]);
-    let (workgroups, groups_x) = spread(len.div_ceil(WORKGROUP_SIZE as usize));
-    let inputs: Vec<&CubeTensor> = inputs.iter().collect();
-    launch_to_output(
-        WgslKernel::<Name>::new(source, WORKGROUP_SIZE),
-        workgroups,
-        &inputs,
-        shape,
-        &[size(len), size(n), activation.map_or(NO_ACTIVATION, Activation::code), groups_x],
-    )
-}
-
 /// What the backward needs: the forward's inputs, from which the activation's derivative is
 /// recomputed.
 #[derive(Debug, Clone)]
@@ -399,6 +345,70 @@ impl<B: BiasActivationBackend> Backward<B, 1> for BiasActivationBackward {
             let BackwardState { y, bias, activation } = ops.state;
             grads.register::<B>(node.id, B::bias_activation_input_grad(y, bias, grad, activation));
         }
+    }
+}
+
+#[cfg(wgpu)]
+/// The WGSL half: the kernels on wgpu.
+mod wgpu {
+    use burn::backend::Cube;
+    use burn::backend::wgpu::CubeTensor;
+
+    use super::*;
+    use crate::wgsl::{WgslKernel, WgslSource, contiguous, kernel_source, launch_to_output, size, spread};
+
+    const SOURCE: WgslSource =
+        kernel_source!("activation.wgsl", "bias_activation_element.wgsl", "bias_activation.wgsl");
+    /// Names the kernel in launch counts.
+    struct BiasActivationShader;
+    const BACKWARD: WgslSource =
+        kernel_source!("activation.wgsl", "bias_activation_element.wgsl", "bias_activation_backward.wgsl");
+    /// Names the backward kernel in launch counts.
+    struct BiasActivationBackwardShader;
+
+    /// Lanes per workgroup, one element each.
+    const WORKGROUP_SIZE: u32 = 64;
+
+    impl BiasActivationBackend for Cube {
+        fn bias_activation(y: CubeTensor, bias: CubeTensor, activation: Option<Activation>) -> CubeTensor {
+            forward(y, bias, activation)
+        }
+
+        fn bias_activation_input_grad(
+            y: CubeTensor,
+            bias: CubeTensor,
+            grad: CubeTensor,
+            activation: Option<Activation>,
+        ) -> CubeTensor {
+            let inputs = [y, bias, grad].map(contiguous);
+            launch_elementwise::<BiasActivationBackwardShader>(BACKWARD, &inputs, activation)
+        }
+    }
+
+    /// y: `[rows, n]`.
+    fn forward(y: CubeTensor, bias: CubeTensor, activation: Option<Activation>) -> CubeTensor {
+        launch_elementwise::<BiasActivationShader>(SOURCE, &[y, bias].map(contiguous), activation)
+    }
+
+    /// Launches one of the two shaders over `inputs` (`[y, bias]` forward, `[y, bias, the output's
+    /// gradient]` backward), all contiguous with y `[rows, n]`: one lane per element of y, a new tensor
+    /// of y's shape.
+    fn launch_elementwise<Name: 'static>(
+        source: WgslSource,
+        inputs: &[CubeTensor],
+        activation: Option<Activation>,
+    ) -> CubeTensor {
+        let shape = inputs[0].meta.shape().clone();
+        let (len, n) = (shape.num_elements(), shape[1]);
+        let (workgroups, groups_x) = spread(len.div_ceil(WORKGROUP_SIZE as usize));
+        let inputs: Vec<&CubeTensor> = inputs.iter().collect();
+        launch_to_output(
+            WgslKernel::<Name>::new(source, WORKGROUP_SIZE),
+            workgroups,
+            &inputs,
+            shape,
+            &[size(len), size(n), activation.map_or(NO_ACTIVATION, Activation::code), groups_x],
+        )
     }
 }
 

@@ -37,31 +37,42 @@ pub(crate) fn elements<E: burn::tensor::Element + bytemuck::Pod>(tensor: &FlexTe
 /// Rows of a weight one CPU task reads at least, so that a task is worth its scheduling.
 pub(crate) const ROWS_PER_TASK: usize = 16;
 
-/// `fill(index, part)` for each `part_len`-long part of `out` (the last may be shorter): over
-/// rayon's threads natively, at least `min_parts` parts per task; in turn in wasm (one thread
-/// there).
+/// Fewest multiply-adds (or elements) a CPU pass shares out over threads. Natively any: a task
+/// reaches another thread in microseconds. In the browser's threaded engine it wakes another Web
+/// Worker, which takes tens of them (a `rayon::join` from the engine's worker: 18-33 us in
+/// Chromium), and the demo's small models ran slower on two threads than on one.
+#[cfg(threads)]
+const PARALLEL_MIN_WORK: usize = if cfg!(target_family = "wasm") { 1 << 18 } else { 1 };
+
+/// `fill(index, part)` for each `part_len`-long part of `out` (the last may be shorter), `work`
+/// multiply-adds (or elements) in all: over rayon's threads, at least `min_parts` parts per task;
+/// in turn in the browser's single-threaded engine, for less work than [`PARALLEL_MIN_WORK`], or
+/// where the parts make one task.
 pub(crate) fn for_each_part(
     out: &mut [f32],
     part_len: usize,
     min_parts: usize,
+    work: usize,
     fill: impl Fn((usize, &mut [f32])) + Send + Sync,
 ) {
-    #[cfg(not(target_family = "wasm"))]
-    {
+    #[cfg(threads)]
+    if work >= PARALLEL_MIN_WORK && out.len() > part_len.saturating_mul(min_parts) {
         use rayon::prelude::*;
         out.par_chunks_mut(part_len).enumerate().with_min_len(min_parts).for_each(fill);
+        return;
     }
-    #[cfg(target_family = "wasm")]
-    {
-        let _ = min_parts;
-        out.chunks_mut(part_len).enumerate().for_each(fill);
-    }
+    let _ = (min_parts, work);
+    out.chunks_mut(part_len).enumerate().for_each(fill);
 }
 
-fn threads() -> usize {
-    #[cfg(not(target_family = "wasm"))]
-    return rayon::current_num_threads();
-    #[cfg(target_family = "wasm")]
+/// Threads for a pass of `work` multiply-adds: rayon's, or one below [`PARALLEL_MIN_WORK`] (and in
+/// the browser's single-threaded engine).
+fn threads_for(work: usize) -> usize {
+    #[cfg(threads)]
+    if work >= PARALLEL_MIN_WORK {
+        return rayon::current_num_threads();
+    }
+    let _ = work;
     1
 }
 
@@ -123,11 +134,11 @@ pub(crate) fn few_rows_product(x: &[f32], m: usize, rhs: &Strided) -> Vec<f32> {
         return vec![0f32; m * n];
     }
     if rhs.column_stride == 1 && n > 1 {
-        let rows = inner.div_ceil(threads().min(inner / ROWS_PER_TASK).max(1));
+        let rows = inner.div_ceil(threads_for(m * inner * n).min(inner / ROWS_PER_TASK).max(1));
         // Counted from `rows`, so that every part starts inside `rhs` and holds at least one row.
         let parts = inner.div_ceil(rows);
         let mut partials = vec![0f32; parts * m * n];
-        for_each_part(&mut partials, m * n, 1, |(part, out)| {
+        for_each_part(&mut partials, m * n, 1, m * inner * n, |(part, out)| {
             let first = part * rows;
             // SAFETY: `first < inner`, so rows `first..first + count` of `rhs` and columns
             // `first..first + count` of `x` lie inside them; `out` is `[m, n]`.
@@ -154,13 +165,13 @@ pub(crate) fn few_rows_product(x: &[f32], m: usize, rhs: &Strided) -> Vec<f32> {
         return partials;
     }
     // About four blocks per thread, for balance, of at least 16 columns; one block on one thread.
-    let width = match threads() {
+    let width = match threads_for(m * inner * n) {
         1 => n,
         threads => n.div_ceil(4 * threads).max(16).min(n),
     };
     // Block-major while computing (block b holds `[m, its width]`), so each task writes one slice.
     let mut by_block = vec![0f32; m * n];
-    for_each_part(&mut by_block, m * width, 1, |(block, out)| {
+    for_each_part(&mut by_block, m * width, 1, m * inner * n, |(block, out)| {
         let (first, columns) = (block * width, out.len() / m);
         // SAFETY: columns `first..first + columns` of `rhs` lie inside it; `out` is `[m, columns]`.
         unsafe {
@@ -244,7 +255,7 @@ unsafe fn gemm_into(
     if matches!(parallelism, gemm::Parallelism::None) {
         out.chunks_mut(16 * n).enumerate().for_each(rows_of);
     } else {
-        for_each_part(out, 16 * n, 1, rows_of);
+        for_each_part(out, 16 * n, 1, m * n, rows_of);
     }
 }
 
@@ -280,7 +291,7 @@ pub(crate) unsafe fn gemm_strided(
     #[cfg(all(target_family = "wasm", target_feature = "simd128"))]
     if wasm_product_takes(shape[0]) {
         // SAFETY: as this function's.
-        unsafe { crate::wasm_product::product(shape, dst, accumulate, lhs, rhs) };
+        unsafe { crate::wasm_product::product(shape, dst, accumulate, lhs, rhs, parallelism) };
         return;
     }
     // SAFETY: as this function's.
@@ -338,10 +349,10 @@ fn wasm_product_takes(m: usize) -> bool {
     cfg!(all(target_family = "wasm", target_feature = "simd128")) && m >= WASM_PRODUCT_MIN_ROWS
 }
 
-/// Threads for one product of `work` multiply-adds: all of rayon's natively from Burn's CPU
-/// backend's threshold on (192^3), else one; one in wasm.
+/// Threads for one product of `work` multiply-adds: all of rayon's from Burn's CPU backend's
+/// threshold on (192^3), else one; one in the browser's single-threaded engine.
 pub(crate) fn gemm_threads(work: usize) -> gemm::Parallelism {
-    #[cfg(not(target_family = "wasm"))]
+    #[cfg(threads)]
     if work >= 192 * 192 * 192 {
         return gemm::Parallelism::Rayon(0);
     }

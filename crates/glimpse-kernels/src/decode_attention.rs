@@ -1,25 +1,14 @@
 //! Attention of one new token against the KV cache, with the token's key and value written into
 //! the cache: the inner step of incremental decoding.
 
-use burn::backend::wgpu::CubeTensor;
-use burn::backend::{Backend, Cube, Dispatch, backend_extension, tensor::FloatTensor};
+use burn::backend::{Backend, Dispatch, backend_extension, tensor::FloatTensor};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
-use cubecl::CubeCount;
-use cubecl::ir::attributes::BufferIOAttr;
 
-use crate::wgsl::{WgslKernel, WgslSource, contiguous, empty_like, kernel_input, kernel_source, launch, size};
-
-const SOURCE: WgslSource = kernel_source!("decode_attention.wgsl");
-/// Names the kernel in launch counts.
-struct DecodeAttentionShader;
+use crate::wgsl::kernel_input;
 
 /// Largest head dimension the kernel takes (its workgroup memory holds q as 64 `vec4`s).
 const MAX_HEAD_DIM: usize = 256;
-
-/// Lanes per workgroup; at least `MAX_HEAD_DIM / 4`, the kernel's `vec4` columns.
-const WORKGROUP_SIZE: u32 = 64;
-const _: () = assert!(MAX_HEAD_DIM / 4 <= WORKGROUP_SIZE as usize);
 
 /// One decoding step's attention: writes the new token's key and value into the cache at position
 /// `len`, then `softmax(q k^T / sqrt(head_dim)) v` over positions `0..=len` (no mask: the cache
@@ -109,7 +98,7 @@ pub fn decode_attention_fallback(
     (output, k_cache, v_cache)
 }
 
-#[backend_extension(Cube)]
+#[backend_extension(Cube: cfg(wgpu))]
 trait DecodeAttentionBackend: Backend {
     fn decode_attention(
         qkv: FloatTensor<Self>,
@@ -120,39 +109,59 @@ trait DecodeAttentionBackend: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
-impl DecodeAttentionBackend for Cube {
-    fn decode_attention(
-        qkv: CubeTensor,
-        k_cache: CubeTensor,
-        v_cache: CubeTensor,
-        heads: usize,
-        len: usize,
-    ) -> (CubeTensor, CubeTensor, CubeTensor) {
-        let (qkv, k_cache, v_cache) = (contiguous(qkv), writable(k_cache), writable(v_cache));
-        let shape = k_cache.meta.shape();
-        let (batch, capacity, head_dim) = (shape[0], shape[2], shape[3]);
-        let scale = 1.0 / (head_dim as f32).sqrt();
-        let params = [size(heads), size(len), size(capacity), size(head_dim), scale.to_bits()];
-        let output = empty_like(&qkv, [batch, 1, heads * head_dim]);
-        launch(
-            &qkv.client,
-            WgslKernel::<DecodeAttentionShader>::new(SOURCE, WORKGROUP_SIZE),
-            CubeCount::Static(size(heads), size(batch), 1),
-            vec![
-                (qkv.handle.clone(), BufferIOAttr::ReadOnly),
-                (k_cache.handle.clone(), BufferIOAttr::ReadWrite),
-                (v_cache.handle.clone(), BufferIOAttr::ReadWrite),
-                (output.handle.clone(), BufferIOAttr::WriteOnly),
-            ],
-            &params,
-        );
-        (output, k_cache, v_cache)
-    }
-}
+#[cfg(wgpu)]
+/// The WGSL half: the kernel on wgpu.
+mod wgpu {
+    use burn::backend::Cube;
+    use burn::backend::wgpu::CubeTensor;
+    use cubecl::CubeCount;
+    use cubecl::ir::attributes::BufferIOAttr;
 
-/// `cache` as a dense buffer the kernel may write: copied when another tensor shares its memory
-/// (a cloned cache, a view handed out earlier), as Burn copies before writing in place.
-fn writable(cache: CubeTensor) -> CubeTensor {
-    let cache = contiguous(cache);
-    if cache.can_mut() { cache } else { contiguous(cache.copy()) }
+    use super::*;
+    use crate::wgsl::{WgslKernel, WgslSource, contiguous, empty_like, kernel_source, launch, size};
+
+    const SOURCE: WgslSource = kernel_source!("decode_attention.wgsl");
+    /// Names the kernel in launch counts.
+    struct DecodeAttentionShader;
+
+    /// Lanes per workgroup; at least `MAX_HEAD_DIM / 4`, the kernel's `vec4` columns.
+    const WORKGROUP_SIZE: u32 = 64;
+    const _: () = assert!(MAX_HEAD_DIM / 4 <= WORKGROUP_SIZE as usize);
+
+    impl DecodeAttentionBackend for Cube {
+        fn decode_attention(
+            qkv: CubeTensor,
+            k_cache: CubeTensor,
+            v_cache: CubeTensor,
+            heads: usize,
+            len: usize,
+        ) -> (CubeTensor, CubeTensor, CubeTensor) {
+            let (qkv, k_cache, v_cache) = (contiguous(qkv), writable(k_cache), writable(v_cache));
+            let shape = k_cache.meta.shape();
+            let (batch, capacity, head_dim) = (shape[0], shape[2], shape[3]);
+            let scale = 1.0 / (head_dim as f32).sqrt();
+            let params = [size(heads), size(len), size(capacity), size(head_dim), scale.to_bits()];
+            let output = empty_like(&qkv, [batch, 1, heads * head_dim]);
+            launch(
+                &qkv.client,
+                WgslKernel::<DecodeAttentionShader>::new(SOURCE, WORKGROUP_SIZE),
+                CubeCount::Static(size(heads), size(batch), 1),
+                vec![
+                    (qkv.handle.clone(), BufferIOAttr::ReadOnly),
+                    (k_cache.handle.clone(), BufferIOAttr::ReadWrite),
+                    (v_cache.handle.clone(), BufferIOAttr::ReadWrite),
+                    (output.handle.clone(), BufferIOAttr::WriteOnly),
+                ],
+                &params,
+            );
+            (output, k_cache, v_cache)
+        }
+    }
+
+    /// `cache` as a dense buffer the kernel may write: copied when another tensor shares its memory
+    /// (a cloned cache, a view handed out earlier), as Burn copies before writing in place.
+    fn writable(cache: CubeTensor) -> CubeTensor {
+        let cache = contiguous(cache);
+        if cache.can_mut() { cache } else { contiguous(cache.copy()) }
+    }
 }

@@ -2,25 +2,10 @@
 //! and with its gradient in one more under autodiff (a frozen model's LayerNorms on the way to a
 //! prefix or a mask).
 
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::wgpu::CubeTensor;
-use burn::backend::{Autodiff, Backend, Cube, Dispatch, backend_extension, tensor::FloatTensor};
+use burn::backend::{Backend, Dispatch, backend_extension, tensor::FloatTensor};
 use burn::prelude::*;
 
-use crate::wgsl::{WgslKernel, WgslSource, contiguous, kernel_source, launch_to_output, size, spread, wgpu_f32};
-
-const SOURCE: WgslSource = kernel_source!("layer_norm_row.wgsl", "layer_norm.wgsl");
-/// Names the kernel in launch counts.
-struct LayerNormShader;
-const BACKWARD: WgslSource = kernel_source!("layer_norm_row.wgsl", "layer_norm_backward.wgsl");
-/// Names the backward kernel in launch counts.
-struct LayerNormBackwardShader;
-
-/// Lanes per workgroup, each taking every 64th element of the row.
-const WORKGROUP_SIZE: u32 = 64;
+use crate::wgsl::wgpu_f32;
 
 /// `(x - mean) / sqrt(var + epsilon) * gamma + beta` over the last dimension, `var` biased.
 ///
@@ -77,7 +62,7 @@ pub fn layer_norm_fallback<const D: usize>(
     burn::tensor::module::layer_norm(x, gamma, beta, epsilon)
 }
 
-#[backend_extension(Cube, Autodiff)]
+#[backend_extension(Cube: cfg(wgpu), Autodiff)]
 trait LayerNormBackend: Backend {
     fn layer_norm(
         x: FloatTensor<Self>,
@@ -87,74 +72,98 @@ trait LayerNormBackend: Backend {
     ) -> FloatTensor<Self>;
 }
 
-impl LayerNormBackend for Cube {
-    fn layer_norm(x: CubeTensor, gamma: CubeTensor, beta: CubeTensor, epsilon: f64) -> CubeTensor {
-        forward(x, gamma, beta, epsilon)
-    }
-}
+#[cfg(wgpu)]
+/// The WGSL half: the kernel on wgpu, and its backward under autodiff.
+mod wgpu {
+    use burn::backend::autodiff::checkpoint::base::Checkpointer;
+    use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+    use burn::backend::autodiff::grads::Gradients;
+    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+    use burn::backend::wgpu::CubeTensor;
+    use burn::backend::{Autodiff, Cube};
 
-impl<C: CheckpointStrategy> LayerNormBackend for Autodiff<Cube, C> {
-    fn layer_norm(
-        x: FloatTensor<Self>,
-        gamma: FloatTensor<Self>,
-        beta: FloatTensor<Self>,
-        epsilon: f64,
-    ) -> FloatTensor<Self> {
-        // Only x is registered as a parent: a tracked gamma or beta would silently get no
-        // gradient, and `layer_norm` sends those to the fallback.
-        assert!(!gamma.is_tracked() && !beta.is_tracked(), "layer_norm kernel: gamma and beta must not be tracked");
-        // Contiguous here, not only in `forward`: the backward kernel reads the gamma it is given.
-        let (gamma, beta) = (contiguous(gamma.into_primitive()), beta.into_primitive());
-        match LayerNormBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => {
-                let x = contiguous(x.into_primitive());
-                let output = forward(x.clone(), gamma.clone(), beta, epsilon);
-                prep.finish(BackwardState { x, gamma, epsilon }, output)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(forward(x.into_primitive(), gamma, beta, epsilon)),
+    use super::*;
+    use crate::wgsl::{WgslKernel, WgslSource, contiguous, kernel_source, launch_to_output, size, spread};
+
+    const SOURCE: WgslSource = kernel_source!("layer_norm_row.wgsl", "layer_norm.wgsl");
+    /// Names the kernel in launch counts.
+    struct LayerNormShader;
+    const BACKWARD: WgslSource = kernel_source!("layer_norm_row.wgsl", "layer_norm_backward.wgsl");
+    /// Names the backward kernel in launch counts.
+    struct LayerNormBackwardShader;
+
+    /// Lanes per workgroup, each taking every 64th element of the row.
+    const WORKGROUP_SIZE: u32 = 64;
+
+    impl LayerNormBackend for Cube {
+        fn layer_norm(x: CubeTensor, gamma: CubeTensor, beta: CubeTensor, epsilon: f64) -> CubeTensor {
+            forward(x, gamma, beta, epsilon)
         }
     }
-}
 
-/// x: `[rows, dim]`.
-fn forward(x: CubeTensor, gamma: CubeTensor, beta: CubeTensor, epsilon: f64) -> CubeTensor {
-    let [x, gamma, beta] = [x, gamma, beta].map(contiguous);
-    launch_rows::<LayerNormShader>(SOURCE, [&x, &gamma, &beta], epsilon)
-}
+    impl<C: CheckpointStrategy> LayerNormBackend for Autodiff<Cube, C> {
+        fn layer_norm(
+            x: FloatTensor<Self>,
+            gamma: FloatTensor<Self>,
+            beta: FloatTensor<Self>,
+            epsilon: f64,
+        ) -> FloatTensor<Self> {
+            // Only x is registered as a parent: a tracked gamma or beta would silently get no
+            // gradient, and `layer_norm` sends those to the fallback.
+            assert!(!gamma.is_tracked() && !beta.is_tracked(), "layer_norm kernel: gamma and beta must not be tracked");
+            // Contiguous here, not only in `forward`: the backward kernel reads the gamma it is given.
+            let (gamma, beta) = (contiguous(gamma.into_primitive()), beta.into_primitive());
+            match LayerNormBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => {
+                    let x = contiguous(x.into_primitive());
+                    let output = forward(x.clone(), gamma.clone(), beta, epsilon);
+                    prep.finish(BackwardState { x, gamma, epsilon }, output)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(forward(x.into_primitive(), gamma, beta, epsilon)),
+            }
+        }
+    }
 
-/// Launches one of the two shaders over `[x, gamma, third]` (beta forward, the output's gradient
-/// backward), all contiguous: one workgroup per row of x `[rows, dim]`, a new tensor of x's shape.
-fn launch_rows<Name: 'static>(source: WgslSource, inputs: [&CubeTensor; 3], epsilon: f64) -> CubeTensor {
-    let shape = inputs[0].meta.shape().clone();
-    let (rows, dim) = (shape[0], shape[1]);
-    let (workgroups, row_groups) = spread(rows);
-    let params = [size(rows), size(dim), (epsilon as f32).to_bits(), row_groups];
-    launch_to_output(WgslKernel::<Name>::new(source, WORKGROUP_SIZE), workgroups, &inputs, shape, &params)
-}
+    /// x: `[rows, dim]`.
+    fn forward(x: CubeTensor, gamma: CubeTensor, beta: CubeTensor, epsilon: f64) -> CubeTensor {
+        let [x, gamma, beta] = [x, gamma, beta].map(contiguous);
+        launch_rows::<LayerNormShader>(SOURCE, [&x, &gamma, &beta], epsilon)
+    }
 
-#[derive(Debug, Clone)]
-struct BackwardState {
-    /// `[rows, dim]`, contiguous: the forward's input, from which mean and spread are recomputed.
-    x: CubeTensor,
-    /// `[dim]`, contiguous.
-    gamma: CubeTensor,
-    epsilon: f64,
-}
+    /// Launches one of the two shaders over `[x, gamma, third]` (beta forward, the output's gradient
+    /// backward), all contiguous: one workgroup per row of x `[rows, dim]`, a new tensor of x's shape.
+    fn launch_rows<Name: 'static>(source: WgslSource, inputs: [&CubeTensor; 3], epsilon: f64) -> CubeTensor {
+        let shape = inputs[0].meta.shape().clone();
+        let (rows, dim) = (shape[0], shape[1]);
+        let (workgroups, row_groups) = spread(rows);
+        let params = [size(rows), size(dim), (epsilon as f32).to_bits(), row_groups];
+        launch_to_output(WgslKernel::<Name>::new(source, WORKGROUP_SIZE), workgroups, &inputs, shape, &params)
+    }
 
-#[derive(Debug)]
-struct LayerNormBackward;
+    #[derive(Debug, Clone)]
+    struct BackwardState {
+        /// `[rows, dim]`, contiguous: the forward's input, from which mean and spread are recomputed.
+        x: CubeTensor,
+        /// `[dim]`, contiguous.
+        gamma: CubeTensor,
+        epsilon: f64,
+    }
 
-impl Backward<Cube, 1> for LayerNormBackward {
-    type State = BackwardState;
+    #[derive(Debug)]
+    struct LayerNormBackward;
 
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-        let [x_node] = ops.parents;
-        let dy = grads.consume::<Cube>(&ops.node);
-        if let Some(node) = x_node {
-            let dy = contiguous(dy);
-            let BackwardState { x, gamma, epsilon } = ops.state;
-            let dx = launch_rows::<LayerNormBackwardShader>(BACKWARD, [&x, &gamma, &dy], epsilon);
-            grads.register::<Cube>(node.id, dx);
+    impl Backward<Cube, 1> for LayerNormBackward {
+        type State = BackwardState;
+
+        fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+            let [x_node] = ops.parents;
+            let dy = grads.consume::<Cube>(&ops.node);
+            if let Some(node) = x_node {
+                let dy = contiguous(dy);
+                let BackwardState { x, gamma, epsilon } = ops.state;
+                let dx = launch_rows::<LayerNormBackwardShader>(BACKWARD, [&x, &gamma, &dy], epsilon);
+                grads.register::<Cube>(node.id, dx);
+            }
         }
     }
 }

@@ -11,36 +11,19 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::wgpu::CubeTensor;
-use burn::backend::{Autodiff, AutodiffBackend, Backend, Cube, Dispatch, Flex, backend_extension, tensor::FloatTensor};
+use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, backend_extension, tensor::FloatTensor};
 use burn::prelude::*;
 use burn::tensor::DType;
-use cubecl::CubeCount;
 
 use crate::activation::{Activation, NO_ACTIVATION, bias_activation, bias_activation_fallback};
 use crate::cpu::{Strided, dims2, elements, few_rows_product, gemm_product, on_flex};
 use crate::layer_norm::{layer_norm, layer_norm_fallback};
-use crate::wgsl::{
-    MAX_WORKGROUPS, WgslKernel, WgslSource, contiguous, kernel_input, kernel_source, launch_to_output, size,
-};
-
-const PLAIN: WgslSource = kernel_source!("activation.wgsl", "linear.wgsl", "linear_plain.wgsl");
-const RESIDUAL: WgslSource = kernel_source!("activation.wgsl", "linear.wgsl", "linear_residual.wgsl");
-const NORMED: WgslSource = kernel_source!("activation.wgsl", "linear.wgsl", "linear_normed.wgsl");
-/// Names `linear`'s kernel in launch counts.
-struct LinearShader;
-/// Names `linear_residual`'s kernel in launch counts.
-struct LinearResidualShader;
-/// Names `layer_norm_linear`'s kernel in launch counts.
-struct LayerNormLinearShader;
+use crate::wgsl::{MAX_WORKGROUPS, kernel_input};
 
 /// Most rows the kernels take (the WGSL one's per-lane sums; the CPU backend's split of a product
 /// whose every weight is read for few rows); more rows are a matmul's job (on the CPU backend, one
 /// gemm call: [`linear_uses_cpu_kernel`]).
 pub const LINEAR_MAX_ROWS: usize = 8;
-
-/// 16 column lanes times 16 slices of the inputs (`shaders/linear.wgsl`).
-const WORKGROUP_SIZE: u32 = 256;
 
 /// Output columns per workgroup: 16 column lanes of 4.
 const COLUMNS_PER_GROUP: usize = 64;
@@ -331,7 +314,7 @@ impl Backward<Flex, 1> for RowsProductBackward {
 }
 
 /// All on `[m, k]` rows, `m <= LINEAR_MAX_ROWS`, -> `[m, n]`.
-#[backend_extension(Cube)]
+#[backend_extension(Cube: cfg(wgpu))]
 trait LinearBackend: Backend {
     fn linear(
         x: FloatTensor<Self>,
@@ -358,47 +341,77 @@ trait LinearBackend: Backend {
     ) -> FloatTensor<Self>;
 }
 
-impl LinearBackend for Cube {
-    fn linear(x: CubeTensor, weight: CubeTensor, bias: CubeTensor, activation: u32) -> CubeTensor {
-        let n = weight.meta.shape()[1];
-        launch_variant::<LinearShader>(PLAIN, [x, weight, bias].into(), n, activation, 0.0)
+#[cfg(wgpu)]
+/// The WGSL half: the kernels on wgpu.
+mod wgpu {
+    use burn::backend::Cube;
+    use burn::backend::wgpu::CubeTensor;
+    use cubecl::CubeCount;
+
+    use super::*;
+    use crate::wgsl::{WgslKernel, WgslSource, contiguous, kernel_source, launch_to_output, size};
+
+    const PLAIN: WgslSource = kernel_source!("activation.wgsl", "linear.wgsl", "linear_plain.wgsl");
+    const RESIDUAL: WgslSource = kernel_source!("activation.wgsl", "linear.wgsl", "linear_residual.wgsl");
+    const NORMED: WgslSource = kernel_source!("activation.wgsl", "linear.wgsl", "linear_normed.wgsl");
+    /// Names `linear`'s kernel in launch counts.
+    struct LinearShader;
+    /// Names `linear_residual`'s kernel in launch counts.
+    struct LinearResidualShader;
+    /// Names `layer_norm_linear`'s kernel in launch counts.
+    struct LayerNormLinearShader;
+
+    /// 16 column lanes times 16 slices of the inputs (`shaders/linear.wgsl`).
+    const WORKGROUP_SIZE: u32 = 256;
+
+    impl LinearBackend for Cube {
+        fn linear(x: CubeTensor, weight: CubeTensor, bias: CubeTensor, activation: u32) -> CubeTensor {
+            let n = weight.meta.shape()[1];
+            launch_variant::<LinearShader>(PLAIN, [x, weight, bias].into(), n, activation, 0.0)
+        }
+
+        fn linear_residual(x: CubeTensor, weight: CubeTensor, bias: CubeTensor, residual: CubeTensor) -> CubeTensor {
+            let n = weight.meta.shape()[1];
+            launch_variant::<LinearResidualShader>(RESIDUAL, [x, weight, bias, residual].into(), n, NO_ACTIVATION, 0.0)
+        }
+
+        fn layer_norm_linear(
+            x: CubeTensor,
+            gamma: CubeTensor,
+            beta: CubeTensor,
+            epsilon: f64,
+            weight: CubeTensor,
+            bias: CubeTensor,
+            activation: u32,
+        ) -> CubeTensor {
+            let n = weight.meta.shape()[1];
+            launch_variant::<LayerNormLinearShader>(
+                NORMED,
+                [x, gamma, beta, weight, bias].into(),
+                n,
+                activation,
+                epsilon,
+            )
+        }
     }
 
-    fn linear_residual(x: CubeTensor, weight: CubeTensor, bias: CubeTensor, residual: CubeTensor) -> CubeTensor {
-        let n = weight.meta.shape()[1];
-        launch_variant::<LinearResidualShader>(RESIDUAL, [x, weight, bias, residual].into(), n, NO_ACTIVATION, 0.0)
-    }
-
-    fn layer_norm_linear(
-        x: CubeTensor,
-        gamma: CubeTensor,
-        beta: CubeTensor,
-        epsilon: f64,
-        weight: CubeTensor,
-        bias: CubeTensor,
+    /// Launches a variant of `shaders/linear.wgsl` on `inputs`, bound in order as its variant file
+    /// declares them, x `[m, k]` first. Returns the output `[m, n]`, bound after them.
+    fn launch_variant<Name: 'static>(
+        source: WgslSource,
+        inputs: Vec<CubeTensor>,
+        n: usize,
         activation: u32,
+        epsilon: f64,
     ) -> CubeTensor {
-        let n = weight.meta.shape()[1];
-        launch_variant::<LayerNormLinearShader>(NORMED, [x, gamma, beta, weight, bias].into(), n, activation, epsilon)
+        let inputs: Vec<CubeTensor> = inputs.into_iter().map(contiguous).collect();
+        let (m, k) = (inputs[0].meta.shape()[0], inputs[0].meta.shape()[1]);
+        launch_to_output(
+            WgslKernel::<Name>::new(source, WORKGROUP_SIZE),
+            CubeCount::Static(size(n.div_ceil(COLUMNS_PER_GROUP)), 1, 1),
+            &inputs.iter().collect::<Vec<_>>(),
+            [m, n],
+            &[size(m), size(k), size(n), activation, (epsilon as f32).to_bits()],
+        )
     }
-}
-
-/// Launches a variant of `shaders/linear.wgsl` on `inputs`, bound in order as its variant file
-/// declares them, x `[m, k]` first. Returns the output `[m, n]`, bound after them.
-fn launch_variant<Name: 'static>(
-    source: WgslSource,
-    inputs: Vec<CubeTensor>,
-    n: usize,
-    activation: u32,
-    epsilon: f64,
-) -> CubeTensor {
-    let inputs: Vec<CubeTensor> = inputs.into_iter().map(contiguous).collect();
-    let (m, k) = (inputs[0].meta.shape()[0], inputs[0].meta.shape()[1]);
-    launch_to_output(
-        WgslKernel::<Name>::new(source, WORKGROUP_SIZE),
-        CubeCount::Static(size(n.div_ceil(COLUMNS_PER_GROUP)), 1, 1),
-        &inputs.iter().collect::<Vec<_>>(),
-        [m, n],
-        &[size(m), size(k), size(n), activation, (epsilon as f32).to_bits()],
-    )
 }

@@ -2,24 +2,15 @@
 //! for a decoding step's few rows (a kernel on wgpu and on the CPU backend) and for a sequence's
 //! rows (the CPU backend's gemm call).
 
-use burn::backend::wgpu::CubeTensor;
-use burn::backend::{Backend, Cube, Dispatch, backend_extension, tensor::FloatTensor};
+use burn::backend::{Backend, Dispatch, backend_extension, tensor::FloatTensor};
 use burn::prelude::*;
 
 use crate::linear::{cpu_product, linear_uses_cpu_kernel};
-use crate::wgsl::{WgslKernel, WgslSource, contiguous, kernel_input, kernel_source, launch_to_output, size, spread};
-
-const SOURCE: WgslSource = kernel_source!("matmul_t.wgsl");
-/// Names the kernel in launch counts.
-struct MatmulTShader;
+use crate::wgsl::kernel_input;
 
 /// Most rows of `x` the WGSL kernel takes (its per-lane sums), and the CPU backend's split over
 /// threads (`linear`'s).
 pub const MATMUL_T_MAX_ROWS: usize = crate::linear::LINEAR_MAX_ROWS;
-
-/// 16 outputs per workgroup, 16 lanes each (`shaders/matmul_t.wgsl`).
-const WORKGROUP_SIZE: u32 = 256;
-const COLUMNS_PER_GROUP: usize = 16;
 
 /// `x @ w^T`: x `[batch, t, k]`, w `[n, k]` -> `[batch, t, n]`.
 ///
@@ -71,24 +62,42 @@ pub fn matmul_t_fallback(x: Tensor<3>, w: Tensor<2>) -> Tensor<3> {
     w.matmul(x.reshape([batch * t, k]).transpose()).transpose().reshape([batch, t, n])
 }
 
-#[backend_extension(Cube)]
+#[backend_extension(Cube: cfg(wgpu))]
 trait MatmulTBackend: Backend {
     /// `[m, k]` and `[n, k]` -> `[m, n]`, `m <= MATMUL_T_MAX_ROWS`.
     fn matmul_t(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
-impl MatmulTBackend for Cube {
-    fn matmul_t(x: CubeTensor, w: CubeTensor) -> CubeTensor {
-        let [x, w] = [x, w].map(contiguous);
-        let (m, k) = (x.meta.shape()[0], x.meta.shape()[1]);
-        let n = w.meta.shape()[0];
-        let (workgroups, groups_x) = spread(n.div_ceil(COLUMNS_PER_GROUP));
-        launch_to_output(
-            WgslKernel::<MatmulTShader>::new(SOURCE, WORKGROUP_SIZE),
-            workgroups,
-            &[&x, &w],
-            [m, n],
-            &[size(m), size(k), size(n), groups_x],
-        )
+#[cfg(wgpu)]
+/// The WGSL half: the kernel on wgpu.
+mod wgpu {
+    use burn::backend::Cube;
+    use burn::backend::wgpu::CubeTensor;
+
+    use super::*;
+    use crate::wgsl::{WgslKernel, WgslSource, contiguous, kernel_source, launch_to_output, size, spread};
+
+    const SOURCE: WgslSource = kernel_source!("matmul_t.wgsl");
+    /// Names the kernel in launch counts.
+    struct MatmulTShader;
+
+    /// 16 outputs per workgroup, 16 lanes each (`shaders/matmul_t.wgsl`).
+    const WORKGROUP_SIZE: u32 = 256;
+    const COLUMNS_PER_GROUP: usize = 16;
+
+    impl MatmulTBackend for Cube {
+        fn matmul_t(x: CubeTensor, w: CubeTensor) -> CubeTensor {
+            let [x, w] = [x, w].map(contiguous);
+            let (m, k) = (x.meta.shape()[0], x.meta.shape()[1]);
+            let n = w.meta.shape()[0];
+            let (workgroups, groups_x) = spread(n.div_ceil(COLUMNS_PER_GROUP));
+            launch_to_output(
+                WgslKernel::<MatmulTShader>::new(SOURCE, WORKGROUP_SIZE),
+                workgroups,
+                &[&x, &w],
+                [m, n],
+                &[size(m), size(k), size(n), groups_x],
+            )
+        }
     }
 }

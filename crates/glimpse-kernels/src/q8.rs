@@ -13,23 +13,17 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::{FloatTensor, IntTensor};
-use burn::backend::wgpu::CubeTensor;
-use burn::backend::{Autodiff, AutodiffBackend, Backend, Cube, Dispatch, Flex, backend_extension};
+use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, backend_extension};
 use burn::prelude::*;
 use burn::tensor::DType;
-use cubecl::CubeCount;
 use std::ops::Range;
 
 use crate::cpu::{
     ROWS_PER_TASK, Strided, dims2, elements, for_each_part, gemm_product, gemm_strided, gemm_threads, on_flex,
 };
 use crate::matmul_t::matmul_t_fallback;
-use crate::wgsl::{
-    MAX_WORKGROUPS, WgslKernel, WgslSource, contiguous, kernel_input, kernel_source, launch_to_output, size, spread,
-    wgpu_f32,
-};
+use crate::wgsl::{kernel_input, wgpu_f32};
 
 /// Inputs per scale.
 pub const Q8_BLOCK: usize = 32;
@@ -153,7 +147,7 @@ pub fn q8_matmul_fallback(x: Tensor<3>, packed: Tensor<2, Int>, scales: Tensor<2
     matmul_t_fallback(x, q8_dequantize(packed, scales).narrow(1, 0, k))
 }
 
-#[backend_extension(Flex, Cube)]
+#[backend_extension(Flex, Cube: cfg(wgpu))]
 trait Q8ExpandBackend: Backend {
     /// `[n, k_padded]`.
     fn q8_dequantize(packed: IntTensor<Self>, scales: FloatTensor<Self>) -> FloatTensor<Self>;
@@ -168,16 +162,9 @@ impl Q8ExpandBackend for Flex {
     }
 }
 
-impl Q8ExpandBackend for Cube {
-    fn q8_dequantize(packed: CubeTensor, scales: CubeTensor) -> CubeTensor {
-        let columns = scales.meta.shape()[1] * Q8_BLOCK;
-        dequantize(contiguous(packed), contiguous(scales), columns)
-    }
-}
-
 /// The 8-bit product with its own backward, on the CPU backend and on wgpu: the backward reads the
 /// 8-bit matrix again instead of autodiff keeping an f32 copy of every weight the forward used.
-#[backend_extension(Flex, Cube, Autodiff)]
+#[backend_extension(Flex, Cube: cfg(wgpu), Autodiff)]
 trait Q8Backend: Backend {
     /// `x @ w^T`: `[m, k]` -> `[m, n]`.
     fn q8_matmul(x: FloatTensor<Self>, packed: IntTensor<Self>, scales: FloatTensor<Self>) -> FloatTensor<Self>;
@@ -216,35 +203,6 @@ impl Q8Backend for Flex {
         let m = dims2(&g)[0];
         let gradient = banded_product_transposed(elements::<f32>(&g), m, &Q8Rows::of(&packed, &scales, k));
         FlexTensor::from_data(TensorData::new(gradient, [m, k]))
-    }
-}
-
-impl Q8Backend for Cube {
-    /// `shaders/q8_matvec.wgsl` for up to [`Q8_DIRECT_MAX_ROWS`] rows (one workgroup per output,
-    /// within one dispatch dimension); else the matrix expanded by `shaders/q8_dequantize.wgsl`
-    /// for this product only, and Burn's matmul.
-    fn q8_matmul(x: CubeTensor, packed: CubeTensor, scales: CubeTensor) -> CubeTensor {
-        let (x, packed, scales) = (contiguous(x), contiguous(packed), contiguous(scales));
-        let (m, k) = (x.meta.shape()[0], x.meta.shape()[1]);
-        let (n, words) = (packed.meta.shape()[0], packed.meta.shape()[1]);
-        if m > Q8_DIRECT_MAX_ROWS || n > MAX_WORKGROUPS {
-            let weights = dequantize(packed, scales, k);
-            return Cube::float_matmul(x, Cube::float_swap_dims(weights, 0, 1));
-        }
-        let blocks = scales.meta.shape()[1];
-        launch_to_output(
-            WgslKernel::<Q8MatvecShader>::new(MATVEC, WORKGROUP_SIZE),
-            CubeCount::Static(size(n), 1, 1),
-            &[&x, &packed, &scales],
-            [m, n],
-            &[size(m), size(n), size(k), size(words), size(blocks)],
-        )
-    }
-
-    /// With `w` expanded for this product only (one matrix at a time: an LM head's shard holds at
-    /// most 128 MiB of f32).
-    fn q8_matmul_input_grad(g: CubeTensor, packed: CubeTensor, scales: CubeTensor, k: usize) -> CubeTensor {
-        Cube::float_matmul(g, dequantize(contiguous(packed), contiguous(scales), k))
     }
 }
 
@@ -338,7 +296,7 @@ impl<'a> Q8Rows<'a> {
                 }
             }
         };
-        for_each_part(&mut out, columns, ROWS_PER_TASK, fill);
+        for_each_part(&mut out, columns, ROWS_PER_TASK, rows.len() * columns, fill);
         out
     }
 
@@ -386,32 +344,6 @@ fn banded_product_transposed(g: &[f32], m: usize, w: &Q8Rows) -> Vec<f32> {
     out
 }
 
-const MATVEC: WgslSource = kernel_source!("q8_matvec.wgsl");
-/// Names the kernel in launch counts.
-struct Q8MatvecShader;
-
-const WORKGROUP_SIZE: u32 = 64;
-
-const DEQUANTIZE: WgslSource = kernel_source!("q8_dequantize.wgsl");
-/// Names the kernel in launch counts.
-struct Q8DequantizeShader;
-
-/// The first `columns` inputs of each row of the `[n, k_padded]` matrix in f32, `[n, columns]`,
-/// by `shaders/q8_dequantize.wgsl`; (`packed`, `scales`) contiguous.
-fn dequantize(packed: CubeTensor, scales: CubeTensor, columns: usize) -> CubeTensor {
-    let (n, words) = (packed.meta.shape()[0], packed.meta.shape()[1]);
-    let blocks = scales.meta.shape()[1];
-    let len = n * columns;
-    let (workgroups, groups_x) = spread(len.div_ceil(WORKGROUP_SIZE as usize));
-    launch_to_output(
-        WgslKernel::<Q8DequantizeShader>::new(DEQUANTIZE, WORKGROUP_SIZE),
-        workgroups,
-        &[&packed, &scales],
-        [n, columns],
-        &[size(len), size(columns), size(words), size(blocks), groups_x],
-    )
-}
-
 /// `[m, n]` products of `m` padded rows against `n` byte rows; the work splits over outputs.
 fn matvec(rows: &[f32], bytes: &[i8], scales: &[f32], m: usize, n: usize, padded: usize) -> Vec<f32> {
     let blocks = padded / Q8_BLOCK;
@@ -424,7 +356,7 @@ fn matvec(rows: &[f32], bytes: &[i8], scales: &[f32], m: usize, n: usize, padded
             *value = dot(row, weights, scales);
         }
     };
-    for_each_part(&mut by_output, m, ROWS_PER_TASK, fill);
+    for_each_part(&mut by_output, m, ROWS_PER_TASK, m * n * padded, fill);
     let mut out = vec![0f32; m * n];
     for (output, values) in by_output.chunks_exact(m).enumerate() {
         for (row, &value) in values.iter().enumerate() {
@@ -524,4 +456,80 @@ fn dot_portable(x: &[f32], bytes: &[i8], scales: &[f32]) -> f32 {
         }
     }
     total.iter().sum()
+}
+
+#[cfg(wgpu)]
+/// The WGSL half: the kernels on wgpu.
+mod wgpu {
+    use burn::backend::Cube;
+    use burn::backend::ops::FloatTensorOps;
+    use burn::backend::wgpu::CubeTensor;
+    use cubecl::CubeCount;
+
+    use super::*;
+    use crate::wgsl::{
+        MAX_WORKGROUPS, WgslKernel, WgslSource, contiguous, kernel_source, launch_to_output, size, spread,
+    };
+
+    impl Q8ExpandBackend for Cube {
+        fn q8_dequantize(packed: CubeTensor, scales: CubeTensor) -> CubeTensor {
+            let columns = scales.meta.shape()[1] * Q8_BLOCK;
+            dequantize(contiguous(packed), contiguous(scales), columns)
+        }
+    }
+
+    impl Q8Backend for Cube {
+        /// `shaders/q8_matvec.wgsl` for up to [`Q8_DIRECT_MAX_ROWS`] rows (one workgroup per output,
+        /// within one dispatch dimension); else the matrix expanded by `shaders/q8_dequantize.wgsl`
+        /// for this product only, and Burn's matmul.
+        fn q8_matmul(x: CubeTensor, packed: CubeTensor, scales: CubeTensor) -> CubeTensor {
+            let (x, packed, scales) = (contiguous(x), contiguous(packed), contiguous(scales));
+            let (m, k) = (x.meta.shape()[0], x.meta.shape()[1]);
+            let (n, words) = (packed.meta.shape()[0], packed.meta.shape()[1]);
+            if m > Q8_DIRECT_MAX_ROWS || n > MAX_WORKGROUPS {
+                let weights = dequantize(packed, scales, k);
+                return Cube::float_matmul(x, Cube::float_swap_dims(weights, 0, 1));
+            }
+            let blocks = scales.meta.shape()[1];
+            launch_to_output(
+                WgslKernel::<Q8MatvecShader>::new(MATVEC, WORKGROUP_SIZE),
+                CubeCount::Static(size(n), 1, 1),
+                &[&x, &packed, &scales],
+                [m, n],
+                &[size(m), size(n), size(k), size(words), size(blocks)],
+            )
+        }
+
+        /// With `w` expanded for this product only (one matrix at a time: an LM head's shard holds at
+        /// most 128 MiB of f32).
+        fn q8_matmul_input_grad(g: CubeTensor, packed: CubeTensor, scales: CubeTensor, k: usize) -> CubeTensor {
+            Cube::float_matmul(g, dequantize(contiguous(packed), contiguous(scales), k))
+        }
+    }
+
+    const MATVEC: WgslSource = kernel_source!("q8_matvec.wgsl");
+    /// Names the kernel in launch counts.
+    struct Q8MatvecShader;
+
+    const WORKGROUP_SIZE: u32 = 64;
+
+    const DEQUANTIZE: WgslSource = kernel_source!("q8_dequantize.wgsl");
+    /// Names the kernel in launch counts.
+    struct Q8DequantizeShader;
+
+    /// The first `columns` inputs of each row of the `[n, k_padded]` matrix in f32, `[n, columns]`,
+    /// by `shaders/q8_dequantize.wgsl`; (`packed`, `scales`) contiguous.
+    fn dequantize(packed: CubeTensor, scales: CubeTensor, columns: usize) -> CubeTensor {
+        let (n, words) = (packed.meta.shape()[0], packed.meta.shape()[1]);
+        let blocks = scales.meta.shape()[1];
+        let len = n * columns;
+        let (workgroups, groups_x) = spread(len.div_ceil(WORKGROUP_SIZE as usize));
+        launch_to_output(
+            WgslKernel::<Q8DequantizeShader>::new(DEQUANTIZE, WORKGROUP_SIZE),
+            workgroups,
+            &[&packed, &scales],
+            [n, columns],
+            &[size(len), size(columns), size(words), size(blocks), groups_x],
+        )
+    }
 }

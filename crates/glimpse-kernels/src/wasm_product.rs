@@ -19,23 +19,67 @@ const PANEL_COLUMNS: usize = 8;
 
 /// `dst [m, n] = lhs [m, inner] x rhs [inner, n]`, or `dst +=` that product when `accumulate`,
 /// each matrix given as (its first element, row stride, column stride), in elements. Each output
-/// is its products summed in the order of `inner`, one multiplication and one addition each.
+/// is its products summed in the order of `inner`, one multiplication and one addition each, so
+/// the result is the same on any number of threads. Panels of 8 columns are shared out over
+/// rayon's threads unless `parallelism` says one.
 ///
 /// # Safety
 /// Every element the shapes and strides address lies inside its buffer; `dst` overlaps neither
 /// input.
 pub(crate) unsafe fn product(
-    [m, inner, n]: [usize; 3],
-    (dst, dst_row_stride, dst_column_stride): (*mut f32, isize, isize),
+    shape: [usize; 3],
+    dst: (*mut f32, isize, isize),
     accumulate: bool,
-    (lhs, lhs_row_stride, lhs_column_stride): (*const f32, isize, isize),
+    lhs: (*const f32, isize, isize),
     rhs: (*const f32, isize, isize),
+    parallelism: gemm::Parallelism,
 ) {
+    let [_, inner, n] = shape;
+    let operands = Operands { shape, dst, accumulate, lhs, rhs };
+    let panels = n.div_ceil(PANEL_COLUMNS);
+    #[cfg(threads)]
+    if !matches!(parallelism, gemm::Parallelism::None) {
+        use rayon::prelude::*;
+        (0..panels).into_par_iter().for_each_init(
+            || vec![0f32; inner * PANEL_COLUMNS],
+            // SAFETY: as this function's; each panel writes its own columns of `dst`.
+            |panel, index| unsafe { operands.panel(panel, index * PANEL_COLUMNS) },
+        );
+        return;
+    }
+    let _ = parallelism;
     let mut panel = vec![0f32; inner * PANEL_COLUMNS];
-    for first_column in (0..n).step_by(PANEL_COLUMNS) {
+    for index in 0..panels {
+        // SAFETY: as this function's.
+        unsafe { operands.panel(&mut panel, index * PANEL_COLUMNS) };
+    }
+}
+
+/// [`product`]'s arguments.
+struct Operands {
+    shape: [usize; 3],
+    dst: (*mut f32, isize, isize),
+    accumulate: bool,
+    lhs: (*const f32, isize, isize),
+    rhs: (*const f32, isize, isize),
+}
+
+// SAFETY: the threads of one product read `lhs` and `rhs` and write disjoint columns of `dst`.
+unsafe impl Sync for Operands {}
+
+impl Operands {
+    /// Columns `first_column..` (up to 8) of the product, with `panel` (`[inner, 8]`) to pack
+    /// them into.
+    ///
+    /// # Safety
+    /// As [`product`]'s; `first_column < n`.
+    unsafe fn panel(&self, panel: &mut [f32], first_column: usize) {
+        let [m, inner, n] = self.shape;
+        let (dst, dst_row_stride, dst_column_stride) = self.dst;
+        let (lhs, lhs_row_stride, lhs_column_stride) = self.lhs;
         let columns = PANEL_COLUMNS.min(n - first_column);
         // SAFETY: `first_column < n`.
-        unsafe { pack(&mut panel, inner, n, first_column, rhs) };
+        unsafe { pack(panel, inner, n, first_column, self.rhs) };
         // Writes (or adds) the first `columns` of each row's sums, from row `first_row` on.
         let store = |first_row: usize, sums: &[[Lanes; 2]]| {
             for (row, [low, high]) in sums.iter().enumerate() {
@@ -49,7 +93,7 @@ pub(crate) unsafe fn product(
                     );
                     for (column, value) in values.into_iter().take(columns).enumerate() {
                         let out = out.offset(column as isize * dst_column_stride);
-                        *out = if accumulate { *out + value } else { value };
+                        *out = if self.accumulate { *out + value } else { value };
                     }
                 }
             }
@@ -61,10 +105,10 @@ pub(crate) unsafe fn product(
                 let lhs = lhs.offset(first_row as isize * lhs_row_stride);
                 let strides = (lhs_row_stride, lhs_column_stride);
                 match TILE_ROWS.min(m - first_row) {
-                    4 => store(first_row, &tile::<4>(lhs, strides, inner, &panel)),
-                    3 => store(first_row, &tile::<3>(lhs, strides, inner, &panel)),
-                    2 => store(first_row, &tile::<2>(lhs, strides, inner, &panel)),
-                    _ => store(first_row, &tile::<1>(lhs, strides, inner, &panel)),
+                    4 => store(first_row, &tile::<4>(lhs, strides, inner, panel)),
+                    3 => store(first_row, &tile::<3>(lhs, strides, inner, panel)),
+                    2 => store(first_row, &tile::<2>(lhs, strides, inner, panel)),
+                    _ => store(first_row, &tile::<1>(lhs, strides, inner, panel)),
                 }
             }
         }
@@ -247,7 +291,7 @@ mod tests {
     /// This product against gemm's for `[m, inner] x [inner, n]`, each operand and the output
     /// row-major or transposed, whole or a view into a larger buffer, set or accumulated: every
     /// output within float tolerance (a NaN, an output left unwritten when setting, fails), every
-    /// value outside the output untouched.
+    /// value outside the output untouched; and the same bits over rayon's threads as on one.
     fn agrees_with_gemm(m: usize, inner: usize, n: usize) {
         for case in 0..32 {
             let [lhs_transposed, rhs_transposed, dst_transposed, view, accumulate] =
@@ -260,14 +304,26 @@ mod tests {
             }
             let before = ours.buffer.clone();
             let mut theirs = Matrix { buffer: before.clone(), ..ours };
+            let mut threaded = Matrix { buffer: before.clone(), ..ours };
+            let one = gemm::Parallelism::None;
             // SAFETY: each matrix lies inside its buffer in its strides; the outputs are their own buffers.
             unsafe {
-                product([m, inner, n], ours.write(), accumulate, lhs.read(), rhs.read());
-                gemm_call([m, inner, n], theirs.write(), accumulate, lhs.read(), rhs.read(), gemm::Parallelism::None);
+                product([m, inner, n], ours.write(), accumulate, lhs.read(), rhs.read(), one);
+                product(
+                    [m, inner, n],
+                    threaded.write(),
+                    accumulate,
+                    lhs.read(),
+                    rhs.read(),
+                    gemm::Parallelism::Rayon(0),
+                );
+                gemm_call([m, inner, n], theirs.write(), accumulate, lhs.read(), rhs.read(), one);
             }
             let label = format!(
                 "[{m}, {inner}] x [{inner}, {n}], lhs/rhs/dst transposed {lhs_transposed}/{rhs_transposed}/{dst_transposed}, view {view}, accumulate {accumulate}"
             );
+            let bits = |matrix: &Matrix| matrix.buffer.iter().map(|value| value.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&threaded), bits(&ours), "{label}: threads changed the product");
             let outputs: Vec<usize> =
                 (0..m).flat_map(|row| (0..n).map(move |column| (row, column))).map(|(r, c)| ours.index(r, c)).collect();
             let scale = outputs.iter().fold(1f32, |most, &i| most.max(theirs.buffer[i].abs()));
@@ -308,7 +364,16 @@ mod tests {
             let mut out = start.clone();
             // SAFETY: nothing is read from the inputs; `out` is `[16, 3]`.
             let nowhere = std::ptr::NonNull::<f32>::dangling().as_ptr();
-            unsafe { product([16, 0, 3], (out.as_mut_ptr(), 3, 1), accumulate, (nowhere, 0, 1), (nowhere, 3, 1)) };
+            unsafe {
+                product(
+                    [16, 0, 3],
+                    (out.as_mut_ptr(), 3, 1),
+                    accumulate,
+                    (nowhere, 0, 1),
+                    (nowhere, 3, 1),
+                    gemm::Parallelism::None,
+                )
+            };
             assert!(out.iter().all(|&value| value == if accumulate { 2.0 } else { 0.0 }), "{out:?}");
         }
     }

@@ -1,14 +1,20 @@
-//! The two devices of the browser build: WebGPU through wgpu, or Burn's CPU backend.
+//! The two devices of the browser build: WebGPU through wgpu, or Burn's CPU backend. The threaded
+//! engine (built with `atomics`, for cross-origin isolated pages) has the CPU backend alone:
+//! cubecl-wgpu does not build there.
 
+#[cfg(not(target_feature = "atomics"))]
 use std::cell::RefCell;
 
 use burn::prelude::*;
+#[cfg(not(target_feature = "atomics"))]
 use burn::tensor::wgpu::WgpuBackend;
 use glimpse_models::device::cpu;
 use serde::Serialize;
 use wasm_bindgen::JsValue;
 
-use crate::errors::{NO_ADAPTER, js_error};
+#[cfg(not(target_feature = "atomics"))]
+use crate::errors::NO_ADAPTER;
+use crate::errors::js_error;
 
 /// What the page is told about the device in use.
 #[derive(Debug, Clone, Serialize)]
@@ -24,6 +30,7 @@ pub struct DeviceReport {
     pub max_storage_binding: Option<u64>,
 }
 
+#[cfg(not(target_feature = "atomics"))]
 thread_local! {
     /// wgpu's runtime can be set up once per page; later sessions reuse it.
     static WEBGPU: RefCell<Option<(Device, DeviceReport)>> = const { RefCell::new(None) };
@@ -38,6 +45,7 @@ pub async fn select(kind: &str) -> Result<(Device, DeviceReport), JsValue> {
                 DeviceReport { kind: "cpu", description: selected.info.to_string(), max_storage_binding: None };
             Ok((selected.device, report))
         }
+        #[cfg(not(target_feature = "atomics"))]
         "webgpu" => {
             let (device, report) = match WEBGPU.with_borrow(Clone::clone) {
                 Some(cached) => cached,
@@ -49,10 +57,16 @@ pub async fn select(kind: &str) -> Result<(Device, DeviceReport), JsValue> {
             };
             Ok((device, report))
         }
+        #[cfg(target_feature = "atomics")]
+        "webgpu" => Err(js_error(
+            crate::errors::ENGINE,
+            "the threaded engine has the CPU backend alone: WebGPU is the other engine's",
+        )),
         other => Err(js_error(crate::errors::INPUT, format!("unknown device `{other}`: use `webgpu` or `cpu`"))),
     }
 }
 
+#[cfg(not(target_feature = "atomics"))]
 async fn init_webgpu() -> Result<(Device, DeviceReport), JsValue> {
     let (device, setup) = Device::wgpu_options()
         .graphics_api(WgpuBackend::WebGpu)

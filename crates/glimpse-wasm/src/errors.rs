@@ -9,6 +9,7 @@ use wasm_bindgen::JsValue;
 /// or tensor.
 pub const MODEL_LOAD: &str = "ModelLoadError";
 /// WebGPU was asked for but the browser gave no adapter or device.
+#[cfg_attr(target_feature = "atomics", allow(dead_code))]
 pub const NO_ADAPTER: &str = "NoAdapterError";
 /// Frames, images, texts or options the engine cannot use.
 pub const INPUT: &str = "InputError";

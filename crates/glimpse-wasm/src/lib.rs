@@ -13,8 +13,12 @@
 mod device;
 mod errors;
 mod session;
+#[cfg(target_feature = "atomics")]
+mod threads;
 
 pub use session::{Session, Video};
+#[cfg(target_feature = "atomics")]
+pub use threads::{ThreadPool, run_thread};
 
 use wasm_bindgen::prelude::*;
 

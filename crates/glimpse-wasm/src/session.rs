@@ -400,11 +400,10 @@ impl JsFile {
     }
 }
 
-// SAFETY: the module is built without wasm threads (no `atomics` target feature, checked here), so
-// the file is only ever touched from the one thread there is.
-#[cfg(not(target_feature = "atomics"))]
+// SAFETY: a JavaScript object can only be used on the thread that made it: the engine's worker.
+// The single-threaded engine has no other thread; in the threaded one, rayon's threads run tensor
+// arithmetic only, and the loader reads a file on the thread that called it.
 unsafe impl Send for JsFile {}
-#[cfg(not(target_feature = "atomics"))]
 unsafe impl Sync for JsFile {}
 
 impl ReadAt for JsFile {

@@ -36,6 +36,12 @@ export interface LoadOptions {
   lm: ModelSource;
   /** `auto` (default): WebGPU on a hardware adapter, otherwise the CPU backend. */
   device?: 'auto' | 'webgpu' | 'cpu';
+  /**
+   * Threads of the CPU backend, 1 to 16; `auto` (default): one per core the browser reports, up
+   * to 16. More than one needs a cross-origin isolated page (the COOP and COEP headers: see the
+   * README); elsewhere the CPU backend runs on one thread and `device.threadsFallbackReason` says why.
+   */
+  threads?: number | 'auto';
   onProgress?: (progress: LoadProgress) => void;
   /** Aborting it stops the load (a stalled download, a long build) with an AbortError. */
   signal?: AbortSignal;
@@ -48,6 +54,10 @@ export interface DeviceInfo {
   fallbackReason?: string;
   /** WebGPU's largest storage binding, in bytes. */
   maxStorageBinding?: number;
+  /** The CPU backend's threads. */
+  threads?: number;
+  /** Why the CPU backend runs on one thread where more were asked for (or `auto` would take more). */
+  threadsFallbackReason?: string;
 }
 
 /** Settings of the caption loop (defaults as in the desktop binary). */

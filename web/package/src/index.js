@@ -2,7 +2,7 @@
 // Web Worker so the page never freezes. See ../README.md for the API.
 import { ERRORS, GlimpseError, InputError } from './errors.js';
 import { abortable, frameChunks, toImageData, videoTimeline } from './frames.js';
-import { CACHE, DEFAULT_FPS, DEFAULT_MAX_EVENTS, MAX_EVENTS, MAX_FPS, MAX_QUERIES, MAX_TOP, Reply, Request } from './protocol.js';
+import { CACHE, DEFAULT_FPS, DEFAULT_MAX_EVENTS, MAX_EVENTS, MAX_FPS, MAX_QUERIES, MAX_THREADS, MAX_TOP, Reply, Request } from './protocol.js';
 
 export { DeviceLostError, GlimpseError, InputError, ModelLoadError, NoAdapterError } from './errors.js';
 
@@ -35,10 +35,11 @@ export class Glimpse {
    * @param {import('./index').LoadOptions} options
    */
   static async load(options = {}) {
-    const { clip, lm, device = 'auto', onProgress, signal } = options;
+    const { clip, lm, device = 'auto', threads = 'auto', onProgress, signal } = options;
     if (!DEVICES.includes(device)) throw new InputError(`device must be one of ${DEVICES.join(', ')}, not ${device}`);
+    if (threads !== 'auto' && !isCount(threads, MAX_THREADS)) throw new InputError(`threads = ${threads} must be 'auto' or an integer in 1..${MAX_THREADS}`);
     signal?.throwIfAborted();
-    const glimpse = new Glimpse({ clip: absolute(clip), lm: absolute(lm), device });
+    const glimpse = new Glimpse({ clip: absolute(clip), lm: absolute(lm), device, threads });
     // An abort stops the worker, whatever it is doing (a download that stalls, a long build).
     const stop = () => glimpse.dispose();
     signal?.addEventListener('abort', stop, { once: true });
@@ -64,7 +65,7 @@ export class Glimpse {
     this._jobs = new Map();
     this._nextId = 1;
     this._queue = Promise.resolve();
-    /** `{kind: 'webgpu' | 'cpu', description, fallbackReason?, maxStorageBinding?}` */
+    /** `{kind: 'webgpu' | 'cpu', description, fallbackReason?, maxStorageBinding?, threads?, threadsFallbackReason?}` */
     this.device = null;
     this.imageSize = 0;
   }
@@ -166,8 +167,7 @@ export class Glimpse {
 
   /** Stops the engine; the object cannot be used afterwards. */
   dispose() {
-    this._worker?.terminate();
-    this._worker = null;
+    this._stopWorker();
     this._loadArgs = null;
     this._failAll(new GlimpseError('glimpse was disposed'));
   }
@@ -176,13 +176,17 @@ export class Glimpse {
     if (!this._loadArgs) throw new GlimpseError('glimpse was disposed');
     this._worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
     this._worker.onmessage = ({ data }) => this._receive(data);
+    // Where a thread of the threaded engine reports a trap (protocol.js): one channel per worker.
+    const crashChannel = `glimpse-crash-${Date.now()}-${Math.random().toString(36).slice(2)}`;
+    this._crashes = new BroadcastChannel(crashChannel);
+    this._crashes.onmessage = ({ data }) => this._restart(new GlimpseError(data.message));
     this._worker.onerror = (event) => {
       event.preventDefault();
       this._restart(new GlimpseError(`the engine's worker failed: ${event.message ?? 'unknown error'}`));
     };
     let info;
     try {
-      info = await this._send(Request.load, this._loadArgs, { onProgress });
+      info = await this._send(Request.load, { ...this._loadArgs, crashChannel }, { onProgress });
     } catch (error) {
       this._restart(null);
       throw error;
@@ -243,9 +247,15 @@ export class Glimpse {
   }
 
   _restart(reason) {
+    this._stopWorker();
+    if (reason) this._failAll(reason);
+  }
+
+  _stopWorker() {
     this._worker?.terminate();
     this._worker = null;
-    if (reason) this._failAll(reason);
+    this._crashes?.close();
+    this._crashes = null;
   }
 
   _failAll(reason) {

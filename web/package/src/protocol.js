@@ -12,7 +12,7 @@
  * where that picture is on the element's clock (an array of frames has neither); results come
  * on that clock.
  * @typedef {{ id: number } & (
- *   | { type: 'load', args: { device: 'auto' | 'webgpu' | 'cpu', clip: ModelSource, lm: ModelSource } }
+ *   | { type: 'load', args: { device: 'auto' | 'webgpu' | 'cpu', threads: number | 'auto', crashChannel: string, clip: ModelSource, lm: ModelSource } }
  *   | { type: 'embedImage', args: { image: ImageData } }
  *   | { type: 'embedText', args: { text: string } }
  *   | { type: 'captionImage', args: { image: ImageData, options: GuidanceOptions } }
@@ -47,6 +47,9 @@ export const Request = Object.freeze({
 
 /**
  * A reply, worker -> facade: any number of `step` / `progress`, then one `result` or `error`.
+ * Besides, a thread of the threaded engine that traps posts `{message}` on the BroadcastChannel
+ * named `crashChannel` in the load: the engine's worker then waits for it for ever, and the facade
+ * stops it.
  * @typedef {{ id: number } & (
  *   | { type: 'result', value: unknown }
  *   | { type: 'error', error: { name: string, message: string, fatal?: boolean } }
@@ -106,3 +109,5 @@ export const MAX_QUERIES = 256;
 export const MAX_TOP = 32;
 /** Frames per `videoFrames` message: one chunk's pixels are all a video ever has in flight. */
 export const FRAMES_PER_MESSAGE = 16;
+/** Most threads of the CPU engine (the `threads` load option; `'auto'` takes one per core up to it). */
+export const MAX_THREADS = 16;

@@ -1,15 +1,16 @@
 // The engine's thread: loads the wasm module, fetches model files (Cache API, byte progress) and
 // runs every call of the facade in `index.js`. One job at a time; replies carry the job's id.
-import init, { Session } from '../engine/glimpse_wasm.js';
-import { CACHE, ErrorName, LoadStatus, Reply, Request } from './protocol.js';
+import { CACHE, ErrorName, LoadStatus, MAX_THREADS, Reply, Request } from './protocol.js';
 
 const CLIP_FILES = { config: 'config.json', weights: 'model.safetensors', tokenizer: 'tokenizer.json', preprocessor: 'preprocessor_config.json' };
 const LM_FILES = { config: 'config.json', weights: 'model.safetensors', tokenizer: 'tokenizer.json' };
 const OPTIONAL = new Set(['preprocessor']);
 const WEIGHTS = 'weights';
 
-// The engine module's exports (its memory among them), once started.
+// The engine module (`Session` among its exports) and its instance's exports (its memory among
+// them), once started.
 let engine = null;
+let instance = null;
 let session = null;
 let deviceKind = null;
 // The video being received, from `startVideo` through its `videoFrames` chunks to `denseCaption`
@@ -74,7 +75,7 @@ async function run(type, args, onStep, onProgress) {
     case Request.findMoments:
       return onVideo((frames) => session.findMoments(frames, JSON.stringify(args.queries), JSON.stringify(args.options)));
     // WebAssembly memory only grows: its size is the engine's high-water mark.
-    case Request.memoryUsage: return { engineBytes: engine.memory.buffer.byteLength };
+    case Request.memoryUsage: return { engineBytes: instance.memory.buffer.byteLength };
     default: throw new Error(`unknown request ${type}`);
   }
 }
@@ -120,9 +121,9 @@ function receivingVideo() {
   return video;
 }
 
-async function load({ device, clip, lm }, onProgress) {
-  engine = await init();
+async function load({ device, threads, crashChannel, clip, lm }, onProgress) {
   let kind = await resolveDevice(device);
+  const started = await startEngine(kind, threads, crashChannel);
   const progress = new Progress(onProgress);
   const [clipFiles, lmFiles] = await Promise.all([
     gather('CLIP', clip, CLIP_FILES, progress),
@@ -144,7 +145,58 @@ async function load({ device, clip, lm }, onProgress) {
     await warmUp(session);
   }
   progress.phase(LoadStatus.ready);
-  return { ...JSON.parse(session.device()), fallbackReason: kind.fallbackReason, imageSize: session.imageSize() };
+  return {
+    ...JSON.parse(session.device()),
+    fallbackReason: kind.fallbackReason,
+    threads: deviceKind === 'cpu' ? started.threads : undefined,
+    threadsFallbackReason: deviceKind === 'cpu' ? started.fallbackReason : undefined,
+    imageSize: session.imageSize(),
+  };
+}
+
+// The engine for `kind`: on the CPU of a cross-origin isolated page (the only kind that has shared
+// memory), the threaded one with a pool of `threads` (`'auto'`: one per core the browser reports);
+// else, or if that one cannot start, the one for every page, on one thread. Resolves to
+// `{threads, fallbackReason?}`.
+async function startEngine(kind, threads, crashChannel) {
+  const wanted = threads === 'auto' ? Math.min(self.navigator.hardwareConcurrency || 1, MAX_THREADS) : threads;
+  let fallbackReason;
+  if (kind.kind !== 'cpu' && wanted > 1) {
+    // Shown only if WebGPU fails after all and this engine falls back to the CPU.
+    fallbackReason = 'the CPU took over from WebGPU in the engine started for WebGPU, which has one thread';
+  } else if (wanted > 1) {
+    if (!self.crossOriginIsolated) {
+      fallbackReason = 'the page is not cross-origin isolated (see the package README: COOP and COEP headers), so it has no shared memory';
+    } else {
+      try {
+        await startThreadedEngine(wanted, crashChannel);
+        return { threads: wanted };
+      } catch (error) {
+        fallbackReason = `the threaded engine could not start (${error?.message ?? error})`;
+      }
+    }
+  }
+  engine = await import('../engine/glimpse_wasm.js');
+  instance = await engine.default();
+  return { threads: 1, fallbackReason };
+}
+
+// The threaded engine with its rayon pool: one worker per thread, each running the module on this
+// one's shared memory, started before anything computes (crates/glimpse-wasm/src/threads.rs).
+async function startThreadedEngine(threads, crashChannel) {
+  const module = await import('../engine-threads/glimpse_wasm.js');
+  const exports = await module.default();
+  const pool = new module.ThreadPool(threads);
+  const compiled = module.default.__wbindgen_wasm_module;
+  await Promise.all(Array.from({ length: threads }, () => new Promise((resolve, reject) => {
+    const worker = new Worker(new URL('./threads.js', import.meta.url), { type: 'module' });
+    worker.onmessage = ({ data }) => (data.ready ? resolve() : reject(new Error(data.error)));
+    worker.onerror = (event) => reject(new Error(event.message ?? 'a thread\'s worker failed to start'));
+    worker.postMessage({ module: compiled, memory: exports.memory, handoff: pool.handoff(), crashChannel });
+  })));
+  pool.start();
+  engine = module;
+  instance = exports;
 }
 
 // The engine on the device `kind` names, and the kind it ended on: `auto` promised a working
@@ -152,12 +204,12 @@ async function load({ device, clip, lm }, onProgress) {
 async function startSession(kind, clipFiles, lmFiles) {
   try {
     deviceKind = kind.kind;
-    return { kind, session: await Session.load(kind.kind, clipFiles, lmFiles) };
+    return { kind, session: await engine.Session.load(kind.kind, clipFiles, lmFiles) };
   } catch (error) {
     if (!(kind.automatic && error?.name === ErrorName.noAdapter)) throw error;
     deviceKind = 'cpu';
     const cpu = { kind: 'cpu', fallbackReason: `WebGPU could not be set up (${error.message})` };
-    return { kind: cpu, session: await Session.load('cpu', clipFiles, lmFiles) };
+    return { kind: cpu, session: await engine.Session.load('cpu', clipFiles, lmFiles) };
   }
 }
 

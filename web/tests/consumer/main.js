@@ -82,6 +82,8 @@ async function main() {
     () => glimpse.denseCaption([image, image, null]),
     () => glimpse.denseCaption([image, new ImageData(1, 1)]),
     () => glimpse.embedImage(document.createElement('video')),
+    () => Glimpse.load({ clip: 'models/world-clip', lm: 'models/world-gpt2', threads: 0 }),
+    () => Glimpse.load({ clip: 'models/world-clip', lm: 'models/world-gpt2', threads: 'many' }),
   ]) {
     try {
       await attempt();
@@ -128,7 +130,7 @@ async function main() {
   small.dispose();
   const cacheCleared = await Glimpse.clearCache();
   const cacheLeft = await caches.has('glimpse-models-v1');
-  return { progress, cacheCleared, cacheLeft, texts: TEXTS, similarities, bestText, caption, chunked: chunked.toJSON(), chapters, moments, badModel, badModelIsTyped, badModelMessage, corrupt, inputErrors, readsByRefusals, aborted, afterAbort, q8 };
+  return { threads: glimpse.device.threads, threadsFallbackReason: glimpse.device.threadsFallbackReason, progress, cacheCleared, cacheLeft, texts: TEXTS, similarities, bestText, caption, chunked: chunked.toJSON(), chapters, moments, badModel, badModelIsTyped, badModelMessage, corrupt, inputErrors, readsByRefusals, aborted, afterAbort, q8 };
 }
 
 main().then(

@@ -51,7 +51,7 @@ async function main() {
   const denseMs = performance.now() - at;
   const { engineBytes } = await glimpse.memoryUsage();
   glimpse.dispose();
-  return { device: glimpse.device.description, loadMs, loadedEngineBytes, engineBytes, phases, embedding, caption: image.caption, imageMs, firstStepMs, denseMs, dense: dense.toJSON() };
+  return { device: glimpse.device.description, threads: glimpse.device.threads, loadMs, loadedEngineBytes, engineBytes, phases, embedding, caption: image.caption, imageMs, firstStepMs, denseMs, dense: dense.toJSON() };
 }
 
 main().then(
