@@ -21,10 +21,6 @@
 //! They are WGSL text: burn's `wgpu` and `webgpu` features compile WGSL, whereas the SPIR-V and
 //! MSL compilers of its `vulkan` and `metal` features would refuse them at launch.
 
-// Without wgpu, the dispatch Burn generates for an extension that only wgpu implements reads none
-// of its arguments.
-#![cfg_attr(not(wgpu), allow(unused_variables))]
-
 mod activation;
 mod cpu;
 mod decode_attention;

@@ -91,7 +91,7 @@ pub fn q8_dequantize_fallback(packed: Tensor<2, Int>, scales: Tensor<2>) -> Tens
 /// On the CPU backend, with `x` tracked by autodiff or not (the weights are constants on a plain
 /// device; the kernel has a backward of its own), this is a kernel: up to
 /// [`Q8_DIRECT_MAX_ROWS`] rows (`batch * t`) multiply the bytes directly (several threads
-/// natively, SIMD where the build has it); more rows, and the backward for any number, expand the
+/// natively and in the browser's threaded engine, SIMD where the build has it); more rows, and the backward for any number, expand the
 /// matrix a band of at most 4 MiB of f32 at a time and multiply each band as it comes, so no f32
 /// copy of the whole matrix ever exists. On wgpu, also under autodiff, up to
 /// [`Q8_DIRECT_MAX_ROWS`] rows go through the WGSL kernel `shaders/q8_matvec.wgsl`, which reads

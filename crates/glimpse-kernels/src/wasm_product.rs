@@ -20,12 +20,12 @@ const PANEL_COLUMNS: usize = 8;
 /// `dst [m, n] = lhs [m, inner] x rhs [inner, n]`, or `dst +=` that product when `accumulate`,
 /// each matrix given as (its first element, row stride, column stride), in elements. Each output
 /// is its products summed in the order of `inner`, one multiplication and one addition each, so
-/// the result is the same on any number of threads. Panels of 8 columns are shared out over
-/// rayon's threads unless `parallelism` says one.
+/// the result is the same on any number of threads. Panels of 8 columns are shared out over all of
+/// rayon's threads unless `parallelism` is `None`.
 ///
 /// # Safety
 /// Every element the shapes and strides address lies inside its buffer; `dst` overlaps neither
-/// input.
+/// input, and its distinct positions are distinct elements (threads write its columns at once).
 pub(crate) unsafe fn product(
     shape: [usize; 3],
     dst: (*mut f32, isize, isize),

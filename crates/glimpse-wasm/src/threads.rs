@@ -4,25 +4,24 @@
 //! A worker that creates another cannot block until that one has started (the browser starts it
 //! from the creator's event loop), so the engine's worker (`web/package/src/worker.js`) starts
 //! them first: it makes a [`ThreadPool`], starts one worker per thread (`threads.js`), each of
-//! which instantiates the module and waits in [`run_thread`], and once all of them wait it calls
-//! [`ThreadPool::start`], which hands them rayon's threads. Nothing may use rayon before: it would
-//! start a default pool, whose threads wasm cannot spawn.
+//! which instantiates the module (compiled once: [`compiled_module`]) and waits in [`run_thread`], and
+//! once all of them wait it calls [`ThreadPool::start`], which hands them rayon's threads. Nothing
+//! may use rayon before: it would start a default pool, whose threads wasm cannot spawn.
 
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Mutex, OnceLock, mpsc};
 
 use wasm_bindgen::prelude::*;
 
 use crate::errors::{ENGINE, js_error};
 
-/// Where the workers take rayon's threads from.
-type Handoff = Mutex<mpsc::Receiver<rayon::ThreadBuilder>>;
+/// Where the workers take rayon's threads from: in the module's memory, which they all share.
+static HANDOFF: OnceLock<Mutex<mpsc::Receiver<rayon::ThreadBuilder>>> = OnceLock::new();
 
-/// rayon's global pool, before its threads run.
+/// rayon's global pool, before its threads run; one per module.
 #[wasm_bindgen]
 pub struct ThreadPool {
     threads: usize,
     sender: mpsc::Sender<rayon::ThreadBuilder>,
-    handoff: Arc<Handoff>,
 }
 
 #[wasm_bindgen]
@@ -33,37 +32,35 @@ impl ThreadPool {
             return Err(js_error(ENGINE, "a thread pool needs a thread"));
         }
         let (sender, receiver) = mpsc::channel();
-        Ok(ThreadPool { threads, sender, handoff: Arc::new(Mutex::new(receiver)) })
+        HANDOFF.set(Mutex::new(receiver)).map_err(|_| js_error(ENGINE, "this engine has a thread pool already"))?;
+        Ok(ThreadPool { threads, sender })
     }
 
-    /// What one worker passes to [`run_thread`]: the hand-off's address, counted as one reference.
-    pub fn handoff(&self) -> usize {
-        Arc::into_raw(Arc::clone(&self.handoff)) as usize
-    }
-
-    /// Makes this rayon's global pool; call once every worker waits in [`run_thread`].
+    /// Makes this rayon's global pool. Returns once every thread runs, so call it when `threads`
+    /// workers wait in [`run_thread`].
     pub fn start(self) -> Result<(), JsValue> {
         let sender = self.sender;
         rayon::ThreadPoolBuilder::new()
             .num_threads(self.threads)
-            .spawn_handler(move |thread| sender.send(thread).map_err(|_| std::io::Error::other("no worker waits")))
+            .spawn_handler(move |thread| sender.send(thread).map_err(|_| std::io::Error::other("the hand-off is gone")))
             .build_global()
             .map_err(|e| js_error(ENGINE, format!("the thread pool could not start: {e}")))
     }
 }
 
-/// Runs one of rayon's threads in this worker, once [`ThreadPool::start`] hands it one; returns
-/// only when the pool ends.
-///
-/// `handoff` is a value of [`ThreadPool::handoff`], each used once.
+/// Runs one of rayon's threads in this worker once [`ThreadPool::start`] hands it one; the pool,
+/// rayon's global one, runs as long as the page.
 #[wasm_bindgen(js_name = runThread)]
-pub fn run_thread(handoff: usize) {
-    // SAFETY: `handoff` came from `Arc::into_raw` in `ThreadPool::handoff`, which counted this
-    // reference; it is given back here once.
-    let handoff = unsafe { Arc::from_raw(handoff as *const Handoff) };
-    let thread = handoff.lock().ok().and_then(|receiver| receiver.recv().ok());
-    drop(handoff);
+pub fn run_thread() {
+    let thread = HANDOFF.get().and_then(|handoff| handoff.lock().ok()?.recv().ok());
     if let Some(thread) = thread {
         thread.run();
     }
+}
+
+/// The compiled module, which each thread's worker instantiates on the shared memory rather than
+/// fetching and compiling it again.
+#[wasm_bindgen(js_name = compiledModule)]
+pub fn compiled_module() -> JsValue {
+    wasm_bindgen::module()
 }

@@ -62,6 +62,8 @@ export class Glimpse {
   constructor(loadArgs) {
     this._loadArgs = loadArgs;
     this._worker = null;
+    // Where the worker's threads report a trap (see `_start`).
+    this._crashes = null;
     this._jobs = new Map();
     this._nextId = 1;
     this._queue = Promise.resolve();

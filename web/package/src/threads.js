@@ -1,9 +1,9 @@
-// One thread of the threaded engine's pool: instantiates the engine on the shared memory of the
-// engine's worker (worker.js), says so, then runs the rayon thread the pool hands it until the
-// pool ends (crates/glimpse-wasm/src/threads.rs).
+// One thread of the threaded engine's pool: instantiates the engine's compiled module on the shared
+// memory of the engine's worker (worker.js), says so, then runs the rayon thread the pool hands it
+// for as long as the page (crates/glimpse-wasm/src/threads.rs).
 import init, { runThread } from '../engine-threads/glimpse_wasm.js';
 
-self.onmessage = async ({ data: { module, memory, handoff, crashChannel } }) => {
+self.onmessage = async ({ data: { module, memory, crashChannel } }) => {
   try {
     await init({ module_or_path: module, memory });
   } catch (error) {
@@ -12,7 +12,7 @@ self.onmessage = async ({ data: { module, memory, handoff, crashChannel } }) => 
   }
   self.postMessage({ ready: true });
   try {
-    runThread(handoff);
+    runThread();
   } catch (error) {
     // A trap here (a panic) leaves the engine's worker waiting for this thread's work for ever:
     // the page is told directly, and stops that worker.

@@ -1,5 +1,6 @@
-// The engine's thread: loads the wasm module, fetches model files (Cache API, byte progress) and
-// runs every call of the facade in `index.js`. One job at a time; replies carry the job's id.
+// The engine's thread: loads the wasm engine (the threaded one with its pool's workers, where the
+// page allows; `startEngine`), fetches model files (Cache API, byte progress) and runs every call of
+// the facade in `index.js`. One job at a time; replies carry the job's id.
 import { CACHE, ErrorName, LoadStatus, MAX_THREADS, Reply, Request } from './protocol.js';
 
 const CLIP_FILES = { config: 'config.json', weights: 'model.safetensors', tokenizer: 'tokenizer.json', preprocessor: 'preprocessor_config.json' };
@@ -7,10 +8,10 @@ const LM_FILES = { config: 'config.json', weights: 'model.safetensors', tokenize
 const OPTIONAL = new Set(['preprocessor']);
 const WEIGHTS = 'weights';
 
-// The engine module (`Session` among its exports) and its instance's exports (its memory among
-// them), once started.
-let engine = null;
-let instance = null;
+// The engine's JavaScript module (`Session` among its exports) and its WebAssembly instance's
+// exports (its memory among them), once started.
+let engineModule = null;
+let wasmExports = null;
 let session = null;
 let deviceKind = null;
 // The video being received, from `startVideo` through its `videoFrames` chunks to `denseCaption`
@@ -75,7 +76,7 @@ async function run(type, args, onStep, onProgress) {
     case Request.findMoments:
       return onVideo((frames) => session.findMoments(frames, JSON.stringify(args.queries), JSON.stringify(args.options)));
     // WebAssembly memory only grows: its size is the engine's high-water mark.
-    case Request.memoryUsage: return { engineBytes: instance.memory.buffer.byteLength };
+    case Request.memoryUsage: return { engineBytes: wasmExports.memory.buffer.byteLength };
     default: throw new Error(`unknown request ${type}`);
   }
 }
@@ -123,9 +124,10 @@ function receivingVideo() {
 
 async function load({ device, threads, crashChannel, clip, lm }, onProgress) {
   let kind = await resolveDevice(device);
-  const started = await startEngine(kind, threads, crashChannel);
   const progress = new Progress(onProgress);
-  const [clipFiles, lmFiles] = await Promise.all([
+  // The engine (and its threads) start while the files download.
+  const [threading, clipFiles, lmFiles] = await Promise.all([
+    startEngine(kind, threads, crashChannel),
     gather('CLIP', clip, CLIP_FILES, progress),
     gather('GPT-2', lm, LM_FILES, progress),
   ]);
@@ -148,55 +150,78 @@ async function load({ device, threads, crashChannel, clip, lm }, onProgress) {
   return {
     ...JSON.parse(session.device()),
     fallbackReason: kind.fallbackReason,
-    threads: deviceKind === 'cpu' ? started.threads : undefined,
-    threadsFallbackReason: deviceKind === 'cpu' ? started.fallbackReason : undefined,
+    threads: deviceKind === 'cpu' ? threading.threads : undefined,
+    threadsFallbackReason: deviceKind === 'cpu' ? threading.fallbackReason : undefined,
     imageSize: session.imageSize(),
   };
 }
 
+// How long the threads' workers may take to start before the engine goes on without them.
+const THREADS_START_MS = 60_000;
+
 // The engine for `kind`: on the CPU of a cross-origin isolated page (the only kind that has shared
 // memory), the threaded one with a pool of `threads` (`'auto'`: one per core the browser reports);
 // else, or if that one cannot start, the one for every page, on one thread. Resolves to
-// `{threads, fallbackReason?}`.
+// `{threads, fallbackReason?}`, the reason why one thread where more were wanted.
 async function startEngine(kind, threads, crashChannel) {
   const wanted = threads === 'auto' ? Math.min(self.navigator.hardwareConcurrency || 1, MAX_THREADS) : threads;
   let fallbackReason;
-  if (kind.kind !== 'cpu' && wanted > 1) {
-    // Shown only if WebGPU fails after all and this engine falls back to the CPU.
+  if (wanted > 1 && !self.crossOriginIsolated) {
+    fallbackReason = 'the page is not cross-origin isolated (see the package README: COOP and COEP headers), so it has no shared memory';
+  } else if (wanted > 1 && kind.kind !== 'cpu') {
+    // Said only where WebGPU fails after all and the CPU takes over in this engine.
     fallbackReason = 'the CPU took over from WebGPU in the engine started for WebGPU, which has one thread';
   } else if (wanted > 1) {
-    if (!self.crossOriginIsolated) {
-      fallbackReason = 'the page is not cross-origin isolated (see the package README: COOP and COEP headers), so it has no shared memory';
-    } else {
-      try {
-        await startThreadedEngine(wanted, crashChannel);
-        return { threads: wanted };
-      } catch (error) {
-        fallbackReason = `the threaded engine could not start (${error?.message ?? error})`;
-      }
+    try {
+      await startThreadedEngine(wanted, crashChannel);
+      return { threads: wanted };
+    } catch (error) {
+      fallbackReason = `the threaded engine could not start (${error?.message ?? error})`;
     }
   }
-  engine = await import('../engine/glimpse_wasm.js');
-  instance = await engine.default();
+  engineModule = await import('../engine/glimpse_wasm.js');
+  wasmExports = await engineModule.default();
   return { threads: 1, fallbackReason };
 }
 
-// The threaded engine with its rayon pool: one worker per thread, each running the module on this
-// one's shared memory, started before anything computes (crates/glimpse-wasm/src/threads.rs).
+// The threaded engine with its rayon pool: one worker per thread, each instantiating the module
+// compiled here on this one's shared memory, all started before anything computes
+// (crates/glimpse-wasm/src/threads.rs). On failure the workers started are stopped.
 async function startThreadedEngine(threads, crashChannel) {
   const module = await import('../engine-threads/glimpse_wasm.js');
   const exports = await module.default();
+  const compiled = module.compiledModule();
+  if (!(compiled instanceof WebAssembly.Module)) throw new Error('the engine gave no compiled module to share');
   const pool = new module.ThreadPool(threads);
-  const compiled = module.default.__wbindgen_wasm_module;
-  await Promise.all(Array.from({ length: threads }, () => new Promise((resolve, reject) => {
-    const worker = new Worker(new URL('./threads.js', import.meta.url), { type: 'module' });
-    worker.onmessage = ({ data }) => (data.ready ? resolve() : reject(new Error(data.error)));
-    worker.onerror = (event) => reject(new Error(event.message ?? 'a thread\'s worker failed to start'));
-    worker.postMessage({ module: compiled, memory: exports.memory, handoff: pool.handoff(), crashChannel });
-  })));
+  const workers = [];
+  let timer;
+  try {
+    const started = Promise.all(Array.from({ length: threads }, () => new Promise((resolve, reject) => {
+      const worker = new Worker(new URL('./threads.js', import.meta.url), { type: 'module' });
+      workers.push(worker);
+      worker.onmessage = ({ data }) => (data.ready ? resolve() : reject(new Error(data.error)));
+      worker.onerror = (event) => {
+        // Not the engine's own error: the single-threaded engine takes over.
+        event.preventDefault();
+        reject(new Error(event.message || 'a thread\'s worker failed to start'));
+      };
+      worker.postMessage({ module: compiled, memory: exports.memory, crashChannel });
+    })));
+    const late = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`its threads did not start within ${THREADS_START_MS / 1000} s`)), THREADS_START_MS);
+    });
+    await Promise.race([started, late]);
+  } catch (error) {
+    for (const worker of workers) worker.terminate();
+    pool.free();
+    throw error;
+  } finally {
+    clearTimeout(timer);
+  }
+  // Returns once every thread runs: all of them wait for it.
   pool.start();
-  engine = module;
-  instance = exports;
+  engineModule = module;
+  wasmExports = exports;
 }
 
 // The engine on the device `kind` names, and the kind it ended on: `auto` promised a working
@@ -204,12 +229,12 @@ async function startThreadedEngine(threads, crashChannel) {
 async function startSession(kind, clipFiles, lmFiles) {
   try {
     deviceKind = kind.kind;
-    return { kind, session: await engine.Session.load(kind.kind, clipFiles, lmFiles) };
+    return { kind, session: await engineModule.Session.load(kind.kind, clipFiles, lmFiles) };
   } catch (error) {
     if (!(kind.automatic && error?.name === ErrorName.noAdapter)) throw error;
     deviceKind = 'cpu';
     const cpu = { kind: 'cpu', fallbackReason: `WebGPU could not be set up (${error.message})` };
-    return { kind: cpu, session: await engine.Session.load('cpu', clipFiles, lmFiles) };
+    return { kind: cpu, session: await engineModule.Session.load('cpu', clipFiles, lmFiles) };
   }
 }
 
