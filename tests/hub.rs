@@ -157,6 +157,7 @@ fn bad_downloads_are_refused_and_never_loaded() {
         ("test/badhash", Fault::WrongHash),
         ("test/binonly", Fault::BinOnly),
         ("test/private", Fault::Private),
+        ("test/forbidden", Fault::Forbidden),
     ] {
         server.add(repo, &fixture("gpt2-lmhead"), fault);
     }
@@ -172,6 +173,18 @@ fn bad_downloads_are_refused_and_never_loaded() {
     assert!(error(&hub, "test/private").contains("HF_TOKEN"));
     let with_token = Hub { token: Some("secret".into()), ..hub.clone() };
     with_token.model_files(&id("test/private"), |_| {}).unwrap();
+    // A refusal is the server's answer, not the network's accident: asked for once, not three times.
+    server.take_log();
+    let forbidden = error(&hub, "test/forbidden");
+    let asked = server
+        .take_log()
+        .iter()
+        .filter(|l| l.starts_with("GET /test/forbidden/") && l.contains("model.safetensors"))
+        .count();
+    assert!(
+        forbidden.contains("HTTP 403") && !forbidden.contains("attempts") && asked == 1,
+        "{asked} requests: {forbidden}"
+    );
 
     // Nothing unverified reached a snapshot: the failed repositories have no weights to load.
     for repo in ["truncated", "badhash"] {
@@ -238,6 +251,13 @@ fn redirects_are_checked_hop_by_hop_and_the_token_stays_on_the_hub() {
 
     let refused = within(30, move || error(&hub, "test/to-file"));
     assert!(refused.contains("file:///etc/passwd") && refused.contains("not an http(s) address"), "{refused}");
+    // Asking again would meet the same redirect: the weights are asked for once.
+    let asked = server
+        .take_log()
+        .iter()
+        .filter(|l| l.starts_with("GET /test/to-file/") && l.contains("model.safetensors"))
+        .count();
+    assert!(asked == 1 && !refused.contains("attempts"), "{asked} requests: {refused}");
     assert!(leftovers(&cache, "test/to-file").is_empty(), "{:?}", leftovers(&cache, "test/to-file"));
 }
 

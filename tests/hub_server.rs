@@ -48,6 +48,8 @@ pub enum Fault {
     Cdn,
     /// A GET of the weights redirects to a `file:` address.
     RedirectToFile,
+    /// A GET of the weights is answered 403, as a CDN answers an address whose signature expired.
+    Forbidden,
     /// A GET of `config.json` sends its headers a byte every 50 ms, without end.
     EndlessHeaders,
 }
@@ -262,6 +264,7 @@ fn answer(
                 ));
             }
             Fault::RedirectToFile => return empty("302 Found\r\nLocation: file:///etc/passwd"),
+            Fault::Forbidden => return empty("403 Forbidden"),
             _ => {}
         }
     }

@@ -493,6 +493,9 @@ impl Hub {
                     last_error = message;
                     continue;
                 }
+                Err(Stop::GiveUp(message)) => {
+                    return Err(HubError::Remote(format!("{file} of {id}: {message}{}", kept_note(&partial))));
+                }
                 Err(Stop::Refuse(message)) => {
                     remove_if_present(&partial)?;
                     return Err(HubError::Remote(format!(
@@ -512,14 +515,10 @@ impl Hub {
                 meta.url, meta.etag
             )));
         }
-        let kept = match file_len(&partial) {
-            0 => String::new(),
-            bytes => format!(
-                "; the {bytes} bytes that arrived are kept in {} and the next run resumes from them",
-                partial.display()
-            ),
-        };
-        Err(HubError::Remote(format!("{file} of {id}: {last_error} (after {ATTEMPTS} attempts{kept})")))
+        Err(HubError::Remote(format!(
+            "{file} of {id}: {last_error} (after {ATTEMPTS} attempts{})",
+            kept_note(&partial)
+        )))
     }
 
     /// A GET of `url` from byte `from` on, `remaining` bytes to come (they set how long the whole
@@ -549,10 +548,10 @@ impl Hub {
             };
             // Not a refusal of what arrived: a partial download an earlier run left is kept.
             url = redirect_target(&url, location).map_err(|why| {
-                Stop::Retry(format!("{url} redirects to {}, which {why}", untrusted::quoted(location)))
+                Stop::GiveUp(format!("{url} redirects to {}, which {why}", untrusted::quoted(location)))
             })?;
         }
-        Err(Stop::Retry(format!("{url}: more than {MAX_HOPS} redirects")))
+        Err(Stop::GiveUp(format!("{url}: more than {MAX_HOPS} redirects")))
     }
 
     /// One GET from the partial file's length on, never reading more than the hub announced.
@@ -578,6 +577,10 @@ impl Hub {
             416 => {
                 remove_if_present(partial).map_err(|e| Stop::Retry(e.to_string()))?;
                 return Err(Stop::Retry(format!("{url} refused to resume at byte {have} (HTTP 416)")));
+            }
+            // The server's answer, not an accident of the network: asking again would get it again.
+            code @ 400..500 if !matches!(code, 408 | 425 | 429) => {
+                return Err(Stop::GiveUp(format!("{url}: HTTP {code} {}", response.status_text())));
             }
             code => return Err(Stop::Retry(format!("{url}: HTTP {code} {}", response.status_text()))),
         }
@@ -645,10 +648,25 @@ impl Hub {
     }
 }
 
+/// What a failed download leaves for the next run, for its message: `; the N bytes that arrived are
+/// kept in PATH ...`, or nothing.
+fn kept_note(partial: &Path) -> String {
+    match file_len(partial) {
+        0 => String::new(),
+        bytes => format!(
+            "; the {bytes} bytes that arrived are kept in {} and the next run resumes from them",
+            partial.display()
+        ),
+    }
+}
+
 /// Why a transfer stopped.
 enum Stop {
     /// The network failed; what arrived is kept and the next attempt resumes from it.
     Retry(String),
+    /// The request cannot succeed as it is made (a redirect glimpse does not follow, a status
+    /// such as 403 or 404): not tried again; what arrived is kept for a later run.
+    GiveUp(String),
     /// The server misbehaved (more bytes than announced, a range not asked for); nothing it sent is
     /// kept.
     Refuse(String),
