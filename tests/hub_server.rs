@@ -48,8 +48,11 @@ pub enum Fault {
     Cdn,
     /// A GET of the weights redirects to a `file:` address.
     RedirectToFile,
-    /// A GET of the weights is answered 403, as a CDN answers an address whose signature expired.
+    /// A GET of the weights is answered 403 by the hub itself.
     Forbidden,
+    /// A GET of the weights redirects to a CDN that answers 403, as one does an address whose
+    /// signature expired.
+    CdnForbidden,
     /// A GET of `config.json` sends its headers a byte every 50 ms, without end.
     EndlessHeaders,
 }
@@ -265,11 +268,15 @@ fn answer(
             }
             Fault::RedirectToFile => return empty("302 Found\r\nLocation: file:///etc/passwd"),
             Fault::Forbidden => return empty("403 Forbidden"),
+            Fault::CdnForbidden => return empty(&format!("302 Found\r\nLocation: /cdn/{repo}/resolve/x/{file}")),
             _ => {}
         }
     }
     if cdn && auth.is_some() {
         return empty("400 Bad Request");
+    }
+    if cdn && fault == Fault::CdnForbidden {
+        return empty("403 Forbidden");
     }
     if fault == Fault::Private && auth != Some("Bearer secret") {
         return empty("401 Unauthorized");

@@ -17,16 +17,18 @@ if [ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $version" ]; then
     cargo install --quiet wasm-bindgen-cli --version "$version"
 fi
 
+# The threaded engine needs nightly's library source: say so before anything builds.
+if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
+    echo "the threaded engine needs the nightly toolchain with rust-src: rustup component add rust-src --toolchain nightly (rustup toolchain install nightly first where there is none)" >&2
+    exit 1
+fi
+
 # Both engines in the wasm-release profile (Cargo.toml says what it optimises and why).
 cargo build --locked --profile wasm-release --target wasm32-unknown-unknown -p glimpse-wasm
 # Shared memory (imported, so that every worker gets the same one) up to wasm32's 4 GiB, and the
 # thread-local storage symbols wasm-bindgen sets up each thread with. In a folder of its own: another
 # toolchain and other target features. RUSTFLAGS replaces .cargo/config.toml's wasm32 flags, so
 # SIMD128 is named again.
-if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
-    echo "the threaded engine needs the nightly toolchain with rust-src: rustup component add rust-src --toolchain nightly (rustup toolchain install nightly first where there is none)" >&2
-    exit 1
-fi
 threads_flags="-C target-feature=+atomics,+bulk-memory,+mutable-globals,+simd128"
 for arg in --shared-memory --import-memory --max-memory=4294967296 \
     --export=__wasm_init_tls --export=__tls_size --export=__tls_align --export=__tls_base; do

@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { MAX_THREADS } from '../package/src/protocol.js';
 import { CutShort, Unsupported, openWebm } from '../package/src/webm.js';
 import { serve } from '../serve.mjs';
 
@@ -113,7 +114,7 @@ async function demoRuns(origin, isolatedOrigin) {
         // thread, saying why, where it is not.
         const cores = await page.evaluate(() => navigator.hardwareConcurrency);
         const threaded = label === 'threads';
-        check(threaded ? cores > 1 && run.device.threads === Math.min(cores, 16) : run.device.threads === 1 && /cross-origin isolated/.test(run.device.threadsFallbackReason),
+        check(threaded ? cores > 1 && run.device.threads === Math.min(cores, MAX_THREADS) : run.device.threads === 1 && /cross-origin isolated/.test(run.device.threadsFallbackReason),
           `demo on ${label}: ${run.device.threads} thread(s) on ${cores} cores${threaded ? ' (needs at least 2)' : ` (${run.device.threadsFallbackReason})`}`);
       }
       // WebGPU compiles its shaders during the load; the CPU has nothing to warm up.
@@ -498,6 +499,7 @@ async function framesRun(origin) {
 // Without --enable-unsafe-webgpu this Chromium has no WebGPU adapter: `auto` must fall back to
 // the CPU and say so on the page.
 async function fallbackRun(origin) {
+  await threadsFallbackRun();
   await withBrowser(false, async (browser) => {
     const page = await openPage(browser, `${origin}/demo/?device=auto`, 'fallback');
     const { state, run } = await waitForState(page, ['ready', 'error']);
@@ -508,6 +510,33 @@ async function fallbackRun(origin) {
     const refused = await waitForState(page, ['error', 'ready']);
     check(refused.state === 'error' && refused.status.startsWith('NoAdapterError'), `webgpu without WebGPU: ${refused.status}`);
   });
+}
+
+// A cross-origin isolated page whose threaded engine cannot start (its thread's script is missing):
+// the engine for every page runs the demo on one thread, saying why.
+async function threadsFallbackRun() {
+  const site = mkdtempSync(join(tmpdir(), 'glimpse-no-threads-'));
+  try {
+    symlinkSync(join(web, 'demo'), join(site, 'demo'));
+    mkdirSync(join(site, 'package'));
+    for (const entry of readdirSync(join(web, 'package')).filter((name) => name !== 'src')) {
+      symlinkSync(join(web, 'package', entry), join(site, 'package', entry));
+    }
+    cpSync(join(web, 'package', 'src'), join(site, 'package', 'src'), { recursive: true, filter: (path) => !path.endsWith('threads.js') });
+    const server = await serve(site, 0, { isolated: true });
+    try {
+      await withBrowser(false, async (browser) => {
+        const page = await openPage(browser, `http://127.0.0.1:${server.address().port}/demo/?device=cpu&sample=1&autorun=1`, 'no threads');
+        const { state, status, run } = await waitForState(page, ['done', 'error']);
+        check(state === 'done' && run.device.threads === 1 && /threaded engine could not start/.test(run.device.threadsFallbackReason) && run.result.events.length > 0,
+          `an isolated page whose threads cannot start captions on one thread (${status}; ${run.device?.threadsFallbackReason})`);
+      });
+    } finally {
+      server.close();
+    }
+  } finally {
+    rmSync(site, { recursive: true, force: true });
+  }
 }
 
 // The packed tarball installed into a separate page, as a web app would use it: as plain ES modules

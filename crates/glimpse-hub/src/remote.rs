@@ -494,7 +494,8 @@ impl Hub {
                     continue;
                 }
                 Err(Stop::GiveUp(message)) => {
-                    return Err(HubError::Remote(format!("{file} of {id}: {message}{}", kept_note(&partial))));
+                    let kept = kept_note(&partial, "for a run that can reach the file");
+                    return Err(HubError::Remote(format!("{file} of {id}: {message}{kept}")));
                 }
                 Err(Stop::Refuse(message)) => {
                     remove_if_present(&partial)?;
@@ -515,23 +516,21 @@ impl Hub {
                 meta.url, meta.etag
             )));
         }
-        Err(HubError::Remote(format!(
-            "{file} of {id}: {last_error} (after {ATTEMPTS} attempts{})",
-            kept_note(&partial)
-        )))
+        let kept = kept_note(&partial, "and the next run resumes from them");
+        Err(HubError::Remote(format!("{file} of {id}: {last_error} (after {ATTEMPTS} attempts{kept})")))
     }
 
     /// A GET of `url` from byte `from` on, `remaining` bytes to come (they set how long the whole
     /// request may take: [`MinSpeed::deadline`]); the answer that is not a redirect, whatever its
-    /// status. LFS files redirect to a CDN. The redirects are followed here, not by the HTTP library, so
+    /// status, and whether a redirect led to it. LFS files redirect to a CDN. The redirects are followed here, not by the HTTP library, so
     /// that each is checked: to http(s) only (the library panics on a `file:` one, which has no host),
     /// never from https down to http, and the token goes to the hub's own address only.
-    fn get(&self, url: &str, from: u64, remaining: u64) -> Result<ureq::Response, Stop> {
+    fn get(&self, url: &str, from: u64, remaining: u64) -> Result<(ureq::Response, bool), Stop> {
         const MAX_HOPS: usize = 5;
         let agent = agent();
         let deadline = self.min_speed.deadline(remaining);
         let mut url = url.to_string();
-        for _ in 0..=MAX_HOPS {
+        for hop in 0..=MAX_HOPS {
             let mut request = self.request(&agent, "GET", &url);
             if from > 0 {
                 request = request.set("Range", &format!("bytes={from}-"));
@@ -544,7 +543,7 @@ impl Hub {
                 Err(e) => return Err(Stop::Retry(e.to_string())),
             };
             let Some(location) = response.header("Location").filter(|_| (300..400).contains(&response.status())) else {
-                return Ok(response);
+                return Ok((response, hop > 0));
             };
             // Not a refusal of what arrived: a partial download an earlier run left is kept.
             url = redirect_target(&url, location).map_err(|why| {
@@ -569,7 +568,7 @@ impl Hub {
         if have >= meta.size {
             have = 0;
         }
-        let response = self.get(url, have, meta.size - have)?;
+        let (response, redirected) = self.get(url, have, meta.size - have)?;
         match response.status() {
             200 | 206 => {}
             // What is kept does not fit the file any more (the server's copy changed, or the kept
@@ -578,8 +577,9 @@ impl Hub {
                 remove_if_present(partial).map_err(|e| Stop::Retry(e.to_string()))?;
                 return Err(Stop::Retry(format!("{url} refused to resume at byte {have} (HTTP 416)")));
             }
-            // The server's answer, not an accident of the network: asking again would get it again.
-            code @ 400..500 if !matches!(code, 408 | 425 | 429) => {
+            // The hub's own answer, which asking again would get again. A CDN's may not be: each
+            // attempt asks the hub, which redirects to a freshly signed address.
+            code @ 400..500 if !redirected && !matches!(code, 408 | 425 | 429) => {
                 return Err(Stop::GiveUp(format!("{url}: HTTP {code} {}", response.status_text())));
             }
             code => return Err(Stop::Retry(format!("{url}: HTTP {code} {}", response.status_text()))),
@@ -648,15 +648,12 @@ impl Hub {
     }
 }
 
-/// What a failed download leaves for the next run, for its message: `; the N bytes that arrived are
-/// kept in PATH ...`, or nothing.
-fn kept_note(partial: &Path) -> String {
+/// What a failed download leaves behind, for its message: `; the N bytes that arrived are kept in
+/// PATH <then>`, or nothing.
+fn kept_note(partial: &Path, then: &str) -> String {
     match file_len(partial) {
         0 => String::new(),
-        bytes => format!(
-            "; the {bytes} bytes that arrived are kept in {} and the next run resumes from them",
-            partial.display()
-        ),
+        bytes => format!("; the {bytes} bytes that arrived are kept in {} {then}", partial.display()),
     }
 }
 
@@ -664,8 +661,8 @@ fn kept_note(partial: &Path) -> String {
 enum Stop {
     /// The network failed; what arrived is kept and the next attempt resumes from it.
     Retry(String),
-    /// The request cannot succeed as it is made (a redirect glimpse does not follow, a status
-    /// such as 403 or 404): not tried again; what arrived is kept for a later run.
+    /// The request cannot succeed as it is made (a redirect glimpse does not follow, the hub's own
+    /// 403 or 404): not tried again; what arrived is kept for a run that can reach the file.
     GiveUp(String),
     /// The server misbehaved (more bytes than announced, a range not asked for); nothing it sent is
     /// kept.

@@ -39,15 +39,15 @@ pub(crate) const ROWS_PER_TASK: usize = 16;
 
 /// Fewest multiply-adds (or elements) a CPU pass shares out over threads. Natively any: a task
 /// reaches another thread in microseconds. In the browser's threaded engine it wakes another Web
-/// Worker, which takes tens of them (a `rayon::join` from the engine's worker: 18-33 us in
-/// Chromium), and the demo's small models ran slower on two threads than on one.
+/// Worker, which takes tens of them (web/README.md), and the demo's small models ran slower on two
+/// threads than on one.
 #[cfg(threads)]
 const PARALLEL_MIN_WORK: usize = if cfg!(target_family = "wasm") { 1 << 18 } else { 1 };
 
 /// `fill(index, part)` for each `part_len`-long part of `out` (the last may be shorter), `work`
-/// multiply-adds (or elements) in all: over rayon's threads, at least `min_parts` parts per task;
-/// in turn in the browser's single-threaded engine, for less work than [`PARALLEL_MIN_WORK`], or
-/// where the parts make one task.
+/// multiply-adds (or elements) in all: over rayon's threads, at least `min_parts` parts per task
+/// (where the parts make one task, rayon runs it on the calling thread); in turn in the browser's
+/// single-threaded engine, or for less work than [`PARALLEL_MIN_WORK`].
 pub(crate) fn for_each_part(
     out: &mut [f32],
     part_len: usize,
@@ -56,7 +56,7 @@ pub(crate) fn for_each_part(
     fill: impl Fn((usize, &mut [f32])) + Send + Sync,
 ) {
     #[cfg(threads)]
-    if work >= PARALLEL_MIN_WORK && out.len() > part_len.saturating_mul(min_parts) {
+    if work >= PARALLEL_MIN_WORK {
         use rayon::prelude::*;
         out.par_chunks_mut(part_len).enumerate().with_min_len(min_parts).for_each(fill);
         return;

@@ -1,10 +1,6 @@
 //! Attention of one new token against the KV cache, with the token's key and value written into
 //! the cache: the inner step of incremental decoding.
 
-// Without wgpu, the dispatch Burn generates for an extension only wgpu implements reads none of
-// its arguments.
-#![cfg_attr(not(wgpu), allow(unused_variables))]
-
 use burn::backend::{Backend, Dispatch, backend_extension, tensor::FloatTensor};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
@@ -102,8 +98,11 @@ pub fn decode_attention_fallback(
     (output, k_cache, v_cache)
 }
 
+// Without wgpu no backend implements it, and the dispatch Burn generates from each method reads
+// none of its arguments.
 #[backend_extension(Cube: cfg(wgpu))]
 trait DecodeAttentionBackend: Backend {
+    #[cfg_attr(not(wgpu), allow(unused_variables))]
     fn decode_attention(
         qkv: FloatTensor<Self>,
         k_cache: FloatTensor<Self>,

@@ -2,10 +2,6 @@
 //! and with its gradient in one more under autodiff (a frozen model's LayerNorms on the way to a
 //! prefix or a mask).
 
-// Without wgpu, the dispatch Burn generates for an extension only wgpu implements reads none of
-// its arguments.
-#![cfg_attr(not(wgpu), allow(unused_variables))]
-
 use burn::backend::{Backend, Dispatch, backend_extension, tensor::FloatTensor};
 use burn::prelude::*;
 
@@ -66,8 +62,11 @@ pub fn layer_norm_fallback<const D: usize>(
     burn::tensor::module::layer_norm(x, gamma, beta, epsilon)
 }
 
+// Without wgpu no backend implements it, and the dispatch Burn generates from each method reads
+// none of its arguments.
 #[backend_extension(Cube: cfg(wgpu), Autodiff)]
 trait LayerNormBackend: Backend {
+    #[cfg_attr(not(wgpu), allow(unused_variables))]
     fn layer_norm(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,

@@ -6,10 +6,6 @@
 //! transposed fastest (forward and, for a tracked input, backward); in the wasm build, from
 //! `cpu::WASM_PRODUCT_MIN_ROWS` rows on, its own product instead.
 
-// Without wgpu, the dispatch Burn generates for an extension only wgpu implements reads none of
-// its arguments.
-#![cfg_attr(not(wgpu), allow(unused_variables))]
-
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -318,8 +314,11 @@ impl Backward<Flex, 1> for RowsProductBackward {
 }
 
 /// All on `[m, k]` rows, `m <= LINEAR_MAX_ROWS`, -> `[m, n]`.
+// Without wgpu no backend implements it, and the dispatch Burn generates from each method reads
+// none of its arguments.
 #[backend_extension(Cube: cfg(wgpu))]
 trait LinearBackend: Backend {
+    #[cfg_attr(not(wgpu), allow(unused_variables))]
     fn linear(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -327,6 +326,7 @@ trait LinearBackend: Backend {
         activation: u32,
     ) -> FloatTensor<Self>;
 
+    #[cfg_attr(not(wgpu), allow(unused_variables))]
     fn linear_residual(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -334,6 +334,7 @@ trait LinearBackend: Backend {
         residual: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
 
+    #[cfg_attr(not(wgpu), allow(unused_variables))]
     fn layer_norm_linear(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,

@@ -156,8 +156,9 @@ async function load({ device, threads, crashChannel, clip, lm }, onProgress) {
   };
 }
 
-// How long the threads' workers may take to start before the engine goes on without them.
-const THREADS_START_MS = 60_000;
+// How long the threads' workers may take to start before the engine goes on without them: each
+// instantiates a module already compiled, which takes milliseconds.
+const THREADS_START_MS = 20_000;
 
 // The engine for `kind`: on the CPU of a cross-origin isolated page (the only kind that has shared
 // memory), the threaded one with a pool of `threads` (`'auto'`: one per core the browser reports);
@@ -186,7 +187,8 @@ async function startEngine(kind, threads, crashChannel) {
 
 // The threaded engine with its rayon pool: one worker per thread, each instantiating the module
 // compiled here on this one's shared memory, all started before anything computes
-// (crates/glimpse-wasm/src/threads.rs). On failure the workers started are stopped.
+// (crates/glimpse-wasm/src/threads.rs). On failure the workers started are stopped. A module whose
+// start failed is not started again (its pool's hand-off is spent): each load has a fresh worker.
 async function startThreadedEngine(threads, crashChannel) {
   const module = await import('../engine-threads/glimpse_wasm.js');
   const exports = await module.default();
@@ -195,11 +197,13 @@ async function startThreadedEngine(threads, crashChannel) {
   const pool = new module.ThreadPool(threads);
   const workers = [];
   let timer;
+  let started = false;
   try {
-    const started = Promise.all(Array.from({ length: threads }, () => new Promise((resolve, reject) => {
+    const ready = Promise.all(Array.from({ length: threads }, () => new Promise((resolve, reject) => {
       const worker = new Worker(new URL('./threads.js', import.meta.url), { type: 'module' });
       workers.push(worker);
       worker.onmessage = ({ data }) => (data.ready ? resolve() : reject(new Error(data.error)));
+      worker.onmessageerror = () => reject(new Error('a thread could not receive the engine'));
       worker.onerror = (event) => {
         // Not the engine's own error: the single-threaded engine takes over.
         event.preventDefault();
@@ -210,16 +214,18 @@ async function startThreadedEngine(threads, crashChannel) {
     const late = new Promise((_, reject) => {
       timer = setTimeout(() => reject(new Error(`its threads did not start within ${THREADS_START_MS / 1000} s`)), THREADS_START_MS);
     });
-    await Promise.race([started, late]);
-  } catch (error) {
-    for (const worker of workers) worker.terminate();
-    pool.free();
-    throw error;
-  } finally {
+    await Promise.race([ready, late]);
     clearTimeout(timer);
+    // Returns once every thread runs: all of them wait for it. It consumes the pool.
+    started = true;
+    pool.start();
+  } catch (error) {
+    clearTimeout(timer);
+    for (const worker of workers) worker.terminate();
+    if (!started) pool.free();
+    throw error;
   }
-  // Returns once every thread runs: all of them wait for it.
-  pool.start();
+  for (const worker of workers) worker.onmessage = worker.onmessageerror = worker.onerror = null;
   engineModule = module;
   wasmExports = exports;
 }
