@@ -179,9 +179,7 @@ fn bad_downloads_are_refused_and_never_loaded() {
     for (repo, times) in [("forbidden", 1), ("cdn-forbidden", 3)] {
         server.take_log();
         let refused = error(&hub, &format!("test/{repo}"));
-        let weights = format!("GET /test/{repo}/");
-        let asked =
-            server.take_log().iter().filter(|l| l.starts_with(&weights) && l.contains("model.safetensors")).count();
+        let asked = weights_asked(&server, &format!("test/{repo}"));
         assert!(
             refused.contains("HTTP 403") && refused.contains("attempts") == (times > 1) && asked == times,
             "{repo}: {asked} requests: {refused}"
@@ -209,6 +207,12 @@ fn within<T: Send + 'static>(seconds: u64, f: impl FnOnce() -> T + Send + 'stati
         Err(RecvTimeoutError::Timeout) => panic!("still running after {seconds} s"),
         Err(RecvTimeoutError::Disconnected) => panic!("the thread panicked"),
     }
+}
+
+/// The GETs of `repo`'s weights from the hub (not its CDN) since the server's log was last taken.
+fn weights_asked(server: &HubServer, repo: &str) -> usize {
+    let prefix = format!("GET /{repo}/");
+    server.take_log().iter().filter(|l| l.starts_with(&prefix) && l.contains("model.safetensors")).count()
 }
 
 fn weights_of(fixture_name: &str) -> (Vec<u8>, String) {
@@ -254,11 +258,7 @@ fn redirects_are_checked_hop_by_hop_and_the_token_stays_on_the_hub() {
     let refused = within(30, move || error(&hub, "test/to-file"));
     assert!(refused.contains("file:///etc/passwd") && refused.contains("not an http(s) address"), "{refused}");
     // Asking again would meet the same redirect: the weights are asked for once.
-    let asked = server
-        .take_log()
-        .iter()
-        .filter(|l| l.starts_with("GET /test/to-file/") && l.contains("model.safetensors"))
-        .count();
+    let asked = weights_asked(&server, "test/to-file");
     assert!(asked == 1 && !refused.contains("attempts"), "{asked} requests: {refused}");
     assert!(leftovers(&cache, "test/to-file").is_empty(), "{:?}", leftovers(&cache, "test/to-file"));
 }

@@ -17,7 +17,12 @@ if [ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $version" ]; then
     cargo install --quiet wasm-bindgen-cli --version "$version"
 fi
 
-# The threaded engine needs nightly's library source: say so before anything builds.
+# What the builds below need, said before anything builds: binaryen for WASM_OPT=1, and nightly's
+# library source for the threaded engine.
+if [ "${WASM_OPT:-0}" = 1 ] && [ ! -x web/node_modules/.bin/wasm-opt ]; then
+    echo "WASM_OPT=1 needs binaryen: run \`npm ci\` in web/ first" >&2
+    exit 1
+fi
 if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
     echo "the threaded engine needs the nightly toolchain with rust-src: rustup component add rust-src --toolchain nightly (rustup toolchain install nightly first where there is none)" >&2
     exit 1
@@ -45,7 +50,6 @@ package() {
     local staging="$work/$folder"
     wasm-bindgen --target web --remove-name-section --remove-producers-section --out-dir "$staging" "$module"
     if [ "${WASM_OPT:-0}" = 1 ]; then
-        [ -x web/node_modules/.bin/wasm-opt ] || { echo "WASM_OPT=1 needs binaryen: run \`npm ci\` in web/ first" >&2; exit 1; }
         (cd web && npx --no-install wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-threads \
             "$staging/glimpse_wasm_bg.wasm" -o "$staging/glimpse_wasm_bg.opt.wasm")
         mv "$staging/glimpse_wasm_bg.opt.wasm" "$staging/glimpse_wasm_bg.wasm"

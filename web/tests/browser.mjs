@@ -834,7 +834,8 @@ if (wanted.includes('frames') || wanted.includes('demo')) {
   execFileSync('ffmpeg', ['-v', 'error', '-y', '-i', join(web, 'demo/assets/shapes.webm'), '-c:v', 'libx264', '-pix_fmt', 'yuv420p', join(out, 'shapes.mp4')]);
 }
 const server = await serve(web);
-const isolatedServer = await serve(web, 0, { isolated: true });
+// The demo's threaded run is served cross-origin isolated.
+const isolatedServer = wanted.includes('demo') ? await serve(web, 0, { isolated: true }) : null;
 const origin = `http://127.0.0.1:${server.address().port}`;
 try {
   if (wanted.includes('frames')) await framesRun(origin);
@@ -854,7 +855,7 @@ try {
   }
 } finally {
   server.close();
-  isolatedServer.close();
+  isolatedServer?.close();
 }
 if (failures.length) {
   console.error(`\n${failures.length} browser check(s) failed`);

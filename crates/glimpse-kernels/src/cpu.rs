@@ -133,12 +133,13 @@ pub(crate) fn few_rows_product(x: &[f32], m: usize, rhs: &Strided) -> Vec<f32> {
     if inner == 0 || n == 0 {
         return vec![0f32; m * n];
     }
+    let work = m * inner * n;
     if rhs.column_stride == 1 && n > 1 {
-        let rows = inner.div_ceil(threads_for(m * inner * n).min(inner / ROWS_PER_TASK).max(1));
+        let rows = inner.div_ceil(threads_for(work).min(inner / ROWS_PER_TASK).max(1));
         // Counted from `rows`, so that every part starts inside `rhs` and holds at least one row.
         let parts = inner.div_ceil(rows);
         let mut partials = vec![0f32; parts * m * n];
-        for_each_part(&mut partials, m * n, 1, m * inner * n, |(part, out)| {
+        for_each_part(&mut partials, m * n, 1, work, |(part, out)| {
             let first = part * rows;
             // SAFETY: `first < inner`, so rows `first..first + count` of `rhs` and columns
             // `first..first + count` of `x` lie inside them; `out` is `[m, n]`.
@@ -165,13 +166,13 @@ pub(crate) fn few_rows_product(x: &[f32], m: usize, rhs: &Strided) -> Vec<f32> {
         return partials;
     }
     // About four blocks per thread, for balance, of at least 16 columns; one block on one thread.
-    let width = match threads_for(m * inner * n) {
+    let width = match threads_for(work) {
         1 => n,
         threads => n.div_ceil(4 * threads).max(16).min(n),
     };
     // Block-major while computing (block b holds `[m, its width]`), so each task writes one slice.
     let mut by_block = vec![0f32; m * n];
-    for_each_part(&mut by_block, m * width, 1, m * inner * n, |(block, out)| {
+    for_each_part(&mut by_block, m * width, 1, work, |(block, out)| {
         let (first, columns) = (block * width, out.len() / m);
         // SAFETY: columns `first..first + columns` of `rhs` lie inside it; `out` is `[m, columns]`.
         unsafe {
@@ -252,11 +253,9 @@ unsafe fn gemm_into(
             }
         }
     };
-    if matches!(parallelism, gemm::Parallelism::None) {
-        out.chunks_mut(16 * n).enumerate().for_each(rows_of);
-    } else {
-        for_each_part(out, 16 * n, 1, m * n, rows_of);
-    }
+    // As many threads as the product had: none counts no work to share out.
+    let work = if matches!(parallelism, gemm::Parallelism::None) { 0 } else { m * n };
+    for_each_part(out, 16 * n, 1, work, rows_of);
 }
 
 /// `[m, inner] x rhs [inner, n] -> [m, n]` for contiguous rows `x`, any `m`: one gemm call, over

@@ -69,9 +69,18 @@ pub struct VideoSource {
 
 #[derive(Debug, Clone)]
 enum SourceKind {
-    Animation { path: PathBuf, format: ImageFormat },
-    Frames { paths: Vec<PathBuf> },
-    Ffmpeg { path: PathBuf },
+    Animation {
+        path: PathBuf,
+        format: ImageFormat,
+    },
+    Frames {
+        paths: Vec<PathBuf>,
+    },
+    /// `head`: the file's first 12 bytes, for ffmpeg's errors (what its `moov` error means).
+    Ffmpeg {
+        path: PathBuf,
+        head: Option<[u8; 12]>,
+    },
 }
 
 impl VideoSource {
@@ -113,7 +122,10 @@ impl VideoSource {
                 Err(_) if head.is_empty() => return Err(named("the file is empty".into())),
                 Err(_) => {
                     check_ffmpeg(path)?;
-                    SourceKind::Ffmpeg { path: path.to_path_buf() }
+                    SourceKind::Ffmpeg {
+                        path: path.to_path_buf(),
+                        head: head.get(..12).and_then(|h| h.try_into().ok()),
+                    }
                 }
             }
         };
@@ -144,9 +156,9 @@ impl VideoSource {
                 }
                 Ok(paths.len() as f64 / self.fps)
             }
-            SourceKind::Ffmpeg { path } => {
+            SourceKind::Ffmpeg { path, head } => {
                 let probe = Probe::of(path);
-                let samples = read_with_ffmpeg(path, self.fps, &probe, &mut on_frame)?;
+                let samples = read_with_ffmpeg(path, head.as_ref(), self.fps, &probe, &mut on_frame)?;
                 Ok(sampled_duration(samples, self.fps, probe.length))
             }
         }
@@ -617,9 +629,11 @@ impl Drop for Ffmpeg {
 const STDERR_KEPT: usize = 4096;
 
 /// Any video `ffmpeg` reads, sampled at `fps` by its `fps` filter and piped as PPM frames (each
-/// with its own size, so no probe is needed); at most [`MAX_FRAMES`].
+/// with its own size, so no probe is needed); at most [`MAX_FRAMES`]. `head`: the file's first 12
+/// bytes.
 fn read_with_ffmpeg<E: From<MediaError>>(
     path: &Path,
+    head: Option<&[u8; 12]>,
     fps: f64,
     probe: &Probe,
     on_frame: &mut impl FnMut(RgbImage) -> Result<(), E>,
@@ -630,11 +644,11 @@ fn read_with_ffmpeg<E: From<MediaError>>(
     // Sampled from the file's start (ffmpeg counts time from it): a stream whose first pictures
     // cannot be decoded (a broadcast capture cut mid-GOP) starts later, and its first decoded
     // picture stands for the time before it rather than every sample moving early.
-    let (mut frames, mut stderr) = run_ffmpeg(path, fps, probe, &ffmpeg_filters(fps, "round", probe), on_frame)?;
+    let (mut frames, mut stderr) = run_ffmpeg(path, head, fps, probe, &ffmpeg_filters(fps, "round", probe), on_frame)?;
     if frames == 0 {
         // A video shorter than one sample: the filter drops its frame unless told to pass it (which
         // would also round every other video's end up, one frame more).
-        (frames, stderr) = run_ffmpeg(path, fps, probe, &ffmpeg_filters(fps, "pass", probe), on_frame)?;
+        (frames, stderr) = run_ffmpeg(path, head, fps, probe, &ffmpeg_filters(fps, "pass", probe), on_frame)?;
     }
     if frames == 0 {
         let why = if stderr.is_empty() { "it found no video frames in it".to_string() } else { stderr };
@@ -657,6 +671,7 @@ fn read_with_ffmpeg<E: From<MediaError>>(
 /// or an error where it failed.
 fn run_ffmpeg<E: From<MediaError>>(
     path: &Path,
+    head: Option<&[u8; 12]>,
     fps: f64,
     probe: &Probe,
     filter: &str,
@@ -728,8 +743,7 @@ fn run_ffmpeg<E: From<MediaError>>(
             return Err(no_video_stream(path).into());
         }
         if stderr.contains("moov atom not found") {
-            let head = file_head(path);
-            if head.as_ref().is_some_and(is_heif) {
+            if head.is_some_and(is_heif) {
                 return Err(MediaError::Video(format!(
                     "{} is a HEIF / AVIF picture (as phones save photos), not a video: convert it to JPEG or PNG to \
                      caption it with caption-image",
@@ -737,7 +751,7 @@ fn run_ffmpeg<E: From<MediaError>>(
                 ))
                 .into());
             }
-            if head.as_ref().is_some_and(starts_as_mp4) {
+            if head.is_some_and(starts_as_mp4) {
                 return Err(MediaError::Video(format!(
                     "{} is cut short or was never finished: its index (the MP4 / MOV `moov`, which a camera writes \
                      last) is missing. Copy or download it again; a recording that was interrupted needs a repair \
@@ -761,13 +775,8 @@ fn run_ffmpeg<E: From<MediaError>>(
     Ok((frames, stderr))
 }
 
-/// The file's first 12 bytes: an ISO file's first box's size, type and (for `ftyp`) major brand.
-fn file_head(path: &Path) -> Option<[u8; 12]> {
-    let mut head = [0u8; 12];
-    File::open(path).and_then(|mut file| file.read_exact(&mut head)).ok().map(|()| head)
-}
-
-/// Whether a file that begins with `head` begins as an MP4 / MOV does, with one of the boxes that
+/// Whether a file that begins with `head` (an ISO file's first box's size, type and, for `ftyp`,
+/// major brand) begins as an MP4 / MOV does, with one of the boxes that
 /// come before the index (a file ffmpeg opened as MP4 for its name alone does not).
 fn starts_as_mp4(head: &[u8; 12]) -> bool {
     [b"ftyp", b"mdat", b"wide", b"free", b"skip", b"pnot"].iter().any(|kind| head[4..8] == kind[..])

@@ -169,9 +169,8 @@ export class Glimpse {
 
   /** Stops the engine; the object cannot be used afterwards. */
   dispose() {
-    this._stopWorker();
     this._loadArgs = null;
-    this._failAll(new GlimpseError('glimpse was disposed'));
+    this._restart(new GlimpseError('glimpse was disposed'));
   }
 
   async _start(onProgress) {
@@ -249,15 +248,11 @@ export class Glimpse {
   }
 
   _restart(reason) {
-    this._stopWorker();
-    if (reason) this._failAll(reason);
-  }
-
-  _stopWorker() {
     this._worker?.terminate();
     this._worker = null;
     this._crashes?.close();
     this._crashes = null;
+    if (reason) this._failAll(reason);
   }
 
   _failAll(reason) {

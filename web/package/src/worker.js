@@ -147,11 +147,13 @@ async function load({ device, threads, crashChannel, clip, lm }, onProgress) {
     await warmUp(session);
   }
   progress.phase(LoadStatus.ready);
+  // Threads are the CPU backend's.
+  const { threads: count, fallbackReason: threadsFallbackReason } = deviceKind === 'cpu' ? threading : {};
   return {
     ...JSON.parse(session.device()),
     fallbackReason: kind.fallbackReason,
-    threads: deviceKind === 'cpu' ? threading.threads : undefined,
-    threadsFallbackReason: deviceKind === 'cpu' ? threading.fallbackReason : undefined,
+    threads: count,
+    threadsFallbackReason,
     imageSize: session.imageSize(),
   };
 }
@@ -167,17 +169,19 @@ const THREADS_START_MS = 20_000;
 async function startEngine(kind, threads, crashChannel) {
   const wanted = threads === 'auto' ? Math.min(self.navigator.hardwareConcurrency || 1, MAX_THREADS) : threads;
   let fallbackReason;
-  if (wanted > 1 && !self.crossOriginIsolated) {
-    fallbackReason = 'the page is not cross-origin isolated (see the package README: COOP and COEP headers), so it has no shared memory';
-  } else if (wanted > 1 && kind.kind !== 'cpu') {
-    // Said only where WebGPU fails after all and the CPU takes over in this engine.
-    fallbackReason = 'the CPU took over from WebGPU in the engine started for WebGPU, which has one thread';
-  } else if (wanted > 1) {
-    try {
-      await startThreadedEngine(wanted, crashChannel);
-      return { threads: wanted };
-    } catch (error) {
-      fallbackReason = `the threaded engine could not start (${error?.message ?? error})`;
+  if (wanted > 1) {
+    if (!self.crossOriginIsolated) {
+      fallbackReason = 'the page is not cross-origin isolated (see the package README: COOP and COEP headers), so it has no shared memory';
+    } else if (kind.kind !== 'cpu') {
+      // Said only where WebGPU fails after all and the CPU takes over in this engine.
+      fallbackReason = 'the CPU took over from WebGPU in the engine started for WebGPU, which has one thread';
+    } else {
+      try {
+        ({ module: engineModule, exports: wasmExports } = await startThreadedEngine(wanted, crashChannel));
+        return { threads: wanted };
+      } catch (error) {
+        fallbackReason = `the threaded engine could not start (${error?.message ?? error})`;
+      }
     }
   }
   engineModule = await import('../engine/glimpse_wasm.js');
@@ -187,8 +191,9 @@ async function startEngine(kind, threads, crashChannel) {
 
 // The threaded engine with its rayon pool: one worker per thread, each instantiating the module
 // compiled here on this one's shared memory, all started before anything computes
-// (crates/glimpse-wasm/src/threads.rs). On failure the workers started are stopped. A module whose
-// start failed is not started again (its pool's hand-off is spent): each load has a fresh worker.
+// (crates/glimpse-wasm/src/threads.rs). Resolves to the engine's module and its instance's exports.
+// On failure the workers started are stopped. A module whose start failed is not started again
+// (its pool's hand-off is spent): each load has a fresh worker.
 async function startThreadedEngine(threads, crashChannel) {
   const module = await import('../engine-threads/glimpse_wasm.js');
   const exports = await module.default();
@@ -215,19 +220,18 @@ async function startThreadedEngine(threads, crashChannel) {
       timer = setTimeout(() => reject(new Error(`its threads did not start within ${THREADS_START_MS / 1000} s`)), THREADS_START_MS);
     });
     await Promise.race([ready, late]);
-    clearTimeout(timer);
     // Returns once every thread runs: all of them wait for it. It consumes the pool.
     started = true;
     pool.start();
   } catch (error) {
-    clearTimeout(timer);
     for (const worker of workers) worker.terminate();
     if (!started) pool.free();
     throw error;
+  } finally {
+    clearTimeout(timer);
   }
   for (const worker of workers) worker.onmessage = worker.onmessageerror = worker.onerror = null;
-  engineModule = module;
-  wasmExports = exports;
+  return { module, exports };
 }
 
 // The engine on the device `kind` names, and the kind it ended on: `auto` promised a working
