@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{RecvTimeoutError, channel};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use glimpse_hub::remote::{Hub, MinSpeed, Progress, RepoId, may_send_token};
 use glimpse_models::{Gpt2Bundle, ModelFiles};
@@ -195,6 +195,32 @@ fn bad_downloads_are_refused_and_never_loaded() {
     }
     let unreachable = Hub { endpoint: "http://127.0.0.1:9".into(), ..hub.clone() };
     assert!(error(&unreachable, "test/other").contains("HF_HUB_OFFLINE"));
+}
+
+#[test]
+fn busy_answers_are_waited_for_as_the_hub_asks() {
+    let server = HubServer::start();
+    server.add("test/busy", &fixture("gpt2-lmhead"), Fault::BusyOnce);
+    server.add("test/rate-limited", &fixture("gpt2-lmhead"), Fault::RateLimited);
+    let cache = cache("busy");
+    let hub = hub(&server, &cache);
+
+    // A 503 without Retry-After waits 1 s, a 429 with `Retry-After: 1` the second it asks.
+    let start = Instant::now();
+    hub.model_files(&id("test/busy"), |_| {}).unwrap();
+    let waited = start.elapsed();
+    let log = server.take_log();
+    let asked = |request: &str| log.iter().filter(|l| l.starts_with(request)).count();
+    assert_eq!(asked("HEAD /test/busy/resolve/main/config.json"), 2, "{log:?}");
+    assert_eq!(log.iter().filter(|l| l.starts_with("GET") && l.contains("model.safetensors")).count(), 2, "{log:?}");
+    assert!(waited >= Duration::from_secs(2), "{waited:?}");
+
+    // An hour is not waited for: one request, and the message says when to come back.
+    let start = Instant::now();
+    let limited = error(&hub, "test/rate-limited");
+    assert!(limited.contains("HTTP 429") && limited.contains("3600 s"), "{limited}");
+    assert_eq!(weights_asked(&server, "test/rate-limited"), 1);
+    assert!(start.elapsed() < Duration::from_secs(30));
 }
 
 /// Runs `f` on a thread of its own and fails if it has not returned after `seconds`: a hang

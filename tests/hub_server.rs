@@ -55,6 +55,11 @@ pub enum Fault {
     CdnForbidden,
     /// A GET of `config.json` sends its headers a byte every 50 ms, without end.
     EndlessHeaders,
+    /// The first HEAD of `config.json` is answered 503 (no `Retry-After`), the first GET of the
+    /// weights 429 with `Retry-After: 1`, as a hub limiting requests does; later ones are served.
+    BusyOnce,
+    /// Every GET of the weights is answered 429 with `Retry-After: 3600`.
+    RateLimited,
 }
 
 pub const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
@@ -74,6 +79,8 @@ struct State {
     /// `METHOD path range` of every request, in order.
     log: Vec<String>,
     dropped: bool,
+    /// `METHOD path` of the requests [`Fault::BusyOnce`] has turned away.
+    turned_away: Vec<String>,
 }
 
 pub struct HubServer {
@@ -258,6 +265,22 @@ fn answer(
     });
     let Some((fault, file, bytes)) = found else { return empty("404 Not Found") };
     let lfs = file.ends_with(".safetensors") || file.ends_with(".bin");
+    let first_time = |state: &mut State| {
+        let request = format!("{method} {path}");
+        let first = !state.turned_away.contains(&request);
+        state.turned_away.push(request);
+        first
+    };
+    match fault {
+        Fault::BusyOnce if method == "HEAD" && file == "config.json" && first_time(state) => {
+            return empty("503 Service Unavailable");
+        }
+        Fault::BusyOnce if method == "GET" && lfs && first_time(state) => {
+            return empty("429 Too Many Requests\r\nRetry-After: 1");
+        }
+        Fault::RateLimited if method == "GET" && lfs => return empty("429 Too Many Requests\r\nRetry-After: 3600"),
+        _ => {}
+    }
     if method == "GET" && lfs && !cdn {
         let repo = path.trim_start_matches('/').split("/resolve/").next().unwrap_or("");
         match fault {

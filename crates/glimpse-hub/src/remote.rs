@@ -375,10 +375,22 @@ impl Hub {
         let mut hops = 0;
         let response = loop {
             // A whole-request bound: a server that trickles its headers cannot hold us forever.
-            let request = self.request(agent, "HEAD", &url).timeout(Duration::from_secs(60));
-            let response = match request.call() {
+            let request = || self.request(agent, "HEAD", &url).timeout(Duration::from_secs(60));
+            let response = match call_patiently(request) {
                 Ok(response) => response,
                 Err(ureq::Error::Status(404, _)) => return Ok(None),
+                Err(ureq::Error::Status(code, response)) if is_busy(code) => {
+                    let advice = match retry_wait(retry_after(&response), 0) {
+                        Ok(_) => format!(" after {ATTEMPTS} attempts; run again later"),
+                        Err(too_long) => format!("; {too_long}"),
+                    };
+                    let rate =
+                        if code == 429 { " (the hub limits requests; more for a logged-in HF_TOKEN)" } else { "" };
+                    return Err(HubError::Unreachable(format!(
+                        "{url}: HTTP {code} {}{rate}{advice}, or set HF_HUB_OFFLINE=1 to use the cache only",
+                        response.status_text()
+                    )));
+                }
                 Err(ureq::Error::Status(code @ (401 | 403), _)) => {
                     let withheld = match &self.token {
                         Some(token) if !is_token(token) => {
@@ -484,13 +496,27 @@ impl Hub {
         progress: &mut dyn FnMut(Progress),
     ) -> Result<(), HubError> {
         let partial = partial_path(blob);
-        const ATTEMPTS: usize = 3;
         let mut last_error = String::new();
-        for _ in 0..ATTEMPTS {
+        for attempt in 0..ATTEMPTS {
             match self.transfer(file, meta, &partial, lock, progress) {
                 Ok(()) => {}
                 Err(Stop::Retry(message)) => {
                     last_error = message;
+                    continue;
+                }
+                Err(Stop::Busy(message, asked)) => {
+                    let wait = match retry_wait(asked, attempt) {
+                        Ok(wait) => wait,
+                        Err(too_long) => {
+                            let kept = kept_note(&partial, "for a run after that");
+                            return Err(HubError::Remote(format!("{file} of {id}: {message}; {too_long}{kept}")));
+                        }
+                    };
+                    last_error = message;
+                    if attempt + 1 < ATTEMPTS {
+                        lock.touch();
+                        std::thread::sleep(wait);
+                    }
                     continue;
                 }
                 Err(Stop::GiveUp(message)) => {
@@ -582,6 +608,10 @@ impl Hub {
             code @ 400..500 if !redirected && !matches!(code, 408 | 425 | 429) => {
                 return Err(Stop::GiveUp(format!("{url}: HTTP {code} {}", response.status_text())));
             }
+            code if is_busy(code) => {
+                let message = format!("{url}: HTTP {code} {}", response.status_text());
+                return Err(Stop::Busy(message, retry_after(&response)));
+            }
             code => return Err(Stop::Retry(format!("{url}: HTTP {code} {}", response.status_text()))),
         }
         let resumed = have > 0 && response.status() == 206;
@@ -661,12 +691,63 @@ fn kept_note(partial: &Path, then: &str) -> String {
 enum Stop {
     /// The network failed; what arrived is kept and the next attempt resumes from it.
     Retry(String),
+    /// The server answered "not now" (see [`is_busy`]), asking to wait the seconds given, if any;
+    /// the next attempt waits, then resumes.
+    Busy(String, Option<u64>),
     /// The request cannot succeed as it is made (a redirect glimpse does not follow, the hub's own
     /// 403 or 404): not tried again; what arrived is kept for a run that can reach the file.
     GiveUp(String),
     /// The server misbehaved (more bytes than announced, a range not asked for); nothing it sent is
     /// kept.
     Refuse(String),
+}
+
+/// How many times a file, or a HEAD request answered "not now", is asked for.
+const ATTEMPTS: usize = 3;
+
+/// The longest a server may ask glimpse to wait before asking again (`Retry-After`); past it the
+/// run stops and says when to run again.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(60);
+
+/// Answers that say "not now" rather than "no": a timeout, too early, too many requests (the hub's
+/// rate limit) or a server error. Asking again later may succeed.
+fn is_busy(code: u16) -> bool {
+    matches!(code, 408 | 425 | 429 | 500..=599)
+}
+
+/// The answer to `request()`, asked again while it is a "not now", at most [`ATTEMPTS`] times
+/// with the waits [`retry_wait`] gives; the last answer stands if the server asks for a longer wait.
+fn call_patiently(request: impl Fn() -> ureq::Request) -> Result<ureq::Response, ureq::Error> {
+    let mut attempt = 0;
+    loop {
+        match request().call() {
+            Err(ureq::Error::Status(code, response)) if is_busy(code) && attempt + 1 < ATTEMPTS => {
+                let Ok(wait) = retry_wait(retry_after(&response), attempt) else {
+                    return Err(ureq::Error::Status(code, response));
+                };
+                std::thread::sleep(wait);
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// The seconds an answer's `Retry-After` asks for; an HTTP date there is not read.
+fn retry_after(response: &ureq::Response) -> Option<u64> {
+    response.header("Retry-After")?.trim().parse().ok()
+}
+
+/// How long to wait before attempt `attempt + 1` after a "not now": what the server asked, else
+/// 1 s after the first attempt and 2 s after the second. Past [`MAX_RETRY_WAIT`], why not to wait.
+fn retry_wait(asked: Option<u64>, attempt: usize) -> Result<Duration, String> {
+    match asked {
+        Some(seconds) if Duration::from_secs(seconds) > MAX_RETRY_WAIT => {
+            Err(format!("the server asks to be asked again in {seconds} s: run again then"))
+        }
+        Some(seconds) => Ok(Duration::from_secs(seconds)),
+        None => Ok(Duration::from_secs(1 << attempt)),
+    }
 }
 
 /// The largest file the hub may announce: past any model's weights (a 4 TB checkpoint), and far
