@@ -361,11 +361,11 @@ fn model_files(what: &str, files: &JsValue) -> Result<ModelFiles, JsValue> {
         Ok(blob) => {
             JsFile::from_blob(blob).map_err(|e| js_error(MODEL_LOAD, format!("{what}: model.safetensors: {e:?}")))?
         }
-        Err(other) => JsFile::Bytes(
+        Err(other) => JsFile::new(JsBytes::Array(
             other
                 .dyn_into::<Uint8Array>()
                 .map_err(|_| js_error(MODEL_LOAD, format!("{what}: `weights` is neither a Uint8Array nor a Blob")))?,
-        ),
+        )),
     };
     Ok(ModelFiles {
         source: what.to_string(),
@@ -376,9 +376,15 @@ fn model_files(what: &str, files: &JsValue) -> Result<ModelFiles, JsValue> {
     })
 }
 
-/// A file's bytes outside the module's memory.
-enum JsFile {
-    Bytes(Uint8Array),
+/// A file's bytes outside the module's memory, read on the thread that made it.
+struct JsFile {
+    bytes: JsBytes,
+    size: u64,
+    made_on: std::thread::ThreadId,
+}
+
+enum JsBytes {
+    Array(Uint8Array),
     /// Read with the worker's synchronous reader (workers only): range by range, or whole on the
     /// first read when small (then kept until the file is dropped).
     Blob {
@@ -392,30 +398,40 @@ enum JsFile {
 /// browser's blob store, and a small model read tensor by tensor paid it for each of its hundred
 /// tensors (a third of the demo's load). Larger ones are read range by range, so that a 1 GB
 /// checkpoint is never copied whole.
-const WHOLE_BLOB_BYTES: f64 = (64 << 20) as f64;
+const WHOLE_BLOB_BYTES: u64 = 64 << 20;
 
 impl JsFile {
     fn from_blob(blob: web_sys::Blob) -> Result<Self, JsValue> {
-        Ok(JsFile::Blob { reader: web_sys::FileReaderSync::new()?, blob, whole: std::cell::OnceCell::new() })
+        let reader = web_sys::FileReaderSync::new()?;
+        Ok(Self::new(JsBytes::Blob { reader, blob, whole: std::cell::OnceCell::new() }))
+    }
+
+    fn new(bytes: JsBytes) -> Self {
+        let size = match &bytes {
+            JsBytes::Array(array) => array.length().into(),
+            // A Blob's size is a whole number of bytes below 2^53.
+            JsBytes::Blob { blob, .. } => blob.size() as u64,
+        };
+        Self { bytes, size, made_on: std::thread::current().id() }
     }
 }
 
 // SAFETY: a JavaScript object can only be used on the thread that made it: the engine's worker.
 // The single-threaded engine has no other thread; in the threaded one, rayon's threads run tensor
-// arithmetic only, and the loader reads a file on the thread that called it.
+// arithmetic only, the loader reads a file on the thread that called it (a read from any other is
+// refused below), and the models holding the file are dropped where the session lives.
 unsafe impl Send for JsFile {}
 unsafe impl Sync for JsFile {}
 
 impl ReadAt for JsFile {
     fn size(&self) -> u64 {
-        match self {
-            JsFile::Bytes(bytes) => bytes.length().into(),
-            // A Blob's size is a whole number of bytes below 2^53.
-            JsFile::Blob { blob, .. } => blob.size() as u64,
-        }
+        self.size
     }
 
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        if std::thread::current().id() != self.made_on {
+            return Err(std::io::Error::other("a JavaScript file was read off the engine's thread"));
+        }
         let Some(end) = offset.checked_add(buf.len() as u64).filter(|&end| end <= self.size()) else {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         };
@@ -427,14 +443,14 @@ impl ReadAt for JsFile {
             Ok(())
         };
         let failed = |e: JsValue| std::io::Error::other(format!("reading the Blob failed: {e:?}"));
-        match self {
-            JsFile::Bytes(bytes) => {
+        match &self.bytes {
+            JsBytes::Array(bytes) => {
                 let (Ok(start), Ok(end)) = (u32::try_from(offset), u32::try_from(end)) else {
                     return Err(std::io::ErrorKind::UnexpectedEof.into());
                 };
                 copy(bytes.subarray(start, end))
             }
-            JsFile::Blob { blob, reader, whole } if blob.size() <= WHOLE_BLOB_BYTES => {
+            JsBytes::Blob { blob, reader, whole } if self.size <= WHOLE_BLOB_BYTES => {
                 let bytes = match whole.get() {
                     Some(bytes) => bytes,
                     None => {
@@ -445,7 +461,7 @@ impl ReadAt for JsFile {
                 // Within the length checked above, which a small Blob's fits in u32.
                 copy(bytes.subarray(offset as u32, end as u32))
             }
-            JsFile::Blob { blob, reader, .. } => {
+            JsBytes::Blob { blob, reader, .. } => {
                 let read = blob
                     .slice_with_f64_and_f64(offset as f64, end as f64)
                     .and_then(|range| reader.read_as_array_buffer(&range))
