@@ -18,7 +18,7 @@ mod shard;
 
 pub use manifest::{Entry, Manifest, check_out_dir, read_manifest};
 pub use merge::{Merged, merge};
-pub use run::{Captioned, Event, Options, Summary, run};
+pub use run::{Captioned, Event, Options, Summary, claim_out_dir, run};
 pub use shard::Shard;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +32,9 @@ pub enum BatchError {
     /// A file in the output folder that is not a glimpse result.
     #[error("{0}")]
     Result(String),
+    /// An output folder that holds another batch's results, or is no folder.
+    #[error("{0}")]
+    OutDir(String),
     /// The output folder cannot be written or read (the cause follows as the error's source).
     #[error("{}", .path.display())]
     Io { path: std::path::PathBuf, source: std::io::Error },

@@ -1,6 +1,6 @@
 //! Manifests: which videos a batch covers and the id each one's results go under.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
@@ -186,16 +186,20 @@ fn not_a_video(path: &Path) -> bool {
     extension.is_some_and(|e| NOT_VIDEOS.contains(&e.as_str()))
 }
 
-/// Refuses an output folder that is the folder of videos itself: the next run would read the
-/// results written there as videos.
-pub fn check_out_dir(manifest: &Path, out_dir: &Path) -> Result<(), BatchError> {
-    let same = matches!((std::fs::canonicalize(manifest), std::fs::canonicalize(out_dir)), (Ok(a), Ok(b)) if a == b);
-    if same {
-        return Err(BatchError::Manifest(format!(
-            "--out-dir {} is the folder of the videos: the next run would read its results as videos; choose \
-             another folder",
-            out_dir.display()
-        )));
+/// Refuses an output folder that is the manifest, or a folder holding its videos: the next run
+/// of a folder would read the results as videos, and a video's `<id>.json` there may be a file of
+/// the user's (`glimpse world video` writes each video's truth beside it).
+pub fn check_out_dir(manifest: &Path, entries: &[Entry], out_dir: &Path) -> Result<(), BatchError> {
+    let Ok(out) = std::fs::canonicalize(out_dir) else { return Ok(()) };
+    let refuse = |what: &str| {
+        Err(BatchError::Manifest(format!("--out-dir {} is {what}; choose a folder of its own", out_dir.display())))
+    };
+    if std::fs::canonicalize(manifest).is_ok_and(|m| m == out) {
+        return refuse(if manifest.is_dir() { "the folder of the videos" } else { "the manifest" });
+    }
+    let folders: HashSet<&Path> = entries.iter().filter_map(|e| e.path.parent()).collect();
+    if folders.into_iter().any(|folder| std::fs::canonicalize(folder).is_ok_and(|f| f == out)) {
+        return refuse("a folder of the manifest's videos, where results could take the place of files beside them");
     }
     Ok(())
 }
@@ -313,9 +317,18 @@ mod tests {
         let expected: &[&str] = if cfg!(unix) { &["a", "b", "c", "d"] } else { &["a", "b"] };
         assert_eq!(ids, expected);
         // Results written among the videos would be read as videos by the next run.
-        let err = check_out_dir(&dir, &dir.join("sub").join("..")).unwrap_err().to_string();
+        let entries = read_manifest(&dir).unwrap().entries;
+        let err = check_out_dir(&dir, &entries, &dir.join("sub").join("..")).unwrap_err().to_string();
         assert!(err.contains("is the folder of the videos"), "{err}");
-        assert!(check_out_dir(&dir, &dir.join("sub")).is_ok());
+        assert!(check_out_dir(&dir, &entries, &dir.join("sub")).is_ok());
+        // A manifest's videos' folder, where their truth files lie.
+        let listed = dir.join("sub").join("list.txt");
+        std::fs::write(&listed, "../a.mp4\n").unwrap();
+        let entries = read_manifest(&listed).unwrap().entries;
+        let err = check_out_dir(&listed, &entries, &dir).unwrap_err().to_string();
+        assert!(err.contains("a folder of the manifest's videos"), "{err}");
+        assert!(check_out_dir(&listed, &entries, &listed).unwrap_err().to_string().contains("is the manifest"));
+        assert!(check_out_dir(&listed, &entries, &dir.join("sub")).is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -1,13 +1,15 @@
 //! A batch folder merged into one file in the ActivityNet Captions submission layout, the one
 //! `densevid_eval` and other dense-captioning scorers read.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use serde_json::json;
 
 use crate::result::VideoResult;
-use crate::run::{Folder, Status};
+use glimpse_media::untrusted::quoted;
+
+use crate::run::{Folder, Status, first_few, same_video};
 use crate::{BatchError, Entry};
 
 /// The merged results and what is not in them.
@@ -30,10 +32,11 @@ pub struct Merged {
 /// result that does not read as one (cut short, events with impossible times) is refused, named.
 pub fn merge(dir: &Path, entries: Option<&[Entry]>) -> Result<Merged, BatchError> {
     let folder = Folder::read(dir)?;
-    let listed: Option<HashSet<&str>> = entries.map(|entries| entries.iter().map(|e| e.id.as_str()).collect());
-    let in_manifest = |id: &str| listed.as_ref().is_none_or(|ids| ids.contains(id));
+    let listed: Option<HashMap<&str, &Path>> =
+        entries.map(|entries| entries.iter().map(|e| (e.id.as_str(), e.path.as_path())).collect());
+    let in_manifest = |id: &str| listed.as_ref().is_none_or(|ids| ids.contains_key(id));
     let mut results = BTreeMap::new();
-    let (mut failed, mut outside) = (Vec::new(), Vec::new());
+    let (mut failed, mut outside, mut of_other_videos) = (Vec::new(), Vec::new(), Vec::new());
     for name in folder.names.iter().filter(|name| !name.starts_with('.')) {
         if let Some(id) = name.strip_suffix(".error.json") {
             if folder.status(id) == Status::Failed && in_manifest(id) {
@@ -41,11 +44,27 @@ pub fn merge(dir: &Path, entries: Option<&[Entry]>) -> Result<Merged, BatchError
             }
         } else if let Some(id) = name.strip_suffix(".json") {
             if in_manifest(id) {
-                results.insert(id.to_string(), VideoResult::read(&dir.join(name))?.predictions());
+                let result = VideoResult::read(&dir.join(name))?;
+                if let Some(path) = listed.as_ref().and_then(|ids| ids.get(id))
+                    && !same_video(result.video(), path)
+                {
+                    of_other_videos.push(format!("{id} is of {}", quoted(result.video())));
+                }
+                results.insert(id.to_string(), result.predictions());
             } else {
                 outside.push(id.to_string());
             }
         }
+    }
+    if !of_other_videos.is_empty() {
+        of_other_videos.sort();
+        return Err(BatchError::OutDir(format!(
+            "{}: the results of {} of the manifest's ids are of other videos ({}); merge the folder the manifest's \
+             batch wrote, or remove those results",
+            dir.display(),
+            of_other_videos.len(),
+            first_few(&of_other_videos)
+        )));
     }
     failed.sort();
     outside.sort();
@@ -81,8 +100,10 @@ mod tests {
         std::fs::write(dir.join("v_a.srt"), "1\n").unwrap();
         std::fs::write(dir.join("v_b.error.json"), "{}").unwrap();
         std::fs::write(dir.join(".v_c.json.1.0.tmp"), "{").unwrap();
-        let entries: Vec<Entry> =
-            ["v_a", "v_b", "v_c"].iter().map(|id| Entry { id: id.to_string(), path: PathBuf::from(id) }).collect();
+        let entries: Vec<Entry> = ["v_a", "v_b", "v_c"]
+            .iter()
+            .map(|id| Entry { id: id.to_string(), path: PathBuf::from(format!("{}.gif", &id[2..])) })
+            .collect();
         let merged = merge(&dir, Some(&entries)).unwrap();
         assert_eq!(
             (merged.done, merged.failed.as_slice(), merged.missing.as_slice()),
@@ -117,6 +138,11 @@ mod tests {
         assert_eq!(json["results"].as_object().unwrap().len(), 1);
         // Without a manifest, every result is merged.
         assert_eq!(merge(&dir, None).unwrap().done, 2);
+
+        // A result of another video under the manifest's id is no result of its video.
+        let other = [Entry { id: "v_a".into(), path: PathBuf::from("b/a.gif") }];
+        let err = merge(&dir, Some(&other)).unwrap_err().to_string();
+        assert!(err.contains("1 of the manifest's ids are of other videos (v_a is of a.gif)"), "{err}");
 
         std::fs::write(dir.join("v_a.json"), result(5.0, 1.0)).unwrap();
         let err = merge(&dir, Some(&entries)).unwrap_err().to_string();

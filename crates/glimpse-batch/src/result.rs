@@ -22,9 +22,8 @@ const DURATION_SLACK: f64 = 1e-6;
 /// captions) must not pass for the video's captions.
 #[derive(Debug, Deserialize)]
 pub(crate) struct VideoResult {
-    /// Required, not read: a result names its video.
-    #[serde(rename = "video")]
-    _video: String,
+    /// The video it is the result of, as the batch's manifest named it.
+    video: String,
     duration: f64,
     events: Vec<ResultEvent>,
 }
@@ -73,6 +72,10 @@ impl VideoResult {
                 path.display()
             ))
         })
+    }
+
+    pub(crate) fn video(&self) -> &str {
+        &self.video
     }
 
     /// The files `--subtitles` adds, by extension: the same bytes as those made from the events

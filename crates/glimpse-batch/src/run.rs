@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use glimpse_media::files::{remove_if_present, temporary_of};
+use glimpse_media::untrusted::{quoted, read_regular_file};
 use glimpse_media::write_atomically;
 use serde::Serialize;
 use serde_json::json;
@@ -42,10 +43,12 @@ pub struct Captioned {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// A result an earlier run left that does not read as one (cut short by a copy, edited by
-    /// hand): the video is captioned again. Comes before `Start`, whose counts it changes.
+    /// hand): it is moved aside, to `kept_as` in the same folder, and the video is captioned again.
+    /// Comes before `Start`, whose counts it changes.
     InvalidResult {
         id: String,
         error: String,
+        kept_as: String,
     },
     /// The shard's share of the manifest and what earlier runs left: `to_complete` videos have
     /// their result but not every file this run asks for (`--subtitles` added on a rerun, a
@@ -89,6 +92,9 @@ pub enum Event {
 /// What a run did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Summary {
+    /// The shard's videos, and those of them with a result once the run is over.
+    pub videos: usize,
+    pub with_result: usize,
     pub captioned: usize,
     /// Done before but for files this run asks for, written from their results.
     pub completed: usize,
@@ -187,24 +193,32 @@ pub fn run<E: Display>(
     mut on: impl FnMut(&Event),
 ) -> Result<Summary, BatchError> {
     let dir = &options.out_dir;
-    std::fs::create_dir_all(dir).map_err(|source| BatchError::Io { path: dir.clone(), source })?;
+    claim_out_dir(dir, &options.settings)?;
     let folder = Folder::read(dir)?;
     folder.remove_stale_temporaries(options.shard)?;
     let started = Instant::now();
     let others = options.others();
     let (mut done, mut failed_before) = (0, 0);
-    let mut mine = Vec::new();
+    let (mut mine, mut of_other_videos) = (Vec::new(), Vec::new());
     for entry in entries.iter().filter(|e| options.shard.owns(&e.id)) {
         let plan = match folder.status(&entry.id) {
             Status::Done => match VideoResult::read(&folder.path(&entry.id, "json")) {
+                Ok(result) if !same_video(result.video(), &entry.path) => {
+                    of_other_videos.push(format!("{} is of {}", entry.id, quoted(result.video())));
+                    Plan::PassOver
+                }
                 Ok(_) if others.iter().all(|extension| folder.has(&entry.id, extension)) => {
                     done += 1;
                     Plan::PassOver
                 }
                 Ok(_) => Plan::Complete,
-                // Never kept as done: the merge would refuse it, and the video has no result.
+                // Never kept as done: the merge would refuse it, and the video has no result. Moved
+                // aside rather than replaced: it may be a file of the user's that is no result.
                 Err(e @ BatchError::Result(_)) => {
-                    on(&Event::InvalidResult { id: entry.id.clone(), error: e.to_string() });
+                    let kept_as = format!("{}.json.unreadable", entry.id);
+                    let (from, to) = (folder.path(&entry.id, "json"), dir.join(&kept_as));
+                    std::fs::rename(&from, &to).map_err(|source| BatchError::Io { path: from, source })?;
+                    on(&Event::InvalidResult { id: entry.id.clone(), error: e.to_string(), kept_as });
                     Plan::Caption
                 }
                 // A file that cannot be read (its permissions, the disk) stops the run, as a folder
@@ -220,6 +234,15 @@ pub fn run<E: Display>(
         };
         mine.push((entry, plan));
     }
+    if !of_other_videos.is_empty() {
+        return Err(BatchError::OutDir(format!(
+            "{}: the results of {} of the manifest's ids are of other videos ({}); an id names one video: use \
+             another --out-dir, or remove those results to caption the manifest's videos",
+            dir.display(),
+            of_other_videos.len(),
+            first_few(&of_other_videos)
+        )));
+    }
     let planned = |plan: Plan| mine.iter().filter(move |(_, p)| *p == plan).map(|(e, _)| *e);
     let (complete, todo): (Vec<&Entry>, Vec<&Entry>) =
         (planned(Plan::Complete).collect(), planned(Plan::Caption).collect());
@@ -232,7 +255,8 @@ pub fn run<E: Display>(
         to_caption: todo.len(),
     });
     let passed_over = mine.len() - complete.len() - todo.len();
-    let mut summary = Summary { captioned: 0, completed: 0, failed: 0, passed_over };
+    let mut summary =
+        Summary { videos: mine.len(), with_result: done, captioned: 0, completed: 0, failed: 0, passed_over };
     for entry in complete {
         // Read again rather than held from the check above: a shard's results may be many.
         let result = VideoResult::read(&folder.path(&entry.id, "json"))?;
@@ -245,10 +269,18 @@ pub fn run<E: Display>(
             }
         }
         summary.completed += 1;
+        summary.with_result += 1;
         on(&Event::Completed { id: entry.id.clone(), files });
     }
     let working = Instant::now();
     for (i, entry) in todo.iter().enumerate() {
+        // Another worker on the same shard (a replacement overlapping the one it replaces) may
+        // have captioned it since the folder was read.
+        if folder.path(&entry.id, "json").exists() {
+            summary.passed_over += 1;
+            summary.with_result += 1;
+            continue;
+        }
         let video_started = Instant::now();
         let outcome = caption(entry).map_err(|e| e.to_string()).and_then(|captioned| {
             let result = VideoResult::parse(captioned.json.as_bytes())
@@ -259,6 +291,7 @@ pub fn run<E: Display>(
             Ok((captioned, result)) => {
                 write_result(&folder, &entry.id, &options.made_from(&result), &captioned.json)?;
                 summary.captioned += 1;
+                summary.with_result += 1;
                 (Some(captioned.events), None)
             }
             Err(message) => {
@@ -269,10 +302,6 @@ pub fn run<E: Display>(
                     "settings": options.settings,
                 });
                 write(&folder.path(&entry.id, "error.json"), format!("{record:#}\n").as_bytes())?;
-                // Only a result found unreadable above can be there: the error record is now the
-                // video's state, and a merge would refuse the file.
-                let unreadable = folder.path(&entry.id, "json");
-                remove_if_present(&unreadable).map_err(|source| BatchError::Io { path: unreadable, source })?;
                 summary.failed += 1;
                 (None, Some(message))
             }
@@ -310,6 +339,81 @@ impl Options {
     fn made_from(&self, result: &VideoResult) -> Vec<(&'static str, String)> {
         if self.subtitles { result.subtitles().to_vec() } else { Vec::new() }
     }
+}
+
+/// The record of the settings a batch folder's results were made with. Hidden: merges and
+/// listings pass over it.
+const SETTINGS_FILE: &str = ".glimpse-batch.json";
+
+/// Makes `dir` the output folder of a batch run with `settings`: creates it and records them, or
+/// refuses a folder whose results were made with other settings, since its results merge into one
+/// submission. Writing the record first finds a folder that cannot be written before anything is
+/// captioned. A folder from before the record was kept is taken as it is.
+pub fn claim_out_dir(dir: &Path, settings: &serde_json::Value) -> Result<(), BatchError> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(BatchError::OutDir(format!("--out-dir {} is a file; name a folder", dir.display())));
+    }
+    std::fs::create_dir_all(dir).map_err(|source| BatchError::Io { path: dir.to_path_buf(), source })?;
+    let path = dir.join(SETTINGS_FILE);
+    let recorded = match std::fs::symlink_metadata(&path) {
+        Ok(_) => {
+            let bytes = read_regular_file(&path, MAX_SETTINGS_BYTES)?;
+            Some(serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|e| {
+                BatchError::OutDir(format!(
+                    "{} is not the settings record glimpse writes ({e}); remove it if the results beside it were \
+                     made with this run's options",
+                    path.display()
+                ))
+            })?)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(source) => return Err(BatchError::Io { path, source }),
+    };
+    match recorded {
+        Some(recorded) if recorded["settings"] == *settings => Ok(()),
+        Some(recorded) => {
+            let mut changed = Vec::new();
+            differences(&recorded["settings"], settings, "", &mut changed);
+            Err(BatchError::OutDir(format!(
+                "{} holds results made with other settings ({}); one folder's results merge into one submission, \
+                 so they come from one setting: use another --out-dir, or the options those results were made with",
+                dir.display(),
+                first_few(&changed)
+            )))
+        }
+        None => write(&path, format!("{:#}\n", json!({ "settings": settings })).as_bytes()),
+    }
+}
+
+/// The largest settings record read.
+const MAX_SETTINGS_BYTES: u64 = 1 << 20;
+
+/// `name: before -> now` for each value that differs between two settings, by its path.
+fn differences(before: &serde_json::Value, now: &serde_json::Value, at: &str, out: &mut Vec<String>) {
+    match (before, now) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for key in keys {
+                let null = serde_json::Value::Null;
+                let name = if at.is_empty() { key.clone() } else { format!("{at}.{key}") };
+                differences(a.get(key).unwrap_or(&null), b.get(key).unwrap_or(&null), &name, out);
+            }
+        }
+        _ if before != now => out.push(format!("{at}: {before} -> {now}")),
+        _ => {}
+    }
+}
+
+/// The first five of `items`, and how many more.
+pub(crate) fn first_few(items: &[String]) -> String {
+    let more = if items.len() > 5 { format!(" and {} more", items.len() - 5) } else { String::new() };
+    format!("{}{more}", items[..items.len().min(5)].join("; "))
+}
+
+/// Whether the video a result names is `path`: the same path, or both naming one file.
+pub(crate) fn same_video(recorded: &str, path: &Path) -> bool {
+    Path::new(recorded) == path
+        || matches!((std::fs::canonicalize(recorded), std::fs::canonicalize(path)), (Ok(a), Ok(b)) if a == b)
 }
 
 /// The other files first and `<id>.json` last: the JSON's presence means the video is done. A
@@ -356,9 +460,13 @@ mod tests {
         }
     }
 
+    /// The folder's files but the settings record.
     fn files(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> =
-            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name != SETTINGS_FILE)
+            .collect();
         names.sort();
         names
     }
@@ -371,7 +479,8 @@ mod tests {
         let mut events = Vec::new();
         let summary =
             run(&all, &options(&dir, Shard::ALL, false), captioner("v3", &mut calls), |e| events.push(e.clone()));
-        assert_eq!(summary.unwrap(), Summary { captioned: 4, completed: 0, failed: 1, passed_over: 0 });
+        let expected = Summary { videos: 5, with_result: 4, captioned: 4, completed: 0, failed: 1, passed_over: 0 };
+        assert_eq!(summary.unwrap(), expected);
         assert_eq!(calls, ["v0", "v1", "v2", "v3", "v4"]);
         let expected: Vec<String> = ["v0", "v1", "v2", "v3", "v4"]
             .iter()
@@ -452,7 +561,10 @@ mod tests {
         let summary =
             run(&all, &options(&dir, Shard::ALL, false), captioner("", &mut calls), |e| events.push(e.clone()))
                 .unwrap();
-        assert_eq!(summary, Summary { captioned: 0, completed: 3, failed: 0, passed_over: 0 });
+        assert_eq!(
+            summary,
+            Summary { videos: 3, with_result: 3, captioned: 0, completed: 3, failed: 0, passed_over: 0 }
+        );
         assert!(calls.is_empty(), "nothing captioned again: {calls:?}");
         assert!(matches!(&events[0], Event::Start { done: 0, to_complete: 3, to_caption: 0, .. }), "{events:?}");
         assert_eq!(events[1], Event::Completed { id: "v0".into(), files: vec!["v0.srt".into(), "v0.vtt".into()] });
@@ -478,7 +590,8 @@ mod tests {
     }
 
     /// A result cut short (a copy interrupted) or with impossible times is not done: the run
-    /// says so and captions the video again; if that fails, the error record replaces it.
+    /// says so, moves it aside and captions the video again; if that fails, the error record is
+    /// the video's state, the file still kept aside.
     #[test]
     fn a_result_that_does_not_read_as_one_is_captioned_again_and_said() {
         let dir = temp_dir("invalid");
@@ -498,14 +611,47 @@ mod tests {
             run(&all, &options(&dir, Shard::ALL, false), captioner("v3", &mut calls), |e| events.push(e.clone()))
                 .unwrap();
         assert_eq!(calls, ["v1", "v2", "v3"]);
-        assert_eq!(summary, Summary { captioned: 2, completed: 0, failed: 1, passed_over: 1 });
-        let Event::InvalidResult { id, error } = &events[0] else { panic!("{events:?}") };
+        assert_eq!(
+            summary,
+            Summary { videos: 4, with_result: 3, captioned: 2, completed: 0, failed: 1, passed_over: 1 }
+        );
+        let Event::InvalidResult { id, error, kept_as } = &events[0] else { panic!("{events:?}") };
         assert!(id == "v1" && error.contains("v1.json is not a glimpse result"), "{error}");
+        assert_eq!(std::fs::read(dir.join(kept_as)).unwrap(), &good[..good.len() / 2]);
         let Event::InvalidResult { error, .. } = &events[1] else { panic!("{events:?}") };
         assert!(error.contains("starts at 2 s, after it ends at 1 s"), "{error}");
         assert!(matches!(events[3], Event::Start { done: 1, to_caption: 3, .. }), "{events:?}");
         assert_eq!(std::fs::read(dir.join("v1.json")).unwrap(), good);
         assert!(!dir.join("v3.json").exists() && dir.join("v3.error.json").exists());
+        assert!(dir.join("v3.json.unreadable").exists(), "{:?}", files(&dir));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// One folder's results merge into one submission: a run with other settings, or whose ids
+    /// name other videos than the results there, is refused before anything is captioned.
+    #[test]
+    fn a_folder_of_other_settings_or_other_videos_is_refused() {
+        let dir = temp_dir("claimed");
+        let all = entries(3);
+        run(&all, &options(&dir, Shard::ALL, false), captioner("", &mut Vec::new()), |_| {}).unwrap();
+        let mut calls = Vec::new();
+        let other = Options { settings: json!({"events": 5}), ..options(&dir, Shard::ALL, false) };
+        let err = run(&all, &other, captioner("", &mut calls), |_| {}).unwrap_err().to_string();
+        assert!(err.contains("other settings (events: 3 -> 5)"), "{err}");
+
+        let moved: Vec<Entry> = all
+            .iter()
+            .map(|e| Entry { path: PathBuf::from(format!("/elsewhere/{}.mp4", e.id)), ..e.clone() })
+            .collect();
+        let err =
+            run(&moved, &options(&dir, Shard::ALL, false), captioner("", &mut calls), |_| {}).unwrap_err().to_string();
+        assert!(err.contains("3 of the manifest's ids are of other videos (v0 is of /videos/v0.mp4"), "{err}");
+        assert!(calls.is_empty(), "{calls:?}");
+
+        // An output folder that is a file is said at once.
+        let file = dir.join("v0.json");
+        let err = claim_out_dir(&file, &json!({})).unwrap_err().to_string();
+        assert!(err.contains("is a file"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

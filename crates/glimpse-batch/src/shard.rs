@@ -75,7 +75,14 @@ impl Shard {
             })?;
             return Self::new(index, count).map(Some);
         }
-        Ok(None)
+        match shards {
+            Some(count) if count != 1 => Err(BatchError::Shard(format!(
+                "--shards {count} is for a Kubernetes Indexed Job, which sets JOB_COMPLETION_INDEX, and it is not \
+                 set here (is the Job's completionMode Indexed?); every worker would caption the whole manifest. \
+                 Pass --shard I/N to run one shard by hand"
+            ))),
+            _ => Ok(None),
+        }
     }
 
     /// Whether this shard captions the video `id`: a hash of the id alone, so a video's shard
@@ -125,6 +132,12 @@ mod tests {
         let k8s = [("JOB_COMPLETION_INDEX", "3")];
         assert_eq!(Shard::from_env(Some(5), env(&k8s)).unwrap(), Some(Shard { index: 3, count: 5 }));
         assert!(Shard::from_env(None, env(&k8s)).unwrap_err().to_string().contains("--shards"));
+        // --shards without the index would run the whole manifest in every worker.
+        for count in [0, 8] {
+            let err = Shard::from_env(Some(count), env(&[])).unwrap_err().to_string();
+            assert!(err.contains("JOB_COMPLETION_INDEX") && err.contains("--shard I/N"), "{err}");
+        }
+        assert_eq!(Shard::from_env(Some(1), env(&[])).unwrap(), None);
         let slurm = [("SLURM_ARRAY_TASK_ID", "4"), ("SLURM_ARRAY_TASK_COUNT", "4"), ("SLURM_ARRAY_TASK_MIN", "1")];
         assert_eq!(Shard::from_env(None, env(&slurm)).unwrap(), Some(Shard { index: 3, count: 4 }));
         let zero_based = [("SLURM_ARRAY_TASK_ID", "0"), ("SLURM_ARRAY_TASK_COUNT", "2")];

@@ -4,11 +4,13 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use clap::Subcommand;
 use futures_lite::future::block_on;
 use glimpse_align::zerota::{ZeroTaConfig, captions_json, dense_caption, embed_source};
-use glimpse_batch::{Captioned, Entry, Event, Manifest, Options, Shard, check_out_dir, merge, read_manifest};
+use glimpse_batch::{
+    Captioned, Entry, Event, Manifest, Options, Shard, check_out_dir, claim_out_dir, merge, read_manifest,
+};
 use glimpse_media::video::VideoSource;
 use glimpse_models::device::DeviceChoice;
 use glimpse_models::{ClipBundle, Gpt2Bundle};
@@ -25,7 +27,8 @@ pub enum BatchCommand {
     /// atomically. Videos already done are passed over, so the same command run again (after a
     /// crash, a preemption, with another shard count) finishes the work without captioning
     /// anything twice; a video that fails leaves `<id>.error.json` and the batch goes on. A video
-    /// is done when its `<id>.json` reads as a result (one that does not is captioned again) and
+    /// is done when its `<id>.json` reads as a result (one that does not is moved aside to
+    /// `<id>.json.unreadable` and the video captioned again) and
     /// every file this run asks for is there (missing subtitles are made from the result).
     #[command(after_help = "MANIFEST: a text file with one video per line (`#` comments; `id<TAB>path` to name the \
                             id, otherwise the file name without extension; relative paths are relative to the \
@@ -36,7 +39,11 @@ pub enum BatchCommand {
                             --shards set to the Job's completions) or Slurm arrays (SLURM_ARRAY_TASK_ID, \
                             SLURM_ARRAY_TASK_COUNT, SLURM_ARRAY_TASK_MIN); otherwise the whole manifest. A video's \
                             shard is a hash of its id.\n\n\
-                            Exit status 0 once every video of the shard is done or recorded as failed.")]
+                            --out-dir is a folder of its own, not the manifest's or its videos'; it records \
+                            the captioning settings (.glimpse-batch.json) and refuses a run with others, so its \
+                            results merge into one submission.\n\n\
+                            Exit status 0 once every video of the shard is done or recorded as failed, unless \
+                            none of its videos (two or more) has a result: every one failed.")]
     CaptionVideo {
         #[arg(value_name = "MANIFEST")]
         manifest: PathBuf,
@@ -91,14 +98,17 @@ pub fn run(command: BatchCommand, device: DeviceChoice) -> Result<()> {
             models,
             dense,
         } => {
-            check_out_dir(&manifest, &out_dir)?;
             let entries = read_videos(&manifest)?;
+            check_out_dir(&manifest, &entries, &out_dir)?;
             let shard = match shard {
                 Some(text) => Shard::parse(&text)?,
                 None => Shard::from_env(shards, |name| std::env::var(name).ok())?.unwrap_or(Shard::ALL),
             };
             let config = dense.config()?;
             let settings = json!({ "fps": dense.fps, "zerota": config, "clip": models.clip, "lm": models.lm });
+            // Before the models load: a folder of other settings, or one that cannot be written,
+            // is said at once.
+            claim_out_dir(&out_dir, &settings)?;
             let options = Options { out_dir, shard, retry_failed, subtitles, settings };
             let selected = select_device(device)?;
             let (clip, lm) = models.load(&selected)?;
@@ -116,7 +126,19 @@ pub fn run(command: BatchCommand, device: DeviceChoice) -> Result<()> {
                 }
                 Format::Text => eprintln!("{}", describe(event, &options.out_dir)),
             };
-            glimpse_batch::run(&entries, &options, caption, &mut report)?;
+            let summary = glimpse_batch::run(&entries, &options, caption, &mut report)?;
+            // One failed video is a bad video; a shard of several without one result is a run
+            // gone wrong, which a scheduler should show as failed.
+            if summary.videos > 1 && summary.with_result == 0 {
+                bail!(
+                    "none of the shard's {} videos has a result: each failed (see {}/*.error.json). A cause common \
+                     to them (the manifest's paths, a mount, the models) is likelier than {} bad videos; once \
+                     mended, run again with --retry-failed",
+                    summary.videos,
+                    options.out_dir.display(),
+                    summary.videos
+                );
+            }
             Ok(())
         }
         BatchCommand::Merge { dir, out, manifest } => {
@@ -182,7 +204,9 @@ fn caption_entry(
 /// A progress event as one line of text.
 fn describe(event: &Event, dir: &std::path::Path) -> String {
     match event {
-        Event::InvalidResult { id, error } => format!("batch: {error}; captioning {id} again"),
+        Event::InvalidResult { id, error, kept_as } => {
+            format!("batch: {error}; moved to {kept_as}, captioning {id} again")
+        }
         Event::Start { shard, videos, done, failed, to_complete, to_caption } => {
             let complete = match to_complete {
                 0 => String::new(),

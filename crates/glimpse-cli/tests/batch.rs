@@ -56,11 +56,12 @@ fn finish(output: &Output) -> Value {
     events(output).into_iter().find(|e| e["event"] == "finish").expect("a finish event")
 }
 
-/// Every file of `dir`, name and contents, in name order.
+/// Every file of `dir` but the settings record, name and contents, in name order.
 fn contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap())
+        .filter(|e| e.file_name() != ".glimpse-batch.json")
         .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap()))
         .collect();
     files.sort();
@@ -253,7 +254,7 @@ fn deployment_files_run_as_their_schedulers_start_them() {
 }
 
 #[test]
-fn bad_manifests_and_shards_are_refused_before_any_model_loads() {
+fn bad_manifests_shards_and_out_dirs_are_refused_and_a_shard_of_failures_fails() {
     let dir = std::env::temp_dir().join(format!("glimpse-batch-bad-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let manifest = dir.join("manifest.txt");
@@ -270,7 +271,20 @@ fn bad_manifests_and_shards_are_refused_before_any_model_loads() {
     std::fs::write(&manifest, "v.gif\n").unwrap();
     assert!(run(&["--shard", "3/3"], &[]).contains("shard 3/3"));
     assert!(run(&[], &[("JOB_COMPLETION_INDEX", "1")]).contains("--shards N"));
+    assert!(run(&["--shards", "3"], &[]).contains("JOB_COMPLETION_INDEX, and it is not set"));
     assert!(!dir.join("out").exists(), "nothing written");
+    // The videos' folder, where a video's `<id>.json` may be its truth.
+    let mut command = glimpse();
+    command.args(["batch", "caption-video"]).arg(&manifest).arg("--out-dir").arg(&dir);
+    let stderr = String::from_utf8_lossy(&command.output().unwrap().stderr).into_owned();
+    assert!(stderr.contains("a folder of the manifest's videos"), "{stderr}");
+    // Every video failing (here none exists) is a failure of the run, said as one; so it stays.
+    std::fs::write(&manifest, "v.gif\nw.gif\n").unwrap();
+    for _ in 0..2 {
+        let stderr = run(&[], &[]);
+        assert!(stderr.contains("none of the shard's 2 videos has a result"), "{stderr}");
+    }
+    assert!(dir.join("out/v.error.json").exists() && dir.join("out/w.error.json").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -311,9 +325,13 @@ fn folder_names_become_ids_and_reruns_mend_what_is_missing_or_cut_short() {
     std::fs::write(dir.join("out/v1.json"), &result[..result.len() / 2]).unwrap();
     let second = run();
     let stderr = String::from_utf8_lossy(&second.stderr);
-    assert!(stderr.contains("v1.json is not a glimpse result") && stderr.contains("captioning v1 again"), "{stderr}");
+    assert!(stderr.contains("v1.json is not a glimpse result"), "{stderr}");
+    assert!(stderr.contains("moved to v1.json.unreadable, captioning v1 again"), "{stderr}");
     assert!(stderr.contains("0 done and 0 failed before, 1 to complete from their results, 1 to caption"), "{stderr}");
     assert!(stderr.contains("my_clip: wrote my_clip.srt from its result"), "{stderr}");
+    let kept = dir.join("out/v1.json.unreadable");
+    assert_eq!(std::fs::read(&kept).unwrap(), &result[..result.len() / 2], "the cut file is kept aside");
+    std::fs::remove_file(kept).unwrap();
     assert_eq!(contents(&dir.join("out")), reference);
 
     // Two names that give one id: both named, and the way out said.
@@ -362,9 +380,10 @@ fn merge_keeps_to_the_manifest_and_refuses_impossible_times() {
     let dir = std::env::temp_dir().join(format!("glimpse-batch-merge-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("out")).unwrap();
+    let video = dir.join("a.gif").display().to_string();
     let result = |start: f64, end: f64| {
         format!(
-            r#"{{"video":"a.gif","duration":9.0,"events":[{{"caption":"a dog.","end":{end},"score":0.5,"start":{start}}}]}}"#
+            r#"{{"video":"{video}","duration":9.0,"events":[{{"caption":"a dog.","end":{end},"score":0.5,"start":{start}}}]}}"#
         )
     };
     std::fs::write(dir.join("out/a.json"), result(0.0, 4.0)).unwrap();
