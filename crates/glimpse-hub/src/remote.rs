@@ -376,7 +376,7 @@ impl Hub {
         let response = loop {
             // A whole-request bound: a server that trickles its headers cannot hold us forever.
             let request = || self.request(agent, "HEAD", &url).timeout(Duration::from_secs(60));
-            let response = match call_patiently(request) {
+            let response = match call_patiently(request).map_err(|e| *e) {
                 Ok(response) => response,
                 Err(ureq::Error::Status(404, _)) => return Ok(None),
                 Err(ureq::Error::Status(code, response)) if is_busy(code) => {
@@ -717,18 +717,18 @@ fn is_busy(code: u16) -> bool {
 
 /// The answer to `request()`, asked again while it is a "not now", at most [`ATTEMPTS`] times
 /// with the waits [`retry_wait`] gives; the last answer stands if the server asks for a longer wait.
-fn call_patiently(request: impl Fn() -> ureq::Request) -> Result<ureq::Response, ureq::Error> {
+fn call_patiently(request: impl Fn() -> ureq::Request) -> Result<ureq::Response, Box<ureq::Error>> {
     let mut attempt = 0;
     loop {
         match request().call() {
             Err(ureq::Error::Status(code, response)) if is_busy(code) && attempt + 1 < ATTEMPTS => {
                 let Ok(wait) = retry_wait(retry_after(&response), attempt) else {
-                    return Err(ureq::Error::Status(code, response));
+                    return Err(Box::new(ureq::Error::Status(code, response)));
                 };
                 std::thread::sleep(wait);
                 attempt += 1;
             }
-            result => return result,
+            result => return result.map_err(Box::new),
         }
     }
 }
