@@ -7,6 +7,7 @@ mod models;
 mod train;
 mod world;
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -27,7 +28,7 @@ use glimpse_align::zerota::{
 use glimpse_media::decode_image;
 use glimpse_media::image::MAX_IMAGE_FILE_BYTES;
 use glimpse_media::subtitles::{Cue, check_chapters_fit, to_chapters, to_srt, to_vtt};
-use glimpse_media::untrusted::read_regular_file;
+use glimpse_media::untrusted::{self, read_regular_file};
 use glimpse_media::video::{DEFAULT_FPS, VideoSource};
 use glimpse_models::device::{self, DeviceChoice, SelectedDevice};
 use glimpse_models::generation::{Decoding, GenerationConfig, generate};
@@ -608,6 +609,7 @@ fn score(results: &Path, truth: &Path, meteor: &MeteorArgs, format: Format) -> R
     let predictions =
         densevid::read_predictions(&read_file(results)?).map_err(|e| anyhow::anyhow!("{}: {e}", results.display()))?;
     let videos = densevid::read_truth(&read_file(truth)?).map_err(|e| anyhow::anyhow!("{}: {e}", truth.display()))?;
+    check_ids(&predictions, &videos, results, truth)?;
     let mut meteor = meteor.start()?;
     let scores = densevid::evaluate(&predictions, &videos, meteor.as_mut()).context("METEOR")?;
     let soda = meteor.as_mut().map(|m| densevid::soda_c(&predictions, &videos, m)).transpose().context("METEOR")?;
@@ -630,6 +632,54 @@ fn score(results: &Path, truth: &Path, meteor: &MeteorArgs, format: Format) -> R
     }
     lines.push(soda_line(soda.as_ref()));
     print_out(&(lines.join("\n") + "\n"))
+}
+
+/// Refuses a submission and a truth file that share no video (ids spelt two ways, such as
+/// ActivityNet's `v_` prefix on one side only: every figure would be 0), and says on stderr what
+/// is not scored: videos the truth lacks, and predictions past the first
+/// [`densevid::MAX_PROPOSALS`] of a video.
+fn check_ids(
+    predictions: &BTreeMap<String, Vec<densevid::Prediction>>,
+    videos: &BTreeMap<String, densevid::Truth>,
+    results: &Path,
+    truth: &Path,
+) -> Result<()> {
+    if videos.is_empty() {
+        bail!("{} holds no video; give the benchmark's truth file", truth.display());
+    }
+    let outside: Vec<&String> = predictions.keys().filter(|id| !videos.contains_key(*id)).collect();
+    let first = |ids: &mut dyn Iterator<Item = &String>| {
+        ids.take(3).map(|id| format!("`{}`", untrusted::quoted(id))).collect::<Vec<_>>().join(", ")
+    };
+    if !predictions.is_empty() && outside.len() == predictions.len() {
+        bail!(
+            "none of the {} videos of {} is in {} (its ids are like {}, the truth's like {}); the ids must be \
+             spelt alike",
+            predictions.len(),
+            results.display(),
+            truth.display(),
+            first(&mut predictions.keys()),
+            first(&mut videos.keys())
+        );
+    }
+    if !outside.is_empty() {
+        eprintln!(
+            "score: {} videos of {} are not in the truth and are not scored ({})",
+            outside.len(),
+            results.display(),
+            first(&mut outside.iter().copied())
+        );
+    }
+    let long = predictions.values().filter(|p| p.len() > densevid::MAX_PROPOSALS).count();
+    if long > 0 {
+        eprintln!(
+            "score: {long} videos have more than {} predictions; the first {} of each are scored, as densevid_eval \
+             scores them",
+            densevid::MAX_PROPOSALS,
+            densevid::MAX_PROPOSALS
+        );
+    }
+    Ok(())
 }
 
 /// `--meteor-jar`: METEOR, and SODA_c, which scores with it.

@@ -434,5 +434,13 @@ fn score_prints_positive_zeros_and_refuses_reversed_timestamps() {
     std::fs::write(&results, r#"{"results": {}}"#).unwrap();
     std::fs::write(&truth, r#"{"v1": {"timestamps": [[5, 0]], "sentences": ["a dog runs."]}}"#).unwrap();
     check(score());
+
+    // Ids spelt two ways (ActivityNet's `v_` on one side) would score zeros: refused, both named.
+    std::fs::write(&results, r#"{"results": {"1": [{"sentence": "a dog.", "timestamp": [0, 5]}]}}"#).unwrap();
+    let refused = score();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("ids are like `1`, the truth's like `v1`"), "{stderr}");
+    std::fs::write(&truth, "{}").unwrap();
+    assert!(String::from_utf8_lossy(&score().stderr).contains("holds no video"));
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -108,14 +108,31 @@ pub fn read_truth(json: &[u8]) -> Result<BTreeMap<String, Truth>, String> {
             video.sentences.len()
         ));
     }
+    if let Some((id, video)) = truth.iter().find(|(_, v)| v.timestamps.len() > MAX_TRUTH_SEGMENTS) {
+        return Err(format!(
+            "video {} has {} segments, more than the {MAX_TRUTH_SEGMENTS} glimpse scores against; is this a truth \
+             file (a few dozen events a video at most)?",
+            quoted(id),
+            video.timestamps.len()
+        ));
+    }
     Ok(truth)
 }
+
+/// The predictions of a video that count: `densevid_eval` keeps a video's first 1000 (its
+/// `max_proposals`, `-ppv`) and drops the rest. It also bounds the pairs a video's corpus holds.
+pub const MAX_PROPOSALS: usize = 1000;
+
+/// The most segments a video of a truth file may have: benchmarks have a few dozen at most, and
+/// each is paired with every prediction it overlaps.
+pub const MAX_TRUTH_SEGMENTS: usize = 1000;
 
 /// A token no caption contains, standing in for `densevid_eval`'s random string.
 const UNMATCHED: &str = "densevidunmatchedprediction";
 
 /// Scores at each of [`TIOU_THRESHOLDS`], then their mean, with METEOR where `meteor` is given.
-/// Videos are the truth's; predictions of other videos are ignored.
+/// Videos are the truth's; predictions of other videos are ignored, and so are a video's past
+/// the first [`MAX_PROPOSALS`].
 pub fn evaluate(
     predictions: &BTreeMap<String, Vec<Prediction>>,
     truth: &BTreeMap<String, Truth>,
@@ -127,6 +144,7 @@ pub fn evaluate(
         let mut videos = Vec::new();
         for (id, video) in truth {
             if let Some(predicted) = predictions.get(id).filter(|p| !p.is_empty()) {
+                let predicted = &predicted[..predicted.len().min(MAX_PROPOSALS)];
                 videos.push(video_scores(predicted, video, threshold, meteor.as_deref_mut())?);
             }
         }
@@ -229,7 +247,7 @@ pub fn soda_c_by<E>(
     let (mut total, mut predicted_count, mut reference_count) = (0.0, 0, 0);
     for (id, video) in truth {
         let Some(predicted) = predictions.get(id) else { continue };
-        let mut predicted: Vec<&Prediction> = predicted.iter().collect();
+        let mut predicted: Vec<&Prediction> = predicted.iter().take(MAX_PROPOSALS).collect();
         predicted.sort_by(|a, b| a.timestamp[0].total_cmp(&b.timestamp[0]));
         let mut references: Vec<usize> = (0..video.timestamps.len()).collect();
         references.sort_by(|&a, &b| video.timestamps[a][0].total_cmp(&video.timestamps[b][0]));
@@ -356,5 +374,26 @@ mod tests {
         assert!(err.starts_with("video v1, event 1 (`a dog.`): timestamp [5, 0] ends before it starts"), "{err}");
         let fine = br#"{"results": {"v1": [{"sentence": "a dog.", "timestamp": [-0.5, 0]}]}}"#;
         assert!(read_predictions(fine).is_ok(), "densevid_eval takes a start before the video");
+    }
+
+    /// densevid_eval keeps a video's first 1000 predictions: a perfect one after 1000 misses
+    /// counts for nothing. A truth video of more segments than any benchmark's is refused.
+    #[test]
+    fn predictions_past_the_first_thousand_are_not_scored() {
+        let truth = read_truth(br#"{"v1": {"timestamps": [[0, 5]], "sentences": ["a dog runs."]}}"#).unwrap();
+        let miss = Prediction { sentence: "a cat.".into(), timestamp: [8.0, 9.0] };
+        let hit = Prediction { sentence: "a dog runs.".into(), timestamp: [0.0, 5.0] };
+        let mut predicted = vec![miss; MAX_PROPOSALS];
+        predicted.push(hit.clone());
+        let scores = evaluate(&BTreeMap::from([("v1".to_string(), predicted)]), &truth, None).unwrap();
+        assert_eq!((scores[4].recall, scores[4].precision), (0.0, 0.0), "{:?}", scores[4]);
+        let scores = evaluate(&BTreeMap::from([("v1".to_string(), vec![hit])]), &truth, None).unwrap();
+        assert_eq!(scores[4].recall, 1.0);
+
+        let segments = vec![[0.0, 1.0]; MAX_TRUTH_SEGMENTS + 1];
+        let sentences = vec!["a dog."; MAX_TRUTH_SEGMENTS + 1];
+        let json = serde_json::json!({"v1": {"timestamps": segments, "sentences": sentences}});
+        let err = read_truth(json.to_string().as_bytes()).unwrap_err();
+        assert!(err.contains("1001 segments, more than the 1000"), "{err}");
     }
 }
