@@ -14,7 +14,7 @@ use glimpse_media::image::is_blank;
 use glimpse_media::rng::Rng;
 use glimpse_media::span::tiou;
 use glimpse_media::subtitles::Cue;
-use glimpse_media::video::VideoSource;
+use glimpse_media::video::{Sample, VideoSource};
 use glimpse_models::tensor::read;
 use glimpse_models::{ClipBundle, Gpt2Bundle, l2_normalize};
 use image::RgbImage;
@@ -205,13 +205,17 @@ impl EmbeddedVideo {
 
 /// Frames turned into CLIP embeddings as they arrive, so a video is never held at full
 /// resolution: each frame is preprocessed at once (only CLIP-sized pixels wait for a batch) and
-/// the frames are encoded [`BATCH`](FrameEmbedder::BATCH) at a time. `C` is any owner of the CLIP:
-/// a borrow for one call, an `Rc` where frames arrive across calls (the browser's chunks).
+/// the frames are encoded [`BATCH`](FrameEmbedder::BATCH) at a time; a sample that repeats the
+/// frame before ([`Sample::Again`]) is neither preprocessed nor encoded again. `C` is any owner of
+/// the CLIP: a borrow for one call, an `Rc` where frames arrive across calls (the browser's chunks).
 pub struct FrameEmbedder<C> {
     clip: C,
     pending: Vec<Tensor<4>>,
     embedded: Vec<Tensor<2>>,
+    /// One flag per distinct frame.
     blank: Vec<bool>,
+    /// For each sample, the distinct frame it shows.
+    shown: Vec<usize>,
 }
 
 impl<C: Borrow<ClipBundle>> FrameEmbedder<C> {
@@ -219,12 +223,26 @@ impl<C: Borrow<ClipBundle>> FrameEmbedder<C> {
     pub const BATCH: usize = 16;
 
     pub fn new(clip: C) -> Self {
-        Self { clip, pending: Vec::with_capacity(Self::BATCH), embedded: Vec::new(), blank: Vec::new() }
+        let pending = Vec::with_capacity(Self::BATCH);
+        Self { clip, pending, embedded: Vec::new(), blank: Vec::new(), shown: Vec::new() }
+    }
+
+    /// A sample: a frame, or the frame before again.
+    pub fn push_sample(&mut self, sample: Sample) -> Result<(), AlignError> {
+        match sample {
+            Sample::Frame(frame) => self.push(&frame),
+            Sample::Again => {
+                let last = self.shown.last().ok_or_else(|| AlignError::Input("a video began with a repeat".into()))?;
+                self.shown.push(*last);
+                Ok(())
+            }
+        }
     }
 
     pub fn push(&mut self, frame: &RgbImage) -> Result<(), AlignError> {
         let pixels = self.clip.borrow().pixels(std::slice::from_ref(frame))?;
         self.pending.push(pixels);
+        self.shown.push(self.blank.len());
         self.blank.push(is_blank(frame));
         if self.pending.len() == self.clip.borrow().config.vision_config.images_per_batch(Self::BATCH) {
             self.encode_pending()?;
@@ -232,9 +250,9 @@ impl<C: Borrow<ClipBundle>> FrameEmbedder<C> {
         Ok(())
     }
 
-    /// Frames pushed so far.
+    /// Samples pushed so far.
     pub fn frames(&self) -> usize {
-        self.blank.len()
+        self.shown.len()
     }
 
     fn encode_pending(&mut self) -> Result<(), AlignError> {
@@ -251,7 +269,14 @@ impl<C: Borrow<ClipBundle>> FrameEmbedder<C> {
         if self.embedded.is_empty() {
             return Err(AlignError::Input("the video has no frames".into()));
         }
-        EmbeddedVideo::new(l2_normalize(Tensor::cat(self.embedded, 0)), self.blank)
+        let distinct = l2_normalize(Tensor::cat(self.embedded, 0));
+        if self.shown.len() == self.blank.len() {
+            return EmbeddedVideo::new(distinct, self.blank);
+        }
+        let blank = self.shown.iter().map(|&frame| self.blank[frame]).collect();
+        let shown: Vec<i64> = self.shown.iter().map(|&frame| frame as i64).collect();
+        let indices = Tensor::<1, Int>::from_data(TensorData::new(shown, [self.shown.len()]), &distinct.device());
+        EmbeddedVideo::new(distinct.select(0, indices), blank)
     }
 }
 
@@ -272,9 +297,9 @@ pub fn embed_source(
     mut on_frame: impl FnMut(),
 ) -> Result<(EmbeddedVideo, f64), AlignError> {
     let mut embedder = FrameEmbedder::new(clip);
-    let duration = source.for_each_frame(|frame| {
+    let duration = source.for_each_frame(|sample| {
         on_frame();
-        embedder.push(&frame)
+        embedder.push_sample(sample)
     })?;
     Ok((embedder.finish()?, duration))
 }

@@ -5,10 +5,11 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::prelude::*;
 use glimpse_align::guided::{self, GuidanceConfig, Targets};
 use glimpse_align::prefix::Prefix;
-use glimpse_align::zerota::{EmbeddedVideo, ZeroTaConfig, dense_caption, embed_frames};
+use glimpse_align::zerota::{EmbeddedVideo, FrameEmbedder, ZeroTaConfig, dense_caption, embed_frames};
 use glimpse_media::decode_image;
 use glimpse_media::image::Resize;
 use glimpse_media::resample::Filter;
+use glimpse_media::video::Sample;
 use glimpse_models::generation::{Decoding, GenerationConfig, generate};
 use glimpse_models::tensor::ids_tensor;
 use glimpse_models::{ClipBundle, Gpt2Bundle, KvCache, ModelFiles, l2_normalize};
@@ -225,6 +226,28 @@ fn uncropped_preprocessing_refuses_frames_that_are_not_square() {
     let err = embed_frames(&clip, &[square.clone(), wide]).unwrap_err().to_string();
     assert!(err.contains("do_center_crop is false") && err.contains("crop the image square"), "{err}");
     assert_eq!(embed_frames(&clip, &[square.clone(), square]).unwrap().frames(), 2);
+}
+
+/// A sample that repeats the frame before (an animation's long delay) is not encoded again, and
+/// stands for the frame as if it had been.
+#[test]
+fn repeated_samples_embed_as_their_frame() {
+    let device = Device::flex();
+    let (clip, _) = models(&device);
+    let [first, _, last] = <[_; 3]>::try_from(images()).unwrap();
+    let whole = embed_frames(&clip, &[first.clone(), first.clone(), first.clone(), last.clone()]).unwrap();
+    let mut embedder = FrameEmbedder::new(&clip);
+    for sample in [Sample::Frame(first), Sample::Again, Sample::Again, Sample::Frame(last)] {
+        embedder.push_sample(sample).unwrap();
+    }
+    assert_eq!(embedder.frames(), 4);
+    let repeated = embedder.finish().unwrap();
+    assert_eq!(repeated.blank(), whole.blank());
+    let (a, b) = (repeated.embeddings().to_data(), whole.embeddings().to_data());
+    assert_eq!(a.shape, b.shape);
+    let (a, b) = (a.to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap());
+    assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-6), "{a:?} against {b:?}");
+    assert!(FrameEmbedder::new(&clip).push_sample(Sample::Again).is_err(), "no frame to repeat");
 }
 
 /// No more events than frames: five asked of a two-frame video give at most two, optimised as two

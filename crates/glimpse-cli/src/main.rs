@@ -332,8 +332,9 @@ enum Command {
         out: Option<PathBuf>,
     },
     /// Dense video captioning zero-shot (ZeroTA): find K events and caption each.
-    #[command(after_help = "VIDEO is an animated GIF, WebP or PNG, a folder of frames (file-name order), or any \
-                            video file ffmpeg reads (needs ffmpeg installed).\n\n\
+    #[command(after_help = "VIDEO is an animated GIF, WebP or PNG, a folder of frames (in name order, numbers by \
+                            value: frame2 before frame10), or any video file ffmpeg reads (needs ffmpeg \
+                            installed).\n\n\
                             JSON output: {\"video\": .., \"duration\": s, \"events\": [{\"start\": s, \"end\": s, \
                             \"caption\": .., \"score\": ..}]}, events sorted by start.")]
     CaptionVideo {

@@ -58,6 +58,25 @@ pub fn sampled_duration(samples: usize, fps: f64, length: Option<f64>) -> f64 {
     }
 }
 
+/// A sample of a video, as [`VideoSource::for_each_frame`] hands it on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sample {
+    Frame(RgbImage),
+    /// The picture of the sample before again: a frame lasting several samples (an animation's
+    /// long delay), neither copied nor to be read again. Never the first sample.
+    Again,
+}
+
+impl Sample {
+    /// The picture, given the one of the sample before (for `Again`).
+    pub fn or_last(self, last: &RgbImage) -> RgbImage {
+        match self {
+            Sample::Frame(frame) => frame,
+            Sample::Again => last.clone(),
+        }
+    }
+}
+
 /// A video that has been found readable, before any frame is decoded: opening checks the path
 /// (a regular file or a folder, a known format, ffmpeg present when needed) so that a bad input
 /// is refused before models are loaded.
@@ -84,8 +103,8 @@ enum SourceKind {
 }
 
 impl VideoSource {
-    /// A folder of frames (file-name order), an animated GIF / WebP / PNG, or (through `ffmpeg`)
-    /// anything else, to be sampled at `fps`.
+    /// A folder of frames (name order, numbers by value), an animated GIF / WebP / PNG, or
+    /// (through `ffmpeg`) anything else, to be sampled at `fps`.
     pub fn open(path: &Path, fps: f64) -> Result<Self, MediaError> {
         check_fps(fps)?;
         if path.as_os_str() == "-" {
@@ -136,13 +155,13 @@ impl VideoSource {
         self.fps
     }
 
-    /// Decodes the frames one by one and hands each sampled frame to `on_frame`, in order; returns
-    /// the seconds they stand for ([`sampled_duration`]: the frames over the sampling rate, or the
+    /// Decodes the frames one by one and hands each sample to `on_frame`, in order; returns the
+    /// seconds they stand for ([`sampled_duration`]: the samples over the sampling rate, or the
     /// video's own length where that is shorter; a folder of frames has no length of its own).
     /// Nothing decoded is kept here: what `on_frame` keeps is all that stays.
     pub fn for_each_frame<E: From<MediaError>>(
         &self,
-        mut on_frame: impl FnMut(RgbImage) -> Result<(), E>,
+        mut on_frame: impl FnMut(Sample) -> Result<(), E>,
     ) -> Result<f64, E> {
         match &self.kind {
             SourceKind::Animation { path, format } => {
@@ -152,7 +171,7 @@ impl VideoSource {
             }
             SourceKind::Frames { paths } => {
                 for path in paths {
-                    on_frame(read_frame(path)?)?;
+                    on_frame(Sample::Frame(read_frame(path)?))?;
                 }
                 Ok(paths.len() as f64 / self.fps)
             }
@@ -174,7 +193,7 @@ pub fn sample_animation<R: BufRead + Seek, E: From<MediaError>>(
     format: ImageFormat,
     fps: f64,
     name: &str,
-    on_frame: &mut impl FnMut(RgbImage) -> Result<(), E>,
+    on_frame: &mut impl FnMut(Sample) -> Result<(), E>,
 ) -> Result<f64, E> {
     let ours = |e: MediaError| E::from(MediaError::Video(format!("{name}: {e}")));
     check_fps(fps).map_err(ours)?;
@@ -395,14 +414,27 @@ impl Sampler<'_> {
         &mut self,
         start: f64,
         frame: RgbImage,
-        on_frame: &mut impl FnMut(RgbImage) -> Result<(), E>,
+        on_frame: &mut impl FnMut(Sample) -> Result<(), E>,
     ) -> Result<(), E> {
         if let Some(previous) = self.shown.take() {
-            while self.time(self.emitted) < start {
-                self.emit(previous.clone(), on_frame)?;
-            }
+            self.emit_until(previous, |sampler| sampler.time(sampler.emitted) < start, on_frame)?;
         }
         self.shown = Some(frame);
+        Ok(())
+    }
+
+    /// Hands on `frame` for as long as `more` says, the first sample as the frame and the others
+    /// as [`Sample::Again`] (nothing if no sample falls in its time).
+    fn emit_until<E: From<MediaError>>(
+        &mut self,
+        frame: RgbImage,
+        more: impl Fn(&Self) -> bool,
+        on_frame: &mut impl FnMut(Sample) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut sample = Sample::Frame(frame);
+        while more(self) {
+            self.emit(std::mem::replace(&mut sample, Sample::Again), on_frame)?;
+        }
         Ok(())
     }
 
@@ -410,22 +442,20 @@ impl Sampler<'_> {
     fn finish<E: From<MediaError>>(
         mut self,
         total: f64,
-        on_frame: &mut impl FnMut(RgbImage) -> Result<(), E>,
+        on_frame: &mut impl FnMut(Sample) -> Result<(), E>,
     ) -> Result<usize, E> {
         let Some(last) = self.shown.take() else {
             return Err(self.refused("the animation has no frames".into()));
         };
         let samples = ((total * self.fps).round() as usize).max(1);
-        while self.emitted < samples {
-            self.emit(last.clone(), on_frame)?;
-        }
+        self.emit_until(last, |sampler| sampler.emitted < samples, on_frame)?;
         Ok(self.emitted)
     }
 
     fn emit<E: From<MediaError>>(
         &mut self,
-        frame: RgbImage,
-        on_frame: &mut impl FnMut(RgbImage) -> Result<(), E>,
+        frame: Sample,
+        on_frame: &mut impl FnMut(Sample) -> Result<(), E>,
     ) -> Result<(), E> {
         if self.emitted == MAX_FRAMES {
             return Err(
@@ -441,8 +471,8 @@ impl Sampler<'_> {
     }
 }
 
-/// The image files of a frame folder in file-name order (their contents are read later, one at a
-/// time).
+/// The image files of a frame folder in name order, numbers by value ([`natural_order`]); their
+/// contents are read later, one at a time.
 fn frame_paths(dir: &Path) -> Result<Vec<PathBuf>, MediaError> {
     let bad = |e: std::io::Error| MediaError::Video(format!("{}: {e}", dir.display()));
     let mut paths = Vec::new();
@@ -459,11 +489,39 @@ fn frame_paths(dir: &Path) -> Result<Vec<PathBuf>, MediaError> {
             paths.push(path);
         }
     }
-    paths.sort();
+    paths.sort_by(|a, b| natural_order(&a.to_string_lossy(), &b.to_string_lossy()));
     if paths.is_empty() {
         return Err(MediaError::Video(format!("{} holds no PNG, JPEG, WebP or GIF frames", dir.display())));
     }
     Ok(paths)
+}
+
+/// Names in the order their numbers count: `frame2` before `frame10` (ffmpeg's `frame%d.png`
+/// numbers without zeros). Character by character, but where both names have digits, the whole
+/// runs of digits are compared by their values; names equal so are in text order.
+fn natural_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let digits = |rest: &str| rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+    let (mut x, mut y) = (a, b);
+    loop {
+        let (run_x, run_y) = (digits(x), digits(y));
+        let order = if run_x > 0 && run_y > 0 {
+            let (value_x, value_y) = (x[..run_x].trim_start_matches('0'), y[..run_y].trim_start_matches('0'));
+            let order = value_x.len().cmp(&value_y.len()).then(value_x.cmp(value_y));
+            (x, y) = (&x[run_x..], &y[run_y..]);
+            order
+        } else {
+            match (x.chars().next(), y.chars().next()) {
+                (None, None) => return a.cmp(b),
+                (c, d) => {
+                    (x, y) = (&x[c.map_or(0, char::len_utf8)..], &y[d.map_or(0, char::len_utf8)..]);
+                    c.cmp(&d)
+                }
+            }
+        };
+        if order.is_ne() {
+            return order;
+        }
+    }
 }
 
 fn read_frame(path: &Path) -> Result<RgbImage, MediaError> {
@@ -636,7 +694,7 @@ fn read_with_ffmpeg<E: From<MediaError>>(
     head: Option<&[u8; 12]>,
     fps: f64,
     probe: &Probe,
-    on_frame: &mut impl FnMut(RgbImage) -> Result<(), E>,
+    on_frame: &mut impl FnMut(Sample) -> Result<(), E>,
 ) -> Result<usize, E> {
     if probe.has_video == Some(false) {
         return Err(no_video_stream(path).into());
@@ -675,7 +733,7 @@ fn run_ffmpeg<E: From<MediaError>>(
     fps: f64,
     probe: &Probe,
     filter: &str,
-    on_frame: &mut impl FnMut(RgbImage) -> Result<(), E>,
+    on_frame: &mut impl FnMut(Sample) -> Result<(), E>,
 ) -> Result<(usize, String), E> {
     let mut command = Command::new("ffmpeg");
     command.args(["-nostdin", "-loglevel", "error"]);
@@ -726,7 +784,7 @@ fn run_ffmpeg<E: From<MediaError>>(
             .into());
         }
         frames += 1;
-        on_frame(frame)?;
+        on_frame(Sample::Frame(frame))?;
     }
     let status = process.child.wait().map_err(|e| MediaError::Video(format!("ffmpeg: {e}")))?;
     let stderr = process.stderr.take().and_then(|h| h.join().ok()).unwrap_or_default();
@@ -856,13 +914,25 @@ mod tests {
         out
     }
 
+    /// Each sample's picture, an [`Sample::Again`] as the picture before.
+    fn pictures(frames: &mut Vec<RgbImage>) -> impl FnMut(Sample) -> Result<(), MediaError> + '_ {
+        |sample| {
+            let picture = match frames.last() {
+                Some(last) => sample.or_last(last),
+                None => match sample {
+                    Sample::Frame(frame) => frame,
+                    Sample::Again => panic!("the first sample is a picture"),
+                },
+            };
+            frames.push(picture);
+            Ok(())
+        }
+    }
+
     fn collect(bytes: &[u8], fps: f64) -> Result<Vec<RgbImage>, MediaError> {
         let mut frames = Vec::new();
         let format = image::guess_format(bytes).map_err(|e| MediaError::Video(e.to_string()))?;
-        sample_animation(Cursor::new(bytes), format, fps, "test", &mut |f| {
-            frames.push(f);
-            Ok::<(), MediaError>(())
-        })?;
+        sample_animation(Cursor::new(bytes), format, fps, "test", &mut pictures(&mut frames))?;
         Ok(frames)
     }
 
@@ -881,6 +951,30 @@ mod tests {
         let seconds =
             sample_animation(Cursor::new(&bytes), ImageFormat::Gif, 2.0, "test", &mut |_| Ok::<(), MediaError>(()));
         assert_eq!(seconds.unwrap(), 3.0);
+    }
+
+    #[test]
+    fn frame_files_are_in_the_order_their_numbers_count() {
+        let mut names = ["f10.png", "f2.png", "f1.png", "f002.png", "g1.png", "f1a.png", "f.png", "f100.png"];
+        names.sort_by(|a, b| natural_order(a, b));
+        assert_eq!(names, ["f.png", "f1.png", "f1a.png", "f002.png", "f2.png", "f10.png", "f100.png", "g1.png"]);
+        let mut padded = ["frame_0010.jpg", "frame_0009.jpg", "frame_0100.jpg"];
+        padded.sort_by(|a, b| natural_order(a, b));
+        assert_eq!(padded, ["frame_0009.jpg", "frame_0010.jpg", "frame_0100.jpg"]);
+    }
+
+    /// A frame lasting several samples is handed on once, then as `Again`: a one-frame GIF shown
+    /// for minutes on a large canvas is decoded and read once, not once a sample.
+    #[test]
+    fn a_frame_lasting_several_samples_is_handed_on_once() {
+        let mut kinds = Vec::new();
+        let mut kind = |sample: Sample| {
+            kinds.push(if matches!(sample, Sample::Again) { "again" } else { "frame" });
+            Ok::<(), MediaError>(())
+        };
+        let bytes = gif(&[[255, 0, 0], [0, 255, 0]], 1500);
+        sample_animation(Cursor::new(&bytes), ImageFormat::Gif, 2.0, "test", &mut kind).unwrap();
+        assert_eq!(kinds, ["frame", "again", "again", "frame", "again", "again"]);
     }
 
     #[test]
@@ -926,13 +1020,7 @@ mod tests {
         let bytes = std::fs::read(&animated).unwrap();
         assert_eq!(apng_frame_count(&mut Cursor::new(&bytes)).unwrap(), Some(3));
         let mut frames = Vec::new();
-        let seconds = VideoSource::open(&animated, 4.0)
-            .unwrap()
-            .for_each_frame(|frame| {
-                frames.push(frame);
-                Ok::<(), MediaError>(())
-            })
-            .unwrap();
+        let seconds = VideoSource::open(&animated, 4.0).unwrap().for_each_frame(pictures(&mut frames)).unwrap();
         assert_eq!((frames.len(), seconds), (3, 0.75));
         assert_eq!(frames[0].dimensions(), (16, 12));
         assert_ne!(frames[0], frames[2], "the frames move");
@@ -1006,10 +1094,7 @@ mod tests {
 
     fn frames_of(path: &Path, fps: f64) -> Result<Vec<RgbImage>, MediaError> {
         let mut frames = Vec::new();
-        VideoSource::open(path, fps)?.for_each_frame(|frame| {
-            frames.push(frame);
-            Ok::<(), MediaError>(())
-        })?;
+        VideoSource::open(path, fps)?.for_each_frame(pictures(&mut frames))?;
         Ok(frames)
     }
 
