@@ -5,7 +5,7 @@
 
 use std::io::Cursor;
 
-use glimpse_media::video::sample_animation;
+use glimpse_media::video::{Sample, sample_animation};
 use glimpse_media::{ClipTokenizer, Gpt2Tokenizer, ImagePreprocess, decode_image};
 use glimpse_models::{Clip, ClipConfig, Gpt2, Gpt2Config};
 use image::{ImageFormat, RgbImage};
@@ -60,8 +60,9 @@ pub fn image(data: &[u8]) {
     }
     let preprocess = ImagePreprocess::clip_default(32);
     for format in [ImageFormat::Gif, ImageFormat::WebP, ImageFormat::Png] {
-        let _ = sample_animation(Cursor::new(data), format, 2.0, "fuzz input", &mut |frame| {
-            preprocess.apply(&frame).map(drop)
+        let _ = sample_animation(Cursor::new(data), format, 2.0, "fuzz input", &mut |sample| match sample {
+            Sample::Frame(frame) => preprocess.apply(&frame).map(drop),
+            Sample::Again => Ok(()),
         });
     }
 }
