@@ -14,7 +14,7 @@ use glimpse_media::image::is_blank;
 use glimpse_media::rng::Rng;
 use glimpse_media::span::tiou;
 use glimpse_media::subtitles::Cue;
-use glimpse_media::video::{Sample, VideoSource};
+use glimpse_media::video::{Reading, Sample, VideoSource};
 use glimpse_models::tensor::read;
 use glimpse_models::{ClipBundle, Gpt2Bundle, l2_normalize};
 use image::RgbImage;
@@ -290,18 +290,18 @@ pub fn embed_frames(clip: &ClipBundle, frames: &[RgbImage]) -> Result<EmbeddedVi
 }
 
 /// Every frame `source` yields, each decoded and embedded as it comes (`on_frame` after each);
-/// and the video's duration in seconds.
+/// and the reading's duration and damage.
 pub fn embed_source(
     clip: &ClipBundle,
     source: &VideoSource,
     mut on_frame: impl FnMut(),
-) -> Result<(EmbeddedVideo, f64), AlignError> {
+) -> Result<(EmbeddedVideo, Reading), AlignError> {
     let mut embedder = FrameEmbedder::new(clip);
-    let duration = source.for_each_frame(|sample| {
+    let reading = source.for_each_frame(|sample| {
         on_frame();
         embedder.push_sample(sample)
     })?;
-    Ok((embedder.finish()?, duration))
+    Ok((embedder.finish()?, reading))
 }
 
 /// A video's dense captions as glimpse writes them (`caption-video --format json`, a batch's

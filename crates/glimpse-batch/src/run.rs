@@ -36,6 +36,8 @@ pub struct Captioned {
     pub json: String,
     /// Events found, for the progress line.
     pub events: usize,
+    /// Damage the reading met and went past (`glimpse_media::video::Reading`), for the progress line.
+    pub damage: Option<String>,
 }
 
 /// What a batch reports as it goes; serialises as one JSON object per event (`--format json`).
@@ -72,6 +74,9 @@ pub enum Event {
         seconds: f64,
         #[serde(skip_serializing_if = "Option::is_none")]
         events: Option<usize>,
+        /// A video captioned despite damage in it (see [`Captioned::damage`]).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        damage: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<String>,
         /// Videos of this run finished so far, and still to caption; a failure carries `error`.
@@ -287,12 +292,12 @@ pub fn run<E: Display>(
                 .map_err(|why| format!("the captioning gave no glimpse result ({why})"))?;
             Ok((captioned, result))
         });
-        let (events, error) = match outcome {
+        let (events, damage, error) = match outcome {
             Ok((captioned, result)) => {
                 write_result(&folder, &entry.id, &options.made_from(&result), &captioned.json)?;
                 summary.captioned += 1;
                 summary.with_result += 1;
-                (Some(captioned.events), None)
+                (Some(captioned.events), captioned.damage, None)
             }
             Err(message) => {
                 let record = json!({
@@ -303,7 +308,7 @@ pub fn run<E: Display>(
                 });
                 write(&folder.path(&entry.id, "error.json"), format!("{record:#}\n").as_bytes())?;
                 summary.failed += 1;
-                (None, Some(message))
+                (None, None, Some(message))
             }
         };
         let finished = i + 1;
@@ -313,6 +318,7 @@ pub fn run<E: Display>(
             id: entry.id.clone(),
             seconds: video_started.elapsed().as_secs_f64(),
             events,
+            damage,
             error,
             finished,
             remaining,
@@ -456,7 +462,7 @@ mod tests {
                 {"caption": "it ends.", "start": 1.25, "end": 3.0, "score": 0.25},
             ]);
             let json = json!({"video": entry.path.display().to_string(), "duration": 3.0, "events": events});
-            Ok(Captioned { json: format!("{json}\n"), events: 2 })
+            Ok(Captioned { json: format!("{json}\n"), events: 2, damage: None })
         }
     }
 

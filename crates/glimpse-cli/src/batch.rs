@@ -195,10 +195,10 @@ fn caption_entry(
     config: &ZeroTaConfig,
 ) -> Result<Captioned> {
     let source = VideoSource::open(&entry.path, fps)?;
-    let (frames, duration) = embed_source(clip, &source, || {})?;
-    let events = block_on(dense_caption(clip, lm, &frames, duration, config, |_| {}))?;
-    let json = captions_json(&entry.path.display().to_string(), duration, &events);
-    Ok(Captioned { json, events: events.len() })
+    let (frames, reading) = embed_source(clip, &source, || {})?;
+    let events = block_on(dense_caption(clip, lm, &frames, reading.seconds, config, |_| {}))?;
+    let json = captions_json(&entry.path.display().to_string(), reading.seconds, &events);
+    Ok(Captioned { json, events: events.len(), damage: reading.damage })
 }
 
 /// A progress event as one line of text.
@@ -218,11 +218,12 @@ fn describe(event: &Event, dir: &std::path::Path) -> String {
             )
         }
         Event::Completed { id, files } => format!("{id}: wrote {} from its result", files.join(", ")),
-        Event::Video { id, seconds, events, error, finished, remaining, eta_seconds } => {
+        Event::Video { id, seconds, events, damage, error, finished, remaining, eta_seconds } => {
             let progress = format!("[{finished}/{}]", finished + remaining);
             let eta = if *remaining > 0 { format!("; about {} left", duration(*eta_seconds)) } else { String::new() };
+            let damage = damage.as_ref().map(|d| format!(" (warning: {d})")).unwrap_or_default();
             match error {
-                None => format!("{progress} {id}: {} events in {seconds:.1} s{eta}", events.unwrap_or(0)),
+                None => format!("{progress} {id}: {} events in {seconds:.1} s{damage}{eta}", events.unwrap_or(0)),
                 Some(error) => format!("{progress} {id}: failed in {seconds:.1} s: {error}{eta}"),
             }
         }

@@ -1020,7 +1020,8 @@ fn caption_images(
 
 /// Every frame of `source` (read from `path`) embedded as it is decoded (only the embeddings are
 /// kept), with a spinner; and the video's duration. A frame the model cannot take is named by the
-/// video and its time (the decoders' own errors name the file already).
+/// video and its time (the decoders' own errors name the file already); damage the reading met
+/// is said on stderr.
 fn read_video(clip: &ClipBundle, path: &Path, source: &VideoSource) -> Result<(EmbeddedVideo, f64)> {
     let reading = ProgressBar::new_spinner().with_prefix("reading frames");
     reading.set_style(ProgressStyle::with_template("{prefix} {pos} {elapsed_precise}").expect("valid template"));
@@ -1039,7 +1040,11 @@ fn read_video(clip: &ClipBundle, path: &Path, source: &VideoSource) -> Result<(E
         e => anyhow::Error::from(e),
     })?;
     reading.finish_and_clear();
-    Ok(embedded)
+    let (embedded, read) = embedded;
+    if let Some(damage) = read.damage {
+        eprintln!("warning: {}: {damage}", path.display());
+    }
+    Ok((embedded, read.seconds))
 }
 
 /// `glimpse find`.

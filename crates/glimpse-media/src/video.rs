@@ -58,6 +58,16 @@ pub fn sampled_duration(samples: usize, fps: f64, length: Option<f64>) -> f64 {
     }
 }
 
+/// What reading a video gave besides its frames.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    /// The seconds the samples stand for.
+    pub seconds: f64,
+    /// What went wrong in reading that did not stop it (a decoder's errors on a damaged stretch,
+    /// whose samples may show the picture before it), for the user to hear.
+    pub damage: Option<String>,
+}
+
 /// A sample of a video, as [`VideoSource::for_each_frame`] hands it on.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Sample {
@@ -157,28 +167,30 @@ impl VideoSource {
 
     /// Decodes the frames one by one and hands each sample to `on_frame`, in order; returns the
     /// seconds they stand for ([`sampled_duration`]: the samples over the sampling rate, or the
-    /// video's own length where that is shorter; a folder of frames has no length of its own).
-    /// Nothing decoded is kept here: what `on_frame` keeps is all that stays.
+    /// video's own length where that is shorter; a folder of frames has no length of its own)
+    /// and any damage met on the way. Nothing decoded is kept here: what `on_frame` keeps is all
+    /// that stays.
     pub fn for_each_frame<E: From<MediaError>>(
         &self,
         mut on_frame: impl FnMut(Sample) -> Result<(), E>,
-    ) -> Result<f64, E> {
+    ) -> Result<Reading, E> {
         match &self.kind {
             SourceKind::Animation { path, format } => {
                 let named = |e: std::io::Error| MediaError::Video(format!("{}: {e}", path.display()));
                 let file = BufReader::new(File::open(path).map_err(named)?);
-                sample_animation(file, *format, self.fps, &path.display().to_string(), &mut on_frame)
+                let seconds = sample_animation(file, *format, self.fps, &path.display().to_string(), &mut on_frame)?;
+                Ok(Reading { seconds, damage: None })
             }
             SourceKind::Frames { paths } => {
                 for path in paths {
                     on_frame(Sample::Frame(read_frame(path)?))?;
                 }
-                Ok(paths.len() as f64 / self.fps)
+                Ok(Reading { seconds: paths.len() as f64 / self.fps, damage: None })
             }
             SourceKind::Ffmpeg { path, head } => {
                 let probe = Probe::of(path);
-                let samples = read_with_ffmpeg(path, head.as_ref(), self.fps, &probe, &mut on_frame)?;
-                Ok(sampled_duration(samples, self.fps, probe.length))
+                let (samples, damage) = read_with_ffmpeg(path, head.as_ref(), self.fps, &probe, &mut on_frame)?;
+                Ok(Reading { seconds: sampled_duration(samples, self.fps, probe.length), damage })
             }
         }
     }
@@ -240,6 +252,11 @@ pub fn sample_animation<R: BufRead + Seek, E: From<MediaError>>(
             }
         }
         ImageFormat::WebP => {
+            let mut reader = reader;
+            let damaged = |why: String| {
+                ours(MediaError::Video(format!("the WebP is damaged or cut short ({why}); download or copy it again")))
+            };
+            webp_chunks_fit(&mut reader).map_err(damaged)?;
             let bad = |e: image_webp::DecodingError| MediaError::Video(format!("cannot decode the WebP: {e}"));
             let mut decoder =
                 decoding("the WebP decoder", || image_webp::WebPDecoder::new(reader).map_err(bad)).map_err(ours)?;
@@ -253,6 +270,7 @@ pub fn sample_animation<R: BufRead + Seek, E: From<MediaError>>(
             let channels = if decoder.has_alpha() { 4 } else { 3 };
             // One buffer for every frame: the decoder composites each frame onto the canvas.
             let mut canvas = vec![0u8; width as usize * height as usize * channels];
+            let (declared, mut read) = (decoder.num_frames(), 0);
             loop {
                 let delay = decoding("the WebP decoder", || match decoder.read_frame(&mut canvas) {
                     Ok(ms) => Ok(Some(ms)),
@@ -261,6 +279,7 @@ pub fn sample_animation<R: BufRead + Seek, E: From<MediaError>>(
                 })
                 .map_err(ours)?;
                 let Some(ms) = delay else { break };
+                read += 1;
                 let image = if channels == 4 {
                     to_rgb(DynamicImage::ImageRgba8(RgbaImage::from_raw(width, height, canvas.clone()).unwrap()))
                 } else {
@@ -268,12 +287,46 @@ pub fn sample_animation<R: BufRead + Seek, E: From<MediaError>>(
                 };
                 push(image, delay_ms((ms, 1)))?;
             }
+            // The decoder stops quietly at a frame whose header is damaged.
+            if read < declared {
+                return Err(damaged(format!("it ends after {read} of the {declared} frames it declares")));
+            }
         }
         other => return Err(ours(MediaError::Video(format!("{other:?} is not an animated GIF, WebP or PNG")))),
     }
     let total = start;
     let samples = sampler.finish(total, on_frame)?;
     Ok(sampled_duration(samples, fps, Some(total)))
+}
+
+/// Checks that every chunk of a WebP file lies within the file and its RIFF header's size,
+/// reading the chunk headers alone. The decoder stops at a chunk it cannot place and shows the
+/// frames before it as if they were all; damage in the middle of an animation looks like that.
+fn webp_chunks_fit<R: Read + Seek>(reader: &mut R) -> Result<(), String> {
+    let io = |e: std::io::Error| e.to_string();
+    let file_len = reader.seek(std::io::SeekFrom::End(0)).map_err(io)?;
+    reader.seek(std::io::SeekFrom::Start(4)).map_err(io)?;
+    let mut word = [0u8; 4];
+    reader.read_exact(&mut word).map_err(io)?;
+    let riff_end = 8 + u64::from(u32::from_le_bytes(word));
+    if riff_end > file_len {
+        return Err(format!("its header announces {riff_end} bytes, the file has {file_len}"));
+    }
+    let mut at = 12;
+    while at < riff_end {
+        let mut header = [0u8; 8];
+        reader.seek(std::io::SeekFrom::Start(at)).map_err(io)?;
+        reader.read_exact(&mut header).map_err(|_| format!("a chunk header at byte {at} is cut off"))?;
+        let len = u64::from(u32::from_le_bytes([header[4], header[5], header[6], header[7]]));
+        // Chunks are padded to an even length.
+        let end = at + 8 + len + (len & 1);
+        if end > riff_end {
+            return Err(format!("a chunk at byte {at} runs {} bytes past the end of the file", end - riff_end));
+        }
+        at = end;
+    }
+    reader.seek(std::io::SeekFrom::Start(0)).map_err(io)?;
+    Ok(())
 }
 
 /// Refuses an animation whose `frames` would take more than [`MAX_COMPOSITED_PIXELS`] to draw,
@@ -688,14 +741,15 @@ const STDERR_KEPT: usize = 4096;
 
 /// Any video `ffmpeg` reads, sampled at `fps` by its `fps` filter and piped as PPM frames (each
 /// with its own size, so no probe is needed); at most [`MAX_FRAMES`]. `head`: the file's first 12
-/// bytes.
+/// bytes. The samples, and what ffmpeg said of a read it finished (only errors are asked of it,
+/// so anything it says is damage: a stretch it could not decode).
 fn read_with_ffmpeg<E: From<MediaError>>(
     path: &Path,
     head: Option<&[u8; 12]>,
     fps: f64,
     probe: &Probe,
     on_frame: &mut impl FnMut(Sample) -> Result<(), E>,
-) -> Result<usize, E> {
+) -> Result<(usize, Option<String>), E> {
     if probe.has_video == Some(false) {
         return Err(no_video_stream(path).into());
     }
@@ -722,7 +776,20 @@ fn read_with_ffmpeg<E: From<MediaError>>(
         ))
         .into());
     }
-    Ok(frames)
+    let damage = (!stderr.is_empty()).then(|| {
+        format!(
+            "ffmpeg met errors decoding it, so the pictures of a damaged stretch may be missing or repeat the one \
+             before ({}); the result may be wrong there",
+            last_lines(&stderr, 3)
+        )
+    });
+    Ok((frames, damage))
+}
+
+/// The last `n` lines of `text`, joined by ` / `.
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join(" / ")
 }
 
 /// One ffmpeg run through `filter`, each frame to `on_frame`; the frames and what ffmpeg printed,
@@ -963,6 +1030,33 @@ mod tests {
         assert_eq!(padded, ["frame_0009.jpg", "frame_0010.jpg", "frame_0100.jpg"]);
     }
 
+    /// An animated WebP damaged in the middle (a chunk's length garbled) or cut short is refused:
+    /// its decoder would stop at the damage and show the frames before it as the whole animation.
+    #[test]
+    fn damaged_webp_animations_are_refused() {
+        let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/image");
+        let bytes = std::fs::read(corpus.join("animation.webp")).unwrap();
+        let whole = collect(&bytes, 4.0).unwrap().len();
+        assert!(whole > 1);
+        // The last frame's chunk: found by walking the chunks from the first after the RIFF header.
+        let mut at = 12;
+        let mut last_frame = None;
+        while at + 8 <= bytes.len() {
+            let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+            if &bytes[at..at + 4] == b"ANMF" {
+                last_frame = Some(at);
+            }
+            at += 8 + len + (len & 1);
+        }
+        let mut garbled = bytes.clone();
+        garbled[last_frame.unwrap() + 4..][..4].copy_from_slice(&0x7fff_0000u32.to_le_bytes());
+        let cut = &bytes[..bytes.len() - 10];
+        for (what, damaged) in [("garbled", &garbled[..]), ("cut", cut)] {
+            let err = collect(damaged, 4.0).unwrap_err().to_string();
+            assert!(err.contains("the WebP is damaged or cut short"), "{what}: {err}");
+        }
+    }
+
     /// A frame lasting several samples is handed on once, then as `Again`: a one-frame GIF shown
     /// for minutes on a large canvas is decoded and read once, not once a sample.
     #[test]
@@ -1020,7 +1114,7 @@ mod tests {
         let bytes = std::fs::read(&animated).unwrap();
         assert_eq!(apng_frame_count(&mut Cursor::new(&bytes)).unwrap(), Some(3));
         let mut frames = Vec::new();
-        let seconds = VideoSource::open(&animated, 4.0).unwrap().for_each_frame(pictures(&mut frames)).unwrap();
+        let seconds = VideoSource::open(&animated, 4.0).unwrap().for_each_frame(pictures(&mut frames)).unwrap().seconds;
         assert_eq!((frames.len(), seconds), (3, 0.75));
         assert_eq!(frames[0].dimensions(), (16, 12));
         assert_ne!(frames[0], frames[2], "the frames move");
@@ -1229,6 +1323,20 @@ mod tests {
             err.contains("is cut short or was never finished") && err.contains("Copy or download it again"),
             "{err}"
         );
+        // Damaged in the middle: ffmpeg decodes past it, and its errors come back as damage.
+        let mut damaged = bytes.clone();
+        let mut x = 12345u32;
+        for byte in &mut damaged[bytes.len() / 3..][..2000] {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            *byte = (x >> 16) as u8;
+        }
+        let path = dir.join("damaged.mp4");
+        std::fs::write(&path, damaged).unwrap();
+        let reading = VideoSource::open(&path, 2.0).unwrap().for_each_frame(|_| Ok::<(), MediaError>(())).unwrap();
+        let damage = reading.damage.expect("the damage is said");
+        assert!(damage.contains("ffmpeg met errors decoding it"), "{damage}");
+        let clean = VideoSource::open(&whole, 2.0).unwrap().for_each_frame(|_| Ok::<(), MediaError>(())).unwrap();
+        assert_eq!(clean.damage, None);
         // A HEIF photo (no `moov` either) is a picture, not a video cut short.
         let photo = dir.join("photo.heic");
         std::fs::write(&photo, [&b"\0\0\0\x18ftypheic\0\0\0\0mif1heic"[..], &[7u8; 200]].concat()).unwrap();
