@@ -634,6 +634,10 @@ struct Probe {
     range: Option<String>,
     /// Whether that stream's pictures are interlaced (its field order is not `progressive`).
     interlaced: bool,
+    /// Whether its pictures have an alpha channel, and whether that alpha is a VP9 side stream
+    /// (WebM's `alpha_mode`), which only libvpx's decoder reads.
+    alpha: bool,
+    vp9_alpha: bool,
 }
 
 impl Probe {
@@ -646,7 +650,8 @@ impl Probe {
             "-select_streams",
             "V:0",
             "-show_entries",
-            "format=duration:stream=index,width,color_transfer,color_primaries,color_space,color_range,field_order",
+            "format=duration:stream=index,width,pix_fmt,color_transfer,color_primaries,color_space,color_range,\
+             field_order:stream_tags=alpha_mode",
         ]);
         command.args(["-of", "default=noprint_wrappers=1"]);
         ffmpeg_input(&mut command, path);
@@ -668,6 +673,8 @@ impl Probe {
             matrix: named("color_space"),
             range: named("color_range"),
             interlaced: matches!(field("field_order"), Some("tt" | "bb" | "tb" | "bt")),
+            alpha: field("pix_fmt").is_some_and(has_alpha) || field("TAG:alpha_mode") == Some("1"),
+            vp9_alpha: field("TAG:alpha_mode") == Some("1") && has_libvpx_vp9(),
         }
     }
 
@@ -679,11 +686,28 @@ impl Probe {
     }
 }
 
+/// Whether ffmpeg's pixel format `name` has an alpha channel (`rgba`, `yuva420p`, `gbrap12le`,
+/// `ya8`, ...; a palette may have transparent entries).
+fn has_alpha(name: &str) -> bool {
+    ["yuva", "gbrap", "ya", "ayuv", "vuya", "pal8"].iter().any(|prefix| name.starts_with(prefix))
+        || ["rgba", "bgra", "argb", "abgr"].iter().any(|part| name.contains(part))
+}
+
+/// Whether this ffmpeg has libvpx's VP9 decoder (its own does not read a WebM's alpha), asked once.
+fn has_libvpx_vp9() -> bool {
+    static FOUND: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FOUND.get_or_init(|| {
+        let listed = Command::new("ffmpeg").args(["-hide_banner", "-decoders"]).stdin(Stdio::null()).output();
+        listed.is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains(" libvpx-vp9 "))
+    })
+}
+
 /// ffmpeg's filters from decoded pictures to the frames sampled at `fps` (`eof`: the `fps`
 /// filter's `eof_action`): interlaced pictures deinterlaced (before sampling, which would take
 /// their neighbours away), non-square pixels made square as players show them (widened, or
 /// heightened where narrower), frames beyond [`MAX_FRAME_PIXELS`] scaled down to it (CLIP sees a
-/// few hundred pixels a side of them anyway), and HDR pictures tone-mapped to SDR BT.709: with BT.2408's reference
+/// few hundred pixels a side of them anyway), transparent pictures laid over white (as still
+/// images and animations are), and HDR pictures tone-mapped to SDR BT.709: with BT.2408's reference
 /// white (203 cd/m²) as SDR's white and Möbius's curve, which leaves levels up to it nearly as they
 /// are and compresses only brighter highlights, SMPTE bars made HDR10 come back a mean 11/255 from
 /// the SDR ones (55 read as they are, 22 and 37 with Hable's curve from 100 and 203 cd/m²). A
@@ -699,6 +723,11 @@ fn ffmpeg_filters(fps: f64, eof: &str, probe: &Probe) -> String {
          scale='max(1,trunc(if(gte(sar,1),iw*sar,iw)*{shrink}))':'max(1,trunc(if(gte(sar,1),ih,ih/sar)*{shrink}))',\
          setsar=1"
     );
+    if probe.alpha {
+        // Over white, as the still images and animations are: c·a + (1 - a), that is
+        // 1 - (1 - c)·a, negating around alpha's premultiplication (negate leaves alpha as it is).
+        filters.push_str(",format=rgba,negate,premultiply=inplace=1,negate");
+    }
     if probe.is_hdr() {
         // zscale needs the pictures' primaries, matrix and range, which a file may leave out: HDR's
         // BT.2020 and limited range where it does (setparams keeps those given).
@@ -804,6 +833,9 @@ fn run_ffmpeg<E: From<MediaError>>(
 ) -> Result<(usize, String), E> {
     let mut command = Command::new("ffmpeg");
     command.args(["-nostdin", "-loglevel", "error"]);
+    if probe.vp9_alpha {
+        command.args(["-c:v", "libvpx-vp9"]);
+    }
     ffmpeg_input(&mut command, path);
     // The stream the probe described (ffmpeg's own pick is the largest, which may be another).
     if let Some(stream) = probe.stream {
@@ -1284,6 +1316,16 @@ mod tests {
             .unwrap();
         assert!(status.success(), "ffmpeg could not make two-streams.mkv");
         assert_eq!(frames_of(&two, 2.0).unwrap()[0].dimensions(), (160, 120));
+
+        // Half-transparent red, as PNG in MOV and as VP9 with WebM's alpha: over white, as an
+        // animation's transparency is, never over whatever colour the transparent pixels hold.
+        let see_through = "color=c=red@0.5:size=32x32:rate=10:duration=1,format=rgba";
+        let png = made(&dir, "alpha.mov", see_through, &["-c:v", "png"]);
+        let vp9 = made(&dir, "alpha.webm", see_through, &["-c:v", "libvpx-vp9", "-pix_fmt", "yuva420p"]);
+        for video in [png, vp9] {
+            let [r, g, b] = frames_of(&video, 2.0).unwrap()[0].get_pixel(16, 16).0;
+            assert!(r > 240 && (110..150).contains(&g) && (110..150).contains(&b), "{}: {r} {g} {b}", video.display());
+        }
 
         // 9000 x 8000 is 72 million pixels, above the 67 million a frame may have.
         let huge =
