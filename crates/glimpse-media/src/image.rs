@@ -420,16 +420,26 @@ pub fn decoder_limits() -> Limits {
 }
 
 /// 8-bit RGB as transformers' `convert_rgb` makes it: grey replicated, transparency composited
-/// over white.
+/// over white. An 8-bit image's buffer is reused (an RGBA one compacted in place), so a picture
+/// at the decoder's limit is not held twice.
 pub fn to_rgb(image: image::DynamicImage) -> RgbImage {
     if !image.color().has_alpha() {
-        return image.to_rgb8();
+        return image.into_rgb8();
     }
-    let rgba = image.to_rgba8();
-    RgbImage::from_fn(rgba.width(), rgba.height(), |x, y| {
-        let p = rgba.get_pixel(x, y);
-        image::Rgb([0, 1, 2].map(|c| over_white(p[c], p[3])))
-    })
+    let rgba = image.into_rgba8();
+    let (width, height) = rgba.dimensions();
+    let mut bytes = rgba.into_raw();
+    // Pixel i's three bytes go to 3i, at or before where its four were read: front to back, no
+    // byte is written before it is read.
+    for i in 0..bytes.len() / 4 {
+        let alpha = bytes[4 * i + 3];
+        for c in 0..3 {
+            bytes[3 * i + c] = over_white(bytes[4 * i + c], alpha);
+        }
+    }
+    bytes.truncate(bytes.len() / 4 * 3);
+    bytes.shrink_to_fit();
+    RgbImage::from_raw(width, height, bytes).expect("three bytes a pixel")
 }
 
 /// One channel of Pillow's `alpha_composite` of a pixel over opaque white, in its integer
@@ -503,6 +513,13 @@ mod tests {
         assert_eq!(over_white(0, 0), 255);
         assert_eq!(over_white(10, 255), 10);
         assert_eq!(over_white(0, 128), 127);
+        // A whole image, compacted in place: every pixel where it was, each over white.
+        let pixels = [[0, 0, 0, 0], [10, 20, 30, 255], [0, 0, 0, 128], [200, 100, 50, 0], [1, 2, 3, 4]];
+        let rgba = image::RgbaImage::from_fn(5, 3, |x, y| image::Rgba(pixels[((x + y) % 5) as usize]));
+        let rgb = to_rgb(DynamicImage::ImageRgba8(rgba.clone()));
+        for (x, y, p) in rgba.enumerate_pixels() {
+            assert_eq!(rgb.get_pixel(x, y).0, [0, 1, 2].map(|c| over_white(p[c], p[3])), "({x}, {y})");
+        }
     }
 
     #[test]
