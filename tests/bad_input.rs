@@ -149,8 +149,21 @@ fn model_directories_say_what_is_missing() {
     std::fs::write(dir.join("model.safetensors.index.json"), b"{}").unwrap();
     std::fs::write(dir.join("model-00001-of-00002.safetensors"), b"").unwrap();
     let err = ModelFiles::from_dir(&dir).unwrap_err().to_string();
-    std::fs::remove_dir_all(&dir).unwrap();
     assert!(err.contains("the weights are sharded") && err.contains("max_shard_size"), "{err}");
+
+    // JSON files past their kind's bound are refused unread: parsing takes many times their size.
+    std::fs::write(dir.join("model.safetensors"), b"").unwrap();
+    let padded = |bytes: usize| format!("{{\"pad\": \"{}\"}}", " ".repeat(bytes));
+    std::fs::write(dir.join("config.json"), padded(1 << 20)).unwrap();
+    let err = ModelFiles::from_dir(&dir).unwrap_err().to_string();
+    assert!(err.contains("config.json: larger than 1 MiB"), "{err}");
+    std::fs::write(dir.join("config.json"), b"{}").unwrap();
+    std::fs::write(dir.join("tokenizer.json"), padded(16 << 20)).unwrap();
+    let err = ModelFiles::from_dir(&dir).unwrap_err().to_string();
+    assert!(err.contains("tokenizer.json: larger than 16 MiB"), "{err}");
+    std::fs::write(dir.join("tokenizer.json"), padded(15 << 20)).unwrap();
+    assert!(ModelFiles::from_dir(&dir).is_ok(), "a large tokenizer within the bound is read");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Lengths right at the position limit work; one more, an absurd count or an oversized candidate

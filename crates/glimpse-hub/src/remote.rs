@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use glimpse_media::untrusted;
-use glimpse_models::{MAX_JSON_BYTES, ModelFiles};
+use glimpse_models::{ModelFiles, max_json_bytes};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use url::Url;
@@ -265,11 +265,13 @@ impl Hub {
                     meta.commit
                 )));
             }
-            if file != "model.safetensors" && meta.size > MAX_JSON_BYTES {
+            if file != "model.safetensors" && meta.size > max_json_bytes(file) {
                 return Err(HubError::Remote(format!(
-                    "{file} of {id}: {url} announces {} bytes, more than the {MAX_JSON_BYTES} a {file} may have; is \
+                    "{file} of {id}: {url} announces {} bytes, more than the {} a {file} may have; is \
                      HF_ENDPOINT ({}) a Hugging Face hub?",
-                    meta.size, self.endpoint
+                    meta.size,
+                    max_json_bytes(file),
+                    self.endpoint
                 )));
             }
             let dir = repo_dir.join("snapshots").join(&meta.commit);

@@ -8,9 +8,16 @@ use glimpse_media::untrusted::read_regular_file;
 use crate::ModelError;
 use crate::weights::{ReadAt, WeightFile};
 
-/// The most bytes a JSON file of a checkpoint may have (large tokenizers are tens of MiB), from a
-/// folder or announced by the hub.
-pub const MAX_JSON_BYTES: u64 = 256 << 20;
+/// The most bytes `file`, a JSON file of a checkpoint, may have, from a folder, the browser or
+/// announced by the hub: parsing JSON takes some 30 times its size in memory, so the bound is the
+/// file's kind's, with room to spare. A `config.json` or `preprocessor_config.json` is a few KiB;
+/// CLIP's and GPT-2's `tokenizer.json` are 2.2 and 1.4 MiB.
+pub fn max_json_bytes(file: &str) -> u64 {
+    match file {
+        "tokenizer.json" => 16 << 20,
+        _ => 1 << 20,
+    }
+}
 
 /// Where a checkpoint's `model.safetensors` is: bytes already in memory (the embedded default), a
 /// file on disk, or any other random-access source (the browser's buffer outside the module's
@@ -67,7 +74,7 @@ impl ModelFiles {
             )));
         }
         let read = |name: &str| -> Result<Vec<u8>, ModelError> {
-            read_regular_file(&dir.join(name), MAX_JSON_BYTES).map_err(|e| ModelError::Layout(e.to_string()))
+            read_regular_file(&dir.join(name), max_json_bytes(name)).map_err(|e| ModelError::Layout(e.to_string()))
         };
         let require = |name: &str| -> Result<(), ModelError> {
             if dir.join(name).is_file() {

@@ -18,7 +18,7 @@ pub mod weights;
 pub use bundle::{ClipBundle, Gpt2Bundle, convert_weights};
 pub use clip::{Clip, ClipConfig};
 pub use error::{ModelError, TensorProblem};
-pub use files::{MAX_JSON_BYTES, ModelFiles, Weights};
+pub use files::{ModelFiles, Weights, max_json_bytes};
 pub use gpt2::{Gpt2, Gpt2Config, KvCache};
 pub use tensor::l2_normalize;
 pub use weights::WeightFormat;

@@ -12,7 +12,7 @@ use glimpse_media::to_rgb;
 use glimpse_media::video::{MAX_FRAMES, check_fps, sampled_duration};
 use glimpse_models::tensor::read;
 use glimpse_models::weights::ReadAt;
-use glimpse_models::{ClipBundle, Gpt2Bundle, ModelFiles, Weights, l2_normalize};
+use glimpse_models::{ClipBundle, Gpt2Bundle, ModelFiles, Weights, l2_normalize, max_json_bytes};
 use image::{DynamicImage, RgbImage, RgbaImage};
 use js_sys::{Function, Promise, Uint8Array};
 use serde_json::json;
@@ -348,10 +348,18 @@ fn model_files(what: &str, files: &JsValue) -> Result<ModelFiles, JsValue> {
             .map_err(|_| js_error(MODEL_LOAD, format!("{what}: the files are not an object")))?;
         Ok((!value.is_undefined() && !value.is_null()).then_some(value))
     };
-    let bytes = |name: &str, value: JsValue| {
-        value
+    let bytes = |name: &str, file: &str, value: JsValue| {
+        let array = value
             .dyn_into::<Uint8Array>()
-            .map_err(|_| js_error(MODEL_LOAD, format!("{what}: `{name}` is not a Uint8Array")))
+            .map_err(|_| js_error(MODEL_LOAD, format!("{what}: `{name}` is not a Uint8Array")))?;
+        let limit = max_json_bytes(file);
+        if u64::from(array.length()) > limit {
+            return Err(js_error(
+                MODEL_LOAD,
+                format!("{what}: {file} has {} bytes, more than the {limit} glimpse reads for it", array.length()),
+            ));
+        }
+        Ok(array.to_vec())
     };
     let required = |name: &str, file: &str| {
         field(name)?.ok_or_else(|| js_error(MODEL_LOAD, format!("{what}: `{name}` ({file}) is missing")))
@@ -369,10 +377,12 @@ fn model_files(what: &str, files: &JsValue) -> Result<ModelFiles, JsValue> {
     };
     Ok(ModelFiles {
         source: what.to_string(),
-        config: bytes("config", required("config", "config.json")?)?.to_vec(),
+        config: bytes("config", "config.json", required("config", "config.json")?)?,
         weights: Weights::Reader(Arc::new(weights), format!("{what} model.safetensors")),
-        tokenizer: bytes("tokenizer", required("tokenizer", "tokenizer.json")?)?.to_vec(),
-        preprocessor: field("preprocessor")?.map(|value| bytes("preprocessor", value)).transpose()?.map(|b| b.to_vec()),
+        tokenizer: bytes("tokenizer", "tokenizer.json", required("tokenizer", "tokenizer.json")?)?,
+        preprocessor: field("preprocessor")?
+            .map(|value| bytes("preprocessor", "preprocessor_config.json", value))
+            .transpose()?,
     })
 }
 
