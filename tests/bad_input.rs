@@ -151,6 +151,12 @@ fn model_directories_say_what_is_missing() {
     let err = ModelFiles::from_dir(&dir).unwrap_err().to_string();
     assert!(err.contains("the weights are sharded") && err.contains("max_shard_size"), "{err}");
 
+    // Weights that are there but no file are said to be so.
+    std::fs::create_dir(dir.join("model.safetensors")).unwrap();
+    let err = ModelFiles::from_dir(&dir).unwrap_err().to_string();
+    assert!(err.contains("model.safetensors is not a regular file"), "{err}");
+    std::fs::remove_dir(dir.join("model.safetensors")).unwrap();
+
     // JSON files past their kind's bound are refused unread: parsing takes many times their size.
     std::fs::write(dir.join("model.safetensors"), b"").unwrap();
     let padded = |bytes: usize| format!("{{\"pad\": \"{}\"}}", " ".repeat(bytes));

@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Subcommand, ValueEnum};
 use futures_lite::future::block_on;
 use glimpse_hub::remote::{Hub, Progress, RepoId};
-use glimpse_media::write_atomically;
+use glimpse_media::files::write_checkpoint;
 use glimpse_models::{ClipConfig, Gpt2Config, ModelFiles, WeightFormat, Weights, convert_weights};
 use glimpse_train::random::{write_random_clip, write_random_gpt2};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -192,16 +192,12 @@ fn convert(dir: &Path, dtype: WeightDtype, out: &Path) -> Result<()> {
     let files = folder_or_hub(dir)?;
     let device = glimpse_models::device::cpu().device;
     let weights = block_on(convert_weights(&files, dtype.into(), &device))?;
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let others = [("config.json", Some(&files.config)), ("tokenizer.json", Some(&files.tokenizer))]
+    let written = [("config.json", Some(&files.config)), ("tokenizer.json", Some(&files.tokenizer))]
         .into_iter()
-        .chain([("preprocessor_config.json", files.preprocessor.as_ref())]);
-    for (name, bytes) in others.chain([("model.safetensors", Some(&weights))]) {
-        if let Some(bytes) = bytes {
-            let path = out.join(name);
-            write_atomically(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
-        }
-    }
+        .chain([("preprocessor_config.json", files.preprocessor.as_ref()), ("model.safetensors", Some(&weights))])
+        .filter_map(|(name, bytes)| Some((name, bytes?.as_slice())))
+        .collect::<Vec<_>>();
+    write_checkpoint(out, &written).with_context(|| format!("writing {}", out.display()))?;
     let before = match &files.weights {
         Weights::Bytes(bytes) => bytes.len() as u64,
         Weights::File(path) => std::fs::metadata(path).map_or(0, |m| m.len()),

@@ -125,14 +125,82 @@ const CHECKPOINT_FILES: [&str; 4] = ["config.json", "tokenizer.json", "preproces
 
 /// Refuses a folder that already holds checkpoint files as the place of a new checkpoint: writing
 /// over them would mix the two (a file the new one lacks stays behind) and, if stopped, lose the
-/// old one.
+/// old one. A file is refused too.
 pub fn ensure_no_checkpoint(dir: &Path) -> io::Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        let message = format!("{} is a file; name a folder for the checkpoint", dir.display());
+        return Err(io::Error::new(io::ErrorKind::AlreadyExists, message));
+    }
     let held: Vec<&str> = CHECKPOINT_FILES.into_iter().filter(|name| dir.join(name).exists()).collect();
     if held.is_empty() {
         return Ok(());
     }
     let message = format!("{} already holds {}; remove them or choose another --out", dir.display(), held.join(", "));
     Err(io::Error::new(io::ErrorKind::AlreadyExists, message))
+}
+
+/// Writes a checkpoint's `files` into `dir` as one, the weights given last: all into a hidden
+/// folder beside `dir`, which then becomes `dir` (or, where `dir` is there already, empty of
+/// checkpoint files, whose files move into it, in order). So `dir` never holds part of one: an
+/// interrupted write leaves the hidden folder only, which the next write to `dir` removes once
+/// its writer is gone. Refuses what [`ensure_no_checkpoint`] refuses.
+pub fn write_checkpoint(dir: &Path, files: &[(&str, &[u8])]) -> io::Result<()> {
+    ensure_no_checkpoint(dir)?;
+    let name = dir
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{} names no folder", dir.display())))?;
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    fs::create_dir_all(parent)?;
+    let partial_prefix = format!(".{}.", name.to_string_lossy());
+    remove_stale_partials(parent, &partial_prefix)?;
+    let partial = parent.join(format!("{partial_prefix}{}{PARTIAL_SUFFIX}", std::process::id()));
+    let _ = fs::remove_dir_all(&partial);
+    let written = fs::create_dir(&partial).and_then(|()| {
+        for (file, bytes) in files {
+            let mut out = File::create(partial.join(file))?;
+            out.write_all(bytes)?;
+            out.sync_all()?;
+        }
+        if !dir.exists() && fs::rename(&partial, dir).is_ok() {
+            return Ok(());
+        }
+        for (file, _) in files {
+            fs::rename(partial.join(file), dir.join(file))?;
+        }
+        fs::remove_dir(&partial)
+    });
+    if written.is_err() {
+        // Best effort: the write already failed, and what is left is hidden and removed later.
+        let _ = fs::remove_dir_all(&partial);
+    }
+    written
+}
+
+/// The name's end of [`write_checkpoint`]'s hidden folders: `.<dir>.<pid>.partial`.
+const PARTIAL_SUFFIX: &str = ".partial";
+
+/// Removes the hidden folders of checkpoint writes into `parent` named from `prefix` whose
+/// writers are gone (no `/proc/<pid>`; nothing is removed where there is no `/proc`).
+fn remove_stale_partials(parent: &Path, prefix: &str) -> io::Result<()> {
+    if !Path::new("/proc/self").exists() {
+        return Ok(());
+    }
+    for entry in fs::read_dir(parent)? {
+        let entry = entry?;
+        let file_name = entry.file_name();
+        let Some(pid) = file_name
+            .to_str()
+            .and_then(|n| n.strip_prefix(prefix))
+            .and_then(|n| n.strip_suffix(PARTIAL_SUFFIX))
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            fs::remove_dir_all(entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// 64-bit FNV-1a of `bytes`: stable across platforms, versions and runs (unlike `std`'s hasher),
@@ -157,6 +225,41 @@ mod tests {
         }
         remove_if_present(&dir.join("absent")).unwrap();
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A checkpoint appears whole or not at all: written beside its folder and moved in; the
+    /// hidden folder a killed writer left is removed by the next write, a live writer's kept.
+    #[test]
+    fn checkpoints_are_written_as_one() {
+        let root = std::env::temp_dir().join(format!("glimpse-files-checkpoint-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(&root).unwrap();
+        let files: [(&str, &[u8]); 2] = [("config.json", b"{}"), ("model.safetensors", b"weights")];
+        let (dead, live) = (root.join(".new.4194304.partial"), root.join(".new.1.partial"));
+        for partial in [&dead, &live] {
+            fs::create_dir(partial).unwrap();
+            fs::write(partial.join("config.json"), b"{").unwrap();
+        }
+        let new = root.join("new");
+        write_checkpoint(&new, &files).unwrap();
+        assert_eq!(fs::read(new.join("model.safetensors")).unwrap(), b"weights");
+        assert!(!dead.exists() && live.exists(), "only the dead writer's folder goes");
+        let mut left: Vec<String> =
+            fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        assert_eq!(left, [".new.1.partial", "new"]);
+
+        // An empty folder that is there already takes the files; one holding a checkpoint, or a
+        // file, is refused.
+        let empty = root.join("empty");
+        fs::create_dir(&empty).unwrap();
+        write_checkpoint(&empty, &files).unwrap();
+        assert_eq!(fs::read(empty.join("config.json")).unwrap(), b"{}");
+        assert!(write_checkpoint(&new, &files).unwrap_err().to_string().contains("already holds config.json"));
+        let file = root.join("file");
+        fs::write(&file, b"").unwrap();
+        assert!(write_checkpoint(&file, &files).unwrap_err().to_string().contains("is a file"));
+        fs::remove_dir_all(&root).unwrap();
     }
 
     /// An output named by a link replaces the file it names (made where the link points if it is

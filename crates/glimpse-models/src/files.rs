@@ -77,8 +77,15 @@ impl ModelFiles {
             read_regular_file(&dir.join(name), max_json_bytes(name)).map_err(|e| ModelError::Layout(e.to_string()))
         };
         let require = |name: &str| -> Result<(), ModelError> {
-            if dir.join(name).is_file() {
+            let path = dir.join(name);
+            if path.is_file() {
                 return Ok(());
+            }
+            if path.exists() {
+                return Err(ModelError::Layout(format!(
+                    "{} is not a regular file (a folder, a pipe or a device); put the file itself there",
+                    path.display()
+                )));
             }
             let hint = if name == "model.safetensors" && dir.join("model.safetensors.index.json").is_file() {
                 ": the weights are sharded (model.safetensors.index.json and its shards), and glimpse reads them \

@@ -75,13 +75,9 @@ fn ensure_no_checkpoint(dir: &Path) -> Result<(), TrainError> {
     glimpse_media::files::ensure_no_checkpoint(dir).map_err(|e| TrainError::Config(e.to_string()))
 }
 
-/// The files, then the weights last: a folder with weights is complete.
+/// The files and the weights, as one checkpoint.
 fn write(dir: &Path, files: &[(&str, &[u8])], weights: &[u8]) -> Result<(), TrainError> {
-    let io = |path: &Path, source| TrainError::Io { path: path.display().to_string(), source };
-    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-    for (name, bytes) in files.iter().copied().chain([("model.safetensors", weights)]) {
-        let path = dir.join(name);
-        glimpse_media::write_atomically(&path, bytes).map_err(|e| io(&path, e))?;
-    }
-    Ok(())
+    let all: Vec<(&str, &[u8])> = files.iter().copied().chain([(crate::checkpoint::WEIGHTS_FILE, weights)]).collect();
+    glimpse_media::files::write_checkpoint(dir, &all)
+        .map_err(|source| TrainError::Io { path: dir.display().to_string(), source })
 }
