@@ -5,11 +5,22 @@ use glimpse_media::{ClipTokenizer, Gpt2Tokenizer, ImagePreprocess};
 use image::RgbImage;
 
 use crate::hf_config::model_type;
-use crate::{Clip, ClipConfig, Gpt2, Gpt2Config, ModelError, ModelFiles, WeightFormat};
+use crate::weights::WeightFile;
+use crate::{Clip, ClipConfig, Gpt2, Gpt2Config, ModelError, ModelFiles, WeightFormat, memory};
 
 /// Loads with `load`, any error naming the checkpoint.
 fn in_checkpoint<T>(checkpoint: &str, load: impl FnOnce() -> Result<T, ModelError>) -> Result<T, ModelError> {
     load().map_err(|error| ModelError::Checkpoint { checkpoint: checkpoint.to_string(), source: Box::new(error) })
+}
+
+/// The weights of `files`, opened, once they are known to fit in the host's memory where they
+/// are to live there (the CPU backend; a GPU holds its own).
+fn fitting<'f>(files: &'f ModelFiles, device: &Device) -> Result<WeightFile<'f>, ModelError> {
+    let file = files.weights.open()?;
+    if glimpse_kernels::is_cpu(device) {
+        memory::check_fits(file.loaded_bytes(), memory::available())?;
+    }
+    Ok(file)
 }
 
 /// The `model.safetensors` of checkpoint `files` (CLIP or GPT-2, by its `model_type`) stored in
@@ -50,7 +61,7 @@ impl ClipBundle {
             };
             let tokenizer = ClipTokenizer::from_json(&files.tokenizer, config.text_config.max_position_embeddings)?;
             tokenizer.check_vocab(config.text_config.vocab_size)?;
-            let model = Clip::load_weights(&config, &files.weights.open()?, device)?;
+            let model = Clip::load_weights(&config, &fitting(files, device)?, device)?;
             Ok(Self { source: files.source.clone(), model, config, tokenizer, preprocess, device: device.clone() })
         })
     }
@@ -113,7 +124,7 @@ impl Gpt2Bundle {
             for (field, id) in config.special_token_ids() {
                 tokenizer.check_special_id(field, id)?;
             }
-            let model = Gpt2::load_weights(&config, &files.weights.open()?, device)?;
+            let model = Gpt2::load_weights(&config, &fitting(files, device)?, device)?;
             Ok(Self { model, config, tokenizer, device: device.clone() })
         })
     }

@@ -11,6 +11,7 @@ mod files;
 pub mod generation;
 pub mod gpt2;
 mod hf_config;
+pub mod memory;
 pub mod nn;
 pub mod tensor;
 pub mod weights;

@@ -189,6 +189,18 @@ impl<'a> WeightFile<'a> {
         Ok(Some((info.shape.clone(), self.read_f32_range(name, 0..count)?)))
     }
 
+    /// About the memory the tensors take once loaded: 8-bit weights as stored, every other
+    /// tensor as f32 (f16 and bf16 are widened).
+    pub fn loaded_bytes(&self) -> u64 {
+        let names = self.metadata.offset_keys();
+        let tensors = names.iter().filter_map(|name| self.metadata.info(name));
+        let bytes = |dtype: Dtype, shape: &[usize]| {
+            let elements = shape.iter().fold(1u64, |n, &d| n.saturating_mul(d as u64));
+            if dtype == Dtype::I8 { elements } else { elements.saturating_mul(4) }
+        };
+        tensors.map(|info| bytes(info.dtype, &info.shape)).fold(0, u64::saturating_add)
+    }
+
     /// Whether tensor `name` holds 8-bit weights (I8) rather than floats.
     pub fn is_quantized(&self, name: &str) -> bool {
         self.metadata.info(name).is_some_and(|info| info.dtype == Dtype::I8)
