@@ -346,8 +346,24 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, MediaError> {
         .with_guessed_format()
         .map_err(|e| MediaError::Image(e.to_string()))?;
     let Some(format) = reader.format() else {
-        return Err(MediaError::Image("unrecognised format; glimpse reads PNG, JPEG, WebP and GIF".into()));
+        let head: Option<&[u8; 12]> = bytes.get(..12).and_then(|h| h.try_into().ok());
+        let what = if bytes.is_empty() {
+            "the file is empty"
+        } else if head.is_some_and(crate::video::is_heif) {
+            "a HEIF / AVIF picture (as phones save photos), which glimpse does not read; convert it to JPEG or PNG"
+        } else if head.is_some_and(crate::video::looks_like_video) {
+            "a video, not an image; caption it with caption-video"
+        } else {
+            "unrecognised format; glimpse reads PNG, JPEG, WebP and GIF"
+        };
+        return Err(MediaError::Image(what.into()));
     };
+    if !READ_FORMATS.contains(&format) {
+        return Err(MediaError::Image(format!(
+            "a {} image, which glimpse does not read (PNG, JPEG, WebP and GIF); convert it to PNG or JPEG",
+            format_name(format)
+        )));
+    }
     if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
         return Err(MediaError::Image(
             "the JPEG is cut short (its image data has no end); download or copy it again".into(),
@@ -375,6 +391,15 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, MediaError> {
         return Err(MediaError::Image("the image has no pixels".into()));
     }
     Ok(to_rgb(image))
+}
+
+/// The image formats glimpse decodes.
+pub(crate) const READ_FORMATS: [ImageFormat; 4] =
+    [ImageFormat::Png, ImageFormat::Jpeg, ImageFormat::WebP, ImageFormat::Gif];
+
+/// A format's name as a user knows it (`BMP`, `TIFF`).
+pub(crate) fn format_name(format: ImageFormat) -> String {
+    format.extensions_str().first().map_or_else(|| format!("{format:?}"), |e| e.to_ascii_uppercase())
 }
 
 /// Whether a JPEG holds the end of its image: its segments walked from the start (each skipped by
@@ -506,6 +531,19 @@ mod tests {
                 .max();
             assert!(err.unwrap() <= 40, "{format:?}: a channel differs by {err:?}");
         }
+    }
+
+    /// Files that are no image glimpse reads say what they are and what to do instead.
+    #[test]
+    fn files_that_are_no_image_say_what_they_are() {
+        let error = |bytes: &[u8]| decode_image(bytes).unwrap_err().to_string();
+        assert!(error(b"").contains("the file is empty"));
+        assert!(error(b"\0\0\0\x18ftypisom\0\0\0\0").contains("a video, not an image; caption it with caption-video"));
+        assert!(error(&[0x1A, 0x45, 0xDF, 0xA3, 0, 0, 0, 0, 0, 0, 0, 0]).contains("caption-video"));
+        assert!(error(b"\0\0\0\x18ftypheic\0\0\0\0").contains("HEIF / AVIF picture"));
+        let bmp = [&b"BM"[..], &[0u8; 60]].concat();
+        assert!(error(&bmp).contains("a BMP image, which glimpse does not read"), "{}", error(&bmp));
+        assert!(error(b"hello, world").contains("unrecognised format"));
     }
 
     #[test]

@@ -141,10 +141,17 @@ impl VideoSource {
                 Ok(ImageFormat::Png) if animated_png()? => {
                     SourceKind::Animation { path: path.to_path_buf(), format: ImageFormat::Png }
                 }
-                Ok(_) => {
+                Ok(format) => {
+                    let advice = match crate::image::READ_FORMATS.contains(&format) {
+                        true => "caption it with caption-image".to_string(),
+                        false => format!(
+                            "a {} picture, which caption-image reads once converted to PNG or JPEG",
+                            crate::image::format_name(format)
+                        ),
+                    };
                     return Err(MediaError::Video(format!(
-                        "{} is a still image (caption it with caption-image); give an animated GIF / WebP / PNG, a \
-                         folder of frames or a video file",
+                        "{} is a still image ({advice}); give an animated GIF / WebP / PNG, a folder of frames or a \
+                         video file",
                         path.display()
                     )));
                 }
@@ -939,9 +946,18 @@ fn starts_as_mp4(head: &[u8; 12]) -> bool {
     [b"ftyp", b"mdat", b"wide", b"free", b"skip", b"pnot"].iter().any(|kind| head[4..8] == kind[..])
 }
 
+/// Whether a file that begins with `head` is a video container glimpse knows by its start: MP4 /
+/// MOV (but a HEIF picture), Matroska / WebM, AVI, Ogg.
+pub(crate) fn looks_like_video(head: &[u8; 12]) -> bool {
+    (starts_as_mp4(head) && !is_heif(head))
+        || head.starts_with(&[0x1A, 0x45, 0xDF, 0xA3])
+        || (head.starts_with(b"RIFF") && &head[8..12] == b"AVI ")
+        || head.starts_with(b"OggS")
+}
+
 /// Whether a file that begins with `head` is a HEIF or AVIF picture: an ISO file whose major brand
 /// says so (it has no `moov`, so ffmpeg takes it for an MP4 cut short).
-fn is_heif(head: &[u8; 12]) -> bool {
+pub(crate) fn is_heif(head: &[u8; 12]) -> bool {
     &head[4..8] == b"ftyp"
         && [b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"]
             .iter()
