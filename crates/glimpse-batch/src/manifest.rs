@@ -106,6 +106,14 @@ fn file_entries(path: &Path) -> Result<Manifest, BatchError> {
         if video.is_empty() {
             return Err(at("no video path".into()));
         }
+        if let Some((scheme, _)) =
+            video.split_once("://").filter(|(scheme, _)| scheme.chars().all(|c| c.is_ascii_alphabetic()))
+        {
+            return Err(at(format!(
+                "{} is a {scheme} address; glimpse reads files: download the videos and list their paths",
+                quoted(video)
+            )));
+        }
         let video = base.join(video);
         let named = id.is_some();
         let id = id.unwrap_or_else(|| stem(&video));
@@ -233,8 +241,9 @@ fn id_of_name(name: &str) -> String {
 /// Ids name files in the output folder: no separators, nothing hidden, nothing a shell or a
 /// filesystem would treat specially.
 fn check_id(id: &str) -> Result<(), String> {
+    // `<id>.error.json` must fit a file name, which most file systems bound at 255 bytes.
     if id.is_empty() || id.len() > 200 {
-        return Err(format!("`{}` must have 1 to 200 characters", quoted(id)));
+        return Err(format!("`{}` must have 1 to 200 bytes (UTF-8; it has {})", quoted(id), id.len()));
     }
     if id.starts_with('.') || !id.chars().all(usable) {
         return Err(format!(
@@ -285,11 +294,16 @@ mod tests {
             ("a b\t/v.mp4\n", "may use letters"),
             ("id\t\n", "line 1: no video path"),
             ("clip.error.mp4\n", "must not end in `.error`"),
+            ("https://example.com/v.mp4\n", "line 1: https://example.com/v.mp4 is a https address"),
         ] {
             std::fs::write(&manifest, text).unwrap();
             let err = read_manifest(&manifest).unwrap_err().to_string();
             assert!(err.contains(needle), "{text:?}: {err}");
         }
+        // Bounded in bytes (the file name's limit), and said so: 150 two-byte letters are 300.
+        std::fs::write(&manifest, format!("{}\t/v.mp4\n", "é".repeat(150))).unwrap();
+        let err = read_manifest(&manifest).unwrap_err().to_string();
+        assert!(err.contains("must have 1 to 200 bytes (UTF-8; it has 300)"), "{err}");
         std::fs::write(&manifest, [0xff, 0xfe]).unwrap();
         assert!(read_manifest(&manifest).unwrap_err().to_string().contains("not UTF-8"));
         std::fs::remove_dir_all(&dir).unwrap();

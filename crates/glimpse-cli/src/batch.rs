@@ -144,6 +144,16 @@ pub fn run(command: BatchCommand, device: DeviceChoice) -> Result<()> {
         BatchCommand::Merge { dir, out, manifest } => {
             let inputs: Vec<&Path> = std::iter::once(dir.as_path()).chain(manifest.as_deref()).collect();
             crate::check_out(Some(&out), &inputs)?;
+            let folder_of =
+                |path: &Path| std::fs::canonicalize(path.parent().filter(|p| !p.as_os_str().is_empty())?).ok();
+            if folder_of(&out).is_some_and(|folder| std::fs::canonicalize(&dir).is_ok_and(|dir| dir == folder)) {
+                bail!(
+                    "--out {} is in the results folder {}, where the next merge would read it as a video's result; \
+                     write it elsewhere",
+                    out.display(),
+                    dir.display()
+                );
+            }
             let entries = manifest.as_deref().map(read_videos).transpose()?;
             let merged = merge(&dir, entries.as_deref())?;
             crate::emit(&merged.json, Some(&out))?;

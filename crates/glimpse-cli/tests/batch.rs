@@ -400,6 +400,11 @@ fn merge_keeps_to_the_manifest_and_refuses_impossible_times() {
     assert!(stderr.contains("left out, not in the manifest: 1 (old)"), "{stderr}");
     let json: Value = serde_json::from_slice(&std::fs::read(dir.join("merged.json")).unwrap()).unwrap();
     assert_eq!(json["results"].as_object().unwrap().keys().collect::<Vec<_>>(), ["a"]);
+    // Not into the results folder, where the next merge would take it for a result.
+    let mut command = glimpse();
+    command.current_dir(&dir).args(["batch", "merge", "out", "--out", "out/merged.json"]);
+    let stderr = String::from_utf8_lossy(&command.output().unwrap().stderr).into_owned();
+    assert!(stderr.contains("is in the results folder out") && !dir.join("out/merged.json").exists(), "{stderr}");
 
     std::fs::write(dir.join("out/a.json"), result(5.0, 1.0)).unwrap();
     let refused = merge();
