@@ -1105,7 +1105,12 @@ fn caption_video(
     // What the models cannot run is refused before the video is read for nothing.
     guided::check_fits(&lm, &config.guidance)?;
     let (frames, duration) = read_video(&clip, path, source)?;
-    eprintln!("{}: {} frames at {} fps ({duration:.1} s)", path.display(), frames.frames(), source.fps());
+    let count = frames.frames();
+    let plural = if count == 1 { "" } else { "s" };
+    eprintln!("{}: {count} frame{plural} at {} fps ({duration:.1} s)", path.display(), source.fps());
+    if let Some(asked) = config.events.filter(|&asked| asked > count) {
+        eprintln!("{}: {asked} events asked of {count} frame{plural}: at most one per frame", path.display());
+    }
     if format == VideoFormat::Chapters {
         check_chapters_fit(duration)
             .map_err(|why| anyhow::anyhow!("{}: --format chapters: {why}; use another format", path.display()))?;
