@@ -219,7 +219,14 @@ fn busy_answers_are_waited_for_as_the_hub_asks() {
     let start = Instant::now();
     let limited = error(&hub, "test/rate-limited");
     assert!(limited.contains("HTTP 429") && limited.contains("3600 s"), "{limited}");
+    assert!(limited.contains("more for a logged-in HF_TOKEN"), "{limited}");
     assert_eq!(weights_asked(&server, "test/rate-limited"), 1);
+    // The same of the hub's first answer, the HEAD that names the commit.
+    server.add("test/rate-limited-head", &fixture("gpt2-lmhead"), Fault::RateLimitedHead);
+    let limited = error(&hub, "test/rate-limited-head");
+    assert!(limited.contains("3600 s") && limited.contains("HF_HUB_OFFLINE"), "{limited}");
+    let heads = server.take_log().iter().filter(|l| l.starts_with("HEAD /test/rate-limited-head/")).count();
+    assert_eq!(heads, 1);
     assert!(start.elapsed() < Duration::from_secs(30));
 }
 

@@ -60,6 +60,8 @@ pub enum Fault {
     BusyOnce,
     /// Every GET of the weights is answered 429 with `Retry-After: 3600`.
     RateLimited,
+    /// Every HEAD of `config.json` is answered 429 with `Retry-After: 3600`.
+    RateLimitedHead,
 }
 
 pub const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
@@ -79,8 +81,8 @@ struct State {
     /// `METHOD path range` of every request, in order.
     log: Vec<String>,
     dropped: bool,
-    /// `METHOD path` of the requests [`Fault::BusyOnce`] has turned away.
-    turned_away: Vec<String>,
+    /// `METHOD path` of the requests [`Fault::BusyOnce`] has answered.
+    answered_once: std::collections::HashSet<String>,
 }
 
 pub struct HubServer {
@@ -265,12 +267,7 @@ fn answer(
     });
     let Some((fault, file, bytes)) = found else { return empty("404 Not Found") };
     let lfs = file.ends_with(".safetensors") || file.ends_with(".bin");
-    let first_time = |state: &mut State| {
-        let request = format!("{method} {path}");
-        let first = !state.turned_away.contains(&request);
-        state.turned_away.push(request);
-        first
-    };
+    let first_time = |state: &mut State| state.answered_once.insert(format!("{method} {path}"));
     match fault {
         Fault::BusyOnce if method == "HEAD" && file == "config.json" && first_time(state) => {
             return empty("503 Service Unavailable");
@@ -279,6 +276,9 @@ fn answer(
             return empty("429 Too Many Requests\r\nRetry-After: 1");
         }
         Fault::RateLimited if method == "GET" && lfs => return empty("429 Too Many Requests\r\nRetry-After: 3600"),
+        Fault::RateLimitedHead if method == "HEAD" && file == "config.json" => {
+            return empty("429 Too Many Requests\r\nRetry-After: 3600");
+        }
         _ => {}
     }
     if method == "GET" && lfs && !cdn {

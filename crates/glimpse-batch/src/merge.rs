@@ -140,7 +140,7 @@ mod tests {
         assert_eq!(merge(&dir, None).unwrap().done, 2);
 
         // A result of another video under the manifest's id is no result of its video.
-        let other = [Entry { id: "v_a".into(), path: PathBuf::from("b/a.gif") }];
+        let other = [Entry { id: "v_a".into(), path: PathBuf::from("b/other.gif") }];
         let err = merge(&dir, Some(&other)).unwrap_err().to_string();
         assert!(err.contains("1 of the manifest's ids are of other videos (v_a is of a.gif)"), "{err}");
 

@@ -97,8 +97,10 @@ pub enum Event {
 /// What a run did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Summary {
-    /// The shard's videos, and those of them with a result once the run is over.
+    /// The shard's videos.
     pub videos: usize,
+    /// The shard's videos with a result once the run is over (done before, completed, captioned,
+    /// or captioned meanwhile by another worker).
     pub with_result: usize,
     pub captioned: usize,
     /// Done before but for files this run asks for, written from their results.
@@ -198,13 +200,15 @@ pub fn run<E: Display>(
     mut on: impl FnMut(&Event),
 ) -> Result<Summary, BatchError> {
     let dir = &options.out_dir;
+    // A caller may claim the folder before loading its models, to fail early; again here, so
+    // that no caller can skip it (the second claim finds its own record).
     claim_out_dir(dir, &options.settings)?;
     let folder = Folder::read(dir)?;
     folder.remove_stale_temporaries(options.shard)?;
     let started = Instant::now();
     let others = options.others();
     let (mut done, mut failed_before) = (0, 0);
-    let (mut mine, mut of_other_videos) = (Vec::new(), Vec::new());
+    let (mut mine, mut of_other_videos, mut unreadable) = (Vec::new(), Vec::new(), Vec::new());
     for entry in entries.iter().filter(|e| options.shard.owns(&e.id)) {
         let plan = match folder.status(&entry.id) {
             Status::Done => match VideoResult::read(&folder.path(&entry.id, "json")) {
@@ -217,13 +221,9 @@ pub fn run<E: Display>(
                     Plan::PassOver
                 }
                 Ok(_) => Plan::Complete,
-                // Never kept as done: the merge would refuse it, and the video has no result. Moved
-                // aside rather than replaced: it may be a file of the user's that is no result.
+                // Never kept as done: the merge would refuse it, and the video has no result.
                 Err(e @ BatchError::Result(_)) => {
-                    let kept_as = format!("{}.json.unreadable", entry.id);
-                    let (from, to) = (folder.path(&entry.id, "json"), dir.join(&kept_as));
-                    std::fs::rename(&from, &to).map_err(|source| BatchError::Io { path: from, source })?;
-                    on(&Event::InvalidResult { id: entry.id.clone(), error: e.to_string(), kept_as });
+                    unreadable.push((entry, e.to_string()));
                     Plan::Caption
                 }
                 // A file that cannot be read (its permissions, the disk) stops the run, as a folder
@@ -247,6 +247,11 @@ pub fn run<E: Display>(
             of_other_videos.len(),
             first_few(&of_other_videos)
         )));
+    }
+    // Moved aside rather than replaced: it may be a file of the user's that is no result.
+    for (entry, error) in unreadable {
+        let kept_as = keep_aside(dir, &entry.id)?;
+        on(&Event::InvalidResult { id: entry.id.clone(), error, kept_as });
     }
     let planned = |plan: Plan| mine.iter().filter(move |(_, p)| *p == plan).map(|(e, _)| *e);
     let (complete, todo): (Vec<&Entry>, Vec<&Entry>) =
@@ -354,7 +359,10 @@ const SETTINGS_FILE: &str = ".glimpse-batch.json";
 /// Makes `dir` the output folder of a batch run with `settings`: creates it and records them, or
 /// refuses a folder whose results were made with other settings, since its results merge into one
 /// submission. Writing the record first finds a folder that cannot be written before anything is
-/// captioned. A folder from before the record was kept is taken as it is.
+/// captioned. A folder from before the record was kept is taken as it is, and a record with no
+/// result or error record beside it (a run that stopped before its first video: models that did
+/// not load) is replaced. Settings are compared where both have them, so that a setting a later
+/// glimpse adds does not disown every archive.
 pub fn claim_out_dir(dir: &Path, settings: &serde_json::Value) -> Result<(), BatchError> {
     if dir.exists() && !dir.is_dir() {
         return Err(BatchError::OutDir(format!("--out-dir {} is a file; name a folder", dir.display())));
@@ -362,47 +370,50 @@ pub fn claim_out_dir(dir: &Path, settings: &serde_json::Value) -> Result<(), Bat
     std::fs::create_dir_all(dir).map_err(|source| BatchError::Io { path: dir.to_path_buf(), source })?;
     let path = dir.join(SETTINGS_FILE);
     let recorded = match std::fs::symlink_metadata(&path) {
-        Ok(_) => {
-            let bytes = read_regular_file(&path, MAX_SETTINGS_BYTES)?;
-            Some(serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|e| {
-                BatchError::OutDir(format!(
-                    "{} is not the settings record glimpse writes ({e}); remove it if the results beside it were \
-                     made with this run's options",
-                    path.display()
-                ))
-            })?)
-        }
+        Ok(_) => Some(read_regular_file(&path, MAX_SETTINGS_BYTES)?),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(source) => return Err(BatchError::Io { path, source }),
     };
-    match recorded {
-        Some(recorded) if recorded["settings"] == *settings => Ok(()),
-        Some(recorded) => {
-            let mut changed = Vec::new();
-            differences(&recorded["settings"], settings, "", &mut changed);
-            Err(BatchError::OutDir(format!(
-                "{} holds results made with other settings ({}); one folder's results merge into one submission, \
-                 so they come from one setting: use another --out-dir, or the options those results were made with",
-                dir.display(),
-                first_few(&changed)
-            )))
-        }
-        None => write(&path, format!("{:#}\n", json!({ "settings": settings })).as_bytes()),
+    let record = format!("{:#}\n", json!({ "settings": settings }));
+    let Some(recorded) = recorded else { return write(&path, record.as_bytes()) };
+    if !Folder::read(dir)?.names.iter().any(|name| !name.starts_with('.') && name.ends_with(".json")) {
+        return write(&path, record.as_bytes());
     }
+    let remove = format!(
+        "remove {} if the results beside it were made with this run's options (or others that give the same)",
+        path.display()
+    );
+    let not_ours = |why: String| {
+        BatchError::OutDir(format!("{} is not the settings record glimpse writes ({why}); {remove}", path.display()))
+    };
+    let recorded: serde_json::Value = serde_json::from_slice(&recorded).map_err(|e| not_ours(e.to_string()))?;
+    let recorded = recorded.get("settings").ok_or_else(|| not_ours("it has no `settings`".into()))?;
+    let mut changed = Vec::new();
+    differences(recorded, settings, "", &mut changed);
+    if changed.is_empty() {
+        return Ok(());
+    }
+    Err(BatchError::OutDir(format!(
+        "{} holds results made with other settings ({}); one folder's results merge into one submission, so they \
+         come from one setting: use another --out-dir or the options those results were made with, or {remove}",
+        dir.display(),
+        first_few(&changed)
+    )))
 }
 
 /// The largest settings record read.
 const MAX_SETTINGS_BYTES: u64 = 1 << 20;
 
-/// `name: before -> now` for each value that differs between two settings, by its path.
+/// `name: before -> now` for each value that differs between two settings, by its path; a name
+/// only one of them has is not compared.
 fn differences(before: &serde_json::Value, now: &serde_json::Value, at: &str, out: &mut Vec<String>) {
     match (before, now) {
         (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
-            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-            for key in keys {
-                let null = serde_json::Value::Null;
-                let name = if at.is_empty() { key.clone() } else { format!("{at}.{key}") };
-                differences(a.get(key).unwrap_or(&null), b.get(key).unwrap_or(&null), &name, out);
+            for (key, value) in a {
+                if let Some(other) = b.get(key) {
+                    let name = if at.is_empty() { key.clone() } else { format!("{at}.{key}") };
+                    differences(value, other, &name, out);
+                }
             }
         }
         _ if before != now => out.push(format!("{at}: {before} -> {now}")),
@@ -416,10 +427,40 @@ pub(crate) fn first_few(items: &[String]) -> String {
     format!("{}{more}", items[..items.len().min(5)].join("; "))
 }
 
-/// Whether the video a result names is `path`: the same path, or both naming one file.
+/// Whether the video a result names (as it was written: `display()`, lossy for a name that is
+/// not UTF-8) is `path`: the same path; where both are there, the same file; where one is gone
+/// (an archive moved, or read through another mount), the same file name.
 pub(crate) fn same_video(recorded: &str, path: &Path) -> bool {
-    Path::new(recorded) == path
-        || matches!((std::fs::canonicalize(recorded), std::fs::canonicalize(path)), (Ok(a), Ok(b)) if a == b)
+    if recorded == path.display().to_string() {
+        return true;
+    }
+    match (std::fs::canonicalize(recorded), std::fs::canonicalize(path)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => {
+            Path::new(recorded).file_name().map(|n| n.to_string_lossy())
+                == path.file_name().map(|n| n.to_string_lossy())
+        }
+    }
+}
+
+/// Moves `<id>.json`, which does not read as a result, to the first free `<id>.json.unreadable`,
+/// `<id>.json.unreadable.2`, ... (never over a file an earlier run kept); its new name. Gone
+/// already (another worker on the same shard moved it) is no error.
+fn keep_aside(dir: &Path, id: &str) -> Result<String, BatchError> {
+    let from = dir.join(format!("{id}.json"));
+    let mut n = 1;
+    loop {
+        let name = if n == 1 { format!("{id}.json.unreadable") } else { format!("{id}.json.unreadable.{n}") };
+        let to = dir.join(&name);
+        n += 1;
+        if to.exists() {
+            continue;
+        }
+        return match std::fs::rename(&from, &to) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(BatchError::Io { path: from, source: e }),
+            _ => Ok(name),
+        };
+    }
 }
 
 /// The other files first and `<id>.json` last: the JSON's presence means the video is done. A
@@ -605,6 +646,8 @@ mod tests {
         run(&all, &options(&dir, Shard::ALL, false), captioner("", &mut Vec::new()), |_| {}).unwrap();
         let good = std::fs::read(dir.join("v1.json")).unwrap();
         std::fs::write(dir.join("v1.json"), &good[..good.len() / 2]).unwrap();
+        // What an earlier run kept aside stays.
+        std::fs::write(dir.join("v1.json.unreadable"), b"kept before").unwrap();
         std::fs::write(
             dir.join("v2.json"),
             r#"{"video":"v2.gif","duration":3.0,"events":[{"caption":"x","start":2,"end":1,"score":0.5}]}"#,
@@ -623,7 +666,9 @@ mod tests {
         );
         let Event::InvalidResult { id, error, kept_as } = &events[0] else { panic!("{events:?}") };
         assert!(id == "v1" && error.contains("v1.json is not a glimpse result"), "{error}");
+        assert_eq!(kept_as, "v1.json.unreadable.2");
         assert_eq!(std::fs::read(dir.join(kept_as)).unwrap(), &good[..good.len() / 2]);
+        assert_eq!(std::fs::read(dir.join("v1.json.unreadable")).unwrap(), b"kept before");
         let Event::InvalidResult { error, .. } = &events[1] else { panic!("{events:?}") };
         assert!(error.contains("starts at 2 s, after it ends at 1 s"), "{error}");
         assert!(matches!(events[3], Event::Start { done: 1, to_caption: 3, .. }), "{events:?}");
@@ -645,14 +690,62 @@ mod tests {
         let err = run(&all, &other, captioner("", &mut calls), |_| {}).unwrap_err().to_string();
         assert!(err.contains("other settings (events: 3 -> 5)"), "{err}");
 
-        let moved: Vec<Entry> = all
-            .iter()
-            .map(|e| Entry { path: PathBuf::from(format!("/elsewhere/{}.mp4", e.id)), ..e.clone() })
-            .collect();
+        // Other files under the same ids: refused. The same names elsewhere, where the recorded
+        // files are gone (an archive moved, another mount): the same videos.
+        let elsewhere = |name: &dyn Fn(&str) -> String| -> Vec<Entry> {
+            all.iter().map(|e| Entry { path: PathBuf::from(name(&e.id)), ..e.clone() }).collect()
+        };
+        let other = elsewhere(&|id| format!("/videos/{id}-b.mp4"));
         let err =
-            run(&moved, &options(&dir, Shard::ALL, false), captioner("", &mut calls), |_| {}).unwrap_err().to_string();
+            run(&other, &options(&dir, Shard::ALL, false), captioner("", &mut calls), |_| {}).unwrap_err().to_string();
         assert!(err.contains("3 of the manifest's ids are of other videos (v0 is of /videos/v0.mp4"), "{err}");
+        let moved = elsewhere(&|id| format!("/elsewhere/{id}.mp4"));
+        let summary = run(&moved, &options(&dir, Shard::ALL, false), captioner("", &mut calls), |_| {}).unwrap();
+        assert_eq!(summary.passed_over, 3);
         assert!(calls.is_empty(), "{calls:?}");
+        // Two files that are both there are told apart, whatever their names.
+        let (a, b) = (temp_dir("same-name-a"), temp_dir("same-name-b"));
+        for folder in [&a, &b] {
+            std::fs::write(folder.join("v.mp4"), b"").unwrap();
+        }
+        assert!(same_video(&a.join("v.mp4").display().to_string(), &a.join(".").join("v.mp4")));
+        assert!(!same_video(&a.join("v.mp4").display().to_string(), &b.join("v.mp4")));
+        std::fs::remove_dir_all(&a).unwrap();
+        std::fs::remove_dir_all(&b).unwrap();
+
+        // A video another worker (on the same shard) captioned since the folder was read is
+        // passed over, not captioned again.
+        let fresh = temp_dir("claimed-meanwhile");
+        let mut calls = Vec::new();
+        let mut captioner = captioner("", &mut calls);
+        let summary = run(
+            &all,
+            &options(&fresh, Shard::ALL, false),
+            |entry: &Entry| {
+                let done = captioner(entry);
+                if entry.id == "v0" {
+                    let other = Entry { id: "v1".into(), ..all[1].clone() };
+                    std::fs::write(fresh.join("v1.json"), captioner(&other).unwrap().json).unwrap();
+                }
+                done
+            },
+            |_| {},
+        )
+        .unwrap();
+        assert_eq!((summary.captioned, summary.passed_over, summary.with_result), (2, 1, 3));
+        drop(captioner);
+        assert_eq!(calls, ["v0", "v1", "v2"], "v1 once, by the other worker");
+        std::fs::remove_dir_all(&fresh).unwrap();
+
+        // A record with nothing beside it (a run whose models did not load) gives way; a key only
+        // one side has is not compared.
+        let bare = temp_dir("claimed-bare");
+        claim_out_dir(&bare, &json!({"clip": "/nowhere"})).unwrap();
+        claim_out_dir(&bare, &json!({"clip": null})).unwrap();
+        std::fs::write(bare.join("v0.error.json"), b"{}").unwrap();
+        claim_out_dir(&bare, &json!({"clip": null, "added_later": 1})).unwrap();
+        assert!(claim_out_dir(&bare, &json!({"clip": "/somewhere"})).is_err());
+        std::fs::remove_dir_all(&bare).unwrap();
 
         // An output folder that is a file is said at once.
         let file = dir.join("v0.json");

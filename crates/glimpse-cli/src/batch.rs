@@ -16,7 +16,7 @@ use glimpse_models::device::DeviceChoice;
 use glimpse_models::{ClipBundle, Gpt2Bundle};
 use serde_json::json;
 
-use crate::{DenseArgs, Format, ModelArgs, print_out, select_device};
+use crate::{DenseArgs, Format, ModelArgs, print_out, select_device, some};
 
 #[derive(Subcommand)]
 // Parsed once per process: boxing the large variant's arguments would buy nothing.
@@ -43,7 +43,8 @@ pub enum BatchCommand {
                             the captioning settings (.glimpse-batch.json) and refuses a run with others, so its \
                             results merge into one submission.\n\n\
                             Exit status 0 once every video of the shard is done or recorded as failed, unless \
-                            none of its videos (two or more) has a result: every one failed.")]
+                            the run captioned two or more and all failed with no result in the shard (a rerun \
+                            passes them over and exits 0).")]
     CaptionVideo {
         #[arg(value_name = "MANIFEST")]
         manifest: PathBuf,
@@ -105,7 +106,9 @@ pub fn run(command: BatchCommand, device: DeviceChoice) -> Result<()> {
                 None => Shard::from_env(shards, |name| std::env::var(name).ok())?.unwrap_or(Shard::ALL),
             };
             let config = dense.config()?;
-            let settings = json!({ "fps": dense.fps, "zerota": config, "clip": models.clip, "lm": models.lm });
+            let models_used = models.identities();
+            let settings =
+                json!({ "fps": dense.fps, "zerota": config, "clip": models_used["clip"], "lm": models_used["lm"] });
             // Before the models load: a folder of other settings, or one that cannot be written,
             // is said at once.
             claim_out_dir(&out_dir, &settings)?;
@@ -127,16 +130,16 @@ pub fn run(command: BatchCommand, device: DeviceChoice) -> Result<()> {
                 Format::Text => eprintln!("{}", describe(event, &options.out_dir)),
             };
             let summary = glimpse_batch::run(&entries, &options, caption, &mut report)?;
-            // One failed video is a bad video; a shard of several without one result is a run
-            // gone wrong, which a scheduler should show as failed.
-            if summary.videos > 1 && summary.with_result == 0 {
+            // One failed video is a bad video; several that all failed in a shard with no result is
+            // a run gone wrong (a path, a mount), which a scheduler should show. Said by the run
+            // that met it: a rerun passes those failures over, so a shard of bad videos completes.
+            if summary.failed > 1 && summary.with_result == 0 {
                 bail!(
-                    "none of the shard's {} videos has a result: each failed (see {}/*.error.json). A cause common \
-                     to them (the manifest's paths, a mount, the models) is likelier than {} bad videos; once \
-                     mended, run again with --retry-failed",
-                    summary.videos,
-                    options.out_dir.display(),
-                    summary.videos
+                    "every one of the {} videos this run captioned failed, and the shard has no result (see \
+                     {}/*.error.json): a cause common to them (the manifest's paths, a mount, the models) is likelier \
+                     than so many bad videos; once mended, run again with --retry-failed",
+                    summary.failed,
+                    options.out_dir.display()
                 );
             }
             Ok(())
@@ -164,7 +167,7 @@ pub fn run(command: BatchCommand, device: DeviceChoice) -> Result<()> {
                 ("left out, not in the manifest", &merged.outside),
             ] {
                 if !ids.is_empty() {
-                    eprintln!("{what}: {} ({})", ids.len(), some(ids));
+                    eprintln!("{what}: {} ({})", ids.len(), some(ids, 10));
                 }
             }
             Ok(())
@@ -182,17 +185,10 @@ fn read_videos(manifest: &Path) -> Result<Vec<Entry>> {
             "batch: passed over {} files of {} that are no video ({})",
             names.len(),
             manifest.display(),
-            some(&names)
+            some(&names, 10)
         );
     }
     Ok(entries)
-}
-
-/// The first ten of `items`, and how many more.
-fn some(items: &[String]) -> String {
-    let shown: Vec<&str> = items.iter().take(10).map(String::as_str).collect();
-    let more = if items.len() > 10 { format!(" and {} more", items.len() - 10) } else { String::new() };
-    format!("{}{more}", shown.join(", "))
 }
 
 /// One video: frames streamed and embedded, then ZeroTA; the JSON exactly as `caption-video`

@@ -648,10 +648,10 @@ fn check_ids(
     if videos.is_empty() {
         bail!("{} holds no video; give the benchmark's truth file", truth.display());
     }
-    let outside: Vec<&String> = predictions.keys().filter(|id| !videos.contains_key(*id)).collect();
-    let first = |ids: &mut dyn Iterator<Item = &String>| {
-        ids.take(3).map(|id| format!("`{}`", untrusted::quoted(id))).collect::<Vec<_>>().join(", ")
+    let quoted = |ids: &mut dyn Iterator<Item = &String>| -> Vec<String> {
+        ids.map(|id| format!("`{}`", untrusted::quoted(id))).collect()
     };
+    let outside = quoted(&mut predictions.keys().filter(|id| !videos.contains_key(*id)));
     if !predictions.is_empty() && outside.len() == predictions.len() {
         bail!(
             "none of the {} videos of {} is in {} (its ids are like {}, the truth's like {}); the ids must be \
@@ -659,28 +659,34 @@ fn check_ids(
             predictions.len(),
             results.display(),
             truth.display(),
-            first(&mut predictions.keys()),
-            first(&mut videos.keys())
+            some(&outside, 3),
+            some(&quoted(&mut videos.keys().take(3)), 3)
         );
     }
     if !outside.is_empty() {
         eprintln!(
-            "score: {} videos of {} are not in the truth and are not scored ({})",
-            outside.len(),
+            "score: of the videos of {}, {} are not in the truth and are not scored ({})",
             results.display(),
-            first(&mut outside.iter().copied())
+            outside.len(),
+            some(&outside, 10)
         );
     }
     let long = predictions.values().filter(|p| p.len() > densevid::MAX_PROPOSALS).count();
     if long > 0 {
         eprintln!(
-            "score: {long} videos have more than {} predictions; the first {} of each are scored, as densevid_eval \
-             scores them",
+            "score: of the videos with more than {} predictions ({long}), the first {} of each are scored, as \
+             densevid_eval scores them",
             densevid::MAX_PROPOSALS,
             densevid::MAX_PROPOSALS
         );
     }
     Ok(())
+}
+
+/// The first `shown` of `items`, and how many more.
+fn some(items: &[String], shown: usize) -> String {
+    let more = if items.len() > shown { format!(" and {} more", items.len() - shown) } else { String::new() };
+    format!("{}{more}", items[..items.len().min(shown)].join(", "))
 }
 
 /// `--meteor-jar`: METEOR, and SODA_c, which scores with it.
@@ -914,6 +920,15 @@ impl ModelArgs {
     /// The models' folders or hub ids as given.
     fn paths(&self) -> impl Iterator<Item = &Path> {
         self.clip.iter().chain(&self.lm).map(PathBuf::as_path)
+    }
+
+    /// The models as a batch's settings record them: a folder by its canonical path (the same
+    /// folder however it is spelt), a hub id as given, `null` for the embedded default.
+    fn identities(&self) -> serde_json::Value {
+        let identity = |arg: &Option<PathBuf>| {
+            arg.as_ref().map(|path| std::fs::canonicalize(path).unwrap_or_else(|_| path.clone()).display().to_string())
+        };
+        json!({ "clip": identity(&self.clip), "lm": identity(&self.lm) })
     }
 
     fn load(&self, selected: &SelectedDevice) -> Result<(ClipBundle, Gpt2Bundle)> {

@@ -382,15 +382,14 @@ impl Hub {
                 Ok(response) => response,
                 Err(ureq::Error::Status(404, _)) => return Ok(None),
                 Err(ureq::Error::Status(code, response)) if is_busy(code) => {
+                    // `call_patiently` asked again unless the wait asked for was too long.
                     let advice = match retry_wait(retry_after(&response), 0) {
-                        Ok(_) => format!(" after {ATTEMPTS} attempts; run again later"),
+                        Ok(_) => format!(" (after {ATTEMPTS} attempts); run again later"),
                         Err(too_long) => format!("; {too_long}"),
                     };
-                    let rate =
-                        if code == 429 { " (the hub limits requests; more for a logged-in HF_TOKEN)" } else { "" };
                     return Err(HubError::Unreachable(format!(
-                        "{url}: HTTP {code} {}{rate}{advice}, or set HF_HUB_OFFLINE=1 to use the cache only",
-                        response.status_text()
+                        "{}{advice}, or set HF_HUB_OFFLINE=1 to use the cache only",
+                        busy_message(&url, code, response.status_text())
                     )));
                 }
                 Err(ureq::Error::Status(code @ (401 | 403), _)) => {
@@ -498,12 +497,12 @@ impl Hub {
         progress: &mut dyn FnMut(Progress),
     ) -> Result<(), HubError> {
         let partial = partial_path(blob);
-        let mut last_error = String::new();
+        let (mut last_error, mut then) = (String::new(), "");
         for attempt in 0..ATTEMPTS {
             match self.transfer(file, meta, &partial, lock, progress) {
                 Ok(()) => {}
                 Err(Stop::Retry(message)) => {
-                    last_error = message;
+                    (last_error, then) = (message, "");
                     continue;
                 }
                 Err(Stop::Busy(message, asked)) => {
@@ -514,7 +513,7 @@ impl Hub {
                             return Err(HubError::Remote(format!("{file} of {id}: {message}; {too_long}{kept}")));
                         }
                     };
-                    last_error = message;
+                    (last_error, then) = (message, "; run again later");
                     if attempt + 1 < ATTEMPTS {
                         lock.touch();
                         std::thread::sleep(wait);
@@ -545,7 +544,7 @@ impl Hub {
             )));
         }
         let kept = kept_note(&partial, "and the next run resumes from them");
-        Err(HubError::Remote(format!("{file} of {id}: {last_error} (after {ATTEMPTS} attempts{kept})")))
+        Err(HubError::Remote(format!("{file} of {id}: {last_error} (after {ATTEMPTS} attempts){then}{kept}")))
     }
 
     /// A GET of `url` from byte `from` on, `remaining` bytes to come (they set how long the whole
@@ -611,7 +610,7 @@ impl Hub {
                 return Err(Stop::GiveUp(format!("{url}: HTTP {code} {}", response.status_text())));
             }
             code if is_busy(code) => {
-                let message = format!("{url}: HTTP {code} {}", response.status_text());
+                let message = busy_message(url, code, response.status_text());
                 return Err(Stop::Busy(message, retry_after(&response)));
             }
             code => return Err(Stop::Retry(format!("{url}: HTTP {code} {}", response.status_text()))),
@@ -733,6 +732,12 @@ fn call_patiently(request: impl Fn() -> ureq::Request) -> Result<ureq::Response,
             result => return result.map_err(Box::new),
         }
     }
+}
+
+/// What a "not now" answer says: its status, and for the hub's rate limit how to be allowed more.
+fn busy_message(url: &str, code: u16, status: &str) -> String {
+    let rate = if code == 429 { " (the hub limits requests; more for a logged-in HF_TOKEN)" } else { "" };
+    format!("{url}: HTTP {code} {status}{rate}")
 }
 
 /// The seconds an answer's `Retry-After` asks for; an HTTP date there is not read.

@@ -139,21 +139,27 @@ pub fn ensure_no_checkpoint(dir: &Path) -> io::Result<()> {
     Err(io::Error::new(io::ErrorKind::AlreadyExists, message))
 }
 
-/// Writes a checkpoint's `files` into `dir` as one, the weights given last: all into a hidden
-/// folder beside `dir`, which then becomes `dir` (or, where `dir` is there already, empty of
-/// checkpoint files, whose files move into it, in order). So `dir` never holds part of one: an
-/// interrupted write leaves the hidden folder only, which the next write to `dir` removes once
-/// its writer is gone. Refuses what [`ensure_no_checkpoint`] refuses.
+/// Writes a checkpoint's `files` into `dir` as one, the weights given last, through a hidden
+/// folder: beside `dir` when `dir` is new, which then becomes `dir` (it appears whole or not at
+/// all); inside `dir` when it is there already (empty of checkpoint files: a mount point, `.`),
+/// whose files then move into `dir` in order, the weights last, so that a `dir` with weights is
+/// complete. An interrupted write leaves the hidden folder, which the next write to `dir`
+/// removes once its writer is gone. Refuses what [`ensure_no_checkpoint`] refuses.
 pub fn write_checkpoint(dir: &Path, files: &[(&str, &[u8])]) -> io::Result<()> {
     ensure_no_checkpoint(dir)?;
-    let name = dir
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{} names no folder", dir.display())))?;
-    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    fs::create_dir_all(parent)?;
-    let partial_prefix = format!(".{}.", name.to_string_lossy());
-    remove_stale_partials(parent, &partial_prefix)?;
-    let partial = parent.join(format!("{partial_prefix}{}{PARTIAL_SUFFIX}", std::process::id()));
+    let (parent, prefix) = if dir.is_dir() {
+        (dir.to_path_buf(), ".checkpoint.".to_string())
+    } else {
+        let dir = std::path::absolute(dir)?;
+        let name = dir
+            .file_name()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{} names no folder", dir.display())))?;
+        let parent = dir.parent().map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
+        (parent, format!(".{}.", name.to_string_lossy()))
+    };
+    fs::create_dir_all(&parent)?;
+    remove_stale_partials(&parent, &prefix)?;
+    let partial = parent.join(format!("{prefix}{}{PARTIAL_SUFFIX}", std::process::id()));
     let _ = fs::remove_dir_all(&partial);
     let written = fs::create_dir(&partial).and_then(|()| {
         for (file, bytes) in files {
@@ -176,7 +182,8 @@ pub fn write_checkpoint(dir: &Path, files: &[(&str, &[u8])]) -> io::Result<()> {
     written
 }
 
-/// The name's end of [`write_checkpoint`]'s hidden folders: `.<dir>.<pid>.partial`.
+/// The name's end of [`write_checkpoint`]'s hidden folders: `.<dir>.<pid>.partial` beside a new
+/// folder, `.checkpoint.<pid>.partial` inside one that is there.
 const PARTIAL_SUFFIX: &str = ".partial";
 
 /// Removes the hidden folders of checkpoint writes into `parent` named from `prefix` whose
@@ -249,12 +256,17 @@ mod tests {
         left.sort();
         assert_eq!(left, [".new.1.partial", "new"]);
 
-        // An empty folder that is there already takes the files; one holding a checkpoint, or a
-        // file, is refused.
+        // An empty folder that is there already takes the files (written inside it, so a mount
+        // point or `.` works); one holding a checkpoint, or a file, is refused.
         let empty = root.join("empty");
         fs::create_dir(&empty).unwrap();
-        write_checkpoint(&empty, &files).unwrap();
+        fs::create_dir(empty.join(".checkpoint.4194304.partial")).unwrap();
+        write_checkpoint(&empty.join("."), &files).unwrap();
         assert_eq!(fs::read(empty.join("config.json")).unwrap(), b"{}");
+        let mut inside: Vec<String> =
+            fs::read_dir(&empty).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        inside.sort();
+        assert_eq!(inside, ["config.json", "model.safetensors"], "nothing hidden left");
         assert!(write_checkpoint(&new, &files).unwrap_err().to_string().contains("already holds config.json"));
         let file = root.join("file");
         fs::write(&file, b"").unwrap();

@@ -360,7 +360,7 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, MediaError> {
     };
     if !READ_FORMATS.contains(&format) {
         return Err(MediaError::Image(format!(
-            "a {} image, which glimpse does not read (PNG, JPEG, WebP and GIF); convert it to PNG or JPEG",
+            "the image is {}, which glimpse does not read (PNG, JPEG, WebP and GIF); convert it to PNG or JPEG",
             format_name(format)
         )));
     }
@@ -542,7 +542,7 @@ mod tests {
         assert!(error(&[0x1A, 0x45, 0xDF, 0xA3, 0, 0, 0, 0, 0, 0, 0, 0]).contains("caption-video"));
         assert!(error(b"\0\0\0\x18ftypheic\0\0\0\0").contains("HEIF / AVIF picture"));
         let bmp = [&b"BM"[..], &[0u8; 60]].concat();
-        assert!(error(&bmp).contains("a BMP image, which glimpse does not read"), "{}", error(&bmp));
+        assert!(error(&bmp).contains("the image is BMP, which glimpse does not read"), "{}", error(&bmp));
         assert!(error(b"hello, world").contains("unrecognised format"));
     }
 

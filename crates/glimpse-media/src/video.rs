@@ -77,16 +77,6 @@ pub enum Sample {
     Again,
 }
 
-impl Sample {
-    /// The picture, given the one of the sample before (for `Again`).
-    pub fn or_last(self, last: &RgbImage) -> RgbImage {
-        match self {
-            Sample::Frame(frame) => frame,
-            Sample::Again => last.clone(),
-        }
-    }
-}
-
 /// A video that has been found readable, before any frame is decoded: opening checks the path
 /// (a regular file or a folder, a known format, ffmpeg present when needed) so that a bad input
 /// is refused before models are loaded.
@@ -145,7 +135,7 @@ impl VideoSource {
                     let advice = match crate::image::READ_FORMATS.contains(&format) {
                         true => "caption it with caption-image".to_string(),
                         false => format!(
-                            "a {} picture, which caption-image reads once converted to PNG or JPEG",
+                            "{}, which caption-image reads once converted to PNG or JPEG",
                             crate::image::format_name(format)
                         ),
                     };
@@ -277,7 +267,6 @@ pub fn sample_animation<R: BufRead + Seek, E: From<MediaError>>(
             let channels = if decoder.has_alpha() { 4 } else { 3 };
             // One buffer for every frame: the decoder composites each frame onto the canvas.
             let mut canvas = vec![0u8; width as usize * height as usize * channels];
-            let (declared, mut read) = (decoder.num_frames(), 0);
             loop {
                 let delay = decoding("the WebP decoder", || match decoder.read_frame(&mut canvas) {
                     Ok(ms) => Ok(Some(ms)),
@@ -286,17 +275,12 @@ pub fn sample_animation<R: BufRead + Seek, E: From<MediaError>>(
                 })
                 .map_err(ours)?;
                 let Some(ms) = delay else { break };
-                read += 1;
                 let image = if channels == 4 {
                     to_rgb(DynamicImage::ImageRgba8(RgbaImage::from_raw(width, height, canvas.clone()).unwrap()))
                 } else {
                     RgbImage::from_raw(width, height, canvas.clone()).unwrap()
                 };
                 push(image, delay_ms((ms, 1)))?;
-            }
-            // The decoder stops quietly at a frame whose header is damaged.
-            if read < declared {
-                return Err(damaged(format!("it ends after {read} of the {declared} frames it declares")));
             }
         }
         other => return Err(ours(MediaError::Video(format!("{other:?} is not an animated GIF, WebP or PNG")))),
@@ -307,8 +291,9 @@ pub fn sample_animation<R: BufRead + Seek, E: From<MediaError>>(
 }
 
 /// Checks that every chunk of a WebP file lies within the file and its RIFF header's size,
-/// reading the chunk headers alone. The decoder stops at a chunk it cannot place and shows the
-/// frames before it as if they were all; damage in the middle of an animation looks like that.
+/// reading the chunk headers alone (a small chunk's body is read past, a large one's sought past:
+/// a seek empties the reader's buffer). The decoder stops at a chunk it cannot place and shows
+/// the frames before it as if they were all; damage in the middle of an animation looks like that.
 fn webp_chunks_fit<R: Read + Seek>(reader: &mut R) -> Result<(), String> {
     let io = |e: std::io::Error| e.to_string();
     let file_len = reader.seek(std::io::SeekFrom::End(0)).map_err(io)?;
@@ -319,16 +304,25 @@ fn webp_chunks_fit<R: Read + Seek>(reader: &mut R) -> Result<(), String> {
     if riff_end > file_len {
         return Err(format!("its header announces {riff_end} bytes, the file has {file_len}"));
     }
+    reader.read_exact(&mut word).map_err(io)?;
     let mut at = 12;
     while at < riff_end {
         let mut header = [0u8; 8];
-        reader.seek(std::io::SeekFrom::Start(at)).map_err(io)?;
         reader.read_exact(&mut header).map_err(|_| format!("a chunk header at byte {at} is cut off"))?;
         let len = u64::from(u32::from_le_bytes([header[4], header[5], header[6], header[7]]));
         // Chunks are padded to an even length.
-        let end = at + 8 + len + (len & 1);
+        let body = len + (len & 1);
+        let end = at + 8 + body;
         if end > riff_end {
-            return Err(format!("a chunk at byte {at} runs {} bytes past the end of the file", end - riff_end));
+            return Err(format!(
+                "a chunk at byte {at} runs {} bytes past the end its header announces",
+                end - riff_end
+            ));
+        }
+        if body > 1 << 16 {
+            reader.seek(std::io::SeekFrom::Start(end)).map_err(io)?;
+        } else {
+            std::io::copy(&mut reader.by_ref().take(body), &mut std::io::sink()).map_err(io)?;
         }
         at = end;
     }
@@ -549,7 +543,8 @@ fn frame_paths(dir: &Path) -> Result<Vec<PathBuf>, MediaError> {
             paths.push(path);
         }
     }
-    paths.sort_by(|a, b| natural_order(&a.to_string_lossy(), &b.to_string_lossy()));
+    // Names that read alike once made UTF-8 keep an order of their own bytes.
+    paths.sort_by(|a, b| natural_order(&a.to_string_lossy(), &b.to_string_lossy()).then_with(|| a.cmp(b)));
     if paths.is_empty() {
         return Err(MediaError::Video(format!("{} holds no PNG, JPEG, WebP or GIF frames", dir.display())));
     }
@@ -641,10 +636,11 @@ struct Probe {
     range: Option<String>,
     /// Whether that stream's pictures are interlaced (its field order is not `progressive`).
     interlaced: bool,
-    /// Whether its pictures have an alpha channel, and whether that alpha is a VP9 side stream
-    /// (WebM's `alpha_mode`), which only libvpx's decoder reads.
+    /// Whether its pictures have an alpha channel, and the decoder that reads it where ffmpeg's
+    /// own does not: WebM's VP8 and VP9 keep alpha in a side stream (`alpha_mode`), which only
+    /// libvpx's decoders read.
     alpha: bool,
-    vp9_alpha: bool,
+    alpha_decoder: Option<&'static str>,
 }
 
 impl Probe {
@@ -657,8 +653,8 @@ impl Probe {
             "-select_streams",
             "V:0",
             "-show_entries",
-            "format=duration:stream=index,width,pix_fmt,color_transfer,color_primaries,color_space,color_range,\
-             field_order:stream_tags=alpha_mode",
+            "format=duration:stream=index,width,codec_name,pix_fmt,color_transfer,color_primaries,color_space,\
+             color_range,field_order:stream_tags=alpha_mode",
         ]);
         command.args(["-of", "default=noprint_wrappers=1"]);
         ffmpeg_input(&mut command, path);
@@ -681,7 +677,12 @@ impl Probe {
             range: named("color_range"),
             interlaced: matches!(field("field_order"), Some("tt" | "bb" | "tb" | "bt")),
             alpha: field("pix_fmt").is_some_and(has_alpha) || field("TAG:alpha_mode") == Some("1"),
-            vp9_alpha: field("TAG:alpha_mode") == Some("1") && has_libvpx_vp9(),
+            alpha_decoder: match (field("TAG:alpha_mode"), field("codec_name")) {
+                (Some("1"), Some("vp8")) => Some("libvpx"),
+                (Some("1"), Some("vp9")) => Some("libvpx-vp9"),
+                _ => None,
+            }
+            .filter(|decoder| has_decoder(decoder)),
         }
     }
 
@@ -700,13 +701,14 @@ fn has_alpha(name: &str) -> bool {
         || ["rgba", "bgra", "argb", "abgr"].iter().any(|part| name.contains(part))
 }
 
-/// Whether this ffmpeg has libvpx's VP9 decoder (its own does not read a WebM's alpha), asked once.
-fn has_libvpx_vp9() -> bool {
-    static FOUND: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *FOUND.get_or_init(|| {
+/// Whether this ffmpeg has the decoder `name` (its list asked once).
+fn has_decoder(name: &str) -> bool {
+    static LISTED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let listed = LISTED.get_or_init(|| {
         let listed = Command::new("ffmpeg").args(["-hide_banner", "-decoders"]).stdin(Stdio::null()).output();
-        listed.is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains(" libvpx-vp9 "))
-    })
+        listed.map(|out| String::from_utf8_lossy(&out.stdout).into_owned()).unwrap_or_default()
+    });
+    listed.lines().any(|line| line.split_whitespace().nth(1) == Some(name))
 }
 
 /// ffmpeg's filters from decoded pictures to the frames sampled at `fps` (`eof`: the `fps`
@@ -840,8 +842,8 @@ fn run_ffmpeg<E: From<MediaError>>(
 ) -> Result<(usize, String), E> {
     let mut command = Command::new("ffmpeg");
     command.args(["-nostdin", "-loglevel", "error"]);
-    if probe.vp9_alpha {
-        command.args(["-c:v", "libvpx-vp9"]);
+    if let Some(decoder) = probe.alpha_decoder {
+        command.args(["-c:v", decoder]);
     }
     ffmpeg_input(&mut command, path);
     // The stream the probe described (ffmpeg's own pick is the largest, which may be another).
@@ -1032,12 +1034,9 @@ mod tests {
     /// Each sample's picture, an [`Sample::Again`] as the picture before.
     fn pictures(frames: &mut Vec<RgbImage>) -> impl FnMut(Sample) -> Result<(), MediaError> + '_ {
         |sample| {
-            let picture = match frames.last() {
-                Some(last) => sample.or_last(last),
-                None => match sample {
-                    Sample::Frame(frame) => frame,
-                    Sample::Again => panic!("the first sample is a picture"),
-                },
+            let picture = match sample {
+                Sample::Frame(frame) => frame,
+                Sample::Again => frames.last().expect("the first sample is a picture").clone(),
             };
             frames.push(picture);
             Ok(())
@@ -1333,12 +1332,18 @@ mod tests {
         assert!(status.success(), "ffmpeg could not make two-streams.mkv");
         assert_eq!(frames_of(&two, 2.0).unwrap()[0].dimensions(), (160, 120));
 
-        // Half-transparent red, as PNG in MOV and as VP9 with WebM's alpha: over white, as an
+        // Half-transparent red, as PNG in MOV and as VP9 and VP8 with WebM's alpha: over white, as an
         // animation's transparency is, never over whatever colour the transparent pixels hold.
         let see_through = "color=c=red@0.5:size=32x32:rate=10:duration=1,format=rgba";
         let png = made(&dir, "alpha.mov", see_through, &["-c:v", "png"]);
         let vp9 = made(&dir, "alpha.webm", see_through, &["-c:v", "libvpx-vp9", "-pix_fmt", "yuva420p"]);
-        for video in [png, vp9] {
+        let vp8 = made(
+            &dir,
+            "alpha-vp8.webm",
+            see_through,
+            &["-c:v", "libvpx", "-auto-alt-ref", "0", "-pix_fmt", "yuva420p"],
+        );
+        for video in [png, vp9, vp8] {
             let [r, g, b] = frames_of(&video, 2.0).unwrap()[0].get_pixel(16, 16).0;
             assert!(r > 240 && (110..150).contains(&g) && (110..150).contains(&b), "{}: {r} {g} {b}", video.display());
         }

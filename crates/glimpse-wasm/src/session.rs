@@ -356,7 +356,10 @@ fn model_files(what: &str, files: &JsValue) -> Result<ModelFiles, JsValue> {
         if u64::from(array.length()) > limit {
             return Err(js_error(
                 MODEL_LOAD,
-                format!("{what}: {file} has {} bytes, more than the {limit} glimpse reads for it", array.length()),
+                format!(
+                    "{what}: {file} has {} bytes, more than the {limit} glimpse reads for it; is it the model's {file}?",
+                    array.length()
+                ),
             ));
         }
         Ok(array.to_vec())
