@@ -20,6 +20,7 @@ fn js_number(js: &str, name: &str) -> f64 {
 fn limits_match_the_engine() {
     let js = repo_file("web/package/src/protocol.js");
     assert_eq!(js_number(&js, "MAX_FRAMES"), glimpse_media::video::MAX_FRAMES as f64);
+    assert_eq!(js_number(&js, "MIN_FPS"), glimpse_media::video::MIN_FPS);
     assert_eq!(js_number(&js, "MAX_FPS"), glimpse_media::video::MAX_FPS);
     assert_eq!(js_number(&js, "MAX_EVENTS"), glimpse_align::zerota::MAX_EVENTS as f64);
     assert_eq!(js_number(&js, "MAX_QUERIES"), glimpse_align::grounding::MAX_QUERIES as f64);

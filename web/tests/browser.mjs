@@ -686,6 +686,7 @@ function checkConsumer(label, result, root, q8Device) {
   check(result.q8.device === q8Device && result.q8.cosine >= 0.99 && result.q8.caption.includes('red'),
     `${label}: the q8 models, their weights given as a Blob and as bytes, on ${result.q8.device}, embed the image as f32 on the CPU does (cosine ${result.q8.cosine.toFixed(5)}) and caption it "${result.q8.caption}" (f32: "${result.caption}")`);
   check(result.aborted === 'AbortError', `${label}: an aborted call rejects with AbortError, and the next call still works ("${result.afterAbort}")`);
+  check(result.loadTimeout === 'TimeoutError', `${label}: a load given AbortSignal.timeout rejects with its TimeoutError (${result.loadTimeout})`);
 }
 
 // Real sizes: GPT-2 small and CLIP ViT-B/32 with random weights, written at test time in f32 and

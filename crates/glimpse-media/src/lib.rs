@@ -20,6 +20,9 @@ pub use tokenizer::{ClipTokenizer, Gpt2Tokenizer};
 pub enum MediaError {
     #[error("tokenizer.json: {0}")]
     Tokenizer(String),
+    /// A text the tokenizers will not take (too long).
+    #[error("{0}")]
+    Text(String),
     #[error("preprocessor_config.json: {0}")]
     Preprocessor(String),
     #[error("cannot read the image: {0}")]

@@ -30,7 +30,20 @@ fn guarded<T>(f: impl FnOnce() -> tokenizers::Result<T>) -> Result<T, MediaError
 }
 
 /// Ids of `text` with the special tokens the file's post-processor adds.
+/// The longest text tokenized: CLIP reads its first 77 tokens and GPT-2 at most its positions
+/// (1024 for GPT-2 small, a few KiB of text), while tokenizing takes memory in proportion (a
+/// 52 MB text held 3 GB).
+pub const MAX_TEXT_BYTES: usize = 64 << 10;
+
 fn encode(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>, MediaError> {
+    if text.len() > MAX_TEXT_BYTES {
+        return Err(MediaError::Text(format!(
+            "a text of {} bytes, more than the {} KiB glimpse tokenizes (the models read a few hundred words at \
+             most); shorten it",
+            text.len(),
+            MAX_TEXT_BYTES >> 10
+        )));
+    }
     guarded(|| Ok(tokenizer.encode(text, true)?.get_ids().to_vec()))
 }
 
@@ -261,6 +274,14 @@ mod tests {
         assert!(error(ClipTokenizer::from_json(&json, 2)).contains("adds 2 special tokens"));
         let tokenizer = ClipTokenizer::from_json(&json, 3).unwrap();
         assert_eq!(tokenizer.encode("a b c").unwrap(), [7, 0, 9]);
+        // A text past the bound is refused before it is tokenized; one at it is read.
+        let longest = "a ".repeat(MAX_TEXT_BYTES / 2);
+        assert_eq!(tokenizer.encode(&longest).unwrap().len(), 3);
+        let err = error(tokenizer.encode(&format!("{longest}b")));
+        assert!(
+            err.contains(&format!("a text of {} bytes", MAX_TEXT_BYTES + 1)) && err.contains("shorten it"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -37,12 +37,16 @@ pub const MAX_FPS: f64 = 60.0;
 /// hour stays under [`MAX_FRAMES`].
 pub const DEFAULT_FPS: f64 = 2.0;
 
-/// Refuses sampling rates outside `(0, MAX_FPS]` frames per second.
+/// The lowest sampling rate: a frame every 100 s. Below it the samples stand for absurd lengths
+/// (frames given at 1e-9 fps made a video of a century).
+pub const MIN_FPS: f64 = 0.01;
+
+/// Refuses sampling rates outside `[MIN_FPS, MAX_FPS]` frames per second.
 pub fn check_fps(fps: f64) -> Result<(), MediaError> {
-    if fps > 0.0 && fps <= MAX_FPS {
+    if (MIN_FPS..=MAX_FPS).contains(&fps) {
         Ok(())
     } else {
-        Err(MediaError::Video(format!("fps = {fps} must be in (0, {MAX_FPS}]")))
+        Err(MediaError::Video(format!("fps = {fps} must be in [{MIN_FPS}, {MAX_FPS}]")))
     }
 }
 

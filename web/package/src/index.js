@@ -2,7 +2,7 @@
 // Web Worker so the page never freezes. See ../README.md for the API.
 import { ERRORS, GlimpseError, InputError } from './errors.js';
 import { abortable, frameChunks, toImageData, videoTimeline } from './frames.js';
-import { CACHE, DEFAULT_FPS, DEFAULT_MAX_EVENTS, MAX_EVENTS, MAX_FPS, MAX_QUERIES, MAX_THREADS, MAX_TOP, Reply, Request } from './protocol.js';
+import { CACHE, DEFAULT_FPS, DEFAULT_MAX_EVENTS, MAX_EVENTS, MAX_FPS, MAX_QUERIES, MAX_THREADS, MAX_TOP, MIN_FPS, Reply, Request } from './protocol.js';
 
 export { DeviceLostError, GlimpseError, InputError, ModelLoadError, NoAdapterError } from './errors.js';
 
@@ -41,10 +41,13 @@ export class Glimpse {
     signal?.throwIfAborted();
     const glimpse = new Glimpse({ clip: absolute(clip), lm: absolute(lm), device, threads });
     // An abort stops the worker, whatever it is doing (a download that stalls, a long build).
+    // Listened for after `abortable`, whose rejection with the signal's reason must come first:
+    // an abort the browser fires (AbortSignal.timeout) runs pending callbacks between listeners.
+    const started = abortable(glimpse._start(onProgress), signal);
     const stop = () => glimpse.dispose();
     signal?.addEventListener('abort', stop, { once: true });
     try {
-      await abortable(glimpse._start(onProgress), signal);
+      await started;
     } finally {
       signal?.removeEventListener('abort', stop);
     }
@@ -262,7 +265,7 @@ export class Glimpse {
 }
 
 function checkFps(fps) {
-  if (!(fps > 0 && fps <= MAX_FPS)) throw new InputError(`fps = ${fps} must be in (0, ${MAX_FPS}]`);
+  if (!(fps >= MIN_FPS && fps <= MAX_FPS)) throw new InputError(`fps = ${fps} must be in [${MIN_FPS}, ${MAX_FPS}]`);
 }
 
 // Refuses a number option that is not finite: JSON would carry NaN and infinities as null, which

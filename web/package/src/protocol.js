@@ -94,6 +94,8 @@ export const ErrorName = Object.freeze({
 
 /** Most frames one video may have (glimpse_media::video::MAX_FRAMES). */
 export const MAX_FRAMES = 10000;
+/** Lowest sampling rate, frames per second (glimpse_media::video::MIN_FPS). */
+export const MIN_FPS = 0.01;
 /** Highest sampling rate, frames per second (glimpse_media::video::MAX_FPS). */
 export const MAX_FPS = 60;
 /** Default sampling rate, frames per second (glimpse_media::video::DEFAULT_FPS). */

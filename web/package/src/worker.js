@@ -364,8 +364,30 @@ async function forget(urls) {
   if (cache) await Promise.all([...urls].map((url) => cache.delete(url).catch(() => false)));
 }
 
+// A server that sends nothing for this long, before its answer or within its body, fails the load
+// rather than holding it for ever.
+const STALL_MS = 60_000;
+
 async function fetchModelFile(what, url) {
-  return fetch(url).catch((e) => { throw named(ErrorName.modelLoad, `${what}: cannot fetch ${url}: ${e.message}`); });
+  const answer = new AbortController();
+  const timer = setTimeout(() => answer.abort(), STALL_MS);
+  try {
+    return await fetch(url, { signal: answer.signal });
+  } catch (e) {
+    const why = answer.signal.aborted ? `no answer in ${STALL_MS / 1000} s; check the server` : e.message;
+    throw named(ErrorName.modelLoad, `${what}: cannot fetch ${url}: ${why}`);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+// The reader's next piece, or an error once nothing has come for STALL_MS.
+function readWithin(reader) {
+  let timer;
+  const stalled = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`nothing arrived for ${STALL_MS / 1000} s`)), STALL_MS);
+  });
+  return Promise.race([reader.read(), stalled]).finally(() => clearTimeout(timer));
 }
 
 // The body's length in bytes, or 0 when the response does not say. A compressed response
@@ -393,7 +415,7 @@ async function storeInCache(what, url, cache, response, total, onBytes) {
     async pull(controller) {
       let step;
       try {
-        step = await reader.read();
+        step = await readWithin(reader);
       } catch (error) {
         fail(`the download of ${url} broke off after ${loaded} bytes: ${error.message}`);
       }
@@ -447,8 +469,9 @@ async function readBody(what, url, response, onBytes) {
   for (;;) {
     let step;
     try {
-      step = await reader.read();
+      step = await readWithin(reader);
     } catch (error) {
+      reader.cancel().catch(() => {});
       throw named(ErrorName.modelLoad, `${what}: the download of ${url} broke off after ${loaded} bytes: ${error.message}`);
     }
     if (step.done) break;

@@ -50,6 +50,13 @@ async function main() {
     badModelIsTyped = error instanceof ModelLoadError;
     badModelMessage = error.message;
   }
+  // A deadline on the load (a signal the browser fires itself) rejects with its reason.
+  let loadTimeout = null;
+  try {
+    await Glimpse.load({ clip: 'models/world-clip', lm: 'models/world-gpt2', device: 'cpu', signal: AbortSignal.timeout(1) });
+  } catch (error) {
+    loadTimeout = error.name;
+  }
   // Weights cut short are refused, and not kept in the cache: a fixed file is fetched next time.
   const corrupt = { name: 'accepted', message: '' };
   try {
@@ -130,7 +137,7 @@ async function main() {
   small.dispose();
   const cacheCleared = await Glimpse.clearCache();
   const cacheLeft = await caches.has('glimpse-models-v1');
-  return { threads: glimpse.device.threads, threadsFallbackReason: glimpse.device.threadsFallbackReason, progress, cacheCleared, cacheLeft, texts: TEXTS, similarities, bestText, caption, chunked: chunked.toJSON(), chapters, moments, badModel, badModelIsTyped, badModelMessage, corrupt, inputErrors, readsByRefusals, aborted, afterAbort, q8 };
+  return { threads: glimpse.device.threads, threadsFallbackReason: glimpse.device.threadsFallbackReason, progress, cacheCleared, cacheLeft, texts: TEXTS, similarities, bestText, caption, chunked: chunked.toJSON(), chapters, moments, badModel, badModelIsTyped, badModelMessage, corrupt, inputErrors, readsByRefusals, aborted, afterAbort, loadTimeout, q8 };
 }
 
 main().then(
