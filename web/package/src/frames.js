@@ -48,8 +48,18 @@ function pixelsOf(image, imageSize, size) {
 // Refuses what cannot be drawn, as an InputError rather than the canvas's TypeError: no image at
 // all, one without pixels (a closed ImageBitmap or VideoFrame has none), a <video> with no
 // picture yet.
+// What the package draws: anything else (a plain object shaped like ImageData) is refused by
+// name rather than failing inside the canvas.
+const DRAWABLE = ['ImageData', 'ImageBitmap', 'HTMLImageElement', 'SVGImageElement', 'HTMLCanvasElement', 'OffscreenCanvas', 'HTMLVideoElement', 'VideoFrame'];
+
 function checkImage(image, what) {
   if (image === null || typeof image !== 'object') throw new InputError(`${what} is ${image === null ? 'null' : typeof image}, not an image`);
+  if (!DRAWABLE.some((name) => typeof globalThis[name] === 'function' && image instanceof globalThis[name])) {
+    throw new InputError(`${what} is ${image.constructor?.name ?? 'an object'}, not an image: give an ImageData, ImageBitmap, <img>, <canvas>, OffscreenCanvas, <video> or VideoFrame`);
+  }
+  if (typeof HTMLImageElement !== 'undefined' && image instanceof HTMLImageElement && !image.complete) {
+    throw new InputError(`${what} is an <img> still loading: wait for its 'load' event (or await img.decode())`);
+  }
   if (typeof HTMLVideoElement !== 'undefined' && image instanceof HTMLVideoElement && image.readyState < HTMLMediaElement.HAVE_CURRENT_DATA) {
     throw new InputError(`${what} is a <video> with no picture yet: wait for its 'loadeddata' event`);
   }

@@ -34,8 +34,8 @@ export class Glimpse {
    * Starts the engine and loads a CLIP and a GPT-2.
    * @param {import('./index').LoadOptions} options
    */
-  static async load(options = {}) {
-    const { clip, lm, device = 'auto', threads = 'auto', onProgress, signal } = options;
+  static async load(options) {
+    const { clip, lm, device = 'auto', threads = 'auto', onProgress, signal } = optionsOf(options);
     if (!DEVICES.includes(device)) throw new InputError(`device must be one of ${DEVICES.join(', ')}, not ${device}`);
     if (threads !== 'auto' && !isCount(threads, MAX_THREADS)) throw new InputError(`threads = ${threads} must be 'auto' or an integer in 1..${MAX_THREADS}`);
     signal?.throwIfAborted();
@@ -87,8 +87,8 @@ export class Glimpse {
   }
 
   /** CLIP-guided zero-shot caption of an image: `{caption, score}`. */
-  async captionImage(image, options = {}) {
-    const { signal, onStep, ...guidance } = options;
+  async captionImage(image, options) {
+    const { signal, onStep, ...guidance } = optionsOf(options);
     checkNumbers(guidance);
     return this._call(Request.captionImage, imageRequest(image, this.imageSize, { options: guidance }), { signal, onStep });
   }
@@ -99,8 +99,8 @@ export class Glimpse {
    * `source` is an `HTMLVideoElement` (sampled at `fps`) or an array of frames taken `1 / fps` apart.
    * Resolves to a {@link DenseCaptions}; `onStep` sees every step's spans (seconds) and captions.
    */
-  async denseCaption(source, options = {}) {
-    const { events = 'auto', maxEvents = DEFAULT_MAX_EVENTS, fps = DEFAULT_FPS, seed = 0, signal, onStep, ...guidance } = options;
+  async denseCaption(source, options) {
+    const { events = 'auto', maxEvents = DEFAULT_MAX_EVENTS, fps = DEFAULT_FPS, seed = 0, signal, onStep, ...guidance } = optionsOf(options);
     checkFps(fps);
     if (events !== 'auto' && !isCount(events, MAX_EVENTS)) throw new InputError(`events = ${events} must be 'auto' or an integer in 1..${MAX_EVENTS}`);
     if (!isCount(maxEvents, MAX_EVENTS)) throw new InputError(`maxEvents = ${maxEvents} must be an integer in 1..${MAX_EVENTS}`);
@@ -118,9 +118,9 @@ export class Glimpse {
    * and rate: further calls on the same `<video>` (same `src`) or the same array, dense captions
    * included, reuse them.
    */
-  async findMoments(source, query, options = {}) {
+  async findMoments(source, query, options) {
     // Everything but the sampling and the signal goes to the engine, which refuses unknown options.
-    const { fps = DEFAULT_FPS, signal, ...find } = options;
+    const { fps = DEFAULT_FPS, signal, ...find } = optionsOf(options);
     checkFps(fps);
     const queries = Array.isArray(query) ? query : [query];
     if (queries.length === 0 || queries.length > MAX_QUERIES) throw new InputError(`give 1 to ${MAX_QUERIES} queries, not ${queries.length}`);
@@ -296,6 +296,19 @@ function sourceKey(source, start) {
     return `video ${idOf(source)} ${source.currentSrc} ${idOf(source.srcObject)} ${start} ${source.duration}`;
   }
   return null;
+}
+
+// A call's options: an object, or none (undefined or null); its signal an AbortSignal and its
+// callbacks functions, refused here rather than failing later inside the browser's own calls.
+function optionsOf(options) {
+  if (options == null) return {};
+  if (typeof options !== 'object') throw new InputError(`options must be an object, not ${typeof options}`);
+  const { signal, onStep, onProgress } = options;
+  if (signal !== undefined && !(signal instanceof AbortSignal)) throw new InputError('signal must be an AbortSignal');
+  for (const [name, callback] of [['onStep', onStep], ['onProgress', onProgress]]) {
+    if (callback !== undefined && typeof callback !== 'function') throw new InputError(`${name} must be a function, not ${typeof callback}`);
+  }
+  return options;
 }
 
 function imageRequest(image, imageSize, extra = {}) {

@@ -91,6 +91,10 @@ async function main() {
     () => glimpse.embedImage(document.createElement('video')),
     () => Glimpse.load({ clip: 'models/world-clip', lm: 'models/world-gpt2', threads: 0 }),
     () => Glimpse.load({ clip: 'models/world-clip', lm: 'models/world-gpt2', threads: 'many' }),
+    () => glimpse.captionImage({ width: 2, height: 2, data: new Uint8ClampedArray(16) }),
+    () => glimpse.denseCaption(frames, { signal: {} }),
+    () => Glimpse.load({ clip: 'models/world-clip', lm: 'models/world-gpt2', onProgress: 5 }),
+    () => glimpse.embedText('a red square '.repeat(6000)),
   ]) {
     try {
       await attempt();
