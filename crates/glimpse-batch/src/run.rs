@@ -6,7 +6,7 @@ use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use glimpse_media::files::{remove_if_present, temporary_of};
+use glimpse_media::files::{remove_if_present, temporary_of, writer_is_gone};
 use glimpse_media::untrusted::{quoted, read_regular_file};
 use glimpse_media::write_atomically;
 use serde::Serialize;
@@ -163,13 +163,10 @@ impl Folder {
     /// temporaries may be written right now by a worker on another machine, whose process ids
     /// `/proc` does not show, so they stay; so does everything where there is no `/proc`.
     fn remove_stale_temporaries(&self, shard: Shard) -> Result<(), BatchError> {
-        if !Path::new("/proc/self").exists() {
-            return Ok(());
-        }
         for name in &self.names {
             let Some((file, pid)) = temporary_of(name) else { continue };
             let id = RESULT_EXTENSIONS.iter().find_map(|extension| file.strip_suffix(&format!(".{extension}")));
-            if id.is_some_and(|id| shard.owns(id)) && !Path::new(&format!("/proc/{pid}")).exists() {
+            if id.is_some_and(|id| shard.owns(id)) && writer_is_gone(pid) {
                 let path = self.dir.join(name);
                 std::fs::remove_file(&path).map_err(|source| BatchError::Io { path, source })?;
             }
@@ -376,7 +373,7 @@ pub fn claim_out_dir(dir: &Path, settings: &serde_json::Value) -> Result<(), Bat
     };
     let record = format!("{:#}\n", json!({ "settings": settings }));
     let Some(recorded) = recorded else { return write(&path, record.as_bytes()) };
-    if !Folder::read(dir)?.names.iter().any(|name| !name.starts_with('.') && name.ends_with(".json")) {
+    if !holds_records(dir)? {
         return write(&path, record.as_bytes());
     }
     let remove = format!(
@@ -399,6 +396,20 @@ pub fn claim_out_dir(dir: &Path, settings: &serde_json::Value) -> Result<(), Bat
         dir.display(),
         first_few(&changed)
     )))
+}
+
+/// Whether `dir` holds a result or an error record (a visible `.json` file): listed up to the
+/// first one, not whole.
+fn holds_records(dir: &Path) -> Result<bool, BatchError> {
+    let io = |source| BatchError::Io { path: dir.to_path_buf(), source };
+    for item in std::fs::read_dir(dir).map_err(io)? {
+        let name = item.map_err(io)?.file_name();
+        let name = name.to_string_lossy();
+        if !name.starts_with('.') && name.ends_with(".json") {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The largest settings record read.

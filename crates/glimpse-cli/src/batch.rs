@@ -16,7 +16,7 @@ use glimpse_models::device::DeviceChoice;
 use glimpse_models::{ClipBundle, Gpt2Bundle};
 use serde_json::json;
 
-use crate::{DenseArgs, Format, ModelArgs, print_out, select_device, some};
+use crate::{DenseArgs, Format, ModelArgs, model_identity, print_out, select_device, some};
 
 #[derive(Subcommand)]
 // Parsed once per process: boxing the large variant's arguments would buy nothing.
@@ -106,9 +106,8 @@ pub fn run(command: BatchCommand, device: DeviceChoice) -> Result<()> {
                 None => Shard::from_env(shards, |name| std::env::var(name).ok())?.unwrap_or(Shard::ALL),
             };
             let config = dense.config()?;
-            let models_used = models.identities();
-            let settings =
-                json!({ "fps": dense.fps, "zerota": config, "clip": models_used["clip"], "lm": models_used["lm"] });
+            let (clip, lm) = (model_identity(models.clip.as_deref()), model_identity(models.lm.as_deref()));
+            let settings = json!({ "fps": dense.fps, "zerota": config, "clip": clip, "lm": lm });
             // Before the models load: a folder of other settings, or one that cannot be written,
             // is said at once.
             claim_out_dir(&out_dir, &settings)?;

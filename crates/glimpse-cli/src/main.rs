@@ -922,20 +922,17 @@ impl ModelArgs {
         self.clip.iter().chain(&self.lm).map(PathBuf::as_path)
     }
 
-    /// The models as a batch's settings record them: a folder by its canonical path (the same
-    /// folder however it is spelt), a hub id as given, `null` for the embedded default.
-    fn identities(&self) -> serde_json::Value {
-        let identity = |arg: &Option<PathBuf>| {
-            arg.as_ref().map(|path| std::fs::canonicalize(path).unwrap_or_else(|_| path.clone()).display().to_string())
-        };
-        json!({ "clip": identity(&self.clip), "lm": identity(&self.lm) })
-    }
-
     fn load(&self, selected: &SelectedDevice) -> Result<(ClipBundle, Gpt2Bundle)> {
         let clip = ClipBundle::load(&clip_files(self.clip.as_deref())?, &selected.device)?;
         let lm = Gpt2Bundle::load(&lm_files(self.lm.as_deref())?, &selected.device)?;
         Ok((clip, lm))
     }
+}
+
+/// A model as a batch's settings record it: a folder by its canonical path (the same folder
+/// however it is spelt), a hub id as given, `None` for the embedded default.
+fn model_identity(arg: Option<&Path>) -> Option<String> {
+    arg.map(|path| std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()).display().to_string())
 }
 
 /// A CLIP from a folder or the hub, or the embedded world CLIP.

@@ -186,12 +186,15 @@ pub fn write_checkpoint(dir: &Path, files: &[(&str, &[u8])]) -> io::Result<()> {
 /// folder, `.checkpoint.<pid>.partial` inside one that is there.
 const PARTIAL_SUFFIX: &str = ".partial";
 
+/// Whether process `pid`, the writer a temporary's name records, is known to be gone: `/proc`
+/// shows processes and not this one. `false` where there is no `/proc` (nothing is known).
+pub fn writer_is_gone(pid: u32) -> bool {
+    Path::new("/proc/self").exists() && !Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// Removes the hidden folders of checkpoint writes into `parent` named from `prefix` whose
-/// writers are gone (no `/proc/<pid>`; nothing is removed where there is no `/proc`).
+/// writers are gone ([`writer_is_gone`]).
 fn remove_stale_partials(parent: &Path, prefix: &str) -> io::Result<()> {
-    if !Path::new("/proc/self").exists() {
-        return Ok(());
-    }
     for entry in fs::read_dir(parent)? {
         let entry = entry?;
         let file_name = entry.file_name();
@@ -203,7 +206,7 @@ fn remove_stale_partials(parent: &Path, prefix: &str) -> io::Result<()> {
         else {
             continue;
         };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
+        if writer_is_gone(pid) {
             fs::remove_dir_all(entry.path())?;
         }
     }
