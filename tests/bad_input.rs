@@ -105,9 +105,9 @@ fn invalid_configs_say_what_is_wrong() {
     assert!(with("n_head", 5.into()).contains("not divisible"));
     assert!(with("n_embd", 1_000_000_000.into()).contains("n_embd = 1000000000 is outside"));
     assert!(with("n_layer", 0.into()).contains("n_layer = 0"));
-    assert!(with("activation_function", "swish".into()).contains("unknown variant `swish`"));
+    assert!(with("activation_function", "tanh".into()).contains("unknown variant `tanh`"));
     assert!(with("model_type", "llama".into()).contains("model_type is \"llama\""));
-    assert!(with("reorder_and_upcast_attn", true.into()).contains("not supported"));
+    assert!(with("add_cross_attention", true.into()).contains("not supported"));
     let err = Gpt2Config::from_json(b"{\"n_embd\": 4").expect_err("truncated json").to_string();
     assert!(err.starts_with("config.json:"), "{err}");
 }

@@ -13,11 +13,9 @@ use glimpse_models::generation::{Decoding, GenerationConfig, generate};
 use glimpse_models::tensor::ids_tensor;
 use glimpse_models::weights::{Q8_SCHEME, QUANTIZATION_KEY, WeightFile};
 use glimpse_models::{ClipBundle, Gpt2Bundle, KvCache, ModelError, ModelFiles, WeightFormat, Weights, convert_weights};
-use glimpse_tests::{Reference, block_on, devices, fixture, values};
+use glimpse_tests::{CLIP_FIXTURES, GPT2_FIXTURES, Reference, block_on, devices, fixture, values};
 use safetensors::{Dtype, SafeTensors};
 
-const GPT2_FIXTURES: [&str; 2] = ["gpt2-lmhead", "gpt2-base"];
-const CLIP_FIXTURES: [&str; 2] = ["clip-a", "clip-b"];
 
 /// The fixture `name`'s files with their weights converted to `format`.
 fn converted(name: &str, format: WeightFormat) -> ModelFiles {

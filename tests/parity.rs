@@ -7,13 +7,11 @@ use glimpse_models::generation::{Decoding, GenerationConfig, generate};
 use glimpse_models::tensor::ids_tensor;
 use glimpse_models::{ClipBundle, Gpt2, Gpt2Bundle, KvCache, ModelFiles, l2_normalize};
 use glimpse_tests::{
-    Reference, block_on, devices, fixture, max_abs_diff, read_tensor, rewrite_safetensors, rewrite_safetensors_as,
+    CLIP_FIXTURES, GPT2_FIXTURES, Reference, block_on, devices, fixture, max_abs_diff, read_tensor, rewrite_safetensors, rewrite_safetensors_as,
     values, weight_bytes,
 };
 
 const TOL: f32 = 1e-4;
-const GPT2_FIXTURES: [&str; 2] = ["gpt2-lmhead", "gpt2-base"];
-const CLIP_FIXTURES: [&str; 2] = ["clip-a", "clip-b"];
 
 fn gpt2(name: &str, device: &Device) -> Gpt2Bundle {
     Gpt2Bundle::load(&ModelFiles::from_dir(fixture(name)).unwrap(), device).unwrap()

@@ -23,6 +23,13 @@ pub fn weight_bytes(files: &glimpse_models::ModelFiles) -> Vec<u8> {
     }
 }
 
+/// The GPT-2 fixtures transformers made (`fixtures/make_fixtures.py`). The last two set the
+/// options that change GPT-2's computation: another activation (ReLU, SiLU), and attention scores
+/// scaled otherwise (by the inverse layer index; not at all).
+pub const GPT2_FIXTURES: [&str; 4] = ["gpt2-lmhead", "gpt2-base", "gpt2-relu-layer-scaled", "gpt2-silu-unscaled"];
+/// The CLIP fixtures, as above.
+pub const CLIP_FIXTURES: [&str; 2] = ["clip-a", "clip-b"];
+
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
 }

@@ -1063,11 +1063,14 @@ fn decode_attention_kernel(device: &Device) -> Result<Measured> {
         (Tensor::<3>::random([1, 1, 3 * d], random, device), cache(), cache())
     };
     let token = || (0..LAYERS).map(|_| layer()).collect::<Vec<_>>();
-    type Attention = fn(Tensor<3>, usize, Tensor<4>, Tensor<4>, usize) -> (Tensor<3>, Tensor<4>, Tensor<4>);
+    type Attention = fn(Tensor<3>, usize, Tensor<4>, Tensor<4>, usize, f32) -> (Tensor<3>, Tensor<4>, Tensor<4>);
+    let scale = (HEAD_DIM as f32).sqrt().recip();
     let time = |attention: Attention| {
         kernel_runs(device, token, |layers| {
-            let outputs: Vec<Tensor<2>> =
-                layers.into_iter().map(|(qkv, k, v)| attention(qkv, HEADS, k, v, SEQ - 1).0.reshape([1, d])).collect();
+            let outputs: Vec<Tensor<2>> = layers
+                .into_iter()
+                .map(|(qkv, k, v)| attention(qkv, HEADS, k, v, SEQ - 1, scale).0.reshape([1, d]))
+                .collect();
             Tensor::cat(outputs, 0)
         })
     };

@@ -14,13 +14,25 @@ fn erf(x: f32) -> f32 {
     return sign(x) * (1.0 - poly * exp(-a * a));
 }
 
-// `activation`: 0 QuickGELU x sigmoid(1.702 x); 1 GELU, tanh approximation; 2 GELU, exact (erf);
-// anything else: none.
+// x sigmoid(a x), its argument clamped.
+fn x_sigmoid(x: f32, a: f32) -> f32 {
+    return x / (1.0 + exp(-clamp(a * x, -SIGMOID_SATURATES, SIGMOID_SATURATES)));
+}
+
+// d/dx x sigmoid(a x), zero where the clamp holds.
+fn x_sigmoid_derivative(x: f32, a: f32) -> f32 {
+    let z = a * x;
+    let s = 1.0 / (1.0 + exp(-clamp(z, -SIGMOID_SATURATES, SIGMOID_SATURATES)));
+    // select, not a product with 0: 0 * inf is NaN.
+    return s + select(0.0, x * a * s * (1.0 - s), abs(z) < SIGMOID_SATURATES);
+}
+
+// `activation` (Activation::code): 0 QuickGELU x sigmoid(1.702 x); 1 GELU, tanh approximation;
+// 2 GELU, exact (erf); 3 ReLU; 4 SiLU x sigmoid(x); anything else: none.
 fn activate(x: f32, activation: u32) -> f32 {
     switch activation {
         case 0u: {
-            let z = clamp(1.702 * x, -SIGMOID_SATURATES, SIGMOID_SATURATES);
-            return x / (1.0 + exp(-z));
+            return x_sigmoid(x, 1.702);
         }
         case 1u: {
             let inner = (x + 0.044715 * x * x * x) * 0.7978845608028654;
@@ -28,6 +40,12 @@ fn activate(x: f32, activation: u32) -> f32 {
         }
         case 2u: {
             return 0.5 * x * (1.0 + erf(x * 0.7071067811865476));
+        }
+        case 3u: {
+            return max(x, 0.0);
+        }
+        case 4u: {
+            return x_sigmoid(x, 1.0);
         }
         default: {
             return x;
@@ -40,10 +58,7 @@ fn activate(x: f32, activation: u32) -> f32 {
 fn activate_derivative(x: f32, activation: u32) -> f32 {
     switch activation {
         case 0u: {
-            let z = 1.702 * x;
-            let s = 1.0 / (1.0 + exp(-clamp(z, -SIGMOID_SATURATES, SIGMOID_SATURATES)));
-            // select, not a product with 0: 0 * inf is NaN.
-            return s + select(0.0, x * 1.702 * s * (1.0 - s), abs(z) < SIGMOID_SATURATES);
+            return x_sigmoid_derivative(x, 1.702);
         }
         case 1u: {
             let inner = (x + 0.044715 * x * x * x) * 0.7978845608028654;
@@ -56,6 +71,13 @@ fn activate_derivative(x: f32, activation: u32) -> f32 {
             // out: exp of the clamped argument does not underflow, and x times it would grow.
             let tail = select(0.0, x * exp(-0.5 * min(x * x, 170.0)) * 0.3989422804014327, abs(x) < 14.0);
             return 0.5 * (1.0 + erf(x * 0.7071067811865476)) + tail;
+        }
+        case 3u: {
+            // As autodiff takes Burn's relu: 0 at 0.
+            return select(0.0, 1.0, x > 0.0);
+        }
+        case 4u: {
+            return x_sigmoid_derivative(x, 1.0);
         }
         default: {
             return 1.0;

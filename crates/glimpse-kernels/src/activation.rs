@@ -9,7 +9,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, backend_extension, tensor::FloatTensor};
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, sigmoid};
+use burn::tensor::activation::{gelu, relu, sigmoid};
 use serde::{Deserialize, Serialize};
 
 use crate::cpu::{dims2, elements, flex_f32, for_each_part};
@@ -22,11 +22,17 @@ pub enum Activation {
     #[serde(rename = "quick_gelu")]
     QuickGelu,
     /// tanh approximation of GELU, GPT-2.
-    #[serde(rename = "gelu_new", alias = "gelu_pytorch_tanh", alias = "gelu_fast")]
+    #[serde(rename = "gelu_new", alias = "gelu_pytorch_tanh", alias = "gelu_fast", alias = "gelu_python_tanh")]
     GeluTanh,
     /// exact (erf) GELU.
-    #[serde(rename = "gelu")]
+    #[serde(rename = "gelu", alias = "gelu_python")]
     Gelu,
+    /// `max(x, 0)`.
+    #[serde(rename = "relu")]
+    Relu,
+    /// `x * sigmoid(x)`.
+    #[serde(rename = "silu", alias = "swish")]
+    Silu,
 }
 
 impl Activation {
@@ -36,6 +42,8 @@ impl Activation {
             Self::QuickGelu => x.clone() * sigmoid((x * 1.702).clamp(-SIGMOID_SATURATES, SIGMOID_SATURATES)),
             Self::GeluTanh => gelu_tanh(x),
             Self::Gelu => gelu(x),
+            Self::Relu => relu(x),
+            Self::Silu => x.clone() * sigmoid(x.clamp(-SIGMOID_SATURATES, SIGMOID_SATURATES)),
         }
     }
 
@@ -45,13 +53,17 @@ impl Activation {
             Self::QuickGelu => 0,
             Self::GeluTanh => 1,
             Self::Gelu => 2,
+            Self::Relu => 3,
+            Self::Silu => 4,
         }
     }
 
     /// Of one value, as [`Activation::apply`] computes it, clamps included (the CPU backend's kernel).
     fn of(self, x: f32) -> f32 {
         match self {
-            Self::QuickGelu => x / (1.0 + exp(-(1.702 * x).clamp(-SIGMOID_SATURATES, SIGMOID_SATURATES))),
+            Self::QuickGelu => x * sigmoid_of(1.702 * x),
+            Self::Silu => x * sigmoid_of(x),
+            Self::Relu => x.max(0.0),
             Self::GeluTanh => 0.5 * x * (1.0 + tanh(gelu_tanh_inner(x).clamp(-TANH_SATURATES, TANH_SATURATES))),
             Self::Gelu => 0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2)),
         }
@@ -62,12 +74,10 @@ impl Activation {
     /// GELU's is exact (Burn's backward of its `gelu` is the tanh approximation's).
     fn derivative(self, x: f32) -> f32 {
         match self {
-            Self::QuickGelu => {
-                let z = 1.702 * x;
-                let s = 1.0 / (1.0 + exp(-z.clamp(-SIGMOID_SATURATES, SIGMOID_SATURATES)));
-                // Not a product with 0 where clamped: 0 * inf is NaN.
-                s + if z.abs() < SIGMOID_SATURATES { x * 1.702 * s * (1.0 - s) } else { 0.0 }
-            }
+            Self::QuickGelu => x_sigmoid_derivative(x, 1.702),
+            Self::Silu => x_sigmoid_derivative(x, 1.0),
+            // As autodiff takes Burn's relu: 0 at 0.
+            Self::Relu => f32::from(x > 0.0),
             Self::GeluTanh => {
                 let inner = gelu_tanh_inner(x);
                 let t = tanh(inner.clamp(-TANH_SATURATES, TANH_SATURATES));
@@ -87,7 +97,20 @@ impl Activation {
 }
 
 /// `activate()`'s code for no activation.
-pub(crate) const NO_ACTIVATION: u32 = 3;
+pub(crate) const NO_ACTIVATION: u32 = 5;
+
+/// `sigmoid(z)`, its argument clamped as [`Activation::apply`] clamps it.
+fn sigmoid_of(z: f32) -> f32 {
+    1.0 / (1.0 + exp(-z.clamp(-SIGMOID_SATURATES, SIGMOID_SATURATES)))
+}
+
+/// The derivative of `x sigmoid(a x)` (QuickGELU, SiLU) as autodiff takes it through the clamp.
+fn x_sigmoid_derivative(x: f32, a: f32) -> f32 {
+    let z = a * x;
+    let s = sigmoid_of(z);
+    // Not a product with 0 where clamped: 0 * inf is NaN.
+    s + if z.abs() < SIGMOID_SATURATES { x * a * s * (1.0 - s) } else { 0.0 }
+}
 
 // WGSL lets implementations assume finite arithmetic, and SwiftShader's WebGPU does: a sigmoid or
 // tanh whose inner exp overflows comes out NaN there. Their arguments are clamped where the result
@@ -231,6 +254,8 @@ impl BiasActivationBackend for Flex {
             Some(Activation::QuickGelu) => by_element(ys, bias, None, |x, _| Activation::QuickGelu.of(x)),
             Some(Activation::GeluTanh) => by_element(ys, bias, None, |x, _| Activation::GeluTanh.of(x)),
             Some(Activation::Gelu) => by_element(ys, bias, None, |x, _| Activation::Gelu.of(x)),
+            Some(Activation::Relu) => by_element(ys, bias, None, |x, _| Activation::Relu.of(x)),
+            Some(Activation::Silu) => by_element(ys, bias, None, |x, _| Activation::Silu.of(x)),
             None => by_element(ys, bias, None, |x, _| x),
         };
         FlexTensor::from_data(TensorData::new(out, dims2(&y)))
@@ -248,6 +273,8 @@ impl BiasActivationBackend for Flex {
             Some(Activation::QuickGelu) => by_element(ys, bias, grads, |x, g| g * Activation::QuickGelu.derivative(x)),
             Some(Activation::GeluTanh) => by_element(ys, bias, grads, |x, g| g * Activation::GeluTanh.derivative(x)),
             Some(Activation::Gelu) => by_element(ys, bias, grads, |x, g| g * Activation::Gelu.derivative(x)),
+            Some(Activation::Relu) => by_element(ys, bias, grads, |x, g| g * Activation::Relu.derivative(x)),
+            Some(Activation::Silu) => by_element(ys, bias, grads, |x, g| g * Activation::Silu.derivative(x)),
             None => by_element(ys, bias, grads, |_, g| g),
         };
         FlexTensor::from_data(TensorData::new(out, dims2(&y)))

@@ -11,8 +11,8 @@ use crate::wgsl::kernel_input;
 const MAX_HEAD_DIM: usize = 256;
 
 /// One decoding step's attention: writes the new token's key and value into the cache at position
-/// `len`, then `softmax(q k^T / sqrt(head_dim)) v` over positions `0..=len` (no mask: the cache
-/// holds only the past and the token itself).
+/// `len`, then `softmax(scale q k^T) v` over positions `0..=len` (no mask: the cache holds only
+/// the past and the token itself). `scale` is the model's: `1 / sqrt(head_dim)` for most.
 ///
 /// qkv: `[batch, 1, 3 * heads * head_dim]`, the fused projection (q, then k, then v, heads side
 /// by side in each); k_cache and v_cache: `[batch, heads, capacity, head_dim]` with positions
@@ -31,10 +31,11 @@ pub fn decode_attention(
     k_cache: Tensor<4>,
     v_cache: Tensor<4>,
     len: usize,
+    scale: f32,
 ) -> (Tensor<3>, Tensor<4>, Tensor<4>) {
     check_shapes(&qkv, heads, &k_cache, &v_cache, len);
     if !decode_attention_uses_kernel(&qkv, heads, &k_cache, &v_cache) {
-        return decode_attention_fallback(qkv, heads, k_cache, v_cache, len);
+        return decode_attention_fallback(qkv, heads, k_cache, v_cache, len, scale);
     }
     let (output, k_cache, v_cache) = <Dispatch as DecodeAttentionBackend>::decode_attention(
         qkv.into_dispatch(),
@@ -42,6 +43,7 @@ pub fn decode_attention(
         v_cache.into_dispatch(),
         heads,
         len,
+        scale,
     );
     (Tensor::from_dispatch(output), Tensor::from_dispatch(k_cache), Tensor::from_dispatch(v_cache))
 }
@@ -83,6 +85,7 @@ pub fn decode_attention_fallback(
     k_cache: Tensor<4>,
     v_cache: Tensor<4>,
     len: usize,
+    scale: f32,
 ) -> (Tensor<3>, Tensor<4>, Tensor<4>) {
     check_shapes(&qkv, heads, &k_cache, &v_cache, len);
     let [batch, _, width] = qkv.dims();
@@ -93,7 +96,7 @@ pub fn decode_attention_fallback(
     let k_cache = k_cache.slice_assign(at.clone(), part(1));
     let v_cache = v_cache.slice_assign(at, part(2));
     let filled = |cache: &Tensor<4>| cache.clone().narrow(2, 0, len + 1);
-    let scores = part(0).matmul(filled(&k_cache).swap_dims(2, 3)) / (head_dim as f64).sqrt();
+    let scores = part(0).matmul(filled(&k_cache).swap_dims(2, 3)) * f64::from(scale);
     let output = softmax(scores, 3).matmul(filled(&v_cache)).swap_dims(1, 2).reshape([batch, 1, d]);
     (output, k_cache, v_cache)
 }
@@ -109,6 +112,7 @@ trait DecodeAttentionBackend: Backend {
         v_cache: FloatTensor<Self>,
         heads: usize,
         len: usize,
+        scale: f32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
@@ -138,11 +142,11 @@ mod wgpu {
             v_cache: CubeTensor,
             heads: usize,
             len: usize,
+            scale: f32,
         ) -> (CubeTensor, CubeTensor, CubeTensor) {
             let (qkv, k_cache, v_cache) = (contiguous(qkv), writable(k_cache), writable(v_cache));
             let shape = k_cache.meta.shape();
             let (batch, capacity, head_dim) = (shape[0], shape[2], shape[3]);
-            let scale = 1.0 / (head_dim as f32).sqrt();
             let params = [size(heads), size(len), size(capacity), size(head_dim), scale.to_bits()];
             let output = empty_like(&qkv, [batch, 1, heads * head_dim]);
             launch(

@@ -8,8 +8,14 @@ use burn::prelude::*;
 use glimpse_kernels::{Activation, bias_activation, bias_activation_fallback, bias_activation_uses_kernel};
 
 const TOLERANCE: f32 = 1e-4;
-const ACTIVATIONS: [Option<Activation>; 4] =
-    [Some(Activation::QuickGelu), Some(Activation::GeluTanh), Some(Activation::Gelu), None];
+const ACTIVATIONS: [Option<Activation>; 6] = [
+    Some(Activation::QuickGelu),
+    Some(Activation::GeluTanh),
+    Some(Activation::Gelu),
+    Some(Activation::Relu),
+    Some(Activation::Silu),
+    None,
+];
 
 /// The devices with a kernel: the CPU backend always, wgpu where this run covers it.
 fn devices() -> Vec<Device> {

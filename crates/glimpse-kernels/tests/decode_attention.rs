@@ -18,28 +18,31 @@ struct Case {
     len: usize,
     capacity: usize,
     /// Input amplitude: large values make the softmax sharp.
-    scale: f32,
+    amplitude: f32,
+    /// What the scores are scaled by.
+    attention_scale: f32,
 }
 
-const fn case(batch: usize, heads: usize, head_dim: usize, len: usize) -> Case {
-    Case { batch, heads, head_dim, len, capacity: len + 7, scale: 1.0 }
+fn case(batch: usize, heads: usize, head_dim: usize, len: usize) -> Case {
+    let attention_scale = 1.0 / (head_dim as f32).sqrt();
+    Case { batch, heads, head_dim, len, capacity: len + 7, amplitude: 1.0, attention_scale }
 }
 
 /// The fused `[batch, 1, 3 d]` projection and two caches of `capacity` positions (all of them
 /// random: what lies past `len` must not matter).
 fn inputs(case: &Case, seed: u64, device: &Device) -> (Tensor<3>, Tensor<4>, Tensor<4>) {
-    let &Case { batch, heads, head_dim, capacity, scale, .. } = case;
-    let cache = |salt: u64| tensor([batch, heads, capacity, head_dim], seed + salt, scale, device);
-    (tensor([batch, 1, 3 * heads * head_dim], seed, scale, device), cache(1), cache(2))
+    let &Case { batch, heads, head_dim, capacity, amplitude, .. } = case;
+    let cache = |salt: u64| tensor([batch, heads, capacity, head_dim], seed + salt, amplitude, device);
+    (tensor([batch, 1, 3 * heads * head_dim], seed, amplitude, device), cache(1), cache(2))
 }
 
 /// The output, k cache and v cache of one call, read back.
 type Read = (Vec<f32>, Vec<f32>, Vec<f32>);
 /// `decode_attention` or its fallback.
-type Attend = fn(Tensor<3>, usize, Tensor<4>, Tensor<4>, usize) -> (Tensor<3>, Tensor<4>, Tensor<4>);
+type Attend = fn(Tensor<3>, usize, Tensor<4>, Tensor<4>, usize, f32) -> (Tensor<3>, Tensor<4>, Tensor<4>);
 
 fn run(attend: Attend, case: &Case, (qkv, k, v): (Tensor<3>, Tensor<4>, Tensor<4>)) -> Read {
-    let (output, k, v) = attend(qkv, case.heads, k, v, case.len);
+    let (output, k, v) = attend(qkv, case.heads, k, v, case.len, case.attention_scale);
     (read(output), read(k), read(v))
 }
 
@@ -55,11 +58,14 @@ fn assert_kernel_matches_fallback(case: &Case, seed: u64) {
     assert!(decode_attention_uses_kernel(&qkv, case.heads, &k, &v), "the kernel was not chosen on wgpu");
     let kernel = run(decode_attention, case, inputs(case, seed, &device));
     let fallback = run(decode_attention_fallback, case, inputs(case, seed, &device));
-    let Case { batch, heads, head_dim, len, scale, .. } = case;
+    let Case { batch, heads, head_dim, len, amplitude, attention_scale, .. } = case;
     assert_match(
         &kernel,
         &fallback,
-        &format!("batch {batch}, heads {heads}, head_dim {head_dim}, len {len}, scale {scale}"),
+        &format!(
+            "batch {batch}, heads {heads}, head_dim {head_dim}, len {len}, amplitude {amplitude}, attention scale \
+             {attention_scale}"
+        ),
     );
 }
 
@@ -89,7 +95,22 @@ fn kernel_matches_fallback_across_several_key_tiles() {
 #[test]
 fn kernel_matches_fallback_for_a_sharp_softmax() {
     // Scores in the hundreds: without subtracting the maximum, exp would overflow.
-    assert_kernel_matches_fallback(&Case { scale: 6.0, ..case(2, 4, 64, 1099) }, 31);
+    assert_kernel_matches_fallback(&Case { amplitude: 6.0, ..case(2, 4, 64, 1099) }, 31);
+}
+
+#[test]
+fn kernel_and_fallback_take_the_models_scale() {
+    // GPT-2 without scale_attn_weights (1), and with scale_attn_by_inverse_layer_idx in a 12th layer.
+    for (attention_scale, seed) in [(1.0, 35), (1.0 / (8.0 * 12.0), 36)] {
+        assert_kernel_matches_fallback(&Case { attention_scale, ..case(2, 4, 64, 30) }, seed);
+    }
+    let plain = case(1, 2, 16, 5);
+    let halved = Case { attention_scale: plain.attention_scale / 2.0, ..case(1, 2, 16, 5) };
+    let [plain_output, halved_output] = [&plain, &halved].map(|c| {
+        let device = Device::flex();
+        run(decode_attention_fallback, c, inputs(c, 37, &device)).0
+    });
+    assert_ne!(plain_output, halved_output, "the scale changed nothing");
 }
 
 #[test]
@@ -109,7 +130,7 @@ fn a_shared_cache_is_copied_not_written() {
     for device in devices.iter().flatten() {
         let (qkv, k, v) = inputs(&case, 91, device);
         let (k_before, v_before) = (read(k.clone()), read(v.clone()));
-        let (_, k_written, v_written) = decode_attention(qkv, case.heads, k.clone(), v.clone(), case.len);
+        let (_, k_written, v_written) = decode_attention(qkv, case.heads, k.clone(), v.clone(), case.len, case.attention_scale);
         assert_eq!((read(k), read(v)), (k_before.clone(), v_before.clone()), "{device:?}: a shared cache was written");
         assert_ne!(read(k_written), k_before, "{device:?}: the new key was not written");
         assert_ne!(read(v_written), v_before, "{device:?}: the new value was not written");
@@ -146,8 +167,9 @@ fn autodiff_tensors_take_the_fallback_and_get_gradients() {
     let (qkv, k, v) = inputs(&case, 61, &device);
     let qkv = qkv.require_grad();
     assert!(!decode_attention_uses_kernel(&qkv, case.heads, &k, &v));
-    let (output, _, _) = decode_attention(qkv.clone(), case.heads, k.clone(), v.clone(), case.len);
-    let (expected, _, _) = decode_attention_fallback(qkv.clone(), case.heads, k, v, case.len);
+    let scale = case.attention_scale;
+    let (output, _, _) = decode_attention(qkv.clone(), case.heads, k.clone(), v.clone(), case.len, scale);
+    let (expected, _, _) = decode_attention_fallback(qkv.clone(), case.heads, k, v, case.len, scale);
     assert_eq!(read(output.clone()), read(expected));
     let gradients = output.sum().backward();
     let gradient = read(qkv.grad(&gradients).expect("no gradient for qkv"));
@@ -176,5 +198,5 @@ fn unsupported_head_dims_take_the_fallback() {
 fn a_full_cache_is_refused() {
     let case = Case { capacity: 4, ..case(1, 2, 64, 4) };
     let (qkv, k, v) = inputs(&case, 101, &Device::flex());
-    decode_attention(qkv, case.heads, k, v, case.len);
+    decode_attention(qkv, case.heads, k, v, case.len, case.attention_scale);
 }

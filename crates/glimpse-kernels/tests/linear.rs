@@ -46,7 +46,8 @@ fn kernel_matches_fallback_for_every_row_count_and_activation() {
         let x = tensor([rows, 512], 10 + rows as u64, 2.0, &device);
         assert_kernel_matches_fallback(x, 2048, Some(Activation::QuickGelu), 10 + rows as u64);
     }
-    for activation in [Some(Activation::Gelu), Some(Activation::GeluTanh), None] {
+    let others = [Activation::Gelu, Activation::GeluTanh, Activation::Relu, Activation::Silu];
+    for activation in others.map(Some).into_iter().chain([None]) {
         assert_kernel_matches_fallback(tensor([2, 3, 64], 21, 2.0, &device), 256, activation, 21);
     }
 }

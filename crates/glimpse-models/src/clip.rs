@@ -360,13 +360,15 @@ impl EncoderLayer {
         let q = split_heads(self.q_proj.forward(h.clone()), n_head);
         let k = split_heads(self.k_proj.forward(h.clone()), n_head);
         let v = split_heads(self.v_proj.forward(h), n_head);
+        let scale = (q.dims()[3] as f32).sqrt().recip();
         let (attended, kept) = match past {
             Past::Before(past) => {
                 let [past_k, past_v] = *past;
-                (attention(q, Tensor::cat(vec![past_k, k], 2), Tensor::cat(vec![past_v, v], 2), mask), None)
+                let [k, v] = [Tensor::cat(vec![past_k, k], 2), Tensor::cat(vec![past_v, v], 2)];
+                (attention(q, k, v, mask, scale), None)
             }
-            Past::Keep => (attention(q, k.clone(), v.clone(), mask), Some([k, v])),
-            Past::None => (attention(q, k, v, mask), None),
+            Past::Keep => (attention(q, k.clone(), v.clone(), mask, scale), Some([k, v])),
+            Past::None => (attention(q, k, v, mask, scale), None),
         };
         let x = self.out_proj.forward_residual(merge_heads(attended), x);
         let h = self.fc1.forward_normed(x.clone(), &self.layer_norm2, Some(act));

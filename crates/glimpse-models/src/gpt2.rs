@@ -42,10 +42,13 @@ pub struct Gpt2Config {
     bos_token_id: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pad_token_id: Option<u32>,
+    /// With the next, what attention scores are scaled by ([`Gpt2Config::attention_scale`]).
     #[serde(default = "default_true")]
-    scale_attn_weights: bool,
+    pub scale_attn_weights: bool,
     #[serde(default)]
-    scale_attn_by_inverse_layer_idx: bool,
+    pub scale_attn_by_inverse_layer_idx: bool,
+    /// Scores computed in f32 within half-precision training: glimpse computes them in f32
+    /// always. Kept so that a converted checkpoint says what its source said.
     #[serde(default)]
     reorder_and_upcast_attn: bool,
     #[serde(default)]
@@ -122,6 +125,16 @@ impl Gpt2Config {
         self.n_inner.unwrap_or(4 * self.n_embd)
     }
 
+    /// What layer `layer`'s attention scores are multiplied by: `1 / sqrt(head_dim)` unless
+    /// `scale_attn_weights` is false, divided by `layer + 1` under `scale_attn_by_inverse_layer_idx`
+    /// (as transformers computes them).
+    pub fn attention_scale(&self, layer: usize) -> f32 {
+        let head_dim = (self.n_embd / self.n_head) as f32;
+        let by_width = if self.scale_attn_weights { head_dim.sqrt().recip() } else { 1.0 };
+        let by_depth = if self.scale_attn_by_inverse_layer_idx { (layer + 1) as f32 } else { 1.0 };
+        by_width / by_depth
+    }
+
     pub fn validate(&self) -> Result<(), ModelError> {
         let bad = |m: String| Err(ModelError::InvalidConfig(m));
         for (name, value, max) in [
@@ -155,15 +168,10 @@ impl Gpt2Config {
         if !self.n_embd.is_multiple_of(self.n_head) {
             return bad(format!("n_embd = {} is not divisible by n_head = {}", self.n_embd, self.n_head));
         }
-        for (name, set) in [
-            ("scale_attn_weights = false", !self.scale_attn_weights),
-            ("scale_attn_by_inverse_layer_idx", self.scale_attn_by_inverse_layer_idx),
-            ("reorder_and_upcast_attn", self.reorder_and_upcast_attn),
-            ("add_cross_attention", self.add_cross_attention),
-        ] {
-            if set {
-                return bad(format!("{name} is not supported by glimpse's GPT-2"));
-            }
+        if self.add_cross_attention {
+            return bad("add_cross_attention is not supported by glimpse's GPT-2 (a decoder of another model's \
+                        states, not a language model)"
+                .into());
         }
         Ok(())
     }
@@ -176,7 +184,7 @@ impl Gpt2Config {
         Gpt2 {
             wte: ShardedTable::init(self.vocab_size, d, &init, device),
             wpe: EmbeddingConfig::new(self.n_positions, d).with_initializer(init.clone()).init(device),
-            blocks: (0..self.n_layer).map(|_| Block::init(self, device)).collect(),
+            blocks: (0..self.n_layer).map(|layer| Block::init(self, layer, device)).collect(),
             ln_f: LayerNorm::new(d, self.layer_norm_epsilon, device),
             lm_head: (!self.tie_word_embeddings).then(|| ShardedTable::init(self.vocab_size, d, &init, device)),
             n_head: self.n_head,
@@ -194,10 +202,13 @@ struct Block {
     ln_2: LayerNorm,
     c_fc: Dense,
     mlp_proj: Dense,
+    /// What attention scores are scaled by ([`Gpt2Config::attention_scale`]).
+    #[module(skip)]
+    attention_scale: f32,
 }
 
 impl Block {
-    fn init(config: &Gpt2Config, device: &Device) -> Self {
+    fn init(config: &Gpt2Config, layer: usize, device: &Device) -> Self {
         let d = config.n_embd;
         Self {
             ln_1: LayerNorm::new(d, config.layer_norm_epsilon, device),
@@ -206,6 +217,7 @@ impl Block {
             ln_2: LayerNorm::new(d, config.layer_norm_epsilon, device),
             c_fc: Dense::new(d, config.inner_dim(), true, device),
             mlp_proj: Dense::new(config.inner_dim(), d, true, device),
+            attention_scale: config.attention_scale(layer),
         }
     }
 
@@ -233,7 +245,7 @@ impl Block {
         let (attended, kv) = match past {
             // A decoding step: one kernel on wgpu reads q, k, v out of the projection, writes the
             // cache and attends.
-            Some(past) if t == 1 => past.attend_next(qkv, n_head),
+            Some(past) if t == 1 => past.attend_next(qkv, n_head, self.attention_scale),
             past => {
                 // Views of the projection, `[b, heads, t, head_dim]` each: split into heads first
                 // (the contiguous projection reshapes for free), then narrowed. Narrowing first
@@ -244,7 +256,7 @@ impl Block {
                     Some(past) => past.append(k, v),
                     None => LayerKv::new(k, v),
                 };
-                (merge_heads(attention(q, kv.keys(), kv.values(), mask)), kv)
+                (merge_heads(attention(q, kv.keys(), kv.values(), mask, self.attention_scale)), kv)
             }
         };
         let x = self.c_proj.forward_residual(attended, x);
@@ -309,9 +321,9 @@ impl LayerKv {
 
     /// One decoding step: `qkv`, the fused projection of one new position (`[batch, 1, 3 d]`),
     /// attended against the cache and itself -> (`[batch, 1, d]`, the cache with it appended).
-    fn attend_next(self, qkv: Tensor<3>, heads: usize) -> (Tensor<3>, Self) {
+    fn attend_next(self, qkv: Tensor<3>, heads: usize, scale: f32) -> (Tensor<3>, Self) {
         let Self { k, v, len } = self.with_room(1);
-        let (attended, k, v) = glimpse_kernels::decode_attention(qkv, heads, k, v, len);
+        let (attended, k, v) = glimpse_kernels::decode_attention(qkv, heads, k, v, len, scale);
         (attended, Self { k, v, len: len + 1 })
     }
 

@@ -54,13 +54,18 @@ pub(crate) fn causal_mask(t: usize, past: usize, device: &Device) -> Tensor<4, B
     Tensor::<2, Bool>::tril_mask([t, past + t], past as i64, device).unsqueeze()
 }
 
-/// Scaled dot-product attention.
+/// Scaled dot-product attention, `softmax(scale q k^T) v`.
 ///
 /// `q`: `[batch, heads, t, head_dim]`, `k`/`v`: `[batch, heads, s, head_dim]` -> `[batch, heads, t, head_dim]`.
 /// `mask` (from [`causal_mask`]) hides keys from queries.
-pub(crate) fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Option<&Tensor<4, Bool>>) -> Tensor<4> {
-    let dh = q.dims()[3];
-    let scores = q.matmul(k.swap_dims(2, 3)) / (dh as f64).sqrt();
+pub(crate) fn attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    mask: Option<&Tensor<4, Bool>>,
+    scale: f32,
+) -> Tensor<4> {
+    let scores = q.matmul(k.swap_dims(2, 3)) * f64::from(scale);
     let scores = match mask {
         // A large finite value, not -inf: a fully masked row would turn -inf into NaN.
         Some(mask) => scores.mask_fill(mask.clone(), -1.0e9),
