@@ -16,7 +16,6 @@ use glimpse_models::{ClipBundle, Gpt2Bundle, KvCache, ModelError, ModelFiles, We
 use glimpse_tests::{CLIP_FIXTURES, GPT2_FIXTURES, Reference, block_on, devices, fixture, values};
 use safetensors::{Dtype, SafeTensors};
 
-
 /// The fixture `name`'s files with their weights converted to `format`.
 fn converted(name: &str, format: WeightFormat) -> ModelFiles {
     let files = ModelFiles::from_dir(fixture(name)).unwrap();

@@ -7,8 +7,8 @@ use glimpse_models::generation::{Decoding, GenerationConfig, generate};
 use glimpse_models::tensor::ids_tensor;
 use glimpse_models::{ClipBundle, Gpt2, Gpt2Bundle, KvCache, ModelFiles, l2_normalize};
 use glimpse_tests::{
-    CLIP_FIXTURES, GPT2_FIXTURES, Reference, block_on, devices, fixture, max_abs_diff, read_tensor, rewrite_safetensors, rewrite_safetensors_as,
-    values, weight_bytes,
+    CLIP_FIXTURES, GPT2_FIXTURES, Reference, block_on, devices, fixture, max_abs_diff, read_tensor,
+    rewrite_safetensors, rewrite_safetensors_as, values, weight_bytes,
 };
 
 const TOL: f32 = 1e-4;

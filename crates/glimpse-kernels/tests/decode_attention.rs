@@ -130,7 +130,8 @@ fn a_shared_cache_is_copied_not_written() {
     for device in devices.iter().flatten() {
         let (qkv, k, v) = inputs(&case, 91, device);
         let (k_before, v_before) = (read(k.clone()), read(v.clone()));
-        let (_, k_written, v_written) = decode_attention(qkv, case.heads, k.clone(), v.clone(), case.len, case.attention_scale);
+        let (_, k_written, v_written) =
+            decode_attention(qkv, case.heads, k.clone(), v.clone(), case.len, case.attention_scale);
         assert_eq!((read(k), read(v)), (k_before.clone(), v_before.clone()), "{device:?}: a shared cache was written");
         assert_ne!(read(k_written), k_before, "{device:?}: the new key was not written");
         assert_ne!(read(v_written), v_before, "{device:?}: the new value was not written");
