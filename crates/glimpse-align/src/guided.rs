@@ -191,9 +191,9 @@ pub struct Outcome {
 
 /// Refuses settings `lm` cannot run: ones out of range for its vocabulary, a prompt it cannot
 /// read, more positions than it has. [`caption`] checks them too; a caller with slow work to do
-/// first (reading a video) checks them before it.
-pub fn check_fits(lm: &Gpt2Bundle, config: &GuidanceConfig) -> Result<(), AlignError> {
-    check(config, lm.model.vocab_size())?;
+/// first (reading a video) checks them before it. `name` gives the caller's name of each field.
+pub fn check_fits(lm: &Gpt2Bundle, config: &GuidanceConfig, name: &dyn Fn(&str) -> String) -> Result<(), AlignError> {
+    check(config, lm.model.vocab_size(), name)?;
     let prompt = Prompt::new(lm, &config.prompt)?;
     // Summed with overflow checked: an absurd soft-prompt length must be refused, not wrap around.
     let positions = [prompt.split().0.len(), config.soft_prompt_len, 1, config.max_tokens]
@@ -219,7 +219,7 @@ pub async fn caption(
     let grad_device = device.clone().autodiff();
     let model = &lm.model;
     let vocab = model.vocab_size();
-    check_fits(lm, config)?;
+    check_fits(lm, config, &str::to_string)?;
     let prompt = Prompt::new(lm, &config.prompt)?;
     let (eos, (dummy, first)) = (prompt.eos, prompt.split());
     let mut base = KvCache::new();
@@ -410,10 +410,10 @@ impl GuidanceConfig {
     }
 }
 
-/// [`GuidanceConfig::validate`] under the fields' own names, and `top_k` against the vocabulary.
-pub(crate) fn check(config: &GuidanceConfig, vocab: usize) -> Result<(), AlignError> {
-    config.validate(&str::to_string)?;
-    check_count("top_k".into(), config.top_k, 1, vocab)
+/// [`GuidanceConfig::validate`], and `top_k` against the vocabulary.
+pub(crate) fn check(config: &GuidanceConfig, vocab: usize, name: &dyn Fn(&str) -> String) -> Result<(), AlignError> {
+    config.validate(name)?;
+    check_count(name("top_k"), config.top_k, 1, vocab)
 }
 
 /// Refuses a count outside `least..=most`.
@@ -551,7 +551,7 @@ mod tests {
 
     #[test]
     fn settings_out_of_range_are_refused_under_the_callers_names() {
-        assert!(check(&GuidanceConfig::default(), 50257).is_ok());
+        assert!(check(&GuidanceConfig::default(), 50257, &str::to_string).is_ok());
         let flag = |field: &str| format!("--{}", field.replace('_', "-"));
         let bad = [
             (GuidanceConfig { top_k: 0, ..GuidanceConfig::default() }, "--top-k = 0"),
@@ -565,7 +565,7 @@ mod tests {
             assert!(err.contains(message), "{err}");
         }
         // Within the bounds, but beyond a small vocabulary.
-        let err = check(&GuidanceConfig { top_k: 40, ..GuidanceConfig::default() }, 30).unwrap_err().to_string();
-        assert!(err.contains("top_k = 40 must be in 1..=30"), "{err}");
+        let err = check(&GuidanceConfig { top_k: 40, ..GuidanceConfig::default() }, 30, &flag).unwrap_err().to_string();
+        assert!(err.contains("--top-k = 40 must be in 1..=30"), "{err}");
     }
 }

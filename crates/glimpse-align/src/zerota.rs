@@ -324,7 +324,7 @@ pub async fn dense_caption(
         return Err(AlignError::Input(format!("the video's duration {duration} s must be positive")));
     }
     config.validate(&str::to_string)?;
-    guided::check(&config.guidance, lm.model.vocab_size())?;
+    guided::check(&config.guidance, lm.model.vocab_size(), &str::to_string)?;
     let grad_device = lm.device.clone().autodiff();
     let frames = video.embeddings.clone().without_autodiff();
     let n = frames.dims()[0];

@@ -115,7 +115,7 @@ pub fn run(command: BatchCommand, device: DeviceChoice) -> Result<()> {
             let selected = select_device(device)?;
             let (clip, lm) = models.load(&selected)?;
             // Settings the models cannot run would fail every video, each after reading it.
-            glimpse_align::guided::check_fits(&lm, &config.guidance)?;
+            glimpse_align::guided::check_fits(&lm, &config.guidance, &crate::flag)?;
             let caption =
                 |entry: &Entry| caption_entry(&clip, &lm, entry, dense.fps, &config).map_err(|e| format!("{e:#}"));
             let mut report = |event: &Event| match format {

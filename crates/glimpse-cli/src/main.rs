@@ -1115,7 +1115,7 @@ fn caption_video(
 ) -> Result<()> {
     let (clip, lm) = models.load(selected)?;
     // What the models cannot run is refused before the video is read for nothing.
-    guided::check_fits(&lm, &config.guidance)?;
+    guided::check_fits(&lm, &config.guidance, &flag)?;
     let (frames, duration) = read_video(&clip, path, source)?;
     let count = frames.frames();
     let plural = if count == 1 { "" } else { "s" };

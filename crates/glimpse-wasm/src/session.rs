@@ -99,6 +99,7 @@ impl Session {
         let models = self.models.clone();
         future_to_promise(async move {
             let config = guidance_options(&options)?.config(IMAGE_PROMPT);
+            guided::check_fits(&models.lm, &config, &option_name).map_err(errors::align)?;
             let image = one_image(&rgba, width, height)?;
             let targets = l2_normalize(models.clip.encode_images(&[image]).map_err(errors::model)?);
             let outcome = guided::caption(
@@ -144,15 +145,15 @@ impl Session {
         options: String,
     ) -> Result<(), JsValue> {
         let config = dense_config(events, max_events, 0, &options)?;
-        config.validate(&str::to_string).map_err(errors::align)?;
-        guided::check_fits(&self.models.lm, &config.guidance).map_err(errors::align)
+        config.validate(&option_name).map_err(errors::align)?;
+        guided::check_fits(&self.models.lm, &config.guidance, &option_name).map_err(errors::align)
     }
 
     /// As [`Session::check_dense_caption`], for [`Session::find_moments`].
     #[wasm_bindgen(js_name = checkFindMoments)]
     pub fn check_find_moments(&self, queries: String, options: String) -> Result<(), JsValue> {
         let (queries, options) = find_inputs(&queries, &options)?;
-        options.config().validate(&str::to_string).map_err(errors::align)?;
+        options.config().validate(&option_name).map_err(errors::align)?;
         check_queries(&queries.iter().map(String::as_str).collect::<Vec<_>>()).map_err(errors::align)
     }
 
@@ -318,6 +319,19 @@ fn guidance_options(json: &str) -> Result<GuidanceOptions, JsValue> {
 fn dense_config(events: Option<usize>, max_events: usize, seed: u64, options: &str) -> Result<ZeroTaConfig, JsValue> {
     let guidance = guidance_options(options)?.config(VIDEO_PROMPT);
     Ok(ZeroTaConfig { events, max_events, seed, guidance, ..ZeroTaConfig::default() })
+}
+
+/// A setting's name as the package's options spell it, for messages: `steps_per_token` ->
+/// `stepsPerToken`.
+fn option_name(field: &str) -> String {
+    let mut words = field.split('_');
+    let first = words.next().unwrap_or_default().to_string();
+    words.fold(first, |mut name, word| {
+        let mut letters = word.chars();
+        name.extend(letters.next().into_iter().flat_map(char::to_uppercase));
+        name.push_str(letters.as_str());
+        name
+    })
 }
 
 /// `findMoments`' queries (a JSON array of strings) and options (JSON of [`FindOptions`]).

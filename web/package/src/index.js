@@ -1,6 +1,6 @@
 // glimpse in the browser: CLIP and GPT-2 with test-time optimisation, on WebGPU or the CPU, in a
 // Web Worker so the page never freezes. See ../README.md for the API.
-import { ERRORS, GlimpseError, InputError } from './errors.js';
+import { ERRORS, GlimpseError, InputError, ModelLoadError } from './errors.js';
 import { abortable, frameChunks, toImageData, videoTimeline } from './frames.js';
 import { CACHE, DEFAULT_FPS, DEFAULT_MAX_EVENTS, MAX_EVENTS, MAX_FPS, MAX_QUERIES, MAX_THREADS, MAX_TOP, MIN_FPS, Reply, Request } from './protocol.js';
 
@@ -39,7 +39,7 @@ export class Glimpse {
     if (!DEVICES.includes(device)) throw new InputError(`device must be one of ${DEVICES.join(', ')}, not ${device}`);
     if (threads !== 'auto' && !isCount(threads, MAX_THREADS)) throw new InputError(`threads = ${threads} must be 'auto' or an integer in 1..${MAX_THREADS}`);
     signal?.throwIfAborted();
-    const glimpse = new Glimpse({ clip: absolute(clip), lm: absolute(lm), device, threads });
+    const glimpse = new Glimpse({ clip: modelSource('CLIP', clip), lm: modelSource('GPT-2', lm), device, threads });
     // An abort stops the worker, whatever it is doing (a download that stalls, a long build).
     // Listened for after `abortable`, whose rejection with the signal's reason must come first:
     // an abort the browser fires (AbortSignal.timeout) runs pending callbacks between listeners.
@@ -322,11 +322,34 @@ function callSafely(callback, value) {
   try { callback?.(value); } catch (e) { console.error('glimpse: a callback threw', e); }
 }
 
-// URLs are resolved against the page: the worker's own base is the package's folder.
-function absolute(source) {
-  const resolve = (value) => (typeof value === 'string' || value instanceof URL ? new URL(value, globalThis.location?.href).href : value);
-  if (source && typeof source === 'object' && !(source instanceof URL)) {
-    return Object.fromEntries(Object.entries(source).map(([field, value]) => [field, resolve(value)]));
+// A model as the worker takes it: a folder's URL, or an object of its files, each a URL, bytes or
+// a Blob. URLs are resolved against the page (the worker's own base is the package's folder).
+// Anything else is refused here, where the worker would be sent it in vain (a Response or a
+// stream cannot be posted to it; JSON text would be fetched as an address).
+function modelSource(what, source) {
+  if (source == null) return source;
+  if (typeof source === 'string' || source instanceof URL) return address(what, 'its folder', source);
+  if (typeof source !== 'object' || Array.isArray(source)) {
+    throw new ModelLoadError(`${what}: a model is its folder's URL or an object of its files ({ config, tokenizer, weights }), not a value of type ${typeOf(source)}`);
   }
-  return resolve(source);
+  return Object.fromEntries(Object.entries(source).map(([field, value]) => [field, modelFile(what, field, value)]));
+}
+
+function modelFile(what, field, value) {
+  if (value == null || value instanceof Uint8Array || value instanceof ArrayBuffer || (globalThis.Blob && value instanceof Blob)) return value;
+  if (typeof value === 'string' || value instanceof URL) return address(what, field, value);
+  const hint = globalThis.Response && value instanceof Response ? ' (for a Response, give `await response.blob()`)' : '';
+  throw new ModelLoadError(`${what}: ${field} is of type ${typeOf(value)}; a model file is a URL, an ArrayBuffer, a Uint8Array or a Blob / File${hint}`);
+}
+
+function address(what, field, value) {
+  const text = String(value).trimStart();
+  if (text.startsWith('{') || text.startsWith('[')) {
+    throw new ModelLoadError(`${what}: ${field} is JSON text where its URL goes; give the URL, or the text's bytes (\`new TextEncoder().encode(text)\`)`);
+  }
+  return new URL(value, globalThis.location?.href).href;
+}
+
+function typeOf(value) {
+  return value !== null && typeof value === 'object' ? value.constructor?.name ?? 'object' : typeof value;
 }

@@ -287,7 +287,7 @@ async function gather(what, source, names, progress) {
       if (!OPTIONAL.has(field)) throw named(ErrorName.modelLoad, `${what}: ${file} is missing`);
       return;
     }
-    const bytes = typeof given === 'string' ? await download(what, field, given, progress) : await asBytes(what, field, file, given);
+    const bytes = typeof given === 'string' ? await download(what, field, given, progress) : await asBytes(what, field, given);
     if (bytes) files[field] = bytes;
   }));
   return files;
@@ -295,14 +295,13 @@ async function gather(what, source, names, progress) {
 
 // The engine reads the weights out of a Blob range by range (one of at most 64 MiB at once), so a
 // picked file stays on disk.
-async function asBytes(what, field, file, value) {
+async function asBytes(what, field, value) {
   const size = value?.byteLength ?? value?.size;
   if (size > MAX_FILE_BYTES) throw named(ErrorName.modelLoad, `${what}: ${tooLarge(`the ${field} given`)}`);
   if (value instanceof Uint8Array) return value;
   if (value instanceof ArrayBuffer) return new Uint8Array(value);
-  if (typeof Blob !== 'undefined' && value instanceof Blob) return field === WEIGHTS ? value : new Uint8Array(await value.arrayBuffer());
-  const given = value === null ? 'null' : value?.constructor?.name ?? typeof value;
-  throw named(ErrorName.modelLoad, `${what}: ${field} (${file}) is a ${given}; a model file must be a URL, an ArrayBuffer, a Uint8Array or a Blob / File`);
+  // Blob: the page lets nothing else through (index.js).
+  return field === WEIGHTS ? value : new Uint8Array(await value.arrayBuffer());
 }
 
 // Fetches with byte progress. Through the Cache API when the page may use it: a miss streams the

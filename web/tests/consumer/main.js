@@ -50,6 +50,20 @@ async function main() {
     badModelIsTyped = error instanceof ModelLoadError;
     badModelMessage = error.message;
   }
+  // Models given as what a model is not: a number, JSON text where a URL goes, a Response.
+  const badSources = [];
+  for (const clip of [
+    5,
+    { config: '{"model_type": "clip"}', tokenizer: 'models/world-clip/tokenizer.json', weights: 'models/world-clip/model.safetensors' },
+    { config: 'models/world-clip/config.json', tokenizer: 'models/world-clip/tokenizer.json', weights: new Response('not weights') },
+  ]) {
+    try {
+      await Glimpse.load({ clip, lm: 'models/world-gpt2', device: 'cpu' });
+      badSources.push('accepted');
+    } catch (error) {
+      badSources.push(`${error instanceof ModelLoadError ? 'ModelLoadError' : error.name}: ${error.message}`);
+    }
+  }
   // A deadline on the load (a signal the browser fires itself) rejects with its reason.
   let loadTimeout = null;
   try {
@@ -69,6 +83,7 @@ async function main() {
   // Bad input is refused with InputError, and the engine stays usable; a call's settings are
   // refused before any of its frames is read.
   const inputErrors = [];
+  const inputMessages = [];
   const readsBeforeRefusals = reads;
   for (const attempt of [
     () => glimpse.denseCaption([]),
@@ -95,12 +110,19 @@ async function main() {
     () => glimpse.denseCaption(frames, { signal: {} }),
     () => Glimpse.load({ clip: 'models/world-clip', lm: 'models/world-gpt2', onProgress: 5 }),
     () => glimpse.embedText('a red square '.repeat(6000)),
+    // Refused under the options' own names: stepsPerToken out of range, and topK beyond the
+    // world GPT-2's vocabulary, for an image (checked by the engine as it captions) and for frames
+    // (checked before they are read).
+    () => glimpse.captionImage(image, { stepsPerToken: 0 }),
+    () => glimpse.captionImage(image, { topK: 100000 }),
+    () => glimpse.denseCaption(frames, { topK: 100000 }),
   ]) {
     try {
       await attempt();
       inputErrors.push('accepted');
     } catch (error) {
       inputErrors.push(error instanceof InputError ? 'InputError' : `${error.name}: ${error.message}`);
+      inputMessages.push(error.message);
     }
   }
 
@@ -141,7 +163,7 @@ async function main() {
   small.dispose();
   const cacheCleared = await Glimpse.clearCache();
   const cacheLeft = await caches.has('glimpse-models-v1');
-  return { threads: glimpse.device.threads, threadsFallbackReason: glimpse.device.threadsFallbackReason, progress, cacheCleared, cacheLeft, texts: TEXTS, similarities, bestText, caption, chunked: chunked.toJSON(), chapters, moments, badModel, badModelIsTyped, badModelMessage, corrupt, inputErrors, readsByRefusals, aborted, afterAbort, loadTimeout, q8 };
+  return { threads: glimpse.device.threads, threadsFallbackReason: glimpse.device.threadsFallbackReason, progress, cacheCleared, cacheLeft, texts: TEXTS, similarities, bestText, caption, chunked: chunked.toJSON(), chapters, moments, badModel, badModelIsTyped, badModelMessage, badSources, corrupt, inputErrors, inputMessages, readsByRefusals, aborted, afterAbort, loadTimeout, q8 };
 }
 
 main().then(
