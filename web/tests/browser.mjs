@@ -251,6 +251,9 @@ async function framesRun(origin) {
   // Sound only, and a file no browser plays.
   execFileSync('ffmpeg', ['-v', 'error', '-y', '-f', 'lavfi', '-i', 'sine=duration=2', '-c:a', 'libopus', join(out, 'sound-only.webm')]);
   writeFileSync(join(out, 'not-a-video.mp4'), Uint8Array.from({ length: 4096 }, (_, i) => (i * 7919) % 251));
+  // An MP4 cut before its index, which ffmpeg writes last.
+  const mp4 = readFileSync(join(out, 'shapes.mp4'));
+  writeFileSync(join(out, 'mp4-cut-before-its-index.mp4'), mp4.subarray(0, mp4.length >> 1));
   const breakingUrl = `http://127.0.0.1:${breaking.address().port}/shapes.webm`;
   try {
     await withBrowser(false, async (browser) => {
@@ -400,7 +403,8 @@ async function framesRun(origin) {
       check(resumed.frames === 6 && !resumed.paused && resumed.time >= 1,
         `frames: an element playing from 1 s is read from its start (${resumed.frames} frames) and left playing where it was (${resumed.time.toFixed(2)} s, ${resumed.paused ? 'paused' : 'playing'})`);
       // Refused with what is wrong: a WebM cut short (the element would show its last picture at
-      // every later time), a file with sound only, bytes that are no video.
+      // every later time), a file with sound only, bytes that are no video, an address with no
+      // file, an MP4 cut short.
       const refusals = await page.evaluate(async (cut) => {
         const { frameChunks } = await import('/package/src/frames.js');
         const refusal = async (src) => {
@@ -423,6 +427,8 @@ async function framesRun(origin) {
           cut: await refusal(URL.createObjectURL(new Blob([webm.subarray(0, Math.round(webm.length * cut))], { type: 'video/webm' }))),
           sound: await refusal('/tests/out/sound-only.webm'),
           bytes: await refusal('/tests/out/not-a-video.mp4'),
+          missing: await refusal('/tests/out/no-such-video.mp4'),
+          index: await refusal('/tests/out/mp4-cut-before-its-index.mp4'),
         };
       }, 0.6);
       check(refusals.cut.startsWith('InputError') && refusals.cut.includes('cut short') && refusals.cut.includes('download or copy it again'),
@@ -431,6 +437,10 @@ async function framesRun(origin) {
       check(refusals.sound.startsWith('InputError') && refusals.sound.includes('no pictures'), `frames: a file with sound only is refused ("${refusals.sound}")`);
       check(refusals.bytes.startsWith('InputError') && refusals.bytes.includes('cannot play') && refusals.bytes.includes('convert it'),
         `frames: bytes that are no video are refused ("${refusals.bytes}")`);
+      check(refusals.missing.startsWith('InputError') && refusals.missing.includes('answered 404') && refusals.missing.includes('check the address'),
+        `frames: a video at a wrong address is refused with its server's answer ("${refusals.missing}")`);
+      check(refusals.index.startsWith('InputError') && refusals.index.includes('an MP4 / MOV file') && refusals.index.includes('cut short'),
+        `frames: an MP4 cut before its index is refused as one ("${refusals.index}")`);
       const { colours } = recorded;
       // Two seeks, to the end and back, to learn the length; the frames are decoded.
       check(recorded.headerLength === 'Infinity' && recorded.seeks === 2 && colours.length === Math.max(1, Math.round(recorded.duration * 2)) && colours[0] === 'red' && colours.at(-1) === 'blue'
@@ -667,9 +677,16 @@ function checkConsumer(label, result, root, q8Device) {
   // The 38 frames counted (all but the first and the last), each once.
   check(readsForCaption === 38 && readsAfterFinding === 38, `${label}: the frames are read once for a caption and two searches (${readsForCaption} reads, then ${readsAfterFinding})`);
   check(result.badModel === 'ModelLoadError' && result.badModelIsTyped, `${label}: a missing model gives a typed ModelLoadError ("${result.badModelMessage}")`);
+  const [number, json, response] = result.badSources;
+  check(number.startsWith('ModelLoadError') && number.includes('not a value of type number') && json.startsWith('ModelLoadError') && json.includes('config is JSON text')
+    && response.startsWith('ModelLoadError') && response.includes('response.blob()'),
+    `${label}: a model given as a number, JSON text for a URL or a Response is a ModelLoadError saying what to give ("${result.badSources.join('"; "')}")`);
   check(result.corrupt.name === 'ModelLoadError' && result.corrupt.message.includes('model.safetensors') && result.corrupt.cached === false,
     `${label}: truncated weights give a ModelLoadError naming the file and leave no cached copy ("${result.corrupt.message}", cached: ${result.corrupt.cached})`);
-  check(result.inputErrors.every((e) => e === 'InputError'), `${label}: empty frames, an unknown option, maxTokens 0, a prompt longer than the LM's positions, a 0 x 0 canvas, an empty query, top 0, a misspelt search option, events 'many', infinite refineSteps, a caption longer than the LM's positions, seed 2^64, topK NaN, null for a video, null for a frame, frames of two sizes, a <video> with no picture, 0 or 'many' threads, an object shaped like ImageData, a signal that is no AbortSignal, an onProgress that is no function and a text of 78 KB are InputErrors (${result.inputErrors.join(', ')})`);
+  check(result.inputErrors.every((e) => e === 'InputError'), `${label}: empty frames, an unknown option, maxTokens 0, a prompt longer than the LM's positions, a 0 x 0 canvas, an empty query, top 0, a misspelt search option, events 'many', infinite refineSteps, a caption longer than the LM's positions, seed 2^64, topK NaN, null for a video, null for a frame, frames of two sizes, a <video> with no picture, 0 or 'many' threads, an object shaped like ImageData, a signal that is no AbortSignal, an onProgress that is no function, a text of 78 KB, stepsPerToken 0 and topK beyond the vocabulary are InputErrors (${result.inputErrors.join(', ')})`);
+  const [steps, imageTopK, framesTopK] = result.inputMessages.slice(-3);
+  check(steps.includes('stepsPerToken = 0') && [imageTopK, framesTopK].every((m) => m.includes('topK = 100000 must be in 1..=')),
+    `${label}: settings out of range are named as the options spell them ("${steps}"; "${imageTopK}"; "${framesTopK}")`);
   check(result.readsByRefusals === 0, `${label}: the refused calls read no frame (${result.readsByRefusals} reads)`);
   // Loading reports transformers.js' events: every file initiated, downloaded, done; then
   // the engine's phase and ready, with totals that add up to what was served.

@@ -518,13 +518,13 @@ export function abortable(job, signal) {
 
 // Resolves on `event`, rejects when the media fails; the listeners go away either way.
 function once(target, event) {
-  const failure = () => new InputError(mediaFailure(target));
+  const failure = async () => new InputError(await mediaFailure(target));
   return new Promise((resolve, reject) => {
-    if (target.error) return reject(failure());
+    if (target.error) return failure().then(reject);
     const settle = (ok) => (value) => {
       target.removeEventListener(event, onEvent);
       target.removeEventListener('error', onError);
-      if (ok) resolve(value); else reject(failure());
+      if (ok) resolve(value); else failure().then(reject);
     };
     const onEvent = settle(true), onError = settle(false);
     target.addEventListener(event, onEvent);
@@ -532,25 +532,75 @@ function once(target, event) {
   });
 }
 
-// What the failure of `video` means, and what to do, from its MediaError's code (the browser's
-// own message in brackets).
-function mediaFailure(video) {
+// What the failure of `video` means, and what to do: from its MediaError's code (the browser's
+// own message in brackets) and, where the browser could not fetch or open the file, from asking
+// for its first bytes once more, since to the element a wrong address, a damaged file and an
+// unknown format fail alike.
+async function mediaFailure(video) {
   const { code, message } = video.error ?? {};
   const said = message ? ` (${message})` : '';
-  switch (code) {
-    case MediaError.MEDIA_ERR_NETWORK:
-      return `the video's download failed${said}: check the connection and its server, then call again`;
-    case MediaError.MEDIA_ERR_DECODE:
-      return `the video's data cannot be decoded${said}: the file is damaged or cut short; download or copy it again`;
-    case MediaError.MEDIA_ERR_SRC_NOT_SUPPORTED: {
-      // A server that refuses CORS to an element asking for it fails like an unknown format.
-      const foreign = video.crossOrigin !== null && fromAnotherOrigin(video.currentSrc || video.src);
-      const cors = foreign ? 'its server does not allow this page to read it (it must send Access-Control-Allow-Origin), or ' : '';
-      return `this browser cannot play the video${said}: ${cors}it is not a video file, or its format or codec is not one this browser plays (H.264, VP8, VP9 and AV1 are the common ones; convert it, e.g. \`ffmpeg -i IN -c:v libx264 OUT.mp4\`, or caption it with the glimpse CLI)`;
-    }
-    default:
-      return `the video cannot be read${said}`;
+  if (code === MediaError.MEDIA_ERR_DECODE) {
+    return `the video's data cannot be decoded${said}: the file is damaged or cut short; download or copy it again`;
   }
+  if (code !== MediaError.MEDIA_ERR_NETWORK && code !== MediaError.MEDIA_ERR_SRC_NOT_SUPPORTED) {
+    return `the video cannot be read${said}`;
+  }
+  const url = video.currentSrc || video.src;
+  const start = await firstBytes(url, video.crossOrigin);
+  if (start?.status) return `the video's server answered ${start.status} for ${url}: check the address, and that the file is still there`;
+  if (code === MediaError.MEDIA_ERR_NETWORK) {
+    return start
+      ? `the video cannot be read to its end${said}, though its first bytes can: the file is damaged or cut short, or the connection dropped; call again, and if it fails again download or copy the file again`
+      : `the video's download failed${said}: check the connection and its server, then call again`;
+  }
+  const container = start && containerOf(start.bytes);
+  if (container) {
+    return `this browser cannot open the video${said}, ${container} file: it is damaged or cut short (an MP4 keeps its index at its end unless written with \`-movflags +faststart\`), or its codec is not one this browser plays (H.264, VP8, VP9 and AV1 are the common ones); download or copy it again, convert it (e.g. \`ffmpeg -i IN -c:v libx264 -movflags +faststart OUT.mp4\`), or caption it with the glimpse CLI`;
+  }
+  // A server that refuses CORS to an element asking for it fails like an unknown format.
+  const foreign = !start && video.crossOrigin !== null && fromAnotherOrigin(url);
+  const cors = foreign ? 'its server does not allow this page to read it (it must send Access-Control-Allow-Origin), or ' : '';
+  return `this browser cannot play the video${said}: ${cors}it is not a video file, or its format or codec is not one this browser plays (H.264, VP8, VP9 and AV1 are the common ones; convert it, e.g. \`ffmpeg -i IN -c:v libx264 OUT.mp4\`, or caption it with the glimpse CLI)`;
+}
+
+// How long the failure's second look at a file may take.
+const FIRST_BYTES_MS = 5000;
+// Enough to tell the containers apart.
+const SNIFFED_BYTES = 12;
+
+// The first bytes of `url`, or `{ status }` where its server refuses them, or null where they
+// cannot be had (another origin's file the element reads without CORS, no answer in time).
+async function firstBytes(url, crossOrigin) {
+  if (!url || (crossOrigin === null && fromAnotherOrigin(url))) return null;
+  try {
+    const response = await fetch(url, {
+      headers: { range: `bytes=0-${SNIFFED_BYTES - 1}` },
+      cache: 'no-store',
+      credentials: crossOrigin === 'use-credentials' ? 'include' : 'same-origin',
+      signal: AbortSignal.timeout(FIRST_BYTES_MS),
+    });
+    if (!response.ok) return { status: `${response.status} ${response.statusText}`.trim() };
+    const reader = response.body.getReader();
+    const bytes = [];
+    while (bytes.length < SNIFFED_BYTES) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      bytes.push(...value.subarray(0, SNIFFED_BYTES - bytes.length));
+    }
+    reader.cancel().catch(() => {});
+    return { bytes };
+  } catch {
+    return null;
+  }
+}
+
+// The container that `bytes`, a file's first, begin: 'an MP4 / MOV', 'a WebM / Matroska', or
+// null for another.
+function containerOf(bytes) {
+  const box = String.fromCharCode(...bytes.slice(4, 8));
+  if (['ftyp', 'moov', 'mdat', 'free', 'wide', 'skip'].includes(box)) return 'an MP4 / MOV';
+  if (bytes.length >= 4 && [0x1a, 0x45, 0xdf, 0xa3].every((b, i) => bytes[i] === b)) return 'a WebM / Matroska';
+  return null;
 }
 
 // Whether `url` (an element's source, maybe relative) is another origin's file; a `data:` one is
