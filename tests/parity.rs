@@ -98,9 +98,9 @@ fn gpt2_beam_search_matches_transformers() {
 /// a time through the cache, agree.
 #[test]
 fn cached_decoding_equals_full_forward() {
-    for selected in devices() {
-        let lm = gpt2("gpt2-base", &selected.device);
-        let ids: Vec<u32> = Reference::load("gpt2-base").ids("ids")[2].clone();
+    for (selected, name) in devices().into_iter().flat_map(|d| GPT2_FIXTURES.map(|name| (d.clone(), name))) {
+        let lm = gpt2(name, &selected.device);
+        let ids: Vec<u32> = Reference::load(name).ids("ids")[2].clone();
         let full = values(lm.model.forward(ids_tensor(&ids, &selected.device)));
         let mut cache = KvCache::new();
         let split = 5;
@@ -112,7 +112,7 @@ fn cached_decoding_equals_full_forward() {
         }
         assert_eq!(cache.len(), ids.len());
         let err = max_abs_diff(&full, &stepwise);
-        assert!(err <= TOL, "on {}: cached decoding differs by {err}", selected.info);
+        assert!(err <= TOL, "{name} on {}: cached decoding differs by {err}", selected.info);
     }
 }
 
@@ -121,9 +121,9 @@ fn cached_decoding_equals_full_forward() {
 /// cache grown into a buffer with room), agree with one full forward pass.
 #[test]
 fn chunks_after_a_cache_equal_full_forward() {
-    for selected in devices() {
-        let lm = gpt2("gpt2-base", &selected.device);
-        let ids: Vec<u32> = Reference::load("gpt2-base").ids("ids")[2].clone();
+    for (selected, name) in devices().into_iter().flat_map(|d| GPT2_FIXTURES.map(|name| (d.clone(), name))) {
+        let lm = gpt2(name, &selected.device);
+        let ids: Vec<u32> = Reference::load(name).ids("ids")[2].clone();
         let full = values(lm.model.forward(ids_tensor(&ids, &selected.device)));
         assert!(ids.len() > 7, "the fixture's third prompt is too short for this test");
         let chunks = [&ids[..2], &ids[2..5], &ids[5..6], &ids[6..7]];
@@ -135,7 +135,7 @@ fn chunks_after_a_cache_equal_full_forward() {
         }
         assert_eq!(cache.len(), ids.len());
         let err = max_abs_diff(&full, &chunked);
-        assert!(err <= TOL, "on {}: chunked reading differs by {err}", selected.info);
+        assert!(err <= TOL, "{name} on {}: chunked reading differs by {err}", selected.info);
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use glimpse_models::weights::{ReadAt, WeightFile};
 use glimpse_models::{Clip, ClipBundle, ClipConfig, Gpt2, Gpt2Config, ModelFiles, Weights};
-use glimpse_tests::{block_on, fixture, weight_bytes};
+use glimpse_tests::{CLIP_FIXTURES, GPT2_FIXTURES, block_on, fixture, weight_bytes};
 
 /// Every tensor as `(shape, values)` by name, with `rename` applied and `skip`ped names left out.
 fn tensors(
@@ -22,7 +22,7 @@ fn tensors(
 #[test]
 fn gpt2_saves_what_it_loaded() {
     let device = glimpse_models::device::cpu().device;
-    for name in ["gpt2-lmhead", "gpt2-base"] {
+    for name in GPT2_FIXTURES {
         let files = ModelFiles::from_dir(fixture(name)).unwrap();
         let config = Gpt2Config::from_json(&files.config).unwrap();
         let saved = block_on(Gpt2::load(&config, &weight_bytes(&files), &device).unwrap().to_safetensors()).unwrap();
@@ -42,7 +42,7 @@ fn gpt2_saves_what_it_loaded() {
 #[test]
 fn clip_saves_what_it_loaded() {
     let device = glimpse_models::device::cpu().device;
-    for name in ["clip-a", "clip-b"] {
+    for name in CLIP_FIXTURES {
         let files = ModelFiles::from_dir(fixture(name)).unwrap();
         let config = ClipConfig::from_json(&files.config).unwrap();
         let saved = block_on(Clip::load(&config, &weight_bytes(&files), &device).unwrap().to_safetensors()).unwrap();

@@ -998,6 +998,10 @@ fn caption_images(
     out: Option<&Path>,
 ) -> Result<()> {
     let (clip, lm) = models.load(selected)?;
+    // What the models cannot run is refused before the images are encoded for nothing.
+    if matches!(method, ImageMethod::Guided) {
+        guided::check_fits(&lm, config, &flag)?;
+    }
     let targets = embed_images(&clip, paths)?;
     let captions = match method {
         ImageMethod::Guided => {

@@ -42,7 +42,8 @@ fn activate(x: f32, activation: u32) -> f32 {
             return 0.5 * x * (1.0 + erf(x * 0.7071067811865476));
         }
         case 3u: {
-            return max(x, 0.0);
+            // NaN stays NaN, as in Burn's relu.
+            return select(x, 0.0, x <= 0.0);
         }
         case 4u: {
             return x_sigmoid(x, 1.0);

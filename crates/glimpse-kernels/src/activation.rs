@@ -63,7 +63,14 @@ impl Activation {
         match self {
             Self::QuickGelu => x * sigmoid_of(1.702 * x),
             Self::Silu => x * sigmoid_of(x),
-            Self::Relu => x.max(0.0),
+            // NaN stays NaN, as in Burn's relu (f32::max would make it 0).
+            Self::Relu => {
+                if x <= 0.0 {
+                    0.0
+                } else {
+                    x
+                }
+            }
             Self::GeluTanh => 0.5 * x * (1.0 + tanh(gelu_tanh_inner(x).clamp(-TANH_SATURATES, TANH_SATURATES))),
             Self::Gelu => 0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2)),
         }

@@ -2,9 +2,10 @@
 //! <https://cdn.openai.com/better-language-models/language_models_are_unsupervised_multitask_learners.pdf>).
 //!
 //! Pre-LayerNorm decoder blocks, learned absolute positions, tanh-approximate GELU and an LM head
-//! tied to the token embedding. Weights load unchanged from Hugging Face checkpoints saved from
-//! `GPT2Model` (`h.0.attn...`) or `GPT2LMHeadModel` (`transformer.h.0.attn...`, with or without
-//! `lm_head.weight`). GPT-2's `Conv1D` stores weights `[in, out]`, which is Burn's layout already.
+//! tied to the token embedding by default (the config may name another activation, scale
+//! attention otherwise, or store its own head). Weights load unchanged from Hugging Face
+//! checkpoints saved from `GPT2Model` (`h.0.attn...`) or `GPT2LMHeadModel` (`transformer.h.0.attn...`,
+//! with or without `lm_head.weight`). GPT-2's `Conv1D` stores weights `[in, out]`, which is Burn's layout already.
 
 use burn::module::Initializer;
 use burn::nn::{Embedding, EmbeddingConfig};
@@ -44,9 +45,9 @@ pub struct Gpt2Config {
     pad_token_id: Option<u32>,
     /// With the next, what attention scores are scaled by ([`Gpt2Config::attention_scale`]).
     #[serde(default = "default_true")]
-    pub scale_attn_weights: bool,
+    scale_attn_weights: bool,
     #[serde(default)]
-    pub scale_attn_by_inverse_layer_idx: bool,
+    scale_attn_by_inverse_layer_idx: bool,
     /// Scores computed in f32 within half-precision training: glimpse computes them in f32
     /// always. Kept so that a converted checkpoint says what its source said.
     #[serde(default)]
@@ -600,5 +601,35 @@ mod tests {
         }
         // Ids read only to be checked are written back only when present.
         assert!(!Gpt2Config::gpt2_small().to_json().contains("bos_token_id"));
+    }
+
+    #[test]
+    fn activations_are_read_by_their_hugging_face_names() {
+        for (names, activation) in [
+            (&["quick_gelu"][..], Activation::QuickGelu),
+            (&["gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_python_tanh"], Activation::GeluTanh),
+            (&["gelu", "gelu_python"], Activation::Gelu),
+            (&["relu"], Activation::Relu),
+            (&["silu", "swish"], Activation::Silu),
+        ] {
+            for name in names {
+                let json = format!(
+                    r#"{{"vocab_size": 10, "n_positions": 8, "n_embd": 4, "n_layer": 1, "n_head": 1, "activation_function": "{name}"}}"#
+                );
+                assert_eq!(Gpt2Config::from_json(json.as_bytes()).unwrap().activation_function, activation, "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn attention_scales_as_the_config_says() {
+        // head_dim 64: 1/8, divided by the layer's number under scale_attn_by_inverse_layer_idx.
+        let mut config = Gpt2Config::gpt2_small();
+        assert_eq!(config.attention_scale(5), 0.125);
+        config.scale_attn_by_inverse_layer_idx = true;
+        assert_eq!(config.attention_scale(0), 0.125);
+        assert_eq!(config.attention_scale(3), 0.125 / 4.0);
+        config.scale_attn_weights = false;
+        assert_eq!(config.attention_scale(1), 0.5);
     }
 }

@@ -445,7 +445,7 @@ async function copiesOf(video, n) {
     return copy;
   });
   const loaded = await Promise.all(copies.map((copy) => Promise.race([
-    once(copy, 'loadedmetadata').then(() => copy.videoWidth === video.videoWidth && copy.videoHeight === video.videoHeight, () => false),
+    once(copy, 'loadedmetadata', false).then(() => copy.videoWidth === video.videoWidth && copy.videoHeight === video.videoHeight, () => false),
     new Promise((resolve) => setTimeout(() => resolve(false), COPY_LOAD_MS)),
   ])));
   copies.filter((_, i) => !loaded[i]).forEach(release);
@@ -466,7 +466,8 @@ function release(copy) {
 // the browser cannot say), or 'late' when the seek itself takes longer than `limit` ms (`patient`:
 // without the element receiving data); rejects when `signal` aborts.
 async function seek(video, time, limit, signal, { patient = false, present = true } = {}) {
-  const seeked = once(video, 'seeked');
+  // Only the page's own element says why it failed: a copy retires, and putting back is quiet.
+  const seeked = once(video, 'seeked', patient);
   let presented = Promise.resolve(true);
   if (present && video.requestVideoFrameCallback) {
     presented = new Promise((resolve) => {
@@ -516,9 +517,11 @@ export function abortable(job, signal) {
   });
 }
 
-// Resolves on `event`, rejects when the media fails; the listeners go away either way.
-function once(target, event) {
-  const failure = async () => new InputError(await mediaFailure(target));
+// Resolves on `event`, rejects when the media fails (`explain`: with what it means, which may
+// take a request; without, where the failure is not told); the listeners go away either way.
+function once(target, event, explain = true) {
+  const failure = () => (explain ? mediaFailure(target) : Promise.resolve(codeFailure(target)))
+    .then((message) => new InputError(message), () => new InputError(codeFailure(target)));
   return new Promise((resolve, reject) => {
     if (target.error) return failure().then(reject);
     const settle = (ok) => (value) => {
@@ -539,28 +542,41 @@ function once(target, event) {
 async function mediaFailure(video) {
   const { code, message } = video.error ?? {};
   const said = message ? ` (${message})` : '';
-  if (code === MediaError.MEDIA_ERR_DECODE) {
-    return `the video's data cannot be decoded${said}: the file is damaged or cut short; download or copy it again`;
-  }
-  if (code !== MediaError.MEDIA_ERR_NETWORK && code !== MediaError.MEDIA_ERR_SRC_NOT_SUPPORTED) {
-    return `the video cannot be read${said}`;
-  }
+  if (code !== MediaError.MEDIA_ERR_NETWORK && code !== MediaError.MEDIA_ERR_SRC_NOT_SUPPORTED) return codeFailure(video);
   const url = video.currentSrc || video.src;
   const start = await firstBytes(url, video.crossOrigin);
+  // A file of no bytes has no first ones to give.
+  if (start?.status?.startsWith('416')) return `the video's file at ${url} is empty: download or copy it again`;
   if (start?.status) return `the video's server answered ${start.status} for ${url}: check the address, and that the file is still there`;
   if (code === MediaError.MEDIA_ERR_NETWORK) {
     return start
       ? `the video cannot be read to its end${said}, though its first bytes can: the file is damaged or cut short, or the connection dropped; call again, and if it fails again download or copy the file again`
-      : `the video's download failed${said}: check the connection and its server, then call again`;
+      : codeFailure(video);
   }
   const container = start && containerOf(start.bytes);
   if (container) {
-    return `this browser cannot open the video${said}, ${container} file: it is damaged or cut short (an MP4 keeps its index at its end unless written with \`-movflags +faststart\`), or its codec is not one this browser plays (H.264, VP8, VP9 and AV1 are the common ones); download or copy it again, convert it (e.g. \`ffmpeg -i IN -c:v libx264 -movflags +faststart OUT.mp4\`), or caption it with the glimpse CLI`;
+    return `this browser cannot open the video, ${container} file${said}: it is damaged or cut short (an MP4 keeps its index at its end unless written with \`-movflags +faststart\`), or its codec is not one this browser plays (H.264, VP8, VP9 and AV1 are the common ones); download or copy it again, convert it (e.g. \`ffmpeg -i IN -c:v libx264 -movflags +faststart OUT.mp4\`), or caption it with the glimpse CLI`;
   }
   // A server that refuses CORS to an element asking for it fails like an unknown format.
   const foreign = !start && video.crossOrigin !== null && fromAnotherOrigin(url);
   const cors = foreign ? 'its server does not allow this page to read it (it must send Access-Control-Allow-Origin), or ' : '';
   return `this browser cannot play the video${said}: ${cors}it is not a video file, or its format or codec is not one this browser plays (H.264, VP8, VP9 and AV1 are the common ones; convert it, e.g. \`ffmpeg -i IN -c:v libx264 OUT.mp4\`, or caption it with the glimpse CLI)`;
+}
+
+// What the failure of `video` means from its MediaError's code alone.
+function codeFailure(video) {
+  const { code, message } = video.error ?? {};
+  const said = message ? ` (${message})` : '';
+  switch (code) {
+    case MediaError.MEDIA_ERR_DECODE:
+      return `the video's data cannot be decoded${said}: the file is damaged or cut short; download or copy it again`;
+    case MediaError.MEDIA_ERR_NETWORK:
+      return `the video's download failed${said}: check the connection and its server, then call again`;
+    case MediaError.MEDIA_ERR_SRC_NOT_SUPPORTED:
+      return `this browser cannot play the video${said}`;
+    default:
+      return `the video cannot be read${said}`;
+  }
 }
 
 // How long the failure's second look at a file may take.

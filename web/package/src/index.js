@@ -2,7 +2,7 @@
 // Web Worker so the page never freezes. See ../README.md for the API.
 import { ERRORS, GlimpseError, InputError, ModelLoadError } from './errors.js';
 import { abortable, frameChunks, toImageData, videoTimeline } from './frames.js';
-import { CACHE, DEFAULT_FPS, DEFAULT_MAX_EVENTS, MAX_EVENTS, MAX_FPS, MAX_QUERIES, MAX_THREADS, MAX_TOP, MIN_FPS, Reply, Request } from './protocol.js';
+import { CACHE, CLIP_FILES, DEFAULT_FPS, DEFAULT_MAX_EVENTS, MAX_EVENTS, MAX_FPS, MAX_QUERIES, MAX_THREADS, LM_FILES, MAX_TOP, MIN_FPS, Reply, Request } from './protocol.js';
 
 export { DeviceLostError, GlimpseError, InputError, ModelLoadError, NoAdapterError } from './errors.js';
 
@@ -39,7 +39,7 @@ export class Glimpse {
     if (!DEVICES.includes(device)) throw new InputError(`device must be one of ${DEVICES.join(', ')}, not ${device}`);
     if (threads !== 'auto' && !isCount(threads, MAX_THREADS)) throw new InputError(`threads = ${threads} must be 'auto' or an integer in 1..${MAX_THREADS}`);
     signal?.throwIfAborted();
-    const glimpse = new Glimpse({ clip: modelSource('CLIP', clip), lm: modelSource('GPT-2', lm), device, threads });
+    const glimpse = new Glimpse({ clip: modelSource('CLIP', clip, CLIP_FILES), lm: modelSource('GPT-2', lm, LM_FILES), device, threads });
     // An abort stops the worker, whatever it is doing (a download that stalls, a long build).
     // Listened for after `abortable`, whose rejection with the signal's reason must come first:
     // an abort the browser fires (AbortSignal.timeout) runs pending callbacks between listeners.
@@ -322,32 +322,33 @@ function callSafely(callback, value) {
   try { callback?.(value); } catch (e) { console.error('glimpse: a callback threw', e); }
 }
 
-// A model as the worker takes it: a folder's URL, or an object of its files, each a URL, bytes or
-// a Blob. URLs are resolved against the page (the worker's own base is the package's folder).
-// Anything else is refused here, where the worker would be sent it in vain (a Response or a
-// stream cannot be posted to it; JSON text would be fetched as an address).
-function modelSource(what, source) {
+// A model as the worker takes it: a folder's URL, or an object of its files (`files`' fields),
+// each a URL, bytes or a Blob. URLs are resolved against the page (the worker's own base is the
+// package's folder). Anything else is refused here, where the worker would be sent it in vain (a
+// Response or a stream cannot be posted to it; JSON text would be fetched as an address).
+function modelSource(what, source, files) {
   if (source == null) return source;
-  if (typeof source === 'string' || source instanceof URL) return address(what, 'its folder', source);
-  if (typeof source !== 'object' || Array.isArray(source)) {
-    throw new ModelLoadError(`${what}: a model is its folder's URL or an object of its files ({ config, tokenizer, weights }), not a value of type ${typeOf(source)}`);
+  if (typeof source === 'string' || source instanceof URL) {
+    if (isJson(source)) throw new ModelLoadError(`${what}: JSON text where the model's folder URL goes; give the folder's URL, or an object of its files ({ ${Object.keys(files).join(', ')} })`);
+    return new URL(source, globalThis.location?.href).href;
   }
-  return Object.fromEntries(Object.entries(source).map(([field, value]) => [field, modelFile(what, field, value)]));
+  if (typeof source !== 'object' || Array.isArray(source) || isFile(source) || (globalThis.Response && source instanceof Response)) {
+    throw new ModelLoadError(`${what}: a model is its folder's URL or an object of its files ({ ${Object.keys(files).join(', ')} }), not a value of type ${typeOf(source)}`);
+  }
+  return Object.fromEntries(Object.keys(files).filter((field) => field in source).map((field) => [field, modelFile(what, field, source[field])]));
 }
+
+const isFile = (value) => value instanceof Uint8Array || value instanceof ArrayBuffer || (globalThis.Blob && value instanceof Blob);
+const isJson = (value) => /^\s*[{[]/.test(String(value));
 
 function modelFile(what, field, value) {
-  if (value == null || value instanceof Uint8Array || value instanceof ArrayBuffer || (globalThis.Blob && value instanceof Blob)) return value;
-  if (typeof value === 'string' || value instanceof URL) return address(what, field, value);
+  if (value == null || isFile(value)) return value;
+  if (typeof value === 'string' || value instanceof URL) {
+    if (isJson(value)) throw new ModelLoadError(`${what}: ${field} is JSON text where its URL goes; give the URL, or the text's bytes (\`new TextEncoder().encode(text)\`)`);
+    return new URL(value, globalThis.location?.href).href;
+  }
   const hint = globalThis.Response && value instanceof Response ? ' (for a Response, give `await response.blob()`)' : '';
   throw new ModelLoadError(`${what}: ${field} is of type ${typeOf(value)}; a model file is a URL, an ArrayBuffer, a Uint8Array or a Blob / File${hint}`);
-}
-
-function address(what, field, value) {
-  const text = String(value).trimStart();
-  if (text.startsWith('{') || text.startsWith('[')) {
-    throw new ModelLoadError(`${what}: ${field} is JSON text where its URL goes; give the URL, or the text's bytes (\`new TextEncoder().encode(text)\`)`);
-  }
-  return new URL(value, globalThis.location?.href).href;
 }
 
 function typeOf(value) {

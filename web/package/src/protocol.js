@@ -80,6 +80,9 @@ export const LoadStatus = Object.freeze({
 
 /** The Cache API cache the worker keeps fetched model files in (`Glimpse.clearCache()` empties it). */
 export const CACHE = 'glimpse-models-v1';
+// Each model's files as `Glimpse.load` takes them, by field: the file each is in a folder.
+export const CLIP_FILES = Object.freeze({ config: 'config.json', weights: 'model.safetensors', tokenizer: 'tokenizer.json', preprocessor: 'preprocessor_config.json' });
+export const LM_FILES = Object.freeze({ config: 'config.json', weights: 'model.safetensors', tokenizer: 'tokenizer.json' });
 export const Reply = Object.freeze({ result: 'result', error: 'error', step: 'step', progress: 'progress' });
 
 /** The `name` of each error the engine or the worker raises; the facade maps each to its class. */

@@ -1,10 +1,8 @@
 // The engine's thread: loads the wasm engine (the threaded one with its pool's workers, where the
 // page allows; `startEngine`), fetches model files (Cache API, byte progress) and runs every call of
 // the facade in `index.js`. One job at a time; replies carry the job's id.
-import { CACHE, ErrorName, LoadStatus, MAX_THREADS, Reply, Request } from './protocol.js';
+import { CACHE, CLIP_FILES, ErrorName, LM_FILES, LoadStatus, MAX_THREADS, Reply, Request } from './protocol.js';
 
-const CLIP_FILES = { config: 'config.json', weights: 'model.safetensors', tokenizer: 'tokenizer.json', preprocessor: 'preprocessor_config.json' };
-const LM_FILES = { config: 'config.json', weights: 'model.safetensors', tokenizer: 'tokenizer.json' };
 const OPTIONAL = new Set(['preprocessor']);
 const WEIGHTS = 'weights';
 

@@ -110,12 +110,12 @@ async function main() {
     () => glimpse.denseCaption(frames, { signal: {} }),
     () => Glimpse.load({ clip: 'models/world-clip', lm: 'models/world-gpt2', onProgress: 5 }),
     () => glimpse.embedText('a red square '.repeat(6000)),
-    // Refused under the options' own names: stepsPerToken out of range, and topK beyond the
-    // world GPT-2's vocabulary, for an image (checked by the engine as it captions) and for frames
-    // (checked before they are read).
+    // Refused under the options' own names: stepsPerToken out of range, and topK within its
+    // bounds (256) but beyond the world GPT-2's vocabulary, for an image and for frames (checked
+    // before they are read).
     () => glimpse.captionImage(image, { stepsPerToken: 0 }),
-    () => glimpse.captionImage(image, { topK: 100000 }),
-    () => glimpse.denseCaption(frames, { topK: 100000 }),
+    () => glimpse.captionImage(image, { topK: 200 }),
+    () => glimpse.denseCaption(frames, { topK: 200 }),
   ]) {
     try {
       await attempt();
