@@ -193,6 +193,15 @@ pub struct Outcome {
 /// read, more positions than it has. [`caption`] checks them too; a caller with slow work to do
 /// first (reading a video) checks them before it. `name` gives the caller's name of each field.
 pub fn check_fits(lm: &Gpt2Bundle, config: &GuidanceConfig, name: &dyn Fn(&str) -> String) -> Result<(), AlignError> {
+    fitting_prompt(lm, config, name).map(drop)
+}
+
+/// [`check_fits`], giving the prompt it tokenized.
+fn fitting_prompt(
+    lm: &Gpt2Bundle,
+    config: &GuidanceConfig,
+    name: &dyn Fn(&str) -> String,
+) -> Result<Prompt, AlignError> {
     check(config, lm.model.vocab_size(), name)?;
     let prompt = Prompt::new(lm, &config.prompt)?;
     // Summed with overflow checked: an absurd soft-prompt length must be refused, not wrap around.
@@ -200,7 +209,7 @@ pub fn check_fits(lm: &Gpt2Bundle, config: &GuidanceConfig, name: &dyn Fn(&str) 
         .into_iter()
         .try_fold(0, usize::checked_add);
     lm.model.check_length(positions.unwrap_or(usize::MAX))?;
-    Ok(())
+    Ok(prompt)
 }
 
 /// Runs the loop for every target at once (they form one batch).
@@ -219,8 +228,7 @@ pub async fn caption(
     let grad_device = device.clone().autodiff();
     let model = &lm.model;
     let vocab = model.vocab_size();
-    check_fits(lm, config, &str::to_string)?;
-    let prompt = Prompt::new(lm, &config.prompt)?;
+    let prompt = fitting_prompt(lm, config, &str::to_string)?;
     let (eos, (dummy, first)) = (prompt.eos, prompt.split());
     let mut base = KvCache::new();
     model.forward_ids(ids_tensor(dummy, &device), &mut base);

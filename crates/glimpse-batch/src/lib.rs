@@ -18,7 +18,7 @@ mod shard;
 
 pub use manifest::{Entry, Manifest, check_out_dir, read_manifest};
 pub use merge::{Merged, merge};
-pub use run::{Captioned, Event, Options, Summary, claim_out_dir, run};
+pub use run::{Captioned, Event, Options, Summary, claim_out_dir, first_few, run};
 pub use shard::Shard;
 
 #[derive(Debug, thiserror::Error)]

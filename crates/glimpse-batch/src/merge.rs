@@ -63,7 +63,7 @@ pub fn merge(dir: &Path, entries: Option<&[Entry]>) -> Result<Merged, BatchError
              batch wrote, or remove those results",
             dir.display(),
             of_other_videos.len(),
-            first_few(&of_other_videos)
+            first_few(&of_other_videos, 5, "; ")
         )));
     }
     failed.sort();

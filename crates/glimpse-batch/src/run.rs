@@ -242,7 +242,7 @@ pub fn run<E: Display>(
              another --out-dir, or remove those results to caption the manifest's videos",
             dir.display(),
             of_other_videos.len(),
-            first_few(&of_other_videos)
+            first_few(&of_other_videos, 5, "; ")
         )));
     }
     // Moved aside rather than replaced: it may be a file of the user's that is no result.
@@ -373,6 +373,10 @@ pub fn claim_out_dir(dir: &Path, settings: &serde_json::Value) -> Result<(), Bat
     };
     let record = format!("{:#}\n", json!({ "settings": settings }));
     let Some(recorded) = recorded else { return write(&path, record.as_bytes()) };
+    // The same record (a run claiming the folder its command claimed before the models loaded).
+    if recorded == record.as_bytes() {
+        return Ok(());
+    }
     if !holds_records(dir)? {
         return write(&path, record.as_bytes());
     }
@@ -394,7 +398,7 @@ pub fn claim_out_dir(dir: &Path, settings: &serde_json::Value) -> Result<(), Bat
         "{} holds results made with other settings ({}); one folder's results merge into one submission, so they \
          come from one setting: use another --out-dir or the options those results were made with, or {remove}",
         dir.display(),
-        first_few(&changed)
+        first_few(&changed, 5, "; ")
     )))
 }
 
@@ -432,10 +436,10 @@ fn differences(before: &serde_json::Value, now: &serde_json::Value, at: &str, ou
     }
 }
 
-/// The first five of `items`, and how many more.
-pub(crate) fn first_few(items: &[String]) -> String {
-    let more = if items.len() > 5 { format!(" and {} more", items.len() - 5) } else { String::new() };
-    format!("{}{more}", items[..items.len().min(5)].join("; "))
+/// The first `shown` of `items` joined by `separator`, and how many more.
+pub fn first_few(items: &[String], shown: usize, separator: &str) -> String {
+    let more = if items.len() > shown { format!(" and {} more", items.len() - shown) } else { String::new() };
+    format!("{}{more}", items[..items.len().min(shown)].join(separator))
 }
 
 /// Whether the video a result names (as it was written: `display()`, lossy for a name that is

@@ -9,14 +9,14 @@ use clap::Subcommand;
 use futures_lite::future::block_on;
 use glimpse_align::zerota::{ZeroTaConfig, captions_json, dense_caption, embed_source};
 use glimpse_batch::{
-    Captioned, Entry, Event, Manifest, Options, Shard, check_out_dir, claim_out_dir, merge, read_manifest,
+    Captioned, Entry, Event, Manifest, Options, Shard, check_out_dir, claim_out_dir, first_few, merge, read_manifest,
 };
 use glimpse_media::video::VideoSource;
 use glimpse_models::device::DeviceChoice;
 use glimpse_models::{ClipBundle, Gpt2Bundle};
 use serde_json::json;
 
-use crate::{DenseArgs, Format, ModelArgs, model_identity, print_out, select_device, some};
+use crate::{DenseArgs, Format, ModelArgs, print_out, select_device};
 
 #[derive(Subcommand)]
 // Parsed once per process: boxing the large variant's arguments would buy nothing.
@@ -166,7 +166,7 @@ pub fn run(command: BatchCommand, device: DeviceChoice) -> Result<()> {
                 ("left out, not in the manifest", &merged.outside),
             ] {
                 if !ids.is_empty() {
-                    eprintln!("{what}: {} ({})", ids.len(), some(ids, 10));
+                    eprintln!("{what}: {} ({})", ids.len(), first_few(ids, 10, ", "));
                 }
             }
             Ok(())
@@ -184,7 +184,7 @@ fn read_videos(manifest: &Path) -> Result<Vec<Entry>> {
             "batch: passed over {} files of {} that are no video ({})",
             names.len(),
             manifest.display(),
-            some(&names, 10)
+            first_few(&names, 10, ", ")
         );
     }
     Ok(entries)
@@ -251,4 +251,10 @@ fn duration(seconds: f64) -> String {
         60..3600 => format!("{}m {:02}s", s / 60, s % 60),
         _ => format!("{}h {:02}m", s / 3600, s % 3600 / 60),
     }
+}
+
+/// A model as a batch's settings record it: a folder by its canonical path (the same folder
+/// however it is spelt), a hub id as given, `None` for the embedded default.
+fn model_identity(arg: Option<&Path>) -> Option<String> {
+    arg.map(|path| std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()).display().to_string())
 }

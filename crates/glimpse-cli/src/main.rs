@@ -25,6 +25,7 @@ use glimpse_align::zerota::{
     EmbeddedVideo, Event, FrameEmbedder, SCENE_CUT, VIDEO_PROMPT, ZeroTaConfig, captions_json, dense_caption,
     embed_source,
 };
+use glimpse_batch::first_few;
 use glimpse_media::decode_image;
 use glimpse_media::image::MAX_IMAGE_FILE_BYTES;
 use glimpse_media::subtitles::{Cue, check_chapters_fit, to_chapters, to_srt, to_vtt};
@@ -659,8 +660,8 @@ fn check_ids(
             predictions.len(),
             results.display(),
             truth.display(),
-            some(&outside, 3),
-            some(&quoted(&mut videos.keys().take(3)), 3)
+            first_few(&outside, 3, ", "),
+            first_few(&quoted(&mut videos.keys().take(3)), 3, ", ")
         );
     }
     if !outside.is_empty() {
@@ -668,7 +669,7 @@ fn check_ids(
             "score: of the videos of {}, {} are not in the truth and are not scored ({})",
             results.display(),
             outside.len(),
-            some(&outside, 10)
+            first_few(&outside, 10, ", ")
         );
     }
     let long = predictions.values().filter(|p| p.len() > densevid::MAX_PROPOSALS).count();
@@ -681,12 +682,6 @@ fn check_ids(
         );
     }
     Ok(())
-}
-
-/// The first `shown` of `items`, and how many more.
-fn some(items: &[String], shown: usize) -> String {
-    let more = if items.len() > shown { format!(" and {} more", items.len() - shown) } else { String::new() };
-    format!("{}{more}", items[..items.len().min(shown)].join(", "))
 }
 
 /// `--meteor-jar`: METEOR, and SODA_c, which scores with it.
@@ -927,12 +922,6 @@ impl ModelArgs {
         let lm = Gpt2Bundle::load(&lm_files(self.lm.as_deref())?, &selected.device)?;
         Ok((clip, lm))
     }
-}
-
-/// A model as a batch's settings record it: a folder by its canonical path (the same folder
-/// however it is spelt), a hub id as given, `None` for the embedded default.
-fn model_identity(arg: Option<&Path>) -> Option<String> {
-    arg.map(|path| std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()).display().to_string())
 }
 
 /// A CLIP from a folder or the hub, or the embedded world CLIP.

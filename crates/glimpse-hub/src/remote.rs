@@ -1003,7 +1003,9 @@ fn lock_state(path: &Path, owner: &str) -> LockState {
     let mut fields = owner.split_whitespace();
     let pid = fields.next().and_then(|p| p.parse::<u32>().ok());
     match (pid, fields.next()) {
-        (Some(pid), Some(namespace)) if namespace == pid_namespace() && !process_alive(pid) => LockState::Stale,
+        (Some(pid), Some(namespace)) if namespace == pid_namespace() && glimpse_media::files::writer_is_gone(pid) => {
+            LockState::Stale
+        }
         _ => LockState::Held,
     }
 }
@@ -1014,11 +1016,6 @@ fn pid_namespace() -> String {
     let namespace = fs::read_link("/proc/self/ns/pid").map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
     let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     format!("{namespace}@{}", host.trim()).split_whitespace().collect()
-}
-
-/// Whether `pid` runs, where `/proc` can tell; `true` where it cannot.
-fn process_alive(pid: u32) -> bool {
-    !Path::new("/proc/self").exists() || Path::new("/proc").join(pid.to_string()).exists()
 }
 
 /// Points `link` at `blob` (a relative symlink, as the hub's cache does; a copy where symlinks

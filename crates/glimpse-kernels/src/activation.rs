@@ -39,11 +39,11 @@ impl Activation {
     /// In Burn operations: any backend, autodiff included.
     pub fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
         match self {
-            Self::QuickGelu => x.clone() * sigmoid((x * 1.702).clamp(-SIGMOID_SATURATES, SIGMOID_SATURATES)),
+            Self::QuickGelu => x_sigmoid(x, 1.702),
             Self::GeluTanh => gelu_tanh(x),
             Self::Gelu => gelu(x),
             Self::Relu => relu(x),
-            Self::Silu => x.clone() * sigmoid(x.clamp(-SIGMOID_SATURATES, SIGMOID_SATURATES)),
+            Self::Silu => x_sigmoid(x, 1.0),
         }
     }
 
@@ -105,6 +105,11 @@ impl Activation {
 
 /// `activate()`'s code for no activation.
 pub(crate) const NO_ACTIVATION: u32 = 5;
+
+/// `x sigmoid(a x)` (QuickGELU, SiLU), the sigmoid's argument clamped.
+fn x_sigmoid<const D: usize>(x: Tensor<D>, a: f64) -> Tensor<D> {
+    x.clone() * sigmoid((x * a).clamp(-SIGMOID_SATURATES, SIGMOID_SATURATES))
+}
 
 /// `sigmoid(z)`, its argument clamped as [`Activation::apply`] clamps it.
 fn sigmoid_of(z: f32) -> f32 {

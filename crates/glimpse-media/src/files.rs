@@ -186,7 +186,7 @@ pub fn write_checkpoint(dir: &Path, files: &[(&str, &[u8])]) -> io::Result<()> {
 /// folder, `.checkpoint.<pid>.partial` inside one that is there.
 const PARTIAL_SUFFIX: &str = ".partial";
 
-/// Whether process `pid`, the writer a temporary's name records, is known to be gone: `/proc`
+/// Whether process `pid`, the writer a temporary or a lock names, is known to be gone: `/proc`
 /// shows processes and not this one. `false` where there is no `/proc` (nothing is known).
 pub fn writer_is_gone(pid: u32) -> bool {
     Path::new("/proc/self").exists() && !Path::new(&format!("/proc/{pid}")).exists()

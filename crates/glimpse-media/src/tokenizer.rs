@@ -29,12 +29,12 @@ fn guarded<T>(f: impl FnOnce() -> tokenizers::Result<T>) -> Result<T, MediaError
     call(f)?.map_err(|e| MediaError::Tokenizer(e.to_string()))
 }
 
-/// Ids of `text` with the special tokens the file's post-processor adds.
 /// The longest text tokenized: CLIP reads its first 77 tokens and GPT-2 at most its positions
 /// (1024 for GPT-2 small, a few KiB of text), while tokenizing takes memory in proportion (a
 /// 52 MB text held 3 GB).
 pub const MAX_TEXT_BYTES: usize = 64 << 10;
 
+/// Ids of `text` with the special tokens the file's post-processor adds.
 fn encode(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>, MediaError> {
     if text.len() > MAX_TEXT_BYTES {
         return Err(MediaError::Text(format!(

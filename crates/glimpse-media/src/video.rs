@@ -323,11 +323,8 @@ fn webp_chunks_fit<R: Read + Seek>(reader: &mut R) -> Result<(), String> {
                 end - riff_end
             ));
         }
-        if body > 1 << 16 {
-            reader.seek(std::io::SeekFrom::Start(end)).map_err(io)?;
-        } else {
-            std::io::copy(&mut reader.by_ref().take(body), &mut std::io::sink()).map_err(io)?;
-        }
+        // Within a buffered reader's buffer, without dropping it.
+        reader.seek_relative(body as i64).map_err(io)?;
         at = end;
     }
     reader.seek(std::io::SeekFrom::Start(0)).map_err(io)?;

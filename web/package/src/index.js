@@ -328,24 +328,29 @@ function callSafely(callback, value) {
 // Response or a stream cannot be posted to it; JSON text would be fetched as an address).
 function modelSource(what, source, files) {
   if (source == null) return source;
-  if (typeof source === 'string' || source instanceof URL) {
-    if (isJson(source)) throw new ModelLoadError(`${what}: JSON text where the model's folder URL goes; give the folder's URL, or an object of its files ({ ${Object.keys(files).join(', ')} })`);
-    return new URL(source, globalThis.location?.href).href;
+  const fields = `{ ${Object.keys(files).join(', ')} }`;
+  if (isAddress(source)) {
+    return address(source, `${what}: JSON text where the model's folder URL goes; give the folder's URL, or an object of its files (${fields})`);
   }
   if (typeof source !== 'object' || Array.isArray(source) || isFile(source) || (globalThis.Response && source instanceof Response)) {
-    throw new ModelLoadError(`${what}: a model is its folder's URL or an object of its files ({ ${Object.keys(files).join(', ')} }), not a value of type ${typeOf(source)}`);
+    throw new ModelLoadError(`${what}: a model is its folder's URL or an object of its files (${fields}), not a value of type ${typeOf(source)}`);
   }
   return Object.fromEntries(Object.keys(files).filter((field) => field in source).map((field) => [field, modelFile(what, field, source[field])]));
 }
 
 const isFile = (value) => value instanceof Uint8Array || value instanceof ArrayBuffer || (globalThis.Blob && value instanceof Blob);
-const isJson = (value) => /^\s*[{[]/.test(String(value));
+const isAddress = (value) => typeof value === 'string' || value instanceof URL;
+
+// `value` resolved against the page; JSON text given for an address is refused with `refusal`.
+function address(value, refusal) {
+  if (/^\s*[{[]/.test(String(value))) throw new ModelLoadError(refusal);
+  return new URL(value, globalThis.location?.href).href;
+}
 
 function modelFile(what, field, value) {
   if (value == null || isFile(value)) return value;
-  if (typeof value === 'string' || value instanceof URL) {
-    if (isJson(value)) throw new ModelLoadError(`${what}: ${field} is JSON text where its URL goes; give the URL, or the text's bytes (\`new TextEncoder().encode(text)\`)`);
-    return new URL(value, globalThis.location?.href).href;
+  if (isAddress(value)) {
+    return address(value, `${what}: ${field} is JSON text where its URL goes; give the URL, or the text's bytes (\`new TextEncoder().encode(text)\`)`);
   }
   const hint = globalThis.Response && value instanceof Response ? ' (for a Response, give `await response.blob()`)' : '';
   throw new ModelLoadError(`${what}: ${field} is of type ${typeOf(value)}; a model file is a URL, an ArrayBuffer, a Uint8Array or a Blob / File${hint}`);
