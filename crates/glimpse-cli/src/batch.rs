@@ -146,8 +146,11 @@ pub fn run(command: BatchCommand, device: DeviceChoice) -> Result<()> {
         BatchCommand::Merge { dir, out, manifest } => {
             let inputs: Vec<&Path> = std::iter::once(dir.as_path()).chain(manifest.as_deref()).collect();
             crate::check_out(Some(&out), &inputs)?;
-            let folder_of =
-                |path: &Path| std::fs::canonicalize(path.parent().filter(|p| !p.as_os_str().is_empty())?).ok();
+            // A bare file name is in the working folder.
+            let folder_of = |path: &Path| {
+                std::fs::canonicalize(path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
+                    .ok()
+            };
             if folder_of(&out).is_some_and(|folder| std::fs::canonicalize(&dir).is_ok_and(|dir| dir == folder)) {
                 bail!(
                     "--out {} is in the results folder {}, where the next merge would read it as a video's result; \

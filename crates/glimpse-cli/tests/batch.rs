@@ -407,6 +407,11 @@ fn merge_keeps_to_the_manifest_and_refuses_impossible_times() {
     command.current_dir(&dir).args(["batch", "merge", "out", "--out", "out/merged.json"]);
     let stderr = String::from_utf8_lossy(&command.output().unwrap().stderr).into_owned();
     assert!(stderr.contains("is in the results folder out") && !dir.join("out/merged.json").exists(), "{stderr}");
+    // Nor as a bare file name, run inside it.
+    let mut command = glimpse();
+    command.current_dir(dir.join("out")).args(["batch", "merge", ".", "--out", "merged.json"]);
+    let stderr = String::from_utf8_lossy(&command.output().unwrap().stderr).into_owned();
+    assert!(stderr.contains("is in the results folder .") && !dir.join("out/merged.json").exists(), "{stderr}");
 
     std::fs::write(dir.join("out/a.json"), result(5.0, 1.0)).unwrap();
     let refused = merge();
