@@ -216,26 +216,28 @@ fn images_that_are_not_square_without_a_crop_are_an_error() {
     assert!(err.contains("do_center_crop is false"), "{err}");
 }
 
-/// A NaN or infinity in any weight would make every output NaN, printed as a caption or a score:
-/// refused at load, naming the tensor and the element, for f32 and f16 files and for the sharded
-/// token table alike.
+/// A NaN or infinity in any weight would make every output NaN, printed as a caption or a score,
+/// and so can a finite value far beyond any trained weight (3e38 overflows the first sum it
+/// enters): refused at load, naming the tensor and the element, for f32 and f16 files and for the
+/// sharded token table alike.
 #[test]
 fn weights_that_are_not_finite_are_refused() {
     let bytes = weight_bytes(&gpt2_files());
-    for (name, index, dtype) in [
-        ("transformer.h.0.attn.c_attn.weight", 7, safetensors::Dtype::F32),
-        ("transformer.ln_f.weight", 0, safetensors::Dtype::F32),
-        ("transformer.wte.weight", 100, safetensors::Dtype::F16),
+    for (name, index, dtype, value) in [
+        ("transformer.h.0.attn.c_attn.weight", 7, safetensors::Dtype::F32, f32::NAN),
+        ("transformer.ln_f.weight", 0, safetensors::Dtype::F32, f32::NAN),
+        ("transformer.h.1.mlp.c_proj.weight", 3, safetensors::Dtype::F32, 3e38),
+        ("transformer.wte.weight", 100, safetensors::Dtype::F16, f32::INFINITY),
     ] {
         let weights = glimpse_tests::rewrite_safetensors_as(&bytes, dtype, |t| {
             let tensor = t.iter_mut().find(|(n, _, _)| n == name).unwrap();
-            tensor.2[index] = if dtype == safetensors::Dtype::F16 { f32::INFINITY } else { f32::NAN };
+            tensor.2[index] = value;
         });
         let err = load_gpt2(&gpt2_config(), &weights);
         let ModelError::WeightMismatch { problems, unexpected } = &err else { panic!("{err}") };
         assert!(unexpected.is_empty() && problems.len() == 1, "{err}");
         assert!(
-            matches!(&problems[0], TensorProblem::NotFinite { name: n, index: i, .. } if n == name && *i == index),
+            matches!(&problems[0], TensorProblem::OutOfRange { name: n, index: i, .. } if n == name && *i == index),
             "{err}"
         );
         assert!(err.to_string().contains("damaged: re-download or re-export"), "{err}");
@@ -249,7 +251,7 @@ fn weights_that_are_not_finite_are_refused() {
     let err = Clip::load(&config, &weights, &cpu()).expect_err("must fail");
     let ModelError::WeightMismatch { problems, .. } = &err else { panic!("{err}") };
     assert!(
-        matches!(&problems[..], [TensorProblem::NotFinite { name, index: 5, .. }] if name == "visual_projection.weight"),
+        matches!(&problems[..], [TensorProblem::OutOfRange { name, index: 5, .. }] if name == "visual_projection.weight"),
         "{err}"
     );
 }
@@ -274,6 +276,9 @@ fn configs_that_cannot_work_are_refused() {
     assert!(with("text_config", "eos_token_id", 9999.into()).unwrap_err().contains("eos_token_id = 9999"));
     // The legacy end token (pool at the largest id) stays valid.
     assert!(with("text_config", "eos_token_id", 2.into()).is_ok());
+    // A value of another type, named by its field's path.
+    let err = with("text_config", "hidden_size", 24.5.into()).unwrap_err();
+    assert!(err.contains("text_config.hidden_size: invalid type: floating point `24.5`"), "{err}");
     // 8192 pixels square: 805 MB of pixels and 16385 tokens an image, refused before any frame.
     let mut huge = base.clone();
     huge["vision_config"]["image_size"] = 8192.into();

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use crate::MediaError;
 use crate::resample::{Filter, resize, resize_window};
-use crate::untrusted::{check_json_object, decoding};
+use crate::untrusted::{decoding, settings_from_json};
 
 /// OpenAI CLIP's channel means and standard deviations, as published (and as written into
 /// `preprocessor_config.json`: an `f64` prints back as this text, an `f32` would not).
@@ -103,9 +103,7 @@ impl ImagePreprocess {
     /// Reads `preprocessor_config.json`; missing fields take CLIP's defaults for `image_size`.
     pub fn from_json(json: &[u8], image_size: u32) -> Result<Self, MediaError> {
         let bad = |m: String| MediaError::Preprocessor(m);
-        let value: serde_json::Value = serde_json::from_slice(json).map_err(|e| bad(e.to_string()))?;
-        check_json_object(&value).map_err(bad)?;
-        let raw: PreprocessorJson = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+        let raw: PreprocessorJson = settings_from_json(json).map_err(bad)?;
         let filter = match raw.resample {
             2 => Filter::Bilinear,
             3 => Filter::Bicubic,

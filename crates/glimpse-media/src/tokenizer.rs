@@ -34,29 +34,115 @@ fn guarded<T>(f: impl FnOnce() -> tokenizers::Result<T>) -> Result<T, MediaError
 /// 52 MB text held 3 GB).
 pub const MAX_TEXT_BYTES: usize = 64 << 10;
 
-/// Ids of `text` with the special tokens the file's post-processor adds.
-fn encode(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>, MediaError> {
-    if text.len() > MAX_TEXT_BYTES {
-        return Err(MediaError::Text(format!(
-            "a text of {} bytes, more than the {} KiB glimpse tokenizes (the models read a few hundred words at \
-             most); shorten it",
-            text.len(),
-            MAX_TEXT_BYTES >> 10
-        )));
-    }
-    guarded(|| Ok(tokenizer.encode(text, true)?.get_ids().to_vec()))
+/// The longest text a tokenizer's normalizer may make of one, in bytes. A normalizer multiplies
+/// the text before any bound can be checked (forty `Replace`s of `a` by `aa` make 2^40 bytes of
+/// one `a`), so each tokenizer takes a text shorter than [`MAX_TEXT_BYTES`] by the most its
+/// normalizer can multiply it ([`normalizer_growth`]).
+const MAX_NORMALIZED_BYTES: usize = 4 << 20;
+
+/// The shortest text bound a tokenizer may leave: a few sentences.
+const MIN_TEXT_BYTES: usize = 1 << 10;
+
+/// A parsed tokenizer and the longest text (in bytes) it takes.
+struct Bounded {
+    tokenizer: Tokenizer,
+    max_text_bytes: usize,
 }
 
-fn parse(json: &[u8]) -> Result<Tokenizer, MediaError> {
-    refuse_known_panics(json)?;
-    guarded(|| Tokenizer::from_bytes(json))
+impl Bounded {
+    fn parse(json: &[u8]) -> Result<Self, MediaError> {
+        let value: Value = serde_json::from_slice(json).map_err(|e| MediaError::Tokenizer(e.to_string()))?;
+        check_json_object(&value).map_err(MediaError::Tokenizer)?;
+        refuse_known_panics(&value)?;
+        let tokenizer = guarded(|| Tokenizer::from_bytes(json))?;
+        // Read once the crate has accepted the file: every normalizer is of a kind it knows.
+        let growth = normalizer_growth(&value["normalizer"])?;
+        let max_text_bytes = (MAX_NORMALIZED_BYTES as f64 / growth).min(MAX_TEXT_BYTES as f64) as usize;
+        if max_text_bytes < MIN_TEXT_BYTES {
+            return Err(MediaError::Tokenizer(format!(
+                "its normalizer can make a text {growth:.3e} times longer (Replace or Prepend steps that add more \
+                 than they take), which would leave glimpse {max_text_bytes} bytes of text to tokenize; no model's \
+                 tokenizer does that: re-export tokenizer.json from the model's tokenizer"
+            )));
+        }
+        Ok(Self { tokenizer, max_text_bytes })
+    }
+
+    /// Ids of `text` with the special tokens the file's post-processor adds.
+    fn encode(&self, text: &str) -> Result<Vec<u32>, MediaError> {
+        if text.len() > self.max_text_bytes {
+            let why = if self.max_text_bytes < MAX_TEXT_BYTES {
+                "with this tokenizer, whose normalizer can make a text longer"
+            } else {
+                "(the models read a few hundred words at most)"
+            };
+            return Err(MediaError::Text(format!(
+                "a text of {} bytes, more than the {} glimpse tokenizes {why}; shorten it",
+                text.len(),
+                self.max_text_bytes
+            )));
+        }
+        guarded(|| Ok(self.tokenizer.encode(text, true)?.get_ids().to_vec()))
+    }
+}
+
+/// The most times longer, in bytes, `normalizer` (tokenizer.json's, accepted by the crate) can
+/// make a text: a sequence multiplies its steps' bounds.
+fn normalizer_growth(normalizer: &Value) -> Result<f64, MediaError> {
+    let length = |field: &str| normalizer[field].as_str().map_or(0, str::len) as f64;
+    Ok(match normalizer["type"].as_str() {
+        None => 1.0,
+        Some("Sequence") => {
+            let steps = normalizer["normalizers"].as_array().into_iter().flatten();
+            steps.map(normalizer_growth).product::<Result<f64, _>>()?
+        }
+        // Each match of a string becomes `content`; a regex may also match the empty string
+        // before any byte.
+        Some("Replace") => match normalizer["pattern"]["String"].as_str() {
+            Some(pattern) if !pattern.is_empty() => (length("content") / pattern.len() as f64).max(1.0),
+            _ => 1.0 + length("content"),
+        },
+        // Once before each piece of text between added tokens (a byte at the least).
+        Some("Prepend") => 1.0 + length("prepend"),
+        // Each byte becomes a character of at most two bytes.
+        Some("ByteLevel") => 2.0,
+        // A character decomposes into at most 4 characters (canonically) or 18 (U+FDFA, by
+        // compatibility), and lowercases into at most 3 bytes per byte.
+        Some("NFC" | "NFD") => 4.0,
+        Some("NFKC" | "NFKD") => 18.0,
+        Some("Lowercase") => 3.0,
+        // Spaces around each CJK character, accents stripped by decomposing, lowercase.
+        Some("BertNormalizer") => 2.0 * 4.0 * 3.0,
+        // Each character or grapheme becomes one of the charsmap's replacements.
+        Some("Precompiled") => precompiled_longest_replacement(normalizer)?.max(1) as f64,
+        // Strip, StripAccents, Nmt: they remove characters or put one no longer in their place.
+        Some(_) => 1.0,
+    })
+}
+
+/// The longest replacement of a `Precompiled` normalizer's charsmap, in bytes. The charsmap is
+/// a little-endian u32 (the trie's size in bytes), the trie, then the replacements, each ended
+/// by a NUL byte.
+fn precompiled_longest_replacement(normalizer: &Value) -> Result<usize, MediaError> {
+    use base64::Engine;
+    let unreadable = || {
+        MediaError::Tokenizer(
+            "the Precompiled normalizer's precompiled_charsmap is unreadable; re-export tokenizer.json from the \
+             model's tokenizer"
+                .into(),
+        )
+    };
+    let encoded = normalizer["precompiled_charsmap"].as_str().ok_or_else(unreadable)?;
+    let charsmap = base64::engine::general_purpose::STANDARD.decode(encoded).map_err(|_| unreadable())?;
+    let trie_bytes =
+        charsmap.first_chunk::<4>().map(|size| u32::from_le_bytes(*size) as usize).ok_or_else(unreadable)?;
+    let replacements = charsmap.get(4 + trie_bytes / 4 * 4..).ok_or_else(unreadable)?;
+    Ok(replacements.split(|&byte| byte == 0).map(<[u8]>::len).max().unwrap_or(0))
 }
 
 /// Refuses a `Precompiled` normalizer (at the top or inside a `Sequence`) whose charsmap does not
 /// parse: the crate `expect`s it to.
-fn refuse_known_panics(json: &[u8]) -> Result<(), MediaError> {
-    let value: Value = serde_json::from_slice(json).map_err(|e| MediaError::Tokenizer(e.to_string()))?;
-    check_json_object(&value).map_err(MediaError::Tokenizer)?;
+fn refuse_known_panics(value: &Value) -> Result<(), MediaError> {
     let mut pending = vec![&value["normalizer"]];
     while let Some(normalizer) = pending.pop() {
         match normalizer["type"].as_str() {
@@ -76,14 +162,14 @@ fn refuse_known_panics(json: &[u8]) -> Result<(), MediaError> {
     Ok(())
 }
 
-/// The largest id `tokenizer` can produce: its vocabulary with the added tokens, and the special
-/// tokens its post-processor inserts (seen by encoding an empty text). Encoding a text as well
-/// makes a tokenizer that panics on any input fail here; its `Err`s are ignored (a word-level
-/// vocabulary may refuse the probe's words).
-fn probe(tokenizer: &Tokenizer) -> Result<Option<u32>, MediaError> {
+/// What encoding tells of `tokenizer`: the largest id it can produce (its vocabulary with the
+/// added tokens, and the special tokens its post-processor inserts), and those special tokens, seen
+/// by encoding an empty text. Encoding a text as well makes a tokenizer that panics on any input
+/// fail here; its `Err`s are ignored (a word-level vocabulary may refuse the probe's words).
+fn probe(tokenizer: &Tokenizer) -> Result<(Option<u32>, Vec<u32>), MediaError> {
     let specials = call(|| tokenizer.encode("", true))?.map(|e| e.get_ids().to_vec()).unwrap_or_default();
     let _ = call(|| tokenizer.encode("A probe: 1 photo, two words.", true))?;
-    Ok(tokenizer.get_vocab(true).into_values().chain(specials).max())
+    Ok((tokenizer.get_vocab(true).into_values().chain(specials.iter().copied()).max(), specials))
 }
 
 /// Refuses a tokenizer that can produce ids beyond the model's token table of `vocab_size` rows.
@@ -100,15 +186,17 @@ fn check_vocab(largest_id: Option<u32>, vocab_size: usize) -> Result<(), MediaEr
 /// CLIP's tokenizer: start and end tokens as the file's post-processor defines them, truncated
 /// to the context length with the end token kept.
 pub struct ClipTokenizer {
-    inner: Tokenizer,
+    inner: Bounded,
     largest_id: Option<u32>,
+    /// The last special token the post-processor appends: the end token, where CLIP pools.
+    end_id: Option<u32>,
 }
 
 impl ClipTokenizer {
     pub fn from_json(json: &[u8], context_length: usize) -> Result<Self, MediaError> {
-        let mut inner = parse(json)?;
+        let mut inner = Bounded::parse(json)?;
         // Truncation keeps room for the special tokens; the crate subtracts them unchecked.
-        let specials = inner.get_post_processor().map_or(0, |p| p.added_tokens(false));
+        let specials = inner.tokenizer.get_post_processor().map_or(0, |p| p.added_tokens(false));
         if context_length <= specials {
             return Err(MediaError::Tokenizer(format!(
                 "its post-processor adds {specials} special tokens, which leaves no room for text in the model's \
@@ -116,45 +204,72 @@ impl ClipTokenizer {
             )));
         }
         let truncation = TruncationParams { max_length: context_length, ..Default::default() };
-        guarded(|| inner.with_truncation(Some(truncation)).map(|_| ()))?;
-        inner.with_padding(None);
-        let largest_id = probe(&inner)?;
-        Ok(Self { inner, largest_id })
+        guarded(|| inner.tokenizer.with_truncation(Some(truncation)).map(|_| ()))?;
+        inner.tokenizer.with_padding(None);
+        let (largest_id, specials) = probe(&inner.tokenizer)?;
+        Ok(Self { inner, largest_id, end_id: specials.last().copied() })
     }
 
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, MediaError> {
-        encode(&self.inner, text)
+        self.inner.encode(text)
     }
 
     /// Refuses a tokenizer that can produce ids beyond the model's `vocab_size`.
     pub fn check_vocab(&self, vocab_size: usize) -> Result<(), MediaError> {
         check_vocab(self.largest_id, vocab_size)
     }
+
+    /// Refuses a tokenizer whose texts CLIP would pool at the wrong position. CLIP pools at the
+    /// end token the post-processor appends: the one config.json's `text_config.eos_token_id`
+    /// names, or, for the legacy value (`None`), the largest id. Another model's tokenizer, or one
+    /// that appends no end token, gives every text much the same embedding.
+    pub fn check_end_token(&self, eos_token_id: Option<u32>) -> Result<(), MediaError> {
+        let Some(end) = self.end_id else {
+            return Err(MediaError::Tokenizer(
+                "its post-processor appends no end token, where CLIP reads a text's embedding; re-export \
+                 tokenizer.json from the model's tokenizer"
+                    .into(),
+            ));
+        };
+        match eos_token_id {
+            Some(eos) if eos != end => Err(MediaError::Tokenizer(format!(
+                "it ends a text with token {end}, but config.json's text_config.eos_token_id = {eos}, the token \
+                 CLIP reads a text's embedding at: tokenizer.json and config.json come from different models"
+            ))),
+            None if self.largest_id != Some(end) => Err(MediaError::Tokenizer(format!(
+                "it ends a text with token {end}, but config.json's legacy text_config.eos_token_id = 2 reads a \
+                 text's embedding at its largest id, {}: tokenizer.json and config.json come from different \
+                 models (or set eos_token_id to {end})",
+                self.largest_id.unwrap_or(0)
+            ))),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// GPT-2's byte-level BPE tokenizer. Encoding adds exactly what the file says (for GPT-2: nothing,
 /// as transformers' `generate` receives it).
 pub struct Gpt2Tokenizer {
-    inner: Tokenizer,
+    inner: Bounded,
     largest_id: Option<u32>,
 }
 
 impl Gpt2Tokenizer {
     pub fn from_json(json: &[u8]) -> Result<Self, MediaError> {
-        let mut inner = parse(json)?;
-        inner.with_padding(None);
-        guarded(|| inner.with_truncation(None).map(|_| ()))?;
-        let largest_id = probe(&inner)?;
+        let mut inner = Bounded::parse(json)?;
+        inner.tokenizer.with_padding(None);
+        guarded(|| inner.tokenizer.with_truncation(None).map(|_| ()))?;
+        let (largest_id, _) = probe(&inner.tokenizer)?;
         Ok(Self { inner, largest_id })
     }
 
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, MediaError> {
-        encode(&self.inner, text)
+        self.inner.encode(text)
     }
 
     /// Text of `ids`, special tokens included (as transformers' `decode` by default).
     pub fn decode(&self, ids: &[u32]) -> Result<String, MediaError> {
-        guarded(|| self.inner.decode(ids, false))
+        guarded(|| self.inner.tokenizer.decode(ids, false))
     }
 
     /// Refuses a tokenizer that can produce ids beyond the model's `vocab_size`.
@@ -166,7 +281,7 @@ impl Gpt2Tokenizer {
     /// tokenizer: one from another model fits a vocabulary as large (CLIP's 49408 ids fit GPT-2's
     /// 50257) but lacks its special tokens.
     pub fn check_special_id(&self, field: &str, id: u32) -> Result<(), MediaError> {
-        if self.inner.id_to_token(id).is_some() {
+        if self.inner.tokenizer.id_to_token(id).is_some() {
             return Ok(());
         }
         Err(MediaError::Tokenizer(format!(
@@ -282,6 +397,50 @@ mod tests {
             err.contains(&format!("a text of {} bytes", MAX_TEXT_BYTES + 1)) && err.contains("shorten it"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_normalizer_that_multiplies_text_shortens_what_is_tokenized_or_is_refused() {
+        let doubling = r#"{"type": "Replace", "pattern": {"String": "a"}, "content": "aa"}"#;
+        let doublings =
+            |n: usize| format!(r#"{{"type": "Sequence", "normalizers": [{}]}}"#, vec![doubling; n].join(","));
+        // 2^40 bytes of one `a`: refused at load, before any text meets it.
+        let err = error(Gpt2Tokenizer::from_json(&tokenizer_json(&doublings(40), "null")));
+        assert!(err.contains("normalizer can make a text 1.100e12 times longer"), "{err}");
+        assert!(error(ClipTokenizer::from_json(&tokenizer_json(&doublings(40), "null"), 8)).contains("times longer"));
+        // 2^8: 4 MiB of normalized text is 16 KiB of input.
+        let tokenizer = Gpt2Tokenizer::from_json(&tokenizer_json(&doublings(8), "null")).unwrap();
+        let longest = "b ".repeat((MAX_NORMALIZED_BYTES >> 8) / 2);
+        assert_eq!(tokenizer.encode(&longest).unwrap().len(), longest.len() / 2);
+        let err = error(tokenizer.encode(&format!("{longest}b")));
+        assert!(err.contains(&format!("more than the {} glimpse tokenizes with this tokenizer", 16 << 10)), "{err}");
+        // A regex may match the empty string before every byte; Prepend adds before each piece.
+        let inserting = r#"{"type": "Sequence", "normalizers": [
+            {"type": "Replace", "pattern": {"Regex": ""}, "content": "xyz"},
+            {"type": "Prepend", "prepend": "____"}, {"type": "NFKC"}]}"#;
+        let value: Value = serde_json::from_str(inserting).unwrap();
+        assert_eq!(normalizer_growth(&value).unwrap(), 4.0 * 5.0 * 18.0);
+        // CLIP's own (NFC, whitespace runs to one space, lowercase) leaves the whole bound.
+        let clip = r#"{"type": "Sequence", "normalizers": [{"type": "NFC"},
+            {"type": "Replace", "pattern": {"Regex": "\\s+"}, "content": " "}, {"type": "Lowercase"}]}"#;
+        let tokenizer = Gpt2Tokenizer::from_json(&tokenizer_json(clip, "null")).unwrap();
+        assert!(tokenizer.encode(&"a ".repeat(MAX_TEXT_BYTES / 2)).is_ok());
+    }
+
+    #[test]
+    fn clip_pools_at_the_end_token_config_json_names() {
+        let templated = ClipTokenizer::from_json(&tokenizer_json("null", TEMPLATE), 8).unwrap();
+        assert!(templated.check_end_token(Some(9)).is_ok());
+        // The legacy value pools at the largest id, which the end token is.
+        assert!(templated.check_end_token(None).is_ok());
+        let err = error(templated.check_end_token(Some(1)));
+        assert!(err.contains("ends a text with token 9") && err.contains("eos_token_id = 1"), "{err}");
+        // End token 2 below start token 7: the largest id is not where the text ends.
+        let low_end = TEMPLATE.replace(r#""ids": [9]"#, r#""ids": [2]"#);
+        let err = error(ClipTokenizer::from_json(&tokenizer_json("null", &low_end), 8).unwrap().check_end_token(None));
+        assert!(err.contains("legacy") && err.contains("largest id, 7"), "{err}");
+        let plain = ClipTokenizer::from_json(&tokenizer_json("null", "null"), 8).unwrap();
+        assert!(error(plain.check_end_token(Some(2))).contains("appends no end token"));
     }
 
     #[test]

@@ -69,6 +69,19 @@ pub fn check_json_object(value: &serde_json::Value) -> Result<(), String> {
     Err(format!("the file holds {holds}, not an object; it is damaged, or not this file of a model"))
 }
 
+/// A settings file (`config.json`, `preprocessor_config.json`) read into `T`. JSON that is not an
+/// object is refused by what it holds, and a value of the wrong type is named by its field's path
+/// (`text_config.hidden_size: invalid type: ...`), where serde alone gives a line and a column.
+/// `Err` is the message.
+pub fn settings_from_json<T: serde::de::DeserializeOwned>(json: &[u8]) -> Result<T, String> {
+    let value: serde_json::Value = serde_json::from_slice(json).map_err(|e| format!("not valid JSON ({e})"))?;
+    check_json_object(&value)?;
+    serde_path_to_error::deserialize(value).map_err(|e| match e.path().to_string().as_str() {
+        "." => e.inner().to_string(),
+        path => format!("{path}: {}", e.inner()),
+    })
+}
+
 /// How much of a name, path or line of an untrusted input an error message quotes.
 const QUOTED_CHARS: usize = 80;
 

@@ -61,6 +61,7 @@ impl ClipBundle {
             };
             let tokenizer = ClipTokenizer::from_json(&files.tokenizer, config.text_config.max_position_embeddings)?;
             tokenizer.check_vocab(config.text_config.vocab_size)?;
+            tokenizer.check_end_token(config.text_config.pooled_token())?;
             let model = Clip::load_weights(&config, &fitting(files, device)?, device)?;
             Ok(Self { source: files.source.clone(), model, config, tokenizer, preprocess, device: device.clone() })
         })

@@ -11,6 +11,7 @@ use burn::module::{Initializer, Param};
 use burn::nn::{Embedding, EmbeddingConfig};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
+use glimpse_media::untrusted::settings_from_json;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
@@ -162,6 +163,14 @@ const SMALL_NORMAL: Initializer = Initializer::Normal { mean: 0.0, std: 0.02 };
 /// The legacy `eos_token_id` of the original CLIP configs (see [`ClipTextConfig::eos_token_id`]).
 const LEGACY_EOS: u32 = 2;
 
+impl ClipTextConfig {
+    /// The end token a text is pooled at, as `eos_token_id` names it; `None` for the legacy value,
+    /// which pools at the largest id.
+    pub fn pooled_token(&self) -> Option<u32> {
+        (self.eos_token_id != LEGACY_EOS).then_some(self.eos_token_id)
+    }
+}
+
 impl ClipConfig {
     /// `openai/clip-vit-base-patch32`.
     pub fn vit_b_32() -> Self {
@@ -171,7 +180,7 @@ impl ClipConfig {
     /// Parses `config.json` and checks that it describes a model glimpse can build.
     pub fn from_json(json: &[u8]) -> Result<Self, ModelError> {
         check_model_type(json, "clip", "a CLIP")?;
-        let config: Self = serde_json::from_slice(json).map_err(|e| ModelError::config("config.json", e))?;
+        let config: Self = settings_from_json(json).map_err(|e| ModelError::config("config.json", e))?;
         config.validate()?;
         Ok(config)
     }
@@ -230,7 +239,7 @@ impl ClipConfig {
                 return bad(format!("{name} = {eps} must lie between 0 and 1"));
             }
         }
-        if t.eos_token_id != LEGACY_EOS && t.eos_token_id as usize >= t.vocab_size {
+        if t.pooled_token().is_some_and(|eos| eos as usize >= t.vocab_size) {
             return bad(format!(
                 "text_config.eos_token_id = {} is outside the vocabulary (vocab_size = {})",
                 t.eos_token_id, t.vocab_size
@@ -290,7 +299,7 @@ impl ClipConfig {
                     .collect(),
                 final_layer_norm: LayerNorm::new(t.hidden_size, t.layer_norm_eps, device),
                 n_head: t.num_attention_heads,
-                eos_token_id: t.eos_token_id,
+                pooled_token: t.pooled_token(),
                 activation: t.hidden_act,
             },
             visual_projection: linear_no_bias(v.hidden_size, self.projection_dim),
@@ -448,7 +457,7 @@ struct ClipText {
     #[module(skip)]
     n_head: usize,
     #[module(skip)]
-    eos_token_id: u32,
+    pooled_token: Option<u32>,
     #[module(skip)]
     activation: Activation,
 }
@@ -466,13 +475,9 @@ impl ClipText {
 
     /// The position whose hidden state represents the text, as transformers chooses it.
     fn pooling_position(&self, ids: &[u32]) -> usize {
-        if self.eos_token_id == LEGACY_EOS {
-            let max = ids.iter().copied().max().unwrap_or(0);
-            ids.iter().position(|&id| id == max).unwrap_or(0)
-        } else {
-            // transformers takes `argmax(ids == eos)`, which is 0 when no end token is present.
-            ids.iter().position(|&id| id == self.eos_token_id).unwrap_or(0)
-        }
+        // transformers takes `argmax(ids == eos)`, which is 0 when no end token is present.
+        let end = self.pooled_token.unwrap_or_else(|| ids.iter().copied().max().unwrap_or(0));
+        ids.iter().position(|&id| id == end).unwrap_or(0)
     }
 
     /// Token ids (already with start/end tokens) -> pooled `[batch, hidden]`.

@@ -30,9 +30,9 @@ pub enum TensorProblem {
         name: String,
         why: String,
     },
-    /// A value is NaN or infinite (`value`: `NaN`, `inf` or `-inf`): every output it reaches
-    /// would be too.
-    NotFinite {
+    /// A value is NaN, infinite or beyond [`MAX_WEIGHT`](crate::weights::MAX_WEIGHT) (`value` as
+    /// read): every output it reaches would be NaN, or may overflow to it.
+    OutOfRange {
         name: String,
         index: usize,
         value: String,
@@ -42,7 +42,7 @@ pub enum TensorProblem {
 impl TensorProblem {
     /// Whether the tensor is where the config says, but its stored values are unusable.
     fn is_damage(&self) -> bool {
-        matches!(self, Self::Quantization { .. } | Self::Unreadable { .. } | Self::NotFinite { .. })
+        matches!(self, Self::Quantization { .. } | Self::Unreadable { .. } | Self::OutOfRange { .. })
     }
 }
 
@@ -64,7 +64,7 @@ impl fmt::Display for TensorProblem {
             }
             Self::Quantization { name, why } => write!(f, "tensor `{name}` cannot be read as 8-bit weights: {why}"),
             Self::Unreadable { name, why } => write!(f, "tensor `{name}` cannot be read: {why}"),
-            Self::NotFinite { name, index, value } => write!(f, "tensor `{name}` holds {value} at element {index}"),
+            Self::OutOfRange { name, index, value } => write!(f, "tensor `{name}` holds {value} at element {index}"),
         }
     }
 }

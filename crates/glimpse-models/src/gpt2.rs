@@ -10,6 +10,7 @@
 use burn::module::Initializer;
 use burn::nn::{Embedding, EmbeddingConfig};
 use burn::prelude::*;
+use glimpse_media::untrusted::settings_from_json;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
@@ -112,7 +113,7 @@ impl Gpt2Config {
     /// Parses `config.json` and checks that it describes a model glimpse can build.
     pub fn from_json(json: &[u8]) -> Result<Self, ModelError> {
         check_model_type(json, "gpt2", "a GPT-2")?;
-        let config: Self = serde_json::from_slice(json).map_err(|e| ModelError::config("config.json", e))?;
+        let config: Self = settings_from_json(json).map_err(|e| ModelError::config("config.json", e))?;
         config.validate()?;
         Ok(config)
     }
@@ -601,6 +602,9 @@ mod tests {
         }
         // Ids read only to be checked are written back only when present.
         assert!(!Gpt2Config::gpt2_small().to_json().contains("bos_token_id"));
+        // A value of another type is named by its field (serde alone gives a line and a column).
+        let err = Gpt2Config::from_json(json(r#", "eos_token_id": [9, 8]"#).as_bytes()).unwrap_err().to_string();
+        assert!(err.starts_with("config.json: eos_token_id: invalid type: sequence"), "{err}");
     }
 
     #[test]

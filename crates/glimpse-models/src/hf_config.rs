@@ -1,7 +1,7 @@
 //! The parts of a Hugging Face `config.json` every model shares: the architecture check on
 //! reading and the fields transformers expects on writing.
 
-use glimpse_media::untrusted::check_json_object;
+use glimpse_media::untrusted::settings_from_json;
 
 use crate::error::ModelError;
 
@@ -11,9 +11,7 @@ pub fn model_type(json: &[u8]) -> Result<Option<String>, ModelError> {
     struct Probe {
         model_type: Option<String>,
     }
-    let value: serde_json::Value = serde_json::from_slice(json).map_err(|e| ModelError::config("config.json", e))?;
-    check_json_object(&value).map_err(|why| ModelError::InvalidConfig(format!("config.json: {why}")))?;
-    let probe: Probe = serde_json::from_value(value).map_err(|e| ModelError::config("config.json", e))?;
+    let probe: Probe = settings_from_json(json).map_err(|e| ModelError::config("config.json", e))?;
     Ok(probe.model_type)
 }
 

@@ -316,6 +316,11 @@ fn unreadable(name: &str, what: &str, error: std::io::Error) -> TensorProblem {
 }
 
 /// The header's `__metadata__` key naming how a file is quantised, and the one scheme glimpse knows.
+/// The largest weight, in magnitude, glimpse loads. Trained weights lie within a few hundred; a
+/// value beyond this is damage (bytes read as another type, a bit flipped), which NaN checks miss
+/// and which can overflow f32 on the way to the output, making it NaN.
+pub const MAX_WEIGHT: f32 = 1e8;
+
 pub const QUANTIZATION_KEY: &str = "glimpse.quantization";
 pub const Q8_SCHEME: &str = "q8-block32";
 
@@ -419,15 +424,19 @@ impl<'f, 'a> Loader<'f, 'a> {
         self.finite(name, values, stored)
     }
 
-    /// `values` of tensor `name`, or `None` with the problem recorded where one is NaN or infinite
-    /// (a broken export, which would make every output NaN); `stored` gives a value's element index
-    /// in the file.
+    /// `values` of tensor `name`, or `None` with the problem recorded where one is NaN, infinite or
+    /// beyond [`MAX_WEIGHT`] (a broken export, which would make every output NaN); `stored` gives a
+    /// value's element index in the file.
     fn finite(&self, name: &str, values: Vec<f32>, stored: impl Fn(usize) -> usize) -> Option<Vec<f32>> {
-        match values.iter().position(|v| !v.is_finite()) {
+        match values.iter().position(|v| v.is_nan() || v.abs() > MAX_WEIGHT) {
             None => Some(values),
             Some(at) => {
-                let (index, value) = (stored(at), values[at].to_string());
-                self.problems.borrow_mut().push(TensorProblem::NotFinite { name: name.into(), index, value });
+                let value = match values[at] {
+                    v if v.is_finite() => format!("{v:e}, beyond the ±{MAX_WEIGHT:e} any trained weight lies within,"),
+                    v => v.to_string(),
+                };
+                let index = stored(at);
+                self.problems.borrow_mut().push(TensorProblem::OutOfRange { name: name.into(), index, value });
                 None
             }
         }
