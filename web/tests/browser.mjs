@@ -250,6 +250,8 @@ async function framesRun(origin) {
     '-map', '0:v', '-map', '1:a', '-c:v', 'copy', '-c:a', 'libopus', '-output_ts_offset', '5', join(out, 'vp9-after-its-sound.webm')]);
   // Sound only, and a file no browser plays.
   execFileSync('ffmpeg', ['-v', 'error', '-y', '-f', 'lavfi', '-i', 'sine=duration=2', '-c:a', 'libopus', join(out, 'sound-only.webm')]);
+  // 200 s: 12000 frames at 60 fps.
+  execFileSync('ffmpeg', ['-v', 'error', '-y', '-f', 'lavfi', '-i', 'color=c=red:size=16x16:rate=1:duration=200', '-c:v', 'libvpx-vp9', join(out, 'long.webm')]);
   writeFileSync(join(out, 'not-a-video.mp4'), Uint8Array.from({ length: 4096 }, (_, i) => (i * 7919) % 251));
   // An MP4 cut before its index, which ffmpeg writes last.
   const mp4 = readFileSync(join(out, 'shapes.mp4'));
@@ -405,14 +407,14 @@ async function framesRun(origin) {
         `frames: an element playing from 1 s is read from its start (${resumed.frames} frames) and left playing where it was (${resumed.time.toFixed(2)} s, ${resumed.paused ? 'paused' : 'playing'})`);
       // Refused with what is wrong: a WebM cut short (the element would show its last picture at
       // every later time), a file with sound only, bytes that are no video, an address with no
-      // file, an MP4 cut short, an empty file.
+      // file, an MP4 cut short, an empty file, more frames than the limit.
       const refusals = await page.evaluate(async (cut) => {
         const { frameChunks } = await import('/package/src/frames.js');
-        const refusal = async (src) => {
+        const refusal = async (src, fps = 2) => {
           const video = Object.assign(document.createElement('video'), { muted: true, src });
           document.body.append(video);
           try {
-            for await (const chunk of frameChunks(video, 2, 224)) if (!chunk) break;
+            for await (const chunk of frameChunks(video, fps, 224)) if (!chunk) break;
             return 'accepted';
           } catch (error) {
             return `${error.name}: ${error.message}`;
@@ -431,6 +433,7 @@ async function framesRun(origin) {
           missing: await refusal('/tests/out/no-such-video.mp4'),
           index: await refusal('/tests/out/mp4-cut-before-its-index.mp4'),
           empty: await refusal('/tests/out/empty.mp4'),
+          long: await refusal('/tests/out/long.webm', 60),
         };
       }, 0.6);
       check(refusals.cut.startsWith('InputError') && refusals.cut.includes('cut short') && refusals.cut.includes('download or copy it again'),
@@ -444,6 +447,8 @@ async function framesRun(origin) {
       check(refusals.index.startsWith('InputError') && refusals.index.includes('an MP4 / MOV file') && refusals.index.includes('cut short'),
         `frames: an MP4 cut before its index is refused as one ("${refusals.index}")`);
       check(refusals.empty.startsWith('InputError') && refusals.empty.includes('is empty'), `frames: an empty file is refused as one ("${refusals.empty}")`);
+      check(refusals.long.startsWith('InputError') && refusals.long.includes('200 s at 60 fps are 12000 frames') && refusals.long.includes('fps: 50 or lower'),
+        `frames: a video too long for the rate asked is refused before it is read, with the rate that fits ("${refusals.long}")`);
       const { colours } = recorded;
       // Two seeks, to the end and back, to learn the length; the frames are decoded.
       check(recorded.headerLength === 'Infinity' && recorded.seeks === 2 && colours.length === Math.max(1, Math.round(recorded.duration * 2)) && colours[0] === 'red' && colours.at(-1) === 'blue'

@@ -41,6 +41,24 @@ pub const DEFAULT_FPS: f64 = 2.0;
 /// (frames given at 1e-9 fps made a video of a century).
 pub const MIN_FPS: f64 = 0.01;
 
+/// Refuses a video whose stated `length` (seconds) sampled at `fps` would give more than
+/// [`MAX_FRAMES`], before any of it is decoded, with the rate that fits.
+fn check_frame_count(path: &Path, length: Option<f64>, fps: f64) -> Result<(), MediaError> {
+    let Some(length) = length.filter(|length| (length * fps).round() > MAX_FRAMES as f64) else { return Ok(()) };
+    // To a hundredth, down.
+    let fitting = (MAX_FRAMES as f64 / length * 100.0).floor() / 100.0;
+    let advice = if fitting >= MIN_FPS {
+        format!("sample at --fps {fitting} or lower, or caption a shorter part")
+    } else {
+        "it is too long for any rate; caption it in parts".to_string()
+    };
+    Err(MediaError::Video(format!(
+        "{}: its {length:.0} s at {fps} fps are {} frames, more than the {MAX_FRAMES} glimpse reads; {advice}",
+        path.display(),
+        (length * fps).round()
+    )))
+}
+
 /// Refuses sampling rates outside `[MIN_FPS, MAX_FPS]` frames per second.
 pub fn check_fps(fps: f64) -> Result<(), MediaError> {
     if (MIN_FPS..=MAX_FPS).contains(&fps) {
@@ -103,6 +121,7 @@ enum SourceKind {
     Ffmpeg {
         path: PathBuf,
         head: Option<[u8; 12]>,
+        probe: Probe,
     },
 }
 
@@ -152,9 +171,15 @@ impl VideoSource {
                 Err(_) if head.is_empty() => return Err(named("the file is empty".into())),
                 Err(_) => {
                     check_ffmpeg(path)?;
+                    let probe = Probe::of(path);
+                    if probe.has_video == Some(false) {
+                        return Err(no_video_stream(path));
+                    }
+                    check_frame_count(path, probe.length, fps)?;
                     SourceKind::Ffmpeg {
                         path: path.to_path_buf(),
                         head: head.get(..12).and_then(|h| h.try_into().ok()),
+                        probe,
                     }
                 }
             }
@@ -188,9 +213,8 @@ impl VideoSource {
                 }
                 Ok(Reading { seconds: paths.len() as f64 / self.fps, damage: None })
             }
-            SourceKind::Ffmpeg { path, head } => {
-                let probe = Probe::of(path);
-                let (samples, damage) = read_with_ffmpeg(path, head.as_ref(), self.fps, &probe, &mut on_frame)?;
+            SourceKind::Ffmpeg { path, head, probe } => {
+                let (samples, damage) = read_with_ffmpeg(path, head.as_ref(), self.fps, probe, &mut on_frame)?;
                 Ok(Reading { seconds: sampled_duration(samples, self.fps, probe.length), damage })
             }
         }
@@ -620,7 +644,7 @@ fn ffmpeg_input(command: &mut Command, path: &Path) {
 
 /// What `ffprobe` (ffmpeg's companion) says of a video before it is read; all unknown where it
 /// cannot run or fails.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Probe {
     /// The length in seconds its container states; used only to end the last sample there.
     length: Option<f64>,
@@ -637,6 +661,9 @@ struct Probe {
     range: Option<String>,
     /// Whether that stream's pictures are interlaced (its field order is not `progressive`).
     interlaced: bool,
+    /// Whether its pictures are RGB rather than luma and chroma (lossless and screen-capture
+    /// codecs store them so).
+    rgb: bool,
     /// Whether its pictures have an alpha channel, and the decoder that reads it where ffmpeg's
     /// own does not: WebM's VP8 and VP9 keep alpha in a side stream (`alpha_mode`), which only
     /// libvpx's decoders read.
@@ -677,6 +704,7 @@ impl Probe {
             matrix: named("color_space"),
             range: named("color_range"),
             interlaced: matches!(field("field_order"), Some("tt" | "bb" | "tb" | "bt")),
+            rgb: field("pix_fmt").is_some_and(is_rgb) || field("color_space") == Some("gbr"),
             alpha: field("pix_fmt").is_some_and(has_alpha) || field("TAG:alpha_mode") == Some("1"),
             alpha_decoder: match (field("TAG:alpha_mode"), field("codec_name")) {
                 (Some("1"), Some("vp8")) => Some("libvpx"),
@@ -700,6 +728,11 @@ impl Probe {
 fn has_alpha(name: &str) -> bool {
     ["yuva", "gbrap", "ya", "ayuv", "vuya", "pal8"].iter().any(|prefix| name.starts_with(prefix))
         || ["rgba", "bgra", "argb", "abgr"].iter().any(|part| name.contains(part))
+}
+
+/// Whether ffmpeg's pixel format `name` is RGB (`gbrp10le`, `bgr24`, `rgba64le`, `x2rgb10le`, ...).
+fn is_rgb(name: &str) -> bool {
+    name.starts_with("gbr") || name.contains("rgb") || name.contains("bgr")
 }
 
 /// Whether this ffmpeg has the decoder `name` (its list asked once).
@@ -740,24 +773,32 @@ fn ffmpeg_filters(fps: f64, eof: &str, probe: &Probe) -> String {
     }
     if probe.is_hdr() {
         // zscale needs the pictures' primaries, matrix and range, which a file may leave out: HDR's
-        // BT.2020 and limited range where it does (setparams keeps those given).
+        // BT.2020 and limited range where it does (setparams keeps those given). RGB pictures
+        // (stored so, or laid over white above) have no matrix and full range, whatever the stream
+        // says of its pictures; zscale finds no conversion for them handed over as luma and chroma.
+        let rgb = probe.rgb || probe.alpha;
         let assumed = |given: &Option<String>, name: &str, value: &str| {
             if given.is_some() { String::new() } else { format!(":{name}={value}") }
         };
-        let described = [
-            assumed(&probe.primaries, "color_primaries", "bt2020"),
-            assumed(&probe.matrix, "colorspace", "bt2020nc"),
-            assumed(&probe.range, "range", "tv"),
-        ]
-        .concat();
+        let described = if rgb {
+            [assumed(&probe.primaries, "color_primaries", "bt2020"), ":colorspace=gbr:range=pc".to_string()].concat()
+        } else {
+            [
+                assumed(&probe.primaries, "color_primaries", "bt2020"),
+                assumed(&probe.matrix, "colorspace", "bt2020nc"),
+                assumed(&probe.range, "range", "tv"),
+            ]
+            .concat()
+        };
         if let Some(described) = described.strip_prefix(':') {
             filters.push_str(&format!(",setparams={described}"));
         }
-        filters.push_str(
-            // zscale refuses subsampled pictures of an odd size (a square-pixel one may be).
-            ",format=yuv444p16le,zscale=t=linear:npl=203,format=gbrpf32le,zscale=p=bt709,\
-             tonemap=tonemap=mobius:desat=0,zscale=t=bt709:m=bt709:r=pc,format=gbrp",
-        );
+        // zscale refuses subsampled pictures of an odd size (a square-pixel one may be).
+        let unsubsampled = if rgb { "gbrp16le" } else { "yuv444p16le" };
+        filters.push_str(&format!(
+            ",format={unsubsampled},zscale=t=linear:npl=203,format=gbrpf32le,zscale=p=bt709,\
+             tonemap=tonemap=mobius:desat=0,zscale=t=bt709:m=bt709:r=pc,format=gbrp"
+        ));
     }
     filters
 }
@@ -789,9 +830,6 @@ fn read_with_ffmpeg<E: From<MediaError>>(
     probe: &Probe,
     on_frame: &mut impl FnMut(Sample) -> Result<(), E>,
 ) -> Result<(usize, Option<String>), E> {
-    if probe.has_video == Some(false) {
-        return Err(no_video_stream(path).into());
-    }
     // Sampled from the file's start (ffmpeg counts time from it): a stream whose first pictures
     // cannot be decoded (a broadcast capture cut mid-GOP) starts later, and its first decoded
     // picture stands for the time before it rather than every sample moving early.
@@ -802,8 +840,13 @@ fn read_with_ffmpeg<E: From<MediaError>>(
         (frames, stderr) = run_ffmpeg(path, head, fps, probe, &ffmpeg_filters(fps, "pass", probe), on_frame)?;
     }
     if frames == 0 {
-        let why = if stderr.is_empty() { "it found no video frames in it".to_string() } else { stderr };
-        return Err(MediaError::Video(format!("ffmpeg cannot read {}: {why}", path.display())).into());
+        let why = if stderr.is_empty() { "ffmpeg found no picture in it".to_string() } else { last_lines(&stderr, 2) };
+        return Err(MediaError::Video(format!(
+            "{} gave no picture ({why}): it is empty or damaged (a recording stopped before its first picture); copy \
+             or export it again",
+            path.display()
+        ))
+        .into());
     }
     // ffmpeg reads a file cut short up to the cut and exits as if it had read it all; only its
     // demuxer's message tells (Matroska: "File ended prematurely"; MP4: "partial file").
@@ -928,6 +971,15 @@ fn run_ffmpeg<E: From<MediaError>>(
                 .into());
             }
         }
+        if stderr.contains("Invalid data found when processing input") && !head.is_some_and(looks_like_video) {
+            return Err(MediaError::Video(format!(
+                "{} is no video ffmpeg can read: its first bytes match no format it knows ({}); check that the file \
+                 is the video itself (not a web page or a damaged copy), or convert it to MP4 or WebM",
+                path.display(),
+                last_lines(&stderr, 1)
+            ))
+            .into());
+        }
         if stderr.contains("No such filter: 'zscale'") {
             return Err(MediaError::Video(format!(
                 "{} is HDR, and tone-mapping it needs ffmpeg's zscale filter, which this ffmpeg lacks (built \
@@ -936,8 +988,13 @@ fn run_ffmpeg<E: From<MediaError>>(
             ))
             .into());
         }
-        let why = if stderr.is_empty() { format!("it exited with {status}") } else { stderr };
-        return Err(MediaError::Video(format!("ffmpeg cannot read {}: {why}", path.display())).into());
+        let why = if stderr.is_empty() { format!("it exited with {status}") } else { last_lines(&stderr, 2) };
+        return Err(MediaError::Video(format!(
+            "ffmpeg cannot read {} ({why}): the file is damaged, or of a kind this ffmpeg does not read; copy or \
+             export it again, or convert it to MP4 or WebM",
+            path.display()
+        ))
+        .into());
     }
     Ok((frames, stderr))
 }
@@ -1260,6 +1317,19 @@ mod tests {
         total / f64::from(width * (height - 2))
     }
 
+    /// A video whose stated length at the rate asked gives more than MAX_FRAMES is refused when
+    /// opened, before a frame is decoded (a film took minutes of embedding to fail), with the
+    /// rate that fits.
+    #[test]
+    fn too_many_frames_are_refused_before_decoding() {
+        let Some(dir) = video_folder("too_many_frames_are_refused_before_decoding") else { return };
+        // 6000 s at one picture a second: 12000 frames at 2 fps.
+        let long = made(&dir, "long.mkv", "color=c=red:size=16x16:rate=1:duration=6000", &["-c:v", "ffv1"]);
+        let err = VideoSource::open(&long, 2.0).unwrap_err().to_string();
+        assert!(err.contains("its 6000 s at 2 fps are 12000 frames") && err.contains("--fps 1.66 or lower"), "{err}");
+        assert!(VideoSource::open(&long, 1.66).is_ok());
+    }
+
     /// Pictures arrive as a player shows them: non-square pixels made square (wider, or taller),
     /// interlaced ones deinterlaced, HDR ones tone-mapped near their SDR original, frames above
     /// the size limit scaled down to it.
@@ -1317,6 +1387,27 @@ mod tests {
         );
         let gap = mean_difference(&frames_of(&bare, 2.0).unwrap()[0], sdr);
         assert!(gap < 20.0, "HDR bars tagged with their transfer alone {gap} off their SDR original");
+        // Stored as RGB (as lossless codecs may), and with an (opaque) alpha channel, which is laid
+        // over white as RGB: zscale is handed RGB.
+        let to_pq_rgb = "zscale=tin=bt709:min=bt709:pin=bt709:rin=tv:t=smpte2084:p=bt2020:npl=203,format=gbrp10le";
+        let rgb_tags = ["-c:v", "ffv1", "-colorspace", "rgb"];
+        let rgb = made(
+            &dir,
+            "rgb.mkv",
+            bars,
+            &[&["-vf", &format!("setsar=3/2,{to_pq_rgb}")][..], &rgb_tags, &pq[..4]].concat(),
+        );
+        let to_pq_alpha = to_pq.replace("yuv420p10le", "yuva444p10le,lutyuv=a=maxval");
+        let alpha = made(
+            &dir,
+            "alpha.mkv",
+            bars,
+            &[&["-vf", &format!("setsar=3/2,{to_pq_alpha}"), "-c:v", "ffv1"][..], &pq].concat(),
+        );
+        for hdr in [rgb, alpha] {
+            let gap = mean_difference(&frames_of(&hdr, 2.0).unwrap()[0], sdr);
+            assert!(gap < 20.0, "{}: HDR bars {gap} off their SDR original", hdr.display());
+        }
 
         // Two video streams: the first is read, as a browser plays it (ffmpeg alone takes the largest).
         let small = made(&dir, "small.mkv", "testsrc2=size=160x120:rate=10:duration=1", &["-c:v", "mpeg4"]);
@@ -1406,6 +1497,23 @@ mod tests {
         std::fs::write(&photo, [&b"\0\0\0\x18ftypheic\0\0\0\0mif1heic"[..], &[7u8; 200]].concat()).unwrap();
         let err = frames_of(&photo, 2.0).unwrap_err().to_string();
         assert!(err.contains("is a HEIF / AVIF picture"), "{err}");
+        // Bytes of no format, named as an MP4: no video, said so (not ffmpeg's `moov` message).
+        let noise = dir.join("noise.mp4");
+        std::fs::write(&noise, (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect::<Vec<_>>())
+            .unwrap();
+        let err = frames_of(&noise, 2.0).unwrap_err().to_string();
+        assert!(err.contains("is no video ffmpeg can read: its first bytes match no format"), "{err}");
+        // A Matroska file ffmpeg wrote with no picture, which it then cannot read: its last words,
+        // not all six lines of them, and what to do.
+        let empty = made(
+            &dir,
+            "no-pictures.mkv",
+            "testsrc2=size=64x48:rate=10:duration=1",
+            &["-frames:v", "0", "-c:v", "ffv1"],
+        );
+        let err = frames_of(&empty, 2.0).unwrap_err().to_string();
+        assert!(err.contains("ffmpeg cannot read") && err.contains("copy or export it again"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

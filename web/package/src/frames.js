@@ -1,7 +1,7 @@
 // Pixels from the page: images and `<video>` frames scaled down and read as RGBA, and a video's
 // frames in chunks for the engine (with the waits that reading them needs, abortable).
 import { InputError } from './errors.js';
-import { FRAMES_PER_MESSAGE, MAX_FRAMES } from './protocol.js';
+import { FRAMES_PER_MESSAGE, MAX_FRAMES, MIN_FPS } from './protocol.js';
 import { CutShort, Unsupported, keyFrameConfig, openWebm } from './webm.js';
 
 // Frames are scaled down on the page until their shorter side is CLIP's input (but not below
@@ -133,7 +133,12 @@ export async function* frameChunks(source, fps, imageSize, signal, { decode = tr
   const video = source;
   const { start, end } = timeline ?? await videoTimeline(video, signal);
   const count = Math.max(1, Math.round((end - start) * fps));
-  if (count > MAX_FRAMES) throw new InputError(`${count} frames at ${fps} fps; the limit is ${MAX_FRAMES}`);
+  if (count > MAX_FRAMES) {
+    // To a hundredth, down.
+    const fitting = Math.floor((MAX_FRAMES / (end - start)) * 100) / 100;
+    const advice = fitting >= MIN_FPS ? `use fps: ${fitting} or lower, or caption a shorter part` : 'it is too long for any rate; caption it in parts';
+    throw new InputError(`the video's ${Math.round(end - start)} s at ${fps} fps are ${count} frames, more than the ${MAX_FRAMES} glimpse reads; ${advice}`);
+  }
   const size = targetSize(video.videoWidth, video.videoHeight, imageSize);
   const times = Array.from({ length: count }, (_, i) => Math.min(start + (i + 0.5) / fps, end));
   const src = video.currentSrc;
