@@ -140,6 +140,14 @@ pub async fn find_moments(
     if !(duration > 0.0 && duration.is_finite()) {
         return Err(AlignError::Input(format!("the video's duration {duration} s must be positive")));
     }
+    // A moment is scored against the rest of the video: one as long as the video has no rest.
+    if config.min_seconds >= duration {
+        return Err(AlignError::Input(format!(
+            "the shortest moment asked for ({} s) is as long as the video ({duration:.2} s) or longer; ask for a \
+             shorter one",
+            config.min_seconds
+        )));
+    }
     let frames = video.embeddings().clone().without_autodiff();
     let n = frames.dims()[0];
     let texts = l2_normalize(clip.encode_texts(queries)?);

@@ -109,10 +109,12 @@ fn file_entries(path: &Path) -> Result<Manifest, BatchError> {
         if let Some((scheme, _)) =
             video.split_once("://").filter(|(scheme, _)| scheme.chars().all(|c| c.is_ascii_alphabetic()))
         {
-            return Err(at(format!(
-                "{} is a {scheme} address; glimpse reads files: download the videos and list their paths",
-                quoted(video)
-            )));
+            let advice = if scheme.eq_ignore_ascii_case("file") {
+                "list the file's path, without file://"
+            } else {
+                "glimpse reads files: download the videos and list their paths"
+            };
+            return Err(at(format!("{} is a {scheme} address; {advice}", quoted(video))));
         }
         let video = base.join(video);
         let named = id.is_some();
@@ -295,6 +297,7 @@ mod tests {
             ("id\t\n", "line 1: no video path"),
             ("clip.error.mp4\n", "must not end in `.error`"),
             ("https://example.com/v.mp4\n", "line 1: https://example.com/v.mp4 is a https address"),
+            ("file:///videos/v.mp4\n", "is a file address; list the file's path, without file://"),
         ] {
             std::fs::write(&manifest, text).unwrap();
             let err = read_manifest(&manifest).unwrap_err().to_string();

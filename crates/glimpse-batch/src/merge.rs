@@ -68,13 +68,23 @@ pub fn merge(dir: &Path, entries: Option<&[Entry]>) -> Result<Merged, BatchError
     }
     failed.sort();
     outside.sort();
-    let missing = entries
+    let missing: Vec<String> = entries
         .unwrap_or_default()
         .iter()
         .filter(|e| folder.status(&e.id) == Status::Pending)
         .map(|e| e.id.clone())
         .collect();
     let done = results.len();
+    if done == 0 {
+        return Err(BatchError::OutDir(format!(
+            "{} holds no result to merge ({} failed, {} not captioned yet, {} not in the manifest); merge the folder a \
+             batch run wrote its results into",
+            dir.display(),
+            failed.len(),
+            missing.len(),
+            outside.len()
+        )));
+    }
     let json = json!({
         "version": "VERSION 1.0",
         "results": results,
@@ -114,8 +124,21 @@ mod tests {
         assert_eq!(json["results"]["v_a"][1], json!({"sentence": "two squares.", "timestamp": [4.5, 9.0]}));
         assert_eq!(json["external_data"]["used"], true);
 
+        // A folder is no result, whatever its name.
+        std::fs::create_dir(dir.join("v_e.json")).unwrap();
+        assert_eq!(merge(&dir, None).unwrap().done, 1);
         std::fs::write(dir.join("v_d.json"), "not json").unwrap();
         assert!(merge(&dir, None).unwrap_err().to_string().contains("v_d.json is not a glimpse result"));
+
+        // Nothing to submit is no submission.
+        let empty = crate::temp_dir("merge-empty");
+        std::fs::write(empty.join("v_b.error.json"), "{}").unwrap();
+        let err = merge(&empty, Some(&entries)).unwrap_err().to_string();
+        assert!(
+            err.contains("holds no result to merge (1 failed, 2 not captioned yet, 0 not in the manifest)"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&empty).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -6,7 +6,7 @@ use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use glimpse_media::files::{remove_if_present, temporary_of, writer_is_gone};
+use glimpse_media::files::{pid_namespace, remove_if_present, temporary_of, write_new, writer_is_gone};
 use glimpse_media::untrusted::{quoted, read_regular_file};
 use glimpse_media::write_atomically;
 use serde::Serialize;
@@ -135,7 +135,11 @@ impl Folder {
         let io = |source| BatchError::Io { path: dir.to_path_buf(), source };
         let mut names = HashSet::new();
         for item in std::fs::read_dir(dir).map_err(io)? {
-            names.insert(item.map_err(io)?.file_name().to_string_lossy().into_owned());
+            let item = item.map_err(io)?;
+            // A folder is no result, whatever its name.
+            if !item.file_type().map_err(io)?.is_dir() {
+                names.insert(item.file_name().to_string_lossy().into_owned());
+            }
         }
         Ok(Self { dir: dir.to_path_buf(), names })
     }
@@ -357,9 +361,10 @@ const SETTINGS_FILE: &str = ".glimpse-batch.json";
 /// refuses a folder whose results were made with other settings, since its results merge into one
 /// submission. Writing the record first finds a folder that cannot be written before anything is
 /// captioned. A folder from before the record was kept is taken as it is, and a record with no
-/// result or error record beside it (a run that stopped before its first video: models that did
-/// not load) is replaced. Settings are compared where both have them, so that a setting a later
-/// glimpse adds does not disown every archive.
+/// result or error record beside it is replaced where the run that wrote it has stopped (before
+/// its first video: models that did not load); where it may still run, the folder is refused.
+/// Settings are compared where both have them, so that a setting a later glimpse adds does not
+/// disown every archive.
 pub fn claim_out_dir(dir: &Path, settings: &serde_json::Value) -> Result<(), BatchError> {
     if dir.exists() && !dir.is_dir() {
         return Err(BatchError::OutDir(format!("--out-dir {} is a file; name a folder", dir.display())));
@@ -371,34 +376,73 @@ pub fn claim_out_dir(dir: &Path, settings: &serde_json::Value) -> Result<(), Bat
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(source) => return Err(BatchError::Io { path, source }),
     };
-    let record = format!("{:#}\n", json!({ "settings": settings }));
-    let Some(recorded) = recorded else { return write(&path, record.as_bytes()) };
+    // Who claims it: a record of other settings is replaced only where its run has stopped.
+    let claimant = json!({ "pid": std::process::id(), "pid_namespace": pid_namespace() });
+    let record = format!("{:#}\n", json!({ "settings": settings, "claimed_by": claimant }));
+    let Some(recorded) = recorded else {
+        // Two runs starting at once: the first to write its record claims the folder, and the
+        // other then reads it.
+        return match write_new(&path, record.as_bytes()) {
+            Ok(true) => Ok(()),
+            Ok(false) => claim_out_dir(dir, settings),
+            Err(source) => Err(BatchError::Io { path, source }),
+        };
+    };
     // The same record (a run claiming the folder its command claimed before the models loaded).
     if recorded == record.as_bytes() {
         return Ok(());
-    }
-    if !holds_records(dir)? {
-        return write(&path, record.as_bytes());
     }
     let remove = format!(
         "remove {} if the results beside it were made with this run's options (or others that give the same)",
         path.display()
     );
-    let not_ours = |why: String| {
-        BatchError::OutDir(format!("{} is not the settings record glimpse writes ({why}); {remove}", path.display()))
+    let parsed = serde_json::from_slice::<serde_json::Value>(&recorded).map_err(|e| e.to_string()).and_then(|value| {
+        if value.get("settings").is_some() { Ok(value) } else { Err("it has no `settings`".to_string()) }
+    });
+    let empty = !holds_records(dir)?;
+    let recorded = match parsed {
+        Ok(recorded) => recorded,
+        // No results it could describe.
+        Err(_) if empty => return write(&path, record.as_bytes()),
+        Err(why) => {
+            return Err(BatchError::OutDir(format!(
+                "{} is not the settings record glimpse writes ({why}); {remove}",
+                path.display()
+            )));
+        }
     };
-    let recorded: serde_json::Value = serde_json::from_slice(&recorded).map_err(|e| not_ours(e.to_string()))?;
-    let recorded = recorded.get("settings").ok_or_else(|| not_ours("it has no `settings`".into()))?;
     let mut changed = Vec::new();
-    differences(recorded, settings, "", &mut changed);
+    differences(&recorded["settings"], settings, "", &mut changed);
     if changed.is_empty() {
         return Ok(());
     }
+    let changed = first_few(&changed, 5, "; ");
+    if !empty {
+        return Err(BatchError::OutDir(format!(
+            "{} holds results made with other settings ({changed}); one folder's results merge into one submission, \
+             so they come from one setting: use another --out-dir or the options those results were made with, or \
+             {remove}",
+            dir.display(),
+        )));
+    }
+    // Nothing beside the record: its run stopped before its first video (models that did not
+    // load), or is still loading or captioning it.
+    let claimed_by = &recorded["claimed_by"];
+    let pid = claimed_by["pid"].as_u64().and_then(|pid| u32::try_from(pid).ok());
+    let here = claimed_by["pid_namespace"].as_str() == Some(pid_namespace().as_str());
+    if here && pid.is_some_and(writer_is_gone) {
+        return write(&path, record.as_bytes());
+    }
+    let whom = match pid {
+        Some(pid) if here => format!("process {pid}, still running"),
+        Some(pid) => format!("process {pid} on another machine or in another container"),
+        None => "a run glimpse cannot tell has stopped".to_string(),
+    };
     Err(BatchError::OutDir(format!(
-        "{} holds results made with other settings ({}); one folder's results merge into one submission, so they \
-         come from one setting: use another --out-dir or the options those results were made with, or {remove}",
+        "{} is claimed by another run with other settings ({changed}), {whom}, which has written no result yet; \
+         one folder's results come from one setting: use another --out-dir, or remove {} once that run has stopped",
         dir.display(),
-        first_few(&changed, 5, "; ")
+        path.display()
     )))
 }
 
@@ -752,10 +796,29 @@ mod tests {
         assert_eq!(calls, ["v0", "v1", "v2"], "v1 once, by the other worker");
         std::fs::remove_dir_all(&fresh).unwrap();
 
-        // A record with nothing beside it (a run whose models did not load) gives way; a key only
-        // one side has is not compared.
+        // A record with nothing beside it gives way where its run has stopped (its models did
+        // not load), not while it may still run (loading, or captioning its first video), here or
+        // elsewhere; a key only one side has is not compared.
         let bare = temp_dir("claimed-bare");
         claim_out_dir(&bare, &json!({"clip": "/nowhere"})).unwrap();
+        let err = claim_out_dir(&bare, &json!({"clip": null})).unwrap_err().to_string();
+        let ours = std::process::id();
+        assert!(
+            err.contains(&format!(
+                "claimed by another run with other settings (clip: \"/nowhere\" -> null), process {ours}, still running"
+            )),
+            "{err}"
+        );
+        let claimed_by = |pid: u32, namespace: &str| {
+            let record =
+                json!({"settings": {"clip": "/nowhere"}, "claimed_by": {"pid": pid, "pid_namespace": namespace}});
+            std::fs::write(bare.join(SETTINGS_FILE), record.to_string()).unwrap();
+        };
+        claimed_by(4_194_304, "pid:[1]@elsewhere");
+        let err = claim_out_dir(&bare, &json!({"clip": null})).unwrap_err().to_string();
+        assert!(err.contains("process 4194304 on another machine or in another container"), "{err}");
+        // Above Linux's highest pid: no such process.
+        claimed_by(4_194_304, &pid_namespace());
         claim_out_dir(&bare, &json!({"clip": null})).unwrap();
         std::fs::write(bare.join("v0.error.json"), b"{}").unwrap();
         claim_out_dir(&bare, &json!({"clip": null, "added_later": 1})).unwrap();

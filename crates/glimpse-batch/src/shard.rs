@@ -51,6 +51,9 @@ impl Shard {
                 })
                 .transpose()
         };
+        if shards == Some(0) {
+            return Err(BatchError::Shard("--shards 0: the number of shards is at least 1".into()));
+        }
         if let Some(index) = number("JOB_COMPLETION_INDEX")? {
             let count = shards.ok_or_else(|| {
                 BatchError::Shard(format!(
@@ -73,7 +76,14 @@ impl Shard {
             let index = id.checked_sub(min).ok_or_else(|| {
                 BatchError::Shard(format!("SLURM_ARRAY_TASK_ID={id} is below SLURM_ARRAY_TASK_MIN={min}"))
             })?;
-            return Self::new(index, count).map(Some);
+            // `--array=0,1,2,4` counts 4 tasks, and its last has id 4.
+            return Self::new(index, count).map(Some).map_err(|_| {
+                BatchError::Shard(format!(
+                    "SLURM_ARRAY_TASK_ID={id} is task {index} counted from SLURM_ARRAY_TASK_MIN={min}, not below \
+                     SLURM_ARRAY_TASK_COUNT={count}: shards need a contiguous array (e.g. --array=0-7), or pass \
+                     --shard I/N"
+                ))
+            });
         }
         match shards {
             Some(count) if count != 1 => Err(BatchError::Shard(format!(
@@ -133,10 +143,10 @@ mod tests {
         assert_eq!(Shard::from_env(Some(5), env(&k8s)).unwrap(), Some(Shard { index: 3, count: 5 }));
         assert!(Shard::from_env(None, env(&k8s)).unwrap_err().to_string().contains("--shards"));
         // --shards without the index would run the whole manifest in every worker.
-        for count in [0, 8] {
-            let err = Shard::from_env(Some(count), env(&[])).unwrap_err().to_string();
-            assert!(err.contains("JOB_COMPLETION_INDEX") && err.contains("--shard I/N"), "{err}");
-        }
+        let err = Shard::from_env(Some(8), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("JOB_COMPLETION_INDEX") && err.contains("--shard I/N"), "{err}");
+        let err = Shard::from_env(Some(0), env(&k8s)).unwrap_err().to_string();
+        assert!(err.contains("--shards 0: the number of shards is at least 1"), "{err}");
         assert_eq!(Shard::from_env(Some(1), env(&[])).unwrap(), None);
         let slurm = [("SLURM_ARRAY_TASK_ID", "4"), ("SLURM_ARRAY_TASK_COUNT", "4"), ("SLURM_ARRAY_TASK_MIN", "1")];
         assert_eq!(Shard::from_env(None, env(&slurm)).unwrap(), Some(Shard { index: 3, count: 4 }));
@@ -145,5 +155,9 @@ mod tests {
         assert!(Shard::from_env(None, env(&[("SLURM_ARRAY_TASK_ID", "x")])).is_err());
         let stepped = [("SLURM_ARRAY_TASK_ID", "2"), ("SLURM_ARRAY_TASK_COUNT", "4"), ("SLURM_ARRAY_TASK_STEP", "2")];
         assert!(Shard::from_env(None, env(&stepped)).unwrap_err().to_string().contains("contiguous"));
+        // `--array=0,1,2,4`: four tasks, the last with id 4.
+        let gapped = [("SLURM_ARRAY_TASK_ID", "4"), ("SLURM_ARRAY_TASK_COUNT", "4")];
+        let err = Shard::from_env(None, env(&gapped)).unwrap_err().to_string();
+        assert!(err.contains("SLURM_ARRAY_TASK_ID=4 is task 4") && err.contains("contiguous array"), "{err}");
     }
 }

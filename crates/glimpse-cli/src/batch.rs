@@ -54,7 +54,7 @@ pub enum BatchCommand {
         #[arg(long, value_name = "I/N")]
         shard: Option<String>,
         /// Number of shards, for JOB_COMPLETION_INDEX (Kubernetes does not put it in the environment).
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", conflicts_with = "shard")]
         shards: Option<usize>,
         /// Caption again the videos whose last attempt failed.
         #[arg(long)]
@@ -123,10 +123,10 @@ pub fn run(command: BatchCommand, device: DeviceChoice) -> Result<()> {
                     let _ = print_out(&format!("{}\n", serde_json::to_string(event).expect("events serialise")));
                     // A result about to be replaced is said where a person looks, whatever the format.
                     if matches!(event, Event::InvalidResult { .. }) {
-                        eprintln!("{}", describe(event, &options.out_dir));
+                        say!("{}", describe(event, &options.out_dir));
                     }
                 }
-                Format::Text => eprintln!("{}", describe(event, &options.out_dir)),
+                Format::Text => say!("{}", describe(event, &options.out_dir)),
             };
             let summary = glimpse_batch::run(&entries, &options, caption, &mut report)?;
             // One failed video is a bad video; several that all failed in a shard with no result is
@@ -162,14 +162,14 @@ pub fn run(command: BatchCommand, device: DeviceChoice) -> Result<()> {
             let entries = manifest.as_deref().map(read_videos).transpose()?;
             let merged = merge(&dir, entries.as_deref())?;
             crate::emit(&merged.json, Some(&out))?;
-            eprintln!("merged {} videos", merged.done);
+            say!("merged {} videos", merged.done);
             for (what, ids) in [
                 ("failed", &merged.failed),
                 ("missing", &merged.missing),
                 ("left out, not in the manifest", &merged.outside),
             ] {
                 if !ids.is_empty() {
-                    eprintln!("{what}: {} ({})", ids.len(), first_few(ids, 10, ", "));
+                    say!("{what}: {} ({})", ids.len(), first_few(ids, 10, ", "));
                 }
             }
             Ok(())
@@ -183,7 +183,7 @@ fn read_videos(manifest: &Path) -> Result<Vec<Entry>> {
     if !skipped.is_empty() {
         let names: Vec<String> =
             skipped.iter().map(|p| p.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect();
-        eprintln!(
+        say!(
             "batch: passed over {} files of {} that are no video ({})",
             names.len(),
             manifest.display(),

@@ -1,5 +1,14 @@
 //! `glimpse`: CLIP and GPT-2 on your own device, from Hugging Face checkpoints.
 
+/// A line on stderr, as `eprintln!` writes it, without its panic where stderr is gone (a log
+/// pipe closed midway): the messages are lost and the run goes on.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod batch;
 mod driver_output;
 mod eval;
@@ -665,7 +674,7 @@ fn check_ids(
         );
     }
     if !outside.is_empty() {
-        eprintln!(
+        say!(
             "score: of the videos of {}, {} are not in the truth and are not scored ({})",
             results.display(),
             outside.len(),
@@ -674,7 +683,7 @@ fn check_ids(
     }
     let long = predictions.values().filter(|p| p.len() > densevid::MAX_PROPOSALS).count();
     if long > 0 {
-        eprintln!(
+        say!(
             "score: of the videos with more than {} predictions ({long}), the first {} of each are scored, as \
              densevid_eval scores them",
             densevid::MAX_PROPOSALS,
@@ -737,8 +746,8 @@ fn select_device(choice: DeviceChoice) -> Result<SelectedDevice> {
         anyhow::anyhow!("{e}; try --device cpu{said}")
     })?;
     match &selected.reason {
-        Some(reason) => eprintln!("device: {} ({reason})", selected.info),
-        None => eprintln!("device: {}", selected.info),
+        Some(reason) => say!("device: {} ({reason})", selected.info),
+        None => say!("device: {}", selected.info),
     }
     Ok(selected)
 }
@@ -884,6 +893,15 @@ fn check_out(out: Option<&Path>, inputs: &[&Path]) -> Result<()> {
     if !folder.is_dir() {
         bail!("--out {}: there is no folder {}; create it first", out.display(), folder.display());
     }
+    // A file is written beside its name and renamed onto it: a folder that takes no new file is
+    // said now, not once the work is done. A device or a pipe is written as it is.
+    if std::fs::metadata(&target).is_ok_and(|meta| meta.is_file()) || !target.exists() {
+        let probe = folder.join(format!(".glimpse-out-check.{}", std::process::id()));
+        std::fs::File::create(&probe).with_context(|| {
+            format!("--out {}: cannot write in {}; choose a folder you can write", out.display(), folder.display())
+        })?;
+        let _ = std::fs::remove_file(&probe);
+    }
     if let Some(input) = inputs.iter().find(|input| glimpse_media::files::output_overwrites(out, input)) {
         bail!(
             "--out {} would write over the input {} or a file in it; write the result elsewhere",
@@ -972,7 +990,7 @@ fn emit(text: &str, out: Option<&Path>) -> Result<()> {
         let target = glimpse_media::files::output_target(out).unwrap_or_else(|_| out.to_path_buf());
         format!("cannot write {}", target.display())
     })?;
-    eprintln!("wrote {}", out.display());
+    say!("wrote {}", out.display());
     Ok(())
 }
 
@@ -1047,7 +1065,7 @@ fn read_video(clip: &ClipBundle, path: &Path, source: &VideoSource) -> Result<(E
     reading.finish_and_clear();
     let (embedded, read) = embedded;
     if let Some(damage) = read.damage {
-        eprintln!("warning: {}: {damage}", path.display());
+        say!("warning: {}: {damage}", path.display());
     }
     Ok((embedded, read.seconds))
 }
@@ -1069,7 +1087,7 @@ fn find(
     let refs: Vec<&str> = queries.iter().map(String::as_str).collect();
     let found = block_on(find_moments(&clip, &frames, duration, &refs, config))?;
     for (query, _) in queries.iter().zip(&found).filter(|(_, moments)| moments.is_empty()) {
-        eprintln!(
+        say!(
             "{}: no moment for {query:?}: every frame is blank, or no stretch of --min-seconds shows something",
             path.display()
         );
@@ -1112,9 +1130,9 @@ fn caption_video(
     let (frames, duration) = read_video(&clip, path, source)?;
     let count = frames.frames();
     let plural = if count == 1 { "" } else { "s" };
-    eprintln!("{}: {count} frame{plural} at {} fps ({duration:.1} s)", path.display(), source.fps());
+    say!("{}: {count} frame{plural} at {} fps ({duration:.1} s)", path.display(), source.fps());
     if let Some(asked) = config.events.filter(|&asked| asked > count) {
-        eprintln!("{}: {asked} events asked of {count} frame{plural}: at most one per frame", path.display());
+        say!("{}: {asked} events asked of {count} frame{plural}: at most one per frame", path.display());
     }
     if format == VideoFormat::Chapters {
         check_chapters_fit(duration)
@@ -1124,7 +1142,7 @@ fn caption_video(
     let events = block_on(dense_caption(&clip, &lm, &frames, duration, config, on_step(&bar)))?;
     bar.finish_and_clear();
     if events.is_empty() {
-        eprintln!("{}: no events: every scene of the video is blank (--keep-blank captions them)", path.display());
+        say!("{}: no events: every scene of the video is blank (--keep-blank captions them)", path.display());
     }
     let cues: Vec<Cue> = events.iter().map(Event::cue).collect();
     let text = match format {

@@ -44,10 +44,7 @@ fn download_progress() -> impl FnMut(Progress) {
     let mut bar: Option<ProgressBar> = None;
     move |event| match event {
         Progress::Waiting { file, lock } => {
-            eprintln!(
-                "{file}: another download of it is running; waiting for it (if none is, delete {})",
-                lock.display()
-            );
+            say!("{file}: another download of it is running; waiting for it (if none is, delete {})", lock.display());
         }
         Progress::Start { file, size, resumed_from } => {
             let b = ProgressBar::new(size).with_position(resumed_from).with_prefix(file.to_string());
@@ -151,7 +148,7 @@ pub fn run(command: ModelsCommand) -> Result<()> {
         }
         ModelsCommand::Rm { id } => {
             let freed = hub.remove(&id)?;
-            eprintln!("removed {id} ({})", human(freed));
+            say!("removed {id} ({})", human(freed));
             Ok(())
         }
         ModelsCommand::Convert { dir, dtype, out } => convert(&dir, dtype, &out),
@@ -161,7 +158,7 @@ pub fn run(command: ModelsCommand) -> Result<()> {
                 RandomShape::Gpt2Small => block_on(write_random_gpt2(&Gpt2Config::gpt2_small(), &out, &device))?,
                 RandomShape::ClipVitB32 => block_on(write_random_clip(&ClipConfig::vit_b_32(), &out, &device))?,
             }
-            eprintln!("wrote {}", out.display());
+            say!("wrote {}", out.display());
             Ok(())
         }
     }
@@ -203,7 +200,7 @@ fn convert(dir: &Path, dtype: WeightDtype, out: &Path) -> Result<()> {
         Weights::File(path) => std::fs::metadata(path).map_or(0, |m| m.len()),
         Weights::Reader(source, _) => source.size(),
     };
-    eprintln!("wrote {} (weights {} -> {})", out.display(), human(before), human(weights.len() as u64));
+    say!("wrote {} (weights {} -> {})", out.display(), human(before), human(weights.len() as u64));
     Ok(())
 }
 

@@ -107,7 +107,7 @@ fn with_progress(
     let state = train(&mut |progress| match progress {
         Progress::Started { step, steps, resumed } => {
             if resumed {
-                bar.suspend(|| eprintln!("resuming {} from step {step}", out.display()));
+                bar.suspend(|| say!("resuming {} from step {step}", out.display()));
             }
             bar.set_length(steps as u64);
             bar.set_position(step as u64);
@@ -182,7 +182,7 @@ pub fn run(command: TrainCommand, selected: &SelectedDevice) -> Result<()> {
             let bytes = block_on(projector.to_safetensors())?;
             glimpse_media::write_atomically(&out, &bytes).with_context(|| format!("cannot write {}", out.display()))?;
             let losses: Vec<String> = losses.iter().map(|l| format!("{l:.3}")).collect();
-            eprintln!("caption loss per epoch: {}\nwrote {}", losses.join(" "), out.display());
+            say!("caption loss per epoch: {}\nwrote {}", losses.join(" "), out.display());
             Ok(())
         }
         TrainCommand::Lm { run, batch_size, lr } => {

@@ -201,6 +201,20 @@ fn a_killed_worker_loses_at_most_the_video_in_flight() {
     assert!(start["done"].as_u64().unwrap() >= 1, "{start}");
     assert_eq!(finish(&rerun)["captioned"].as_u64().unwrap() + start["done"].as_u64().unwrap(), VIDEOS as u64);
     assert_eq!(contents(&dir.join("out")), reference, "identical results, nothing temporary left");
+
+    // A worker whose log closes after its first line (a `tee` killed) goes on to the end.
+    let mut worker = glimpse()
+        .current_dir(&dir)
+        .args(["batch", "caption-video", "manifest.txt", "--out-dir", "unlogged"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = BufReader::new(worker.stderr.take().unwrap());
+    log.read_line(&mut String::new()).unwrap();
+    drop(log);
+    assert!(worker.wait().unwrap().success());
+    assert_eq!(contents(&dir.join("unlogged")), reference);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

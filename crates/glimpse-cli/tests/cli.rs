@@ -384,6 +384,13 @@ fn find_locates_described_scenes_and_blank_videos_have_no_events() {
     }
     let empty = glimpse(&["--device", "cpu", "find", gif.to_str().unwrap(), " "]);
     assert!(String::from_utf8_lossy(&empty.stderr).contains("query 1 is empty"), "{empty:?}");
+    // A moment is scored against the rest of the video: none as long as the video.
+    let whole = glimpse(&["--device", "cpu", "find", gif.to_str().unwrap(), "a scene", "--min-seconds", "100"]);
+    let said = String::from_utf8_lossy(&whole.stderr);
+    assert!(
+        !whole.status.success() && said.contains("the shortest moment asked for (100 s) is as long as the video"),
+        "{said}"
+    );
 
     let frames = dir.join("blank");
     std::fs::create_dir_all(&frames).unwrap();
@@ -606,6 +613,11 @@ fn outputs_never_replace_inputs() {
     }
     assert_eq!(std::fs::read(&video).unwrap(), video_bytes);
     assert_eq!(std::fs::read(&image).unwrap(), image_bytes);
+    // A folder no file can be made in (even by root) is said before the work, not after it.
+    let out = glimpse(&["--device", "cpu", "caption-video", &video, "--out", "/proc/captions.json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("cannot write in /proc"), "{stderr}");
+    assert!(!stderr.contains("frames at"), "refused before the video was read: {stderr}");
     let beside = glimpse(&["--device", "cpu", "caption-video", &frames, "--max-tokens", "1", "--out", &inside]);
     assert!(
         beside.status.success() && std::path::Path::new(&inside).is_file(),

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use glimpse_media::files::{pid_namespace, writer_is_gone};
 use glimpse_media::untrusted;
 use glimpse_models::{ModelFiles, max_json_bytes};
 use sha1::Sha1;
@@ -1003,19 +1004,9 @@ fn lock_state(path: &Path, owner: &str) -> LockState {
     let mut fields = owner.split_whitespace();
     let pid = fields.next().and_then(|p| p.parse::<u32>().ok());
     match (pid, fields.next()) {
-        (Some(pid), Some(namespace)) if namespace == pid_namespace() && glimpse_media::files::writer_is_gone(pid) => {
-            LockState::Stale
-        }
+        (Some(pid), Some(namespace)) if namespace == pid_namespace() && writer_is_gone(pid) => LockState::Stale,
         _ => LockState::Held,
     }
-}
-
-/// Where a pid means the same process as here: the machine and the pid namespace. A lock written
-/// on another machine sharing the cache, or in another container, is judged by its age alone.
-fn pid_namespace() -> String {
-    let namespace = fs::read_link("/proc/self/ns/pid").map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    format!("{namespace}@{}", host.trim()).split_whitespace().collect()
 }
 
 /// Points `link` at `blob` (a relative symlink, as the hub's cache does; a copy where symlinks

@@ -36,6 +36,29 @@ pub fn remove_if_present(path: &Path) -> io::Result<()> {
 /// permissions. A link at `path` is replaced, not followed (see [`write_output`]).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let permissions = fs::symlink_metadata(path).ok().filter(fs::Metadata::is_file).map(|meta| meta.permissions());
+    let temp = write_temporary(path, bytes, permissions)?;
+    fs::rename(&temp, path).inspect_err(|_| {
+        // Best effort: the write already failed, and a leftover hidden file is harmless.
+        let _ = fs::remove_file(&temp);
+    })
+}
+
+/// Writes `path` as [`write_atomically`] does only where nothing is there yet: `Ok(false)`, and
+/// nothing written, where something is. The complete file is linked into place, so of two writers
+/// racing one succeeds, and a reader never sees part of a file.
+pub fn write_new(path: &Path, bytes: &[u8]) -> io::Result<bool> {
+    let temp = write_temporary(path, bytes, None)?;
+    let linked = fs::hard_link(&temp, path);
+    let _ = fs::remove_file(&temp);
+    match linked {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// `bytes` in a hidden temporary file next to `path` (see [`temporary_of`]), flushed to disk.
+fn write_temporary(path: &Path, bytes: &[u8], permissions: Option<fs::Permissions>) -> io::Result<PathBuf> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{} names no file", path.display())))?;
@@ -43,20 +66,20 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     temp_name.push(name);
     temp_name.push(format!(".{}.{}{TEMP_SUFFIX}", std::process::id(), TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)));
     let temp = path.with_file_name(temp_name);
-    let result = File::create(&temp)
-        .and_then(|mut file| {
-            if let Some(permissions) = permissions {
-                file.set_permissions(permissions)?;
-            }
-            file.write_all(bytes)?;
-            file.sync_all()
-        })
-        .and_then(|()| fs::rename(&temp, path));
-    if result.is_err() {
-        // Best effort: the write already failed, and a leftover hidden file is harmless.
-        let _ = fs::remove_file(&temp);
+    let written = File::create(&temp).and_then(|mut file| {
+        if let Some(permissions) = permissions {
+            file.set_permissions(permissions)?;
+        }
+        file.write_all(bytes)?;
+        file.sync_all()
+    });
+    match written {
+        Ok(()) => Ok(temp),
+        Err(e) => {
+            let _ = fs::remove_file(&temp);
+            Err(e)
+        }
     }
-    result
 }
 
 /// Writes a file the user named (a command's `--out`): atomically as [`write_atomically`], through
@@ -192,6 +215,14 @@ pub fn writer_is_gone(pid: u32) -> bool {
     Path::new("/proc/self").exists() && !Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// Where a process id means the same process as here: the machine and the pid namespace. A pid
+/// written on another machine sharing a folder, or in another container, names no process here.
+pub fn pid_namespace() -> String {
+    let namespace = fs::read_link("/proc/self/ns/pid").map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{namespace}@{}", host.trim()).split_whitespace().collect()
+}
+
 /// Removes the hidden folders of checkpoint writes into `parent` named from `prefix` whose
 /// writers are gone ([`writer_is_gone`]).
 fn remove_stale_partials(parent: &Path, prefix: &str) -> io::Result<()> {
@@ -234,6 +265,12 @@ mod tests {
             assert_eq!(temporary_of(other), None, "{other}");
         }
         remove_if_present(&dir.join("absent")).unwrap();
+        // A new file is written once: the second writer finds the first's, and leaves no temporary.
+        let claimed = dir.join("claimed");
+        assert!(write_new(&claimed, b"first").unwrap());
+        assert!(!write_new(&claimed, b"second").unwrap());
+        assert_eq!(fs::read(&claimed).unwrap(), b"first");
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -68,7 +68,8 @@ pub fn read_predictions(json: &[u8]) -> Result<BTreeMap<String, Vec<Prediction>>
         results: BTreeMap<String, Vec<Prediction>>,
     }
     let submission: Submission = serde_json::from_slice(json).map_err(|e| {
-        format!("not a submission in the ActivityNet Captions layout ({e}); expected {{\"results\": {{id: [{{\"sentence\", \"timestamp\": [start, end]}}]}}}}")
+        let swapped = if looks_like_truth(json) { "; this is a truth file: the submission comes first" } else { "" };
+        format!("not a submission in the ActivityNet Captions layout ({e}); expected {{\"results\": {{id: [{{\"sentence\", \"timestamp\": [start, end]}}]}}}}{swapped}")
     })?;
     for (id, predicted) in &submission.results {
         for (index, prediction) in predicted.iter().enumerate() {
@@ -98,8 +99,16 @@ fn check_timestamp([start, end]: [f64; 2], id: &str, index: usize, sentence: &st
 /// segment is kept, as densevid_eval keeps it: public truth files are scored as they are.
 pub fn read_truth(json: &[u8]) -> Result<BTreeMap<String, Truth>, String> {
     let truth: BTreeMap<String, Truth> = serde_json::from_slice(json).map_err(|e| {
-        format!("not a truth file in the ActivityNet Captions layout ({e}); expected {{id: {{\"timestamps\": [[start, end]], \"sentences\": [..]}}}}")
+        let swapped = if looks_like_truth(json) { "" } else { "; a submission (with \"results\") comes first, the truth second" };
+        format!("not a truth file in the ActivityNet Captions layout ({e}); expected {{id: {{\"timestamps\": [[start, end]], \"sentences\": [..]}}}}{swapped}")
     })?;
+    // densevid_eval divides by a video's segments: it cannot score one without.
+    if let Some(id) = truth.iter().find_map(|(id, video)| video.timestamps.is_empty().then_some(id)) {
+        return Err(format!(
+            "video {} has no segments, and densevid_eval's recall divides by them; leave it out of the truth file",
+            quoted(id)
+        ));
+    }
     if let Some((id, video)) = truth.iter().find(|(_, v)| v.timestamps.len() != v.sentences.len()) {
         return Err(format!(
             "video {} has {} segments but {} sentences",
@@ -117,6 +126,13 @@ pub fn read_truth(json: &[u8]) -> Result<BTreeMap<String, Truth>, String> {
         ));
     }
     Ok(truth)
+}
+
+/// Whether `json` reads as a truth file (an object of videos with `timestamps`), to tell a
+/// submission and a truth file given the wrong way round.
+fn looks_like_truth(json: &[u8]) -> bool {
+    let value: serde_json::Value = serde_json::from_slice(json).unwrap_or_default();
+    value.as_object().and_then(|videos| videos.values().next()).is_some_and(|video| video.get("timestamps").is_some())
 }
 
 /// The predictions of a video that count: `densevid_eval` keeps a video's first 1000 (its
@@ -374,6 +390,14 @@ mod tests {
         assert!(err.starts_with("video v1, event 1 (`a dog.`): timestamp [5, 0] ends before it starts"), "{err}");
         let fine = br#"{"results": {"v1": [{"sentence": "a dog.", "timestamp": [-0.5, 0]}]}}"#;
         assert!(read_predictions(fine).is_ok(), "densevid_eval takes a start before the video");
+
+        // A truth video without segments cannot be scored (densevid_eval divides by zero on it).
+        let err = read_truth(br#"{"v1": {"timestamps": [], "sentences": []}}"#).unwrap_err();
+        assert!(err.contains("video v1 has no segments"), "{err}");
+        // The two files the wrong way round are said to be.
+        let truth = br#"{"v1": {"timestamps": [[0, 5]], "sentences": ["a dog."]}}"#;
+        assert!(read_predictions(truth).unwrap_err().ends_with("this is a truth file: the submission comes first"));
+        assert!(read_truth(submission).unwrap_err().contains("a submission (with \"results\") comes first"));
     }
 
     /// densevid_eval keeps a video's first 1000 predictions: a perfect one after 1000 misses

@@ -100,6 +100,11 @@ fn ptb_chunk(chunk: &str, tokens: &mut Vec<String>) {
         punctuation(&chars, true, tokens);
         return;
     };
+    // `#tag` and `@user` are one token (`#1` two).
+    let first = match first.checked_sub(1) {
+        Some(before) if matches!(chars[before], '#' | '@') && chars[first].is_alphabetic() => before,
+        _ => first,
+    };
     punctuation(&chars[..first], true, tokens);
     let mut core: String = chars[first..=last].iter().collect();
     let mut rest = &chars[last + 1..];
@@ -111,6 +116,9 @@ fn ptb_chunk(chunk: &str, tokens: &mut Vec<String>) {
     }
     let mut trailing: Vec<String> = Vec::new();
     punctuation(rest, false, &mut trailing);
+    let mut words = split_symbols(&core);
+    let core = words.pop().expect("the core ends in a letter or digit");
+    words.into_iter().for_each(|word| push_word(word, tokens));
     // A clitic on the core, or a plural possessive's apostrophe left in the trailing part.
     let clitics = ["n't", "'s", "'re", "'ve", "'ll", "'d", "'m"];
     match clitics.iter().find(|c| core.len() > c.len() && core.ends_with(*c)) {
@@ -118,9 +126,46 @@ fn ptb_chunk(chunk: &str, tokens: &mut Vec<String>) {
             tokens.push(core[..core.len() - clitic.len()].to_string());
             tokens.push(clitic.to_string());
         }
-        None => tokens.push(core),
+        None => push_word(core, tokens),
     }
     tokens.extend(trailing);
+}
+
+/// The words of a chunk's core and the symbols PTB splits off inside a word (`a+b=c`, `a*b`,
+/// `he--she`; a single hyphen stays, as in `well-known`), in order.
+fn split_symbols(core: &str) -> Vec<String> {
+    let mut pieces = vec![String::new()];
+    let chars: Vec<char> = core.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let dashes = chars[i..].iter().take_while(|&&c| c == '-').count();
+        let symbol = match chars[i] {
+            '+' | '=' | '*' => 1,
+            '-' if dashes > 1 => dashes,
+            _ => 0,
+        };
+        if symbol == 0 {
+            pieces.last_mut().expect("never empty").push(chars[i]);
+            i += 1;
+        } else {
+            pieces.push(chars[i..i + symbol].iter().collect());
+            pieces.push(String::new());
+            i += symbol;
+        }
+    }
+    pieces.retain(|piece| !piece.is_empty());
+    pieces
+}
+
+/// A word, split where PTB splits a fused pair (`cannot` gives `can`, `not`; `gonna` gives
+/// `gon`, `na`).
+fn push_word(word: String, tokens: &mut Vec<String>) {
+    const FUSED: [(&str, usize); 6] =
+        [("cannot", 3), ("gonna", 3), ("gotta", 3), ("wanna", 3), ("gimme", 3), ("lemme", 3)];
+    match FUSED.iter().find(|(fused, _)| *fused == word) {
+        Some(&(fused, at)) => tokens.extend([fused[..at].to_string(), fused[at..].to_string()]),
+        None => tokens.push(word),
+    }
 }
 
 /// Punctuation characters as PTB tokens: runs of `.` or `-` stay together, a double quote opens
