@@ -1149,7 +1149,10 @@ fn caption_video(
         VideoFormat::Srt => to_srt(&cues),
         VideoFormat::Vtt => to_vtt(&cues),
         VideoFormat::Chapters => to_chapters(&cues, duration).map_err(|why| {
-            anyhow::anyhow!("--format chapters: {why}; caption more events (--events) or use another format")
+            anyhow::anyhow!(
+                "{}: --format chapters: {why}; caption more events (--events) or use another format",
+                path.display()
+            )
         })?,
         VideoFormat::Txt => events.iter().map(|e| format!("{}\n", e.caption)).collect(),
         VideoFormat::Json => captions_json(&path.display().to_string(), duration, &events),

@@ -578,6 +578,16 @@ fn chapters_follow_youtubes_rules_or_say_why_not() {
     let short = glimpse(&["--device", "cpu", "caption-video", sample.to_str().unwrap(), "--format", "chapters"]);
     assert!(!short.status.success());
     assert!(String::from_utf8_lossy(&short.stderr).contains("at least 3 chapters of 10 s"));
+    // Long enough, but one scene: one event is no set of chapters, said of the video.
+    let still = dir.join("still");
+    std::fs::create_dir_all(&still).unwrap();
+    // 40 s at 2 fps.
+    for i in 0..80 {
+        std::fs::copy(dir.join("scene0.png"), still.join(format!("{i:03}.png"))).unwrap();
+    }
+    let one = glimpse(&["--device", "cpu", "caption-video", still.to_str().unwrap(), "--format", "chapters"]);
+    let said = String::from_utf8_lossy(&one.stderr);
+    assert!(!one.status.success() && said.contains(&format!("{}: --format chapters: ", still.display())), "{said}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
