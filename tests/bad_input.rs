@@ -221,7 +221,7 @@ fn images_that_are_not_square_without_a_crop_are_an_error() {
 /// enters): refused at load, naming the tensor and the element, for f32 and f16 files and for the
 /// sharded token table alike.
 #[test]
-fn weights_that_are_not_finite_are_refused() {
+fn weights_that_are_not_finite_or_far_too_large_are_refused() {
     let bytes = weight_bytes(&gpt2_files());
     for (name, index, dtype, value) in [
         ("transformer.h.0.attn.c_attn.weight", 7, safetensors::Dtype::F32, f32::NAN),

@@ -76,13 +76,18 @@ pub fn merge(dir: &Path, entries: Option<&[Entry]>) -> Result<Merged, BatchError
         .collect();
     let done = results.len();
     if done == 0 {
+        let counts = match entries {
+            Some(_) => format!(
+                " of the manifest's ({} failed, {} not captioned yet; {} others)",
+                failed.len(),
+                missing.len(),
+                outside.len()
+            ),
+            None => format!(" ({} failed)", failed.len()),
+        };
         return Err(BatchError::OutDir(format!(
-            "{} holds no result to merge ({} failed, {} not captioned yet, {} not in the manifest); merge the folder a \
-             batch run wrote its results into",
-            dir.display(),
-            failed.len(),
-            missing.len(),
-            outside.len()
+            "{} holds no result to merge{counts}; merge the folder a batch run wrote its results into",
+            dir.display()
         )));
     }
     let json = json!({
@@ -135,9 +140,10 @@ mod tests {
         std::fs::write(empty.join("v_b.error.json"), "{}").unwrap();
         let err = merge(&empty, Some(&entries)).unwrap_err().to_string();
         assert!(
-            err.contains("holds no result to merge (1 failed, 2 not captioned yet, 0 not in the manifest)"),
+            err.contains("holds no result to merge of the manifest's (1 failed, 2 not captioned yet; 0 others)"),
             "{err}"
         );
+        assert!(merge(&empty, None).unwrap_err().to_string().contains("holds no result to merge (1 failed)"));
         std::fs::remove_dir_all(&empty).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -413,7 +413,13 @@ pub fn claim_out_dir(dir: &Path, settings: &serde_json::Value) -> Result<(), Bat
     };
     let mut changed = Vec::new();
     differences(&recorded["settings"], settings, "", &mut changed);
+    let claimed_by = &recorded["claimed_by"];
     if changed.is_empty() {
+        // Joining a folder with nothing in it yet, this run is its claimant from now on: the one
+        // that claimed it may stop first.
+        if empty && *claimed_by != claimant {
+            write(&path, record.as_bytes())?;
+        }
         return Ok(());
     }
     let changed = first_few(&changed, 5, "; ");
@@ -426,18 +432,16 @@ pub fn claim_out_dir(dir: &Path, settings: &serde_json::Value) -> Result<(), Bat
         )));
     }
     // Nothing beside the record: its run stopped before its first video (models that did not
-    // load), or is still loading or captioning it.
-    let claimed_by = &recorded["claimed_by"];
-    let pid = claimed_by["pid"].as_u64().and_then(|pid| u32::try_from(pid).ok());
+    // load), or is still loading or captioning it. A record that names no claimant is from
+    // before records did.
     let here = claimed_by["pid_namespace"].as_str() == Some(pid_namespace().as_str());
-    if here && pid.is_some_and(writer_is_gone) {
-        return write(&path, record.as_bytes());
-    }
-    let whom = match pid {
-        Some(pid) if here => format!("process {pid}, still running"),
-        Some(pid) => format!("process {pid} on another machine or in another container"),
-        None => "a run glimpse cannot tell has stopped".to_string(),
+    let whom = match claimed_by["pid"].as_u64().and_then(|pid| u32::try_from(pid).ok()) {
+        Some(pid) if here && writer_is_gone(pid) => None,
+        None => None,
+        Some(pid) if here => Some(format!("process {pid}, still running")),
+        Some(pid) => Some(format!("process {pid} on another machine or in another container")),
     };
+    let Some(whom) = whom else { return write(&path, record.as_bytes()) };
     Err(BatchError::OutDir(format!(
         "{} is claimed by another run with other settings ({changed}), {whom}, which has written no result yet; \
          one folder's results come from one setting: use another --out-dir, or remove {} once that run has stopped",
@@ -451,9 +455,10 @@ pub fn claim_out_dir(dir: &Path, settings: &serde_json::Value) -> Result<(), Bat
 fn holds_records(dir: &Path) -> Result<bool, BatchError> {
     let io = |source| BatchError::Io { path: dir.to_path_buf(), source };
     for item in std::fs::read_dir(dir).map_err(io)? {
-        let name = item.map_err(io)?.file_name();
+        let item = item.map_err(io)?;
+        let name = item.file_name();
         let name = name.to_string_lossy();
-        if !name.starts_with('.') && name.ends_with(".json") {
+        if !name.starts_with('.') && name.ends_with(".json") && !item.file_type().map_err(io)?.is_dir() {
             return Ok(true);
         }
     }
@@ -820,6 +825,17 @@ mod tests {
         // Above Linux's highest pid: no such process.
         claimed_by(4_194_304, &pid_namespace());
         claim_out_dir(&bare, &json!({"clip": null})).unwrap();
+        // A run joining with the same settings claims it from then on: the dead claimant is gone
+        // from the record, and other settings are refused while this run lives.
+        let dead =
+            json!({"settings": {"clip": null}, "claimed_by": {"pid": 4_194_304, "pid_namespace": pid_namespace()}});
+        std::fs::write(bare.join(SETTINGS_FILE), dead.to_string()).unwrap();
+        claim_out_dir(&bare, &json!({"clip": null})).unwrap();
+        let err = claim_out_dir(&bare, &json!({"clip": "/elsewhere"})).unwrap_err().to_string();
+        assert!(err.contains(&format!("process {ours}, still running")), "{err}");
+        // A record from before records named their claimant gives way, as all such did.
+        std::fs::write(bare.join(SETTINGS_FILE), json!({"settings": {"clip": null}}).to_string()).unwrap();
+        claim_out_dir(&bare, &json!({"clip": "/elsewhere"})).unwrap();
         std::fs::write(bare.join("v0.error.json"), b"{}").unwrap();
         claim_out_dir(&bare, &json!({"clip": null, "added_later": 1})).unwrap();
         assert!(claim_out_dir(&bare, &json!({"clip": "/somewhere"})).is_err());

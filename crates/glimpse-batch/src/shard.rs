@@ -76,14 +76,16 @@ impl Shard {
             let index = id.checked_sub(min).ok_or_else(|| {
                 BatchError::Shard(format!("SLURM_ARRAY_TASK_ID={id} is below SLURM_ARRAY_TASK_MIN={min}"))
             })?;
-            // `--array=0,1,2,4` counts 4 tasks, and its last has id 4.
-            return Self::new(index, count).map(Some).map_err(|_| {
-                BatchError::Shard(format!(
-                    "SLURM_ARRAY_TASK_ID={id} is task {index} counted from SLURM_ARRAY_TASK_MIN={min}, not below \
-                     SLURM_ARRAY_TASK_COUNT={count}: shards need a contiguous array (e.g. --array=0-7), or pass \
-                     --shard I/N"
-                ))
-            });
+            // `--array=0,1,2,4` counts 4 tasks from 0 to 4: every task refuses it, or shard 3 would
+            // be left out while the others ran.
+            let max = number("SLURM_ARRAY_TASK_MAX")?.unwrap_or(min + count.saturating_sub(1));
+            if max.checked_sub(min).map(|span| span + 1) != Some(count) || index >= count {
+                return Err(BatchError::Shard(format!(
+                    "SLURM_ARRAY_TASK_ID={id} of an array from {min} to {max} with SLURM_ARRAY_TASK_COUNT={count} \
+                     tasks: shards need a contiguous array (e.g. --array=0-7), or pass --shard I/N"
+                )));
+            }
+            return Self::new(index, count).map(Some);
         }
         match shards {
             Some(count) if count != 1 => Err(BatchError::Shard(format!(
@@ -155,9 +157,16 @@ mod tests {
         assert!(Shard::from_env(None, env(&[("SLURM_ARRAY_TASK_ID", "x")])).is_err());
         let stepped = [("SLURM_ARRAY_TASK_ID", "2"), ("SLURM_ARRAY_TASK_COUNT", "4"), ("SLURM_ARRAY_TASK_STEP", "2")];
         assert!(Shard::from_env(None, env(&stepped)).unwrap_err().to_string().contains("contiguous"));
-        // `--array=0,1,2,4`: four tasks, the last with id 4.
-        let gapped = [("SLURM_ARRAY_TASK_ID", "4"), ("SLURM_ARRAY_TASK_COUNT", "4")];
-        let err = Shard::from_env(None, env(&gapped)).unwrap_err().to_string();
-        assert!(err.contains("SLURM_ARRAY_TASK_ID=4 is task 4") && err.contains("contiguous array"), "{err}");
+        // `--array=0,1,2,4`: four tasks from 0 to 4, refused by each (shard 3 would go uncaptioned).
+        for id in ["0", "4"] {
+            let gapped = [("SLURM_ARRAY_TASK_ID", id), ("SLURM_ARRAY_TASK_COUNT", "4"), ("SLURM_ARRAY_TASK_MAX", "4")];
+            let err = Shard::from_env(None, env(&gapped)).unwrap_err().to_string();
+            assert!(
+                err.contains("of an array from 0 to 4 with SLURM_ARRAY_TASK_COUNT=4") && err.contains("contiguous"),
+                "{err}"
+            );
+        }
+        let without_max = [("SLURM_ARRAY_TASK_ID", "4"), ("SLURM_ARRAY_TASK_COUNT", "4")];
+        assert!(Shard::from_env(None, env(&without_max)).unwrap_err().to_string().contains("contiguous"));
     }
 }

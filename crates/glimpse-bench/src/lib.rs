@@ -34,7 +34,9 @@ use glimpse_models::generation::{Decoding, GenerationConfig, generate};
 use glimpse_models::tensor::{ids_tensor, read};
 use glimpse_models::weights::WeightFile;
 use glimpse_models::{Clip, ClipBundle, ClipConfig, Gpt2, Gpt2Bundle, Gpt2Config, KvCache, WeightFormat, l2_normalize};
-use glimpse_train::random::{clip_tokenizer_for, gpt2_tokenizer_for, with_made_up_specials};
+use glimpse_train::random::{
+    clip_tokenizer_for, clip_with_made_up_specials, gpt2_tokenizer_for, with_made_up_specials,
+};
 use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -912,7 +914,7 @@ fn clip_text(device: &Device, timer: &Timer) -> Result<Measured> {
 fn random_bundles(device: &Device) -> Result<(ClipBundle, Gpt2Bundle)> {
     let gpt2 = with_made_up_specials(&Gpt2Config::gpt2_small());
     let lm_tokenizer = Gpt2Tokenizer::from_json(gpt2_tokenizer_for(&gpt2)?.as_bytes())?;
-    let clip = ClipConfig::vit_b_32();
+    let clip = clip_with_made_up_specials(&ClipConfig::vit_b_32());
     let clip_tokenizer =
         ClipTokenizer::from_json(clip_tokenizer_for(&clip)?.as_bytes(), clip.text_config.max_position_embeddings)?;
     let lm = Gpt2Bundle { model: gpt2.init(device), config: gpt2, tokenizer: lm_tokenizer, device: device.clone() };

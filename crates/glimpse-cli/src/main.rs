@@ -894,13 +894,12 @@ fn check_out(out: Option<&Path>, inputs: &[&Path]) -> Result<()> {
         bail!("--out {}: there is no folder {}; create it first", out.display(), folder.display());
     }
     // A file is written beside its name and renamed onto it: a folder that takes no new file is
-    // said now, not once the work is done. A device or a pipe is written as it is.
-    if std::fs::metadata(&target).is_ok_and(|meta| meta.is_file()) || !target.exists() {
-        let probe = folder.join(format!(".glimpse-out-check.{}", std::process::id()));
-        std::fs::File::create(&probe).with_context(|| {
+    // said now, not once the work is done. A device or a pipe (also behind a link, such as
+    // /dev/stderr) is written as it is.
+    if !std::fs::metadata(out).is_ok_and(|meta| !meta.is_file()) {
+        glimpse_media::files::check_can_write_beside(&target).with_context(|| {
             format!("--out {}: cannot write in {}; choose a folder you can write", out.display(), folder.display())
         })?;
-        let _ = std::fs::remove_file(&probe);
     }
     if let Some(input) = inputs.iter().find(|input| glimpse_media::files::output_overwrites(out, input)) {
         bail!(

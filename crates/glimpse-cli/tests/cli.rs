@@ -382,6 +382,22 @@ fn find_locates_described_scenes_and_blank_videos_have_no_events() {
     for line in &lines[1..] {
         assert_eq!(serde_json::from_str::<Value>(line).unwrap()["queries"][0]["query"], "a scene");
     }
+    // A link to a pipe (`/dev/stderr`, here the test's pipe) is written into as it is.
+    let piped = glimpse(&[
+        "--device",
+        "cpu",
+        "find",
+        gif.to_str().unwrap(),
+        "a scene",
+        "--format",
+        "json",
+        "--out",
+        "/dev/stderr",
+    ]);
+    assert!(
+        piped.status.success() && String::from_utf8_lossy(&piped.stderr).contains("\"query\":\"a scene\""),
+        "{piped:?}"
+    );
     let empty = glimpse(&["--device", "cpu", "find", gif.to_str().unwrap(), " "]);
     assert!(String::from_utf8_lossy(&empty.stderr).contains("query 1 is empty"), "{empty:?}");
     // A moment is scored against the rest of the video: none as long as the video.

@@ -43,18 +43,30 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     })
 }
 
-/// Writes `path` as [`write_atomically`] does only where nothing is there yet: `Ok(false)`, and
-/// nothing written, where something is. The complete file is linked into place, so of two writers
-/// racing one succeeds, and a reader never sees part of a file.
+/// Writes `path` only where nothing is there yet: `Ok(false)`, and nothing written, where
+/// something is. The complete file is linked into place, so of two writers racing one succeeds
+/// and a reader never sees part of a file; where the file system has no links (FAT, some network
+/// and FUSE mounts), the file is created exclusively and then written.
 pub fn write_new(path: &Path, bytes: &[u8]) -> io::Result<bool> {
     let temp = write_temporary(path, bytes, None)?;
     let linked = fs::hard_link(&temp, path);
     let _ = fs::remove_file(&temp);
-    match linked {
-        Ok(()) => Ok(true),
+    let created = match linked {
+        Ok(()) => return Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+        Err(_) => fs::OpenOptions::new().write(true).create_new(true).open(path),
+    };
+    match created {
+        Ok(mut file) => file.write_all(bytes).and_then(|()| file.sync_all()).map(|()| true),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+/// Whether [`write_atomically`] could write `path`: a hidden temporary made beside it and removed
+/// at once. For a check before long work, so that a folder that takes no new file is said first.
+pub fn check_can_write_beside(path: &Path) -> io::Result<()> {
+    fs::remove_file(write_temporary(path, b"", None)?)
 }
 
 /// `bytes` in a hidden temporary file next to `path` (see [`temporary_of`]), flushed to disk.

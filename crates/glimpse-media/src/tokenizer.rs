@@ -44,12 +44,12 @@ const MAX_NORMALIZED_BYTES: usize = 4 << 20;
 const MIN_TEXT_BYTES: usize = 1 << 10;
 
 /// A parsed tokenizer and the longest text (in bytes) it takes.
-struct Bounded {
+struct BoundedTokenizer {
     tokenizer: Tokenizer,
     max_text_bytes: usize,
 }
 
-impl Bounded {
+impl BoundedTokenizer {
     fn parse(json: &[u8]) -> Result<Self, MediaError> {
         let value: Value = serde_json::from_slice(json).map_err(|e| MediaError::Tokenizer(e.to_string()))?;
         check_json_object(&value).map_err(MediaError::Tokenizer)?;
@@ -77,7 +77,7 @@ impl Bounded {
                 "(the models read a few hundred words at most)"
             };
             return Err(MediaError::Text(format!(
-                "a text of {} bytes, more than the {} glimpse tokenizes {why}; shorten it",
+                "a text of {} bytes, more than the {} bytes glimpse tokenizes {why}; shorten it",
                 text.len(),
                 self.max_text_bytes
             )));
@@ -106,8 +106,8 @@ fn normalizer_growth(normalizer: &Value) -> Result<f64, MediaError> {
         Some("Prepend") => 1.0 + length("prepend"),
         // Each byte becomes a character of at most two bytes.
         Some("ByteLevel") => 2.0,
-        // A character decomposes into at most 4 characters (canonically) or 18 (U+FDFA, by
-        // compatibility), and lowercases into at most 3 bytes per byte.
+        // UAX #15's bounds in UTF-8 bytes, 3x canonically and 11x by compatibility (U+FDFA),
+        // rounded up; lowercasing makes at most 3 bytes of a byte.
         Some("NFC" | "NFD") => 4.0,
         Some("NFKC" | "NFKD") => 18.0,
         Some("Lowercase") => 3.0,
@@ -115,8 +115,14 @@ fn normalizer_growth(normalizer: &Value) -> Result<f64, MediaError> {
         Some("BertNormalizer") => 2.0 * 4.0 * 3.0,
         // Each character or grapheme becomes one of the charsmap's replacements.
         Some("Precompiled") => precompiled_longest_replacement(normalizer)?.max(1) as f64,
-        // Strip, StripAccents, Nmt: they remove characters or put one no longer in their place.
-        Some(_) => 1.0,
+        // They remove characters or put one no longer in their place.
+        Some("Strip" | "StripAccents" | "Nmt") => 1.0,
+        Some(other) => {
+            return Err(MediaError::Tokenizer(format!(
+                "its normalizer {} is of a kind glimpse cannot bound; re-export tokenizer.json from the model's tokenizer",
+                crate::untrusted::quoted(other)
+            )));
+        }
     })
 }
 
@@ -163,13 +169,20 @@ fn refuse_known_panics(value: &Value) -> Result<(), MediaError> {
 }
 
 /// What encoding tells of `tokenizer`: the largest id it can produce (its vocabulary with the
-/// added tokens, and the special tokens its post-processor inserts), and those special tokens, seen
-/// by encoding an empty text. Encoding a text as well makes a tokenizer that panics on any input
-/// fail here; its `Err`s are ignored (a word-level vocabulary may refuse the probe's words).
-fn probe(tokenizer: &Tokenizer) -> Result<(Option<u32>, Vec<u32>), MediaError> {
+/// added tokens, and the special tokens its post-processor inserts, seen by encoding an empty
+/// text), and the token its post-processor ends a text with, if any: the empty text's last special
+/// token where a text's ids end with it too (a template that only puts tokens before the text ends
+/// it with none). Encoding a text also makes a tokenizer that panics on any input fail here; its
+/// `Err`s are ignored (a word-level vocabulary may refuse the probe's words).
+fn probe(tokenizer: &Tokenizer) -> Result<(Option<u32>, Option<u32>), MediaError> {
     let specials = call(|| tokenizer.encode("", true))?.map(|e| e.get_ids().to_vec()).unwrap_or_default();
-    let _ = call(|| tokenizer.encode("A probe: 1 photo, two words.", true))?;
-    Ok((tokenizer.get_vocab(true).into_values().chain(specials.iter().copied()).max(), specials))
+    let text = call(|| tokenizer.encode("A probe: 1 photo, two words.", true))?.ok().map(|e| e.get_ids().to_vec());
+    let last = specials.last().copied();
+    let end = match text {
+        Some(ids) if ids.len() > specials.len() => last.filter(|id| ids.last() == Some(id)),
+        _ => last,
+    };
+    Ok((tokenizer.get_vocab(true).into_values().chain(specials).max(), end))
 }
 
 /// Refuses a tokenizer that can produce ids beyond the model's token table of `vocab_size` rows.
@@ -186,15 +199,15 @@ fn check_vocab(largest_id: Option<u32>, vocab_size: usize) -> Result<(), MediaEr
 /// CLIP's tokenizer: start and end tokens as the file's post-processor defines them, truncated
 /// to the context length with the end token kept.
 pub struct ClipTokenizer {
-    inner: Bounded,
+    inner: BoundedTokenizer,
     largest_id: Option<u32>,
-    /// The last special token the post-processor appends: the end token, where CLIP pools.
+    /// The token the post-processor ends a text with, where CLIP pools.
     end_id: Option<u32>,
 }
 
 impl ClipTokenizer {
     pub fn from_json(json: &[u8], context_length: usize) -> Result<Self, MediaError> {
-        let mut inner = Bounded::parse(json)?;
+        let mut inner = BoundedTokenizer::parse(json)?;
         // Truncation keeps room for the special tokens; the crate subtracts them unchecked.
         let specials = inner.tokenizer.get_post_processor().map_or(0, |p| p.added_tokens(false));
         if context_length <= specials {
@@ -206,8 +219,8 @@ impl ClipTokenizer {
         let truncation = TruncationParams { max_length: context_length, ..Default::default() };
         guarded(|| inner.tokenizer.with_truncation(Some(truncation)).map(|_| ()))?;
         inner.tokenizer.with_padding(None);
-        let (largest_id, specials) = probe(&inner.tokenizer)?;
-        Ok(Self { inner, largest_id, end_id: specials.last().copied() })
+        let (largest_id, end_id) = probe(&inner.tokenizer)?;
+        Ok(Self { inner, largest_id, end_id })
     }
 
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, MediaError> {
@@ -250,13 +263,13 @@ impl ClipTokenizer {
 /// GPT-2's byte-level BPE tokenizer. Encoding adds exactly what the file says (for GPT-2: nothing,
 /// as transformers' `generate` receives it).
 pub struct Gpt2Tokenizer {
-    inner: Bounded,
+    inner: BoundedTokenizer,
     largest_id: Option<u32>,
 }
 
 impl Gpt2Tokenizer {
     pub fn from_json(json: &[u8]) -> Result<Self, MediaError> {
-        let mut inner = Bounded::parse(json)?;
+        let mut inner = BoundedTokenizer::parse(json)?;
         inner.tokenizer.with_padding(None);
         guarded(|| inner.tokenizer.with_truncation(None).map(|_| ()))?;
         let (largest_id, _) = probe(&inner.tokenizer)?;
@@ -413,13 +426,22 @@ mod tests {
         let longest = "b ".repeat((MAX_NORMALIZED_BYTES >> 8) / 2);
         assert_eq!(tokenizer.encode(&longest).unwrap().len(), longest.len() / 2);
         let err = error(tokenizer.encode(&format!("{longest}b")));
-        assert!(err.contains(&format!("more than the {} glimpse tokenizes with this tokenizer", 16 << 10)), "{err}");
+        assert!(
+            err.contains(&format!("more than the {} bytes glimpse tokenizes with this tokenizer", 16 << 10)),
+            "{err}"
+        );
         // A regex may match the empty string before every byte; Prepend adds before each piece.
         let inserting = r#"{"type": "Sequence", "normalizers": [
             {"type": "Replace", "pattern": {"Regex": ""}, "content": "xyz"},
             {"type": "Prepend", "prepend": "____"}, {"type": "NFKC"}]}"#;
         let value: Value = serde_json::from_str(inserting).unwrap();
         assert_eq!(normalizer_growth(&value).unwrap(), 4.0 * 5.0 * 18.0);
+        // A charsmap: the trie's size (one 4-byte unit), the trie, then its replacements.
+        use base64::Engine;
+        let charsmap = [&4u32.to_le_bytes()[..], &[0; 4], b"ab\0xyzxyz\0q\0"].concat();
+        let encoded = base64::engine::general_purpose::STANDARD.encode(charsmap);
+        let precompiled = serde_json::json!({"type": "Precompiled", "precompiled_charsmap": encoded});
+        assert_eq!(normalizer_growth(&precompiled).unwrap(), 6.0);
         // CLIP's own (NFC, whitespace runs to one space, lowercase) leaves the whole bound.
         let clip = r#"{"type": "Sequence", "normalizers": [{"type": "NFC"},
             {"type": "Replace", "pattern": {"Regex": "\\s+"}, "content": " "}, {"type": "Lowercase"}]}"#;
@@ -441,6 +463,13 @@ mod tests {
         assert!(err.contains("legacy") && err.contains("largest id, 7"), "{err}");
         let plain = ClipTokenizer::from_json(&tokenizer_json("null", "null"), 8).unwrap();
         assert!(error(plain.check_end_token(Some(2))).contains("appends no end token"));
+        // A start token alone ends no text.
+        let start_only = r#"{"type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {"<s>": {"id": "<s>", "ids": [7], "tokens": ["<s>"]}}}"#;
+        let prepending = ClipTokenizer::from_json(&tokenizer_json("null", start_only), 8).unwrap();
+        assert!(error(prepending.check_end_token(Some(7))).contains("appends no end token"));
     }
 
     #[test]

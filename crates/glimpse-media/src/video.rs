@@ -175,7 +175,7 @@ impl VideoSource {
                     if probe.has_video == Some(false) {
                         return Err(no_video_stream(path));
                     }
-                    check_frame_count(path, probe.length, fps)?;
+                    check_frame_count(path, probe.video_length.or(probe.length), fps)?;
                     SourceKind::Ffmpeg {
                         path: path.to_path_buf(),
                         head: head.get(..12).and_then(|h| h.try_into().ok()),
@@ -648,6 +648,9 @@ fn ffmpeg_input(command: &mut Command, path: &Path) {
 struct Probe {
     /// The length in seconds its container states; used only to end the last sample there.
     length: Option<f64>,
+    /// The length in seconds of its video stream, where the file states one: the container's is
+    /// its longest stream's, and sound may run on for hours after the pictures.
+    video_length: Option<f64>,
     /// Its first video stream that is not a cover picture, the one read (`None`: unknown, or
     /// listed but empty, as a transport stream's programme may list one: then ffmpeg picks), and
     /// whether there is one.
@@ -682,7 +685,7 @@ impl Probe {
             "V:0",
             "-show_entries",
             "format=duration:stream=index,width,codec_name,pix_fmt,color_transfer,color_primaries,color_space,\
-             color_range,field_order:stream_tags=alpha_mode",
+             color_range,field_order,duration:stream_tags=alpha_mode,DURATION",
         ]);
         command.args(["-of", "default=noprint_wrappers=1"]);
         ffmpeg_input(&mut command, path);
@@ -695,8 +698,16 @@ impl Probe {
             |name: &str| text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix('=')).map(str::trim);
         let named = |name: &str| field(name).filter(|v| !v.is_empty() && *v != "unknown").map(str::to_string);
         let has_pictures = field("width").and_then(|w| w.parse::<u32>().ok()).is_some_and(|w| w > 0);
+        // The stream's length (MP4's, or Matroska's DURATION tag) comes before the container's.
+        let seconds = |value: &str| value.parse::<f64>().ok().filter(|l| l.is_finite() && *l > 0.0);
+        let lengths: Vec<&str> =
+            text.lines().filter_map(|line| line.strip_prefix("duration=")).map(str::trim).collect();
         Self {
-            length: field("duration").and_then(|l| l.parse().ok()).filter(|l: &f64| l.is_finite() && *l > 0.0),
+            length: lengths.last().and_then(|length| seconds(length)),
+            video_length: (lengths.len() == 2)
+                .then(|| seconds(lengths[0]))
+                .flatten()
+                .or_else(|| field("TAG:DURATION").and_then(clock_seconds)),
             stream: field("index").and_then(|index| index.parse().ok()).filter(|_| has_pictures),
             has_video: Some(field("index").is_some()),
             transfer: named("color_transfer"),
@@ -728,6 +739,14 @@ impl Probe {
 fn has_alpha(name: &str) -> bool {
     ["yuva", "gbrap", "ya", "ayuv", "vuya", "pal8"].iter().any(|prefix| name.starts_with(prefix))
         || ["rgba", "bgra", "argb", "abgr"].iter().any(|part| name.contains(part))
+}
+
+/// Seconds of a clock `H:MM:SS.fraction`, as Matroska's DURATION tag holds a track's length.
+fn clock_seconds(clock: &str) -> Option<f64> {
+    let mut parts = clock.split(':').map(|part| part.parse::<f64>().ok());
+    let (hours, minutes, seconds) = (parts.next()??, parts.next()??, parts.next()??);
+    let total = hours * 3600.0 + minutes * 60.0 + seconds;
+    (parts.next().is_none() && total.is_finite() && total > 0.0).then_some(total)
 }
 
 /// Whether ffmpeg's pixel format `name` is RGB (`gbrp10le`, `bgr24`, `rgba64le`, `x2rgb10le`, ...).
@@ -973,8 +992,8 @@ fn run_ffmpeg<E: From<MediaError>>(
         }
         if stderr.contains("Invalid data found when processing input") && !head.is_some_and(looks_like_video) {
             return Err(MediaError::Video(format!(
-                "{} is no video ffmpeg can read: its first bytes match no format it knows ({}); check that the file \
-                 is the video itself (not a web page or a damaged copy), or convert it to MP4 or WebM",
+                "{} is no video ffmpeg can read ({}): it is damaged, or of a format ffmpeg does not know; check that \
+                 the file is the video itself (not a web page or a damaged copy), or convert it to MP4 or WebM",
                 path.display(),
                 last_lines(&stderr, 1)
             ))
@@ -1328,6 +1347,12 @@ mod tests {
         let err = VideoSource::open(&long, 2.0).unwrap_err().to_string();
         assert!(err.contains("its 6000 s at 2 fps are 12000 frames") && err.contains("--fps 1.66 or lower"), "{err}");
         assert!(VideoSource::open(&long, 1.66).is_ok());
+        // 10 s of pictures in 6000 s of sound (Matroska: the track's length is a tag): the
+        // pictures count.
+        let sound = ["-f", "lavfi", "-i", "anullsrc=r=8000:cl=mono", "-t", "6000", "-c:v", "ffv1", "-c:a", "flac"];
+        let scored = made(&dir, "scored.mkv", "color=c=red:size=16x16:rate=1:duration=10", &sound);
+        let frames = frames_of(&scored, 2.0).unwrap();
+        assert_eq!(frames.len(), 20);
     }
 
     /// Pictures arrive as a player shows them: non-square pixels made square (wider, or taller),
@@ -1502,7 +1527,7 @@ mod tests {
         std::fs::write(&noise, (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect::<Vec<_>>())
             .unwrap();
         let err = frames_of(&noise, 2.0).unwrap_err().to_string();
-        assert!(err.contains("is no video ffmpeg can read: its first bytes match no format"), "{err}");
+        assert!(err.contains("is no video ffmpeg can read") && err.contains("a format ffmpeg does not know"), "{err}");
         // A Matroska file ffmpeg wrote with no picture, which it then cannot read: its last words,
         // not all six lines of them, and what to do.
         let empty = made(

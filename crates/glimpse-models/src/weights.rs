@@ -315,12 +315,12 @@ fn unreadable(name: &str, what: &str, error: std::io::Error) -> TensorProblem {
     TensorProblem::Unreadable { name: name.into(), why: format!("{what}: {error}") }
 }
 
-/// The header's `__metadata__` key naming how a file is quantised, and the one scheme glimpse knows.
 /// The largest weight, in magnitude, glimpse loads. Trained weights lie within a few hundred; a
 /// value beyond this is damage (bytes read as another type, a bit flipped), which NaN checks miss
 /// and which can overflow f32 on the way to the output, making it NaN.
 pub const MAX_WEIGHT: f32 = 1e8;
 
+/// The header's `__metadata__` key naming how a file is quantised, and the one scheme glimpse knows.
 pub const QUANTIZATION_KEY: &str = "glimpse.quantization";
 pub const Q8_SCHEME: &str = "q8-block32";
 

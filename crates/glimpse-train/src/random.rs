@@ -31,9 +31,18 @@ pub fn with_made_up_specials(config: &Gpt2Config) -> Gpt2Config {
     config
 }
 
-/// A CLIP tokenizer with `config.text_config.vocab_size` ids.
+/// A CLIP tokenizer with `config.text_config.vocab_size` ids. It ends a text with id 1 (the second
+/// of [`CLIP_SPECIALS`]): pair it with [`clip_with_made_up_specials`]'s config.
 pub fn clip_tokenizer_for(config: &ClipConfig) -> Result<String, TrainError> {
     clip_tokenizer_json(&made_up_words(config.text_config.vocab_size.saturating_sub(CLIP_SPECIALS.len())))
+}
+
+/// `config` pooling texts at the made-up tokenizer's end token: CLIP ViT-B/32's legacy
+/// `eos_token_id` pools at the largest id, which the made-up tokenizer's end token is not.
+pub fn clip_with_made_up_specials(config: &ClipConfig) -> ClipConfig {
+    let mut config = config.clone();
+    config.text_config.eos_token_id = 1;
+    config
 }
 
 /// Writes a GPT-2 of `config` with random weights into `dir` (created if needed).
@@ -56,6 +65,7 @@ pub async fn write_random_clip(
     dir: &Path,
     device: &burn::tensor::Device,
 ) -> Result<(), TrainError> {
+    let config = &clip_with_made_up_specials(config);
     config.validate()?;
     ensure_no_checkpoint(dir)?;
     let tokenizer = clip_tokenizer_for(config)?;

@@ -99,7 +99,7 @@ fn check_timestamp([start, end]: [f64; 2], id: &str, index: usize, sentence: &st
 /// segment is kept, as densevid_eval keeps it: public truth files are scored as they are.
 pub fn read_truth(json: &[u8]) -> Result<BTreeMap<String, Truth>, String> {
     let truth: BTreeMap<String, Truth> = serde_json::from_slice(json).map_err(|e| {
-        let swapped = if looks_like_truth(json) { "" } else { "; a submission (with \"results\") comes first, the truth second" };
+        let swapped = if looks_like_submission(json) { "; a submission (with \"results\") comes first, the truth second" } else { "" };
         format!("not a truth file in the ActivityNet Captions layout ({e}); expected {{id: {{\"timestamps\": [[start, end]], \"sentences\": [..]}}}}{swapped}")
     })?;
     // densevid_eval divides by a video's segments: it cannot score one without.
@@ -128,11 +128,15 @@ pub fn read_truth(json: &[u8]) -> Result<BTreeMap<String, Truth>, String> {
     Ok(truth)
 }
 
-/// Whether `json` reads as a truth file (an object of videos with `timestamps`), to tell a
-/// submission and a truth file given the wrong way round.
+/// Whether `json` reads as a truth file (an object of videos with `timestamps`), or as a
+/// submission (`results` at the top), to tell the two given the wrong way round.
 fn looks_like_truth(json: &[u8]) -> bool {
     let value: serde_json::Value = serde_json::from_slice(json).unwrap_or_default();
     value.as_object().and_then(|videos| videos.values().next()).is_some_and(|video| video.get("timestamps").is_some())
+}
+
+fn looks_like_submission(json: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(json).is_ok_and(|value| value.get("results").is_some())
 }
 
 /// The predictions of a video that count: `densevid_eval` keeps a video's first 1000 (its

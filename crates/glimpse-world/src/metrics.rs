@@ -131,27 +131,27 @@ fn ptb_chunk(chunk: &str, tokens: &mut Vec<String>) {
     tokens.extend(trailing);
 }
 
-/// The words of a chunk's core and the symbols PTB splits off inside a word (`a+b=c`, `a*b`,
-/// `he--she`; a single hyphen stays, as in `well-known`), in order.
+/// The words of a chunk's core and the symbols PTB splits off inside a word, in order: each `+`
+/// and `=`, a run of `*`, and a run of two or more hyphens as `--` (`a+b=c`, `a**b`, `he---she`;
+/// a single hyphen stays, as in `well-known`).
 fn split_symbols(core: &str) -> Vec<String> {
     let mut pieces = vec![String::new()];
     let chars: Vec<char> = core.chars().collect();
     let mut i = 0;
     while i < chars.len() {
-        let dashes = chars[i..].iter().take_while(|&&c| c == '-').count();
-        let symbol = match chars[i] {
-            '+' | '=' | '*' => 1,
-            '-' if dashes > 1 => dashes,
-            _ => 0,
+        let run = chars[i..].iter().take_while(|&&c| c == chars[i]).count();
+        let (symbol, used) = match chars[i] {
+            '+' | '=' => (chars[i].to_string(), 1),
+            '*' => ("*".repeat(run), run),
+            '-' if run > 1 => ("--".to_string(), run),
+            c => {
+                pieces.last_mut().expect("never empty").push(c);
+                i += 1;
+                continue;
+            }
         };
-        if symbol == 0 {
-            pieces.last_mut().expect("never empty").push(chars[i]);
-            i += 1;
-        } else {
-            pieces.push(chars[i..i + symbol].iter().collect());
-            pieces.push(String::new());
-            i += symbol;
-        }
+        pieces.extend([symbol, String::new()]);
+        i += used;
     }
     pieces.retain(|piece| !piece.is_empty());
     pieces
