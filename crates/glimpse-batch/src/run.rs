@@ -834,8 +834,8 @@ mod tests {
         let err = claim_out_dir(&bare, &json!({"clip": "/elsewhere"})).unwrap_err().to_string();
         assert!(err.contains(&format!("process {ours}, still running")), "{err}");
         // A record from before records named their claimant gives way, as all such did.
-        std::fs::write(bare.join(SETTINGS_FILE), json!({"settings": {"clip": null}}).to_string()).unwrap();
-        claim_out_dir(&bare, &json!({"clip": "/elsewhere"})).unwrap();
+        std::fs::write(bare.join(SETTINGS_FILE), json!({"settings": {"clip": "/elsewhere"}}).to_string()).unwrap();
+        claim_out_dir(&bare, &json!({"clip": null})).unwrap();
         std::fs::write(bare.join("v0.error.json"), b"{}").unwrap();
         claim_out_dir(&bare, &json!({"clip": null, "added_later": 1})).unwrap();
         assert!(claim_out_dir(&bare, &json!({"clip": "/somewhere"})).is_err());
