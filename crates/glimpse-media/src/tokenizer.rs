@@ -53,10 +53,9 @@ impl BoundedTokenizer {
     fn parse(json: &[u8]) -> Result<Self, MediaError> {
         let value: Value = serde_json::from_slice(json).map_err(|e| MediaError::Tokenizer(e.to_string()))?;
         check_json_object(&value).map_err(MediaError::Tokenizer)?;
-        refuse_known_panics(&value)?;
-        let tokenizer = guarded(|| Tokenizer::from_bytes(json))?;
-        // Read once the crate has accepted the file: every normalizer is of a kind it knows.
+        // Before the crate reads the file: the walk refuses what would make it panic.
         let growth = normalizer_growth(&value["normalizer"])?;
+        let tokenizer = guarded(|| Tokenizer::from_bytes(json))?;
         let max_text_bytes = (MAX_NORMALIZED_BYTES as f64 / growth).min(MAX_TEXT_BYTES as f64) as usize;
         if max_text_bytes < MIN_TEXT_BYTES {
             return Err(MediaError::Tokenizer(format!(
@@ -86,8 +85,9 @@ impl BoundedTokenizer {
     }
 }
 
-/// The most times longer, in bytes, `normalizer` (tokenizer.json's, accepted by the crate) can
-/// make a text: a sequence multiplies its steps' bounds.
+/// The most times longer, in bytes, `normalizer` (tokenizer.json's) can make a text: a sequence
+/// multiplies its steps' bounds. A kind glimpse cannot bound is refused, and so is a `Precompiled`
+/// normalizer whose charsmap does not parse, which the crate `expect`s to.
 fn normalizer_growth(normalizer: &Value) -> Result<f64, MediaError> {
     let length = |field: &str| normalizer[field].as_str().map_or(0, str::len) as f64;
     Ok(match normalizer["type"].as_str() {
@@ -114,7 +114,16 @@ fn normalizer_growth(normalizer: &Value) -> Result<f64, MediaError> {
         // Spaces around each CJK character, accents stripped by decomposing, lowercase.
         Some("BertNormalizer") => 2.0 * 4.0 * 3.0,
         // Each character or grapheme becomes one of the charsmap's replacements.
-        Some("Precompiled") => precompiled_longest_replacement(normalizer)?.max(1) as f64,
+        Some("Precompiled") => {
+            // From text, as the crate parses it: the charsmap deserialises from a borrowed string.
+            if let Err(e) = serde_json::from_str::<Precompiled>(&normalizer.to_string()) {
+                return Err(MediaError::Tokenizer(format!(
+                    "the Precompiled normalizer's precompiled_charsmap is unreadable ({e}); re-export tokenizer.json \
+                     from the model's tokenizer"
+                )));
+            }
+            precompiled_longest_replacement(normalizer)?.max(1) as f64
+        }
         // They remove characters or put one no longer in their place.
         Some("Strip" | "StripAccents" | "Nmt") => 1.0,
         Some(other) => {
@@ -144,28 +153,6 @@ fn precompiled_longest_replacement(normalizer: &Value) -> Result<usize, MediaErr
         charsmap.first_chunk::<4>().map(|size| u32::from_le_bytes(*size) as usize).ok_or_else(unreadable)?;
     let replacements = charsmap.get(4 + trie_bytes / 4 * 4..).ok_or_else(unreadable)?;
     Ok(replacements.split(|&byte| byte == 0).map(<[u8]>::len).max().unwrap_or(0))
-}
-
-/// Refuses a `Precompiled` normalizer (at the top or inside a `Sequence`) whose charsmap does not
-/// parse: the crate `expect`s it to.
-fn refuse_known_panics(value: &Value) -> Result<(), MediaError> {
-    let mut pending = vec![&value["normalizer"]];
-    while let Some(normalizer) = pending.pop() {
-        match normalizer["type"].as_str() {
-            Some("Sequence") => pending.extend(normalizer["normalizers"].as_array().into_iter().flatten()),
-            Some("Precompiled") => {
-                // From text, as the crate parses it: the charsmap deserialises from a borrowed string.
-                if let Err(e) = serde_json::from_str::<Precompiled>(&normalizer.to_string()) {
-                    return Err(MediaError::Tokenizer(format!(
-                        "the Precompiled normalizer's precompiled_charsmap is unreadable ({e}); re-export tokenizer.json \
-                         from the model's tokenizer"
-                    )));
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 /// What encoding tells of `tokenizer`: the largest id it can produce (its vocabulary with the
