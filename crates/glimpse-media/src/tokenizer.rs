@@ -43,6 +43,12 @@ const MAX_NORMALIZED_BYTES: usize = 4 << 20;
 /// The shortest text bound a tokenizer may leave: a few sentences.
 const MIN_TEXT_BYTES: usize = 1 << 10;
 
+/// The most times longer a tokenizer's decoder may make its tokens' text. A decoder runs on
+/// generated ids, whose count the model bounds, but its steps multiply text as a normalizer's do
+/// (forty `Replace`s of `a` by `aa` make 2^40 bytes of one token); a model's own decoder shortens
+/// its tokens or adds a space between them (at most 3x, [`decoder_growth`]).
+const MAX_DECODER_GROWTH: f64 = 16.0;
+
 /// A parsed tokenizer and the longest text (in bytes) it takes.
 struct BoundedTokenizer {
     tokenizer: Tokenizer,
@@ -55,6 +61,13 @@ impl BoundedTokenizer {
         check_json_object(&value).map_err(MediaError::Tokenizer)?;
         // Before the crate reads the file: the walk refuses what would make it panic.
         let growth = normalizer_growth(&value["normalizer"])?;
+        let decoder_growth = decoder_growth(&value["decoder"])?;
+        if decoder_growth > MAX_DECODER_GROWTH {
+            return Err(MediaError::Tokenizer(format!(
+                "its decoder can make a token's text {decoder_growth:.3e} times longer (Replace steps that add more \
+                 than they take); no model's tokenizer does that: re-export tokenizer.json from the model's tokenizer"
+            )));
+        }
         let tokenizer = guarded(|| Tokenizer::from_bytes(json))?;
         let max_text_bytes = (MAX_NORMALIZED_BYTES as f64 / growth).min(MAX_TEXT_BYTES as f64) as usize;
         if max_text_bytes < MIN_TEXT_BYTES {
@@ -96,12 +109,7 @@ fn normalizer_growth(normalizer: &Value) -> Result<f64, MediaError> {
             let steps = normalizer["normalizers"].as_array().into_iter().flatten();
             steps.map(normalizer_growth).product::<Result<f64, _>>()?
         }
-        // Each match of a string becomes `content`; a regex may also match the empty string
-        // before any byte.
-        Some("Replace") => match normalizer["pattern"]["String"].as_str() {
-            Some(pattern) if !pattern.is_empty() => (length("content") / pattern.len() as f64).max(1.0),
-            _ => 1.0 + length("content"),
-        },
+        Some("Replace") => replace_growth(normalizer),
         // Once before each piece of text between added tokens (a byte at the least).
         Some("Prepend") => 1.0 + length("prepend"),
         // Each byte becomes a character of at most two bytes.
@@ -129,6 +137,43 @@ fn normalizer_growth(normalizer: &Value) -> Result<f64, MediaError> {
         Some(other) => {
             return Err(MediaError::Tokenizer(format!(
                 "its normalizer {} is of a kind glimpse cannot bound; re-export tokenizer.json from the model's tokenizer",
+                crate::untrusted::quoted(other)
+            )));
+        }
+    })
+}
+
+/// How many times longer a `Replace` step (of a normalizer or a decoder) can make a text: each
+/// match of a string becomes `content`; a regex may also match the empty string before any byte.
+fn replace_growth(step: &Value) -> f64 {
+    let content = step["content"].as_str().map_or(0, str::len) as f64;
+    match step["pattern"]["String"].as_str() {
+        Some(pattern) if !pattern.is_empty() => (content / pattern.len() as f64).max(1.0),
+        _ => 1.0 + content,
+    }
+}
+
+/// The most times longer, in bytes, `decoder` (tokenizer.json's) can make the text of its tokens
+/// (each at least a byte): a sequence multiplies its steps' bounds. A kind glimpse cannot bound is
+/// refused.
+fn decoder_growth(decoder: &Value) -> Result<f64, MediaError> {
+    Ok(match decoder["type"].as_str() {
+        None => 1.0,
+        Some("Sequence") => {
+            let steps = decoder["decoders"].as_array().into_iter().flatten();
+            steps.map(decoder_growth).product::<Result<f64, _>>()?
+        }
+        Some("Replace") => replace_growth(decoder),
+        // An empty suffix (BPE) or word delimiter (CTC) becomes a space between any two bytes.
+        Some("BPEDecoder" | "CTC") => 3.0,
+        // A space before each token; a lone byte of a byte-level token (a 2-byte character) may
+        // become U+FFFD (3 bytes).
+        Some("WordPiece" | "ByteLevel") => 2.0,
+        // They join tokens, remove characters, or put one no longer in their place.
+        Some("Metaspace" | "Fuse" | "Strip" | "ByteFallback") => 1.0,
+        Some(other) => {
+            return Err(MediaError::Tokenizer(format!(
+                "its decoder {} is of a kind glimpse cannot bound; re-export tokenizer.json from the model's tokenizer",
                 crate::untrusted::quoted(other)
             )));
         }
@@ -434,6 +479,35 @@ mod tests {
             {"type": "Replace", "pattern": {"Regex": "\\s+"}, "content": " "}, {"type": "Lowercase"}]}"#;
         let tokenizer = Gpt2Tokenizer::from_json(&tokenizer_json(clip, "null")).unwrap();
         assert!(tokenizer.encode(&"a ".repeat(MAX_TEXT_BYTES / 2)).is_ok());
+    }
+
+    #[test]
+    fn a_decoder_that_multiplies_text_is_refused() {
+        let with_decoder = |decoder: &str| {
+            let json = String::from_utf8(tokenizer_json("null", "null")).unwrap();
+            json.replace(r#""decoder": null"#, &format!(r#""decoder": {decoder}"#)).into_bytes()
+        };
+        let doubling = r#"{"type": "Replace", "pattern": {"String": "a"}, "content": "aa"}"#;
+        let doublings = |n: usize| format!(r#"{{"type": "Sequence", "decoders": [{}]}}"#, vec![doubling; n].join(","));
+        // 2^40 bytes of one token: refused at load, before any id is decoded.
+        let err = error(Gpt2Tokenizer::from_json(&with_decoder(&doublings(40))));
+        assert!(err.contains("decoder can make a token's text 1.100e12 times longer"), "{err}");
+        // 16x is within the bound and decodes; 32x is not.
+        let tokenizer = Gpt2Tokenizer::from_json(&with_decoder(&doublings(4))).unwrap();
+        assert_eq!(tokenizer.decode(&[0]).unwrap(), "a".repeat(16));
+        let err = error(Gpt2Tokenizer::from_json(&with_decoder(&doublings(5))));
+        assert!(err.contains("3.200e1 times longer"), "{err}");
+        // GPT-2's, CLIP's, and a SentencePiece model's decoders.
+        for decoder in [
+            r#"{"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}"#,
+            r#"{"type": "BPEDecoder", "suffix": "</w>"}"#,
+            r#"{"type": "Sequence", "decoders": [{"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
+                {"type": "ByteFallback"}, {"type": "Fuse"}, {"type": "Strip", "content": " ", "start": 1, "stop": 0}]}"#,
+        ] {
+            assert!(Gpt2Tokenizer::from_json(&with_decoder(decoder)).is_ok(), "{decoder}");
+        }
+        let unknown = r#"{"type": "Sequence", "decoders": [{"type": "Magic"}]}"#;
+        assert!(error(Gpt2Tokenizer::from_json(&with_decoder(unknown))).contains("decoder Magic is of a kind"));
     }
 
     #[test]
