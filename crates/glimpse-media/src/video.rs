@@ -175,7 +175,16 @@ impl VideoSource {
                     if probe.has_video == Some(false) {
                         return Err(no_video_stream(path));
                     }
-                    check_frame_count(path, probe.video_length.or(probe.length), fps)?;
+                    let mut probe = probe;
+                    let claimed = probe.video_length.or(probe.length);
+                    if check_frame_count(path, claimed, fps).is_err() {
+                        // A header may claim any length (a recording never finished, a damaged
+                        // or doctored file): the claim is believed once the file ends there.
+                        if let Some(end) = claimed.and_then(|claimed| probe.last_picture_end(path, claimed)) {
+                            probe.video_length = Some(end);
+                        }
+                        check_frame_count(path, probe.video_length.or(probe.length), fps)?;
+                    }
                     SourceKind::Ffmpeg {
                         path: path.to_path_buf(),
                         head: head.get(..12).and_then(|h| h.try_into().ok()),
@@ -672,11 +681,34 @@ struct Probe {
     /// libvpx's decoders read.
     alpha: bool,
     alpha_decoder: Option<&'static str>,
+    /// Where the file's time starts, in seconds (a transport stream's clock may read hours).
+    start: Option<f64>,
+    /// Whether its video was found only by reading further ([`DEEP_PROBE`]), as ffmpeg must too.
+    deep: bool,
 }
 
+/// ffmpeg's options to read further into a file before its streams are described: a transport
+/// stream may list its video long before its first picture (a capture that starts with sound),
+/// and within the default 5 s ffmpeg learns nothing of it and reads no video at all.
+const DEEP_PROBE: [&str; 4] = ["-analyzeduration", "120M", "-probesize", "256M"];
+
 impl Probe {
+    /// What ffprobe says of `path`; read further ([`DEEP_PROBE`]) where it lists a video stream
+    /// whose pictures it has not yet seen.
     fn of(path: &Path) -> Self {
+        let probe = Self::with_options(path, &[]);
+        if probe.has_video == Some(true) && probe.stream.is_none() {
+            let deep = Self::with_options(path, &DEEP_PROBE);
+            if deep.stream.is_some() {
+                return Self { deep: true, ..deep };
+            }
+        }
+        probe
+    }
+
+    fn with_options(path: &Path, options: &[&str]) -> Self {
         let mut command = Command::new("ffprobe");
+        command.args(options);
         // `V`: video streams that are not attached pictures (a song's cover).
         command.args([
             "-v",
@@ -684,7 +716,7 @@ impl Probe {
             "-select_streams",
             "V:0",
             "-show_entries",
-            "format=duration:stream=index,width,codec_name,pix_fmt,color_transfer,color_primaries,color_space,\
+            "format=duration,start_time:stream=index,width,codec_name,pix_fmt,color_transfer,color_primaries,color_space,\
              color_range,field_order,duration:stream_tags=alpha_mode,DURATION",
         ]);
         command.args(["-of", "default=noprint_wrappers=1"]);
@@ -723,7 +755,34 @@ impl Probe {
                 _ => None,
             }
             .filter(|decoder| has_decoder(decoder)),
+            start: field("start_time").and_then(|start| start.parse::<f64>().ok()).filter(|start| start.is_finite()),
+            deep: false,
         }
+    }
+
+    /// Where the pictures of the stream read end, in seconds from the file's start, as its packets
+    /// near `claimed` (the length its header states) say: ffprobe seeks there (to the key frame
+    /// before it, within a file that ends sooner) and reads on to the end. `None` where it finds
+    /// none.
+    fn last_picture_end(&self, path: &Path, claimed: f64) -> Option<f64> {
+        let mut command = Command::new("ffprobe");
+        command.args(["-v", "error"]);
+        if self.deep {
+            command.args(DEEP_PROBE);
+        }
+        let stream = self.stream.map_or("V:0".to_string(), |index| index.to_string());
+        let seek = (self.start.unwrap_or(0.0) + claimed - 60.0).max(0.0);
+        command.args(["-select_streams", &stream, "-read_intervals", &format!("{seek}%")]);
+        command.args(["-show_entries", "packet=pts_time,duration_time", "-of", "csv=p=0"]);
+        ffmpeg_input(&mut command, path);
+        let output = command.stdin(Stdio::null()).stderr(Stdio::null()).output().ok()?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        let start = self.start.unwrap_or(0.0);
+        let ends = text.lines().filter_map(|line| {
+            let mut fields = line.split(',').map(|field| field.trim().parse::<f64>().ok());
+            Some(fields.next()?? + fields.next().flatten().unwrap_or(0.0) - start)
+        });
+        ends.filter(|end| end.is_finite()).reduce(f64::max)
     }
 
     /// Whether its pictures are HDR (PQ, as HDR10 and Dolby Vision's base layer, or HLG, as most
@@ -908,6 +967,9 @@ fn run_ffmpeg<E: From<MediaError>>(
     if let Some(decoder) = probe.alpha_decoder {
         command.args(["-c:v", decoder]);
     }
+    if probe.deep {
+        command.args(DEEP_PROBE);
+    }
     ffmpeg_input(&mut command, path);
     // The stream the probe described (ffmpeg's own pick is the largest, which may be another).
     if let Some(stream) = probe.stream {
@@ -969,6 +1031,15 @@ fn run_ffmpeg<E: From<MediaError>>(
             .into());
         }
         if stderr.contains("does not contain any stream") {
+            if probe.has_video == Some(true) {
+                return Err(MediaError::Video(format!(
+                    "{} lists a video stream, but ffmpeg found none of its pictures in the first 120 s (256 MB) \
+                     it reads to describe a file: it is damaged, or its pictures start later than that; cut off \
+                     the start with ffmpeg -ss, or export it again",
+                    path.display()
+                ))
+                .into());
+            }
             return Err(no_video_stream(path).into());
         }
         if stderr.contains("moov atom not found") {
@@ -1353,6 +1424,38 @@ mod tests {
         let scored = made(&dir, "scored.mkv", "color=c=red:size=16x16:rate=1:duration=10", &sound);
         let frames = frames_of(&scored, 2.0).unwrap();
         assert_eq!(frames.len(), 20);
+        // 3 s whose Matroska DURATION tag says 99 h: the file ends at 3 s, so the claim is not
+        // believed.
+        let short = made(&dir, "short.mkv", "color=c=red:size=16x16:rate=1:duration=3", &["-c:v", "ffv1"]);
+        let mut bytes = std::fs::read(&short).unwrap();
+        let at = bytes.windows(10).position(|w| w == b"00:00:03.0").expect("ffmpeg writes the track's length");
+        bytes[at..at + 10].copy_from_slice(b"99:00:03.0");
+        let claiming = dir.join("claiming.mkv");
+        std::fs::write(&claiming, bytes).unwrap();
+        assert_eq!(Probe::of(&claiming).video_length, Some(356_403.0));
+        assert_eq!(frames_of(&claiming, 2.0).unwrap().len(), 6);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A transport stream whose pictures start 10 s after its sound: ffmpeg's first 5 s show none
+    /// of its video, which it reads only when told to look further.
+    #[test]
+    fn a_video_that_starts_late_in_a_transport_stream_is_read() {
+        let Some(dir) = video_folder("a_video_that_starts_late_in_a_transport_stream_is_read") else { return };
+        let late = [
+            &["-itsoffset", "10", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:duration=4"][..],
+            &["-map", "1:v", "-map", "0:a", "-c:v", "mpeg2video", "-c:a", "mp2", "-f", "mpegts"],
+        ]
+        .concat();
+        let path = made(&dir, "late.ts", "sine=duration=16", &late);
+        assert!(Probe::with_options(&path, &[]).stream.is_none(), "ffprobe's defaults see no picture");
+        let probe = Probe::of(&path);
+        assert!(probe.deep && probe.stream.is_some());
+        // Its 4 s of pictures at 2 fps (in a transport stream ffmpeg samples the video from its
+        // first picture on, where an MP4's empty edit makes it stand for the time before).
+        let frames = frames_of(&path, 2.0).unwrap();
+        assert_eq!(frames.len(), 8);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// Pictures arrive as a player shows them: non-square pixels made square (wider, or taller),
