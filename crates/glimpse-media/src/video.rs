@@ -560,17 +560,20 @@ impl Sampler<'_> {
 }
 
 /// The image files of a frame folder in name order, numbers by value ([`natural_order`]); their
-/// contents are read later, one at a time.
+/// contents are read later, one at a time. Hidden files are no frames: macOS leaves `._frame1.png`
+/// (its AppleDouble metadata) beside each file copied to a foreign disk.
 fn frame_paths(dir: &Path) -> Result<Vec<PathBuf>, MediaError> {
     let bad = |e: std::io::Error| MediaError::Video(format!("{}: {e}", dir.display()));
     let mut paths = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(bad)? {
         let path = entry.map_err(bad)?.path();
+        let hidden = path.file_name().is_some_and(|name| name.as_encoded_bytes().starts_with(b"."));
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-        if matches!(ext.as_str(), "png" | "jpg" | "jpeg" | "webp" | "gif") {
+        if !hidden && matches!(ext.as_str(), "png" | "jpg" | "jpeg" | "webp" | "gif") {
             if paths.len() == MAX_FRAMES {
                 return Err(MediaError::Video(format!(
-                    "{} holds more than {MAX_FRAMES} frames; the limit is {MAX_FRAMES}",
+                    "{} holds more than {MAX_FRAMES} frames, the most glimpse reads; keep every second (or n-th) \
+                     frame, or caption the folder in parts",
                     dir.display()
                 )));
             }
@@ -1223,6 +1226,28 @@ mod tests {
         let mut padded = ["frame_0010.jpg", "frame_0009.jpg", "frame_0100.jpg"];
         padded.sort_by(|a, b| natural_order(a, b));
         assert_eq!(padded, ["frame_0009.jpg", "frame_0010.jpg", "frame_0100.jpg"]);
+    }
+
+    #[test]
+    fn hidden_files_in_a_frame_folder_are_no_frames() {
+        let dir = std::env::temp_dir().join(format!("glimpse-hidden-frames-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let frame = |colour: [u8; 3]| {
+            let mut png = Vec::new();
+            let image = DynamicImage::ImageRgb8(RgbImage::from_pixel(4, 4, image::Rgb(colour)));
+            image.write_to(&mut Cursor::new(&mut png), ImageFormat::Png).unwrap();
+            png
+        };
+        std::fs::write(dir.join("frame1.png"), frame([255, 0, 0])).unwrap();
+        std::fs::write(dir.join("frame2.png"), frame([0, 255, 0])).unwrap();
+        // macOS's metadata beside a copied file, and a hidden picture.
+        std::fs::write(dir.join("._frame1.png"), b"\0\x05\x16\x07\0\x02\0\0Mac OS X        ").unwrap();
+        std::fs::write(dir.join(".hidden.png"), frame([0, 0, 255])).unwrap();
+        let mut frames = Vec::new();
+        VideoSource::open(&dir, 1.0).unwrap().for_each_frame(pictures(&mut frames)).unwrap();
+        let colours: Vec<_> = frames.iter().map(|frame| frame.get_pixel(0, 0).0).collect();
+        assert_eq!(colours, [[255, 0, 0], [0, 255, 0]]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// An animated WebP damaged in the middle (a chunk's length garbled) or cut short is refused:
