@@ -222,6 +222,50 @@ fn clip_pixels_match_transformers() {
     }
 }
 
+/// transformers 5 saves a processor's image settings in processor_config.json, under
+/// `image_processor`, and no preprocessor_config.json; it reads them there first. The clip-a
+/// fixture saved so gives the same pixels, and a preprocessor_config.json beside it is passed over.
+#[test]
+fn clip_image_settings_saved_by_transformers_5_are_read_first() {
+    let dir = std::env::temp_dir().join(format!("glimpse-processor-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for file in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(fixture("clip-a").join(file), dir.join(file)).unwrap();
+    }
+    let settings: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture("clip-a").join("preprocessor_config.json")).unwrap()).unwrap();
+    let processor = serde_json::json!({"image_processor": settings, "processor_class": "CLIPProcessor"});
+    std::fs::write(dir.join("processor_config.json"), processor.to_string()).unwrap();
+    let reference = Reference::load("clip-a");
+    let (_, expected) = reference.tensor("pixel_values");
+    let device = glimpse_models::device::cpu().device;
+    let pixels_of = |dir: &std::path::Path| {
+        let bundle = ClipBundle::load(&ModelFiles::from_dir(dir).unwrap(), &device).unwrap();
+        values(bundle.pixels(&fixture_images(&reference)).unwrap())
+    };
+    assert!(max_abs_diff(&pixels_of(&dir), &expected) <= 1e-6);
+    // Other settings in preprocessor_config.json: the processor's still count.
+    std::fs::write(dir.join("preprocessor_config.json"), r#"{"image_mean": [0, 0, 0], "image_std": [1, 1, 1]}"#)
+        .unwrap();
+    assert!(max_abs_diff(&pixels_of(&dir), &expected) <= 1e-6);
+    // A processor_config.json with no image settings (transformers 4 wrote only the class) gives
+    // way to preprocessor_config.json.
+    std::fs::write(dir.join("processor_config.json"), r#"{"processor_class": "CLIPProcessor"}"#).unwrap();
+    assert!(max_abs_diff(&pixels_of(&dir), &expected) > 0.1);
+    // A damaged one is refused by its name, and so are its settings where they do not fit.
+    std::fs::write(dir.join("processor_config.json"), "{\"image_processor\": {").unwrap();
+    let error = |dir: &std::path::Path| match ClipBundle::load(&ModelFiles::from_dir(dir).unwrap(), &device) {
+        Ok(_) => panic!("loaded"),
+        Err(e) => std::error::Error::source(&e).expect("the checkpoint's error").to_string(),
+    };
+    let err = error(&dir);
+    assert!(err.contains("processor_config.json: not valid JSON"), "{err}");
+    std::fs::write(dir.join("processor_config.json"), r#"{"image_processor": {"resample": 0}}"#).unwrap();
+    let err = error(&dir);
+    assert!(err.contains("processor_config.json: resample = 0 is not supported"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn clip_embeddings_and_logits_match_transformers() {
     for selected in devices() {

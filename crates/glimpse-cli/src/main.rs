@@ -72,7 +72,7 @@ fn disable_huge_pages() {
     about = "CLIP and GPT-2 on your own device (CPU or GPU through wgpu): zero-shot dense video captioning, \
              image captioning and more, with the embedded default or Hugging Face checkpoints",
     after_help = "A model DIR is a folder in the Hugging Face layout: config.json, model.safetensors, \
-                  tokenizer.json (and preprocessor_config.json for CLIP), e.g. a `git clone` of \
+                  tokenizer.json (and preprocessor_config.json or processor_config.json for CLIP), e.g. a `git clone` of \
                   https://huggingface.co/openai/clip-vit-base-patch32 or https://huggingface.co/gpt2.\n\n\
                   Without --clip / --lm / --model, the embedded default is used: a tiny CLIP and GPT-2 \
                   trained by glimpse on its procedural world of coloured shapes (see models/README.md).\n\n\

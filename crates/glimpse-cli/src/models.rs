@@ -94,7 +94,7 @@ pub enum ModelsCommand {
     /// another format: f16 (a standard F16 file, half the size) or q8 (8-bit weights with one
     /// scale per 32 inputs for every dense layer and the token embeddings, about a quarter of the
     /// size, and kept 8-bit in memory). The other files glimpse reads (config.json, tokenizer.json,
-    /// preprocessor_config.json) are copied; the weights are written last.
+    /// preprocessor_config.json, processor_config.json) are copied; the weights are written last.
     Convert {
         /// The checkpoint to convert: a folder, or a hub repository id (downloaded into the cache).
         #[arg(value_name = "DIR|ID")]
@@ -191,7 +191,11 @@ fn convert(dir: &Path, dtype: WeightDtype, out: &Path) -> Result<()> {
     let weights = block_on(convert_weights(&files, dtype.into(), &device))?;
     let written = [("config.json", Some(&files.config)), ("tokenizer.json", Some(&files.tokenizer))]
         .into_iter()
-        .chain([("preprocessor_config.json", files.preprocessor.as_ref()), ("model.safetensors", Some(&weights))])
+        .chain([
+            ("preprocessor_config.json", files.preprocessor.as_ref()),
+            ("processor_config.json", files.processor.as_ref()),
+            ("model.safetensors", Some(&weights)),
+        ])
         .filter_map(|(name, bytes)| Some((name, bytes?.as_slice())))
         .collect::<Vec<_>>();
     write_checkpoint(out, &written).with_context(|| format!("writing {}", out.display()))?;

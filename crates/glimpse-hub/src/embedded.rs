@@ -21,6 +21,7 @@ pub fn world_clip() -> ModelFiles {
         weights: Weights::Bytes(Cow::Borrowed(shipped!("world-clip/model.safetensors"))),
         tokenizer: shipped!("world-clip/tokenizer.json").to_vec(),
         preprocessor: Some(shipped!("world-clip/preprocessor_config.json").to_vec()),
+        processor: None,
     }
 }
 
@@ -32,6 +33,7 @@ pub fn world_lm() -> ModelFiles {
         weights: Weights::Bytes(Cow::Borrowed(shipped!("world-gpt2/model.safetensors"))),
         tokenizer: shipped!("world-gpt2/tokenizer.json").to_vec(),
         preprocessor: None,
+        processor: None,
     }
 }
 

@@ -172,7 +172,7 @@ impl std::fmt::Debug for Hub {
 /// The files glimpse reads; the rest of a repository (PyTorch, TF, Flax, ONNX copies) is never
 /// downloaded.
 const REQUIRED: [&str; 3] = ["config.json", "model.safetensors", "tokenizer.json"];
-const OPTIONAL: [&str; 1] = ["preprocessor_config.json"];
+const OPTIONAL: [&str; 2] = ["preprocessor_config.json", "processor_config.json"];
 
 impl Hub {
     /// `HF_ENDPOINT`, `HF_HUB_CACHE` / `HF_HOME`, `HF_TOKEN` (or the token file `huggingface-cli

@@ -156,7 +156,8 @@ pub fn output_overwrites(out: &Path, input: &Path) -> bool {
 const MAX_LINKS: usize = 40;
 
 /// The files of a checkpoint folder in the Hugging Face layout that glimpse reads and writes.
-const CHECKPOINT_FILES: [&str; 4] = ["config.json", "tokenizer.json", "preprocessor_config.json", "model.safetensors"];
+const CHECKPOINT_FILES: [&str; 5] =
+    ["config.json", "tokenizer.json", "preprocessor_config.json", "processor_config.json", "model.safetensors"];
 
 /// Refuses a folder that already holds checkpoint files as the place of a new checkpoint: writing
 /// over them would mix the two (a file the new one lacks stays behind) and, if stopped, lose the

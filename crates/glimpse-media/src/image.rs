@@ -39,6 +39,38 @@ pub const MAX_RESIZE_FACTOR: u32 = 4;
 /// The largest magnitude a preprocessed pixel value may reach.
 const MAX_PIXEL_VALUE: f64 = 1e4;
 
+/// Where an image processor saved alone (and any before transformers 5) keeps its settings.
+const PREPROCESSOR_FILE: &str = "preprocessor_config.json";
+/// Where transformers 5 saves a processor's, under `image_processor`.
+const PROCESSOR_FILE: &str = "processor_config.json";
+
+/// The image settings of a checkpoint's `processor_config.json` and `preprocessor_config.json`
+/// (either may be missing), as transformers picks them: the processor's `image_processor` where
+/// it has one, else the preprocessor file. Only a processor file that is no JSON is refused: one
+/// without image settings (transformers 4 wrote just the processor's class) is passed over.
+pub fn image_settings_file<'a>(
+    processor: Option<&'a [u8]>,
+    preprocessor: Option<&'a [u8]>,
+) -> Result<Option<&'a [u8]>, MediaError> {
+    if let Some(processor) = processor {
+        if let Err(e) = serde_json::from_slice::<serde_json::Value>(processor) {
+            let message = format!("not valid JSON ({e}); it is damaged: download or save it again");
+            return Err(MediaError::Preprocessor { file: PROCESSOR_FILE, message });
+        }
+        if nested_image_processor(processor).is_some() {
+            return Ok(Some(processor));
+        }
+    }
+    Ok(preprocessor)
+}
+
+/// The `image_processor` object of a `processor_config.json`.
+fn nested_image_processor(json: &[u8]) -> Option<serde_json::Value> {
+    let mut value: serde_json::Value = serde_json::from_slice(json).ok()?;
+    let nested = value.get_mut("image_processor")?.take();
+    nested.is_object().then_some(nested)
+}
+
 /// The settings of a `preprocessor_config.json`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImagePreprocess {
@@ -100,10 +132,15 @@ impl ImagePreprocess {
         }
     }
 
-    /// Reads `preprocessor_config.json`; missing fields take CLIP's defaults for `image_size`.
+    /// Reads `preprocessor_config.json`, or `processor_config.json`'s `image_processor` (the file
+    /// [`image_settings_file`] picks); missing fields take CLIP's defaults for `image_size`.
     pub fn from_json(json: &[u8], image_size: u32) -> Result<Self, MediaError> {
-        let bad = |m: String| MediaError::Preprocessor(m);
-        let raw: PreprocessorJson = settings_from_json(json).map_err(bad)?;
+        let (file, raw) = match nested_image_processor(json) {
+            Some(nested) => (PROCESSOR_FILE, settings_from_json(nested.to_string().as_bytes())),
+            None => (PREPROCESSOR_FILE, settings_from_json(json)),
+        };
+        let bad = |message: String| MediaError::Preprocessor { file, message };
+        let raw: PreprocessorJson = raw.map_err(bad)?;
         let filter = match raw.resample {
             2 => Filter::Bilinear,
             3 => Filter::Bicubic,

@@ -23,8 +23,9 @@ pub enum MediaError {
     /// A text the tokenizers will not take (too long).
     #[error("{0}")]
     Text(String),
-    #[error("preprocessor_config.json: {0}")]
-    Preprocessor(String),
+    /// Image settings that do not parse or fit, and the file they came from.
+    #[error("{file}: {message}")]
+    Preprocessor { file: &'static str, message: String },
     #[error("cannot read the image: {0}")]
     Image(String),
     #[error("{0}")]

@@ -1,6 +1,7 @@
 //! A model with what it needs to take text and images: its tokenizer and preprocessing.
 
 use burn::prelude::*;
+use glimpse_media::image::image_settings_file;
 use glimpse_media::{ClipTokenizer, Gpt2Tokenizer, ImagePreprocess};
 use image::RgbImage;
 
@@ -55,7 +56,8 @@ impl ClipBundle {
         in_checkpoint(&files.source, || {
             let config = ClipConfig::from_json(&files.config)?;
             let image_size = config.vision_config.image_size as u32;
-            let preprocess = match &files.preprocessor {
+            let settings = image_settings_file(files.processor.as_deref(), files.preprocessor.as_deref())?;
+            let preprocess = match settings {
                 Some(json) => ImagePreprocess::from_json(json, image_size)?,
                 None => ImagePreprocess::clip_default(image_size),
             };

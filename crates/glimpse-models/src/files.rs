@@ -60,7 +60,10 @@ pub struct ModelFiles {
     pub config: Vec<u8>,
     pub weights: Weights,
     pub tokenizer: Vec<u8>,
+    /// `preprocessor_config.json` and `processor_config.json`, where there are; a CLIP's image
+    /// settings are in one of them ([`glimpse_media::image::image_settings_file`]).
     pub preprocessor: Option<Vec<u8>>,
+    pub processor: Option<Vec<u8>>,
 }
 
 impl ModelFiles {
@@ -101,13 +104,14 @@ impl ModelFiles {
         for name in ["config.json", "model.safetensors", "tokenizer.json"] {
             require(name)?;
         }
-        let preprocessor = dir.join("preprocessor_config.json");
+        let optional = |name: &str| if dir.join(name).is_file() { read(name).map(Some) } else { Ok(None) };
         Ok(Self {
             source: dir.display().to_string(),
             config: read("config.json")?,
             weights: Weights::File(dir.join("model.safetensors")),
             tokenizer: read("tokenizer.json")?,
-            preprocessor: if preprocessor.is_file() { Some(read("preprocessor_config.json")?) } else { None },
+            preprocessor: optional("preprocessor_config.json")?,
+            processor: optional("processor_config.json")?,
         })
     }
 }

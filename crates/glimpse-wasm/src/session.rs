@@ -400,6 +400,7 @@ fn model_files(what: &str, files: &JsValue) -> Result<ModelFiles, JsValue> {
         preprocessor: field("preprocessor")?
             .map(|value| bytes("preprocessor", "preprocessor_config.json", value))
             .transpose()?,
+        processor: field("processor")?.map(|value| bytes("processor", "processor_config.json", value)).transpose()?,
     })
 }
 

@@ -7,7 +7,7 @@ export type FileSource = string | URL | ArrayBuffer | Uint8Array | Blob;
 export type ModelSource =
   | string
   | URL
-  | { config: FileSource; weights: FileSource; tokenizer: FileSource; preprocessor?: FileSource };
+  | { config: FileSource; weights: FileSource; tokenizer: FileSource; preprocessor?: FileSource; processor?: FileSource };
 
 /**
  * What a load is doing, in order (transformers.js' statuses): per file fetched, `initiate` (asked

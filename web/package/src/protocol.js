@@ -80,8 +80,9 @@ export const LoadStatus = Object.freeze({
 
 /** The Cache API cache the worker keeps fetched model files in (`Glimpse.clearCache()` empties it). */
 export const CACHE = 'glimpse-models-v1';
-// Each model's files as `Glimpse.load` takes them, by field: the file each is in a folder.
-export const CLIP_FILES = Object.freeze({ config: 'config.json', weights: 'model.safetensors', tokenizer: 'tokenizer.json', preprocessor: 'preprocessor_config.json' });
+// Each model's files as `Glimpse.load` takes them, by field: the file each is in a folder. A CLIP's
+// image settings are in preprocessor_config.json, or (saved by transformers 5) in processor_config.json.
+export const CLIP_FILES = Object.freeze({ config: 'config.json', weights: 'model.safetensors', tokenizer: 'tokenizer.json', preprocessor: 'preprocessor_config.json', processor: 'processor_config.json' });
 export const LM_FILES = Object.freeze({ config: 'config.json', weights: 'model.safetensors', tokenizer: 'tokenizer.json' });
 export const Reply = Object.freeze({ result: 'result', error: 'error', step: 'step', progress: 'progress' });
 

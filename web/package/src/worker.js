@@ -3,7 +3,7 @@
 // the facade in `index.js`. One job at a time; replies carry the job's id.
 import { CACHE, CLIP_FILES, ErrorName, LM_FILES, LoadStatus, MAX_THREADS, Reply, Request } from './protocol.js';
 
-const OPTIONAL = new Set(['preprocessor']);
+const OPTIONAL = new Set(['preprocessor', 'processor']);
 const WEIGHTS = 'weights';
 
 // The engine's JavaScript module (`Session` among its exports) and its WebAssembly instance's
