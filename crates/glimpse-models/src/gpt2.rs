@@ -36,7 +36,9 @@ pub struct Gpt2Config {
     pub activation_function: Activation,
     #[serde(default = "default_true")]
     pub tie_word_embeddings: bool,
-    #[serde(default)]
+    /// The token a text ends with. transformers also takes a list of them; glimpse ends a text at
+    /// one, and takes a list of one ([`one_end_token`]).
+    #[serde(default, deserialize_with = "one_end_token")]
     pub eos_token_id: Option<u32>,
     /// Read only to be checked: an id outside the vocabulary means config.json does not belong to
     /// the weights (Burn's gather would panic on it).
@@ -59,6 +61,27 @@ pub struct Gpt2Config {
 
 /// The longest position table a config may declare; also bounds every length a caller asks for.
 pub const MAX_POSITIONS: usize = 1 << 20;
+
+/// `eos_token_id` as config.json may write it: an id, a list of one, or null.
+fn one_end_token<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
+    use serde::de::Error;
+    let id = |value: &serde_json::Value| {
+        value
+            .as_u64()
+            .and_then(|id| u32::try_from(id).ok())
+            .ok_or_else(|| D::Error::custom(format!("{value} is no token id")))
+    };
+    match serde_json::Value::deserialize(deserializer)? {
+        serde_json::Value::Null => Ok(None),
+        serde_json::Value::Array(ids) if ids.len() == 1 => id(&ids[0]).map(Some),
+        serde_json::Value::Array(ids) => Err(D::Error::custom(format!(
+            "{} names {} end tokens, where glimpse ends a text at one: set it to the id the model ends its texts with",
+            serde_json::Value::Array(ids.clone()),
+            ids.len()
+        ))),
+        value => id(&value).map(Some),
+    }
+}
 
 fn default_eps() -> f64 {
     1e-5
@@ -603,8 +626,16 @@ mod tests {
         // Ids read only to be checked are written back only when present.
         assert!(!Gpt2Config::gpt2_small().to_json().contains("bos_token_id"));
         // A value of another type is named by its field (serde alone gives a line and a column).
+        let err = Gpt2Config::from_json(json(r#", "eos_token_id": "9""#).as_bytes()).unwrap_err().to_string();
+        assert!(err.starts_with(r#"config.json: eos_token_id: "9" is no token id"#), "{err}");
+        // transformers' list of end tokens: one is read, several are refused with what to do.
+        let one = Gpt2Config::from_json(json(r#", "eos_token_id": [9]"#).as_bytes()).unwrap();
+        assert_eq!(one.eos_token_id, Some(9));
         let err = Gpt2Config::from_json(json(r#", "eos_token_id": [9, 8]"#).as_bytes()).unwrap_err().to_string();
-        assert!(err.starts_with("config.json: eos_token_id: invalid type: sequence"), "{err}");
+        assert!(
+            err.starts_with("config.json: eos_token_id: [9,8] names 2 end tokens") && err.contains("set it to"),
+            "{err}"
+        );
     }
 
     #[test]
