@@ -94,6 +94,34 @@ fn gpt2_beam_search_matches_transformers() {
     assert_continuations_match("beam3_ids", Decoding::Beam { beams: 3 }, true);
 }
 
+/// Where hypotheses end early (the end token is one the model often gives), the rules for ending
+/// them decide the result: transformers' ids for 2, 3 and 4 beams, with three end tokens a model.
+#[test]
+fn gpt2_beam_search_ends_hypotheses_as_transformers_does() {
+    let device = glimpse_models::device::cpu().device;
+    let mut ended_early = 0;
+    for name in GPT2_FIXTURES {
+        let lm = gpt2(name, &device);
+        let reference = Reference::load(name);
+        let cases: Vec<serde_json::Value> = serde_json::from_value(reference.json["beam_eos"].clone()).unwrap();
+        for case in cases {
+            let eos = case["eos_token_id"].as_u64().unwrap() as u32;
+            for beams in [2, 3, 4] {
+                let expected: Vec<Vec<u32>> = serde_json::from_value(case[beams.to_string()].clone()).unwrap();
+                for (ids, expected) in reference.ids("ids").iter().zip(expected) {
+                    let config =
+                        GenerationConfig { max_new_tokens: 8, decoding: Decoding::Beam { beams }, stop_at: Some(eos) };
+                    let got = block_on(generate(&lm.model, ids, &config, |_| {}, &device)).unwrap();
+                    assert_eq!(got, expected, "{name}, end token {eos}, {beams} beams");
+                    ended_early += usize::from(got.len() < 8);
+                }
+            }
+        }
+    }
+    // The cases test what they are for: many end before the limit.
+    assert!(ended_early >= 20, "{ended_early}");
+}
+
 /// Logits of every position from one full forward pass, and from a prompt followed by one token at
 /// a time through the cache, agree.
 #[test]

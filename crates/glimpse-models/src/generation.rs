@@ -23,8 +23,8 @@ pub enum Decoding {
         top_k: usize,
         alpha: f32,
     },
-    /// Beam search keeping `beams` hypotheses, ranked by summed log-probability over length
-    /// (transformers' default length penalty of 1).
+    /// Beam search keeping `beams` hypotheses, ranked by summed log-probability over length, by
+    /// transformers' rules (`generate(num_beams=beams)`: length penalty 1, no early stopping).
     Beam {
         beams: usize,
     },
@@ -169,8 +169,13 @@ pub async fn generate_with_bonus<B: CandidateBonus>(
     }
 }
 
-/// Beam search: every hypothesis extended by its best `beams` tokens, the best `beams` of all
-/// kept; a hypothesis ending in `stop_at` is set aside as finished. Returns the best new ids.
+/// Beam search as transformers' `generate(num_beams=beams)` runs it (length penalty 1, no early
+/// stopping), so that the two give the same ids: each step takes the best `2 * beams` extensions
+/// of all live hypotheses by summed log-probability. Those among the first `beams` that end in
+/// `stop_at` (or reach the last step) are finished, scored by their sum over their length, and
+/// the best `beams` finished are kept; the first `beams` that do not end live on. The search stops
+/// once every finished slot is taken and the best live sum over the current length cannot beat the
+/// worst finished score (transformers' heuristic). Returns the best finished hypothesis's ids.
 async fn beam_search(
     model: &Gpt2,
     prompt: Tensor<3>,
@@ -183,33 +188,41 @@ async fn beam_search(
     let mut cache = KvCache::new();
     let hidden = model.forward_embeds(prompt, &mut cache);
     let mut logits = model.logits(hidden.narrow(1, prompt_len - 1, 1)).reshape([1, vocab]);
-    // Live hypotheses (ids, summed log-probability), one cache row each.
+    // Live hypotheses (ids, summed log-probability), one cache row each, best first; finished
+    // ones (ids, score), best first.
     let mut live: Vec<(Vec<u32>, f32)> = vec![(Vec::new(), 0.0)];
-    let mut finished: Vec<(Vec<u32>, f32)> = Vec::new();
-    let normalised = |(ids, logp): &(Vec<u32>, f32)| logp / ids.len().max(1) as f32;
+    let mut finished: Vec<(Vec<u32>, f32)> = Vec::with_capacity(beams + 1);
+    let mut improvable = true;
     for step in 0..config.max_new_tokens {
         let logp = read::<2, Float, f32>(log_softmax(logits, 1)).await?;
-        let mut expansions: Vec<(usize, u32, f32)> = Vec::with_capacity(live.len() * beams);
+        let kept = 2 * beams;
+        let mut candidates: Vec<(usize, u32, f32)> = Vec::with_capacity(live.len() * kept);
         for (row, (_, total)) in live.iter().enumerate() {
             let row_logp = &logp[row * vocab..(row + 1) * vocab];
-            let best = top_k_indices(row_logp, beams);
-            expansions.extend(best.into_iter().map(|id| (row, id as u32, total + row_logp[id])));
+            let best = top_k_indices(row_logp, kept);
+            candidates.extend(best.into_iter().map(|id| (row, id as u32, total + row_logp[id])));
         }
-        expansions.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)).then(a.1.cmp(&b.1)));
-        let mut next: Vec<(usize, Vec<u32>, f32)> = Vec::with_capacity(beams);
-        for (row, id, total) in expansions {
-            let ids = [live[row].0.as_slice(), &[id]].concat();
-            if config.stop_at == Some(id) {
-                finished.push((ids, total));
-            } else if next.len() < beams {
-                next.push((row, ids, total));
-            }
-            if next.len() == beams && finished.len() >= beams {
-                break;
-            }
+        candidates.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)).then(a.1.cmp(&b.1)));
+        candidates.truncate(kept);
+        let last = step + 1 == config.max_new_tokens;
+        let ends = |id: u32| last || config.stop_at == Some(id);
+        let length = (step + 1) as f32;
+        for &(row, id, total) in candidates.iter().take(beams).filter(|(_, id, _)| ends(*id)) {
+            finished.push(([live[row].0.as_slice(), &[id]].concat(), total / length));
         }
-        if next.is_empty() || step + 1 == config.max_new_tokens {
-            finished.extend(next.into_iter().map(|(_, ids, total)| (ids, total)));
+        // Stable: of equal scores, the one finished first stays first.
+        finished.sort_by(|a, b| b.1.total_cmp(&a.1));
+        finished.truncate(beams);
+        let next: Vec<(usize, Vec<u32>, f32)> = candidates
+            .iter()
+            .filter(|(_, id, _)| !ends(*id))
+            .take(beams)
+            .map(|&(row, id, total)| (row, [live[row].0.as_slice(), &[id]].concat(), total))
+            .collect();
+        if let (Some((_, _, best)), Some((_, worst))) = (next.first(), finished.last()) {
+            improvable &= finished.len() < beams || best / length > *worst;
+        }
+        if next.is_empty() || !improvable {
             break;
         }
         let rows: Vec<i64> = next.iter().map(|(row, _, _)| *row as i64).collect();
@@ -219,8 +232,7 @@ async fn beam_search(
         logits = model.logits(model.forward_ids(tokens, &mut cache)).reshape([next.len(), vocab]);
         live = next.into_iter().map(|(_, ids, total)| (ids, total)).collect();
     }
-    let best = finished.iter().max_by(|a, b| normalised(a).total_cmp(&normalised(b))).expect("a beam always finishes");
-    Ok(best.0.clone())
+    Ok(finished.into_iter().next().expect("the last step finishes hypotheses").0)
 }
 
 /// The largest candidate set of contrastive search: each candidate carries a copy of the cache.
