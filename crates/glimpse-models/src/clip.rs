@@ -99,11 +99,38 @@ const BATCH_FLOATS: f64 = 256.0 * (1 << 20) as f64 / 4.0;
 
 /// A Hugging Face CLIP `config.json`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(from = "ClipConfigJson")]
 pub struct ClipConfig {
     pub text_config: ClipTextConfig,
     pub vision_config: ClipVisionConfig,
     #[serde(default = "d_projection")]
     pub projection_dim: usize,
+}
+
+/// `config.json` as transformers reads it: a tower's `*_config_dict` (which early conversions,
+/// LAION's among them, wrote beside `*_config`) is read instead of its `*_config`, and a tower
+/// with neither takes the defaults.
+#[derive(Deserialize)]
+struct ClipConfigJson {
+    text_config: Option<ClipTextConfig>,
+    text_config_dict: Option<ClipTextConfig>,
+    vision_config: Option<ClipVisionConfig>,
+    vision_config_dict: Option<ClipVisionConfig>,
+    #[serde(default = "d_projection")]
+    projection_dim: usize,
+}
+
+impl From<ClipConfigJson> for ClipConfig {
+    fn from(json: ClipConfigJson) -> Self {
+        fn defaults<T: serde::de::DeserializeOwned>() -> T {
+            serde_json::from_str("{}").expect("every field has a default")
+        }
+        Self {
+            text_config: json.text_config_dict.or(json.text_config).unwrap_or_else(defaults),
+            vision_config: json.vision_config_dict.or(json.vision_config).unwrap_or_else(defaults),
+            projection_dim: json.projection_dim,
+        }
+    }
 }
 
 fn d_vocab() -> usize {
@@ -730,5 +757,28 @@ impl Clip {
     /// from [`Self::logits_per_image`].
     pub fn zero_shot(logits_per_image: Tensor<2>) -> Tensor<2> {
         softmax(logits_per_image, 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_towers_config_dict_is_read_over_its_config_and_a_missing_tower_takes_the_defaults() {
+        let json = br#"{"model_type": "clip",
+            "text_config": {"layer_norm_eps": 1e-5, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 2},
+            "text_config_dict": {"layer_norm_eps": 0.3, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 2},
+            "vision_config_dict": null}"#;
+        let config = ClipConfig::from_json(json).unwrap();
+        assert_eq!(config.text_config.layer_norm_eps, 0.3);
+        assert_eq!((config.vision_config.hidden_size, config.vision_config.patch_size), (768, 32));
+        let bare =
+            ClipConfig::from_json(br#"{"model_type": "clip", "text_config_dict": {"num_hidden_layers": 2}}"#).unwrap();
+        assert_eq!((bare.text_config.num_hidden_layers, bare.text_config.hidden_size), (2, 512));
+        assert_eq!(bare.vision_config.num_hidden_layers, 12);
+        // Written back as transformers writes it now: the towers' configs only.
+        let written = bare.to_json();
+        assert!(written.contains("\"text_config\"") && !written.contains("config_dict"), "{written}");
     }
 }
