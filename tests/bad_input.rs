@@ -157,6 +157,17 @@ fn model_directories_say_what_is_missing() {
     assert!(err.contains("model.safetensors is not a regular file"), "{err}");
     std::fs::remove_dir(dir.join("model.safetensors")).unwrap();
 
+    // A slow tokenizer's files without tokenizer.json: said so, with how to write it.
+    std::fs::write(dir.join("model.safetensors"), b"").unwrap();
+    std::fs::remove_file(dir.join("tokenizer.json")).unwrap();
+    std::fs::write(dir.join("vocab.json"), b"{}").unwrap();
+    let err = ModelFiles::from_dir(&dir).unwrap_err().to_string();
+    assert!(err.contains("has no tokenizer.json: only the slow tokenizer's vocab.json"), "{err}");
+    assert!(err.contains("AutoTokenizer.from_pretrained(dir).save_pretrained(dir)"), "{err}");
+    std::fs::remove_file(dir.join("vocab.json")).unwrap();
+    std::fs::remove_file(dir.join("model.safetensors")).unwrap();
+    std::fs::write(dir.join("tokenizer.json"), b"{}").unwrap();
+
     // JSON files past their kind's bound are refused unread: parsing takes many times their size.
     std::fs::write(dir.join("model.safetensors"), b"").unwrap();
     let padded = |bytes: usize| format!("{{\"pad\": \"{}\"}}", " ".repeat(bytes));

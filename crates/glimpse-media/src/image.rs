@@ -106,8 +106,16 @@ struct PreprocessorJson {
     rescale_factor: f64,
     #[serde(default = "yes")]
     do_normalize: bool,
-    image_mean: Option<Vec<f32>>,
-    image_std: Option<Vec<f32>>,
+    image_mean: Option<PerChannel>,
+    image_std: Option<PerChannel>,
+}
+
+/// A value per channel, or one for all of them (transformers takes either).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum PerChannel {
+    All(f32),
+    Each(Vec<f32>),
 }
 
 fn yes() -> bool {
@@ -162,12 +170,13 @@ impl ImagePreprocess {
             Some(SizeSpec::Map { height: Some(h), width: Some(w), .. }) => (h, w),
             Some(_) => return Err(bad("`crop_size` needs `height` and `width`".into())),
         };
-        let channels = |v: Option<Vec<f32>>, default: [f32; 3], name: &str| -> Result<[f32; 3], MediaError> {
+        let channels = |v: Option<PerChannel>, default: [f32; 3], name: &str| -> Result<[f32; 3], MediaError> {
             match v {
                 None => Ok(default),
-                Some(v) => {
-                    v.try_into().map_err(|v: Vec<f32>| bad(format!("{name} has {} values, expected 3", v.len())))
-                }
+                Some(PerChannel::All(value)) => Ok([value; 3]),
+                Some(PerChannel::Each(v)) => v.try_into().map_err(|v: Vec<f32>| {
+                    bad(format!("{name} has {} values, where an RGB image needs one or 3", v.len()))
+                }),
             }
         };
         let (clip_mean, clip_std) = clip_normalize();
@@ -610,6 +619,17 @@ mod tests {
         assert!(ImagePreprocess::from_json(br#"{"size": 256, "crop_size": 224}"#, 224).is_ok());
         let exact = br#"{"do_center_crop": false, "size": {"height": 224, "width": 224}}"#;
         assert!(ImagePreprocess::from_json(exact, 224).is_ok());
+    }
+
+    /// A mean or deviation for all channels at once is each channel's, as transformers takes it;
+    /// a list is one value a channel.
+    #[test]
+    fn one_mean_and_deviation_serve_every_channel() {
+        let one = ImagePreprocess::from_json(br#"{"image_mean": 0.5, "image_std": [0.2, 0.25, 0.3]}"#, 224).unwrap();
+        assert_eq!(one.normalize, Some(([0.5; 3], [0.2, 0.25, 0.3])));
+        let error = |json: &str| ImagePreprocess::from_json(json.as_bytes(), 224).unwrap_err().to_string();
+        let err = error(r#"{"image_std": [0.5]}"#);
+        assert!(err.contains("image_std has 1 values, where an RGB image needs one or 3"), "{err}");
     }
 
     fn jpeg_of(image: &RgbImage) -> Vec<u8> {

@@ -96,6 +96,10 @@ impl ModelFiles {
             } else if name == "model.safetensors" && dir.join("pytorch_model.bin").is_file() {
                 ": only pytorch_model.bin is there, and glimpse reads safetensors only (pickle files can run code); \
                  convert it with transformers (`model.save_pretrained(dir, safe_serialization=True)`)"
+            } else if name == "tokenizer.json" && dir.join("vocab.json").is_file() {
+                ": only the slow tokenizer's vocab.json (and merges.txt) is there, and glimpse reads the fast \
+                 one's tokenizer.json; write it with transformers \
+                 (`AutoTokenizer.from_pretrained(dir).save_pretrained(dir)`)"
             } else {
                 ""
             };
