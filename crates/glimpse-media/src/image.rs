@@ -419,6 +419,12 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, MediaError> {
                 "{e}: glimpse decodes images of at most {MAX_SIDE} pixels a side and 1 GiB of pixels; scale it down \
                  first"
             )),
+            image::ImageError::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                MediaError::Image(format!("the image is cut short ({e}); download or copy it again"))
+            }
+            e @ image::ImageError::Decoding(_) => {
+                MediaError::Image(format!("the image is damaged ({e}); download, copy or export it again"))
+            }
             e => MediaError::Image(e.to_string()),
         };
         let (mut reader, mut limits) = (reader, decoder_limits());
@@ -443,6 +449,9 @@ pub(crate) const READ_FORMATS: [ImageFormat; 4] =
 
 /// A format's name as a user knows it (`BMP`, `TIFF`).
 pub(crate) fn format_name(format: ImageFormat) -> String {
+    if format == ImageFormat::Pnm {
+        return "PNM (PBM / PGM / PPM)".into();
+    }
     format.extensions_str().first().map_or_else(|| format!("{format:?}"), |e| e.to_ascii_uppercase())
 }
 
@@ -660,6 +669,25 @@ mod tests {
             let err = decode_image(&whole[..cut]).unwrap_err().to_string();
             assert!(err.contains("cut short") || err.contains("end"), "cut at {cut} of {}: {err}", whole.len());
         }
+    }
+
+    /// A PNG cut short or damaged says so, with what to do.
+    #[test]
+    fn damaged_pngs_say_what_to_do() {
+        let image = RgbImage::from_fn(64, 48, |x, y| image::Rgb([(x * 4) as u8, (y * 5) as u8, ((x * y) % 256) as u8]));
+        let mut png = Vec::new();
+        DynamicImage::ImageRgb8(image).write_to(&mut std::io::Cursor::new(&mut png), ImageFormat::Png).unwrap();
+        let err = decode_image(&png[..png.len() / 2]).unwrap_err().to_string();
+        assert!(
+            err.contains("download or copy it again") || err.contains("download, copy or export it again"),
+            "{err}"
+        );
+        // The image data's checksum broken.
+        let at = png.windows(4).position(|w| w == b"IDAT").unwrap() + 8;
+        let mut damaged = png.clone();
+        damaged[at] ^= 0xFF;
+        let err = decode_image(&damaged).unwrap_err().to_string();
+        assert!(err.contains("the image is damaged") || err.contains("cut short"), "{err}");
     }
 
     /// An Exif orientation turns the picture upright: 6 (the camera held upright, the sensor's

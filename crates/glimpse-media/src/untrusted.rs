@@ -32,7 +32,11 @@ pub fn decoding<T>(what: &str, decode: impl FnOnce() -> Result<T, MediaError>) -
 /// Opens `path` for reading if it is a regular file (following links).
 pub fn open_regular_file(path: &Path) -> Result<File, MediaError> {
     let named = |message: String| MediaError::File(format!("{}: {message}", path.display()));
-    let metadata = std::fs::metadata(path).map_err(|e| named(e.to_string()))?;
+    let metadata = std::fs::metadata(path).map_err(|e| match path.as_os_str() == "-" {
+        // Unix's name for standard input, where no file of that name is.
+        true => named("files are not read from standard input; save it to a file first".into()),
+        false => named(e.to_string()),
+    })?;
     if !metadata.is_file() {
         let what = if metadata.is_dir() { "a folder" } else { "not a regular file (a pipe, device or socket)" };
         return Err(named(format!("{what}; give the path of a file")));
@@ -91,5 +95,18 @@ pub fn quoted(text: &str) -> String {
     match text.char_indices().nth(QUOTED_CHARS) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standard_input_is_no_file() {
+        let err = open_regular_file(Path::new("-")).unwrap_err().to_string();
+        assert_eq!(err, "-: files are not read from standard input; save it to a file first");
+        let err = open_regular_file(Path::new("no-such-file")).unwrap_err().to_string();
+        assert!(err.starts_with("no-such-file: No such file"), "{err}");
     }
 }
