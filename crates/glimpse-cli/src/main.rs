@@ -900,6 +900,9 @@ fn check_out(out: Option<&Path>, inputs: &[&Path]) -> Result<()> {
         glimpse_media::files::check_can_write_beside(&target).with_context(|| {
             format!("--out {}: cannot write in {}; choose a folder you can write", out.display(), folder.display())
         })?;
+        glimpse_media::files::check_can_replace(&target).with_context(|| {
+            format!("--out {}: the file there may not be replaced; make it writable, or name another", out.display())
+        })?;
     }
     if let Some(input) = inputs.iter().find(|input| glimpse_media::files::output_overwrites(out, input)) {
         bail!(

@@ -260,6 +260,21 @@ fn caption_video_writes_subtitles_atomically() {
     assert!(!missing.exists());
     let leftovers: Vec<_> = std::fs::read_dir(gif.parent().unwrap()).unwrap().filter_map(Result::ok).collect();
     assert_eq!(leftovers.len(), 2, "only the GIF and the VTT: {leftovers:?}");
+
+    // A read-only result is not replaced (as a shell's `>` would not), said before any work.
+    let mut read_only = std::fs::metadata(&out).unwrap().permissions();
+    read_only.set_readonly(true);
+    std::fs::set_permissions(&out, read_only).unwrap();
+    let mut args = caption_video_args(gif.to_str().unwrap(), &clip, &lm, "srt");
+    args.extend(["--out", out.to_str().unwrap()]);
+    let run = glimpse(&args);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !run.status.success() && stderr.contains("may not be replaced") && stderr.contains("read-only"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(" frames at "), "refused before reading the video: {stderr}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), vtt);
 }
 
 #[test]

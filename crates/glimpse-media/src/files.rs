@@ -69,6 +69,21 @@ pub fn check_can_write_beside(path: &Path) -> io::Result<()> {
     fs::remove_file(write_temporary(path, b"", None)?)
 }
 
+/// Refuses to replace a file at `path` that is read-only, or that this user may not write, as a
+/// shell's `>` would: [`write_atomically`] replaces a file by renaming another onto it, which the
+/// folder's permissions alone allow (a read-only file, or another user's in a shared folder, would
+/// be replaced). Nothing at `path`, or no regular file there, is no refusal.
+pub fn check_can_replace(path: &Path) -> io::Result<()> {
+    match fs::metadata(path) {
+        Ok(meta) if meta.is_file() && meta.permissions().readonly() => {
+            Err(io::Error::new(io::ErrorKind::PermissionDenied, "the file is read-only"))
+        }
+        // Opened for writing, not truncated: whether the user may write it, nothing written.
+        Ok(meta) if meta.is_file() => fs::OpenOptions::new().write(true).open(path).map(drop),
+        _ => Ok(()),
+    }
+}
+
 /// `bytes` in a hidden temporary file next to `path` (see [`temporary_of`]), flushed to disk.
 fn write_temporary(path: &Path, bytes: &[u8], permissions: Option<fs::Permissions>) -> io::Result<PathBuf> {
     let name = path
