@@ -278,9 +278,16 @@ pub fn sample_animation<R: BufRead + Seek, E: From<MediaError>>(
                 checked(&mut decoder).map_err(ours)?;
                 decoding(&decoder_name, || decoder.apng().map_err(bad)).map_err(ours)?.into_frames()
             };
-            while let Some(frame) =
-                decoding(&decoder_name, || animation.next().transpose().map_err(bad)).map_err(ours)?
-            {
+            // A frame that does not decode is its file's damage: the frames after it are lost.
+            let damaged = |index: usize, e: image::ImageError| {
+                MediaError::Video(format!(
+                    "frame {} of the {what} is damaged or cut short ({e}); download, copy or export it again",
+                    index + 1
+                ))
+            };
+            for index in 0.. {
+                let next = decoding(&decoder_name, || animation.next().transpose().map_err(|e| damaged(index, e)));
+                let Some(frame) = next.map_err(ours)? else { break };
                 let ms = delay_ms(frame.delay().numer_denom_ms());
                 push(to_rgb(DynamicImage::ImageRgba8(frame.into_buffer())), ms)?;
             }
@@ -1275,6 +1282,28 @@ mod tests {
             let err = collect(damaged, 4.0).unwrap_err().to_string();
             assert!(err.contains("the WebP is damaged or cut short"), "{what}: {err}");
         }
+    }
+
+    /// A GIF frame whose image data does not decode is refused by its number, with what to do.
+    #[test]
+    fn a_damaged_gif_frame_is_named() {
+        let mut bytes = gif(&[[255, 0, 0], [0, 255, 0], [0, 0, 255]], 100);
+        // The second frame: its graphic control extension (8 bytes), its descriptor (10 bytes),
+        // its local colour table, its code size, then its first sub-block.
+        let controls: Vec<usize> =
+            bytes.windows(2).enumerate().filter(|(_, w)| w == &[0x21, 0xF9]).map(|(i, _)| i).collect();
+        let descriptor = controls[1] + 8;
+        assert_eq!(bytes[descriptor], 0x2C);
+        let packed = bytes[descriptor + 9];
+        let table = if packed & 0x80 == 0 { 0 } else { 3 << ((packed & 7) + 1) };
+        let block = descriptor + 10 + table + 1;
+        let length = usize::from(bytes[block]);
+        bytes[block + 1..block + 1 + length].fill(0xFF);
+        let err = collect(&bytes, 10.0).unwrap_err().to_string();
+        assert!(
+            err.contains("frame 2 of the GIF is damaged or cut short") && err.contains("download, copy or export"),
+            "{err}"
+        );
     }
 
     /// A frame lasting several samples is handed on once, then as `Again`: a one-frame GIF shown
