@@ -518,6 +518,7 @@ async function framesRun(origin) {
 // the CPU and say so on the page.
 async function fallbackRun(origin) {
   await threadsFallbackRun();
+  await droppedInstancesRun(origin);
   await withBrowser(false, async (browser) => {
     const page = await openPage(browser, `${origin}/demo/?device=auto`, 'fallback');
     const { state, run } = await waitForState(page, ['ready', 'error']);
@@ -527,6 +528,33 @@ async function fallbackRun(origin) {
     await page.selectOption('#device', 'webgpu');
     const refused = await waitForState(page, ['error', 'ready']);
     check(refused.state === 'error' && refused.status.startsWith('NoAdapterError'), `webgpu without WebGPU: ${refused.status}`);
+  });
+}
+
+// Instances a page drops without `dispose()` (a component remounted) are collected, and their
+// workers, each holding an engine and its models, stopped; one the page keeps goes on working.
+async function droppedInstancesRun(origin) {
+  await withBrowser(false, async (browser) => {
+    const page = await browser.newPage();
+    await page.route(`${origin}/blank.html`, (route) => route.fulfill({ contentType: 'text/html', body: '<!doctype html><title>blank</title>' }));
+    await page.goto(`${origin}/blank.html`);
+    await page.evaluate(async () => {
+      const { Glimpse } = await import('/package/src/index.js');
+      const models = { clip: '/demo/assets/models/world-clip', lm: '/demo/assets/models/world-gpt2', device: 'cpu' };
+      for (let i = 0; i < 3; i++) await (await Glimpse.load(models)).embedText('a square');
+      window.kept = await Glimpse.load(models);
+    });
+    const loaded = page.workers().length;
+    // A collection makes the finaliser due; it runs soon after.
+    const cdp = await browser.newCDPSession(page);
+    for (let i = 0; i < 40 && page.workers().length > 1; i++) {
+      await cdp.send('HeapProfiler.collectGarbage');
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+    const left = page.workers().length;
+    const kept = await page.evaluate(async () => (await window.kept.embedText('a square')).length);
+    check(loaded === 4 && left === 1 && kept > 0,
+      `three instances dropped without dispose() are collected with their workers (${loaded} workers, ${left} once collected); the one kept still embeds (${kept} values)`);
   });
 }
 

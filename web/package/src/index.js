@@ -64,11 +64,8 @@ export class Glimpse {
 
   constructor(loadArgs) {
     this._loadArgs = loadArgs;
-    this._worker = null;
-    // Where the worker's threads report a trap (see `_start`).
-    this._crashes = null;
-    this._jobs = new Map();
-    this._nextId = 1;
+    this._engine = new Engine();
+    unreachable.register(this, this._engine);
     this._queue = Promise.resolve();
     /** `{kind: 'webgpu' | 'cpu', description, fallbackReason?, maxStorageBinding?, threads?, threadsFallbackReason?}` */
     this.device = null;
@@ -141,23 +138,23 @@ export class Glimpse {
   // the one before, and no call ever holds a whole video's pixels.
   _onVideo(source, fps, signal, type, args, handlers) {
     return this._enqueue(async () => {
-      await this._send(Request.check, { call: type, args }, { signal });
+      await this._engine.send(Request.check, { call: type, args }, { signal });
       // A <video> lasts from its first picture to its end: the last sample ends there, not a
       // sampling step later.
       const timeline = Array.isArray(source) ? undefined : await videoTimeline(source, signal);
       const [length, start] = timeline ? [timeline.end - timeline.start, timeline.start] : [];
       const key = sourceKey(source, start);
-      const { reused } = await this._send(Request.startVideo, { fps, key, length, start }, { signal });
+      const { reused } = await this._engine.send(Request.startVideo, { fps, key, length, start }, { signal });
       if (!reused) {
         let embedding = null;
         for await (const chunk of frameChunks(source, fps, this.imageSize, signal, { timeline })) {
           await embedding;
-          embedding = this._send(Request.videoFrames, chunk, { signal }, [chunk.frames.buffer]);
+          embedding = this._engine.send(Request.videoFrames, chunk, { signal }, [chunk.frames.buffer]);
           embedding.catch(() => {});
         }
         await embedding;
       }
-      return this._send(type, args, handlers);
+      return this._engine.send(type, args, handlers);
     }, signal);
   }
 
@@ -173,26 +170,17 @@ export class Glimpse {
   /** Stops the engine; the object cannot be used afterwards. */
   dispose() {
     this._loadArgs = null;
-    this._restart(new GlimpseError('glimpse was disposed'));
+    this._engine.stop(new GlimpseError('glimpse was disposed'));
   }
 
   async _start(onProgress) {
     if (!this._loadArgs) throw new GlimpseError('glimpse was disposed');
-    this._worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
-    this._worker.onmessage = ({ data }) => this._receive(data);
-    // Where a thread of the threaded engine reports a trap (protocol.js): one channel per worker.
-    const crashChannel = `glimpse-crash-${Date.now()}-${Math.random().toString(36).slice(2)}`;
-    this._crashes = new BroadcastChannel(crashChannel);
-    this._crashes.onmessage = ({ data }) => this._restart(new GlimpseError(data.message));
-    this._worker.onerror = (event) => {
-      event.preventDefault();
-      this._restart(new GlimpseError(`the engine's worker failed: ${event.message ?? 'unknown error'}`));
-    };
+    const crashChannel = this._engine.start();
     let info;
     try {
-      info = await this._send(Request.load, { ...this._loadArgs, crashChannel }, { onProgress });
+      info = await this._engine.send(Request.load, { ...this._loadArgs, crashChannel }, { onProgress });
     } catch (error) {
-      this._restart(null);
+      this._engine.stop(null);
       throw error;
     }
     this.imageSize = info.imageSize;
@@ -207,7 +195,7 @@ export class Glimpse {
     return this._enqueue(async () => {
       const { args, transfer } = await request();
       handlers.signal?.throwIfAborted();
-      return this._send(type, args, handlers, transfer);
+      return this._engine.send(type, args, handlers, transfer);
     }, handlers.signal);
   }
 
@@ -215,54 +203,85 @@ export class Glimpse {
   _enqueue(work, signal) {
     const job = this._queue.then(async () => {
       signal?.throwIfAborted();
-      if (!this._worker) await this._start();
+      if (!this._engine.worker) await this._start();
       return work();
     });
     this._queue = job.catch(() => {});
     // A call still waiting its turn rejects as soon as its signal aborts.
     return abortable(job, signal);
   }
+}
 
-  _send(type, args, { signal, onStep, onProgress } = {}, transfer = []) {
+// The engine's worker and the jobs it runs. Nothing here refers to the `Glimpse` that owns it: a
+// running worker is never collected, nor anything its handlers reach, so a Glimpse dropped without
+// `dispose()` would hold its worker and models for as long as the page lives. Instead the Glimpse
+// is collected and its worker stopped (`unreachable`). A call in progress keeps its Glimpse: the
+// call's continuation, which the job's promise holds, refers to it.
+class Engine {
+  constructor() {
+    this.worker = null;
+    // Where the worker's threads report a trap.
+    this.crashes = null;
+    this.jobs = new Map();
+    this.nextId = 1;
+  }
+
+  // A new worker; returns the name of its threads' channel for traps (protocol.js), one per worker.
+  start() {
+    this.worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
+    this.worker.onmessage = ({ data }) => this.receive(data);
+    const crashChannel = `glimpse-crash-${Date.now()}-${Math.random().toString(36).slice(2)}`;
+    this.crashes = new BroadcastChannel(crashChannel);
+    this.crashes.onmessage = ({ data }) => this.stop(new GlimpseError(data.message));
+    this.worker.onerror = (event) => {
+      event.preventDefault();
+      this.stop(new GlimpseError(`the engine's worker failed: ${event.message ?? 'unknown error'}`));
+    };
+    return crashChannel;
+  }
+
+  send(type, args, { signal, onStep, onProgress } = {}, transfer = []) {
     return new Promise((resolve, reject) => {
-      if (!this._worker) return reject(new GlimpseError('the engine stopped; call again to restart it'));
-      const id = this._nextId++;
+      if (!this.worker) return reject(new GlimpseError('the engine stopped; call again to restart it'));
+      const id = this.nextId++;
       const onAbort = () => {
-        this._jobs.delete(id);
-        this._restart(null);
+        this.jobs.delete(id);
+        this.stop(null);
         reject(signal.reason ?? new DOMException('the operation was aborted', 'AbortError'));
       };
       signal?.addEventListener('abort', onAbort, { once: true });
       const done = () => signal?.removeEventListener('abort', onAbort);
-      this._jobs.set(id, { resolve: (v) => { done(); resolve(v); }, reject: (e) => { done(); reject(e); }, onStep, onProgress });
-      this._worker.postMessage({ id, type, args }, transfer);
+      this.jobs.set(id, { resolve: (v) => { done(); resolve(v); }, reject: (e) => { done(); reject(e); }, onStep, onProgress });
+      this.worker.postMessage({ id, type, args }, transfer);
     });
   }
 
-  _receive({ id, type, value, step, progress, error }) {
-    const job = this._jobs.get(id);
+  receive({ id, type, value, step, progress, error }) {
+    const job = this.jobs.get(id);
     if (!job) return;
     if (type === Reply.step) return callSafely(job.onStep, step);
     if (type === Reply.progress) return callSafely(job.onProgress, progress);
-    this._jobs.delete(id);
+    this.jobs.delete(id);
     if (type === Reply.result) return job.resolve(value);
     job.reject(new (ERRORS[error.name] ?? GlimpseError)(error.message));
-    if (error.fatal) this._restart(null);
+    if (error.fatal) this.stop(null);
   }
 
-  _restart(reason) {
-    this._worker?.terminate();
-    this._worker = null;
-    this._crashes?.close();
-    this._crashes = null;
-    if (reason) this._failAll(reason);
-  }
-
-  _failAll(reason) {
-    for (const job of this._jobs.values()) job.reject(reason);
-    this._jobs.clear();
+  // Stops the worker (the next call starts another); `reason` rejects the jobs in progress.
+  stop(reason) {
+    this.worker?.terminate();
+    this.worker = null;
+    this.crashes?.close();
+    this.crashes = null;
+    if (reason) {
+      for (const job of this.jobs.values()) job.reject(reason);
+      this.jobs.clear();
+    }
   }
 }
+
+// Stops the worker of a Glimpse that was collected (see `Engine`).
+const unreachable = new FinalizationRegistry((engine) => engine.stop(null));
 
 function checkFps(fps) {
   if (!(fps >= MIN_FPS && fps <= MAX_FPS)) throw new InputError(`fps = ${fps} must be in [${MIN_FPS}, ${MAX_FPS}]`);
