@@ -217,15 +217,30 @@ fn probe(tokenizer: &Tokenizer) -> Result<(Option<u32>, Option<u32>), MediaError
     Ok((tokenizer.get_vocab(true).into_values().chain(specials).max(), end))
 }
 
-/// Refuses a tokenizer that can produce ids beyond the model's token table of `vocab_size` rows.
+/// The least share of a model's token table its tokenizer must name. A model's own tokenizer names
+/// all of it, or nearly (a table padded to a multiple of 64 or 128 leaves a few rows unnamed); one
+/// that names much less is another model's, whose ids decode to nothing (a caption of no words).
+const MIN_VOCAB_COVERED: f64 = 0.9;
+
+/// Refuses a tokenizer that can produce ids beyond the model's token table of `vocab_size` rows,
+/// or that names too little of it ([`MIN_VOCAB_COVERED`]).
 fn check_vocab(largest_id: Option<u32>, vocab_size: usize) -> Result<(), MediaError> {
-    match largest_id.filter(|&id| id as usize >= vocab_size) {
-        Some(id) => Err(MediaError::Tokenizer(format!(
-            "it produces token id {id}, but the model's vocabulary has {vocab_size} entries (vocab_size in \
-             config.json); tokenizer.json and config.json come from different models"
-        ))),
-        None => Ok(()),
+    let named = largest_id.map_or(0, |id| id as usize + 1);
+    if named > vocab_size {
+        return Err(MediaError::Tokenizer(format!(
+            "it produces token id {}, but the model's vocabulary has {vocab_size} entries (vocab_size in \
+             config.json); tokenizer.json and config.json come from different models",
+            named - 1
+        )));
     }
+    if (named as f64) < MIN_VOCAB_COVERED * vocab_size as f64 {
+        return Err(MediaError::Tokenizer(format!(
+            "it names ids 0 to {} of the model's {vocab_size} (vocab_size in config.json), where a model's own \
+             tokenizer names all or nearly all of them; tokenizer.json and config.json come from different models",
+            named.saturating_sub(1)
+        )));
+    }
+    Ok(())
 }
 
 /// CLIP's tokenizer: start and end tokens as the file's post-processor defines them, truncated
@@ -538,6 +553,11 @@ mod tests {
         let plain = Gpt2Tokenizer::from_json(&tokenizer_json("null", "null")).unwrap();
         assert!(plain.check_vocab(4).is_ok());
         assert!(error(plain.check_vocab(3)).contains("produces token id 3"));
+        // Ids 0 to 3 name 4 of 5 rows (80%): another model's tokenizer.
+        let err = error(plain.check_vocab(5));
+        assert!(err.contains("names ids 0 to 3 of the model's 5") && err.contains("different models"), "{err}");
+        assert_eq!(check_vocab(Some(50256), 50304).map_err(|e| e.to_string()), Ok(()), "GPT-2 padded to 64s");
+        assert!(check_vocab(Some(41), 80).is_err());
         // The post-processor's end token (9) counts too.
         let templated = ClipTokenizer::from_json(&tokenizer_json("null", TEMPLATE), 8).unwrap();
         assert!(templated.check_vocab(10).is_ok());
