@@ -25,6 +25,10 @@ fn limits_match_the_engine() {
     assert_eq!(js_number(&js, "MAX_EVENTS"), glimpse_align::zerota::MAX_EVENTS as f64);
     assert_eq!(js_number(&js, "MAX_QUERIES"), glimpse_align::grounding::MAX_QUERIES as f64);
     assert_eq!(js_number(&js, "MAX_TOP"), glimpse_align::grounding::MAX_TOP as f64);
+    // The engine's own crate builds for wasm only: its constant is read from its source.
+    let session = repo_file("crates/glimpse-wasm/src/session.rs");
+    let side = session.lines().find_map(|l| l.strip_prefix("const MAX_SIDE: u32 = ")).expect("session.rs's MAX_SIDE");
+    assert_eq!(js_number(&js, "MAX_FRAME_SIDE"), side.trim_end_matches(';').parse::<f64>().unwrap());
 }
 
 #[test]

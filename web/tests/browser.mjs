@@ -719,12 +719,15 @@ function checkConsumer(label, result, root, q8Device) {
     `${label}: a model given as a number, JSON text for a URL or a Response is a ModelLoadError saying what to give ("${result.badSources.join('"; "')}")`);
   check(result.corrupt.name === 'ModelLoadError' && result.corrupt.message.includes('model.safetensors') && result.corrupt.cached === false,
     `${label}: truncated weights give a ModelLoadError naming the file and leave no cached copy ("${result.corrupt.message}", cached: ${result.corrupt.cached})`);
-  check(result.inputErrors.every((e) => e === 'InputError'), `${label}: empty frames, an unknown option, maxTokens 0, a prompt longer than the LM's positions, a 0 x 0 canvas, an empty query, top 0, a misspelt search option, events 'many', infinite refineSteps, a caption longer than the LM's positions, seed 2^64, topK NaN, null for a video, null for a frame, frames of two sizes, a <video> with no picture, 0 or 'many' threads, an object shaped like ImageData, a signal that is no AbortSignal, an onProgress that is no function, a text of 78 KB, stepsPerToken 0 and topK beyond the vocabulary are InputErrors (${result.inputErrors.join(', ')})`);
+  check(result.inputErrors.every((e) => e === 'InputError'), `${label}: empty frames, an unknown option, maxTokens 0, a prompt longer than the LM's positions, a 0 x 0 canvas, an empty query, top 0, a misspelt search option, events 'many', infinite refineSteps, a caption longer than the LM's positions, seed 2^64, topK NaN, null for a video, null for a frame, frames of two sizes, a <video> with no picture, 0 or 'many' threads, an object shaped like ImageData, a signal that is no AbortSignal, an onProgress that is no function, a text of 78 KB, fps '2', stepsPerToken 0 and topK beyond the vocabulary are InputErrors (${result.inputErrors.join(', ')})`);
   const [steps, imageTopK, framesTopK] = result.inputMessages.slice(-3);
   // The vocabulary's size, not topK's own bound (256).
   check(steps.includes('stepsPerToken = 0') && [imageTopK, framesTopK].every((m) => /topK = 200 must be in 1\.\.=\d+$/.test(m) && !m.endsWith('=256')),
     `${label}: settings out of range are named as the options spell them ("${steps}"; "${imageTopK}"; "${framesTopK}")`);
   check(result.readsByRefusals === 0, `${label}: the refused calls read no frame (${result.readsByRefusals} reads)`);
+  const { banner, cutEmoji, negative } = result.edges;
+  check(banner > 0 && cutEmoji === 'string' && negative.startsWith('InputError') && negative.includes('maxTokens') && negative.includes('a whole number of 0 or more'),
+    `${label}: a 5000 x 100 canvas embeds (${banner} values), a prompt cut inside an emoji captions (${cutEmoji}), a negative count is named plainly ("${negative}")`);
   // Loading reports transformers.js' events: every file initiated, downloaded, done (the CLIP's
   // processor_config.json, which the world CLIP lacks, initiated and done: it answered 404); then
   // the engine's phase and ready, with totals that add up to what was served.

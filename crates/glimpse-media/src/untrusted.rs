@@ -80,10 +80,33 @@ pub fn check_json_object(value: &serde_json::Value) -> Result<(), String> {
 pub fn settings_from_json<T: serde::de::DeserializeOwned>(json: &[u8]) -> Result<T, String> {
     let value: serde_json::Value = serde_json::from_slice(json).map_err(|e| format!("not valid JSON ({e})"))?;
     check_json_object(&value)?;
-    serde_path_to_error::deserialize(value).map_err(|e| match e.path().to_string().as_str() {
-        "." => e.inner().to_string(),
-        path => format!("{path}: {}", e.inner()),
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let message = plain_types(&e.inner().to_string());
+        match e.path().to_string().as_str() {
+            "." => message,
+            path => format!("{path}: {message}"),
+        }
     })
+}
+
+/// serde's message with the Rust types it expected named as a user knows them (`expected usize`:
+/// `expected a whole number of 0 or more`).
+fn plain_types(message: &str) -> String {
+    let mut plain = message.to_string();
+    for (rust, named) in [
+        ("usize", "a whole number of 0 or more"),
+        ("u64", "a whole number of 0 or more"),
+        ("u32", "a whole number of 0 or more"),
+        ("u16", "a whole number of 0 or more"),
+        ("u8", "a whole number of 0 or more"),
+        ("i64", "a whole number"),
+        ("i32", "a whole number"),
+        ("f64", "a number"),
+        ("f32", "a number"),
+    ] {
+        plain = plain.replace(&format!("expected {rust}"), &format!("expected {named}"));
+    }
+    plain
 }
 
 /// How much of a name, path or line of an untrusted input an error message quotes.
@@ -101,6 +124,20 @@ pub fn quoted(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_errors_name_the_field_and_a_type_a_user_knows() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Settings {
+            max_tokens: usize,
+            scale: f32,
+        }
+        let err = settings_from_json::<Settings>(br#"{"max_tokens": -1, "scale": 1}"#).unwrap_err();
+        assert_eq!(err, "max_tokens: invalid value: integer `-1`, expected a whole number of 0 or more");
+        let err = settings_from_json::<Settings>(br#"{"max_tokens": 1, "scale": "big"}"#).unwrap_err();
+        assert_eq!(err, r#"scale: invalid type: string "big", expected a number"#);
+    }
 
     #[test]
     fn standard_input_is_no_file() {

@@ -9,6 +9,7 @@ use glimpse_align::guided::{self, GuidanceOptions, IMAGE_PROMPT, Step, Targets};
 use glimpse_align::zerota::{EmbeddedVideo, Event, FrameEmbedder, VIDEO_PROMPT, ZeroTaConfig, dense_caption};
 use glimpse_media::subtitles::{Cue, to_chapters, to_srt, to_vtt};
 use glimpse_media::to_rgb;
+use glimpse_media::untrusted::settings_from_json;
 use glimpse_media::video::{MAX_FRAMES, check_fps, sampled_duration};
 use glimpse_models::tensor::read;
 use glimpse_models::weights::ReadAt;
@@ -22,7 +23,8 @@ use wasm_bindgen_futures::future_to_promise;
 use crate::device::{self, DeviceReport};
 use crate::errors::{self, MODEL_LOAD, js_error, with_causes};
 
-/// The largest frame side accepted; the page scales frames down to a few times CLIP's input first.
+/// The largest frame side accepted; the page scales frames down to a few times CLIP's input, and
+/// to this, first (protocol.js's MAX_FRAME_SIDE).
 const MAX_SIDE: u32 = 4096;
 
 /// A CLIP and a GPT-2 loaded on one device.
@@ -312,7 +314,7 @@ impl Video {
 
 /// The page's guidance options, JSON of [`GuidanceOptions`].
 fn guidance_options(json: &str) -> Result<GuidanceOptions, JsValue> {
-    serde_json::from_str(json).map_err(|e| errors::input(format!("options: {e}")))
+    settings_from_json(json.as_bytes()).map_err(|e| errors::input(format!("options: {e}")))
 }
 
 /// `denseCaption`'s settings: `options` is JSON of [`GuidanceOptions`].
@@ -337,7 +339,7 @@ fn option_name(field: &str) -> String {
 /// `findMoments`' queries (a JSON array of strings) and options (JSON of [`FindOptions`]).
 fn find_inputs(queries: &str, options: &str) -> Result<(Vec<String>, FindOptions), JsValue> {
     let queries = serde_json::from_str(queries).map_err(|e| errors::input(format!("queries: {e}")))?;
-    let options = serde_json::from_str(options).map_err(|e| errors::input(format!("options: {e}")))?;
+    let options = settings_from_json(options.as_bytes()).map_err(|e| errors::input(format!("options: {e}")))?;
     Ok((queries, options))
 }
 

@@ -1,17 +1,18 @@
 // Pixels from the page: images and `<video>` frames scaled down and read as RGBA, and a video's
 // frames in chunks for the engine (with the waits that reading them needs, abortable).
 import { InputError } from './errors.js';
-import { FRAMES_PER_MESSAGE, MAX_FRAMES, MIN_FPS } from './protocol.js';
+import { FRAMES_PER_MESSAGE, MAX_FRAME_SIDE, MAX_FRAMES, MIN_FPS } from './protocol.js';
 import { CutShort, Unsupported, keyFrameConfig, openWebm } from './webm.js';
 
 // Frames are scaled down on the page until their shorter side is CLIP's input (but not below
-// 128 px); the engine then applies CLIP's own preprocessing.
+// 128 px), and their longer side at most what the engine takes (a banner 100 px high and 5000
+// wide); the engine then applies CLIP's own preprocessing.
 const MIN_SENT_SIDE = 128;
 
 function targetSize(width, height, imageSize) {
   if (!width || !height) throw new InputError(`an image of ${width} x ${height} pixels cannot be captioned`);
   const cap = Math.max(imageSize, MIN_SENT_SIDE);
-  const scale = Math.min(1, cap / Math.min(width, height));
+  const scale = Math.min(1, cap / Math.min(width, height), MAX_FRAME_SIDE / Math.max(width, height));
   return [Math.max(1, Math.round(width * scale)), Math.max(1, Math.round(height * scale))];
 }
 

@@ -284,7 +284,7 @@ class Engine {
 const unreachable = new FinalizationRegistry((engine) => engine.stop(null));
 
 function checkFps(fps) {
-  if (!(fps >= MIN_FPS && fps <= MAX_FPS)) throw new InputError(`fps = ${fps} must be in [${MIN_FPS}, ${MAX_FPS}]`);
+  if (typeof fps !== 'number' || !(fps >= MIN_FPS && fps <= MAX_FPS)) throw new InputError(`fps = ${fps} must be in [${MIN_FPS}, ${MAX_FPS}]`);
 }
 
 // Refuses a number option that is not finite: JSON would carry NaN and infinities as null, which

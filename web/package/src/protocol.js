@@ -113,6 +113,9 @@ export const MAX_EVENTS = 32;
 export const MAX_QUERIES = 256;
 /** Most moments per query (glimpse_align::grounding::MAX_TOP). */
 export const MAX_TOP = 32;
+/** Longest side of a frame or image the engine takes (glimpse-wasm's session.rs MAX_SIDE); the
+ * page scales a longer one down. */
+export const MAX_FRAME_SIDE = 4096;
 /** Frames per `videoFrames` message: one chunk's pixels are all a video ever has in flight. */
 export const FRAMES_PER_MESSAGE = 16;
 /** Most threads of the CPU engine (the `threads` load option; `'auto'` takes one per core up to it). */

@@ -52,7 +52,7 @@ async function run(type, args, onStep, onProgress) {
     case Request.embedText: return session.embedText(args.text);
     case Request.captionImage: {
       const { image, options } = args;
-      return JSON.parse(await session.captionImage(new Uint8Array(image.data.buffer), image.width, image.height, JSON.stringify(options), stepHandler(onStep)));
+      return JSON.parse(await session.captionImage(new Uint8Array(image.data.buffer), image.width, image.height, toJson(options), stepHandler(onStep)));
     }
     case Request.startVideo: {
       const key = `${args.key}@${args.fps}`;
@@ -69,10 +69,10 @@ async function run(type, args, onStep, onProgress) {
     case Request.videoFrames: return receivingVideo().push(args.frames, args.width, args.height);
     case Request.denseCaption: {
       const { events, maxEvents, seed, options } = args;
-      return onVideo((frames) => session.denseCaption(frames, eventCount(events), maxEvents, BigInt(seed), JSON.stringify(options), stepHandler(onStep)));
+      return onVideo((frames) => session.denseCaption(frames, eventCount(events), maxEvents, BigInt(seed), toJson(options), stepHandler(onStep)));
     }
     case Request.findMoments:
-      return onVideo((frames) => session.findMoments(frames, JSON.stringify(args.queries), JSON.stringify(args.options)));
+      return onVideo((frames) => session.findMoments(frames, toJson(args.queries), toJson(args.options)));
     // WebAssembly memory only grows: its size is the engine's high-water mark.
     case Request.memoryUsage: return { engineBytes: wasmExports.memory.buffer.byteLength };
     default: throw new Error(`unknown request ${type}`);
@@ -81,6 +81,11 @@ async function run(type, args, onStep, onProgress) {
 
 const stepHandler = (onStep) => (json) => onStep(JSON.parse(json));
 
+// JSON for the engine, which reads text as UTF-8: a string cut inside a character the page
+// encodes in two halves (an emoji cut by `slice`) has its lone half replaced by U+FFFD, as
+// the engine's texts passed directly are, rather than failing to parse.
+const toJson = (value) => JSON.stringify(value, (_, v) => (typeof v === 'string' ? v.replace(/\p{Surrogate}/gu, '\uFFFD') : v));
+
 // denseCaption's `events` as the engine takes it: a count, or none for one per scene.
 const eventCount = (events) => (events === 'auto' ? undefined : events);
 
@@ -88,10 +93,10 @@ const eventCount = (events) => (events === 'auto' ? undefined : events);
 function check(type, args) {
   switch (type) {
     case Request.denseCaption:
-      session.checkDenseCaption(eventCount(args.events), args.maxEvents, JSON.stringify(args.options));
+      session.checkDenseCaption(eventCount(args.events), args.maxEvents, toJson(args.options));
       return {};
     case Request.findMoments:
-      session.checkFindMoments(JSON.stringify(args.queries), JSON.stringify(args.options));
+      session.checkFindMoments(toJson(args.queries), toJson(args.options));
       return {};
     default: throw new Error(`no check for ${type}`);
   }
@@ -253,7 +258,7 @@ async function warmUp(session) {
   const grey = new Uint8Array(size * size * 4).fill(128);
   await session.embedText('warm up');
   await session.embedImage(grey, size, size);
-  await session.captionImage(grey, size, size, JSON.stringify({ maxTokens: 1 }), () => {});
+  await session.captionImage(grey, size, size, toJson({ maxTokens: 1 }), () => {});
 }
 
 // wgpu aborts the module when the browser has no WebGPU, so ask the browser first.
@@ -317,9 +322,9 @@ async function download(what, field, url, progress) {
     progress.download(url, announcedLength(stored));
   } else {
     const response = await fetchModelFile(what, url);
-    // A development server answers a missing file with its page (Vite's fallback does): that is
-    // no model file, and for an optional one the same as a 404.
-    const page = response.ok && field !== WEIGHTS && (response.headers.get('content-type') ?? '').includes('text/html');
+    // A development server answers a missing file with its page (Vite's fallback does, and a
+    // single-page app's server): that is no model file, and for an optional one the same as a 404.
+    const page = response.ok && (response.headers.get('content-type') ?? '').includes('text/html');
     if (!response.ok || page) {
       response.body?.cancel().catch(() => {});
       if (OPTIONAL.has(field) && (response.status === 404 || page)) {

@@ -110,6 +110,7 @@ async function main() {
     () => glimpse.denseCaption(frames, { signal: {} }),
     () => Glimpse.load({ clip: 'models/world-clip', lm: 'models/world-gpt2', onProgress: 5 }),
     () => glimpse.embedText('a red square '.repeat(6000)),
+    () => glimpse.denseCaption(frames, { fps: '2' }),
     // Refused under the options' own names: stepsPerToken out of range, and topK within its
     // bounds (256) but beyond the world GPT-2's vocabulary, for an image and for frames (checked
     // before they are read).
@@ -127,6 +128,16 @@ async function main() {
   }
 
   const readsByRefusals = reads - readsBeforeRefusals;
+
+  // What a page may well give: a banner far wider than the engine's largest frame (scaled down on
+  // the page), a prompt cut inside an emoji (half a character), a negative count.
+  const banner = Object.assign(document.createElement('canvas'), { width: 5000, height: 100 });
+  banner.getContext('2d').drawImage(image, 0, 0, 5000, 100);
+  const edges = {
+    banner: (await glimpse.embedImage(banner)).length,
+    cutEmoji: await glimpse.captionImage(image, { prompt: 'A 😀'.slice(0, 3), maxTokens: 2 }).then(({ caption }) => typeof caption, (e) => `${e.name}: ${e.message}`),
+    negative: await glimpse.captionImage(image, { maxTokens: -1 }).then(() => 'accepted', (e) => `${e.name}: ${e.message}`),
+  };
 
   const controller = new AbortController();
   let aborted = null;
@@ -163,7 +174,7 @@ async function main() {
   small.dispose();
   const cacheCleared = await Glimpse.clearCache();
   const cacheLeft = await caches.has('glimpse-models-v1');
-  return { threads: glimpse.device.threads, threadsFallbackReason: glimpse.device.threadsFallbackReason, progress, cacheCleared, cacheLeft, texts: TEXTS, similarities, bestText, caption, chunked: chunked.toJSON(), chapters, moments, badModel, badModelIsTyped, badModelMessage, badSources, corrupt, inputErrors, inputMessages, readsByRefusals, aborted, afterAbort, loadTimeout, q8 };
+  return { threads: glimpse.device.threads, threadsFallbackReason: glimpse.device.threadsFallbackReason, progress, cacheCleared, cacheLeft, texts: TEXTS, similarities, bestText, caption, chunked: chunked.toJSON(), chapters, moments, badModel, badModelIsTyped, badModelMessage, badSources, corrupt, inputErrors, inputMessages, readsByRefusals, edges, aborted, afterAbort, loadTimeout, q8 };
 }
 
 main().then(
