@@ -713,10 +713,10 @@ function checkConsumer(label, result, root, q8Device) {
   // The 38 frames counted (all but the first and the last), each once.
   check(readsForCaption === 38 && readsAfterFinding === 38, `${label}: the frames are read once for a caption and two searches (${readsForCaption} reads, then ${readsAfterFinding})`);
   check(result.badModel === 'ModelLoadError' && result.badModelIsTyped, `${label}: a missing model gives a typed ModelLoadError ("${result.badModelMessage}")`);
-  const [number, json, response] = result.badSources;
+  const [number, json, response, detached] = result.badSources;
   check(number.startsWith('ModelLoadError') && number.includes('not a value of type number') && json.startsWith('ModelLoadError') && json.includes('config is JSON text')
-    && response.startsWith('ModelLoadError') && response.includes('response.blob()'),
-    `${label}: a model given as a number, JSON text for a URL or a Response is a ModelLoadError saying what to give ("${result.badSources.join('"; "')}")`);
+    && response.startsWith('ModelLoadError') && response.includes('response.blob()') && detached.startsWith('ModelLoadError') && detached.includes('transferred away'),
+    `${label}: a model given as a number, JSON text for a URL, a Response or a transferred buffer is a ModelLoadError saying what to give ("${result.badSources.join('"; "')}")`);
   check(result.corrupt.name === 'ModelLoadError' && result.corrupt.message.includes('model.safetensors') && result.corrupt.cached === false,
     `${label}: truncated weights give a ModelLoadError naming the file and leave no cached copy ("${result.corrupt.message}", cached: ${result.corrupt.cached})`);
   check(result.inputErrors.every((e) => e === 'InputError'), `${label}: empty frames, an unknown option, maxTokens 0, a prompt longer than the LM's positions, a 0 x 0 canvas, an empty query, top 0, a misspelt search option, events 'many', infinite refineSteps, a caption longer than the LM's positions, seed 2^64, topK NaN, null for a video, null for a frame, frames of two sizes, a <video> with no picture, 0 or 'many' threads, an object shaped like ImageData, a signal that is no AbortSignal, an onProgress that is no function, a text of 78 KB, fps '2', stepsPerToken 0 and topK beyond the vocabulary are InputErrors (${result.inputErrors.join(', ')})`);
@@ -725,9 +725,10 @@ function checkConsumer(label, result, root, q8Device) {
   check(steps.includes('stepsPerToken = 0') && [imageTopK, framesTopK].every((m) => /topK = 200 must be in 1\.\.=\d+$/.test(m) && !m.endsWith('=256')),
     `${label}: settings out of range are named as the options spell them ("${steps}"; "${imageTopK}"; "${framesTopK}")`);
   check(result.readsByRefusals === 0, `${label}: the refused calls read no frame (${result.readsByRefusals} reads)`);
-  const { banner, cutEmoji, negative } = result.edges;
-  check(banner > 0 && cutEmoji === 'string' && negative.startsWith('InputError') && negative.includes('maxTokens') && negative.includes('a whole number of 0 or more'),
-    `${label}: a 5000 x 100 canvas embeds (${banner} values), a prompt cut inside an emoji captions (${cutEmoji}), a negative count is named plainly ("${negative}")`);
+  const { banner, cutEmoji, negative, broken } = result.edges;
+  check(banner > 0 && cutEmoji === 'string' && negative.startsWith('InputError') && negative.includes('maxTokens') && negative.includes('a whole number of 0 or more')
+    && broken.startsWith('InputError') && broken.includes('no-such-picture.png') && broken.includes('failed to load'),
+    `${label}: a 5000 x 100 canvas embeds (${banner} values), a prompt cut inside an emoji captions (${cutEmoji}), a negative count is named plainly ("${negative}"), an <img> that failed to load says so ("${broken}")`);
   // Loading reports transformers.js' events: every file initiated, downloaded, done (the CLIP's
   // processor_config.json, which the world CLIP lacks, initiated and done: it answered 404); then
   // the engine's phase and ready, with totals that add up to what was served.

@@ -367,6 +367,8 @@ function address(value, refusal) {
 }
 
 function modelFile(what, field, value) {
+  // A buffer transferred away (to another worker, or by an earlier load) holds nothing.
+  if (value instanceof ArrayBuffer && value.detached) throw new ModelLoadError(`${what}: ${field} is an ArrayBuffer that was transferred away and holds nothing; give the file's bytes again`);
   if (value == null || isFile(value)) return value;
   if (isAddress(value)) {
     return address(value, `${what}: ${field} is JSON text where its URL goes; give the URL, or the text's bytes (\`new TextEncoder().encode(text)\`)`);

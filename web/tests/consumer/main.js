@@ -50,12 +50,16 @@ async function main() {
     badModelIsTyped = error instanceof ModelLoadError;
     badModelMessage = error.message;
   }
-  // Models given as what a model is not: a number, JSON text where a URL goes, a Response.
+  // Models given as what a model is not: a number, JSON text where a URL goes, a Response, a buffer
+  // transferred away.
+  const detached = new ArrayBuffer(8);
+  structuredClone(detached, { transfer: [detached] });
   const badSources = [];
   for (const clip of [
     5,
     { config: '{"model_type": "clip"}', tokenizer: 'models/world-clip/tokenizer.json', weights: 'models/world-clip/model.safetensors' },
     { config: 'models/world-clip/config.json', tokenizer: 'models/world-clip/tokenizer.json', weights: new Response('not weights') },
+    { config: 'models/world-clip/config.json', tokenizer: 'models/world-clip/tokenizer.json', weights: detached },
   ]) {
     try {
       await Glimpse.load({ clip, lm: 'models/world-gpt2', device: 'cpu' });
@@ -131,12 +135,16 @@ async function main() {
 
   // What a page may well give: a banner far wider than the engine's largest frame (scaled down on
   // the page), a prompt cut inside an emoji (half a character), a negative count.
+  const broken = new Image();
+  broken.src = 'no-such-picture.png';
+  await broken.decode().catch(() => {});
   const banner = Object.assign(document.createElement('canvas'), { width: 5000, height: 100 });
   banner.getContext('2d').drawImage(image, 0, 0, 5000, 100);
   const edges = {
     banner: (await glimpse.embedImage(banner)).length,
     cutEmoji: await glimpse.captionImage(image, { prompt: 'A 😀'.slice(0, 3), maxTokens: 2 }).then(({ caption }) => typeof caption, (e) => `${e.name}: ${e.message}`),
     negative: await glimpse.captionImage(image, { maxTokens: -1 }).then(() => 'accepted', (e) => `${e.name}: ${e.message}`),
+    broken: await glimpse.embedImage(broken).then(() => 'accepted', (e) => `${e.name}: ${e.message}`),
   };
 
   const controller = new AbortController();
