@@ -158,6 +158,7 @@ pub fn run(command: TrainCommand, selected: &SelectedDevice) -> Result<()> {
                     "--prefix-len {prefix_len} must be in 1..={MAX_PREFIX_LEN} and --hidden {hidden} at most {MAX_WIDTH}"
                 );
             }
+            crate::check_out(Some(&out), &[])?;
             let (clip, lm) = models.load(selected)?;
             let config = WorldProjectorConfig {
                 examples,
@@ -180,7 +181,7 @@ pub fn run(command: TrainCommand, selected: &SelectedDevice) -> Result<()> {
                 }))?;
             bar.finish_and_clear();
             let bytes = block_on(projector.to_safetensors())?;
-            glimpse_media::write_atomically(&out, &bytes).with_context(|| format!("cannot write {}", out.display()))?;
+            glimpse_media::write_output(&out, &bytes).with_context(|| format!("cannot write {}", out.display()))?;
             let losses: Vec<String> = losses.iter().map(|l| format!("{l:.3}")).collect();
             say!("caption loss per epoch: {}\nwrote {}", losses.join(" "), out.display());
             Ok(())

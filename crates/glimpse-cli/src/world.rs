@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use glimpse_media::rng::Rng;
-use glimpse_media::write_atomically;
+use glimpse_media::write_output;
 use glimpse_world::render::{RenderConfig, Scene};
 use glimpse_world::scene::{Attributes, canonical_caption};
 use glimpse_world::video::{MAX_FPS, VideoConfig, sample_video, write_gif, write_image};
@@ -52,6 +52,7 @@ pub fn run(command: WorldCommand) -> Result<()> {
     };
     match command {
         WorldCommand::Image { seed, out, size } => {
+            crate::check_out(Some(&out), &[])?;
             let mut rng = Rng::new(seed);
             let attributes = Attributes::sample(&mut rng);
             let image = Scene::sample(Some(attributes), &mut rng).render(&render(size)?, &mut rng);
@@ -76,7 +77,7 @@ pub fn run(command: WorldCommand) -> Result<()> {
             let video = sample_video(seed, &VideoConfig { fps, render: render(size)?, ..world });
             let annotations = serde_json::to_string_pretty(&video.annotation_json())?;
             write_gif(&video, &out).with_context(|| format!("cannot write {}", out.display()))?;
-            if let Err(e) = write_atomically(&truth, annotations.as_bytes()) {
+            if let Err(e) = write_output(&truth, annotations.as_bytes()) {
                 // Best effort: a video without its truth is half an output.
                 let _ = std::fs::remove_file(&out);
                 return Err(e).with_context(|| format!("cannot write {}", truth.display()));

@@ -112,10 +112,23 @@ struct PreprocessorJson {
 
 /// A value per channel, or one for all of them (transformers takes either).
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(try_from = "serde_json::Value")]
 enum PerChannel {
     All(f32),
     Each(Vec<f32>),
+}
+
+impl TryFrom<serde_json::Value> for PerChannel {
+    type Error = String;
+
+    fn try_from(value: serde_json::Value) -> Result<Self, String> {
+        let number = |value: &serde_json::Value| value.as_f64().map(|v| v as f32);
+        match &value {
+            serde_json::Value::Array(values) => values.iter().map(number).collect::<Option<_>>().map(Self::Each),
+            single => number(single).map(Self::All),
+        }
+        .ok_or_else(|| format!("{value} is neither a number nor a list of numbers, one a channel"))
+    }
 }
 
 fn yes() -> bool {
@@ -422,9 +435,10 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, MediaError> {
             image::ImageError::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                 MediaError::Image(format!("the image is cut short ({e}); download or copy it again"))
             }
-            e @ image::ImageError::Decoding(_) => {
-                MediaError::Image(format!("the image is damaged ({e}); download, copy or export it again"))
-            }
+            e @ image::ImageError::Decoding(_) => MediaError::Image(format!(
+                "the image is damaged, or of a kind its decoder does not read ({e}); download or copy it again, or \
+                 export it as PNG or JPEG"
+            )),
             e => MediaError::Image(e.to_string()),
         };
         let (mut reader, mut limits) = (reader, decoder_limits());
@@ -639,6 +653,8 @@ mod tests {
         let error = |json: &str| ImagePreprocess::from_json(json.as_bytes(), 224).unwrap_err().to_string();
         let err = error(r#"{"image_std": [0.5]}"#);
         assert!(err.contains("image_std has 1 values, where an RGB image needs one or 3"), "{err}");
+        let err = error(r#"{"image_mean": "grey"}"#);
+        assert!(err.contains(r#"image_mean: "grey" is neither a number nor a list of numbers"#), "{err}");
     }
 
     fn jpeg_of(image: &RgbImage) -> Vec<u8> {
@@ -678,16 +694,13 @@ mod tests {
         let mut png = Vec::new();
         DynamicImage::ImageRgb8(image).write_to(&mut std::io::Cursor::new(&mut png), ImageFormat::Png).unwrap();
         let err = decode_image(&png[..png.len() / 2]).unwrap_err().to_string();
-        assert!(
-            err.contains("download or copy it again") || err.contains("download, copy or export it again"),
-            "{err}"
-        );
+        assert!(err.contains("download or copy it again"), "{err}");
         // The image data's checksum broken.
         let at = png.windows(4).position(|w| w == b"IDAT").unwrap() + 8;
         let mut damaged = png.clone();
         damaged[at] ^= 0xFF;
         let err = decode_image(&damaged).unwrap_err().to_string();
-        assert!(err.contains("the image is damaged") || err.contains("cut short"), "{err}");
+        assert!(err.contains("the image is damaged, or of a kind") || err.contains("cut short"), "{err}");
     }
 
     /// An Exif orientation turns the picture upright: 6 (the camera held upright, the sensor's

@@ -104,7 +104,9 @@ impl BoundedTokenizer {
 fn normalizer_growth(normalizer: &Value) -> Result<f64, MediaError> {
     let length = |field: &str| normalizer[field].as_str().map_or(0, str::len) as f64;
     Ok(match normalizer["type"].as_str() {
-        None => 1.0,
+        None if normalizer.is_null() => 1.0,
+        // The crate reads a step without a type by its fields (a Replace among them).
+        None => return Err(untyped("normalizer")),
         Some("Sequence") => {
             let steps = normalizer["normalizers"].as_array().into_iter().flatten();
             steps.map(normalizer_growth).product::<Result<f64, _>>()?
@@ -144,13 +146,22 @@ fn normalizer_growth(normalizer: &Value) -> Result<f64, MediaError> {
 }
 
 /// How many times longer a `Replace` step (of a normalizer or a decoder) can make a text: each
-/// match of a string becomes `content`; a regex may also match the empty string before any byte.
+/// match of a string becomes `content`; a regex may also match the empty string before each byte
+/// and at the end (a text of one byte gains `content` twice).
 fn replace_growth(step: &Value) -> f64 {
     let content = step["content"].as_str().map_or(0, str::len) as f64;
     match step["pattern"]["String"].as_str() {
         Some(pattern) if !pattern.is_empty() => (content / pattern.len() as f64).max(1.0),
-        _ => 1.0 + content,
+        _ => 1.0 + 2.0 * content,
     }
+}
+
+/// A normalizer's or decoder's step without a `type`, which glimpse cannot bound.
+fn untyped(part: &str) -> MediaError {
+    MediaError::Tokenizer(format!(
+        "a step of its {part} has no type, so glimpse cannot bound it; re-export tokenizer.json from the model's \
+         tokenizer"
+    ))
 }
 
 /// The most times longer, in bytes, `decoder` (tokenizer.json's) can make the text of its tokens
@@ -158,7 +169,8 @@ fn replace_growth(step: &Value) -> f64 {
 /// refused.
 fn decoder_growth(decoder: &Value) -> Result<f64, MediaError> {
     Ok(match decoder["type"].as_str() {
-        None => 1.0,
+        None if decoder.is_null() => 1.0,
+        None => return Err(untyped("decoder")),
         Some("Sequence") => {
             let steps = decoder["decoders"].as_array().into_iter().flatten();
             steps.map(decoder_growth).product::<Result<f64, _>>()?
@@ -235,7 +247,7 @@ fn check_vocab(largest_id: Option<u32>, vocab_size: usize) -> Result<(), MediaEr
     }
     if (named as f64) < MIN_VOCAB_COVERED * vocab_size as f64 {
         return Err(MediaError::Tokenizer(format!(
-            "it names ids 0 to {} of the model's {vocab_size} (vocab_size in config.json), where a model's own \
+            "its largest id is {}, of the model's {vocab_size} (vocab_size in config.json), where a model's own \
              tokenizer names all or nearly all of them; tokenizer.json and config.json come from different models",
             named.saturating_sub(1)
         )));
@@ -482,7 +494,11 @@ mod tests {
             {"type": "Replace", "pattern": {"Regex": ""}, "content": "xyz"},
             {"type": "Prepend", "prepend": "____"}, {"type": "NFKC"}]}"#;
         let value: Value = serde_json::from_str(inserting).unwrap();
-        assert_eq!(normalizer_growth(&value).unwrap(), 4.0 * 5.0 * 18.0);
+        assert_eq!(normalizer_growth(&value).unwrap(), 7.0 * 5.0 * 18.0);
+        // A step without a type, which the crate would read by its fields, is refused.
+        let untyped = r#"{"type": "Sequence", "normalizers": [{"pattern": {"String": "a"}, "content": "aa"}]}"#;
+        let err = error(Gpt2Tokenizer::from_json(&tokenizer_json(untyped, "null")));
+        assert!(err.contains("a step of its normalizer has no type"), "{err}");
         // A charsmap: the trie's size (one 4-byte unit), the trie, then its replacements.
         use base64::Engine;
         let charsmap = [&4u32.to_le_bytes()[..], &[0; 4], b"ab\0xyzxyz\0q\0"].concat();
@@ -521,6 +537,8 @@ mod tests {
         ] {
             assert!(Gpt2Tokenizer::from_json(&with_decoder(decoder)).is_ok(), "{decoder}");
         }
+        let untyped = r#"{"type": "Sequence", "decoders": [{"pattern": {"String": "a"}, "content": "aa"}]}"#;
+        assert!(error(Gpt2Tokenizer::from_json(&with_decoder(untyped))).contains("a step of its decoder has no type"));
         let unknown = r#"{"type": "Sequence", "decoders": [{"type": "Magic"}]}"#;
         assert!(error(Gpt2Tokenizer::from_json(&with_decoder(unknown))).contains("decoder Magic is of a kind"));
     }
@@ -555,7 +573,7 @@ mod tests {
         assert!(error(plain.check_vocab(3)).contains("produces token id 3"));
         // Ids 0 to 3 name 4 of 5 rows (80%): another model's tokenizer.
         let err = error(plain.check_vocab(5));
-        assert!(err.contains("names ids 0 to 3 of the model's 5") && err.contains("different models"), "{err}");
+        assert!(err.contains("its largest id is 3, of the model's 5") && err.contains("different models"), "{err}");
         assert_eq!(check_vocab(Some(50256), 50304).map_err(|e| e.to_string()), Ok(()), "GPT-2 padded to 64s");
         assert!(check_vocab(Some(41), 80).is_err());
         // The post-processor's end token (9) counts too.

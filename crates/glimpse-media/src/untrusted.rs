@@ -90,19 +90,20 @@ pub fn settings_from_json<T: serde::de::DeserializeOwned>(json: &[u8]) -> Result
 }
 
 /// serde's message with the Rust types it expected named as a user knows them (`expected usize`:
-/// `expected a whole number of 0 or more`).
+/// `expected a whole number from 0 to 4294967295` on wasm32).
 fn plain_types(message: &str) -> String {
+    let whole = |min: i128, max: i128| format!("a whole number from {min} to {max}");
     let mut plain = message.to_string();
     for (rust, named) in [
-        ("usize", "a whole number of 0 or more"),
-        ("u64", "a whole number of 0 or more"),
-        ("u32", "a whole number of 0 or more"),
-        ("u16", "a whole number of 0 or more"),
-        ("u8", "a whole number of 0 or more"),
-        ("i64", "a whole number"),
-        ("i32", "a whole number"),
-        ("f64", "a number"),
-        ("f32", "a number"),
+        ("usize", whole(0, usize::MAX as i128)),
+        ("u64", whole(0, u64::MAX.into())),
+        ("u32", whole(0, u32::MAX.into())),
+        ("u16", whole(0, u16::MAX.into())),
+        ("u8", whole(0, u8::MAX.into())),
+        ("i64", whole(i64::MIN.into(), i64::MAX.into())),
+        ("i32", whole(i32::MIN.into(), i32::MAX.into())),
+        ("f64", "a number".to_string()),
+        ("f32", "a number".to_string()),
     ] {
         plain = plain.replace(&format!("expected {rust}"), &format!("expected {named}"));
     }
@@ -134,7 +135,10 @@ mod tests {
             scale: f32,
         }
         let err = settings_from_json::<Settings>(br#"{"max_tokens": -1, "scale": 1}"#).unwrap_err();
-        assert_eq!(err, "max_tokens: invalid value: integer `-1`, expected a whole number of 0 or more");
+        assert_eq!(
+            err,
+            format!("max_tokens: invalid value: integer `-1`, expected a whole number from 0 to {}", usize::MAX)
+        );
         let err = settings_from_json::<Settings>(br#"{"max_tokens": 1, "scale": "big"}"#).unwrap_err();
         assert_eq!(err, r#"scale: invalid type: string "big", expected a number"#);
     }

@@ -278,12 +278,14 @@ pub fn sample_animation<R: BufRead + Seek, E: From<MediaError>>(
                 checked(&mut decoder).map_err(ours)?;
                 decoding(&decoder_name, || decoder.apng().map_err(bad)).map_err(ours)?.into_frames()
             };
-            // A frame that does not decode is its file's damage: the frames after it are lost.
-            let damaged = |index: usize, e: image::ImageError| {
-                MediaError::Video(format!(
+            // A frame whose data does not decode is its file's damage: the frames after it are
+            // lost. Other refusals (the decoder's limits) keep their own words.
+            let damaged = |index: usize, e: image::ImageError| match e {
+                image::ImageError::Decoding(_) | image::ImageError::IoError(_) => MediaError::Video(format!(
                     "frame {} of the {what} is damaged or cut short ({e}); download, copy or export it again",
                     index + 1
-                ))
+                )),
+                e => bad(e),
             };
             for index in 0.. {
                 let next = decoding(&decoder_name, || animation.next().transpose().map_err(|e| damaged(index, e)));
@@ -693,22 +695,30 @@ struct Probe {
     alpha_decoder: Option<&'static str>,
     /// Where the file's time starts, in seconds (a transport stream's clock may read hours).
     start: Option<f64>,
-    /// Whether its video was found only by reading further ([`DEEP_PROBE`]), as ffmpeg must too.
+    /// Whether its video was found only by reading further ([`deep_probe`]), as ffmpeg must too.
     deep: bool,
 }
 
-/// ffmpeg's options to read further into a file before its streams are described: a transport
-/// stream may list its video long before its first picture (a capture that starts with sound),
-/// and within the default 5 s ffmpeg learns nothing of it and reads no video at all.
-const DEEP_PROBE: [&str; 4] = ["-analyzeduration", "120M", "-probesize", "256M"];
+/// How far ffmpeg reads into a file before its streams are described, when told to look further:
+/// a transport stream may list its video long before its first picture (a capture that starts
+/// with sound), and within the default 5 s ffmpeg learns nothing of it and reads no video at all.
+const DEEP_PROBE_SECONDS: u32 = 120;
+const DEEP_PROBE_MIB: u32 = 256;
+
+/// ffmpeg's options for [`DEEP_PROBE_SECONDS`] and [`DEEP_PROBE_MIB`] (its durations are in
+/// microseconds).
+fn deep_probe() -> [String; 4] {
+    let (seconds, bytes) = (format!("{DEEP_PROBE_SECONDS}M"), format!("{DEEP_PROBE_MIB}Mi"));
+    ["-analyzeduration".into(), seconds, "-probesize".into(), bytes]
+}
 
 impl Probe {
-    /// What ffprobe says of `path`; read further ([`DEEP_PROBE`]) where it lists a video stream
+    /// What ffprobe says of `path`; read further ([`deep_probe`]) where it lists a video stream
     /// whose pictures it has not yet seen.
     fn of(path: &Path) -> Self {
         let probe = Self::with_options(path, &[]);
         if probe.has_video == Some(true) && probe.stream.is_none() {
-            let deep = Self::with_options(path, &DEEP_PROBE);
+            let deep = Self::with_options(path, &deep_probe());
             if deep.stream.is_some() {
                 return Self { deep: true, ..deep };
             }
@@ -716,7 +726,7 @@ impl Probe {
         probe
     }
 
-    fn with_options(path: &Path, options: &[&str]) -> Self {
+    fn with_options(path: &Path, options: &[String]) -> Self {
         let mut command = Command::new("ffprobe");
         command.args(options);
         // `V`: video streams that are not attached pictures (a song's cover).
@@ -778,7 +788,7 @@ impl Probe {
         let mut command = Command::new("ffprobe");
         command.args(["-v", "error"]);
         if self.deep {
-            command.args(DEEP_PROBE);
+            command.args(deep_probe());
         }
         let stream = self.stream.map_or("V:0".to_string(), |index| index.to_string());
         let seek = (self.start.unwrap_or(0.0) + claimed - 60.0).max(0.0);
@@ -978,7 +988,7 @@ fn run_ffmpeg<E: From<MediaError>>(
         command.args(["-c:v", decoder]);
     }
     if probe.deep {
-        command.args(DEEP_PROBE);
+        command.args(deep_probe());
     }
     ffmpeg_input(&mut command, path);
     // The stream the probe described (ffmpeg's own pick is the largest, which may be another).
@@ -1043,9 +1053,9 @@ fn run_ffmpeg<E: From<MediaError>>(
         if stderr.contains("does not contain any stream") {
             if probe.has_video == Some(true) {
                 return Err(MediaError::Video(format!(
-                    "{} lists a video stream, but ffmpeg found none of its pictures in the first 120 s (256 MB) \
-                     it reads to describe a file: it is damaged, or its pictures start later than that; cut off \
-                     the start with ffmpeg -ss, or export it again",
+                    "{} lists a video stream, but ffmpeg found none of its pictures in the first \
+                     {DEEP_PROBE_SECONDS} s ({DEEP_PROBE_MIB} MiB) it reads to describe a file: it is damaged, or \
+                     its pictures start later than that; cut off the start with ffmpeg -ss, or export it again",
                     path.display()
                 ))
                 .into());

@@ -89,8 +89,9 @@ impl ClipBundle {
             if (h as usize, w as usize) != (size, size) {
                 return Err(ModelError::Input(format!(
                     "a {}x{} image preprocesses to {w}x{h} pixels where the model takes {size}x{size}: the \
-                     preprocessor_config.json resizes without cropping (do_center_crop is false), which fits \
-                     square images only; crop the image square, or set do_center_crop to true",
+                     checkpoint's image settings (preprocessor_config.json or processor_config.json) resize \
+                     without cropping (do_center_crop is false), which fits square images only; crop the image \
+                     square, or set do_center_crop to true",
                     image.width(),
                     image.height()
                 )));

@@ -37,7 +37,7 @@ pub struct Gpt2Config {
     #[serde(default = "default_true")]
     pub tie_word_embeddings: bool,
     /// The token a text ends with. transformers also takes a list of them; glimpse ends a text at
-    /// one, and takes a list of one ([`one_end_token`]).
+    /// one, and takes a list of one, or none ([`one_end_token`]).
     #[serde(default, deserialize_with = "one_end_token")]
     pub eos_token_id: Option<u32>,
     /// Read only to be checked: an id outside the vocabulary means config.json does not belong to
@@ -62,7 +62,7 @@ pub struct Gpt2Config {
 /// The longest position table a config may declare; also bounds every length a caller asks for.
 pub const MAX_POSITIONS: usize = 1 << 20;
 
-/// `eos_token_id` as config.json may write it: an id, a list of one, or null.
+/// `eos_token_id` as config.json may write it: an id, a list of one, or null (or an empty list).
 fn one_end_token<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
     use serde::de::Error;
     let id = |value: &serde_json::Value| {
@@ -73,6 +73,7 @@ fn one_end_token<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Op
     };
     match serde_json::Value::deserialize(deserializer)? {
         serde_json::Value::Null => Ok(None),
+        serde_json::Value::Array(ids) if ids.is_empty() => Ok(None),
         serde_json::Value::Array(ids) if ids.len() == 1 => id(&ids[0]).map(Some),
         serde_json::Value::Array(ids) => Err(D::Error::custom(format!(
             "{} names {} end tokens, where glimpse ends a text at one: set it to the id the model ends its texts with",

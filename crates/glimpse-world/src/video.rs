@@ -12,7 +12,7 @@ use image::{Delay, Frame, ImageError, ImageFormat, RgbImage, RgbaImage};
 use serde::{Deserialize, Serialize};
 
 use glimpse_media::rng::{Rng, derive_seed};
-use glimpse_media::write_atomically;
+use glimpse_media::write_output;
 
 use crate::render::{BACKGROUNDS, RenderConfig, Scene};
 use crate::scene::{Attributes, canonical_caption};
@@ -298,16 +298,20 @@ pub fn write_gif(video: &WorldVideo, path: &Path) -> io::Result<()> {
         }
         // Dropping the encoder writes the GIF trailer.
     }
-    write_atomically(path, &bytes)
+    write_output(path, &bytes)
 }
 
 /// Write one image atomically, in the format its extension names (PNG when the extension is
-/// missing or unknown).
+/// missing or unknown): PNG, JPEG, WebP or GIF, the formats glimpse reads.
 pub fn write_image(img: &RgbImage, path: &Path) -> io::Result<()> {
     let format = ImageFormat::from_path(path).unwrap_or(ImageFormat::Png);
+    if ![ImageFormat::Png, ImageFormat::Jpeg, ImageFormat::WebP, ImageFormat::Gif].contains(&format) {
+        let message = format!("{format:?} is not written by glimpse; name a .png, .jpg, .webp or .gif file");
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, message));
+    }
     let mut bytes = Cursor::new(Vec::new());
     img.write_to(&mut bytes, format).map_err(io_error)?;
-    write_atomically(path, bytes.get_ref())
+    write_output(path, bytes.get_ref())
 }
 
 /// Keep I/O errors as they are; wrap encoding errors.
@@ -563,5 +567,8 @@ mod tests {
             }
         }
         assert!(write_image(&img, &temp_path("missing-dir").join("frame.png")).is_err());
+        let err = write_image(&img, &temp_path("frame.bmp")).unwrap_err().to_string();
+        assert_eq!(err, "Bmp is not written by glimpse; name a .png, .jpg, .webp or .gif file");
+        assert!(!temp_path("frame.bmp").exists());
     }
 }

@@ -61,9 +61,10 @@ function checkImage(image, what) {
   if (typeof HTMLImageElement !== 'undefined' && image instanceof HTMLImageElement && !image.complete) {
     throw new InputError(`${what} is an <img> still loading: wait for its 'load' event (or await img.decode())`);
   }
-  // A loaded <img> without pixels is one whose source failed (missing, or no image).
+  // A loaded <img> without pixels is one whose source failed (missing, or no image), or an SVG
+  // without a size of its own.
   if (typeof HTMLImageElement !== 'undefined' && image instanceof HTMLImageElement && !image.naturalWidth) {
-    throw new InputError(`${what} is an <img> whose source failed to load (${image.currentSrc || 'no src'}): check its address, and that it is an image`);
+    throw new InputError(`${what} is an <img> whose source failed to load or has no size of its own (${image.currentSrc || 'no src'}): check its address and that it is an image (an SVG needs a width and height)`);
   }
   if (typeof HTMLVideoElement !== 'undefined' && image instanceof HTMLVideoElement && image.readyState < HTMLMediaElement.HAVE_CURRENT_DATA) {
     throw new InputError(`${what} is a <video> with no picture yet: wait for its 'loadeddata' event`);

@@ -138,23 +138,23 @@ export class Glimpse {
   // the one before, and no call ever holds a whole video's pixels.
   _onVideo(source, fps, signal, type, args, handlers) {
     return this._enqueue(async () => {
-      await this._engine.send(Request.check, { call: type, args }, { signal });
+      await this._engine.send(this, Request.check, { call: type, args }, { signal });
       // A <video> lasts from its first picture to its end: the last sample ends there, not a
       // sampling step later.
       const timeline = Array.isArray(source) ? undefined : await videoTimeline(source, signal);
       const [length, start] = timeline ? [timeline.end - timeline.start, timeline.start] : [];
       const key = sourceKey(source, start);
-      const { reused } = await this._engine.send(Request.startVideo, { fps, key, length, start }, { signal });
+      const { reused } = await this._engine.send(this, Request.startVideo, { fps, key, length, start }, { signal });
       if (!reused) {
         let embedding = null;
         for await (const chunk of frameChunks(source, fps, this.imageSize, signal, { timeline })) {
           await embedding;
-          embedding = this._engine.send(Request.videoFrames, chunk, { signal }, [chunk.frames.buffer]);
+          embedding = this._engine.send(this, Request.videoFrames, chunk, { signal }, [chunk.frames.buffer]);
           embedding.catch(() => {});
         }
         await embedding;
       }
-      return this._engine.send(type, args, handlers);
+      return this._engine.send(this, type, args, handlers);
     }, signal);
   }
 
@@ -178,7 +178,7 @@ export class Glimpse {
     const crashChannel = this._engine.start();
     let info;
     try {
-      info = await this._engine.send(Request.load, { ...this._loadArgs, crashChannel }, { onProgress });
+      info = await this._engine.send(this, Request.load, { ...this._loadArgs, crashChannel }, { onProgress });
     } catch (error) {
       this._engine.stop(null);
       throw error;
@@ -195,7 +195,7 @@ export class Glimpse {
     return this._enqueue(async () => {
       const { args, transfer } = await request();
       handlers.signal?.throwIfAborted();
-      return this._engine.send(type, args, handlers, transfer);
+      return this._engine.send(this, type, args, handlers, transfer);
     }, handlers.signal);
   }
 
@@ -212,11 +212,11 @@ export class Glimpse {
   }
 }
 
-// The engine's worker and the jobs it runs. Nothing here refers to the `Glimpse` that owns it: a
-// running worker is never collected, nor anything its handlers reach, so a Glimpse dropped without
-// `dispose()` would hold its worker and models for as long as the page lives. Instead the Glimpse
-// is collected and its worker stopped (`unreachable`). A call in progress keeps its Glimpse: the
-// call's continuation, which the job's promise holds, refers to it.
+// The engine's worker and the jobs it runs. Only a job in progress refers to the `Glimpse` that
+// owns it (its `owner`): a running worker is never collected, nor anything its handlers reach, so
+// a Glimpse they held would keep its worker and models for as long as the page lives. An idle
+// Glimpse dropped without `dispose()` is collected instead, and its worker stopped
+// (`unreachable`); one whose call is in progress lives until the call ends.
 class Engine {
   constructor() {
     this.worker = null;
@@ -240,7 +240,7 @@ class Engine {
     return crashChannel;
   }
 
-  send(type, args, { signal, onStep, onProgress } = {}, transfer = []) {
+  send(owner, type, args, { signal, onStep, onProgress } = {}, transfer = []) {
     return new Promise((resolve, reject) => {
       if (!this.worker) return reject(new GlimpseError('the engine stopped; call again to restart it'));
       const id = this.nextId++;
@@ -251,7 +251,7 @@ class Engine {
       };
       signal?.addEventListener('abort', onAbort, { once: true });
       const done = () => signal?.removeEventListener('abort', onAbort);
-      this.jobs.set(id, { resolve: (v) => { done(); resolve(v); }, reject: (e) => { done(); reject(e); }, onStep, onProgress });
+      this.jobs.set(id, { owner, resolve: (v) => { done(); resolve(v); }, reject: (e) => { done(); reject(e); }, onStep, onProgress });
       this.worker.postMessage({ id, type, args }, transfer);
     });
   }
@@ -367,8 +367,9 @@ function address(value, refusal) {
 }
 
 function modelFile(what, field, value) {
-  // A buffer transferred away (to another worker, or by an earlier load) holds nothing.
-  if (value instanceof ArrayBuffer && value.detached) throw new ModelLoadError(`${what}: ${field} is an ArrayBuffer that was transferred away and holds nothing; give the file's bytes again`);
+  // A buffer transferred away (to a worker, `structuredClone`) holds nothing.
+  const buffer = ArrayBuffer.isView(value) ? value.buffer : value;
+  if (buffer instanceof ArrayBuffer && buffer.detached) throw new ModelLoadError(`${what}: ${field} is ${buffer === value ? 'an ArrayBuffer' : 'a view of an ArrayBuffer'} that was transferred away and holds nothing; give the file's bytes again`);
   if (value == null || isFile(value)) return value;
   if (isAddress(value)) {
     return address(value, `${what}: ${field} is JSON text where its URL goes; give the URL, or the text's bytes (\`new TextEncoder().encode(text)\`)`);
