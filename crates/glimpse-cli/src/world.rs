@@ -8,7 +8,7 @@ use glimpse_media::rng::Rng;
 use glimpse_media::write_output;
 use glimpse_world::render::{RenderConfig, Scene};
 use glimpse_world::scene::{Attributes, canonical_caption};
-use glimpse_world::video::{MAX_FPS, VideoConfig, sample_video, write_gif, write_image};
+use glimpse_world::video::{MAX_FPS, VideoConfig, image_format, sample_video, write_gif, write_image};
 use serde_json::json;
 
 #[derive(Subcommand)]
@@ -53,6 +53,7 @@ pub fn run(command: WorldCommand) -> Result<()> {
     match command {
         WorldCommand::Image { seed, out, size } => {
             crate::check_out(Some(&out), &[])?;
+            image_format(&out).with_context(|| format!("--out {}", out.display()))?;
             let mut rng = Rng::new(seed);
             let attributes = Attributes::sample(&mut rng);
             let image = Scene::sample(Some(attributes), &mut rng).render(&render(size)?, &mut rng);

@@ -301,14 +301,20 @@ pub fn write_gif(video: &WorldVideo, path: &Path) -> io::Result<()> {
     write_output(path, &bytes)
 }
 
-/// Write one image atomically, in the format its extension names (PNG when the extension is
-/// missing or unknown): PNG, JPEG, WebP or GIF, the formats glimpse reads.
-pub fn write_image(img: &RgbImage, path: &Path) -> io::Result<()> {
+/// The format [`write_image`] writes `path` in: the one its extension names (PNG when the
+/// extension is missing or unknown), if it is one glimpse reads (PNG, JPEG, WebP or GIF).
+pub fn image_format(path: &Path) -> io::Result<ImageFormat> {
     let format = ImageFormat::from_path(path).unwrap_or(ImageFormat::Png);
     if ![ImageFormat::Png, ImageFormat::Jpeg, ImageFormat::WebP, ImageFormat::Gif].contains(&format) {
         let message = format!("{format:?} is not written by glimpse; name a .png, .jpg, .webp or .gif file");
         return Err(io::Error::new(io::ErrorKind::InvalidInput, message));
     }
+    Ok(format)
+}
+
+/// Write one image atomically, in its [`image_format`].
+pub fn write_image(img: &RgbImage, path: &Path) -> io::Result<()> {
+    let format = image_format(path)?;
     let mut bytes = Cursor::new(Vec::new());
     img.write_to(&mut bytes, format).map_err(io_error)?;
     write_output(path, bytes.get_ref())
