@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use crate::MediaError;
 use crate::resample::{Filter, resize, resize_window};
-use crate::untrusted::{decoding, settings_from_json};
+use crate::untrusted::{decoding, settings_from_json, settings_from_value};
 
 /// OpenAI CLIP's channel means and standard deviations, as published (and as written into
 /// `preprocessor_config.json`: an `f64` prints back as this text, an `f32` would not).
@@ -53,22 +53,15 @@ pub fn image_settings_file<'a>(
     preprocessor: Option<&'a [u8]>,
 ) -> Result<Option<&'a [u8]>, MediaError> {
     if let Some(processor) = processor {
-        if let Err(e) = serde_json::from_slice::<serde_json::Value>(processor) {
+        let value: serde_json::Value = serde_json::from_slice(processor).map_err(|e| {
             let message = format!("not valid JSON ({e}); it is damaged: download or save it again");
-            return Err(MediaError::Preprocessor { file: PROCESSOR_FILE, message });
-        }
-        if nested_image_processor(processor).is_some() {
+            MediaError::Preprocessor { file: PROCESSOR_FILE, message }
+        })?;
+        if value.get("image_processor").is_some_and(serde_json::Value::is_object) {
             return Ok(Some(processor));
         }
     }
     Ok(preprocessor)
-}
-
-/// The `image_processor` object of a `processor_config.json`.
-fn nested_image_processor(json: &[u8]) -> Option<serde_json::Value> {
-    let mut value: serde_json::Value = serde_json::from_slice(json).ok()?;
-    let nested = value.get_mut("image_processor")?.take();
-    nested.is_object().then_some(nested)
 }
 
 /// The settings of a `preprocessor_config.json`.
@@ -156,9 +149,15 @@ impl ImagePreprocess {
     /// Reads `preprocessor_config.json`, or `processor_config.json`'s `image_processor` (the file
     /// [`image_settings_file`] picks); missing fields take CLIP's defaults for `image_size`.
     pub fn from_json(json: &[u8], image_size: u32) -> Result<Self, MediaError> {
-        let (file, raw) = match nested_image_processor(json) {
-            Some(nested) => (PROCESSOR_FILE, settings_from_json(nested.to_string().as_bytes())),
-            None => (PREPROCESSOR_FILE, settings_from_json(json)),
+        let value: Result<serde_json::Value, _> = serde_json::from_slice(json);
+        // A processor file's settings are its `image_processor` object.
+        let (file, raw) = match value {
+            Ok(mut value) if value.get("image_processor").is_some_and(serde_json::Value::is_object) => {
+                (PROCESSOR_FILE, settings_from_value(value["image_processor"].take()))
+            }
+            Ok(value) => (PREPROCESSOR_FILE, settings_from_value(value)),
+            // Its refusal, in the words of every settings file's.
+            Err(_) => (PREPROCESSOR_FILE, settings_from_json(json)),
         };
         let bad = |message: String| MediaError::Preprocessor { file, message };
         let raw: PreprocessorJson = raw.map_err(bad)?;

@@ -78,7 +78,11 @@ pub fn check_json_object(value: &serde_json::Value) -> Result<(), String> {
 /// (`text_config.hidden_size: invalid type: ...`), where serde alone gives a line and a column.
 /// `Err` is the message.
 pub fn settings_from_json<T: serde::de::DeserializeOwned>(json: &[u8]) -> Result<T, String> {
-    let value: serde_json::Value = serde_json::from_slice(json).map_err(|e| format!("not valid JSON ({e})"))?;
+    settings_from_value(serde_json::from_slice(json).map_err(|e| format!("not valid JSON ({e})"))?)
+}
+
+/// [`settings_from_json`] of JSON already parsed.
+pub fn settings_from_value<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, String> {
     check_json_object(&value)?;
     serde_path_to_error::deserialize(value).map_err(|e| {
         let message = plain_types(&e.inner().to_string());

@@ -171,11 +171,10 @@ impl VideoSource {
                 Err(_) if head.is_empty() => return Err(named("the file is empty".into())),
                 Err(_) => {
                     check_ffmpeg(path)?;
-                    let probe = Probe::of(path);
+                    let mut probe = Probe::of(path);
                     if probe.has_video == Some(false) {
                         return Err(no_video_stream(path));
                     }
-                    let mut probe = probe;
                     let claimed = probe.video_length.or(probe.length);
                     if check_frame_count(path, claimed, fps).is_err() {
                         // A header may claim any length (a recording never finished, a damaged

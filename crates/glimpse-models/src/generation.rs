@@ -193,9 +193,10 @@ async fn beam_search(
     let mut live: Vec<(Vec<u32>, f32)> = vec![(Vec::new(), 0.0)];
     let mut finished: Vec<(Vec<u32>, f32)> = Vec::with_capacity(beams + 1);
     let mut improvable = true;
+    // Candidates a step: enough that `beams` of them go on, though each live hypothesis may end.
+    let kept = 2 * beams;
     for step in 0..config.max_new_tokens {
         let logp = read::<2, Float, f32>(log_softmax(logits, 1)).await?;
-        let kept = 2 * beams;
         let mut candidates: Vec<(usize, u32, f32)> = Vec::with_capacity(live.len() * kept);
         for (row, (_, total)) in live.iter().enumerate() {
             let row_logp = &logp[row * vocab..(row + 1) * vocab];
