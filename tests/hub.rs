@@ -519,3 +519,82 @@ fn debug_never_shows_the_token() {
     assert!(!text.contains("hf_TopSecret123") && text.contains("redacted"), "{text}");
     assert!(format!("{:?}", Hub { token: None, ..hub }).contains("token: None"));
 }
+
+/// A cache another program or user laid traps in: the partial download a link to a file outside
+/// the cache, a ref or a snapshot's file a pipe or a device. Nothing outside the cache is written,
+/// nothing blocks, and each refusal names the file; with the hub out of reach, a damaged cached
+/// copy is said to be one, beside the network's failure.
+#[cfg(unix)]
+#[test]
+fn a_hostile_cache_never_blocks_or_writes_outside() {
+    use std::os::unix::fs::symlink;
+    let server = HubServer::start();
+    server.add("test/trap", &fixture("gpt2-lmhead"), Fault::None);
+    let (weights, sha) = weights_of("gpt2-lmhead");
+    let cache = cache("trap");
+    let outside = cache.with_extension("outside");
+    std::fs::write(&outside, b"a file of the user's, not of the cache").unwrap();
+    let blobs = cache.join("models--test--trap/blobs");
+    std::fs::create_dir_all(&blobs).unwrap();
+    symlink(&outside, blobs.join(format!("{sha}.incomplete"))).unwrap();
+    let online = hub(&server, &cache);
+    let fetched = online.clone();
+    let snapshot = within(60, move || fetched.fetch(&id("test/trap"), &mut |_| {}).map_err(|e| e.full())).unwrap();
+    assert_eq!(std::fs::read(&outside).unwrap(), b"a file of the user's, not of the cache");
+    assert_eq!(std::fs::read(snapshot.join("model.safetensors")).unwrap(), weights);
+    assert!(!std::fs::symlink_metadata(blobs.join(&sha)).unwrap().is_symlink());
+
+    let offline = Hub { offline: true, ..online.clone() };
+    let load = |hub: &Hub| {
+        let hub = hub.clone();
+        within(30, move || hub.model_files(&id("test/trap"), |_| {}).err().map(|e| e.full()).expect("loaded"))
+    };
+    let mkfifo = |path: &Path| assert!(std::process::Command::new("mkfifo").arg(path).status().unwrap().success());
+    // A snapshot's file that leads to a device or a pipe.
+    let config = snapshot.join("config.json");
+    let config_link = std::fs::read_link(&config).unwrap();
+    std::fs::remove_file(&config).unwrap();
+    symlink("/dev/zero", &config).unwrap();
+    let message = load(&offline);
+    assert!(message.contains("/dev/zero") && message.contains("not a regular file"), "{message}");
+    std::fs::remove_file(&config).unwrap();
+    let pipe = blobs.join("f".repeat(40));
+    mkfifo(&pipe);
+    symlink(&pipe, &config).unwrap();
+    let message = load(&offline);
+    assert!(message.contains(pipe.to_str().unwrap()) && message.contains("not a regular file"), "{message}");
+    std::fs::remove_file(&config).unwrap();
+    symlink(&config_link, &config).unwrap();
+    // A blob gone from behind its link is said to be.
+    let tokenizer = std::fs::canonicalize(snapshot.join("tokenizer.json")).unwrap();
+    let kept = std::fs::read(&tokenizer).unwrap();
+    std::fs::remove_file(&tokenizer).unwrap();
+    let message = load(&offline);
+    assert!(message.contains("tokenizer.json links to a blob that is missing"), "{message}");
+    std::fs::write(&tokenizer, kept).unwrap();
+    // A ref that is a pipe.
+    let main = cache.join("models--test--trap/refs/main");
+    std::fs::remove_file(&main).unwrap();
+    mkfifo(&main);
+    let message = load(&offline);
+    assert!(message.contains(main.to_str().unwrap()) && message.contains("not a regular file"), "{message}");
+    std::fs::remove_file(&main).unwrap();
+    std::fs::write(&main, snapshot.file_name().unwrap().to_str().unwrap()).unwrap();
+    offline.fetch(&id("test/trap"), &mut |_| {}).unwrap();
+
+    // The hub out of reach and the cached weights damaged: both are said.
+    let weights_blob = blobs.join(&sha);
+    let mut damaged = weights.clone();
+    damaged[100] ^= 1;
+    std::fs::write(&weights_blob, damaged).unwrap();
+    let unreachable = Hub { endpoint: "http://127.0.0.1:9".into(), ..online.clone() };
+    let message = load(&unreachable);
+    assert!(
+        message.contains("127.0.0.1:9")
+            && message.contains("nor can the cached copy be used")
+            && message.contains("model.safetensors of test/trap@main is corrupt"),
+        "{message}"
+    );
+    std::fs::remove_dir_all(&cache).unwrap();
+    std::fs::remove_file(&outside).unwrap();
+}

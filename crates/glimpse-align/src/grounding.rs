@@ -150,12 +150,21 @@ pub async fn find_moments(
     }
     let frames = video.embeddings().clone().without_autodiff();
     let n = frames.dims()[0];
+    let frame_seconds = duration / n as f64;
+    let min_frames = ((config.min_seconds / frame_seconds).ceil() as usize).max(1);
+    // The same rule in frames: a video sampled into few frames may have no rest either.
+    if min_frames >= n {
+        return Err(AlignError::Input(format!(
+            "the video gives {n} frame{} over {duration:.2} s: too few for a moment of at least {} s to leave any \
+             to compare it with; sample more frames per second or ask for a shorter moment",
+            if n == 1 { "" } else { "s" },
+            config.min_seconds
+        )));
+    }
+    let window = ((config.smoothing_seconds / frame_seconds).round() as usize).max(1);
     let texts = l2_normalize(clip.encode_texts(queries)?);
     // [n, queries], read once: proposals are plain arithmetic on the curves.
     let similarity: Vec<f32> = read(frames.clone().matmul(texts.clone().transpose())).await?;
-    let frame_seconds = duration / n as f64;
-    let window = ((config.smoothing_seconds / frame_seconds).round() as usize).max(1);
-    let min_frames = ((config.min_seconds / frame_seconds).ceil() as usize).clamp(1, n);
 
     let mut found = Vec::with_capacity(queries.len());
     let grad_device = frames.device().autodiff();

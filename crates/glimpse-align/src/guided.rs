@@ -204,11 +204,21 @@ fn fitting_prompt(
 ) -> Result<Prompt, AlignError> {
     check(config, lm.model.vocab_size(), name)?;
     let prompt = Prompt::new(lm, &config.prompt)?;
+    // The prompt's tokens after the end-of-text token that starts every text.
+    let prompt_len = prompt.split().0.len() + 1;
     // Summed with overflow checked: an absurd soft-prompt length must be refused, not wrap around.
-    let positions = [prompt.split().0.len(), config.soft_prompt_len, 1, config.max_tokens]
-        .into_iter()
-        .try_fold(0, usize::checked_add);
-    lm.model.check_length(positions.unwrap_or(usize::MAX))?;
+    let positions = [prompt_len, config.soft_prompt_len, config.max_tokens].into_iter().try_fold(0, usize::checked_add);
+    let max = lm.model.n_positions();
+    if positions.is_none_or(|total| total > max) {
+        return Err(AlignError::Input(format!(
+            "the prompt ({prompt_len} positions with the token that starts a text), {} ({}) and {} ({}) need more \
+             than the {max} positions the model has (n_positions); shorten the prompt or lower the others",
+            name("soft_prompt_len"),
+            config.soft_prompt_len,
+            name("max_tokens"),
+            config.max_tokens
+        )));
+    }
     Ok(prompt)
 }
 

@@ -96,6 +96,9 @@ fn file_entries(path: &Path) -> Result<Manifest, BatchError> {
         };
         // A byte-order mark (Windows editors write one) is not part of the first path.
         let text = if number == 1 { text.strip_prefix('\u{feff}').unwrap_or(text) } else { text };
+        if text.contains('\0') {
+            return Err(at("holds a NUL byte, which no path or id holds; a manifest lists one video per line".into()));
+        }
         if text.trim().is_empty() || text.trim_start().starts_with('#') {
             continue;
         }
@@ -125,6 +128,11 @@ fn file_entries(path: &Path) -> Result<Manifest, BatchError> {
         })?;
         entries.push(Entry { id, path: video });
         lines.push(number);
+    }
+    if entries.is_empty() {
+        return Err(BatchError::Manifest(format!(
+            "{manifest} lists no video ({number} lines, blank or comments); a manifest lists one video per line"
+        )));
     }
     let mut seen: HashMap<&str, usize> = HashMap::with_capacity(entries.len());
     for (index, entry) in entries.iter().enumerate() {
@@ -186,6 +194,14 @@ fn folder_entries(dir: &Path) -> Result<Manifest, BatchError> {
         }
         seen.insert(id.clone(), entries.len());
         entries.push(Entry { id, path });
+    }
+    if entries.is_empty() {
+        return Err(BatchError::Manifest(format!(
+            "{} holds no video ({} of its files passed over as no video by their extension; hidden files and \
+             folders are not read); give the folder of the videos, or a manifest listing them",
+            dir.display(),
+            skipped.len()
+        )));
     }
     Ok(Manifest { entries, skipped })
 }
@@ -298,6 +314,8 @@ mod tests {
             ("clip.error.mp4\n", "must not end in `.error`"),
             ("https://example.com/v.mp4\n", "line 1: https://example.com/v.mp4 is a https address"),
             ("file:///videos/v.mp4\n", "is a file address; list the file's path, without file://"),
+            ("a.mp4\nb\0c.mp4\n", "line 2: holds a NUL byte"),
+            ("# nothing yet\n\n", "lists no video (2 lines, blank or comments)"),
         ] {
             std::fs::write(&manifest, text).unwrap();
             let err = read_manifest(&manifest).unwrap_err().to_string();
@@ -376,6 +394,12 @@ mod tests {
         let err = read_manifest(&dir).unwrap_err().to_string();
         assert!(err.contains("no id can be made of the name of") && err.contains("in a manifest"), "{err}");
         assert!(err.len() < 600, "names are quoted short: {err}");
+        // A folder of no video is no archive to caption.
+        let none = temp_dir("folder-of-none");
+        std::fs::write(none.join("notes.txt"), b"").unwrap();
+        let err = read_manifest(&none).unwrap_err().to_string();
+        assert!(err.contains("holds no video (1 of its files passed over"), "{err}");
+        std::fs::remove_dir_all(&none).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -25,6 +25,10 @@ pub struct Merged {
     /// Ids with a result that the manifest does not name, left out of the merge (a folder shared
     /// by several manifests, or an earlier archive's results).
     pub outside: Vec<String>,
+    /// Ids whose result has no event (every scene blank), left out of the merge: `densevid_eval`
+    /// fails on an empty list (it divides by the last index of the loop over it), and scores a
+    /// video left out as one with no events.
+    pub without_events: Vec<String>,
 }
 
 /// Merges every result in `dir` (`<id>.json`); with the manifest's `entries`, only those of its
@@ -36,8 +40,14 @@ pub fn merge(dir: &Path, entries: Option<&[Entry]>) -> Result<Merged, BatchError
         entries.map(|entries| entries.iter().map(|e| (e.id.as_str(), e.path.as_path())).collect());
     let in_manifest = |id: &str| listed.as_ref().is_none_or(|ids| ids.contains_key(id));
     let mut results = BTreeMap::new();
-    let (mut failed, mut outside, mut of_other_videos) = (Vec::new(), Vec::new(), Vec::new());
-    for name in folder.names.iter().filter(|name| !name.starts_with('.')) {
+    let (mut failed, mut outside, mut of_other_videos, mut without_events) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // The settings of the first result that records them, which every other must share.
+    let (mut first_settings, mut made_otherwise) = (None::<(String, serde_json::Value)>, Vec::new());
+    // In name order: the first result's settings are the ones the others are held to.
+    let mut names: Vec<&String> = folder.names.iter().filter(|name| !name.starts_with('.')).collect();
+    names.sort();
+    for name in names {
         if let Some(id) = name.strip_suffix(".error.json") {
             if folder.status(id) == Status::Failed && in_manifest(id) {
                 failed.push(id.to_string());
@@ -50,7 +60,18 @@ pub fn merge(dir: &Path, entries: Option<&[Entry]>) -> Result<Merged, BatchError
                 {
                     of_other_videos.push(format!("{id} is of {}", quoted(result.video())));
                 }
-                results.insert(id.to_string(), result.predictions());
+                match &first_settings {
+                    Some((first, settings)) => {
+                        if let Some(changed) = result.made_otherwise(settings) {
+                            made_otherwise.push(format!("{id} (against {first}): {changed}"));
+                        }
+                    }
+                    None => first_settings = result.settings().map(|s| (id.to_string(), s.clone())),
+                }
+                match result.predictions() {
+                    events if events.is_empty() => without_events.push(id.to_string()),
+                    events => drop(results.insert(id.to_string(), events)),
+                }
             } else {
                 outside.push(id.to_string());
             }
@@ -66,8 +87,17 @@ pub fn merge(dir: &Path, entries: Option<&[Entry]>) -> Result<Merged, BatchError
             first_few(&of_other_videos, 5, "; ")
         )));
     }
+    if !made_otherwise.is_empty() {
+        return Err(BatchError::OutDir(format!(
+            "{}: results made with different settings ({}); they do not make one submission: merge the folders of \
+             each run apart",
+            dir.display(),
+            first_few(&made_otherwise, 3, "; ")
+        )));
+    }
     failed.sort();
     outside.sort();
+    without_events.sort();
     let missing: Vec<String> = entries
         .unwrap_or_default()
         .iter()
@@ -78,12 +108,13 @@ pub fn merge(dir: &Path, entries: Option<&[Entry]>) -> Result<Merged, BatchError
     if done == 0 {
         let counts = match entries {
             Some(_) => format!(
-                " of the manifest's ({} failed, {} not captioned yet; {} others)",
+                " of the manifest's ({} failed, {} not captioned yet, {} without events; {} others)",
                 failed.len(),
                 missing.len(),
+                without_events.len(),
                 outside.len()
             ),
-            None => format!(" ({} failed)", failed.len()),
+            None => format!(" ({} failed, {} without events)", failed.len(), without_events.len()),
         };
         return Err(BatchError::OutDir(format!(
             "{} holds no result to merge{counts}; merge the folder a batch run wrote its results into",
@@ -98,7 +129,7 @@ pub fn merge(dir: &Path, entries: Option<&[Entry]>) -> Result<Merged, BatchError
             "details": "zero-shot: pretrained CLIP and GPT-2 aligned at test time by glimpse (ZeroTA), no training on the benchmark",
         },
     });
-    Ok(Merged { json: format!("{json:#}\n"), done, failed, missing, outside })
+    Ok(Merged { json: format!("{json:#}\n"), done, failed, missing, outside, without_events })
 }
 
 #[cfg(test)]
@@ -132,6 +163,14 @@ mod tests {
         // A folder is no result, whatever its name.
         std::fs::create_dir(dir.join("v_e.json")).unwrap();
         assert_eq!(merge(&dir, None).unwrap().done, 1);
+        // A video without events (every scene blank) is left out and named: densevid_eval fails
+        // on an empty list.
+        std::fs::write(dir.join("v_f.json"), r#"{"duration":3.0,"events":[],"video":"f.gif"}"#).unwrap();
+        let merged = merge(&dir, None).unwrap();
+        assert_eq!((merged.done, merged.without_events.as_slice()), (1, &["v_f".to_string()][..]));
+        let json: serde_json::Value = serde_json::from_str(&merged.json).unwrap();
+        assert!(json["results"].get("v_f").is_none(), "{json}");
+        std::fs::remove_file(dir.join("v_f.json")).unwrap();
         std::fs::write(dir.join("v_d.json"), "not json").unwrap();
         assert!(merge(&dir, None).unwrap_err().to_string().contains("v_d.json is not a glimpse result"));
 
@@ -140,10 +179,13 @@ mod tests {
         std::fs::write(empty.join("v_b.error.json"), "{}").unwrap();
         let err = merge(&empty, Some(&entries)).unwrap_err().to_string();
         assert!(
-            err.contains("holds no result to merge of the manifest's (1 failed, 2 not captioned yet; 0 others)"),
+            err.contains(
+                "holds no result to merge of the manifest's (1 failed, 2 not captioned yet, 0 without events; 0 others)"
+            ),
             "{err}"
         );
-        assert!(merge(&empty, None).unwrap_err().to_string().contains("holds no result to merge (1 failed)"));
+        let err = merge(&empty, None).unwrap_err().to_string();
+        assert!(err.contains("holds no result to merge (1 failed, 0 without events)"), "{err}");
         std::fs::remove_dir_all(&empty).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -26,6 +26,10 @@ pub(crate) struct VideoResult {
     video: String,
     duration: f64,
     events: Vec<ResultEvent>,
+    /// The batch's settings it was made with (see [`crate::run::with_settings`]); none in a file
+    /// `caption-video` wrote, or an older batch.
+    #[serde(default)]
+    settings: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,6 +69,13 @@ impl VideoResult {
 
     /// The result at `path`, or why it is not one (naming the file and what to do).
     pub(crate) fn read(path: &Path) -> Result<Self, BatchError> {
+        // A link to nothing is a result gone, for the batch to caption again, not a disk to mend.
+        if std::fs::symlink_metadata(path).is_ok() && std::fs::metadata(path).is_err() {
+            return Err(BatchError::Result(format!(
+                "{} is a link to no file; remove it or caption the video again",
+                path.display()
+            )));
+        }
         let bytes = read_regular_file(path, MAX_RESULT_BYTES)?;
         Self::parse(&bytes).map_err(|why| {
             BatchError::Result(format!(
@@ -76,6 +87,18 @@ impl VideoResult {
 
     pub(crate) fn video(&self) -> &str {
         &self.video
+    }
+
+    /// How the settings it was made with differ from `settings` (`fps: 2.0 -> 0.5; ...`); `None`
+    /// where they do not, or it does not say.
+    pub(crate) fn made_otherwise(&self, settings: &serde_json::Value) -> Option<String> {
+        let mut changed = Vec::new();
+        crate::run::differences(self.settings.as_ref()?, settings, "", &mut changed);
+        (!changed.is_empty()).then(|| crate::run::first_few(&changed, 3, "; "))
+    }
+
+    pub(crate) fn settings(&self) -> Option<&serde_json::Value> {
+        self.settings.as_ref()
     }
 
     /// The files `--subtitles` adds, by extension: the same bytes as those made from the events

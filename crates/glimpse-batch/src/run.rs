@@ -124,24 +124,27 @@ pub(crate) enum Status {
 /// The files a video's results may have, by extension; `json` is written last.
 const RESULT_EXTENSIONS: [&str; 4] = ["error.json", "json", "srt", "vtt"];
 
-/// The output folder, listed once: the names of its files.
+/// The output folder, listed once: the names of its files, and of its folders.
 pub(crate) struct Folder {
     pub(crate) dir: PathBuf,
     pub(crate) names: HashSet<String>,
+    folders: HashSet<String>,
 }
 
 impl Folder {
     pub(crate) fn read(dir: &Path) -> Result<Self, BatchError> {
         let io = |source| BatchError::Io { path: dir.to_path_buf(), source };
-        let mut names = HashSet::new();
+        let (mut names, mut folders) = (HashSet::new(), HashSet::new());
         for item in std::fs::read_dir(dir).map_err(io)? {
             let item = item.map_err(io)?;
+            let name = item.file_name().to_string_lossy().into_owned();
             // A folder is no result, whatever its name.
-            if !item.file_type().map_err(io)?.is_dir() {
-                names.insert(item.file_name().to_string_lossy().into_owned());
-            }
+            match item.file_type().map_err(io)?.is_dir() {
+                true => folders.insert(name),
+                false => names.insert(name),
+            };
         }
-        Ok(Self { dir: dir.to_path_buf(), names })
+        Ok(Self { dir: dir.to_path_buf(), names, folders })
     }
 
     pub(crate) fn status(&self, id: &str) -> Status {
@@ -208,13 +211,35 @@ pub fn run<E: Display>(
     folder.remove_stale_temporaries(options.shard)?;
     let started = Instant::now();
     let others = options.others();
+    // A folder where a result goes would be taken for none and stop the run at its first write.
+    let mut in_the_way: Vec<String> = entries
+        .iter()
+        .filter(|e| options.shard.owns(&e.id))
+        .flat_map(|e| ["json", "error.json"].iter().chain(others.iter()).map(move |ext| format!("{}.{ext}", e.id)))
+        .filter(|name| folder.folders.contains(name))
+        .collect();
+    if !in_the_way.is_empty() {
+        in_the_way.sort();
+        return Err(BatchError::OutDir(format!(
+            "{}: {} folder(s) where this run writes videos' results ({}); move them out of the way",
+            dir.display(),
+            in_the_way.len(),
+            first_few(&in_the_way, 5, ", ")
+        )));
+    }
     let (mut done, mut failed_before) = (0, 0);
     let (mut mine, mut of_other_videos, mut unreadable) = (Vec::new(), Vec::new(), Vec::new());
+    let mut made_otherwise = Vec::new();
     for entry in entries.iter().filter(|e| options.shard.owns(&e.id)) {
         let plan = match folder.status(&entry.id) {
             Status::Done => match VideoResult::read(&folder.path(&entry.id, "json")) {
                 Ok(result) if !same_video(result.video(), &entry.path) => {
                     of_other_videos.push(format!("{} is of {}", entry.id, quoted(result.video())));
+                    Plan::PassOver
+                }
+                // A folder copied without its settings record, or the record removed.
+                Ok(result) if let Some(changed) = result.made_otherwise(&options.settings) => {
+                    made_otherwise.push(format!("{}: {changed}", entry.id));
                     Plan::PassOver
                 }
                 Ok(_) if others.iter().all(|extension| folder.has(&entry.id, extension)) => {
@@ -248,6 +273,9 @@ pub fn run<E: Display>(
             of_other_videos.len(),
             first_few(&of_other_videos, 5, "; ")
         )));
+    }
+    if !made_otherwise.is_empty() {
+        return Err(made_with_other_settings(dir, &made_otherwise));
     }
     // Moved aside rather than replaced: it may be a file of the user's that is no result.
     for (entry, error) in unreadable {
@@ -287,7 +315,7 @@ pub fn run<E: Display>(
     for (i, entry) in todo.iter().enumerate() {
         // Another worker on the same shard (a replacement overlapping the one it replaces) may
         // have captioned it since the folder was read.
-        if folder.path(&entry.id, "json").exists() {
+        if folder.path(&entry.id, "json").is_file() {
             summary.passed_over += 1;
             summary.with_result += 1;
             continue;
@@ -300,7 +328,8 @@ pub fn run<E: Display>(
         });
         let (events, damage, error) = match outcome {
             Ok((captioned, result)) => {
-                write_result(&folder, &entry.id, &options.made_from(&result), &captioned.json)?;
+                let json = with_settings(&captioned.json, &options.settings);
+                write_result(&folder, &entry.id, &options.made_from(&result), &json)?;
                 summary.captioned += 1;
                 summary.with_result += 1;
                 (Some(captioned.events), captioned.damage, None)
@@ -380,6 +409,12 @@ pub fn claim_out_dir(dir: &Path, settings: &serde_json::Value) -> Result<(), Bat
     let claimant = json!({ "pid": std::process::id(), "pid_namespace": pid_namespace() });
     let record = format!("{:#}\n", json!({ "settings": settings, "claimed_by": claimant }));
     let Some(recorded) = recorded else {
+        // No record, results beside it (copied without the hidden file, or the record removed):
+        // their own settings say what they were made with, and a record of others would stick.
+        let made_otherwise = results_made_otherwise(dir, settings)?;
+        if !made_otherwise.is_empty() {
+            return Err(made_with_other_settings(dir, &made_otherwise));
+        }
         // Two runs starting at once: the first to write its record claims the folder, and the
         // other then reads it.
         return match write_new(&path, record.as_bytes()) {
@@ -452,6 +487,33 @@ pub fn claim_out_dir(dir: &Path, settings: &serde_json::Value) -> Result<(), Bat
 
 /// Whether `dir` holds a result or an error record (a visible `.json` file): listed up to the
 /// first one, not whole.
+/// `id: changes` of every result in `dir` that records settings other than `settings`; results
+/// that do not read are the run's to deal with.
+fn results_made_otherwise(dir: &Path, settings: &serde_json::Value) -> Result<Vec<String>, BatchError> {
+    let folder = Folder::read(dir)?;
+    let mut made_otherwise: Vec<String> = folder
+        .names
+        .iter()
+        .filter(|name| !name.starts_with('.') && !name.ends_with(".error.json"))
+        .filter_map(|name| name.strip_suffix(".json"))
+        .filter_map(|id| {
+            Some(format!("{id}: {}", VideoResult::read(&folder.path(id, "json")).ok()?.made_otherwise(settings)?))
+        })
+        .collect();
+    made_otherwise.sort();
+    Ok(made_otherwise)
+}
+
+fn made_with_other_settings(dir: &Path, made_otherwise: &[String]) -> BatchError {
+    BatchError::OutDir(format!(
+        "{}: the results of {} videos were made with other settings than this run's ({}); one folder's results merge \
+         into one submission: use another --out-dir, or remove those results to caption them again",
+        dir.display(),
+        made_otherwise.len(),
+        first_few(made_otherwise, 3, "; ")
+    ))
+}
+
 fn holds_records(dir: &Path) -> Result<bool, BatchError> {
     let io = |source| BatchError::Io { path: dir.to_path_buf(), source };
     for item in std::fs::read_dir(dir).map_err(io)? {
@@ -470,7 +532,7 @@ const MAX_SETTINGS_BYTES: u64 = 1 << 20;
 
 /// `name: before -> now` for each value that differs between two settings, by its path; a name
 /// only one of them has is not compared.
-fn differences(before: &serde_json::Value, now: &serde_json::Value, at: &str, out: &mut Vec<String>) {
+pub(crate) fn differences(before: &serde_json::Value, now: &serde_json::Value, at: &str, out: &mut Vec<String>) {
     match (before, now) {
         (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
             for (key, value) in a {
@@ -483,6 +545,14 @@ fn differences(before: &serde_json::Value, now: &serde_json::Value, at: &str, ou
         _ if before != now => out.push(format!("{at}: {before} -> {now}")),
         _ => {}
     }
+}
+
+/// A result as the batch writes it: the captioning's JSON with the batch's settings added, so
+/// that results of other settings are told apart even in a folder without its record.
+pub(crate) fn with_settings(json: &str, settings: &serde_json::Value) -> String {
+    let mut result: serde_json::Value = serde_json::from_str(json).expect("parsed as a result before");
+    result["settings"] = settings.clone();
+    format!("{result}\n")
 }
 
 /// The first `shown` of `items` joined by `separator`, and how many more.
@@ -744,6 +814,37 @@ mod tests {
 
     /// One folder's results merge into one submission: a run with other settings, or whose ids
     /// name other videos than the results there, is refused before anything is captioned.
+    /// A link to nothing where a result was is a result gone: kept aside and captioned again. A
+    /// folder where this run writes a result is said before any video, not met at the first write.
+    #[cfg(unix)]
+    #[test]
+    fn a_dangling_link_is_captioned_again_and_a_folder_in_the_way_refused() {
+        let dir = temp_dir("in-the-way");
+        let all = entries(3);
+        std::os::unix::fs::symlink(dir.join("nowhere.json"), dir.join("v1.json")).unwrap();
+        let (mut calls, mut events) = (Vec::new(), Vec::new());
+        let summary =
+            run(&all, &options(&dir, Shard::ALL, false), captioner("", &mut calls), |e| events.push(e.clone()))
+                .unwrap();
+        assert_eq!((summary.captioned, calls.len()), (3, 3));
+        let Event::InvalidResult { error, kept_as, .. } = &events[0] else { panic!("{events:?}") };
+        assert!(error.contains("v1.json is a link to no file") && kept_as == "v1.json.unreadable", "{error}");
+        assert!(std::fs::symlink_metadata(dir.join("v1.json")).unwrap().is_file());
+
+        let more = entries(5);
+        for name in ["v3.json", "v4.srt"] {
+            std::fs::create_dir(dir.join(name)).unwrap();
+        }
+        let mut calls = Vec::new();
+        let err = run(&more, &options(&dir, Shard::ALL, false), captioner("", &mut calls), |_| {}).unwrap_err();
+        assert!(
+            err.to_string().contains("2 folder(s) where this run writes videos' results (v3.json, v4.srt)"),
+            "{err}"
+        );
+        assert!(calls.is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn a_folder_of_other_settings_or_other_videos_is_refused() {
         let dir = temp_dir("claimed");
@@ -753,6 +854,26 @@ mod tests {
         let other = Options { settings: json!({"events": 5}), ..options(&dir, Shard::ALL, false) };
         let err = run(&all, &other, captioner("", &mut calls), |_| {}).unwrap_err().to_string();
         assert!(err.contains("other settings (events: 3 -> 5)"), "{err}");
+        // Without the record (a folder copied without its hidden file), each result's settings
+        // say it, and no record of the refused settings is left to stick.
+        std::fs::remove_file(dir.join(SETTINGS_FILE)).unwrap();
+        let err = run(&all, &other, captioner("", &mut calls), |_| {}).unwrap_err().to_string();
+        assert!(
+            err.contains("the results of 3 videos were made with other settings than this run's (v0: events: 3 -> 5"),
+            "{err}"
+        );
+        assert!(calls.is_empty() && !dir.join(SETTINGS_FILE).exists());
+        let merged = crate::merge(&dir, None).unwrap();
+        assert_eq!(merged.done, 3);
+        std::fs::write(
+            dir.join("v2.json"),
+            with_settings(&std::fs::read_to_string(dir.join("v2.json")).unwrap(), &json!({"events": 5})),
+        )
+        .unwrap();
+        let err = crate::merge(&dir, None).unwrap_err().to_string();
+        assert!(err.contains("results made with different settings (v2 (against v0): events: 5 -> 3)"), "{err}");
+        std::fs::remove_file(dir.join("v2.json")).unwrap();
+        run(&all, &options(&dir, Shard::ALL, false), captioner("", &mut Vec::new()), |_| {}).unwrap();
 
         // Other files under the same ids: refused. The same names elsewhere, where the recorded
         // files are gone (an archive moved, another mount): the same videos.

@@ -64,9 +64,17 @@ impl Shard {
             return Self::new(index, count).map(Some);
         }
         if let Some(id) = number("SLURM_ARRAY_TASK_ID")? {
-            let count = number("SLURM_ARRAY_TASK_COUNT")?
-                .or(shards)
-                .ok_or_else(|| BatchError::Shard("SLURM_ARRAY_TASK_ID is set without SLURM_ARRAY_TASK_COUNT".into()))?;
+            let count = match (number("SLURM_ARRAY_TASK_COUNT")?, shards) {
+                (Some(tasks), Some(count)) if tasks != count => {
+                    return Err(BatchError::Shard(format!(
+                        "--shards {count}, but SLURM_ARRAY_TASK_COUNT={tasks}: the array's tasks are the shards; drop \
+                         --shards or size the array to it"
+                    )));
+                }
+                (tasks, count) => tasks.or(count).ok_or_else(|| {
+                    BatchError::Shard("SLURM_ARRAY_TASK_ID is set without SLURM_ARRAY_TASK_COUNT".into())
+                })?,
+            };
             if let Some(step) = number("SLURM_ARRAY_TASK_STEP")?.filter(|&step| step != 1) {
                 return Err(BatchError::Shard(format!(
                     "SLURM_ARRAY_TASK_STEP={step}: shards need a contiguous array (e.g. --array=0-7), or pass --shard I/N"
@@ -95,6 +103,32 @@ impl Shard {
             ))),
             _ => Ok(None),
         }
+    }
+
+    /// This worker's shard: `--shard` (`given`), else the environment's ([`Shard::from_env`]),
+    /// else the whole manifest. A `--shard` that the scheduler's environment contradicts is
+    /// refused: the two workers of one shard would caption its videos twice and another's never.
+    pub fn choose(
+        given: Option<&str>,
+        shards: Option<usize>,
+        var: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, BatchError> {
+        let Some(text) = given else { return Ok(Self::from_env(shards, var)?.unwrap_or(Self::ALL)) };
+        let shard = Self::parse(text)?;
+        if ["JOB_COMPLETION_INDEX", "SLURM_ARRAY_TASK_ID"].iter().all(|name| var(name).is_none()) {
+            return Ok(shard);
+        }
+        // `--shards` conflicts with `--shard`, whose count stands for it here.
+        let scheduled = match Self::from_env(shards.or(Some(shard.count)), var) {
+            Ok(None) => return Ok(shard),
+            Ok(Some(scheduled)) if scheduled == shard => return Ok(shard),
+            Ok(Some(scheduled)) => format!("gives it shard {scheduled}"),
+            Err(why) => format!("disagrees ({why})"),
+        };
+        Err(BatchError::Shard(format!(
+            "--shard {shard}, but this worker's scheduler (JOB_COMPLETION_INDEX or SLURM_ARRAY_TASK_ID) {scheduled}; \
+             drop --shard to take the scheduler's"
+        )))
     }
 
     /// Whether this shard captions the video `id`: a hash of the id alone, so a video's shard
@@ -168,5 +202,23 @@ mod tests {
         }
         let without_max = [("SLURM_ARRAY_TASK_ID", "4"), ("SLURM_ARRAY_TASK_COUNT", "4")];
         assert!(Shard::from_env(None, env(&without_max)).unwrap_err().to_string().contains("contiguous"));
+        // Sources that disagree are refused, not one silently taken over the other.
+        let err = Shard::from_env(Some(4), env(&zero_based)).unwrap_err().to_string();
+        assert!(err.contains("--shards 4, but SLURM_ARRAY_TASK_COUNT=2"), "{err}");
+        assert_eq!(Shard::from_env(Some(2), env(&zero_based)).unwrap(), Some(Shard { index: 0, count: 2 }));
+    }
+
+    #[test]
+    fn a_shard_given_by_hand_must_agree_with_the_scheduler() {
+        let k8s = [("JOB_COMPLETION_INDEX", "1")];
+        assert_eq!(Shard::choose(None, Some(2), env(&k8s)).unwrap(), Shard { index: 1, count: 2 });
+        assert_eq!(Shard::choose(Some("1/2"), None, env(&k8s)).unwrap(), Shard { index: 1, count: 2 });
+        let err = Shard::choose(Some("0/2"), None, env(&k8s)).unwrap_err().to_string();
+        assert!(err.contains("--shard 0/2, but") && err.contains("gives it shard 1/2"), "{err}");
+        let slurm = [("SLURM_ARRAY_TASK_ID", "1"), ("SLURM_ARRAY_TASK_COUNT", "4")];
+        let err = Shard::choose(Some("1/2"), None, env(&slurm)).unwrap_err().to_string();
+        assert!(err.contains("--shard 1/2, but") && err.contains("disagrees"), "{err}");
+        assert_eq!(Shard::choose(Some("3/4"), None, env(&[])).unwrap(), Shard { index: 3, count: 4 });
+        assert_eq!(Shard::choose(None, None, env(&[])).unwrap(), Shard::ALL);
     }
 }

@@ -101,10 +101,7 @@ pub fn run(command: BatchCommand, device: DeviceChoice) -> Result<()> {
         } => {
             let entries = read_videos(&manifest)?;
             check_out_dir(&manifest, &entries, &out_dir)?;
-            let shard = match shard {
-                Some(text) => Shard::parse(&text)?,
-                None => Shard::from_env(shards, |name| std::env::var(name).ok())?.unwrap_or(Shard::ALL),
-            };
+            let shard = Shard::choose(shard.as_deref(), shards, |name| std::env::var(name).ok())?;
             let config = dense.config()?;
             let (clip, lm) = (model_identity(models.clip.as_deref()), model_identity(models.lm.as_deref()));
             let settings = json!({ "fps": dense.fps, "zerota": config, "clip": clip, "lm": lm });
@@ -146,10 +143,14 @@ pub fn run(command: BatchCommand, device: DeviceChoice) -> Result<()> {
         BatchCommand::Merge { dir, out, manifest } => {
             let inputs: Vec<&Path> = std::iter::once(dir.as_path()).chain(manifest.as_deref()).collect();
             crate::check_out(Some(&out), &inputs)?;
-            // A bare file name is in the working folder.
-            let folder_of = |path: &Path| {
-                std::fs::canonicalize(path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
-                    .ok()
+            // A bare file name is in the working folder; an existing file is where its links lead,
+            // as the submission is written through them.
+            let folder_of = |path: &Path| match std::fs::canonicalize(path) {
+                Ok(file) => file.parent().map(Path::to_path_buf),
+                Err(_) => {
+                    std::fs::canonicalize(path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
+                        .ok()
+                }
             };
             if folder_of(&out).is_some_and(|folder| std::fs::canonicalize(&dir).is_ok_and(|dir| dir == folder)) {
                 bail!(
@@ -167,6 +168,7 @@ pub fn run(command: BatchCommand, device: DeviceChoice) -> Result<()> {
                 ("failed", &merged.failed),
                 ("missing", &merged.missing),
                 ("left out, not in the manifest", &merged.outside),
+                ("left out, no events (every scene blank)", &merged.without_events),
             ] {
                 if !ids.is_empty() {
                     say!("{what}: {} ({})", ids.len(), first_few(ids, 10, ", "));

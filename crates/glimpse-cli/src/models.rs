@@ -8,6 +8,7 @@ use clap::{Subcommand, ValueEnum};
 use futures_lite::future::block_on;
 use glimpse_hub::remote::{Hub, Progress, RepoId};
 use glimpse_media::files::write_checkpoint;
+use glimpse_media::untrusted::printable;
 use glimpse_models::{ClipConfig, Gpt2Config, ModelFiles, WeightFormat, Weights, convert_weights};
 use glimpse_train::random::{write_random_clip, write_random_gpt2};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -135,7 +136,7 @@ pub fn run(command: ModelsCommand) -> Result<()> {
                     .iter()
                     .map(|(name, commit)| describe_ref(&repo.path, name, commit.as_deref()))
                     .collect();
-                lines.push(format!("{:>10}  {}  [{}]", human(repo.size), repo.repo, revisions.join(", ")));
+                lines.push(format!("{:>10}  {}  [{}]", human(repo.size), printable(&repo.repo), revisions.join(", ")));
             }
             print_out(&(lines.join("\n") + "\n"))
         }
@@ -222,8 +223,12 @@ pub enum RandomShape {
 fn describe_ref(repo: &Path, name: &str, commit: Option<&str>) -> String {
     match commit {
         // Commits are hex digits, but a shorter one must not panic either.
-        Some(commit) => format!("{name} {}", commit.get(..8).unwrap_or(commit)),
-        None => format!("{name} invalid (not a commit hash: delete {})", repo.join("refs").join(name).display()),
+        Some(commit) => format!("{} {}", printable(name), commit.get(..8).unwrap_or(commit)),
+        None => format!(
+            "{} invalid (not a commit hash: delete {})",
+            printable(name),
+            printable(&repo.join("refs").join(name).display().to_string())
+        ),
     }
 }
 

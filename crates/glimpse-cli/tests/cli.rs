@@ -157,7 +157,10 @@ fn errors_go_to_stderr_with_a_non_zero_exit() {
         (&["generate", "--prompt", "x", "--decoding", "contrastive", "--k", "0"], "--k 0 must be at least 1"),
         (&["generate", "--prompt", "x", "--decoding", "beam", "--beams", "0"], "--beams 0 must be at least 1"),
         // Refused before the video is read: the embedded GPT-2 has 32 positions.
-        (&["caption-video", video, "--max-tokens", "100"], "the model has only 32 (n_positions)"),
+        (
+            &["caption-video", video, "--max-tokens", "100"],
+            "--max-tokens (100) need more than the 32 positions the model has (n_positions)",
+        ),
         // Refused before the 14 s video is captioned.
         (&["caption-video", video, "--format", "chapters"], "this one lasts 14.0 s; use another format"),
         (&["train", "clip", "--out", "/tmp/never", "--batch-size", "1000"], "must be between 2 and 512"),
@@ -422,6 +425,11 @@ fn find_locates_described_scenes_and_blank_videos_have_no_events() {
         !whole.status.success() && said.contains("the shortest moment asked for (100 s) is as long as the video"),
         "{said}"
     );
+    // Nor when the frames sampled leave none outside it (a moment took the whole video, scored 0).
+    let args = ["--device", "cpu", "find", gif.to_str().unwrap(), "a scene", "--fps", "0.1", "--min-seconds", "8"];
+    let sparse = glimpse(&args);
+    let said = String::from_utf8_lossy(&sparse.stderr);
+    assert!(!sparse.status.success() && said.contains("too few for a moment of at least 8 s"), "{said}");
 
     let frames = dir.join("blank");
     std::fs::create_dir_all(&frames).unwrap();

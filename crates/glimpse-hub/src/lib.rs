@@ -23,3 +23,14 @@ pub enum HubError {
     #[error(transparent)]
     Model(#[from] glimpse_models::ModelError),
 }
+
+impl HubError {
+    /// The message with its cause, for a message of its own: an I/O error's `Display` names the
+    /// path only.
+    pub fn full(&self) -> String {
+        match self {
+            Self::Io { path, source } => format!("{}: {source}", path.display()),
+            other => other.to_string(),
+        }
+    }
+}

@@ -187,9 +187,7 @@ impl Hub {
                 .unwrap_or_else(|| PathBuf::from(".cache"));
             base.join("huggingface")
         });
-        let token = var("HF_TOKEN")
-            .and_then(cleaned_token)
-            .or_else(|| fs::read_to_string(home.join("token")).ok().and_then(cleaned_token));
+        let token = var("HF_TOKEN").and_then(cleaned_token).or_else(|| read_token_file(&home.join("token")));
         let offline = var("HF_HUB_OFFLINE")
             .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"));
         Self {
@@ -224,9 +222,15 @@ impl Hub {
             return self.offline_snapshot(id, &repo_dir, progress);
         }
         match self.fetch_online(id, &repo_dir, progress) {
-            Err(HubError::Unreachable(message)) => {
-                self.offline_snapshot(id, &repo_dir, progress).map_err(|_| HubError::Unreachable(message))
-            }
+            Err(HubError::Unreachable(message)) => self.offline_snapshot(id, &repo_dir, progress).map_err(|cached| {
+                // A damaged copy in the cache is the user's to mend, not the network's.
+                match repo_dir.exists() {
+                    true => {
+                        HubError::Unreachable(format!("{message}; nor can the cached copy be used: {}", cached.full()))
+                    }
+                    false => HubError::Unreachable(message),
+                }
+            }),
             result => result,
         }
     }
@@ -297,9 +301,8 @@ impl Hub {
     ) -> Result<PathBuf, HubError> {
         let not_cached = |what: String| {
             HubError::Remote(format!(
-                "{id} is not in the cache ({what}) and HF_HUB_OFFLINE is set; fetch it while online with \
-                 `glimpse models fetch {}`",
-                id.repo
+                "{id} is not in the cache ({what}); fetch it while online with `glimpse models fetch {}`",
+                fetch_arg(id)
             ))
         };
         let ref_file = repo_dir.join("refs").join(&id.revision);
@@ -322,13 +325,24 @@ impl Hub {
             Err(e) => return Err(io_err(&ref_file, e)),
         };
         let dir = repo_dir.join("snapshots").join(&commit);
+        if !dir.is_dir() {
+            return Err(not_cached(format!(
+                "{} names commit {commit}, whose folder {} is missing",
+                ref_file.display(),
+                dir.display()
+            )));
+        }
         for file in REQUIRED.iter().chain(&OPTIONAL) {
             let path = dir.join(file);
             let Ok(target) = fs::canonicalize(&path) else {
-                if REQUIRED.contains(file) {
-                    return Err(not_cached(format!("no {file}")));
+                if !REQUIRED.contains(file) {
+                    continue;
                 }
-                continue;
+                // A link whose blob is gone is not the same as no file.
+                return Err(not_cached(match fs::symlink_metadata(&path) {
+                    Ok(_) => format!("{} links to a blob that is missing", path.display()),
+                    Err(_) => format!("no {file} in {}", dir.display()),
+                }));
             };
             let etag = target.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
             let size = fs::metadata(&target).map(|m| m.len()).unwrap_or(0);
@@ -474,6 +488,7 @@ impl Hub {
         // A crash between the last byte and the rename leaves a complete partial file; asking for
         // the bytes after its end would only get HTTP 416.
         let partial = partial_path(blob);
+        remove_unless_plain_file(&partial)?;
         if file_len(&partial) == meta.size {
             if verify(&partial, &meta.etag, meta.size)? {
                 fs::rename(&partial, blob).map_err(|e| io_err(blob, e))?;
@@ -633,13 +648,13 @@ impl Hub {
                 meta.size
             )));
         }
-        let mut out = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .append(resumed)
-            .truncate(!resumed)
-            .open(partial)
-            .map_err(|e| Stop::Retry(format!("{}: {e}", partial.display())))?;
+        let mut options = OpenOptions::new();
+        options.create(true).write(true).append(resumed).truncate(!resumed);
+        // Bytes go into the cache only: a link put where the partial file goes is not followed
+        // (`ensure_blob` removed any it found; this closes the window after it).
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
+        let mut out = options.open(partial).map_err(|e| Stop::Retry(format!("{}: {e}", partial.display())))?;
         let mut done = start;
         // One byte past the announced size is enough to know that the server sends too much.
         let mut reader = response.into_reader().take(remaining + 1);
@@ -764,6 +779,14 @@ const MAX_FILE_BYTES: u64 = 1 << 42;
 
 /// A token as `HF_TOKEN` or the token file gives it, without line breaks and surrounding spaces (as
 /// huggingface_hub reads it); `None` if nothing is left.
+/// The token `huggingface-cli login` saved, if `path` is a regular file of at most a few KiB
+/// holding one: a pipe or `/dev/zero` there is not waited on or read whole.
+fn read_token_file(path: &Path) -> Option<String> {
+    const LIMIT: u64 = 4096;
+    let bytes = untrusted::read_regular_file(path, LIMIT).ok()?;
+    String::from_utf8(bytes).ok().and_then(cleaned_token)
+}
+
 fn cleaned_token(token: String) -> Option<String> {
     Some(token.replace(['\r', '\n'], "").trim().to_string()).filter(|t| !t.is_empty())
 }
@@ -842,9 +865,30 @@ fn read_ref(path: &Path) -> io::Result<Option<String>> {
     // A hash and a newline; reading a little more tells a longer file from it.
     const LIMIT: u64 = 80;
     let mut bytes = Vec::new();
-    File::open(path)?.take(LIMIT + 1).read_to_end(&mut bytes)?;
+    open_cache_file(path)?.take(LIMIT + 1).read_to_end(&mut bytes)?;
     let commit = std::str::from_utf8(&bytes).ok().map(str::trim).filter(|c| is_hash(c));
     Ok(commit.filter(|_| bytes.len() as u64 <= LIMIT).map(str::to_string))
+}
+
+/// Opens a file of the cache for reading if it is a regular file (following links): a pipe would
+/// block and a device (a link to `/dev/zero`) never end.
+fn open_cache_file(path: &Path) -> io::Result<File> {
+    if !fs::metadata(path)?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file (a folder, pipe or device) where the cache keeps a file; delete it, or the \
+             repository with `glimpse models rm`",
+        ));
+    }
+    File::open(path)
+}
+
+/// The argument `glimpse models fetch` takes for `id`: its revision only where it is not `main`.
+fn fetch_arg(id: &RepoId) -> String {
+    match id.revision.as_str() {
+        "main" => id.repo.clone(),
+        _ => id.to_string(),
+    }
 }
 
 /// Where a blob's download in progress is kept.
@@ -855,6 +899,19 @@ fn partial_path(blob: &Path) -> PathBuf {
 /// The length of `path`, 0 if it does not exist.
 fn file_len(path: &Path) -> u64 {
     fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Removes whatever is at `path` unless it is a regular file: a download in progress is written
+/// there, and a link would take its bytes out of the cache, into the file it names.
+fn remove_unless_plain_file(path: &Path) -> Result<(), HubError> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => Err(io_err(
+            path,
+            io::Error::new(io::ErrorKind::InvalidInput, "a folder where a download in progress is kept; delete it"),
+        )),
+        Ok(meta) if !meta.is_file() => remove_if_present(path),
+        _ => Ok(()),
+    }
 }
 
 fn remove_if_present(path: &Path) -> Result<(), HubError> {
@@ -883,7 +940,7 @@ fn verify(path: &Path, etag: &str, size: u64) -> Result<bool, HubError> {
 }
 
 fn digest(path: &Path, lfs: bool, size: u64) -> io::Result<String> {
-    let mut file = File::open(path)?;
+    let mut file = open_cache_file(path)?;
     let bytes = if lfs {
         hash_reader(Sha256::new(), &mut file)?
     } else {
@@ -990,7 +1047,7 @@ fn lock_owner() -> String {
 /// The start of a lock file; empty if it is gone (or just created and not yet written).
 fn read_lock(path: &Path) -> String {
     let mut bytes = Vec::new();
-    let _ = File::open(path).and_then(|f| f.take(256).read_to_end(&mut bytes));
+    let _ = open_cache_file(path).and_then(|f| f.take(256).read_to_end(&mut bytes));
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
@@ -1079,7 +1136,8 @@ impl Hub {
         Ok(repos)
     }
 
-    /// Deletes a repository from the cache, every revision of it; returns the bytes freed.
+    /// Deletes a repository from the cache, every revision of it; returns the bytes freed (none
+    /// where its folder is a link to one elsewhere, which is removed and its target left).
     pub fn remove(&self, repo: &str) -> Result<u64, HubError> {
         // A revision named would read as "remove that revision", and every one would go.
         if let Some((name, revision)) = repo.split_once('@') {
@@ -1087,18 +1145,43 @@ impl Hub {
                 "`models rm` removes a whole repository, every revision of it; give {name} without @{revision}"
             )));
         }
-        let id = RepoId::parse(repo).ok_or_else(|| {
+        // Any name `models list` shows is a folder of the cache, even one the hub would not allow
+        // (another tool's); other names must be ids, so that none reaches outside the cache.
+        let found = self.list()?.into_iter().find(|r| r.repo == repo);
+        let Some(found) = found else {
+            return Err(HubError::Remote(match RepoId::parse(repo) {
+                Some(id) => format!("{} is not in the cache ({})", id.repo, self.cache.display()),
+                None => format!("{repo:?} is not a repository id; pass owner/name as `glimpse models list` shows it"),
+            }));
+        };
+        if fs::symlink_metadata(&found.path).is_ok_and(|m| m.is_symlink()) {
+            remove_if_present(&found.path)?;
+            return Ok(0);
+        }
+        remove_tree(&found.path).map_err(|(path, e)| {
             HubError::Remote(format!(
-                "{repo:?} is not a repository id; pass owner/name as `glimpse models list` shows it"
+                "{}: {e}; {} is only partly removed: mend that and run `glimpse models rm` again",
+                path.display(),
+                found.repo
             ))
         })?;
-        let found = self.list()?.into_iter().find(|r| r.repo == id.repo);
-        let Some(found) = found else {
-            return Err(HubError::Remote(format!("{} is not in the cache ({})", id.repo, self.cache.display())));
-        };
-        fs::remove_dir_all(&found.path).map_err(|e| io_err(&found.path, e))?;
         Ok(found.size)
     }
+}
+
+/// Deletes `dir` and everything in it without following links; on failure, the entry that could
+/// not be deleted.
+fn remove_tree(dir: &Path) -> Result<(), (PathBuf, io::Error)> {
+    let entries = fs::read_dir(dir).map_err(|e| (dir.to_path_buf(), e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| (dir.to_path_buf(), e))?;
+        let path = entry.path();
+        match entry.file_type() {
+            Ok(kind) if kind.is_dir() => remove_tree(&path)?,
+            _ => fs::remove_file(&path).map_err(|e| (path, e))?,
+        }
+    }
+    fs::remove_dir(dir).map_err(|e| (dir.to_path_buf(), e))
 }
 
 /// The refs under `dir` (nested ones such as `refs/pr/1` by their path), with their commits.
@@ -1149,6 +1232,27 @@ mod tests {
     /// A token with a space, a line break or a letter beyond ASCII is never put in a header
     /// (whose refusal would print it); a real one is.
     #[test]
+    fn a_token_file_is_read_only_if_small_and_regular() {
+        let dir = temp_dir("token");
+        let file = dir.join("token");
+        fs::write(&file, "hf_abc\n").unwrap();
+        assert_eq!(read_token_file(&file).as_deref(), Some("hf_abc"));
+        fs::write(&file, "x".repeat(5000)).unwrap();
+        assert_eq!(read_token_file(&file), None);
+        // A device is never read whole, a pipe never waited on.
+        fs::remove_file(&file).unwrap();
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink("/dev/zero", &file).unwrap();
+            assert_eq!(read_token_file(&file), None);
+            fs::remove_file(&file).unwrap();
+            assert!(std::process::Command::new("mkfifo").arg(&file).status().unwrap().success());
+            assert_eq!(read_token_file(&file), None);
+        }
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn only_printable_ascii_tokens_are_sent() {
         for bad in ["abc\ndef", "tök", "abc def", ""] {
             assert!(!is_token(bad), "{bad:?}");
@@ -1196,6 +1300,24 @@ mod tests {
         let hub = Hub { endpoint: String::new(), cache, token: None, offline: true, min_speed: MinSpeed::default() };
         let err = hub.remove("a/b@nope").unwrap_err().to_string();
         assert!(err.contains("every revision of it; give a/b without @nope"), "{err}");
+        // Another tool's folder that is no hub id goes by the name `models list` shows.
+        let odd = hub.cache.join("models--a--b--c");
+        fs::create_dir_all(odd.join("blobs")).unwrap();
+        fs::write(odd.join("blobs/x"), b"1234").unwrap();
+        assert_eq!(hub.list().unwrap()[0].repo, "a/b--c");
+        assert_eq!(hub.remove("a/b--c").unwrap(), 4);
+        assert!(!odd.exists());
+        // A repository folder that links elsewhere: the link goes, what it names stays, nothing freed.
+        #[cfg(unix)]
+        {
+            let elsewhere = hub.cache.with_extension("elsewhere");
+            fs::create_dir_all(elsewhere.join("blobs")).unwrap();
+            fs::write(elsewhere.join("blobs/x"), b"1234").unwrap();
+            std::os::unix::fs::symlink(&elsewhere, hub.cache.join("models--a--link")).unwrap();
+            assert_eq!(hub.remove("a/link").unwrap(), 0);
+            assert!(elsewhere.join("blobs/x").is_file() && hub.list().unwrap().is_empty());
+            fs::remove_dir_all(&elsewhere).unwrap();
+        }
         fs::remove_dir_all(&hub.cache).unwrap();
     }
 

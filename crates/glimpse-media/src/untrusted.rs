@@ -117,18 +117,33 @@ fn plain_types(message: &str) -> String {
 /// How much of a name, path or line of an untrusted input an error message quotes.
 const QUOTED_CHARS: usize = 80;
 
-/// At most [`QUOTED_CHARS`] of `text` (then `…`), for an error message: an input's line or name
-/// may be as long as the file.
+/// At most [`QUOTED_CHARS`] of `text` (then `…`), [`printable`], for an error message: an
+/// input's line or name may be as long as the file.
 pub fn quoted(text: &str) -> String {
     match text.char_indices().nth(QUOTED_CHARS) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_string(),
+        Some((cut, _)) => format!("{}…", printable(&text[..cut])),
+        None => printable(text),
     }
+}
+
+/// `text` with its control characters escaped (`\n`, `\u{1b}`): a name or line from an input,
+/// printed to a terminal, must not move the cursor or send it commands.
+pub fn printable(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quoted_text_is_short_and_sends_a_terminal_no_command() {
+        assert_eq!(printable("evil\u{1b}]0;pwned\u{7}\nname"), "evil\\u{1b}]0;pwned\\u{7}\\nname");
+        assert_eq!(printable("é clip\t1"), "é clip\\t1");
+        let long = format!("{}\u{1b}", "x".repeat(QUOTED_CHARS));
+        assert_eq!(quoted(&long), format!("{}…", "x".repeat(QUOTED_CHARS)));
+        assert_eq!(quoted("a\u{1b}b"), "a\\u{1b}b");
+    }
 
     #[test]
     fn settings_errors_name_the_field_and_a_type_a_user_knows() {

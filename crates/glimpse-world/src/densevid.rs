@@ -22,6 +22,7 @@ use std::io;
 
 use glimpse_media::span::{Segment, tiou};
 use glimpse_media::untrusted::quoted;
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
 use crate::meteor::Meteor;
@@ -65,9 +66,14 @@ pub struct Scores {
 pub fn read_predictions(json: &[u8]) -> Result<BTreeMap<String, Vec<Prediction>>, String> {
     #[derive(Deserialize)]
     struct Submission {
+        #[serde(deserialize_with = "videos_once_each")]
         results: BTreeMap<String, Vec<Prediction>>,
     }
+    let json = utf8_json(json)?;
     let submission: Submission = serde_json::from_slice(json).map_err(|e| {
+        if e.to_string().starts_with(TWICE) {
+            return e.to_string();
+        }
         let swapped = if looks_like_truth(json) { "; this is a truth file: the submission comes first" } else { "" };
         format!("not a submission in the ActivityNet Captions layout ({e}); expected {{\"results\": {{id: [{{\"sentence\", \"timestamp\": [start, end]}}]}}}}{swapped}")
     })?;
@@ -98,7 +104,13 @@ fn check_timestamp([start, end]: [f64; 2], id: &str, index: usize, sentence: &st
 /// fields such as `duration` are ignored); each video needs one sentence per segment. A reversed
 /// segment is kept, as densevid_eval keeps it: public truth files are scored as they are.
 pub fn read_truth(json: &[u8]) -> Result<BTreeMap<String, Truth>, String> {
-    let truth: BTreeMap<String, Truth> = serde_json::from_slice(json).map_err(|e| {
+    #[derive(Deserialize)]
+    struct TruthFile(#[serde(deserialize_with = "videos_once_each")] BTreeMap<String, Truth>);
+    let json = utf8_json(json)?;
+    let TruthFile(truth) = serde_json::from_slice(json).map_err(|e| {
+        if e.to_string().starts_with(TWICE) {
+            return e.to_string();
+        }
         let swapped = if looks_like_submission(json) { "; a submission (with \"results\") comes first, the truth second" } else { "" };
         format!("not a truth file in the ActivityNet Captions layout ({e}); expected {{id: {{\"timestamps\": [[start, end]], \"sentences\": [..]}}}}{swapped}")
     })?;
@@ -129,14 +141,71 @@ pub fn read_truth(json: &[u8]) -> Result<BTreeMap<String, Truth>, String> {
 }
 
 /// Whether `json` reads as a truth file (an object of videos with `timestamps`), or as a
-/// submission (`results` at the top), to tell the two given the wrong way round.
+/// submission (`results` at the top), to tell the two given the wrong way round. Values are
+/// skipped, not built: the file may be as large as glimpse reads.
 fn looks_like_truth(json: &[u8]) -> bool {
-    let value: serde_json::Value = serde_json::from_slice(json).unwrap_or_default();
-    value.as_object().and_then(|videos| videos.values().next()).is_some_and(|video| video.get("timestamps").is_some())
+    #[derive(Deserialize)]
+    struct Video {
+        #[serde(rename = "timestamps")]
+        _timestamps: IgnoredAny,
+    }
+    serde_json::from_slice::<BTreeMap<String, Video>>(json).is_ok_and(|videos| !videos.is_empty())
 }
 
 fn looks_like_submission(json: &[u8]) -> bool {
-    serde_json::from_slice::<serde_json::Value>(json).is_ok_and(|value| value.get("results").is_some())
+    #[derive(Deserialize)]
+    struct Submission {
+        #[serde(rename = "results")]
+        _results: IgnoredAny,
+    }
+    serde_json::from_slice::<Submission>(json).is_ok()
+}
+
+/// JSON as the scorers read it: UTF-8, a byte-order mark (Windows editors write one) passed over.
+fn utf8_json(json: &[u8]) -> Result<&[u8], String> {
+    let json = json.strip_prefix("\u{feff}".as_bytes()).unwrap_or(json);
+    match std::str::from_utf8(json) {
+        Ok(_) => Ok(json),
+        Err(e) => Err(format!(
+            "not UTF-8 text (byte {} is not); JSON files are UTF-8: convert it (a UTF-16 file, as some Windows tools \
+             write, with `iconv -f UTF-16 -t UTF-8`)",
+            e.valid_up_to()
+        )),
+    }
+}
+
+/// How a video given twice is refused (and told from a file of another shape).
+const TWICE: &str = "video `";
+
+/// An object of videos by id, each id once: serde_json keeps the last of a key given twice, and a
+/// file merged by hand would lose the other's events without a word.
+fn videos_once_each<'de, D, T>(deserializer: D) -> Result<BTreeMap<String, T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Videos<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Videos<T> {
+        type Value = BTreeMap<String, T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object of videos by id")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut videos = BTreeMap::new();
+            while let Some((id, video)) = map.next_entry::<String, T>()? {
+                if videos.contains_key(&id) {
+                    return Err(serde::de::Error::custom(format!(
+                        "{TWICE}{}` is given twice, and JSON keeps only the last; give each video once, its events \
+                         together",
+                        quoted(&id)
+                    )));
+                }
+                videos.insert(id, video);
+            }
+            Ok(videos)
+        }
+    }
+    deserializer.deserialize_map(Videos(std::marker::PhantomData))
 }
 
 /// The predictions of a video that count: `densevid_eval` keeps a video's first 1000 (its
@@ -214,14 +283,17 @@ fn video_scores(
     let predicted_segments: Vec<Segment> = predicted.iter().map(|p| (p.timestamp[0], p.timestamp[1])).collect();
     let truth_segments: Vec<Segment> = video.timestamps.iter().map(|&[s, e]| (s, e)).collect();
     let (precision, recall) = precision_recall(&predicted_segments, &truth_segments, threshold);
-    let pairs = matched_pairs(&predicted_segments, &truth_segments, threshold);
-    let mut corpus: Vec<(String, Vec<String>)> = Vec::new();
-    for (index, prediction) in predicted.iter().enumerate() {
-        let sentence = ascii(&prediction.sentence);
-        let matched: Vec<usize> = pairs.iter().filter(|(p, _)| *p == index).map(|&(_, t)| t).collect();
+    let mut matched = vec![Vec::new(); predicted.len()];
+    for (p, t) in matched_pairs(&predicted_segments, &truth_segments, threshold) {
+        matched[p].push(t);
+    }
+    let (predicted_text, truth_text): (Vec<String>, Vec<String>) =
+        (predicted.iter().map(|p| ascii(&p.sentence)).collect(), video.sentences.iter().map(|s| ascii(s)).collect());
+    let mut corpus: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (sentence, matched) in predicted_text.iter().zip(&matched) {
         match matched.is_empty() {
-            true => corpus.push((sentence, vec![UNMATCHED.to_string()])),
-            false => corpus.extend(matched.iter().map(|&t| (sentence.clone(), vec![ascii(&video.sentences[t])]))),
+            true => corpus.push((sentence.as_str(), vec![UNMATCHED])),
+            false => corpus.extend(matched.iter().map(|&t| (sentence.as_str(), vec![truth_text[t].as_str()]))),
         }
     }
     let [bleu_1, bleu_2, bleu_3, bleu_4] = bleu(&corpus);
@@ -402,6 +474,25 @@ mod tests {
         let truth = br#"{"v1": {"timestamps": [[0, 5]], "sentences": ["a dog."]}}"#;
         assert!(read_predictions(truth).unwrap_err().ends_with("this is a truth file: the submission comes first"));
         assert!(read_truth(submission).unwrap_err().contains("a submission (with \"results\") comes first"));
+    }
+
+    /// A video given twice (two files merged by hand) is refused, named, where JSON would keep the
+    /// last silently; a byte-order mark is passed over, and text that is not UTF-8 is said to be.
+    #[test]
+    fn videos_given_twice_are_refused_and_files_read_as_utf8() {
+        let submission = br#"{"results": {"a": [{"sentence": "x.", "timestamp": [0, 1]}], "a": []}}"#;
+        let err = read_predictions(submission).unwrap_err();
+        assert!(err.starts_with("video `a` is given twice, and JSON keeps only the last"), "{err}");
+        let truth = br#"{"b": {"timestamps": [[0, 5]], "sentences": ["x."]}, "b": {"timestamps": [[1, 2]], "sentences": ["y."]}}"#;
+        let err = read_truth(truth).unwrap_err();
+        assert!(err.starts_with("video `b` is given twice"), "{err}");
+
+        let with_mark =
+            [&b"\xef\xbb\xbf"[..], br#"{"v1": {"timestamps": [[0, 5]], "sentences": ["a dog."]}}"#].concat();
+        assert_eq!(read_truth(&with_mark).unwrap().len(), 1);
+        let utf16: Vec<u8> = [0xff, 0xfe].into_iter().chain("{}".encode_utf16().flat_map(u16::to_le_bytes)).collect();
+        let err = read_predictions(&utf16).unwrap_err();
+        assert!(err.starts_with("not UTF-8 text (byte 0 is not)") && err.contains("iconv"), "{err}");
     }
 
     /// densevid_eval keeps a video's first 1000 predictions: a perfect one after 1000 misses

@@ -16,7 +16,7 @@
 //! a fixed order, so a score is bit-for-bit reproducible across runs, as everything else in this
 //! crate is.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use glimpse_media::span::{Segment, tiou};
 
@@ -219,31 +219,29 @@ fn ngram_counts(tokens: &[String]) -> BTreeMap<&[String], usize> {
 ///
 /// An item without references contributes a reference length of 0 (pycocoevalcap rejects such
 /// input).
-pub fn bleu(pairs: &[(String, Vec<String>)]) -> [f64; MAX_N] {
+pub fn bleu(pairs: &[(impl AsRef<str>, Vec<impl AsRef<str>>)]) -> [f64; MAX_N] {
     const TINY: f64 = 1e-15;
     const SMALL: f64 = 1e-9;
+    let corpus = Corpus::new(pairs);
+    let counts: Vec<BTreeMap<&[String], usize>> = corpus.tokens.iter().map(|t| ngram_counts(t)).collect();
     let mut matches = [0usize; MAX_N];
     let mut totals = [0usize; MAX_N];
     let (mut candidate_len, mut reference_len) = (0usize, 0usize);
-    for (candidate, references) in pairs {
-        let candidate = tokenize(candidate);
-        let references: Vec<Vec<String>> = references.iter().map(|r| tokenize(r)).collect();
-        let mut max_reference_counts: BTreeMap<&[String], usize> = BTreeMap::new();
-        for reference in &references {
-            for (gram, count) in ngram_counts(reference) {
-                let max = max_reference_counts.entry(gram).or_insert(0);
-                *max = (*max).max(count);
-            }
+    for (candidate, references) in &corpus.items {
+        let most_in_a_reference = |gram: &[String]| references.iter().filter_map(|&r| counts[r].get(gram)).max();
+        for (gram, &count) in &counts[*candidate] {
+            matches[gram.len() - 1] += count.min(most_in_a_reference(gram).copied().unwrap_or(0));
         }
-        for (gram, count) in ngram_counts(&candidate) {
-            matches[gram.len() - 1] += count.min(max_reference_counts.get(gram).copied().unwrap_or(0));
-        }
+        let candidate_tokens = corpus.tokens[*candidate].len();
         for (n, total) in (1..=MAX_N).zip(&mut totals) {
-            *total += (candidate.len() + 1).saturating_sub(n);
+            *total += (candidate_tokens + 1).saturating_sub(n);
         }
-        candidate_len += candidate.len();
-        reference_len +=
-            references.iter().map(Vec::len).min_by_key(|&len| (len.abs_diff(candidate.len()), len)).unwrap_or(0);
+        candidate_len += candidate_tokens;
+        reference_len += references
+            .iter()
+            .map(|&r| corpus.tokens[r].len())
+            .min_by_key(|&len| (len.abs_diff(candidate_tokens), len))
+            .unwrap_or(0);
     }
     let length_ratio = (candidate_len as f64 + TINY) / (reference_len as f64 + SMALL);
     let brevity_penalty = if length_ratio < 1.0 { (1.0 - 1.0 / length_ratio).exp() } else { 1.0 };
@@ -254,9 +252,39 @@ pub fn bleu(pairs: &[(String, Vec<String>)]) -> [f64; MAX_N] {
     })
 }
 
+/// A corpus of `(candidate, references)` items with each distinct caption tokenised once: a
+/// video's pairs repeat its sentences (a prediction paired with every reference it overlaps, a
+/// reference with every such prediction), up to a million pairs for one video.
+struct Corpus {
+    /// Tokens of each distinct caption.
+    tokens: Vec<Vec<String>>,
+    /// Items as indices into `tokens`.
+    items: Vec<(usize, Vec<usize>)>,
+}
+
+impl Corpus {
+    fn new<'a>(pairs: &'a [(impl AsRef<str>, Vec<impl AsRef<str>>)]) -> Self {
+        let mut index: HashMap<&'a str, usize> = HashMap::new();
+        let mut tokens = Vec::new();
+        let mut id = |text: &'a str| {
+            *index.entry(text).or_insert_with(|| {
+                tokens.push(tokenize(text));
+                tokens.len() - 1
+            })
+        };
+        let items = pairs
+            .iter()
+            .map(|(candidate, references)| {
+                (id(candidate.as_ref()), references.iter().map(|r| id(r.as_ref())).collect())
+            })
+            .collect();
+        Self { tokens, items }
+    }
+}
+
 /// Corpus CIDEr-D of `(candidate, references)` items: the mean of [`cider_d_scores`], 0 for an
 /// empty corpus.
-pub fn cider_d(pairs: &[(String, Vec<String>)]) -> f64 {
+pub fn cider_d(pairs: &[(impl AsRef<str>, Vec<impl AsRef<str>>)]) -> f64 {
     let scores = cider_d_scores(pairs);
     if scores.is_empty() { 0.0 } else { scores.iter().sum::<f64>() / scores.len() as f64 }
 }
@@ -278,26 +306,31 @@ pub fn cider_d(pairs: &[(String, Vec<String>)]) -> f64 {
 /// pycocoevalcap measures that length as the number of bigrams, one less than the number of words,
 /// and so does this; the two only differ when comparing an empty caption with a one-word one. An
 /// item without references scores 0 (pycocoevalcap would divide by zero).
-fn cider_d_scores(pairs: &[(String, Vec<String>)]) -> Vec<f64> {
-    let tokenized: Vec<(Vec<String>, Vec<Vec<String>>)> =
-        pairs.iter().map(|(c, refs)| (tokenize(c), refs.iter().map(|r| tokenize(r)).collect())).collect();
+fn cider_d_scores(pairs: &[(impl AsRef<str>, Vec<impl AsRef<str>>)]) -> Vec<f64> {
+    let corpus = Corpus::new(pairs);
+    // Items with the same references add the same n-grams: each set of references is walked once.
+    let mut items_by_references: HashMap<&[usize], usize> = HashMap::new();
+    for (_, references) in &corpus.items {
+        *items_by_references.entry(references).or_insert(0) += 1;
+    }
     let mut document_frequency: BTreeMap<&[String], usize> = BTreeMap::new();
-    for (_, references) in &tokenized {
-        let grams: BTreeSet<&[String]> = references.iter().flat_map(|r| ngrams(r)).collect();
+    for (references, items) in items_by_references {
+        let grams: BTreeSet<&[String]> = references.iter().flat_map(|&r| ngrams(&corpus.tokens[r])).collect();
         for gram in grams {
-            *document_frequency.entry(gram).or_insert(0) += 1;
+            *document_frequency.entry(gram).or_insert(0) += items;
         }
     }
-    let log_items = (tokenized.len().max(1) as f64).ln();
-    let vector = |tokens| TfIdf::new(tokens, &document_frequency, log_items);
-    tokenized
+    let log_items = (corpus.items.len().max(1) as f64).ln();
+    // Every distinct caption is some item's candidate or reference.
+    let vectors: Vec<TfIdf> = corpus.tokens.iter().map(|t| TfIdf::new(t, &document_frequency, log_items)).collect();
+    corpus
+        .items
         .iter()
         .map(|(candidate, references)| {
             if references.is_empty() {
                 return 0.0;
             }
-            let candidate = vector(candidate);
-            let total: f64 = references.iter().map(|r| candidate.similarity(&vector(r))).sum();
+            let total: f64 = references.iter().map(|&r| vectors[*candidate].similarity(&vectors[r])).sum();
             10.0 * total / references.len() as f64
         })
         .collect()
@@ -500,7 +533,7 @@ mod tests {
         let pairs = [item("a red circle", &["the blue square"]), item("green triangle spins", &["yellow star"])];
         assert_eq!(cider_d_scores(&pairs), [0.0, 0.0]);
         assert_eq!(cider_d(&pairs), 0.0);
-        assert_eq!(cider_d(&[]), 0.0);
+        assert_eq!(cider_d(&[] as &[(&str, Vec<&str>)]), 0.0);
     }
 
     #[test]
