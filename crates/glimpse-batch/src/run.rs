@@ -36,7 +36,8 @@ pub struct Captioned {
     pub json: String,
     /// Events found, for the progress line.
     pub events: usize,
-    /// Damage the reading met and went past (`glimpse_media::video::Reading`), for the progress line.
+    /// What the progress line warns of: damage the reading met and went past
+    /// (`glimpse_media::video::Reading`), a video sampled at a lower rate to fit.
     pub damage: Option<String>,
 }
 

@@ -11,7 +11,7 @@ use glimpse_align::zerota::{ZeroTaConfig, captions_json, dense_caption, embed_so
 use glimpse_batch::{
     Captioned, Entry, Event, Manifest, Options, Shard, check_out_dir, claim_out_dir, first_few, merge, read_manifest,
 };
-use glimpse_media::video::VideoSource;
+use glimpse_media::video::{MAX_FRAMES, VideoSource};
 use glimpse_models::device::DeviceChoice;
 use glimpse_models::{ClipBundle, Gpt2Bundle};
 use serde_json::json;
@@ -40,8 +40,10 @@ pub enum BatchCommand {
                             SLURM_ARRAY_TASK_COUNT, SLURM_ARRAY_TASK_MIN); otherwise the whole manifest. A video's \
                             shard is a hash of its id.\n\n\
                             --out-dir is a folder of its own, not the manifest's or its videos'; it records \
-                            the captioning settings (.glimpse-batch.json) and refuses a run with others, so its \
-                            results merge into one submission.\n\n\
+                            the captioning settings (.glimpse-batch.json, and in each result) and refuses a run \
+                            with others, so its results merge into one submission. A video too long for 10000 \
+                            frames at --fps is sampled at the highest rate that fits, as its progress line \
+                            says.\n\n\
                             Exit status 0 once every video of the shard is done or recorded as failed, unless \
                             the run captioned two or more and all failed with no result in the shard (a rerun \
                             passes them over and exits 0).")]
@@ -204,11 +206,16 @@ fn caption_entry(
     fps: f64,
     config: &ZeroTaConfig,
 ) -> Result<Captioned> {
-    let source = VideoSource::open(&entry.path, fps)?;
+    // One rate for the archive, but its longest videos at the rate that fits them: their own
+    // run at another --fps could not join this folder's results.
+    let source = VideoSource::open_fitting(&entry.path, fps)?;
     let (frames, reading) = embed_source(clip, &source, || {})?;
     let events = block_on(dense_caption(clip, lm, &frames, reading.seconds, config, |_| {}))?;
     let json = captions_json(&entry.path.display().to_string(), reading.seconds, &events);
-    Ok(Captioned { json, events: events.len(), damage: reading.damage })
+    let lowered = (source.fps() < fps)
+        .then(|| format!("sampled at {} fps, the most that keeps it within {MAX_FRAMES} frames", source.fps()));
+    let warnings: Vec<String> = reading.damage.into_iter().chain(lowered).collect();
+    Ok(Captioned { json, events: events.len(), damage: (!warnings.is_empty()).then(|| warnings.join("; ")) })
 }
 
 /// A progress event as one line of text.

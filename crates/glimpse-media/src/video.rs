@@ -45,8 +45,7 @@ pub const MIN_FPS: f64 = 0.01;
 /// [`MAX_FRAMES`], before any of it is decoded, with the rate that fits.
 fn check_frame_count(path: &Path, length: Option<f64>, fps: f64) -> Result<(), MediaError> {
     let Some(length) = length.filter(|length| (length * fps).round() > MAX_FRAMES as f64) else { return Ok(()) };
-    // To a hundredth, down.
-    let fitting = (MAX_FRAMES as f64 / length * 100.0).floor() / 100.0;
+    let fitting = fitting_fps(length);
     let advice = if fitting >= MIN_FPS {
         format!("sample at --fps {fitting} or lower, or caption a shorter part")
     } else {
@@ -57,6 +56,12 @@ fn check_frame_count(path: &Path, length: Option<f64>, fps: f64) -> Result<(), M
         path.display(),
         (length * fps).round()
     )))
+}
+
+/// The highest rate, to a hundredth and down, at which `length` seconds give at most
+/// [`MAX_FRAMES`] frames.
+fn fitting_fps(length: f64) -> f64 {
+    (MAX_FRAMES as f64 / length * 100.0).floor() / 100.0
 }
 
 /// Refuses sampling rates outside `[MIN_FPS, MAX_FPS]` frames per second.
@@ -129,6 +134,17 @@ impl VideoSource {
     /// A folder of frames (name order, numbers by value), an animated GIF / WebP / PNG, or
     /// (through `ffmpeg`) anything else, to be sampled at `fps`.
     pub fn open(path: &Path, fps: f64) -> Result<Self, MediaError> {
+        Self::open_with(path, fps, false)
+    }
+
+    /// [`VideoSource::open`] at `fps` or, for a video file too long for [`MAX_FRAMES`] at that
+    /// rate, at the highest rate that fits ([`VideoSource::fps`] says which): what an archive
+    /// captioned at one rate needs for its longest videos. Refused only below [`MIN_FPS`].
+    pub fn open_fitting(path: &Path, fps: f64) -> Result<Self, MediaError> {
+        Self::open_with(path, fps, true)
+    }
+
+    fn open_with(path: &Path, mut fps: f64, fit: bool) -> Result<Self, MediaError> {
         check_fps(fps)?;
         if path.as_os_str() == "-" {
             return Err(MediaError::Video("videos are not read from standard input; save it to a file first".into()));
@@ -182,7 +198,11 @@ impl VideoSource {
                         if let Some(end) = claimed.and_then(|claimed| probe.last_picture_end(path, claimed)) {
                             probe.video_length = Some(end);
                         }
-                        check_frame_count(path, probe.video_length.or(probe.length), fps)?;
+                        let length = probe.video_length.or(probe.length);
+                        if fit && let Some(length) = length {
+                            fps = fps.min(fitting_fps(length)).max(MIN_FPS);
+                        }
+                        check_frame_count(path, length, fps)?;
                     }
                     SourceKind::Ffmpeg {
                         path: path.to_path_buf(),
@@ -1481,12 +1501,15 @@ mod tests {
         let err = VideoSource::open(&long, 2.0).unwrap_err().to_string();
         assert!(err.contains("its 6000 s at 2 fps are 12000 frames") && err.contains("--fps 1.66 or lower"), "{err}");
         assert!(VideoSource::open(&long, 1.66).is_ok());
+        // Opened to fit, it is sampled at that rate; a short video keeps the rate asked.
+        assert_eq!(VideoSource::open_fitting(&long, 2.0).unwrap().fps(), 1.66);
         // 10 s of pictures in 6000 s of sound (Matroska: the track's length is a tag): the
         // pictures count.
         let sound = ["-f", "lavfi", "-i", "anullsrc=r=8000:cl=mono", "-t", "6000", "-c:v", "ffv1", "-c:a", "flac"];
         let scored = made(&dir, "scored.mkv", "color=c=red:size=16x16:rate=1:duration=10", &sound);
         let frames = frames_of(&scored, 2.0).unwrap();
         assert_eq!(frames.len(), 20);
+        assert_eq!(VideoSource::open_fitting(&scored, 2.0).unwrap().fps(), 2.0);
         // 3 s whose Matroska DURATION tag says 99 h: the file ends at 3 s, so the claim is not
         // believed.
         let short = made(&dir, "short.mkv", "color=c=red:size=16x16:rate=1:duration=3", &["-c:v", "ffv1"]);
