@@ -37,7 +37,7 @@ fn folder_or_hub(arg: &Path) -> Result<ModelFiles> {
             arg.display()
         );
     };
-    Ok(Hub::from_env().model_files(&id, download_progress())?)
+    Ok(Hub::from_env()?.model_files(&id, download_progress())?)
 }
 
 /// One progress bar per file transferred, on stderr (drawn only on a terminal).
@@ -119,7 +119,7 @@ pub enum ModelsCommand {
 }
 
 pub fn run(command: ModelsCommand) -> Result<()> {
-    let hub = Hub::from_env();
+    let hub = Hub::from_env()?;
     match command {
         ModelsCommand::List { format } => {
             let repos = hub.list()?;

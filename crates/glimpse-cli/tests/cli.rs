@@ -581,6 +581,18 @@ fn hub_models_are_fetched_listed_used_offline_and_removed() {
     assert!(String::from_utf8_lossy(&gone.stderr).contains("glimpse models fetch test/gpt2"));
     let bad = run(false, &["generate", "--model", "not a repo", "--prompt", "x"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("nor a hub repository id"));
+    // A download floor that is no number is refused, not replaced by the default.
+    let floor = Command::new(env!("CARGO_BIN_EXE_glimpse"))
+        .args(["models", "list"])
+        .env("HF_HUB_CACHE", &cache)
+        .env("GLIMPSE_DOWNLOAD_MIN_SPEED", "fast")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&floor.stderr);
+    assert!(
+        !floor.status.success() && said.contains("GLIMPSE_DOWNLOAD_MIN_SPEED=fast is not a whole number"),
+        "{said}"
+    );
 }
 
 /// Chapters of a 45 s video of three 15 s scenes (a folder of frames): YouTube's rules hold,

@@ -178,7 +178,7 @@ impl Hub {
     /// `HF_ENDPOINT`, `HF_HUB_CACHE` / `HF_HOME`, `HF_TOKEN` (or the token file `huggingface-cli
     /// login` writes) and `HF_HUB_OFFLINE`; glimpse's own `GLIMPSE_DOWNLOAD_MIN_SPEED` (bytes per
     /// second, 0 for none) sets [`Hub::min_speed`].
-    pub fn from_env() -> Self {
+    pub fn from_env() -> Result<Self, HubError> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let home = var("HF_HOME").map(PathBuf::from).unwrap_or_else(|| {
             let base = var("XDG_CACHE_HOME")
@@ -190,7 +190,16 @@ impl Hub {
         let token = var("HF_TOKEN").and_then(cleaned_token).or_else(|| read_token_file(&home.join("token")));
         let offline = var("HF_HUB_OFFLINE")
             .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"));
-        Self {
+        let min_speed = match var("GLIMPSE_DOWNLOAD_MIN_SPEED") {
+            None => MinSpeed::default(),
+            Some(value) => MinSpeed::per_second(value.trim().parse().map_err(|_| {
+                HubError::Remote(format!(
+                    "GLIMPSE_DOWNLOAD_MIN_SPEED={} is not a whole number of bytes per second (0 for no floor)",
+                    untrusted::quoted(&value)
+                ))
+            })?),
+        };
+        Ok(Self {
             endpoint: var("HF_ENDPOINT")
                 .unwrap_or_else(|| "https://huggingface.co".into())
                 .trim_end_matches('/')
@@ -198,10 +207,8 @@ impl Hub {
             cache: var("HF_HUB_CACHE").map(PathBuf::from).unwrap_or_else(|| home.join("hub")),
             token,
             offline,
-            min_speed: var("GLIMPSE_DOWNLOAD_MIN_SPEED")
-                .and_then(|v| v.parse().ok())
-                .map_or_else(MinSpeed::default, MinSpeed::per_second),
-        }
+            min_speed,
+        })
     }
 
     /// The checkpoint's files, from the cache or downloaded into it.
