@@ -107,7 +107,10 @@ fn with_progress(
     let state = train(&mut |progress| match progress {
         Progress::Started { step, steps, resumed } => {
             if resumed {
-                bar.suspend(|| say!("resuming {} from step {step}", out.display()));
+                // The weights and the step carry over; AdamW's moment estimates start from zero.
+                bar.suspend(|| {
+                    say!("resuming {} from step {step} (the optimiser's moments start afresh)", out.display())
+                });
             }
             bar.set_length(steps as u64);
             bar.set_position(step as u64);
@@ -158,7 +161,8 @@ pub fn run(command: TrainCommand, selected: &SelectedDevice) -> Result<()> {
                     "--prefix-len {prefix_len} must be in 1..={MAX_PREFIX_LEN} and --hidden {hidden} at most {MAX_WIDTH}"
                 );
             }
-            crate::check_out(Some(&out), &[])?;
+            // Written over neither model it reads.
+            crate::check_out(Some(&out), &models.paths().collect::<Vec<_>>())?;
             let (clip, lm) = models.load(selected)?;
             let config = WorldProjectorConfig {
                 examples,

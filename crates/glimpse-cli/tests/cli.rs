@@ -508,6 +508,22 @@ fn training_checkpoints_resume() {
     let clash = glimpse(&["--device", "cpu", "train", "clip", "--out", out_arg, "--steps", "1"]);
     assert!(!clash.status.success());
     assert!(String::from_utf8_lossy(&clash.stderr).contains("holds a `lm` run"));
+    // Fewer steps than done is said so, by folder and step.
+    let fewer = train("3");
+    assert!(String::from_utf8_lossy(&fewer.stderr).contains("is at step 6 already: --steps 3 is fewer"), "{fewer:?}");
+
+    // Before any step: a file as --out, and a model of its own (no state) that training would
+    // replace unasked.
+    let file = dir.join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let args = ["--device", "cpu", "train", "lm", "--out", file.to_str().unwrap(), "--steps", "2"];
+    let said = String::from_utf8_lossy(&glimpse(&args).stderr).to_string();
+    assert!(said.contains("is a file; name a folder"), "{said}");
+    std::fs::remove_file(out.join("train_state.json")).unwrap();
+    let weights = std::fs::read(out.join("model.safetensors")).unwrap();
+    let said = String::from_utf8_lossy(&train("8").stderr).to_string();
+    assert!(said.contains("holds a model.safetensors but no train_state.json"), "{said}");
+    assert_eq!(std::fs::read(out.join("model.safetensors")).unwrap(), weights);
 }
 
 /// A projector trained twice with one seed is the same file (initial weights follow the seed as
@@ -525,6 +541,12 @@ fn projector_training_is_reproducible_by_seed() {
     let first = train("a.safetensors", "5");
     assert_eq!(first, train("b.safetensors", "5"));
     assert_ne!(first, train("c.safetensors", "6"));
+    // Never written over a model it reads.
+    let lm = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/world-gpt2");
+    let over = lm.join("model.safetensors");
+    let args = ["--device", "cpu", "train", "projector", "--lm", lm.to_str().unwrap(), "--out", over.to_str().unwrap()];
+    let said = String::from_utf8_lossy(&glimpse(&args).stderr).to_string();
+    assert!(said.contains("would write over the input"), "{said}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -1,8 +1,9 @@
-//! Checkpoints in the Hugging Face layout plus `train_state.json`. Every file is replaced
-//! atomically and the state is written last, recording a digest of the weights saved with it.
-//! The set of files is not replaced atomically: a run stopped between the weights and the state
-//! leaves weights one checkpoint ahead of the state, and resuming checks the digest so that such
-//! a pair is refused instead of trained on from the wrong step.
+//! Checkpoints in the Hugging Face layout plus `train_state.json`, which records a digest of the
+//! weights saved with it. Every file is replaced atomically, but the set is not: the new state is
+//! written first under a pending name, then the weights, then the state is moved into place. A
+//! run stopped anywhere in between leaves a pair that goes together, the old state with the old
+//! weights or the pending state with the new ones, and resuming takes whichever it is
+//! ([`load_state`]); weights that match neither are refused, never trained on from the wrong step.
 
 use std::path::Path;
 
@@ -15,6 +16,10 @@ pub const STATE_FILE: &str = "train_state.json";
 
 /// The weights file a checkpoint holds.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
+
+/// The state of the checkpoint being saved, until its weights are in place (hidden: the folder
+/// stays a model in the Hugging Face layout).
+const PENDING_STATE_FILE: &str = ".train_state.json.pending";
 
 /// The most steps a run may be asked for.
 pub const MAX_STEPS: usize = 1_000_000;
@@ -62,6 +67,13 @@ impl TrainState {
                 "losses has ({step}, {loss}): a loss must be finite and recorded at a step already done"
             )));
         }
+        // One loss per checkpoint, in order: so at most one per step, and the file stays small.
+        if let Some(pair) = self.losses.windows(2).find(|pair| pair[0].0 >= pair[1].0) {
+            return Err(TrainError::Config(format!(
+                "losses has step {} after step {}: one loss per checkpoint, in order",
+                pair[1].0, pair[0].0
+            )));
+        }
         Ok(())
     }
 }
@@ -76,42 +88,104 @@ fn io(path: &Path, source: std::io::Error) -> TrainError {
     TrainError::Io { path: path.display().to_string(), source }
 }
 
-/// Writes `files` (name, bytes) and `weights` into `dir`, then the state with the weights' digest.
+/// Writes `files` (name, bytes) and `weights` into `dir` with the state and the weights' digest:
+/// the state pending first, the weights, then the state in place (see the module's header).
 pub fn save(dir: &Path, files: &[(&str, &[u8])], weights: &[u8], state: &mut TrainState) -> Result<(), TrainError> {
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
     state.weights_digest = digest(weights);
     let state_json = serde_json::to_string_pretty(state).expect("state serialises");
-    let all = files.iter().copied().chain([(WEIGHTS_FILE, weights), (STATE_FILE, state_json.as_bytes())]);
-    for (name, bytes) in all {
+    let pending = dir.join(PENDING_STATE_FILE);
+    glimpse_media::write_atomically(&pending, state_json.as_bytes()).map_err(|e| io(&pending, e))?;
+    for (name, bytes) in files.iter().copied().chain([(WEIGHTS_FILE, weights)]) {
         let path = dir.join(name);
         glimpse_media::write_atomically(&path, bytes).map_err(|e| io(&path, e))?;
     }
-    Ok(())
+    let path = dir.join(STATE_FILE);
+    std::fs::rename(&pending, &path).map_err(|e| io(&path, e))
 }
 
-/// The state in `dir`, if a run has left one there, checked ([`TrainState::validate`]).
+/// The state in `dir`, if a run has left one there, checked ([`TrainState::validate`]). A state
+/// left pending by a run stopped while saving replaces the one in place where the weights are
+/// those it was saved with, and is removed where they are not.
 pub(crate) fn load_state(dir: &Path) -> Result<Option<TrainState>, TrainError> {
+    let pending = dir.join(PENDING_STATE_FILE);
+    if std::fs::symlink_metadata(&pending).is_ok() {
+        let saved = read_state(&pending).ok().filter(|state| weights_of(dir, state).is_ok());
+        match saved {
+            Some(_) => std::fs::rename(&pending, dir.join(STATE_FILE)),
+            None => std::fs::remove_file(&pending),
+        }
+        .map_err(|e| io(&pending, e))?;
+    }
     let path = dir.join(STATE_FILE);
-    if !path.exists() {
+    // A link to nothing is a state that cannot be read, not no state.
+    if std::fs::symlink_metadata(&path).is_err() {
         return Ok(None);
     }
-    let bytes = read_regular_file(&path, MAX_STATE_BYTES)?;
+    read_state(&path).map(Some)
+}
+
+fn read_state(path: &Path) -> Result<TrainState, TrainError> {
+    let bytes = read_regular_file(path, MAX_STATE_BYTES)
+        .map_err(|e| TrainError::Config(format!("{e}; delete it to start afresh")))?;
     let state: TrainState = serde_json::from_slice(&bytes)
         .map_err(|e| TrainError::Config(format!("{}: {e}; delete it to start afresh", path.display())))?;
     state.validate().map_err(|e| TrainError::Config(format!("{}: {e}; delete it to start afresh", path.display())))?;
-    Ok(Some(state))
+    Ok(state)
 }
 
 /// The weights in `dir` that `state` was saved with.
 pub(crate) fn load_weights(dir: &Path, state: &TrainState) -> Result<Vec<u8>, TrainError> {
     let path = dir.join(WEIGHTS_FILE);
-    let weights = read_regular_file(&path, MAX_WEIGHTS_BYTES)?;
-    if digest(&weights) != state.weights_digest {
+    weights_of(dir, state)
+        .map_err(|why| TrainError::Config(format!("{} {why}; pass --fresh to start over", path.display())))
+}
+
+/// [`load_weights`], in f32 or f16: 8-bit weights (`models convert --dtype q8`) are no training
+/// checkpoint (the optimiser would step their bytes).
+pub(crate) fn load_trainable_weights(dir: &Path, state: &TrainState) -> Result<Vec<u8>, TrainError> {
+    let weights = load_weights(dir, state)?;
+    let file = glimpse_models::weights::WeightFile::parse(&weights)?;
+    let quantized = file.names().iter().any(|name| file.is_quantized(name));
+    drop(file);
+    if quantized {
         return Err(TrainError::Config(format!(
-            "{} is not the file {STATE_FILE} was saved with (a run stopped while saving a checkpoint); pass \
-             --fresh to start over",
-            path.display()
+            "{} holds 8-bit weights, which cannot be trained; resume from the f32 checkpoint, or pass --fresh",
+            dir.join(WEIGHTS_FILE).display()
         )));
+    }
+    Ok(weights)
+}
+
+/// Removes the temporary files (`glimpse_media::files::temporary_of`) that writers now gone left
+/// in `dir`: each run killed while saving leaves one, as large as the weights.
+pub(crate) fn remove_stale_temporaries(dir: &Path) -> Result<(), TrainError> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let stale = glimpse_media::files::temporary_of(&name.to_string_lossy())
+            .is_some_and(|(_, pid)| glimpse_media::files::writer_is_gone(pid));
+        if stale {
+            let path = entry.path();
+            glimpse_media::files::remove_if_present(&path).map_err(|e| io(&path, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// The weights in `dir` if they are those `state` was saved with; why not otherwise. The digest
+/// holds the length, which is checked before anything is read.
+fn weights_of(dir: &Path, state: &TrainState) -> Result<Vec<u8>, String> {
+    let path = dir.join(WEIGHTS_FILE);
+    let length = std::fs::metadata(&path).map_err(|e| format!("cannot be read ({e})"))?.len();
+    let saved_length = state.weights_digest.rsplit(':').next().and_then(|n| n.parse::<u64>().ok());
+    let not_saved = || format!("is not the file {STATE_FILE} was saved with");
+    if saved_length != Some(length) {
+        return Err(not_saved());
+    }
+    let weights = read_regular_file(&path, MAX_WEIGHTS_BYTES).map_err(|e| e.to_string())?;
+    if digest(&weights) != state.weights_digest {
+        return Err(not_saved());
     }
     Ok(weights)
 }
@@ -129,6 +203,7 @@ mod tests {
             TrainState { steps: 0, step: 0, ..state.clone() },
             TrainState { step: 101, ..state.clone() },
             TrainState { losses: vec![(20, 1.0)], ..state.clone() },
+            TrainState { losses: vec![(4, 1.0), (4, 1.0)], ..state.clone() },
         ];
         for state in bad {
             assert!(state.validate().is_err(), "{state:?}");
@@ -143,10 +218,66 @@ mod tests {
         let loaded = load_state(&dir).unwrap().unwrap();
         assert_eq!(loaded, state);
         assert_eq!(load_weights(&dir, &loaded).unwrap(), b"weights of step 2");
-        // Stopped after the weights of the next checkpoint, before its state.
+        // Weights of no checkpoint of the run (another file put in their place).
         glimpse_media::write_atomically(&dir.join(WEIGHTS_FILE), b"weights of step 4").unwrap();
         let err = load_weights(&dir, &loaded).unwrap_err().to_string();
         assert!(err.contains("is not the file train_state.json was saved with"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A folder whose weights were converted to q8 (with a state made to match) is not trained:
+    /// the optimiser would step their bytes.
+    #[test]
+    fn eight_bit_weights_are_no_checkpoint() {
+        use glimpse_models::weights::{Q8_SCHEME, QUANTIZATION_KEY};
+        let dir = std::env::temp_dir().join(format!("glimpse-checkpoint-q8-{}", std::process::id()));
+        let header = serde_json::json!({
+            "__metadata__": {QUANTIZATION_KEY: Q8_SCHEME},
+            "w": {"dtype": "I8", "shape": [1, 32], "data_offsets": [0, 32]},
+        })
+        .to_string();
+        let file = [&(header.len() as u64).to_le_bytes()[..], header.as_bytes(), &[1u8; 32]].concat();
+        let mut state = TrainState::new("lm", 4, 0);
+        save(&dir, &[], &file, &mut state).unwrap();
+        assert_eq!(load_weights(&dir, &state).unwrap(), file);
+        let err = load_trainable_weights(&dir, &state).unwrap_err().to_string();
+        assert!(err.contains("holds 8-bit weights, which cannot be trained"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A run stopped at any point of a save resumes from a pair that goes together: stopped
+    /// after the pending state, the old pair; after the weights too, the new pair.
+    #[test]
+    fn a_save_stopped_midway_leaves_a_pair_to_resume_from() {
+        let dir = std::env::temp_dir().join(format!("glimpse-checkpoint-midway-{}", std::process::id()));
+        let mut state = TrainState::new("lm", 4, 0);
+        state.step = 2;
+        save(&dir, &[], b"weights of step 2", &mut state).unwrap();
+        let mut next = TrainState { step: 4, ..state.clone() };
+        next.weights_digest = digest(b"weights of step 4");
+        let pending = serde_json::to_string(&next).unwrap();
+
+        // Stopped before the weights: the pending state is dropped.
+        std::fs::write(dir.join(PENDING_STATE_FILE), &pending).unwrap();
+        let loaded = load_state(&dir).unwrap().unwrap();
+        assert_eq!((loaded.step, load_weights(&dir, &loaded).unwrap()), (2, b"weights of step 2".to_vec()));
+        assert!(!dir.join(PENDING_STATE_FILE).exists());
+
+        // Stopped after the weights, before the state was moved into place: the new pair.
+        std::fs::write(dir.join(PENDING_STATE_FILE), &pending).unwrap();
+        glimpse_media::write_atomically(&dir.join(WEIGHTS_FILE), b"weights of step 4").unwrap();
+        let loaded = load_state(&dir).unwrap().unwrap();
+        assert_eq!((loaded.step, load_weights(&dir, &loaded).unwrap()), (4, b"weights of step 4".to_vec()));
+        assert!(!dir.join(PENDING_STATE_FILE).exists());
+
+        // A stale temporary of a writer gone is removed; one of this process stays.
+        let (gone, live) =
+            (".model.safetensors.4194304.0.tmp", format!(".model.safetensors.{}.0.tmp", std::process::id()));
+        for name in [gone, live.as_str()] {
+            std::fs::write(dir.join(name), b"partial").unwrap();
+        }
+        remove_stale_temporaries(&dir).unwrap();
+        assert!(!dir.join(gone).exists() && dir.join(&live).exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

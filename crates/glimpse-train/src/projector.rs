@@ -106,7 +106,14 @@ pub async fn train(
         )));
     }
     let longest = examples.iter().map(|e| e.caption.len()).max().unwrap_or(0);
-    lm.check_length(dims.prefix_len + longest)?;
+    if dims.prefix_len.saturating_add(longest) > lm.n_positions() {
+        return Err(TrainError::Config(format!(
+            "a prefix of {} positions and the longest caption ({longest} tokens) need more than the {} positions \
+             GPT-2 has (n_positions); ask for a shorter prefix",
+            dims.prefix_len,
+            lm.n_positions()
+        )));
+    }
     let device = projector.device();
     let batch_size = config.batch_size.max(1);
     let steps = config.epochs.saturating_mul(examples.len().div_ceil(batch_size));

@@ -58,7 +58,7 @@ pub async fn train_clip(
         ClipTokenizer::from_json(tokenizer_json.as_bytes(), model_config.text_config.max_position_embeddings)?;
     let preprocess = ImagePreprocess::from_json(preprocessor.as_bytes(), model_config.vision_config.image_size as u32)?;
     let model = match resumed {
-        true => Clip::load(&model_config, &checkpoint::load_weights(&options.out, &state)?, device)?,
+        true => Clip::load(&model_config, &checkpoint::load_trainable_weights(&options.out, &state)?, device)?,
         false => model_config.init(device),
     };
     let config_json = model_config.to_json();
@@ -86,7 +86,7 @@ pub async fn train_lm(
     let tokenizer_json = gpt2_tokenizer_json(&words())?;
     let tokenizer = Gpt2Tokenizer::from_json(tokenizer_json.as_bytes())?;
     let model = match resumed {
-        true => Gpt2::load(&model_config, &checkpoint::load_weights(&options.out, &state)?, device)?,
+        true => Gpt2::load(&model_config, &checkpoint::load_trainable_weights(&options.out, &state)?, device)?,
         false => model_config.init(device),
     };
     let config_json = model_config.to_json();
@@ -107,7 +107,28 @@ fn start(
     seed: u64,
     device: &Device,
 ) -> Result<(TrainState, bool), TrainError> {
-    let left = if options.fresh { None } else { checkpoint::load_state(&options.out)? };
+    let out = &options.out;
+    match std::fs::metadata(out) {
+        Ok(meta) if !meta.is_dir() => {
+            return Err(TrainError::Config(format!("--out {} is a file; name a folder", out.display())));
+        }
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(TrainError::Io { path: out.display().to_string(), source: e });
+        }
+        _ => {}
+    }
+    checkpoint::remove_stale_temporaries(out)?;
+    let left = if options.fresh { None } else { checkpoint::load_state(out)? };
+    // A model of its own (a download, a converted or copied one) is not replaced unasked.
+    if left.is_none() && !options.fresh && std::fs::symlink_metadata(out.join(checkpoint::WEIGHTS_FILE)).is_ok() {
+        return Err(TrainError::Config(format!(
+            "{} holds a {} but no {}: a model, not a run `glimpse train` left; pick another folder, or pass \
+             --fresh to train over it",
+            out.display(),
+            checkpoint::WEIGHTS_FILE,
+            checkpoint::STATE_FILE
+        )));
+    }
     if let Some(state) = left.as_ref().filter(|state| state.kind != kind) {
         return Err(TrainError::Config(format!(
             "{} holds a `{}` run, not `{kind}`; pick another folder or start afresh (--fresh)",
@@ -117,6 +138,13 @@ fn start(
     }
     let resumed = left.is_some();
     let mut state = left.unwrap_or_else(|| TrainState::new(kind, steps, seed));
+    if let Some(steps) = options.steps.filter(|&steps| steps < state.step) {
+        return Err(TrainError::Config(format!(
+            "{} is at step {} already: --steps {steps} is fewer; ask for more to go on, or pass --fresh",
+            out.display(),
+            state.step
+        )));
+    }
     state.steps = options.steps.unwrap_or(state.steps);
     state.seed = options.seed.unwrap_or(state.seed);
     state.validate()?;
