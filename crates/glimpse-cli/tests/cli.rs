@@ -508,6 +508,10 @@ fn training_checkpoints_resume() {
     let clash = glimpse(&["--device", "cpu", "train", "clip", "--out", out_arg, "--steps", "1"]);
     assert!(!clash.status.success());
     assert!(String::from_utf8_lossy(&clash.stderr).contains("holds a `lm` run"));
+    // Resumed with other settings: refused, by name.
+    let args = ["--device", "cpu", "train", "lm", "--out", out_arg, "--steps", "8", "--batch-size", "16"];
+    let said = String::from_utf8_lossy(&glimpse(&args).stderr).to_string();
+    assert!(said.contains("holds a run started with other settings (batch_size: 8 -> 16)"), "{said}");
     // Fewer steps than done is said so, by folder and step.
     let fewer = train("3");
     assert!(String::from_utf8_lossy(&fewer.stderr).contains("is at step 6 already: --steps 3 is fewer"), "{fewer:?}");

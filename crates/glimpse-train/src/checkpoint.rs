@@ -45,12 +45,24 @@ pub struct TrainState {
     pub losses: Vec<(usize, f32)>,
     /// [`digest`] of the weights saved with this state (set by [`save`]).
     pub weights_digest: String,
+    /// What the run was started with beside its steps and seed (batch size, learning rate, ...),
+    /// which a resumed run must be given too; none in a state saved before they were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<serde_json::Value>,
 }
 
 impl TrainState {
     /// A run at step 0.
     pub fn new(kind: &str, steps: usize, seed: u64) -> Self {
-        Self { kind: kind.into(), step: 0, steps, seed, losses: Vec::new(), weights_digest: String::new() }
+        Self {
+            kind: kind.into(),
+            step: 0,
+            steps,
+            seed,
+            losses: Vec::new(),
+            weights_digest: String::new(),
+            settings: None,
+        }
     }
 
     /// Checks a state read from disk: a step count beyond [`MAX_STEPS`] would train for days, a

@@ -49,7 +49,8 @@ pub async fn train_clip(
     device: &Device,
     on: impl FnMut(Progress),
 ) -> Result<TrainState, TrainError> {
-    let (state, resumed) = start(options, "clip", config.steps, config.seed, device)?;
+    let settings = serde_json::json!({ "batch_size": config.batch_size, "lr": config.lr, "filmed": config.filmed });
+    let (state, resumed) = start(options, "clip", config.steps, config.seed, settings, device)?;
     let config = ClipTrainConfig { steps: state.steps, seed: state.seed, ..config };
     let model_config = world_clip_config();
     let tokenizer_json = clip_tokenizer_json(&words())?;
@@ -79,7 +80,8 @@ pub async fn train_lm(
     device: &Device,
     on: impl FnMut(Progress),
 ) -> Result<TrainState, TrainError> {
-    let (state, resumed) = start(options, "lm", config.steps, config.seed, device)?;
+    let settings = serde_json::json!({ "batch_size": config.batch_size, "lr": config.lr });
+    let (state, resumed) = start(options, "lm", config.steps, config.seed, settings, device)?;
     let config = LmTrainConfig { steps: state.steps, seed: state.seed, ..config };
     let model_config = world_gpt2_config();
     let eos = model_config.eos_token_id.ok_or_else(|| TrainError::Config("the world GPT-2 has no eos".into()))?;
@@ -97,14 +99,15 @@ pub async fn train_lm(
     checkpointed(options, state, resumed, &mut run, &files, on).await
 }
 
-/// Where the run starts: the state left in `out` (unless `fresh`; it must be a run of `kind`) or
-/// a new one, with `options`' steps and seed over the left run's over the defaults. Seeds the
-/// device, so initial weights follow the seed too. `true` when resuming.
+/// Where the run starts: the state left in `out` (unless `fresh`; it must be a run of `kind`, with
+/// the same `settings`) or a new one, with `options`' steps and seed over the left run's over the
+/// defaults. Seeds the device, so initial weights follow the seed too. `true` when resuming.
 fn start(
     options: &RunOptions,
     kind: &str,
     steps: usize,
     seed: u64,
+    settings: serde_json::Value,
     device: &Device,
 ) -> Result<(TrainState, bool), TrainError> {
     let out = &options.out;
@@ -145,6 +148,21 @@ fn start(
             state.step
         )));
     }
+    if let Some(recorded) = state.settings.as_ref().and_then(serde_json::Value::as_object) {
+        let changed: Vec<String> = recorded
+            .iter()
+            .filter(|(key, value)| settings.get(key.as_str()).is_some_and(|now| now != *value))
+            .map(|(key, value)| format!("{key}: {value} -> {}", settings[key.as_str()]))
+            .collect();
+        if !changed.is_empty() {
+            return Err(TrainError::Config(format!(
+                "{} holds a run started with other settings ({}); give it those to go on, or pass --fresh",
+                out.display(),
+                changed.join("; ")
+            )));
+        }
+    }
+    state.settings = Some(settings);
     state.steps = options.steps.unwrap_or(state.steps);
     state.seed = options.seed.unwrap_or(state.seed);
     state.validate()?;
