@@ -543,6 +543,14 @@ fn a_hostile_cache_never_blocks_or_writes_outside() {
     assert_eq!(std::fs::read(&outside).unwrap(), b"a file of the user's, not of the cache");
     assert_eq!(std::fs::read(snapshot.join("model.safetensors")).unwrap(), weights);
     assert!(!std::fs::symlink_metadata(blobs.join(&sha)).unwrap().is_symlink());
+    // A hard link there is a regular file, but another's: not written into either.
+    server.add("test/trap2", &fixture("gpt2-lmhead"), Fault::None);
+    let blobs2 = cache.join("models--test--trap2/blobs");
+    std::fs::create_dir_all(&blobs2).unwrap();
+    std::fs::hard_link(&outside, blobs2.join(format!("{sha}.incomplete"))).unwrap();
+    let fetched = online.clone();
+    within(60, move || fetched.fetch(&id("test/trap2"), &mut |_| {}).map_err(|e| e.full())).unwrap();
+    assert_eq!(std::fs::read(&outside).unwrap(), b"a file of the user's, not of the cache");
 
     let offline = Hub { offline: true, ..online.clone() };
     let load = |hub: &Hub| {

@@ -204,7 +204,8 @@ fn fitting_prompt(
 ) -> Result<Prompt, AlignError> {
     check(config, lm.model.vocab_size(), name)?;
     let prompt = Prompt::new(lm, &config.prompt)?;
-    // The prompt's tokens after the end-of-text token that starts every text.
+    // The prefix (the end-of-text token and the prompt but its last token) and the token that
+    // starts the context.
     let prompt_len = prompt.split().0.len() + 1;
     // Summed with overflow checked: an absurd soft-prompt length must be refused, not wrap around.
     let positions = [prompt_len, config.soft_prompt_len, config.max_tokens].into_iter().try_fold(0, usize::checked_add);

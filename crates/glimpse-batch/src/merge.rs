@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::result::VideoResult;
 use glimpse_media::untrusted::quoted;
 
-use crate::run::{Folder, Status, first_few, same_video};
+use crate::run::{Folder, Status, absorb, first_few, same_video};
 use crate::{BatchError, Entry};
 
 /// The merged results and what is not in them.
@@ -27,7 +27,8 @@ pub struct Merged {
     pub outside: Vec<String>,
     /// Ids whose result has no event (every scene blank), left out of the merge: `densevid_eval`
     /// fails on an empty list (it divides by the last index of the loop over it), and scores a
-    /// video left out as one with no events.
+    /// video left out as one with no events; SODA_c, which scores only the videos both files
+    /// have, then leaves their references out.
     pub without_events: Vec<String>,
 }
 
@@ -42,8 +43,8 @@ pub fn merge(dir: &Path, entries: Option<&[Entry]>) -> Result<Merged, BatchError
     let mut results = BTreeMap::new();
     let (mut failed, mut outside, mut of_other_videos, mut without_events) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    // The settings of the first result that records them, which every other must share.
-    let (mut first_settings, mut made_otherwise) = (None::<(String, serde_json::Value)>, Vec::new());
+    // Every setting the results so far recorded (in name order), which each next must share.
+    let (mut settled, mut made_otherwise) = (None::<serde_json::Value>, Vec::new());
     // In name order: the first result's settings are the ones the others are held to.
     let mut names: Vec<&String> = folder.names.iter().filter(|name| !name.starts_with('.')).collect();
     names.sort();
@@ -60,13 +61,13 @@ pub fn merge(dir: &Path, entries: Option<&[Entry]>) -> Result<Merged, BatchError
                 {
                     of_other_videos.push(format!("{id} is of {}", quoted(result.video())));
                 }
-                match &first_settings {
-                    Some((first, settings)) => {
-                        if let Some(changed) = result.made_otherwise(settings) {
-                            made_otherwise.push(format!("{id} (against {first}): {changed}"));
-                        }
-                    }
-                    None => first_settings = result.settings().map(|s| (id.to_string(), s.clone())),
+                match (&mut settled, result.settings()) {
+                    (Some(settled), Some(own)) => match result.made_otherwise(settled) {
+                        Some(changed) => made_otherwise.push(format!("{id}: {changed}")),
+                        None => absorb(settled, own),
+                    },
+                    (None, own) => settled = own.cloned(),
+                    (_, None) => {}
                 }
                 match result.predictions() {
                     events if events.is_empty() => without_events.push(id.to_string()),
@@ -89,8 +90,8 @@ pub fn merge(dir: &Path, entries: Option<&[Entry]>) -> Result<Merged, BatchError
     }
     if !made_otherwise.is_empty() {
         return Err(BatchError::OutDir(format!(
-            "{}: results made with different settings ({}); they do not make one submission: merge the folders of \
-             each run apart",
+            "{}: results made with different settings (a result's value -> that of the results named before it: \
+             {}); they do not make one submission: merge the folders of each run apart",
             dir.display(),
             first_few(&made_otherwise, 3, "; ")
         )));
@@ -187,6 +188,23 @@ mod tests {
         let err = merge(&empty, None).unwrap_err().to_string();
         assert!(err.contains("holds no result to merge (1 failed, 0 without events)"), "{err}");
         std::fs::remove_dir_all(&empty).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Results are held to every setting recorded by those before them, not only the first's: a
+    /// key the first lacks is compared between the others.
+    #[test]
+    fn results_must_share_every_setting_any_of_them_records() {
+        let dir = crate::temp_dir("merge-settings");
+        let result = |settings: serde_json::Value| {
+            json!({"video": "a.gif", "duration": 9.0, "events": [{"caption": "a dog.", "start": 0.0, "end": 1.0, "score": 0.5}], "settings": settings}).to_string()
+        };
+        std::fs::write(dir.join("v0.json"), result(json!({"events": 3}))).unwrap();
+        std::fs::write(dir.join("v1.json"), result(json!({"events": 3, "fps": 2.0}))).unwrap();
+        assert_eq!(merge(&dir, None).unwrap().done, 2);
+        std::fs::write(dir.join("v2.json"), result(json!({"events": 3, "fps": 1.0}))).unwrap();
+        let err = merge(&dir, None).unwrap_err().to_string();
+        assert!(err.contains("v2: fps: 1.0 -> 2.0"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -70,7 +70,8 @@ impl VideoResult {
     /// The result at `path`, or why it is not one (naming the file and what to do).
     pub(crate) fn read(path: &Path) -> Result<Self, BatchError> {
         // A link to nothing is a result gone, for the batch to caption again, not a disk to mend.
-        if std::fs::symlink_metadata(path).is_ok() && std::fs::metadata(path).is_err() {
+        let to_nothing = std::fs::metadata(path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
+        if std::fs::symlink_metadata(path).is_ok() && to_nothing {
             return Err(BatchError::Result(format!(
                 "{} is a link to no file; remove it or caption the video again",
                 path.display()

@@ -38,7 +38,7 @@ pub struct Captioned {
     pub events: usize,
     /// What the progress line warns of: damage the reading met and went past
     /// (`glimpse_media::video::Reading`), a video sampled at a lower rate to fit.
-    pub damage: Option<String>,
+    pub warning: Option<String>,
 }
 
 /// What a batch reports as it goes; serialises as one JSON object per event (`--format json`).
@@ -75,9 +75,9 @@ pub enum Event {
         seconds: f64,
         #[serde(skip_serializing_if = "Option::is_none")]
         events: Option<usize>,
-        /// A video captioned despite damage in it (see [`Captioned::damage`]).
+        /// A video captioned with a warning (see [`Captioned::warning`]).
         #[serde(skip_serializing_if = "Option::is_none")]
-        damage: Option<String>,
+        warning: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<String>,
         /// Videos of this run finished so far, and still to caption; a failure carries `error`.
@@ -327,13 +327,13 @@ pub fn run<E: Display>(
                 .map_err(|why| format!("the captioning gave no glimpse result ({why})"))?;
             Ok((captioned, result))
         });
-        let (events, damage, error) = match outcome {
+        let (events, warning, error) = match outcome {
             Ok((captioned, result)) => {
                 let json = with_settings(&captioned.json, &options.settings);
                 write_result(&folder, &entry.id, &options.made_from(&result), &json)?;
                 summary.captioned += 1;
                 summary.with_result += 1;
-                (Some(captioned.events), captioned.damage, None)
+                (Some(captioned.events), captioned.warning, None)
             }
             Err(message) => {
                 let record = json!({
@@ -354,7 +354,7 @@ pub fn run<E: Display>(
             id: entry.id.clone(),
             seconds: video_started.elapsed().as_secs_f64(),
             events,
-            damage,
+            warning,
             error,
             finished,
             remaining,
@@ -486,8 +486,6 @@ pub fn claim_out_dir(dir: &Path, settings: &serde_json::Value) -> Result<(), Bat
     )))
 }
 
-/// Whether `dir` holds a result or an error record (a visible `.json` file): listed up to the
-/// first one, not whole.
 /// `id: changes` of every result in `dir` that records settings other than `settings`; results
 /// that do not read are the run's to deal with.
 fn results_made_otherwise(dir: &Path, settings: &serde_json::Value) -> Result<Vec<String>, BatchError> {
@@ -515,6 +513,8 @@ fn made_with_other_settings(dir: &Path, made_otherwise: &[String]) -> BatchError
     ))
 }
 
+/// Whether `dir` holds a result or an error record (a visible `.json` file): listed up to the
+/// first one, not whole.
 fn holds_records(dir: &Path) -> Result<bool, BatchError> {
     let io = |source| BatchError::Io { path: dir.to_path_buf(), source };
     for item in std::fs::read_dir(dir).map_err(io)? {
@@ -545,6 +545,18 @@ pub(crate) fn differences(before: &serde_json::Value, now: &serde_json::Value, a
         }
         _ if before != now => out.push(format!("{at}: {before} -> {now}")),
         _ => {}
+    }
+}
+
+/// Adds to `into` the keys of `from` it lacks, at every depth.
+pub(crate) fn absorb(into: &mut serde_json::Value, from: &serde_json::Value) {
+    if let (serde_json::Value::Object(into), serde_json::Value::Object(from)) = (into, from) {
+        for (key, value) in from {
+            match into.get_mut(key) {
+                Some(held) => absorb(held, value),
+                None => drop(into.insert(key.clone(), value.clone())),
+            }
+        }
     }
 }
 
@@ -638,7 +650,7 @@ mod tests {
                 {"caption": "it ends.", "start": 1.25, "end": 3.0, "score": 0.25},
             ]);
             let json = json!({"video": entry.path.display().to_string(), "duration": 3.0, "events": events});
-            Ok(Captioned { json: format!("{json}\n"), events: 2, damage: None })
+            Ok(Captioned { json: format!("{json}\n"), events: 2, warning: None })
         }
     }
 
@@ -813,8 +825,6 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// One folder's results merge into one submission: a run with other settings, or whose ids
-    /// name other videos than the results there, is refused before anything is captioned.
     /// A link to nothing where a result was is a result gone: kept aside and captioned again. A
     /// folder where this run writes a result is said before any video, not met at the first write.
     #[cfg(unix)]
@@ -846,6 +856,8 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// One folder's results merge into one submission: a run with other settings, or whose ids
+    /// name other videos than the results there, is refused before anything is captioned.
     #[test]
     fn a_folder_of_other_settings_or_other_videos_is_refused() {
         let dir = temp_dir("claimed");
@@ -872,7 +884,7 @@ mod tests {
         )
         .unwrap();
         let err = crate::merge(&dir, None).unwrap_err().to_string();
-        assert!(err.contains("results made with different settings (v2 (against v0): events: 5 -> 3)"), "{err}");
+        assert!(err.contains("named before it: v2: events: 5 -> 3)"), "{err}");
         std::fs::remove_file(dir.join("v2.json")).unwrap();
         run(&all, &options(&dir, Shard::ALL, false), captioner("", &mut Vec::new()), |_| {}).unwrap();
 

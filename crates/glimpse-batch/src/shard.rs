@@ -118,17 +118,17 @@ impl Shard {
         if ["JOB_COMPLETION_INDEX", "SLURM_ARRAY_TASK_ID"].iter().all(|name| var(name).is_none()) {
             return Ok(shard);
         }
-        // `--shards` conflicts with `--shard`, whose count stands for it here.
-        let scheduled = match Self::from_env(shards.or(Some(shard.count)), var) {
-            Ok(None) => return Ok(shard),
-            Ok(Some(scheduled)) if scheduled == shard => return Ok(shard),
-            Ok(Some(scheduled)) => format!("gives it shard {scheduled}"),
-            Err(why) => format!("disagrees ({why})"),
-        };
-        Err(BatchError::Shard(format!(
-            "--shard {shard}, but this worker's scheduler (JOB_COMPLETION_INDEX or SLURM_ARRAY_TASK_ID) {scheduled}; \
-             drop --shard to take the scheduler's"
-        )))
+        // A Kubernetes Job's count is not in its environment: `--shard`'s stands for it (`--shards`
+        // conflicts with `--shard`). An environment that gives no shard (a stepped array) leaves
+        // `--shard` to say it.
+        let k8s_count = var("SLURM_ARRAY_TASK_ID").is_none().then_some(shard.count);
+        match Self::from_env(shards.or(k8s_count), var) {
+            Ok(Some(scheduled)) if scheduled != shard => Err(BatchError::Shard(format!(
+                "--shard {shard}, but this worker's scheduler (JOB_COMPLETION_INDEX or SLURM_ARRAY_TASK_ID) gives it \
+                 shard {scheduled}; drop --shard to take the scheduler's"
+            ))),
+            _ => Ok(shard),
+        }
     }
 
     /// Whether this shard captions the video `id`: a hash of the id alone, so a video's shard
@@ -217,7 +217,11 @@ mod tests {
         assert!(err.contains("--shard 0/2, but") && err.contains("gives it shard 1/2"), "{err}");
         let slurm = [("SLURM_ARRAY_TASK_ID", "1"), ("SLURM_ARRAY_TASK_COUNT", "4")];
         let err = Shard::choose(Some("1/2"), None, env(&slurm)).unwrap_err().to_string();
-        assert!(err.contains("--shard 1/2, but") && err.contains("disagrees"), "{err}");
+        assert!(err.contains("--shard 1/2, but") && err.contains("gives it shard 1/4"), "{err}");
+        assert_eq!(Shard::choose(Some("1/4"), None, env(&slurm)).unwrap(), Shard { index: 1, count: 4 });
+        // An array the environment cannot shard (stepped) leaves it to --shard.
+        let stepped = [("SLURM_ARRAY_TASK_ID", "2"), ("SLURM_ARRAY_TASK_COUNT", "4"), ("SLURM_ARRAY_TASK_STEP", "2")];
+        assert_eq!(Shard::choose(Some("1/4"), None, env(&stepped)).unwrap(), Shard { index: 1, count: 4 });
         assert_eq!(Shard::choose(Some("3/4"), None, env(&[])).unwrap(), Shard { index: 3, count: 4 });
         assert_eq!(Shard::choose(None, None, env(&[])).unwrap(), Shard::ALL);
     }

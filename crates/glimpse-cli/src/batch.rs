@@ -35,7 +35,8 @@ pub enum BatchCommand {
                             manifest; at most 256 MiB, 8 KiB a line), or a folder of videos (files such as \
                             .json, .txt, .srt and still images are passed over; ids are the file names without \
                             extension, characters an id may not hold replaced by `_`).\n\n\
-                            Shards: --shard I/N; otherwise Kubernetes Indexed Jobs (JOB_COMPLETION_INDEX, with \
+                            Shards: --shard I/N (where a scheduler gives a shard, the same one); otherwise \
+                            Kubernetes Indexed Jobs (JOB_COMPLETION_INDEX, with \
                             --shards set to the Job's completions) or Slurm arrays (SLURM_ARRAY_TASK_ID, \
                             SLURM_ARRAY_TASK_COUNT, SLURM_ARRAY_TASK_MIN); otherwise the whole manifest. A video's \
                             shard is a hash of its id.\n\n\
@@ -145,14 +146,12 @@ pub fn run(command: BatchCommand, device: DeviceChoice) -> Result<()> {
         BatchCommand::Merge { dir, out, manifest } => {
             let inputs: Vec<&Path> = std::iter::once(dir.as_path()).chain(manifest.as_deref()).collect();
             crate::check_out(Some(&out), &inputs)?;
-            // A bare file name is in the working folder; an existing file is where its links lead,
-            // as the submission is written through them.
-            let folder_of = |path: &Path| match std::fs::canonicalize(path) {
-                Ok(file) => file.parent().map(Path::to_path_buf),
-                Err(_) => {
-                    std::fs::canonicalize(path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
-                        .ok()
-                }
+            // Where its links lead, as the submission is written through them (a link to a file
+            // not yet there too); a bare file name is in the working folder.
+            let folder_of = |path: &Path| {
+                let target = glimpse_media::files::output_target(path).ok()?;
+                std::fs::canonicalize(target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
+                    .ok()
             };
             if folder_of(&out).is_some_and(|folder| std::fs::canonicalize(&dir).is_ok_and(|dir| dir == folder)) {
                 bail!(
@@ -215,7 +214,7 @@ fn caption_entry(
     let lowered = (source.fps() < fps)
         .then(|| format!("sampled at {} fps, the most that keeps it within {MAX_FRAMES} frames", source.fps()));
     let warnings: Vec<String> = reading.damage.into_iter().chain(lowered).collect();
-    Ok(Captioned { json, events: events.len(), damage: (!warnings.is_empty()).then(|| warnings.join("; ")) })
+    Ok(Captioned { json, events: events.len(), warning: (!warnings.is_empty()).then(|| warnings.join("; ")) })
 }
 
 /// A progress event as one line of text.
@@ -235,12 +234,12 @@ fn describe(event: &Event, dir: &std::path::Path) -> String {
             )
         }
         Event::Completed { id, files } => format!("{id}: wrote {} from its result", files.join(", ")),
-        Event::Video { id, seconds, events, damage, error, finished, remaining, eta_seconds } => {
+        Event::Video { id, seconds, events, warning, error, finished, remaining, eta_seconds } => {
             let progress = format!("[{finished}/{}]", finished + remaining);
             let eta = if *remaining > 0 { format!("; about {} left", duration(*eta_seconds)) } else { String::new() };
-            let damage = damage.as_ref().map(|d| format!(" (warning: {d})")).unwrap_or_default();
+            let warning = warning.as_ref().map(|w| format!(" (warning: {w})")).unwrap_or_default();
             match error {
-                None => format!("{progress} {id}: {} events in {seconds:.1} s{damage}{eta}", events.unwrap_or(0)),
+                None => format!("{progress} {id}: {} events in {seconds:.1} s{warning}{eta}", events.unwrap_or(0)),
                 Some(error) => format!("{progress} {id}: failed in {seconds:.1} s: {error}{eta}"),
             }
         }

@@ -119,9 +119,9 @@ pub enum ModelsCommand {
 }
 
 pub fn run(command: ModelsCommand) -> Result<()> {
-    let hub = Hub::from_env()?;
     match command {
         ModelsCommand::List { format } => {
+            let hub = Hub::from_env()?;
             let repos = hub.list()?;
             if format == Format::Json {
                 return print_out(&format!("{}\n", json!({ "cache": hub.cache, "models": repos })));
@@ -144,11 +144,11 @@ pub fn run(command: ModelsCommand) -> Result<()> {
             let Some(repo) = RepoId::parse(&id) else {
                 bail!("{id:?} is not a hub repository id (owner/name[@revision])")
             };
-            let dir = hub.fetch(&repo, &mut download_progress())?;
+            let dir = Hub::from_env()?.fetch(&repo, &mut download_progress())?;
             print_out(&format!("{}\n", dir.display()))
         }
         ModelsCommand::Rm { id } => {
-            let freed = hub.remove(&id)?;
+            let freed = Hub::from_env()?.remove(&id)?;
             say!("removed {id} ({})", human(freed));
             Ok(())
         }

@@ -67,7 +67,9 @@ pub enum TrainCommand {
 
 #[derive(clap::Args)]
 pub struct RunArgs {
-    /// Model directory to write (Hugging Face layout); a run left there is resumed.
+    /// Model directory to write (Hugging Face layout); a run left there is resumed, with the batch
+    /// size and learning rate it was started with. A folder holding a model but no run is not
+    /// trained over without --fresh.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
     /// Total optimiser steps.

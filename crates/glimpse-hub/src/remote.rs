@@ -231,7 +231,12 @@ impl Hub {
         match self.fetch_online(id, &repo_dir, progress) {
             Err(HubError::Unreachable(message)) => self.offline_snapshot(id, &repo_dir, progress).map_err(|cached| {
                 // A damaged copy in the cache is the user's to mend, not the network's.
-                match repo_dir.exists() {
+                // Said only where the cache holds that revision at all.
+                let cached_at_all =
+                    [repo_dir.join("refs").join(&id.revision), repo_dir.join("snapshots").join(&id.revision)]
+                        .iter()
+                        .any(|path| fs::symlink_metadata(path).is_ok());
+                match cached_at_all {
                     true => {
                         HubError::Unreachable(format!("{message}; nor can the cached copy be used: {}", cached.full()))
                     }
@@ -306,9 +311,10 @@ impl Hub {
         repo_dir: &Path,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<PathBuf, HubError> {
+        let offline = if self.offline { " and HF_HUB_OFFLINE is set" } else { "" };
         let not_cached = |what: String| {
             HubError::Remote(format!(
-                "{id} is not in the cache ({what}); fetch it while online with `glimpse models fetch {}`",
+                "{id} is not in the cache ({what}){offline}; fetch it while online with `glimpse models fetch {}`",
                 fetch_arg(id)
             ))
         };
@@ -784,8 +790,6 @@ fn retry_wait(asked: Option<u64>, attempt: usize) -> Result<Duration, String> {
 /// from the overflow an absurd size (up to u64::MAX) would cause in the reads' bounds.
 const MAX_FILE_BYTES: u64 = 1 << 42;
 
-/// A token as `HF_TOKEN` or the token file gives it, without line breaks and surrounding spaces (as
-/// huggingface_hub reads it); `None` if nothing is left.
 /// The token `huggingface-cli login` saved, if `path` is a regular file of at most a few KiB
 /// holding one: a pipe or `/dev/zero` there is not waited on or read whole.
 fn read_token_file(path: &Path) -> Option<String> {
@@ -794,6 +798,8 @@ fn read_token_file(path: &Path) -> Option<String> {
     String::from_utf8(bytes).ok().and_then(cleaned_token)
 }
 
+/// A token as `HF_TOKEN` or the token file gives it, without line breaks and surrounding spaces (as
+/// huggingface_hub reads it); `None` if nothing is left.
 fn cleaned_token(token: String) -> Option<String> {
     Some(token.replace(['\r', '\n'], "").trim().to_string()).filter(|t| !t.is_empty())
 }
@@ -908,16 +914,28 @@ fn file_len(path: &Path) -> u64 {
     fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
-/// Removes whatever is at `path` unless it is a regular file: a download in progress is written
-/// there, and a link would take its bytes out of the cache, into the file it names.
+/// Removes whatever is at `path` unless it is a regular file of its own: a download in progress
+/// is written there, and a link (symbolic or hard) would take its bytes out of the cache.
 fn remove_unless_plain_file(path: &Path) -> Result<(), HubError> {
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.is_dir() => Err(io_err(
             path,
             io::Error::new(io::ErrorKind::InvalidInput, "a folder where a download in progress is kept; delete it"),
         )),
-        Ok(meta) if !meta.is_file() => remove_if_present(path),
+        Ok(meta) if !meta.is_file() || shared(&meta) => remove_if_present(path),
         _ => Ok(()),
+    }
+}
+
+/// Whether a file has other names (a hard link to a file elsewhere, whose bytes a write there
+/// would change).
+fn shared(meta: &fs::Metadata) -> bool {
+    #[cfg(unix)]
+    return std::os::unix::fs::MetadataExt::nlink(meta) > 1;
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        false
     }
 }
 
@@ -1165,30 +1183,17 @@ impl Hub {
             remove_if_present(&found.path)?;
             return Ok(0);
         }
-        remove_tree(&found.path).map_err(|(path, e)| {
+        // std's removal, which never follows a link it meets, even one swapped in meanwhile.
+        fs::remove_dir_all(&found.path).map_err(|e| {
             HubError::Remote(format!(
-                "{}: {e}; {} is only partly removed: mend that and run `glimpse models rm` again",
-                path.display(),
+                "{}: {e}; {} may be only partly removed: mend that (a file read-only or in use) and run `glimpse \
+                 models rm` again",
+                found.path.display(),
                 found.repo
             ))
         })?;
         Ok(found.size)
     }
-}
-
-/// Deletes `dir` and everything in it without following links; on failure, the entry that could
-/// not be deleted.
-fn remove_tree(dir: &Path) -> Result<(), (PathBuf, io::Error)> {
-    let entries = fs::read_dir(dir).map_err(|e| (dir.to_path_buf(), e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| (dir.to_path_buf(), e))?;
-        let path = entry.path();
-        match entry.file_type() {
-            Ok(kind) if kind.is_dir() => remove_tree(&path)?,
-            _ => fs::remove_file(&path).map_err(|e| (path, e))?,
-        }
-    }
-    fs::remove_dir(dir).map_err(|e| (dir.to_path_buf(), e))
 }
 
 /// The refs under `dir` (nested ones such as `refs/pr/1` by their path), with their commits.
@@ -1236,8 +1241,6 @@ mod tests {
         assert_eq!(cleaned_token(" \n".into()), None);
     }
 
-    /// A token with a space, a line break or a letter beyond ASCII is never put in a header
-    /// (whose refusal would print it); a real one is.
     #[test]
     fn a_token_file_is_read_only_if_small_and_regular() {
         let dir = temp_dir("token");
@@ -1259,6 +1262,8 @@ mod tests {
         fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// A token with a space, a line break or a letter beyond ASCII is never put in a header
+    /// (whose refusal would print it); a real one is.
     #[test]
     fn only_printable_ascii_tokens_are_sent() {
         for bad in ["abc\ndef", "tök", "abc def", ""] {

@@ -120,7 +120,6 @@ fn start(
         }
         _ => {}
     }
-    checkpoint::remove_stale_temporaries(out)?;
     let left = if options.fresh { None } else { checkpoint::load_state(out)? };
     // A model of its own (a download, a converted or copied one) is not replaced unasked.
     if left.is_none() && !options.fresh && std::fs::symlink_metadata(out.join(checkpoint::WEIGHTS_FILE)).is_ok() {
@@ -166,6 +165,8 @@ fn start(
     state.steps = options.steps.unwrap_or(state.steps);
     state.seed = options.seed.unwrap_or(state.seed);
     state.validate()?;
+    // Only once the run goes ahead: a refused --out keeps every file.
+    checkpoint::remove_stale_temporaries(out)?;
     device.seed(state.seed);
     Ok((state, resumed))
 }

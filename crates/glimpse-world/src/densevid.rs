@@ -144,12 +144,10 @@ pub fn read_truth(json: &[u8]) -> Result<BTreeMap<String, Truth>, String> {
 /// submission (`results` at the top), to tell the two given the wrong way round. Values are
 /// skipped, not built: the file may be as large as glimpse reads.
 fn looks_like_truth(json: &[u8]) -> bool {
-    #[derive(Deserialize)]
-    struct Video {
-        #[serde(rename = "timestamps")]
-        _timestamps: IgnoredAny,
-    }
-    serde_json::from_slice::<BTreeMap<String, Video>>(json).is_ok_and(|videos| !videos.is_empty())
+    // Objects by name: a derived struct would take an array too (a submission without its
+    // `results`, one prediction a video).
+    serde_json::from_slice::<BTreeMap<String, BTreeMap<String, IgnoredAny>>>(json)
+        .is_ok_and(|videos| videos.values().next().is_some_and(|video| video.contains_key("timestamps")))
 }
 
 fn looks_like_submission(json: &[u8]) -> bool {
