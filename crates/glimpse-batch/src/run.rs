@@ -6,7 +6,7 @@ use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use glimpse_media::files::{pid_namespace, remove_if_present, temporary_of, write_new, writer_is_gone};
+use glimpse_media::files::{pid_namespace, remove_if_present, stale_temporary_of, write_new, writer_is_gone};
 use glimpse_media::untrusted::{quoted, read_regular_file};
 use glimpse_media::write_atomically;
 use serde::Serialize;
@@ -166,15 +166,15 @@ impl Folder {
         self.dir.join(format!("{id}.{extension}"))
     }
 
-    /// Removes the temporaries (see `glimpse_media::files::temporary_of`) that writers now gone
+    /// Removes the temporaries (`glimpse_media::files::stale_temporary_of`) that writers now gone
     /// left for videos `shard` owns: a worker killed while writing leaves one. Other shards'
     /// temporaries may be written right now by a worker on another machine, whose process ids
     /// `/proc` does not show, so they stay; so does everything where there is no `/proc`.
     fn remove_stale_temporaries(&self, shard: Shard) -> Result<(), BatchError> {
         for name in &self.names {
-            let Some((file, pid)) = temporary_of(name) else { continue };
+            let Some(file) = stale_temporary_of(name) else { continue };
             let id = RESULT_EXTENSIONS.iter().find_map(|extension| file.strip_suffix(&format!(".{extension}")));
-            if id.is_some_and(|id| shard.owns(id)) && writer_is_gone(pid) {
+            if id.is_some_and(|id| shard.owns(id)) {
                 let path = self.dir.join(name);
                 std::fs::remove_file(&path).map_err(|source| BatchError::Io { path, source })?;
             }
@@ -213,12 +213,18 @@ pub fn run<E: Display>(
     let started = Instant::now();
     let others = options.others();
     // A folder where a result goes would be taken for none and stop the run at its first write.
-    let mut in_the_way: Vec<String> = entries
-        .iter()
-        .filter(|e| options.shard.owns(&e.id))
-        .flat_map(|e| ["json", "error.json"].iter().chain(others.iter()).map(move |ext| format!("{}.{ext}", e.id)))
-        .filter(|name| folder.folders.contains(name))
-        .collect();
+    // The folder's subfolders (seldom any) are matched against the shard's ids, not the reverse.
+    let owned: HashSet<&str> = match folder.folders.is_empty() {
+        true => HashSet::new(),
+        false => entries.iter().map(|e| e.id.as_str()).filter(|id| options.shard.owns(id)).collect(),
+    };
+    let written = |name: &str| {
+        ["json", "error.json"]
+            .iter()
+            .chain(others)
+            .any(|ext| name.strip_suffix(ext).and_then(|id| id.strip_suffix('.')).is_some_and(|id| owned.contains(id)))
+    };
+    let mut in_the_way: Vec<String> = folder.folders.iter().filter(|name| written(name)).cloned().collect();
     if !in_the_way.is_empty() {
         in_the_way.sort();
         return Err(BatchError::OutDir(format!(

@@ -883,17 +883,16 @@ fn read_ref(path: &Path) -> io::Result<Option<String>> {
     Ok(commit.filter(|_| bytes.len() as u64 <= LIMIT).map(str::to_string))
 }
 
-/// Opens a file of the cache for reading if it is a regular file (following links): a pipe would
-/// block and a device (a link to `/dev/zero`) never end.
+/// A file of the cache opened for reading ([`untrusted::open_regular`]), the refusal of anything
+/// else saying what to do.
 fn open_cache_file(path: &Path) -> io::Result<File> {
-    if !fs::metadata(path)?.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file (a folder, pipe or device) where the cache keeps a file; delete it, or the \
-             repository with `glimpse models rm`",
-        ));
-    }
-    File::open(path)
+    untrusted::open_regular(path).map_err(|e| match e.kind() {
+        io::ErrorKind::InvalidInput => io::Error::new(
+            e.kind(),
+            format!("{e} where the cache keeps a file; delete it, or the repository with `glimpse models rm`"),
+        ),
+        _ => e,
+    })
 }
 
 /// The argument `glimpse models fetch` takes for `id`: its revision only where it is not `main`.

@@ -15,7 +15,7 @@ const TEMP_SUFFIX: &str = ".tmp";
 
 /// The file a temporary of [`write_atomically`] is for, and the id of the process writing it:
 /// `.<name>.<pid>.<n>.tmp` gives `(name, pid)`; `None` for any other file name.
-pub fn temporary_of(file_name: &str) -> Option<(&str, u32)> {
+fn temporary_of(file_name: &str) -> Option<(&str, u32)> {
     let inner = file_name.strip_prefix('.')?.strip_suffix(TEMP_SUFFIX)?;
     let (rest, counter) = inner.rsplit_once('.')?;
     let (name, pid) = rest.rsplit_once('.')?;
@@ -236,6 +236,12 @@ pub fn write_checkpoint(dir: &Path, files: &[(&str, &[u8])]) -> io::Result<()> {
 /// The name's end of [`write_checkpoint`]'s hidden folders: `.<dir>.<pid>.partial` beside a new
 /// folder, `.checkpoint.<pid>.partial` inside one that is there.
 const PARTIAL_SUFFIX: &str = ".partial";
+
+/// The file a temporary of [`write_atomically`] was for, where its writer is gone
+/// ([`writer_is_gone`]): a temporary safe to remove, left by a process killed while writing.
+pub fn stale_temporary_of(file_name: &str) -> Option<&str> {
+    temporary_of(file_name).filter(|&(_, pid)| writer_is_gone(pid)).map(|(file, _)| file)
+}
 
 /// Whether process `pid`, the writer a temporary or a lock names, is known to be gone: `/proc`
 /// shows processes and not this one. `false` where there is no `/proc` (nothing is known).

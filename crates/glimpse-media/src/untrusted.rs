@@ -4,7 +4,7 @@
 
 use std::cell::Cell;
 use std::fs::File;
-use std::io::Read;
+use std::io::{self, Read};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
@@ -29,19 +29,27 @@ pub fn decoding<T>(what: &str, decode: impl FnOnce() -> Result<T, MediaError>) -
     result.unwrap_or_else(|_| Err(MediaError::Malformed(format!("{what} failed on malformed data"))))
 }
 
-/// Opens `path` for reading if it is a regular file (following links).
-pub fn open_regular_file(path: &Path) -> Result<File, MediaError> {
-    let named = |message: String| MediaError::File(format!("{}: {message}", path.display()));
-    let metadata = std::fs::metadata(path).map_err(|e| match path.as_os_str() == "-" {
-        // Unix's name for standard input, where no file of that name is.
-        true => named("files are not read from standard input; save it to a file first".into()),
-        false => named(e.to_string()),
-    })?;
+/// Opens `path` for reading if it is a regular file (following links), checked before opening:
+/// opening a pipe waits for a writer, and a device may never end. Anything else is an error of
+/// kind `InvalidInput` saying what it is.
+pub fn open_regular(path: &Path) -> io::Result<File> {
+    let metadata = std::fs::metadata(path)?;
     if !metadata.is_file() {
         let what = if metadata.is_dir() { "a folder" } else { "not a regular file (a pipe, device or socket)" };
-        return Err(named(format!("{what}; give the path of a file")));
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, what));
     }
-    File::open(path).map_err(|e| named(e.to_string()))
+    File::open(path)
+}
+
+/// [`open_regular`], its refusal naming the path and what to give.
+pub fn open_regular_file(path: &Path) -> Result<File, MediaError> {
+    let named = |message: String| MediaError::File(format!("{}: {message}", path.display()));
+    open_regular(path).map_err(|e| match e.kind() {
+        io::ErrorKind::InvalidInput => named(format!("{e}; give the path of a file")),
+        // Unix's name for standard input, where no file of that name is.
+        _ if path.as_os_str() == "-" => named("files are not read from standard input; save it to a file first".into()),
+        _ => named(e.to_string()),
+    })
 }
 
 /// The whole of a regular file of at most `max_bytes`.

@@ -129,12 +129,10 @@ impl<'a> WeightFile<'a> {
     /// Opens a safetensors file, reading only its header now.
     pub fn open(path: &std::path::Path) -> Result<WeightFile<'static>, ModelError> {
         let corrupt = |why: String| ModelError::CorruptWeights(format!("{}: {why}", path.display()));
-        // Checked before opening: opening a FIFO for reading would wait for a writer.
-        let kind = std::fs::metadata(path).map_err(|e| corrupt(e.to_string()))?;
-        if !kind.is_file() {
-            return Err(corrupt("not a regular file; give the path of a safetensors file".into()));
-        }
-        let file = std::fs::File::open(path).map_err(|e| corrupt(e.to_string()))?;
+        let file = glimpse_media::untrusted::open_regular(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidInput => corrupt(format!("{e}; give the path of a safetensors file")),
+            _ => corrupt(e.to_string()),
+        })?;
         let length = file.metadata().map_err(|e| corrupt(e.to_string()))?.len();
         WeightFile::read_header(Box::new(FileAt(Mutex::new(file), length)), path.display().to_string())
     }

@@ -169,15 +169,12 @@ pub(crate) fn load_trainable_weights(dir: &Path, state: &TrainState) -> Result<V
     Ok(weights)
 }
 
-/// Removes the temporary files (`glimpse_media::files::temporary_of`) that writers now gone left
-/// in `dir`: each run killed while saving leaves one, as large as the weights.
+/// Removes the temporary files (`glimpse_media::files::stale_temporary_of`) that writers now gone
+/// left in `dir`: each run killed while saving leaves one, as large as the weights.
 pub(crate) fn remove_stale_temporaries(dir: &Path) -> Result<(), TrainError> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
     for entry in entries.flatten() {
-        let name = entry.file_name();
-        let stale = glimpse_media::files::temporary_of(&name.to_string_lossy())
-            .is_some_and(|(_, pid)| glimpse_media::files::writer_is_gone(pid));
-        if stale {
+        if glimpse_media::files::stale_temporary_of(&entry.file_name().to_string_lossy()).is_some() {
             let path = entry.path();
             glimpse_media::files::remove_if_present(&path).map_err(|e| io(&path, e))?;
         }
