@@ -109,6 +109,10 @@ enum Metric {
     /// wgpu only: the WGSL decode-attention kernel against its fallback (the 12 attention calls of
     /// one GPT-2 small decoding step, batch 1, 72 cached positions, each writing its cache row).
     DecodeAttentionMs,
+    /// wgpu only: the WGSL attention kernel over whole sequences against its fallback (Burn's
+    /// matmuls, mask and softmax, and the copy that merges the heads): the 12 causal attentions of
+    /// the CLIP text tower at the candidate-scoring shape (64 texts x 16 tokens, 8 heads of 64).
+    AttentionMs,
     /// wgpu only: the WGSL masked-pooling kernels against their fallback (ZeroTA's inside/outside
     /// contrast forward and backward: 3 masks over 120 frames of 512-d embeddings).
     MaskedPoolMs,
@@ -153,6 +157,7 @@ impl Metric {
     fn kernel_backend(self) -> Option<DeviceChoice> {
         match self {
             Self::DecodeAttentionMs
+            | Self::AttentionMs
             | Self::MaskedPoolMs
             | Self::Q8MatvecMs
             | Self::LinearMs
@@ -766,6 +771,7 @@ fn measure_figure(spec: &str, args: &BenchArgs) -> Result<Figure> {
         Metric::PrefixStepMs => prefix_step(device, &timer)?,
         Metric::ZerotaVideoS => zerota_video(device, &timer)?,
         Metric::DecodeAttentionMs => decode_attention_kernel(device)?,
+        Metric::AttentionMs => attention_kernel(device)?,
         Metric::MaskedPoolMs => masked_pool_kernel(device)?,
         Metric::Q8MatvecMs => q8_matvec_kernel(device)?,
         Metric::LinearMs => linear_kernel(device)?,
@@ -1081,6 +1087,45 @@ fn decode_attention_kernel(device: &Device) -> Result<Measured> {
     let kernel = time(glimpse_kernels::decode_attention)?;
     let fallback = time(glimpse_kernels::decode_attention_fallback)?;
     Ok(kernel_figure(kernel, &fallback, "12 layers x [1, 1, 2304] against [1, 12, 72 of 128, 64], cache written"))
+}
+
+fn attention_kernel(device: &Device) -> Result<Measured> {
+    const LAYERS: usize = 12;
+    const TEXTS: usize = 64;
+    const TOKENS: usize = 16;
+    const HEADS: usize = 8;
+    const HEAD_DIM: usize = 64;
+    let d = HEADS * HEAD_DIM;
+    // As the text tower makes them: three projections, each split into heads (views).
+    let layer = || {
+        [0; 3].map(|_| {
+            Tensor::<3>::random([TEXTS, TOKENS, d], Distribution::Normal(0.0, 1.0), device)
+                .reshape([TEXTS, TOKENS, HEADS, HEAD_DIM])
+                .swap_dims(1, 2)
+        })
+    };
+    let causal = glimpse_kernels::CausalMask::new(TOKENS, 0, device);
+    let mask = glimpse_kernels::Mask::Causal(&causal);
+    let scale = (HEAD_DIM as f32).sqrt().recip();
+    type Attention = fn(Tensor<4>, Tensor<4>, Tensor<4>, glimpse_kernels::Mask, f32) -> Tensor<3>;
+    let time = |attention: Attention| {
+        kernel_runs(
+            device,
+            || (0..LAYERS).map(|_| layer()).collect::<Vec<_>>(),
+            |layers| {
+                let outputs: Vec<Tensor<2>> = layers
+                    .into_iter()
+                    .map(|[q, k, v]| attention(q, k, v, mask, scale).narrow(1, TOKENS - 1, 1).reshape([TEXTS, d]))
+                    .collect();
+                Tensor::cat(outputs, 0)
+            },
+        )
+    };
+    let [q, k, v] = layer();
+    anyhow::ensure!(glimpse_kernels::attention_uses_kernel(&q, &k, &v, mask), "the kernel does not run here");
+    let kernel = time(glimpse_kernels::attention)?;
+    let fallback = time(glimpse_kernels::attention_fallback)?;
+    Ok(kernel_figure(kernel, &fallback, "12 layers x [64, 8, 16, 64] heads split out of projections, causal"))
 }
 
 /// `count` rows of width `width` as one decoding step makes them, each through `op` on its own.

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod attention;
 mod bias_activation;
 mod decode_attention;
 mod layer_norm;

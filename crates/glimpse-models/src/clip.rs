@@ -11,12 +11,13 @@ use burn::module::{Initializer, Param};
 use burn::nn::{Embedding, EmbeddingConfig};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
+use glimpse_kernels::{CausalMask, Mask, attention};
 use glimpse_media::untrusted::settings_from_json;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
 use crate::hf_config::{check_model_type, hf_config_json};
-use crate::nn::{Activation, Dense, LayerNorm, ShardedTable, attention, causal_mask, merge_heads, split_heads};
+use crate::nn::{Activation, Dense, LayerNorm, ShardedTable, split_heads};
 use crate::tensor::l2_normalize;
 use crate::weights::{Layout, Loader, Saver, Tensors, WeightFile, WeightFormat};
 
@@ -376,21 +377,20 @@ impl EncoderLayer {
         tensors.dense(&format!("{prefix}mlp.fc2"), &mut self.fc2, t);
     }
 
-    /// `[batch, seq, d]` -> `[batch, seq, d]`; `mask` ([`causal_mask`]) hides future positions
-    /// (text tower).
-    fn forward(&self, x: Tensor<3>, n_head: usize, act: Activation, mask: Option<&Tensor<4, Bool>>) -> Tensor<3> {
+    /// `[batch, seq, d]` -> `[batch, seq, d]`; `mask` hides future positions (text tower).
+    fn forward(&self, x: Tensor<3>, n_head: usize, act: Activation, mask: Mask) -> Tensor<3> {
         self.forward_with_past(x, Past::None, n_head, act, mask).0
     }
 
     /// As [`EncoderLayer::forward`], with `past` positions' keys and values placed before x's
-    /// own, or x's own kept and returned. `mask`: `[batch or 1, 1, seq, past + seq]`.
+    /// own, or x's own kept and returned. `mask` covers `past + seq` keys.
     fn forward_with_past(
         &self,
         x: Tensor<3>,
         past: Past,
         n_head: usize,
         act: Activation,
-        mask: Option<&Tensor<4, Bool>>,
+        mask: Mask,
     ) -> (Tensor<3>, Option<[Tensor<4>; 2]>) {
         let h = self.layer_norm1.forward(x.clone());
         let q = split_heads(self.q_proj.forward(h.clone()), n_head);
@@ -406,7 +406,7 @@ impl EncoderLayer {
             Past::Keep => (attention(q, k.clone(), v.clone(), mask, scale), Some([k, v])),
             Past::None => (attention(q, k, v, mask, scale), None),
         };
-        let x = self.out_proj.forward_residual(merge_heads(attended), x);
+        let x = self.out_proj.forward_residual(attended, x);
         let h = self.fc1.forward_normed(x.clone(), &self.layer_norm2, Some(act));
         (self.fc2.forward_residual(h, x), kept)
     }
@@ -468,7 +468,7 @@ impl ClipVision {
         let x = x + self.position_embedding.weight.val().unsqueeze::<3>();
         let mut x = self.pre_layrnorm.forward(x);
         for layer in &self.layers {
-            x = layer.forward(x, self.n_head, self.activation, None);
+            x = layer.forward(x, self.n_head, self.activation, Mask::All);
         }
         let pooled = x.narrow(1, 0, 1).reshape([b, d]);
         self.post_layernorm.forward(pooled)
@@ -560,10 +560,11 @@ impl ClipText {
         let p = runs.iter().map(|run| run.len).max().unwrap_or(0);
         let beginnings: Vec<&[u32]> = runs.iter().map(|run| &ids[run.rows.start][..run.len]).collect();
         let mut x = self.embed_from_start(padded(&beginnings, p, pad, device));
-        let mask = causal_mask(p, 0, device);
+        let mask = CausalMask::new(p, 0, device);
         let mut past = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
-            let (next, kept) = layer.forward_with_past(x, Past::Keep, self.n_head, self.activation, Some(&mask));
+            let (next, kept) =
+                layer.forward_with_past(x, Past::Keep, self.n_head, self.activation, Mask::Causal(&mask));
             past.push(kept.expect("kept keys and values"));
             x = next;
         }
@@ -593,7 +594,7 @@ impl ClipText {
         );
         for (layer, [k, v]) in self.layers.iter().zip(past) {
             let past = Past::Before(Box::new([k.select(0, of_row.clone()), v.select(0, of_row.clone())]));
-            x = layer.forward_with_past(x, past, self.n_head, self.activation, Some(&mask)).0;
+            x = layer.forward_with_past(x, past, self.n_head, self.activation, Mask::Hidden(&mask)).0;
         }
         self.pool(
             self.final_layer_norm.forward(x),
@@ -608,9 +609,9 @@ impl ClipText {
         let pad = ids[0][ids[0].len() - 1];
         let rows: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
         let mut x = self.embed_from_start(padded(&rows, t, pad, device));
-        let mask = causal_mask(t, 0, device);
+        let mask = CausalMask::new(t, 0, device);
         for layer in &self.layers {
-            x = layer.forward(x, self.n_head, self.activation, Some(&mask));
+            x = layer.forward(x, self.n_head, self.activation, Mask::Causal(&mask));
         }
         self.pool(self.final_layer_norm.forward(x), ids.iter().map(|row| self.pooling_position(row)))
     }

@@ -10,12 +10,13 @@
 use burn::module::Initializer;
 use burn::nn::{Embedding, EmbeddingConfig};
 use burn::prelude::*;
+use glimpse_kernels::{CausalMask, Mask, attention};
 use glimpse_media::untrusted::settings_from_json;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
 use crate::hf_config::{check_model_type, hf_config_json};
-use crate::nn::{Activation, Dense, LayerNorm, ShardedTable, attention, causal_mask, merge_heads};
+use crate::nn::{Activation, Dense, LayerNorm, ShardedTable};
 use crate::weights::{Layout, Loader, Saver, Tensors, WeightFile, WeightFormat};
 
 /// The fields of a Hugging Face GPT-2 `config.json` that shape the model. Other fields are ignored;
@@ -256,13 +257,13 @@ impl Block {
         tensors.dense(&format!("{prefix}mlp.c_proj"), &mut self.mlp_proj, Layout::AsStored);
     }
 
-    /// `x`: `[batch, t, d]`; `past`: this layer's cached keys/values; `mask`: [`causal_mask`] of `t`
-    /// after `past`, none for a single position (which sees everything).
+    /// `x`: `[batch, t, d]`; `past`: this layer's cached keys/values; `mask`: causal over `t`
+    /// after `past`, [`Mask::All`] for a single position (which sees everything).
     fn forward(
         &self,
         x: Tensor<3>,
         past: Option<LayerKv>,
-        mask: Option<&Tensor<4, Bool>>,
+        mask: Mask,
         n_head: usize,
         act: Activation,
     ) -> (Tensor<3>, LayerKv) {
@@ -282,7 +283,7 @@ impl Block {
                     Some(past) => past.append(k, v),
                     None => LayerKv::new(k, v),
                 };
-                (merge_heads(attention(q, kv.keys(), kv.values(), mask, self.attention_scale)), kv)
+                (attention(q, kv.keys(), kv.values(), mask, self.attention_scale), kv)
             }
         };
         let x = self.c_proj.forward_residual(attended, x);
@@ -561,9 +562,10 @@ impl Gpt2 {
         let mut x = embeds + self.wpe.forward(positions);
         let mut layers = Vec::with_capacity(self.blocks.len());
         let mut pasts = std::mem::take(&mut cache.layers).into_iter();
-        let mask = (t > 1).then(|| causal_mask(t, past, &device));
+        let causal = (t > 1).then(|| CausalMask::new(t, past, &device));
+        let mask = causal.as_ref().map_or(Mask::All, Mask::Causal);
         for block in &self.blocks {
-            let (next, kv) = block.forward(x, pasts.next(), mask.as_ref(), self.n_head, self.activation);
+            let (next, kv) = block.forward(x, pasts.next(), mask, self.n_head, self.activation);
             x = next;
             layers.push(kv);
         }

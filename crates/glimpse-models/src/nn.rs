@@ -3,7 +3,6 @@
 use burn::module::{Initializer, Param, ParamId};
 use burn::nn::LinearConfig;
 use burn::prelude::*;
-use burn::tensor::activation::softmax;
 use burn::tensor::module::embedding;
 pub use glimpse_kernels::Activation;
 use glimpse_kernels::{
@@ -39,39 +38,6 @@ impl LayerNorm {
 pub(crate) fn split_heads(x: Tensor<3>, n_head: usize) -> Tensor<4> {
     let [b, t, d] = x.dims();
     x.reshape([b, t, n_head, d / n_head]).swap_dims(1, 2)
-}
-
-/// `[batch, heads, seq, head_dim]` -> `[batch, seq, heads * head_dim]`.
-pub(crate) fn merge_heads(x: Tensor<4>) -> Tensor<3> {
-    let [b, h, t, dh] = x.dims();
-    x.swap_dims(1, 2).reshape([b, t, h * dh])
-}
-
-/// The keys each query may not see under causal attention: query `i` of `t` sees keys
-/// `0..=past + i` of `past + t` (the first `past` are a cache). `[1, 1, t, past + t]`, made once
-/// per forward pass and shared by its layers (three kernel launches on wgpu).
-pub(crate) fn causal_mask(t: usize, past: usize, device: &Device) -> Tensor<4, Bool> {
-    Tensor::<2, Bool>::tril_mask([t, past + t], past as i64, device).unsqueeze()
-}
-
-/// Scaled dot-product attention, `softmax(scale q k^T) v`.
-///
-/// `q`: `[batch, heads, t, head_dim]`, `k`/`v`: `[batch, heads, s, head_dim]` -> `[batch, heads, t, head_dim]`.
-/// `mask` (from [`causal_mask`]) hides keys from queries.
-pub(crate) fn attention(
-    q: Tensor<4>,
-    k: Tensor<4>,
-    v: Tensor<4>,
-    mask: Option<&Tensor<4, Bool>>,
-    scale: f32,
-) -> Tensor<4> {
-    let scores = q.matmul(k.swap_dims(2, 3)) * f64::from(scale);
-    let scores = match mask {
-        // A large finite value, not -inf: a fully masked row would turn -inf into NaN.
-        Some(mask) => scores.mask_fill(mask.clone(), -1.0e9),
-        None => scores,
-    };
-    softmax(scores, 3).matmul(v)
 }
 
 /// A `[n, k]` matrix (`n` outputs, `k` inputs) of 8-bit weights with one scale per

@@ -1,0 +1,108 @@
+// Attention over a sequence (an encoder layer, or a forward pass over several positions after a
+// cache): out = softmax(q k^T * scale) v per head, optionally causal, with the heads merged.
+//
+// q: [batch, heads, queries, head_dim]; k, v: [batch, heads, keys, head_dim]; each read through
+// its own strides (in vec4s), so views of a projection split into heads need no copy; head_dim is
+// dense and a multiple of 16 (the loops over a row take four vec4s a turn). Causal: query i sees keys 0..=keys - queries + i (the first
+// keys - queries are a cache), otherwise every key.
+// out: [batch, queries, heads * head_dim], contiguous (the heads merged, as the output
+// projection reads them).
+//
+// One lane per query, WORKGROUP_SIZE queries of one (head, batch row) per workgroup: workgroup_id
+// x numbers the block of queries, y the head, z the batch row. Each lane walks its keys once with
+// an online softmax (the running maximum subtracted before exp, what was summed under an older
+// maximum rescaled by exp(old - new) <= 1), keeping its query and output row in private memory:
+// no workgroup memory and no barrier, which a CPU implementation such as lavapipe pays a pass over
+// the lanes for. The sequences this serves are short (CLIP's 77 and 50 positions, a caption); the
+// caller keeps keys to 1024 at most, as lavapipe cuts a shader's loops short after about 65535
+// turns in all (its loop limiter), where 1024 keys of head_dim 256 take 32768.
+
+// WORKGROUP_SIZE comes from workgroup.wgsl, put in front of this file by glimpse-kernels.
+
+struct Params {
+    heads: u32,
+    queries: u32,
+    keys: u32,
+    head_dim: u32,
+    scale: f32,
+    causal: u32,
+    // Strides in vec4s over batch, head and position.
+    q_batch: u32,
+    q_head: u32,
+    q_position: u32,
+    k_batch: u32,
+    k_head: u32,
+    k_position: u32,
+    v_batch: u32,
+    v_head: u32,
+    v_position: u32,
+}
+
+// Read-only inputs are declared read_write too: CubeCL sub-allocates tensors from shared wgpu
+// buffers, so an input and the output may be one buffer, and wgpu refuses a buffer bound both
+// read-only and writable in one dispatch.
+@group(0) @binding(0) var<storage, read_write> q: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read_write> k: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> v: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> output: array<vec4<f32>>;
+// CubeCL's launch metadata, bound after the buffers from its own uniform pool.
+@group(0) @binding(4) var<uniform> params: Params;
+
+const MAX_COLUMNS: u32 = 64u;
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn main(
+    @builtin(workgroup_id) group_id: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let position = group_id.x * WORKGROUP_SIZE + lane;
+    let head = group_id.y;
+    let batch = group_id.z;
+    if position >= params.queries {
+        return;
+    }
+    let columns = params.head_dim / 4u;
+    var seq = params.keys;
+    if params.causal != 0u {
+        seq = params.keys - params.queries + position + 1u;
+    }
+
+    var query: array<vec4<f32>, MAX_COLUMNS>;
+    let q_row = batch * params.q_batch + head * params.q_head + position * params.q_position;
+    for (var c = 0u; c < columns; c++) {
+        query[c] = q[q_row + c] * params.scale;
+    }
+    let k_base = batch * params.k_batch + head * params.k_head;
+    let v_base = batch * params.v_batch + head * params.v_head;
+
+    // The output row and the softmax denominator, both relative to exp(running_max).
+    var total: array<vec4<f32>, MAX_COLUMNS>;
+    var denominator = 0.0;
+    var running_max = -3.0e38;
+    for (var i = 0u; i < seq; i++) {
+        let key = k_base + i * params.k_position;
+        var score = 0.0;
+        for (var c = 0u; c < columns; c += 4u) {
+            score += dot(query[c], k[key + c]) + dot(query[c + 1u], k[key + c + 1u])
+                + dot(query[c + 2u], k[key + c + 2u]) + dot(query[c + 3u], k[key + c + 3u]);
+        }
+        let value = v_base + i * params.v_position;
+        // What was summed under the old maximum shrinks by exp(old - new) (1 mostly).
+        let new_max = max(running_max, score);
+        let correction = exp(running_max - new_max);
+        let weight = exp(score - new_max);
+        running_max = new_max;
+        denominator = denominator * correction + weight;
+        for (var c = 0u; c < columns; c += 4u) {
+            total[c] = total[c] * correction + weight * v[value + c];
+            total[c + 1u] = total[c + 1u] * correction + weight * v[value + c + 1u];
+            total[c + 2u] = total[c + 2u] * correction + weight * v[value + c + 2u];
+            total[c + 3u] = total[c + 3u] * correction + weight * v[value + c + 3u];
+        }
+    }
+
+    let out = ((batch * params.queries + position) * params.heads + head) * columns;
+    for (var c = 0u; c < columns; c++) {
+        output[out + c] = total[c] / denominator;
+    }
+}

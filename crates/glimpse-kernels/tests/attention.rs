@@ -1,0 +1,208 @@
+//! `attention`: the WGSL kernel against the Burn fallback over whole sequences (causal or not,
+//! after a cache or not, views of a fused projection or contiguous heads), and the choice between
+//! them.
+//!
+//! Parity is measured as `max |kernel - fallback| / max |fallback|` over the whole output.
+
+use crate::support::{read, relative_error, tensor, wgpu};
+use burn::prelude::*;
+use glimpse_kernels::{CausalMask, Mask, attention, attention_fallback, attention_uses_kernel};
+
+const TOLERANCE: f32 = 1e-4;
+
+struct Case {
+    batch: usize,
+    heads: usize,
+    head_dim: usize,
+    /// Queries.
+    t: usize,
+    /// Keys before the queries' own (a cache); only under a causal mask.
+    past: usize,
+    causal: bool,
+    /// Input amplitude: large values make the softmax sharp.
+    amplitude: f32,
+}
+
+fn case(batch: usize, heads: usize, head_dim: usize, t: usize) -> Case {
+    Case { batch, heads, head_dim, t, past: 0, causal: true, amplitude: 1.0 }
+}
+
+impl Case {
+    fn scale(&self) -> f32 {
+        (self.head_dim as f32).sqrt().recip()
+    }
+}
+
+/// q, k and v as GPT-2 makes them: heads split out of one fused `[batch, t, 3 d]` projection
+/// (views with a row stride of `3 d`), keys and values after `past` cached positions (a copy).
+fn fused_views(case: &Case, seed: u64, device: &Device) -> [Tensor<4>; 3] {
+    let &Case { batch, heads, head_dim, t, past, amplitude, .. } = case;
+    let qkv =
+        tensor([batch, t, 3 * heads * head_dim], seed, amplitude, device).reshape([batch, t, 3 * heads, head_dim]);
+    let [q, k, v] = [0, 1, 2].map(|i| qkv.clone().narrow(2, i * heads, heads).swap_dims(1, 2));
+    if past == 0 {
+        return [q, k, v];
+    }
+    let cached = |salt: u64| tensor([batch, heads, past, head_dim], seed + salt, amplitude, device);
+    [q, Tensor::cat(vec![cached(1), k], 2), Tensor::cat(vec![cached(2), v], 2)]
+}
+
+/// q, k and v as CLIP makes them: three `[batch, t, d]` projections, each split into heads.
+fn split_views(case: &Case, seed: u64, device: &Device) -> [Tensor<4>; 3] {
+    let &Case { batch, heads, head_dim, t, amplitude, .. } = case;
+    [0, 1, 2].map(|i| {
+        tensor([batch, t, heads * head_dim], seed + i, amplitude, device)
+            .reshape([batch, t, heads, head_dim])
+            .swap_dims(1, 2)
+    })
+}
+
+type Attend = fn(Tensor<4>, Tensor<4>, Tensor<4>, Mask, f32) -> Tensor<3>;
+
+fn run(attend: Attend, case: &Case, [q, k, v]: [Tensor<4>; 3]) -> Vec<f32> {
+    let causal = CausalMask::new(case.t, case.past, &q.device());
+    let mask = if case.causal { Mask::Causal(&causal) } else { Mask::All };
+    let output = attend(q, k, v, mask, case.scale());
+    assert_eq!(output.dims(), [case.batch, case.t, case.heads * case.head_dim]);
+    read(output)
+}
+
+fn describe(case: &Case) -> String {
+    let Case { batch, heads, head_dim, t, past, causal, amplitude } = case;
+    format!(
+        "batch {batch}, heads {heads}, head_dim {head_dim}, t {t}, past {past}, causal {causal}, amplitude {amplitude}"
+    )
+}
+
+fn assert_kernel_matches_fallback(case: &Case, views: fn(&Case, u64, &Device) -> [Tensor<4>; 3], seed: u64) {
+    let Some(device) = wgpu() else { return };
+    let [q, k, v] = views(case, seed, &device);
+    let causal = CausalMask::new(case.t, case.past, &device);
+    let mask = if case.causal { Mask::Causal(&causal) } else { Mask::All };
+    assert!(attention_uses_kernel(&q, &k, &v, mask), "the kernel was not chosen on wgpu: {}", describe(case));
+    let kernel = run(attention, case, views(case, seed, &device));
+    let fallback = run(attention_fallback, case, views(case, seed, &device));
+    let error = relative_error(&kernel, &fallback);
+    assert!(error <= TOLERANCE, "{}: relative error {error:e}", describe(case));
+}
+
+#[test]
+fn kernel_matches_fallback_for_clip_shapes() {
+    // The text tower at the candidate-scoring shape (causal) and the image tower (every key).
+    assert_kernel_matches_fallback(&case(64, 8, 64, 16), split_views, 1);
+    assert_kernel_matches_fallback(&Case { causal: false, ..case(2, 12, 64, 50) }, split_views, 2);
+}
+
+#[test]
+fn kernel_matches_fallback_for_gpt2_views_after_a_cache() {
+    // A guided step's context after a 5-position prefix, a prompt read at once, one position.
+    assert_kernel_matches_fallback(&Case { past: 5, ..case(3, 12, 64, 7) }, fused_views, 11);
+    assert_kernel_matches_fallback(&case(1, 12, 64, 33), fused_views, 12);
+    assert_kernel_matches_fallback(&Case { causal: false, ..case(2, 12, 64, 1) }, fused_views, 13);
+}
+
+#[test]
+fn kernel_matches_fallback_for_other_head_dims() {
+    // Not a power of two, the largest head_dim the kernel takes, and the smallest.
+    assert_kernel_matches_fallback(&case(2, 3, 48, 9), split_views, 21);
+    assert_kernel_matches_fallback(&Case { past: 3, ..case(1, 2, 256, 6) }, fused_views, 22);
+    assert_kernel_matches_fallback(&Case { causal: false, ..case(2, 2, 16, 5) }, split_views, 23);
+}
+
+#[test]
+fn kernel_matches_fallback_at_the_most_keys() {
+    // 1024 keys, after a cache and in a sequence of its own, with the widest heads: the most turns
+    // of the kernel's loops (lavapipe cuts them short past about 65535).
+    assert_kernel_matches_fallback(&Case { past: 1020, ..case(1, 2, 256, 4) }, fused_views, 31);
+    assert_kernel_matches_fallback(&Case { causal: false, ..case(1, 2, 64, 1024) }, split_views, 32);
+}
+
+#[test]
+fn kernel_matches_fallback_for_a_sharp_softmax() {
+    // Scores in the hundreds: without subtracting the maximum, exp would overflow.
+    assert_kernel_matches_fallback(&Case { amplitude: 6.0, ..case(2, 4, 64, 40) }, split_views, 41);
+}
+
+#[test]
+fn causal_and_full_attention_differ() {
+    // Guards the tests above against a mask that changes nothing on either path.
+    let device = Device::flex();
+    let full = Case { causal: false, ..case(1, 2, 16, 6) };
+    let causal = case(1, 2, 16, 6);
+    let [a, b] = [&full, &causal].map(|c| run(attention_fallback, c, split_views(c, 51, &device)));
+    assert_ne!(a, b, "the causal mask changed nothing");
+    // The last query sees every key either way.
+    let last = |out: &[f32]| out[5 * 32..].to_vec();
+    assert!(relative_error(&last(&b), &last(&a)) < 1e-6);
+}
+
+#[test]
+fn kernel_on_wgpu_matches_fallback_on_cpu() {
+    let Some(device) = wgpu() else { return };
+    let case = Case { past: 4, ..case(2, 12, 64, 9) };
+    let kernel = run(attention, &case, fused_views(&case, 61, &device));
+    let cpu = run(attention_fallback, &case, fused_views(&case, 61, &Device::flex()));
+    let error = relative_error(&kernel, &cpu);
+    assert!(error <= TOLERANCE, "wgpu against cpu: relative error {error:e}");
+}
+
+#[test]
+fn strided_views_the_kernel_cannot_read_are_copied() {
+    // Keys transposed in memory (head_dim not the dense dimension): read through a copy.
+    let case = Case { causal: false, ..case(2, 3, 64, 10) };
+    let views = |case: &Case, seed: u64, device: &Device| {
+        let [q, _, v] = split_views(case, seed, device);
+        let k = tensor([case.batch, case.heads, case.head_dim, case.t], seed + 7, 1.0, device).swap_dims(2, 3);
+        [q, k, v]
+    };
+    assert_kernel_matches_fallback(&case, views, 71);
+}
+
+#[test]
+fn cpu_and_autodiff_tensors_and_other_masks_take_the_fallback() {
+    let case = case(2, 3, 64, 5);
+    let [q, k, v] = split_views(&case, 81, &Device::flex());
+    let causal = CausalMask::new(case.t, 0, &q.device());
+    assert!(!attention_uses_kernel(&q, &k, &v, Mask::Causal(&causal)));
+    assert_eq!(run(attention, &case, [q.clone(), k.clone(), v.clone()]), run(attention_fallback, &case, [q, k, v]));
+
+    let Some(device) = wgpu() else { return };
+    let [q, k, v] = split_views(&case, 82, &device);
+    let hidden = Tensor::<4, Bool>::from_data(
+        TensorData::new((0..25).map(|i| i % 7 == 3).collect::<Vec<_>>(), [1, 1, 5, 5]),
+        &device,
+    );
+    assert!(!attention_uses_kernel(&q, &k, &v, Mask::Hidden(&hidden)), "a mask of any shape took the kernel");
+
+    let autodiff = device.autodiff();
+    let [q, k, v] = split_views(&case, 83, &autodiff);
+    let q = q.require_grad();
+    let causal = CausalMask::new(case.t, 0, &autodiff);
+    assert!(!attention_uses_kernel(&q, &k, &v, Mask::Causal(&causal)));
+    let output = attention(q.clone(), k, v, Mask::Causal(&causal), case.scale());
+    let gradient = read(q.grad(&output.sum().backward()).expect("no gradient for q"));
+    assert!(gradient.iter().any(|g| *g != 0.0), "no gradient reaches q");
+}
+
+#[test]
+fn other_head_dims_and_longer_sequences_take_the_fallback() {
+    let Some(device) = wgpu() else { return };
+    // Beyond the kernel's widest head, not a multiple of 16, and more than 1024 keys.
+    for case in [case(1, 1, 320, 3), case(1, 1, 40, 3), Case { past: 1022, causal: false, ..case(1, 1, 16, 3) }] {
+        let [q, k, v] = fused_views(&case, 91, &device);
+        let what = describe(&case);
+        assert!(!attention_uses_kernel(&q, &k, &v, Mask::All), "{what}");
+        let dispatched = run(attention, &case, [q.clone(), k.clone(), v.clone()]);
+        assert_eq!(dispatched, run(attention_fallback, &case, [q, k, v]), "{what}");
+    }
+}
+
+#[test]
+#[should_panic(expected = "do not match")]
+fn a_causal_mask_of_another_shape_is_refused() {
+    let device = Device::flex();
+    let case = case(1, 2, 16, 4);
+    let [q, k, v] = split_views(&case, 101, &device);
+    let other = CausalMask::new(5, 0, &device);
+    attention(q, k, v, Mask::Causal(&other), case.scale());
+}
