@@ -3,8 +3,8 @@
 //
 // q: [batch, heads, queries, head_dim]; k, v: [batch, heads, keys, head_dim]; each read through
 // its own strides (in vec4s), so views of a projection split into heads need no copy; head_dim is
-// dense and a multiple of 16 (the loops over a row take four vec4s a turn). Causal: query i sees keys 0..=keys - queries + i (the first
-// keys - queries are a cache), otherwise every key.
+// dense and a multiple of 16 (the loops over a row take four vec4s a turn). Causal: query i sees
+// keys 0..=keys - queries + i (the first keys - queries are a cache), otherwise every key.
 // out: [batch, queries, heads * head_dim], contiguous (the heads merged, as the output
 // projection reads them).
 //
@@ -17,26 +17,8 @@
 // caller keeps keys to 1024 at most, as lavapipe cuts a shader's loops short after about 65535
 // turns in all (its loop limiter), where 1024 keys of head_dim 256 take 32768.
 
-// WORKGROUP_SIZE comes from workgroup.wgsl, put in front of this file by glimpse-kernels.
-
-struct Params {
-    heads: u32,
-    queries: u32,
-    keys: u32,
-    head_dim: u32,
-    scale: f32,
-    causal: u32,
-    // Strides in vec4s over batch, head and position.
-    q_batch: u32,
-    q_head: u32,
-    q_position: u32,
-    k_batch: u32,
-    k_head: u32,
-    k_position: u32,
-    v_batch: u32,
-    v_head: u32,
-    v_position: u32,
-}
+// WORKGROUP_SIZE comes from workgroup.wgsl, Params, MAX_COLUMNS and keys_seen() from
+// attention_params.wgsl, both put in front of this file by glimpse-kernels.
 
 // Read-only inputs are declared read_write too: CubeCL sub-allocates tensors from shared wgpu
 // buffers, so an input and the output may be one buffer, and wgpu refuses a buffer bound both
@@ -47,8 +29,6 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> output: array<vec4<f32>>;
 // CubeCL's launch metadata, bound after the buffers from its own uniform pool.
 @group(0) @binding(4) var<uniform> params: Params;
-
-const MAX_COLUMNS: u32 = 64u;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(
@@ -62,10 +42,7 @@ fn main(
         return;
     }
     let columns = params.head_dim / 4u;
-    var seq = params.keys;
-    if params.causal != 0u {
-        seq = params.keys - params.queries + position + 1u;
-    }
+    let seq = keys_seen(position);
 
     var query: array<vec4<f32>, MAX_COLUMNS>;
     let q_row = batch * params.q_batch + head * params.q_head + position * params.q_position;

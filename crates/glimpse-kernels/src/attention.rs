@@ -5,7 +5,7 @@ use burn::backend::{Backend, Dispatch, backend_extension, tensor::FloatTensor};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 
-use crate::wgsl::{MAX_WORKGROUPS, kernel_input};
+use crate::wgsl::{MAX_WORKGROUPS, wgpu_f32};
 
 /// Largest head dimension the kernel takes (each lane holds its query and output row as 64 `vec4`s).
 const MAX_HEAD_DIM: usize = 256;
@@ -56,7 +56,10 @@ impl Mask<'_> {
 /// head_dim]`. `scale` is the model's: `1 / sqrt(head_dim)` for most.
 ///
 /// Runs the WGSL kernel `shaders/attention.wgsl` (one launch, where the fallback takes a dozen)
-/// when all three are f32 on a wgpu device outside autodiff, the mask is [`Mask::All`] or
+/// when all three are f32 on a wgpu device, under autodiff too (with
+/// `shaders/attention_backward_query.wgsl` and `attention_backward_key.wgsl` for the gradients of
+/// whichever of q, k and v are tracked: two launches where the fallback's backward takes about
+/// fifteen), the mask is [`Mask::All`] or
 /// [`Mask::Causal`], `head_dim` is a multiple of 16 up to 256, `s` is at most 1024 and the batch,
 /// heads each fit a dispatch dimension; otherwise [`attention_fallback`]. The kernel reads views (heads split
 /// out of a projection) through their strides, without copying them.
@@ -104,9 +107,9 @@ pub fn attention_uses_kernel(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, mask: 
         && k.dims()[2] <= MAX_KEYS
         && batch <= MAX_WORKGROUPS
         && heads <= MAX_WORKGROUPS
-        && kernel_input(q)
-        && kernel_input(k)
-        && kernel_input(v)
+        && wgpu_f32(q)
+        && wgpu_f32(k)
+        && wgpu_f32(v)
 }
 
 /// [`attention`] in plain Burn operations (matmul, scale, mask, softmax, matmul, a copy to merge
@@ -126,7 +129,7 @@ pub fn attention_fallback(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Mask, 
 
 // Without wgpu no backend implements it, and the dispatch Burn generates from each method reads
 // none of its arguments.
-#[backend_extension(Cube: cfg(wgpu))]
+#[backend_extension(Cube: cfg(wgpu), Autodiff)]
 trait AttentionBackend: Backend {
     #[cfg_attr(not(wgpu), allow(unused_variables))]
     fn attention(
@@ -139,28 +142,52 @@ trait AttentionBackend: Backend {
 }
 
 #[cfg(wgpu)]
-/// The WGSL half: the kernel on wgpu.
+/// The WGSL half: the kernel on wgpu, and its backward under autodiff.
 mod wgpu {
-    use burn::backend::Cube;
+    use burn::backend::autodiff::checkpoint::base::Checkpointer;
+    use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+    use burn::backend::autodiff::grads::Gradients;
+    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
     use burn::backend::wgpu::CubeTensor;
+    use burn::backend::{Autodiff, Cube};
     use cubecl::CubeCount;
+    use cubecl::ir::attributes::BufferIOAttr;
 
     use super::*;
-    use crate::wgsl::{WgslKernel, WgslSource, contiguous, kernel_source, launch_to_output, size, strides, untiled};
+    use crate::wgsl::{
+        WgslKernel, WgslSource, contiguous, empty_like, kernel_source, launch, launch_to_output, size, strides, untiled,
+    };
 
-    const SOURCE: WgslSource = kernel_source!("attention.wgsl");
+    const FORWARD: WgslSource = kernel_source!("attention_params.wgsl", "attention.wgsl");
     /// Names the kernel in launch counts.
     struct AttentionShader;
+    const BACKWARD_QUERY: WgslSource = kernel_source!("attention_params.wgsl", "attention_backward_query.wgsl");
+    /// Names the first backward kernel in launch counts.
+    struct AttentionBackwardQueryShader;
+    const BACKWARD_KEY: WgslSource = kernel_source!("attention_params.wgsl", "attention_backward_key.wgsl");
+    /// Names the second backward kernel in launch counts.
+    struct AttentionBackwardKeyShader;
 
-    /// Queries per workgroup, one per lane.
+    /// Queries (or keys, backward) per workgroup, one per lane.
     const WORKGROUP_SIZE: u32 = 32;
 
-    impl AttentionBackend for Cube {
-        fn attention(q: CubeTensor, k: CubeTensor, v: CubeTensor, causal: bool, scale: f32) -> CubeTensor {
+    /// q, k and v as the kernels read them, with the kernels' `Params`.
+    #[derive(Debug, Clone)]
+    struct Inputs {
+        q: CubeTensor,
+        k: CubeTensor,
+        v: CubeTensor,
+        /// `[batch, heads, queries, keys, head_dim]`.
+        sizes: [usize; 5],
+        params: [u32; 15],
+    }
+
+    impl Inputs {
+        fn new(q: CubeTensor, k: CubeTensor, v: CubeTensor, causal: bool, scale: f32) -> Self {
             let [q, k, v] = [q, k, v].map(in_vec4s);
             let q_shape = q.meta.shape();
-            let (batch, heads, queries, head_dim) = (q_shape[0], q_shape[1], q_shape[2], q_shape[3]);
-            let keys = k.meta.shape()[2];
+            let sizes = [q_shape[0], q_shape[1], q_shape[2], k.meta.shape()[2], q_shape[3]];
+            let [_, heads, queries, keys, head_dim] = sizes;
             let vec4_strides = |tensor: &CubeTensor| strides::<4>(tensor).map(|stride| stride / 4);
             let [qs, ks, vs] = [&q, &k, &v].map(vec4_strides);
             let params = [
@@ -180,17 +207,118 @@ mod wgpu {
                 vs[1],
                 vs[2],
             ];
-            launch_to_output(
-                WgslKernel::<AttentionShader>::new(SOURCE, WORKGROUP_SIZE),
-                CubeCount::Static(size(queries.div_ceil(WORKGROUP_SIZE as usize)), size(heads), size(batch)),
-                &[&q, &k, &v],
-                [batch, queries, heads * head_dim],
-                &params,
-            )
+            Self { q, k, v, sizes, params }
+        }
+
+        /// A lane for each of `rows` (queries or keys) of every head and batch row.
+        fn workgroups(&self, rows: usize) -> CubeCount {
+            let [batch, heads, ..] = self.sizes;
+            CubeCount::Static(size(rows.div_ceil(WORKGROUP_SIZE as usize)), size(heads), size(batch))
+        }
+
+        fn read_only(&self) -> [(cubecl::server::Handle, BufferIOAttr); 3] {
+            [&self.q, &self.k, &self.v].map(|tensor| (tensor.handle.clone(), BufferIOAttr::ReadOnly))
         }
     }
 
-    /// `tensor` with strides the kernel's `vec4` reads can follow: a dense last dimension and the
+    /// `[batch, queries, heads * head_dim]`.
+    fn forward(inputs: &Inputs) -> CubeTensor {
+        let [batch, heads, queries, _, head_dim] = inputs.sizes;
+        launch_to_output(
+            WgslKernel::<AttentionShader>::new(FORWARD, WORKGROUP_SIZE),
+            inputs.workgroups(queries),
+            &[&inputs.q, &inputs.k, &inputs.v],
+            [batch, queries, heads * head_dim],
+            &inputs.params,
+        )
+    }
+
+    impl AttentionBackend for Cube {
+        fn attention(q: CubeTensor, k: CubeTensor, v: CubeTensor, causal: bool, scale: f32) -> CubeTensor {
+            forward(&Inputs::new(q, k, v, causal, scale))
+        }
+    }
+
+    impl<C: CheckpointStrategy> AttentionBackend for Autodiff<Cube, C> {
+        fn attention(
+            q: FloatTensor<Self>,
+            k: FloatTensor<Self>,
+            v: FloatTensor<Self>,
+            causal: bool,
+            scale: f32,
+        ) -> FloatTensor<Self> {
+            match AttentionBackward.prepare::<C>([q.node(), k.node(), v.node()]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => {
+                    let inputs = Inputs::new(q.into_primitive(), k.into_primitive(), v.into_primitive(), causal, scale);
+                    let output = forward(&inputs);
+                    prep.finish(BackwardState { inputs, output: output.clone() }, output)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(forward(&Inputs::new(
+                    q.into_primitive(),
+                    k.into_primitive(),
+                    v.into_primitive(),
+                    causal,
+                    scale,
+                ))),
+            }
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    struct BackwardState {
+        inputs: Inputs,
+        /// The forward's output, `[batch, queries, heads * head_dim]`, contiguous.
+        output: CubeTensor,
+    }
+
+    #[derive(Debug)]
+    struct AttentionBackward;
+
+    impl Backward<Cube, 3> for AttentionBackward {
+        type State = BackwardState;
+
+        fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+            let [q_node, k_node, v_node] = ops.parents;
+            let d_output = contiguous(grads.consume::<Cube>(&ops.node));
+            let BackwardState { inputs, output } = ops.state;
+            let [batch, heads, queries, keys, head_dim] = inputs.sizes;
+            let client = &inputs.q.client;
+            // The queries' gradient, and the per-query numbers the keys' need, whichever are tracked.
+            let dq = empty_like(&inputs.q, [batch, heads, queries, head_dim]);
+            let stats = empty_like(&inputs.q, [batch, heads, queries, 2]);
+            let mut buffers = inputs.read_only().to_vec();
+            buffers.extend([
+                (output.handle.clone(), BufferIOAttr::ReadOnly),
+                (d_output.handle.clone(), BufferIOAttr::ReadOnly),
+                (dq.handle.clone(), BufferIOAttr::WriteOnly),
+                (stats.handle.clone(), BufferIOAttr::WriteOnly),
+            ]);
+            let query_kernel = WgslKernel::<AttentionBackwardQueryShader>::new(BACKWARD_QUERY, WORKGROUP_SIZE);
+            launch(client, query_kernel, inputs.workgroups(queries), buffers, &inputs.params);
+            if k_node.is_some() || v_node.is_some() {
+                let [dk, dv] = [0; 2].map(|_| empty_like(&inputs.q, [batch, heads, keys, head_dim]));
+                let mut buffers = inputs.read_only().to_vec();
+                buffers.extend([
+                    (d_output.handle.clone(), BufferIOAttr::ReadOnly),
+                    (stats.handle.clone(), BufferIOAttr::ReadOnly),
+                    (dk.handle.clone(), BufferIOAttr::WriteOnly),
+                    (dv.handle.clone(), BufferIOAttr::WriteOnly),
+                ]);
+                let key_kernel = WgslKernel::<AttentionBackwardKeyShader>::new(BACKWARD_KEY, WORKGROUP_SIZE);
+                launch(client, key_kernel, inputs.workgroups(keys), buffers, &inputs.params);
+                for (node, gradient) in [(k_node, dk), (v_node, dv)] {
+                    if let Some(node) = node {
+                        grads.register::<Cube>(node.id, gradient);
+                    }
+                }
+            }
+            if let Some(node) = q_node {
+                grads.register::<Cube>(node.id, dq);
+            }
+        }
+    }
+
+    /// `tensor` with strides the kernels' `vec4` reads can follow: a dense last dimension and the
     /// others in whole `vec4`s (views of a projection split into heads are); copied otherwise.
     fn in_vec4s(tensor: CubeTensor) -> CubeTensor {
         let tensor = untiled(tensor);

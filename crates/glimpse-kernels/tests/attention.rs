@@ -1,6 +1,6 @@
 //! `attention`: the WGSL kernel against the Burn fallback over whole sequences (causal or not,
-//! after a cache or not, views of a fused projection or contiguous heads), and the choice between
-//! them.
+//! after a cache or not, views of a fused projection or contiguous heads), its gradients against
+//! the fallback's under autodiff, and the choice between them.
 //!
 //! Parity is measured as `max |kernel - fallback| / max |fallback|` over the whole output.
 
@@ -159,7 +159,7 @@ fn strided_views_the_kernel_cannot_read_are_copied() {
 }
 
 #[test]
-fn cpu_and_autodiff_tensors_and_other_masks_take_the_fallback() {
+fn cpu_tensors_and_other_masks_take_the_fallback() {
     let case = case(2, 3, 64, 5);
     let [q, k, v] = split_views(&case, 81, &Device::flex());
     let causal = CausalMask::new(case.t, 0, &q.device());
@@ -173,15 +173,72 @@ fn cpu_and_autodiff_tensors_and_other_masks_take_the_fallback() {
         &device,
     );
     assert!(!attention_uses_kernel(&q, &k, &v, Mask::Hidden(&hidden)), "a mask of any shape took the kernel");
+}
 
-    let autodiff = device.autodiff();
-    let [q, k, v] = split_views(&case, 83, &autodiff);
-    let q = q.require_grad();
-    let causal = CausalMask::new(case.t, 0, &autodiff);
-    assert!(!attention_uses_kernel(&q, &k, &v, Mask::Causal(&causal)));
-    let output = attention(q.clone(), k, v, Mask::Causal(&causal), case.scale());
-    let gradient = read(q.grad(&output.sum().backward()).expect("no gradient for q"));
-    assert!(gradient.iter().any(|g| *g != 0.0), "no gradient reaches q");
+/// The gradients of `sum(attention(q, k, v) * weights)` (random weights, so that every output
+/// element counts differently) with respect to a fused `[batch, t, 3 d]` projection that q, k and
+/// v are views of, and to the cached keys and values before them (`past` > 0): as a guided step
+/// differentiates GPT-2's attention. `tracked` says which of the projection and the cache take a
+/// gradient.
+fn gradients(attend: Attend, case: &Case, tracked: [bool; 2], seed: u64, device: &Device) -> Vec<Vec<f32>> {
+    let &Case { batch, heads, head_dim, t, past, amplitude, .. } = case;
+    let leaf = |shape: [usize; 3], salt: u64, track: bool| {
+        let leaf = tensor(shape, seed + salt, amplitude, device);
+        if track { leaf.require_grad() } else { leaf }
+    };
+    let qkv = leaf([batch, t, 3 * heads * head_dim], 0, tracked[0]);
+    let cached = [1, 2].map(|salt| leaf([batch * heads, past.max(1), head_dim], salt, tracked[1]));
+    let split = qkv.clone().reshape([batch, t, 3 * heads, head_dim]);
+    let [q, k, v] = [0, 1, 2].map(|i| split.clone().narrow(2, i * heads, heads).swap_dims(1, 2));
+    let after_cache = |own: Tensor<4>, cache: &Tensor<3>| {
+        if past == 0 {
+            return own;
+        }
+        Tensor::cat(vec![cache.clone().reshape([batch, heads, past, head_dim]), own], 2)
+    };
+    let [k, v] = [after_cache(k, &cached[0]), after_cache(v, &cached[1])];
+    let causal = CausalMask::new(t, past, device);
+    let mask = if case.causal { Mask::Causal(&causal) } else { Mask::All };
+    assert!(attention_uses_kernel(&q, &k, &v, mask), "{}: the kernel was not chosen", describe(case));
+    let weights = tensor([batch, t, heads * head_dim], seed + 3, 1.0, device);
+    let gradients = (attend(q, k, v, mask, case.scale()) * weights).sum().backward();
+    [Some(&qkv), (past > 0).then_some(&cached[0]), (past > 0).then_some(&cached[1])]
+        .into_iter()
+        .flatten()
+        .filter(|leaf| leaf.is_require_grad())
+        .map(|leaf| read(leaf.grad(&gradients).expect("a tracked leaf without a gradient")))
+        .collect()
+}
+
+fn assert_gradients_match(case: &Case, tracked: [bool; 2], seed: u64) {
+    let Some(device) = wgpu() else { return };
+    let device = device.autodiff();
+    let kernel = gradients(attention, case, tracked, seed, &device);
+    let fallback = gradients(attention_fallback, case, tracked, seed, &device);
+    assert_eq!(kernel.len(), fallback.len());
+    assert!(!kernel.is_empty(), "nothing was tracked");
+    for (i, (kernel, fallback)) in kernel.iter().zip(&fallback).enumerate() {
+        let error = relative_error(kernel, fallback);
+        assert!(error <= TOLERANCE, "{}: gradient {i}: relative error {error:e}", describe(case));
+    }
+}
+
+#[test]
+fn gradients_match_the_fallback_for_a_guided_step() {
+    // GPT-2 small's heads over a caption after the 5-position prefix, every input tracked; the
+    // prefix alone tracked (the projection a constant); the projection alone, no cache.
+    assert_gradients_match(&Case { past: 5, ..case(3, 12, 64, 7) }, [true, true], 111);
+    assert_gradients_match(&Case { past: 5, ..case(2, 4, 64, 9) }, [false, true], 112);
+    assert_gradients_match(&case(2, 4, 64, 9), [true, false], 113);
+}
+
+#[test]
+fn gradients_match_the_fallback_at_the_edges() {
+    // Every key seen, the widest heads at the most keys, the narrowest, and a sharp softmax.
+    assert_gradients_match(&Case { causal: false, ..case(2, 3, 32, 11) }, [true, false], 121);
+    assert_gradients_match(&Case { past: 1020, ..case(1, 1, 256, 4) }, [true, true], 122);
+    assert_gradients_match(&Case { past: 2, ..case(1, 2, 16, 3) }, [true, true], 123);
+    assert_gradients_match(&Case { amplitude: 4.0, past: 3, ..case(1, 2, 64, 30) }, [true, true], 124);
 }
 
 #[test]

@@ -1,0 +1,41 @@
+// What attention.wgsl and its two backward kernels share: their parameters, and which keys a
+// query sees.
+
+struct Params {
+    heads: u32,
+    queries: u32,
+    keys: u32,
+    head_dim: u32,
+    scale: f32,
+    causal: u32,
+    // Strides in vec4s over batch, head and position.
+    q_batch: u32,
+    q_head: u32,
+    q_position: u32,
+    k_batch: u32,
+    k_head: u32,
+    k_position: u32,
+    v_batch: u32,
+    v_head: u32,
+    v_position: u32,
+}
+
+// Most vec4 columns of a head (head_dim 256): each lane keeps rows of this length in private memory.
+const MAX_COLUMNS: u32 = 64u;
+
+// The keys query `position` sees: 0..keys_seen(position).
+fn keys_seen(position: u32) -> u32 {
+    if params.causal != 0u {
+        return params.keys - params.queries + position + 1u;
+    }
+    return params.keys;
+}
+
+// The first query that sees key `key`.
+fn first_query(key: u32) -> u32 {
+    let past = params.keys - params.queries;
+    if params.causal != 0u && key > past {
+        return key - past;
+    }
+    return 0u;
+}
