@@ -59,13 +59,13 @@ impl Prefix {
     /// Runs the frozen LM over `embeds` (`[batch, t, n_embd]`) after the prefix and returns the
     /// next-token logits of the last position, `[batch, vocab]`.
     pub fn next_logits(&self, lm: &Gpt2, embeds: Tensor<3>) -> Tensor<2> {
-        let mut cache = self.cache();
+        let cache = self.cache();
         let embeds = match &self.soft_prompt {
             Some(soft) => Tensor::cat(vec![soft.val(), embeds], 1),
             None => embeds,
         };
         let [b, t, _] = embeds.dims();
-        let last = lm.forward_embeds(embeds, &mut cache).narrow(1, t - 1, 1);
+        let last = lm.forward_after(embeds, &cache).narrow(1, t - 1, 1);
         lm.logits(last).reshape([b, lm.vocab_size()])
     }
 }

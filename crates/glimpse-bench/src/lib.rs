@@ -1107,7 +1107,8 @@ fn attention_kernel(device: &Device) -> Result<Measured> {
     let causal = glimpse_kernels::CausalMask::new(TOKENS, 0, device);
     let mask = glimpse_kernels::Mask::Causal(&causal);
     let scale = (HEAD_DIM as f32).sqrt().recip();
-    type Attention = fn(Tensor<4>, Tensor<4>, Tensor<4>, glimpse_kernels::Mask, f32) -> Tensor<3>;
+    type Attention =
+        fn(Tensor<4>, Tensor<4>, Tensor<4>, Option<[Tensor<4>; 2]>, glimpse_kernels::Mask, f32) -> Tensor<3>;
     let time = |attention: Attention| {
         kernel_runs(
             device,
@@ -1115,14 +1116,14 @@ fn attention_kernel(device: &Device) -> Result<Measured> {
             |layers| {
                 let outputs: Vec<Tensor<2>> = layers
                     .into_iter()
-                    .map(|[q, k, v]| attention(q, k, v, mask, scale).narrow(1, TOKENS - 1, 1).reshape([TEXTS, d]))
+                    .map(|[q, k, v]| attention(q, k, v, None, mask, scale).narrow(1, TOKENS - 1, 1).reshape([TEXTS, d]))
                     .collect();
                 Tensor::cat(outputs, 0)
             },
         )
     };
     let [q, k, v] = layer();
-    anyhow::ensure!(glimpse_kernels::attention_uses_kernel(&q, &k, &v, mask), "the kernel does not run here");
+    anyhow::ensure!(glimpse_kernels::attention_uses_kernel(&q, &k, &v, None, mask), "the kernel does not run here");
     let kernel = time(glimpse_kernels::attention)?;
     let fallback = time(glimpse_kernels::attention_fallback)?;
     Ok(kernel_figure(kernel, &fallback, "12 layers x [64, 8, 16, 64] heads split out of projections, causal"))

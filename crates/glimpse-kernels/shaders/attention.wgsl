@@ -1,10 +1,11 @@
 // Attention over a sequence (an encoder layer, or a forward pass over several positions after a
 // cache): out = softmax(q k^T * scale) v per head, optionally causal, with the heads merged.
 //
-// q: [batch, heads, queries, head_dim]; k, v: [batch, heads, keys, head_dim]; each read through
-// its own strides (in vec4s), so views of a projection split into heads need no copy; head_dim is
-// dense and a multiple of 16 (the loops over a row take four vec4s a turn). Causal: query i sees
-// keys 0..=keys - queries + i (the first keys - queries are a cache), otherwise every key.
+// q: [batch, heads, queries, head_dim]; k, v: [batch, heads, keys - past, head_dim], after
+// k_past, v_past: [batch, heads, past, head_dim] (a cache; unread without one); each read through
+// its own strides (in vec4s), so views of a projection split into heads need no copy and a cache
+// no concatenation; head_dim is dense and a multiple of 16 (the loops over a row take four vec4s
+// a turn). Causal: query i sees keys 0..=keys - queries + i, otherwise every key.
 // out: [batch, queries, heads * head_dim], contiguous (the heads merged, as the output
 // projection reads them).
 //
@@ -17,8 +18,8 @@
 // caller keeps keys to 1024 at most, as lavapipe cuts a shader's loops short after about 65535
 // turns in all (its loop limiter), where 1024 keys of head_dim 256 take 32768.
 
-// WORKGROUP_SIZE comes from workgroup.wgsl, Params, MAX_COLUMNS and keys_seen() from
-// attention_params.wgsl, both put in front of this file by glimpse-kernels.
+// WORKGROUP_SIZE comes from workgroup.wgsl, Params, MAX_COLUMNS, keys_seen() and the key and
+// value lookups from attention_params.wgsl, both put in front of this file by glimpse-kernels.
 
 // Read-only inputs are declared read_write too: CubeCL sub-allocates tensors from shared wgpu
 // buffers, so an input and the output may be one buffer, and wgpu refuses a buffer bound both
@@ -26,9 +27,11 @@
 @group(0) @binding(0) var<storage, read_write> q: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read_write> k: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> v: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> output: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> k_past: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> v_past: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> output: array<vec4<f32>>;
 // CubeCL's launch metadata, bound after the buffers from its own uniform pool.
-@group(0) @binding(4) var<uniform> params: Params;
+@group(0) @binding(6) var<uniform> params: Params;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(
@@ -49,21 +52,19 @@ fn main(
     for (var c = 0u; c < columns; c++) {
         query[c] = q[q_row + c] * params.scale;
     }
-    let k_base = batch * params.k_batch + head * params.k_head;
-    let v_base = batch * params.v_batch + head * params.v_head;
 
     // The output row and the softmax denominator, both relative to exp(running_max).
     var total: array<vec4<f32>, MAX_COLUMNS>;
     var denominator = 0.0;
     var running_max = -3.0e38;
     for (var i = 0u; i < seq; i++) {
-        let key = k_base + i * params.k_position;
+        let key = key_row(batch, head, i);
         var score = 0.0;
         for (var c = 0u; c < columns; c += 4u) {
-            score += dot(query[c], k[key + c]) + dot(query[c + 1u], k[key + c + 1u])
-                + dot(query[c + 2u], k[key + c + 2u]) + dot(query[c + 3u], k[key + c + 3u]);
+            score += dot(query[c], key_at(i, key, c)) + dot(query[c + 1u], key_at(i, key, c + 1u))
+                + dot(query[c + 2u], key_at(i, key, c + 2u)) + dot(query[c + 3u], key_at(i, key, c + 3u));
         }
-        let value = v_base + i * params.v_position;
+        let value = value_row(batch, head, i);
         // What was summed under the old maximum shrinks by exp(old - new) (1 mostly).
         let new_max = max(running_max, score);
         let correction = exp(running_max - new_max);
@@ -71,10 +72,10 @@ fn main(
         running_max = new_max;
         denominator = denominator * correction + weight;
         for (var c = 0u; c < columns; c += 4u) {
-            total[c] = total[c] * correction + weight * v[value + c];
-            total[c + 1u] = total[c + 1u] * correction + weight * v[value + c + 1u];
-            total[c + 2u] = total[c + 2u] * correction + weight * v[value + c + 2u];
-            total[c + 3u] = total[c + 3u] * correction + weight * v[value + c + 3u];
+            total[c] = total[c] * correction + weight * value_at(i, value, c);
+            total[c + 1u] = total[c + 1u] * correction + weight * value_at(i, value, c + 1u);
+            total[c + 2u] = total[c + 2u] * correction + weight * value_at(i, value, c + 2u);
+            total[c + 3u] = total[c + 3u] * correction + weight * value_at(i, value, c + 3u);
         }
     }
 

@@ -2,25 +2,30 @@
 // first half (attention_backward_query.wgsl, whose header has the formulas):
 // dv_j = sum_i p_ij dout_i, dk_j = scale sum_i ds_ij q_i, over the queries i that see key j.
 //
-// q, k, v as in attention.wgsl (through their strides); dout: [batch, queries, heads * head_dim],
-// contiguous; stats: [batch, heads, queries, 2] (log-sum-exp, D_i). dk, dv: [batch, heads, keys,
-// head_dim], contiguous.
+// q, k, v, k_past, v_past as in attention.wgsl (through their strides); dout: [batch, queries,
+// heads * head_dim], contiguous; stats: [batch, heads, queries, 2] (log-sum-exp, D_i). dk, dv:
+// [batch, heads, keys - past, head_dim] and dk_past, dv_past: [batch, heads, past, head_dim], all
+// contiguous (without a cache dk_past and dv_past are bound to dk and dv, never written).
 // One lane per key, WORKGROUP_SIZE keys of one (head, batch row) per workgroup: workgroup_id x
 // numbers the block of keys, y the head, z the batch row. One walk over the queries that see the
 // key, its loops taking four vec4s a turn: 2 * queries * head_dim / 16 turns in all; no barrier.
 
-// WORKGROUP_SIZE comes from workgroup.wgsl, Params, MAX_COLUMNS and first_query() from
-// attention_params.wgsl, both put in front of this file by glimpse-kernels.
+// WORKGROUP_SIZE comes from workgroup.wgsl, Params, MAX_COLUMNS, first_query() and the key and
+// value lookups from attention_params.wgsl, both put in front of this file by glimpse-kernels.
 
 // All read_write: see attention.wgsl (one wgpu buffer may hold several tensors).
 @group(0) @binding(0) var<storage, read_write> q: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read_write> k: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> v: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> dout: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> stats: array<vec2<f32>>;
-@group(0) @binding(5) var<storage, read_write> dk: array<vec4<f32>>;
-@group(0) @binding(6) var<storage, read_write> dv: array<vec4<f32>>;
-@group(0) @binding(7) var<uniform> params: Params;
+@group(0) @binding(3) var<storage, read_write> k_past: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> v_past: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> dout: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> stats: array<vec2<f32>>;
+@group(0) @binding(7) var<storage, read_write> dk: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read_write> dv: array<vec4<f32>>;
+@group(0) @binding(9) var<storage, read_write> dk_past: array<vec4<f32>>;
+@group(0) @binding(10) var<storage, read_write> dv_past: array<vec4<f32>>;
+@group(0) @binding(11) var<uniform> params: Params;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(
@@ -38,11 +43,11 @@ fn main(
 
     var key: array<vec4<f32>, MAX_COLUMNS>;
     var value: array<vec4<f32>, MAX_COLUMNS>;
-    let k_row = batch * params.k_batch + head * params.k_head + position * params.k_position;
-    let v_row = batch * params.v_batch + head * params.v_head + position * params.v_position;
+    let k_row = key_row(batch, head, position);
+    let v_row = value_row(batch, head, position);
     for (var c = 0u; c < columns; c++) {
-        key[c] = k[k_row + c] * params.scale;
-        value[c] = v[v_row + c];
+        key[c] = key_at(position, k_row, c) * params.scale;
+        value[c] = value_at(position, v_row, c);
     }
     let q_base = batch * params.q_batch + head * params.q_head;
     let stats_base = (batch * params.heads + head) * params.queries;
@@ -75,9 +80,18 @@ fn main(
         }
     }
 
-    let row = ((batch * params.heads + head) * params.keys + position) * columns;
-    for (var c = 0u; c < columns; c++) {
-        dk[row + c] = d_key[c] * params.scale;
-        dv[row + c] = d_value[c];
+    if position < params.past {
+        let row = ((batch * params.heads + head) * params.past + position) * columns;
+        for (var c = 0u; c < columns; c++) {
+            dk_past[row + c] = d_key[c] * params.scale;
+            dv_past[row + c] = d_value[c];
+        }
+    } else {
+        let own = params.keys - params.past;
+        let row = ((batch * params.heads + head) * own + position - params.past) * columns;
+        for (var c = 0u; c < columns; c++) {
+            dk[row + c] = d_key[c] * params.scale;
+            dv[row + c] = d_value[c];
+        }
     }
 }

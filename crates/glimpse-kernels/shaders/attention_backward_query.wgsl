@@ -5,7 +5,7 @@
 // gradient dout_i: dp_ij = dout_i . v_j, D_i = dout_i . out_i = sum_j p_ij dp_ij,
 // ds_ij = p_ij (dp_ij - D_i), and dq_i = scale sum_j ds_ij k_j.
 //
-// q, k, v as in attention.wgsl (through their strides); out and dout: [batch, queries, heads *
+// q, k, v, k_past, v_past as in attention.wgsl (through their strides); out and dout: [batch, queries, heads *
 // head_dim], contiguous (the forward's output and its gradient). dq: [batch, heads, queries,
 // head_dim], contiguous. stats: [batch, heads, queries, 2], contiguous: each query's log-sum-exp
 // of its scores and D_i.
@@ -13,18 +13,20 @@
 // barrier. Its loops take four vec4s a turn: 3 * keys * head_dim / 16 turns in all, 49152 at
 // most (see attention.wgsl on lavapipe's limit).
 
-// WORKGROUP_SIZE comes from workgroup.wgsl, Params, MAX_COLUMNS and keys_seen() from
-// attention_params.wgsl, both put in front of this file by glimpse-kernels.
+// WORKGROUP_SIZE comes from workgroup.wgsl, Params, MAX_COLUMNS, keys_seen() and the key and
+// value lookups from attention_params.wgsl, both put in front of this file by glimpse-kernels.
 
 // All read_write: see attention.wgsl (one wgpu buffer may hold several tensors).
 @group(0) @binding(0) var<storage, read_write> q: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read_write> k: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> v: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> out: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> dout: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read_write> dq: array<vec4<f32>>;
-@group(0) @binding(6) var<storage, read_write> stats: array<vec2<f32>>;
-@group(0) @binding(7) var<uniform> params: Params;
+@group(0) @binding(3) var<storage, read_write> k_past: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> v_past: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> dout: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> dq: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read_write> stats: array<vec2<f32>>;
+@group(0) @binding(9) var<uniform> params: Params;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(
@@ -39,8 +41,6 @@ fn main(
     }
     let columns = params.head_dim / 4u;
     let seq = keys_seen(position);
-    let k_base = batch * params.k_batch + head * params.k_head;
-    let v_base = batch * params.v_batch + head * params.v_head;
 
     var query: array<vec4<f32>, MAX_COLUMNS>;
     var d_out: array<vec4<f32>, MAX_COLUMNS>;
@@ -57,11 +57,11 @@ fn main(
     var running_max = -3.0e38;
     var denominator = 0.0;
     for (var i = 0u; i < seq; i++) {
-        let key = k_base + i * params.k_position;
+        let key = key_row(batch, head, i);
         var score = 0.0;
         for (var c = 0u; c < columns; c += 4u) {
-            score += dot(query[c], k[key + c]) + dot(query[c + 1u], k[key + c + 1u])
-                + dot(query[c + 2u], k[key + c + 2u]) + dot(query[c + 3u], k[key + c + 3u]);
+            score += dot(query[c], key_at(i, key, c)) + dot(query[c + 1u], key_at(i, key, c + 1u))
+                + dot(query[c + 2u], key_at(i, key, c + 2u)) + dot(query[c + 3u], key_at(i, key, c + 3u));
         }
         let new_max = max(running_max, score);
         denominator = denominator * exp(running_max - new_max) + exp(score - new_max);
@@ -71,23 +71,23 @@ fn main(
 
     var d_query: array<vec4<f32>, MAX_COLUMNS>;
     for (var i = 0u; i < seq; i++) {
-        let key = k_base + i * params.k_position;
-        let value = v_base + i * params.v_position;
+        let key = key_row(batch, head, i);
+        let value = value_row(batch, head, i);
         var score = 0.0;
         var dp = 0.0;
         for (var c = 0u; c < columns; c += 4u) {
-            score += dot(query[c], k[key + c]) + dot(query[c + 1u], k[key + c + 1u])
-                + dot(query[c + 2u], k[key + c + 2u]) + dot(query[c + 3u], k[key + c + 3u]);
-            dp += dot(d_out[c], v[value + c]) + dot(d_out[c + 1u], v[value + c + 1u])
-                + dot(d_out[c + 2u], v[value + c + 2u]) + dot(d_out[c + 3u], v[value + c + 3u]);
+            score += dot(query[c], key_at(i, key, c)) + dot(query[c + 1u], key_at(i, key, c + 1u))
+                + dot(query[c + 2u], key_at(i, key, c + 2u)) + dot(query[c + 3u], key_at(i, key, c + 3u));
+            dp += dot(d_out[c], value_at(i, value, c)) + dot(d_out[c + 1u], value_at(i, value, c + 1u))
+                + dot(d_out[c + 2u], value_at(i, value, c + 2u)) + dot(d_out[c + 3u], value_at(i, value, c + 3u));
         }
         let p = exp(score - log_sum);
         let ds = p * (dp - d);
         for (var c = 0u; c < columns; c += 4u) {
-            d_query[c] += ds * k[key + c];
-            d_query[c + 1u] += ds * k[key + c + 1u];
-            d_query[c + 2u] += ds * k[key + c + 2u];
-            d_query[c + 3u] += ds * k[key + c + 3u];
+            d_query[c] += ds * key_at(i, key, c);
+            d_query[c + 1u] += ds * key_at(i, key, c + 1u);
+            d_query[c + 2u] += ds * key_at(i, key, c + 2u);
+            d_query[c + 3u] += ds * key_at(i, key, c + 3u);
         }
     }
 

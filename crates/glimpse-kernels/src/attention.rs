@@ -52,70 +52,108 @@ impl Mask<'_> {
 }
 
 /// Scaled dot-product attention, `softmax(scale q k^T) v` per head, with the heads merged:
-/// q `[batch, heads, t, head_dim]`, k and v `[batch, heads, s, head_dim]` -> `[batch, t, heads *
+/// q `[batch, heads, t, head_dim]`, k and v `[batch, heads, s, head_dim]`, after `past` (a
+/// cache's keys and values, `[batch, heads, p, head_dim]` each) when given -> `[batch, t, heads *
 /// head_dim]`. `scale` is the model's: `1 / sqrt(head_dim)` for most.
 ///
-/// Runs the WGSL kernel `shaders/attention.wgsl` (one launch, where the fallback takes a dozen)
-/// when all three are f32 on a wgpu device, under autodiff too (with
-/// `shaders/attention_backward_query.wgsl` and `attention_backward_key.wgsl` for the gradients of
-/// whichever of q, k and v are tracked: two launches where the fallback's backward takes about
-/// fifteen), the mask is [`Mask::All`] or
-/// [`Mask::Causal`], `head_dim` is a multiple of 16 up to 256, `s` is at most 1024 and the batch,
-/// heads each fit a dispatch dimension; otherwise [`attention_fallback`]. The kernel reads views (heads split
-/// out of a projection) through their strides, without copying them.
+/// Runs the WGSL kernel `shaders/attention.wgsl` (one launch, where the fallback takes a dozen
+/// and a cache's concatenation two per tensor) when all are f32 on a wgpu device, under autodiff
+/// too (with `shaders/attention_backward_query.wgsl` and `attention_backward_key.wgsl` for the
+/// gradients of whichever inputs are tracked: two launches where the fallback's backward takes
+/// about fifteen), the mask is [`Mask::All`] or [`Mask::Causal`], `head_dim` is a multiple of 16
+/// up to 256, `p + s` is at most 1024 and the batch and heads each fit a dispatch dimension;
+/// otherwise [`attention_fallback`]. The kernel reads views (heads split out of a projection)
+/// through their strides, without copying them.
 ///
 /// # Panics
 /// If the shapes do not match each other or the causal mask.
-pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Mask, scale: f32) -> Tensor<3> {
-    check_shapes(&q, &k, &v, mask);
-    if !attention_uses_kernel(&q, &k, &v, mask) {
-        return attention_fallback(q, k, v, mask, scale);
+pub fn attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    past: Option<[Tensor<4>; 2]>,
+    mask: Mask,
+    scale: f32,
+) -> Tensor<3> {
+    check_shapes(&q, &k, &v, past.as_ref(), mask);
+    if !attention_uses_kernel(&q, &k, &v, past.as_ref(), mask) {
+        return attention_fallback(q, k, v, past, mask, scale);
     }
     let causal = matches!(mask, Mask::Causal(_));
+    // Without a cache the kernel is handed k and v again in its place, and reads none of it.
+    let has_past = past.is_some();
+    let [k_past, v_past] = past.unwrap_or_else(|| [k.clone(), v.clone()]);
     Tensor::from_dispatch(<Dispatch as AttentionBackend>::attention(
         q.into_dispatch(),
         k.into_dispatch(),
         v.into_dispatch(),
-        causal,
-        scale,
+        k_past.into_dispatch(),
+        v_past.into_dispatch(),
+        (has_past, causal, scale),
     ))
 }
 
 /// The kernel indexes through these sizes: a mismatch must stop here, not read out of bounds.
-fn check_shapes(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, mask: Mask) {
+fn check_shapes(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, past: Option<&[Tensor<4>; 2]>, mask: Mask) {
     let [batch, heads, t, head_dim] = q.dims();
     let [k_batch, k_heads, s, k_head_dim] = k.dims();
+    let p = past.map_or(0, |[k_past, _]| k_past.dims()[2]);
+    let past_fits = past.is_none_or(|[k_past, v_past]| {
+        k_past.dims() == [batch, heads, p, head_dim] && v_past.dims() == k_past.dims() && p > 0
+    });
     let causal_fits = match mask {
-        Mask::Causal(causal) => causal.hidden.dims()[2..] == [t, s],
+        Mask::Causal(causal) => causal.hidden.dims()[2..] == [t, p + s],
         _ => true,
     };
     assert!(
-        [k_batch, k_heads, k_head_dim] == [batch, heads, head_dim] && v.dims() == k.dims() && s > 0 && causal_fits,
-        "attention: q {:?}, k {:?}, v {:?} and the mask do not match",
+        [k_batch, k_heads, k_head_dim] == [batch, heads, head_dim]
+            && v.dims() == k.dims()
+            && s > 0
+            && past_fits
+            && causal_fits,
+        "attention: q {:?}, k {:?}, v {:?}, the cache {:?} and the mask do not match",
         q.dims(),
         k.dims(),
-        v.dims()
+        v.dims(),
+        past.map(|[k_past, v_past]| [k_past.dims(), v_past.dims()])
     );
 }
 
 /// Whether [`attention`] runs the WGSL kernel for these inputs (rather than the fallback).
-pub fn attention_uses_kernel(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, mask: Mask) -> bool {
+pub fn attention_uses_kernel(
+    q: &Tensor<4>,
+    k: &Tensor<4>,
+    v: &Tensor<4>,
+    past: Option<&[Tensor<4>; 2]>,
+    mask: Mask,
+) -> bool {
     let [batch, heads, _, head_dim] = q.dims();
+    let p = past.map_or(0, |[k_past, _]| k_past.dims()[2]);
     !matches!(mask, Mask::Hidden(_))
         && head_dim <= MAX_HEAD_DIM
         && head_dim.is_multiple_of(16)
-        && k.dims()[2] <= MAX_KEYS
+        && p + k.dims()[2] <= MAX_KEYS
         && batch <= MAX_WORKGROUPS
         && heads <= MAX_WORKGROUPS
-        && wgpu_f32(q)
-        && wgpu_f32(k)
-        && wgpu_f32(v)
+        && [q, k, v].into_iter().chain(past.into_iter().flatten()).all(wgpu_f32)
 }
 
-/// [`attention`] in plain Burn operations (matmul, scale, mask, softmax, matmul, a copy to merge
-/// the heads): any backend, autodiff included. Same shapes.
-pub fn attention_fallback(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Mask, scale: f32) -> Tensor<3> {
-    check_shapes(&q, &k, &v, mask);
+/// [`attention`] in plain Burn operations (the cache concatenated before k and v, matmul, scale,
+/// mask, softmax, matmul, a copy to merge the heads): any backend, autodiff included. Same
+/// shapes.
+pub fn attention_fallback(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    past: Option<[Tensor<4>; 2]>,
+    mask: Mask,
+    scale: f32,
+) -> Tensor<3> {
+    check_shapes(&q, &k, &v, past.as_ref(), mask);
+    let (k, v) = match past {
+        Some([k_past, v_past]) => (Tensor::cat(vec![k_past, k], 2), Tensor::cat(vec![v_past, v], 2)),
+        None => (k, v),
+    };
     let scores = q.matmul(k.swap_dims(2, 3)) * f64::from(scale);
     let scores = match mask.hidden() {
         // A large finite value, not -inf: a fully masked row would turn -inf into NaN.
@@ -131,13 +169,16 @@ pub fn attention_fallback(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Mask, 
 // none of its arguments.
 #[backend_extension(Cube: cfg(wgpu), Autodiff)]
 trait AttentionBackend: Backend {
+    /// `settings`: whether `k_past` and `v_past` are a cache (rather than k and v again, unread),
+    /// whether the mask is causal, and the scale.
     #[cfg_attr(not(wgpu), allow(unused_variables))]
     fn attention(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
-        causal: bool,
-        scale: f32,
+        k_past: FloatTensor<Self>,
+        v_past: FloatTensor<Self>,
+        settings: (bool, bool, f32),
     ) -> FloatTensor<Self>;
 }
 
@@ -171,29 +212,35 @@ mod wgpu {
     /// Queries (or keys, backward) per workgroup, one per lane.
     const WORKGROUP_SIZE: u32 = 32;
 
-    /// q, k and v as the kernels read them, with the kernels' `Params`.
+    /// q, k, v, k_past and v_past as the kernels read them, with the kernels' `Params`.
     #[derive(Debug, Clone)]
     struct Inputs {
-        q: CubeTensor,
-        k: CubeTensor,
-        v: CubeTensor,
-        /// `[batch, heads, queries, keys, head_dim]`.
-        sizes: [usize; 5],
-        params: [u32; 15],
+        tensors: [CubeTensor; 5],
+        /// `[batch, heads, queries, past, keys after the past, head_dim]`; `past` 0 without a cache.
+        sizes: [usize; 6],
+        params: [u32; 19],
     }
 
     impl Inputs {
-        fn new(q: CubeTensor, k: CubeTensor, v: CubeTensor, causal: bool, scale: f32) -> Self {
-            let [q, k, v] = [q, k, v].map(in_vec4s);
-            let q_shape = q.meta.shape();
-            let sizes = [q_shape[0], q_shape[1], q_shape[2], k.meta.shape()[2], q_shape[3]];
-            let [_, heads, queries, keys, head_dim] = sizes;
+        fn new(tensors: [CubeTensor; 5], (has_past, causal, scale): (bool, bool, f32)) -> Self {
+            let [q, k, v, k_past, v_past] = tensors.map(in_vec4s);
+            // The two caches go through one set of strides.
+            let [k_past, v_past] = if k_past.meta.strides() == v_past.meta.strides() {
+                [k_past, v_past]
+            } else {
+                [k_past, v_past].map(contiguous)
+            };
+            let (q_shape, own) = (q.meta.shape(), k.meta.shape()[2]);
+            let past = if has_past { k_past.meta.shape()[2] } else { 0 };
+            let sizes = [q_shape[0], q_shape[1], q_shape[2], past, own, q_shape[3]];
+            let [_, heads, queries, past, own, head_dim] = sizes;
             let vec4_strides = |tensor: &CubeTensor| strides::<4>(tensor).map(|stride| stride / 4);
-            let [qs, ks, vs] = [&q, &k, &v].map(vec4_strides);
+            let [qs, ks, vs, ps] = [&q, &k, &v, &k_past].map(vec4_strides);
             let params = [
                 size(heads),
                 size(queries),
-                size(keys),
+                size(past + own),
+                size(past),
                 size(head_dim),
                 scale.to_bits(),
                 u32::from(causal),
@@ -206,8 +253,11 @@ mod wgpu {
                 vs[0],
                 vs[1],
                 vs[2],
+                ps[0],
+                ps[1],
+                ps[2],
             ];
-            Self { q, k, v, sizes, params }
+            Self { tensors: [q, k, v, k_past, v_past], sizes, params }
         }
 
         /// A lane for each of `rows` (queries or keys) of every head and batch row.
@@ -216,26 +266,38 @@ mod wgpu {
             CubeCount::Static(size(rows.div_ceil(WORKGROUP_SIZE as usize)), size(heads), size(batch))
         }
 
-        fn read_only(&self) -> [(cubecl::server::Handle, BufferIOAttr); 3] {
-            [&self.q, &self.k, &self.v].map(|tensor| (tensor.handle.clone(), BufferIOAttr::ReadOnly))
+        fn read_only(&self) -> Vec<(cubecl::server::Handle, BufferIOAttr)> {
+            self.tensors.iter().map(|tensor| (tensor.handle.clone(), BufferIOAttr::ReadOnly)).collect()
+        }
+
+        fn q(&self) -> &CubeTensor {
+            &self.tensors[0]
         }
     }
 
     /// `[batch, queries, heads * head_dim]`.
     fn forward(inputs: &Inputs) -> CubeTensor {
-        let [batch, heads, queries, _, head_dim] = inputs.sizes;
+        let [batch, heads, queries, _, _, head_dim] = inputs.sizes;
+        let [q, k, v, k_past, v_past] = &inputs.tensors;
         launch_to_output(
             WgslKernel::<AttentionShader>::new(FORWARD, WORKGROUP_SIZE),
             inputs.workgroups(queries),
-            &[&inputs.q, &inputs.k, &inputs.v],
+            &[q, k, v, k_past, v_past],
             [batch, queries, heads * head_dim],
             &inputs.params,
         )
     }
 
     impl AttentionBackend for Cube {
-        fn attention(q: CubeTensor, k: CubeTensor, v: CubeTensor, causal: bool, scale: f32) -> CubeTensor {
-            forward(&Inputs::new(q, k, v, causal, scale))
+        fn attention(
+            q: CubeTensor,
+            k: CubeTensor,
+            v: CubeTensor,
+            k_past: CubeTensor,
+            v_past: CubeTensor,
+            settings: (bool, bool, f32),
+        ) -> CubeTensor {
+            forward(&Inputs::new([q, k, v, k_past, v_past], settings))
         }
     }
 
@@ -244,22 +306,19 @@ mod wgpu {
             q: FloatTensor<Self>,
             k: FloatTensor<Self>,
             v: FloatTensor<Self>,
-            causal: bool,
-            scale: f32,
+            k_past: FloatTensor<Self>,
+            v_past: FloatTensor<Self>,
+            settings: (bool, bool, f32),
         ) -> FloatTensor<Self> {
-            match AttentionBackward.prepare::<C>([q.node(), k.node(), v.node()]).compute_bound().stateful() {
+            let nodes = [q.node(), k.node(), v.node(), k_past.node(), v_past.node()];
+            let primitives = [q, k, v, k_past, v_past].map(|tensor| tensor.into_primitive());
+            match AttentionBackward.prepare::<C>(nodes).compute_bound().stateful() {
                 OpsKind::Tracked(prep) => {
-                    let inputs = Inputs::new(q.into_primitive(), k.into_primitive(), v.into_primitive(), causal, scale);
+                    let inputs = Inputs::new(primitives, settings);
                     let output = forward(&inputs);
                     prep.finish(BackwardState { inputs, output: output.clone() }, output)
                 }
-                OpsKind::UnTracked(prep) => prep.finish(forward(&Inputs::new(
-                    q.into_primitive(),
-                    k.into_primitive(),
-                    v.into_primitive(),
-                    causal,
-                    scale,
-                ))),
+                OpsKind::UnTracked(prep) => prep.finish(forward(&Inputs::new(primitives, settings))),
             }
         }
     }
@@ -274,19 +333,19 @@ mod wgpu {
     #[derive(Debug)]
     struct AttentionBackward;
 
-    impl Backward<Cube, 3> for AttentionBackward {
+    impl Backward<Cube, 5> for AttentionBackward {
         type State = BackwardState;
 
-        fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-            let [q_node, k_node, v_node] = ops.parents;
+        fn backward(self, ops: Ops<Self::State, 5>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+            let [q_node, k_node, v_node, k_past_node, v_past_node] = ops.parents;
             let d_output = contiguous(grads.consume::<Cube>(&ops.node));
             let BackwardState { inputs, output } = ops.state;
-            let [batch, heads, queries, keys, head_dim] = inputs.sizes;
-            let client = &inputs.q.client;
-            // The queries' gradient, and the per-query numbers the keys' need, whichever are tracked.
-            let dq = empty_like(&inputs.q, [batch, heads, queries, head_dim]);
-            let stats = empty_like(&inputs.q, [batch, heads, queries, 2]);
-            let mut buffers = inputs.read_only().to_vec();
+            let [batch, heads, queries, past, own, head_dim] = inputs.sizes;
+            let q = inputs.q();
+            // The queries' gradient, and the per-query numbers the keys' need.
+            let dq = empty_like(q, [batch, heads, queries, head_dim]);
+            let stats = empty_like(q, [batch, heads, queries, 2]);
+            let mut buffers = inputs.read_only();
             buffers.extend([
                 (output.handle.clone(), BufferIOAttr::ReadOnly),
                 (d_output.handle.clone(), BufferIOAttr::ReadOnly),
@@ -294,19 +353,28 @@ mod wgpu {
                 (stats.handle.clone(), BufferIOAttr::WriteOnly),
             ]);
             let query_kernel = WgslKernel::<AttentionBackwardQueryShader>::new(BACKWARD_QUERY, WORKGROUP_SIZE);
-            launch(client, query_kernel, inputs.workgroups(queries), buffers, &inputs.params);
-            if k_node.is_some() || v_node.is_some() {
-                let [dk, dv] = [0; 2].map(|_| empty_like(&inputs.q, [batch, heads, keys, head_dim]));
-                let mut buffers = inputs.read_only().to_vec();
+            launch(&q.client, query_kernel, inputs.workgroups(queries), buffers, &inputs.params);
+            // Without a cache its nodes are k's and v's again, and take nothing.
+            let [k_past_node, v_past_node] = if past > 0 { [k_past_node, v_past_node] } else { [None, None] };
+            if [&k_node, &v_node, &k_past_node, &v_past_node].iter().any(|node| node.is_some()) {
+                let [dk, dv] = [0; 2].map(|_| empty_like(q, [batch, heads, own, head_dim]));
+                // Without a cache the kernel writes none of these: dk and dv stand in.
+                let [dk_past, dv_past] = if past > 0 {
+                    [0; 2].map(|_| empty_like(q, [batch, heads, past, head_dim]))
+                } else {
+                    [dk.clone(), dv.clone()]
+                };
+                let mut buffers = inputs.read_only();
                 buffers.extend([
                     (d_output.handle.clone(), BufferIOAttr::ReadOnly),
                     (stats.handle.clone(), BufferIOAttr::ReadOnly),
-                    (dk.handle.clone(), BufferIOAttr::WriteOnly),
-                    (dv.handle.clone(), BufferIOAttr::WriteOnly),
                 ]);
+                buffers.extend(
+                    [&dk, &dv, &dk_past, &dv_past].map(|gradient| (gradient.handle.clone(), BufferIOAttr::WriteOnly)),
+                );
                 let key_kernel = WgslKernel::<AttentionBackwardKeyShader>::new(BACKWARD_KEY, WORKGROUP_SIZE);
-                launch(client, key_kernel, inputs.workgroups(keys), buffers, &inputs.params);
-                for (node, gradient) in [(k_node, dk), (v_node, dv)] {
+                launch(&q.client, key_kernel, inputs.workgroups(past + own), buffers, &inputs.params);
+                for (node, gradient) in [(k_node, dk), (v_node, dv), (k_past_node, dk_past), (v_past_node, dv_past)] {
                     if let Some(node) = node {
                         grads.register::<Cube>(node.id, gradient);
                     }

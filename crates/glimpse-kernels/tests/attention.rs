@@ -33,38 +33,61 @@ impl Case {
     }
 }
 
+/// What `attention` takes besides the mask and scale.
+#[derive(Clone)]
+struct Inputs {
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    past: Option<[Tensor<4>; 2]>,
+}
+
+type Views = fn(&Case, u64, &Device) -> Inputs;
+
 /// q, k and v as GPT-2 makes them: heads split out of one fused `[batch, t, 3 d]` projection
-/// (views with a row stride of `3 d`), keys and values after `past` cached positions (a copy).
-fn fused_views(case: &Case, seed: u64, device: &Device) -> [Tensor<4>; 3] {
+/// (views with a row stride of `3 d`), after `past` cached positions' keys and values.
+fn fused_views(case: &Case, seed: u64, device: &Device) -> Inputs {
     let &Case { batch, heads, head_dim, t, past, amplitude, .. } = case;
     let qkv =
         tensor([batch, t, 3 * heads * head_dim], seed, amplitude, device).reshape([batch, t, 3 * heads, head_dim]);
     let [q, k, v] = [0, 1, 2].map(|i| qkv.clone().narrow(2, i * heads, heads).swap_dims(1, 2));
-    if past == 0 {
-        return [q, k, v];
-    }
-    let cached = |salt: u64| tensor([batch, heads, past, head_dim], seed + salt, amplitude, device);
-    [q, Tensor::cat(vec![cached(1), k], 2), Tensor::cat(vec![cached(2), v], 2)]
+    let past =
+        (past > 0).then(|| [1, 2].map(|salt| tensor([batch, heads, past, head_dim], seed + salt, amplitude, device)));
+    Inputs { q, k, v, past }
+}
+
+/// [`fused_views`] with the cache concatenated before k and v by the caller.
+fn concatenated_views(case: &Case, seed: u64, device: &Device) -> Inputs {
+    let Inputs { q, k, v, past } = fused_views(case, seed, device);
+    let [k_past, v_past] = past.expect("a cache to concatenate");
+    Inputs { q, k: Tensor::cat(vec![k_past, k], 2), v: Tensor::cat(vec![v_past, v], 2), past: None }
 }
 
 /// q, k and v as CLIP makes them: three `[batch, t, d]` projections, each split into heads.
-fn split_views(case: &Case, seed: u64, device: &Device) -> [Tensor<4>; 3] {
+fn split_views(case: &Case, seed: u64, device: &Device) -> Inputs {
     let &Case { batch, heads, head_dim, t, amplitude, .. } = case;
-    [0, 1, 2].map(|i| {
+    let [q, k, v] = [0, 1, 2].map(|i| {
         tensor([batch, t, heads * head_dim], seed + i, amplitude, device)
             .reshape([batch, t, heads, head_dim])
             .swap_dims(1, 2)
-    })
+    });
+    Inputs { q, k, v, past: None }
 }
 
-type Attend = fn(Tensor<4>, Tensor<4>, Tensor<4>, Mask, f32) -> Tensor<3>;
+type Attend = fn(Tensor<4>, Tensor<4>, Tensor<4>, Option<[Tensor<4>; 2]>, Mask, f32) -> Tensor<3>;
 
-fn run(attend: Attend, case: &Case, [q, k, v]: [Tensor<4>; 3]) -> Vec<f32> {
+fn run(attend: Attend, case: &Case, Inputs { q, k, v, past }: Inputs) -> Vec<f32> {
     let causal = CausalMask::new(case.t, case.past, &q.device());
     let mask = if case.causal { Mask::Causal(&causal) } else { Mask::All };
-    let output = attend(q, k, v, mask, case.scale());
+    let output = attend(q, k, v, past, mask, case.scale());
     assert_eq!(output.dims(), [case.batch, case.t, case.heads * case.head_dim]);
     read(output)
+}
+
+fn uses_kernel(case: &Case, inputs: &Inputs) -> bool {
+    let causal = CausalMask::new(case.t, case.past, &inputs.q.device());
+    let mask = if case.causal { Mask::Causal(&causal) } else { Mask::All };
+    attention_uses_kernel(&inputs.q, &inputs.k, &inputs.v, inputs.past.as_ref(), mask)
 }
 
 fn describe(case: &Case) -> String {
@@ -74,14 +97,12 @@ fn describe(case: &Case) -> String {
     )
 }
 
-fn assert_kernel_matches_fallback(case: &Case, views: fn(&Case, u64, &Device) -> [Tensor<4>; 3], seed: u64) {
+fn assert_kernel_matches_fallback(case: &Case, views: Views, seed: u64) {
     let Some(device) = wgpu() else { return };
-    let [q, k, v] = views(case, seed, &device);
-    let causal = CausalMask::new(case.t, case.past, &device);
-    let mask = if case.causal { Mask::Causal(&causal) } else { Mask::All };
-    assert!(attention_uses_kernel(&q, &k, &v, mask), "the kernel was not chosen on wgpu: {}", describe(case));
-    let kernel = run(attention, case, views(case, seed, &device));
-    let fallback = run(attention_fallback, case, views(case, seed, &device));
+    let inputs = views(case, seed, &device);
+    assert!(uses_kernel(case, &inputs), "the kernel was not chosen on wgpu: {}", describe(case));
+    let kernel = run(attention, case, inputs.clone());
+    let fallback = run(attention_fallback, case, inputs);
     let error = relative_error(&kernel, &fallback);
     assert!(error <= TOLERANCE, "{}: relative error {error:e}", describe(case));
 }
@@ -99,6 +120,10 @@ fn kernel_matches_fallback_for_gpt2_views_after_a_cache() {
     assert_kernel_matches_fallback(&Case { past: 5, ..case(3, 12, 64, 7) }, fused_views, 11);
     assert_kernel_matches_fallback(&case(1, 12, 64, 33), fused_views, 12);
     assert_kernel_matches_fallback(&Case { causal: false, ..case(2, 12, 64, 1) }, fused_views, 13);
+    // One position after the prefix (a guided step's first token), and the cache concatenated
+    // before the call instead of handed over.
+    assert_kernel_matches_fallback(&Case { past: 5, causal: false, ..case(1, 12, 64, 1) }, fused_views, 14);
+    assert_kernel_matches_fallback(&Case { past: 5, ..case(3, 12, 64, 7) }, concatenated_views, 15);
 }
 
 #[test]
@@ -151,33 +176,31 @@ fn strided_views_the_kernel_cannot_read_are_copied() {
     // Keys transposed in memory (head_dim not the dense dimension): read through a copy.
     let case = Case { causal: false, ..case(2, 3, 64, 10) };
     let views = |case: &Case, seed: u64, device: &Device| {
-        let [q, _, v] = split_views(case, seed, device);
         let k = tensor([case.batch, case.heads, case.head_dim, case.t], seed + 7, 1.0, device).swap_dims(2, 3);
-        [q, k, v]
+        Inputs { k, ..split_views(case, seed, device) }
     };
     assert_kernel_matches_fallback(&case, views, 71);
 }
 
 #[test]
 fn cpu_tensors_and_other_masks_take_the_fallback() {
-    let case = case(2, 3, 64, 5);
-    let [q, k, v] = split_views(&case, 81, &Device::flex());
-    let causal = CausalMask::new(case.t, 0, &q.device());
-    assert!(!attention_uses_kernel(&q, &k, &v, Mask::Causal(&causal)));
-    assert_eq!(run(attention, &case, [q.clone(), k.clone(), v.clone()]), run(attention_fallback, &case, [q, k, v]));
+    let cached = Case { past: 2, ..case(2, 3, 64, 5) };
+    let inputs = fused_views(&cached, 81, &Device::flex());
+    assert!(!uses_kernel(&cached, &inputs));
+    assert_eq!(run(attention, &cached, inputs.clone()), run(attention_fallback, &cached, inputs));
 
     let Some(device) = wgpu() else { return };
-    let [q, k, v] = split_views(&case, 82, &device);
+    let Inputs { q, k, v, .. } = split_views(&case(2, 3, 64, 5), 82, &device);
     let hidden = Tensor::<4, Bool>::from_data(
         TensorData::new((0..25).map(|i| i % 7 == 3).collect::<Vec<_>>(), [1, 1, 5, 5]),
         &device,
     );
-    assert!(!attention_uses_kernel(&q, &k, &v, Mask::Hidden(&hidden)), "a mask of any shape took the kernel");
+    assert!(!attention_uses_kernel(&q, &k, &v, None, Mask::Hidden(&hidden)), "a mask of any shape took the kernel");
 }
 
 /// The gradients of `sum(attention(q, k, v) * weights)` (random weights, so that every output
 /// element counts differently) with respect to a fused `[batch, t, 3 d]` projection that q, k and
-/// v are views of, and to the cached keys and values before them (`past` > 0): as a guided step
+/// v are views of, and to the cached keys and values handed over before them (`past` > 0): as a guided step
 /// differentiates GPT-2's attention. `tracked` says which of the projection and the cache take a
 /// gradient.
 fn gradients(attend: Attend, case: &Case, tracked: [bool; 2], seed: u64, device: &Device) -> Vec<Vec<f32>> {
@@ -190,18 +213,14 @@ fn gradients(attend: Attend, case: &Case, tracked: [bool; 2], seed: u64, device:
     let cached = [1, 2].map(|salt| leaf([batch * heads, past.max(1), head_dim], salt, tracked[1]));
     let split = qkv.clone().reshape([batch, t, 3 * heads, head_dim]);
     let [q, k, v] = [0, 1, 2].map(|i| split.clone().narrow(2, i * heads, heads).swap_dims(1, 2));
-    let after_cache = |own: Tensor<4>, cache: &Tensor<3>| {
-        if past == 0 {
-            return own;
-        }
-        Tensor::cat(vec![cache.clone().reshape([batch, heads, past, head_dim]), own], 2)
-    };
-    let [k, v] = [after_cache(k, &cached[0]), after_cache(v, &cached[1])];
+    let cache = (past > 0).then(|| cached.clone().map(|cache| cache.reshape([batch, heads, past, head_dim])));
+    let inputs = Inputs { q, k, v, past: cache };
+    assert!(uses_kernel(case, &inputs), "{}: the kernel was not chosen", describe(case));
     let causal = CausalMask::new(t, past, device);
     let mask = if case.causal { Mask::Causal(&causal) } else { Mask::All };
-    assert!(attention_uses_kernel(&q, &k, &v, mask), "{}: the kernel was not chosen", describe(case));
     let weights = tensor([batch, t, heads * head_dim], seed + 3, 1.0, device);
-    let gradients = (attend(q, k, v, mask, case.scale()) * weights).sum().backward();
+    let Inputs { q, k, v, past: cache } = inputs;
+    let gradients = (attend(q, k, v, cache, mask, case.scale()) * weights).sum().backward();
     [Some(&qkv), (past > 0).then_some(&cached[0]), (past > 0).then_some(&cached[1])]
         .into_iter()
         .flatten()
@@ -246,11 +265,10 @@ fn other_head_dims_and_longer_sequences_take_the_fallback() {
     let Some(device) = wgpu() else { return };
     // Beyond the kernel's widest head, not a multiple of 16, and more than 1024 keys.
     for case in [case(1, 1, 320, 3), case(1, 1, 40, 3), Case { past: 1022, causal: false, ..case(1, 1, 16, 3) }] {
-        let [q, k, v] = fused_views(&case, 91, &device);
+        let inputs = fused_views(&case, 91, &device);
         let what = describe(&case);
-        assert!(!attention_uses_kernel(&q, &k, &v, Mask::All), "{what}");
-        let dispatched = run(attention, &case, [q.clone(), k.clone(), v.clone()]);
-        assert_eq!(dispatched, run(attention_fallback, &case, [q, k, v]), "{what}");
+        assert!(!uses_kernel(&case, &inputs), "{what}");
+        assert_eq!(run(attention, &case, inputs.clone()), run(attention_fallback, &case, inputs), "{what}");
     }
 }
 
@@ -259,7 +277,7 @@ fn other_head_dims_and_longer_sequences_take_the_fallback() {
 fn a_causal_mask_of_another_shape_is_refused() {
     let device = Device::flex();
     let case = case(1, 2, 16, 4);
-    let [q, k, v] = split_views(&case, 101, &device);
+    let Inputs { q, k, v, .. } = split_views(&case, 101, &device);
     let other = CausalMask::new(5, 0, &device);
-    attention(q, k, v, Mask::Causal(&other), case.scale());
+    attention(q, k, v, None, Mask::Causal(&other), case.scale());
 }

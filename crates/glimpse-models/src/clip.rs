@@ -398,13 +398,9 @@ impl EncoderLayer {
         let v = split_heads(self.v_proj.forward(h), n_head);
         let scale = (q.dims()[3] as f32).sqrt().recip();
         let (attended, kept) = match past {
-            Past::Before(past) => {
-                let [past_k, past_v] = *past;
-                let [k, v] = [Tensor::cat(vec![past_k, k], 2), Tensor::cat(vec![past_v, v], 2)];
-                (attention(q, k, v, mask, scale), None)
-            }
-            Past::Keep => (attention(q, k.clone(), v.clone(), mask, scale), Some([k, v])),
-            Past::None => (attention(q, k, v, mask, scale), None),
+            Past::Before(past) => (attention(q, k, v, Some(*past), mask, scale), None),
+            Past::Keep => (attention(q, k.clone(), v.clone(), None, mask, scale), Some([k, v])),
+            Past::None => (attention(q, k, v, None, mask, scale), None),
         };
         let x = self.out_proj.forward_residual(attended, x);
         let h = self.fc1.forward_normed(x.clone(), &self.layer_norm2, Some(act));

@@ -258,32 +258,38 @@ impl Block {
     }
 
     /// `x`: `[batch, t, d]`; `past`: this layer's cached keys/values; `mask`: causal over `t`
-    /// after `past`, [`Mask::All`] for a single position (which sees everything).
+    /// after `past`, [`Mask::All`] for a single position (which sees everything). Returns the
+    /// cache extended by `x`'s positions when `keep`, none otherwise.
     fn forward(
         &self,
         x: Tensor<3>,
         past: Option<LayerKv>,
+        keep: bool,
         mask: Mask,
-        n_head: usize,
-        act: Activation,
-    ) -> (Tensor<3>, LayerKv) {
+        (n_head, act): (usize, Activation),
+    ) -> (Tensor<3>, Option<LayerKv>) {
         let [b, t, d] = x.dims();
         let qkv = self.c_attn.forward_normed(x.clone(), &self.ln_1, None);
         let (attended, kv) = match past {
             // A decoding step: one kernel on wgpu reads q, k, v out of the projection, writes the
             // cache and attends.
-            Some(past) if t == 1 => past.attend_next(qkv, n_head, self.attention_scale),
+            Some(past) if t == 1 && keep => {
+                let (attended, kv) = past.attend_next(qkv, n_head, self.attention_scale);
+                (attended, Some(kv))
+            }
             past => {
                 // Views of the projection, `[b, heads, t, head_dim]` each: split into heads first
                 // (the contiguous projection reshapes for free), then narrowed. Narrowing first
                 // made each reshape a copy (Burn's reshape copies a view with a batch of 1).
                 let heads = qkv.reshape([b, t, 3 * n_head, d / n_head]);
                 let [q, k, v] = [0, 1, 2].map(|i| heads.clone().narrow(2, i * n_head, n_head).swap_dims(1, 2));
-                let kv = match past {
+                let cached = past.as_ref().map(|past| [past.keys(), past.values()]);
+                let attended = attention(q, k.clone(), v.clone(), cached, mask, self.attention_scale);
+                let kv = keep.then(|| match past {
                     Some(past) => past.append(k, v),
                     None => LayerKv::new(k, v),
-                };
-                (attention(q, kv.keys(), kv.values(), mask, self.attention_scale), kv)
+                });
+                (attended, kv)
             }
         };
         let x = self.c_proj.forward_residual(attended, x);
@@ -553,24 +559,40 @@ impl Gpt2 {
     /// If the cache plus `t` exceeds `n_positions`; callers check lengths up front
     /// (see [`Gpt2::check_length`]).
     pub fn forward_embeds(&self, embeds: Tensor<3>, cache: &mut KvCache) -> Tensor<3> {
+        let past = std::mem::take(cache);
+        let (hidden, layers) = self.run(embeds, past, true);
+        cache.layers = layers;
+        hidden
+    }
+
+    /// [`Gpt2::forward_embeds`] after `past` without extending a cache: on wgpu each layer's
+    /// attention then reads the cache where it lies, where keeping the cache would concatenate it
+    /// with the new positions' keys and values (four launches per layer, and their gradients' under
+    /// autodiff). For passes whose cache nobody reads again (a guided step's).
+    pub fn forward_after(&self, embeds: Tensor<3>, past: &KvCache) -> Tensor<3> {
+        self.run(embeds, past.clone(), false).0
+    }
+
+    /// The decoder over `embeds` after `past`: the last hidden state, and with `keep` the cache
+    /// extended by them.
+    fn run(&self, embeds: Tensor<3>, past: KvCache, keep: bool) -> (Tensor<3>, Vec<LayerKv>) {
         let [b, t, _] = embeds.dims();
-        let past = cache.len();
-        assert!(past + t <= self.n_positions(), "sequence longer than n_positions");
+        let past_len = past.len();
+        assert!(past_len + t <= self.n_positions(), "sequence longer than n_positions");
         let device = embeds.device();
-        let positions = Tensor::<1, Int>::arange(past as i64..(past + t) as i64, &device);
+        let positions = Tensor::<1, Int>::arange(past_len as i64..(past_len + t) as i64, &device);
         let positions = positions.unsqueeze::<2>().expand([b, t]);
         let mut x = embeds + self.wpe.forward(positions);
-        let mut layers = Vec::with_capacity(self.blocks.len());
-        let mut pasts = std::mem::take(&mut cache.layers).into_iter();
-        let causal = (t > 1).then(|| CausalMask::new(t, past, &device));
+        let mut layers = Vec::with_capacity(if keep { self.blocks.len() } else { 0 });
+        let mut pasts = past.layers.into_iter();
+        let causal = (t > 1).then(|| CausalMask::new(t, past_len, &device));
         let mask = causal.as_ref().map_or(Mask::All, Mask::Causal);
         for block in &self.blocks {
-            let (next, kv) = block.forward(x, pasts.next(), mask, self.n_head, self.activation);
+            let (next, kv) = block.forward(x, pasts.next(), keep, mask, (self.n_head, self.activation));
             x = next;
-            layers.push(kv);
+            layers.extend(kv);
         }
-        cache.layers = layers;
-        self.ln_f.forward(x)
+        (self.ln_f.forward(x), layers)
     }
 
     /// `ids`: `[batch, t]` -> last hidden state `[batch, t, n_embd]`, extending `cache`.
@@ -585,7 +607,7 @@ impl Gpt2 {
 
     /// Logits for a whole sequence without a cache: `[batch, t]` -> `[batch, t, vocab]`.
     pub fn forward(&self, ids: Tensor<2, Int>) -> Tensor<3> {
-        self.logits(self.forward_ids(ids, &mut KvCache::new()))
+        self.logits(self.forward_after(self.embed_tokens(ids), &KvCache::new()))
     }
 
     /// Checks that every id has a row in the token table (a gather beyond it panics in Burn).

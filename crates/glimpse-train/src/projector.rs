@@ -154,7 +154,7 @@ fn caption_loss(projector: &Projector, lm: &Gpt2, batch: &[Example], device: &De
         1 => prefix,
         _ => Tensor::cat(vec![prefix, lm.embed_tokens(targets.clone().narrow(1, 0, len - 1))], 1),
     };
-    let hidden = lm.forward_embeds(inputs, &mut KvCache::new()).narrow(1, n - 1, len);
+    let hidden = lm.forward_after(inputs, &KvCache::new()).narrow(1, n - 1, len);
     masked_nll(lm.logits(hidden), targets, mask)
 }
 
