@@ -4,8 +4,9 @@
 //
 // q, k, v, k_past, v_past as in attention.wgsl (through their strides); dout: [batch, queries,
 // heads * head_dim], contiguous; stats: [batch, heads, queries, 2] (log-sum-exp, D_i). dk, dv:
-// [batch, heads, keys - past, head_dim] and dk_past, dv_past: [batch, heads, past, head_dim], all
-// contiguous (without a cache dk_past and dv_past are bound to dk and dv, never written).
+// [batch, heads, keys - past, head_dim] through the dkv strides and their offsets of Params, and
+// dk_past, dv_past: [batch, heads, past, head_dim], contiguous (without a cache bound to dk and dv,
+// never written).
 // One lane per key, WORKGROUP_SIZE keys of one (head, batch row) per workgroup: workgroup_id x
 // numbers the block of keys, y the head, z the batch row. One walk over the queries that see the
 // key, its loops taking four vec4s a turn: 2 * queries * head_dim / 16 turns in all; no barrier.
@@ -87,11 +88,10 @@ fn main(
             dv_past[row + c] = d_value[c];
         }
     } else {
-        let own = params.keys - params.past;
-        let row = ((batch * params.heads + head) * own + position - params.past) * columns;
+        let row = batch * params.dkv_batch + head * params.dkv_head + (position - params.past) * params.dkv_position;
         for (var c = 0u; c < columns; c++) {
-            dk[row + c] = d_key[c] * params.scale;
-            dv[row + c] = d_value[c];
+            dk[row + params.dk_offset + c] = d_key[c] * params.scale;
+            dv[row + params.dv_offset + c] = d_value[c];
         }
     }
 }

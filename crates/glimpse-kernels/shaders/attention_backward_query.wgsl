@@ -5,9 +5,9 @@
 // gradient dout_i: dp_ij = dout_i . v_j, D_i = dout_i . out_i = sum_j p_ij dp_ij,
 // ds_ij = p_ij (dp_ij - D_i), and dq_i = scale sum_j ds_ij k_j.
 //
-// q, k, v, k_past, v_past as in attention.wgsl (through their strides); out and dout: [batch, queries, heads *
-// head_dim], contiguous (the forward's output and its gradient). dq: [batch, heads, queries,
-// head_dim], contiguous. stats: [batch, heads, queries, 2], contiguous: each query's log-sum-exp
+// q, k, v, k_past, v_past as in attention.wgsl (through their strides); out and dout: [batch,
+// queries, heads * head_dim], contiguous (the forward's output and its gradient). dq: [batch,
+// heads, queries, head_dim] through the dq strides and offset of Params. stats: [batch, heads, queries, 2], contiguous: each query's log-sum-exp
 // of its scores and D_i.
 // One lane per query as in the forward: two walks over its keys (the log-sum-exp, then dq), no
 // barrier. Its loops take four vec4s a turn: 3 * keys * head_dim / 16 turns in all, 49152 at
@@ -91,7 +91,7 @@ fn main(
         }
     }
 
-    let dq_row = ((batch * params.heads + head) * params.queries + position) * columns;
+    let dq_row = batch * params.dq_batch + head * params.dq_head + position * params.dq_position + params.dq_offset;
     for (var c = 0u; c < columns; c++) {
         dq[dq_row + c] = d_query[c] * params.scale;
     }

@@ -25,6 +25,18 @@ struct Params {
     past_batch: u32,
     past_head: u32,
     past_position: u32,
+    // Where the backward kernels write the gradients of q, and of k and v (alike), in vec4s: strides
+    // over batch, head and position, and the offset of each. Separate contiguous tensors, or
+    // (for heads split out of one projection) the parts of the projection's gradient.
+    dq_batch: u32,
+    dq_head: u32,
+    dq_position: u32,
+    dkv_batch: u32,
+    dkv_head: u32,
+    dkv_position: u32,
+    dq_offset: u32,
+    dk_offset: u32,
+    dv_offset: u32,
 }
 
 // Most vec4 columns of a head (head_dim 256): each lane keeps rows of this length in private memory.

@@ -80,9 +80,10 @@ pub fn attention(
         return attention_fallback(q, k, v, past, mask, scale);
     }
     let causal = matches!(mask, Mask::Causal(_));
-    // Without a cache the kernel is handed k and v again in its place, and reads none of it.
+    // Without a cache the kernel is handed k and v again in its place, and reads none of it;
+    // detached, so that autodiff sees no second use of them.
     let has_past = past.is_some();
-    let [k_past, v_past] = past.unwrap_or_else(|| [k.clone(), v.clone()]);
+    let [k_past, v_past] = past.unwrap_or_else(|| [k.clone().detach(), v.clone().detach()]);
     Tensor::from_dispatch(<Dispatch as AttentionBackend>::attention(
         q.into_dispatch(),
         k.into_dispatch(),
@@ -91,6 +92,50 @@ pub fn attention(
         v_past.into_dispatch(),
         (has_past, causal, scale),
     ))
+}
+
+/// [`attention`] over the heads of a fused projection, as GPT-2 makes them: qkv `[batch, t, 3 *
+/// heads * head_dim]` (q, then k, then v, heads side by side in each), after `past` when given ->
+/// `[batch, t, heads * head_dim]`. Under autodiff the kernel's backward writes the projection's
+/// gradient whole, where the gradients of three views of it ([`qkv_heads`]) take eight more
+/// launches to gather.
+///
+/// # Panics
+/// If `qkv`'s width is not a multiple of `3 * heads`, or as [`attention`].
+pub fn attention_qkv(qkv: Tensor<3>, heads: usize, past: Option<[Tensor<4>; 2]>, mask: Mask, scale: f32) -> Tensor<3> {
+    let [q, k, v] = qkv_heads(&qkv, heads);
+    check_shapes(&q, &k, &v, past.as_ref(), mask);
+    if !attention_uses_kernel(&q, &k, &v, past.as_ref(), mask) {
+        return attention_fallback(q, k, v, past, mask, scale);
+    }
+    let causal = matches!(mask, Mask::Causal(_));
+    let has_past = past.is_some();
+    // Without a cache the kernel is handed k and v again in its place, and reads none of it;
+    // detached, so that autodiff sees no use of them (it would wait for their gradients).
+    let [k_past, v_past] = past.unwrap_or_else(|| [k.detach(), v.detach()]);
+    Tensor::from_dispatch(<Dispatch as AttentionBackend>::attention_qkv(
+        qkv.into_dispatch(),
+        k_past.into_dispatch(),
+        v_past.into_dispatch(),
+        (heads, has_past, causal, scale),
+    ))
+}
+
+/// The heads of a fused projection `[batch, t, 3 * heads * head_dim]` (q, then k, then v) as views,
+/// `[batch, heads, t, head_dim]` each: split into heads first (the contiguous projection reshapes
+/// for free), then narrowed (narrowing first made each reshape a copy: Burn's reshape copies a view
+/// with a batch of 1).
+///
+/// # Panics
+/// If the width is not a multiple of `3 * heads`.
+pub fn qkv_heads(qkv: &Tensor<3>, heads: usize) -> [Tensor<4>; 3] {
+    let [b, t, width] = qkv.dims();
+    assert!(
+        heads > 0 && width.is_multiple_of(3 * heads),
+        "attention_qkv: a projection of width {width} does not split into 3 x {heads} heads"
+    );
+    let split = qkv.clone().reshape([b, t, 3 * heads, width / 3 / heads]);
+    [0, 1, 2].map(|i| split.clone().narrow(2, i * heads, heads).swap_dims(1, 2))
 }
 
 /// The kernel indexes through these sizes: a mismatch must stop here, not read out of bounds.
@@ -180,6 +225,16 @@ trait AttentionBackend: Backend {
         v_past: FloatTensor<Self>,
         settings: (bool, bool, f32),
     ) -> FloatTensor<Self>;
+
+    /// As `attention` over the heads of the fused projection `qkv`; `settings` begins with the
+    /// number of heads.
+    #[cfg_attr(not(wgpu), allow(unused_variables))]
+    fn attention_qkv(
+        qkv: FloatTensor<Self>,
+        k_past: FloatTensor<Self>,
+        v_past: FloatTensor<Self>,
+        settings: (usize, bool, bool, f32),
+    ) -> FloatTensor<Self>;
 }
 
 #[cfg(wgpu)]
@@ -189,10 +244,13 @@ mod wgpu {
     use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
     use burn::backend::autodiff::grads::Gradients;
     use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+    use burn::backend::ops::FloatTensorOps;
     use burn::backend::wgpu::CubeTensor;
     use burn::backend::{Autodiff, Cube};
+    use burn::tensor::{Shape, Slice};
     use cubecl::CubeCount;
     use cubecl::ir::attributes::BufferIOAttr;
+    use cubecl::server::Handle;
 
     use super::*;
     use crate::wgsl::{
@@ -212,17 +270,27 @@ mod wgpu {
     /// Queries (or keys, backward) per workgroup, one per lane.
     const WORKGROUP_SIZE: u32 = 32;
 
+    /// Where the backward kernels write the gradients of q, k and v.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum GradientLayout {
+        /// Three contiguous tensors.
+        Separate,
+        /// One `[batch, t, 3 * heads * head_dim]` tensor: the gradient of the projection q, k and
+        /// v are the heads of.
+        Fused,
+    }
+
     /// q, k, v, k_past and v_past as the kernels read them, with the kernels' `Params`.
     #[derive(Debug, Clone)]
     struct Inputs {
         tensors: [CubeTensor; 5],
         /// `[batch, heads, queries, past, keys after the past, head_dim]`; `past` 0 without a cache.
         sizes: [usize; 6],
-        params: [u32; 19],
+        params: Vec<u32>,
     }
 
     impl Inputs {
-        fn new(tensors: [CubeTensor; 5], (has_past, causal, scale): (bool, bool, f32)) -> Self {
+        fn new(tensors: [CubeTensor; 5], (has_past, causal, scale): (bool, bool, f32), layout: GradientLayout) -> Self {
             let [q, k, v, k_past, v_past] = tensors.map(in_vec4s);
             // The two caches go through one set of strides.
             let [k_past, v_past] = if k_past.meta.strides() == v_past.meta.strides() {
@@ -236,27 +304,31 @@ mod wgpu {
             let [_, heads, queries, past, own, head_dim] = sizes;
             let vec4_strides = |tensor: &CubeTensor| strides::<4>(tensor).map(|stride| stride / 4);
             let [qs, ks, vs, ps] = [&q, &k, &v, &k_past].map(vec4_strides);
-            let params = [
-                size(heads),
-                size(queries),
-                size(past + own),
-                size(past),
-                size(head_dim),
-                scale.to_bits(),
-                u32::from(causal),
-                qs[0],
-                qs[1],
-                qs[2],
-                ks[0],
-                ks[1],
-                ks[2],
-                vs[0],
-                vs[1],
-                vs[2],
-                ps[0],
-                ps[1],
-                ps[2],
-            ];
+            let columns = head_dim / 4;
+            // Gradient strides (batch, head, position) of q and of k and v, and the three offsets.
+            let gradients: [usize; 9] = match layout {
+                GradientLayout::Separate => [
+                    heads * queries * columns,
+                    queries * columns,
+                    columns,
+                    heads * own * columns,
+                    own * columns,
+                    columns,
+                    0,
+                    0,
+                    0,
+                ],
+                GradientLayout::Fused => {
+                    let row = 3 * heads * columns;
+                    [queries * row, columns, row, own * row, columns, row, 0, heads * columns, 2 * heads * columns]
+                }
+            };
+            let params = [size(heads), size(queries), size(past + own), size(past), size(head_dim), scale.to_bits()]
+                .into_iter()
+                .chain([u32::from(causal)])
+                .chain([qs, ks, vs, ps].into_iter().flat_map(|s| [s[0], s[1], s[2]]))
+                .chain(gradients.map(size))
+                .collect();
             Self { tensors: [q, k, v, k_past, v_past], sizes, params }
         }
 
@@ -266,7 +338,7 @@ mod wgpu {
             CubeCount::Static(size(rows.div_ceil(WORKGROUP_SIZE as usize)), size(heads), size(batch))
         }
 
-        fn read_only(&self) -> Vec<(cubecl::server::Handle, BufferIOAttr)> {
+        fn read_only(&self) -> Vec<(Handle, BufferIOAttr)> {
             self.tensors.iter().map(|tensor| (tensor.handle.clone(), BufferIOAttr::ReadOnly)).collect()
         }
 
@@ -288,6 +360,19 @@ mod wgpu {
         )
     }
 
+    /// The heads of a fused projection `[batch, t, 3 * heads * head_dim]` as views, as
+    /// [`qkv_heads`] makes them.
+    fn split_heads(qkv: CubeTensor, heads: usize) -> [CubeTensor; 3] {
+        let shape = qkv.meta.shape();
+        let (batch, t, width) = (shape[0], shape[1], shape[2]);
+        let split = Cube::float_reshape(qkv, Shape::new([batch, t, 3 * heads, width / 3 / heads]));
+        [0, 1, 2].map(|i| {
+            let part =
+                [Slice::from(0..batch), Slice::from(0..t), Slice::from(i * heads..(i + 1) * heads), Slice::full()];
+            Cube::float_swap_dims(Cube::float_slice(split.clone(), &part), 1, 2)
+        })
+    }
+
     impl AttentionBackend for Cube {
         fn attention(
             q: CubeTensor,
@@ -297,7 +382,17 @@ mod wgpu {
             v_past: CubeTensor,
             settings: (bool, bool, f32),
         ) -> CubeTensor {
-            forward(&Inputs::new([q, k, v, k_past, v_past], settings))
+            forward(&Inputs::new([q, k, v, k_past, v_past], settings, GradientLayout::Separate))
+        }
+
+        fn attention_qkv(
+            qkv: CubeTensor,
+            k_past: CubeTensor,
+            v_past: CubeTensor,
+            (heads, has_past, causal, scale): (usize, bool, bool, f32),
+        ) -> CubeTensor {
+            let [q, k, v] = split_heads(qkv, heads);
+            forward(&Inputs::new([q, k, v, k_past, v_past], (has_past, causal, scale), GradientLayout::Fused))
         }
     }
 
@@ -311,14 +406,39 @@ mod wgpu {
             settings: (bool, bool, f32),
         ) -> FloatTensor<Self> {
             let nodes = [q.node(), k.node(), v.node(), k_past.node(), v_past.node()];
-            let primitives = [q, k, v, k_past, v_past].map(|tensor| tensor.into_primitive());
+            let inputs = Inputs::new(
+                [q, k, v, k_past, v_past].map(|tensor| tensor.into_primitive()),
+                settings,
+                GradientLayout::Separate,
+            );
             match AttentionBackward.prepare::<C>(nodes).compute_bound().stateful() {
                 OpsKind::Tracked(prep) => {
-                    let inputs = Inputs::new(primitives, settings);
                     let output = forward(&inputs);
                     prep.finish(BackwardState { inputs, output: output.clone() }, output)
                 }
-                OpsKind::UnTracked(prep) => prep.finish(forward(&Inputs::new(primitives, settings))),
+                OpsKind::UnTracked(prep) => prep.finish(forward(&inputs)),
+            }
+        }
+
+        fn attention_qkv(
+            qkv: FloatTensor<Self>,
+            k_past: FloatTensor<Self>,
+            v_past: FloatTensor<Self>,
+            (heads, has_past, causal, scale): (usize, bool, bool, f32),
+        ) -> FloatTensor<Self> {
+            let nodes = [qkv.node(), k_past.node(), v_past.node()];
+            let [q, k, v] = split_heads(qkv.into_primitive(), heads);
+            let inputs = Inputs::new(
+                [q, k, v, k_past.into_primitive(), v_past.into_primitive()],
+                (has_past, causal, scale),
+                GradientLayout::Fused,
+            );
+            match AttentionBackward.prepare::<C>(nodes).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => {
+                    let output = forward(&inputs);
+                    prep.finish(BackwardState { inputs, output: output.clone() }, output)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(forward(&inputs)),
             }
         }
     }
@@ -333,6 +453,60 @@ mod wgpu {
     #[derive(Debug)]
     struct AttentionBackward;
 
+    /// Where the backward kernels write: the gradients of q, k and v as the inputs' layout puts
+    /// them (one tensor thrice when fused), and of the cache's keys and values (without a cache
+    /// `dk` and `dv` again, unwritten).
+    struct Written<'a> {
+        dq: &'a CubeTensor,
+        dk: &'a CubeTensor,
+        dv: &'a CubeTensor,
+        dk_past: &'a CubeTensor,
+        dv_past: &'a CubeTensor,
+    }
+
+    /// Launches the two backward kernels (the second only for `keys`) from the forward's output and
+    /// its gradient.
+    fn launch_backward(inputs: &Inputs, output: &CubeTensor, d_output: &CubeTensor, written: Written, keys: bool) {
+        let [batch, heads, queries, past, own, _] = inputs.sizes;
+        let q = inputs.q();
+        // The per-query numbers the keys' kernel needs.
+        let stats = empty_like(q, [batch, heads, queries, 2]);
+        let mut buffers = inputs.read_only();
+        buffers.extend([
+            (output.handle.clone(), BufferIOAttr::ReadOnly),
+            (d_output.handle.clone(), BufferIOAttr::ReadOnly),
+            (written.dq.handle.clone(), BufferIOAttr::WriteOnly),
+            (stats.handle.clone(), BufferIOAttr::WriteOnly),
+        ]);
+        let query_kernel = WgslKernel::<AttentionBackwardQueryShader>::new(BACKWARD_QUERY, WORKGROUP_SIZE);
+        launch(&q.client, query_kernel, inputs.workgroups(queries), buffers, &inputs.params);
+        if !keys {
+            return;
+        }
+        let mut buffers = inputs.read_only();
+        buffers.extend([
+            (d_output.handle.clone(), BufferIOAttr::ReadOnly),
+            (stats.handle.clone(), BufferIOAttr::ReadOnly),
+        ]);
+        buffers.extend(
+            [written.dk, written.dv, written.dk_past, written.dv_past]
+                .map(|gradient| (gradient.handle.clone(), BufferIOAttr::WriteOnly)),
+        );
+        let key_kernel = WgslKernel::<AttentionBackwardKeyShader>::new(BACKWARD_KEY, WORKGROUP_SIZE);
+        launch(&q.client, key_kernel, inputs.workgroups(past + own), buffers, &inputs.params);
+    }
+
+    /// The cache's gradients, `[batch, heads, past, head_dim]` each; `fill` (never written) without
+    /// a cache.
+    fn past_gradients(inputs: &Inputs, fill: [&CubeTensor; 2]) -> [CubeTensor; 2] {
+        let [batch, heads, _, past, _, head_dim] = inputs.sizes;
+        if past > 0 {
+            [0; 2].map(|_| empty_like(inputs.q(), [batch, heads, past, head_dim]))
+        } else {
+            fill.map(CubeTensor::clone)
+        }
+    }
+
     impl Backward<Cube, 5> for AttentionBackward {
         type State = BackwardState;
 
@@ -340,48 +514,41 @@ mod wgpu {
             let [q_node, k_node, v_node, k_past_node, v_past_node] = ops.parents;
             let d_output = contiguous(grads.consume::<Cube>(&ops.node));
             let BackwardState { inputs, output } = ops.state;
-            let [batch, heads, queries, past, own, head_dim] = inputs.sizes;
-            let q = inputs.q();
-            // The queries' gradient, and the per-query numbers the keys' need.
-            let dq = empty_like(q, [batch, heads, queries, head_dim]);
-            let stats = empty_like(q, [batch, heads, queries, 2]);
-            let mut buffers = inputs.read_only();
-            buffers.extend([
-                (output.handle.clone(), BufferIOAttr::ReadOnly),
-                (d_output.handle.clone(), BufferIOAttr::ReadOnly),
-                (dq.handle.clone(), BufferIOAttr::WriteOnly),
-                (stats.handle.clone(), BufferIOAttr::WriteOnly),
-            ]);
-            let query_kernel = WgslKernel::<AttentionBackwardQueryShader>::new(BACKWARD_QUERY, WORKGROUP_SIZE);
-            launch(&q.client, query_kernel, inputs.workgroups(queries), buffers, &inputs.params);
-            // Without a cache its nodes are k's and v's again, and take nothing.
-            let [k_past_node, v_past_node] = if past > 0 { [k_past_node, v_past_node] } else { [None, None] };
-            if [&k_node, &v_node, &k_past_node, &v_past_node].iter().any(|node| node.is_some()) {
-                let [dk, dv] = [0; 2].map(|_| empty_like(q, [batch, heads, own, head_dim]));
-                // Without a cache the kernel writes none of these: dk and dv stand in.
-                let [dk_past, dv_past] = if past > 0 {
-                    [0; 2].map(|_| empty_like(q, [batch, heads, past, head_dim]))
-                } else {
-                    [dk.clone(), dv.clone()]
-                };
-                let mut buffers = inputs.read_only();
-                buffers.extend([
-                    (d_output.handle.clone(), BufferIOAttr::ReadOnly),
-                    (stats.handle.clone(), BufferIOAttr::ReadOnly),
-                ]);
-                buffers.extend(
-                    [&dk, &dv, &dk_past, &dv_past].map(|gradient| (gradient.handle.clone(), BufferIOAttr::WriteOnly)),
-                );
-                let key_kernel = WgslKernel::<AttentionBackwardKeyShader>::new(BACKWARD_KEY, WORKGROUP_SIZE);
-                launch(&q.client, key_kernel, inputs.workgroups(past + own), buffers, &inputs.params);
-                for (node, gradient) in [(k_node, dk), (v_node, dv), (k_past_node, dk_past), (v_past_node, dv_past)] {
-                    if let Some(node) = node {
-                        grads.register::<Cube>(node.id, gradient);
-                    }
+            let [batch, heads, queries, _, own, head_dim] = inputs.sizes;
+            let dq = empty_like(inputs.q(), [batch, heads, queries, head_dim]);
+            let [dk, dv] = [0; 2].map(|_| empty_like(inputs.q(), [batch, heads, own, head_dim]));
+            let [dk_past, dv_past] = past_gradients(&inputs, [&dk, &dv]);
+            let keys = [&k_node, &v_node, &k_past_node, &v_past_node].iter().any(|node| node.is_some());
+            let written = Written { dq: &dq, dk: &dk, dv: &dv, dk_past: &dk_past, dv_past: &dv_past };
+            launch_backward(&inputs, &output, &d_output, written, keys);
+            for (node, gradient) in
+                [(q_node, dq), (k_node, dk), (v_node, dv), (k_past_node, dk_past), (v_past_node, dv_past)]
+            {
+                if let Some(node) = node {
+                    grads.register::<Cube>(node.id, gradient);
                 }
             }
-            if let Some(node) = q_node {
-                grads.register::<Cube>(node.id, dq);
+        }
+    }
+
+    impl Backward<Cube, 3> for AttentionBackward {
+        type State = BackwardState;
+
+        fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+            let [qkv_node, k_past_node, v_past_node] = ops.parents;
+            let d_output = contiguous(grads.consume::<Cube>(&ops.node));
+            let BackwardState { inputs, output } = ops.state;
+            let [batch, heads, queries, _, _, head_dim] = inputs.sizes;
+            // Every part of the projection's gradient is written: q's by the first kernel, k's and
+            // v's by the second, which therefore always runs.
+            let d_qkv = empty_like(inputs.q(), [batch, queries, 3 * heads * head_dim]);
+            let [dk_past, dv_past] = past_gradients(&inputs, [&d_qkv, &d_qkv]);
+            let written = Written { dq: &d_qkv, dk: &d_qkv, dv: &d_qkv, dk_past: &dk_past, dv_past: &dv_past };
+            launch_backward(&inputs, &output, &d_output, written, true);
+            for (node, gradient) in [(qkv_node, d_qkv), (k_past_node, dk_past), (v_past_node, dv_past)] {
+                if let Some(node) = node {
+                    grads.register::<Cube>(node.id, gradient);
+                }
             }
         }
     }

@@ -36,7 +36,7 @@ mod wasm_product;
 mod wgsl;
 
 pub use activation::{Activation, bias_activation, bias_activation_fallback, bias_activation_uses_kernel};
-pub use attention::{CausalMask, Mask, attention, attention_fallback, attention_uses_kernel};
+pub use attention::{CausalMask, Mask, attention, attention_fallback, attention_qkv, attention_uses_kernel, qkv_heads};
 pub use cpu::is_cpu;
 pub use decode_attention::{decode_attention, decode_attention_fallback, decode_attention_uses_kernel};
 pub use layer_norm::{layer_norm, layer_norm_fallback, layer_norm_uses_kernel};

@@ -6,7 +6,9 @@
 
 use crate::support::{read, relative_error, tensor, wgpu};
 use burn::prelude::*;
-use glimpse_kernels::{CausalMask, Mask, attention, attention_fallback, attention_uses_kernel};
+use glimpse_kernels::{
+    CausalMask, Mask, attention, attention_fallback, attention_qkv, attention_uses_kernel, qkv_heads,
+};
 
 const TOLERANCE: f32 = 1e-4;
 
@@ -127,6 +129,30 @@ fn kernel_matches_fallback_for_gpt2_views_after_a_cache() {
 }
 
 #[test]
+fn the_fused_projection_matches_its_views() {
+    // attention_qkv splits the projection itself; the same heads through `attention` (the kernel,
+    // checked against the fallback above) must give the same output.
+    let Some(device) = wgpu() else { return };
+    for case in [Case { past: 5, ..case(3, 12, 64, 7) }, Case { causal: false, ..case(2, 4, 48, 1) }] {
+        let qkv = tensor([case.batch, case.t, 3 * case.heads * case.head_dim], 131, 1.0, &device);
+        let past = fused_views(&case, 131, &device).past;
+        let causal = CausalMask::new(case.t, case.past, &device);
+        let mask = if case.causal { Mask::Causal(&causal) } else { Mask::All };
+        let fused = read(attention_qkv(qkv.clone(), case.heads, past.clone(), mask, case.scale()));
+        let [q, k, v] = qkv_heads(&qkv, case.heads);
+        let views = read(attention(q, k, v, past, mask, case.scale()));
+        assert!(relative_error(&fused, &views) <= TOLERANCE, "{}", describe(&case));
+    }
+}
+
+#[test]
+#[should_panic(expected = "does not split")]
+fn a_projection_that_does_not_split_into_the_heads_is_refused() {
+    let device = Device::flex();
+    attention_qkv(tensor([1, 2, 100], 141, 1.0, &device), 3, None, Mask::All, 1.0);
+}
+
+#[test]
 fn kernel_matches_fallback_for_other_head_dims() {
     // Not a power of two, the largest head_dim the kernel takes, and the smallest.
     assert_kernel_matches_fallback(&case(2, 3, 48, 9), split_views, 21);
@@ -202,8 +228,8 @@ fn cpu_tensors_and_other_masks_take_the_fallback() {
 /// element counts differently) with respect to a fused `[batch, t, 3 d]` projection that q, k and
 /// v are views of, and to the cached keys and values handed over before them (`past` > 0): as a guided step
 /// differentiates GPT-2's attention. `tracked` says which of the projection and the cache take a
-/// gradient.
-fn gradients(attend: Attend, case: &Case, tracked: [bool; 2], seed: u64, device: &Device) -> Vec<Vec<f32>> {
+/// gradient; `attend` `None` is `attention_qkv` over the projection itself.
+fn gradients(attend: Option<Attend>, case: &Case, tracked: [bool; 2], seed: u64, device: &Device) -> Vec<Vec<f32>> {
     let &Case { batch, heads, head_dim, t, past, amplitude, .. } = case;
     let leaf = |shape: [usize; 3], salt: u64, track: bool| {
         let leaf = tensor(shape, seed + salt, amplitude, device);
@@ -211,8 +237,7 @@ fn gradients(attend: Attend, case: &Case, tracked: [bool; 2], seed: u64, device:
     };
     let qkv = leaf([batch, t, 3 * heads * head_dim], 0, tracked[0]);
     let cached = [1, 2].map(|salt| leaf([batch * heads, past.max(1), head_dim], salt, tracked[1]));
-    let split = qkv.clone().reshape([batch, t, 3 * heads, head_dim]);
-    let [q, k, v] = [0, 1, 2].map(|i| split.clone().narrow(2, i * heads, heads).swap_dims(1, 2));
+    let [q, k, v] = qkv_heads(&qkv, heads);
     let cache = (past > 0).then(|| cached.clone().map(|cache| cache.reshape([batch, heads, past, head_dim])));
     let inputs = Inputs { q, k, v, past: cache };
     assert!(uses_kernel(case, &inputs), "{}: the kernel was not chosen", describe(case));
@@ -220,7 +245,11 @@ fn gradients(attend: Attend, case: &Case, tracked: [bool; 2], seed: u64, device:
     let mask = if case.causal { Mask::Causal(&causal) } else { Mask::All };
     let weights = tensor([batch, t, heads * head_dim], seed + 3, 1.0, device);
     let Inputs { q, k, v, past: cache } = inputs;
-    let gradients = (attend(q, k, v, cache, mask, case.scale()) * weights).sum().backward();
+    let output = match attend {
+        Some(attend) => attend(q, k, v, cache, mask, case.scale()),
+        None => attention_qkv(qkv.clone(), heads, cache, mask, case.scale()),
+    };
+    let gradients = (output * weights).sum().backward();
     [Some(&qkv), (past > 0).then_some(&cached[0]), (past > 0).then_some(&cached[1])]
         .into_iter()
         .flatten()
@@ -232,13 +261,15 @@ fn gradients(attend: Attend, case: &Case, tracked: [bool; 2], seed: u64, device:
 fn assert_gradients_match(case: &Case, tracked: [bool; 2], seed: u64) {
     let Some(device) = wgpu() else { return };
     let device = device.autodiff();
-    let kernel = gradients(attention, case, tracked, seed, &device);
-    let fallback = gradients(attention_fallback, case, tracked, seed, &device);
-    assert_eq!(kernel.len(), fallback.len());
-    assert!(!kernel.is_empty(), "nothing was tracked");
-    for (i, (kernel, fallback)) in kernel.iter().zip(&fallback).enumerate() {
-        let error = relative_error(kernel, fallback);
-        assert!(error <= TOLERANCE, "{}: gradient {i}: relative error {error:e}", describe(case));
+    let fallback = gradients(Some(attention_fallback), case, tracked, seed, &device);
+    assert!(!fallback.is_empty(), "nothing was tracked");
+    for (kernel, name) in [(Some(attention as Attend), "attention"), (None, "attention_qkv")] {
+        let kernel = gradients(kernel, case, tracked, seed, &device);
+        assert_eq!(kernel.len(), fallback.len());
+        for (i, (kernel, fallback)) in kernel.iter().zip(&fallback).enumerate() {
+            let error = relative_error(kernel, fallback);
+            assert!(error <= TOLERANCE, "{name}, {}: gradient {i}: relative error {error:e}", describe(case));
+        }
     }
 }
 

@@ -10,7 +10,7 @@
 use burn::module::Initializer;
 use burn::nn::{Embedding, EmbeddingConfig};
 use burn::prelude::*;
-use glimpse_kernels::{CausalMask, Mask, attention};
+use glimpse_kernels::{CausalMask, Mask, attention_qkv, qkv_heads};
 use glimpse_media::untrusted::settings_from_json;
 use serde::{Deserialize, Serialize};
 
@@ -268,7 +268,7 @@ impl Block {
         mask: Mask,
         (n_head, act): (usize, Activation),
     ) -> (Tensor<3>, Option<LayerKv>) {
-        let [b, t, d] = x.dims();
+        let t = x.dims()[1];
         let qkv = self.c_attn.forward_normed(x.clone(), &self.ln_1, None);
         let (attended, kv) = match past {
             // A decoding step: one kernel on wgpu reads q, k, v out of the projection, writes the
@@ -278,18 +278,15 @@ impl Block {
                 (attended, Some(kv))
             }
             past => {
-                // Views of the projection, `[b, heads, t, head_dim]` each: split into heads first
-                // (the contiguous projection reshapes for free), then narrowed. Narrowing first
-                // made each reshape a copy (Burn's reshape copies a view with a batch of 1).
-                let heads = qkv.reshape([b, t, 3 * n_head, d / n_head]);
-                let [q, k, v] = [0, 1, 2].map(|i| heads.clone().narrow(2, i * n_head, n_head).swap_dims(1, 2));
                 let cached = past.as_ref().map(|past| [past.keys(), past.values()]);
-                let attended = attention(q, k.clone(), v.clone(), cached, mask, self.attention_scale);
-                let kv = keep.then(|| match past {
-                    Some(past) => past.append(k, v),
-                    None => LayerKv::new(k, v),
+                let kv = keep.then(|| {
+                    let [_, k, v] = qkv_heads(&qkv, n_head);
+                    match past {
+                        Some(past) => past.append(k, v),
+                        None => LayerKv::new(k, v),
+                    }
                 });
-                (attended, kv)
+                (attention_qkv(qkv, n_head, cached, mask, self.attention_scale), kv)
             }
         };
         let x = self.c_proj.forward_residual(attended, x);
