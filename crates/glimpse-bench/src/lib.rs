@@ -113,6 +113,10 @@ enum Metric {
     /// matmuls, mask and softmax, and the copy that merges the heads): the 12 causal attentions of
     /// the CLIP text tower at the candidate-scoring shape (64 texts x 16 tokens, 8 heads of 64).
     AttentionMs,
+    /// wgpu only: the WGSL attention kernel with its two backward kernels against the fallback
+    /// under autodiff: GPT-2 small's 12 attentions of a guided step (heads of the fused projection
+    /// of 12 positions after a 5-position cache, both tracked), forward and both gradients.
+    AttentionBackwardMs,
     /// wgpu only: the WGSL masked-pooling kernels against their fallback (ZeroTA's inside/outside
     /// contrast forward and backward: 3 masks over 120 frames of 512-d embeddings).
     MaskedPoolMs,
@@ -158,6 +162,7 @@ impl Metric {
         match self {
             Self::DecodeAttentionMs
             | Self::AttentionMs
+            | Self::AttentionBackwardMs
             | Self::MaskedPoolMs
             | Self::Q8MatvecMs
             | Self::LinearMs
@@ -772,6 +777,7 @@ fn measure_figure(spec: &str, args: &BenchArgs) -> Result<Figure> {
         Metric::ZerotaVideoS => zerota_video(device, &timer)?,
         Metric::DecodeAttentionMs => decode_attention_kernel(device)?,
         Metric::AttentionMs => attention_kernel(device)?,
+        Metric::AttentionBackwardMs => attention_backward_kernel(device)?,
         Metric::MaskedPoolMs => masked_pool_kernel(device)?,
         Metric::Q8MatvecMs => q8_matvec_kernel(device)?,
         Metric::LinearMs => linear_kernel(device)?,
@@ -1127,6 +1133,63 @@ fn attention_kernel(device: &Device) -> Result<Measured> {
     let kernel = time(glimpse_kernels::attention)?;
     let fallback = time(glimpse_kernels::attention_fallback)?;
     Ok(kernel_figure(kernel, &fallback, "12 layers x [64, 8, 16, 64] heads split out of projections, causal"))
+}
+
+fn attention_backward_kernel(device: &Device) -> Result<Measured> {
+    const LAYERS: usize = 12;
+    const HEADS: usize = 12;
+    const HEAD_DIM: usize = 64;
+    const PAST: usize = 5;
+    const TOKENS: usize = 12;
+    let d = HEADS * HEAD_DIM;
+    let tracked = device.clone().autodiff();
+    let random = Distribution::Normal(0.0, 1.0);
+    // Each layer's fused projection and the prefix's keys and values, all tracked.
+    let layer = || {
+        let qkv = Tensor::<3>::random([1, TOKENS, 3 * d], random, &tracked).require_grad();
+        let cache = Tensor::<4>::random([2, HEADS, PAST, HEAD_DIM], random, &tracked).require_grad();
+        (qkv, cache)
+    };
+    let causal = glimpse_kernels::CausalMask::new(TOKENS, PAST, &tracked);
+    let mask = glimpse_kernels::Mask::Causal(&causal);
+    let scale = (HEAD_DIM as f32).sqrt().recip();
+    let past = |cache: &Tensor<4>| [0, 1].map(|i| cache.clone().narrow(0, i, 1));
+    let time = |kernel: bool| {
+        kernel_runs(
+            device,
+            || (0..LAYERS).map(|_| layer()).collect::<Vec<_>>(),
+            |layers| {
+                let gradients: Vec<Tensor<2>> = layers
+                    .into_iter()
+                    .flat_map(|(qkv, cache)| {
+                        let output = if kernel {
+                            glimpse_kernels::attention_qkv(qkv.clone(), HEADS, Some(past(&cache)), mask, scale)
+                        } else {
+                            let [q, k, v] = glimpse_kernels::qkv_heads(&qkv, HEADS);
+                            glimpse_kernels::attention_fallback(q, k, v, Some(past(&cache)), mask, scale)
+                        };
+                        let grads = output.sum().backward();
+                        let of = |leaf: &Tensor<3>| leaf.grad(&grads).expect("a gradient").reshape([1, -1]);
+                        [of(&qkv), cache.grad(&grads).expect("a gradient").reshape([1, -1])]
+                    })
+                    .collect();
+                Tensor::cat(gradients, 1)
+            },
+        )
+    };
+    let [q, k, v] = glimpse_kernels::qkv_heads(&layer().0, HEADS);
+    let cache = layer().1;
+    anyhow::ensure!(
+        glimpse_kernels::attention_uses_kernel(&q, &k, &v, Some(&past(&cache)), mask),
+        "the kernel does not run here"
+    );
+    let kernel = time(true)?;
+    let fallback = time(false)?;
+    Ok(kernel_figure(
+        kernel,
+        &fallback,
+        "12 layers x [1, 12, 3 x 768] after [2, 12, 5, 64], causal, forward + both gradients",
+    ))
 }
 
 /// `count` rows of width `width` as one decoding step makes them, each through `op` on its own.
