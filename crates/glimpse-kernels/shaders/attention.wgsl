@@ -18,8 +18,9 @@
 // caller keeps keys to 1024 at most, as lavapipe cuts a shader's loops short after about 65535
 // turns in all (its loop limiter), where 1024 keys of head_dim 256 take 32768.
 
-// WORKGROUP_SIZE comes from workgroup.wgsl, Params, MAX_COLUMNS, keys_seen() and the key and
-// value lookups from attention_params.wgsl, both put in front of this file by glimpse-kernels.
+// WORKGROUP_SIZE comes from workgroup.wgsl, Params, MAX_COLUMNS and keys_seen() from
+// attention_params.wgsl, the key and value lookups from attention_keys.wgsl, all put in front of
+// this file by glimpse-kernels.
 
 // Read-only inputs are declared read_write too: CubeCL sub-allocates tensors from shared wgpu
 // buffers, so an input and the output may be one buffer, and wgpu refuses a buffer bound both

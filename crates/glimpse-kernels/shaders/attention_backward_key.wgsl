@@ -2,53 +2,51 @@
 // first half (attention_backward_query.wgsl, whose header has the formulas):
 // dv_j = sum_i p_ij dout_i, dk_j = scale sum_i ds_ij q_i, over the queries i that see key j.
 //
-// q, k, v, k_past, v_past as in attention.wgsl (through their strides); dout: [batch, queries,
-// heads * head_dim], contiguous; stats: [batch, heads, queries, 2] (log-sum-exp, D_i). dk, dv:
-// [batch, heads, keys - past, head_dim] through the dkv strides and their offsets of Params, and
-// dk_past, dv_past: [batch, heads, past, head_dim], contiguous (without a cache bound to dk and dv,
-// never written).
+// One launch per part of the keys (the cache's, the sequence's own): `part_len` keys from key
+// `part_first` on, which k and v hold ([batch, heads, part_len, head_dim] through the k and v
+// strides of Params); dk and dv receive their gradients through the dkv strides and offsets. q as
+// in attention.wgsl; dout: [batch, queries, heads * head_dim], contiguous; stats: [batch, heads,
+// queries, 2] (log-sum-exp, D_i). Seven storage bindings: WebGPU guarantees eight.
 // One lane per key, WORKGROUP_SIZE keys of one (head, batch row) per workgroup: workgroup_id x
 // numbers the block of keys, y the head, z the batch row. One walk over the queries that see the
 // key, its loops taking four vec4s a turn: 2 * queries * head_dim / 16 turns in all; no barrier.
 
-// WORKGROUP_SIZE comes from workgroup.wgsl, Params, MAX_COLUMNS, first_query() and the key and
-// value lookups from attention_params.wgsl, both put in front of this file by glimpse-kernels.
+// WORKGROUP_SIZE comes from workgroup.wgsl, Params, MAX_COLUMNS and first_query() from
+// attention_params.wgsl, both put in front of this file by glimpse-kernels.
 
 // All read_write: see attention.wgsl (one wgpu buffer may hold several tensors).
 @group(0) @binding(0) var<storage, read_write> q: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read_write> k: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> v: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> k_past: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> v_past: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read_write> dout: array<vec4<f32>>;
-@group(0) @binding(6) var<storage, read_write> stats: array<vec2<f32>>;
-@group(0) @binding(7) var<storage, read_write> dk: array<vec4<f32>>;
-@group(0) @binding(8) var<storage, read_write> dv: array<vec4<f32>>;
-@group(0) @binding(9) var<storage, read_write> dk_past: array<vec4<f32>>;
-@group(0) @binding(10) var<storage, read_write> dv_past: array<vec4<f32>>;
-@group(0) @binding(11) var<uniform> params: Params;
+@group(0) @binding(3) var<storage, read_write> dout: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> stats: array<vec2<f32>>;
+@group(0) @binding(5) var<storage, read_write> dk: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> dv: array<vec4<f32>>;
+@group(0) @binding(7) var<uniform> params: Params;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(
     @builtin(workgroup_id) group_id: vec3<u32>,
     @builtin(local_invocation_index) lane: u32,
 ) {
-    let position = group_id.x * WORKGROUP_SIZE + lane;
+    // The key's place in its part, and among all keys.
+    let local = group_id.x * WORKGROUP_SIZE + lane;
     let head = group_id.y;
     let batch = group_id.z;
-    if position >= params.keys {
+    if local >= params.part_len {
         return;
     }
+    let position = params.part_first + local;
     let columns = params.head_dim / 4u;
     let width = params.heads * columns;
 
     var key: array<vec4<f32>, MAX_COLUMNS>;
     var value: array<vec4<f32>, MAX_COLUMNS>;
-    let k_row = key_row(batch, head, position);
-    let v_row = value_row(batch, head, position);
+    let k_row = batch * params.k_batch + head * params.k_head + local * params.k_position;
+    let v_row = batch * params.v_batch + head * params.v_head + local * params.v_position;
     for (var c = 0u; c < columns; c++) {
-        key[c] = key_at(position, k_row, c) * params.scale;
-        value[c] = value_at(position, v_row, c);
+        key[c] = k[k_row + c] * params.scale;
+        value[c] = v[v_row + c];
     }
     let q_base = batch * params.q_batch + head * params.q_head;
     let stats_base = (batch * params.heads + head) * params.queries;
@@ -81,17 +79,9 @@ fn main(
         }
     }
 
-    if position < params.past {
-        let row = ((batch * params.heads + head) * params.past + position) * columns;
-        for (var c = 0u; c < columns; c++) {
-            dk_past[row + c] = d_key[c] * params.scale;
-            dv_past[row + c] = d_value[c];
-        }
-    } else {
-        let row = batch * params.dkv_batch + head * params.dkv_head + (position - params.past) * params.dkv_position;
-        for (var c = 0u; c < columns; c++) {
-            dk[row + params.dk_offset + c] = d_key[c] * params.scale;
-            dv[row + params.dv_offset + c] = d_value[c];
-        }
+    let row = batch * params.dkv_batch + head * params.dkv_head + local * params.dkv_position;
+    for (var c = 0u; c < columns; c++) {
+        dk[row + params.dk_offset + c] = d_key[c] * params.scale;
+        dv[row + params.dv_offset + c] = d_value[c];
     }
 }

@@ -1,6 +1,5 @@
-// What attention.wgsl and its two backward kernels share: their parameters, which keys a query
-// sees, and where a key or value lies: the first `past` keys and values in k_past and v_past (a
-// cache, through their own strides), the rest in k and v. Each kernel declares the four bindings.
+// What attention.wgsl and its two backward kernels share: their parameters and which keys a query
+// sees.
 
 struct Params {
     heads: u32,
@@ -37,6 +36,11 @@ struct Params {
     dq_offset: u32,
     dk_offset: u32,
     dv_offset: u32,
+    // attention_backward_key.wgsl's part of the keys, `part_len` of them from key `part_first` on
+    // (the cache's or the sequence's own), read through the k and v strides and written through
+    // the dkv ones.
+    part_first: u32,
+    part_len: u32,
 }
 
 // Most vec4 columns of a head (head_dim 256): each lane keeps rows of this length in private memory.
@@ -57,36 +61,4 @@ fn first_query(key: u32) -> u32 {
         return key - past;
     }
     return 0u;
-}
-
-// Where key `j` of (batch, head) starts, in vec4s of k_past (j < past) or of k.
-fn key_row(batch: u32, head: u32, j: u32) -> u32 {
-    if j < params.past {
-        return batch * params.past_batch + head * params.past_head + j * params.past_position;
-    }
-    return batch * params.k_batch + head * params.k_head + (j - params.past) * params.k_position;
-}
-
-// As key_row(), for values.
-fn value_row(batch: u32, head: u32, j: u32) -> u32 {
-    if j < params.past {
-        return batch * params.past_batch + head * params.past_head + j * params.past_position;
-    }
-    return batch * params.v_batch + head * params.v_head + (j - params.past) * params.v_position;
-}
-
-// The vec4 at `row + c` of key `j`.
-fn key_at(j: u32, row: u32, c: u32) -> vec4<f32> {
-    if j < params.past {
-        return k_past[row + c];
-    }
-    return k[row + c];
-}
-
-// The vec4 at `row + c` of value `j`.
-fn value_at(j: u32, row: u32, c: u32) -> vec4<f32> {
-    if j < params.past {
-        return v_past[row + c];
-    }
-    return v[row + c];
 }

@@ -257,10 +257,11 @@ mod wgpu {
         WgslKernel, WgslSource, contiguous, empty_like, kernel_source, launch, launch_to_output, size, strides, untiled,
     };
 
-    const FORWARD: WgslSource = kernel_source!("attention_params.wgsl", "attention.wgsl");
+    const FORWARD: WgslSource = kernel_source!("attention_params.wgsl", "attention_keys.wgsl", "attention.wgsl");
     /// Names the kernel in launch counts.
     struct AttentionShader;
-    const BACKWARD_QUERY: WgslSource = kernel_source!("attention_params.wgsl", "attention_backward_query.wgsl");
+    const BACKWARD_QUERY: WgslSource =
+        kernel_source!("attention_params.wgsl", "attention_keys.wgsl", "attention_backward_query.wgsl");
     /// Names the first backward kernel in launch counts.
     struct AttentionBackwardQueryShader;
     const BACKWARD_KEY: WgslSource = kernel_source!("attention_params.wgsl", "attention_backward_key.wgsl");
@@ -280,13 +281,50 @@ mod wgpu {
         Fused,
     }
 
+    /// `shaders/attention_params.wgsl`'s `Params`: strides and offsets in `vec4`s.
+    #[derive(Debug, Clone)]
+    struct Params {
+        heads: usize,
+        queries: usize,
+        keys: usize,
+        past: usize,
+        head_dim: usize,
+        scale: f32,
+        causal: bool,
+        /// Batch, head and position strides of q, k, v and the cache.
+        q: [u32; 3],
+        k: [u32; 3],
+        v: [u32; 3],
+        past_strides: [u32; 3],
+        /// Where the gradients go: strides of q's, strides of k's and v's, and the offsets of the
+        /// three.
+        dq: [u32; 3],
+        dkv: [u32; 3],
+        offsets: [usize; 3],
+        /// The first key and the number of keys of a launch of the keys' backward.
+        part: [usize; 2],
+    }
+
+    impl Params {
+        fn words(&self) -> Vec<u32> {
+            let sizes = [self.heads, self.queries, self.keys, self.past, self.head_dim].map(size);
+            let strides = [self.q, self.k, self.v, self.past_strides, self.dq, self.dkv];
+            sizes
+                .into_iter()
+                .chain([self.scale.to_bits(), u32::from(self.causal)])
+                .chain(strides.into_iter().flatten())
+                .chain(self.offsets.into_iter().chain(self.part).map(size))
+                .collect()
+        }
+    }
+
     /// q, k, v, k_past and v_past as the kernels read them, with the kernels' `Params`.
     #[derive(Debug, Clone)]
     struct Inputs {
         tensors: [CubeTensor; 5],
         /// `[batch, heads, queries, past, keys after the past, head_dim]`; `past` 0 without a cache.
         sizes: [usize; 6],
-        params: Vec<u32>,
+        params: Params,
     }
 
     impl Inputs {
@@ -302,33 +340,38 @@ mod wgpu {
             let past = if has_past { k_past.meta.shape()[2] } else { 0 };
             let sizes = [q_shape[0], q_shape[1], q_shape[2], past, own, q_shape[3]];
             let [_, heads, queries, past, own, head_dim] = sizes;
-            let vec4_strides = |tensor: &CubeTensor| strides::<4>(tensor).map(|stride| stride / 4);
-            let [qs, ks, vs, ps] = [&q, &k, &v, &k_past].map(vec4_strides);
+            let vec4_strides = |tensor: &CubeTensor| {
+                let [batch, head, position, _] = strides::<4>(tensor);
+                [batch, head, position].map(|stride| stride / 4)
+            };
             let columns = head_dim / 4;
-            // Gradient strides (batch, head, position) of q and of k and v, and the three offsets.
-            let gradients: [usize; 9] = match layout {
-                GradientLayout::Separate => [
-                    heads * queries * columns,
-                    queries * columns,
-                    columns,
-                    heads * own * columns,
-                    own * columns,
-                    columns,
-                    0,
-                    0,
-                    0,
-                ],
+            let (dq, dkv, offsets) = match layout {
+                GradientLayout::Separate => {
+                    (contiguous_strides(heads, queries, columns), contiguous_strides(heads, own, columns), [0; 3])
+                }
                 GradientLayout::Fused => {
                     let row = 3 * heads * columns;
-                    [queries * row, columns, row, own * row, columns, row, 0, heads * columns, 2 * heads * columns]
+                    let strides = [queries * row, columns, row].map(size);
+                    (strides, strides, [0, heads * columns, 2 * heads * columns])
                 }
             };
-            let params = [size(heads), size(queries), size(past + own), size(past), size(head_dim), scale.to_bits()]
-                .into_iter()
-                .chain([u32::from(causal)])
-                .chain([qs, ks, vs, ps].into_iter().flat_map(|s| [s[0], s[1], s[2]]))
-                .chain(gradients.map(size))
-                .collect();
+            let params = Params {
+                heads,
+                queries,
+                keys: past + own,
+                past,
+                head_dim,
+                scale,
+                causal,
+                q: vec4_strides(&q),
+                k: vec4_strides(&k),
+                v: vec4_strides(&v),
+                past_strides: vec4_strides(&k_past),
+                dq,
+                dkv,
+                offsets,
+                part: [0, 0],
+            };
             Self { tensors: [q, k, v, k_past, v_past], sizes, params }
         }
 
@@ -356,7 +399,7 @@ mod wgpu {
             inputs.workgroups(queries),
             &[q, k, v, k_past, v_past],
             [batch, queries, heads * head_dim],
-            &inputs.params,
+            &inputs.params.words(),
         )
     }
 
@@ -414,7 +457,7 @@ mod wgpu {
             match AttentionBackward.prepare::<C>(nodes).compute_bound().stateful() {
                 OpsKind::Tracked(prep) => {
                     let output = forward(&inputs);
-                    prep.finish(BackwardState { inputs, output: output.clone() }, output)
+                    prep.finish(BackwardState { inputs }, output)
                 }
                 OpsKind::UnTracked(prep) => prep.finish(forward(&inputs)),
             }
@@ -436,7 +479,7 @@ mod wgpu {
             match AttentionBackward.prepare::<C>(nodes).compute_bound().stateful() {
                 OpsKind::Tracked(prep) => {
                     let output = forward(&inputs);
-                    prep.finish(BackwardState { inputs, output: output.clone() }, output)
+                    prep.finish(BackwardState { inputs }, output)
                 }
                 OpsKind::UnTracked(prep) => prep.finish(forward(&inputs)),
             }
@@ -446,65 +489,75 @@ mod wgpu {
     #[derive(Debug, Clone)]
     struct BackwardState {
         inputs: Inputs,
-        /// The forward's output, `[batch, queries, heads * head_dim]`, contiguous.
-        output: CubeTensor,
     }
 
     #[derive(Debug)]
     struct AttentionBackward;
 
     /// Where the backward kernels write: the gradients of q, k and v as the inputs' layout puts
-    /// them (one tensor thrice when fused), and of the cache's keys and values (without a cache
-    /// `dk` and `dv` again, unwritten).
+    /// them (one tensor thrice when fused; k's and v's only with `keys`), and of the cache's keys
+    /// and values when wanted.
     struct Written<'a> {
         dq: &'a CubeTensor,
-        dk: &'a CubeTensor,
-        dv: &'a CubeTensor,
-        dk_past: &'a CubeTensor,
-        dv_past: &'a CubeTensor,
+        keys: Option<[&'a CubeTensor; 2]>,
+        past: Option<[&'a CubeTensor; 2]>,
     }
 
-    /// Launches the two backward kernels (the second only for `keys`) from the forward's output and
-    /// its gradient.
-    fn launch_backward(inputs: &Inputs, output: &CubeTensor, d_output: &CubeTensor, written: Written, keys: bool) {
-        let [batch, heads, queries, past, own, _] = inputs.sizes;
+    /// Launches the first backward kernel, then the second over each part of the keys whose
+    /// gradients are wanted.
+    fn launch_backward(inputs: &Inputs, d_output: &CubeTensor, written: Written) {
+        let [batch, heads, queries, past, own, head_dim] = inputs.sizes;
         let q = inputs.q();
         // The per-query numbers the keys' kernel needs.
         let stats = empty_like(q, [batch, heads, queries, 2]);
         let mut buffers = inputs.read_only();
         buffers.extend([
-            (output.handle.clone(), BufferIOAttr::ReadOnly),
             (d_output.handle.clone(), BufferIOAttr::ReadOnly),
             (written.dq.handle.clone(), BufferIOAttr::WriteOnly),
             (stats.handle.clone(), BufferIOAttr::WriteOnly),
         ]);
         let query_kernel = WgslKernel::<AttentionBackwardQueryShader>::new(BACKWARD_QUERY, WORKGROUP_SIZE);
-        launch(&q.client, query_kernel, inputs.workgroups(queries), buffers, &inputs.params);
-        if !keys {
-            return;
+        launch(&q.client, query_kernel, inputs.workgroups(queries), buffers, &inputs.params.words());
+
+        let [_, k, v, k_past, v_past] = &inputs.tensors;
+        let own_part = written.keys.map(|gradients| (k, v, gradients, inputs.params.clone(), [past, own]));
+        let past_part = written.past.map(|gradients| {
+            let strides = inputs.params.past_strides;
+            let params = Params {
+                k: strides,
+                v: strides,
+                dkv: contiguous_strides(heads, past, head_dim / 4),
+                offsets: [0; 3],
+                ..inputs.params.clone()
+            };
+            (k_past, v_past, gradients, params, [0, past])
+        });
+        for (k, v, [dk, dv], params, part) in own_part.into_iter().chain(past_part) {
+            let buffers = vec![
+                (q.handle.clone(), BufferIOAttr::ReadOnly),
+                (k.handle.clone(), BufferIOAttr::ReadOnly),
+                (v.handle.clone(), BufferIOAttr::ReadOnly),
+                (d_output.handle.clone(), BufferIOAttr::ReadOnly),
+                (stats.handle.clone(), BufferIOAttr::ReadOnly),
+                (dk.handle.clone(), BufferIOAttr::WriteOnly),
+                (dv.handle.clone(), BufferIOAttr::WriteOnly),
+            ];
+            let key_kernel = WgslKernel::<AttentionBackwardKeyShader>::new(BACKWARD_KEY, WORKGROUP_SIZE);
+            let words = Params { part, ..params }.words();
+            launch(&q.client, key_kernel, inputs.workgroups(part[1]), buffers, &words);
         }
-        let mut buffers = inputs.read_only();
-        buffers.extend([
-            (d_output.handle.clone(), BufferIOAttr::ReadOnly),
-            (stats.handle.clone(), BufferIOAttr::ReadOnly),
-        ]);
-        buffers.extend(
-            [written.dk, written.dv, written.dk_past, written.dv_past]
-                .map(|gradient| (gradient.handle.clone(), BufferIOAttr::WriteOnly)),
-        );
-        let key_kernel = WgslKernel::<AttentionBackwardKeyShader>::new(BACKWARD_KEY, WORKGROUP_SIZE);
-        launch(&q.client, key_kernel, inputs.workgroups(past + own), buffers, &inputs.params);
     }
 
-    /// The cache's gradients, `[batch, heads, past, head_dim]` each; `fill` (never written) without
-    /// a cache.
-    fn past_gradients(inputs: &Inputs, fill: [&CubeTensor; 2]) -> [CubeTensor; 2] {
+    /// The cache's gradients, `[batch, heads, past, head_dim]` each, where there is a cache and
+    /// either is tracked.
+    fn past_gradients(inputs: &Inputs, tracked: bool) -> Option<[CubeTensor; 2]> {
         let [batch, heads, _, past, _, head_dim] = inputs.sizes;
-        if past > 0 {
-            [0; 2].map(|_| empty_like(inputs.q(), [batch, heads, past, head_dim]))
-        } else {
-            fill.map(CubeTensor::clone)
-        }
+        (past > 0 && tracked).then(|| [0; 2].map(|_| empty_like(inputs.q(), [batch, heads, past, head_dim])))
+    }
+
+    /// Batch, head and position strides, in `vec4`s, of a contiguous `[batch, heads, len, head_dim]`.
+    fn contiguous_strides(heads: usize, len: usize, columns: usize) -> [u32; 3] {
+        [heads * len * columns, len * columns, columns].map(size)
     }
 
     impl Backward<Cube, 5> for AttentionBackward {
@@ -513,18 +566,21 @@ mod wgpu {
         fn backward(self, ops: Ops<Self::State, 5>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
             let [q_node, k_node, v_node, k_past_node, v_past_node] = ops.parents;
             let d_output = contiguous(grads.consume::<Cube>(&ops.node));
-            let BackwardState { inputs, output } = ops.state;
+            let inputs = ops.state.inputs;
             let [batch, heads, queries, _, own, head_dim] = inputs.sizes;
             let dq = empty_like(inputs.q(), [batch, heads, queries, head_dim]);
-            let [dk, dv] = [0; 2].map(|_| empty_like(inputs.q(), [batch, heads, own, head_dim]));
-            let [dk_past, dv_past] = past_gradients(&inputs, [&dk, &dv]);
-            let keys = [&k_node, &v_node, &k_past_node, &v_past_node].iter().any(|node| node.is_some());
-            let written = Written { dq: &dq, dk: &dk, dv: &dv, dk_past: &dk_past, dv_past: &dv_past };
-            launch_backward(&inputs, &output, &d_output, written, keys);
+            let keys = (k_node.is_some() || v_node.is_some())
+                .then(|| [0; 2].map(|_| empty_like(inputs.q(), [batch, heads, own, head_dim])));
+            let past = past_gradients(&inputs, k_past_node.is_some() || v_past_node.is_some());
+            let written =
+                Written { dq: &dq, keys: keys.as_ref().map(|[k, v]| [k, v]), past: past.as_ref().map(|[k, v]| [k, v]) };
+            launch_backward(&inputs, &d_output, written);
+            let [dk, dv] = keys.map_or([None, None], |[dk, dv]| [Some(dk), Some(dv)]);
+            let [dk_past, dv_past] = past.map_or([None, None], |[dk, dv]| [Some(dk), Some(dv)]);
             for (node, gradient) in
-                [(q_node, dq), (k_node, dk), (v_node, dv), (k_past_node, dk_past), (v_past_node, dv_past)]
+                [(q_node, Some(dq)), (k_node, dk), (v_node, dv), (k_past_node, dk_past), (v_past_node, dv_past)]
             {
-                if let Some(node) = node {
+                if let (Some(node), Some(gradient)) = (node, gradient) {
                     grads.register::<Cube>(node.id, gradient);
                 }
             }
@@ -537,16 +593,31 @@ mod wgpu {
         fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
             let [qkv_node, k_past_node, v_past_node] = ops.parents;
             let d_output = contiguous(grads.consume::<Cube>(&ops.node));
-            let BackwardState { inputs, output } = ops.state;
+            let inputs = ops.state.inputs;
             let [batch, heads, queries, _, _, head_dim] = inputs.sizes;
+            let past = past_gradients(&inputs, k_past_node.is_some() || v_past_node.is_some());
             // Every part of the projection's gradient is written: q's by the first kernel, k's and
-            // v's by the second, which therefore always runs.
-            let d_qkv = empty_like(inputs.q(), [batch, queries, 3 * heads * head_dim]);
-            let [dk_past, dv_past] = past_gradients(&inputs, [&d_qkv, &d_qkv]);
-            let written = Written { dq: &d_qkv, dk: &d_qkv, dv: &d_qkv, dk_past: &dk_past, dv_past: &dv_past };
-            launch_backward(&inputs, &output, &d_output, written, true);
+            // v's by the second, which therefore runs over the sequence's own keys whenever the
+            // projection is tracked.
+            let d_qkv = qkv_node.is_some().then(|| empty_like(inputs.q(), [batch, queries, 3 * heads * head_dim]));
+            // Without it the first kernel still writes q's part somewhere.
+            let scratch;
+            let dq = match &d_qkv {
+                Some(d_qkv) => d_qkv,
+                None => {
+                    scratch = empty_like(inputs.q(), [batch, queries, 3 * heads * head_dim]);
+                    &scratch
+                }
+            };
+            let written = Written {
+                dq,
+                keys: d_qkv.as_ref().map(|d_qkv| [d_qkv, d_qkv]),
+                past: past.as_ref().map(|[k, v]| [k, v]),
+            };
+            launch_backward(&inputs, &d_output, written);
+            let [dk_past, dv_past] = past.map_or([None, None], |[dk, dv]| [Some(dk), Some(dv)]);
             for (node, gradient) in [(qkv_node, d_qkv), (k_past_node, dk_past), (v_past_node, dv_past)] {
-                if let Some(node) = node {
+                if let (Some(node), Some(gradient)) = (node, gradient) {
                     grads.register::<Cube>(node.id, gradient);
                 }
             }

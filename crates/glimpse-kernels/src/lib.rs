@@ -10,10 +10,10 @@
 //! and the bias plus activation) it runs the kernel; everywhere else (other backends, shapes or
 //! autodiff uses a kernel does not cover) it runs its portable fallback, written in plain Burn
 //! operations and public so callers can compare the two. A `*_uses_kernel` function tells which path a call takes (`q8_dequantize` has none:
-//! its two paths give the same values). [`masked_pool`], [`layer_norm`], [`bias_activation`] and
-//! [`q8_matmul`] have hand-written backwards, so their kernels also run under autodiff (for the
-//! masks, and for a LayerNorm's, an activation's or a product's input when the parameters are
-//! frozen).
+//! its two paths give the same values). [`masked_pool`], [`layer_norm`], [`bias_activation`],
+//! [`attention`] and [`q8_matmul`] have hand-written backwards, so their kernels also run under
+//! autodiff (for the masks, for attention's inputs, and for a LayerNorm's, an activation's or a
+//! product's input when the parameters are frozen).
 //!
 //! The kernels reach the backends' tensor primitives (CubeCL's `CubeTensor`, the CPU backend's
 //! `FlexTensor`) through Burn backend extensions; the wgpu primitive is raw because Burn's

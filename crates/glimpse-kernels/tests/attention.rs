@@ -280,6 +280,7 @@ fn gradients_match_the_fallback_for_a_guided_step() {
     assert_gradients_match(&Case { past: 5, ..case(3, 12, 64, 7) }, [true, true], 111);
     assert_gradients_match(&Case { past: 5, ..case(2, 4, 64, 9) }, [false, true], 112);
     assert_gradients_match(&case(2, 4, 64, 9), [true, false], 113);
+    assert_gradients_match(&Case { past: 5, ..case(2, 4, 64, 9) }, [true, false], 114);
 }
 
 #[test]
