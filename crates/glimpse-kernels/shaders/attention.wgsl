@@ -19,8 +19,8 @@
 // turns in all (its loop limiter), where 1024 keys of head_dim 256 take 32768.
 
 // WORKGROUP_SIZE comes from workgroup.wgsl, Params, MAX_COLUMNS and keys_seen() from
-// attention_params.wgsl, the key and value lookups from attention_keys.wgsl, all put in front of
-// this file by glimpse-kernels.
+// attention_params.wgsl, `query`, load_query(), score_of() and the value lookups from
+// attention_keys.wgsl, all put in front of this file by glimpse-kernels.
 
 // Read-only inputs are declared read_write too: CubeCL sub-allocates tensors from shared wgpu
 // buffers, so an input and the output may be one buffer, and wgpu refuses a buffer bound both
@@ -48,23 +48,14 @@ fn main(
     let columns = params.head_dim / 4u;
     let seq = keys_seen(position);
 
-    var query: array<vec4<f32>, MAX_COLUMNS>;
-    let q_row = batch * params.q_batch + head * params.q_head + position * params.q_position;
-    for (var c = 0u; c < columns; c++) {
-        query[c] = q[q_row + c] * params.scale;
-    }
+    load_query(batch, head, position, columns);
 
     // The output row and the softmax denominator, both relative to exp(running_max).
     var total: array<vec4<f32>, MAX_COLUMNS>;
     var denominator = 0.0;
     var running_max = -3.0e38;
     for (var i = 0u; i < seq; i++) {
-        let key = key_row(batch, head, i);
-        var score = 0.0;
-        for (var c = 0u; c < columns; c += 4u) {
-            score += dot(query[c], key_at(i, key, c)) + dot(query[c + 1u], key_at(i, key, c + 1u))
-                + dot(query[c + 2u], key_at(i, key, c + 2u)) + dot(query[c + 3u], key_at(i, key, c + 3u));
-        }
+        let score = score_of(i, key_row(batch, head, i), columns);
         let value = value_row(batch, head, i);
         // What was summed under the old maximum shrinks by exp(old - new) (1 mostly).
         let new_max = max(running_max, score);

@@ -4,15 +4,16 @@
 //
 // One launch per part of the keys (the cache's, the sequence's own): `part_len` keys from key
 // `part_first` on, which k and v hold ([batch, heads, part_len, head_dim] through the k and v
-// strides of Params); dk and dv receive their gradients through the dkv strides and offsets. q as
+// strides of Params; the sequence's own may be the fused projection's, read through q); dk and dv
+// receive their gradients through the dkv strides and offsets (fused: dk both). q as
 // in attention.wgsl; dout: [batch, queries, heads * head_dim], contiguous; stats: [batch, heads,
 // queries, 2] (log-sum-exp, D_i). Seven storage bindings: WebGPU guarantees eight.
 // One lane per key, WORKGROUP_SIZE keys of one (head, batch row) per workgroup: workgroup_id x
 // numbers the block of keys, y the head, z the batch row. One walk over the queries that see the
 // key, its loops taking four vec4s a turn: 2 * queries * head_dim / 16 turns in all; no barrier.
 
-// WORKGROUP_SIZE comes from workgroup.wgsl, Params, MAX_COLUMNS and first_query() from
-// attention_params.wgsl, both put in front of this file by glimpse-kernels.
+// WORKGROUP_SIZE comes from workgroup.wgsl, Params, MAX_COLUMNS, first_query(), own_key() and
+// own_value() from attention_params.wgsl, both put in front of this file by glimpse-kernels.
 
 // All read_write: see attention.wgsl (one wgpu buffer may hold several tensors).
 @group(0) @binding(0) var<storage, read_write> q: array<vec4<f32>>;
@@ -45,8 +46,8 @@ fn main(
     let k_row = batch * params.k_batch + head * params.k_head + local * params.k_position;
     let v_row = batch * params.v_batch + head * params.v_head + local * params.v_position;
     for (var c = 0u; c < columns; c++) {
-        key[c] = k[k_row + c] * params.scale;
-        value[c] = v[v_row + c];
+        key[c] = own_key(k_row + c) * params.scale;
+        value[c] = own_value(v_row + c);
     }
     let q_base = batch * params.q_batch + head * params.q_head;
     let stats_base = (batch * params.heads + head) * params.queries;
@@ -82,6 +83,11 @@ fn main(
     let row = batch * params.dkv_batch + head * params.dkv_head + local * params.dkv_position;
     for (var c = 0u; c < columns; c++) {
         dk[row + params.dk_offset + c] = d_key[c] * params.scale;
-        dv[row + params.dv_offset + c] = d_value[c];
+        // Fused: the values' gradient goes into the projection's gradient too.
+        if params.fused != 0u {
+            dk[row + params.dv_offset + c] = d_value[c];
+        } else {
+            dv[row + params.dv_offset + c] = d_value[c];
+        }
     }
 }

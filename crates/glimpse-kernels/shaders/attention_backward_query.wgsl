@@ -15,8 +15,8 @@
 // attention.wgsl on lavapipe's limit).
 
 // WORKGROUP_SIZE comes from workgroup.wgsl, Params, MAX_COLUMNS and keys_seen() from
-// attention_params.wgsl, the key and value lookups from attention_keys.wgsl, all put in front of
-// this file by glimpse-kernels.
+// attention_params.wgsl, `query`, load_query() and the key and value lookups from
+// attention_keys.wgsl, all put in front of this file by glimpse-kernels.
 
 // All read_write: see attention.wgsl (one wgpu buffer may hold several tensors).
 @group(0) @binding(0) var<storage, read_write> q: array<vec4<f32>>;
@@ -28,6 +28,23 @@
 @group(0) @binding(6) var<storage, read_write> dq: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read_write> stats: array<vec2<f32>>;
 @group(0) @binding(8) var<uniform> params: Params;
+
+// The lane's row of the output's gradient.
+var<private> d_out: array<vec4<f32>, MAX_COLUMNS>;
+
+// The lane's score of key `j` and dp = dout . value j (starting at `key` and `value`), in one
+// loop: four vec4s of each a turn.
+fn score_and_dp(j: u32, key: u32, value: u32, columns: u32) -> vec2<f32> {
+    var score = 0.0;
+    var dp = 0.0;
+    for (var c = 0u; c < columns; c += 4u) {
+        score += dot(query[c], key_at(j, key, c)) + dot(query[c + 1u], key_at(j, key, c + 1u))
+            + dot(query[c + 2u], key_at(j, key, c + 2u)) + dot(query[c + 3u], key_at(j, key, c + 3u));
+        dp += dot(d_out[c], value_at(j, value, c)) + dot(d_out[c + 1u], value_at(j, value, c + 1u))
+            + dot(d_out[c + 2u], value_at(j, value, c + 2u)) + dot(d_out[c + 3u], value_at(j, value, c + 3u));
+    }
+    return vec2(score, dp);
+}
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(
@@ -43,12 +60,9 @@ fn main(
     let columns = params.head_dim / 4u;
     let seq = keys_seen(position);
 
-    var query: array<vec4<f32>, MAX_COLUMNS>;
-    var d_out: array<vec4<f32>, MAX_COLUMNS>;
-    let q_row = batch * params.q_batch + head * params.q_head + position * params.q_position;
+    load_query(batch, head, position, columns);
     let out_row = ((batch * params.queries + position) * params.heads + head) * columns;
     for (var c = 0u; c < columns; c++) {
-        query[c] = q[q_row + c] * params.scale;
         d_out[c] = dout[out_row + c];
     }
 
@@ -59,15 +73,9 @@ fn main(
     var weighted_dp = 0.0;
     for (var i = 0u; i < seq; i++) {
         let key = key_row(batch, head, i);
-        let value = value_row(batch, head, i);
-        var score = 0.0;
-        var dp = 0.0;
-        for (var c = 0u; c < columns; c += 4u) {
-            score += dot(query[c], key_at(i, key, c)) + dot(query[c + 1u], key_at(i, key, c + 1u))
-                + dot(query[c + 2u], key_at(i, key, c + 2u)) + dot(query[c + 3u], key_at(i, key, c + 3u));
-            dp += dot(d_out[c], value_at(i, value, c)) + dot(d_out[c + 1u], value_at(i, value, c + 1u))
-                + dot(d_out[c + 2u], value_at(i, value, c + 2u)) + dot(d_out[c + 3u], value_at(i, value, c + 3u));
-        }
+        let dots = score_and_dp(i, key, value_row(batch, head, i), columns);
+        let score = dots.x;
+        let dp = dots.y;
         let new_max = max(running_max, score);
         let correction = exp(running_max - new_max);
         let weight = exp(score - new_max);
@@ -81,15 +89,9 @@ fn main(
     var d_query: array<vec4<f32>, MAX_COLUMNS>;
     for (var i = 0u; i < seq; i++) {
         let key = key_row(batch, head, i);
-        let value = value_row(batch, head, i);
-        var score = 0.0;
-        var dp = 0.0;
-        for (var c = 0u; c < columns; c += 4u) {
-            score += dot(query[c], key_at(i, key, c)) + dot(query[c + 1u], key_at(i, key, c + 1u))
-                + dot(query[c + 2u], key_at(i, key, c + 2u)) + dot(query[c + 3u], key_at(i, key, c + 3u));
-            dp += dot(d_out[c], value_at(i, value, c)) + dot(d_out[c + 1u], value_at(i, value, c + 1u))
-                + dot(d_out[c + 2u], value_at(i, value, c + 2u)) + dot(d_out[c + 3u], value_at(i, value, c + 3u));
-        }
+        let dots = score_and_dp(i, key, value_row(batch, head, i), columns);
+        let score = dots.x;
+        let dp = dots.y;
         let p = exp(score - log_sum);
         let ds = p * (dp - d);
         for (var c = 0u; c < columns; c += 4u) {

@@ -1,5 +1,5 @@
-// What attention.wgsl and its two backward kernels share: their parameters and which keys a query
-// sees.
+// What attention.wgsl and its two backward kernels share: their parameters, which keys a query
+// sees, and reading the sequence's own keys and values (each kernel declares q, k and v).
 
 struct Params {
     heads: u32,
@@ -41,6 +41,29 @@ struct Params {
     // the dkv ones.
     part_first: u32,
     part_len: u32,
+    // Whether q, k and v are the heads of one fused projection, bound once (as q): k's and v's
+    // elements then lie k_offset and v_offset vec4s after q's, and dk binds the projection's
+    // gradient, v's part included. WebGPU refuses writable bindings whose ranges overlap, so
+    // views of one buffer cannot be bound apart.
+    fused: u32,
+    k_offset: u32,
+    v_offset: u32,
+}
+
+// The sequence's own key vec4 at `index` (row and column) of k, or of the fused projection.
+fn own_key(index: u32) -> vec4<f32> {
+    if params.fused != 0u {
+        return q[params.k_offset + index];
+    }
+    return k[index];
+}
+
+// As own_key(), for values.
+fn own_value(index: u32) -> vec4<f32> {
+    if params.fused != 0u {
+        return q[params.v_offset + index];
+    }
+    return v[index];
 }
 
 // Most vec4 columns of a head (head_dim 256): each lane keeps rows of this length in private memory.

@@ -79,18 +79,14 @@ pub fn attention(
     if !attention_uses_kernel(&q, &k, &v, past.as_ref(), mask) {
         return attention_fallback(q, k, v, past, mask, scale);
     }
-    let causal = matches!(mask, Mask::Causal(_));
-    // Without a cache the kernel is handed k and v again in its place, and reads none of it;
-    // detached, so that autodiff sees no second use of them.
-    let has_past = past.is_some();
-    let [k_past, v_past] = past.unwrap_or_else(|| [k.clone().detach(), v.clone().detach()]);
+    let (has_past, [k_past, v_past]) = cache_or_stand_ins(past, &k, &v);
     Tensor::from_dispatch(<Dispatch as AttentionBackend>::attention(
         q.into_dispatch(),
         k.into_dispatch(),
         v.into_dispatch(),
         k_past.into_dispatch(),
         v_past.into_dispatch(),
-        (has_past, causal, scale),
+        (has_past, matches!(mask, Mask::Causal(_)), scale),
     ))
 }
 
@@ -108,17 +104,21 @@ pub fn attention_qkv(qkv: Tensor<3>, heads: usize, past: Option<[Tensor<4>; 2]>,
     if !attention_uses_kernel(&q, &k, &v, past.as_ref(), mask) {
         return attention_fallback(q, k, v, past, mask, scale);
     }
-    let causal = matches!(mask, Mask::Causal(_));
-    let has_past = past.is_some();
-    // Without a cache the kernel is handed k and v again in its place, and reads none of it;
-    // detached, so that autodiff sees no use of them (it would wait for their gradients).
-    let [k_past, v_past] = past.unwrap_or_else(|| [k.detach(), v.detach()]);
+    let (has_past, [k_past, v_past]) = cache_or_stand_ins(past, &k, &v);
     Tensor::from_dispatch(<Dispatch as AttentionBackend>::attention_qkv(
         qkv.into_dispatch(),
         k_past.into_dispatch(),
         v_past.into_dispatch(),
-        (heads, has_past, causal, scale),
+        (heads, has_past, matches!(mask, Mask::Causal(_)), scale),
     ))
+}
+
+/// Whether there is a cache, and the tensors the kernel is handed for it: without one, k and v
+/// again, which it reads none of; detached, so that autodiff sees no second use of them (it would
+/// wait for their gradients).
+fn cache_or_stand_ins(past: Option<[Tensor<4>; 2]>, k: &Tensor<4>, v: &Tensor<4>) -> (bool, [Tensor<4>; 2]) {
+    let has_past = past.is_some();
+    (has_past, past.unwrap_or_else(|| [k.clone().detach(), v.clone().detach()]))
 }
 
 /// The heads of a fused projection `[batch, t, 3 * heads * head_dim]` (q, then k, then v) as views,
@@ -244,10 +244,8 @@ mod wgpu {
     use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
     use burn::backend::autodiff::grads::Gradients;
     use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-    use burn::backend::ops::FloatTensorOps;
-    use burn::backend::wgpu::CubeTensor;
+    use burn::backend::wgpu::{CubeTensor, into_contiguous};
     use burn::backend::{Autodiff, Cube};
-    use burn::tensor::{Shape, Slice};
     use cubecl::CubeCount;
     use cubecl::ir::attributes::BufferIOAttr;
     use cubecl::server::Handle;
@@ -271,14 +269,15 @@ mod wgpu {
     /// Queries (or keys, backward) per workgroup, one per lane.
     const WORKGROUP_SIZE: u32 = 32;
 
-    /// Where the backward kernels write the gradients of q, k and v.
-    #[derive(Debug, Clone, Copy, PartialEq)]
-    enum GradientLayout {
-        /// Three contiguous tensors.
-        Separate,
-        /// One `[batch, t, 3 * heads * head_dim]` tensor: the gradient of the projection q, k and
-        /// v are the heads of.
-        Fused,
+    /// What the kernels read q, k and v from.
+    enum Reads {
+        /// Three tensors, `[batch, heads, len, head_dim]` each; their gradients are three
+        /// contiguous tensors.
+        Separate([CubeTensor; 3]),
+        /// The heads of one fused projection `[batch, t, 3 * heads * head_dim]`, bound once:
+        /// WebGPU refuses writable bindings whose ranges overlap, as views of one buffer do. Its
+        /// gradient is one tensor of its shape.
+        Fused { qkv: CubeTensor, heads: usize },
     }
 
     /// `shaders/attention_params.wgsl`'s `Params`: strides and offsets in `vec4`s.
@@ -303,6 +302,9 @@ mod wgpu {
         offsets: [usize; 3],
         /// The first key and the number of keys of a launch of the keys' backward.
         part: [usize; 2],
+        /// Whether q, k and v are one fused projection bound as q, with k's and v's offsets in it.
+        fused: bool,
+        own_offsets: [usize; 2],
     }
 
     impl Params {
@@ -314,11 +316,14 @@ mod wgpu {
                 .chain([self.scale.to_bits(), u32::from(self.causal)])
                 .chain(strides.into_iter().flatten())
                 .chain(self.offsets.into_iter().chain(self.part).map(size))
+                .chain([u32::from(self.fused)])
+                .chain(self.own_offsets.map(size))
                 .collect()
         }
     }
 
-    /// q, k, v, k_past and v_past as the kernels read them, with the kernels' `Params`.
+    /// The tensors bound for q, k, v, k_past and v_past (tiny stand-ins where a kernel reads none:
+    /// k and v when fused, the cache without one), with the kernels' `Params`.
     #[derive(Debug, Clone)]
     struct Inputs {
         tensors: [CubeTensor; 5],
@@ -328,32 +333,53 @@ mod wgpu {
     }
 
     impl Inputs {
-        fn new(tensors: [CubeTensor; 5], (has_past, causal, scale): (bool, bool, f32), layout: GradientLayout) -> Self {
-            let [q, k, v, k_past, v_past] = tensors.map(in_vec4s);
-            // The two caches go through one set of strides.
-            let [k_past, v_past] = if k_past.meta.strides() == v_past.meta.strides() {
-                [k_past, v_past]
-            } else {
-                [k_past, v_past].map(contiguous)
-            };
-            let (q_shape, own) = (q.meta.shape(), k.meta.shape()[2]);
-            let past = if has_past { k_past.meta.shape()[2] } else { 0 };
-            let sizes = [q_shape[0], q_shape[1], q_shape[2], past, own, q_shape[3]];
-            let [_, heads, queries, past, own, head_dim] = sizes;
+        fn new(reads: Reads, past: Option<[CubeTensor; 2]>, (causal, scale): (bool, f32)) -> Self {
             let vec4_strides = |tensor: &CubeTensor| {
                 let [batch, head, position, _] = strides::<4>(tensor);
                 [batch, head, position].map(|stride| stride / 4)
             };
+            let (bound, [batch, heads, queries, own, head_dim], [q, k, v], fused) = match reads {
+                Reads::Separate([q, k, v]) => {
+                    let q = in_vec4s(q);
+                    let k = apart(in_vec4s(k), &[&q]);
+                    let v = apart(in_vec4s(v), &[&q, &k]);
+                    let shape = q.meta.shape();
+                    let sizes = [shape[0], shape[1], shape[2], k.meta.shape()[2], shape[3]];
+                    let strides = [&q, &k, &v].map(vec4_strides);
+                    (vec![q, k, v], sizes, strides, false)
+                }
+                Reads::Fused { qkv, heads } => {
+                    let qkv = contiguous(qkv);
+                    let shape = qkv.meta.shape();
+                    let (batch, t, head_dim) = (shape[0], shape[1], shape[2] / 3 / heads);
+                    let row = 3 * heads * head_dim / 4;
+                    let strides = [t * row, head_dim / 4, row].map(size);
+                    let stand_ins = [0; 2].map(|_| stand_in(&qkv));
+                    let bound = [vec![qkv], stand_ins.to_vec()].concat();
+                    (bound, [batch, heads, t, t, head_dim], [strides; 3], true)
+                }
+            };
+            let past_len = past.as_ref().map_or(0, |[k_past, _]| k_past.meta.shape()[2]);
+            let [k_past, v_past] = match past {
+                Some(past) => {
+                    let past = past.map(in_vec4s);
+                    // The two caches go through one set of strides, and are bound apart from
+                    // the rest.
+                    let [k_past, v_past] =
+                        if past[0].meta.strides() == past[1].meta.strides() { past } else { past.map(contiguous) };
+                    let k_past = apart(k_past, &bound.iter().collect::<Vec<_>>());
+                    let v_past = apart(v_past, &bound.iter().chain([&k_past]).collect::<Vec<_>>());
+                    [k_past, v_past]
+                }
+                None => [0; 2].map(|_| stand_in(&bound[0])),
+            };
+            let past = past_len;
             let columns = head_dim / 4;
-            let (dq, dkv, offsets) = match layout {
-                GradientLayout::Separate => {
-                    (contiguous_strides(heads, queries, columns), contiguous_strides(heads, own, columns), [0; 3])
-                }
-                GradientLayout::Fused => {
-                    let row = 3 * heads * columns;
-                    let strides = [queries * row, columns, row].map(size);
-                    (strides, strides, [0, heads * columns, 2 * heads * columns])
-                }
+            let (dq, dkv, offsets, own_offsets) = if fused {
+                let gradient = [queries * 3 * heads * columns, columns, 3 * heads * columns].map(size);
+                (gradient, gradient, [0, heads * columns, 2 * heads * columns], [heads * columns, 2 * heads * columns])
+            } else {
+                (contiguous_strides(heads, queries, columns), contiguous_strides(heads, own, columns), [0; 3], [0; 2])
             };
             let params = Params {
                 heads,
@@ -363,16 +389,19 @@ mod wgpu {
                 head_dim,
                 scale,
                 causal,
-                q: vec4_strides(&q),
-                k: vec4_strides(&k),
-                v: vec4_strides(&v),
-                past_strides: vec4_strides(&k_past),
+                q,
+                k,
+                v,
+                past_strides: if past > 0 { vec4_strides(&k_past) } else { [0; 3] },
                 dq,
                 dkv,
                 offsets,
                 part: [0, 0],
+                fused,
+                own_offsets,
             };
-            Self { tensors: [q, k, v, k_past, v_past], sizes, params }
+            let [q, k, v]: [CubeTensor; 3] = bound.try_into().expect("three tensors bound for q, k and v");
+            Self { tensors: [q, k, v, k_past, v_past], sizes: [batch, heads, queries, past, own, head_dim], params }
         }
 
         /// A lane for each of `rows` (queries or keys) of every head and batch row.
@@ -403,17 +432,32 @@ mod wgpu {
         )
     }
 
-    /// The heads of a fused projection `[batch, t, 3 * heads * head_dim]` as views, as
-    /// [`qkv_heads`] makes them.
-    fn split_heads(qkv: CubeTensor, heads: usize) -> [CubeTensor; 3] {
-        let shape = qkv.meta.shape();
-        let (batch, t, width) = (shape[0], shape[1], shape[2]);
-        let split = Cube::float_reshape(qkv, Shape::new([batch, t, 3 * heads, width / 3 / heads]));
-        [0, 1, 2].map(|i| {
-            let part =
-                [Slice::from(0..batch), Slice::from(0..t), Slice::from(i * heads..(i + 1) * heads), Slice::full()];
-            Cube::float_swap_dims(Cube::float_slice(split.clone(), &part), 1, 2)
-        })
+    /// The cache's keys and values where the call has a cache (its stand-ins are otherwise k and v
+    /// themselves, which must not be bound twice).
+    fn cache(k_past: CubeTensor, v_past: CubeTensor, has_past: bool) -> Option<[CubeTensor; 2]> {
+        has_past.then_some([k_past, v_past])
+    }
+
+    /// A 16-byte tensor bound where a kernel reads nothing.
+    fn stand_in(like: &CubeTensor) -> CubeTensor {
+        empty_like(like, [1, 1, 1, 4])
+    }
+
+    /// `tensor`, copied where its memory overlaps one of `others`' (views of one buffer): WebGPU
+    /// refuses writable bindings whose ranges overlap, and the kernels bind every tensor writable
+    /// (see the shaders' README).
+    fn apart(tensor: CubeTensor, others: &[&CubeTensor]) -> CubeTensor {
+        let range = |tensor: &CubeTensor| {
+            let handle = &tensor.handle;
+            let start = handle.offset_start.unwrap_or(0);
+            (handle.memory.descriptor().id, start..start + handle.size_in_used())
+        };
+        let (id, bytes) = range(&tensor);
+        let overlaps = others.iter().any(|other| {
+            let (other_id, other_bytes) = range(other);
+            other_id == id && other_bytes.start < bytes.end && bytes.start < other_bytes.end
+        });
+        if overlaps { into_contiguous(tensor.copy()) } else { tensor }
     }
 
     impl AttentionBackend for Cube {
@@ -425,7 +469,11 @@ mod wgpu {
             v_past: CubeTensor,
             settings: (bool, bool, f32),
         ) -> CubeTensor {
-            forward(&Inputs::new([q, k, v, k_past, v_past], settings, GradientLayout::Separate))
+            forward(&Inputs::new(
+                Reads::Separate([q, k, v]),
+                cache(k_past, v_past, settings.0),
+                (settings.1, settings.2),
+            ))
         }
 
         fn attention_qkv(
@@ -434,8 +482,7 @@ mod wgpu {
             v_past: CubeTensor,
             (heads, has_past, causal, scale): (usize, bool, bool, f32),
         ) -> CubeTensor {
-            let [q, k, v] = split_heads(qkv, heads);
-            forward(&Inputs::new([q, k, v, k_past, v_past], (has_past, causal, scale), GradientLayout::Fused))
+            forward(&Inputs::new(Reads::Fused { qkv, heads }, cache(k_past, v_past, has_past), (causal, scale)))
         }
     }
 
@@ -449,11 +496,9 @@ mod wgpu {
             settings: (bool, bool, f32),
         ) -> FloatTensor<Self> {
             let nodes = [q.node(), k.node(), v.node(), k_past.node(), v_past.node()];
-            let inputs = Inputs::new(
-                [q, k, v, k_past, v_past].map(|tensor| tensor.into_primitive()),
-                settings,
-                GradientLayout::Separate,
-            );
+            let [q, k, v, k_past, v_past] = [q, k, v, k_past, v_past].map(|tensor| tensor.into_primitive());
+            let inputs =
+                Inputs::new(Reads::Separate([q, k, v]), cache(k_past, v_past, settings.0), (settings.1, settings.2));
             match AttentionBackward.prepare::<C>(nodes).compute_bound().stateful() {
                 OpsKind::Tracked(prep) => {
                     let output = forward(&inputs);
@@ -470,11 +515,10 @@ mod wgpu {
             (heads, has_past, causal, scale): (usize, bool, bool, f32),
         ) -> FloatTensor<Self> {
             let nodes = [qkv.node(), k_past.node(), v_past.node()];
-            let [q, k, v] = split_heads(qkv.into_primitive(), heads);
             let inputs = Inputs::new(
-                [q, k, v, k_past.into_primitive(), v_past.into_primitive()],
-                (has_past, causal, scale),
-                GradientLayout::Fused,
+                Reads::Fused { qkv: qkv.into_primitive(), heads },
+                cache(k_past.into_primitive(), v_past.into_primitive(), has_past),
+                (causal, scale),
             );
             match AttentionBackward.prepare::<C>(nodes).compute_bound().stateful() {
                 OpsKind::Tracked(prep) => {
@@ -528,6 +572,7 @@ mod wgpu {
                 v: strides,
                 dkv: contiguous_strides(heads, past, head_dim / 4),
                 offsets: [0; 3],
+                fused: false,
                 ..inputs.params.clone()
             };
             (k_past, v_past, gradients, params, [0, past])
@@ -609,9 +654,12 @@ mod wgpu {
                     &scratch
                 }
             };
+            // The keys' kernel writes the values' gradient into the projection's too (dk), and
+            // nothing into its dv binding.
+            let unwritten = stand_in(inputs.q());
             let written = Written {
                 dq,
-                keys: d_qkv.as_ref().map(|d_qkv| [d_qkv, d_qkv]),
+                keys: d_qkv.as_ref().map(|d_qkv| [d_qkv, &unwritten]),
                 past: past.as_ref().map(|[k, v]| [k, v]),
             };
             launch_backward(&inputs, &d_output, written);
