@@ -1,11 +1,12 @@
 // Attention over a sequence (an encoder layer, or a forward pass over several positions after a
 // cache): out = softmax(q k^T * scale) v per head, optionally causal, with the heads merged.
 //
-// q: [batch, heads, queries, head_dim]; k, v: [batch, heads, keys - past, head_dim], after
-// k_past, v_past: [batch, heads, past, head_dim] (a cache; unread without one); each read through
-// its own strides (in vec4s), so views of a projection split into heads need no copy and a cache
-// no concatenation; head_dim is dense and a multiple of 16 (the loops over a row take four vec4s
-// a turn). Causal: query i sees keys 0..=keys - queries + i, otherwise every key.
+// q: [batch, heads, queries, head_dim]; k, v: [batch, heads, keys - past, head_dim] (or, fused,
+// the heads of one projection bound as q), after k_past, v_past: [batch, heads, past, head_dim] (a
+// cache, sharing one set of strides; unread without one); each read through strides (in vec4s),
+// so heads split out of a projection need no copy and a cache no concatenation; head_dim is dense
+// and a multiple of 16 (the loops over a row take four vec4s a turn). Causal: query i sees keys
+// 0..=keys - queries + i, otherwise every key.
 // out: [batch, queries, heads * head_dim], contiguous (the heads merged, as the output
 // projection reads them).
 //

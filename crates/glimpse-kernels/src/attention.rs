@@ -9,9 +9,10 @@ use crate::wgsl::{MAX_WORKGROUPS, wgpu_f32};
 
 /// Largest head dimension the kernel takes (each lane holds its query and output row as 64 `vec4`s).
 const MAX_HEAD_DIM: usize = 256;
-/// Most keys the kernel takes: lavapipe cuts a shader's loops short after about 65535 turns in all
-/// (NaN outputs past 2000 keys of head_dim 64), and the kernel's two loops over a key's `vec4`s
-/// turn `keys * head_dim / 8` times. Longer sequences are the fallback's matmuls' to begin with.
+/// Most keys the kernels take: lavapipe cuts a shader's loops short after about 65535 turns in all
+/// (NaN outputs past 2000 keys of head_dim 64 when each turn took one `vec4`), and the loops of the
+/// busiest kernel (the queries' backward) turn `3 * keys * head_dim / 16` times, 49152 at 1024
+/// keys of head_dim 256. Longer sequences are the fallback's matmuls' to begin with.
 const MAX_KEYS: usize = 1024;
 
 /// The keys each query may not see under causal attention over `t` positions after `past` cached
@@ -59,11 +60,12 @@ impl Mask<'_> {
 /// Runs the WGSL kernel `shaders/attention.wgsl` (one launch, where the fallback takes a dozen
 /// and a cache's concatenation two per tensor) when all are f32 on a wgpu device, under autodiff
 /// too (with `shaders/attention_backward_query.wgsl` and `attention_backward_key.wgsl` for the
-/// gradients of whichever inputs are tracked: two launches where the fallback's backward takes
-/// about fifteen), the mask is [`Mask::All`] or [`Mask::Causal`], `head_dim` is a multiple of 16
-/// up to 256, `p + s` is at most 1024 and the batch and heads each fit a dispatch dimension;
-/// otherwise [`attention_fallback`]. The kernel reads views (heads split out of a projection)
-/// through their strides, without copying them.
+/// gradients of whichever inputs are tracked: two or three launches where the fallback's backward
+/// takes about fifteen), the mask is [`Mask::All`] or [`Mask::Causal`], `head_dim` is a multiple
+/// of 16 up to 256, `t` and `p + s` are at most 1024 and the batch and heads each fit a dispatch
+/// dimension; otherwise [`attention_fallback`]. The kernel reads views (heads split out of a
+/// projection) through their strides without copying them, unless two of them overlap in one
+/// buffer (WebGPU refuses that): [`attention_qkv`] takes the heads of one projection.
 ///
 /// # Panics
 /// If the shapes do not match each other or the causal mask.
@@ -79,7 +81,7 @@ pub fn attention(
     if !attention_uses_kernel(&q, &k, &v, past.as_ref(), mask) {
         return attention_fallback(q, k, v, past, mask, scale);
     }
-    let (has_past, [k_past, v_past]) = cache_or_stand_ins(past, &k, &v);
+    let (has_past, [k_past, v_past]) = cache_or_stand_ins(past, &q.device());
     Tensor::from_dispatch(<Dispatch as AttentionBackend>::attention(
         q.into_dispatch(),
         k.into_dispatch(),
@@ -92,19 +94,24 @@ pub fn attention(
 
 /// [`attention`] over the heads of a fused projection, as GPT-2 makes them: qkv `[batch, t, 3 *
 /// heads * head_dim]` (q, then k, then v, heads side by side in each), after `past` when given ->
-/// `[batch, t, heads * head_dim]`. Under autodiff the kernel's backward writes the projection's
-/// gradient whole, where the gradients of three views of it ([`qkv_heads`]) take eight more
-/// launches to gather.
+/// `[batch, t, heads * head_dim]`. The kernel reads the projection whole, and under autodiff its
+/// backward writes the projection's gradient whole, where the gradients of three views of it
+/// ([`qkv_heads`], which the fallback takes) take eight more launches to gather.
 ///
 /// # Panics
 /// If `qkv`'s width is not a multiple of `3 * heads`, or as [`attention`].
 pub fn attention_qkv(qkv: Tensor<3>, heads: usize, past: Option<[Tensor<4>; 2]>, mask: Mask, scale: f32) -> Tensor<3> {
-    let [q, k, v] = qkv_heads(&qkv, heads);
-    check_shapes(&q, &k, &v, past.as_ref(), mask);
-    if !attention_uses_kernel(&q, &k, &v, past.as_ref(), mask) {
+    let [batch, t, width] = qkv.dims();
+    check_width(width, heads);
+    let heads_shape = [batch, heads, t, width / 3 / heads];
+    let past_shapes = past.as_ref().map(|[k_past, v_past]| [k_past.dims(), v_past.dims()]);
+    check_dims([heads_shape; 3], past_shapes, mask);
+    let on_wgpu = wgpu_f32(&qkv) && past.iter().flatten().all(wgpu_f32);
+    if !(on_wgpu && fits_kernel(heads_shape, past_shapes.map_or(0, |[k_past, _]| k_past[2]) + t, mask)) {
+        let [q, k, v] = qkv_heads(&qkv, heads);
         return attention_fallback(q, k, v, past, mask, scale);
     }
-    let (has_past, [k_past, v_past]) = cache_or_stand_ins(past, &k, &v);
+    let (has_past, [k_past, v_past]) = cache_or_stand_ins(past, &qkv.device());
     Tensor::from_dispatch(<Dispatch as AttentionBackend>::attention_qkv(
         qkv.into_dispatch(),
         k_past.into_dispatch(),
@@ -113,12 +120,11 @@ pub fn attention_qkv(qkv: Tensor<3>, heads: usize, past: Option<[Tensor<4>; 2]>,
     ))
 }
 
-/// Whether there is a cache, and the tensors the kernel is handed for it: without one, k and v
-/// again, which it reads none of; detached, so that autodiff sees no second use of them (it would
-/// wait for their gradients).
-fn cache_or_stand_ins(past: Option<[Tensor<4>; 2]>, k: &Tensor<4>, v: &Tensor<4>) -> (bool, [Tensor<4>; 2]) {
+/// Whether there is a cache, and the tensors the kernel is handed for it: without one, two tiny
+/// tensors of no graph, which the kernel replaces (the dispatch takes tensors either way).
+fn cache_or_stand_ins(past: Option<[Tensor<4>; 2]>, device: &Device) -> (bool, [Tensor<4>; 2]) {
     let has_past = past.is_some();
-    (has_past, past.unwrap_or_else(|| [k.clone().detach(), v.clone().detach()]))
+    (has_past, past.unwrap_or_else(|| [0; 2].map(|_| Tensor::empty([1, 1, 1, 4], device))))
 }
 
 /// The heads of a fused projection `[batch, t, 3 * heads * head_dim]` (q, then k, then v) as views,
@@ -130,37 +136,37 @@ fn cache_or_stand_ins(past: Option<[Tensor<4>; 2]>, k: &Tensor<4>, v: &Tensor<4>
 /// If the width is not a multiple of `3 * heads`.
 pub fn qkv_heads(qkv: &Tensor<3>, heads: usize) -> [Tensor<4>; 3] {
     let [b, t, width] = qkv.dims();
-    assert!(
-        heads > 0 && width.is_multiple_of(3 * heads),
-        "attention_qkv: a projection of width {width} does not split into 3 x {heads} heads"
-    );
+    check_width(width, heads);
     let split = qkv.clone().reshape([b, t, 3 * heads, width / 3 / heads]);
     [0, 1, 2].map(|i| split.clone().narrow(2, i * heads, heads).swap_dims(1, 2))
 }
 
+fn check_width(width: usize, heads: usize) {
+    assert!(
+        heads > 0 && width.is_multiple_of(3 * heads),
+        "attention_qkv: a projection of width {width} does not split into 3 x {heads} heads"
+    );
+}
+
 /// The kernel indexes through these sizes: a mismatch must stop here, not read out of bounds.
 fn check_shapes(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, past: Option<&[Tensor<4>; 2]>, mask: Mask) {
-    let [batch, heads, t, head_dim] = q.dims();
-    let [k_batch, k_heads, s, k_head_dim] = k.dims();
-    let p = past.map_or(0, |[k_past, _]| k_past.dims()[2]);
-    let past_fits = past.is_none_or(|[k_past, v_past]| {
-        k_past.dims() == [batch, heads, p, head_dim] && v_past.dims() == k_past.dims() && p > 0
-    });
+    check_dims([q.dims(), k.dims(), v.dims()], past.map(|[k_past, v_past]| [k_past.dims(), v_past.dims()]), mask);
+}
+
+/// [`check_shapes`] over the shapes alone.
+fn check_dims([q, k, v]: [[usize; 4]; 3], past: Option<[[usize; 4]; 2]>, mask: Mask) {
+    let [batch, heads, t, head_dim] = q;
+    let [k_batch, k_heads, s, k_head_dim] = k;
+    let p = past.map_or(0, |[k_past, _]| k_past[2]);
+    let past_fits =
+        past.is_none_or(|[k_past, v_past]| k_past == [batch, heads, p, head_dim] && v_past == k_past && p > 0);
     let causal_fits = match mask {
         Mask::Causal(causal) => causal.hidden.dims()[2..] == [t, p + s],
         _ => true,
     };
     assert!(
-        [k_batch, k_heads, k_head_dim] == [batch, heads, head_dim]
-            && v.dims() == k.dims()
-            && s > 0
-            && past_fits
-            && causal_fits,
-        "attention: q {:?}, k {:?}, v {:?}, the cache {:?} and the mask do not match",
-        q.dims(),
-        k.dims(),
-        v.dims(),
-        past.map(|[k_past, v_past]| [k_past.dims(), v_past.dims()])
+        [k_batch, k_heads, k_head_dim] == [batch, heads, head_dim] && v == k && s > 0 && past_fits && causal_fits,
+        "attention: q {q:?}, k {k:?}, v {v:?}, the cache {past:?} and the mask do not match"
     );
 }
 
@@ -172,15 +178,21 @@ pub fn attention_uses_kernel(
     past: Option<&[Tensor<4>; 2]>,
     mask: Mask,
 ) -> bool {
-    let [batch, heads, _, head_dim] = q.dims();
     let p = past.map_or(0, |[k_past, _]| k_past.dims()[2]);
+    fits_kernel(q.dims(), p + k.dims()[2], mask)
+        && [q, k, v].into_iter().chain(past.into_iter().flatten()).all(wgpu_f32)
+}
+
+/// Whether the kernels take queries of shape `[batch, heads, t, head_dim]` against `keys` keys
+/// under `mask`.
+fn fits_kernel([batch, heads, t, head_dim]: [usize; 4], keys: usize, mask: Mask) -> bool {
     !matches!(mask, Mask::Hidden(_))
         && head_dim <= MAX_HEAD_DIM
         && head_dim.is_multiple_of(16)
-        && p + k.dims()[2] <= MAX_KEYS
+        && keys <= MAX_KEYS
+        && t <= MAX_KEYS
         && batch <= MAX_WORKGROUPS
         && heads <= MAX_WORKGROUPS
-        && [q, k, v].into_iter().chain(past.into_iter().flatten()).all(wgpu_f32)
 }
 
 /// [`attention`] in plain Burn operations (the cache concatenated before k and v, matmul, scale,
@@ -361,19 +373,19 @@ mod wgpu {
             };
             let past_len = past.as_ref().map_or(0, |[k_past, _]| k_past.meta.shape()[2]);
             let [k_past, v_past] = match past {
-                Some(past) => {
-                    let past = past.map(in_vec4s);
-                    // The two caches go through one set of strides, and are bound apart from
-                    // the rest.
-                    let [k_past, v_past] =
-                        if past[0].meta.strides() == past[1].meta.strides() { past } else { past.map(contiguous) };
-                    let k_past = apart(k_past, &bound.iter().collect::<Vec<_>>());
-                    let v_past = apart(v_past, &bound.iter().chain([&k_past]).collect::<Vec<_>>());
-                    [k_past, v_past]
+                Some([k_past, v_past]) => {
+                    // Bound apart from the rest and from each other (a cache kept from an earlier
+                    // pass is two views of its projection), then through one set of strides.
+                    let k_past = apart(in_vec4s(k_past), &bound.iter().collect::<Vec<_>>());
+                    let v_past = apart(in_vec4s(v_past), &bound.iter().chain([&k_past]).collect::<Vec<_>>());
+                    if k_past.meta.strides() == v_past.meta.strides() {
+                        [k_past, v_past]
+                    } else {
+                        [k_past, v_past].map(contiguous)
+                    }
                 }
                 None => [0; 2].map(|_| stand_in(&bound[0])),
             };
-            let past = past_len;
             let columns = head_dim / 4;
             let (dq, dkv, offsets, own_offsets) = if fused {
                 let gradient = [queries * 3 * heads * columns, columns, 3 * heads * columns].map(size);
@@ -384,15 +396,15 @@ mod wgpu {
             let params = Params {
                 heads,
                 queries,
-                keys: past + own,
-                past,
+                keys: past_len + own,
+                past: past_len,
                 head_dim,
                 scale,
                 causal,
                 q,
                 k,
                 v,
-                past_strides: if past > 0 { vec4_strides(&k_past) } else { [0; 3] },
+                past_strides: if past_len > 0 { vec4_strides(&k_past) } else { [0; 3] },
                 dq,
                 dkv,
                 offsets,
@@ -401,7 +413,7 @@ mod wgpu {
                 own_offsets,
             };
             let [q, k, v]: [CubeTensor; 3] = bound.try_into().expect("three tensors bound for q, k and v");
-            Self { tensors: [q, k, v, k_past, v_past], sizes: [batch, heads, queries, past, own, head_dim], params }
+            Self { tensors: [q, k, v, k_past, v_past], sizes: [batch, heads, queries, past_len, own, head_dim], params }
         }
 
         /// A lane for each of `rows` (queries or keys) of every head and batch row.
@@ -656,10 +668,10 @@ mod wgpu {
             };
             // The keys' kernel writes the values' gradient into the projection's too (dk), and
             // nothing into its dv binding.
-            let unwritten = stand_in(inputs.q());
+            let unwritten = d_qkv.as_ref().map(|_| stand_in(inputs.q()));
             let written = Written {
                 dq,
-                keys: d_qkv.as_ref().map(|d_qkv| [d_qkv, &unwritten]),
+                keys: d_qkv.as_ref().zip(unwritten.as_ref()).map(|(d_qkv, unwritten)| [d_qkv, unwritten]),
                 past: past.as_ref().map(|[k, v]| [k, v]),
             };
             launch_backward(&inputs, &d_output, written);

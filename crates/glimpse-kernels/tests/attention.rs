@@ -12,6 +12,7 @@ use glimpse_kernels::{
 
 const TOLERANCE: f32 = 1e-4;
 
+#[derive(Clone)]
 struct Case {
     batch: usize,
     heads: usize,
@@ -56,6 +57,15 @@ fn fused_views(case: &Case, seed: u64, device: &Device) -> Inputs {
     let past =
         (past > 0).then(|| [1, 2].map(|salt| tensor([batch, heads, past, head_dim], seed + salt, amplitude, device)));
     Inputs { q, k, v, past }
+}
+
+/// [`fused_views`] after a cache kept from an earlier pass as GPT-2 keeps one: the keys and values
+/// are two views of that pass's projection (overlapping in one buffer, with its strides).
+fn kept_cache_views(case: &Case, seed: u64, device: &Device) -> Inputs {
+    let &Case { batch, heads, head_dim, past, amplitude, .. } = case;
+    let earlier = tensor([batch, past, 3 * heads * head_dim], seed + 5, amplitude, device);
+    let [_, k_past, v_past] = qkv_heads(&earlier, heads);
+    Inputs { past: Some([k_past, v_past]), ..fused_views(&Case { past: 0, ..*case }, seed, device) }
 }
 
 /// [`fused_views`] with the cache concatenated before k and v by the caller.
@@ -126,6 +136,7 @@ fn kernel_matches_fallback_for_gpt2_views_after_a_cache() {
     // before the call instead of handed over.
     assert_kernel_matches_fallback(&Case { past: 5, causal: false, ..case(1, 12, 64, 1) }, fused_views, 14);
     assert_kernel_matches_fallback(&Case { past: 5, ..case(3, 12, 64, 7) }, concatenated_views, 15);
+    assert_kernel_matches_fallback(&Case { past: 6, ..case(2, 4, 64, 3) }, kept_cache_views, 16);
 }
 
 #[test]
@@ -133,9 +144,11 @@ fn the_fused_projection_matches_its_views() {
     // attention_qkv splits the projection itself; the same heads through `attention` (the kernel,
     // checked against the fallback above) must give the same output.
     let Some(device) = wgpu() else { return };
-    for case in [Case { past: 5, ..case(3, 12, 64, 7) }, Case { causal: false, ..case(2, 4, 48, 1) }] {
+    let cases = [Case { past: 5, ..case(3, 12, 64, 7) }, Case { causal: false, ..case(2, 4, 48, 1) }];
+    for (case, kept) in cases.into_iter().flat_map(|case| [(case.clone(), false), (case, true)]) {
         let qkv = tensor([case.batch, case.t, 3 * case.heads * case.head_dim], 131, 1.0, &device);
-        let past = fused_views(&case, 131, &device).past;
+        let views = if kept && case.past > 0 { kept_cache_views } else { fused_views };
+        let past = views(&case, 131, &device).past;
         let causal = CausalMask::new(case.t, case.past, &device);
         let mask = if case.causal { Mask::Causal(&causal) } else { Mask::All };
         let fused = read(attention_qkv(qkv.clone(), case.heads, past.clone(), mask, case.scale()));
@@ -295,8 +308,11 @@ fn gradients_match_the_fallback_at_the_edges() {
 #[test]
 fn other_head_dims_and_longer_sequences_take_the_fallback() {
     let Some(device) = wgpu() else { return };
-    // Beyond the kernel's widest head, not a multiple of 16, and more than 1024 keys.
-    for case in [case(1, 1, 320, 3), case(1, 1, 40, 3), Case { past: 1022, causal: false, ..case(1, 1, 16, 3) }] {
+    // Beyond the kernel's widest head, not a multiple of 16, more than 1024 keys, and more than 1024
+    // queries.
+    let long =
+        [Case { past: 1022, causal: false, ..case(1, 1, 16, 3) }, Case { causal: false, ..case(1, 1, 16, 1025) }];
+    for case in [case(1, 1, 320, 3), case(1, 1, 40, 3)].into_iter().chain(long) {
         let inputs = fused_views(&case, 91, &device);
         let what = describe(&case);
         assert!(!uses_kernel(&case, &inputs), "{what}");

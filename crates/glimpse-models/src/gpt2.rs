@@ -278,7 +278,8 @@ impl Block {
                 (attended, Some(kv))
             }
             past => {
-                let cached = past.as_ref().map(|past| [past.keys(), past.values()]);
+                // An empty cache (which `append` takes) is no cache to attend to.
+                let cached = past.as_ref().filter(|past| past.seq_len() > 0).map(|past| [past.keys(), past.values()]);
                 let kv = keep.then(|| {
                     let [_, k, v] = qkv_heads(&qkv, n_head);
                     match past {
