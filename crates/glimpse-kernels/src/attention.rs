@@ -285,11 +285,11 @@ mod wgpu {
     enum Reads {
         /// Three tensors, `[batch, heads, len, head_dim]` each; their gradients are three
         /// contiguous tensors.
-        Separate([CubeTensor; 3]),
+        Separate(Box<[CubeTensor; 3]>),
         /// The heads of one fused projection `[batch, t, 3 * heads * head_dim]`, bound once:
         /// WebGPU refuses writable bindings whose ranges overlap, as views of one buffer do. Its
         /// gradient is one tensor of its shape.
-        Fused { qkv: CubeTensor, heads: usize },
+        Fused { qkv: Box<CubeTensor>, heads: usize },
     }
 
     /// `shaders/attention_params.wgsl`'s `Params`: strides and offsets in `vec4`s.
@@ -351,7 +351,8 @@ mod wgpu {
                 [batch, head, position].map(|stride| stride / 4)
             };
             let (bound, [batch, heads, queries, own, head_dim], [q, k, v], fused) = match reads {
-                Reads::Separate([q, k, v]) => {
+                Reads::Separate(separate) => {
+                    let [q, k, v] = *separate;
                     let q = in_vec4s(q);
                     let k = apart(in_vec4s(k), &[&q]);
                     let v = apart(in_vec4s(v), &[&q, &k]);
@@ -361,7 +362,7 @@ mod wgpu {
                     (vec![q, k, v], sizes, strides, false)
                 }
                 Reads::Fused { qkv, heads } => {
-                    let qkv = contiguous(qkv);
+                    let qkv = contiguous(*qkv);
                     let shape = qkv.meta.shape();
                     let (batch, t, head_dim) = (shape[0], shape[1], shape[2] / 3 / heads);
                     let row = 3 * heads * head_dim / 4;
@@ -482,7 +483,7 @@ mod wgpu {
             settings: (bool, bool, f32),
         ) -> CubeTensor {
             forward(&Inputs::new(
-                Reads::Separate([q, k, v]),
+                Reads::Separate(Box::new([q, k, v])),
                 cache(k_past, v_past, settings.0),
                 (settings.1, settings.2),
             ))
@@ -494,7 +495,11 @@ mod wgpu {
             v_past: CubeTensor,
             (heads, has_past, causal, scale): (usize, bool, bool, f32),
         ) -> CubeTensor {
-            forward(&Inputs::new(Reads::Fused { qkv, heads }, cache(k_past, v_past, has_past), (causal, scale)))
+            forward(&Inputs::new(
+                Reads::Fused { qkv: Box::new(qkv), heads },
+                cache(k_past, v_past, has_past),
+                (causal, scale),
+            ))
         }
     }
 
@@ -509,8 +514,11 @@ mod wgpu {
         ) -> FloatTensor<Self> {
             let nodes = [q.node(), k.node(), v.node(), k_past.node(), v_past.node()];
             let [q, k, v, k_past, v_past] = [q, k, v, k_past, v_past].map(|tensor| tensor.into_primitive());
-            let inputs =
-                Inputs::new(Reads::Separate([q, k, v]), cache(k_past, v_past, settings.0), (settings.1, settings.2));
+            let inputs = Inputs::new(
+                Reads::Separate(Box::new([q, k, v])),
+                cache(k_past, v_past, settings.0),
+                (settings.1, settings.2),
+            );
             match AttentionBackward.prepare::<C>(nodes).compute_bound().stateful() {
                 OpsKind::Tracked(prep) => {
                     let output = forward(&inputs);
@@ -528,7 +536,7 @@ mod wgpu {
         ) -> FloatTensor<Self> {
             let nodes = [qkv.node(), k_past.node(), v_past.node()];
             let inputs = Inputs::new(
-                Reads::Fused { qkv: qkv.into_primitive(), heads },
+                Reads::Fused { qkv: Box::new(qkv.into_primitive()), heads },
                 cache(k_past.into_primitive(), v_past.into_primitive(), has_past),
                 (causal, scale),
             );
