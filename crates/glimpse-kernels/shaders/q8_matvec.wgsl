@@ -1,4 +1,12 @@
-// A few rows times a matrix of 8-bit weights: out = x @ w^T, w = scale * byte (q8.rs's layout).
+// A few rows times a matrix of 8-bit weights: out = x @ w^T, w = scale * byte (q8.rs's layout),
+// and what a dense layer does after it.
+//
+// This file is the product; a variant file after it declares the bindings and what happens to
+// each output (WGSL resolves names across the module, so the body can call it):
+//   q8_matvec_plain.wgsl:    the product alone.
+//   q8_matvec_bias.wgsl:     activate(product + bias), a dense layer (activation.wgsl in front).
+//   q8_matvec_residual.wgsl: residual + product + bias, a sublayer and the residual add after it.
+// Each variant defines store(row, column, value).
 //
 // x: [m, k] f32, contiguous, m <= MAX_ROWS. packed: [n, words] u32, four signed bytes per word,
 // little-endian (input 4j + i in bits 8i..8i + 8 of word j), zero past k. scales: [n, blocks] f32,
@@ -15,17 +23,9 @@ struct Params {
     k: u32,
     words: u32,
     blocks: u32,
+    // As activate() takes it, for q8_matvec_bias.wgsl.
+    activation: u32,
 }
-
-// Read-only inputs are declared read_write too: CubeCL sub-allocates tensors from shared wgpu
-// buffers, so an input and the output may be one buffer, and wgpu refuses a buffer bound both
-// read-only and writable in one dispatch.
-@group(0) @binding(0) var<storage, read_write> x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> packed: array<u32>;
-@group(0) @binding(2) var<storage, read_write> scales: array<f32>;
-@group(0) @binding(3) var<storage, read_write> output: array<f32>;
-// CubeCL's launch metadata, bound after the buffers from its own uniform pool.
-@group(0) @binding(4) var<uniform> params: Params;
 
 const MAX_ROWS: u32 = 8u;
 const WORDS_PER_BLOCK: u32 = 8u;
@@ -65,7 +65,7 @@ fn main(
     for (var row = 0u; row < params.m; row++) {
         let total = workgroup_sum(sums[row], lane);
         if lane == 0u {
-            output[row * params.n + column] = total;
+            store(row, column, total);
         }
     }
 }

@@ -48,6 +48,7 @@ pub use linear::{
 pub use masked_pool::{masked_pool, masked_pool_fallback, masked_pool_uses_kernel};
 pub use matmul_t::{MATMUL_T_MAX_ROWS, matmul_t, matmul_t_fallback, matmul_t_uses_cpu_kernel, matmul_t_uses_kernel};
 pub use q8::{
-    Q8_BLOCK, Q8_DIRECT_MAX_ROWS, q8_dequantize, q8_dequantize_fallback, q8_matmul, q8_matmul_fallback,
-    q8_matmul_uses_kernel, q8_pack, q8_padded,
+    Q8_BLOCK, Q8_DIRECT_MAX_ROWS, q8_dequantize, q8_dequantize_fallback, q8_linear, q8_linear_fallback,
+    q8_linear_residual, q8_linear_residual_fallback, q8_linear_residual_uses_kernel, q8_linear_uses_kernel, q8_matmul,
+    q8_matmul_fallback, q8_matmul_uses_kernel, q8_pack, q8_padded,
 };

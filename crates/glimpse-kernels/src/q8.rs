@@ -19,11 +19,12 @@ use burn::prelude::*;
 use burn::tensor::DType;
 use std::ops::Range;
 
+use crate::activation::{Activation, NO_ACTIVATION, bias_activation, bias_activation_fallback};
 use crate::cpu::{
     ROWS_PER_TASK, Strided, dims2, elements, for_each_part, gemm_product, gemm_strided, gemm_threads, on_flex,
 };
 use crate::matmul_t::matmul_t_fallback;
-use crate::wgsl::{kernel_input, wgpu_f32};
+use crate::wgsl::{MAX_WORKGROUPS, kernel_input, wgpu_f32};
 
 /// Inputs per scale.
 pub const Q8_BLOCK: usize = 32;
@@ -134,6 +135,162 @@ pub fn q8_matmul_uses_kernel(x: &Tensor<3>, packed: &Tensor<2, Int>, scales: &Te
         && (on_flex(x) || (wgpu_f32(x) && fits_u32(n * q8_padded(k))))
 }
 
+/// `activation(x @ w^T + b)`: a dense layer whose `[n, k]` weight is held as (`packed`,
+/// `scales`). x: `[..., k]`, bias: `[n]` -> `[..., n]`.
+///
+/// Runs `shaders/q8_matvec.wgsl`'s bias variant (the product, the bias and the activation in one
+/// launch) where [`q8_linear_uses_kernel`]; otherwise [`q8_matmul`], then [`bias_activation`]
+/// (each picking its own kernel). [`q8_linear_fallback`] is all Burn operations.
+pub fn q8_linear<const D: usize>(
+    x: Tensor<D>,
+    packed: Tensor<2, Int>,
+    scales: Tensor<2>,
+    bias: Option<Tensor<1>>,
+    activation: Option<Activation>,
+) -> Tensor<D> {
+    check_linear_shapes(&x, &packed, &scales, bias.as_ref());
+    match bias {
+        Some(bias) if q8_linear_uses_kernel(&x, &packed, &scales, Some(&bias)) => {
+            through_rows(x, packed.dims()[0], |rows| {
+                Tensor::from_dispatch(<Dispatch as Q8LinearBackend>::q8_linear(
+                    rows.into_dispatch(),
+                    packed.into_dispatch(),
+                    scales.into_dispatch(),
+                    bias.into_dispatch(),
+                    activation.map_or(NO_ACTIVATION, Activation::code),
+                ))
+            })
+        }
+        bias => {
+            let n = packed.dims()[0];
+            let product = through_rows(x, n, |rows| q8_matmul(rows.unsqueeze(), packed, scales).squeeze_dim(0));
+            bias_activation(product, bias, activation)
+        }
+    }
+}
+
+/// `residual + x @ w^T + b`: a sublayer's output projection of 8-bit weights and the residual add
+/// after it. x: `[..., k]`, bias: `[n]`, residual: `[..., n]` -> `[..., n]`.
+///
+/// Runs `shaders/q8_matvec.wgsl`'s residual variant where [`q8_linear_residual_uses_kernel`];
+/// otherwise `residual + q8_linear(x, packed, scales, bias, None)`.
+/// [`q8_linear_residual_fallback`] is all Burn operations.
+pub fn q8_linear_residual<const D: usize>(
+    x: Tensor<D>,
+    packed: Tensor<2, Int>,
+    scales: Tensor<2>,
+    bias: Option<Tensor<1>>,
+    residual: Tensor<D>,
+) -> Tensor<D> {
+    check_linear_shapes(&x, &packed, &scales, bias.as_ref());
+    let mut out = x.dims();
+    out[D - 1] = packed.dims()[0];
+    assert!(residual.dims() == out, "q8_linear_residual: residual {:?} is not the output's {out:?}", residual.dims());
+    match bias {
+        Some(bias) if q8_linear_residual_uses_kernel(&x, &packed, &scales, Some(&bias), &residual) => {
+            let n = out[D - 1];
+            through_rows(x, n, |rows| {
+                Tensor::from_dispatch(<Dispatch as Q8LinearBackend>::q8_linear_residual(
+                    rows.into_dispatch(),
+                    packed.into_dispatch(),
+                    scales.into_dispatch(),
+                    bias.into_dispatch(),
+                    residual.reshape([-1, n as i32]).into_dispatch(),
+                ))
+            })
+        }
+        bias => residual + q8_linear(x, packed, scales, bias, None),
+    }
+}
+
+/// Whether [`q8_linear`] runs the fused WGSL kernel for these inputs: f32 on wgpu outside
+/// autodiff, a bias, at most [`Q8_DIRECT_MAX_ROWS`] rows, one workgroup per output within one
+/// dispatch dimension.
+pub fn q8_linear_uses_kernel<const D: usize>(
+    x: &Tensor<D>,
+    packed: &Tensor<2, Int>,
+    scales: &Tensor<2>,
+    bias: Option<&Tensor<1>>,
+) -> bool {
+    let Some(bias) = bias else { return false };
+    let k = x.dims()[D - 1];
+    let n = packed.dims()[0];
+    (1..=Q8_DIRECT_MAX_ROWS).contains(&(x.shape().num_elements() / k.max(1)))
+        && k > 0
+        && (1..=MAX_WORKGROUPS).contains(&n)
+        && packed.dtype() == DType::I32
+        && kernel_input(x)
+        && kernel_input(scales)
+        && kernel_input(bias)
+        && fits_u32(n * q8_padded(k))
+}
+
+/// Whether [`q8_linear_residual`] runs the fused WGSL kernel for these inputs.
+pub fn q8_linear_residual_uses_kernel<const D: usize>(
+    x: &Tensor<D>,
+    packed: &Tensor<2, Int>,
+    scales: &Tensor<2>,
+    bias: Option<&Tensor<1>>,
+    residual: &Tensor<D>,
+) -> bool {
+    q8_linear_uses_kernel(x, packed, scales, bias) && kernel_input(residual)
+}
+
+/// [`q8_linear`] in Burn operations ([`q8_matmul_fallback`], a bias add, `Activation::apply`).
+/// Same shapes.
+pub fn q8_linear_fallback<const D: usize>(
+    x: Tensor<D>,
+    packed: Tensor<2, Int>,
+    scales: Tensor<2>,
+    bias: Option<Tensor<1>>,
+    activation: Option<Activation>,
+) -> Tensor<D> {
+    let n = packed.dims()[0];
+    let product = through_rows(x, n, |rows| q8_matmul_fallback(rows.unsqueeze(), packed, scales).squeeze_dim(0));
+    bias_activation_fallback(product, bias, activation)
+}
+
+/// [`q8_linear_residual`] in Burn operations. Same shapes.
+pub fn q8_linear_residual_fallback<const D: usize>(
+    x: Tensor<D>,
+    packed: Tensor<2, Int>,
+    scales: Tensor<2>,
+    bias: Option<Tensor<1>>,
+    residual: Tensor<D>,
+) -> Tensor<D> {
+    residual + q8_linear_fallback(x, packed, scales, bias, None)
+}
+
+/// The kernels index through these sizes: a mismatch must stop here, not read out of bounds.
+fn check_linear_shapes<const D: usize>(
+    x: &Tensor<D>,
+    packed: &Tensor<2, Int>,
+    scales: &Tensor<2>,
+    bias: Option<&Tensor<1>>,
+) {
+    let k = x.dims()[D - 1];
+    let n = packed.dims()[0];
+    assert!(
+        q8_padded(k) == packed.dims()[1] * 4
+            && scales.dims() == [n, q8_padded(k) / Q8_BLOCK]
+            && bias.is_none_or(|b| b.dims() == [n]),
+        "q8_linear: x {:?} does not fit packed {:?}, scales {:?} and bias {:?}",
+        x.dims(),
+        packed.dims(),
+        scales.dims(),
+        bias.map(Tensor::dims)
+    );
+}
+
+/// `x` as `[rows, k]` through `product`, its `[rows, n]` result back in `x`'s leading dims.
+fn through_rows<const D: usize>(x: Tensor<D>, n: usize, product: impl FnOnce(Tensor<2>) -> Tensor<2>) -> Tensor<D> {
+    let dims = x.dims();
+    let rows = dims[..D - 1].iter().product();
+    let mut out = dims;
+    out[D - 1] = n;
+    product(x.reshape([rows, dims[D - 1]])).reshape(out)
+}
+
 /// Whether a WGSL kernel can number `len` elements.
 fn fits_u32(len: usize) -> bool {
     u32::try_from(len).is_ok()
@@ -151,6 +308,31 @@ pub fn q8_matmul_fallback(x: Tensor<3>, packed: Tensor<2, Int>, scales: Tensor<2
 trait Q8ExpandBackend: Backend {
     /// `[n, k_padded]`.
     fn q8_dequantize(packed: IntTensor<Self>, scales: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+/// The dense layers of [`q8_linear`] and [`q8_linear_residual`] on `[m, k]` rows,
+/// `m <= Q8_DIRECT_MAX_ROWS`, -> `[m, n]`.
+// Without wgpu no backend implements it, and the dispatch Burn generates from each method reads
+// none of its arguments.
+#[backend_extension(Cube: cfg(wgpu))]
+trait Q8LinearBackend: Backend {
+    #[cfg_attr(not(wgpu), allow(unused_variables))]
+    fn q8_linear(
+        x: FloatTensor<Self>,
+        packed: IntTensor<Self>,
+        scales: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        activation: u32,
+    ) -> FloatTensor<Self>;
+
+    #[cfg_attr(not(wgpu), allow(unused_variables))]
+    fn q8_linear_residual(
+        x: FloatTensor<Self>,
+        packed: IntTensor<Self>,
+        scales: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
 }
 
 impl Q8ExpandBackend for Flex {
@@ -467,9 +649,7 @@ mod wgpu {
     use cubecl::CubeCount;
 
     use super::*;
-    use crate::wgsl::{
-        MAX_WORKGROUPS, WgslKernel, WgslSource, contiguous, kernel_source, launch_to_output, size, spread,
-    };
+    use crate::wgsl::{WgslKernel, WgslSource, contiguous, kernel_source, launch_to_output, size, spread};
 
     impl Q8ExpandBackend for Cube {
         fn q8_dequantize(packed: CubeTensor, scales: CubeTensor) -> CubeTensor {
@@ -483,21 +663,13 @@ mod wgpu {
         /// within one dispatch dimension); else the matrix expanded by `shaders/q8_dequantize.wgsl`
         /// for this product only, and Burn's matmul.
         fn q8_matmul(x: CubeTensor, packed: CubeTensor, scales: CubeTensor) -> CubeTensor {
-            let (x, packed, scales) = (contiguous(x), contiguous(packed), contiguous(scales));
-            let (m, k) = (x.meta.shape()[0], x.meta.shape()[1]);
-            let (n, words) = (packed.meta.shape()[0], packed.meta.shape()[1]);
+            let (m, n) = (x.meta.shape()[0], packed.meta.shape()[0]);
             if m > Q8_DIRECT_MAX_ROWS || n > MAX_WORKGROUPS {
-                let weights = dequantize(packed, scales, k);
-                return Cube::float_matmul(x, Cube::float_swap_dims(weights, 0, 1));
+                let k = x.meta.shape()[1];
+                let weights = dequantize(contiguous(packed), contiguous(scales), k);
+                return Cube::float_matmul(contiguous(x), Cube::float_swap_dims(weights, 0, 1));
             }
-            let blocks = scales.meta.shape()[1];
-            launch_to_output(
-                WgslKernel::<Q8MatvecShader>::new(MATVEC, WORKGROUP_SIZE),
-                CubeCount::Static(size(n), 1, 1),
-                &[&x, &packed, &scales],
-                [m, n],
-                &[size(m), size(n), size(k), size(words), size(blocks)],
-            )
+            launch_matvec::<Q8MatvecShader>(PLAIN, x, packed, scales, Vec::new(), NO_ACTIVATION)
         }
 
         /// With `w` expanded for this product only (one matrix at a time: an LM head's shard holds at
@@ -507,11 +679,63 @@ mod wgpu {
         }
     }
 
-    const MATVEC: WgslSource = kernel_source!("q8_matvec.wgsl");
-    /// Names the kernel in launch counts.
+    impl Q8LinearBackend for Cube {
+        fn q8_linear(
+            x: CubeTensor,
+            packed: CubeTensor,
+            scales: CubeTensor,
+            bias: CubeTensor,
+            activation: u32,
+        ) -> CubeTensor {
+            launch_matvec::<Q8LinearShader>(BIAS, x, packed, scales, vec![bias], activation)
+        }
+
+        fn q8_linear_residual(
+            x: CubeTensor,
+            packed: CubeTensor,
+            scales: CubeTensor,
+            bias: CubeTensor,
+            residual: CubeTensor,
+        ) -> CubeTensor {
+            launch_matvec::<Q8LinearResidualShader>(RESIDUAL, x, packed, scales, vec![bias, residual], NO_ACTIVATION)
+        }
+    }
+
+    const PLAIN: WgslSource = kernel_source!("q8_matvec.wgsl", "q8_matvec_plain.wgsl");
+    const BIAS: WgslSource = kernel_source!("activation.wgsl", "q8_matvec.wgsl", "q8_matvec_bias.wgsl");
+    const RESIDUAL: WgslSource = kernel_source!("q8_matvec.wgsl", "q8_matvec_residual.wgsl");
+    /// Names `q8_matmul`'s kernel in launch counts.
     struct Q8MatvecShader;
+    /// Names `q8_linear`'s kernel in launch counts.
+    struct Q8LinearShader;
+    /// Names `q8_linear_residual`'s kernel in launch counts.
+    struct Q8LinearResidualShader;
 
     const WORKGROUP_SIZE: u32 = 64;
+
+    /// Launches a variant of `shaders/q8_matvec.wgsl` on x `[m, k]`, the 8-bit matrix and `after`
+    /// (bound in that order, as the variant file declares them), one workgroup per output. Returns
+    /// the output `[m, n]`, bound after them.
+    fn launch_matvec<Name: 'static>(
+        source: WgslSource,
+        x: CubeTensor,
+        packed: CubeTensor,
+        scales: CubeTensor,
+        after: Vec<CubeTensor>,
+        activation: u32,
+    ) -> CubeTensor {
+        let inputs: Vec<CubeTensor> = [x, packed, scales].into_iter().chain(after).map(contiguous).collect();
+        let (m, k) = (inputs[0].meta.shape()[0], inputs[0].meta.shape()[1]);
+        let (n, words) = (inputs[1].meta.shape()[0], inputs[1].meta.shape()[1]);
+        let blocks = inputs[2].meta.shape()[1];
+        launch_to_output(
+            WgslKernel::<Name>::new(source, WORKGROUP_SIZE),
+            CubeCount::Static(size(n), 1, 1),
+            &inputs.iter().collect::<Vec<_>>(),
+            [m, n],
+            &[size(m), size(n), size(k), size(words), size(blocks), activation],
+        )
+    }
 
     const DEQUANTIZE: WgslSource = kernel_source!("q8_dequantize.wgsl");
     /// Names the kernel in launch counts.

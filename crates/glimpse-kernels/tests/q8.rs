@@ -1,13 +1,15 @@
 //! 8-bit matrices: the packed layout against a host reference, the CPU backend's kernel and the
-//! WGSL ones (direct and expanded, forward and backward) against the expanded fallback.
+//! WGSL ones (direct and expanded, forward and backward) against the expanded fallback, and the
+//! dense layers of 8-bit weights (`q8_linear`, `q8_linear_residual`) against theirs.
 //!
 //! Parity is measured as `max |a - b| / max |b|` over the whole output.
 
 use crate::support::{read, relative_error, tensor, values, wgpu};
 use burn::prelude::*;
 use glimpse_kernels::{
-    Q8_BLOCK, Q8_DIRECT_MAX_ROWS, q8_dequantize, q8_dequantize_fallback, q8_matmul, q8_matmul_fallback,
-    q8_matmul_uses_kernel, q8_pack, q8_padded,
+    Activation, Q8_BLOCK, Q8_DIRECT_MAX_ROWS, q8_dequantize, q8_dequantize_fallback, q8_linear, q8_linear_fallback,
+    q8_linear_residual, q8_linear_residual_fallback, q8_linear_residual_uses_kernel, q8_linear_uses_kernel, q8_matmul,
+    q8_matmul_fallback, q8_matmul_uses_kernel, q8_pack, q8_padded,
 };
 
 const TOLERANCE: f32 = 1e-4;
@@ -165,4 +167,74 @@ fn the_wgsl_kernel_matches_the_expanded_product() {
     // Above them the fallback runs the same dequantizing kernel: this checks the product around it
     // (the kernel itself: `dequantizing_gives_back_every_weight_on_every_backend`).
     assert_kernel_matches_fallback(&gpu, Q8_DIRECT_MAX_ROWS + 1, 100, 70, 25);
+}
+
+/// `q8_linear` and `q8_linear_residual` on `x` `[..., k]` against their fallbacks, asserting which
+/// path they take (`fused`: the WGSL variants).
+fn assert_layers_match_fallback<const D: usize>(
+    x: Tensor<D>,
+    n: usize,
+    activation: Option<Activation>,
+    fused: bool,
+    seed: u64,
+) {
+    let (dims, device) = (x.dims(), x.device());
+    let k = dims[D - 1];
+    let (bytes, scales) = matrix(n, k, seed);
+    let (packed, scales) = q8_pack(&bytes, scales, n, k, &device);
+    let bias = tensor([n], seed + 1, 0.5, &device);
+    let mut out = dims;
+    out[D - 1] = n;
+    let residual = tensor(out, seed + 2, 1.0, &device);
+    assert_eq!(q8_linear_uses_kernel(&x, &packed, &scales, Some(&bias)), fused, "{dims:?} x {n}");
+    assert_eq!(q8_linear_residual_uses_kernel(&x, &packed, &scales, Some(&bias), &residual), fused, "{dims:?} x {n}");
+    let layer = q8_linear(x.clone(), packed.clone(), scales.clone(), Some(bias.clone()), activation);
+    assert_eq!(layer.dims(), out);
+    let want = q8_linear_fallback(x.clone(), packed.clone(), scales.clone(), Some(bias.clone()), activation);
+    let error = relative_error(&read(layer), &read(want));
+    assert!(error <= TOLERANCE, "{device:?}, {dims:?} x {n}, {activation:?}: relative error {error:e}");
+    let summed = q8_linear_residual(x.clone(), packed.clone(), scales.clone(), Some(bias.clone()), residual.clone());
+    let want = q8_linear_residual_fallback(x, packed, scales, Some(bias), residual);
+    let error = relative_error(&read(summed), &read(want));
+    assert!(error <= TOLERANCE, "{device:?}, {dims:?} x {n}, residual: relative error {error:e}");
+}
+
+#[test]
+fn dense_layers_of_8_bit_weights_match_their_fallbacks() {
+    // GPT-2 small's four products of a decoding step (the MLP's first with its GELU), every row
+    // count the fused kernels take and every activation, a k with a partial word and block.
+    let Some(gpu) = wgpu() else { return };
+    let x = |shape: [usize; 3], seed| tensor(shape, seed, 2.0, &gpu);
+    assert_layers_match_fallback(x([1, 1, 768], 31), 2304, None, true, 31);
+    assert_layers_match_fallback(x([1, 1, 768], 32), 768, None, true, 32);
+    assert_layers_match_fallback(x([1, 1, 768], 33), 3072, Some(Activation::GeluTanh), true, 33);
+    assert_layers_match_fallback(x([1, 1, 3072], 34), 768, None, true, 34);
+    for rows in 1..=Q8_DIRECT_MAX_ROWS {
+        assert_layers_match_fallback(x([1, rows, 70], 40 + rows as u64), 9, Some(Activation::QuickGelu), true, 40);
+    }
+    let activations = [Activation::Gelu, Activation::Relu, Activation::Silu].map(Some);
+    for activation in activations.into_iter().chain([None]) {
+        assert_layers_match_fallback(tensor([2, 2, 45], 51, 2.0, &gpu), 33, activation, true, 51);
+    }
+}
+
+#[test]
+fn dense_layers_of_8_bit_weights_elsewhere_take_the_product_and_the_bias_apart() {
+    // More rows than the fused kernels take, the CPU backend, and autodiff (whose input still gets
+    // its gradient).
+    if let Some(gpu) = wgpu() {
+        let x = tensor([Q8_DIRECT_MAX_ROWS + 1, 40], 61, 2.0, &gpu);
+        assert_layers_match_fallback(x, 24, Some(Activation::GeluTanh), false, 61);
+    }
+    for device in devices() {
+        let tracked = device.autodiff();
+        let x = tensor([1, 2, 40], 62, 2.0, &tracked).require_grad();
+        assert_layers_match_fallback(x.clone(), 24, Some(Activation::Gelu), false, 62);
+        let (bytes, scales) = matrix(24, 40, 63);
+        let (packed, scales) = q8_pack(&bytes, scales, 24, 40, &tracked);
+        let bias = tensor([24], 64, 0.5, &tracked);
+        let gradients = q8_linear(x.clone(), packed, scales, Some(bias), Some(Activation::Gelu)).sum().backward();
+        assert!(read(x.grad(&gradients).expect("no gradient for x")).iter().any(|g| *g != 0.0), "{device:?}");
+    }
+    assert_layers_match_fallback(tensor([3, 40], 65, 2.0, &Device::flex()), 24, None, false, 65);
 }

@@ -6,7 +6,8 @@ use burn::prelude::*;
 use burn::tensor::module::embedding;
 pub use glimpse_kernels::Activation;
 use glimpse_kernels::{
-    Q8_BLOCK, bias_activation, layer_norm_linear, linear, linear_residual, matmul_t, q8_dequantize, q8_matmul, q8_pack,
+    Q8_BLOCK, layer_norm_linear, linear, linear_residual, matmul_t, q8_dequantize, q8_linear, q8_linear_residual,
+    q8_matmul, q8_pack,
 };
 
 /// LayerNorm over the last dimension (HF's `weight` and `bias`), run by
@@ -89,6 +90,26 @@ impl Q8Matrix {
     /// `x @ self^T`: `[batch, t, k]` -> `[batch, t, n]`.
     pub fn matmul_t(&self, x: Tensor<3>) -> Tensor<3> {
         q8_matmul(x, self.packed.val(), self.scales.val())
+    }
+
+    /// `activation(x @ self^T + bias)`: `[..., k]` -> `[..., n]`, one kernel for a few rows on wgpu.
+    pub fn linear<const D: usize>(
+        &self,
+        x: Tensor<D>,
+        bias: Option<Tensor<1>>,
+        activation: Option<Activation>,
+    ) -> Tensor<D> {
+        q8_linear(x, self.packed.val(), self.scales.val(), bias, activation)
+    }
+
+    /// `residual + x @ self^T + bias`: `[..., k]` -> `[..., n]`, one kernel for a few rows on wgpu.
+    pub fn linear_residual<const D: usize>(
+        &self,
+        x: Tensor<D>,
+        bias: Option<Tensor<1>>,
+        residual: Tensor<D>,
+    ) -> Tensor<D> {
+        q8_linear_residual(x, self.packed.val(), self.scales.val(), bias, residual)
     }
 
     /// Rows `ids` in f32: `[len]` -> `[len, k]` (an embedding lookup expands only what it reads).
@@ -181,25 +202,17 @@ impl Dense {
     pub fn forward_residual<const D: usize>(&self, x: Tensor<D>, residual: Tensor<D>) -> Tensor<D> {
         match &self.weight {
             DenseWeight::F32(weight) => linear_residual(x, weight.val(), self.bias.as_ref().map(Param::val), residual),
-            DenseWeight::Q8(_) => residual + self.apply(x, None),
+            DenseWeight::Q8(matrix) => matrix.linear_residual(x, self.bias.as_ref().map(Param::val), residual),
         }
     }
 
-    /// f32 weights go through `glimpse_kernels::linear` (product, bias and activation in one kernel
-    /// for a few rows on wgpu); 8-bit ones through their own product, then
-    /// `glimpse_kernels::bias_activation` (one kernel on wgpu).
+    /// f32 weights go through `glimpse_kernels::linear`, 8-bit ones through `q8_linear` (each the
+    /// product, bias and activation in one kernel for a few rows on wgpu).
     fn apply<const D: usize>(&self, x: Tensor<D>, activation: Option<Activation>) -> Tensor<D> {
         let bias = self.bias.as_ref().map(Param::val);
         match &self.weight {
             DenseWeight::F32(weight) => linear(x, weight.val(), bias, activation),
-            DenseWeight::Q8(matrix) => {
-                let dims = x.dims();
-                let rows: usize = dims[..D - 1].iter().product();
-                let mut out = dims;
-                out[D - 1] = matrix.dims()[0];
-                let y = matrix.matmul_t(x.reshape([1, rows, dims[D - 1]])).reshape(out);
-                bias_activation(y, bias, activation)
-            }
+            DenseWeight::Q8(matrix) => matrix.linear(x, bias, activation),
         }
     }
 }
