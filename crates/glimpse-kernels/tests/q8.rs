@@ -227,7 +227,7 @@ fn dense_layers_of_8_bit_weights_elsewhere_take_the_product_and_the_bias_apart()
         assert_layers_match_fallback(x, 24, Some(Activation::GeluTanh), false, 61);
     }
     for device in devices() {
-        let tracked = device.autodiff();
+        let tracked = device.clone().autodiff();
         let x = tensor([1, 2, 40], 62, 2.0, &tracked).require_grad();
         assert_layers_match_fallback(x.clone(), 24, Some(Activation::Gelu), false, 62);
         let (bytes, scales) = matrix(24, 40, 63);
