@@ -14,5 +14,5 @@
 
 fn store(row: u32, column: u32, value: f32) {
     let at = row * params.n + column;
-    output[at] = residual[at] + value + bias[column];
+    output[at] = residual[at] + (value + bias[column]);
 }

@@ -148,7 +148,7 @@ pub fn q8_linear<const D: usize>(
     bias: Option<Tensor<1>>,
     activation: Option<Activation>,
 ) -> Tensor<D> {
-    check_linear_shapes(&x, &packed, &scales, bias.as_ref());
+    check_linear_shapes("q8_linear", &x, &packed, &scales, bias.as_ref());
     match bias {
         Some(bias) if q8_linear_uses_kernel(&x, &packed, &scales, Some(&bias)) => {
             through_rows(x, packed.dims()[0], |rows| {
@@ -182,7 +182,7 @@ pub fn q8_linear_residual<const D: usize>(
     bias: Option<Tensor<1>>,
     residual: Tensor<D>,
 ) -> Tensor<D> {
-    check_linear_shapes(&x, &packed, &scales, bias.as_ref());
+    check_linear_shapes("q8_linear_residual", &x, &packed, &scales, bias.as_ref());
     let mut out = x.dims();
     out[D - 1] = packed.dims()[0];
     assert!(residual.dims() == out, "q8_linear_residual: residual {:?} is not the output's {out:?}", residual.dims());
@@ -263,6 +263,7 @@ pub fn q8_linear_residual_fallback<const D: usize>(
 
 /// The kernels index through these sizes: a mismatch must stop here, not read out of bounds.
 fn check_linear_shapes<const D: usize>(
+    caller: &str,
     x: &Tensor<D>,
     packed: &Tensor<2, Int>,
     scales: &Tensor<2>,
@@ -274,7 +275,7 @@ fn check_linear_shapes<const D: usize>(
         q8_padded(k) == packed.dims()[1] * 4
             && scales.dims() == [n, q8_padded(k) / Q8_BLOCK]
             && bias.is_none_or(|b| b.dims() == [n]),
-        "q8_linear: x {:?} does not fit packed {:?}, scales {:?} and bias {:?}",
+        "{caller}: x {:?} does not fit packed {:?}, scales {:?} and bias {:?}",
         x.dims(),
         packed.dims(),
         scales.dims(),

@@ -92,7 +92,8 @@ impl Q8Matrix {
         q8_matmul(x, self.packed.val(), self.scales.val())
     }
 
-    /// `activation(x @ self^T + bias)`: `[..., k]` -> `[..., n]`, one kernel for a few rows on wgpu.
+    /// `activation(x @ self^T + bias)`: `[..., k]` -> `[..., n]`, one kernel for a few rows on wgpu
+    /// when there is a bias.
     pub fn linear<const D: usize>(
         &self,
         x: Tensor<D>,
@@ -102,7 +103,8 @@ impl Q8Matrix {
         q8_linear(x, self.packed.val(), self.scales.val(), bias, activation)
     }
 
-    /// `residual + x @ self^T + bias`: `[..., k]` -> `[..., n]`, one kernel for a few rows on wgpu.
+    /// `residual + x @ self^T + bias`: `[..., k]` -> `[..., n]`, one kernel for a few rows on wgpu
+    /// when there is a bias.
     pub fn linear_residual<const D: usize>(
         &self,
         x: Tensor<D>,
@@ -177,7 +179,8 @@ impl Dense {
     }
 
     /// `activation(norm(x) W + b)`: a pre-LN block's LayerNorm and the projection after it, one
-    /// kernel for a few rows on wgpu. Same shapes as [`Dense::forward`].
+    /// kernel for a few rows on wgpu with f32 weights (two with q8: the LayerNorm, then the
+    /// layer). Same shapes as [`Dense::forward`].
     pub fn forward_normed<const D: usize>(
         &self,
         x: Tensor<D>,
