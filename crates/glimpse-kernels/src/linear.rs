@@ -158,19 +158,21 @@ fn check_shapes<const D: usize>(x: &Tensor<D>, weight: &Tensor<2>, bias: Option<
     );
 }
 
-/// `x` as `[rows, k]` through `kernel`, its `[rows, n]` result back in `x`'s leading dims.
-fn rows_through<const D: usize>(
+/// `x` as `[rows, k]` through `kernel`, its `[rows, n]` result back in `x`'s leading dims (the
+/// 8-bit layers' too).
+pub(crate) fn rows_through<const D: usize>(
     x: Tensor<D>,
     [k, n]: [usize; 2],
     kernel: impl FnOnce(Tensor<2>) -> FloatTensor<Dispatch>,
 ) -> Tensor<D> {
     let mut out = x.dims();
     out[D - 1] = n;
-    Tensor::<2>::from_dispatch(kernel(x.reshape([-1, k as i32]))).reshape(out)
+    let rows = rows(&x);
+    Tensor::<2>::from_dispatch(kernel(x.reshape([rows, k]))).reshape(out)
 }
 
 /// The rows of `x`: the product of all but its last dimension (0 when that one is 0).
-fn rows<const D: usize>(x: &Tensor<D>) -> usize {
+pub(crate) fn rows<const D: usize>(x: &Tensor<D>) -> usize {
     x.shape().num_elements() / x.dims()[D - 1].max(1)
 }
 

@@ -23,6 +23,7 @@ use crate::activation::{Activation, NO_ACTIVATION, bias_activation, bias_activat
 use crate::cpu::{
     ROWS_PER_TASK, Strided, dims2, elements, for_each_part, gemm_product, gemm_strided, gemm_threads, on_flex,
 };
+use crate::linear::{rows, rows_through};
 use crate::matmul_t::matmul_t_fallback;
 use crate::wgsl::{MAX_WORKGROUPS, kernel_input, wgpu_f32};
 
@@ -148,24 +149,18 @@ pub fn q8_linear<const D: usize>(
     bias: Option<Tensor<1>>,
     activation: Option<Activation>,
 ) -> Tensor<D> {
-    check_linear_shapes("q8_linear", &x, &packed, &scales, bias.as_ref());
+    let dims = check_linear_shapes("q8_linear", &x, &packed, &scales, bias.as_ref());
     match bias {
-        Some(bias) if q8_linear_uses_kernel(&x, &packed, &scales, Some(&bias)) => {
-            through_rows(x, packed.dims()[0], |rows| {
-                Tensor::from_dispatch(<Dispatch as Q8LinearBackend>::q8_linear(
-                    rows.into_dispatch(),
-                    packed.into_dispatch(),
-                    scales.into_dispatch(),
-                    bias.into_dispatch(),
-                    activation.map_or(NO_ACTIVATION, Activation::code),
-                ))
-            })
-        }
-        bias => {
-            let n = packed.dims()[0];
-            let product = through_rows(x, n, |rows| q8_matmul(rows.unsqueeze(), packed, scales).squeeze_dim(0));
-            bias_activation(product, bias, activation)
-        }
+        Some(bias) if q8_linear_uses_kernel(&x, &packed, &scales, Some(&bias)) => rows_through(x, dims, |rows| {
+            <Dispatch as Q8LinearBackend>::q8_linear(
+                rows.into_dispatch(),
+                packed.into_dispatch(),
+                scales.into_dispatch(),
+                bias.into_dispatch(),
+                activation.map_or(NO_ACTIVATION, Activation::code),
+            )
+        }),
+        bias => bias_activation(rows_product(x, dims, |rows| q8_matmul(rows, packed, scales)), bias, activation),
     }
 }
 
@@ -182,21 +177,20 @@ pub fn q8_linear_residual<const D: usize>(
     bias: Option<Tensor<1>>,
     residual: Tensor<D>,
 ) -> Tensor<D> {
-    check_linear_shapes("q8_linear_residual", &x, &packed, &scales, bias.as_ref());
+    let dims = check_linear_shapes("q8_linear_residual", &x, &packed, &scales, bias.as_ref());
     let mut out = x.dims();
-    out[D - 1] = packed.dims()[0];
+    out[D - 1] = dims[1];
     assert!(residual.dims() == out, "q8_linear_residual: residual {:?} is not the output's {out:?}", residual.dims());
     match bias {
         Some(bias) if q8_linear_residual_uses_kernel(&x, &packed, &scales, Some(&bias), &residual) => {
-            let n = out[D - 1];
-            through_rows(x, n, |rows| {
-                Tensor::from_dispatch(<Dispatch as Q8LinearBackend>::q8_linear_residual(
+            rows_through(x, dims, |rows| {
+                <Dispatch as Q8LinearBackend>::q8_linear_residual(
                     rows.into_dispatch(),
                     packed.into_dispatch(),
                     scales.into_dispatch(),
                     bias.into_dispatch(),
-                    residual.reshape([-1, n as i32]).into_dispatch(),
-                ))
+                    residual.reshape([-1, dims[1] as i32]).into_dispatch(),
+                )
             })
         }
         bias => residual + q8_linear(x, packed, scales, bias, None),
@@ -215,7 +209,7 @@ pub fn q8_linear_uses_kernel<const D: usize>(
     let Some(bias) = bias else { return false };
     let k = x.dims()[D - 1];
     let n = packed.dims()[0];
-    (1..=Q8_DIRECT_MAX_ROWS).contains(&(x.shape().num_elements() / k.max(1)))
+    (1..=Q8_DIRECT_MAX_ROWS).contains(&rows(x))
         && k > 0
         && (1..=MAX_WORKGROUPS).contains(&n)
         && packed.dtype() == DType::I32
@@ -245,9 +239,8 @@ pub fn q8_linear_fallback<const D: usize>(
     bias: Option<Tensor<1>>,
     activation: Option<Activation>,
 ) -> Tensor<D> {
-    let n = packed.dims()[0];
-    let product = through_rows(x, n, |rows| q8_matmul_fallback(rows.unsqueeze(), packed, scales).squeeze_dim(0));
-    bias_activation_fallback(product, bias, activation)
+    let dims = [x.dims()[D - 1], packed.dims()[0]];
+    bias_activation_fallback(rows_product(x, dims, |rows| q8_matmul_fallback(rows, packed, scales)), bias, activation)
 }
 
 /// [`q8_linear_residual`] in Burn operations. Same shapes.
@@ -262,13 +255,14 @@ pub fn q8_linear_residual_fallback<const D: usize>(
 }
 
 /// The kernels index through these sizes: a mismatch must stop here, not read out of bounds.
+/// Returns `[k, n]`.
 fn check_linear_shapes<const D: usize>(
     caller: &str,
     x: &Tensor<D>,
     packed: &Tensor<2, Int>,
     scales: &Tensor<2>,
     bias: Option<&Tensor<1>>,
-) {
+) -> [usize; 2] {
     let k = x.dims()[D - 1];
     let n = packed.dims()[0];
     assert!(
@@ -281,15 +275,17 @@ fn check_linear_shapes<const D: usize>(
         scales.dims(),
         bias.map(Tensor::dims)
     );
+    [k, n]
 }
 
-/// `x` as `[rows, k]` through `product`, its `[rows, n]` result back in `x`'s leading dims.
-fn through_rows<const D: usize>(x: Tensor<D>, n: usize, product: impl FnOnce(Tensor<2>) -> Tensor<2>) -> Tensor<D> {
-    let dims = x.dims();
-    let rows = dims[..D - 1].iter().product();
-    let mut out = dims;
-    out[D - 1] = n;
-    product(x.reshape([rows, dims[D - 1]])).reshape(out)
+/// `x` as `[1, rows, k]` through `product` (`q8_matmul`'s shape), its `[1, rows, n]` result back
+/// in `x`'s leading dims.
+fn rows_product<const D: usize>(
+    x: Tensor<D>,
+    dims: [usize; 2],
+    product: impl FnOnce(Tensor<3>) -> Tensor<3>,
+) -> Tensor<D> {
+    rows_through(x, dims, |rows| product(rows.unsqueeze()).squeeze_dim::<2>(0).into_dispatch())
 }
 
 /// Whether a WGSL kernel can number `len` elements.
